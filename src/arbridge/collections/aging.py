@@ -1,0 +1,83 @@
+"""Receivables aging: how much is owed, how much is late, and by how long."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from arbridge.money import Money
+
+BUCKETS = ("current", "1_30", "31_60", "61_90", "over_90")
+BUCKET_LABELS = {
+    "current": "Not yet due",
+    "1_30": "1–30 days",
+    "31_60": "31–60 days",
+    "61_90": "61–90 days",
+    "over_90": "Over 90 days",
+}
+
+
+@dataclass(frozen=True)
+class OpenItem:
+    """An open invoice as aging sees it: its balance in its own currency and its rate to home."""
+
+    due_on: date
+    balance: Money
+    exchange_rate: Decimal
+
+
+def days_overdue(due_on: date, as_of: date) -> int:
+    return (as_of - due_on).days
+
+
+def bucket(days: int) -> str:
+    if days <= 0:
+        return "current"
+    if days <= 30:
+        return "1_30"
+    if days <= 60:
+        return "31_60"
+    if days <= 90:
+        return "61_90"
+    return "over_90"
+
+
+@dataclass(frozen=True)
+class Aging:
+    as_of: date
+    currency: str
+    open_invoices: int
+    open_balance: Money
+    overdue_invoices: int
+    overdue_balance: Money
+    buckets: dict[str, Money]
+    counts: dict[str, int]
+
+
+def home_balance(item: OpenItem, home_currency: str) -> Money:
+    """The balance in home currency at the invoice's own rate, rounded once per invoice."""
+    return item.balance.convert(item.exchange_rate, home_currency)
+
+
+def age(items: Iterable[OpenItem], as_of: date, home_currency: str) -> Aging:
+    zero = Money.zero(home_currency)
+    buckets = dict.fromkeys(BUCKETS, zero)
+    counts = dict.fromkeys(BUCKETS, 0)
+    for item in items:
+        name = bucket(days_overdue(item.due_on, as_of))
+        buckets[name] += home_balance(item, home_currency)
+        counts[name] += 1
+    open_balance = sum((buckets[b] for b in BUCKETS), zero)
+    overdue = sum((buckets[b] for b in BUCKETS[1:]), zero)
+    return Aging(
+        as_of=as_of,
+        currency=home_currency,
+        open_invoices=sum(counts.values()),
+        open_balance=open_balance,
+        overdue_invoices=sum(counts[b] for b in BUCKETS[1:]),
+        overdue_balance=overdue,
+        buckets=buckets,
+        counts=counts,
+    )

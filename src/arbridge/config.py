@@ -1,0 +1,134 @@
+"""One frozen settings object, read from ARBRIDGE_* variables (and an optional .env) at startup."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dotenv import dotenv_values
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from arbridge.crypto import read_secret_file
+from arbridge.errors import ConfigError, NotInitialised
+
+PREFIX = "ARBRIDGE_"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as e:
+        raise ConfigError(f"{PREFIX}{name} must be a whole number, not {raw!r}") from e
+    if value < minimum:
+        raise ConfigError(f"{PREFIX}{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _database_url(raw: str) -> str:
+    try:
+        url = make_url(raw)
+    except ArgumentError as e:
+        raise ConfigError(
+            f"ARBRIDGE_DATABASE_URL is not a valid database URL ({raw!r}); "
+            "use sqlite:///path/to/arbridge.db or postgresql+psycopg://user@host:5432/db"
+        ) from e
+    backend = url.get_backend_name()
+    if backend not in {"sqlite", "postgresql"}:
+        raise ConfigError(
+            f"ARBRIDGE_DATABASE_URL names {backend!r}; arbridge supports sqlite and postgresql"
+        )
+    if backend == "postgresql" and url.drivername == "postgresql":
+        # psycopg 3 is the driver we ship; a bare postgresql:// would ask for psycopg2.
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    instance_path: Path
+    database_url: str
+    base_url: str = "http://127.0.0.1:5000"
+    secret_key: str | None = field(default=None, repr=False)
+    encryption_keys: tuple[str, ...] = field(default=(), repr=False)
+    encryption_keys_from_env: bool = False
+    default_timezone: str = "UTC"
+    worker_tick_seconds: int = 30
+    sync_interval_minutes: int = 15
+    login_link_minutes: int = 30
+    log_level: str = "INFO"
+    smtp_url: str | None = field(default=None, repr=False)
+    mail_from: str | None = None
+    demo: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
+        env: dict[str, str] = {}
+        if dotenv and Path(".env").is_file():
+            env.update({k: v for k, v in dotenv_values(".env").items() if v is not None})
+        env.update(os.environ if environ is None else environ)
+
+        instance_path = Path(env.get(PREFIX + "INSTANCE_PATH") or "instance").absolute()
+        raw_url = env.get(PREFIX + "DATABASE_URL") or f"sqlite:///{instance_path / 'arbridge.db'}"
+        base_url = (env.get(PREFIX + "BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
+        if urlsplit(base_url).scheme not in {"http", "https"} or not urlsplit(base_url).netloc:
+            raise ConfigError(f"ARBRIDGE_BASE_URL must be an http(s) URL, not {base_url!r}")
+        timezone = env.get(PREFIX + "DEFAULT_TIMEZONE") or "UTC"
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ConfigError(
+                f"ARBRIDGE_DEFAULT_TIMEZONE {timezone!r} is not a known timezone"
+            ) from e
+
+        secret_key = env.get(PREFIX + "SECRET_KEY") or None
+        env_keys = tuple(
+            k.strip() for k in (env.get(PREFIX + "ENCRYPTION_KEYS") or "").split(",") if k.strip()
+        )
+        file_data = read_secret_file(instance_path)
+        if file_data is not None:
+            secret_key = secret_key or str(file_data["secret_key"])
+        file_keys = tuple(file_data["encryption_keys"]) if file_data else ()  # type: ignore[arg-type]
+
+        return cls(
+            instance_path=instance_path,
+            database_url=_database_url(raw_url),
+            base_url=base_url,
+            secret_key=secret_key,
+            encryption_keys=env_keys or file_keys,
+            encryption_keys_from_env=bool(env_keys),
+            default_timezone=timezone,
+            worker_tick_seconds=_int(env, "WORKER_TICK_SECONDS", 30, minimum=1),
+            sync_interval_minutes=_int(env, "SYNC_INTERVAL_MINUTES", 15, minimum=1),
+            login_link_minutes=_int(env, "LOGIN_LINK_MINUTES", 30, minimum=1),
+            log_level=(env.get(PREFIX + "LOG_LEVEL") or "INFO").upper(),
+            smtp_url=env.get(PREFIX + "SMTP_URL") or None,
+            mail_from=env.get(PREFIX + "MAIL_FROM") or None,
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.base_url.startswith("https://")
+
+    def require_secrets(self) -> Settings:
+        """Refuse to run without the Flask secret key and the token-encryption keys."""
+        if not self.secret_key or not self.encryption_keys:
+            raise NotInitialised(
+                f"no secret key or encryption key found in {self.instance_path}; "
+                "run `arbridge init` (or set ARBRIDGE_SECRET_KEY and ARBRIDGE_ENCRYPTION_KEYS)"
+            )
+        return self
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]

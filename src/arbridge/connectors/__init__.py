@@ -1,0 +1,1 @@
+"""Connectors talk to the outside world (ledgers, Stripe, email) and nothing else does."""

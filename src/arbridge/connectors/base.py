@@ -1,0 +1,66 @@
+"""The interface every ledger connector (QuickBooks, Xero, the demo ledger) offers to sync/.
+
+A connector returns records in the source's own shape (the raw payload, plus the few facts the
+runner needs to page and to notice deletions); mapping into the receivables model is sync's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+Entity = Literal["customers", "invoices", "credit_notes", "payments"]
+# Order matters: invoices name customers, payments and credits name invoices.
+ENTITIES: tuple[Entity, ...] = ("customers", "invoices", "credit_notes", "payments")
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    entity: Entity
+    source_id: str
+    deleted: bool
+    raw: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Page:
+    """Records in a stable order, and the cursor that is safe to save once they are committed."""
+
+    entity: Entity
+    records: Sequence[SourceRecord]
+    cursor: str | None
+    total: int | None = None  # the number of records this pull will return, when the source says
+
+
+@dataclass(frozen=True)
+class PaymentLine:
+    invoice_source_id: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class PaymentWriteBack:
+    """A payment arbridge collected, to record in the ledger once (keyed by idempotency_key)."""
+
+    idempotency_key: str
+    customer_source_id: str
+    currency: str
+    amount: Decimal
+    received_on: date
+    reference: str
+    lines: Sequence[PaymentLine] = field(default_factory=tuple)
+
+
+class LedgerConnector(Protocol):
+    source: str
+
+    def pull(self, entity: Entity, cursor: str | None) -> Iterator[Page]:
+        """Every record changed after `cursor` (all of them when None), oldest change first."""
+        ...
+
+    def post_payment(self, payment: PaymentWriteBack) -> str:
+        """Record the payment in the ledger and return its id there; safe to call twice."""
+        ...

@@ -1,0 +1,426 @@
+"""A small simulated accounting system ("DemoBooks") kept in one JSON file.
+
+It behaves like the ledgers arbridge connects to: records have their own field names and ids,
+every change bumps a global sequence number (the incremental cursor), deleted records leave a
+tombstone, and a payment written back with an idempotency key it has seen returns the first
+payment instead of posting another. Amounts are decimal strings, as on the wire.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from arbridge.clock import Clock
+from arbridge.connectors.base import Entity, Page, PaymentWriteBack, SourceRecord
+from arbridge.errors import NotFound, Rejected
+
+PAGE_SIZE = 200
+KINDS: dict[Entity, str] = {
+    "customers": "Customer",
+    "invoices": "Invoice",
+    "credit_notes": "CreditNote",
+    "payments": "Payment",
+}
+
+
+class DemoLedger:
+    """The simulated ledger's state on disk, with a file lock around every read-modify-write."""
+
+    def __init__(self, path: Path, clock: Clock) -> None:
+        self.path = path
+        self.clock = clock
+
+    @property
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    @contextmanager
+    def _locked(self, write: bool) -> Iterator[dict[str, Any]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
+            try:
+                with self.path.open() as f:
+                    state = json.load(f)
+            except FileNotFoundError as e:
+                raise NotFound(f"there is no demo ledger at {self.path}") from e
+            yield state
+            if write:
+                tmp = self.path.with_suffix(".tmp")
+                with tmp.open("w") as f:
+                    json.dump(state, f, indent=1)
+                os.replace(tmp, self.path)
+
+    def read(self) -> dict[str, Any]:
+        with self._locked(write=False) as state:
+            return state
+
+    def save_new(self, state: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            json.dump(state, f, indent=1)
+        os.replace(tmp, self.path)
+
+    @contextmanager
+    def change(self) -> Iterator[dict[str, Any]]:
+        with self._locked(write=True) as state:
+            yield state
+
+    def touch(self, state: dict[str, Any], record: dict[str, Any]) -> None:
+        state["seq"] += 1
+        record["seq"] = state["seq"]
+        record["updatedAt"] = self.clock.now().isoformat()
+        record["version"] = str(int(record.get("version", "0")) + 1)
+
+    def find(self, state: dict[str, Any], kind: str, record_id: str) -> dict[str, Any]:
+        for record in state[kind]:
+            if record["id"] == record_id:
+                return record
+        raise NotFound(f"{kind} {record_id} is not in the demo ledger")
+
+    # Edits a bookkeeper would make; tests and the demo use them to move the ledger along.
+    def void_invoice(self, invoice_id: str) -> None:
+        with self.change() as state:
+            inv = self.find(state, "Invoice", invoice_id)
+            inv.update(status="VOIDED", balance="0.00", total="0.00")
+            self.touch(state, inv)
+
+    def delete_invoice(self, invoice_id: str) -> None:
+        with self.change() as state:
+            inv = self.find(state, "Invoice", invoice_id)
+            tomb = {"id": inv["id"], "status": "DELETED"}
+            state["Invoice"][state["Invoice"].index(inv)] = tomb
+            self.touch(state, tomb)
+
+    def add_invoice(self, **fields: Any) -> str:
+        with self.change() as state:
+            state["next_id"] += 1
+            record = {"id": f"INV{state['next_id']}", "status": "AUTHORISED", **fields}
+            record.setdefault("balance", record["total"])
+            state["Invoice"].append(record)
+            self.touch(state, record)
+            return record["id"]
+
+    def post_payment(self, payment: PaymentWriteBack) -> str:
+        with self.change() as state:
+            seen = state["idempotency"].get(payment.idempotency_key)
+            if seen is not None:
+                return seen
+            applied = []
+            for line in payment.lines:
+                inv = self.find(state, "Invoice", line.invoice_source_id)
+                balance = Decimal(inv["balance"])
+                if inv["status"] != "AUTHORISED" or line.amount > balance:
+                    raise Rejected(
+                        f"invoice {inv['id']} has {balance} outstanding; cannot apply {line.amount}"
+                    )
+                inv["balance"] = str(balance - line.amount)
+                if balance - line.amount == 0:
+                    inv["status"] = "PAID"
+                self.touch(state, inv)
+                applied.append({"invoiceId": inv["id"], "amount": str(line.amount)})
+            state["next_id"] += 1
+            record = {
+                "id": f"PMT{state['next_id']}",
+                "contactId": payment.customer_source_id,
+                "date": payment.received_on.isoformat(),
+                "currencyCode": payment.currency,
+                "currencyRate": _rate_for(state, payment.currency),
+                "amount": str(payment.amount),
+                "reference": payment.reference,
+                "method": "arbridge",
+                "applied": applied,
+                "status": "POSTED",
+            }
+            state["Payment"].append(record)
+            self.touch(state, record)
+            state["idempotency"][payment.idempotency_key] = record["id"]
+            return record["id"]
+
+    def void_payment(self, payment_id: str) -> None:
+        """Reverse a payment (a refund or an ACH return): the invoices it paid reopen."""
+        with self.change() as state:
+            pmt = self.find(state, "Payment", payment_id)
+            if pmt["status"] == "VOIDED":
+                return
+            for line in pmt["applied"]:
+                inv = self.find(state, "Invoice", line["invoiceId"])
+                inv["balance"] = str(Decimal(inv["balance"]) + Decimal(line["amount"]))
+                inv["status"] = "AUTHORISED"
+                self.touch(state, inv)
+            pmt["status"] = "VOIDED"
+            pmt["applied"] = []
+            self.touch(state, pmt)
+
+
+def _rate_for(state: Mapping[str, Any], currency: str) -> str:
+    return state["rates"].get(currency, "1")
+
+
+class DemoConnector:
+    """The connector interface over a DemoLedger, paged and incremental like the real ones."""
+
+    source = "demo"
+
+    def __init__(self, ledger: DemoLedger, page_size: int = PAGE_SIZE) -> None:
+        self.ledger = ledger
+        self.page_size = page_size
+
+    def pull(self, entity: Entity, cursor: str | None) -> Iterator[Page]:
+        state = self.ledger.read()
+        after = int(cursor) if cursor else 0
+        changed = sorted(
+            (r for r in state[KINDS[entity]] if r["seq"] > after), key=lambda r: r["seq"]
+        )
+        for start in range(0, len(changed), self.page_size):
+            chunk = changed[start : start + self.page_size]
+            yield Page(
+                entity=entity,
+                records=[
+                    SourceRecord(entity, str(r["id"]), r.get("status") == "DELETED", r)
+                    for r in chunk
+                ],
+                cursor=str(chunk[-1]["seq"]),
+                total=len(changed),
+            )
+
+    def post_payment(self, payment: PaymentWriteBack) -> str:
+        return self.ledger.post_payment(payment)
+
+
+FIRST_NAMES = [
+    "Harbor",
+    "Maple",
+    "Summit",
+    "Copper",
+    "Lakeside",
+    "Granite",
+    "Bluebird",
+    "Cedar",
+    "Northwind",
+    "Riverbend",
+    "Ironwood",
+    "Pioneer",
+    "Silverline",
+    "Redwood",
+    "Oakridge",
+    "Prairie",
+    "Beacon",
+    "Evergreen",
+    "Falcon",
+    "Juniper",
+]
+LAST_NAMES = [
+    "Bakery",
+    "Dental",
+    "Logistics",
+    "Builders",
+    "Florists",
+    "Studio",
+    "Outfitters",
+    "Plumbing",
+    "Coffee Co.",
+    "Auto Repair",
+    "Design",
+    "Farms",
+    "Brewing",
+    "Clinic",
+    "Hardware",
+    "Printing",
+    "Landscaping",
+    "Catering",
+    "Electric",
+    "Fitness",
+]
+PEOPLE = [
+    "Ana",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Ines",
+    "Jamal",
+    "Kate",
+    "Liam",
+    "Maya",
+    "Noah",
+    "Olga",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tara",
+]
+ITEMS = [
+    ("Consulting hours", "150.00"),
+    ("Monthly maintenance", "420.00"),
+    ("Supplies", "37.50"),
+    ("Delivery", "25.00"),
+    ("Installation", "310.00"),
+    ("Design work", "95.00"),
+    ("Parts", "12.75"),
+    ("Training session", "600.00"),
+]
+TERMS = [("Net 15", 15), ("Net 30", 30), ("Net 30", 30), ("Net 45", 45), ("Due on receipt", 0)]
+# Home-currency (USD) units per one unit of the foreign currency: multiply, as QuickBooks does.
+RATES = {"USD": "1", "EUR": "1.0842", "CAD": "0.7315"}
+
+
+def generate_demo_ledger(
+    ledger: DemoLedger, today: date, *, customers: int = 40, invoices: int = 300, seed: int = 7
+) -> None:
+    """Write a fresh, deterministic ledger whose invoices fall in every aging bucket on `today`."""
+    rng = random.Random(seed)
+    now = ledger.clock.now()
+    state: dict[str, Any] = {
+        "name": "DemoBooks",
+        "home_currency": "USD",
+        "seq": 0,
+        "next_id": 1000,
+        "rates": dict(RATES),
+        "idempotency": {},
+        "Customer": [],
+        "Invoice": [],
+        "Payment": [],
+        "CreditNote": [],
+    }
+
+    def stamp(record: dict[str, Any]) -> dict[str, Any]:
+        state["seq"] += 1
+        record.update(
+            seq=state["seq"], version="1", updatedAt=(now - timedelta(minutes=5)).isoformat()
+        )
+        return record
+
+    contacts = []
+    for i in range(customers):
+        name = f"{FIRST_NAMES[i % 20]} {LAST_NAMES[(i * 7) % 20]}"
+        currency = "EUR" if i % 10 == 3 else ("CAD" if i == 17 else "USD")
+        person = PEOPLE[i % 20]
+        slug = name.lower().replace(" ", "").replace(".", "")
+        record = stamp(
+            {
+                "id": f"C{100 + i}",
+                "name": name,
+                "currencyCode": currency,
+                "isActive": i != 39,
+                "contactPerson": {
+                    "firstName": person,
+                    "email": f"{person.lower()}@{slug}.example",
+                    "phone": f"+1 555 01{i:02d}",
+                },
+            }
+        )
+        state["Customer"].append(record)
+        contacts.append(record)
+
+    number = 1000
+    for _ in range(invoices):
+        cust = rng.choice(contacts)
+        currency = cust["currencyCode"]
+        terms, days = rng.choice(TERMS)
+        # Issue dates reach back about six months, so every aging bucket holds invoices.
+        issued = today - timedelta(days=rng.randint(0, 185))
+        lines, amount = [], Decimal(0)
+        for _ in range(rng.randint(1, 4)):
+            desc, price = rng.choice(ITEMS)
+            qty = rng.randint(1, 12)
+            line_amount = Decimal(price) * qty
+            lines.append(
+                {
+                    "description": desc,
+                    "quantity": qty,
+                    "unitAmount": price,
+                    "lineAmount": str(line_amount),
+                }
+            )
+            amount += line_amount
+        number += 1
+        state["next_id"] += 1
+        age = (today - issued).days
+        # Older invoices are more likely paid; some are part-paid.
+        roll = rng.random()
+        if age > 40 and roll < 0.55:
+            balance = Decimal(0)
+        elif roll > 0.85:
+            balance = (amount * Decimal(rng.choice(["0.25", "0.5", "0.6"]))).quantize(
+                Decimal("0.01")
+            )
+        else:
+            balance = amount
+        inv = stamp(
+            {
+                "id": f"INV{state['next_id']}",
+                "invoiceNumber": f"INV-{number}",
+                "contactId": cust["id"],
+                "date": issued.isoformat(),
+                "dueDate": (issued + timedelta(days=days)).isoformat(),
+                "currencyCode": currency,
+                "currencyRate": RATES[currency],
+                "terms": terms,
+                "total": str(amount),
+                "balance": str(balance),
+                "status": "PAID" if balance == 0 else "AUTHORISED",
+                "lineItems": lines,
+            }
+        )
+        state["Invoice"].append(inv)
+        paid = amount - balance
+        if paid:
+            state["next_id"] += 1
+            state["Payment"].append(
+                stamp(
+                    {
+                        "id": f"PMT{state['next_id']}",
+                        "contactId": cust["id"],
+                        "date": min(today, issued + timedelta(days=rng.randint(1, 40))).isoformat(),
+                        "currencyCode": currency,
+                        "currencyRate": RATES[currency],
+                        "amount": str(paid),
+                        "reference": f"CHK {rng.randint(1000, 9999)}",
+                        "method": rng.choice(["check", "ach", "card"]),
+                        "applied": [{"invoiceId": inv["id"], "amount": str(paid)}],
+                        "status": "POSTED",
+                    }
+                )
+            )
+
+    # A credit note that settles part of one open invoice, and a voided invoice.
+    target = next(
+        i for i in state["Invoice"] if i["status"] == "AUTHORISED" and Decimal(i["balance"]) > 100
+    )
+    credit = Decimal("100.00")
+    target["balance"] = str(Decimal(target["balance"]) - credit)
+    state["next_id"] += 1
+    state["CreditNote"].append(
+        stamp(
+            {
+                "id": f"CN{state['next_id']}",
+                "creditNoteNumber": "CN-0001",
+                "contactId": target["contactId"],
+                "date": (today - timedelta(days=3)).isoformat(),
+                "currencyCode": target["currencyCode"],
+                "currencyRate": target["currencyRate"],
+                "total": str(credit),
+                "remainingCredit": "0.00",
+                "applied": [{"invoiceId": target["id"], "amount": str(credit)}],
+                "status": "PAID",
+            }
+        )
+    )
+    voided = next(i for i in reversed(state["Invoice"]) if i["status"] == "AUTHORISED")
+    voided.update(status="VOIDED", total="0.00", balance="0.00")
+    ledger.save_new(state)

@@ -1,0 +1,75 @@
+"""The demo: a company on the simulated ledger, synced through the real sync layer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from arbridge.connectors.demo import generate_demo_ledger
+from arbridge.errors import NotFound
+from arbridge.runtime import Runtime
+from arbridge.sync.db import transaction
+from arbridge.sync.model import Company, Connection
+from arbridge.sync.runner import SyncResult
+from arbridge.sync.store import (
+    add_connection,
+    company_today,
+    create_company,
+    get_company,
+    issue_sign_in_token,
+    ledger_connection,
+    log_activity,
+    owner,
+)
+
+DEMO_SLUG = "demo"
+DEMO_TENANT = "demobooks-acme"
+
+
+SyncFunc = Callable[[Connection, bool], SyncResult]
+
+
+def prepare(
+    rt: Runtime, *, sync: SyncFunc, reset: bool = False, echo: Callable[[str], None] = print
+) -> tuple[Company, str]:
+    """Create (or reuse) the demo company and its ledger, sync it, and issue a sign-in link."""
+    with transaction(rt.sessions) as session:
+        try:
+            company = get_company(session, DEMO_SLUG)
+        except NotFound:
+            company = create_company(
+                session,
+                rt.clock,
+                name="Acme Supply Co.",
+                slug=DEMO_SLUG,
+                home_currency="USD",
+                timezone="America/Chicago",
+                country="US",
+                owner_email="owner@acme-supply.example",
+            )
+        conn = ledger_connection(session, company.id)
+        if conn is None:
+            conn = add_connection(
+                session,
+                rt.keyring,
+                rt.clock,
+                company,
+                "demo",
+                DEMO_TENANT,
+                {"note": "simulated ledger: no real credentials"},
+            )
+        session.expunge(company)
+        session.expunge(conn)
+    ledger = rt.demo_ledger(conn.tenant_id)
+    full = False
+    if reset or not ledger.exists:
+        generate_demo_ledger(ledger, company_today(company, rt.clock))
+        full = True
+        echo(f"Demo ledger written to {ledger.path}")
+    result = sync(conn, full)
+    echo(f"Synced: {sum(result.upserted.values())} records")
+    with transaction(rt.sessions) as session:
+        log_activity(session, rt.clock, company.id, "sync.completed", "Demo ledger synced")
+        token = issue_sign_in_token(
+            session, rt.clock, owner(session, company), rt.settings.login_link_minutes
+        )
+    return company, f"{rt.settings.base_url}/sign-in/{token}"

@@ -1,0 +1,62 @@
+"""One root error, and the few kinds the rest of arbridge reacts to differently."""
+
+from __future__ import annotations
+
+
+class ArbridgeError(Exception):
+    """Root of every error arbridge raises on purpose. Its message is one sentence for a human."""
+
+
+class ConfigError(ArbridgeError):
+    """The settings are missing, malformed or inconsistent."""
+
+
+class NotInitialised(ConfigError):
+    """The instance has no database or secret file yet: run `arbridge init`."""
+
+
+class AlreadyInitialised(ConfigError):
+    """`arbridge init` was run against an instance that already exists."""
+
+
+class KeyMismatch(ConfigError):
+    """The configured encryption keys cannot read the secrets stored in the database."""
+
+
+class NotFound(ArbridgeError):
+    """A record, company or token that does not exist (or that the caller may not see)."""
+
+
+# Connector errors (STYLE.md): mapped from HTTP responses in one place per connector.
+class ConnectorError(ArbridgeError):
+    pass
+
+
+class AuthExpired(ConnectorError):
+    """The grant is gone: never retried, the owner must reconnect."""
+
+
+class RateLimited(ConnectorError):
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Transient(ConnectorError):
+    """A timeout, a dropped connection or a 5xx: safe to retry with backoff."""
+
+
+class Rejected(ConnectorError):
+    """The provider refused the request as invalid: retrying will not help."""
+
+
+class CursorExpired(ConnectorError):
+    """An incremental cursor is older than the provider keeps changes: do a full sync."""
+
+
+class SignatureInvalid(ArbridgeError):
+    """A webhook whose signature does not verify."""
+
+
+class MappingError(ArbridgeError):
+    """A ledger record that cannot be mapped into the receivables model."""

@@ -1,0 +1,1 @@
+"""Pure functions from a source's raw records to the receivables model's records."""

@@ -1,0 +1,458 @@
+"""The receivables model: one schema for QuickBooks, Xero and the demo ledger.
+
+Every synced row carries (company_id, source, source_id) and upserts on it. Amounts are integer
+minor units of the row's currency (exact in every database; `Money` converts); exchange rates are
+exact decimal text. Times are aware UTC; `*_on` columns are calendar dates.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from arbridge.money import Money
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+PROVIDERS = ("quickbooks", "xero", "stripe", "demo")
+CONNECTION_STATUSES = ("active", "needs_reconnect", "disconnected")
+INVOICE_STATUSES = ("open", "paid", "voided", "deleted")
+DOCUMENT_STATUSES = ("open", "closed", "voided", "deleted")
+OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "dead")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime in every database (SQLite keeps no zone: we put it back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored: pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class DecimalText(TypeDecorator[Decimal]):
+    """An exact Decimal (exchange rates) kept as text: no float on the way in or out."""
+
+    impl = String(40)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            raise TypeError("DecimalText stores Decimal values only")
+        return str(value)
+
+    def process_result_value(self, value: str | None, dialect: Any) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+def _enum(name: str, values: tuple[str, ...]) -> Enum:
+    return Enum(*values, name=name, native_enum=False, create_constraint=True, length=20)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {  # noqa: RUF012 (SQLAlchemy reads it as a class attribute)
+        datetime: UTCDateTime(),
+        Decimal: DecimalText(),
+        dict[str, Any]: JSON(),
+    }
+
+
+class SyncedRow:
+    """Mixin for rows that mirror a ledger record: upserted on (company_id, source, source_id)."""
+
+    source: Mapped[str] = mapped_column(String(20))
+    source_id: Mapped[str] = mapped_column(String(64))
+    source_version: Mapped[str | None] = mapped_column(String(64))
+    source_updated_at: Mapped[datetime | None]
+    synced_at: Mapped[datetime]
+
+
+class Company(Base):
+    __tablename__ = "companies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    home_currency: Mapped[str] = mapped_column(String(3))
+    timezone: Mapped[str] = mapped_column(String(64))
+    country: Mapped[str] = mapped_column(String(2))
+    sync_interval_minutes: Mapped[int] = mapped_column(Integer, default=15)
+    collections_hour: Mapped[int] = mapped_column(Integer, default=9)
+    # Owner-tuned policy (reminders, payments, plans), validated by the settings page.
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        CheckConstraint(
+            "collections_hour >= 0 AND collections_hour <= 23", name="collections_hour"
+        ),
+        CheckConstraint("sync_interval_minutes >= 1", name="sync_interval"),
+    )
+
+
+class User(Base):
+    """A business owner (or staff member) who signs in to one company's pages."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(254))
+    name: Mapped[str | None] = mapped_column(String(200))
+    # The accounting provider's identity when the owner signs in with it (Intuit's sub, Xero's).
+    identity_provider: Mapped[str | None] = mapped_column(String(20))
+    identity_subject: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    last_sign_in_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("company_id", "email"),
+        UniqueConstraint("identity_provider", "identity_subject"),
+    )
+
+
+class SignInToken(Base):
+    """A one-time sign-in link: only its SHA-256 is stored; it expires and is used once."""
+
+    __tablename__ = "sign_in_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class Connection(Base):
+    __tablename__ = "connections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    provider: Mapped[str] = mapped_column(_enum("provider", PROVIDERS))
+    # The provider's tenant: QuickBooks realmId, Xero tenantId, Stripe account id, demo ledger name.
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    # JSON of tokens and keys, Fernet-encrypted with the instance keyring; never logged.
+    credentials_encrypted: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(
+        _enum("connection_status", CONNECTION_STATUSES), default="active"
+    )
+    status_detail: Mapped[str | None] = mapped_column(Text)
+    last_sync_at: Mapped[datetime | None]
+    last_sync_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("company_id", "provider"),
+        UniqueConstraint("provider", "tenant_id"),
+    )
+
+
+class Customer(SyncedRow, Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(300))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    do_not_chase: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    contacts: Mapped[list[Contact]] = relationship(back_populates="customer")
+
+    __table_args__ = (UniqueConstraint("company_id", "source", "source_id"),)
+
+
+class Contact(SyncedRow, Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str | None] = mapped_column(String(300))
+    email: Mapped[str | None] = mapped_column(String(254))
+    phone: Mapped[str | None] = mapped_column(String(40))
+    is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    opted_out_at: Mapped[datetime | None]
+    bounced_at: Mapped[datetime | None]
+
+    customer: Mapped[Customer] = relationship(back_populates="contacts")
+
+    __table_args__ = (UniqueConstraint("company_id", "source", "source_id"),)
+
+
+class Invoice(SyncedRow, Base):
+    __tablename__ = "invoices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    number: Mapped[str | None] = mapped_column(String(64))
+    issued_on: Mapped[date] = mapped_column(Date)
+    due_on: Mapped[date] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(String(3))
+    # Home-currency units for one unit of `currency` (multiply), as QuickBooks states it.
+    exchange_rate: Mapped[Decimal]
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    balance_minor: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(_enum("invoice_status", INVOICE_STATUSES))
+    terms: Mapped[str | None] = mapped_column(String(100))
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    lines: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+
+    customer: Mapped[Customer] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("company_id", "source", "source_id"),
+        Index("ix_invoices_open_due", "company_id", "status", "due_on"),
+    )
+
+    @property
+    def total(self) -> Money:
+        return Money.from_minor(self.total_minor, self.currency)
+
+    @property
+    def balance(self) -> Money:
+        return Money.from_minor(self.balance_minor, self.currency)
+
+
+class Payment(SyncedRow, Base):
+    __tablename__ = "payments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    received_on: Mapped[date] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(String(3))
+    exchange_rate: Mapped[Decimal]
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    unapplied_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    reference: Mapped[str | None] = mapped_column(String(100))
+    method: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(
+        _enum("payment_status", DOCUMENT_STATUSES), default="closed"
+    )
+
+    __table_args__ = (UniqueConstraint("company_id", "source", "source_id"),)
+
+    @property
+    def amount(self) -> Money:
+        return Money.from_minor(self.amount_minor, self.currency)
+
+
+class CreditNote(SyncedRow, Base):
+    __tablename__ = "credit_notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    number: Mapped[str | None] = mapped_column(String(64))
+    issued_on: Mapped[date] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(String(3))
+    exchange_rate: Mapped[Decimal]
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    remaining_minor: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(_enum("credit_note_status", DOCUMENT_STATUSES))
+
+    __table_args__ = (UniqueConstraint("company_id", "source", "source_id"),)
+
+
+class PaymentAllocation(Base):
+    """Which payment or credit note settled which invoice, and how much (in the invoice currency)."""
+
+    __tablename__ = "payment_allocations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    invoice_id: Mapped[int] = mapped_column(
+        ForeignKey("invoices.id", ondelete="CASCADE"), index=True
+    )
+    payment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("payments.id", ondelete="CASCADE"), index=True
+    )
+    credit_note_id: Mapped[int | None] = mapped_column(
+        ForeignKey("credit_notes.id", ondelete="CASCADE"), index=True
+    )
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    applied_on: Mapped[date | None] = mapped_column(Date)
+
+    __table_args__ = (
+        CheckConstraint(
+            "(payment_id IS NULL) <> (credit_note_id IS NULL)", name="exactly_one_settlement"
+        ),
+        UniqueConstraint("payment_id", "invoice_id"),
+        UniqueConstraint("credit_note_id", "invoice_id"),
+    )
+
+
+class SyncCursor(Base):
+    """The high-water mark per connection and entity; moved only after its data is committed."""
+
+    __tablename__ = "sync_cursors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    entity: Mapped[str] = mapped_column(String(40))
+    value: Mapped[str | None] = mapped_column(String(200))
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("connection_id", "entity"),)
+
+
+class SyncError(Base):
+    """A ledger record that could not be mapped: skipped, kept for the owner to see."""
+
+    __tablename__ = "sync_errors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    entity: Mapped[str] = mapped_column(String(40))
+    source_id: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    raw: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    occurred_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+
+
+class OutboxMessage(Base):
+    """Every outside side effect (email, charge, ledger write-back), keyed so it happens once."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(40))
+    # Unique across the instance, e.g. "reminder:invoice:42:step:3"; also the provider's
+    # idempotency key (Stripe Idempotency-Key, QuickBooks requestid, Xero Idempotency-Key).
+    key: Mapped[str] = mapped_column(String(128), unique=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(_enum("outbox_status", OUTBOX_STATUSES), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    provider_ref: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+
+class Activity(Base):
+    """The activity log the owner reads: what arbridge did, when, and on what basis."""
+
+    __tablename__ = "activity"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    occurred_at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(60))
+    message: Mapped[str] = mapped_column(Text)
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id", ondelete="SET NULL"))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (Index("ix_activity_company_time", "company_id", "occurred_at"),)
+
+
+class PayToken(Base):
+    """A customer's payment link: long, random, stored as its SHA-256, revocable."""
+
+    __tablename__ = "pay_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    invoice_id: Mapped[int | None] = mapped_column(
+        ForeignKey("invoices.id", ondelete="CASCADE"), index=True
+    )
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class CompanyJob(Base):
+    """One row per (company, job): the schedule, and the row a worker locks while it runs the job."""
+
+    __tablename__ = "company_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    job: Mapped[str] = mapped_column(String(40))
+    next_run_at: Mapped[datetime]
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_started_at: Mapped[datetime | None]
+    last_finished_at: Mapped[datetime | None]
+    last_worker: Mapped[str | None] = mapped_column(String(100))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        UniqueConstraint("company_id", "job"),
+        Index("ix_company_jobs_due", "job", "next_run_at"),
+    )
+
+
+class InstanceMeta(Base):
+    """Instance-wide facts, such as the encrypted canary that proves the keys are right."""
+
+    __tablename__ = "instance_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

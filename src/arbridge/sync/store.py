@@ -1,0 +1,292 @@
+"""Repositories: the queries and writes the CLI, the web app and the worker share."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Sequence
+from datetime import date, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from arbridge.clock import Clock, local_date
+from arbridge.collections.aging import Aging, OpenItem, age
+from arbridge.crypto import Keyring
+from arbridge.errors import ArbridgeError, KeyMismatch, NotFound
+from arbridge.money import Money, check_currency
+from arbridge.sync.model import (
+    Activity,
+    Company,
+    CompanyJob,
+    Connection,
+    Customer,
+    InstanceMeta,
+    Invoice,
+    PayToken,
+    SignInToken,
+    User,
+)
+
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+KEY_CHECK = "key_check"
+KEY_CHECK_PLAINTEXT = "arbridge key check"
+JOBS = ("sync", "collections")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def get_company(session: Session, slug: str) -> Company:
+    company = session.scalar(select(Company).where(Company.slug == slug))
+    if company is None:
+        raise NotFound(f"there is no company with the slug {slug!r}")
+    return company
+
+
+def create_company(
+    session: Session,
+    clock: Clock,
+    *,
+    name: str,
+    slug: str,
+    home_currency: str,
+    timezone: str,
+    country: str,
+    owner_email: str,
+    sync_interval_minutes: int = 15,
+    collections_hour: int = 9,
+) -> Company:
+    if not SLUG.match(slug):
+        raise ArbridgeError(
+            f"{slug!r} is not a valid slug: use lowercase letters, digits and dashes"
+        )
+    if session.scalar(select(Company.id).where(Company.slug == slug)) is not None:
+        raise ArbridgeError(f"a company with the slug {slug!r} already exists")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise ArbridgeError(f"{timezone!r} is not a known timezone") from e
+    company = Company(
+        name=name,
+        slug=slug,
+        home_currency=check_currency(home_currency),
+        timezone=timezone,
+        country=country.upper()[:2],
+        sync_interval_minutes=sync_interval_minutes,
+        collections_hour=collections_hour,
+        settings={},
+        created_at=clock.now(),
+    )
+    session.add(company)
+    session.flush()
+    session.add(User(company_id=company.id, email=owner_email, created_at=clock.now()))
+    for job in JOBS:
+        session.add(CompanyJob(company_id=company.id, job=job, next_run_at=clock.now()))
+    log_activity(session, clock, company.id, "company.created", f"Company {name} created")
+    return company
+
+
+def add_connection(
+    session: Session,
+    keyring: Keyring,
+    clock: Clock,
+    company: Company,
+    provider: str,
+    tenant_id: str,
+    credentials: dict[str, Any] | None,
+) -> Connection:
+    conn = Connection(
+        company_id=company.id,
+        provider=provider,
+        tenant_id=tenant_id,
+        credentials_encrypted=keyring.encrypt(json.dumps(credentials)) if credentials else None,
+        status="active",
+        created_at=clock.now(),
+    )
+    session.add(conn)
+    session.flush()
+    log_activity(session, clock, company.id, "connection.added", f"Connected {provider}")
+    return conn
+
+
+def ledger_connection(session: Session, company_id: int) -> Connection | None:
+    return session.scalar(
+        select(Connection).where(
+            Connection.company_id == company_id,
+            Connection.provider.in_(("quickbooks", "xero", "demo")),
+        )
+    )
+
+
+def log_activity(
+    session: Session, clock: Clock, company_id: int, kind: str, message: str, **data: Any
+) -> None:
+    session.add(
+        Activity(
+            company_id=company_id,
+            occurred_at=clock.now(),
+            kind=kind,
+            message=message,
+            invoice_id=data.pop("invoice_id", None),
+            customer_id=data.pop("customer_id", None),
+            data=data,
+        )
+    )
+
+
+def recent_activity(session: Session, company_id: int, limit: int = 20) -> Sequence[Activity]:
+    return session.scalars(
+        select(Activity)
+        .where(Activity.company_id == company_id)
+        .order_by(Activity.occurred_at.desc(), Activity.id.desc())
+        .limit(limit)
+    ).all()
+
+
+def company_today(company: Company, clock: Clock) -> date:
+    return local_date(clock.now(), company.timezone)
+
+
+def open_invoices(session: Session, company_id: int) -> Sequence[Invoice]:
+    return session.scalars(
+        select(Invoice)
+        .where(
+            Invoice.company_id == company_id, Invoice.status == "open", Invoice.balance_minor != 0
+        )
+        .order_by(Invoice.due_on, Invoice.id)
+    ).all()
+
+
+def aging_report(session: Session, company: Company, as_of: date) -> Aging:
+    rows = session.execute(
+        select(
+            Invoice.due_on, Invoice.balance_minor, Invoice.currency, Invoice.exchange_rate
+        ).where(
+            Invoice.company_id == company.id, Invoice.status == "open", Invoice.balance_minor != 0
+        )
+    )
+    items = (
+        OpenItem(due_on, Money.from_minor(minor, cur), rate) for due_on, minor, cur, rate in rows
+    )
+    return age(items, as_of, company.home_currency)
+
+
+def report_dict(company: Company, aging: Aging) -> dict[str, Any]:
+    return {
+        "company": company.slug,
+        "company_name": company.name,
+        "as_of": aging.as_of.isoformat(),
+        "currency": aging.currency,
+        "open_invoices": aging.open_invoices,
+        "open_balance": str(aging.open_balance.amount),
+        "overdue_invoices": aging.overdue_invoices,
+        "overdue_balance": str(aging.overdue_balance.amount),
+        "aging": {name: str(m.amount) for name, m in aging.buckets.items()},
+        "aging_counts": dict(aging.counts),
+    }
+
+
+def customer_count(session: Session, company_id: int) -> int:
+    return (
+        session.scalar(
+            select(func.count()).select_from(Customer).where(Customer.company_id == company_id)
+        )
+        or 0
+    )
+
+
+# Sign-in links: the token is shown once, only its hash is kept; it expires and works once.
+def issue_sign_in_token(session: Session, clock: Clock, user: User, minutes: int) -> str:
+    token = secrets.token_urlsafe(32)
+    session.add(
+        SignInToken(
+            user_id=user.id,
+            token_hash=hash_token(token),
+            created_at=clock.now(),
+            expires_at=clock.now() + timedelta(minutes=minutes),
+        )
+    )
+    return token
+
+
+def redeem_sign_in_token(session: Session, clock: Clock, token: str) -> User:
+    row = session.scalar(
+        select(SignInToken).where(SignInToken.token_hash == hash_token(token)).with_for_update()
+    )
+    if row is None or row.used_at is not None or row.expires_at <= clock.now():
+        raise NotFound("this sign-in link is not valid: it may have expired or been used already")
+    row.used_at = clock.now()
+    user = session.get(User, row.user_id)
+    assert user is not None
+    user.last_sign_in_at = clock.now()
+    return user
+
+
+def owner(session: Session, company: Company) -> User:
+    user = session.scalar(select(User).where(User.company_id == company.id).order_by(User.id))
+    if user is None:
+        raise NotFound(f"company {company.slug} has no owner")
+    return user
+
+
+# Payment links for customers.
+def issue_pay_token(session: Session, clock: Clock, invoice: Invoice) -> str:
+    token = secrets.token_urlsafe(32)
+    session.add(
+        PayToken(
+            company_id=invoice.company_id,
+            invoice_id=invoice.id,
+            customer_id=invoice.customer_id,
+            token_hash=hash_token(token),
+            created_at=clock.now(),
+        )
+    )
+    return token
+
+
+def find_pay_token(session: Session, token: str) -> PayToken:
+    if not token or len(token) > 200:
+        raise NotFound("no such payment link")
+    row = session.scalar(select(PayToken).where(PayToken.token_hash == hash_token(token)))
+    if row is None or row.revoked_at is not None:
+        raise NotFound("no such payment link")
+    return row
+
+
+# The key check: an encrypted canary proves the configured keys can read what is stored.
+def check_keys(session: Session, keyring: Keyring) -> None:
+    row = session.get(InstanceMeta, KEY_CHECK)
+    if row is None:
+        session.add(InstanceMeta(key=KEY_CHECK, value=keyring.encrypt(KEY_CHECK_PLAINTEXT)))
+        return
+    try:
+        ok = keyring.decrypt(row.value) == KEY_CHECK_PLAINTEXT
+    except KeyMismatch:
+        ok = False
+    if not ok:
+        raise KeyMismatch(
+            "the configured encryption keys cannot read this database's secrets; "
+            "set ARBRIDGE_ENCRYPTION_KEYS (or the instance secret file) to include the key it was "
+            "encrypted with"
+        )
+
+
+def rotate_secrets(session: Session, keyring: Keyring) -> int:
+    """Re-encrypt every stored secret with the newest key; returns how many were rewritten."""
+    check_keys(session, keyring)
+    count = 0
+    for conn in session.scalars(
+        select(Connection).where(Connection.credentials_encrypted.is_not(None))
+    ):
+        conn.credentials_encrypted = keyring.rotate(conn.credentials_encrypted or "")
+        count += 1
+    meta = session.get(InstanceMeta, KEY_CHECK)
+    if meta is not None:
+        meta.value = keyring.rotate(meta.value)
+    return count

@@ -1,0 +1,99 @@
+"""The Flask app: owner pages, the customer's payment page, health. Thin views over sync/store."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from babel.dates import format_date
+from flask import Flask, g, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from arbridge.money import Money
+from arbridge.runtime import Runtime
+
+log = logging.getLogger(__name__)
+csrf = CSRFProtect()
+
+
+def create_app(rt: Runtime, **overrides: Any) -> Flask:
+    settings = rt.settings.require_secrets()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_NAME="arbridge_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        # Secure cookies whenever arbridge is served over https; the demo runs on plain loopback.
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        WTF_CSRF_TIME_LIMIT=None,
+        MAX_CONTENT_LENGTH=1024 * 1024,
+        PREFERRED_URL_SCHEME="https" if settings.secure_cookies else "http",
+    )
+    app.config.update(overrides)
+    app.extensions["arbridge"] = rt
+    csrf.init_app(app)
+
+    from arbridge.web import auth, health, owner, pay
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(owner.bp)
+    app.register_blueprint(pay.bp)
+
+    @app.teardown_appcontext
+    def _close_session(_exc: BaseException | None) -> None:
+        session = g.pop("db", None)
+        if session is not None:
+            session.close()
+
+    @app.after_request
+    def _headers(response: Any) -> Any:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        # Payment and sign-in links carry secrets in the path: never leak them in a Referer.
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "form-action 'self' https://checkout.stripe.com; frame-ancestors 'none'",
+        )
+        if settings.secure_cookies:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        return response
+
+    @app.errorhandler(CSRFError)
+    def _csrf(e: CSRFError) -> Any:
+        log.warning("CSRF check failed on %s %s: %s", request.method, request.path, e.description)
+        return render_template(
+            "error.html",
+            title="This form has expired",
+            message="Please go back, reload the page and try again.",
+        ), 400
+
+    @app.errorhandler(HTTPException)
+    def _http(e: HTTPException) -> Any:
+        titles = {404: "Page not found", 405: "Not allowed", 400: "Bad request"}
+        messages = {404: "This link is not valid. It may have been mistyped, revoked or replaced."}
+        return render_template(
+            "error.html",
+            title=titles.get(e.code or 500, e.name),
+            message=messages.get(e.code or 500, e.description),
+        ), e.code
+
+    @app.errorhandler(Exception)
+    def _crash(e: Exception) -> Any:
+        # Log the trace for us; the visitor sees one calm sentence, never a stack trace.
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return render_template(
+            "error.html",
+            title="Something went wrong",
+            message="We could not complete this request. Please try again in a minute.",
+        ), 500
+
+    app.jinja_env.filters["money"] = lambda m: m.format() if isinstance(m, Money) else m
+    app.jinja_env.filters["day"] = lambda d: format_date(d, "medium", locale="en_US") if d else "—"
+    return app

@@ -1,0 +1,70 @@
+"""Owner sign-in with one-time links (the demo and `arbridge companies sign-in-link` issue them).
+
+A GET only shows a button: mail scanners and link previews fetch links, and must not use them up.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, redirect, render_template, session, url_for
+
+from arbridge.errors import NotFound
+from arbridge.sync.model import Company
+from arbridge.sync.store import log_activity, redeem_sign_in_token
+from arbridge.web.common import current_user, db, runtime
+
+bp = Blueprint("auth", __name__)
+log = logging.getLogger(__name__)
+
+
+@bp.get("/")
+def index() -> Any:
+    user = current_user()
+    if user is None:
+        return redirect(url_for("auth.signed_out"))
+    company = db().get(Company, user.company_id)
+    assert company is not None
+    return redirect(url_for("owner.dashboard", slug=company.slug))
+
+
+@bp.get("/signed-out")
+def signed_out() -> Any:
+    return render_template("signed_out.html")
+
+
+@bp.get("/sign-in/<token>")
+def sign_in_page(token: str) -> Any:
+    return render_template("sign_in.html", token=token)
+
+
+@bp.post("/sign-in/<token>")
+def sign_in(token: str) -> Any:
+    rt = runtime()
+    s = db()
+    try:
+        user = redeem_sign_in_token(s, rt.clock, token)
+        company = s.get(Company, user.company_id)
+        assert company is not None
+        log_activity(s, rt.clock, company.id, "owner.signed_in", f"{user.email} signed in")
+        slug, user_id, company_id = company.slug, user.id, company.id
+        s.commit()
+    except NotFound as e:
+        s.rollback()
+        log.info("refused a sign-in link: %s", e)
+        return render_template(
+            "error.html",
+            title="This sign-in link is not valid",
+            message="It may have expired or been used already. Ask for a new one.",
+        ), 404
+    session.clear()
+    session.permanent = True
+    session["user_id"], session["company_id"] = user_id, company_id
+    return redirect(url_for("owner.dashboard", slug=slug))
+
+
+@bp.post("/sign-out")
+def sign_out() -> Any:
+    session.clear()
+    return redirect(url_for("auth.signed_out"))

@@ -1,0 +1,50 @@
+"""Request-scoped helpers: the runtime, a database session per request, the signed-in user."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import abort, current_app, g, redirect, session, url_for
+from sqlalchemy.orm import Session
+
+from arbridge.runtime import Runtime
+from arbridge.sync.model import Company, User
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["arbridge"]
+
+
+def db() -> Session:
+    if "db" not in g:
+        g.db = runtime().sessions()
+    return g.db
+
+
+def current_user() -> User | None:
+    user_id = session.get("user_id")
+    if user_id is None:
+        return None
+    user = db().get(User, user_id)
+    if user is None:
+        session.clear()
+    return user
+
+
+def company_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Owner pages live under /c/<slug>/; a user sees their own company's pages and no other's."""
+
+    @wraps(view)
+    def wrapper(slug: str, **kwargs: Any) -> Any:
+        user = current_user()
+        if user is None:
+            return redirect(url_for("auth.signed_out"))
+        company = db().get(Company, user.company_id)
+        if company is None or company.slug != slug:
+            abort(404)
+        g.user, g.company = user, company
+        return view(company, **kwargs)
+
+    return wrapper

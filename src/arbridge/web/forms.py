@@ -1,0 +1,62 @@
+"""The settings page's forms: every field validated on the server, CSRF on every form."""
+
+from __future__ import annotations
+
+from zoneinfo import available_timezones
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, DecimalField, IntegerField, SelectField, StringField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
+
+
+def _timezones() -> list[tuple[str, str]]:
+    return [
+        (tz, tz) for tz in sorted(available_timezones()) if "/" in tz and not tz.startswith("Etc/")
+    ]
+
+
+class CompanyForm(FlaskForm):
+    name = StringField("Business name", validators=[DataRequired(), Length(max=200)])
+    timezone = SelectField("Timezone", choices=[])
+    sync_interval_minutes = IntegerField(
+        "Sync with the ledger every (minutes)", validators=[DataRequired(), NumberRange(5, 1440)]
+    )
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.timezone.choices = _timezones()
+
+
+class RemindersForm(FlaskForm):
+    reminders_enabled = BooleanField("Send payment reminders automatically")
+    collections_hour = IntegerField(
+        "Daily collections run at (hour, your time)", validators=[NumberRange(0, 23)]
+    )
+    max_per_week = IntegerField(
+        "At most this many reminders per contact per week", validators=[NumberRange(1, 7)]
+    )
+
+
+class PaymentsForm(FlaskForm):
+    accept_card = BooleanField("Accept card payments")
+    accept_ach = BooleanField("Accept US bank account (ACH) payments, USD invoices")
+    discount_percent = DecimalField(
+        "Early-payment discount (%)", places=2, validators=[Optional(), NumberRange(0, 20)]
+    )
+    discount_days = IntegerField(
+        "if paid within (days of the invoice date)", validators=[Optional(), NumberRange(1, 90)]
+    )
+
+    def validate_discount_days(self, field: IntegerField) -> None:
+        if self.discount_percent.data and not field.data:
+            raise ValidationError("Say within how many days the discount applies.")
+
+
+class PlansForm(FlaskForm):
+    plans_enabled = BooleanField("Let customers pay large invoices in installments")
+    plan_min_balance = DecimalField(
+        "Only for balances of at least", places=2, validators=[Optional(), NumberRange(0)]
+    )
+    plan_max_installments = SelectField(
+        "Up to", choices=[(str(n), f"{n} installments") for n in (2, 3, 4, 6, 12)]
+    )

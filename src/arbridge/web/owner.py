@@ -1,0 +1,255 @@
+"""The owner's pages: dashboard, invoices, settings. Every route is scoped to the user's company."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from sqlalchemy import func, select
+
+from arbridge.collections.aging import BUCKET_LABELS, OpenItem, bucket, days_overdue, home_balance
+from arbridge.collections.policy import merged, policy
+from arbridge.errors import ArbridgeError
+from arbridge.sync.model import Company, Customer, Invoice, SyncError
+from arbridge.sync.runner import sync_connection
+from arbridge.sync.store import (
+    aging_report,
+    company_today,
+    issue_pay_token,
+    ledger_connection,
+    log_activity,
+    recent_activity,
+)
+from arbridge.web.common import company_required, db, runtime
+from arbridge.web.forms import CompanyForm, PaymentsForm, PlansForm, RemindersForm
+
+bp = Blueprint("owner", __name__, url_prefix="/c/<slug>")
+
+
+def _row(inv: Invoice, company: Company, today: Any) -> dict[str, Any]:
+    days = days_overdue(inv.due_on, today)
+    return {
+        "invoice": inv,
+        "days_overdue": days,
+        "bucket": bucket(days),
+        "home_balance": home_balance(
+            OpenItem(inv.due_on, inv.balance, inv.exchange_rate), company.home_currency
+        ),
+    }
+
+
+@bp.get("/")
+@company_required
+def dashboard(company: Company) -> Any:
+    s = db()
+    today = company_today(company, runtime().clock)
+    aging = aging_report(s, company, today)
+    selected = request.args.get("bucket")
+    if selected not in BUCKET_LABELS:
+        selected = None
+    invoices = s.execute(
+        select(Invoice, Customer.name)
+        .join(Customer, Invoice.customer_id == Customer.id)
+        .where(
+            Invoice.company_id == company.id, Invoice.status == "open", Invoice.balance_minor != 0
+        )
+        .order_by(Invoice.due_on, Invoice.id)
+    ).all()
+    rows = [{**_row(inv, company, today), "customer": name} for inv, name in invoices]
+    if selected:
+        rows = [r for r in rows if r["bucket"] == selected]
+    return render_template(
+        "dashboard.html",
+        company=company,
+        aging=aging,
+        rows=rows,
+        labels=BUCKET_LABELS,
+        selected=selected,
+        connection=ledger_connection(s, company.id),
+        activity=recent_activity(s, company.id, limit=10),
+    )
+
+
+def _company_invoice(company: Company, invoice_id: int) -> Invoice:
+    inv = db().get(Invoice, invoice_id)
+    if inv is None or inv.company_id != company.id:
+        abort(404)
+    return inv
+
+
+@bp.get("/invoices/<int:invoice_id>")
+@company_required
+def invoice(company: Company, invoice_id: int) -> Any:
+    inv = _company_invoice(company, invoice_id)
+    today = company_today(company, runtime().clock)
+    return render_template("invoice.html", company=company, row=_row(inv, company, today), inv=inv)
+
+
+@bp.post("/invoices/<int:invoice_id>/pay-link")
+@company_required
+def pay_link(company: Company, invoice_id: int) -> Any:
+    rt, s = runtime(), db()
+    inv = _company_invoice(company, invoice_id)
+    token = issue_pay_token(s, rt.clock, inv)
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "pay_link.created",
+        f"Payment link created for invoice {inv.number}",
+        invoice_id=inv.id,
+    )
+    s.commit()
+    link = f"{rt.settings.base_url}/pay/{token}"
+    today = company_today(company, rt.clock)
+    return render_template(
+        "invoice.html", company=company, row=_row(inv, company, today), inv=inv, link=link
+    )
+
+
+@bp.post("/sync")
+@company_required
+def sync_now(company: Company) -> Any:
+    rt, s = runtime(), db()
+    conn = ledger_connection(s, company.id)
+    if conn is None:
+        flash("Connect a ledger first.", "error")
+    else:
+        s.close()
+        try:
+            result = sync_connection(rt.sessions, conn.id, rt.connector_for(conn), rt.clock)
+        except ArbridgeError as e:
+            flash(f"Sync failed: {e}", "error")
+        else:
+            changed = sum(result.upserted.values()) + sum(result.deleted.values())
+            flash(f"Synced with your ledger: {changed} change(s).", "ok")
+    return redirect(url_for("owner.settings", slug=company.slug) + "#connections")
+
+
+def _forms(company: Company) -> dict[str, Any]:
+    stored = merged(company.settings)
+    pol = policy(company.settings)
+    return {
+        "company_form": CompanyForm(
+            prefix="company",
+            data={
+                "name": company.name,
+                "timezone": company.timezone,
+                "sync_interval_minutes": company.sync_interval_minutes,
+            },
+        ),
+        "reminders_form": RemindersForm(
+            prefix="reminders",
+            data={
+                "reminders_enabled": pol.reminders_enabled,
+                "collections_hour": company.collections_hour,
+                "max_per_week": pol.max_reminders_per_week,
+            },
+        ),
+        "payments_form": PaymentsForm(
+            prefix="payments",
+            data={
+                "accept_card": pol.accept_card,
+                "accept_ach": pol.accept_ach,
+                "discount_percent": pol.discount_percent,
+                "discount_days": pol.discount_days,
+            },
+        ),
+        "plans_form": PlansForm(
+            prefix="plans",
+            data={
+                "plans_enabled": pol.plans_enabled,
+                "plan_min_balance": pol.plan_min_balance,
+                "plan_max_installments": str(pol.plan_max_installments),
+            },
+        ),
+        "stored": stored,
+    }
+
+
+def _render_settings(company: Company, forms: dict[str, Any], status: int = 200) -> Any:
+    s = db()
+    errors = s.scalars(
+        select(SyncError)
+        .where(SyncError.company_id == company.id, SyncError.resolved_at.is_(None))
+        .order_by(SyncError.occurred_at.desc())
+        .limit(20)
+    ).all()
+    error_count = (
+        s.scalar(
+            select(func.count())
+            .select_from(SyncError)
+            .where(SyncError.company_id == company.id, SyncError.resolved_at.is_(None))
+        )
+        or 0
+    )
+    return render_template(
+        "settings.html",
+        company=company,
+        connection=ledger_connection(s, company.id),
+        sync_errors=errors,
+        sync_error_count=error_count,
+        **forms,
+    ), status
+
+
+@bp.get("/settings")
+@company_required
+def settings(company: Company) -> Any:
+    return _render_settings(company, _forms(company))
+
+
+@bp.post("/settings/<section>")
+@company_required
+def save_settings(company: Company, section: str) -> Any:
+    rt, s = runtime(), db()
+    forms = _forms(company)
+    names = {
+        "company": "company_form",
+        "reminders": "reminders_form",
+        "payments": "payments_form",
+        "plans": "plans_form",
+    }
+    if section not in names:
+        abort(404)
+    form = {
+        "company": CompanyForm,
+        "reminders": RemindersForm,
+        "payments": PaymentsForm,
+        "plans": PlansForm,
+    }[section](prefix=section)
+    forms[names[section]] = form
+    if not form.validate():
+        flash("Please correct the highlighted fields.", "error")
+        return _render_settings(company, forms, status=400)
+    stored = dict(company.settings or {})
+    if section == "company":
+        company.name = form.name.data.strip()
+        company.timezone = form.timezone.data
+        company.sync_interval_minutes = form.sync_interval_minutes.data
+    elif section == "reminders":
+        company.collections_hour = form.collections_hour.data
+        stored["reminders"] = {
+            "enabled": form.reminders_enabled.data,
+            "max_per_week": form.max_per_week.data,
+        }
+    elif section == "payments":
+        pct = form.discount_percent.data
+        stored["payments"] = {
+            "accept_card": form.accept_card.data,
+            "accept_ach": form.accept_ach.data,
+            "discount_percent": str(pct) if pct else None,
+            "discount_days": form.discount_days.data if pct else None,
+        }
+    else:
+        stored["plans"] = {
+            "enabled": form.plans_enabled.data,
+            "min_balance": str(form.plan_min_balance.data or Decimal(0)),
+            "max_installments": int(form.plan_max_installments.data),
+        }
+    company.settings = stored
+    log_activity(s, rt.clock, company.id, "settings.changed", f"Settings changed: {section}")
+    s.commit()
+    flash("Settings saved.", "ok")
+    return redirect(url_for("owner.settings", slug=company.slug) + f"#{section}")

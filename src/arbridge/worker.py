@@ -1,0 +1,149 @@
+"""The worker: APScheduler ticks, and each tick claims the company jobs that are due.
+
+A job row (company, job) is claimed with SELECT ... FOR UPDATE SKIP LOCKED and stays locked while
+the job runs, so on PostgreSQL any number of workers can run side by side and no two ever run
+the same company's job at once; the next run time is written before the lock is released, so a
+second worker never repeats a run either. SQLite has no row locks: run a single worker there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import select
+
+from arbridge.clock import SystemClock
+from arbridge.errors import ArbridgeError
+from arbridge.runtime import Runtime
+from arbridge.sync.db import transaction
+from arbridge.sync.model import Company, CompanyJob, Connection
+from arbridge.sync.runner import sync_connection
+from arbridge.sync.store import aging_report, company_today, ledger_connection, log_activity
+
+log = logging.getLogger(__name__)
+
+JobFunc = Callable[[Runtime, Company], None]
+
+
+def run_sync(rt: Runtime, company: Company) -> None:
+    with rt.sessions() as session:
+        conn = ledger_connection(session, company.id)
+    if conn is None or conn.status != "active":
+        return
+    try:
+        result = sync_connection(rt.sessions, conn.id, rt.connector_for(conn), rt.clock)
+    except ArbridgeError as e:
+        with transaction(rt.sessions) as session:
+            row = session.get(Connection, conn.id)
+            assert row is not None
+            row.last_sync_error = str(e)
+            log_activity(session, rt.clock, company.id, "sync.failed", f"Sync failed: {e}")
+        raise
+    if result.errors:
+        with transaction(rt.sessions) as session:
+            log_activity(
+                session,
+                rt.clock,
+                company.id,
+                "sync.errors",
+                f"Sync skipped {result.errors} ledger record(s) it could not read",
+            )
+
+
+def run_collections(rt: Runtime, company: Company) -> None:
+    """The daily collections run. Today it takes the day's aging snapshot for the activity log."""
+    with transaction(rt.sessions) as session:
+        aging = aging_report(session, company, company_today(company, rt.clock))
+        log_activity(
+            session,
+            rt.clock,
+            company.id,
+            "collections.daily",
+            f"Daily run: {aging.overdue_invoices} overdue invoice(s), "
+            f"{aging.overdue_balance.format()} overdue of {aging.open_balance.format()} open",
+            overdue_balance=str(aging.overdue_balance.amount),
+        )
+
+
+JOBS: dict[str, JobFunc] = {"sync": run_sync, "collections": run_collections}
+
+
+def next_run(job: str, company: Company, after: datetime) -> datetime:
+    """When the job runs next, from APScheduler's triggers in the company's own timezone."""
+    if job == "collections":
+        trigger = CronTrigger(hour=company.collections_hour, minute=0, timezone=company.timezone)
+    else:
+        trigger = IntervalTrigger(
+            minutes=company.sync_interval_minutes, start_date=after, timezone="UTC"
+        )
+    fire = trigger.get_next_fire_time(None, after + timedelta(seconds=1))
+    assert fire is not None
+    return fire
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def claim_and_run(rt: Runtime, job: str, worker_name: str | None = None) -> bool:
+    """Run one due (company, job), if any is due and unclaimed; return whether one ran."""
+    name = worker_name or default_worker_name()
+    now = rt.clock.now()
+    with transaction(rt.sessions) as session:
+        row = session.scalar(
+            select(CompanyJob)
+            .where(
+                CompanyJob.job == job, CompanyJob.next_run_at <= now, CompanyJob.paused.is_(False)
+            )
+            .order_by(CompanyJob.next_run_at, CompanyJob.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        if row is None:
+            return False
+        company = session.get(Company, row.company_id)
+        assert company is not None
+        session.expunge(company)
+        row.last_started_at, row.last_worker = rt.clock.now(), name
+        try:
+            JOBS[job](rt, company)
+            row.last_error = None
+        except Exception as e:  # a failing company must not stop the others
+            log.exception("%s job for company %s failed", job, company.slug)
+            row.last_error = f"{type(e).__name__}: {e}"[:2000]
+        row.runs += 1
+        row.last_finished_at = rt.clock.now()
+        row.next_run_at = next_run(job, company, rt.clock.now())
+    return True
+
+
+def tick(rt: Runtime, worker_name: str | None = None, limit: int = 1000) -> int:
+    ran = 0
+    for job in JOBS:
+        while ran < limit and claim_and_run(rt, job, worker_name):
+            ran += 1
+    return ran
+
+
+def build_scheduler(
+    rt: Runtime, scheduler: BackgroundScheduler | None = None
+) -> BackgroundScheduler:
+    scheduler = scheduler or BackgroundScheduler(timezone="UTC")
+    scheduler.add_job(
+        tick,
+        IntervalTrigger(seconds=rt.settings.worker_tick_seconds),
+        args=[rt],
+        id="arbridge-tick",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=SystemClock().now(),  # the scheduler itself runs on wall time
+    )
+    return scheduler
