@@ -25,8 +25,8 @@ NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)  # 09:00 in America/Chicago
 
 
 def _pg_schema_url(worker: str) -> tuple[str, str]:
-    """Each pytest-xdist worker gets its own schema in the shared test database."""
-    schema = f"arbridge_test_{re.sub(r'[^a-z0-9]', '', worker.lower()) or 'main'}"
+    """Each test process (and pytest-xdist worker) gets its own schema in the shared database."""
+    schema = f"arbridge_test_{re.sub(r'[^a-z0-9]', '', worker.lower()) or 'main'}_{os.getpid()}"
     sep = "&" if "?" in PG_URL else "?"
     return f"{PG_URL}{sep}options=-csearch_path%3D{schema}", schema
 
@@ -46,6 +46,10 @@ def pg_url() -> Iterator[str | None]:
     db.upgrade(engine)
     engine.dispose()
     yield url
+    admin = db.make_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    admin.dispose()
 
 
 @pytest.fixture
@@ -99,7 +103,9 @@ def sync_now(rt: Runtime, conn, full: bool = False):
 def demo_company(rt: Runtime):
     from arbridge import demo
 
-    company, _link = demo.prepare(rt, sync=lambda conn, full: sync_now(rt, conn, full), echo=lambda _m: None)
+    company, _link = demo.prepare(
+        rt, sync=lambda conn, full: sync_now(rt, conn, full), echo=lambda _m: None
+    )
     return company
 
 

@@ -1,0 +1,268 @@
+"""The sync runner against the demo ledger: idempotent, incremental, deletion-aware, and it never
+lets one bad record or a crash lose data or move a cursor too far."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from arbridge.connectors.base import PaymentLine, PaymentWriteBack
+from arbridge.connectors.demo import DemoConnector
+from arbridge.errors import Rejected, Transient
+from arbridge.sync.model import (
+    CreditNote,
+    Invoice,
+    Payment,
+    PaymentAllocation,
+    SyncCursor,
+    SyncError,
+)
+from arbridge.sync.runner import sync_connection
+from arbridge.sync.store import aging_report, company_today, ledger_connection
+from tests.conftest import sync_now
+
+
+def snapshot(rt):
+    with rt.sessions() as s:
+        invoices = s.execute(
+            select(
+                Invoice.source_id, Invoice.balance_minor, Invoice.status, Invoice.source_version
+            ).order_by(Invoice.source_id)
+        ).all()
+        counts = {
+            m.__name__: s.scalar(select(func.count()).select_from(m))
+            for m in (Invoice, Payment, CreditNote, PaymentAllocation)
+        }
+    return invoices, counts
+
+
+def connection(rt, company):
+    with rt.sessions() as s:
+        return ledger_connection(s, company.id)
+
+
+def ledger_totals(rt, conn):
+    """Open balance per the ledger itself, by currency, to compare against the model."""
+    state = rt.demo_ledger(conn.tenant_id).read()
+    out: dict[str, Decimal] = {}
+    for inv in state["Invoice"]:
+        if inv.get("status") == "AUTHORISED":
+            out[inv["currencyCode"]] = out.get(inv["currencyCode"], Decimal(0)) + Decimal(
+                inv["balance"]
+            )
+    return out
+
+
+def model_totals(rt, company):
+    with rt.sessions() as s:
+        rows = s.execute(
+            select(Invoice.currency, func.sum(Invoice.balance_minor))
+            .where(Invoice.company_id == company.id, Invoice.status == "open")
+            .group_by(Invoice.currency)
+        ).all()
+    return {cur: Decimal(minor) / 100 for cur, minor in rows}
+
+
+def test_model_matches_the_ledger_after_a_full_sync(rt, demo_company):
+    conn = connection(rt, demo_company)
+    assert model_totals(rt, demo_company) == ledger_totals(rt, conn)
+    with rt.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(CreditNote)) == 1
+        assert s.scalar(select(func.count()).select_from(PaymentAllocation)) > 100
+        currencies = set(s.scalars(select(Invoice.currency).distinct()))
+    assert {"USD", "EUR"} <= currencies
+
+
+def test_running_the_sync_again_changes_nothing(rt, demo_company):
+    conn = connection(rt, demo_company)
+    before = snapshot(rt)
+    result = sync_now(rt, conn)
+    assert result.upserted == {} and result.pages == 0
+    full = sync_now(rt, conn, full=True)
+    assert full.upserted["invoices"] == 300
+    assert snapshot(rt) == before
+
+
+def test_incremental_sync_picks_up_changes_voids_and_deletions(rt, demo_company, clock):
+    conn = connection(rt, demo_company)
+    ledger = rt.demo_ledger(conn.tenant_id)
+    open_ids = [i["id"] for i in ledger.read()["Invoice"] if i.get("status") == "AUTHORISED"]
+    clock.advance(timedelta(hours=1))
+    ledger.void_invoice(open_ids[0])
+    ledger.delete_invoice(open_ids[1])
+    new_id = ledger.add_invoice(
+        invoiceNumber="INV-9000",
+        contactId="C100",
+        date="2026-11-20",
+        dueDate="2026-12-20",
+        currencyCode="USD",
+        currencyRate="1",
+        total="999.99",
+    )
+    result = sync_now(rt, conn)
+    assert result.upserted == {"invoices": 2} and result.deleted == {"invoices": 1}
+    with rt.sessions() as s:
+        by_id = {
+            i.source_id: i
+            for i in s.scalars(
+                select(Invoice).where(Invoice.source_id.in_([*open_ids[:2], new_id]))
+            )
+        }
+    assert by_id[open_ids[0]].status == "voided" and by_id[open_ids[0]].balance_minor == 0
+    assert by_id[open_ids[1]].status == "deleted" and by_id[open_ids[1]].balance_minor == 0
+    assert by_id[new_id].balance_minor == 99999 and by_id[new_id].status == "open"
+    assert model_totals(rt, demo_company) == ledger_totals(rt, conn)
+
+
+def test_a_malformed_record_is_skipped_with_a_visible_error(rt, demo_company, clock):
+    conn = connection(rt, demo_company)
+    ledger = rt.demo_ledger(conn.tenant_id)
+    bad = ledger.add_invoice(
+        invoiceNumber="INV-BAD",
+        contactId="C100",
+        date="yesterday",
+        currencyCode="USD",
+        total="10.00",
+    )
+    good = ledger.add_invoice(
+        invoiceNumber="INV-GOOD",
+        contactId="C100",
+        date="2026-11-20",
+        currencyCode="USD",
+        total="10.00",
+    )
+    orphan = ledger.add_invoice(
+        invoiceNumber="INV-ORPHAN",
+        contactId="C-NOPE",
+        date="2026-11-20",
+        currencyCode="USD",
+        total="5.00",
+    )
+    result = sync_now(rt, conn)
+    assert result.errors == 2
+    with rt.sessions() as s:
+        errors = {e.source_id: e.message for e in s.scalars(select(SyncError))}
+        numbers = set(
+            s.scalars(select(Invoice.number).where(Invoice.source_id.in_([bad, good, orphan])))
+        )
+    assert "not a date" in errors[bad] and "C-NOPE" in errors[orphan]
+    assert numbers == {"INV-GOOD"}
+
+
+class FailingAfterFirstPage:
+    """The ledger drops the connection after the first page (an outside failure, not our code)."""
+
+    source = "demo"
+
+    def __init__(self, inner: DemoConnector) -> None:
+        self.inner = inner
+
+    def pull(self, entity, cursor):
+        for n, page in enumerate(self.inner.pull(entity, cursor)):
+            if n == 1:
+                raise Transient("connection reset by the ledger")
+            yield page
+
+    def post_payment(self, payment):
+        return self.inner.post_payment(payment)
+
+
+def test_cursor_moves_only_with_committed_data_and_a_rerun_completes(rt, demo_company, clock):
+    conn = connection(rt, demo_company)
+    ledger = rt.demo_ledger(conn.tenant_id)
+    clock.advance(timedelta(minutes=5))
+    ids = [
+        ledger.add_invoice(
+            invoiceNumber=f"N-{n}",
+            contactId="C101",
+            date="2026-11-21",
+            currencyCode="USD",
+            total="1.00",
+        )
+        for n in range(5)
+    ]
+    flaky = FailingAfterFirstPage(DemoConnector(ledger, page_size=2))
+    with pytest.raises(Transient):
+        sync_connection(rt.sessions, conn.id, flaky, rt.clock)
+    with rt.sessions() as s:
+        synced = set(s.scalars(select(Invoice.source_id).where(Invoice.source_id.in_(ids))))
+        cursor = s.scalar(select(SyncCursor.value).where(SyncCursor.entity == "invoices"))
+    assert synced == set(ids[:2])
+    seq = {i["id"]: i["seq"] for i in ledger.read()["Invoice"]}
+    assert cursor == str(seq[ids[1]])
+    sync_connection(rt.sessions, conn.id, DemoConnector(ledger, page_size=2), rt.clock)
+    with rt.sessions() as s:
+        assert set(s.scalars(select(Invoice.source_id).where(Invoice.source_id.in_(ids)))) == set(
+            ids
+        )
+
+
+def test_payment_write_back_posts_once_however_often_retried(rt, demo_company):
+    conn = connection(rt, demo_company)
+    ledger = rt.demo_ledger(conn.tenant_id)
+    inv = next(
+        i
+        for i in ledger.read()["Invoice"]
+        if i.get("status") == "AUTHORISED" and i["currencyCode"] == "USD"
+    )
+    connector = rt.connector_for(conn)
+    payment = PaymentWriteBack(
+        idempotency_key="outbox:writeback:1",
+        customer_source_id=inv["contactId"],
+        currency="USD",
+        amount=Decimal(inv["balance"]),
+        received_on=company_today(demo_company, rt.clock),
+        reference="pi_3MtwBwLkdIwHu7ix28a3tqPa",
+        lines=[PaymentLine(inv["id"], Decimal(inv["balance"]))],
+    )
+    first = connector.post_payment(payment)
+    assert connector.post_payment(payment) == first
+    assert connector.post_payment(payment) == first
+    state = ledger.read()
+    assert sum(1 for p in state["Payment"] if p["reference"] == payment.reference) == 1
+    assert ledger.find(state, "Invoice", inv["id"])["status"] == "PAID"
+    with pytest.raises(Rejected):
+        connector.post_payment(PaymentWriteBack(**{**payment.__dict__, "idempotency_key": "other"}))
+    sync_now(rt, conn)
+    with rt.sessions() as s:
+        row = s.scalar(select(Invoice).where(Invoice.source_id == inv["id"]))
+        assert row.status == "paid" and row.balance_minor == 0
+        alloc = s.scalar(
+            select(func.count())
+            .select_from(PaymentAllocation)
+            .where(PaymentAllocation.invoice_id == row.id)
+        )
+    assert alloc >= 1
+
+
+def test_voided_payment_reopens_the_invoice(rt, demo_company, clock):
+    conn = connection(rt, demo_company)
+    ledger = rt.demo_ledger(conn.tenant_id)
+    state = ledger.read()
+    pmt = next(p for p in state["Payment"] if p["applied"])
+    inv_id = pmt["applied"][0]["invoiceId"]
+    before = aging_report_open(rt, demo_company)
+    clock.advance(timedelta(minutes=1))
+    ledger.void_payment(pmt["id"])
+    sync_now(rt, conn)
+    with rt.sessions() as s:
+        row = s.scalar(select(Invoice).where(Invoice.source_id == inv_id))
+        assert row.status == "open"
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(PaymentAllocation)
+                .join(Payment)
+                .where(Payment.source_id == pmt["id"])
+            )
+            == 0
+        )
+    assert aging_report_open(rt, demo_company) > before
+
+
+def aging_report_open(rt, company):
+    with rt.sessions() as s:
+        return aging_report(s, company, company_today(company, rt.clock)).open_balance
