@@ -65,17 +65,19 @@ def _insert(session: Session) -> Any:
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
-def _upsert(session: Session, model: type, rows: list[dict[str, Any]]) -> dict[str, int]:
+def _upsert(session: Session, model: Any, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Insert or update rows on (company_id, source, source_id); return source_id -> id."""
     if not rows:
         return {}
-    stmt = _insert(session)(model).values(rows)
     keys = ("company_id", "source", "source_id")
+    # Core INSERT executed with a list of rows: one cached statement, batched by the driver
+    # ("insertmanyvalues"), rather than one giant VALUES clause compiled afresh per page.
+    stmt = _insert(session)(model.__table__)
     stmt = stmt.on_conflict_do_update(
         index_elements=list(keys),
         set_={name: stmt.excluded[name] for name in rows[0] if name not in keys},
     )
-    session.execute(stmt)
+    session.execute(stmt, rows)
     first = rows[0]
     return _ids(
         session, model, first["company_id"], first["source"], [r["source_id"] for r in rows]
@@ -211,7 +213,7 @@ class _PageWriter:
             if a.invoice_source_id in invoices
         ]
         if allocations:
-            self.s.execute(_insert(self.s)(PaymentAllocation).values(allocations))
+            self.s.execute(_insert(self.s)(PaymentAllocation.__table__), allocations)
 
     def payments(self, recs: list[PaymentData]) -> None:
         customers = self._customer_ids(recs)

@@ -1,0 +1,134 @@
+"""Full sync and aging report on a large synthetic demo ledger, against same-process baselines.
+
+    .venv/bin/python bench/bench_sync_report.py [--invoices 100000] [--database-url URL]
+
+Sync baseline: a bare executemany INSERT of the same invoice rows into a scratch table (the
+cost of simply writing the data). Report baseline: a single SQL SUM over the open invoices (the
+cost of reading them). The ratios say what mapping, upserting and exact per-invoice conversion
+cost on top of that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import text
+
+from arbridge.clock import FixedClock, local_date
+from arbridge.config import Settings
+from arbridge.connectors.demo import DemoConnector, generate_demo_ledger
+from arbridge.crypto import new_key
+from arbridge.runtime import Runtime
+from arbridge.sync import db
+from arbridge.sync.runner import sync_connection
+from arbridge.sync.store import add_connection, aging_report, create_company
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--invoices", type=int, default=100_000)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="arbridge-bench-"))
+    url = args.database_url or f"sqlite:///{tmp / 'bench.db'}"
+    engine = db.make_engine(url)
+    if url.startswith("postgresql"):
+        with engine.begin() as c:
+            c.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    db.upgrade(engine)
+    engine.dispose()
+    clock = FixedClock(datetime(2026, 11, 24, 15, tzinfo=UTC))
+    rt = Runtime.open(
+        Settings(
+            instance_path=tmp, database_url=url, secret_key="x" * 40, encryption_keys=(new_key(),)
+        ),
+        clock,
+    )
+    with db.transaction(rt.sessions) as s:
+        company = create_company(
+            s,
+            clock,
+            name="Bench",
+            slug="bench",
+            home_currency="USD",
+            timezone="America/Chicago",
+            country="US",
+            owner_email="o@bench.example",
+        )
+        conn = add_connection(s, rt.keyring, clock, company, "demo", "bench", None)
+    ledger = rt.demo_ledger("bench")
+    t = time.perf_counter()
+    generate_demo_ledger(
+        ledger,
+        local_date(clock.now(), company.timezone),
+        customers=max(40, args.invoices // 50),
+        invoices=args.invoices,
+    )
+    print(
+        f"generated ledger with {args.invoices} invoices in {time.perf_counter() - t:.1f}s",
+        file=sys.stderr,
+    )
+
+    # Sync.
+    connector = DemoConnector(ledger, page_size=1000)
+    t = time.perf_counter()
+    result = sync_connection(rt.sessions, conn.id, connector, clock)
+    sync_s = time.perf_counter() - t
+    records = sum(result.upserted.values())
+
+    raw = [r for r in ledger.read()["Invoice"]]
+    t = time.perf_counter()
+    with rt.engine.begin() as c:
+        c.execute(text("CREATE TABLE bench_raw (id VARCHAR(64), body TEXT)"))
+        c.execute(
+            text("INSERT INTO bench_raw (id, body) VALUES (:id, :body)"),
+            [{"id": r["id"], "body": json.dumps(r)} for r in raw],
+        )
+    baseline_s = time.perf_counter() - t
+    invoice_share = len(raw) / records
+
+    # Report.
+    as_of = local_date(clock.now(), company.timezone)
+    with rt.sessions() as s:
+        t = time.perf_counter()
+        aging = aging_report(s, company, as_of)
+        report_s = time.perf_counter() - t
+        t = time.perf_counter()
+        s.execute(
+            text(
+                "SELECT count(*), sum(balance_minor) FROM invoices WHERE company_id = :c AND status = 'open'"
+            ),
+            {"c": company.id},
+        ).one()
+        report_base_s = time.perf_counter() - t
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "database": url.split(":")[0],
+                "invoices": len(raw),
+                "records_synced": records,
+                "sync_seconds": round(sync_s, 2),
+                "invoices_per_second": round(len(raw) / (sync_s * invoice_share)),
+                "sync_vs_bare_insert_ratio": round(sync_s * invoice_share / baseline_s, 2),
+                "open_invoices": aging.open_invoices,
+                "report_seconds": round(report_s, 3),
+                "report_vs_sql_sum_ratio": round(report_s / report_base_s, 1),
+                "peak_rss_mb": round(peak_mb),
+            },
+            indent=2,
+        )
+    )
+    rt.close()
+
+
+if __name__ == "__main__":
+    main()
