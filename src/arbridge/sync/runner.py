@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
 from arbridge.connectors.base import ENTITIES, Entity, LedgerConnector, Page
 from arbridge.errors import MappingError
-from arbridge.sync.db import transaction
+from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.mappers import demo as demo_mapper
 from arbridge.sync.model import (
     Connection,
@@ -61,10 +60,6 @@ def _mapper_for(source: str) -> Callable[[str, str, bool, Any], Mapped]:
     raise ValueError(f"no mapper for source {source!r}")
 
 
-def _insert(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 def _upsert(session: Session, model: Any, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Insert or update rows on (company_id, source, source_id); return source_id -> id."""
     if not rows:
@@ -72,7 +67,7 @@ def _upsert(session: Session, model: Any, rows: list[dict[str, Any]]) -> dict[st
     keys = ("company_id", "source", "source_id")
     # Core INSERT executed with a list of rows: one cached statement, batched by the driver
     # ("insertmanyvalues"), rather than one giant VALUES clause compiled afresh per page.
-    stmt = _insert(session)(model.__table__)
+    stmt = dialect_insert(session)(model.__table__)
     stmt = stmt.on_conflict_do_update(
         index_elements=list(keys),
         set_={name: stmt.excluded[name] for name in rows[0] if name not in keys},
@@ -213,7 +208,7 @@ class _PageWriter:
             if a.invoice_source_id in invoices
         ]
         if allocations:
-            self.s.execute(_insert(self.s)(PaymentAllocation.__table__), allocations)
+            self.s.execute(dialect_insert(self.s)(PaymentAllocation.__table__), allocations)
 
     def payments(self, recs: list[PaymentData]) -> None:
         customers = self._customer_ids(recs)

@@ -1,0 +1,158 @@
+"""The outbox: every outside side effect (email, charge, ledger write-back) happens through a row.
+
+`enqueue` writes the row inside the caller's transaction, under a unique key, so the decision and
+the intent to act commit together and a second decision with the same key is a no-op. `deliver`
+claims due rows with FOR UPDATE SKIP LOCKED, marks them `sending` and commits before calling the
+handler, then records the outcome. A row found still `sending` after its lease means a crash
+between the call and the record: it is retried only for kinds whose provider takes our key as an
+idempotency key (Stripe, QuickBooks requestid, Xero Idempotency-Key); for the rest (SMTP) it is
+marked failed for a person to look at, because sending twice is worse than asking.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from arbridge.clock import Clock
+from arbridge.errors import RateLimited, Transient
+from arbridge.sync.db import dialect_insert, transaction
+from arbridge.sync.model import OutboxMessage
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=10)
+MAX_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class Handler:
+    """Carries out one kind of side effect; returns the provider's reference for the record."""
+
+    send: Callable[[OutboxMessage], str | None]
+    # True when the provider deduplicates on our key, so a retry after a crash is safe.
+    idempotent: bool
+
+
+def backoff(attempts: int) -> timedelta:
+    """1, 2, 4, ... minutes, capped at six hours."""
+    return timedelta(minutes=min(2 ** max(attempts - 1, 0), 360))
+
+
+def enqueue(
+    session: Session, clock: Clock, *, company_id: int, kind: str, key: str, payload: dict[str, Any]
+) -> bool:
+    """Queue a side effect once per key; returns False when the key was already queued."""
+    stmt = (
+        dialect_insert(session)(OutboxMessage.__table__)
+        .values(
+            company_id=company_id,
+            kind=kind,
+            key=key,
+            payload=payload,
+            status="pending",
+            attempts=0,
+            next_attempt_at=clock.now(),
+            created_at=clock.now(),
+        )
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(OutboxMessage.__table__.c.id)
+    )
+    return session.execute(stmt).scalar() is not None
+
+
+def _claim(
+    factory: sessionmaker[Session], clock: Clock, kinds: list[str]
+) -> tuple[OutboxMessage, bool] | None:
+    now = clock.now()
+    with transaction(factory) as session:
+        row = session.scalar(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.kind.in_(kinds),
+                or_(
+                    (OutboxMessage.status == "pending") & (OutboxMessage.next_attempt_at <= now),
+                    (OutboxMessage.status == "sending")
+                    & (OutboxMessage.next_attempt_at <= now - LEASE),
+                ),
+            )
+            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        if row is None:
+            return None
+        row.attempts += 1
+        row.next_attempt_at = now
+        recovering = row.status == "sending"
+        row.status = "sending"
+        session.flush()
+        session.expunge(row)
+    return row, recovering
+
+
+def _finish(factory: sessionmaker[Session], row_id: int, **changes: Any) -> None:
+    with transaction(factory) as session:
+        row = session.get(OutboxMessage, row_id)
+        assert row is not None
+        for name, value in changes.items():
+            setattr(row, name, value)
+
+
+def deliver(
+    factory: sessionmaker[Session], clock: Clock, handlers: Mapping[str, Handler], limit: int = 100
+) -> int:
+    """Carry out up to `limit` due side effects; return how many were attempted."""
+    done = 0
+    while done < limit:
+        claimed = _claim(factory, clock, list(handlers))
+        if claimed is None:
+            break
+        row, recovering = claimed
+        done += 1
+        handler = handlers[row.kind]
+        if recovering and not handler.idempotent:
+            log.error("outbox %s %s was interrupted mid-send; not resending", row.kind, row.key)
+            _finish(
+                factory,
+                row.id,
+                status="failed",
+                last_error="interrupted while sending; it may or may not have gone out",
+            )
+            continue
+        try:
+            ref = handler.send(row)
+        except (Transient, RateLimited) as e:
+            wait = (
+                timedelta(seconds=e.retry_after)
+                if isinstance(e, RateLimited)
+                else backoff(row.attempts)
+            )
+            final = row.attempts >= MAX_ATTEMPTS
+            log.warning("outbox %s %s attempt %s failed: %s", row.kind, row.key, row.attempts, e)
+            _finish(
+                factory,
+                row.id,
+                status="dead" if final else "pending",
+                next_attempt_at=clock.now() + wait,
+                last_error=str(e)[:2000],
+            )
+        except Exception as e:  # a permanent failure: keep the row and the reason, never retry
+            log.exception("outbox %s %s failed permanently", row.kind, row.key)
+            _finish(factory, row.id, status="failed", last_error=f"{type(e).__name__}: {e}"[:2000])
+        else:
+            _finish(
+                factory,
+                row.id,
+                status="sent",
+                sent_at=clock.now(),
+                provider_ref=ref,
+                last_error=None,
+            )
+    return done

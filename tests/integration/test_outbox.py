@@ -1,0 +1,158 @@
+"""The outbox: once per key, retries with backoff, and no double effect after a crash."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from arbridge.connectors.base import PaymentLine, PaymentWriteBack
+from arbridge.errors import Rejected, Transient
+from arbridge.sync.db import transaction
+from arbridge.sync.model import OutboxMessage
+from arbridge.sync.outbox import LEASE, MAX_ATTEMPTS, Handler, deliver, enqueue
+from arbridge.sync.store import ledger_connection
+
+
+def queue(rt, company, key="k1", kind="test", payload=None):
+    with transaction(rt.sessions) as s:
+        return enqueue(
+            s, rt.clock, company_id=company.id, kind=kind, key=key, payload=payload or {}
+        )
+
+
+def row(rt, key="k1"):
+    with rt.sessions() as s:
+        return s.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
+
+
+def test_a_key_is_queued_once(rt, demo_company):
+    assert queue(rt, demo_company) is True
+    assert queue(rt, demo_company) is False
+    with rt.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(OutboxMessage)) == 1
+
+
+def test_delivered_once_and_recorded(rt, demo_company):
+    calls = []
+    handlers = {"test": Handler(lambda m: calls.append(m.key) or "ref-1", idempotent=False)}
+    queue(rt, demo_company)
+    assert deliver(rt.sessions, rt.clock, handlers) == 1
+    assert deliver(rt.sessions, rt.clock, handlers) == 0
+    assert calls == ["k1"]
+    r = row(rt)
+    assert r.status == "sent" and r.provider_ref == "ref-1" and r.sent_at == rt.clock.now()
+
+
+def test_transient_failures_back_off_then_give_up(rt, demo_company, clock):
+    def flaky(_m):
+        raise Transient("SMTP server said 421 try later")
+
+    handlers = {"test": Handler(flaky, idempotent=False)}
+    queue(rt, demo_company)
+    deliver(rt.sessions, rt.clock, handlers)
+    r = row(rt)
+    assert r.status == "pending" and r.attempts == 1 and "421" in r.last_error
+    assert r.next_attempt_at == clock.now() + timedelta(minutes=1)
+    assert deliver(rt.sessions, rt.clock, handlers) == 0  # not due yet
+    for _ in range(MAX_ATTEMPTS - 1):
+        clock.advance(timedelta(hours=6))
+        assert deliver(rt.sessions, rt.clock, handlers) == 1
+    assert row(rt).status == "dead" and row(rt).attempts == MAX_ATTEMPTS
+
+
+def test_permanent_failure_is_kept_and_never_retried(rt, demo_company, clock):
+    def refuse(_m):
+        raise Rejected("550 mailbox unavailable")
+
+    handlers = {"test": Handler(refuse, idempotent=False)}
+    queue(rt, demo_company)
+    deliver(rt.sessions, rt.clock, handlers)
+    clock.advance(timedelta(days=1))
+    assert deliver(rt.sessions, rt.clock, handlers) == 0
+    assert row(rt).status == "failed" and "550" in row(rt).last_error
+
+
+class Crash(BaseException):
+    """The process dies: nothing after this point runs (not an Exception, so nothing catches it)."""
+
+
+def test_crash_between_ledger_write_and_record_never_posts_twice(rt, demo_company, clock):
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    ledger = rt.demo_ledger(conn.tenant_id)
+    connector = rt.connector_for(conn)
+    inv = next(
+        i
+        for i in ledger.read()["Invoice"]
+        if i.get("status") == "AUTHORISED" and i["currencyCode"] == "USD"
+    )
+    key = "writeback:payment:1"
+    queue(
+        rt,
+        demo_company,
+        key=key,
+        kind="ledger_payment",
+        payload={
+            "customer": inv["contactId"],
+            "invoice": inv["id"],
+            "amount": inv["balance"],
+            "reference": "pi_123",
+        },
+    )
+
+    def post(m):
+        p = m.payload
+        return connector.post_payment(
+            PaymentWriteBack(
+                idempotency_key=m.key,
+                customer_source_id=p["customer"],
+                currency="USD",
+                amount=Decimal(p["amount"]),
+                received_on=clock.now().date(),
+                reference=p["reference"],
+                lines=[PaymentLine(p["invoice"], Decimal(p["amount"]))],
+            )
+        )
+
+    def post_then_crash(m):
+        post(m)
+        raise Crash
+
+    with pytest.raises(Crash):
+        deliver(
+            rt.sessions, rt.clock, {"ledger_payment": Handler(post_then_crash, idempotent=True)}
+        )
+    assert row(rt, key).status == "sending"
+    handlers = {"ledger_payment": Handler(post, idempotent=True)}
+    assert (
+        deliver(rt.sessions, rt.clock, handlers) == 0
+    )  # still within the lease: another worker may own it
+    clock.advance(LEASE + timedelta(seconds=1))
+    assert deliver(rt.sessions, rt.clock, handlers) == 1
+    r = row(rt, key)
+    assert r.status == "sent" and r.attempts == 2
+    payments = [p for p in ledger.read()["Payment"] if p["reference"] == "pi_123"]
+    assert len(payments) == 1 and r.provider_ref == payments[0]["id"]
+
+
+def test_crash_mid_send_of_a_non_idempotent_kind_is_not_resent(rt, demo_company, clock):
+    sent = []
+
+    def send_then_crash(m):
+        sent.append(m.key)
+        raise Crash
+
+    queue(rt, demo_company, kind="email")
+    with pytest.raises(Crash):
+        deliver(rt.sessions, rt.clock, {"email": Handler(send_then_crash, idempotent=False)})
+    clock.advance(LEASE + timedelta(seconds=1))
+    deliver(
+        rt.sessions,
+        rt.clock,
+        {"email": Handler(lambda m: sent.append(m.key) or None, idempotent=False)},
+    )
+    assert sent == ["k1"]
+    assert row(rt).status == "failed" and "may or may not" in row(rt).last_error
