@@ -11,3 +11,19 @@ def test_demo_company_syncs_every_bucket(rt, demo_company):
         aging = aging_report(s, demo_company, company_today(demo_company, rt.clock))
         assert s.scalar(select(func.count()).select_from(Invoice)) == 300
     assert all(aging.counts[b] > 0 for b in aging.counts), aging.counts
+
+
+def test_report_equals_aging_every_invoice_one_by_one(rt, demo_company):
+    from arbridge.collections.aging import OpenItem, age
+    from arbridge.sync.store import open_invoices
+
+    today = company_today(demo_company, rt.clock)
+    with rt.sessions() as s:
+        fast = aging_report(s, demo_company, today)
+        items = [
+            OpenItem(i.due_on, i.balance, i.exchange_rate)
+            for i in open_invoices(s, demo_company.id)
+        ]
+    slow = age(items, today, demo_company.home_currency)
+    assert fast == slow
+    assert len(items) == fast.open_invoices > 100

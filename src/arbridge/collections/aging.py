@@ -21,11 +21,16 @@ BUCKET_LABELS = {
 
 @dataclass(frozen=True)
 class OpenItem:
-    """An open invoice as aging sees it: its balance in its own currency and its rate to home."""
+    """Open invoices as aging sees them: a balance in its own currency and its rate to home.
+
+    `count` > 1 stands for several home-currency invoices due the same day, already summed
+    (no conversion, so no per-invoice rounding to preserve).
+    """
 
     due_on: date
     balance: Money
     exchange_rate: Decimal
+    count: int = 1
 
 
 def days_overdue(due_on: date, as_of: date) -> int:
@@ -68,7 +73,7 @@ def age(items: Iterable[OpenItem], as_of: date, home_currency: str) -> Aging:
     for item in items:
         name = bucket(days_overdue(item.due_on, as_of))
         buckets[name] += home_balance(item, home_currency)
-        counts[name] += 1
+        counts[name] += item.count
     open_balance = sum((buckets[b] for b in BUCKETS), zero)
     overdue = sum((buckets[b] for b in BUCKETS[1:]), zero)
     return Aging(

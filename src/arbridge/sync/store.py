@@ -8,6 +8,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -164,16 +165,32 @@ def open_invoices(session: Session, company_id: int) -> Sequence[Invoice]:
 
 
 def aging_report(session: Session, company: Company, as_of: date) -> Aging:
-    rows = session.execute(
+    open_ = (
+        (Invoice.company_id == company.id)
+        & (Invoice.status == "open")
+        & (Invoice.balance_minor != 0)
+    )
+    home = Invoice.currency == company.home_currency
+    # Home-currency invoices need no conversion: the database sums them per due date. Foreign
+    # ones are converted (and rounded) one by one, so the total is the sum of rounded parts.
+    summed = session.execute(
+        select(Invoice.due_on, func.sum(Invoice.balance_minor), func.count())
+        .where(open_, home)
+        .group_by(Invoice.due_on)
+    )
+    foreign = session.execute(
         select(
             Invoice.due_on, Invoice.balance_minor, Invoice.currency, Invoice.exchange_rate
-        ).where(
-            Invoice.company_id == company.id, Invoice.status == "open", Invoice.balance_minor != 0
-        )
+        ).where(open_, ~home)
     )
-    items = (
-        OpenItem(due_on, Money.from_minor(minor, cur), rate) for due_on, minor, cur, rate in rows
-    )
+    one = Decimal(1)
+    items = [
+        OpenItem(due_on, Money.from_minor(int(minor), company.home_currency), one, count)
+        for due_on, minor, count in summed
+    ]
+    items += [
+        OpenItem(due_on, Money.from_minor(minor, cur), rate) for due_on, minor, cur, rate in foreign
+    ]
     return age(items, as_of, company.home_currency)
 
 
