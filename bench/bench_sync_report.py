@@ -40,8 +40,14 @@ def main() -> None:
     url = args.database_url or f"sqlite:///{tmp / 'bench.db'}"
     engine = db.make_engine(url)
     if url.startswith("postgresql"):
-        with engine.begin() as c:
-            c.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        # A scratch schema of its own, so the benchmark never touches anything else.
+        admin = db.make_engine(url)
+        with admin.begin() as c:
+            c.execute(text("DROP SCHEMA IF EXISTS arbridge_bench CASCADE"))
+            c.execute(text("CREATE SCHEMA arbridge_bench"))
+        admin.dispose()
+        url += ("&" if "?" in url else "?") + "options=-csearch_path%3Darbridge_bench"
+        engine = db.make_engine(url)
     db.upgrade(engine)
     engine.dispose()
     clock = FixedClock(datetime(2026, 11, 24, 15, tzinfo=UTC))
