@@ -45,6 +45,7 @@ CONNECTION_STATUSES = ("active", "needs_reconnect", "disconnected")
 INVOICE_STATUSES = ("open", "paid", "voided", "deleted")
 DOCUMENT_STATUSES = ("open", "closed", "voided", "deleted")
 OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "dead")
+EVENT_STATUSES = ("pending", "processed", "failed", "ignored")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -407,6 +408,49 @@ class Activity(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     __table_args__ = (Index("ix_activity_company_time", "company_id", "occurred_at"),)
+
+
+class WebhookDelivery(Base):
+    """One verified HTTP delivery, kept as received (raw body) even if processing later fails."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(_enum("delivery_provider", PROVIDERS))
+    received_at: Mapped[datetime]
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    body: Mapped[str] = mapped_column(Text)
+    events: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WebhookEvent(Base):
+    """One provider event, stored once (unique on the provider's event id) for the worker."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(_enum("event_provider", PROVIDERS))
+    event_id: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(100))
+    # The provider's tenant named by the event (Stripe account, QuickBooks realm, Xero tenant).
+    tenant_id: Mapped[str | None] = mapped_column(String(64))
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
+    )
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    occurred_at: Mapped[datetime | None]
+    received_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(_enum("event_status", EVENT_STATUSES), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    processed_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id"),
+        Index("ix_webhook_events_due", "status", "next_attempt_at"),
+    )
 
 
 class PayToken(Base):

@@ -1,0 +1,82 @@
+"""Process stored events: {(provider, event type): handler}, run by the worker.
+
+Each event is claimed with FOR UPDATE SKIP LOCKED and handled inside that same transaction, so the
+handler's writes and the event's `processed` mark commit together: a crash leaves the event
+pending, and handlers must be safe to run again (they look their records up, under a row lock,
+before changing them). Unknown types are logged and marked ignored; failures retry with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from arbridge.clock import Clock
+from arbridge.errors import RateLimited, Transient
+from arbridge.sync.db import transaction
+from arbridge.sync.model import WebhookEvent
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[Session, WebhookEvent], None]
+MAX_ATTEMPTS = 10
+
+
+def process_pending(
+    factory: sessionmaker[Session],
+    clock: Clock,
+    handlers: Mapping[tuple[str, str], EventHandler],
+    limit: int = 500,
+) -> int:
+    """Handle up to `limit` due events, oldest first; return how many were taken."""
+    taken = 0
+    while taken < limit:
+        with transaction(factory) as session:
+            event = session.scalar(
+                select(WebhookEvent)
+                .where(
+                    WebhookEvent.status == "pending", WebhookEvent.next_attempt_at <= clock.now()
+                )
+                .order_by(WebhookEvent.next_attempt_at, WebhookEvent.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if event is None:
+                return taken
+            taken += 1
+            event.attempts += 1
+            handler = handlers.get((event.provider, event.event_type))
+            if handler is None:
+                log.info(
+                    "ignoring %s event %s of type %s",
+                    event.provider,
+                    event.event_id,
+                    event.event_type,
+                )
+                event.status, event.processed_at = "ignored", clock.now()
+                continue
+            try:
+                with session.begin_nested():
+                    handler(session, event)
+            except (Transient, RateLimited) as e:
+                retry = event.attempts < MAX_ATTEMPTS
+                log.warning(
+                    "%s event %s failed (attempt %s): %s",
+                    event.provider,
+                    event.event_id,
+                    event.attempts,
+                    e,
+                )
+                event.status = "pending" if retry else "failed"
+                event.next_attempt_at = clock.now() + timedelta(minutes=min(2**event.attempts, 360))
+                event.last_error = str(e)[:2000]
+            except Exception as e:
+                log.exception("%s event %s failed permanently", event.provider, event.event_id)
+                event.status, event.last_error = "failed", f"{type(e).__name__}: {e}"[:2000]
+            else:
+                event.status, event.processed_at, event.last_error = "processed", clock.now(), None
+    return taken

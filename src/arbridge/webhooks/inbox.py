@@ -1,0 +1,113 @@
+"""Store each verified delivery, and each event in it once, before acknowledging.
+
+The provider-specific route verifies the signature over the raw body and parses the payload into
+`InboxEvent`s; `store` writes the delivery and its events in one transaction. A duplicate event
+(same provider and event id) meets the unique constraint and is skipped, so a provider's retry or a
+concurrent duplicate delivery never queues the same work twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from arbridge.clock import Clock
+from arbridge.sync.db import dialect_insert
+from arbridge.sync.model import Connection, WebhookDelivery, WebhookEvent
+
+log = logging.getLogger(__name__)
+
+# Headers worth keeping for an audit; never authorization or cookies.
+KEPT_HEADERS = frozenset(
+    {
+        "content-type",
+        "user-agent",
+        "stripe-signature",
+        "intuit-signature",
+        "x-xero-signature",
+        "intuit-t-id",
+        "x-request-id",
+    }
+)
+
+
+@dataclass(frozen=True)
+class InboxEvent:
+    event_id: str
+    event_type: str
+    tenant_id: str | None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Stored:
+    delivery_id: int
+    new: int
+    duplicates: int
+
+
+def store(
+    session: Session,
+    clock: Clock,
+    provider: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    events: Sequence[InboxEvent],
+) -> Stored:
+    now = clock.now()
+    delivery = WebhookDelivery(
+        provider=provider,
+        received_at=now,
+        body=body.decode("utf-8", "replace"),
+        headers={k.lower(): v for k, v in headers.items() if k.lower() in KEPT_HEADERS},
+        events=len(events),
+    )
+    session.add(delivery)
+    session.flush()
+    tenants = {e.tenant_id for e in events if e.tenant_id}
+    companies = (
+        dict(
+            session.execute(
+                select(Connection.tenant_id, Connection.company_id).where(
+                    Connection.provider == provider, Connection.tenant_id.in_(tenants)
+                )
+            )
+            .tuples()
+            .all()
+        )
+        if tenants
+        else {}
+    )
+    new = 0
+    for e in events:
+        stmt = (
+            dialect_insert(session)(WebhookEvent.__table__)
+            .values(
+                provider=provider,
+                event_id=e.event_id,
+                event_type=e.event_type,
+                tenant_id=e.tenant_id,
+                company_id=companies.get(e.tenant_id or ""),
+                delivery_id=delivery.id,
+                payload=dict(e.payload),
+                occurred_at=e.occurred_at,
+                received_at=now,
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["provider", "event_id"])
+            .returning(WebhookEvent.__table__.c.id)
+        )
+        if session.execute(stmt).scalar() is not None:
+            new += 1
+        else:
+            log.info("%s event %s already stored; duplicate delivery skipped", provider, e.event_id)
+    return Stored(delivery.id, new, len(events) - new)

@@ -1,0 +1,126 @@
+"""The webhook inbox: each event stored once, processed once, failures kept and retried."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from arbridge.errors import Transient
+from arbridge.sync.db import transaction
+from arbridge.sync.model import Activity, WebhookDelivery, WebhookEvent
+from arbridge.sync.store import ledger_connection, log_activity
+from arbridge.webhooks.dispatch import process_pending
+from arbridge.webhooks.inbox import InboxEvent, store
+
+BODY = b'{"id": "evt_1NG8Du2eZvKYlo2CUI79vXWy", "type": "checkout.session.completed"}'
+
+
+def event(event_id="evt_1NG8Du2eZvKYlo2CUI79vXWy", kind="invoice.updated", tenant="demobooks-acme"):
+    return InboxEvent(
+        event_id=event_id, event_type=kind, tenant_id=tenant, payload={"id": event_id}
+    )
+
+
+def count(rt, model, *where):
+    with rt.sessions() as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def test_a_duplicate_delivery_stores_the_event_once(rt, demo_company):
+    with transaction(rt.sessions) as s:
+        first = store(
+            s,
+            rt.clock,
+            "demo",
+            {"Authorization": "secret", "Content-Type": "application/json"},
+            BODY,
+            [event()],
+        )
+    with transaction(rt.sessions) as s:
+        second = store(s, rt.clock, "demo", {}, BODY, [event()])
+    assert (first.new, first.duplicates, second.new, second.duplicates) == (1, 0, 0, 1)
+    assert count(rt, WebhookEvent) == 1 and count(rt, WebhookDelivery) == 2
+    with rt.sessions() as s:
+        stored = s.scalar(select(WebhookEvent))
+        delivery = s.get(WebhookDelivery, first.delivery_id)
+    assert stored.company_id == demo_company.id  # routed by the connection's tenant id
+    assert delivery.headers == {"content-type": "application/json"}  # no Authorization kept
+    assert delivery.body == BODY.decode()
+
+
+def test_concurrent_duplicates_meet_the_unique_constraint(rt, demo_company):
+    barrier = threading.Barrier(4)
+    results = []
+
+    def deliver():
+        barrier.wait()
+        with transaction(rt.sessions) as s:
+            results.append(store(s, rt.clock, "demo", {}, BODY, [event()]).new)
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [0, 0, 0, 1]
+    assert count(rt, WebhookEvent) == 1
+
+
+def test_events_are_processed_once_and_unknown_types_ignored(rt, demo_company):
+    seen = []
+
+    def handle(session, ev):
+        seen.append(ev.event_id)
+        log_activity(session, rt.clock, ev.company_id, "test.handled", ev.event_id)
+
+    with transaction(rt.sessions) as s:
+        store(s, rt.clock, "demo", {}, BODY, [event("e1"), event("e2", kind="something.new")])
+    handlers = {("demo", "invoice.updated"): handle}
+    assert process_pending(rt.sessions, rt.clock, handlers) == 2
+    assert process_pending(rt.sessions, rt.clock, handlers) == 0
+    assert seen == ["e1"]
+    with rt.sessions() as s:
+        statuses = dict(
+            s.execute(select(WebhookEvent.event_id, WebhookEvent.status)).tuples().all()
+        )
+    assert statuses == {"e1": "processed", "e2": "ignored"}
+
+
+def test_a_failing_handler_leaves_no_partial_writes_and_retries(rt, demo_company, clock):
+    calls = []
+
+    def flaky(session, ev):
+        log_activity(session, rt.clock, ev.company_id, "test.partial", "half-done")
+        calls.append(1)
+        if len(calls) == 1:
+            raise Transient("ledger timed out")
+
+    with transaction(rt.sessions) as s:
+        store(s, rt.clock, "demo", {}, BODY, [event("e1")])
+    handlers = {("demo", "invoice.updated"): flaky}
+    process_pending(rt.sessions, rt.clock, handlers)
+    assert count(rt, Activity, Activity.kind == "test.partial") == 0
+    with rt.sessions() as s:
+        ev = s.scalar(select(WebhookEvent))
+    assert ev.status == "pending" and ev.attempts == 1 and "timed out" in ev.last_error
+    assert process_pending(rt.sessions, rt.clock, handlers) == 0  # backing off
+    clock.advance(timedelta(minutes=3))
+    process_pending(rt.sessions, rt.clock, handlers)
+    assert count(rt, Activity, Activity.kind == "test.partial") == 1
+    with rt.sessions() as s:
+        assert s.scalar(select(WebhookEvent.status)) == "processed"
+
+
+def test_a_bug_in_a_handler_marks_the_event_failed_and_keeps_it(rt, demo_company):
+    def broken(session, ev):
+        raise KeyError("data")
+
+    with transaction(rt.sessions) as s:
+        store(s, rt.clock, "demo", {}, BODY, [event("e1")])
+    process_pending(rt.sessions, rt.clock, {("demo", "invoice.updated"): broken})
+    with rt.sessions() as s:
+        ev = s.scalar(select(WebhookEvent))
+        conn = ledger_connection(s, demo_company.id)
+    assert ev.status == "failed" and "KeyError" in ev.last_error and conn is not None
