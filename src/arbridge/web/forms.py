@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
 from zoneinfo import available_timezones
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DecimalField, IntegerField, SelectField, StringField
-from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
+from wtforms import (
+    BooleanField,
+    DecimalField,
+    IntegerField,
+    SelectChoice,
+    SelectField,
+    StringField,
+)
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 
-def _timezones() -> list[tuple[str, str]]:
+def _timezones() -> list[SelectChoice]:
+    # SelectChoice, not (value, label) tuples: WTForms 3.3 deprecates tuples (removed in 3.4).
     return [
-        (tz, tz) for tz in sorted(available_timezones()) if "/" in tz and not tz.startswith("Etc/")
+        SelectChoice(tz)
+        for tz in sorted(available_timezones())
+        if "/" in tz and not tz.startswith("Etc/")
     ]
 
 
@@ -47,9 +59,15 @@ class PaymentsForm(FlaskForm):
         "if paid within (days of the invoice date)", validators=[Optional(), NumberRange(1, 90)]
     )
 
-    def validate_discount_days(self, field: IntegerField) -> None:
-        if self.discount_percent.data and not field.data:
-            raise ValidationError("Say within how many days the discount applies.")
+    def validate(self, extra_validators: Mapping[str, Sequence[Any]] | None = None) -> bool:
+        # Not an inline validate_discount_days: Optional() stops the validator chain on an empty
+        # field, so an inline validator never ran for exactly the case it exists for.
+        ok = super().validate(extra_validators)
+        if self.discount_percent.data and not self.discount_days.data:
+            if not self.discount_days.errors:
+                self.discount_days.errors.append("Say within how many days the discount applies.")
+            return False
+        return ok
 
 
 class PlansForm(FlaskForm):
@@ -58,5 +76,5 @@ class PlansForm(FlaskForm):
         "Only for balances of at least", places=2, validators=[Optional(), NumberRange(0)]
     )
     plan_max_installments = SelectField(
-        "Up to", choices=[(str(n), f"{n} installments") for n in (2, 3, 4, 6, 12)]
+        "Up to", choices=[SelectChoice(str(n), f"{n} installments") for n in (2, 3, 4, 6, 12)]
     )
