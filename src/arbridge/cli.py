@@ -356,9 +356,14 @@ def companies_create(
     name: str, slug: str, home_currency: str, timezone: str, country: str, owner_email: str
 ) -> None:
     """Create a company and its owner, and print the owner's sign-in link."""
+    from arbridge.money import check_currency
     from arbridge.sync.db import transaction
     from arbridge.sync.store import create_company, issue_sign_in_token, owner
 
+    try:
+        home_currency = check_currency(home_currency)
+    except ValueError as e:  # create_company would let it escape as a traceback
+        raise ArbridgeError(f"{home_currency!r} is not a known currency code") from e
     rt = _runtime()
     with transaction(rt.sessions) as session:
         company = create_company(

@@ -35,7 +35,7 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
 def _database_url(raw: str) -> str:
     try:
         url = make_url(raw)
-    except ArgumentError as e:
+    except (ArgumentError, ValueError) as e:  # ValueError: a port that is not a number
         raise ConfigError(
             f"ARBRIDGE_DATABASE_URL is not a valid database URL ({raw!r}); "
             "use sqlite:///path/to/arbridge.db or postgresql+psycopg://user@host:5432/db"
@@ -48,6 +48,11 @@ def _database_url(raw: str) -> str:
     if backend == "postgresql" and url.drivername == "postgresql":
         # psycopg 3 is the driver we ship; a bare postgresql:// would ask for psycopg2.
         url = url.set(drivername="postgresql+psycopg")
+    if url.drivername not in {"sqlite", "sqlite+pysqlite", "postgresql+psycopg"}:
+        raise ConfigError(
+            f"ARBRIDGE_DATABASE_URL asks for the driver {url.get_driver_name()!r}, which arbridge "
+            "does not ship; use sqlite:/// or postgresql+psycopg://"
+        )
     return url.render_as_string(hide_password=False)
 
 

@@ -13,10 +13,10 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
 
@@ -77,16 +77,29 @@ JOBS: dict[str, JobFunc] = {"sync": run_sync, "collections": run_collections}
 
 
 def next_run(job: str, company: Company, after: datetime) -> datetime:
-    """When the job runs next, from APScheduler's triggers in the company's own timezone."""
+    """When the job runs next, as an aware UTC datetime.
+
+    Collections run daily at collections_hour:00 on the company's own wall clock. This is not
+    APScheduler's CronTrigger, which around daylight-saving changes skips a day (hour 0 on the
+    day after clocks go forward) and runs twice (hour 1 on the night clocks go back).
+    """
     if job == "collections":
-        trigger = CronTrigger(hour=company.collections_hour, minute=0, timezone=company.timezone)
-    else:
-        trigger = IntervalTrigger(
-            minutes=company.sync_interval_minutes, start_date=after, timezone="UTC"
-        )
+        zone = ZoneInfo(company.timezone)
+        wall_after = after.astimezone(zone).replace(tzinfo=None)
+        day = wall_after.date()
+        while True:
+            # fold=0: the first of a repeated hour; an hour the clocks skip maps to the moment
+            # they jump (02:00 CST is 03:00 CDT), so that day's run still happens, once.
+            wall = datetime.combine(day, time(company.collections_hour))
+            if wall > wall_after:
+                return wall.replace(tzinfo=zone).astimezone(UTC)
+            day += timedelta(days=1)
+    trigger = IntervalTrigger(
+        minutes=company.sync_interval_minutes, start_date=after, timezone="UTC"
+    )
     fire = trigger.get_next_fire_time(None, after + timedelta(seconds=1))
     assert fire is not None
-    return fire
+    return fire.astimezone(UTC)
 
 
 def default_worker_name() -> str:
