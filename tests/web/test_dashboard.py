@@ -9,6 +9,7 @@ import pytest
 from arbridge.collections.aging import BUCKETS
 from arbridge.sync.db import transaction
 from arbridge.sync.store import aging_report, company_today, open_invoices, report_dict
+from arbridge.web.owner import PAGE_SIZE
 from tests.web.conftest import amount, fresh_company, parse
 
 
@@ -24,6 +25,17 @@ def dashboard(owner_client):
     response = owner_client.get("/c/demo/")
     assert response.status_code == 200
     return parse(response.data)
+
+
+def invoice_rows(client, url="/c/demo/"):
+    """Every row of the open-invoice table, following the pager to the last page."""
+    rows = []
+    while url:
+        doc = parse(client.get(url).data)
+        rows += doc.by_id("invoices").find("tbody").find_all("tr")
+        later = doc.find("a", rel="next")
+        url = later.attrs["href"].replace("&amp;", "&") if later else None
+    return rows
 
 
 def test_open_and_overdue_balances_match_the_report(dashboard, report):
@@ -48,8 +60,14 @@ def test_each_aging_bucket_matches_the_report(dashboard, report):
     assert amount(footer[2].text) == Decimal(report["open_balance"])
 
 
-def test_invoice_table_lists_every_open_invoice_and_adds_up(dashboard, report):
-    rows = dashboard.by_id("invoices").find("tbody").find_all("tr")
+def test_invoice_table_is_paged(dashboard, report):
+    assert report["open_invoices"] > PAGE_SIZE
+    assert len(dashboard.by_id("invoices").find("tbody").find_all("tr")) == PAGE_SIZE
+    assert dashboard.find("a", rel="next") is not None and dashboard.find("a", rel="prev") is None
+
+
+def test_invoice_table_lists_every_open_invoice_and_adds_up(owner_client, report):
+    rows = invoice_rows(owner_client)
     assert len(rows) == report["open_invoices"]
     # Added up row by row from the page's home-currency column: an independent check.
     home = [amount(r.find("td", cls="home").text) for r in rows]
@@ -62,8 +80,8 @@ def test_invoice_table_lists_every_open_invoice_and_adds_up(dashboard, report):
         assert sum(in_bucket, Decimal(0)) == Decimal(report["aging"][key]), key
 
 
-def test_foreign_currency_invoices_are_shown_in_home_currency_too(dashboard):
-    rows = dashboard.by_id("invoices").find("tbody").find_all("tr")
+def test_foreign_currency_invoices_are_shown_in_home_currency_too(owner_client):
+    rows = invoice_rows(owner_client)
     foreign = [r for r in rows if not r.find_all("td")[4].text.startswith("$")]
     assert foreign, "the demo ledger has EUR and CAD invoices"
     for r in foreign:
@@ -73,7 +91,7 @@ def test_foreign_currency_invoices_are_shown_in_home_currency_too(dashboard):
 @pytest.mark.parametrize("key", BUCKETS)
 def test_bucket_filter_shows_only_that_bucket(owner_client, report, key):
     doc = parse(owner_client.get(f"/c/demo/?bucket={key}").data)
-    rows = doc.by_id("invoices").find("tbody").find_all("tr")
+    rows = invoice_rows(owner_client, f"/c/demo/?bucket={key}")
     assert len(rows) == report["aging_counts"][key]
     assert {r.attrs["data-bucket"] for r in rows} == {key}
     assert doc.find("tr", cls="selected").attrs["data-bucket"] == key
@@ -81,7 +99,7 @@ def test_bucket_filter_shows_only_that_bucket(owner_client, report, key):
 
 def test_an_unknown_bucket_shows_everything(owner_client, report):
     doc = parse(owner_client.get("/c/demo/?bucket=<script>").data)
-    assert len(doc.by_id("invoices").find("tbody").find_all("tr")) == report["open_invoices"]
+    assert len(invoice_rows(owner_client, "/c/demo/?bucket=<script>")) == report["open_invoices"]
     assert doc.find("tr", cls="selected") is None
 
 
@@ -94,7 +112,7 @@ def test_dashboard_follows_the_ledger_after_a_payment(owner_client, rt, report, 
         inv.status = "paid"
     doc = parse(owner_client.get("/c/demo/").data)
     assert amount(doc.by_id("open-balance").text) == Decimal(report["open_balance"]) - paid
-    rows = doc.by_id("invoices").find("tbody").find_all("tr")
+    rows = invoice_rows(owner_client)
     assert len(rows) == report["open_invoices"] - 1
 
 
@@ -107,7 +125,7 @@ def test_an_invoice_that_is_not_open_is_not_listed_even_with_a_balance(
         inv.status = status  # the balance is left as it was: a ledger that never zeroed it
         number, left = inv.number, inv.balance.amount
     doc = parse(owner_client.get("/c/demo/").data)
-    rows = doc.by_id("invoices").find("tbody").find_all("tr")
+    rows = invoice_rows(owner_client)
     assert len(rows) == report["open_invoices"] - 1
     assert number not in {r.find("td").text for r in rows}
     assert amount(doc.by_id("open-balance").text) == Decimal(report["open_balance"]) - left

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 from arbridge.money import Money
@@ -47,6 +47,24 @@ def bucket(days: int) -> str:
     if days <= 90:
         return "61_90"
     return "over_90"
+
+
+# Bucket -> (fewest, most) days past due; None is open-ended.
+BUCKET_DAYS: dict[str, tuple[int | None, int | None]] = {
+    "current": (None, 0),
+    "1_30": (1, 30),
+    "31_60": (31, 60),
+    "61_90": (61, 90),
+    "over_90": (91, None),
+}
+
+
+def due_range(name: str, as_of: date) -> tuple[date | None, date | None]:
+    """The due dates (earliest, latest; None open-ended) whose invoices fall in the bucket."""
+    fewest, most = BUCKET_DAYS[name]
+    earliest = as_of - timedelta(days=most) if most is not None else None
+    latest = as_of - timedelta(days=fewest) if fewest is not None else None
+    return earliest, latest
 
 
 @dataclass(frozen=True)

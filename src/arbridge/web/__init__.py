@@ -18,6 +18,14 @@ log = logging.getLogger(__name__)
 csrf = CSRFProtect()
 
 
+def _amount(value: object, currency: str) -> str:
+    """A ledger's decimal string (line amounts) shown in the invoice's currency."""
+    try:
+        return Money.rounded(str(value), currency).format()
+    except (ValueError, TypeError, ArithmeticError):
+        return str(value or "")
+
+
 def create_app(rt: Runtime, **overrides: Any) -> Flask:
     settings = rt.settings.require_secrets()
     app = Flask(__name__)
@@ -95,5 +103,6 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
         ), 500
 
     app.jinja_env.filters["money"] = lambda m: m.format() if isinstance(m, Money) else m
+    app.jinja_env.filters["amount"] = _amount
     app.jinja_env.filters["day"] = lambda d: format_date(d, "medium", locale="en_US") if d else "—"
     return app

@@ -8,7 +8,14 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 
-from arbridge.collections.aging import BUCKET_LABELS, OpenItem, bucket, days_overdue, home_balance
+from arbridge.collections.aging import (
+    BUCKET_LABELS,
+    OpenItem,
+    bucket,
+    days_overdue,
+    due_range,
+    home_balance,
+)
 from arbridge.collections.policy import merged, policy
 from arbridge.errors import ArbridgeError
 from arbridge.sync.model import Company, Customer, Invoice, SyncError
@@ -25,6 +32,7 @@ from arbridge.web.common import company_required, db, runtime
 from arbridge.web.forms import CompanyForm, PaymentsForm, PlansForm, RemindersForm
 
 bp = Blueprint("owner", __name__, url_prefix="/c/<slug>")
+PAGE_SIZE = 100
 
 
 def _row(inv: Invoice, company: Company, today: Any) -> dict[str, Any]:
@@ -48,17 +56,31 @@ def dashboard(company: Company) -> Any:
     selected = request.args.get("bucket")
     if selected not in BUCKET_LABELS:
         selected = None
-    invoices = s.execute(
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    query = (
         select(Invoice, Customer.name)
         .join(Customer, Invoice.customer_id == Customer.id)
         .where(
             Invoice.company_id == company.id, Invoice.status == "open", Invoice.balance_minor != 0
         )
-        .order_by(Invoice.due_on, Invoice.id)
-    ).all()
-    rows = [{**_row(inv, company, today), "customer": name} for inv, name in invoices]
+    )
     if selected:
-        rows = [r for r in rows if r["bucket"] == selected]
+        earliest, latest = due_range(selected, today)
+        if earliest is not None:
+            query = query.where(Invoice.due_on >= earliest)
+        if latest is not None:
+            query = query.where(Invoice.due_on <= latest)
+    invoices = s.execute(
+        query.order_by(Invoice.due_on, Invoice.id)
+        .limit(PAGE_SIZE + 1)
+        .offset((page - 1) * PAGE_SIZE)
+    ).all()
+    rows = [{**_row(inv, company, today), "customer": name} for inv, name in invoices[:PAGE_SIZE]]
+    pages = {
+        "page": page,
+        "prev": page - 1 if page > 1 else None,
+        "next": page + 1 if len(invoices) > PAGE_SIZE else None,
+    }
     return render_template(
         "dashboard.html",
         company=company,
@@ -66,6 +88,7 @@ def dashboard(company: Company) -> Any:
         rows=rows,
         labels=BUCKET_LABELS,
         selected=selected,
+        pages=pages,
         connection=ledger_connection(s, company.id),
         activity=recent_activity(s, company.id, limit=10),
     )
