@@ -28,6 +28,17 @@ class Group(click.Group):
         except ArbridgeError as e:
             click.echo(f"Error: {e}", err=True)
             ctx.exit(1)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception:
+            # A bug, not bad input: the trace goes to the log, the terminal gets one sentence.
+            log.exception("arbridge %s failed", ctx.invoked_subcommand)
+            click.echo(
+                "Error: arbridge hit an unexpected problem; the log above has the details "
+                "(please report it).",
+                err=True,
+            )
+            ctx.exit(2)
 
 
 def _settings() -> Settings:
@@ -103,6 +114,8 @@ def initialise(settings: Settings, *, upgrade: bool = False) -> str:
         db.upgrade(engine)
         with db.transaction(db.session_factory(engine)) as session:
             check_keys(session, keyring)
+        if path is not None:
+            path.chmod(0o600)  # the database holds customers' data and encrypted tokens
     finally:
         engine.dispose()
     lines = [f"Database ready at migration {db.head_revision()}."]
@@ -356,14 +369,9 @@ def companies_create(
     name: str, slug: str, home_currency: str, timezone: str, country: str, owner_email: str
 ) -> None:
     """Create a company and its owner, and print the owner's sign-in link."""
-    from arbridge.money import check_currency
     from arbridge.sync.db import transaction
     from arbridge.sync.store import create_company, issue_sign_in_token, owner
 
-    try:
-        home_currency = check_currency(home_currency)
-    except ValueError as e:  # create_company would let it escape as a traceback
-        raise ArbridgeError(f"{home_currency!r} is not a known currency code") from e
     rt = _runtime()
     with transaction(rt.sessions) as session:
         company = create_company(
@@ -426,6 +434,8 @@ def rotate_keys(drop_old: bool) -> None:
     keyring = Keyring(settings.encryption_keys)
     with transaction(rt.sessions) as session:
         count = rotate_secrets(session, keyring)
-    if drop_old and not settings.encryption_keys_from_env:
+    if drop_old and settings.encryption_keys_from_env:
+        click.echo("Keys come from ARBRIDGE_ENCRYPTION_KEYS: remove the old ones from it yourself.")
+    elif drop_old:
         drop_old_keys_from_secret_file(settings.instance_path)
     click.echo(f"Re-encrypted {count} stored secret(s) with the newest key.")

@@ -130,8 +130,9 @@ class Settings:
         """Refuse to run without the Flask secret key and the token-encryption keys."""
         if not self.secret_key or not self.encryption_keys:
             raise NotInitialised(
-                f"no secret key or encryption key found in {self.instance_path}; "
-                "run `arbridge init` (or set ARBRIDGE_SECRET_KEY and ARBRIDGE_ENCRYPTION_KEYS)"
+                f"no secret key or encryption key found in {self.instance_path}: on a new install "
+                "run `arbridge init`; for an existing database restore its secret.json from your "
+                "backup or set ARBRIDGE_SECRET_KEY and ARBRIDGE_ENCRYPTION_KEYS"
             )
         return self
 

@@ -19,12 +19,12 @@ from zoneinfo import ZoneInfo
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from arbridge.clock import SystemClock
-from arbridge.errors import ArbridgeError
+from arbridge.clock import SystemClock, local_date
 from arbridge.runtime import Runtime
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Company, CompanyJob, Connection
+from arbridge.sync.model import Company, CompanyJob
 from arbridge.sync.runner import sync_connection
 from arbridge.sync.store import aging_report, company_today, ledger_connection, log_activity
 
@@ -38,15 +38,7 @@ def run_sync(rt: Runtime, company: Company) -> None:
         conn = ledger_connection(session, company.id)
     if conn is None or conn.status != "active":
         return
-    try:
-        result = sync_connection(rt.sessions, conn.id, rt.connector_for(conn), rt.clock)
-    except ArbridgeError as e:
-        with transaction(rt.sessions) as session:
-            row = session.get(Connection, conn.id)
-            assert row is not None
-            row.last_sync_error = str(e)
-            log_activity(session, rt.clock, company.id, "sync.failed", f"Sync failed: {e}")
-        raise
+    result = sync_connection(rt.sessions, conn.id, rt.connector_for(conn), rt.clock)
     if result.errors:
         with transaction(rt.sessions) as session:
             log_activity(
@@ -102,8 +94,26 @@ def next_run(job: str, company: Company, after: datetime) -> datetime:
     return fire.astimezone(UTC)
 
 
+def reschedule(session: Session, company: Company, now: datetime) -> None:
+    """After the owner changes the timezone, the daily hour or the sync interval: move the jobs."""
+    for row in session.scalars(select(CompanyJob).where(CompanyJob.company_id == company.id)):
+        if row.last_finished_at is None:
+            continue  # never run yet: it is due already
+        if row.job == "sync":
+            row.next_run_at = next_run("sync", company, row.last_finished_at)
+            continue
+        upcoming = next_run(row.job, company, now)
+        # At most one daily run per local day, even when the hour moves later on the same day.
+        if local_date(upcoming, company.timezone) == local_date(
+            row.last_finished_at, company.timezone
+        ):
+            upcoming = next_run(row.job, company, upcoming)
+        row.next_run_at = upcoming
+
+
 def default_worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    name = f"{os.getpid()}:{threading.get_ident()}"
+    return f"{socket.gethostname()[: 99 - len(name)]}:{name}"
 
 
 def claim_and_run(rt: Runtime, job: str, worker_name: str | None = None) -> bool:

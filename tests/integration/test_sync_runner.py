@@ -13,6 +13,7 @@ from arbridge.connectors.base import PaymentLine, PaymentWriteBack
 from arbridge.connectors.demo import DemoConnector
 from arbridge.errors import Rejected, Transient
 from arbridge.sync.model import (
+    Connection,
     CreditNote,
     Invoice,
     Payment,
@@ -191,6 +192,8 @@ def test_cursor_moves_only_with_committed_data_and_a_rerun_completes(rt, demo_co
         synced = set(s.scalars(select(Invoice.source_id).where(Invoice.source_id.in_(ids))))
         cursor = s.scalar(select(SyncCursor.value).where(SyncCursor.entity == "invoices"))
     assert synced == set(ids[:2])
+    with rt.sessions() as s:
+        assert "connection reset" in s.get(Connection, conn.id).last_sync_error
     seq = {i["id"]: i["seq"] for i in ledger.read()["Invoice"]}
     assert cursor == str(seq[ids[1]])
     sync_connection(rt.sessions, conn.id, DemoConnector(ledger, page_size=2), rt.clock)

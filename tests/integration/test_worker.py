@@ -29,7 +29,7 @@ from arbridge.sync.model import (
     SyncError,
 )
 from arbridge.sync.store import add_connection, company_today, create_company
-from arbridge.worker import claim_and_run, next_run, tick
+from arbridge.worker import claim_and_run, next_run, reschedule, tick
 from tests.conftest import ON_POSTGRES, env_for_subprocess
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -438,3 +438,36 @@ def test_a_job_row_locked_elsewhere_is_skipped_not_waited_for(rt, settings, cloc
     with rt.sessions() as s:
         row = job_row(s, demo_company.id, "sync")
         assert (row.runs, row.last_worker, row.last_error) == (1, "claimer", None)
+
+
+def test_moving_the_daily_hour_later_never_runs_twice_the_same_day(rt, clock, demo_company):
+    # The clock reads 09:00 in Chicago: the daily run is due and runs now.
+    assert claim_and_run(rt, "collections")
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, demo_company.id)
+        company.collections_hour = 15
+        reschedule(s, company, clock.now())
+        assert job_row(s, company.id, "collections").next_run_at == chicago(2026, 11, 25, 15)
+        company.collections_hour = 7  # earlier: tomorrow 07:00 anyway
+        reschedule(s, company, clock.now())
+        assert job_row(s, company.id, "collections").next_run_at == chicago(2026, 11, 25, 7)
+
+
+def test_moving_the_daily_hour_when_today_has_not_run_yet(rt, clock, demo_company):
+    with transaction(rt.sessions) as s:
+        row = job_row(s, demo_company.id, "collections")
+        row.last_finished_at = clock.now() - timedelta(days=1)
+        company = s.get(Company, demo_company.id)
+        company.collections_hour = 17
+        reschedule(s, company, clock.now())
+        assert row.next_run_at == chicago(2026, 11, 24, 17)
+
+
+def test_a_new_sync_interval_counts_from_the_last_sync(rt, clock, demo_company):
+    assert claim_and_run(rt, "sync")
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, demo_company.id)
+        company.sync_interval_minutes = 60
+        reschedule(s, company, clock.now())
+        row = job_row(s, company.id, "sync")
+        assert row.next_run_at == row.last_finished_at + timedelta(minutes=60)

@@ -226,3 +226,29 @@ def test_sync_now_pulls_ledger_changes(owner_client, rt, demo_company, clock):
         conn = s.scalar(select(Connection).where(Connection.company_id == demo_company.id))
         assert conn.last_sync_at == clock.now()
     assert clock.now().strftime("%Y-%m-%d %H:%M UTC") in page
+
+
+def test_a_new_daily_hour_moves_the_scheduled_run(owner_client, rt, demo_company):
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from arbridge.sync.model import CompanyJob
+    from arbridge.worker import claim_and_run
+
+    assert claim_and_run(rt, "collections")  # today's run happened at 09:00 Chicago
+    page = owner_client.get("/c/demo/settings")
+    doc = parse(page.data)
+    form = next(
+        f for f in doc.find_all("form") if f.attrs.get("action", "").endswith("/settings/reminders")
+    )
+    fields = form_fields(form)
+    fields["reminders-collections_hour"] = "16"
+    assert owner_client.post("/c/demo/settings/reminders", data=fields).status_code == 302
+    with rt.sessions() as s:
+        job = s.scalar(
+            select(CompanyJob).where(
+                CompanyJob.company_id == demo_company.id, CompanyJob.job == "collections"
+            )
+        )
+    assert job.next_run_at == datetime(2026, 11, 25, 22, tzinfo=UTC)  # tomorrow 16:00 CST

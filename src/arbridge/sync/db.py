@@ -81,7 +81,8 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except OperationalError as e:
-        raise ConfigError(f"cannot open the database at {engine.url!r}: {e.orig}") from e
+        reason = " ".join(str(e.orig).split())  # psycopg's message spans lines
+        raise ConfigError(f"cannot open the database at {engine.url!r}: {reason}") from e
 
 
 def upgrade(engine: Engine) -> None:

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
 from arbridge.connectors.base import ENTITIES, Entity, LedgerConnector, Page
-from arbridge.errors import MappingError
+from arbridge.errors import ArbridgeError, MappingError
+from arbridge.sync.activity import log_activity
 from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.mappers import demo as demo_mapper
 from arbridge.sync.model import (
@@ -358,17 +359,26 @@ def sync_connection(
             raise ValueError(f"no connection {connection_id}")
         session.expunge(conn)
         cursors = {} if full else load_cursors(session, connection_id)
-    for entity in ENTITIES:
-        done = 0
-        for page in connector.pull(entity, cursors.get(entity)):
-            with transaction(factory) as session:
-                _apply_page(session, conn, page, clock, result)
-                if page.cursor is not None:
-                    _save_cursor(session, connection_id, entity, page.cursor, clock)
-            result.pages += 1
-            done += len(page.records)
-            if progress:
-                progress(entity, done, page.total)
+    try:
+        for entity in ENTITIES:
+            done = 0
+            for page in connector.pull(entity, cursors.get(entity)):
+                with transaction(factory) as session:
+                    _apply_page(session, conn, page, clock, result)
+                    if page.cursor is not None:
+                        _save_cursor(session, connection_id, entity, page.cursor, clock)
+                result.pages += 1
+                done += len(page.records)
+                if progress:
+                    progress(entity, done, page.total)
+    except ArbridgeError as e:
+        # What was committed stays; the owner sees why the rest did not arrive.
+        with transaction(factory) as session:
+            row = session.get(Connection, connection_id)
+            assert row is not None
+            row.last_sync_error = str(e)[:2000]
+            log_activity(session, clock, conn.company_id, "sync.failed", f"Sync failed: {e}")
+        raise
     with transaction(factory) as session:
         row = session.get(Connection, connection_id)
         assert row is not None

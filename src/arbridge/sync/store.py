@@ -20,6 +20,7 @@ from arbridge.collections.aging import Aging, OpenItem, age
 from arbridge.crypto import Keyring
 from arbridge.errors import ArbridgeError, KeyMismatch, NotFound
 from arbridge.money import Money, check_currency
+from arbridge.sync.activity import log_activity
 from arbridge.sync.model import (
     Activity,
     Company,
@@ -73,10 +74,14 @@ def create_company(
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError) as e:
         raise ArbridgeError(f"{timezone!r} is not a known timezone") from e
+    try:
+        home_currency = check_currency(home_currency)
+    except ValueError as e:
+        raise ArbridgeError(f"{home_currency!r} is not a known currency code") from e
     company = Company(
         name=name,
         slug=slug,
-        home_currency=check_currency(home_currency),
+        home_currency=home_currency,
         timezone=timezone,
         country=country.upper()[:2],
         sync_interval_minutes=sync_interval_minutes,
@@ -121,22 +126,6 @@ def ledger_connection(session: Session, company_id: int) -> Connection | None:
         select(Connection).where(
             Connection.company_id == company_id,
             Connection.provider.in_(("quickbooks", "xero", "demo")),
-        )
-    )
-
-
-def log_activity(
-    session: Session, clock: Clock, company_id: int, kind: str, message: str, **data: Any
-) -> None:
-    session.add(
-        Activity(
-            company_id=company_id,
-            occurred_at=clock.now(),
-            kind=kind,
-            message=message,
-            invoice_id=data.pop("invoice_id", None),
-            customer_id=data.pop("customer_id", None),
-            data=data,
         )
     )
 

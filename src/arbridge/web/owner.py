@@ -30,6 +30,7 @@ from arbridge.sync.store import (
 )
 from arbridge.web.common import company_required, db, runtime
 from arbridge.web.forms import CompanyForm, PaymentsForm, PlansForm, RemindersForm
+from arbridge.worker import reschedule
 
 bp = Blueprint("owner", __name__, url_prefix="/c/<slug>")
 PAGE_SIZE = 100
@@ -272,6 +273,8 @@ def save_settings(company: Company, section: str) -> Any:
             "max_installments": int(form.plan_max_installments.data),
         }
     company.settings = stored
+    if section in ("company", "reminders"):
+        reschedule(s, company, rt.clock.now())
     log_activity(s, rt.clock, company.id, "settings.changed", f"Settings changed: {section}")
     s.commit()
     flash("Settings saved.", "ok")
