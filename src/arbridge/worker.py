@@ -22,11 +22,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from arbridge.clock import SystemClock, local_date
+from arbridge.handlers import outbox_handlers, webhook_handlers
 from arbridge.runtime import Runtime
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Company, CompanyJob
+from arbridge.sync.outbox import deliver
 from arbridge.sync.runner import sync_connection
 from arbridge.sync.store import aging_report, company_today, ledger_connection, log_activity
+from arbridge.webhooks.dispatch import process_pending
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +151,22 @@ def claim_and_run(rt: Runtime, job: str, worker_name: str | None = None) -> bool
     return True
 
 
+def drain(rt: Runtime) -> tuple[int, int]:
+    """Process stored webhook events, then carry out due side effects; returns both counts."""
+    events = process_pending(rt.sessions, rt.clock, webhook_handlers(rt))
+    sent = deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    return events, sent
+
+
 def tick(rt: Runtime, worker_name: str | None = None, limit: int = 1000) -> int:
+    """One scheduler tick: due company jobs, then the webhook inbox and the outbox.
+
+    Returns how many company jobs ran."""
     ran = 0
     for job in JOBS:
         while ran < limit and claim_and_run(rt, job, worker_name):
             ran += 1
+    drain(rt)
     return ran
 
 

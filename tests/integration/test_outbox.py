@@ -156,3 +156,37 @@ def test_crash_mid_send_of_a_non_idempotent_kind_is_not_resent(rt, demo_company,
     )
     assert sent == ["k1"]
     assert row(rt).status == "failed" and "may or may not" in row(rt).last_error
+
+
+def test_the_worker_writes_a_queued_payment_into_the_ledger_once(rt, demo_company, clock):
+    from arbridge.handlers import LEDGER_PAYMENT, ledger_payment_payload
+    from arbridge.worker import drain
+
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    ledger = rt.demo_ledger(conn.tenant_id)
+    inv = next(
+        i
+        for i in ledger.read()["Invoice"]
+        if i.get("status") == "AUTHORISED" and i["currencyCode"] == "USD"
+    )
+    payload = ledger_payment_payload(
+        conn,
+        customer_source_id=inv["contactId"],
+        currency="USD",
+        amount=Decimal("10.00"),
+        received_on=clock.now().date(),
+        reference="pi_worker",
+        lines=[(inv["id"], Decimal("10.00"))],
+    )
+    for _ in range(2):  # the same decision twice (a duplicate webhook, say)
+        queue(
+            rt, demo_company, key="ledger_payment:pi_worker", kind=LEDGER_PAYMENT, payload=payload
+        )
+    assert drain(rt) == (0, 1)
+    assert drain(rt) == (0, 0)
+    state = ledger.read()
+    assert [p["amount"] for p in state["Payment"] if p["reference"] == "pi_worker"] == ["10.00"]
+    assert (
+        Decimal(ledger.find(state, "Invoice", inv["id"])["balance"]) == Decimal(inv["balance"]) - 10
+    )

@@ -500,3 +500,12 @@ class InstanceMeta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+# --- QuickBooks (issue 3): tables of its own go here; migration 0003 ---
+
+
+# --- Reminders (issue 5): tables of its own go here; migration 0004 ---
+
+
+# --- Payments (issue 4): tables of its own go here; migration 0005 ---
