@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -247,6 +248,8 @@ class Invoice(SyncedRow, Base):
     status: Mapped[str] = mapped_column(_enum("invoice_status", INVOICE_STATUSES))
     terms: Mapped[str | None] = mapped_column(String(100))
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A payment arbridge collected is on its way (ACH takes days): no reminders, no second Pay.
+    payment_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     lines: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
     customer: Mapped[Customer] = relationship()
@@ -509,3 +512,78 @@ class InstanceMeta(Base):
 
 
 # --- Payments (issue 4): tables of its own go here; migration 0005 ---
+COLLECTED_STATUSES = ("pending", "succeeded", "failed", "refunded", "disputed")
+
+
+class CheckoutSessionRow(Base):
+    """A Stripe Checkout Session we opened for a payment link; reused while open and unchanged."""
+
+    __tablename__ = "checkout_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    pay_token_id: Mapped[int] = mapped_column(
+        ForeignKey("pay_tokens.id", ondelete="CASCADE"), index=True
+    )
+    stripe_session_id: Mapped[str] = mapped_column(String(255), unique=True)
+    url: Mapped[str | None] = mapped_column(Text)
+    invoice_ids: Mapped[list[int]] = mapped_column(JSON)
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    discount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The invoices' balances when the session was opened: a change means a new session.
+    basis: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+
+
+class CollectedPayment(Base):
+    """A payment arbridge collected through Stripe, from first sign of life to settlement."""
+
+    __tablename__ = "collected_payments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+    payment_intent_id: Mapped[str] = mapped_column(String(255), unique=True)
+    checkout_session_id: Mapped[str | None] = mapped_column(String(255))
+    method: Mapped[str | None] = mapped_column(String(40))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    discount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    unapplied_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(_enum("collected_status", COLLECTED_STATUSES))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    succeeded_at: Mapped[datetime | None]
+
+    allocations: Mapped[list[CollectedAllocation]] = relationship(
+        back_populates="payment", cascade="all, delete-orphan"
+    )
+
+
+class CollectedAllocation(Base):
+    """How much of a collected payment (and of its early-payment discount) went to each invoice."""
+
+    __tablename__ = "collected_allocations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    collected_payment_id: Mapped[int] = mapped_column(
+        ForeignKey("collected_payments.id", ondelete="CASCADE"), index=True
+    )
+    invoice_id: Mapped[int] = mapped_column(
+        ForeignKey("invoices.id", ondelete="CASCADE"), index=True
+    )
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    discount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    payment: Mapped[CollectedPayment] = relationship(back_populates="allocations")
+
+    __table_args__ = (UniqueConstraint("collected_payment_id", "invoice_id"),)
