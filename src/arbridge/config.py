@@ -32,6 +32,15 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(PREFIX + name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{PREFIX}{name} must be true or false, not {raw!r}")
+
+
 def _database_url(raw: str) -> str:
     try:
         url = make_url(raw)
@@ -72,6 +81,10 @@ class Settings:
     smtp_url: str | None = field(default=None, repr=False)
     mail_from: str | None = None
     demo: bool = False
+    stripe_secret_key: str | None = field(default=None, repr=False)
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
+    stripe_connect: bool = False
+    stripe_api_base: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
@@ -116,6 +129,10 @@ class Settings:
             log_level=(env.get(PREFIX + "LOG_LEVEL") or "INFO").upper(),
             smtp_url=env.get(PREFIX + "SMTP_URL") or None,
             mail_from=env.get(PREFIX + "MAIL_FROM") or None,
+            stripe_secret_key=env.get(PREFIX + "STRIPE_SECRET_KEY") or None,
+            stripe_webhook_secret=env.get(PREFIX + "STRIPE_WEBHOOK_SECRET") or None,
+            stripe_connect=_flag(env, "STRIPE_CONNECT"),
+            stripe_api_base=env.get(PREFIX + "STRIPE_API_BASE") or None,
         )
 
     @property
