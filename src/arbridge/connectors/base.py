@@ -54,6 +54,18 @@ class PaymentWriteBack:
     lines: Sequence[PaymentLine] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class DiscountWriteBack:
+    """An early-payment discount to record once (a credit note applied to each invoice)."""
+
+    idempotency_key: str
+    customer_source_id: str
+    currency: str
+    issued_on: date
+    reference: str
+    lines: Sequence[PaymentLine] = field(default_factory=tuple)
+
+
 class LedgerConnector(Protocol):
     source: str
 
@@ -63,4 +75,12 @@ class LedgerConnector(Protocol):
 
     def post_payment(self, payment: PaymentWriteBack) -> str:
         """Record the payment in the ledger and return its id there; safe to call twice."""
+        ...
+
+    def reverse_payment(self, payment_id: str, idempotency_key: str) -> None:
+        """Void (or delete) a payment posted earlier, reopening its invoices; safe to call twice."""
+        ...
+
+    def post_discount(self, discount: DiscountWriteBack) -> str:
+        """Record an early-payment discount so the invoice closes at zero; safe to call twice."""
         ...

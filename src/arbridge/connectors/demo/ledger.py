@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from arbridge.clock import Clock
-from arbridge.connectors.base import Entity, Page, PaymentWriteBack, SourceRecord
+from arbridge.connectors.base import (
+    DiscountWriteBack,
+    Entity,
+    Page,
+    PaymentWriteBack,
+    SourceRecord,
+)
 from arbridge.errors import NotFound, Rejected
 
 PAGE_SIZE = 200
@@ -147,6 +153,44 @@ class DemoLedger:
             state["idempotency"][payment.idempotency_key] = record["id"]
             return record["id"]
 
+    def post_discount(self, discount: DiscountWriteBack) -> str:
+        """An early-payment discount becomes a credit note applied to each invoice."""
+        with self.change() as state:
+            seen = state["idempotency"].get(discount.idempotency_key)
+            if seen is not None:
+                return seen
+            applied = []
+            for line in discount.lines:
+                inv = self.find(state, "Invoice", line.invoice_source_id)
+                balance = Decimal(inv["balance"])
+                if line.amount > balance:
+                    raise Rejected(
+                        f"invoice {inv['id']} has {balance} outstanding; cannot credit {line.amount}"
+                    )
+                inv["balance"] = str(balance - line.amount)
+                if balance == line.amount:
+                    inv["status"] = "PAID"
+                self.touch(state, inv)
+                applied.append({"invoiceId": inv["id"], "amount": str(line.amount)})
+            state["next_id"] += 1
+            record = {
+                "id": f"CN{state['next_id']}",
+                "creditNoteNumber": f"DISC-{state['next_id']}",
+                "contactId": discount.customer_source_id,
+                "date": discount.issued_on.isoformat(),
+                "currencyCode": discount.currency,
+                "currencyRate": _rate_for(state, discount.currency),
+                "total": str(sum((line.amount for line in discount.lines), Decimal(0))),
+                "remainingCredit": "0.00",
+                "applied": applied,
+                "status": "PAID",
+                "reference": discount.reference,
+            }
+            state["CreditNote"].append(record)
+            self.touch(state, record)
+            state["idempotency"][discount.idempotency_key] = record["id"]
+            return record["id"]
+
     def void_payment(self, payment_id: str) -> None:
         """Reverse a payment (a refund or an ACH return): the invoices it paid reopen."""
         with self.change() as state:
@@ -196,6 +240,12 @@ class DemoConnector:
 
     def post_payment(self, payment: PaymentWriteBack) -> str:
         return self.ledger.post_payment(payment)
+
+    def reverse_payment(self, payment_id: str, idempotency_key: str) -> None:
+        self.ledger.void_payment(payment_id)  # voiding twice changes nothing
+
+    def post_discount(self, discount: DiscountWriteBack) -> str:
+        return self.ledger.post_discount(discount)
 
 
 FIRST_NAMES = [
