@@ -1,0 +1,461 @@
+"""Reminders: which step of which sequence each open invoice is due for, and what goes to whom.
+
+Pure: the caller loads plain facts (invoices, customers, contacts, what was already sent) and
+passes the as-of date in the company's timezone; nothing here reads the clock or the database.
+
+The rules, in plain terms:
+- A sequence is a list of steps, each a number of days relative to the due date (-3 is three
+  days before it, 0 the day itself, 10 ten days after), a channel and a template.
+- An invoice is due for the latest step whose day has come, if no step at or after it has been
+  sent for that invoice. Missed days (a weekend, a pause, a kept promise) therefore catch up
+  with one message at the right level of firmness, never a burst of every step skipped.
+- An invoice is never chased when it is paid, voided, paused, has a payment pending, is
+  disputed, has a live promise to pay, is on a current installment plan, is covered by the
+  customer's credit, or its customer is "do not chase" or referred to a collection agency.
+- Per customer, one email a run lists every invoice due for an email step; the highest step
+  among them chooses the template ("highest step wins").
+- A contact gets at most `max_per_week` reminders in any seven days; bounced and unsubscribed
+  contacts get none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+CHANNELS = ("email", "call", "sms")
+ESCALATIONS = ("none", "notify_owner", "agency")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+PROMISE_GRACE_DAYS = 2
+
+
+class SequenceError(ValueError):
+    """A sequence or reminder setting that cannot be used; the message is for the owner."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: `offset_days` relative to the due date (negative: before it)."""
+
+    key: str
+    offset_days: int
+    channel: str = "email"
+    template: str = "overdue"
+    min_balance: Decimal | None = None  # in the invoice's currency; None: any balance
+    escalation: str = "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "offset_days": self.offset_days,
+            "channel": self.channel,
+            "template": self.template,
+            "min_balance": str(self.min_balance) if self.min_balance is not None else None,
+            "escalation": self.escalation,
+        }
+
+    def describe(self) -> str:
+        when = (
+            "on the due date"
+            if self.offset_days == 0
+            else f"{abs(self.offset_days)} day(s) {'before' if self.offset_days < 0 else 'after'}"
+        )
+        return f"{when}: {self.channel} ({self.template})"
+
+
+@dataclass(frozen=True)
+class ReminderSequence:
+    name: str
+    steps: tuple[Step, ...]
+
+    def index(self, key: str) -> int:
+        for i, step in enumerate(self.steps):
+            if step.key == key:
+                return i
+        raise KeyError(key)
+
+
+DEFAULT_STEPS = (
+    Step("before-3", -3, "email", "upcoming"),
+    Step("due", 0, "email", "due_today"),
+    Step("after-3", 3, "email", "overdue_friendly"),
+    Step("after-10", 10, "email", "overdue"),
+    Step("after-20", 20, "email", "overdue_firm"),
+    Step("after-30", 30, "email", "final_notice", escalation="notify_owner"),
+    Step("after-45", 45, "call", "call_guide", escalation="notify_owner"),
+)
+DEFAULT_SEQUENCE = ReminderSequence("default", DEFAULT_STEPS)
+
+
+def parse_step(raw: Mapping[str, Any], position: int) -> Step:
+    where = f"step {position + 1}"
+    try:
+        offset = int(raw["offset_days"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise SequenceError(f"{where}: the number of days must be a whole number") from e
+    if not -60 <= offset <= 365:
+        raise SequenceError(f"{where}: days must be between -60 and 365, not {offset}")
+    channel = str(raw.get("channel") or "email")
+    if channel not in CHANNELS:
+        raise SequenceError(f"{where}: unknown channel {channel!r}")
+    escalation = str(raw.get("escalation") or "none")
+    if escalation not in ESCALATIONS:
+        raise SequenceError(f"{where}: unknown escalation {escalation!r}")
+    template = str(raw.get("template") or "overdue").strip()
+    if not template or len(template) > 40:
+        raise SequenceError(f"{where}: a template name is needed (up to 40 characters)")
+    min_raw = raw.get("min_balance")
+    min_balance = None
+    if min_raw not in (None, ""):
+        try:
+            min_balance = Decimal(str(min_raw))
+        except InvalidOperation as e:
+            raise SequenceError(f"{where}: minimum balance {min_raw!r} is not an amount") from e
+        if not min_balance.is_finite() or min_balance < 0:
+            raise SequenceError(f"{where}: minimum balance must be zero or more")
+    key = str(raw.get("key") or "").strip() or step_key(offset)
+    return Step(key[:40], offset, channel, template, min_balance, escalation)
+
+
+def step_key(offset: int) -> str:
+    return "due" if offset == 0 else (f"before-{-offset}" if offset < 0 else f"after-{offset}")
+
+
+def parse_sequence(name: str, raw_steps: Iterable[Mapping[str, Any]]) -> ReminderSequence:
+    steps = sorted((parse_step(r, i) for i, r in enumerate(raw_steps)), key=lambda s: s.offset_days)
+    if not steps:
+        raise SequenceError("a sequence needs at least one step")
+    if len(steps) > 20:
+        raise SequenceError("a sequence has at most 20 steps")
+    offsets = [s.offset_days for s in steps]
+    if len(set(offsets)) != len(offsets):
+        raise SequenceError("two steps fall on the same day; give each step its own day")
+    keys = [s.key for s in steps]
+    if len(set(keys)) != len(keys):
+        raise SequenceError("two steps have the same key")
+    return ReminderSequence(name, tuple(steps))
+
+
+@dataclass(frozen=True)
+class ReminderPolicy:
+    enabled: bool = True
+    max_per_week: int = 2
+    quiet_start: int = 8  # the earliest local hour to send
+    quiet_end: int = 18  # sends stop at this local hour
+    weekdays: frozenset[int] = frozenset(range(5))  # Monday = 0
+    max_sync_age_minutes: int = 60
+    sequences: Mapping[str, ReminderSequence] = field(
+        default_factory=lambda: {"default": DEFAULT_SEQUENCE}
+    )
+    signature: str = ""
+
+    def sequence(self, name: str | None) -> ReminderSequence:
+        return self.sequences.get(name or "default") or self.sequences["default"]
+
+
+def reminder_policy(stored: Mapping[str, Any] | None) -> ReminderPolicy:
+    """The policy from the company's `settings["reminders"]` (validated; defaults fill gaps)."""
+    r = dict((stored or {}).get("reminders") or {})
+    sequences: dict[str, ReminderSequence] = {"default": DEFAULT_SEQUENCE}
+    for name, steps in (r.get("sequences") or {}).items():
+        sequences[str(name)] = parse_sequence(str(name), steps)
+    days = r.get("weekdays")
+    weekdays = (
+        frozenset(WEEKDAYS.index(d) for d in days if d in WEEKDAYS)
+        if days is not None
+        else frozenset(range(5))
+    )
+    if not weekdays:
+        raise SequenceError("choose at least one weekday for sending reminders")
+    start, end = int(r.get("quiet_start", 8)), int(r.get("quiet_end", 18))
+    if not 0 <= start < end <= 24:
+        raise SequenceError("the sending window must start before it ends, within 0–24 h")
+    return ReminderPolicy(
+        enabled=bool(r.get("enabled", True)),
+        max_per_week=int(r.get("max_per_week", 2)),
+        quiet_start=start,
+        quiet_end=end,
+        weekdays=weekdays,
+        max_sync_age_minutes=int(r.get("max_sync_age_minutes", 60)),
+        sequences=sequences,
+        signature=str(r.get("signature") or ""),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The facts the decision needs, loaded by the caller.
+
+
+@dataclass(frozen=True)
+class ContactFacts:
+    contact_id: int
+    email: str | None
+    name: str | None = None
+    is_primary: bool = False
+    opted_out: bool = False
+    bounced: bool = False
+    sent_last_7_days: int = 0  # reminders already sent to this contact in the last 7 days
+
+
+@dataclass(frozen=True)
+class CustomerFacts:
+    customer_id: int
+    name: str
+    contacts: tuple[ContactFacts, ...] = ()
+    do_not_chase: bool = False
+    referred_to_agency: bool = False
+    sequence: str | None = None
+    timezone: str | None = None
+    # Unapplied credit (credit notes, overpayments) per currency, in minor units.
+    credit_minor: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InvoiceFacts:
+    invoice_id: int
+    customer_id: int
+    number: str | None
+    due_on: date
+    currency: str
+    balance_minor: int
+    status: str = "open"
+    paused: bool = False
+    payment_pending: bool = False
+    disputed: bool = False
+    promised_on: date | None = None  # a live promise to pay by this date
+    on_current_plan: bool = False
+    sent_steps: frozenset[str] = frozenset()  # keys of steps already sent (or queued)
+
+
+@dataclass(frozen=True)
+class InvoiceDecision:
+    invoice: InvoiceFacts
+    step: Step | None  # the step due today, or None
+    reason: str  # why (plain English, for the dry run and the activity log)
+    step_index: int = -1
+
+    @property
+    def days_overdue(self) -> int:
+        return -1 if self.step is None else self.step.offset_days
+
+
+@dataclass(frozen=True)
+class CustomerMessage:
+    """One email (or call task, or escalation) for one customer this run."""
+
+    customer: CustomerFacts
+    channel: str
+    step: Step  # the highest step among the invoices: it chooses the template
+    invoices: tuple[InvoiceDecision, ...]
+    contact: ContactFacts | None
+    held: str | None = None  # why it is not sent this run (weekly cap, no contact...)
+
+    @property
+    def escalations(self) -> set[str]:
+        return {d.step.escalation for d in self.invoices if d.step and d.step.escalation != "none"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    as_of: date
+    decisions: tuple[InvoiceDecision, ...]
+    messages: tuple[CustomerMessage, ...]
+
+    @property
+    def due(self) -> list[InvoiceDecision]:
+        return [d for d in self.decisions if d.step is not None]
+
+
+def _exempt(inv: InvoiceFacts, cust: CustomerFacts, as_of: date) -> str | None:
+    if inv.status != "open" or inv.balance_minor <= 0:
+        return "paid" if inv.status in ("open", "paid") else f"invoice is {inv.status}"
+    if cust.referred_to_agency:
+        return "account referred to a collection agency"
+    if cust.do_not_chase:
+        return "customer is marked do not chase"
+    if inv.paused:
+        return "reminders paused for this invoice"
+    if inv.payment_pending:
+        return "a payment is pending"
+    if inv.disputed:
+        return "invoice is disputed"
+    if inv.promised_on is not None and as_of <= inv.promised_on + timedelta(
+        days=PROMISE_GRACE_DAYS
+    ):
+        return f"customer promised to pay by {inv.promised_on.isoformat()}"
+    if inv.on_current_plan:
+        return "on an installment plan that is up to date"
+    if cust.credit_minor.get(inv.currency, 0) >= inv.balance_minor:
+        return "covered by the customer's unapplied credit"
+    return None
+
+
+def decide_invoice(
+    inv: InvoiceFacts, cust: CustomerFacts, sequence: ReminderSequence, as_of: date
+) -> InvoiceDecision:
+    exempt = _exempt(inv, cust, as_of)
+    if exempt:
+        return InvoiceDecision(inv, None, exempt)
+    days = (as_of - inv.due_on).days
+    reached = [i for i, s in enumerate(sequence.steps) if s.offset_days <= days]
+    if not reached:
+        first = sequence.steps[0]
+        return InvoiceDecision(
+            inv, None, f"first step on {(inv.due_on + timedelta(first.offset_days)).isoformat()}"
+        )
+    sent = [i for i, s in enumerate(sequence.steps) if s.key in inv.sent_steps]
+    highest_sent = max(sent, default=-1)
+    # The latest step whose day has come and whose minimum balance the invoice meets.
+    for i in reversed(reached):
+        step = sequence.steps[i]
+        if i <= highest_sent:
+            break
+        if step.min_balance is not None and inv.balance_minor < _minor(step.min_balance, inv):
+            continue
+        return InvoiceDecision(inv, step, f"{days} day(s) from the due date: {step.key}", i)
+    if highest_sent >= 0:
+        later = [s for s in sequence.steps[highest_sent + 1 :]]
+        if later:
+            nxt = inv.due_on + timedelta(later[0].offset_days)
+            return InvoiceDecision(
+                inv,
+                None,
+                f"{sequence.steps[highest_sent].key} already sent; next on {nxt.isoformat()}",
+            )
+        return InvoiceDecision(inv, None, "every step of the sequence has been sent")
+    return InvoiceDecision(inv, None, "balance below every due step's minimum")
+
+
+def _minor(amount: Decimal, inv: InvoiceFacts) -> int:
+    # Minimum balances are in the invoice currency; two decimals suit every currency we chase
+    # except the zero-decimal ones, where the comparison is on whole units.
+    exponent = 0 if inv.currency in ZERO_DECIMAL else 2
+    return int(amount.scaleb(exponent).to_integral_value())
+
+
+ZERO_DECIMAL = frozenset({"JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF", "PYG"})
+
+
+def pick_contact(cust: CustomerFacts) -> ContactFacts | None:
+    usable = [c for c in cust.contacts if c.email and not c.opted_out and not c.bounced]
+    usable.sort(key=lambda c: (not c.is_primary, c.contact_id))
+    return usable[0] if usable else None
+
+
+def plan(
+    customers: Iterable[CustomerFacts],
+    invoices: Iterable[InvoiceFacts],
+    policy: ReminderPolicy,
+    as_of: date,
+) -> Plan:
+    """Decide every invoice, then group what is due into one message per customer and channel."""
+    by_id = {c.customer_id: c for c in customers}
+    decisions: list[InvoiceDecision] = []
+    for inv in sorted(invoices, key=lambda i: (i.customer_id, i.due_on, i.invoice_id)):
+        cust = by_id.get(inv.customer_id)
+        if cust is None:
+            decisions.append(InvoiceDecision(inv, None, "customer unknown"))
+            continue
+        if not policy.enabled:
+            decisions.append(InvoiceDecision(inv, None, "reminders are switched off"))
+            continue
+        decisions.append(decide_invoice(inv, cust, policy.sequence(cust.sequence), as_of))
+    messages: list[CustomerMessage] = []
+    grouped: dict[tuple[int, str], list[InvoiceDecision]] = {}
+    for d in decisions:
+        if d.step is not None:
+            grouped.setdefault((d.invoice.customer_id, d.step.channel), []).append(d)
+    for (customer_id, channel), items in grouped.items():
+        cust = by_id[customer_id]
+        top = max(items, key=lambda d: (d.step_index, d.step.offset_days if d.step else 0))
+        assert top.step is not None
+        contact = pick_contact(cust) if channel == "email" else None
+        held = None
+        if channel == "email":
+            if contact is None:
+                held = "no contact with a usable email address (none, bounced or unsubscribed)"
+            elif contact.sent_last_7_days >= policy.max_per_week:
+                held = (
+                    f"weekly limit of {policy.max_per_week} reminder(s) reached for {contact.email}"
+                )
+        elif channel == "sms":
+            held = "SMS is not configured"
+        messages.append(CustomerMessage(cust, channel, top.step, tuple(items), contact, held))
+    messages.sort(key=lambda m: (m.customer.name.lower(), m.customer.customer_id, m.channel))
+    return Plan(as_of, tuple(decisions), tuple(messages))
+
+
+# ---------------------------------------------------------------------------------------------
+# When to send: inside the sending window, on an allowed weekday, in the customer's timezone.
+
+
+def zone(name: str | None, fallback: str) -> ZoneInfo:
+    for candidate in (name, fallback):
+        if candidate:
+            try:
+                return ZoneInfo(candidate)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return ZoneInfo("UTC")
+
+
+def send_at(now: datetime, timezone: ZoneInfo, policy: ReminderPolicy) -> datetime:
+    """The first instant at or after `now` inside the sending window (an aware datetime).
+
+    Wall-clock arithmetic in the recipient's zone, so the window holds across daylight-saving
+    changes; the hour the clocks skip resolves to the moment after the jump.
+    """
+    if now.tzinfo is None:
+        raise ValueError("send_at needs an aware datetime")
+    local = now.astimezone(timezone)
+    day = local.date()
+    for _ in range(8):
+        if day.weekday() in policy.weekdays:
+            start = _wall(day, policy.quiet_start, timezone)
+            end = _wall(day, policy.quiet_end, timezone) if policy.quiet_end < 24 else None
+            if end is None:
+                end = _wall(day + timedelta(days=1), 0, timezone)
+            if now < start:
+                return start
+            if now < end:
+                return now
+        day += timedelta(days=1)
+    raise SequenceError("no allowed weekday: cannot schedule a send")
+
+
+def _wall(day: date, hour: int, timezone: ZoneInfo) -> datetime:
+    wall = datetime.combine(day, time(hour), tzinfo=timezone)
+    # Round-trip through UTC: a wall time in a skipped hour becomes the real instant after it.
+    return wall.astimezone(ZoneInfo("UTC")).astimezone(timezone)
+
+
+def describe_plan(plan_: Plan) -> list[str]:
+    """The dry run's lines: who gets what and why, and why the others get nothing."""
+    lines = []
+    for m in plan_.messages:
+        who = m.contact.email if m.contact and m.contact.email else "owner's call list"
+        numbers = ", ".join(d.invoice.number or str(d.invoice.invoice_id) for d in m.invoices)
+        state = f"HELD ({m.held})" if m.held else "SEND"
+        lines.append(
+            f"{state} {m.channel} to {m.customer.name} <{who}> step {m.step.key} "
+            f"[{m.step.template}] for {numbers}"
+        )
+    return lines
+
+
+def summarize(decisions: Sequence[InvoiceDecision]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for d in decisions:
+        if d.step is not None:
+            continue
+        reason = d.reason.split(":")[0] if "already sent" not in d.reason else "already sent"
+        if reason.startswith("first step on"):
+            reason = "not yet due for a step"
+        if reason.startswith("customer promised"):
+            reason = "promise to pay"
+        counts[reason] = counts.get(reason, 0) + 1
+    return counts
