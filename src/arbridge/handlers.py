@@ -9,10 +9,13 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from arbridge.connectors.base import PaymentLine, PaymentWriteBack
-from arbridge.errors import NotFound
+from sqlalchemy import select
+
+from arbridge.connectors.base import DiscountWriteBack, PaymentLine, PaymentWriteBack
+from arbridge.errors import NotFound, Rejected, Transient
+from arbridge.money import Money
 from arbridge.runtime import Runtime
-from arbridge.sync.model import Connection, OutboxMessage
+from arbridge.sync.model import Company, Connection, Customer, Invoice, OutboxMessage
 from arbridge.sync.outbox import Handler
 from arbridge.webhooks.dispatch import EventHandler
 
@@ -63,13 +66,110 @@ def post_ledger_payment(rt: Runtime, message: OutboxMessage) -> str:
     )
 
 
+def _connection(rt: Runtime, connection_id: int) -> Connection:
+    with rt.sessions() as session:
+        conn = session.get(Connection, connection_id)
+    if conn is None:
+        raise NotFound(f"connection {connection_id} no longer exists")
+    return conn
+
+
+def post_ledger_discount(rt: Runtime, message: OutboxMessage) -> str:
+    p = message.payload
+    return rt.connector_for(_connection(rt, p["connection_id"])).post_discount(
+        DiscountWriteBack(
+            idempotency_key=message.key,
+            customer_source_id=p["customer_source_id"],
+            currency=p["currency"],
+            issued_on=date.fromisoformat(p["issued_on"]),
+            reference=p["reference"],
+            lines=[
+                PaymentLine(li["invoice_source_id"], Decimal(li["amount"])) for li in p["lines"]
+            ],
+        )
+    )
+
+
+def reverse_ledger_payment(rt: Runtime, message: OutboxMessage) -> str | None:
+    """Undo a written-back payment (refund, dispute, ACH return); re-post what still stands."""
+    p = message.payload
+    with rt.sessions() as session:
+        posted = session.scalar(select(OutboxMessage).where(OutboxMessage.key == p["payment_key"]))
+        repost = [
+            (session.get(Invoice, r["invoice_id"]), r["amount_minor"]) for r in p.get("repost", [])
+        ]
+    if posted is None or posted.status in ("failed", "dead"):
+        return None  # it never reached the ledger: nothing to undo
+    if posted.status != "sent" or not posted.provider_ref:
+        raise Transient(f"{p['payment_key']} is not in the ledger yet; reversing after it lands")
+    connector = rt.connector_for(_connection(rt, p["connection_id"]))
+    connector.reverse_payment(posted.provider_ref, message.key)
+    lines = [
+        PaymentLine(inv.source_id, Money.from_minor(minor, p["currency"]).amount)
+        for inv, minor in repost
+        if inv is not None and minor > 0
+    ]
+    if not lines:
+        return posted.provider_ref
+    first = repost[0][0]
+    assert first is not None
+    with rt.sessions() as session:
+        customer = session.get(Customer, first.customer_id)
+    assert customer is not None
+    return connector.post_payment(
+        PaymentWriteBack(
+            idempotency_key=f"{message.key}:repost",
+            customer_source_id=customer.source_id,
+            currency=p["currency"],
+            amount=sum((line.amount for line in lines), Decimal(0)),
+            received_on=date.fromisoformat(posted.payload["received_on"]),
+            reference=p["reference"],
+            lines=lines,
+        )
+    )
+
+
+def stripe_refund(rt: Runtime, message: OutboxMessage) -> str:
+    from arbridge.payments import gateway_for
+
+    p = message.payload
+    with rt.sessions() as session:
+        company = session.get(Company, p["company_id"])
+        gateway = gateway_for(rt, session, company) if company else None
+    if gateway is None:
+        raise Rejected("Stripe is no longer connected for this business")
+    return gateway.refund(
+        p["payment_intent"], Money.from_minor(p["amount_minor"], p["currency"]), message.key
+    )
+
+
 def outbox_handlers(rt: Runtime) -> dict[str, Handler]:
     return {
         # Every ledger takes our key as an idempotency key (QuickBooks requestid, Xero
         # Idempotency-Key, the demo ledger's table), so a retry after a crash is safe.
         LEDGER_PAYMENT: Handler(lambda m: post_ledger_payment(rt, m), idempotent=True),
+        "ledger_discount": Handler(lambda m: post_ledger_discount(rt, m), idempotent=True),
+        "ledger_reversal": Handler(lambda m: reverse_ledger_payment(rt, m), idempotent=True),
+        # Stripe takes the outbox key as its Idempotency-Key.
+        "stripe_refund": Handler(lambda m: stripe_refund(rt, m), idempotent=True),
     }
 
 
+STRIPE_EVENTS = (
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "payment_intent.processing",
+    "payment_intent.payment_failed",
+    "charge.refunded",
+    "charge.dispute.created",
+)
+
+
 def webhook_handlers(rt: Runtime) -> dict[tuple[str, str], EventHandler]:
-    return {}
+    from arbridge.payments import handle_stripe_event
+
+    handlers: dict[tuple[str, str], EventHandler] = {
+        ("stripe", kind): lambda s, e: handle_stripe_event(rt, s, e) for kind in STRIPE_EVENTS
+    }
+    return handlers

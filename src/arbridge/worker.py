@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from arbridge.clock import SystemClock, local_date
 from arbridge.handlers import outbox_handlers, webhook_handlers
+from arbridge.payments import settle_simulated_payments
 from arbridge.runtime import Runtime
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Company, CompanyJob
@@ -153,6 +154,7 @@ def claim_and_run(rt: Runtime, job: str, worker_name: str | None = None) -> bool
 
 def drain(rt: Runtime) -> tuple[int, int]:
     """Process stored webhook events, then carry out due side effects; returns both counts."""
+    settle_simulated_payments(rt)
     events = process_pending(rt.sessions, rt.clock, webhook_handlers(rt))
     sent = deliver(rt.sessions, rt.clock, outbox_handlers(rt))
     return events, sent

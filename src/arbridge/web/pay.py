@@ -1,45 +1,143 @@
-"""The customer's payment page, reached by an unguessable link; the amount comes from the server."""
+"""The customer's payment page, reached by an unguessable link; the amount comes from the server.
+
+GET shows; only a POST (with CSRF) opens a Checkout Session, because mail scanners fetch links.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from flask import Blueprint, abort, make_response, render_template
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
+from arbridge import payments
 from arbridge.collections.aging import days_overdue
-from arbridge.errors import NotFound
-from arbridge.sync.model import Company, Customer, Invoice
+from arbridge.errors import ArbridgeError, NotFound, Rejected, SignatureInvalid
 from arbridge.sync.store import company_today, find_pay_token
+from arbridge.web import csrf
 from arbridge.web.common import db, runtime
 
 bp = Blueprint("pay", __name__)
 log = logging.getLogger(__name__)
 
 
-@bp.get("/pay/<token>")
-def pay_page(token: str) -> Any:
-    s = db()
+def _no_store(response: Any) -> Any:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _render(token: str, status: int = 200, error: str | None = None) -> Any:
+    rt, s = runtime(), db()
     try:
         link = find_pay_token(s, token)
+        q = payments.quote(rt, s, link)
     except NotFound:
         log.info("refused a payment link (unknown, tampered or revoked)")
         abort(404)
-    inv = s.get(Invoice, link.invoice_id) if link.invoice_id else None
-    if inv is None or inv.company_id != link.company_id:
-        abort(404)
-    company = s.get(Company, inv.company_id)
-    customer = s.get(Customer, inv.customer_id)
-    assert company is not None and customer is not None
-    today = company_today(company, runtime().clock)
+    today = company_today(q.company, rt.clock)
+    gateway = payments.gateway_for(rt, s, q.company) if q.state == "payable" else None
+    inv = q.invoices[0]
     response = make_response(
         render_template(
             "pay.html",
-            company=company,
-            customer=customer,
+            token=token,
+            q=q,
+            company=q.company,
+            customer=q.customer,
             inv=inv,
+            statement=link.invoice_id is None,
             days_overdue=days_overdue(inv.due_on, today),
-        )
+            can_pay=gateway is not None and bool(payments.methods_for(gateway, q)),
+            simulated=bool(gateway is not None and gateway.simulated),
+            error=error,
+        ),
+        status,
     )
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return _no_store(response)
+
+
+@bp.get("/pay/<token>")
+def pay_page(token: str) -> Any:
+    return _render(token)
+
+
+@bp.post("/pay/<token>/checkout")
+def checkout(token: str) -> Any:
+    try:
+        url = payments.start_checkout(runtime(), token)
+    except NotFound:
+        abort(404)
+    except Rejected as e:
+        log.info("checkout refused: %s", e)
+        return _render(token, 409, error=str(e).capitalize() + ".")
+    except ArbridgeError as e:
+        log.warning("checkout could not start: %s", e)
+        return _render(
+            token,
+            503,
+            error="We could not reach the payment service. Please try again in a minute.",
+        )
+    return _no_store(redirect(url, code=303))
+
+
+@bp.get("/pay/<token>/return")
+def checkout_return(token: str) -> Any:
+    session_id = request.args.get("session_id", "")
+    try:
+        payments.handle_checkout_return(runtime(), token, session_id)
+    except NotFound:
+        abort(404)
+    except ArbridgeError as e:
+        # The webhook will bring the news; the page says what is known now.
+        log.warning("could not confirm checkout %s on return: %s", session_id, e)
+    flash("Thank you! Your payment was received.", "ok")
+    return _no_store(redirect(url_for("pay.pay_page", token=token), code=303))
+
+
+@bp.post("/webhooks/stripe")
+@csrf.exempt
+def stripe_webhook() -> Any:
+    body = request.get_data(cache=False)
+    try:
+        stored = payments.ingest_stripe(runtime(), body, request.headers.get("Stripe-Signature"))
+    except SignatureInvalid as e:
+        log.warning("refused a Stripe delivery from %s: %s", request.remote_addr, e)
+        return {"error": "invalid signature"}, 400
+    return {"received": True, "duplicate": stored.new == 0}, 200
+
+
+@bp.get("/simulated-checkout/<session_id>")
+def simulated_checkout(session_id: str) -> Any:
+    try:
+        page = payments.simulated_stripe(runtime()).page(session_id)
+    except NotFound:
+        abort(404)
+    return _no_store(make_response(render_template("simulated_checkout.html", s=page, error=None)))
+
+
+@bp.post("/simulated-checkout/<session_id>")
+def simulated_pay(session_id: str) -> Any:
+    sim = payments.simulated_stripe(runtime())
+    try:
+        url = sim.complete(
+            session_id, request.form.get("method", "card"), request.form.get("outcome", "succeed")
+        )
+    except NotFound:
+        abort(404)
+    except Rejected as e:
+        return _no_store(
+            make_response(
+                render_template("simulated_checkout.html", s=sim.page(session_id), error=str(e)),
+                402,
+            )
+        )
+    return _no_store(redirect(url, code=303))

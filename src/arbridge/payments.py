@@ -1,0 +1,911 @@
+"""Getting paid: payment links to Stripe Checkout, and Stripe's events back into the model.
+
+The amount always comes from the server's current balances, never from the URL or the form.
+Every Stripe event (and the customer's return from Checkout, which may beat the webhook) goes
+through `record`, which locks the payment's row and moves its state only forward, so duplicate
+and out-of-order events leave the same result. Side effects (ledger write-back, receipts,
+refunds) are queued in the outbox inside the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from arbridge.clock import local_date
+from arbridge.collections.payments import (
+    Discount,
+    Due,
+    amount_to_pay,
+    apply_payment,
+    early_payment_discount,
+    transition,
+)
+from arbridge.collections.policy import policy
+from arbridge.connectors.stripe import (
+    CheckoutRequest,
+    CheckoutSession,
+    PaymentGateway,
+    StripeGateway,
+)
+from arbridge.connectors.stripe.gateway import from_stripe_amount, to_stripe_amount
+from arbridge.connectors.stripe.simulated import SimulatedStripe
+from arbridge.errors import ArbridgeError, NotFound, Rejected, Transient
+from arbridge.handlers import ledger_payment_payload
+from arbridge.money import Money
+from arbridge.runtime import Runtime
+from arbridge.sync.activity import log_activity
+from arbridge.sync.db import dialect_insert, transaction
+from arbridge.sync.model import (
+    CheckoutSessionRow,
+    CollectedAllocation,
+    CollectedPayment,
+    Company,
+    Connection,
+    Contact,
+    Customer,
+    Invoice,
+    PayToken,
+    WebhookEvent,
+)
+from arbridge.sync.outbox import enqueue
+from arbridge.sync.store import find_pay_token, ledger_connection, owner
+from arbridge.webhooks.inbox import Stored, store
+from arbridge.webhooks.stripe import parse_stripe_delivery
+
+log = logging.getLogger(__name__)
+
+SESSION_MINUTES = 60
+LEDGER_PAYMENT, LEDGER_DISCOUNT, LEDGER_REVERSAL = (
+    "ledger_payment",
+    "ledger_discount",
+    "ledger_reversal",
+)
+STRIPE_REFUND, EMAIL = "stripe_refund", "email"
+
+
+# --- Which Stripe -------------------------------------------------------------------------------
+def simulated_webhook_secret(rt: Runtime) -> str:
+    """The demo's simulated Stripe signs its events with a secret derived from the instance's."""
+    assert rt.settings.secret_key
+    return (
+        "whsec_sim_"
+        + hmac.new(rt.settings.secret_key.encode(), b"simulated-stripe", hashlib.sha256).hexdigest()
+    )
+
+
+def webhook_secret(rt: Runtime) -> str | None:
+    return rt.settings.stripe_webhook_secret or (
+        None if rt.settings.stripe_secret_key else simulated_webhook_secret(rt)
+    )
+
+
+def stripe_connection(session: Session, company_id: int) -> Connection | None:
+    return session.scalar(
+        select(Connection).where(
+            Connection.company_id == company_id, Connection.provider == "stripe"
+        )
+    )
+
+
+def gateway_for(rt: Runtime, session: Session, company: Company) -> PaymentGateway | None:
+    """The company's own Stripe account, the platform acting for it, or the demo's simulation."""
+    settings = rt.settings
+    conn = stripe_connection(session, company.id)
+    if settings.stripe_connect:
+        if conn is None or conn.status != "active" or not settings.stripe_secret_key:
+            return None
+        return StripeGateway(
+            settings.stripe_secret_key, account=conn.tenant_id, api_base=settings.stripe_api_base
+        )
+    if conn is not None and conn.status == "active" and conn.credentials_encrypted:
+        key = json.loads(rt.keyring.decrypt(conn.credentials_encrypted))["api_key"]
+        return StripeGateway(key, api_base=settings.stripe_api_base)
+    if settings.stripe_secret_key:
+        return StripeGateway(settings.stripe_secret_key, api_base=settings.stripe_api_base)
+    ledger = ledger_connection(session, company.id)
+    if ledger is not None and ledger.provider == "demo":
+        return simulated_stripe(rt)
+    return None
+
+
+def simulated_stripe(rt: Runtime) -> SimulatedStripe:
+    return SimulatedStripe(
+        rt.settings.instance_path / "simulated-stripe.json",
+        rt.clock,
+        rt.settings.base_url,
+        simulated_webhook_secret(rt),
+        deliver=lambda body, header: ingest_stripe(rt, body, header),
+    )
+
+
+def settle_simulated_payments(rt: Runtime) -> int:
+    """The demo's bank payments clear (or bounce) when their time comes."""
+    if not (rt.settings.instance_path / "simulated-stripe.json").exists():
+        return 0
+    return simulated_stripe(rt).settle_due()
+
+
+# --- What is owed -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Quote:
+    company: Company
+    customer: Customer
+    invoices: Sequence[Invoice]
+    state: str  # payable, pending, paid, voided, closed
+    due: Sequence[Due] = field(default_factory=tuple)
+    discount: Discount | None = None
+
+    @property
+    def currency(self) -> str:
+        return self.invoices[0].currency
+
+    @property
+    def balance(self) -> Money:
+        return Money.from_minor(
+            sum(i.balance_minor for i in self.invoices if i.status == "open"), self.currency
+        )
+
+    @property
+    def amount(self) -> Money:
+        return amount_to_pay(self.due, self.currency)
+
+    @property
+    def discount_total(self) -> Money:
+        return Money.from_minor(sum(d.discount.minor for d in self.due), self.currency)
+
+
+def quote(rt: Runtime, session: Session, link: PayToken) -> Quote:
+    """What this payment link asks for right now, from the current balances."""
+    if link.invoice_id is not None:
+        invoices = [session.get(Invoice, link.invoice_id)]
+    else:
+        invoices = list(
+            session.scalars(
+                select(Invoice)
+                .where(
+                    Invoice.company_id == link.company_id,
+                    Invoice.customer_id == link.customer_id,
+                    Invoice.status == "open",
+                    Invoice.balance_minor > 0,
+                )
+                .order_by(Invoice.due_on, Invoice.id)
+            )
+        )
+    invoices = [i for i in invoices if i is not None and i.company_id == link.company_id]
+    company = session.get(Company, link.company_id)
+    customer = session.get(Customer, link.customer_id) if link.customer_id else None
+    if company is None or customer is None or not invoices:
+        raise NotFound("no such payment link")
+    if len({i.currency for i in invoices}) > 1:
+        # A statement in several currencies pays the home currency's invoices; the rest stay.
+        invoices = [i for i in invoices if i.currency == invoices[0].currency]
+    first = invoices[0]
+    if all(i.status == "voided" for i in invoices):
+        return Quote(company, customer, invoices, "voided")
+    open_ = [i for i in invoices if i.status == "open" and i.balance_minor > 0]
+    if any(i.payment_pending for i in open_):
+        return Quote(company, customer, invoices, "pending")
+    if not open_:
+        return Quote(
+            company, customer, invoices, "paid" if first.status in ("paid", "open") else "closed"
+        )
+    pol = policy(company.settings)
+    today = local_date(rt.clock.now(), company.timezone)
+    due, best = [], None
+    for inv in open_:
+        d = early_payment_discount(
+            inv.balance, inv.issued_on, today, pol.discount_percent, pol.discount_days
+        )
+        due.append(Due(inv.id, inv.balance, d.amount if d else Money.zero(inv.currency)))
+        if d and (best is None or d.ends_on < best.ends_on):
+            best = d
+    return Quote(company, customer, open_, "payable", due, best)
+
+
+def _basis(q: Quote) -> str:
+    return ",".join(f"{d.invoice_id}:{d.balance.minor}:{d.discount.minor}" for d in q.due)
+
+
+def methods_for(gateway: PaymentGateway, q: Quote) -> list[str]:
+    pol = policy(q.company.settings)
+    methods = ["card"] if pol.accept_card else []
+    if pol.accept_ach and q.currency == "USD":
+        methods.append("us_bank_account")
+    return methods
+
+
+def start_checkout(rt: Runtime, token: str) -> str:
+    """Reuse the link's open Checkout Session if nothing changed, else open one; return its URL."""
+    with transaction(rt.sessions) as s:
+        link = find_pay_token(s, token)
+        q = quote(rt, s, link)
+        if q.state != "payable":
+            raise Rejected(f"this invoice is {q.state}; there is nothing to pay now")
+        gateway = gateway_for(rt, s, q.company)
+        if gateway is None:
+            raise Rejected("online payment is not set up for this business")
+        methods = methods_for(gateway, q)
+        if not methods:
+            raise Rejected("this business does not take online payments at the moment")
+        basis, now = _basis(q), rt.clock.now()
+        reusable = s.scalar(
+            select(CheckoutSessionRow)
+            .where(
+                CheckoutSessionRow.pay_token_id == link.id,
+                CheckoutSessionRow.status == "open",
+                CheckoutSessionRow.basis == basis,
+                CheckoutSessionRow.expires_at > now + timedelta(minutes=5),
+            )
+            .order_by(CheckoutSessionRow.id.desc())
+        )
+        if reusable is not None and reusable.url:
+            return reusable.url
+        attempt = (
+            s.scalar(
+                select(func.count())
+                .select_from(CheckoutSessionRow)
+                .where(CheckoutSessionRow.pay_token_id == link.id)
+            )
+            or 0
+        )
+        numbers = ", ".join(i.number or i.source_id for i in q.invoices)
+        contact = s.scalar(
+            select(Contact.email)
+            .where(Contact.customer_id == q.customer.id, Contact.email.is_not(None))
+            .order_by(Contact.is_primary.desc())
+        )
+        base = rt.settings.base_url
+        created = gateway.create_checkout_session(
+            CheckoutRequest(
+                amount=q.amount,
+                description=f"{q.company.name}: invoice {numbers}"
+                if len(q.invoices) == 1
+                else f"{q.company.name}: invoices {numbers}",
+                methods=methods,
+                success_url=f"{base}/pay/{token}/return?session_id={{CHECKOUT_SESSION_ID}}",
+                cancel_url=f"{base}/pay/{token}",
+                expires_at=now + timedelta(minutes=SESSION_MINUTES),
+                # Same link, same balances, same attempt: Stripe returns the same session.
+                idempotency_key=f"checkout:{link.id}:{attempt}:{hashlib.sha256(basis.encode()).hexdigest()[:24]}",
+                metadata={
+                    "arbridge_company": str(q.company.id),
+                    "arbridge_pay_token": str(link.id),
+                    "arbridge_invoices": ",".join(str(d.invoice_id) for d in q.due),
+                    "arbridge_discount": str(q.discount_total.minor),
+                },
+                customer_email=contact,
+            )
+        )
+        s.add(
+            CheckoutSessionRow(
+                company_id=q.company.id,
+                pay_token_id=link.id,
+                stripe_session_id=created.id,
+                url=created.url,
+                invoice_ids=[d.invoice_id for d in q.due],
+                currency=q.currency,
+                amount_minor=q.amount.minor,
+                discount_minor=q.discount_total.minor,
+                basis=basis,
+                status="open",
+                expires_at=created.expires_at or now + timedelta(minutes=SESSION_MINUTES),
+                created_at=now,
+            )
+        )
+        if not created.url:
+            raise Transient("Stripe returned a session without a URL")
+        return created.url
+
+
+# --- Stripe's news in -----------------------------------------------------------------------------
+def ingest_stripe(rt: Runtime, body: bytes, header: str | None) -> Stored:
+    """Verify a delivery and store its event once (the route and the simulation both come here)."""
+    event = parse_stripe_delivery(body, header, webhook_secret(rt), rt.clock.now())
+    with transaction(rt.sessions) as s:
+        return store(s, rt.clock, "stripe", {"stripe-signature": header or ""}, body, [event])
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What one Stripe object says about a payment."""
+
+    payment_intent: str
+    status: str
+    company_id: int | None
+    invoice_ids: tuple[int, ...] = ()
+    amount: Money | None = None
+    discount_minor: int = 0
+    method: str | None = None
+    session_id: str | None = None
+    refunded: Money | None = None
+    reason: str | None = None
+
+
+def _meta_ints(meta: Mapping[str, Any], key: str) -> tuple[int, ...]:
+    raw = str(meta.get(key) or "")
+    return tuple(int(x) for x in raw.split(",") if x.strip().isdigit())
+
+
+def _from_session(obj: Mapping[str, Any], status: str) -> Observed | None:
+    meta = obj.get("metadata") or {}
+    pi = obj.get("payment_intent")
+    pi = pi.get("id") if isinstance(pi, dict) else pi
+    if not pi or "arbridge_company" not in meta:
+        return None  # not a session arbridge opened
+    methods = obj.get("payment_method_types") or []
+    return Observed(
+        payment_intent=pi,
+        status=status,
+        company_id=int(meta["arbridge_company"]),
+        invoice_ids=_meta_ints(meta, "arbridge_invoices"),
+        amount=from_stripe_amount(obj["amount_total"], obj["currency"].upper()),
+        discount_minor=int(meta.get("arbridge_discount") or 0),
+        method="us_bank_account"
+        if status == "pending"
+        else (methods[0] if len(methods) == 1 else None),
+        session_id=obj.get("id"),
+    )
+
+
+def observe(event_type: str, obj: Mapping[str, Any]) -> Observed | None:
+    """Turn one Stripe event's object into what it says about our payment (None: not ours)."""
+    if event_type == "checkout.session.completed":
+        return _from_session(obj, "succeeded" if obj.get("payment_status") == "paid" else "pending")
+    if event_type == "checkout.session.async_payment_succeeded":
+        return _from_session(obj, "succeeded")
+    if event_type == "checkout.session.async_payment_failed":
+        return _from_session(obj, "failed")
+    if event_type in ("payment_intent.processing", "payment_intent.payment_failed"):
+        meta = obj.get("metadata") or {}
+        if "arbridge_company" not in meta:
+            return None
+        error = (obj.get("last_payment_error") or {}).get("message")
+        return Observed(
+            payment_intent=obj["id"],
+            status="pending" if event_type.endswith("processing") else "failed",
+            company_id=int(meta["arbridge_company"]),
+            invoice_ids=_meta_ints(meta, "arbridge_invoices"),
+            amount=from_stripe_amount(obj["amount"], obj["currency"].upper()),
+            discount_minor=int(meta.get("arbridge_discount") or 0),
+            method=(obj.get("payment_method_types") or [None])[0],
+            reason=error,
+        )
+    if event_type == "charge.refunded":
+        pi = obj.get("payment_intent")
+        if not pi:
+            return None
+        return Observed(
+            payment_intent=pi,
+            status="refunded",
+            company_id=None,
+            refunded=from_stripe_amount(obj["amount_refunded"], obj["currency"].upper()),
+        )
+    if event_type == "charge.dispute.created":
+        pi = obj.get("payment_intent")
+        if not pi:
+            return None
+        return Observed(
+            payment_intent=pi, status="disputed", company_id=None, reason=obj.get("reason")
+        )
+    return None
+
+
+def handle_stripe_event(rt: Runtime, s: Session, event: WebhookEvent) -> None:
+    obj = event.payload.get("data", {}).get("object", {})
+    seen = observe(event.event_type, obj)
+    if seen is None:
+        log.info(
+            "stripe event %s (%s) is not about an arbridge payment",
+            event.event_id,
+            event.event_type,
+        )
+        return
+    if (
+        seen.company_id is not None
+        and event.company_id is not None
+        and seen.company_id != event.company_id
+    ):
+        raise Rejected(
+            f"event {event.event_id} names company {seen.company_id} but came for another account"
+        )
+    record(rt, s, seen)
+
+
+def handle_checkout_return(rt: Runtime, token: str, session_id: str) -> None:
+    """The customer is back from Checkout: ask Stripe, and record what it says now (the webhook
+    may not have arrived yet, or may be on its way: both paths meet in `record`)."""
+    with transaction(rt.sessions) as s:
+        link = find_pay_token(s, token)
+        row = s.scalar(
+            select(CheckoutSessionRow).where(CheckoutSessionRow.stripe_session_id == session_id)
+        )
+        if row is None or row.pay_token_id != link.id:
+            raise NotFound("no such checkout session for this link")
+        company = s.get(Company, link.company_id)
+        assert company is not None
+        gateway = gateway_for(rt, s, company)
+    if gateway is None:
+        return
+    checkout = gateway.retrieve_checkout_session(session_id)
+    with transaction(rt.sessions) as s:
+        row = s.scalar(
+            select(CheckoutSessionRow).where(CheckoutSessionRow.stripe_session_id == session_id)
+        )
+        assert row is not None
+        row.status = checkout.status
+        if checkout.status == "complete":
+            seen = _from_session(
+                _session_as_stripe(checkout),
+                "succeeded" if checkout.payment_status == "paid" else "pending",
+            )
+            if seen is not None:
+                record(rt, s, seen)
+
+
+def _session_as_stripe(c: CheckoutSession) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "payment_intent": c.payment_intent,
+        "metadata": dict(c.metadata),
+        "amount_total": to_stripe_amount(c.amount) if c.amount else 0,
+        "currency": c.amount.currency.lower() if c.amount else "usd",
+        "payment_method_types": [],
+    }
+
+
+# --- The state machine's effects -----------------------------------------------------------------
+def _lock_payment(
+    s: Session, seen: Observed, now: datetime
+) -> tuple[CollectedPayment | None, str | None]:
+    """The payment's row, locked, and its status before this event (None: first we hear of it)."""
+    if seen.company_id is not None and seen.amount is not None:
+        inserted = s.execute(
+            dialect_insert(s)(CollectedPayment.__table__)
+            .values(
+                company_id=seen.company_id,
+                payment_intent_id=seen.payment_intent,
+                checkout_session_id=seen.session_id,
+                method=seen.method,
+                currency=seen.amount.currency,
+                amount_minor=seen.amount.minor,
+                discount_minor=seen.discount_minor,
+                unapplied_minor=0,
+                refunded_minor=0,
+                status=seen.status,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["payment_intent_id"])
+            .returning(CollectedPayment.__table__.c.id)
+        ).scalar()
+        if inserted is not None:
+            return s.get(
+                CollectedPayment, inserted, with_for_update=True, populate_existing=True
+            ), None
+    row = s.scalar(
+        select(CollectedPayment)
+        .where(CollectedPayment.payment_intent_id == seen.payment_intent)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return row, (row.status if row is not None else None)
+
+
+def record(rt: Runtime, s: Session, seen: Observed) -> None:
+    now = rt.clock.now()
+    row, current = _lock_payment(s, seen, now)
+    if row is None:
+        if seen.status in ("refunded", "disputed"):
+            # The refund overtook the success: retry later, once the payment is known.
+            raise Transient(f"payment {seen.payment_intent} is not recorded yet")
+        log.info("stripe payment %s is not arbridge's; ignored", seen.payment_intent)
+        return
+    if seen.status in ("refunded", "disputed") and current in (None, "pending"):
+        raise Transient(f"payment {seen.payment_intent} has not succeeded yet")
+    if seen.status == "refunded":
+        if current in ("succeeded", "refunded") and seen.refunded is not None:
+            _refund(rt, s, row, seen.refunded)
+        return
+    new = transition(current, seen.status)
+    if new is None:
+        log.info(
+            "stripe payment %s: %s after %s changes nothing",
+            seen.payment_intent,
+            seen.status,
+            current,
+        )
+        return
+    row.status, row.updated_at = new, now
+    if seen.method:
+        row.method = seen.method
+    company = s.get(Company, row.company_id)
+    assert company is not None
+    invoices = _invoices(s, row, seen)
+    if new == "pending":
+        _plan(row, invoices)
+        for inv in invoices:
+            inv.payment_pending = True
+        log_activity(
+            s,
+            rt.clock,
+            company.id,
+            "payment.pending",
+            f"Bank payment of {row_money(row).format()} started; it takes a few days to clear",
+            payment_intent=row.payment_intent_id,
+        )
+    elif new == "succeeded":
+        _succeed(rt, s, company, row, invoices, was_pending=current == "pending")
+    elif new == "failed":
+        for inv in invoices:
+            inv.payment_pending = False
+        row.allocations.clear()
+        row.failure_reason = seen.reason
+        message = f"Payment of {row_money(row).format()} failed" + (
+            f": {seen.reason}" if seen.reason else ""
+        )
+        log_activity(
+            s, rt.clock, company.id, "payment.failed", message, payment_intent=row.payment_intent_id
+        )
+        _notify_owner(
+            rt, s, company, f"payment-failed:{row.payment_intent_id}", "A payment failed", message
+        )
+    elif new == "disputed":
+        _reverse(
+            rt,
+            s,
+            company,
+            row,
+            Money.from_minor(row.amount_minor - row.unapplied_minor, row.currency),
+            "disputed",
+        )
+
+
+def row_money(row: CollectedPayment) -> Money:
+    return Money.from_minor(row.amount_minor, row.currency)
+
+
+def _invoices(s: Session, row: CollectedPayment, seen: Observed) -> list[Invoice]:
+    ids = [a.invoice_id for a in row.allocations] or list(seen.invoice_ids)
+    if not ids:
+        return []
+    found = s.scalars(
+        select(Invoice)
+        .where(Invoice.id.in_(ids), Invoice.company_id == row.company_id)
+        .order_by(Invoice.due_on, Invoice.id)
+        .with_for_update()
+    ).all()
+    return list(found)
+
+
+def _plan(row: CollectedPayment, invoices: Sequence[Invoice]) -> None:
+    """For a payment still clearing: which invoices it is meant for (amounts settle on success)."""
+    if row.allocations:
+        return
+    for inv in invoices:
+        row.allocations.append(
+            CollectedAllocation(invoice_id=inv.id, amount_minor=0, discount_minor=0)
+        )
+
+
+def _succeed(
+    rt: Runtime,
+    s: Session,
+    company: Company,
+    row: CollectedPayment,
+    invoices: Sequence[Invoice],
+    was_pending: bool,
+) -> None:
+    now = rt.clock.now()
+    row.succeeded_at = now
+    discount_share = _discounts(row, invoices)
+    due = [
+        Due(
+            inv.id,
+            inv.balance if inv.status == "open" else Money.zero(inv.currency),
+            discount_share.get(inv.id, Money.zero(inv.currency)),
+        )
+        for inv in invoices
+    ]
+    applied, left = apply_payment(row_money(row), [d for d in due if d.balance.amount > 0])
+    row.allocations.clear()
+    s.flush()
+    by_id = {inv.id: inv for inv in invoices}
+    for a in applied:
+        inv = by_id[a.invoice_id]
+        row.allocations.append(
+            CollectedAllocation(
+                invoice_id=inv.id, amount_minor=a.amount.minor, discount_minor=a.discount.minor
+            )
+        )
+        inv.balance_minor -= a.amount.minor + a.discount.minor
+        if inv.balance_minor == 0:
+            inv.status = "paid"
+    for inv in invoices:
+        inv.payment_pending = False
+    row.unapplied_minor = left.minor
+    amount = row_money(row)
+    numbers = ", ".join(by_id[a.invoice_id].number or "" for a in applied) or "(none open)"
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "payment.succeeded",
+        f"Received {amount.format()} for invoice {numbers}"
+        + (" (bank payment cleared)" if was_pending else ""),
+        payment_intent=row.payment_intent_id,
+    )
+    conn = ledger_connection(s, company.id)
+    customer = s.get(Customer, invoices[0].customer_id) if invoices else None
+    if conn is not None and customer is not None and applied:
+        paid_lines = [
+            (by_id[a.invoice_id].source_id, a.amount.amount) for a in applied if a.amount.amount > 0
+        ]
+        if paid_lines:
+            enqueue(
+                s,
+                rt.clock,
+                company_id=company.id,
+                kind=LEDGER_PAYMENT,
+                key=f"ledger_payment:{row.payment_intent_id}",
+                payload=ledger_payment_payload(
+                    conn,
+                    customer_source_id=customer.source_id,
+                    currency=amount.currency,
+                    amount=sum((a for _, a in paid_lines)),
+                    received_on=local_date(now, company.timezone),
+                    reference=row.payment_intent_id,
+                    lines=paid_lines,
+                ),
+            )
+        discount_lines = [
+            (by_id[a.invoice_id].source_id, a.discount.amount)
+            for a in applied
+            if a.discount.amount > 0
+        ]
+        if discount_lines:
+            enqueue(
+                s,
+                rt.clock,
+                company_id=company.id,
+                kind=LEDGER_DISCOUNT,
+                key=f"ledger_discount:{row.payment_intent_id}",
+                payload={
+                    "connection_id": conn.id,
+                    "customer_source_id": customer.source_id,
+                    "currency": amount.currency,
+                    "issued_on": local_date(now, company.timezone).isoformat(),
+                    "reference": f"Early-payment discount, {row.payment_intent_id}",
+                    "lines": [
+                        {"invoice_source_id": i, "amount": str(a)} for i, a in discount_lines
+                    ],
+                },
+            )
+    if left.amount > 0:
+        message = (
+            f"{amount.format()} arrived but only {(amount - left).format()} was still owed: "
+            f"{left.format()} is an overpayment. Refund it from the payments list."
+        )
+        log_activity(
+            s,
+            rt.clock,
+            company.id,
+            "payment.overpaid",
+            message,
+            payment_intent=row.payment_intent_id,
+        )
+        _notify_owner(
+            rt, s, company, f"overpaid:{row.payment_intent_id}", "A customer overpaid", message
+        )
+    if customer is not None:
+        _receipt(rt, s, company, customer, row, numbers)
+    _notify_owner(
+        rt,
+        s,
+        company,
+        f"paid:{row.payment_intent_id}",
+        f"Payment received: {amount.format()}",
+        f"{customer.name if customer else 'A customer'} paid {amount.format()} for invoice {numbers} through arbridge.",
+    )
+
+
+def _discounts(row: CollectedPayment, invoices: Sequence[Invoice]) -> dict[int, Money]:
+    """The discount the customer was offered when the session opened, per invoice (oldest first)."""
+    if not row.discount_minor or not invoices:
+        return {}
+    # Spread the session's discount over its invoices in proportion to their balances, exactly.
+    currency = invoices[0].currency
+    balances = [inv.balance_minor if inv.status == "open" else 0 for inv in invoices]
+    whole = sum(balances) or 1
+    shares, given = {}, 0
+    for inv, bal in zip(invoices, balances, strict=True):
+        share = row.discount_minor * bal // whole
+        shares[inv.id] = share
+        given += share
+    if invoices:
+        shares[invoices[0].id] += row.discount_minor - given
+    return {k: Money.from_minor(v, currency) for k, v in shares.items()}
+
+
+def _refund(rt: Runtime, s: Session, row: CollectedPayment, refunded_total: Money) -> None:
+    """Stripe reports the charge's refunded total; act on what is new since the last report."""
+    already = row.refunded_minor
+    if refunded_total.minor <= already:
+        return  # a duplicate or an older refund event
+    row.refunded_minor = refunded_total.minor
+    if refunded_total.minor >= row.amount_minor:
+        row.status = "refunded"
+    company = s.get(Company, row.company_id)
+    assert company is not None
+    # A refund takes back the overpayment first; only the rest reopens invoices.
+    over = row.unapplied_minor
+    reopen = (refunded_total.minor - min(refunded_total.minor, over)) - (
+        already - min(already, over)
+    )
+    if reopen > 0:
+        _reverse(rt, s, company, row, Money.from_minor(reopen, row.currency), reason="refunded")
+    else:
+        back = Money.from_minor(refunded_total.minor - already, row.currency)
+        log_activity(
+            s,
+            rt.clock,
+            company.id,
+            "payment.refunded",
+            f"Refunded {back.format()} of an overpayment",
+            payment_intent=row.payment_intent_id,
+        )
+
+
+def _reverse(
+    rt: Runtime, s: Session, company: Company, row: CollectedPayment, amount: Money, reason: str
+) -> None:
+    """Money went back (refund, dispute, ACH return): reopen invoices and fix the ledger."""
+    left = amount.minor
+    invoices = {
+        inv.id: inv
+        for inv in s.scalars(
+            select(Invoice)
+            .where(Invoice.id.in_([a.invoice_id for a in row.allocations]))
+            .with_for_update()
+        )
+    }
+    for alloc in sorted(row.allocations, key=lambda a: -a.invoice_id):
+        if left <= 0:
+            break
+        inv = invoices[alloc.invoice_id]
+        back = min(left, alloc.amount_minor)
+        # The early-payment discount stays granted (its credit note stays in the ledger).
+        inv.balance_minor += back
+        inv.status = "open"
+        alloc.amount_minor -= back
+        left -= back
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        f"payment.{reason}",
+        f"Payment of {row_money(row).format()} {reason}: {amount.format()} is owed again",
+        payment_intent=row.payment_intent_id,
+    )
+    conn = ledger_connection(s, company.id)
+    if conn is not None:
+        enqueue(
+            s,
+            rt.clock,
+            company_id=company.id,
+            kind=LEDGER_REVERSAL,
+            key=f"ledger_reversal:{row.payment_intent_id}:{row.refunded_minor}:{reason}",
+            payload={
+                "connection_id": conn.id,
+                "payment_key": f"ledger_payment:{row.payment_intent_id}",
+                "repost": [
+                    {"invoice_id": a.invoice_id, "amount_minor": a.amount_minor}
+                    for a in row.allocations
+                    if a.amount_minor > 0
+                ],
+                "currency": row.currency,
+                "reference": row.payment_intent_id,
+            },
+        )
+    _notify_owner(
+        rt,
+        s,
+        company,
+        f"{reason}:{row.payment_intent_id}:{row.refunded_minor}",
+        f"A payment was {reason}",
+        f"{amount.format()} of payment {row.payment_intent_id} was {reason}; the invoice is open again.",
+    )
+
+
+# --- Mail (through the outbox's "email" kind) -------------------------------------------------
+def _notify_owner(
+    rt: Runtime, s: Session, company: Company, key: str, subject: str, text: str
+) -> None:
+    try:
+        to = owner(s, company).email
+    except NotFound:
+        return
+    enqueue(
+        s,
+        rt.clock,
+        company_id=company.id,
+        kind=EMAIL,
+        key=f"owner:{company.id}:{key}",
+        payload={"to": to, "subject": subject, "text": text, "category": "owner"},
+    )
+
+
+def _receipt(
+    rt: Runtime,
+    s: Session,
+    company: Company,
+    customer: Customer,
+    row: CollectedPayment,
+    numbers: str,
+) -> None:
+    to = s.scalar(
+        select(Contact.email)
+        .where(Contact.customer_id == customer.id, Contact.email.is_not(None))
+        .order_by(Contact.is_primary.desc())
+    )
+    if not to:
+        return
+    amount = row_money(row)
+    text = (
+        f"Thank you: {company.name} received your payment of {amount.format()} for invoice {numbers}.\n"
+        f"Reference: {row.payment_intent_id}\n"
+    )
+    enqueue(
+        s,
+        rt.clock,
+        company_id=company.id,
+        kind=EMAIL,
+        key=f"receipt:{row.payment_intent_id}",
+        payload={
+            "to": to,
+            "subject": f"Receipt from {company.name}: {amount.format()}",
+            "text": text,
+            "category": "receipt",
+        },
+    )
+
+
+# --- Owner actions ---------------------------------------------------------------------------------
+def refund_overpayment(rt: Runtime, s: Session, company: Company, payment_id: int) -> Money:
+    row = s.get(CollectedPayment, payment_id, with_for_update=True)
+    if row is None or row.company_id != company.id:
+        raise NotFound("no such payment")
+    if row.unapplied_minor <= row.refunded_minor:
+        raise ArbridgeError("there is no overpayment left to refund on this payment")
+    amount = Money.from_minor(row.unapplied_minor - row.refunded_minor, row.currency)
+    enqueue(
+        s,
+        rt.clock,
+        company_id=company.id,
+        kind=STRIPE_REFUND,
+        key=f"stripe_refund:{row.payment_intent_id}:overpayment",
+        payload={
+            "company_id": company.id,
+            "payment_intent": row.payment_intent_id,
+            "amount_minor": amount.minor,
+            "currency": amount.currency,
+        },
+    )
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "payment.refund_requested",
+        f"Refund of {amount.format()} overpayment requested",
+        payment_intent=row.payment_intent_id,
+    )
+    return amount
