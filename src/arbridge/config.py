@@ -65,6 +65,27 @@ def _database_url(raw: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def _qbo(env: Mapping[str, str]) -> dict[str, str | None]:
+    environment = (env.get(PREFIX + "QBO_ENVIRONMENT") or "sandbox").lower()
+    if environment not in {"sandbox", "production"}:
+        raise ConfigError(
+            f"ARBRIDGE_QBO_ENVIRONMENT must be sandbox or production, not {environment!r}"
+        )
+    for name in ("QBO_API_BASE", "QBO_DISCOVERY_URL", "QBO_REDIRECT_URI"):
+        value = env.get(PREFIX + name)
+        if value and urlsplit(value).scheme not in {"http", "https"}:
+            raise ConfigError(f"{PREFIX}{name} must be an http(s) URL, not {value!r}")
+    return {
+        "qbo_client_id": env.get(PREFIX + "QBO_CLIENT_ID") or None,
+        "qbo_client_secret": env.get(PREFIX + "QBO_CLIENT_SECRET") or None,
+        "qbo_redirect_uri": env.get(PREFIX + "QBO_REDIRECT_URI") or None,
+        "qbo_environment": environment,
+        "qbo_webhook_verifier": env.get(PREFIX + "QBO_WEBHOOK_VERIFIER") or None,
+        "qbo_api_base": env.get(PREFIX + "QBO_API_BASE") or None,
+        "qbo_discovery_url": env.get(PREFIX + "QBO_DISCOVERY_URL") or None,
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     instance_path: Path
@@ -81,6 +102,14 @@ class Settings:
     smtp_url: str | None = field(default=None, repr=False)
     mail_from: str | None = None
     demo: bool = False
+    # QuickBooks Online (issue 3).
+    qbo_client_id: str | None = None
+    qbo_client_secret: str | None = field(default=None, repr=False)
+    qbo_redirect_uri: str | None = None
+    qbo_environment: str = "sandbox"
+    qbo_webhook_verifier: str | None = field(default=None, repr=False)
+    qbo_api_base: str | None = None
+    qbo_discovery_url: str | None = None
     stripe_secret_key: str | None = field(default=None, repr=False)
     stripe_webhook_secret: str | None = field(default=None, repr=False)
     stripe_connect: bool = False
@@ -129,6 +158,7 @@ class Settings:
             log_level=(env.get(PREFIX + "LOG_LEVEL") or "INFO").upper(),
             smtp_url=env.get(PREFIX + "SMTP_URL") or None,
             mail_from=env.get(PREFIX + "MAIL_FROM") or None,
+            **_qbo(env),
             stripe_secret_key=env.get(PREFIX + "STRIPE_SECRET_KEY") or None,
             stripe_webhook_secret=env.get(PREFIX + "STRIPE_WEBHOOK_SECRET") or None,
             stripe_connect=_flag(env, "STRIPE_CONNECT"),

@@ -46,6 +46,10 @@ class Runtime:
     def connector_for(self, conn: Connection) -> LedgerConnector:
         if conn.provider == "demo":
             return DemoConnector(self.demo_ledger(conn.tenant_id))
+        if conn.provider == "quickbooks":
+            from arbridge.sync.quickbooks_store import build_connector
+
+            return build_connector(self.settings, self.sessions, self.keyring, self.clock, conn)
         raise ArbridgeError(f"the {conn.provider} connector is not available in this version")
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ be mapped becomes a SyncError row and the sync goes on.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from arbridge.errors import ArbridgeError, MappingError
 from arbridge.sync.activity import log_activity
 from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.mappers import demo as demo_mapper
+from arbridge.sync.mappers import quickbooks as quickbooks_mapper
 from arbridge.sync.model import (
     Connection,
     Contact,
@@ -58,6 +60,8 @@ class SyncResult:
 def _mapper_for(source: str) -> Callable[[str, str, bool, Any], Mapped]:
     if source == "demo":
         return demo_mapper.map_record
+    if source == "quickbooks":
+        return quickbooks_mapper.map_record
     raise ValueError(f"no mapper for source {source!r}")
 
 
@@ -311,7 +315,8 @@ def _apply_page(
                 entity=page.entity,
                 source_id=source_id,
                 message=message,
-                raw=dict(raw) if isinstance(raw, dict) else None,
+                # Decimal amounts (QuickBooks payloads) are kept as exact strings in JSON.
+                raw=json.loads(json.dumps(raw, default=str)) if isinstance(raw, dict) else None,
                 occurred_at=clock.now(),
             )
         )

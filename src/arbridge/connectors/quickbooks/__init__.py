@@ -1,0 +1,21 @@
+"""QuickBooks Online: OAuth through intuit-oauth, the REST API through requests."""
+
+from arbridge.connectors.quickbooks.client import (
+    ENTITY_BY_NAME,
+    ENTITY_NAMES,
+    QuickBooksConnector,
+    RealmLimiter,
+    TokenSource,
+)
+from arbridge.connectors.quickbooks.oauth import Grant, IntuitOAuth, QuickBooksConfig
+
+__all__ = [
+    "ENTITY_BY_NAME",
+    "ENTITY_NAMES",
+    "Grant",
+    "IntuitOAuth",
+    "QuickBooksConfig",
+    "QuickBooksConnector",
+    "RealmLimiter",
+    "TokenSource",
+]

@@ -1,0 +1,459 @@
+"""QuickBooks Online: the ledger connector (pull, post_payment, reverse_payment, fetch).
+
+Why `requests` and not python-quickbooks' object layer: its objects parse amounts as floats, it
+has no pagination helper, no retry, keeps no response headers and turns an XML throttle into a
+generic QuickbooksException(10000) (see ../../../../shared/API_FACTS.md). We need Decimal
+amounts, the raw payload for the mappers, the `requestid` on writes and one place that maps
+every failure to our error kinds, so we speak the REST API directly through one `_send`, as
+Sentry's integration client does. OAuth stays with intuit-oauth (oauth.py).
+
+Limits (Intuit "API call limits and throttles"): 500 requests a minute and about 10 in flight per
+realm; a throttle is HTTP 429 with Fault code 3001, JSON or XML; Intuit asks for a 60 s wait.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Protocol
+
+import requests
+
+from arbridge.connectors.base import Entity, Page, PaymentWriteBack, SourceRecord
+from arbridge.connectors.quickbooks.oauth import QuickBooksConfig
+from arbridge.errors import (
+    AuthExpired,
+    CursorExpired,
+    NotFound,
+    RateLimited,
+    Rejected,
+    Transient,
+)
+
+log = logging.getLogger(__name__)
+
+MINOR_VERSION = "75"  # the minimum Intuit accepts since August 2025; pinned
+PAGE_SIZE = 1000  # the query endpoint's maximum MAXRESULTS
+CDC_LIMIT = 1000  # CDC returns at most 1,000 objects: a response that size may be truncated
+CDC_LOOKBACK = timedelta(days=30)
+TIMEOUT = (10, 120)  # Intuit times a request out after 120 s
+THROTTLE_WAIT = 60.0
+MAX_THROTTLE_RETRIES = 5
+MAX_TRANSIENT_RETRIES = 4
+REQUEST_ID_MAX = 50
+
+# Our entity names -> QuickBooks' (credit notes are "CreditMemo" there).
+ENTITY_NAMES: dict[Entity, str] = {
+    "customers": "Customer",
+    "invoices": "Invoice",
+    "credit_notes": "CreditMemo",
+    "payments": "Payment",
+}
+ENTITY_BY_NAME: dict[str, Entity] = {v: k for k, v in ENTITY_NAMES.items()}
+# Without this filter QuickBooks' query returns active customers only (tap-quickbooks).
+FILTERS = {"Customer": "Active IN (true, false)"}
+DECIMAL_MARK = re.compile(r'"(__decimal_\d+__)"')
+XML_CODE = re.compile(r"<Error[^>]*\bcode=\"(\d+)\"")
+XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
+
+
+class TokenSource(Protocol):
+    """Where the connector gets its access token; implemented over the database by sync/."""
+
+    def access_token(self) -> str: ...
+
+    def refresh(self, stale: str) -> str:
+        """A fresh access token, unless another worker already replaced `stale`."""
+        ...
+
+    def give_up(self, reason: str) -> None:
+        """The grant is dead: mark the connection for reconnecting and tell the owner."""
+        ...
+
+
+class RealmLimiter:
+    """At most `per_minute` request starts in any 60 s and `concurrent` requests in flight."""
+
+    def __init__(
+        self,
+        per_minute: int = 500,
+        concurrent: int = 10,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.per_minute = per_minute
+        self.monotonic = monotonic
+        self.sleep = sleep
+        self._slots = threading.BoundedSemaphore(concurrent)
+        self._lock = threading.Lock()
+        self._started: deque[float] = deque()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._slots:
+            while True:
+                with self._lock:
+                    now = self.monotonic()
+                    while self._started and self._started[0] <= now - 60:
+                        self._started.popleft()
+                    if len(self._started) < self.per_minute:
+                        self._started.append(now)
+                        break
+                    wait = self._started[0] + 60 - now
+                self.sleep(max(wait, 0.001))
+            yield
+
+
+# One limiter per realm per process: the limit is Intuit's per realm, so every connector built for
+# the same realm in this process (sync job, webhook handler, write-back) must share it.
+_LIMITERS: dict[str, RealmLimiter] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
+def limiter_for(realm_id: str) -> RealmLimiter:
+    with _LIMITERS_LOCK:
+        return _LIMITERS.setdefault(realm_id, RealmLimiter())
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def _fault(body: str, content_type: str) -> tuple[str | None, str]:
+    """The first Fault error code and message, from a JSON or an XML body."""
+    if "xml" in content_type or body.lstrip().startswith("<"):
+        code = XML_CODE.search(body)
+        message = XML_MESSAGE.search(body)
+        return (code.group(1) if code else None, message.group(1) if message else body[:200])
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None, body[:200]
+    errors = ((data or {}).get("Fault") or {}).get("Error") or [{}]
+    first = errors[0] if isinstance(errors, list) and errors else {}
+    detail = first.get("Detail") or first.get("Message") or ""
+    return (str(first["code"]) if first.get("code") is not None else None, str(detail)[:300])
+
+
+def _decimal_json(payload: Any) -> str:
+    """JSON with Decimal amounts written as exact number literals (json.dumps refuses Decimal)."""
+    marks: dict[str, str] = {}
+
+    def default(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            mark = f"__decimal_{len(marks)}__"
+            marks[mark] = format(value, "f")
+            return mark
+        raise TypeError(f"cannot serialise {type(value).__name__}")
+
+    text = json.dumps(payload, default=default)
+    return DECIMAL_MARK.sub(lambda m: marks[m.group(1)], text) if marks else text
+
+
+def request_id(key: str) -> str:
+    """Our outbox key as Intuit's requestid (at most 50 characters: longer keys are hashed)."""
+    if len(key) <= REQUEST_ID_MAX:
+        return key
+    return "h-" + hashlib.sha256(key.encode()).hexdigest()[: REQUEST_ID_MAX - 2]
+
+
+def parse_time(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise CursorExpired(f"the QuickBooks cursor {value!r} has no timezone")
+    return parsed.astimezone(UTC)
+
+
+def _updated(raw: Mapping[str, Any]) -> str:
+    return str((raw.get("MetaData") or {}).get("LastUpdatedTime") or "")
+
+
+class QuickBooksConnector:
+    source = "quickbooks"
+
+    def __init__(
+        self,
+        config: QuickBooksConfig,
+        realm_id: str,
+        tokens: TokenSource,
+        clock: Any,
+        *,
+        deposit_account_id: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        limiter: RealmLimiter | None = None,
+        http: requests.Session | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self.config = config
+        self.realm_id = realm_id
+        self.tokens = tokens
+        self.clock = clock
+        self.deposit_account_id = deposit_account_id
+        self.sleep = sleep
+        self.limiter = limiter or limiter_for(realm_id)
+        self.http = http or requests.Session()
+        self.page_size = page_size
+        self.calls = 0  # HTTP requests sent, for the benchmark and tests
+
+    # -- HTTP -----------------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return f"{self.config.api_root}/v3/company/{self.realm_id}/{path}"
+
+    def _send(
+        self, method: str, path: str, token: str, params: dict[str, str], body: str | None
+    ) -> dict[str, Any]:
+        """One request; every failure leaves as one of our error kinds."""
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        with self.limiter.slot():
+            self.calls += 1
+            try:
+                resp = self.http.request(
+                    method,
+                    self._url(path),
+                    params={**params, "minorversion": MINOR_VERSION},
+                    data=body,
+                    headers=headers,
+                    timeout=TIMEOUT,
+                )
+            except requests.Timeout as e:
+                raise Transient(f"QuickBooks did not answer {method} {path} in time") from e
+            except requests.RequestException as e:
+                raise Transient(f"could not reach QuickBooks: {type(e).__name__}") from e
+        status, ctype, text = resp.status_code, resp.headers.get("Content-Type", ""), resp.text
+        if status == 401:
+            raise _Unauthorized()
+        code, message = (
+            (None, "") if status == 200 and '"Fault"' not in text else _fault(text, ctype)
+        )
+        if status == 429 or code == "3001":
+            retry_after = resp.headers.get("Retry-After")
+            wait = float(retry_after) if retry_after and retry_after.isdigit() else THROTTLE_WAIT
+            raise RateLimited(f"QuickBooks throttled realm {self.realm_id}: {message}", wait)
+        if status >= 500:
+            raise Transient(f"QuickBooks answered HTTP {status} to {method} {path}")
+        if status == 404 or code == "610":
+            raise NotFound(f"QuickBooks has no {path}: {message}")
+        if status == 403:
+            raise Rejected(f"QuickBooks refused {method} {path} (HTTP 403): {message}")
+        if status != 200 or code is not None:
+            raise Rejected(f"QuickBooks refused {method} {path} (code {code}): {message}")
+        try:
+            # parse_float=Decimal: amounts never pass through a float.
+            return json.loads(text, parse_float=Decimal)
+        except ValueError as e:
+            raise Transient(f"QuickBooks sent a body that is not JSON for {path}") from e
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        payload: Any = None,
+    ) -> dict[str, Any]:
+        """_send with the retries: throttles wait, transient failures back off, a 401 refreshes
+        the token once. Writes are retried only because they carry a requestid."""
+        body = _decimal_json(payload) if payload is not None else None
+        token = self.tokens.access_token()
+        refreshed = False
+        throttles = transients = 0
+        while True:
+            try:
+                return self._send(method, path, token, params or {}, body)
+            except _Unauthorized:
+                if refreshed:
+                    reason = "QuickBooks refused a freshly refreshed token (HTTP 401)"
+                    self.tokens.give_up(reason)
+                    raise AuthExpired(reason) from None
+                token, refreshed = self.tokens.refresh(token), True
+            except RateLimited as e:
+                throttles += 1
+                if throttles > MAX_THROTTLE_RETRIES:
+                    raise
+                log.warning("QuickBooks throttle on %s; waiting %ss", path, e.retry_after)
+                self.sleep(e.retry_after)
+            except Transient as e:
+                transients += 1
+                if transients > MAX_TRANSIENT_RETRIES:
+                    raise
+                wait = 2.0 ** (transients - 1)
+                log.warning("QuickBooks %s %s failed (%s); retrying in %ss", method, path, e, wait)
+                self.sleep(wait)
+
+    def query(self, statement: str) -> dict[str, Any]:
+        return self._request("GET", "query", {"query": statement})
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _records(self, entity: Entity, rows: list[Mapping[str, Any]]) -> list[SourceRecord]:
+        out = []
+        for raw in rows:
+            deleted = raw.get("status") == "Deleted"
+            out.append(SourceRecord(entity, str(raw.get("Id", "")), deleted, raw))
+        return out
+
+    def _paged(
+        self, entity: Entity, where: str, order: str, final_cursor: str | None
+    ) -> Iterator[Page]:
+        """Query pages in a stable order; the cursor rides on the last one only.
+
+        The last page is decided by the raw page length (a short page), never by what mapped."""
+        name = ENTITY_NAMES[entity]
+        start, cursor = 1, final_cursor
+        while True:
+            # Intuit's query language, built only from our own constants and its timestamps.
+            statement = (
+                f"SELECT * FROM {name}{' WHERE ' + where if where else ''} ORDERBY {order} "  # noqa: S608
+                f"STARTPOSITION {start} MAXRESULTS {self.page_size}"
+            )
+            data = self.query(statement)
+            cursor = cursor or str(data.get("time") or "") or None
+            rows = (data.get("QueryResponse") or {}).get(name) or []
+            last = len(rows) < self.page_size
+            yield Page(entity, self._records(entity, rows), cursor if last else None)
+            if last:
+                return
+            start += self.page_size
+
+    def _full(self, entity: Entity) -> Iterator[Page]:
+        # Ordered by Id: new records get higher ids, so paging is stable while the ledger changes.
+        # The cursor is the server's time at the first page: changes after it come through CDC.
+        yield from self._paged(entity, FILTERS.get(ENTITY_NAMES[entity], ""), "Id", None)
+
+    def _cdc(self, name: str, since: str) -> tuple[list[dict[str, Any]], str | None]:
+        data = self._request("GET", "cdc", {"entities": name, "changedSince": since})
+        objects: list[dict[str, Any]] = []
+        for block in data.get("CDCResponse") or []:
+            for response in block.get("QueryResponse") or []:
+                objects.extend(response.get(name) or [])
+        return objects, str(data.get("time") or "") or None
+
+    def _changes(self, entity: Entity, since: str) -> Iterator[Page]:
+        name = ENTITY_NAMES[entity]
+        objects, server_time = self._cdc(name, since)
+        cursor = server_time or since
+        if len(objects) < CDC_LIMIT:
+            objects.sort(key=lambda r: (_updated(r), str(r.get("Id"))))
+            yield Page(entity, self._records(entity, objects), cursor)
+            return
+        # A full CDC response may be truncated. CDC takes no upper bound, so the window is split
+        # into query pages over the same period (LastUpdatedTime >= since, oldest first), which
+        # are complete for every record that still exists; the deletions come from CDC itself.
+        log.warning(
+            "QuickBooks CDC for %s since %s returned %s objects; re-reading in pages",
+            name,
+            since,
+            len(objects),
+        )
+        tombs = [o for o in objects if o.get("status") == "Deleted"]
+        if tombs:
+            yield Page(entity, self._records(entity, tombs), None)
+        where = " AND ".join(
+            w for w in (FILTERS.get(name), f"MetaData.LastUpdatedTime >= '{since}'") if w
+        )
+        yield from self._paged(entity, where, "MetaData.LastUpdatedTime", cursor)
+
+    def pull(self, entity: Entity, cursor: str | None) -> Iterator[Page]:
+        if cursor:
+            try:
+                age = self.clock.now() - parse_time(cursor)
+            except (ValueError, CursorExpired):
+                age = CDC_LOOKBACK
+            # CDC looks back 30 days at most; a day's margin for clock skew and a long sync.
+            if age < CDC_LOOKBACK - timedelta(days=1):
+                yield from self._changes(entity, cursor)
+                return
+            log.warning(
+                "QuickBooks cursor for %s is %s old; CDC keeps 30 days, so a full sync runs",
+                entity,
+                age,
+            )
+        yield from self._full(entity)
+
+    def fetch(self, entity: Entity, source_id: str) -> SourceRecord:
+        """One record as it is now; a record QuickBooks no longer has comes back deleted."""
+        name = ENTITY_NAMES[entity]
+        try:
+            data = self._request("GET", f"{name.lower()}/{source_id}")
+        except NotFound:
+            return SourceRecord(entity, source_id, True, {"Id": source_id, "status": "Deleted"})
+        raw = data.get(name)
+        if not isinstance(raw, dict):
+            raise Rejected(f"QuickBooks answered GET {name} {source_id} without the record")
+        return SourceRecord(entity, str(raw.get("Id", source_id)), False, raw)
+
+    def deposit_accounts(self) -> list[tuple[str, str]]:
+        """(id, name) of accounts a payment may be deposited to: bank and Undeposited Funds."""
+        data = self.query(
+            "SELECT * FROM Account WHERE AccountType IN ('Bank', 'Other Current Asset') "
+            "MAXRESULTS 1000"
+        )
+        rows = (data.get("QueryResponse") or {}).get("Account") or []
+        return [
+            (str(a["Id"]), str(a.get("Name") or a["Id"]))
+            for a in rows
+            if a.get("AccountType") == "Bank" or a.get("AccountSubType") == "UndepositedFunds"
+        ]
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def post_payment(self, payment: PaymentWriteBack) -> str:
+        """A QuickBooks Payment linked to the invoices; the requestid makes a retry return the
+        Payment the first attempt created (Intuit "Idempotency with requestid")."""
+        body: dict[str, Any] = {
+            "CustomerRef": {"value": payment.customer_source_id},
+            "TotalAmt": payment.amount,
+            "TxnDate": payment.received_on.isoformat(),
+            "CurrencyRef": {"value": payment.currency},
+            # PaymentRefNum holds 21 characters; the full Stripe id goes in the memo as well.
+            "PaymentRefNum": payment.reference[-21:],
+            "PrivateNote": f"Collected by arbridge: {payment.reference}",
+            "Line": [
+                {
+                    "Amount": line.amount,
+                    "LinkedTxn": [{"TxnId": line.invoice_source_id, "TxnType": "Invoice"}],
+                }
+                for line in payment.lines
+            ],
+        }
+        if self.deposit_account_id:
+            # Without it QuickBooks deposits to Undeposited Funds, the default we want.
+            body["DepositToAccountRef"] = {"value": self.deposit_account_id}
+        data = self._request(
+            "POST", "payment", {"requestid": request_id(payment.idempotency_key)}, body
+        )
+        created = data.get("Payment") or {}
+        if not created.get("Id"):
+            raise Rejected("QuickBooks accepted the payment but returned no Payment id")
+        return str(created["Id"])
+
+    def reverse_payment(self, payment_source_id: str, idempotency_key: str) -> str:
+        """Void a Payment (a refund or an ACH return): its invoices reopen. Safe to repeat."""
+        try:
+            current = self._request("GET", f"payment/{payment_source_id}").get("Payment") or {}
+        except NotFound:
+            return payment_source_id  # deleted in QuickBooks already: nothing left to reverse
+        if str(current.get("PrivateNote") or "").startswith("Voided"):
+            return payment_source_id
+        self._request(
+            "POST",
+            "payment",
+            {
+                "operation": "update",
+                "include": "void",
+                "requestid": request_id(idempotency_key),
+            },
+            {"Id": payment_source_id, "SyncToken": current.get("SyncToken", "0"), "sparse": True},
+        )
+        return payment_source_id
