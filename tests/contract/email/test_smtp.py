@@ -1,0 +1,130 @@
+"""The SMTP transport against a real SMTP server: TLS both ways, headers, and every reply mapped."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import pytest
+
+from arbridge.connectors.email import (
+    MailBounced,
+    MailConfigError,
+    OutgoingEmail,
+    SmtpTransport,
+    build_message,
+    parse_url,
+)
+from arbridge.errors import ConfigError, Transient
+from tests.contract.email.server import PASSWORD, free_port, smtp_server
+
+SENT_AT = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
+
+
+def mail(to: str = "alice@harbor.example", **kw) -> OutgoingEmail:
+    base = {
+        "to": to,
+        "subject": "Reminder: invoice INV-1001 is overdue",
+        "text": "Hello Alice,\n\nInvoice INV-1001 is overdue.\n",
+        "html": "<p>Hello Alice,</p><p>Invoice INV-1001 is overdue.</p>",
+        "mail_from": "reminders@arbridge.example",
+        "from_name": "Acme Supply Co.",
+        "reply_to": "owner@acme-supply.example",
+        "unsubscribe_url": "https://arbridge.example/u/tok123",
+        "sent_at": SENT_AT,
+    }
+    return OutgoingEmail(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    ("security", "auth"), [("plain", False), ("starttls", True), ("ssl", False)]
+)
+def test_a_message_arrives_with_the_headers_mail_providers_want(tmp_path, security, auth):
+    with smtp_server(tmp_path, security, auth) as server:
+        transport = SmtpTransport(server.url, ssl_context=server.client_ssl)
+        message_id = transport.send(build_message(mail()))
+    [got] = server.inbox.messages
+    msg = got.message
+    assert got.rcpt_tos == ["alice@harbor.example"]
+    assert got.mail_from == "reminders@arbridge.example"
+    assert msg["Message-ID"] == message_id and message_id.endswith("@arbridge.example>")
+    assert msg["From"] == '"Acme Supply Co." <reminders@arbridge.example>'
+    assert msg["Reply-To"] == "owner@acme-supply.example"
+    assert msg["List-Unsubscribe"] == "<https://arbridge.example/u/tok123>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["Date"] == "Tue, 24 Nov 2026 15:00:00 +0000"
+    assert msg.get_body(("plain",)).get_content().startswith("Hello Alice")
+    assert "<p>Hello Alice,</p>" in msg.get_body(("html",)).get_content()
+    assert server.inbox.logins == (["arbridge"] if auth else [])
+
+
+def test_starttls_refuses_a_server_whose_certificate_it_cannot_trust(tmp_path):
+    with (
+        smtp_server(tmp_path, "starttls") as server,
+        pytest.raises(MailConfigError, match="cannot be trusted"),
+    ):
+        SmtpTransport(server.url).send(build_message(mail()))
+    assert server.inbox.messages == []
+
+
+def test_a_refused_recipient_is_a_bounce_and_a_451_is_transient(tmp_path):
+    with smtp_server(tmp_path) as server:
+        transport = SmtpTransport(server.url)
+        with pytest.raises(MailBounced) as bounced:
+            transport.send(build_message(mail("bounce@harbor.example")))
+        with pytest.raises(Transient, match="451"):
+            transport.send(build_message(mail("later@harbor.example")))
+    assert bounced.value.code == 550 and bounced.value.recipient == "bounce@harbor.example"
+    assert server.inbox.messages == []
+
+
+def test_a_wrong_password_is_the_owners_problem_and_never_logged(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    with smtp_server(tmp_path, "starttls", auth=True) as server:
+        url = server.url.replace(PASSWORD, "wrong-password")
+        with pytest.raises(MailConfigError, match="refused the login") as e:
+            SmtpTransport(url, ssl_context=server.client_ssl).send(build_message(mail()))
+    assert "wrong-password" not in str(e.value) and "wrong-password" not in caplog.text
+    assert "wrong-password" not in repr(parse_url(url))
+
+
+def test_nobody_listening_is_transient():
+    url = f"smtp://127.0.0.1:{free_port()}?timeout=2"
+    with pytest.raises(Transient, match="could not reach"):
+        SmtpTransport(url).send(build_message(mail()))
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("http://mail.example", "must start with"),
+        ("mail.example:25", "must start with"),
+        ("smtp://", "no host"),
+        ("smtps://h:notaport", "not a valid URL"),
+        ("smtp://h?timeout=soon", "timeout"),
+    ],
+)
+def test_bad_smtp_urls_are_one_sentence(url, error):
+    with pytest.raises(ConfigError, match=error):
+        parse_url(url)
+
+
+def test_url_defaults_and_escaped_credentials():
+    c = parse_url("smtp+starttls://me%40acme.example:p%3Ass@mail.example")
+    assert (c.host, c.port, c.security, c.username, c.password) == (
+        "mail.example",
+        587,
+        "starttls",
+        "me@acme.example",
+        "p:ss",
+    )
+    assert parse_url("smtps://mail.example").port == 465
+    assert parse_url("smtp://mail.example").port == 25
+
+
+def test_header_injection_through_names_and_subjects_is_flattened():
+    msg = build_message(
+        mail(subject="Hi\r\nBcc: victim@example.com", from_name="Acme\nBcc: x@example.com")
+    )
+    assert msg["Bcc"] is None
+    assert "victim@example.com" in msg["Subject"]
