@@ -438,14 +438,17 @@ class QuickBooksConnector:
             raise Rejected("QuickBooks accepted the payment but returned no Payment id")
         return str(created["Id"])
 
-    def reverse_payment(self, payment_source_id: str, idempotency_key: str) -> str:
-        """Void a Payment (a refund or an ACH return): its invoices reopen. Safe to repeat."""
+    def reverse_payment(self, payment_id: str, idempotency_key: str) -> None:
+        """Void a Payment (a refund or an ACH return): its invoices reopen. Safe to repeat.
+
+        Voided rather than deleted, so the books keep a trace of what happened (Intuit: a void
+        zeroes the amounts and prefixes "Voided" to the memo)."""
         try:
-            current = self._request("GET", f"payment/{payment_source_id}").get("Payment") or {}
+            current = self._request("GET", f"payment/{payment_id}").get("Payment") or {}
         except NotFound:
-            return payment_source_id  # deleted in QuickBooks already: nothing left to reverse
+            return  # deleted in QuickBooks already: nothing left to reverse
         if str(current.get("PrivateNote") or "").startswith("Voided"):
-            return payment_source_id
+            return
         self._request(
             "POST",
             "payment",
@@ -454,6 +457,5 @@ class QuickBooksConnector:
                 "include": "void",
                 "requestid": request_id(idempotency_key),
             },
-            {"Id": payment_source_id, "SyncToken": current.get("SyncToken", "0"), "sparse": True},
+            {"Id": payment_id, "SyncToken": current.get("SyncToken", "0"), "sparse": True},
         )
-        return payment_source_id

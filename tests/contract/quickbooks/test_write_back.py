@@ -1,0 +1,247 @@
+"""Payments collected through arbridge land in QuickBooks once, however often they are retried."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from decimal import Decimal
+
+from sqlalchemy import select, update
+
+from arbridge.connectors.base import PaymentLine, PaymentWriteBack
+from arbridge.connectors.quickbooks import RealmLimiter
+from arbridge.handlers import (
+    LEDGER_PAYMENT,
+    ledger_payment_payload,
+    outbox_handlers,
+    post_ledger_payment,
+)
+from arbridge.sync.db import transaction
+from arbridge.sync.model import Company, Connection, Invoice, OutboxMessage, Payment
+from arbridge.sync.outbox import LEASE, deliver, enqueue
+from arbridge.sync.quickbooks_store import ConnectionTokens
+from tests.contract.quickbooks.conftest import TODAY, connector, seed_ledger, sync
+from tests.contract.quickbooks.test_sync import assert_same_books
+
+STRIPE_ID = "pi_3QhGfK2eZvKYlo2C1x2y3z4w"
+
+
+def queue_payment(rt, conn, invoice_id: str, customer_id: str, amount: str, key: str) -> None:
+    with transaction(rt.sessions) as s:
+        enqueue(
+            s,
+            rt.clock,
+            company_id=conn.company_id,
+            kind=LEDGER_PAYMENT,
+            key=key,
+            payload=ledger_payment_payload(
+                conn,
+                customer_source_id=customer_id,
+                currency="USD",
+                amount=Decimal(amount),
+                received_on=TODAY,
+                reference=STRIPE_ID,
+                lines=[(invoice_id, Decimal(amount))],
+            ),
+        )
+
+
+def outbox_row(rt, key):
+    with rt.sessions() as s:
+        return s.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
+
+
+def test_a_collected_payment_becomes_one_linked_payment(rt, fake, connected):
+    ids = seed_ledger(fake)
+    sync(rt, connected.conn)
+    invoice = ids["invoices"][2]
+    before = fake.records["Invoice"][invoice]["Balance"]
+    queue_payment(rt, connected.conn, invoice, ids["customers"][2], "20.00", "pay:1")
+    assert deliver(rt.sessions, rt.clock, outbox_handlers(rt)) == 1
+    row = outbox_row(rt, "pay:1")
+    assert row.status == "sent", row.last_error
+    [payment] = fake.payments_with_reference(STRIPE_ID)
+    assert row.provider_ref == payment["Id"]
+    assert payment["Line"] == [
+        {"Amount": Decimal("20.00"), "LinkedTxn": [{"TxnId": invoice, "TxnType": "Invoice"}]}
+    ]
+    assert payment["TotalAmt"] == Decimal("20.00")
+    assert payment["PaymentRefNum"] == STRIPE_ID[-21:]
+    assert payment["DepositToAccountRef"]["name"] == "Undeposited Funds"  # the default
+    assert fake.records["Invoice"][invoice]["Balance"] == before - Decimal("20.00")
+    rt.clock.advance(timedelta(minutes=1))
+    sync(rt, connected.conn)
+    assert_same_books(rt, fake)
+    with rt.sessions() as s:
+        ours = s.scalar(select(Payment).where(Payment.source_id == payment["Id"]))
+        assert ours.amount_minor == 2000 and ours.reference == STRIPE_ID[-21:]
+
+
+def test_the_owner_s_deposit_account_is_used(rt, fake, connected):
+    ids = seed_ledger(fake)
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, connected.company.id)
+        company.settings = {**company.settings, "quickbooks": {"deposit_account_id": "35"}}
+    queue_payment(rt, connected.conn, ids["invoices"][2], ids["customers"][2], "5.00", "pay:2")
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    [payment] = fake.payments_with_reference(STRIPE_ID)
+    assert payment["DepositToAccountRef"] == {"value": "35"}
+
+
+def test_a_crash_between_posting_and_recording_posts_no_second_payment(rt, fake, connected):
+    ids = seed_ledger(fake)
+    queue_payment(rt, connected.conn, ids["invoices"][2], ids["customers"][2], "20.00", "pay:3")
+    message = outbox_row(rt, "pay:3")
+    # The worker claimed the row and reached QuickBooks, then died before recording the result.
+    first_id = post_ledger_payment(rt, message)
+    with transaction(rt.sessions) as s:
+        s.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.key == "pay:3")
+            .values(status="sending", attempts=1, next_attempt_at=rt.clock.now())
+        )
+    rt.clock.advance(LEASE + timedelta(minutes=1))
+    assert deliver(rt.sessions, rt.clock, outbox_handlers(rt)) == 1  # the lease ran out: retried
+    row = outbox_row(rt, "pay:3")
+    assert (row.status, row.provider_ref) == ("sent", first_id)
+    assert len(fake.payments_with_reference(STRIPE_ID)) == 1
+
+
+def test_an_answer_lost_on_the_wire_is_retried_with_the_same_requestid(rt, fake, connected):
+    ids = seed_ledger(fake)
+    fake.drop_after_write()
+    sleeps: list[float] = []
+    qbo = connector(rt, connected.conn, sleep=sleeps.append)
+    payment = PaymentWriteBack(
+        idempotency_key="pay:4:" + "x" * 80,  # longer than requestid allows: hashed, stably
+        customer_source_id=ids["customers"][1],
+        currency="USD",
+        amount=Decimal("10.00"),
+        received_on=TODAY,
+        reference=STRIPE_ID,
+        lines=[PaymentLine(ids["invoices"][1], Decimal("10.00"))],
+    )
+    first = qbo.post_payment(payment)
+    assert sleeps == [1.0]
+    assert qbo.post_payment(payment) == first  # and once more for good measure
+    assert len(fake.payments_with_reference(STRIPE_ID)) == 1
+
+
+def test_a_write_is_retried_after_a_throttle(rt, fake, connected):
+    ids = seed_ledger(fake)
+    fake.throttle(xml=True)
+    sleeps: list[float] = []
+    qbo = connector(rt, connected.conn, sleep=sleeps.append)
+    qbo.post_payment(
+        PaymentWriteBack(
+            "pay:5",
+            ids["customers"][1],
+            "USD",
+            Decimal("3.00"),
+            TODAY,
+            STRIPE_ID,
+            [PaymentLine(ids["invoices"][1], Decimal("3.00"))],
+        )
+    )
+    assert sleeps == [60.0]
+    assert len(fake.payments_with_reference(STRIPE_ID)) == 1
+
+
+def test_a_refund_voids_the_payment_and_reopens_the_invoice(rt, fake, connected):
+    ids = seed_ledger(fake)
+    invoice = ids["invoices"][2]
+    before = fake.records["Invoice"][invoice]["Balance"]
+    queue_payment(rt, connected.conn, invoice, ids["customers"][2], "20.00", "pay:6")
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    payment_id = outbox_row(rt, "pay:6").provider_ref
+    qbo = connector(rt, connected.conn)
+    qbo.reverse_payment(payment_id, "reverse:6")
+    qbo.reverse_payment(payment_id, "reverse:6")  # twice: still one void
+    assert fake.records["Invoice"][invoice]["Balance"] == before
+    voided = fake.records["Payment"][payment_id]
+    assert voided["TotalAmt"] == 0 and voided["PrivateNote"].startswith("Voided")
+    rt.clock.advance(timedelta(minutes=1))
+    sync(rt, connected.conn)
+    assert_same_books(rt, fake)
+    with rt.sessions() as s:
+        ours = s.scalar(select(Payment).where(Payment.source_id == payment_id))
+        assert ours.status == "voided"
+        inv = s.scalar(select(Invoice).where(Invoice.source_id == invoice))
+        assert inv.balance_minor == int(before * 100)
+
+
+def test_two_workers_refreshing_at_once_keep_the_rotated_token(rt, fake, connected):
+    seed_ledger(fake)
+    fake.expire_access_tokens()
+    fake.refresh_delay = 0.2  # both workers are inside refresh at the same time
+    with rt.sessions() as s:
+        conn = s.get(Connection, connected.conn.id)
+        s.expunge(conn)
+    from arbridge.connectors.quickbooks import IntuitOAuth
+    from arbridge.sync.quickbooks_store import quickbooks_config
+
+    oauth = IntuitOAuth(quickbooks_config(rt.settings), rt.clock)
+    stale = ConnectionTokens(rt.sessions, rt.keyring, rt.clock, conn.id, oauth).access_token()
+    tokens, errors = [], []
+
+    def worker():
+        try:
+            source = ConnectionTokens(rt.sessions, rt.keyring, rt.clock, conn.id, oauth)
+            tokens.append(source.refresh(stale))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert fake.token_calls == 1, "the second worker must use the first worker's new token"
+    assert len(set(tokens)) == 1 and tokens[0] in fake.access_tokens
+    # The stored refresh token is the live one: the next refresh still works.
+    fake.expire_access_tokens()
+    rt.clock.advance(timedelta(hours=2))
+    sync(rt, connected.conn)
+    assert_same_books(rt, fake)
+    with rt.sessions() as s:
+        assert s.get(Connection, conn.id).status == "active"
+
+
+def test_the_limiter_keeps_to_500_a_minute_and_10_in_flight():
+    now = [0.0]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    limiter = RealmLimiter(monotonic=lambda: now[0], sleep=sleep)
+    for _ in range(500):
+        with limiter.slot():
+            pass
+    assert waits == []
+    with limiter.slot():
+        pass
+    assert waits == [60.0] and now[0] == 60.0
+    # In flight: the 11th concurrent request waits for a slot.
+    inside, peak, lock = [0], [0], threading.Lock()
+    release = threading.Event()
+    fresh = RealmLimiter()
+
+    def request():
+        with fresh.slot():
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            release.wait(1)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=request) for _ in range(15)]
+    for t in threads:
+        t.start()
+    release.set()
+    for t in threads:
+        t.join()
+    assert peak[0] <= 10
