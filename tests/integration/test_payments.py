@@ -1,0 +1,422 @@
+"""Getting paid end to end on the demo company, through the simulated Stripe: the same quote,
+checkout, webhook ingestion, event handling, write-back and refund code real Stripe uses."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from arbridge import payments
+from arbridge.connectors.stripe.simulated import sign
+from arbridge.errors import Rejected
+from arbridge.sync.db import transaction
+from arbridge.sync.model import (
+    Activity,
+    CheckoutSessionRow,
+    CollectedPayment,
+    Company,
+    Invoice,
+    OutboxMessage,
+    WebhookEvent,
+)
+from arbridge.sync.store import find_pay_token, issue_pay_token, ledger_connection, open_invoices
+from arbridge.worker import drain
+from tests.conftest import sync_now
+
+
+@pytest.fixture
+def usd_invoice(rt, demo_company):
+    with rt.sessions() as s:
+        inv = next(
+            i
+            for i in open_invoices(s, demo_company.id)
+            if i.currency == "USD" and i.balance_minor == i.total_minor
+        )
+        s.expunge(inv)
+    return inv
+
+
+def token_for(rt, invoice) -> str:
+    with transaction(rt.sessions) as s:
+        return issue_pay_token(s, rt.clock, s.get(Invoice, invoice.id))
+
+
+def session_id(url: str) -> str:
+    return url.rsplit("/", 1)[-1]
+
+
+def invoice(rt, invoice_id) -> Invoice:
+    with rt.sessions() as s:
+        return s.get(Invoice, invoice_id)
+
+
+def collected(rt) -> list[CollectedPayment]:
+    with rt.sessions() as s:
+        return list(s.scalars(select(CollectedPayment)))
+
+
+def ledger_payments(rt, company, reference_prefix="pi_sim_"):
+    with rt.sessions() as s:
+        conn = ledger_connection(s, company.id)
+    state = rt.demo_ledger(conn.tenant_id).read()
+    return [p for p in state["Payment"] if str(p.get("reference", "")).startswith(reference_prefix)]
+
+
+def ledger_invoice(rt, company, source_id):
+    with rt.sessions() as s:
+        conn = ledger_connection(s, company.id)
+    ledger = rt.demo_ledger(conn.tenant_id)
+    return ledger.find(ledger.read(), "Invoice", source_id)
+
+
+def pay(rt, token, method="card", outcome="succeed") -> str:
+    url = payments.start_checkout(rt, token)
+    return payments.simulated_stripe(rt).complete(session_id(url), method, outcome)
+
+
+def test_card_payment_marks_the_invoice_paid_and_posts_to_the_ledger_once(
+    rt, demo_company, usd_invoice
+):
+    token = token_for(rt, usd_invoice)
+    pay(rt, token)
+    assert invoice(rt, usd_invoice.id).status == "open"  # stored, not yet processed
+    events, sent = drain(rt)
+    assert events == 1 and sent >= 1
+    inv = invoice(rt, usd_invoice.id)
+    assert inv.status == "paid" and inv.balance_minor == 0 and not inv.payment_pending
+    [row] = collected(rt)
+    assert row.status == "succeeded" and row.amount_minor == usd_invoice.balance_minor
+    [posted] = ledger_payments(rt, demo_company)
+    assert Decimal(posted["amount"]) == usd_invoice.balance.amount
+    assert ledger_invoice(rt, demo_company, usd_invoice.source_id)["status"] == "PAID"
+    with rt.sessions() as s:
+        kinds = dict(s.execute(select(OutboxMessage.key, OutboxMessage.kind)).tuples().all())
+    assert any(k.startswith("receipt:") for k in kinds) and any(
+        k.startswith("owner:") for k in kinds
+    )
+    # The sync afterwards agrees with what we recorded.
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    sync_now(rt, conn)
+    assert invoice(rt, usd_invoice.id).status == "paid"
+
+
+def test_duplicate_deliveries_and_the_return_racing_the_webhook_record_once(
+    rt, demo_company, usd_invoice
+):
+    token = token_for(rt, usd_invoice)
+    url = payments.start_checkout(rt, token)
+    sid = session_id(url)
+    delivered = []
+    sim = payments.simulated_stripe(rt)
+    sim.deliver = lambda body, header: (
+        delivered.append((body, header)) or payments.ingest_stripe(rt, body, header)
+    )
+    sim.complete(sid, "card", "succeed")
+    # The customer's browser comes back before the worker has seen the webhook.
+    payments.handle_checkout_return(rt, token, sid)
+    assert invoice(rt, usd_invoice.id).status == "paid"
+    body, header = delivered[0]
+    assert payments.ingest_stripe(rt, body, header).new == 0  # Stripe retries the delivery
+    drain(rt)
+    drain(rt)
+    assert len(collected(rt)) == 1 and len(ledger_payments(rt, demo_company)) == 1
+    with rt.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(WebhookEvent)) == 1
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(Activity)
+                .where(Activity.kind == "payment.succeeded")
+            )
+            == 1
+        )
+
+
+def test_ach_is_pending_for_days_then_succeeds(rt, demo_company, usd_invoice, clock, client):
+    token = token_for(rt, usd_invoice)
+    pay(rt, token, method="us_bank_account")
+    drain(rt)
+    inv = invoice(rt, usd_invoice.id)
+    assert (
+        inv.status == "open"
+        and inv.payment_pending
+        and inv.balance_minor == usd_invoice.balance_minor
+    )
+    assert collected(rt)[0].status == "pending"
+    page = client.get(f"/pay/{token}")
+    assert b"Payment pending" in page.data and b'id="pay"' not in page.data
+    with pytest.raises(Rejected, match="pending"):
+        payments.start_checkout(rt, token)  # no second charge while the first clears
+    assert ledger_payments(rt, demo_company) == []  # nothing posted while pending
+    clock.advance(timedelta(seconds=21))
+    drain(rt)
+    inv = invoice(rt, usd_invoice.id)
+    assert inv.status == "paid" and not inv.payment_pending
+    assert collected(rt)[0].status == "succeeded" and len(ledger_payments(rt, demo_company)) == 1
+
+
+def test_ach_failure_days_later_reopens_and_tells_the_owner(rt, demo_company, usd_invoice, clock):
+    token = token_for(rt, usd_invoice)
+    pay(rt, token, method="us_bank_account", outcome="fail")
+    drain(rt)
+    clock.advance(timedelta(seconds=21))
+    drain(rt)
+    inv = invoice(rt, usd_invoice.id)
+    assert (
+        inv.status == "open"
+        and not inv.payment_pending
+        and inv.balance_minor == usd_invoice.balance_minor
+    )
+    assert collected(rt)[0].status == "failed" and ledger_payments(rt, demo_company) == []
+    with rt.sessions() as s:
+        assert (
+            s.scalar(select(OutboxMessage).where(OutboxMessage.key.like("owner:%payment-failed%")))
+            is not None
+        )
+    # The customer can try again with the same link.
+    assert payments.start_checkout(rt, token).startswith("http")
+
+
+def _event(kind: str, obj: dict, n: int) -> dict:
+    return {
+        "id": f"evt_test_{n}",
+        "object": "event",
+        "type": kind,
+        "created": 1764000000 + n,
+        "livemode": False,
+        "data": {"object": obj},
+    }
+
+
+def deliver(rt, event: dict) -> None:
+    body = json.dumps(event).encode()
+    header = sign(body, payments.simulated_webhook_secret(rt), int(rt.clock.now().timestamp()))
+    payments.ingest_stripe(rt, body, header)
+
+
+def completed_session(rt, token, payment_status="paid") -> dict:
+    url = payments.start_checkout(rt, token)
+    sim = payments.simulated_stripe(rt)
+    page = sim.page(session_id(url))
+    return {
+        "id": page["id"],
+        "object": "checkout.session",
+        "payment_intent": page["payment_intent"],
+        "amount_total": page["amount"],
+        "currency": page["currency"],
+        "metadata": page["metadata"],
+        "payment_method_types": ["us_bank_account"],
+        "payment_status": payment_status,
+        "status": "complete",
+    }
+
+
+@pytest.mark.parametrize("order", ["in order", "success first", "twice each, reversed"])
+def test_ach_events_in_any_order_leave_the_same_result(rt, demo_company, usd_invoice, order):
+    token = token_for(rt, usd_invoice)
+    session = completed_session(rt, token, "unpaid")
+    events = [
+        _event("checkout.session.completed", session, 1),
+        _event(
+            "payment_intent.processing",
+            {
+                "id": session["payment_intent"],
+                "object": "payment_intent",
+                "amount": session["amount_total"],
+                "currency": "usd",
+                "metadata": session["metadata"],
+                "payment_method_types": ["us_bank_account"],
+                "status": "processing",
+            },
+            2,
+        ),
+        _event(
+            "checkout.session.async_payment_succeeded", {**session, "payment_status": "paid"}, 3
+        ),
+    ]
+    if order == "success first":
+        events = events[::-1]
+    elif order.startswith("twice"):
+        events = (events + events)[::-1]
+    for e in events:
+        deliver(rt, e)
+        drain(rt)
+    inv = invoice(rt, usd_invoice.id)
+    assert inv.status == "paid" and not inv.payment_pending and inv.balance_minor == 0
+    assert [p.status for p in collected(rt)] == ["succeeded"]
+    assert len(ledger_payments(rt, demo_company)) == 1
+
+
+def test_a_full_refund_reopens_the_invoice_and_voids_the_ledger_payment(
+    rt, demo_company, usd_invoice
+):
+    token = token_for(rt, usd_invoice)
+    pay(rt, token)
+    drain(rt)
+    row = collected(rt)[0]
+    payments.simulated_stripe(rt).refund(row.payment_intent_id, None, "refund-test")
+    drain(rt)
+    inv = invoice(rt, usd_invoice.id)
+    assert inv.status == "open" and inv.balance_minor == usd_invoice.balance_minor
+    assert collected(rt)[0].status == "refunded"
+    [posted] = ledger_payments(rt, demo_company)
+    assert posted["status"] == "VOIDED"
+    assert (
+        Decimal(ledger_invoice(rt, demo_company, usd_invoice.source_id)["balance"])
+        == usd_invoice.balance.amount
+    )
+
+
+def test_a_dispute_weeks_later_reverses_the_payment(rt, demo_company, usd_invoice, clock):
+    token = token_for(rt, usd_invoice)
+    pay(rt, token)
+    drain(rt)
+    row = collected(rt)[0]
+    clock.advance(timedelta(days=45))
+    dispute = {
+        "id": "dp_1Pgc71B7WZ01zgkWMevJiAUx",
+        "object": "dispute",
+        "amount": row.amount_minor,
+        "charge": "ch_1PgafuB7WZ01zgkWXYmPNZs8",
+        "currency": "usd",
+        "payment_intent": row.payment_intent_id,
+        "reason": "debit_not_authorized",
+        "status": "needs_response",
+    }
+    deliver(rt, _event("charge.dispute.created", dispute, 9))
+    deliver(rt, _event("charge.dispute.created", dispute, 9))
+    drain(rt)
+    assert collected(rt)[0].status == "disputed"
+    inv = invoice(rt, usd_invoice.id)
+    assert inv.status == "open" and inv.balance_minor == usd_invoice.balance_minor
+    assert ledger_payments(rt, demo_company)[0]["status"] == "VOIDED"
+
+
+def test_a_refund_that_overtakes_the_success_waits_for_it(rt, demo_company, usd_invoice, clock):
+    token = token_for(rt, usd_invoice)
+    session = completed_session(rt, token)
+    deliver(
+        rt,
+        _event(
+            "charge.refunded",
+            {
+                "id": "ch_x",
+                "object": "charge",
+                "amount": session["amount_total"],
+                "amount_refunded": session["amount_total"],
+                "currency": "usd",
+                "payment_intent": session["payment_intent"],
+            },
+            5,
+        ),
+    )
+    drain(rt)
+    with rt.sessions() as s:
+        assert s.scalar(select(WebhookEvent.status)) == "pending"  # retried later, not lost
+    deliver(rt, _event("checkout.session.completed", session, 4))
+    drain(rt)
+    clock.advance(timedelta(minutes=5))
+    drain(rt)
+    assert collected(rt)[0].status == "refunded"
+    assert invoice(rt, usd_invoice.id).status == "open"
+
+
+def test_paid_elsewhere_meanwhile_is_an_overpayment_with_a_one_click_refund(
+    rt, demo_company, usd_invoice
+):
+    token = token_for(rt, usd_invoice)
+    url = payments.start_checkout(rt, token)
+    # The customer also mails a cheque; the bookkeeper records it and arbridge syncs.
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    from arbridge.connectors.base import PaymentLine, PaymentWriteBack
+
+    rt.connector_for(conn).post_payment(
+        PaymentWriteBack(
+            "cheque-1",
+            usd_invoice.customer.source_id
+            if False
+            else ledger_invoice(rt, demo_company, usd_invoice.source_id)["contactId"],
+            "USD",
+            usd_invoice.balance.amount,
+            rt.clock.now().date(),
+            "CHK 1001",
+            [PaymentLine(usd_invoice.source_id, usd_invoice.balance.amount)],
+        )
+    )
+    sync_now(rt, conn)
+    payments.simulated_stripe(rt).complete(session_id(url), "card", "succeed")
+    drain(rt)
+    row = collected(rt)[0]
+    assert row.status == "succeeded" and row.unapplied_minor == usd_invoice.balance_minor
+    assert ledger_payments(rt, demo_company) == []  # nothing left to apply in the ledger
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, demo_company.id)
+        assert (
+            payments.refund_overpayment(rt, s, company, row.id).minor == usd_invoice.balance_minor
+        )
+    drain(rt)  # the refund goes to Stripe
+    drain(rt)  # Stripe's charge.refunded comes back
+    row = collected(rt)[0]
+    assert row.refunded_minor == usd_invoice.balance_minor and row.status == "refunded"
+    assert invoice(rt, usd_invoice.id).status == "paid"  # the cheque still paid it
+
+
+def test_early_payment_discount_is_charged_and_posted_so_the_invoice_closes(
+    rt, demo_company, clock
+):
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, demo_company.id)
+        company.settings = {"payments": {"discount_percent": "2", "discount_days": 10}}
+        inv = next(
+            i
+            for i in open_invoices(s, company.id)
+            if i.currency == "USD"
+            and i.balance_minor == i.total_minor
+            and (clock.now().date() - i.issued_on).days <= 5
+        )
+        s.expunge(inv)
+    token = token_for(rt, inv)
+    with rt.sessions() as s:
+        q = payments.quote(rt, s, find_pay_token(s, token))
+    expected_discount = (inv.balance.amount * Decimal("0.02")).quantize(Decimal("0.01"))
+    assert q.discount_total.amount == expected_discount
+    assert q.amount.amount == inv.balance.amount - expected_discount
+    pay(rt, token)
+    drain(rt)
+    assert invoice(rt, inv.id).status == "paid" and invoice(rt, inv.id).balance_minor == 0
+    ledger_inv = ledger_invoice(rt, demo_company, inv.source_id)
+    assert ledger_inv["status"] == "PAID" and Decimal(ledger_inv["balance"]) == 0
+    [posted] = ledger_payments(rt, demo_company)
+    assert Decimal(posted["amount"]) == q.amount.amount
+
+
+def test_no_discount_after_the_window(rt, demo_company, clock):
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, demo_company.id)
+        company.settings = {"payments": {"discount_percent": "2", "discount_days": 10}}
+        inv = next(
+            i for i in open_invoices(s, company.id) if (clock.now().date() - i.issued_on).days > 11
+        )
+        s.expunge(inv)
+    token = token_for(rt, inv)
+    with rt.sessions() as s:
+        q = payments.quote(rt, s, find_pay_token(s, token))
+    assert q.discount is None and q.amount == inv.balance
+
+
+def test_checkout_session_is_reused_until_the_balance_changes(rt, demo_company, usd_invoice):
+    token = token_for(rt, usd_invoice)
+    first = payments.start_checkout(rt, token)
+    assert payments.start_checkout(rt, token) == first
+    with transaction(rt.sessions) as s:
+        s.get(Invoice, usd_invoice.id).balance_minor -= 100
+    second = payments.start_checkout(rt, token)
+    assert second != first
+    with rt.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(CheckoutSessionRow)) == 2
