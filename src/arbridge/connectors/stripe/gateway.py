@@ -194,7 +194,7 @@ class StripeGateway:
             )
         except stripe.StripeError as e:
             raise _map_error(e) from e
-        return CheckoutSession.from_stripe(session)
+        return CheckoutSession.from_stripe(session.to_dict())
 
     def retrieve_checkout_session(self, session_id: str) -> CheckoutSession:
         try:
@@ -212,7 +212,7 @@ class StripeGateway:
             refund = self.client.v1.refunds.create(params, {"idempotency_key": idempotency_key})  # type: ignore[arg-type]
         except stripe.StripeError as e:
             raise _map_error(e) from e
-        return refund["id"]
+        return refund.id
 
     def capabilities(self) -> dict[str, str]:
         """Which payment methods the account can take: {"card_payments": "active", ...}."""
@@ -224,4 +224,4 @@ class StripeGateway:
             )
         except stripe.StripeError as e:
             raise _map_error(e) from e
-        return dict(account.get("capabilities") or {})
+        return dict(account.to_dict().get("capabilities") or {})
