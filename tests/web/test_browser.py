@@ -168,3 +168,57 @@ def test_owner_signs_in_and_sends_a_payment_link(chromium, live, demo_company):
     assert problems == [], problems
     assert DASHBOARD_PNG.stat().st_size > 5_000
     assert PAY_PNG.stat().st_size > 5_000
+
+
+def test_customer_pays_through_the_simulated_checkout(chromium, live, demo_company):
+    from arbridge.sync.db import transaction
+    from arbridge.sync.store import issue_pay_token, ledger_connection, open_invoices
+    from arbridge.worker import drain
+
+    rt = live.rt
+    with transaction(rt.sessions) as s:
+        inv = next(i for i in open_invoices(s, demo_company.id) if i.currency == "USD")
+        token = issue_pay_token(s, rt.clock, inv)
+        invoice_id, number, balance = inv.id, inv.number, inv.balance.format()
+        before = aging_report(
+            s, fresh_company(rt, "demo"), company_today(fresh_company(rt, "demo"), rt.clock)
+        )
+    context = chromium.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    try:
+        page.goto(f"{live.base_url}/pay/{token}")
+        assert page.locator("#amount-due").inner_text() == balance
+        page.locator("#pay").click()
+        page.wait_for_url(f"{live.base_url}/simulated-checkout/*")
+        assert "simulated checkout" in page.locator("main").inner_text().lower()
+        assert page.locator("#sim-amount").inner_text() == balance
+        page.screenshot(path="/tmp/arbridge-simulated-checkout.png")
+        # A declined card first: Checkout stays open and says so.
+        page.locator("input[value=fail]").check()
+        page.locator("#sim-pay").click()
+        assert "declined" in page.locator("#sim-error").inner_text()
+        page.locator("input[value=succeed]").check()
+        page.locator("#sim-pay").click()
+        page.wait_for_url(f"{live.base_url}/pay/{token}")
+        assert "Thank you" in page.locator("main").inner_text()
+        assert page.locator("#state").inner_text() == "Paid in full. Thank you!"
+        page.screenshot(path="/tmp/arbridge-paid.png")
+    finally:
+        context.close()
+    assert problems == [], problems
+    with rt.sessions() as s:
+        assert s.get(Invoice, invoice_id).status == "paid"
+        company = fresh_company(rt, "demo")
+        after = aging_report(s, company, company_today(company, rt.clock))
+        conn = ledger_connection(s, demo_company.id)
+    assert after.open_invoices == before.open_invoices - 1
+    drain(rt)  # the worker: the webhook (already applied by the return) and the ledger write-back
+    ledger = rt.demo_ledger(conn.tenant_id)
+    paid = [
+        p for p in ledger.read()["Payment"] if str(p.get("reference", "")).startswith("pi_sim_")
+    ]
+    assert len(paid) == 1 and number

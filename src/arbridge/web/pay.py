@@ -136,8 +136,8 @@ def simulated_pay(session_id: str) -> Any:
     except Rejected as e:
         return _no_store(
             make_response(
-                render_template("simulated_checkout.html", s=sim.page(session_id), error=str(e)),
-                402,
+                # Like Stripe's page: the decline is shown on the page, which stays open.
+                render_template("simulated_checkout.html", s=sim.page(session_id), error=str(e))
             )
         )
     return _no_store(redirect(url, code=303))
