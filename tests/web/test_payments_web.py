@@ -1,0 +1,130 @@
+"""The payment routes over HTTP: webhook verification, CSRF, the POST-only checkout, states."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import func, select
+
+from arbridge import payments
+from arbridge.connectors.stripe.simulated import sign
+from arbridge.sync.db import transaction
+from arbridge.sync.model import CheckoutSessionRow, Invoice, WebhookEvent
+from arbridge.sync.store import issue_pay_token, open_invoices
+from arbridge.worker import drain
+from tests.web.conftest import assert_friendly_error, csrf_token, parse
+
+EVENT = {
+    "id": "evt_1NG8Du2eZvKYlo2CUI79vXWy",
+    "object": "event",
+    "type": "customer.created",
+    "created": 1764000000,
+    "data": {"object": {"id": "cus_1", "object": "customer"}},
+}
+
+
+def signed(rt, event=EVENT, secret=None, at=None):
+    body = json.dumps(event).encode()
+    stamp = int(at if at is not None else rt.clock.now().timestamp())
+    return body, sign(body, secret or payments.simulated_webhook_secret(rt), stamp)
+
+
+def events(rt) -> int:
+    with rt.sessions() as s:
+        return s.scalar(select(func.count()).select_from(WebhookEvent))
+
+
+def post_webhook(client, body, header):
+    return client.post(
+        "/webhooks/stripe",
+        data=body,
+        headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+    )
+
+
+def test_forged_and_stale_deliveries_get_400_and_nothing_else(client, rt, demo_company):
+    body, header = signed(rt, secret="whsec_forged")
+    assert post_webhook(client, body, header).status_code == 400
+    body, header = signed(rt, at=rt.clock.now().timestamp() - 301)
+    assert post_webhook(client, body, header).status_code == 400
+    assert post_webhook(client, b"{}", "").status_code == 400
+    assert events(rt) == 0
+
+
+def test_a_good_delivery_is_stored_once_and_an_unknown_type_ignored(client, rt, demo_company):
+    body, header = signed(rt)
+    first = post_webhook(client, body, header)
+    again = post_webhook(client, body, header)
+    assert first.status_code == again.status_code == 200
+    assert first.json == {"received": True, "duplicate": False} and again.json["duplicate"] is True
+    drain(rt)
+    with rt.sessions() as s:
+        assert s.scalar(select(WebhookEvent.status)) == "ignored"
+
+
+def test_the_webhook_needs_no_csrf_but_the_pay_button_does(client, rt, demo_company):
+    with transaction(rt.sessions) as s:
+        inv = next(i for i in open_invoices(s, demo_company.id) if i.currency == "USD")
+        token = issue_pay_token(s, rt.clock, inv)
+    assert client.post(f"/pay/{token}/checkout").status_code == 400  # no CSRF token
+    with rt.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(CheckoutSessionRow)) == 0
+
+
+def test_viewing_the_link_never_opens_a_session_and_pay_redirects_303(client, rt, demo_company):
+    with transaction(rt.sessions) as s:
+        inv = next(i for i in open_invoices(s, demo_company.id) if i.currency == "USD")
+        token = issue_pay_token(s, rt.clock, inv)
+    for _ in range(3):  # a mail scanner, a preview, the customer
+        page = client.get(f"/pay/{token}")
+    with rt.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(CheckoutSessionRow)) == 0
+    doc = parse(page.data)
+    assert doc.by_id("pay") is not None and "simulated" in page.data.decode()
+    response = client.post(f"/pay/{token}/checkout", data={"csrf_token": csrf_token(page.data)})
+    assert (
+        response.status_code == 303
+        and "/simulated-checkout/cs_sim_" in response.headers["Location"]
+    )
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_the_whole_path_through_the_client(client, rt, demo_company):
+    with transaction(rt.sessions) as s:
+        inv = next(i for i in open_invoices(s, demo_company.id) if i.currency == "USD")
+        token, invoice_id = issue_pay_token(s, rt.clock, inv), inv.id
+    page = client.get(f"/pay/{token}")
+    to_checkout = client.post(f"/pay/{token}/checkout", data={"csrf_token": csrf_token(page.data)})
+    checkout_url = to_checkout.headers["Location"].replace(rt.settings.base_url, "")
+    checkout = client.get(checkout_url)
+    back = client.post(
+        checkout_url,
+        data={"csrf_token": csrf_token(checkout.data), "method": "card", "outcome": "succeed"},
+    )
+    assert back.status_code == 303 and "/return?session_id=cs_sim_" in back.headers["Location"]
+    landed = client.get(
+        back.headers["Location"].replace(rt.settings.base_url, ""), follow_redirects=True
+    )
+    assert parse(landed.data).by_id("state").text == "Paid in full. Thank you!"
+    with rt.sessions() as s:
+        assert s.get(Invoice, invoice_id).status == "paid"
+    # Paying again is refused with the state, not a second charge.
+    again = client.post(f"/pay/{token}/checkout", data={"csrf_token": csrf_token(page.data)})
+    assert again.status_code == 409 and b"Paid in full" in again.data
+
+
+def test_a_tampered_token_is_a_plain_404_everywhere(client, rt, demo_company):
+    for path in (
+        "/pay/not-a-token",
+        "/pay/not-a-token/return?session_id=cs_sim_x",
+        "/simulated-checkout/cs_sim_nope",
+    ):
+        response = client.get(path)
+        assert response.status_code == 404
+        assert_friendly_error(response.data.decode())
+
+
+def test_a_fresh_signature_from_now_is_accepted_by_the_route(client, rt, demo_company):
+    # The route checks against the injected clock; a delivery signed at that instant verifies.
+    body, header = signed(rt, at=rt.clock.now().timestamp())
+    assert post_webhook(client, body, header).status_code == 200
