@@ -118,6 +118,141 @@ def gateway_for(rt: Runtime, session: Session, company: Company) -> PaymentGatew
     return None
 
 
+@dataclass(frozen=True)
+class StripeStatus:
+    mode: str  # "connect", "key", "install-key", "simulated", "none"
+    account: str | None
+    card: bool
+    ach: bool
+    detail: str
+
+
+def stripe_status(rt: Runtime, session: Session, company: Company) -> StripeStatus:
+    """What the settings page says about taking payments (asks Stripe which methods are on)."""
+    conn = stripe_connection(session, company.id)
+    settings = rt.settings
+    if settings.stripe_connect:
+        if conn is None:
+            return StripeStatus(
+                "connect", None, False, False, "Not connected: connect your Stripe account."
+            )
+        mode = "connect"
+    elif conn is not None and conn.status == "active":
+        mode = "key"
+    elif settings.stripe_secret_key:
+        mode = "install-key"
+    else:
+        gw = gateway_for(rt, session, company)
+        if gw is None:
+            return StripeStatus("none", None, False, False, "Not connected: add your Stripe key.")
+        return StripeStatus(
+            "simulated", None, True, True, "Simulated checkout (demo): no real money moves."
+        )
+    if mode == "connect" and conn is not None and conn.status != "active":
+        return StripeStatus(
+            mode, conn.tenant_id, False, False, "Onboarding with Stripe is not finished yet."
+        )
+    gw = gateway_for(rt, session, company)
+    assert isinstance(gw, StripeGateway)
+    try:
+        caps = gw.capabilities()
+    except ArbridgeError as e:
+        log.warning("could not read Stripe capabilities for %s: %s", company.slug, e)
+        return StripeStatus(
+            mode,
+            conn.tenant_id if conn else None,
+            False,
+            False,
+            f"Stripe could not be reached: {e}",
+        )
+    card = caps.get("card_payments") == "active"
+    ach = caps.get("us_bank_account_ach_payments") == "active"
+    return StripeStatus(mode, conn.tenant_id if conn else None, card, ach, "Connected to Stripe.")
+
+
+def connect_with_key(rt: Runtime, s: Session, company: Company, api_key: str) -> str:
+    """A single business's own (restricted) key: check it with Stripe, keep it encrypted."""
+    api_key = api_key.strip()
+    if not api_key.startswith(("sk_", "rk_")):
+        raise Rejected(
+            "that does not look like a Stripe secret or restricted key (sk_... or rk_...)"
+        )
+    account = StripeGateway(api_key, api_base=rt.settings.stripe_api_base).account()
+    conn = stripe_connection(s, company.id)
+    secret = rt.keyring.encrypt(json.dumps({"api_key": api_key}))
+    if conn is None:
+        s.add(
+            Connection(
+                company_id=company.id,
+                provider="stripe",
+                tenant_id=account["id"],
+                credentials_encrypted=secret,
+                status="active",
+                created_at=rt.clock.now(),
+            )
+        )
+    else:
+        conn.tenant_id, conn.credentials_encrypted, conn.status = account["id"], secret, "active"
+    log_activity(
+        s, rt.clock, company.id, "stripe.connected", f"Stripe account {account['id']} connected"
+    )
+    return account["id"]
+
+
+def start_onboarding(
+    rt: Runtime, s: Session, company: Company, return_url: str, refresh_url: str
+) -> str:
+    """Platform mode: create (once) the business's connected account and send the owner to Stripe."""
+    if not (rt.settings.stripe_connect and rt.settings.stripe_secret_key):
+        raise Rejected("Stripe Connect is not configured on this arbridge")
+    platform = StripeGateway(rt.settings.stripe_secret_key, api_base=rt.settings.stripe_api_base)
+    conn = stripe_connection(s, company.id)
+    if conn is None:
+        account = platform.create_connected_account(
+            country=company.country,
+            email=owner(s, company).email,
+            business_name=company.name,
+            reference=str(company.id),
+        )
+        conn = Connection(
+            company_id=company.id,
+            provider="stripe",
+            tenant_id=account,
+            status="needs_reconnect",
+            status_detail="onboarding",
+            created_at=rt.clock.now(),
+        )
+        s.add(conn)
+    return platform.onboarding_link(conn.tenant_id, refresh_url=refresh_url, return_url=return_url)
+
+
+def finish_onboarding(rt: Runtime, s: Session, company: Company) -> bool:
+    conn = stripe_connection(s, company.id)
+    if conn is None or not rt.settings.stripe_secret_key:
+        return False
+    account = StripeGateway(
+        rt.settings.stripe_secret_key, account=conn.tenant_id, api_base=rt.settings.stripe_api_base
+    ).account()
+    if account.get("charges_enabled"):
+        conn.status, conn.status_detail = "active", None
+        log_activity(
+            s,
+            rt.clock,
+            company.id,
+            "stripe.connected",
+            f"Stripe account {conn.tenant_id} ready to take payments",
+        )
+        return True
+    return False
+
+
+def disconnect_stripe(rt: Runtime, s: Session, company: Company) -> None:
+    conn = stripe_connection(s, company.id)
+    if conn is not None:
+        conn.status, conn.credentials_encrypted = "disconnected", None
+        log_activity(s, rt.clock, company.id, "stripe.disconnected", "Stripe disconnected")
+
+
 def simulated_stripe(rt: Runtime) -> SimulatedStripe:
     return SimulatedStripe(
         rt.settings.instance_path / "simulated-stripe.json",

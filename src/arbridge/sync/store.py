@@ -256,6 +256,21 @@ def issue_pay_token(session: Session, clock: Clock, invoice: Invoice) -> str:
     return token
 
 
+def issue_statement_token(session: Session, clock: Clock, customer: Customer) -> str:
+    """One link that pays all of a customer's open invoices together."""
+    token = secrets.token_urlsafe(32)
+    session.add(
+        PayToken(
+            company_id=customer.company_id,
+            invoice_id=None,
+            customer_id=customer.id,
+            token_hash=hash_token(token),
+            created_at=clock.now(),
+        )
+    )
+    return token
+
+
 def find_pay_token(session: Session, token: str) -> PayToken:
     if not token or len(token) > 200:
         raise NotFound("no such payment link")

@@ -45,12 +45,13 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     app.extensions["arbridge"] = rt
     csrf.init_app(app)
 
-    from arbridge.web import auth, health, owner, pay
+    from arbridge.web import auth, health, owner, owner_payments, pay
 
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(owner.bp)
     app.register_blueprint(pay.bp)
+    app.register_blueprint(owner_payments.bp)
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:
@@ -104,5 +105,6 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
 
     app.jinja_env.filters["money"] = lambda m: m.format() if isinstance(m, Money) else m
     app.jinja_env.filters["amount"] = _amount
+    app.jinja_env.filters["minor"] = lambda pair: Money.from_minor(pair[0], pair[1]).format()
     app.jinja_env.filters["day"] = lambda d: format_date(d, "medium", locale="en_US") if d else "—"
     return app

@@ -150,7 +150,7 @@ class StripeGateway:
     def __init__(
         self, api_key: str, *, account: str | None = None, api_base: str | None = None
     ) -> None:
-        self.account = account
+        self.account_id = account
         self.client = stripe.StripeClient(
             api_key,
             stripe_account=account,
@@ -214,12 +214,56 @@ class StripeGateway:
             raise _map_error(e) from e
         return refund.id
 
+    def account(self) -> dict[str, Any]:
+        """The account this gateway acts for (the connected one, or the key's own)."""
+        try:
+            account = (
+                self.client.v1.accounts.retrieve(self.account_id)
+                if self.account_id
+                else self.client.v1.accounts.retrieve_current()
+            )
+        except stripe.StripeError as e:
+            raise _map_error(e) from e
+        return account.to_dict()
+
+    def create_connected_account(
+        self, *, country: str, email: str, business_name: str, reference: str
+    ) -> str:
+        """A Standard connected account for a business (platform mode); returns its id."""
+        params: dict[str, Any] = {
+            "type": "standard",
+            "country": country,
+            "email": email,
+            "business_profile": {"name": business_name},
+            "metadata": {"arbridge_company": reference},
+        }
+        try:
+            created = self.client.v1.accounts.create(
+                params, {"idempotency_key": f"connect:{reference}"}
+            )  # type: ignore[arg-type]
+        except stripe.StripeError as e:
+            raise _map_error(e) from e
+        return created.id
+
+    def onboarding_link(self, account: str, *, refresh_url: str, return_url: str) -> str:
+        """Stripe-hosted onboarding (Account Links) for a connected account."""
+        params = {
+            "account": account,
+            "refresh_url": refresh_url,
+            "return_url": return_url,
+            "type": "account_onboarding",
+        }
+        try:
+            return self.client.v1.account_links.create(params).url  # type: ignore[arg-type]
+        except stripe.StripeError as e:
+            raise _map_error(e) from e
+
     def capabilities(self) -> dict[str, str]:
         """Which payment methods the account can take: {"card_payments": "active", ...}."""
         try:
             account = (
-                self.client.v1.accounts.retrieve(self.account)
-                if self.account
+                self.client.v1.accounts.retrieve(self.account_id)
+                if self.account_id
                 else self.client.v1.accounts.retrieve_current()
             )
         except stripe.StripeError as e:

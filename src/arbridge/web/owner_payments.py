@@ -1,0 +1,157 @@
+"""The owner's side of getting paid: connect Stripe, see payments, refund an overpayment."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from arbridge import payments
+from arbridge.errors import ArbridgeError
+from arbridge.sync.model import CollectedPayment, Company, Customer, Invoice
+from arbridge.sync.store import issue_statement_token, log_activity
+from arbridge.web.common import company_required, db, runtime
+
+bp = Blueprint("owner_payments", __name__, url_prefix="/c/<slug>")
+log = logging.getLogger(__name__)
+
+
+@bp.app_template_global()
+def stripe_status(company: Company) -> payments.StripeStatus:
+    return payments.stripe_status(runtime(), db(), company)
+
+
+@bp.app_template_global()
+def recent_payments(
+    company: Company, limit: int = 10
+) -> list[tuple[CollectedPayment, Customer | None]]:
+    rows = (
+        db()
+        .execute(
+            select(CollectedPayment, Customer)
+            .outerjoin(Customer, CollectedPayment.customer_id == Customer.id)
+            .where(CollectedPayment.company_id == company.id)
+            .order_by(CollectedPayment.updated_at.desc(), CollectedPayment.id.desc())
+            .limit(limit)
+        )
+        .all()
+    )
+    return [(p, c) for p, c in rows]
+
+
+def _settings_url(company: Company) -> str:
+    return url_for("owner.settings", slug=company.slug) + "#payments"
+
+
+@bp.post("/stripe/key")
+@company_required
+def stripe_key(company: Company) -> Any:
+    rt, s = runtime(), db()
+    try:
+        account = payments.connect_with_key(rt, s, company, request.form.get("api_key", ""))
+    except ArbridgeError as e:
+        s.rollback()
+        log.info("Stripe key refused for %s: %s", company.slug, e)
+        flash(f"Stripe did not accept that key: {e}", "error")
+    else:
+        s.commit()
+        flash(f"Stripe account {account} connected.", "ok")
+    return redirect(_settings_url(company))
+
+
+@bp.post("/stripe/connect")
+@company_required
+def stripe_connect(company: Company) -> Any:
+    rt, s = runtime(), db()
+    base = rt.settings.base_url
+    try:
+        url = payments.start_onboarding(
+            rt,
+            s,
+            company,
+            return_url=f"{base}{url_for('owner_payments.stripe_return', slug=company.slug)}",
+            refresh_url=f"{base}{_settings_url(company)}",
+        )
+    except ArbridgeError as e:
+        s.rollback()
+        flash(f"Could not start Stripe onboarding: {e}", "error")
+        return redirect(_settings_url(company))
+    s.commit()
+    return redirect(url, code=303)
+
+
+@bp.get("/stripe/return")
+@company_required
+def stripe_return(company: Company) -> Any:
+    rt, s = runtime(), db()
+    try:
+        ready = payments.finish_onboarding(rt, s, company)
+    except ArbridgeError as e:
+        flash(f"Could not check the Stripe account: {e}", "error")
+        return redirect(_settings_url(company))
+    s.commit()
+    flash(
+        "Stripe is connected: customers can pay online."
+        if ready
+        else "Stripe needs a few more details before you can take payments.",
+        "ok" if ready else "error",
+    )
+    return redirect(_settings_url(company))
+
+
+@bp.post("/stripe/disconnect")
+@company_required
+def stripe_disconnect(company: Company) -> Any:
+    rt, s = runtime(), db()
+    payments.disconnect_stripe(rt, s, company)
+    s.commit()
+    flash("Stripe disconnected: payment links now show the balance without a Pay button.", "ok")
+    return redirect(_settings_url(company))
+
+
+@bp.post("/payments/<int:payment_id>/refund")
+@company_required
+def refund(company: Company, payment_id: int) -> Any:
+    rt, s = runtime(), db()
+    try:
+        amount = payments.refund_overpayment(rt, s, company, payment_id)
+    except ArbridgeError as e:
+        s.rollback()
+        if "no such payment" in str(e):
+            abort(404)
+        flash(str(e).capitalize() + ".", "error")
+    else:
+        s.commit()
+        flash(f"Refund of {amount.format()} sent to Stripe.", "ok")
+    return redirect(url_for("owner.dashboard", slug=company.slug) + "#payments")
+
+
+@bp.post("/customers/<int:customer_id>/statement-link")
+@company_required
+def statement_link(company: Company, customer_id: int) -> Any:
+    rt, s = runtime(), db()
+    customer = s.get(Customer, customer_id)
+    if customer is None or customer.company_id != company.id:
+        abort(404)
+    token = issue_statement_token(s, rt.clock, customer)
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "pay_link.created",
+        f"Statement link created for {customer.name}",
+        customer_id=customer.id,
+    )
+    s.commit()
+    invoices = s.scalars(
+        select(Invoice).where(Invoice.customer_id == customer.id, Invoice.status == "open")
+    ).all()
+    return render_template(
+        "statement_link.html",
+        company=company,
+        customer=customer,
+        link=f"{rt.settings.base_url}/pay/{token}",
+        invoices=invoices,
+    )

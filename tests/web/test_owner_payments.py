@@ -1,0 +1,195 @@
+"""The owner's side of payments: Stripe key connection (faked at HTTP), the payments list,
+the one-click overpayment refund, statement links, and no cross-company reach."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import responses
+from sqlalchemy import select
+
+from arbridge.sync.db import transaction
+from arbridge.sync.model import CollectedPayment, Connection, Customer, OutboxMessage
+from arbridge.sync.store import open_invoices
+from tests.web.conftest import csrf_token, parse
+
+API = "http://stripe.test"
+
+
+def settings_page(owner_client):
+    page = owner_client.get("/c/demo/settings")
+    assert page.status_code == 200
+    return page
+
+
+def test_demo_shows_the_simulated_checkout_with_both_methods(owner_client):
+    doc = parse(settings_page(owner_client).data)
+    status = doc.by_id("stripe-status").text
+    assert "Simulated checkout" in status and "Card payments: on" in status
+
+
+@responses.activate
+def test_connecting_a_restricted_key_checks_it_with_stripe_and_stores_it_encrypted(
+    owner_client, rt, demo_company, settings
+):
+    rt.settings = settings.with_(stripe_api_base=API)
+    account = json.loads(Path("tests/fixtures/stripe/account.json").read_text())
+    responses.get(f"{API}/v1/account", json={**account, "id": "acct_1Nv0FGQ9RKHgCVdK"})
+    responses.get(
+        f"{API}/v1/account",
+        json={
+            **account,
+            "id": "acct_1Nv0FGQ9RKHgCVdK",
+            "capabilities": {"card_payments": "active", "us_bank_account_ach_payments": "inactive"},
+        },
+    )
+    page = settings_page(owner_client)
+    response = owner_client.post(
+        "/c/demo/stripe/key", data={"csrf_token": csrf_token(page.data), "api_key": "rk_test_51Abc"}
+    )
+    assert response.status_code == 302
+    assert responses.calls[0].request.headers["Authorization"] == "Bearer rk_test_51Abc"
+    with rt.sessions() as s:
+        conn = s.scalar(select(Connection).where(Connection.provider == "stripe"))
+    assert (
+        conn.tenant_id == "acct_1Nv0FGQ9RKHgCVdK"
+        and "rk_test_51Abc" not in conn.credentials_encrypted
+    )
+    assert json.loads(rt.keyring.decrypt(conn.credentials_encrypted)) == {
+        "api_key": "rk_test_51Abc"
+    }
+    status = parse(settings_page(owner_client).data).by_id("stripe-status").text
+    assert "Card payments: on" in status and "US bank account (ACH): off" in status
+
+
+@responses.activate
+def test_a_bad_key_is_refused_with_a_sentence(owner_client, rt, settings):
+    rt.settings = settings.with_(stripe_api_base=API)
+    responses.get(
+        f"{API}/v1/account",
+        status=401,
+        json={
+            "error": {
+                "type": "invalid_request_error",
+                "message": "Invalid API Key provided: rk_test_***bad",
+            }
+        },
+    )
+    page = settings_page(owner_client)
+    response = owner_client.post(
+        "/c/demo/stripe/key",
+        data={"csrf_token": csrf_token(page.data), "api_key": "rk_test_bad"},
+        follow_redirects=True,
+    )
+    assert b"Stripe did not accept that key" in response.data
+    response = owner_client.post(
+        "/c/demo/stripe/key",
+        data={"csrf_token": csrf_token(page.data), "api_key": "pk_live_oops"},
+        follow_redirects=True,
+    )
+    assert b"does not look like a Stripe secret" in response.data
+    with rt.sessions() as s:
+        assert s.scalar(select(Connection).where(Connection.provider == "stripe")) is None
+
+
+def test_overpayment_refund_button_queues_one_refund(owner_client, rt, demo_company):
+    with transaction(rt.sessions) as s:
+        inv = next(i for i in open_invoices(s, demo_company.id) if i.currency == "USD")
+        s.add(
+            CollectedPayment(
+                company_id=demo_company.id,
+                customer_id=inv.customer_id,
+                payment_intent_id="pi_over",
+                currency="USD",
+                amount_minor=5000,
+                discount_minor=0,
+                unapplied_minor=5000,
+                refunded_minor=0,
+                status="succeeded",
+                created_at=rt.clock.now(),
+                updated_at=rt.clock.now(),
+            )
+        )
+    dashboard = owner_client.get("/c/demo/")
+    doc = parse(dashboard.data)
+    row = doc.by_id("payments").find("tr", **{"data-payment": "1"})
+    assert "overpaid" in row.text and "Refund $50.00" in row.text
+    for _ in range(2):  # a double click
+        owner_client.post(
+            "/c/demo/payments/1/refund", data={"csrf_token": csrf_token(dashboard.data)}
+        )
+    with rt.sessions() as s:
+        refunds = s.scalars(
+            select(OutboxMessage).where(OutboxMessage.kind == "stripe_refund")
+        ).all()
+    assert len(refunds) == 1 and refunds[0].payload["amount_minor"] == 5000
+
+
+def test_a_statement_link_pays_all_open_invoices_of_the_customer(
+    owner_client, client, rt, demo_company
+):
+    with rt.sessions() as s:
+        customer = next(
+            c
+            for c in s.scalars(select(Customer).where(Customer.company_id == demo_company.id))
+            if sum(
+                1
+                for i in open_invoices(s, demo_company.id)
+                if i.customer_id == c.id and i.currency == "USD"
+            )
+            >= 2
+        )
+        mine = [i for i in open_invoices(s, demo_company.id) if i.customer_id == customer.id]
+    page = owner_client.get(f"/c/demo/invoices/{mine[0].id}")
+    made = owner_client.post(
+        f"/c/demo/customers/{customer.id}/statement-link",
+        data={"csrf_token": csrf_token(page.data)},
+    )
+    link = parse(made.data).by_id("statement-link").attrs["href"]
+    statement = client.get(link.replace(rt.settings.base_url, ""))
+    doc = parse(statement.data)
+    rows = doc.by_id("statement").find("tbody").find_all("tr")
+    assert len(rows) == len(mine)
+    total = sum(i.balance_minor for i in mine)
+    from arbridge.money import Money
+
+    assert doc.by_id("amount-due").text == Money.from_minor(total, mine[0].currency).format()
+
+
+def test_no_reach_into_another_company(owner_client, rt, other_company):
+    dashboard = owner_client.get("/c/demo/")
+    token = csrf_token(dashboard.data)
+    with transaction(rt.sessions) as s:
+        s.add(
+            CollectedPayment(
+                company_id=other_company.company.id,
+                payment_intent_id="pi_theirs",
+                currency="USD",
+                amount_minor=100,
+                discount_minor=0,
+                unapplied_minor=100,
+                refunded_minor=0,
+                status="succeeded",
+                created_at=rt.clock.now(),
+                updated_at=rt.clock.now(),
+            )
+        )
+        theirs = s.scalar(
+            select(CollectedPayment.id).where(CollectedPayment.payment_intent_id == "pi_theirs")
+        )
+        their_customer = s.scalar(
+            select(Customer.id).where(Customer.company_id == other_company.company.id)
+        )
+    assert (
+        owner_client.post(
+            f"/c/demo/payments/{theirs}/refund", data={"csrf_token": token}
+        ).status_code
+        == 404
+    )
+    assert (
+        owner_client.post(
+            f"/c/demo/customers/{their_customer}/statement-link", data={"csrf_token": token}
+        ).status_code
+        == 404
+    )
