@@ -152,7 +152,15 @@ def outbox_handlers(rt: Runtime) -> dict[str, Handler]:
         "ledger_reversal": Handler(lambda m: reverse_ledger_payment(rt, m), idempotent=True),
         # Stripe takes the outbox key as its Idempotency-Key.
         "stripe_refund": Handler(lambda m: stripe_refund(rt, m), idempotent=True),
+        # SMTP has no idempotency key: a crash mid-send marks the row failed, never resends.
+        "email": Handler(lambda m: _send_email(rt, m), idempotent=False),
     }
+
+
+def _send_email(rt: Runtime, message: OutboxMessage) -> str:
+    from arbridge.remind import send_email  # reminders (issue 5)
+
+    return send_email(rt, message)
 
 
 STRIPE_EVENTS = (

@@ -55,7 +55,7 @@ def run_sync(rt: Runtime, company: Company) -> None:
 
 
 def run_collections(rt: Runtime, company: Company) -> None:
-    """The daily collections run. Today it takes the day's aging snapshot for the activity log."""
+    """The daily collections run: the day's aging snapshot for the activity log, then reminders."""
     with transaction(rt.sessions) as session:
         aging = aging_report(session, company, company_today(company, rt.clock))
         log_activity(
@@ -67,6 +67,10 @@ def run_collections(rt: Runtime, company: Company) -> None:
             f"{aging.overdue_balance.format()} overdue of {aging.open_balance.format()} open",
             overdue_balance=str(aging.overdue_balance.amount),
         )
+    # Reminders (issue 5): decide and queue today's messages; the outbox sends them.
+    from arbridge.remind import run_reminders
+
+    run_reminders(rt, company)
 
 
 JOBS: dict[str, JobFunc] = {"sync": run_sync, "collections": run_collections}
