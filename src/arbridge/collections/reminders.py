@@ -270,7 +270,7 @@ class Plan:
         return [d for d in self.decisions if d.step is not None]
 
 
-def _exempt(inv: InvoiceFacts, cust: CustomerFacts, as_of: date) -> str | None:
+def exempt_reason(inv: InvoiceFacts, cust: CustomerFacts, as_of: date) -> str | None:
     if inv.status != "open" or inv.balance_minor <= 0:
         return "paid" if inv.status in ("open", "paid") else f"invoice is {inv.status}"
     if cust.referred_to_agency:
@@ -297,7 +297,7 @@ def _exempt(inv: InvoiceFacts, cust: CustomerFacts, as_of: date) -> str | None:
 def decide_invoice(
     inv: InvoiceFacts, cust: CustomerFacts, sequence: ReminderSequence, as_of: date
 ) -> InvoiceDecision:
-    exempt = _exempt(inv, cust, as_of)
+    exempt = exempt_reason(inv, cust, as_of)
     if exempt:
         return InvoiceDecision(inv, None, exempt)
     days = (as_of - inv.due_on).days
