@@ -1,0 +1,233 @@
+"""The real StripeGateway end to end, Stripe faked at the HTTP boundary: a card payment and an ACH
+payment that fails days later, with events built from Stripe's example objects and signed with
+the configured webhook secret, delivered through the route, twice and out of order."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import responses
+from sqlalchemy import select
+
+from arbridge import payments
+from arbridge.connectors.stripe.simulated import sign
+from arbridge.sync.db import transaction
+from arbridge.sync.model import CollectedPayment, Invoice, WebhookEvent
+from arbridge.sync.store import issue_pay_token, ledger_connection, open_invoices
+from arbridge.worker import drain
+
+API = "http://stripe.test"
+SECRET = "whsec_test_flow"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "stripe"
+
+
+def fixture(name: str) -> dict:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+@pytest.fixture
+def stripe_rt(rt, settings):
+    rt.settings = settings.with_(
+        stripe_secret_key="sk_test_51Install", stripe_webhook_secret=SECRET, stripe_api_base=API
+    )
+    return rt
+
+
+def open_invoice(rt, company):
+    with transaction(rt.sessions) as s:
+        inv = next(i for i in open_invoices(s, company.id) if i.currency == "USD")
+        return issue_pay_token(s, rt.clock, inv), inv.id, inv.balance_minor, inv.source_id
+
+
+def fake_session_create(payment_intent: str):
+    def reply(request):
+        sent = dict(pair.split("=", 1) for pair in request.body.split("&"))
+        from urllib.parse import unquote_plus
+
+        sent = {unquote_plus(k): unquote_plus(v) for k, v in sent.items()}
+        session = {
+            **fixture("checkout_session"),
+            "id": "cs_test_flow",
+            "status": "open",
+            "payment_intent": payment_intent,
+            "amount_total": int(sent["line_items[0][price_data][unit_amount]"]),
+            "currency": "usd",
+            "expires_at": int(sent["expires_at"]),
+            "metadata": {k[9:-1]: v for k, v in sent.items() if k.startswith("metadata[")},
+            "url": "https://checkout.stripe.com/c/pay/cs_test_flow",
+        }
+        fake_session_create.last = session
+        return 200, {}, json.dumps(session)
+
+    return reply
+
+
+def deliver(client, rt, event_type, obj, n, secret=SECRET):
+    event = {**fixture("event"), "id": f"evt_flow_{n}", "type": event_type, "data": {"object": obj}}
+    body = json.dumps(event).encode()
+    response = client.post(
+        "/webhooks/stripe",
+        data=body,
+        headers={
+            "Stripe-Signature": sign(body, secret, int(rt.clock.now().timestamp())),
+            "Content-Type": "application/json",
+        },
+    )
+    return response.status_code
+
+
+def ledger_payments(rt, company):
+    with rt.sessions() as s:
+        conn = ledger_connection(s, company.id)
+    return [
+        p
+        for p in rt.demo_ledger(conn.tenant_id).read()["Payment"]
+        if p["reference"].startswith("pi_")
+    ]
+
+
+@responses.activate
+def test_card_payment_through_real_stripe_shapes(stripe_rt, client, demo_company):
+    rt = stripe_rt
+    token, invoice_id, balance, _ = open_invoice(rt, demo_company)
+    responses.add_callback(
+        responses.POST,
+        f"{API}/v1/checkout/sessions",
+        callback=fake_session_create("pi_3MtwBwLkdIwHu7ix28a3tqPa"),
+    )
+    url = payments.start_checkout(rt, token)
+    assert url == "https://checkout.stripe.com/c/pay/cs_test_flow"
+    assert responses.calls[0].request.headers["Authorization"] == "Bearer sk_test_51Install"
+    session = {**fake_session_create.last, "status": "complete", "payment_status": "paid"}
+    assert deliver(client, rt, "checkout.session.completed", session, 1) == 200
+    assert deliver(client, rt, "checkout.session.completed", session, 1) == 200  # Stripe retries
+    assert (
+        deliver(client, rt, "checkout.session.completed", session, 1, secret="whsec_wrong") == 400
+    )
+    drain(rt)
+    with rt.sessions() as s:
+        assert s.get(Invoice, invoice_id).status == "paid"
+        [row] = s.scalars(select(CollectedPayment)).all()
+    assert row.amount_minor == balance and row.status == "succeeded"
+    assert len(ledger_payments(rt, demo_company)) == 1
+
+
+@responses.activate
+def test_ach_failure_days_later_through_real_stripe_shapes(stripe_rt, client, demo_company, clock):
+    rt = stripe_rt
+    token, invoice_id, balance, _ = open_invoice(rt, demo_company)
+    responses.add_callback(
+        responses.POST, f"{API}/v1/checkout/sessions", callback=fake_session_create("pi_ach_flow")
+    )
+    payments.start_checkout(rt, token)
+    session = {
+        **fake_session_create.last,
+        "status": "complete",
+        "payment_status": "unpaid",
+        "payment_method_types": ["us_bank_account"],
+    }
+    intent = {
+        **fixture("payment_intent"),
+        "id": "pi_ach_flow",
+        "amount": balance,
+        "currency": "usd",
+        "metadata": session["metadata"],
+        "status": "processing",
+        "payment_method_types": ["us_bank_account"],
+    }
+    # Out of order: the PaymentIntent's "processing" lands before the session's "completed".
+    deliver(client, rt, "payment_intent.processing", intent, 1)
+    deliver(client, rt, "checkout.session.completed", session, 2)
+    drain(rt)
+    with rt.sessions() as s:
+        assert s.get(Invoice, invoice_id).payment_pending
+    clock.advance(timedelta(days=4))
+    failed_intent = {
+        **intent,
+        "status": "requires_payment_method",
+        "last_payment_error": {
+            "message": "The customer's bank account could not be debited (R01: insufficient funds)."
+        },
+    }
+    deliver(client, rt, "checkout.session.async_payment_failed", session, 3)
+    deliver(client, rt, "payment_intent.payment_failed", failed_intent, 4)
+    drain(rt)
+    with rt.sessions() as s:
+        inv = s.get(Invoice, invoice_id)
+        row = s.scalar(select(CollectedPayment))
+        statuses = set(s.scalars(select(WebhookEvent.status)))
+    assert inv.status == "open" and not inv.payment_pending and inv.balance_minor == balance
+    assert row.status == "failed" and statuses == {"processed"}
+    assert ledger_payments(rt, demo_company) == []
+
+
+def test_connect_events_must_come_from_the_companys_account(
+    stripe_rt, client, demo_company, other_company_stripe
+):
+    """An event for company A's payment arriving on company B's connected account is refused."""
+    rt = stripe_rt
+    _, invoice_id, *_ = open_invoice(rt, demo_company)
+    session = {
+        **fixture("checkout_session"),
+        "id": "cs_x",
+        "payment_intent": "pi_x",
+        "amount_total": 100,
+        "currency": "usd",
+        "status": "complete",
+        "payment_status": "paid",
+        "metadata": {
+            "arbridge_company": str(demo_company.id),
+            "arbridge_invoices": str(invoice_id),
+        },
+    }
+    event = {
+        **fixture("event"),
+        "id": "evt_connect",
+        "type": "checkout.session.completed",
+        "account": other_company_stripe,
+        "data": {"object": session},
+    }
+    body = json.dumps(event).encode()
+    assert (
+        client.post(
+            "/webhooks/stripe",
+            data=body,
+            headers={"Stripe-Signature": sign(body, SECRET, int(rt.clock.now().timestamp()))},
+        ).status_code
+        == 200
+    )
+    drain(rt)
+    with rt.sessions() as s:
+        assert s.scalar(select(WebhookEvent.status)) == "failed"
+        assert s.get(Invoice, invoice_id).status == "open"
+
+
+@pytest.fixture
+def other_company_stripe(rt):
+    from arbridge.sync.model import Connection
+    from arbridge.sync.store import create_company
+
+    with transaction(rt.sessions) as s:
+        other = create_company(
+            s,
+            rt.clock,
+            name="Borealis",
+            slug="borealis",
+            home_currency="USD",
+            timezone="UTC",
+            country="US",
+            owner_email="o@borealis.example",
+        )
+        s.add(
+            Connection(
+                company_id=other.id,
+                provider="stripe",
+                tenant_id="acct_borealis",
+                status="active",
+                created_at=rt.clock.now(),
+            )
+        )
+    return "acct_borealis"
