@@ -103,6 +103,13 @@ class FakeQuickBooks:
         # ("throttle", "json" or "xml"), ("status", 503), ("drop_after_write", None)
         self.injected: list[tuple[str, Any]] = []
         self.lock = threading.RLock()
+        self.company = {
+            "Id": "1",
+            "CompanyName": "Harbor Bakery LLC",
+            "LegalName": "Harbor Bakery LLC",
+            "Country": "US",
+            "Email": {"Address": "books@harbor-bakery.example"},
+        }
         self.user = {
             "sub": "intuit-user-7f3c",
             "email": "owner@harbor-bakery.example",
@@ -428,6 +435,8 @@ class FakeQuickBooks:
                 result = self._cdc(params["entities"].split(","), params["changedSince"])
             elif path == "payment" and request.method == "POST":
                 result = self._payment_write(params, json.loads(request.body, parse_float=Decimal))
+            elif path == f"companyinfo/{self.realm_id}":
+                result = (200, {"CompanyInfo": dict(self.company)})
             elif request.method == "GET" and "/" in path:
                 kind, record_id = path.split("/", 1)
                 name = {n.lower(): n for n in NAMES}.get(kind)
@@ -472,6 +481,21 @@ class FakeQuickBooks:
         name, where, order, start, size = m.groups()
         if int(size or 100) > 1000:
             return 400, _fault("4001", "QueryValidationError", "MAXRESULTS is at most 1000")
+        if name == "Preferences":
+            return 200, {
+                "QueryResponse": {
+                    "Preferences": [
+                        {
+                            "CurrencyPrefs": {
+                                "MultiCurrencyEnabled": True,
+                                "HomeCurrency": {"value": "USD"},
+                            }
+                        }
+                    ],
+                    "startPosition": 1,
+                    "maxResults": 1,
+                }
+            }
         if name == "Account":
             rows = [
                 {

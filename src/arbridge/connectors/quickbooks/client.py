@@ -406,6 +406,20 @@ class QuickBooksConnector:
             if a.get("AccountType") == "Bank" or a.get("AccountSubType") == "UndepositedFunds"
         ]
 
+    def company_info(self) -> dict[str, str | None]:
+        """The company's name, country and home currency, for a company created at sign-up."""
+        info = self._request("GET", f"companyinfo/{self.realm_id}").get("CompanyInfo") or {}
+        prefs = (self.query("SELECT * FROM Preferences").get("QueryResponse") or {}).get(
+            "Preferences"
+        ) or [{}]
+        currency = ((prefs[0].get("CurrencyPrefs") or {}).get("HomeCurrency") or {}).get("value")
+        return {
+            "name": info.get("CompanyName") or info.get("LegalName"),
+            "country": info.get("Country"),
+            "currency": currency,
+            "email": (info.get("Email") or {}).get("Address"),
+        }
+
     # -- writing --------------------------------------------------------------------------------
 
     def post_payment(self, payment: PaymentWriteBack) -> str:

@@ -1,0 +1,171 @@
+"""Connect, App Store launch, Disconnect and Reconnect, the deposit account and the notices."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs, urlsplit
+
+from sqlalchemy import func, select
+
+from arbridge.sync.db import transaction
+from arbridge.sync.model import Company, CompanyJob, Connection, User
+from arbridge.sync.quickbooks_store import mark_needs_reconnect
+from arbridge.sync.store import create_company
+from tests.contract.quickbooks.conftest import seed_ledger, sync
+from tests.contract.quickbooks.fake import OAUTH
+from tests.web.conftest import csrf_token, parse, sign_in
+
+
+def start_oauth(client) -> dict[str, str]:
+    response = client.get("/quickbooks/connect")
+    assert response.status_code == 302
+    url = urlsplit(response.headers["Location"])
+    assert f"{url.scheme}://{url.netloc}{url.path}" == f"{OAUTH}/connect/oauth2"
+    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    assert set(query["scope"].split()) >= {"com.intuit.quickbooks.accounting", "openid"}
+    return query
+
+
+def plain_company(rt, slug="plain"):
+    with transaction(rt.sessions) as s:
+        company = create_company(
+            s,
+            rt.clock,
+            name="Plain Co",
+            slug=slug,
+            home_currency="USD",
+            timezone="UTC",
+            country="US",
+            owner_email="owner@plain.example",
+        )
+        s.expunge(company)
+    return company
+
+
+def test_connect_from_the_settings_page(rt, client, fake):
+    company = plain_company(rt)
+    sign_in(client, rt, company)
+    page = parse(client.get(f"/c/{company.slug}/settings").data)
+    assert page.by_id("qbo-connect") is not None
+    query = start_oauth(client)
+    response = client.get(
+        f"/quickbooks/callback?code=good-code&state={query['state']}&realmId={fake.realm_id}"
+    )
+    assert response.status_code == 302, response.data
+    assert response.headers["Location"].endswith(f"/c/{company.slug}/settings#connections")
+    with rt.sessions() as s:
+        conn = s.scalar(select(Connection).where(Connection.company_id == company.id))
+        assert (conn.provider, conn.tenant_id, conn.status) == (
+            "quickbooks",
+            fake.realm_id,
+            "active",
+        )
+        # Encrypted at rest: no token in the clear.
+        assert all(t not in conn.credentials_encrypted for t in fake.refresh_tokens)
+        creds = json.loads(rt.keyring.decrypt(conn.credentials_encrypted))
+        assert creds["refresh_token"] in fake.refresh_tokens
+        assert creds["refresh_expires_at"] is not None
+    seed_ledger(fake)
+    with rt.sessions() as s:
+        conn = s.scalar(select(Connection).where(Connection.company_id == company.id))
+    assert sync(rt, conn).errors == 0
+
+
+def test_a_wrong_state_is_refused(rt, client, fake):
+    start_oauth(client)
+    response = client.get(
+        f"/quickbooks/callback?code=good-code&state=forged&realmId={fake.realm_id}"
+    )
+    assert response.status_code == 400
+    with rt.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Connection)) == 0
+
+
+def test_app_store_launch_signs_up_then_signs_in_by_intuit_user_id(rt, client, fake):
+    query = start_oauth(client)  # nobody signed in: the App Store's "Get App Now"
+    response = client.get(
+        f"/quickbooks/callback?code=good-code&state={query['state']}&realmId={fake.realm_id}"
+    )
+    assert response.status_code == 302, response.data
+    with rt.sessions() as s:
+        user = s.scalar(select(User).where(User.identity_subject == fake.user["sub"]))
+        assert user.identity_provider == "quickbooks"
+        assert user.email == fake.user["email"]
+        company = s.get(Company, user.company_id)
+        assert company.name == "Harbor Bakery LLC"
+        assert company.home_currency == "USD"
+        slug = company.slug
+    assert response.headers["Location"].endswith(f"/c/{slug}/settings#connections")
+    assert client.get(f"/c/{slug}/").status_code == 200  # signed in
+    # Launching again later signs the same owner in; no second company.
+    client.post("/sign-out")
+    query = start_oauth(client)
+    client.get(
+        f"/quickbooks/callback?code=good-code&state={query['state']}&realmId={fake.realm_id}"
+    )
+    with rt.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Company)) == 1
+        assert s.scalar(select(func.count()).select_from(User)) == 1
+    assert client.get(f"/c/{slug}/").status_code == 200
+
+
+def test_disconnect_revokes_and_stops_the_jobs(rt, client, fake, connected):
+    sign_in(client, rt, connected.company)
+    page = client.get(f"/c/{connected.company.slug}/settings")
+    assert parse(page.data).by_id("qbo-disconnect") is not None
+    response = client.post(
+        f"/c/{connected.company.slug}/quickbooks/disconnect",
+        data={"csrf_token": csrf_token(page.data)},
+    )
+    assert response.status_code == 302
+    assert len(fake.revoked) == 1
+    with rt.sessions() as s:
+        conn = s.get(Connection, connected.conn.id)
+        assert conn.status == "disconnected" and conn.credentials_encrypted is None
+        job = s.scalar(
+            select(CompanyJob).where(
+                CompanyJob.company_id == connected.company.id, CompanyJob.job == "sync"
+            )
+        )
+        assert job.paused
+    page = parse(client.get(f"/c/{connected.company.slug}/settings").data)
+    assert page.by_id("qbo-disconnected") is not None
+    # Reconnecting resumes the jobs.
+    query = start_oauth(client)
+    client.get(
+        f"/quickbooks/callback?code=good-code&state={query['state']}&realmId={fake.realm_id}"
+    )
+    with rt.sessions() as s:
+        assert s.get(Connection, connected.conn.id).status == "active"
+        assert not s.scalar(
+            select(CompanyJob.paused).where(
+                CompanyJob.company_id == connected.company.id, CompanyJob.job == "sync"
+            )
+        )
+
+
+def test_needs_reconnect_is_shown_on_the_settings_page(rt, client, fake, connected):
+    with transaction(rt.sessions) as s:
+        mark_needs_reconnect(s, rt.clock, s.get(Connection, connected.conn.id), "HTTP 401")
+    sign_in(client, rt, connected.company)
+    page = parse(client.get(f"/c/{connected.company.slug}/settings").data)
+    notice = page.by_id("qbo-needs-reconnect")
+    assert notice is not None and "Reconnect to QuickBooks" in notice.text
+    assert client.get("/quickbooks/reconnect").headers["Location"].endswith("/quickbooks/connect")
+
+
+def test_the_owner_picks_the_deposit_account(rt, client, fake, connected):
+    sign_in(client, rt, connected.company)
+    page = client.get(f"/c/{connected.company.slug}/settings")
+    form = parse(page.data).by_id("qbo-deposit")
+    options = {o.attrs["value"]: o.text for o in form.find_all("option")}
+    assert options == {"": "Undeposited Funds (QuickBooks' default)", "35": "Checking"}
+    client.post(
+        f"/c/{connected.company.slug}/quickbooks/deposit-account",
+        data={"csrf_token": csrf_token(page.data), "deposit_account_id": "35"},
+    )
+    with rt.sessions() as s:
+        company = s.get(Company, connected.company.id)
+        assert company.settings["quickbooks"]["deposit_account_id"] == "35"
+    form = parse(client.get(f"/c/{connected.company.slug}/settings").data).by_id("qbo-deposit")
+    assert [o.attrs["value"] for o in form.find_all("option") if "selected" in o.attrs] == ["35"]
