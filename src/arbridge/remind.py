@@ -77,6 +77,7 @@ from arbridge.sync.runner import sync_connection
 from arbridge.sync.store import (
     company_today,
     issue_pay_token,
+    issue_statement_token,
     ledger_connection,
     log_activity,
     owner,
@@ -466,7 +467,10 @@ def _queue_email(
     policy: ReminderPolicy,
 ) -> None:
     key = f"reminder:c{m.customer.customer_id}:{as_of.isoformat()}:r{claimed[0][0].id}"
+    customer = session.get(Customer, m.customer.customer_id)
+    assert customer is not None
     payload = {
+        "statement_token": issue_statement_token(session, rt.clock, customer),
         "mail": "reminder",
         "customer_id": m.customer.customer_id,
         "contact_id": m.contact.contact_id if m.contact else None,
@@ -631,6 +635,7 @@ def merge_fields(
     invoices: Sequence[tuple[Invoice, str]],
     today: date,
     policy: ReminderPolicy,
+    statement_token: str | None = None,
 ) -> dict[str, Any]:
     base = rt.settings.base_url
 
@@ -657,7 +662,9 @@ def merge_fields(
         "due_date": first.get("due_date", ""),
         "days_overdue": first.get("days_overdue", 0),
         "pay_link": first.get("pay_link", ""),
-        "statement_link": first.get("pay_link", ""),
+        "statement_link": f"{base}/pay/{statement_token}"
+        if statement_token
+        else first.get("pay_link", ""),
         "business_name": company.name,
         "signature": policy.signature,
         "unsubscribe_link": (
@@ -681,9 +688,10 @@ def render_reminder(
     template_name: str,
     today: date,
     template: EmailTemplate | None = None,
+    statement_token: str | None = None,
 ) -> Rendered:
     policy = reminder_policy(company.settings)
-    fields = merge_fields(rt, company, customer, contact, invoices, today, policy)
+    fields = merge_fields(rt, company, customer, contact, invoices, today, policy, statement_token)
     return render(template or template_for(template_name, _templates(company)), fields)
 
 
@@ -755,7 +763,16 @@ def _prepare_reminder(rt: Runtime, message: OutboxMessage) -> _Prepared | str:
             return "cancelled: nothing due any more"
         if contact is None or not contact.email:
             return "cancelled: no contact"
-        rendered = render_reminder(rt, company, customer, contact, keep, p["template"], today)
+        rendered = render_reminder(
+            rt,
+            company,
+            customer,
+            contact,
+            keep,
+            p["template"],
+            today,
+            statement_token=p.get("statement_token"),
+        )
         user = owner(session, company)
         session.expunge(company)
         return _Prepared(
@@ -981,3 +998,84 @@ def unsubscribe(session: Session, rt: Runtime, contact_id: int) -> Contact | Non
             customer_id=contact.customer_id,
         )
     return contact
+
+
+# ---------------------------------------------------------------------------------------------
+# The dry run: who would get what on a given day, and why the others get nothing.
+
+
+def connection_problem(session: Session, rt: Runtime, company: Company) -> str | None:
+    conn = ledger_connection(session, company.id)
+    if conn is None:
+        return "no ledger is connected"
+    if conn.status != "active":
+        return f"the ledger connection needs attention ({conn.status.replace('_', ' ')})"
+    policy = reminder_policy(company.settings)
+    if conn.last_sync_at is None or conn.last_sync_at < rt.clock.now() - timedelta(
+        minutes=policy.max_sync_age_minutes
+    ):
+        return "the last sync is older than allowed: the run will sync first"
+    return None
+
+
+@dataclass(frozen=True)
+class Preview:
+    loaded: Loaded
+    warning: str | None
+    open_invoices: int  # every open invoice of the company
+    not_yet_due: int  # before the first step of any sequence
+    up_to_date: int  # the step in force for its due date was already sent
+
+
+def preview(rt: Runtime, company: Company, as_of: date | None = None) -> Preview:
+    """Decide without writing anything: the plan, any connection warning, and the counts that
+    account for the invoices the database left out."""
+    with rt.sessions() as session:
+        day = as_of or company_today(company, rt.clock)
+        loaded = load_plan(session, rt, company, day)
+        warning = loaded.hold or connection_problem(session, rt, company)
+        open_ = (
+            (Invoice.company_id == company.id)
+            & (Invoice.status == "open")
+            & (Invoice.balance_minor > 0)
+        )
+        total = session.scalar(select(func.count()).select_from(Invoice).where(open_)) or 0
+        first = min(
+            (s.offset_days for seq in loaded.policy.sequences.values() for s in seq.steps),
+            default=0,
+        )
+        not_yet = (
+            session.scalar(
+                select(func.count())
+                .select_from(Invoice)
+                .where(open_, Invoice.due_on > day - timedelta(days=first))
+            )
+            or 0
+        )
+    looked_at = len(loaded.plan.decisions)
+    return Preview(loaded, warning, total, not_yet, max(total - not_yet - looked_at, 0))
+
+
+def preview_lines(p: Preview) -> list[str]:
+    from arbridge.collections.reminders import describe_plan, summarize
+
+    loaded, warning = p.loaded, p.warning
+
+    lines = [f"Reminders for {loaded.company.name} on {loaded.as_of.isoformat()}:"]
+    if warning:
+        lines.append(f"  Note: {warning}")
+    if not loaded.policy.enabled and not loaded.hold:
+        lines.append("  Reminders are switched off in the settings: nothing would be sent.")
+    planned = describe_plan(loaded.plan)
+    lines += [f"  {line}" for line in planned] or ["  Nothing is due today."]
+    skipped = summarize(loaded.plan.decisions)
+    if p.not_yet_due:
+        skipped["not yet due for a step"] = skipped.get("not yet due for a step", 0) + p.not_yet_due
+    if p.up_to_date:
+        skipped["already reminded at this step"] = p.up_to_date
+    due = len(loaded.plan.due)
+    lines.append(f"  {p.open_invoices} open invoice(s): {due} due for a step today.")
+    if skipped:
+        lines.append("  Not reminded today:")
+        lines += [f"    {n:>4}  {why}" for why, n in sorted(skipped.items(), key=lambda x: -x[1])]
+    return lines
