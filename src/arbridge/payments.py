@@ -27,6 +27,7 @@ from arbridge.collections.payments import (
     Due,
     amount_to_pay,
     apply_payment,
+    discount_from_terms,
     early_payment_discount,
     transition,
 )
@@ -338,9 +339,11 @@ def quote(rt: Runtime, session: Session, link: PayToken) -> Quote:
     today = local_date(rt.clock.now(), company.timezone)
     due, best = [], None
     for inv in open_:
-        d = early_payment_discount(
-            inv.balance, inv.issued_on, today, pol.discount_percent, pol.discount_days
-        )
+        # The owner's offer wins; otherwise the ledger's own terms ("2% 10 Net 30") may offer one.
+        percent, days = pol.discount_percent, pol.discount_days
+        if not percent and (from_terms := discount_from_terms(inv.terms)):
+            percent, days = from_terms
+        d = early_payment_discount(inv.balance, inv.issued_on, today, percent, days)
         due.append(Due(inv.id, inv.balance, d.amount if d else Money.zero(inv.currency)))
         if d and (best is None or d.ends_on < best.ends_on):
             best = d
@@ -995,6 +998,15 @@ def _receipt(
     if not to:
         return
     amount = row_money(row)
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "receipt.queued",
+        f"Receipt for {amount.format()} emailed to {to}",
+        customer_id=customer.id,
+        payment_intent=row.payment_intent_id,
+    )
     text = (
         f"Thank you: {company.name} received your payment of {amount.format()} for invoice {numbers}.\n"
         f"Reference: {row.payment_intent_id}\n"

@@ -420,3 +420,20 @@ def test_checkout_session_is_reused_until_the_balance_changes(rt, demo_company, 
     assert second != first
     with rt.sessions() as s:
         assert s.scalar(select(func.count()).select_from(CheckoutSessionRow)) == 2
+
+
+def test_ledger_discount_terms_apply_when_the_owner_set_none(rt, demo_company, clock):
+    with transaction(rt.sessions) as s:
+        inv = next(
+            i
+            for i in open_invoices(s, demo_company.id)
+            if i.currency == "USD" and (clock.now().date() - i.issued_on).days <= 5
+        )
+        inv.terms = "2% 10 Net 30"
+        s.flush()
+        s.expunge(inv)
+    token = token_for(rt, inv)
+    with rt.sessions() as s:
+        q = payments.quote(rt, s, find_pay_token(s, token))
+    assert q.discount is not None and q.discount.percent == Decimal(2)
+    assert q.discount.ends_on == inv.issued_on + timedelta(days=10)

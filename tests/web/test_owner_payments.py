@@ -193,3 +193,18 @@ def test_no_reach_into_another_company(owner_client, rt, other_company):
         ).status_code
         == 404
     )
+
+
+def test_revoking_an_invoices_links_makes_them_404(owner_client, client, rt, demo_company):
+    with rt.sessions() as s:
+        inv = next(i for i in open_invoices(s, demo_company.id) if i.currency == "USD")
+    page = owner_client.get(f"/c/demo/invoices/{inv.id}")
+    made = owner_client.post(
+        f"/c/demo/invoices/{inv.id}/pay-link", data={"csrf_token": csrf_token(page.data)}
+    )
+    link = parse(made.data).by_id("pay-link").attrs["href"].replace(rt.settings.base_url, "")
+    assert client.get(link).status_code == 200
+    owner_client.post(
+        f"/c/demo/invoices/{inv.id}/revoke-links", data={"csrf_token": csrf_token(page.data)}
+    )
+    assert client.get(link).status_code == 404

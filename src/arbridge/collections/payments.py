@@ -3,6 +3,7 @@ which way a payment's state may move when Stripe's events arrive late, twice or 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -31,6 +32,23 @@ def early_payment_discount(
     if amount.amount <= 0:
         return None
     return Discount(min(amount, balance), percent, ends_on)
+
+
+# "2% 10 Net 30", "2/10 Net 30", "2% 10, net 30": QuickBooks and Xero spell discount terms freely.
+_TERMS = re.compile(r"(\d+(?:\.\d+)?)\s*(?:%|/)\s*(\d+)\b", re.IGNORECASE)
+
+
+def discount_from_terms(terms: str | None) -> tuple[Decimal, int] | None:
+    """(percent, days) from the ledger's payment terms, when they offer a discount."""
+    if not terms:
+        return None
+    match = _TERMS.search(terms)
+    if match is None:
+        return None
+    percent, days = Decimal(match.group(1)), int(match.group(2))
+    if not (0 < percent < 100) or not (0 < days <= 365):
+        return None
+    return percent, days
 
 
 @dataclass(frozen=True)

@@ -271,6 +271,15 @@ def issue_statement_token(session: Session, clock: Clock, customer: Customer) ->
     return token
 
 
+def revoke_pay_tokens(session: Session, clock: Clock, invoice: Invoice) -> int:
+    rows = session.scalars(
+        select(PayToken).where(PayToken.invoice_id == invoice.id, PayToken.revoked_at.is_(None))
+    ).all()
+    for row in rows:
+        row.revoked_at = clock.now()
+    return len(rows)
+
+
 def find_pay_token(session: Session, token: str) -> PayToken:
     if not token or len(token) > 200:
         raise NotFound("no such payment link")

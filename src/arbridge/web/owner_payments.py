@@ -11,7 +11,7 @@ from sqlalchemy import select
 from arbridge import payments
 from arbridge.errors import ArbridgeError
 from arbridge.sync.model import CollectedPayment, Company, Customer, Invoice
-from arbridge.sync.store import issue_statement_token, log_activity
+from arbridge.sync.store import issue_statement_token, log_activity, revoke_pay_tokens
 from arbridge.web.common import company_required, db, runtime
 
 bp = Blueprint("owner_payments", __name__, url_prefix="/c/<slug>")
@@ -126,6 +126,27 @@ def refund(company: Company, payment_id: int) -> Any:
         s.commit()
         flash(f"Refund of {amount.format()} sent to Stripe.", "ok")
     return redirect(url_for("owner.dashboard", slug=company.slug) + "#payments")
+
+
+@bp.post("/invoices/<int:invoice_id>/revoke-links")
+@company_required
+def revoke_links(company: Company, invoice_id: int) -> Any:
+    rt, s = runtime(), db()
+    inv = s.get(Invoice, invoice_id)
+    if inv is None or inv.company_id != company.id:
+        abort(404)
+    count = revoke_pay_tokens(s, rt.clock, inv)
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "pay_link.revoked",
+        f"{count} payment link(s) revoked for invoice {inv.number}",
+        invoice_id=inv.id,
+    )
+    s.commit()
+    flash(f"{count} payment link(s) for this invoice no longer work.", "ok")
+    return redirect(url_for("owner.invoice", slug=company.slug, invoice_id=inv.id))
 
 
 @bp.post("/customers/<int:customer_id>/statement-link")

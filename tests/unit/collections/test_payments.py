@@ -73,3 +73,21 @@ def test_a_short_payment_loses_the_discount_on_the_invoice_it_does_not_settle():
 )
 def test_transitions_only_move_forward(current, proposed, expected):
     assert transition(current, proposed) == expected
+
+
+@pytest.mark.parametrize(
+    ("terms", "expected"),
+    [
+        ("2% 10 Net 30", (Decimal(2), 10)),
+        ("2/10 Net 30", (Decimal(2), 10)),
+        ("1.5% 15, net 45", (Decimal("1.5"), 15)),
+        ("Net 30", None),
+        ("Due on receipt", None),
+        (None, None),
+        ("150% 10", None),
+    ],
+)
+def test_discount_terms_from_the_ledger(terms, expected):
+    from arbridge.collections.payments import discount_from_terms
+
+    assert discount_from_terms(terms) == expected
