@@ -159,6 +159,9 @@ def demo(host: str, port: int, no_serve: bool, reset: bool) -> None:
     if fresh:
         click.echo(initialise(settings))
         settings = Settings.from_env().with_(base_url=settings.base_url)
+    if not os.environ.get("ARBRIDGE_WORKER_TICK_SECONDS"):
+        # The demo's bank payments clear in seconds, not days: look for work often.
+        settings = settings.with_(worker_tick_seconds=5)
     rt = Runtime.open(settings)
     company, link = demo_setup.prepare(
         rt,

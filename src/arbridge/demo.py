@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sqlalchemy import select
+
 from arbridge.connectors.demo import generate_demo_ledger
 from arbridge.errors import NotFound
 from arbridge.runtime import Runtime
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Company, Connection
+from arbridge.sync.model import Company, Connection, Invoice
 from arbridge.sync.runner import SyncResult
 from arbridge.sync.store import (
     add_connection,
     company_today,
     create_company,
     get_company,
+    issue_pay_token,
     issue_sign_in_token,
     ledger_connection,
     log_activity,
@@ -72,4 +75,18 @@ def prepare(
         token = issue_sign_in_token(
             session, rt.clock, owner(session, company), rt.settings.login_link_minutes
         )
+        late = session.scalars(
+            select(Invoice)
+            .where(
+                Invoice.company_id == company.id,
+                Invoice.status == "open",
+                Invoice.currency == "USD",
+            )
+            .order_by(Invoice.due_on)
+            .limit(1)
+        ).first()
+        if late is not None:
+            pay = issue_pay_token(session, rt.clock, late)
+            echo(f"A customer's payment link for overdue invoice {late.number} (try paying it):")
+            echo(f"  {rt.settings.base_url}/pay/{pay}")
     return company, f"{rt.settings.base_url}/sign-in/{token}"
