@@ -39,9 +39,13 @@ class Received:
 class Inbox:
     messages: list[Received] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
+    defer_next: int = 0  # answer this many next recipients with 451, whoever they are
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@")[0]
+        if self.defer_next > 0:
+            self.defer_next -= 1
+            return "451 4.7.1 Greylisted, try again later"
         if local.startswith("bounce"):
             return "550 5.1.1 No such user here"
         if local.startswith("later"):

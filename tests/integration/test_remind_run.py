@@ -1,0 +1,314 @@
+"""The daily run and the email handler: exactly once, never wrong, and what users of tools like
+ours complain about (../shared/API_FACTS.md), each as a test."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from arbridge.remind import record_hold, run_reminders, unsubscribe
+from arbridge.runtime import Runtime
+from arbridge.sync.db import transaction
+from arbridge.sync.model import (
+    Activity,
+    Connection,
+    Contact,
+    InvoiceHold,
+    MailMessage,
+    OutboxMessage,
+    ReminderSend,
+)
+from arbridge.sync.outbox import LEASE, Handler, deliver
+from arbridge.worker import drain, tick
+from tests.contract.email.server import smtp_server
+from tests.integration.remind_support import START, Cust, Inv, World, build_world, chicago
+
+HARBOR = Cust("HAR", "Harbor Bakery", "Alice", "alice@harbor.example")
+MAPLE = Cust("MAP", "Maple Dental", "Ben", "ben@maple.example")
+
+
+@pytest.fixture
+def smtp(tmp_path):
+    with smtp_server(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def mail_rt(settings, clock, smtp):
+    rt = Runtime.open(settings.with_(smtp_url=smtp.url), clock)
+    yield rt
+    rt.close()
+
+
+def world_of(rt, *invoices: Inv, customers=(HARBOR, MAPLE), **reminders) -> World:
+    return build_world(rt, list(customers), list(invoices), **reminders)
+
+
+def count(rt, model, *where) -> int:
+    with rt.sessions() as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+def kinds(rt) -> list[str]:
+    with rt.sessions() as s:
+        return list(s.scalars(select(Activity.kind).order_by(Activity.id)))
+
+
+def test_the_daily_run_twice_and_a_restarted_worker_send_once(mail_rt, smtp):
+    world = world_of(mail_rt, Inv("A", "HAR", -3, "100.00"), Inv("B", "HAR", -10, "50.00"))
+    company = world.company
+    assert run_reminders(mail_rt, company).emails == 1
+    assert run_reminders(mail_rt, company).emails == 0
+    drain(mail_rt)
+    drain(mail_rt)
+    assert run_reminders(mail_rt, company).emails == 0  # a worker restarted after sending
+    [msg] = [r.message for r in smtp.inbox.messages]
+    # One email lists both invoices; the highest step (after-10) chose the wording.
+    assert msg["Subject"] == "Second reminder: $150.00 overdue to Acme Supply Co."
+    body = msg.get_body(("plain",)).get_content()
+    assert "INV-A" in body and "INV-B" in body
+    assert count(mail_rt, ReminderSend) == 2
+
+
+class Crash(BaseException):
+    """The process dies here: nothing after this runs."""
+
+
+def test_a_crash_between_sending_and_recording_never_sends_twice(mail_rt, smtp, clock):
+    from arbridge.handlers import outbox_handlers
+
+    world_of(mail_rt, Inv("A", "HAR", -3, "100.00"))
+    tick(mail_rt, "w")  # sync, daily run, and the send... but first, a crash after the send:
+    assert len(smtp.inbox.messages) == 1
+    # Queue another day's reminder and crash right after the SMTP server accepted it.
+    clock.at = chicago(START + timedelta(days=7))
+    real = outbox_handlers(mail_rt)["email"]
+
+    def send_then_crash(message):
+        real.send(message)
+        raise Crash
+
+    tick_jobs_only(mail_rt)
+    with pytest.raises(Crash):
+        deliver(mail_rt.sessions, clock, {"email": Handler(send_then_crash, idempotent=False)})
+    assert len(smtp.inbox.messages) == 2
+    clock.advance(LEASE + timedelta(minutes=1))
+    drain(mail_rt)  # the restarted worker finds the row still "sending"
+    assert len(smtp.inbox.messages) == 2
+    with mail_rt.sessions() as s:
+        failed = s.scalars(select(OutboxMessage).where(OutboxMessage.status == "failed")).one()
+        assert "may or may not have gone out" in failed.last_error
+
+
+def tick_jobs_only(rt) -> None:
+    from arbridge.worker import JOBS, claim_and_run
+
+    for job in JOBS:
+        while claim_and_run(rt, job, "w"):
+            pass
+
+
+def test_a_greylisting_server_is_retried_with_backoff(mail_rt, smtp, clock):
+    world_of(mail_rt, Inv("A", "HAR", -3, "100.00"))
+    smtp.inbox.defer_next = 2
+    tick(mail_rt, "w")
+    with mail_rt.sessions() as s:
+        row = s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "email")).one()
+        assert (row.status, row.attempts) == ("pending", 1) and "451" in row.last_error
+    clock.advance(timedelta(minutes=1))
+    drain(mail_rt)
+    clock.advance(timedelta(minutes=2))
+    drain(mail_rt)
+    assert len(smtp.inbox.messages) == 1
+    assert count(mail_rt, ReminderSend, ReminderSend.status == "sent") == 1
+
+
+def test_a_bounce_marks_the_contact_tells_the_owner_and_stops_reminders(mail_rt, smtp, clock):
+    bouncy = Cust("BNC", "Beacon Brewing", "Bea", "bounce-bea@beacon.example")
+    world = world_of(mail_rt, Inv("A", "BNC", -3, "100.00"), customers=(bouncy,))
+    tick(mail_rt, "w")
+    with mail_rt.sessions() as s:
+        contact = s.scalars(select(Contact)).one()
+        assert contact.bounced_at == clock.now()
+        assert s.scalars(select(ReminderSend)).one().status == "failed"
+        owner_mail = s.scalars(select(MailMessage).where(MailMessage.kind == "owner")).one()
+        assert owner_mail.subject == "A reminder to bounce-bea@beacon.example bounced"
+    assert "email.bounced" in kinds(mail_rt)
+    # The owner's notice went out; nothing more goes to the bounced address.
+    assert [str(m.message["To"]) for m in smtp.inbox.messages] == ["owner@acme-supply.example"]
+    clock.at = chicago(START + timedelta(days=7))
+    tick(mail_rt, "w")
+    assert [str(m.message["To"]) for m in smtp.inbox.messages] == ["owner@acme-supply.example"]
+    assert world.company.id
+
+
+def test_a_broken_connection_holds_every_send_and_tells_the_owner(rt, clock):
+    world = world_of(rt, Inv("A", "HAR", -3, "100.00"))
+    # The refresh token died (Xero's 60 days): the sync cannot run.
+    with transaction(rt.sessions) as s:
+        s.get(Connection, world.conn_id).status = "needs_reconnect"
+    result = run_reminders(rt, world.company)
+    assert result.hold and "needs reconnect" in result.hold
+    assert count(rt, OutboxMessage) == 0
+    with rt.sessions() as s:
+        held = s.scalars(select(Activity).where(Activity.kind == "reminders.held")).one()
+        assert "Nothing is sent until the ledger syncs again" in held.message
+
+
+def test_a_queued_reminder_waits_while_the_connection_is_broken(rt, clock):
+    world = world_of(rt, Inv("A", "HAR", -4, "100.00"))
+    tomorrow = START + timedelta(days=1)
+    clock.at = chicago(tomorrow, 6)  # before the sending window
+    assert run_reminders(rt, world.company).emails == 1
+    with transaction(rt.sessions) as s:
+        s.get(Connection, world.conn_id).status = "needs_reconnect"
+    clock.at = chicago(tomorrow, 10)
+    drain(rt)
+    with rt.sessions() as s:
+        row = s.scalars(select(OutboxMessage)).one()
+        assert row.status == "pending" and row.last_error.startswith("held:")
+    assert count(rt, MailMessage) == 0
+
+
+def test_a_stale_sync_is_refreshed_first_so_an_invoice_paid_meanwhile_is_not_reminded(rt, clock):
+    world = world_of(rt, Inv("A", "HAR", -3, "100.00"), Inv("B", "MAP", -3, "70.00"))
+    clock.advance(timedelta(hours=5))  # the last sync is five hours old
+    world.pay("A")  # paid in the ledger; arbridge has not seen it yet
+    assert run_reminders(rt, world.company).emails == 1
+    with rt.sessions() as s:
+        conn = s.get(Connection, world.conn_id)
+        assert conn.last_sync_at == clock.now()
+        [send] = s.scalars(select(ReminderSend)).all()
+        assert world.invoice("B").id == send.invoice_id
+
+
+def test_paid_between_the_decision_and_the_send_is_cancelled(rt, clock):
+    world = world_of(rt, Inv("A", "HAR", -4, "100.00"))
+    tomorrow = START + timedelta(days=1)
+    clock.at = chicago(tomorrow, 6)  # before the sending window opens at 08:00
+    assert run_reminders(rt, world.company).emails == 1
+    world.pay("A")
+    clock.at = chicago(tomorrow, 8, 30)  # the last sync is 2.5 hours old: synced again first
+    drain(rt)
+    assert count(rt, MailMessage) == 0
+    with rt.sessions() as s:
+        send = s.scalars(select(ReminderSend)).one()
+        assert send.status == "cancelled" and "paid" in send.note
+
+
+def test_payment_pending_disputed_promised_paused_are_not_reminded(rt):
+    world = world_of(
+        rt,
+        Inv("P", "HAR", -3, "10.00"),
+        Inv("D", "HAR", -3, "20.00"),
+        Inv("R", "HAR", -3, "30.00"),
+        Inv("Z", "HAR", -3, "40.00"),
+        Inv("OK", "MAP", -3, "50.00"),
+    )
+    from arbridge.sync.model import Invoice
+
+    world.update(Invoice, world.invoice("P").id, payment_pending=True)  # ACH still clearing
+    world.update(Invoice, world.invoice("Z").id, paused=True)
+    with transaction(rt.sessions) as s:
+        record_hold(s, rt, s.get(Invoice, world.invoice("D").id), "dispute", message="Wrong qty")
+        record_hold(s, rt, s.get(Invoice, world.invoice("R").id), "promise", promised_on=START)
+    run_reminders(rt, world.company)
+    with rt.sessions() as s:
+        sent = {s.get(Invoice, r.invoice_id).source_id for r in s.scalars(select(ReminderSend))}
+    assert sent == {"OK"}
+
+
+def test_unsubscribed_contacts_get_no_more_reminders(rt, clock):
+    world = world_of(rt, Inv("A", "HAR", -3, "100.00"))
+    tick(rt, "w")
+    assert count(rt, MailMessage, MailMessage.kind == "reminder") == 1
+    with transaction(rt.sessions) as s:
+        contact = s.scalars(select(Contact).where(Contact.email == HARBOR.email)).one()
+        unsubscribe(s, rt, contact.id)
+    clock.at = chicago(START + timedelta(days=7))
+    tick(rt, "w")
+    assert count(rt, MailMessage, MailMessage.kind == "reminder") == 1
+    assert "reminders.unsubscribed" in kinds(rt)
+    assert world.company.id
+
+
+def test_at_most_the_weekly_number_of_reminders_reaches_a_contact(rt, clock):
+    world = world_of(
+        rt,
+        Inv("A", "HAR", -3, "100.00"),  # after-3 today
+        Inv("B", "HAR", 1, "60.00"),  # due tomorrow
+        Inv("C", "HAR", 3, "70.00"),  # due in 3 days
+        max_per_week=2,
+    )
+    sent_days = []
+    for n in range(0, 12):
+        clock.at = chicago(START + timedelta(days=n))
+        tick(rt, "w")
+        with rt.sessions() as s:
+            total = s.scalar(
+                select(func.count()).select_from(MailMessage).where(MailMessage.kind == "reminder")
+            )
+        if total > len(sent_days):
+            sent_days += [n] * (total - len(sent_days))
+    # Never more than two in any seven days, however many steps came due.
+    for i, n in enumerate(sent_days):
+        assert len([m for m in sent_days[i:] if m < n + 7]) <= 2
+    assert len(sent_days) >= 3
+    assert world.company.id
+
+
+def test_across_the_spring_daylight_saving_change(rt, clock):
+    # Due on Sunday 14 March 2027, the day clocks go forward in Chicago.
+    due = date(2027, 3, 14)
+    world = world_of(rt, Inv("A", "HAR", (due - START).days, "100.00"))
+    for n in range(-4, 2):
+        d = due + timedelta(days=n)
+        for hour in (9, 17):
+            clock.at = chicago(d, hour)
+            tick(rt, "w")
+    with rt.sessions() as s:
+        rows = s.scalars(select(MailMessage).order_by(MailMessage.id)).all()
+        sends = s.scalars(select(ReminderSend).order_by(ReminderSend.id)).all()
+    assert [r.step_key for r in sends] == ["before-3", "due"]
+    # before-3 went out Thursday at 09:00 CST (15:00 UTC); "due" was decided on Sunday and
+    # sent at Monday's first tick after 08:00 CDT: 09:00 CDT is 14:00 UTC.
+    assert [m.created_at for m in rows] == [
+        datetime(2027, 3, 11, 15, 0, tzinfo=UTC),
+        datetime(2027, 3, 15, 14, 0, tzinfo=UTC),
+    ]
+    assert world.company.id
+
+
+def test_the_activity_log_records_balance_and_sync_time_of_every_message(rt, clock):
+    world_of(rt, Inv("A", "HAR", -3, "100.00"))
+    tick(rt, "w")
+    with rt.sessions() as s:
+        sent = s.scalars(select(Activity).where(Activity.kind == "reminders.sent")).one()
+        conn = s.scalars(select(Connection)).one()
+    assert sent.data["balance_minor"] == 100_00 and sent.data["currency"] == "USD"
+    assert sent.data["synced_at"] == conn.last_sync_at.isoformat()
+    assert sent.data["message_id"].startswith("<")
+
+
+def test_a_bad_sequence_in_the_settings_holds_reminders_with_a_sentence(rt):
+    world = world_of(rt, Inv("A", "HAR", -3, "100.00"))
+    world.set_reminders(sequences={"default": [{"offset_days": "soon"}]})
+    result = run_reminders(rt, world.company)
+    assert result.hold == "step 1: the number of days must be a whole number"
+    assert count(rt, OutboxMessage) == 0
+
+
+def test_a_promise_resolves_kept_when_paid(rt, clock):
+    world = world_of(rt, Inv("A", "HAR", -3, "100.00"))
+    from arbridge.sync.model import Invoice
+
+    with transaction(rt.sessions) as s:
+        record_hold(s, rt, s.get(Invoice, world.invoice("A").id), "promise", promised_on=START)
+    world.pay("A")
+    world.sync()
+    run_reminders(rt, world.company)
+    with rt.sessions() as s:
+        hold = s.scalars(select(InvoiceHold)).one()
+    assert hold.resolution == "kept"
