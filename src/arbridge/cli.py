@@ -58,6 +58,7 @@ def _setup_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not a line per tick
 
 
 @click.group(cls=Group)
@@ -449,6 +450,45 @@ def companies_sign_in_link(slug: str) -> None:
             session, rt.clock, owner(session, company), rt.settings.login_link_minutes
         )
     click.echo(f"{rt.settings.base_url}/sign-in/{token}")
+
+
+@main.group(cls=Group)
+def connect() -> None:
+    """Attach a ledger grant you already hold (self-hosted installs)."""
+
+
+@connect.command("quickbooks")
+@click.option("--company", "slug", required=True, help="The company's slug.")
+@click.option("--realm-id", required=True, help="The QuickBooks company id (realmId).")
+@click.option(
+    "--refresh-token",
+    required=True,
+    help="A refresh token for that realm, e.g. from Intuit's OAuth 2.0 Playground.",
+)
+def connect_quickbooks(slug: str, realm_id: str, refresh_token: str) -> None:
+    """Connect a company to QuickBooks Online with an existing refresh token.
+
+    The token is exchanged at once (Intuit rotates it; the new one is stored
+    encrypted), so the one you pasted stops working. Needs ARBRIDGE_QBO_CLIENT_ID
+    and ARBRIDGE_QBO_CLIENT_SECRET of the app that issued it.
+    """
+    from arbridge.connectors.quickbooks import IntuitOAuth
+    from arbridge.sync.db import transaction
+    from arbridge.sync.quickbooks_store import attach, quickbooks_config
+    from arbridge.sync.store import get_company
+
+    if not realm_id.isdigit():
+        raise ArbridgeError(f"{realm_id!r} is not a QuickBooks realm id (digits only)")
+    rt = _runtime()
+    oauth = IntuitOAuth(quickbooks_config(rt.settings), rt.clock)
+    grant = oauth.refresh(refresh_token.strip())
+    with transaction(rt.sessions) as session:
+        company = get_company(session, slug)
+        attach(session, rt.keyring, rt.clock, company, realm_id, grant)
+    click.echo(
+        f"Connected {slug} to QuickBooks company {realm_id}. "
+        f"Run `arbridge sync --company {slug}` for the first sync."
+    )
 
 
 @main.command("rotate-keys")

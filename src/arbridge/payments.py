@@ -669,6 +669,8 @@ def record(rt: Runtime, s: Session, seen: Observed) -> None:
     company = s.get(Company, row.company_id)
     assert company is not None
     invoices = _invoices(s, row, seen)
+    if row.customer_id is None and invoices:
+        row.customer_id = invoices[0].customer_id
     if new == "pending":
         _plan(row, invoices)
         for inv in invoices:

@@ -90,6 +90,7 @@ def test_card_payment_marks_the_invoice_paid_and_posts_to_the_ledger_once(
     assert inv.status == "paid" and inv.balance_minor == 0 and not inv.payment_pending
     [row] = collected(rt)
     assert row.status == "succeeded" and row.amount_minor == usd_invoice.balance_minor
+    assert row.customer_id == usd_invoice.customer_id and row.method == "card"
     [posted] = ledger_payments(rt, demo_company)
     assert Decimal(posted["amount"]) == usd_invoice.balance.amount
     assert ledger_invoice(rt, demo_company, usd_invoice.source_id)["status"] == "PAID"
