@@ -474,7 +474,7 @@ def _meta_ints(meta: Mapping[str, Any], key: str) -> tuple[int, ...]:
     return tuple(int(x) for x in raw.split(",") if x.strip().isdigit())
 
 
-def _from_session(obj: Mapping[str, Any], status: str) -> Observed | None:
+def _from_session(obj: Mapping[str, Any], status: str, method: str | None) -> Observed | None:
     meta = obj.get("metadata") or {}
     pi = obj.get("payment_intent")
     pi = pi.get("id") if isinstance(pi, dict) else pi
@@ -488,21 +488,24 @@ def _from_session(obj: Mapping[str, Any], status: str) -> Observed | None:
         invoice_ids=_meta_ints(meta, "arbridge_invoices"),
         amount=from_stripe_amount(obj["amount_total"], obj["currency"].upper()),
         discount_minor=int(meta.get("arbridge_discount") or 0),
-        method="us_bank_account"
-        if status == "pending"
-        else (methods[0] if len(methods) == 1 else None),
+        method=method or (methods[0] if len(methods) == 1 else None),
         session_id=obj.get("id"),
     )
 
 
 def observe(event_type: str, obj: Mapping[str, Any]) -> Observed | None:
     """Turn one Stripe event's object into what it says about our payment (None: not ours)."""
+    # Checkout names the methods offered, not the one used: a session paid on completion was
+    # paid by card; one that completes unpaid (and settles by async_payment_*) is a bank debit.
     if event_type == "checkout.session.completed":
-        return _from_session(obj, "succeeded" if obj.get("payment_status") == "paid" else "pending")
+        paid = obj.get("payment_status") == "paid"
+        return _from_session(
+            obj, "succeeded" if paid else "pending", "card" if paid else "us_bank_account"
+        )
     if event_type == "checkout.session.async_payment_succeeded":
-        return _from_session(obj, "succeeded")
+        return _from_session(obj, "succeeded", "us_bank_account")
     if event_type == "checkout.session.async_payment_failed":
-        return _from_session(obj, "failed")
+        return _from_session(obj, "failed", "us_bank_account")
     if event_type in ("payment_intent.processing", "payment_intent.payment_failed"):
         meta = obj.get("metadata") or {}
         if "arbridge_company" not in meta:
@@ -582,9 +585,11 @@ def handle_checkout_return(rt: Runtime, token: str, session_id: str) -> None:
         assert row is not None
         row.status = checkout.status
         if checkout.status == "complete":
+            paid = checkout.payment_status == "paid"
             seen = _from_session(
                 _session_as_stripe(checkout),
-                "succeeded" if checkout.payment_status == "paid" else "pending",
+                "succeeded" if paid else "pending",
+                "card" if paid else "us_bank_account",
             )
             if seen is not None:
                 record(rt, s, seen)
