@@ -208,3 +208,55 @@ def test_revoking_an_invoices_links_makes_them_404(owner_client, client, rt, dem
         f"/c/demo/invoices/{inv.id}/revoke-links", data={"csrf_token": csrf_token(page.data)}
     )
     assert client.get(link).status_code == 404
+
+
+@responses.activate
+def test_connect_onboarding_creates_the_account_once_and_finishes_on_return(
+    owner_client, rt, settings, demo_company
+):
+    rt.settings = settings.with_(
+        stripe_api_base=API, stripe_connect=True, stripe_secret_key="sk_test_platform"
+    )
+    account = json.loads(Path("tests/fixtures/stripe/account.json").read_text())
+    link = {
+        "object": "account_link",
+        "created": 1764000000,
+        "expires_at": 1764000300,
+        "url": "https://connect.stripe.com/setup/s/acct_1Nv0FGQ9RKHgCVdK/abc",
+    }
+    responses.post(
+        f"{API}/v1/accounts",
+        json={**account, "id": "acct_1Nv0FGQ9RKHgCVdK", "charges_enabled": False},
+    )
+    responses.post(f"{API}/v1/account_links", json=link)
+    page = settings_page(owner_client)
+    assert "Not connected" in parse(page.data).by_id("stripe-status").text
+    started = owner_client.post(
+        "/c/demo/stripe/connect", data={"csrf_token": csrf_token(page.data)}
+    )
+    assert started.status_code == 303 and started.headers["Location"] == link["url"]
+    sent = dict(pair.split("=", 1) for pair in responses.calls[0].request.body.split("&"))
+    assert sent["type"] == "standard" and sent["country"] == "US"
+    assert responses.calls[0].request.headers["Idempotency-Key"] == f"connect:{demo_company.id}"
+    assert "acct_1Nv0FGQ9RKHgCVdK" in responses.calls[1].request.body
+    # A second press reuses the account: only a new link is made.
+    owner_client.post("/c/demo/stripe/connect", data={"csrf_token": csrf_token(page.data)})
+    assert [c.request.url.rsplit("/", 1)[-1] for c in responses.calls] == [
+        "accounts",
+        "account_links",
+        "account_links",
+    ]
+    responses.get(
+        f"{API}/v1/accounts/acct_1Nv0FGQ9RKHgCVdK",
+        json={**account, "id": "acct_1Nv0FGQ9RKHgCVdK", "charges_enabled": True},
+    )
+    back = owner_client.get("/c/demo/stripe/return", follow_redirects=True)
+    assert b"customers can pay online" in back.data
+    assert responses.calls[-1].request.headers["Stripe-Account"] == "acct_1Nv0FGQ9RKHgCVdK"
+    with rt.sessions() as s:
+        conn = s.scalar(select(Connection).where(Connection.provider == "stripe"))
+    assert (
+        conn.status == "active"
+        and conn.tenant_id == "acct_1Nv0FGQ9RKHgCVdK"
+        and conn.credentials_encrypted is None
+    )
