@@ -480,11 +480,16 @@ def connect_quickbooks(slug: str, realm_id: str, refresh_token: str) -> None:
     if not realm_id.isdigit():
         raise ArbridgeError(f"{realm_id!r} is not a QuickBooks realm id (digits only)")
     rt = _runtime()
-    oauth = IntuitOAuth(quickbooks_config(rt.settings), rt.clock)
-    grant = oauth.refresh(refresh_token.strip())
-    with transaction(rt.sessions) as session:
-        company = get_company(session, slug)
-        attach(session, rt.keyring, rt.clock, company, realm_id, grant)
+    try:
+        with rt.sessions() as session:
+            get_company(session, slug)  # before the token is spent
+        oauth = IntuitOAuth(quickbooks_config(rt.settings), rt.clock)
+        grant = oauth.refresh(refresh_token.strip())
+        with transaction(rt.sessions) as session:
+            company = get_company(session, slug)
+            attach(session, rt.keyring, rt.clock, company, realm_id, grant)
+    finally:
+        rt.close()
     click.echo(
         f"Connected {slug} to QuickBooks company {realm_id}. "
         f"Run `arbridge sync --company {slug}` for the first sync."

@@ -180,11 +180,9 @@ def webhook_handlers(rt: Runtime) -> dict[tuple[str, str], EventHandler]:
     handlers: dict[tuple[str, str], EventHandler] = {
         ("stripe", kind): lambda s, e: handle_stripe_event(rt, s, e) for kind in STRIPE_EVENTS
     }
-    # QuickBooks events name a changed record: re-fetch it (issue 3).
+    # QuickBooks events name a changed record: sync it in (issue 3).
     from arbridge.webhooks.quickbooks import handle_quickbooks_entity
 
     for name in ("Customer", "Invoice", "Payment", "CreditMemo"):
-        handlers[("quickbooks", name)] = lambda s, e: handle_quickbooks_entity(
-            s, e, rt.clock, rt.connector_for
-        )
+        handlers[("quickbooks", name)] = lambda s, e: handle_quickbooks_entity(s, e, rt.clock)
     return handlers

@@ -251,8 +251,14 @@ def build_connector(
     config = quickbooks_config(settings)
     with factory() as session:
         company = session.get(Company, conn.company_id)
-        account = deposit_account(company) if company else None
+        prefs = ((company.settings or {}).get("quickbooks") or {}) if company else {}
     tokens = ConnectionTokens(factory, keyring, clock, conn.id, IntuitOAuth(config, clock))
     return QuickBooksConnector(
-        config, conn.tenant_id, tokens, clock, deposit_account_id=account, **options
+        config,
+        conn.tenant_id,
+        tokens,
+        clock,
+        deposit_account_id=prefs.get("deposit_account_id"),
+        discount_item_id=str(prefs.get("discount_item_id") or "1"),
+        **options,
     )

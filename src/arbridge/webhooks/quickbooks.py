@@ -4,7 +4,7 @@ Intuit signs the raw body: base64(HMAC-SHA256(body, verifier token)). Two payloa
 (Intuit "Webhooks", 2026): the classic {"eventNotifications": [{"realmId", "dataChangeEvent":
 {"entities": [{"name", "id", "operation", "lastUpdated"}]}}]} and the CloudEvents array
 [{"specversion": "1.0", "id", "type": "qbo.invoice.updated.v1", "time", "intuitentityid",
-"intuitaccountid": realmId}]. Both only say what changed, so the worker fetches the record itself.
+"intuitaccountid": realmId}]. Both only say what changed, so the worker fetches it itself (an incremental sync made due now).
 Intuit wants a 200 within 3 seconds and retries for days: store, answer, process later.
 """
 
@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock
 from arbridge.connectors.base import Entity, Page, SourceRecord
-from arbridge.connectors.quickbooks import ENTITY_BY_NAME, QuickBooksConnector
+from arbridge.connectors.quickbooks import ENTITY_BY_NAME
 from arbridge.errors import ArbridgeError
 from arbridge.sync.mappers.common import parse_instant
-from arbridge.sync.model import Connection, Customer, WebhookEvent
+from arbridge.sync.model import CompanyJob, Connection, WebhookEvent
 from arbridge.sync.runner import SyncResult, _apply_page
 from arbridge.webhooks.inbox import InboxEvent, Stored, store
 from arbridge.webhooks.verify import verify_base64_hmac_sha256
@@ -134,13 +133,15 @@ def _apply(
     _apply_page(session, conn, Page(entity, [record], None), clock, SyncResult())
 
 
-def handle_quickbooks_entity(
-    session: Session,
-    event: WebhookEvent,
-    clock: Clock,
-    connector_for: Callable[[Connection], Any],
-) -> None:
-    """Re-fetch the record the event names and upsert it, as a one-record sync page would."""
+def handle_quickbooks_entity(session: Session, event: WebhookEvent, clock: Clock) -> None:
+    """Bring the named change in: a deletion is applied at once; anything else makes the
+    company's incremental sync due now, which re-fetches it (with whatever else changed) by CDC.
+
+    Why not GET the record here: this runs inside the event's transaction, and on SQLite that
+    transaction holds the database's only write lock, so a token refresh (which must commit on
+    its own before the new token is used) would wait on us forever. A burst of notifications
+    also costs one CDC call per entity instead of one GET per record.
+    """
     conn = session.scalar(
         select(Connection).where(
             Connection.provider == "quickbooks", Connection.tenant_id == event.tenant_id
@@ -150,22 +151,16 @@ def handle_quickbooks_entity(
         log.info("QuickBooks event %s for an inactive or unknown realm: skipped", event.event_id)
         return
     entity = ENTITY_BY_NAME[event.event_type]
-    source_id = str(event.payload["id"])
     if event.payload.get("operation") in DELETE_OPERATIONS:
+        source_id = str(event.payload["id"])
         record = SourceRecord(entity, source_id, True, {"Id": source_id, "status": "Deleted"})
         _apply(session, conn, entity, record, clock)
-        return
-    qbo: QuickBooksConnector = connector_for(conn)
-    record = qbo.fetch(entity, source_id)
-    customer_ref = (record.raw.get("CustomerRef") or {}).get("value")
-    if entity != "customers" and customer_ref and not record.deleted:
-        known = session.scalar(
-            select(Customer.id).where(
-                Customer.company_id == conn.company_id,
-                Customer.source == "quickbooks",
-                Customer.source_id == str(customer_ref),
-            )
+    session.execute(
+        update(CompanyJob)
+        .where(
+            CompanyJob.company_id == conn.company_id,
+            CompanyJob.job == "sync",
+            CompanyJob.next_run_at > clock.now(),
         )
-        if known is None:  # a new customer's invoice can arrive before the customer's event
-            _apply(session, conn, "customers", qbo.fetch("customers", str(customer_ref)), clock)
-    _apply(session, conn, entity, record, clock)
+        .values(next_run_at=clock.now())
+    )

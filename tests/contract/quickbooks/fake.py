@@ -433,6 +433,10 @@ class FakeQuickBooks:
                 result = self._query(params["query"])
             elif path == "cdc":
                 result = self._cdc(params["entities"].split(","), params["changedSince"])
+            elif path == "creditmemo" and request.method == "POST":
+                result = self._credit_memo_write(
+                    params, json.loads(request.body, parse_float=Decimal)
+                )
             elif path == "payment" and request.method == "POST":
                 result = self._payment_write(params, json.loads(request.body, parse_float=Decimal))
             elif path == f"companyinfo/{self.realm_id}":
@@ -543,6 +547,24 @@ class FakeQuickBooks:
             )
         return 200, {"CDCResponse": [{"QueryResponse": blocks}]}
 
+    def _credit_memo_write(self, params: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
+        key = f"creditmemo:{params.get('requestid')}"
+        if params.get("requestid") and key in self.requestids:
+            return 200, {"CreditMemo": self.records["CreditMemo"][self.requestids[key]]}
+        if body.get("CustomerRef", {}).get("value") not in self.records["Customer"]:
+            return 400, _fault("2500", "Invalid Reference Id", "customer")
+        for line in body["Line"]:
+            if line["SalesItemLineDetail"]["ItemRef"]["value"] != "1":
+                return 400, _fault("2500", "Invalid Reference Id", "item")
+        total = sum((line["Amount"] for line in body["Line"]), Decimal(0))
+        cid = self.new_id()
+        raw = {**body, "Id": cid, "domain": "QBO", "DocNumber": f"CM{cid}", "TotalAmt": total}
+        raw.update(RemainingCredit=total, Balance=total)
+        self._stamp("CreditMemo", raw)
+        if params.get("requestid"):
+            self.requestids[key] = cid
+        return 200, {"CreditMemo": raw}
+
     def _payment_write(self, params: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
         request_id = params.get("requestid")
         key = f"{params.get('operation', 'create')}:{request_id}"
@@ -572,19 +594,26 @@ class FakeQuickBooks:
             return 400, _fault("2500", "Invalid Reference Id", f"customer {customer}")
         total = Decimal(body["TotalAmt"])
         applied = Decimal(0)
+        fields = {"Invoice": "Balance", "CreditMemo": "RemainingCredit"}
         for line in body.get("Line", []):
             for linked in line["LinkedTxn"]:
-                inv = self.records["Invoice"].get(linked["TxnId"])
-                if inv is None or inv.get("status") == "Deleted":
+                kind = linked["TxnType"]
+                target = self.records.get(kind, {}).get(linked["TxnId"])
+                if target is None or target.get("status") == "Deleted":
                     return 400, _fault("2500", "Invalid Reference Id", linked["TxnId"])
-                if line["Amount"] > inv["Balance"]:
-                    return 400, _fault("6000", "A business validation error", "overpaid")
-            applied += line["Amount"]
+                if line["Amount"] > target[fields[kind]]:
+                    return 400, _fault("6000", "A business validation error", "overapplied")
+                applied += line["Amount"] if kind == "Invoice" else -line["Amount"]
+        if applied > total:
+            return 400, _fault("6000", "A business validation error", "lines exceed the total")
         for line in body.get("Line", []):
             for linked in line["LinkedTxn"]:
-                inv = self.records["Invoice"][linked["TxnId"]]
-                inv["Balance"] -= line["Amount"]
-                self._stamp("Invoice", inv)
+                kind = linked["TxnType"]
+                target = self.records[kind][linked["TxnId"]]
+                target[fields[kind]] -= line["Amount"]
+                if kind == "CreditMemo":
+                    target["Balance"] = target["RemainingCredit"]
+                self._stamp(kind, target)
         pid = self.new_id()
         raw = {
             **body,

@@ -12,13 +12,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from arbridge.errors import SignatureInvalid
-from arbridge.sync.model import Invoice, WebhookDelivery, WebhookEvent
+from arbridge.sync.db import transaction
+from arbridge.sync.model import CompanyJob, Invoice, WebhookDelivery, WebhookEvent
 from arbridge.webhooks.quickbooks import MalformedWebhook, parse
 from arbridge.webhooks.verify import verify_base64_hmac_sha256
-from arbridge.worker import drain
+from arbridge.worker import claim_and_run, drain
 from tests.contract.quickbooks.conftest import TODAY, VERIFIER, seed_ledger, sync
 from tests.contract.quickbooks.test_sync import assert_same_books
 
@@ -104,6 +105,15 @@ def cloudevent(realm: str, entity: str, record_id: str, operation: str, event_id
     ).encode()
 
 
+def push_sync_job_back(rt, minutes: int = 15) -> None:
+    with transaction(rt.sessions) as s:
+        s.execute(
+            update(CompanyJob)
+            .where(CompanyJob.job == "sync")
+            .values(next_run_at=rt.clock.now() + timedelta(minutes=minutes))
+        )
+
+
 def post(client, body: bytes, signature: str | None = None):
     return client.post(
         "/webhooks/quickbooks",
@@ -139,6 +149,7 @@ def test_webhook_changes_reach_the_books_once(rt, client, fake, connected):
         ("Invoice", gone, "Delete"),
         ("Invoice", new_invoice, "Create"),  # before its customer's own event
     )
+    push_sync_job_back(rt)  # not due: only the webhook can make it run now
     first = post(client, body)
     assert first.status_code == 200 and first.get_json() == {"stored": 3, "duplicates": 0}
     again = post(client, body)  # Intuit retries: stored once
@@ -146,11 +157,15 @@ def test_webhook_changes_reach_the_books_once(rt, client, fake, connected):
     ce = cloudevent(fake.realm_id, "Customer", new_customer, "created", "evt-1")
     assert post(client, ce).get_json() == {"stored": 1, "duplicates": 0}
     assert post(client, ce).get_json() == {"stored": 0, "duplicates": 1}
-    fetches = fake.calls["invoice"]
     events, _sent = drain(rt)
     assert events == 4
-    assert fake.calls["invoice"] - fetches == 2  # the deletion needs no fetch
     assert count(rt, WebhookEvent, WebhookEvent.status != "processed") == 0
+    with rt.sessions() as s:  # the deletion is in at once
+        assert s.scalar(select(Invoice.status).where(Invoice.source_id == gone)) == "deleted"
+    cdc = fake.calls["cdc"]
+    assert claim_and_run(rt, "sync")  # the sync job was made due now, and runs once
+    assert not claim_and_run(rt, "sync")
+    assert fake.calls["cdc"] - cdc == 4  # one CDC call per entity, whatever the event count
     assert_same_books(rt, fake)
     with rt.sessions() as s:
         by_id = {i.source_id: i for i in s.scalars(select(Invoice))}

@@ -245,3 +245,31 @@ def test_the_limiter_keeps_to_500_a_minute_and_10_in_flight():
     for t in threads:
         t.join()
     assert peak[0] <= 10
+
+
+def test_an_early_payment_discount_is_a_credit_memo_applied_once(rt, fake, connected):
+    from arbridge.connectors.base import DiscountWriteBack
+
+    ids = seed_ledger(fake)
+    invoice = ids["invoices"][2]
+    before = fake.records["Invoice"][invoice]["Balance"]
+    sleeps: list[float] = []
+    qbo = connector(rt, connected.conn, sleep=sleeps.append)
+    discount = DiscountWriteBack(
+        idempotency_key="discount:inv:2",
+        customer_source_id=ids["customers"][2],
+        currency="USD",
+        issued_on=TODAY,
+        reference=STRIPE_ID,
+        lines=[PaymentLine(invoice, Decimal("4.50"))],
+    )
+    fake.drop_after_write()  # the credit memo's answer is lost: retried with its requestid
+    memo = qbo.post_discount(discount)
+    assert qbo.post_discount(discount) == memo
+    memos = [m for m in fake.live("CreditMemo") if STRIPE_ID in m.get("PrivateNote", "")]
+    assert [m["Id"] for m in memos] == [memo]
+    assert memos[0]["RemainingCredit"] == 0
+    assert fake.records["Invoice"][invoice]["Balance"] == before - Decimal("4.50")
+    rt.clock.advance(timedelta(minutes=1))
+    sync(rt, connected.conn)
+    assert_same_books(rt, fake)

@@ -28,7 +28,13 @@ from typing import Any, Protocol
 
 import requests
 
-from arbridge.connectors.base import Entity, Page, PaymentWriteBack, SourceRecord
+from arbridge.connectors.base import (
+    DiscountWriteBack,
+    Entity,
+    Page,
+    PaymentWriteBack,
+    SourceRecord,
+)
 from arbridge.connectors.quickbooks.oauth import QuickBooksConfig
 from arbridge.errors import (
     AuthExpired,
@@ -188,6 +194,7 @@ class QuickBooksConnector:
         clock: Any,
         *,
         deposit_account_id: str | None = None,
+        discount_item_id: str = "1",
         sleep: Callable[[float], None] = time.sleep,
         limiter: RealmLimiter | None = None,
         http: requests.Session | None = None,
@@ -198,6 +205,9 @@ class QuickBooksConnector:
         self.tokens = tokens
         self.clock = clock
         self.deposit_account_id = deposit_account_id
+        # The product/service a discount credit memo names (QuickBooks requires one on each line);
+        # "1" is the "Services" item QuickBooks creates in every company.
+        self.discount_item_id = discount_item_id
         self.sleep = sleep
         self.limiter = limiter or limiter_for(realm_id)
         self.http = http or requests.Session()
@@ -381,18 +391,6 @@ class QuickBooksConnector:
             )
         yield from self._full(entity)
 
-    def fetch(self, entity: Entity, source_id: str) -> SourceRecord:
-        """One record as it is now; a record QuickBooks no longer has comes back deleted."""
-        name = ENTITY_NAMES[entity]
-        try:
-            data = self._request("GET", f"{name.lower()}/{source_id}")
-        except NotFound:
-            return SourceRecord(entity, source_id, True, {"Id": source_id, "status": "Deleted"})
-        raw = data.get(name)
-        if not isinstance(raw, dict):
-            raise Rejected(f"QuickBooks answered GET {name} {source_id} without the record")
-        return SourceRecord(entity, str(raw.get("Id", source_id)), False, raw)
-
     def deposit_accounts(self) -> list[tuple[str, str]]:
         """(id, name) of accounts a payment may be deposited to: bank and Undeposited Funds."""
         data = self.query(
@@ -451,6 +449,56 @@ class QuickBooksConnector:
         if not created.get("Id"):
             raise Rejected("QuickBooks accepted the payment but returned no Payment id")
         return str(created["Id"])
+
+    def post_discount(self, discount: DiscountWriteBack) -> str:
+        """An early-payment discount: a CreditMemo, applied to the invoices by a zero Payment
+        that links both (which is how QuickBooks itself records a credit applied). Each write
+        has a requestid of its own derived from our key, so a retry repeats neither."""
+        total = sum((line.amount for line in discount.lines), Decimal(0))
+        common = {
+            "CustomerRef": {"value": discount.customer_source_id},
+            "TxnDate": discount.issued_on.isoformat(),
+            "CurrencyRef": {"value": discount.currency},
+        }
+        memo = (
+            self._request(
+                "POST",
+                "creditmemo",
+                {"requestid": request_id(f"{discount.idempotency_key}:memo")},
+                {
+                    **common,
+                    "PrivateNote": f"Early-payment discount (arbridge): {discount.reference}",
+                    "Line": [
+                        {
+                            "Amount": total,
+                            "Description": "Early-payment discount",
+                            "DetailType": "SalesItemLineDetail",
+                            "SalesItemLineDetail": {"ItemRef": {"value": self.discount_item_id}},
+                        }
+                    ],
+                },
+            ).get("CreditMemo")
+            or {}
+        )
+        if not memo.get("Id"):
+            raise Rejected("QuickBooks accepted the credit memo but returned no id")
+        lines: list[dict[str, Any]] = [
+            {
+                "Amount": line.amount,
+                "LinkedTxn": [{"TxnId": line.invoice_source_id, "TxnType": "Invoice"}],
+            }
+            for line in discount.lines
+        ]
+        lines.append(
+            {"Amount": total, "LinkedTxn": [{"TxnId": memo["Id"], "TxnType": "CreditMemo"}]}
+        )
+        self._request(
+            "POST",
+            "payment",
+            {"requestid": request_id(f"{discount.idempotency_key}:apply")},
+            {**common, "TotalAmt": Decimal(0), "Line": lines},
+        )
+        return str(memo["Id"])
 
     def reverse_payment(self, payment_id: str, idempotency_key: str) -> None:
         """Void a Payment (a refund or an ACH return): its invoices reopen. Safe to repeat.
