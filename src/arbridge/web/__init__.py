@@ -52,6 +52,9 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     app.register_blueprint(owner.bp)
     app.register_blueprint(pay.bp)
     app.register_blueprint(owner_payments.bp)
+    from arbridge.web import reminders  # issue 5
+
+    app.register_blueprint(reminders.bp)
     from arbridge.web import quickbooks
 
     app.register_blueprint(quickbooks.bp)

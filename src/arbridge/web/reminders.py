@@ -1,0 +1,572 @@
+"""Reminders on the web: the owner's sequence, preview, mailbox and call list; the customer's
+unsubscribe link and replies (a question or dispute, a promise to pay) on the pay page."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from datetime import date, timedelta
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import func, select
+
+from arbridge import remind
+from arbridge.collections.reminders import (
+    CHANNELS,
+    ESCALATIONS,
+    WEEKDAYS,
+    SequenceError,
+    parse_sequence,
+    reminder_policy,
+)
+from arbridge.collections.templates import (
+    CALL_GUIDE,
+    DEFAULT_TEMPLATES,
+    MERGE_FIELDS,
+    EmailTemplate,
+    TemplateProblem,
+    template_for,
+)
+from arbridge.errors import NotFound
+from arbridge.sync.model import (
+    CallTask,
+    Company,
+    Contact,
+    Customer,
+    CustomerReminderSettings,
+    Invoice,
+    InvoiceHold,
+    MailMessage,
+    ReminderSend,
+)
+from arbridge.sync.outbox import enqueue
+from arbridge.sync.store import company_today, find_pay_token, log_activity, owner
+from arbridge.web import csrf
+from arbridge.web.common import company_required, db, runtime
+
+bp = Blueprint("reminders", __name__)
+log = logging.getLogger(__name__)
+MAX_MESSAGE = 2000
+
+
+# ---------------------------------------------------------------------------------------------
+# The customer's side: unsubscribe (GET confirms, POST acts: mail scanners prefetch links).
+
+
+def _contact_for(token: str) -> Contact:
+    contact_id = remind.contact_for_unsubscribe(runtime().settings.secret_key or "", token)
+    contact = db().get(Contact, contact_id) if contact_id is not None else None
+    if contact is None:
+        log.info("refused an unsubscribe link (unknown or tampered)")
+        abort(404)
+    return contact
+
+
+@bp.get("/u/<token>")
+def unsubscribe_page(token: str) -> Any:
+    contact = _contact_for(token)
+    company = db().get(Company, contact.company_id)
+    return render_template(
+        "unsubscribe.html", contact=contact, company=company, token=token, done=False
+    )
+
+
+@bp.post("/u/<token>")
+@csrf.exempt  # RFC 8058 one-click: the mail client POSTs without our form; the token is the key
+def unsubscribe(token: str) -> Any:
+    contact = _contact_for(token)
+    rt, s = runtime(), db()
+    remind.unsubscribe(s, rt, contact.id)
+    s.commit()
+    company = s.get(Company, contact.company_id)
+    return render_template(
+        "unsubscribe.html", contact=contact, company=company, token=token, done=True
+    )
+
+
+@bp.app_template_global()
+def live_holds(invoice_id: int) -> list[InvoiceHold]:
+    return list(
+        db().scalars(
+            select(InvoiceHold)
+            .where(InvoiceHold.invoice_id == invoice_id, InvoiceHold.resolved_at.is_(None))
+            .order_by(InvoiceHold.id)
+        )
+    )
+
+
+@bp.post("/pay/<token>/respond")
+def respond(token: str) -> Any:
+    """The customer's reply on the pay page: a question or dispute, or a promise to pay."""
+    rt, s = runtime(), db()
+    try:
+        link = find_pay_token(s, token)
+    except NotFound:
+        abort(404)
+    inv = s.get(Invoice, link.invoice_id) if link.invoice_id else None
+    if inv is None or inv.company_id != link.company_id:
+        abort(404)
+    back = redirect(url_for("pay.pay_page", token=token) + "#respond")
+    if inv.status != "open" or inv.balance_minor <= 0:
+        flash("This invoice is no longer open: there is nothing to reply to.", "error")
+        return back
+    kind = request.form.get("kind")
+    message = (request.form.get("message") or "").strip()
+    company = s.get(Company, inv.company_id)
+    assert company is not None
+    today = company_today(company, rt.clock)
+    if len(message) > MAX_MESSAGE:
+        flash(f"Please keep the message under {MAX_MESSAGE} characters.", "error")
+        return back
+    if kind == "dispute":
+        if not message:
+            flash("Please tell us what your question or concern is.", "error")
+            return back
+        remind.record_hold(s, rt, inv, "dispute", message=message)
+        s.commit()
+        flash("Thank you. We have your message and will reply soon; reminders are paused.", "ok")
+        return back
+    if kind == "promise":
+        try:
+            promised = date.fromisoformat(request.form.get("promised_on") or "")
+        except ValueError:
+            flash("Please choose the date you will pay.", "error")
+            return back
+        if not today <= promised <= today + timedelta(days=60):
+            flash("Please choose a date between today and 60 days from now.", "error")
+            return back
+        remind.record_hold(s, rt, inv, "promise", message=message or None, promised_on=promised)
+        s.commit()
+        flash(f"Thank you. We have noted that you will pay by {promised.isoformat()}.", "ok")
+        return back
+    abort(400)
+
+
+# ---------------------------------------------------------------------------------------------
+# The owner's side.
+
+
+def _company_invoice(company: Company, invoice_id: int | None) -> Invoice:
+    inv = db().get(Invoice, invoice_id) if invoice_id else None
+    if inv is None or inv.company_id != company.id:
+        abort(404)
+    return inv
+
+
+def _company_customer(company: Company, customer_id: int) -> Customer:
+    cust = db().get(Customer, customer_id)
+    if cust is None or cust.company_id != company.id:
+        abort(404)
+    return cust
+
+
+def _stored(company: Company) -> dict[str, Any]:
+    return dict((company.settings or {}).get("reminders") or {})
+
+
+def _save(company: Company, reminders: dict[str, Any], what: str) -> None:
+    rt, s = runtime(), db()
+    settings = dict(company.settings or {})
+    settings["reminders"] = reminders
+    company.settings = settings
+    log_activity(s, rt.clock, company.id, "settings.changed", f"Reminder settings changed: {what}")
+    s.commit()
+
+
+def _sample_invoice(company: Company, invoice_id: int | None) -> Invoice | None:
+    s = db()
+    if invoice_id:
+        return _company_invoice(company, invoice_id)
+    return s.scalar(
+        select(Invoice)
+        .where(
+            Invoice.company_id == company.id,
+            Invoice.status == "open",
+            Invoice.balance_minor > 0,
+        )
+        .order_by(Invoice.due_on, Invoice.id)
+        .limit(1)
+    )
+
+
+def _render_email(company: Company, inv: Invoice, template_name: str, tpl: EmailTemplate | None):
+    rt, s = runtime(), db()
+    customer = s.get(Customer, inv.customer_id)
+    assert customer is not None
+    contact = s.scalar(
+        select(Contact)
+        .where(Contact.customer_id == customer.id)
+        .order_by(Contact.is_primary.desc(), Contact.id)
+    )
+    return remind.render_reminder(
+        rt,
+        company,
+        customer,
+        contact,
+        [(inv, "PREVIEW-LINK")],
+        template_name,
+        company_today(company, rt.clock),
+        template=tpl,
+    )
+
+
+@bp.get("/c/<slug>/reminders")
+@company_required
+def page(company: Company) -> Any:
+    rt = runtime()
+    as_of_raw = request.args.get("as_of")
+    as_of = None
+    if as_of_raw:
+        try:
+            as_of = date.fromisoformat(as_of_raw)
+        except ValueError:
+            flash("That is not a date; showing today.", "error")
+    prev = remind.preview(rt, company, as_of)
+    try:
+        policy = reminder_policy(company.settings)
+        error = None
+    except SequenceError as e:
+        policy, error = reminder_policy({}), str(e)
+    names = sorted(set(DEFAULT_TEMPLATES) | set(_stored(company).get("templates") or {}))
+    chosen = request.args.get("template") or "overdue"
+    inv = _sample_invoice(company, request.args.get("invoice_id", type=int))
+    rendered, render_error = None, None
+    if inv is not None:
+        try:
+            rendered = _render_email(company, inv, chosen, None)
+        except TemplateProblem as e:
+            render_error = str(e)
+    return render_template(
+        "reminders.html",
+        company=company,
+        prev=prev,
+        lines=remind.preview_lines(prev),
+        policy=policy,
+        settings_error=error,
+        sequence=policy.sequence(None),
+        channels=CHANNELS,
+        escalations=ESCALATIONS,
+        weekdays=WEEKDAYS,
+        template_names=names,
+        chosen=chosen,
+        template=template_for(chosen, _stored(company).get("templates")),
+        sample=inv,
+        rendered=rendered,
+        render_error=render_error,
+        merge_fields=MERGE_FIELDS,
+    )
+
+
+@bp.post("/c/<slug>/reminders/sequence")
+@company_required
+def save_sequence(company: Company) -> Any:
+    f = request.form
+    rows = [
+        {
+            "offset_days": off,
+            "channel": ch,
+            "template": tpl,
+            "min_balance": mb,
+            "escalation": esc,
+        }
+        for off, ch, tpl, mb, esc in zip(
+            f.getlist("offset_days"),
+            f.getlist("channel"),
+            f.getlist("template"),
+            f.getlist("min_balance"),
+            f.getlist("escalation"),
+            strict=False,
+        )
+        if off.strip()
+    ]
+    stored = _stored(company)
+    try:
+        seq = parse_sequence("default", rows)
+        candidate = {
+            **stored,
+            "sequences": {
+                **(stored.get("sequences") or {}),
+                "default": [s.to_dict() for s in seq.steps],
+            },
+            "quiet_start": int(f.get("quiet_start", 8)),
+            "quiet_end": int(f.get("quiet_end", 18)),
+            "weekdays": [d for d in WEEKDAYS if d in f.getlist("weekdays")],
+            "max_sync_age_minutes": int(f.get("max_sync_age_minutes", 60)),
+            "signature": (f.get("signature") or "")[:1000],
+        }
+        reminder_policy({"reminders": candidate})
+    except (SequenceError, ValueError) as e:
+        log.info("reminder sequence refused: %s", e)
+        flash(f"Not saved: {e}", "error")
+        return redirect(url_for("reminders.page", slug=company.slug) + "#sequence")
+    _save(company, candidate, "sequence")
+    flash("Reminder sequence saved.", "ok")
+    return redirect(url_for("reminders.page", slug=company.slug) + "#sequence")
+
+
+@bp.post("/c/<slug>/reminders/template")
+@company_required
+def save_template(company: Company) -> Any:
+    name = (request.form.get("name") or "").strip()
+    subject = (request.form.get("subject") or "").strip()
+    text = request.form.get("text") or ""
+    html = request.form.get("html") or ""
+    target = url_for("reminders.page", slug=company.slug, template=name) + "#templates"
+    if not name or len(name) > 40 or not subject or not text.strip():
+        flash("A template needs a name, a subject and a text.", "error")
+        return redirect(target)
+    tpl = EmailTemplate(subject, text, html or None)
+    inv = _sample_invoice(company, None)
+    try:
+        if inv is not None:
+            _render_email(company, inv, name, tpl)
+    except TemplateProblem as e:
+        flash(f"Not saved: {e}", "error")
+        return redirect(target)
+    stored = _stored(company)
+    templates = dict(stored.get("templates") or {})
+    if request.form.get("reset"):
+        templates.pop(name, None)
+    else:
+        templates[name] = {"subject": subject, "text": text, "html": html}
+    _save(company, {**stored, "templates": templates}, f"template {name}")
+    flash(f"Template {name} saved.", "ok")
+    return redirect(target)
+
+
+@bp.post("/c/<slug>/reminders/test-send")
+@company_required
+def test_send(company: Company) -> Any:
+    rt, s = runtime(), db()
+    inv = _sample_invoice(company, request.form.get("invoice_id", type=int))
+    name = request.form.get("template") or "overdue"
+    if inv is None:
+        flash("There is no open invoice to show in a test email.", "error")
+        return redirect(url_for("reminders.page", slug=company.slug))
+    try:
+        rendered = _render_email(company, inv, name, None)
+    except TemplateProblem as e:
+        flash(str(e), "error")
+        return redirect(url_for("reminders.page", slug=company.slug))
+    user = owner(s, company)
+    enqueue(
+        s,
+        rt.clock,
+        company_id=company.id,
+        kind="email",
+        key=f"test:{company.id}:{secrets.token_hex(8)}",
+        payload={
+            "mail": "test",
+            "to": user.email,
+            "subject": f"[Test] {rendered.subject}",
+            "text": rendered.text,
+            "html": rendered.html,
+        },
+    )
+    log_activity(s, rt.clock, company.id, "reminders.test", f"Test email ({name}) to {user.email}")
+    s.commit()
+    flash(f"Test email queued to {user.email}.", "ok")
+    return redirect(url_for("reminders.page", slug=company.slug, template=name))
+
+
+@bp.get("/c/<slug>/reminders/email.html")
+@company_required
+def email_html(company: Company) -> Any:
+    inv = _sample_invoice(company, request.args.get("invoice_id", type=int))
+    if inv is None:
+        abort(404)
+    try:
+        rendered = _render_email(company, inv, request.args.get("template") or "overdue", None)
+    except TemplateProblem as e:
+        return Response(str(e), mimetype="text/plain", status=400)
+    response = Response(rendered.html, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    return response
+
+
+@bp.post("/c/<slug>/invoices/<int:invoice_id>/pause")
+@company_required
+def pause(company: Company, invoice_id: int) -> Any:
+    rt, s = runtime(), db()
+    inv = _company_invoice(company, invoice_id)
+    inv.paused = not inv.paused
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "reminders.paused" if inv.paused else "reminders.resumed",
+        f"Reminders {'paused' if inv.paused else 'resumed'} for invoice {inv.number}",
+        invoice_id=inv.id,
+    )
+    s.commit()
+    flash(f"Reminders {'paused' if inv.paused else 'resumed'} for {inv.number}.", "ok")
+    return redirect(request.form.get("next") or url_for("reminders.page", slug=company.slug))
+
+
+@bp.post("/c/<slug>/customers/<int:customer_id>/do-not-chase")
+@company_required
+def do_not_chase(company: Company, customer_id: int) -> Any:
+    rt, s = runtime(), db()
+    cust = _company_customer(company, customer_id)
+    cust.do_not_chase = not cust.do_not_chase
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "reminders.do_not_chase",
+        f"{cust.name}: {'do not chase' if cust.do_not_chase else 'reminders on again'}",
+        customer_id=cust.id,
+    )
+    s.commit()
+    flash(f"{cust.name}: {'do not chase' if cust.do_not_chase else 'reminders on'}.", "ok")
+    return redirect(request.form.get("next") or url_for("reminders.page", slug=company.slug))
+
+
+# Mailbox, call list, disputes, agency.
+
+
+@bp.get("/c/<slug>/mailbox")
+@company_required
+def mailbox(company: Company) -> Any:
+    mails = (
+        db()
+        .scalars(
+            select(MailMessage)
+            .where(MailMessage.company_id == company.id)
+            .order_by(MailMessage.created_at.desc(), MailMessage.id.desc())
+            .limit(200)
+        )
+        .all()
+    )
+    return render_template("mailbox.html", company=company, mails=mails)
+
+
+@bp.get("/c/<slug>/mailbox/<int:mail_id>")
+@company_required
+def mail(company: Company, mail_id: int) -> Any:
+    m = db().get(MailMessage, mail_id)
+    if m is None or m.company_id != company.id:
+        abort(404)
+    return render_template("mail_message.html", company=company, m=m)
+
+
+@bp.get("/c/<slug>/calls")
+@company_required
+def calls(company: Company) -> Any:
+    s = db()
+    tasks = s.execute(
+        select(CallTask, Customer)
+        .join(Customer, Customer.id == CallTask.customer_id)
+        .where(CallTask.company_id == company.id, CallTask.done_at.is_(None))
+        .order_by(CallTask.created_at)
+    ).all()
+    holds = s.execute(
+        select(InvoiceHold, Invoice, Customer)
+        .join(Invoice, Invoice.id == InvoiceHold.invoice_id)
+        .join(Customer, Customer.id == Invoice.customer_id)
+        .where(InvoiceHold.company_id == company.id, InvoiceHold.resolved_at.is_(None))
+        .order_by(InvoiceHold.created_at)
+    ).all()
+    referred = s.execute(
+        select(CustomerReminderSettings, Customer)
+        .join(Customer, Customer.id == CustomerReminderSettings.customer_id)
+        .where(
+            CustomerReminderSettings.company_id == company.id,
+            CustomerReminderSettings.referred_to_agency_at.is_not(None),
+        )
+    ).all()
+    return render_template(
+        "calls.html",
+        company=company,
+        tasks=tasks,
+        holds=holds,
+        referred=referred,
+        guide=CALL_GUIDE,
+    )
+
+
+@bp.post("/c/<slug>/calls/<int:task_id>/done")
+@company_required
+def call_done(company: Company, task_id: int) -> Any:
+    rt, s = runtime(), db()
+    task = s.get(CallTask, task_id)
+    if task is None or task.company_id != company.id:
+        abort(404)
+    task.done_at = rt.clock.now()
+    task.outcome = (request.form.get("outcome") or "").strip()[:MAX_MESSAGE] or None
+    log_activity(
+        s, rt.clock, company.id, "reminders.call_done", "Call made", customer_id=task.customer_id
+    )
+    s.commit()
+    flash("Call marked done.", "ok")
+    return redirect(url_for("reminders.calls", slug=company.slug))
+
+
+@bp.post("/c/<slug>/holds/<int:hold_id>/resolve")
+@company_required
+def resolve(company: Company, hold_id: int) -> Any:
+    rt, s = runtime(), db()
+    hold = s.get(InvoiceHold, hold_id)
+    if hold is None or hold.company_id != company.id:
+        abort(404)
+    remind.resolve_hold(s, rt, hold, (request.form.get("resolution") or "resolved").strip())
+    s.commit()
+    flash("Closed: reminders for the invoice resume.", "ok")
+    return redirect(url_for("reminders.calls", slug=company.slug))
+
+
+@bp.post("/c/<slug>/customers/<int:customer_id>/agency")
+@company_required
+def agency(company: Company, customer_id: int) -> Any:
+    rt, s = runtime(), db()
+    cust = _company_customer(company, customer_id)
+    remind.refer_to_agency(s, rt, company, cust.id, "referred by the owner")
+    s.commit()
+    flash(f"{cust.name} referred to a collection agency; automatic reminders stopped.", "ok")
+    return redirect(url_for("reminders.calls", slug=company.slug))
+
+
+@bp.get("/c/<slug>/customers/<int:customer_id>/case-file.json")
+@company_required
+def case_file(company: Company, customer_id: int) -> Any:
+    cust = _company_customer(company, customer_id)
+    data = remind.case_file(db(), company, cust)
+    response = Response(json.dumps(data, indent=2), mimetype="application/json")
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="case-file-{company.slug}-{cust.id}.json"'
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.app_template_global()
+def reminder_summary(company: Company) -> dict[str, Any]:
+    s = db()
+    return {
+        "sent": s.scalar(
+            select(func.count())
+            .select_from(ReminderSend)
+            .where(ReminderSend.company_id == company.id, ReminderSend.status == "sent")
+        ),
+        "calls": s.scalar(
+            select(func.count())
+            .select_from(CallTask)
+            .where(CallTask.company_id == company.id, CallTask.done_at.is_(None))
+        ),
+        "mail": s.scalar(
+            select(func.count())
+            .select_from(MailMessage)
+            .where(MailMessage.company_id == company.id)
+        ),
+    }

@@ -1,0 +1,329 @@
+"""Reminders on the web: unsubscribe links, the customer's replies on the pay page, and the
+owner's reminders page, mailbox and call list."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from arbridge.remind import run_reminders, unsubscribe_token
+from arbridge.sync.db import transaction
+from arbridge.sync.model import (
+    CallTask,
+    Company,
+    Contact,
+    CustomerReminderSettings,
+    Invoice,
+    InvoiceHold,
+    MailMessage,
+    OutboxMessage,
+)
+from arbridge.sync.store import company_today, issue_pay_token, open_invoices
+from arbridge.worker import drain
+from tests.web.conftest import (
+    assert_friendly_error,
+    csrf_token,
+    form_fields,
+    fresh_company,
+    parse,
+)
+
+
+@pytest.fixture
+def customer(app):
+    """The customer's browser: never signed in."""
+    return app.test_client()
+
+
+@pytest.fixture
+def contact(rt, demo_company) -> Contact:
+    with rt.sessions() as s:
+        c = s.scalars(select(Contact).order_by(Contact.id)).first()
+        s.expunge(c)
+        return c
+
+
+@pytest.fixture
+def overdue(rt, demo_company) -> Invoice:
+    today = company_today(demo_company, rt.clock)
+    with rt.sessions() as s:
+        inv = next(
+            i
+            for i in open_invoices(s, demo_company.id)
+            if i.due_on < today - timedelta(days=5) and i.currency == "USD"
+        )
+        s.expunge(inv)
+        return inv
+
+
+@pytest.fixture
+def pay_token(rt, overdue) -> str:
+    with transaction(rt.sessions) as s:
+        return issue_pay_token(s, rt.clock, s.get(Invoice, overdue.id))
+
+
+def count(rt, model, *where) -> int:
+    with rt.sessions() as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+# Unsubscribe -------------------------------------------------------------------------------
+
+
+def test_the_unsubscribe_link_asks_first_and_a_post_unsubscribes(customer, rt, contact):
+    token = unsubscribe_token(rt.settings.secret_key, contact.id)
+    page = customer.get(f"/u/{token}")
+    assert page.status_code == 200
+    doc = parse(page.data)
+    assert doc.by_id("confirm") is not None and contact.email in doc.text
+    with rt.sessions() as s:
+        assert s.get(Contact, contact.id).opted_out_at is None  # a prefetch changes nothing
+    # RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click", no CSRF token.
+    done = customer.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert done.status_code == 200
+    assert "will no longer get payment reminders" in parse(done.data).by_id("state").text
+    with rt.sessions() as s:
+        assert s.get(Contact, contact.id).opted_out_at == rt.clock.now()
+    assert customer.post(f"/u/{token}").status_code == 200  # twice is fine
+
+
+@pytest.mark.parametrize(
+    "token", ["1.deadbeef", "abc", "1", "99999.0123456789abcdef0123456789abcdef"]
+)
+def test_a_forged_unsubscribe_link_is_a_calm_404(customer, rt, contact, token):
+    response = customer.get(f"/u/{token}")
+    assert response.status_code == 404
+    assert_friendly_error(response.get_data(as_text=True))
+    assert customer.post(f"/u/{token}").status_code == 404
+
+
+# The customer's replies on the pay page ----------------------------------------------------
+
+
+def test_a_promise_to_pay_pauses_reminders_and_tells_the_owner(customer, rt, pay_token, overdue):
+    page = customer.get(f"/pay/{pay_token}")
+    doc = parse(page.data)
+    form = doc.by_id("promise-form")
+    assert form is not None and doc.by_id("dispute-form") is not None
+    data = form_fields(form)
+    data["promised_on"] = "2026-12-04"
+    response = customer.post(form.attrs["action"], data=data)
+    assert response.status_code == 302
+    after = parse(customer.get(response.headers["Location"]).data)
+    assert "You told us you will pay by Dec 4, 2026" in after.by_id("hold-promise").text
+    assert after.by_id("promise-form") is None
+    with rt.sessions() as s:
+        hold = s.scalars(select(InvoiceHold)).one()
+        assert (hold.kind, hold.invoice_id, str(hold.promised_on)) == (
+            "promise",
+            overdue.id,
+            "2026-12-04",
+        )
+        owner_mail = s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "email")).one()
+        assert "promised to pay" in owner_mail.payload["subject"]
+
+
+def test_a_dispute_needs_a_message_and_then_pauses_reminders(customer, rt, pay_token):
+    page = customer.get(f"/pay/{pay_token}")
+    form = parse(page.data).by_id("dispute-form")
+    data = form_fields(form)
+    empty = customer.post(form.attrs["action"], data={**data, "message": "  "})
+    assert "Please tell us" in customer.get(empty.headers["Location"]).get_data(as_text=True)
+    assert count(rt, InvoiceHold) == 0
+    customer.post(form.attrs["action"], data={**data, "message": "<b>Wrong</b> quantity"})
+    with rt.sessions() as s:
+        assert s.scalars(select(InvoiceHold)).one().message == "<b>Wrong</b> quantity"
+    body = customer.get(f"/pay/{pay_token}").get_data(as_text=True)
+    assert "We have your question" in body
+
+
+@pytest.mark.parametrize("promised", ["", "next week", "2026-11-01", "2027-06-01"])
+def test_a_promise_date_must_be_a_date_within_sixty_days(customer, rt, pay_token, promised):
+    form = parse(customer.get(f"/pay/{pay_token}").data).by_id("promise-form")
+    response = customer.post(
+        form.attrs["action"], data={**form_fields(form), "promised_on": promised}
+    )
+    assert response.status_code == 302
+    assert count(rt, InvoiceHold) == 0
+
+
+def test_replies_need_the_csrf_token(customer, rt, pay_token):
+    response = customer.post(
+        f"/pay/{pay_token}/respond", data={"kind": "promise", "promised_on": "2026-12-01"}
+    )
+    assert response.status_code == 400
+    assert count(rt, InvoiceHold) == 0
+
+
+def test_replies_to_an_unknown_link_are_404(customer, rt, pay_token):
+    page = customer.get(f"/pay/{pay_token}")
+    data = {"csrf_token": csrf_token(page.data), "kind": "dispute", "message": "x"}
+    assert customer.post("/pay/not-a-real-token/respond", data=data).status_code == 404
+
+
+# The owner's pages -------------------------------------------------------------------------
+
+
+def test_the_reminders_page_previews_the_day_and_the_email_with_a_real_invoice(owner_client):
+    page = owner_client.get("/c/demo/reminders?template=overdue_firm")
+    assert page.status_code == 200
+    doc = parse(page.data)
+    assert doc.by_id("plan") is not None
+    assert "open invoice(s)" in doc.by_id("preview-text").text
+    subject = doc.by_id("preview-subject").text
+    assert subject.startswith("Action needed:") and "Acme Supply Co." in subject
+    assert "/pay/PREVIEW-LINK" in doc.by_id("preview-body").text
+    html = owner_client.get("/c/demo/reminders/email.html?template=overdue_firm")
+    assert (
+        html.status_code == 200 and "default-src 'none'" in html.headers["Content-Security-Policy"]
+    )
+
+
+def test_saving_a_sequence_and_refusing_a_bad_one(owner_client, rt):
+    page = owner_client.get("/c/demo/reminders")
+    form = parse(page.data).find("form", action="/c/demo/reminders/sequence")
+    data = form_fields(form)
+    data.update(offset_days="5", channel="email", template="overdue", min_balance="")
+    response = owner_client.post(form.attrs["action"], data=data)
+    assert response.status_code == 302
+    steps = fresh_company(rt, "demo").settings["reminders"]["sequences"]["default"]
+    assert [s["offset_days"] for s in steps] == [5]
+    # Two steps on one day: refused with a sentence, nothing changed.
+    bad = owner_client.post(
+        form.attrs["action"],
+        data={
+            "csrf_token": data["csrf_token"],
+            "offset_days": ["3", "3"],
+            "channel": ["email", "email"],
+            "template": ["overdue", "overdue"],
+            "min_balance": ["", ""],
+            "escalation": ["none", "none"],
+            "weekdays": ["mon"],
+        },
+    )
+    shown = owner_client.get(bad.headers["Location"]).get_data(as_text=True)
+    assert "Not saved: two steps fall on the same day" in shown
+    assert fresh_company(rt, "demo").settings["reminders"]["sequences"]["default"] == steps
+    # The settings page's own Reminders form keeps the sequence when it saves.
+    settings = owner_client.get("/c/demo/settings")
+    rform = parse(settings.data).find("form", action="/c/demo/settings/reminders")
+    owner_client.post(rform.attrs["action"], data=form_fields(rform))
+    assert fresh_company(rt, "demo").settings["reminders"]["sequences"]["default"] == steps
+
+
+def test_a_template_that_does_not_render_is_refused(owner_client, rt):
+    page = owner_client.get("/c/demo/reminders")
+    token = csrf_token(page.data)
+    bad = owner_client.post(
+        "/c/demo/reminders/template",
+        data={"csrf_token": token, "name": "overdue", "subject": "{{ nope }}", "text": "x"},
+    )
+    assert "Not saved" in owner_client.get(bad.headers["Location"]).get_data(as_text=True)
+    assert "templates" not in (fresh_company(rt, "demo").settings.get("reminders") or {})
+    owner_client.post(
+        "/c/demo/reminders/template",
+        data={
+            "csrf_token": token,
+            "name": "overdue",
+            "subject": "Please pay {{ invoice_number }}",
+            "text": "Dear {{ customer_name }}",
+        },
+    )
+    page = owner_client.get("/c/demo/reminders?template=overdue")
+    assert parse(page.data).by_id("preview-subject").text.startswith("Please pay INV-")
+
+
+def test_a_test_send_goes_to_the_owner_and_lands_in_the_mailbox(owner_client, rt):
+    page = owner_client.get("/c/demo/reminders")
+    form = parse(page.data).find("form", action="/c/demo/reminders/test-send")
+    owner_client.post(form.attrs["action"], data=form_fields(form))
+    drain(rt)
+    with rt.sessions() as s:
+        m = s.scalars(select(MailMessage)).one()
+    assert m.to_addr == "owner@acme-supply.example" and m.subject.startswith("[Test] ")
+    box = parse(owner_client.get("/c/demo/mailbox").data)
+    assert m.subject in box.by_id("mailbox").text
+    one = parse(owner_client.get(f"/c/demo/mailbox/{m.id}").data)
+    assert one.by_id("to").text == "owner@acme-supply.example"
+
+
+def test_the_mailbox_and_call_list_after_a_daily_run(owner_client, rt, demo_company):
+    result = run_reminders(rt, demo_company)
+    drain(rt)
+    with rt.sessions() as s:
+        mails = s.scalar(select(func.count()).select_from(MailMessage))
+        task = s.scalars(select(CallTask).order_by(CallTask.id)).first()
+    assert mails >= result.emails > 0
+    assert task is not None
+    calls = parse(owner_client.get("/c/demo/calls").data)
+    assert "the cheque is in the post" in calls.by_id("calls").text.lower()
+    form = calls.find("form", action=f"/c/demo/calls/{task.id}/done")
+    owner_client.post(form.attrs["action"], data={**form_fields(form), "outcome": "Paying Friday"})
+    with rt.sessions() as s:
+        done = s.get(CallTask, task.id)
+        assert done.done_at == rt.clock.now() and done.outcome == "Paying Friday"
+    # Refer the account to an agency: reminders stop, the case file downloads.
+    calls = parse(owner_client.get("/c/demo/calls").data)
+    agency = calls.find("form")
+    assert agency is not None
+    token = csrf_token(owner_client.get("/c/demo/calls").data)
+    owner_client.post(f"/c/demo/customers/{task.customer_id}/agency", data={"csrf_token": token})
+    with rt.sessions() as s:
+        pref = s.scalars(select(CustomerReminderSettings)).one()
+        assert pref.referred_to_agency_at == rt.clock.now()
+    case = owner_client.get(f"/c/demo/customers/{task.customer_id}/case-file.json")
+    data = json.loads(case.data)
+    assert data["invoices"] and "messages_sent" in data and "replies" in data
+    assert "attachment" in case.headers["Content-Disposition"]
+
+
+def test_pausing_an_invoice_and_do_not_chase_from_the_preview(owner_client, rt, overdue):
+    token = csrf_token(owner_client.get("/c/demo/reminders").data)
+    owner_client.post(f"/c/demo/invoices/{overdue.id}/pause", data={"csrf_token": token})
+    with rt.sessions() as s:
+        assert s.get(Invoice, overdue.id).paused is True
+    owner_client.post(
+        f"/c/demo/customers/{overdue.customer_id}/do-not-chase", data={"csrf_token": token}
+    )
+    from arbridge.sync.model import Customer
+
+    with rt.sessions() as s:
+        assert s.get(Customer, overdue.customer_id).do_not_chase is True
+
+
+def test_another_companys_mail_calls_and_invoices_are_404(owner_client, rt, other_company):
+    with transaction(rt.sessions) as s:
+        other = s.get(Company, other_company.company.id)
+        m = MailMessage(
+            company_id=other.id,
+            kind="owner",
+            to_addr="x@borealis.example",
+            subject="Borealis secret",
+            text_body="x",
+            message_id="<x@y>",
+            headers={},
+            transport="mailbox",
+            created_at=rt.clock.now(),
+        )
+        s.add(m)
+        s.flush()
+        mail_id = m.id
+    token = csrf_token(owner_client.get("/c/demo/reminders").data)
+    assert owner_client.get(f"/c/demo/mailbox/{mail_id}").status_code == 404
+    assert owner_client.get("/c/borealis/mailbox").status_code == 404
+    inv_id = other_company.invoice_ids[0]
+    assert (
+        owner_client.post(f"/c/demo/invoices/{inv_id}/pause", data={"csrf_token": token})
+    ).status_code == 404
+    assert "Borealis secret" not in owner_client.get("/c/demo/mailbox").get_data(as_text=True)
+
+
+def test_the_settings_page_links_to_the_reminders_pages(owner_client):
+    doc = parse(owner_client.get("/c/demo/settings").data)
+    links = doc.by_id("reminders-links")
+    assert links is not None
+    hrefs = {a.attrs["href"] for a in links.find_all("a")}
+    assert hrefs == {"/c/demo/reminders", "/c/demo/mailbox", "/c/demo/calls"}
