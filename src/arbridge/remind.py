@@ -36,6 +36,7 @@ from arbridge.collections.reminders import (
     plan,
     reminder_policy,
     send_at,
+    statement_due,
     zone,
 )
 from arbridge.collections.templates import (
@@ -363,6 +364,7 @@ class RunResult:
     emails: int = 0
     calls: int = 0
     held: int = 0
+    statements: int = 0
     hold: str | None = None
 
 
@@ -454,7 +456,137 @@ def run_reminders(rt: Runtime, company: Company) -> RunResult:
                     row.status, row.sent_at = "sent", rt.clock.now()
             if "notify_owner" in m.escalations or "agency" in m.escalations:
                 _escalate(session, rt, company, m, claimed)
+    if statement_due(loaded.policy, as_of):
+        result.statements = queue_statements(rt, company, as_of, loaded.policy)
     return result
+
+
+def queue_statements(rt: Runtime, company: Company, as_of: date, policy: ReminderPolicy) -> int:
+    """The monthly statement: one email per customer with open invoices, once per month."""
+    queued = 0
+    with transaction(rt.sessions) as session:
+        customer_ids = session.scalars(
+            select(Invoice.customer_id)
+            .where(
+                Invoice.company_id == company.id,
+                Invoice.status == "open",
+                Invoice.balance_minor > 0,
+            )
+            .distinct()
+        ).all()
+        referred = set(
+            session.scalars(
+                select(CustomerReminderSettings.customer_id).where(
+                    CustomerReminderSettings.company_id == company.id,
+                    CustomerReminderSettings.referred_to_agency_at.is_not(None),
+                )
+            )
+        )
+        for customer_id in sorted(customer_ids):
+            customer = session.get(Customer, customer_id)
+            if customer is None or customer.do_not_chase or customer.id in referred:
+                continue
+            contact = _usable_contact(session, customer.id)
+            if contact is None:
+                continue
+            key = f"statement:c{customer.id}:{as_of.strftime('%Y-%m')}"
+            token = issue_statement_token(session, rt.clock, customer)
+            if not enqueue(
+                session,
+                rt.clock,
+                company_id=company.id,
+                kind=EMAIL,
+                key=key,
+                payload={
+                    "mail": "statement",
+                    "customer_id": customer.id,
+                    "contact_id": contact.id,
+                    "statement_token": token,
+                },
+            ):
+                continue
+            outbox = session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
+            assert outbox is not None
+            outbox.next_attempt_at = send_at(
+                rt.clock.now(), zone(customer.timezone, company.timezone), policy
+            )
+            queued += 1
+        if queued:
+            log_activity(
+                session,
+                rt.clock,
+                company.id,
+                "statements.queued",
+                f"Monthly statements queued for {queued} customer(s)",
+            )
+    return queued
+
+
+def _usable_contact(session: Session, customer_id: int) -> Contact | None:
+    return session.scalar(
+        select(Contact)
+        .where(
+            Contact.customer_id == customer_id,
+            Contact.email.is_not(None),
+            Contact.opted_out_at.is_(None),
+            Contact.bounced_at.is_(None),
+        )
+        .order_by(Contact.is_primary.desc(), Contact.id)
+        .limit(1)
+    )
+
+
+def _prepare_statement(rt: Runtime, message: OutboxMessage) -> _Prepared | str:
+    p = message.payload
+    with rt.sessions() as session:
+        company = session.get(Company, message.company_id)
+        assert company is not None
+        policy = reminder_policy(company.settings)
+    hold, _synced = ensure_fresh(rt, message.company_id, policy.max_sync_age_minutes)
+    if hold:
+        raise Transient(f"held: {hold}")
+    with rt.sessions() as session:
+        company = session.get(Company, message.company_id)
+        customer = session.get(Customer, p["customer_id"])
+        contact = session.get(Contact, p["contact_id"])
+        assert company is not None and customer is not None
+        if contact is None or not contact.email or contact.opted_out_at or contact.bounced_at:
+            return "cancelled: no usable contact"
+        invoices = session.scalars(
+            select(Invoice)
+            .where(
+                Invoice.customer_id == customer.id,
+                Invoice.status == "open",
+                Invoice.balance_minor > 0,
+            )
+            .order_by(Invoice.due_on, Invoice.id)
+        ).all()
+        if not invoices:
+            return "cancelled: nothing open any more"
+        token = p["statement_token"]
+        rendered = render_reminder(
+            rt,
+            company,
+            customer,
+            contact,
+            [(inv, token) for inv in invoices],
+            "statement",
+            company_today(company, rt.clock),
+            statement_token=token,
+        )
+        user = owner(session, company)
+        session.expunge(company)
+        return _Prepared(
+            company=company,
+            to=contact.email,
+            rendered=rendered,
+            kind="statement",
+            customer_id=customer.id,
+            contact_id=contact.id,
+            unsubscribe=f"{rt.settings.base_url}/u/"
+            f"{unsubscribe_token(rt.settings.secret_key or '', contact.id)}",
+            reply_to=user.email,
+        )
 
 
 def _queue_email(
@@ -791,8 +923,9 @@ def _prepare_reminder(rt: Runtime, message: OutboxMessage) -> _Prepared | str:
 def send_email(rt: Runtime, message: OutboxMessage) -> str:
     """The outbox handler: send one email (SMTP, or the in-app mailbox) and record it."""
     p = message.payload
-    if p.get("mail") == "reminder":
-        prepared = _prepare_reminder(rt, message)
+    if p.get("mail") in ("reminder", "statement"):
+        prepare = _prepare_reminder if p["mail"] == "reminder" else _prepare_statement
+        prepared = prepare(rt, message)
         if isinstance(prepared, str):
             return prepared
     else:

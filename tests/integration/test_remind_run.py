@@ -312,3 +312,28 @@ def test_a_promise_resolves_kept_when_paid(rt, clock):
     with rt.sessions() as s:
         hold = s.scalars(select(InvoiceHold)).one()
     assert hold.resolution == "kept"
+
+
+def test_monthly_statements_list_every_open_invoice_once_a_month(rt, clock):
+    world = world_of(
+        rt,
+        Inv("A", "HAR", 20, "100.00"),
+        Inv("B", "HAR", 40, "25.50"),
+        Inv("C", "MAP", 30, "70.00"),
+        statement_day=1,
+    )
+    world.pay("C")
+    for when in (date(2026, 11, 30), date(2026, 12, 1), date(2026, 12, 2)):
+        for hour in (9, 17):
+            clock.at = chicago(when, hour)
+            tick(rt, "w")
+    with rt.sessions() as s:
+        statements = s.scalars(select(MailMessage).where(MailMessage.kind == "statement")).all()
+    [statement] = statements  # Maple paid: nothing open, no statement
+    assert statement.to_addr == HARBOR.email
+    assert statement.subject == "Your statement from Acme Supply Co.: $125.50 open"
+    assert "INV-A" in statement.text_body and "INV-B" in statement.text_body
+    assert f"Pay them all together: {rt.settings.base_url}/pay/" in statement.text_body
+    clock.at = chicago(date(2027, 1, 4))
+    tick(rt, "w")  # statements go out on the chosen day of the month only
+    assert count(rt, MailMessage, MailMessage.kind == "statement") == 1

@@ -152,6 +152,7 @@ class ReminderPolicy:
         default_factory=lambda: {"default": DEFAULT_SEQUENCE}
     )
     signature: str = ""
+    statement_day: int | None = None  # day of the month for statements; None: no statements
 
     def sequence(self, name: str | None) -> ReminderSequence:
         return self.sequences.get(name or "default") or self.sequences["default"]
@@ -183,7 +184,24 @@ def reminder_policy(stored: Mapping[str, Any] | None) -> ReminderPolicy:
         max_sync_age_minutes=int(r.get("max_sync_age_minutes", 60)),
         sequences=sequences,
         signature=str(r.get("signature") or ""),
+        statement_day=_statement_day(r.get("statement_day")),
     )
+
+
+def _statement_day(raw: Any) -> int | None:
+    if raw in (None, "", 0, "0"):
+        return None
+    try:
+        day = int(raw)
+    except (TypeError, ValueError) as e:
+        raise SequenceError("the statement day must be a day of the month (1–28)") from e
+    if not 1 <= day <= 28:
+        raise SequenceError("the statement day must be a day of the month (1–28)")
+    return day
+
+
+def statement_due(policy: ReminderPolicy, as_of: date) -> bool:
+    return policy.enabled and policy.statement_day is not None and as_of.day == policy.statement_day
 
 
 # ---------------------------------------------------------------------------------------------

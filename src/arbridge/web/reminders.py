@@ -304,6 +304,7 @@ def save_sequence(company: Company) -> Any:
             "weekdays": [d for d in WEEKDAYS if d in f.getlist("weekdays")],
             "max_sync_age_minutes": int(f.get("max_sync_age_minutes", 60)),
             "signature": (f.get("signature") or "")[:1000],
+            "statement_day": f.get("statement_day") or None,
         }
         reminder_policy({"reminders": candidate})
     except (SequenceError, ValueError) as e:
