@@ -1,0 +1,272 @@
+"""The daily reminder decisions over many companies, at two ledger sizes with the same messages due.
+
+    .venv/bin/python bench/bench_reminders.py [--companies 10000] [--invoices 100000 1000000]
+        [--due-per-company 2] [--database-url URL]
+
+Builds a synthetic receivables database straight through SQL (no ledger sync): every company has
+ten customers and the same `--due-per-company` invoices due for a step today; the rest of its
+invoices are either not due yet or already reminded at the step in force for their due date
+(they carry the ReminderSend row that says so). It then times `load_plan` (load the facts, run
+the pure decision) for every company, first with the smaller ledger, then after growing it to
+the larger one. Decisions that grow with the messages due, not with the ledger, keep the ratio
+near 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import insert, select, text
+
+from arbridge.clock import FixedClock
+from arbridge.config import Settings
+from arbridge.crypto import new_key
+from arbridge.remind import load_plan
+from arbridge.runtime import Runtime
+from arbridge.sync import db
+from arbridge.sync.model import Company, Contact, Customer, Invoice, ReminderSend
+
+AS_OF = date(2026, 11, 24)
+NOW = datetime(2026, 11, 24, 15, tzinfo=UTC)
+CUSTOMERS_PER_COMPANY = 10
+BATCH = 20_000
+
+
+def _setup(url: str, tmp: Path) -> tuple[Runtime, str]:
+    engine = db.make_engine(url)
+    if url.startswith("postgresql"):
+        # A scratch schema of its own, so the benchmark never touches anything else.
+        with engine.begin() as c:
+            c.execute(text("DROP SCHEMA IF EXISTS arbridge_bench_reminders CASCADE"))
+            c.execute(text("CREATE SCHEMA arbridge_bench_reminders"))
+        engine.dispose()
+        url += ("&" if "?" in url else "?") + "options=-csearch_path%3Darbridge_bench_reminders"
+        engine = db.make_engine(url)
+    db.upgrade(engine)
+    engine.dispose()
+    settings = Settings(
+        instance_path=tmp, database_url=url, secret_key="x" * 40, encryption_keys=(new_key(),)
+    )
+    return Runtime.open(settings, FixedClock(NOW)), url
+
+
+def _insert(rt: Runtime, model, rows) -> list[int]:
+    """Insert in batches; returns the new ids in order."""
+    ids: list[int] = []
+    table = model.__table__
+    batch: list[dict] = []
+
+    def flush() -> None:
+        with rt.engine.begin() as c:
+            result = c.execute(
+                insert(table).returning(table.c.id, sort_by_parameter_order=True), batch
+            )
+            ids.extend(r[0] for r in result)
+        batch.clear()
+
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= BATCH:
+            flush()
+    if batch:
+        flush()
+    return ids
+
+
+def _companies(rt: Runtime, n: int) -> tuple[list[int], dict[int, list[int]]]:
+    company_ids = _insert(
+        rt,
+        Company,
+        (
+            {
+                "name": f"Company {i}",
+                "slug": f"bench-{i}",
+                "home_currency": "USD",
+                "timezone": "America/Chicago",
+                "country": "US",
+                "sync_interval_minutes": 15,
+                "collections_hour": 9,
+                "settings": {},
+                "created_at": NOW,
+            }
+            for i in range(n)
+        ),
+    )
+    customer_ids = _insert(
+        rt,
+        Customer,
+        (
+            {
+                "company_id": cid,
+                "source": "demo",
+                "source_id": f"C{j}",
+                "synced_at": NOW,
+                "name": f"Customer {cid}-{j}",
+                "currency": "USD",
+                "active": True,
+                "deleted": False,
+                "do_not_chase": False,
+            }
+            for cid in company_ids
+            for j in range(CUSTOMERS_PER_COMPANY)
+        ),
+    )
+    by_company: dict[int, list[int]] = {}
+    for k, cust in enumerate(customer_ids):
+        by_company.setdefault(company_ids[k // CUSTOMERS_PER_COMPANY], []).append(cust)
+    _insert(
+        rt,
+        Contact,
+        (
+            {
+                "company_id": company_ids[k // CUSTOMERS_PER_COMPANY],
+                "customer_id": cust,
+                "source": "demo",
+                "source_id": f"P{cust}",
+                "synced_at": NOW,
+                "name": "Pat",
+                "email": f"pat{cust}@bench.example",
+                "is_primary": True,
+            }
+            for k, cust in enumerate(customer_ids)
+        ),
+    )
+    return company_ids, by_company
+
+
+def _invoice(company_id: int, customer_id: int, n: int, due_on: date) -> dict:
+    return {
+        "company_id": company_id,
+        "customer_id": customer_id,
+        "source": "demo",
+        "source_id": f"I{n}",
+        "number": f"INV-{n}",
+        "issued_on": due_on - timedelta(days=30),
+        "due_on": due_on,
+        "currency": "USD",
+        "exchange_rate": Decimal(1),
+        "total_minor": 100_00,
+        "balance_minor": 100_00,
+        "status": "open",
+        "paused": False,
+        "synced_at": NOW,
+    }
+
+
+def _grow(
+    rt: Runtime,
+    companies: list[int],
+    customers: dict[int, list[int]],
+    per_company: int,
+    start: int,
+    due: int,
+) -> None:
+    """Add invoices per company: `due` due today (first call only), half the rest not yet due,
+    half already reminded at their step in force (after-45) with the ReminderSend to prove it."""
+    serial = start * len(companies)
+    fresh, done = [], []
+    for cid in companies:
+        custs = customers[cid]
+        for k in range(per_company):
+            serial += 1
+            cust = custs[k % len(custs)]
+            if start == 0 and k < due:
+                fresh.append(_invoice(cid, custs[k], serial, AS_OF - timedelta(days=3)))
+            elif k % 2:
+                fresh.append(_invoice(cid, cust, serial, AS_OF + timedelta(days=10 + k % 30)))
+            else:
+                done.append(_invoice(cid, cust, serial, AS_OF - timedelta(days=60 + k % 200)))
+    _insert(rt, Invoice, fresh)
+    done_ids = _insert(rt, Invoice, done)
+    _insert(
+        rt,
+        ReminderSend,
+        (
+            {
+                "company_id": row["company_id"],
+                "invoice_id": inv_id,
+                "customer_id": row["customer_id"],
+                "step_key": "after-45",
+                "step_index": 6,
+                "channel": "call",
+                "run_on": AS_OF - timedelta(days=10),
+                "status": "sent",
+                "currency": "USD",
+                "balance_minor": row["balance_minor"],
+                "created_at": NOW - timedelta(days=10),
+            }
+            for row, inv_id in zip(done, done_ids, strict=True)
+        ),
+    )
+    if rt.engine.dialect.name == "postgresql":
+        with rt.engine.begin() as c:
+            c.execute(text("ANALYZE"))
+
+
+def _decide_all(rt: Runtime) -> tuple[float, int, int]:
+    with rt.sessions() as s:
+        companies = s.scalars(select(Company).order_by(Company.id)).all()
+        for c in companies:
+            s.expunge(c)
+    messages = invoices_due = 0
+    t = time.perf_counter()
+    with rt.sessions() as s:
+        for company in companies:
+            loaded = load_plan(s, rt, company, AS_OF)
+            messages += len(loaded.plan.messages)
+            invoices_due += len(loaded.plan.due)
+    return time.perf_counter() - t, messages, invoices_due
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--companies", type=int, default=10_000)
+    parser.add_argument("--invoices", type=int, nargs=2, default=[100_000, 1_000_000])
+    parser.add_argument("--due-per-company", type=int, default=2)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    small, large = args.invoices
+    if large % args.companies or small % args.companies or large <= small:
+        parser.error("invoice counts must be multiples of --companies, the second larger")
+    tmp = Path(tempfile.mkdtemp(prefix="arbridge-bench-"))
+    rt, url = _setup(args.database_url or f"sqlite:///{tmp / 'bench.db'}", tmp)
+    t = time.perf_counter()
+    companies, customers = _companies(rt, args.companies)
+    _grow(rt, companies, customers, small // args.companies, 0, args.due_per_company)
+    print(f"built {small} invoices in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    small_s, small_msgs, small_due = _decide_all(rt)
+    t = time.perf_counter()
+    _grow(rt, companies, customers, (large - small) // args.companies, small, 0)
+    print(f"grew to {large} invoices in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    large_s, large_msgs, large_due = _decide_all(rt)
+    assert (small_msgs, small_due) == (large_msgs, large_due), "the due messages must not change"
+    print(
+        json.dumps(
+            {
+                "database": url.split(":")[0],
+                "companies": args.companies,
+                "messages_due": small_msgs,
+                "invoices_due": small_due,
+                f"seconds_{small}_invoices": round(small_s, 2),
+                f"seconds_{large}_invoices": round(large_s, 2),
+                "growth_ratio": round(large_s / small_s, 2),
+                "invoice_ratio": large // small,
+                "ms_per_company": round(large_s / args.companies * 1000, 2),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            },
+            indent=2,
+        )
+    )
+    rt.close()
+
+
+if __name__ == "__main__":
+    main()
