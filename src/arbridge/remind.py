@@ -875,6 +875,17 @@ def _prepare_reminder(rt: Runtime, message: OutboxMessage) -> _Prepared | str:
             why = "invoice no longer exists" if inv is None or fact is None else None
             if why is None and cust_facts is not None and fact is not None:
                 why = exempt_reason(fact, cust_facts, today)
+                if why and why.endswith("collection agency") and row is not None:
+                    # The step that made the referral still goes out (it is the final word);
+                    # only later ones stop.
+                    pref = session.scalar(
+                        select(CustomerReminderSettings).where(
+                            CustomerReminderSettings.customer_id == customer.id
+                        )
+                    )
+                    at = pref.referred_to_agency_at if pref else None
+                    if at is not None and row.created_at >= at:
+                        why = None
             if why is None and contact is not None and (contact.opted_out_at or contact.bounced_at):
                 why = "contact unsubscribed" if contact.opted_out_at else "contact bounced"
             if why:

@@ -337,3 +337,43 @@ def test_monthly_statements_list_every_open_invoice_once_a_month(rt, clock):
     clock.at = chicago(date(2027, 1, 4))
     tick(rt, "w")  # statements go out on the chosen day of the month only
     assert count(rt, MailMessage, MailMessage.kind == "statement") == 1
+
+
+def test_an_agency_step_refers_the_account_and_stops_automatic_reminders(rt, clock):
+    world = world_of(rt, Inv("A", "HAR", -8, "100.00"))
+    world.set_reminders(
+        sequences={
+            "default": [
+                {"offset_days": 3, "template": "overdue"},
+                {"offset_days": 10, "template": "final_notice", "escalation": "agency"},
+            ]
+        }
+    )
+    tick(rt, "w")  # 8 days late: after-3
+    clock.at = chicago(START + timedelta(days=2))  # 10 days late: the final notice, then referral
+    tick(rt, "w")
+    with rt.sessions() as s:
+        from arbridge.sync.model import CustomerReminderSettings
+
+        pref = s.scalars(select(CustomerReminderSettings)).one()
+        assert pref.referred_to_agency_at == clock.now()
+        subjects = [m.subject for m in s.scalars(select(MailMessage).order_by(MailMessage.id))]
+    assert subjects[:2] == [
+        "Second reminder: $100.00 overdue to Acme Supply Co.",
+        "Final notice: $100.00 overdue to Acme Supply Co.",
+    ]
+    assert "Harbor Bakery: $100.00 overdue, reminders escalated" in subjects
+    assert "reminders.agency" in kinds(rt)
+    # A new invoice for the referred customer is not chased.
+    world.ledger.add_invoice(
+        invoiceNumber="INV-N",
+        contactId="HAR",
+        date="2026-10-01",
+        dueDate="2026-11-20",
+        currencyCode="USD",
+        currencyRate="1",
+        total="40.00",
+    )
+    clock.at = chicago(START + timedelta(days=3))
+    tick(rt, "w")
+    assert count(rt, ReminderSend) == 2
