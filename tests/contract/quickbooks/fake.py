@@ -92,6 +92,8 @@ class FakeQuickBooks:
         self.records: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in NAMES}
         self.updated: dict[tuple[str, str], datetime] = {}
         self.next_id = 100
+        self.version = 0  # bumped on every change; query results are cached per version
+        self._result_cache: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         self.requestids: dict[str, str] = {}
         self.refresh_tokens: set[str] = set()
         self.access_tokens: set[str] = set()
@@ -99,6 +101,7 @@ class FakeQuickBooks:
         self.token_calls = 0
         self.grants = 0
         self.refresh_delay = 0.0
+        self.refuse_every_token = False  # 401 even for a freshly refreshed token
         self.calls: Counter[str] = Counter()
         # ("throttle", "json" or "xml"), ("status", 503), ("drop_after_write", None)
         self.injected: list[tuple[str, Any]] = []
@@ -130,6 +133,7 @@ class FakeQuickBooks:
             raw["SyncToken"] = "0"
         self.records[name][raw["Id"]] = raw
         self.updated[(name, raw["Id"])] = now
+        self.version += 1
         return raw
 
     def new_id(self) -> str:
@@ -301,6 +305,7 @@ class FakeQuickBooks:
                 "MetaData": {"LastUpdatedTime": qbo_time(self.clock.now())},
             }
             self.updated[(name, record_id)] = self.clock.now()
+            self.version += 1
 
     def live(self, name: str) -> list[dict[str, Any]]:
         return [r for r in self.records[name].values() if r.get("status") != "Deleted"]
@@ -387,6 +392,9 @@ class FakeQuickBooks:
     def fail(self, times: int = 1, status: int = 503) -> None:
         self.injected += [("status", status)] * times
 
+    def time_out(self, times: int = 1) -> None:
+        self.injected += [("timeout", None)] * times
+
     def drop_after_write(self) -> None:
         """The next write is carried out, then the connection drops before the answer arrives."""
         self.injected.append(("drop_after_write", None))
@@ -405,7 +413,7 @@ class FakeQuickBooks:
         self.calls["api"] += 1
         assert params.get("minorversion") == "75", "the minor version must be pinned"
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        if token not in self.access_tokens:
+        if token not in self.access_tokens or self.refuse_every_token:
             return (
                 401,
                 {"Content-Type": "application/json"},
@@ -424,6 +432,8 @@ class FakeQuickBooks:
                 return 429, {"Content-Type": "application/xml"}, THROTTLE_XML
             if kind == "throttle":
                 return self._respond(429, THROTTLE_JSON)
+            if kind == "timeout":
+                return requests.ReadTimeout("read timed out (120 s)")
             return self._respond(int(value), {"Fault": {"Error": [{"code": "0"}]}})
         if self.injected and request.method == "POST":
             self.injected.pop(0)
@@ -516,11 +526,16 @@ class FakeQuickBooks:
                 },
             ]
         else:
-            rows = [r for r in self.records[name].values() if self._matches(name, r, where)]
-        if order == "MetaData.LastUpdatedTime":
-            rows.sort(key=lambda r: (self.updated[(name, r["Id"])], int(r["Id"])))
-        else:
-            rows.sort(key=lambda r: int(r["Id"]))
+            # Filtered and sorted once per ledger version, so paging a large ledger stays linear.
+            key = (name, where, order, self.version)
+            if key not in self._result_cache:
+                rows = [r for r in self.records[name].values() if self._matches(name, r, where)]
+                if order == "MetaData.LastUpdatedTime":
+                    rows.sort(key=lambda r: (self.updated[(name, r["Id"])], int(r["Id"])))
+                else:
+                    rows.sort(key=lambda r: int(r["Id"]))
+                self._result_cache = {key: rows}
+            rows = self._result_cache[key]
         first = int(start or 1)
         page = rows[first - 1 : first - 1 + int(size or 100)]
         body: dict[str, Any] = {"startPosition": first, "maxResults": len(page)}

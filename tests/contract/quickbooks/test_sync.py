@@ -261,3 +261,23 @@ def test_a_dead_grant_marks_the_connection_and_tells_the_owner(rt, fake, connect
     with pytest.raises(AuthExpired):
         sync(rt, connected.conn)
     assert fake.token_calls == calls
+
+
+def test_timeouts_back_off_and_retry(rt, fake, connected):
+    seed_ledger(fake)
+    fake.time_out(times=2)
+    sleeps: list[float] = []
+    sync(rt, connected.conn, sleep=sleeps.append)
+    assert sleeps == [1.0, 2.0]
+    assert_same_books(rt, fake)
+
+
+def test_a_401_after_a_refresh_marks_the_connection_needs_reconnect(rt, fake, connected):
+    seed_ledger(fake)
+    fake.refuse_every_token = True
+    with pytest.raises(AuthExpired, match="freshly refreshed"):
+        sync(rt, connected.conn)
+    assert fake.token_calls == 1  # refreshed once, not in a loop
+    with rt.sessions() as s:
+        assert s.get(Connection, connected.conn.id).status == "needs_reconnect"
+        assert s.scalar(select(CompanyJob.paused).where(CompanyJob.job == "sync"))

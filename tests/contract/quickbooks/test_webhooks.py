@@ -189,3 +189,18 @@ def test_events_of_other_entities_are_ignored(rt, client, fake, connected):
     assert post(client, body).get_json() == {"stored": 1, "duplicates": 0}
     drain(rt)
     assert count(rt, WebhookEvent, WebhookEvent.status == "ignored") == 1
+
+
+def test_a_signed_but_malformed_delivery_is_refused(rt, client, fake, connected):
+    body = b'{"eventNotifications": [{"dataChangeEvent": {}}]}'
+    assert post(client, body).status_code == 400
+    assert count(rt, WebhookEvent) == 0
+
+
+def test_without_a_verifier_every_delivery_is_refused(rt, settings, fake, connected):
+    from arbridge.web import create_app
+
+    app = create_app(rt.__class__(settings.with_(qbo_webhook_verifier=None), rt.engine,
+                                  rt.sessions, rt.keyring, rt.clock), TESTING=True)  # fmt: skip
+    body = classic(fake.realm_id, ("Invoice", "1", "Update"))
+    assert post(app.test_client(), body).status_code == 401
