@@ -218,11 +218,12 @@ def _decide_all(rt: Runtime) -> tuple[float, int, int]:
             s.expunge(c)
     messages = invoices_due = 0
     t = time.perf_counter()
-    with rt.sessions() as s:
-        for company in companies:
+    for company in companies:
+        # One session per company, as the daily job runs them.
+        with rt.sessions() as s:
             loaded = load_plan(s, rt, company, AS_OF)
-            messages += len(loaded.plan.messages)
-            invoices_due += len(loaded.plan.due)
+        messages += len(loaded.plan.messages)
+        invoices_due += len(loaded.plan.due)
     return time.perf_counter() - t, messages, invoices_due
 
 
