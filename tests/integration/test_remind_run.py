@@ -377,3 +377,13 @@ def test_an_agency_step_refers_the_account_and_stops_automatic_reminders(rt, clo
     clock.at = chicago(START + timedelta(days=3))
     tick(rt, "w")
     assert count(rt, ReminderSend) == 2
+
+
+def test_the_day_is_the_business_day_not_the_utc_day(rt, clock):
+    # 20:00 in Chicago on the 24th is already the 25th in UTC. Due on the 28th, the invoice is
+    # four days out in Chicago (no step yet), though three days out by the UTC calendar.
+    world = world_of(rt, Inv("A", "HAR", 4, "100.00"))
+    clock.at = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
+    assert run_reminders(rt, world.company).emails == 0
+    clock.at = chicago(START + timedelta(days=1), 9)
+    assert run_reminders(rt, world.company).emails == 1
