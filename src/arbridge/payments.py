@@ -985,7 +985,7 @@ def _notify_owner(
         company_id=company.id,
         kind=EMAIL,
         key=f"owner:{company.id}:{key}",
-        payload={"to": to, "subject": subject, "text": text, "category": "owner"},
+        payload={"to": to, "subject": subject, "text": text, "mail": "owner"},
     )
 
 
@@ -1028,7 +1028,8 @@ def _receipt(
             "to": to,
             "subject": f"Receipt from {company.name}: {amount.format()}",
             "text": text,
-            "category": "receipt",
+            "mail": "receipt",
+            "customer_id": customer.id,
         },
     )
 

@@ -99,6 +99,15 @@ def test_card_payment_marks_the_invoice_paid_and_posts_to_the_ledger_once(
     assert any(k.startswith("receipt:") for k in kinds) and any(
         k.startswith("owner:") for k in kinds
     )
+    # With no SMTP configured the mail lands in the owner's in-app mailbox: a receipt to the
+    # customer's contact and a note to the owner.
+    from arbridge.sync.model import MailMessage
+
+    drain(rt)
+    with rt.sessions() as s:
+        mails = {m.kind: m for m in s.scalars(select(MailMessage))}
+    assert "receipt" in mails and str(usd_invoice.number) in mails["receipt"].text_body
+    assert mails["owner"].to_addr == "owner@acme-supply.example"
     # The sync afterwards agrees with what we recorded.
     with rt.sessions() as s:
         conn = ledger_connection(s, demo_company.id)
