@@ -327,3 +327,27 @@ def test_the_settings_page_links_to_the_reminders_pages(owner_client):
     assert links is not None
     hrefs = {a.attrs["href"] for a in links.find_all("a")}
     assert hrefs == {"/c/demo/reminders", "/c/demo/mailbox", "/c/demo/calls"}
+
+
+def test_a_named_sequence_for_one_customer(owner_client, rt, overdue):
+    page = owner_client.get("/c/demo/reminders")
+    form = parse(page.data).find("form", action="/c/demo/reminders/sequence")
+    data = form_fields(form)
+    data.update(sequence_name="gentle", offset_days="14", channel="email", template="overdue")
+    response = owner_client.post(form.attrs["action"], data=data)
+    assert response.headers["Location"].endswith("/c/demo/reminders?sequence=gentle#sequence")
+    stored = fresh_company(rt, "demo").settings["reminders"]["sequences"]
+    assert [s["offset_days"] for s in stored["gentle"]] == [14]
+    assert "default" not in stored  # the default sequence is untouched
+    page = parse(owner_client.get("/c/demo/reminders?sequence=gentle").data)
+    action = f"/c/demo/customers/{overdue.customer_id}/sequence"
+    form = page.find("form", action=action)
+    owner_client.post(action, data={**form_fields(form), "sequence": "gentle"})
+    with rt.sessions() as s:
+        pref = s.scalars(select(CustomerReminderSettings)).one()
+        assert (pref.customer_id, pref.sequence) == (overdue.customer_id, "gentle")
+    bad = owner_client.post(action, data={**form_fields(form), "sequence": "nope"})
+    assert "no sequence called" in owner_client.get(bad.headers["Location"]).get_data(as_text=True)
+    owner_client.post(action, data={**form_fields(form), "sequence": "default"})
+    with rt.sessions() as s:
+        assert s.scalars(select(CustomerReminderSettings)).one().sequence is None

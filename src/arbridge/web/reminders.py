@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 from datetime import date, timedelta
 from typing import Any
@@ -56,6 +57,7 @@ from arbridge.web import csrf
 from arbridge.web.common import company_required, db, runtime
 
 bp = Blueprint("reminders", __name__)
+SEQUENCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 2000
 
@@ -239,6 +241,21 @@ def page(company: Company) -> Any:
     except SequenceError as e:
         policy, error = reminder_policy({}), str(e)
     names = sorted(set(DEFAULT_TEMPLATES) | set(_stored(company).get("templates") or {}))
+    sequence_name = request.args.get("sequence") or "default"
+    sequence = policy.sequences.get(sequence_name) or policy.sequence(None)
+    customers = (
+        db()
+        .execute(
+            select(Customer.id, Customer.name, CustomerReminderSettings.sequence)
+            .outerjoin(
+                CustomerReminderSettings, CustomerReminderSettings.customer_id == Customer.id
+            )
+            .where(Customer.company_id == company.id, Customer.deleted.is_(False))
+            .order_by(Customer.name, Customer.id)
+            .limit(1000)
+        )
+        .all()
+    )
     chosen = request.args.get("template") or "overdue"
     inv = _sample_invoice(company, request.args.get("invoice_id", type=int))
     rendered, render_error = None, None
@@ -254,7 +271,10 @@ def page(company: Company) -> Any:
         lines=remind.preview_lines(prev),
         policy=policy,
         settings_error=error,
-        sequence=policy.sequence(None),
+        sequence=sequence,
+        sequence_name=sequence_name,
+        sequence_names=sorted(policy.sequences),
+        customers=customers,
         channels=CHANNELS,
         escalations=ESCALATIONS,
         weekdays=WEEKDAYS,
@@ -291,14 +311,20 @@ def save_sequence(company: Company) -> Any:
         if off.strip()
     ]
     stored = _stored(company)
+    name = (f.get("sequence_name") or "default").strip().lower()
+    sequences = dict(stored.get("sequences") or {})
     try:
-        seq = parse_sequence("default", rows)
+        if not SEQUENCE_NAME.match(name):
+            raise SequenceError("a sequence name is lowercase letters, digits and dashes")
+        if not rows and name != "default":
+            sequences.pop(
+                name, None
+            )  # an emptied sequence is removed: its customers get the default
+        else:
+            sequences[name] = [s.to_dict() for s in parse_sequence(name, rows).steps]
         candidate = {
             **stored,
-            "sequences": {
-                **(stored.get("sequences") or {}),
-                "default": [s.to_dict() for s in seq.steps],
-            },
+            "sequences": sequences,
             "quiet_start": int(f.get("quiet_start", 8)),
             "quiet_end": int(f.get("quiet_end", 18)),
             "weekdays": [d for d in WEEKDAYS if d in f.getlist("weekdays")],
@@ -311,9 +337,38 @@ def save_sequence(company: Company) -> Any:
         log.info("reminder sequence refused: %s", e)
         flash(f"Not saved: {e}", "error")
         return redirect(url_for("reminders.page", slug=company.slug) + "#sequence")
-    _save(company, candidate, "sequence")
-    flash("Reminder sequence saved.", "ok")
-    return redirect(url_for("reminders.page", slug=company.slug) + "#sequence")
+    _save(company, candidate, f"sequence {name}")
+    flash(f"Reminder sequence {name} saved.", "ok")
+    return redirect(url_for("reminders.page", slug=company.slug, sequence=name) + "#sequence")
+
+
+@bp.post("/c/<slug>/customers/<int:customer_id>/sequence")
+@company_required
+def customer_sequence(company: Company, customer_id: int) -> Any:
+    rt, s = runtime(), db()
+    cust = _company_customer(company, customer_id)
+    name = (request.form.get("sequence") or "").strip() or None
+    if name not in (None, "default") and name not in (_stored(company).get("sequences") or {}):
+        flash(f"There is no sequence called {name!r}.", "error")
+        return redirect(url_for("reminders.page", slug=company.slug) + "#customers")
+    pref = s.scalar(
+        select(CustomerReminderSettings).where(CustomerReminderSettings.customer_id == cust.id)
+    )
+    if pref is None:
+        pref = CustomerReminderSettings(company_id=company.id, customer_id=cust.id)
+        s.add(pref)
+    pref.sequence = None if name == "default" else name
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "settings.changed",
+        f"{cust.name} now follows the {name or 'default'} sequence",
+        customer_id=cust.id,
+    )
+    s.commit()
+    flash(f"{cust.name} now follows the {name or 'default'} sequence.", "ok")
+    return redirect(url_for("reminders.page", slug=company.slug) + "#customers")
 
 
 @bp.post("/c/<slug>/reminders/template")
