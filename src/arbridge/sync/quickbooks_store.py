@@ -30,7 +30,16 @@ from arbridge.crypto import Keyring
 from arbridge.errors import AuthExpired, ConfigError, NotFound
 from arbridge.sync.activity import log_activity
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Company, CompanyJob, Connection, User
+from arbridge.sync.model import (
+    Company,
+    CompanyJob,
+    Connection,
+    CreditNote,
+    Customer,
+    Invoice,
+    Payment,
+    User,
+)
 from arbridge.sync.outbox import enqueue
 
 log = logging.getLogger(__name__)
@@ -253,6 +262,24 @@ def build_connector(
         company = session.get(Company, conn.company_id)
         prefs = ((company.settings or {}).get("quickbooks") or {}) if company else {}
     tokens = ConnectionTokens(factory, keyring, clock, conn.id, IntuitOAuth(config, clock))
+
+    def known_ids(entity: str) -> set[str]:
+        model: Any = {
+            "customers": Customer,
+            "invoices": Invoice,
+            "payments": Payment,
+            "credit_notes": CreditNote,
+        }[entity]
+        live = model.deleted.is_(False) if entity == "customers" else model.status != "deleted"
+        with factory() as session:
+            return set(
+                session.scalars(
+                    select(model.source_id).where(
+                        model.company_id == conn.company_id, model.source == "quickbooks", live
+                    )
+                )
+            )
+
     return QuickBooksConnector(
         config,
         conn.tenant_id,
@@ -260,5 +287,6 @@ def build_connector(
         clock,
         deposit_account_id=prefs.get("deposit_account_id"),
         discount_item_id=str(prefs.get("discount_item_id") or "1"),
+        known_ids=known_ids,
         **options,
     )

@@ -483,6 +483,9 @@ class FakeQuickBooks:
             m = re.match(r"MetaData\.LastUpdatedTime >= '(.+)'", c)
             if m and self.updated[(name, raw["Id"])] < datetime.fromisoformat(m.group(1)):
                 return False
+            m = re.match(r"Id IN \((.+)\)", c)
+            if m and raw["Id"] not in [v.strip(" '") for v in m.group(1).split(",")]:
+                return False
             m = re.match(r"AccountType IN \((.+)\)", c)
             if m and raw.get("AccountType") not in [v.strip(" '") for v in m.group(1).split(",")]:
                 return False

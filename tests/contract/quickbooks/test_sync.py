@@ -281,3 +281,50 @@ def test_a_401_after_a_refresh_marks_the_connection_needs_reconnect(rt, fake, co
     with rt.sessions() as s:
         assert s.get(Connection, connected.conn.id).status == "needs_reconnect"
         assert s.scalar(select(CompanyJob.paused).where(CompanyJob.job == "sync"))
+
+
+def test_a_full_sync_after_a_stale_cursor_catches_deletions(rt, fake, connected):
+    ids = seed_ledger(fake)
+    sync(rt, connected.conn)
+    rt.clock.advance(timedelta(days=31))  # CDC no longer reaches back to the cursor
+    fake.delete("Invoice", ids["invoices"][4])
+    fake.delete("Customer", ids["customers"][1])
+    result = sync(rt, connected.conn)
+    assert result.deleted == {"invoices": 1, "customers": 1}
+    assert_same_books(rt, fake)
+    with rt.sessions() as s:
+        gone = s.scalar(select(Invoice).where(Invoice.source_id == ids["invoices"][4]))
+        assert gone.status == "deleted"
+    assert sum(sync(rt, connected.conn, full=True).deleted.values()) == 0  # said once
+
+
+class DeleteMidRead:
+    """Deletes a record in QuickBooks after the first page of a full read has been taken."""
+
+    source = "quickbooks"
+
+    def __init__(self, inner, fake, victim):
+        self.inner, self.fake, self.victim = inner, fake, victim
+
+    def pull(self, entity, cursor):
+        for i, page in enumerate(self.inner.pull(entity, cursor)):
+            yield page
+            if entity == "invoices" and i == 0:
+                self.fake.delete("Invoice", self.victim)
+
+
+def test_a_record_the_paging_skipped_is_not_called_deleted(rt, fake, connected):
+    from arbridge.sync.runner import sync_connection
+    from tests.contract.quickbooks.conftest import connector
+
+    ids = seed_ledger(fake)
+    sync(rt, connected.conn)
+    # Page size 5: deleting a record of page 1 shifts record 6 onto page 1, so page 2 skips it.
+    qbo = DeleteMidRead(connector(rt, connected.conn, page_size=5), fake, ids["invoices"][0])
+    sync_connection(rt.sessions, connected.conn.id, qbo, rt.clock, full=True)
+    with rt.sessions() as s:
+        statuses = dict(s.execute(select(Invoice.source_id, Invoice.status)).tuples().all())
+    assert statuses[ids["invoices"][5]] != "deleted"  # asked for by id, found, kept
+    rt.clock.advance(timedelta(minutes=1))
+    sync(rt, connected.conn)  # CDC brings the deletion that happened mid-read
+    assert_same_books(rt, fake)

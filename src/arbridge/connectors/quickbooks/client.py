@@ -51,6 +51,7 @@ MINOR_VERSION = "75"  # the minimum Intuit accepts since August 2025; pinned
 PAGE_SIZE = 1000  # the query endpoint's maximum MAXRESULTS
 CDC_LIMIT = 1000  # CDC returns at most 1,000 objects: a response that size may be truncated
 CDC_LOOKBACK = timedelta(days=30)
+ID_BATCH = 100  # ids per "Id IN (...)" query
 TIMEOUT = (10, 120)  # Intuit times a request out after 120 s
 THROTTLE_WAIT = 60.0
 MAX_THROTTLE_RETRIES = 5
@@ -199,6 +200,7 @@ class QuickBooksConnector:
         limiter: RealmLimiter | None = None,
         http: requests.Session | None = None,
         page_size: int = PAGE_SIZE,
+        known_ids: Callable[[Entity], set[str]] | None = None,
     ) -> None:
         self.config = config
         self.realm_id = realm_id
@@ -212,6 +214,8 @@ class QuickBooksConnector:
         self.limiter = limiter or limiter_for(realm_id)
         self.http = http or requests.Session()
         self.page_size = page_size
+        # The ids of the records we hold (live ones), for noticing deletions on a full read.
+        self.known_ids = known_ids
         self.calls = 0  # HTTP requests sent, for the benchmark and tests
 
     # -- HTTP -----------------------------------------------------------------------------------
@@ -337,9 +341,41 @@ class QuickBooksConnector:
             start += self.page_size
 
     def _full(self, entity: Entity) -> Iterator[Page]:
-        # Ordered by Id: new records get higher ids, so paging is stable while the ledger changes.
-        # The cursor is the server's time at the first page: changes after it come through CDC.
-        yield from self._paged(entity, FILTERS.get(ENTITY_NAMES[entity], ""), "Id", None)
+        """Every record, then tombstones for the ones we hold that QuickBooks no longer has.
+
+        Ordered by Id: new records get higher ids, so paging is stable while the ledger changes.
+        The cursor (the server's time at the first page; later changes come through CDC) rides
+        on the last page, after the deletions. A full read is how a cursor CDC can no longer
+        serve is recovered, and deletions older than 30 days show nowhere else."""
+        name = ENTITY_NAMES[entity]
+        seen: set[str] = set()
+        cursor = None
+        for page in self._paged(entity, FILTERS.get(name, ""), "Id", None):
+            seen.update(r.source_id for r in page.records)
+            cursor = page.cursor or cursor
+            yield Page(entity, page.records, None)
+        missing = sorted(self.known_ids(entity) - seen) if self.known_ids else []
+        gone = set(missing)
+        # A record the paging missed (positions shift when something is deleted mid-read) is
+        # not gone: ask for the missing ids by name before calling them deleted.
+        for start in range(0, len(missing), ID_BATCH):
+            ids = [i for i in missing[start : start + ID_BATCH] if i.isdigit()]
+            if not ids:
+                continue
+            where = " AND ".join(
+                w for w in (FILTERS.get(name), f"Id IN ({', '.join(repr(i) for i in ids)})") if w
+            )
+            data = self.query(f"SELECT * FROM {name} WHERE {where} MAXRESULTS {ID_BATCH}")  # noqa: S608
+            rows = (data.get("QueryResponse") or {}).get(name) or []
+            gone -= {str(r.get("Id")) for r in rows}
+            if rows:
+                yield Page(entity, self._records(entity, rows), None)
+        tombs = [
+            SourceRecord(entity, i, True, {"Id": i, "status": "Deleted"}) for i in sorted(gone)
+        ]
+        if tombs:
+            log.info("QuickBooks no longer has %s %s: marked deleted", len(tombs), entity)
+        yield Page(entity, tombs, cursor)
 
     def _cdc(self, name: str, since: str) -> tuple[list[dict[str, Any]], str | None]:
         data = self._request("GET", "cdc", {"entities": name, "changedSince": since})
