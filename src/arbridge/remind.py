@@ -430,6 +430,15 @@ def run_reminders(rt: Runtime, company: Company) -> RunResult:
                 "reminders.held",
                 f"Reminders held today: {hold}. Nothing is sent until the ledger syncs again.",
             )
+            notify_owner(
+                session,
+                rt,
+                company,
+                key=f"owner:held:{company.id}:{company_today(company, rt.clock).isoformat()}",
+                subject="Reminders are on hold: your ledger needs attention",
+                text=f"arbridge did not send today's payment reminders: {hold}.\n\n"
+                "Reminders go out again once the ledger syncs; reconnect it from Settings.",
+            )
         log.warning("reminders for %s held: %s", company.slug, hold)
         return RunResult(hold=hold)
     result = RunResult()

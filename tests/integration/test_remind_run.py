@@ -151,10 +151,15 @@ def test_a_broken_connection_holds_every_send_and_tells_the_owner(rt, clock):
         s.get(Connection, world.conn_id).status = "needs_reconnect"
     result = run_reminders(rt, world.company)
     assert result.hold and "needs reconnect" in result.hold
-    assert count(rt, OutboxMessage) == 0
+    assert count(rt, ReminderSend) == 0
     with rt.sessions() as s:
         held = s.scalars(select(Activity).where(Activity.kind == "reminders.held")).one()
         assert "Nothing is sent until the ledger syncs again" in held.message
+        [told] = s.scalars(select(OutboxMessage)).all()
+        assert told.payload["to"] == "owner@acme-supply.example"
+        assert told.payload["subject"] == "Reminders are on hold: your ledger needs attention"
+    run_reminders(rt, world.company)  # the owner is told once a day, not on every try
+    assert count(rt, OutboxMessage) == 1
 
 
 def test_a_queued_reminder_waits_while_the_connection_is_broken(rt, clock):
