@@ -447,3 +447,27 @@ def test_ledger_discount_terms_apply_when_the_owner_set_none(rt, demo_company, c
         q = payments.quote(rt, s, find_pay_token(s, token))
     assert q.discount is not None and q.discount.percent == Decimal(2)
     assert q.discount.ends_on == inv.issued_on + timedelta(days=10)
+
+
+def test_a_sync_before_the_write_back_lands_never_reopens_a_paid_invoice(
+    rt, demo_company, usd_invoice
+):
+    from arbridge.handlers import outbox_handlers, webhook_handlers
+    from arbridge.sync.outbox import deliver
+    from arbridge.webhooks.dispatch import process_pending
+
+    token = token_for(rt, usd_invoice)
+    pay(rt, token)
+    process_pending(rt.sessions, rt.clock, webhook_handlers(rt))  # recorded; the write-back waits
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    clock_step = timedelta(minutes=1)
+    rt.clock.advance(clock_step)
+    sync_now(rt, conn, full=True)
+    inv = invoice(rt, usd_invoice.id)
+    assert inv.status == "paid" and inv.balance_minor == 0
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))  # now the ledger has it
+    sync_now(rt, conn, full=True)
+    inv = invoice(rt, usd_invoice.id)
+    assert inv.status == "paid" and inv.balance_minor == 0
+    assert len(ledger_payments(rt, demo_company)) == 1

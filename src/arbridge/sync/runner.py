@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, literal, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
@@ -25,11 +25,14 @@ from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.mappers import demo as demo_mapper
 from arbridge.sync.mappers import quickbooks as quickbooks_mapper
 from arbridge.sync.model import (
+    CollectedAllocation,
+    CollectedPayment,
     Connection,
     Contact,
     CreditNote,
     Customer,
     Invoice,
+    OutboxMessage,
     Payment,
     PaymentAllocation,
     SyncCursor,
@@ -96,6 +99,37 @@ def _ids(
         )
     )
     return dict(found.tuples().all())
+
+
+def _keep_collected_applied(session: Session, invoice_ids: list[int]) -> None:
+    """Money arbridge collected that the ledger does not show yet (its write-back is queued or
+    failing) stays applied, so a sync in between never reopens a paid invoice for reminders."""
+    if not invoice_ids:
+        return
+    written = select(OutboxMessage.id).where(
+        OutboxMessage.key == literal("ledger_payment:") + CollectedPayment.payment_intent_id,
+        OutboxMessage.status == "sent",
+    )
+    held = session.execute(
+        select(
+            CollectedAllocation.invoice_id,
+            func.sum(CollectedAllocation.amount_minor + CollectedAllocation.discount_minor),
+        )
+        .join(CollectedPayment, CollectedPayment.id == CollectedAllocation.collected_payment_id)
+        .where(
+            CollectedAllocation.invoice_id.in_(invoice_ids),
+            CollectedPayment.status == "succeeded",
+            ~written.exists(),
+        )
+        .group_by(CollectedAllocation.invoice_id)
+    ).all()
+    for invoice_id, minor in held:
+        invoice = session.get(Invoice, invoice_id, populate_existing=True)
+        if invoice is None or invoice.status != "open" or not minor:
+            continue
+        invoice.balance_minor = max(0, invoice.balance_minor - int(minor))
+        if invoice.balance_minor == 0:
+            invoice.status = "paid"
 
 
 class _PageWriter:
@@ -179,7 +213,8 @@ class _PageWriter:
                     "lines": r.lines,
                 }
             )
-        _upsert(self.s, Invoice, rows)
+        ids = _upsert(self.s, Invoice, rows)
+        _keep_collected_applied(self.s, list(ids.values()))
         return skipped
 
     def _settlements(
