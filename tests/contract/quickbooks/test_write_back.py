@@ -273,3 +273,34 @@ def test_an_early_payment_discount_is_a_credit_memo_applied_once(rt, fake, conne
     rt.clock.advance(timedelta(minutes=1))
     sync(rt, connected.conn)
     assert_same_books(rt, fake)
+
+
+def test_a_refund_through_the_outbox_voids_the_quickbooks_payment_once(rt, fake, connected):
+    """The payments code (issue 4) queues "ledger_reversal"; on QuickBooks it becomes one void."""
+    ids = seed_ledger(fake)
+    invoice = ids["invoices"][2]
+    before = fake.records["Invoice"][invoice]["Balance"]
+    queue_payment(rt, connected.conn, invoice, ids["customers"][2], "20.00", "pay:7")
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    payment_id = outbox_row(rt, "pay:7").provider_ref
+    with transaction(rt.sessions) as s:
+        enqueue(
+            s,
+            rt.clock,
+            company_id=connected.company.id,
+            kind="ledger_reversal",
+            key="reverse:pay:7",
+            payload={
+                "connection_id": connected.conn.id,
+                "payment_key": "pay:7",
+                "currency": "USD",
+                "reference": STRIPE_ID,
+                "repost": [],
+            },
+        )
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    row = outbox_row(rt, "reverse:pay:7")
+    assert row.status == "sent", row.last_error
+    assert fake.records["Payment"][payment_id]["PrivateNote"].startswith("Voided")
+    assert fake.records["Invoice"][invoice]["Balance"] == before
+    assert fake.calls["payment"] == 3  # the write, one read for the SyncToken, one void
