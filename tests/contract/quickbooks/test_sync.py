@@ -256,6 +256,14 @@ def test_a_dead_grant_marks_the_connection_and_tells_the_owner(rt, fake, connect
         mail = s.scalar(select(OutboxMessage).where(OutboxMessage.kind == "email"))
         assert mail.payload["to"] == "owner@harbor-bakery.example"
         assert "Reconnect" in mail.payload["text"]
+    # The email handler (issue 5) takes the notice: the in-app mailbox here, SMTP when set.
+    from arbridge.handlers import outbox_handlers
+    from arbridge.sync.outbox import deliver
+
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    with rt.sessions() as s:
+        mail = s.scalar(select(OutboxMessage).where(OutboxMessage.kind == "email"))
+        assert mail.status == "sent", mail.last_error
     # A second attempt does not hammer Intuit: the connection is paused until reconnected.
     calls = fake.token_calls
     with pytest.raises(AuthExpired):
