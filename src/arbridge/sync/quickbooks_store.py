@@ -37,6 +37,7 @@ from arbridge.sync.model import (
     CreditNote,
     Customer,
     Invoice,
+    OutboxMessage,
     Payment,
     User,
 )
@@ -45,6 +46,8 @@ from arbridge.sync.outbox import enqueue
 log = logging.getLogger(__name__)
 
 EARLY_REFRESH_SECONDS = 120
+# Outbox kinds that write into the ledger (handlers.py), retried after a reconnect.
+LEDGER_WRITES = ("ledger_payment", "ledger_reversal", "ledger_discount")
 
 
 def quickbooks_config(settings: Settings) -> QuickBooksConfig:
@@ -224,6 +227,20 @@ def attach(
     conn.status, conn.status_detail = "active", None
     session.flush()
     _set_jobs_paused(session, company.id, False)
+    # Write-backs that failed only because the grant was dead go out now. Safe: each carries
+    # its requestid, so one that did reach QuickBooks returns the same record, never a second.
+    revived = session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.company_id == company.id,
+            OutboxMessage.kind.in_(LEDGER_WRITES),
+            OutboxMessage.status.in_(("failed", "dead")),
+            OutboxMessage.last_error.like("AuthExpired:%"),
+        )
+        .values(status="pending", attempts=0, next_attempt_at=clock.now(), last_error=None)
+    ).rowcount
+    if revived:
+        log.info("QuickBooks reconnected: %s waiting write-back(s) queued again", revived)
     log_activity(session, clock, company.id, "connection.added", "Connected QuickBooks Online")
     return conn
 

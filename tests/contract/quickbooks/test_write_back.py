@@ -304,3 +304,25 @@ def test_a_refund_through_the_outbox_voids_the_quickbooks_payment_once(rt, fake,
     assert fake.records["Payment"][payment_id]["PrivateNote"].startswith("Voided")
     assert fake.records["Invoice"][invoice]["Balance"] == before
     assert fake.calls["payment"] == 3  # the write, one read for the SyncToken, one void
+
+
+def test_a_payment_collected_while_disconnected_lands_after_reconnecting(rt, fake, connected):
+    from arbridge.connectors.quickbooks import Grant
+    from arbridge.sync.quickbooks_store import attach
+
+    ids = seed_ledger(fake)
+    fake.revoke_everything()  # the owner's grant died (revoked at Intuit, or 100 days unused)
+    queue_payment(rt, connected.conn, ids["invoices"][2], ids["customers"][2], "20.00", "pay:8")
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    row = outbox_row(rt, "pay:8")
+    assert row.status == "failed" and row.last_error.startswith("AuthExpired:")
+    with rt.sessions() as s:
+        assert s.get(Connection, connected.conn.id).status == "needs_reconnect"
+    access, refresh = fake.issue_grant()
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, connected.company.id)
+        grant = Grant(access, refresh, rt.clock.now() + timedelta(hours=1), None)
+        attach(s, rt.keyring, rt.clock, company, fake.realm_id, grant)
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    assert outbox_row(rt, "pay:8").status == "sent"
+    assert len(fake.payments_with_reference(STRIPE_ID)) == 1
