@@ -424,8 +424,11 @@ def start_checkout(rt: Runtime, token: str) -> str:
                 customer_email=contact,
             )
         )
-        s.add(
-            CheckoutSessionRow(
+        # Two presses at once send the same idempotency key, so Stripe answers both with one
+        # session: the second insert meets the unique id and is skipped.
+        s.execute(
+            dialect_insert(s)(CheckoutSessionRow.__table__)
+            .values(
                 company_id=q.company.id,
                 pay_token_id=link.id,
                 stripe_session_id=created.id,
@@ -439,6 +442,7 @@ def start_checkout(rt: Runtime, token: str) -> str:
                 expires_at=created.expires_at or now + timedelta(minutes=SESSION_MINUTES),
                 created_at=now,
             )
+            .on_conflict_do_nothing(index_elements=["stripe_session_id"])
         )
         if not created.url:
             raise Transient("Stripe returned a session without a URL")

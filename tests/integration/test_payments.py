@@ -471,3 +471,26 @@ def test_a_sync_before_the_write_back_lands_never_reopens_a_paid_invoice(
     inv = invoice(rt, usd_invoice.id)
     assert inv.status == "paid" and inv.balance_minor == 0
     assert len(ledger_payments(rt, demo_company)) == 1
+
+
+def test_two_presses_at_once_open_one_session(rt, demo_company, usd_invoice):
+    import threading
+
+    token = token_for(rt, usd_invoice)
+    barrier, urls, errors = threading.Barrier(3), [], []
+
+    def press():
+        barrier.wait()
+        try:
+            urls.append(payments.start_checkout(rt, token))
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=press) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(set(urls)) == 1
+    with rt.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(CheckoutSessionRow)) == 1
