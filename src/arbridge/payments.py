@@ -14,7 +14,7 @@ import hmac
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -403,27 +403,37 @@ def start_checkout(rt: Runtime, token: str) -> str:
             .order_by(Contact.is_primary.desc())
         )
         base = rt.settings.base_url
-        created = gateway.create_checkout_session(
-            CheckoutRequest(
-                amount=q.amount,
-                description=f"{q.company.name}: invoice {numbers}"
-                if len(q.invoices) == 1
-                else f"{q.company.name}: invoices {numbers}",
-                methods=methods,
-                success_url=f"{base}/pay/{token}/return?session_id={{CHECKOUT_SESSION_ID}}",
-                cancel_url=f"{base}/pay/{token}",
-                expires_at=now + timedelta(minutes=SESSION_MINUTES),
-                # Same link, same balances, same attempt: Stripe returns the same session.
-                idempotency_key=f"checkout:{link.id}:{attempt}:{hashlib.sha256(basis.encode()).hexdigest()[:24]}",
-                metadata={
-                    "arbridge_company": str(q.company.id),
-                    "arbridge_pay_token": str(link.id),
-                    "arbridge_invoices": ",".join(str(d.invoice_id) for d in q.due),
-                    "arbridge_discount": str(q.discount_total.minor),
-                },
-                customer_email=contact,
-            )
+        request = CheckoutRequest(
+            amount=q.amount,
+            description=f"{q.company.name}: invoice {numbers}"
+            if len(q.invoices) == 1
+            else f"{q.company.name}: invoices {numbers}",
+            methods=methods,
+            success_url=f"{base}/pay/{token}/return?session_id={{CHECKOUT_SESSION_ID}}",
+            cancel_url=f"{base}/pay/{token}",
+            expires_at=now + timedelta(minutes=SESSION_MINUTES),
+            # Same link, same balances, same attempt: Stripe returns the same session.
+            idempotency_key=f"checkout:{link.id}:{attempt}:{hashlib.sha256(basis.encode()).hexdigest()[:24]}",
+            metadata={
+                "arbridge_company": str(q.company.id),
+                "arbridge_pay_token": str(link.id),
+                "arbridge_invoices": ",".join(str(d.invoice_id) for d in q.due),
+                "arbridge_discount": str(q.discount_total.minor),
+            },
+            customer_email=contact,
         )
+        try:
+            created = gateway.create_checkout_session(request)
+        except Rejected as e:
+            if len(methods) < 2 or "card" not in methods:
+                raise
+            # The account cannot take bank debits yet (ACH not activated): card still works.
+            log.warning("checkout with %s refused (%s); retrying with card only", methods, e)
+            created = gateway.create_checkout_session(
+                replace(
+                    request, methods=["card"], idempotency_key=request.idempotency_key + ":card"
+                )
+            )
         # Two presses at once send the same idempotency key, so Stripe answers both with one
         # session: the second insert meets the unique id and is skipped.
         s.execute(

@@ -231,3 +231,27 @@ def other_company_stripe(rt):
             )
         )
     return "acct_borealis"
+
+
+@responses.activate
+def test_an_account_without_ach_still_takes_cards(stripe_rt, demo_company):
+    rt = stripe_rt
+    token, *_ = open_invoice(rt, demo_company)
+    responses.post(
+        f"{API}/v1/checkout/sessions",
+        status=400,
+        json={
+            "error": {
+                "type": "invalid_request_error",
+                "param": "payment_method_types",
+                "message": "The payment method type provided: us_bank_account is invalid. Please ensure the provided type is activated in your dashboard.",
+            }
+        },
+    )
+    responses.add_callback(
+        responses.POST, f"{API}/v1/checkout/sessions", callback=fake_session_create("pi_card_only")
+    )
+    assert payments.start_checkout(rt, token) == "https://checkout.stripe.com/c/pay/cs_test_flow"
+    first, second = (c.request for c in responses.calls)
+    assert "us_bank_account" in first.body and "us_bank_account" not in second.body
+    assert second.headers["Idempotency-Key"] == first.headers["Idempotency-Key"] + ":card"
