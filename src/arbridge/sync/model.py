@@ -508,6 +508,29 @@ class InstanceMeta(Base):
 # --- QuickBooks (issue 3): tables of its own go here; migration 0003 ---
 
 
+class QuickBooksRealm(Base):
+    """One row per QuickBooks company (realm): the row every process locks to take a call slot."""
+
+    __tablename__ = "quickbooks_realms"
+
+    realm_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class QuickBooksCall(Base):
+    """A call slot against a realm's limits (500 a minute, 10 in flight), shared by every worker:
+    in flight until finished (or its lease runs out after a crash), counted for a minute."""
+
+    __tablename__ = "quickbooks_calls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    realm_id: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime]
+    lease_until: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_quickbooks_calls_realm_started", "realm_id", "started_at"),)
+
+
 # --- Reminders (issue 5): tables of its own go here; migration 0004 ---
 
 REMINDER_STATUSES = ("queued", "sent", "cancelled", "failed")

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
@@ -29,7 +32,7 @@ from arbridge.connectors.quickbooks import (
 from arbridge.crypto import Keyring
 from arbridge.errors import AuthExpired, ConfigError, NotFound
 from arbridge.sync.activity import log_activity
-from arbridge.sync.db import transaction
+from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.model import (
     Company,
     CompanyJob,
@@ -39,6 +42,8 @@ from arbridge.sync.model import (
     Invoice,
     OutboxMessage,
     Payment,
+    QuickBooksCall,
+    QuickBooksRealm,
     User,
 )
 from arbridge.sync.outbox import enqueue
@@ -149,6 +154,91 @@ class ConnectionTokens:
             conn = session.get(Connection, self.connection_id)
             if conn is not None:
                 mark_needs_reconnect(session, self.clock, conn, reason)
+
+
+class DatabaseLimiter:
+    """Intuit's per-realm limits (500 calls a minute, 10 in flight) across every worker process:
+    each call takes a slot row under the realm's row lock and releases it when done. A process
+    that dies mid-call frees its slot when the lease (longer than Intuit's 120 s timeout) ends."""
+
+    LEASE = timedelta(seconds=130)
+    WINDOW = timedelta(seconds=60)
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        clock: Clock,
+        realm_id: str,
+        sleep: Callable[[float], None],
+        per_minute: int = 500,
+        concurrent: int = 10,
+    ) -> None:
+        self.factory = factory
+        self.clock = clock
+        self.realm_id = realm_id
+        self.sleep = sleep
+        self.per_minute = per_minute
+        self.concurrent = concurrent
+
+    def _take(self) -> tuple[int | None, float]:
+        with transaction(self.factory) as s:
+            s.execute(
+                dialect_insert(s)(QuickBooksRealm.__table__)
+                .values(realm_id=self.realm_id)
+                .on_conflict_do_nothing(index_elements=["realm_id"])
+            )
+            # The lock: an UPDATE takes the row lock on PostgreSQL and the write lock on SQLite.
+            s.execute(
+                update(QuickBooksRealm)
+                .where(QuickBooksRealm.realm_id == self.realm_id)
+                .values(realm_id=self.realm_id)
+            )
+            now = self.clock.now()
+            mine = QuickBooksCall.realm_id == self.realm_id
+            s.execute(
+                delete(QuickBooksCall).where(
+                    mine,
+                    QuickBooksCall.started_at <= now - self.WINDOW,
+                    (QuickBooksCall.finished_at.is_not(None)) | (QuickBooksCall.lease_until < now),
+                )
+            )
+            recent = s.scalars(
+                select(QuickBooksCall.started_at)
+                .where(mine, QuickBooksCall.started_at > now - self.WINDOW)
+                .order_by(QuickBooksCall.started_at)
+            ).all()
+            flying = s.scalar(
+                select(func.count())
+                .select_from(QuickBooksCall)
+                .where(mine, QuickBooksCall.finished_at.is_(None), QuickBooksCall.lease_until > now)
+            )
+            if len(recent) >= self.per_minute:
+                return None, (recent[0] + self.WINDOW - now).total_seconds()
+            if (flying or 0) >= self.concurrent:
+                return None, 0.05
+            call = QuickBooksCall(
+                realm_id=self.realm_id, started_at=now, lease_until=now + self.LEASE
+            )
+            s.add(call)
+            s.flush()
+            return call.id, 0.0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        while True:
+            call_id, wait = self._take()
+            if call_id is not None:
+                break
+            self.sleep(max(wait, 0.001))
+        try:
+            yield
+        finally:
+            with transaction(self.factory) as s:
+                s.execute(
+                    update(QuickBooksCall)
+                    .where(QuickBooksCall.id == call_id)
+                    .values(finished_at=self.clock.now())
+                )
 
 
 def _set_jobs_paused(session: Session, company_id: int, paused: bool) -> None:
@@ -297,6 +387,8 @@ def build_connector(
                 )
             )
 
+    sleep = options.get("sleep", time.sleep)
+    options.setdefault("limiter", DatabaseLimiter(factory, clock, conn.tenant_id, sleep))
     return QuickBooksConnector(
         config,
         conn.tenant_id,

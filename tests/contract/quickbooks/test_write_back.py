@@ -6,6 +6,7 @@ import threading
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import select, update
 
 from arbridge.connectors.base import PaymentLine, PaymentWriteBack
@@ -326,3 +327,56 @@ def test_a_payment_collected_while_disconnected_lands_after_reconnecting(rt, fak
     deliver(rt.sessions, rt.clock, outbox_handlers(rt))
     assert outbox_row(rt, "pay:8").status == "sent"
     assert len(fake.payments_with_reference(STRIPE_ID)) == 1
+
+
+def test_workers_share_the_realm_s_limits_through_the_database(rt):
+    """Two limiters (two worker processes) on one realm: 10 in flight and 500 a minute in all."""
+    from contextlib import ExitStack
+
+    from arbridge.sync.quickbooks_store import DatabaseLimiter
+
+    class Waited(Exception):
+        pass
+
+    def refuse(seconds: float) -> None:
+        raise Waited(seconds)
+
+    a = DatabaseLimiter(rt.sessions, rt.clock, "4620816365", refuse)
+    b = DatabaseLimiter(rt.sessions, rt.clock, "4620816365", refuse)
+    other_realm = DatabaseLimiter(rt.sessions, rt.clock, "1234567890", refuse)
+    with ExitStack() as flying:
+        for i in range(10):
+            flying.enter_context((a if i % 2 else b).slot())
+        with pytest.raises(Waited):
+            flying.enter_context(b.slot())  # the 11th in flight waits
+        with other_realm.slot():  # another company is not held up
+            pass
+    with a.slot():  # released: free again
+        pass
+    for _ in range(500 - 11):  # 11 taken so far this minute
+        with b.slot():
+            pass
+    with pytest.raises(Waited) as waited, a.slot():  # the 501st in the same minute
+        pass
+    assert 59 <= waited.value.args[0] <= 60
+    rt.clock.advance(timedelta(seconds=61))
+    with a.slot():
+        pass
+
+
+def test_a_crashed_worker_s_slot_frees_itself(rt):
+    from arbridge.sync.quickbooks_store import DatabaseLimiter
+
+    start = rt.clock.now()
+
+    def sleep(seconds: float) -> None:
+        rt.clock.advance(timedelta(seconds=5))  # time passes while the live worker polls
+
+    limiter = DatabaseLimiter(rt.sessions, rt.clock, "4620816365", sleep)
+    dead = [limiter.slot() for _ in range(10)]
+    for slot in dead:
+        slot.__enter__()  # entered and never left: the worker died mid-call
+    with limiter.slot():
+        pass
+    # The lease outlives Intuit's 120 s request timeout, then frees the slot.
+    assert timedelta(seconds=130) <= rt.clock.now() - start <= timedelta(seconds=140)

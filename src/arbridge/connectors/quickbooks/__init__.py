@@ -3,6 +3,7 @@
 from arbridge.connectors.quickbooks.client import (
     ENTITY_BY_NAME,
     ENTITY_NAMES,
+    Limiter,
     QuickBooksConnector,
     RealmLimiter,
     TokenSource,
@@ -14,6 +15,7 @@ __all__ = [
     "ENTITY_NAMES",
     "Grant",
     "IntuitOAuth",
+    "Limiter",
     "QuickBooksConfig",
     "QuickBooksConnector",
     "RealmLimiter",

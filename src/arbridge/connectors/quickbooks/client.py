@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
@@ -84,6 +84,12 @@ class TokenSource(Protocol):
 
     def give_up(self, reason: str) -> None:
         """The grant is dead: mark the connection for reconnecting and tell the owner."""
+        ...
+
+
+class Limiter(Protocol):
+    def slot(self) -> AbstractContextManager[None]:
+        """Wait for a call slot; hold it for the length of one request."""
         ...
 
 
@@ -197,7 +203,7 @@ class QuickBooksConnector:
         deposit_account_id: str | None = None,
         discount_item_id: str = "1",
         sleep: Callable[[float], None] = time.sleep,
-        limiter: RealmLimiter | None = None,
+        limiter: Limiter | None = None,
         http: requests.Session | None = None,
         page_size: int = PAGE_SIZE,
         known_ids: Callable[[Entity], set[str]] | None = None,
