@@ -50,7 +50,12 @@ def test_no_pay_link_for_another_companys_invoice(owner_client, rt, other_compan
         )
         _not_found(response, other_company)
     with rt.sessions() as s:
-        assert s.scalar(select(func.count()).select_from(PayToken)) == 0
+        assert (
+            s.scalar(
+                select(func.count()).select_from(PayToken).where(PayToken.invoice_id == inv_id)
+            )
+            == 0
+        )
         logged = s.scalar(
             select(func.count())
             .select_from(Activity)

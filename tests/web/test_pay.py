@@ -71,7 +71,7 @@ def test_owner_creates_a_link_stored_only_as_a_hash(owner_client, rt, overdue_in
     token = _token(pay_path)
     assert len(token) >= 40
     with rt.sessions() as s:
-        rows = s.scalars(select(PayToken)).all()
+        rows = s.scalars(select(PayToken).where(PayToken.token_hash == hash_token(token))).all()
         assert len(rows) == 1
         assert rows[0].token_hash == hash_token(token)
         assert rows[0].invoice_id == overdue_invoice.id
