@@ -392,3 +392,32 @@ def test_the_day_is_the_business_day_not_the_utc_day(rt, clock):
     assert run_reminders(rt, world.company).emails == 0
     clock.at = chicago(START + timedelta(days=1), 9)
     assert run_reminders(rt, world.company).emails == 1
+
+
+def test_unsubscribing_stops_reminders_not_receipts(rt, clock):
+    from arbridge.sync.outbox import enqueue
+
+    world = world_of(rt, Inv("A", "HAR", -3, "100.00"))
+    with transaction(rt.sessions) as s:
+        contact = s.scalars(select(Contact).where(Contact.email == HARBOR.email)).one()
+        unsubscribe(s, rt, contact.id)
+        # A receipt, as the payments code queues it (issue 4).
+        enqueue(
+            s,
+            rt.clock,
+            company_id=world.company.id,
+            kind="email",
+            key="receipt:pi_1",
+            payload={
+                "to": HARBOR.email,
+                "subject": "Receipt from Acme Supply Co.: $100.00",
+                "text": "Thank you.",
+                "mail": "receipt",
+                "customer_id": contact.customer_id,
+            },
+        )
+    tick(rt, "w")
+    with rt.sessions() as s:
+        [m] = s.scalars(select(MailMessage)).all()
+    assert (m.kind, m.to_addr) == ("receipt", HARBOR.email)
+    assert "List-Unsubscribe" not in m.headers
