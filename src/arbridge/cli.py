@@ -46,9 +46,12 @@ def _settings() -> Settings:
 
 
 def _runtime() -> Any:
+    """The instance's runtime, closed (its database pool disposed) when the command ends."""
     from arbridge.runtime import Runtime
 
-    return Runtime.open(_settings())
+    rt = Runtime.open(_settings())
+    click.get_current_context().call_on_close(rt.close)
+    return rt
 
 
 def _setup_logging(settings: Settings) -> None:
