@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from arbridge.connectors.base import PaymentLine, PaymentWriteBack
 from arbridge.errors import Rejected, Transient
 from arbridge.sync.db import transaction
-from arbridge.sync.model import OutboxMessage
+from arbridge.sync.model import Activity, OutboxMessage
 from arbridge.sync.outbox import LEASE, MAX_ATTEMPTS, Handler, deliver, enqueue
 from arbridge.sync.store import ledger_connection
 
@@ -73,6 +73,9 @@ def test_permanent_failure_is_kept_and_never_retried(rt, demo_company, clock):
     clock.advance(timedelta(days=1))
     assert deliver(rt.sessions, rt.clock, handlers) == 0
     assert row(rt).status == "failed" and "550" in row(rt).last_error
+    with rt.sessions() as s:
+        told = s.scalars(select(Activity.message).where(Activity.kind == "outbox.failed")).all()
+    assert len(told) == 1 and "550 mailbox unavailable" in told[0]
 
 
 class Crash(BaseException):

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
 from arbridge.errors import RateLimited, Transient
+from arbridge.sync.activity import log_activity
 from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.model import OutboxMessage
 
@@ -97,12 +98,33 @@ def _claim(
     return row, recovering
 
 
-def _finish(factory: sessionmaker[Session], row_id: int, **changes: Any) -> None:
+WHAT = {
+    "email": "An email",
+    "ledger_payment": "A payment's write-back to your ledger",
+    "ledger_discount": "A discount's write-back to your ledger",
+    "ledger_reversal": "Reversing a payment in your ledger",
+    "stripe_refund": "A refund through Stripe",
+}
+
+
+def _finish(
+    factory: sessionmaker[Session], row_id: int, clock: Clock | None = None, **changes: Any
+) -> None:
     with transaction(factory) as session:
         row = session.get(OutboxMessage, row_id)
         assert row is not None
         for name, value in changes.items():
             setattr(row, name, value)
+        if clock is not None and row.status in ("failed", "dead"):
+            # Given up on: the owner sees it on the activity log, with the reason.
+            log_activity(
+                session,
+                clock,
+                row.company_id,
+                "outbox.failed",
+                f"{WHAT.get(row.kind, row.kind)} could not be completed: {row.last_error}",
+                outbox_key=row.key,
+            )
 
 
 def deliver(
@@ -122,6 +144,7 @@ def deliver(
             _finish(
                 factory,
                 row.id,
+                clock,
                 status="failed",
                 last_error="interrupted while sending; it may or may not have gone out",
             )
@@ -139,13 +162,20 @@ def deliver(
             _finish(
                 factory,
                 row.id,
+                clock,
                 status="dead" if final else "pending",
                 next_attempt_at=clock.now() + wait,
                 last_error=str(e)[:2000],
             )
         except Exception as e:  # a permanent failure: keep the row and the reason, never retry
             log.exception("outbox %s %s failed permanently", row.kind, row.key)
-            _finish(factory, row.id, status="failed", last_error=f"{type(e).__name__}: {e}"[:2000])
+            _finish(
+                factory,
+                row.id,
+                clock,
+                status="failed",
+                last_error=f"{type(e).__name__}: {e}"[:2000],
+            )
         else:
             _finish(
                 factory,
