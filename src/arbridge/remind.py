@@ -316,7 +316,8 @@ def load_plan(session: Session, rt: Runtime, company: Company, as_of: date) -> L
         empty = Plan(as_of, (), ())
         return Loaded(company, ReminderPolicy(enabled=False), as_of, empty, None, str(e))
     invoices = candidate_invoices(session, company.id, policy, as_of)
-    customers, facts = _facts(session, company, invoices, rt.clock.now())
+    # Most companies have nothing due on most days: one query, then nothing more to load.
+    customers, facts = _facts(session, company, invoices, rt.clock.now()) if invoices else ([], [])
     conn = ledger_connection(session, company.id)
     return Loaded(
         company,
