@@ -448,6 +448,7 @@ def run_reminders(rt: Runtime, company: Company) -> RunResult:
         settle_promises(session, rt, company, as_of)
         session.flush()
         loaded = load_plan(session, rt, company, as_of)
+        digest: list[str] = []
         for m in loaded.plan.messages:
             if m.held:
                 result.held += 1
@@ -465,7 +466,8 @@ def run_reminders(rt: Runtime, company: Company) -> RunResult:
                 if m.channel != EMAIL:
                     row.status, row.sent_at = "sent", rt.clock.now()
             if "notify_owner" in m.escalations or "agency" in m.escalations:
-                _escalate(session, rt, company, m, claimed)
+                digest.append(_escalate(session, rt, company, m, claimed))
+        _escalation_digest(session, rt, company, as_of, digest)
     if statement_due(loaded.policy, as_of):
         result.statements = queue_statements(rt, company, as_of, loaded.policy)
     return result
@@ -697,28 +699,43 @@ def _escalate(
     company: Company,
     m: CustomerMessage,
     claimed: list[tuple[ReminderSend, Invoice]],
-) -> None:
+) -> str:
+    """Carry out a step's escalation; return its paragraph for the owner's daily digest."""
     numbers = ", ".join(inv.number or inv.source_id for _row, inv in claimed)
     total = _total(inv for _r, inv in claimed)
     if "agency" in m.escalations:
         refer_to_agency(session, rt, company, m.customer.customer_id, "sequence escalation")
-    text = (
-        f"{m.customer.name} has not paid {numbers} ({total}) after the reminders so far; "
-        f"arbridge reached the step {m.step.key} ({m.step.template}).\n\n"
-        + (
-            "Suggested next step: call them. Common replies and what to do:\n"
-            if m.channel == "call"
-            else ""
-        )
-        + ("".join(f'- "{q}" {a}\n' for q, a in CALL_GUIDE) if m.channel == "call" else "")
+    log_activity(
+        session,
+        rt.clock,
+        company.id,
+        "reminders.escalated",
+        f"{m.customer.name}: {total} overdue, reminders escalated ({m.step.key})",
+        customer_id=m.customer.customer_id,
     )
+    return (
+        f"{m.customer.name} has not paid {numbers} ({total}) after the reminders so far; "
+        f"arbridge reached the step {m.step.key} ({m.step.template})."
+        + (" Suggested next step: call them (see the call list)." if m.channel == "call" else "")
+    )
+
+
+def _escalation_digest(
+    session: Session, rt: Runtime, company: Company, as_of: date, paragraphs: list[str]
+) -> None:
+    """One email a run for all of the day's escalations: the owner's inbox is not flooded."""
+    if not paragraphs:
+        return
+    guide = "".join(f'- "{q}" {a}\n' for q, a in CALL_GUIDE)
     notify_owner(
         session,
         rt,
         company,
-        key=f"owner:escalation:c{m.customer.customer_id}:{m.step.key}:r{claimed[0][0].id}",
-        subject=f"{m.customer.name}: {total} overdue, reminders escalated",
-        text=text,
+        key=f"owner:escalations:{company.id}:{as_of.isoformat()}",
+        subject=f"{len(paragraphs)} account(s) need your attention",
+        text="\n\n".join(paragraphs)
+        + "\n\nWhen you call, common replies and what to do:\n"
+        + guide,
     )
 
 

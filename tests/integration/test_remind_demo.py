@@ -134,3 +134,20 @@ def test_bad_input_is_one_sentence(settings, demo_company, args, error):
     result = cli(settings, "remind", *args)
     assert result.exit_code == 1
     assert error in result.output and "Traceback" not in result.output
+
+
+def test_a_first_run_with_many_escalations_sends_the_owner_one_digest(rt, demo_company):
+    from arbridge.sync.model import Activity
+
+    run_reminders(rt, demo_company)
+    run_reminders(rt, demo_company)  # the same day again: nothing new
+    with rt.sessions() as s:
+        escalated = s.scalar(
+            select(func.count()).select_from(Activity).where(Activity.kind == "reminders.escalated")
+        )
+        owner_mail = s.scalars(
+            select(OutboxMessage).where(OutboxMessage.key.like("owner:escalation%"))
+        ).all()
+    assert escalated > 5
+    assert len(owner_mail) == 1
+    assert owner_mail[0].payload["subject"] == f"{escalated} account(s) need your attention"
