@@ -27,3 +27,13 @@ def test_report_equals_aging_every_invoice_one_by_one(rt, demo_company):
     slow = age(items, today, demo_company.home_currency)
     assert fast == slow
     assert len(items) == fast.open_invoices > 100
+
+
+def test_demo_customers_are_distinct_businesses_with_distinct_contacts(rt, demo_company):
+    from arbridge.sync.model import Contact, Customer
+
+    with rt.sessions() as s:
+        names = s.scalars(select(Customer.name).where(Customer.company_id == demo_company.id)).all()
+        emails = s.scalars(select(Contact.email).where(Contact.company_id == demo_company.id)).all()
+    assert len(names) == len(set(names)) == 40
+    assert len(emails) == len(set(emails))

@@ -357,7 +357,8 @@ def generate_demo_ledger(
 
     contacts = []
     for i in range(customers):
-        name = f"{FIRST_NAMES[i % 20]} {LAST_NAMES[(i * 7) % 20]}"
+        # Every customer a different business (and so a different contact address).
+        name = f"{FIRST_NAMES[i % 20]} {LAST_NAMES[(i * 7 + i // 20) % 20]}"
         currency = "EUR" if i % 10 == 3 else ("CAD" if i == 17 else "USD")
         person = PEOPLE[i % 20]
         slug = name.lower().replace(" ", "").replace(".", "")
