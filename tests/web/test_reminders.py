@@ -351,3 +351,21 @@ def test_a_named_sequence_for_one_customer(owner_client, rt, overdue):
     owner_client.post(action, data={**form_fields(form), "sequence": "default"})
     with rt.sessions() as s:
         assert s.scalars(select(CustomerReminderSettings)).one().sequence is None
+
+
+def test_the_mailbox_shows_reminders_waiting_for_the_sending_window(
+    owner_client, rt, clock, demo_company
+):
+    from datetime import UTC, datetime
+
+    from arbridge.remind import run_reminders
+
+    clock.at = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # 03:00 in Chicago: they wait for 08:00
+    run_reminders(rt, demo_company)
+    page = owner_client.get("/c/demo/mailbox")
+    doc = parse(page.data)
+    queued = doc.by_id("queued")
+    assert queued is not None
+    rows = queued.find("tbody").find_all("tr")
+    assert len(rows) > 5
+    assert all(r.find("td").text.endswith("08:00") for r in rows if "reminder" in r.text)

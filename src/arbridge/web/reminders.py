@@ -9,6 +9,7 @@ import re
 import secrets
 from datetime import date, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
@@ -49,6 +50,7 @@ from arbridge.sync.model import (
     Invoice,
     InvoiceHold,
     MailMessage,
+    OutboxMessage,
     ReminderSend,
 )
 from arbridge.sync.outbox import enqueue
@@ -505,7 +507,45 @@ def mailbox(company: Company) -> Any:
         )
         .all()
     )
-    return render_template("mailbox.html", company=company, mails=mails)
+    # Queued mail too: reminders wait for the customer's sending window (8:00 by default).
+    waiting = (
+        db()
+        .scalars(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.company_id == company.id,
+                OutboxMessage.kind == "email",
+                OutboxMessage.status.in_(("pending", "sending", "failed", "dead")),
+            )
+            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            .limit(200)
+        )
+        .all()
+    )
+    names = dict(
+        db()
+        .execute(
+            select(Customer.id, Customer.name).where(
+                Customer.id.in_({w.payload.get("customer_id") for w in waiting} - {None})
+            )
+        )
+        .tuples()
+        .all()
+    )
+    zone = ZoneInfo(company.timezone)
+    queued = [
+        {
+            "when": w.next_attempt_at.astimezone(zone),
+            "to": w.payload.get("to") or names.get(w.payload.get("customer_id"), ""),
+            "what": w.payload.get("subject")
+            or f"{w.payload.get('mail', 'email')}: {w.payload.get('template', '')}".rstrip(": "),
+            "invoices": len(w.payload.get("invoices") or []),
+            "status": w.status,
+            "error": w.last_error,
+        }
+        for w in waiting
+    ]
+    return render_template("mailbox.html", company=company, mails=mails, queued=queued)
 
 
 @bp.get("/c/<slug>/mailbox/<int:mail_id>")
