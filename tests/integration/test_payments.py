@@ -494,3 +494,29 @@ def test_two_presses_at_once_open_one_session(rt, demo_company, usd_invoice):
     assert errors == [] and len(set(urls)) == 1
     with rt.sessions() as s:
         assert s.scalar(select(func.count()).select_from(CheckoutSessionRow)) == 1
+
+
+def test_from_a_reminders_link_to_a_paid_invoice_in_the_ledger(rt, demo_company, client):
+    """The demo's promise: open a reminder's link, pay, see it paid here and in the ledger."""
+    import re
+
+    from arbridge.remind import run_reminders
+    from arbridge.sync.model import MailMessage
+
+    run_reminders(rt, demo_company)  # 09:00 in Chicago: inside the sending window
+    drain(rt)
+    with rt.sessions() as s:
+        mail = next(m for m in s.scalars(select(MailMessage).where(MailMessage.kind == "reminder")))
+    link = re.search(r"https?://\S+/pay/[\w-]+", mail.text_body).group(0)
+    token = link.rsplit("/", 1)[-1]
+    with rt.sessions() as s:
+        link_row = find_pay_token(s, token)
+        inv = s.get(Invoice, link_row.invoice_id) if link_row.invoice_id else None
+    page = client.get(f"/pay/{token}")
+    assert page.status_code == 200 and b'id="pay"' in page.data
+    pay(rt, token)
+    drain(rt)
+    if inv is not None:
+        assert invoice(rt, inv.id).status == "paid"
+    [posted] = ledger_payments(rt, demo_company)
+    assert posted["status"] == "POSTED"
