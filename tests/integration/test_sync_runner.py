@@ -269,3 +269,26 @@ def test_voided_payment_reopens_the_invoice(rt, demo_company, clock):
 def aging_report_open(rt, company):
     with rt.sessions() as s:
         return aging_report(s, company, company_today(company, rt.clock)).open_balance
+
+
+def test_a_large_load_refreshes_the_planners_statistics(rt, demo_company, monkeypatch):
+    from sqlalchemy import text
+
+    from arbridge.sync import runner
+
+    monkeypatch.setattr(runner, "ANALYZE_AFTER", 100)  # the demo's 300 invoices count as large
+    sync_now(rt, connection(rt, demo_company), full=True)
+    if rt.engine.dialect.name != "postgresql":
+        return  # SQLite plans without table statistics
+    with rt.engine.connect() as c:
+        analyzed = (
+            c.execute(
+                text(
+                    "SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL AND schemaname = current_schema()"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert {"invoices", "payments", "payment_allocations"} <= set(analyzed)
+    assert "customers" not in analyzed  # 40 customers: not a large load

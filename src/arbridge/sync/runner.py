@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, literal, select
+from sqlalchemy import delete, func, literal, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
@@ -376,6 +376,26 @@ def _save_cursor(
         cursor.value, cursor.updated_at = value, clock.now()
 
 
+# After a large load, PostgreSQL's planner still holds the statistics of a nearly empty table and
+# scans every row for each lookup by source id (measured: 125 ms a lookup at 100k invoices).
+ANALYZE_AFTER = 5000
+ANALYZED = {
+    "customers": ("customers", "contacts"),
+    "invoices": ("invoices",),
+    "credit_notes": ("credit_notes", "payment_allocations"),
+    "payments": ("payments", "payment_allocations"),
+}
+
+
+def _analyze(factory: sessionmaker[Session], entity: str) -> None:
+    with factory() as session:
+        if session.get_bind().dialect.name != "postgresql":
+            return
+        for table in ANALYZED[entity]:
+            session.execute(text(f"ANALYZE {table}"))
+        session.commit()
+
+
 def load_cursors(session: Session, connection_id: int) -> dict[str, str | None]:
     rows = session.execute(
         select(SyncCursor.entity, SyncCursor.value).where(SyncCursor.connection_id == connection_id)
@@ -411,6 +431,8 @@ def sync_connection(
                 done += len(page.records)
                 if progress:
                     progress(entity, done, page.total)
+            if done >= ANALYZE_AFTER:
+                _analyze(factory, entity)
     except ArbridgeError as e:
         # What was committed stays; the owner sees why the rest did not arrive.
         with transaction(factory) as session:
