@@ -66,6 +66,7 @@ from arbridge.webhooks.stripe import parse_stripe_delivery
 log = logging.getLogger(__name__)
 
 SESSION_MINUTES = 60
+KEY_WINDOW_MINUTES = 50  # shorter than a session's life, so a key never names an expired one
 LEDGER_PAYMENT, LEDGER_DISCOUNT, LEDGER_REVERSAL = (
     "ledger_payment",
     "ledger_discount",
@@ -388,14 +389,20 @@ def start_checkout(rt: Runtime, token: str) -> str:
         )
         if reusable is not None and reusable.url:
             return reusable.url
-        attempt = (
+        # The idempotency key names what is asked (link, balances), the time window, and how many
+        # earlier sessions finished: presses at the same moment share one key, so Stripe opens
+        # one session for them all (a count of every row would race between them).
+        finished = (
             s.scalar(
                 select(func.count())
                 .select_from(CheckoutSessionRow)
-                .where(CheckoutSessionRow.pay_token_id == link.id)
+                .where(
+                    CheckoutSessionRow.pay_token_id == link.id, CheckoutSessionRow.status != "open"
+                )
             )
             or 0
         )
+        window = int(now.timestamp()) // (KEY_WINDOW_MINUTES * 60)
         numbers = ", ".join(i.number or i.source_id for i in q.invoices)
         contact = s.scalar(
             select(Contact.email)
@@ -412,8 +419,10 @@ def start_checkout(rt: Runtime, token: str) -> str:
             success_url=f"{base}/pay/{token}/return?session_id={{CHECKOUT_SESSION_ID}}",
             cancel_url=f"{base}/pay/{token}",
             expires_at=now + timedelta(minutes=SESSION_MINUTES),
-            # Same link, same balances, same attempt: Stripe returns the same session.
-            idempotency_key=f"checkout:{link.id}:{attempt}:{hashlib.sha256(basis.encode()).hexdigest()[:24]}",
+            idempotency_key=(
+                f"checkout:{link.id}:{window}:{finished}:"
+                f"{hashlib.sha256(basis.encode()).hexdigest()[:24]}"
+            ),
             metadata={
                 "arbridge_company": str(q.company.id),
                 "arbridge_pay_token": str(link.id),
