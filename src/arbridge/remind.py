@@ -261,8 +261,7 @@ def _facts(
                 balance_minor=inv.balance_minor,
                 status=inv.status,
                 paused=inv.paused,
-                # Issue 4 adds Invoice.payment_pending (migration 0005); read it defensively.
-                payment_pending=bool(getattr(inv, "payment_pending", False)),
+                payment_pending=inv.payment_pending,
                 disputed=any(h.kind == "dispute" for h in live),
                 promised_on=max(promises) if promises else None,
                 # No installment plans in the model yet (issue 4): nothing is on a plan.
