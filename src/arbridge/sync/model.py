@@ -148,11 +148,34 @@ class User(Base):
     identity_subject: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime]
     last_sign_in_at: Mapped[datetime | None]
+    # Stamped into the session cookie at sign-in; signing out (here or everywhere) bumps it, so
+    # a copied cookie stops working at once instead of living out its 12 hours.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         UniqueConstraint("company_id", "email"),
         UniqueConstraint("identity_provider", "identity_subject"),
     )
+
+
+class Invitation(Base):
+    """The owner's invitation to one more user: an emailed link that expires and works once.
+    An existing company gains users only this way, never by someone signing in with the ledger."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(254))
+    invited_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    accepted_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
 
 class SignInToken(Base):

@@ -58,6 +58,9 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     from arbridge.web import quickbooks
 
     app.register_blueprint(quickbooks.bp)
+    from arbridge.web import people
+
+    app.register_blueprint(people.bp)
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:

@@ -33,6 +33,13 @@ def current_user() -> User | None:
     return user
 
 
+def start_session(user_id: int, company_id: int, version: int) -> None:
+    """Sign in: a fresh cookie (never the visitor's old one) stamped with the user's version."""
+    session.clear()
+    session.permanent = True
+    session["user_id"], session["company_id"], session["v"] = user_id, company_id, version
+
+
 def company_required(view: Callable[..., Any]) -> Callable[..., Any]:
     """Owner pages live under /c/<slug>/; a user sees their own company's pages and no other's."""
 
