@@ -207,25 +207,30 @@ def callback() -> Any:
     return redirect(url_for("owner.settings", slug=slug) + "#connections")
 
 
+def _quickbooks_connection(company_id: int) -> Connection | None:
+    return db().scalar(
+        select(Connection).where(
+            Connection.company_id == company_id, Connection.provider == "quickbooks"
+        )
+    )
+
+
 @bp.get("/quickbooks/disconnected")
 def disconnected_at_intuit() -> Any:
-    """Intuit's Disconnect URL: the owner disconnected from QuickBooks' side; the grant is gone."""
-    rt, s = runtime(), db()
+    """Intuit's Disconnect URL, where Intuit sends the owner after they disconnected arbridge on
+    QuickBooks' side. A GET changes nothing (any site can make a browser fetch this URL): it
+    asks, and the POST it offers (with a CSRF token) disconnects here too."""
     user = current_user()
-    if user is not None:
-        conn = s.scalar(
-            select(Connection).where(
-                Connection.company_id == user.company_id, Connection.provider == "quickbooks"
-            )
+    conn = _quickbooks_connection(user.company_id) if user is not None else None
+    if conn is None or conn.status == "disconnected":
+        return render_template(
+            "error.html",
+            title="QuickBooks is disconnected",
+            message="arbridge no longer reads or writes your books. "
+            "Reconnect from Settings any time.",
         )
-        if conn is not None and conn.status != "disconnected":
-            disconnect(s, rt.keyring, rt.clock, conn, None)
-            s.commit()
-    return render_template(
-        "error.html",
-        title="QuickBooks is disconnected",
-        message="arbridge no longer reads or writes your books. Reconnect from Settings any time.",
-    )
+    company = db().get(Company, conn.company_id)
+    return render_template("quickbooks_disconnected.html", company=company)
 
 
 @bp.post("/c/<slug>/quickbooks/disconnect")
