@@ -12,6 +12,7 @@ from flask import Blueprint, redirect, render_template, session, url_for
 
 from arbridge.errors import NotFound
 from arbridge.sync.model import Company
+from arbridge.sync.people import end_sessions
 from arbridge.sync.store import log_activity, redeem_sign_in_token
 from arbridge.web.common import current_user, db, runtime, start_session
 
@@ -65,5 +66,11 @@ def sign_in(token: str) -> Any:
 
 @bp.post("/sign-out")
 def sign_out() -> Any:
+    """Ends this user's sessions on the server too: a copy of the cookie stops working."""
+    user = current_user()
+    if user is not None:
+        s = db()
+        end_sessions(s, user.id)
+        s.commit()
     session.clear()
     return redirect(url_for("auth.signed_out"))

@@ -28,8 +28,11 @@ def current_user() -> User | None:
     if user_id is None:
         return None
     user = db().get(User, user_id)
-    if user is None:
+    # A cookie from before the user's last sign-out (here or "everywhere") is dead, even a copy
+    # that is still within its 12 hours.
+    if user is None or session.get("v") != (user.session_version or 0):
         session.clear()
+        return None
     return user
 
 

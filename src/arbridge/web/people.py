@@ -19,6 +19,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 
@@ -117,8 +118,6 @@ def sign_out_everywhere() -> Any:
         s = db()
         end_sessions(s, user.id)
         s.commit()
-    from flask import session
-
     session.clear()
     return redirect(url_for("auth.signed_out"))
 
