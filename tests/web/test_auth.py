@@ -144,3 +144,28 @@ def test_sign_out_everywhere_ends_every_session_of_the_user(client, rt, demo_com
     assert response.headers["Location"] == "/signed-out"
     assert client.get("/c/demo/").headers["Location"] == "/signed-out"
     assert laptop.get("/c/demo/").headers["Location"] == "/signed-out"
+
+
+def test_a_link_posted_by_eight_browsers_at_once_signs_in_exactly_one(rt, app, demo_company):
+    import threading
+
+    token = new_sign_in_token(rt, demo_company)
+    clients = [app.test_client() for _ in range(8)]
+    tokens = [csrf_token(c.get(f"/sign-in/{token}").data) for c in clients]
+    barrier = threading.Barrier(len(clients))
+    statuses: list[int] = []
+
+    def press(client, csrf: str) -> None:
+        barrier.wait()
+        statuses.append(client.post(f"/sign-in/{token}", data={"csrf_token": csrf}).status_code)
+
+    threads = [
+        threading.Thread(target=press, args=pair) for pair in zip(clients, tokens, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [302] + [404] * 7
+    signed_in = [c for c in clients if c.get("/c/demo/").status_code == 200]
+    assert len(signed_in) == 1

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from arbridge.clock import Clock
 from arbridge.errors import ArbridgeError, NotFound
 from arbridge.sync.activity import log_activity
-from arbridge.sync.model import Company, Connection, Invitation, SignInToken, User
+from arbridge.sync.model import Company, Connection, Invitation, User
 from arbridge.sync.outbox import enqueue
 from arbridge.sync.store import hash_token
 
@@ -244,29 +244,7 @@ def pending_invitations(session: Session, clock: Clock, company_id: int) -> list
 
 
 # ---------------------------------------------------------------------------------------------
-# Sign-in links and session versions.
-
-
-def redeem_sign_in_token(session: Session, clock: Clock, token: str) -> User:
-    """Use a one-time sign-in link up. The UPDATE ... WHERE used_at IS NULL is the lock: of
-    simultaneous redemptions exactly one changes the row, on SQLite and PostgreSQL alike."""
-    now = clock.now()
-    used = session.execute(
-        update(SignInToken)
-        .where(
-            SignInToken.token_hash == hash_token(token),
-            SignInToken.used_at.is_(None),
-            SignInToken.expires_at > now,
-        )
-        .values(used_at=now)
-        .returning(SignInToken.user_id)
-    ).all()
-    if len(used) != 1:
-        raise NotFound("this sign-in link is not valid: it may have expired or been used already")
-    user = session.get(User, used[0][0])
-    assert user is not None
-    user.last_sign_in_at = now
-    return user
+# Session versions.
 
 
 def end_sessions(session: Session, user_id: int) -> None:
