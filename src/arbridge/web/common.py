@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import abort, current_app, g, redirect, session, url_for
 from sqlalchemy.orm import Session
@@ -34,6 +35,21 @@ def current_user() -> User | None:
         session.clear()
         return None
     return user
+
+
+def safe_next(value: str | None, fallback: str) -> str:
+    """A `next=` target only if it is a path on this site; anything else gives the fallback.
+
+    Refused: other hosts (`https://x`, `//x`, `/\\x`, which browsers read as `//x`), schemes
+    (`javascript:`, `data:`), and control characters (a header split in the Location)."""
+    if not value or len(value) > 2000:
+        return fallback
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return fallback
+    parts = urlsplit(value.replace("\\", "/"))
+    if parts.scheme or parts.netloc or not value.startswith("/") or value[1:2] in ("/", "\\"):
+        return fallback
+    return value
 
 
 def start_session(user_id: int, company_id: int, version: int) -> None:

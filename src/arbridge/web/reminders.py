@@ -56,7 +56,7 @@ from arbridge.sync.model import (
 from arbridge.sync.outbox import enqueue
 from arbridge.sync.store import company_today, find_pay_token, log_activity, owner
 from arbridge.web import csrf
-from arbridge.web.common import company_required, db, runtime
+from arbridge.web.common import company_required, db, runtime, safe_next
 
 bp = Blueprint("reminders", __name__)
 SEQUENCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -469,7 +469,9 @@ def pause(company: Company, invoice_id: int) -> Any:
     )
     s.commit()
     flash(f"Reminders {'paused' if inv.paused else 'resumed'} for {inv.number}.", "ok")
-    return redirect(request.form.get("next") or url_for("reminders.page", slug=company.slug))
+    return redirect(
+        safe_next(request.form.get("next"), url_for("reminders.page", slug=company.slug))
+    )
 
 
 @bp.post("/c/<slug>/customers/<int:customer_id>/do-not-chase")
@@ -488,7 +490,9 @@ def do_not_chase(company: Company, customer_id: int) -> Any:
     )
     s.commit()
     flash(f"{cust.name}: {'do not chase' if cust.do_not_chase else 'reminders on'}.", "ok")
-    return redirect(request.form.get("next") or url_for("reminders.page", slug=company.slug))
+    return redirect(
+        safe_next(request.form.get("next"), url_for("reminders.page", slug=company.slug))
+    )
 
 
 # Mailbox, call list, disputes, agency.
