@@ -154,3 +154,23 @@ def test_no_get_route_changes_the_database_for_the_signed_in_owner(app, rt, clie
     values = _values(rt, client, demo_company)
     sign_in(client, rt, demo_company)
     assert _walk(app, rt, client, demo_company, values) == {}
+
+
+def test_every_page_but_static_files_says_no_store(app, rt, client, demo_company):
+    """Owner pages, sign-in, invitation and pay pages hold private data or secrets in the URL:
+    no browser or proxy cache may keep them (issue 8, low)."""
+    values = _values(rt, client, demo_company)
+    sign_in(client, rt, demo_company)
+    cached = []
+    for rule in app.url_map.iter_rules():
+        if "GET" not in rule.methods or rule.endpoint == "static":
+            continue
+        url = _url(rule, values, rt, demo_company)
+        response = client.get(url)
+        if "no-store" not in response.headers.get("Cache-Control", ""):
+            cached.append(url)
+    assert cached == []
+    # The signed-out visitor's sign-in page too.
+    stranger = app.test_client()
+    response = stranger.get(f"/sign-in/{new_sign_in_token(rt, demo_company)}")
+    assert response.headers["Cache-Control"] == "no-store"
