@@ -61,7 +61,7 @@ from arbridge.sync.model import (
 from arbridge.sync.outbox import enqueue
 from arbridge.sync.store import find_pay_token, ledger_connection, owner
 from arbridge.webhooks.inbox import Stored, store
-from arbridge.webhooks.stripe import parse_stripe_delivery
+from arbridge.webhooks.stripe import signed_by, stripe_event, unverified_event
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,19 @@ def simulated_webhook_secret(rt: Runtime) -> str:
 
 
 def webhook_secret(rt: Runtime) -> str | None:
+    """The install's own endpoint's secret (platform, or a single business's install key)."""
     return rt.settings.stripe_webhook_secret or (
         None if rt.settings.stripe_secret_key else simulated_webhook_secret(rt)
     )
+
+
+def install_webhook_secrets(rt: Runtime) -> list[str]:
+    """Secrets that sign for the whole install: its endpoint's, and (with no Stripe key, so
+    the demo's simulation may be in use) the simulation's, which nobody outside can know."""
+    found = [rt.settings.stripe_webhook_secret] if rt.settings.stripe_webhook_secret else []
+    if not rt.settings.stripe_secret_key:
+        found.append(simulated_webhook_secret(rt))
+    return found
 
 
 def stripe_connection(session: Session, company_id: int) -> Connection | None:
@@ -261,7 +271,11 @@ def simulated_stripe(rt: Runtime) -> SimulatedStripe:
         rt.clock,
         rt.settings.base_url,
         simulated_webhook_secret(rt),
-        deliver=lambda body, header: ingest_stripe(rt, body, header),
+        # The simulation's events are verified with the simulation's own secret, whatever
+        # secrets the install has configured for real Stripe.
+        deliver=lambda body, header: ingest_stripe(
+            rt, body, header, only_secret=simulated_webhook_secret(rt)
+        ),
     )
 
 
@@ -469,10 +483,78 @@ def start_checkout(rt: Runtime, token: str) -> str:
 
 
 # --- Stripe's news in -----------------------------------------------------------------------------
-def ingest_stripe(rt: Runtime, body: bytes, header: str | None) -> Stored:
-    """Verify a delivery and store its event once (the route and the simulation both come here)."""
-    event = parse_stripe_delivery(body, header, webhook_secret(rt), rt.clock.now())
+def _hinted_companies(s: Session, event: Mapping[str, Any]) -> list[int]:
+    """Which companies the (unverified) event points at: only to try their secrets first."""
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(obj, dict):
+        return []
+    found: list[int] = []
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and str(meta.get("arbridge_company") or "").isdigit():
+        found.append(int(meta["arbridge_company"]))
+    intents = [
+        obj.get("payment_intent"),
+        obj.get("id") if obj.get("object") == "payment_intent" else None,
+    ]
+    names = [pi for pi in intents if isinstance(pi, str) and 0 < len(pi) <= 255]
+    if names:
+        found += s.scalars(
+            select(CollectedPayment.company_id).where(CollectedPayment.payment_intent_id.in_(names))
+        ).all()
+    return found
+
+
+def _connection_secrets(
+    rt: Runtime, s: Session, event: Mapping[str, Any]
+) -> list[tuple[str, Connection]]:
+    """Each Stripe connection's own endpoint secret, the companies the event points at first.
+
+    The order only saves work: a secret is trusted for its own connection's company only."""
+    conns = s.scalars(
+        select(Connection).where(
+            Connection.provider == "stripe",
+            Connection.status == "active",
+            Connection.webhook_secret_encrypted.is_not(None),
+        )
+    ).all()
+    hinted = _hinted_companies(s, event)
+    conns = sorted(conns, key=lambda c: (c.company_id not in hinted, c.id))
+    found: list[tuple[str, Connection]] = []
+    for conn in conns:
+        try:
+            found.append((rt.keyring.decrypt(conn.webhook_secret_encrypted or ""), conn))
+        except ArbridgeError as e:
+            log.warning("the webhook secret of Stripe connection %s is unreadable: %s", conn.id, e)
+    return found
+
+
+def ingest_stripe(
+    rt: Runtime, body: bytes, header: str | None, *, only_secret: str | None = None
+) -> Stored:
+    """Verify a delivery and store its event once (the route and the simulation both come here).
+
+    The secret that signed it decides whose it is: a business's own endpoint secret makes it
+    that business's event (whatever the body says); the install's secret leaves it to the
+    Connect account the event names. Nothing unverified is stored."""
+    now = rt.clock.now()
     with transaction(rt.sessions) as s:
+        if only_secret is not None:
+            candidates: list[tuple[str, Connection | None]] = [(only_secret, None)]
+        else:
+            unverified = unverified_event(body)
+            candidates = [(secret, None) for secret in install_webhook_secrets(rt)]
+            candidates += _connection_secrets(rt, s, unverified)
+        conn = signed_by(body, header, candidates, now)
+        event = stripe_event(body, now, tenant_id=conn.tenant_id if conn is not None else None)
+        if conn is None and event.tenant_id:
+            conn = s.scalar(
+                select(Connection).where(
+                    Connection.provider == "stripe", Connection.tenant_id == event.tenant_id
+                )
+            )
+        if conn is not None:
+            conn.webhook_last_event_at = now
         return store(s, rt.clock, "stripe", {"stripe-signature": header or ""}, body, [event])
 
 

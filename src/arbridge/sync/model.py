@@ -210,6 +210,12 @@ class Connection(Base):
     last_sync_at: Mapped[datetime | None]
     last_sync_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
+    # Stripe with a business's own key: the signing secret (whsec_...) of its webhook endpoint,
+    # Fernet-encrypted like the credentials; the endpoint's id when arbridge created it (so
+    # disconnecting deletes it); when its last verified event arrived.
+    webhook_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    webhook_endpoint_id: Mapped[str | None] = mapped_column(String(255))
+    webhook_last_event_at: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("company_id", "provider"),
@@ -447,6 +453,13 @@ class WebhookDelivery(Base):
     headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     body: Mapped[str] = mapped_column(Text)
     events: Mapped[int] = mapped_column(Integer, default=0)
+    # A replayed delivery (same bytes) is kept once: its hash is unique per provider, and each
+    # repeat is counted. Deliveries stored before migration 0009 have no hash.
+    body_sha256: Mapped[str | None] = mapped_column(String(64))
+    repeats: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_received_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("provider", "body_sha256"),)
 
 
 class WebhookEvent(Base):

@@ -317,16 +317,52 @@ def check_keys(session: Session, keyring: Keyring) -> None:
         )
 
 
+# Every column that holds a secret encrypted with the keyring: rotation and the key-drop check
+# walk them all, so a new encrypted column must be listed here.
+ENCRYPTED_COLUMNS: tuple[tuple[type[Any], str], ...] = ((Connection, "credentials_encrypted"),)
+
+
+def _encrypted_values(session: Session, *, lock: bool) -> list[tuple[Any, str]]:
+    found: list[tuple[Any, str]] = []
+    for model, column in ENCRYPTED_COLUMNS:
+        query = select(model).where(getattr(model, column).is_not(None))
+        if lock:
+            # A server refreshing a token meanwhile must not have its write overwritten with the
+            # re-encrypted old value (PostgreSQL reads without waiting otherwise).
+            query = query.with_for_update()
+        found += [(row, column) for row in session.scalars(query)]
+    return found
+
+
 def rotate_secrets(session: Session, keyring: Keyring) -> int:
-    """Re-encrypt every stored secret with the newest key; returns how many were rewritten."""
+    """Re-encrypt every stored secret with the newest key; returns how many were rewritten.
+
+    Refuses (and changes nothing) when a secret needs a key that is not configured."""
     check_keys(session, keyring)
-    count = 0
-    for conn in session.scalars(
-        select(Connection).where(Connection.credentials_encrypted.is_not(None))
-    ):
-        conn.credentials_encrypted = keyring.rotate(conn.credentials_encrypted or "")
-        count += 1
+    values = _encrypted_values(session, lock=True)
+    unreadable = 0
+    for row, column in values:
+        try:
+            keyring.decrypt(getattr(row, column))
+        except KeyMismatch:
+            unreadable += 1
+    if unreadable:
+        raise KeyMismatch(
+            f"{unreadable} stored secret(s) need an old key that is no longer configured "
+            "(written by a server still running with it?); nothing was changed: put that key "
+            "back after the newest one and run `arbridge rotate-keys` again"
+        )
+    for row, column in values:
+        setattr(row, column, keyring.rotate(getattr(row, column)))
     meta = session.get(InstanceMeta, KEY_CHECK)
     if meta is not None:
         meta.value = keyring.rotate(meta.value)
-    return count
+    return len(values)
+
+
+def secrets_needing_old_keys(session: Session, keyring: Keyring) -> int:
+    """How many stored secrets the newest key alone cannot read."""
+    return sum(
+        keyring.needs_older_key(getattr(row, column))
+        for row, column in _encrypted_values(session, lock=False)
+    )

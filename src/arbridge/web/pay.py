@@ -25,6 +25,7 @@ from arbridge.errors import ArbridgeError, NotFound, Rejected, SignatureInvalid
 from arbridge.sync.store import company_today, find_pay_token
 from arbridge.web import csrf
 from arbridge.web.common import db, runtime
+from arbridge.webhooks.stripe import MalformedEvent
 
 bp = Blueprint("pay", __name__)
 log = logging.getLogger(__name__)
@@ -112,6 +113,9 @@ def stripe_webhook() -> Any:
     except SignatureInvalid as e:
         log.warning("refused a Stripe delivery from %s: %s", request.remote_addr, e)
         return {"error": "invalid signature"}, 400
+    except MalformedEvent as e:
+        log.warning("refused a signed Stripe delivery from %s: %s", request.remote_addr, e)
+        return {"error": str(e)}, 400
     return {"received": True, "duplicate": stored.new == 0}, 200
 
 
