@@ -23,9 +23,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from arbridge.money import exponent
 
 CHANNELS = ("email", "call", "sms")
 ESCALATIONS = ("none", "notify_owner", "agency")
@@ -349,13 +351,9 @@ def decide_invoice(
 
 
 def _minor(amount: Decimal, inv: InvoiceFacts) -> int:
-    # Minimum balances are in the invoice currency; two decimals suit every currency we chase
-    # except the zero-decimal ones, where the comparison is on whole units.
-    exponent = 0 if inv.currency in ZERO_DECIMAL else 2
-    return int(amount.scaleb(exponent).to_integral_value())
-
-
-ZERO_DECIMAL = frozenset({"JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF", "PYG"})
+    # Minimum balances are in the invoice currency, in major units: scaled by that currency's
+    # own exponent (JPY 0, USD 2, KWD 3), rounded up so a balance just under never qualifies.
+    return int(amount.scaleb(exponent(inv.currency)).to_integral_value(rounding=ROUND_CEILING))
 
 
 def pick_contact(cust: CustomerFacts) -> ContactFacts | None:
