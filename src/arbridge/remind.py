@@ -49,6 +49,7 @@ from arbridge.collections.templates import (
 from arbridge.connectors.email import (
     MailBounced,
     MailConfigError,
+    MailMaybeSent,
     OutgoingEmail,
     SmtpTransport,
     build_message,
@@ -1001,6 +1002,10 @@ def send_email(rt: Runtime, message: OutboxMessage) -> str:
         except MailBounced as e:
             _bounced(rt, message, prepared, str(e))
             raise
+        except MailMaybeSent as e:
+            # Most likely delivered: record it as sent (never repeated) and ask the owner to check.
+            _record(rt, message, prepared, msg, "smtp", unconfirmed=str(e))
+            raise
         except MailConfigError as e:
             with transaction(rt.sessions) as session:
                 log_activity(
@@ -1011,6 +1016,19 @@ def send_email(rt: Runtime, message: OutboxMessage) -> str:
                     f"Email to {prepared.to} not sent: {e}. Check the mail settings.",
                 )
             raise
+    _record(rt, message, prepared, msg, transport)
+    return str(msg["Message-ID"])
+
+
+def _record(
+    rt: Runtime,
+    message: OutboxMessage,
+    prepared: _Prepared,
+    msg: Any,
+    transport: str,
+    unconfirmed: str | None = None,
+) -> None:
+    """Keep the sent email in the mailbox and mark its reminders sent, in one transaction."""
     with transaction(rt.sessions) as session:
         session.add(
             MailMessage(
@@ -1033,12 +1051,15 @@ def send_email(rt: Runtime, message: OutboxMessage) -> str:
             row = session.get(ReminderSend, send_id)
             if row is not None:
                 row.status, row.sent_at = "sent", rt.clock.now()
+                if unconfirmed:
+                    row.note = "the mail server did not confirm it; it may not have arrived"
                 log_activity(
                     session,
                     rt.clock,
                     message.company_id,
                     "reminders.sent",
-                    f"Reminder {row.step_key} sent to {prepared.to}",
+                    f"Reminder {row.step_key} sent to {prepared.to}"
+                    + (" (not confirmed by the mail server)" if unconfirmed else ""),
                     invoice_id=row.invoice_id,
                     customer_id=row.customer_id,
                     balance_minor=row.balance_minor,
@@ -1046,7 +1067,21 @@ def send_email(rt: Runtime, message: OutboxMessage) -> str:
                     synced_at=row.synced_at.isoformat() if row.synced_at else None,
                     message_id=str(msg["Message-ID"]),
                 )
-    return str(msg["Message-ID"])
+        if unconfirmed and prepared.kind != "owner":
+            company = session.get(Company, message.company_id)
+            assert company is not None
+            notify_owner(
+                session,
+                rt,
+                company,
+                key=f"owner:maybe-sent:{message.key}",
+                subject=f"Check: a {prepared.kind} to {prepared.to} may not have gone out",
+                text=f'arbridge handed the email "{prepared.rendered.subject}" to your mail '
+                f"server, but the server never confirmed it ({unconfirmed}).\n\nIt most likely "
+                "arrived, so arbridge will not send it again. If the customer says they did not "
+                "get it, check your mail server's log, or send a test email from the reminders "
+                "page. You can see it in the mailbox.",
+            )
 
 
 def _bounced(rt: Runtime, message: OutboxMessage, prepared: _Prepared, why: str) -> None:

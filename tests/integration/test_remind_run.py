@@ -426,3 +426,35 @@ def test_unsubscribing_stops_reminders_not_receipts(rt, clock):
         [m] = s.scalars(select(MailMessage)).all()
     assert (m.kind, m.to_addr) == ("receipt", HARBOR.email)
     assert "List-Unsubscribe" not in m.headers
+
+
+def test_a_late_final_smtp_reply_is_maybe_sent_told_to_the_owner_and_never_resent(
+    settings, clock, smtp
+):
+    quick = smtp.url.replace("timeout=5", "timeout=0.5") + "&data_timeout=0.5"
+    rt = Runtime.open(settings.with_(smtp_url=quick), clock)
+    try:
+        world_of(rt, Inv("A", "HAR", -3, "100.00"))
+        smtp.inbox.slow_final_reply = 2.0
+        tick(rt, "w")  # the reminder arrives; its "250" comes too late (the owner's notice too)
+        smtp.inbox.slow_final_reply = 0.0
+        for _ in range(3):  # later worker passes: nothing is retried
+            clock.advance(LEASE + timedelta(hours=1))
+            drain(rt)
+        reminders = [m for m in smtp.inbox.messages if "alice" in str(m.message["To"])]
+        assert len(reminders) == 1
+        with rt.sessions() as s:
+            row = s.scalars(select(OutboxMessage).where(OutboxMessage.key.like("reminder:%"))).one()
+            assert row.status == "maybe_sent" and row.attempts == 1
+            assert "may have been delivered" in row.last_error
+            # Recorded as sent (the next step is not a repeat of this one) and in the mailbox.
+            assert s.scalars(select(ReminderSend)).one().status == "sent"
+            assert s.scalars(select(MailMessage).where(MailMessage.kind == "reminder")).one()
+        assert "outbox.maybe_sent" in kinds(rt)
+        # The owner is told, by email too.
+        owner_mail = [m for m in smtp.inbox.messages if "owner@" in str(m.message["To"])]
+        assert [m.message["Subject"] for m in owner_mail] == [
+            "Check: a reminder to alice@harbor.example may not have gone out"
+        ]
+    finally:
+        rt.close()

@@ -45,7 +45,7 @@ PROVIDERS = ("quickbooks", "xero", "stripe", "demo")
 CONNECTION_STATUSES = ("active", "needs_reconnect", "disconnected")
 INVOICE_STATUSES = ("open", "paid", "voided", "deleted")
 DOCUMENT_STATUSES = ("open", "closed", "voided", "deleted")
-OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "dead")
+OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "dead", "maybe_sent")
 EVENT_STATUSES = ("pending", "processed", "failed", "ignored")
 
 

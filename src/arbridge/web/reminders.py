@@ -515,7 +515,7 @@ def mailbox(company: Company) -> Any:
             .where(
                 OutboxMessage.company_id == company.id,
                 OutboxMessage.kind == "email",
-                OutboxMessage.status.in_(("pending", "sending", "failed", "dead")),
+                OutboxMessage.status.in_(("pending", "sending", "failed", "dead", "maybe_sent")),
             )
             .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
             .limit(200)
@@ -540,7 +540,7 @@ def mailbox(company: Company) -> Any:
             "what": w.payload.get("subject")
             or f"{w.payload.get('mail', 'email')}: {w.payload.get('template', '')}".rstrip(": "),
             "invoices": len(w.payload.get("invoices") or []),
-            "status": w.status,
+            "status": w.status.replace("_", " "),
             "error": w.last_error,
         }
         for w in waiting
