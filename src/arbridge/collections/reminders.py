@@ -155,6 +155,7 @@ class ReminderPolicy:
     )
     signature: str = ""
     statement_day: int | None = None  # day of the month for statements; None: no statements
+    statement_link_days: int = 60  # a statement link works this long after it goes out
 
     def sequence(self, name: str | None) -> ReminderSequence:
         return self.sequences.get(name or "default") or self.sequences["default"]
@@ -187,7 +188,20 @@ def reminder_policy(stored: Mapping[str, Any] | None) -> ReminderPolicy:
         sequences=sequences,
         signature=str(r.get("signature") or ""),
         statement_day=_statement_day(r.get("statement_day")),
+        statement_link_days=_link_days(r.get("statement_link_days")),
     )
+
+
+def _link_days(raw: Any) -> int:
+    if raw in (None, ""):
+        return 60
+    try:
+        days = int(raw)
+    except (TypeError, ValueError) as e:
+        raise SequenceError("statement links must last a number of days (1–366)") from e
+    if not 1 <= days <= 366:
+        raise SequenceError("statement links must last a number of days (1–366)")
+    return days
 
 
 def _statement_day(raw: Any) -> int | None:

@@ -472,6 +472,8 @@ class PayToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    # Statement links expire (the company's setting, 60 days by default); invoice links do not.
+    expires_at: Mapped[datetime | None]
 
 
 class CompanyJob(Base):
