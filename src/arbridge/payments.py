@@ -59,6 +59,7 @@ from arbridge.sync.model import (
     WebhookEvent,
 )
 from arbridge.sync.outbox import enqueue
+from arbridge.sync.pay_links import check_live, statement_invoices
 from arbridge.sync.store import find_pay_token, ledger_connection, owner
 from arbridge.webhooks.inbox import Stored, store
 from arbridge.webhooks.stripe import signed_by, stripe_event, unverified_event
@@ -317,21 +318,11 @@ class Quote:
 
 def quote(rt: Runtime, session: Session, link: PayToken) -> Quote:
     """What this payment link asks for right now, from the current balances."""
+    check_live(link, rt.clock.now())  # LinkGone: expired or withdrawn
     if link.invoice_id is not None:
         invoices = [session.get(Invoice, link.invoice_id)]
     else:
-        invoices = list(
-            session.scalars(
-                select(Invoice)
-                .where(
-                    Invoice.company_id == link.company_id,
-                    Invoice.customer_id == link.customer_id,
-                    Invoice.status == "open",
-                    Invoice.balance_minor > 0,
-                )
-                .order_by(Invoice.due_on, Invoice.id)
-            )
-        )
+        invoices = list(statement_invoices(session, link))
     invoices = [i for i in invoices if i is not None and i.company_id == link.company_id]
     company = session.get(Company, link.company_id)
     customer = session.get(Customer, link.customer_id) if link.customer_id else None

@@ -45,7 +45,7 @@ PROVIDERS = ("quickbooks", "xero", "stripe", "demo")
 CONNECTION_STATUSES = ("active", "needs_reconnect", "disconnected")
 INVOICE_STATUSES = ("open", "paid", "voided", "deleted")
 DOCUMENT_STATUSES = ("open", "closed", "voided", "deleted")
-OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "dead")
+OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "dead", "maybe_sent")
 EVENT_STATUSES = ("pending", "processed", "failed", "ignored")
 
 
@@ -508,6 +508,8 @@ class PayToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    # Statement links expire (the company's setting, 60 days by default); invoice links do not.
+    expires_at: Mapped[datetime | None]
 
 
 class CompanyJob(Base):

@@ -266,8 +266,10 @@ def issue_pay_token(session: Session, clock: Clock, invoice: Invoice) -> str:
     return token
 
 
-def issue_statement_token(session: Session, clock: Clock, customer: Customer) -> str:
-    """One link that pays all of a customer's open invoices together."""
+def issue_statement_token(
+    session: Session, clock: Clock, customer: Customer, days: int = 60
+) -> str:
+    """One link that pays all of a customer's open invoices together; it expires after `days`."""
     token = secrets.token_urlsafe(32)
     session.add(
         PayToken(
@@ -276,6 +278,7 @@ def issue_statement_token(session: Session, clock: Clock, customer: Customer) ->
             customer_id=customer.id,
             token_hash=hash_token(token),
             created_at=clock.now(),
+            expires_at=clock.now() + timedelta(days=days),
         )
     )
     return token
@@ -294,8 +297,12 @@ def find_pay_token(session: Session, token: str) -> PayToken:
     if not token or len(token) > 200:
         raise NotFound("no such payment link")
     row = session.scalar(select(PayToken).where(PayToken.token_hash == hash_token(token)))
-    if row is None or row.revoked_at is not None:
+    if row is None:
         raise NotFound("no such payment link")
+    if row.revoked_at is not None:
+        from arbridge.sync.pay_links import LinkGone
+
+        raise LinkGone("this payment link was withdrawn", "withdrawn")
     return row
 
 

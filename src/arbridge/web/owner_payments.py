@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -10,6 +11,7 @@ from sqlalchemy import select
 
 from arbridge import payments
 from arbridge.errors import ArbridgeError
+from arbridge.remind import statement_link_days
 from arbridge.sync.model import CollectedPayment, Company, Customer, Invoice
 from arbridge.sync.store import issue_statement_token, log_activity, revoke_pay_tokens
 from arbridge.web.common import company_required, db, runtime
@@ -156,7 +158,8 @@ def statement_link(company: Company, customer_id: int) -> Any:
     customer = s.get(Customer, customer_id)
     if customer is None or customer.company_id != company.id:
         abort(404)
-    token = issue_statement_token(s, rt.clock, customer)
+    days = statement_link_days(company)
+    token = issue_statement_token(s, rt.clock, customer, days)
     log_activity(
         s,
         rt.clock,
@@ -175,4 +178,5 @@ def statement_link(company: Company, customer_id: int) -> Any:
         customer=customer,
         link=f"{rt.settings.base_url}/pay/{token}",
         invoices=invoices,
+        expires_on=(rt.clock.now() + timedelta(days=days)).date(),
     )

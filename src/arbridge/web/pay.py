@@ -22,6 +22,7 @@ from flask import (
 from arbridge import payments
 from arbridge.collections.aging import days_overdue
 from arbridge.errors import ArbridgeError, NotFound, Rejected, SignatureInvalid
+from arbridge.sync.pay_links import LinkGone
 from arbridge.sync.store import company_today, find_pay_token
 from arbridge.web import csrf
 from arbridge.web.common import db, runtime
@@ -41,6 +42,8 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
     try:
         link = find_pay_token(s, token)
         q = payments.quote(rt, s, link)
+    except LinkGone as e:
+        return _gone(e)
     except NotFound:
         log.info("refused a payment link (unknown, tampered or revoked)")
         abort(404)
@@ -66,6 +69,24 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
     return _no_store(response)
 
 
+def _gone(e: LinkGone) -> Any:
+    """A genuine link that no longer works: say so (410), and how to get a new one."""
+    log.info("refused a payment link: %s", e)
+    message = (
+        "This payment link has expired. The latest email from the business has a new link; "
+        "or reply to it and ask for one."
+        if e.reason == "expired"
+        else "This payment link was withdrawn by the business. If you still owe something, "
+        "the latest email from them has a current link; or reply to it and ask."
+    )
+    return _no_store(
+        make_response(
+            render_template("error.html", title="This link no longer works", message=message),
+            410,
+        )
+    )
+
+
 @bp.get("/pay/<token>")
 def pay_page(token: str) -> Any:
     return _render(token)
@@ -75,6 +96,8 @@ def pay_page(token: str) -> Any:
 def checkout(token: str) -> Any:
     try:
         url = payments.start_checkout(runtime(), token)
+    except LinkGone as e:
+        return _gone(e)
     except NotFound:
         abort(404)
     except Rejected as e:

@@ -41,6 +41,7 @@ from arbridge.collections.templates import (
     template_for,
 )
 from arbridge.errors import NotFound
+from arbridge.sync import pay_links
 from arbridge.sync.model import (
     CallTask,
     Company,
@@ -54,6 +55,7 @@ from arbridge.sync.model import (
     ReminderSend,
 )
 from arbridge.sync.outbox import enqueue
+from arbridge.sync.pay_links import LinkGone, check_live
 from arbridge.sync.store import company_today, find_pay_token, log_activity, owner
 from arbridge.web import csrf
 from arbridge.web.common import company_required, db, runtime, safe_next
@@ -116,6 +118,9 @@ def respond(token: str) -> Any:
     rt, s = runtime(), db()
     try:
         link = find_pay_token(s, token)
+        check_live(link, rt.clock.now())
+    except LinkGone:
+        abort(410)
     except NotFound:
         abort(404)
     inv = s.get(Invoice, link.invoice_id) if link.invoice_id else None
@@ -333,6 +338,7 @@ def save_sequence(company: Company) -> Any:
             "max_sync_age_minutes": int(f.get("max_sync_age_minutes", 60)),
             "signature": (f.get("signature") or "")[:1000],
             "statement_day": f.get("statement_day") or None,
+            "statement_link_days": f.get("statement_link_days") or None,
         }
         reminder_policy({"reminders": candidate})
     except (SequenceError, ValueError) as e:
@@ -370,6 +376,25 @@ def customer_sequence(company: Company, customer_id: int) -> Any:
     )
     s.commit()
     flash(f"{cust.name} now follows the {name or 'default'} sequence.", "ok")
+    return redirect(url_for("reminders.page", slug=company.slug) + "#customers")
+
+
+@bp.post("/c/<slug>/customers/<int:customer_id>/revoke-statement-links")
+@company_required
+def revoke_statement_links(company: Company, customer_id: int) -> Any:
+    rt, s = runtime(), db()
+    cust = _company_customer(company, customer_id)
+    count = pay_links.revoke_statement_links(s, rt.clock, cust)
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "pay_link.revoked",
+        f"{count} statement link(s) withdrawn for {cust.name}",
+        customer_id=cust.id,
+    )
+    s.commit()
+    flash(f"{count} statement link(s) for {cust.name} no longer work.", "ok")
     return redirect(url_for("reminders.page", slug=company.slug) + "#customers")
 
 
@@ -519,7 +544,7 @@ def mailbox(company: Company) -> Any:
             .where(
                 OutboxMessage.company_id == company.id,
                 OutboxMessage.kind == "email",
-                OutboxMessage.status.in_(("pending", "sending", "failed", "dead")),
+                OutboxMessage.status.in_(("pending", "sending", "failed", "dead", "maybe_sent")),
             )
             .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
             .limit(200)
@@ -544,7 +569,7 @@ def mailbox(company: Company) -> Any:
             "what": w.payload.get("subject")
             or f"{w.payload.get('mail', 'email')}: {w.payload.get('template', '')}".rstrip(": "),
             "invoices": len(w.payload.get("invoices") or []),
-            "status": w.status,
+            "status": w.status.replace("_", " "),
             "error": w.last_error,
         }
         for w in waiting
