@@ -712,6 +712,7 @@ def record(rt: Runtime, s: Session, seen: Observed) -> None:
             payment_intent=row.payment_intent_id,
         )
     elif new == "succeeded":
+        row.failure_reason = None  # a decline before the success in the same Checkout
         _succeed(rt, s, company, row, invoices, was_pending=current == "pending")
     elif new == "failed":
         for inv in invoices:
