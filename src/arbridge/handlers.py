@@ -10,9 +10,10 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from arbridge.connectors.base import DiscountWriteBack, PaymentLine, PaymentWriteBack
-from arbridge.errors import NotFound, Rejected, Transient
+from arbridge.errors import AuthExpired, NotFound, Rejected, Transient
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.sync.model import Company, Connection, Customer, Invoice, OutboxMessage
@@ -90,39 +91,83 @@ def post_ledger_discount(rt: Runtime, message: OutboxMessage) -> str:
     )
 
 
+def _live_before(session: Session, root_key: str | None, after: str | None) -> str | None:
+    """The ledger id of the one payment the writes before this restatement left live (None:
+    none). Raises Transient while the write just before has not finished, and NotInLedger when
+    the payment's own write-back never reached the ledger."""
+    if root_key is not None:
+        root = session.scalar(select(OutboxMessage).where(OutboxMessage.key == root_key))
+        if root is None or root.status in ("failed", "dead"):
+            if root is not None and (root.last_error or "").startswith("AuthExpired"):
+                # Held with the write-back: reconnecting queues both again, in order.
+                raise AuthExpired(f"{root_key} is waiting for the ledger to be reconnected")
+            raise NotInLedger(root_key)
+    key = after
+    while key is not None:
+        write = session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
+        if write is None:
+            return None
+        if write.status in ("pending", "sending"):
+            raise Transient(f"{key} has not reached the ledger yet; restating after it lands")
+        if write.status == "sent":
+            return write.provider_ref
+        # A restatement that gave up: whatever it voided stays voided, and it posted nothing
+        # (a refused post is not written). Void what the one before it left; twice is harmless.
+        if write.key == root_key:
+            return None
+        key = write.payload.get("after", write.payload.get("payment_key"))
+    return None
+
+
+class NotInLedger(Exception):
+    """The payment's write-back never reached the ledger: there is nothing there to restate."""
+
+
 def reverse_ledger_payment(rt: Runtime, message: OutboxMessage) -> str | None:
-    """Undo a written-back payment (refund, dispute, ACH return); re-post what still stands."""
+    """Restate a written-back payment after money went back (refund, dispute, ACH return) or
+    came back (a dispute won): void the one ledger payment the previous write left live, then
+    post what stands now. Returns the new ledger payment's id (None when nothing stands), which
+    the next restatement voids. Void and post each carry a key of their own derived from this
+    row's, so a retry repeats neither."""
     p = message.payload
+    # Rows queued before restatements were chained name only the original write-back.
+    root_key = p.get("root", p.get("payment_key"))
+    after = p.get("after", root_key)
     with rt.sessions() as session:
-        posted = session.scalar(select(OutboxMessage).where(OutboxMessage.key == p["payment_key"]))
+        try:
+            live = _live_before(session, root_key, after)
+        except NotInLedger:
+            return None  # it never reached the ledger: nothing to undo, nothing to restate
         repost = [
             (session.get(Invoice, r["invoice_id"]), r["amount_minor"]) for r in p.get("repost", [])
         ]
-    if posted is None or posted.status in ("failed", "dead"):
-        return None  # it never reached the ledger: nothing to undo
-    if posted.status != "sent" or not posted.provider_ref:
-        raise Transient(f"{p['payment_key']} is not in the ledger yet; reversing after it lands")
+        customer_source_id = p.get("customer_source_id")
+        if customer_source_id is None and repost and repost[0][0] is not None:
+            customer = session.get(Customer, repost[0][0].customer_id)
+            customer_source_id = customer.source_id if customer else None
+        received_on = p.get("received_on")
+        if received_on is None and root_key is not None:
+            root = session.scalar(select(OutboxMessage).where(OutboxMessage.key == root_key))
+            received_on = root.payload.get("received_on") if root is not None else None
     connector = rt.connector_for(_connection(rt, p["connection_id"]))
-    connector.reverse_payment(posted.provider_ref, message.key)
+    if live is not None:
+        connector.reverse_payment(live, message.key)
     lines = [
         PaymentLine(inv.source_id, Money.from_minor(minor, p["currency"]).amount)
         for inv, minor in repost
         if inv is not None and minor > 0
     ]
     if not lines:
-        return posted.provider_ref
-    first = repost[0][0]
-    assert first is not None
-    with rt.sessions() as session:
-        customer = session.get(Customer, first.customer_id)
-    assert customer is not None
+        return None
+    if customer_source_id is None or received_on is None:
+        raise Rejected(f"cannot restate {p['reference']}: its customer or date is unknown")
     return connector.post_payment(
         PaymentWriteBack(
             idempotency_key=f"{message.key}:repost",
-            customer_source_id=customer.source_id,
+            customer_source_id=customer_source_id,
             currency=p["currency"],
             amount=sum((line.amount for line in lines), Decimal(0)),
-            received_on=date.fromisoformat(posted.payload["received_on"]),
+            received_on=date.fromisoformat(received_on),
             reference=p["reference"],
             lines=lines,
         )

@@ -55,6 +55,7 @@ from arbridge.sync.model import (
     Contact,
     Customer,
     Invoice,
+    OutboxMessage,
     PayToken,
     WebhookEvent,
 )
@@ -785,6 +786,7 @@ def record(rt: Runtime, s: Session, seen: Observed) -> None:
             payment_intent=row.payment_intent_id,
         )
     elif new == "succeeded":
+        row.failure_reason = None  # a decline before the success in the same Checkout
         _succeed(rt, s, company, row, invoices, was_pending=current == "pending")
     elif new == "failed":
         for inv in invoices:
@@ -892,12 +894,13 @@ def _succeed(
             (by_id[a.invoice_id].source_id, a.amount.amount) for a in applied if a.amount.amount > 0
         ]
         if paid_lines:
+            row.ledger_key = f"ledger_payment:{row.payment_intent_id}"
             enqueue(
                 s,
                 rt.clock,
                 company_id=company.id,
                 kind=LEDGER_PAYMENT,
-                key=f"ledger_payment:{row.payment_intent_id}",
+                key=row.ledger_key,
                 payload=ledger_payment_payload(
                     conn,
                     customer_source_id=customer.source_id,
@@ -1024,6 +1027,8 @@ def _reverse(
             break
         inv = invoices[alloc.invoice_id]
         back = min(left, alloc.amount_minor)
+        if back <= 0:
+            continue
         # The early-payment discount stays granted (its credit note stays in the ledger).
         inv.balance_minor += back
         inv.status = "open"
@@ -1037,26 +1042,7 @@ def _reverse(
         f"Payment of {row_money(row).format()} {reason}: {amount.format()} is owed again",
         payment_intent=row.payment_intent_id,
     )
-    conn = ledger_connection(s, company.id)
-    if conn is not None:
-        enqueue(
-            s,
-            rt.clock,
-            company_id=company.id,
-            kind=LEDGER_REVERSAL,
-            key=f"ledger_reversal:{row.payment_intent_id}:{row.refunded_minor}:{reason}",
-            payload={
-                "connection_id": conn.id,
-                "payment_key": f"ledger_payment:{row.payment_intent_id}",
-                "repost": [
-                    {"invoice_id": a.invoice_id, "amount_minor": a.amount_minor}
-                    for a in row.allocations
-                    if a.amount_minor > 0
-                ],
-                "currency": row.currency,
-                "reference": row.payment_intent_id,
-            },
-        )
+    _restate(rt, s, company, row)
     _notify_owner(
         rt,
         s,
@@ -1065,6 +1051,56 @@ def _reverse(
         f"A payment was {reason}",
         f"{amount.format()} of payment {row.payment_intent_id} was {reason}; the invoice is open again.",
     )
+
+
+def _restate(rt: Runtime, s: Session, company: Company, row: CollectedPayment) -> None:
+    """Queue one restatement of this payment in the ledger: void the one ledger payment the
+    previous write left live, then post what the allocations say stands now (if anything).
+
+    Restatements form a chain through `row.ledger_key`, built under the payment's row lock, so
+    each runs after the one before it and voids exactly what that one left: any sequence of
+    refunds, disputes and reinstatements leaves one live ledger payment equal to the net, or
+    none. Duplicate events never reach here (the caller moved the row's state first)."""
+    conn = ledger_connection(s, company.id)
+    if conn is None:
+        return
+    repost = [
+        {"invoice_id": a.invoice_id, "amount_minor": a.amount_minor}
+        for a in sorted(row.allocations, key=lambda a: a.invoice_id)
+        if a.amount_minor > 0
+    ]
+    if row.ledger_key is None and not repost:
+        return  # nothing of it is in the ledger, and nothing needs to be
+    if row.ledger_key is None or row.ledger_key.startswith("ledger_payment:"):
+        root = row.ledger_key
+    else:
+        before = s.scalar(select(OutboxMessage.payload).where(OutboxMessage.key == row.ledger_key))
+        root = (before or {}).get("root", (before or {}).get("payment_key"))
+    prefix = f"ledger_reversal:{row.payment_intent_id}:"
+    last = (row.ledger_key or "").removeprefix(prefix)
+    number = int(last) + 1 if row.ledger_key != last and last.isdigit() else 1
+    customer = s.get(Customer, row.customer_id) if row.customer_id else None
+    key = f"{prefix}{number}"
+    enqueue(
+        s,
+        rt.clock,
+        company_id=company.id,
+        kind=LEDGER_REVERSAL,
+        key=key,
+        payload={
+            "connection_id": conn.id,
+            "root": root,
+            "after": row.ledger_key,
+            "repost": repost,
+            "currency": row.currency,
+            "reference": row.payment_intent_id,
+            "customer_source_id": customer.source_id if customer else None,
+            "received_on": local_date(
+                row.succeeded_at or rt.clock.now(), company.timezone
+            ).isoformat(),
+        },
+    )
+    row.ledger_key = key
 
 
 # --- Mail (through the outbox's "email" kind) -------------------------------------------------

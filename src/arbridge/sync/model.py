@@ -743,6 +743,17 @@ class CollectedPayment(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     succeeded_at: Mapped[datetime | None]
+    # The outbox key of the latest ledger write for this payment (its write-back, or the latest
+    # restatement after a refund, dispute or reinstatement): the next restatement voids the one
+    # ledger payment that write left live, so there is never more than one.
+    ledger_key: Mapped[str | None] = mapped_column(String(128))
+    # Stripe's dispute on the charge (one per charge) and its last status seen, so a late or
+    # repeated dispute event never reverses or re-applies twice.
+    dispute_id: Mapped[str | None] = mapped_column(String(255))
+    dispute_status: Mapped[str | None] = mapped_column(String(40))
+    # The outbox key of the latest overpayment refund the owner asked for (its row tells the
+    # owner whether it is pending, sent or failed, and why).
+    refund_key: Mapped[str | None] = mapped_column(String(128))
 
     allocations: Mapped[list[CollectedAllocation]] = relationship(
         back_populates="payment", cascade="all, delete-orphan"

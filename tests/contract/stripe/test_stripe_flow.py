@@ -255,3 +255,46 @@ def test_an_account_without_ach_still_takes_cards(stripe_rt, demo_company):
     first, second = (c.request for c in responses.calls)
     assert "us_bank_account" in first.body and "us_bank_account" not in second.body
     assert second.headers["Idempotency-Key"] == first.headers["Idempotency-Key"] + ":card"
+
+
+@responses.activate
+def test_card_declined_then_paid_in_same_checkout_is_recorded_paid(stripe_rt, client, demo_company):
+    """Checkout lets the customer try another card after a decline: the PaymentIntent fails
+    (payment_intent.payment_failed), then the same PaymentIntent succeeds and the session
+    completes paid. The failure was not final: the invoice is paid and in the ledger once."""
+    rt = stripe_rt
+    token, invoice_id, balance, _ = open_invoice(rt, demo_company)
+    responses.add_callback(
+        responses.POST, f"{API}/v1/checkout/sessions", callback=fake_session_create("pi_decl_ok")
+    )
+    payments.start_checkout(rt, token)
+    session = {**fake_session_create.last, "status": "complete", "payment_status": "paid"}
+    declined = {
+        **fixture("payment_intent"),
+        "id": "pi_decl_ok",
+        "amount": balance,
+        "currency": "usd",
+        "metadata": session["metadata"],
+        "payment_method_types": ["card"],
+        "status": "requires_payment_method",
+        "last_payment_error": {
+            "type": "card_error",
+            "code": "card_declined",
+            "decline_code": "insufficient_funds",
+            "message": "Your card has insufficient funds.",
+        },
+    }
+    assert deliver(client, rt, "payment_intent.payment_failed", declined, 1) == 200
+    drain(rt)  # the decline is recorded first, as Stripe sends it first
+    assert deliver(client, rt, "checkout.session.completed", session, 2) == 200
+    assert deliver(client, rt, "payment_intent.payment_failed", declined, 1) == 200  # a retry
+    drain(rt)
+    with rt.sessions() as s:
+        inv = s.get(Invoice, invoice_id)
+        [row] = s.scalars(select(CollectedPayment)).all()
+        statuses = set(s.scalars(select(WebhookEvent.status)))
+    assert inv.status == "paid" and inv.balance_minor == 0 and not inv.payment_pending
+    assert row.status == "succeeded" and row.amount_minor == balance
+    assert statuses == {"processed"}
+    [posted] = ledger_payments(rt, demo_company)
+    assert posted["reference"] == "pi_decl_ok" and posted["status"] == "POSTED"
