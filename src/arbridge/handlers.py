@@ -5,19 +5,27 @@ Each capability adds its entries here; the worker drains both tables on every ti
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
 
-from arbridge.connectors.base import DiscountWriteBack, PaymentLine, PaymentWriteBack
+from arbridge.connectors.base import (
+    DiscountWriteBack,
+    LedgerConnector,
+    PaymentLine,
+    PaymentWriteBack,
+)
 from arbridge.errors import NotFound, Rejected, Transient
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.sync.model import Company, Connection, Customer, Invoice, OutboxMessage
 from arbridge.sync.outbox import Handler
 from arbridge.webhooks.dispatch import EventHandler
+
+log = logging.getLogger(__name__)
 
 LEDGER_PAYMENT = "ledger_payment"
 
@@ -44,26 +52,76 @@ def ledger_payment_payload(
     }
 
 
-def post_ledger_payment(rt: Runtime, message: OutboxMessage) -> str:
-    """Write a collected payment into the company's ledger, with the outbox key as idempotency key."""
+def post_ledger_payment(rt: Runtime, message: OutboxMessage) -> str | None:
+    """Write a collected payment into the company's ledger, with the outbox key as idempotency key.
+
+    A ledger that refuses the payment because an invoice has less outstanding than we apply (the
+    bookkeeper recorded a cheque while the customer was on the checkout) gets what still fits;
+    the rest becomes an overpayment the owner can refund (`payments.refit_to_ledger`), so no
+    money collected is left outside both the ledger and the owner's overpayments."""
     p = message.payload
     with rt.sessions() as session:
         conn = session.get(Connection, p["connection_id"])
     if conn is None:
         raise NotFound(f"connection {p['connection_id']} no longer exists")
-    return rt.connector_for(conn).post_payment(
-        PaymentWriteBack(
-            idempotency_key=message.key,
-            customer_source_id=p["customer_source_id"],
-            currency=p["currency"],
-            amount=Decimal(p["amount"]),
-            received_on=date.fromisoformat(p["received_on"]),
-            reference=p["reference"],
-            lines=[
-                PaymentLine(li["invoice_source_id"], Decimal(li["amount"])) for li in p["lines"]
-            ],
-        )
+    connector = rt.connector_for(conn)
+    if "refit" in p:  # decided on an earlier attempt: post exactly that
+        return _post_refit(connector, message.key, p, p["refit"])
+    lines = [(li["invoice_source_id"], Decimal(li["amount"])) for li in p["lines"]]
+    try:
+        return connector.post_payment(_write_back(message.key, p, lines, Decimal(p["amount"])))
+    except Rejected as refused:
+        outstanding = ledger_outstanding(conn, connector, [i for i, _ in lines])
+        if all(amount <= outstanding.get(i, Decimal(0)) for i, amount in lines):
+            raise  # refused for another reason: a person has to look at it
+        from arbridge.payments import refit_to_ledger
+
+        log.warning("ledger refused %s (%s); applying what still fits", message.key, refused)
+        refit = refit_to_ledger(rt, message.id, outstanding)
+        if refit is None:
+            raise  # not a payment arbridge collected
+        return _post_refit(connector, message.key, p, refit)
+
+
+def _write_back(
+    key: str, p: dict[str, Any], lines: list[tuple[str, Decimal]], amount: Decimal | None = None
+) -> PaymentWriteBack:
+    return PaymentWriteBack(
+        idempotency_key=key,
+        customer_source_id=p["customer_source_id"],
+        currency=p["currency"],
+        amount=amount if amount is not None else sum((a for _, a in lines), Decimal(0)),
+        received_on=date.fromisoformat(p["received_on"]),
+        reference=p["reference"],
+        lines=[PaymentLine(i, a) for i, a in lines],
     )
+
+
+def _post_refit(
+    connector: LedgerConnector, key: str, p: dict[str, Any], refit: list[dict[str, str]]
+) -> str | None:
+    lines = [(li["invoice_source_id"], Decimal(li["amount"])) for li in refit]
+    if not lines:
+        return None  # nothing fits: all of it is an overpayment, nothing goes to the ledger
+    # A key of its own (the first one was refused) that does not depend on what was read, so a
+    # retry after a crash finds the payment already posted instead of posting another.
+    return str(connector.post_payment(_write_back(f"{key}:refit", p, lines)))
+
+
+def ledger_outstanding(
+    conn: Connection, connector: LedgerConnector, invoice_source_ids: list[str]
+) -> dict[str, Decimal]:
+    """What the ledger says is outstanding on these invoices now (gone or voided: nothing)."""
+    from arbridge.sync.records import InvoiceData
+    from arbridge.sync.runner import mapper_for
+
+    mapper = mapper_for(conn.provider)
+    found: dict[str, Decimal] = {}
+    for rec in connector.read_invoices(invoice_source_ids):
+        mapped = mapper("invoices", rec.source_id, rec.deleted, rec.raw)
+        if isinstance(mapped, InvoiceData) and mapped.status == "open":
+            found[rec.source_id] = mapped.balance.amount
+    return found
 
 
 def _connection(rt: Runtime, connection_id: int) -> Connection:
@@ -98,8 +156,12 @@ def reverse_ledger_payment(rt: Runtime, message: OutboxMessage) -> str | None:
         repost = [
             (session.get(Invoice, r["invoice_id"]), r["amount_minor"]) for r in p.get("repost", [])
         ]
-    if posted is None or posted.status in ("failed", "dead"):
-        return None  # it never reached the ledger: nothing to undo
+    if (
+        posted is None
+        or posted.status in ("failed", "dead")
+        or (posted.status == "sent" and not posted.provider_ref)
+    ):
+        return None  # it never reached the ledger (or nothing of it fitted): nothing to undo
     if posted.status != "sent" or not posted.provider_ref:
         raise Transient(f"{p['payment_key']} is not in the ledger yet; reversing after it lands")
     connector = rt.connector_for(_connection(rt, p["connection_id"]))

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
@@ -55,6 +56,7 @@ from arbridge.sync.model import (
     Contact,
     Customer,
     Invoice,
+    OutboxMessage,
     PayToken,
     WebhookEvent,
 )
@@ -884,6 +886,80 @@ def _succeed(
         f"Payment received: {amount.format()}",
         f"{customer.name if customer else 'A customer'} paid {amount.format()} for invoice {numbers} through arbridge.",
     )
+
+
+def refit_to_ledger(
+    rt: Runtime, outbox_id: int, outstanding: Mapping[str, Decimal]
+) -> list[dict[str, str]] | None:
+    """The ledger refused a payment's write-back: an invoice has less outstanding there than we
+    applied (a cheque recorded while the customer was on the checkout, no sync in between).
+    What still fits is applied; the rest becomes an overpayment that the owner sees at once,
+    with the one-click refund. The lines to post are kept on the outbox row in the same
+    transaction, so a retry posts the same ones. None: not a payment arbridge collected."""
+    with transaction(rt.sessions) as s:
+        message = s.get(OutboxMessage, outbox_id, with_for_update=True, populate_existing=True)
+        assert message is not None
+        if "refit" in message.payload:
+            return list(message.payload["refit"])
+        row = s.scalar(
+            select(CollectedPayment)
+            .where(
+                CollectedPayment.company_id == message.company_id,
+                CollectedPayment.payment_intent_id == message.payload["reference"],
+            )
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        company = s.get(Company, message.company_id)
+        if row is None or company is None or row.status != "succeeded":
+            return None
+        invoices = {
+            inv.id: inv
+            for inv in s.scalars(
+                select(Invoice)
+                .where(Invoice.id.in_([a.invoice_id for a in row.allocations]))
+                .with_for_update()
+            )
+        }
+        lines, moved = [], 0
+        for alloc in sorted(row.allocations, key=lambda a: a.invoice_id):
+            inv = invoices[alloc.invoice_id]
+            room = max(0, Money(outstanding.get(inv.source_id, Decimal(0)), inv.currency).minor)
+            fit = min(alloc.amount_minor, room)
+            moved += alloc.amount_minor - fit
+            alloc.amount_minor = fit
+            if inv.status in ("open", "paid"):
+                # The ledger's word, less what we now apply: right until the next sync says more.
+                inv.balance_minor = room - fit
+                inv.status = "open" if inv.balance_minor else "paid"
+            if fit:
+                lines.append(
+                    {
+                        "invoice_source_id": inv.source_id,
+                        "amount": str(Money.from_minor(fit, inv.currency).amount),
+                    }
+                )
+        row.unapplied_minor += moved
+        row.updated_at = rt.clock.now()
+        message.payload = {**message.payload, "refit": lines}
+        over = Money.from_minor(moved, row.currency)
+        text = (
+            f"{row_money(row).format()} arrived, but the invoice was settled in your ledger "
+            f"meanwhile (a payment recorded there): {over.format()} is an overpayment, not in "
+            "your books. Refund it from the payments list, or keep it as the customer's credit."
+        )
+        log_activity(
+            s,
+            rt.clock,
+            company.id,
+            "payment.overpaid",
+            text,
+            payment_intent=row.payment_intent_id,
+        )
+        _notify_owner(
+            rt, s, company, f"overpaid:{row.payment_intent_id}", "A customer overpaid", text
+        )
+        return lines
 
 
 def _discounts(row: CollectedPayment, invoices: Sequence[Invoice]) -> dict[int, Money]:

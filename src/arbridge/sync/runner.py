@@ -60,7 +60,7 @@ class SyncResult:
     pages: int = 0
 
 
-def _mapper_for(source: str) -> Callable[[str, str, bool, Any], Mapped]:
+def mapper_for(source: str) -> Callable[[str, str, bool, Any], Mapped]:
     if source == "demo":
         return demo_mapper.map_record
     if source == "quickbooks":
@@ -318,7 +318,7 @@ def _apply_page(
     session: Session, conn: Connection, page: Page, clock: Clock, result: SyncResult
 ) -> None:
     writer = _PageWriter(session, conn, clock)
-    mapper = _mapper_for(conn.provider)
+    mapper = mapper_for(conn.provider)
     mapped: list[Any] = []
     deleted: list[str] = []
     failures: list[tuple[str, Any, str]] = []
