@@ -619,3 +619,91 @@ def test_a_write_back_refused_after_a_partial_cheque_applies_what_fits_and_the_r
     drain(rt)
     assert invoice(rt, usd_invoice.id).status == "paid"
     assert len(ledger_payments(rt, demo_company)) == 1
+
+
+class WriteBackDuringTheRead:
+    """The ledger's connector, with the worker's write-back carried out after the sync has read
+    the invoices and before it saves them: the race, made deterministic."""
+
+    def __init__(self, inner, write_back) -> None:
+        self.inner, self.write_back, self.source = inner, write_back, inner.source
+
+    def pull(self, entity, cursor):
+        for page in self.inner.pull(entity, cursor):
+            if entity == "invoices" and self.write_back is not None:
+                self.write_back()
+                self.write_back = None
+            yield page
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_sync_that_read_the_ledger_before_the_write_back_landed_never_reopens_the_invoice(
+    rt, demo_company, usd_invoice
+):
+    from arbridge.handlers import outbox_handlers, webhook_handlers
+    from arbridge.sync.outbox import deliver
+    from arbridge.sync.runner import sync_connection
+    from arbridge.webhooks.dispatch import process_pending
+
+    token = token_for(rt, usd_invoice)
+    pay(rt, token)
+    process_pending(rt.sessions, rt.clock, webhook_handlers(rt))  # recorded; the write-back waits
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    rt.clock.advance(timedelta(minutes=1))
+    racing = WriteBackDuringTheRead(
+        rt.connector_for(conn), lambda: deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    )
+    sync_connection(rt.sessions, conn.id, racing, rt.clock, full=True)
+    with rt.sessions() as s:
+        written = s.scalar(select(OutboxMessage).where(OutboxMessage.kind == "ledger_payment"))
+        assert written.status == "sent"  # the write-back landed between the read and the save
+    inv = invoice(rt, usd_invoice.id)
+    assert inv.status == "paid" and inv.balance_minor == 0
+    # So the link asks for nothing more: no second payment in that window.
+    with pytest.raises(Rejected, match="paid"):
+        payments.start_checkout(rt, token)
+    rt.clock.advance(timedelta(minutes=1))
+    sync_now(rt, conn)
+    inv = invoice(rt, usd_invoice.id)
+    assert inv.status == "paid" and inv.balance_minor == 0
+    assert len(ledger_payments(rt, demo_company)) == 1
+    assert collected(rt)[0].unapplied_minor == 0
+
+
+def test_a_racing_write_back_keeps_what_the_bookkeeper_changed_in_the_same_reading(
+    rt, demo_company, usd_invoice
+):
+    """The reading may already hold the write-back and another change (a line added): after the
+    sync, the invoice shows the ledger's own balance, not ours from before the read."""
+    from arbridge.handlers import outbox_handlers, webhook_handlers
+    from arbridge.sync.outbox import deliver
+    from arbridge.sync.runner import sync_connection
+    from arbridge.webhooks.dispatch import process_pending
+
+    token = token_for(rt, usd_invoice)
+    pay(rt, token)
+    process_pending(rt.sessions, rt.clock, webhook_handlers(rt))
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    ledger = rt.demo_ledger(conn.tenant_id)
+
+    def write_back_and_a_late_fee() -> None:
+        deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+        with ledger.change() as state:
+            inv = ledger.find(state, "Invoice", usd_invoice.source_id)
+            inv.update(
+                total=str(Decimal(inv["total"]) + 25),
+                balance=str(Decimal(inv["balance"]) + 25),
+                status="AUTHORISED",
+            )
+            ledger.touch(state, inv)
+
+    rt.clock.advance(timedelta(minutes=1))
+    racing = WriteBackDuringTheRead(rt.connector_for(conn), write_back_and_a_late_fee)
+    sync_connection(rt.sessions, conn.id, racing, rt.clock, full=True)
+    inv = invoice(rt, usd_invoice.id)
+    assert (inv.status, inv.balance_minor) == ("open", 2500)  # the ledger's word
+    assert len(ledger_payments(rt, demo_company)) == 1
