@@ -205,6 +205,21 @@ def stripe_refund(rt: Runtime, message: OutboxMessage) -> str:
     )
 
 
+def stripe_expire_session(rt: Runtime, message: OutboxMessage) -> str:
+    """Close a Checkout Session another payment made unneeded; one already paid stays paid (its
+    payment then arrives as an overpayment, with the one-click refund)."""
+    from arbridge.payments import gateway_for
+
+    p = message.payload
+    with rt.sessions() as session:
+        company = session.get(Company, p["company_id"])
+        gateway = gateway_for(rt, session, company) if company else None
+    if gateway is None:
+        raise Rejected("Stripe is no longer connected for this business")
+    closed = gateway.expire_checkout_session(p["session_id"], message.key)
+    return f"{closed.id}:{closed.status}"
+
+
 def outbox_handlers(rt: Runtime) -> dict[str, Handler]:
     return {
         # Every ledger takes our key as an idempotency key (QuickBooks requestid, Xero
@@ -214,6 +229,8 @@ def outbox_handlers(rt: Runtime) -> dict[str, Handler]:
         "ledger_reversal": Handler(lambda m: reverse_ledger_payment(rt, m), idempotent=True),
         # Stripe takes the outbox key as its Idempotency-Key.
         "stripe_refund": Handler(lambda m: stripe_refund(rt, m), idempotent=True),
+        # Expiring a session twice changes nothing (and carries our key as Idempotency-Key).
+        "stripe_expire_session": Handler(lambda m: stripe_expire_session(rt, m), idempotent=True),
         # SMTP has no idempotency key: a crash mid-send marks the row failed, never resends.
         "email": Handler(lambda m: _send_email(rt, m), idempotent=False),
     }

@@ -75,6 +75,7 @@ LEDGER_PAYMENT, LEDGER_DISCOUNT, LEDGER_REVERSAL = (
     "ledger_reversal",
 )
 STRIPE_REFUND, EMAIL = "stripe_refund", "email"
+STRIPE_EXPIRE = "stripe_expire_session"
 
 
 # --- Which Stripe -------------------------------------------------------------------------------
@@ -705,6 +706,7 @@ def record(rt: Runtime, s: Session, seen: Observed) -> None:
         _plan(row, invoices)
         for inv in invoices:
             inv.payment_pending = True
+        _expire_other_sessions(rt, s, company, row, invoices)
         log_activity(
             s,
             rt.clock,
@@ -803,6 +805,7 @@ def _succeed(
     for inv in invoices:
         inv.payment_pending = False
     row.unapplied_minor = left.minor
+    _expire_other_sessions(rt, s, company, row, invoices)
     amount = row_money(row)
     numbers = ", ".join(by_id[a.invoice_id].number or "" for a in applied) or "(none open)"
     log_activity(
@@ -960,6 +963,39 @@ def refit_to_ledger(
             rt, s, company, f"overpaid:{row.payment_intent_id}", "A customer overpaid", text
         )
         return lines
+
+
+def _expire_other_sessions(
+    rt: Runtime, s: Session, company: Company, row: CollectedPayment, invoices: Sequence[Invoice]
+) -> None:
+    """Another link's Checkout Session for these invoices (a second tab, an older reminder, a
+    statement) could still be paid: close each one at Stripe, through the outbox."""
+    ids = {inv.id for inv in invoices}
+    if not ids:
+        return
+    others = s.scalars(
+        select(CheckoutSessionRow)
+        .where(
+            CheckoutSessionRow.company_id == company.id,
+            CheckoutSessionRow.status == "open",
+            CheckoutSessionRow.expires_at > rt.clock.now(),
+        )
+        .with_for_update()
+    ).all()
+    for other in others:
+        if other.stripe_session_id == row.checkout_session_id or not ids & set(
+            other.invoice_ids or ()
+        ):
+            continue
+        other.status = "expired"  # never handed out again, whatever Stripe answers
+        enqueue(
+            s,
+            rt.clock,
+            company_id=company.id,
+            kind=STRIPE_EXPIRE,
+            key=f"stripe_expire:{other.stripe_session_id}",
+            payload={"company_id": company.id, "session_id": other.stripe_session_id},
+        )
 
 
 def _discounts(row: CollectedPayment, invoices: Sequence[Invoice]) -> dict[int, Money]:

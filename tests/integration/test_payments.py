@@ -707,3 +707,16 @@ def test_a_racing_write_back_keeps_what_the_bookkeeper_changed_in_the_same_readi
     inv = invoice(rt, usd_invoice.id)
     assert (inv.status, inv.balance_minor) == ("open", 2500)  # the ledger's word
     assert len(ledger_payments(rt, demo_company)) == 1
+
+
+def test_a_second_link_s_open_checkout_closes_when_the_first_is_paid(rt, demo_company, usd_invoice):
+    first, second = token_for(rt, usd_invoice), token_for(rt, usd_invoice)
+    url_a, url_b = payments.start_checkout(rt, first), payments.start_checkout(rt, second)
+    payments.simulated_stripe(rt).complete(session_id(url_a), "card", "succeed")
+    drain(rt)
+    drain(rt)
+    with pytest.raises(Rejected, match="no longer open"):
+        payments.simulated_stripe(rt).complete(session_id(url_b), "card", "succeed")
+    with pytest.raises(Rejected, match="paid"):
+        payments.start_checkout(rt, second)
+    assert len(collected(rt)) == 1 and len(ledger_payments(rt, demo_company)) == 1
