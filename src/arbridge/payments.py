@@ -420,7 +420,7 @@ def start_checkout(rt: Runtime, token: str) -> str:
             else f"{q.company.name}: invoices {numbers}",
             methods=methods,
             success_url=f"{base}/pay/{token}/return?session_id={{CHECKOUT_SESSION_ID}}",
-            cancel_url=f"{base}/pay/{token}",
+            cancel_url=f"{base}/pay/{token}/return?cancelled=1",
             expires_at=now + timedelta(minutes=SESSION_MINUTES),
             idempotency_key=(
                 f"checkout:{link.id}:{window}:{finished}:"
@@ -588,9 +588,12 @@ def handle_stripe_event(rt: Runtime, s: Session, event: WebhookEvent) -> None:
     record(rt, s, seen)
 
 
-def handle_checkout_return(rt: Runtime, token: str, session_id: str) -> None:
+def handle_checkout_return(rt: Runtime, token: str, session_id: str) -> str:
     """The customer is back from Checkout: ask Stripe, and record what it says now (the webhook
-    may not have arrived yet, or may be on its way: both paths meet in `record`)."""
+    may not have arrived yet, or may be on its way: both paths meet in `record`).
+
+    Returns what happened, for the page to say: "paid", "pending" (a bank payment started),
+    "failed", "open" (not paid), "expired", or "unknown" (Stripe could not tell us)."""
     with transaction(rt.sessions) as s:
         link = find_pay_token(s, token)
         row = s.scalar(
@@ -602,7 +605,7 @@ def handle_checkout_return(rt: Runtime, token: str, session_id: str) -> None:
         assert company is not None
         gateway = gateway_for(rt, s, company)
     if gateway is None:
-        return
+        return "unknown"
     checkout = gateway.retrieve_checkout_session(session_id)
     with transaction(rt.sessions) as s:
         row = s.scalar(
@@ -610,15 +613,24 @@ def handle_checkout_return(rt: Runtime, token: str, session_id: str) -> None:
         )
         assert row is not None
         row.status = checkout.status
-        if checkout.status == "complete":
-            paid = checkout.payment_status == "paid"
-            seen = _from_session(
-                _session_as_stripe(checkout),
-                "succeeded" if paid else "pending",
-                "card" if paid else "us_bank_account",
+        if checkout.status != "complete":
+            return checkout.status if checkout.status in ("open", "expired") else "unknown"
+        paid = checkout.payment_status == "paid"
+        seen = _from_session(
+            _session_as_stripe(checkout),
+            "succeeded" if paid else "pending",
+            "card" if paid else "us_bank_account",
+        )
+        if seen is not None:
+            record(rt, s, seen)
+            recorded = s.scalar(
+                select(CollectedPayment.status).where(
+                    CollectedPayment.payment_intent_id == seen.payment_intent
+                )
             )
-            if seen is not None:
-                record(rt, s, seen)
+            if recorded == "failed":
+                return "failed"
+        return "paid" if paid else "pending"
 
 
 def _session_as_stripe(c: CheckoutSession) -> dict[str, Any]:
