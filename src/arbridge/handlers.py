@@ -5,6 +5,7 @@ Each capability adds its entries here; the worker drains both tables on every ti
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -12,13 +13,20 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from arbridge.connectors.base import DiscountWriteBack, PaymentLine, PaymentWriteBack
+from arbridge.connectors.base import (
+    DiscountWriteBack,
+    LedgerConnector,
+    PaymentLine,
+    PaymentWriteBack,
+)
 from arbridge.errors import AuthExpired, NotFound, Rejected, Transient
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.sync.model import Company, Connection, Customer, Invoice, OutboxMessage
 from arbridge.sync.outbox import Handler
 from arbridge.webhooks.dispatch import EventHandler
+
+log = logging.getLogger(__name__)
 
 LEDGER_PAYMENT = "ledger_payment"
 
@@ -45,26 +53,76 @@ def ledger_payment_payload(
     }
 
 
-def post_ledger_payment(rt: Runtime, message: OutboxMessage) -> str:
-    """Write a collected payment into the company's ledger, with the outbox key as idempotency key."""
+def post_ledger_payment(rt: Runtime, message: OutboxMessage) -> str | None:
+    """Write a collected payment into the company's ledger, with the outbox key as idempotency key.
+
+    A ledger that refuses the payment because an invoice has less outstanding than we apply (the
+    bookkeeper recorded a cheque while the customer was on the checkout) gets what still fits;
+    the rest becomes an overpayment the owner can refund (`payments.refit_to_ledger`), so no
+    money collected is left outside both the ledger and the owner's overpayments."""
     p = message.payload
     with rt.sessions() as session:
         conn = session.get(Connection, p["connection_id"])
     if conn is None:
         raise NotFound(f"connection {p['connection_id']} no longer exists")
-    return rt.connector_for(conn).post_payment(
-        PaymentWriteBack(
-            idempotency_key=message.key,
-            customer_source_id=p["customer_source_id"],
-            currency=p["currency"],
-            amount=Decimal(p["amount"]),
-            received_on=date.fromisoformat(p["received_on"]),
-            reference=p["reference"],
-            lines=[
-                PaymentLine(li["invoice_source_id"], Decimal(li["amount"])) for li in p["lines"]
-            ],
-        )
+    connector = rt.connector_for(conn)
+    if "refit" in p:  # decided on an earlier attempt: post exactly that
+        return _post_refit(connector, message.key, p, p["refit"])
+    lines = [(li["invoice_source_id"], Decimal(li["amount"])) for li in p["lines"]]
+    try:
+        return connector.post_payment(_write_back(message.key, p, lines, Decimal(p["amount"])))
+    except Rejected as refused:
+        outstanding = ledger_outstanding(conn, connector, [i for i, _ in lines])
+        if all(amount <= outstanding.get(i, Decimal(0)) for i, amount in lines):
+            raise  # refused for another reason: a person has to look at it
+        from arbridge.payments import refit_to_ledger
+
+        log.warning("ledger refused %s (%s); applying what still fits", message.key, refused)
+        refit = refit_to_ledger(rt, message.id, outstanding)
+        if refit is None:
+            raise  # not a payment arbridge collected
+        return _post_refit(connector, message.key, p, refit)
+
+
+def _write_back(
+    key: str, p: dict[str, Any], lines: list[tuple[str, Decimal]], amount: Decimal | None = None
+) -> PaymentWriteBack:
+    return PaymentWriteBack(
+        idempotency_key=key,
+        customer_source_id=p["customer_source_id"],
+        currency=p["currency"],
+        amount=amount if amount is not None else sum((a for _, a in lines), Decimal(0)),
+        received_on=date.fromisoformat(p["received_on"]),
+        reference=p["reference"],
+        lines=[PaymentLine(i, a) for i, a in lines],
     )
+
+
+def _post_refit(
+    connector: LedgerConnector, key: str, p: dict[str, Any], refit: list[dict[str, str]]
+) -> str | None:
+    lines = [(li["invoice_source_id"], Decimal(li["amount"])) for li in refit]
+    if not lines:
+        return None  # nothing fits: all of it is an overpayment, nothing goes to the ledger
+    # A key of its own (the first one was refused) that does not depend on what was read, so a
+    # retry after a crash finds the payment already posted instead of posting another.
+    return str(connector.post_payment(_write_back(f"{key}:refit", p, lines)))
+
+
+def ledger_outstanding(
+    conn: Connection, connector: LedgerConnector, invoice_source_ids: list[str]
+) -> dict[str, Decimal]:
+    """What the ledger says is outstanding on these invoices now (gone or voided: nothing)."""
+    from arbridge.sync.records import InvoiceData
+    from arbridge.sync.runner import mapper_for
+
+    mapper = mapper_for(conn.provider)
+    found: dict[str, Decimal] = {}
+    for rec in connector.read_invoices(invoice_source_ids):
+        mapped = mapper("invoices", rec.source_id, rec.deleted, rec.raw)
+        if isinstance(mapped, InvoiceData) and mapped.status == "open":
+            found[rec.source_id] = mapped.balance.amount
+    return found
 
 
 def _connection(rt: Runtime, connection_id: int) -> Connection:
@@ -188,6 +246,21 @@ def stripe_refund(rt: Runtime, message: OutboxMessage) -> str:
     )
 
 
+def stripe_expire_session(rt: Runtime, message: OutboxMessage) -> str:
+    """Close a Checkout Session another payment made unneeded; one already paid stays paid (its
+    payment then arrives as an overpayment, with the one-click refund)."""
+    from arbridge.payments import gateway_for
+
+    p = message.payload
+    with rt.sessions() as session:
+        company = session.get(Company, p["company_id"])
+        gateway = gateway_for(rt, session, company) if company else None
+    if gateway is None:
+        raise Rejected("Stripe is no longer connected for this business")
+    closed = gateway.expire_checkout_session(p["session_id"], message.key)
+    return f"{closed.id}:{closed.status}"
+
+
 def outbox_handlers(rt: Runtime) -> dict[str, Handler]:
     return {
         # Every ledger takes our key as an idempotency key (QuickBooks requestid, Xero
@@ -197,6 +270,8 @@ def outbox_handlers(rt: Runtime) -> dict[str, Handler]:
         "ledger_reversal": Handler(lambda m: reverse_ledger_payment(rt, m), idempotent=True),
         # Stripe takes the outbox key as its Idempotency-Key.
         "stripe_refund": Handler(lambda m: stripe_refund(rt, m), idempotent=True),
+        # Expiring a session twice changes nothing (and carries our key as Idempotency-Key).
+        "stripe_expire_session": Handler(lambda m: stripe_expire_session(rt, m), idempotent=True),
         # SMTP has no idempotency key: a crash mid-send marks the row failed, never resends.
         "email": Handler(lambda m: _send_email(rt, m), idempotent=False),
     }

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
@@ -75,6 +76,7 @@ LEDGER_PAYMENT, LEDGER_DISCOUNT, LEDGER_REVERSAL = (
     "ledger_reversal",
 )
 STRIPE_REFUND, EMAIL = "stripe_refund", "email"
+STRIPE_EXPIRE = "stripe_expire_session"
 
 
 # --- Which Stripe -------------------------------------------------------------------------------
@@ -423,7 +425,7 @@ def start_checkout(rt: Runtime, token: str) -> str:
             else f"{q.company.name}: invoices {numbers}",
             methods=methods,
             success_url=f"{base}/pay/{token}/return?session_id={{CHECKOUT_SESSION_ID}}",
-            cancel_url=f"{base}/pay/{token}",
+            cancel_url=f"{base}/pay/{token}/return?cancelled=1",
             expires_at=now + timedelta(minutes=SESSION_MINUTES),
             idempotency_key=(
                 f"checkout:{link.id}:{window}:{finished}:"
@@ -659,9 +661,12 @@ def handle_stripe_event(rt: Runtime, s: Session, event: WebhookEvent) -> None:
     record(rt, s, seen)
 
 
-def handle_checkout_return(rt: Runtime, token: str, session_id: str) -> None:
+def handle_checkout_return(rt: Runtime, token: str, session_id: str) -> str:
     """The customer is back from Checkout: ask Stripe, and record what it says now (the webhook
-    may not have arrived yet, or may be on its way: both paths meet in `record`)."""
+    may not have arrived yet, or may be on its way: both paths meet in `record`).
+
+    Returns what happened, for the page to say: "paid", "pending" (a bank payment started),
+    "failed", "open" (not paid), "expired", or "unknown" (Stripe could not tell us)."""
     with transaction(rt.sessions) as s:
         link = find_pay_token(s, token)
         row = s.scalar(
@@ -673,7 +678,7 @@ def handle_checkout_return(rt: Runtime, token: str, session_id: str) -> None:
         assert company is not None
         gateway = gateway_for(rt, s, company)
     if gateway is None:
-        return
+        return "unknown"
     checkout = gateway.retrieve_checkout_session(session_id)
     with transaction(rt.sessions) as s:
         row = s.scalar(
@@ -681,15 +686,24 @@ def handle_checkout_return(rt: Runtime, token: str, session_id: str) -> None:
         )
         assert row is not None
         row.status = checkout.status
-        if checkout.status == "complete":
-            paid = checkout.payment_status == "paid"
-            seen = _from_session(
-                _session_as_stripe(checkout),
-                "succeeded" if paid else "pending",
-                "card" if paid else "us_bank_account",
+        if checkout.status != "complete":
+            return checkout.status if checkout.status in ("open", "expired") else "unknown"
+        paid = checkout.payment_status == "paid"
+        seen = _from_session(
+            _session_as_stripe(checkout),
+            "succeeded" if paid else "pending",
+            "card" if paid else "us_bank_account",
+        )
+        if seen is not None:
+            record(rt, s, seen)
+            recorded = s.scalar(
+                select(CollectedPayment.status).where(
+                    CollectedPayment.payment_intent_id == seen.payment_intent
+                )
             )
-            if seen is not None:
-                record(rt, s, seen)
+            if recorded == "failed":
+                return "failed"
+        return "paid" if paid else "pending"
 
 
 def _session_as_stripe(c: CheckoutSession) -> dict[str, Any]:
@@ -777,6 +791,7 @@ def record(rt: Runtime, s: Session, seen: Observed) -> None:
         _plan(row, invoices)
         for inv in invoices:
             inv.payment_pending = True
+        _expire_other_sessions(rt, s, company, row, invoices)
         log_activity(
             s,
             rt.clock,
@@ -876,6 +891,7 @@ def _succeed(
     for inv in invoices:
         inv.payment_pending = False
     row.unapplied_minor = left.minor
+    _expire_other_sessions(rt, s, company, row, invoices)
     amount = row_money(row)
     numbers = ", ".join(by_id[a.invoice_id].number or "" for a in applied) or "(none open)"
     log_activity(
@@ -960,6 +976,113 @@ def _succeed(
         f"Payment received: {amount.format()}",
         f"{customer.name if customer else 'A customer'} paid {amount.format()} for invoice {numbers} through arbridge.",
     )
+
+
+def refit_to_ledger(
+    rt: Runtime, outbox_id: int, outstanding: Mapping[str, Decimal]
+) -> list[dict[str, str]] | None:
+    """The ledger refused a payment's write-back: an invoice has less outstanding there than we
+    applied (a cheque recorded while the customer was on the checkout, no sync in between).
+    What still fits is applied; the rest becomes an overpayment that the owner sees at once,
+    with the one-click refund. The lines to post are kept on the outbox row in the same
+    transaction, so a retry posts the same ones. None: not a payment arbridge collected."""
+    with transaction(rt.sessions) as s:
+        message = s.get(OutboxMessage, outbox_id, with_for_update=True, populate_existing=True)
+        assert message is not None
+        if "refit" in message.payload:
+            return list(message.payload["refit"])
+        row = s.scalar(
+            select(CollectedPayment)
+            .where(
+                CollectedPayment.company_id == message.company_id,
+                CollectedPayment.payment_intent_id == message.payload["reference"],
+            )
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        company = s.get(Company, message.company_id)
+        if row is None or company is None or row.status != "succeeded":
+            return None
+        invoices = {
+            inv.id: inv
+            for inv in s.scalars(
+                select(Invoice)
+                .where(Invoice.id.in_([a.invoice_id for a in row.allocations]))
+                .with_for_update()
+            )
+        }
+        lines, moved = [], 0
+        for alloc in sorted(row.allocations, key=lambda a: a.invoice_id):
+            inv = invoices[alloc.invoice_id]
+            room = max(0, Money(outstanding.get(inv.source_id, Decimal(0)), inv.currency).minor)
+            fit = min(alloc.amount_minor, room)
+            moved += alloc.amount_minor - fit
+            alloc.amount_minor = fit
+            if inv.status in ("open", "paid"):
+                # The ledger's word, less what we now apply: right until the next sync says more.
+                inv.balance_minor = room - fit
+                inv.status = "open" if inv.balance_minor else "paid"
+            if fit:
+                lines.append(
+                    {
+                        "invoice_source_id": inv.source_id,
+                        "amount": str(Money.from_minor(fit, inv.currency).amount),
+                    }
+                )
+        row.unapplied_minor += moved
+        row.updated_at = rt.clock.now()
+        message.payload = {**message.payload, "refit": lines}
+        over = Money.from_minor(moved, row.currency)
+        text = (
+            f"{row_money(row).format()} arrived, but the invoice was settled in your ledger "
+            f"meanwhile (a payment recorded there): {over.format()} is an overpayment, not in "
+            "your books. Refund it from the payments list, or keep it as the customer's credit."
+        )
+        log_activity(
+            s,
+            rt.clock,
+            company.id,
+            "payment.overpaid",
+            text,
+            payment_intent=row.payment_intent_id,
+        )
+        _notify_owner(
+            rt, s, company, f"overpaid:{row.payment_intent_id}", "A customer overpaid", text
+        )
+        return lines
+
+
+def _expire_other_sessions(
+    rt: Runtime, s: Session, company: Company, row: CollectedPayment, invoices: Sequence[Invoice]
+) -> None:
+    """Another link's Checkout Session for these invoices (a second tab, an older reminder, a
+    statement) could still be paid: close each one at Stripe, through the outbox."""
+    ids = {inv.id for inv in invoices}
+    if not ids:
+        return
+    others = s.scalars(
+        select(CheckoutSessionRow)
+        .where(
+            CheckoutSessionRow.company_id == company.id,
+            CheckoutSessionRow.status == "open",
+            CheckoutSessionRow.expires_at > rt.clock.now(),
+        )
+        .with_for_update()
+    ).all()
+    for other in others:
+        if other.stripe_session_id == row.checkout_session_id or not ids & set(
+            other.invoice_ids or ()
+        ):
+            continue
+        other.status = "expired"  # never handed out again, whatever Stripe answers
+        enqueue(
+            s,
+            rt.clock,
+            company_id=company.id,
+            kind=STRIPE_EXPIRE,
+            key=f"stripe_expire:{other.stripe_session_id}",
+            payload={"company_id": company.id, "session_id": other.stripe_session_id},
+        )
 
 
 def _discounts(row: CollectedPayment, invoices: Sequence[Invoice]) -> dict[int, Money]:

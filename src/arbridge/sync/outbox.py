@@ -106,6 +106,7 @@ WHAT = {
     "ledger_discount": "A discount's write-back to your ledger",
     "ledger_reversal": "Reversing a payment in your ledger",
     "stripe_refund": "A refund through Stripe",
+    "stripe_expire_session": "Closing another open checkout for a paid invoice",
 }
 
 

@@ -113,17 +113,60 @@ def checkout(token: str) -> Any:
     return _no_store(redirect(url, code=303))
 
 
+# What the page says when the customer comes back from Checkout (category, message).
+RETURNED = {
+    "paid": ("ok", "Thank you! Your payment was received."),
+    "pending": (
+        "ok",
+        "Thank you! Your bank payment has started. Bank payments take a few business days to "
+        "clear; there is nothing more to do, and you will get a receipt when it has cleared.",
+    ),
+    "failed": (
+        "error",
+        "Your payment did not go through, and nothing was charged. You can try again below.",
+    ),
+    "open": (
+        "error",
+        "Your payment was not completed, and nothing was charged. You can pay below.",
+    ),
+    "expired": (
+        "error",
+        "That checkout expired before it was paid, so nothing was charged. You can pay below.",
+    ),
+    "cancelled": (
+        "info",
+        "Payment cancelled: nothing was charged. You can pay below whenever you are ready.",
+    ),
+    "unknown": (
+        "info",
+        "We could not confirm your payment yet. If you completed it, you will get a receipt by "
+        "email; this page shows the invoice as we know it now.",
+    ),
+}
+
+
 @bp.get("/pay/<token>/return")
 def checkout_return(token: str) -> Any:
     session_id = request.args.get("session_id", "")
-    try:
-        payments.handle_checkout_return(runtime(), token, session_id)
-    except NotFound:
-        abort(404)
-    except ArbridgeError as e:
-        # The webhook will bring the news; the page says what is known now.
-        log.warning("could not confirm checkout %s on return: %s", session_id, e)
-    flash("Thank you! Your payment was received.", "ok")
+    rt = runtime()
+    if request.args.get("cancelled"):
+        # Checkout's "back" link: the session stays open, and Pay takes the customer back to it.
+        try:
+            find_pay_token(db(), token)
+        except NotFound:
+            abort(404)
+        outcome = "cancelled"
+    else:
+        try:
+            outcome = payments.handle_checkout_return(rt, token, session_id)
+        except NotFound:
+            abort(404)
+        except ArbridgeError as e:
+            # The webhook will bring the news; the page says what is known now.
+            log.warning("could not confirm checkout %s on return: %s", session_id, e)
+            outcome = "unknown"
+    category, message = RETURNED[outcome]
+    flash(message, category)
     return _no_store(redirect(url_for("pay.pay_page", token=token), code=303))
 
 

@@ -78,7 +78,7 @@ def dumps(data: Any) -> str:
 def _fault(code: str, message: str, detail: str) -> dict[str, Any]:
     return {
         "Fault": {
-            "Error": [{"Message": message, "Detail": detail, "code": code}],
+            "Error": [{"Message": message, "Detail": detail, "code": code, "element": ""}],
             "type": "ValidationFault",
         }
     }
@@ -643,10 +643,21 @@ class FakeQuickBooks:
                 if target is None or target.get("status") == "Deleted":
                     return 400, _fault("2500", "Invalid Reference Id", linked["TxnId"])
                 if line["Amount"] > target[fields[kind]]:
-                    return 400, _fault("6000", "A business validation error", "overapplied")
+                    # QuickBooks refuses to apply more than a transaction has open (a 400
+                    # ValidationFault, code 6000, like every business rule it enforces).
+                    return 400, _fault(
+                        "6000",
+                        "A business validation error has occurred while processing your request",
+                        f"Business Validation Error: the amount applied to {kind} "
+                        f"{linked['TxnId']} is more than its open balance.",
+                    )
                 applied += line["Amount"] if kind == "Invoice" else -line["Amount"]
         if applied > total:
-            return 400, _fault("6000", "A business validation error", "lines exceed the total")
+            return 400, _fault(
+                "6000",
+                "A business validation error has occurred while processing your request",
+                "Business Validation Error: the amount applied is more than the payment's total.",
+            )
         for line in body.get("Line", []):
             for linked in line["LinkedTxn"]:
                 kind = linked["TxnType"]

@@ -192,3 +192,47 @@ def test_capabilities_of_the_connected_account():
         "card_payments": "active",
         "us_bank_account_ach_payments": "inactive",
     }
+
+
+@responses.activate
+def test_a_session_is_read_back_as_stripe_sends_it():
+    responses.get(
+        f"{API}/v1/checkout/sessions/cs_test_r",
+        json={**fixture("checkout_session"), "id": "cs_test_r", "status": "open"},
+    )
+    session = StripeGateway("sk_test_x", api_base=API).retrieve_checkout_session("cs_test_r")
+    assert (session.id, session.status) == ("cs_test_r", "open")
+
+
+@responses.activate
+def test_expiring_a_session_sends_our_key_and_leaves_a_paid_one_paid():
+    gw = StripeGateway("sk_test_x", api_base=API)
+    responses.post(
+        f"{API}/v1/checkout/sessions/cs_test_open/expire",
+        json={**fixture("checkout_session"), "id": "cs_test_open", "status": "expired"},
+    )
+    assert gw.expire_checkout_session("cs_test_open", "stripe_expire:cs_test_open").status == (
+        "expired"
+    )
+    assert responses.calls[0].request.headers["Idempotency-Key"] == "stripe_expire:cs_test_open"
+    # Paid meanwhile: Stripe refuses to expire it; the session is read back, not an error.
+    responses.post(
+        f"{API}/v1/checkout/sessions/cs_test_paid/expire",
+        status=400,
+        json={
+            "error": {
+                "type": "invalid_request_error",
+                "message": "Only Checkout Sessions with a status of `open` can be expired.",
+            }
+        },
+    )
+    responses.get(
+        f"{API}/v1/checkout/sessions/cs_test_paid",
+        json={
+            **fixture("checkout_session"),
+            "id": "cs_test_paid",
+            "status": "complete",
+            "payment_status": "paid",
+        },
+    )
+    assert gw.expire_checkout_session("cs_test_paid", "k").status == "complete"

@@ -298,3 +298,107 @@ def test_card_declined_then_paid_in_same_checkout_is_recorded_paid(stripe_rt, cl
     assert statuses == {"processed"}
     [posted] = ledger_payments(rt, demo_company)
     assert posted["reference"] == "pi_decl_ok" and posted["status"] == "POSTED"
+
+
+class FakeSessions:
+    """Stripe's Checkout Sessions at the HTTP boundary: create (one id per call) and expire
+    (only an open session; Stripe refuses any other with a 400)."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, dict] = {}
+        self.expired: list[str] = []
+
+    def create(self, request):
+        from urllib.parse import parse_qsl
+
+        sent = dict(parse_qsl(request.body))
+        n = len(self.sessions) + 1
+        session = {
+            **fixture("checkout_session"),
+            "id": f"cs_test_link{n}",
+            "status": "open",
+            "payment_status": "unpaid",
+            "payment_intent": f"pi_link{n}",
+            "amount_total": int(sent["line_items[0][price_data][unit_amount]"]),
+            "currency": "usd",
+            "expires_at": int(sent["expires_at"]),
+            "metadata": {k[9:-1]: v for k, v in sent.items() if k.startswith("metadata[")},
+            "url": f"https://checkout.stripe.com/c/pay/cs_test_link{n}",
+        }
+        self.sessions[session["id"]] = session
+        return 200, {}, json.dumps(session)
+
+    def expire(self, request):
+        sid = request.url.split("/checkout/sessions/", 1)[1].split("/", 1)[0]
+        session = self.sessions[sid]
+        if session["status"] != "open":
+            return (
+                400,
+                {},
+                json.dumps(
+                    {
+                        "error": {
+                            "type": "invalid_request_error",
+                            "message": "Only Checkout Sessions with a status of `open` can be expired.",
+                        }
+                    }
+                ),
+            )
+        session["status"] = "expired"
+        self.expired.append(sid)
+        return 200, {}, json.dumps(session)
+
+    def install(self) -> None:
+        import re
+
+        responses.add_callback(responses.POST, f"{API}/v1/checkout/sessions", callback=self.create)
+        responses.add_callback(
+            responses.POST,
+            re.compile(re.escape(API) + r"/v1/checkout/sessions/[^/]+/expire"),
+            callback=self.expire,
+        )
+
+
+@responses.activate
+def test_two_pay_links_for_one_invoice_cannot_both_be_paid(stripe_rt, client, demo_company):
+    from arbridge.errors import Rejected
+    from arbridge.sync.model import CheckoutSessionRow
+    from tests.web.conftest import csrf_token
+
+    rt = stripe_rt
+    stripe = FakeSessions()
+    stripe.install()
+    token_a, invoice_id, *_ = open_invoice(rt, demo_company)
+    with transaction(rt.sessions) as s:
+        token_b = issue_pay_token(s, rt.clock, s.get(Invoice, invoice_id))
+    # The customer opens both links (the reminder's and an older one), a checkout on each.
+    payments.start_checkout(rt, token_a)
+    payments.start_checkout(rt, token_b)
+    csrf = csrf_token(client.get(f"/pay/{token_b}").data)  # B's page stays open in a tab
+    first, second = stripe.sessions.values()
+    paid = {**first, "status": "complete", "payment_status": "paid"}
+    stripe.sessions[first["id"]] = paid
+    assert deliver(client, rt, "checkout.session.completed", paid, 1) == 200
+    drain(rt)
+    drain(rt)
+    # The other open session is closed at Stripe, once, through the outbox.
+    assert stripe.expired == [second["id"]]
+    assert stripe.sessions[second["id"]]["status"] == "expired"
+    with rt.sessions() as s:
+        statuses = dict(
+            s.execute(select(CheckoutSessionRow.stripe_session_id, CheckoutSessionRow.status))
+            .tuples()
+            .all()
+        )
+    assert statuses[second["id"]] == "expired"
+    # The second link now says the invoice is paid and opens nothing.
+    calls = len(responses.calls)
+    page = client.get(f"/pay/{token_b}")
+    assert page.status_code == 200 and b"paid" in page.data.lower()
+    refused = client.post(f"/pay/{token_b}/checkout", data={"csrf_token": csrf})
+    assert refused.status_code == 409 and b"nothing to pay" in refused.data
+    with pytest.raises(Rejected, match="paid"):
+        payments.start_checkout(rt, token_b)
+    assert len(responses.calls) == calls  # no session opened at Stripe
+    with rt.sessions() as s:
+        assert len(s.scalars(select(CheckoutSessionRow)).all()) == 2

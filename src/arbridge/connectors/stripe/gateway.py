@@ -120,6 +120,8 @@ class PaymentGateway(Protocol):
 
     def retrieve_checkout_session(self, session_id: str) -> CheckoutSession: ...
 
+    def expire_checkout_session(self, session_id: str, idempotency_key: str) -> CheckoutSession: ...
+
     def refund(self, payment_intent: str, amount: Money | None, idempotency_key: str) -> str: ...
 
     def capabilities(self) -> dict[str, str]: ...
@@ -199,10 +201,32 @@ class StripeGateway:
     def retrieve_checkout_session(self, session_id: str) -> CheckoutSession:
         try:
             return CheckoutSession.from_stripe(
-                self.client.v1.checkout.sessions.retrieve(session_id)
+                self.client.v1.checkout.sessions.retrieve(session_id).to_dict()
             )
         except stripe.StripeError as e:
             raise _map_error(e) from e
+
+    def expire_checkout_session(self, session_id: str, idempotency_key: str) -> CheckoutSession:
+        """Close a session so it can no longer be paid (`POST /v1/checkout/sessions/{id}/expire`).
+        Stripe expires only open sessions and answers 400 for any other: then the session is
+        read back, and one already complete or expired is returned as it is."""
+        try:
+            return CheckoutSession.from_stripe(
+                self.client.v1.checkout.sessions.expire(
+                    session_id,
+                    options={"idempotency_key": idempotency_key},  # type: ignore[typeddict-item]
+                ).to_dict()
+            )
+        except stripe.InvalidRequestError as e:
+            if e.http_status != 400:
+                raise _map_error(e) from e
+            refused: ConnectorError = _map_error(e)
+        except stripe.StripeError as e:
+            raise _map_error(e) from e
+        current = self.retrieve_checkout_session(session_id)
+        if current.status == "open":
+            raise refused
+        return current
 
     def refund(self, payment_intent: str, amount: Money | None, idempotency_key: str) -> str:
         params: dict[str, Any] = {"payment_intent": payment_intent}

@@ -141,6 +141,16 @@ class SimulatedStripe:
                 s["status"] = "expired"
             return CheckoutSession.from_stripe(self._session_obj(s))
 
+    def expire_checkout_session(self, session_id: str, idempotency_key: str) -> CheckoutSession:
+        """Like Stripe: an open session expires; one no longer open stays as it is."""
+        with self._state() as state:
+            s = state["sessions"].get(session_id)
+            if s is None:
+                raise NotFound(f"no simulated checkout session {session_id}")
+            if s["status"] == "open":
+                s["status"] = "expired"
+            return CheckoutSession.from_stripe(self._session_obj(s))
+
     def page(self, session_id: str) -> dict[str, Any]:
         """What the simulated checkout page shows."""
         with self._state() as state:

@@ -1,7 +1,7 @@
 """Per-connection Stripe webhook signing secrets, and replayed deliveries stored once (issue 8).
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0008
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 import arbridge.sync.model
 
 revision = "0009"
-down_revision = "0005"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Reminders and statement links (issue 8): "maybe sent" outbox rows, statement link expiry.
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0009
 """
 
 from datetime import timedelta
@@ -12,7 +12,7 @@ from alembic import op
 import arbridge.sync.model
 
 revision = "0010"
-down_revision = "0005"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
