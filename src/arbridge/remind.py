@@ -103,7 +103,8 @@ def unsubscribe_token(secret: str, contact_id: int) -> str:
 
 def contact_for_unsubscribe(secret: str, token: str) -> int | None:
     head, _, _mac = token.partition(".")
-    if not head.isdigit() or len(token) > 80:
+    # isdigit() alone takes '²' (int() then raises) and '١٢٣'; an id has at most 19 digits.
+    if not (head.isascii() and head.isdigit()) or len(head) > 18 or len(token) > 80:
         return None
     return int(head) if hmac.compare_digest(unsubscribe_token(secret, int(head)), token) else None
 

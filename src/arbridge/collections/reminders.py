@@ -27,6 +27,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from arbridge.inputs import MAX_WHOLE_DIGITS, InputError, parse_int
 from arbridge.money import exponent
 
 CHANNELS = ("email", "call", "sms")
@@ -95,9 +96,16 @@ DEFAULT_SEQUENCE = ReminderSequence("default", DEFAULT_STEPS)
 
 def parse_step(raw: Mapping[str, Any], position: int) -> Step:
     where = f"step {position + 1}"
+    offset_raw = raw.get("offset_days")
     try:
-        offset = int(raw["offset_days"])
-    except (KeyError, TypeError, ValueError) as e:
+        # Stored steps hold ints; typed ones are strings in ASCII digits only (int() would take
+        # '١٢' and '１２' too).
+        offset = (
+            offset_raw
+            if isinstance(offset_raw, int) and not isinstance(offset_raw, bool)
+            else parse_int(offset_raw if isinstance(offset_raw, str) else None)
+        )
+    except InputError as e:
         raise SequenceError(f"{where}: the number of days must be a whole number") from e
     if not -60 <= offset <= 365:
         raise SequenceError(f"{where}: days must be between -60 and 365, not {offset}")
@@ -113,12 +121,17 @@ def parse_step(raw: Mapping[str, Any], position: int) -> Step:
     min_raw = raw.get("min_balance")
     min_balance = None
     if min_raw not in (None, ""):
+        text = str(min_raw).strip()
         try:
-            min_balance = Decimal(str(min_raw))
+            if not text.isascii():
+                raise InvalidOperation(text)
+            min_balance = Decimal(text)
         except InvalidOperation as e:
             raise SequenceError(f"{where}: minimum balance {min_raw!r} is not an amount") from e
         if not min_balance.is_finite() or min_balance < 0:
             raise SequenceError(f"{where}: minimum balance must be zero or more")
+        if min_balance.adjusted() >= MAX_WHOLE_DIGITS:  # 1e999999 is finite, and no balance
+            raise SequenceError(f"{where}: minimum balance {min_raw!r} is too large")
     key = str(raw.get("key") or "").strip() or step_key(offset)
     return Step(key[:40], offset, channel, template, min_balance, escalation)
 

@@ -43,6 +43,9 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     )
     app.config.update(overrides)
     app.extensions["arbridge"] = rt
+    from arbridge.web.common import IdConverter
+
+    app.url_map.converters["int"] = IdConverter  # before any blueprint adds its routes
     csrf.init_app(app)
 
     from arbridge.web import auth, health, owner, owner_payments, pay

@@ -7,11 +7,55 @@ from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import abort, current_app, g, redirect, session, url_for
+from flask import abort, current_app, g, redirect, request, session, url_for
 from sqlalchemy.orm import Session
+from werkzeug.routing import IntegerConverter, Map
 
+from arbridge.inputs import INT64_MAX, InputError, parse_id, parse_int
 from arbridge.runtime import Runtime
 from arbridge.sync.model import Company, User
+
+
+class IdConverter(IntegerConverter):
+    """`<int:...>` in every route: ASCII digits within a signed 64-bit column, else a 404.
+
+    Werkzeug's own matches `\\d+` (any script's digits, so /invoices/１２ was invoice 12) and has
+    no upper bound (a 20-digit id reached the database and overflowed its driver: a 500)."""
+
+    regex = r"[0-9]+"
+
+    def __init__(
+        self,
+        map: Map,
+        fixed_digits: int = 0,
+        min: int | None = None,
+        max: int | None = INT64_MAX,
+        signed: bool = False,
+    ) -> None:
+        super().__init__(map, fixed_digits, min, max, signed)
+
+
+def id_arg(value: str | None) -> int | None:
+    """An optional record id from a query string or form: absent is None, anything that cannot
+    be an id is a 404 (no record has it), never a database overflow."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return parse_id(value)
+    except InputError:
+        abort(404)
+
+
+def page_arg(page_size: int) -> int:
+    """`?page=N`: 1 when absent; a page that cannot exist (not a number, or beyond what an
+    offset of `page_size` rows per page can reach in 64 bits) is a 404."""
+    raw = request.args.get("page")
+    if raw is None or not raw.strip():
+        return 1
+    try:
+        return parse_int(raw, minimum=1, maximum=INT64_MAX // page_size)
+    except InputError:
+        abort(404)
 
 
 def runtime() -> Runtime:

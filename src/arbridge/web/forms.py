@@ -15,7 +15,46 @@ from wtforms import (
     SelectField,
     StringField,
 )
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+
+from arbridge.inputs import InputError, parse_decimal, parse_int
+
+
+class StrictIntegerField(IntegerField):
+    """A whole number in ASCII digits that fits 64 bits, or a field error.
+
+    WTForms' IntegerField takes whatever int() takes: '١٢٣' and '１２' become numbers, and a
+    400-digit number then crashes NumberRange (it converts to float)."""
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        if not valuelist:
+            return
+        self.data = None
+        try:
+            self.data = parse_int(str(valuelist[0]))
+        except InputError as e:
+            raise ValueError(f"Not a valid integer value: {str(e)[0].lower()}{str(e)[1:]}.") from e
+
+
+class StrictDecimalField(DecimalField):
+    """A plain decimal number in ASCII digits (no exponent, NaN or Infinity), at most 12 digits
+    before the point and `max_places` after it; "-0" is 0.
+
+    WTForms' DecimalField takes whatever Decimal() takes: 'sNaN' crashes NumberRange,
+    '1e999999' passes it and then breaks every page that formats the stored value."""
+
+    def __init__(self, *args: Any, max_places: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_places = max_places if max_places is not None else self.places
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        if not valuelist:
+            return
+        self.data = None
+        try:
+            self.data = parse_decimal(str(valuelist[0]), places=self.max_places)
+        except InputError as e:
+            raise ValueError(f"{e}.") from e
 
 
 def _timezones() -> list[SelectChoice]:
@@ -30,8 +69,10 @@ def _timezones() -> list[SelectChoice]:
 class CompanyForm(FlaskForm):
     name = StringField("Business name", validators=[DataRequired(), Length(max=200)])
     timezone = SelectField("Timezone", choices=[])
-    sync_interval_minutes = IntegerField(
-        "Sync with the ledger every (minutes)", validators=[DataRequired(), NumberRange(5, 1440)]
+    sync_interval_minutes = StrictIntegerField(
+        # InputRequired, not DataRequired: the latter wipes the field's own parse error.
+        "Sync with the ledger every (minutes)",
+        validators=[InputRequired(), NumberRange(5, 1440)],
     )
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -41,10 +82,10 @@ class CompanyForm(FlaskForm):
 
 class RemindersForm(FlaskForm):
     reminders_enabled = BooleanField("Send payment reminders automatically")
-    collections_hour = IntegerField(
+    collections_hour = StrictIntegerField(
         "Daily collections run at (hour, your time)", validators=[NumberRange(0, 23)]
     )
-    max_per_week = IntegerField(
+    max_per_week = StrictIntegerField(
         "At most this many reminders per contact per week", validators=[NumberRange(1, 7)]
     )
 
@@ -52,10 +93,10 @@ class RemindersForm(FlaskForm):
 class PaymentsForm(FlaskForm):
     accept_card = BooleanField("Accept card payments")
     accept_ach = BooleanField("Accept US bank account (ACH) payments, USD invoices")
-    discount_percent = DecimalField(
+    discount_percent = StrictDecimalField(
         "Early-payment discount (%)", places=2, validators=[Optional(), NumberRange(0, 20)]
     )
-    discount_days = IntegerField(
+    discount_days = StrictIntegerField(
         "if paid within (days of the invoice date)", validators=[Optional(), NumberRange(1, 90)]
     )
 
@@ -72,8 +113,12 @@ class PaymentsForm(FlaskForm):
 
 class PlansForm(FlaskForm):
     plans_enabled = BooleanField("Let customers pay large invoices in installments")
-    plan_min_balance = DecimalField(
-        "Only for balances of at least", places=2, validators=[Optional(), NumberRange(0)]
+    plan_min_balance = StrictDecimalField(
+        # Three places: the home currency may be KWD or BHD.
+        "Only for balances of at least",
+        places=2,
+        max_places=3,
+        validators=[Optional(), NumberRange(0)],
     )
     plan_max_installments = SelectField(
         "Up to", choices=[SelectChoice(str(n), f"{n} installments") for n in (2, 3, 4, 6, 12)]

@@ -28,7 +28,7 @@ from arbridge.sync.store import (
     log_activity,
     recent_activity,
 )
-from arbridge.web.common import company_required, db, runtime
+from arbridge.web.common import company_required, db, page_arg, runtime
 from arbridge.web.forms import CompanyForm, PaymentsForm, PlansForm, RemindersForm
 from arbridge.worker import reschedule
 
@@ -57,7 +57,7 @@ def dashboard(company: Company) -> Any:
     selected = request.args.get("bucket")
     if selected not in BUCKET_LABELS:
         selected = None
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = page_arg(PAGE_SIZE)
     query = (
         select(Invoice, Customer.name)
         .join(Customer, Invoice.customer_id == Customer.id)

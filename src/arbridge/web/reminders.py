@@ -7,7 +7,7 @@ import json
 import logging
 import re
 import secrets
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -41,6 +41,7 @@ from arbridge.collections.templates import (
     template_for,
 )
 from arbridge.errors import NotFound
+from arbridge.inputs import InputError, parse_day, parse_int
 from arbridge.sync import pay_links
 from arbridge.sync.model import (
     CallTask,
@@ -58,7 +59,7 @@ from arbridge.sync.outbox import enqueue
 from arbridge.sync.pay_links import LinkGone, check_live
 from arbridge.sync.store import company_today, find_pay_token, log_activity, owner
 from arbridge.web import csrf
-from arbridge.web.common import company_required, db, runtime, safe_next
+from arbridge.web.common import company_required, db, id_arg, runtime, safe_next
 
 bp = Blueprint("reminders", __name__)
 SEQUENCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -148,8 +149,8 @@ def respond(token: str) -> Any:
         return back
     if kind == "promise":
         try:
-            promised = date.fromisoformat(request.form.get("promised_on") or "")
-        except ValueError:
+            promised = parse_day(request.form.get("promised_on"))
+        except InputError:
             flash("Please choose the date you will pay.", "error")
             return back
         if not today <= promised <= today + timedelta(days=60):
@@ -235,12 +236,13 @@ def _render_email(company: Company, inv: Invoice, template_name: str, tpl: Email
 def page(company: Company) -> Any:
     rt = runtime()
     as_of_raw = request.args.get("as_of")
-    as_of = None
+    as_of, status = None, 200
     if as_of_raw:
         try:
-            as_of = date.fromisoformat(as_of_raw)
-        except ValueError:
-            flash("That is not a date; showing today.", "error")
+            as_of = parse_day(as_of_raw)
+        except InputError as e:
+            flash(f"{e}; showing today.", "error")
+            status = 400
     prev = remind.preview(rt, company, as_of)
     try:
         policy = reminder_policy(company.settings)
@@ -264,7 +266,7 @@ def page(company: Company) -> Any:
         .all()
     )
     chosen = request.args.get("template") or "overdue"
-    inv = _sample_invoice(company, request.args.get("invoice_id", type=int))
+    inv = _sample_invoice(company, id_arg(request.args.get("invoice_id")))
     rendered, render_error = None, None
     if inv is not None:
         try:
@@ -292,7 +294,19 @@ def page(company: Company) -> Any:
         rendered=rendered,
         render_error=render_error,
         merge_fields=MERGE_FIELDS,
-    )
+    ), status
+
+
+def _whole(
+    form: Any, name: str, default: int | None, minimum: int, maximum: int, what: str
+) -> int | None:
+    raw = form.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return parse_int(raw, minimum=minimum, maximum=maximum)
+    except InputError as e:
+        raise SequenceError(f"{what}: {str(e)[0].lower()}{str(e)[1:]}") from e
 
 
 @bp.post("/c/<slug>/reminders/sequence")
@@ -332,13 +346,18 @@ def save_sequence(company: Company) -> Any:
         candidate = {
             **stored,
             "sequences": sequences,
-            "quiet_start": int(f.get("quiet_start", 8)),
-            "quiet_end": int(f.get("quiet_end", 18)),
+            "quiet_start": _whole(f, "quiet_start", 8, 0, 23, "the sending window's start"),
+            "quiet_end": _whole(f, "quiet_end", 18, 1, 24, "the sending window's end"),
             "weekdays": [d for d in WEEKDAYS if d in f.getlist("weekdays")],
-            "max_sync_age_minutes": int(f.get("max_sync_age_minutes", 60)),
+            "max_sync_age_minutes": _whole(
+                f, "max_sync_age_minutes", 60, 5, 1440, "the re-sync age"
+            ),
             "signature": (f.get("signature") or "")[:1000],
-            "statement_day": f.get("statement_day") or None,
-            "statement_link_days": f.get("statement_link_days") or None,
+            "statement_day": _whole(f, "statement_day", None, 0, 28, "the statement day") or None,
+            "statement_link_days": _whole(
+                f, "statement_link_days", None, 1, 366, "how long statement links work"
+            )
+            or None,
         }
         reminder_policy({"reminders": candidate})
     except (SequenceError, ValueError) as e:
@@ -432,7 +451,7 @@ def save_template(company: Company) -> Any:
 @company_required
 def test_send(company: Company) -> Any:
     rt, s = runtime(), db()
-    inv = _sample_invoice(company, request.form.get("invoice_id", type=int))
+    inv = _sample_invoice(company, id_arg(request.form.get("invoice_id")))
     name = request.form.get("template") or "overdue"
     if inv is None:
         flash("There is no open invoice to show in a test email.", "error")
@@ -466,7 +485,7 @@ def test_send(company: Company) -> Any:
 @bp.get("/c/<slug>/reminders/email.html")
 @company_required
 def email_html(company: Company) -> Any:
-    inv = _sample_invoice(company, request.args.get("invoice_id", type=int))
+    inv = _sample_invoice(company, id_arg(request.args.get("invoice_id")))
     if inv is None:
         abort(404)
     try:
