@@ -175,8 +175,7 @@ class Charge:
         return True
 
 
-STEPS = ("refund", "refund_all", "dispute", "lose")
-STEPS_WITH_WINS = (*STEPS, "win")
+STEPS = ("refund", "refund_all", "dispute", "lose", "win")
 
 
 def steps(kinds: Sequence[str] = STEPS) -> st.SearchStrategy:

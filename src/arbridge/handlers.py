@@ -216,6 +216,8 @@ STRIPE_EVENTS = (
     "payment_intent.payment_failed",
     "charge.refunded",
     "charge.dispute.created",
+    "charge.dispute.closed",
+    "charge.dispute.funds_reinstated",
 )
 
 

@@ -14,7 +14,7 @@ from tests.contract.quickbooks.conftest import seed_ledger, sync
 from tests.payment_sequences import Charge, check_ours, one_live, play, settle, steps
 
 RUN = settings(
-    max_examples=8,
+    max_examples=10,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
