@@ -1225,32 +1225,97 @@ def _receipt(
 
 
 # --- Owner actions ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RefundStatus:
+    """Where the owner's latest overpayment refund of a payment stands, in plain words."""
+
+    state: str  # pending, sent, done, failed, unknown
+    amount: Money
+    detail: str | None = None  # Stripe's refund id when sent; the reason when it failed
+
+    @property
+    def retry(self) -> bool:
+        """May the owner ask again? After a definite failure, or an unknown outcome (the next
+        attempt asks Stripe about the earlier ones before refunding anything)."""
+        return self.state in ("failed", "unknown")
+
+
+def refund_status(s: Session, row: CollectedPayment) -> RefundStatus | None:
+    if row.refund_key is None:
+        return None
+    msg = s.scalar(select(OutboxMessage).where(OutboxMessage.key == row.refund_key))
+    if msg is None:
+        return None
+    p = msg.payload
+    amount = Money.from_minor(p["amount_minor"], p["currency"])
+    if msg.status in ("pending", "sending"):
+        return RefundStatus("pending", amount, msg.last_error)
+    if msg.status == "sent":
+        confirmed = row.refunded_minor >= p.get("refunded_before", 0) + p["amount_minor"]
+        return RefundStatus("done" if confirmed else "sent", amount, msg.provider_ref)
+    if msg.status == "dead" or (msg.last_error or "").startswith("interrupted"):
+        return RefundStatus("unknown", amount, msg.last_error)
+    return RefundStatus("failed", amount, _reason(msg.last_error))
+
+
+def _reason(error: str | None) -> str | None:
+    """The outbox keeps "Rejected: Stripe: ..."; the owner reads what Stripe said."""
+    if not error:
+        return None
+    _, _, said = error.partition(": ")
+    return said.removeprefix("Stripe: ") or error
+
+
 def refund_overpayment(rt: Runtime, s: Session, company: Company, payment_id: int) -> Money:
+    """Queue a refund of what the customer overpaid. One attempt at a time: a new one only
+    after the last failed (with a new idempotency key, since Stripe replays a key's answer) or
+    went unanswered (its handler first asks Stripe about every earlier attempt)."""
     row = s.get(CollectedPayment, payment_id, with_for_update=True)
     if row is None or row.company_id != company.id:
         raise NotFound("no such payment")
     if row.unapplied_minor <= row.refunded_minor:
         raise ArbridgeError("there is no overpayment left to refund on this payment")
+    last = refund_status(s, row)
+    if last is not None and last.state == "pending":
+        raise ArbridgeError(
+            f"a refund of {last.amount.format()} is already waiting to go to Stripe"
+        )
+    if last is not None and last.state == "sent":
+        raise ArbridgeError(
+            f"Stripe has the refund of {last.amount.format()}; it shows here once Stripe confirms it"
+        )
+    earlier: list[str] = []
+    number = 1
+    if row.refund_key is not None:
+        before = s.scalar(select(OutboxMessage).where(OutboxMessage.key == row.refund_key))
+        earlier = [*((before.payload.get("earlier") or []) if before else []), row.refund_key]
+        last_number = row.refund_key.rsplit(":", 1)[-1]
+        number = int(last_number) + 1 if last_number.isdigit() else len(earlier) + 1
     amount = Money.from_minor(row.unapplied_minor - row.refunded_minor, row.currency)
+    key = f"stripe_refund:{row.payment_intent_id}:overpayment:{number}"
     enqueue(
         s,
         rt.clock,
         company_id=company.id,
         kind=STRIPE_REFUND,
-        key=f"stripe_refund:{row.payment_intent_id}:overpayment",
+        key=key,
         payload={
             "company_id": company.id,
             "payment_intent": row.payment_intent_id,
             "amount_minor": amount.minor,
             "currency": amount.currency,
+            "refunded_before": row.refunded_minor,
+            "earlier": earlier,
         },
     )
+    row.refund_key = key
     log_activity(
         s,
         rt.clock,
         company.id,
         "payment.refund_requested",
-        f"Refund of {amount.format()} overpayment requested",
+        f"Refund of {amount.format()} overpayment requested"
+        + (f" (attempt {number})" if number > 1 else ""),
         payment_intent=row.payment_intent_id,
     )
     return amount
