@@ -1284,13 +1284,16 @@ def refund_overpayment(rt: Runtime, s: Session, company: Company, payment_id: in
         raise ArbridgeError(
             f"Stripe has the refund of {last.amount.format()}; it shows here once Stripe confirms it"
         )
-    earlier: list[str] = []
+    earlier: list[str] = []  # attempts that may have reached Stripe unknown to us
     number = 1
     if row.refund_key is not None:
         before = s.scalar(select(OutboxMessage).where(OutboxMessage.key == row.refund_key))
-        earlier = [*((before.payload.get("earlier") or []) if before else []), row.refund_key]
+        if last is not None and last.retry:
+            # A refund Stripe confirmed is done and not among them: a new overpayment (after a
+            # dispute won) must not be mistaken for it.
+            earlier = [*((before.payload.get("earlier") or []) if before else []), row.refund_key]
         last_number = row.refund_key.rsplit(":", 1)[-1]
-        number = int(last_number) + 1 if last_number.isdigit() else len(earlier) + 1
+        number = int(last_number) + 1 if last_number.isdigit() else 2
     amount = Money.from_minor(row.unapplied_minor - row.refunded_minor, row.currency)
     key = f"stripe_refund:{row.payment_intent_id}:overpayment:{number}"
     enqueue(

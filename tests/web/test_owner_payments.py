@@ -488,3 +488,36 @@ def test_a_payment_that_applied_nothing_is_refundable_from_the_invoice_it_was_fo
     page = owner_client.get(f"/c/demo/invoices/{invoice_id}")
     row = parse(page.data).by_id("invoice-payments").find("tr", **{"data-payment": str(payment_id)})
     assert "Refund $50.00" in row.text
+
+
+@responses.activate
+def test_a_new_overpayment_after_a_confirmed_refund_is_refunded_anew(
+    owner_client, rt, demo_company, settings
+):
+    """A confirmed refund is not an "earlier attempt" of the next one (say, after a dispute was
+    won): the next refund goes to Stripe, rather than being taken for the old one."""
+    from sqlalchemy import update
+
+    from arbridge.worker import drain
+
+    rt.settings = settings.with_(stripe_secret_key="sk_test_51Install", stripe_api_base=API)
+    payment_id = _overpaid(rt, demo_company)
+    refund = json.loads(Path("tests/fixtures/stripe/refund.json").read_text())
+    responses.post(f"{API}/v1/refunds", json={**refund, "id": "re_first", "amount": 5000})
+    token = csrf_token(owner_client.get("/c/demo/").data)
+    owner_client.post(f"/c/demo/payments/{payment_id}/refund", data={"csrf_token": token})
+    drain(rt)
+    with transaction(rt.sessions) as s:  # Stripe confirmed it; later $30.00 more is overpaid
+        s.execute(
+            update(CollectedPayment)
+            .where(CollectedPayment.id == payment_id)
+            .values(refunded_minor=5000, unapplied_minor=8000, amount_minor=8000)
+        )
+    assert "Refunded $50.00" in _refund_cell(owner_client, payment_id).text
+    responses.replace(
+        responses.POST, f"{API}/v1/refunds", json={**refund, "id": "re_second", "amount": 3000}
+    )
+    owner_client.post(f"/c/demo/payments/{payment_id}/refund", data={"csrf_token": token})
+    drain(rt)
+    assert [c.request.method for c in responses.calls] == ["POST", "POST"]
+    assert "$30.00 sent to Stripe (re_second)" in _refund_cell(owner_client, payment_id).text
