@@ -84,12 +84,18 @@ class Charge:
     refunded: int = 0
     dispute: str | None = None  # None, "open", "won", "lost"
     dispute_id: str = field(default_factory=lambda: f"dp_seq_{secrets.token_hex(10)}")
-    sent: list[dict] = field(default_factory=list)
+    sent: list[dict] = field(default_factory=list, repr=False)
+
+    owed: int | None = None  # what the invoices owed; the rest of `amount` is an overpayment
 
     @property
     def net(self) -> int:
-        """What the business keeps, and so what the ledger must show as paid."""
-        return 0 if self.dispute in ("open", "lost") else self.amount - self.refunded
+        """What the business keeps towards the invoices, and so what the ledger must show as
+        paid (refunds take back the overpayment first)."""
+        if self.dispute in ("open", "lost"):
+            return 0
+        owed = self.amount if self.owed is None else self.owed
+        return min(owed, self.amount - self.refunded)
 
     def session(self) -> dict:
         return {
@@ -175,8 +181,7 @@ class Charge:
         return True
 
 
-STEPS = ("refund", "refund_all", "dispute", "lose")
-STEPS_WITH_WINS = (*STEPS, "win")
+STEPS = ("refund", "refund_all", "dispute", "lose", "win")
 
 
 def steps(kinds: Sequence[str] = STEPS) -> st.SearchStrategy:

@@ -241,6 +241,10 @@ def stripe_refund(rt: Runtime, message: OutboxMessage) -> str:
         gateway = gateway_for(rt, session, company) if company else None
     if gateway is None:
         raise Rejected("Stripe is no longer connected for this business")
+    # An earlier attempt may have reached Stripe without our learning it (no answer, the worker
+    # gave up): ask Stripe first, and make no second refund if one of them did.
+    if p.get("earlier") and (found := gateway.find_refund(p["payment_intent"], p["earlier"])):
+        return found
     return gateway.refund(
         p["payment_intent"], Money.from_minor(p["amount_minor"], p["currency"]), message.key
     )
@@ -291,6 +295,8 @@ STRIPE_EVENTS = (
     "payment_intent.payment_failed",
     "charge.refunded",
     "charge.dispute.created",
+    "charge.dispute.closed",
+    "charge.dispute.funds_reinstated",
 )
 
 

@@ -566,6 +566,8 @@ class Observed:
     session_id: str | None = None
     refunded: Money | None = None
     reason: str | None = None
+    dispute_id: str | None = None
+    dispute_status: str | None = None  # Stripe's: needs_response, won, lost, warning_closed...
 
 
 def _meta_ints(meta: Mapping[str, Any], key: str) -> tuple[int, ...]:
@@ -630,14 +632,35 @@ def observe(event_type: str, obj: Mapping[str, Any]) -> Observed | None:
             company_id=None,
             refunded=from_stripe_amount(obj["amount_refunded"], obj["currency"].upper()),
         )
-    if event_type == "charge.dispute.created":
+    if event_type in DISPUTE_EVENTS:
         pi = obj.get("payment_intent")
         if not pi:
             return None
         return Observed(
-            payment_intent=pi, status="disputed", company_id=None, reason=obj.get("reason")
+            payment_intent=pi,
+            status=DISPUTE_EVENTS[event_type],
+            company_id=None,
+            reason=obj.get("reason"),
+            dispute_id=obj.get("id"),
+            # The funds came back: whatever the dispute's status says yet, the business won.
+            dispute_status=obj.get("status")
+            if event_type != "charge.dispute.funds_reinstated" or obj.get("status") in DISPUTE_KEPT
+            else "won",
         )
     return None
+
+
+# Stripe's dispute events -> what they say about the payment. A dispute closes "won" (funds
+# reinstated; Stripe also sends charge.dispute.funds_reinstated), "lost", or, for an inquiry that
+# never became a chargeback, "warning_closed" (the money never left).
+DISPUTE_EVENTS = {
+    "charge.dispute.created": "disputed",
+    "charge.dispute.closed": "dispute_closed",
+    "charge.dispute.funds_reinstated": "dispute_closed",
+}
+DISPUTE_KEPT = ("won", "warning_closed")  # closed with the money staying with the business
+DISPUTE_CLOSED = ("won", "lost", "warning_closed")
+AFTER_SUCCESS = ("refunded", "disputed", "dispute_closed")
 
 
 def handle_stripe_event(rt: Runtime, s: Session, event: WebhookEvent) -> None:
@@ -759,16 +782,26 @@ def record(rt: Runtime, s: Session, seen: Observed) -> None:
     now = rt.clock.now()
     row, current = _lock_payment(s, seen, now)
     if row is None:
-        if seen.status in ("refunded", "disputed"):
+        if seen.status in AFTER_SUCCESS:
             # The refund overtook the success: retry later, once the payment is known.
             raise Transient(f"payment {seen.payment_intent} is not recorded yet")
         log.info("stripe payment %s is not arbridge's; ignored", seen.payment_intent)
         return
-    if seen.status in ("refunded", "disputed") and current in (None, "pending"):
+    if seen.status in AFTER_SUCCESS and current in (None, "pending"):
         raise Transient(f"payment {seen.payment_intent} has not succeeded yet")
     if seen.status == "refunded":
         if current in ("succeeded", "refunded") and seen.refunded is not None:
             _refund(rt, s, row, seen.refunded)
+        elif current == "disputed" and seen.refunded is not None:
+            # Refunded during an inquiry: the invoices were reopened by the dispute already;
+            # keep the total, so a dispute closed in the business's favour re-applies the rest.
+            row.refunded_minor = max(row.refunded_minor, seen.refunded.minor)
+        return
+    if seen.status == "disputed" and row.dispute_status in DISPUTE_CLOSED:
+        log.info("stripe dispute %s opened after it closed: a late event", seen.dispute_id)
+        return
+    if seen.status == "dispute_closed":
+        _dispute_closed(rt, s, row, current, seen)
         return
     new = transition(current, seen.status)
     if new is None:
@@ -818,6 +851,7 @@ def record(rt: Runtime, s: Session, seen: Observed) -> None:
             rt, s, company, f"payment-failed:{row.payment_intent_id}", "A payment failed", message
         )
     elif new == "disputed":
+        row.dispute_id, row.dispute_status = seen.dispute_id, seen.dispute_status
         _reverse(
             rt,
             s,
@@ -1176,6 +1210,103 @@ def _reverse(
     )
 
 
+def _dispute_closed(
+    rt: Runtime, s: Session, row: CollectedPayment, current: str | None, seen: Observed
+) -> None:
+    """A dispute closed (or its funds came back): won, the payment stands again; lost, it stays
+    reversed. Both "closed" and "funds_reinstated" arrive for a won dispute, each maybe twice:
+    the dispute's status on the row makes the second and later ones change nothing."""
+    company = s.get(Company, row.company_id)
+    assert company is not None
+    kept = seen.dispute_status in DISPUTE_KEPT
+    if row.dispute_status in DISPUTE_CLOSED:
+        return  # already closed: a duplicate, or the other of the pair
+    if seen.dispute_status not in DISPUTE_CLOSED:
+        return  # not closed after all
+    row.dispute_id, row.dispute_status = seen.dispute_id, seen.dispute_status
+    row.updated_at = rt.clock.now()
+    if kept and current == "disputed":
+        _reinstate(rt, s, company, row)
+    elif not kept and current == "succeeded":
+        # The opening event never arrived (or came late): the money is gone all the same.
+        row.status = "disputed"
+        _reverse(
+            rt,
+            s,
+            company,
+            row,
+            Money.from_minor(sum(a.amount_minor for a in row.allocations), row.currency),
+            "disputed",
+        )
+    elif not kept:
+        log_activity(
+            s,
+            rt.clock,
+            company.id,
+            "payment.dispute_lost",
+            f"Dispute on payment {row.payment_intent_id} lost: the invoice stays open",
+            payment_intent=row.payment_intent_id,
+        )
+
+
+def _reinstate(rt: Runtime, s: Session, company: Company, row: CollectedPayment) -> None:
+    """A dispute closed in the business's favour: re-apply what it still holds to the invoices
+    the payment was for (at their balances now), write it back again, and show any leftover
+    (an invoice paid otherwise meanwhile) as an overpayment to refund."""
+    held = row.amount_minor - row.refunded_minor
+    row.status = "succeeded" if held > 0 else "refunded"
+    over_left = max(0, row.unapplied_minor - row.refunded_minor)
+    to_apply = held - over_left - sum(a.amount_minor for a in row.allocations)
+    money = Money.from_minor(max(to_apply, 0), row.currency)
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "payment.dispute_won",
+        f"Dispute on payment {row.payment_intent_id} won: {money.format()} is yours again",
+        payment_intent=row.payment_intent_id,
+    )
+    if to_apply <= 0:
+        return
+    invoices = list(
+        s.scalars(
+            select(Invoice)
+            .where(Invoice.id.in_([a.invoice_id for a in row.allocations]))
+            .order_by(Invoice.due_on, Invoice.id)
+            .with_for_update()
+        )
+    )
+    zero = Money.zero(row.currency)
+    due = [
+        Due(inv.id, inv.balance if inv.status == "open" else zero, zero)
+        for inv in invoices
+        if inv.status == "open" and inv.balance_minor > 0
+    ]
+    applied, left = apply_payment(money, due)
+    by_id = {inv.id: inv for inv in invoices}
+    allocation = {a.invoice_id: a for a in row.allocations}
+    for a in applied:
+        inv = by_id[a.invoice_id]
+        allocation[inv.id].amount_minor += a.amount.minor
+        inv.balance_minor -= a.amount.minor
+        if inv.balance_minor == 0:
+            inv.status = "paid"
+    # From here on the refunds so far count as taken from what was not applied, which keeps
+    # "refunds take back the overpayment first" true for every later refund.
+    row.unapplied_minor = row.amount_minor - sum(a.amount_minor for a in row.allocations)
+    _restate(rt, s, company, row)
+    numbers = ", ".join(by_id[a.invoice_id].number or "" for a in applied) or "(none open)"
+    message = f"The dispute on {row.payment_intent_id} was won: {money.format()} applied again to invoice {numbers}."
+    if left.amount > 0:
+        message += (
+            f" {left.format()} could not be applied (paid otherwise meanwhile): it is an "
+            "overpayment you can refund."
+        )
+    _notify_owner(
+        rt, s, company, f"dispute-won:{row.payment_intent_id}", "A dispute was won", message
+    )
+
+
 def _restate(rt: Runtime, s: Session, company: Company, row: CollectedPayment) -> None:
     """Queue one restatement of this payment in the ledger: void the one ledger payment the
     previous write left live, then post what the allocations say stands now (if anything).
@@ -1290,32 +1421,100 @@ def _receipt(
 
 
 # --- Owner actions ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RefundStatus:
+    """Where the owner's latest overpayment refund of a payment stands, in plain words."""
+
+    state: str  # pending, sent, done, failed, unknown
+    amount: Money
+    detail: str | None = None  # Stripe's refund id when sent; the reason when it failed
+
+    @property
+    def retry(self) -> bool:
+        """May the owner ask again? After a definite failure, or an unknown outcome (the next
+        attempt asks Stripe about the earlier ones before refunding anything)."""
+        return self.state in ("failed", "unknown")
+
+
+def refund_status(s: Session, row: CollectedPayment) -> RefundStatus | None:
+    if row.refund_key is None:
+        return None
+    msg = s.scalar(select(OutboxMessage).where(OutboxMessage.key == row.refund_key))
+    if msg is None:
+        return None
+    p = msg.payload
+    amount = Money.from_minor(p["amount_minor"], p["currency"])
+    if msg.status in ("pending", "sending"):
+        return RefundStatus("pending", amount, msg.last_error)
+    if msg.status == "sent":
+        confirmed = row.refunded_minor >= p.get("refunded_before", 0) + p["amount_minor"]
+        return RefundStatus("done" if confirmed else "sent", amount, msg.provider_ref)
+    if msg.status == "dead" or (msg.last_error or "").startswith("interrupted"):
+        return RefundStatus("unknown", amount, msg.last_error)
+    return RefundStatus("failed", amount, _reason(msg.last_error))
+
+
+def _reason(error: str | None) -> str | None:
+    """The outbox keeps "Rejected: Stripe: ..."; the owner reads what Stripe said."""
+    if not error:
+        return None
+    _, _, said = error.partition(": ")
+    return said.removeprefix("Stripe: ") or error
+
+
 def refund_overpayment(rt: Runtime, s: Session, company: Company, payment_id: int) -> Money:
+    """Queue a refund of what the customer overpaid. One attempt at a time: a new one only
+    after the last failed (with a new idempotency key, since Stripe replays a key's answer) or
+    went unanswered (its handler first asks Stripe about every earlier attempt)."""
     row = s.get(CollectedPayment, payment_id, with_for_update=True)
     if row is None or row.company_id != company.id:
         raise NotFound("no such payment")
     if row.unapplied_minor <= row.refunded_minor:
         raise ArbridgeError("there is no overpayment left to refund on this payment")
+    last = refund_status(s, row)
+    if last is not None and last.state == "pending":
+        raise ArbridgeError(
+            f"a refund of {last.amount.format()} is already waiting to go to Stripe"
+        )
+    if last is not None and last.state == "sent":
+        raise ArbridgeError(
+            f"Stripe has the refund of {last.amount.format()}; it shows here once Stripe confirms it"
+        )
+    earlier: list[str] = []  # attempts that may have reached Stripe unknown to us
+    number = 1
+    if row.refund_key is not None:
+        before = s.scalar(select(OutboxMessage).where(OutboxMessage.key == row.refund_key))
+        if last is not None and last.retry:
+            # A refund Stripe confirmed is done and not among them: a new overpayment (after a
+            # dispute won) must not be mistaken for it.
+            earlier = [*((before.payload.get("earlier") or []) if before else []), row.refund_key]
+        last_number = row.refund_key.rsplit(":", 1)[-1]
+        number = int(last_number) + 1 if last_number.isdigit() else 2
     amount = Money.from_minor(row.unapplied_minor - row.refunded_minor, row.currency)
+    key = f"stripe_refund:{row.payment_intent_id}:overpayment:{number}"
     enqueue(
         s,
         rt.clock,
         company_id=company.id,
         kind=STRIPE_REFUND,
-        key=f"stripe_refund:{row.payment_intent_id}:overpayment",
+        key=key,
         payload={
             "company_id": company.id,
             "payment_intent": row.payment_intent_id,
             "amount_minor": amount.minor,
             "currency": amount.currency,
+            "refunded_before": row.refunded_minor,
+            "earlier": earlier,
         },
     )
+    row.refund_key = key
     log_activity(
         s,
         rt.clock,
         company.id,
         "payment.refund_requested",
-        f"Refund of {amount.format()} overpayment requested",
+        f"Refund of {amount.format()} overpayment requested"
+        + (f" (attempt {number})" if number > 1 else ""),
         payment_intent=row.payment_intent_id,
     )
     return amount

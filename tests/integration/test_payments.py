@@ -720,3 +720,56 @@ def test_a_second_link_s_open_checkout_closes_when_the_first_is_paid(rt, demo_co
     with pytest.raises(Rejected, match="paid"):
         payments.start_checkout(rt, second)
     assert len(collected(rt)) == 1 and len(ledger_payments(rt, demo_company)) == 1
+
+
+def test_a_dispute_won_after_the_invoice_was_paid_otherwise_is_an_overpayment(
+    rt, demo_company, usd_invoice, clock
+):
+    """Disputed, the customer then paid by cheque, then the bank sided with the business: the
+    card money no longer fits the invoice, so it shows as an overpayment to refund, and the
+    ledger gets no second payment for the invoice."""
+    from arbridge.connectors.base import PaymentLine, PaymentWriteBack
+
+    token = token_for(rt, usd_invoice)
+    pay(rt, token)
+    drain(rt)
+    row = collected(rt)[0]
+    dispute = {
+        "id": "dp_1Pgc71B7WZ01zgkWMevJiAUy",
+        "object": "dispute",
+        "amount": row.amount_minor,
+        "charge": "ch_1PgafuB7WZ01zgkWXYmPNZs9",
+        "currency": "usd",
+        "payment_intent": row.payment_intent_id,
+        "reason": "fraudulent",
+        "status": "needs_response",
+    }
+    deliver(rt, _event("charge.dispute.created", dispute, 21))
+    drain(rt)
+    assert invoice(rt, usd_invoice.id).status == "open"
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    rt.connector_for(conn).post_payment(
+        PaymentWriteBack(
+            "cheque-2",
+            ledger_invoice(rt, demo_company, usd_invoice.source_id)["contactId"],
+            "USD",
+            usd_invoice.balance.amount,
+            rt.clock.now().date(),
+            "CHK 1002",
+            [PaymentLine(usd_invoice.source_id, usd_invoice.balance.amount)],
+        )
+    )
+    clock.advance(timedelta(minutes=1))
+    sync_now(rt, conn)
+    assert invoice(rt, usd_invoice.id).status == "paid"
+    deliver(rt, _event("charge.dispute.closed", {**dispute, "status": "won"}, 22))
+    drain(rt)
+    drain(rt)
+    row = collected(rt)[0]
+    assert row.status == "succeeded" and row.unapplied_minor == row.amount_minor
+    assert invoice(rt, usd_invoice.id).status == "paid"
+    assert [p["status"] for p in ledger_payments(rt, demo_company)] == ["VOIDED"]
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, demo_company.id)
+        assert payments.refund_overpayment(rt, s, company, row.id).minor == row.amount_minor

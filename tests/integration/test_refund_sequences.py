@@ -13,7 +13,7 @@ from arbridge.sync.store import ledger_connection, open_invoices
 from tests.payment_sequences import Charge, check_ours, one_live, play, steps
 
 RUN = settings(
-    max_examples=12,
+    max_examples=15,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -67,11 +67,16 @@ def test_refunds_and_disputes_in_any_order_leave_one_live_payment_in_the_demo_le
     used: set[int] = set()
 
     @RUN
-    @given(sequence=steps(), two=st.booleans())
-    def run(sequence, two):
+    @given(
+        sequence=steps(),
+        two=st.booleans(),
+        over=st.one_of(st.just(0), st.integers(min_value=1, max_value=5000)),
+    )
+    def run(sequence, two, over):
         invoices = _fresh_invoices(rt, demo_company, used, two)
         before = {i.id: i.balance_minor for i in invoices}
-        charge = Charge(demo_company.id, [i.id for i in invoices], sum(before.values()))
+        charge = Charge(demo_company.id, [i.id for i in invoices], sum(before.values()) + over)
+        charge.owed = sum(before.values())
         play(rt, charge, sequence, _demo_checker(rt, demo_company, invoices, before))
 
     run()
@@ -86,4 +91,24 @@ def test_two_partial_refunds_leave_one_live_payment_in_the_demo_ledger(rt, demo_
         charge,
         [("refund", 1000, False, True), ("refund", 500, False, True)],
         _demo_checker(rt, demo_company, [inv], {inv.id: inv.balance_minor}),
+    )
+
+
+def test_a_refund_a_won_dispute_and_more_refunds_leave_one_live_payment(rt, demo_company):
+    """Partly refunded, disputed, won (both closing events, one of them twice), then refunded
+    again, partly and in full: one live payment equal to the net after every step."""
+    [inv, other] = _fresh_invoices(rt, demo_company, set(), True)
+    before = {inv.id: inv.balance_minor, other.id: other.balance_minor}
+    charge = Charge(demo_company.id, [inv.id, other.id], sum(before.values()))
+    play(
+        rt,
+        charge,
+        [
+            ("refund", 1000, False, True),
+            ("dispute", 1, True, True),
+            ("win", 1, True, True),
+            ("refund", 500, True, True),
+            ("refund_all", 1, False, True),
+        ],
+        _demo_checker(rt, demo_company, [inv, other], before),
     )

@@ -3,18 +3,24 @@ to the net collected (or none), however often Stripe repeats itself (issue 8, fi
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from arbridge.sync.model import Invoice
+from arbridge.handlers import reverse_ledger_payment, webhook_handlers
+from arbridge.sync.db import transaction
+from arbridge.sync.model import Invoice, OutboxMessage
+from arbridge.sync.outbox import LEASE
+from arbridge.webhooks.dispatch import process_pending
+from arbridge.worker import drain
 from tests.contract.quickbooks.conftest import seed_ledger, sync
 from tests.payment_sequences import Charge, check_ours, one_live, play, settle, steps
 
 RUN = settings(
-    max_examples=8,
+    max_examples=10,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -74,11 +80,16 @@ def test_refunds_and_disputes_in_any_order_leave_one_live_payment_in_quickbooks(
     used: set[int] = set()
 
     @RUN
-    @given(sequence=steps(), two=st.booleans())
-    def run(sequence, two):
+    @given(
+        sequence=steps(),
+        two=st.booleans(),
+        over=st.one_of(st.just(0), st.integers(min_value=1, max_value=5000)),
+    )
+    def run(sequence, two, over):
         invoices = _fresh_invoices(rt, connected.company.id, used, two)
         before = {i.id: i.balance_minor for i in invoices}
-        charge = Charge(connected.company.id, [i.id for i in invoices], sum(before.values()))
+        charge = Charge(connected.company.id, [i.id for i in invoices], sum(before.values()) + over)
+        charge.owed = sum(before.values())
         play(rt, charge, sequence, _checker(rt, fake, invoices, before))
 
     run()
@@ -111,3 +122,28 @@ def test_a_restatement_whose_answers_are_lost_voids_and_posts_once(rt, fake, con
     check(charge)
     voided = [p for p in fake.live("Payment") if str(p.get("PrivateNote")).startswith("Voided")]
     assert len(voided) == 2  # the original and the first restatement, each voided once
+
+
+def test_a_worker_that_dies_after_restating_leaves_one_live_payment(rt, fake, connected, settings):
+    """The worker voided and re-posted, then died before recording it: after the lease the row
+    is retried with the same keys, and QuickBooks answers with what it already did."""
+    _books(rt, fake, connected, settings)
+    [inv] = _fresh_invoices(rt, connected.company.id, set(), False)
+    charge = Charge(connected.company.id, [inv.id], inv.balance_minor)
+    check = _checker(rt, fake, [inv], {inv.id: inv.balance_minor})
+    play(rt, charge, [], check)
+    assert charge.refund(rt, 900)
+    process_pending(rt.sessions, rt.clock, webhook_handlers(rt))  # recorded, restatement queued
+    with rt.sessions() as s:
+        restatement = s.scalar(select(OutboxMessage).where(OutboxMessage.kind == "ledger_reversal"))
+    reverse_ledger_payment(rt, restatement)  # it reached QuickBooks ...
+    with transaction(rt.sessions) as s:  # ... and the worker died before recording it
+        s.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == restatement.id)
+            .values(status="sending", attempts=1, next_attempt_at=rt.clock.now())
+        )
+    rt.clock.advance(LEASE + timedelta(minutes=1))
+    drain(rt)
+    settle(rt)
+    check(charge)

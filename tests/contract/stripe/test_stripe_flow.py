@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from arbridge import payments
 from arbridge.connectors.stripe.simulated import sign
+from arbridge.money import Money
 from arbridge.sync.db import transaction
 from arbridge.sync.model import CollectedPayment, Invoice, WebhookEvent
 from arbridge.sync.store import issue_pay_token, ledger_connection, open_invoices
@@ -402,3 +403,78 @@ def test_two_pay_links_for_one_invoice_cannot_both_be_paid(stripe_rt, client, de
     assert len(responses.calls) == calls  # no session opened at Stripe
     with rt.sessions() as s:
         assert len(s.scalars(select(CheckoutSessionRow)).all()) == 2
+
+
+def _paid_then_disputed(rt, client, demo_company, pi):
+    token, invoice_id, balance, _ = open_invoice(rt, demo_company)
+    responses.add_callback(
+        responses.POST, f"{API}/v1/checkout/sessions", callback=fake_session_create(pi)
+    )
+    payments.start_checkout(rt, token)
+    session = {**fake_session_create.last, "status": "complete", "payment_status": "paid"}
+    deliver(client, rt, "checkout.session.completed", session, 1)
+    drain(rt)
+    dispute = {
+        **fixture("dispute"),
+        "id": "dp_1Pgc71B7WZ01zgkWMevJiAUx",
+        "amount": balance,
+        "charge": "ch_3MtwBwLkdIwHu7ix28a3tqPa",
+        "payment_intent": pi,
+        "reason": "fraudulent",
+        "status": "needs_response",
+        "is_charge_refundable": False,
+        "payment_method_details": {
+            "card": {"brand": "visa", "case_type": "chargeback", "network_reason_code": "10.4"},
+            "type": "card",
+        },
+    }
+    deliver(client, rt, "charge.dispute.created", dispute, 2)
+    drain(rt)
+    with rt.sessions() as s:
+        inv = s.get(Invoice, invoice_id)
+        assert inv.status == "open" and inv.balance_minor == balance
+    assert [p["status"] for p in ledger_payments(rt, demo_company)] == ["VOIDED"]
+    return invoice_id, balance, dispute
+
+
+@responses.activate
+def test_a_won_dispute_closes_the_invoice_again_and_writes_the_payment_back_once(
+    stripe_rt, client, demo_company
+):
+    rt = stripe_rt
+    pi = "pi_3MtwBwLkdIwHu7ix28a3tqPa"
+    invoice_id, balance, dispute = _paid_then_disputed(rt, client, demo_company, pi)
+    won = {**dispute, "status": "won"}
+    # Stripe sends both when the bank sides with the business; each may come twice.
+    deliver(client, rt, "charge.dispute.funds_reinstated", won, 3)
+    deliver(client, rt, "charge.dispute.closed", won, 4)
+    deliver(client, rt, "charge.dispute.closed", won, 4)
+    drain(rt)
+    deliver(client, rt, "charge.dispute.funds_reinstated", won, 3)
+    deliver(client, rt, "charge.dispute.created", dispute, 2)  # a late repeat of the opening
+    drain(rt)
+    drain(rt)
+    with rt.sessions() as s:
+        inv = s.get(Invoice, invoice_id)
+        row = s.scalar(select(CollectedPayment))
+        statuses = set(s.scalars(select(WebhookEvent.status)))
+    assert inv.status == "paid" and inv.balance_minor == 0
+    assert row.status == "succeeded" and row.unapplied_minor == 0
+    assert statuses == {"processed"}
+    live = [p for p in ledger_payments(rt, demo_company) if p["status"] == "POSTED"]
+    assert [p["amount"] for p in live] == [str(Money.from_minor(balance, "USD").amount)]
+
+
+@responses.activate
+def test_a_lost_dispute_leaves_the_payment_reversed(stripe_rt, client, demo_company):
+    rt = stripe_rt
+    pi = "pi_3MtwBwLkdIwHu7ix28a3tqPb"
+    invoice_id, balance, dispute = _paid_then_disputed(rt, client, demo_company, pi)
+    deliver(client, rt, "charge.dispute.closed", {**dispute, "status": "lost"}, 3)
+    drain(rt)
+    with rt.sessions() as s:
+        inv = s.get(Invoice, invoice_id)
+        row = s.scalar(select(CollectedPayment))
+    assert inv.status == "open" and inv.balance_minor == balance
+    assert row.status == "disputed"
+    assert [p["status"] for p in ledger_payments(rt, demo_company)] == ["VOIDED"]

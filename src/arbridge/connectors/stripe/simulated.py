@@ -14,7 +14,7 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -229,6 +229,10 @@ class SimulatedStripe:
             }
             self._emit(state, "charge.refunded", charge)
             return rid
+
+    def find_refund(self, payment_intent: str, keys: Sequence[str]) -> str | None:
+        with self._state() as state:
+            return next((state["idempotency"][k] for k in keys if k in state["idempotency"]), None)
 
     def capabilities(self) -> dict[str, str]:
         return {"card_payments": "active", "us_bank_account_ach_payments": "active"}
