@@ -324,7 +324,13 @@ def quote(rt: Runtime, session: Session, link: PayToken) -> Quote:
     invoices = [i for i in invoices if i is not None and i.company_id == link.company_id]
     company = session.get(Company, link.company_id)
     customer = session.get(Customer, link.customer_id) if link.customer_id else None
-    if company is None or customer is None or not invoices:
+    if company is None or customer is None:
+        raise NotFound("no such payment link")
+    if not invoices:
+        if link.invoice_id is None:
+            # A statement whose invoices were all settled (through another link, a cheque):
+            # nothing to pay, said plainly rather than as a missing link.
+            return Quote(company, customer, [], "paid")
         raise NotFound("no such payment link")
     if len({i.currency for i in invoices}) > 1:
         # A statement in several currencies pays the home currency's invoices; the rest stay.
