@@ -133,8 +133,10 @@ def _connection(rt: Runtime, connection_id: int) -> Connection:
     return conn
 
 
-def post_ledger_discount(rt: Runtime, message: OutboxMessage) -> str:
+def post_ledger_discount(rt: Runtime, message: OutboxMessage) -> str | None:
     p = message.payload
+    if not p["lines"]:
+        return None  # its payment found the invoices settled in the ledger: nothing to credit
     return rt.connector_for(_connection(rt, p["connection_id"])).post_discount(
         DiscountWriteBack(
             idempotency_key=message.key,

@@ -329,7 +329,13 @@ def quote(rt: Runtime, session: Session, link: PayToken) -> Quote:
     invoices = [i for i in invoices if i is not None and i.company_id == link.company_id]
     company = session.get(Company, link.company_id)
     customer = session.get(Customer, link.customer_id) if link.customer_id else None
-    if company is None or customer is None or not invoices:
+    if company is None or customer is None:
+        raise NotFound("no such payment link")
+    if not invoices:
+        if link.invoice_id is None:
+            # A statement whose invoices were all settled (through another link, a cheque):
+            # nothing to pay, said plainly rather than as a missing link.
+            return Quote(company, customer, [], "paid")
         raise NotFound("no such payment link")
     if len({i.currency for i in invoices}) > 1:
         # A statement in several currencies pays the home currency's invoices; the rest stay.
@@ -1045,24 +1051,36 @@ def refit_to_ledger(
                 .with_for_update()
             )
         }
-        lines, moved = [], 0
+        # The early-payment discount's credit, when not yet written, shrinks with the payment:
+        # a discount on an invoice the ledger shows settled has nothing to credit.
+        discount = s.scalar(
+            select(OutboxMessage)
+            .where(OutboxMessage.key == f"ledger_discount:{row.payment_intent_id}")
+            .with_for_update()
+        )
+        if discount is not None and discount.status != "pending":
+            discount = None
+        lines, credits, moved = [], [], 0
         for alloc in sorted(row.allocations, key=lambda a: a.invoice_id):
             inv = invoices[alloc.invoice_id]
             room = max(0, Money(outstanding.get(inv.source_id, Decimal(0)), inv.currency).minor)
             fit = min(alloc.amount_minor, room)
             moved += alloc.amount_minor - fit
             alloc.amount_minor = fit
+            left = room - fit
+            if discount is not None:
+                alloc.discount_minor = min(alloc.discount_minor, left)
+                left -= alloc.discount_minor
+                if alloc.discount_minor:
+                    credits.append(_line(inv, alloc.discount_minor))
             if inv.status in ("open", "paid"):
                 # The ledger's word, less what we now apply: right until the next sync says more.
-                inv.balance_minor = room - fit
+                inv.balance_minor = left
                 inv.status = "open" if inv.balance_minor else "paid"
             if fit:
-                lines.append(
-                    {
-                        "invoice_source_id": inv.source_id,
-                        "amount": str(Money.from_minor(fit, inv.currency).amount),
-                    }
-                )
+                lines.append(_line(inv, fit))
+        if discount is not None:
+            discount.payload = {**discount.payload, "lines": credits}
         row.unapplied_minor += moved
         row.updated_at = rt.clock.now()
         message.payload = {**message.payload, "refit": lines}
@@ -1084,6 +1102,13 @@ def refit_to_ledger(
             rt, s, company, f"overpaid:{row.payment_intent_id}", "A customer overpaid", text
         )
         return lines
+
+
+def _line(inv: Invoice, minor: int) -> dict[str, str]:
+    return {
+        "invoice_source_id": inv.source_id,
+        "amount": str(Money.from_minor(minor, inv.currency).amount),
+    }
 
 
 def _expire_other_sessions(

@@ -773,3 +773,34 @@ def test_a_dispute_won_after_the_invoice_was_paid_otherwise_is_an_overpayment(
     with transaction(rt.sessions) as s:
         company = s.get(Company, demo_company.id)
         assert payments.refund_overpayment(rt, s, company, row.id).minor == row.amount_minor
+
+
+def test_a_discounted_payment_refused_by_the_ledger_drops_its_discount_credit_too(
+    rt, demo_company, clock
+):
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, demo_company.id)
+        company.settings = {"payments": {"discount_percent": "2", "discount_days": 10}}
+        inv = next(
+            i
+            for i in open_invoices(s, company.id)
+            if i.currency == "USD"
+            and i.balance_minor == i.total_minor
+            and (clock.now().date() - i.issued_on).days <= 5
+        )
+        s.expunge(inv)
+    token = token_for(rt, inv)
+    url = payments.start_checkout(rt, token)
+    _cheque(rt, demo_company, inv.source_id, inv.balance.amount, "cheque-4")
+    payments.simulated_stripe(rt).complete(session_id(url), "card", "succeed")
+    drain(rt)
+    drain(rt)
+    row = collected(rt)[0]
+    assert row.unapplied_minor == row.amount_minor and applied(rt, row) == 0
+    with rt.sessions() as s:
+        rows = {m.kind: m for m in s.scalars(select(OutboxMessage))}
+        assert rows["ledger_discount"].status == "sent", rows["ledger_discount"].last_error
+        assert "outbox.failed" not in [a.kind for a in s.scalars(select(Activity))]
+    state = ledger_invoice(rt, demo_company, inv.source_id)
+    assert state["status"] == "PAID" and Decimal(state["balance"]) == 0
+    assert ledger_payments(rt, demo_company) == []

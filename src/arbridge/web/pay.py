@@ -49,7 +49,7 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
         abort(404)
     today = company_today(q.company, rt.clock)
     gateway = payments.gateway_for(rt, s, q.company) if q.state == "payable" else None
-    inv = q.invoices[0]
+    inv = q.invoices[0] if q.invoices else None  # a settled statement lists none
     response = make_response(
         render_template(
             "pay.html",
@@ -59,7 +59,7 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
             customer=q.customer,
             inv=inv,
             statement=link.invoice_id is None,
-            days_overdue=days_overdue(inv.due_on, today),
+            days_overdue=days_overdue(inv.due_on, today) if inv is not None else 0,
             can_pay=gateway is not None and bool(payments.methods_for(gateway, q)),
             simulated=bool(gateway is not None and gateway.simulated),
             error=error,
