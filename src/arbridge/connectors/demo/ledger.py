@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from arbridge.connectors.base import (
     PaymentWriteBack,
     SourceRecord,
 )
+from arbridge.crypto import write_private_text
 from arbridge.errors import NotFound, Rejected
 
 PAGE_SIZE = 200
@@ -61,21 +61,14 @@ class DemoLedger:
                 raise NotFound(f"there is no demo ledger at {self.path}") from e
             yield state
             if write:
-                tmp = self.path.with_suffix(".tmp")
-                with tmp.open("w") as f:
-                    json.dump(state, f, indent=1)
-                os.replace(tmp, self.path)
+                write_private_text(self.path, json.dumps(state, indent=1))
 
     def read(self) -> dict[str, Any]:
         with self._locked(write=False) as state:
             return state
 
     def save_new(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            json.dump(state, f, indent=1)
-        os.replace(tmp, self.path)
+        write_private_text(self.path, json.dumps(state, indent=1))
 
     @contextmanager
     def change(self) -> Iterator[dict[str, Any]]:
