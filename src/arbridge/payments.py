@@ -13,9 +13,10 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import func, select
@@ -601,8 +602,9 @@ def _hinted_companies(s: Session, event: Mapping[str, Any]) -> list[int]:
 
 def _connection_secrets(
     rt: Runtime, s: Session, event: Mapping[str, Any]
-) -> list[tuple[str, Connection]]:
-    """Each Stripe connection's own endpoint secret, the companies the event points at first.
+) -> Iterator[tuple[str, Connection]]:
+    """Each Stripe connection's own endpoint secret, the companies the event points at first,
+    decrypted one at a time as they are tried.
 
     The order only saves work: a secret is trusted for its own connection's company only."""
     conns = s.scalars(
@@ -613,14 +615,11 @@ def _connection_secrets(
         )
     ).all()
     hinted = _hinted_companies(s, event)
-    conns = sorted(conns, key=lambda c: (c.company_id not in hinted, c.id))
-    found: list[tuple[str, Connection]] = []
-    for conn in conns:
+    for conn in sorted(conns, key=lambda c: (c.company_id not in hinted, c.id)):
         try:
-            found.append((rt.keyring.decrypt(conn.webhook_secret_encrypted or ""), conn))
+            yield rt.keyring.decrypt(conn.webhook_secret_encrypted or ""), conn
         except ArbridgeError as e:
             log.warning("the webhook secret of Stripe connection %s is unreadable: %s", conn.id, e)
-    return found
 
 
 def ingest_stripe(
@@ -633,12 +632,15 @@ def ingest_stripe(
     Connect account the event names. Nothing unverified is stored."""
     now = rt.clock.now()
     with transaction(rt.sessions) as s:
+        candidates: Iterable[tuple[str, Connection | None]]
         if only_secret is not None:
-            candidates: list[tuple[str, Connection | None]] = [(only_secret, None)]
+            candidates = [(only_secret, None)]
         else:
             unverified = unverified_event(body)
-            candidates = [(secret, None) for secret in install_webhook_secrets(rt)]
-            candidates += _connection_secrets(rt, s, unverified)
+            candidates = chain(
+                ((secret, None) for secret in install_webhook_secrets(rt)),
+                _connection_secrets(rt, s, unverified),
+            )
         conn = signed_by(body, header, candidates, now)
         event = stripe_event(body, now, tenant_id=conn.tenant_id if conn is not None else None)
         if conn is None and event.tenant_id:
