@@ -40,6 +40,7 @@ from arbridge.collections.templates import (
     TemplateProblem,
     template_for,
 )
+from arbridge.collections.templates import check as check_template
 from arbridge.errors import NotFound
 from arbridge.sync import pay_links
 from arbridge.sync.model import (
@@ -338,7 +339,6 @@ def save_sequence(company: Company) -> Any:
             "max_sync_age_minutes": int(f.get("max_sync_age_minutes", 60)),
             "signature": (f.get("signature") or "")[:1000],
             "statement_day": f.get("statement_day") or None,
-            "statement_link_days": f.get("statement_link_days") or None,
         }
         reminder_policy({"reminders": candidate})
     except (SequenceError, ValueError) as e:
@@ -414,6 +414,8 @@ def save_template(company: Company) -> Any:
     try:
         if inv is not None:
             _render_email(company, inv, name, tpl)
+        else:  # no open invoice to try it on: sample values
+            check_template(tpl)
     except TemplateProblem as e:
         flash(f"Not saved: {e}", "error")
         return redirect(target)
