@@ -521,34 +521,65 @@ def connect_quickbooks(slug: str, realm_id: str, refresh_token: str) -> None:
 
 @main.command("rotate-keys")
 @click.option(
-    "--drop-old", is_flag=True, help="After re-encrypting, remove old keys from the secret file."
+    "--drop-old",
+    is_flag=True,
+    help="After re-encrypting, remove old keys from the secret file (refused while a stored "
+    "secret still needs one).",
 )
 def rotate_keys(drop_old: bool) -> None:
     """Re-encrypt every stored secret with the newest encryption key.
 
     With keys in ARBRIDGE_ENCRYPTION_KEYS, put the new key first in that list
-    and run this. With the instance secret file, this adds a new key to it.
+    and run this. With the instance secret file, this adds a new key to it;
+    running servers re-read the file, so they need no restart.
     """
     from arbridge.crypto import (
         Keyring,
         drop_old_keys_from_secret_file,
         new_key,
         prepend_key_to_secret_file,
+        restore_keys_to_secret_file,
     )
     from arbridge.runtime import Runtime
     from arbridge.sync.db import transaction
-    from arbridge.sync.store import rotate_secrets
+    from arbridge.sync.store import rotate_secrets, secrets_needing_old_keys
 
     settings = _settings()
     rt = Runtime.open(settings)  # proves the current keys read the database first
+    click.get_current_context().call_on_close(rt.close)
     if not settings.encryption_keys_from_env:
         prepend_key_to_secret_file(settings.instance_path, new_key())
         settings = Settings.from_env()
     keyring = Keyring(settings.encryption_keys)
     with transaction(rt.sessions) as session:
         count = rotate_secrets(session, keyring)
-    if drop_old and settings.encryption_keys_from_env:
-        click.echo("Keys come from ARBRIDGE_ENCRYPTION_KEYS: remove the old ones from it yourself.")
-    elif drop_old:
-        drop_old_keys_from_secret_file(settings.instance_path)
+
+    def still_needing_old_keys() -> int:
+        with rt.sessions() as session:
+            return secrets_needing_old_keys(session, keyring)
+
+    def refuse(stale: int) -> ArbridgeError:
+        return ArbridgeError(
+            f"{stale} stored secret(s) were written with an old key while this ran (by a server "
+            "that has not picked up the new key?), so the old keys were kept: run "
+            "`arbridge rotate-keys --drop-old` again"
+        )
+
+    if drop_old:
+        stale = still_needing_old_keys()
+        if stale:
+            raise refuse(stale)
+        if settings.encryption_keys_from_env:
+            click.echo(
+                "Every stored secret now uses the newest key: remove the old ones from "
+                "ARBRIDGE_ENCRYPTION_KEYS, and restart servers started with the old list."
+            )
+        else:
+            dropped = drop_old_keys_from_secret_file(settings.instance_path)
+            # A server may have written between the check and the drop: look once more, and
+            # put the old keys back rather than lose what it wrote.
+            stale = still_needing_old_keys()
+            if stale:
+                restore_keys_to_secret_file(settings.instance_path, dropped)
+                raise refuse(stale)
     click.echo(f"Re-encrypted {count} stored secret(s) with the newest key.")

@@ -13,10 +13,14 @@ from dotenv import dotenv_values
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from arbridge.crypto import read_secret_file
+from arbridge.crypto import SECRET_FILE_NAME, KeySource, keys_from_secret_file, read_secret_file
 from arbridge.errors import ConfigError, NotInitialised
 
 PREFIX = "ARBRIDGE_"
+
+
+def _split_keys(raw: str | None) -> tuple[str, ...]:
+    return tuple(k.strip() for k in (raw or "").split(",") if k.strip())
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -94,6 +98,10 @@ class Settings:
     secret_key: str | None = field(default=None, repr=False)
     encryption_keys: tuple[str, ...] = field(default=(), repr=False)
     encryption_keys_from_env: bool = False
+    # Where the keys were read from, for a running server to re-read after `rotate-keys`: the
+    # secret file, or the .env file that names ARBRIDGE_ENCRYPTION_KEYS (None: the process
+    # environment, which a running process cannot see change).
+    encryption_keys_file: Path | None = None
     default_timezone: str = "UTC"
     worker_tick_seconds: int = 30
     sync_interval_minutes: int = 15
@@ -118,9 +126,11 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
         env: dict[str, str] = {}
-        if dotenv and Path(".env").is_file():
-            env.update({k: v for k, v in dotenv_values(".env").items() if v is not None})
-        env.update(os.environ if environ is None else environ)
+        dotenv_path = Path(".env").absolute() if dotenv and Path(".env").is_file() else None
+        if dotenv_path is not None:
+            env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+        given = os.environ if environ is None else environ
+        env.update(given)
 
         instance_path = Path(env.get(PREFIX + "INSTANCE_PATH") or "instance").absolute()
         raw_url = env.get(PREFIX + "DATABASE_URL") or f"sqlite:///{instance_path / 'arbridge.db'}"
@@ -136,13 +146,15 @@ class Settings:
             ) from e
 
         secret_key = env.get(PREFIX + "SECRET_KEY") or None
-        env_keys = tuple(
-            k.strip() for k in (env.get(PREFIX + "ENCRYPTION_KEYS") or "").split(",") if k.strip()
-        )
+        env_keys = _split_keys(env.get(PREFIX + "ENCRYPTION_KEYS"))
         file_data = read_secret_file(instance_path)
         if file_data is not None:
             secret_key = secret_key or str(file_data["secret_key"])
         file_keys = tuple(file_data["encryption_keys"]) if file_data else ()  # type: ignore[arg-type]
+        if env_keys:
+            keys_file = None if given.get(PREFIX + "ENCRYPTION_KEYS") else dotenv_path
+        else:
+            keys_file = instance_path / SECRET_FILE_NAME if file_keys else None
 
         return cls(
             instance_path=instance_path,
@@ -151,6 +163,7 @@ class Settings:
             secret_key=secret_key,
             encryption_keys=env_keys or file_keys,
             encryption_keys_from_env=bool(env_keys),
+            encryption_keys_file=keys_file,
             default_timezone=timezone,
             worker_tick_seconds=_int(env, "WORKER_TICK_SECONDS", 30, minimum=1),
             sync_interval_minutes=_int(env, "SYNC_INTERVAL_MINUTES", 15, minimum=1),
@@ -185,3 +198,17 @@ class Settings:
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def key_source(settings: Settings) -> KeySource | None:
+    """How a running process re-reads its encryption keys (None: it cannot)."""
+    path = settings.encryption_keys_file
+    if path is None:
+        return None
+    if not settings.encryption_keys_from_env:
+        return keys_from_secret_file(path.parent)
+
+    def from_dotenv() -> tuple[str, ...]:
+        return _split_keys(dotenv_values(path).get(PREFIX + "ENCRYPTION_KEYS"))
+
+    return from_dotenv

@@ -3,49 +3,105 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from arbridge.errors import AlreadyInitialised, ConfigError, KeyMismatch
 
+log = logging.getLogger(__name__)
+
 SECRET_FILE_NAME = "secret.json"  # noqa: S105 (a file name, not a secret)
 
 
-class Keyring:
-    """Encrypts with the newest key, decrypts with any of them, re-encrypts to the newest."""
+KeySource = Callable[[], Sequence[str] | None]
 
-    def __init__(self, keys: Sequence[str]) -> None:
+
+def _multi(keys: Sequence[str]) -> MultiFernet:
+    try:
+        return MultiFernet([Fernet(k.encode()) for k in keys])
+    except (ValueError, TypeError) as e:
+        raise ConfigError(
+            "an encryption key is malformed: each must be a urlsafe base64 Fernet key"
+        ) from e
+
+
+class Keyring:
+    """Encrypts with the newest key, decrypts with any of them, re-encrypts to the newest.
+
+    With a `source` (the secret file, or the .env file that names ARBRIDGE_ENCRYPTION_KEYS), a
+    running server follows `arbridge rotate-keys` without a restart: it re-reads the source
+    before every encryption (so it writes with the newest key) and when a decryption meets a
+    key it does not hold. Keys dropped from the source stay readable in memory (never used to
+    write), so a secret written by a slower process is not lost to this one.
+    """
+
+    def __init__(self, keys: Sequence[str], source: KeySource | None = None) -> None:
         if not keys:
             raise ConfigError("no encryption key is configured")
+        self._keys = tuple(keys)
+        self._fernet = _multi(self._keys)
+        self._source = source
+        self._lock = threading.Lock()
+
+    @property
+    def newest(self) -> str:
+        return self._keys[0]
+
+    def refresh(self) -> bool:
+        """Re-read the key source; returns True when it named keys this keyring did not use."""
+        if self._source is None:
+            return False
         try:
-            self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
-        except (ValueError, TypeError) as e:
-            raise ConfigError(
-                "an encryption key is malformed: each must be a urlsafe base64 Fernet key"
-            ) from e
+            fresh = tuple(self._source() or ())
+            if not fresh:
+                return False
+            merged = (*fresh, *(k for k in self._keys if k not in fresh))
+            if merged == self._keys:
+                return False
+            fernet = _multi(merged)
+        except (ConfigError, OSError) as e:
+            log.warning("could not re-read the encryption keys, keeping the ones in use: %s", e)
+            return False
+        with self._lock:
+            self._keys, self._fernet = merged, fernet
+        log.info("encryption keys re-read: %d key(s), newest first", len(merged))
+        return True
 
     def encrypt(self, plaintext: str) -> str:
+        self.refresh()
         return self._fernet.encrypt(plaintext.encode()).decode()
 
     def decrypt(self, token: str) -> str:
-        try:
-            return self._fernet.decrypt(token.encode()).decode()
-        except InvalidToken as e:
-            raise KeyMismatch(
-                "a stored secret cannot be decrypted with the configured encryption keys"
-            ) from e
+        return self._with_refresh(lambda f: f.decrypt(token.encode())).decode()
 
     def rotate(self, token: str) -> str:
+        self.refresh()
+        return self._with_refresh(lambda f: f.rotate(token.encode())).decode()
+
+    def needs_older_key(self, token: str) -> bool:
+        """True when the newest key alone cannot read this secret."""
         try:
-            return self._fernet.rotate(token.encode()).decode()
-        except InvalidToken as e:
-            raise KeyMismatch(
-                "a stored secret cannot be decrypted with the configured encryption keys"
-            ) from e
+            Fernet(self.newest.encode()).decrypt(token.encode())
+        except InvalidToken:
+            return True
+        return False
+
+    def _with_refresh(self, op: Callable[[MultiFernet], bytes]) -> bytes:
+        try:
+            return op(self._fernet)
+        except InvalidToken:
+            if self.refresh():
+                try:
+                    return op(self._fernet)
+                except InvalidToken:
+                    pass
+        raise KeyMismatch("a stored secret cannot be decrypted with the configured encryption keys")
 
 
 def new_key() -> str:
@@ -108,11 +164,34 @@ def prepend_key_to_secret_file(instance_path: Path, key: str) -> None:
     )
 
 
-def drop_old_keys_from_secret_file(instance_path: Path) -> None:
+def drop_old_keys_from_secret_file(instance_path: Path) -> list[str]:
+    """Keep only the newest key; returns the keys dropped (to put back if they are still needed)."""
     data = read_secret_file(instance_path)
     if data is None:
-        return
-    newest = data["encryption_keys"][0]  # type: ignore[index]
+        return []
+    newest, *dropped = data["encryption_keys"]  # type: ignore[misc]
     _write_private(
         instance_path / SECRET_FILE_NAME, {**data, "encryption_keys": [newest]}, exclusive=False
     )
+    return dropped
+
+
+def restore_keys_to_secret_file(instance_path: Path, keys: Sequence[str]) -> None:
+    """Append keys (after the ones in the file) that a stored secret turned out to need."""
+    data = read_secret_file(instance_path)
+    if data is None:
+        return
+    current = list(data["encryption_keys"])  # type: ignore[call-overload]
+    _write_private(
+        instance_path / SECRET_FILE_NAME,
+        {**data, "encryption_keys": current + [k for k in keys if k not in current]},
+        exclusive=False,
+    )
+
+
+def keys_from_secret_file(instance_path: Path) -> KeySource:
+    def read() -> Sequence[str] | None:
+        data = read_secret_file(instance_path)
+        return list(data["encryption_keys"]) if data else None  # type: ignore[call-overload]
+
+    return read

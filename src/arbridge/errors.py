@@ -46,6 +46,14 @@ class Transient(ConnectorError):
     """A timeout, a dropped connection or a 5xx: safe to retry with backoff."""
 
 
+class Unconfirmed(ConnectorError):
+    """The request reached the provider but its answer never came back: it may have taken effect.
+
+    Never retried (a retry could do it twice) and never called a failure: the outbox records it
+    as "maybe sent" for a person to check.
+    """
+
+
 class Rejected(ConnectorError):
     """The provider refused the request as invalid: retrying will not help."""
 

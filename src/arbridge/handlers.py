@@ -5,19 +5,28 @@ Each capability adds its entries here; the worker drains both tables on every ti
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from arbridge.connectors.base import DiscountWriteBack, PaymentLine, PaymentWriteBack
-from arbridge.errors import NotFound, Rejected, Transient
+from arbridge.connectors.base import (
+    DiscountWriteBack,
+    LedgerConnector,
+    PaymentLine,
+    PaymentWriteBack,
+)
+from arbridge.errors import AuthExpired, NotFound, Rejected, Transient
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.sync.model import Company, Connection, Customer, Invoice, OutboxMessage
 from arbridge.sync.outbox import Handler
 from arbridge.webhooks.dispatch import EventHandler
+
+log = logging.getLogger(__name__)
 
 LEDGER_PAYMENT = "ledger_payment"
 
@@ -44,26 +53,76 @@ def ledger_payment_payload(
     }
 
 
-def post_ledger_payment(rt: Runtime, message: OutboxMessage) -> str:
-    """Write a collected payment into the company's ledger, with the outbox key as idempotency key."""
+def post_ledger_payment(rt: Runtime, message: OutboxMessage) -> str | None:
+    """Write a collected payment into the company's ledger, with the outbox key as idempotency key.
+
+    A ledger that refuses the payment because an invoice has less outstanding than we apply (the
+    bookkeeper recorded a cheque while the customer was on the checkout) gets what still fits;
+    the rest becomes an overpayment the owner can refund (`payments.refit_to_ledger`), so no
+    money collected is left outside both the ledger and the owner's overpayments."""
     p = message.payload
     with rt.sessions() as session:
         conn = session.get(Connection, p["connection_id"])
     if conn is None:
         raise NotFound(f"connection {p['connection_id']} no longer exists")
-    return rt.connector_for(conn).post_payment(
-        PaymentWriteBack(
-            idempotency_key=message.key,
-            customer_source_id=p["customer_source_id"],
-            currency=p["currency"],
-            amount=Decimal(p["amount"]),
-            received_on=date.fromisoformat(p["received_on"]),
-            reference=p["reference"],
-            lines=[
-                PaymentLine(li["invoice_source_id"], Decimal(li["amount"])) for li in p["lines"]
-            ],
-        )
+    connector = rt.connector_for(conn)
+    if "refit" in p:  # decided on an earlier attempt: post exactly that
+        return _post_refit(connector, message.key, p, p["refit"])
+    lines = [(li["invoice_source_id"], Decimal(li["amount"])) for li in p["lines"]]
+    try:
+        return connector.post_payment(_write_back(message.key, p, lines, Decimal(p["amount"])))
+    except Rejected as refused:
+        outstanding = ledger_outstanding(conn, connector, [i for i, _ in lines])
+        if all(amount <= outstanding.get(i, Decimal(0)) for i, amount in lines):
+            raise  # refused for another reason: a person has to look at it
+        from arbridge.payments import refit_to_ledger
+
+        log.warning("ledger refused %s (%s); applying what still fits", message.key, refused)
+        refit = refit_to_ledger(rt, message.id, outstanding)
+        if refit is None:
+            raise  # not a payment arbridge collected
+        return _post_refit(connector, message.key, p, refit)
+
+
+def _write_back(
+    key: str, p: dict[str, Any], lines: list[tuple[str, Decimal]], amount: Decimal | None = None
+) -> PaymentWriteBack:
+    return PaymentWriteBack(
+        idempotency_key=key,
+        customer_source_id=p["customer_source_id"],
+        currency=p["currency"],
+        amount=amount if amount is not None else sum((a for _, a in lines), Decimal(0)),
+        received_on=date.fromisoformat(p["received_on"]),
+        reference=p["reference"],
+        lines=[PaymentLine(i, a) for i, a in lines],
     )
+
+
+def _post_refit(
+    connector: LedgerConnector, key: str, p: dict[str, Any], refit: list[dict[str, str]]
+) -> str | None:
+    lines = [(li["invoice_source_id"], Decimal(li["amount"])) for li in refit]
+    if not lines:
+        return None  # nothing fits: all of it is an overpayment, nothing goes to the ledger
+    # A key of its own (the first one was refused) that does not depend on what was read, so a
+    # retry after a crash finds the payment already posted instead of posting another.
+    return str(connector.post_payment(_write_back(f"{key}:refit", p, lines)))
+
+
+def ledger_outstanding(
+    conn: Connection, connector: LedgerConnector, invoice_source_ids: list[str]
+) -> dict[str, Decimal]:
+    """What the ledger says is outstanding on these invoices now (gone or voided: nothing)."""
+    from arbridge.sync.records import InvoiceData
+    from arbridge.sync.runner import mapper_for
+
+    mapper = mapper_for(conn.provider)
+    found: dict[str, Decimal] = {}
+    for rec in connector.read_invoices(invoice_source_ids):
+        mapped = mapper("invoices", rec.source_id, rec.deleted, rec.raw)
+        if isinstance(mapped, InvoiceData) and mapped.status == "open":
+            found[rec.source_id] = mapped.balance.amount
+    return found
 
 
 def _connection(rt: Runtime, connection_id: int) -> Connection:
@@ -74,8 +133,10 @@ def _connection(rt: Runtime, connection_id: int) -> Connection:
     return conn
 
 
-def post_ledger_discount(rt: Runtime, message: OutboxMessage) -> str:
+def post_ledger_discount(rt: Runtime, message: OutboxMessage) -> str | None:
     p = message.payload
+    if not p["lines"]:
+        return None  # its payment found the invoices settled in the ledger: nothing to credit
     return rt.connector_for(_connection(rt, p["connection_id"])).post_discount(
         DiscountWriteBack(
             idempotency_key=message.key,
@@ -90,39 +151,83 @@ def post_ledger_discount(rt: Runtime, message: OutboxMessage) -> str:
     )
 
 
+def _live_before(session: Session, root_key: str | None, after: str | None) -> str | None:
+    """The ledger id of the one payment the writes before this restatement left live (None:
+    none). Raises Transient while the write just before has not finished, and NotInLedger when
+    the payment's own write-back never reached the ledger."""
+    if root_key is not None:
+        root = session.scalar(select(OutboxMessage).where(OutboxMessage.key == root_key))
+        if root is None or root.status in ("failed", "dead"):
+            if root is not None and (root.last_error or "").startswith("AuthExpired"):
+                # Held with the write-back: reconnecting queues both again, in order.
+                raise AuthExpired(f"{root_key} is waiting for the ledger to be reconnected")
+            raise NotInLedger(root_key)
+    key = after
+    while key is not None:
+        write = session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
+        if write is None:
+            return None
+        if write.status in ("pending", "sending"):
+            raise Transient(f"{key} has not reached the ledger yet; restating after it lands")
+        if write.status == "sent":
+            return write.provider_ref
+        # A restatement that gave up: whatever it voided stays voided, and it posted nothing
+        # (a refused post is not written). Void what the one before it left; twice is harmless.
+        if write.key == root_key:
+            return None
+        key = write.payload.get("after", write.payload.get("payment_key"))
+    return None
+
+
+class NotInLedger(Exception):
+    """The payment's write-back never reached the ledger: there is nothing there to restate."""
+
+
 def reverse_ledger_payment(rt: Runtime, message: OutboxMessage) -> str | None:
-    """Undo a written-back payment (refund, dispute, ACH return); re-post what still stands."""
+    """Restate a written-back payment after money went back (refund, dispute, ACH return) or
+    came back (a dispute won): void the one ledger payment the previous write left live, then
+    post what stands now. Returns the new ledger payment's id (None when nothing stands), which
+    the next restatement voids. Void and post each carry a key of their own derived from this
+    row's, so a retry repeats neither."""
     p = message.payload
+    # Rows queued before restatements were chained name only the original write-back.
+    root_key = p.get("root", p.get("payment_key"))
+    after = p.get("after", root_key)
     with rt.sessions() as session:
-        posted = session.scalar(select(OutboxMessage).where(OutboxMessage.key == p["payment_key"]))
+        try:
+            live = _live_before(session, root_key, after)
+        except NotInLedger:
+            return None  # it never reached the ledger: nothing to undo, nothing to restate
         repost = [
             (session.get(Invoice, r["invoice_id"]), r["amount_minor"]) for r in p.get("repost", [])
         ]
-    if posted is None or posted.status in ("failed", "dead"):
-        return None  # it never reached the ledger: nothing to undo
-    if posted.status != "sent" or not posted.provider_ref:
-        raise Transient(f"{p['payment_key']} is not in the ledger yet; reversing after it lands")
+        customer_source_id = p.get("customer_source_id")
+        if customer_source_id is None and repost and repost[0][0] is not None:
+            customer = session.get(Customer, repost[0][0].customer_id)
+            customer_source_id = customer.source_id if customer else None
+        received_on = p.get("received_on")
+        if received_on is None and root_key is not None:
+            root = session.scalar(select(OutboxMessage).where(OutboxMessage.key == root_key))
+            received_on = root.payload.get("received_on") if root is not None else None
     connector = rt.connector_for(_connection(rt, p["connection_id"]))
-    connector.reverse_payment(posted.provider_ref, message.key)
+    if live is not None:
+        connector.reverse_payment(live, message.key)
     lines = [
         PaymentLine(inv.source_id, Money.from_minor(minor, p["currency"]).amount)
         for inv, minor in repost
         if inv is not None and minor > 0
     ]
     if not lines:
-        return posted.provider_ref
-    first = repost[0][0]
-    assert first is not None
-    with rt.sessions() as session:
-        customer = session.get(Customer, first.customer_id)
-    assert customer is not None
+        return None
+    if customer_source_id is None or received_on is None:
+        raise Rejected(f"cannot restate {p['reference']}: its customer or date is unknown")
     return connector.post_payment(
         PaymentWriteBack(
             idempotency_key=f"{message.key}:repost",
-            customer_source_id=customer.source_id,
+            customer_source_id=customer_source_id,
             currency=p["currency"],
             amount=sum((line.amount for line in lines), Decimal(0)),
-            received_on=date.fromisoformat(posted.payload["received_on"]),
+            received_on=date.fromisoformat(received_on),
             reference=p["reference"],
             lines=lines,
         )
@@ -138,9 +243,28 @@ def stripe_refund(rt: Runtime, message: OutboxMessage) -> str:
         gateway = gateway_for(rt, session, company) if company else None
     if gateway is None:
         raise Rejected("Stripe is no longer connected for this business")
+    # An earlier attempt may have reached Stripe without our learning it (no answer, the worker
+    # gave up): ask Stripe first, and make no second refund if one of them did.
+    if p.get("earlier") and (found := gateway.find_refund(p["payment_intent"], p["earlier"])):
+        return found
     return gateway.refund(
         p["payment_intent"], Money.from_minor(p["amount_minor"], p["currency"]), message.key
     )
+
+
+def stripe_expire_session(rt: Runtime, message: OutboxMessage) -> str:
+    """Close a Checkout Session another payment made unneeded; one already paid stays paid (its
+    payment then arrives as an overpayment, with the one-click refund)."""
+    from arbridge.payments import gateway_for
+
+    p = message.payload
+    with rt.sessions() as session:
+        company = session.get(Company, p["company_id"])
+        gateway = gateway_for(rt, session, company) if company else None
+    if gateway is None:
+        raise Rejected("Stripe is no longer connected for this business")
+    closed = gateway.expire_checkout_session(p["session_id"], message.key)
+    return f"{closed.id}:{closed.status}"
 
 
 def outbox_handlers(rt: Runtime) -> dict[str, Handler]:
@@ -152,6 +276,8 @@ def outbox_handlers(rt: Runtime) -> dict[str, Handler]:
         "ledger_reversal": Handler(lambda m: reverse_ledger_payment(rt, m), idempotent=True),
         # Stripe takes the outbox key as its Idempotency-Key.
         "stripe_refund": Handler(lambda m: stripe_refund(rt, m), idempotent=True),
+        # Expiring a session twice changes nothing (and carries our key as Idempotency-Key).
+        "stripe_expire_session": Handler(lambda m: stripe_expire_session(rt, m), idempotent=True),
         # SMTP has no idempotency key: a crash mid-send marks the row failed, never resends.
         "email": Handler(lambda m: _send_email(rt, m), idempotent=False),
     }
@@ -171,6 +297,8 @@ STRIPE_EVENTS = (
     "payment_intent.payment_failed",
     "charge.refunded",
     "charge.dispute.created",
+    "charge.dispute.closed",
+    "charge.dispute.funds_reinstated",
 )
 
 

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
@@ -55,13 +56,15 @@ from arbridge.sync.model import (
     Contact,
     Customer,
     Invoice,
+    OutboxMessage,
     PayToken,
     WebhookEvent,
 )
 from arbridge.sync.outbox import enqueue
+from arbridge.sync.pay_links import check_live, statement_invoices
 from arbridge.sync.store import find_pay_token, ledger_connection, owner
 from arbridge.webhooks.inbox import Stored, store
-from arbridge.webhooks.stripe import parse_stripe_delivery
+from arbridge.webhooks.stripe import signed_by, stripe_event, unverified_event
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ LEDGER_PAYMENT, LEDGER_DISCOUNT, LEDGER_REVERSAL = (
     "ledger_reversal",
 )
 STRIPE_REFUND, EMAIL = "stripe_refund", "email"
+STRIPE_EXPIRE = "stripe_expire_session"
 
 
 # --- Which Stripe -------------------------------------------------------------------------------
@@ -86,9 +90,19 @@ def simulated_webhook_secret(rt: Runtime) -> str:
 
 
 def webhook_secret(rt: Runtime) -> str | None:
+    """The install's own endpoint's secret (platform, or a single business's install key)."""
     return rt.settings.stripe_webhook_secret or (
         None if rt.settings.stripe_secret_key else simulated_webhook_secret(rt)
     )
+
+
+def install_webhook_secrets(rt: Runtime) -> list[str]:
+    """Secrets that sign for the whole install: its endpoint's, and (with no Stripe key, so
+    the demo's simulation may be in use) the simulation's, which nobody outside can know."""
+    found = [rt.settings.stripe_webhook_secret] if rt.settings.stripe_webhook_secret else []
+    if not rt.settings.stripe_secret_key:
+        found.append(simulated_webhook_secret(rt))
+    return found
 
 
 def stripe_connection(session: Session, company_id: int) -> Connection | None:
@@ -261,7 +275,11 @@ def simulated_stripe(rt: Runtime) -> SimulatedStripe:
         rt.clock,
         rt.settings.base_url,
         simulated_webhook_secret(rt),
-        deliver=lambda body, header: ingest_stripe(rt, body, header),
+        # The simulation's events are verified with the simulation's own secret, whatever
+        # secrets the install has configured for real Stripe.
+        deliver=lambda body, header: ingest_stripe(
+            rt, body, header, only_secret=simulated_webhook_secret(rt)
+        ),
     )
 
 
@@ -303,25 +321,21 @@ class Quote:
 
 def quote(rt: Runtime, session: Session, link: PayToken) -> Quote:
     """What this payment link asks for right now, from the current balances."""
+    check_live(link, rt.clock.now())  # LinkGone: expired or withdrawn
     if link.invoice_id is not None:
         invoices = [session.get(Invoice, link.invoice_id)]
     else:
-        invoices = list(
-            session.scalars(
-                select(Invoice)
-                .where(
-                    Invoice.company_id == link.company_id,
-                    Invoice.customer_id == link.customer_id,
-                    Invoice.status == "open",
-                    Invoice.balance_minor > 0,
-                )
-                .order_by(Invoice.due_on, Invoice.id)
-            )
-        )
+        invoices = list(statement_invoices(session, link))
     invoices = [i for i in invoices if i is not None and i.company_id == link.company_id]
     company = session.get(Company, link.company_id)
     customer = session.get(Customer, link.customer_id) if link.customer_id else None
-    if company is None or customer is None or not invoices:
+    if company is None or customer is None:
+        raise NotFound("no such payment link")
+    if not invoices:
+        if link.invoice_id is None:
+            # A statement whose invoices were all settled (through another link, a cheque):
+            # nothing to pay, said plainly rather than as a missing link.
+            return Quote(company, customer, [], "paid")
         raise NotFound("no such payment link")
     if len({i.currency for i in invoices}) > 1:
         # A statement in several currencies pays the home currency's invoices; the rest stay.
@@ -417,7 +431,7 @@ def start_checkout(rt: Runtime, token: str) -> str:
             else f"{q.company.name}: invoices {numbers}",
             methods=methods,
             success_url=f"{base}/pay/{token}/return?session_id={{CHECKOUT_SESSION_ID}}",
-            cancel_url=f"{base}/pay/{token}",
+            cancel_url=f"{base}/pay/{token}/return?cancelled=1",
             expires_at=now + timedelta(minutes=SESSION_MINUTES),
             idempotency_key=(
                 f"checkout:{link.id}:{window}:{finished}:"
@@ -469,10 +483,78 @@ def start_checkout(rt: Runtime, token: str) -> str:
 
 
 # --- Stripe's news in -----------------------------------------------------------------------------
-def ingest_stripe(rt: Runtime, body: bytes, header: str | None) -> Stored:
-    """Verify a delivery and store its event once (the route and the simulation both come here)."""
-    event = parse_stripe_delivery(body, header, webhook_secret(rt), rt.clock.now())
+def _hinted_companies(s: Session, event: Mapping[str, Any]) -> list[int]:
+    """Which companies the (unverified) event points at: only to try their secrets first."""
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(obj, dict):
+        return []
+    found: list[int] = []
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and str(meta.get("arbridge_company") or "").isdigit():
+        found.append(int(meta["arbridge_company"]))
+    intents = [
+        obj.get("payment_intent"),
+        obj.get("id") if obj.get("object") == "payment_intent" else None,
+    ]
+    names = [pi for pi in intents if isinstance(pi, str) and 0 < len(pi) <= 255]
+    if names:
+        found += s.scalars(
+            select(CollectedPayment.company_id).where(CollectedPayment.payment_intent_id.in_(names))
+        ).all()
+    return found
+
+
+def _connection_secrets(
+    rt: Runtime, s: Session, event: Mapping[str, Any]
+) -> list[tuple[str, Connection]]:
+    """Each Stripe connection's own endpoint secret, the companies the event points at first.
+
+    The order only saves work: a secret is trusted for its own connection's company only."""
+    conns = s.scalars(
+        select(Connection).where(
+            Connection.provider == "stripe",
+            Connection.status == "active",
+            Connection.webhook_secret_encrypted.is_not(None),
+        )
+    ).all()
+    hinted = _hinted_companies(s, event)
+    conns = sorted(conns, key=lambda c: (c.company_id not in hinted, c.id))
+    found: list[tuple[str, Connection]] = []
+    for conn in conns:
+        try:
+            found.append((rt.keyring.decrypt(conn.webhook_secret_encrypted or ""), conn))
+        except ArbridgeError as e:
+            log.warning("the webhook secret of Stripe connection %s is unreadable: %s", conn.id, e)
+    return found
+
+
+def ingest_stripe(
+    rt: Runtime, body: bytes, header: str | None, *, only_secret: str | None = None
+) -> Stored:
+    """Verify a delivery and store its event once (the route and the simulation both come here).
+
+    The secret that signed it decides whose it is: a business's own endpoint secret makes it
+    that business's event (whatever the body says); the install's secret leaves it to the
+    Connect account the event names. Nothing unverified is stored."""
+    now = rt.clock.now()
     with transaction(rt.sessions) as s:
+        if only_secret is not None:
+            candidates: list[tuple[str, Connection | None]] = [(only_secret, None)]
+        else:
+            unverified = unverified_event(body)
+            candidates = [(secret, None) for secret in install_webhook_secrets(rt)]
+            candidates += _connection_secrets(rt, s, unverified)
+        conn = signed_by(body, header, candidates, now)
+        event = stripe_event(body, now, tenant_id=conn.tenant_id if conn is not None else None)
+        if conn is None and event.tenant_id:
+            conn = s.scalar(
+                select(Connection).where(
+                    Connection.provider == "stripe", Connection.tenant_id == event.tenant_id
+                )
+            )
+        if conn is not None:
+            conn.webhook_last_event_at = now
         return store(s, rt.clock, "stripe", {"stripe-signature": header or ""}, body, [event])
 
 
@@ -490,6 +572,8 @@ class Observed:
     session_id: str | None = None
     refunded: Money | None = None
     reason: str | None = None
+    dispute_id: str | None = None
+    dispute_status: str | None = None  # Stripe's: needs_response, won, lost, warning_closed...
 
 
 def _meta_ints(meta: Mapping[str, Any], key: str) -> tuple[int, ...]:
@@ -554,14 +638,35 @@ def observe(event_type: str, obj: Mapping[str, Any]) -> Observed | None:
             company_id=None,
             refunded=from_stripe_amount(obj["amount_refunded"], obj["currency"].upper()),
         )
-    if event_type == "charge.dispute.created":
+    if event_type in DISPUTE_EVENTS:
         pi = obj.get("payment_intent")
         if not pi:
             return None
         return Observed(
-            payment_intent=pi, status="disputed", company_id=None, reason=obj.get("reason")
+            payment_intent=pi,
+            status=DISPUTE_EVENTS[event_type],
+            company_id=None,
+            reason=obj.get("reason"),
+            dispute_id=obj.get("id"),
+            # The funds came back: whatever the dispute's status says yet, the business won.
+            dispute_status=obj.get("status")
+            if event_type != "charge.dispute.funds_reinstated" or obj.get("status") in DISPUTE_KEPT
+            else "won",
         )
     return None
+
+
+# Stripe's dispute events -> what they say about the payment. A dispute closes "won" (funds
+# reinstated; Stripe also sends charge.dispute.funds_reinstated), "lost", or, for an inquiry that
+# never became a chargeback, "warning_closed" (the money never left).
+DISPUTE_EVENTS = {
+    "charge.dispute.created": "disputed",
+    "charge.dispute.closed": "dispute_closed",
+    "charge.dispute.funds_reinstated": "dispute_closed",
+}
+DISPUTE_KEPT = ("won", "warning_closed")  # closed with the money staying with the business
+DISPUTE_CLOSED = ("won", "lost", "warning_closed")
+AFTER_SUCCESS = ("refunded", "disputed", "dispute_closed")
 
 
 def handle_stripe_event(rt: Runtime, s: Session, event: WebhookEvent) -> None:
@@ -585,9 +690,12 @@ def handle_stripe_event(rt: Runtime, s: Session, event: WebhookEvent) -> None:
     record(rt, s, seen)
 
 
-def handle_checkout_return(rt: Runtime, token: str, session_id: str) -> None:
+def handle_checkout_return(rt: Runtime, token: str, session_id: str) -> str:
     """The customer is back from Checkout: ask Stripe, and record what it says now (the webhook
-    may not have arrived yet, or may be on its way: both paths meet in `record`)."""
+    may not have arrived yet, or may be on its way: both paths meet in `record`).
+
+    Returns what happened, for the page to say: "paid", "pending" (a bank payment started),
+    "failed", "open" (not paid), "expired", or "unknown" (Stripe could not tell us)."""
     with transaction(rt.sessions) as s:
         link = find_pay_token(s, token)
         row = s.scalar(
@@ -599,7 +707,7 @@ def handle_checkout_return(rt: Runtime, token: str, session_id: str) -> None:
         assert company is not None
         gateway = gateway_for(rt, s, company)
     if gateway is None:
-        return
+        return "unknown"
     checkout = gateway.retrieve_checkout_session(session_id)
     with transaction(rt.sessions) as s:
         row = s.scalar(
@@ -607,15 +715,24 @@ def handle_checkout_return(rt: Runtime, token: str, session_id: str) -> None:
         )
         assert row is not None
         row.status = checkout.status
-        if checkout.status == "complete":
-            paid = checkout.payment_status == "paid"
-            seen = _from_session(
-                _session_as_stripe(checkout),
-                "succeeded" if paid else "pending",
-                "card" if paid else "us_bank_account",
+        if checkout.status != "complete":
+            return checkout.status if checkout.status in ("open", "expired") else "unknown"
+        paid = checkout.payment_status == "paid"
+        seen = _from_session(
+            _session_as_stripe(checkout),
+            "succeeded" if paid else "pending",
+            "card" if paid else "us_bank_account",
+        )
+        if seen is not None:
+            record(rt, s, seen)
+            recorded = s.scalar(
+                select(CollectedPayment.status).where(
+                    CollectedPayment.payment_intent_id == seen.payment_intent
+                )
             )
-            if seen is not None:
-                record(rt, s, seen)
+            if recorded == "failed":
+                return "failed"
+        return "paid" if paid else "pending"
 
 
 def _session_as_stripe(c: CheckoutSession) -> dict[str, Any]:
@@ -671,16 +788,26 @@ def record(rt: Runtime, s: Session, seen: Observed) -> None:
     now = rt.clock.now()
     row, current = _lock_payment(s, seen, now)
     if row is None:
-        if seen.status in ("refunded", "disputed"):
+        if seen.status in AFTER_SUCCESS:
             # The refund overtook the success: retry later, once the payment is known.
             raise Transient(f"payment {seen.payment_intent} is not recorded yet")
         log.info("stripe payment %s is not arbridge's; ignored", seen.payment_intent)
         return
-    if seen.status in ("refunded", "disputed") and current in (None, "pending"):
+    if seen.status in AFTER_SUCCESS and current in (None, "pending"):
         raise Transient(f"payment {seen.payment_intent} has not succeeded yet")
     if seen.status == "refunded":
         if current in ("succeeded", "refunded") and seen.refunded is not None:
             _refund(rt, s, row, seen.refunded)
+        elif current == "disputed" and seen.refunded is not None:
+            # Refunded during an inquiry: the invoices were reopened by the dispute already;
+            # keep the total, so a dispute closed in the business's favour re-applies the rest.
+            row.refunded_minor = max(row.refunded_minor, seen.refunded.minor)
+        return
+    if seen.status == "disputed" and row.dispute_status in DISPUTE_CLOSED:
+        log.info("stripe dispute %s opened after it closed: a late event", seen.dispute_id)
+        return
+    if seen.status == "dispute_closed":
+        _dispute_closed(rt, s, row, current, seen)
         return
     new = transition(current, seen.status)
     if new is None:
@@ -703,6 +830,7 @@ def record(rt: Runtime, s: Session, seen: Observed) -> None:
         _plan(row, invoices)
         for inv in invoices:
             inv.payment_pending = True
+        _expire_other_sessions(rt, s, company, row, invoices)
         log_activity(
             s,
             rt.clock,
@@ -712,6 +840,7 @@ def record(rt: Runtime, s: Session, seen: Observed) -> None:
             payment_intent=row.payment_intent_id,
         )
     elif new == "succeeded":
+        row.failure_reason = None  # a decline before the success in the same Checkout
         _succeed(rt, s, company, row, invoices, was_pending=current == "pending")
     elif new == "failed":
         for inv in invoices:
@@ -728,6 +857,7 @@ def record(rt: Runtime, s: Session, seen: Observed) -> None:
             rt, s, company, f"payment-failed:{row.payment_intent_id}", "A payment failed", message
         )
     elif new == "disputed":
+        row.dispute_id, row.dispute_status = seen.dispute_id, seen.dispute_status
         _reverse(
             rt,
             s,
@@ -801,6 +931,7 @@ def _succeed(
     for inv in invoices:
         inv.payment_pending = False
     row.unapplied_minor = left.minor
+    _expire_other_sessions(rt, s, company, row, invoices)
     amount = row_money(row)
     numbers = ", ".join(by_id[a.invoice_id].number or "" for a in applied) or "(none open)"
     log_activity(
@@ -819,12 +950,13 @@ def _succeed(
             (by_id[a.invoice_id].source_id, a.amount.amount) for a in applied if a.amount.amount > 0
         ]
         if paid_lines:
+            row.ledger_key = f"ledger_payment:{row.payment_intent_id}"
             enqueue(
                 s,
                 rt.clock,
                 company_id=company.id,
                 kind=LEDGER_PAYMENT,
-                key=f"ledger_payment:{row.payment_intent_id}",
+                key=row.ledger_key,
                 payload=ledger_payment_payload(
                     conn,
                     customer_source_id=customer.source_id,
@@ -884,6 +1016,132 @@ def _succeed(
         f"Payment received: {amount.format()}",
         f"{customer.name if customer else 'A customer'} paid {amount.format()} for invoice {numbers} through arbridge.",
     )
+
+
+def refit_to_ledger(
+    rt: Runtime, outbox_id: int, outstanding: Mapping[str, Decimal]
+) -> list[dict[str, str]] | None:
+    """The ledger refused a payment's write-back: an invoice has less outstanding there than we
+    applied (a cheque recorded while the customer was on the checkout, no sync in between).
+    What still fits is applied; the rest becomes an overpayment that the owner sees at once,
+    with the one-click refund. The lines to post are kept on the outbox row in the same
+    transaction, so a retry posts the same ones. None: not a payment arbridge collected."""
+    with transaction(rt.sessions) as s:
+        message = s.get(OutboxMessage, outbox_id, with_for_update=True, populate_existing=True)
+        assert message is not None
+        if "refit" in message.payload:
+            return list(message.payload["refit"])
+        row = s.scalar(
+            select(CollectedPayment)
+            .where(
+                CollectedPayment.company_id == message.company_id,
+                CollectedPayment.payment_intent_id == message.payload["reference"],
+            )
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        company = s.get(Company, message.company_id)
+        if row is None or company is None or row.status != "succeeded":
+            return None
+        invoices = {
+            inv.id: inv
+            for inv in s.scalars(
+                select(Invoice)
+                .where(Invoice.id.in_([a.invoice_id for a in row.allocations]))
+                .with_for_update()
+            )
+        }
+        # The early-payment discount's credit, when not yet written, shrinks with the payment:
+        # a discount on an invoice the ledger shows settled has nothing to credit.
+        discount = s.scalar(
+            select(OutboxMessage)
+            .where(OutboxMessage.key == f"ledger_discount:{row.payment_intent_id}")
+            .with_for_update()
+        )
+        if discount is not None and discount.status != "pending":
+            discount = None
+        lines, credits, moved = [], [], 0
+        for alloc in sorted(row.allocations, key=lambda a: a.invoice_id):
+            inv = invoices[alloc.invoice_id]
+            room = max(0, Money(outstanding.get(inv.source_id, Decimal(0)), inv.currency).minor)
+            fit = min(alloc.amount_minor, room)
+            moved += alloc.amount_minor - fit
+            alloc.amount_minor = fit
+            left = room - fit
+            if discount is not None:
+                alloc.discount_minor = min(alloc.discount_minor, left)
+                left -= alloc.discount_minor
+                if alloc.discount_minor:
+                    credits.append(_line(inv, alloc.discount_minor))
+            if inv.status in ("open", "paid"):
+                # The ledger's word, less what we now apply: right until the next sync says more.
+                inv.balance_minor = left
+                inv.status = "open" if inv.balance_minor else "paid"
+            if fit:
+                lines.append(_line(inv, fit))
+        if discount is not None:
+            discount.payload = {**discount.payload, "lines": credits}
+        row.unapplied_minor += moved
+        row.updated_at = rt.clock.now()
+        message.payload = {**message.payload, "refit": lines}
+        over = Money.from_minor(moved, row.currency)
+        text = (
+            f"{row_money(row).format()} arrived, but the invoice was settled in your ledger "
+            f"meanwhile (a payment recorded there): {over.format()} is an overpayment, not in "
+            "your books. Refund it from the payments list, or keep it as the customer's credit."
+        )
+        log_activity(
+            s,
+            rt.clock,
+            company.id,
+            "payment.overpaid",
+            text,
+            payment_intent=row.payment_intent_id,
+        )
+        _notify_owner(
+            rt, s, company, f"overpaid:{row.payment_intent_id}", "A customer overpaid", text
+        )
+        return lines
+
+
+def _line(inv: Invoice, minor: int) -> dict[str, str]:
+    return {
+        "invoice_source_id": inv.source_id,
+        "amount": str(Money.from_minor(minor, inv.currency).amount),
+    }
+
+
+def _expire_other_sessions(
+    rt: Runtime, s: Session, company: Company, row: CollectedPayment, invoices: Sequence[Invoice]
+) -> None:
+    """Another link's Checkout Session for these invoices (a second tab, an older reminder, a
+    statement) could still be paid: close each one at Stripe, through the outbox."""
+    ids = {inv.id for inv in invoices}
+    if not ids:
+        return
+    others = s.scalars(
+        select(CheckoutSessionRow)
+        .where(
+            CheckoutSessionRow.company_id == company.id,
+            CheckoutSessionRow.status == "open",
+            CheckoutSessionRow.expires_at > rt.clock.now(),
+        )
+        .with_for_update()
+    ).all()
+    for other in others:
+        if other.stripe_session_id == row.checkout_session_id or not ids & set(
+            other.invoice_ids or ()
+        ):
+            continue
+        other.status = "expired"  # never handed out again, whatever Stripe answers
+        enqueue(
+            s,
+            rt.clock,
+            company_id=company.id,
+            kind=STRIPE_EXPIRE,
+            key=f"stripe_expire:{other.stripe_session_id}",
+            payload={"company_id": company.id, "session_id": other.stripe_session_id},
+        )
 
 
 def _discounts(row: CollectedPayment, invoices: Sequence[Invoice]) -> dict[int, Money]:
@@ -951,6 +1209,8 @@ def _reverse(
             break
         inv = invoices[alloc.invoice_id]
         back = min(left, alloc.amount_minor)
+        if back <= 0:
+            continue
         # The early-payment discount stays granted (its credit note stays in the ledger).
         inv.balance_minor += back
         inv.status = "open"
@@ -964,26 +1224,7 @@ def _reverse(
         f"Payment of {row_money(row).format()} {reason}: {amount.format()} is owed again",
         payment_intent=row.payment_intent_id,
     )
-    conn = ledger_connection(s, company.id)
-    if conn is not None:
-        enqueue(
-            s,
-            rt.clock,
-            company_id=company.id,
-            kind=LEDGER_REVERSAL,
-            key=f"ledger_reversal:{row.payment_intent_id}:{row.refunded_minor}:{reason}",
-            payload={
-                "connection_id": conn.id,
-                "payment_key": f"ledger_payment:{row.payment_intent_id}",
-                "repost": [
-                    {"invoice_id": a.invoice_id, "amount_minor": a.amount_minor}
-                    for a in row.allocations
-                    if a.amount_minor > 0
-                ],
-                "currency": row.currency,
-                "reference": row.payment_intent_id,
-            },
-        )
+    _restate(rt, s, company, row)
     _notify_owner(
         rt,
         s,
@@ -992,6 +1233,153 @@ def _reverse(
         f"A payment was {reason}",
         f"{amount.format()} of payment {row.payment_intent_id} was {reason}; the invoice is open again.",
     )
+
+
+def _dispute_closed(
+    rt: Runtime, s: Session, row: CollectedPayment, current: str | None, seen: Observed
+) -> None:
+    """A dispute closed (or its funds came back): won, the payment stands again; lost, it stays
+    reversed. Both "closed" and "funds_reinstated" arrive for a won dispute, each maybe twice:
+    the dispute's status on the row makes the second and later ones change nothing."""
+    company = s.get(Company, row.company_id)
+    assert company is not None
+    kept = seen.dispute_status in DISPUTE_KEPT
+    if row.dispute_status in DISPUTE_CLOSED:
+        return  # already closed: a duplicate, or the other of the pair
+    if seen.dispute_status not in DISPUTE_CLOSED:
+        return  # not closed after all
+    row.dispute_id, row.dispute_status = seen.dispute_id, seen.dispute_status
+    row.updated_at = rt.clock.now()
+    if kept and current == "disputed":
+        _reinstate(rt, s, company, row)
+    elif not kept and current == "succeeded":
+        # The opening event never arrived (or came late): the money is gone all the same.
+        row.status = "disputed"
+        _reverse(
+            rt,
+            s,
+            company,
+            row,
+            Money.from_minor(sum(a.amount_minor for a in row.allocations), row.currency),
+            "disputed",
+        )
+    elif not kept:
+        log_activity(
+            s,
+            rt.clock,
+            company.id,
+            "payment.dispute_lost",
+            f"Dispute on payment {row.payment_intent_id} lost: the invoice stays open",
+            payment_intent=row.payment_intent_id,
+        )
+
+
+def _reinstate(rt: Runtime, s: Session, company: Company, row: CollectedPayment) -> None:
+    """A dispute closed in the business's favour: re-apply what it still holds to the invoices
+    the payment was for (at their balances now), write it back again, and show any leftover
+    (an invoice paid otherwise meanwhile) as an overpayment to refund."""
+    held = row.amount_minor - row.refunded_minor
+    row.status = "succeeded" if held > 0 else "refunded"
+    over_left = max(0, row.unapplied_minor - row.refunded_minor)
+    to_apply = held - over_left - sum(a.amount_minor for a in row.allocations)
+    money = Money.from_minor(max(to_apply, 0), row.currency)
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "payment.dispute_won",
+        f"Dispute on payment {row.payment_intent_id} won: {money.format()} is yours again",
+        payment_intent=row.payment_intent_id,
+    )
+    if to_apply <= 0:
+        return
+    invoices = list(
+        s.scalars(
+            select(Invoice)
+            .where(Invoice.id.in_([a.invoice_id for a in row.allocations]))
+            .order_by(Invoice.due_on, Invoice.id)
+            .with_for_update()
+        )
+    )
+    zero = Money.zero(row.currency)
+    due = [
+        Due(inv.id, inv.balance if inv.status == "open" else zero, zero)
+        for inv in invoices
+        if inv.status == "open" and inv.balance_minor > 0
+    ]
+    applied, left = apply_payment(money, due)
+    by_id = {inv.id: inv for inv in invoices}
+    allocation = {a.invoice_id: a for a in row.allocations}
+    for a in applied:
+        inv = by_id[a.invoice_id]
+        allocation[inv.id].amount_minor += a.amount.minor
+        inv.balance_minor -= a.amount.minor
+        if inv.balance_minor == 0:
+            inv.status = "paid"
+    # From here on the refunds so far count as taken from what was not applied, which keeps
+    # "refunds take back the overpayment first" true for every later refund.
+    row.unapplied_minor = row.amount_minor - sum(a.amount_minor for a in row.allocations)
+    _restate(rt, s, company, row)
+    numbers = ", ".join(by_id[a.invoice_id].number or "" for a in applied) or "(none open)"
+    message = f"The dispute on {row.payment_intent_id} was won: {money.format()} applied again to invoice {numbers}."
+    if left.amount > 0:
+        message += (
+            f" {left.format()} could not be applied (paid otherwise meanwhile): it is an "
+            "overpayment you can refund."
+        )
+    _notify_owner(
+        rt, s, company, f"dispute-won:{row.payment_intent_id}", "A dispute was won", message
+    )
+
+
+def _restate(rt: Runtime, s: Session, company: Company, row: CollectedPayment) -> None:
+    """Queue one restatement of this payment in the ledger: void the one ledger payment the
+    previous write left live, then post what the allocations say stands now (if anything).
+
+    Restatements form a chain through `row.ledger_key`, built under the payment's row lock, so
+    each runs after the one before it and voids exactly what that one left: any sequence of
+    refunds, disputes and reinstatements leaves one live ledger payment equal to the net, or
+    none. Duplicate events never reach here (the caller moved the row's state first)."""
+    conn = ledger_connection(s, company.id)
+    if conn is None:
+        return
+    repost = [
+        {"invoice_id": a.invoice_id, "amount_minor": a.amount_minor}
+        for a in sorted(row.allocations, key=lambda a: a.invoice_id)
+        if a.amount_minor > 0
+    ]
+    if row.ledger_key is None and not repost:
+        return  # nothing of it is in the ledger, and nothing needs to be
+    if row.ledger_key is None or row.ledger_key.startswith("ledger_payment:"):
+        root = row.ledger_key
+    else:
+        before = s.scalar(select(OutboxMessage.payload).where(OutboxMessage.key == row.ledger_key))
+        root = (before or {}).get("root", (before or {}).get("payment_key"))
+    prefix = f"ledger_reversal:{row.payment_intent_id}:"
+    last = (row.ledger_key or "").removeprefix(prefix)
+    number = int(last) + 1 if row.ledger_key != last and last.isdigit() else 1
+    customer = s.get(Customer, row.customer_id) if row.customer_id else None
+    key = f"{prefix}{number}"
+    enqueue(
+        s,
+        rt.clock,
+        company_id=company.id,
+        kind=LEDGER_REVERSAL,
+        key=key,
+        payload={
+            "connection_id": conn.id,
+            "root": root,
+            "after": row.ledger_key,
+            "repost": repost,
+            "currency": row.currency,
+            "reference": row.payment_intent_id,
+            "customer_source_id": customer.source_id if customer else None,
+            "received_on": local_date(
+                row.succeeded_at or rt.clock.now(), company.timezone
+            ).isoformat(),
+        },
+    )
+    row.ledger_key = key
 
 
 # --- Mail (through the outbox's "email" kind) -------------------------------------------------
@@ -1058,32 +1446,100 @@ def _receipt(
 
 
 # --- Owner actions ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RefundStatus:
+    """Where the owner's latest overpayment refund of a payment stands, in plain words."""
+
+    state: str  # pending, sent, done, failed, unknown
+    amount: Money
+    detail: str | None = None  # Stripe's refund id when sent; the reason when it failed
+
+    @property
+    def retry(self) -> bool:
+        """May the owner ask again? After a definite failure, or an unknown outcome (the next
+        attempt asks Stripe about the earlier ones before refunding anything)."""
+        return self.state in ("failed", "unknown")
+
+
+def refund_status(s: Session, row: CollectedPayment) -> RefundStatus | None:
+    if row.refund_key is None:
+        return None
+    msg = s.scalar(select(OutboxMessage).where(OutboxMessage.key == row.refund_key))
+    if msg is None:
+        return None
+    p = msg.payload
+    amount = Money.from_minor(p["amount_minor"], p["currency"])
+    if msg.status in ("pending", "sending"):
+        return RefundStatus("pending", amount, msg.last_error)
+    if msg.status == "sent":
+        confirmed = row.refunded_minor >= p.get("refunded_before", 0) + p["amount_minor"]
+        return RefundStatus("done" if confirmed else "sent", amount, msg.provider_ref)
+    if msg.status == "dead" or (msg.last_error or "").startswith("interrupted"):
+        return RefundStatus("unknown", amount, msg.last_error)
+    return RefundStatus("failed", amount, _reason(msg.last_error))
+
+
+def _reason(error: str | None) -> str | None:
+    """The outbox keeps "Rejected: Stripe: ..."; the owner reads what Stripe said."""
+    if not error:
+        return None
+    _, _, said = error.partition(": ")
+    return said.removeprefix("Stripe: ") or error
+
+
 def refund_overpayment(rt: Runtime, s: Session, company: Company, payment_id: int) -> Money:
+    """Queue a refund of what the customer overpaid. One attempt at a time: a new one only
+    after the last failed (with a new idempotency key, since Stripe replays a key's answer) or
+    went unanswered (its handler first asks Stripe about every earlier attempt)."""
     row = s.get(CollectedPayment, payment_id, with_for_update=True)
     if row is None or row.company_id != company.id:
         raise NotFound("no such payment")
     if row.unapplied_minor <= row.refunded_minor:
         raise ArbridgeError("there is no overpayment left to refund on this payment")
+    last = refund_status(s, row)
+    if last is not None and last.state == "pending":
+        raise ArbridgeError(
+            f"a refund of {last.amount.format()} is already waiting to go to Stripe"
+        )
+    if last is not None and last.state == "sent":
+        raise ArbridgeError(
+            f"Stripe has the refund of {last.amount.format()}; it shows here once Stripe confirms it"
+        )
+    earlier: list[str] = []  # attempts that may have reached Stripe unknown to us
+    number = 1
+    if row.refund_key is not None:
+        before = s.scalar(select(OutboxMessage).where(OutboxMessage.key == row.refund_key))
+        if last is not None and last.retry:
+            # A refund Stripe confirmed is done and not among them: a new overpayment (after a
+            # dispute won) must not be mistaken for it.
+            earlier = [*((before.payload.get("earlier") or []) if before else []), row.refund_key]
+        last_number = row.refund_key.rsplit(":", 1)[-1]
+        number = int(last_number) + 1 if last_number.isdigit() else 2
     amount = Money.from_minor(row.unapplied_minor - row.refunded_minor, row.currency)
+    key = f"stripe_refund:{row.payment_intent_id}:overpayment:{number}"
     enqueue(
         s,
         rt.clock,
         company_id=company.id,
         kind=STRIPE_REFUND,
-        key=f"stripe_refund:{row.payment_intent_id}:overpayment",
+        key=key,
         payload={
             "company_id": company.id,
             "payment_intent": row.payment_intent_id,
             "amount_minor": amount.minor,
             "currency": amount.currency,
+            "refunded_before": row.refunded_minor,
+            "earlier": earlier,
         },
     )
+    row.refund_key = key
     log_activity(
         s,
         rt.clock,
         company.id,
         "payment.refund_requested",
-        f"Refund of {amount.format()} overpayment requested",
+        f"Refund of {amount.format()} overpayment requested"
+        + (f" (attempt {number})" if number > 1 else ""),
         payment_intent=row.payment_intent_id,
     )
     return amount

@@ -49,6 +49,7 @@ from arbridge.collections.templates import (
 from arbridge.connectors.email import (
     MailBounced,
     MailConfigError,
+    MailMaybeSent,
     OutgoingEmail,
     SmtpTransport,
     build_message,
@@ -57,6 +58,7 @@ from arbridge.connectors.email.message import new_message_id
 from arbridge.errors import ArbridgeError, Transient
 from arbridge.money import Money
 from arbridge.runtime import Runtime
+from arbridge.sync import pay_links
 from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.model import (
     CallTask,
@@ -74,6 +76,7 @@ from arbridge.sync.model import (
     ReminderSend,
 )
 from arbridge.sync.outbox import enqueue
+from arbridge.sync.pay_links import DEFAULT_STATEMENT_LINK_DAYS
 from arbridge.sync.runner import sync_connection
 from arbridge.sync.store import (
     company_today,
@@ -502,7 +505,7 @@ def queue_statements(rt: Runtime, company: Company, as_of: date, policy: Reminde
             if contact is None:
                 continue
             key = f"statement:c{customer.id}:{as_of.strftime('%Y-%m')}"
-            token = issue_statement_token(session, rt.clock, customer)
+            link = pay_links.new_link(session, rt.clock, customer=customer)
             if not enqueue(
                 session,
                 rt.clock,
@@ -513,7 +516,8 @@ def queue_statements(rt: Runtime, company: Company, as_of: date, policy: Reminde
                     "mail": "statement",
                     "customer_id": customer.id,
                     "contact_id": contact.id,
-                    "statement_token": token,
+                    # The link's row, not its token: the token is minted when the email goes out.
+                    "statement_link_id": link.id,
                 },
             ):
                 continue
@@ -557,7 +561,7 @@ def _prepare_statement(rt: Runtime, message: OutboxMessage) -> _Prepared | str:
     hold, _synced = ensure_fresh(rt, message.company_id, policy.max_sync_age_minutes)
     if hold:
         raise Transient(f"held: {hold}")
-    with rt.sessions() as session:
+    with transaction(rt.sessions) as session:
         company = session.get(Company, message.company_id)
         customer = session.get(Customer, p["customer_id"])
         contact = session.get(Contact, p["contact_id"])
@@ -575,7 +579,7 @@ def _prepare_statement(rt: Runtime, message: OutboxMessage) -> _Prepared | str:
         ).all()
         if not invoices:
             return "cancelled: nothing open any more"
-        token = p["statement_token"]
+        token = _link_token(session, rt, company, customer, p)
         rendered = render_reminder(
             rt,
             company,
@@ -613,8 +617,10 @@ def _queue_email(
     key = f"reminder:c{m.customer.customer_id}:{as_of.isoformat()}:r{claimed[0][0].id}"
     customer = session.get(Customer, m.customer.customer_id)
     assert customer is not None
+    # Links by reference (their rows' ids): the tokens are minted when the email goes out, so no
+    # token sits in the outbox in plaintext.
     payload = {
-        "statement_token": issue_statement_token(session, rt.clock, customer),
+        "statement_link_id": pay_links.new_link(session, rt.clock, customer=customer).id,
         "mail": "reminder",
         "customer_id": m.customer.customer_id,
         "contact_id": m.contact.contact_id if m.contact else None,
@@ -624,7 +630,9 @@ def _queue_email(
             {
                 "id": inv.id,
                 "step_key": row.step_key,
-                "pay_token": issue_pay_token(session, rt.clock, inv),
+                "pay_link_id": pay_links.new_link(
+                    session, rt.clock, invoice=inv, customer=customer
+                ).id,
             }
             for row, inv in claimed
         ],
@@ -781,6 +789,14 @@ def notify_owner(
 # Sending (the outbox handler for kind "email").
 
 
+def statement_link_days(company: Company) -> int:
+    """How long the company's statement links work (a broken setting falls back to 60 days)."""
+    try:
+        return reminder_policy(company.settings).statement_link_days
+    except SequenceError:
+        return DEFAULT_STATEMENT_LINK_DAYS
+
+
 def mail_from(rt: Runtime) -> str:
     host = urlsplit(rt.settings.base_url).hostname or "localhost"
     return rt.settings.mail_from or f"reminders@{host if '.' in host else host + '.localdomain'}"
@@ -854,6 +870,32 @@ def render_reminder(
     return render(template or template_for(template_name, _templates(company)), fields)
 
 
+def _link_token(
+    session: Session,
+    rt: Runtime,
+    company: Company,
+    customer: Customer,
+    item: dict[str, Any],
+    invoice: Invoice | None = None,
+) -> str:
+    """The token for a link an email carries, minted now (a statement link's lifetime starts
+    with the email). Rows queued before links were kept by reference carry the token itself."""
+    kind = "pay" if invoice is not None else "statement"
+    if item.get(f"{kind}_token"):
+        return str(item[f"{kind}_token"])
+    days = statement_link_days(company)
+    link_id = item.get(f"{kind}_link_id")
+    token = pay_links.mint(session, rt.clock, link_id, days) if link_id else None
+    if token is None:
+        # The owner withdrew the queued link meanwhile: this email carries a new one.
+        token = (
+            issue_pay_token(session, rt.clock, invoice)
+            if invoice is not None
+            else issue_statement_token(session, rt.clock, customer, days)
+        )
+    return token
+
+
 @dataclass(frozen=True)
 class _Prepared:
     company: Company
@@ -920,7 +962,7 @@ def _prepare_reminder(rt: Runtime, message: OutboxMessage) -> _Prepared | str:
                     row.status, row.note = "cancelled", f"not sent: {why}"
                 continue
             assert inv is not None
-            keep.append((inv, item["pay_token"]))
+            keep.append((inv, _link_token(session, rt, company, customer, item, inv)))
         if not keep:
             log_activity(
                 session,
@@ -941,7 +983,7 @@ def _prepare_reminder(rt: Runtime, message: OutboxMessage) -> _Prepared | str:
             keep,
             p["template"],
             today,
-            statement_token=p.get("statement_token"),
+            statement_token=_link_token(session, rt, company, customer, p),
         )
         user = owner(session, company)
         session.expunge(company)
@@ -1002,6 +1044,10 @@ def send_email(rt: Runtime, message: OutboxMessage) -> str:
         except MailBounced as e:
             _bounced(rt, message, prepared, str(e))
             raise
+        except MailMaybeSent as e:
+            # Most likely delivered: record it as sent (never repeated) and ask the owner to check.
+            _record(rt, message, prepared, msg, "smtp", unconfirmed=str(e))
+            raise
         except MailConfigError as e:
             with transaction(rt.sessions) as session:
                 log_activity(
@@ -1012,6 +1058,19 @@ def send_email(rt: Runtime, message: OutboxMessage) -> str:
                     f"Email to {prepared.to} not sent: {e}. Check the mail settings.",
                 )
             raise
+    _record(rt, message, prepared, msg, transport)
+    return str(msg["Message-ID"])
+
+
+def _record(
+    rt: Runtime,
+    message: OutboxMessage,
+    prepared: _Prepared,
+    msg: Any,
+    transport: str,
+    unconfirmed: str | None = None,
+) -> None:
+    """Keep the sent email in the mailbox and mark its reminders sent, in one transaction."""
     with transaction(rt.sessions) as session:
         session.add(
             MailMessage(
@@ -1034,12 +1093,15 @@ def send_email(rt: Runtime, message: OutboxMessage) -> str:
             row = session.get(ReminderSend, send_id)
             if row is not None:
                 row.status, row.sent_at = "sent", rt.clock.now()
+                if unconfirmed:
+                    row.note = "the mail server did not confirm it; it may not have arrived"
                 log_activity(
                     session,
                     rt.clock,
                     message.company_id,
                     "reminders.sent",
-                    f"Reminder {row.step_key} sent to {prepared.to}",
+                    f"Reminder {row.step_key} sent to {prepared.to}"
+                    + (" (not confirmed by the mail server)" if unconfirmed else ""),
                     invoice_id=row.invoice_id,
                     customer_id=row.customer_id,
                     balance_minor=row.balance_minor,
@@ -1047,7 +1109,21 @@ def send_email(rt: Runtime, message: OutboxMessage) -> str:
                     synced_at=row.synced_at.isoformat() if row.synced_at else None,
                     message_id=str(msg["Message-ID"]),
                 )
-    return str(msg["Message-ID"])
+        if unconfirmed and prepared.kind != "owner":
+            company = session.get(Company, message.company_id)
+            assert company is not None
+            notify_owner(
+                session,
+                rt,
+                company,
+                key=f"owner:maybe-sent:{message.key}",
+                subject=f"Check: a {prepared.kind} to {prepared.to} may not have gone out",
+                text=f'arbridge handed the email "{prepared.rendered.subject}" to your mail '
+                f"server, but the server never confirmed it ({unconfirmed}).\n\nIt most likely "
+                "arrived, so arbridge will not send it again. If the customer says they did not "
+                "get it, check your mail server's log, or send a test email from the reminders "
+                "page. You can see it in the mailbox.",
+            )
 
 
 def _bounced(rt: Runtime, message: OutboxMessage, prepared: _Prepared, why: str) -> None:

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock, SystemClock
-from arbridge.config import Settings
+from arbridge.config import Settings, key_source
 from arbridge.connectors.base import LedgerConnector
 from arbridge.connectors.demo import DemoConnector, DemoLedger
 from arbridge.crypto import Keyring
@@ -32,7 +32,7 @@ class Runtime:
     def open(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
         """Connect to an initialised instance; refuse with one clear sentence if anything is off."""
         settings.require_secrets()
-        keyring = Keyring(settings.encryption_keys)
+        keyring = Keyring(settings.encryption_keys, source=key_source(settings))
         engine = db.make_engine(settings.database_url)
         db.require_current(engine)
         sessions = db.session_factory(engine)

@@ -520,3 +520,287 @@ def test_from_a_reminders_link_to_a_paid_invoice_in_the_ledger(rt, demo_company,
         assert invoice(rt, inv.id).status == "paid"
     [posted] = ledger_payments(rt, demo_company)
     assert posted["status"] == "POSTED"
+
+
+def applied(rt, row) -> int:
+    with rt.sessions() as s:
+        return sum(a.amount_minor for a in s.get(CollectedPayment, row.id).allocations)
+
+
+def _cheque(rt, company, invoice_source_id, amount: Decimal, key: str) -> None:
+    """The bookkeeper records a cheque in the ledger itself (arbridge does not sync meanwhile)."""
+    from arbridge.connectors.base import PaymentLine, PaymentWriteBack
+
+    with rt.sessions() as s:
+        conn = ledger_connection(s, company.id)
+    rt.connector_for(conn).post_payment(
+        PaymentWriteBack(
+            key,
+            ledger_invoice(rt, company, invoice_source_id)["contactId"],
+            "USD",
+            amount,
+            rt.clock.now().date(),
+            f"CHK {key}",
+            [PaymentLine(invoice_source_id, amount)],
+        )
+    )
+
+
+def test_a_write_back_refused_because_the_ledger_settled_the_invoice_becomes_an_overpayment(
+    rt, demo_company, usd_invoice
+):
+    token = token_for(rt, usd_invoice)
+    url = payments.start_checkout(rt, token)
+    # While the customer is on the checkout page, the bookkeeper records their cheque.
+    _cheque(rt, demo_company, usd_invoice.source_id, usd_invoice.balance.amount, "cheque-2")
+    payments.simulated_stripe(rt).complete(session_id(url), "card", "succeed")
+    drain(rt)
+    drain(rt)
+    row = collected(rt)[0]
+    # Nothing collected ends up in neither place: not in the ledger, so an overpayment here.
+    assert ledger_payments(rt, demo_company) == []
+    assert row.status == "succeeded" and row.unapplied_minor == row.amount_minor
+    assert applied(rt, row) == 0
+    with rt.sessions() as s:
+        written = s.scalar(select(OutboxMessage).where(OutboxMessage.key.like("ledger_payment:%")))
+        assert written.status == "sent", written.last_error
+        kinds = [a.kind for a in s.scalars(select(Activity))]
+        assert "payment.overpaid" in kinds and "outbox.failed" not in kinds
+        assert s.scalar(
+            select(OutboxMessage)
+            .where(OutboxMessage.key.like(f"owner:%{row.payment_intent_id}%"))
+            .where(OutboxMessage.payload["subject"].as_string() == "A customer overpaid")
+        )
+    inv = invoice(rt, usd_invoice.id)
+    assert inv.status == "paid" and inv.balance_minor == 0  # the cheque paid it
+    # The owner refunds it in one click.
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, demo_company.id)
+        assert payments.refund_overpayment(rt, s, company, row.id).minor == row.amount_minor
+    drain(rt)
+    drain(rt)
+    assert collected(rt)[0].refunded_minor == row.amount_minor
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    sync_now(rt, conn)
+    inv = invoice(rt, usd_invoice.id)
+    assert inv.status == "paid" and inv.balance_minor == 0
+
+
+def test_a_write_back_refused_after_a_partial_cheque_applies_what_fits_and_the_rest_is_overpaid(
+    rt, demo_company, usd_invoice
+):
+    token = token_for(rt, usd_invoice)
+    url = payments.start_checkout(rt, token)
+    part = Decimal("10.00")
+    _cheque(rt, demo_company, usd_invoice.source_id, part, "cheque-3")
+    payments.simulated_stripe(rt).complete(session_id(url), "card", "succeed")
+    drain(rt)
+    drain(rt)
+    row = collected(rt)[0]
+    [posted] = ledger_payments(rt, demo_company)
+    fits = usd_invoice.balance.amount - part
+    assert Decimal(posted["amount"]) == fits
+    assert ledger_invoice(rt, demo_company, usd_invoice.source_id)["status"] == "PAID"
+    assert row.unapplied_minor == 1000
+    assert applied(rt, row) == row.amount_minor - 1000
+    inv = invoice(rt, usd_invoice.id)
+    assert inv.status == "paid" and inv.balance_minor == 0
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    sync_now(rt, conn)
+    inv = invoice(rt, usd_invoice.id)
+    assert inv.status == "paid" and inv.balance_minor == 0
+    # A refund of the rest takes back only the overpayment: the invoice stays paid.
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, demo_company.id)
+        assert payments.refund_overpayment(rt, s, company, row.id).minor == 1000
+    drain(rt)
+    drain(rt)
+    assert invoice(rt, usd_invoice.id).status == "paid"
+    assert len(ledger_payments(rt, demo_company)) == 1
+
+
+class WriteBackDuringTheRead:
+    """The ledger's connector, with the worker's write-back carried out after the sync has read
+    the invoices and before it saves them: the race, made deterministic."""
+
+    def __init__(self, inner, write_back) -> None:
+        self.inner, self.write_back, self.source = inner, write_back, inner.source
+
+    def pull(self, entity, cursor):
+        for page in self.inner.pull(entity, cursor):
+            if entity == "invoices" and self.write_back is not None:
+                self.write_back()
+                self.write_back = None
+            yield page
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_sync_that_read_the_ledger_before_the_write_back_landed_never_reopens_the_invoice(
+    rt, demo_company, usd_invoice
+):
+    from arbridge.handlers import outbox_handlers, webhook_handlers
+    from arbridge.sync.outbox import deliver
+    from arbridge.sync.runner import sync_connection
+    from arbridge.webhooks.dispatch import process_pending
+
+    token = token_for(rt, usd_invoice)
+    pay(rt, token)
+    process_pending(rt.sessions, rt.clock, webhook_handlers(rt))  # recorded; the write-back waits
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    rt.clock.advance(timedelta(minutes=1))
+    racing = WriteBackDuringTheRead(
+        rt.connector_for(conn), lambda: deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    )
+    sync_connection(rt.sessions, conn.id, racing, rt.clock, full=True)
+    with rt.sessions() as s:
+        written = s.scalar(select(OutboxMessage).where(OutboxMessage.kind == "ledger_payment"))
+        assert written.status == "sent"  # the write-back landed between the read and the save
+    inv = invoice(rt, usd_invoice.id)
+    assert inv.status == "paid" and inv.balance_minor == 0
+    # So the link asks for nothing more: no second payment in that window.
+    with pytest.raises(Rejected, match="paid"):
+        payments.start_checkout(rt, token)
+    rt.clock.advance(timedelta(minutes=1))
+    sync_now(rt, conn)
+    inv = invoice(rt, usd_invoice.id)
+    assert inv.status == "paid" and inv.balance_minor == 0
+    assert len(ledger_payments(rt, demo_company)) == 1
+    assert collected(rt)[0].unapplied_minor == 0
+
+
+def test_a_racing_write_back_keeps_what_the_bookkeeper_changed_in_the_same_reading(
+    rt, demo_company, usd_invoice
+):
+    """The reading may already hold the write-back and another change (a line added): after the
+    sync, the invoice shows the ledger's own balance, not ours from before the read."""
+    from arbridge.handlers import outbox_handlers, webhook_handlers
+    from arbridge.sync.outbox import deliver
+    from arbridge.sync.runner import sync_connection
+    from arbridge.webhooks.dispatch import process_pending
+
+    token = token_for(rt, usd_invoice)
+    pay(rt, token)
+    process_pending(rt.sessions, rt.clock, webhook_handlers(rt))
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    ledger = rt.demo_ledger(conn.tenant_id)
+
+    def write_back_and_a_late_fee() -> None:
+        deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+        with ledger.change() as state:
+            inv = ledger.find(state, "Invoice", usd_invoice.source_id)
+            inv.update(
+                total=str(Decimal(inv["total"]) + 25),
+                balance=str(Decimal(inv["balance"]) + 25),
+                status="AUTHORISED",
+            )
+            ledger.touch(state, inv)
+
+    rt.clock.advance(timedelta(minutes=1))
+    racing = WriteBackDuringTheRead(rt.connector_for(conn), write_back_and_a_late_fee)
+    sync_connection(rt.sessions, conn.id, racing, rt.clock, full=True)
+    inv = invoice(rt, usd_invoice.id)
+    assert (inv.status, inv.balance_minor) == ("open", 2500)  # the ledger's word
+    assert len(ledger_payments(rt, demo_company)) == 1
+
+
+def test_a_second_link_s_open_checkout_closes_when_the_first_is_paid(rt, demo_company, usd_invoice):
+    first, second = token_for(rt, usd_invoice), token_for(rt, usd_invoice)
+    url_a, url_b = payments.start_checkout(rt, first), payments.start_checkout(rt, second)
+    payments.simulated_stripe(rt).complete(session_id(url_a), "card", "succeed")
+    drain(rt)
+    drain(rt)
+    with pytest.raises(Rejected, match="no longer open"):
+        payments.simulated_stripe(rt).complete(session_id(url_b), "card", "succeed")
+    with pytest.raises(Rejected, match="paid"):
+        payments.start_checkout(rt, second)
+    assert len(collected(rt)) == 1 and len(ledger_payments(rt, demo_company)) == 1
+
+
+def test_a_dispute_won_after_the_invoice_was_paid_otherwise_is_an_overpayment(
+    rt, demo_company, usd_invoice, clock
+):
+    """Disputed, the customer then paid by cheque, then the bank sided with the business: the
+    card money no longer fits the invoice, so it shows as an overpayment to refund, and the
+    ledger gets no second payment for the invoice."""
+    from arbridge.connectors.base import PaymentLine, PaymentWriteBack
+
+    token = token_for(rt, usd_invoice)
+    pay(rt, token)
+    drain(rt)
+    row = collected(rt)[0]
+    dispute = {
+        "id": "dp_1Pgc71B7WZ01zgkWMevJiAUy",
+        "object": "dispute",
+        "amount": row.amount_minor,
+        "charge": "ch_1PgafuB7WZ01zgkWXYmPNZs9",
+        "currency": "usd",
+        "payment_intent": row.payment_intent_id,
+        "reason": "fraudulent",
+        "status": "needs_response",
+    }
+    deliver(rt, _event("charge.dispute.created", dispute, 21))
+    drain(rt)
+    assert invoice(rt, usd_invoice.id).status == "open"
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    rt.connector_for(conn).post_payment(
+        PaymentWriteBack(
+            "cheque-2",
+            ledger_invoice(rt, demo_company, usd_invoice.source_id)["contactId"],
+            "USD",
+            usd_invoice.balance.amount,
+            rt.clock.now().date(),
+            "CHK 1002",
+            [PaymentLine(usd_invoice.source_id, usd_invoice.balance.amount)],
+        )
+    )
+    clock.advance(timedelta(minutes=1))
+    sync_now(rt, conn)
+    assert invoice(rt, usd_invoice.id).status == "paid"
+    deliver(rt, _event("charge.dispute.closed", {**dispute, "status": "won"}, 22))
+    drain(rt)
+    drain(rt)
+    row = collected(rt)[0]
+    assert row.status == "succeeded" and row.unapplied_minor == row.amount_minor
+    assert invoice(rt, usd_invoice.id).status == "paid"
+    assert [p["status"] for p in ledger_payments(rt, demo_company)] == ["VOIDED"]
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, demo_company.id)
+        assert payments.refund_overpayment(rt, s, company, row.id).minor == row.amount_minor
+
+
+def test_a_discounted_payment_refused_by_the_ledger_drops_its_discount_credit_too(
+    rt, demo_company, clock
+):
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, demo_company.id)
+        company.settings = {"payments": {"discount_percent": "2", "discount_days": 10}}
+        inv = next(
+            i
+            for i in open_invoices(s, company.id)
+            if i.currency == "USD"
+            and i.balance_minor == i.total_minor
+            and (clock.now().date() - i.issued_on).days <= 5
+        )
+        s.expunge(inv)
+    token = token_for(rt, inv)
+    url = payments.start_checkout(rt, token)
+    _cheque(rt, demo_company, inv.source_id, inv.balance.amount, "cheque-4")
+    payments.simulated_stripe(rt).complete(session_id(url), "card", "succeed")
+    drain(rt)
+    drain(rt)
+    row = collected(rt)[0]
+    assert row.unapplied_minor == row.amount_minor and applied(rt, row) == 0
+    with rt.sessions() as s:
+        rows = {m.kind: m for m in s.scalars(select(OutboxMessage))}
+        assert rows["ledger_discount"].status == "sent", rows["ledger_discount"].last_error
+        assert "outbox.failed" not in [a.kind for a in s.scalars(select(Activity))]
+    state = ledger_invoice(rt, demo_company, inv.source_id)
+    assert state["status"] == "PAID" and Decimal(state["balance"]) == 0
+    assert ledger_payments(rt, demo_company) == []

@@ -3,11 +3,14 @@ ours complain about (../shared/API_FACTS.md), each as a test."""
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
+from arbridge import payments
 from arbridge.remind import record_hold, run_reminders, unsubscribe
 from arbridge.runtime import Runtime
 from arbridge.sync.db import transaction
@@ -15,12 +18,21 @@ from arbridge.sync.model import (
     Activity,
     Connection,
     Contact,
+    Customer,
+    Invoice,
     InvoiceHold,
     MailMessage,
     OutboxMessage,
+    PayToken,
     ReminderSend,
 )
-from arbridge.sync.outbox import LEASE, Handler, deliver
+from arbridge.sync.outbox import LEASE, Handler, deliver, enqueue
+from arbridge.sync.store import (
+    find_pay_token,
+    hash_token,
+    issue_pay_token,
+    issue_statement_token,
+)
 from arbridge.worker import drain, tick
 from tests.contract.email.server import smtp_server
 from tests.integration.remind_support import START, Cust, Inv, World, build_world, chicago
@@ -426,3 +438,115 @@ def test_unsubscribing_stops_reminders_not_receipts(rt, clock):
         [m] = s.scalars(select(MailMessage)).all()
     assert (m.kind, m.to_addr) == ("receipt", HARBOR.email)
     assert "List-Unsubscribe" not in m.headers
+
+
+def test_a_late_final_smtp_reply_is_maybe_sent_told_to_the_owner_and_never_resent(
+    settings, clock, smtp
+):
+    quick = smtp.url.replace("timeout=5", "timeout=0.5") + "&data_timeout=0.5"
+    rt = Runtime.open(settings.with_(smtp_url=quick), clock)
+    try:
+        world_of(rt, Inv("A", "HAR", -3, "100.00"))
+        smtp.inbox.slow_final_reply = 2.0
+        tick(rt, "w")  # the reminder arrives; its "250" comes too late (the owner's notice too)
+        smtp.inbox.slow_final_reply = 0.0
+        for _ in range(3):  # later worker passes: nothing is retried
+            clock.advance(LEASE + timedelta(hours=1))
+            drain(rt)
+        reminders = [m for m in smtp.inbox.messages if "alice" in str(m.message["To"])]
+        assert len(reminders) == 1
+        with rt.sessions() as s:
+            row = s.scalars(select(OutboxMessage).where(OutboxMessage.key.like("reminder:%"))).one()
+            assert row.status == "maybe_sent" and row.attempts == 1
+            assert "may have been delivered" in row.last_error
+            # Recorded as sent (the next step is not a repeat of this one) and in the mailbox.
+            assert s.scalars(select(ReminderSend)).one().status == "sent"
+            assert s.scalars(select(MailMessage).where(MailMessage.kind == "reminder")).one()
+        assert "outbox.maybe_sent" in kinds(rt)
+        # The owner is told, by email too.
+        owner_mail = [m for m in smtp.inbox.messages if "owner@" in str(m.message["To"])]
+        assert [m.message["Subject"] for m in owner_mail] == [
+            "Check: a reminder to alice@harbor.example may not have gone out"
+        ]
+    finally:
+        rt.close()
+
+
+def _links(text: str, base: str) -> list[str]:
+    return re.findall(re.escape(base) + r"/pay/([A-Za-z0-9_-]+)", text)
+
+
+def _link_row(rt, token: str) -> PayToken:
+    with rt.sessions() as s:
+        row = find_pay_token(s, token)
+        s.expunge(row)
+        return row
+
+
+def test_queued_reminders_keep_no_pay_or_statement_token_and_the_links_work_when_sent(rt, clock):
+    world_of(rt, Inv("A", "HAR", -3, "100.00"), statement_day=24)
+    tick_jobs_only(rt)  # queued (before 8:00 nothing goes out: the clock is at 9:00, so drain)
+    with rt.sessions() as s:
+        rows = s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "email")).all()
+        payloads = [json.dumps(r.payload) for r in rows]
+        hashes = set(s.scalars(select(PayToken.token_hash)))
+    assert rows
+    for text in payloads:
+        assert "_token" not in text  # neither pay_token nor statement_token
+    drain(rt)
+    with rt.sessions() as s:
+        mails = s.scalars(select(MailMessage).where(MailMessage.kind != "owner")).all()
+    tokens = [t for m in mails for t in _links(m.text_body, rt.settings.base_url)]
+    assert tokens
+    for token in tokens:
+        assert hash_token(token) not in hashes  # minted at send time, not before
+        row = _link_row(rt, token)
+        with rt.sessions() as s:
+            assert payments.quote(rt, s, row).state == "payable"
+
+
+def test_a_statement_link_lasts_from_the_email_that_carries_it(rt, clock):
+    world = world_of(rt, Inv("A", "HAR", 20, "100.00"), statement_day=1)
+    world.set_reminders(statement_link_days=30)
+    clock.at = chicago(date(2026, 12, 1), 6)
+    tick_jobs_only(rt)  # queued at 6:00, goes out at 8:00 (the sending window)
+    clock.at = chicago(date(2026, 12, 1), 9)
+    drain(rt)
+    with rt.sessions() as s:
+        statement = s.scalars(select(MailMessage).where(MailMessage.kind == "statement")).one()
+    [token] = set(_links(statement.text_body, rt.settings.base_url)) - set()
+    row = _link_row(rt, token)
+    assert row.invoice_id is None
+    assert row.expires_at == chicago(date(2026, 12, 1), 9) + timedelta(days=30)
+
+
+def test_an_email_queued_before_the_upgrade_still_sends_with_its_stored_token(rt, clock):
+    world = world_of(rt, Inv("A", "HAR", -3, "100.00"))
+    inv = world.invoice("A")
+    with transaction(rt.sessions) as s:
+        pay = issue_pay_token(s, rt.clock, s.get(Invoice, inv.id))
+        cust = s.get(Customer, inv.customer_id)
+        statement = issue_statement_token(s, rt.clock, cust)
+        contact = s.scalars(select(Contact).where(Contact.customer_id == cust.id)).first()
+        enqueue(
+            s,
+            rt.clock,
+            company_id=world.company.id,
+            kind="email",
+            key="reminder:old-format",
+            payload={  # the shape queued by earlier versions
+                "statement_token": statement,
+                "mail": "reminder",
+                "customer_id": cust.id,
+                "contact_id": contact.id,
+                "template": "overdue",
+                "step_key": "after-3",
+                "invoices": [{"id": inv.id, "step_key": "after-3", "pay_token": pay}],
+            },
+        )
+    drain(rt)
+    with rt.sessions() as s:
+        mail = s.scalars(
+            select(MailMessage).where(MailMessage.outbox_key == "reminder:old-format")
+        ).one()
+    assert f"/pay/{pay}" in mail.text_body

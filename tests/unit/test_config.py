@@ -98,3 +98,19 @@ def test_keyring_rotation_and_wrong_keys():
         Keyring([new]).decrypt(token)
     with pytest.raises(ConfigError, match="malformed"):
         Keyring(["not-a-key"])
+
+
+def test_keys_from_a_dotenv_file_are_re_read_by_a_running_keyring(tmp_path, monkeypatch):
+    """After `rotate-keys` with the new key put first in .env, a running server reads and writes
+    with it without a restart (it re-reads the file that named the keys)."""
+    from arbridge.config import key_source
+
+    old, new = new_key(), new_key()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ARBRIDGE_ENCRYPTION_KEYS", raising=False)
+    (tmp_path / ".env").write_text(f"ARBRIDGE_ENCRYPTION_KEYS={old}\n")
+    s = Settings.from_env(env(tmp_path))
+    keyring = Keyring(s.encryption_keys, source=key_source(s))
+    (tmp_path / ".env").write_text(f"ARBRIDGE_ENCRYPTION_KEYS={new},{old}\n")
+    assert keyring.decrypt(Keyring([new]).encrypt("x")) == "x"
+    assert Keyring([new]).decrypt(keyring.encrypt("y")) == "y"

@@ -8,7 +8,13 @@ from sqlalchemy import select
 
 from arbridge.sync.model import SignInToken
 from arbridge.sync.store import hash_token
-from tests.web.conftest import assert_friendly_error, csrf_token, new_sign_in_token, parse
+from tests.web.conftest import (
+    assert_friendly_error,
+    csrf_token,
+    new_sign_in_token,
+    parse,
+    sign_in,
+)
 
 
 def _row(rt, token: str) -> SignInToken:
@@ -105,3 +111,61 @@ def test_unauthenticated_owner_pages_redirect_to_signed_out(client, demo_company
     page = client.get("/signed-out")
     assert page.status_code == 200
     assert "Acme Supply Co." not in page.get_data(as_text=True)
+
+
+def _copy_session(source, target) -> None:
+    cookie = source.get_cookie("arbridge_session")
+    assert cookie is not None
+    target.set_cookie("arbridge_session", cookie.value)
+
+
+def test_a_copied_session_cookie_stops_working_after_sign_out(client, rt, demo_company, app):
+    sign_in(client, rt, demo_company)
+    thief = app.test_client()
+    _copy_session(client, thief)
+    assert thief.get("/c/demo/").status_code == 200  # the copy works while the owner is in
+    token = csrf_token(client.get("/c/demo/settings").data)
+    assert client.post("/sign-out", data={"csrf_token": token}).status_code == 302
+    assert thief.get("/c/demo/").headers["Location"] == "/signed-out"
+    # The owner signs in again: a new session works, the old copy stays dead.
+    sign_in(client, rt, demo_company)
+    assert client.get("/c/demo/").status_code == 200
+    assert thief.get("/c/demo/").headers["Location"] == "/signed-out"
+
+
+def test_sign_out_everywhere_ends_every_session_of_the_user(client, rt, demo_company, app):
+    sign_in(client, rt, demo_company)
+    laptop = app.test_client()
+    sign_in(laptop, rt, demo_company)
+    page = client.get("/c/demo/settings")
+    form = parse(page.data).by_id("sign-out-everywhere")
+    assert form is not None
+    response = client.post(form.attrs["action"], data={"csrf_token": csrf_token(page.data)})
+    assert response.headers["Location"] == "/signed-out"
+    assert client.get("/c/demo/").headers["Location"] == "/signed-out"
+    assert laptop.get("/c/demo/").headers["Location"] == "/signed-out"
+
+
+def test_a_link_posted_by_eight_browsers_at_once_signs_in_exactly_one(rt, app, demo_company):
+    import threading
+
+    token = new_sign_in_token(rt, demo_company)
+    clients = [app.test_client() for _ in range(8)]
+    tokens = [csrf_token(c.get(f"/sign-in/{token}").data) for c in clients]
+    barrier = threading.Barrier(len(clients))
+    statuses: list[int] = []
+
+    def press(client, csrf: str) -> None:
+        barrier.wait()
+        statuses.append(client.post(f"/sign-in/{token}", data={"csrf_token": csrf}).status_code)
+
+    threads = [
+        threading.Thread(target=press, args=pair) for pair in zip(clients, tokens, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [302] + [404] * 7
+    signed_in = [c for c in clients if c.get("/c/demo/").status_code == 200]
+    assert len(signed_in) == 1

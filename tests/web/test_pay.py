@@ -140,12 +140,17 @@ def test_odd_tokens_are_refused(customer, demo_company, token):
     assert_friendly_error(response.get_data(as_text=True), "Acme Supply Co.")
 
 
-def test_a_revoked_link_is_a_plain_404(customer, rt, overdue_invoice, pay_path):
+def test_a_revoked_link_says_it_was_withdrawn_with_a_410(customer, rt, overdue_invoice, pay_path):
+    # Issue 8, finding 9: a genuine link the business withdrew says so (410), not "not found".
     assert customer.get(pay_path).status_code == 200
     with transaction(rt.sessions) as s:
         row = s.scalar(select(PayToken).where(PayToken.token_hash == hash_token(_token(pay_path))))
         row.revoked_at = rt.clock.now()
-    _refused(customer.get(pay_path), overdue_invoice.number)
+    response = customer.get(pay_path)
+    assert response.status_code == 410
+    body = response.get_data(as_text=True)
+    assert "withdrawn" in body
+    assert_friendly_error(body, overdue_invoice.number, 'id="amount-due"')
 
 
 @pytest.mark.parametrize(
@@ -225,3 +230,32 @@ def test_an_invoice_voided_in_the_ledger_shows_as_cancelled(
     doc = parse(customer.get(pay_path).data)
     assert doc.by_id("amount-due") is None
     assert doc.by_id("state").text == "This invoice was cancelled. Nothing is due."
+
+
+def test_a_statement_link_whose_invoices_were_all_paid_says_so_and_opens_nothing(
+    customer, rt, overdue_invoice
+):
+    from arbridge.sync.model import CheckoutSessionRow, Customer
+    from arbridge.sync.store import issue_statement_token
+
+    with transaction(rt.sessions) as s:
+        token = issue_statement_token(s, rt.clock, s.get(Customer, overdue_invoice.customer_id))
+    page = customer.get(f"/pay/{token}")
+    assert page.status_code == 200 and parse(page.data).by_id("pay") is not None
+    csrf = csrf_token(page.data)
+    # Paid through another link, or by cheque, and synced: nothing is open any more.
+    with transaction(rt.sessions) as s:
+        for inv in s.scalars(
+            select(Invoice).where(
+                Invoice.customer_id == overdue_invoice.customer_id, Invoice.status == "open"
+            )
+        ):
+            inv.status, inv.balance_minor = "paid", 0
+    page = customer.get(f"/pay/{token}")
+    assert page.status_code == 200
+    doc = parse(page.data)
+    assert doc.by_id("pay") is None and "Paid in full" in doc.by_id("state").text
+    refused = customer.post(f"/pay/{token}/checkout", data={"csrf_token": csrf})
+    assert refused.status_code == 409 and b"nothing to pay" in refused.data
+    with rt.sessions() as s:
+        assert s.scalars(select(CheckoutSessionRow)).first() is None

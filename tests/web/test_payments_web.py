@@ -128,3 +128,128 @@ def test_a_fresh_signature_from_now_is_accepted_by_the_route(client, rt, demo_co
     # The route checks against the injected clock; a delivery signed at that instant verifies.
     body, header = signed(rt, at=rt.clock.now().timestamp())
     assert post_webhook(client, body, header).status_code == 200
+
+
+def test_simulated_checkout_works_with_an_install_webhook_secret_and_no_stripe_key(
+    client, rt, demo_company
+):
+    """ARBRIDGE_STRIPE_WEBHOOK_SECRET set (for a Stripe key to come), no key yet: the demo's
+    simulated checkout signed its events with its own secret and the route verified them with
+    the install's, so the customer got a 500."""
+    rt.settings = rt.settings.with_(stripe_webhook_secret="whsec_install_for_later")
+    with transaction(rt.sessions) as s:
+        inv = next(i for i in open_invoices(s, demo_company.id) if i.currency == "USD")
+        token, invoice_id = issue_pay_token(s, rt.clock, inv), inv.id
+    page = client.get(f"/pay/{token}")
+    to_checkout = client.post(f"/pay/{token}/checkout", data={"csrf_token": csrf_token(page.data)})
+    checkout_url = to_checkout.headers["Location"].replace(rt.settings.base_url, "")
+    checkout = client.get(checkout_url)
+    back = client.post(
+        checkout_url,
+        data={"csrf_token": csrf_token(checkout.data), "method": "card", "outcome": "succeed"},
+    )
+    assert back.status_code == 303, back.get_data(as_text=True)
+    drain(rt)
+    with rt.sessions() as s:
+        assert s.get(Invoice, invoice_id).status == "paid"
+    # The install's secret still verifies real deliveries at the route.
+    body, header = signed(rt, secret="whsec_install_for_later")
+    assert post_webhook(client, body, header).status_code == 200
+
+
+def test_a_signed_event_with_an_absurd_created_is_a_400_and_stores_nothing(
+    client, rt, demo_company, caplog
+):
+    for created in (253402300800, 10**30, -1, "2026-11-24", 1.5e9, True, None):
+        event = {**EVENT, "id": f"evt_created_{created!r}", "created": created}
+        body, header = signed(rt, event)
+        response = post_webhook(client, body, header)
+        assert response.status_code == 400, (created, response.status_code)
+        assert "created" in response.json["error"]
+    assert events(rt) == 0
+    assert "created" in caplog.text
+    # A year-9999 event is absurd too: nothing from the far future is stored.
+    body, header = signed(rt, {**EVENT, "id": "evt_9999", "created": 253402214400})
+    assert post_webhook(client, body, header).status_code == 400
+    assert events(rt) == 0
+
+
+def _to_checkout(client, rt, demo_company):
+    """The customer presses Pay; returns (token, the simulated checkout's path)."""
+    with transaction(rt.sessions) as s:
+        inv = next(
+            i
+            for i in open_invoices(s, demo_company.id)
+            if i.currency == "USD" and not i.payment_pending
+        )
+        token = issue_pay_token(s, rt.clock, inv)
+    page = client.get(f"/pay/{token}")
+    to_checkout = client.post(f"/pay/{token}/checkout", data={"csrf_token": csrf_token(page.data)})
+    return token, to_checkout.headers["Location"].replace(rt.settings.base_url, "")
+
+
+def _finish(client, rt, checkout_path, method):
+    checkout = client.get(checkout_path)
+    back = client.post(
+        checkout_path,
+        data={"csrf_token": csrf_token(checkout.data), "method": method, "outcome": "succeed"},
+    )
+    return back.headers["Location"].replace(rt.settings.base_url, "")
+
+
+def _flash(page) -> str:
+    return " ".join(p.text for p in parse(page.data).find_all("p", cls="flash"))
+
+
+def test_the_return_page_thanks_for_a_card_payment_that_was_paid(client, rt, demo_company):
+    _token, checkout = _to_checkout(client, rt, demo_company)
+    landed = client.get(_finish(client, rt, checkout, "card"), follow_redirects=True)
+    assert "Your payment was received" in _flash(landed)
+
+
+def test_the_return_page_says_a_bank_payment_has_only_started(client, rt, demo_company):
+    _token, checkout = _to_checkout(client, rt, demo_company)
+    landed = client.get(_finish(client, rt, checkout, "us_bank_account"), follow_redirects=True)
+    said = _flash(landed)
+    assert "bank payment has started" in said and "few business days" in said
+    assert "was received" not in said
+    assert parse(landed.data).by_id("state").text.startswith("Payment pending")
+
+
+def test_the_return_page_for_an_unpaid_session_says_nothing_was_charged(client, rt, demo_company):
+    token, checkout = _to_checkout(client, rt, demo_company)
+    session_id = checkout.rsplit("/", 1)[-1]
+    # The return address reached without paying (typed in, or a back button).
+    landed = client.get(f"/pay/{token}/return?session_id={session_id}", follow_redirects=True)
+    said = _flash(landed)
+    assert "not completed" in said and "nothing was charged" in said
+    assert "Thank you" not in said
+    assert parse(landed.data).by_id("pay") is not None  # the way back to pay
+
+
+def test_the_return_page_for_an_expired_session_says_so_and_offers_to_pay(
+    client, rt, demo_company, clock
+):
+    from datetime import timedelta
+
+    token, checkout = _to_checkout(client, rt, demo_company)
+    session_id = checkout.rsplit("/", 1)[-1]
+    clock.advance(timedelta(hours=2))
+    landed = client.get(f"/pay/{token}/return?session_id={session_id}", follow_redirects=True)
+    said = _flash(landed)
+    assert "expired" in said and "nothing was charged" in said and "Thank you" not in said
+    assert parse(landed.data).by_id("pay") is not None
+
+
+def test_cancelling_the_checkout_comes_back_to_say_nothing_was_charged(client, rt, demo_company):
+    token, checkout = _to_checkout(client, rt, demo_company)
+    [cancel] = [
+        a for a in parse(client.get(checkout).data).find_all("a") if a.text == "Cancel and go back"
+    ]
+    landed = client.get(
+        cancel.attrs["href"].replace(rt.settings.base_url, ""), follow_redirects=True
+    )
+    said = _flash(landed)
+    assert "cancelled" in said and "nothing was charged" in said and "Thank you" not in said
+    assert parse(landed.data).by_id("pay") is not None
+    assert landed.request.path == f"/pay/{token}"

@@ -61,12 +61,13 @@ def test_settings_page_has_every_section(owner_client):
     assert titles == {
         "business": "Business",
         "connections": "Connections",
+        "people": "People",
         "reminders": "Reminders",
         "payments": "Payments",
         "plans": "Installment plans",
     }
     nav = [a.text for a in doc.find("nav", cls="sections").find_all("a")]
-    assert nav == ["Business", "Connections", "Reminders", "Payments", "Plans"]
+    assert nav == ["Business", "Connections", "People", "Reminders", "Payments", "Plans"]
     # Every form carries its CSRF token.
     for form in doc.find_all("form", method="post"):
         assert any(k.endswith("csrf_token") for k in form_fields(form)), form.attrs["action"]

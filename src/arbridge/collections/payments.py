@@ -97,6 +97,11 @@ def transition(current: str | None, proposed: str) -> str | None:
     """The new status, or None when the event brings nothing new (a duplicate or a late one)."""
     if current == proposed:
         return None
+    if current == "failed" and proposed == "succeeded":
+        # A failure is never final while the PaymentIntent lives: Checkout lets the customer try
+        # another card after a decline, and the same PaymentIntent then succeeds. Success is the
+        # only way out of a failure (a late "processing" or "pending" must not reopen it).
+        return proposed
     if proposed in ("refunded", "disputed") and current != "succeeded":
         return None  # only money that arrived can be refunded or disputed
     if RANK[proposed] <= RANK[current]:

@@ -23,11 +23,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from arbridge.inputs import MAX_WHOLE_DIGITS, InputError, parse_int
+from arbridge.money import exponent
 
 CHANNELS = ("email", "call", "sms")
 ESCALATIONS = ("none", "notify_owner", "agency")
@@ -167,6 +168,7 @@ class ReminderPolicy:
     )
     signature: str = ""
     statement_day: int | None = None  # day of the month for statements; None: no statements
+    statement_link_days: int = 60  # a statement link works this long after it goes out
 
     def sequence(self, name: str | None) -> ReminderSequence:
         return self.sequences.get(name or "default") or self.sequences["default"]
@@ -199,7 +201,20 @@ def reminder_policy(stored: Mapping[str, Any] | None) -> ReminderPolicy:
         sequences=sequences,
         signature=str(r.get("signature") or ""),
         statement_day=_statement_day(r.get("statement_day")),
+        statement_link_days=_link_days(r.get("statement_link_days")),
     )
+
+
+def _link_days(raw: Any) -> int:
+    if raw in (None, ""):
+        return 60
+    try:
+        days = int(raw)
+    except (TypeError, ValueError) as e:
+        raise SequenceError("statement links must last a number of days (1–366)") from e
+    if not 1 <= days <= 366:
+        raise SequenceError("statement links must last a number of days (1–366)")
+    return days
 
 
 def _statement_day(raw: Any) -> int | None:
@@ -363,13 +378,9 @@ def decide_invoice(
 
 
 def _minor(amount: Decimal, inv: InvoiceFacts) -> int:
-    # Minimum balances are in the invoice currency; two decimals suit every currency we chase
-    # except the zero-decimal ones, where the comparison is on whole units.
-    exponent = 0 if inv.currency in ZERO_DECIMAL else 2
-    return int(amount.scaleb(exponent).to_integral_value())
-
-
-ZERO_DECIMAL = frozenset({"JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF", "PYG"})
+    # Minimum balances are in the invoice currency, in major units: scaled by that currency's
+    # own exponent (JPY 0, USD 2, KWD 3), rounded up so a balance just under never qualifies.
+    return int(amount.scaleb(exponent(inv.currency)).to_integral_value(rounding=ROUND_CEILING))
 
 
 def pick_contact(cust: CustomerFacts) -> ContactFacts | None:

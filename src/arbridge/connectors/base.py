@@ -73,6 +73,10 @@ class LedgerConnector(Protocol):
         """Every record changed after `cursor` (all of them when None), oldest change first."""
         ...
 
+    def read_invoices(self, source_ids: Sequence[str]) -> list[SourceRecord]:
+        """These invoices as the ledger has them now (ones it no longer has may be left out)."""
+        ...
+
     def post_payment(self, payment: PaymentWriteBack) -> str:
         """Record the payment in the ledger and return its id there; safe to call twice."""
         ...

@@ -45,7 +45,7 @@ PROVIDERS = ("quickbooks", "xero", "stripe", "demo")
 CONNECTION_STATUSES = ("active", "needs_reconnect", "disconnected")
 INVOICE_STATUSES = ("open", "paid", "voided", "deleted")
 DOCUMENT_STATUSES = ("open", "closed", "voided", "deleted")
-OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "dead")
+OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "dead", "maybe_sent")
 EVENT_STATUSES = ("pending", "processed", "failed", "ignored")
 
 
@@ -148,11 +148,34 @@ class User(Base):
     identity_subject: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime]
     last_sign_in_at: Mapped[datetime | None]
+    # Stamped into the session cookie at sign-in; signing out (here or everywhere) bumps it, so
+    # a copied cookie stops working at once instead of living out its 12 hours.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         UniqueConstraint("company_id", "email"),
         UniqueConstraint("identity_provider", "identity_subject"),
     )
+
+
+class Invitation(Base):
+    """The owner's invitation to one more user: an emailed link that expires and works once.
+    An existing company gains users only this way, never by someone signing in with the ledger."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(254))
+    invited_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    accepted_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
 
 class SignInToken(Base):
@@ -187,6 +210,12 @@ class Connection(Base):
     last_sync_at: Mapped[datetime | None]
     last_sync_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
+    # Stripe with a business's own key: the signing secret (whsec_...) of its webhook endpoint,
+    # Fernet-encrypted like the credentials; the endpoint's id when arbridge created it (so
+    # disconnecting deletes it); when its last verified event arrived.
+    webhook_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    webhook_endpoint_id: Mapped[str | None] = mapped_column(String(255))
+    webhook_last_event_at: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("company_id", "provider"),
@@ -424,6 +453,13 @@ class WebhookDelivery(Base):
     headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     body: Mapped[str] = mapped_column(Text)
     events: Mapped[int] = mapped_column(Integer, default=0)
+    # A replayed delivery (same bytes) is kept once: its hash is unique per provider, and each
+    # repeat is counted. Deliveries stored before migration 0009 have no hash.
+    body_sha256: Mapped[str | None] = mapped_column(String(64))
+    repeats: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_received_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("provider", "body_sha256"),)
 
 
 class WebhookEvent(Base):
@@ -472,6 +508,8 @@ class PayToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    # Statement links expire (the company's setting, 60 days by default); invoice links do not.
+    expires_at: Mapped[datetime | None]
 
 
 class CompanyJob(Base):
@@ -705,6 +743,17 @@ class CollectedPayment(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     succeeded_at: Mapped[datetime | None]
+    # The outbox key of the latest ledger write for this payment (its write-back, or the latest
+    # restatement after a refund, dispute or reinstatement): the next restatement voids the one
+    # ledger payment that write left live, so there is never more than one.
+    ledger_key: Mapped[str | None] = mapped_column(String(128))
+    # Stripe's dispute on the charge (one per charge) and its last status seen, so a late or
+    # repeated dispute event never reverses or re-applies twice.
+    dispute_id: Mapped[str | None] = mapped_column(String(255))
+    dispute_status: Mapped[str | None] = mapped_column(String(40))
+    # The outbox key of the latest overpayment refund the owner asked for (its row tells the
+    # owner whether it is pending, sent or failed, and why).
+    refund_key: Mapped[str | None] = mapped_column(String(128))
 
     allocations: Mapped[list[CollectedAllocation]] = relationship(
         back_populates="payment", cascade="all, delete-orphan"

@@ -6,7 +6,9 @@ claims due rows with FOR UPDATE SKIP LOCKED, marks them `sending` and commits be
 handler, then records the outcome. A row found still `sending` after its lease means a crash
 between the call and the record: it is retried only for kinds whose provider takes our key as an
 idempotency key (Stripe, QuickBooks requestid, Xero Idempotency-Key); for the rest (SMTP) it is
-marked failed for a person to look at, because sending twice is worse than asking.
+marked failed for a person to look at, because sending twice is worse than asking. A handler
+that raises `Unconfirmed` (the request went out, its answer did not come back) leaves the row
+`maybe_sent`: never retried, shown to the owner with the reason.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
-from arbridge.errors import RateLimited, Transient
+from arbridge.errors import RateLimited, Transient, Unconfirmed
 from arbridge.sync.activity import log_activity
 from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.model import OutboxMessage
@@ -104,6 +106,7 @@ WHAT = {
     "ledger_discount": "A discount's write-back to your ledger",
     "ledger_reversal": "Reversing a payment in your ledger",
     "stripe_refund": "A refund through Stripe",
+    "stripe_expire_session": "Closing another open checkout for a paid invoice",
 }
 
 
@@ -115,7 +118,17 @@ def _finish(
         assert row is not None
         for name, value in changes.items():
             setattr(row, name, value)
-        if clock is not None and row.status in ("failed", "dead"):
+        if clock is not None and row.status == "maybe_sent":
+            log_activity(
+                session,
+                clock,
+                row.company_id,
+                "outbox.maybe_sent",
+                f"{WHAT.get(row.kind, row.kind)} may have gone through but was not confirmed; "
+                f"it will not be repeated: {row.last_error}",
+                outbox_key=row.key,
+            )
+        elif clock is not None and row.status in ("failed", "dead"):
             # Given up on: the owner sees it on the activity log, with the reason.
             log_activity(
                 session,
@@ -151,6 +164,16 @@ def deliver(
             continue
         try:
             ref = handler.send(row)
+        except Unconfirmed as e:
+            log.error("outbox %s %s was not confirmed; not retrying: %s", row.kind, row.key, e)
+            _finish(
+                factory,
+                row.id,
+                clock,
+                status="maybe_sent",
+                sent_at=clock.now(),
+                last_error=str(e)[:2000],
+            )
         except (Transient, RateLimited) as e:
             wait = (
                 timedelta(seconds=e.retry_after)

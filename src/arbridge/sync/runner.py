@@ -60,7 +60,7 @@ class SyncResult:
     pages: int = 0
 
 
-def _mapper_for(source: str) -> Callable[[str, str, bool, Any], Mapped]:
+def mapper_for(source: str) -> Callable[[str, str, bool, Any], Mapped]:
     if source == "demo":
         return demo_mapper.map_record
     if source == "quickbooks":
@@ -101,40 +101,106 @@ def _ids(
     return dict(found.tuples().all())
 
 
-def _keep_collected_applied(session: Session, invoice_ids: list[int]) -> None:
-    """Money arbridge collected that the ledger does not show yet (its write-back is queued or
-    failing) stays applied, so a sync in between never reopens a paid invoice for reminders."""
-    if not invoice_ids:
-        return
-    written = select(OutboxMessage.id).where(
-        OutboxMessage.key == literal("ledger_payment:") + CollectedPayment.payment_intent_id,
-        OutboxMessage.status == "sent",
+@dataclass(frozen=True)
+class WrittenBack:
+    """Which of a company's payment write-backs the ledger had confirmed when a read began: the
+    highest outbox id then, and the write-backs still on their way then."""
+
+    last_id: int
+    in_flight: frozenset[int]
+
+
+def written_back(session: Session, company_id: int) -> WrittenBack:
+    last = session.scalar(select(func.max(OutboxMessage.id))) or 0
+    waiting = session.scalars(
+        select(OutboxMessage.id).where(
+            OutboxMessage.company_id == company_id,
+            OutboxMessage.kind == "ledger_payment",
+            OutboxMessage.status.in_(("pending", "sending")),
+        )
     )
-    held = session.execute(
+    return WrittenBack(last, frozenset(waiting))
+
+
+def _collected(invoice_ids: list[int]) -> Any:
+    """Per invoice, the money arbridge collected for it, with the status of its write-back."""
+    return (
         select(
             CollectedAllocation.invoice_id,
-            func.sum(CollectedAllocation.amount_minor + CollectedAllocation.discount_minor),
+            OutboxMessage.id,
+            OutboxMessage.status,
+            CollectedAllocation.amount_minor + CollectedAllocation.discount_minor,
         )
         .join(CollectedPayment, CollectedPayment.id == CollectedAllocation.collected_payment_id)
+        .outerjoin(
+            OutboxMessage,
+            OutboxMessage.key == literal("ledger_payment:") + CollectedPayment.payment_intent_id,
+        )
         .where(
             CollectedAllocation.invoice_id.in_(invoice_ids),
             CollectedPayment.status == "succeeded",
-            ~written.exists(),
         )
-        .group_by(CollectedAllocation.invoice_id)
-    ).all()
-    for invoice_id, minor in held:
+    )
+
+
+def _newer_than_the_read(
+    session: Session, company_id: int, source: str, source_ids: list[str], before: WrittenBack
+) -> dict[int, tuple[int, str]]:
+    """Invoices in a page whose write-back the ledger confirmed after the page was read: the
+    reading may be older than it, so their balance and status as we hold them now (which count
+    the payment) are kept, and the invoice is read again once the sync is done."""
+    ids = _ids(session, Invoice, company_id, source, source_ids)
+    if not ids:
+        return {}
+    racing = {
+        invoice_id
+        for invoice_id, outbox_id, status, _minor in session.execute(_collected(list(ids.values())))
+        if status == "sent" and (outbox_id > before.last_id or outbox_id in before.in_flight)
+    }
+    if not racing:
+        return {}
+    rows = session.execute(
+        select(Invoice.id, Invoice.balance_minor, Invoice.status).where(Invoice.id.in_(racing))
+    )
+    return {i: (balance, status) for i, balance, status in rows}
+
+
+def _keep_collected_applied(
+    session: Session, invoice_ids: list[int], kept: dict[int, tuple[int, str]]
+) -> None:
+    """Money arbridge collected that the ledger does not show yet (its write-back is queued or
+    failing) stays applied, so a sync in between never reopens a paid invoice for reminders.
+    Invoices in `kept` take back the balance they had before the page (see above)."""
+    if not invoice_ids:
+        return
+    held: dict[int, int] = {}
+    for invoice_id, _outbox_id, status, minor in session.execute(_collected(invoice_ids)):
+        if status != "sent" and invoice_id not in kept:
+            held[invoice_id] = held.get(invoice_id, 0) + int(minor or 0)
+    for invoice_id, minor in held.items():
         invoice = session.get(Invoice, invoice_id, populate_existing=True)
         if invoice is None or invoice.status != "open" or not minor:
             continue
         invoice.balance_minor = max(0, invoice.balance_minor - int(minor))
         if invoice.balance_minor == 0:
             invoice.status = "paid"
+    for invoice_id, (balance, status) in kept.items():
+        invoice = session.get(Invoice, invoice_id, populate_existing=True)
+        if invoice is not None and invoice.status in ("open", "paid"):
+            invoice.balance_minor, invoice.status = balance, status
 
 
 class _PageWriter:
-    def __init__(self, session: Session, conn: Connection, clock: Clock) -> None:
+    def __init__(
+        self,
+        session: Session,
+        conn: Connection,
+        clock: Clock,
+        before: WrittenBack | None = None,
+    ) -> None:
         self.s = session
+        self.before = before
+        self.kept: set[str] = set()  # invoices whose reading was older than a write-back
         self.company_id = conn.company_id
         self.source = conn.provider
         self.now = clock.now()
@@ -213,8 +279,16 @@ class _PageWriter:
                     "lines": r.lines,
                 }
             )
+        kept = (
+            _newer_than_the_read(
+                self.s, self.company_id, self.source, [r["source_id"] for r in rows], self.before
+            )
+            if self.before is not None and rows
+            else {}
+        )
         ids = _upsert(self.s, Invoice, rows)
-        _keep_collected_applied(self.s, list(ids.values()))
+        _keep_collected_applied(self.s, list(ids.values()), kept)
+        self.kept |= {source_id for source_id, i in ids.items() if i in kept}
         return skipped
 
     def _settlements(
@@ -315,10 +389,16 @@ class _PageWriter:
 
 
 def _apply_page(
-    session: Session, conn: Connection, page: Page, clock: Clock, result: SyncResult
-) -> None:
-    writer = _PageWriter(session, conn, clock)
-    mapper = _mapper_for(conn.provider)
+    session: Session,
+    conn: Connection,
+    page: Page,
+    clock: Clock,
+    result: SyncResult,
+    before: WrittenBack | None = None,
+) -> set[str]:
+    """Save one page; returns the invoices to read again (their reading predates a write-back)."""
+    writer = _PageWriter(session, conn, clock, before)
+    mapper = mapper_for(conn.provider)
     mapped: list[Any] = []
     deleted: list[str] = []
     failures: list[tuple[str, Any, str]] = []
@@ -362,6 +442,7 @@ def _apply_page(
             )
         )
     result.errors += len(failures)
+    return writer.kept
 
 
 def _save_cursor(
@@ -402,6 +483,31 @@ def _analyze(factory: sessionmaker[Session], entity: str) -> None:
         session.commit()
 
 
+READ_AGAIN = 3
+
+
+def _read_again(
+    factory: sessionmaker[Session],
+    conn: Connection,
+    connector: LedgerConnector,
+    clock: Clock,
+    result: SyncResult,
+    source_ids: set[str],
+) -> None:
+    """Invoices whose reading was older than a write-back: read them now, when the ledger holds
+    it, so what else changed on them (in the same reading or since) is not lost until the next
+    change. A write-back landing during this read too sends them round again, a few times."""
+    for _ in range(READ_AGAIN):
+        with factory() as session:
+            before = written_back(session, conn.company_id)
+        page = Page("invoices", connector.read_invoices(sorted(source_ids)), None)
+        with transaction(factory) as session:
+            source_ids = _apply_page(session, conn, page, clock, result, before)
+        if not source_ids:
+            return
+    log.warning("invoices %s kept changing during the sync; the next sync reads them", source_ids)
+
+
 def load_cursors(session: Session, connection_id: int) -> dict[str, str | None]:
     rows = session.execute(
         select(SyncCursor.entity, SyncCursor.value).where(SyncCursor.connection_id == connection_id)
@@ -427,16 +533,22 @@ def sync_connection(
         cursors = {} if full else load_cursors(session, connection_id)
     try:
         for entity in ENTITIES:
-            done = 0
+            done, again = 0, set()
+            # What the ledger had confirmed before this read: a write-back confirmed later may
+            # be missing from what is read, and must not be undone by it.
+            with factory() as session:
+                before = written_back(session, conn.company_id)
             for page in connector.pull(entity, cursors.get(entity)):
                 with transaction(factory) as session:
-                    _apply_page(session, conn, page, clock, result)
+                    again |= _apply_page(session, conn, page, clock, result, before)
                     if page.cursor is not None:
                         _save_cursor(session, connection_id, entity, page.cursor, clock)
                 result.pages += 1
                 done += len(page.records)
                 if progress:
                     progress(entity, done, page.total)
+            if again:
+                _read_again(factory, conn, connector, clock, result, again)
             if done >= ANALYZE_AFTER:
                 _analyze(factory, entity)
     except ArbridgeError as e:

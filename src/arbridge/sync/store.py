@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock, local_date
@@ -222,15 +222,25 @@ def issue_sign_in_token(session: Session, clock: Clock, user: User, minutes: int
 
 
 def redeem_sign_in_token(session: Session, clock: Clock, token: str) -> User:
-    row = session.scalar(
-        select(SignInToken).where(SignInToken.token_hash == hash_token(token)).with_for_update()
-    )
-    if row is None or row.used_at is not None or row.expires_at <= clock.now():
+    """Use a one-time sign-in link up. The UPDATE ... WHERE used_at IS NULL decides: of
+    simultaneous redemptions exactly one changes the row, on SQLite and PostgreSQL alike (a
+    SELECT ... FOR UPDATE first locks nothing on SQLite, where six of eight used to get in)."""
+    now = clock.now()
+    used = session.execute(
+        update(SignInToken)
+        .where(
+            SignInToken.token_hash == hash_token(token),
+            SignInToken.used_at.is_(None),
+            SignInToken.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(SignInToken.user_id)
+    ).all()
+    if len(used) != 1:
         raise NotFound("this sign-in link is not valid: it may have expired or been used already")
-    row.used_at = clock.now()
-    user = session.get(User, row.user_id)
+    user = session.get(User, used[0][0])
     assert user is not None
-    user.last_sign_in_at = clock.now()
+    user.last_sign_in_at = now
     return user
 
 
@@ -256,8 +266,10 @@ def issue_pay_token(session: Session, clock: Clock, invoice: Invoice) -> str:
     return token
 
 
-def issue_statement_token(session: Session, clock: Clock, customer: Customer) -> str:
-    """One link that pays all of a customer's open invoices together."""
+def issue_statement_token(
+    session: Session, clock: Clock, customer: Customer, days: int = 60
+) -> str:
+    """One link that pays all of a customer's open invoices together; it expires after `days`."""
     token = secrets.token_urlsafe(32)
     session.add(
         PayToken(
@@ -266,6 +278,7 @@ def issue_statement_token(session: Session, clock: Clock, customer: Customer) ->
             customer_id=customer.id,
             token_hash=hash_token(token),
             created_at=clock.now(),
+            expires_at=clock.now() + timedelta(days=days),
         )
     )
     return token
@@ -284,8 +297,12 @@ def find_pay_token(session: Session, token: str) -> PayToken:
     if not token or len(token) > 200:
         raise NotFound("no such payment link")
     row = session.scalar(select(PayToken).where(PayToken.token_hash == hash_token(token)))
-    if row is None or row.revoked_at is not None:
+    if row is None:
         raise NotFound("no such payment link")
+    if row.revoked_at is not None:
+        from arbridge.sync.pay_links import LinkGone
+
+        raise LinkGone("this payment link was withdrawn", "withdrawn")
     return row
 
 
@@ -307,16 +324,52 @@ def check_keys(session: Session, keyring: Keyring) -> None:
         )
 
 
+# Every column that holds a secret encrypted with the keyring: rotation and the key-drop check
+# walk them all, so a new encrypted column must be listed here.
+ENCRYPTED_COLUMNS: tuple[tuple[type[Any], str], ...] = ((Connection, "credentials_encrypted"),)
+
+
+def _encrypted_values(session: Session, *, lock: bool) -> list[tuple[Any, str]]:
+    found: list[tuple[Any, str]] = []
+    for model, column in ENCRYPTED_COLUMNS:
+        query = select(model).where(getattr(model, column).is_not(None))
+        if lock:
+            # A server refreshing a token meanwhile must not have its write overwritten with the
+            # re-encrypted old value (PostgreSQL reads without waiting otherwise).
+            query = query.with_for_update()
+        found += [(row, column) for row in session.scalars(query)]
+    return found
+
+
 def rotate_secrets(session: Session, keyring: Keyring) -> int:
-    """Re-encrypt every stored secret with the newest key; returns how many were rewritten."""
+    """Re-encrypt every stored secret with the newest key; returns how many were rewritten.
+
+    Refuses (and changes nothing) when a secret needs a key that is not configured."""
     check_keys(session, keyring)
-    count = 0
-    for conn in session.scalars(
-        select(Connection).where(Connection.credentials_encrypted.is_not(None))
-    ):
-        conn.credentials_encrypted = keyring.rotate(conn.credentials_encrypted or "")
-        count += 1
+    values = _encrypted_values(session, lock=True)
+    unreadable = 0
+    for row, column in values:
+        try:
+            keyring.decrypt(getattr(row, column))
+        except KeyMismatch:
+            unreadable += 1
+    if unreadable:
+        raise KeyMismatch(
+            f"{unreadable} stored secret(s) need an old key that is no longer configured "
+            "(written by a server still running with it?); nothing was changed: put that key "
+            "back after the newest one and run `arbridge rotate-keys` again"
+        )
+    for row, column in values:
+        setattr(row, column, keyring.rotate(getattr(row, column)))
     meta = session.get(InstanceMeta, KEY_CHECK)
     if meta is not None:
         meta.value = keyring.rotate(meta.value)
-    return count
+    return len(values)
+
+
+def secrets_needing_old_keys(session: Session, keyring: Keyring) -> int:
+    """How many stored secrets the newest key alone cannot read."""
+    return sum(
+        keyring.needs_older_key(getattr(row, column))
+        for row, column in _encrypted_values(session, lock=False)
+    )

@@ -61,6 +61,9 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     from arbridge.web import quickbooks
 
     app.register_blueprint(quickbooks.bp)
+    from arbridge.web import people
+
+    app.register_blueprint(people.bp)
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:
@@ -71,6 +74,11 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     @app.after_request
     def _headers(response: Any) -> Any:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        # Owner pages show a business's books, and sign-in, invitation, pay and unsubscribe
+        # pages carry their secret in the URL: no browser or proxy cache may keep any of them.
+        # Only static files (no secrets, versioned by Flask) may be cached.
+        if request.endpoint != "static":
+            response.headers["Cache-Control"] = "no-store"
         response.headers.setdefault("X-Frame-Options", "DENY")
         # Payment and sign-in links carry secrets in the path: never leak them in a Referer.
         response.headers.setdefault("Referrer-Policy", "no-referrer")

@@ -12,8 +12,9 @@ from flask import Blueprint, redirect, render_template, session, url_for
 
 from arbridge.errors import NotFound
 from arbridge.sync.model import Company
+from arbridge.sync.people import end_sessions
 from arbridge.sync.store import log_activity, redeem_sign_in_token
-from arbridge.web.common import current_user, db, runtime
+from arbridge.web.common import current_user, db, runtime, start_session
 
 bp = Blueprint("auth", __name__)
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def sign_in(token: str) -> Any:
         assert company is not None
         log_activity(s, rt.clock, company.id, "owner.signed_in", f"{user.email} signed in")
         slug, user_id, company_id = company.slug, user.id, company.id
+        version = user.session_version or 0
         s.commit()
     except NotFound as e:
         s.rollback()
@@ -58,13 +60,17 @@ def sign_in(token: str) -> Any:
             title="This sign-in link is not valid",
             message="It may have expired or been used already. Ask for a new one.",
         ), 404
-    session.clear()
-    session.permanent = True
-    session["user_id"], session["company_id"] = user_id, company_id
+    start_session(user_id, company_id, version)
     return redirect(url_for("owner.dashboard", slug=slug))
 
 
 @bp.post("/sign-out")
 def sign_out() -> Any:
+    """Ends this user's sessions on the server too: a copy of the cookie stops working."""
+    user = current_user()
+    if user is not None:
+        s = db()
+        end_sessions(s, user.id)
+        s.commit()
     session.clear()
     return redirect(url_for("auth.signed_out"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import abort, current_app, g, redirect, request, session, url_for
 from sqlalchemy.orm import Session
@@ -72,9 +73,34 @@ def current_user() -> User | None:
     if user_id is None:
         return None
     user = db().get(User, user_id)
-    if user is None:
+    # A cookie from before the user's last sign-out (here or "everywhere") is dead, even a copy
+    # that is still within its 12 hours.
+    if user is None or session.get("v") != (user.session_version or 0):
         session.clear()
+        return None
     return user
+
+
+def safe_next(value: str | None, fallback: str) -> str:
+    """A `next=` target only if it is a path on this site; anything else gives the fallback.
+
+    Refused: other hosts (`https://x`, `//x`, `/\\x`, which browsers read as `//x`), schemes
+    (`javascript:`, `data:`), and control characters (a header split in the Location)."""
+    if not value or len(value) > 2000:
+        return fallback
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return fallback
+    parts = urlsplit(value.replace("\\", "/"))
+    if parts.scheme or parts.netloc or not value.startswith("/") or value[1:2] in ("/", "\\"):
+        return fallback
+    return value
+
+
+def start_session(user_id: int, company_id: int, version: int) -> None:
+    """Sign in: a fresh cookie (never the visitor's old one) stamped with the user's version."""
+    session.clear()
+    session.permanent = True
+    session["user_id"], session["company_id"], session["v"] = user_id, company_id, version
 
 
 def company_required(view: Callable[..., Any]) -> Callable[..., Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -10,7 +11,8 @@ from sqlalchemy import select
 
 from arbridge import payments
 from arbridge.errors import ArbridgeError
-from arbridge.sync.model import CollectedPayment, Company, Customer, Invoice
+from arbridge.remind import statement_link_days
+from arbridge.sync.model import CheckoutSessionRow, CollectedPayment, Company, Customer, Invoice
 from arbridge.sync.store import issue_statement_token, log_activity, revoke_pay_tokens
 from arbridge.web.common import company_required, db, runtime
 
@@ -39,6 +41,47 @@ def recent_payments(
         .all()
     )
     return [(p, c) for p, c in rows]
+
+
+@bp.app_template_global()
+def refund_status(payment: CollectedPayment) -> payments.RefundStatus | None:
+    return payments.refund_status(db(), payment)
+
+
+@bp.app_template_global()
+def invoice_payments(invoice: Invoice) -> list[CollectedPayment]:
+    """Every payment through arbridge that touched this invoice: applied to it, or meant for it
+    (a payment that arrived after the invoice was paid otherwise is all overpayment)."""
+    rows = (
+        db()
+        .scalars(
+            select(CollectedPayment)
+            .where(
+                CollectedPayment.company_id == invoice.company_id,
+                CollectedPayment.customer_id == invoice.customer_id,
+            )
+            .order_by(CollectedPayment.created_at.desc(), CollectedPayment.id.desc())
+        )
+        .all()
+    )
+    sessions = [p.checkout_session_id for p in rows if p.checkout_session_id]
+    meant = dict(
+        db()
+        .execute(
+            select(CheckoutSessionRow.stripe_session_id, CheckoutSessionRow.invoice_ids).where(
+                CheckoutSessionRow.company_id == invoice.company_id,
+                CheckoutSessionRow.stripe_session_id.in_(sessions),
+            )
+        )
+        .tuples()
+        .all()
+    )
+    return [
+        p
+        for p in rows
+        if any(a.invoice_id == invoice.id for a in p.allocations)
+        or invoice.id in (meant.get(p.checkout_session_id) or [])
+    ]
 
 
 def _settings_url(company: Company) -> str:
@@ -124,7 +167,16 @@ def refund(company: Company, payment_id: int) -> Any:
         flash(str(e).capitalize() + ".", "error")
     else:
         s.commit()
-        flash(f"Refund of {amount.format()} sent to Stripe.", "ok")
+        flash(
+            f"Refund of {amount.format()} queued for Stripe: the payment shows when Stripe has "
+            "it, or why it failed.",
+            "ok",
+        )
+    back = request.form.get("invoice_id", "")
+    if back.isascii() and back.isdigit() and len(back) < 19:
+        inv = s.get(Invoice, int(back))
+        if inv is not None and inv.company_id == company.id:
+            return redirect(url_for("owner.invoice", slug=company.slug, invoice_id=inv.id))
     return redirect(url_for("owner.dashboard", slug=company.slug) + "#payments")
 
 
@@ -156,7 +208,8 @@ def statement_link(company: Company, customer_id: int) -> Any:
     customer = s.get(Customer, customer_id)
     if customer is None or customer.company_id != company.id:
         abort(404)
-    token = issue_statement_token(s, rt.clock, customer)
+    days = statement_link_days(company)
+    token = issue_statement_token(s, rt.clock, customer, days)
     log_activity(
         s,
         rt.clock,
@@ -175,4 +228,5 @@ def statement_link(company: Company, customer_id: int) -> Any:
         customer=customer,
         link=f"{rt.settings.base_url}/pay/{token}",
         invoices=invoices,
+        expires_on=(rt.clock.now() + timedelta(days=days)).date(),
     )

@@ -22,9 +22,11 @@ from flask import (
 from arbridge import payments
 from arbridge.collections.aging import days_overdue
 from arbridge.errors import ArbridgeError, NotFound, Rejected, SignatureInvalid
+from arbridge.sync.pay_links import LinkGone
 from arbridge.sync.store import company_today, find_pay_token
 from arbridge.web import csrf
 from arbridge.web.common import db, runtime
+from arbridge.webhooks.stripe import MalformedEvent
 
 bp = Blueprint("pay", __name__)
 log = logging.getLogger(__name__)
@@ -40,12 +42,14 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
     try:
         link = find_pay_token(s, token)
         q = payments.quote(rt, s, link)
+    except LinkGone as e:
+        return _gone(e)
     except NotFound:
         log.info("refused a payment link (unknown, tampered or revoked)")
         abort(404)
     today = company_today(q.company, rt.clock)
     gateway = payments.gateway_for(rt, s, q.company) if q.state == "payable" else None
-    inv = q.invoices[0]
+    inv = q.invoices[0] if q.invoices else None  # a settled statement lists none
     response = make_response(
         render_template(
             "pay.html",
@@ -55,7 +59,7 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
             customer=q.customer,
             inv=inv,
             statement=link.invoice_id is None,
-            days_overdue=days_overdue(inv.due_on, today),
+            days_overdue=days_overdue(inv.due_on, today) if inv is not None else 0,
             can_pay=gateway is not None and bool(payments.methods_for(gateway, q)),
             simulated=bool(gateway is not None and gateway.simulated),
             error=error,
@@ -63,6 +67,24 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
         status,
     )
     return _no_store(response)
+
+
+def _gone(e: LinkGone) -> Any:
+    """A genuine link that no longer works: say so (410), and how to get a new one."""
+    log.info("refused a payment link: %s", e)
+    message = (
+        "This payment link has expired. The latest email from the business has a new link; "
+        "or reply to it and ask for one."
+        if e.reason == "expired"
+        else "This payment link was withdrawn by the business. If you still owe something, "
+        "the latest email from them has a current link; or reply to it and ask."
+    )
+    return _no_store(
+        make_response(
+            render_template("error.html", title="This link no longer works", message=message),
+            410,
+        )
+    )
 
 
 @bp.get("/pay/<token>")
@@ -74,6 +96,8 @@ def pay_page(token: str) -> Any:
 def checkout(token: str) -> Any:
     try:
         url = payments.start_checkout(runtime(), token)
+    except LinkGone as e:
+        return _gone(e)
     except NotFound:
         abort(404)
     except Rejected as e:
@@ -89,17 +113,60 @@ def checkout(token: str) -> Any:
     return _no_store(redirect(url, code=303))
 
 
+# What the page says when the customer comes back from Checkout (category, message).
+RETURNED = {
+    "paid": ("ok", "Thank you! Your payment was received."),
+    "pending": (
+        "ok",
+        "Thank you! Your bank payment has started. Bank payments take a few business days to "
+        "clear; there is nothing more to do, and you will get a receipt when it has cleared.",
+    ),
+    "failed": (
+        "error",
+        "Your payment did not go through, and nothing was charged. You can try again below.",
+    ),
+    "open": (
+        "error",
+        "Your payment was not completed, and nothing was charged. You can pay below.",
+    ),
+    "expired": (
+        "error",
+        "That checkout expired before it was paid, so nothing was charged. You can pay below.",
+    ),
+    "cancelled": (
+        "info",
+        "Payment cancelled: nothing was charged. You can pay below whenever you are ready.",
+    ),
+    "unknown": (
+        "info",
+        "We could not confirm your payment yet. If you completed it, you will get a receipt by "
+        "email; this page shows the invoice as we know it now.",
+    ),
+}
+
+
 @bp.get("/pay/<token>/return")
 def checkout_return(token: str) -> Any:
     session_id = request.args.get("session_id", "")
-    try:
-        payments.handle_checkout_return(runtime(), token, session_id)
-    except NotFound:
-        abort(404)
-    except ArbridgeError as e:
-        # The webhook will bring the news; the page says what is known now.
-        log.warning("could not confirm checkout %s on return: %s", session_id, e)
-    flash("Thank you! Your payment was received.", "ok")
+    rt = runtime()
+    if request.args.get("cancelled"):
+        # Checkout's "back" link: the session stays open, and Pay takes the customer back to it.
+        try:
+            find_pay_token(db(), token)
+        except NotFound:
+            abort(404)
+        outcome = "cancelled"
+    else:
+        try:
+            outcome = payments.handle_checkout_return(rt, token, session_id)
+        except NotFound:
+            abort(404)
+        except ArbridgeError as e:
+            # The webhook will bring the news; the page says what is known now.
+            log.warning("could not confirm checkout %s on return: %s", session_id, e)
+            outcome = "unknown"
+    category, message = RETURNED[outcome]
+    flash(message, category)
     return _no_store(redirect(url_for("pay.pay_page", token=token), code=303))
 
 
@@ -112,6 +179,9 @@ def stripe_webhook() -> Any:
     except SignatureInvalid as e:
         log.warning("refused a Stripe delivery from %s: %s", request.remote_addr, e)
         return {"error": "invalid signature"}, 400
+    except MalformedEvent as e:
+        log.warning("refused a signed Stripe delivery from %s: %s", request.remote_addr, e)
+        return {"error": str(e)}, 400
     return {"received": True, "duplicate": stored.new == 0}, 200
 
 

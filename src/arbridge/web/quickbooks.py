@@ -17,8 +17,21 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 from sqlalchemy import select
 
 from arbridge.connectors.quickbooks import Grant, IntuitOAuth, QuickBooksConnector
-from arbridge.errors import ArbridgeError, ConfigError, SignatureInvalid
-from arbridge.sync.model import Company, Connection, User
+from arbridge.errors import (
+    ArbridgeError,
+    AuthExpired,
+    ConfigError,
+    NotFound,
+    Rejected,
+    SignatureInvalid,
+)
+from arbridge.sync.model import Company, Connection
+from arbridge.sync.people import (
+    LedgerIdentity,
+    SignInRefused,
+    new_owner,
+    user_for_ledger_sign_in,
+)
 from arbridge.sync.quickbooks_store import (
     ConnectionTokens,
     attach,
@@ -28,7 +41,7 @@ from arbridge.sync.quickbooks_store import (
 )
 from arbridge.sync.store import create_company, log_activity
 from arbridge.web import csrf
-from arbridge.web.common import company_required, current_user, db, runtime
+from arbridge.web.common import company_required, current_user, db, runtime, start_session
 from arbridge.webhooks.quickbooks import MalformedWebhook, receive
 
 bp = Blueprint("quickbooks", __name__)
@@ -78,52 +91,20 @@ def _slug_for(name: str) -> str:
     return slug
 
 
-def _owner_by_intuit(sub: str) -> User | None:
-    return db().scalar(
-        select(User).where(User.identity_provider == "quickbooks", User.identity_subject == sub)
-    )
-
-
-def _sign_up(grant: Grant, realm_id: str, identity: dict[str, Any]) -> User:
-    """First sign-in from the App Store: the company (named as in QuickBooks) and its owner."""
+def _new_company(grant: Grant, realm_id: str, info: dict[str, Any], email: str) -> Company:
+    """Rule 4 of sync/people.py: a first sign-in for a realm no company holds yet."""
     rt, s = runtime(), db()
-    existing = s.scalar(
-        select(Connection).where(
-            Connection.provider == "quickbooks", Connection.tenant_id == realm_id
-        )
+    name = str(info.get("name") or f"QuickBooks company {realm_id}")
+    return create_company(
+        s,
+        rt.clock,
+        name=name,
+        slug=_slug_for(name),
+        home_currency=str(info.get("currency") or "USD"),
+        timezone=rt.settings.default_timezone,
+        country=str(info.get("country") or "US"),
+        owner_email=email or str(info.get("email") or f"{realm_id}@invalid"),
     )
-    if existing is not None:
-        # Another person at an already-connected company: they join it as a user.
-        company = s.get(Company, existing.company_id)
-    else:
-        info = QuickBooksConnector(
-            quickbooks_config(rt.settings), realm_id, _GrantTokens(grant), rt.clock
-        ).company_info()
-        name = str(info.get("name") or f"QuickBooks company {realm_id}")
-        company = create_company(
-            s,
-            rt.clock,
-            name=name,
-            slug=_slug_for(name),
-            home_currency=str(info.get("currency") or "USD"),
-            timezone=rt.settings.default_timezone,
-            country=str(info.get("country") or "US"),
-            owner_email=str(identity.get("email") or info.get("email") or f"{realm_id}@invalid"),
-        )
-    assert company is not None
-    user = s.scalar(
-        select(User).where(User.company_id == company.id, User.identity_subject.is_(None))
-    )
-    email = str(identity.get("email") or "")
-    if existing is not None or user is None:
-        user = User(company_id=company.id, email=email, created_at=rt.clock.now())
-        s.add(user)
-    user.identity_provider, user.identity_subject = "quickbooks", str(identity["sub"])
-    name = " ".join(p for p in (identity.get("givenName"), identity.get("familyName")) if p)
-    user.name = name or user.name
-    s.flush()
-    log_activity(s, rt.clock, company.id, "owner.signed_up", f"{email} signed in with Intuit")
-    return user
 
 
 class _GrantTokens:
@@ -159,46 +140,97 @@ def callback() -> Any:
     try:
         oauth = _oauth()
         grant = oauth.exchange(code, realm_id)
-        user = current_user()
-        if user is None:
+        # Before anything else: does this grant read the realm the query string names? The
+        # realmId is whatever the browser sent; only Intuit answering for it proves it.
+        try:
+            info = QuickBooksConnector(
+                quickbooks_config(rt.settings), realm_id, _GrantTokens(grant), rt.clock
+            ).company_info()
+        except (Rejected, AuthExpired, NotFound) as e:
+            log.warning(
+                "QuickBooks OAuth callback: the new grant cannot read realm %s: %s", realm_id, e
+            )
+            return _refuse(
+                "QuickBooks was not connected",
+                "We could not open that QuickBooks company with the permission Intuit gave. "
+                "Start again from Connect to QuickBooks and choose your company there.",
+                403,
+            )
+        signed_in = current_user()
+        who: LedgerIdentity | None = None
+        if signed_in is None or signed_in.identity_subject is None:
             identity = oauth.user_info(grant.access_token)
-            user = _owner_by_intuit(str(identity["sub"])) or _sign_up(grant, realm_id, identity)
-            session.clear()
-            session.permanent = True
-            session["user_id"], session["company_id"] = user.id, user.company_id
+            name = " ".join(p for p in (identity.get("givenName"), identity.get("familyName")) if p)
+            who = LedgerIdentity(
+                provider="quickbooks",
+                provider_name="QuickBooks",
+                tenant_id=realm_id,
+                subject=str(identity["sub"]),
+                email=str(identity.get("email") or ""),
+                name=name or None,
+            )
+            user = user_for_ledger_sign_in(s, rt.clock, who, signed_in)
+            if user is None:
+                company = _new_company(grant, realm_id, info, who.email)
+                user = new_owner(s, rt.clock, company, who)
+        else:
+            user = user_for_ledger_sign_in(
+                s,
+                rt.clock,
+                LedgerIdentity(
+                    "quickbooks", "QuickBooks", realm_id, signed_in.identity_subject, "", None
+                ),
+                signed_in,
+            )
         user.last_sign_in_at = rt.clock.now()
         company = s.get(Company, user.company_id)
         assert company is not None
         attach(s, rt.keyring, rt.clock, company, realm_id, grant)
-        slug = company.slug
+        slug, user_id, company_id, version = (
+            company.slug,
+            user.id,
+            user.company_id,
+            user.session_version or 0,
+        )
         s.commit()
+    except SignInRefused as e:
+        s.rollback()
+        log.warning("QuickBooks sign-in refused for realm %s: %s", realm_id, e.title)
+        return _refuse(e.title, str(e), e.status)
     except ArbridgeError as e:
         s.rollback()
         log.warning("QuickBooks OAuth callback failed: %s", e)
         return _refuse("QuickBooks was not connected", str(e))
+    if signed_in is None:
+        start_session(user_id, company_id, version)
     flash("QuickBooks is connected. The first sync runs within a minute.", "ok")
     return redirect(url_for("owner.settings", slug=slug) + "#connections")
 
 
+def _quickbooks_connection(company_id: int) -> Connection | None:
+    return db().scalar(
+        select(Connection).where(
+            Connection.company_id == company_id, Connection.provider == "quickbooks"
+        )
+    )
+
+
 @bp.get("/quickbooks/disconnected")
 def disconnected_at_intuit() -> Any:
-    """Intuit's Disconnect URL: the owner disconnected from QuickBooks' side; the grant is gone."""
-    rt, s = runtime(), db()
+    """Intuit's Disconnect URL, where Intuit sends the owner after they disconnected arbridge on
+    QuickBooks' side. A GET changes nothing (any site can make a browser fetch this URL): it
+    asks, and the POST it offers (with a CSRF token) disconnects here too."""
     user = current_user()
-    if user is not None:
-        conn = s.scalar(
-            select(Connection).where(
-                Connection.company_id == user.company_id, Connection.provider == "quickbooks"
-            )
+    conn = _quickbooks_connection(user.company_id) if user is not None else None
+    if conn is None or conn.status == "disconnected":
+        return render_template(
+            "error.html",
+            title="QuickBooks is disconnected",
+            message="arbridge no longer reads or writes your books. "
+            "Reconnect from Settings any time.",
         )
-        if conn is not None and conn.status != "disconnected":
-            disconnect(s, rt.keyring, rt.clock, conn, None)
-            s.commit()
-    return render_template(
-        "error.html",
-        title="QuickBooks is disconnected",
-        message="arbridge no longer reads or writes your books. Reconnect from Settings any time.",
-    )
+    company = db().get(Company, conn.company_id)
+    return render_template("quickbooks_disconnected.html", company=company)
 
 
 @bp.post("/c/<slug>/quickbooks/disconnect")

@@ -42,6 +42,7 @@ from arbridge.collections.templates import (
 )
 from arbridge.errors import NotFound
 from arbridge.inputs import InputError, parse_day, parse_int
+from arbridge.sync import pay_links
 from arbridge.sync.model import (
     CallTask,
     Company,
@@ -55,9 +56,10 @@ from arbridge.sync.model import (
     ReminderSend,
 )
 from arbridge.sync.outbox import enqueue
+from arbridge.sync.pay_links import LinkGone, check_live
 from arbridge.sync.store import company_today, find_pay_token, log_activity, owner
 from arbridge.web import csrf
-from arbridge.web.common import company_required, db, id_arg, runtime
+from arbridge.web.common import company_required, db, id_arg, runtime, safe_next
 
 bp = Blueprint("reminders", __name__)
 SEQUENCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -117,6 +119,9 @@ def respond(token: str) -> Any:
     rt, s = runtime(), db()
     try:
         link = find_pay_token(s, token)
+        check_live(link, rt.clock.now())
+    except LinkGone:
+        abort(410)
     except NotFound:
         abort(404)
     inv = s.get(Invoice, link.invoice_id) if link.invoice_id else None
@@ -349,6 +354,10 @@ def save_sequence(company: Company) -> Any:
             ),
             "signature": (f.get("signature") or "")[:1000],
             "statement_day": _whole(f, "statement_day", None, 0, 28, "the statement day") or None,
+            "statement_link_days": _whole(
+                f, "statement_link_days", None, 1, 366, "how long statement links work"
+            )
+            or None,
         }
         reminder_policy({"reminders": candidate})
     except (SequenceError, ValueError) as e:
@@ -386,6 +395,25 @@ def customer_sequence(company: Company, customer_id: int) -> Any:
     )
     s.commit()
     flash(f"{cust.name} now follows the {name or 'default'} sequence.", "ok")
+    return redirect(url_for("reminders.page", slug=company.slug) + "#customers")
+
+
+@bp.post("/c/<slug>/customers/<int:customer_id>/revoke-statement-links")
+@company_required
+def revoke_statement_links(company: Company, customer_id: int) -> Any:
+    rt, s = runtime(), db()
+    cust = _company_customer(company, customer_id)
+    count = pay_links.revoke_statement_links(s, rt.clock, cust)
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "pay_link.revoked",
+        f"{count} statement link(s) withdrawn for {cust.name}",
+        customer_id=cust.id,
+    )
+    s.commit()
+    flash(f"{count} statement link(s) for {cust.name} no longer work.", "ok")
     return redirect(url_for("reminders.page", slug=company.slug) + "#customers")
 
 
@@ -485,7 +513,9 @@ def pause(company: Company, invoice_id: int) -> Any:
     )
     s.commit()
     flash(f"Reminders {'paused' if inv.paused else 'resumed'} for {inv.number}.", "ok")
-    return redirect(request.form.get("next") or url_for("reminders.page", slug=company.slug))
+    return redirect(
+        safe_next(request.form.get("next"), url_for("reminders.page", slug=company.slug))
+    )
 
 
 @bp.post("/c/<slug>/customers/<int:customer_id>/do-not-chase")
@@ -504,7 +534,9 @@ def do_not_chase(company: Company, customer_id: int) -> Any:
     )
     s.commit()
     flash(f"{cust.name}: {'do not chase' if cust.do_not_chase else 'reminders on'}.", "ok")
-    return redirect(request.form.get("next") or url_for("reminders.page", slug=company.slug))
+    return redirect(
+        safe_next(request.form.get("next"), url_for("reminders.page", slug=company.slug))
+    )
 
 
 # Mailbox, call list, disputes, agency.
@@ -531,7 +563,7 @@ def mailbox(company: Company) -> Any:
             .where(
                 OutboxMessage.company_id == company.id,
                 OutboxMessage.kind == "email",
-                OutboxMessage.status.in_(("pending", "sending", "failed", "dead")),
+                OutboxMessage.status.in_(("pending", "sending", "failed", "dead", "maybe_sent")),
             )
             .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
             .limit(200)
@@ -556,7 +588,7 @@ def mailbox(company: Company) -> Any:
             "what": w.payload.get("subject")
             or f"{w.payload.get('mail', 'email')}: {w.payload.get('template', '')}".rstrip(": "),
             "invoices": len(w.payload.get("invoices") or []),
-            "status": w.status,
+            "status": w.status.replace("_", " "),
             "error": w.last_error,
         }
         for w in waiting

@@ -8,13 +8,14 @@ concurrent duplicate delivery never queues the same work twice.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock
@@ -53,6 +54,43 @@ class Stored:
     duplicates: int
 
 
+def _delivery(
+    session: Session,
+    provider: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    events: int,
+    now: datetime,
+) -> int:
+    """The delivery's row: written once per provider and body; a replay only counts a repeat."""
+    digest = hashlib.sha256(body).hexdigest()
+    inserted = session.execute(
+        dialect_insert(session)(WebhookDelivery.__table__)
+        .values(
+            provider=provider,
+            received_at=now,
+            last_received_at=now,
+            body=body.decode("utf-8", "replace"),
+            body_sha256=digest,
+            headers={k.lower(): v for k, v in headers.items() if k.lower() in KEPT_HEADERS},
+            events=events,
+            repeats=0,
+        )
+        .on_conflict_do_nothing(index_elements=["provider", "body_sha256"])
+        .returning(WebhookDelivery.__table__.c.id)
+    ).scalar()
+    if inserted is not None:
+        return int(inserted)
+    repeated = session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.provider == provider, WebhookDelivery.body_sha256 == digest)
+        .values(repeats=WebhookDelivery.repeats + 1, last_received_at=now)
+        .returning(WebhookDelivery.id)
+    ).scalar_one()
+    log.info("%s delivery %s received again; its body is kept once", provider, repeated)
+    return int(repeated)
+
+
 def store(
     session: Session,
     clock: Clock,
@@ -62,15 +100,7 @@ def store(
     events: Sequence[InboxEvent],
 ) -> Stored:
     now = clock.now()
-    delivery = WebhookDelivery(
-        provider=provider,
-        received_at=now,
-        body=body.decode("utf-8", "replace"),
-        headers={k.lower(): v for k, v in headers.items() if k.lower() in KEPT_HEADERS},
-        events=len(events),
-    )
-    session.add(delivery)
-    session.flush()
+    delivery_id = _delivery(session, provider, headers, body, len(events), now)
     tenants = {e.tenant_id for e in events if e.tenant_id}
     companies = (
         dict(
@@ -95,7 +125,7 @@ def store(
                 event_type=e.event_type,
                 tenant_id=e.tenant_id,
                 company_id=companies.get(e.tenant_id or ""),
-                delivery_id=delivery.id,
+                delivery_id=delivery_id,
                 payload=dict(e.payload),
                 occurred_at=e.occurred_at,
                 received_at=now,
@@ -110,4 +140,4 @@ def store(
             new += 1
         else:
             log.info("%s event %s already stored; duplicate delivery skipped", provider, e.event_id)
-    return Stored(delivery.id, new, len(events) - new)
+    return Stored(delivery_id, new, len(events) - new)

@@ -1,19 +1,75 @@
-"""Stripe deliveries: verify over the raw body, parse into inbox events (one event per delivery)."""
+"""Stripe deliveries: verify over the raw body, parse into inbox events (one event per delivery).
+
+One install may hold several signing secrets: the install's own endpoint (platform or single
+business), the demo's simulation, and one per business that connected its own Stripe key (each
+such business's endpoint signs with a secret of its own). A delivery is trusted only through
+the secret that signed it, and that secret says which company it came for.
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
-from arbridge.errors import SignatureInvalid
+from arbridge.errors import ArbridgeError, SignatureInvalid
 from arbridge.webhooks.inbox import InboxEvent
-from arbridge.webhooks.verify import verify_stripe_signature
+from arbridge.webhooks.verify import (
+    check_stripe_timestamp,
+    parse_stripe_header,
+    stripe_signature_matches,
+)
+
+T = TypeVar("T")
+
+# Nothing predates Stripe (its own example objects say 2009); one from more than a day ahead of
+# our clock is not real.
+EARLIEST_CREATED = datetime(2000, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)
 
 
-def parse_stripe_delivery(
-    body: bytes, header: str | None, secret: str | None, now: datetime
-) -> InboxEvent:
-    verify_stripe_signature(body, header, secret, now.timestamp())
+class MalformedEvent(ArbridgeError):
+    """A correctly signed delivery whose event cannot be stored as it is."""
+
+
+def unverified_event(body: bytes) -> dict[str, Any]:
+    """The body as JSON, to choose which secrets to try: nothing in it is trusted yet."""
+    try:
+        event = json.loads(body)
+    except ValueError as e:
+        raise SignatureInvalid("the body is not a Stripe event") from e
+    if not isinstance(event, dict):
+        raise SignatureInvalid("the body is not a Stripe event")
+    return event
+
+
+def signed_by(
+    body: bytes, header: str | None, candidates: Sequence[tuple[str, T]], now: datetime
+) -> T:
+    """The tag of the first candidate secret that signed this delivery, within Stripe's 300 s."""
+    if not candidates:
+        raise SignatureInvalid(
+            "no Stripe webhook secret is configured, so no delivery can be trusted"
+        )
+    timestamp, signatures = parse_stripe_header(header)
+    for secret, tag in candidates:
+        if secret and stripe_signature_matches(body, timestamp, signatures, secret):
+            check_stripe_timestamp(timestamp, now.timestamp())
+            return tag
+    raise SignatureInvalid("the Stripe signature does not match the body")
+
+
+def _created(raw: object, now: datetime) -> datetime:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise MalformedEvent(f"the event's created time is not a Unix timestamp: {raw!r:.40}")
+    if not EARLIEST_CREATED.timestamp() <= raw <= (now + FUTURE_SLACK).timestamp():
+        raise MalformedEvent(f"the event's created time is not plausible: {raw}")
+    return datetime.fromtimestamp(raw, UTC)
+
+
+def stripe_event(body: bytes, now: datetime, tenant_id: str | None = None) -> InboxEvent:
+    """A verified delivery's event; refuses one that names no id, type, object or sane time."""
     try:
         event = json.loads(body)
         event_id, event_type = str(event["id"]), str(event["type"])
@@ -22,12 +78,21 @@ def parse_stripe_delivery(
         raise SignatureInvalid("the body is not a Stripe event") from e
     if not isinstance(data, dict):
         raise SignatureInvalid("the body is not a Stripe event")
-    created = event.get("created")
+    account = event.get("account")
     return InboxEvent(
         event_id=event_id,
         event_type=event_type,
-        # Connect events name the connected account; a single business's own events do not.
-        tenant_id=event.get("account"),
+        # The account whose own secret signed it, when one did (whatever the body claims);
+        # else Connect events name the connected account (the platform's secret signed them).
+        tenant_id=tenant_id or (account if isinstance(account, str) and account else None),
         payload=event,
-        occurred_at=datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
+        occurred_at=_created(event.get("created"), now),
     )
+
+
+def parse_stripe_delivery(
+    body: bytes, header: str | None, secret: str | None, now: datetime
+) -> InboxEvent:
+    """One secret: verify, then parse."""
+    signed_by(body, header, [(secret, None)] if secret else [], now)
+    return stripe_event(body, now)

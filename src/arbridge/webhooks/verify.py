@@ -28,16 +28,8 @@ def verify_base64_hmac_sha256(body: bytes, signature: str | None, secret: str | 
 STRIPE_TOLERANCE_SECONDS = 300
 
 
-def verify_stripe_signature(
-    body: bytes, header: str | None, secret: str | None, now: float
-) -> None:
-    """Stripe-Signature `t=<unix>,v1=<hex>[,v1=...]`: HMAC-SHA256 of "t.body", within 300 s of now.
-
-    The same scheme as stripe's `Webhook.construct_event`, with the clock passed in."""
-    if not secret:
-        raise SignatureInvalid(
-            "no Stripe webhook secret is configured, so no delivery can be trusted"
-        )
+def parse_stripe_header(header: str | None) -> tuple[int, list[str]]:
+    """Stripe-Signature `t=<unix>,v1=<hex>[,v1=...]` -> (timestamp, v1 signatures)."""
     if not header:
         raise SignatureInvalid("the delivery carries no Stripe-Signature header")
     parts = [p.split("=", 1) for p in header.split(",") if "=" in p]
@@ -49,10 +41,34 @@ def verify_stripe_signature(
         timestamp = int(stamps[0])
     except ValueError as e:
         raise SignatureInvalid("the Stripe-Signature timestamp is not a number") from e
+    return timestamp, signatures
+
+
+def stripe_signature_matches(
+    body: bytes, timestamp: int, signatures: list[str], secret: str
+) -> bool:
     expected = hmac.new(
         secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
     ).hexdigest()
-    if not any(hmac.compare_digest(expected, s) for s in signatures):
-        raise SignatureInvalid("the Stripe signature does not match the body")
+    return any(hmac.compare_digest(expected, s) for s in signatures)
+
+
+def check_stripe_timestamp(timestamp: int, now: float) -> None:
     if abs(now - timestamp) > STRIPE_TOLERANCE_SECONDS:
         raise SignatureInvalid("the Stripe signature is too old (or from the future)")
+
+
+def verify_stripe_signature(
+    body: bytes, header: str | None, secret: str | None, now: float
+) -> None:
+    """Stripe-Signature `t=<unix>,v1=<hex>[,v1=...]`: HMAC-SHA256 of "t.body", within 300 s of now.
+
+    The same scheme as stripe's `Webhook.construct_event`, with the clock passed in."""
+    if not secret:
+        raise SignatureInvalid(
+            "no Stripe webhook secret is configured, so no delivery can be trusted"
+        )
+    timestamp, signatures = parse_stripe_header(header)
+    if not stripe_signature_matches(body, timestamp, signatures, secret):
+        raise SignatureInvalid("the Stripe signature does not match the body")
+    check_stripe_timestamp(timestamp, now)

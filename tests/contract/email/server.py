@@ -6,6 +6,7 @@ tests can drive every reply the transport maps.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email
 import email.policy
@@ -40,6 +41,9 @@ class Inbox:
     messages: list[Received] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
     defer_next: int = 0  # answer this many next recipients with 451, whoever they are
+    # Keep the message, then wait this long before the final reply to DATA: a slow server whose
+    # "250" comes after the client has stopped waiting (the message was delivered all the same).
+    slow_final_reply: float = 0.0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@")[0]
@@ -56,6 +60,8 @@ class Inbox:
     async def handle_DATA(self, server, session, envelope):
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), msg))
+        if self.slow_final_reply:
+            await asyncio.sleep(self.slow_final_reply)
         return "250 Message accepted for delivery"
 
 

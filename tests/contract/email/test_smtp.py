@@ -10,6 +10,7 @@ import pytest
 from arbridge.connectors.email import (
     MailBounced,
     MailConfigError,
+    MailMaybeSent,
     OutgoingEmail,
     SmtpTransport,
     build_message,
@@ -128,3 +129,24 @@ def test_header_injection_through_names_and_subjects_is_flattened():
     )
     assert msg["Bcc"] is None
     assert "victim@example.com" in msg["Subject"]
+
+
+def test_a_late_final_reply_after_the_body_is_maybe_sent_not_transient(tmp_path):
+    with smtp_server(tmp_path) as server:
+        server.inbox.slow_final_reply = 2.0
+        transport = SmtpTransport(server.url + "&data_timeout=0.5")
+        with pytest.raises(MailMaybeSent, match="may have been delivered") as e:
+            transport.send(build_message(mail()))
+        assert not isinstance(e.value, Transient)
+        assert len(server.inbox.messages) == 1
+
+
+def test_the_final_reply_is_awaited_longer_than_the_command_timeout(tmp_path):
+    # RFC 5321 4.5.3.2.6: the client waits 10 minutes for the reply to the end of DATA, far
+    # longer than for any other command; here 3 s for DATA against 0.5 s for the rest.
+    with smtp_server(tmp_path) as server:
+        server.inbox.slow_final_reply = 1.0
+        url = server.url.replace("timeout=5", "timeout=0.5") + "&data_timeout=3"
+        SmtpTransport(url).send(build_message(mail()))
+    assert len(server.inbox.messages) == 1
+    assert parse_url("smtp://mail.example").data_timeout == 600

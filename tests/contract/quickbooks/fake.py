@@ -78,7 +78,7 @@ def dumps(data: Any) -> str:
 def _fault(code: str, message: str, detail: str) -> dict[str, Any]:
     return {
         "Fault": {
-            "Error": [{"Message": message, "Detail": detail, "code": code}],
+            "Error": [{"Message": message, "Detail": detail, "code": code, "element": ""}],
             "type": "ValidationFault",
         }
     }
@@ -120,6 +120,11 @@ class FakeQuickBooks:
             "givenName": "Ana",
             "familyName": "Lopez",
         }
+        # Like Intuit, an authorization code (and every token grown from it) belongs to one
+        # Intuit user and the one realm they picked on the consent screen. "good-code" is the
+        # fake's own owner and realm; `authorize()` mints codes for other users and realms.
+        self.codes: dict[str, tuple[str | None, dict[str, Any] | None]] = {}
+        self.token_owner: dict[str, tuple[str | None, dict[str, Any] | None]] = {}
 
     # -- records --------------------------------------------------------------------------------
 
@@ -320,13 +325,25 @@ class FakeQuickBooks:
 
     # -- OAuth ----------------------------------------------------------------------------------
 
-    def issue_grant(self) -> tuple[str, str]:
+    def authorize(self, realm_id: str, user: dict[str, Any]) -> str:
+        """The code Intuit hands back when `user` consents for `realm_id`."""
+        code = f"code-{secrets.token_hex(6)}"
+        self.codes[code] = (realm_id, user)
+        return code
+
+    def issue_grant(
+        self, realm_id: str | None = None, user: dict[str, Any] | None = None
+    ) -> tuple[str, str]:
         with self.lock:
             self.grants += 1
             access, refresh = f"at-{self.grants}", f"rt-{self.grants}"
             self.access_tokens.add(access)
             self.refresh_tokens.add(refresh)
+            self.token_owner[access] = self.token_owner[refresh] = (realm_id, user)
             return access, refresh
+
+    def _realm_of(self, token: str) -> str:
+        return self.token_owner.get(token, (None, None))[0] or self.realm_id
 
     def expire_access_tokens(self) -> None:
         with self.lock:
@@ -349,11 +366,14 @@ class FakeQuickBooks:
                     return 400, {}, json.dumps({"error": "invalid_grant"})
                 # Intuit rotates: the spent refresh token stops working.
                 self.refresh_tokens.discard(form["refresh_token"])
-                access, refresh = self.issue_grant()
+                access, refresh = self.issue_grant(
+                    *self.token_owner.get(form["refresh_token"], (None, None))
+                )
         elif form.get("grant_type") == "authorization_code":
-            if form.get("code") != "good-code":
+            code = form.get("code", "")
+            if code != "good-code" and code not in self.codes:
                 return 400, {}, json.dumps({"error": "invalid_grant"})
-            access, refresh = self.issue_grant()
+            access, refresh = self.issue_grant(*self.codes.pop(code, (None, None)))
         else:
             return 400, {}, json.dumps({"error": "unsupported_grant_type"})
         return (
@@ -382,7 +402,7 @@ class FakeQuickBooks:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if token not in self.access_tokens:
             return 401, {}, ""
-        return 200, {}, json.dumps(self.user)
+        return 200, {}, json.dumps(self.token_owner.get(token, (None, None))[1] or self.user)
 
     # -- the API --------------------------------------------------------------------------------
 
@@ -406,13 +426,16 @@ class FakeQuickBooks:
         url = urlsplit(request.url)
         params = {k: v[0] for k, v in parse_qs(url.query).items()}
         path = url.path.split(f"/v3/company/{self.realm_id}/", 1)
-        if len(path) != 2:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if len(path) != 2 or (
+            token in self.access_tokens and self._realm_of(token) != self.realm_id
+        ):
+            # A grant reads only the realm it was given for (Intuit: 403, code 3100).
             return self._respond(403, _fault("3100", "ApplicationAuthorizationFailed", "realm"))
         path = path[1]
         self.calls[path.split("/")[0]] += 1
         self.calls["api"] += 1
         assert params.get("minorversion") == "75", "the minor version must be pinned"
-        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if token not in self.access_tokens or self.refuse_every_token:
             return (
                 401,
@@ -620,10 +643,21 @@ class FakeQuickBooks:
                 if target is None or target.get("status") == "Deleted":
                     return 400, _fault("2500", "Invalid Reference Id", linked["TxnId"])
                 if line["Amount"] > target[fields[kind]]:
-                    return 400, _fault("6000", "A business validation error", "overapplied")
+                    # QuickBooks refuses to apply more than a transaction has open (a 400
+                    # ValidationFault, code 6000, like every business rule it enforces).
+                    return 400, _fault(
+                        "6000",
+                        "A business validation error has occurred while processing your request",
+                        f"Business Validation Error: the amount applied to {kind} "
+                        f"{linked['TxnId']} is more than its open balance.",
+                    )
                 applied += line["Amount"] if kind == "Invoice" else -line["Amount"]
         if applied > total:
-            return 400, _fault("6000", "A business validation error", "lines exceed the total")
+            return 400, _fault(
+                "6000",
+                "A business validation error has occurred while processing your request",
+                "Business Validation Error: the amount applied is more than the payment's total.",
+            )
         for line in body.get("Line", []):
             for linked in line["LinkedTxn"]:
                 kind = linked["TxnType"]

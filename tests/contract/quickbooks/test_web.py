@@ -169,3 +169,41 @@ def test_the_owner_picks_the_deposit_account(rt, client, fake, connected):
         assert company.settings["quickbooks"]["deposit_account_id"] == "35"
     form = parse(client.get(f"/c/{connected.company.slug}/settings").data).by_id("qbo-deposit")
     assert [o.attrs["value"] for o in form.find_all("option") if "selected" in o.attrs] == ["35"]
+
+
+def test_a_cross_site_get_of_the_intuit_disconnect_url_disconnects_nothing(
+    rt, app, client, fake, connected
+):
+    """Finding 7 of issue 8: GET /quickbooks/disconnected used to disconnect the ledger."""
+    from tests.web.test_get_changes_nothing import dump
+
+    sign_in(client, rt, connected.company)
+    before = dump(rt)
+    page = client.get("/quickbooks/disconnected")  # an <img src> on any site would do this
+    assert page.status_code == 200
+    assert dump(rt) == before
+    with rt.sessions() as s:
+        assert s.get(Connection, connected.conn.id).status == "active"
+    # The page asks; only the POST with the form's CSRF token disconnects.
+    form = parse(page.data).by_id("qbo-confirm-disconnect")
+    assert form is not None and form.attrs["method"] == "post"
+    refused = client.post(form.attrs["action"], data={})
+    assert refused.status_code == 400
+    with rt.sessions() as s:
+        assert s.get(Connection, connected.conn.id).status == "active"
+    done = client.post(form.attrs["action"], data={"csrf_token": csrf_token(page.data)})
+    assert done.status_code == 302
+    with rt.sessions() as s:
+        assert s.get(Connection, connected.conn.id).status == "disconnected"
+
+
+def test_no_get_route_changes_a_quickbooks_company(rt, app, client, fake, connected):
+    from tests.web.test_get_changes_nothing import _values, _walk
+
+    seed_ledger(fake)
+    with rt.sessions() as s:
+        conn = s.get(Connection, connected.conn.id)
+    assert sync(rt, conn).errors == 0
+    values = _values(rt, client, connected.company)
+    sign_in(client, rt, connected.company)
+    assert _walk(app, rt, client, connected.company, values) == {}

@@ -204,3 +204,17 @@ def test_without_a_verifier_every_delivery_is_refused(rt, settings, fake, connec
                                   rt.sessions, rt.keyring, rt.clock), TESTING=True)  # fmt: skip
     body = classic(fake.realm_id, ("Invoice", "1", "Update"))
     assert post(app.test_client(), body).status_code == 401
+
+
+def test_replayed_delivery_stores_its_body_once_and_counts_the_repeats(rt, client, fake, connected):
+    """Intuit retries for days and an attacker may replay a captured delivery: the body is kept
+    once (by its hash), each repeat is counted."""
+    body = classic(fake.realm_id, ("Invoice", "1", "Update"))
+    for _ in range(5):
+        assert post(client, body).status_code == 200
+    other = classic(fake.realm_id, ("Invoice", "2", "Update"))
+    assert post(client, other).status_code == 200
+    with rt.sessions() as s:
+        deliveries = s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)).all()
+    assert [(d.body.encode(), d.repeats) for d in deliveries] == [(body, 4), (other, 0)]
+    assert count(rt, WebhookEvent) == 2

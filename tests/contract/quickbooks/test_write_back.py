@@ -380,3 +380,151 @@ def test_a_crashed_worker_s_slot_frees_itself(rt):
         pass
     # The lease outlives Intuit's 120 s request timeout, then frees the slot.
     assert timedelta(seconds=130) <= rt.clock.now() - start <= timedelta(seconds=140)
+
+
+def _collect(rt, connected, invoice_source_id: str, amount: str) -> None:
+    """A card payment for the invoice comes back from Stripe (recorded as its event would be)."""
+    from arbridge import payments
+    from arbridge.money import Money
+
+    with transaction(rt.sessions) as s:
+        inv = s.scalar(select(Invoice).where(Invoice.source_id == invoice_source_id))
+        payments.record(
+            rt,
+            s,
+            payments.Observed(
+                payment_intent=STRIPE_ID,
+                status="succeeded",
+                company_id=connected.company.id,
+                invoice_ids=(inv.id,),
+                amount=Money(Decimal(amount), "USD"),
+                method="card",
+            ),
+        )
+
+
+def _cheque_in_quickbooks(rt, connected, ids, invoice: str, amount: str) -> None:
+    connector(rt, connected.conn).post_payment(
+        PaymentWriteBack(
+            idempotency_key="bookkeeper-cheque",
+            customer_source_id=ids["customers"][2 % 3],
+            currency="USD",
+            amount=Decimal(amount),
+            received_on=TODAY,
+            reference="CHK 4417",
+            lines=[PaymentLine(invoice, Decimal(amount))],
+        )
+    )
+
+
+def _collected(rt):
+    from arbridge.sync.model import CollectedPayment
+
+    with rt.sessions() as s:
+        row = s.scalar(select(CollectedPayment))
+        return row, sum(a.amount_minor for a in row.allocations)
+
+
+@pytest.mark.parametrize(("cheque", "fits"), [("174.25", None), ("100.00", "74.25")])
+def test_a_write_back_quickbooks_refuses_as_overapplied_becomes_an_overpayment(
+    rt, fake, connected, cheque, fits
+):
+    ids = seed_ledger(fake)
+    sync(rt, connected.conn)
+    invoice = ids["invoices"][2]
+    assert fake.records["Invoice"][invoice]["Balance"] == Decimal("174.25")
+    # The bookkeeper records a cheque in QuickBooks while the customer is on the checkout.
+    _cheque_in_quickbooks(rt, connected, ids, invoice, cheque)
+    _collect(rt, connected, invoice, "174.25")
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    [written] = [
+        m
+        for m in [outbox_row(rt, f"ledger_payment:{STRIPE_ID}")]
+        if m is not None and m.kind == LEDGER_PAYMENT
+    ]
+    assert written.status == "sent", written.last_error
+    posted = fake.payments_with_reference(STRIPE_ID)
+    row, applied = _collected(rt)
+    if fits is None:
+        assert posted == [] and written.provider_ref is None
+        assert row.unapplied_minor == 17425 and applied == 0
+    else:
+        [payment] = posted
+        assert payment["TotalAmt"] == Decimal(fits) and written.provider_ref == payment["Id"]
+        assert row.unapplied_minor == 17425 - 7425 and applied == 7425
+    # Collected = in the ledger + overpaid, to the cent.
+    in_ledger = sum((p["TotalAmt"] for p in posted), Decimal(0))
+    assert in_ledger * 100 + row.unapplied_minor == row.amount_minor
+    assert fake.records["Invoice"][invoice]["Balance"] == 0
+    rt.clock.advance(timedelta(minutes=1))
+    sync(rt, connected.conn)
+    with rt.sessions() as s:
+        ours = s.scalar(select(Invoice).where(Invoice.source_id == invoice))
+        assert (ours.status, ours.balance_minor) == ("paid", 0)
+
+
+def test_a_refitted_write_back_retried_after_a_crash_posts_once(rt, fake, connected):
+    ids = seed_ledger(fake)
+    sync(rt, connected.conn)
+    invoice = ids["invoices"][2]
+    _cheque_in_quickbooks(rt, connected, ids, invoice, "100.00")
+    _collect(rt, connected, invoice, "174.25")
+    message = outbox_row(rt, f"ledger_payment:{STRIPE_ID}")
+    # The worker refits and posts, then dies before recording the result.
+    first_id = post_ledger_payment(rt, message)
+    with transaction(rt.sessions) as s:
+        s.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message.id)
+            .values(status="sending", attempts=1, next_attempt_at=rt.clock.now())
+        )
+    rt.clock.advance(LEASE + timedelta(minutes=1))
+    assert deliver(rt.sessions, rt.clock, outbox_handlers(rt)) >= 1
+    row = outbox_row(rt, f"ledger_payment:{STRIPE_ID}")
+    assert (row.status, row.provider_ref) == ("sent", first_id)
+    [payment] = fake.payments_with_reference(STRIPE_ID)
+    assert payment["TotalAmt"] == Decimal("74.25")
+    collected, applied = _collected(rt)
+    assert (collected.unapplied_minor, applied) == (10000, 7425)
+
+
+class _WriteBackDuringTheRead:
+    """The QuickBooks connector, with the worker's write-back run after the sync read the
+    invoices and before it saved them."""
+
+    def __init__(self, inner, write_back) -> None:
+        self.inner, self.write_back, self.source = inner, write_back, inner.source
+
+    def pull(self, entity, cursor):
+        for page in self.inner.pull(entity, cursor):
+            if entity == "invoices" and self.write_back is not None:
+                self.write_back()
+                self.write_back = None
+            yield page
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_sync_reading_quickbooks_before_the_write_back_keeps_the_invoice_paid(
+    rt, fake, connected
+):
+    from arbridge.sync.runner import sync_connection
+
+    ids = seed_ledger(fake)
+    sync(rt, connected.conn)
+    invoice = ids["invoices"][2]
+    _collect(rt, connected, invoice, "174.25")
+    rt.clock.advance(timedelta(minutes=1))
+    racing = _WriteBackDuringTheRead(
+        rt.connector_for(connected.conn),
+        lambda: deliver(rt.sessions, rt.clock, outbox_handlers(rt)),
+    )
+    sync_connection(rt.sessions, connected.conn.id, racing, rt.clock, full=True)
+    assert fake.records["Invoice"][invoice]["Balance"] == 0
+    with rt.sessions() as s:
+        ours = s.scalar(select(Invoice).where(Invoice.source_id == invoice))
+        assert (ours.status, ours.balance_minor) == ("paid", 0)
+    rt.clock.advance(timedelta(minutes=1))
+    sync(rt, connected.conn)
+    assert_same_books(rt, fake)

@@ -173,8 +173,34 @@ def test_refund_is_idempotent_by_our_key():
         == fixture("refund")["id"]
     )
     call = responses.calls[0]
-    assert form(call) == {"payment_intent": ["pi_1PgafyB7WZ01zgkWSjxsAJo3"], "amount": ["2500"]}
+    assert form(call) == {
+        "payment_intent": ["pi_1PgafyB7WZ01zgkWSjxsAJo3"],
+        "amount": ["2500"],
+        # The key rides along, so a later attempt can find this refund at Stripe.
+        "metadata[arbridge_refund_key]": ["stripe_refund:pi:overpayment"],
+    }
     assert call.request.headers["Idempotency-Key"] == "stripe_refund:pi:overpayment"
+
+
+@responses.activate
+def test_find_refund_names_a_refund_an_earlier_attempt_made_and_not_a_failed_one():
+    refund = fixture("refund")
+    mine = {**refund, "id": "re_mine", "metadata": {"arbridge_refund_key": "k:1"}}
+    failed = {
+        **refund,
+        "id": "re_failed",
+        "status": "failed",
+        "metadata": {"arbridge_refund_key": "k:2"},
+    }
+    other = {**refund, "id": "re_dashboard", "metadata": {}}
+    listing = {"object": "list", "has_more": False, "url": "/v1/refunds"}
+    responses.get(f"{API}/v1/refunds", json={**listing, "data": [other, failed, mine]})
+    responses.get(f"{API}/v1/refunds", json={**listing, "data": [other, failed]})
+    gw = StripeGateway("sk_test_x", api_base=API)
+    assert gw.find_refund("pi_1PgafyB7WZ01zgkWSjxsAJo3", ["k:1", "k:2"]) == "re_mine"
+    assert gw.find_refund("pi_1PgafyB7WZ01zgkWSjxsAJo3", ["k:1", "k:2"]) is None
+    sent = parse_qs(responses.calls[0].request.url.split("?", 1)[1])
+    assert sent == {"payment_intent": ["pi_1PgafyB7WZ01zgkWSjxsAJo3"], "limit": ["100"]}
 
 
 @responses.activate
@@ -192,3 +218,47 @@ def test_capabilities_of_the_connected_account():
         "card_payments": "active",
         "us_bank_account_ach_payments": "inactive",
     }
+
+
+@responses.activate
+def test_a_session_is_read_back_as_stripe_sends_it():
+    responses.get(
+        f"{API}/v1/checkout/sessions/cs_test_r",
+        json={**fixture("checkout_session"), "id": "cs_test_r", "status": "open"},
+    )
+    session = StripeGateway("sk_test_x", api_base=API).retrieve_checkout_session("cs_test_r")
+    assert (session.id, session.status) == ("cs_test_r", "open")
+
+
+@responses.activate
+def test_expiring_a_session_sends_our_key_and_leaves_a_paid_one_paid():
+    gw = StripeGateway("sk_test_x", api_base=API)
+    responses.post(
+        f"{API}/v1/checkout/sessions/cs_test_open/expire",
+        json={**fixture("checkout_session"), "id": "cs_test_open", "status": "expired"},
+    )
+    assert gw.expire_checkout_session("cs_test_open", "stripe_expire:cs_test_open").status == (
+        "expired"
+    )
+    assert responses.calls[0].request.headers["Idempotency-Key"] == "stripe_expire:cs_test_open"
+    # Paid meanwhile: Stripe refuses to expire it; the session is read back, not an error.
+    responses.post(
+        f"{API}/v1/checkout/sessions/cs_test_paid/expire",
+        status=400,
+        json={
+            "error": {
+                "type": "invalid_request_error",
+                "message": "Only Checkout Sessions with a status of `open` can be expired.",
+            }
+        },
+    )
+    responses.get(
+        f"{API}/v1/checkout/sessions/cs_test_paid",
+        json={
+            **fixture("checkout_session"),
+            "id": "cs_test_paid",
+            "status": "complete",
+            "payment_status": "paid",
+        },
+    )
+    assert gw.expire_checkout_session("cs_test_paid", "k").status == "complete"

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from arbridge import payments
 from arbridge.connectors.stripe.simulated import sign
+from arbridge.money import Money
 from arbridge.sync.db import transaction
 from arbridge.sync.model import CollectedPayment, Invoice, WebhookEvent
 from arbridge.sync.store import issue_pay_token, ledger_connection, open_invoices
@@ -255,3 +256,225 @@ def test_an_account_without_ach_still_takes_cards(stripe_rt, demo_company):
     first, second = (c.request for c in responses.calls)
     assert "us_bank_account" in first.body and "us_bank_account" not in second.body
     assert second.headers["Idempotency-Key"] == first.headers["Idempotency-Key"] + ":card"
+
+
+@responses.activate
+def test_card_declined_then_paid_in_same_checkout_is_recorded_paid(stripe_rt, client, demo_company):
+    """Checkout lets the customer try another card after a decline: the PaymentIntent fails
+    (payment_intent.payment_failed), then the same PaymentIntent succeeds and the session
+    completes paid. The failure was not final: the invoice is paid and in the ledger once."""
+    rt = stripe_rt
+    token, invoice_id, balance, _ = open_invoice(rt, demo_company)
+    responses.add_callback(
+        responses.POST, f"{API}/v1/checkout/sessions", callback=fake_session_create("pi_decl_ok")
+    )
+    payments.start_checkout(rt, token)
+    session = {**fake_session_create.last, "status": "complete", "payment_status": "paid"}
+    declined = {
+        **fixture("payment_intent"),
+        "id": "pi_decl_ok",
+        "amount": balance,
+        "currency": "usd",
+        "metadata": session["metadata"],
+        "payment_method_types": ["card"],
+        "status": "requires_payment_method",
+        "last_payment_error": {
+            "type": "card_error",
+            "code": "card_declined",
+            "decline_code": "insufficient_funds",
+            "message": "Your card has insufficient funds.",
+        },
+    }
+    assert deliver(client, rt, "payment_intent.payment_failed", declined, 1) == 200
+    drain(rt)  # the decline is recorded first, as Stripe sends it first
+    assert deliver(client, rt, "checkout.session.completed", session, 2) == 200
+    assert deliver(client, rt, "payment_intent.payment_failed", declined, 1) == 200  # a retry
+    drain(rt)
+    with rt.sessions() as s:
+        inv = s.get(Invoice, invoice_id)
+        [row] = s.scalars(select(CollectedPayment)).all()
+        statuses = set(s.scalars(select(WebhookEvent.status)))
+    assert inv.status == "paid" and inv.balance_minor == 0 and not inv.payment_pending
+    assert row.status == "succeeded" and row.amount_minor == balance
+    assert statuses == {"processed"}
+    [posted] = ledger_payments(rt, demo_company)
+    assert posted["reference"] == "pi_decl_ok" and posted["status"] == "POSTED"
+
+
+class FakeSessions:
+    """Stripe's Checkout Sessions at the HTTP boundary: create (one id per call) and expire
+    (only an open session; Stripe refuses any other with a 400)."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, dict] = {}
+        self.expired: list[str] = []
+
+    def create(self, request):
+        from urllib.parse import parse_qsl
+
+        sent = dict(parse_qsl(request.body))
+        n = len(self.sessions) + 1
+        session = {
+            **fixture("checkout_session"),
+            "id": f"cs_test_link{n}",
+            "status": "open",
+            "payment_status": "unpaid",
+            "payment_intent": f"pi_link{n}",
+            "amount_total": int(sent["line_items[0][price_data][unit_amount]"]),
+            "currency": "usd",
+            "expires_at": int(sent["expires_at"]),
+            "metadata": {k[9:-1]: v for k, v in sent.items() if k.startswith("metadata[")},
+            "url": f"https://checkout.stripe.com/c/pay/cs_test_link{n}",
+        }
+        self.sessions[session["id"]] = session
+        return 200, {}, json.dumps(session)
+
+    def expire(self, request):
+        sid = request.url.split("/checkout/sessions/", 1)[1].split("/", 1)[0]
+        session = self.sessions[sid]
+        if session["status"] != "open":
+            return (
+                400,
+                {},
+                json.dumps(
+                    {
+                        "error": {
+                            "type": "invalid_request_error",
+                            "message": "Only Checkout Sessions with a status of `open` can be expired.",
+                        }
+                    }
+                ),
+            )
+        session["status"] = "expired"
+        self.expired.append(sid)
+        return 200, {}, json.dumps(session)
+
+    def install(self) -> None:
+        import re
+
+        responses.add_callback(responses.POST, f"{API}/v1/checkout/sessions", callback=self.create)
+        responses.add_callback(
+            responses.POST,
+            re.compile(re.escape(API) + r"/v1/checkout/sessions/[^/]+/expire"),
+            callback=self.expire,
+        )
+
+
+@responses.activate
+def test_two_pay_links_for_one_invoice_cannot_both_be_paid(stripe_rt, client, demo_company):
+    from arbridge.errors import Rejected
+    from arbridge.sync.model import CheckoutSessionRow
+    from tests.web.conftest import csrf_token
+
+    rt = stripe_rt
+    stripe = FakeSessions()
+    stripe.install()
+    token_a, invoice_id, *_ = open_invoice(rt, demo_company)
+    with transaction(rt.sessions) as s:
+        token_b = issue_pay_token(s, rt.clock, s.get(Invoice, invoice_id))
+    # The customer opens both links (the reminder's and an older one), a checkout on each.
+    payments.start_checkout(rt, token_a)
+    payments.start_checkout(rt, token_b)
+    csrf = csrf_token(client.get(f"/pay/{token_b}").data)  # B's page stays open in a tab
+    first, second = stripe.sessions.values()
+    paid = {**first, "status": "complete", "payment_status": "paid"}
+    stripe.sessions[first["id"]] = paid
+    assert deliver(client, rt, "checkout.session.completed", paid, 1) == 200
+    drain(rt)
+    drain(rt)
+    # The other open session is closed at Stripe, once, through the outbox.
+    assert stripe.expired == [second["id"]]
+    assert stripe.sessions[second["id"]]["status"] == "expired"
+    with rt.sessions() as s:
+        statuses = dict(
+            s.execute(select(CheckoutSessionRow.stripe_session_id, CheckoutSessionRow.status))
+            .tuples()
+            .all()
+        )
+    assert statuses[second["id"]] == "expired"
+    # The second link now says the invoice is paid and opens nothing.
+    calls = len(responses.calls)
+    page = client.get(f"/pay/{token_b}")
+    assert page.status_code == 200 and b"paid" in page.data.lower()
+    refused = client.post(f"/pay/{token_b}/checkout", data={"csrf_token": csrf})
+    assert refused.status_code == 409 and b"nothing to pay" in refused.data
+    with pytest.raises(Rejected, match="paid"):
+        payments.start_checkout(rt, token_b)
+    assert len(responses.calls) == calls  # no session opened at Stripe
+    with rt.sessions() as s:
+        assert len(s.scalars(select(CheckoutSessionRow)).all()) == 2
+
+
+def _paid_then_disputed(rt, client, demo_company, pi):
+    token, invoice_id, balance, _ = open_invoice(rt, demo_company)
+    responses.add_callback(
+        responses.POST, f"{API}/v1/checkout/sessions", callback=fake_session_create(pi)
+    )
+    payments.start_checkout(rt, token)
+    session = {**fake_session_create.last, "status": "complete", "payment_status": "paid"}
+    deliver(client, rt, "checkout.session.completed", session, 1)
+    drain(rt)
+    dispute = {
+        **fixture("dispute"),
+        "id": "dp_1Pgc71B7WZ01zgkWMevJiAUx",
+        "amount": balance,
+        "charge": "ch_3MtwBwLkdIwHu7ix28a3tqPa",
+        "payment_intent": pi,
+        "reason": "fraudulent",
+        "status": "needs_response",
+        "is_charge_refundable": False,
+        "payment_method_details": {
+            "card": {"brand": "visa", "case_type": "chargeback", "network_reason_code": "10.4"},
+            "type": "card",
+        },
+    }
+    deliver(client, rt, "charge.dispute.created", dispute, 2)
+    drain(rt)
+    with rt.sessions() as s:
+        inv = s.get(Invoice, invoice_id)
+        assert inv.status == "open" and inv.balance_minor == balance
+    assert [p["status"] for p in ledger_payments(rt, demo_company)] == ["VOIDED"]
+    return invoice_id, balance, dispute
+
+
+@responses.activate
+def test_a_won_dispute_closes_the_invoice_again_and_writes_the_payment_back_once(
+    stripe_rt, client, demo_company
+):
+    rt = stripe_rt
+    pi = "pi_3MtwBwLkdIwHu7ix28a3tqPa"
+    invoice_id, balance, dispute = _paid_then_disputed(rt, client, demo_company, pi)
+    won = {**dispute, "status": "won"}
+    # Stripe sends both when the bank sides with the business; each may come twice.
+    deliver(client, rt, "charge.dispute.funds_reinstated", won, 3)
+    deliver(client, rt, "charge.dispute.closed", won, 4)
+    deliver(client, rt, "charge.dispute.closed", won, 4)
+    drain(rt)
+    deliver(client, rt, "charge.dispute.funds_reinstated", won, 3)
+    deliver(client, rt, "charge.dispute.created", dispute, 2)  # a late repeat of the opening
+    drain(rt)
+    drain(rt)
+    with rt.sessions() as s:
+        inv = s.get(Invoice, invoice_id)
+        row = s.scalar(select(CollectedPayment))
+        statuses = set(s.scalars(select(WebhookEvent.status)))
+    assert inv.status == "paid" and inv.balance_minor == 0
+    assert row.status == "succeeded" and row.unapplied_minor == 0
+    assert statuses == {"processed"}
+    live = [p for p in ledger_payments(rt, demo_company) if p["status"] == "POSTED"]
+    assert [p["amount"] for p in live] == [str(Money.from_minor(balance, "USD").amount)]
+
+
+@responses.activate
+def test_a_lost_dispute_leaves_the_payment_reversed(stripe_rt, client, demo_company):
+    rt = stripe_rt
+    pi = "pi_3MtwBwLkdIwHu7ix28a3tqPb"
+    invoice_id, balance, dispute = _paid_then_disputed(rt, client, demo_company, pi)
+    deliver(client, rt, "charge.dispute.closed", {**dispute, "status": "lost"}, 3)
+    drain(rt)
+    with rt.sessions() as s:
+        inv = s.get(Invoice, invoice_id)
+        row = s.scalar(select(CollectedPayment))
+    assert inv.status == "open" and inv.balance_minor == balance
+    assert row.status == "disputed"
+    assert [p["status"] for p in ledger_payments(rt, demo_company)] == ["VOIDED"]

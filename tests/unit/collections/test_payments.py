@@ -64,7 +64,10 @@ def test_a_short_payment_loses_the_discount_on_the_invoice_it_does_not_settle():
         ("pending", "failed", "failed"),
         ("succeeded", "pending", None),  # a late "processing" never undoes a success
         ("succeeded", "succeeded", None),  # a duplicate
-        ("failed", "succeeded", None),
+        # A decline, then another card in the same Checkout: the PaymentIntent succeeds.
+        ("failed", "succeeded", "succeeded"),
+        ("failed", "pending", None),  # only success leaves a failure
+        ("succeeded", "failed", None),  # a late decline never undoes a success
         ("succeeded", "refunded", "refunded"),
         ("succeeded", "disputed", "disputed"),
         ("pending", "disputed", None),

@@ -304,3 +304,23 @@ def test_stored_sequence_round_trips():
         Decimal("1000.00")
         == parse_sequence("x", [{"offset_days": 1, "min_balance": "1000.00"}]).steps[0].min_balance
     )
+
+
+def test_minimum_balance_of_50_kwd_is_not_treated_as_500_fils_worth_of_steps():
+    # KWD has three decimals: 49.000 KWD is 49000 fils, below a 50 KWD minimum.
+    seq = parse_sequence(
+        "default",
+        [
+            {"offset_days": 3, "template": "overdue"},
+            {"offset_days": 10, "template": "final_notice", "min_balance": "50"},
+        ],
+    )
+    pol = ReminderPolicy(sequences={"default": seq})
+    day = DUE + timedelta(days=12)
+    under = plan([customer()], [invoice(currency="KWD", balance_minor=49_000)], pol, day)
+    assert under.decisions[0].step.key == "after-3"
+    over = plan([customer()], [invoice(currency="KWD", balance_minor=50_000)], pol, day)
+    assert over.decisions[0].step.key == "after-10"
+    # And a zero-decimal currency compares whole yen.
+    yen = plan([customer()], [invoice(currency="JPY", balance_minor=49)], pol, day)
+    assert yen.decisions[0].step.key == "after-3"

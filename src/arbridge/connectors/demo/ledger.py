@@ -12,7 +12,7 @@ import fcntl
 import json
 import os
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, timedelta
 from decimal import Decimal
@@ -269,6 +269,14 @@ class DemoConnector:
                     f"has a {kind} record (number {position}) without a valid id and sequence number"
                 )
         return records
+
+    def read_invoices(self, source_ids: Sequence[str]) -> list[SourceRecord]:
+        wanted = set(source_ids)
+        return [
+            SourceRecord("invoices", str(r["id"]), r.get("status") == "DELETED", r)
+            for r in self._records(self.ledger.read(), "Invoice")
+            if r["id"] in wanted
+        ]
 
     def post_payment(self, payment: PaymentWriteBack) -> str:
         return self.ledger.post_payment(payment)

@@ -6,15 +6,24 @@ ARBRIDGE_SMTP_URL picks the transport:
 - `smtp://host:25`: no TLS, for a relay on the same machine or network only.
 SMTP replies map to arbridge's errors in one place: 4xx and dropped connections are `Transient`
 (the outbox retries with backoff); a refused recipient or message (5xx) is `MailBounced`; a
-refused login or sender is `MailConfigError` (the owner's setup, not the customer's address).
+refused login or sender is `MailConfigError` (the owner's setup, not the customer's address);
+no final reply after the whole message went (RFC 5321 gives it 10 minutes, `data_timeout`) is
+`MailMaybeSent`: never retried, because the message may already be in the customer's inbox.
 """
 
 from arbridge.connectors.email.message import OutgoingEmail, build_message
-from arbridge.connectors.email.smtp import MailBounced, MailConfigError, SmtpTransport, parse_url
+from arbridge.connectors.email.smtp import (
+    MailBounced,
+    MailConfigError,
+    MailMaybeSent,
+    SmtpTransport,
+    parse_url,
+)
 
 __all__ = [
     "MailBounced",
     "MailConfigError",
+    "MailMaybeSent",
     "OutgoingEmail",
     "SmtpTransport",
     "build_message",

@@ -7,9 +7,10 @@ import smtplib
 import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from arbridge.errors import ConfigError, Rejected, Transient
+from arbridge.errors import ConfigError, Rejected, Transient, Unconfirmed
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,12 @@ class MailBounced(Rejected):
         self.code = code
 
 
+class MailMaybeSent(Unconfirmed):
+    """The whole message reached the server but its final reply did not come back (a timeout or
+    a dropped connection after the end of DATA): it may well have been delivered. Never retried;
+    the owner is told."""
+
+
 class MailConfigError(Rejected):
     """The server refused our login or our sender address: the owner must fix the settings."""
 
@@ -37,6 +44,8 @@ class SmtpConfig:
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
     timeout: float = 30.0
+    # RFC 5321 section 4.5.3.2.6: the reply to the end of DATA may take up to 10 minutes.
+    data_timeout: float = 600.0
 
     @property
     def where(self) -> str:
@@ -59,10 +68,8 @@ def parse_url(url: str) -> SmtpConfig:
         raise ConfigError("ARBRIDGE_SMTP_URL names no host")
     security, default_port = SCHEMES[parts.scheme]
     query = parse_qs(parts.query)
-    try:
-        timeout = float(query.get("timeout", ["30"])[0])
-    except ValueError as e:
-        raise ConfigError("ARBRIDGE_SMTP_URL timeout must be a number of seconds") from e
+    timeout = _seconds(query, "timeout", 30.0)
+    data_timeout = _seconds(query, "data_timeout", 600.0)
     return SmtpConfig(
         host=parts.hostname,
         port=port or default_port,
@@ -70,7 +77,55 @@ def parse_url(url: str) -> SmtpConfig:
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         timeout=timeout,
+        data_timeout=data_timeout,
     )
+
+
+def _seconds(query: dict[str, list[str]], name: str, default: float) -> float:
+    raw = query.get(name, [str(default)])[0]
+    try:
+        value = float(raw)
+    except ValueError as e:
+        raise ConfigError(f"ARBRIDGE_SMTP_URL {name} must be a number of seconds") from e
+    if not 0 < value <= 3600:
+        raise ConfigError(f"ARBRIDGE_SMTP_URL {name} must be between 0 and 3600 seconds")
+    return value
+
+
+class _BodyAware:
+    """Mixed into smtplib's clients: knows when the whole message (body and final dot) has been
+    handed to the server, and from then on waits `data_timeout` for the final reply.
+
+    smtplib's `data()` sends the DATA command as text and the message (ending CRLF.CRLF) as
+    bytes; every other command is sent as text, so the bytes sent inside `data()` are the body.
+    """
+
+    data_timeout: float = 600.0
+    body_sent: bool = False
+    _in_data: bool = False
+    sock: Any
+
+    def data(self, msg: Any) -> tuple[int, bytes]:
+        self._in_data = True
+        try:
+            return super().data(msg)  # type: ignore[misc]
+        finally:
+            self._in_data = False
+
+    def send(self, s: Any) -> None:
+        super().send(s)  # type: ignore[misc]
+        if self._in_data and isinstance(s, bytes):
+            self.body_sent = True
+            if self.sock is not None:
+                self.sock.settimeout(self.data_timeout)
+
+
+class _SMTP(_BodyAware, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_BodyAware, smtplib.SMTP_SSL):
+    pass
 
 
 class SmtpTransport:
@@ -78,11 +133,15 @@ class SmtpTransport:
         self.config = parse_url(url)
         self.ssl_context = ssl_context or ssl.create_default_context()
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self) -> _SMTP | _SMTP_SSL:
         c = self.config
+        client: _SMTP | _SMTP_SSL
         if c.security == "ssl":
-            return smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout, context=self.ssl_context)
-        client = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
+            client = _SMTP_SSL(c.host, c.port, timeout=c.timeout, context=self.ssl_context)
+            client.data_timeout = c.data_timeout
+            return client
+        client = _SMTP(c.host, c.port, timeout=c.timeout)
+        client.data_timeout = c.data_timeout
         if c.security == "starttls":
             client.ehlo()
             if not client.has_extn("starttls"):
@@ -93,10 +152,11 @@ class SmtpTransport:
         return client
 
     def send(self, msg: EmailMessage) -> str:
-        """Send one message; returns its Message-ID. Raises Transient, MailBounced or
-        MailConfigError."""
+        """Send one message; returns its Message-ID. Raises Transient, MailBounced,
+        MailConfigError, or MailMaybeSent when the message went but its reply did not come."""
         c = self.config
         rcpt = str(msg["To"])
+        client: _SMTP | _SMTP_SSL | None = None
         try:
             client = self._connect()
             try:
@@ -105,37 +165,52 @@ class SmtpTransport:
                 client.send_message(msg)
             finally:
                 try:
-                    client.quit()
+                    if client.sock is not None:
+                        client.sock.settimeout(c.timeout)
+                        client.quit()
                 except (smtplib.SMTPException, OSError):
                     client.close()
-        except smtplib.SMTPRecipientsRefused as e:
-            code, reply = next(iter(e.recipients.values()))
-            raise _by_code(code, reply, rcpt, c.where) from None
-        except smtplib.SMTPNotSupportedError:
-            raise MailConfigError(
-                f"the mail server {c.where} does not offer login (AUTH); check ARBRIDGE_SMTP_URL"
-            ) from None
-        except smtplib.SMTPAuthenticationError as e:
-            raise MailConfigError(
-                f"the mail server {c.where} refused the login ({e.smtp_code})"
-            ) from None
-        except smtplib.SMTPSenderRefused as e:
-            if 400 <= e.smtp_code < 500:
-                raise Transient(f"the mail server {c.where} deferred: {e.smtp_code}") from None
-            raise MailConfigError(
-                f"the mail server {c.where} refused the sender {e.sender!r} ({e.smtp_code})"
-            ) from None
-        except smtplib.SMTPResponseException as e:
-            raise _by_code(e.smtp_code, e.smtp_error, rcpt, c.where) from None
-        except ssl.SSLCertVerificationError as e:
-            raise MailConfigError(
-                f"the mail server {c.where} presented a certificate that cannot be trusted "
-                f"({e.verify_message})"
-            ) from None
-        except (smtplib.SMTPException, OSError) as e:
-            # Connection refused, dropped, timed out, TLS handshake: worth another try later.
-            raise Transient(f"could not reach the mail server {c.where}: {type(e).__name__}") from e
+        except (smtplib.SMTPServerDisconnected, TimeoutError, OSError) as e:
+            if client is not None and client.body_sent:
+                # After the final dot the server may have queued the message: a retry could
+                # deliver it twice, which is worse than asking the owner to check.
+                log.warning("no final reply from %s after the message was sent: %s", c.where, e)
+                raise MailMaybeSent(
+                    f"the mail server {c.where} received the whole message to {rcpt} but did "
+                    f"not confirm it ({type(e).__name__}): it may have been delivered"
+                ) from e
+            raise self._map(e, rcpt) from e
+        except smtplib.SMTPException as e:
+            raise self._map(e, rcpt) from None
         return str(msg["Message-ID"])
+
+    def _map(self, e: Exception, rcpt: str) -> Exception:
+        """One place that turns smtplib's failures into arbridge's errors."""
+        where = self.config.where
+        if isinstance(e, smtplib.SMTPRecipientsRefused):
+            code, reply = next(iter(e.recipients.values()))
+            return _by_code(code, reply, rcpt, where)
+        if isinstance(e, smtplib.SMTPNotSupportedError):
+            return MailConfigError(
+                f"the mail server {where} does not offer login (AUTH); check ARBRIDGE_SMTP_URL"
+            )
+        if isinstance(e, smtplib.SMTPAuthenticationError):
+            return MailConfigError(f"the mail server {where} refused the login ({e.smtp_code})")
+        if isinstance(e, smtplib.SMTPSenderRefused):
+            if 400 <= e.smtp_code < 500:
+                return Transient(f"the mail server {where} deferred: {e.smtp_code}")
+            return MailConfigError(
+                f"the mail server {where} refused the sender {e.sender!r} ({e.smtp_code})"
+            )
+        if isinstance(e, smtplib.SMTPResponseException):
+            return _by_code(e.smtp_code, e.smtp_error, rcpt, where)
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return MailConfigError(
+                f"the mail server {where} presented a certificate that cannot be trusted "
+                f"({e.verify_message})"
+            )
+        # Connection refused, dropped, timed out, TLS handshake: worth another try later.
+        return Transient(f"could not reach the mail server {where}: {type(e).__name__}")
 
 
 def _by_code(code: int, reply: bytes | str, rcpt: str, where: str) -> Exception:

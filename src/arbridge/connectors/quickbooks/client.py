@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -432,6 +432,16 @@ class QuickBooksConnector:
                 age,
             )
         yield from self._full(entity)
+
+    def read_invoices(self, source_ids: Sequence[str]) -> list[SourceRecord]:
+        """The invoices as QuickBooks has them now, by id (deleted ones do not come back)."""
+        ids = sorted({i for i in source_ids if i.isdigit()})
+        out: list[SourceRecord] = []
+        for start in range(0, len(ids), ID_BATCH):
+            batch = ", ".join(repr(i) for i in ids[start : start + ID_BATCH])
+            data = self.query(f"SELECT * FROM Invoice WHERE Id IN ({batch}) MAXRESULTS {ID_BATCH}")  # noqa: S608
+            out += self._records("invoices", (data.get("QueryResponse") or {}).get("Invoice") or [])
+        return out
 
     def deposit_accounts(self) -> list[tuple[str, str]]:
         """(id, name) of accounts a payment may be deposited to: bank and Undeposited Funds."""

@@ -22,6 +22,7 @@ from arbridge.money import Money, check_currency
 log = logging.getLogger(__name__)
 
 STRIPE_API_VERSION = "2026-10-28.endive"
+REFUND_KEY = "arbridge_refund_key"  # a refund's metadata: the outbox key that asked for it
 # docs.stripe.com/currencies#zero-decimal and #three-decimal
 ZERO_DECIMAL = frozenset(
     [
@@ -120,7 +121,11 @@ class PaymentGateway(Protocol):
 
     def retrieve_checkout_session(self, session_id: str) -> CheckoutSession: ...
 
+    def expire_checkout_session(self, session_id: str, idempotency_key: str) -> CheckoutSession: ...
+
     def refund(self, payment_intent: str, amount: Money | None, idempotency_key: str) -> str: ...
+
+    def find_refund(self, payment_intent: str, keys: Sequence[str]) -> str | None: ...
 
     def capabilities(self) -> dict[str, str]: ...
 
@@ -199,13 +204,40 @@ class StripeGateway:
     def retrieve_checkout_session(self, session_id: str) -> CheckoutSession:
         try:
             return CheckoutSession.from_stripe(
-                self.client.v1.checkout.sessions.retrieve(session_id)
+                self.client.v1.checkout.sessions.retrieve(session_id).to_dict()
             )
         except stripe.StripeError as e:
             raise _map_error(e) from e
 
+    def expire_checkout_session(self, session_id: str, idempotency_key: str) -> CheckoutSession:
+        """Close a session so it can no longer be paid (`POST /v1/checkout/sessions/{id}/expire`).
+        Stripe expires only open sessions and answers 400 for any other: then the session is
+        read back, and one already complete or expired is returned as it is."""
+        try:
+            return CheckoutSession.from_stripe(
+                self.client.v1.checkout.sessions.expire(
+                    session_id,
+                    options={"idempotency_key": idempotency_key},  # type: ignore[typeddict-item]
+                ).to_dict()
+            )
+        except stripe.InvalidRequestError as e:
+            if e.http_status != 400:
+                raise _map_error(e) from e
+            refused: ConnectorError = _map_error(e)
+        except stripe.StripeError as e:
+            raise _map_error(e) from e
+        current = self.retrieve_checkout_session(session_id)
+        if current.status == "open":
+            raise refused
+        return current
+
     def refund(self, payment_intent: str, amount: Money | None, idempotency_key: str) -> str:
-        params: dict[str, Any] = {"payment_intent": payment_intent}
+        # The key goes in the metadata too, so a later attempt can find this refund at Stripe
+        # when its outcome was never learnt (`find_refund`).
+        params: dict[str, Any] = {
+            "payment_intent": payment_intent,
+            "metadata": {REFUND_KEY: idempotency_key},
+        }
         if amount is not None:
             params["amount"] = to_stripe_amount(amount)
         try:
@@ -213,6 +245,24 @@ class StripeGateway:
         except stripe.StripeError as e:
             raise _map_error(e) from e
         return refund.id
+
+    def find_refund(self, payment_intent: str, keys: Sequence[str]) -> str | None:
+        """A refund of this payment made by one of our earlier attempts (by the key in its
+        metadata) that did not fail; None when Stripe has none."""
+        wanted = set(keys)
+        try:
+            found = self.client.v1.refunds.list(
+                {"payment_intent": payment_intent, "limit": 100}  # type: ignore[typeddict-item]
+            )
+        except stripe.StripeError as e:
+            raise _map_error(e) from e
+        for refund in found.auto_paging_iter():
+            data = refund.to_dict()
+            if (data.get("metadata") or {}).get(REFUND_KEY) in wanted and data.get(
+                "status"
+            ) not in ("failed", "canceled"):
+                return str(data["id"])
+        return None
 
     def account(self) -> dict[str, Any]:
         """The account this gateway acts for (the connected one, or the key's own)."""

@@ -14,7 +14,7 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -141,6 +141,16 @@ class SimulatedStripe:
                 s["status"] = "expired"
             return CheckoutSession.from_stripe(self._session_obj(s))
 
+    def expire_checkout_session(self, session_id: str, idempotency_key: str) -> CheckoutSession:
+        """Like Stripe: an open session expires; one no longer open stays as it is."""
+        with self._state() as state:
+            s = state["sessions"].get(session_id)
+            if s is None:
+                raise NotFound(f"no simulated checkout session {session_id}")
+            if s["status"] == "open":
+                s["status"] = "expired"
+            return CheckoutSession.from_stripe(self._session_obj(s))
+
     def page(self, session_id: str) -> dict[str, Any]:
         """What the simulated checkout page shows."""
         with self._state() as state:
@@ -219,6 +229,10 @@ class SimulatedStripe:
             }
             self._emit(state, "charge.refunded", charge)
             return rid
+
+    def find_refund(self, payment_intent: str, keys: Sequence[str]) -> str | None:
+        with self._state() as state:
+            return next((state["idempotency"][k] for k in keys if k in state["idempotency"]), None)
 
     def capabilities(self) -> dict[str, str]:
         return {"card_payments": "active", "us_bank_account_ach_payments": "active"}

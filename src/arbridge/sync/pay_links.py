@@ -1,0 +1,115 @@
+"""Customers' payment links beyond the basics in `store`: expiry, revocation, what a statement
+link may charge, and links that live in the outbox only as a reference.
+
+A link's token is shown once and stored as its SHA-256 (`store.hash_token`). A queued email
+therefore cannot carry the token without keeping it in plaintext: it carries the link's row id,
+and the token is minted (`mint`) when the email is rendered, just before it goes out.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session, aliased
+
+from arbridge.clock import Clock
+from arbridge.errors import NotFound
+from arbridge.sync.model import Customer, Invoice, InvoiceHold, PayToken
+
+DEFAULT_STATEMENT_LINK_DAYS = 60
+
+
+class LinkGone(NotFound):
+    """A genuine link that no longer works: expired, or withdrawn by the business (410)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # "expired" | "withdrawn"
+
+
+def check_live(link: PayToken, now: datetime) -> None:
+    if link.revoked_at is not None:
+        raise LinkGone("this payment link was withdrawn", "withdrawn")
+    if link.expires_at is not None and link.expires_at <= now:
+        raise LinkGone("this payment link has expired", "expired")
+
+
+def new_link(
+    session: Session, clock: Clock, *, invoice: Invoice | None = None, customer: Customer
+) -> PayToken:
+    """A link row for an email still in the outbox: no usable token until `mint`."""
+    row = PayToken(
+        company_id=customer.company_id,
+        invoice_id=invoice.id if invoice is not None else None,
+        customer_id=customer.id,
+        # A random hash nobody has the token for: the link works only once minted.
+        token_hash=secrets.token_hex(32),
+        created_at=clock.now(),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def mint(session: Session, clock: Clock, link_id: int, statement_days: int) -> str | None:
+    """Give a queued link its token as its email goes out (a statement link's lifetime starts
+    now). Returns None when the link is gone (revoked, or its customer deleted)."""
+    from arbridge.sync.store import hash_token
+
+    row = session.get(PayToken, link_id, with_for_update=True)
+    if row is None or row.revoked_at is not None:
+        return None
+    token = secrets.token_urlsafe(32)
+    row.token_hash = hash_token(token)
+    if row.invoice_id is None:
+        row.expires_at = clock.now() + timedelta(days=statement_days)
+    return token
+
+
+def revoke_statement_links(session: Session, clock: Clock, customer: Customer) -> int:
+    rows = session.scalars(
+        select(PayToken).where(
+            PayToken.customer_id == customer.id,
+            PayToken.invoice_id.is_(None),
+            PayToken.revoked_at.is_(None),
+        )
+    ).all()
+    for row in rows:
+        row.revoked_at = clock.now()
+    return len(rows)
+
+
+def statement_invoices(session: Session, link: PayToken) -> Sequence[Invoice]:
+    """What a statement link charges: the customer's open invoices, except those the business
+    paused, whose payment links it withdrew (and issued none since), or that are disputed."""
+    revoked, live = aliased(PayToken), aliased(PayToken)
+    withdrawn = exists().where(
+        revoked.invoice_id == Invoice.id,
+        revoked.revoked_at.is_not(None),
+        ~exists().where(
+            live.invoice_id == Invoice.id,
+            live.revoked_at.is_(None),
+            live.created_at > revoked.revoked_at,
+        ),
+    )
+    disputed = exists().where(
+        InvoiceHold.invoice_id == Invoice.id,
+        InvoiceHold.kind == "dispute",
+        InvoiceHold.resolved_at.is_(None),
+    )
+    return session.scalars(
+        select(Invoice)
+        .where(
+            Invoice.company_id == link.company_id,
+            Invoice.customer_id == link.customer_id,
+            Invoice.status == "open",
+            Invoice.balance_minor > 0,
+            Invoice.paused.is_(False),
+            ~disputed,
+            ~withdrawn,
+        )
+        .order_by(Invoice.due_on, Invoice.id)
+    ).all()

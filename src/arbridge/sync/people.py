@@ -1,0 +1,254 @@
+"""Who belongs to a company: signing in with a ledger's identity (QuickBooks now, Xero later),
+the owner's invitations, and the session version that signing out bumps.
+
+The rules for a ledger sign-in, the same for every provider (the caller has already proved that
+the new grant reads the tenant named in the callback, e.g. QuickBooks' CompanyInfo for that
+realm; a tenant id from the query string alone proves nothing):
+
+1. A tenant already attached to one company is never attached to another.
+2. Nobody joins an existing company by signing in with the ledger, even with a genuine grant for
+   its tenant: an existing company gains users only by its owner's invitation (emailed link,
+   expiring, used once).
+3. Signing in with a known ledger identity signs that user in to their own company.
+4. With nobody signed in and an unknown identity, a tenant attached to no company starts a new
+   company with this person as its owner.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from arbridge.clock import Clock
+from arbridge.errors import ArbridgeError, NotFound
+from arbridge.sync.activity import log_activity
+from arbridge.sync.model import Company, Connection, Invitation, User
+from arbridge.sync.outbox import enqueue
+from arbridge.sync.store import hash_token
+
+INVITATION_DAYS = 7
+
+
+class SignInRefused(ArbridgeError):
+    """A ledger sign-in the rules refuse. `title` and the message are shown to the visitor."""
+
+    def __init__(self, title: str, message: str, status: int) -> None:
+        super().__init__(message)
+        self.title = title
+        self.status = status
+
+
+def tenant_taken(provider_name: str) -> SignInRefused:
+    return SignInRefused(
+        f"This {provider_name} company is already connected to another arbridge company",
+        f"A {provider_name} company can be connected to one arbridge company only. "
+        "Disconnect it there first, or sign in to that company instead.",
+        409,
+    )
+
+
+@dataclass(frozen=True)
+class LedgerIdentity:
+    """What the provider proved: its user (OpenID `sub`) and the tenant the grant reads."""
+
+    provider: str  # "quickbooks", "xero"
+    provider_name: str  # "QuickBooks", "Xero"
+    tenant_id: str
+    subject: str
+    email: str
+    name: str | None
+
+
+def _tenant_company(session: Session, who: LedgerIdentity) -> int | None:
+    return session.scalar(
+        select(Connection.company_id).where(
+            Connection.provider == who.provider, Connection.tenant_id == who.tenant_id
+        )
+    )
+
+
+def user_for_ledger_sign_in(
+    session: Session, clock: Clock, who: LedgerIdentity, signed_in: User | None
+) -> User | None:
+    """The user this sign-in is for, or None when it may start a new company (rule 4).
+    Raises SignInRefused under rules 1 and 2."""
+    attached_to = _tenant_company(session, who)
+    known = session.scalar(
+        select(User).where(
+            User.identity_provider == who.provider, User.identity_subject == who.subject
+        )
+    )
+    user = signed_in or known
+    if user is None:
+        if attached_to is not None:
+            raise SignInRefused(
+                f"This {who.provider_name} company is already connected to arbridge",
+                f"Your {who.provider_name} sign-in cannot add you to it. Ask its owner to send "
+                "you an invitation from Settings, then open the link in the email.",
+                403,
+            )
+        return None
+    if attached_to is not None and attached_to != user.company_id:
+        raise tenant_taken(who.provider_name)
+    if signed_in is not None and signed_in.identity_subject is None and known is None:
+        # An invited user (signed in by the invitation link) links their ledger identity here.
+        signed_in.identity_provider, signed_in.identity_subject = who.provider, who.subject
+        log_activity(
+            session,
+            clock,
+            signed_in.company_id,
+            "user.identity_linked",
+            f"{signed_in.email} can now sign in with {who.provider_name}",
+        )
+    return user
+
+
+def new_owner(session: Session, clock: Clock, company: Company, who: LedgerIdentity) -> User:
+    """Rule 4: the owner of a company just created from this sign-in."""
+    user = session.scalar(select(User).where(User.company_id == company.id).order_by(User.id))
+    if user is None:
+        user = User(company_id=company.id, email=who.email, created_at=clock.now())
+        session.add(user)
+    user.identity_provider, user.identity_subject = who.provider, who.subject
+    user.name = who.name or user.name
+    session.flush()
+    log_activity(
+        session,
+        clock,
+        company.id,
+        "owner.signed_up",
+        f"{who.email} signed up with {who.provider_name}",
+    )
+    return user
+
+
+# ---------------------------------------------------------------------------------------------
+# Invitations.
+
+
+def company_owner(session: Session, company_id: int) -> User | None:
+    """The first user of a company is its owner (the one who created it)."""
+    return session.scalar(select(User).where(User.company_id == company_id).order_by(User.id))
+
+
+def invite(
+    session: Session, clock: Clock, company: Company, by: User, email: str, base_url: str
+) -> Invitation:
+    """Queue the invitation email (outbox kind "email"); only the link's hash is kept here."""
+    owner = company_owner(session, company.id)
+    if owner is None or owner.id != by.id:
+        raise SignInRefused("Only the owner can invite", "Ask the owner to invite them.", 403)
+    email = email.strip()
+    taken = session.scalar(
+        select(User.id).where(User.company_id == company.id, User.email == email)
+    )
+    if taken is not None:
+        raise ArbridgeError(f"{email} can already sign in to {company.name}")
+    token = secrets.token_urlsafe(32)
+    now = clock.now()
+    row = Invitation(
+        company_id=company.id,
+        email=email,
+        invited_by=by.id,
+        token_hash=hash_token(token),
+        created_at=now,
+        expires_at=now + timedelta(days=INVITATION_DAYS),
+    )
+    session.add(row)
+    session.flush()
+    link = f"{base_url.rstrip('/')}/invitations/{token}"
+    enqueue(
+        session,
+        clock,
+        company_id=company.id,
+        kind="email",
+        key=f"invitation:{row.id}",
+        payload={
+            "mail": "invitation",
+            "to": email,
+            "subject": f"{by.name or by.email} invited you to {company.name} on arbridge",
+            "text": (
+                f"{by.name or by.email} invited you to see {company.name}'s receivables on "
+                f"arbridge.\n\nAccept the invitation here (the link works once and expires in "
+                f"{INVITATION_DAYS} days):\n\n{link}\n\n"
+                "If you did not expect this email, ignore it: nothing happens unless you accept."
+            ),
+        },
+    )
+    log_activity(session, clock, company.id, "user.invited", f"{email} was invited")
+    return row
+
+
+def find_invitation(session: Session, clock: Clock, token: str) -> Invitation:
+    if not token or len(token) > 200:
+        raise NotFound("no such invitation")
+    row = session.scalar(select(Invitation).where(Invitation.token_hash == hash_token(token)))
+    if (
+        row is None
+        or row.accepted_at is not None
+        or row.revoked_at is not None
+        or row.expires_at <= clock.now()
+    ):
+        raise NotFound("this invitation is not valid: it may have expired or been used already")
+    return row
+
+
+def accept_invitation(session: Session, clock: Clock, token: str) -> User:
+    """Use the invitation up (once, even when two browsers accept at the same moment) and
+    return the invitee's user, created on first acceptance."""
+    row = find_invitation(session, clock, token)
+    now = clock.now()
+    used = session.execute(
+        update(Invitation)
+        .where(
+            Invitation.id == row.id,
+            Invitation.accepted_at.is_(None),
+            Invitation.revoked_at.is_(None),
+        )
+        .values(accepted_at=now)
+    ).rowcount
+    if used != 1:
+        raise NotFound("this invitation has been used already")
+    user = session.scalar(
+        select(User).where(User.company_id == row.company_id, User.email == row.email)
+    )
+    if user is None:
+        user = User(company_id=row.company_id, email=row.email, created_at=now)
+        session.add(user)
+    user.last_sign_in_at = now
+    session.flush()
+    session.execute(update(Invitation).where(Invitation.id == row.id).values(user_id=user.id))
+    log_activity(
+        session, clock, row.company_id, "user.joined", f"{row.email} accepted the invitation"
+    )
+    return user
+
+
+def pending_invitations(session: Session, clock: Clock, company_id: int) -> list[Invitation]:
+    return list(
+        session.scalars(
+            select(Invitation)
+            .where(
+                Invitation.company_id == company_id,
+                Invitation.accepted_at.is_(None),
+                Invitation.revoked_at.is_(None),
+                Invitation.expires_at > clock.now(),
+            )
+            .order_by(Invitation.id)
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Session versions.
+
+
+def end_sessions(session: Session, user_id: int) -> None:
+    """Every session cookie issued to this user so far stops working."""
+    session.execute(
+        update(User).where(User.id == user_id).values(session_version=User.session_version + 1)
+    )

@@ -1,0 +1,140 @@
+"""Who may sign in to a company: the owner's invitations and signing out everywhere.
+
+An existing company gains users only through an invitation its owner sends from Settings: an
+emailed link that expires and works once (see sync/people.py for the rules a ledger sign-in
+follows). The link's GET only shows a button: mail scanners fetch links and must not use them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+
+from arbridge.errors import ArbridgeError, NotFound
+from arbridge.sync.model import Company, Invitation, User
+from arbridge.sync.people import (
+    SignInRefused,
+    accept_invitation,
+    company_owner,
+    end_sessions,
+    find_invitation,
+    invite,
+    pending_invitations,
+)
+from arbridge.web.common import company_required, current_user, db, runtime, start_session
+
+bp = Blueprint("people", __name__)
+log = logging.getLogger(__name__)
+MAX_EMAIL = 254
+
+
+def _people_url(company: Company) -> str:
+    return url_for("owner.settings", slug=company.slug) + "#people"
+
+
+@bp.post("/c/<slug>/invitations")
+@company_required
+def send_invitation(company: Company) -> Any:
+    rt, s = runtime(), db()
+    email = (request.form.get("email") or "").strip()
+    if not email or len(email) > MAX_EMAIL or "@" not in email or any(c.isspace() for c in email):
+        flash("Enter the email address of the person to invite.", "error")
+        return redirect(_people_url(company))
+    try:
+        invite(s, rt.clock, company, g.user, email, rt.settings.base_url)
+        s.commit()
+    except SignInRefused as e:
+        s.rollback()
+        log.warning("user %s may not invite to company %s", g.user.id, company.id)
+        abort(e.status)
+    except ArbridgeError as e:
+        s.rollback()
+        flash(str(e), "error")
+        return redirect(_people_url(company))
+    flash(f"Invitation sent to {email}.", "ok")
+    return redirect(_people_url(company))
+
+
+def _invitation_refused() -> Any:
+    return render_template(
+        "error.html",
+        title="This invitation is not valid",
+        message="It may have expired or been used already. Ask for a new one.",
+    ), 404
+
+
+@bp.get("/invitations/<token>")
+def invitation_page(token: str) -> Any:
+    rt, s = runtime(), db()
+    try:
+        row = find_invitation(s, rt.clock, token)
+    except NotFound:
+        log.info("refused an invitation link (unknown, used or expired)")
+        return _invitation_refused()
+    company = s.get(Company, row.company_id)
+    response = make_response(
+        render_template("invitation.html", token=token, invitation=row, company=company)
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/invitations/<token>")
+def accept(token: str) -> Any:
+    rt, s = runtime(), db()
+    try:
+        user = accept_invitation(s, rt.clock, token)
+        company = s.get(Company, user.company_id)
+        assert company is not None
+        slug, user_id, company_id = company.slug, user.id, company.id
+        version = user.session_version or 0
+        s.commit()
+    except NotFound as e:
+        s.rollback()
+        log.info("refused an invitation: %s", e)
+        return _invitation_refused()
+    start_session(user_id, company_id, version)
+    flash(f"Welcome to {company.name} on arbridge.", "ok")
+    return redirect(url_for("owner.dashboard", slug=slug))
+
+
+@bp.post("/sign-out-everywhere")
+def sign_out_everywhere() -> Any:
+    user = current_user()
+    if user is not None:
+        s = db()
+        end_sessions(s, user.id)
+        s.commit()
+    session.clear()
+    return redirect(url_for("auth.signed_out"))
+
+
+@bp.app_template_global()
+def company_people(company: Company) -> dict[str, Any]:
+    """For the settings page: the users, the invitations still open, who may invite."""
+    rt, s = runtime(), db()
+    from sqlalchemy import select
+
+    users = list(s.scalars(select(User).where(User.company_id == company.id).order_by(User.id)))
+    owner = company_owner(s, company.id)
+    me = current_user()
+    invitations: list[Invitation] = pending_invitations(s, rt.clock, company.id)
+    return {
+        "users": users,
+        "owner_id": owner.id if owner else None,
+        "invitations": invitations,
+        "can_invite": me is not None and owner is not None and me.id == owner.id,
+    }
