@@ -41,6 +41,26 @@ class Group(click.Group):
             ctx.exit(2)
 
 
+class Day(click.ParamType):
+    """YYYY-MM-DD in ASCII digits, 1900-01-01 to 2999-12-31 (click.DateTime takes '２０２６'
+    and 0001-01-01, from which the reminder arithmetic overflowed: a traceback)."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
+        if isinstance(value, date):
+            return value
+        from arbridge.inputs import InputError, parse_day
+
+        try:
+            return parse_day(str(value))
+        except InputError as e:
+            self.fail(f"{e}.", param, ctx)
+
+
+DAY = Day()
+
+
 def _settings() -> Settings:
     return Settings.from_env()
 
@@ -299,7 +319,7 @@ def run_sync_with_progress(rt: Any, conn: Any, *, full: bool = False) -> Any:
 @click.option(
     "--as-of",
     "as_of",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
+    type=DAY,
     default=None,
     help="Age invoices as of this date (default: today in the company's timezone).",
 )
@@ -319,7 +339,7 @@ def report(slug: str, as_of: Any, fmt: str) -> None:
     rt = _runtime()
     with rt.sessions() as session:
         company = get_company(session, slug)
-        day: date = as_of.date() if as_of else company_today(company, rt.clock)
+        day: date = as_of or company_today(company, rt.clock)
         data = report_dict(company, aging_report(session, company, day))
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
@@ -345,7 +365,7 @@ def report(slug: str, as_of: Any, fmt: str) -> None:
 @click.option(
     "--as-of",
     "as_of",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
+    type=DAY,
     default=None,
     help="Decide as of this date (default: today in the company's timezone; dry runs only).",
 )
@@ -367,7 +387,7 @@ def remind(slug: str, dry_run: bool, as_of: Any) -> None:
     if as_of is not None and not dry_run:
         raise ArbridgeError("--as-of only works with --dry-run: real reminders go out today")
     if dry_run:
-        for line in preview_lines(preview(rt, company, as_of.date() if as_of else None)):
+        for line in preview_lines(preview(rt, company, as_of)):
             click.echo(line)
         return
     result = run_reminders(rt, company)

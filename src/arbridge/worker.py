@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from arbridge.clock import SystemClock, local_date
+from arbridge.errors import ArbridgeError
 from arbridge.handlers import outbox_handlers, webhook_handlers
 from arbridge.payments import settle_simulated_payments
 from arbridge.runtime import Runtime
@@ -147,6 +148,11 @@ def claim_and_run(rt: Runtime, job: str, worker_name: str | None = None) -> bool
         try:
             JOBS[job](rt, company)
             row.last_error = None
+        except ArbridgeError as e:
+            # Expected failures (a ledger that cannot be read, a grant gone) say what is wrong in
+            # one sentence, already recorded for the owner: a log line, not a traceback.
+            log.error("%s job for company %s failed: %s", job, company.slug, e)
+            row.last_error = f"{type(e).__name__}: {e}"[:2000]
         except Exception as e:  # a failing company must not stop the others
             log.exception("%s job for company %s failed", job, company.slug)
             row.last_error = f"{type(e).__name__}: {e}"[:2000]

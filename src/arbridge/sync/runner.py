@@ -408,6 +408,12 @@ def _apply_page(
         except MappingError as e:
             failures.append((rec.source_id, rec.raw, str(e)))
             continue
+        except (LookupError, TypeError, ValueError, AttributeError, ArithmeticError) as e:
+            # A record of a shape no mapper check foresaw (a damaged file, an odd payload): it is
+            # skipped and kept for the owner like any unmappable record, not the end of the sync.
+            log.warning("sync %s %s %s unreadable", conn.provider, page.entity, rec.source_id)
+            failures.append((rec.source_id, rec.raw, f"unreadable record ({type(e).__name__})"))
+            continue
         if isinstance(out, Deleted):
             deleted.append(out.source_id)
         else:

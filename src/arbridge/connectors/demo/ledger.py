@@ -27,7 +27,7 @@ from arbridge.connectors.base import (
     SourceRecord,
 )
 from arbridge.crypto import write_private_text
-from arbridge.errors import NotFound, Rejected
+from arbridge.errors import ConnectorError, NotFound, Rejected
 
 PAGE_SIZE = 200
 KINDS: dict[Entity, str] = {
@@ -55,13 +55,24 @@ class DemoLedger:
         with open(self.path.with_suffix(".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
             try:
-                with self.path.open() as f:
+                with self.path.open(encoding="utf-8") as f:
                     state = json.load(f)
             except FileNotFoundError as e:
                 raise NotFound(f"there is no demo ledger at {self.path}") from e
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise self.damaged(f"is not valid JSON ({e})") from e
+            if not isinstance(state, dict):
+                raise self.damaged("does not hold a ledger (an object of record lists)")
             yield state
             if write:
                 write_private_text(self.path, json.dumps(state, indent=1))
+
+    def damaged(self, what: str) -> ConnectorError:
+        # One sentence for the owner, the CLI and the worker's job row; nothing was read.
+        return ConnectorError(
+            f"the demo ledger at {self.path} {what}: restore the file, "
+            "or rebuild it with `arbridge demo --reset`"
+        )
 
     def read(self) -> dict[str, Any]:
         with self._locked(write=False) as state:
@@ -217,7 +228,8 @@ class DemoConnector:
         state = self.ledger.read()
         after = int(cursor) if cursor else 0
         changed = sorted(
-            (r for r in state[KINDS[entity]] if r["seq"] > after), key=lambda r: r["seq"]
+            (r for r in self._records(state, KINDS[entity]) if r["seq"] > after),
+            key=lambda r: r["seq"],
         )
         for start in range(0, len(changed), self.page_size):
             chunk = changed[start : start + self.page_size]
@@ -231,11 +243,31 @@ class DemoConnector:
                 total=len(changed),
             )
 
+    def _records(self, state: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
+        """The records of one kind, each with the id and sequence number that order and key it.
+
+        Without them a record cannot be placed behind the cursor: the whole pull stops, before
+        anything is written, rather than skip a record the cursor would then move past."""
+        records = state.get(kind)
+        if not isinstance(records, list):
+            raise self.ledger.damaged(f"has no list of {kind} records")
+        for position, r in enumerate(records, 1):
+            if not (
+                isinstance(r, dict)
+                and type(r.get("seq")) is int
+                and type(r.get("id")) in (str, int)
+                and 0 < len(str(r["id"])) <= 64
+            ):
+                raise self.ledger.damaged(
+                    f"has a {kind} record (number {position}) without a valid id and sequence number"
+                )
+        return records
+
     def read_invoices(self, source_ids: Sequence[str]) -> list[SourceRecord]:
         wanted = set(source_ids)
         return [
             SourceRecord("invoices", str(r["id"]), r.get("status") == "DELETED", r)
-            for r in self.ledger.read()["Invoice"]
+            for r in self._records(self.ledger.read(), "Invoice")
             if r["id"] in wanted
         ]
 

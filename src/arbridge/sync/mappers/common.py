@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from arbridge.errors import MappingError
+from arbridge.inputs import EARLIEST_DAY, LATEST_DAY, MAX_WHOLE_DIGITS, InputError, check_day
 from arbridge.money import Money
 
 
@@ -24,7 +25,12 @@ def field(raw: Mapping[str, Any], name: str) -> Any:
 def parse_date(raw: Mapping[str, Any], name: str) -> date:
     value = field(raw, name)
     try:
-        return date.fromisoformat(str(value)[:10])
+        return check_day(date.fromisoformat(str(value)[:10]))
+    except InputError as e:
+        # 0001-01-01 or 9999-12-31: a day the aging and reminder arithmetic cannot move from.
+        raise MappingError(
+            f"field {name!r} is outside {EARLIEST_DAY}..{LATEST_DAY}: {value!r}"
+        ) from e
     except ValueError as e:
         raise MappingError(f"field {name!r} is not a date: {value!r}") from e
 
@@ -52,6 +58,9 @@ def parse_decimal(raw: Mapping[str, Any], name: str) -> Decimal:
         raise MappingError(f"field {name!r} is not a number: {value!r}") from e
     if not result.is_finite():
         raise MappingError(f"field {name!r} is not a finite number: {value!r}")
+    if result and not -MAX_WHOLE_DIGITS <= result.adjusted() < MAX_WHOLE_DIGITS:
+        # Finite, yet no amount or rate: 1e999999 (or 400 digits) overflows every column.
+        raise MappingError(f"field {name!r} is out of range: {str(value)[:40]!r}")
     return result
 
 
@@ -59,8 +68,18 @@ def parse_money(raw: Mapping[str, Any], name: str, currency: str) -> Money:
     amount = parse_decimal(raw, name)
     try:
         return Money(amount, currency)
-    except ValueError as e:
+    except (ValueError, ArithmeticError) as e:
         raise MappingError(f"field {name!r}: {e}") from e
+
+
+def text(raw: Mapping[str, Any], name: str, limit: int) -> str | None:
+    """An optional text field: a string (or a number written as one), cut to the column's size."""
+    value = raw.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise MappingError(f"field {name!r} is not text: {str(value)[:40]!r}")
+    return str(value)[:limit]
 
 
 def parse_currency(raw: Mapping[str, Any], name: str) -> str:

@@ -14,6 +14,7 @@ from arbridge.sync.mappers.common import (
     parse_instant,
     parse_money,
     parse_rate,
+    text,
 )
 from arbridge.sync.records import (
     Allocation,
@@ -32,31 +33,38 @@ DOCUMENT_STATUS = {"POSTED": "closed", "PAID": "closed", "AUTHORISED": "open", "
 
 def _meta(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "source_version": str(raw["version"]) if raw.get("version") is not None else None,
+        "source_version": str(raw["version"])[:64] if raw.get("version") is not None else None,
         "source_updated_at": parse_instant(raw.get("updatedAt")),
     }
 
 
 def _allocations(raw: Mapping[str, Any], currency: str) -> tuple[Allocation, ...]:
     applied = raw.get("applied") or []
-    if not isinstance(applied, list):
-        raise MappingError("field 'applied' is not a list")
+    if not isinstance(applied, list) or not all(isinstance(a, Mapping) for a in applied):
+        raise MappingError("field 'applied' is not a list of lines")
     return tuple(
         Allocation(str(field(line, "invoiceId")), parse_money(line, "amount", currency))
         for line in applied
     )
 
 
+def _object(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = raw.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise MappingError(f"field {name!r} is not an object")
+    return value
+
+
 def map_customer(raw: Mapping[str, Any]) -> CustomerData:
-    person = raw.get("contactPerson") or {}
+    person = _object(raw, "contactPerson")
     contacts = ()
     if person.get("email") or person.get("phone"):
         contacts = (
             ContactData(
                 source_id=f"{field(raw, 'id')}:primary",
-                name=person.get("firstName"),
-                email=person.get("email"),
-                phone=person.get("phone"),
+                name=text(person, "firstName", 300),
+                email=text(person, "email", 254),
+                phone=text(person, "phone", 40),
             ),
         )
     return CustomerData(
@@ -86,25 +94,32 @@ def map_invoice(raw: Mapping[str, Any]) -> InvoiceData:
     return InvoiceData(
         source_id=str(field(raw, "id")),
         customer_source_id=str(field(raw, "contactId")),
-        number=raw.get("invoiceNumber"),
+        number=text(raw, "invoiceNumber", 64),
         issued_on=issued_on,
         due_on=due_on,
         exchange_rate=parse_rate(raw, "currencyRate"),
         total=total,
         balance=balance,
         status=status,
-        terms=raw.get("terms"),
-        lines=[
-            {
-                "description": li.get("description"),
-                "quantity": li.get("quantity"),
-                "unit_amount": li.get("unitAmount"),
-                "amount": li.get("lineAmount"),
-            }
-            for li in raw.get("lineItems") or []
-        ],
+        terms=text(raw, "terms", 100),
+        lines=_lines(raw),
         **_meta(raw),
     )
+
+
+def _lines(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
+    items = raw.get("lineItems") or []
+    if not isinstance(items, list) or not all(isinstance(li, Mapping) for li in items):
+        raise MappingError("field 'lineItems' is not a list of lines")
+    return [
+        {
+            "description": li.get("description"),
+            "quantity": li.get("quantity"),
+            "unit_amount": li.get("unitAmount"),
+            "amount": li.get("lineAmount"),
+        }
+        for li in items
+    ]
 
 
 def map_payment(raw: Mapping[str, Any]) -> PaymentData:
@@ -123,8 +138,8 @@ def map_payment(raw: Mapping[str, Any]) -> PaymentData:
         amount=amount,
         unapplied=amount - applied,
         status=DOCUMENT_STATUS[status_raw],
-        reference=raw.get("reference"),
-        method=raw.get("method"),
+        reference=text(raw, "reference", 100),
+        method=text(raw, "method", 40),
         allocations=allocations,
         **_meta(raw),
     )
@@ -138,7 +153,7 @@ def map_credit_note(raw: Mapping[str, Any]) -> CreditNoteData:
     return CreditNoteData(
         source_id=str(field(raw, "id")),
         customer_source_id=str(raw["contactId"]) if raw.get("contactId") else None,
-        number=raw.get("creditNoteNumber"),
+        number=text(raw, "creditNoteNumber", 64),
         issued_on=parse_date(raw, "date"),
         exchange_rate=parse_rate(raw, "currencyRate"),
         total=parse_money(raw, "total", currency),

@@ -1,0 +1,59 @@
+"""The command line refuses bad input in a sentence: dates outside the calendar arbridge works in,
+digits of other scripts, and a damaged demo ledger during `arbridge sync`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from arbridge.demo import DEMO_TENANT
+from arbridge.runtime import demo_ledger_path
+from tests.cli.conftest import Instance, assert_one_sentence_error, fresh_instance
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Iterator[Instance]:
+    with fresh_instance(tmp_path_factory.mktemp("demo")) as instance:
+        instance.ok("demo", "--no-serve")
+        yield instance
+
+
+COMMANDS = [("report", "--company", "demo"), ("remind", "--company", "demo", "--dry-run")]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_an_as_of_date_outside_1900_to_2999_is_a_usage_error_not_a_traceback(demo, command):
+    for day, says in [
+        ("9999-12-31", "between 1900-01-01 and 2999-12-31"),
+        ("0001-01-01", "between 1900-01-01 and 2999-12-31"),
+        ("２０２６-11-24", "YYYY-MM-DD"),
+        ("2026-02-30", "not a date on the calendar"),
+    ]:
+        result = demo.run(*command, "--as-of", day)
+        assert result.returncode == 2, (day, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        assert result.stdout == ""
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("Error: Invalid value for '--as-of'"), result.stderr
+        assert says in last, result.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_the_first_and_last_days_arbridge_accepts_work(demo, command):
+    for day in ("1900-01-01", "2999-12-31"):
+        assert demo.ok(*command, "--as-of", day)
+
+
+def test_sync_of_a_damaged_demo_ledger_is_one_sentence_and_loses_nothing(demo):
+    path = demo_ledger_path(demo.path, DEMO_TENANT)
+    good = path.read_bytes()
+    before = demo.ok("report", "--company", "demo", "--format", "json")
+    path.write_bytes(good[: len(good) // 2])
+    try:
+        result = demo.run("sync", "--company", "demo")
+        assert_one_sentence_error(result, "demo ledger", "is not valid JSON", "--reset")
+        assert demo.ok("report", "--company", "demo", "--format", "json") == before
+    finally:
+        path.write_bytes(good)
+    assert demo.ok("sync", "--company", "demo").strip() == "Synced demo: already up to date."
