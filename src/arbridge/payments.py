@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -216,7 +217,10 @@ def webhook_url(rt: Runtime) -> str:
 
 
 def _endpoint_idempotency_key(rt: Runtime, company: Company) -> str:
-    return f"arbridge:webhook-endpoint:{company.id}:{int(rt.clock.now().timestamp())}"
+    """One key per connect: it makes Stripe's own retries of the request safe. Never reused by
+    a later connect, whose first step deletes this company's earlier endpoints: a replayed
+    response would hand back a deleted endpoint."""
+    return f"arbridge:webhook-endpoint:{company.id}:{secrets.token_hex(8)}"
 
 
 def _delete_endpoint(rt: Runtime, conn: Connection) -> str | None:

@@ -455,3 +455,56 @@ def test_connect_mode_keeps_the_install_secret_and_shows_events_arriving(
         assert s.scalar(select(WebhookEvent.company_id)) == demo_company.id
     assert stripe_conn(rt, demo_company.id).webhook_last_event_at == rt.clock.now()
     assert payments.install_webhook_secrets(rt) == ["whsec_platform"]
+
+
+@responses.activate
+def test_replacing_the_key_leaves_one_endpoint_with_a_secret_we_hold(
+    own_key_rt, client, demo_company
+):
+    rt = own_key_rt
+    sign_in(client, rt, demo_company)
+    fake_account("acct_1PgafTB7WZ01zgkW")
+    fake_endpoint_created("we_first", secret="whsec_first_secret")
+    connect_key(client, "sk_test_51First")
+    responses.reset()
+    fake_account("acct_1PgafTB7WZ01zgkW")
+    ours = {"arbridge_company": str(demo_company.id)}
+    leftover = {
+        **fixture("webhook_endpoint"),
+        "id": "we_leftover",
+        "url": "https://ar.example.com/webhooks/stripe",
+        "metadata": ours,
+    }
+    someone_elses = {**fixture("webhook_endpoint"), "id": "we_their_own"}
+    responses.get(
+        f"{API}/v1/webhook_endpoints",
+        json={"object": "list", "data": [leftover, someone_elses], "has_more": False},
+    )
+    for gone in ("we_first", "we_leftover"):
+        responses.delete(
+            f"{API}/v1/webhook_endpoints/{gone}",
+            json={**fixture("deleted_webhook_endpoint"), "id": gone},
+        )
+
+    def created(request):
+        return (
+            200,
+            {},
+            json.dumps({**fixture("webhook_endpoint"), "id": "we_second", "secret": WHSEC}),
+        )
+
+    responses.add_callback(responses.POST, f"{API}/v1/webhook_endpoints", callback=created)
+    connect_key(client, "sk_test_51Second")
+
+    deletes = [
+        (c.request.url.rsplit("/", 1)[1], c.request.headers["Authorization"])
+        for c in responses.calls
+        if c.request.method == "DELETE"
+    ]
+    assert deletes == [
+        ("we_first", "Bearer sk_test_51First"),  # made with the old key, deleted with it
+        ("we_leftover", "Bearer sk_test_51Second"),
+    ]
+    conn = stripe_conn(rt, demo_company.id)
+    assert conn.webhook_endpoint_id == "we_second"
+    assert rt.keyring.decrypt(conn.webhook_secret_encrypted) == WHSEC

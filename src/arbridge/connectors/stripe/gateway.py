@@ -141,8 +141,10 @@ class PaymentGateway(Protocol):
         Endpoints left at the same URL by an earlier connection of the same business (same
         metadata) are deleted first: each would sign with a secret we no longer hold."""
         try:
-            for old in self.client.v1.webhook_endpoints.list({"limit": 100}).auto_paging_iter():
-                if old.url == url and dict(old.metadata or {}) == dict(metadata):
+            listed = self.client.v1.webhook_endpoints.list({"limit": 100})
+            for old in listed.auto_paging_iter():
+                seen = old.to_dict()
+                if seen.get("url") == url and (seen.get("metadata") or {}) == dict(metadata):
                     self.delete_webhook_endpoint(old.id, f"{idempotency_key}:delete:{old.id}")
             created = self.client.v1.webhook_endpoints.create(
                 {
@@ -371,8 +373,10 @@ class StripeGateway:
         Endpoints left at the same URL by an earlier connection of the same business (same
         metadata) are deleted first: each would sign with a secret we no longer hold."""
         try:
-            for old in self.client.v1.webhook_endpoints.list({"limit": 100}).auto_paging_iter():
-                if old.url == url and dict(old.metadata or {}) == dict(metadata):
+            listed = self.client.v1.webhook_endpoints.list({"limit": 100})
+            for old in listed.auto_paging_iter():
+                seen = old.to_dict()
+                if seen.get("url") == url and (seen.get("metadata") or {}) == dict(metadata):
                     self.delete_webhook_endpoint(old.id, f"{idempotency_key}:delete:{old.id}")
             created = self.client.v1.webhook_endpoints.create(
                 {
