@@ -16,7 +16,14 @@ from arbridge.connectors.base import DiscountWriteBack, PaymentLine, PaymentWrit
 from arbridge.errors import AuthExpired, NotFound, Rejected, Transient
 from arbridge.money import Money
 from arbridge.runtime import Runtime
-from arbridge.sync.model import Company, Connection, Customer, Invoice, OutboxMessage
+from arbridge.sync.model import (
+    CollectedPayment,
+    Company,
+    Connection,
+    Customer,
+    Invoice,
+    OutboxMessage,
+)
 from arbridge.sync.outbox import Handler
 from arbridge.webhooks.dispatch import EventHandler
 
@@ -119,6 +126,24 @@ def _live_before(session: Session, root_key: str | None, after: str | None) -> s
     return None
 
 
+def _superseded(session: Session, payment_intent: str, key: str) -> bool:
+    """Has a later restatement of the same payment finished already? (It walked past this one
+    when this one had given up; this one has since been queued again, say after a reconnect.)"""
+    latest = session.scalar(
+        select(CollectedPayment.ledger_key).where(
+            CollectedPayment.payment_intent_id == payment_intent
+        )
+    )
+    while latest is not None and latest != key:
+        write = session.scalar(select(OutboxMessage).where(OutboxMessage.key == latest))
+        if write is None or write.kind != "ledger_reversal":
+            return False  # this one is not in the payment's chain (a row queued long ago)
+        if write.status not in ("pending", "sending"):
+            return True
+        latest = write.payload.get("after")
+    return False
+
+
 class NotInLedger(Exception):
     """The payment's write-back never reached the ledger: there is nothing there to restate."""
 
@@ -134,6 +159,8 @@ def reverse_ledger_payment(rt: Runtime, message: OutboxMessage) -> str | None:
     root_key = p.get("root", p.get("payment_key"))
     after = p.get("after", root_key)
     with rt.sessions() as session:
+        if _superseded(session, p["reference"], message.key):
+            return None  # a later restatement already stated what stands: this one is stale
         try:
             live = _live_before(session, root_key, after)
         except NotInLedger:
