@@ -165,9 +165,24 @@ def reverse_ledger_payment(rt: Runtime, message: OutboxMessage) -> str | None:
             live = _live_before(session, root_key, after)
         except NotInLedger:
             return None  # it never reached the ledger: nothing to undo, nothing to restate
-        repost = [
-            (session.get(Invoice, r["invoice_id"]), r["amount_minor"]) for r in p.get("repost", [])
-        ]
+        # What stands is what the payment's allocations say now, not when this row was queued:
+        # a write-back refitted to the ledger meanwhile (an invoice settled there) moved some of
+        # it to the overpayment. A later restatement, if any, voids this one's post in turn.
+        payment = session.scalar(
+            select(CollectedPayment).where(
+                CollectedPayment.payment_intent_id == p["reference"],
+                CollectedPayment.company_id == message.company_id,
+            )
+        )
+        stands = (
+            [
+                {"invoice_id": a.invoice_id, "amount_minor": a.amount_minor}
+                for a in sorted(payment.allocations, key=lambda a: a.invoice_id)
+            ]
+            if payment is not None and "root" in p
+            else p.get("repost", [])
+        )
+        repost = [(session.get(Invoice, r["invoice_id"]), r["amount_minor"]) for r in stands]
         customer_source_id = p.get("customer_source_id")
         if customer_source_id is None and repost and repost[0][0] is not None:
             customer = session.get(Customer, repost[0][0].customer_id)
