@@ -1100,7 +1100,7 @@ def send_email(rt: Runtime, message: OutboxMessage) -> str:
             raise
         except MailMaybeSent as e:
             # Most likely delivered: record it as sent (never repeated) and ask the owner to check.
-            _record(rt, message, prepared, msg, "smtp", unconfirmed=str(e))
+            _record(rt, message, prepared, msg, "smtp-maybe", unconfirmed=str(e))
             raise
         except MailConfigError as e:
             with transaction(rt.sessions) as session:

@@ -21,6 +21,7 @@ from arbridge.sync.model import (
     MailMessage,
     OutboxMessage,
 )
+from arbridge.sync.outbox import enqueue
 from arbridge.sync.store import company_today, issue_pay_token, open_invoices
 from arbridge.worker import drain
 from tests.web.conftest import (
@@ -460,3 +461,20 @@ def test_after_an_hour_the_customer_may_reply_again_and_the_owner_gets_a_new_ema
     assert response.status_code == 302
     mails = _owner_reply_mails(rt)
     assert len(mails) == 2 and "Still wrong" in mails[-1].payload["text"]
+
+
+def test_the_mailbox_shows_an_email_the_server_never_confirmed(owner_client, rt, demo_company):
+    with transaction(rt.sessions) as s:
+        enqueue(
+            s,
+            rt.clock,
+            company_id=demo_company.id,
+            kind="email",
+            key="reminder:unconfirmed",
+            payload={"mail": "owner", "to": "a@b.example", "subject": "Hello", "text": "x"},
+        )
+        row = s.scalar(select(OutboxMessage).where(OutboxMessage.key == "reminder:unconfirmed"))
+        row.status, row.last_error = "maybe_sent", "the mail server did not confirm it"
+    queued = parse(owner_client.get("/c/demo/mailbox").data).by_id("queued")
+    assert queued is not None
+    assert "maybe sent: the mail server did not confirm it" in queued.text
