@@ -521,6 +521,7 @@ def queue_statements(rt: Runtime, company: Company, as_of: date, policy: Reminde
                     "statement_link_id": link.id,
                 },
             ):
+                session.delete(link)  # this month's statement was queued before
                 continue
             outbox = session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
             assert outbox is not None
