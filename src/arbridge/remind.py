@@ -570,15 +570,8 @@ def _prepare_statement(rt: Runtime, message: OutboxMessage) -> _Prepared | _Held
         assert company is not None and customer is not None
         if contact is None or not contact.email or contact.opted_out_at or contact.bounced_at:
             return "cancelled: no usable contact"
-        invoices = session.scalars(
-            select(Invoice)
-            .where(
-                Invoice.customer_id == customer.id,
-                Invoice.status == "open",
-                Invoice.balance_minor > 0,
-            )
-            .order_by(Invoice.due_on, Invoice.id)
-        ).all()
+        # What its link charges: paused, disputed and withdrawn invoices are not chased here.
+        invoices = pay_links.chargeable_invoices(session, company.id, customer.id)
         if not invoices:
             return "cancelled: nothing open any more"
         token = _link_token(session, rt, company, customer, p)
