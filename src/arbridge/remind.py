@@ -74,6 +74,7 @@ from arbridge.sync.model import (
     MailMessage,
     OutboxMessage,
     Payment,
+    PayToken,
     ReminderSend,
 )
 from arbridge.sync.outbox import enqueue
@@ -521,6 +522,7 @@ def queue_statements(rt: Runtime, company: Company, as_of: date, policy: Reminde
                     "statement_link_id": link.id,
                 },
             ):
+                session.delete(link)  # this month's statement was queued before
                 continue
             outbox = session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
             assert outbox is not None
@@ -569,15 +571,8 @@ def _prepare_statement(rt: Runtime, message: OutboxMessage) -> _Prepared | _Held
         assert company is not None and customer is not None
         if contact is None or not contact.email or contact.opted_out_at or contact.bounced_at:
             return "cancelled: no usable contact"
-        invoices = session.scalars(
-            select(Invoice)
-            .where(
-                Invoice.customer_id == customer.id,
-                Invoice.status == "open",
-                Invoice.balance_minor > 0,
-            )
-            .order_by(Invoice.due_on, Invoice.id)
-        ).all()
+        # What its link charges: paused, disputed and withdrawn invoices are not chased here.
+        invoices = pay_links.chargeable_invoices(session, company.id, customer.id)
         if not invoices:
             return "cancelled: nothing open any more"
         token = _link_token(session, rt, company, customer, p)
@@ -1100,7 +1095,7 @@ def send_email(rt: Runtime, message: OutboxMessage) -> str:
             raise
         except MailMaybeSent as e:
             # Most likely delivered: record it as sent (never repeated) and ask the owner to check.
-            _record(rt, message, prepared, msg, "smtp", unconfirmed=str(e))
+            _record(rt, message, prepared, msg, "smtp-maybe", unconfirmed=str(e))
             raise
         except MailConfigError as e:
             with transaction(rt.sessions) as session:
@@ -1215,6 +1210,31 @@ def _bounced(rt: Runtime, message: OutboxMessage, prepared: _Prepared, why: str)
 # Customers' replies on the pay page, and owner actions.
 
 
+REPLIES_PER_LINK_PER_HOUR = 5
+REPLIES_PER_CUSTOMER_PER_HOUR = 10
+
+
+def reply_limit_reached(session: Session, rt: Runtime, link: PayToken) -> bool:
+    """True when this link, or its customer through any link, sent too many replies this hour:
+    a page that posts twenty disputes must not queue twenty emails to the owner."""
+    since = rt.clock.now() - timedelta(hours=1)
+    recent = (InvoiceHold.created_by == "customer") & (InvoiceHold.created_at > since)
+    per_link = session.scalar(
+        select(func.count())
+        .select_from(InvoiceHold)
+        .where(recent, InvoiceHold.pay_token_id == link.id)
+    )
+    if (per_link or 0) >= REPLIES_PER_LINK_PER_HOUR:
+        return True
+    per_customer = session.scalar(
+        select(func.count())
+        .select_from(InvoiceHold)
+        .join(Invoice, Invoice.id == InvoiceHold.invoice_id)
+        .where(recent, Invoice.customer_id == link.customer_id)
+    )
+    return (per_customer or 0) >= REPLIES_PER_CUSTOMER_PER_HOUR
+
+
 def record_hold(
     session: Session,
     rt: Runtime,
@@ -1224,6 +1244,7 @@ def record_hold(
     message: str | None = None,
     promised_on: date | None = None,
     created_by: str = "customer",
+    link_id: int | None = None,
 ) -> InvoiceHold:
     hold = InvoiceHold(
         company_id=invoice.company_id,
@@ -1233,6 +1254,7 @@ def record_hold(
         promised_on=promised_on,
         created_by=created_by,
         created_at=rt.clock.now(),
+        pay_token_id=link_id,
     )
     session.add(hold)
     session.flush()
@@ -1254,18 +1276,65 @@ def record_hold(
         invoice_id=invoice.id,
         customer_id=invoice.customer_id,
     )
-    notify_owner(
+    _notify_reply(
         session,
         rt,
         company,
-        key=f"owner:{kind}:{hold.id}",
+        source=f"l{link_id}" if link_id else f"h{hold.id}",
         subject=f"{name} {what}",
         text=f"{name} {what}.\n\n"
         + (f"Their message:\n\n{message}\n\n" if message else "")
         + "Reminders for this invoice are paused"
         + (" until the date passes." if kind == "promise" else " until you resolve it."),
+        folded_subject=f"More replies from {name} about invoice {invoice.number}",
     )
     return hold
+
+
+def _notify_reply(
+    session: Session,
+    rt: Runtime,
+    company: Company,
+    *,
+    source: str,
+    subject: str,
+    text: str,
+    folded_subject: str,
+) -> None:
+    """Tell the owner about a customer's reply, folding the replies through one link into one
+    email an hour: the first goes out at once; later ones wait in a second email that leaves at
+    the end of the hour, and each further reply is added to whichever of the two still waits."""
+    now = rt.clock.now()
+    window = now.replace(minute=0, second=0, microsecond=0)
+    key = f"owner:replies:{source}:{window.strftime('%Y%m%d%H')}"
+    for k, when in ((key, now), (f"{key}:more", window + timedelta(hours=1))):
+        row = session.scalar(select(OutboxMessage).where(OutboxMessage.key == k).with_for_update())
+        if row is None:
+            user = owner(session, company)
+            enqueue(
+                session,
+                rt.clock,
+                company_id=company.id,
+                kind=EMAIL,
+                key=k,
+                payload={"mail": "owner", "to": user.email, "subject": subject, "text": text},
+            )
+            session.flush()
+            queued = session.scalar(select(OutboxMessage).where(OutboxMessage.key == k))
+            if queued is not None:
+                queued.next_attempt_at = when
+            log_activity(session, rt.clock, company.id, "owner.notified", subject)
+            return
+        if row.status == "pending":
+            replies = int(row.payload.get("replies", 1)) + 1
+            row.payload = {
+                **row.payload,
+                "subject": folded_subject,
+                "text": f"{row.payload.get('text', '')}\n\n---\n\n{text}",
+                "replies": replies,
+            }
+            return
+    log.warning("owner email for replies %s: both of this hour's emails already went", key)
 
 
 def resolve_hold(session: Session, rt: Runtime, hold: InvoiceHold, resolution: str) -> None:

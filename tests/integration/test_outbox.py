@@ -193,3 +193,10 @@ def test_the_worker_writes_a_queued_payment_into_the_ledger_once(rt, demo_compan
     assert (
         Decimal(ledger.find(state, "Invoice", inv["id"])["balance"]) == Decimal(inv["balance"]) - 10
     )
+
+
+def test_a_send_still_waiting_for_the_smtp_final_reply_is_not_taken_for_a_crash():
+    from arbridge.connectors.email import parse_url
+
+    config = parse_url("smtp://mail.example")
+    assert timedelta(seconds=config.data_timeout + 3 * config.timeout) < LEASE

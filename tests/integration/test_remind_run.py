@@ -461,7 +461,8 @@ def test_a_late_final_smtp_reply_is_maybe_sent_told_to_the_owner_and_never_resen
             assert "may have been delivered" in row.last_error
             # Recorded as sent (the next step is not a repeat of this one) and in the mailbox.
             assert s.scalars(select(ReminderSend)).one().status == "sent"
-            assert s.scalars(select(MailMessage).where(MailMessage.kind == "reminder")).one()
+            mail = s.scalars(select(MailMessage).where(MailMessage.kind == "reminder")).one()
+            assert mail.transport == "smtp-maybe"
         assert "outbox.maybe_sent" in kinds(rt)
         # The owner is told, by email too.
         owner_mail = [m for m in smtp.inbox.messages if "owner@" in str(m.message["To"])]
@@ -574,3 +575,25 @@ def test_a_template_that_burns_cpu_holds_the_reminder_with_the_reason(rt, clock)
     with rt.sessions() as s:
         assert s.scalars(select(ReminderSend)).one().status == "sent"
         assert len(s.scalars(select(MailMessage).where(MailMessage.kind == "owner")).all()) == 1
+
+
+def test_the_monthly_statement_lists_what_its_link_charges_not_paused_or_disputed_invoices(
+    rt, clock
+):
+    world = world_of(
+        rt,
+        Inv("A", "HAR", 20, "100.00"),
+        Inv("B", "HAR", 40, "25.50"),
+        Inv("C", "HAR", 30, "70.00"),
+        statement_day=1,
+    )
+    world.update(Invoice, world.invoice("B").id, paused=True)
+    with transaction(rt.sessions) as s:
+        record_hold(s, rt, s.get(Invoice, world.invoice("C").id), "dispute", message="Wrong")
+    clock.at = chicago(date(2026, 12, 1), 9)
+    tick(rt, "w")
+    with rt.sessions() as s:
+        statement = s.scalars(select(MailMessage).where(MailMessage.kind == "statement")).one()
+    assert statement.subject == "Your statement from Acme Supply Co.: $100.00 open"
+    assert "INV-A" in statement.text_body
+    assert "INV-B" not in statement.text_body and "INV-C" not in statement.text_body

@@ -21,6 +21,7 @@ from arbridge.sync.model import (
     MailMessage,
     OutboxMessage,
 )
+from arbridge.sync.outbox import enqueue
 from arbridge.sync.store import company_today, issue_pay_token, open_invoices
 from arbridge.worker import drain
 from tests.web.conftest import (
@@ -404,3 +405,76 @@ def test_a_stored_template_that_burns_cpu_shows_the_reason_in_the_preview(owner_
     assert "the template takes too long to render" in page.get_data(as_text=True)
     html = owner_client.get("/c/demo/reminders/email.html?template=overdue")
     assert html.status_code == 400 and "too long" in html.get_data(as_text=True)
+
+
+def _owner_reply_mails(rt) -> list[OutboxMessage]:
+    with rt.sessions() as s:
+        rows = s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "email")).all()
+        return [r for r in rows if r.payload.get("mail") == "owner"]
+
+
+def test_twenty_dispute_posts_from_one_link_are_limited_and_fold_into_one_owner_email(
+    customer, rt, pay_token
+):
+    form = parse(customer.get(f"/pay/{pay_token}").data).by_id("dispute-form")
+    data = form_fields(form)
+    codes = [
+        customer.post(form.attrs["action"], data={**data, "message": f"Complaint {n}"}).status_code
+        for n in range(20)
+    ]
+    accepted = codes.count(302)
+    assert 1 <= accepted <= 5 and codes[accepted:] == [429] * (20 - accepted)
+    assert count(rt, InvoiceHold) == accepted
+    over = customer.post(form.attrs["action"], data={**data, "message": "one more"})
+    body = over.get_data(as_text=True)
+    assert over.status_code == 429 and "try again in an hour" in body
+    assert_friendly_error(body)
+    # One owner email lists every accepted reply.
+    [mail] = _owner_reply_mails(rt)
+    for n in range(accepted):
+        assert f"Complaint {n}" in mail.payload["text"]
+    assert "one more" not in mail.payload["text"]
+
+
+def test_replies_are_limited_per_customer_across_links(customer, rt, overdue):
+    with transaction(rt.sessions) as s:
+        tokens = [issue_pay_token(s, rt.clock, s.get(Invoice, overdue.id)) for _ in range(6)]
+    codes = []
+    for token in tokens:
+        csrf = csrf_token(customer.get(f"/pay/{token}").data)
+        for n in range(3):
+            data = {"csrf_token": csrf, "kind": "dispute", "message": f"m{n}"}
+            codes.append(customer.post(f"/pay/{token}/respond", data=data).status_code)
+    assert codes.count(302) == 10 and codes[10:] == [429] * 8
+
+
+def test_after_an_hour_the_customer_may_reply_again_and_the_owner_gets_a_new_email(
+    customer, rt, clock, pay_token
+):
+    form = parse(customer.get(f"/pay/{pay_token}").data).by_id("dispute-form")
+    data = form_fields(form)
+    codes = [customer.post(form.attrs["action"], data={**data, "message": "x"}) for _ in range(8)]
+    assert codes[-1].status_code == 429
+    drain(rt)  # the owner's email goes out
+    clock.advance(timedelta(hours=1, minutes=1))
+    response = customer.post(form.attrs["action"], data={**data, "message": "Still wrong"})
+    assert response.status_code == 302
+    mails = _owner_reply_mails(rt)
+    assert len(mails) == 2 and "Still wrong" in mails[-1].payload["text"]
+
+
+def test_the_mailbox_shows_an_email_the_server_never_confirmed(owner_client, rt, demo_company):
+    with transaction(rt.sessions) as s:
+        enqueue(
+            s,
+            rt.clock,
+            company_id=demo_company.id,
+            kind="email",
+            key="reminder:unconfirmed",
+            payload={"mail": "owner", "to": "a@b.example", "subject": "Hello", "text": "x"},
+        )
+        row = s.scalar(select(OutboxMessage).where(OutboxMessage.key == "reminder:unconfirmed"))
+        row.status, row.last_error = "maybe_sent", "the mail server did not confirm it"
+    queued = parse(owner_client.get("/c/demo/mailbox").data).by_id("queued")
+    assert queued is not None
+    assert "maybe sent: the mail server did not confirm it" in queued.text

@@ -653,6 +653,10 @@ class InvoiceHold(Base):
     created_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None]
     resolution: Mapped[str | None] = mapped_column(String(40))
+    # The link a customer replied through: replies are limited per link and per customer.
+    pay_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pay_tokens.id", ondelete="SET NULL")
+    )
 
 
 class CallTask(Base):

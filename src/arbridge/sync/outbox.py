@@ -30,7 +30,10 @@ from arbridge.sync.model import OutboxMessage
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=10)
+# Longer than the slowest single send: SMTP may wait 10 minutes for the reply to the end of DATA
+# (RFC 5321 4.5.3.2.6) after its connect and commands, and a send still waiting must not be
+# taken for a crashed one.
+LEASE = timedelta(minutes=15)
 MAX_ATTEMPTS = 8
 
 

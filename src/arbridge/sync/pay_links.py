@@ -85,6 +85,12 @@ def revoke_statement_links(session: Session, clock: Clock, customer: Customer) -
 def statement_invoices(session: Session, link: PayToken) -> Sequence[Invoice]:
     """What a statement link charges: the customer's open invoices, except those the business
     paused, whose payment links it withdrew (and issued none since), or that are disputed."""
+    if link.customer_id is None:
+        return []
+    return chargeable_invoices(session, link.company_id, link.customer_id)
+
+
+def chargeable_invoices(session: Session, company_id: int, customer_id: int) -> Sequence[Invoice]:
     revoked, live = aliased(PayToken), aliased(PayToken)
     withdrawn = exists().where(
         revoked.invoice_id == Invoice.id,
@@ -103,8 +109,8 @@ def statement_invoices(session: Session, link: PayToken) -> Sequence[Invoice]:
     return session.scalars(
         select(Invoice)
         .where(
-            Invoice.company_id == link.company_id,
-            Invoice.customer_id == link.customer_id,
+            Invoice.company_id == company_id,
+            Invoice.customer_id == customer_id,
             Invoice.status == "open",
             Invoice.balance_minor > 0,
             Invoice.paused.is_(False),

@@ -33,6 +33,7 @@ from arbridge.sync.model import (
     SignInToken,
     User,
 )
+from arbridge.sync.pay_links import LinkGone
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 KEY_CHECK = "key_check"
@@ -300,8 +301,6 @@ def find_pay_token(session: Session, token: str) -> PayToken:
     if row is None:
         raise NotFound("no such payment link")
     if row.revoked_at is not None:
-        from arbridge.sync.pay_links import LinkGone
-
         raise LinkGone("this payment link was withdrawn", "withdrawn")
     return row
 

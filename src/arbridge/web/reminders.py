@@ -129,6 +129,14 @@ def respond(token: str) -> Any:
     if inv is None or inv.company_id != link.company_id:
         abort(404)
     back = redirect(url_for("pay.pay_page", token=token) + "#respond")
+    if remind.reply_limit_reached(s, rt, link):
+        log.info("customer replies over the limit on link %s", link.id)
+        return render_template(
+            "error.html",
+            title="We have your messages",
+            message="You have sent several messages in a short time, and we have them all. "
+            "To send another, please try again in an hour, or reply to our email.",
+        ), 429
     if inv.status != "open" or inv.balance_minor <= 0:
         flash("This invoice is no longer open: there is nothing to reply to.", "error")
         return back
@@ -144,7 +152,7 @@ def respond(token: str) -> Any:
         if not message:
             flash("Please tell us what your question or concern is.", "error")
             return back
-        remind.record_hold(s, rt, inv, "dispute", message=message)
+        remind.record_hold(s, rt, inv, "dispute", message=message, link_id=link.id)
         s.commit()
         flash("Thank you. We have your message and will reply soon; reminders are paused.", "ok")
         return back
@@ -157,7 +165,9 @@ def respond(token: str) -> Any:
         if not today <= promised <= today + timedelta(days=60):
             flash("Please choose a date between today and 60 days from now.", "error")
             return back
-        remind.record_hold(s, rt, inv, "promise", message=message or None, promised_on=promised)
+        remind.record_hold(
+            s, rt, inv, "promise", message=message or None, promised_on=promised, link_id=link.id
+        )
         s.commit()
         flash(f"Thank you. We have noted that you will pay by {promised.isoformat()}.", "ok")
         return back

@@ -103,6 +103,9 @@ def test_nobody_listening_is_transient():
         ("smtp://", "no host"),
         ("smtps://h:notaport", "not a valid URL"),
         ("smtp://h?timeout=soon", "timeout"),
+        ("smtp://h?data_timeout=nan", "data_timeout must be between 0 and 600"),
+        ("smtp://h?data_timeout=3600", "data_timeout must be between 0 and 600"),
+        ("smtp://h?timeout=0", "timeout must be between 0 and 300"),
     ],
 )
 def test_bad_smtp_urls_are_one_sentence(url, error):

@@ -68,8 +68,9 @@ def parse_url(url: str) -> SmtpConfig:
         raise ConfigError("ARBRIDGE_SMTP_URL names no host")
     security, default_port = SCHEMES[parts.scheme]
     query = parse_qs(parts.query)
-    timeout = _seconds(query, "timeout", 30.0)
-    data_timeout = _seconds(query, "data_timeout", 600.0)
+    timeout = _seconds(query, "timeout", 30.0, 300.0)
+    # Never longer than RFC 5321's 10 minutes: the outbox lease is set just above it.
+    data_timeout = _seconds(query, "data_timeout", 600.0, 600.0)
     return SmtpConfig(
         host=parts.hostname,
         port=port or default_port,
@@ -81,14 +82,14 @@ def parse_url(url: str) -> SmtpConfig:
     )
 
 
-def _seconds(query: dict[str, list[str]], name: str, default: float) -> float:
+def _seconds(query: dict[str, list[str]], name: str, default: float, most: float) -> float:
     raw = query.get(name, [str(default)])[0]
     try:
         value = float(raw)
     except ValueError as e:
         raise ConfigError(f"ARBRIDGE_SMTP_URL {name} must be a number of seconds") from e
-    if not 0 < value <= 3600:
-        raise ConfigError(f"ARBRIDGE_SMTP_URL {name} must be between 0 and 3600 seconds")
+    if not 0 < value <= most:
+        raise ConfigError(f"ARBRIDGE_SMTP_URL {name} must be between 0 and {most:g} seconds")
     return value
 
 

@@ -1,4 +1,5 @@
-"""Reminders and statement links (issue 8): "maybe sent" outbox rows, statement link expiry.
+"""Reminders and statement links (issue 8): "maybe sent" outbox rows, statement link expiry,
+replies remembered with the link they came through (limited per link and per customer).
 
 Revision ID: 0010
 Revises: 0009
@@ -35,6 +36,15 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("expires_at", arbridge.sync.model.UTCDateTime(timezone=True), nullable=True)
         )
+    with op.batch_alter_table("invoice_holds") as batch:
+        batch.add_column(sa.Column("pay_token_id", sa.Integer(), nullable=True))
+        batch.create_foreign_key(
+            op.f("fk_invoice_holds_pay_token_id_pay_tokens"),
+            "pay_tokens",
+            ["pay_token_id"],
+            ["id"],
+            ondelete="SET NULL",
+        )
     # Statement links made before links expired: 60 days from when they were made.
     tokens = sa.table(
         "pay_tokens",
@@ -56,6 +66,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("invoice_holds") as batch:
+        batch.drop_constraint(op.f("fk_invoice_holds_pay_token_id_pay_tokens"), type_="foreignkey")
+        batch.drop_column("pay_token_id")
     with op.batch_alter_table("pay_tokens") as batch:
         batch.drop_column("expires_at")
     op.execute("UPDATE outbox SET status = 'failed' WHERE status = 'maybe_sent'")
