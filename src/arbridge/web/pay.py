@@ -70,14 +70,15 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
 
 
 def _gone(e: LinkGone) -> Any:
-    """A genuine link that no longer works: say so (410), and how to get a new one."""
+    """A genuine link that no longer works. An expired one says so (410) and how to get a new
+    one; a withdrawn one is a plain 404 that shows nothing of the invoice (issue 4: a revoked
+    token is as good as none)."""
     log.info("refused a payment link: %s", e)
+    if e.reason != "expired":
+        abort(404)
     message = (
         "This payment link has expired. The latest email from the business has a new link; "
         "or reply to it and ask for one."
-        if e.reason == "expired"
-        else "This payment link was withdrawn by the business. If you still owe something, "
-        "the latest email from them has a current link; or reply to it and ask."
     )
     return _no_store(
         make_response(
