@@ -141,7 +141,11 @@ def test_crash_between_ledger_write_and_record_never_posts_twice(rt, demo_compan
     assert len(payments) == 1 and r.provider_ref == payments[0]["id"]
 
 
-def test_crash_mid_send_of_a_non_idempotent_kind_is_not_resent(rt, demo_company, clock):
+def test_an_email_interrupted_mid_send_is_maybe_sent_not_failed_and_never_resent(
+    rt, demo_company, clock
+):
+    """A worker that died mid-send leaves an outcome nobody knows: 'maybe sent', shown to the
+    owner, never repeated (it was recorded 'failed', as if nothing had gone out)."""
     sent = []
 
     def send_then_crash(m):
@@ -158,7 +162,10 @@ def test_crash_mid_send_of_a_non_idempotent_kind_is_not_resent(rt, demo_company,
         {"email": Handler(lambda m: sent.append(m.key) or None, idempotent=False)},
     )
     assert sent == ["k1"]
-    assert row(rt).status == "failed" and "may or may not" in row(rt).last_error
+    assert row(rt).status == "maybe_sent" and "may or may not" in row(rt).last_error
+    with rt.sessions() as s:
+        told = s.scalars(select(Activity).where(Activity.kind == "outbox.maybe_sent")).one()
+    assert "will not be repeated" in told.message
 
 
 def test_the_worker_writes_a_queued_payment_into_the_ledger_once(rt, demo_company, clock):

@@ -6,9 +6,9 @@ claims due rows with FOR UPDATE SKIP LOCKED, marks them `sending` and commits be
 handler, then records the outcome. A row found still `sending` after its lease means a crash
 between the call and the record: it is retried only for kinds whose provider takes our key as an
 idempotency key (Stripe, QuickBooks requestid, Xero Idempotency-Key); for the rest (SMTP) it is
-marked failed for a person to look at, because sending twice is worse than asking. A handler
-that raises `Unconfirmed` (the request went out, its answer did not come back) leaves the row
-`maybe_sent`: never retried, shown to the owner with the reason.
+`maybe_sent`, because sending twice is worse than asking. A handler that raises `Unconfirmed`
+(the request went out, its answer did not come back) leaves the row `maybe_sent` too: never
+retried, shown to the owner with the reason.
 """
 
 from __future__ import annotations
@@ -157,11 +157,12 @@ def deliver(
         handler = handlers[row.kind]
         if recovering and not handler.idempotent:
             log.error("outbox %s %s was interrupted mid-send; not resending", row.kind, row.key)
+            # Nobody knows whether it went: "maybe sent", told to the owner, never repeated.
             _finish(
                 factory,
                 row.id,
                 clock,
-                status="failed",
+                status="maybe_sent",
                 last_error="interrupted while sending; it may or may not have gone out",
             )
             continue
