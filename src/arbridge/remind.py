@@ -59,7 +59,7 @@ from arbridge.connectors.email.message import new_message_id
 from arbridge.errors import ArbridgeError, Transient
 from arbridge.money import Money
 from arbridge.runtime import Runtime
-from arbridge.sync import pay_links
+from arbridge.sync import pay_links, people
 from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.model import (
     CallTask,
@@ -1063,6 +1063,15 @@ def send_email(rt: Runtime, message: OutboxMessage) -> str:
             assert company is not None
             session.expunge(company)
         text = p["text"]
+        if p.get("mail") == "invitation" and "invitation_id" in p:
+            # The link is made now, as the email goes out: the outbox never held its token.
+            with transaction(rt.sessions) as session:
+                link = people.mint_invitation_link(
+                    session, rt.clock, p["invitation_id"], rt.settings.base_url
+                )
+            if link is None:
+                return "skipped: the invitation was withdrawn, used or has expired"
+            text = text.replace(people.LINK_MARK, link)
         prepared = _Prepared(
             company=company,
             to=p["to"],

@@ -135,9 +135,7 @@ def company_owner(session: Session, company_id: int) -> User | None:
     return session.scalar(select(User).where(User.company_id == company_id).order_by(User.id))
 
 
-def invite(
-    session: Session, clock: Clock, company: Company, by: User, email: str, base_url: str
-) -> Invitation:
+def invite(session: Session, clock: Clock, company: Company, by: User, email: str) -> Invitation:
     """Queue the invitation email (outbox kind "email"); only the link's hash is kept here."""
     _require_owner(session, company, by)
     email = email.strip()
@@ -146,19 +144,19 @@ def invite(
     )
     if taken is not None:
         raise ArbridgeError(f"{email} can already sign in to {company.name}")
-    token = secrets.token_urlsafe(32)
     now = clock.now()
     row = Invitation(
         company_id=company.id,
         email=email,
         invited_by=by.id,
-        token_hash=hash_token(token),
+        # A random hash nobody has the token for: the link is made as the email goes out
+        # (`mint_invitation_link`), so no token ever sits in the outbox.
+        token_hash=secrets.token_hex(32),
         created_at=now,
         expires_at=now + timedelta(days=INVITATION_DAYS),
     )
     session.add(row)
     session.flush()
-    link = f"{base_url.rstrip('/')}/invitations/{token}"
     enqueue(
         session,
         clock,
@@ -167,18 +165,40 @@ def invite(
         key=f"invitation:{row.id}",
         payload={
             "mail": "invitation",
+            "invitation_id": row.id,
             "to": email,
             "subject": f"{by.name or by.email} invited you to {company.name} on arbridge",
             "text": (
                 f"{by.name or by.email} invited you to see {company.name}'s receivables on "
                 f"arbridge.\n\nAccept the invitation here (the link works once and expires in "
-                f"{INVITATION_DAYS} days):\n\n{link}\n\n"
+                f"{INVITATION_DAYS} days):\n\n{LINK_MARK}\n\n"
                 "If you did not expect this email, ignore it: nothing happens unless you accept."
             ),
         },
     )
     log_activity(session, clock, company.id, "user.invited", f"{email} was invited")
     return row
+
+
+LINK_MARK = "[invitation link]"  # in a queued invitation's text, where its link goes
+
+
+def mint_invitation_link(
+    session: Session, clock: Clock, invitation_id: int, base_url: str
+) -> str | None:
+    """The invitation's link, made as its email goes out (a retry makes a fresh one and the
+    earlier stops working). None when the invitation was revoked, used or has expired."""
+    row = session.get(Invitation, invitation_id, with_for_update=True)
+    if (
+        row is None
+        or row.accepted_at is not None
+        or row.revoked_at is not None
+        or row.expires_at <= clock.now()
+    ):
+        return None
+    token = secrets.token_urlsafe(32)
+    row.token_hash = hash_token(token)
+    return f"{base_url.rstrip('/')}/invitations/{token}"
 
 
 def find_invitation(session: Session, clock: Clock, token: str) -> Invitation:

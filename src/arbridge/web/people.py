@@ -56,7 +56,7 @@ def send_invitation(company: Company) -> Any:
         flash("Enter the email address of the person to invite.", "error")
         return redirect(_people_url(company))
     try:
-        invite(s, rt.clock, company, g.user, email, rt.settings.base_url)
+        invite(s, rt.clock, company, g.user, email)
         s.commit()
     except SignInRefused as e:
         s.rollback()

@@ -13,7 +13,15 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Company, Connection, Invitation, OutboxMessage, User
+from arbridge.sync.model import (
+    Company,
+    Connection,
+    Invitation,
+    MailMessage,
+    OutboxMessage,
+    User,
+)
+from arbridge.worker import drain
 from tests.contract.quickbooks.test_web import plain_company, start_oauth
 from tests.web.conftest import assert_friendly_error, csrf_token, parse, sign_in
 
@@ -129,8 +137,40 @@ def _invite(rt, client, company, email: str) -> str:
             )
         ).all()[-1]
         assert mail.payload["to"] == email
-        link = next(w for w in mail.payload["text"].split() if "/invitations/" in w)
+        key = mail.key
+    drain(rt)  # the email goes out (to the mailbox here): its link is made as it is sent
+    with rt.sessions() as s:
+        sent = s.scalars(select(MailMessage).where(MailMessage.outbox_key == key)).one()
+        link = next(w for w in sent.text_body.split() if "/invitations/" in w)
     client.post("/sign-out", data={"csrf_token": csrf_token(page.data)})
+    return link.removeprefix(rt.settings.base_url)
+
+
+def test_a_queued_invitation_keeps_no_token_in_the_outbox(rt, app, fake, connected):
+    """The invitation link sat in plaintext in the outbox payload: anyone reading the
+    database could accept it. The queued email holds the invitation's id; the link is made
+    as the email goes out."""
+    client = app.test_client()
+    sign_in(client, rt, connected.company)
+    page = client.get(f"/c/{connected.company.slug}/settings")
+    client.post(
+        f"/c/{connected.company.slug}/invitations",
+        data={"csrf_token": csrf_token(page.data), "email": BEN["email"]},
+    )
+    with rt.sessions() as s:
+        mail = s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "email")).all()[-1]
+    assert "/invitations/" not in json.dumps(mail.payload)
+    path = _invite_link_after_send(rt, mail.key)
+    assert app.test_client().get(path).status_code == 200
+    drain(rt)  # a second pass sends nothing more
+    assert _invite_link_after_send(rt, mail.key) == path
+
+
+def _invite_link_after_send(rt, key: str) -> str:
+    drain(rt)
+    with rt.sessions() as s:
+        sent = s.scalars(select(MailMessage).where(MailMessage.outbox_key == key)).one()
+    link = next(w for w in sent.text_body.split() if "/invitations/" in w)
     return link.removeprefix(rt.settings.base_url)
 
 
