@@ -14,6 +14,9 @@ from datetime import date
 from decimal import Decimal
 
 INT64_MAX = 2**63 - 1
+# Record ids are INTEGER columns: 32-bit on PostgreSQL (SQLAlchemy binds them as ::INTEGER, so a
+# larger id is a database error there, not an empty result).
+MAX_ID = 2**31 - 1
 # Ledger dates and as-of dates: far from date.min/date.max, so that adding a year of reminder
 # offsets or aging buckets never overflows, and wide enough for any real invoice.
 EARLIEST_DAY = date(1900, 1, 1)
@@ -44,8 +47,8 @@ def parse_int(text: str | None, *, minimum: int = -INT64_MAX - 1, maximum: int =
 
 
 def parse_id(text: str | None) -> int:
-    """A record id from a URL or form: a positive 64-bit number in ASCII digits."""
-    return parse_int(text, minimum=1, maximum=INT64_MAX)
+    """A record id from a URL or form: a positive number in ASCII digits that an id can be."""
+    return parse_int(text, minimum=1, maximum=MAX_ID)
 
 
 def parse_decimal(
