@@ -69,7 +69,9 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     def _refuse_nul() -> None:
         # No field takes a NUL character, and PostgreSQL refuses to store one (a 500 otherwise).
         # Form bodies only: webhook bodies are signed bytes, read raw by their views.
-        values = [request.path, *request.args.keys(), *request.args.values()]
+        if "\x00" in request.path:
+            abort(404)  # no page of ours has one in its address
+        values = [*request.args.keys(), *request.args.values()]
         if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
             values += [*request.form.keys(), *(v for _k, v in request.form.items(multi=True))]
         if any("\x00" in v for v in values):
