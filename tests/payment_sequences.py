@@ -229,7 +229,7 @@ def play(
     check(charge)
 
 
-def check_ours(rt: Runtime, charge: Charge, before: dict[int, int]) -> None:
+def check_ours(rt: Runtime, charge: Charge, before: dict[int, int], strict: bool = True) -> None:
     """arbridge's invoices show exactly the net as paid, and no ledger write gave up."""
     with rt.sessions() as s:
         now = {i: s.get(Invoice, i).balance_minor for i in charge.invoice_ids}
@@ -239,7 +239,7 @@ def check_ours(rt: Runtime, charge: Charge, before: dict[int, int]) -> None:
                 OutboxMessage.status.in_(("failed", "dead")),
             )
         ).all()
-    assert gave_up == []
+    assert gave_up == [] or not strict
     assert sum(before.values()) - sum(now.values()) == charge.net, (before, now, charge)
 
 

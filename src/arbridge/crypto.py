@@ -108,6 +108,20 @@ def new_key() -> str:
     return Fernet.generate_key().decode()
 
 
+def write_private_text(path: Path, text: str) -> None:
+    """Replace `path` atomically with `text`, readable by the owner only (0600) from the first
+    byte: the temporary file is created with those permissions, then renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older .tmp left with looser permissions is tightened too
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def _write_private(path: Path, data: dict[str, object], *, exclusive: bool) -> None:
     """Write JSON readable by the owner only; the file never exists with looser permissions."""
     path.parent.mkdir(parents=True, exist_ok=True)

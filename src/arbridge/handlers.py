@@ -22,7 +22,14 @@ from arbridge.connectors.base import (
 from arbridge.errors import AuthExpired, NotFound, Rejected, Transient
 from arbridge.money import Money
 from arbridge.runtime import Runtime
-from arbridge.sync.model import Company, Connection, Customer, Invoice, OutboxMessage
+from arbridge.sync.model import (
+    CollectedPayment,
+    Company,
+    Connection,
+    Customer,
+    Invoice,
+    OutboxMessage,
+)
 from arbridge.sync.outbox import Handler
 from arbridge.webhooks.dispatch import EventHandler
 
@@ -179,6 +186,24 @@ def _live_before(session: Session, root_key: str | None, after: str | None) -> s
     return None
 
 
+def _superseded(session: Session, payment_intent: str, key: str) -> bool:
+    """Has a later restatement of the same payment finished already? (It walked past this one
+    when this one had given up; this one has since been queued again, say after a reconnect.)"""
+    latest = session.scalar(
+        select(CollectedPayment.ledger_key).where(
+            CollectedPayment.payment_intent_id == payment_intent
+        )
+    )
+    while latest is not None and latest != key:
+        write = session.scalar(select(OutboxMessage).where(OutboxMessage.key == latest))
+        if write is None or write.kind != "ledger_reversal":
+            return False  # this one is not in the payment's chain (a row queued long ago)
+        if write.status not in ("pending", "sending"):
+            return True
+        latest = write.payload.get("after")
+    return False
+
+
 class NotInLedger(Exception):
     """The payment's write-back never reached the ledger: there is nothing there to restate."""
 
@@ -194,13 +219,30 @@ def reverse_ledger_payment(rt: Runtime, message: OutboxMessage) -> str | None:
     root_key = p.get("root", p.get("payment_key"))
     after = p.get("after", root_key)
     with rt.sessions() as session:
+        if _superseded(session, p["reference"], message.key):
+            return None  # a later restatement already stated what stands: this one is stale
         try:
             live = _live_before(session, root_key, after)
         except NotInLedger:
             return None  # it never reached the ledger: nothing to undo, nothing to restate
-        repost = [
-            (session.get(Invoice, r["invoice_id"]), r["amount_minor"]) for r in p.get("repost", [])
-        ]
+        # What stands is what the payment's allocations say now, not when this row was queued:
+        # a write-back refitted to the ledger meanwhile (an invoice settled there) moved some of
+        # it to the overpayment. A later restatement, if any, voids this one's post in turn.
+        payment = session.scalar(
+            select(CollectedPayment).where(
+                CollectedPayment.payment_intent_id == p["reference"],
+                CollectedPayment.company_id == message.company_id,
+            )
+        )
+        stands = (
+            [
+                {"invoice_id": a.invoice_id, "amount_minor": a.amount_minor}
+                for a in sorted(payment.allocations, key=lambda a: a.invoice_id)
+            ]
+            if payment is not None and "root" in p
+            else p.get("repost", [])
+        )
+        repost = [(session.get(Invoice, r["invoice_id"]), r["amount_minor"]) for r in stands]
         customer_source_id = p.get("customer_source_id")
         if customer_source_id is None and repost and repost[0][0] is not None:
             customer = session.get(Customer, repost[0][0].customer_id)

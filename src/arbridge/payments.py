@@ -13,10 +13,12 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import secrets
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import func, select
@@ -41,8 +43,8 @@ from arbridge.connectors.stripe import (
 )
 from arbridge.connectors.stripe.gateway import from_stripe_amount, to_stripe_amount
 from arbridge.connectors.stripe.simulated import SimulatedStripe
-from arbridge.errors import ArbridgeError, NotFound, Rejected, Transient
-from arbridge.handlers import ledger_payment_payload
+from arbridge.errors import ArbridgeError, NotFound, RateLimited, Rejected, Transient
+from arbridge.handlers import STRIPE_EVENTS, ledger_payment_payload
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.sync.activity import log_activity
@@ -141,6 +143,11 @@ class StripeStatus:
     card: bool
     ach: bool
     detail: str
+    # Are Stripe's events arriving? (Only a connection of the company's own can tell.)
+    webhook_url: str = ""
+    webhook_secret: bool = False  # a signing secret is there to verify this account's events
+    webhook_created: bool = False  # arbridge created the endpoint in the business's account
+    last_event_at: datetime | None = None
 
 
 def stripe_status(rt: Runtime, session: Session, company: Company) -> StripeStatus:
@@ -183,7 +190,55 @@ def stripe_status(rt: Runtime, session: Session, company: Company) -> StripeStat
         )
     card = caps.get("card_payments") == "active"
     ach = caps.get("us_bank_account_ach_payments") == "active"
-    return StripeStatus(mode, conn.tenant_id if conn else None, card, ach, "Connected to Stripe.")
+    return _with_webhook(
+        rt,
+        conn,
+        StripeStatus(mode, conn.tenant_id if conn else None, card, ach, "Connected to Stripe."),
+    )
+
+
+def _with_webhook(rt: Runtime, conn: Connection | None, status: StripeStatus) -> StripeStatus:
+    if conn is None:
+        return status
+    own = status.mode == "key"
+    return replace(
+        status,
+        webhook_url=webhook_url(rt),
+        webhook_secret=bool(conn.webhook_secret_encrypted)
+        if own
+        else bool(rt.settings.stripe_webhook_secret),
+        webhook_created=own and bool(conn.webhook_endpoint_id),
+        last_event_at=conn.webhook_last_event_at,
+    )
+
+
+def webhook_url(rt: Runtime) -> str:
+    return f"{rt.settings.base_url}/webhooks/stripe"
+
+
+def _endpoint_idempotency_key(rt: Runtime, company: Company) -> str:
+    """One key per connect: it makes Stripe's own retries of the request safe. Never reused by
+    a later connect, whose first step deletes this company's earlier endpoints: a replayed
+    response would hand back a deleted endpoint."""
+    return f"arbridge:webhook-endpoint:{company.id}:{secrets.token_hex(8)}"
+
+
+def _delete_endpoint(rt: Runtime, conn: Connection) -> str | None:
+    """Delete the endpoint arbridge created in the business's account (with the key that made
+    it); returns what went wrong, for the owner, or None."""
+    endpoint = conn.webhook_endpoint_id
+    if not endpoint or not conn.credentials_encrypted:
+        return None
+    try:
+        key = json.loads(rt.keyring.decrypt(conn.credentials_encrypted))["api_key"]
+        StripeGateway(key, api_base=rt.settings.stripe_api_base).delete_webhook_endpoint(
+            endpoint, idempotency_key=f"arbridge:webhook-endpoint-delete:{endpoint}"
+        )
+    except ArbridgeError as e:
+        log.warning("could not delete Stripe webhook endpoint %s: %s", endpoint, e)
+        return f"the webhook endpoint {endpoint} could not be deleted in Stripe ({e})"
+    conn.webhook_endpoint_id = None
+    return None
 
 
 def connect_with_key(rt: Runtime, s: Session, company: Company, api_key: str) -> str:
@@ -193,26 +248,59 @@ def connect_with_key(rt: Runtime, s: Session, company: Company, api_key: str) ->
         raise Rejected(
             "that does not look like a Stripe secret or restricted key (sk_... or rk_...)"
         )
-    account = StripeGateway(api_key, api_base=rt.settings.stripe_api_base).account()
+    gateway = StripeGateway(api_key, api_base=rt.settings.stripe_api_base)
+    account = gateway.account()
     conn = stripe_connection(s, company.id)
-    secret = rt.keyring.encrypt(json.dumps({"api_key": api_key}))
-    if conn is None:
-        s.add(
-            Connection(
-                company_id=company.id,
-                provider="stripe",
-                tenant_id=account["id"],
-                credentials_encrypted=secret,
-                status="active",
-                created_at=rt.clock.now(),
-            )
+    if conn is not None and conn.status == "active" and conn.webhook_endpoint_id:
+        _delete_endpoint(rt, conn)  # made with the key being replaced; best effort
+        conn.webhook_secret_encrypted = None  # that endpoint's secret signs nothing now
+    # Stripe's events for this account come to its own endpoint, signed with its own secret.
+    try:
+        endpoint = gateway.create_webhook_endpoint(
+            webhook_url(rt),
+            STRIPE_EVENTS,
+            metadata={"arbridge_company": str(company.id)},
+            idempotency_key=_endpoint_idempotency_key(rt, company),
         )
+    except (Rejected, Transient, RateLimited) as e:
+        # e.g. a base URL Stripe will not call (http://127.0.0.1): the key still works, and the
+        # settings page asks for the signing secret of an endpoint the owner makes.
+        log.warning("no Stripe webhook endpoint created for %s: %s", company.slug, e)
+        endpoint = None
+    credentials = rt.keyring.encrypt(json.dumps({"api_key": api_key}))
+    if conn is None:
+        conn = Connection(company_id=company.id, provider="stripe", created_at=rt.clock.now())
+        s.add(conn)
+    elif conn.tenant_id != account["id"]:
+        # Another account: a secret pasted for the old one signs nothing of the new one's.
+        conn.webhook_secret_encrypted, conn.webhook_last_event_at = None, None
+    conn.tenant_id, conn.credentials_encrypted, conn.status = account["id"], credentials, "active"
+    if endpoint is not None:
+        conn.webhook_endpoint_id = endpoint[0]
+        conn.webhook_secret_encrypted = rt.keyring.encrypt(endpoint[1])
+        conn.webhook_last_event_at = None
     else:
-        conn.tenant_id, conn.credentials_encrypted, conn.status = account["id"], secret, "active"
+        conn.webhook_endpoint_id = None
     log_activity(
         s, rt.clock, company.id, "stripe.connected", f"Stripe account {account['id']} connected"
     )
     return account["id"]
+
+
+def set_webhook_secret(rt: Runtime, s: Session, company: Company, secret: str) -> None:
+    """The owner pastes the signing secret of the endpoint they made in Stripe (a restricted key
+    usually may not create one); kept encrypted like the key."""
+    secret = secret.strip()
+    conn = stripe_connection(s, company.id)
+    if conn is None or conn.status != "active" or not conn.credentials_encrypted:
+        raise Rejected("connect Stripe with your key first")
+    if not secret.startswith("whsec_") or not 10 <= len(secret) <= 200 or not secret.isascii():
+        raise Rejected("that does not look like a Stripe signing secret (whsec_...)")
+    conn.webhook_secret_encrypted = rt.keyring.encrypt(secret)
+    conn.webhook_last_event_at = None
+    log_activity(
+        s, rt.clock, company.id, "stripe.webhook_secret", "Stripe webhook signing secret saved"
+    )
 
 
 def start_onboarding(
@@ -262,11 +350,22 @@ def finish_onboarding(rt: Runtime, s: Session, company: Company) -> bool:
     return False
 
 
-def disconnect_stripe(rt: Runtime, s: Session, company: Company) -> None:
+def disconnect_stripe(rt: Runtime, s: Session, company: Company) -> str | None:
+    """Disconnect, deleting the webhook endpoint arbridge created; returns a problem to show."""
     conn = stripe_connection(s, company.id)
+    problem = None
     if conn is not None:
+        problem = _delete_endpoint(rt, conn)
         conn.status, conn.credentials_encrypted = "disconnected", None
-        log_activity(s, rt.clock, company.id, "stripe.disconnected", "Stripe disconnected")
+        conn.webhook_secret_encrypted, conn.webhook_last_event_at = None, None
+        log_activity(
+            s,
+            rt.clock,
+            company.id,
+            "stripe.disconnected",
+            "Stripe disconnected" + (f"; {problem}" if problem else ""),
+        )
+    return problem
 
 
 def simulated_stripe(rt: Runtime) -> SimulatedStripe:
@@ -507,8 +606,9 @@ def _hinted_companies(s: Session, event: Mapping[str, Any]) -> list[int]:
 
 def _connection_secrets(
     rt: Runtime, s: Session, event: Mapping[str, Any]
-) -> list[tuple[str, Connection]]:
-    """Each Stripe connection's own endpoint secret, the companies the event points at first.
+) -> Iterator[tuple[str, Connection]]:
+    """Each Stripe connection's own endpoint secret, the companies the event points at first,
+    decrypted one at a time as they are tried.
 
     The order only saves work: a secret is trusted for its own connection's company only."""
     conns = s.scalars(
@@ -519,14 +619,11 @@ def _connection_secrets(
         )
     ).all()
     hinted = _hinted_companies(s, event)
-    conns = sorted(conns, key=lambda c: (c.company_id not in hinted, c.id))
-    found: list[tuple[str, Connection]] = []
-    for conn in conns:
+    for conn in sorted(conns, key=lambda c: (c.company_id not in hinted, c.id)):
         try:
-            found.append((rt.keyring.decrypt(conn.webhook_secret_encrypted or ""), conn))
+            yield rt.keyring.decrypt(conn.webhook_secret_encrypted or ""), conn
         except ArbridgeError as e:
             log.warning("the webhook secret of Stripe connection %s is unreadable: %s", conn.id, e)
-    return found
 
 
 def ingest_stripe(
@@ -539,12 +636,15 @@ def ingest_stripe(
     Connect account the event names. Nothing unverified is stored."""
     now = rt.clock.now()
     with transaction(rt.sessions) as s:
+        candidates: Iterable[tuple[str, Connection | None]]
         if only_secret is not None:
-            candidates: list[tuple[str, Connection | None]] = [(only_secret, None)]
+            candidates = [(only_secret, None)]
         else:
             unverified = unverified_event(body)
-            candidates = [(secret, None) for secret in install_webhook_secrets(rt)]
-            candidates += _connection_secrets(rt, s, unverified)
+            candidates = chain(
+                ((secret, None) for secret in install_webhook_secrets(rt)),
+                _connection_secrets(rt, s, unverified),
+            )
         conn = signed_by(body, header, candidates, now)
         event = stripe_event(body, now, tenant_id=conn.tenant_id if conn is not None else None)
         if conn is None and event.tenant_id:
@@ -687,6 +787,18 @@ def handle_stripe_event(rt: Runtime, s: Session, event: WebhookEvent) -> None:
         raise Rejected(
             f"event {event.event_id} names company {seen.company_id} but came for another account"
         )
+    if event.company_id is not None and seen.company_id is None:
+        # A refund or dispute names only the PaymentIntent: it must be one of this account's.
+        paid_to = s.scalar(
+            select(CollectedPayment.company_id).where(
+                CollectedPayment.payment_intent_id == seen.payment_intent
+            )
+        )
+        if paid_to is not None and paid_to != event.company_id:
+            raise Rejected(
+                f"event {event.event_id} is about another company's payment "
+                "but came for this account"
+            )
     record(rt, s, seen)
 
 

@@ -43,6 +43,7 @@ from arbridge.collections.templates import (
     CALL_GUIDE,
     EmailTemplate,
     Rendered,
+    TemplateProblem,
     render,
     template_for,
 )
@@ -552,7 +553,7 @@ def _usable_contact(session: Session, customer_id: int) -> Contact | None:
     )
 
 
-def _prepare_statement(rt: Runtime, message: OutboxMessage) -> _Prepared | str:
+def _prepare_statement(rt: Runtime, message: OutboxMessage) -> _Prepared | _Held | str:
     p = message.payload
     with rt.sessions() as session:
         company = session.get(Company, message.company_id)
@@ -580,16 +581,19 @@ def _prepare_statement(rt: Runtime, message: OutboxMessage) -> _Prepared | str:
         if not invoices:
             return "cancelled: nothing open any more"
         token = _link_token(session, rt, company, customer, p)
-        rendered = render_reminder(
-            rt,
-            company,
-            customer,
-            contact,
-            [(inv, token) for inv in invoices],
-            "statement",
-            company_today(company, rt.clock),
-            statement_token=token,
-        )
+        try:
+            rendered = render_reminder(
+                rt,
+                company,
+                customer,
+                contact,
+                [(inv, token) for inv in invoices],
+                "statement",
+                company_today(company, rt.clock),
+                statement_token=token,
+            )
+        except TemplateProblem as e:
+            return _template_held(session, rt, company, customer, message, [], e)
         user = owner(session, company)
         session.expunge(company)
         return _Prepared(
@@ -909,7 +913,7 @@ class _Prepared:
     send_ids: tuple[int, ...] = ()
 
 
-def _prepare_reminder(rt: Runtime, message: OutboxMessage) -> _Prepared | str:
+def _prepare_reminder(rt: Runtime, message: OutboxMessage) -> _Prepared | _Held | str:
     """Check every invoice again; returns the email, or why it is no longer sent."""
     p = message.payload
     with rt.sessions() as session:
@@ -975,16 +979,20 @@ def _prepare_reminder(rt: Runtime, message: OutboxMessage) -> _Prepared | str:
             return "cancelled: nothing due any more"
         if contact is None or not contact.email:
             return "cancelled: no contact"
-        rendered = render_reminder(
-            rt,
-            company,
-            customer,
-            contact,
-            keep,
-            p["template"],
-            today,
-            statement_token=_link_token(session, rt, company, customer, p),
-        )
+        sends = [rows[i.id] for i, _t in keep if i.id in rows]
+        try:
+            rendered = render_reminder(
+                rt,
+                company,
+                customer,
+                contact,
+                keep,
+                p["template"],
+                today,
+                statement_token=_link_token(session, rt, company, customer, p),
+            )
+        except TemplateProblem as e:
+            return _template_held(session, rt, company, customer, message, sends, e)
         user = owner(session, company)
         session.expunge(company)
         return _Prepared(
@@ -1000,12 +1008,58 @@ def _prepare_reminder(rt: Runtime, message: OutboxMessage) -> _Prepared | str:
         )
 
 
+@dataclass(frozen=True)
+class _Held:
+    reason: str
+
+
+def _template_held(
+    session: Session,
+    rt: Runtime,
+    company: Company,
+    customer: Customer,
+    message: OutboxMessage,
+    sends: list[ReminderSend],
+    problem: TemplateProblem,
+) -> _Held:
+    """The owner's wording does not render (or takes too long): hold the email, say why once."""
+    note = f"held: {problem}"[:500]
+    if message.attempts <= 1 or not any(r.note == note for r in sends):
+        log_activity(
+            session,
+            rt.clock,
+            company.id,
+            "reminders.held",
+            f"A {message.payload.get('mail', 'reminder')} to {customer.name} is held: {problem}. "
+            "Fix the wording on the reminders page; it goes out then.",
+            customer_id=customer.id,
+            outbox_key=message.key,
+        )
+        notify_owner(
+            session,
+            rt,
+            company,
+            key=f"owner:template-held:{company.id}:{company_today(company, rt.clock)}",
+            subject=f"A {message.payload.get('mail', 'reminder')} is held: its wording does not "
+            "render",
+            text=f"arbridge could not put together the email to {customer.name}: {problem}.\n\n"
+            "Please fix the wording on the reminders page (the preview shows the problem). "
+            "The email waits and goes out once it renders.",
+        )
+    for row in sends:
+        row.note = note
+    return _Held(str(problem))
+
+
 def send_email(rt: Runtime, message: OutboxMessage) -> str:
     """The outbox handler: send one email (SMTP, or the in-app mailbox) and record it."""
     p = message.payload
     if p.get("mail") in ("reminder", "statement"):
         prepare = _prepare_reminder if p["mail"] == "reminder" else _prepare_statement
         prepared = prepare(rt, message)
+        if isinstance(prepared, _Held):
+            # Retried with backoff like a broken connection, so a fixed wording goes out.
+            raise Transient(f"held: {prepared.reason}")
         if isinstance(prepared, str):
             return prepared
     else:

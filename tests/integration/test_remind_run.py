@@ -550,3 +550,27 @@ def test_an_email_queued_before_the_upgrade_still_sends_with_its_stored_token(rt
             select(MailMessage).where(MailMessage.outbox_key == "reminder:old-format")
         ).one()
     assert f"/pay/{pay}" in mail.text_body
+
+
+def test_a_template_that_burns_cpu_holds_the_reminder_with_the_reason(rt, clock):
+    world = world_of(rt, Inv("A", "HAR", -3, "100.00"))
+    burner = "{% for a in range(9999) %}{% for b in range(9999) %}{% endfor %}{% endfor %}"
+    world.set_reminders(
+        templates={"overdue_friendly": {"subject": "Pay", "text": burner, "html": ""}}
+    )
+    tick(rt, "w")
+    with rt.sessions() as s:
+        row = s.scalars(select(OutboxMessage).where(OutboxMessage.key.like("reminder:%"))).one()
+        assert row.status == "pending"  # held: it goes out once the wording is fixed
+        assert "the template takes too long to render" in row.last_error
+        send = s.scalars(select(ReminderSend)).one()
+        assert send.status == "queued" and "too long" in (send.note or "")
+        notices = s.scalars(select(MailMessage).where(MailMessage.kind == "owner")).all()
+        assert [m.subject for m in notices] == ["A reminder is held: its wording does not render"]
+    assert "reminders.held" in kinds(rt)
+    world.set_reminders(templates={})
+    clock.advance(timedelta(minutes=5))
+    drain(rt)
+    with rt.sessions() as s:
+        assert s.scalars(select(ReminderSend)).one().status == "sent"
+        assert len(s.scalars(select(MailMessage).where(MailMessage.kind == "owner")).all()) == 1

@@ -114,3 +114,19 @@ def test_keys_from_a_dotenv_file_are_re_read_by_a_running_keyring(tmp_path, monk
     (tmp_path / ".env").write_text(f"ARBRIDGE_ENCRYPTION_KEYS={new},{old}\n")
     assert keyring.decrypt(Keyring([new]).encrypt("x")) == "x"
     assert Keyring([new]).decrypt(keyring.encrypt("y")) == "y"
+
+
+def test_a_re_read_keyring_writes_with_the_newest_and_still_reads_dropped_keys():
+    first, second = new_key(), new_key()
+    source = [[first]]
+    keyring = Keyring([first], source=lambda: source[0])
+    old_secret = keyring.encrypt("old")
+    source[0] = [second]  # rotated and the old key dropped, as `rotate-keys --drop-old` does
+    new_secret = keyring.encrypt("new")
+    assert Keyring([second]).decrypt(new_secret) == "new"
+    # A secret a slower process wrote with the dropped key is still readable here.
+    assert keyring.decrypt(old_secret) == "old"
+    source[0] = ["not a fernet key"]  # a half-written or broken file changes nothing
+    assert Keyring([second]).decrypt(keyring.encrypt("still")) == "still"
+    with pytest.raises(KeyMismatch):
+        keyring.decrypt(Keyring([new_key()]).encrypt("never"))

@@ -44,6 +44,14 @@ def test_connecting_a_restricted_key_checks_it_with_stripe_and_stores_it_encrypt
             "capabilities": {"card_payments": "active", "us_bank_account_ach_payments": "inactive"},
         },
     )
+    # A restricted key usually may not manage webhook endpoints (issue 8: the owner pastes one).
+    denied = {
+        "error": {
+            "type": "invalid_request_error",
+            "message": "The provided key does not have the required permissions for this endpoint.",
+        }
+    }
+    responses.get(f"{API}/v1/webhook_endpoints", status=403, json=denied)
     page = settings_page(owner_client)
     response = owner_client.post(
         "/c/demo/stripe/key", data={"csrf_token": csrf_token(page.data), "api_key": "rk_test_51Abc"}

@@ -369,3 +369,38 @@ def test_the_mailbox_shows_reminders_waiting_for_the_sending_window(
     rows = queued.find("tbody").find_all("tr")
     assert len(rows) > 5
     assert all(r.find("td").text.endswith("08:00") for r in rows if "reminder" in r.text)
+
+
+BURNER = "{% for a in range(9999) %}{% for b in range(9999) %}{% endfor %}{% endfor %}"
+
+
+def test_a_template_that_burns_cpu_is_refused_on_save_with_the_reason(owner_client, rt):
+    page = owner_client.get("/c/demo/reminders")
+    bad = owner_client.post(
+        "/c/demo/reminders/template",
+        data={
+            "csrf_token": csrf_token(page.data),
+            "name": "overdue",
+            "subject": "Pay",
+            "text": BURNER,
+        },
+    )
+    shown = owner_client.get(bad.headers["Location"]).get_data(as_text=True)
+    assert "Not saved: the template takes too long to render" in shown
+    assert "templates" not in (fresh_company(rt, "demo").settings.get("reminders") or {})
+
+
+def test_a_stored_template_that_burns_cpu_shows_the_reason_in_the_preview(owner_client, rt):
+    with transaction(rt.sessions) as s:
+        company = s.scalar(select(Company).where(Company.slug == "demo"))
+        stored = dict(company.settings or {})
+        stored["reminders"] = {
+            **(stored.get("reminders") or {}),
+            "templates": {"overdue": {"subject": "Pay", "text": BURNER}},
+        }
+        company.settings = stored
+    page = owner_client.get("/c/demo/reminders?template=overdue")
+    assert page.status_code == 200
+    assert "the template takes too long to render" in page.get_data(as_text=True)
+    html = owner_client.get("/c/demo/reminders/email.html?template=overdue")
+    assert html.status_code == 400 and "too long" in html.get_data(as_text=True)

@@ -13,7 +13,7 @@ from arbridge.remind import record_hold
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Activity, Company, Customer, Invoice, PayToken
 from arbridge.sync.store import hash_token, issue_pay_token, open_invoices, revoke_pay_tokens
-from tests.web.conftest import assert_friendly_error, csrf_token, parse
+from tests.web.conftest import assert_friendly_error, csrf_token, form_fields, parse
 
 BASE = "http://127.0.0.1:5000"
 
@@ -84,10 +84,17 @@ def test_a_statement_link_expires_after_60_days_with_a_clear_page(
 
 
 def test_the_statement_link_lifetime_is_a_company_setting(owner_client, customer, rt, clock, busy):
-    page = owner_client.get("/c/demo/reminders")
-    field = parse(page.data).by_id("statement_link_days")
-    assert field is not None and field.attrs["value"] == "60"
-    _set_reminders(rt, statement_link_days=10)
+    page = owner_client.get("/c/demo/settings")
+    form = parse(page.data).find("form", action="/c/demo/settings/reminders")
+    fields = form_fields(form)
+    assert fields["reminders-statement_link_days"] == "60"
+    saved = owner_client.post(
+        form.attrs["action"], data={**fields, "reminders-statement_link_days": "10"}
+    )
+    assert saved.status_code == 302
+    with rt.sessions() as s:
+        stored = s.scalar(select(Company).where(Company.slug == "demo")).settings["reminders"]
+        assert stored["statement_link_days"] == 10
     path = _statement_link(owner_client, busy)
     clock.advance(timedelta(days=9))
     assert customer.get(path).status_code == 200

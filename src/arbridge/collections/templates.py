@@ -2,16 +2,33 @@
 
 Templates are Jinja run in `SandboxedEnvironment` (an owner's template can read the merge fields
 and nothing else of the process), the HTML part autoescaped. Pure: strings in, strings out.
+
+Rendering is bounded, because a template is code the owner (or whoever takes over their session)
+writes and the worker runs: a time limit checked on every line the compiled template runs (so
+nested loops stop), a cap on the output, and the operations that allocate in one step (`*`, `**`,
+`%`, `str.format`, `range`, padding filters, `lipsum`) refused when they would build something
+larger than that cap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
+
+TIME_LIMIT = 2.0  # seconds for one email (subject, text and HTML); ordinary ones take a few ms
+MAX_OUTPUT = 1_000_000  # characters per part: a statement of a thousand invoices fits easily
+MAX_RANGE = 10_000
+_BIG_WIDTH = re.compile(r"%[-#0 +]*(\*|\d{5,})|%[-#0 +]*\d*\.(\*|\d{5,})")
+_BIG_FORMAT_SPEC = re.compile(r"\{[^{}]*:[^{}]*(\{|\d{5,})")
+_SIZED_FILTERS = ("center", "indent", "wordwrap", "truncate", "batch", "slice")
 
 MERGE_FIELDS = (
     "customer_name",
@@ -118,10 +135,124 @@ CALL_GUIDE = (
     ),
 )
 
-_ENV = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True)
-_HTML_ENV = SandboxedEnvironment(
+
+class Overrun(TemplateProblem):
+    """The template took too long or would build too much."""
+
+
+def _too_big(what: str) -> Overrun:
+    return Overrun(f"the template builds {what} too large for an email")
+
+
+def _bounded_range(*args: int) -> range:
+    r = range(*args)
+    if len(r) > MAX_RANGE:
+        raise _too_big(f"a range of {len(r)} numbers (at most {MAX_RANGE:,})")
+    return r
+
+
+def _sized(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        for v in (*args[1:], *kwargs.values()):
+            if isinstance(v, int) and abs(v) > MAX_RANGE:
+                raise _too_big(f"a {name} of {v}")
+        return f(*args, **kwargs)
+
+    for attr in ("jinja_pass_arg",):  # keep Jinja's "pass the environment/context" marker
+        if hasattr(f, attr):
+            setattr(guarded, attr, getattr(f, attr))
+    return guarded
+
+
+class BoundedEnvironment(SandboxedEnvironment):
+    """The sandbox, plus refusals of the single operations that allocate without limit."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.globals["range"] = _bounded_range
+        self.globals.pop("lipsum", None)
+        for name in _SIZED_FILTERS:
+            self.filters[name] = _sized(name, self.filters[name])
+        self.filters["format"] = _sized("format", self._format_filter(self.filters["format"]))
+
+    @staticmethod
+    def _format_filter(f: Callable[..., Any]) -> Callable[..., Any]:
+        def guarded(value: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(value, str) and _BIG_WIDTH.search(value):
+                raise _too_big("a padded value")
+            return f(value, *args, **kwargs)
+
+        return guarded
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        both_ints = isinstance(left, int) and isinstance(right, int)
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, (str, list, tuple))
+                    and isinstance(n, int)
+                    and len(seq) * n > MAX_OUTPUT
+                ):
+                    raise _too_big(f"a repetition of {len(seq) * n:,} items")
+            if both_ints and left.bit_length() + right.bit_length() > 4096:
+                raise _too_big("a number")
+        elif operator == "**" and both_ints and abs(left) > 1:
+            if right > 1000 or left.bit_length() * max(right, 0) > 4096:
+                raise _too_big("a power")
+        elif operator == "%" and isinstance(left, str) and _BIG_WIDTH.search(left):
+            raise _too_big("a padded value")
+        return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        owner = getattr(value, "__self__", None)
+        if isinstance(owner, str) and _BIG_FORMAT_SPEC.search(owner):
+            raise _too_big("a padded value")
+        return super().wrap_str_format(value)
+
+
+_ENV = BoundedEnvironment(autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True)
+_HTML_ENV = BoundedEnvironment(
     autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True
 )
+
+
+class _Deadline:
+    """Stops a render that runs past its time: a trace function on the compiled template's own
+    frames (Jinja compiles to Python under the file name "<template>") checks the clock on each
+    line, so a loop that prints nothing is stopped as surely as one that does."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.ends = time.monotonic() + seconds
+
+    def _line(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if time.monotonic() > self.ends:
+            raise Overrun(f"the template takes too long to render (over {self.seconds:g} s)")
+        return self._line
+
+    def _call(self, frame: FrameType, event: str, arg: Any) -> Any:
+        return self._line if frame.f_code.co_filename == "<template>" else None
+
+    def run(self, parts: Iterator[str]) -> str:
+        out: list[str] = []
+        size = 0
+        previous = sys.gettrace()
+        sys.settrace(self._call)
+        try:
+            for chunk in parts:
+                size += len(chunk)
+                if size > MAX_OUTPUT:
+                    raise _too_big(f"a text of over {MAX_OUTPUT:,} characters")
+                out.append(chunk)
+                if time.monotonic() > self.ends:
+                    raise Overrun(
+                        f"the template takes too long to render (over {self.seconds:g} s)"
+                    )
+        finally:
+            sys.settrace(previous)
+        return "".join(out)
 
 
 def template_for(name: str, overrides: Mapping[str, Mapping[str, str]] | None) -> EmailTemplate:
@@ -138,22 +269,60 @@ class Rendered:
     html: str
 
 
-def render(template: EmailTemplate, fields: Mapping[str, Any]) -> Rendered:
+def render(
+    template: EmailTemplate, fields: Mapping[str, Any], time_limit: float = TIME_LIMIT
+) -> Rendered:
+    """Render an email; raises TemplateProblem (one sentence) when it cannot, or takes longer
+    than `time_limit` seconds, or would be larger than MAX_OUTPUT characters."""
+    deadline = _Deadline(time_limit)
     try:
-        subject = " ".join(_ENV.from_string(template.subject).render(fields).split())
-        text = _ENV.from_string(template.text).render(fields)
+        subject = " ".join(
+            deadline.run(_ENV.from_string(template.subject).generate(fields)).split()
+        )
+        text = deadline.run(_ENV.from_string(template.text).generate(fields))
         if template.html:
-            html = _HTML_ENV.from_string(template.html).render(fields)
+            html = deadline.run(_HTML_ENV.from_string(template.html).generate(fields))
         else:
-            html = _HTML_ENV.from_string(_TEXT_AS_HTML).render(text=text)
+            html = deadline.run(_HTML_ENV.from_string(_TEXT_AS_HTML).generate(text=text))
+    except TemplateProblem:
+        raise
     except TemplateError as e:
         raise TemplateProblem(f"the template does not render: {e.message or e}") from e
+    except RecursionError as e:
+        raise Overrun("the template calls itself without end") from e
+    except (MemoryError, OverflowError) as e:
+        raise _too_big("something") from e
     text += "\nTo stop these reminders: {}\n".format(fields.get("unsubscribe_link", ""))
     html += _HTML_ENV.from_string(_FOOTER).render(fields)
     return Rendered(subject[:250], text, html)
 
 
-def check(template: EmailTemplate, sample: Mapping[str, Any]) -> None:
+SAMPLE_FIELDS: dict[str, Any] = {
+    "customer_name": "Sample Customer",
+    "contact_name": "Sam",
+    "invoice_number": "INV-0001",
+    "amount_due": "$100.00",
+    "due_date": "Jan 1, 2026",
+    "days_overdue": 10,
+    "pay_link": "https://example.com/pay/sample",
+    "statement_link": "https://example.com/pay/sample-statement",
+    "business_name": "Your business",
+    "signature": "",
+    "unsubscribe_link": "https://example.com/u/sample",
+    "invoices": [
+        {
+            "number": "INV-0001",
+            "amount_due": "$100.00",
+            "due_date": "Jan 1, 2026",
+            "days_overdue": 10,
+            "pay_link": "https://example.com/pay/sample",
+        }
+    ],
+    "total_due": "$100.00",
+}
+
+
+def check(template: EmailTemplate, sample: Mapping[str, Any] = SAMPLE_FIELDS) -> None:
     """Raise TemplateProblem if the template would not render with these fields."""
     render(template, sample)
 

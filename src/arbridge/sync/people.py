@@ -139,9 +139,7 @@ def invite(
     session: Session, clock: Clock, company: Company, by: User, email: str, base_url: str
 ) -> Invitation:
     """Queue the invitation email (outbox kind "email"); only the link's hash is kept here."""
-    owner = company_owner(session, company.id)
-    if owner is None or owner.id != by.id:
-        raise SignInRefused("Only the owner can invite", "Ask the owner to invite them.", 403)
+    _require_owner(session, company, by)
     email = email.strip()
     taken = session.scalar(
         select(User.id).where(User.company_id == company.id, User.email == email)
@@ -226,6 +224,47 @@ def accept_invitation(session: Session, clock: Clock, token: str) -> User:
         session, clock, row.company_id, "user.joined", f"{row.email} accepted the invitation"
     )
     return user
+
+
+def revoke_invitation(
+    session: Session, clock: Clock, company: Company, by: User, invitation_id: int
+) -> Invitation:
+    _require_owner(session, company, by)
+    row = session.get(Invitation, invitation_id)
+    if row is None or row.company_id != company.id:
+        raise NotFound("no such invitation")
+    if row.accepted_at is None and row.revoked_at is None:
+        row.revoked_at = clock.now()
+        log_activity(
+            session,
+            clock,
+            company.id,
+            "user.invitation_revoked",
+            f"{row.email}'s invitation was withdrawn",
+        )
+    return row
+
+
+def remove_user(session: Session, clock: Clock, company: Company, by: User, user_id: int) -> str:
+    """The owner removes another user: their sessions end with the row (a cookie naming a user
+    that no longer exists signs nobody in)."""
+    owner = _require_owner(session, company, by)
+    user = session.get(User, user_id)
+    if user is None or user.company_id != company.id:
+        raise NotFound("no such user")
+    if user.id == owner.id:
+        raise ArbridgeError("the owner cannot be removed")
+    email = user.email
+    session.delete(user)
+    log_activity(session, clock, company.id, "user.removed", f"{email} was removed")
+    return email
+
+
+def _require_owner(session: Session, company: Company, by: User) -> User:
+    owner = company_owner(session, company.id)
+    if owner is None or owner.id != by.id:
+        raise SignInRefused("Only the owner can do this", "Ask the owner.", 403)
+    return owner
 
 
 def pending_invitations(session: Session, clock: Clock, company_id: int) -> list[Invitation]:

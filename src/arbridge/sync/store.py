@@ -326,7 +326,10 @@ def check_keys(session: Session, keyring: Keyring) -> None:
 
 # Every column that holds a secret encrypted with the keyring: rotation and the key-drop check
 # walk them all, so a new encrypted column must be listed here.
-ENCRYPTED_COLUMNS: tuple[tuple[type[Any], str], ...] = ((Connection, "credentials_encrypted"),)
+ENCRYPTED_COLUMNS: tuple[tuple[type[Any], str], ...] = (
+    (Connection, "credentials_encrypted"),
+    (Connection, "webhook_secret_encrypted"),
+)
 
 
 def _encrypted_values(session: Session, *, lock: bool) -> list[tuple[Any, str]]:

@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from arbridge.money import Money
 from arbridge.runtime import Runtime
+from arbridge.web.common import RedactTokens, redact_path
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -46,6 +47,10 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     from arbridge.web.common import IdConverter
 
     app.url_map.converters["int"] = IdConverter  # before any blueprint adds its routes
+    # The development server logs each request line, tokens and all.
+    werkzeug_log = logging.getLogger("werkzeug")
+    if not any(isinstance(f, RedactTokens) for f in werkzeug_log.filters):
+        werkzeug_log.addFilter(RedactTokens())
     csrf.init_app(app)
 
     from arbridge.web import auth, health, owner, owner_payments, pay
@@ -106,7 +111,12 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
 
     @app.errorhandler(CSRFError)
     def _csrf(e: CSRFError) -> Any:
-        log.warning("CSRF check failed on %s %s: %s", request.method, request.path, e.description)
+        log.warning(
+            "CSRF check failed on %s %s: %s",
+            request.method,
+            redact_path(request.path),
+            e.description,
+        )
         return render_template(
             "error.html",
             title="This form has expired",
@@ -126,7 +136,7 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     @app.errorhandler(Exception)
     def _crash(e: Exception) -> Any:
         # Log the trace for us; the visitor sees one calm sentence, never a stack trace.
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, redact_path(request.path))
         return render_template(
             "error.html",
             title="Something went wrong",

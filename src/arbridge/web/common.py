@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -79,6 +81,26 @@ def current_user() -> User | None:
         session.clear()
         return None
     return user
+
+
+# Paths whose next segment is a secret: sign-in, invitation, pay and statement links (both
+# /pay/<token>), unsubscribe. Anything that logs a path goes through `redact_path`.
+TOKEN_PATH = re.compile(r"(/(?:sign-in|invitations|pay|u|statement)/)[^/?#\s]+")
+
+
+def redact_path(path: str) -> str:
+    return TOKEN_PATH.sub(r"\1[redacted]", path)
+
+
+class RedactTokens(logging.Filter):
+    """For loggers that print request lines we do not format ourselves (werkzeug's access log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_path(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
 
 
 def safe_next(value: str | None, fallback: str) -> str:

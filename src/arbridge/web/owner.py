@@ -18,6 +18,7 @@ from arbridge.collections.aging import (
 )
 from arbridge.collections.policy import merged, policy
 from arbridge.errors import ArbridgeError
+from arbridge.remind import statement_link_days
 from arbridge.sync.model import Company, Customer, Invoice, SyncError
 from arbridge.sync.runner import sync_connection
 from arbridge.sync.store import (
@@ -169,6 +170,7 @@ def _forms(company: Company) -> dict[str, Any]:
                 "reminders_enabled": pol.reminders_enabled,
                 "collections_hour": company.collections_hour,
                 "max_per_week": pol.max_reminders_per_week,
+                "statement_link_days": statement_link_days(company),
             },
         ),
         "payments_form": PaymentsForm(
@@ -259,6 +261,7 @@ def save_settings(company: Company, section: str) -> Any:
             **(stored.get("reminders") or {}),
             "enabled": form.reminders_enabled.data,
             "max_per_week": form.max_per_week.data,
+            "statement_link_days": form.statement_link_days.data,
         }
     elif section == "payments":
         pct = form.discount_percent.data

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from arbridge import payments
 from arbridge.errors import ArbridgeError
+from arbridge.handlers import STRIPE_EVENTS
 from arbridge.remind import statement_link_days
 from arbridge.sync.model import CheckoutSessionRow, CollectedPayment, Company, Customer, Invoice
 from arbridge.sync.store import issue_statement_token, log_activity, revoke_pay_tokens
@@ -84,6 +85,11 @@ def invoice_payments(invoice: Invoice) -> list[CollectedPayment]:
     ]
 
 
+@bp.app_template_global()
+def stripe_events() -> tuple[str, ...]:
+    return STRIPE_EVENTS
+
+
 def _settings_url(company: Company) -> str:
     return url_for("owner.settings", slug=company.slug) + "#payments"
 
@@ -101,6 +107,13 @@ def stripe_key(company: Company) -> Any:
     else:
         s.commit()
         flash(f"Stripe account {account} connected.", "ok")
+        conn = payments.stripe_connection(s, company.id)
+        if conn is not None and not conn.webhook_secret_encrypted:
+            flash(
+                "Stripe did not let arbridge create the webhook endpoint with this key: add it "
+                "in Stripe and paste its signing secret below, or payments cannot be confirmed.",
+                "error",
+            )
     return redirect(_settings_url(company))
 
 
@@ -148,9 +161,29 @@ def stripe_return(company: Company) -> Any:
 @company_required
 def stripe_disconnect(company: Company) -> Any:
     rt, s = runtime(), db()
-    payments.disconnect_stripe(rt, s, company)
+    problem = payments.disconnect_stripe(rt, s, company)
     s.commit()
     flash("Stripe disconnected: payment links now show the balance without a Pay button.", "ok")
+    if problem:
+        flash(f"{problem.capitalize()}: delete it in your Stripe dashboard.", "error")
+    return redirect(_settings_url(company))
+
+
+@bp.post("/stripe/webhook-secret")
+@company_required
+def stripe_webhook_secret(company: Company) -> Any:
+    rt, s = runtime(), db()
+    try:
+        payments.set_webhook_secret(rt, s, company, request.form.get("webhook_secret", ""))
+    except ArbridgeError as e:
+        s.rollback()
+        log.info("Stripe webhook secret refused for %s: %s", company.slug, e)
+        flash(f"Signing secret not saved: {e}.", "error")
+    else:
+        s.commit()
+        flash(
+            "Signing secret saved: Stripe's events for your account will be verified with it.", "ok"
+        )
     return redirect(_settings_url(company))
 
 

@@ -33,6 +33,8 @@ from arbridge.sync.people import (
     find_invitation,
     invite,
     pending_invitations,
+    remove_user,
+    revoke_invitation,
 )
 from arbridge.web.common import company_required, current_user, db, runtime, start_session
 
@@ -65,6 +67,45 @@ def send_invitation(company: Company) -> Any:
         flash(str(e), "error")
         return redirect(_people_url(company))
     flash(f"Invitation sent to {email}.", "ok")
+    return redirect(_people_url(company))
+
+
+@bp.post("/c/<slug>/invitations/<int:invitation_id>/revoke")
+@company_required
+def revoke(company: Company, invitation_id: int) -> Any:
+    rt, s = runtime(), db()
+    try:
+        row = revoke_invitation(s, rt.clock, company, g.user, invitation_id)
+        email = row.email
+        s.commit()
+    except SignInRefused as e:
+        s.rollback()
+        abort(e.status)
+    except NotFound:
+        s.rollback()
+        abort(404)
+    flash(f"The invitation to {email} was withdrawn.", "ok")
+    return redirect(_people_url(company))
+
+
+@bp.post("/c/<slug>/users/<int:user_id>/remove")
+@company_required
+def remove(company: Company, user_id: int) -> Any:
+    rt, s = runtime(), db()
+    try:
+        email = remove_user(s, rt.clock, company, g.user, user_id)
+        s.commit()
+    except SignInRefused as e:
+        s.rollback()
+        abort(e.status)
+    except NotFound:
+        s.rollback()
+        abort(404)
+    except ArbridgeError as e:
+        s.rollback()
+        flash(str(e), "error")
+        return redirect(_people_url(company))
+    flash(f"{email} can no longer sign in.", "ok")
     return redirect(_people_url(company))
 
 

@@ -4,6 +4,8 @@ Disconnect and Reconnect, the deposit-account choice, and POST /webhooks/quickbo
 Intuit's App Store "Get App Now" signs the user in with Intuit and then opens our Connect URL;
 with nobody signed in here, Connect runs OAuth with the openid scopes and the callback signs the
 owner in by Intuit's user id (`sub`), creating the company and its owner on the first visit.
+The callback first proves the new grant reads the realm it names, then follows the sign-in rules
+of sync/people.py (no joining an existing company; one company per realm).
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def _slug_for(name: str) -> str:
     return slug
 
 
-def _new_company(grant: Grant, realm_id: str, info: dict[str, Any], email: str) -> Company:
+def _new_company(realm_id: str, info: dict[str, Any], email: str) -> Company:
     """Rule 4 of sync/people.py: a first sign-in for a realm no company holds yet."""
     rt, s = runtime(), db()
     name = str(info.get("name") or f"QuickBooks company {realm_id}")
@@ -157,8 +159,8 @@ def callback() -> Any:
                 403,
             )
         signed_in = current_user()
-        who: LedgerIdentity | None = None
         if signed_in is None or signed_in.identity_subject is None:
+            # Who is this at Intuit: to sign them in, or to link an invited user's identity.
             identity = oauth.user_info(grant.access_token)
             name = " ".join(p for p in (identity.get("givenName"), identity.get("familyName")) if p)
             who = LedgerIdentity(
@@ -171,17 +173,13 @@ def callback() -> Any:
             )
             user = user_for_ledger_sign_in(s, rt.clock, who, signed_in)
             if user is None:
-                company = _new_company(grant, realm_id, info, who.email)
+                company = _new_company(realm_id, info, who.email)
                 user = new_owner(s, rt.clock, company, who)
-        else:
-            user = user_for_ledger_sign_in(
-                s,
-                rt.clock,
-                LedgerIdentity(
-                    "quickbooks", "QuickBooks", realm_id, signed_in.identity_subject, "", None
-                ),
-                signed_in,
+        else:  # a signed-in user renewing or adding the connection: rule 1 still holds
+            known = LedgerIdentity(
+                "quickbooks", "QuickBooks", realm_id, signed_in.identity_subject, "", None
             )
+            user = user_for_ledger_sign_in(s, rt.clock, known, signed_in)
         user.last_sign_in_at = rt.clock.now()
         company = s.get(Company, user.company_id)
         assert company is not None

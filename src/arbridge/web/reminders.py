@@ -40,6 +40,7 @@ from arbridge.collections.templates import (
     TemplateProblem,
     template_for,
 )
+from arbridge.collections.templates import check as check_template
 from arbridge.errors import NotFound
 from arbridge.inputs import InputError, parse_day, parse_int
 from arbridge.sync import pay_links
@@ -354,10 +355,6 @@ def save_sequence(company: Company) -> Any:
             ),
             "signature": (f.get("signature") or "")[:1000],
             "statement_day": _whole(f, "statement_day", None, 0, 28, "the statement day") or None,
-            "statement_link_days": _whole(
-                f, "statement_link_days", None, 1, 366, "how long statement links work"
-            )
-            or None,
         }
         reminder_policy({"reminders": candidate})
     except (SequenceError, ValueError) as e:
@@ -433,6 +430,8 @@ def save_template(company: Company) -> Any:
     try:
         if inv is not None:
             _render_email(company, inv, name, tpl)
+        else:  # no open invoice to try it on: sample values
+            check_template(tpl)
     except TemplateProblem as e:
         flash(f"Not saved: {e}", "error")
         return redirect(target)

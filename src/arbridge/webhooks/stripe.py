@@ -9,7 +9,7 @@ the secret that signed it, and that secret says which company it came for.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -45,18 +45,24 @@ def unverified_event(body: bytes) -> dict[str, Any]:
 
 
 def signed_by(
-    body: bytes, header: str | None, candidates: Sequence[tuple[str, T]], now: datetime
+    body: bytes, header: str | None, candidates: Iterable[tuple[str, T]], now: datetime
 ) -> T:
-    """The tag of the first candidate secret that signed this delivery, within Stripe's 300 s."""
-    if not candidates:
+    """The tag of the first candidate secret that signed this delivery, within Stripe's 300 s.
+
+    `candidates` may be lazy: secrets are read (decrypted) only until one matches."""
+    timestamp, signatures = parse_stripe_header(header)
+    tried = 0
+    for secret, tag in candidates:
+        if not secret:
+            continue
+        tried += 1
+        if stripe_signature_matches(body, timestamp, signatures, secret):
+            check_stripe_timestamp(timestamp, now.timestamp())
+            return tag
+    if not tried:
         raise SignatureInvalid(
             "no Stripe webhook secret is configured, so no delivery can be trusted"
         )
-    timestamp, signatures = parse_stripe_header(header)
-    for secret, tag in candidates:
-        if secret and stripe_signature_matches(body, timestamp, signatures, secret):
-            check_stripe_timestamp(timestamp, now.timestamp())
-            return tag
     raise SignatureInvalid("the Stripe signature does not match the body")
 
 

@@ -195,3 +195,36 @@ def test_only_the_owner_may_invite(rt, app, fake, connected):
     assert response.status_code == 403
     with transaction(rt.sessions) as s:
         assert s.scalar(select(func.count()).select_from(Invitation)) == 1
+
+
+def test_the_owner_revokes_an_invitation_and_removes_a_user(rt, app, fake, connected):
+    owner = app.test_client()
+    path = _invite(rt, owner, connected.company, BEN["email"])
+    second = _invite(rt, owner, connected.company, "carla@harbor-bakery.example")
+    ben = app.test_client()
+    page = ben.get(path)
+    ben.post(path, data={"csrf_token": csrf_token(page.data)})
+    assert ben.get(f"/c/{connected.company.slug}/").status_code == 200
+    carla = app.test_client()
+    carla_page = carla.get(second)
+
+    sign_in(owner, rt, connected.company)
+    settings = owner.get(f"/c/{connected.company.slug}/settings")
+    doc = parse(settings.data)
+    with rt.sessions() as s:
+        pending = s.scalar(select(Invitation).where(Invitation.accepted_at.is_(None)))
+        ben_id = s.scalar(select(User.id).where(User.email == BEN["email"]))
+    revoke = doc.by_id(f"revoke-invitation-{pending.id}")
+    remove = doc.by_id(f"remove-user-{ben_id}")
+    assert revoke is not None and remove is not None
+    token = csrf_token(settings.data)
+    assert owner.post(revoke.attrs["action"], data={"csrf_token": token}).status_code == 302
+    assert owner.post(remove.attrs["action"], data={"csrf_token": token}).status_code == 302
+    # Ben's session ends at once; Carla's link no longer works.
+    assert ben.get(f"/c/{connected.company.slug}/").headers["Location"] == "/signed-out"
+    refused = carla.post(second, data={"csrf_token": csrf_token(carla_page.data)})
+    assert refused.status_code == 404
+    assert _users(rt, connected.company.id) == ["owner@harbor-bakery.example"]
+    # The owner cannot remove themselves (the company would have nobody left to invite).
+    doc = parse(owner.get(f"/c/{connected.company.slug}/settings").data)
+    assert not [n for n in doc.iter() if n.attrs.get("id", "").startswith("remove-user-")]

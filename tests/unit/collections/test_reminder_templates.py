@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from arbridge.collections.templates import (
@@ -72,3 +74,42 @@ def test_the_owners_template_replaces_the_default_and_unknown_names_fall_back():
     own = {"overdue": {"subject": "Pay {{ invoice_number }}", "text": "Please pay."}}
     assert render(template_for("overdue", own), FIELDS).subject == "Pay INV-1001"
     assert template_for("nonexistent", None) == DEFAULT_TEMPLATES["overdue"]
+
+
+# Bounded rendering (issue 8): an owner's template cannot burn the worker's CPU or memory.
+BURNERS = {
+    "nested range loops": "{% for a in range(10**5) %}{% for b in range(10**5) %}{% endfor %}"
+    "{% endfor %}",
+    "nested loops over a long string": "{% set s = 'x' * 50000 %}{% for a in s %}{% for b in s %}"
+    "{% endfor %}{% endfor %}",
+    "nested loops within the range limit": "{% for a in range(9999) %}{% for b in range(9999) %}"
+    "{% endfor %}{% endfor %}",
+    "a recursive macro": "{% macro m(n) %}{{ m(n) }}{{ m(n) }}{% endmacro %}{{ m(1) }}",
+    "a huge string": "{{ 'x' * 10**9 }}",
+    "a huge power": "{{ 10 ** (10 ** 9) }}",
+    "a huge padding": "{{ 'x'|center(10**9) }}",
+    "a huge printf width": "{{ '%999999999s' % 'x' }}",
+    "a huge format width": "{{ '{:>999999999}'.format('x') }}",
+    "a huge lorem ipsum": "{{ lipsum(10**6) }}",
+    "output that keeps growing": "{% for a in range(10**4) %}{{ 'y' * 1000 }}{% endfor %}",
+}
+
+
+@pytest.mark.parametrize("source", BURNERS.values(), ids=list(BURNERS))
+def test_a_cpu_or_memory_burning_template_is_stopped_with_a_sentence(source):
+    started = time.monotonic()
+    with pytest.raises(TemplateProblem) as e:
+        render(EmailTemplate("Subject", source), FIELDS)
+    assert time.monotonic() - started < 5
+    message = str(e.value)
+    assert message.startswith("the template ") and "\n" not in message and len(message) < 300
+
+
+def test_bounded_rendering_still_allows_ordinary_loops_and_arithmetic():
+    tpl = EmailTemplate(
+        "{{ invoices|length }} invoice(s)",
+        "{% for i in range(3) %}{{ i * 2 }} {% endfor %}{{ '%.2f' % 1.5 }} {{ 2 ** 10 }} "
+        "{{ '{:>6}'.format('ab') }}|{{ 'x'|center(9) }}|{% for c in customer_name %}{% endfor %}",
+    )
+    out = render(tpl, FIELDS)
+    assert out.text.startswith("0 2 4 1.50 1024     ab|    x    |")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from arbridge.connectors.base import (
     PaymentWriteBack,
     SourceRecord,
 )
+from arbridge.crypto import write_private_text
 from arbridge.errors import ConnectorError, NotFound, Rejected
 
 PAGE_SIZE = 200
@@ -65,10 +65,7 @@ class DemoLedger:
                 raise self.damaged("does not hold a ledger (an object of record lists)")
             yield state
             if write:
-                tmp = self.path.with_suffix(".tmp")
-                with tmp.open("w") as f:
-                    json.dump(state, f, indent=1)
-                os.replace(tmp, self.path)
+                write_private_text(self.path, json.dumps(state, indent=1))
 
     def damaged(self, what: str) -> ConnectorError:
         # One sentence for the owner, the CLI and the worker's job row; nothing was read.
@@ -82,11 +79,7 @@ class DemoLedger:
             return state
 
     def save_new(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            json.dump(state, f, indent=1)
-        os.replace(tmp, self.path)
+        write_private_text(self.path, json.dumps(state, indent=1))
 
     @contextmanager
     def change(self) -> Iterator[dict[str, Any]]:

@@ -308,6 +308,57 @@ class StripeGateway:
         except stripe.StripeError as e:
             raise _map_error(e) from e
 
+    # --- The business's own webhook endpoint (a key pasted by a business, not the platform) ---
+    def create_webhook_endpoint(
+        self,
+        url: str,
+        events: Sequence[str],
+        *,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> tuple[str, str] | None:
+        """Create an endpoint sending `events` to `url`; returns (id, signing secret), or None
+        when the key may not manage webhook endpoints (restricted keys usually may not: 403).
+
+        Endpoints left at the same URL by an earlier connection of the same business (same
+        metadata) are deleted first: each would sign with a secret we no longer hold."""
+        try:
+            listed = self.client.v1.webhook_endpoints.list({"limit": 100})
+            for old in listed.auto_paging_iter():
+                seen = old.to_dict()
+                if seen.get("url") == url and (seen.get("metadata") or {}) == dict(metadata):
+                    self.delete_webhook_endpoint(old.id, f"{idempotency_key}:delete:{old.id}")
+            created = self.client.v1.webhook_endpoints.create(
+                {
+                    "url": url,
+                    "enabled_events": list(events),  # type: ignore[typeddict-item]
+                    "metadata": dict(metadata),
+                    "description": "arbridge: payments collected through payment links",
+                    "api_version": STRIPE_API_VERSION,  # type: ignore[typeddict-item]
+                },
+                {"idempotency_key": idempotency_key},
+            )
+        except stripe.PermissionError as e:
+            log.info("this Stripe key may not manage webhook endpoints: %s", e.user_message)
+            return None
+        except stripe.StripeError as e:
+            raise _map_error(e) from e
+        if not created.secret:
+            raise Transient("Stripe created a webhook endpoint without a signing secret")
+        return created.id, created.secret
+
+    def delete_webhook_endpoint(self, endpoint_id: str, idempotency_key: str) -> None:
+        """Delete an endpoint; one already gone counts as deleted."""
+        try:
+            self.client.v1.webhook_endpoints.delete(
+                endpoint_id, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.InvalidRequestError as e:
+            if e.http_status != 404:
+                raise _map_error(e) from e
+        except stripe.StripeError as e:
+            raise _map_error(e) from e
+
     def capabilities(self) -> dict[str, str]:
         """Which payment methods the account can take: {"card_payments": "active", ...}."""
         try:

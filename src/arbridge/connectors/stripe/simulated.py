@@ -12,7 +12,6 @@ import fcntl
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from arbridge.connectors.stripe.gateway import (
     from_stripe_amount,
     to_stripe_amount,
 )
+from arbridge.crypto import write_private_text
 from arbridge.errors import NotFound, Rejected
 from arbridge.money import Money
 
@@ -61,9 +61,7 @@ class SimulatedStripe:
             except FileNotFoundError:
                 state = {"sessions": {}, "idempotency": {}, "events": 0}
             yield state
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state, indent=1))
-            os.replace(tmp, self.path)
+            write_private_text(self.path, json.dumps(state, indent=1))
 
     def _session_obj(self, s: dict[str, Any]) -> dict[str, Any]:
         """A checkout.session object in Stripe's shape (the fields arbridge and Stripe agree on)."""

@@ -13,6 +13,25 @@ branch_labels = None
 depends_on = None
 
 
+BACKFILL = (
+    """
+    UPDATE collected_payments SET ledger_key = (
+        SELECT o.key FROM outbox o
+        WHERE o.key = 'ledger_payment:' || collected_payments.payment_intent_id
+           OR substr(o.key, 1, length('ledger_reversal:' || collected_payments.payment_intent_id) + 1)
+              = 'ledger_reversal:' || collected_payments.payment_intent_id || ':'
+        ORDER BY o.id DESC LIMIT 1
+    )
+    """,
+    """
+    UPDATE collected_payments SET refund_key = (
+        SELECT o.key FROM outbox o
+        WHERE o.key = 'stripe_refund:' || collected_payments.payment_intent_id || ':' || 'overpayment'
+    )
+    """,
+)
+
+
 def upgrade() -> None:
     with op.batch_alter_table("collected_payments") as batch_op:
         batch_op.add_column(sa.Column("ledger_key", sa.String(length=128), nullable=True))
@@ -20,26 +39,10 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("dispute_status", sa.String(length=40), nullable=True))
         batch_op.add_column(sa.Column("refund_key", sa.String(length=128), nullable=True))
     # Payments already written back: their latest ledger write is the newest of their write-back
-    # and the reversals queued for them (keys start with the PaymentIntent's id).
-    op.execute(
-        """
-        UPDATE collected_payments SET ledger_key = (
-            SELECT o.key FROM outbox o
-            WHERE o.key = 'ledger_payment:' || collected_payments.payment_intent_id
-               OR substr(o.key, 1, length('ledger_reversal:' || collected_payments.payment_intent_id) + 1)
-                  = 'ledger_reversal:' || collected_payments.payment_intent_id || ':'
-            ORDER BY o.id DESC LIMIT 1
-        )
-        """
-    )
-    op.execute(
-        """
-        UPDATE collected_payments SET refund_key = (
-            SELECT o.key FROM outbox o
-            WHERE o.key = 'stripe_refund:' || collected_payments.payment_intent_id || ':' || 'overpayment'
-        )
-        """
-    )
+    # and the reversals queued for them (keys start with the PaymentIntent's id); their refund
+    # request is the one overpayment refund the owner could ask for before.
+    for statement in BACKFILL:
+        op.execute(statement)
 
 
 def downgrade() -> None:
