@@ -500,7 +500,7 @@ def connect_quickbooks(slug: str, realm_id: str, refresh_token: str) -> None:
     from arbridge.sync.quickbooks_store import attach, quickbooks_config
     from arbridge.sync.store import get_company
 
-    if not realm_id.isdigit():
+    if not (realm_id.isascii() and realm_id.isdigit()):  # isdigit() alone takes '١٢٣', '²'
         raise ArbridgeError(f"{realm_id!r} is not a QuickBooks realm id (digits only)")
     rt = _runtime()
     try:

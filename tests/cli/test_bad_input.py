@@ -57,3 +57,18 @@ def test_sync_of_a_damaged_demo_ledger_is_one_sentence_and_loses_nothing(demo):
     finally:
         path.write_bytes(good)
     assert demo.ok("sync", "--company", "demo").strip() == "Synced demo: already up to date."
+
+
+def test_a_realm_id_in_other_digits_is_refused_in_one_sentence(demo):
+    for realm in ("١٢٣٤", "１２３４", "²"):
+        result = demo.run(
+            "connect",
+            "quickbooks",
+            "--company",
+            "demo",
+            "--realm-id",
+            realm,
+            "--refresh-token",
+            "x",
+        )
+        assert_one_sentence_error(result, "is not a QuickBooks realm id")

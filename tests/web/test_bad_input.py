@@ -52,7 +52,8 @@ def test_page_beyond_64_bits_is_404_not_500(owner_client, crashes):
     ["/c/demo/invoices/{id}", "/c/demo/mailbox/{id}", "/c/demo/customers/{id}/case-file.json"],
 )
 def test_an_id_beyond_64_bits_is_404_not_500(owner_client, crashes, path):
-    for ident in [BEYOND_64_BITS, "9" * 400, str(2**63)]:
+    # 2**31: ids are INTEGER columns, which PostgreSQL keeps in 32 bits.
+    for ident in [BEYOND_64_BITS, "9" * 400, str(2**63), str(2**31)]:
         response = owner_client.get(path.format(id=ident))
         assert response.status_code == 404, ident
         assert_friendly_error(response.get_data(as_text=True))
@@ -154,6 +155,16 @@ def test_digits_of_other_scripts_are_not_taken_for_numbers(
         before.sync_interval_minutes,
         before.collections_hour,
     )
+
+
+def test_a_nul_character_in_a_field_or_query_is_400_not_500(owner_client, rt, crashes):
+    before = fresh_company(rt, "demo")
+    response = _save(owner_client, "company", name="Acme\x00 Supply")
+    assert response.status_code == 400
+    assert "NUL" in response.get_data(as_text=True)
+    assert owner_client.get("/c/demo/reminders?template=over\x00due").status_code == 400
+    assert fresh_company(rt, "demo").name == before.name
+    assert not crashes()
 
 
 def test_minus_zero_is_saved_as_zero(owner_client, rt):

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from babel.dates import format_date
-from flask import Flask, g, render_template, request
+from flask import Flask, abort, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
@@ -69,6 +69,19 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     from arbridge.web import people
 
     app.register_blueprint(people.bp)
+
+    @app.before_request
+    def _refuse_nul() -> None:
+        # No field takes a NUL character, and PostgreSQL refuses to store one (a 500 otherwise).
+        # Form bodies only: webhook bodies are signed bytes, read raw by their views.
+        if "\x00" in request.path:
+            abort(404)  # no page of ours has one in its address
+        values = [*request.args.keys(), *request.args.values()]
+        if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            values += [*request.form.keys(), *(v for _k, v in request.form.items(multi=True))]
+        if any("\x00" in v for v in values):
+            log.info("refused a NUL character in %s %s", request.method, request.endpoint)
+            abort(400, "The request holds a NUL character, which no field accepts.")
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:

@@ -13,13 +13,13 @@ from flask import abort, current_app, g, redirect, request, session, url_for
 from sqlalchemy.orm import Session
 from werkzeug.routing import IntegerConverter, Map
 
-from arbridge.inputs import INT64_MAX, InputError, parse_id, parse_int
+from arbridge.inputs import MAX_ID, InputError, parse_id, parse_int
 from arbridge.runtime import Runtime
 from arbridge.sync.model import Company, User
 
 
 class IdConverter(IntegerConverter):
-    """`<int:...>` in every route: ASCII digits within a signed 64-bit column, else a 404.
+    """`<int:...>` in every route: ASCII digits within the id columns' range, else a 404.
 
     Werkzeug's own matches `\\d+` (any script's digits, so /invoices/１２ was invoice 12) and has
     no upper bound (a 20-digit id reached the database and overflowed its driver: a 500)."""
@@ -31,7 +31,7 @@ class IdConverter(IntegerConverter):
         map: Map,
         fixed_digits: int = 0,
         min: int | None = None,
-        max: int | None = INT64_MAX,
+        max: int | None = MAX_ID,
         signed: bool = False,
     ) -> None:
         super().__init__(map, fixed_digits, min, max, signed)
@@ -49,13 +49,13 @@ def id_arg(value: str | None) -> int | None:
 
 
 def page_arg(page_size: int) -> int:
-    """`?page=N`: 1 when absent; a page that cannot exist (not a number, or beyond what an
-    offset of `page_size` rows per page can reach in 64 bits) is a 404."""
+    """`?page=N`: 1 when absent; a page that cannot exist (not a number, or an offset of
+    `page_size` rows per page beyond any table of ours) is a 404."""
     raw = request.args.get("page")
     if raw is None or not raw.strip():
         return 1
     try:
-        return parse_int(raw, minimum=1, maximum=INT64_MAX // page_size)
+        return parse_int(raw, minimum=1, maximum=MAX_ID // page_size)
     except InputError:
         abort(404)
 
