@@ -116,7 +116,7 @@ class WrittenBack:
     last_id: int
     in_flight: frozenset[int]
 
-    def holds(self, write: Any) -> bool | None:
+    def holds(self, write: OutboxMessage) -> bool | None:
         """Does a reading taken after this point show the write? True: it was confirmed before
         the read; False: it has not landed (queued, failing, given up); None: it may or may not
         (it is being sent, or it landed while the ledger was being read)."""
