@@ -22,6 +22,7 @@ from arbridge.connectors.base import (
 from arbridge.errors import AuthExpired, NotFound, Rejected, Transient
 from arbridge.money import Money
 from arbridge.runtime import Runtime
+from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     CollectedPayment,
     Company,
@@ -208,6 +209,19 @@ class NotInLedger(Exception):
     """The payment's write-back never reached the ledger: there is nothing there to restate."""
 
 
+def _decide(rt: Runtime, outbox_id: int, stands: list[dict[str, int]]) -> list[dict[str, int]]:
+    """Keep on the restatement's row what it is about to post, before posting: a retry posts the
+    same (its repost key would return the first post anyway), and a sync knows what the ledger
+    shows of the payment once it landed, until the next restatement lands."""
+    with transaction(rt.sessions) as s:
+        row = s.get(OutboxMessage, outbox_id, with_for_update=True, populate_existing=True)
+        assert row is not None
+        if "stated" in row.payload:
+            return list(row.payload["stated"])
+        row.payload = {**row.payload, "stated": stands}
+    return stands
+
+
 def reverse_ledger_payment(rt: Runtime, message: OutboxMessage) -> str | None:
     """Restate a written-back payment after money went back (refund, dispute, ACH return) or
     came back (a dispute won): void the one ledger payment the previous write left live, then
@@ -234,13 +248,14 @@ def reverse_ledger_payment(rt: Runtime, message: OutboxMessage) -> str | None:
                 CollectedPayment.company_id == message.company_id,
             )
         )
+        decided = "stated" in p or payment is None or "root" not in p
         stands = (
-            [
+            p.get("stated", p.get("repost", []))
+            if decided
+            else [
                 {"invoice_id": a.invoice_id, "amount_minor": a.amount_minor}
                 for a in sorted(payment.allocations, key=lambda a: a.invoice_id)
             ]
-            if payment is not None and "root" in p
-            else p.get("repost", [])
         )
         repost = [(session.get(Invoice, r["invoice_id"]), r["amount_minor"]) for r in stands]
         customer_source_id = p.get("customer_source_id")
@@ -251,6 +266,8 @@ def reverse_ledger_payment(rt: Runtime, message: OutboxMessage) -> str | None:
         if received_on is None and root_key is not None:
             root = session.scalar(select(OutboxMessage).where(OutboxMessage.key == root_key))
             received_on = root.payload.get("received_on") if root is not None else None
+    if not decided:
+        stands = _decide(rt, message.id, stands)
     connector = rt.connector_for(_connection(rt, p["connection_id"]))
     if live is not None:
         connector.reverse_payment(live, message.key)

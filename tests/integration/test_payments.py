@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from arbridge import payments
 from arbridge.connectors.stripe.simulated import sign
 from arbridge.errors import Rejected
+from arbridge.money import Money
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     Activity,
@@ -804,3 +805,206 @@ def test_a_discounted_payment_refused_by_the_ledger_drops_its_discount_credit_to
     state = ledger_invoice(rt, demo_company, inv.source_id)
     assert state["status"] == "PAID" and Decimal(state["balance"]) == 0
     assert ledger_payments(rt, demo_company) == []
+
+
+def _dispute(row, n: int) -> dict:
+    return {
+        "id": f"dp_1Pgc71B7WZ01zgkWMevJiA{n:02d}",
+        "object": "dispute",
+        "amount": row.amount_minor,
+        "charge": f"ch_1PgafuB7WZ01zgkWXYmPNZ{n:02d}",
+        "currency": "usd",
+        "payment_intent": row.payment_intent_id,
+        "reason": "fraudulent",
+        "status": "needs_response",
+    }
+
+
+def _events_only(rt) -> None:
+    """The worker takes in Stripe's events; the ledger writes they queue wait."""
+    from arbridge.handlers import webhook_handlers
+    from arbridge.webhooks.dispatch import process_pending
+
+    process_pending(rt.sessions, rt.clock, webhook_handlers(rt))
+
+
+def _won_dispute_waiting_to_be_restated(rt, demo_company, usd_invoice) -> CollectedPayment:
+    """Paid and written back, disputed and reversed in the ledger, then the dispute won: the
+    invoice is paid again here, and the restatement that says so waits in the outbox."""
+    pay(rt, token_for(rt, usd_invoice))
+    drain(rt)
+    row = collected(rt)[0]
+    dispute = _dispute(row, 31)
+    deliver(rt, _event("charge.dispute.created", dispute, 31))
+    drain(rt)
+    assert ledger_invoice(rt, demo_company, usd_invoice.source_id)["status"] == "AUTHORISED"
+    deliver(rt, _event("charge.dispute.closed", {**dispute, "status": "won"}, 32))
+    _events_only(rt)
+    inv = invoice(rt, usd_invoice.id)
+    assert (inv.status, inv.balance_minor) == ("paid", 0)
+    return row
+
+
+def test_a_sync_before_a_won_disputes_restatement_lands_never_reopens_the_invoice(
+    rt, demo_company, usd_invoice
+):
+    token = token_for(rt, usd_invoice)
+    _won_dispute_waiting_to_be_restated(rt, demo_company, usd_invoice)
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    rt.clock.advance(timedelta(minutes=1))
+    sync_now(rt, conn)  # the ledger still shows the payment voided: the invoice open in full
+    inv = invoice(rt, usd_invoice.id)
+    assert (inv.status, inv.balance_minor) == ("paid", 0)
+    with pytest.raises(Rejected, match="paid"):
+        payments.start_checkout(rt, token)  # no second payment for a paid invoice
+    drain(rt)
+    rt.clock.advance(timedelta(minutes=1))
+    sync_now(rt, conn)
+    inv = invoice(rt, usd_invoice.id)
+    assert (inv.status, inv.balance_minor) == ("paid", 0)
+    assert ledger_invoice(rt, demo_company, usd_invoice.source_id)["status"] == "PAID"
+    assert sorted(p["status"] for p in ledger_payments(rt, demo_company)) == [
+        "POSTED",
+        "VOIDED",
+    ]
+
+
+def test_a_sync_before_a_refunds_reversal_lands_keeps_the_invoice_owed(
+    rt, demo_company, usd_invoice
+):
+    pay(rt, token_for(rt, usd_invoice))
+    drain(rt)
+    row = collected(rt)[0]
+    payments.simulated_stripe(rt).refund(row.payment_intent_id, None, "refund-race")
+    _events_only(rt)
+    inv = invoice(rt, usd_invoice.id)
+    assert (inv.status, inv.balance_minor) == ("open", usd_invoice.balance_minor)
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    rt.clock.advance(timedelta(minutes=1))
+    sync_now(rt, conn)  # the ledger still shows the payment: the invoice paid
+    inv = invoice(rt, usd_invoice.id)
+    assert (inv.status, inv.balance_minor) == ("open", usd_invoice.balance_minor)
+    assert inv.id in open_invoice_ids(rt, demo_company)  # reminders chase it again
+    drain(rt)
+    rt.clock.advance(timedelta(minutes=1))
+    sync_now(rt, conn)
+    inv = invoice(rt, usd_invoice.id)
+    assert (inv.status, inv.balance_minor) == ("open", usd_invoice.balance_minor)
+    assert [p["status"] for p in ledger_payments(rt, demo_company)] == ["VOIDED"]
+
+
+def open_invoice_ids(rt, company) -> list[int]:
+    with rt.sessions() as s:
+        return [inv.id for inv in open_invoices(s, company.id)]
+
+
+@pytest.mark.parametrize("case", ["won dispute", "refund"])
+def test_a_restatement_landing_between_the_syncs_read_and_save_keeps_arbridge_s_view(
+    rt, demo_company, usd_invoice, case
+):
+    """The sync reads the ledger before the restatement, which lands before the sync saves:
+    the invoice keeps what arbridge knows, and the next sync agrees with the ledger."""
+    from arbridge.handlers import outbox_handlers
+    from arbridge.sync.outbox import deliver as deliver_outbox
+    from arbridge.sync.runner import sync_connection
+
+    if case == "won dispute":
+        _won_dispute_waiting_to_be_restated(rt, demo_company, usd_invoice)
+        expected = ("paid", 0)
+    else:
+        pay(rt, token_for(rt, usd_invoice))
+        drain(rt)
+        payments.simulated_stripe(rt).refund(collected(rt)[0].payment_intent_id, None, "r-race")
+        _events_only(rt)
+        expected = ("open", usd_invoice.balance_minor)
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    rt.clock.advance(timedelta(minutes=1))
+    racing = WriteBackDuringTheRead(
+        rt.connector_for(conn), lambda: deliver_outbox(rt.sessions, rt.clock, outbox_handlers(rt))
+    )
+    sync_connection(rt.sessions, conn.id, racing, rt.clock, full=True)
+    with rt.sessions() as s:
+        restated = s.scalar(
+            select(OutboxMessage)
+            .where(OutboxMessage.kind == "ledger_reversal")
+            .order_by(OutboxMessage.id.desc())
+            .limit(1)
+        )
+        assert restated.status == "sent"  # it landed between the read and the save
+    inv = invoice(rt, usd_invoice.id)
+    assert (inv.status, inv.balance_minor) == expected
+    rt.clock.advance(timedelta(minutes=1))
+    sync_now(rt, conn)
+    inv = invoice(rt, usd_invoice.id)
+    assert (inv.status, inv.balance_minor) == expected
+    ledger = ledger_invoice(rt, demo_company, usd_invoice.source_id)
+    assert Money(Decimal(ledger["balance"]), "USD").minor == expected[1]
+
+
+def test_a_sync_between_two_restatements_counts_what_the_first_one_posted(
+    rt, demo_company, usd_invoice
+):
+    """Two partial refunds, the second before the first's restatement ran: the first posts what
+    stands when it runs (after both), and a sync before the second lands counts that."""
+    from arbridge.handlers import outbox_handlers
+    from arbridge.sync.outbox import deliver as deliver_outbox
+
+    pay(rt, token_for(rt, usd_invoice))
+    drain(rt)
+    row = collected(rt)[0]
+    sim = payments.simulated_stripe(rt)
+    sim.refund(row.payment_intent_id, Money.from_minor(30000, "USD"), "refund-1")
+    _events_only(rt)
+    sim.refund(row.payment_intent_id, Money.from_minor(20000, "USD"), "refund-2")
+    _events_only(rt)
+    owed = (invoice(rt, usd_invoice.id).status, invoice(rt, usd_invoice.id).balance_minor)
+    assert owed == ("open", 50000)
+    restate = {"ledger_reversal": outbox_handlers(rt)["ledger_reversal"]}
+    assert deliver_outbox(rt.sessions, rt.clock, restate, limit=1) == 1  # the first only
+    ledger = ledger_invoice(rt, demo_company, usd_invoice.source_id)
+    assert Money(Decimal(ledger["balance"]), "USD").minor == 50000  # both refunds in it
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    rt.clock.advance(timedelta(minutes=1))
+    sync_now(rt, conn)
+    inv = invoice(rt, usd_invoice.id)
+    assert (inv.status, inv.balance_minor) == owed
+    drain(rt)
+    rt.clock.advance(timedelta(minutes=1))
+    sync_now(rt, conn)
+    inv = invoice(rt, usd_invoice.id)
+    assert (inv.status, inv.balance_minor) == owed
+
+
+def test_a_sync_before_a_reversal_lands_still_takes_what_the_bookkeeper_changed(
+    rt, demo_company, usd_invoice
+):
+    """Only the refunded payment counts as arbridge says: a late fee the bookkeeper added to the
+    same invoice in the ledger meanwhile lands with the same sync."""
+    pay(rt, token_for(rt, usd_invoice))
+    drain(rt)
+    payments.simulated_stripe(rt).refund(collected(rt)[0].payment_intent_id, None, "refund-fee")
+    _events_only(rt)
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    ledger = rt.demo_ledger(conn.tenant_id)
+    with ledger.change() as state:
+        inv = ledger.find(state, "Invoice", usd_invoice.source_id)
+        inv.update(
+            total=str(Decimal(inv["total"]) + 25),
+            balance=str(Decimal(inv["balance"]) + 25),
+            status="AUTHORISED",
+        )
+        ledger.touch(state, inv)
+    rt.clock.advance(timedelta(minutes=1))
+    sync_now(rt, conn)
+    inv = invoice(rt, usd_invoice.id)
+    assert (inv.status, inv.balance_minor) == ("open", usd_invoice.balance_minor + 2500)
+    drain(rt)
+    rt.clock.advance(timedelta(minutes=1))
+    sync_now(rt, conn)
+    inv = invoice(rt, usd_invoice.id)
+    assert (inv.status, inv.balance_minor) == ("open", usd_invoice.balance_minor + 2500)

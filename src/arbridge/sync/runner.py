@@ -12,14 +12,16 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, literal, select, text
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
 from arbridge.connectors.base import ENTITIES, Entity, LedgerConnector, Page
 from arbridge.errors import ArbridgeError, MappingError
+from arbridge.money import Money
 from arbridge.sync.activity import log_activity
 from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.mappers import demo as demo_mapper
@@ -101,13 +103,31 @@ def _ids(
     return dict(found.tuples().all())
 
 
+# The ledger writes that state a collected payment there: its write-back, its early-payment
+# discount and the restatements after a refund, dispute, ACH return or won dispute.
+LEDGER_WRITES = ("ledger_payment", "ledger_discount", "ledger_reversal")
+
+
 @dataclass(frozen=True)
 class WrittenBack:
-    """Which of a company's payment write-backs the ledger had confirmed when a read began: the
-    highest outbox id then, and the write-backs still on their way then."""
+    """Which of a company's ledger writes (see LEDGER_WRITES) the ledger had confirmed when a
+    read began: the highest outbox id then, and the writes not confirmed then."""
 
     last_id: int
     in_flight: frozenset[int]
+
+    def holds(self, write: OutboxMessage) -> bool | None:
+        """Does a reading taken after this point show the write? True: it was confirmed before
+        the read; False: it has not landed (queued, failing, given up); None: it may or may not
+        (it is being sent, or it landed while the ledger was being read)."""
+        if write.status == "sending":
+            return None
+        if write.status != "sent":
+            return False
+        return None if write.id > self.last_id or write.id in self.in_flight else True
+
+
+NOW = WrittenBack(2**62, frozenset())  # a reading taken now: every confirmed write is in it
 
 
 def written_back(session: Session, company_id: int) -> WrittenBack:
@@ -115,79 +135,150 @@ def written_back(session: Session, company_id: int) -> WrittenBack:
     waiting = session.scalars(
         select(OutboxMessage.id).where(
             OutboxMessage.company_id == company_id,
-            OutboxMessage.kind == "ledger_payment",
-            OutboxMessage.status.in_(("pending", "sending")),
+            OutboxMessage.kind.in_(LEDGER_WRITES),
+            OutboxMessage.status != "sent",
         )
     )
     return WrittenBack(last, frozenset(waiting))
 
 
-def _collected(invoice_ids: list[int]) -> Any:
-    """Per invoice, the money arbridge collected for it, with the status of its write-back."""
-    return (
+def _chain(payment_intent: str, ledger_key: str | None) -> list[str]:
+    """The outbox keys of a payment's ledger writes, oldest first, up to its latest."""
+    if ledger_key is None:
+        return []
+    root = f"ledger_payment:{payment_intent}"
+    prefix = f"ledger_reversal:{payment_intent}:"
+    last = ledger_key.removeprefix(prefix)
+    if ledger_key == last or not last.isdigit():
+        return [ledger_key]
+    return [root, *(f"{prefix}{n}" for n in range(1, int(last) + 1))]
+
+
+def _stated(write: OutboxMessage, invoices: dict[str, int]) -> dict[int, int]:
+    """What a landed write left applied in the ledger, per invoice (minor units)."""
+    p = write.payload or {}
+    if write.kind == "ledger_reversal":
+        return {
+            r["invoice_id"]: int(r["amount_minor"]) for r in p.get("stated", p.get("repost", []))
+        }
+    stated: dict[int, int] = {}
+    for line in p.get("refit", p.get("lines", [])):
+        invoice_id = invoices.get(line["invoice_source_id"])
+        if invoice_id is not None:
+            minor = Money(Decimal(line["amount"]), p["currency"]).minor
+            stated[invoice_id] = stated.get(invoice_id, 0) + minor
+    return stated
+
+
+@dataclass
+class _Lag:
+    """Where a reading of the ledger lags behind what arbridge did with the money it collected.
+
+    `by`: per invoice, what to take off the balance read (negative: to add back), so that each
+    collected payment whose latest ledger write the reading does not hold counts as arbridge's
+    allocations say now, not as the ledger said before. `unsure`: invoices whose reading may or
+    may not hold such a write (it landed during the read): they keep the state arbridge holds,
+    and are read again once the sync is done."""
+
+    by: dict[int, int] = field(default_factory=dict)
+    unsure: set[int] = field(default_factory=set)
+
+
+def _lag(session: Session, invoices: dict[str, int], before: WrittenBack) -> _Lag:
+    """One look at the collected payments applied to these invoices and at their ledger writes
+    (a fixed number of queries, whatever the page holds)."""
+    lag = _Lag()
+    if not invoices:
+        return lag
+    rows = session.execute(
         select(
             CollectedAllocation.invoice_id,
-            OutboxMessage.id,
-            OutboxMessage.status,
-            CollectedAllocation.amount_minor + CollectedAllocation.discount_minor,
+            CollectedAllocation.amount_minor,
+            CollectedAllocation.discount_minor,
+            CollectedPayment.id,
+            CollectedPayment.payment_intent_id,
+            CollectedPayment.ledger_key,
         )
         .join(CollectedPayment, CollectedPayment.id == CollectedAllocation.collected_payment_id)
-        .outerjoin(
-            OutboxMessage,
-            OutboxMessage.key == literal("ledger_payment:") + CollectedPayment.payment_intent_id,
+        .where(CollectedAllocation.invoice_id.in_(list(invoices.values())))
+    ).all()
+    keys = {
+        key
+        for row in rows
+        for key in (
+            *_chain(row.payment_intent_id, row.ledger_key),
+            f"ledger_discount:{row.payment_intent_id}",
         )
-        .where(
-            CollectedAllocation.invoice_id.in_(invoice_ids),
-            CollectedPayment.status == "succeeded",
-        )
-    )
-
-
-def _newer_than_the_read(
-    session: Session, company_id: int, source: str, source_ids: list[str], before: WrittenBack
-) -> dict[int, tuple[int, str]]:
-    """Invoices in a page whose write-back the ledger confirmed after the page was read: the
-    reading may be older than it, so their balance and status as we hold them now (which count
-    the payment) are kept, and the invoice is read again once the sync is done."""
-    ids = _ids(session, Invoice, company_id, source, source_ids)
-    if not ids:
-        return {}
-    racing = {
-        invoice_id
-        for invoice_id, outbox_id, status, _minor in session.execute(_collected(list(ids.values())))
-        if status == "sent" and (outbox_id > before.last_id or outbox_id in before.in_flight)
     }
-    if not racing:
+    writes = (
+        {
+            w.key: w
+            for w in session.scalars(select(OutboxMessage).where(OutboxMessage.key.in_(keys)))
+        }
+        if keys
+        else {}
+    )
+    for row in rows:
+        invoice_id, amount, discount, _id, payment_intent, ledger_key = row
+        chain = [writes[k] for k in _chain(payment_intent, ledger_key) if k in writes]
+        credit = writes.get(f"ledger_discount:{payment_intent}")
+        root = writes.get(f"ledger_payment:{payment_intent}")
+        held = {w.id: before.holds(w) for w in (*chain, *([credit] if credit else []))}
+        if None in held.values():
+            lag.unsure.add(invoice_id)
+            continue
+        latest = writes.get(ledger_key) if ledger_key else None
+        if root is not None and not held[root.id]:
+            # The write-back has not landed (restatements wait for it, or find nothing to
+            # restate when it gave up): nothing of the payment is in the ledger.
+            shown = 0
+        elif latest is not None and held[latest.id]:
+            shown = amount  # the reading holds the latest write: it says what we say
+        else:
+            landed = [w for w in chain if held[w.id]]
+            shown = _stated(landed[-1], invoices).get(invoice_id, 0) if landed else 0
+        # The discount's credit goes with the write-back where no write of its own was queued.
+        credited = held[credit.id] if credit is not None else (root is not None and held[root.id])
+        shown_discount = discount if credited else 0
+        behind = (amount + discount) - (shown + shown_discount)
+        if behind:
+            lag.by[invoice_id] = lag.by.get(invoice_id, 0) + behind
+    return lag
+
+
+def _held_now(session: Session, invoice_ids: Iterable[int]) -> dict[int, tuple[int, str]]:
+    wanted = list(invoice_ids)
+    if not wanted:
         return {}
     rows = session.execute(
-        select(Invoice.id, Invoice.balance_minor, Invoice.status).where(Invoice.id.in_(racing))
+        select(Invoice.id, Invoice.balance_minor, Invoice.status).where(Invoice.id.in_(wanted))
     )
     return {i: (balance, status) for i, balance, status in rows}
 
 
-def _keep_collected_applied(
-    session: Session, invoice_ids: list[int], kept: dict[int, tuple[int, str]]
-) -> None:
-    """Money arbridge collected that the ledger does not show yet (its write-back is queued or
-    failing) stays applied, so a sync in between never reopens a paid invoice for reminders.
-    Invoices in `kept` take back the balance they had before the page (see above)."""
-    if not invoice_ids:
+def _catch_up(session: Session, lag: _Lag, kept: dict[int, tuple[int, str]]) -> None:
+    """Bring the invoices just saved from the ledger's reading up to date with what arbridge did
+    that the reading does not hold (see `_Lag`). One read and one batched write."""
+    wanted = set(lag.by) | set(kept)
+    if not wanted:
         return
-    held: dict[int, int] = {}
-    for invoice_id, _outbox_id, status, minor in session.execute(_collected(invoice_ids)):
-        if status != "sent" and invoice_id not in kept:
-            held[invoice_id] = held.get(invoice_id, 0) + int(minor or 0)
-    for invoice_id, minor in held.items():
-        invoice = session.get(Invoice, invoice_id, populate_existing=True)
-        if invoice is None or invoice.status != "open" or not minor:
-            continue
-        invoice.balance_minor = max(0, invoice.balance_minor - int(minor))
-        if invoice.balance_minor == 0:
-            invoice.status = "paid"
-    for invoice_id, (balance, status) in kept.items():
-        invoice = session.get(Invoice, invoice_id, populate_existing=True)
-        if invoice is not None and invoice.status in ("open", "paid"):
-            invoice.balance_minor, invoice.status = balance, status
+    rows = session.execute(
+        select(Invoice.id, Invoice.balance_minor, Invoice.status, Invoice.total_minor).where(
+            Invoice.id.in_(list(wanted))
+        )
+    ).all()
+    changes = []
+    for invoice_id, balance, status, total in rows:
+        if status not in ("open", "paid"):
+            continue  # voided or deleted in the ledger: its word stands
+        if invoice_id in kept:
+            balance, status = kept[invoice_id]
+        else:
+            balance = min(max(0, balance - lag.by[invoice_id]), max(total, 0))
+            status = "open" if balance else "paid"
+        changes.append({"id": invoice_id, "balance_minor": balance, "status": status})
+    if changes:
+        session.execute(update(Invoice), changes)
 
 
 class _PageWriter:
@@ -279,15 +370,15 @@ class _PageWriter:
                     "lines": r.lines,
                 }
             )
-        kept = (
-            _newer_than_the_read(
-                self.s, self.company_id, self.source, [r["source_id"] for r in rows], self.before
-            )
-            if self.before is not None and rows
-            else {}
+        before = self.before or NOW
+        lag = _lag(
+            self.s,
+            _ids(self.s, Invoice, self.company_id, self.source, [r["source_id"] for r in rows]),
+            before,
         )
+        kept = _held_now(self.s, lag.unsure)
         ids = _upsert(self.s, Invoice, rows)
-        _keep_collected_applied(self.s, list(ids.values()), kept)
+        _catch_up(self.s, lag, kept)
         self.kept |= {source_id for source_id, i in ids.items() if i in kept}
         return skipped
 

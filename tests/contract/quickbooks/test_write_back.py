@@ -528,3 +528,113 @@ def test_a_sync_reading_quickbooks_before_the_write_back_keeps_the_invoice_paid(
     rt.clock.advance(timedelta(minutes=1))
     sync(rt, connected.conn)
     assert_same_books(rt, fake)
+
+
+def _observe(rt, connected, status: str, **seen) -> None:
+    """A Stripe event about the collected payment, taken in (its ledger writes wait)."""
+    from arbridge import payments
+
+    with transaction(rt.sessions) as s:
+        payments.record(
+            rt,
+            s,
+            payments.Observed(
+                payment_intent=STRIPE_ID, status=status, company_id=connected.company.id, **seen
+            ),
+        )
+
+
+DISPUTE = "dp_1QhGfK2eZvKYlo2C5m6n7o8p"
+
+
+def _won_dispute_waiting_to_be_restated(rt, fake, connected) -> str:
+    """Collected and written back, disputed and voided in QuickBooks, then the dispute won:
+    paid again here, with the restatement that says so still in the outbox."""
+    ids = seed_ledger(fake)
+    sync(rt, connected.conn)
+    invoice = ids["invoices"][2]
+    _collect(rt, connected, invoice, "174.25")
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    _observe(rt, connected, "disputed", dispute_id=DISPUTE, dispute_status="needs_response")
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    assert fake.records["Invoice"][invoice]["Balance"] == Decimal("174.25")
+    _observe(rt, connected, "dispute_closed", dispute_id=DISPUTE, dispute_status="won")
+    assert _ours(rt, invoice) == ("paid", 0)
+    return invoice
+
+
+def _refund_waiting_to_be_reversed(rt, fake, connected) -> str:
+    """Collected and written back, then refunded: owed again here, the reversal in the outbox."""
+    from arbridge.money import Money
+
+    ids = seed_ledger(fake)
+    sync(rt, connected.conn)
+    invoice = ids["invoices"][2]
+    _collect(rt, connected, invoice, "174.25")
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    assert fake.records["Invoice"][invoice]["Balance"] == 0
+    _observe(rt, connected, "refunded", refunded=Money(Decimal("174.25"), "USD"))
+    assert _ours(rt, invoice) == ("open", 17425)
+    return invoice
+
+
+def _ours(rt, invoice_source_id: str) -> tuple[str, int]:
+    with rt.sessions() as s:
+        ours = s.scalar(select(Invoice).where(Invoice.source_id == invoice_source_id))
+        return ours.status, ours.balance_minor
+
+
+def test_a_sync_before_a_won_disputes_restatement_lands_never_reopens_the_invoice(
+    rt, fake, connected
+):
+    invoice = _won_dispute_waiting_to_be_restated(rt, fake, connected)
+    rt.clock.advance(timedelta(minutes=1))
+    sync(rt, connected.conn)  # QuickBooks still shows the payment voided: the invoice owed
+    assert _ours(rt, invoice) == ("paid", 0)
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    assert fake.records["Invoice"][invoice]["Balance"] == 0
+    rt.clock.advance(timedelta(minutes=1))
+    sync(rt, connected.conn)
+    assert _ours(rt, invoice) == ("paid", 0)
+    assert_same_books(rt, fake)
+
+
+def test_a_sync_before_a_refunds_reversal_lands_keeps_the_invoice_owed(rt, fake, connected):
+    invoice = _refund_waiting_to_be_reversed(rt, fake, connected)
+    rt.clock.advance(timedelta(minutes=1))
+    sync(rt, connected.conn)  # QuickBooks still shows the payment: the invoice paid
+    assert _ours(rt, invoice) == ("open", 17425)
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    assert fake.records["Invoice"][invoice]["Balance"] == Decimal("174.25")
+    rt.clock.advance(timedelta(minutes=1))
+    sync(rt, connected.conn)
+    assert _ours(rt, invoice) == ("open", 17425)
+    assert_same_books(rt, fake)
+
+
+@pytest.mark.parametrize(
+    ("waiting", "expected"),
+    [
+        (_won_dispute_waiting_to_be_restated, ("paid", 0)),
+        (_refund_waiting_to_be_reversed, ("open", 17425)),
+    ],
+    ids=["won dispute", "refund"],
+)
+def test_a_restatement_landing_between_the_syncs_read_and_save_keeps_arbridge_s_view(
+    rt, fake, connected, waiting, expected
+):
+    from arbridge.sync.runner import sync_connection
+
+    invoice = waiting(rt, fake, connected)
+    rt.clock.advance(timedelta(minutes=1))
+    racing = _WriteBackDuringTheRead(
+        rt.connector_for(connected.conn),
+        lambda: deliver(rt.sessions, rt.clock, outbox_handlers(rt)),
+    )
+    sync_connection(rt.sessions, connected.conn.id, racing, rt.clock, full=True)
+    assert fake.records["Invoice"][invoice]["Balance"] * 100 == expected[1]  # it landed
+    assert _ours(rt, invoice) == expected
+    rt.clock.advance(timedelta(minutes=1))
+    sync(rt, connected.conn)
+    assert _ours(rt, invoice) == expected
+    assert_same_books(rt, fake)
