@@ -218,11 +218,22 @@ def serve(host: str, port: int, with_worker: bool, threads: int) -> None:
 
 
 def _serve(rt: Any, host: str, port: int, *, with_worker: bool, threads: int = 8) -> None:
-    from waitress import serve as waitress_serve
+    import errno
+
+    from waitress import create_server
 
     from arbridge.web import create_app
 
     app = create_app(rt)
+    try:  # bind first: a port in use is one sentence, before the worker starts
+        server = create_server(app, host=host, port=port, threads=threads, ident="arbridge")
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise click.ClickException(
+                f"{host}:{port} is already in use: is arbridge already running there? "
+                "Stop it, or choose another --port"
+            ) from e
+        raise click.ClickException(f"cannot serve on {host}:{port}: {e.strerror or e}") from e
     scheduler = None
     if with_worker:
         from arbridge.worker import build_scheduler
@@ -232,7 +243,7 @@ def _serve(rt: Any, host: str, port: int, *, with_worker: bool, threads: int = 8
         click.echo("Worker started in this process.")
     click.echo(f"Serving on http://{host}:{port} (Ctrl+C to stop)")
     try:
-        waitress_serve(app, host=host, port=port, threads=threads, ident="arbridge")
+        server.run()
     finally:
         if scheduler:
             scheduler.shutdown(wait=False)

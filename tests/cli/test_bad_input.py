@@ -72,3 +72,19 @@ def test_a_realm_id_in_other_digits_is_refused_in_one_sentence(demo):
             "x",
         )
         assert_one_sentence_error(result, "is not a QuickBooks realm id")
+
+
+def test_serving_on_a_port_already_in_use_is_one_sentence_not_a_traceback(demo):
+    """A second `arbridge demo` (or serve) while the first still runs printed waitress's
+    traceback for EADDRINUSE."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = demo.run("serve", "--port", port)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and f"127.0.0.1:{port} is already in use" in last, last
