@@ -19,6 +19,7 @@ from arbridge.connectors.base import (
     PaymentLine,
     PaymentWriteBack,
 )
+from arbridge.connectors.stripe.gateway import PaymentGateway
 from arbridge.errors import AuthExpired, NotFound, Rejected, Transient
 from arbridge.money import Money
 from arbridge.runtime import Runtime
@@ -293,15 +294,21 @@ def reverse_ledger_payment(rt: Runtime, message: OutboxMessage) -> str | None:
     )
 
 
-def stripe_refund(rt: Runtime, message: OutboxMessage) -> str:
+def _stripe(rt: Runtime, company_id: int) -> PaymentGateway:
+    """The business's Stripe, for an outbox row that acts there."""
     from arbridge.payments import gateway_for
 
-    p = message.payload
     with rt.sessions() as session:
-        company = session.get(Company, p["company_id"])
+        company = session.get(Company, company_id)
         gateway = gateway_for(rt, session, company) if company else None
     if gateway is None:
         raise Rejected("Stripe is no longer connected for this business")
+    return gateway
+
+
+def stripe_refund(rt: Runtime, message: OutboxMessage) -> str:
+    p = message.payload
+    gateway = _stripe(rt, p["company_id"])
     # An earlier attempt may have reached Stripe without our learning it (no answer, the worker
     # gave up): ask Stripe first, and make no second refund if one of them did.
     if p.get("earlier") and (found := gateway.find_refund(p["payment_intent"], p["earlier"])):
@@ -314,15 +321,8 @@ def stripe_refund(rt: Runtime, message: OutboxMessage) -> str:
 def stripe_expire_session(rt: Runtime, message: OutboxMessage) -> str:
     """Close a Checkout Session another payment made unneeded; one already paid stays paid (its
     payment then arrives as an overpayment, with the one-click refund)."""
-    from arbridge.payments import gateway_for
-
     p = message.payload
-    with rt.sessions() as session:
-        company = session.get(Company, p["company_id"])
-        gateway = gateway_for(rt, session, company) if company else None
-    if gateway is None:
-        raise Rejected("Stripe is no longer connected for this business")
-    closed = gateway.expire_checkout_session(p["session_id"], message.key)
+    closed = _stripe(rt, p["company_id"]).expire_checkout_session(p["session_id"], message.key)
     return f"{closed.id}:{closed.status}"
 
 
