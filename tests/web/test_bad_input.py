@@ -114,6 +114,7 @@ INTEGER_FIELDS = [
     ("company", "sync_interval_minutes"),
     ("reminders", "collections_hour"),
     ("reminders", "max_per_week"),
+    ("reminders", "statement_link_days"),
     ("payments", "discount_days"),
 ]
 DECIMAL_FIELDS = [("payments", "discount_percent"), ("plans", "plan_min_balance")]

@@ -88,7 +88,7 @@ class RemindersForm(FlaskForm):
     max_per_week = StrictIntegerField(
         "At most this many reminders per contact per week", validators=[NumberRange(1, 7)]
     )
-    statement_link_days = IntegerField(
+    statement_link_days = StrictIntegerField(
         "Statement links work for (days)", validators=[NumberRange(1, 366)]
     )
 
