@@ -9,6 +9,7 @@ import secrets
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -120,6 +121,14 @@ def write_private_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def open_private_lock(path: Path) -> IO[str]:
+    """A lock file (for flock) created readable by the owner only, like what it guards."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)  # one an older version left 0644 is tightened too
+    return os.fdopen(fd, "a")
 
 
 def _write_private(path: Path, data: dict[str, object], *, exclusive: bool) -> None:

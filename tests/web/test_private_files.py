@@ -36,3 +36,7 @@ def test_the_demo_ledger_and_simulated_stripe_files_are_0600(rt, client, demo_co
     with rt.demo_ledger(ledgers[0].stem).change() as ledger_state:
         ledger_state.setdefault("touched", 1)
     assert {_mode(p) for p in ledgers} == {0o600}
+    # Their lock files too: nothing of the demo's is left readable by others.
+    locks = [*ledgers[0].parent.glob("*.lock"), *rt.settings.instance_path.glob("*.lock")]
+    assert locks
+    assert {p.name: _mode(p) for p in locks} == {p.name: 0o600 for p in locks}

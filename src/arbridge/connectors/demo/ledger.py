@@ -26,7 +26,7 @@ from arbridge.connectors.base import (
     PaymentWriteBack,
     SourceRecord,
 )
-from arbridge.crypto import write_private_text
+from arbridge.crypto import open_private_lock, write_private_text
 from arbridge.errors import ConnectorError, NotFound, Rejected
 
 PAGE_SIZE = 200
@@ -52,7 +52,7 @@ class DemoLedger:
     @contextmanager
     def _locked(self, write: bool) -> Iterator[dict[str, Any]]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a") as lock:
+        with open_private_lock(self.path.with_suffix(".lock")) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
             try:
                 with self.path.open(encoding="utf-8") as f:

@@ -26,7 +26,7 @@ from arbridge.connectors.stripe.gateway import (
     from_stripe_amount,
     to_stripe_amount,
 )
-from arbridge.crypto import write_private_text
+from arbridge.crypto import open_private_lock, write_private_text
 from arbridge.errors import NotFound, Rejected
 from arbridge.money import Money
 
@@ -54,7 +54,7 @@ class SimulatedStripe:
     @contextmanager
     def _state(self) -> Iterator[dict[str, Any]]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a") as lock:
+        with open_private_lock(self.path.with_suffix(".lock")) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 state = json.loads(self.path.read_text())
