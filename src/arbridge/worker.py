@@ -23,9 +23,9 @@ from sqlalchemy.orm import Session
 
 from arbridge.clock import SystemClock, local_date
 from arbridge.errors import ArbridgeError
-from arbridge.handlers import outbox_handlers, webhook_handlers
-from arbridge.payments import settle_simulated_payments
 from arbridge.runtime import Runtime
+from arbridge.services.bootstrap import outbox_handlers, webhook_handlers
+from arbridge.services.payments.simulated import settle_simulated_payments
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Company, CompanyJob
 from arbridge.sync.outbox import deliver

@@ -1,0 +1,44 @@
+"""Wiring: the outbox's and the webhook inbox's dispatch tables, built from what each service
+registers (Cosmic Python's bootstrap). The worker asks here; no service imports a dispatcher,
+and services that need each other's work get it passed in here.
+"""
+
+from __future__ import annotations
+
+from arbridge.runtime import Runtime
+from arbridge.services.ledger import registrations as ledger
+from arbridge.services.messaging import registrations as messaging
+from arbridge.services.payments import registrations as payments
+from arbridge.services.payments.refunds import refit_to_ledger
+from arbridge.sync.outbox import Handler
+from arbridge.sync.outbox_kinds import OutboxKind
+from arbridge.webhooks.dispatch import EventHandler
+from arbridge.webhooks.quickbooks import handle_quickbooks_entity
+
+# QuickBooks events name a changed record: sync it in.
+QUICKBOOKS_ENTITIES = ("Customer", "Invoice", "Payment", "CreditMemo")
+
+
+def outbox_handlers(rt: Runtime) -> dict[str, Handler]:
+    """Every outbox kind's handler, each registered by exactly one service."""
+    table: dict[str, Handler] = {}
+    for registered in (
+        ledger.outbox_kinds(rt, refit_to_ledger),
+        payments.outbox_kinds(rt),
+        messaging.outbox_kinds(rt),
+    ):
+        for kind, handler in registered.items():
+            if kind in table:
+                raise RuntimeError(f"outbox kind {kind} is registered twice")
+            table[kind.value] = handler
+    missing = {k.value for k in OutboxKind} - table.keys()
+    if missing:
+        raise RuntimeError(f"outbox kinds without a handler: {sorted(missing)}")
+    return table
+
+
+def webhook_handlers(rt: Runtime) -> dict[tuple[str, str], EventHandler]:
+    table = dict(payments.webhook_events(rt))
+    for name in QUICKBOOKS_ENTITIES:
+        table[("quickbooks", name)] = lambda s, e: handle_quickbooks_entity(s, e, rt.clock)
+    return table

@@ -1,0 +1,1 @@
+"""Ledger write-backs: what arbridge collected, written into the company's ledger."""

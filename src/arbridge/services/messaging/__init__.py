@@ -1,0 +1,1 @@
+"""Messages to customers and owners: one sender with a channel interface (email now)."""

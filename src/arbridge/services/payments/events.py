@@ -1,0 +1,229 @@
+"""Stripe's news in: verify and store each delivery once, and translate one event's object into
+what it says about our payment (`observe`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from arbridge.connectors.stripe.gateway import from_stripe_amount
+from arbridge.errors import ArbridgeError
+from arbridge.money import Money
+from arbridge.runtime import Runtime
+from arbridge.services.payments.webhook_secrets import install_webhook_secrets
+from arbridge.sync.db import transaction
+from arbridge.sync.model import (
+    CollectedPayment,
+    Connection,
+)
+from arbridge.webhooks.inbox import Stored, store
+from arbridge.webhooks.stripe import signed_by, stripe_event, unverified_event
+
+log = logging.getLogger(__name__)
+
+# The Stripe events arbridge listens to (the endpoint it creates subscribes to exactly these).
+STRIPE_EVENTS = (
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "payment_intent.processing",
+    "payment_intent.payment_failed",
+    "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.closed",
+    "charge.dispute.funds_reinstated",
+)
+
+
+# --- Stripe's news in -----------------------------------------------------------------------------
+def _hinted_companies(s: Session, event: Mapping[str, Any]) -> list[int]:
+    """Which companies the (unverified) event points at: only to try their secrets first."""
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(obj, dict):
+        return []
+    found: list[int] = []
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and str(meta.get("arbridge_company") or "").isdigit():
+        found.append(int(meta["arbridge_company"]))
+    intents = [
+        obj.get("payment_intent"),
+        obj.get("id") if obj.get("object") == "payment_intent" else None,
+    ]
+    names = [pi for pi in intents if isinstance(pi, str) and 0 < len(pi) <= 255]
+    if names:
+        found += s.scalars(
+            select(CollectedPayment.company_id).where(CollectedPayment.payment_intent_id.in_(names))
+        ).all()
+    return found
+
+
+def _connection_secrets(
+    rt: Runtime, s: Session, event: Mapping[str, Any]
+) -> Iterator[tuple[str, Connection]]:
+    """Each Stripe connection's own endpoint secret, the companies the event points at first,
+    decrypted one at a time as they are tried.
+
+    The order only saves work: a secret is trusted for its own connection's company only."""
+    conns = s.scalars(
+        select(Connection).where(
+            Connection.provider == "stripe",
+            Connection.status == "active",
+            Connection.webhook_secret_encrypted.is_not(None),
+        )
+    ).all()
+    hinted = _hinted_companies(s, event)
+    for conn in sorted(conns, key=lambda c: (c.company_id not in hinted, c.id)):
+        try:
+            yield rt.keyring.decrypt(conn.webhook_secret_encrypted or ""), conn
+        except ArbridgeError as e:
+            log.warning("the webhook secret of Stripe connection %s is unreadable: %s", conn.id, e)
+
+
+def ingest_stripe(
+    rt: Runtime, body: bytes, header: str | None, *, only_secret: str | None = None
+) -> Stored:
+    """Verify a delivery and store its event once (the route and the simulation both come here).
+
+    The secret that signed it decides whose it is: a business's own endpoint secret makes it
+    that business's event (whatever the body says); the install's secret leaves it to the
+    Connect account the event names. Nothing unverified is stored."""
+    now = rt.clock.now()
+    with transaction(rt.sessions) as s:
+        candidates: Iterable[tuple[str, Connection | None]]
+        if only_secret is not None:
+            candidates = [(only_secret, None)]
+        else:
+            unverified = unverified_event(body)
+            candidates = chain(
+                ((secret, None) for secret in install_webhook_secrets(rt)),
+                _connection_secrets(rt, s, unverified),
+            )
+        conn = signed_by(body, header, candidates, now)
+        event = stripe_event(body, now, tenant_id=conn.tenant_id if conn is not None else None)
+        if conn is None and event.tenant_id:
+            conn = s.scalar(
+                select(Connection).where(
+                    Connection.provider == "stripe", Connection.tenant_id == event.tenant_id
+                )
+            )
+        if conn is not None:
+            conn.webhook_last_event_at = now
+        return store(s, rt.clock, "stripe", {"stripe-signature": header or ""}, body, [event])
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What one Stripe object says about a payment."""
+
+    payment_intent: str
+    status: str
+    company_id: int | None
+    invoice_ids: tuple[int, ...] = ()
+    amount: Money | None = None
+    discount_minor: int = 0
+    method: str | None = None
+    session_id: str | None = None
+    refunded: Money | None = None
+    reason: str | None = None
+    dispute_id: str | None = None
+    dispute_status: str | None = None  # Stripe's: needs_response, won, lost, warning_closed...
+
+
+def _meta_ints(meta: Mapping[str, Any], key: str) -> tuple[int, ...]:
+    raw = str(meta.get(key) or "")
+    return tuple(int(x) for x in raw.split(",") if x.strip().isdigit())
+
+
+def from_session(obj: Mapping[str, Any], status: str, method: str | None) -> Observed | None:
+    meta = obj.get("metadata") or {}
+    pi = obj.get("payment_intent")
+    pi = pi.get("id") if isinstance(pi, dict) else pi
+    if not pi or "arbridge_company" not in meta:
+        return None  # not a session arbridge opened
+    methods = obj.get("payment_method_types") or []
+    return Observed(
+        payment_intent=pi,
+        status=status,
+        company_id=int(meta["arbridge_company"]),
+        invoice_ids=_meta_ints(meta, "arbridge_invoices"),
+        amount=from_stripe_amount(obj["amount_total"], obj["currency"].upper()),
+        discount_minor=int(meta.get("arbridge_discount") or 0),
+        method=method or (methods[0] if len(methods) == 1 else None),
+        session_id=obj.get("id"),
+    )
+
+
+def observe(event_type: str, obj: Mapping[str, Any]) -> Observed | None:
+    """Turn one Stripe event's object into what it says about our payment (None: not ours)."""
+    # Checkout names the methods offered, not the one used: a session paid on completion was
+    # paid by card; one that completes unpaid (and settles by async_payment_*) is a bank debit.
+    if event_type == "checkout.session.completed":
+        paid = obj.get("payment_status") == "paid"
+        return from_session(
+            obj, "succeeded" if paid else "pending", "card" if paid else "us_bank_account"
+        )
+    if event_type == "checkout.session.async_payment_succeeded":
+        return from_session(obj, "succeeded", "us_bank_account")
+    if event_type == "checkout.session.async_payment_failed":
+        return from_session(obj, "failed", "us_bank_account")
+    if event_type in ("payment_intent.processing", "payment_intent.payment_failed"):
+        meta = obj.get("metadata") or {}
+        if "arbridge_company" not in meta:
+            return None
+        error = (obj.get("last_payment_error") or {}).get("message")
+        return Observed(
+            payment_intent=obj["id"],
+            status="pending" if event_type.endswith("processing") else "failed",
+            company_id=int(meta["arbridge_company"]),
+            invoice_ids=_meta_ints(meta, "arbridge_invoices"),
+            amount=from_stripe_amount(obj["amount"], obj["currency"].upper()),
+            discount_minor=int(meta.get("arbridge_discount") or 0),
+            method=(obj.get("payment_method_types") or [None])[0],
+            reason=error,
+        )
+    if event_type == "charge.refunded":
+        pi = obj.get("payment_intent")
+        if not pi:
+            return None
+        return Observed(
+            payment_intent=pi,
+            status="refunded",
+            company_id=None,
+            refunded=from_stripe_amount(obj["amount_refunded"], obj["currency"].upper()),
+        )
+    if event_type in DISPUTE_EVENTS:
+        pi = obj.get("payment_intent")
+        if not pi:
+            return None
+        return Observed(
+            payment_intent=pi,
+            status=DISPUTE_EVENTS[event_type],
+            company_id=None,
+            reason=obj.get("reason"),
+            dispute_id=obj.get("id"),
+            # The funds came back: whatever the dispute's status says yet, the business won.
+            dispute_status=obj.get("status")
+            if event_type != "charge.dispute.funds_reinstated" or obj.get("status") in DISPUTE_KEPT
+            else "won",
+        )
+    return None
+
+
+# Stripe's dispute events -> what they say about the payment. A dispute closes "won" (funds
+# reinstated; Stripe also sends charge.dispute.funds_reinstated), "lost", or, for an inquiry that
+# never became a chargeback, "warning_closed" (the money never left).
+DISPUTE_EVENTS = {
+    "charge.dispute.created": "disputed",
+    "charge.dispute.closed": "dispute_closed",
+    "charge.dispute.funds_reinstated": "dispute_closed",
+}
+DISPUTE_KEPT = ("won", "warning_closed")  # closed with the money staying with the business
+DISPUTE_CLOSED = ("won", "lost", "warning_closed")
+AFTER_SUCCESS = ("refunded", "disputed", "dispute_closed")
