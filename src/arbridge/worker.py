@@ -26,6 +26,7 @@ from arbridge.errors import ArbridgeError
 from arbridge.runtime import Runtime
 from arbridge.services.bootstrap import outbox_handlers, webhook_handlers
 from arbridge.services.payments.simulated import settle_simulated_payments
+from arbridge.services.reminders.run import run_reminders
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Company, CompanyJob
 from arbridge.sync.outbox import deliver
@@ -68,9 +69,7 @@ def run_collections(rt: Runtime, company: Company) -> None:
             f"{aging.overdue_balance.format()} overdue of {aging.open_balance.format()} open",
             overdue_balance=str(aging.overdue_balance.amount),
         )
-    # Reminders (issue 5): decide and queue today's messages; the outbox sends them.
-    from arbridge.remind import run_reminders
-
+    # Reminders: decide and queue today's messages; the outbox sends them.
     run_reminders(rt, company)
 
 

@@ -10,6 +10,7 @@ from arbridge.services.ledger import registrations as ledger
 from arbridge.services.messaging import registrations as messaging
 from arbridge.services.payments import registrations as payments
 from arbridge.services.payments.refunds import refit_to_ledger
+from arbridge.services.reminders import registrations as reminders
 from arbridge.sync.outbox import Handler
 from arbridge.sync.outbox_kinds import OutboxKind
 from arbridge.webhooks.dispatch import EventHandler
@@ -25,7 +26,7 @@ def outbox_handlers(rt: Runtime) -> dict[str, Handler]:
     for registered in (
         ledger.outbox_kinds(rt, refit_to_ledger),
         payments.outbox_kinds(rt),
-        messaging.outbox_kinds(rt),
+        messaging.outbox_kinds(rt, reminders.preparers()),
     ):
         for kind, handler in registered.items():
             if kind in table:

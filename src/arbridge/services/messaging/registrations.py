@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from arbridge.remind import send_email
+from collections.abc import Mapping
+
 from arbridge.runtime import Runtime
+from arbridge.services.messaging.sender import Preparer, send_email
 from arbridge.sync.outbox import Handler
 from arbridge.sync.outbox_kinds import OutboxKind
 
 
-def outbox_kinds(rt: Runtime) -> dict[OutboxKind, Handler]:
+def outbox_kinds(rt: Runtime, preparers: Mapping[str, Preparer]) -> dict[OutboxKind, Handler]:
+    """`preparers` re-check and compose the messages other services own, by their "mail"."""
     return {
         # SMTP has no idempotency key: a crash mid-send marks the row failed, never resends.
-        OutboxKind.EMAIL: Handler(lambda m: send_email(rt, m), idempotent=False),
+        OutboxKind.EMAIL: Handler(lambda m: send_email(rt, m, preparers), idempotent=False),
     }

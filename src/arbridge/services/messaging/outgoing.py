@@ -1,0 +1,36 @@
+"""A message ready to go, whatever the channel, or why it waits."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from arbridge.collections.templates import (
+    Rendered,
+)
+from arbridge.sync.model import (
+    Company,
+)
+
+log = logging.getLogger(__name__)
+
+# The channel a reminder step names (collections' decisions say "email" or "call").
+EMAIL_CHANNEL = "email"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    company: Company
+    to: str
+    rendered: Rendered
+    kind: str
+    customer_id: int | None = None
+    contact_id: int | None = None
+    unsubscribe: str | None = None
+    reply_to: str | None = None
+    send_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Held:
+    reason: str

@@ -1,0 +1,210 @@
+"""The outbox's "email" handler: prepare the message (a reminder or statement is checked again
+first), hand it to the channel, and record what went out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+from arbridge.collections.templates import (
+    Rendered,
+)
+from arbridge.errors import Transient
+from arbridge.runtime import Runtime
+from arbridge.services.messaging.channel import Channel, Composed
+from arbridge.services.messaging.email import EMAIL
+from arbridge.services.messaging.outgoing import Held, Prepared
+from arbridge.sync import people
+from arbridge.sync.db import transaction
+from arbridge.sync.model import (
+    Company,
+    Contact,
+    MailMessage,
+    OutboxMessage,
+    ReminderSend,
+)
+from arbridge.sync.notices import tell_owner
+from arbridge.sync.store import (
+    log_activity,
+)
+
+log = logging.getLogger(__name__)
+
+
+# A reminder's or statement's own preparation (the re-check before sending), by the payload's
+# "mail": returns the message, why it waits (Held), or why it is no longer sent (a string).
+Preparer = Callable[[Runtime, OutboxMessage], Prepared | Held | str]
+
+
+def send_email(
+    rt: Runtime, message: OutboxMessage, preparers: Mapping[str, Preparer] | None = None
+) -> str:
+    """The outbox handler: send one email (SMTP, or the in-app mailbox) and record it."""
+    return send(rt, message, EMAIL, preparers or {})
+
+
+def send(
+    rt: Runtime, message: OutboxMessage, channel: Channel, preparers: Mapping[str, Preparer]
+) -> str:
+    """Prepare the outbox row's message, hand it to the channel, and record what went out."""
+    prepared = _prepare(rt, message, preparers)
+    if isinstance(prepared, str):
+        return prepared
+    composed = channel.compose(rt, prepared)
+    try:
+        transport = channel.transmit(rt, composed)
+    except channel.undeliverable as e:
+        _bounced(rt, message, prepared, str(e))
+        raise
+    except channel.maybe_sent as e:
+        # Most likely delivered: record it as sent (never repeated) and ask the owner to check.
+        _record(
+            rt, message, prepared, composed, channel.maybe_sent_transport(rt), unconfirmed=str(e)
+        )
+        raise
+    except channel.misconfigured as e:
+        with transaction(rt.sessions) as session:
+            log_activity(
+                session,
+                rt.clock,
+                message.company_id,
+                "email.failed",
+                f"Email to {prepared.to} not sent: {e}. Check the mail settings.",
+            )
+        raise
+    _record(rt, message, prepared, composed, transport)
+    return composed.message_id
+
+
+def _prepare(
+    rt: Runtime, message: OutboxMessage, preparers: Mapping[str, Preparer]
+) -> Prepared | str:
+    p = message.payload
+    prepare = preparers.get(p.get("mail") or "")
+    if prepare is not None:
+        prepared = prepare(rt, message)
+        if isinstance(prepared, Held):
+            # Retried with backoff like a broken connection, so a fixed wording goes out.
+            raise Transient(f"held: {prepared.reason}")
+        return prepared
+    with rt.sessions() as session:
+        company = session.get(Company, message.company_id)
+        assert company is not None
+        session.expunge(company)
+    text = p["text"]
+    if p.get("mail") == "invitation" and "invitation_id" in p:
+        # The link is made now, as the email goes out: the outbox never held its token.
+        with transaction(rt.sessions) as session:
+            link = people.mint_invitation_link(
+                session, rt.clock, p["invitation_id"], rt.settings.base_url
+            )
+        if link is None:
+            return "skipped: the invitation was withdrawn, used or has expired"
+        text = text.replace(people.LINK_MARK, link)
+    return Prepared(
+        company=company,
+        to=p["to"],
+        rendered=Rendered(p["subject"], text, p.get("html") or ""),
+        kind=p.get("mail", "owner"),
+        customer_id=p.get("customer_id"),
+        contact_id=p.get("contact_id"),
+    )
+
+
+def _record(
+    rt: Runtime,
+    message: OutboxMessage,
+    prepared: Prepared,
+    composed: Composed,
+    transport: str,
+    unconfirmed: str | None = None,
+) -> None:
+    """Keep the sent email in the mailbox and mark its reminders sent, in one transaction."""
+    with transaction(rt.sessions) as session:
+        session.add(
+            MailMessage(
+                company_id=message.company_id,
+                outbox_key=message.key,
+                kind=prepared.kind,
+                customer_id=prepared.customer_id,
+                contact_id=prepared.contact_id,
+                to_addr=prepared.to,
+                subject=prepared.rendered.subject[:300],
+                text_body=prepared.rendered.text,
+                html_body=prepared.rendered.html or None,
+                message_id=composed.message_id,
+                headers=composed.headers,
+                transport=transport,
+                created_at=rt.clock.now(),
+            )
+        )
+        for send_id in prepared.send_ids:
+            row = session.get(ReminderSend, send_id)
+            if row is not None:
+                row.status, row.sent_at = "sent", rt.clock.now()
+                if unconfirmed:
+                    row.note = "the mail server did not confirm it; it may not have arrived"
+                log_activity(
+                    session,
+                    rt.clock,
+                    message.company_id,
+                    "reminders.sent",
+                    f"Reminder {row.step_key} sent to {prepared.to}"
+                    + (" (not confirmed by the mail server)" if unconfirmed else ""),
+                    invoice_id=row.invoice_id,
+                    customer_id=row.customer_id,
+                    balance_minor=row.balance_minor,
+                    currency=row.currency,
+                    synced_at=row.synced_at.isoformat() if row.synced_at else None,
+                    message_id=composed.message_id,
+                )
+        if unconfirmed and prepared.kind != "owner":
+            company = session.get(Company, message.company_id)
+            assert company is not None
+            tell_owner(
+                session,
+                rt.clock,
+                company.id,
+                key=f"owner:maybe-sent:{message.key}",
+                subject=f"Check: a {prepared.kind} to {prepared.to} may not have gone out",
+                text=f'arbridge handed the email "{prepared.rendered.subject}" to your mail '
+                f"server, but the server never confirmed it ({unconfirmed}).\n\nIt most likely "
+                "arrived, so arbridge will not send it again. If the customer says they did not "
+                "get it, check your mail server's log, or send a test email from the reminders "
+                "page. You can see it in the mailbox.",
+                activity="owner.notified",
+                required=True,
+            )
+
+
+def _bounced(rt: Runtime, message: OutboxMessage, prepared: Prepared, why: str) -> None:
+    with transaction(rt.sessions) as session:
+        contact = session.get(Contact, prepared.contact_id) if prepared.contact_id else None
+        if contact is not None and contact.bounced_at is None:
+            contact.bounced_at = rt.clock.now()
+        for send_id in prepared.send_ids:
+            row = session.get(ReminderSend, send_id)
+            if row is not None:
+                row.status, row.note = "failed", why[:500]
+        company = session.get(Company, message.company_id)
+        assert company is not None
+        log_activity(
+            session,
+            rt.clock,
+            company.id,
+            "email.bounced",
+            f"Email to {prepared.to} bounced; no more reminders go to this address. {why}",
+            customer_id=prepared.customer_id,
+        )
+        if prepared.kind != "owner":
+            tell_owner(
+                session,
+                rt.clock,
+                company.id,
+                key=f"owner:bounce:{message.key}",
+                subject=f"A reminder to {prepared.to} bounced",
+                text=f"The mail server refused {prepared.to}: {why}\n\nPlease check the "
+                "customer's email address in your ledger.",
+                activity="owner.notified",
+                required=True,
+            )

@@ -1,0 +1,264 @@
+"""Loading the facts a day's reminder decisions are made from (one pass of queries, no
+per-invoice round trips), and settling promises to pay that came due."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, exists, func, select
+from sqlalchemy.orm import Session
+
+from arbridge.collections.reminders import (
+    PROMISE_GRACE_DAYS,
+    ContactFacts,
+    CustomerFacts,
+    InvoiceFacts,
+    Plan,
+    ReminderPolicy,
+    SequenceError,
+    plan,
+    reminder_policy,
+)
+from arbridge.runtime import Runtime
+from arbridge.services.messaging.outgoing import EMAIL_CHANNEL
+from arbridge.sync.model import (
+    Company,
+    Contact,
+    CreditNote,
+    Customer,
+    CustomerReminderSettings,
+    Invoice,
+    InvoiceHold,
+    Payment,
+    ReminderSend,
+)
+from arbridge.sync.store import (
+    ledger_connection,
+    log_activity,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    company: Company
+    policy: ReminderPolicy
+    as_of: date
+    plan: Plan
+    synced_at: datetime | None
+    hold: str | None = None  # why nothing may be sent for this company right now
+
+
+def _in_force_index(policy: ReminderPolicy, as_of: date) -> Any:
+    """SQL: the index of the default sequence's step in force for an invoice's due date."""
+    steps = policy.sequence(None).steps
+    whens = [
+        (Invoice.due_on <= as_of - timedelta(days=s.offset_days), i)
+        for i, s in reversed(list(enumerate(steps)))
+    ]
+    return case(*whens, else_=-1)
+
+
+def candidate_invoices(
+    session: Session, company_id: int, policy: ReminderPolicy, as_of: date
+) -> Sequence[Invoice]:
+    """Open invoices that may be due for a step: the rest are filtered out in the database.
+
+    An invoice of a customer on the default sequence is left out once a step at or after the
+    one in force for its due date has been claimed, so the run reads what may be due, not the
+    whole ledger.
+    """
+    first = min(s.offset_days for seq in policy.sequences.values() for s in seq.steps)
+    own_sequence = select(CustomerReminderSettings.customer_id).where(
+        CustomerReminderSettings.company_id == company_id,
+        CustomerReminderSettings.sequence.is_not(None),
+    )
+    done = exists().where(
+        ReminderSend.invoice_id == Invoice.id,
+        ReminderSend.step_index >= _in_force_index(policy, as_of),
+    )
+    return session.scalars(
+        select(Invoice).where(
+            Invoice.company_id == company_id,
+            Invoice.status == "open",
+            Invoice.balance_minor > 0,
+            Invoice.due_on <= as_of - timedelta(days=first),
+            ~(done & Invoice.customer_id.not_in(own_sequence)),
+        )
+    ).all()
+
+
+def load_facts(
+    session: Session, company: Company, invoices: Sequence[Invoice], now: datetime
+) -> tuple[list[CustomerFacts], list[InvoiceFacts]]:
+    ids = [i.id for i in invoices]
+    customer_ids = sorted({i.customer_id for i in invoices})
+    sent: dict[int, set[str]] = {}
+    holds: dict[int, list[InvoiceHold]] = {}
+    for chunk in _chunks(ids):
+        for inv_id, key in session.execute(
+            select(ReminderSend.invoice_id, ReminderSend.step_key).where(
+                ReminderSend.invoice_id.in_(chunk)
+            )
+        ):
+            sent.setdefault(inv_id, set()).add(key)
+        for h in session.scalars(
+            select(InvoiceHold).where(
+                InvoiceHold.invoice_id.in_(chunk), InvoiceHold.resolved_at.is_(None)
+            )
+        ):
+            holds.setdefault(h.invoice_id, []).append(h)
+    customers: list[CustomerFacts] = []
+    week_ago = now - timedelta(days=7)
+    for chunk in _chunks(customer_ids):
+        rows = session.scalars(select(Customer).where(Customer.id.in_(chunk))).all()
+        prefs = {
+            p.customer_id: p
+            for p in session.scalars(
+                select(CustomerReminderSettings).where(
+                    CustomerReminderSettings.customer_id.in_(chunk)
+                )
+            )
+        }
+        contacts: dict[int, list[Contact]] = {}
+        for c in session.scalars(select(Contact).where(Contact.customer_id.in_(chunk))):
+            contacts.setdefault(c.customer_id, []).append(c)
+        contact_ids = [c.id for cs in contacts.values() for c in cs]
+        recent = dict(
+            session.execute(
+                select(ReminderSend.contact_id, func.count(func.distinct(ReminderSend.outbox_key)))
+                .where(
+                    ReminderSend.contact_id.in_(contact_ids),
+                    ReminderSend.channel == EMAIL_CHANNEL,
+                    ReminderSend.created_at >= week_ago,
+                    ReminderSend.status.in_(("queued", "sent")),
+                )
+                .group_by(ReminderSend.contact_id)
+            ).all()
+        )
+        credit: dict[int, dict[str, int]] = {}
+        for cust_id, cur, minor in session.execute(
+            select(
+                CreditNote.customer_id, CreditNote.currency, func.sum(CreditNote.remaining_minor)
+            )
+            .where(CreditNote.customer_id.in_(chunk), CreditNote.status == "open")
+            .group_by(CreditNote.customer_id, CreditNote.currency)
+        ):
+            credit.setdefault(cust_id, {})[cur] = int(minor or 0)
+        for cust_id, cur, minor in session.execute(
+            select(Payment.customer_id, Payment.currency, func.sum(Payment.unapplied_minor))
+            .where(Payment.customer_id.in_(chunk), Payment.status != "voided")
+            .group_by(Payment.customer_id, Payment.currency)
+        ):
+            by_cur = credit.setdefault(cust_id, {})
+            by_cur[cur] = by_cur.get(cur, 0) + int(minor or 0)
+        for cust in rows:
+            pref = prefs.get(cust.id)
+            customers.append(
+                CustomerFacts(
+                    customer_id=cust.id,
+                    name=cust.name,
+                    contacts=tuple(
+                        ContactFacts(
+                            contact_id=c.id,
+                            email=c.email,
+                            name=c.name,
+                            is_primary=c.is_primary,
+                            opted_out=c.opted_out_at is not None,
+                            bounced=c.bounced_at is not None,
+                            sent_last_7_days=int(recent.get(c.id, 0)),
+                        )
+                        for c in contacts.get(cust.id, [])
+                    ),
+                    do_not_chase=cust.do_not_chase or cust.deleted,
+                    referred_to_agency=bool(pref and pref.referred_to_agency_at),
+                    sequence=pref.sequence if pref else None,
+                    timezone=cust.timezone,
+                    credit_minor=credit.get(cust.id, {}),
+                )
+            )
+    facts = []
+    for inv in invoices:
+        live = holds.get(inv.id, [])
+        promises = [h.promised_on for h in live if h.kind == "promise" and h.promised_on]
+        facts.append(
+            InvoiceFacts(
+                invoice_id=inv.id,
+                customer_id=inv.customer_id,
+                number=inv.number,
+                due_on=inv.due_on,
+                currency=inv.currency,
+                balance_minor=inv.balance_minor,
+                status=inv.status,
+                paused=inv.paused,
+                payment_pending=inv.payment_pending,
+                disputed=any(h.kind == "dispute" for h in live),
+                promised_on=max(promises) if promises else None,
+                # No installment plans in the model yet (issue 4): nothing is on a plan.
+                on_current_plan=False,
+                sent_steps=frozenset(sent.get(inv.id, ())),
+            )
+        )
+    return customers, facts
+
+
+def _chunks(ids: Sequence[int], size: int = 900) -> Iterable[Sequence[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def settle_promises(session: Session, rt: Runtime, company: Company, as_of: date) -> int:
+    """Close promises: kept when the invoice is paid, broken when the date (+ grace) passed."""
+    broken = 0
+    rows = session.execute(
+        select(InvoiceHold, Invoice)
+        .join(Invoice, Invoice.id == InvoiceHold.invoice_id)
+        .where(
+            InvoiceHold.company_id == company.id,
+            InvoiceHold.kind == "promise",
+            InvoiceHold.resolved_at.is_(None),
+        )
+    ).all()
+    for hold, inv in rows:
+        if inv.status != "open" or inv.balance_minor <= 0:
+            hold.resolved_at, hold.resolution = rt.clock.now(), "kept"
+        elif hold.promised_on and as_of > hold.promised_on + timedelta(days=PROMISE_GRACE_DAYS):
+            hold.resolved_at, hold.resolution = rt.clock.now(), "broken"
+            broken += 1
+            log_activity(
+                session,
+                rt.clock,
+                company.id,
+                "reminders.promise_broken",
+                f"Promise to pay invoice {inv.number} by {hold.promised_on.isoformat()} was not "
+                "kept: reminders resume",
+                invoice_id=inv.id,
+                customer_id=inv.customer_id,
+            )
+    return broken
+
+
+def load_plan(session: Session, rt: Runtime, company: Company, as_of: date) -> Loaded:
+    try:
+        policy = reminder_policy(company.settings)
+    except SequenceError as e:
+        empty = Plan(as_of, (), ())
+        return Loaded(company, ReminderPolicy(enabled=False), as_of, empty, None, str(e))
+    invoices = candidate_invoices(session, company.id, policy, as_of)
+    # Most companies have nothing due on most days: one query, then nothing more to load.
+    customers, facts = (
+        load_facts(session, company, invoices, rt.clock.now()) if invoices else ([], [])
+    )
+    conn = ledger_connection(session, company.id)
+    return Loaded(
+        company,
+        policy,
+        as_of,
+        plan(customers, facts, policy, as_of),
+        conn.last_sync_at if conn else None,
+    )

@@ -1,0 +1,43 @@
+"""Never decide or send on a stale or broken ledger: sync first when the last sync is too old."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from arbridge.errors import ArbridgeError
+from arbridge.runtime import Runtime
+from arbridge.sync.model import (
+    Connection,
+)
+from arbridge.sync.runner import sync_connection
+from arbridge.sync.store import (
+    ledger_connection,
+)
+
+log = logging.getLogger(__name__)
+
+
+def ensure_fresh(rt: Runtime, company_id: int, max_age_minutes: int) -> tuple[str | None, Any]:
+    """Sync now if the last sync is older than allowed; returns (why sends must wait, sync time)."""
+    with rt.sessions() as session:
+        conn = ledger_connection(session, company_id)
+        if conn is not None:
+            session.expunge(conn)
+    if conn is None:
+        return "no ledger is connected", None
+    if conn.status != "active":
+        return f"the ledger connection needs attention ({conn.status.replace('_', ' ')})", None
+    now = rt.clock.now()
+    if conn.last_sync_at is not None and conn.last_sync_at >= now - timedelta(
+        minutes=max_age_minutes
+    ):
+        return None, conn.last_sync_at
+    try:
+        sync_connection(rt.sessions, conn.id, rt.connector_for(conn), rt.clock)
+    except ArbridgeError as e:
+        return f"the ledger could not be synced ({e})", None
+    with rt.sessions() as session:
+        fresh = session.get(Connection, conn.id)
+        return (None, fresh.last_sync_at) if fresh else ("the connection is gone", None)

@@ -1,0 +1,103 @@
+"""The dry run: who would get what on a given day, and why the others get nothing."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from arbridge.collections.reminders import (
+    reminder_policy,
+)
+from arbridge.runtime import Runtime
+from arbridge.services.reminders.facts import Loaded, load_plan
+from arbridge.sync.model import (
+    Company,
+    Invoice,
+)
+from arbridge.sync.store import (
+    company_today,
+    ledger_connection,
+)
+
+log = logging.getLogger(__name__)
+
+
+def connection_problem(session: Session, rt: Runtime, company: Company) -> str | None:
+    conn = ledger_connection(session, company.id)
+    if conn is None:
+        return "no ledger is connected"
+    if conn.status != "active":
+        return f"the ledger connection needs attention ({conn.status.replace('_', ' ')})"
+    policy = reminder_policy(company.settings)
+    if conn.last_sync_at is None or conn.last_sync_at < rt.clock.now() - timedelta(
+        minutes=policy.max_sync_age_minutes
+    ):
+        return "the last sync is older than allowed: the run will sync first"
+    return None
+
+
+@dataclass(frozen=True)
+class Preview:
+    loaded: Loaded
+    warning: str | None
+    open_invoices: int  # every open invoice of the company
+    not_yet_due: int  # before the first step of any sequence
+    up_to_date: int  # the step in force for its due date was already sent
+
+
+def preview(rt: Runtime, company: Company, as_of: date | None = None) -> Preview:
+    """Decide without writing anything: the plan, any connection warning, and the counts that
+    account for the invoices the database left out."""
+    with rt.sessions() as session:
+        day = as_of or company_today(company, rt.clock)
+        loaded = load_plan(session, rt, company, day)
+        warning = loaded.hold or connection_problem(session, rt, company)
+        open_ = (
+            (Invoice.company_id == company.id)
+            & (Invoice.status == "open")
+            & (Invoice.balance_minor > 0)
+        )
+        total = session.scalar(select(func.count()).select_from(Invoice).where(open_)) or 0
+        first = min(
+            (s.offset_days for seq in loaded.policy.sequences.values() for s in seq.steps),
+            default=0,
+        )
+        not_yet = (
+            session.scalar(
+                select(func.count())
+                .select_from(Invoice)
+                .where(open_, Invoice.due_on > day - timedelta(days=first))
+            )
+            or 0
+        )
+    looked_at = len(loaded.plan.decisions)
+    return Preview(loaded, warning, total, not_yet, max(total - not_yet - looked_at, 0))
+
+
+def preview_lines(p: Preview) -> list[str]:
+    from arbridge.collections.reminders import describe_plan, summarize
+
+    loaded, warning = p.loaded, p.warning
+
+    lines = [f"Reminders for {loaded.company.name} on {loaded.as_of.isoformat()}:"]
+    if warning:
+        lines.append(f"  Note: {warning}")
+    if not loaded.policy.enabled and not loaded.hold:
+        lines.append("  Reminders are switched off in the settings: nothing would be sent.")
+    planned = describe_plan(loaded.plan)
+    lines += [f"  {line}" for line in planned] or ["  Nothing is due today."]
+    skipped = summarize(loaded.plan.decisions)
+    if p.not_yet_due:
+        skipped["not yet due for a step"] = skipped.get("not yet due for a step", 0) + p.not_yet_due
+    if p.up_to_date:
+        skipped["already reminded at this step"] = p.up_to_date
+    due = len(loaded.plan.due)
+    lines.append(f"  {p.open_invoices} open invoice(s): {due} due for a step today.")
+    if skipped:
+        lines.append("  Not reminded today:")
+        lines += [f"    {n:>4}  {why}" for why, n in sorted(skipped.items(), key=lambda x: -x[1])]
+    return lines

@@ -1,0 +1,150 @@
+"""Putting a reminder's email together: merge fields, the owner's templates, and the links it
+carries (minted as it goes out, so no token waits in the outbox)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import date
+from typing import Any
+
+from babel.dates import format_date
+from sqlalchemy.orm import Session
+
+from arbridge.collections.reminders import (
+    ReminderPolicy,
+    SequenceError,
+    reminder_policy,
+)
+from arbridge.collections.templates import (
+    EmailTemplate,
+    Rendered,
+    render,
+    template_for,
+)
+from arbridge.money import Money
+from arbridge.runtime import Runtime
+from arbridge.services.reminders.unsubscribe import unsubscribe_token
+from arbridge.sync import pay_links
+from arbridge.sync.model import (
+    Company,
+    Contact,
+    Customer,
+    Invoice,
+)
+from arbridge.sync.pay_links import DEFAULT_STATEMENT_LINK_DAYS
+from arbridge.sync.store import (
+    issue_pay_token,
+    issue_statement_token,
+)
+
+log = logging.getLogger(__name__)
+
+
+def statement_link_days(company: Company) -> int:
+    """How long the company's statement links work (a broken setting falls back to 60 days)."""
+    try:
+        return reminder_policy(company.settings).statement_link_days
+    except SequenceError:
+        return DEFAULT_STATEMENT_LINK_DAYS
+
+
+def merge_fields(
+    rt: Runtime,
+    company: Company,
+    customer: Customer,
+    contact: Contact | None,
+    invoices: Sequence[tuple[Invoice, str]],
+    today: date,
+    policy: ReminderPolicy,
+    statement_token: str | None = None,
+) -> dict[str, Any]:
+    base = rt.settings.base_url
+
+    def day(d: date) -> str:
+        return format_date(d, "medium", locale="en_US")
+
+    items = [
+        {
+            "number": inv.number or inv.source_id,
+            "amount_due": inv.balance.format(),
+            "due_date": day(inv.due_on),
+            "days_overdue": (today - inv.due_on).days,
+            "pay_link": f"{base}/pay/{token}",
+        }
+        for inv, token in invoices
+    ]
+    first = items[0] if items else {}
+    secret = rt.settings.secret_key or ""
+    return {
+        "customer_name": customer.name,
+        "contact_name": (contact.name if contact else None) or "",
+        "invoice_number": first.get("number", ""),
+        "amount_due": first.get("amount_due", ""),
+        "due_date": first.get("due_date", ""),
+        "days_overdue": first.get("days_overdue", 0),
+        "pay_link": first.get("pay_link", ""),
+        "statement_link": f"{base}/pay/{statement_token}"
+        if statement_token
+        else first.get("pay_link", ""),
+        "business_name": company.name,
+        "signature": policy.signature,
+        "unsubscribe_link": (
+            f"{base}/u/{unsubscribe_token(secret, contact.id)}" if contact else f"{base}/"
+        ),
+        "invoices": items,
+        "total_due": total_due(inv for inv, _t in invoices),
+    }
+
+
+def owner_templates(company: Company) -> dict[str, Any]:
+    return dict(((company.settings or {}).get("reminders") or {}).get("templates") or {})
+
+
+def render_reminder(
+    rt: Runtime,
+    company: Company,
+    customer: Customer,
+    contact: Contact | None,
+    invoices: Sequence[tuple[Invoice, str]],
+    template_name: str,
+    today: date,
+    template: EmailTemplate | None = None,
+    statement_token: str | None = None,
+) -> Rendered:
+    policy = reminder_policy(company.settings)
+    fields = merge_fields(rt, company, customer, contact, invoices, today, policy, statement_token)
+    return render(template or template_for(template_name, owner_templates(company)), fields)
+
+
+def link_token(
+    session: Session,
+    rt: Runtime,
+    company: Company,
+    customer: Customer,
+    item: dict[str, Any],
+    invoice: Invoice | None = None,
+) -> str:
+    """The token for a link an email carries, minted now (a statement link's lifetime starts
+    with the email). Rows queued before links were kept by reference carry the token itself."""
+    kind = "pay" if invoice is not None else "statement"
+    if item.get(f"{kind}_token"):
+        return str(item[f"{kind}_token"])
+    days = statement_link_days(company)
+    link_id = item.get(f"{kind}_link_id")
+    token = pay_links.mint(session, rt.clock, link_id, days) if link_id else None
+    if token is None:
+        # The owner withdrew the queued link meanwhile: this email carries a new one.
+        token = (
+            issue_pay_token(session, rt.clock, invoice)
+            if invoice is not None
+            else issue_statement_token(session, rt.clock, customer, days)
+        )
+    return token
+
+
+def total_due(invoices: Iterable[Invoice]) -> str:
+    by_cur: dict[str, Money] = {}
+    for inv in invoices:
+        by_cur[inv.currency] = by_cur.get(inv.currency, Money.zero(inv.currency)) + inv.balance
+    return " + ".join(m.format() for m in by_cur.values())

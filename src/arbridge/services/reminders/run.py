@@ -1,0 +1,331 @@
+"""The daily run: decide (collections/), then claim each (invoice, step) once and queue its
+message, call task or escalation in the same transaction."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from arbridge.collections.reminders import (
+    CustomerMessage,
+    ReminderPolicy,
+    SequenceError,
+    reminder_policy,
+    send_at,
+    statement_due,
+    zone,
+)
+from arbridge.collections.templates import (
+    CALL_GUIDE,
+)
+from arbridge.runtime import Runtime
+from arbridge.services.messaging.outgoing import EMAIL_CHANNEL
+from arbridge.services.reminders.facts import load_plan, settle_promises
+from arbridge.services.reminders.freshness import ensure_fresh
+from arbridge.services.reminders.rendering import total_due
+from arbridge.services.reminders.statements import queue_statements
+from arbridge.sync import pay_links
+from arbridge.sync.db import dialect_insert, transaction
+from arbridge.sync.model import (
+    CallTask,
+    Company,
+    Customer,
+    CustomerReminderSettings,
+    Invoice,
+    OutboxMessage,
+    ReminderSend,
+)
+from arbridge.sync.notices import tell_owner
+from arbridge.sync.outbox import enqueue
+from arbridge.sync.outbox_kinds import OutboxKind
+from arbridge.sync.store import (
+    company_today,
+    log_activity,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    emails: int = 0
+    calls: int = 0
+    held: int = 0
+    statements: int = 0
+    hold: str | None = None
+
+
+def _claim(
+    session: Session,
+    rt: Runtime,
+    company: Company,
+    m: CustomerMessage,
+    as_of: date,
+    synced_at: datetime | None,
+) -> list[tuple[ReminderSend, Invoice]]:
+    """Insert a ReminderSend per (invoice, step); return those this run claimed (new ones)."""
+    claimed = []
+    for d in m.invoices:
+        assert d.step is not None
+        inserted = session.execute(
+            dialect_insert(session)(ReminderSend.__table__)
+            .values(
+                company_id=company.id,
+                invoice_id=d.invoice.invoice_id,
+                customer_id=m.customer.customer_id,
+                contact_id=m.contact.contact_id if m.contact else None,
+                step_key=d.step.key,
+                step_index=d.step_index,
+                channel=m.channel,
+                run_on=as_of,
+                status="queued",
+                currency=d.invoice.currency,
+                balance_minor=d.invoice.balance_minor,
+                synced_at=synced_at,
+                created_at=rt.clock.now(),
+            )
+            .on_conflict_do_nothing(index_elements=["invoice_id", "step_key"])
+            .returning(ReminderSend.__table__.c.id)
+        ).scalar()
+        if inserted is not None:
+            row = session.get(ReminderSend, inserted)
+            inv = session.get(Invoice, d.invoice.invoice_id)
+            assert row is not None and inv is not None
+            claimed.append((row, inv))
+    return claimed
+
+
+def run_reminders(rt: Runtime, company: Company) -> RunResult:
+    """The daily reminders run for one company (called from the worker's collections job)."""
+    try:
+        policy = reminder_policy(company.settings)
+    except SequenceError as e:
+        with transaction(rt.sessions) as session:
+            log_activity(
+                session, rt.clock, company.id, "reminders.held", f"Reminders not sent: {e}"
+            )
+        return RunResult(hold=str(e))
+    if not policy.enabled:
+        return RunResult()
+    hold, synced_at = ensure_fresh(rt, company.id, policy.max_sync_age_minutes)
+    if hold:
+        with transaction(rt.sessions) as session:
+            log_activity(
+                session,
+                rt.clock,
+                company.id,
+                "reminders.held",
+                f"Reminders held today: {hold}. Nothing is sent until the ledger syncs again.",
+            )
+            tell_owner(
+                session,
+                rt.clock,
+                company.id,
+                key=f"owner:held:{company.id}:{company_today(company, rt.clock).isoformat()}",
+                subject="Reminders are on hold: your ledger needs attention",
+                text=f"arbridge did not send today's payment reminders: {hold}.\n\n"
+                "Reminders go out again once the ledger syncs; reconnect it from Settings.",
+                activity="owner.notified",
+                required=True,
+            )
+        log.warning("reminders for %s held: %s", company.slug, hold)
+        return RunResult(hold=hold)
+    result = RunResult()
+    as_of = company_today(company, rt.clock)
+    with transaction(rt.sessions) as session:
+        settle_promises(session, rt, company, as_of)
+        session.flush()
+        loaded = load_plan(session, rt, company, as_of)
+        digest: list[str] = []
+        for m in loaded.plan.messages:
+            if m.held:
+                result.held += 1
+                continue
+            claimed = _claim(session, rt, company, m, as_of, synced_at)
+            if not claimed:
+                continue  # already claimed by an earlier run
+            if m.channel == EMAIL_CHANNEL:
+                _queue_email(session, rt, company, m, claimed, as_of, loaded.policy)
+                result.emails += 1
+            elif m.channel == "call":
+                _call_task(session, rt, company, m, claimed, as_of)
+                result.calls += 1
+            for row, _inv in claimed:
+                if m.channel != EMAIL_CHANNEL:
+                    row.status, row.sent_at = "sent", rt.clock.now()
+            if "notify_owner" in m.escalations or "agency" in m.escalations:
+                digest.append(_escalate(session, rt, company, m, claimed))
+        _escalation_digest(session, rt, company, as_of, digest)
+    if statement_due(loaded.policy, as_of):
+        result.statements = queue_statements(rt, company, as_of, loaded.policy)
+    return result
+
+
+def _queue_email(
+    session: Session,
+    rt: Runtime,
+    company: Company,
+    m: CustomerMessage,
+    claimed: list[tuple[ReminderSend, Invoice]],
+    as_of: date,
+    policy: ReminderPolicy,
+) -> None:
+    key = f"reminder:c{m.customer.customer_id}:{as_of.isoformat()}:r{claimed[0][0].id}"
+    customer = session.get(Customer, m.customer.customer_id)
+    assert customer is not None
+    # Links by reference (their rows' ids): the tokens are minted when the email goes out, so no
+    # token sits in the outbox in plaintext.
+    payload = {
+        "statement_link_id": pay_links.new_link(session, rt.clock, customer=customer).id,
+        "mail": "reminder",
+        "customer_id": m.customer.customer_id,
+        "contact_id": m.contact.contact_id if m.contact else None,
+        "template": m.step.template,
+        "step_key": m.step.key,
+        "invoices": [
+            {
+                "id": inv.id,
+                "step_key": row.step_key,
+                "pay_link_id": pay_links.new_link(
+                    session, rt.clock, invoice=inv, customer=customer
+                ).id,
+            }
+            for row, inv in claimed
+        ],
+    }
+    enqueue(
+        session,
+        rt.clock,
+        company_id=company.id,
+        kind=OutboxKind.EMAIL.value,
+        key=key,
+        payload=payload,
+    )
+    when = send_at(rt.clock.now(), zone(m.customer.timezone, company.timezone), policy)
+    outbox = session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
+    assert outbox is not None
+    outbox.next_attempt_at = when
+    numbers = ", ".join(inv.number or inv.source_id for _row, inv in claimed)
+    for row, _inv in claimed:
+        row.outbox_key = key
+    total = total_due(inv for _row, inv in claimed)
+    log_activity(
+        session,
+        rt.clock,
+        company.id,
+        "reminders.queued",
+        f"Reminder ({m.step.key}, {m.step.template}) queued for {m.customer.name} "
+        f"<{m.contact.email if m.contact else ''}> about {numbers}: {total}",
+        customer_id=m.customer.customer_id,
+        outbox_key=key,
+        send_at=when.isoformat(),
+        balances={inv.number or inv.source_id: str(inv.balance.amount) for _r, inv in claimed},
+        synced_at=claimed[0][0].synced_at.isoformat() if claimed[0][0].synced_at else None,
+    )
+
+
+def _call_task(
+    session: Session,
+    rt: Runtime,
+    company: Company,
+    m: CustomerMessage,
+    claimed: list[tuple[ReminderSend, Invoice]],
+    as_of: date,
+) -> None:
+    key = f"call:c{m.customer.customer_id}:{m.step.key}:{as_of.isoformat()}"
+    numbers = ", ".join(inv.number or inv.source_id for _row, inv in claimed)
+    session.execute(
+        dialect_insert(session)(CallTask.__table__)
+        .values(
+            company_id=company.id,
+            customer_id=m.customer.customer_id,
+            key=key,
+            step_key=m.step.key,
+            invoice_ids=[inv.id for _r, inv in claimed],
+            reason=f"{numbers} overdue ({total_due(inv for _r, inv in claimed)}); reminders sent",
+            created_at=rt.clock.now(),
+        )
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    log_activity(
+        session,
+        rt.clock,
+        company.id,
+        "reminders.call_task",
+        f"Call {m.customer.name} about {numbers}",
+        customer_id=m.customer.customer_id,
+    )
+
+
+def _escalate(
+    session: Session,
+    rt: Runtime,
+    company: Company,
+    m: CustomerMessage,
+    claimed: list[tuple[ReminderSend, Invoice]],
+) -> str:
+    """Carry out a step's escalation; return its paragraph for the owner's daily digest."""
+    numbers = ", ".join(inv.number or inv.source_id for _row, inv in claimed)
+    total = total_due(inv for _r, inv in claimed)
+    if "agency" in m.escalations:
+        refer_to_agency(session, rt, company, m.customer.customer_id, "sequence escalation")
+    log_activity(
+        session,
+        rt.clock,
+        company.id,
+        "reminders.escalated",
+        f"{m.customer.name}: {total} overdue, reminders escalated ({m.step.key})",
+        customer_id=m.customer.customer_id,
+    )
+    return (
+        f"{m.customer.name} has not paid {numbers} ({total}) after the reminders so far; "
+        f"arbridge reached the step {m.step.key} ({m.step.template})."
+        + (" Suggested next step: call them (see the call list)." if m.channel == "call" else "")
+    )
+
+
+def _escalation_digest(
+    session: Session, rt: Runtime, company: Company, as_of: date, paragraphs: list[str]
+) -> None:
+    """One email a run for all of the day's escalations: the owner's inbox is not flooded."""
+    if not paragraphs:
+        return
+    guide = "".join(f'- "{q}" {a}\n' for q, a in CALL_GUIDE)
+    tell_owner(
+        session,
+        rt.clock,
+        company.id,
+        key=f"owner:escalations:{company.id}:{as_of.isoformat()}",
+        subject=f"{len(paragraphs)} account(s) need your attention",
+        text="\n\n".join(paragraphs)
+        + "\n\nWhen you call, common replies and what to do:\n"
+        + guide,
+        activity="owner.notified",
+        required=True,
+    )
+
+
+def refer_to_agency(
+    session: Session, rt: Runtime, company: Company, customer_id: int, note: str
+) -> None:
+    pref = session.scalar(
+        select(CustomerReminderSettings).where(CustomerReminderSettings.customer_id == customer_id)
+    )
+    if pref is None:
+        pref = CustomerReminderSettings(company_id=company.id, customer_id=customer_id)
+        session.add(pref)
+    if pref.referred_to_agency_at is None:
+        pref.referred_to_agency_at = rt.clock.now()
+        pref.agency_note = note
+        log_activity(
+            session,
+            rt.clock,
+            company.id,
+            "reminders.agency",
+            "Account referred to a collection agency: automatic reminders stopped",
+            customer_id=customer_id,
+        )

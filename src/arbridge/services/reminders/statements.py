@@ -1,0 +1,171 @@
+"""The monthly statement: one email per customer with open invoices, once a month."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from arbridge.collections.reminders import (
+    ReminderPolicy,
+    reminder_policy,
+    send_at,
+    zone,
+)
+from arbridge.collections.templates import (
+    TemplateProblem,
+)
+from arbridge.errors import Transient
+from arbridge.runtime import Runtime
+from arbridge.services.messaging.outgoing import Held, Prepared
+from arbridge.services.reminders.freshness import ensure_fresh
+from arbridge.services.reminders.recheck import template_held
+from arbridge.services.reminders.rendering import link_token, render_reminder
+from arbridge.services.reminders.unsubscribe import unsubscribe_token
+from arbridge.sync import pay_links
+from arbridge.sync.db import transaction
+from arbridge.sync.model import (
+    Company,
+    Contact,
+    Customer,
+    CustomerReminderSettings,
+    Invoice,
+    OutboxMessage,
+)
+from arbridge.sync.outbox import enqueue
+from arbridge.sync.outbox_kinds import OutboxKind
+from arbridge.sync.store import (
+    company_today,
+    log_activity,
+    owner,
+)
+
+log = logging.getLogger(__name__)
+
+
+def queue_statements(rt: Runtime, company: Company, as_of: date, policy: ReminderPolicy) -> int:
+    """The monthly statement: one email per customer with open invoices, once per month."""
+    queued = 0
+    with transaction(rt.sessions) as session:
+        customer_ids = session.scalars(
+            select(Invoice.customer_id)
+            .where(
+                Invoice.company_id == company.id,
+                Invoice.status == "open",
+                Invoice.balance_minor > 0,
+            )
+            .distinct()
+        ).all()
+        referred = set(
+            session.scalars(
+                select(CustomerReminderSettings.customer_id).where(
+                    CustomerReminderSettings.company_id == company.id,
+                    CustomerReminderSettings.referred_to_agency_at.is_not(None),
+                )
+            )
+        )
+        for customer_id in sorted(customer_ids):
+            customer = session.get(Customer, customer_id)
+            if customer is None or customer.do_not_chase or customer.id in referred:
+                continue
+            contact = _usable_contact(session, customer.id)
+            if contact is None:
+                continue
+            key = f"statement:c{customer.id}:{as_of.strftime('%Y-%m')}"
+            link = pay_links.new_link(session, rt.clock, customer=customer)
+            if not enqueue(
+                session,
+                rt.clock,
+                company_id=company.id,
+                kind=OutboxKind.EMAIL.value,
+                key=key,
+                payload={
+                    "mail": "statement",
+                    "customer_id": customer.id,
+                    "contact_id": contact.id,
+                    # The link's row, not its token: the token is minted when the email goes out.
+                    "statement_link_id": link.id,
+                },
+            ):
+                session.delete(link)  # this month's statement was queued before
+                continue
+            outbox = session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
+            assert outbox is not None
+            outbox.next_attempt_at = send_at(
+                rt.clock.now(), zone(customer.timezone, company.timezone), policy
+            )
+            queued += 1
+        if queued:
+            log_activity(
+                session,
+                rt.clock,
+                company.id,
+                "statements.queued",
+                f"Monthly statements queued for {queued} customer(s)",
+            )
+    return queued
+
+
+def _usable_contact(session: Session, customer_id: int) -> Contact | None:
+    return session.scalar(
+        select(Contact)
+        .where(
+            Contact.customer_id == customer_id,
+            Contact.email.is_not(None),
+            Contact.opted_out_at.is_(None),
+            Contact.bounced_at.is_(None),
+        )
+        .order_by(Contact.is_primary.desc(), Contact.id)
+        .limit(1)
+    )
+
+
+def prepare_statement(rt: Runtime, message: OutboxMessage) -> Prepared | Held | str:
+    p = message.payload
+    with rt.sessions() as session:
+        company = session.get(Company, message.company_id)
+        assert company is not None
+        policy = reminder_policy(company.settings)
+    hold, _synced = ensure_fresh(rt, message.company_id, policy.max_sync_age_minutes)
+    if hold:
+        raise Transient(f"held: {hold}")
+    with transaction(rt.sessions) as session:
+        company = session.get(Company, message.company_id)
+        customer = session.get(Customer, p["customer_id"])
+        contact = session.get(Contact, p["contact_id"])
+        assert company is not None and customer is not None
+        if contact is None or not contact.email or contact.opted_out_at or contact.bounced_at:
+            return "cancelled: no usable contact"
+        # What its link charges: paused, disputed and withdrawn invoices are not chased here.
+        invoices = pay_links.chargeable_invoices(session, company.id, customer.id)
+        if not invoices:
+            return "cancelled: nothing open any more"
+        token = link_token(session, rt, company, customer, p)
+        try:
+            rendered = render_reminder(
+                rt,
+                company,
+                customer,
+                contact,
+                [(inv, token) for inv in invoices],
+                "statement",
+                company_today(company, rt.clock),
+                statement_token=token,
+            )
+        except TemplateProblem as e:
+            return template_held(session, rt, company, customer, message, [], e)
+        user = owner(session, company)
+        session.expunge(company)
+        return Prepared(
+            company=company,
+            to=contact.email,
+            rendered=rendered,
+            kind="statement",
+            customer_id=customer.id,
+            contact_id=contact.id,
+            unsubscribe=f"{rt.settings.base_url}/u/"
+            f"{unsubscribe_token(rt.settings.secret_key or '', contact.id)}",
+            reply_to=user.email,
+        )
