@@ -6,7 +6,7 @@
 Builds a synthetic receivables database straight through SQL (no ledger sync): every company has
 ten customers and the same `--due-per-company` invoices due for a step today; the rest of its
 invoices are either not due yet or already reminded at the step in force for their due date
-(they carry the ReminderSend row that says so). It then times `load_plan` (load the facts, run
+(they carry the ReminderSend row that says so). It then times `load_day` (load the facts, run
 the pure decision) for every company, first with the smaller ledger, then after growing it to
 the larger one. Decisions that grow with the messages due, not with the ledger, keep the ratio
 near 1.
@@ -29,7 +29,7 @@ from sqlalchemy import insert, select, text
 from arbridge.clock import FixedClock
 from arbridge.config import Settings
 from arbridge.crypto import new_key
-from arbridge.remind import load_plan
+from arbridge.remind import load_day
 from arbridge.runtime import Runtime
 from arbridge.sync import db
 from arbridge.sync.model import Company, Contact, Customer, Invoice, ReminderSend
@@ -221,9 +221,9 @@ def _decide_all(rt: Runtime) -> tuple[float, int, int]:
     for company in companies:
         # One session per company, as the daily job runs them.
         with rt.sessions() as s:
-            loaded = load_plan(s, rt, company, AS_OF)
-        messages += len(loaded.plan.messages)
-        invoices_due += len(loaded.plan.due)
+            loaded = load_day(s, rt, company, AS_OF)
+        messages += len(loaded.day.messages)
+        invoices_due += len(loaded.day.due)
     return time.perf_counter() - t, messages, invoices_due
 
 

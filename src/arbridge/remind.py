@@ -5,7 +5,7 @@
 from arbridge.services.messaging.email import mail_from
 from arbridge.services.messaging.sender import send_email
 from arbridge.services.reminders.case_file import case_file
-from arbridge.services.reminders.facts import Loaded, load_plan
+from arbridge.services.reminders.facts import Loaded, load_day
 from arbridge.services.reminders.holds import record_hold, reply_limit_reached, resolve_hold
 from arbridge.services.reminders.preview import Preview, preview, preview_lines
 from arbridge.services.reminders.rendering import merge_fields, render_reminder, statement_link_days
@@ -23,7 +23,7 @@ __all__ = [
     "RunResult",
     "case_file",
     "contact_for_unsubscribe",
-    "load_plan",
+    "load_day",
     "mail_from",
     "merge_fields",
     "preview",

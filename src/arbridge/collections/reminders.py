@@ -307,7 +307,9 @@ class CustomerMessage:
 
 
 @dataclass(frozen=True)
-class Plan:
+class DayDecisions:
+    """A day's reminder decisions: one per invoice looked at, and the messages they group into."""
+
     as_of: date
     decisions: tuple[InvoiceDecision, ...]
     messages: tuple[CustomerMessage, ...]
@@ -389,12 +391,12 @@ def pick_contact(cust: CustomerFacts) -> ContactFacts | None:
     return usable[0] if usable else None
 
 
-def plan(
+def decide_day(
     customers: Iterable[CustomerFacts],
     invoices: Iterable[InvoiceFacts],
     policy: ReminderPolicy,
     as_of: date,
-) -> Plan:
+) -> DayDecisions:
     """Decide every invoice, then group what is due into one message per customer and channel."""
     by_id = {c.customer_id: c for c in customers}
     decisions: list[InvoiceDecision] = []
@@ -429,7 +431,7 @@ def plan(
             held = "SMS is not configured"
         messages.append(CustomerMessage(cust, channel, top.step, tuple(items), contact, held))
     messages.sort(key=lambda m: (m.customer.name.lower(), m.customer.customer_id, m.channel))
-    return Plan(as_of, tuple(decisions), tuple(messages))
+    return DayDecisions(as_of, tuple(decisions), tuple(messages))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -476,10 +478,10 @@ def _wall(day: date, hour: int, timezone: ZoneInfo) -> datetime:
     return wall.astimezone(ZoneInfo("UTC")).astimezone(timezone)
 
 
-def describe_plan(plan_: Plan) -> list[str]:
+def describe_day(day: DayDecisions) -> list[str]:
     """The dry run's lines: who gets what and why, and why the others get nothing."""
     lines = []
-    for m in plan_.messages:
+    for m in day.messages:
         who = m.contact.email if m.contact and m.contact.email else "owner's call list"
         numbers = ", ".join(d.invoice.number or str(d.invoice.invoice_id) for d in m.invoices)
         state = f"HELD ({m.held})" if m.held else "SEND"

@@ -17,9 +17,9 @@ from arbridge.collections.reminders import (
     InvoiceFacts,
     ReminderPolicy,
     SequenceError,
-    describe_plan,
+    decide_day,
+    describe_day,
     parse_sequence,
-    plan,
     reminder_policy,
     send_at,
 )
@@ -46,7 +46,7 @@ def invoice(invoice_id: int = 10, **kw) -> InvoiceFacts:
 
 
 def step_on(day: date, inv: InvoiceFacts | None = None, cust: CustomerFacts | None = None):
-    p = plan([cust or customer()], [inv or invoice()], ReminderPolicy(), day)
+    p = decide_day([cust or customer()], [inv or invoice()], ReminderPolicy(), day)
     return p.decisions[0]
 
 
@@ -135,18 +135,18 @@ def test_minimum_balance_skips_a_step_for_small_invoices():
         ],
     )
     pol = ReminderPolicy(sequences={"default": seq})
-    small = plan([customer()], [invoice()], pol, DUE + timedelta(days=12)).decisions[0]
+    small = decide_day([customer()], [invoice()], pol, DUE + timedelta(days=12)).decisions[0]
     assert small.step.key == "after-3"
-    big = plan([customer()], [invoice(balance_minor=2000_00)], pol, DUE + timedelta(days=12))
+    big = decide_day([customer()], [invoice(balance_minor=2000_00)], pol, DUE + timedelta(days=12))
     assert big.decisions[0].step.key == "after-10"
 
 
 def test_a_customer_with_its_own_sequence():
     gentle = parse_sequence("gentle", [{"offset_days": 14, "template": "overdue_friendly"}])
     pol = ReminderPolicy(sequences={"default": DEFAULT_SEQUENCE, "gentle": gentle})
-    p = plan([customer(sequence="gentle")], [invoice()], pol, DUE + timedelta(days=12))
+    p = decide_day([customer(sequence="gentle")], [invoice()], pol, DUE + timedelta(days=12))
     assert p.decisions[0].step is None
-    p = plan([customer(sequence="gentle")], [invoice()], pol, DUE + timedelta(days=14))
+    p = decide_day([customer(sequence="gentle")], [invoice()], pol, DUE + timedelta(days=14))
     assert p.decisions[0].step.key == "after-14"
 
 
@@ -158,14 +158,14 @@ def test_one_email_per_customer_lists_every_invoice_and_the_highest_step_wins():
         invoice(4, customer_id=2, due_on=DUE + timedelta(days=20)),  # due today
     ]
     other = CustomerFacts(2, "Maple Dental", (ContactFacts(2, "ben@maple.example"),))
-    p = plan([customer(), other], invs, ReminderPolicy(), DUE + timedelta(days=20))
+    p = decide_day([customer(), other], invs, ReminderPolicy(), DUE + timedelta(days=20))
     assert len(p.messages) == 2
     harbor = next(m for m in p.messages if m.customer.customer_id == 1)
     assert harbor.step.key == "after-20" and harbor.step.template == "overdue_firm"
     assert [d.invoice.invoice_id for d in harbor.invoices] == [1, 2]
     assert [d.step.key for d in harbor.invoices] == ["after-20", "after-3"]
     assert harbor.contact == ALICE and harbor.held is None
-    lines = describe_plan(p)
+    lines = describe_day(p)
     assert any("Harbor Bakery <alice@example.com> step after-20" in line for line in lines)
 
 
@@ -176,24 +176,28 @@ def test_contacts_bounced_or_unsubscribed_are_skipped_and_the_weekly_cap_holds()
         ContactFacts(3, "c@x.example", sent_last_7_days=1),
     )
     day = DUE + timedelta(days=3)
-    m = plan([customer(contacts=contacts)], [invoice()], ReminderPolicy(), day).messages[0]
+    m = decide_day([customer(contacts=contacts)], [invoice()], ReminderPolicy(), day).messages[0]
     assert m.contact.contact_id == 3 and m.held is None
     capped = (ContactFacts(3, "c@x.example", sent_last_7_days=2),)
-    m = plan([customer(contacts=capped)], [invoice()], ReminderPolicy(), day).messages[0]
+    m = decide_day([customer(contacts=capped)], [invoice()], ReminderPolicy(), day).messages[0]
     assert "weekly limit" in m.held
-    m = plan([customer(contacts=contacts[:2])], [invoice()], ReminderPolicy(), day).messages[0]
+    m = decide_day([customer(contacts=contacts[:2])], [invoice()], ReminderPolicy(), day).messages[
+        0
+    ]
     assert "no contact" in m.held
 
 
 def test_call_steps_become_a_call_task_not_an_email():
-    m = plan([customer()], [invoice()], ReminderPolicy(), DUE + timedelta(days=50)).messages[0]
+    m = decide_day([customer()], [invoice()], ReminderPolicy(), DUE + timedelta(days=50)).messages[
+        0
+    ]
     assert m.channel == "call" and m.contact is None and m.held is None
     assert m.escalations == {"notify_owner"}
 
 
 def test_switched_off_sends_nothing():
     pol = reminder_policy({"reminders": {"enabled": False}})
-    assert plan([customer()], [invoice()], pol, DUE + timedelta(days=3)).messages == ()
+    assert decide_day([customer()], [invoice()], pol, DUE + timedelta(days=3)).messages == ()
 
 
 @given(
@@ -221,7 +225,7 @@ def test_over_any_run_schedule_each_step_is_sent_at_most_once_in_order(
             )
             for i, inv in invs.items()
         ]
-        p = plan([customer()], current, ReminderPolicy(), as_of)
+        p = decide_day([customer()], current, ReminderPolicy(), as_of)
         assert len([m for m in p.messages if m.channel == "email"]) <= 1
         for d in p.due:
             assert paid_after is None or day < paid_after
@@ -317,10 +321,10 @@ def test_minimum_balance_of_50_kwd_is_not_treated_as_500_fils_worth_of_steps():
     )
     pol = ReminderPolicy(sequences={"default": seq})
     day = DUE + timedelta(days=12)
-    under = plan([customer()], [invoice(currency="KWD", balance_minor=49_000)], pol, day)
+    under = decide_day([customer()], [invoice(currency="KWD", balance_minor=49_000)], pol, day)
     assert under.decisions[0].step.key == "after-3"
-    over = plan([customer()], [invoice(currency="KWD", balance_minor=50_000)], pol, day)
+    over = decide_day([customer()], [invoice(currency="KWD", balance_minor=50_000)], pol, day)
     assert over.decisions[0].step.key == "after-10"
     # And a zero-decimal currency compares whole yen.
-    yen = plan([customer()], [invoice(currency="JPY", balance_minor=49)], pol, day)
+    yen = decide_day([customer()], [invoice(currency="JPY", balance_minor=49)], pol, day)
     assert yen.decisions[0].step.key == "after-3"

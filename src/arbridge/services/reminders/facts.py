@@ -16,11 +16,11 @@ from arbridge.collections.reminders import (
     PROMISE_GRACE_DAYS,
     ContactFacts,
     CustomerFacts,
+    DayDecisions,
     InvoiceFacts,
-    Plan,
     ReminderPolicy,
     SequenceError,
-    plan,
+    decide_day,
     reminder_policy,
 )
 from arbridge.runtime import Runtime
@@ -49,7 +49,7 @@ class Loaded:
     company: Company
     policy: ReminderPolicy
     as_of: date
-    plan: Plan
+    day: DayDecisions
     synced_at: datetime | None
     hold: str | None = None  # why nothing may be sent for this company right now
 
@@ -243,11 +243,11 @@ def settle_promises(session: Session, rt: Runtime, company: Company, as_of: date
     return broken
 
 
-def load_plan(session: Session, rt: Runtime, company: Company, as_of: date) -> Loaded:
+def load_day(session: Session, rt: Runtime, company: Company, as_of: date) -> Loaded:
     try:
         policy = reminder_policy(company.settings)
     except SequenceError as e:
-        empty = Plan(as_of, (), ())
+        empty = DayDecisions(as_of, (), ())
         return Loaded(company, ReminderPolicy(enabled=False), as_of, empty, None, str(e))
     invoices = candidate_invoices(session, company.id, policy, as_of)
     # Most companies have nothing due on most days: one query, then nothing more to load.
@@ -259,6 +259,6 @@ def load_plan(session: Session, rt: Runtime, company: Company, as_of: date) -> L
         company,
         policy,
         as_of,
-        plan(customers, facts, policy, as_of),
+        decide_day(customers, facts, policy, as_of),
         conn.last_sync_at if conn else None,
     )

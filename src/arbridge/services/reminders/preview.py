@@ -10,10 +10,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from arbridge.collections.reminders import (
+    describe_day,
     reminder_policy,
+    summarize,
 )
 from arbridge.runtime import Runtime
-from arbridge.services.reminders.facts import Loaded, load_plan
+from arbridge.services.reminders.facts import Loaded, load_day
 from arbridge.sync.model import (
     Company,
     Invoice,
@@ -50,11 +52,11 @@ class Preview:
 
 
 def preview(rt: Runtime, company: Company, as_of: date | None = None) -> Preview:
-    """Decide without writing anything: the plan, any connection warning, and the counts that
+    """Decide without writing anything: the day's decisions, any connection warning, and the counts that
     account for the invoices the database left out."""
     with rt.sessions() as session:
         day = as_of or company_today(company, rt.clock)
-        loaded = load_plan(session, rt, company, day)
+        loaded = load_day(session, rt, company, day)
         warning = loaded.hold or connection_problem(session, rt, company)
         open_ = (
             (Invoice.company_id == company.id)
@@ -74,12 +76,11 @@ def preview(rt: Runtime, company: Company, as_of: date | None = None) -> Preview
             )
             or 0
         )
-    looked_at = len(loaded.plan.decisions)
+    looked_at = len(loaded.day.decisions)
     return Preview(loaded, warning, total, not_yet, max(total - not_yet - looked_at, 0))
 
 
 def preview_lines(p: Preview) -> list[str]:
-    from arbridge.collections.reminders import describe_plan, summarize
 
     loaded, warning = p.loaded, p.warning
 
@@ -88,14 +89,14 @@ def preview_lines(p: Preview) -> list[str]:
         lines.append(f"  Note: {warning}")
     if not loaded.policy.enabled and not loaded.hold:
         lines.append("  Reminders are switched off in the settings: nothing would be sent.")
-    planned = describe_plan(loaded.plan)
+    planned = describe_day(loaded.day)
     lines += [f"  {line}" for line in planned] or ["  Nothing is due today."]
-    skipped = summarize(loaded.plan.decisions)
+    skipped = summarize(loaded.day.decisions)
     if p.not_yet_due:
         skipped["not yet due for a step"] = skipped.get("not yet due for a step", 0) + p.not_yet_due
     if p.up_to_date:
         skipped["already reminded at this step"] = p.up_to_date
-    due = len(loaded.plan.due)
+    due = len(loaded.day.due)
     lines.append(f"  {p.open_invoices} open invoice(s): {due} due for a step today.")
     if skipped:
         lines.append("  Not reminded today:")

@@ -24,7 +24,7 @@ from arbridge.collections.templates import (
 )
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import EMAIL_CHANNEL
-from arbridge.services.reminders.facts import load_plan, settle_promises
+from arbridge.services.reminders.facts import load_day, settle_promises
 from arbridge.services.reminders.freshness import ensure_fresh
 from arbridge.services.reminders.rendering import total_due
 from arbridge.services.reminders.statements import queue_statements
@@ -139,9 +139,9 @@ def run_reminders(rt: Runtime, company: Company) -> RunResult:
     with transaction(rt.sessions) as session:
         settle_promises(session, rt, company, as_of)
         session.flush()
-        loaded = load_plan(session, rt, company, as_of)
+        loaded = load_day(session, rt, company, as_of)
         digest: list[str] = []
-        for m in loaded.plan.messages:
+        for m in loaded.day.messages:
             if m.held:
                 result.held += 1
                 continue
