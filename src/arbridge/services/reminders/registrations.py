@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from arbridge.services.messaging.sender import Preparer
-from arbridge.services.reminders.recheck import prepare_reminder
+from arbridge.services.reminders.reminder_email import prepare_reminder
 from arbridge.services.reminders.statements import prepare_statement
 
 

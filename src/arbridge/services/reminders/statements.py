@@ -21,7 +21,7 @@ from arbridge.errors import Transient
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import Held, Prepared
 from arbridge.services.reminders.freshness import ensure_fresh
-from arbridge.services.reminders.recheck import template_held
+from arbridge.services.reminders.reminder_email import template_held
 from arbridge.services.reminders.rendering import link_token, render_reminder
 from arbridge.services.reminders.unsubscribe import unsubscribe_token
 from arbridge.sync import pay_links
