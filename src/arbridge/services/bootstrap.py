@@ -5,6 +5,8 @@ and services that need each other's work get it passed in here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from arbridge.runtime import Runtime
 from arbridge.services.ledger import registrations as ledger
 from arbridge.services.messaging import registrations as messaging
@@ -22,15 +24,23 @@ QUICKBOOKS_ENTITIES = ("Customer", "Invoice", "Payment", "CreditMemo")
 
 def outbox_handlers(rt: Runtime) -> dict[str, Handler]:
     """Every outbox kind's handler, each registered by exactly one service."""
+    return merge_outbox(
+        [
+            ledger.outbox_kinds(rt, refit_to_ledger),
+            payments.outbox_kinds(rt),
+            messaging.outbox_kinds(rt, reminders.preparers()),
+        ]
+    )
+
+
+def merge_outbox(registrations: Iterable[Mapping[OutboxKind, Handler]]) -> dict[str, Handler]:
+    """One table from the services' registrations: a kind registered twice, or a kind nobody
+    carries out (its rows would wait forever), stops the worker at startup."""
     table: dict[str, Handler] = {}
-    for registered in (
-        ledger.outbox_kinds(rt, refit_to_ledger),
-        payments.outbox_kinds(rt),
-        messaging.outbox_kinds(rt, reminders.preparers()),
-    ):
+    for registered in registrations:
         for kind, handler in registered.items():
-            if kind in table:
-                raise RuntimeError(f"outbox kind {kind} is registered twice")
+            if kind.value in table:
+                raise RuntimeError(f"outbox kind {kind.value} is registered twice")
             table[kind.value] = handler
     missing = {k.value for k in OutboxKind} - table.keys()
     if missing:
