@@ -44,9 +44,8 @@ from arbridge.sync.model import (
     Payment,
     QuickBooksCall,
     QuickBooksRealm,
-    User,
 )
-from arbridge.sync.outbox import enqueue
+from arbridge.sync.notices import tell_owner
 
 log = logging.getLogger(__name__)
 
@@ -261,21 +260,15 @@ def mark_needs_reconnect(session: Session, clock: Clock, conn: Connection, reaso
     )
     log.warning("QuickBooks connection %s needs reconnecting: %s", conn.id, reason)
     log_activity(session, clock, conn.company_id, "connection.needs_reconnect", message)
-    owner = session.scalar(select(User).where(User.company_id == conn.company_id).order_by(User.id))
-    if owner is not None:
-        # The email handler (issue 5) delivers outbox rows of kind "email".
-        enqueue(
-            session,
-            clock,
-            company_id=conn.company_id,
-            kind="email",
-            key=f"qbo:needs-reconnect:{conn.id}:{clock.now().isoformat()}",
-            payload={
-                "to": owner.email,
-                "subject": "Reconnect QuickBooks to keep arbridge up to date",
-                "text": message,
-            },
-        )
+    tell_owner(
+        session,
+        clock,
+        conn.company_id,
+        key=f"qbo:needs-reconnect:{conn.id}:{clock.now().isoformat()}",
+        subject="Reconnect QuickBooks to keep arbridge up to date",
+        text=message,
+        mail=None,
+    )
 
 
 def attach(
