@@ -70,8 +70,9 @@ def post_ledger_payment(rt: Runtime, message: OutboxMessage, refit_to_ledger: Re
 
     A ledger that refuses the payment because an invoice has less outstanding than we apply (the
     bookkeeper recorded a cheque while the customer was on the checkout) gets what still fits;
-    the rest becomes an overpayment the owner can refund (`payments.refit_to_ledger`), so no
-    money collected is left outside both the ledger and the owner's overpayments."""
+    the rest becomes an overpayment the owner can refund (`refit_to_ledger`, which bootstrap
+    passes in from services.payments.refunds), so no money collected is left outside both the
+    ledger and the owner's overpayments."""
     p = message.payload
     with rt.sessions() as session:
         conn = session.get(Connection, p["connection_id"])

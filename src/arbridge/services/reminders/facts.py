@@ -199,7 +199,7 @@ def load_facts(
                 payment_pending=inv.payment_pending,
                 disputed=any(h.kind == "dispute" for h in live),
                 promised_on=max(promises) if promises else None,
-                # No installment plans in the model yet (issue 4): nothing is on a plan.
+                # No installment plans in the model yet: nothing is on one.
                 on_current_plan=False,
                 sent_steps=frozenset(sent.get(inv.id, ())),
             )
