@@ -29,7 +29,7 @@ from arbridge.sync.store import (
     log_activity,
     recent_activity,
 )
-from arbridge.web.common import company_required, db, page_arg, runtime
+from arbridge.web.common import company_required, db, get_or_404, page_arg, runtime
 from arbridge.web.forms import CompanyForm, PaymentsForm, PlansForm, RemindersForm
 from arbridge.worker import reschedule
 
@@ -96,17 +96,10 @@ def dashboard(company: Company) -> Any:
     )
 
 
-def _company_invoice(company: Company, invoice_id: int) -> Invoice:
-    inv = db().get(Invoice, invoice_id)
-    if inv is None or inv.company_id != company.id:
-        abort(404)
-    return inv
-
-
 @bp.get("/invoices/<int:invoice_id>")
 @company_required
 def invoice(company: Company, invoice_id: int) -> Any:
-    inv = _company_invoice(company, invoice_id)
+    inv = get_or_404(Invoice, invoice_id, company)
     today = company_today(company, runtime().clock)
     return render_template("invoice.html", company=company, row=_row(inv, company, today), inv=inv)
 
@@ -115,7 +108,7 @@ def invoice(company: Company, invoice_id: int) -> Any:
 @company_required
 def pay_link(company: Company, invoice_id: int) -> Any:
     rt, s = runtime(), db()
-    inv = _company_invoice(company, invoice_id)
+    inv = get_or_404(Invoice, invoice_id, company)
     token = issue_pay_token(s, rt.clock, inv)
     log_activity(
         s,

@@ -15,7 +15,7 @@ from arbridge.handlers import STRIPE_EVENTS
 from arbridge.remind import statement_link_days
 from arbridge.sync.model import CheckoutSessionRow, CollectedPayment, Company, Customer, Invoice
 from arbridge.sync.store import issue_statement_token, log_activity, revoke_pay_tokens
-from arbridge.web.common import company_required, db, runtime
+from arbridge.web.common import company_required, db, get_or_404, get_scoped, runtime
 
 bp = Blueprint("owner_payments", __name__, url_prefix="/c/<slug>")
 log = logging.getLogger(__name__)
@@ -207,8 +207,8 @@ def refund(company: Company, payment_id: int) -> Any:
         )
     back = request.form.get("invoice_id", "")
     if back.isascii() and back.isdigit() and len(back) < 19:
-        inv = s.get(Invoice, int(back))
-        if inv is not None and inv.company_id == company.id:
+        inv = get_scoped(Invoice, int(back), company)
+        if inv is not None:
             return redirect(url_for("owner.invoice", slug=company.slug, invoice_id=inv.id))
     return redirect(url_for("owner.dashboard", slug=company.slug) + "#payments")
 
@@ -217,9 +217,7 @@ def refund(company: Company, payment_id: int) -> Any:
 @company_required
 def revoke_links(company: Company, invoice_id: int) -> Any:
     rt, s = runtime(), db()
-    inv = s.get(Invoice, invoice_id)
-    if inv is None or inv.company_id != company.id:
-        abort(404)
+    inv = get_or_404(Invoice, invoice_id, company)
     count = revoke_pay_tokens(s, rt.clock, inv)
     log_activity(
         s,
@@ -238,9 +236,7 @@ def revoke_links(company: Company, invoice_id: int) -> Any:
 @company_required
 def statement_link(company: Company, customer_id: int) -> Any:
     rt, s = runtime(), db()
-    customer = s.get(Customer, customer_id)
-    if customer is None or customer.company_id != company.id:
-        abort(404)
+    customer = get_or_404(Customer, customer_id, company)
     days = statement_link_days(company)
     token = issue_statement_token(s, rt.clock, customer, days)
     log_activity(

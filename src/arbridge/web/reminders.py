@@ -60,7 +60,7 @@ from arbridge.sync.outbox import enqueue
 from arbridge.sync.pay_links import LinkGone, check_live
 from arbridge.sync.store import company_today, find_pay_token, log_activity, owner
 from arbridge.web import csrf
-from arbridge.web.common import company_required, db, id_arg, runtime, safe_next
+from arbridge.web.common import company_required, db, get_or_404, id_arg, runtime, safe_next
 
 bp = Blueprint("reminders", __name__)
 SEQUENCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -125,9 +125,7 @@ def respond(token: str) -> Any:
         abort(410)
     except NotFound:
         abort(404)
-    inv = s.get(Invoice, link.invoice_id) if link.invoice_id else None
-    if inv is None or inv.company_id != link.company_id:
-        abort(404)
+    inv = get_or_404(Invoice, link.invoice_id, link.company_id)  # a statement link has none
     back = redirect(url_for("pay.pay_page", token=token) + "#respond")
     if remind.reply_limit_reached(s, rt, link):
         log.info("customer replies over the limit on link %s", link.id)
@@ -178,20 +176,6 @@ def respond(token: str) -> Any:
 # The owner's side.
 
 
-def _company_invoice(company: Company, invoice_id: int | None) -> Invoice:
-    inv = db().get(Invoice, invoice_id) if invoice_id else None
-    if inv is None or inv.company_id != company.id:
-        abort(404)
-    return inv
-
-
-def _company_customer(company: Company, customer_id: int) -> Customer:
-    cust = db().get(Customer, customer_id)
-    if cust is None or cust.company_id != company.id:
-        abort(404)
-    return cust
-
-
 def _stored(company: Company) -> dict[str, Any]:
     return dict((company.settings or {}).get("reminders") or {})
 
@@ -208,7 +192,7 @@ def _save(company: Company, reminders: dict[str, Any], what: str) -> None:
 def _sample_invoice(company: Company, invoice_id: int | None) -> Invoice | None:
     s = db()
     if invoice_id:
-        return _company_invoice(company, invoice_id)
+        return get_or_404(Invoice, invoice_id, company)
     return s.scalar(
         select(Invoice)
         .where(
@@ -380,7 +364,7 @@ def save_sequence(company: Company) -> Any:
 @company_required
 def customer_sequence(company: Company, customer_id: int) -> Any:
     rt, s = runtime(), db()
-    cust = _company_customer(company, customer_id)
+    cust = get_or_404(Customer, customer_id, company)
     name = (request.form.get("sequence") or "").strip() or None
     if name not in (None, "default") and name not in (_stored(company).get("sequences") or {}):
         flash(f"There is no sequence called {name!r}.", "error")
@@ -409,7 +393,7 @@ def customer_sequence(company: Company, customer_id: int) -> Any:
 @company_required
 def revoke_statement_links(company: Company, customer_id: int) -> Any:
     rt, s = runtime(), db()
-    cust = _company_customer(company, customer_id)
+    cust = get_or_404(Customer, customer_id, company)
     count = pay_links.revoke_statement_links(s, rt.clock, cust)
     log_activity(
         s,
@@ -510,7 +494,7 @@ def email_html(company: Company) -> Any:
 @company_required
 def pause(company: Company, invoice_id: int) -> Any:
     rt, s = runtime(), db()
-    inv = _company_invoice(company, invoice_id)
+    inv = get_or_404(Invoice, invoice_id, company)
     inv.paused = not inv.paused
     log_activity(
         s,
@@ -531,7 +515,7 @@ def pause(company: Company, invoice_id: int) -> Any:
 @company_required
 def do_not_chase(company: Company, customer_id: int) -> Any:
     rt, s = runtime(), db()
-    cust = _company_customer(company, customer_id)
+    cust = get_or_404(Customer, customer_id, company)
     cust.do_not_chase = not cust.do_not_chase
     log_activity(
         s,
@@ -608,9 +592,7 @@ def mailbox(company: Company) -> Any:
 @bp.get("/c/<slug>/mailbox/<int:mail_id>")
 @company_required
 def mail(company: Company, mail_id: int) -> Any:
-    m = db().get(MailMessage, mail_id)
-    if m is None or m.company_id != company.id:
-        abort(404)
+    m = get_or_404(MailMessage, mail_id, company)
     return render_template("mail_message.html", company=company, m=m)
 
 
@@ -653,9 +635,7 @@ def calls(company: Company) -> Any:
 @company_required
 def call_done(company: Company, task_id: int) -> Any:
     rt, s = runtime(), db()
-    task = s.get(CallTask, task_id)
-    if task is None or task.company_id != company.id:
-        abort(404)
+    task = get_or_404(CallTask, task_id, company)
     task.done_at = rt.clock.now()
     task.outcome = (request.form.get("outcome") or "").strip()[:MAX_MESSAGE] or None
     log_activity(
@@ -670,9 +650,7 @@ def call_done(company: Company, task_id: int) -> Any:
 @company_required
 def resolve(company: Company, hold_id: int) -> Any:
     rt, s = runtime(), db()
-    hold = s.get(InvoiceHold, hold_id)
-    if hold is None or hold.company_id != company.id:
-        abort(404)
+    hold = get_or_404(InvoiceHold, hold_id, company)
     remind.resolve_hold(s, rt, hold, (request.form.get("resolution") or "resolved").strip())
     s.commit()
     flash("Closed: reminders for the invoice resume.", "ok")
@@ -683,7 +661,7 @@ def resolve(company: Company, hold_id: int) -> Any:
 @company_required
 def agency(company: Company, customer_id: int) -> Any:
     rt, s = runtime(), db()
-    cust = _company_customer(company, customer_id)
+    cust = get_or_404(Customer, customer_id, company)
     remind.refer_to_agency(s, rt, company, cust.id, "referred by the owner")
     s.commit()
     flash(f"{cust.name} referred to a collection agency; automatic reminders stopped.", "ok")
@@ -693,7 +671,7 @@ def agency(company: Company, customer_id: int) -> Any:
 @bp.get("/c/<slug>/customers/<int:customer_id>/case-file.json")
 @company_required
 def case_file(company: Company, customer_id: int) -> Any:
-    cust = _company_customer(company, customer_id)
+    cust = get_or_404(Customer, customer_id, company)
     data = remind.case_file(db(), company, cust)
     response = Response(json.dumps(data, indent=2), mimetype="application/json")
     response.headers["Content-Disposition"] = (
