@@ -12,6 +12,7 @@ from sqlalchemy import select
 from arbridge import payments
 from arbridge.errors import ArbridgeError
 from arbridge.handlers import STRIPE_EVENTS
+from arbridge.readmodels import stripe_status as readmodel
 from arbridge.remind import statement_link_days
 from arbridge.sync.model import CheckoutSessionRow, CollectedPayment, Company, Customer, Invoice
 from arbridge.sync.store import issue_statement_token, log_activity, revoke_pay_tokens
@@ -23,7 +24,13 @@ log = logging.getLogger(__name__)
 
 @bp.app_template_global()
 def stripe_status(company: Company) -> payments.StripeStatus:
-    return payments.stripe_status(runtime(), db(), company)
+    """From the database only: a page never waits on Stripe while it renders."""
+    return readmodel.stripe_status(runtime(), db(), company)
+
+
+@bp.app_template_global()
+def stripe_can_check(company: Company) -> bool:
+    return readmodel.can_check(runtime(), db(), company)
 
 
 @bp.app_template_global()
@@ -107,6 +114,7 @@ def stripe_key(company: Company) -> Any:
     else:
         s.commit()
         flash(f"Stripe account {account} connected.", "ok")
+        _check(company)
         conn = payments.stripe_connection(s, company.id)
         if conn is not None and not conn.webhook_secret_encrypted:
             flash(
@@ -148,12 +156,30 @@ def stripe_return(company: Company) -> Any:
         flash(f"Could not check the Stripe account: {e}", "error")
         return redirect(_settings_url(company))
     s.commit()
+    if ready:
+        _check(company)
     flash(
         "Stripe is connected: customers can pay online."
         if ready
         else "Stripe needs a few more details before you can take payments.",
         "ok" if ready else "error",
     )
+    return redirect(_settings_url(company))
+
+
+def _check(company: Company) -> None:
+    """Ask Stripe which payment methods are on now, for the settings page to show."""
+    rt, s = runtime(), db()
+    check = readmodel.check_with_stripe(rt, s, company)
+    s.commit()
+    if check is not None and check.error:
+        flash(f"Stripe could not be reached: {check.error}", "error")
+
+
+@bp.post("/stripe/check")
+@company_required
+def stripe_check(company: Company) -> Any:
+    _check(company)
     return redirect(_settings_url(company))
 
 
