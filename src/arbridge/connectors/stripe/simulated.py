@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from arbridge.clock import Clock
+from arbridge.config import Settings
 from arbridge.connectors.stripe.gateway import (
     CheckoutRequest,
     CheckoutSession,
@@ -32,6 +33,13 @@ from arbridge.money import Money
 
 Deliver = Callable[[bytes, str], None]
 ACH_SETTLES_AFTER = timedelta(seconds=20)
+
+
+def simulation_allowed(settings: Settings) -> bool:
+    """Is this a demo install, where the simulation may stand in for Stripe? Only without an
+    install-wide Stripe key: with one, real Stripe pays, and the simulated checkout pages and
+    settlement do not exist at all (its events were never trusted there either)."""
+    return not settings.stripe_secret_key
 
 
 def sign(body: bytes, secret: str, timestamp: int) -> str:
