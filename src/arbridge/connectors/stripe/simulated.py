@@ -17,10 +17,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from arbridge.clock import Clock
-from arbridge.config import Settings
 from arbridge.connectors.stripe.gateway import (
     CheckoutRequest,
     CheckoutSession,
@@ -35,7 +34,11 @@ Deliver = Callable[[bytes, str], None]
 ACH_SETTLES_AFTER = timedelta(seconds=20)
 
 
-def simulation_allowed(settings: Settings) -> bool:
+class _Install(Protocol):
+    stripe_secret_key: str | None  # arbridge.config.Settings (which connectors may not import)
+
+
+def simulation_allowed(settings: _Install) -> bool:
     """Is this a demo install, where the simulation may stand in for Stripe? Only without an
     install-wide Stripe key: with one, real Stripe pays, and the simulated checkout pages and
     settlement do not exist at all (its events were never trusted there either)."""
