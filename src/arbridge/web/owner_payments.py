@@ -7,14 +7,14 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from sqlalchemy import select
 
 from arbridge import payments
 from arbridge.errors import ArbridgeError
 from arbridge.handlers import STRIPE_EVENTS
+from arbridge.readmodels import payments as payment_reads
 from arbridge.readmodels import stripe_status as readmodel
 from arbridge.remind import statement_link_days
-from arbridge.sync.model import CheckoutSessionRow, CollectedPayment, Company, Customer, Invoice
+from arbridge.sync.model import CollectedPayment, Company, Customer, Invoice
 from arbridge.sync.store import issue_statement_token, log_activity, revoke_pay_tokens
 from arbridge.web.common import company_required, db, get_or_404, get_scoped, runtime
 
@@ -37,18 +37,7 @@ def stripe_can_check(company: Company) -> bool:
 def recent_payments(
     company: Company, limit: int = 10
 ) -> list[tuple[CollectedPayment, Customer | None]]:
-    rows = (
-        db()
-        .execute(
-            select(CollectedPayment, Customer)
-            .outerjoin(Customer, CollectedPayment.customer_id == Customer.id)
-            .where(CollectedPayment.company_id == company.id)
-            .order_by(CollectedPayment.updated_at.desc(), CollectedPayment.id.desc())
-            .limit(limit)
-        )
-        .all()
-    )
-    return [(p, c) for p, c in rows]
+    return payment_reads.recent_payments(db(), company.id, limit)
 
 
 @bp.app_template_global()
@@ -58,38 +47,7 @@ def refund_status(payment: CollectedPayment) -> payments.RefundStatus | None:
 
 @bp.app_template_global()
 def invoice_payments(invoice: Invoice) -> list[CollectedPayment]:
-    """Every payment through arbridge that touched this invoice: applied to it, or meant for it
-    (a payment that arrived after the invoice was paid otherwise is all overpayment)."""
-    rows = (
-        db()
-        .scalars(
-            select(CollectedPayment)
-            .where(
-                CollectedPayment.company_id == invoice.company_id,
-                CollectedPayment.customer_id == invoice.customer_id,
-            )
-            .order_by(CollectedPayment.created_at.desc(), CollectedPayment.id.desc())
-        )
-        .all()
-    )
-    sessions = [p.checkout_session_id for p in rows if p.checkout_session_id]
-    meant = dict(
-        db()
-        .execute(
-            select(CheckoutSessionRow.stripe_session_id, CheckoutSessionRow.invoice_ids).where(
-                CheckoutSessionRow.company_id == invoice.company_id,
-                CheckoutSessionRow.stripe_session_id.in_(sessions),
-            )
-        )
-        .tuples()
-        .all()
-    )
-    return [
-        p
-        for p in rows
-        if any(a.invoice_id == invoice.id for a in p.allocations)
-        or invoice.id in (meant.get(p.checkout_session_id) or [])
-    ]
+    return payment_reads.invoice_payments(db(), invoice)
 
 
 @bp.app_template_global()
@@ -274,9 +232,7 @@ def statement_link(company: Company, customer_id: int) -> Any:
         customer_id=customer.id,
     )
     s.commit()
-    invoices = s.scalars(
-        select(Invoice).where(Invoice.customer_id == customer.id, Invoice.status == "open")
-    ).all()
+    invoices = payment_reads.customer_open_invoices(s, customer)
     return render_template(
         "statement_link.html",
         company=company,
