@@ -9,7 +9,6 @@ import re
 import secrets
 from datetime import timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
@@ -21,7 +20,7 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from arbridge import remind
 from arbridge.collections.reminders import (
@@ -43,6 +42,7 @@ from arbridge.collections.templates import (
 from arbridge.collections.templates import check as check_template
 from arbridge.errors import NotFound
 from arbridge.inputs import InputError, parse_day, parse_int
+from arbridge.readmodels import reminders as reads
 from arbridge.sync import pay_links
 from arbridge.sync.model import (
     CallTask,
@@ -53,8 +53,6 @@ from arbridge.sync.model import (
     Invoice,
     InvoiceHold,
     MailMessage,
-    OutboxMessage,
-    ReminderSend,
 )
 from arbridge.sync.outbox import enqueue
 from arbridge.sync.pay_links import LinkGone, check_live
@@ -105,13 +103,7 @@ def unsubscribe(token: str) -> Any:
 
 @bp.app_template_global()
 def live_holds(invoice_id: int) -> list[InvoiceHold]:
-    return list(
-        db().scalars(
-            select(InvoiceHold)
-            .where(InvoiceHold.invoice_id == invoice_id, InvoiceHold.resolved_at.is_(None))
-            .order_by(InvoiceHold.id)
-        )
-    )
+    return reads.live_holds(db(), invoice_id)
 
 
 @bp.post("/pay/<token>/respond")
@@ -190,30 +182,14 @@ def _save(company: Company, reminders: dict[str, Any], what: str) -> None:
 
 
 def _sample_invoice(company: Company, invoice_id: int | None) -> Invoice | None:
-    s = db()
     if invoice_id:
         return get_or_404(Invoice, invoice_id, company)
-    return s.scalar(
-        select(Invoice)
-        .where(
-            Invoice.company_id == company.id,
-            Invoice.status == "open",
-            Invoice.balance_minor > 0,
-        )
-        .order_by(Invoice.due_on, Invoice.id)
-        .limit(1)
-    )
+    return reads.first_open_invoice(db(), company.id)
 
 
 def _render_email(company: Company, inv: Invoice, template_name: str, tpl: EmailTemplate | None):
-    rt, s = runtime(), db()
-    customer = s.get(Customer, inv.customer_id)
-    assert customer is not None
-    contact = s.scalar(
-        select(Contact)
-        .where(Contact.customer_id == customer.id)
-        .order_by(Contact.is_primary.desc(), Contact.id)
-    )
+    rt = runtime()
+    customer, contact = reads.preview_recipient(db(), inv)
     return remind.render_reminder(
         rt,
         company,
@@ -247,19 +223,7 @@ def page(company: Company) -> Any:
     names = sorted(set(DEFAULT_TEMPLATES) | set(_stored(company).get("templates") or {}))
     sequence_name = request.args.get("sequence") or "default"
     sequence = policy.sequences.get(sequence_name) or policy.sequence(None)
-    customers = (
-        db()
-        .execute(
-            select(Customer.id, Customer.name, CustomerReminderSettings.sequence)
-            .outerjoin(
-                CustomerReminderSettings, CustomerReminderSettings.customer_id == Customer.id
-            )
-            .where(Customer.company_id == company.id, Customer.deleted.is_(False))
-            .order_by(Customer.name, Customer.id)
-            .limit(1000)
-        )
-        .all()
-    )
+    customers = reads.customers_with_sequence(db(), company.id)
     chosen = request.args.get("template") or "overdue"
     inv = _sample_invoice(company, id_arg(request.args.get("invoice_id")))
     rendered, render_error = None, None
@@ -538,55 +502,8 @@ def do_not_chase(company: Company, customer_id: int) -> Any:
 @bp.get("/c/<slug>/mailbox")
 @company_required
 def mailbox(company: Company) -> Any:
-    mails = (
-        db()
-        .scalars(
-            select(MailMessage)
-            .where(MailMessage.company_id == company.id)
-            .order_by(MailMessage.created_at.desc(), MailMessage.id.desc())
-            .limit(200)
-        )
-        .all()
-    )
-    # Queued mail too: reminders wait for the customer's sending window (8:00 by default).
-    waiting = (
-        db()
-        .scalars(
-            select(OutboxMessage)
-            .where(
-                OutboxMessage.company_id == company.id,
-                OutboxMessage.kind == "email",
-                OutboxMessage.status.in_(("pending", "sending", "failed", "dead", "maybe_sent")),
-            )
-            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-            .limit(200)
-        )
-        .all()
-    )
-    names = dict(
-        db()
-        .execute(
-            select(Customer.id, Customer.name).where(
-                Customer.id.in_({w.payload.get("customer_id") for w in waiting} - {None})
-            )
-        )
-        .tuples()
-        .all()
-    )
-    zone = ZoneInfo(company.timezone)
-    queued = [
-        {
-            "when": w.next_attempt_at.astimezone(zone),
-            "to": w.payload.get("to") or names.get(w.payload.get("customer_id"), ""),
-            "what": w.payload.get("subject")
-            or f"{w.payload.get('mail', 'email')}: {w.payload.get('template', '')}".rstrip(": "),
-            "invoices": len(w.payload.get("invoices") or []),
-            "status": w.status.replace("_", " "),
-            "error": w.last_error,
-        }
-        for w in waiting
-    ]
-    return render_template("mailbox.html", company=company, mails=mails, queued=queued)
+    box = reads.mailbox(db(), company)
+    return render_template("mailbox.html", company=company, mails=box.mails, queued=box.queued)
 
 
 @bp.get("/c/<slug>/mailbox/<int:mail_id>")
@@ -599,34 +516,13 @@ def mail(company: Company, mail_id: int) -> Any:
 @bp.get("/c/<slug>/calls")
 @company_required
 def calls(company: Company) -> Any:
-    s = db()
-    tasks = s.execute(
-        select(CallTask, Customer)
-        .join(Customer, Customer.id == CallTask.customer_id)
-        .where(CallTask.company_id == company.id, CallTask.done_at.is_(None))
-        .order_by(CallTask.created_at)
-    ).all()
-    holds = s.execute(
-        select(InvoiceHold, Invoice, Customer)
-        .join(Invoice, Invoice.id == InvoiceHold.invoice_id)
-        .join(Customer, Customer.id == Invoice.customer_id)
-        .where(InvoiceHold.company_id == company.id, InvoiceHold.resolved_at.is_(None))
-        .order_by(InvoiceHold.created_at)
-    ).all()
-    referred = s.execute(
-        select(CustomerReminderSettings, Customer)
-        .join(Customer, Customer.id == CustomerReminderSettings.customer_id)
-        .where(
-            CustomerReminderSettings.company_id == company.id,
-            CustomerReminderSettings.referred_to_agency_at.is_not(None),
-        )
-    ).all()
+    found = reads.call_list(db(), company.id)
     return render_template(
         "calls.html",
         company=company,
-        tasks=tasks,
-        holds=holds,
-        referred=referred,
+        tasks=found.tasks,
+        holds=found.holds,
+        referred=found.referred,
         guide=CALL_GUIDE,
     )
 
@@ -683,21 +579,4 @@ def case_file(company: Company, customer_id: int) -> Any:
 
 @bp.app_template_global()
 def reminder_summary(company: Company) -> dict[str, Any]:
-    s = db()
-    return {
-        "sent": s.scalar(
-            select(func.count())
-            .select_from(ReminderSend)
-            .where(ReminderSend.company_id == company.id, ReminderSend.status == "sent")
-        ),
-        "calls": s.scalar(
-            select(func.count())
-            .select_from(CallTask)
-            .where(CallTask.company_id == company.id, CallTask.done_at.is_(None))
-        ),
-        "mail": s.scalar(
-            select(func.count())
-            .select_from(MailMessage)
-            .where(MailMessage.company_id == company.id)
-        ),
-    }
+    return reads.reminder_summary(db(), company.id)
