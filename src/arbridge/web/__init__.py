@@ -60,9 +60,10 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     app.register_blueprint(owner.bp)
     app.register_blueprint(pay.bp)
     app.register_blueprint(owner_payments.bp)
-    from arbridge.web import reminders
+    from arbridge.web import reminders, replies
 
     app.register_blueprint(reminders.bp)
+    app.register_blueprint(replies.bp)
     from arbridge.web import quickbooks
 
     app.register_blueprint(quickbooks.bp)
