@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from arbridge.clock import SystemClock, local_date
+from arbridge.connectors.stripe.simulated import simulation_allowed
 from arbridge.errors import ArbridgeError
 from arbridge.runtime import Runtime
 from arbridge.services.bootstrap import outbox_handlers, webhook_handlers
@@ -163,7 +164,8 @@ def claim_and_run(rt: Runtime, job: str, worker_name: str | None = None) -> bool
 
 def drain(rt: Runtime) -> tuple[int, int]:
     """Process stored webhook events, then carry out due side effects; returns both counts."""
-    settle_simulated_payments(rt)
+    if simulation_allowed(rt.settings):  # a demo install: its simulated bank payments clear
+        settle_simulated_payments(rt)
     events = process_pending(rt.sessions, rt.clock, webhook_handlers(rt))
     sent = deliver(rt.sessions, rt.clock, outbox_handlers(rt))
     return events, sent

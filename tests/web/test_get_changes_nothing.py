@@ -110,7 +110,7 @@ def _url(rule, values: dict[str, str], rt, company: Company) -> str:
                 "auth.sign_in_page": lambda: new_sign_in_token(rt, company),
                 "pay.pay_page": lambda: values["pay"],
                 "pay.checkout_return": lambda: values["pay"],
-                "reminders.unsubscribe_page": lambda: values["unsubscribe"],
+                "replies.unsubscribe_page": lambda: values["unsubscribe"],
                 "people.invitation_page": lambda: _invitation_token(rt, company),
             }[rule.endpoint]()
         else:

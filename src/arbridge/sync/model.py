@@ -223,6 +223,27 @@ class Connection(Base):
     )
 
 
+class StripeCheck(Base):
+    """What Stripe last said about a company's account (which payment methods are on), so the
+    settings page shows it from the database and never calls Stripe while rendering. Written
+    when the owner connects, finishes onboarding or asks to check again."""
+
+    __tablename__ = "stripe_checks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), unique=True
+    )
+    # Which Stripe was asked ("connect", "key", "install-key") and for which account: a check
+    # of another mode or account says nothing about the current one.
+    mode: Mapped[str] = mapped_column(String(20))
+    account: Mapped[str | None] = mapped_column(String(255))
+    card: Mapped[bool] = mapped_column(Boolean, default=False)
+    ach: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)  # Stripe could not be reached, and why
+    checked_at: Mapped[datetime]
+
+
 class Customer(SyncedRow, Base):
     __tablename__ = "customers"
 

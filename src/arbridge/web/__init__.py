@@ -60,15 +60,22 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     app.register_blueprint(owner.bp)
     app.register_blueprint(pay.bp)
     app.register_blueprint(owner_payments.bp)
-    from arbridge.web import reminders  # issue 5
+    from arbridge.web import reminders, replies
 
     app.register_blueprint(reminders.bp)
+    app.register_blueprint(replies.bp)
     from arbridge.web import quickbooks
 
     app.register_blueprint(quickbooks.bp)
     from arbridge.web import people
 
     app.register_blueprint(people.bp)
+    from arbridge.connectors.stripe.simulated import simulation_allowed
+
+    if simulation_allowed(settings):  # a demo install: the simulated checkout stands in
+        from arbridge.web import simulated
+
+        app.register_blueprint(simulated.bp)
 
     @app.before_request
     def _refuse_nul() -> None:

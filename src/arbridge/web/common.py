@@ -6,11 +6,12 @@ import logging
 import re
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from flask import abort, current_app, g, redirect, request, session, url_for
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Mapped, Session
 from werkzeug.routing import IntegerConverter, Map
 
 from arbridge.inputs import MAX_ID, InputError, parse_id, parse_int
@@ -68,6 +69,37 @@ def db() -> Session:
     if "db" not in g:
         g.db = runtime().sessions()
     return g.db
+
+
+class TenantRow(Protocol):
+    """A table whose rows belong to one company (every row a view loads by an id does)."""
+
+    id: Mapped[int]
+    company_id: Mapped[int]
+
+
+Row = TypeVar("Row", bound=TenantRow)
+
+
+def get_scoped(model: type[Row], record_id: int | None, company: Company | int) -> Row | None:
+    """The `model` row with this id if it belongs to `company`, else None.
+
+    The company is part of the query itself, so a row of another company is never loaded,
+    whatever the view does next (no hand-written `company_id !=` check to forget)."""
+    if record_id is None:
+        return None
+    company_id = company if isinstance(company, int) else company.id
+    return db().scalar(select(model).where(model.id == record_id, model.company_id == company_id))
+
+
+def get_or_404(model: type[Row], record_id: int | None, company: Company | int) -> Row:
+    """The `model` row with this id from the URL or a form, scoped to `company`; a 404 for an
+    id that does not exist and, alike, for one of another company (which must not learn that it
+    exists)."""
+    row = get_scoped(model, record_id, company)
+    if row is None:
+        abort(404)
+    return row
 
 
 def current_user() -> User | None:

@@ -6,20 +6,13 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from sqlalchemy import func, select
 
-from arbridge.collections.aging import (
-    BUCKET_LABELS,
-    OpenItem,
-    bucket,
-    days_overdue,
-    due_range,
-    home_balance,
-)
+from arbridge.collections.aging import BUCKET_LABELS
 from arbridge.collections.policy import merged, policy
 from arbridge.errors import ArbridgeError
+from arbridge.readmodels import owner as owner_reads
 from arbridge.remind import statement_link_days
-from arbridge.sync.model import Company, Customer, Invoice, SyncError
+from arbridge.sync.model import Company, Invoice
 from arbridge.sync.runner import sync_connection
 from arbridge.sync.store import (
     aging_report,
@@ -29,7 +22,7 @@ from arbridge.sync.store import (
     log_activity,
     recent_activity,
 )
-from arbridge.web.common import company_required, db, page_arg, runtime
+from arbridge.web.common import company_required, db, get_or_404, page_arg, runtime
 from arbridge.web.forms import CompanyForm, PaymentsForm, PlansForm, RemindersForm
 from arbridge.worker import reschedule
 
@@ -37,85 +30,45 @@ bp = Blueprint("owner", __name__, url_prefix="/c/<slug>")
 PAGE_SIZE = 100
 
 
-def _row(inv: Invoice, company: Company, today: Any) -> dict[str, Any]:
-    days = days_overdue(inv.due_on, today)
-    return {
-        "invoice": inv,
-        "days_overdue": days,
-        "bucket": bucket(days),
-        "home_balance": home_balance(
-            OpenItem(inv.due_on, inv.balance, inv.exchange_rate), company.home_currency
-        ),
-    }
-
-
 @bp.get("/")
 @company_required
 def dashboard(company: Company) -> Any:
     s = db()
     today = company_today(company, runtime().clock)
-    aging = aging_report(s, company, today)
     selected = request.args.get("bucket")
     if selected not in BUCKET_LABELS:
         selected = None
-    page = page_arg(PAGE_SIZE)
-    query = (
-        select(Invoice, Customer.name)
-        .join(Customer, Invoice.customer_id == Customer.id)
-        .where(
-            Invoice.company_id == company.id, Invoice.status == "open", Invoice.balance_minor != 0
-        )
+    page = owner_reads.open_invoices_page(
+        s, company, today, aging_bucket=selected, page=page_arg(PAGE_SIZE), page_size=PAGE_SIZE
     )
-    if selected:
-        earliest, latest = due_range(selected, today)
-        if earliest is not None:
-            query = query.where(Invoice.due_on >= earliest)
-        if latest is not None:
-            query = query.where(Invoice.due_on <= latest)
-    invoices = s.execute(
-        query.order_by(Invoice.due_on, Invoice.id)
-        .limit(PAGE_SIZE + 1)
-        .offset((page - 1) * PAGE_SIZE)
-    ).all()
-    rows = [{**_row(inv, company, today), "customer": name} for inv, name in invoices[:PAGE_SIZE]]
-    pages = {
-        "page": page,
-        "prev": page - 1 if page > 1 else None,
-        "next": page + 1 if len(invoices) > PAGE_SIZE else None,
-    }
     return render_template(
         "dashboard.html",
         company=company,
-        aging=aging,
-        rows=rows,
+        aging=aging_report(s, company, today),
+        rows=page.rows,
         labels=BUCKET_LABELS,
         selected=selected,
-        pages=pages,
+        pages={"page": page.page, "prev": page.prev, "next": page.next},
         connection=ledger_connection(s, company.id),
         activity=recent_activity(s, company.id, limit=10),
     )
 
 
-def _company_invoice(company: Company, invoice_id: int) -> Invoice:
-    inv = db().get(Invoice, invoice_id)
-    if inv is None or inv.company_id != company.id:
-        abort(404)
-    return inv
-
-
 @bp.get("/invoices/<int:invoice_id>")
 @company_required
 def invoice(company: Company, invoice_id: int) -> Any:
-    inv = _company_invoice(company, invoice_id)
+    inv = get_or_404(Invoice, invoice_id, company)
     today = company_today(company, runtime().clock)
-    return render_template("invoice.html", company=company, row=_row(inv, company, today), inv=inv)
+    return render_template(
+        "invoice.html", company=company, row=owner_reads.invoice_row(inv, company, today), inv=inv
+    )
 
 
 @bp.post("/invoices/<int:invoice_id>/pay-link")
 @company_required
 def pay_link(company: Company, invoice_id: int) -> Any:
     rt, s = runtime(), db()
-    inv = _company_invoice(company, invoice_id)
+    inv = get_or_404(Invoice, invoice_id, company)
     token = issue_pay_token(s, rt.clock, inv)
     log_activity(
         s,
@@ -129,7 +82,11 @@ def pay_link(company: Company, invoice_id: int) -> Any:
     link = f"{rt.settings.base_url}/pay/{token}"
     today = company_today(company, rt.clock)
     return render_template(
-        "invoice.html", company=company, row=_row(inv, company, today), inv=inv, link=link
+        "invoice.html",
+        company=company,
+        row=owner_reads.invoice_row(inv, company, today),
+        inv=inv,
+        link=link,
     )
 
 
@@ -196,20 +153,7 @@ def _forms(company: Company) -> dict[str, Any]:
 
 def _render_settings(company: Company, forms: dict[str, Any], status: int = 200) -> Any:
     s = db()
-    errors = s.scalars(
-        select(SyncError)
-        .where(SyncError.company_id == company.id, SyncError.resolved_at.is_(None))
-        .order_by(SyncError.occurred_at.desc())
-        .limit(20)
-    ).all()
-    error_count = (
-        s.scalar(
-            select(func.count())
-            .select_from(SyncError)
-            .where(SyncError.company_id == company.id, SyncError.resolved_at.is_(None))
-        )
-        or 0
-    )
+    errors, error_count = owner_reads.unresolved_sync_errors(s, company.id, limit=20)
     return render_template(
         "settings.html",
         company=company,

@@ -7,15 +7,16 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from sqlalchemy import select
 
 from arbridge import payments
 from arbridge.errors import ArbridgeError
 from arbridge.handlers import STRIPE_EVENTS
+from arbridge.readmodels import payments as payment_reads
+from arbridge.readmodels import stripe_status as readmodel
 from arbridge.remind import statement_link_days
-from arbridge.sync.model import CheckoutSessionRow, CollectedPayment, Company, Customer, Invoice
+from arbridge.sync.model import CollectedPayment, Company, Customer, Invoice
 from arbridge.sync.store import issue_statement_token, log_activity, revoke_pay_tokens
-from arbridge.web.common import company_required, db, runtime
+from arbridge.web.common import company_required, db, get_or_404, get_scoped, runtime
 
 bp = Blueprint("owner_payments", __name__, url_prefix="/c/<slug>")
 log = logging.getLogger(__name__)
@@ -23,25 +24,20 @@ log = logging.getLogger(__name__)
 
 @bp.app_template_global()
 def stripe_status(company: Company) -> payments.StripeStatus:
-    return payments.stripe_status(runtime(), db(), company)
+    """From the database only: a page never waits on Stripe while it renders."""
+    return readmodel.stripe_status(runtime(), db(), company)
+
+
+@bp.app_template_global()
+def stripe_can_check(company: Company) -> bool:
+    return readmodel.can_check(runtime(), db(), company)
 
 
 @bp.app_template_global()
 def recent_payments(
     company: Company, limit: int = 10
 ) -> list[tuple[CollectedPayment, Customer | None]]:
-    rows = (
-        db()
-        .execute(
-            select(CollectedPayment, Customer)
-            .outerjoin(Customer, CollectedPayment.customer_id == Customer.id)
-            .where(CollectedPayment.company_id == company.id)
-            .order_by(CollectedPayment.updated_at.desc(), CollectedPayment.id.desc())
-            .limit(limit)
-        )
-        .all()
-    )
-    return [(p, c) for p, c in rows]
+    return payment_reads.recent_payments(db(), company.id, limit)
 
 
 @bp.app_template_global()
@@ -51,38 +47,7 @@ def refund_status(payment: CollectedPayment) -> payments.RefundStatus | None:
 
 @bp.app_template_global()
 def invoice_payments(invoice: Invoice) -> list[CollectedPayment]:
-    """Every payment through arbridge that touched this invoice: applied to it, or meant for it
-    (a payment that arrived after the invoice was paid otherwise is all overpayment)."""
-    rows = (
-        db()
-        .scalars(
-            select(CollectedPayment)
-            .where(
-                CollectedPayment.company_id == invoice.company_id,
-                CollectedPayment.customer_id == invoice.customer_id,
-            )
-            .order_by(CollectedPayment.created_at.desc(), CollectedPayment.id.desc())
-        )
-        .all()
-    )
-    sessions = [p.checkout_session_id for p in rows if p.checkout_session_id]
-    meant = dict(
-        db()
-        .execute(
-            select(CheckoutSessionRow.stripe_session_id, CheckoutSessionRow.invoice_ids).where(
-                CheckoutSessionRow.company_id == invoice.company_id,
-                CheckoutSessionRow.stripe_session_id.in_(sessions),
-            )
-        )
-        .tuples()
-        .all()
-    )
-    return [
-        p
-        for p in rows
-        if any(a.invoice_id == invoice.id for a in p.allocations)
-        or invoice.id in (meant.get(p.checkout_session_id) or [])
-    ]
+    return payment_reads.invoice_payments(db(), invoice)
 
 
 @bp.app_template_global()
@@ -107,6 +72,7 @@ def stripe_key(company: Company) -> Any:
     else:
         s.commit()
         flash(f"Stripe account {account} connected.", "ok")
+        _check(company)
         conn = payments.stripe_connection(s, company.id)
         if conn is not None and not conn.webhook_secret_encrypted:
             flash(
@@ -148,12 +114,30 @@ def stripe_return(company: Company) -> Any:
         flash(f"Could not check the Stripe account: {e}", "error")
         return redirect(_settings_url(company))
     s.commit()
+    if ready:
+        _check(company)
     flash(
         "Stripe is connected: customers can pay online."
         if ready
         else "Stripe needs a few more details before you can take payments.",
         "ok" if ready else "error",
     )
+    return redirect(_settings_url(company))
+
+
+def _check(company: Company) -> None:
+    """Ask Stripe which payment methods are on now, for the settings page to show."""
+    rt, s = runtime(), db()
+    check = readmodel.check_with_stripe(rt, s, company)
+    s.commit()
+    if check is not None and check.error:
+        flash(f"Stripe could not be reached: {check.error}", "error")
+
+
+@bp.post("/stripe/check")
+@company_required
+def stripe_check(company: Company) -> Any:
+    _check(company)
     return redirect(_settings_url(company))
 
 
@@ -207,8 +191,8 @@ def refund(company: Company, payment_id: int) -> Any:
         )
     back = request.form.get("invoice_id", "")
     if back.isascii() and back.isdigit() and len(back) < 19:
-        inv = s.get(Invoice, int(back))
-        if inv is not None and inv.company_id == company.id:
+        inv = get_scoped(Invoice, int(back), company)
+        if inv is not None:
             return redirect(url_for("owner.invoice", slug=company.slug, invoice_id=inv.id))
     return redirect(url_for("owner.dashboard", slug=company.slug) + "#payments")
 
@@ -217,9 +201,7 @@ def refund(company: Company, payment_id: int) -> Any:
 @company_required
 def revoke_links(company: Company, invoice_id: int) -> Any:
     rt, s = runtime(), db()
-    inv = s.get(Invoice, invoice_id)
-    if inv is None or inv.company_id != company.id:
-        abort(404)
+    inv = get_or_404(Invoice, invoice_id, company)
     count = revoke_pay_tokens(s, rt.clock, inv)
     log_activity(
         s,
@@ -238,9 +220,7 @@ def revoke_links(company: Company, invoice_id: int) -> Any:
 @company_required
 def statement_link(company: Company, customer_id: int) -> Any:
     rt, s = runtime(), db()
-    customer = s.get(Customer, customer_id)
-    if customer is None or customer.company_id != company.id:
-        abort(404)
+    customer = get_or_404(Customer, customer_id, company)
     days = statement_link_days(company)
     token = issue_statement_token(s, rt.clock, customer, days)
     log_activity(
@@ -252,9 +232,7 @@ def statement_link(company: Company, customer_id: int) -> Any:
         customer_id=customer.id,
     )
     s.commit()
-    invoices = s.scalars(
-        select(Invoice).where(Invoice.customer_id == customer.id, Invoice.status == "open")
-    ).all()
+    invoices = payment_reads.customer_open_invoices(s, customer)
     return render_template(
         "statement_link.html",
         company=company,

@@ -184,31 +184,3 @@ def stripe_webhook() -> Any:
         log.warning("refused a signed Stripe delivery from %s: %s", request.remote_addr, e)
         return {"error": str(e)}, 400
     return {"received": True, "duplicate": stored.new == 0}, 200
-
-
-@bp.get("/simulated-checkout/<session_id>")
-def simulated_checkout(session_id: str) -> Any:
-    try:
-        page = payments.simulated_stripe(runtime()).page(session_id)
-    except NotFound:
-        abort(404)
-    return _no_store(make_response(render_template("simulated_checkout.html", s=page, error=None)))
-
-
-@bp.post("/simulated-checkout/<session_id>")
-def simulated_pay(session_id: str) -> Any:
-    sim = payments.simulated_stripe(runtime())
-    try:
-        url = sim.complete(
-            session_id, request.form.get("method", "card"), request.form.get("outcome", "succeed")
-        )
-    except NotFound:
-        abort(404)
-    except Rejected as e:
-        return _no_store(
-            make_response(
-                # Like Stripe's page: the decline is shown on the page, which stays open.
-                render_template("simulated_checkout.html", s=sim.page(session_id), error=str(e))
-            )
-        )
-    return _no_store(redirect(url, code=303))

@@ -23,7 +23,8 @@ from flask import (
 )
 
 from arbridge.errors import ArbridgeError, NotFound
-from arbridge.sync.model import Company, Invitation, User
+from arbridge.readmodels.people import company_users
+from arbridge.sync.model import Company, Invitation
 from arbridge.sync.people import (
     SignInRefused,
     accept_invitation,
@@ -163,9 +164,7 @@ def sign_out_everywhere() -> Any:
 def company_people(company: Company) -> dict[str, Any]:
     """For the settings page: the users, the invitations still open, who may invite."""
     rt, s = runtime(), db()
-    from sqlalchemy import select
-
-    users = list(s.scalars(select(User).where(User.company_id == company.id).order_by(User.id)))
+    users = company_users(s, company.id)
     owner = company_owner(s, company.id)
     me = current_user()
     invitations: list[Invitation] = pending_invitations(s, rt.clock, company.id)

@@ -1,5 +1,5 @@
-"""Reminders on the web: the owner's sequence, preview, mailbox and call list; the customer's
-unsubscribe link and replies (a question or dispute, a promise to pay) on the pay page."""
+"""Reminders on the web, the owner's side: sequence, wording, preview, mailbox and call list.
+The customer's side (unsubscribe, replies on the pay page) is web/replies.py."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import json
 import logging
 import re
 import secrets
-from datetime import timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
@@ -21,7 +19,7 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from arbridge import remind
 from arbridge.collections.reminders import (
@@ -41,26 +39,21 @@ from arbridge.collections.templates import (
     template_for,
 )
 from arbridge.collections.templates import check as check_template
-from arbridge.errors import NotFound
 from arbridge.inputs import InputError, parse_day, parse_int
+from arbridge.readmodels import reminders as reads
 from arbridge.sync import pay_links
 from arbridge.sync.model import (
     CallTask,
     Company,
-    Contact,
     Customer,
     CustomerReminderSettings,
     Invoice,
     InvoiceHold,
     MailMessage,
-    OutboxMessage,
-    ReminderSend,
 )
 from arbridge.sync.outbox import enqueue
-from arbridge.sync.pay_links import LinkGone, check_live
-from arbridge.sync.store import company_today, find_pay_token, log_activity, owner
-from arbridge.web import csrf
-from arbridge.web.common import company_required, db, id_arg, runtime, safe_next
+from arbridge.sync.store import company_today, log_activity, owner
+from arbridge.web.common import company_required, db, get_or_404, id_arg, runtime, safe_next
 
 bp = Blueprint("reminders", __name__)
 SEQUENCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -69,127 +62,7 @@ MAX_MESSAGE = 2000
 
 
 # ---------------------------------------------------------------------------------------------
-# The customer's side: unsubscribe (GET confirms, POST acts: mail scanners prefetch links).
-
-
-def _contact_for(token: str) -> Contact:
-    contact_id = remind.contact_for_unsubscribe(runtime().settings.secret_key or "", token)
-    contact = db().get(Contact, contact_id) if contact_id is not None else None
-    if contact is None:
-        log.info("refused an unsubscribe link (unknown or tampered)")
-        abort(404)
-    return contact
-
-
-@bp.get("/u/<token>")
-def unsubscribe_page(token: str) -> Any:
-    contact = _contact_for(token)
-    company = db().get(Company, contact.company_id)
-    return render_template(
-        "unsubscribe.html", contact=contact, company=company, token=token, done=False
-    )
-
-
-@bp.post("/u/<token>")
-@csrf.exempt  # RFC 8058 one-click: the mail client POSTs without our form; the token is the key
-def unsubscribe(token: str) -> Any:
-    contact = _contact_for(token)
-    rt, s = runtime(), db()
-    remind.unsubscribe(s, rt, contact.id)
-    s.commit()
-    company = s.get(Company, contact.company_id)
-    return render_template(
-        "unsubscribe.html", contact=contact, company=company, token=token, done=True
-    )
-
-
-@bp.app_template_global()
-def live_holds(invoice_id: int) -> list[InvoiceHold]:
-    return list(
-        db().scalars(
-            select(InvoiceHold)
-            .where(InvoiceHold.invoice_id == invoice_id, InvoiceHold.resolved_at.is_(None))
-            .order_by(InvoiceHold.id)
-        )
-    )
-
-
-@bp.post("/pay/<token>/respond")
-def respond(token: str) -> Any:
-    """The customer's reply on the pay page: a question or dispute, or a promise to pay."""
-    rt, s = runtime(), db()
-    try:
-        link = find_pay_token(s, token)
-        check_live(link, rt.clock.now())
-    except LinkGone:
-        abort(410)
-    except NotFound:
-        abort(404)
-    inv = s.get(Invoice, link.invoice_id) if link.invoice_id else None
-    if inv is None or inv.company_id != link.company_id:
-        abort(404)
-    back = redirect(url_for("pay.pay_page", token=token) + "#respond")
-    if remind.reply_limit_reached(s, rt, link):
-        log.info("customer replies over the limit on link %s", link.id)
-        return render_template(
-            "error.html",
-            title="We have your messages",
-            message="You have sent several messages in a short time, and we have them all. "
-            "To send another, please try again in an hour, or reply to our email.",
-        ), 429
-    if inv.status != "open" or inv.balance_minor <= 0:
-        flash("This invoice is no longer open: there is nothing to reply to.", "error")
-        return back
-    kind = request.form.get("kind")
-    message = (request.form.get("message") or "").strip()
-    company = s.get(Company, inv.company_id)
-    assert company is not None
-    today = company_today(company, rt.clock)
-    if len(message) > MAX_MESSAGE:
-        flash(f"Please keep the message under {MAX_MESSAGE} characters.", "error")
-        return back
-    if kind == "dispute":
-        if not message:
-            flash("Please tell us what your question or concern is.", "error")
-            return back
-        remind.record_hold(s, rt, inv, "dispute", message=message, link_id=link.id)
-        s.commit()
-        flash("Thank you. We have your message and will reply soon; reminders are paused.", "ok")
-        return back
-    if kind == "promise":
-        try:
-            promised = parse_day(request.form.get("promised_on"))
-        except InputError:
-            flash("Please choose the date you will pay.", "error")
-            return back
-        if not today <= promised <= today + timedelta(days=60):
-            flash("Please choose a date between today and 60 days from now.", "error")
-            return back
-        remind.record_hold(
-            s, rt, inv, "promise", message=message or None, promised_on=promised, link_id=link.id
-        )
-        s.commit()
-        flash(f"Thank you. We have noted that you will pay by {promised.isoformat()}.", "ok")
-        return back
-    abort(400)
-
-
-# ---------------------------------------------------------------------------------------------
 # The owner's side.
-
-
-def _company_invoice(company: Company, invoice_id: int | None) -> Invoice:
-    inv = db().get(Invoice, invoice_id) if invoice_id else None
-    if inv is None or inv.company_id != company.id:
-        abort(404)
-    return inv
-
-
-def _company_customer(company: Company, customer_id: int) -> Customer:
-    cust = db().get(Customer, customer_id)
-    if cust is None or cust.company_id != company.id:
-        abort(404)
-    return cust
 
 
 def _stored(company: Company) -> dict[str, Any]:
@@ -206,30 +79,14 @@ def _save(company: Company, reminders: dict[str, Any], what: str) -> None:
 
 
 def _sample_invoice(company: Company, invoice_id: int | None) -> Invoice | None:
-    s = db()
     if invoice_id:
-        return _company_invoice(company, invoice_id)
-    return s.scalar(
-        select(Invoice)
-        .where(
-            Invoice.company_id == company.id,
-            Invoice.status == "open",
-            Invoice.balance_minor > 0,
-        )
-        .order_by(Invoice.due_on, Invoice.id)
-        .limit(1)
-    )
+        return get_or_404(Invoice, invoice_id, company)
+    return reads.first_open_invoice(db(), company.id)
 
 
 def _render_email(company: Company, inv: Invoice, template_name: str, tpl: EmailTemplate | None):
-    rt, s = runtime(), db()
-    customer = s.get(Customer, inv.customer_id)
-    assert customer is not None
-    contact = s.scalar(
-        select(Contact)
-        .where(Contact.customer_id == customer.id)
-        .order_by(Contact.is_primary.desc(), Contact.id)
-    )
+    rt = runtime()
+    customer, contact = reads.preview_recipient(db(), inv)
     return remind.render_reminder(
         rt,
         company,
@@ -263,19 +120,7 @@ def page(company: Company) -> Any:
     names = sorted(set(DEFAULT_TEMPLATES) | set(_stored(company).get("templates") or {}))
     sequence_name = request.args.get("sequence") or "default"
     sequence = policy.sequences.get(sequence_name) or policy.sequence(None)
-    customers = (
-        db()
-        .execute(
-            select(Customer.id, Customer.name, CustomerReminderSettings.sequence)
-            .outerjoin(
-                CustomerReminderSettings, CustomerReminderSettings.customer_id == Customer.id
-            )
-            .where(Customer.company_id == company.id, Customer.deleted.is_(False))
-            .order_by(Customer.name, Customer.id)
-            .limit(1000)
-        )
-        .all()
-    )
+    customers = reads.customers_with_sequence(db(), company.id)
     chosen = request.args.get("template") or "overdue"
     inv = _sample_invoice(company, id_arg(request.args.get("invoice_id")))
     rendered, render_error = None, None
@@ -380,7 +225,7 @@ def save_sequence(company: Company) -> Any:
 @company_required
 def customer_sequence(company: Company, customer_id: int) -> Any:
     rt, s = runtime(), db()
-    cust = _company_customer(company, customer_id)
+    cust = get_or_404(Customer, customer_id, company)
     name = (request.form.get("sequence") or "").strip() or None
     if name not in (None, "default") and name not in (_stored(company).get("sequences") or {}):
         flash(f"There is no sequence called {name!r}.", "error")
@@ -409,7 +254,7 @@ def customer_sequence(company: Company, customer_id: int) -> Any:
 @company_required
 def revoke_statement_links(company: Company, customer_id: int) -> Any:
     rt, s = runtime(), db()
-    cust = _company_customer(company, customer_id)
+    cust = get_or_404(Customer, customer_id, company)
     count = pay_links.revoke_statement_links(s, rt.clock, cust)
     log_activity(
         s,
@@ -510,7 +355,7 @@ def email_html(company: Company) -> Any:
 @company_required
 def pause(company: Company, invoice_id: int) -> Any:
     rt, s = runtime(), db()
-    inv = _company_invoice(company, invoice_id)
+    inv = get_or_404(Invoice, invoice_id, company)
     inv.paused = not inv.paused
     log_activity(
         s,
@@ -531,7 +376,7 @@ def pause(company: Company, invoice_id: int) -> Any:
 @company_required
 def do_not_chase(company: Company, customer_id: int) -> Any:
     rt, s = runtime(), db()
-    cust = _company_customer(company, customer_id)
+    cust = get_or_404(Customer, customer_id, company)
     cust.do_not_chase = not cust.do_not_chase
     log_activity(
         s,
@@ -554,97 +399,27 @@ def do_not_chase(company: Company, customer_id: int) -> Any:
 @bp.get("/c/<slug>/mailbox")
 @company_required
 def mailbox(company: Company) -> Any:
-    mails = (
-        db()
-        .scalars(
-            select(MailMessage)
-            .where(MailMessage.company_id == company.id)
-            .order_by(MailMessage.created_at.desc(), MailMessage.id.desc())
-            .limit(200)
-        )
-        .all()
-    )
-    # Queued mail too: reminders wait for the customer's sending window (8:00 by default).
-    waiting = (
-        db()
-        .scalars(
-            select(OutboxMessage)
-            .where(
-                OutboxMessage.company_id == company.id,
-                OutboxMessage.kind == "email",
-                OutboxMessage.status.in_(("pending", "sending", "failed", "dead", "maybe_sent")),
-            )
-            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-            .limit(200)
-        )
-        .all()
-    )
-    names = dict(
-        db()
-        .execute(
-            select(Customer.id, Customer.name).where(
-                Customer.id.in_({w.payload.get("customer_id") for w in waiting} - {None})
-            )
-        )
-        .tuples()
-        .all()
-    )
-    zone = ZoneInfo(company.timezone)
-    queued = [
-        {
-            "when": w.next_attempt_at.astimezone(zone),
-            "to": w.payload.get("to") or names.get(w.payload.get("customer_id"), ""),
-            "what": w.payload.get("subject")
-            or f"{w.payload.get('mail', 'email')}: {w.payload.get('template', '')}".rstrip(": "),
-            "invoices": len(w.payload.get("invoices") or []),
-            "status": w.status.replace("_", " "),
-            "error": w.last_error,
-        }
-        for w in waiting
-    ]
-    return render_template("mailbox.html", company=company, mails=mails, queued=queued)
+    box = reads.mailbox(db(), company)
+    return render_template("mailbox.html", company=company, mails=box.mails, queued=box.queued)
 
 
 @bp.get("/c/<slug>/mailbox/<int:mail_id>")
 @company_required
 def mail(company: Company, mail_id: int) -> Any:
-    m = db().get(MailMessage, mail_id)
-    if m is None or m.company_id != company.id:
-        abort(404)
+    m = get_or_404(MailMessage, mail_id, company)
     return render_template("mail_message.html", company=company, m=m)
 
 
 @bp.get("/c/<slug>/calls")
 @company_required
 def calls(company: Company) -> Any:
-    s = db()
-    tasks = s.execute(
-        select(CallTask, Customer)
-        .join(Customer, Customer.id == CallTask.customer_id)
-        .where(CallTask.company_id == company.id, CallTask.done_at.is_(None))
-        .order_by(CallTask.created_at)
-    ).all()
-    holds = s.execute(
-        select(InvoiceHold, Invoice, Customer)
-        .join(Invoice, Invoice.id == InvoiceHold.invoice_id)
-        .join(Customer, Customer.id == Invoice.customer_id)
-        .where(InvoiceHold.company_id == company.id, InvoiceHold.resolved_at.is_(None))
-        .order_by(InvoiceHold.created_at)
-    ).all()
-    referred = s.execute(
-        select(CustomerReminderSettings, Customer)
-        .join(Customer, Customer.id == CustomerReminderSettings.customer_id)
-        .where(
-            CustomerReminderSettings.company_id == company.id,
-            CustomerReminderSettings.referred_to_agency_at.is_not(None),
-        )
-    ).all()
+    found = reads.call_list(db(), company.id)
     return render_template(
         "calls.html",
         company=company,
-        tasks=tasks,
-        holds=holds,
-        referred=referred,
+        tasks=found.tasks,
+        holds=found.holds,
+        referred=found.referred,
         guide=CALL_GUIDE,
     )
 
@@ -653,9 +428,7 @@ def calls(company: Company) -> Any:
 @company_required
 def call_done(company: Company, task_id: int) -> Any:
     rt, s = runtime(), db()
-    task = s.get(CallTask, task_id)
-    if task is None or task.company_id != company.id:
-        abort(404)
+    task = get_or_404(CallTask, task_id, company)
     task.done_at = rt.clock.now()
     task.outcome = (request.form.get("outcome") or "").strip()[:MAX_MESSAGE] or None
     log_activity(
@@ -670,9 +443,7 @@ def call_done(company: Company, task_id: int) -> Any:
 @company_required
 def resolve(company: Company, hold_id: int) -> Any:
     rt, s = runtime(), db()
-    hold = s.get(InvoiceHold, hold_id)
-    if hold is None or hold.company_id != company.id:
-        abort(404)
+    hold = get_or_404(InvoiceHold, hold_id, company)
     remind.resolve_hold(s, rt, hold, (request.form.get("resolution") or "resolved").strip())
     s.commit()
     flash("Closed: reminders for the invoice resume.", "ok")
@@ -683,7 +454,7 @@ def resolve(company: Company, hold_id: int) -> Any:
 @company_required
 def agency(company: Company, customer_id: int) -> Any:
     rt, s = runtime(), db()
-    cust = _company_customer(company, customer_id)
+    cust = get_or_404(Customer, customer_id, company)
     remind.refer_to_agency(s, rt, company, cust.id, "referred by the owner")
     s.commit()
     flash(f"{cust.name} referred to a collection agency; automatic reminders stopped.", "ok")
@@ -693,7 +464,7 @@ def agency(company: Company, customer_id: int) -> Any:
 @bp.get("/c/<slug>/customers/<int:customer_id>/case-file.json")
 @company_required
 def case_file(company: Company, customer_id: int) -> Any:
-    cust = _company_customer(company, customer_id)
+    cust = get_or_404(Customer, customer_id, company)
     data = remind.case_file(db(), company, cust)
     response = Response(json.dumps(data, indent=2), mimetype="application/json")
     response.headers["Content-Disposition"] = (
@@ -705,21 +476,4 @@ def case_file(company: Company, customer_id: int) -> Any:
 
 @bp.app_template_global()
 def reminder_summary(company: Company) -> dict[str, Any]:
-    s = db()
-    return {
-        "sent": s.scalar(
-            select(func.count())
-            .select_from(ReminderSend)
-            .where(ReminderSend.company_id == company.id, ReminderSend.status == "sent")
-        ),
-        "calls": s.scalar(
-            select(func.count())
-            .select_from(CallTask)
-            .where(CallTask.company_id == company.id, CallTask.done_at.is_(None))
-        ),
-        "mail": s.scalar(
-            select(func.count())
-            .select_from(MailMessage)
-            .where(MailMessage.company_id == company.id)
-        ),
-    }
+    return reads.reminder_summary(db(), company.id)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from arbridge.clock import Clock
 from arbridge.connectors.stripe.gateway import (
@@ -32,6 +32,17 @@ from arbridge.money import Money
 
 Deliver = Callable[[bytes, str], None]
 ACH_SETTLES_AFTER = timedelta(seconds=20)
+
+
+class _Install(Protocol):
+    stripe_secret_key: str | None  # arbridge.config.Settings (which connectors may not import)
+
+
+def simulation_allowed(settings: _Install) -> bool:
+    """Is this a demo install, where the simulation may stand in for Stripe? Only without an
+    install-wide Stripe key: with one, real Stripe pays, and the simulated checkout pages and
+    settlement do not exist at all (its events were never trusted there either)."""
+    return not settings.stripe_secret_key
 
 
 def sign(body: bytes, secret: str, timestamp: int) -> str:

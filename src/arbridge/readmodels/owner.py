@@ -1,0 +1,85 @@
+"""The owner's dashboard, invoice page and settings page: what they show, in a few queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from arbridge.collections.aging import OpenItem, bucket, days_overdue, due_range, home_balance
+from arbridge.sync.model import Company, Customer, Invoice, SyncError
+
+
+def invoice_row(inv: Invoice, company: Company, today: date) -> dict[str, Any]:
+    """An invoice with how late it is and its balance in the home currency."""
+    days = days_overdue(inv.due_on, today)
+    return {
+        "invoice": inv,
+        "days_overdue": days,
+        "bucket": bucket(days),
+        "home_balance": home_balance(
+            OpenItem(inv.due_on, inv.balance, inv.exchange_rate), company.home_currency
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict[str, Any]]
+    page: int
+    prev: int | None
+    next: int | None
+
+
+def open_invoices_page(
+    s: Session,
+    company: Company,
+    today: date,
+    *,
+    aging_bucket: str | None,
+    page: int,
+    page_size: int,
+) -> Page:
+    """One page of open invoices, oldest due first, with their customer's name (one query)."""
+    query = (
+        select(Invoice, Customer.name)
+        .join(Customer, Invoice.customer_id == Customer.id)
+        .where(
+            Invoice.company_id == company.id, Invoice.status == "open", Invoice.balance_minor != 0
+        )
+    )
+    if aging_bucket:
+        earliest, latest = due_range(aging_bucket, today)
+        if earliest is not None:
+            query = query.where(Invoice.due_on >= earliest)
+        if latest is not None:
+            query = query.where(Invoice.due_on <= latest)
+    found = s.execute(
+        query.order_by(Invoice.due_on, Invoice.id)
+        .limit(page_size + 1)
+        .offset((page - 1) * page_size)
+    ).all()
+    rows = [
+        {**invoice_row(inv, company, today), "customer": name} for inv, name in found[:page_size]
+    ]
+    return Page(
+        rows,
+        page,
+        page - 1 if page > 1 else None,
+        page + 1 if len(found) > page_size else None,
+    )
+
+
+def unresolved_sync_errors(
+    s: Session, company_id: int, limit: int = 20
+) -> tuple[list[SyncError], int]:
+    """The latest ledger records a sync could not read, and how many there are in all."""
+    unresolved = (SyncError.company_id == company_id) & SyncError.resolved_at.is_(None)
+    errors = s.scalars(
+        select(SyncError).where(unresolved).order_by(SyncError.occurred_at.desc()).limit(limit)
+    ).all()
+    count = s.scalar(select(func.count()).select_from(SyncError).where(unresolved)) or 0
+    return list(errors), count

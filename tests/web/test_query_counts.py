@@ -1,0 +1,80 @@
+"""The owner's pages cost a fixed number of queries, whatever the number of rows they list: no
+query per invoice, customer or payment in a loop."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from sqlalchemy import event, select
+
+from arbridge.sync.db import transaction
+from arbridge.sync.model import CollectedAllocation, CollectedPayment, Invoice
+
+
+@contextmanager
+def counted(rt):
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(rt.engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", count)
+
+
+def _pay(rt, inv_id: int, n: int) -> None:
+    """n payments through arbridge, each applied in part to the invoice."""
+    now = rt.clock.now()
+    with transaction(rt.sessions) as s:
+        inv = s.get(Invoice, inv_id)
+        for i in range(n):
+            p = CollectedPayment(
+                company_id=inv.company_id,
+                customer_id=inv.customer_id,
+                payment_intent_id=f"pi_count_{inv_id}_{i}_{n}",
+                method="card",
+                currency=inv.currency,
+                amount_minor=100,
+                status="succeeded",
+                created_at=now,
+                updated_at=now,
+                succeeded_at=now,
+            )
+            s.add(p)
+            s.flush()
+            s.add(
+                CollectedAllocation(collected_payment_id=p.id, invoice_id=inv.id, amount_minor=100)
+            )
+
+
+def _get(owner_client, rt, path: str) -> int:
+    with counted(rt) as statements:
+        assert owner_client.get(path).status_code == 200
+    return len(statements)
+
+
+def test_the_invoice_page_costs_the_same_with_one_payment_or_six(owner_client, rt, demo_company):
+    with rt.sessions() as s:
+        one, six = s.scalars(
+            select(Invoice.id)
+            .where(Invoice.company_id == demo_company.id, Invoice.status == "open")
+            .order_by(Invoice.id)
+            .limit(2)
+        ).all()
+    _pay(rt, one, 1)
+    _pay(rt, six, 6)
+    owner_client.get(f"/c/demo/invoices/{one}")  # warm: the same first-request work for both
+    assert _get(owner_client, rt, f"/c/demo/invoices/{one}") == _get(
+        owner_client, rt, f"/c/demo/invoices/{six}"
+    )
+
+
+def test_the_dashboard_lists_a_page_of_invoices_in_a_few_queries(owner_client, rt):
+    owner_client.get("/c/demo/")
+    full = _get(owner_client, rt, "/c/demo/")  # 100 invoices on the page
+    few = _get(owner_client, rt, "/c/demo/?bucket=over_90")
+    assert full == few
+    assert full < 30
