@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from arbridge import providers
 from arbridge.connectors.base import (
     DiscountWriteBack,
     LedgerConnector,
@@ -367,9 +368,6 @@ def webhook_handlers(rt: Runtime) -> dict[tuple[str, str], EventHandler]:
     handlers: dict[tuple[str, str], EventHandler] = {
         ("stripe", kind): lambda s, e: handle_stripe_event(rt, s, e) for kind in STRIPE_EVENTS
     }
-    # QuickBooks events name a changed record: sync it in (issue 3).
-    from arbridge.webhooks.quickbooks import handle_quickbooks_entity
-
-    for name in ("Customer", "Invoice", "Payment", "CreditMemo"):
-        handlers[("quickbooks", name)] = lambda s, e: handle_quickbooks_entity(s, e, rt.clock)
+    # Each ledger provider's events (a changed record to sync in), from the provider registry.
+    handlers.update(providers.webhook_handlers(rt.clock))
     return handlers
