@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from arbridge.config import Settings
 from arbridge.connectors.base import LedgerConnector
 from arbridge.connectors.quickbooks import ENTITY_BY_NAME, IntuitOAuth, QuickBooksConnector
 from arbridge.connectors.quickbooks.client import TokenSource
@@ -55,8 +56,8 @@ def deposit_accounts(services: Services, conn: Connection) -> list[tuple[str, st
     ).deposit_accounts()
 
 
-def _configured(settings: Any) -> Any:
-    return settings if settings.qbo_client_id and settings.qbo_client_secret else None
+def _verifier(settings: Settings) -> str | None:
+    return settings.quickbooks.webhook_verifier if settings.quickbooks is not None else None
 
 
 PROVIDER = Provider(
@@ -64,11 +65,11 @@ PROVIDER = Provider(
     label="QuickBooks",
     connector=connector,
     mapper=quickbooks_mapper.map_record,
-    section=_configured,
+    section=lambda settings: settings.quickbooks,
     oauth=oauth,
     webhooks=Webhooks(
         receive=quickbooks_webhooks.receive,
-        secret=lambda settings: settings.qbo_webhook_verifier,
+        secret=_verifier,
         handlers={name: quickbooks_webhooks.handle_quickbooks_entity for name in ENTITY_BY_NAME},
     ),
     limits=CallLimits(per_minute=500, concurrent=10),

@@ -33,18 +33,19 @@ CONCURRENT = 10
 
 
 def quickbooks_config(settings: Settings) -> QuickBooksConfig:
-    if not settings.qbo_client_id or not settings.qbo_client_secret:
+    qbo = settings.quickbooks
+    if qbo is None:
         raise ConfigError(
             "QuickBooks is not configured: set ARBRIDGE_QBO_CLIENT_ID and ARBRIDGE_QBO_CLIENT_SECRET"
         )
     return QuickBooksConfig(
-        client_id=settings.qbo_client_id,
-        client_secret=settings.qbo_client_secret,
-        redirect_uri=settings.qbo_redirect_uri or f"{settings.base_url}/quickbooks/callback",
-        environment=settings.qbo_environment,
-        webhook_verifier=settings.qbo_webhook_verifier,
-        api_base=settings.qbo_api_base,
-        discovery_url=settings.qbo_discovery_url,
+        client_id=qbo.client_id,
+        client_secret=qbo.client_secret,
+        redirect_uri=qbo.redirect_uri or f"{settings.base_url}/quickbooks/callback",
+        environment=qbo.environment,
+        webhook_verifier=qbo.webhook_verifier,
+        api_base=qbo.api_base,
+        discovery_url=qbo.discovery_url,
     )
 
 
