@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -69,7 +70,84 @@ def _database_url(raw: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def _qbo(env: Mapping[str, str]) -> dict[str, str | None]:
+@dataclass(frozen=True)
+class QuickBooksSettings:
+    """ARBRIDGE_QBO_*: the Intuit app arbridge runs as (configured once both credentials are set)."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    redirect_uri: str | None = None
+    environment: str = "sandbox"
+    webhook_verifier: str | None = field(default=None, repr=False)
+    api_base: str | None = None
+    discovery_url: str | None = None
+
+
+@dataclass(frozen=True)
+class StripeSettings:
+    """ARBRIDGE_STRIPE_*: the platform's Stripe (without a secret key, each business brings its
+    own key and the demo uses the simulated Stripe)."""
+
+    secret_key: str | None = field(default=None, repr=False)
+    webhook_secret: str | None = field(default=None, repr=False)
+    connect: bool = False
+    api_base: str | None = None
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """ARBRIDGE_SMTP_URL: where email goes (without it, mail is written to the instance folder)."""
+
+    url: str = field(repr=False)
+
+
+# The flat names the settings were known by (ARBRIDGE_ + the upper-cased name, and keyword
+# arguments of Settings(...) and Settings.with_(...)): section, and the field in it.
+FLAT_NAMES: dict[str, tuple[str, str]] = {
+    "qbo_client_id": ("quickbooks", "client_id"),
+    "qbo_client_secret": ("quickbooks", "client_secret"),
+    "qbo_redirect_uri": ("quickbooks", "redirect_uri"),
+    "qbo_environment": ("quickbooks", "environment"),
+    "qbo_webhook_verifier": ("quickbooks", "webhook_verifier"),
+    "qbo_api_base": ("quickbooks", "api_base"),
+    "qbo_discovery_url": ("quickbooks", "discovery_url"),
+    "stripe_secret_key": ("stripe", "secret_key"),
+    "stripe_webhook_secret": ("stripe", "webhook_secret"),
+    "stripe_connect": ("stripe", "connect"),
+    "stripe_api_base": ("stripe", "api_base"),
+    "smtp_url": ("smtp", "url"),
+}
+SECTION_TYPES: dict[str, type] = {
+    "quickbooks": QuickBooksSettings,
+    "stripe": StripeSettings,
+    "smtp": SmtpSettings,
+}
+
+
+def _section_values(section: str, current: Any) -> dict[str, Any]:
+    if current is not None:
+        return {f.name: getattr(current, f.name) for f in fields(current)}
+    return {
+        f.name: None if f.default is MISSING else f.default for f in fields(SECTION_TYPES[section])
+    }
+
+
+def _section(section: str, values: Mapping[str, Any]) -> Any:
+    """The section for these values, or None while they do not configure it."""
+    if section == "quickbooks":
+        if not (values.get("client_id") and values.get("client_secret")):
+            return None
+    elif section == "stripe":
+        if not any(
+            values.get(name) for name in ("secret_key", "webhook_secret", "connect", "api_base")
+        ):
+            return None
+    elif not values.get("url"):
+        return None
+    return SECTION_TYPES[section](**values)
+
+
+def _qbo(env: Mapping[str, str]) -> QuickBooksSettings | None:
     environment = (env.get(PREFIX + "QBO_ENVIRONMENT") or "sandbox").lower()
     if environment not in {"sandbox", "production"}:
         raise ConfigError(
@@ -79,19 +157,24 @@ def _qbo(env: Mapping[str, str]) -> dict[str, str | None]:
         value = env.get(PREFIX + name)
         if value and urlsplit(value).scheme not in {"http", "https"}:
             raise ConfigError(f"{PREFIX}{name} must be an http(s) URL, not {value!r}")
-    return {
-        "qbo_client_id": env.get(PREFIX + "QBO_CLIENT_ID") or None,
-        "qbo_client_secret": env.get(PREFIX + "QBO_CLIENT_SECRET") or None,
-        "qbo_redirect_uri": env.get(PREFIX + "QBO_REDIRECT_URI") or None,
-        "qbo_environment": environment,
-        "qbo_webhook_verifier": env.get(PREFIX + "QBO_WEBHOOK_VERIFIER") or None,
-        "qbo_api_base": env.get(PREFIX + "QBO_API_BASE") or None,
-        "qbo_discovery_url": env.get(PREFIX + "QBO_DISCOVERY_URL") or None,
-    }
+    return _section(
+        "quickbooks",
+        {
+            "client_id": env.get(PREFIX + "QBO_CLIENT_ID") or None,
+            "client_secret": env.get(PREFIX + "QBO_CLIENT_SECRET") or None,
+            "redirect_uri": env.get(PREFIX + "QBO_REDIRECT_URI") or None,
+            "environment": environment,
+            "webhook_verifier": env.get(PREFIX + "QBO_WEBHOOK_VERIFIER") or None,
+            "api_base": env.get(PREFIX + "QBO_API_BASE") or None,
+            "discovery_url": env.get(PREFIX + "QBO_DISCOVERY_URL") or None,
+        },
+    )
 
 
 @dataclass(frozen=True)
-class Settings:
+class _Fields:
+    """The settings' fields (see Settings, which also takes the flat names of the sections)."""
+
     instance_path: Path
     database_url: str
     base_url: str = "http://127.0.0.1:5000"
@@ -107,21 +190,16 @@ class Settings:
     sync_interval_minutes: int = 15
     login_link_minutes: int = 30
     log_level: str = "INFO"
-    smtp_url: str | None = field(default=None, repr=False)
     mail_from: str | None = None
     demo: bool = False
-    # QuickBooks Online (issue 3).
-    qbo_client_id: str | None = None
-    qbo_client_secret: str | None = field(default=None, repr=False)
-    qbo_redirect_uri: str | None = None
-    qbo_environment: str = "sandbox"
-    qbo_webhook_verifier: str | None = field(default=None, repr=False)
-    qbo_api_base: str | None = None
-    qbo_discovery_url: str | None = None
-    stripe_secret_key: str | None = field(default=None, repr=False)
-    stripe_webhook_secret: str | None = field(default=None, repr=False)
-    stripe_connect: bool = False
-    stripe_api_base: str | None = None
+    # One section per outside service, None while it is not configured.
+    quickbooks: QuickBooksSettings | None = None
+    stripe: StripeSettings | None = None
+    smtp: SmtpSettings | None = None
+    # Xero and Twilio (SMS) get their sections, and their ARBRIDGE_* variables, with the
+    # features that use them; until then they are never configured.
+    xero: None = None
+    twilio: None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
@@ -169,13 +247,18 @@ class Settings:
             sync_interval_minutes=_int(env, "SYNC_INTERVAL_MINUTES", 15, minimum=1),
             login_link_minutes=_int(env, "LOGIN_LINK_MINUTES", 30, minimum=1),
             log_level=(env.get(PREFIX + "LOG_LEVEL") or "INFO").upper(),
-            smtp_url=env.get(PREFIX + "SMTP_URL") or None,
             mail_from=env.get(PREFIX + "MAIL_FROM") or None,
-            **_qbo(env),
-            stripe_secret_key=env.get(PREFIX + "STRIPE_SECRET_KEY") or None,
-            stripe_webhook_secret=env.get(PREFIX + "STRIPE_WEBHOOK_SECRET") or None,
-            stripe_connect=_flag(env, "STRIPE_CONNECT"),
-            stripe_api_base=env.get(PREFIX + "STRIPE_API_BASE") or None,
+            quickbooks=_qbo(env),
+            stripe=_section(
+                "stripe",
+                {
+                    "secret_key": env.get(PREFIX + "STRIPE_SECRET_KEY") or None,
+                    "webhook_secret": env.get(PREFIX + "STRIPE_WEBHOOK_SECRET") or None,
+                    "connect": _flag(env, "STRIPE_CONNECT"),
+                    "api_base": env.get(PREFIX + "STRIPE_API_BASE") or None,
+                },
+            ),
+            smtp=_section("smtp", {"url": env.get(PREFIX + "SMTP_URL") or None}),
         )
 
     @property
@@ -198,6 +281,73 @@ class Settings:
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+class Settings(_Fields):
+    """One frozen settings object, read once from ARBRIDGE_* variables at startup.
+
+    The outside services each have a section (`settings.quickbooks`, `.stripe`, `.smtp`; None
+    while unconfigured). The flat names they were known by before (`qbo_client_id`,
+    `stripe_secret_key`, `smtp_url`, ...) are still accepted by `Settings(...)` and `with_(...)`
+    and readable as properties, so code and deployments written against them keep working."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        flat = {name: kwargs.pop(name) for name in list(kwargs) if name in FLAT_NAMES}
+        super().__init__(*args, **kwargs)
+        for section in sorted({FLAT_NAMES[name][0] for name in flat}):
+            values = _section_values(section, getattr(self, section))
+            values.update(
+                {FLAT_NAMES[n][1]: v for n, v in flat.items() if FLAT_NAMES[n][0] == section}
+            )
+            object.__setattr__(self, section, _section(section, values))
+
+    @property
+    def qbo_client_id(self) -> str | None:
+        return self.quickbooks.client_id if self.quickbooks is not None else None
+
+    @property
+    def qbo_client_secret(self) -> str | None:
+        return self.quickbooks.client_secret if self.quickbooks is not None else None
+
+    @property
+    def qbo_redirect_uri(self) -> str | None:
+        return self.quickbooks.redirect_uri if self.quickbooks is not None else None
+
+    @property
+    def qbo_environment(self) -> str:
+        return self.quickbooks.environment if self.quickbooks is not None else "sandbox"
+
+    @property
+    def qbo_webhook_verifier(self) -> str | None:
+        return self.quickbooks.webhook_verifier if self.quickbooks is not None else None
+
+    @property
+    def qbo_api_base(self) -> str | None:
+        return self.quickbooks.api_base if self.quickbooks is not None else None
+
+    @property
+    def qbo_discovery_url(self) -> str | None:
+        return self.quickbooks.discovery_url if self.quickbooks is not None else None
+
+    @property
+    def stripe_secret_key(self) -> str | None:
+        return self.stripe.secret_key if self.stripe is not None else None
+
+    @property
+    def stripe_webhook_secret(self) -> str | None:
+        return self.stripe.webhook_secret if self.stripe is not None else None
+
+    @property
+    def stripe_connect(self) -> bool:
+        return self.stripe.connect if self.stripe is not None else False
+
+    @property
+    def stripe_api_base(self) -> str | None:
+        return self.stripe.api_base if self.stripe is not None else None
+
+    @property
+    def smtp_url(self) -> str | None:
+        return self.smtp.url if self.smtp is not None else None
 
 
 def key_source(settings: Settings) -> KeySource | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,9 +10,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from arbridge.clock import Clock, SystemClock
 from arbridge.config import Settings, key_source
 from arbridge.connectors.base import LedgerConnector
-from arbridge.connectors.demo import DemoConnector, DemoLedger
+from arbridge.connectors.demo import DemoLedger
 from arbridge.crypto import Keyring
-from arbridge.errors import ArbridgeError
+from arbridge.providers import connector_for
+from arbridge.providers.demo import demo_ledger, demo_ledger_path
 from arbridge.sync import db
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Connection
@@ -41,20 +41,14 @@ class Runtime:
         return cls(settings, engine, sessions, keyring, clock or SystemClock())
 
     def demo_ledger(self, tenant_id: str) -> DemoLedger:
-        return DemoLedger(demo_ledger_path(self.settings.instance_path, tenant_id), self.clock)
+        return demo_ledger(self.settings.instance_path, self.clock, tenant_id)
 
     def connector_for(self, conn: Connection) -> LedgerConnector:
-        if conn.provider == "demo":
-            return DemoConnector(self.demo_ledger(conn.tenant_id))
-        if conn.provider == "quickbooks":
-            from arbridge.sync.quickbooks_store import build_connector
-
-            return build_connector(self.settings, self.sessions, self.keyring, self.clock, conn)
-        raise ArbridgeError(f"the {conn.provider} connector is not available in this version")
+        """The connector of the connection's provider, as the provider registry builds it."""
+        return connector_for(self, conn)
 
     def close(self) -> None:
         self.engine.dispose()
 
 
-def demo_ledger_path(instance_path: Path, tenant_id: str) -> Path:
-    return instance_path / "demo-ledgers" / f"{tenant_id}.json"
+__all__ = ["Runtime", "demo_ledger_path"]

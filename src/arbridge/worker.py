@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from arbridge.clock import SystemClock, local_date
 from arbridge.connectors.stripe.simulated import simulation_allowed
-from arbridge.errors import ArbridgeError
+from arbridge.errors import ArbridgeError, RateLimited
 from arbridge.runtime import Runtime
 from arbridge.services.bootstrap import outbox_handlers, webhook_handlers
 from arbridge.services.payments.simulated import settle_simulated_payments
@@ -145,9 +145,18 @@ def claim_and_run(rt: Runtime, job: str, worker_name: str | None = None) -> bool
         assert company is not None
         session.expunge(company)
         row.last_started_at, row.last_worker = rt.clock.now(), name
+        retry_at = None
         try:
             JOBS[job](rt, company)
             row.last_error = None
+        except RateLimited as e:
+            # The provider asked for a pause: run again then, not at the usual time, and never
+            # sleep it out here while this row (and its company's job) stays locked.
+            retry_at = rt.clock.now() + timedelta(seconds=e.retry_after)
+            log.warning(
+                "%s job for company %s throttled until %s: %s", job, company.slug, retry_at, e
+            )
+            row.last_error = f"{type(e).__name__}: {e}"[:2000]
         except ArbridgeError as e:
             # Expected failures (a ledger that cannot be read, a grant gone) say what is wrong in
             # one sentence, already recorded for the owner: a log line, not a traceback.
@@ -158,7 +167,7 @@ def claim_and_run(rt: Runtime, job: str, worker_name: str | None = None) -> bool
             row.last_error = f"{type(e).__name__}: {e}"[:2000]
         row.runs += 1
         row.last_finished_at = rt.clock.now()
-        row.next_run_at = next_run(job, company, rt.clock.now())
+        row.next_run_at = retry_at or next_run(job, company, rt.clock.now())
     return True
 
 

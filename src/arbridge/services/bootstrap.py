@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from arbridge import providers
 from arbridge.runtime import Runtime
 from arbridge.services.ledger import registrations as ledger
 from arbridge.services.messaging import registrations as messaging
@@ -16,10 +17,6 @@ from arbridge.services.reminders import registrations as reminders
 from arbridge.sync.outbox import Handler
 from arbridge.sync.outbox_kinds import OutboxKind
 from arbridge.webhooks.dispatch import EventHandler
-from arbridge.webhooks.quickbooks import handle_quickbooks_entity
-
-# QuickBooks events name a changed record: sync it in.
-QUICKBOOKS_ENTITIES = ("Customer", "Invoice", "Payment", "CreditMemo")
 
 
 def outbox_handlers(rt: Runtime) -> dict[str, Handler]:
@@ -50,6 +47,6 @@ def merge_outbox(registrations: Iterable[Mapping[OutboxKind, Handler]]) -> dict[
 
 def webhook_handlers(rt: Runtime) -> dict[tuple[str, str], EventHandler]:
     table = dict(payments.webhook_events(rt))
-    for name in QUICKBOOKS_ENTITIES:
-        table[("quickbooks", name)] = lambda s, e: handle_quickbooks_entity(s, e, rt.clock)
+    # Each ledger provider's events (a changed record to sync in), from the provider registry.
+    table.update(providers.webhook_handlers(rt.clock))
     return table

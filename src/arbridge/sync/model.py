@@ -564,30 +564,36 @@ class InstanceMeta(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-# --- QuickBooks (issue 3): tables of its own go here; migration 0003 ---
+# --- Ledger API call budgets, shared by every worker process (migrations 0003 and 0011) ---
 
 
-class QuickBooksRealm(Base):
-    """One row per QuickBooks company (realm): the row every process locks to take a call slot."""
+class ApiTenant(Base):
+    """One row per (provider, tenant), e.g. a QuickBooks realm: the row every process locks to
+    take a call slot, and the tenant's count of calls on `day` (UTC) against a daily budget."""
 
-    __tablename__ = "quickbooks_realms"
+    __tablename__ = "api_tenants"
 
-    realm_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date | None]
+    day_calls: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
-class QuickBooksCall(Base):
-    """A call slot against a realm's limits (500 a minute, 10 in flight), shared by every worker:
-    in flight until finished (or its lease runs out after a crash), counted for a minute."""
+class ApiCall(Base):
+    """A call slot against a tenant's limits (QuickBooks: 500 a minute, 10 in flight), shared by
+    every worker: in flight until finished (or its lease runs out after a crash), counted for a
+    minute."""
 
-    __tablename__ = "quickbooks_calls"
+    __tablename__ = "api_calls"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    realm_id: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(20))
+    tenant_id: Mapped[str] = mapped_column(String(64))
     started_at: Mapped[datetime]
     lease_until: Mapped[datetime]
     finished_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_quickbooks_calls_realm_started", "realm_id", "started_at"),)
+    __table_args__ = (Index("ix_api_calls_tenant_started", "provider", "tenant_id", "started_at"),)
 
 
 # --- Reminders (issue 5): tables of its own go here; migration 0004 ---

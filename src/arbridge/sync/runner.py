@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -19,13 +19,11 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
-from arbridge.connectors.base import ENTITIES, Entity, LedgerConnector, Page
+from arbridge.connectors.base import ENTITIES, Entity, LedgerConnector, Page, SourceRecord
 from arbridge.errors import ArbridgeError, MappingError
 from arbridge.money import Money
 from arbridge.sync.activity import log_activity
 from arbridge.sync.db import dialect_insert, transaction
-from arbridge.sync.mappers import demo as demo_mapper
-from arbridge.sync.mappers import quickbooks as quickbooks_mapper
 from arbridge.sync.model import (
     CollectedAllocation,
     CollectedPayment,
@@ -62,12 +60,27 @@ class SyncResult:
     pages: int = 0
 
 
-def mapper_for(source: str) -> Callable[[str, str, bool, Any], Mapped]:
-    if source == "demo":
-        return demo_mapper.map_record
-    if source == "quickbooks":
-        return quickbooks_mapper.map_record
-    raise ValueError(f"no mapper for source {source!r}")
+# (entity, source id, deleted?, raw payload) -> a record of the receivables model, or Deleted.
+Mapper = Callable[[str, str, bool, Any], Mapped]
+
+# Each ledger provider's mapper, by source name. Filled by the provider registry
+# (arbridge.providers), which sits above sync: the runner knows no provider by name.
+_MAPPERS: dict[str, Mapper] = {}
+
+
+def register_mapper(source: str, mapper: Mapper) -> None:
+    _MAPPERS[source] = mapper
+
+
+def unregister_mapper(source: str) -> None:
+    _MAPPERS.pop(source, None)
+
+
+def mapper_for(source: str) -> Mapper:
+    try:
+        return _MAPPERS[source]
+    except KeyError:
+        raise ValueError(f"no mapper for source {source!r}") from None
 
 
 def _upsert(session: Session, model: Any, rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -477,6 +490,22 @@ class _PageWriter:
                 )
             )
         return len(ids)
+
+
+def apply_records(
+    session: Session,
+    conn: Connection,
+    entity: Entity,
+    records: Sequence[SourceRecord],
+    clock: Clock,
+    result: SyncResult | None = None,
+) -> SyncResult:
+    """Save records of one entity a provider learnt of outside a sync (a webhook's deletion, a
+    record fetched by id), in the caller's transaction, exactly as a sync page would be saved.
+    The cursor does not move: the next sync still reads everything after it."""
+    result = result if result is not None else SyncResult()
+    _apply_page(session, conn, Page(entity, records, None), clock, result)
+    return result
 
 
 def _apply_page(

@@ -18,7 +18,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 
-from arbridge.connectors.quickbooks import Grant, IntuitOAuth, QuickBooksConnector
+from arbridge.connectors.quickbooks import Grant, IntuitOAuth
 from arbridge.errors import (
     ArbridgeError,
     AuthExpired,
@@ -27,6 +27,8 @@ from arbridge.errors import (
     Rejected,
     SignatureInvalid,
 )
+from arbridge.providers import get as provider
+from arbridge.providers import quickbooks as qbo
 from arbridge.sync.model import Company, Connection
 from arbridge.sync.people import (
     LedgerIdentity,
@@ -34,17 +36,11 @@ from arbridge.sync.people import (
     new_owner,
     user_for_ledger_sign_in,
 )
-from arbridge.sync.quickbooks_store import (
-    ConnectionTokens,
-    attach,
-    deposit_account,
-    disconnect,
-    quickbooks_config,
-)
+from arbridge.sync.quickbooks_store import attach, deposit_account, disconnect
 from arbridge.sync.store import create_company, log_activity
 from arbridge.web import csrf
 from arbridge.web.common import company_required, current_user, db, runtime, start_session
-from arbridge.webhooks.quickbooks import MalformedWebhook, receive
+from arbridge.webhooks.quickbooks import MalformedWebhook
 
 bp = Blueprint("quickbooks", __name__)
 log = logging.getLogger(__name__)
@@ -52,8 +48,7 @@ STATE_KEY = "qbo_oauth_state"
 
 
 def _oauth() -> IntuitOAuth:
-    rt = runtime()
-    return IntuitOAuth(quickbooks_config(rt.settings), rt.clock)
+    return qbo.oauth(runtime())
 
 
 def _refuse(title: str, message: str, status: int = 400) -> Any:
@@ -145,9 +140,7 @@ def callback() -> Any:
         # Before anything else: does this grant read the realm the query string names? The
         # realmId is whatever the browser sent; only Intuit answering for it proves it.
         try:
-            info = QuickBooksConnector(
-                quickbooks_config(rt.settings), realm_id, _GrantTokens(grant), rt.clock
-            ).company_info()
+            info = qbo.company_info(rt, realm_id, _GrantTokens(grant))
         except (Rejected, AuthExpired, NotFound) as e:
             log.warning(
                 "QuickBooks OAuth callback: the new grant cannot read realm %s: %s", realm_id, e
@@ -274,15 +267,8 @@ def deposit_choices(company: Company, connection: Connection | None) -> dict[str
     chosen = deposit_account(company)
     if connection is None or connection.provider != "quickbooks" or connection.status != "active":
         return {"accounts": [], "chosen": chosen}
-    rt = runtime()
     try:
-        config = quickbooks_config(rt.settings)
-        tokens = ConnectionTokens(
-            rt.sessions, rt.keyring, rt.clock, connection.id, IntuitOAuth(config, rt.clock)
-        )
-        accounts = QuickBooksConnector(
-            config, connection.tenant_id, tokens, rt.clock, sleep=lambda _s: None
-        ).deposit_accounts()
+        accounts = qbo.deposit_accounts(runtime(), connection)
     except ArbridgeError as e:
         log.warning("could not list QuickBooks deposit accounts: %s", e)
         accounts = []
@@ -293,7 +279,7 @@ def deposit_choices(company: Company, connection: Connection | None) -> dict[str
 def _template_helpers() -> dict[str, Any]:
     rt = runtime()
     return {
-        "quickbooks_available": bool(rt.settings.qbo_client_id and rt.settings.qbo_client_secret),
+        "quickbooks_available": provider("quickbooks").available(rt.settings),
         "quickbooks_deposit_choices": deposit_choices,
     }
 
@@ -302,10 +288,12 @@ def _template_helpers() -> dict[str, Any]:
 @csrf.exempt
 def webhook() -> Any:
     rt = runtime()
+    hooks = provider("quickbooks").webhooks
+    assert hooks is not None
     body = request.get_data(cache=False)  # the raw bytes Intuit signed, before any parsing
     with rt.sessions() as s:
         try:
-            stored = receive(s, rt.clock, request.headers, body, rt.settings.qbo_webhook_verifier)
+            stored = hooks.receive(s, rt.clock, request.headers, body, hooks.secret(rt.settings))
             s.commit()
         except SignatureInvalid as e:
             s.rollback()

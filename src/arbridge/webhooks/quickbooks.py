@@ -18,12 +18,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock
-from arbridge.connectors.base import Entity, Page, SourceRecord
+from arbridge.connectors.base import SourceRecord
 from arbridge.connectors.quickbooks import ENTITY_BY_NAME
 from arbridge.errors import ArbridgeError
 from arbridge.sync.mappers.common import parse_instant
 from arbridge.sync.model import CompanyJob, Connection, WebhookEvent
-from arbridge.sync.runner import SyncResult, _apply_page
+from arbridge.sync.runner import apply_records
 from arbridge.webhooks.inbox import InboxEvent, Stored, store
 from arbridge.webhooks.verify import verify_base64_hmac_sha256
 
@@ -127,12 +127,6 @@ def receive(
     )
 
 
-def _apply(
-    session: Session, conn: Connection, entity: Entity, record: SourceRecord, clock: Clock
-) -> None:
-    _apply_page(session, conn, Page(entity, [record], None), clock, SyncResult())
-
-
 def handle_quickbooks_entity(session: Session, event: WebhookEvent, clock: Clock) -> None:
     """Bring the named change in: a deletion is applied at once; anything else makes the
     company's incremental sync due now, which re-fetches it (with whatever else changed) by CDC.
@@ -154,7 +148,7 @@ def handle_quickbooks_entity(session: Session, event: WebhookEvent, clock: Clock
     if event.payload.get("operation") in DELETE_OPERATIONS:
         source_id = str(event.payload["id"])
         record = SourceRecord(entity, source_id, True, {"Id": source_id, "status": "Deleted"})
-        _apply(session, conn, entity, record, clock)
+        apply_records(session, conn, entity, [record], clock)
     session.execute(
         update(CompanyJob)
         .where(

@@ -216,7 +216,9 @@ def test_throttles_wait_and_retry(rt, fake, connected, xml):
     seed_ledger(fake)
     fake.throttle(times=2, xml=xml)
     sleeps: list[float] = []
-    sync(rt, connected.conn, sleep=sleeps.append)
+    # A connector allowed to wait a minute (the default raises RateLimited instead: see
+    # test_a_long_throttle_reschedules_the_sync_instead_of_sleeping).
+    sync(rt, connected.conn, sleep=sleeps.append, max_wait=60)
     assert sleeps == [60.0, 60.0]
     assert_same_books(rt, fake)
 

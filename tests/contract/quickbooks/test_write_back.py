@@ -132,7 +132,7 @@ def test_a_write_is_retried_after_a_throttle(rt, fake, connected):
     ids = seed_ledger(fake)
     fake.throttle(xml=True)
     sleeps: list[float] = []
-    qbo = connector(rt, connected.conn, sleep=sleeps.append)
+    qbo = connector(rt, connected.conn, sleep=sleeps.append, max_wait=60)
     qbo.post_payment(
         PaymentWriteBack(
             "pay:5",

@@ -36,6 +36,7 @@ from arbridge.connectors.base import (
     SourceRecord,
 )
 from arbridge.connectors.quickbooks.oauth import QuickBooksConfig
+from arbridge.connectors.retry import MAX_WAIT, RetryNow, with_retries
 from arbridge.errors import (
     AuthExpired,
     CursorExpired,
@@ -54,8 +55,6 @@ CDC_LOOKBACK = timedelta(days=30)
 ID_BATCH = 100  # ids per "Id IN (...)" query
 TIMEOUT = (10, 120)  # Intuit times a request out after 120 s
 THROTTLE_WAIT = 60.0
-MAX_THROTTLE_RETRIES = 5
-MAX_TRANSIENT_RETRIES = 4
 REQUEST_ID_MAX = 50
 
 # Our entity names -> QuickBooks' (credit notes are "CreditMemo" there).
@@ -207,6 +206,7 @@ class QuickBooksConnector:
         http: requests.Session | None = None,
         page_size: int = PAGE_SIZE,
         known_ids: Callable[[Entity], set[str]] | None = None,
+        max_wait: float = MAX_WAIT,
     ) -> None:
         self.config = config
         self.realm_id = realm_id
@@ -217,6 +217,8 @@ class QuickBooksConnector:
         # "1" is the "Services" item QuickBooks creates in every company.
         self.discount_item_id = discount_item_id
         self.sleep = sleep
+        # The longest a retry sleeps here; a longer throttle reschedules the job instead.
+        self.max_wait = max_wait
         self.limiter = limiter or limiter_for(realm_id)
         self.http = http or requests.Session()
         self.page_size = page_size
@@ -282,13 +284,15 @@ class QuickBooksConnector:
         params: dict[str, str] | None = None,
         payload: Any = None,
     ) -> dict[str, Any]:
-        """_send with the retries: throttles wait, transient failures back off, a 401 refreshes
-        the token once. Writes are retried only because they carry a requestid."""
+        """_send with the retries (connectors/retry.py): short throttles wait, transient
+        failures back off, a long throttle leaves as RateLimited, a 401 refreshes the token
+        once. Writes are retried only because they carry a requestid."""
         body = _decimal_json(payload) if payload is not None else None
         token = self.tokens.access_token()
         refreshed = False
-        throttles = transients = 0
-        while True:
+
+        def attempt() -> dict[str, Any]:
+            nonlocal token, refreshed
             try:
                 return self._send(method, path, token, params or {}, body)
             except _Unauthorized:
@@ -297,19 +301,11 @@ class QuickBooksConnector:
                     self.tokens.give_up(reason)
                     raise AuthExpired(reason) from None
                 token, refreshed = self.tokens.refresh(token), True
-            except RateLimited as e:
-                throttles += 1
-                if throttles > MAX_THROTTLE_RETRIES:
-                    raise
-                log.warning("QuickBooks throttle on %s; waiting %ss", path, e.retry_after)
-                self.sleep(e.retry_after)
-            except Transient as e:
-                transients += 1
-                if transients > MAX_TRANSIENT_RETRIES:
-                    raise
-                wait = 2.0 ** (transients - 1)
-                log.warning("QuickBooks %s %s failed (%s); retrying in %ss", method, path, e, wait)
-                self.sleep(wait)
+                raise RetryNow() from None
+
+        return with_retries(
+            attempt, sleep=self.sleep, what=f"QuickBooks {method} {path}", max_wait=self.max_wait
+        )
 
     def query(self, statement: str) -> dict[str, Any]:
         return self._request("GET", "query", {"query": statement})

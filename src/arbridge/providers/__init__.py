@@ -1,0 +1,31 @@
+"""The ledger providers arbridge knows, one `register` line each (see providers/base.py)."""
+
+from arbridge.providers import demo, quickbooks
+from arbridge.providers.base import (
+    CallLimits,
+    Provider,
+    Services,
+    Webhooks,
+    connector_for,
+    get,
+    providers,
+    register,
+    unregister,
+    webhook_handlers,
+)
+
+register(demo.PROVIDER)
+register(quickbooks.PROVIDER)
+
+__all__ = [
+    "CallLimits",
+    "Provider",
+    "Services",
+    "Webhooks",
+    "connector_for",
+    "get",
+    "providers",
+    "register",
+    "unregister",
+    "webhook_handlers",
+]

@@ -1,0 +1,124 @@
+"""A provider's per-tenant API budget across every worker process, kept in the database.
+
+Each call takes a slot row under the tenant's row lock and releases it when done; a process that
+dies mid-call frees its slot when the lease ends. Three budgets, each optional: calls started in
+any 60 s, calls in flight, calls in a UTC day. A short wait (the minute budget, a free slot) is
+slept here; a spent daily budget raises RateLimited with the time to come back, so a job is
+rescheduled rather than held for hours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from arbridge.clock import Clock
+from arbridge.errors import RateLimited
+from arbridge.sync.db import dialect_insert, transaction
+from arbridge.sync.model import ApiCall, ApiTenant
+
+
+class CallLimiter:
+    WINDOW = timedelta(seconds=60)
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        clock: Clock,
+        provider: str,
+        tenant_id: str,
+        sleep: Callable[[float], None],
+        *,
+        per_minute: int | None = None,
+        concurrent: int | None = None,
+        daily: int | None = None,
+        lease: timedelta = timedelta(seconds=130),
+    ) -> None:
+        self.factory = factory
+        self.clock = clock
+        self.provider = provider
+        self.tenant_id = tenant_id
+        self.sleep = sleep
+        self.per_minute = per_minute
+        self.concurrent = concurrent
+        self.daily = daily
+        self.lease = lease  # longer than the provider's own request timeout
+
+    def _take(self) -> tuple[int | None, float]:
+        with transaction(self.factory) as s:
+            s.execute(
+                dialect_insert(s)(ApiTenant.__table__)
+                .values(provider=self.provider, tenant_id=self.tenant_id, day_calls=0)
+                .on_conflict_do_nothing(index_elements=["provider", "tenant_id"])
+            )
+            tenant = (ApiTenant.provider == self.provider) & (ApiTenant.tenant_id == self.tenant_id)
+            # The lock: an UPDATE takes the row lock on PostgreSQL and the write lock on SQLite.
+            s.execute(update(ApiTenant).where(tenant).values(tenant_id=self.tenant_id))
+            now = self.clock.now()
+            row = s.scalar(select(ApiTenant).where(tenant))
+            assert row is not None
+            if row.day != now.date():
+                row.day, row.day_calls = now.date(), 0
+            if self.daily is not None and row.day_calls >= self.daily:
+                midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time())
+                wait = (midnight.replace(tzinfo=now.tzinfo) - now).total_seconds()
+                raise RateLimited(
+                    f"{self.provider} tenant {self.tenant_id} has used its {self.daily} calls "
+                    "for today",
+                    wait,
+                )
+            mine = (ApiCall.provider == self.provider) & (ApiCall.tenant_id == self.tenant_id)
+            s.execute(
+                delete(ApiCall).where(
+                    mine,
+                    ApiCall.started_at <= now - self.WINDOW,
+                    (ApiCall.finished_at.is_not(None)) | (ApiCall.lease_until < now),
+                )
+            )
+            if self.per_minute is not None:
+                recent = s.scalars(
+                    select(ApiCall.started_at)
+                    .where(mine, ApiCall.started_at > now - self.WINDOW)
+                    .order_by(ApiCall.started_at)
+                ).all()
+                if len(recent) >= self.per_minute:
+                    return None, (recent[0] + self.WINDOW - now).total_seconds()
+            if self.concurrent is not None:
+                flying = s.scalar(
+                    select(func.count())
+                    .select_from(ApiCall)
+                    .where(mine, ApiCall.finished_at.is_(None), ApiCall.lease_until > now)
+                )
+                if (flying or 0) >= self.concurrent:
+                    return None, 0.05
+            call = ApiCall(
+                provider=self.provider,
+                tenant_id=self.tenant_id,
+                started_at=now,
+                lease_until=now + self.lease,
+            )
+            s.add(call)
+            row.day_calls += 1
+            s.flush()
+            return call.id, 0.0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        while True:
+            call_id, wait = self._take()
+            if call_id is not None:
+                break
+            self.sleep(max(wait, 0.001))
+        try:
+            yield
+        finally:
+            with transaction(self.factory) as s:
+                s.execute(
+                    update(ApiCall)
+                    .where(ApiCall.id == call_id)
+                    .values(finished_at=self.clock.now())
+                )

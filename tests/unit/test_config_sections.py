@@ -1,0 +1,54 @@
+"""Settings in sections: one per outside service, None while unconfigured, read from the same
+ARBRIDGE_* variables as before."""
+
+from __future__ import annotations
+
+from arbridge.config import Settings, SmtpSettings, StripeSettings
+
+BASE = {"ARBRIDGE_INSTANCE_PATH": "/tmp/arbridge-sections-test"}
+
+
+def test_every_section_is_none_until_configured():
+    s = Settings.from_env(BASE, dotenv=False)
+    assert (s.quickbooks, s.stripe, s.smtp, s.xero, s.twilio) == (None, None, None, None, None)
+
+
+def test_sections_are_read_from_the_same_variables():
+    s = Settings.from_env(
+        {
+            **BASE,
+            "ARBRIDGE_QBO_CLIENT_ID": "ABcid",
+            "ARBRIDGE_QBO_CLIENT_SECRET": "qbo-secret",
+            "ARBRIDGE_QBO_ENVIRONMENT": "production",
+            "ARBRIDGE_QBO_WEBHOOK_VERIFIER": "verifier-token",
+            "ARBRIDGE_STRIPE_SECRET_KEY": "sk_test_51Secret",
+            "ARBRIDGE_STRIPE_CONNECT": "true",
+            "ARBRIDGE_SMTP_URL": "smtp://mailer:smtp-password@mail.example:587",
+        },
+        dotenv=False,
+    )
+    assert s.quickbooks is not None
+    assert (s.quickbooks.client_id, s.quickbooks.environment) == ("ABcid", "production")
+    assert s.quickbooks.webhook_verifier == "verifier-token"
+    assert s.stripe == StripeSettings(secret_key="sk_test_51Secret", connect=True)
+    assert s.smtp == SmtpSettings(url="smtp://mailer:smtp-password@mail.example:587")
+    shown = repr(s)
+    for secret in ("qbo-secret", "verifier-token", "sk_test_51Secret", "smtp-password"):
+        assert secret not in shown
+
+
+def test_a_client_id_without_its_secret_is_not_a_quickbooks_app():
+    s = Settings.from_env({**BASE, "ARBRIDGE_QBO_CLIENT_ID": "ABcid"}, dotenv=False)
+    assert s.quickbooks is None
+
+
+def test_the_flat_names_still_set_and_read_the_sections():
+    s = Settings.from_env(BASE, dotenv=False)
+    changed = s.with_(stripe_api_base="http://127.0.0.1:9", smtp_url="smtp://127.0.0.1:2525")
+    assert changed.stripe == StripeSettings(api_base="http://127.0.0.1:9")
+    assert changed.stripe_api_base == "http://127.0.0.1:9" and changed.stripe_connect is False
+    assert changed.smtp_url == "smtp://127.0.0.1:2525"
+    qbo = changed.with_(qbo_client_id="ABcid", qbo_client_secret="x", qbo_api_base="http://q")
+    assert qbo.quickbooks is not None and qbo.quickbooks.api_base == "http://q"
+    assert qbo.stripe == changed.stripe  # the other sections are left as they were
+    assert s.qbo_environment == "sandbox" and s.qbo_client_id is None
