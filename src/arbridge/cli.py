@@ -507,9 +507,9 @@ def connect_quickbooks(slug: str, realm_id: str, refresh_token: str) -> None:
     encrypted), so the one you pasted stops working. Needs ARBRIDGE_QBO_CLIENT_ID
     and ARBRIDGE_QBO_CLIENT_SECRET of the app that issued it.
     """
-    from arbridge.connectors.quickbooks import IntuitOAuth
+    from arbridge.providers import quickbooks as qbo
     from arbridge.sync.db import transaction
-    from arbridge.sync.quickbooks_store import attach, quickbooks_config
+    from arbridge.sync.quickbooks_store import attach
     from arbridge.sync.store import get_company
 
     if not (realm_id.isascii() and realm_id.isdigit()):  # isdigit() alone takes '١٢٣', '²'
@@ -518,7 +518,7 @@ def connect_quickbooks(slug: str, realm_id: str, refresh_token: str) -> None:
     try:
         with rt.sessions() as session:
             get_company(session, slug)  # before the token is spent
-        oauth = IntuitOAuth(quickbooks_config(rt.settings), rt.clock)
+        oauth = qbo.oauth(rt)
         grant = oauth.refresh(refresh_token.strip())
         with transaction(rt.sessions) as session:
             company = get_company(session, slug)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
 from arbridge.connectors.base import ENTITIES, Entity, LedgerConnector, Page, SourceRecord
-from arbridge.errors import ArbridgeError, MappingError
+from arbridge.errors import ArbridgeError, MappingError, RateLimited
 from arbridge.money import Money
 from arbridge.sync.activity import log_activity
 from arbridge.sync.db import dialect_insert, transaction
@@ -671,6 +671,11 @@ def sync_connection(
                 _read_again(factory, conn, connector, clock, result, again)
             if done >= ANALYZE_AFTER:
                 _analyze(factory, entity)
+    except RateLimited as e:
+        # Not a failure: the provider asked for a pause, and the job runs again when it ends
+        # (worker.claim_and_run); what was committed stays, the cursor resumes from there.
+        log.warning("sync of %s connection %s paused: %s", conn.provider, connection_id, e)
+        raise
     except ArbridgeError as e:
         # What was committed stays; the owner sees why the rest did not arrive.
         with transaction(factory) as session:

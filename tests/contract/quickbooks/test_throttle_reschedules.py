@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from arbridge.errors import RateLimited
 from arbridge.handlers import outbox_handlers
-from arbridge.sync.model import CompanyJob
+from arbridge.sync.model import Activity, CompanyJob, Connection
 from arbridge.sync.outbox import deliver
 from arbridge.worker import claim_and_run
 from tests.contract.quickbooks.conftest import connector, seed_ledger
@@ -46,6 +46,9 @@ def test_a_long_throttle_reschedules_the_sync_instead_of_sleeping(rt, fake, conn
         )
         assert job.next_run_at == rt.clock.now() + timedelta(seconds=60)
         assert job.last_error.startswith("RateLimited: QuickBooks throttled")
+        # A pause the provider asked for is not shown to the owner as a failed sync.
+        assert s.scalar(select(Activity).where(Activity.kind == "sync.failed")) is None
+        assert s.get(Connection, connected.conn.id).last_sync_error is None
     assert not claim_and_run(rt, "sync")  # not due before the minute is up
     rt.clock.advance(timedelta(seconds=60))
     assert claim_and_run(rt, "sync")

@@ -3,7 +3,7 @@
 AuthClient fetches Intuit's discovery document when it is built, so it is built per use (never at
 import time) from the configured discovery URL: Intuit's sandbox or production document, or another
 server's (tests, an operator's proxy). Tokens come back as a plain `Grant`; storing them encrypted,
-under a row lock, is sync's job (arbridge.sync.quickbooks_store).
+under a row lock, is sync's job (arbridge.sync.connections).
 """
 
 from __future__ import annotations
