@@ -1,7 +1,12 @@
-"""Run the real `arbridge` console script against an instance of the test's own.
+"""Run the `arbridge` command line against an instance of the test's own.
 
 A fresh instance is an empty directory (SQLite, the default database inside it) or, on
 PostgreSQL runs, an empty schema of its own, dropped afterwards.
+
+Commands run in this process through Click's CliRunner (tests/cli_runner.py: same environment,
+working directory, stdout/stderr and exit status as a process would have), except in tests
+marked `@pytest.mark.subprocess`, and through `Instance.in_subprocess`, which run the real
+console script: at least one such test per command group keeps the entry point covered.
 """
 
 from __future__ import annotations
@@ -10,11 +15,10 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +28,20 @@ from sqlalchemy import text
 from arbridge.config import Settings
 from arbridge.runtime import Runtime
 from arbridge.sync import db
+from tests.cli_runner import ARBRIDGE, run_in_process, run_subprocess
 from tests.conftest import ON_POSTGRES, PG_URL
 
-ARBRIDGE = str(Path(sys.executable).with_name("arbridge"))
+__all__ = ["ARBRIDGE", "Instance", "assert_one_sentence_error", "fresh_instance"]
+
+# Set for the duration of a test marked `subprocess` (see `_command_line_mode` below).
+_SUBPROCESS_TEST = False
 
 
 @dataclass
 class Instance:
     root: Path
     env: dict[str, str] = field(default_factory=dict)
+    subprocess: bool = False  # always run the real console script
 
     @property
     def path(self) -> Path:
@@ -48,16 +57,16 @@ class Instance:
     def secret_mode(self) -> int:
         return stat.S_IMODE(self.secret_file.stat().st_mode)
 
+    @property
+    def in_subprocess(self) -> Instance:
+        """The same instance, its commands run by the real console script."""
+        return replace(self, subprocess=True)
+
     def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [ARBRIDGE, *args],
-            env={**self.env, **env},
-            cwd=self.root,  # no stray .env file is read
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
+        # cwd: no stray .env file is read
+        if self.subprocess or _SUBPROCESS_TEST:
+            return run_subprocess(args, {**self.env, **env}, cwd=self.root)
+        return run_in_process(args, {**self.env, **env}, cwd=self.root)
 
     def ok(self, *args: str, **env: str) -> str:
         result = self.run(*args, **env)
@@ -101,6 +110,16 @@ def fresh_instance(root: Path) -> Iterator[Instance]:
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _command_line_mode(request: pytest.FixtureRequest) -> Iterator[None]:
+    global _SUBPROCESS_TEST
+    _SUBPROCESS_TEST = request.node.get_closest_marker("subprocess") is not None
+    try:
+        yield
+    finally:
+        _SUBPROCESS_TEST = False
 
 
 @pytest.fixture

@@ -59,6 +59,7 @@ def test_sync_of_a_damaged_demo_ledger_is_one_sentence_and_loses_nothing(demo):
     assert demo.ok("sync", "--company", "demo").strip() == "Synced demo: already up to date."
 
 
+@pytest.mark.subprocess
 def test_a_realm_id_in_other_digits_is_refused_in_one_sentence(demo):
     for realm in ("١٢٣٤", "１２３４", "²"):
         result = demo.run(
@@ -74,6 +75,7 @@ def test_a_realm_id_in_other_digits_is_refused_in_one_sentence(demo):
         assert_one_sentence_error(result, "is not a QuickBooks realm id")
 
 
+@pytest.mark.subprocess
 def test_serving_on_a_port_already_in_use_is_one_sentence_not_a_traceback(demo):
     """A second `arbridge demo` (or serve) while the first still runs printed waitress's
     traceback for EADDRINUSE."""

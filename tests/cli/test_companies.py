@@ -35,6 +35,7 @@ def owner_tokens(instance: Instance, slug: str) -> list[SignInToken]:
         )
 
 
+@pytest.mark.subprocess
 def test_create_list_and_sign_in_link(instance: Instance):
     assert "No companies yet" in instance.ok("companies", "list")
 

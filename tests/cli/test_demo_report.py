@@ -51,7 +51,8 @@ class Demo:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Iterator[Demo]:
     with fresh_instance(tmp_path_factory.mktemp("demo")) as instance:
-        yield Demo(instance, instance.ok("demo", "--no-serve"))
+        # The real console script: `arbridge demo`'s smoke test.
+        yield Demo(instance, instance.in_subprocess.ok("demo", "--no-serve"))
 
 
 def chicago_today() -> date:
@@ -146,6 +147,7 @@ def test_report_table_is_readable(demo: Demo):
     assert "{" not in out
 
 
+@pytest.mark.subprocess
 def test_an_invalid_as_of_date_is_a_usage_error(demo: Demo):
     result = demo.instance.run("report", "--company", "demo", "--as-of", "24/11/2026")
     assert result.returncode == 2
@@ -159,6 +161,7 @@ def test_sync_of_the_demo_company_is_up_to_date(demo: Demo):
     )
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "args",
     [

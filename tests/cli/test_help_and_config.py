@@ -19,6 +19,7 @@ def listed_commands(help_text: str) -> dict[str, str]:
     return dict(re.findall(r"^  (\S+)\s+(\S.*)$", section, flags=re.MULTILINE))
 
 
+@pytest.mark.subprocess
 def test_help_lists_every_command_with_its_help(fresh: Instance):
     out = fresh.ok("--help")
     assert "Usage: arbridge" in out
@@ -55,6 +56,7 @@ def test_a_malformed_database_url_stops_other_commands_too(fresh: Instance):
     )
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "args",
     [

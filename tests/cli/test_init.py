@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import inspect
 
 from arbridge.crypto import Keyring
@@ -12,6 +13,7 @@ from tests.cli.conftest import Instance, assert_one_sentence_error
 from tests.conftest import ON_POSTGRES
 
 
+@pytest.mark.subprocess
 def test_init_creates_the_database_and_a_private_secret_file(fresh: Instance):
     out = fresh.ok("init")
     assert f"Database ready at migration {head_revision()}." in out

@@ -84,6 +84,7 @@ def test_rotate_keys_with_the_secret_file(fresh: Instance):
     fresh.ok("report", "--company", "keyed")
 
 
+@pytest.mark.subprocess
 def test_rotate_keys_with_keys_from_the_environment(fresh: Instance):
     old, new = new_key(), new_key()
     env = {"ARBRIDGE_SECRET_KEY": "s" * 48, "ARBRIDGE_ENCRYPTION_KEYS": old}
