@@ -13,15 +13,13 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from arbridge.clock import SystemClock, local_date
+from arbridge.clock import SystemClock
 from arbridge.connectors.stripe.simulated import simulation_allowed
 from arbridge.errors import ArbridgeError, RateLimited
 from arbridge.runtime import Runtime
@@ -32,6 +30,7 @@ from arbridge.sync.db import transaction
 from arbridge.sync.model import Company, CompanyJob
 from arbridge.sync.outbox import deliver
 from arbridge.sync.runner import sync_connection
+from arbridge.sync.schedule import next_run
 from arbridge.sync.store import aging_report, company_today, ledger_connection, log_activity
 from arbridge.webhooks.dispatch import process_pending
 
@@ -75,49 +74,6 @@ def run_collections(rt: Runtime, company: Company) -> None:
 
 
 JOBS: dict[str, JobFunc] = {"sync": run_sync, "collections": run_collections}
-
-
-def next_run(job: str, company: Company, after: datetime) -> datetime:
-    """When the job runs next, as an aware UTC datetime.
-
-    Collections run daily at collections_hour:00 on the company's own wall clock. This is not
-    APScheduler's CronTrigger, which around daylight-saving changes skips a day (hour 0 on the
-    day after clocks go forward) and runs twice (hour 1 on the night clocks go back).
-    """
-    if job == "collections":
-        zone = ZoneInfo(company.timezone)
-        wall_after = after.astimezone(zone).replace(tzinfo=None)
-        day = wall_after.date()
-        while True:
-            # fold=0: the first of a repeated hour; an hour the clocks skip maps to the moment
-            # they jump (02:00 CST is 03:00 CDT), so that day's run still happens, once.
-            wall = datetime.combine(day, time(company.collections_hour))
-            if wall > wall_after:
-                return wall.replace(tzinfo=zone).astimezone(UTC)
-            day += timedelta(days=1)
-    trigger = IntervalTrigger(
-        minutes=company.sync_interval_minutes, start_date=after, timezone="UTC"
-    )
-    fire = trigger.get_next_fire_time(None, after + timedelta(seconds=1))
-    assert fire is not None
-    return fire.astimezone(UTC)
-
-
-def reschedule(session: Session, company: Company, now: datetime) -> None:
-    """After the owner changes the timezone, the daily hour or the sync interval: move the jobs."""
-    for row in session.scalars(select(CompanyJob).where(CompanyJob.company_id == company.id)):
-        if row.last_finished_at is None:
-            continue  # never run yet: it is due already
-        if row.job == "sync":
-            row.next_run_at = next_run("sync", company, row.last_finished_at)
-            continue
-        upcoming = next_run(row.job, company, now)
-        # At most one daily run per local day, even when the hour moves later on the same day.
-        if local_date(upcoming, company.timezone) == local_date(
-            row.last_finished_at, company.timezone
-        ):
-            upcoming = next_run(row.job, company, upcoming)
-        row.next_run_at = upcoming
 
 
 def default_worker_name() -> str:

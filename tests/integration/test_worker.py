@@ -28,8 +28,9 @@ from arbridge.sync.model import (
     Invoice,
     SyncError,
 )
+from arbridge.sync.schedule import next_run, reschedule
 from arbridge.sync.store import add_connection, company_today, create_company
-from arbridge.worker import claim_and_run, next_run, reschedule, tick
+from arbridge.worker import claim_and_run, tick
 from tests.conftest import ON_POSTGRES, env_for_subprocess
 
 CHICAGO = ZoneInfo("America/Chicago")

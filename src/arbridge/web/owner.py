@@ -14,6 +14,7 @@ from arbridge.readmodels import owner as owner_reads
 from arbridge.remind import statement_link_days
 from arbridge.sync.model import Company, Invoice
 from arbridge.sync.runner import sync_connection
+from arbridge.sync.schedule import reschedule
 from arbridge.sync.store import (
     aging_report,
     company_today,
@@ -24,7 +25,6 @@ from arbridge.sync.store import (
 )
 from arbridge.web.common import company_required, db, get_or_404, page_arg, runtime
 from arbridge.web.forms import CompanyForm, PaymentsForm, PlansForm, RemindersForm
-from arbridge.worker import reschedule
 
 bp = Blueprint("owner", __name__, url_prefix="/c/<slug>")
 PAGE_SIZE = 100
