@@ -596,7 +596,7 @@ class ApiCall(Base):
     __table_args__ = (Index("ix_api_calls_tenant_started", "provider", "tenant_id", "started_at"),)
 
 
-# --- Reminders (issue 5): tables of its own go here; migration 0004 ---
+# --- Reminders: tables of its own go here; migration 0004 ---
 
 REMINDER_STATUSES = ("queued", "sent", "cancelled", "failed")
 HOLD_KINDS = ("dispute", "promise")
@@ -722,7 +722,7 @@ class CustomerReminderSettings(Base):
     agency_note: Mapped[str | None] = mapped_column(Text)
 
 
-# --- Payments (issue 4): tables of its own go here; migration 0005 ---
+# --- Payments: tables of its own go here; migration 0005 ---
 COLLECTED_STATUSES = ("pending", "succeeded", "failed", "refunded", "disputed")
 
 

@@ -201,7 +201,7 @@ def save_settings(company: Company, section: str) -> Any:
     elif section == "reminders":
         company.collections_hour = form.collections_hour.data
         stored["reminders"] = {
-            # Keep the sequence, wording and window saved on the reminders page (issue 5).
+            # Keep the sequence, wording and window saved on the reminders page.
             **(stored.get("reminders") or {}),
             "enabled": form.reminders_enabled.data,
             "max_per_week": form.max_per_week.data,

@@ -71,8 +71,8 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
 
 def _gone(e: LinkGone) -> Any:
     """A genuine link that no longer works. An expired one says so (410) and how to get a new
-    one; a withdrawn one is a plain 404 that shows nothing of the invoice (issue 4: a revoked
-    token is as good as none)."""
+    one; a withdrawn one is a plain 404 that shows nothing of the invoice: a revoked token is as
+    good as none, and says nothing about the invoice it was for."""
     log.info("refused a payment link: %s", e)
     if e.reason != "expired":
         abort(404)

@@ -1,4 +1,4 @@
-"""QuickBooks connector (issue 3): call slots shared by every worker, per realm.
+"""QuickBooks connector: call slots shared by every worker, per realm.
 
 Everything else QuickBooks needs fits the existing tables: the realm is connections.tenant_id;
 the tokens and their expiry times are the JSON in connections.credentials_encrypted; "needs

@@ -1,4 +1,4 @@
-"""Reminders (issue 5): reminder sends, the mailbox, disputes and promises, call tasks,
+"""Reminders: reminder sends, the mailbox, disputes and promises, call tasks,
 customers' own sequences and agency referrals.
 
 Revision ID: 0004

@@ -1,4 +1,4 @@
-"""Payments (issue 4): tables and columns.
+"""Payments: tables and columns.
 
 Revision ID: 0005
 Revises: 0004

@@ -1,4 +1,4 @@
-"""Payments after the money arrived (issue 8): the live ledger write, disputes, refund attempts.
+"""Payments after the money arrived: the live ledger write, disputes, refund attempts.
 
 Revision ID: 0006
 Revises: 0005

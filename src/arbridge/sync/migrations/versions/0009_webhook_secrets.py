@@ -1,4 +1,4 @@
-"""Per-connection Stripe webhook signing secrets, and replayed deliveries stored once (issue 8).
+"""Per-connection Stripe webhook signing secrets, and replayed deliveries stored once.
 
 Revision ID: 0009
 Revises: 0008

@@ -1,4 +1,4 @@
-"""Reminders and statement links (issue 8): "maybe sent" outbox rows, statement link expiry,
+"""Reminders and statement links: "maybe sent" outbox rows, statement link expiry,
 replies remembered with the link they came through (limited per link and per customer).
 
 Revision ID: 0010
