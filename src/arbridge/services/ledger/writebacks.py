@@ -38,28 +38,6 @@ from arbridge.sync.runner import mapper_for
 log = logging.getLogger(__name__)
 
 
-def ledger_payment_payload(
-    conn: Connection,
-    *,
-    customer_source_id: str,
-    currency: str,
-    amount: Decimal,
-    received_on: date,
-    reference: str,
-    lines: list[tuple[str, Decimal]],
-) -> dict[str, Any]:
-    """The outbox payload of a payment to write back into the ledger (amounts as strings)."""
-    return {
-        "connection_id": conn.id,
-        "customer_source_id": customer_source_id,
-        "currency": currency,
-        "amount": str(amount),
-        "received_on": received_on.isoformat(),
-        "reference": reference,
-        "lines": [{"invoice_source_id": i, "amount": str(a)} for i, a in lines],
-    }
-
-
 # Refit a refused write-back to what the ledger still has outstanding (payments.refunds owns it):
 # (runtime, outbox row id, outstanding by invoice source id) -> the lines to post, or None.
 Refit = Callable[[Runtime, int, Mapping[str, Decimal]], list[dict[str, str]] | None]
