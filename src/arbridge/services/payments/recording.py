@@ -22,7 +22,13 @@ from arbridge.errors import Rejected, Transient
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.services.payments.events import AFTER_SUCCESS, DISPUTE_CLOSED, Observed, observe
-from arbridge.services.payments.reversals import dispute_closed, refund, reverse, row_money
+from arbridge.services.payments.reversals import (
+    dispute_closed,
+    refund,
+    reverse,
+    row_money,
+    tell_overpaid,
+)
 from arbridge.sync.activity import log_activity
 from arbridge.sync.db import dialect_insert
 from arbridge.sync.model import (
@@ -333,22 +339,7 @@ def _succeed(
             f"{amount.format()} arrived but only {(amount - left).format()} was still owed: "
             f"{left.format()} is an overpayment. Refund it from the payments list."
         )
-        log_activity(
-            s,
-            rt.clock,
-            company.id,
-            "payment.overpaid",
-            message,
-            payment_intent=row.payment_intent_id,
-        )
-        tell_owner(
-            s,
-            rt.clock,
-            company.id,
-            key=owner_mail_key(company.id, f"overpaid:{row.payment_intent_id}"),
-            subject="A customer overpaid",
-            text=message,
-        )
+        tell_overpaid(rt, s, company.id, row, message)
     if customer is not None:
         _receipt(rt, s, company, customer, row, numbers)
     tell_owner(

@@ -15,7 +15,7 @@ from arbridge.errors import ArbridgeError, NotFound
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.services.payments.accounts import gateway_for_row
-from arbridge.services.payments.reversals import row_money
+from arbridge.services.payments.reversals import row_money, tell_overpaid
 from arbridge.sync.activity import log_activity
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
@@ -24,11 +24,9 @@ from arbridge.sync.model import (
     Invoice,
     OutboxMessage,
 )
-from arbridge.sync.notices import tell_owner
 from arbridge.sync.outbox_kinds import (
     StripeRefund,
     ledger_discount_key,
-    owner_mail_key,
     queue,
     stripe_refund_key,
 )
@@ -108,22 +106,7 @@ def refit_to_ledger(
             f"meanwhile (a payment recorded there): {over.format()} is an overpayment, not in "
             "your books. Refund it from the payments list, or keep it as the customer's credit."
         )
-        log_activity(
-            s,
-            rt.clock,
-            company.id,
-            "payment.overpaid",
-            text,
-            payment_intent=row.payment_intent_id,
-        )
-        tell_owner(
-            s,
-            rt.clock,
-            company.id,
-            key=owner_mail_key(company.id, f"overpaid:{row.payment_intent_id}"),
-            subject="A customer overpaid",
-            text=text,
-        )
+        tell_overpaid(rt, s, company.id, row, text)
         return lines
 
 

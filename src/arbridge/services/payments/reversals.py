@@ -41,6 +41,24 @@ def row_money(row: CollectedPayment) -> Money:
     return Money.from_minor(row.amount_minor, row.currency)
 
 
+def tell_overpaid(
+    rt: Runtime, s: Session, company_id: int, row: CollectedPayment, text: str
+) -> None:
+    """An overpayment the owner must see at once: on the activity log and by email (once per
+    payment, whichever path found it)."""
+    log_activity(
+        s, rt.clock, company_id, "payment.overpaid", text, payment_intent=row.payment_intent_id
+    )
+    tell_owner(
+        s,
+        rt.clock,
+        company_id,
+        key=owner_mail_key(company_id, f"overpaid:{row.payment_intent_id}"),
+        subject="A customer overpaid",
+        text=text,
+    )
+
+
 def refund(rt: Runtime, s: Session, row: CollectedPayment, refunded_total: Money) -> None:
     """Stripe reports the charge's refunded total; act on what is new since the last report."""
     already = row.refunded_minor
