@@ -6,11 +6,10 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from arbridge.errors import ArbridgeError
+from arbridge.collections.reminders import reminder_policy
+from arbridge.errors import ArbridgeError, Transient
 from arbridge.runtime import Runtime
-from arbridge.sync.model import (
-    Connection,
-)
+from arbridge.sync.model import Company, Connection
 from arbridge.sync.runner import sync_connection
 from arbridge.sync.store import (
     ledger_connection,
@@ -41,3 +40,15 @@ def ensure_fresh(rt: Runtime, company_id: int, max_age_minutes: int) -> tuple[st
     with rt.sessions() as session:
         fresh = session.get(Connection, conn.id)
         return (None, fresh.last_sync_at) if fresh else ("the connection is gone", None)
+
+
+def hold_unless_fresh(rt: Runtime, company_id: int) -> None:
+    """Before an email goes out: make sure its facts come from a recent sync. A stale or broken
+    ledger holds it (Transient: retried with backoff until the ledger syncs again), never drops it."""
+    with rt.sessions() as session:
+        company = session.get(Company, company_id)
+        assert company is not None
+        policy = reminder_policy(company.settings)
+    hold, _synced = ensure_fresh(rt, company_id, policy.max_sync_age_minutes)
+    if hold:
+        raise Transient(f"held: {hold}")

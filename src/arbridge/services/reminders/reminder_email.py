@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from arbridge.collections.reminders import reminder_policy
 from arbridge.collections.templates import TemplateProblem
-from arbridge.errors import Transient
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import Held, Prepared
-from arbridge.services.reminders.freshness import ensure_fresh
+from arbridge.services.reminders.freshness import hold_unless_fresh
 from arbridge.services.reminders.recheck import StillDue, recheck_reminder
 from arbridge.services.reminders.rendering import link_token, render_reminder
 from arbridge.services.reminders.unsubscribe import unsubscribe_token
@@ -22,14 +20,7 @@ from arbridge.sync.store import company_today, log_activity, owner
 
 def prepare_reminder(rt: Runtime, message: OutboxMessage) -> Prepared | Held | str:
     """Check every invoice again; returns the email, or why it is no longer sent."""
-    with rt.sessions() as session:
-        company = session.get(Company, message.company_id)
-        assert company is not None
-        policy = reminder_policy(company.settings)
-    hold, _synced = ensure_fresh(rt, message.company_id, policy.max_sync_age_minutes)
-    if hold:
-        # Held, not dropped: retried with backoff until the ledger syncs again.
-        raise Transient(f"held: {hold}")
+    hold_unless_fresh(rt, message.company_id)
     with transaction(rt.sessions) as session:
         due = recheck_reminder(session, rt, message)
         if isinstance(due, str):

@@ -10,17 +10,15 @@ from sqlalchemy.orm import Session
 
 from arbridge.collections.reminders import (
     ReminderPolicy,
-    reminder_policy,
     send_at,
     zone,
 )
 from arbridge.collections.templates import (
     TemplateProblem,
 )
-from arbridge.errors import Transient
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import Held, Prepared
-from arbridge.services.reminders.freshness import ensure_fresh
+from arbridge.services.reminders.freshness import hold_unless_fresh
 from arbridge.services.reminders.reminder_email import template_held
 from arbridge.services.reminders.rendering import link_token, render_reminder
 from arbridge.services.reminders.unsubscribe import unsubscribe_token
@@ -124,13 +122,7 @@ def _usable_contact(session: Session, customer_id: int) -> Contact | None:
 
 def prepare_statement(rt: Runtime, message: OutboxMessage) -> Prepared | Held | str:
     p = message.payload
-    with rt.sessions() as session:
-        company = session.get(Company, message.company_id)
-        assert company is not None
-        policy = reminder_policy(company.settings)
-    hold, _synced = ensure_fresh(rt, message.company_id, policy.max_sync_age_minutes)
-    if hold:
-        raise Transient(f"held: {hold}")
+    hold_unless_fresh(rt, message.company_id)
     with transaction(rt.sessions) as session:
         company = session.get(Company, message.company_id)
         customer = session.get(Customer, p["customer_id"])
