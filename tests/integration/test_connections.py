@@ -63,6 +63,39 @@ def test_a_spent_daily_budget_says_when_to_come_back_instead_of_waiting(rt):
         assert (row.day, row.day_calls) == (rt.clock.now().date(), 1)
 
 
+def test_a_minute_budget_is_never_slept_out_inside_a_job(rt):
+    """A wait of a few seconds is slept; a wait of a minute raises RateLimited at once with
+    the time to come back, so the worker reschedules the job instead of holding its row."""
+    slept: list[float] = []
+    limiter = CallLimiter(rt.sessions, rt.clock, "xero", "t-1", slept.append, per_minute=2)
+    for _ in range(2):
+        with limiter.slot():
+            pass
+    with pytest.raises(RateLimited) as limited, limiter.slot():
+        pass
+    assert slept == [] and limited.value.retry_after == 60
+    rt.clock.advance(timedelta(seconds=57))  # the budget frees in 3 s: waited for here
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        rt.clock.advance(timedelta(seconds=seconds))
+
+    with CallLimiter(rt.sessions, rt.clock, "xero", "t-1", sleep, per_minute=2).slot():
+        pass
+    assert waits == [3.0]
+
+
+def test_slots_that_stay_taken_reschedule_the_job_after_a_few_seconds(rt):
+    slept: list[float] = []
+    limiter = CallLimiter(rt.sessions, rt.clock, "xero", "t-1", slept.append, concurrent=1)
+    with limiter.slot():
+        with pytest.raises(RateLimited) as limited, limiter.slot():
+            pass
+    assert 0 < sum(slept) <= limiter.max_wait
+    assert limited.value.retry_after == CallLimiter.BUSY_RETRY_AFTER
+
+
 @dataclass
 class FakeGrant:
     access_token: str

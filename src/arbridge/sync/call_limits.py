@@ -2,9 +2,11 @@
 
 Each call takes a slot row under the tenant's row lock and releases it when done; a process that
 dies mid-call frees its slot when the lease ends. Three budgets, each optional: calls started in
-any 60 s, calls in flight, calls in a UTC day. A short wait (the minute budget, a free slot) is
-slept here; a spent daily budget raises RateLimited with the time to come back, so a job is
-rescheduled rather than held for hours.
+any 60 s, calls in flight, calls in a UTC day. The caller usually runs inside a worker job that
+holds its job row locked, so like the connectors' retry loop (connectors/retry.py) the limiter
+sleeps at most `max_wait` seconds in all: a budget that frees up sooner is waited for here, and
+anything longer (a spent minute budget that frees in 60 s, a spent daily budget, slots that stay
+taken) raises RateLimited with the time to come back, so the job is rescheduled instead.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
+from arbridge.connectors.retry import MAX_WAIT
 from arbridge.errors import RateLimited
 from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.model import ApiCall, ApiTenant
@@ -24,6 +27,10 @@ from arbridge.sync.model import ApiCall, ApiTenant
 
 class CallLimiter:
     WINDOW = timedelta(seconds=60)
+    POLL = 0.05  # how often a full set of in-flight slots is looked at again
+    # Calls in flight usually end within seconds; when every slot stays taken for `max_wait`,
+    # the job comes back this much later rather than polling on.
+    BUSY_RETRY_AFTER = 30.0
 
     def __init__(
         self,
@@ -37,6 +44,7 @@ class CallLimiter:
         concurrent: int | None = None,
         daily: int | None = None,
         lease: timedelta = timedelta(seconds=130),
+        max_wait: float = MAX_WAIT,
     ) -> None:
         self.factory = factory
         self.clock = clock
@@ -47,8 +55,11 @@ class CallLimiter:
         self.concurrent = concurrent
         self.daily = daily
         self.lease = lease  # longer than the provider's own request timeout
+        self.max_wait = max_wait
 
-    def _take(self) -> tuple[int | None, float]:
+    def _take(self) -> tuple[int | None, float | None]:
+        """(the slot's call id, 0) when taken; else (None, seconds until the minute budget
+        frees one) or (None, None) while every in-flight slot is taken."""
         with transaction(self.factory) as s:
             s.execute(
                 dialect_insert(s)(ApiTenant.__table__)
@@ -94,7 +105,7 @@ class CallLimiter:
                     .where(mine, ApiCall.finished_at.is_(None), ApiCall.lease_until > now)
                 )
                 if (flying or 0) >= self.concurrent:
-                    return None, 0.05
+                    return None, None
             call = ApiCall(
                 provider=self.provider,
                 tenant_id=self.tenant_id,
@@ -108,11 +119,19 @@ class CallLimiter:
 
     @contextmanager
     def slot(self) -> Iterator[None]:
+        waited = 0.0  # the sleeps asked for, so the cap holds whatever the clock does meanwhile
         while True:
             call_id, wait = self._take()
             if call_id is not None:
                 break
-            self.sleep(max(wait, 0.001))
+            pause = self.POLL if wait is None else max(wait, 0.001)
+            if waited + pause > self.max_wait:
+                raise RateLimited(
+                    f"{self.provider} tenant {self.tenant_id} is at its call budget",
+                    self.BUSY_RETRY_AFTER if wait is None else wait,
+                )
+            self.sleep(pause)
+            waited += pause
         try:
             yield
         finally:
