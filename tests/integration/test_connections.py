@@ -89,9 +89,8 @@ def test_a_minute_budget_is_never_slept_out_inside_a_job(rt):
 def test_slots_that_stay_taken_reschedule_the_job_after_a_few_seconds(rt):
     slept: list[float] = []
     limiter = CallLimiter(rt.sessions, rt.clock, "xero", "t-1", slept.append, concurrent=1)
-    with limiter.slot():
-        with pytest.raises(RateLimited) as limited, limiter.slot():
-            pass
+    with limiter.slot(), pytest.raises(RateLimited) as limited, limiter.slot():
+        pass
     assert 0 < sum(slept) <= limiter.max_wait
     assert limited.value.retry_after == CallLimiter.BUSY_RETRY_AFTER
 

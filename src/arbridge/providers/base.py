@@ -2,7 +2,8 @@
 
 One `Provider` entry says everything provider-specific: its name and label, how a connector for
 one of its connections is built, the mapper that turns its records into the receivables model,
-its OAuth flow, its webhooks, its settings section and its call limits. The runtime, the runner,
+its OAuth flow, its webhooks, its settings section, its call limits and its pages (named by
+module path and template, so this layer never imports Flask). The runtime, the runner,
 the webhook dispatch, the web views and the CLI look a provider up here instead of naming it, so
 a new ledger is its own files plus one `register(...)` line in `arbridge.providers`.
 """
@@ -75,6 +76,14 @@ class Provider:
     oauth: Callable[[Services], Any] | None = None
     webhooks: Webhooks | None = None
     limits: CallLimits = field(default_factory=CallLimits)
+    # What the settings page calls the ledger ("QuickBooks Online"); `label` when None.
+    long_label: str | None = None
+    # The provider's pages, named rather than imported (providers never import Flask): the
+    # dotted path of a module with a Flask blueprint `bp`, which the web app registers, and
+    # the template of its part of the settings page's Connections section, which the settings
+    # page includes with `provider` and the company's ledger `connection` in its context.
+    web_module: str | None = None
+    settings_template: str | None = None
 
     def available(self, settings: Settings) -> bool:
         return self.always_available or self.section(settings) is not None

@@ -32,4 +32,5 @@ PROVIDER = Provider(
     connector=connector,
     mapper=demo_mapper.map_record,
     always_available=True,
+    long_label="Demo ledger (simulated)",
 )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -127,6 +129,48 @@ def disconnect(
 
 def deposit_account(company: Company) -> str | None:
     return ((company.settings or {}).get("quickbooks") or {}).get("deposit_account_id")
+
+
+@dataclass(frozen=True)
+class DepositAccounts:
+    """The accounts QuickBooks last listed for a payment to go to, as kept on the company, so
+    the settings page shows them without calling QuickBooks while it renders."""
+
+    accounts: list[tuple[str, str]]  # (id, name)
+    listed_at: datetime | None  # when QuickBooks listed them; None: never asked yet
+    error: str | None  # why the last ask failed, when it did (the list is the one before)
+
+
+def stored_deposit_accounts(company: Company) -> DepositAccounts:
+    prefs = (company.settings or {}).get("quickbooks") or {}
+    at = prefs.get("deposit_accounts_listed_at")
+    return DepositAccounts(
+        accounts=[(str(i), str(name)) for i, name in prefs.get("deposit_accounts") or []],
+        listed_at=datetime.fromisoformat(at) if at else None,
+        error=prefs.get("deposit_accounts_error"),
+    )
+
+
+def store_deposit_accounts(
+    company: Company, listed_at: datetime, accounts: list[tuple[str, str]]
+) -> None:
+    _store_quickbooks_prefs(
+        company,
+        deposit_accounts=[[i, name] for i, name in accounts],
+        deposit_accounts_listed_at=listed_at.isoformat(),
+        deposit_accounts_error=None,
+    )
+
+
+def store_deposit_accounts_error(company: Company, error: str) -> None:
+    """QuickBooks could not be asked: keep the list from before, and say why."""
+    _store_quickbooks_prefs(company, deposit_accounts_error=error[:500])
+
+
+def _store_quickbooks_prefs(company: Company, **values: Any) -> None:
+    stored = dict(company.settings or {})
+    stored["quickbooks"] = {**(stored.get("quickbooks") or {}), **values}
+    company.settings = stored  # a new dict, so the JSON column sees the change
 
 
 def build_connector(

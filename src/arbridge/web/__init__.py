@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from datetime import timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from flask import Flask, abort, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
+from arbridge import providers
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.web.common import RedactTokens, redact_path
@@ -25,6 +27,19 @@ def _amount(value: object, currency: str) -> str:
         return Money.rounded(str(value), currency).format()
     except (ValueError, TypeError, ArithmeticError):
         return str(value or "")
+
+
+def _ledger_providers() -> list[providers.Provider]:
+    """The registered ledgers, for the parts of a page each provider contributes."""
+    return list(providers.providers())
+
+
+def _ledger_label(name: str | None, long: bool = False) -> str | None:
+    """What the owner reads for a provider's name; None for no (or an unknown) provider."""
+    for p in providers.providers():
+        if p.name == name:
+            return (p.long_label or p.label) if long else p.label
+    return None
 
 
 def create_app(rt: Runtime, **overrides: Any) -> Flask:
@@ -64,9 +79,10 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
 
     app.register_blueprint(reminders.bp)
     app.register_blueprint(replies.bp)
-    from arbridge.web import quickbooks
-
-    app.register_blueprint(quickbooks.bp)
+    # Each ledger provider names its own pages (providers/base.py: Provider.web_module).
+    for provider in providers.providers():
+        if provider.web_module is not None:
+            app.register_blueprint(importlib.import_module(provider.web_module).bp)
     from arbridge.web import people
 
     app.register_blueprint(people.bp)
@@ -150,6 +166,8 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
             message="We could not complete this request. Please try again in a minute.",
         ), 500
 
+    app.jinja_env.globals["ledger_providers"] = _ledger_providers
+    app.jinja_env.globals["ledger_label"] = _ledger_label
     app.jinja_env.filters["money"] = lambda m: m.format() if isinstance(m, Money) else m
     app.jinja_env.filters["amount"] = _amount
     app.jinja_env.filters["minor"] = lambda pair: Money.from_minor(pair[0], pair[1]).format()

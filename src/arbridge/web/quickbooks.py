@@ -36,7 +36,12 @@ from arbridge.sync.people import (
     new_owner,
     user_for_ledger_sign_in,
 )
-from arbridge.sync.quickbooks_store import attach, deposit_account, disconnect
+from arbridge.sync.quickbooks_store import (
+    attach,
+    deposit_account,
+    disconnect,
+    stored_deposit_accounts,
+)
 from arbridge.sync.store import create_company, log_activity
 from arbridge.web import csrf
 from arbridge.web.common import company_required, current_user, db, runtime, start_session
@@ -176,13 +181,17 @@ def callback() -> Any:
         user.last_sign_in_at = rt.clock.now()
         company = s.get(Company, user.company_id)
         assert company is not None
-        attach(s, rt.keyring, rt.clock, company, realm_id, grant)
+        conn = attach(s, rt.keyring, rt.clock, company, realm_id, grant)
         slug, user_id, company_id, version = (
             company.slug,
             user.id,
             user.company_id,
             user.session_version or 0,
         )
+        s.commit()
+        # The settings page shows deposit accounts from the database: list them now, once
+        # the new tokens are stored (best effort: "Refresh from QuickBooks" asks again).
+        qbo.refresh_deposit_accounts(rt, company, conn)
         s.commit()
     except SignInRefused as e:
         s.rollback()
@@ -262,17 +271,34 @@ def deposit(company: Company) -> Any:
     return redirect(url_for("owner.settings", slug=company.slug) + "#connections")
 
 
-def deposit_choices(company: Company, connection: Connection | None) -> dict[str, Any]:
-    """For the settings page: the accounts a payment may go to, and the current choice."""
-    chosen = deposit_account(company)
-    if connection is None or connection.provider != "quickbooks" or connection.status != "active":
-        return {"accounts": [], "chosen": chosen}
-    try:
-        accounts = qbo.deposit_accounts(runtime(), connection)
-    except ArbridgeError as e:
-        log.warning("could not list QuickBooks deposit accounts: %s", e)
-        accounts = []
-    return {"accounts": accounts, "chosen": chosen}
+@bp.post("/c/<slug>/quickbooks/deposit-accounts/refresh")
+@company_required
+def refresh_deposit_accounts(company: Company) -> Any:
+    """The owner's "Refresh from QuickBooks": the one place (with connecting) the deposit
+    accounts are read from QuickBooks; the settings page shows what this kept."""
+    rt, s = runtime(), db()
+    conn = _quickbooks_connection(company.id)
+    if conn is None or conn.status != "active":
+        abort(404)
+    error = qbo.refresh_deposit_accounts(rt, company, conn)
+    s.commit()
+    if error:
+        flash(f"QuickBooks could not be reached: {error}", "error")
+    else:
+        flash("Deposit accounts refreshed from QuickBooks.", "ok")
+    return redirect(url_for("owner.settings", slug=company.slug) + "#connections")
+
+
+def deposit_choices(company: Company) -> dict[str, Any]:
+    """For the settings page, from the database only: the accounts a payment may go to (as
+    QuickBooks last listed them, and when), and the current choice."""
+    stored = stored_deposit_accounts(company)
+    return {
+        "accounts": stored.accounts,
+        "chosen": deposit_account(company),
+        "listed_at": stored.listed_at,
+        "error": stored.error,
+    }
 
 
 @bp.app_context_processor

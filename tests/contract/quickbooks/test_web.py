@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
+import responses
 from sqlalchemy import func, select
 
 from arbridge.sync.db import transaction
@@ -65,6 +67,9 @@ def test_connect_from_the_settings_page(rt, client, fake):
         creds = json.loads(rt.keyring.decrypt(conn.credentials_encrypted))
         assert creds["refresh_token"] in fake.refresh_tokens
         assert creds["refresh_expires_at"] is not None
+        # Connecting lists the deposit accounts once, for the settings page to show.
+        prefs = s.get(Company, company.id).settings["quickbooks"]
+        assert ["35", "Checking"] in prefs["deposit_accounts"]
     seed_ledger(fake)
     with rt.sessions() as s:
         conn = s.scalar(select(Connection).where(Connection.company_id == company.id))
@@ -154,8 +159,18 @@ def test_needs_reconnect_is_shown_on_the_settings_page(rt, client, fake, connect
     assert client.get("/quickbooks/reconnect").headers["Location"].endswith("/quickbooks/connect")
 
 
+def refresh_deposit_accounts(client, slug: str):
+    """The owner's "Refresh from QuickBooks" (the settings page itself never asks QuickBooks)."""
+    page = client.get(f"/c/{slug}/settings")
+    return client.post(
+        f"/c/{slug}/quickbooks/deposit-accounts/refresh",
+        data={"csrf_token": csrf_token(page.data)},
+    )
+
+
 def test_the_owner_picks_the_deposit_account(rt, client, fake, connected):
     sign_in(client, rt, connected.company)
+    refresh_deposit_accounts(client, connected.company.slug)
     page = client.get(f"/c/{connected.company.slug}/settings")
     form = parse(page.data).by_id("qbo-deposit")
     options = {o.attrs["value"]: o.text for o in form.find_all("option")}
@@ -207,3 +222,45 @@ def test_no_get_route_changes_a_quickbooks_company(rt, app, client, fake, connec
     values = _values(rt, client, connected.company)
     sign_in(client, rt, connected.company)
     assert _walk(app, rt, client, connected.company, values) == {}
+
+
+def test_the_settings_page_renders_without_calling_quickbooks(rt, client, fake, connected):
+    """Rendering reads the deposit accounts kept in the database; only the owner's refresh (or
+    connecting) asks QuickBooks. With no URL registered, any HTTP call would be recorded."""
+    sign_in(client, rt, connected.company)
+    refresh_deposit_accounts(client, connected.company.slug)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as nothing:
+        page = client.get(f"/c/{connected.company.slug}/settings")
+        assert len(nothing.calls) == 0
+    assert page.status_code == 200
+    doc = parse(page.data)
+    options = {o.attrs["value"] for o in doc.by_id("qbo-deposit").find_all("option")}
+    assert options == {"", "35"}
+    assert "2026-11-24 15:00 UTC" in doc.by_id("qbo-deposit-listed").text
+
+
+def test_refresh_from_quickbooks_keeps_the_list_and_says_when_it_was_read(
+    rt, client, fake, connected
+):
+    sign_in(client, rt, connected.company)
+    page = parse(client.get(f"/c/{connected.company.slug}/settings").data)
+    assert "not read from QuickBooks yet" in page.by_id("qbo-deposit-listed").text
+    assert page.by_id("qbo-deposit-refresh") is not None
+    # Without the CSRF token the refresh is refused and asks nobody.
+    api = fake.calls["api"]
+    refused = client.post(f"/c/{connected.company.slug}/quickbooks/deposit-accounts/refresh")
+    assert refused.status_code == 400 and fake.calls["api"] == api
+    assert refresh_deposit_accounts(client, connected.company.slug).status_code == 302
+    with rt.sessions() as s:
+        prefs = s.get(Company, connected.company.id).settings["quickbooks"]
+    assert prefs["deposit_accounts"] == [["35", "Checking"], ["4", "Undeposited Funds"]]
+    assert prefs["deposit_accounts_error"] is None
+    # QuickBooks is down at the next refresh: the list kept stays, and the page says why.
+    rt.clock.advance(timedelta(hours=1))
+    fake.fail(times=20)
+    refresh_deposit_accounts(client, connected.company.slug)
+    page = parse(client.get(f"/c/{connected.company.slug}/settings").data)
+    options = {o.attrs["value"] for o in page.by_id("qbo-deposit").find_all("option")}
+    assert options == {"", "35"}
+    listed = page.by_id("qbo-deposit-listed").text
+    assert "2026-11-24 15:00 UTC" in listed and "The last refresh failed" in listed
