@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
+from arbridge.services.messaging.queue import MESSAGE_KINDS
 from arbridge.sync.model import (
     CallTask,
     Company,
@@ -87,7 +88,7 @@ def mailbox(s: Session, company: Company, limit: int = 200) -> Mailbox:
         select(OutboxMessage)
         .where(
             OutboxMessage.company_id == company.id,
-            OutboxMessage.kind == "email",
+            OutboxMessage.kind.in_(MESSAGE_KINDS),
             OutboxMessage.status.in_(WAITING),
         )
         .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 from typing import Any
 
 from flask import (
@@ -41,6 +40,7 @@ from arbridge.collections.templates import (
 from arbridge.collections.templates import check as check_template
 from arbridge.inputs import InputError, parse_day, parse_int
 from arbridge.readmodels import reminders as reads
+from arbridge.services.messaging.queue import queue_test_message
 from arbridge.sync import pay_links
 from arbridge.sync.model import (
     CallTask,
@@ -51,7 +51,6 @@ from arbridge.sync.model import (
     InvoiceHold,
     MailMessage,
 )
-from arbridge.sync.outbox import enqueue
 from arbridge.sync.store import company_today, log_activity, owner
 from arbridge.web.common import company_required, db, get_or_404, id_arg, runtime, safe_next
 
@@ -316,20 +315,7 @@ def test_send(company: Company) -> Any:
         flash(str(e), "error")
         return redirect(url_for("reminders.page", slug=company.slug))
     user = owner(s, company)
-    enqueue(
-        s,
-        rt.clock,
-        company_id=company.id,
-        kind="email",
-        key=f"test:{company.id}:{secrets.token_hex(8)}",
-        payload={
-            "mail": "test",
-            "to": user.email,
-            "subject": f"[Test] {rendered.subject}",
-            "text": rendered.text,
-            "html": rendered.html,
-        },
-    )
+    queue_test_message(s, rt.clock, company.id, user.email, rendered)
     log_activity(s, rt.clock, company.id, "reminders.test", f"Test email ({name}) to {user.email}")
     s.commit()
     flash(f"Test email queued to {user.email}.", "ok")

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import Prepared
+from arbridge.sync.outbox_kinds import OutboxKind
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Composed:
 
 class Channel(Protocol):
     name: str
+    outbox_kind: OutboxKind  # the outbox rows its messages wait in until the sender sends them
     # Errors of `transmit`, by what they mean for the record: the address refuses messages (no
     # more go to it); the message may have gone out (recorded as sent, never repeated); the
     # install's settings are wrong (the owner is told to check them).

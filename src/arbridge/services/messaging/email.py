@@ -16,6 +16,7 @@ from arbridge.connectors.email.message import new_message_id
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.channel import Composed
 from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, Prepared
+from arbridge.sync.outbox_kinds import OutboxKind
 
 
 def mail_from(rt: Runtime) -> str:
@@ -25,6 +26,7 @@ def mail_from(rt: Runtime) -> str:
 
 class EmailChannel:
     name = EMAIL_CHANNEL
+    outbox_kind = OutboxKind.EMAIL
     undeliverable: tuple[type[Exception], ...] = (MailBounced,)
     maybe_sent: tuple[type[Exception], ...] = (MailMaybeSent,)
     misconfigured: tuple[type[Exception], ...] = (MailConfigError,)
