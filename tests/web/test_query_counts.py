@@ -9,6 +9,7 @@ from sqlalchemy import event, select
 
 from arbridge.sync.db import transaction
 from arbridge.sync.model import CollectedAllocation, CollectedPayment, Invoice
+from arbridge.sync.outbox import enqueue
 
 
 @contextmanager
@@ -25,8 +26,9 @@ def counted(rt):
         event.remove(rt.engine, "before_cursor_execute", count)
 
 
-def _pay(rt, inv_id: int, n: int) -> None:
-    """n payments through arbridge, each applied in part to the invoice."""
+def _pay(rt, inv_id: int, n: int, refunded: bool = False) -> None:
+    """n payments through arbridge, each applied in part to the invoice (and, when `refunded`,
+    each with an overpayment refund waiting in the outbox)."""
     now = rt.clock.now()
     with transaction(rt.sessions) as s:
         inv = s.get(Invoice, inv_id)
@@ -48,6 +50,17 @@ def _pay(rt, inv_id: int, n: int) -> None:
             s.add(
                 CollectedAllocation(collected_payment_id=p.id, invoice_id=inv.id, amount_minor=100)
             )
+            if refunded:
+                p.amount_minor, p.unapplied_minor = 150, 50
+                p.refund_key = f"stripe_refund:{p.payment_intent_id}:overpayment:1"
+                enqueue(
+                    s,
+                    rt.clock,
+                    company_id=inv.company_id,
+                    kind="stripe_refund",
+                    key=p.refund_key,
+                    payload={"amount_minor": 50, "currency": inv.currency},
+                )
 
 
 def _get(owner_client, rt, path: str) -> int:
@@ -70,6 +83,29 @@ def test_the_invoice_page_costs_the_same_with_one_payment_or_six(owner_client, r
     assert _get(owner_client, rt, f"/c/demo/invoices/{one}") == _get(
         owner_client, rt, f"/c/demo/invoices/{six}"
     )
+
+
+def test_refunds_cost_one_query_for_the_table_not_one_per_payment(owner_client, rt, demo_company):
+    with rt.sessions() as s:
+        one, six = s.scalars(
+            select(Invoice.id)
+            .where(Invoice.company_id == demo_company.id, Invoice.status == "open")
+            .order_by(Invoice.id)
+            .limit(2)
+        ).all()
+    _pay(rt, one, 1, refunded=True)
+    _pay(rt, six, 6, refunded=True)
+    page = owner_client.get(f"/c/demo/invoices/{six}").data.decode()
+    assert page.count("waiting to go to Stripe") == 6
+    assert _get(owner_client, rt, f"/c/demo/invoices/{one}") == _get(
+        owner_client, rt, f"/c/demo/invoices/{six}"
+    )
+    owner_client.get("/c/demo/")
+    with_seven = _get(owner_client, rt, "/c/demo/")  # seven refunds in the recent payments
+    with transaction(rt.sessions) as s:
+        for p in s.scalars(select(CollectedPayment)):
+            p.refund_key = None
+    assert _get(owner_client, rt, "/c/demo/") == with_seven - 1  # the one query for them all
 
 
 def test_the_dashboard_lists_a_page_of_invoices_in_a_few_queries(owner_client, rt):

@@ -14,6 +14,8 @@ from arbridge.handlers import STRIPE_EVENTS
 from arbridge.readmodels import payments as payment_reads
 from arbridge.readmodels import stripe_status as readmodel
 from arbridge.remind import statement_link_days
+from arbridge.services.payments import refunds
+from arbridge.services.payments.refunds import RefundStatus
 from arbridge.sync.model import CollectedPayment, Company, Customer, Invoice
 from arbridge.sync.store import issue_statement_token, log_activity, revoke_pay_tokens
 from arbridge.web.common import company_required, db, get_or_404, get_scoped, runtime
@@ -41,8 +43,9 @@ def recent_payments(
 
 
 @bp.app_template_global()
-def refund_status(payment: CollectedPayment) -> payments.RefundStatus | None:
-    return payments.refund_status(db(), payment)
+def refund_statuses(rows: list[CollectedPayment]) -> dict[int, RefundStatus]:
+    """Every listed payment's refund status, in one query for the table."""
+    return refunds.refund_statuses(db(), rows)
 
 
 @bp.app_template_global()

@@ -4,7 +4,7 @@ fits there (the rest becomes an overpayment to refund)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -133,12 +133,21 @@ class RefundStatus:
         return self.state in ("failed", "unknown")
 
 
+def refund_statuses(s: Session, rows: Sequence[CollectedPayment]) -> dict[int, RefundStatus]:
+    """Where the latest refund of each payment stands, by payment id, in one query for the
+    whole list (a payments table asks for every row at once, never one query per row)."""
+    by_key = {row.refund_key: row for row in rows if row.refund_key is not None}
+    if not by_key:
+        return {}
+    messages = s.scalars(select(OutboxMessage).where(OutboxMessage.key.in_(by_key))).all()
+    return {by_key[msg.key].id: _refund_status(by_key[msg.key], msg) for msg in messages}
+
+
 def refund_status(s: Session, row: CollectedPayment) -> RefundStatus | None:
-    if row.refund_key is None:
-        return None
-    msg = s.scalar(select(OutboxMessage).where(OutboxMessage.key == row.refund_key))
-    if msg is None:
-        return None
+    return refund_statuses(s, [row]).get(row.id)
+
+
+def _refund_status(row: CollectedPayment, msg: OutboxMessage) -> RefundStatus:
     p = msg.payload
     amount = Money.from_minor(p["amount_minor"], p["currency"])
     if msg.status in ("pending", "sending"):
