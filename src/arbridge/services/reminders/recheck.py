@@ -1,5 +1,6 @@
-"""The re-check before a reminder goes out, whatever the channel: each invoice is checked
-again against a fresh sync, so a payment that arrived in between cancels the reminder."""
+"""The re-check before a reminder or a statement goes out, whatever the channel: each invoice
+is checked again against a fresh sync, so a payment that arrived in between cancels the reminder,
+and a statement lists only what is still open."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from arbridge.collections.reminders import (
 from arbridge.runtime import Runtime
 from arbridge.services.reminders.facts import load_facts
 from arbridge.services.reminders.rendering import link_token
+from arbridge.sync import pay_links
 from arbridge.sync.model import (
     Company,
     Contact,
@@ -102,3 +104,35 @@ def recheck_reminder(session: Session, rt: Runtime, message: OutboxMessage) -> S
         return "cancelled: nothing due any more"
     sends = [rows[i.id] for i, _t in keep if i.id in rows]
     return StillDue(company, customer, contact, today, keep, sends)
+
+
+@dataclass(frozen=True)
+class StatementDue:
+    """What a queued monthly statement still has to list after the re-check."""
+
+    company: Company
+    customer: Customer
+    contact: Contact
+    today: date
+    invoices: list[Invoice]  # what its link charges now
+    token: str  # the statement link's token, minted now that it goes out
+
+
+def recheck_statement(session: Session, rt: Runtime, message: OutboxMessage) -> StatementDue | str:
+    """Is the statement still worth sending: to a contact who still takes messages, with
+    invoices still open (paused, disputed and withdrawn ones are not chased here)? A string
+    says why nothing is sent."""
+    p = message.payload
+    company = session.get(Company, message.company_id)
+    customer = session.get(Customer, p["customer_id"])
+    contact = session.get(Contact, p["contact_id"])
+    assert company is not None and customer is not None
+    if contact is None or contact.opted_out_at or contact.bounced_at:
+        return "cancelled: no usable contact"
+    invoices = pay_links.chargeable_invoices(session, company.id, customer.id)
+    if not invoices:
+        return "cancelled: nothing open any more"
+    token = link_token(session, rt, company, customer, p)
+    return StatementDue(
+        company, customer, contact, company_today(company, rt.clock), invoices, token
+    )

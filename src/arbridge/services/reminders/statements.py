@@ -19,8 +19,9 @@ from arbridge.collections.templates import (
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import Held, Prepared
 from arbridge.services.reminders.freshness import hold_unless_fresh
+from arbridge.services.reminders.recheck import StatementDue, recheck_statement
 from arbridge.services.reminders.reminder_email import template_held
-from arbridge.services.reminders.rendering import link_token, render_reminder
+from arbridge.services.reminders.rendering import render_reminder
 from arbridge.services.reminders.unsubscribe import unsubscribe_token
 from arbridge.sync import pay_links
 from arbridge.sync.db import transaction
@@ -35,7 +36,6 @@ from arbridge.sync.model import (
 from arbridge.sync.outbox import enqueue
 from arbridge.sync.outbox_kinds import OutboxKind
 from arbridge.sync.store import (
-    company_today,
     log_activity,
     owner,
 )
@@ -121,43 +121,46 @@ def _usable_contact(session: Session, customer_id: int) -> Contact | None:
 
 
 def prepare_statement(rt: Runtime, message: OutboxMessage) -> Prepared | Held | str:
-    p = message.payload
+    """Check the statement again; returns the email, or why it is no longer sent."""
     hold_unless_fresh(rt, message.company_id)
     with transaction(rt.sessions) as session:
-        company = session.get(Company, message.company_id)
-        customer = session.get(Customer, p["customer_id"])
-        contact = session.get(Contact, p["contact_id"])
-        assert company is not None and customer is not None
-        if contact is None or not contact.email or contact.opted_out_at or contact.bounced_at:
-            return "cancelled: no usable contact"
-        # What its link charges: paused, disputed and withdrawn invoices are not chased here.
-        invoices = pay_links.chargeable_invoices(session, company.id, customer.id)
-        if not invoices:
-            return "cancelled: nothing open any more"
-        token = link_token(session, rt, company, customer, p)
-        try:
-            rendered = render_reminder(
-                rt,
-                company,
-                customer,
-                contact,
-                [(inv, token) for inv in invoices],
-                "statement",
-                company_today(company, rt.clock),
-                statement_token=token,
-            )
-        except TemplateProblem as e:
-            return template_held(session, rt, company, customer, message, [], e)
-        user = owner(session, company)
-        session.expunge(company)
-        return Prepared(
-            company=company,
-            to=contact.email,
-            rendered=rendered,
-            kind="statement",
-            customer_id=customer.id,
-            contact_id=contact.id,
-            unsubscribe=f"{rt.settings.base_url}/u/"
-            f"{unsubscribe_token(rt.settings.secret_key or '', contact.id)}",
-            reply_to=user.email,
+        due = recheck_statement(session, rt, message)
+        if isinstance(due, str):
+            return due
+        return compose_statement_email(session, rt, message, due)
+
+
+def compose_statement_email(
+    session: Session, rt: Runtime, message: OutboxMessage, due: StatementDue
+) -> Prepared | Held | str:
+    """The email of a re-checked statement, in the owner's wording; held when it does not
+    render."""
+    company, customer, contact = due.company, due.customer, due.contact
+    if not contact.email:
+        return "cancelled: no usable contact"
+    try:
+        rendered = render_reminder(
+            rt,
+            company,
+            customer,
+            contact,
+            [(inv, due.token) for inv in due.invoices],
+            "statement",
+            due.today,
+            statement_token=due.token,
         )
+    except TemplateProblem as e:
+        return template_held(session, rt, company, customer, message, [], e)
+    user = owner(session, company)
+    session.expunge(company)
+    return Prepared(
+        company=company,
+        to=contact.email,
+        rendered=rendered,
+        kind="statement",
+        customer_id=customer.id,
+        contact_id=contact.id,
+        unsubscribe=f"{rt.settings.base_url}/u/"
+        f"{unsubscribe_token(rt.settings.secret_key or '', contact.id)}",
+        reply_to=user.email,
+    )
