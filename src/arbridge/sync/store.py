@@ -52,6 +52,17 @@ def get_company(session: Session, slug: str) -> Company:
     return company
 
 
+def unused_slug(session: Session, name: str) -> str:
+    """A slug made from a company's name that no company has yet ("harbor-bakery-2" when
+    "harbor-bakery" is taken)."""
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-") or "company"
+    slug, n = base, 1
+    while session.scalar(select(Company.id).where(Company.slug == slug)) is not None:
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
 def create_company(
     session: Session,
     clock: Clock,
@@ -120,6 +131,15 @@ def add_connection(
     session.flush()
     log_activity(session, clock, company.id, "connection.added", f"Connected {provider}")
     return conn
+
+
+def provider_connection(session: Session, company_id: int, provider: str) -> Connection | None:
+    """The company's connection to one provider (a company has at most one per provider)."""
+    return session.scalar(
+        select(Connection).where(
+            Connection.company_id == company_id, Connection.provider == provider
+        )
+    )
 
 
 def ledger_connection(session: Session, company_id: int) -> Connection | None:

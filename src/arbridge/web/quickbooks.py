@@ -11,12 +11,10 @@ of sync/people.py (no joining an existing company; one company per realm).
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
-from sqlalchemy import select
 
 from arbridge.connectors.quickbooks import Grant, IntuitOAuth
 from arbridge.errors import (
@@ -42,7 +40,7 @@ from arbridge.sync.quickbooks_store import (
     disconnect,
     stored_deposit_accounts,
 )
-from arbridge.sync.store import create_company, log_activity
+from arbridge.sync.store import create_company, log_activity, provider_connection, unused_slug
 from arbridge.web import csrf
 from arbridge.web.common import company_required, current_user, db, runtime, start_session
 from arbridge.webhooks.quickbooks import MalformedWebhook
@@ -84,15 +82,6 @@ def reconnect() -> Any:
     return redirect(url_for("quickbooks.connect"))
 
 
-def _slug_for(name: str) -> str:
-    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-") or "company"
-    slug, n = base, 1
-    while db().scalar(select(Company.id).where(Company.slug == slug)) is not None:
-        n += 1
-        slug = f"{base}-{n}"
-    return slug
-
-
 def _new_company(realm_id: str, info: dict[str, Any], email: str) -> Company:
     """Rule 4 of sync/people.py: a first sign-in for a realm no company holds yet."""
     rt, s = runtime(), db()
@@ -101,7 +90,7 @@ def _new_company(realm_id: str, info: dict[str, Any], email: str) -> Company:
         s,
         rt.clock,
         name=name,
-        slug=_slug_for(name),
+        slug=unused_slug(s, name),
         home_currency=str(info.get("currency") or "USD"),
         timezone=rt.settings.default_timezone,
         country=str(info.get("country") or "US"),
@@ -208,11 +197,7 @@ def callback() -> Any:
 
 
 def _quickbooks_connection(company_id: int) -> Connection | None:
-    return db().scalar(
-        select(Connection).where(
-            Connection.company_id == company_id, Connection.provider == "quickbooks"
-        )
-    )
+    return provider_connection(db(), company_id, qbo.PROVIDER.name)
 
 
 @bp.get("/quickbooks/disconnected")
@@ -237,11 +222,7 @@ def disconnected_at_intuit() -> Any:
 @company_required
 def disconnect_now(company: Company) -> Any:
     rt, s = runtime(), db()
-    conn = s.scalar(
-        select(Connection).where(
-            Connection.company_id == company.id, Connection.provider == "quickbooks"
-        )
-    )
+    conn = _quickbooks_connection(company.id)
     if conn is None:
         abort(404)
     try:

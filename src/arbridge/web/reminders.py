@@ -18,7 +18,6 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import select
 
 from arbridge import remind
 from arbridge.collections.reminders import (
@@ -41,12 +40,12 @@ from arbridge.collections.templates import check as check_template
 from arbridge.inputs import InputError, parse_day, parse_int
 from arbridge.readmodels import reminders as reads
 from arbridge.services.messaging.queue import queue_test_message
+from arbridge.services.reminders.sequences import UnknownSequence, follow_sequence
 from arbridge.sync import pay_links
 from arbridge.sync.model import (
     CallTask,
     Company,
     Customer,
-    CustomerReminderSettings,
     Invoice,
     InvoiceHold,
     MailMessage,
@@ -226,26 +225,14 @@ def customer_sequence(company: Company, customer_id: int) -> Any:
     rt, s = runtime(), db()
     cust = get_or_404(Customer, customer_id, company)
     name = (request.form.get("sequence") or "").strip() or None
-    if name not in (None, "default") and name not in (_stored(company).get("sequences") or {}):
-        flash(f"There is no sequence called {name!r}.", "error")
+    try:
+        shown = follow_sequence(s, rt.clock, company, cust, name)
+    except UnknownSequence as e:
+        s.rollback()
+        flash(str(e), "error")
         return redirect(url_for("reminders.page", slug=company.slug) + "#customers")
-    pref = s.scalar(
-        select(CustomerReminderSettings).where(CustomerReminderSettings.customer_id == cust.id)
-    )
-    if pref is None:
-        pref = CustomerReminderSettings(company_id=company.id, customer_id=cust.id)
-        s.add(pref)
-    pref.sequence = None if name == "default" else name
-    log_activity(
-        s,
-        rt.clock,
-        company.id,
-        "settings.changed",
-        f"{cust.name} now follows the {name or 'default'} sequence",
-        customer_id=cust.id,
-    )
     s.commit()
-    flash(f"{cust.name} now follows the {name or 'default'} sequence.", "ok")
+    flash(f"{cust.name} now follows the {shown} sequence.", "ok")
     return redirect(url_for("reminders.page", slug=company.slug) + "#customers")
 
 
