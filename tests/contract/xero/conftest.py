@@ -130,7 +130,7 @@ def seed(fake: FakeXero, invoices: int = 12) -> dict[str, list[str]]:
         "CreditNotes", contacts[0], "40.00", issued=TODAY, allocations={ids[0]: "40.00"}
     )
     over = fake.add_credit(
-        "Overpayments", contacts[1], "25.00", issued=TODAY, allocations={ids[4]: "5.00"}
+        "Overpayments", contacts[1], "25.00", issued=TODAY, allocations={ids[1]: "5.00"}
     )
     pre = fake.add_credit("Prepayments", contacts[2], "60.00", issued=TODAY)
     return {
