@@ -491,7 +491,8 @@ class FakeXero:
         rows = list(self.store[name].values())
         since = request.headers.get("If-Modified-Since")
         if since:
-            cut = datetime.fromisoformat(since).replace(tzinfo=UTC)
+            cut = datetime.fromisoformat(since)
+            cut = cut.replace(tzinfo=UTC) if cut.tzinfo is None else cut.astimezone(UTC)
             rows = [r for r in rows if self.updated[r[id_field]] >= cut]
         where = args.get("where")
         if where:

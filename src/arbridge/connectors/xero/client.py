@@ -61,6 +61,8 @@ IDEMPOTENCY_KEY_MAX = 128
 MAX_IDS_QUERY = 1500
 CURSOR_MARGIN = timedelta(minutes=1)
 MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
+# Xero's ids are GUIDs: anything else cannot name a Xero record (and Xero refuses the request).
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 class TokenSource(Protocol):
@@ -111,8 +113,9 @@ def server_time(value: Any) -> datetime | None:
 
 
 def _if_modified_since(value: str) -> str:
-    """Our cursor (ISO, UTC) as the header Xero reads: UTC, to the second, no zone."""
-    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    """Our cursor as the header: an RFC 3339 date-time, as the spec types it (its example is
+    "2020-02-06T12:17:43.202-08:00"), in UTC and to the second (rounded down: inclusive)."""
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 def id_batches(ids: Sequence[str], limit: int = MAX_IDS_QUERY) -> Iterator[list[str]]:
@@ -323,7 +326,7 @@ class XeroConnector:
 
     def _by_ids(self, entity: Entity, source_ids: Sequence[str]) -> list[SourceRecord]:
         name, id_field, method, _filters = ENDPOINTS[entity][0]
-        ids = sorted({i for i in source_ids if i})
+        ids = sorted({i for i in source_ids if GUID.match(i)})
         out: list[SourceRecord] = []
         extra = {"include_archived": "true"} if entity == "customers" else {}
         for batch in id_batches(ids):

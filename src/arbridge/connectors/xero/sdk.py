@@ -52,10 +52,12 @@ class XeroConfig:
     identity_base: str = IDENTITY_BASE
     login_base: str = LOGIN_BASE
     page_size: int = PAGE_SIZE
+    # Where the accounting API sits under api_base (Prism serves the spec's paths at its root).
+    accounting_path: str = "/api.xro/2.0"
 
     @property
     def accounting_url(self) -> str:
-        return f"{self.api_base.rstrip('/')}/api.xro/2.0"
+        return f"{self.api_base.rstrip('/')}{self.accounting_path}"
 
     @property
     def token_url(self) -> str:
