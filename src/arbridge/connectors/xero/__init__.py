@@ -1,0 +1,38 @@
+"""Xero: the accounting API through xero-python, OAuth and tenant connections, our error kinds."""
+
+from arbridge.connectors.xero.client import (
+    ENDPOINTS,
+    PAYMENTS_PER_REQUEST,
+    TokenSource,
+    XeroConnector,
+    id_batches,
+    idempotency_key,
+)
+from arbridge.connectors.xero.oauth import CONNECT_SCOPES, Grant, Tenant, XeroIdentity
+from arbridge.connectors.xero.sdk import (
+    API_BASE,
+    IDENTITY_BASE,
+    PAGE_SIZE,
+    Remaining,
+    TenantLimiter,
+    XeroConfig,
+)
+
+__all__ = [
+    "API_BASE",
+    "CONNECT_SCOPES",
+    "ENDPOINTS",
+    "IDENTITY_BASE",
+    "PAGE_SIZE",
+    "PAYMENTS_PER_REQUEST",
+    "Grant",
+    "Remaining",
+    "Tenant",
+    "TenantLimiter",
+    "TokenSource",
+    "XeroConfig",
+    "XeroConnector",
+    "XeroIdentity",
+    "id_batches",
+    "idempotency_key",
+]
