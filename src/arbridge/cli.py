@@ -389,7 +389,8 @@ def remind(slug: str, dry_run: bool, as_of: Any) -> None:
     the messages are queued now (each step still goes out only once) and the
     worker sends them inside the sending window.
     """
-    from arbridge.remind import preview, preview_lines, run_reminders
+    from arbridge.services.reminders.preview import preview, preview_lines
+    from arbridge.services.reminders.run import run_reminders
     from arbridge.sync.store import get_company
 
     rt = _runtime()
@@ -606,7 +607,7 @@ def events_replay(
             "on its next tick."
         )
         return
-    from arbridge.handlers import webhook_handlers
+    from arbridge.services.bootstrap import webhook_handlers
     from arbridge.webhooks.dispatch import process_pending
 
     process_pending(rt.sessions, rt.clock, webhook_handlers(rt))

@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from arbridge.remind import run_reminders, unsubscribe_token
+from arbridge.services.reminders.run import run_reminders
+from arbridge.services.reminders.unsubscribe import unsubscribe_token
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     CallTask,
@@ -359,7 +360,7 @@ def test_the_mailbox_shows_reminders_waiting_for_the_sending_window(
 ):
     from datetime import UTC, datetime
 
-    from arbridge.remind import run_reminders
+    from arbridge.services.reminders.run import run_reminders
 
     clock.at = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # 03:00 in Chicago: they wait for 08:00
     run_reminders(rt, demo_company)
