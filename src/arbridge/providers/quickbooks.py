@@ -9,8 +9,12 @@ from typing import Any
 
 from arbridge.config import Settings
 from arbridge.connectors.base import LedgerConnector
-from arbridge.connectors.quickbooks import ENTITY_BY_NAME, IntuitOAuth, QuickBooksConnector
-from arbridge.connectors.quickbooks.client import TokenSource
+from arbridge.connectors.quickbooks import (
+    ENTITY_BY_NAME,
+    IntuitOAuth,
+    QuickBooksConnector,
+    TokenSource,
+)
 from arbridge.providers.base import CallLimits, Provider, Services, Webhooks
 from arbridge.sync.mappers import quickbooks as quickbooks_mapper
 from arbridge.sync.model import Connection
