@@ -58,20 +58,20 @@ class Day(click.ParamType):
 DAY = Day()
 
 
-def _settings() -> Settings:
+def load_settings() -> Settings:
     return Settings.from_env()
 
 
-def _runtime() -> Any:
+def open_runtime() -> Any:
     """The instance's runtime, closed (its database pool disposed) when the command ends."""
     from arbridge.runtime import Runtime
 
-    rt = Runtime.open(_settings())
+    rt = Runtime.open(load_settings())
     click.get_current_context().call_on_close(rt.close)
     return rt
 
 
-def _setup_logging(settings: Settings) -> None:
+def setup_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level,
         stream=sys.stderr,

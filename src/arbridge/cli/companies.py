@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from arbridge.cli.common import Group, _runtime
+from arbridge.cli.common import Group, open_runtime
 
 
 @click.group(cls=Group)
@@ -20,7 +20,7 @@ def companies_list() -> None:
     from arbridge.sync.model import Company
     from arbridge.sync.store import ledger_connection
 
-    rt = _runtime()
+    rt = open_runtime()
     with rt.sessions() as session:
         rows = session.scalars(select(Company).order_by(Company.slug)).all()
         if not rows:
@@ -49,7 +49,7 @@ def companies_create(
     from arbridge.sync.db import transaction
     from arbridge.sync.store import create_company, issue_sign_in_token, owner
 
-    rt = _runtime()
+    rt = open_runtime()
     with transaction(rt.sessions) as session:
         company = create_company(
             session,
@@ -74,7 +74,7 @@ def companies_sign_in_link(slug: str) -> None:
     from arbridge.sync.db import transaction
     from arbridge.sync.store import get_company, issue_sign_in_token, owner
 
-    rt = _runtime()
+    rt = open_runtime()
     with transaction(rt.sessions) as session:
         company = get_company(session, slug)
         token = issue_sign_in_token(

@@ -6,7 +6,7 @@ from collections import Counter
 
 import click
 
-from arbridge.cli.common import Group, _runtime
+from arbridge.cli.common import Group, open_runtime
 
 
 @click.group(cls=Group)
@@ -24,7 +24,7 @@ def events_list(failed: bool, provider: str | None) -> None:
     """List stored webhook events, newest first (at most 200), with the error of each."""
     from arbridge.webhooks.replay import list_events
 
-    rt = _runtime()
+    rt = open_runtime()
     with rt.sessions() as session:
         rows = list_events(session, failed_only=failed, provider=provider)
         if not rows:
@@ -68,7 +68,7 @@ def events_replay(
         raise click.UsageError("Name the events with --event-id ID, or use --all-failed.")
     if event_ids and all_failed:
         raise click.UsageError("Use --event-id or --all-failed, not both.")
-    rt = _runtime()
+    rt = open_runtime()
     with transaction(rt.sessions) as session:
         queued = requeue(
             session, rt.clock, provider=provider, event_ids=event_ids, all_failed=all_failed

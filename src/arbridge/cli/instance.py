@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from arbridge.cli.common import _settings
+from arbridge.cli.common import load_settings
 from arbridge.config import Settings
 from arbridge.errors import AlreadyInitialised, ArbridgeError
 
@@ -18,7 +18,7 @@ def init(upgrade: bool) -> None:
     ARBRIDGE_ENCRYPTION_KEYS overrides its keys. Running init a second time
     changes nothing and says so (use --upgrade after installing a new version).
     """
-    settings = _settings()
+    settings = load_settings()
     message = initialise(settings, upgrade=upgrade)
     click.echo(message)
 
@@ -90,7 +90,7 @@ def rotate_keys(drop_old: bool) -> None:
     from arbridge.sync.db import transaction
     from arbridge.sync.store import rotate_secrets, secrets_needing_old_keys
 
-    settings = _settings()
+    settings = load_settings()
     rt = Runtime.open(settings)  # proves the current keys read the database first
     click.get_current_context().call_on_close(rt.close)
     if not settings.encryption_keys_from_env:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from arbridge.cli.common import DAY, Group, _runtime
+from arbridge.cli.common import DAY, Group, open_runtime
 from arbridge.errors import ArbridgeError
 
 
@@ -20,7 +20,7 @@ def sync(slug: str, full: bool) -> None:
     """Sync one company's ledger now, showing progress."""
     from arbridge.sync.store import get_company, ledger_connection
 
-    rt = _runtime()
+    rt = open_runtime()
     with rt.sessions() as session:
         company = get_company(session, slug)
         conn = ledger_connection(session, company.id)
@@ -86,7 +86,7 @@ def report(slug: str, as_of: Any, fmt: str) -> None:
     from arbridge.collections.aging import BUCKET_LABELS
     from arbridge.sync.store import aging_report, company_today, get_company, report_dict
 
-    rt = _runtime()
+    rt = open_runtime()
     with rt.sessions() as session:
         company = get_company(session, slug)
         day: date = as_of or company_today(company, rt.clock)
@@ -134,7 +134,7 @@ def connect_quickbooks(slug: str, realm_id: str, refresh_token: str) -> None:
 
     if not (realm_id.isascii() and realm_id.isdigit()):  # isdigit() alone takes '١٢٣', '²'
         raise ArbridgeError(f"{realm_id!r} is not a QuickBooks realm id (digits only)")
-    rt = _runtime()
+    rt = open_runtime()
     try:
         with rt.sessions() as session:
             get_company(session, slug)  # before the token is spent

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from arbridge.cli.common import DAY, _runtime
+from arbridge.cli.common import DAY, open_runtime
 from arbridge.errors import ArbridgeError
 
 
@@ -34,7 +34,7 @@ def remind(slug: str, dry_run: bool, as_of: Any) -> None:
     from arbridge.services.reminders.run import run_reminders
     from arbridge.sync.store import get_company
 
-    rt = _runtime()
+    rt = open_runtime()
     with rt.sessions() as session:
         company = get_company(session, slug)
         session.expunge(company)

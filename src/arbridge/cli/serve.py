@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from arbridge.cli.common import _runtime, _settings, _setup_logging
+from arbridge.cli.common import load_settings, open_runtime, setup_logging
 from arbridge.cli.instance import initialise
 from arbridge.cli.ledger import run_sync_with_progress
 from arbridge.config import Settings
@@ -33,11 +33,11 @@ def demo(host: str, port: int, no_serve: bool, reset: bool) -> None:
     from arbridge import demo as demo_setup
     from arbridge.runtime import Runtime
 
-    settings = _settings()
+    settings = load_settings()
     base_url = f"http://{host}:{port}"
     if not os.environ.get("ARBRIDGE_BASE_URL"):
         settings = settings.with_(base_url=base_url)
-    _setup_logging(settings)
+    setup_logging(settings)
     from arbridge.sync import db
 
     engine = db.make_engine(settings.database_url)
@@ -77,8 +77,8 @@ def demo(host: str, port: int, no_serve: bool, reset: bool) -> None:
 @click.option("--threads", default=8, show_default=True, type=int)
 def serve(host: str, port: int, with_worker: bool, threads: int) -> None:
     """Serve the web app (owner pages, payment pages, webhooks) with waitress."""
-    rt = _runtime()
-    _setup_logging(rt.settings)
+    rt = open_runtime()
+    setup_logging(rt.settings)
     _serve(rt, host, port, with_worker=with_worker, threads=threads)
 
 
@@ -124,8 +124,8 @@ def worker(once: bool) -> None:
     """
     from arbridge.worker import build_scheduler, tick
 
-    rt = _runtime()
-    _setup_logging(rt.settings)
+    rt = open_runtime()
+    setup_logging(rt.settings)
     if once:
         click.echo(f"Ran {tick(rt)} job(s).")
         return

@@ -35,10 +35,10 @@ from arbridge.connectors.quickbooks.transport import (
     TIMEOUT,
     Limiter,
     TokenSource,
-    _decimal_json,
-    _fault,
-    _Unauthorized,
+    Unauthorized,
+    decimal_json,
     limiter_for,
+    read_fault,
     request_id,
 )
 from arbridge.connectors.retry import MAX_WAIT, RetryNow, with_retries
@@ -147,9 +147,9 @@ class QuickBooksConnector:
                 raise Transient(f"could not reach QuickBooks: {type(e).__name__}") from e
         status, ctype, text = resp.status_code, resp.headers.get("Content-Type", ""), resp.text
         if status == 401:
-            raise _Unauthorized()
+            raise Unauthorized()
         code, message = (
-            (None, "") if status == 200 and '"Fault"' not in text else _fault(text, ctype)
+            (None, "") if status == 200 and '"Fault"' not in text else read_fault(text, ctype)
         )
         if status == 429 or code == "3001":
             retry_after = resp.headers.get("Retry-After")
@@ -179,7 +179,7 @@ class QuickBooksConnector:
         """_send with the retries (connectors/retry.py): short throttles wait, transient
         failures back off, a long throttle leaves as RateLimited, a 401 refreshes the token
         once. Writes are retried only because they carry a requestid."""
-        body = _decimal_json(payload) if payload is not None else None
+        body = decimal_json(payload) if payload is not None else None
         token = self.tokens.access_token()
         refreshed = False
 
@@ -187,7 +187,7 @@ class QuickBooksConnector:
             nonlocal token, refreshed
             try:
                 return self._send(method, path, token, params or {}, body)
-            except _Unauthorized:
+            except Unauthorized:
                 if refreshed:
                     reason = "QuickBooks refused a freshly refreshed token (HTTP 401)"
                     self.tokens.give_up(reason)

@@ -93,11 +93,11 @@ def limiter_for(realm_id: str) -> RealmLimiter:
         return _LIMITERS.setdefault(realm_id, RealmLimiter())
 
 
-class _Unauthorized(Exception):
+class Unauthorized(Exception):
     pass
 
 
-def _fault(body: str, content_type: str) -> tuple[str | None, str]:
+def read_fault(body: str, content_type: str) -> tuple[str | None, str]:
     """The first Fault error code and message, from a JSON or an XML body."""
     if "xml" in content_type or body.lstrip().startswith("<"):
         code = XML_CODE.search(body)
@@ -113,7 +113,7 @@ def _fault(body: str, content_type: str) -> tuple[str | None, str]:
     return (str(first["code"]) if first.get("code") is not None else None, str(detail)[:300])
 
 
-def _decimal_json(payload: Any) -> str:
+def decimal_json(payload: Any) -> str:
     """JSON with Decimal amounts written as exact number literals (json.dumps refuses Decimal)."""
     marks: dict[str, str] = {}
 
