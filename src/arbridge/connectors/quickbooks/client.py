@@ -2,7 +2,8 @@
 
 Why `requests` and not python-quickbooks' object layer: its objects parse amounts as floats, it
 has no pagination helper, no retry, keeps no response headers and turns an XML throttle into a
-generic QuickbooksException(10000) (see ../../../../shared/API_FACTS.md). We need Decimal
+generic QuickbooksException(10000) (its quickbooks/client.py and exceptions.py,
+https://github.com/ej2/python-quickbooks). We need Decimal
 amounts, the raw payload for the mappers, the `requestid` on writes and one place that maps
 every failure to our error kinds, so we speak the REST API directly through one `_send`, as
 Sentry's integration client does. OAuth stays with intuit-oauth (oauth.py); what every request
