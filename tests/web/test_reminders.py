@@ -410,7 +410,9 @@ def test_a_stored_template_that_burns_cpu_shows_the_reason_in_the_preview(owner_
 
 def _owner_reply_mails(rt) -> list[OutboxMessage]:
     with rt.sessions() as s:
-        rows = s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "email")).all()
+        rows = s.scalars(
+            select(OutboxMessage).where(OutboxMessage.kind == "email").order_by(OutboxMessage.id)
+        ).all()
         return [r for r in rows if r.payload.get("mail") == "owner"]
 
 
