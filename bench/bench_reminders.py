@@ -29,8 +29,8 @@ from sqlalchemy import insert, select, text
 from arbridge.clock import FixedClock
 from arbridge.config import Settings
 from arbridge.crypto import new_key
-from arbridge.remind import load_day
 from arbridge.runtime import Runtime
+from arbridge.services.reminders.facts import load_day
 from arbridge.sync import db
 from arbridge.sync.model import Company, Contact, Customer, Invoice, ReminderSend
 

@@ -18,9 +18,10 @@ from pathlib import Path
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from arbridge import payments
 from arbridge.connectors.stripe.simulated import sign
 from arbridge.runtime import Runtime
+from arbridge.services.payments.events import ingest_stripe
+from arbridge.services.payments.webhook_secrets import webhook_secret
 from arbridge.sync.model import Invoice, OutboxMessage, WebhookEvent
 from arbridge.worker import drain
 
@@ -48,8 +49,8 @@ def deliver(rt: Runtime, event_type: str, obj: dict) -> dict:
 def redeliver(rt: Runtime, event: dict) -> None:
     """Stripe delivers the same event again (same id): stored once."""
     body = json.dumps(event).encode()
-    header = sign(body, payments.webhook_secret(rt), int(rt.clock.now().timestamp()))
-    payments.ingest_stripe(rt, body, header)
+    header = sign(body, webhook_secret(rt), int(rt.clock.now().timestamp()))
+    ingest_stripe(rt, body, header)
 
 
 def settle(rt: Runtime, rounds: int = 14) -> None:

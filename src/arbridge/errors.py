@@ -27,7 +27,9 @@ class NotFound(ArbridgeError):
     """A record, company or token that does not exist (or that the caller may not see)."""
 
 
-# Connector errors (STYLE.md): mapped from HTTP responses in one place per connector.
+# Connector errors: each connector maps its HTTP responses to these in one place, so whether to
+# retry (RateLimited, Transient), reconnect (AuthExpired) or give up is decided once for every
+# provider instead of in each caller.
 class ConnectorError(ArbridgeError):
     pass
 

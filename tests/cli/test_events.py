@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from arbridge.cli import main
 from arbridge.clock import SystemClock
-from arbridge.handlers import webhook_handlers
+from arbridge.services.bootstrap import webhook_handlers
 from arbridge.sync.db import transaction
 from arbridge.sync.model import WebhookEvent
 from arbridge.webhooks.dispatch import process_pending

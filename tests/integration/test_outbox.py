@@ -169,7 +169,7 @@ def test_an_email_interrupted_mid_send_is_maybe_sent_not_failed_and_never_resent
 
 
 def test_the_worker_writes_a_queued_payment_into_the_ledger_once(rt, demo_company, clock):
-    from arbridge.handlers import LEDGER_PAYMENT, ledger_payment_payload
+    from arbridge.sync.outbox_kinds import OutboxKind, ledger_payment_payload
     from arbridge.worker import drain
 
     with rt.sessions() as s:
@@ -191,7 +191,11 @@ def test_the_worker_writes_a_queued_payment_into_the_ledger_once(rt, demo_compan
     )
     for _ in range(2):  # the same decision twice (a duplicate webhook, say)
         queue(
-            rt, demo_company, key="ledger_payment:pi_worker", kind=LEDGER_PAYMENT, payload=payload
+            rt,
+            demo_company,
+            key="ledger_payment:pi_worker",
+            kind=OutboxKind.LEDGER_PAYMENT,
+            payload=payload,
         )
     assert drain(rt) == (0, 1)
     assert drain(rt) == (0, 0)

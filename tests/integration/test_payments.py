@@ -10,10 +10,15 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from arbridge import payments
 from arbridge.connectors.stripe.simulated import sign
 from arbridge.errors import Rejected
 from arbridge.money import Money
+from arbridge.services.payments.checkout import handle_checkout_return, start_checkout
+from arbridge.services.payments.events import ingest_stripe
+from arbridge.services.payments.quote import quote
+from arbridge.services.payments.refunds import refund_overpayment
+from arbridge.services.payments.simulated import simulated_stripe
+from arbridge.services.payments.webhook_secrets import simulated_webhook_secret
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     Activity,
@@ -75,8 +80,8 @@ def ledger_invoice(rt, company, source_id):
 
 
 def pay(rt, token, method="card", outcome="succeed") -> str:
-    url = payments.start_checkout(rt, token)
-    return payments.simulated_stripe(rt).complete(session_id(url), method, outcome)
+    url = start_checkout(rt, token)
+    return simulated_stripe(rt).complete(session_id(url), method, outcome)
 
 
 def test_card_payment_marks_the_invoice_paid_and_posts_to_the_ledger_once(
@@ -120,19 +125,19 @@ def test_duplicate_deliveries_and_the_return_racing_the_webhook_record_once(
     rt, demo_company, usd_invoice
 ):
     token = token_for(rt, usd_invoice)
-    url = payments.start_checkout(rt, token)
+    url = start_checkout(rt, token)
     sid = session_id(url)
     delivered = []
-    sim = payments.simulated_stripe(rt)
+    sim = simulated_stripe(rt)
     sim.deliver = lambda body, header: (
-        delivered.append((body, header)) or payments.ingest_stripe(rt, body, header)
+        delivered.append((body, header)) or ingest_stripe(rt, body, header)
     )
     sim.complete(sid, "card", "succeed")
     # The customer's browser comes back before the worker has seen the webhook.
-    payments.handle_checkout_return(rt, token, sid)
+    handle_checkout_return(rt, token, sid)
     assert invoice(rt, usd_invoice.id).status == "paid"
     body, header = delivered[0]
-    assert payments.ingest_stripe(rt, body, header).new == 0  # Stripe retries the delivery
+    assert ingest_stripe(rt, body, header).new == 0  # Stripe retries the delivery
     drain(rt)
     drain(rt)
     assert len(collected(rt)) == 1 and len(ledger_payments(rt, demo_company)) == 1
@@ -162,7 +167,7 @@ def test_ach_is_pending_for_days_then_succeeds(rt, demo_company, usd_invoice, cl
     page = client.get(f"/pay/{token}")
     assert b"Payment pending" in page.data and b'id="pay"' not in page.data
     with pytest.raises(Rejected, match="pending"):
-        payments.start_checkout(rt, token)  # no second charge while the first clears
+        start_checkout(rt, token)  # no second charge while the first clears
     assert ledger_payments(rt, demo_company) == []  # nothing posted while pending
     clock.advance(timedelta(seconds=21))
     drain(rt)
@@ -190,7 +195,7 @@ def test_ach_failure_days_later_reopens_and_tells_the_owner(rt, demo_company, us
             is not None
         )
     # The customer can try again with the same link.
-    assert payments.start_checkout(rt, token).startswith("http")
+    assert start_checkout(rt, token).startswith("http")
 
 
 def _event(kind: str, obj: dict, n: int) -> dict:
@@ -206,13 +211,13 @@ def _event(kind: str, obj: dict, n: int) -> dict:
 
 def deliver(rt, event: dict) -> None:
     body = json.dumps(event).encode()
-    header = sign(body, payments.simulated_webhook_secret(rt), int(rt.clock.now().timestamp()))
-    payments.ingest_stripe(rt, body, header)
+    header = sign(body, simulated_webhook_secret(rt), int(rt.clock.now().timestamp()))
+    ingest_stripe(rt, body, header)
 
 
 def completed_session(rt, token, payment_status="paid") -> dict:
-    url = payments.start_checkout(rt, token)
-    sim = payments.simulated_stripe(rt)
+    url = start_checkout(rt, token)
+    sim = simulated_stripe(rt)
     page = sim.page(session_id(url))
     return {
         "id": page["id"],
@@ -270,7 +275,7 @@ def test_a_full_refund_reopens_the_invoice_and_voids_the_ledger_payment(
     pay(rt, token)
     drain(rt)
     row = collected(rt)[0]
-    payments.simulated_stripe(rt).refund(row.payment_intent_id, None, "refund-test")
+    simulated_stripe(rt).refund(row.payment_intent_id, None, "refund-test")
     drain(rt)
     inv = invoice(rt, usd_invoice.id)
     assert inv.status == "open" and inv.balance_minor == usd_invoice.balance_minor
@@ -341,7 +346,7 @@ def test_paid_elsewhere_meanwhile_is_an_overpayment_with_a_one_click_refund(
     rt, demo_company, usd_invoice
 ):
     token = token_for(rt, usd_invoice)
-    url = payments.start_checkout(rt, token)
+    url = start_checkout(rt, token)
     # The customer also mails a cheque; the bookkeeper records it and arbridge syncs.
     with rt.sessions() as s:
         conn = ledger_connection(s, demo_company.id)
@@ -361,16 +366,14 @@ def test_paid_elsewhere_meanwhile_is_an_overpayment_with_a_one_click_refund(
         )
     )
     sync_now(rt, conn)
-    payments.simulated_stripe(rt).complete(session_id(url), "card", "succeed")
+    simulated_stripe(rt).complete(session_id(url), "card", "succeed")
     drain(rt)
     row = collected(rt)[0]
     assert row.status == "succeeded" and row.unapplied_minor == usd_invoice.balance_minor
     assert ledger_payments(rt, demo_company) == []  # nothing left to apply in the ledger
     with transaction(rt.sessions) as s:
         company = s.get(Company, demo_company.id)
-        assert (
-            payments.refund_overpayment(rt, s, company, row.id).minor == usd_invoice.balance_minor
-        )
+        assert refund_overpayment(rt, s, company, row.id).minor == usd_invoice.balance_minor
     drain(rt)  # the refund goes to Stripe
     drain(rt)  # Stripe's charge.refunded comes back
     row = collected(rt)[0]
@@ -394,7 +397,7 @@ def test_early_payment_discount_is_charged_and_posted_so_the_invoice_closes(
         s.expunge(inv)
     token = token_for(rt, inv)
     with rt.sessions() as s:
-        q = payments.quote(rt, s, find_pay_token(s, token))
+        q = quote(rt, s, find_pay_token(s, token))
     expected_discount = (inv.balance.amount * Decimal("0.02")).quantize(Decimal("0.01"))
     assert q.discount_total.amount == expected_discount
     assert q.amount.amount == inv.balance.amount - expected_discount
@@ -417,17 +420,17 @@ def test_no_discount_after_the_window(rt, demo_company, clock):
         s.expunge(inv)
     token = token_for(rt, inv)
     with rt.sessions() as s:
-        q = payments.quote(rt, s, find_pay_token(s, token))
+        q = quote(rt, s, find_pay_token(s, token))
     assert q.discount is None and q.amount == inv.balance
 
 
 def test_checkout_session_is_reused_until_the_balance_changes(rt, demo_company, usd_invoice):
     token = token_for(rt, usd_invoice)
-    first = payments.start_checkout(rt, token)
-    assert payments.start_checkout(rt, token) == first
+    first = start_checkout(rt, token)
+    assert start_checkout(rt, token) == first
     with transaction(rt.sessions) as s:
         s.get(Invoice, usd_invoice.id).balance_minor -= 100
-    second = payments.start_checkout(rt, token)
+    second = start_checkout(rt, token)
     assert second != first
     with rt.sessions() as s:
         assert s.scalar(select(func.count()).select_from(CheckoutSessionRow)) == 2
@@ -445,7 +448,7 @@ def test_ledger_discount_terms_apply_when_the_owner_set_none(rt, demo_company, c
         s.expunge(inv)
     token = token_for(rt, inv)
     with rt.sessions() as s:
-        q = payments.quote(rt, s, find_pay_token(s, token))
+        q = quote(rt, s, find_pay_token(s, token))
     assert q.discount is not None and q.discount.percent == Decimal(2)
     assert q.discount.ends_on == inv.issued_on + timedelta(days=10)
 
@@ -453,7 +456,7 @@ def test_ledger_discount_terms_apply_when_the_owner_set_none(rt, demo_company, c
 def test_a_sync_before_the_write_back_lands_never_reopens_a_paid_invoice(
     rt, demo_company, usd_invoice
 ):
-    from arbridge.handlers import outbox_handlers, webhook_handlers
+    from arbridge.services.bootstrap import outbox_handlers, webhook_handlers
     from arbridge.sync.outbox import deliver
     from arbridge.webhooks.dispatch import process_pending
 
@@ -483,7 +486,7 @@ def test_two_presses_at_once_open_one_session(rt, demo_company, usd_invoice):
     def press():
         barrier.wait()
         try:
-            urls.append(payments.start_checkout(rt, token))
+            urls.append(start_checkout(rt, token))
         except Exception as e:
             errors.append(e)
 
@@ -501,7 +504,7 @@ def test_from_a_reminders_link_to_a_paid_invoice_in_the_ledger(rt, demo_company,
     """The demo's promise: open a reminder's link, pay, see it paid here and in the ledger."""
     import re
 
-    from arbridge.remind import run_reminders
+    from arbridge.services.reminders.run import run_reminders
     from arbridge.sync.model import MailMessage
 
     run_reminders(rt, demo_company)  # 09:00 in Chicago: inside the sending window
@@ -551,10 +554,10 @@ def test_a_write_back_refused_because_the_ledger_settled_the_invoice_becomes_an_
     rt, demo_company, usd_invoice
 ):
     token = token_for(rt, usd_invoice)
-    url = payments.start_checkout(rt, token)
+    url = start_checkout(rt, token)
     # While the customer is on the checkout page, the bookkeeper records their cheque.
     _cheque(rt, demo_company, usd_invoice.source_id, usd_invoice.balance.amount, "cheque-2")
-    payments.simulated_stripe(rt).complete(session_id(url), "card", "succeed")
+    simulated_stripe(rt).complete(session_id(url), "card", "succeed")
     drain(rt)
     drain(rt)
     row = collected(rt)[0]
@@ -577,7 +580,7 @@ def test_a_write_back_refused_because_the_ledger_settled_the_invoice_becomes_an_
     # The owner refunds it in one click.
     with transaction(rt.sessions) as s:
         company = s.get(Company, demo_company.id)
-        assert payments.refund_overpayment(rt, s, company, row.id).minor == row.amount_minor
+        assert refund_overpayment(rt, s, company, row.id).minor == row.amount_minor
     drain(rt)
     drain(rt)
     assert collected(rt)[0].refunded_minor == row.amount_minor
@@ -592,10 +595,10 @@ def test_a_write_back_refused_after_a_partial_cheque_applies_what_fits_and_the_r
     rt, demo_company, usd_invoice
 ):
     token = token_for(rt, usd_invoice)
-    url = payments.start_checkout(rt, token)
+    url = start_checkout(rt, token)
     part = Decimal("10.00")
     _cheque(rt, demo_company, usd_invoice.source_id, part, "cheque-3")
-    payments.simulated_stripe(rt).complete(session_id(url), "card", "succeed")
+    simulated_stripe(rt).complete(session_id(url), "card", "succeed")
     drain(rt)
     drain(rt)
     row = collected(rt)[0]
@@ -615,7 +618,7 @@ def test_a_write_back_refused_after_a_partial_cheque_applies_what_fits_and_the_r
     # A refund of the rest takes back only the overpayment: the invoice stays paid.
     with transaction(rt.sessions) as s:
         company = s.get(Company, demo_company.id)
-        assert payments.refund_overpayment(rt, s, company, row.id).minor == 1000
+        assert refund_overpayment(rt, s, company, row.id).minor == 1000
     drain(rt)
     drain(rt)
     assert invoice(rt, usd_invoice.id).status == "paid"
@@ -643,7 +646,7 @@ class WriteBackDuringTheRead:
 def test_a_sync_that_read_the_ledger_before_the_write_back_landed_never_reopens_the_invoice(
     rt, demo_company, usd_invoice
 ):
-    from arbridge.handlers import outbox_handlers, webhook_handlers
+    from arbridge.services.bootstrap import outbox_handlers, webhook_handlers
     from arbridge.sync.outbox import deliver
     from arbridge.sync.runner import sync_connection
     from arbridge.webhooks.dispatch import process_pending
@@ -665,7 +668,7 @@ def test_a_sync_that_read_the_ledger_before_the_write_back_landed_never_reopens_
     assert inv.status == "paid" and inv.balance_minor == 0
     # So the link asks for nothing more: no second payment in that window.
     with pytest.raises(Rejected, match="paid"):
-        payments.start_checkout(rt, token)
+        start_checkout(rt, token)
     rt.clock.advance(timedelta(minutes=1))
     sync_now(rt, conn)
     inv = invoice(rt, usd_invoice.id)
@@ -679,7 +682,7 @@ def test_a_racing_write_back_keeps_what_the_bookkeeper_changed_in_the_same_readi
 ):
     """The reading may already hold the write-back and another change (a line added): after the
     sync, the invoice shows the ledger's own balance, not ours from before the read."""
-    from arbridge.handlers import outbox_handlers, webhook_handlers
+    from arbridge.services.bootstrap import outbox_handlers, webhook_handlers
     from arbridge.sync.outbox import deliver
     from arbridge.sync.runner import sync_connection
     from arbridge.webhooks.dispatch import process_pending
@@ -712,14 +715,14 @@ def test_a_racing_write_back_keeps_what_the_bookkeeper_changed_in_the_same_readi
 
 def test_a_second_link_s_open_checkout_closes_when_the_first_is_paid(rt, demo_company, usd_invoice):
     first, second = token_for(rt, usd_invoice), token_for(rt, usd_invoice)
-    url_a, url_b = payments.start_checkout(rt, first), payments.start_checkout(rt, second)
-    payments.simulated_stripe(rt).complete(session_id(url_a), "card", "succeed")
+    url_a, url_b = start_checkout(rt, first), start_checkout(rt, second)
+    simulated_stripe(rt).complete(session_id(url_a), "card", "succeed")
     drain(rt)
     drain(rt)
     with pytest.raises(Rejected, match="no longer open"):
-        payments.simulated_stripe(rt).complete(session_id(url_b), "card", "succeed")
+        simulated_stripe(rt).complete(session_id(url_b), "card", "succeed")
     with pytest.raises(Rejected, match="paid"):
-        payments.start_checkout(rt, second)
+        start_checkout(rt, second)
     assert len(collected(rt)) == 1 and len(ledger_payments(rt, demo_company)) == 1
 
 
@@ -773,7 +776,7 @@ def test_a_dispute_won_after_the_invoice_was_paid_otherwise_is_an_overpayment(
     assert [p["status"] for p in ledger_payments(rt, demo_company)] == ["VOIDED"]
     with transaction(rt.sessions) as s:
         company = s.get(Company, demo_company.id)
-        assert payments.refund_overpayment(rt, s, company, row.id).minor == row.amount_minor
+        assert refund_overpayment(rt, s, company, row.id).minor == row.amount_minor
 
 
 def test_a_discounted_payment_refused_by_the_ledger_drops_its_discount_credit_too(
@@ -791,9 +794,9 @@ def test_a_discounted_payment_refused_by_the_ledger_drops_its_discount_credit_to
         )
         s.expunge(inv)
     token = token_for(rt, inv)
-    url = payments.start_checkout(rt, token)
+    url = start_checkout(rt, token)
     _cheque(rt, demo_company, inv.source_id, inv.balance.amount, "cheque-4")
-    payments.simulated_stripe(rt).complete(session_id(url), "card", "succeed")
+    simulated_stripe(rt).complete(session_id(url), "card", "succeed")
     drain(rt)
     drain(rt)
     row = collected(rt)[0]
@@ -822,7 +825,7 @@ def _dispute(row, n: int) -> dict:
 
 def _events_only(rt) -> None:
     """The worker takes in Stripe's events; the ledger writes they queue wait."""
-    from arbridge.handlers import webhook_handlers
+    from arbridge.services.bootstrap import webhook_handlers
     from arbridge.webhooks.dispatch import process_pending
 
     process_pending(rt.sessions, rt.clock, webhook_handlers(rt))
@@ -857,7 +860,7 @@ def test_a_sync_before_a_won_disputes_restatement_lands_never_reopens_the_invoic
     inv = invoice(rt, usd_invoice.id)
     assert (inv.status, inv.balance_minor) == ("paid", 0)
     with pytest.raises(Rejected, match="paid"):
-        payments.start_checkout(rt, token)  # no second payment for a paid invoice
+        start_checkout(rt, token)  # no second payment for a paid invoice
     drain(rt)
     rt.clock.advance(timedelta(minutes=1))
     sync_now(rt, conn)
@@ -876,7 +879,7 @@ def test_a_sync_before_a_refunds_reversal_lands_keeps_the_invoice_owed(
     pay(rt, token_for(rt, usd_invoice))
     drain(rt)
     row = collected(rt)[0]
-    payments.simulated_stripe(rt).refund(row.payment_intent_id, None, "refund-race")
+    simulated_stripe(rt).refund(row.payment_intent_id, None, "refund-race")
     _events_only(rt)
     inv = invoice(rt, usd_invoice.id)
     assert (inv.status, inv.balance_minor) == ("open", usd_invoice.balance_minor)
@@ -906,7 +909,7 @@ def test_a_restatement_landing_between_the_syncs_read_and_save_keeps_arbridge_s_
 ):
     """The sync reads the ledger before the restatement, which lands before the sync saves:
     the invoice keeps what arbridge knows, and the next sync agrees with the ledger."""
-    from arbridge.handlers import outbox_handlers
+    from arbridge.services.bootstrap import outbox_handlers
     from arbridge.sync.outbox import deliver as deliver_outbox
     from arbridge.sync.runner import sync_connection
 
@@ -916,7 +919,7 @@ def test_a_restatement_landing_between_the_syncs_read_and_save_keeps_arbridge_s_
     else:
         pay(rt, token_for(rt, usd_invoice))
         drain(rt)
-        payments.simulated_stripe(rt).refund(collected(rt)[0].payment_intent_id, None, "r-race")
+        simulated_stripe(rt).refund(collected(rt)[0].payment_intent_id, None, "r-race")
         _events_only(rt)
         expected = ("open", usd_invoice.balance_minor)
     with rt.sessions() as s:
@@ -949,13 +952,13 @@ def test_a_sync_between_two_restatements_counts_what_the_first_one_posted(
 ):
     """Two partial refunds, the second before the first's restatement ran: the first posts what
     stands when it runs (after both), and a sync before the second lands counts that."""
-    from arbridge.handlers import outbox_handlers
+    from arbridge.services.bootstrap import outbox_handlers
     from arbridge.sync.outbox import deliver as deliver_outbox
 
     pay(rt, token_for(rt, usd_invoice))
     drain(rt)
     row = collected(rt)[0]
-    sim = payments.simulated_stripe(rt)
+    sim = simulated_stripe(rt)
     sim.refund(row.payment_intent_id, Money.from_minor(30000, "USD"), "refund-1")
     _events_only(rt)
     sim.refund(row.payment_intent_id, Money.from_minor(20000, "USD"), "refund-2")
@@ -986,7 +989,7 @@ def test_a_sync_before_a_reversal_lands_still_takes_what_the_bookkeeper_changed(
     same invoice in the ledger meanwhile lands with the same sync."""
     pay(rt, token_for(rt, usd_invoice))
     drain(rt)
-    payments.simulated_stripe(rt).refund(collected(rt)[0].payment_intent_id, None, "refund-fee")
+    simulated_stripe(rt).refund(collected(rt)[0].payment_intent_id, None, "refund-fee")
     _events_only(rt)
     with rt.sessions() as s:
         conn = ledger_connection(s, demo_company.id)

@@ -120,7 +120,7 @@ def test_a_restatement_queued_again_after_a_later_one_landed_changes_nothing(rt,
     post its older amount as a second live payment."""
     from sqlalchemy import select, update
 
-    from arbridge.handlers import webhook_handlers
+    from arbridge.services.bootstrap import webhook_handlers
     from arbridge.sync.db import transaction
     from arbridge.sync.model import OutboxMessage
     from arbridge.webhooks.dispatch import process_pending

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from arbridge.collections.reminders import DEFAULT_SEQUENCE
-from arbridge.remind import run_reminders
+from arbridge.services.reminders.run import run_reminders
 from arbridge.sync.model import Invoice, MailMessage, OutboxMessage, ReminderSend
 from arbridge.worker import drain
 from tests.conftest import env_for_subprocess

@@ -10,9 +10,11 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from arbridge import payments
-from arbridge.remind import record_hold, run_reminders, unsubscribe
 from arbridge.runtime import Runtime
+from arbridge.services.payments.quote import quote
+from arbridge.services.reminders.holds import record_hold
+from arbridge.services.reminders.run import run_reminders
+from arbridge.services.reminders.unsubscribe import unsubscribe
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     Activity,
@@ -89,7 +91,7 @@ class Crash(BaseException):
 
 
 def test_a_crash_between_sending_and_recording_never_sends_twice(mail_rt, smtp, clock):
-    from arbridge.handlers import outbox_handlers
+    from arbridge.services.bootstrap import outbox_handlers
 
     world_of(mail_rt, Inv("A", "HAR", -3, "100.00"))
     tick(mail_rt, "w")  # sync, daily run, and the send... but first, a crash after the send:
@@ -503,7 +505,7 @@ def test_queued_reminders_keep_no_pay_or_statement_token_and_the_links_work_when
         assert hash_token(token) not in hashes  # minted at send time, not before
         row = _link_row(rt, token)
         with rt.sessions() as s:
-            assert payments.quote(rt, s, row).state == "payable"
+            assert quote(rt, s, row).state == "payable"
 
 
 def test_a_statement_link_lasts_from_the_email_that_carries_it(rt, clock):

@@ -10,8 +10,8 @@ from datetime import date, timedelta
 from sqlalchemy import select
 
 from arbridge.clock import local_date
-from arbridge.remind import record_hold, resolve_hold
 from arbridge.runtime import Runtime
+from arbridge.services.reminders.holds import record_hold, resolve_hold
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     CallTask,

@@ -8,7 +8,7 @@ import logging
 import pytest
 from sqlalchemy import select
 
-from arbridge.remind import unsubscribe_token
+from arbridge.services.reminders.unsubscribe import unsubscribe_token
 from arbridge.sync.model import Contact, Invoice, InvoiceHold
 from arbridge.sync.store import company_today, issue_pay_token, open_invoices
 from tests.web.conftest import assert_friendly_error, csrf_token, form_fields, fresh_company, parse

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from arbridge import remind
+from arbridge.services.reminders.unsubscribe import unsubscribe_token
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     Base,
@@ -98,7 +98,7 @@ def _values(rt, client, company: Company) -> dict[str, str]:
     location = started.headers.get("Location", "/cs_test_none")  # no payments set up: none
     values["session_id"] = location.rstrip("/").rsplit("/", 1)[-1]
     values["pay"] = pay
-    values["unsubscribe"] = remind.unsubscribe_token(rt.settings.secret_key, contact.id)
+    values["unsubscribe"] = unsubscribe_token(rt.settings.secret_key, contact.id)
     return values
 
 

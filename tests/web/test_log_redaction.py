@@ -8,7 +8,7 @@ import logging
 import pytest
 from sqlalchemy import select
 
-from arbridge import remind
+from arbridge.services.reminders.unsubscribe import unsubscribe_token
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Contact, Customer, Invoice
 from arbridge.sync.store import issue_pay_token, issue_statement_token
@@ -27,7 +27,7 @@ def tokens(rt, demo_company) -> dict[str, str]:
             "sign_in": new_sign_in_token(rt, demo_company),
             "pay": issue_pay_token(s, rt.clock, inv),
             "statement": issue_statement_token(s, rt.clock, s.get(Customer, inv.customer_id)),
-            "unsubscribe": remind.unsubscribe_token(rt.settings.secret_key, contact.id),
+            "unsubscribe": unsubscribe_token(rt.settings.secret_key, contact.id),
             "invitation": "inv-" + "q" * 40,
         }
 

@@ -6,8 +6,8 @@ import json
 
 from sqlalchemy import func, select
 
-from arbridge import payments
 from arbridge.connectors.stripe.simulated import sign
+from arbridge.services.payments.webhook_secrets import simulated_webhook_secret
 from arbridge.sync.db import transaction
 from arbridge.sync.model import CheckoutSessionRow, Invoice, WebhookEvent
 from arbridge.sync.store import issue_pay_token, open_invoices
@@ -26,7 +26,7 @@ EVENT = {
 def signed(rt, event=EVENT, secret=None, at=None):
     body = json.dumps(event).encode()
     stamp = int(at if at is not None else rt.clock.now().timestamp())
-    return body, sign(body, secret or payments.simulated_webhook_secret(rt), stamp)
+    return body, sign(body, secret or simulated_webhook_secret(rt), stamp)
 
 
 def events(rt) -> int:

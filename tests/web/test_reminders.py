@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from arbridge.remind import run_reminders, unsubscribe_token
+from arbridge.services.reminders.run import run_reminders
+from arbridge.services.reminders.unsubscribe import unsubscribe_token
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     CallTask,
@@ -359,7 +360,7 @@ def test_the_mailbox_shows_reminders_waiting_for_the_sending_window(
 ):
     from datetime import UTC, datetime
 
-    from arbridge.remind import run_reminders
+    from arbridge.services.reminders.run import run_reminders
 
     clock.at = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # 03:00 in Chicago: they wait for 08:00
     run_reminders(rt, demo_company)
@@ -409,7 +410,9 @@ def test_a_stored_template_that_burns_cpu_shows_the_reason_in_the_preview(owner_
 
 def _owner_reply_mails(rt) -> list[OutboxMessage]:
     with rt.sessions() as s:
-        rows = s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "email")).all()
+        rows = s.scalars(
+            select(OutboxMessage).where(OutboxMessage.kind == "email").order_by(OutboxMessage.id)
+        ).all()
         return [r for r in rows if r.payload.get("mail") == "owner"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from arbridge.remind import unsubscribe_token
+from arbridge.services.reminders.unsubscribe import unsubscribe_token
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Contact, InvoiceHold
 from arbridge.sync.store import issue_pay_token, open_invoices

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from arbridge.remind import record_hold
+from arbridge.services.reminders.holds import record_hold
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Activity, Company, Customer, Invoice, PayToken
 from arbridge.sync.store import hash_token, issue_pay_token, open_invoices, revoke_pay_tokens
@@ -150,7 +150,7 @@ def test_a_statement_leaves_out_paused_disputed_and_withdrawn_invoices(
     assert _listed(customer, path) == listed[3:]
     with rt.sessions() as s:
         link = s.scalar(select(PayToken).where(PayToken.token_hash == hash_token(path[5:])))
-        from arbridge import payments
+        from arbridge.services.payments.quote import quote
 
-        q = payments.quote(rt, s, link)
+        q = quote(rt, s, link)
         assert {i.number or i.source_id for i in q.invoices} == set(listed[3:])

@@ -10,8 +10,12 @@ from typing import Any
 
 from arbridge.config import Settings
 from arbridge.connectors.base import LedgerConnector
-from arbridge.connectors.quickbooks import ENTITY_BY_NAME, IntuitOAuth, QuickBooksConnector
-from arbridge.connectors.quickbooks.client import TokenSource
+from arbridge.connectors.quickbooks import (
+    ENTITY_BY_NAME,
+    IntuitOAuth,
+    QuickBooksConnector,
+    TokenSource,
+)
 from arbridge.errors import ArbridgeError
 from arbridge.providers.base import CallLimits, Provider, Services, Webhooks
 from arbridge.sync.mappers import quickbooks as quickbooks_mapper

@@ -14,9 +14,14 @@ from dataclasses import replace
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from arbridge import payments
 from arbridge.errors import ArbridgeError
 from arbridge.runtime import Runtime
+from arbridge.services.payments.accounts import (
+    StripeStatus,
+    gateway_for,
+    stripe_connection,
+    webhook_url,
+)
 from arbridge.sync.model import Company, Connection, StripeCheck
 
 log = logging.getLogger(__name__)
@@ -36,15 +41,13 @@ def _mode(rt: Runtime, conn: Connection | None) -> str | None:
     return None
 
 
-def _with_webhook(
-    rt: Runtime, conn: Connection | None, status: payments.StripeStatus
-) -> payments.StripeStatus:
+def _with_webhook(rt: Runtime, conn: Connection | None, status: StripeStatus) -> StripeStatus:
     if conn is None:
         return status
     own = status.mode == "key"
     return replace(
         status,
-        webhook_url=payments.webhook_url(rt),
+        webhook_url=webhook_url(rt),
         webhook_secret=bool(conn.webhook_secret_encrypted)
         if own
         else bool(rt.settings.stripe_webhook_secret),
@@ -53,33 +56,29 @@ def _with_webhook(
     )
 
 
-def stripe_status(rt: Runtime, s: Session, company: Company) -> payments.StripeStatus:
+def stripe_status(rt: Runtime, s: Session, company: Company) -> StripeStatus:
     """The payments status for the settings page, from the database (never Stripe)."""
-    conn = payments.stripe_connection(s, company.id)
+    conn = stripe_connection(s, company.id)
     mode = _mode(rt, conn)
     if mode is None:
-        if payments.gateway_for(rt, s, company) is None:
-            return payments.StripeStatus(
-                "none", None, False, False, "Not connected: add your Stripe key."
-            )
-        return payments.StripeStatus(
+        if gateway_for(rt, s, company) is None:
+            return StripeStatus("none", None, False, False, "Not connected: add your Stripe key.")
+        return StripeStatus(
             "simulated", None, True, True, "Simulated checkout (demo): no real money moves."
         )
     if mode == "connect":
         if conn is None:
-            return payments.StripeStatus(
+            return StripeStatus(
                 "connect", None, False, False, "Not connected: connect your Stripe account."
             )
         if conn.status != "active":
-            return payments.StripeStatus(
+            return StripeStatus(
                 mode, conn.tenant_id, False, False, "Onboarding with Stripe is not finished yet."
             )
     account = conn.tenant_id if conn is not None else None
     check = s.scalar(select(StripeCheck).where(StripeCheck.company_id == company.id))
     if check is None or check.mode != mode or check.account != account:
-        return _with_webhook(
-            rt, conn, payments.StripeStatus(mode, account, False, False, NOT_CHECKED)
-        )
+        return _with_webhook(rt, conn, StripeStatus(mode, account, False, False, NOT_CHECKED))
     if check.error is not None:
         detail = f"Stripe could not be reached: {check.error}"
     else:
@@ -87,7 +86,7 @@ def stripe_status(rt: Runtime, s: Session, company: Company) -> payments.StripeS
     return _with_webhook(
         rt,
         conn,
-        payments.StripeStatus(
+        StripeStatus(
             mode,
             account,
             check.card and check.error is None,
@@ -99,7 +98,7 @@ def stripe_status(rt: Runtime, s: Session, company: Company) -> payments.StripeS
 
 def can_check(rt: Runtime, s: Session, company: Company) -> bool:
     """Is there a real Stripe account to ask (connected, onboarded)?"""
-    conn = payments.stripe_connection(s, company.id)
+    conn = stripe_connection(s, company.id)
     mode = _mode(rt, conn)
     return mode is not None and (
         mode != "connect" or (conn is not None and conn.status == "active")
@@ -111,9 +110,9 @@ def check_with_stripe(rt: Runtime, s: Session, company: Company) -> StripeCheck 
     (or that Stripe could not be reached). Nothing to ask without a real Stripe account."""
     if not can_check(rt, s, company):
         return None
-    conn = payments.stripe_connection(s, company.id)
+    conn = stripe_connection(s, company.id)
     mode = _mode(rt, conn)
-    gateway = payments.gateway_for(rt, s, company)
+    gateway = gateway_for(rt, s, company)
     if gateway is None or gateway.simulated:
         return None
     check = s.scalar(select(StripeCheck).where(StripeCheck.company_id == company.id))

@@ -245,7 +245,7 @@ def issue_sign_in_token(session: Session, clock: Clock, user: User, minutes: int
 def redeem_sign_in_token(session: Session, clock: Clock, token: str) -> User:
     """Use a one-time sign-in link up. The UPDATE ... WHERE used_at IS NULL decides: of
     simultaneous redemptions exactly one changes the row, on SQLite and PostgreSQL alike (a
-    SELECT ... FOR UPDATE first locks nothing on SQLite, where six of eight used to get in)."""
+    SELECT ... FOR UPDATE first locks nothing on SQLite, so several could each get in)."""
     now = clock.now()
     used = session.execute(
         update(SignInToken)

@@ -11,7 +11,7 @@ from arbridge.collections.aging import BUCKET_LABELS
 from arbridge.collections.policy import merged, policy
 from arbridge.errors import ArbridgeError
 from arbridge.readmodels import owner as owner_reads
-from arbridge.remind import statement_link_days
+from arbridge.services.reminders.rendering import statement_link_days
 from arbridge.sync.model import Company, Invoice
 from arbridge.sync.runner import sync_connection
 from arbridge.sync.schedule import reschedule

@@ -8,14 +8,22 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from arbridge import payments
 from arbridge.errors import ArbridgeError
-from arbridge.handlers import STRIPE_EVENTS
 from arbridge.readmodels import payments as payment_reads
 from arbridge.readmodels import stripe_status as readmodel
-from arbridge.remind import statement_link_days
 from arbridge.services.payments import refunds
-from arbridge.services.payments.refunds import RefundStatus
+from arbridge.services.payments.accounts import (
+    StripeStatus,
+    connect_with_key,
+    disconnect_stripe,
+    finish_onboarding,
+    set_webhook_secret,
+    start_onboarding,
+    stripe_connection,
+)
+from arbridge.services.payments.events import STRIPE_EVENTS
+from arbridge.services.payments.refunds import RefundStatus, refund_overpayment
+from arbridge.services.reminders.rendering import statement_link_days
 from arbridge.sync.model import CollectedPayment, Company, Customer, Invoice
 from arbridge.sync.store import issue_statement_token, log_activity, revoke_pay_tokens
 from arbridge.web.common import company_required, db, get_or_404, get_scoped, runtime
@@ -25,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 @bp.app_template_global()
-def stripe_status(company: Company) -> payments.StripeStatus:
+def stripe_status(company: Company) -> StripeStatus:
     """From the database only: a page never waits on Stripe while it renders."""
     return readmodel.stripe_status(runtime(), db(), company)
 
@@ -67,7 +75,7 @@ def _settings_url(company: Company) -> str:
 def stripe_key(company: Company) -> Any:
     rt, s = runtime(), db()
     try:
-        account = payments.connect_with_key(rt, s, company, request.form.get("api_key", ""))
+        account = connect_with_key(rt, s, company, request.form.get("api_key", ""))
     except ArbridgeError as e:
         s.rollback()
         log.info("Stripe key refused for %s: %s", company.slug, e)
@@ -76,7 +84,7 @@ def stripe_key(company: Company) -> Any:
         s.commit()
         flash(f"Stripe account {account} connected.", "ok")
         _check(company)
-        conn = payments.stripe_connection(s, company.id)
+        conn = stripe_connection(s, company.id)
         if conn is not None and not conn.webhook_secret_encrypted:
             flash(
                 "Stripe did not let arbridge create the webhook endpoint with this key: add it "
@@ -92,7 +100,7 @@ def stripe_connect(company: Company) -> Any:
     rt, s = runtime(), db()
     base = rt.settings.base_url
     try:
-        url = payments.start_onboarding(
+        url = start_onboarding(
             rt,
             s,
             company,
@@ -112,7 +120,7 @@ def stripe_connect(company: Company) -> Any:
 def stripe_return(company: Company) -> Any:
     rt, s = runtime(), db()
     try:
-        ready = payments.finish_onboarding(rt, s, company)
+        ready = finish_onboarding(rt, s, company)
     except ArbridgeError as e:
         flash(f"Could not check the Stripe account: {e}", "error")
         return redirect(_settings_url(company))
@@ -148,7 +156,7 @@ def stripe_check(company: Company) -> Any:
 @company_required
 def stripe_disconnect(company: Company) -> Any:
     rt, s = runtime(), db()
-    problem = payments.disconnect_stripe(rt, s, company)
+    problem = disconnect_stripe(rt, s, company)
     s.commit()
     flash("Stripe disconnected: payment links now show the balance without a Pay button.", "ok")
     if problem:
@@ -161,7 +169,7 @@ def stripe_disconnect(company: Company) -> Any:
 def stripe_webhook_secret(company: Company) -> Any:
     rt, s = runtime(), db()
     try:
-        payments.set_webhook_secret(rt, s, company, request.form.get("webhook_secret", ""))
+        set_webhook_secret(rt, s, company, request.form.get("webhook_secret", ""))
     except ArbridgeError as e:
         s.rollback()
         log.info("Stripe webhook secret refused for %s: %s", company.slug, e)
@@ -179,7 +187,7 @@ def stripe_webhook_secret(company: Company) -> Any:
 def refund(company: Company, payment_id: int) -> Any:
     rt, s = runtime(), db()
     try:
-        amount = payments.refund_overpayment(rt, s, company, payment_id)
+        amount = refund_overpayment(rt, s, company, payment_id)
     except ArbridgeError as e:
         s.rollback()
         if "no such payment" in str(e):

@@ -19,9 +19,12 @@ from flask import (
     url_for,
 )
 
-from arbridge import payments
 from arbridge.collections.aging import days_overdue
 from arbridge.errors import ArbridgeError, NotFound, Rejected, SignatureInvalid
+from arbridge.services.payments.accounts import gateway_for
+from arbridge.services.payments.checkout import handle_checkout_return, start_checkout
+from arbridge.services.payments.events import ingest_stripe
+from arbridge.services.payments.quote import methods_for, quote
 from arbridge.sync.pay_links import LinkGone
 from arbridge.sync.store import company_today, find_pay_token
 from arbridge.web import csrf
@@ -41,14 +44,14 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
     rt, s = runtime(), db()
     try:
         link = find_pay_token(s, token)
-        q = payments.quote(rt, s, link)
+        q = quote(rt, s, link)
     except LinkGone as e:
         return _gone(e)
     except NotFound:
         log.info("refused a payment link (unknown, tampered or revoked)")
         abort(404)
     today = company_today(q.company, rt.clock)
-    gateway = payments.gateway_for(rt, s, q.company) if q.state == "payable" else None
+    gateway = gateway_for(rt, s, q.company) if q.state == "payable" else None
     inv = q.invoices[0] if q.invoices else None  # a settled statement lists none
     response = make_response(
         render_template(
@@ -60,7 +63,7 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
             inv=inv,
             statement=link.invoice_id is None,
             days_overdue=days_overdue(inv.due_on, today) if inv is not None else 0,
-            can_pay=gateway is not None and bool(payments.methods_for(gateway, q)),
+            can_pay=gateway is not None and bool(methods_for(gateway, q)),
             simulated=bool(gateway is not None and gateway.simulated),
             error=error,
         ),
@@ -96,7 +99,7 @@ def pay_page(token: str) -> Any:
 @bp.post("/pay/<token>/checkout")
 def checkout(token: str) -> Any:
     try:
-        url = payments.start_checkout(runtime(), token)
+        url = start_checkout(runtime(), token)
     except LinkGone as e:
         return _gone(e)
     except NotFound:
@@ -159,7 +162,7 @@ def checkout_return(token: str) -> Any:
         outcome = "cancelled"
     else:
         try:
-            outcome = payments.handle_checkout_return(rt, token, session_id)
+            outcome = handle_checkout_return(rt, token, session_id)
         except NotFound:
             abort(404)
         except ArbridgeError as e:
@@ -176,7 +179,7 @@ def checkout_return(token: str) -> Any:
 def stripe_webhook() -> Any:
     body = request.get_data(cache=False)
     try:
-        stored = payments.ingest_stripe(runtime(), body, request.headers.get("Stripe-Signature"))
+        stored = ingest_stripe(runtime(), body, request.headers.get("Stripe-Signature"))
     except SignatureInvalid as e:
         log.warning("refused a Stripe delivery from %s: %s", request.remote_addr, e)
         return {"error": "invalid signature"}, 400

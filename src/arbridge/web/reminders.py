@@ -19,7 +19,6 @@ from flask import (
     url_for,
 )
 
-from arbridge import remind
 from arbridge.collections.reminders import (
     CHANNELS,
     ESCALATIONS,
@@ -40,6 +39,11 @@ from arbridge.collections.templates import check as check_template
 from arbridge.inputs import InputError, parse_day, parse_int
 from arbridge.readmodels import reminders as reads
 from arbridge.services.messaging.queue import queue_test_message
+from arbridge.services.reminders.case_file import case_file as build_case_file
+from arbridge.services.reminders.holds import resolve_hold
+from arbridge.services.reminders.preview import preview, preview_lines
+from arbridge.services.reminders.rendering import render_reminder
+from arbridge.services.reminders.run import refer_to_agency
 from arbridge.services.reminders.sequences import UnknownSequence, follow_sequence
 from arbridge.sync import pay_links
 from arbridge.sync.model import (
@@ -85,7 +89,7 @@ def _sample_invoice(company: Company, invoice_id: int | None) -> Invoice | None:
 def _render_email(company: Company, inv: Invoice, template_name: str, tpl: EmailTemplate | None):
     rt = runtime()
     customer, contact = reads.preview_recipient(db(), inv)
-    return remind.render_reminder(
+    return render_reminder(
         rt,
         company,
         customer,
@@ -109,7 +113,7 @@ def page(company: Company) -> Any:
         except InputError as e:
             flash(f"{e}; showing today.", "error")
             status = 400
-    prev = remind.preview(rt, company, as_of)
+    prev = preview(rt, company, as_of)
     try:
         policy = reminder_policy(company.settings)
         error = None
@@ -131,7 +135,7 @@ def page(company: Company) -> Any:
         "reminders.html",
         company=company,
         prev=prev,
-        lines=remind.preview_lines(prev),
+        lines=preview_lines(prev),
         policy=policy,
         settings_error=error,
         sequence=sequence,
@@ -417,7 +421,7 @@ def call_done(company: Company, task_id: int) -> Any:
 def resolve(company: Company, hold_id: int) -> Any:
     rt, s = runtime(), db()
     hold = get_or_404(InvoiceHold, hold_id, company)
-    remind.resolve_hold(s, rt, hold, (request.form.get("resolution") or "resolved").strip())
+    resolve_hold(s, rt, hold, (request.form.get("resolution") or "resolved").strip())
     s.commit()
     flash("Closed: reminders for the invoice resume.", "ok")
     return redirect(url_for("reminders.calls", slug=company.slug))
@@ -428,7 +432,7 @@ def resolve(company: Company, hold_id: int) -> Any:
 def agency(company: Company, customer_id: int) -> Any:
     rt, s = runtime(), db()
     cust = get_or_404(Customer, customer_id, company)
-    remind.refer_to_agency(s, rt, company, cust.id, "referred by the owner")
+    refer_to_agency(s, rt, company, cust.id, "referred by the owner")
     s.commit()
     flash(f"{cust.name} referred to a collection agency; automatic reminders stopped.", "ok")
     return redirect(url_for("reminders.calls", slug=company.slug))
@@ -438,7 +442,7 @@ def agency(company: Company, customer_id: int) -> Any:
 @company_required
 def case_file(company: Company, customer_id: int) -> Any:
     cust = get_or_404(Customer, customer_id, company)
-    data = remind.case_file(db(), company, cust)
+    data = build_case_file(db(), company, cust)
     response = Response(json.dumps(data, indent=2), mimetype="application/json")
     response.headers["Content-Disposition"] = (
         f'attachment; filename="case-file-{company.slug}-{cust.id}.json"'

@@ -10,10 +10,12 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from arbridge import remind
 from arbridge.errors import NotFound
 from arbridge.inputs import InputError, parse_day
 from arbridge.readmodels import reminders as reads
+from arbridge.services.reminders.holds import record_hold, reply_limit_reached
+from arbridge.services.reminders.unsubscribe import contact_for_unsubscribe
+from arbridge.services.reminders.unsubscribe import unsubscribe as unsubscribe_contact
 from arbridge.sync.model import Company, Contact, Invoice, InvoiceHold
 from arbridge.sync.pay_links import LinkGone, check_live
 from arbridge.sync.store import company_today, find_pay_token
@@ -26,7 +28,7 @@ MAX_MESSAGE = 2000
 
 
 def _contact_for(token: str) -> Contact:
-    contact_id = remind.contact_for_unsubscribe(runtime().settings.secret_key or "", token)
+    contact_id = contact_for_unsubscribe(runtime().settings.secret_key or "", token)
     contact = db().get(Contact, contact_id) if contact_id is not None else None
     if contact is None:
         log.info("refused an unsubscribe link (unknown or tampered)")
@@ -48,7 +50,7 @@ def unsubscribe_page(token: str) -> Any:
 def unsubscribe(token: str) -> Any:
     contact = _contact_for(token)
     rt, s = runtime(), db()
-    remind.unsubscribe(s, rt, contact.id)
+    unsubscribe_contact(s, rt, contact.id)
     s.commit()
     company = s.get(Company, contact.company_id)
     return render_template(
@@ -74,7 +76,7 @@ def respond(token: str) -> Any:
         abort(404)
     inv = get_or_404(Invoice, link.invoice_id, link.company_id)  # a statement link has none
     back = redirect(url_for("pay.pay_page", token=token) + "#respond")
-    if remind.reply_limit_reached(s, rt, link):
+    if reply_limit_reached(s, rt, link):
         log.info("customer replies over the limit on link %s", link.id)
         return render_template(
             "error.html",
@@ -97,7 +99,7 @@ def respond(token: str) -> Any:
         if not message:
             flash("Please tell us what your question or concern is.", "error")
             return back
-        remind.record_hold(s, rt, inv, "dispute", message=message, link_id=link.id)
+        record_hold(s, rt, inv, "dispute", message=message, link_id=link.id)
         s.commit()
         flash("Thank you. We have your message and will reply soon; reminders are paused.", "ok")
         return back
@@ -110,7 +112,7 @@ def respond(token: str) -> Any:
         if not today <= promised <= today + timedelta(days=60):
             flash("Please choose a date between today and 60 days from now.", "error")
             return back
-        remind.record_hold(
+        record_hold(
             s, rt, inv, "promise", message=message or None, promised_on=promised, link_id=link.id
         )
         s.commit()

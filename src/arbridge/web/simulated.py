@@ -10,9 +10,9 @@ from typing import Any
 
 from flask import Blueprint, abort, make_response, redirect, render_template, request
 
-from arbridge import payments
 from arbridge.connectors.stripe.simulated import simulation_allowed
 from arbridge.errors import NotFound, Rejected
+from arbridge.services.payments.simulated import simulated_stripe
 from arbridge.web.common import runtime
 from arbridge.web.pay import _no_store
 
@@ -28,7 +28,7 @@ def _demo_only() -> None:
 @bp.get("/simulated-checkout/<session_id>")
 def simulated_checkout(session_id: str) -> Any:
     try:
-        page = payments.simulated_stripe(runtime()).page(session_id)
+        page = simulated_stripe(runtime()).page(session_id)
     except NotFound:
         abort(404)
     return _no_store(make_response(render_template("simulated_checkout.html", s=page, error=None)))
@@ -36,7 +36,7 @@ def simulated_checkout(session_id: str) -> Any:
 
 @bp.post("/simulated-checkout/<session_id>")
 def simulated_pay(session_id: str) -> Any:
-    sim = payments.simulated_stripe(runtime())
+    sim = simulated_stripe(runtime())
     try:
         url = sim.complete(
             session_id, request.form.get("method", "card"), request.form.get("outcome", "succeed")

@@ -16,11 +16,13 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from arbridge.cli import main
-from arbridge.handlers import LEDGER_PAYMENT, ledger_payment_payload, outbox_handlers
-from arbridge.handlers import post_ledger_payment as post_again
+from arbridge.services.bootstrap import outbox_handlers
+from arbridge.services.ledger.writebacks import post_ledger_payment as post_again
+from arbridge.services.payments.refunds import refit_to_ledger
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Connection, OutboxMessage
 from arbridge.sync.outbox import deliver, enqueue
+from arbridge.sync.outbox_kinds import OutboxKind, ledger_payment_payload
 from arbridge.worker import claim_and_run, drain
 from tests.cli.conftest import ARBRIDGE
 from tests.conftest import env_for_subprocess
@@ -131,7 +133,7 @@ def test_connect_sync_change_webhook_and_pay_through_the_cli(rt, settings, clien
             s,
             rt.clock,
             company_id=company.id,
-            kind=LEDGER_PAYMENT,
+            kind=OutboxKind.LEDGER_PAYMENT,
             key="stripe:pi_e2e:ledger",
             payload=ledger_payment_payload(
                 conn,
@@ -147,7 +149,7 @@ def test_connect_sync_change_webhook_and_pay_through_the_cli(rt, settings, clien
     with rt.sessions() as s:
         row = s.scalar(select(OutboxMessage).where(OutboxMessage.key == "stripe:pi_e2e:ledger"))
     for _ in range(3):
-        assert post_again(rt, row) == row.provider_ref
+        assert post_again(rt, row, refit_to_ledger) == row.provider_ref
     assert len(fake.payments_with_reference("pi_e2e_3QhGfK2eZvKYlo2C")) == 1
     fake.clock.advance(timedelta(minutes=1))
     synced = runner.invoke(main, ["sync", "--company", "harbor"], env=cli_env(settings))

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
-from arbridge.handlers import reverse_ledger_payment, webhook_handlers
+from arbridge.services.bootstrap import webhook_handlers
+from arbridge.services.ledger.writebacks import reverse_ledger_payment
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Invoice, OutboxMessage
 from arbridge.sync.outbox import LEASE

@@ -259,7 +259,7 @@ def test_a_dead_grant_marks_the_connection_and_tells_the_owner(rt, fake, connect
         assert mail.payload["to"] == "owner@harbor-bakery.example"
         assert "Reconnect" in mail.payload["text"]
     # The email handler (issue 5) takes the notice: the in-app mailbox here, SMTP when set.
-    from arbridge.handlers import outbox_handlers
+    from arbridge.services.bootstrap import outbox_handlers
     from arbridge.sync.outbox import deliver
 
     deliver(rt.sessions, rt.clock, outbox_handlers(rt))

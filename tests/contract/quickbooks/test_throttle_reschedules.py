@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from arbridge.errors import RateLimited
-from arbridge.handlers import outbox_handlers
+from arbridge.services.bootstrap import outbox_handlers
 from arbridge.sync.model import Activity, CompanyJob, Connection
 from arbridge.sync.outbox import deliver
 from arbridge.worker import claim_and_run

@@ -12,15 +12,13 @@ from sqlalchemy import select, update
 from arbridge.connectors.base import PaymentLine, PaymentWriteBack
 from arbridge.connectors.quickbooks import RealmLimiter
 from arbridge.errors import RateLimited
-from arbridge.handlers import (
-    LEDGER_PAYMENT,
-    ledger_payment_payload,
-    outbox_handlers,
-    post_ledger_payment,
-)
+from arbridge.services.bootstrap import outbox_handlers
+from arbridge.services.ledger.writebacks import post_ledger_payment
+from arbridge.services.payments.refunds import refit_to_ledger
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Company, Connection, Invoice, OutboxMessage, Payment
 from arbridge.sync.outbox import LEASE, deliver, enqueue
+from arbridge.sync.outbox_kinds import OutboxKind, ledger_payment_payload
 from arbridge.sync.quickbooks_store import ConnectionTokens
 from tests.contract.quickbooks.conftest import TODAY, connector, seed_ledger, sync
 from tests.contract.quickbooks.test_sync import assert_same_books
@@ -34,7 +32,7 @@ def queue_payment(rt, conn, invoice_id: str, customer_id: str, amount: str, key:
             s,
             rt.clock,
             company_id=conn.company_id,
-            kind=LEDGER_PAYMENT,
+            kind=OutboxKind.LEDGER_PAYMENT,
             key=key,
             payload=ledger_payment_payload(
                 conn,
@@ -95,7 +93,7 @@ def test_a_crash_between_posting_and_recording_posts_no_second_payment(rt, fake,
     queue_payment(rt, connected.conn, ids["invoices"][2], ids["customers"][2], "20.00", "pay:3")
     message = outbox_row(rt, "pay:3")
     # The worker claimed the row and reached QuickBooks, then died before recording the result.
-    first_id = post_ledger_payment(rt, message)
+    first_id = post_ledger_payment(rt, message, refit_to_ledger)
     with transaction(rt.sessions) as s:
         s.execute(
             update(OutboxMessage)
@@ -386,15 +384,16 @@ def test_a_crashed_worker_s_slot_frees_itself(rt):
 
 def _collect(rt, connected, invoice_source_id: str, amount: str) -> None:
     """A card payment for the invoice comes back from Stripe (recorded as its event would be)."""
-    from arbridge import payments
     from arbridge.money import Money
+    from arbridge.services.payments.events import Observed
+    from arbridge.services.payments.recording import record
 
     with transaction(rt.sessions) as s:
         inv = s.scalar(select(Invoice).where(Invoice.source_id == invoice_source_id))
-        payments.record(
+        record(
             rt,
             s,
-            payments.Observed(
+            Observed(
                 payment_intent=STRIPE_ID,
                 status="succeeded",
                 company_id=connected.company.id,
@@ -442,7 +441,7 @@ def test_a_write_back_quickbooks_refuses_as_overapplied_becomes_an_overpayment(
     [written] = [
         m
         for m in [outbox_row(rt, f"ledger_payment:{STRIPE_ID}")]
-        if m is not None and m.kind == LEDGER_PAYMENT
+        if m is not None and m.kind == OutboxKind.LEDGER_PAYMENT
     ]
     assert written.status == "sent", written.last_error
     posted = fake.payments_with_reference(STRIPE_ID)
@@ -473,7 +472,7 @@ def test_a_refitted_write_back_retried_after_a_crash_posts_once(rt, fake, connec
     _collect(rt, connected, invoice, "174.25")
     message = outbox_row(rt, f"ledger_payment:{STRIPE_ID}")
     # The worker refits and posts, then dies before recording the result.
-    first_id = post_ledger_payment(rt, message)
+    first_id = post_ledger_payment(rt, message, refit_to_ledger)
     with transaction(rt.sessions) as s:
         s.execute(
             update(OutboxMessage)
@@ -534,13 +533,14 @@ def test_a_sync_reading_quickbooks_before_the_write_back_keeps_the_invoice_paid(
 
 def _observe(rt, connected, status: str, **seen) -> None:
     """A Stripe event about the collected payment, taken in (its ledger writes wait)."""
-    from arbridge import payments
+    from arbridge.services.payments.events import Observed
+    from arbridge.services.payments.recording import record
 
     with transaction(rt.sessions) as s:
-        payments.record(
+        record(
             rt,
             s,
-            payments.Observed(
+            Observed(
                 payment_intent=STRIPE_ID, status=status, company_id=connected.company.id, **seen
             ),
         )

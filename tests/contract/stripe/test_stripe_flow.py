@@ -12,9 +12,9 @@ import pytest
 import responses
 from sqlalchemy import select
 
-from arbridge import payments
 from arbridge.connectors.stripe.simulated import sign
 from arbridge.money import Money
+from arbridge.services.payments.checkout import start_checkout
 from arbridge.sync.db import transaction
 from arbridge.sync.model import CollectedPayment, Invoice, WebhookEvent
 from arbridge.sync.store import issue_pay_token, ledger_connection, open_invoices
@@ -99,7 +99,7 @@ def test_card_payment_through_real_stripe_shapes(stripe_rt, client, demo_company
         f"{API}/v1/checkout/sessions",
         callback=fake_session_create("pi_3MtwBwLkdIwHu7ix28a3tqPa"),
     )
-    url = payments.start_checkout(rt, token)
+    url = start_checkout(rt, token)
     assert url == "https://checkout.stripe.com/c/pay/cs_test_flow"
     assert responses.calls[0].request.headers["Authorization"] == "Bearer sk_test_51Install"
     session = {**fake_session_create.last, "status": "complete", "payment_status": "paid"}
@@ -123,7 +123,7 @@ def test_ach_failure_days_later_through_real_stripe_shapes(stripe_rt, client, de
     responses.add_callback(
         responses.POST, f"{API}/v1/checkout/sessions", callback=fake_session_create("pi_ach_flow")
     )
-    payments.start_checkout(rt, token)
+    start_checkout(rt, token)
     session = {
         **fake_session_create.last,
         "status": "complete",
@@ -252,7 +252,7 @@ def test_an_account_without_ach_still_takes_cards(stripe_rt, demo_company):
     responses.add_callback(
         responses.POST, f"{API}/v1/checkout/sessions", callback=fake_session_create("pi_card_only")
     )
-    assert payments.start_checkout(rt, token) == "https://checkout.stripe.com/c/pay/cs_test_flow"
+    assert start_checkout(rt, token) == "https://checkout.stripe.com/c/pay/cs_test_flow"
     first, second = (c.request for c in responses.calls)
     assert "us_bank_account" in first.body and "us_bank_account" not in second.body
     assert second.headers["Idempotency-Key"] == first.headers["Idempotency-Key"] + ":card"
@@ -268,7 +268,7 @@ def test_card_declined_then_paid_in_same_checkout_is_recorded_paid(stripe_rt, cl
     responses.add_callback(
         responses.POST, f"{API}/v1/checkout/sessions", callback=fake_session_create("pi_decl_ok")
     )
-    payments.start_checkout(rt, token)
+    start_checkout(rt, token)
     session = {**fake_session_create.last, "status": "complete", "payment_status": "paid"}
     declined = {
         **fixture("payment_intent"),
@@ -373,8 +373,8 @@ def test_two_pay_links_for_one_invoice_cannot_both_be_paid(stripe_rt, client, de
     with transaction(rt.sessions) as s:
         token_b = issue_pay_token(s, rt.clock, s.get(Invoice, invoice_id))
     # The customer opens both links (the reminder's and an older one), a checkout on each.
-    payments.start_checkout(rt, token_a)
-    payments.start_checkout(rt, token_b)
+    start_checkout(rt, token_a)
+    start_checkout(rt, token_b)
     csrf = csrf_token(client.get(f"/pay/{token_b}").data)  # B's page stays open in a tab
     first, second = stripe.sessions.values()
     paid = {**first, "status": "complete", "payment_status": "paid"}
@@ -399,7 +399,7 @@ def test_two_pay_links_for_one_invoice_cannot_both_be_paid(stripe_rt, client, de
     refused = client.post(f"/pay/{token_b}/checkout", data={"csrf_token": csrf})
     assert refused.status_code == 409 and b"nothing to pay" in refused.data
     with pytest.raises(Rejected, match="paid"):
-        payments.start_checkout(rt, token_b)
+        start_checkout(rt, token_b)
     assert len(responses.calls) == calls  # no session opened at Stripe
     with rt.sessions() as s:
         assert len(s.scalars(select(CheckoutSessionRow)).all()) == 2
@@ -410,7 +410,7 @@ def _paid_then_disputed(rt, client, demo_company, pi):
     responses.add_callback(
         responses.POST, f"{API}/v1/checkout/sessions", callback=fake_session_create(pi)
     )
-    payments.start_checkout(rt, token)
+    start_checkout(rt, token)
     session = {**fake_session_create.last, "status": "complete", "payment_status": "paid"}
     deliver(client, rt, "checkout.session.completed", session, 1)
     drain(rt)

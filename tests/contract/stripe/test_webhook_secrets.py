@@ -14,10 +14,10 @@ import pytest
 import responses
 from sqlalchemy import select
 
-from arbridge import payments
 from arbridge.connectors.stripe.simulated import sign
 from arbridge.crypto import Keyring, new_key
-from arbridge.handlers import STRIPE_EVENTS
+from arbridge.services.payments.events import STRIPE_EVENTS
+from arbridge.services.payments.webhook_secrets import install_webhook_secrets
 from arbridge.sync.db import transaction
 from arbridge.sync.model import CollectedPayment, Connection, Invoice, WebhookEvent
 from arbridge.sync.store import create_company, open_invoices, rotate_secrets
@@ -454,7 +454,7 @@ def test_connect_mode_keeps_the_install_secret_and_shows_events_arriving(
     with rt.sessions() as s:
         assert s.scalar(select(WebhookEvent.company_id)) == demo_company.id
     assert stripe_conn(rt, demo_company.id).webhook_last_event_at == rt.clock.now()
-    assert payments.install_webhook_secrets(rt) == ["whsec_platform"]
+    assert install_webhook_secrets(rt) == ["whsec_platform"]
 
 
 @responses.activate

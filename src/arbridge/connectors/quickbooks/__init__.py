@@ -1,14 +1,8 @@
 """QuickBooks Online: OAuth through intuit-oauth, the REST API through requests."""
 
-from arbridge.connectors.quickbooks.client import (
-    ENTITY_BY_NAME,
-    ENTITY_NAMES,
-    Limiter,
-    QuickBooksConnector,
-    RealmLimiter,
-    TokenSource,
-)
+from arbridge.connectors.quickbooks.client import ENTITY_BY_NAME, ENTITY_NAMES, QuickBooksConnector
 from arbridge.connectors.quickbooks.oauth import Grant, IntuitOAuth, QuickBooksConfig
+from arbridge.connectors.quickbooks.transport import Limiter, RealmLimiter, TokenSource
 
 __all__ = [
     "ENTITY_BY_NAME",

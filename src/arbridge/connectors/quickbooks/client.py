@@ -2,29 +2,23 @@
 
 Why `requests` and not python-quickbooks' object layer: its objects parse amounts as floats, it
 has no pagination helper, no retry, keeps no response headers and turns an XML throttle into a
-generic QuickbooksException(10000) (see ../../../../shared/API_FACTS.md). We need Decimal
+generic QuickbooksException(10000) (its quickbooks/client.py and exceptions.py,
+https://github.com/ej2/python-quickbooks). We need Decimal
 amounts, the raw payload for the mappers, the `requestid` on writes and one place that maps
 every failure to our error kinds, so we speak the REST API directly through one `_send`, as
-Sentry's integration client does. OAuth stays with intuit-oauth (oauth.py).
-
-Limits (Intuit "API call limits and throttles"): 500 requests a minute and about 10 in flight per
-realm; a throttle is HTTP 429 with Fault code 3001, JSON or XML; Intuit asks for a 60 s wait.
+Sentry's integration client does. OAuth stays with intuit-oauth (oauth.py); what every request
+shares (limits, Fault bodies, Decimal JSON, requestid) is in transport.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import requests
 
@@ -36,6 +30,18 @@ from arbridge.connectors.base import (
     SourceRecord,
 )
 from arbridge.connectors.quickbooks.oauth import QuickBooksConfig
+from arbridge.connectors.quickbooks.transport import (
+    MINOR_VERSION,
+    THROTTLE_WAIT,
+    TIMEOUT,
+    Limiter,
+    TokenSource,
+    Unauthorized,
+    decimal_json,
+    limiter_for,
+    read_fault,
+    request_id,
+)
 from arbridge.connectors.retry import MAX_WAIT, RetryNow, with_retries
 from arbridge.errors import (
     AuthExpired,
@@ -48,14 +54,10 @@ from arbridge.errors import (
 
 log = logging.getLogger(__name__)
 
-MINOR_VERSION = "75"  # the minimum Intuit accepts since August 2025; pinned
 PAGE_SIZE = 1000  # the query endpoint's maximum MAXRESULTS
 CDC_LIMIT = 1000  # CDC returns at most 1,000 objects: a response that size may be truncated
 CDC_LOOKBACK = timedelta(days=30)
 ID_BATCH = 100  # ids per "Id IN (...)" query
-TIMEOUT = (10, 120)  # Intuit times a request out after 120 s
-THROTTLE_WAIT = 60.0
-REQUEST_ID_MAX = 50
 
 # Our entity names -> QuickBooks' (credit notes are "CreditMemo" there).
 ENTITY_NAMES: dict[Entity, str] = {
@@ -67,115 +69,6 @@ ENTITY_NAMES: dict[Entity, str] = {
 ENTITY_BY_NAME: dict[str, Entity] = {v: k for k, v in ENTITY_NAMES.items()}
 # Without this filter QuickBooks' query returns active customers only (tap-quickbooks).
 FILTERS = {"Customer": "Active IN (true, false)"}
-DECIMAL_MARK = re.compile(r'"(__decimal_\d+__)"')
-XML_CODE = re.compile(r"<Error[^>]*\bcode=\"(\d+)\"")
-XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
-
-
-class TokenSource(Protocol):
-    """Where the connector gets its access token; implemented over the database by sync/."""
-
-    def access_token(self) -> str: ...
-
-    def refresh(self, stale: str) -> str:
-        """A fresh access token, unless another worker already replaced `stale`."""
-        ...
-
-    def give_up(self, reason: str) -> None:
-        """The grant is dead: mark the connection for reconnecting and tell the owner."""
-        ...
-
-
-class Limiter(Protocol):
-    def slot(self) -> AbstractContextManager[None]:
-        """Wait for a call slot; hold it for the length of one request."""
-        ...
-
-
-class RealmLimiter:
-    """At most `per_minute` request starts in any 60 s and `concurrent` requests in flight."""
-
-    def __init__(
-        self,
-        per_minute: int = 500,
-        concurrent: int = 10,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.per_minute = per_minute
-        self.monotonic = monotonic
-        self.sleep = sleep
-        self._slots = threading.BoundedSemaphore(concurrent)
-        self._lock = threading.Lock()
-        self._started: deque[float] = deque()
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        with self._slots:
-            while True:
-                with self._lock:
-                    now = self.monotonic()
-                    while self._started and self._started[0] <= now - 60:
-                        self._started.popleft()
-                    if len(self._started) < self.per_minute:
-                        self._started.append(now)
-                        break
-                    wait = self._started[0] + 60 - now
-                self.sleep(max(wait, 0.001))
-            yield
-
-
-# One limiter per realm per process: the limit is Intuit's per realm, so every connector built for
-# the same realm in this process (sync job, webhook handler, write-back) must share it.
-_LIMITERS: dict[str, RealmLimiter] = {}
-_LIMITERS_LOCK = threading.Lock()
-
-
-def limiter_for(realm_id: str) -> RealmLimiter:
-    with _LIMITERS_LOCK:
-        return _LIMITERS.setdefault(realm_id, RealmLimiter())
-
-
-class _Unauthorized(Exception):
-    pass
-
-
-def _fault(body: str, content_type: str) -> tuple[str | None, str]:
-    """The first Fault error code and message, from a JSON or an XML body."""
-    if "xml" in content_type or body.lstrip().startswith("<"):
-        code = XML_CODE.search(body)
-        message = XML_MESSAGE.search(body)
-        return (code.group(1) if code else None, message.group(1) if message else body[:200])
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None, body[:200]
-    errors = ((data or {}).get("Fault") or {}).get("Error") or [{}]
-    first = errors[0] if isinstance(errors, list) and errors else {}
-    detail = first.get("Detail") or first.get("Message") or ""
-    return (str(first["code"]) if first.get("code") is not None else None, str(detail)[:300])
-
-
-def _decimal_json(payload: Any) -> str:
-    """JSON with Decimal amounts written as exact number literals (json.dumps refuses Decimal)."""
-    marks: dict[str, str] = {}
-
-    def default(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            mark = f"__decimal_{len(marks)}__"
-            marks[mark] = format(value, "f")
-            return mark
-        raise TypeError(f"cannot serialise {type(value).__name__}")
-
-    text = json.dumps(payload, default=default)
-    return DECIMAL_MARK.sub(lambda m: marks[m.group(1)], text) if marks else text
-
-
-def request_id(key: str) -> str:
-    """Our outbox key as Intuit's requestid (at most 50 characters: longer keys are hashed)."""
-    if len(key) <= REQUEST_ID_MAX:
-        return key
-    return "h-" + hashlib.sha256(key.encode()).hexdigest()[: REQUEST_ID_MAX - 2]
 
 
 def parse_time(value: str) -> datetime:
@@ -255,9 +148,9 @@ class QuickBooksConnector:
                 raise Transient(f"could not reach QuickBooks: {type(e).__name__}") from e
         status, ctype, text = resp.status_code, resp.headers.get("Content-Type", ""), resp.text
         if status == 401:
-            raise _Unauthorized()
+            raise Unauthorized()
         code, message = (
-            (None, "") if status == 200 and '"Fault"' not in text else _fault(text, ctype)
+            (None, "") if status == 200 and '"Fault"' not in text else read_fault(text, ctype)
         )
         if status == 429 or code == "3001":
             retry_after = resp.headers.get("Retry-After")
@@ -287,7 +180,7 @@ class QuickBooksConnector:
         """_send with the retries (connectors/retry.py): short throttles wait, transient
         failures back off, a long throttle leaves as RateLimited, a 401 refreshes the token
         once. Writes are retried only because they carry a requestid."""
-        body = _decimal_json(payload) if payload is not None else None
+        body = decimal_json(payload) if payload is not None else None
         token = self.tokens.access_token()
         refreshed = False
 
@@ -295,7 +188,7 @@ class QuickBooksConnector:
             nonlocal token, refreshed
             try:
                 return self._send(method, path, token, params or {}, body)
-            except _Unauthorized:
+            except Unauthorized:
                 if refreshed:
                     reason = "QuickBooks refused a freshly refreshed token (HTTP 401)"
                     self.tokens.give_up(reason)

@@ -1,11 +1,14 @@
 """QuickBooks Online records (Intuit's JSON, parsed with parse_float=Decimal) -> receivables model.
 
-Quirks, from Intuit's API reference and ../../../../../shared/API_FACTS.md:
+Quirks, from Intuit's documentation:
 - a voided invoice, payment or credit memo stays, with its amounts set to 0 and "Voided"
-  prefixed to PrivateNote;
-- CDC returns deleted records as stubs {"status": "Deleted", "Id", "MetaData"};
+  prefixed to PrivateNote (API reference, e.g.
+  https://developer.intuit.com/app/developer/qbo/docs/api/accounting/all-entities/payment);
+- CDC returns deleted records as stubs {"status": "Deleted", "Id", "MetaData"}
+  (https://developer.intuit.com/app/developer/qbo/docs/learn/explore-the-quickbooks-online-api/change-data-capture);
 - ExchangeRate is home-currency units per unit of the transaction currency (multiply), which is
-  the model's own convention; it is absent for home-currency documents (rate 1);
+  the model's own convention; it is absent for home-currency documents (rate 1)
+  (https://developer.intuit.com/app/developer/qbo/docs/workflows/manage-multiple-currencies);
 - a Payment's lines name the invoices (and credit memos) they settle in LinkedTxn.
 """
 

@@ -1,0 +1,81 @@
+"""What every command shares: arbridge's errors as one sentence and an exit status, strict dates,
+and the instance's settings and runtime."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import date
+from typing import Any
+
+import click
+
+from arbridge.config import Settings
+from arbridge.errors import ArbridgeError
+
+log = logging.getLogger("arbridge")
+
+
+class Group(click.Group):
+    """Turns arbridge's own errors into one line on stderr and exit status 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ArbridgeError as e:
+            click.echo(f"Error: {e}", err=True)
+            ctx.exit(1)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception:
+            # A bug, not bad input: the trace goes to the log, the terminal gets one sentence.
+            log.exception("arbridge %s failed", ctx.invoked_subcommand)
+            click.echo(
+                "Error: arbridge hit an unexpected problem; the log above has the details "
+                "(please report it).",
+                err=True,
+            )
+            ctx.exit(2)
+
+
+class Day(click.ParamType):
+    """YYYY-MM-DD in ASCII digits, 1900-01-01 to 2999-12-31 (click.DateTime takes '２０２６'
+    and 0001-01-01, from which the reminder arithmetic overflowed: a traceback)."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
+        if isinstance(value, date):
+            return value
+        from arbridge.inputs import InputError, parse_day
+
+        try:
+            return parse_day(str(value))
+        except InputError as e:
+            self.fail(f"{e}.", param, ctx)
+
+
+DAY = Day()
+
+
+def load_settings() -> Settings:
+    return Settings.from_env()
+
+
+def open_runtime() -> Any:
+    """The instance's runtime, closed (its database pool disposed) when the command ends."""
+    from arbridge.runtime import Runtime
+
+    rt = Runtime.open(load_settings())
+    click.get_current_context().call_on_close(rt.close)
+    return rt
+
+
+def setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not a line per tick

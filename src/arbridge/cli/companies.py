@@ -1,0 +1,83 @@
+"""`companies`: list and create companies, and issue owner sign-in links."""
+
+from __future__ import annotations
+
+import click
+
+from arbridge.cli.common import Group, open_runtime
+
+
+@click.group(cls=Group)
+def companies() -> None:
+    """List and create companies, and issue owner sign-in links."""
+
+
+@companies.command("list")
+def companies_list() -> None:
+    """List every company with its ledger connection and last sync."""
+    from sqlalchemy import select
+
+    from arbridge.sync.model import Company
+    from arbridge.sync.store import ledger_connection
+
+    rt = open_runtime()
+    with rt.sessions() as session:
+        rows = session.scalars(select(Company).order_by(Company.slug)).all()
+        if not rows:
+            click.echo("No companies yet: run `arbridge demo` or `arbridge companies create`.")
+        for c in rows:
+            conn = ledger_connection(session, c.id)
+            ledger = (
+                f"{conn.provider} ({conn.status}, last sync {conn.last_sync_at or 'never'})"
+                if conn
+                else "no ledger"
+            )
+            click.echo(f"{c.slug:<20} {c.name:<32} {c.home_currency} {c.timezone:<20} {ledger}")
+
+
+@companies.command("create")
+@click.option("--name", required=True)
+@click.option("--slug", required=True)
+@click.option("--currency", "home_currency", default="USD", show_default=True)
+@click.option("--timezone", default="UTC", show_default=True)
+@click.option("--country", default="US", show_default=True)
+@click.option("--owner-email", required=True)
+def companies_create(
+    name: str, slug: str, home_currency: str, timezone: str, country: str, owner_email: str
+) -> None:
+    """Create a company and its owner, and print the owner's sign-in link."""
+    from arbridge.sync.db import transaction
+    from arbridge.sync.store import create_company, issue_sign_in_token, owner
+
+    rt = open_runtime()
+    with transaction(rt.sessions) as session:
+        company = create_company(
+            session,
+            rt.clock,
+            name=name,
+            slug=slug,
+            home_currency=home_currency,
+            timezone=timezone,
+            country=country,
+            owner_email=owner_email,
+        )
+        token = issue_sign_in_token(
+            session, rt.clock, owner(session, company), rt.settings.login_link_minutes
+        )
+    click.echo(f"Created {slug}. Owner sign-in link: {rt.settings.base_url}/sign-in/{token}")
+
+
+@companies.command("sign-in-link")
+@click.argument("slug")
+def companies_sign_in_link(slug: str) -> None:
+    """Print a new one-time sign-in link for the company's owner."""
+    from arbridge.sync.db import transaction
+    from arbridge.sync.store import get_company, issue_sign_in_token, owner
+
+    rt = open_runtime()
+    with transaction(rt.sessions) as session:
+        company = get_company(session, slug)
+        token = issue_sign_in_token(
+            session, rt.clock, owner(session, company), rt.settings.login_link_minutes
+        )
+    click.echo(f"{rt.settings.base_url}/sign-in/{token}")

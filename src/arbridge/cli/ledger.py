@@ -1,0 +1,151 @@
+"""The ledger's copy: `sync` (with progress), `report` (balances and aging) and `connect`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date
+from typing import Any
+
+import click
+
+from arbridge.cli.common import DAY, Group, open_runtime
+from arbridge.errors import ArbridgeError
+
+
+@click.command()
+@click.option("--company", "slug", required=True, help="The company's slug.")
+@click.option("--full", is_flag=True, help="Ignore the cursors and fetch everything again.")
+def sync(slug: str, full: bool) -> None:
+    """Sync one company's ledger now, showing progress."""
+    from arbridge.sync.store import get_company, ledger_connection
+
+    rt = open_runtime()
+    with rt.sessions() as session:
+        company = get_company(session, slug)
+        conn = ledger_connection(session, company.id)
+    if conn is None:
+        raise ArbridgeError(f"company {slug} has no ledger connected")
+    result = run_sync_with_progress(rt, conn, full=full)
+    if not result.upserted and not result.deleted and not result.errors:
+        click.echo(f"Synced {slug}: already up to date.")
+        return
+    click.echo(
+        f"Synced {slug}: "
+        + ", ".join(f"{n} {e}" for e, n in result.upserted.items())
+        + (f"; {sum(result.deleted.values())} deleted" if result.deleted else "")
+        + (f"; {result.errors} record(s) skipped, see the settings page" if result.errors else "")
+    )
+
+
+def run_sync_with_progress(rt: Any, conn: Any, *, full: bool = False) -> Any:
+    from arbridge.sync.runner import sync_connection
+
+    bars: dict[str, Any] = {}
+
+    def progress(entity: str, done: int, total: int | None) -> None:
+        bar = bars.get(entity)
+        if bar is None:
+            bar = bars[entity] = click.progressbar(
+                length=total or done, label=f"{entity:<12}", file=sys.stderr
+            )
+            bar.__enter__()
+        bar.update(done - bar.pos)
+        if total is not None and done >= total:
+            bar.__exit__(None, None, None)
+
+    try:
+        return sync_connection(
+            rt.sessions, conn.id, rt.connector_for(conn), rt.clock, full=full, progress=progress
+        )
+    finally:
+        for bar in bars.values():
+            if not bar.finished:
+                bar.__exit__(None, None, None)
+
+
+@click.command()
+@click.option("--company", "slug", required=True, help="The company's slug.")
+@click.option(
+    "--as-of",
+    "as_of",
+    type=DAY,
+    default=None,
+    help="Age invoices as of this date (default: today in the company's timezone).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["json", "table"]), default="table", show_default=True
+)
+def report(slug: str, as_of: Any, fmt: str) -> None:
+    """Print open and overdue balances and the aging of a company's receivables.
+
+    Amounts are in the company's home currency, each invoice converted at its
+    own exchange rate; days past due are counted on the as-of date in the
+    company's timezone.
+    """
+    from arbridge.collections.aging import BUCKET_LABELS
+    from arbridge.sync.store import aging_report, company_today, get_company, report_dict
+
+    rt = open_runtime()
+    with rt.sessions() as session:
+        company = get_company(session, slug)
+        day: date = as_of or company_today(company, rt.clock)
+        data = report_dict(company, aging_report(session, company, day))
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(
+        f"{company.name} ({data['company']}) receivables as of {data['as_of']}, in {data['currency']}"
+    )
+    click.echo(f"  {'Open invoices':<16}{data['open_invoices']:>18}")
+    click.echo(f"  {'Open balance':<16}{data['open_balance']:>18}")
+    click.echo(f"  {'Overdue balance':<16}{data['overdue_balance']:>18}")
+    click.echo("  Aging")
+    for key, label in BUCKET_LABELS.items():
+        click.echo(
+            f"    {label:<14}{data['aging'][key]:>18}  ({data['aging_counts'][key]} invoices)"
+        )
+
+
+@click.group(cls=Group)
+def connect() -> None:
+    """Attach a ledger grant you already hold (self-hosted installs)."""
+
+
+@connect.command("quickbooks")
+@click.option("--company", "slug", required=True, help="The company's slug.")
+@click.option("--realm-id", required=True, help="The QuickBooks company id (realmId).")
+@click.option(
+    "--refresh-token",
+    required=True,
+    help="A refresh token for that realm, e.g. from Intuit's OAuth 2.0 Playground.",
+)
+def connect_quickbooks(slug: str, realm_id: str, refresh_token: str) -> None:
+    """Connect a company to QuickBooks Online with an existing refresh token.
+
+    The token is exchanged at once (Intuit rotates it; the new one is stored
+    encrypted), so the one you pasted stops working. Needs ARBRIDGE_QBO_CLIENT_ID
+    and ARBRIDGE_QBO_CLIENT_SECRET of the app that issued it.
+    """
+    from arbridge.providers import quickbooks as qbo
+    from arbridge.sync.db import transaction
+    from arbridge.sync.quickbooks_store import attach
+    from arbridge.sync.store import get_company
+
+    if not (realm_id.isascii() and realm_id.isdigit()):  # isdigit() alone takes '١٢٣', '²'
+        raise ArbridgeError(f"{realm_id!r} is not a QuickBooks realm id (digits only)")
+    rt = open_runtime()
+    try:
+        with rt.sessions() as session:
+            get_company(session, slug)  # before the token is spent
+        oauth = qbo.oauth(rt)
+        grant = oauth.refresh(refresh_token.strip())
+        with transaction(rt.sessions) as session:
+            company = get_company(session, slug)
+            attach(session, rt.keyring, rt.clock, company, realm_id, grant)
+    finally:
+        rt.close()
+    click.echo(
+        f"Connected {slug} to QuickBooks company {realm_id}. "
+        f"Run `arbridge sync --company {slug}` for the first sync."
+    )
