@@ -27,10 +27,15 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    and_,
+    case,
     false,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 
+from arbridge.collections.aging import open_balance, owing
 from arbridge.money import Money
 
 NAMING = {
@@ -282,6 +287,15 @@ class Contact(SyncedRow, Base):
 
 
 class Invoice(SyncedRow, Base):
+    """An invoice as the ledger last stated it, and what arbridge did with it since.
+
+    Two figures make its balance: `ledger_balance_minor`, the ledger's own balance at our last
+    reading, and `unposted_minor`, money arbridge collected (or gave back, negative) that that
+    reading does not show yet, because the write-back into the ledger has not landed. The open
+    balance, shown and summed everywhere, is `open_balance_minor`; "is it open?" is `is_open`.
+    Both work on a loaded row and inside a query (`select(Invoice).where(Invoice.is_open)`).
+    """
+
     __tablename__ = "invoices"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -294,7 +308,8 @@ class Invoice(SyncedRow, Base):
     # Home-currency units for one unit of `currency` (multiply), as QuickBooks states it.
     exchange_rate: Mapped[Decimal]
     total_minor: Mapped[int] = mapped_column(BigInteger)
-    balance_minor: Mapped[int] = mapped_column(BigInteger)
+    ledger_balance_minor: Mapped[int] = mapped_column(BigInteger)
+    unposted_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     status: Mapped[str] = mapped_column(_enum("invoice_status", INVOICE_STATUSES))
     terms: Mapped[str | None] = mapped_column(String(100))
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -313,9 +328,37 @@ class Invoice(SyncedRow, Base):
     def total(self) -> Money:
         return Money.from_minor(self.total_minor, self.currency)
 
+    @hybrid_property
+    def open_balance_minor(self) -> int:
+        """What the invoice still owes: see `collections.aging.open_balance`."""
+        return open_balance(self.ledger_balance_minor, self.unposted_minor, self.total_minor)
+
+    @open_balance_minor.inplace.expression
+    @classmethod
+    def _open_balance_minor_sql(cls) -> ColumnElement[int]:
+        net = cls.ledger_balance_minor - cls.unposted_minor
+        most = case((cls.total_minor > 0, cls.total_minor), else_=0)
+        return case(
+            (cls.unposted_minor == 0, cls.ledger_balance_minor),
+            (net <= 0, 0),
+            (net > most, most),
+            else_=net,
+        )
+
+    @hybrid_property
+    def is_open(self) -> bool:
+        """The one test of an open invoice: see `collections.aging.owing`."""
+        return owing(self.status, self.open_balance_minor)
+
+    @is_open.inplace.expression
+    @classmethod
+    def _is_open_sql(cls) -> ColumnElement[bool]:
+        return and_(cls.status == "open", cls.open_balance_minor > 0)
+
     @property
     def balance(self) -> Money:
-        return Money.from_minor(self.balance_minor, self.currency)
+        """The open balance, as Money."""
+        return Money.from_minor(self.open_balance_minor, self.currency)
 
 
 class Payment(SyncedRow, Base):

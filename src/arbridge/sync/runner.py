@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
+from arbridge.collections.aging import open_balance
 from arbridge.connectors.base import ENTITIES, Entity, LedgerConnector, Page, SourceRecord
 from arbridge.errors import ArbridgeError, MappingError, RateLimited
 from arbridge.money import Money
@@ -37,6 +38,13 @@ from arbridge.sync.model import (
     PaymentAllocation,
     SyncCursor,
     SyncError,
+)
+from arbridge.sync.outbox_kinds import (
+    LEDGER_WRITES,
+    OutboxKind,
+    ledger_discount_key,
+    ledger_payment_key,
+    ledger_reversal_prefix,
 )
 from arbridge.sync.records import (
     CreditNoteData,
@@ -116,14 +124,10 @@ def _ids(
     return dict(found.tuples().all())
 
 
-# The ledger writes that state a collected payment there: its write-back, its early-payment
-# discount and the restatements after a refund, dispute, ACH return or won dispute.
-LEDGER_WRITES = ("ledger_payment", "ledger_discount", "ledger_reversal")
-
-
 @dataclass(frozen=True)
 class WrittenBack:
-    """Which of a company's ledger writes (see LEDGER_WRITES) the ledger had confirmed when a
+    """Which of a company's ledger writes (`outbox_kinds.LEDGER_WRITES`: a collected payment's
+    write-back, its early-payment discount, its restatements) the ledger had confirmed when a
     read began: the highest outbox id then, and the writes not confirmed then."""
 
     last_id: int
@@ -159,8 +163,8 @@ def _chain(payment_intent: str, ledger_key: str | None) -> list[str]:
     """The outbox keys of a payment's ledger writes, oldest first, up to its latest."""
     if ledger_key is None:
         return []
-    root = f"ledger_payment:{payment_intent}"
-    prefix = f"ledger_reversal:{payment_intent}:"
+    root = ledger_payment_key(payment_intent)
+    prefix = ledger_reversal_prefix(payment_intent)
     last = ledger_key.removeprefix(prefix)
     if ledger_key == last or not last.isdigit():
         return [ledger_key]
@@ -170,7 +174,7 @@ def _chain(payment_intent: str, ledger_key: str | None) -> list[str]:
 def _stated(write: OutboxMessage, invoices: dict[str, int]) -> dict[int, int]:
     """What a landed write left applied in the ledger, per invoice (minor units)."""
     p = write.payload or {}
-    if write.kind == "ledger_reversal":
+    if write.kind == OutboxKind.LEDGER_REVERSAL:
         return {
             r["invoice_id"]: int(r["amount_minor"]) for r in p.get("stated", p.get("repost", []))
         }
@@ -187,9 +191,9 @@ def _stated(write: OutboxMessage, invoices: dict[str, int]) -> dict[int, int]:
 class _Lag:
     """Where a reading of the ledger lags behind what arbridge did with the money it collected.
 
-    `by`: per invoice, what to take off the balance read (negative: to add back), so that each
+    `by`: per invoice, what the balance read lacks (negative: holds too much), so that each
     collected payment whose latest ledger write the reading does not hold counts as arbridge's
-    allocations say now, not as the ledger said before. `unsure`: invoices whose reading may or
+    allocations say now, not as the ledger said before: the invoice's `unposted_minor`. `unsure`: invoices whose reading may or
     may not hold such a write (it landed during the read): they keep the state arbridge holds,
     and are read again once the sync is done."""
 
@@ -220,7 +224,7 @@ def _lag(session: Session, invoices: dict[str, int], before: WrittenBack) -> _La
         for row in rows
         for key in (
             *_chain(row.payment_intent_id, row.ledger_key),
-            f"ledger_discount:{row.payment_intent_id}",
+            ledger_discount_key(row.payment_intent_id),
         )
     }
     writes = (
@@ -234,8 +238,8 @@ def _lag(session: Session, invoices: dict[str, int], before: WrittenBack) -> _La
     for row in rows:
         invoice_id, amount, discount, _id, payment_intent, ledger_key = row
         chain = [writes[k] for k in _chain(payment_intent, ledger_key) if k in writes]
-        credit = writes.get(f"ledger_discount:{payment_intent}")
-        root = writes.get(f"ledger_payment:{payment_intent}")
+        credit = writes.get(ledger_discount_key(payment_intent))
+        root = writes.get(ledger_payment_key(payment_intent))
         held = {w.id: before.holds(w) for w in (*chain, *([credit] if credit else []))}
         if None in held.values():
             lag.unsure.add(invoice_id)
@@ -259,37 +263,51 @@ def _lag(session: Session, invoices: dict[str, int], before: WrittenBack) -> _La
     return lag
 
 
-def _held_now(session: Session, invoice_ids: Iterable[int]) -> dict[int, tuple[int, str]]:
+# What arbridge holds of an invoice: (ledger_balance_minor, unposted_minor, status).
+Held = tuple[int, int, str]
+
+
+def _held_now(session: Session, invoice_ids: Iterable[int]) -> dict[int, Held]:
     wanted = list(invoice_ids)
     if not wanted:
         return {}
     rows = session.execute(
-        select(Invoice.id, Invoice.balance_minor, Invoice.status).where(Invoice.id.in_(wanted))
+        select(
+            Invoice.id, Invoice.ledger_balance_minor, Invoice.unposted_minor, Invoice.status
+        ).where(Invoice.id.in_(wanted))
     )
-    return {i: (balance, status) for i, balance, status in rows}
+    return {i: (ledger, unposted, status) for i, ledger, unposted, status in rows}
 
 
-def _catch_up(session: Session, lag: _Lag, kept: dict[int, tuple[int, str]]) -> None:
+def _catch_up(session: Session, lag: _Lag, kept: dict[int, Held]) -> None:
     """Bring the invoices just saved from the ledger's reading up to date with what arbridge did
-    that the reading does not hold (see `_Lag`). One read and one batched write."""
+    that the reading does not hold (see `_Lag`): the lag becomes their `unposted_minor`, and
+    their status follows the open balance. One read and one batched write."""
     wanted = set(lag.by) | set(kept)
     if not wanted:
         return
     rows = session.execute(
-        select(Invoice.id, Invoice.balance_minor, Invoice.status, Invoice.total_minor).where(
+        select(Invoice.id, Invoice.ledger_balance_minor, Invoice.status, Invoice.total_minor).where(
             Invoice.id.in_(list(wanted))
         )
     ).all()
     changes = []
-    for invoice_id, balance, status, total in rows:
+    for invoice_id, ledger, status, total in rows:
         if status not in ("open", "paid"):
             continue  # voided or deleted in the ledger: its word stands
         if invoice_id in kept:
-            balance, status = kept[invoice_id]
+            ledger, unposted, status = kept[invoice_id]
         else:
-            balance = min(max(0, balance - lag.by[invoice_id]), max(total, 0))
-            status = "open" if balance else "paid"
-        changes.append({"id": invoice_id, "balance_minor": balance, "status": status})
+            unposted = lag.by[invoice_id]
+            status = "open" if open_balance(ledger, unposted, total) else "paid"
+        changes.append(
+            {
+                "id": invoice_id,
+                "ledger_balance_minor": ledger,
+                "unposted_minor": unposted,
+                "status": status,
+            }
+        )
     if changes:
         session.execute(update(Invoice), changes)
 
@@ -377,7 +395,9 @@ class _PageWriter:
                     "currency": r.currency,
                     "exchange_rate": r.exchange_rate,
                     "total_minor": r.total.minor,
-                    "balance_minor": r.balance.minor,
+                    "ledger_balance_minor": r.balance.minor,
+                    # What the reading lacks is worked out below, for the invoices it concerns.
+                    "unposted_minor": 0,
                     "status": r.status,
                     "terms": r.terms,
                     "lines": r.lines,
@@ -479,7 +499,7 @@ class _PageWriter:
                 row.deleted = True
                 row.active = False
             elif entity == "invoices":
-                row.status, row.balance_minor = "deleted", 0
+                row.status, row.ledger_balance_minor, row.unposted_minor = "deleted", 0, 0
             else:
                 row.status = "deleted"
         if entity in ("payments", "credit_notes") and ids:
