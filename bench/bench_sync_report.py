@@ -109,7 +109,7 @@ def main() -> None:
         t = time.perf_counter()
         s.execute(
             text(
-                "SELECT count(*), sum(balance_minor) FROM invoices WHERE company_id = :c AND status = 'open'"
+                "SELECT count(*), sum(ledger_balance_minor) FROM invoices WHERE company_id = :c AND status = 'open'"
             ),
             {"c": company.id},
         ).one()

@@ -233,7 +233,7 @@ def play(
 def check_ours(rt: Runtime, charge: Charge, before: dict[int, int], strict: bool = True) -> None:
     """arbridge's invoices show exactly the net as paid, and no ledger write gave up."""
     with rt.sessions() as s:
-        now = {i: s.get(Invoice, i).balance_minor for i in charge.invoice_ids}
+        now = {i: s.get(Invoice, i).open_balance_minor for i in charge.invoice_ids}
         gave_up = s.scalars(
             select(OutboxMessage.key).where(
                 OutboxMessage.kind.in_(LEDGER_KINDS),

@@ -79,7 +79,7 @@ def prepare(
             select(Invoice)
             .where(
                 Invoice.company_id == company.id,
-                Invoice.status == "open",
+                Invoice.is_open,
                 Invoice.currency == "USD",
             )
             .order_by(Invoice.due_on)

@@ -111,7 +111,7 @@ def test_report_json_has_the_documented_shape_and_adds_up(demo: Demo):
         open_count = s.scalar(
             select(func.count())
             .select_from(Invoice)
-            .where(Invoice.status == "open", Invoice.balance_minor != 0)
+            .where(Invoice.status == "open", Invoice.open_balance_minor != 0)
         )
     assert data["open_invoices"] == open_count
     assert sum(data["aging_counts"].values()) == open_count

@@ -29,7 +29,7 @@ def _connection(rt, company) -> Connection:
 def _snapshot(rt, company) -> tuple[Any, ...]:
     with rt.sessions() as s:
         invoices = s.execute(
-            select(Invoice.source_id, Invoice.balance_minor, Invoice.status, Invoice.due_on)
+            select(Invoice.source_id, Invoice.open_balance_minor, Invoice.status, Invoice.due_on)
             .where(Invoice.company_id == company.id)
             .order_by(Invoice.source_id)
         ).all()

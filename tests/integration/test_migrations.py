@@ -1,8 +1,15 @@
+import os
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect, text
 
 from arbridge.sync import db
 from arbridge.sync.model import Base
+from tests.conftest import ON_POSTGRES, PG_URL
 
 
 def test_migrations_match_the_model(rt):
@@ -12,3 +19,90 @@ def test_migrations_match_the_model(rt):
         )
     assert diff == []
     assert db.current_revision(rt.engine) == db.head_revision()
+
+
+@pytest.fixture
+def blank_engine(tmp_path) -> Iterator[Engine]:
+    """A database with no tables yet, to walk migrations up and down on."""
+    if not ON_POSTGRES:
+        engine = db.make_engine(f"sqlite:///{tmp_path / 'blank.db'}")
+        yield engine
+        engine.dispose()
+        return
+    schema = f"arbridge_test_blank_{os.getpid()}"
+    admin = db.make_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in PG_URL else "?"
+    engine = db.make_engine(f"{PG_URL}{sep}options=-csearch_path%3D{schema}")
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
+INSERT_INVOICE = text(
+    "INSERT INTO invoices (id, company_id, customer_id, issued_on, due_on, currency,"
+    " exchange_rate, total_minor, balance_minor, status, paused, source, source_id, synced_at)"
+    " VALUES (:id, 1, 1, '2026-10-01', '2026-10-31', 'USD', '1', :total, :balance, :status,"
+    " false, 'demo', :source_id, '2026-11-24 15:00:00')"
+)
+
+
+def test_0014_splits_each_balance_into_the_ledger_s_and_the_unposted_and_back(blank_engine):
+    """Upgrading keeps every open balance (the ledger's figure, nothing unposted); going back
+    makes the open balance the one balance again, whatever was unposted by then."""
+    cfg = db.alembic_config(blank_engine)
+    command.upgrade(cfg, "0013")
+    rows = {1: (100_00, 100_00, "open"), 2: (100_00, 40_00, "open"), 3: (50_00, 0, "paid")}
+    with blank_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO companies (id, name, slug, home_currency, timezone, country,"
+                " sync_interval_minutes, collections_hour, settings, created_at) VALUES"
+                " (1, 'Acme', 'acme', 'USD', 'America/Chicago', 'US', 15, 9, '{}',"
+                " '2026-11-24 15:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO customers (id, company_id, name, active, deleted, do_not_chase,"
+                " source, source_id, synced_at) VALUES"
+                " (1, 1, 'Bo', true, false, false, 'demo', 'C-1', '2026-11-24 15:00:00')"
+            )
+        )
+        for n, (total, balance, status) in rows.items():
+            conn.execute(
+                INSERT_INVOICE,
+                {
+                    "id": n,
+                    "total": total,
+                    "balance": balance,
+                    "status": status,
+                    "source_id": f"I{n}",
+                },
+            )
+
+    command.upgrade(cfg, "0014")
+    with blank_engine.begin() as conn:
+        split = conn.execute(
+            text("SELECT id, ledger_balance_minor, unposted_minor FROM invoices ORDER BY id")
+        ).all()
+        assert [tuple(r) for r in split] == [(1, 100_00, 0), (2, 40_00, 0), (3, 0, 0)]
+        # Collected here and not yet in the ledger: 40.00 on the first, all of the second.
+        conn.execute(text("UPDATE invoices SET unposted_minor = 4000 WHERE id IN (1, 2)"))
+        # A payment given back that the ledger still shows as paid.
+        conn.execute(text("UPDATE invoices SET unposted_minor = -2500 WHERE id = 3"))
+
+    command.downgrade(cfg, "0013")
+    with blank_engine.connect() as conn:
+        back = conn.execute(text("SELECT id, balance_minor FROM invoices ORDER BY id")).all()
+        columns = {c["name"] for c in inspect(conn).get_columns("invoices")}
+    assert [tuple(r) for r in back] == [(1, 60_00), (2, 0), (3, 25_00)]
+    assert "ledger_balance_minor" not in columns and "unposted_minor" not in columns
+    command.upgrade(cfg, "head")
+    assert db.current_revision(blank_engine) == db.head_revision()

@@ -40,7 +40,7 @@ def usd_invoice(rt, demo_company):
         inv = next(
             i
             for i in open_invoices(s, demo_company.id)
-            if i.currency == "USD" and i.balance_minor == i.total_minor
+            if i.currency == "USD" and i.open_balance_minor == i.total_minor
         )
         s.expunge(inv)
     return inv
@@ -93,9 +93,9 @@ def test_card_payment_marks_the_invoice_paid_and_posts_to_the_ledger_once(
     events, sent = drain(rt)
     assert events == 1 and sent >= 1
     inv = invoice(rt, usd_invoice.id)
-    assert inv.status == "paid" and inv.balance_minor == 0 and not inv.payment_pending
+    assert inv.status == "paid" and inv.open_balance_minor == 0 and not inv.payment_pending
     [row] = collected(rt)
-    assert row.status == "succeeded" and row.amount_minor == usd_invoice.balance_minor
+    assert row.status == "succeeded" and row.amount_minor == usd_invoice.open_balance_minor
     assert row.customer_id == usd_invoice.customer_id and row.method == "card"
     [posted] = ledger_payments(rt, demo_company)
     assert Decimal(posted["amount"]) == usd_invoice.balance.amount
@@ -161,7 +161,7 @@ def test_ach_is_pending_for_days_then_succeeds(rt, demo_company, usd_invoice, cl
     assert (
         inv.status == "open"
         and inv.payment_pending
-        and inv.balance_minor == usd_invoice.balance_minor
+        and inv.open_balance_minor == usd_invoice.open_balance_minor
     )
     assert collected(rt)[0].status == "pending"
     page = client.get(f"/pay/{token}")
@@ -186,7 +186,7 @@ def test_ach_failure_days_later_reopens_and_tells_the_owner(rt, demo_company, us
     assert (
         inv.status == "open"
         and not inv.payment_pending
-        and inv.balance_minor == usd_invoice.balance_minor
+        and inv.open_balance_minor == usd_invoice.open_balance_minor
     )
     assert collected(rt)[0].status == "failed" and ledger_payments(rt, demo_company) == []
     with rt.sessions() as s:
@@ -263,7 +263,7 @@ def test_ach_events_in_any_order_leave_the_same_result(rt, demo_company, usd_inv
         deliver(rt, e)
         drain(rt)
     inv = invoice(rt, usd_invoice.id)
-    assert inv.status == "paid" and not inv.payment_pending and inv.balance_minor == 0
+    assert inv.status == "paid" and not inv.payment_pending and inv.open_balance_minor == 0
     assert [p.status for p in collected(rt)] == ["succeeded"]
     assert len(ledger_payments(rt, demo_company)) == 1
 
@@ -278,7 +278,7 @@ def test_a_full_refund_reopens_the_invoice_and_voids_the_ledger_payment(
     simulated_stripe(rt).refund(row.payment_intent_id, None, "refund-test")
     drain(rt)
     inv = invoice(rt, usd_invoice.id)
-    assert inv.status == "open" and inv.balance_minor == usd_invoice.balance_minor
+    assert inv.status == "open" and inv.open_balance_minor == usd_invoice.open_balance_minor
     assert collected(rt)[0].status == "refunded"
     [posted] = ledger_payments(rt, demo_company)
     assert posted["status"] == "VOIDED"
@@ -309,7 +309,7 @@ def test_a_dispute_weeks_later_reverses_the_payment(rt, demo_company, usd_invoic
     drain(rt)
     assert collected(rt)[0].status == "disputed"
     inv = invoice(rt, usd_invoice.id)
-    assert inv.status == "open" and inv.balance_minor == usd_invoice.balance_minor
+    assert inv.status == "open" and inv.open_balance_minor == usd_invoice.open_balance_minor
     assert ledger_payments(rt, demo_company)[0]["status"] == "VOIDED"
 
 
@@ -369,15 +369,15 @@ def test_paid_elsewhere_meanwhile_is_an_overpayment_with_a_one_click_refund(
     simulated_stripe(rt).complete(session_id(url), "card", "succeed")
     drain(rt)
     row = collected(rt)[0]
-    assert row.status == "succeeded" and row.unapplied_minor == usd_invoice.balance_minor
+    assert row.status == "succeeded" and row.unapplied_minor == usd_invoice.open_balance_minor
     assert ledger_payments(rt, demo_company) == []  # nothing left to apply in the ledger
     with transaction(rt.sessions) as s:
         company = s.get(Company, demo_company.id)
-        assert refund_overpayment(rt, s, company, row.id).minor == usd_invoice.balance_minor
+        assert refund_overpayment(rt, s, company, row.id).minor == usd_invoice.open_balance_minor
     drain(rt)  # the refund goes to Stripe
     drain(rt)  # Stripe's charge.refunded comes back
     row = collected(rt)[0]
-    assert row.refunded_minor == usd_invoice.balance_minor and row.status == "refunded"
+    assert row.refunded_minor == usd_invoice.open_balance_minor and row.status == "refunded"
     assert invoice(rt, usd_invoice.id).status == "paid"  # the cheque still paid it
 
 
@@ -391,7 +391,7 @@ def test_early_payment_discount_is_charged_and_posted_so_the_invoice_closes(
             i
             for i in open_invoices(s, company.id)
             if i.currency == "USD"
-            and i.balance_minor == i.total_minor
+            and i.open_balance_minor == i.total_minor
             and (clock.now().date() - i.issued_on).days <= 5
         )
         s.expunge(inv)
@@ -403,7 +403,7 @@ def test_early_payment_discount_is_charged_and_posted_so_the_invoice_closes(
     assert q.amount.amount == inv.balance.amount - expected_discount
     pay(rt, token)
     drain(rt)
-    assert invoice(rt, inv.id).status == "paid" and invoice(rt, inv.id).balance_minor == 0
+    assert invoice(rt, inv.id).status == "paid" and invoice(rt, inv.id).open_balance_minor == 0
     ledger_inv = ledger_invoice(rt, demo_company, inv.source_id)
     assert ledger_inv["status"] == "PAID" and Decimal(ledger_inv["balance"]) == 0
     [posted] = ledger_payments(rt, demo_company)
@@ -429,7 +429,7 @@ def test_checkout_session_is_reused_until_the_balance_changes(rt, demo_company, 
     first = start_checkout(rt, token)
     assert start_checkout(rt, token) == first
     with transaction(rt.sessions) as s:
-        s.get(Invoice, usd_invoice.id).balance_minor -= 100
+        s.get(Invoice, usd_invoice.id).ledger_balance_minor -= 100
     second = start_checkout(rt, token)
     assert second != first
     with rt.sessions() as s:
@@ -469,11 +469,11 @@ def test_a_sync_before_the_write_back_lands_never_reopens_a_paid_invoice(
     rt.clock.advance(clock_step)
     sync_now(rt, conn, full=True)
     inv = invoice(rt, usd_invoice.id)
-    assert inv.status == "paid" and inv.balance_minor == 0
+    assert inv.status == "paid" and inv.open_balance_minor == 0
     deliver(rt.sessions, rt.clock, outbox_handlers(rt))  # now the ledger has it
     sync_now(rt, conn, full=True)
     inv = invoice(rt, usd_invoice.id)
-    assert inv.status == "paid" and inv.balance_minor == 0
+    assert inv.status == "paid" and inv.open_balance_minor == 0
     assert len(ledger_payments(rt, demo_company)) == 1
 
 
@@ -576,7 +576,7 @@ def test_a_write_back_refused_because_the_ledger_settled_the_invoice_becomes_an_
             .where(OutboxMessage.payload["subject"].as_string() == "A customer overpaid")
         )
     inv = invoice(rt, usd_invoice.id)
-    assert inv.status == "paid" and inv.balance_minor == 0  # the cheque paid it
+    assert inv.status == "paid" and inv.open_balance_minor == 0  # the cheque paid it
     # The owner refunds it in one click.
     with transaction(rt.sessions) as s:
         company = s.get(Company, demo_company.id)
@@ -588,7 +588,7 @@ def test_a_write_back_refused_because_the_ledger_settled_the_invoice_becomes_an_
         conn = ledger_connection(s, demo_company.id)
     sync_now(rt, conn)
     inv = invoice(rt, usd_invoice.id)
-    assert inv.status == "paid" and inv.balance_minor == 0
+    assert inv.status == "paid" and inv.open_balance_minor == 0
 
 
 def test_a_write_back_refused_after_a_partial_cheque_applies_what_fits_and_the_rest_is_overpaid(
@@ -609,12 +609,12 @@ def test_a_write_back_refused_after_a_partial_cheque_applies_what_fits_and_the_r
     assert row.unapplied_minor == 1000
     assert applied(rt, row) == row.amount_minor - 1000
     inv = invoice(rt, usd_invoice.id)
-    assert inv.status == "paid" and inv.balance_minor == 0
+    assert inv.status == "paid" and inv.open_balance_minor == 0
     with rt.sessions() as s:
         conn = ledger_connection(s, demo_company.id)
     sync_now(rt, conn)
     inv = invoice(rt, usd_invoice.id)
-    assert inv.status == "paid" and inv.balance_minor == 0
+    assert inv.status == "paid" and inv.open_balance_minor == 0
     # A refund of the rest takes back only the overpayment: the invoice stays paid.
     with transaction(rt.sessions) as s:
         company = s.get(Company, demo_company.id)
@@ -665,14 +665,14 @@ def test_a_sync_that_read_the_ledger_before_the_write_back_landed_never_reopens_
         written = s.scalar(select(OutboxMessage).where(OutboxMessage.kind == "ledger_payment"))
         assert written.status == "sent"  # the write-back landed between the read and the save
     inv = invoice(rt, usd_invoice.id)
-    assert inv.status == "paid" and inv.balance_minor == 0
+    assert inv.status == "paid" and inv.open_balance_minor == 0
     # So the link asks for nothing more: no second payment in that window.
     with pytest.raises(Rejected, match="paid"):
         start_checkout(rt, token)
     rt.clock.advance(timedelta(minutes=1))
     sync_now(rt, conn)
     inv = invoice(rt, usd_invoice.id)
-    assert inv.status == "paid" and inv.balance_minor == 0
+    assert inv.status == "paid" and inv.open_balance_minor == 0
     assert len(ledger_payments(rt, demo_company)) == 1
     assert collected(rt)[0].unapplied_minor == 0
 
@@ -709,7 +709,7 @@ def test_a_racing_write_back_keeps_what_the_bookkeeper_changed_in_the_same_readi
     racing = WriteBackDuringTheRead(rt.connector_for(conn), write_back_and_a_late_fee)
     sync_connection(rt.sessions, conn.id, racing, rt.clock, full=True)
     inv = invoice(rt, usd_invoice.id)
-    assert (inv.status, inv.balance_minor) == ("open", 2500)  # the ledger's word
+    assert (inv.status, inv.open_balance_minor) == ("open", 2500)  # the ledger's word
     assert len(ledger_payments(rt, demo_company)) == 1
 
 
@@ -789,7 +789,7 @@ def test_a_discounted_payment_refused_by_the_ledger_drops_its_discount_credit_to
             i
             for i in open_invoices(s, company.id)
             if i.currency == "USD"
-            and i.balance_minor == i.total_minor
+            and i.open_balance_minor == i.total_minor
             and (clock.now().date() - i.issued_on).days <= 5
         )
         s.expunge(inv)
@@ -844,7 +844,7 @@ def _won_dispute_waiting_to_be_restated(rt, demo_company, usd_invoice) -> Collec
     deliver(rt, _event("charge.dispute.closed", {**dispute, "status": "won"}, 32))
     _events_only(rt)
     inv = invoice(rt, usd_invoice.id)
-    assert (inv.status, inv.balance_minor) == ("paid", 0)
+    assert (inv.status, inv.open_balance_minor) == ("paid", 0)
     return row
 
 
@@ -858,14 +858,14 @@ def test_a_sync_before_a_won_disputes_restatement_lands_never_reopens_the_invoic
     rt.clock.advance(timedelta(minutes=1))
     sync_now(rt, conn)  # the ledger still shows the payment voided: the invoice open in full
     inv = invoice(rt, usd_invoice.id)
-    assert (inv.status, inv.balance_minor) == ("paid", 0)
+    assert (inv.status, inv.open_balance_minor) == ("paid", 0)
     with pytest.raises(Rejected, match="paid"):
         start_checkout(rt, token)  # no second payment for a paid invoice
     drain(rt)
     rt.clock.advance(timedelta(minutes=1))
     sync_now(rt, conn)
     inv = invoice(rt, usd_invoice.id)
-    assert (inv.status, inv.balance_minor) == ("paid", 0)
+    assert (inv.status, inv.open_balance_minor) == ("paid", 0)
     assert ledger_invoice(rt, demo_company, usd_invoice.source_id)["status"] == "PAID"
     assert sorted(p["status"] for p in ledger_payments(rt, demo_company)) == [
         "POSTED",
@@ -882,19 +882,19 @@ def test_a_sync_before_a_refunds_reversal_lands_keeps_the_invoice_owed(
     simulated_stripe(rt).refund(row.payment_intent_id, None, "refund-race")
     _events_only(rt)
     inv = invoice(rt, usd_invoice.id)
-    assert (inv.status, inv.balance_minor) == ("open", usd_invoice.balance_minor)
+    assert (inv.status, inv.open_balance_minor) == ("open", usd_invoice.open_balance_minor)
     with rt.sessions() as s:
         conn = ledger_connection(s, demo_company.id)
     rt.clock.advance(timedelta(minutes=1))
     sync_now(rt, conn)  # the ledger still shows the payment: the invoice paid
     inv = invoice(rt, usd_invoice.id)
-    assert (inv.status, inv.balance_minor) == ("open", usd_invoice.balance_minor)
+    assert (inv.status, inv.open_balance_minor) == ("open", usd_invoice.open_balance_minor)
     assert inv.id in open_invoice_ids(rt, demo_company)  # reminders chase it again
     drain(rt)
     rt.clock.advance(timedelta(minutes=1))
     sync_now(rt, conn)
     inv = invoice(rt, usd_invoice.id)
-    assert (inv.status, inv.balance_minor) == ("open", usd_invoice.balance_minor)
+    assert (inv.status, inv.open_balance_minor) == ("open", usd_invoice.open_balance_minor)
     assert [p["status"] for p in ledger_payments(rt, demo_company)] == ["VOIDED"]
 
 
@@ -921,7 +921,7 @@ def test_a_restatement_landing_between_the_syncs_read_and_save_keeps_arbridge_s_
         drain(rt)
         simulated_stripe(rt).refund(collected(rt)[0].payment_intent_id, None, "r-race")
         _events_only(rt)
-        expected = ("open", usd_invoice.balance_minor)
+        expected = ("open", usd_invoice.open_balance_minor)
     with rt.sessions() as s:
         conn = ledger_connection(s, demo_company.id)
     rt.clock.advance(timedelta(minutes=1))
@@ -938,11 +938,11 @@ def test_a_restatement_landing_between_the_syncs_read_and_save_keeps_arbridge_s_
         )
         assert restated.status == "sent"  # it landed between the read and the save
     inv = invoice(rt, usd_invoice.id)
-    assert (inv.status, inv.balance_minor) == expected
+    assert (inv.status, inv.open_balance_minor) == expected
     rt.clock.advance(timedelta(minutes=1))
     sync_now(rt, conn)
     inv = invoice(rt, usd_invoice.id)
-    assert (inv.status, inv.balance_minor) == expected
+    assert (inv.status, inv.open_balance_minor) == expected
     ledger = ledger_invoice(rt, demo_company, usd_invoice.source_id)
     assert Money(Decimal(ledger["balance"]), "USD").minor == expected[1]
 
@@ -963,7 +963,7 @@ def test_a_sync_between_two_restatements_counts_what_the_first_one_posted(
     _events_only(rt)
     sim.refund(row.payment_intent_id, Money.from_minor(20000, "USD"), "refund-2")
     _events_only(rt)
-    owed = (invoice(rt, usd_invoice.id).status, invoice(rt, usd_invoice.id).balance_minor)
+    owed = (invoice(rt, usd_invoice.id).status, invoice(rt, usd_invoice.id).open_balance_minor)
     assert owed == ("open", 50000)
     restate = {"ledger_reversal": outbox_handlers(rt)["ledger_reversal"]}
     assert deliver_outbox(rt.sessions, rt.clock, restate, limit=1) == 1  # the first only
@@ -974,12 +974,12 @@ def test_a_sync_between_two_restatements_counts_what_the_first_one_posted(
     rt.clock.advance(timedelta(minutes=1))
     sync_now(rt, conn)
     inv = invoice(rt, usd_invoice.id)
-    assert (inv.status, inv.balance_minor) == owed
+    assert (inv.status, inv.open_balance_minor) == owed
     drain(rt)
     rt.clock.advance(timedelta(minutes=1))
     sync_now(rt, conn)
     inv = invoice(rt, usd_invoice.id)
-    assert (inv.status, inv.balance_minor) == owed
+    assert (inv.status, inv.open_balance_minor) == owed
 
 
 def test_a_sync_before_a_reversal_lands_still_takes_what_the_bookkeeper_changed(
@@ -1005,9 +1005,9 @@ def test_a_sync_before_a_reversal_lands_still_takes_what_the_bookkeeper_changed(
     rt.clock.advance(timedelta(minutes=1))
     sync_now(rt, conn)
     inv = invoice(rt, usd_invoice.id)
-    assert (inv.status, inv.balance_minor) == ("open", usd_invoice.balance_minor + 2500)
+    assert (inv.status, inv.open_balance_minor) == ("open", usd_invoice.open_balance_minor + 2500)
     drain(rt)
     rt.clock.advance(timedelta(minutes=1))
     sync_now(rt, conn)
     inv = invoice(rt, usd_invoice.id)
-    assert (inv.status, inv.balance_minor) == ("open", usd_invoice.balance_minor + 2500)
+    assert (inv.status, inv.open_balance_minor) == ("open", usd_invoice.open_balance_minor + 2500)

@@ -134,7 +134,9 @@ def test_a_throwaway_provider_syncs_through_the_real_runner(rt, pocket):
     assert result.upserted == {"customers": 1, "invoices": 2, "credit_notes": 0, "payments": 0}
     with rt.sessions() as s:
         rows = s.execute(
-            select(Invoice.source, Invoice.number, Invoice.balance_minor).order_by(Invoice.number)
+            select(Invoice.source, Invoice.number, Invoice.open_balance_minor).order_by(
+                Invoice.number
+            )
         ).all()
         customer = s.scalar(select(Customer.name).where(Customer.source == NAME))
     assert [tuple(r) for r in rows] == [(NAME, "P-1", 12050), (NAME, "P-2", 999)]

@@ -24,7 +24,7 @@ def _fresh_invoices(rt, company, used: set[int], two: bool) -> list[Invoice]:
         free = [
             i
             for i in open_invoices(s, company.id)
-            if i.currency == "USD" and i.balance_minor == i.total_minor and i.id not in used
+            if i.currency == "USD" and i.open_balance_minor == i.total_minor and i.id not in used
         ]
         first = free[0]
         picked = [first]
@@ -74,7 +74,7 @@ def test_refunds_and_disputes_in_any_order_leave_one_live_payment_in_the_demo_le
     )
     def run(sequence, two, over):
         invoices = _fresh_invoices(rt, demo_company, used, two)
-        before = {i.id: i.balance_minor for i in invoices}
+        before = {i.id: i.open_balance_minor for i in invoices}
         charge = Charge(demo_company.id, [i.id for i in invoices], sum(before.values()) + over)
         charge.owed = sum(before.values())
         play(rt, charge, sequence, _demo_checker(rt, demo_company, invoices, before))
@@ -85,12 +85,12 @@ def test_refunds_and_disputes_in_any_order_leave_one_live_payment_in_the_demo_le
 def test_two_partial_refunds_leave_one_live_payment_in_the_demo_ledger(rt, demo_company):
     """The case the property found first, kept as a plain example."""
     [inv] = _fresh_invoices(rt, demo_company, set(), False)
-    charge = Charge(demo_company.id, [inv.id], inv.balance_minor)
+    charge = Charge(demo_company.id, [inv.id], inv.open_balance_minor)
     play(
         rt,
         charge,
         [("refund", 1000, False, True), ("refund", 500, False, True)],
-        _demo_checker(rt, demo_company, [inv], {inv.id: inv.balance_minor}),
+        _demo_checker(rt, demo_company, [inv], {inv.id: inv.open_balance_minor}),
     )
 
 
@@ -98,7 +98,7 @@ def test_a_refund_a_won_dispute_and_more_refunds_leave_one_live_payment(rt, demo
     """Partly refunded, disputed, won (both closing events, one of them twice), then refunded
     again, partly and in full: one live payment equal to the net after every step."""
     [inv, other] = _fresh_invoices(rt, demo_company, set(), True)
-    before = {inv.id: inv.balance_minor, other.id: other.balance_minor}
+    before = {inv.id: inv.open_balance_minor, other.id: other.open_balance_minor}
     charge = Charge(demo_company.id, [inv.id, other.id], sum(before.values()))
     play(
         rt,
@@ -128,8 +128,8 @@ def test_a_restatement_queued_again_after_a_later_one_landed_changes_nothing(rt,
     from tests.payment_sequences import settle
 
     [inv] = _fresh_invoices(rt, demo_company, set(), False)
-    charge = Charge(demo_company.id, [inv.id], inv.balance_minor)
-    check = _demo_checker(rt, demo_company, [inv], {inv.id: inv.balance_minor}, strict=False)
+    charge = Charge(demo_company.id, [inv.id], inv.open_balance_minor)
+    check = _demo_checker(rt, demo_company, [inv], {inv.id: inv.open_balance_minor}, strict=False)
     play(rt, charge, [], check)
     assert charge.refund(rt, 1000)
     process_pending(rt.sessions, rt.clock, webhook_handlers(rt))

@@ -64,7 +64,7 @@ def test_dry_run_explains_every_invoice_and_changes_nothing(rt, settings, demo_c
                 select(Invoice).where(
                     Invoice.company_id == demo_company.id,
                     Invoice.status == "open",
-                    Invoice.balance_minor > 0,
+                    Invoice.open_balance_minor > 0,
                 )
             )
         }

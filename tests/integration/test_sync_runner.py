@@ -30,7 +30,10 @@ def snapshot(rt):
     with rt.sessions() as s:
         invoices = s.execute(
             select(
-                Invoice.source_id, Invoice.balance_minor, Invoice.status, Invoice.source_version
+                Invoice.source_id,
+                Invoice.open_balance_minor,
+                Invoice.status,
+                Invoice.source_version,
             ).order_by(Invoice.source_id)
         ).all()
         counts = {
@@ -60,7 +63,7 @@ def ledger_totals(rt, conn):
 def model_totals(rt, company):
     with rt.sessions() as s:
         rows = s.execute(
-            select(Invoice.currency, func.sum(Invoice.balance_minor))
+            select(Invoice.currency, func.sum(Invoice.open_balance_minor))
             .where(Invoice.company_id == company.id, Invoice.status == "open")
             .group_by(Invoice.currency)
         ).all()
@@ -112,9 +115,9 @@ def test_incremental_sync_picks_up_changes_voids_and_deletions(rt, demo_company,
                 select(Invoice).where(Invoice.source_id.in_([*open_ids[:2], new_id]))
             )
         }
-    assert by_id[open_ids[0]].status == "voided" and by_id[open_ids[0]].balance_minor == 0
-    assert by_id[open_ids[1]].status == "deleted" and by_id[open_ids[1]].balance_minor == 0
-    assert by_id[new_id].balance_minor == 99999 and by_id[new_id].status == "open"
+    assert by_id[open_ids[0]].status == "voided" and by_id[open_ids[0]].open_balance_minor == 0
+    assert by_id[open_ids[1]].status == "deleted" and by_id[open_ids[1]].open_balance_minor == 0
+    assert by_id[new_id].open_balance_minor == 99999 and by_id[new_id].status == "open"
     assert model_totals(rt, demo_company) == ledger_totals(rt, conn)
 
 
@@ -232,7 +235,7 @@ def test_payment_write_back_posts_once_however_often_retried(rt, demo_company):
     sync_now(rt, conn)
     with rt.sessions() as s:
         row = s.scalar(select(Invoice).where(Invoice.source_id == inv["id"]))
-        assert row.status == "paid" and row.balance_minor == 0
+        assert row.status == "paid" and row.open_balance_minor == 0
         alloc = s.scalar(
             select(func.count())
             .select_from(PaymentAllocation)

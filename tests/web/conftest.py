@@ -220,7 +220,7 @@ def other_company(rt: Runtime, demo_company) -> OtherCompany:
                 currency="USD",
                 exchange_rate=Decimal(1),
                 total_minor=987_65 + i,
-                balance_minor=987_65 + i,
+                ledger_balance_minor=987_65 + i,
                 status="open",
                 synced_at=now,
             )

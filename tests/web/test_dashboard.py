@@ -108,7 +108,7 @@ def test_dashboard_follows_the_ledger_after_a_payment(owner_client, rt, report, 
     with transaction(rt.sessions) as s:
         inv = next(i for i in open_invoices(s, demo_company.id) if i.currency == "USD")
         paid = inv.balance.amount
-        inv.balance_minor = 0
+        inv.ledger_balance_minor = 0
         inv.status = "paid"
     doc = parse(owner_client.get("/c/demo/").data)
     assert amount(doc.by_id("open-balance").text) == Decimal(report["open_balance"]) - paid

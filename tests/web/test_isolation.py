@@ -92,7 +92,7 @@ def test_own_dashboard_shows_none_of_the_other_companys_data(
         everyone = s.scalar(
             select(func.count())
             .select_from(Invoice)
-            .where(Invoice.status == "open", Invoice.balance_minor != 0)
+            .where(Invoice.status == "open", Invoice.open_balance_minor != 0)
         )
     assert everyone == mine + len(other_company.invoice_ids)
     assert f"{mine} open invoices" in body

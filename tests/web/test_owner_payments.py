@@ -159,7 +159,7 @@ def test_a_statement_link_pays_all_open_invoices_of_the_customer(
     doc = parse(statement.data)
     rows = doc.by_id("statement").find("tbody").find_all("tr")
     assert len(rows) == len(mine)
-    total = sum(i.balance_minor for i in mine)
+    total = sum(i.open_balance_minor for i in mine)
     from arbridge.money import Money
 
     assert doc.by_id("amount-due").text == Money.from_minor(total, mine[0].currency).format()

@@ -110,7 +110,7 @@ def test_query_string_tricks_do_not_change_the_amount(customer, overdue_invoice,
 def test_the_amount_follows_the_ledger(customer, rt, overdue_invoice, pay_path):
     with transaction(rt.sessions) as s:
         inv = s.get(Invoice, overdue_invoice.id)
-        inv.balance_minor = 12_345
+        inv.ledger_balance_minor = 12_345
     doc = parse(customer.get(pay_path).data)
     assert doc.by_id("amount-due").text == "$123.45"
 
@@ -163,7 +163,7 @@ def test_a_settled_invoice_shows_its_state_not_an_amount(
 ):
     with transaction(rt.sessions) as s:
         inv = s.get(Invoice, overdue_invoice.id)
-        inv.status, inv.balance_minor = status, balance_minor
+        inv.status, inv.ledger_balance_minor = status, balance_minor
     response = customer.get(pay_path)
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
@@ -198,7 +198,7 @@ def test_a_voided_invoice_with_a_stale_balance_asks_for_nothing(
 def test_owner_page_offers_no_link_for_a_settled_invoice(owner_client, rt, overdue_invoice):
     with transaction(rt.sessions) as s:
         inv = s.get(Invoice, overdue_invoice.id)
-        inv.status, inv.balance_minor = "paid", 0
+        inv.status, inv.ledger_balance_minor = "paid", 0
     doc = parse(owner_client.get(f"/c/demo/invoices/{overdue_invoice.id}").data)
     assert doc.find("form", action=f"/c/demo/invoices/{overdue_invoice.id}/pay-link") is None
 
@@ -245,7 +245,7 @@ def test_a_statement_link_whose_invoices_were_all_paid_says_so_and_opens_nothing
                 Invoice.customer_id == overdue_invoice.customer_id, Invoice.status == "open"
             )
         ):
-            inv.status, inv.balance_minor = "paid", 0
+            inv.status, inv.ledger_balance_minor = "paid", 0
     page = customer.get(f"/pay/{token}")
     assert page.status_code == 200
     doc = parse(page.data)

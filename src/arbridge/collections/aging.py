@@ -33,6 +33,32 @@ class OpenItem:
     count: int = 1
 
 
+def open_balance(ledger_balance_minor: int, unposted_minor: int, total_minor: int) -> int:
+    """What an invoice still owes (minor units): the ledger's balance at our last reading of it,
+    less what arbridge collected that the reading does not show yet (`unposted_minor`, negative
+    when arbridge gave money back that the reading still shows as paid).
+
+    With nothing unposted it is the ledger's figure as read. Otherwise it is kept within
+    0..max(total, 0): a lagging reading may already hold part of what we collected by another
+    road (a cheque recorded meanwhile), and an invoice owes neither less than nothing nor more
+    than its total."""
+    if unposted_minor == 0:
+        return ledger_balance_minor
+    return min(max(0, ledger_balance_minor - unposted_minor), max(total_minor, 0))
+
+
+def owing(status: str, open_balance_minor: int) -> bool:
+    """Is the invoice open: still owed, so aged, reminded of, quoted and payable?
+
+    Its status is "open" and its open balance is above zero. Above zero rather than "not zero":
+    a ledger reading never holds a negative balance (the mappers refuse one outside 0..total)
+    and `open_balance` never goes below zero once arbridge adjusts it, so on every invoice a
+    sync produces both agree; where they would not (a row marked open with nothing left, a
+    hand-made negative balance), nothing is owed, so nothing is aged, reminded of or asked for.
+    """
+    return status == "open" and open_balance_minor > 0
+
+
 def days_overdue(due_on: date, as_of: date) -> int:
     return (as_of - due_on).days
 

@@ -27,6 +27,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from arbridge.collections.aging import owing
 from arbridge.inputs import MAX_WHOLE_DIGITS, InputError, parse_int
 from arbridge.money import exponent
 
@@ -268,7 +269,7 @@ class InvoiceFacts:
     number: str | None
     due_on: date
     currency: str
-    balance_minor: int
+    balance_minor: int  # the open balance (Invoice.open_balance_minor)
     status: str = "open"
     paused: bool = False
     payment_pending: bool = False
@@ -320,7 +321,7 @@ class DayDecisions:
 
 
 def exempt_reason(inv: InvoiceFacts, cust: CustomerFacts, as_of: date) -> str | None:
-    if inv.status != "open" or inv.balance_minor <= 0:
+    if not owing(inv.status, inv.balance_minor):
         return "paid" if inv.status in ("open", "paid") else f"invoice is {inv.status}"
     if cust.referred_to_agency:
         return "account referred to a collection agency"

@@ -47,9 +47,7 @@ def open_invoices_page(
     query = (
         select(Invoice, Customer.name)
         .join(Customer, Invoice.customer_id == Customer.id)
-        .where(
-            Invoice.company_id == company.id, Invoice.status == "open", Invoice.balance_minor != 0
-        )
+        .where(Invoice.company_id == company.id, Invoice.is_open)
     )
     if aging_bucket:
         earliest, latest = due_range(aging_bucket, today)

@@ -58,7 +58,7 @@ def customer_open_invoices(s: Session, customer: Customer) -> list[Invoice]:
             select(Invoice).where(
                 Invoice.company_id == customer.company_id,
                 Invoice.customer_id == customer.id,
-                Invoice.status == "open",
+                Invoice.is_open,
             )
         )
     )

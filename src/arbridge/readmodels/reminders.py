@@ -50,8 +50,7 @@ def first_open_invoice(s: Session, company_id: int) -> Invoice | None:
         select(Invoice)
         .where(
             Invoice.company_id == company_id,
-            Invoice.status == "open",
-            Invoice.balance_minor > 0,
+            Invoice.is_open,
         )
         .order_by(Invoice.due_on, Invoice.id)
         .limit(1)

@@ -36,7 +36,7 @@ from arbridge.sync.model import (
     Payment,
 )
 from arbridge.sync.notices import tell_owner
-from arbridge.sync.runner import LEDGER_WRITES
+from arbridge.sync.outbox_kinds import LEDGER_WRITES
 
 log = logging.getLogger(__name__)
 

@@ -111,8 +111,7 @@ def chargeable_invoices(session: Session, company_id: int, customer_id: int) -> 
         .where(
             Invoice.company_id == company_id,
             Invoice.customer_id == customer_id,
-            Invoice.status == "open",
-            Invoice.balance_minor > 0,
+            Invoice.is_open,
             Invoice.paused.is_(False),
             ~disputed,
             ~withdrawn,

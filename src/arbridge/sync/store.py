@@ -167,30 +167,24 @@ def company_today(company: Company, clock: Clock) -> date:
 def open_invoices(session: Session, company_id: int) -> Sequence[Invoice]:
     return session.scalars(
         select(Invoice)
-        .where(
-            Invoice.company_id == company_id, Invoice.status == "open", Invoice.balance_minor != 0
-        )
+        .where(Invoice.company_id == company_id, Invoice.is_open)
         .order_by(Invoice.due_on, Invoice.id)
     ).all()
 
 
 def aging_report(session: Session, company: Company, as_of: date) -> Aging:
-    open_ = (
-        (Invoice.company_id == company.id)
-        & (Invoice.status == "open")
-        & (Invoice.balance_minor != 0)
-    )
+    open_ = (Invoice.company_id == company.id) & Invoice.is_open
     home = Invoice.currency == company.home_currency
     # Home-currency invoices need no conversion: the database sums them per due date. Foreign
     # ones are converted (and rounded) one by one, so the total is the sum of rounded parts.
     summed = session.execute(
-        select(Invoice.due_on, func.sum(Invoice.balance_minor), func.count())
+        select(Invoice.due_on, func.sum(Invoice.open_balance_minor), func.count())
         .where(open_, home)
         .group_by(Invoice.due_on)
     )
     foreign = session.execute(
         select(
-            Invoice.due_on, Invoice.balance_minor, Invoice.currency, Invoice.exchange_rate
+            Invoice.due_on, Invoice.open_balance_minor, Invoice.currency, Invoice.exchange_rate
         ).where(open_, ~home)
     )
     one = Decimal(1)

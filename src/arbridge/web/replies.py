@@ -84,7 +84,7 @@ def respond(token: str) -> Any:
             message="You have sent several messages in a short time, and we have them all. "
             "To send another, please try again in an hour, or reply to our email.",
         ), 429
-    if inv.status != "open" or inv.balance_minor <= 0:
+    if not inv.is_open:
         flash("This invoice is no longer open: there is nothing to reply to.", "error")
         return back
     kind = request.form.get("kind")

@@ -43,7 +43,7 @@ def _fresh_invoices(rt, company_id, used: set[int], two: bool) -> list[Invoice]:
                     Invoice.company_id == company_id,
                     Invoice.status == "open",
                     Invoice.currency == "USD",
-                    Invoice.balance_minor > 0,
+                    Invoice.open_balance_minor > 0,
                 )
                 .order_by(Invoice.id)
             )
@@ -88,7 +88,7 @@ def test_refunds_and_disputes_in_any_order_leave_one_live_payment_in_quickbooks(
     )
     def run(sequence, two, over):
         invoices = _fresh_invoices(rt, connected.company.id, used, two)
-        before = {i.id: i.balance_minor for i in invoices}
+        before = {i.id: i.open_balance_minor for i in invoices}
         charge = Charge(connected.company.id, [i.id for i in invoices], sum(before.values()) + over)
         charge.owed = sum(before.values())
         play(rt, charge, sequence, _checker(rt, fake, invoices, before))
@@ -99,12 +99,12 @@ def test_refunds_and_disputes_in_any_order_leave_one_live_payment_in_quickbooks(
 def test_two_partial_refunds_leave_one_live_payment_in_quickbooks(rt, fake, connected, settings):
     _books(rt, fake, connected, settings)
     [inv] = _fresh_invoices(rt, connected.company.id, set(), False)
-    charge = Charge(connected.company.id, [inv.id], inv.balance_minor)
+    charge = Charge(connected.company.id, [inv.id], inv.open_balance_minor)
     play(
         rt,
         charge,
         [("refund", 1000, False, True), ("refund", 500, True, True)],
-        _checker(rt, fake, [inv], {inv.id: inv.balance_minor}),
+        _checker(rt, fake, [inv], {inv.id: inv.open_balance_minor}),
     )
 
 
@@ -113,8 +113,8 @@ def test_a_restatement_whose_answers_are_lost_voids_and_posts_once(rt, fake, con
     its own requestid, so QuickBooks still holds one live payment equal to the net."""
     _books(rt, fake, connected, settings)
     [inv] = _fresh_invoices(rt, connected.company.id, set(), False)
-    charge = Charge(connected.company.id, [inv.id], inv.balance_minor)
-    check = _checker(rt, fake, [inv], {inv.id: inv.balance_minor})
+    charge = Charge(connected.company.id, [inv.id], inv.open_balance_minor)
+    check = _checker(rt, fake, [inv], {inv.id: inv.open_balance_minor})
     play(rt, charge, [("refund", 700, False, True)], check)
     fake.drop_after_write()  # the void's answer
     fake.drop_after_write()  # the repost's answer
@@ -130,8 +130,8 @@ def test_a_worker_that_dies_after_restating_leaves_one_live_payment(rt, fake, co
     is retried with the same keys, and QuickBooks answers with what it already did."""
     _books(rt, fake, connected, settings)
     [inv] = _fresh_invoices(rt, connected.company.id, set(), False)
-    charge = Charge(connected.company.id, [inv.id], inv.balance_minor)
-    check = _checker(rt, fake, [inv], {inv.id: inv.balance_minor})
+    charge = Charge(connected.company.id, [inv.id], inv.open_balance_minor)
+    check = _checker(rt, fake, [inv], {inv.id: inv.open_balance_minor})
     play(rt, charge, [], check)
     assert charge.refund(rt, 900)
     process_pending(rt.sessions, rt.clock, webhook_handlers(rt))  # recorded, restatement queued

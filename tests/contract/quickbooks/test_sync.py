@@ -132,8 +132,8 @@ def test_incremental_sync_uses_cdc_with_deletions_and_voids(rt, fake, connected)
         by_id = {i.source_id: i for i in s.scalars(select(Invoice))}
     assert by_id[ids["invoices"][2]].status == "voided"
     assert by_id[ids["invoices"][3]].status == "deleted"
-    assert by_id[ids["invoices"][4]].balance_minor == 125
-    assert by_id[new].balance_minor == 9999
+    assert by_id[ids["invoices"][4]].open_balance_minor == 125
+    assert by_id[new].open_balance_minor == 9999
 
 
 def test_rerunning_a_sync_changes_nothing(rt, fake, connected):
@@ -145,7 +145,8 @@ def test_rerunning_a_sync_changes_nothing(rt, fake, connected):
         with rt.sessions() as s:
             return (
                 sorted(
-                    (i.source_id, i.balance_minor, i.status) for i in s.scalars(select(Invoice))
+                    (i.source_id, i.open_balance_minor, i.status)
+                    for i in s.scalars(select(Invoice))
                 ),
                 sorted((p.source_id, p.amount_minor) for p in s.scalars(select(Payment))),
                 count(rt, PaymentAllocation),

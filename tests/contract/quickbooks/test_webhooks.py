@@ -169,9 +169,9 @@ def test_webhook_changes_reach_the_books_once(rt, client, fake, connected):
     assert_same_books(rt, fake)
     with rt.sessions() as s:
         by_id = {i.source_id: i for i in s.scalars(select(Invoice))}
-    assert by_id[invoice].balance_minor == 50
+    assert by_id[invoice].open_balance_minor == 50
     assert by_id[gone].status == "deleted"
-    assert by_id[new_invoice].balance_minor == 7500
+    assert by_id[new_invoice].open_balance_minor == 7500
     assert drain(rt) == (0, 0)  # nothing left to do
 
 

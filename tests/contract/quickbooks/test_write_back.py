@@ -167,7 +167,7 @@ def test_a_refund_voids_the_payment_and_reopens_the_invoice(rt, fake, connected)
         ours = s.scalar(select(Payment).where(Payment.source_id == payment_id))
         assert ours.status == "voided"
         inv = s.scalar(select(Invoice).where(Invoice.source_id == invoice))
-        assert inv.balance_minor == int(before * 100)
+        assert inv.open_balance_minor == int(before * 100)
 
 
 def test_two_workers_refreshing_at_once_keep_the_rotated_token(rt, fake, connected):
@@ -461,7 +461,7 @@ def test_a_write_back_quickbooks_refuses_as_overapplied_becomes_an_overpayment(
     sync(rt, connected.conn)
     with rt.sessions() as s:
         ours = s.scalar(select(Invoice).where(Invoice.source_id == invoice))
-        assert (ours.status, ours.balance_minor) == ("paid", 0)
+        assert (ours.status, ours.open_balance_minor) == ("paid", 0)
 
 
 def test_a_refitted_write_back_retried_after_a_crash_posts_once(rt, fake, connected):
@@ -525,7 +525,7 @@ def test_a_sync_reading_quickbooks_before_the_write_back_keeps_the_invoice_paid(
     assert fake.records["Invoice"][invoice]["Balance"] == 0
     with rt.sessions() as s:
         ours = s.scalar(select(Invoice).where(Invoice.source_id == invoice))
-        assert (ours.status, ours.balance_minor) == ("paid", 0)
+        assert (ours.status, ours.open_balance_minor) == ("paid", 0)
     rt.clock.advance(timedelta(minutes=1))
     sync(rt, connected.conn)
     assert_same_books(rt, fake)
@@ -583,7 +583,7 @@ def _refund_waiting_to_be_reversed(rt, fake, connected) -> str:
 def _ours(rt, invoice_source_id: str) -> tuple[str, int]:
     with rt.sessions() as s:
         ours = s.scalar(select(Invoice).where(Invoice.source_id == invoice_source_id))
-        return ours.status, ours.balance_minor
+        return ours.status, ours.open_balance_minor
 
 
 def test_a_sync_before_a_won_disputes_restatement_lands_never_reopens_the_invoice(

@@ -40,7 +40,7 @@ def stripe_rt(rt, settings):
 def open_invoice(rt, company):
     with transaction(rt.sessions) as s:
         inv = next(i for i in open_invoices(s, company.id) if i.currency == "USD")
-        return issue_pay_token(s, rt.clock, inv), inv.id, inv.balance_minor, inv.source_id
+        return issue_pay_token(s, rt.clock, inv), inv.id, inv.open_balance_minor, inv.source_id
 
 
 def fake_session_create(payment_intent: str):
@@ -160,7 +160,7 @@ def test_ach_failure_days_later_through_real_stripe_shapes(stripe_rt, client, de
         inv = s.get(Invoice, invoice_id)
         row = s.scalar(select(CollectedPayment))
         statuses = set(s.scalars(select(WebhookEvent.status)))
-    assert inv.status == "open" and not inv.payment_pending and inv.balance_minor == balance
+    assert inv.status == "open" and not inv.payment_pending and inv.open_balance_minor == balance
     assert row.status == "failed" and statuses == {"processed"}
     assert ledger_payments(rt, demo_company) == []
 
@@ -294,7 +294,7 @@ def test_card_declined_then_paid_in_same_checkout_is_recorded_paid(stripe_rt, cl
         inv = s.get(Invoice, invoice_id)
         [row] = s.scalars(select(CollectedPayment)).all()
         statuses = set(s.scalars(select(WebhookEvent.status)))
-    assert inv.status == "paid" and inv.balance_minor == 0 and not inv.payment_pending
+    assert inv.status == "paid" and inv.open_balance_minor == 0 and not inv.payment_pending
     assert row.status == "succeeded" and row.amount_minor == balance
     assert statuses == {"processed"}
     [posted] = ledger_payments(rt, demo_company)
@@ -432,7 +432,7 @@ def _paid_then_disputed(rt, client, demo_company, pi):
     drain(rt)
     with rt.sessions() as s:
         inv = s.get(Invoice, invoice_id)
-        assert inv.status == "open" and inv.balance_minor == balance
+        assert inv.status == "open" and inv.open_balance_minor == balance
     assert [p["status"] for p in ledger_payments(rt, demo_company)] == ["VOIDED"]
     return invoice_id, balance, dispute
 
@@ -458,7 +458,7 @@ def test_a_won_dispute_closes_the_invoice_again_and_writes_the_payment_back_once
         inv = s.get(Invoice, invoice_id)
         row = s.scalar(select(CollectedPayment))
         statuses = set(s.scalars(select(WebhookEvent.status)))
-    assert inv.status == "paid" and inv.balance_minor == 0
+    assert inv.status == "paid" and inv.open_balance_minor == 0
     assert row.status == "succeeded" and row.unapplied_minor == 0
     assert statuses == {"processed"}
     live = [p for p in ledger_payments(rt, demo_company) if p["status"] == "POSTED"]
@@ -475,6 +475,6 @@ def test_a_lost_dispute_leaves_the_payment_reversed(stripe_rt, client, demo_comp
     with rt.sessions() as s:
         inv = s.get(Invoice, invoice_id)
         row = s.scalar(select(CollectedPayment))
-    assert inv.status == "open" and inv.balance_minor == balance
+    assert inv.status == "open" and inv.open_balance_minor == balance
     assert row.status == "disputed"
     assert [p["status"] for p in ledger_payments(rt, demo_company)] == ["VOIDED"]

@@ -136,7 +136,7 @@ def paid_session(rt, company, invoice, pi: str) -> dict:
         **fixture("checkout_session"),
         "id": f"cs_{pi}",
         "payment_intent": pi,
-        "amount_total": invoice.balance_minor,
+        "amount_total": invoice.open_balance_minor,
         "currency": "usd",
         "status": "complete",
         "payment_status": "paid",
@@ -336,8 +336,8 @@ def test_one_business_cannot_sign_events_for_another(
     charge = {
         **fixture("charge"),
         "payment_intent": "pi_acme_real",
-        "amount": inv.balance_minor,
-        "amount_refunded": inv.balance_minor,
+        "amount": inv.open_balance_minor,
+        "amount_refunded": inv.open_balance_minor,
         "refunded": True,
         "currency": "usd",
     }

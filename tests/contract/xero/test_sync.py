@@ -89,7 +89,7 @@ def connector(rt, conn, config, identity, fake) -> XeroConnector:
 def books(rt, conn) -> dict[str, object]:
     with rt.sessions() as s:
         invoices = s.execute(
-            select(Invoice.source_id, Invoice.status, Invoice.balance_minor, Invoice.exchange_rate)
+            select(Invoice.source_id, Invoice.status, Invoice.open_balance_minor, Invoice.exchange_rate)
             .where(Invoice.company_id == conn.company_id)
             .order_by(Invoice.source_id)
         ).all()
@@ -106,7 +106,7 @@ def books(rt, conn) -> dict[str, object]:
 def open_balance(rt, conn) -> dict[str, Decimal]:
     with rt.sessions() as s:
         rows = s.execute(
-            select(Invoice.currency, func.sum(Invoice.balance_minor))
+            select(Invoice.currency, func.sum(Invoice.open_balance_minor))
             .where(Invoice.company_id == conn.company_id, Invoice.status == "open")
             .group_by(Invoice.currency)
         ).all()

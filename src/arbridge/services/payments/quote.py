@@ -52,7 +52,7 @@ class Quote:
     @property
     def balance(self) -> Money:
         return Money.from_minor(
-            sum(i.balance_minor for i in self.invoices if i.status == "open"), self.currency
+            sum(i.open_balance_minor for i in self.invoices if i.is_open), self.currency
         )
 
     @property
@@ -88,7 +88,7 @@ def quote(rt: Runtime, session: Session, link: PayToken) -> Quote:
     first = invoices[0]
     if all(i.status == "voided" for i in invoices):
         return Quote(company, customer, invoices, "voided")
-    open_ = [i for i in invoices if i.status == "open" and i.balance_minor > 0]
+    open_ = [i for i in invoices if i.is_open]
     if any(i.payment_pending for i in open_):
         return Quote(company, customer, invoices, "pending")
     if not open_:

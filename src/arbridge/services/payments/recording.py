@@ -257,7 +257,7 @@ def _succeed(
     due = [
         Due(
             inv.id,
-            inv.balance if inv.status == "open" else Money.zero(inv.currency),
+            inv.balance if inv.is_open else Money.zero(inv.currency),
             discount_share.get(inv.id, Money.zero(inv.currency)),
         )
         for inv in invoices
@@ -273,8 +273,9 @@ def _succeed(
                 invoice_id=inv.id, amount_minor=a.amount.minor, discount_minor=a.discount.minor
             )
         )
-        inv.balance_minor -= a.amount.minor + a.discount.minor
-        if inv.balance_minor == 0:
+        # Collected here, in the ledger once the write-back lands.
+        inv.unposted_minor += a.amount.minor + a.discount.minor
+        if inv.open_balance_minor == 0:
             inv.status = "paid"
     for inv in invoices:
         inv.payment_pending = False
@@ -390,7 +391,7 @@ def _discounts(row: CollectedPayment, invoices: Sequence[Invoice]) -> dict[int, 
         return {}
     # Spread the session's discount over its invoices in proportion to their balances, exactly.
     currency = invoices[0].currency
-    balances = [inv.balance_minor if inv.status == "open" else 0 for inv in invoices]
+    balances = [inv.open_balance_minor if inv.is_open else 0 for inv in invoices]
     whole = sum(balances) or 1
     shares, given = {}, 0
     for inv, bal in zip(invoices, balances, strict=True):

@@ -91,8 +91,8 @@ def refit_to_ledger(
                     credits.append(_line(inv, alloc.discount_minor))
             if inv.status in ("open", "paid"):
                 # The ledger's word, less what we now apply: right until the next sync says more.
-                inv.balance_minor = left
-                inv.status = "open" if inv.balance_minor else "paid"
+                inv.ledger_balance_minor, inv.unposted_minor = room, room - left
+                inv.status = "open" if inv.open_balance_minor else "paid"
             if fit:
                 lines.append(_line(inv, fit))
         if discount is not None:

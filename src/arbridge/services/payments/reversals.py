@@ -108,8 +108,9 @@ def reverse(
         back = min(left, alloc.amount_minor)
         if back <= 0:
             continue
-        # The early-payment discount stays granted (its credit note stays in the ledger).
-        inv.balance_minor += back
+        # Given back here; the ledger shows it once the restatement lands. The early-payment
+        # discount stays granted (its credit note stays in the ledger).
+        inv.unposted_minor -= back
         inv.status = "open"
         alloc.amount_minor -= back
         left -= back
@@ -199,19 +200,15 @@ def _reinstate(rt: Runtime, s: Session, company: Company, row: CollectedPayment)
         )
     )
     zero = Money.zero(row.currency)
-    due = [
-        Due(inv.id, inv.balance if inv.status == "open" else zero, zero)
-        for inv in invoices
-        if inv.status == "open" and inv.balance_minor > 0
-    ]
+    due = [Due(inv.id, inv.balance, zero) for inv in invoices if inv.is_open]
     applied, left = apply_payment(money, due)
     by_id = {inv.id: inv for inv in invoices}
     allocation = {a.invoice_id: a for a in row.allocations}
     for a in applied:
         inv = by_id[a.invoice_id]
         allocation[inv.id].amount_minor += a.amount.minor
-        inv.balance_minor -= a.amount.minor
-        if inv.balance_minor == 0:
+        inv.unposted_minor += a.amount.minor
+        if inv.open_balance_minor == 0:
             inv.status = "paid"
     # From here on the refunds so far count as taken from what was not applied, which keeps
     # "refunds take back the overpayment first" true for every later refund.

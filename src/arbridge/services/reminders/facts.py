@@ -85,8 +85,7 @@ def candidate_invoices(
     return session.scalars(
         select(Invoice).where(
             Invoice.company_id == company_id,
-            Invoice.status == "open",
-            Invoice.balance_minor > 0,
+            Invoice.is_open,
             Invoice.due_on <= as_of - timedelta(days=first),
             ~(done & Invoice.customer_id.not_in(own_sequence)),
         )
@@ -193,7 +192,7 @@ def load_facts(
                 number=inv.number,
                 due_on=inv.due_on,
                 currency=inv.currency,
-                balance_minor=inv.balance_minor,
+                balance_minor=inv.open_balance_minor,
                 status=inv.status,
                 paused=inv.paused,
                 payment_pending=inv.payment_pending,
@@ -225,7 +224,7 @@ def settle_promises(session: Session, rt: Runtime, company: Company, as_of: date
         )
     ).all()
     for hold, inv in rows:
-        if inv.status != "open" or inv.balance_minor <= 0:
+        if not inv.is_open:
             hold.resolved_at, hold.resolution = rt.clock.now(), "kept"
         elif hold.promised_on and as_of > hold.promised_on + timedelta(days=PROMISE_GRACE_DAYS):
             hold.resolved_at, hold.resolution = rt.clock.now(), "broken"

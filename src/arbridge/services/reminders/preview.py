@@ -58,11 +58,7 @@ def preview(rt: Runtime, company: Company, as_of: date | None = None) -> Preview
         day = as_of or company_today(company, rt.clock)
         loaded = load_day(session, rt, company, day)
         warning = loaded.hold or connection_problem(session, rt, company)
-        open_ = (
-            (Invoice.company_id == company.id)
-            & (Invoice.status == "open")
-            & (Invoice.balance_minor > 0)
-        )
+        open_ = (Invoice.company_id == company.id) & Invoice.is_open
         total = session.scalar(select(func.count()).select_from(Invoice).where(open_)) or 0
         first = min(
             (s.offset_days for seq in loaded.policy.sequences.values() for s in seq.steps),

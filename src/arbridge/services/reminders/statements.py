@@ -51,8 +51,7 @@ def queue_statements(rt: Runtime, company: Company, as_of: date, policy: Reminde
             select(Invoice.customer_id)
             .where(
                 Invoice.company_id == company.id,
-                Invoice.status == "open",
-                Invoice.balance_minor > 0,
+                Invoice.is_open,
             )
             .distinct()
         ).all()

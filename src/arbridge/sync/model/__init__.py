@@ -1,0 +1,118 @@
+"""The receivables model: one schema for QuickBooks, Xero and the demo ledger.
+
+Every synced row carries (company_id, source, source_id) and upserts on it. Amounts are integer
+minor units of the row's currency (exact in every database; `Money` converts); exchange rates are
+exact decimal text. Times are aware UTC; `*_on` columns are calendar dates.
+
+One module per domain, every name importable from here: `base` (types, the declarative base),
+`companies` (companies, people, jobs, the activity log), `connections` (ledger and Stripe
+connections, sync cursors and errors, API call budgets, webhooks), `receivables` (customers,
+contacts, invoices, payments, credit notes), `outbox`, `reminders`, and `collected` (payment
+links and the payments arbridge collects).
+"""
+
+from arbridge.sync.model.base import (
+    CONNECTION_STATUSES,
+    DOCUMENT_STATUSES,
+    EVENT_STATUSES,
+    INVOICE_STATUSES,
+    NAMING,
+    OUTBOX_STATUSES,
+    PROVIDERS,
+    Base,
+    DecimalText,
+    SyncedRow,
+    UTCDateTime,
+)
+from arbridge.sync.model.collected import (
+    COLLECTED_STATUSES,
+    CheckoutSessionRow,
+    CollectedAllocation,
+    CollectedPayment,
+    PayToken,
+)
+from arbridge.sync.model.companies import (
+    Activity,
+    Company,
+    CompanyJob,
+    InstanceMeta,
+    Invitation,
+    SignInToken,
+    User,
+)
+from arbridge.sync.model.connections import (
+    ApiCall,
+    ApiTenant,
+    Connection,
+    StripeCheck,
+    SyncCursor,
+    SyncError,
+    WebhookDelivery,
+    WebhookEvent,
+)
+from arbridge.sync.model.outbox import OutboxMessage
+from arbridge.sync.model.receivables import (
+    Contact,
+    CreditNote,
+    Customer,
+    Invoice,
+    Payment,
+    PaymentAllocation,
+)
+from arbridge.sync.model.reminders import (
+    HOLD_KINDS,
+    REMINDER_STATUSES,
+    CallTask,
+    CustomerReminderSettings,
+    InvoiceHold,
+    MailMessage,
+    ReminderSend,
+)
+
+__all__ = [
+    "COLLECTED_STATUSES",
+    "CONNECTION_STATUSES",
+    "DOCUMENT_STATUSES",
+    "EVENT_STATUSES",
+    "HOLD_KINDS",
+    "INVOICE_STATUSES",
+    "NAMING",
+    "OUTBOX_STATUSES",
+    "PROVIDERS",
+    "REMINDER_STATUSES",
+    "Activity",
+    "ApiCall",
+    "ApiTenant",
+    "Base",
+    "CallTask",
+    "CheckoutSessionRow",
+    "CollectedAllocation",
+    "CollectedPayment",
+    "Company",
+    "CompanyJob",
+    "Connection",
+    "Contact",
+    "CreditNote",
+    "Customer",
+    "CustomerReminderSettings",
+    "DecimalText",
+    "InstanceMeta",
+    "Invitation",
+    "Invoice",
+    "InvoiceHold",
+    "MailMessage",
+    "OutboxMessage",
+    "PayToken",
+    "Payment",
+    "PaymentAllocation",
+    "ReminderSend",
+    "SignInToken",
+    "StripeCheck",
+    "SyncCursor",
+    "SyncError",
+    "SyncedRow",
+    "UTCDateTime",
+    "User",
+    "WebhookDelivery",
+    "WebhookEvent",
+]

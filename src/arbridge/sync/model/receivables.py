@@ -1,0 +1,213 @@
+"""The receivables a ledger holds: customers and their contacts, invoices, payments, credit
+notes, and which payment or credit settled which invoice."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    and_,
+    case,
+    false,
+)
+from sqlalchemy.ext.hybrid import hybrid_property
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
+
+from arbridge.collections.aging import open_balance, owing
+from arbridge.money import Money
+from arbridge.sync.model.base import DOCUMENT_STATUSES, INVOICE_STATUSES, Base, SyncedRow, _enum
+
+
+class Customer(SyncedRow, Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(300))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    do_not_chase: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    contacts: Mapped[list[Contact]] = relationship(back_populates="customer")
+
+    __table_args__ = (UniqueConstraint("company_id", "source", "source_id"),)
+
+
+class Contact(SyncedRow, Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str | None] = mapped_column(String(300))
+    email: Mapped[str | None] = mapped_column(String(254))
+    phone: Mapped[str | None] = mapped_column(String(40))
+    is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    opted_out_at: Mapped[datetime | None]
+    bounced_at: Mapped[datetime | None]
+
+    customer: Mapped[Customer] = relationship(back_populates="contacts")
+
+    __table_args__ = (UniqueConstraint("company_id", "source", "source_id"),)
+
+
+class Invoice(SyncedRow, Base):
+    """An invoice as the ledger last stated it, and what arbridge did with it since.
+
+    Two figures make its balance: `ledger_balance_minor`, the ledger's own balance at our last
+    reading, and `unposted_minor`, money arbridge collected (or gave back, negative) that that
+    reading does not show yet, because the write-back into the ledger has not landed. The open
+    balance, shown and summed everywhere, is `open_balance_minor`; "is it open?" is `is_open`.
+    Both work on a loaded row and inside a query (`select(Invoice).where(Invoice.is_open)`).
+    """
+
+    __tablename__ = "invoices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    number: Mapped[str | None] = mapped_column(String(64))
+    issued_on: Mapped[date] = mapped_column(Date)
+    due_on: Mapped[date] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(String(3))
+    # Home-currency units for one unit of `currency` (multiply), as QuickBooks states it.
+    exchange_rate: Mapped[Decimal]
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    ledger_balance_minor: Mapped[int] = mapped_column(BigInteger)
+    unposted_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    status: Mapped[str] = mapped_column(_enum("invoice_status", INVOICE_STATUSES))
+    terms: Mapped[str | None] = mapped_column(String(100))
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A payment arbridge collected is on its way (ACH takes days): no reminders, no second Pay.
+    payment_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    lines: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+
+    customer: Mapped[Customer] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("company_id", "source", "source_id"),
+        Index("ix_invoices_open_due", "company_id", "status", "due_on"),
+    )
+
+    @property
+    def total(self) -> Money:
+        return Money.from_minor(self.total_minor, self.currency)
+
+    @hybrid_property
+    def open_balance_minor(self) -> int:
+        """What the invoice still owes: see `collections.aging.open_balance`."""
+        return open_balance(self.ledger_balance_minor, self.unposted_minor, self.total_minor)
+
+    @open_balance_minor.inplace.expression
+    @classmethod
+    def _open_balance_minor_sql(cls) -> ColumnElement[int]:
+        net = cls.ledger_balance_minor - cls.unposted_minor
+        most = case((cls.total_minor > 0, cls.total_minor), else_=0)
+        return case(
+            (cls.unposted_minor == 0, cls.ledger_balance_minor),
+            (net <= 0, 0),
+            (net > most, most),
+            else_=net,
+        )
+
+    @hybrid_property
+    def is_open(self) -> bool:
+        """The one test of an open invoice: see `collections.aging.owing`."""
+        return owing(self.status, self.open_balance_minor)
+
+    @is_open.inplace.expression
+    @classmethod
+    def _is_open_sql(cls) -> ColumnElement[bool]:
+        return and_(cls.status == "open", cls.open_balance_minor > 0)
+
+    @property
+    def balance(self) -> Money:
+        """The open balance, as Money."""
+        return Money.from_minor(self.open_balance_minor, self.currency)
+
+
+class Payment(SyncedRow, Base):
+    __tablename__ = "payments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    received_on: Mapped[date] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(String(3))
+    exchange_rate: Mapped[Decimal]
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    unapplied_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    reference: Mapped[str | None] = mapped_column(String(100))
+    method: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(
+        _enum("payment_status", DOCUMENT_STATUSES), default="closed"
+    )
+
+    __table_args__ = (UniqueConstraint("company_id", "source", "source_id"),)
+
+    @property
+    def amount(self) -> Money:
+        return Money.from_minor(self.amount_minor, self.currency)
+
+
+class CreditNote(SyncedRow, Base):
+    __tablename__ = "credit_notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    number: Mapped[str | None] = mapped_column(String(64))
+    issued_on: Mapped[date] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(String(3))
+    exchange_rate: Mapped[Decimal]
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    remaining_minor: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(_enum("credit_note_status", DOCUMENT_STATUSES))
+
+    __table_args__ = (UniqueConstraint("company_id", "source", "source_id"),)
+
+
+class PaymentAllocation(Base):
+    """Which payment or credit note settled which invoice, and how much (in the invoice currency)."""
+
+    __tablename__ = "payment_allocations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    invoice_id: Mapped[int] = mapped_column(
+        ForeignKey("invoices.id", ondelete="CASCADE"), index=True
+    )
+    payment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("payments.id", ondelete="CASCADE"), index=True
+    )
+    credit_note_id: Mapped[int | None] = mapped_column(
+        ForeignKey("credit_notes.id", ondelete="CASCADE"), index=True
+    )
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    applied_on: Mapped[date | None] = mapped_column(Date)
+
+    __table_args__ = (
+        CheckConstraint(
+            "(payment_id IS NULL) <> (credit_note_id IS NULL)", name="exactly_one_settlement"
+        ),
+        UniqueConstraint("payment_id", "invoice_id"),
+        UniqueConstraint("credit_note_id", "invoice_id"),
+    )

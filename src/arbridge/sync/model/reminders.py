@@ -1,0 +1,145 @@
+"""Reminders: the steps sent, the mail sent, holds, calls to make, and each customer's own
+sequence (migration 0004)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from arbridge.sync.model.base import Base, _enum
+
+REMINDER_STATUSES = ("queued", "sent", "cancelled", "failed")
+HOLD_KINDS = ("dispute", "promise")
+
+
+class ReminderSend(Base):
+    """One step of one invoice's sequence, claimed once: unique on (invoice, step).
+
+    Written in the same transaction as the outbox email that carries it, so running the daily
+    job twice, or again after a crash, never sends a step twice. Keeps the balance and the sync
+    time the decision was based on, for the activity log.
+    """
+
+    __tablename__ = "reminder_sends"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    step_key: Mapped[str] = mapped_column(String(40))
+    step_index: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(10))
+    run_on: Mapped[date] = mapped_column(Date)
+    outbox_key: Mapped[str | None] = mapped_column(String(128), index=True)
+    status: Mapped[str] = mapped_column(_enum("reminder_status", REMINDER_STATUSES))
+    note: Mapped[str | None] = mapped_column(Text)
+    currency: Mapped[str] = mapped_column(String(3))
+    balance_minor: Mapped[int] = mapped_column(BigInteger)
+    synced_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("invoice_id", "step_key"),
+        Index("ix_reminder_sends_contact_time", "contact_id", "created_at"),
+    )
+
+
+class MailMessage(Base):
+    """Every email arbridge sent (or, with no SMTP configured, kept in the in-app mailbox)."""
+
+    __tablename__ = "mail_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    outbox_key: Mapped[str | None] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(20))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    to_addr: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(300))
+    text_body: Mapped[str] = mapped_column(Text)
+    html_body: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(String(250))
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    transport: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_mail_messages_company_time", "company_id", "created_at"),)
+
+
+class InvoiceHold(Base):
+    """A customer's question or dispute, or a promise to pay: reminders for the invoice pause."""
+
+    __tablename__ = "invoice_holds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    invoice_id: Mapped[int] = mapped_column(
+        ForeignKey("invoices.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(_enum("hold_kind", HOLD_KINDS))
+    promised_on: Mapped[date | None] = mapped_column(Date)
+    message: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    resolution: Mapped[str | None] = mapped_column(String(40))
+    # The link a customer replied through: replies are limited per link and per customer.
+    pay_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pay_tokens.id", ondelete="SET NULL")
+    )
+
+
+class CallTask(Base):
+    """A call for the owner's list, created by a call step of the sequence, once per key."""
+
+    __tablename__ = "call_tasks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(128), unique=True)
+    step_key: Mapped[str] = mapped_column(String(40))
+    invoice_ids: Mapped[list[int]] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    done_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(Text)
+
+
+class CustomerReminderSettings(Base):
+    """A customer's own sequence, or its referral to a collection agency (reminders stop)."""
+
+    __tablename__ = "customer_reminder_settings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), unique=True
+    )
+    sequence: Mapped[str | None] = mapped_column(String(40))
+    referred_to_agency_at: Mapped[datetime | None]
+    agency_note: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,259 @@
+"""Saving one page of mapped ledger records: upserts on (company_id, source, source_id), the
+allocations a payment or credit states, deletions, and the invoices' catch-up with what arbridge
+did that the reading does not show (`ledger_lag`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from arbridge.clock import Clock
+from arbridge.connectors.base import Entity
+from arbridge.sync.db import dialect_insert
+from arbridge.sync.ledger_lag import NOW, WrittenBack, catch_up, held_now, read_lag
+from arbridge.sync.model import (
+    Connection,
+    Contact,
+    CreditNote,
+    Customer,
+    Invoice,
+    Payment,
+    PaymentAllocation,
+)
+from arbridge.sync.records import CreditNoteData, CustomerData, InvoiceData, PaymentData
+
+
+def _upsert(session: Session, model: Any, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert or update rows on (company_id, source, source_id); return source_id -> id."""
+    if not rows:
+        return {}
+    keys = ("company_id", "source", "source_id")
+    # Core INSERT executed with a list of rows: one cached statement, batched by the driver
+    # ("insertmanyvalues"), rather than one giant VALUES clause compiled afresh per page.
+    stmt = dialect_insert(session)(model.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={name: stmt.excluded[name] for name in rows[0] if name not in keys},
+    )
+    session.execute(stmt, rows)
+    first = rows[0]
+    return _ids(
+        session, model, first["company_id"], first["source"], [r["source_id"] for r in rows]
+    )
+
+
+def _ids(
+    session: Session, model: Any, company_id: int, source: str, source_ids: Iterable[str]
+) -> dict[str, int]:
+    wanted = list(set(source_ids))
+    if not wanted:
+        return {}
+    found = session.execute(
+        select(model.source_id, model.id).where(
+            model.company_id == company_id, model.source == source, model.source_id.in_(wanted)
+        )
+    )
+    return dict(found.tuples().all())
+
+
+class PageWriter:
+    def __init__(
+        self,
+        session: Session,
+        conn: Connection,
+        clock: Clock,
+        before: WrittenBack | None = None,
+    ) -> None:
+        self.s = session
+        self.before = before
+        self.kept: set[str] = set()  # invoices whose reading was older than a write-back
+        self.company_id = conn.company_id
+        self.source = conn.provider
+        self.now = clock.now()
+
+    def base(self, rec: Any) -> dict[str, Any]:
+        return {
+            "company_id": self.company_id,
+            "source": self.source,
+            "source_id": rec.source_id,
+            "source_version": rec.source_version,
+            "source_updated_at": rec.source_updated_at,
+            "synced_at": self.now,
+        }
+
+    def customers(self, recs: list[CustomerData]) -> None:
+        ids = _upsert(
+            self.s,
+            Customer,
+            [
+                {
+                    **self.base(r),
+                    "name": r.name[:300],
+                    "currency": r.currency,
+                    "active": r.active,
+                    "deleted": False,
+                }
+                for r in recs
+            ],
+        )
+        contacts = [
+            {
+                **self.base(r),
+                "source_id": c.source_id,
+                "customer_id": ids[r.source_id],
+                "name": c.name,
+                "email": c.email,
+                "phone": c.phone,
+                "is_primary": c.is_primary,
+            }
+            for r in recs
+            for c in r.contacts
+        ]
+        _upsert(self.s, Contact, contacts)
+
+    def _customer_ids(self, recs: Iterable[Any]) -> dict[str, int]:
+        return _ids(
+            self.s,
+            Customer,
+            self.company_id,
+            self.source,
+            [r.customer_source_id for r in recs if r.customer_source_id],
+        )
+
+    def invoices(self, recs: list[InvoiceData]) -> list[tuple[InvoiceData, str]]:
+        customers = self._customer_ids(recs)
+        rows, skipped = [], []
+        for r in recs:
+            if r.customer_source_id not in customers:
+                skipped.append(
+                    (r, f"names customer {r.customer_source_id}, which the ledger did not return")
+                )
+                continue
+            rows.append(
+                {
+                    **self.base(r),
+                    "customer_id": customers[r.customer_source_id],
+                    "number": r.number,
+                    "issued_on": r.issued_on,
+                    "due_on": r.due_on,
+                    "currency": r.currency,
+                    "exchange_rate": r.exchange_rate,
+                    "total_minor": r.total.minor,
+                    "ledger_balance_minor": r.balance.minor,
+                    # What the reading lacks is worked out below, for the invoices it concerns.
+                    "unposted_minor": 0,
+                    "status": r.status,
+                    "terms": r.terms,
+                    "lines": r.lines,
+                }
+            )
+        before = self.before or NOW
+        lag = read_lag(
+            self.s,
+            _ids(self.s, Invoice, self.company_id, self.source, [r["source_id"] for r in rows]),
+            before,
+        )
+        kept = held_now(self.s, lag.unsure)
+        ids = _upsert(self.s, Invoice, rows)
+        catch_up(self.s, lag, kept)
+        self.kept |= {source_id for source_id, i in ids.items() if i in kept}
+        return skipped
+
+    def _settlements(
+        self, model: Any, recs: list[Any], rows: list[dict[str, Any]], column: str
+    ) -> None:
+        ids = _upsert(self.s, model, rows)
+        if not ids:
+            return
+        # A re-synced payment or credit states its allocations in full: replace ours.
+        self.s.execute(
+            delete(PaymentAllocation).where(getattr(PaymentAllocation, column).in_(ids.values()))
+        )
+        invoices = _ids(
+            self.s,
+            Invoice,
+            self.company_id,
+            self.source,
+            [a.invoice_source_id for r in recs for a in r.allocations],
+        )
+        allocations = [
+            {
+                "company_id": self.company_id,
+                "invoice_id": invoices[a.invoice_source_id],
+                column: ids[r.source_id],
+                "amount_minor": a.amount.minor,
+                "applied_on": getattr(r, "received_on", None) or r.issued_on,
+            }
+            for r in recs
+            if r.status != "voided"
+            for a in r.allocations
+            if a.invoice_source_id in invoices
+        ]
+        if allocations:
+            self.s.execute(dialect_insert(self.s)(PaymentAllocation.__table__), allocations)
+
+    def payments(self, recs: list[PaymentData]) -> None:
+        customers = self._customer_ids(recs)
+        rows = [
+            {
+                **self.base(r),
+                "customer_id": customers.get(r.customer_source_id or ""),
+                "received_on": r.received_on,
+                "currency": r.amount.currency,
+                "exchange_rate": r.exchange_rate,
+                "amount_minor": r.amount.minor,
+                "unapplied_minor": r.unapplied.minor,
+                "reference": r.reference,
+                "method": r.method,
+                "status": r.status,
+            }
+            for r in recs
+        ]
+        self._settlements(Payment, recs, rows, "payment_id")
+
+    def credit_notes(self, recs: list[CreditNoteData]) -> None:
+        customers = self._customer_ids(recs)
+        rows = [
+            {
+                **self.base(r),
+                "customer_id": customers.get(r.customer_source_id or ""),
+                "number": r.number,
+                "issued_on": r.issued_on,
+                "currency": r.total.currency,
+                "exchange_rate": r.exchange_rate,
+                "total_minor": r.total.minor,
+                "remaining_minor": r.remaining.minor,
+                "status": r.status,
+            }
+            for r in recs
+        ]
+        self._settlements(CreditNote, recs, rows, "credit_note_id")
+
+    def deletions(self, entity: Entity, source_ids: list[str]) -> int:
+        model: Any = {
+            "customers": Customer,
+            "invoices": Invoice,
+            "payments": Payment,
+            "credit_notes": CreditNote,
+        }[entity]
+        ids = _ids(self.s, model, self.company_id, self.source, source_ids)
+        for row in self.s.scalars(select(model).where(model.id.in_(ids.values()))):
+            row.synced_at = self.now
+            if entity == "customers":
+                row.deleted = True
+                row.active = False
+            elif entity == "invoices":
+                row.status, row.ledger_balance_minor, row.unposted_minor = "deleted", 0, 0
+            else:
+                row.status = "deleted"
+        if entity in ("payments", "credit_notes") and ids:
+            column = "payment_id" if entity == "payments" else "credit_note_id"
+            self.s.execute(
+                delete(PaymentAllocation).where(
+                    getattr(PaymentAllocation, column).in_(ids.values())
+                )
+            )
+        return len(ids)
