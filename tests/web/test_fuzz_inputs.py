@@ -12,9 +12,11 @@ stored and breaks a page later fails here too.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import re
+import zoneinfo
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -104,17 +106,24 @@ def _reads(source: str) -> set[tuple[str, str]]:
     return {("form" if alias else where, name) for where, alias, name in READS.findall(source)}
 
 
+@functools.cache
+def _source(fn: Callable[..., Any]) -> str:
+    # inspect re-reads and re-tokenises the file on every call; views are looked up per target.
+    return inspect.getsource(fn)
+
+
+@functools.cache
 def _helper_reads() -> dict[str, set[tuple[str, str]]]:
     """What each helper in web.common reads from the request, by function name."""
     found = {}
     for name, fn in inspect.getmembers(web_common, inspect.isfunction):
         if fn.__module__ == web_common.__name__:
-            found[name] = _reads(inspect.getsource(fn))
+            found[name] = _reads(_source(fn))
     return {k: v for k, v in found.items() if v}
 
 
 def view_reads(app, endpoint: str) -> set[tuple[str, str]]:
-    source = inspect.getsource(inspect.unwrap(app.view_functions[endpoint]))
+    source = _source(inspect.unwrap(app.view_functions[endpoint]))
     reads = _reads(source)
     for helper, more in _helper_reads().items():
         if re.search(rf"\b{helper}\(", source):
@@ -226,6 +235,20 @@ def crashes(caplog):
         return hits
 
     return found
+
+
+@pytest.fixture(autouse=True)
+def _zones_listed_once(monkeypatch):
+    """The settings form lists every timezone, which zoneinfo finds by walking the zone files on
+    disk each time (a third of each settings page here, rendered hundreds of times): the same
+    set, read once."""
+    monkeypatch.setattr(web_forms, "available_timezones", _zones())
+
+
+@functools.cache
+def _zones() -> Callable[[], set[str]]:
+    zones = frozenset(zoneinfo.available_timezones())
+    return lambda: set(zones)
 
 
 @pytest.fixture
