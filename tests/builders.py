@@ -4,7 +4,7 @@
         SmallCompany(slug="harbor")
         .customer("C1", "Harbor Bakery")
         .customer("C2", "Cedar Studio", currency="EUR")
-        .invoice("I1", "C1", "120.00", days_overdue=45)      # 31-60 days bucket
+        .invoice("I1", "C1", "120.00", bucket="31_60")       # 45 days overdue
         .invoice("I2", "C2", "80.00", days_overdue=-10)      # not due yet, in EUR
         .payment("I1", "20.00")                              # part paid in the ledger
         .build(rt)
@@ -35,8 +35,8 @@ from arbridge.sync.runner import SyncResult, sync_connection
 from arbridge.sync.store import add_connection, company_today, create_company
 
 RATES = {"USD": "1", "EUR": "1.0842", "CAD": "0.7315", "GBP": "1.2650"}
-# A days-overdue figure that lands in each aging bucket the dashboard shows.
-BUCKETS = {"current": -10, "1-30": 15, "31-60": 45, "61-90": 75, "90+": 120}
+# A days-overdue figure in each aging bucket (arbridge.collections.aging.BUCKETS).
+BUCKETS = {"current": -10, "1_30": 15, "31_60": 45, "61_90": 75, "over_90": 120}
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def company(rt):
     books = (
         SmallCompany(slug="acme", name="Acme Supply Co.", tenant_id="demobooks-acme")
         .customer("C1", "Harbor Bakery")
-        .invoice("I1", "C1", "120.00", bucket="31-60")
+        .invoice("I1", "C1", "120.00", bucket="31_60")
         .build(rt)
     )
     return books.company

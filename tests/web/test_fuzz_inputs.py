@@ -32,8 +32,10 @@ from wtforms.fields.core import UnboundField
 
 import arbridge.web.common as web_common
 import arbridge.web.forms as web_forms
+import arbridge.web.owner as web_owner
 from arbridge.sync.model import Company, Customer, Invoice
 from arbridge.sync.store import company_today, issue_pay_token, open_invoices
+from tests.builders import SmallCompany
 from tests.web.conftest import csrf_token, form_fields, parse
 
 EXAMPLES = 20  # per target (about 130 of them): 2,600 requests, about a minute on one busy core
@@ -235,6 +237,35 @@ def crashes(caplog):
         return hits
 
     return found
+
+
+@pytest.fixture
+def demo_company(rt, monkeypatch):
+    """The company the examples run against: "demo", as the pages name it, with a row of every
+    kind the owner's pages show (each aging bucket, two foreign currencies, a part-paid invoice,
+    an inactive customer) but eight invoices rather than the demo's 300, since every page here
+    is rendered hundreds of times. Pages of three rows, so the dashboard has a pager as the
+    demo's does: the targets found and the valid values around them are the demo's."""
+    monkeypatch.setattr(web_owner, "PAGE_SIZE", 3)
+    books = (
+        SmallCompany(slug="demo", name="Acme Supply Co.", owner_email="owner@acme-supply.example")
+        .customer("C100", "Harbor Bakery")
+        .customer("C101", "Maple Dental")
+        .customer("C102", "Cedar Studio", currency="EUR")
+        .customer("C103", "Granite Farms", currency="CAD")
+        .customer("C139", "Summit Logistics", active=False)
+        .invoice("I1", "C100", "120.00", bucket="current")
+        .invoice("I2", "C100", "240.50", bucket="1_30")
+        .invoice("I3", "C101", "75.25", bucket="31_60")
+        .invoice("I4", "C101", "980.00", bucket="61_90")
+        .invoice("I5", "C100", "310.00", bucket="over_90")
+        .invoice("I6", "C102", "800.00", bucket="1_30")
+        .invoice("I7", "C103", "150.00", bucket="31_60")
+        .invoice("I8", "C139", "60.00", bucket="over_90")
+        .payment("I4", "480.00")
+        .build(rt)
+    )
+    return books.company
 
 
 @pytest.fixture(autouse=True)
