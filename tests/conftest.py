@@ -6,14 +6,17 @@ Each test process migrates once and builds the demo company once; tests get copi
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from sqlalchemy import select, text
 
 from arbridge.clock import FixedClock
@@ -66,6 +69,28 @@ def _pg_schema(suffix: str = "") -> Iterator[tuple[str, str]]:
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         admin.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _migration_head_read_once() -> Iterator[None]:
+    """Every Runtime.open compares the database with the newest migration on disk, and reading
+    the migration scripts costs more than the rest of opening; they do not change during a run."""
+    original = db.head_revision
+    db.head_revision = functools.cache(original)
+    try:
+        yield
+    finally:
+        db.head_revision = original
+
+
+@pytest.fixture
+def short_template_time_limit(monkeypatch: pytest.MonkeyPatch) -> float:
+    """A runaway reminder template is stopped after a quarter second instead of the real two:
+    the same stop, the same sentence, without burning the limit in full."""
+    from arbridge.collections import templates
+
+    monkeypatch.setattr(templates, "TIME_LIMIT", 0.25)
+    return templates.TIME_LIMIT
 
 
 @pytest.fixture(scope="session")
@@ -189,12 +214,33 @@ def demo_company(request: pytest.FixtureRequest, rt: Runtime):
     return company
 
 
+# Flask apps built in this test process, by what create_app reads of the settings.
+_APPS: dict[str, Flask] = {}
+
+
+def _app_key(settings: Settings) -> str:
+    """The settings without what differs from test to test (the instance folder, the database);
+    apps built from equal keys are alike, whichever test's runtime they serve."""
+    return repr(replace(settings, instance_path=Path("/instance"), database_url="-"))
+
+
 @pytest.fixture
-def app(rt: Runtime):
+def app(rt: Runtime) -> Iterator[Flask]:
+    """The app for this test's runtime: views find the runtime in app.extensions, so one app per
+    settings serves every test of the process (building one compiles every route, ~0.1 s).
+    A test that adds routes gets its own app from create_app."""
     from arbridge.web import create_app
 
-    app = create_app(rt, TESTING=True)
-    return app
+    key = _app_key(rt.settings)
+    app = _APPS.get(key)
+    if app is None:
+        app = _APPS[key] = create_app(rt, TESTING=True)
+    app.extensions["arbridge"] = rt
+    routes, config = len(app.url_map._rules), dict(app.config)
+    yield app
+    app.extensions["arbridge"] = None
+    if len(app.url_map._rules) != routes or dict(app.config) != config:
+        del _APPS[key]  # changed by the test: the next one gets a new app
 
 
 @pytest.fixture

@@ -32,6 +32,10 @@ from arbridge.sync.model import (
 from arbridge.sync.store import find_pay_token, issue_pay_token, ledger_connection, open_invoices
 from arbridge.worker import drain
 from tests.conftest import sync_now
+from tests.race_condition import run_before
+
+# The step between a checkout's look for an open session and its saving the new one.
+ASKS_STRIPE = "arbridge.connectors.stripe.simulated.SimulatedStripe.create_checkout_session"
 
 
 @pytest.fixture
@@ -478,23 +482,19 @@ def test_a_sync_before_the_write_back_lands_never_reopens_a_paid_invoice(
 
 
 def test_two_presses_at_once_open_one_session(rt, demo_company, usd_invoice):
-    import threading
-
+    """Three presses, each arriving after the one before has looked for an open session and
+    before it has saved the one Stripe opened: all three ask Stripe, none finds another's row."""
     token = token_for(rt, usd_invoice)
-    barrier, urls, errors = threading.Barrier(3), [], []
+    urls, errors = [], []
 
-    def press():
-        barrier.wait()
+    def press(*_asked):
         try:
             urls.append(start_checkout(rt, token))
         except Exception as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=press) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with run_before(ASKS_STRIPE, press), run_before(ASKS_STRIPE, press):
+        press()
     assert errors == [] and len(set(urls)) == 1
     with rt.sessions() as s:
         assert s.scalar(select(func.count()).select_from(CheckoutSessionRow)) == 1

@@ -555,6 +555,7 @@ def test_an_email_queued_before_the_upgrade_still_sends_with_its_stored_token(rt
     assert f"/pay/{pay}" in mail.text_body
 
 
+@pytest.mark.usefixtures("short_template_time_limit")
 def test_a_template_that_burns_cpu_holds_the_reminder_with_the_reason(rt, clock):
     world = world_of(rt, Inv("A", "HAR", -3, "100.00"))
     burner = "{% for a in range(9999) %}{% for b in range(9999) %}{% endfor %}{% endfor %}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from arbridge.errors import Transient
@@ -13,6 +14,7 @@ from arbridge.sync.model import Activity, WebhookDelivery, WebhookEvent
 from arbridge.sync.store import ledger_connection, log_activity
 from arbridge.webhooks.dispatch import process_pending
 from arbridge.webhooks.inbox import InboxEvent, store
+from tests.builders import SmallCompany
 
 BODY = b'{"id": "evt_1NG8Du2eZvKYlo2CUI79vXWy", "type": "checkout.session.completed"}'
 
@@ -23,12 +25,24 @@ def event(event_id="evt_1NG8Du2eZvKYlo2CUI79vXWy", kind="invoice.updated", tenan
     )
 
 
+@pytest.fixture
+def company(rt):
+    """A company whose ledger connection has the tenant id the events name."""
+    books = (
+        SmallCompany(slug="acme", name="Acme Supply Co.", tenant_id="demobooks-acme")
+        .customer("C1", "Harbor Bakery")
+        .invoice("I1", "C1", "120.00", bucket="31_60")
+        .build(rt)
+    )
+    return books.company
+
+
 def count(rt, model, *where):
     with rt.sessions() as s:
         return s.scalar(select(func.count()).select_from(model).where(*where))
 
 
-def test_a_duplicate_delivery_stores_the_event_once(rt, demo_company):
+def test_a_duplicate_delivery_stores_the_event_once(rt, company):
     with transaction(rt.sessions) as s:
         first = store(
             s,
@@ -47,12 +61,12 @@ def test_a_duplicate_delivery_stores_the_event_once(rt, demo_company):
     with rt.sessions() as s:
         stored = s.scalar(select(WebhookEvent))
         delivery = s.get(WebhookDelivery, first.delivery_id)
-    assert stored.company_id == demo_company.id  # routed by the connection's tenant id
+    assert stored.company_id == company.id  # routed by the connection's tenant id
     assert delivery.headers == {"content-type": "application/json"}  # no Authorization kept
     assert delivery.body == BODY.decode() and delivery.repeats == 1
 
 
-def test_concurrent_duplicates_meet_the_unique_constraint(rt, demo_company):
+def test_concurrent_duplicates_meet_the_unique_constraint(rt, company):
     barrier = threading.Barrier(4)
     results = []
 
@@ -70,7 +84,7 @@ def test_concurrent_duplicates_meet_the_unique_constraint(rt, demo_company):
     assert count(rt, WebhookEvent) == 1
 
 
-def test_events_are_processed_once_and_unknown_types_ignored(rt, demo_company):
+def test_events_are_processed_once_and_unknown_types_ignored(rt, company):
     seen = []
 
     def handle(session, ev):
@@ -90,7 +104,7 @@ def test_events_are_processed_once_and_unknown_types_ignored(rt, demo_company):
     assert statuses == {"e1": "processed", "e2": "ignored"}
 
 
-def test_a_failing_handler_leaves_no_partial_writes_and_retries(rt, demo_company, clock):
+def test_a_failing_handler_leaves_no_partial_writes_and_retries(rt, company, clock):
     calls = []
 
     def flaky(session, ev):
@@ -115,7 +129,7 @@ def test_a_failing_handler_leaves_no_partial_writes_and_retries(rt, demo_company
         assert s.scalar(select(WebhookEvent.status)) == "processed"
 
 
-def test_a_bug_in_a_handler_marks_the_event_failed_and_keeps_it(rt, demo_company):
+def test_a_bug_in_a_handler_marks_the_event_failed_and_keeps_it(rt, company):
     def broken(session, ev):
         raise KeyError("data")
 
@@ -124,5 +138,5 @@ def test_a_bug_in_a_handler_marks_the_event_failed_and_keeps_it(rt, demo_company
     process_pending(rt.sessions, rt.clock, {("demo", "invoice.updated"): broken})
     with rt.sessions() as s:
         ev = s.scalar(select(WebhookEvent))
-        conn = ledger_connection(s, demo_company.id)
+        conn = ledger_connection(s, company.id)
     assert ev.status == "failed" and "KeyError" in ev.last_error and conn is not None

@@ -10,8 +10,12 @@ SECRET = "db password is hunter2 at /srv/arbridge/instance"
 
 
 @pytest.fixture
-def crashing_app(app):
-    """A test-only route that fails the way an unforeseen bug would."""
+def crashing_app(rt):
+    """A test-only route that fails the way an unforeseen bug would (on an app of its own: the
+    shared one has served requests and takes no new routes)."""
+    from arbridge.web import create_app
+
+    app = create_app(rt, TESTING=True)
 
     def boom():
         raise RuntimeError(SECRET)

@@ -12,9 +12,11 @@ stored and breaks a page later fails here too.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import re
+import zoneinfo
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -30,8 +32,10 @@ from wtforms.fields.core import UnboundField
 
 import arbridge.web.common as web_common
 import arbridge.web.forms as web_forms
+import arbridge.web.owner as web_owner
 from arbridge.sync.model import Company, Customer, Invoice
 from arbridge.sync.store import company_today, issue_pay_token, open_invoices
+from tests.builders import SmallCompany
 from tests.web.conftest import csrf_token, form_fields, parse
 
 EXAMPLES = 20  # per target (about 130 of them): 2,600 requests, about a minute on one busy core
@@ -104,17 +108,24 @@ def _reads(source: str) -> set[tuple[str, str]]:
     return {("form" if alias else where, name) for where, alias, name in READS.findall(source)}
 
 
+@functools.cache
+def _source(fn: Callable[..., Any]) -> str:
+    # inspect re-reads and re-tokenises the file on every call; views are looked up per target.
+    return inspect.getsource(fn)
+
+
+@functools.cache
 def _helper_reads() -> dict[str, set[tuple[str, str]]]:
     """What each helper in web.common reads from the request, by function name."""
     found = {}
     for name, fn in inspect.getmembers(web_common, inspect.isfunction):
         if fn.__module__ == web_common.__name__:
-            found[name] = _reads(inspect.getsource(fn))
+            found[name] = _reads(_source(fn))
     return {k: v for k, v in found.items() if v}
 
 
 def view_reads(app, endpoint: str) -> set[tuple[str, str]]:
-    source = inspect.getsource(inspect.unwrap(app.view_functions[endpoint]))
+    source = _source(inspect.unwrap(app.view_functions[endpoint]))
     reads = _reads(source)
     for helper, more in _helper_reads().items():
         if re.search(rf"\b{helper}\(", source):
@@ -226,6 +237,49 @@ def crashes(caplog):
         return hits
 
     return found
+
+
+@pytest.fixture
+def demo_company(rt, monkeypatch):
+    """The company the examples run against: "demo", as the pages name it, with a row of every
+    kind the owner's pages show (each aging bucket, two foreign currencies, a part-paid invoice,
+    an inactive customer) but eight invoices rather than the demo's 300, since every page here
+    is rendered hundreds of times. Pages of three rows, so the dashboard has a pager as the
+    demo's does: the targets found and the valid values around them are the demo's."""
+    monkeypatch.setattr(web_owner, "PAGE_SIZE", 3)
+    books = (
+        SmallCompany(slug="demo", name="Acme Supply Co.", owner_email="owner@acme-supply.example")
+        .customer("C100", "Harbor Bakery")
+        .customer("C101", "Maple Dental")
+        .customer("C102", "Cedar Studio", currency="EUR")
+        .customer("C103", "Granite Farms", currency="CAD")
+        .customer("C139", "Summit Logistics", active=False)
+        .invoice("I1", "C100", "120.00", bucket="current")
+        .invoice("I2", "C100", "240.50", bucket="1_30")
+        .invoice("I3", "C101", "75.25", bucket="31_60")
+        .invoice("I4", "C101", "980.00", bucket="61_90")
+        .invoice("I5", "C100", "310.00", bucket="over_90")
+        .invoice("I6", "C102", "800.00", bucket="1_30")
+        .invoice("I7", "C103", "150.00", bucket="31_60")
+        .invoice("I8", "C139", "60.00", bucket="over_90")
+        .payment("I4", "480.00")
+        .build(rt)
+    )
+    return books.company
+
+
+@pytest.fixture(autouse=True)
+def _zones_listed_once(monkeypatch):
+    """The settings form lists every timezone, which zoneinfo finds by walking the zone files on
+    disk each time (a third of each settings page here, rendered hundreds of times): the same
+    set, read once."""
+    monkeypatch.setattr(web_forms, "available_timezones", _zones())
+
+
+@functools.cache
+def _zones() -> Callable[[], set[str]]:
+    zones = frozenset(zoneinfo.available_timezones())
+    return lambda: set(zones)
 
 
 @pytest.fixture

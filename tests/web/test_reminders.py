@@ -376,6 +376,7 @@ def test_the_mailbox_shows_reminders_waiting_for_the_sending_window(
 BURNER = "{% for a in range(9999) %}{% for b in range(9999) %}{% endfor %}{% endfor %}"
 
 
+@pytest.mark.usefixtures("short_template_time_limit")
 def test_a_template_that_burns_cpu_is_refused_on_save_with_the_reason(owner_client, rt):
     page = owner_client.get("/c/demo/reminders")
     bad = owner_client.post(
@@ -392,6 +393,7 @@ def test_a_template_that_burns_cpu_is_refused_on_save_with_the_reason(owner_clie
     assert "templates" not in (fresh_company(rt, "demo").settings.get("reminders") or {})
 
 
+@pytest.mark.usefixtures("short_template_time_limit")
 def test_a_stored_template_that_burns_cpu_shows_the_reason_in_the_preview(owner_client, rt):
     with transaction(rt.sessions) as s:
         company = s.scalar(select(Company).where(Company.slug == "demo"))

@@ -270,11 +270,14 @@ class Rendered:
 
 
 def render(
-    template: EmailTemplate, fields: Mapping[str, Any], time_limit: float = TIME_LIMIT
+    template: EmailTemplate, fields: Mapping[str, Any], time_limit: float | None = None
 ) -> Rendered:
     """Render an email; raises TemplateProblem (one sentence) when it cannot, or takes longer
-    than `time_limit` seconds, or would be larger than MAX_OUTPUT characters."""
-    deadline = _Deadline(time_limit)
+    than `time_limit` seconds (TIME_LIMIT unless given), or would be larger than MAX_OUTPUT
+    characters."""
+    # TIME_LIMIT is read at each call, not bound as a default: tests of a runaway template
+    # shorten it rather than burn the full limit.
+    deadline = _Deadline(TIME_LIMIT if time_limit is None else time_limit)
     try:
         subject = " ".join(
             deadline.run(_ENV.from_string(template.subject).generate(fields)).split()

@@ -95,6 +95,7 @@ BURNERS = {
 }
 
 
+@pytest.mark.usefixtures("short_template_time_limit")
 @pytest.mark.parametrize("source", BURNERS.values(), ids=list(BURNERS))
 def test_a_cpu_or_memory_burning_template_is_stopped_with_a_sentence(source):
     started = time.monotonic()
