@@ -89,7 +89,9 @@ def connector(rt, conn, config, identity, fake) -> XeroConnector:
 def books(rt, conn) -> dict[str, object]:
     with rt.sessions() as s:
         invoices = s.execute(
-            select(Invoice.source_id, Invoice.status, Invoice.open_balance_minor, Invoice.exchange_rate)
+            select(
+                Invoice.source_id, Invoice.status, Invoice.open_balance_minor, Invoice.exchange_rate
+            )
             .where(Invoice.company_id == conn.company_id)
             .order_by(Invoice.source_id)
         ).all()
