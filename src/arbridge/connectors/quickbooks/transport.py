@@ -19,6 +19,9 @@ from contextlib import AbstractContextManager, contextmanager
 from decimal import Decimal
 from typing import Any, Protocol
 
+from arbridge.connectors.retry import MAX_WAIT
+from arbridge.errors import RateLimited
+
 MINOR_VERSION = "75"  # the minimum Intuit accepts since August 2025; pinned
 TIMEOUT = (10, 120)  # Intuit times a request out after 120 s
 THROTTLE_WAIT = 60.0
@@ -50,7 +53,10 @@ class Limiter(Protocol):
 
 
 class RealmLimiter:
-    """At most `per_minute` request starts in any 60 s and `concurrent` requests in flight."""
+    """At most `per_minute` request starts in any 60 s and `concurrent` requests in flight.
+
+    It sleeps at most `max_wait` seconds for a start: a longer wait raises RateLimited with the
+    time to come back, so a job is rescheduled and a page answers instead of hanging a minute."""
 
     def __init__(
         self,
@@ -58,8 +64,10 @@ class RealmLimiter:
         concurrent: int = 10,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_wait: float = MAX_WAIT,
     ) -> None:
         self.per_minute = per_minute
+        self.max_wait = max_wait
         self.monotonic = monotonic
         self.sleep = sleep
         self._slots = threading.BoundedSemaphore(concurrent)
@@ -69,6 +77,7 @@ class RealmLimiter:
     @contextmanager
     def slot(self) -> Iterator[None]:
         with self._slots:
+            waited = 0.0
             while True:
                 with self._lock:
                     now = self.monotonic()
@@ -78,7 +87,11 @@ class RealmLimiter:
                         self._started.append(now)
                         break
                     wait = self._started[0] + 60 - now
-                self.sleep(max(wait, 0.001))
+                pause = max(wait, 0.001)
+                if waited + pause > self.max_wait:
+                    raise RateLimited("QuickBooks allows 500 calls a minute per company", wait)
+                self.sleep(pause)
+                waited += pause
             yield
 
 
