@@ -1,0 +1,69 @@
+"""Xero as a provider: OAuth at Xero's identity server, the accounting connector over
+xero-python, its mapper, its webhooks.
+
+Xero "API rate limits": per tenant 60 calls a minute, 5 in flight, 5,000 a day.
+"""
+
+from __future__ import annotations
+
+from arbridge.config import Settings
+from arbridge.connectors.base import LedgerConnector
+from arbridge.connectors.xero import TenantLimiter, TokenSource, XeroConnector, XeroIdentity
+from arbridge.providers.base import CallLimits, Provider, Services, Webhooks
+from arbridge.sync.mappers import xero as xero_mapper
+from arbridge.sync.model import Connection
+from arbridge.sync.xero_store import (
+    CONCURRENT,
+    DAILY,
+    PER_MINUTE,
+    build_connector,
+    xero_config,
+)
+from arbridge.webhooks import xero as xero_webhooks
+
+
+def connector(services: Services, conn: Connection) -> LedgerConnector:
+    return build_connector(
+        services.settings, services.sessions, services.keyring, services.clock, conn
+    )
+
+
+def oauth(services: Services) -> XeroIdentity:
+    """Xero's OAuth client; ConfigError while Xero is not configured."""
+    return XeroIdentity(xero_config(services.settings), services.clock)
+
+
+def organisation(services: Services, tenant_id: str, tokens: TokenSource) -> dict[str, str | None]:
+    """The tenant's name, country, currency and timezone, read with the given tokens: a grant
+    that answers this reads the tenant it names."""
+    return XeroConnector(
+        xero_config(services.settings),
+        tenant_id,
+        tokens,
+        services.clock,
+        limiter=TenantLimiter(PER_MINUTE, CONCURRENT),
+        sleep=lambda _s: None,
+    ).organisation()
+
+
+def _webhook_key(settings: Settings) -> str | None:
+    return settings.xero.webhook_key if settings.xero is not None else None
+
+
+PROVIDER = Provider(
+    name="xero",
+    label="Xero",
+    connector=connector,
+    mapper=xero_mapper.map_record,
+    section=lambda settings: settings.xero,
+    oauth=oauth,
+    webhooks=Webhooks(
+        receive=xero_webhooks.receive,
+        secret=_webhook_key,
+        handlers={
+            category: xero_webhooks.handle_xero_event for category in xero_webhooks.CATEGORIES
+        },
+    ),
+    limits=CallLimits(per_minute=PER_MINUTE, concurrent=CONCURRENT, daily=DAILY),
+    web_module="arbridge.web.xero",
+)
