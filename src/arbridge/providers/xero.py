@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from arbridge.config import Settings
 from arbridge.connectors.base import LedgerConnector
-from arbridge.connectors.xero import TenantLimiter, TokenSource, XeroConnector, XeroIdentity
+from arbridge.connectors.xero import (
+    Grant,
+    Tenant,
+    TenantLimiter,
+    TokenSource,
+    XeroConnector,
+    XeroIdentity,
+)
+from arbridge.errors import AuthExpired, Rejected
 from arbridge.providers.base import CallLimits, Provider, Services, Webhooks
 from arbridge.sync.mappers import xero as xero_mapper
 from arbridge.sync.model import Connection
@@ -44,6 +52,39 @@ def organisation(services: Services, tenant_id: str, tokens: TokenSource) -> dic
         limiter=TenantLimiter(PER_MINUTE, CONCURRENT),
         sleep=lambda _s: None,
     ).organisation()
+
+
+class HeldGrant:
+    """A new grant's access token, held in memory until the grant has proven it reads the
+    tenant and is attached: no refresh (that would spend the rotating refresh token outside the
+    row lock), and a refusal is simply the proof failing."""
+
+    def __init__(self, grant: Grant) -> None:
+        self.grant = grant
+
+    def access_token(self) -> str:
+        return self.grant.access_token
+
+    def refresh(self, stale: str) -> str:
+        raise AuthExpired("Xero refused the new grant's access token")
+
+    def give_up(self, reason: str) -> None:
+        pass  # nothing is attached yet: nothing to mark
+
+
+def prove_tenant(services: Services, grant: Grant, tenant_id: str) -> Tenant:
+    """The tenant, once the grant has shown it reads it: GET /connections must list it and the
+    Organisation read must succeed. Rejected (one sentence) otherwise."""
+    identity = oauth(services)
+    tenants = identity.connections(grant.access_token)
+    found = next((t for t in tenants if t.tenant_id == tenant_id), None)
+    if found is None:
+        names = ", ".join(f"{t.name or '?'} ({t.tenant_id})" for t in tenants) or "none"
+        raise Rejected(
+            f"this Xero grant does not cover organisation {tenant_id}; it covers: {names}"
+        )
+    organisation(services, tenant_id, HeldGrant(grant))
+    return found
 
 
 def _webhook_key(settings: Settings) -> str | None:

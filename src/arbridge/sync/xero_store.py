@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
@@ -95,6 +96,15 @@ def attach(
         tenant_id=tenant_id,
         grant=grant,
         connected_message="Connected Xero",
+    )
+
+
+def tenant_owner(session: Session, tenant_id: str) -> int | None:
+    """The id of the company a Xero organisation is attached to, if any."""
+    return session.scalar(
+        select(Connection.company_id).where(
+            Connection.provider == PROVIDER, Connection.tenant_id == tenant_id
+        )
     )
 
 
