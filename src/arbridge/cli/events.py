@@ -14,7 +14,7 @@ def events() -> None:
     """See webhook events that failed, and replay them once the cause is fixed."""
 
 
-EVENT_PROVIDERS = click.Choice(["stripe", "quickbooks"])
+EVENT_PROVIDERS = click.Choice(["stripe", "quickbooks", "xero"])
 
 
 @events.command("list")

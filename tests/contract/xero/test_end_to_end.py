@@ -110,6 +110,7 @@ def test_connect_then_full_and_incremental_syncs_match_the_ledger(rt, settings, 
     connected = connect(settings, config, "harbor-nz", fake.tenant_id, refresh)
     assert connected.exit_code == 0, connected.output
     assert "Harbor Bakery Ltd" in connected.output
+    assert "No Xero account is chosen for collected payments yet" in connected.output
     assert refresh not in fake.refresh_tokens  # rotated at once; the new one is stored
     # The grant proved it reads the tenant before it was attached.
     paths = [r["path"].lower() for r in fake.requests]
@@ -161,6 +162,12 @@ def test_a_dead_refresh_token_or_a_bad_tenant_id_is_refused(rt, settings, config
     assert dead.exit_code == 1 and "no longer valid" in dead.stderr
     bad = connect(settings, config, "harbor-nz", "not-a-guid", "x")
     assert bad.exit_code == 1 and "is not a Xero tenant id" in bad.stderr
+    account = run(
+        settings, config,
+        "connect", "xero", "--company", "harbor-nz", "--tenant-id", fake.tenant_id,
+        "--refresh-token", "x", "--payment-account-id", "090",
+    )  # fmt: skip
+    assert account.exit_code == 1 and "is not a Xero AccountID" in account.stderr
     assert fake.calls["token"] == 1  # the bad id was refused before any call
     with rt.sessions() as s:
         assert s.scalar(select(Connection)) is None

@@ -12,13 +12,12 @@ from arbridge.services.bootstrap import outbox_handlers
 from arbridge.services.ledger.writebacks import post_ledger_payment
 from arbridge.services.payments.refunds import refit_to_ledger
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Company, Connection, OutboxMessage
+from arbridge.sync.model import Connection, OutboxMessage
 from arbridge.sync.outbox import deliver, enqueue
 from arbridge.sync.outbox_kinds import OutboxKind, ledger_payment_payload
-from arbridge.sync.xero_store import store_xero_prefs
 from tests.conftest import sync_now
 from tests.contract.xero.conftest import TODAY, open_balance
-from tests.contract.xero.test_end_to_end import company, connect, ledger
+from tests.contract.xero.test_end_to_end import company, ledger, run
 
 KEY = "stripe:pi_x10_3QhGfK2eZvKYlo2C:ledger"
 REFERENCE = "pi_x10_3QhGfK2eZvKYlo2C"
@@ -27,12 +26,16 @@ REFERENCE = "pi_x10_3QhGfK2eZvKYlo2C"
 def connected(rt, settings, config, fake) -> tuple[Connection, list[str]]:
     row = company(rt, "harbor-nz")
     ids = ledger(fake)
-    assert (
-        connect(settings, config, "harbor-nz", fake.tenant_id, fake.issue_grant()[1]).exit_code == 0
-    )
-    with transaction(rt.sessions) as s:
-        # The owner's choice of account for collected payments (the fake's bank account 090).
-        store_xero_prefs(s.get(Company, row.id), payment_account_id=fake.bank_accounts["090"])
+    # The owner's choice of account for collected payments: the fake's bank account 090.
+    done = run(
+        settings, config,
+        "connect", "xero", "--company", "harbor-nz", "--tenant-id", fake.tenant_id,
+        "--refresh-token", fake.issue_grant()[1],
+        "--payment-account-id", fake.bank_accounts["090"],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "No Xero account is chosen" not in done.output
+    with rt.sessions() as s:
         conn = s.scalar(select(Connection).where(Connection.company_id == row.id))
         s.expunge(conn)
     sync_now(rt, conn, full=True)
