@@ -6,6 +6,8 @@ Xero "API rate limits": per tenant 60 calls a minute, 5 in flight, 5,000 a day.
 
 from __future__ import annotations
 
+import logging
+
 from arbridge.config import Settings
 from arbridge.connectors.base import LedgerConnector
 from arbridge.connectors.xero import (
@@ -16,18 +18,22 @@ from arbridge.connectors.xero import (
     XeroConnector,
     XeroIdentity,
 )
-from arbridge.errors import AuthExpired, Rejected
+from arbridge.errors import ArbridgeError, AuthExpired, Rejected
 from arbridge.providers.base import CallLimits, Provider, Services, Webhooks
 from arbridge.sync.mappers import xero as xero_mapper
-from arbridge.sync.model import Connection
+from arbridge.sync.model import Company, Connection
 from arbridge.sync.xero_store import (
     CONCURRENT,
     DAILY,
     PER_MINUTE,
     build_connector,
+    store_payment_accounts,
+    store_payment_accounts_error,
     xero_config,
 )
 from arbridge.webhooks import xero as xero_webhooks
+
+log = logging.getLogger(__name__)
 
 
 def connector(services: Services, conn: Connection) -> LedgerConnector:
@@ -87,6 +93,27 @@ def prove_tenant(services: Services, grant: Grant, tenant_id: str) -> Tenant:
     return found
 
 
+def refresh_payment_accounts(services: Services, company: Company, conn: Connection) -> str | None:
+    """Ask Xero for the bank accounts and keep the answer on the company (the caller commits);
+    the settings page reads it back. Returns why Xero could not be asked, or None. Run by the
+    owner's "Refresh from Xero" and on connecting, never while a page renders."""
+    try:
+        accounts = build_connector(
+            services.settings,
+            services.sessions,
+            services.keyring,
+            services.clock,
+            conn,
+            sleep=lambda _s: None,
+        ).payment_accounts()
+    except ArbridgeError as e:
+        log.warning("could not list Xero bank accounts for %s: %s", company.slug, e)
+        store_payment_accounts_error(company, str(e))
+        return str(e)
+    store_payment_accounts(company, services.clock.now(), accounts)
+    return None
+
+
 def _webhook_key(settings: Settings) -> str | None:
     return settings.xero.webhook_key if settings.xero is not None else None
 
@@ -107,4 +134,5 @@ PROVIDER = Provider(
     ),
     limits=CallLimits(per_minute=PER_MINUTE, concurrent=CONCURRENT, daily=DAILY),
     web_module="arbridge.web.xero",
+    settings_template="providers/xero_settings.html",
 )

@@ -7,6 +7,8 @@ Xero "API rate limits": per tenant 60 calls a minute, 5 in flight and 5,000 a da
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -142,3 +144,40 @@ def build_connector(
         discount_account_code=prefs.get("discount_account_code"),
         **options,
     )
+
+
+@dataclass(frozen=True)
+class PaymentAccounts:
+    """The accounts Xero last listed for collected payments, as kept on the company, so the
+    settings page shows them without calling Xero while it renders."""
+
+    accounts: list[tuple[str, str]]  # (AccountID, name)
+    chosen: str | None
+    listed_at: datetime | None  # None: never asked yet
+    error: str | None  # why the last ask failed, when it did (the list is the one before)
+
+
+def stored_payment_accounts(company: Company) -> PaymentAccounts:
+    prefs = xero_prefs(company)
+    at = prefs.get("payment_accounts_listed_at")
+    return PaymentAccounts(
+        accounts=[(str(i), str(name)) for i, name in prefs.get("payment_accounts") or []],
+        chosen=prefs.get("payment_account_id"),
+        listed_at=datetime.fromisoformat(at) if at else None,
+        error=prefs.get("payment_accounts_error"),
+    )
+
+
+def store_payment_accounts(
+    company: Company, listed_at: datetime, accounts: list[tuple[str, str]]
+) -> None:
+    store_xero_prefs(
+        company,
+        payment_accounts=[[i, name] for i, name in accounts],
+        payment_accounts_listed_at=listed_at.isoformat(),
+        payment_accounts_error=None,
+    )
+
+
+def store_payment_accounts_error(company: Company, error: str) -> None:
+    store_xero_prefs(company, payment_accounts_error=error[:500])

@@ -373,6 +373,21 @@ class XeroConnector:
             "timezone": org.get("Timezone"),
         }
 
+    def payment_accounts(self) -> list[tuple[str, str]]:
+        """(AccountID, name) of the active bank accounts: where a payment may be recorded (a
+        Stripe clearing account is usually set up as one)."""
+        data = self._read(
+            "the bank accounts", "get_accounts", where='Type=="BANK"&&Status=="ACTIVE"'
+        )
+        rows = data.get("Accounts") or []
+        if not isinstance(rows, list):
+            raise Rejected("Xero's Accounts is not a list")
+        return [
+            (str(a["AccountID"]), str(a.get("Name") or a.get("Code") or a["AccountID"]))
+            for a in rows
+            if isinstance(a, dict) and a.get("AccountID")
+        ]
+
     # -- writing --------------------------------------------------------------------------------
 
     def _payment_body(self, payment: PaymentWriteBack) -> list[dict[str, Any]]:
