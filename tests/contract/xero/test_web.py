@@ -75,6 +75,15 @@ def test_connect_pick_the_organisation_and_the_payment_account(rt, client, fake)
     with rt.sessions() as s:
         assert xero_prefs(s.get(Company, row.id))["payment_account_id"] == fake.bank_accounts["090"]
 
+    # A Stripe clearing account added in Xero shows after "Refresh from Xero".
+    fake.bank_accounts["095"] = "7d9c58a2-54c3-4f0e-8b36-3cf1a1b2c095"
+    assert "Bank account 095" not in settings_page(client, "harbor-nz").get_data(as_text=True)
+    refreshed = client.post(
+        "/c/harbor-nz/xero/payment-accounts/refresh", data={"csrf_token": csrf_token(page.data)}
+    )
+    assert refreshed.status_code == 302
+    assert "Bank account 095" in settings_page(client, "harbor-nz").get_data(as_text=True)
+
 
 def test_an_organisation_of_another_company_is_refused(rt, client, fake):
     first, second = company(rt, "first"), company(rt, "second")

@@ -376,16 +376,14 @@ class XeroConnector:
     def payment_accounts(self) -> list[tuple[str, str]]:
         """(AccountID, name) of the active bank accounts: where a payment may be recorded (a
         Stripe clearing account is usually set up as one)."""
-        data = self._read(
-            "the bank accounts", "get_accounts", where='Type=="BANK"&&Status=="ACTIVE"'
-        )
+        data = self._read("the bank accounts", "get_accounts", where='Type=="BANK"')
         rows = data.get("Accounts") or []
         if not isinstance(rows, list):
             raise Rejected("Xero's Accounts is not a list")
         return [
             (str(a["AccountID"]), str(a.get("Name") or a.get("Code") or a["AccountID"]))
             for a in rows
-            if isinstance(a, dict) and a.get("AccountID")
+            if isinstance(a, dict) and a.get("AccountID") and a.get("Status") in (None, "ACTIVE")
         ]
 
     # -- writing --------------------------------------------------------------------------------
