@@ -6,6 +6,7 @@ from collections import Counter
 
 import click
 
+from arbridge import providers
 from arbridge.cli.common import Group, open_runtime
 
 
@@ -14,7 +15,8 @@ def events() -> None:
     """See webhook events that failed, and replay them once the cause is fixed."""
 
 
-EVENT_PROVIDERS = click.Choice(["stripe", "quickbooks", "xero"])
+# Stripe's events, and those of every ledger provider that takes webhooks.
+EVENT_PROVIDERS = click.Choice(["stripe", *(p.name for p in providers.providers() if p.webhooks)])
 
 
 @events.command("list")

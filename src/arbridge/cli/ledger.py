@@ -127,12 +127,13 @@ def connect_quickbooks(slug: str, realm_id: str, refresh_token: str) -> None:
     encrypted), so the one you pasted stops working. Needs ARBRIDGE_QBO_CLIENT_ID
     and ARBRIDGE_QBO_CLIENT_SECRET of the app that issued it.
     """
+    from arbridge.connectors.quickbooks import is_realm_id
     from arbridge.providers import quickbooks as qbo
     from arbridge.sync.db import transaction
     from arbridge.sync.quickbooks_store import attach
     from arbridge.sync.store import get_company
 
-    if not (realm_id.isascii() and realm_id.isdigit()):  # isdigit() alone takes '١٢٣', '²'
+    if not is_realm_id(realm_id):
         raise ArbridgeError(f"{realm_id!r} is not a QuickBooks realm id (digits only)")
     rt = open_runtime()
     try:

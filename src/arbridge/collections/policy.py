@@ -30,26 +30,86 @@ class Policy:
     plans_enabled: bool
     plan_min_balance: Decimal
     plan_max_installments: int
+    # Stored choices that could not be read (written by an older version, or by hand): each one
+    # falls back to its default, and the settings page says which.
+    problems: tuple[str, ...] = ()
 
 
 def merged(stored: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    stored = stored or {}
+    stored = stored if isinstance(stored, Mapping) else {}
     return {
-        section: {**values, **(stored.get(section) or {})} for section, values in DEFAULTS.items()
+        section: {
+            **values,
+            **(stored.get(section) if isinstance(stored.get(section), Mapping) else {}),
+        }
+        for section, values in DEFAULTS.items()
     }
+
+
+class _Reader:
+    """Reads stored values, each within its range, noting the ones it had to replace."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def whole(self, raw: Any, default: int | None, lo: int, hi: int, what: str) -> int | None:
+        if raw is None or raw == "":
+            return default
+        try:
+            if isinstance(raw, bool) or not isinstance(raw, int | str | float):
+                raise ValueError(raw)
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError(raw)
+            value = int(raw)
+        except (ValueError, OverflowError):
+            value = None
+        if value is None or not lo <= value <= hi:
+            self.problems.append(f"{what} was not a number from {lo} to {hi}")
+            return default
+        return value
+
+    def amount(self, raw: Any, default: Decimal | None, hi: Decimal, what: str) -> Decimal | None:
+        if raw is None or raw == "":
+            return default
+        try:
+            value = Decimal(str(raw)) if isinstance(raw, int | str | Decimal) else None
+        except ArithmeticError:
+            value = None
+        if value is None or not value.is_finite() or not 0 <= value <= hi:
+            self.problems.append(f"{what} was not an amount from 0 to {hi}")
+            return default
+        return value
 
 
 def policy(stored: Mapping[str, Any] | None) -> Policy:
     s = merged(stored)
     r, p, pl = s["reminders"], s["payments"], s["plans"]
+    read = _Reader()
+    d, dpl = DEFAULTS["reminders"], DEFAULTS["plans"]
+    max_per_week = read.whole(r["max_per_week"], d["max_per_week"], 0, 50, "Reminders per week")
+    discount_percent = read.amount(
+        p["discount_percent"], None, Decimal(100), "The early-payment discount"
+    )
+    discount_days = read.whole(p["discount_days"], None, 0, 3660, "The discount's days")
+    plan_min_balance = read.amount(
+        pl["min_balance"], Decimal(dpl["min_balance"]), Decimal(10) ** 12, "The plans' minimum"
+    )
+    plan_max_installments = read.whole(
+        pl["max_installments"], dpl["max_installments"], 1, 120, "The plans' installments"
+    )
     return Policy(
         reminders_enabled=bool(r["enabled"]),
-        max_reminders_per_week=int(r["max_per_week"]),
+        max_reminders_per_week=max_per_week if max_per_week is not None else d["max_per_week"],
         accept_card=bool(p["accept_card"]),
         accept_ach=bool(p["accept_ach"]),
-        discount_percent=Decimal(p["discount_percent"]) if p["discount_percent"] else None,
-        discount_days=int(p["discount_days"]) if p["discount_days"] else None,
+        discount_percent=discount_percent or None,
+        discount_days=discount_days or None,
         plans_enabled=bool(pl["enabled"]),
-        plan_min_balance=Decimal(pl["min_balance"]),
-        plan_max_installments=int(pl["max_installments"]),
+        plan_min_balance=plan_min_balance
+        if plan_min_balance is not None
+        else Decimal(dpl["min_balance"]),
+        plan_max_installments=plan_max_installments
+        if plan_max_installments is not None
+        else dpl["max_installments"],
+        problems=tuple(read.problems),
     )

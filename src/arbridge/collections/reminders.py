@@ -177,11 +177,18 @@ class ReminderPolicy:
 
 def reminder_policy(stored: Mapping[str, Any] | None) -> ReminderPolicy:
     """The policy from the company's `settings["reminders"]` (validated; defaults fill gaps)."""
-    r = dict((stored or {}).get("reminders") or {})
+    r = (stored or {}).get("reminders") or {}
+    if not isinstance(r, Mapping):
+        raise SequenceError("the stored reminder settings are not readable; save them again")
     sequences: dict[str, ReminderSequence] = {"default": DEFAULT_SEQUENCE}
-    for name, steps in (r.get("sequences") or {}).items():
+    stored_sequences = r.get("sequences") or {}
+    if not isinstance(stored_sequences, Mapping):
+        raise SequenceError("the stored reminder sequences are not readable; save them again")
+    for name, steps in stored_sequences.items():
         sequences[str(name)] = parse_sequence(str(name), steps)
     days = r.get("weekdays")
+    if days is not None and not isinstance(days, list | tuple):
+        raise SequenceError("the stored sending weekdays are not readable; choose them again")
     weekdays = (
         frozenset(WEEKDAYS.index(d) for d in days if d in WEEKDAYS)
         if days is not None
@@ -189,16 +196,26 @@ def reminder_policy(stored: Mapping[str, Any] | None) -> ReminderPolicy:
     )
     if not weekdays:
         raise SequenceError("choose at least one weekday for sending reminders")
-    start, end = int(r.get("quiet_start", 8)), int(r.get("quiet_end", 18))
-    if not 0 <= start < end <= 24:
-        raise SequenceError("the sending window must start before it ends, within 0–24 h")
+    window = "the sending window must start before it ends, within 0–24 h"
+    start = _whole(r.get("quiet_start"), 8, 0, 24, window)
+    end = _whole(r.get("quiet_end"), 18, 0, 24, window)
+    if not start < end:
+        raise SequenceError(window)
     return ReminderPolicy(
         enabled=bool(r.get("enabled", True)),
-        max_per_week=int(r.get("max_per_week", 2)),
+        max_per_week=_whole(
+            r.get("max_per_week"), 2, 0, 50, "reminders per week must be a number (1–7)"
+        ),
         quiet_start=start,
         quiet_end=end,
         weekdays=weekdays,
-        max_sync_age_minutes=int(r.get("max_sync_age_minutes", 60)),
+        max_sync_age_minutes=_whole(
+            r.get("max_sync_age_minutes"),
+            60,
+            1,
+            7 * 24 * 60,
+            "the re-sync age must be a number of minutes (5–1440)",
+        ),
         sequences=sequences,
         signature=str(r.get("signature") or ""),
         statement_day=_statement_day(r.get("statement_day")),
@@ -206,28 +223,32 @@ def reminder_policy(stored: Mapping[str, Any] | None) -> ReminderPolicy:
     )
 
 
-def _link_days(raw: Any) -> int:
-    if raw in (None, ""):
-        return 60
+def _whole(raw: Any, default: int, lo: int, hi: int, problem: str) -> int:
+    """A whole number from the stored settings, or SequenceError(problem): settings written by an
+    older version, or by hand, may hold anything (a float, a 400-digit string, a list)."""
+    if raw is None or raw == "":
+        return default
+    if isinstance(raw, bool) or not isinstance(raw, int | str | float):
+        raise SequenceError(problem)
+    if isinstance(raw, float) and not raw.is_integer():
+        raise SequenceError(problem)
     try:
-        days = int(raw)
-    except (TypeError, ValueError) as e:
-        raise SequenceError("statement links must last a number of days (1–366)") from e
-    if not 1 <= days <= 366:
-        raise SequenceError("statement links must last a number of days (1–366)")
-    return days
+        value = int(raw)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise SequenceError(problem) from e
+    if not lo <= value <= hi:
+        raise SequenceError(problem)
+    return value
+
+
+def _link_days(raw: Any) -> int:
+    return _whole(raw, 60, 1, 366, "statement links must last a number of days (1–366)")
 
 
 def _statement_day(raw: Any) -> int | None:
     if raw in (None, "", 0, "0"):
         return None
-    try:
-        day = int(raw)
-    except (TypeError, ValueError) as e:
-        raise SequenceError("the statement day must be a day of the month (1–28)") from e
-    if not 1 <= day <= 28:
-        raise SequenceError("the statement day must be a day of the month (1–28)")
-    return day
+    return _whole(raw, 0, 1, 28, "the statement day must be a day of the month (1–28)")
 
 
 def statement_due(policy: ReminderPolicy, as_of: date) -> bool:

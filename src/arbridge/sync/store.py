@@ -22,6 +22,7 @@ from arbridge.errors import ArbridgeError, KeyMismatch, NotFound
 from arbridge.money import Money, check_currency
 from arbridge.sync.activity import log_activity
 from arbridge.sync.model import (
+    PAYMENT_PROVIDERS,
     Activity,
     Company,
     CompanyJob,
@@ -146,7 +147,7 @@ def ledger_connection(session: Session, company_id: int) -> Connection | None:
     return session.scalar(
         select(Connection).where(
             Connection.company_id == company_id,
-            Connection.provider.in_(("quickbooks", "xero", "demo")),
+            Connection.provider.not_in(PAYMENT_PROVIDERS),
         )
     )
 

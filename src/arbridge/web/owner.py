@@ -148,6 +148,7 @@ def _forms(company: Company) -> dict[str, Any]:
             },
         ),
         "stored": stored,
+        "policy_problems": pol.problems,
     }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 
-from arbridge.connectors.quickbooks import Grant, IntuitOAuth
+from arbridge.connectors.quickbooks import Grant, IntuitOAuth, is_realm_id
 from arbridge.errors import (
     ArbridgeError,
     AuthExpired,
@@ -126,7 +126,7 @@ def callback() -> Any:
         log.info("QuickBooks OAuth declined: %s", request.args.get("error"))
         return _refuse("QuickBooks was not connected", "The connection was cancelled at Intuit.")
     code, realm_id = request.args.get("code"), request.args.get("realmId")
-    if not code or not realm_id or not realm_id.isdigit():
+    if not code or not realm_id or not is_realm_id(realm_id):
         return _refuse("QuickBooks was not connected", "Intuit's answer was incomplete.")
     try:
         oauth = _oauth()
@@ -240,7 +240,10 @@ def disconnect_now(company: Company) -> Any:
 def deposit(company: Company) -> Any:
     rt, s = runtime(), db()
     choice = (request.form.get("deposit_account_id") or "").strip()
-    if choice and not choice.isdigit():
+    # Only an account QuickBooks listed for this company: the id comes from the browser.
+    listed = {account_id for account_id, _ in stored_deposit_accounts(company).accounts}
+    if choice and choice not in listed:
+        log.info("deposit account %r refused: not among QuickBooks' listed accounts", choice[:40])
         flash("Choose one of the listed accounts.", "error")
         return redirect(url_for("owner.settings", slug=company.slug) + "#connections")
     stored = dict(company.settings or {})

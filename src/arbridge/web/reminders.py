@@ -129,7 +129,7 @@ def page(company: Company) -> Any:
     if inv is not None:
         try:
             rendered = _render_email(company, inv, chosen, None)
-        except TemplateProblem as e:
+        except (TemplateProblem, SequenceError) as e:
             render_error = str(e)
     return render_template(
         "reminders.html",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
+import pytest
 import responses
 from sqlalchemy import func, select
 
@@ -82,6 +83,20 @@ def test_a_wrong_state_is_refused(rt, client, fake):
         f"/quickbooks/callback?code=good-code&state=forged&realmId={fake.realm_id}"
     )
     assert response.status_code == 400
+    with rt.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Connection)) == 0
+
+
+@pytest.mark.parametrize("realm", ["²", "١٢٣", "9" * 40])
+def test_a_realm_id_in_other_digits_is_refused_before_intuit_is_asked(rt, client, fake, realm):
+    """isdigit() took '²' and '١٢٣' as a realm id; the CLI already asks for ASCII digits."""
+    query = start_oauth(client)
+    asked = len(responses.calls)
+    response = client.get(
+        f"/quickbooks/callback?code=good-code&state={query['state']}&realmId={quote(realm)}"
+    )
+    assert response.status_code == 400
+    assert len(responses.calls) == asked  # the code was not spent on a realm that cannot be
     with rt.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Connection)) == 0
 
@@ -184,6 +199,24 @@ def test_the_owner_picks_the_deposit_account(rt, client, fake, connected):
         assert company.settings["quickbooks"]["deposit_account_id"] == "35"
     form = parse(client.get(f"/c/{connected.company.slug}/settings").data).by_id("qbo-deposit")
     assert [o.attrs["value"] for o in form.find_all("option") if "selected" in o.attrs] == ["35"]
+
+
+def test_a_deposit_account_quickbooks_did_not_list_is_refused(rt, client, fake, connected):
+    """The account id arrives in a form: only one QuickBooks listed for this company is kept
+    (a forged '99', or '²', would have been posted to as the deposit account)."""
+    sign_in(client, rt, connected.company)
+    refresh_deposit_accounts(client, connected.company.slug)
+    page = client.get(f"/c/{connected.company.slug}/settings")
+    for forged in ("99", "²", "36"):
+        client.post(
+            f"/c/{connected.company.slug}/quickbooks/deposit-account",
+            data={"csrf_token": csrf_token(page.data), "deposit_account_id": forged},
+        )
+        with rt.sessions() as s:
+            company = s.get(Company, connected.company.id)
+            assert company.settings["quickbooks"].get("deposit_account_id") is None, forged
+    after = client.get(f"/c/{connected.company.slug}/settings")
+    assert "Choose one of the listed accounts" in parse(after.data).text
 
 
 def test_a_cross_site_get_of_the_intuit_disconnect_url_disconnects_nothing(

@@ -208,6 +208,28 @@ def test_two_workers_refreshing_at_once_keep_the_rotated_token(rt, fake, connect
         assert s.get(Connection, conn.id).status == "active"
 
 
+def test_the_in_process_limiter_waits_a_few_seconds_at_most_then_hands_the_job_back():
+    now = [0.0]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    limiter = RealmLimiter(per_minute=2, monotonic=lambda: now[0], sleep=sleep)
+    with limiter.slot():
+        pass
+    now[0] = 55.0
+    with limiter.slot():
+        pass
+    with limiter.slot():  # the first call leaves the minute in 5 s: waited for here
+        pass
+    assert waits == [5.0]
+    with pytest.raises(RateLimited) as throttled, limiter.slot():  # frees up only in 55 s
+        pass
+    assert waits == [5.0] and throttled.value.retry_after == 55.0
+
+
 def test_the_limiter_keeps_to_500_a_minute_and_10_in_flight():
     now = [0.0]
     waits: list[float] = []
@@ -221,9 +243,13 @@ def test_the_limiter_keeps_to_500_a_minute_and_10_in_flight():
         with limiter.slot():
             pass
     assert waits == []
+    with pytest.raises(RateLimited) as throttled, limiter.slot():
+        pass
+    assert waits == [] and throttled.value.retry_after == 60.0  # the job comes back, no sleep
+    now[0] = 60.0
     with limiter.slot():
         pass
-    assert waits == [60.0] and now[0] == 60.0
+    assert waits == []
     # In flight: the 11th concurrent request waits for a slot.
     inside, peak, lock = [0], [0], threading.Lock()
     release = threading.Event()

@@ -508,3 +508,21 @@ def test_replacing_the_key_leaves_one_endpoint_with_a_secret_we_hold(
     conn = stripe_conn(rt, demo_company.id)
     assert conn.webhook_endpoint_id == "we_second"
     assert rt.keyring.decrypt(conn.webhook_secret_encrypted) == WHSEC
+
+
+@pytest.mark.parametrize("named", ["²", "١٢٣", "9" * 30, str(2**31), "12,13"])
+def test_a_forged_event_naming_a_company_in_odd_digits_is_refused_not_a_500(
+    own_key_rt, client, demo_company, named
+):
+    """The company an unverified event names only orders the secrets tried; digits from other
+    scripts ('²' broke int()) or beyond what an id column holds are no company at all."""
+    rt = own_key_rt
+    inv = usd_invoice(rt, demo_company.id)
+    forged = {
+        **paid_session(rt, demo_company, inv, "pi_odd"),
+        "metadata": {"arbridge_company": named},
+    }
+    response = deliver(client, rt, "checkout.session.completed", forged, "evt_odd", "whsec_nobody")
+    assert response.status_code == 400
+    with rt.sessions() as s:
+        assert s.scalar(select(WebhookEvent).where(WebhookEvent.event_id == "evt_odd")) is None

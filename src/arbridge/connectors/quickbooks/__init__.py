@@ -1,7 +1,7 @@
 """QuickBooks Online: OAuth through intuit-oauth, the REST API through requests."""
 
 from arbridge.connectors.quickbooks.client import ENTITY_BY_NAME, ENTITY_NAMES, QuickBooksConnector
-from arbridge.connectors.quickbooks.oauth import Grant, IntuitOAuth, QuickBooksConfig
+from arbridge.connectors.quickbooks.oauth import Grant, IntuitOAuth, QuickBooksConfig, is_realm_id
 from arbridge.connectors.quickbooks.transport import Limiter, RealmLimiter, TokenSource
 
 __all__ = [
@@ -14,4 +14,5 @@ __all__ = [
     "QuickBooksConnector",
     "RealmLimiter",
     "TokenSource",
+    "is_realm_id",
 ]

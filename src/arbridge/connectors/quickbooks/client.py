@@ -29,6 +29,7 @@ from arbridge.connectors.base import (
     PaymentWriteBack,
     SourceRecord,
 )
+from arbridge.connectors.json_body import decimal_json
 from arbridge.connectors.quickbooks.oauth import QuickBooksConfig
 from arbridge.connectors.quickbooks.transport import (
     MINOR_VERSION,
@@ -37,7 +38,6 @@ from arbridge.connectors.quickbooks.transport import (
     Limiter,
     TokenSource,
     Unauthorized,
-    decimal_json,
     limiter_for,
     read_fault,
     request_id,

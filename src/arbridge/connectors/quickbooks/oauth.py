@@ -153,3 +153,9 @@ class IntuitOAuth:
         if not isinstance(data, dict) or not data.get("sub"):
             raise Rejected("Intuit's user info carries no user id")
         return data
+
+
+def is_realm_id(text: str) -> bool:
+    """A QuickBooks company id as Intuit writes it: ASCII digits (isdigit() alone takes '²' and
+    '١٢٣'), and no longer than any realm id is (they run to 19 digits)."""
+    return text.isascii() and text.isdigit() and len(text) <= 32

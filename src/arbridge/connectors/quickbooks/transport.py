@@ -11,20 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from decimal import Decimal
-from typing import Any, Protocol
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from arbridge.connectors.limits import LimiterPerCompany, MinuteLimiter
+from arbridge.connectors.retry import MAX_WAIT
 
 MINOR_VERSION = "75"  # the minimum Intuit accepts since August 2025; pinned
 TIMEOUT = (10, 120)  # Intuit times a request out after 120 s
 THROTTLE_WAIT = 60.0
 REQUEST_ID_MAX = 50
 
-DECIMAL_MARK = re.compile(r'"(__decimal_\d+__)"')
 XML_CODE = re.compile(r"<Error[^>]*\bcode=\"(\d+)\"")
 XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
 
@@ -49,8 +48,8 @@ class Limiter(Protocol):
         ...
 
 
-class RealmLimiter:
-    """At most `per_minute` request starts in any 60 s and `concurrent` requests in flight."""
+class RealmLimiter(MinuteLimiter):
+    """Intuit's limits for one realm in this process: 500 request starts a minute, 10 in flight."""
 
     def __init__(
         self,
@@ -58,39 +57,20 @@ class RealmLimiter:
         concurrent: int = 10,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_wait: float = MAX_WAIT,
     ) -> None:
-        self.per_minute = per_minute
-        self.monotonic = monotonic
-        self.sleep = sleep
-        self._slots = threading.BoundedSemaphore(concurrent)
-        self._lock = threading.Lock()
-        self._started: deque[float] = deque()
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        with self._slots:
-            while True:
-                with self._lock:
-                    now = self.monotonic()
-                    while self._started and self._started[0] <= now - 60:
-                        self._started.popleft()
-                    if len(self._started) < self.per_minute:
-                        self._started.append(now)
-                        break
-                    wait = self._started[0] + 60 - now
-                self.sleep(max(wait, 0.001))
-            yield
+        super().__init__(
+            per_minute,
+            concurrent,
+            label="QuickBooks",
+            monotonic=monotonic,
+            sleep=sleep,
+            max_wait=max_wait,
+        )
 
 
-# One limiter per realm per process: the limit is Intuit's per realm, so every connector built for
-# the same realm in this process (sync job, webhook handler, write-back) must share it.
-_LIMITERS: dict[str, RealmLimiter] = {}
-_LIMITERS_LOCK = threading.Lock()
-
-
-def limiter_for(realm_id: str) -> RealmLimiter:
-    with _LIMITERS_LOCK:
-        return _LIMITERS.setdefault(realm_id, RealmLimiter())
+# The limit is Intuit's per realm: every connector built for one realm here shares a limiter.
+limiter_for = LimiterPerCompany(RealmLimiter)
 
 
 class Unauthorized(Exception):
@@ -111,21 +91,6 @@ def read_fault(body: str, content_type: str) -> tuple[str | None, str]:
     first = errors[0] if isinstance(errors, list) and errors else {}
     detail = first.get("Detail") or first.get("Message") or ""
     return (str(first["code"]) if first.get("code") is not None else None, str(detail)[:300])
-
-
-def decimal_json(payload: Any) -> str:
-    """JSON with Decimal amounts written as exact number literals (json.dumps refuses Decimal)."""
-    marks: dict[str, str] = {}
-
-    def default(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            mark = f"__decimal_{len(marks)}__"
-            marks[mark] = format(value, "f")
-            return mark
-        raise TypeError(f"cannot serialise {type(value).__name__}")
-
-    text = json.dumps(payload, default=default)
-    return DECIMAL_MARK.sub(lambda m: marks[m.group(1)], text) if marks else text
 
 
 def request_id(key: str) -> str:

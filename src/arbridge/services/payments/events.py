@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from arbridge.connectors.stripe.gateway import from_stripe_amount
 from arbridge.errors import ArbridgeError
+from arbridge.inputs import InputError, parse_id
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.services.payments.webhook_secrets import install_webhook_secrets
@@ -50,8 +51,9 @@ def _hinted_companies(s: Session, event: Mapping[str, Any]) -> list[int]:
         return []
     found: list[int] = []
     meta = obj.get("metadata")
-    if isinstance(meta, dict) and str(meta.get("arbridge_company") or "").isdigit():
-        found.append(int(meta["arbridge_company"]))
+    named = _meta_id(meta.get("arbridge_company")) if isinstance(meta, dict) else None
+    if named is not None:
+        found.append(named)
     intents = [
         obj.get("payment_intent"),
         obj.get("id") if obj.get("object") == "payment_intent" else None,
@@ -136,9 +138,19 @@ class Observed:
     dispute_status: str | None = None  # Stripe's: needs_response, won, lost, warning_closed...
 
 
+def _meta_id(raw: Any) -> int | None:
+    """An id we wrote into Stripe metadata, or None: ASCII digits that an id column can hold
+    (isdigit() takes '²', which int() refuses, and digits no id column holds)."""
+    try:
+        return parse_id(str(raw)) if raw is not None else None
+    except InputError:
+        return None
+
+
 def _meta_ints(meta: Mapping[str, Any], key: str) -> tuple[int, ...]:
     raw = str(meta.get(key) or "")
-    return tuple(int(x) for x in raw.split(",") if x.strip().isdigit())
+    ids = (_meta_id(x) for x in raw.split(","))
+    return tuple(i for i in ids if i is not None)
 
 
 def from_session(obj: Mapping[str, Any], status: str, method: str | None) -> Observed | None:

@@ -19,6 +19,8 @@ NAMING = {
 }
 
 PROVIDERS = ("quickbooks", "xero", "stripe", "demo")
+# Connections that take payments rather than keep the books; every other provider is a ledger.
+PAYMENT_PROVIDERS = ("stripe",)
 CONNECTION_STATUSES = ("active", "needs_reconnect", "disconnected")
 INVOICE_STATUSES = ("open", "paid", "voided", "deleted")
 DOCUMENT_STATUSES = ("open", "closed", "voided", "deleted")
