@@ -84,6 +84,19 @@ class QuickBooksSettings:
 
 
 @dataclass(frozen=True)
+class XeroSettings:
+    """ARBRIDGE_XERO_*: the Xero app arbridge runs as (configured once both credentials are set).
+    The bases point at another server (a local fake in tests); the defaults are Xero's own."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    redirect_uri: str | None = None
+    webhook_key: str | None = field(default=None, repr=False)
+    api_base: str = "https://api.xero.com"
+    identity_base: str = "https://identity.xero.com"
+
+
+@dataclass(frozen=True)
 class StripeSettings:
     """ARBRIDGE_STRIPE_*: the platform's Stripe (without a secret key, each business brings its
     own key and the demo uses the simulated Stripe)."""
@@ -121,6 +134,7 @@ SECTION_TYPES: dict[str, type] = {
     "quickbooks": QuickBooksSettings,
     "stripe": StripeSettings,
     "smtp": SmtpSettings,
+    "xero": XeroSettings,
 }
 
 
@@ -134,7 +148,7 @@ def _section_values(section: str, current: Any) -> dict[str, Any]:
 
 def _section(section: str, values: Mapping[str, Any]) -> Any:
     """The section for these values, or None while they do not configure it."""
-    if section == "quickbooks":
+    if section in ("quickbooks", "xero"):
         if not (values.get("client_id") and values.get("client_secret")):
             return None
     elif section == "stripe":
@@ -171,6 +185,26 @@ def _qbo(env: Mapping[str, str]) -> QuickBooksSettings | None:
     )
 
 
+def _xero(env: Mapping[str, str]) -> XeroSettings | None:
+    for name in ("XERO_API_BASE", "XERO_IDENTITY_BASE", "XERO_REDIRECT_URI"):
+        value = env.get(PREFIX + name)
+        if value and urlsplit(value).scheme not in {"http", "https"}:
+            raise ConfigError(f"{PREFIX}{name} must be an http(s) URL, not {value!r}")
+    return _section(
+        "xero",
+        {
+            "client_id": env.get(PREFIX + "XERO_CLIENT_ID") or None,
+            "client_secret": env.get(PREFIX + "XERO_CLIENT_SECRET") or None,
+            "redirect_uri": env.get(PREFIX + "XERO_REDIRECT_URI") or None,
+            "webhook_key": env.get(PREFIX + "XERO_WEBHOOK_KEY") or None,
+            "api_base": (env.get(PREFIX + "XERO_API_BASE") or "https://api.xero.com").rstrip("/"),
+            "identity_base": (
+                env.get(PREFIX + "XERO_IDENTITY_BASE") or "https://identity.xero.com"
+            ).rstrip("/"),
+        },
+    )
+
+
 @dataclass(frozen=True)
 class _Fields:
     """The settings' fields (see Settings, which also takes the flat names of the sections)."""
@@ -196,9 +230,9 @@ class _Fields:
     quickbooks: QuickBooksSettings | None = None
     stripe: StripeSettings | None = None
     smtp: SmtpSettings | None = None
-    # Xero and Twilio (SMS) get their sections, and their ARBRIDGE_* variables, with the
-    # features that use them; until then they are never configured.
-    xero: None = None
+    xero: XeroSettings | None = None
+    # Twilio (SMS) gets its section, and its ARBRIDGE_* variables, with the feature that uses
+    # it; until then it is never configured.
     twilio: None = None
 
     @classmethod
@@ -259,6 +293,7 @@ class _Fields:
                 },
             ),
             smtp=_section("smtp", {"url": env.get(PREFIX + "SMTP_URL") or None}),
+            xero=_xero(env),
         )
 
     @property
@@ -286,8 +321,8 @@ class _Fields:
 class Settings(_Fields):
     """One frozen settings object, read once from ARBRIDGE_* variables at startup.
 
-    The outside services each have a section (`settings.quickbooks`, `.stripe`, `.smtp`; None
-    while unconfigured). The flat names they were known by before (`qbo_client_id`,
+    The outside services each have a section (`settings.quickbooks`, `.xero`, `.stripe`, `.smtp`;
+    None while unconfigured). The flat names they were known by before (`qbo_client_id`,
     `stripe_secret_key`, `smtp_url`, ...) are still accepted by `Settings(...)` and `with_(...)`
     and readable as properties, so code and deployments written against them keep working."""
 

@@ -106,3 +106,17 @@ def test_0014_splits_each_balance_into_the_ledger_s_and_the_unposted_and_back(bl
     assert "ledger_balance_minor" not in columns and "unposted_minor" not in columns
     command.upgrade(cfg, "head")
     assert db.current_revision(blank_engine) == db.head_revision()
+
+
+def test_0015_makes_the_outbox_provider_ref_text_and_back(blank_engine):
+    cfg = db.alembic_config(blank_engine)
+    command.upgrade(cfg, "0015")
+    with blank_engine.connect() as conn:
+        [ref] = [c for c in inspect(conn).get_columns("outbox") if c["name"] == "provider_ref"]
+    assert getattr(ref["type"], "length", None) is None  # text: any number of Xero payment ids
+    command.downgrade(cfg, "0014")
+    with blank_engine.connect() as conn:
+        [ref] = [c for c in inspect(conn).get_columns("outbox") if c["name"] == "provider_ref"]
+    assert ref["type"].length == 200
+    command.upgrade(cfg, "head")
+    assert db.current_revision(blank_engine) == db.head_revision()

@@ -3,7 +3,10 @@ ARBRIDGE_* variables as before."""
 
 from __future__ import annotations
 
-from arbridge.config import Settings, SmtpSettings, StripeSettings
+import pytest
+
+from arbridge.config import Settings, SmtpSettings, StripeSettings, XeroSettings
+from arbridge.errors import ConfigError
 
 BASE = {"ARBRIDGE_INSTANCE_PATH": "/tmp/arbridge-sections-test"}
 
@@ -52,3 +55,50 @@ def test_the_flat_names_still_set_and_read_the_sections():
     assert qbo.quickbooks is not None and qbo.quickbooks.api_base == "http://q"
     assert qbo.stripe == changed.stripe  # the other sections are left as they were
     assert s.qbo_environment == "sandbox" and s.qbo_client_id is None
+
+
+def test_the_xero_section_is_read_from_its_variables_and_hides_its_secrets():
+    s = Settings.from_env(
+        {
+            **BASE,
+            "ARBRIDGE_XERO_CLIENT_ID": "XEROCID",
+            "ARBRIDGE_XERO_CLIENT_SECRET": "xero-secret",
+            "ARBRIDGE_XERO_REDIRECT_URI": "https://ar.example/xero/callback",
+            "ARBRIDGE_XERO_WEBHOOK_KEY": "xero-hook-key",
+            "ARBRIDGE_XERO_API_BASE": "http://127.0.0.1:8123/",
+        },
+        dotenv=False,
+    )
+    assert s.xero == XeroSettings(
+        client_id="XEROCID",
+        client_secret="xero-secret",
+        redirect_uri="https://ar.example/xero/callback",
+        webhook_key="xero-hook-key",
+        api_base="http://127.0.0.1:8123",
+        identity_base="https://identity.xero.com",
+    )
+    shown = repr(s)
+    assert "XEROCID" in shown
+    for secret in ("xero-secret", "xero-hook-key"):
+        assert secret not in shown
+
+
+def test_xero_defaults_to_xeros_own_servers_and_needs_both_credentials():
+    s = Settings.from_env(
+        {**BASE, "ARBRIDGE_XERO_CLIENT_ID": "XEROCID", "ARBRIDGE_XERO_CLIENT_SECRET": "x"},
+        dotenv=False,
+    )
+    assert s.xero is not None
+    assert (s.xero.api_base, s.xero.identity_base) == (
+        "https://api.xero.com",
+        "https://identity.xero.com",
+    )
+    alone = Settings.from_env({**BASE, "ARBRIDGE_XERO_CLIENT_ID": "XEROCID"}, dotenv=False)
+    assert alone.xero is None
+
+
+def test_a_xero_base_must_be_a_url():
+    with pytest.raises(ConfigError, match="ARBRIDGE_XERO_IDENTITY_BASE"):
+        Settings.from_env(
+            {**BASE, "ARBRIDGE_XERO_IDENTITY_BASE": "identity.xero.com"}, dotenv=False
+        )

@@ -150,3 +150,70 @@ def connect_quickbooks(slug: str, realm_id: str, refresh_token: str) -> None:
         f"Connected {slug} to QuickBooks company {realm_id}. "
         f"Run `arbridge sync --company {slug}` for the first sync."
     )
+
+
+@connect.command("xero")
+@click.option("--company", "slug", required=True, help="The company's slug.")
+@click.option("--tenant-id", required=True, help="The Xero organisation's tenant id.")
+@click.option(
+    "--refresh-token",
+    required=True,
+    help="A refresh token of a grant that covers that organisation (with offline_access).",
+)
+@click.option(
+    "--payment-account-id",
+    default=None,
+    help="The AccountID of the Xero bank account (or one that allows payments, such as a "
+    "Stripe clearing account) that payments collected through arbridge are recorded into.",
+)
+def connect_xero(
+    slug: str, tenant_id: str, refresh_token: str, payment_account_id: str | None
+) -> None:
+    """Connect a company to a Xero organisation with an existing refresh token.
+
+    The token is exchanged at once (Xero rotates it; the new one is stored
+    encrypted), and the grant must prove it reads the organisation (Xero lists
+    it among the grant's connections and answers its Organisation) before it is
+    attached. Needs ARBRIDGE_XERO_CLIENT_ID and ARBRIDGE_XERO_CLIENT_SECRET of
+    the app that issued it.
+    """
+    from arbridge.connectors.xero.client import GUID
+    from arbridge.providers import xero
+    from arbridge.sync.db import transaction
+    from arbridge.sync.store import get_company
+    from arbridge.sync.xero_store import attach, store_xero_prefs, tenant_owner, xero_prefs
+
+    tenant_id = tenant_id.strip()
+    if not GUID.match(tenant_id):
+        raise ArbridgeError(f"{tenant_id!r} is not a Xero tenant id (a GUID)")
+    account = (payment_account_id or "").strip() or None
+    if account is not None and not GUID.match(account):
+        raise ArbridgeError(f"{account!r} is not a Xero AccountID (a GUID)")
+    rt = open_runtime()
+    try:
+        with rt.sessions() as session:
+            company = get_company(session, slug)  # before the token is spent
+            other = tenant_owner(session, tenant_id)
+        if other is not None and other != company.id:
+            raise ArbridgeError(
+                f"Xero organisation {tenant_id} is already connected to another company"
+            )
+        grant = xero.oauth(rt).refresh(refresh_token.strip())
+        tenant = xero.prove_tenant(rt, grant, tenant_id)
+        with transaction(rt.sessions) as session:
+            company = get_company(session, slug)
+            attach(session, rt.keyring, rt.clock, company, tenant_id, grant)
+            if account is not None:
+                store_xero_prefs(company, payment_account_id=account)
+            chosen = xero_prefs(company).get("payment_account_id")
+    finally:
+        rt.close()
+    click.echo(
+        f"Connected {slug} to Xero organisation {tenant.name or tenant_id}. "
+        f"Run `arbridge sync --company {slug}` for the first sync."
+    )
+    if not chosen:
+        click.echo(
+            "No Xero account is chosen for collected payments yet: writing them into Xero fails "
+            "until one is (run this again with --payment-account-id)."
+        )

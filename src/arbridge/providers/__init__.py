@@ -1,6 +1,6 @@
 """The ledger providers arbridge knows, one `register` line each (see providers/base.py)."""
 
-from arbridge.providers import demo, quickbooks
+from arbridge.providers import demo, quickbooks, xero
 from arbridge.providers.base import (
     CallLimits,
     Provider,
@@ -16,6 +16,7 @@ from arbridge.providers.base import (
 
 register(demo.PROVIDER)
 register(quickbooks.PROVIDER)
+register(xero.PROVIDER)
 
 __all__ = [
     "CallLimits",

@@ -8,6 +8,13 @@ no events, which must be answered 200 with an empty body and 401 respectively, w
 CONTACT | CREDITNOTE | SUBSCRIPTION, "eventType": CREATE | UPDATE, "eventDateUtc"}],
 "firstEventSequence", "lastEventSequence", "entropy"}. There are no payment events: a payment
 shows as an update of its invoice. Events only say what changed, so the worker fetches it.
+
+Handling an event makes the company's incremental sync due now (as for QuickBooks): the sync
+reads everything modified since its cursor, the named records among them, several to a page. A
+GET inside the handler would run in the event's transaction, which on SQLite holds the only write
+lock, so a token refresh (committed on its own before the new token is used) would wait on it.
+Xero sends no deletion events (a deleted or voided invoice is an UPDATE), so nothing is applied
+here directly.
 """
 
 from __future__ import annotations
@@ -16,13 +23,13 @@ import json
 import logging
 from collections.abc import Mapping
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock
 from arbridge.errors import ArbridgeError
 from arbridge.sync.mappers.xero import parse_instant
-from arbridge.sync.model import Connection
+from arbridge.sync.model import CompanyJob, Connection, WebhookEvent
 from arbridge.webhooks.inbox import InboxEvent, Stored, store
 from arbridge.webhooks.verify import verify_base64_hmac_sha256
 
@@ -112,3 +119,24 @@ def receive(
     for tenant in sorted(t or "" for t in tenants - known):
         log.warning("Xero webhook for tenant %s, which no company has connected: ignored", tenant)
     return store(session, clock, "xero", headers, body, [e for e in events if e.tenant_id in known])
+
+
+def handle_xero_event(session: Session, event: WebhookEvent, clock: Clock) -> None:
+    """Bring the named change in: the company's incremental sync becomes due now."""
+    conn = session.scalar(
+        select(Connection).where(
+            Connection.provider == "xero", Connection.tenant_id == event.tenant_id
+        )
+    )
+    if conn is None or conn.status != "active":
+        log.info("Xero event %s for an inactive or unknown tenant: skipped", event.event_id)
+        return
+    session.execute(
+        update(CompanyJob)
+        .where(
+            CompanyJob.company_id == conn.company_id,
+            CompanyJob.job == "sync",
+            CompanyJob.next_run_at > clock.now(),
+        )
+        .values(next_run_at=clock.now())
+    )

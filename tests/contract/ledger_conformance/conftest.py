@@ -2,8 +2,8 @@
 
 `ledger` is parametrized by provider name: each name has a fixture `<name>_ledger` that returns a
 `LedgerUnderTest` (the connector as the product builds it, plus the bookkeeper's moves on the
-ledger behind it). Adding a provider (Xero) is one more fixture here and one more name in
-PROVIDERS; the tests in test_conformance.py stay as they are.
+ledger behind it). Adding a provider is one more fixture here and one more name in PROVIDERS;
+the tests in test_conformance.py stay as they are.
 """
 
 from __future__ import annotations
@@ -19,15 +19,23 @@ import pytest
 import responses
 
 from arbridge.clock import FixedClock
+from arbridge.config import XeroSettings
 from arbridge.connectors.base import LedgerConnector
 from arbridge.connectors.demo import DemoConnector, DemoLedger
+from arbridge.connectors.xero import Grant
 from arbridge.runtime import Runtime
+from arbridge.sync import xero_store
+from arbridge.sync.db import transaction
 from arbridge.sync.quickbooks_store import build_connector
+from arbridge.sync.store import create_company
 from tests.builders import RATES
 from tests.contract.quickbooks.conftest import connect_company
 from tests.contract.quickbooks.fake import API, DISCOVERY, FakeQuickBooks
+from tests.contract.xero.fake import CLIENT_ID as XERO_CLIENT_ID
+from tests.contract.xero.fake import CLIENT_SECRET as XERO_CLIENT_SECRET
+from tests.contract.xero.fake import FakeXero
 
-PROVIDERS = ["demo", "quickbooks"]
+PROVIDERS = ["demo", "quickbooks", "xero"]
 
 
 @dataclass
@@ -126,7 +134,9 @@ def demo_ledger(tmp_path: Path, clock: FixedClock) -> LedgerUnderTest:
 
 
 @pytest.fixture
-def settings(settings):
+def settings(settings, httpserver):
+    # Xero is faked by a real local HTTP server (xero-python speaks urllib3, not requests).
+    base = httpserver.url_for("/").rstrip("/")
     return settings.with_(
         qbo_client_id="ABfakeClientId",
         qbo_client_secret="fake-client-secret",
@@ -134,6 +144,12 @@ def settings(settings):
         qbo_environment="sandbox",
         qbo_api_base=API,
         qbo_discovery_url=DISCOVERY,
+        xero=XeroSettings(
+            client_id=XERO_CLIENT_ID,
+            client_secret=XERO_CLIENT_SECRET,
+            api_base=base,
+            identity_base=base,
+        ),
     )
 
 
@@ -173,6 +189,85 @@ def quickbooks_ledger(rt: Runtime, clock: FixedClock) -> Iterator[LedgerUnderTes
             throttle=fake.throttle,
             sleeps=sleeps,
         )
+
+
+@dataclass
+class XeroUnderTest(LedgerUnderTest):
+    fake: Any = None
+
+    def tick(self) -> None:
+        """Xero's cursor is the server's own time less a minute (connectors/xero/client.py):
+        two minutes pass on the server too, so a change after this is after any cursor."""
+        super().tick()
+        self.fake.now += timedelta(minutes=2)
+
+
+@pytest.fixture
+def xero_ledger(rt: Runtime, clock: FixedClock, httpserver) -> XeroUnderTest:
+    fake = FakeXero()
+    fake.base_currency = "USD"
+    fake.install(httpserver)
+    access, refresh = fake.issue_grant()
+    with transaction(rt.sessions) as s:
+        company = create_company(
+            s,
+            rt.clock,
+            name="Conformance Co",
+            slug="conformance",
+            home_currency="USD",
+            timezone="UTC",
+            country="US",
+            owner_email="owner@conformance.example",
+        )
+        xero_store.store_xero_prefs(company, payment_account_id=fake.bank_accounts["090"])
+        conn = xero_store.attach(
+            s,
+            rt.keyring,
+            rt.clock,
+            company,
+            fake.tenant_id,
+            Grant(access, refresh, clock.now() + timedelta(minutes=30), None),
+        )
+        s.flush()
+        s.expunge(conn)
+    sleeps: list[float] = []
+
+    def connector(page_size: int | None = None) -> LedgerConnector:
+        return xero_store.build_connector(
+            rt.settings, rt.sessions, rt.keyring, rt.clock, conn,
+            sleep=sleeps.append, **_page(page_size),
+        )  # fmt: skip
+
+    def add_customer(name: str, *, active: bool = True) -> str:
+        return fake.add_contact(name, status="ACTIVE" if active else "ARCHIVED", currency="USD")
+
+    def add_invoice(customer: str, amount: str, due: date) -> str:
+        return fake.add_invoice(
+            customer, amount, issued=due - timedelta(days=30), due=due, currency="USD"
+        )
+
+    def expire() -> None:
+        fake.expire_access_tokens()
+
+    def revoke() -> None:
+        fake.expire_access_tokens()
+        fake.refresh_tokens.clear()
+
+    return XeroUnderTest(
+        name="xero",
+        clock=clock,
+        connector=connector,
+        add_customer=add_customer,
+        add_invoice=add_invoice,
+        void_invoice=lambda i: fake.update_invoice(i, Status="VOIDED", AmountDue=Decimal(0)),
+        delete_invoice=lambda i: fake.update_invoice(i, Status="DELETED"),
+        balance_of=lambda raw: Decimal(str(raw["AmountDue"])),
+        expire_access_token=expire,
+        revoke_grant=revoke,
+        throttle=lambda: fake.injected.append(("throttle", 3600, "minute")),
+        sleeps=sleeps,
+        fake=fake,
+    )
 
 
 def _page(page_size: int | None) -> dict[str, int]:

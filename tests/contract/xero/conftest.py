@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
+from arbridge.config import Settings, XeroSettings
 from arbridge.connectors.xero import TenantLimiter, XeroConfig, XeroConnector, XeroIdentity
+from arbridge.money import Money
+from arbridge.sync.model import Invoice
 from tests.contract.xero.fake import CLIENT_ID, CLIENT_SECRET, FakeXero
 
 WEBHOOK_KEY = "xero-webhook-key-5b1f0c"
@@ -58,6 +63,22 @@ def config(httpserver) -> XeroConfig:
         webhook_key=WEBHOOK_KEY,
         api_base=base,
         identity_base=base,
+    )
+
+
+@pytest.fixture
+def settings(settings: Settings, config: XeroConfig) -> Settings:
+    """The runtime's settings with the Xero app configured against the fake (the variables a
+    self-hosted install would set are read in tests/unit/test_config_sections.py)."""
+    return settings.with_(
+        xero=XeroSettings(
+            client_id=config.client_id,
+            client_secret=config.client_secret,
+            redirect_uri=config.redirect_uri,
+            webhook_key=config.webhook_key,
+            api_base=config.api_base,
+            identity_base=config.identity_base,
+        )
     )
 
 
@@ -139,3 +160,13 @@ def seed(fake: FakeXero, invoices: int = 12) -> dict[str, list[str]]:
         "not_owed": [draft, bill],
         "credits": [credit, over, pre],
     }
+
+
+def open_balance(rt, conn) -> dict[str, Decimal]:
+    with rt.sessions() as s:
+        rows = s.execute(
+            select(Invoice.currency, func.sum(Invoice.open_balance_minor))
+            .where(Invoice.company_id == conn.company_id, Invoice.status == "open")
+            .group_by(Invoice.currency)
+        ).all()
+    return {currency: Money.from_minor(int(minor), currency).amount for currency, minor in rows}

@@ -458,6 +458,20 @@ class FakeXero:
                     }
                 ]
             }
+        if request.method == "GET" and parts == ["Accounts"]:
+            self.calls["GET Accounts"] += 1
+            return 200, {
+                "Accounts": [
+                    {
+                        "AccountID": account_id,
+                        "Code": code,
+                        "Name": f"Bank account {code}",
+                        "Type": "BANK",
+                        "Status": "ACTIVE",
+                    }
+                    for code, account_id in sorted(self.bank_accounts.items())
+                ]
+            }
         if name is None:
             return 404, {"Title": "Not Found"}
         self.calls[f"{request.method} {name}"] += 1

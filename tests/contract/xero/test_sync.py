@@ -1,7 +1,7 @@
 """The Xero connector and mapper under the runner, on the database: a company whose books match
 the fake ledger after full and incremental syncs and a write-back; tokens refreshed once under
-the row lock; webhook deliveries stored once. The provider is not registered yet, so the mapper
-is given to the runner directly for these tests."""
+the row lock; webhook deliveries stored once. The connector is built by hand here (to set its page
+size); tests/contract/xero/test_provider.py builds it through the provider registry."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import json
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 
@@ -22,23 +21,15 @@ from arbridge.connectors.xero import Grant, TenantLimiter, XeroConnector
 from arbridge.money import Money
 from arbridge.sync import connections
 from arbridge.sync.db import transaction
-from arbridge.sync.mappers.xero import map_record
 from arbridge.sync.model import Connection, CreditNote, Customer, Invoice, Payment, WebhookEvent
-from arbridge.sync.runner import register_mapper, sync_connection, unregister_mapper
+from arbridge.sync.runner import sync_connection
 from arbridge.sync.store import create_company
 from arbridge.webhooks.xero import receive
-from tests.contract.xero.conftest import TODAY, WEBHOOK_KEY, seed
+from tests.contract.xero.conftest import TODAY, WEBHOOK_KEY, open_balance, seed
 
 
 @pytest.fixture
-def mapper() -> Iterator[None]:
-    register_mapper("xero", map_record)
-    yield
-    unregister_mapper("xero")
-
-
-@pytest.fixture
-def conn(rt, fake, mapper) -> Connection:
+def conn(rt, fake) -> Connection:
     access, refresh = fake.issue_grant()
     grant = Grant(access, refresh, rt.clock.now() + timedelta(minutes=30), None)
     with transaction(rt.sessions) as s:
@@ -103,16 +94,6 @@ def books(rt, conn) -> dict[str, object]:
             ),
             "payments": s.execute(select(Payment.source_id, Payment.status)).tuples().all(),
         }
-
-
-def open_balance(rt, conn) -> dict[str, Decimal]:
-    with rt.sessions() as s:
-        rows = s.execute(
-            select(Invoice.currency, func.sum(Invoice.open_balance_minor))
-            .where(Invoice.company_id == conn.company_id, Invoice.status == "open")
-            .group_by(Invoice.currency)
-        ).all()
-    return {currency: Money.from_minor(int(minor), currency).amount for currency, minor in rows}
 
 
 def test_full_and_incremental_syncs_match_the_ledger(rt, fake, conn, config, identity):

@@ -54,6 +54,7 @@ from arbridge.errors import AuthExpired, NotFound, Rejected
 log = logging.getLogger(__name__)
 
 RECEIVABLE_STATUSES = ["AUTHORISED", "PAID", "VOIDED", "DELETED"]  # not DRAFT or SUBMITTED
+TOMBSTONE_ENTITIES = ("invoices", "payments")
 PAYMENTS_PER_REQUEST = 50  # Xero: "up to about 50" elements per PUT
 IDEMPOTENCY_KEY_MAX = 128
 # The query string of a read by ids stays under this many characters (Xero answers 414 to long
@@ -262,8 +263,15 @@ class XeroConnector:
         rows = data.get(name) or []
         if not isinstance(rows, list):
             raise Rejected(f"Xero's {name} is not a list")
+        # A deleted invoice or payment stays readable in Xero with Status DELETED: it comes
+        # out as a tombstone, as a ledger that forgets deleted records would say it.
         return [
-            SourceRecord(entity, str(r.get(id_field) or ""), False, r)
+            SourceRecord(
+                entity,
+                str(r.get(id_field) or ""),
+                entity in TOMBSTONE_ENTITIES and r.get("Status") == "DELETED",
+                r,
+            )
             for r in rows
             if isinstance(r, dict)
         ]
@@ -364,6 +372,19 @@ class XeroConnector:
             "currency": org.get("BaseCurrency"),
             "timezone": org.get("Timezone"),
         }
+
+    def payment_accounts(self) -> list[tuple[str, str]]:
+        """(AccountID, name) of the active bank accounts: where a payment may be recorded (a
+        Stripe clearing account is usually set up as one)."""
+        data = self._read("the bank accounts", "get_accounts", where='Type=="BANK"')
+        rows = data.get("Accounts") or []
+        if not isinstance(rows, list):
+            raise Rejected("Xero's Accounts is not a list")
+        return [
+            (str(a["AccountID"]), str(a.get("Name") or a.get("Code") or a["AccountID"]))
+            for a in rows
+            if isinstance(a, dict) and a.get("AccountID") and a.get("Status") in (None, "ACTIVE")
+        ]
 
     # -- writing --------------------------------------------------------------------------------
 

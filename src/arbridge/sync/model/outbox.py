@@ -29,7 +29,9 @@ class OutboxMessage(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
     last_error: Mapped[str | None] = mapped_column(Text)
-    provider_ref: Mapped[str | None] = mapped_column(String(200))
+    # What the provider called the result (a ledger payment's id; a Xero write-back's ids, one
+    # per invoice settled, comma-joined): text, as that list has no useful bound.
+    provider_ref: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
 

@@ -1,0 +1,130 @@
+"""POST /webhooks/xero: Xero's intent-to-receive check (200 with an empty body for a good
+signature, 401 for a bad one), each change stored once, unknown tenants ignored, and the worker
+then bringing the named invoice in from the fake so the report shows its new balance."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+from datetime import timedelta
+from decimal import Decimal
+
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from arbridge.cli import main
+from arbridge.sync.model import WebhookEvent
+from arbridge.worker import claim_and_run, drain
+from tests.contract.quickbooks.test_webhooks import push_sync_job_back
+from tests.contract.xero.conftest import WEBHOOK_KEY
+from tests.contract.xero.test_end_to_end import cli_env, company, connect, ledger, run
+
+INTENT = json.dumps(
+    {"events": [], "firstEventSequence": 0, "lastEventSequence": 0, "entropy": "S0m3r4Nd0mt3xt"}
+).encode()
+
+
+def sign(body: bytes, key: str = WEBHOOK_KEY) -> str:
+    return base64.b64encode(hmac.new(key.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def post(client, body: bytes, signature: str | None = None):
+    return client.post(
+        "/webhooks/xero",
+        data=body,
+        headers={
+            "x-xero-signature": sign(body) if signature is None else signature,
+            "Content-Type": "application/json",
+        },
+    )
+
+
+def delivery(*events: tuple[str, str, str]) -> bytes:
+    """(tenant, category, resource id) per event."""
+    return json.dumps(
+        {
+            "events": [
+                {
+                    "resourceUrl": f"https://api.xero.com/api.xro/2.0/Invoices/{resource}",
+                    "resourceId": resource,
+                    "tenantId": tenant,
+                    "tenantType": "ORGANISATION",
+                    "eventCategory": category,
+                    "eventType": "UPDATE",
+                    "eventDateUtc": "2026-11-24T14:59:37.357",
+                }
+                for tenant, category, resource in events
+            ],
+            "firstEventSequence": 1,
+            "lastEventSequence": len(events),
+            "entropy": "ABCDEFGHIJKLMNOPQRST",
+        }
+    ).encode()
+
+
+def stored(rt) -> int:
+    with rt.sessions() as s:
+        return s.scalar(select(func.count()).select_from(WebhookEvent))
+
+
+def test_intent_to_receive_signed_gets_an_empty_200(rt, client):
+    answer = post(client, INTENT)
+    assert (answer.status_code, answer.data) == (200, b"")
+
+
+def test_intent_to_receive_mis_signed_gets_401(rt, client):
+    assert post(client, INTENT, sign(INTENT, "not-the-key")).status_code == 401
+    assert post(client, INTENT, "").status_code == 401
+    assert post(client, INTENT + b" ", sign(INTENT)).status_code == 401  # other bytes
+    unsigned = client.post("/webhooks/xero", data=INTENT, content_type="application/json")
+    assert unsigned.status_code == 401
+    assert stored(rt) == 0
+
+
+def test_duplicates_are_stored_once_and_unknown_tenants_ignored(
+    rt, settings, config, client, fake, caplog
+):
+    company(rt, "harbor-nz")
+    assert (
+        connect(settings, config, "harbor-nz", fake.tenant_id, fake.issue_grant()[1]).exit_code == 0
+    )
+    stranger = "0b0e2a6c-4ad4-4b8f-a3f5-5d9b26f0a111"
+    body = delivery(
+        (fake.tenant_id, "INVOICE", "9c1d2f4e-1111-4e5b-8a3f-2c1d0e9f8a7b"),
+        (stranger, "CONTACT", "9c1d2f4e-2222-4e5b-8a3f-2c1d0e9f8a7b"),
+    )
+    with caplog.at_level(logging.WARNING, logger="arbridge.webhooks.xero"):
+        first, again = post(client, body), post(client, body)
+    assert (first.status_code, first.data, again.status_code, again.data) == (200, b"", 200, b"")
+    assert stored(rt) == 1
+    assert any(stranger in r.getMessage() for r in caplog.records)
+
+
+def test_the_worker_brings_the_named_invoice_in(rt, settings, config, client, fake):
+    company(rt, "harbor-nz")
+    ids = ledger(fake)
+    assert (
+        connect(settings, config, "harbor-nz", fake.tenant_id, fake.issue_grant()[1]).exit_code == 0
+    )
+    assert run(settings, config, "sync", "--company", "harbor-nz").exit_code == 0
+
+    fake.now += timedelta(minutes=20)
+    fake.update_invoice(ids[2], AmountDue=Decimal("12.34"), AmountPaid=Decimal("198.16"))
+    push_sync_job_back(rt)
+    calls = len(fake.requests)
+    assert post(client, delivery((fake.tenant_id, "INVOICE", ids[2]))).status_code == 200
+    assert len(fake.requests) == calls  # the request only stores: Xero wants an answer in 5 s
+    assert not claim_and_run(rt, "sync")  # nothing due before the worker has read the event
+    drain(rt)
+    assert claim_and_run(rt, "sync")
+    report = CliRunner().invoke(
+        main,
+        ["report", "--company", "harbor-nz", "--format", "json"],
+        env=cli_env(settings, config),
+    )
+    assert Decimal(json.loads(report.stdout)["open_balance"]) == fake.open_balance()["NZD"]
+    with rt.sessions() as s:
+        assert s.scalar(select(WebhookEvent.status)) == "processed"
