@@ -12,10 +12,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
 
 from arbridge.connectors.retry import MAX_WAIT
 from arbridge.errors import RateLimited
+
+
+class Limiter(Protocol):
+    def slot(self) -> AbstractContextManager[None]:
+        """Wait for a call slot; hold it for the length of one request."""
+        ...
 
 
 class MinuteLimiter:

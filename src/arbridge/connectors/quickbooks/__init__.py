@@ -1,8 +1,9 @@
 """QuickBooks Online: OAuth through intuit-oauth, the REST API through requests."""
 
+from arbridge.connectors.limits import Limiter
 from arbridge.connectors.quickbooks.client import ENTITY_BY_NAME, ENTITY_NAMES, QuickBooksConnector
 from arbridge.connectors.quickbooks.oauth import Grant, IntuitOAuth, QuickBooksConfig, is_realm_id
-from arbridge.connectors.quickbooks.transport import Limiter, RealmLimiter, TokenSource
+from arbridge.connectors.quickbooks.transport import RealmLimiter, TokenSource
 
 __all__ = [
     "ENTITY_BY_NAME",

@@ -30,12 +30,12 @@ from arbridge.connectors.base import (
     SourceRecord,
 )
 from arbridge.connectors.json_body import decimal_json
+from arbridge.connectors.limits import Limiter
 from arbridge.connectors.quickbooks.oauth import QuickBooksConfig
 from arbridge.connectors.quickbooks.transport import (
     MINOR_VERSION,
     THROTTLE_WAIT,
     TIMEOUT,
-    Limiter,
     TokenSource,
     Unauthorized,
     limiter_for,

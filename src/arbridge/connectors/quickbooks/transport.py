@@ -13,7 +13,6 @@ import json
 import re
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Protocol
 
 from arbridge.connectors.limits import LimiterPerCompany, MinuteLimiter
@@ -39,12 +38,6 @@ class TokenSource(Protocol):
 
     def give_up(self, reason: str) -> None:
         """The grant is dead: mark the connection for reconnecting and tell the owner."""
-        ...
-
-
-class Limiter(Protocol):
-    def slot(self) -> AbstractContextManager[None]:
-        """Wait for a call slot; hold it for the length of one request."""
         ...
 
 

@@ -35,11 +35,11 @@ from arbridge.connectors.base import (
     PaymentWriteBack,
     SourceRecord,
 )
+from arbridge.connectors.limits import Limiter
 from arbridge.connectors.retry import MAX_WAIT, RetryNow, with_retries
 from arbridge.connectors.xero.sdk import (
     TIMEOUT,
     Forbidden,
-    Limiter,
     Remaining,
     Response,
     Unauthorized,

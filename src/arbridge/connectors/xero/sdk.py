@@ -14,15 +14,11 @@ of sight of connectors/retry.py, which must decide between a short wait and Rate
 from __future__ import annotations
 
 import json
-import re
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlencode
 
 import certifi
@@ -32,6 +28,9 @@ from xero_python.api_client.configuration import Configuration
 from xero_python.api_client.oauth2 import OAuth2Token
 from xero_python.exceptions import ApiException
 
+from arbridge.connectors.json_body import decimal_json
+from arbridge.connectors.limits import LimiterPerCompany, MinuteLimiter
+from arbridge.connectors.retry import MAX_WAIT
 from arbridge.errors import NotFound, RateLimited, Rejected, Transient
 
 API_BASE = "https://api.xero.com"  # the accounting API under /api.xro/2.0, tenants at /connections
@@ -93,15 +92,8 @@ class Remaining:
         return found if found != cls() else None
 
 
-class Limiter(Protocol):
-    def slot(self) -> AbstractContextManager[None]:
-        """Wait for a call slot; hold it for the length of one request."""
-        ...
-
-
-class TenantLimiter:
-    """At most `per_minute` request starts in any 60 s and `concurrent` in flight, in this
-    process (sync/call_limits.py keeps the budget across processes)."""
+class TenantLimiter(MinuteLimiter):
+    """Xero's limits for one tenant in this process: 60 request starts a minute, 5 in flight."""
 
     def __init__(
         self,
@@ -109,38 +101,20 @@ class TenantLimiter:
         concurrent: int = 5,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_wait: float = MAX_WAIT,
     ) -> None:
-        self.per_minute = per_minute
-        self.monotonic = monotonic
-        self.sleep = sleep
-        self._slots = threading.BoundedSemaphore(concurrent)
-        self._lock = threading.Lock()
-        self._started: deque[float] = deque()
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        with self._slots:
-            while True:
-                with self._lock:
-                    now = self.monotonic()
-                    while self._started and self._started[0] <= now - 60:
-                        self._started.popleft()
-                    if len(self._started) < self.per_minute:
-                        self._started.append(now)
-                        break
-                    wait = self._started[0] + 60 - now
-                self.sleep(max(wait, 0.001))
-            yield
+        super().__init__(
+            per_minute,
+            concurrent,
+            label="Xero",
+            monotonic=monotonic,
+            sleep=sleep,
+            max_wait=max_wait,
+        )
 
 
 # Xero's limits are per tenant: every connector of one tenant in this process shares a limiter.
-_LIMITERS: dict[str, TenantLimiter] = {}
-_LIMITERS_LOCK = threading.Lock()
-
-
-def limiter_for(tenant_id: str) -> TenantLimiter:
-    with _LIMITERS_LOCK:
-        return _LIMITERS.setdefault(tenant_id, TenantLimiter())
+limiter_for = LimiterPerCompany(TenantLimiter)
 
 
 class Unauthorized(Exception):
@@ -247,24 +221,6 @@ def call(what: str, send: Callable[[], Any]) -> Response:
     finally:
         raw.release_conn()
     return Response(status, headers, body)
-
-
-DECIMAL_MARK = re.compile(r'"(__decimal_\d+__)"')
-
-
-def decimal_json(payload: Any) -> str:
-    """JSON with Decimal amounts written as exact number literals (json.dumps refuses Decimal)."""
-    marks: dict[str, str] = {}
-
-    def default(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            mark = f"__decimal_{len(marks)}__"
-            marks[mark] = format(value, "f")
-            return mark
-        raise TypeError(f"cannot serialise {type(value).__name__}")
-
-    text = json.dumps(payload, default=default)
-    return DECIMAL_MARK.sub(lambda m: marks[m.group(1)], text) if marks else text
 
 
 def call_json(
