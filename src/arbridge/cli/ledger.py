@@ -177,7 +177,7 @@ def connect_xero(
     attached. Needs ARBRIDGE_XERO_CLIENT_ID and ARBRIDGE_XERO_CLIENT_SECRET of
     the app that issued it.
     """
-    from arbridge.connectors.xero.client import GUID
+    from arbridge.connectors.xero.endpoints import GUID
     from arbridge.providers import xero
     from arbridge.sync.db import transaction
     from arbridge.sync.store import get_company

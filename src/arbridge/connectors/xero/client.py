@@ -14,16 +14,14 @@ response says what is left (`remaining`), a 429 says how long to wait.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 from xero_python.accounting import AccountingApi
@@ -37,6 +35,18 @@ from arbridge.connectors.base import (
 )
 from arbridge.connectors.limits import Limiter
 from arbridge.connectors.retry import MAX_WAIT, RetryNow, with_retries
+from arbridge.connectors.xero.endpoints import (
+    CURSOR_MARGIN,
+    ENDPOINTS,
+    GUID,
+    PAYMENTS_PER_REQUEST,
+    TOMBSTONE_ENTITIES,
+    TokenSource,
+    _if_modified_since,
+    id_batches,
+    idempotency_key,
+    server_time,
+)
 from arbridge.connectors.xero.sdk import (
     TIMEOUT,
     Forbidden,
@@ -52,87 +62,6 @@ from arbridge.connectors.xero.sdk import (
 from arbridge.errors import AuthExpired, NotFound, Rejected
 
 log = logging.getLogger(__name__)
-
-RECEIVABLE_STATUSES = ["AUTHORISED", "PAID", "VOIDED", "DELETED"]  # not DRAFT or SUBMITTED
-TOMBSTONE_ENTITIES = ("invoices", "payments")
-PAYMENTS_PER_REQUEST = 50  # Xero: "up to about 50" elements per PUT
-IDEMPOTENCY_KEY_MAX = 128
-# The query string of a read by ids stays under this many characters (Xero answers 414 to long
-# URLs; each id is 36 characters plus an escaped comma).
-MAX_IDS_QUERY = 1500
-CURSOR_MARGIN = timedelta(minutes=1)
-MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
-# Xero's ids are GUIDs: anything else cannot name a Xero record (and Xero refuses the request).
-GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
-
-class TokenSource(Protocol):
-    """Where the connector gets its access token; implemented over the database by sync/."""
-
-    def access_token(self) -> str: ...
-
-    def refresh(self, stale: str) -> str:
-        """A fresh access token, unless another worker already replaced `stale`."""
-        ...
-
-    def give_up(self, reason: str) -> None:
-        """The grant is dead: mark the connection for reconnecting and tell the owner."""
-        ...
-
-
-# Each entity's endpoints: (name in the URL and the body, the id field, the SDK method, filters).
-ENDPOINTS: dict[Entity, tuple[tuple[str, str, str, dict[str, Any]], ...]] = {
-    "customers": (("Contacts", "ContactID", "get_contacts", {"include_archived": "true"}),),
-    "invoices": (
-        (
-            "Invoices",
-            "InvoiceID",
-            "get_invoices",
-            {"where": 'Type=="ACCREC"', "statuses": RECEIVABLE_STATUSES},
-        ),
-    ),
-    "payments": (("Payments", "PaymentID", "get_payments", {}),),
-    "credit_notes": (
-        ("CreditNotes", "CreditNoteID", "get_credit_notes", {}),
-        ("Overpayments", "OverpaymentID", "get_overpayments", {}),
-        ("Prepayments", "PrepaymentID", "get_prepayments", {}),
-    ),
-}
-
-
-def idempotency_key(key: str) -> str:
-    """Our outbox key as Xero's Idempotency-Key (128 characters at most: longer ones hashed)."""
-    if len(key) <= IDEMPOTENCY_KEY_MAX:
-        return key
-    return "h-" + hashlib.sha256(key.encode()).hexdigest()
-
-
-def server_time(value: Any) -> datetime | None:
-    """A response's DateTimeUTC (`/Date(1552326816230)/`) as an aware datetime."""
-    match = MS_DATE.match(str(value or ""))
-    return datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC) if match else None
-
-
-def _if_modified_since(value: str) -> str:
-    """Our cursor as the header: an RFC 3339 date-time, as the spec types it (its example is
-    "2020-02-06T12:17:43.202-08:00"), in UTC and to the second (rounded down: inclusive)."""
-    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
-
-
-def id_batches(ids: Sequence[str], limit: int = MAX_IDS_QUERY) -> Iterator[list[str]]:
-    """Ids in batches whose comma-joined, URL-escaped list stays under `limit` characters."""
-    batch: list[str] = []
-    size = 0
-    for i in ids:
-        cost = len(quote(i, safe="")) + (3 if batch else 0)  # ", " escaped is %2C
-        if batch and size + cost > limit:
-            yield batch
-            batch, size = [], 0
-            cost = len(quote(i, safe=""))
-        batch.append(i)
-        size += cost
-    if batch:
-        yield batch
 
 
 class XeroConnector:
