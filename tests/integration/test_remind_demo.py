@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from arbridge.collections.reminders import DEFAULT_SEQUENCE
+from arbridge.collections.reminder_policy import (
+    DEFAULT_SEQUENCE,
+)
 from arbridge.services.reminders.run import run_reminders
 from arbridge.sync.model import Invoice, MailMessage, OutboxMessage, ReminderSend
 from arbridge.worker import drain

@@ -19,7 +19,7 @@ from flask import (
     url_for,
 )
 
-from arbridge.collections.reminders import (
+from arbridge.collections.reminder_policy import (
     CHANNELS,
     ESCALATIONS,
     WEEKDAYS,

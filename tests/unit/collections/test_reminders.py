@@ -10,17 +10,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arbridge.collections.reminders import (
+from arbridge.collections.reminder_policy import (
     DEFAULT_SEQUENCE,
+    ReminderPolicy,
+    SequenceError,
+    parse_sequence,
+    reminder_policy,
+)
+from arbridge.collections.reminders import (
     ContactFacts,
     CustomerFacts,
     InvoiceFacts,
-    ReminderPolicy,
-    SequenceError,
     decide_day,
     describe_day,
-    parse_sequence,
-    reminder_policy,
     send_at,
 )
 

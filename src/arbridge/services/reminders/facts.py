@@ -12,16 +12,18 @@ from typing import Any
 from sqlalchemy import case, exists, func, select
 from sqlalchemy.orm import Session
 
+from arbridge.collections.reminder_policy import (
+    ReminderPolicy,
+    SequenceError,
+    reminder_policy,
+)
 from arbridge.collections.reminders import (
     PROMISE_GRACE_DAYS,
     ContactFacts,
     CustomerFacts,
     DayDecisions,
     InvoiceFacts,
-    ReminderPolicy,
-    SequenceError,
     decide_day,
-    reminder_policy,
 )
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import EMAIL_CHANNEL

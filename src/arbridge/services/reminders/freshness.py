@@ -6,7 +6,9 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from arbridge.collections.reminders import reminder_policy
+from arbridge.collections.reminder_policy import (
+    reminder_policy,
+)
 from arbridge.errors import ArbridgeError, Transient
 from arbridge.runtime import Runtime
 from arbridge.sync.model import Company, Connection

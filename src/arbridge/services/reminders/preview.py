@@ -9,9 +9,11 @@ from datetime import date, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from arbridge.collections.reminder_policy import (
+    reminder_policy,
+)
 from arbridge.collections.reminders import (
     describe_day,
-    reminder_policy,
     summarize,
 )
 from arbridge.runtime import Runtime

@@ -11,7 +11,7 @@ from typing import Any
 from babel.dates import format_date
 from sqlalchemy.orm import Session
 
-from arbridge.collections.reminders import (
+from arbridge.collections.reminder_policy import (
     ReminderPolicy,
     SequenceError,
     reminder_policy,

@@ -10,13 +10,15 @@ from datetime import date, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from arbridge.collections.reminders import (
-    CustomerMessage,
+from arbridge.collections.reminder_policy import (
     ReminderPolicy,
     SequenceError,
     reminder_policy,
-    send_at,
     statement_due,
+)
+from arbridge.collections.reminders import (
+    CustomerMessage,
+    send_at,
     zone,
 )
 from arbridge.collections.templates import (

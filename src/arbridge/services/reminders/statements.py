@@ -8,8 +8,10 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from arbridge.collections.reminders import (
+from arbridge.collections.reminder_policy import (
     ReminderPolicy,
+)
+from arbridge.collections.reminders import (
     send_at,
     zone,
 )
