@@ -154,7 +154,7 @@ def _invoice(company_id: int, customer_id: int, n: int, due_on: date) -> dict:
         "currency": "USD",
         "exchange_rate": Decimal(1),
         "total_minor": 100_00,
-        "balance_minor": 100_00,
+        "ledger_balance_minor": 100_00,
         "status": "open",
         "paused": False,
         "synced_at": NOW,
@@ -200,7 +200,7 @@ def _grow(
                 "run_on": AS_OF - timedelta(days=10),
                 "status": "sent",
                 "currency": "USD",
-                "balance_minor": row["balance_minor"],
+                "balance_minor": row["ledger_balance_minor"],
                 "created_at": NOW - timedelta(days=10),
             }
             for row, inv_id in zip(done, done_ids, strict=True)
