@@ -22,6 +22,7 @@ from sqlalchemy import select
 from arbridge.clock import SystemClock
 from arbridge.connectors.stripe.simulated import simulation_allowed
 from arbridge.errors import ArbridgeError, RateLimited
+from arbridge.providers import refetch_pending
 from arbridge.runtime import Runtime
 from arbridge.services.bootstrap import outbox_handlers, webhook_handlers
 from arbridge.services.payments.simulated import settle_simulated_payments
@@ -131,7 +132,8 @@ def drain(rt: Runtime) -> tuple[int, int]:
     """Process stored webhook events, then carry out due side effects; returns both counts."""
     if simulation_allowed(rt.settings):  # a demo install: its simulated bank payments clear
         settle_simulated_payments(rt)
-    events = process_pending(rt.sessions, rt.clock, webhook_handlers(rt))
+    events = refetch_pending(rt)
+    events += process_pending(rt.sessions, rt.clock, webhook_handlers(rt))
     sent = deliver(rt.sessions, rt.clock, outbox_handlers(rt))
     return events, sent
 

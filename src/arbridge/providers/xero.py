@@ -32,6 +32,7 @@ from arbridge.sync.xero_store import (
     xero_config,
 )
 from arbridge.webhooks import xero as xero_webhooks
+from arbridge.webhooks.xero_refetch import refetch_pending
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,17 @@ def refresh_payment_accounts(services: Services, company: Company, conn: Connect
     return None
 
 
+def refetch(services: Services) -> int:
+    """Read again the records that due Xero events name, several to a call."""
+    return refetch_pending(
+        services.sessions,
+        services.clock,
+        lambda conn: build_connector(
+            services.settings, services.sessions, services.keyring, services.clock, conn
+        ),
+    )
+
+
 def _webhook_key(settings: Settings) -> str | None:
     return settings.xero.webhook_key if settings.xero is not None else None
 
@@ -131,6 +143,7 @@ PROVIDER = Provider(
         handlers={
             category: xero_webhooks.handle_xero_event for category in xero_webhooks.CATEGORIES
         },
+        refetch=refetch,
     ),
     limits=CallLimits(per_minute=PER_MINUTE, concurrent=CONCURRENT, daily=DAILY),
     web_module="arbridge.web.xero",
