@@ -11,6 +11,7 @@ from arbridge.providers.base import (
     providers,
     refetch_pending,
     register,
+    sync_deferral,
     unregister,
     webhook_handlers,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "providers",
     "refetch_pending",
     "register",
+    "sync_deferral",
     "unregister",
     "webhook_handlers",
 ]

@@ -87,6 +87,9 @@ class Provider:
     # page includes with `provider` and the company's ledger `connection` in its context.
     web_module: str | None = None
     settings_template: str | None = None
+    # (services, connection) -> seconds a scheduled sync waits (the daily allowance is low and
+    # kept for webhooks and write-backs), or None when it may run.
+    sync_deferral: Callable[[Services, Connection], float | None] | None = None
 
     def available(self, settings: Settings) -> bool:
         return self.always_available or self.section(settings) is not None
@@ -134,6 +137,12 @@ def webhook_handlers(
         for event_type, handler in p.webhooks.handlers.items():
             out[(p.name, event_type)] = _bound(handler, clock)
     return out
+
+
+def sync_deferral(services: Services, conn: Connection) -> float | None:
+    """Seconds the connection's scheduled sync waits, or None when it may run now."""
+    defer = get(conn.provider).sync_deferral
+    return defer(services, conn) if defer is not None else None
 
 
 def refetch_pending(services: Services) -> int:

@@ -29,6 +29,7 @@ from arbridge.sync.xero_store import (
     build_connector,
     store_payment_accounts,
     store_payment_accounts_error,
+    sync_deferral,
     xero_config,
 )
 from arbridge.webhooks import xero as xero_webhooks
@@ -148,4 +149,5 @@ PROVIDER = Provider(
     limits=CallLimits(per_minute=PER_MINUTE, concurrent=CONCURRENT, daily=DAILY),
     web_module="arbridge.web.xero",
     settings_template="providers/xero_settings.html",
+    sync_deferral=lambda services, conn: sync_deferral(services.sessions, services.clock, conn),
 )
