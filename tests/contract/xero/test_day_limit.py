@@ -1,5 +1,5 @@
 """When Xero's X-DayLimit-Remaining says less than a tenth of the day's allowance is left, the
-scheduled sync waits for the next day's, while webhook re-fetches still go ahead."""
+scheduled sync waits for the next day's, while webhook re-fetches and write-backs go ahead."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from decimal import Decimal
 
 from sqlalchemy import select, update
 
+from arbridge.services.bootstrap import outbox_handlers
 from arbridge.sync.db import transaction
-from arbridge.sync.model import ApiTenant, CompanyJob
+from arbridge.sync.model import ApiTenant, CompanyJob, OutboxMessage
+from arbridge.sync.outbox import deliver
 from arbridge.worker import claim_and_run, drain
 from tests.contract.quickbooks.test_webhooks import push_sync_job_back
 from tests.contract.xero.test_end_to_end import company, connect, ledger
+from tests.contract.xero.test_outbox_write_back import KEY, connected, posted, queue_payment
 from tests.contract.xero.test_webhook_route import delivery, post
 
 
@@ -74,3 +77,18 @@ def test_plenty_left_lets_the_sync_run(rt, settings, config, fake):
     assert claim_and_run(rt, "sync")
     assert any(r["path"].startswith("/api.xro/") for r in fake.requests[calls:])
     assert sync_job(rt).last_error is None
+
+
+def test_a_low_day_limit_still_writes_collected_payments_back(rt, settings, config, fake):
+    fake.day_calls = 4_700
+    conn, ids = connected(rt, settings, config, fake)  # its sync hears how little is left
+    make_sync_due(rt)
+    calls = len(fake.requests)
+    assert claim_and_run(rt, "sync")
+    assert fake.requests[calls:] == []
+    queue_payment(rt, conn, fake, ids[:2])
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    with rt.sessions() as s:
+        row = s.scalar(select(OutboxMessage).where(OutboxMessage.key == KEY))
+    assert row.status == "sent", row.last_error
+    assert len(posted(fake)) == 2
