@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
 from arbridge.connectors.base import Entity, SourceRecord
+from arbridge.connectors.xero.endpoints import GUID
 from arbridge.errors import ArbridgeError, RateLimited, Transient
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Connection, WebhookEvent
@@ -54,7 +55,8 @@ def read(reader: Reader, ids: dict[Entity, list[str]]) -> dict[Entity, list[Sour
     if ids.get("customers"):
         out["customers"] = reader.read_contacts(ids["customers"])
     if ids.get("credit_notes"):
-        notes = [reader.read_credit_note(i) for i in ids["credit_notes"]]
+        # An id that is no GUID names no Xero record (and Xero would refuse the whole read).
+        notes = [reader.read_credit_note(i) for i in ids["credit_notes"] if GUID.match(i)]
         out["credit_notes"] = [n for n in notes if n is not None]
     return out
 

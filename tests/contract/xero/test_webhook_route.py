@@ -156,9 +156,13 @@ def test_contacts_and_credit_notes_are_read_again_too(rt, settings, config, clie
     push_sync_job_back(rt)
     calls = len(fake.requests)
     missing = "9c1d2f4e-3333-4e5b-8a3f-2c1d0e9f8a7b"
-    body = delivery((fake.tenant_id, "CONTACT", contact), (fake.tenant_id, "CREDITNOTE", missing))
+    body = delivery(
+        (fake.tenant_id, "CONTACT", contact),
+        (fake.tenant_id, "CREDITNOTE", missing),
+        (fake.tenant_id, "CREDITNOTE", "not-a-xero-id"),  # names nothing: not asked for
+    )
     assert post(client, body).status_code == 200
-    assert drain(rt)[0] == 2
+    assert drain(rt)[0] == 3
     reads = [r["path"] for r in fake.requests[calls:] if r["path"].startswith("/api.xro/")]
     assert reads == ["/api.xro/2.0/Contacts", f"/api.xro/2.0/CreditNotes/{missing}"]
     assert not claim_and_run(rt, "sync")
