@@ -22,6 +22,7 @@ from sqlalchemy import select
 from arbridge.clock import SystemClock
 from arbridge.connectors.stripe.simulated import simulation_allowed
 from arbridge.errors import ArbridgeError, RateLimited
+from arbridge.providers import refetch_pending, sync_deferral
 from arbridge.runtime import Runtime
 from arbridge.services.bootstrap import outbox_handlers, webhook_handlers
 from arbridge.services.payments.simulated import settle_simulated_payments
@@ -44,6 +45,13 @@ def run_sync(rt: Runtime, company: Company) -> None:
         conn = ledger_connection(session, company.id)
     if conn is None or conn.status != "active":
         return
+    wait = sync_deferral(rt, conn)
+    if wait is not None:
+        raise RateLimited(
+            f"little of {conn.provider}'s daily call allowance is left: the sync waits for the "
+            "next day's, webhooks and write-backs go first",
+            wait,
+        )
     result = sync_connection(rt.sessions, conn.id, rt.connector_for(conn), rt.clock)
     if result.errors:
         with transaction(rt.sessions) as session:
@@ -131,7 +139,8 @@ def drain(rt: Runtime) -> tuple[int, int]:
     """Process stored webhook events, then carry out due side effects; returns both counts."""
     if simulation_allowed(rt.settings):  # a demo install: its simulated bank payments clear
         settle_simulated_payments(rt)
-    events = process_pending(rt.sessions, rt.clock, webhook_handlers(rt))
+    events = refetch_pending(rt)
+    events += process_pending(rt.sessions, rt.clock, webhook_handlers(rt))
     sent = deliver(rt.sessions, rt.clock, outbox_handlers(rt))
     return events, sent
 

@@ -89,6 +89,7 @@ def events_replay(
     from arbridge.services.bootstrap import webhook_handlers
     from arbridge.webhooks.dispatch import process_pending
 
+    providers.refetch_pending(rt)
     process_pending(rt.sessions, rt.clock, webhook_handlers(rt))
     with rt.sessions() as session:
         now = outcome(session, list(queued))

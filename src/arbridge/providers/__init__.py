@@ -9,7 +9,9 @@ from arbridge.providers.base import (
     connector_for,
     get,
     providers,
+    refetch_pending,
     register,
+    sync_deferral,
     unregister,
     webhook_handlers,
 )
@@ -26,7 +28,9 @@ __all__ = [
     "connector_for",
     "get",
     "providers",
+    "refetch_pending",
     "register",
+    "sync_deferral",
     "unregister",
     "webhook_handlers",
 ]

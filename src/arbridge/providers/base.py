@@ -55,11 +55,14 @@ class Webhooks:
 
     `receive(session, clock, headers, body, secret)` verifies and stores a delivery (raising
     SignatureInvalid first); `secret(settings)` is the verifier token it is checked with;
-    `handlers` maps each event type to the handler that brings the change in."""
+    `handlers` maps each event type to the handler that brings the change in; `refetch(services)`,
+    where given, first brings in the changes of many due events at once (returning how many it
+    handled), and the handlers take what it leaves."""
 
     receive: Callable[..., Any]
     secret: Callable[[Settings], str | None]
     handlers: Mapping[str, EventHandler]
+    refetch: Callable[[Services], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,9 @@ class Provider:
     # page includes with `provider` and the company's ledger `connection` in its context.
     web_module: str | None = None
     settings_template: str | None = None
+    # (services, connection) -> seconds a scheduled sync waits (the daily allowance is low and
+    # kept for webhooks and write-backs), or None when it may run.
+    sync_deferral: Callable[[Services, Connection], float | None] | None = None
 
     def available(self, settings: Settings) -> bool:
         return self.always_available or self.section(settings) is not None
@@ -131,6 +137,21 @@ def webhook_handlers(
         for event_type, handler in p.webhooks.handlers.items():
             out[(p.name, event_type)] = _bound(handler, clock)
     return out
+
+
+def sync_deferral(services: Services, conn: Connection) -> float | None:
+    """Seconds the connection's scheduled sync waits, or None when it may run now."""
+    defer = get(conn.provider).sync_deferral
+    return defer(services, conn) if defer is not None else None
+
+
+def refetch_pending(services: Services) -> int:
+    """Every provider's batched pass over its due events; returns how many were handled."""
+    return sum(
+        p.webhooks.refetch(services)
+        for p in providers()
+        if p.webhooks is not None and p.webhooks.refetch is not None
+    )
 
 
 def _bound(handler: EventHandler, clock: Clock) -> Callable[[Session, WebhookEvent], None]:

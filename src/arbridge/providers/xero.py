@@ -29,9 +29,11 @@ from arbridge.sync.xero_store import (
     build_connector,
     store_payment_accounts,
     store_payment_accounts_error,
+    sync_deferral,
     xero_config,
 )
 from arbridge.webhooks import xero as xero_webhooks
+from arbridge.webhooks.xero_refetch import refetch_pending
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,17 @@ def refresh_payment_accounts(services: Services, company: Company, conn: Connect
     return None
 
 
+def refetch(services: Services) -> int:
+    """Read again the records that due Xero events name, several to a call."""
+    return refetch_pending(
+        services.sessions,
+        services.clock,
+        lambda conn: build_connector(
+            services.settings, services.sessions, services.keyring, services.clock, conn
+        ),
+    )
+
+
 def _webhook_key(settings: Settings) -> str | None:
     return settings.xero.webhook_key if settings.xero is not None else None
 
@@ -131,8 +144,10 @@ PROVIDER = Provider(
         handlers={
             category: xero_webhooks.handle_xero_event for category in xero_webhooks.CATEGORIES
         },
+        refetch=refetch,
     ),
     limits=CallLimits(per_minute=PER_MINUTE, concurrent=CONCURRENT, daily=DAILY),
     web_module="arbridge.web.xero",
     settings_template="providers/xero_settings.html",
+    sync_deferral=lambda services, conn: sync_deferral(services.sessions, services.clock, conn),
 )

@@ -24,6 +24,10 @@ from arbridge.errors import RateLimited
 from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.model import ApiCall, ApiTenant
 
+# Below this share of the daily allowance, what can wait (a scheduled sync) waits for tomorrow's,
+# so webhook re-fetches and payment write-backs still have calls to spend.
+DAY_RESERVE = 0.1
+
 
 class CallLimiter:
     WINDOW = timedelta(seconds=60)
@@ -141,3 +145,41 @@ class CallLimiter:
                     .where(ApiCall.id == call_id)
                     .values(finished_at=self.clock.now())
                 )
+
+    # -- the daily allowance as the provider reports it -----------------------------------------
+
+    def _tenant_row(self, s: Session) -> ApiTenant | None:
+        return s.scalar(
+            select(ApiTenant).where(
+                ApiTenant.provider == self.provider, ApiTenant.tenant_id == self.tenant_id
+            )
+        )
+
+    def observe_day_remaining(self, remaining: int) -> None:
+        """The provider said this much of today's allowance is left: our count of today's calls
+        is at least what that implies (other apps' or lost calls count there too)."""
+        if self.daily is None:
+            return
+        with transaction(self.factory) as s:
+            row = self._tenant_row(s)
+            now = self.clock.now()
+            if row is None:
+                return
+            if row.day != now.date():
+                row.day, row.day_calls = now.date(), 0
+            row.day_calls = max(row.day_calls, self.daily - remaining)
+
+    def day_reserve_low(self, fraction: float = DAY_RESERVE) -> float | None:
+        """Seconds until the daily allowance renews (UTC midnight) while less than `fraction`
+        of it is left; None otherwise."""
+        if self.daily is None:
+            return None
+        with self.factory() as s:
+            row = self._tenant_row(s)
+            now = self.clock.now()
+            if row is None or row.day != now.date():
+                return None
+            if self.daily - row.day_calls >= self.daily * fraction:
+                return None
+        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time())
+        return (midnight.replace(tzinfo=now.tzinfo) - now).total_seconds()

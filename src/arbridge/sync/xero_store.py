@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from arbridge.clock import Clock
 from arbridge.config import Settings
 from arbridge.connectors.xero import Grant, XeroConfig, XeroConnector, XeroIdentity
+from arbridge.connectors.xero.sdk import Remaining
 from arbridge.crypto import Keyring
 from arbridge.errors import ConfigError
 from arbridge.sync import connections
@@ -120,6 +121,12 @@ def store_xero_prefs(company: Company, **values: Any) -> None:
     company.settings = stored  # a new dict, so the JSON column sees the change
 
 
+def sync_deferral(factory: sessionmaker[Session], clock: Clock, conn: Connection) -> float | None:
+    """Seconds a scheduled sync waits while little of the tenant's daily allowance is left, so
+    webhook re-fetches and write-backs keep it; None when it may run."""
+    return limiter(factory, clock, conn.tenant_id, time.sleep).day_reserve_low()
+
+
 def build_connector(
     settings: Settings,
     factory: sessionmaker[Session],
@@ -133,7 +140,14 @@ def build_connector(
         prefs = xero_prefs(session.get(Company, conn.company_id))
     tokens = ConnectionTokens(factory, keyring, clock, conn.id, XeroIdentity(config, clock))
     sleep = options.setdefault("sleep", time.sleep)
-    options.setdefault("limiter", limiter(factory, clock, conn.tenant_id, sleep))
+    shared = options.setdefault("limiter", limiter(factory, clock, conn.tenant_id, sleep))
+    if isinstance(shared, CallLimiter):
+        # What Xero says is left of today's allowance is the truth (other apps spend it too).
+        def observe(remaining: Remaining) -> None:
+            if remaining.day is not None:
+                shared.observe_day_remaining(remaining.day)
+
+        options.setdefault("on_limits", observe)
     account = prefs.get("payment_account_id")
     return XeroConnector(
         config,

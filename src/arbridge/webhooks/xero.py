@@ -9,12 +9,13 @@ CONTACT | CREDITNOTE | SUBSCRIPTION, "eventType": CREATE | UPDATE, "eventDateUtc
 "firstEventSequence", "lastEventSequence", "entropy"}. There are no payment events: a payment
 shows as an update of its invoice. Events only say what changed, so the worker fetches it.
 
-Handling an event makes the company's incremental sync due now (as for QuickBooks): the sync
-reads everything modified since its cursor, the named records among them, several to a page. A
-GET inside the handler would run in the event's transaction, which on SQLite holds the only write
-lock, so a token refresh (committed on its own before the new token is used) would wait on it.
-Xero sends no deletion events (a deleted or voided invoice is an UPDATE), so nothing is applied
-here directly.
+The worker reads the named records again, several to a call (webhooks/xero_refetch.py), and
+saves them without moving the sync cursor. The per-event handler here takes only what that pass
+leaves (an event replayed by hand): it makes the company's incremental sync due now, which reads
+everything modified since its cursor. A GET inside the handler would run in the event's
+transaction, which on SQLite holds the only write lock, so a token refresh (committed on its own
+before the new token is used) would wait on it. Xero sends no deletion events (a deleted or
+voided invoice is an UPDATE), so nothing is applied here directly.
 """
 
 from __future__ import annotations

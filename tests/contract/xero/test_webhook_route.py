@@ -11,6 +11,7 @@ import json
 import logging
 from datetime import timedelta
 from decimal import Decimal
+from urllib.parse import parse_qs
 
 from click.testing import CliRunner
 from sqlalchemy import func, select
@@ -103,7 +104,7 @@ def test_duplicates_are_stored_once_and_unknown_tenants_ignored(
     assert any(stranger in r.getMessage() for r in caplog.records)
 
 
-def test_the_worker_brings_the_named_invoice_in(rt, settings, config, client, fake):
+def test_the_worker_reads_the_named_invoices_again_in_one_call(rt, settings, config, client, fake):
     company(rt, "harbor-nz")
     ids = ledger(fake)
     assert (
@@ -113,13 +114,18 @@ def test_the_worker_brings_the_named_invoice_in(rt, settings, config, client, fa
 
     fake.now += timedelta(minutes=20)
     fake.update_invoice(ids[2], AmountDue=Decimal("12.34"), AmountPaid=Decimal("198.16"))
+    fake.update_invoice(ids[4], AmountDue=Decimal("0.00"), AmountPaid=Decimal("300.50"))
     push_sync_job_back(rt)
     calls = len(fake.requests)
-    assert post(client, delivery((fake.tenant_id, "INVOICE", ids[2]))).status_code == 200
+    body = delivery((fake.tenant_id, "INVOICE", ids[2]), (fake.tenant_id, "INVOICE", ids[4]))
+    assert post(client, body).status_code == 200
     assert len(fake.requests) == calls  # the request only stores: Xero wants an answer in 5 s
-    assert not claim_and_run(rt, "sync")  # nothing due before the worker has read the event
-    drain(rt)
-    assert claim_and_run(rt, "sync")
+    assert not claim_and_run(rt, "sync")  # nothing due before the worker has read the events
+    assert drain(rt)[0] == 2
+    reads = [r for r in fake.requests[calls:] if r["path"].startswith("/api.xro/")]
+    assert [r["path"] for r in reads] == ["/api.xro/2.0/Invoices"]
+    assert sorted(parse_qs(reads[0]["query"])["IDs"][0].split(",")) == sorted([ids[2], ids[4]])
+    assert not claim_and_run(rt, "sync")  # the named invoices were read: no sync needed
     report = CliRunner().invoke(
         main,
         ["report", "--company", "harbor-nz", "--format", "json"],
@@ -127,4 +133,36 @@ def test_the_worker_brings_the_named_invoice_in(rt, settings, config, client, fa
     )
     assert Decimal(json.loads(report.stdout)["open_balance"]) == fake.open_balance()["NZD"]
     with rt.sessions() as s:
-        assert s.scalar(select(WebhookEvent.status)) == "processed"
+        assert list(s.scalars(select(WebhookEvent.status))) == ["processed", "processed"]
+
+    # Xero delivers again: stored once, so nothing more is read.
+    calls = len(fake.requests)
+    assert post(client, body).status_code == 200
+    assert drain(rt)[0] == 0
+    assert fake.requests[calls:] == [
+        r for r in fake.requests[calls:] if "/api.xro/" not in r["path"]
+    ]
+    assert stored(rt) == 2
+
+
+def test_contacts_and_credit_notes_are_read_again_too(rt, settings, config, client, fake):
+    company(rt, "harbor-nz")
+    ids = ledger(fake)
+    assert (
+        connect(settings, config, "harbor-nz", fake.tenant_id, fake.issue_grant()[1]).exit_code == 0
+    )
+    assert run(settings, config, "sync", "--company", "harbor-nz").exit_code == 0
+    contact = fake.store["Invoices"][ids[0]]["Contact"]["ContactID"]
+    push_sync_job_back(rt)
+    calls = len(fake.requests)
+    missing = "9c1d2f4e-3333-4e5b-8a3f-2c1d0e9f8a7b"
+    body = delivery(
+        (fake.tenant_id, "CONTACT", contact),
+        (fake.tenant_id, "CREDITNOTE", missing),
+        (fake.tenant_id, "CREDITNOTE", "not-a-xero-id"),  # names nothing: not asked for
+    )
+    assert post(client, body).status_code == 200
+    assert drain(rt)[0] == 3
+    reads = [r["path"] for r in fake.requests[calls:] if r["path"].startswith("/api.xro/")]
+    assert reads == ["/api.xro/2.0/Contacts", f"/api.xro/2.0/CreditNotes/{missing}"]
+    assert not claim_and_run(rt, "sync")
