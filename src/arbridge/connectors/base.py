@@ -17,6 +17,20 @@ Entity = Literal["customers", "invoices", "credit_notes", "payments"]
 ENTITIES: tuple[Entity, ...] = ("customers", "invoices", "credit_notes", "payments")
 
 
+class TokenSource(Protocol):
+    """Where the connector gets its access token; implemented over the database by sync/."""
+
+    def access_token(self) -> str: ...
+
+    def refresh(self, stale: str) -> str:
+        """A fresh access token, unless another worker already replaced `stale`."""
+        ...
+
+    def give_up(self, reason: str) -> None:
+        """The grant is dead: mark the connection for reconnecting and tell the owner."""
+        ...
+
+
 @dataclass(frozen=True)
 class SourceRecord:
     entity: Entity

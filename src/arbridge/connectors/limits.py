@@ -26,20 +26,26 @@ class Limiter(Protocol):
 
 
 class MinuteLimiter:
-    """At most `per_minute` request starts in any 60 s and `concurrent` requests in flight."""
+    """At most `per_minute` request starts in any 60 s and `concurrent` requests in flight.
+
+    A provider's subclass names its own limits and label as class attributes."""
+
+    PER_MINUTE = 60
+    CONCURRENT = 5
+    LABEL = "The ledger"
 
     def __init__(
         self,
-        per_minute: int,
-        concurrent: int,
+        per_minute: int | None = None,
+        concurrent: int | None = None,
         *,
-        label: str,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         max_wait: float = MAX_WAIT,
     ) -> None:
-        self.per_minute = per_minute
-        self.label = label
+        self.per_minute = per_minute if per_minute is not None else self.PER_MINUTE
+        concurrent = concurrent if concurrent is not None else self.CONCURRENT
+        self.label = self.LABEL
         self.monotonic = monotonic
         self.sleep = sleep
         self.max_wait = max_wait

@@ -28,6 +28,7 @@ from arbridge.connectors.base import (
     Page,
     PaymentWriteBack,
     SourceRecord,
+    TokenSource,
 )
 from arbridge.connectors.json_body import decimal_json
 from arbridge.connectors.limits import Limiter
@@ -36,7 +37,6 @@ from arbridge.connectors.quickbooks.transport import (
     MINOR_VERSION,
     THROTTLE_WAIT,
     TIMEOUT,
-    TokenSource,
     Unauthorized,
     limiter_for,
     read_fault,

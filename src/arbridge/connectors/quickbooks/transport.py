@@ -11,12 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
-from collections.abc import Callable
-from typing import Protocol
 
 from arbridge.connectors.limits import LimiterPerCompany, MinuteLimiter
-from arbridge.connectors.retry import MAX_WAIT
 
 MINOR_VERSION = "75"  # the minimum Intuit accepts since August 2025; pinned
 TIMEOUT = (10, 120)  # Intuit times a request out after 120 s
@@ -27,39 +23,12 @@ XML_CODE = re.compile(r"<Error[^>]*\bcode=\"(\d+)\"")
 XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
 
 
-class TokenSource(Protocol):
-    """Where the connector gets its access token; implemented over the database by sync/."""
-
-    def access_token(self) -> str: ...
-
-    def refresh(self, stale: str) -> str:
-        """A fresh access token, unless another worker already replaced `stale`."""
-        ...
-
-    def give_up(self, reason: str) -> None:
-        """The grant is dead: mark the connection for reconnecting and tell the owner."""
-        ...
-
-
 class RealmLimiter(MinuteLimiter):
     """Intuit's limits for one realm in this process: 500 request starts a minute, 10 in flight."""
 
-    def __init__(
-        self,
-        per_minute: int = 500,
-        concurrent: int = 10,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        max_wait: float = MAX_WAIT,
-    ) -> None:
-        super().__init__(
-            per_minute,
-            concurrent,
-            label="QuickBooks",
-            monotonic=monotonic,
-            sleep=sleep,
-            max_wait=max_wait,
-        )
+    PER_MINUTE = 500
+    CONCURRENT = 10
+    LABEL = "QuickBooks"
 
 
 # The limit is Intuit's per realm: every connector built for one realm here shares a limiter.

@@ -1,10 +1,10 @@
 """Xero: the accounting API through xero-python, OAuth and tenant connections, our error kinds."""
 
+from arbridge.connectors.base import TokenSource
 from arbridge.connectors.xero.client import XeroConnector
 from arbridge.connectors.xero.endpoints import (
     ENDPOINTS,
     PAYMENTS_PER_REQUEST,
-    TokenSource,
     id_batches,
     idempotency_key,
 )

@@ -32,6 +32,7 @@ from arbridge.connectors.base import (
     Page,
     PaymentWriteBack,
     SourceRecord,
+    TokenSource,
 )
 from arbridge.connectors.limits import Limiter
 from arbridge.connectors.retry import MAX_WAIT, RetryNow, with_retries
@@ -41,7 +42,6 @@ from arbridge.connectors.xero.endpoints import (
     GUID,
     PAYMENTS_PER_REQUEST,
     TOMBSTONE_ENTITIES,
-    TokenSource,
     _if_modified_since,
     id_batches,
     idempotency_key,

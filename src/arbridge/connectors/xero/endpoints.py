@@ -10,7 +10,7 @@ import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 from arbridge.connectors.base import Entity
@@ -26,20 +26,6 @@ CURSOR_MARGIN = timedelta(minutes=1)
 MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
 # Xero's ids are GUIDs: anything else cannot name a Xero record (and Xero refuses the request).
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
-
-class TokenSource(Protocol):
-    """Where the connector gets its access token; implemented over the database by sync/."""
-
-    def access_token(self) -> str: ...
-
-    def refresh(self, stale: str) -> str:
-        """A fresh access token, unless another worker already replaced `stale`."""
-        ...
-
-    def give_up(self, reason: str) -> None:
-        """The grant is dead: mark the connection for reconnecting and tell the owner."""
-        ...
 
 
 # Each entity's endpoints: (name in the URL and the body, the id field, the SDK method, filters).

@@ -14,7 +14,6 @@ of sight of connectors/retry.py, which must decide between a short wait and Rate
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,7 +29,6 @@ from xero_python.exceptions import ApiException
 
 from arbridge.connectors.json_body import decimal_json
 from arbridge.connectors.limits import LimiterPerCompany, MinuteLimiter
-from arbridge.connectors.retry import MAX_WAIT
 from arbridge.errors import NotFound, RateLimited, Rejected, Transient
 
 API_BASE = "https://api.xero.com"  # the accounting API under /api.xro/2.0, tenants at /connections
@@ -95,22 +93,9 @@ class Remaining:
 class TenantLimiter(MinuteLimiter):
     """Xero's limits for one tenant in this process: 60 request starts a minute, 5 in flight."""
 
-    def __init__(
-        self,
-        per_minute: int = 60,
-        concurrent: int = 5,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        max_wait: float = MAX_WAIT,
-    ) -> None:
-        super().__init__(
-            per_minute,
-            concurrent,
-            label="Xero",
-            monotonic=monotonic,
-            sleep=sleep,
-            max_wait=max_wait,
-        )
+    PER_MINUTE = 60
+    CONCURRENT = 5
+    LABEL = "Xero"
 
 
 # Xero's limits are per tenant: every connector of one tenant in this process shares a limiter.
