@@ -120,3 +120,45 @@ def test_0015_makes_the_outbox_provider_ref_text_and_back(blank_engine):
     assert ref["type"].length == 200
     command.upgrade(cfg, "head")
     assert db.current_revision(blank_engine) == db.head_revision()
+
+
+def test_0016_moves_nothing_up_and_puts_a_lone_grant_back_on_its_connection(blank_engine):
+    """Upgrading adds shared grants and per-company identities without touching a row; going
+    back puts a grant's tokens back on its one connection, and refuses when a grant or an
+    identity is shared (revision 0015 could hold neither)."""
+    cfg = db.alembic_config(blank_engine)
+    command.upgrade(cfg, "0016")
+    with blank_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO companies (id, name, slug, home_currency, timezone, country,"
+                " sync_interval_minutes, collections_hour, settings, created_at) VALUES"
+                " (1, 'Acme', 'acme', 'NZD', 'UTC', 'NZ', 15, 9, '{}', '2026-11-24 15:00:00'),"
+                " (2, 'Bolt', 'bolt', 'NZD', 'UTC', 'NZ', 15, 9, '{}', '2026-11-24 15:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO oauth_grants (id, provider, credentials_encrypted, created_at)"
+                " VALUES (1, 'xero', 'sealed-tokens', '2026-11-24 15:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO connections (id, company_id, provider, tenant_id, status,"
+                " created_at, grant_id) VALUES"
+                " (1, 1, 'xero', 'T-1', 'active', '2026-11-24 15:00:00', 1),"
+                " (2, 2, 'xero', 'T-2', 'active', '2026-11-24 15:00:00', 1)"
+            )
+        )
+    with pytest.raises(RuntimeError, match="one Xero consent"):
+        command.downgrade(cfg, "0015")
+    with blank_engine.begin() as conn:
+        conn.execute(text("DELETE FROM connections WHERE id = 2"))
+    command.downgrade(cfg, "0015")
+    with blank_engine.connect() as conn:
+        back = conn.execute(text("SELECT credentials_encrypted FROM connections")).scalar()
+        columns = {c["name"] for c in inspect(conn).get_columns("connections")}
+    assert back == "sealed-tokens" and "grant_id" not in columns
+    command.upgrade(cfg, "head")
+    assert db.current_revision(blank_engine) == db.head_revision()

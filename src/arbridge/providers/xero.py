@@ -95,6 +95,20 @@ def prove_tenant(services: Services, grant: Grant, tenant_id: str) -> Tenant:
     return found
 
 
+def prove_tenants(
+    services: Services, grant: Grant, tenant_ids: list[str]
+) -> list[tuple[Tenant, dict[str, str | None]]]:
+    """prove_tenant for several organisations of one grant, listing its connections once: each
+    with what its Organisation says (name, country, currency, timezone)."""
+    tenants = {t.tenant_id: t for t in oauth(services).connections(grant.access_token)}
+    proven = []
+    for tenant_id in tenant_ids:
+        if tenant_id not in tenants:
+            raise Rejected(f"this Xero grant does not cover organisation {tenant_id}")
+        proven.append((tenants[tenant_id], organisation(services, tenant_id, HeldGrant(grant))))
+    return proven
+
+
 def refresh_payment_accounts(services: Services, company: Company, conn: Connection) -> str | None:
     """Ask Xero for the bank accounts and keep the answer on the company (the caller commits);
     the settings page reads it back. Returns why Xero could not be asked, or None. Run by the

@@ -7,6 +7,10 @@ two workers refreshing at once must not both spend it: the refresh happens while
 connection's row is locked (an UPDATE first, which takes the row lock on PostgreSQL and the write
 lock on SQLite), the new tokens are committed before anyone uses them, and a worker that waited
 for the lock finds the access token already replaced and uses that instead.
+
+A connection holds its own tokens, or points to a grant several connections share (Xero: one
+consent, several organisations, each its own company). Shared tokens are refreshed under the
+grant's row lock, and a grant the provider refuses marks every connection on it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from arbridge.sync.model import (
     CreditNote,
     Customer,
     Invoice,
+    OAuthGrant,
     OutboxMessage,
     Payment,
 )
@@ -55,10 +60,52 @@ class OAuthClient(Protocol):
     def revoke(self, token: str) -> None: ...
 
 
-def credentials(keyring: Keyring, conn: Connection, label: str) -> dict[str, Any]:
-    if not conn.credentials_encrypted:
+def token_holder(session: Session, conn: Connection, *, lock: bool = False) -> Any:
+    """Where this connection's tokens are: the grant it shares, or the connection itself."""
+    if conn.grant_id is None:
+        return conn
+    if lock:
+        session.execute(
+            update(OAuthGrant)
+            .where(OAuthGrant.id == conn.grant_id)
+            .values(provider=OAuthGrant.provider)
+        )
+        query = select(OAuthGrant).where(OAuthGrant.id == conn.grant_id).with_for_update()
+        grant = session.scalar(query)
+    else:
+        grant = session.get(OAuthGrant, conn.grant_id)
+    return grant if grant is not None else conn
+
+
+def credentials(keyring: Keyring, holder: Connection | OAuthGrant, label: str) -> dict[str, Any]:
+    if not holder.credentials_encrypted:
         raise AuthExpired(f"the {label} connection holds no tokens: reconnect it")
-    return json.loads(keyring.decrypt(conn.credentials_encrypted))
+    return json.loads(keyring.decrypt(holder.credentials_encrypted))
+
+
+def store_grant(
+    session: Session, keyring: Keyring, clock: Clock, provider: str, grant: Grant
+) -> OAuthGrant:
+    """A new grant for several connections to share (attach each with `shared=`)."""
+    row = OAuthGrant(
+        provider=provider,
+        credentials_encrypted=keyring.encrypt(json.dumps(grant.as_credentials())),
+        created_at=clock.now(),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def sharing(session: Session, conn: Connection) -> list[Connection]:
+    """The connections on the same tokens as this one (itself included)."""
+    if conn.grant_id is None:
+        return [conn]
+    return list(
+        session.scalars(
+            select(Connection).where(Connection.grant_id == conn.grant_id).order_by(Connection.id)
+        )
+    )
 
 
 def _expires(value: str | None) -> datetime | None:
@@ -102,7 +149,7 @@ class ConnectionTokens:
                 raise NotFound(f"connection {self.connection_id} no longer exists")
             if conn.status != "active":
                 raise AuthExpired(f"the {self.label} connection needs to be reconnected")
-            creds = credentials(self.keyring, conn, self.label)
+            creds = credentials(self.keyring, token_holder(session, conn), self.label)
         if self._fresh(creds):
             return str(creds["access_token"])
         return self.refresh(str(creds.get("access_token") or ""))
@@ -121,12 +168,13 @@ class ConnectionTokens:
                 )
                 if conn is None:
                     raise NotFound(f"connection {self.connection_id} no longer exists")
-                creds = credentials(self.keyring, conn, self.label)
+                holder = token_holder(session, conn, lock=True)
+                creds = credentials(self.keyring, holder, self.label)
                 if creds.get("access_token") != stale and self._fresh(creds):
                     return str(creds["access_token"])  # another worker refreshed while we waited
                 grant = self.oauth.refresh(str(creds["refresh_token"]))
                 # Saved (committed when this block ends) before the new token is used anywhere.
-                conn.credentials_encrypted = self.keyring.encrypt(
+                holder.credentials_encrypted = self.keyring.encrypt(
                     json.dumps({**creds, **grant.as_credentials()})
                 )
                 log.info("refreshed the %s token of connection %s", self.label, self.connection_id)
@@ -138,9 +186,9 @@ class ConnectionTokens:
     def give_up(self, reason: str) -> None:
         with transaction(self.factory) as session:
             conn = session.get(Connection, self.connection_id)
-            if conn is not None:
+            for each in sharing(session, conn) if conn is not None else []:
                 mark_needs_reconnect(
-                    session, self.clock, conn, reason, label=self.label, key_prefix=self.key_prefix
+                    session, self.clock, each, reason, label=self.label, key_prefix=self.key_prefix
                 )
 
 
@@ -195,10 +243,11 @@ def attach(
     tenant_id: str,
     grant: Grant,
     connected_message: str | None = None,
+    shared: OAuthGrant | None = None,
 ) -> Connection:
     """Create or renew the company's connection to a provider with a new grant; resume its jobs
-    and queue again the ledger write-backs that failed only because the grant was dead."""
-    creds = json.dumps(grant.as_credentials())
+    and queue again the ledger write-backs that failed only because the grant was dead. With
+    `shared`, the tokens are that stored grant's (store_grant), not a copy on the connection."""
     conn = session.scalar(
         select(Connection).where(
             Connection.company_id == company.id, Connection.provider == provider
@@ -219,9 +268,16 @@ def attach(
             f"this company is connected to {label} company {conn.tenant_id}, not {tenant_id}; "
             "disconnect it first"
         )
-    conn.credentials_encrypted = keyring.encrypt(creds)
+    previous = conn.grant_id
+    if shared is not None:
+        conn.credentials_encrypted, conn.grant_id = None, shared.id
+    else:
+        conn.credentials_encrypted = keyring.encrypt(json.dumps(grant.as_credentials()))
+        conn.grant_id = None
     conn.status, conn.status_detail = "active", None
     session.flush()
+    if previous is not None and previous != conn.grant_id:
+        forget_unused_grant(session, previous)
     set_sync_paused(session, company.id, False)
     revived = revive_write_backs(session, clock, company.id)
     if revived:
@@ -230,6 +286,15 @@ def attach(
         session, clock, company.id, "connection.added", connected_message or f"Connected {label}"
     )
     return conn
+
+
+def forget_unused_grant(session: Session, grant_id: int) -> None:
+    """Delete a shared grant's tokens once no connection uses them any more."""
+    used = session.scalar(select(Connection.id).where(Connection.grant_id == grant_id).limit(1))
+    if used is None:
+        grant = session.get(OAuthGrant, grant_id)
+        if grant is not None:
+            session.delete(grant)
 
 
 def revive_write_backs(session: Session, clock: Clock, company_id: int) -> int:
@@ -257,13 +322,19 @@ def disconnect(
     *,
     label: str,
 ) -> None:
-    """Revoke the grant at the provider (best effort), forget the tokens, stop the jobs."""
+    """Revoke the grant at the provider (best effort), forget the tokens, stop the jobs. A grant
+    other connections share is never revoked (that would disconnect them too); it is forgotten
+    with the last connection on it."""
     if oauth is not None and conn.credentials_encrypted:
         try:
             oauth.revoke(str(credentials(keyring, conn, label)["refresh_token"]))
         except Exception as e:  # the grant may be dead already; disconnecting must still work
             log.warning("revoking %s connection %s failed: %s", label, conn.id, e)
-    conn.credentials_encrypted = None
+    previous = conn.grant_id
+    conn.credentials_encrypted, conn.grant_id = None, None
+    session.flush()
+    if previous is not None:
+        forget_unused_grant(session, previous)
     conn.status, conn.status_detail = "disconnected", "disconnected by the owner"
     set_sync_paused(session, conn.company_id, True)
     log_activity(

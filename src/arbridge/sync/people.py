@@ -9,7 +9,9 @@ realm; a tenant id from the query string alone proves nothing):
 2. Nobody joins an existing company by signing in with the ledger, even with a genuine grant for
    its tenant: an existing company gains users only by its owner's invitation (emailed link,
    expiring, used once).
-3. Signing in with a known ledger identity signs that user in to their own company.
+3. Signing in with a known ledger identity signs that user in to their own company (the one
+   holding the tenant, when the person owns several: one Xero consent may start several
+   companies, each with a user row of this identity).
 4. With nobody signed in and an unknown identity, a tenant attached to no company starts a new
    company with this person as its owner.
 """
@@ -77,11 +79,8 @@ def user_for_ledger_sign_in(
     """The user this sign-in is for, or None when it may start a new company (rule 4).
     Raises SignInRefused under rules 1 and 2."""
     attached_to = _tenant_company(session, who)
-    known = session.scalar(
-        select(User).where(
-            User.identity_provider == who.provider, User.identity_subject == who.subject
-        )
-    )
+    knowns = identity_users(session, who.provider, who.subject)
+    known = next((u for u in knowns if u.company_id == attached_to), knowns[0] if knowns else None)
     user = signed_in or known
     if user is None:
         if attached_to is not None:
@@ -94,7 +93,11 @@ def user_for_ledger_sign_in(
         return None
     if attached_to is not None and attached_to != user.company_id:
         raise tenant_taken(who.provider_name)
-    if signed_in is not None and signed_in.identity_subject is None and known is None:
+    if (
+        signed_in is not None
+        and signed_in.identity_subject is None
+        and all(u.company_id != signed_in.company_id for u in knowns)
+    ):
         # An invited user (signed in by the invitation link) links their ledger identity here.
         signed_in.identity_provider, signed_in.identity_subject = who.provider, who.subject
         log_activity(
@@ -105,6 +108,35 @@ def user_for_ledger_sign_in(
             f"{signed_in.email} can now sign in with {who.provider_name}",
         )
     return user
+
+
+def identity_users(session: Session, provider: str, subject: str) -> list[User]:
+    """Every user row of one ledger identity: one per company the person belongs to."""
+    return list(
+        session.scalars(
+            select(User)
+            .where(User.identity_provider == provider, User.identity_subject == subject)
+            .order_by(User.id)
+        )
+    )
+
+
+def companies_of(session: Session, user: User) -> list[tuple[User, Company]]:
+    """The companies this user's ledger identity also belongs to (theirs first): what the
+    company switcher offers. Nobody without a ledger identity has more than one."""
+    if not user.identity_provider or not user.identity_subject:
+        company = session.get(Company, user.company_id)
+        return [(user, company)] if company is not None else []
+    rows = session.execute(
+        select(User, Company)
+        .join(Company, Company.id == User.company_id)
+        .where(
+            User.identity_provider == user.identity_provider,
+            User.identity_subject == user.identity_subject,
+        )
+        .order_by(Company.name, Company.id)
+    ).all()
+    return sorted(((u, c) for u, c in rows), key=lambda row: row[0].id != user.id)
 
 
 def new_owner(session: Session, clock: Clock, company: Company, who: LedgerIdentity) -> User:

@@ -30,6 +30,7 @@ from arbridge.sync.model import (
     Customer,
     InstanceMeta,
     Invoice,
+    OAuthGrant,
     PayToken,
     SignInToken,
     User,
@@ -343,6 +344,7 @@ def check_keys(session: Session, keyring: Keyring) -> None:
 ENCRYPTED_COLUMNS: tuple[tuple[type[Any], str], ...] = (
     (Connection, "credentials_encrypted"),
     (Connection, "webhook_secret_encrypted"),
+    (OAuthGrant, "credentials_encrypted"),
 )
 
 

@@ -22,7 +22,7 @@ from arbridge.crypto import Keyring
 from arbridge.errors import ConfigError
 from arbridge.sync import connections
 from arbridge.sync.call_limits import CallLimiter
-from arbridge.sync.model import Company, Connection
+from arbridge.sync.model import Company, Connection, OAuthGrant
 
 PROVIDER = "xero"
 LABEL = "Xero"
@@ -86,9 +86,11 @@ def attach(
     company: Company,
     tenant_id: str,
     grant: Grant,
+    shared: OAuthGrant | None = None,
 ) -> Connection:
     """Create or renew the company's Xero connection with a new grant; resume its jobs. A tenant
-    attached to another company is refused (ConfigError)."""
+    attached to another company is refused (ConfigError). With `shared` (connections.store_grant),
+    every company made from one consent refreshes that one stored grant."""
     return connections.attach(
         session,
         keyring,
@@ -99,6 +101,7 @@ def attach(
         tenant_id=tenant_id,
         grant=grant,
         connected_message="Connected Xero",
+        shared=shared,
     )
 
 
@@ -109,6 +112,18 @@ def tenant_owner(session: Session, tenant_id: str) -> int | None:
             Connection.provider == PROVIDER, Connection.tenant_id == tenant_id
         )
     )
+
+
+def tenant_owners(session: Session, tenant_ids: list[str]) -> dict[str, int]:
+    """The company each of these Xero organisations is attached to (those attached)."""
+    if not tenant_ids:
+        return {}
+    rows = session.execute(
+        select(Connection.tenant_id, Connection.company_id).where(
+            Connection.provider == PROVIDER, Connection.tenant_id.in_(tenant_ids)
+        )
+    )
+    return {tenant_id: company_id for tenant_id, company_id in rows}
 
 
 def xero_prefs(company: Company | None) -> dict[str, Any]:

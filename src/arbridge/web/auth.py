@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, redirect, render_template, session, url_for
+from flask import Blueprint, abort, redirect, render_template, request, session, url_for
 
 from arbridge.errors import NotFound
 from arbridge.sync.model import Company
-from arbridge.sync.people import end_sessions
+from arbridge.sync.people import companies_of, end_sessions
 from arbridge.sync.store import log_activity, redeem_sign_in_token
 from arbridge.web.common import current_user, db, runtime, start_session
 
@@ -74,3 +74,36 @@ def sign_out() -> Any:
         s.commit()
     session.clear()
     return redirect(url_for("auth.signed_out"))
+
+
+@bp.post("/switch-company")
+def switch_company() -> Any:
+    """One person owning several companies (one Xero consent, several organisations) moves
+    between them: only to a company where their own ledger identity has a user."""
+    user = current_user()
+    if user is None:
+        return redirect(url_for("auth.signed_out"))
+    wanted = request.form.get("slug", "")
+    s = db()
+    found = next(((u, c) for u, c in companies_of(s, user) if c.slug == wanted), None)
+    if found is None:
+        log.warning("user %s asked to switch to company %r, not theirs: refused", user.id, wanted)
+        abort(404)
+    other, company = found
+    rt = runtime()
+    other.last_sign_in_at = rt.clock.now()
+    log_activity(s, rt.clock, company.id, "owner.signed_in", f"{other.email} switched in")
+    slug, version = company.slug, other.session_version or 0
+    user_id, company_id = other.id, company.id
+    s.commit()
+    start_session(user_id, company_id, version)
+    return redirect(url_for("owner.dashboard", slug=slug))
+
+
+@bp.app_context_processor
+def _template_helpers() -> dict[str, Any]:
+    def my_companies() -> list[Company]:
+        user = current_user()
+        return [c for _u, c in companies_of(db(), user)] if user is not None else []
+
+    return {"my_companies": my_companies}

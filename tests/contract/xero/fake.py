@@ -2,8 +2,9 @@
 which `responses` cannot intercept.
 
 It serves what the connector uses, in the shapes of the Accounting API spec's examples
-(tests/fixtures/xero): the token and revocation endpoints with rotating refresh tokens,
-/connections, the paged lists (page, pageSize, order, If-Modified-Since, where Type=="ACCREC",
+(tests/fixtures/xero): the token and revocation endpoints with rotating refresh tokens, an
+id_token signed RS256 with the key it publishes at /.well-known/openid-configuration/jwks (the
+claims Xero's identity server puts there), /connections over one or more organisations, the paged lists (page, pageSize, order, If-Modified-Since, where Type=="ACCREC",
 Statuses, IDs, includeArchived, the `pagination` block), single reads, PUT /Payments with
 Idempotency-Key (the same key answers the same response and pays nothing twice), payment deletion,
 credit notes and allocations. Every API answer carries the X-*Limit-Remaining headers; throttles
@@ -25,8 +26,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
+
+from tests.conftest import NOW
 
 CLIENT_ID = "XEROFAKECLIENTID0000000000000000"
 CLIENT_SECRET = "fake-xero-client-secret"
@@ -42,6 +47,13 @@ LISTS = {
 }
 BY_LOWER = {n.lower(): n for n in LISTS}
 START = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+SIGNING_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+KEY_ID = "1CAF8E66772D6DC028D6726FD0261581570EFC19"  # Xero's kids look like this
+
+
+def jwks(private_key: rsa.RSAPrivateKey = SIGNING_KEY, kid: str = KEY_ID) -> dict[str, Any]:
+    public = jwt.algorithms.RSAAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
+    return {"keys": [{**public, "kid": kid, "use": "sig", "alg": "RS256", "kty": "RSA"}]}
 
 
 def ms_date(at: datetime | date) -> str:
@@ -86,7 +98,17 @@ class FakeXero:
         self.max_page_size = 1000  # the server's own cap on pageSize
         self.lock = threading.RLock()
         # OAuth
-        self.codes: set[str] = set()
+        # code -> the id_token claims its exchange answers with (who consented, our nonce)
+        self.codes: dict[str, dict[str, Any]] = {}
+        self.user = {
+            "xero_userid": str(uuid.uuid4()),
+            "email": "ana@harbor.example",
+            "given_name": "Ana",
+            "family_name": "Ruiz",
+        }
+        self.identity_now = NOW  # the identity server's clock: the runtime's, as in life
+        self.signing_key = SIGNING_KEY
+        self.organisations: dict[str, str] = {}  # tenant id -> name, beyond the main one
         self.access_tokens: set[str] = set()
         self.refresh_tokens: set[str] = set()
         self.retired_refresh: set[str] = set()
@@ -136,10 +158,39 @@ class FakeXero:
         self.refresh_tokens.add(refresh)
         return access, refresh
 
-    def issue_code(self) -> str:
+    def issue_code(self, nonce: str | None = None, **claims: Any) -> str:
+        """A code the consent page would send back; its exchange carries an id_token naming
+        `self.user` (or these claims over it) and the nonce of the authorize request."""
         code = secrets.token_urlsafe(12)
-        self.codes.add(code)
+        self.codes[code] = {**self.user, **({"nonce": nonce} if nonce else {}), **claims}
         return code
+
+    def add_organisation(self, name: str) -> str:
+        """One more organisation the grant covers (sharing the main one's records)."""
+        tenant_id = str(uuid.uuid4())
+        self.organisations[tenant_id] = name
+        row = self.connect()
+        row.update(tenantId=tenant_id, tenantName=name)
+        return tenant_id
+
+    def id_token(self, issuer: str, claims: dict[str, Any]) -> str:
+        now = int(self.identity_now.timestamp())
+        body = {
+            "nbf": now,
+            "exp": now + 300,
+            "iss": issuer,
+            "aud": CLIENT_ID,
+            "iat": now,
+            "at_hash": secrets.token_urlsafe(16),
+            "sid": secrets.token_hex(16),
+            "sub": secrets.token_hex(16),
+            "auth_time": now,
+            "global_session_id": secrets.token_hex(16),
+            "preferred_username": claims.get("email"),
+            "amr": ["pwd"],
+            **claims,
+        }
+        return jwt.encode(body, self.signing_key, algorithm="RS256", headers={"kid": KEY_ID})
 
     def expire_access_tokens(self) -> None:
         self.access_tokens.clear()
@@ -351,6 +402,9 @@ class FakeXero:
                 self.revoked.append(request.form.get("token", ""))
                 self.refresh_tokens.discard(request.form.get("token", ""))
                 return Response("", 200)
+            if path == "/.well-known/openid-configuration/jwks":
+                self.calls["jwks"] += 1
+                return self._json(200, jwks())
             if path.lower().startswith("/connections"):
                 return self._connections(request, path)
             if path.startswith("/api.xro/2.0/"):
@@ -382,14 +436,15 @@ class FakeXero:
             code = request.form.get("code", "")
             if code not in self.codes:
                 return self._json(400, {"error": "invalid_grant"})
-            self.codes.discard(code)
+            claims = self.codes.pop(code)
         else:
             return self._json(400, {"error": "unsupported_grant_type"})
         access, refresh = self.issue_grant()
+        issuer = request.host_url.rstrip("/")
         return self._json(
             200,
             {
-                "id_token": "header.payload.signature",
+                **({"id_token": self.id_token(issuer, claims)} if grant != "refresh_token" else {}),
                 "access_token": access,
                 "expires_in": 1800,
                 "token_type": "Bearer",
@@ -451,7 +506,9 @@ class FakeXero:
             return 200, {
                 "Organisations": [
                     {
-                        "Name": self.tenant_name,
+                        "Name": self.organisations.get(
+                            request.headers.get("xero-tenant-id", ""), self.tenant_name
+                        ),
                         "CountryCode": "NZ",
                         "BaseCurrency": self.base_currency,
                         "Timezone": "NEWZEALANDSTANDARDTIME",

@@ -8,7 +8,7 @@ from arbridge.connectors.xero.endpoints import (
     id_batches,
     idempotency_key,
 )
-from arbridge.connectors.xero.oauth import CONNECT_SCOPES, Grant, Tenant, XeroIdentity
+from arbridge.connectors.xero.oauth import CONNECT_SCOPES, Grant, Tenant, XeroIdentity, XeroUser
 from arbridge.connectors.xero.sdk import (
     API_BASE,
     IDENTITY_BASE,
@@ -33,6 +33,7 @@ __all__ = [
     "XeroConfig",
     "XeroConnector",
     "XeroIdentity",
+    "XeroUser",
     "id_batches",
     "idempotency_key",
 ]

@@ -6,6 +6,11 @@ working after a 30-minute grace (kept for a response lost on the way). The calle
 the returned Grant atomically before using it (sync/connections.py does, under a row lock).
 Access tokens live 30 minutes; refresh tokens 60 days from their issue.
 
+Signing in with Xero (OpenID Connect): the token answer carries an id_token, a JWT signed with
+one of the keys Xero publishes at /.well-known/openid-configuration/jwks. It says who the person
+is only once its signature, issuer, audience (our client id), lifetime (by our clock) and the
+nonce we sent are all checked.
+
 Why the SDK's ApiClient.call_api for the token endpoint rather than its OAuth2Token: that class
 posts to a hard-coded https://identity.xero.com, refreshes on its own whenever it judges a token
 expired (spending the rotating refresh token outside our row lock) and turns a refused refresh
@@ -21,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+import jwt
 from xero_python.identity import IdentityApi
 
 from arbridge.connectors.xero.sdk import (
@@ -54,6 +60,16 @@ CONNECT_SCOPES = (
     "accounting.settings.read",
 )
 REFRESH_LIFETIME = timedelta(days=60)
+ID_TOKEN_LEEWAY = timedelta(minutes=2)  # clocks differ a little; a minted token is fresh
+
+
+@dataclass(frozen=True)
+class XeroUser:
+    """Who signed in, as a verified id_token says: Xero's user id, email and name."""
+
+    subject: str
+    email: str
+    name: str | None
 
 
 @dataclass(frozen=True)
@@ -96,16 +112,19 @@ class XeroIdentity:
         self.config = config
         self.clock = clock
 
-    def authorization_url(self, state: str, scopes: tuple[str, ...] = CONNECT_SCOPES) -> str:
-        query = urlencode(
-            {
-                "response_type": "code",
-                "client_id": self.config.client_id,
-                "redirect_uri": self.config.redirect_uri,
-                "scope": " ".join(scopes),
-                "state": state,
-            }
-        )
+    def authorization_url(
+        self, state: str, scopes: tuple[str, ...] = CONNECT_SCOPES, nonce: str | None = None
+    ) -> str:
+        params = {
+            "response_type": "code",
+            "client_id": self.config.client_id,
+            "redirect_uri": self.config.redirect_uri,
+            "scope": " ".join(scopes),
+            "state": state,
+        }
+        if nonce is not None:
+            params["nonce"] = nonce
+        query = urlencode(params)
         return f"{self.config.login_base.rstrip('/')}/identity/connect/authorize?{query}"
 
     # -- tokens ---------------------------------------------------------------------------------
@@ -228,3 +247,56 @@ class XeroIdentity:
             raise AuthExpired("Xero refused the access token removing a connection") from e
         except NotFound:
             log.info("Xero connection %s was already removed", connection_id)
+
+    # -- sign-in --------------------------------------------------------------------------------
+
+    @property
+    def issuer(self) -> str:
+        return self.config.identity_base.rstrip("/")
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.issuer}/.well-known/openid-configuration/jwks"
+
+    def verify_id_token(self, id_token: str | None, nonce: str) -> XeroUser:
+        """The person a grant's id_token names, once it is proven to be Xero's, for us, current
+        and the answer to our own request (the nonce). Rejected otherwise; Transient when Xero's
+        keys cannot be fetched."""
+        if not id_token:
+            raise Rejected("Xero's answer carries no id_token: the openid scope was not granted")
+        try:
+            keys = jwt.PyJWKClient(self.jwks_url, cache_keys=False, timeout=TIMEOUT[1])
+            key = keys.get_signing_key_from_jwt(id_token)
+            claims = jwt.decode(
+                id_token,
+                key.key,
+                algorithms=["RS256"],
+                audience=self.config.client_id,
+                issuer=self.issuer,
+                # Lifetime is checked below against our clock, not the machine's.
+                options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+            )
+        except jwt.PyJWKClientConnectionError as e:
+            raise Transient(f"Xero's signing keys could not be fetched: {e}") from e
+        except (jwt.PyJWKClientError, jwt.InvalidTokenError) as e:
+            log.warning("a Xero id_token failed verification: %s", e)
+            raise Rejected(f"Xero's sign-in token failed verification: {e}") from e
+        now = self.clock.now().timestamp()
+        leeway = ID_TOKEN_LEEWAY.total_seconds()
+        expires, issued = claims.get("exp"), claims.get("iat")
+        if not isinstance(expires, int | float) or expires + leeway < now:
+            raise Rejected("Xero's sign-in token has expired: sign in again")
+        if isinstance(issued, int | float) and issued - leeway > now:
+            raise Rejected("Xero's sign-in token is dated in the future")
+        if not nonce or claims.get("nonce") != nonce:
+            log.warning("a Xero id_token with a missing or wrong nonce: refused")
+            raise Rejected("Xero's sign-in token does not answer this sign-in: sign in again")
+        subject = claims.get("xero_userid") or claims.get("sub")
+        if not subject:
+            raise Rejected("Xero's sign-in token names nobody")
+        name = " ".join(str(p) for p in (claims.get("given_name"), claims.get("family_name")) if p)
+        return XeroUser(
+            subject=str(subject)[:128],
+            email=str(claims.get("email") or "")[:254],
+            name=name[:200] or None,
+        )

@@ -25,6 +25,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Context, Decimal
 from typing import Any
 
+from tzlocal.windows_tz import win_tz
+
 from arbridge.errors import MappingError
 from arbridge.inputs import EARLIEST_DAY, LATEST_DAY, InputError, check_day
 from arbridge.money import Money
@@ -341,3 +343,15 @@ def map_record(entity: str, source_id: str, deleted: bool, raw: Mapping[str, Any
     if not isinstance(raw, Mapping):
         raise MappingError("the record is not an object")
     return MAPPERS[entity](raw)
+
+
+# Xero names an organisation's timezone by its Windows id without spaces, upper case
+# ("NEWZEALANDSTANDARDTIME"); CLDR's table (as tzlocal ships it) gives the IANA zone.
+_WINDOWS_ZONES = {re.sub(r"[^A-Z0-9]", "", name.upper()): zone for name, zone in win_tz.items()}
+
+
+def organisation_timezone(value: Any) -> str | None:
+    """The IANA zone of an Organisation's Timezone, or None when it names none we know."""
+    if not isinstance(value, str):
+        return None
+    return _WINDOWS_ZONES.get(re.sub(r"[^A-Z0-9]", "", value.upper()))

@@ -55,7 +55,9 @@ class User(Base):
     )
     email: Mapped[str] = mapped_column(String(254))
     name: Mapped[str | None] = mapped_column(String(200))
-    # The accounting provider's identity when the owner signs in with it (Intuit's sub, Xero's).
+    # The accounting provider's identity when the owner signs in with it (Intuit's sub, Xero's
+    # user id). One person may own several companies (one Xero consent, several organisations):
+    # a user row in each, with the same identity.
     identity_provider: Mapped[str | None] = mapped_column(String(20))
     identity_subject: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime]
@@ -66,7 +68,7 @@ class User(Base):
 
     __table_args__ = (
         UniqueConstraint("company_id", "email"),
-        UniqueConstraint("identity_provider", "identity_subject"),
+        UniqueConstraint("company_id", "identity_provider", "identity_subject"),
     )
 
 

@@ -12,6 +12,20 @@ from sqlalchemy.orm import Mapped, mapped_column
 from arbridge.sync.model.base import CONNECTION_STATUSES, EVENT_STATUSES, PROVIDERS, Base, _enum
 
 
+class OAuthGrant(Base):
+    """One OAuth grant that several connections share: Xero's consent covers every organisation
+    the user picked, and its refresh token rotates on each refresh, so the companies made from
+    one consent must refresh one stored token (under this row's lock), never copies of it."""
+
+    __tablename__ = "oauth_grants"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    # JSON of the tokens, Fernet-encrypted with the instance keyring; never logged.
+    credentials_encrypted: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
 class Connection(Base):
     __tablename__ = "connections"
 
@@ -22,8 +36,12 @@ class Connection(Base):
     provider: Mapped[str] = mapped_column(_enum("provider", PROVIDERS))
     # The provider's tenant: QuickBooks realmId, Xero tenantId, Stripe account id, demo ledger name.
     tenant_id: Mapped[str] = mapped_column(String(64))
-    # JSON of tokens and keys, Fernet-encrypted with the instance keyring; never logged.
+    # JSON of tokens and keys, Fernet-encrypted with the instance keyring; never logged. Empty
+    # when the tokens are a grant's that other connections share (grant_id).
     credentials_encrypted: Mapped[str | None] = mapped_column(Text)
+    grant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("oauth_grants.id", ondelete="SET NULL"), index=True
+    )
     status: Mapped[str] = mapped_column(
         _enum("connection_status", CONNECTION_STATUSES), default="active"
     )
