@@ -93,21 +93,36 @@ def user_for_ledger_sign_in(
         return None
     if attached_to is not None and attached_to != user.company_id:
         raise tenant_taken(who.provider_name)
-    if (
-        signed_in is not None
-        and signed_in.identity_subject is None
-        and all(u.company_id != signed_in.company_id for u in knowns)
-    ):
-        # An invited user (signed in by the invitation link) links their ledger identity here.
-        signed_in.identity_provider, signed_in.identity_subject = who.provider, who.subject
-        log_activity(
-            session,
-            clock,
-            signed_in.company_id,
-            "user.identity_linked",
-            f"{signed_in.email} can now sign in with {who.provider_name}",
-        )
+    if signed_in is not None:
+        link_identity(session, clock, signed_in, who)
     return user
+
+
+def link_identity(session: Session, clock: Clock, user: User, who: LedgerIdentity) -> bool:
+    """An invited user (signed in by the invitation link) links their ledger identity, so that
+    signing in with the ledger finds them; never over another identity, nor twice in a company.
+    True when it was linked now."""
+    if user.identity_subject is not None:
+        return False
+    twin = session.scalar(
+        select(User.id).where(
+            User.company_id == user.company_id,
+            User.identity_provider == who.provider,
+            User.identity_subject == who.subject,
+        )
+    )
+    if twin is not None:
+        return False
+    user.identity_provider, user.identity_subject = who.provider, who.subject
+    session.flush()
+    log_activity(
+        session,
+        clock,
+        user.company_id,
+        "user.identity_linked",
+        f"{user.email} can now sign in with {who.provider_name}",
+    )
+    return True
 
 
 def identity_users(session: Session, provider: str, subject: str) -> list[User]:

@@ -43,6 +43,7 @@ from arbridge.sync.people import (
     LedgerIdentity,
     SignInRefused,
     identity_users,
+    link_identity,
     new_owner,
     tenant_taken,
 )
@@ -280,6 +281,18 @@ def _signed_in_at_xero(code: str, nonce: str) -> Any:
     except ArbridgeError as e:
         log.warning("Sign in with Xero failed: %s", e)
         return _refuse("You are not signed in", f"Xero did not sign you in: {e}", 403)
+    s = db()
+    signed_in = current_user()
+    # An invited teammate, signed in by their invitation link, links their Xero identity.
+    linked = signed_in is not None and link_identity(
+        s, runtime().clock, signed_in, _who(person, "")
+    )
+    if linked and signed_in is not None:
+        company = s.get(Company, signed_in.company_id)
+        assert company is not None
+        s.commit()
+        flash("You can now sign in with Xero.", "ok")
+        return redirect(url_for("owner.dashboard", slug=company.slug))
     new, yours, taken = _sort_tenants(person, tenants)
     if not new and not yours:
         if not taken:

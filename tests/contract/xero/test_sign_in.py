@@ -17,6 +17,7 @@ from arbridge.errors import AuthExpired
 from arbridge.providers import xero
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Company, Connection, OAuthGrant, User
+from arbridge.sync.store import issue_sign_in_token
 from arbridge.sync.xero_store import ConnectionTokens, attach
 from tests.contract.xero.test_end_to_end import company
 from tests.web.conftest import csrf_token, parse
@@ -247,3 +248,45 @@ def test_disconnecting_one_company_keeps_the_shared_grant_for_the_other(rt, clie
         other = conns[cafe].id
     tokens = ConnectionTokens(rt.sessions, rt.keyring, rt.clock, other, xero.oauth(rt))
     assert tokens.access_token()
+
+
+def test_an_invited_teammate_links_their_xero_identity_and_switches_between_companies(
+    rt, client, fake
+):
+    """Ana owns a company made from her own organisation and was invited to Team B (whose
+    organisation her Xero user cannot see): once she signs in with Xero while signed in to
+    Team B by her invitation, both are hers to switch between."""
+    sign_up(client, fake, [fake.tenant_id])
+    mine = signed_in_slug(client)
+    team = company(rt, "team-b")
+    with transaction(rt.sessions) as s:
+        ana = User(company_id=team.id, email="ana@harbor.example", created_at=rt.clock.now())
+        s.add(ana)
+        s.flush()
+        token = issue_sign_in_token(s, rt.clock, ana, 15)
+    teammate = client.application.test_client()
+    page = teammate.get(f"/sign-in/{token}")
+    teammate.post(f"/sign-in/{token}", data={"csrf_token": csrf_token(page.data)})
+    assert signed_in_slug(teammate) == "team-b"
+    linked = come_back(teammate, fake)
+    assert linked.status_code == 302, linked.get_data(as_text=True)
+    with rt.sessions() as s:
+        assert s.get(User, ana.id).identity_subject == fake.user["xero_userid"]
+    dashboard = teammate.get("/c/team-b/")
+    assert parse(dashboard.data).by_id("switch-company") is not None
+    moved = teammate.post(
+        "/switch-company", data={"csrf_token": csrf_token(dashboard.data), "slug": mine}
+    )
+    assert moved.status_code == 302
+    assert signed_in_slug(teammate) == mine
+    # The owner of Team B gained no identity and no switcher.
+    with rt.sessions() as s:
+        owner = s.scalars(select(User).where(User.company_id == team.id).order_by(User.id)).first()
+        assert owner.identity_subject is None
+
+
+def test_the_app_store_launch_url_signs_in_when_nobody_is_signed_in(client, fake):
+    response = client.get("/xero/connect")
+    assert response.status_code == 302
+    query = parse_qs(urlsplit(response.headers["Location"]).query)
+    assert query["nonce"] and "openid" in query["scope"][0].split()
