@@ -153,8 +153,9 @@ def build_connector(
     config = xero_config(settings)
     with factory() as session:
         prefs = xero_prefs(session.get(Company, conn.company_id))
-    tokens = ConnectionTokens(factory, keyring, clock, conn.id, XeroIdentity(config, clock))
     sleep = options.setdefault("sleep", time.sleep)
+    identity = XeroIdentity(config, clock, sleep=sleep)
+    tokens = ConnectionTokens(factory, keyring, clock, conn.id, identity)
     shared = options.setdefault("limiter", limiter(factory, clock, conn.tenant_id, sleep))
     if isinstance(shared, CallLimiter):
         # What Xero says is left of today's allowance is the truth (other apps spend it too).

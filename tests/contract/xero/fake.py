@@ -112,6 +112,12 @@ class FakeXero:
         self.access_tokens: set[str] = set()
         self.refresh_tokens: set[str] = set()
         self.retired_refresh: set[str] = set()
+        # Xero keeps a rotated refresh token working for 30 minutes (a lost answer's grace):
+        # token -> when it was rotated, by the fake's clock; and answers to lose after rotating.
+        self.retired_at: dict[str, datetime] = {}
+        self.grace = timedelta(minutes=30)
+        self.lose_token_answers = 0
+        self.refreshes_with_retired: list[str] = []
         self.revoked: list[str] = []
         self.connections: list[dict[str, Any]] = []
         # traffic
@@ -427,11 +433,16 @@ class FakeXero:
         grant = request.form.get("grant_type")
         if grant == "refresh_token":
             token = request.form.get("refresh_token", "")
-            if token not in self.refresh_tokens:
+            retired = self.retired_at.get(token)
+            if token in self.refresh_tokens:
+                # Rotation: the old refresh token stops working once a new one is issued...
+                self.refresh_tokens.discard(token)
+                self.retired_refresh.add(token)
+                self.retired_at[token] = self.now
+            elif retired is not None and self.now - retired <= self.grace:
+                self.refreshes_with_retired.append(token)  # ... but for the grace period
+            else:
                 return self._json(400, {"error": "invalid_grant"})
-            # Rotation: the old refresh token stops working once a new one is issued.
-            self.refresh_tokens.discard(token)
-            self.retired_refresh.add(token)
         elif grant == "authorization_code":
             code = request.form.get("code", "")
             if code not in self.codes:
@@ -440,6 +451,9 @@ class FakeXero:
         else:
             return self._json(400, {"error": "unsupported_grant_type"})
         access, refresh = self.issue_grant()
+        if grant == "refresh_token" and self.lose_token_answers > 0:
+            self.lose_token_answers -= 1
+            return self._json(503, {"Title": "Service Unavailable"})  # rotated, answer lost
         issuer = request.host_url.rstrip("/")
         return self._json(
             200,

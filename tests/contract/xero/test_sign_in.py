@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
 from arbridge.connectors.xero import Grant
-from arbridge.errors import AuthExpired
+from arbridge.errors import AuthExpired, Transient
 from arbridge.providers import xero
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Company, Connection, OAuthGrant, User
@@ -290,3 +290,47 @@ def test_the_app_store_launch_url_signs_in_when_nobody_is_signed_in(client, fake
     assert response.status_code == 302
     query = parse_qs(urlsplit(response.headers["Location"]).query)
     assert query["nonce"] and "openid" in query["scope"][0].split()
+
+
+def test_a_refresh_whose_answer_is_lost_is_recovered_in_xeros_grace_not_left_for_later(
+    rt, client, fake
+):
+    """Xero rotated the token but its answer was lost: asked again at once with the same
+    refresh token (still good for 30 minutes), the new tokens are stored and the connection
+    stays active; the retired token is never used after a refresh that was answered."""
+    sign_up(client, fake, [fake.tenant_id])
+    with rt.sessions() as s:
+        conn = s.scalars(select(Connection)).one()
+    slept: list[float] = []
+    identity = xero.oauth(rt)
+    identity.sleep = slept.append
+    tokens = ConnectionTokens(rt.sessions, rt.keyring, rt.clock, conn.id, identity)
+    fake.expire_access_tokens()
+    fake.lose_token_answers = 1
+    token = tokens.refresh(tokens.access_token())
+    assert token in fake.access_tokens
+    assert len(fake.refreshes_with_retired) == 1 and slept == [1.0]
+    with rt.sessions() as s:
+        assert s.get(Connection, conn.id).status == "active"
+    # An answered refresh: the next one spends the new token, never the retired one again.
+    fake.expire_access_tokens()
+    tokens.refresh(token)
+    assert len(fake.refreshes_with_retired) == 1
+
+
+def test_a_refresh_xero_never_answers_leaves_the_token_for_the_next_try(rt, client, fake):
+    sign_up(client, fake, [fake.tenant_id])
+    with rt.sessions() as s:
+        conn = s.scalars(select(Connection)).one()
+    identity = xero.oauth(rt)
+    identity.sleep = lambda _s: None
+    tokens = ConnectionTokens(rt.sessions, rt.keyring, rt.clock, conn.id, identity)
+    fake.expire_access_tokens()
+    fake.lose_token_answers = 3
+    with pytest.raises(Transient):
+        tokens.refresh(tokens.access_token())
+    with rt.sessions() as s:
+        assert s.get(Connection, conn.id).status == "active"  # not "needs reconnect"
+    # Later, still within the grace: the stored (retired) token recovers the grant.
+    fake.now += timedelta(minutes=10)
+    assert tokens.refresh(tokens.access_token()) in fake.access_tokens

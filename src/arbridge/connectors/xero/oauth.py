@@ -4,7 +4,11 @@ grant covers (`GET /connections`, `DELETE /connections/{id}`), errors mapped to 
 Xero rotates the refresh token on every refresh: the new one replaces the old, which stops
 working after a 30-minute grace (kept for a response lost on the way). The caller must persist
 the returned Grant atomically before using it (sync/connections.py does, under a row lock).
-Access tokens live 30 minutes; refresh tokens 60 days from their issue.
+Access tokens live 30 minutes; refresh tokens 60 days from their issue. When a refresh's answer
+is lost (a timeout, a dropped connection, a 5xx), Xero may already have rotated the token; the
+old one keeps working for a 30-minute grace, so the refresh is asked again at once with it, a
+few seconds apart, while the caller still holds the row lock: the grace recovers a lost answer
+there and then, and is never counted on later.
 
 Signing in with Xero (OpenID Connect): the token answer carries an id_token, a JWT signed with
 one of the keys Xero publishes at /.well-known/openid-configuration/jwks. It says who the person
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,6 +66,7 @@ CONNECT_SCOPES = (
     "accounting.settings.read",
 )
 REFRESH_LIFETIME = timedelta(days=60)
+REFRESH_ATTEMPTS = 3  # the first ask and two more with the same token, inside Xero's grace
 ID_TOKEN_LEEWAY = timedelta(minutes=2)  # clocks differ a little; a minted token is fresh
 
 
@@ -103,7 +110,9 @@ class Tenant:
 
 
 class XeroIdentity:
-    def __init__(self, config: XeroConfig, clock: Any) -> None:
+    def __init__(
+        self, config: XeroConfig, clock: Any, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         if not config.client_id or not config.client_secret:
             raise ConfigError(
                 "Xero is not configured: set ARBRIDGE_XERO_CLIENT_ID and "
@@ -111,6 +120,7 @@ class XeroIdentity:
             )
         self.config = config
         self.clock = clock
+        self.sleep = sleep
 
     def authorization_url(
         self, state: str, scopes: tuple[str, ...] = CONNECT_SCOPES, nonce: str | None = None
@@ -190,7 +200,17 @@ class XeroIdentity:
         before using either."""
         what = "refresh the access token"
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        return self._grant(self._token_call(self.config.token_url, form, what), what)
+        for attempt in range(1, REFRESH_ATTEMPTS + 1):
+            try:
+                return self._grant(self._token_call(self.config.token_url, form, what), what)
+            except Transient as e:
+                if attempt == REFRESH_ATTEMPTS:
+                    raise
+                # Perhaps rotated with the answer lost: the same token still works in the grace.
+                log.warning("Xero token refresh %s of %s failed (%s); asking again with the "
+                            "same refresh token", attempt, REFRESH_ATTEMPTS, e)  # fmt: skip
+                self.sleep(float(attempt))
+        raise AssertionError("unreachable")
 
     def revoke(self, token: str) -> None:
         """Revoke a refresh token: every tenant connection of the grant goes with it."""
