@@ -12,14 +12,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
-from arbridge.connectors.xero import Grant
 from arbridge.errors import AuthExpired, Transient
 from arbridge.providers import xero
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Company, Connection, OAuthGrant, User
 from arbridge.sync.store import issue_sign_in_token
-from arbridge.sync.xero_store import ConnectionTokens, attach
+from arbridge.sync.xero_store import ConnectionTokens
 from tests.contract.xero.test_end_to_end import company
+from tests.contract.xero.test_web import attached_elsewhere
 from tests.web.conftest import csrf_token, parse
 
 
@@ -177,12 +177,7 @@ def test_signing_in_again_opens_your_company_and_makes_no_other(rt, client, fake
 
 def test_sign_in_never_joins_another_company(rt, client, fake):
     theirs = company(rt, "harbor-nz")
-    access, refresh = fake.issue_grant()
-    with transaction(rt.sessions) as s:
-        attach(
-            s, rt.keyring, rt.clock, s.get(Company, theirs.id), fake.tenant_id,
-            Grant(access, refresh, rt.clock.now() + timedelta(minutes=30), None),
-        )  # fmt: skip
+    attached_elsewhere(rt, fake, theirs)
     refused = come_back(client, fake)
     assert refused.status_code == 403
     assert "invitation" in refused.get_data(as_text=True)

@@ -17,6 +17,16 @@ from tests.contract.xero.test_end_to_end import company
 from tests.web.conftest import csrf_token, parse, sign_in
 
 
+def attached_elsewhere(rt, fake, row) -> None:
+    """The fake's organisation attached to this company, with a grant of its own."""
+    access, refresh = fake.issue_grant()
+    with transaction(rt.sessions) as s:
+        attach(
+            s, rt.keyring, rt.clock, s.get(Company, row.id), fake.tenant_id,
+            Grant(access, refresh, rt.clock.now() + timedelta(minutes=30), None),
+        )  # fmt: skip
+
+
 def consent(client, fake):
     """Connect, then Xero's redirect back with a code: the page offering the organisations."""
     response = client.get("/xero/connect")
@@ -87,12 +97,7 @@ def test_connect_pick_the_organisation_and_the_payment_account(rt, client, fake)
 
 def test_an_organisation_of_another_company_is_refused(rt, client, fake):
     first, second = company(rt, "first"), company(rt, "second")
-    access, refresh = fake.issue_grant()
-    with transaction(rt.sessions) as s:
-        attach(
-            s, rt.keyring, rt.clock, s.get(Company, first.id), fake.tenant_id,
-            Grant(access, refresh, rt.clock.now() + timedelta(minutes=30), None),
-        )  # fmt: skip
+    attached_elsewhere(rt, fake, first)
     sign_in(client, rt, second)
     offered = consent(client, fake)
     assert "connected to another arbridge company" in offered.get_data(as_text=True)
