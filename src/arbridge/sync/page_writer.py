@@ -38,11 +38,9 @@ def _upsert(session: Session, model: Any, rows: list[dict[str, Any]]) -> dict[st
         index_elements=list(keys),
         set_={name: stmt.excluded[name] for name in rows[0] if name not in keys},
     )
-    session.execute(stmt, rows)
-    first = rows[0]
-    return _ids(
-        session, model, first["company_id"], first["source"], [r["source_id"] for r in rows]
-    )
+    # The ids come back from the upsert itself (RETURNING, batched too), not from a lookup after.
+    returned = session.execute(stmt.returning(model.source_id, model.id), rows)
+    return dict(returned.tuples().all())
 
 
 def _ids(
