@@ -11,7 +11,8 @@ here reads the clock, the database or the network. The rules, in plain terms:
   overdue and no earlier plan of theirs may have defaulted. An invoice already on a current plan
   is not offered another.
 - Schedule. The total is the balance plus the fee (fixed and/or percent, rounded once). The
-  deposit, when there is one, is installment 0, due on the start date; installments 1..N follow
+  deposit (its percent of the total, rounded half up), when there is one, is installment 0, due
+  on the start date; installments 1..N follow
   one period apart (the first one period after the deposit, or on the start date without one).
   Every installment is the same amount rounded down to the currency's smallest unit, and the
   units left over go to the first installment (REMAINDER_RULE), so they add up to the total

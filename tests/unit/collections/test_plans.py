@@ -7,7 +7,7 @@ import calendar
 import dataclasses
 import itertools
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from hypothesis import given
@@ -347,6 +347,25 @@ def test_a_schedule_adds_up_to_the_balance_and_fee_exactly(kw):
     # Dates strictly increase from the start date.
     assert plan[0].due_on == kw["start_on"]
     assert all(a.due_on < b.due_on for a, b in itertools.pairwise(plan))
+
+
+@given(
+    st.integers(1, 300),
+    st.integers(1, 24),
+    st.sampled_from(["0", "1", "10", "12.5", "50", "99"]),
+)
+def test_a_small_balance_is_split_when_every_part_gets_a_unit_and_refused_otherwise(
+    minor, n, percent
+):
+    deposit = (Decimal(minor) * Decimal(percent) / 100).quantize(Decimal(1), ROUND_HALF_UP)
+    feasible = (percent == "0" or deposit > 0) and minor - deposit >= n
+    kw = start(installments=n, max_installments=24, deposit_percent=percent)
+    if feasible:
+        plan = schedule(Money.from_minor(minor, "USD"), **kw)
+        assert sum(i.amount.minor for i in plan) == minor
+    else:
+        with pytest.raises(PlanError, match=r"too small|deposit would be nothing"):
+            schedule(Money.from_minor(minor, "USD"), **kw)
 
 
 @given(st.dates(date(1900, 1, 1), date(2900, 12, 31)), st.integers(0, 240))
