@@ -227,7 +227,7 @@ def schedule(
 
     `max_installments` is the policy's most (Policy.plan_max_installments) for a plan the
     customer chooses. Refuses (PlanError) nothing owed, a count out of range, an unknown
-    frequency, a deposit outside 0..99.99%, a negative fee, dates outside what arbridge keeps,
+    frequency, a deposit below 0% or of 100% or more, a negative fee, dates outside what arbridge keeps,
     and a total too small for every installment to be at least one smallest unit."""
     if not isinstance(balance, Money):
         raise TypeError("the balance is Money")
