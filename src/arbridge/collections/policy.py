@@ -15,8 +15,24 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "discount_percent": None,
         "discount_days": None,
     },
-    "plans": {"enabled": False, "min_balance": "500.00", "max_installments": 3},
+    "plans": {
+        "enabled": False,
+        "min_balance": "500.00",  # in the home currency; a balance of at least this may choose
+        "max_installments": 3,
+        # Good standing: when on, only customers with no open invoice more than
+        # `good_standing_days` overdue and no defaulted plan may choose a plan.
+        "good_standing_only": False,
+        "good_standing_days": 30,
+        "frequencies": ["month"],  # any of "week", "fortnight", "month"
+        "deposit_percent": "0",
+        "fee_amount": None,  # a fixed fee in the home currency
+        "fee_percent": None,  # a fee as a percent of the balance
+        "agreement_text": None,  # None: the stock text (collections.plans.DEFAULT_AGREEMENT)
+    },
 }
+
+PLAN_FREQUENCIES = ("week", "fortnight", "month")
+MAX_AGREEMENT_CHARS = 20_000
 
 
 @dataclass(frozen=True)
@@ -30,6 +46,13 @@ class Policy:
     plans_enabled: bool
     plan_min_balance: Decimal
     plan_max_installments: int
+    plan_good_standing_only: bool = False
+    plan_good_standing_days: int = 30
+    plan_frequencies: tuple[str, ...] = ("month",)
+    plan_deposit_percent: Decimal = Decimal(0)
+    plan_fee_amount: Decimal | None = None
+    plan_fee_percent: Decimal | None = None
+    plan_agreement_text: str | None = None  # None: the stock text
     # Stored choices that could not be read (written by an older version, or by hand): each one
     # falls back to its default, and the settings page says which.
     problems: tuple[str, ...] = ()
@@ -80,6 +103,26 @@ class _Reader:
             return default
         return value
 
+    def choices(
+        self, raw: Any, default: tuple[str, ...], allowed: tuple[str, ...], what: str
+    ) -> tuple[str, ...]:
+        """A non-empty choice among `allowed` (a list, or one string), in `allowed`'s order."""
+        if raw is None or raw == "" or raw == []:
+            return default
+        items = [raw] if isinstance(raw, str) else raw
+        if not isinstance(items, list | tuple) or not all(i in allowed for i in items):
+            self.problems.append(f"{what} were not among {', '.join(allowed)}")
+            return default
+        return tuple(a for a in allowed if a in items)
+
+    def text(self, raw: Any, default: str | None, most: int, what: str) -> str | None:
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return default
+        if not isinstance(raw, str) or len(raw) > most:
+            self.problems.append(f"{what} was not a text of at most {most} characters")
+            return default
+        return raw
+
 
 def policy(stored: Mapping[str, Any] | None) -> Policy:
     s = merged(stored)
@@ -97,6 +140,20 @@ def policy(stored: Mapping[str, Any] | None) -> Policy:
     plan_max_installments = read.whole(
         pl["max_installments"], dpl["max_installments"], 1, 120, "The plans' installments"
     )
+    good_standing_days = read.whole(
+        pl["good_standing_days"], dpl["good_standing_days"], 0, 3660, "The good standing's days"
+    )
+    deposit_percent = read.amount(
+        pl["deposit_percent"], Decimal(dpl["deposit_percent"]), Decimal(99), "The plans' deposit"
+    )
+    fee_amount = read.amount(pl["fee_amount"], None, Decimal(10) ** 12, "The plans' fee")
+    fee_percent = read.amount(pl["fee_percent"], None, Decimal(100), "The plans' fee percent")
+    frequencies = read.choices(
+        pl["frequencies"], tuple(dpl["frequencies"]), PLAN_FREQUENCIES, "The plans' frequencies"
+    )
+    agreement_text = read.text(
+        pl["agreement_text"], None, MAX_AGREEMENT_CHARS, "The plans' agreement"
+    )
     return Policy(
         reminders_enabled=bool(r["enabled"]),
         max_reminders_per_week=max_per_week if max_per_week is not None else d["max_per_week"],
@@ -111,5 +168,14 @@ def policy(stored: Mapping[str, Any] | None) -> Policy:
         plan_max_installments=plan_max_installments
         if plan_max_installments is not None
         else dpl["max_installments"],
+        plan_good_standing_only=bool(pl["good_standing_only"]),
+        plan_good_standing_days=good_standing_days
+        if good_standing_days is not None
+        else dpl["good_standing_days"],
+        plan_frequencies=frequencies,
+        plan_deposit_percent=deposit_percent if deposit_percent is not None else Decimal(0),
+        plan_fee_amount=fee_amount or None,
+        plan_fee_percent=fee_percent or None,
+        plan_agreement_text=agreement_text,
         problems=tuple(read.problems),
     )
