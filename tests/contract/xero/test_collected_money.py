@@ -479,7 +479,7 @@ def _checker(rt, fake, invoices, before):
 def test_refunds_and_disputes_in_any_order_leave_the_net_in_xero(rt, fake, books):
     conn, _ids, _stripe = books
     contact = fake.add_contact("Cedar Studio")
-    for n in range(24):
+    for n in range(40):
         fake.add_invoice(
             contact,
             f"{80 + 13 * n}.40",

@@ -10,15 +10,19 @@ from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import parse_qs
 
-from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from arbridge.cli import main
 from arbridge.sync.model import WebhookEvent
 from arbridge.worker import claim_and_run, drain
 from tests.contract.quickbooks.test_webhooks import push_sync_job_back
 from tests.contract.xero.conftest import delivery, post, sign
-from tests.contract.xero.test_end_to_end import cli_env, company, connect, ledger, run
+from tests.contract.xero.test_end_to_end import (
+    assert_report_matches,
+    company,
+    connect,
+    ledger,
+    run,
+)
 
 INTENT = json.dumps(
     {"events": [], "firstEventSequence": 0, "lastEventSequence": 0, "entropy": "S0m3r4Nd0mt3xt"}
@@ -85,12 +89,7 @@ def test_the_worker_reads_the_named_invoices_again_in_one_call(rt, settings, con
     assert [r["path"] for r in reads] == ["/api.xro/2.0/Invoices"]
     assert sorted(parse_qs(reads[0]["query"])["IDs"][0].split(",")) == sorted([ids[2], ids[4]])
     assert not claim_and_run(rt, "sync")  # the named invoices were read: no sync needed
-    report = CliRunner().invoke(
-        main,
-        ["report", "--company", "harbor-nz", "--format", "json"],
-        env=cli_env(settings, config),
-    )
-    assert Decimal(json.loads(report.stdout)["open_balance"]) == fake.open_balance()["NZD"]
+    assert_report_matches(settings, config, "harbor-nz", fake)
     with rt.sessions() as s:
         assert list(s.scalars(select(WebhookEvent.status))) == ["processed", "processed"]
 
