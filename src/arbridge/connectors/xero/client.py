@@ -391,7 +391,12 @@ class XeroConnector:
                     f"Xero refused the payment: {'; '.join(map(str, errors)) or 'no id'}"
                 )
         except Rejected:
-            made = [str(p["PaymentID"]) for p in created if p.get("PaymentID")]
+            made = [
+                str(p["PaymentID"])
+                for p in created
+                if p.get("PaymentID")
+                and not (p.get("HasValidationErrors") or p.get("ValidationErrors"))
+            ]
             if made:
                 log.warning(
                     "Xero refused part of %s: deleting the %s payments it took",
