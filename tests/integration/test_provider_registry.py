@@ -22,7 +22,8 @@ from arbridge.sync.records import CustomerData, Deleted, InvoiceData
 from arbridge.sync.runner import apply_records, sync_connection
 from arbridge.sync.store import create_company
 
-# Connection.provider accepts the names the schema lists; Xero's is listed and not yet built.
+# Connection.provider accepts the names the schema lists: the throwaway provider borrows Xero's
+# and puts the real one back afterwards (the registry lives as long as the test process).
 NAME = "xero"
 
 LEDGER: dict[str, list[dict[str, Any]]] = {
@@ -100,9 +101,10 @@ def pocket():
             receive=lambda *a: None, secret=lambda _s: None, handlers={"gone": forget_invoice}
         ),
     )
+    built_in = providers.get(NAME)
     providers.register(provider)  # the one registry line a new ledger adds
     yield provider
-    providers.unregister(NAME)
+    providers.register(built_in)
 
 
 def _connected_company(rt) -> Connection:

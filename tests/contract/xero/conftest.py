@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import Decimal
@@ -10,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from arbridge.collections.aging import Aging, OpenItem, age
 from arbridge.config import Settings, XeroSettings
 from arbridge.connectors.xero import TenantLimiter, XeroConfig, XeroConnector, XeroIdentity
 from arbridge.money import Money
@@ -170,3 +175,60 @@ def open_balance(rt, conn) -> dict[str, Decimal]:
             .group_by(Invoice.currency)
         ).all()
     return {currency: Money.from_minor(int(minor), currency).amount for currency, minor in rows}
+
+
+def ledger_aging(fake: FakeXero, as_of: date = TODAY) -> Aging:
+    """The fake ledger's own answer: its owed receivables (authorised ACCREC invoices with
+    something due) aged by their due dates, in the organisation's base currency at each
+    invoice's CurrencyRate (units of the invoice's currency per unit of the base currency)."""
+    items = [
+        OpenItem(
+            date.fromisoformat(inv["DueDateString"][:10]),
+            Money(inv["AmountDue"], inv["CurrencyCode"]),
+            Decimal(1) / inv["CurrencyRate"],
+        )
+        for inv in fake.store["Invoices"].values()
+        if inv["Type"] == "ACCREC" and inv["Status"] == "AUTHORISED" and inv["AmountDue"] > 0
+    ]
+    return age(items, as_of, fake.base_currency)
+
+
+# -- Xero's webhook deliveries, signed as Xero signs them ---------------------------------------
+
+
+def sign(body: bytes, key: str = WEBHOOK_KEY) -> str:
+    return base64.b64encode(hmac.new(key.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def post(client, body: bytes, signature: str | None = None):
+    return client.post(
+        "/webhooks/xero",
+        data=body,
+        headers={
+            "x-xero-signature": sign(body) if signature is None else signature,
+            "Content-Type": "application/json",
+        },
+    )
+
+
+def delivery(*events: tuple[str, str, str]) -> bytes:
+    """(tenant, category, resource id) per event."""
+    return json.dumps(
+        {
+            "events": [
+                {
+                    "resourceUrl": f"https://api.xero.com/api.xro/2.0/Invoices/{resource}",
+                    "resourceId": resource,
+                    "tenantId": tenant,
+                    "tenantType": "ORGANISATION",
+                    "eventCategory": category,
+                    "eventType": "UPDATE",
+                    "eventDateUtc": "2026-11-24T14:59:37.357",
+                }
+                for tenant, category, resource in events
+            ],
+            "firstEventSequence": 1,
+            "lastEventSequence": len(events),
+            "entropy": "ABCDEFGHIJKLMNOPQRST",
+        }
+    ).encode()

@@ -8,19 +8,20 @@ from __future__ import annotations
 import gc
 import json
 import warnings
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from urllib.parse import parse_qs
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from arbridge.cli import main
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Company, Connection
+from arbridge.sync.model import Company, CompanyJob, Connection, WebhookEvent
 from arbridge.sync.store import create_company
 from tests.conftest import env_for_subprocess
-from tests.contract.xero.conftest import TODAY
+from tests.contract.xero.conftest import TODAY, delivery, ledger_aging, post
 from tests.contract.xero.fake import CLIENT_ID, CLIENT_SECRET
 
 pytestmark = [
@@ -91,16 +92,21 @@ def connect(settings, config, slug, tenant_id, refresh):
 
 
 def assert_report_matches(settings, config, slug, fake):
-    out = run(settings, config, "report", "--company", slug, "--format", "json")
+    """`arbridge report` shows what the fake ledger owes: open balance, invoices, and aging."""
+    out = run(
+        settings, config,
+        "report", "--company", slug, "--format", "json", "--as-of", TODAY.isoformat(),
+    )  # fmt: skip
     assert out.exit_code == 0, out.output
-    ours = json.loads(out.stdout)
-    owed = [
-        i
-        for i in fake.store["Invoices"].values()
-        if i["Type"] == "ACCREC" and i["Status"] == "AUTHORISED"
-    ]
-    assert Decimal(ours["open_balance"]) == fake.open_balance().get("NZD", Decimal(0))
-    assert ours["open_invoices"] == len(owed)
+    ours, theirs = json.loads(out.stdout), ledger_aging(fake)
+    assert theirs.open_balance.amount == fake.open_balance().get("NZD", Decimal(0))
+    assert Decimal(ours["open_balance"]) == theirs.open_balance.amount
+    assert ours["open_invoices"] == theirs.open_invoices
+    assert Decimal(ours["overdue_balance"]) == theirs.overdue_balance.amount
+    assert {k: Decimal(v) for k, v in ours["aging"].items()} == {
+        k: m.amount for k, m in theirs.buckets.items()
+    }
+    assert ours["aging_counts"] == theirs.counts
 
 
 def test_connect_then_full_and_incremental_syncs_match_the_ledger(rt, settings, config, fake):
@@ -126,6 +132,51 @@ def test_connect_then_full_and_incremental_syncs_match_the_ledger(rt, settings, 
     synced = run(settings, config, "sync", "--company", "harbor-nz")
     assert synced.exit_code == 0, synced.output
     assert_report_matches(settings, config, "harbor-nz", fake)
+
+
+def test_after_a_signed_webhook_and_the_worker_the_report_matches_the_ledger(
+    rt, settings, config, client, fake
+):
+    """Full sync, then changes in Xero that only a webhook announces: Xero posts the signed
+    delivery to POST /webhooks/xero, `arbridge worker --once` reads the named invoices again
+    (and nothing else: no sync is due), and `arbridge report` ages the books as Xero does."""
+    company(rt, "harbor-nz")
+    ids = ledger(fake)
+    assert (
+        connect(settings, config, "harbor-nz", fake.tenant_id, fake.issue_grant()[1]).exit_code == 0
+    )
+    assert run(settings, config, "sync", "--company", "harbor-nz").exit_code == 0
+    assert_report_matches(settings, config, "harbor-nz", fake)
+
+    fake.now += timedelta(minutes=20)
+    # Part paid (stays in its bucket), paid in full (leaves the report), voided.
+    fake.update_invoice(ids[3], AmountDue=Decimal("60.00"), AmountPaid=Decimal("195.50"))
+    fake.update_invoice(ids[4], AmountDue=Decimal("0.00"), AmountPaid=Decimal("300.50"))
+    fake.update_invoice(ids[4], Status="PAID")
+    fake.update_invoice(ids[5], Status="VOIDED")
+    # The worker's CLI runs on the wall clock: no sync may be due, so only the webhook can
+    # bring these changes in.
+    with transaction(rt.sessions) as s:
+        s.execute(update(CompanyJob).values(next_run_at=datetime(2100, 1, 1, tzinfo=UTC)))
+    calls = len(fake.requests)
+    body = delivery(*((fake.tenant_id, "INVOICE", ids[i]) for i in (3, 4, 5)))
+    answer = post(client, body)
+    assert (answer.status_code, answer.data) == (200, b"")
+    assert post(client, body).status_code == 200  # Xero delivers again
+    assert len(fake.requests) == calls  # the route only stores
+    with pytest.raises(AssertionError):
+        assert_report_matches(settings, config, "harbor-nz", fake)  # not read yet
+
+    worked = run(settings, config, "worker", "--once")
+    assert worked.exit_code == 0, worked.output
+    reads = [r for r in fake.requests[calls:] if r["path"].startswith("/api.xro/")]
+    assert [r["path"] for r in reads] == ["/api.xro/2.0/Invoices"]
+    assert sorted(parse_qs(reads[0]["query"])["IDs"][0].split(",")) == sorted(
+        ids[i] for i in (3, 4, 5)
+    )
+    assert_report_matches(settings, config, "harbor-nz", fake)
+    with rt.sessions() as s:
+        assert set(s.scalars(select(WebhookEvent.status))) == {"processed"}
 
 
 def test_a_tenant_attached_to_another_company_is_refused_before_the_token_is_spent(

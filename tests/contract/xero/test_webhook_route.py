@@ -4,66 +4,29 @@ then bringing the named invoice in from the fake so the report shows its new bal
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import logging
 from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import parse_qs
 
-from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from arbridge.cli import main
 from arbridge.sync.model import WebhookEvent
 from arbridge.worker import claim_and_run, drain
 from tests.contract.quickbooks.test_webhooks import push_sync_job_back
-from tests.contract.xero.conftest import WEBHOOK_KEY
-from tests.contract.xero.test_end_to_end import cli_env, company, connect, ledger, run
+from tests.contract.xero.conftest import delivery, post, sign
+from tests.contract.xero.test_end_to_end import (
+    assert_report_matches,
+    company,
+    connect,
+    ledger,
+    run,
+)
 
 INTENT = json.dumps(
     {"events": [], "firstEventSequence": 0, "lastEventSequence": 0, "entropy": "S0m3r4Nd0mt3xt"}
 ).encode()
-
-
-def sign(body: bytes, key: str = WEBHOOK_KEY) -> str:
-    return base64.b64encode(hmac.new(key.encode(), body, hashlib.sha256).digest()).decode()
-
-
-def post(client, body: bytes, signature: str | None = None):
-    return client.post(
-        "/webhooks/xero",
-        data=body,
-        headers={
-            "x-xero-signature": sign(body) if signature is None else signature,
-            "Content-Type": "application/json",
-        },
-    )
-
-
-def delivery(*events: tuple[str, str, str]) -> bytes:
-    """(tenant, category, resource id) per event."""
-    return json.dumps(
-        {
-            "events": [
-                {
-                    "resourceUrl": f"https://api.xero.com/api.xro/2.0/Invoices/{resource}",
-                    "resourceId": resource,
-                    "tenantId": tenant,
-                    "tenantType": "ORGANISATION",
-                    "eventCategory": category,
-                    "eventType": "UPDATE",
-                    "eventDateUtc": "2026-11-24T14:59:37.357",
-                }
-                for tenant, category, resource in events
-            ],
-            "firstEventSequence": 1,
-            "lastEventSequence": len(events),
-            "entropy": "ABCDEFGHIJKLMNOPQRST",
-        }
-    ).encode()
 
 
 def stored(rt) -> int:
@@ -126,12 +89,7 @@ def test_the_worker_reads_the_named_invoices_again_in_one_call(rt, settings, con
     assert [r["path"] for r in reads] == ["/api.xro/2.0/Invoices"]
     assert sorted(parse_qs(reads[0]["query"])["IDs"][0].split(",")) == sorted([ids[2], ids[4]])
     assert not claim_and_run(rt, "sync")  # the named invoices were read: no sync needed
-    report = CliRunner().invoke(
-        main,
-        ["report", "--company", "harbor-nz", "--format", "json"],
-        env=cli_env(settings, config),
-    )
-    assert Decimal(json.loads(report.stdout)["open_balance"]) == fake.open_balance()["NZD"]
+    assert_report_matches(settings, config, "harbor-nz", fake)
     with rt.sessions() as s:
         assert list(s.scalars(select(WebhookEvent.status))) == ["processed", "processed"]
 

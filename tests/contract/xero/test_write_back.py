@@ -110,6 +110,23 @@ def test_batches_of_fifty_each_with_a_key_of_their_own(fake, xero):
     ] == ["Payment amount exceeds the amount outstanding on this document"]
 
 
+def test_a_refusal_in_a_later_request_deletes_what_the_earlier_ones_created(fake, xero):
+    """51 lines are two requests; Xero takes the first and refuses the second. The payment is
+    refused as a whole, so the first request's payments are deleted again; a retry (same key)
+    is refused the same and deletes nothing more."""
+    contact = fake.add_contact("Harbor Cafe")
+    invoices = [fake.add_invoice(contact, "10.00", issued=TODAY, due=TODAY) for _ in range(51)]
+    lines = [(i, "10.00") for i in invoices[:50]] + [(invoices[50], "10.01")]
+    for _attempt in range(2):
+        with pytest.raises(Rejected, match="exceeds the amount outstanding"):
+            xero.post_payment(payment("ledger_payment:pi_6", *lines))
+        assert fake.live_payments() == []
+        assert all(fake.store["Invoices"][i]["AmountDue"] == Decimal("10.00") for i in invoices)
+    assert [len(json.loads(r["body"])["Payments"]) for r in writes(fake)] == [50, 1, 50, 1]
+    deleted = [r["path"] for r in fake.requests if r["method"] == "POST"]
+    assert len(deleted) == len(set(deleted)) == 50
+
+
 def test_deleting_a_payment_reopens_its_invoices_and_is_safe_twice(fake, xero, two_invoices):
     a, b = two_invoices
     ids = xero.post_payment(payment("ledger_payment:pi_4", (a, "120.10"), (b, "80.00")))

@@ -339,6 +339,14 @@ class XeroConnector:
         attempt created instead of paying twice. `atomic`: one refused payment refuses the
         request (Xero's default); otherwise each comes back with its own ValidationErrors."""
         created: list[dict[str, Any]] = []
+        for batch in self._put_batches(items, key, atomic=atomic):
+            created += batch
+        return created
+
+    def _put_batches(
+        self, items: Sequence[Mapping[str, Any]], key: str, *, atomic: bool
+    ) -> Iterator[list[dict[str, Any]]]:
+        """What each request of put_payments created, as it goes."""
         for n, start in enumerate(range(0, len(items), PAYMENTS_PER_REQUEST)):
             chunk = list(items[start : start + PAYMENTS_PER_REQUEST])
             part = key if len(items) <= PAYMENTS_PER_REQUEST else f"{key}:{n}"
@@ -350,21 +358,53 @@ class XeroConnector:
                 part,
                 query=None if atomic else {"summarizeErrors": "false"},
             )
-            created += [p for p in data.get("Payments") or [] if isinstance(p, dict)]
-        return created
+            yield [p for p in data.get("Payments") or [] if isinstance(p, dict)]
 
     def post_payment(self, payment: PaymentWriteBack) -> str:
-        """One Xero Payment per invoice line (a Xero payment settles one document), all in one
-        request: Xero refuses all of them if one amount is more than is outstanding. Returns the
-        created payments' ids, comma-separated, for reverse_payment."""
+        """One Xero Payment per invoice line (a Xero payment settles one document): Xero refuses
+        all of a request's payments if one amount is more than is outstanding. Returns the
+        created payments' ids, comma-separated, for reverse_payment.
+
+        More than 50 lines take several requests, and Xero refuses only the one holding the
+        line it refuses: the payments the requests before it created are deleted again before
+        the refusal is passed on, so a refused payment leaves nothing in Xero (its refit, in
+        services.ledger.writebacks, posts what still fits under a key of its own and would
+        otherwise count them as an overpayment too). A retry replays the same keys: the same
+        requests answer the same, and deleting again changes nothing."""
         if not payment.lines:
             raise Rejected("a payment with no invoice to apply to cannot go to Xero")
-        created = self.put_payments(self._payment_body(payment), payment.idempotency_key)
-        refused = [p for p in created if p.get("HasValidationErrors") or p.get("ValidationErrors")]
-        ids = [str(p["PaymentID"]) for p in created if p.get("PaymentID")]
-        if refused or len(ids) != len(payment.lines):
-            errors = [e.get("Message") for p in refused for e in p.get("ValidationErrors") or []]
-            raise Rejected(f"Xero refused the payment: {'; '.join(map(str, errors)) or 'no id'}")
+        created: list[dict[str, Any]] = []
+        try:
+            for batch in self._put_batches(
+                self._payment_body(payment), payment.idempotency_key, atomic=True
+            ):
+                created += batch
+            refused = [
+                p for p in created if p.get("HasValidationErrors") or p.get("ValidationErrors")
+            ]
+            ids = [str(p["PaymentID"]) for p in created if p.get("PaymentID")]
+            if refused or len(ids) != len(payment.lines):
+                errors = [
+                    e.get("Message") for p in refused for e in p.get("ValidationErrors") or []
+                ]
+                raise Rejected(
+                    f"Xero refused the payment: {'; '.join(map(str, errors)) or 'no id'}"
+                )
+        except Rejected:
+            made = [
+                str(p["PaymentID"])
+                for p in created
+                if p.get("PaymentID")
+                and not (p.get("HasValidationErrors") or p.get("ValidationErrors"))
+            ]
+            if made:
+                log.warning(
+                    "Xero refused part of %s: deleting the %s payments it took",
+                    payment.idempotency_key,
+                    len(made),
+                )
+                self.reverse_payment(",".join(made), f"{payment.idempotency_key}:undo")
+            raise
         return ",".join(ids)
 
     def reverse_payment(self, payment_id: str, idempotency_key_: str) -> None:
