@@ -162,6 +162,62 @@ def test_save_plans(owner_client, rt):
     assert _form(owner_client, "plans")["plans-plan_max_installments"] == "6"
 
 
+def test_save_the_plans_offer_choices_fee_standing_and_agreement(owner_client, rt):
+    data = _form(owner_client, "plans")
+    data.update(
+        {
+            "plans-plans_enabled": "y",
+            "plans-plan_frequencies": ["week", "month"],
+            "plans-plan_deposit_percent": "25",
+            "plans-plan_fee_amount": "10",
+            "plans-plan_fee_percent": "1.5",
+            "plans-plan_good_standing_only": "y",
+            "plans-plan_good_standing_days": "45",
+            "plans-plan_agreement_text": "I agree to pay Acme on the dates above.\r\n",
+        }
+    )
+    assert owner_client.post(f"{URL}/plans", data=data).status_code == 302
+    pol = policy(fresh_company(rt, "demo").settings)
+    assert pol.plans_enabled is True
+    assert pol.plan_frequencies == ("week", "month")
+    assert pol.plan_deposit_percent == Decimal("25")
+    assert (pol.plan_fee_amount, pol.plan_fee_percent) == (Decimal("10"), Decimal("1.5"))
+    assert (pol.plan_good_standing_only, pol.plan_good_standing_days) == (True, 45)
+    assert pol.plan_agreement_text == "I agree to pay Acme on the dates above."
+    page = parse(owner_client.get(URL).data)
+    checked = {
+        i.attrs["value"]
+        for i in page.find_all("input")
+        if i.attrs.get("name") == "plans-plan_frequencies" and "checked" in i.attrs
+    }
+    assert checked == {"week", "month"}
+    # An emptied agreement is the standard one again; the other choices are kept.
+    data["plans-plan_agreement_text"] = ""
+    assert owner_client.post(f"{URL}/plans", data=data).status_code == 302
+    pol = policy(fresh_company(rt, "demo").settings)
+    assert pol.plan_agreement_text is None and pol.plan_frequencies == ("week", "month")
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"plans-plan_frequencies": []}, "Choose at least one"),
+        ({"plans-plan_deposit_percent": "100"}, "between 0 and 99"),
+        ({"plans-plan_fee_percent": "25"}, "between 0 and 20"),
+        ({"plans-plan_fee_amount": "-5"}, "at least 0"),
+        ({"plans-plan_good_standing_days": "0"}, "between 1 and 365"),
+        ({"plans-plan_agreement_text": "x" * 20_001}, "longer than 20000"),
+    ],
+)
+def test_absurd_plan_choices_are_refused(owner_client, rt, changes, error):
+    before = fresh_company(rt, "demo").settings
+    data = {**_form(owner_client, "plans"), **changes}
+    response = owner_client.post(f"{URL}/plans", data=data)
+    assert response.status_code == 400
+    assert error in response.get_data(as_text=True)
+    assert fresh_company(rt, "demo").settings == before
+
+
 @pytest.mark.parametrize(
     ("section", "changes", "error"),
     [

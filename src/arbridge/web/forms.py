@@ -13,10 +13,15 @@ from wtforms import (
     IntegerField,
     SelectChoice,
     SelectField,
+    SelectMultipleField,
     StringField,
+    TextAreaField,
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+from wtforms.widgets import CheckboxInput, ListWidget
 
+from arbridge.collections.plans import FREQUENCY_LABELS
+from arbridge.collections.policy import MAX_AGREEMENT_CHARS, PLAN_FREQUENCIES
 from arbridge.inputs import InputError, parse_decimal, parse_int
 
 
@@ -125,4 +130,29 @@ class PlansForm(FlaskForm):
     )
     plan_max_installments = SelectField(
         "Up to", choices=[SelectChoice(str(n), f"{n} installments") for n in (2, 3, 4, 6, 12)]
+    )
+    plan_frequencies = SelectMultipleField(
+        "Paid",
+        choices=[SelectChoice(f, FREQUENCY_LABELS[f]) for f in PLAN_FREQUENCIES],
+        widget=ListWidget(prefix_label=False),
+        option_widget=CheckboxInput(),
+        validators=[InputRequired("Choose at least one: every week, two weeks or month.")],
+    )
+    plan_deposit_percent = StrictDecimalField(
+        "Deposit (%)", places=2, validators=[Optional(), NumberRange(0, 99)]
+    )
+    plan_fee_amount = StrictDecimalField(
+        "Plan fee", places=2, max_places=3, validators=[Optional(), NumberRange(0)]
+    )
+    plan_fee_percent = StrictDecimalField(
+        "plus (% of the balance)", places=2, validators=[Optional(), NumberRange(0, 20)]
+    )
+    plan_good_standing_only = BooleanField("Only for customers in good standing")
+    plan_good_standing_days = StrictIntegerField(
+        "no invoice overdue by more than (days)", validators=[Optional(), NumberRange(1, 365)]
+    )
+    plan_agreement_text = TextAreaField(
+        "Agreement the customer accepts",
+        validators=[Optional(), Length(max=MAX_AGREEMENT_CHARS)],
+        render_kw={"rows": 5},
     )

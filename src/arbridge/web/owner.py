@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from arbridge.collections.aging import BUCKET_LABELS
-from arbridge.collections.policy import merged, policy
+from arbridge.collections.policy import PLAN_FREQUENCIES, merged, policy
 from arbridge.errors import ArbridgeError
 from arbridge.readmodels import owner as owner_reads
 from arbridge.services.reminders.rendering import statement_link_days
@@ -145,6 +145,13 @@ def _forms(company: Company) -> dict[str, Any]:
                 "plans_enabled": pol.plans_enabled,
                 "plan_min_balance": pol.plan_min_balance,
                 "plan_max_installments": str(pol.plan_max_installments),
+                "plan_frequencies": list(pol.plan_frequencies),
+                "plan_deposit_percent": pol.plan_deposit_percent,
+                "plan_fee_amount": pol.plan_fee_amount,
+                "plan_fee_percent": pol.plan_fee_percent,
+                "plan_good_standing_only": pol.plan_good_standing_only,
+                "plan_good_standing_days": pol.plan_good_standing_days,
+                "plan_agreement_text": pol.plan_agreement_text or "",
             },
         ),
         "stored": stored,
@@ -217,10 +224,21 @@ def save_settings(company: Company, section: str) -> Any:
             "discount_days": form.discount_days.data if pct else None,
         }
     else:
+        fee, fee_percent = form.plan_fee_amount.data, form.plan_fee_percent.data
+        agreement_text = (form.plan_agreement_text.data or "").strip()
         stored["plans"] = {
+            **(stored.get("plans") or {}),
             "enabled": form.plans_enabled.data,
             "min_balance": str(form.plan_min_balance.data or Decimal(0)),
             "max_installments": int(form.plan_max_installments.data),
+            "frequencies": [f for f in PLAN_FREQUENCIES if f in form.plan_frequencies.data],
+            "deposit_percent": str(form.plan_deposit_percent.data or Decimal(0)),
+            "fee_amount": str(fee) if fee else None,
+            "fee_percent": str(fee_percent) if fee_percent else None,
+            "good_standing_only": form.plan_good_standing_only.data,
+            "good_standing_days": form.plan_good_standing_days.data or 30,
+            # Empty: the stock text, which names the business (collections/plans.py).
+            "agreement_text": agreement_text or None,
         }
     company.settings = stored
     if section in ("company", "reminders"):
