@@ -191,6 +191,9 @@ def test_save_the_plans_offer_choices_fee_standing_and_agreement(owner_client, r
         if i.attrs.get("name") == "plans-plan_frequencies" and "checked" in i.attrs
     }
     assert checked == {"week", "month"}
+    # No `required` on the boxes: the browser would then refuse the form until all are ticked.
+    boxes = [i for i in page.find_all("input") if i.attrs.get("name") == "plans-plan_frequencies"]
+    assert len(boxes) == 3 and not [b for b in boxes if "required" in b.attrs]
     # An emptied agreement is the standard one again; the other choices are kept.
     data["plans-plan_agreement_text"] = ""
     assert owner_client.post(f"{URL}/plans", data=data).status_code == 302

@@ -125,12 +125,17 @@ def agreement_version(text: str) -> str:
     return hashlib.sha256(canonical.strip().encode("utf-8")).hexdigest()
 
 
+def standard_agreement(business: str) -> str:
+    """The stock agreement, naming the business."""
+    return DEFAULT_AGREEMENT.format(business=business.strip() or "the business")
+
+
 def agreement(pol: Policy, business: str) -> Agreement:
     """The owner's agreement text (or the stock one, naming the business), with its version."""
     if pol.plan_agreement_text is not None:
         text = pol.plan_agreement_text.strip()
     else:
-        text = DEFAULT_AGREEMENT.format(business=business.strip() or "the business")
+        text = standard_agreement(business)
     return Agreement(text, agreement_version(text))
 
 

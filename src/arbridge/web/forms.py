@@ -17,7 +17,14 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+from wtforms.validators import (
+    DataRequired,
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    StopValidation,
+)
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from arbridge.collections.plans import FREQUENCY_LABELS
@@ -119,6 +126,11 @@ class PaymentsForm(FlaskForm):
         return ok
 
 
+def _at_least_one(_form: Any, field: Any) -> None:
+    if not field.data:
+        raise StopValidation("Choose at least one: every week, two weeks or month.")
+
+
 class PlansForm(FlaskForm):
     plans_enabled = BooleanField("Let customers pay large invoices in installments")
     plan_min_balance = StrictDecimalField(
@@ -136,7 +148,9 @@ class PlansForm(FlaskForm):
         choices=[SelectChoice(f, FREQUENCY_LABELS[f]) for f in PLAN_FREQUENCIES],
         widget=ListWidget(prefix_label=False),
         option_widget=CheckboxInput(),
-        validators=[InputRequired("Choose at least one: every week, two weeks or month.")],
+        # Not InputRequired: its `required` flag goes on every checkbox, and the browser then
+        # refuses the form until all of them are ticked.
+        validators=[_at_least_one],
     )
     plan_deposit_percent = StrictDecimalField(
         "Deposit (%)", places=2, validators=[Optional(), NumberRange(0, 99)]

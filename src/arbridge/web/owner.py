@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from arbridge.collections.aging import BUCKET_LABELS
+from arbridge.collections.plans import standard_agreement
 from arbridge.collections.policy import PLAN_FREQUENCIES, merged, policy
 from arbridge.errors import ArbridgeError
 from arbridge.readmodels import owner as owner_reads
@@ -156,6 +157,7 @@ def _forms(company: Company) -> dict[str, Any]:
         ),
         "stored": stored,
         "policy_problems": pol.problems,
+        "standard_agreement": standard_agreement(company.name),
     }
 
 
