@@ -177,7 +177,7 @@ def test_the_reminders_page_previews_the_day_and_the_email_with_a_real_invoice(o
     assert "open invoice(s)" in doc.by_id("preview-text").text
     subject = doc.by_id("preview-subject").text
     assert subject.startswith("Action needed:") and "Acme Supply Co." in subject
-    assert "/pay/PREVIEW-LINK" in doc.by_id("preview-body").text
+    assert "/sample-link" in doc.by_id("preview-body").text
     html = owner_client.get("/c/demo/reminders/email.html?template=overdue_firm")
     assert (
         html.status_code == 200 and "default-src 'none'" in html.headers["Content-Security-Policy"]
@@ -250,6 +250,25 @@ def test_a_test_send_goes_to_the_owner_and_lands_in_the_mailbox(owner_client, rt
     assert m.subject in box.by_id("mailbox").text
     one = parse(owner_client.get(f"/c/demo/mailbox/{m.id}").data)
     assert one.by_id("to").text == "owner@acme-supply.example"
+
+
+def test_a_preview_or_test_email_carries_no_live_unsubscribe_or_pay_link(owner_client, rt):
+    """The owner's preview and test email show a real invoice, but a click on their links must
+    not unsubscribe that customer or open their payment page: the links are inert samples."""
+    page = owner_client.get("/c/demo/reminders?template=overdue")
+    body = parse(page.data).by_id("preview-body").text
+    html = owner_client.get("/c/demo/reminders/email.html?template=overdue").get_data(as_text=True)
+    form = parse(page.data).find("form", action="/c/demo/reminders/test-send")
+    owner_client.post(form.attrs["action"], data=form_fields(form))
+    drain(rt)
+    with rt.sessions() as s:
+        sent = s.scalars(select(MailMessage)).one()
+    for shown in (body, html, sent.text_body, sent.html_body or ""):
+        assert "/u/" not in shown and "/pay/" not in shown
+        assert "/sample-link" in shown
+    assert "List-Unsubscribe" not in (sent.headers or {})
+    sample = owner_client.get("/sample-link")
+    assert sample.status_code == 200 and "sample" in sample.get_data(as_text=True)
 
 
 def test_the_mailbox_and_call_list_after_a_daily_run(owner_client, rt, demo_company):

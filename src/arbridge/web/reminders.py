@@ -94,10 +94,23 @@ def _render_email(company: Company, inv: Invoice, template_name: str, tpl: Email
         company,
         customer,
         contact,
-        [(inv, "PREVIEW-LINK")],
+        [(inv, "")],
         template_name,
         company_today(company, rt.clock),
         template=tpl,
+        sample=True,  # inert links: the preview shows a real customer's invoice
+    )
+
+
+@bp.get("/sample-link")
+def sample_link() -> Any:
+    """Where every link of a preview or test email goes: a real email links to the customer's
+    own payment page or unsubscribe page instead."""
+    return render_template(
+        "error.html",
+        title="This is a sample link",
+        message="In a preview or test email, links lead here. In the real email this link "
+        "opens the customer's own page: their payment page, statement or unsubscribe.",
     )
 
 

@@ -58,8 +58,13 @@ def merge_fields(
     today: date,
     policy: ReminderPolicy,
     statement_token: str | None = None,
+    sample: bool = False,
 ) -> dict[str, Any]:
+    """The merge fields of an email. `sample` (the owner's preview and test email, shown with a
+    real invoice): every link is the inert /sample-link, so a click never unsubscribes that
+    customer or opens their payment page."""
     base = rt.settings.base_url
+    sample_link = f"{base}/sample-link"
 
     def day(d: date) -> str:
         return format_date(d, "medium", locale="en_US")
@@ -70,7 +75,7 @@ def merge_fields(
             "amount_due": inv.balance.format(),
             "due_date": day(inv.due_on),
             "days_overdue": (today - inv.due_on).days,
-            "pay_link": f"{base}/pay/{token}",
+            "pay_link": sample_link if sample else f"{base}/pay/{token}",
         }
         for inv, token in invoices
     ]
@@ -85,12 +90,16 @@ def merge_fields(
         "days_overdue": first.get("days_overdue", 0),
         "pay_link": first.get("pay_link", ""),
         "statement_link": f"{base}/pay/{statement_token}"
-        if statement_token
+        if statement_token and not sample
         else first.get("pay_link", ""),
         "business_name": company.name,
         "signature": policy.signature,
         "unsubscribe_link": (
-            f"{base}/u/{unsubscribe_token(secret, contact.id)}" if contact else f"{base}/"
+            sample_link
+            if sample
+            else f"{base}/u/{unsubscribe_token(secret, contact.id)}"
+            if contact
+            else f"{base}/"
         ),
         "invoices": items,
         "total_due": total_due(inv for inv, _t in invoices),
@@ -111,9 +120,12 @@ def render_reminder(
     today: date,
     template: EmailTemplate | None = None,
     statement_token: str | None = None,
+    sample: bool = False,
 ) -> Rendered:
     policy = reminder_policy(company.settings)
-    fields = merge_fields(rt, company, customer, contact, invoices, today, policy, statement_token)
+    fields = merge_fields(
+        rt, company, customer, contact, invoices, today, policy, statement_token, sample
+    )
     return render(template or template_for(template_name, owner_templates(company)), fields)
 
 
