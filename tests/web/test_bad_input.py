@@ -68,6 +68,7 @@ POSTED_IDS = (
     "/c/demo/customers/{id}/sequence",
     "/c/demo/customers/{id}/statement-link",
     "/c/demo/customers/{id}/agency",
+    "/c/demo/customers/{id}/agency/undo",
     "/c/demo/payments/{id}/refund",
     "/c/demo/calls/{id}/done",
     "/c/demo/holds/{id}/resolve",

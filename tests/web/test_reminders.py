@@ -13,6 +13,7 @@ from arbridge.services.reminders.run import run_reminders
 from arbridge.services.reminders.unsubscribe import unsubscribe_token
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
+    Activity,
     CallTask,
     Company,
     Contact,
@@ -291,7 +292,10 @@ def test_the_mailbox_and_call_list_after_a_daily_run(owner_client, rt, demo_comp
     agency = calls.find("form")
     assert agency is not None
     token = csrf_token(owner_client.get("/c/demo/calls").data)
-    owner_client.post(f"/c/demo/customers/{task.customer_id}/agency", data={"csrf_token": token})
+    owner_client.post(
+        f"/c/demo/customers/{task.customer_id}/agency",
+        data={"csrf_token": token, "confirmed": "yes"},
+    )
     with rt.sessions() as s:
         pref = s.scalars(select(CustomerReminderSettings)).one()
         assert pref.referred_to_agency_at == rt.clock.now()
@@ -299,6 +303,40 @@ def test_the_mailbox_and_call_list_after_a_daily_run(owner_client, rt, demo_comp
     data = json.loads(case.data)
     assert data["invoices"] and "messages_sent" in data and "replies" in data
     assert "attachment" in case.headers["Content-Disposition"]
+
+
+def test_referring_to_an_agency_asks_first_and_can_be_undone(owner_client, rt, overdue):
+    customer = overdue.customer_id
+    url = f"/c/demo/customers/{customer}/agency"
+
+    def referred():
+        with rt.sessions() as s:
+            pref = s.scalar(
+                select(CustomerReminderSettings).where(
+                    CustomerReminderSettings.customer_id == customer
+                )
+            )
+            return pref is not None and pref.referred_to_agency_at is not None
+
+    token = csrf_token(owner_client.get("/c/demo/calls").data)
+    # A press without the confirmation step refers nobody: it asks.
+    asked = owner_client.post(url, data={"csrf_token": token})
+    assert asked.status_code in (302, 303) and asked.headers["Location"].endswith(url)
+    assert not referred()
+    page = owner_client.get(url)
+    assert page.status_code == 200 and not referred()  # the question changes nothing
+    form = parse(page.data).find("form", action=url)
+    assert "automatic reminders stop" in page.get_data(as_text=True).lower()
+    owner_client.post(url, data=form_fields(form))
+    assert referred()
+    calls = parse(owner_client.get("/c/demo/calls").data)
+    undo = calls.find("form", action=f"{url}/undo")
+    assert undo is not None
+    owner_client.post(undo.attrs["action"], data=form_fields(undo))
+    assert not referred()
+    with rt.sessions() as s:
+        kinds = [a.kind for a in s.scalars(select(Activity).order_by(Activity.id))]
+    assert kinds[-2:] == ["reminders.agency", "reminders.agency_undone"]
 
 
 def test_pausing_an_invoice_and_do_not_chase_from_the_preview(owner_client, rt, overdue):

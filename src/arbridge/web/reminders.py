@@ -43,7 +43,7 @@ from arbridge.services.reminders.case_file import case_file as build_case_file
 from arbridge.services.reminders.holds import resolve_hold
 from arbridge.services.reminders.preview import preview, preview_lines
 from arbridge.services.reminders.rendering import render_reminder
-from arbridge.services.reminders.run import refer_to_agency
+from arbridge.services.reminders.run import refer_to_agency, withdraw_agency_referral
 from arbridge.services.reminders.sequences import UnknownSequence, follow_sequence
 from arbridge.sync import pay_links
 from arbridge.sync.model import (
@@ -440,15 +440,39 @@ def resolve(company: Company, hold_id: int) -> Any:
     return redirect(url_for("reminders.calls", slug=company.slug))
 
 
-@bp.post("/c/<slug>/customers/<int:customer_id>/agency")
+@bp.route("/c/<slug>/customers/<int:customer_id>/agency", methods=["GET", "POST"])
 @company_required
 def agency(company: Company, customer_id: int) -> Any:
+    """GET asks first (referring stops every automatic reminder to the account); a POST without
+    that confirmation only asks. One rule for both: two rules on one path turned an id out of
+    range into 405 instead of 404."""
     rt, s = runtime(), db()
     cust = get_or_404(Customer, customer_id, company)
+    if request.method == "GET":
+        return render_template("agency_confirm.html", company=company, customer=cust)
+    if request.form.get("confirmed") != "yes":
+        return redirect(url_for("reminders.agency", slug=company.slug, customer_id=cust.id))
     refer_to_agency(s, rt, company, cust.id, "referred by the owner")
     s.commit()
-    flash(f"{cust.name} referred to a collection agency; automatic reminders stopped.", "ok")
-    return redirect(url_for("reminders.calls", slug=company.slug))
+    flash(
+        f"{cust.name} referred to a collection agency; automatic reminders stopped. "
+        "Undo it below if that was a mistake.",
+        "ok",
+    )
+    return redirect(url_for("reminders.calls", slug=company.slug) + "#agency")
+
+
+@bp.post("/c/<slug>/customers/<int:customer_id>/agency/undo")
+@company_required
+def agency_undo(company: Company, customer_id: int) -> Any:
+    rt, s = runtime(), db()
+    cust = get_or_404(Customer, customer_id, company)
+    if withdraw_agency_referral(s, rt, company, cust.id):
+        s.commit()
+        flash(f"{cust.name} is no longer referred; automatic reminders resume.", "ok")
+    else:
+        flash(f"{cust.name} was not referred to an agency.", "error")
+    return redirect(url_for("reminders.calls", slug=company.slug) + "#agency")
 
 
 @bp.get("/c/<slug>/customers/<int:customer_id>/case-file.json")

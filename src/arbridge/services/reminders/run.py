@@ -331,3 +331,25 @@ def refer_to_agency(
             "Account referred to a collection agency: automatic reminders stopped",
             customer_id=customer_id,
         )
+
+
+def withdraw_agency_referral(
+    session: Session, rt: Runtime, company: Company, customer_id: int
+) -> bool:
+    """Undo a referral: automatic reminders resume for the account. False when it was not
+    referred."""
+    pref = session.scalar(
+        select(CustomerReminderSettings).where(CustomerReminderSettings.customer_id == customer_id)
+    )
+    if pref is None or pref.referred_to_agency_at is None:
+        return False
+    pref.referred_to_agency_at, pref.agency_note = None, None
+    log_activity(
+        session,
+        rt.clock,
+        company.id,
+        "reminders.agency_undone",
+        "Referral to a collection agency withdrawn: automatic reminders resume",
+        customer_id=customer_id,
+    )
+    return True
