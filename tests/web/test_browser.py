@@ -83,12 +83,16 @@ def live(settings, clock, demo_company) -> Iterator[Live]:
     try:
         yield Live(base_url, rt)
     finally:
-        server.close()
-        server.task_dispatcher.shutdown()
-        # Drop any connection the browser left open, so the server loop ends.
-        for channel in list(server._map.values()):
-            channel.close()
+        # Close the listener and every connection the browser left open from inside the
+        # server's own loop (its trigger runs the thunk there), so the loop ends with an empty
+        # map. Closing them from this thread raced the loop's select(): EBADF in its thread.
+        def close_all() -> None:
+            for channel in list(server._map.values()):
+                channel.close()
+
+        server.trigger.pull_trigger(close_all)
         thread.join(timeout=10)
+        server.task_dispatcher.shutdown()
         rt.close()
         assert not thread.is_alive(), "the waitress thread did not stop"
 
