@@ -25,7 +25,7 @@ def outbox_handlers(rt: Runtime) -> dict[str, Handler]:
         [
             ledger.outbox_kinds(rt, refit_to_ledger),
             payments.outbox_kinds(rt),
-            messaging.outbox_kinds(rt, reminders.preparers()),
+            messaging.outbox_kinds(rt, {**reminders.preparers(), **payments.preparers()}),
         ]
     )
 

@@ -32,18 +32,20 @@ def tell_owner(
     activity: str | None = None,
     mail: str | None = "owner",
     required: bool = False,
+    extra: dict[str, object] | None = None,
 ) -> bool:
     """Email the company's owner (its first user) once per `key`; returns False when there is
     no owner to tell (raises NotFound instead when `required`) or the key was queued before.
 
     `activity` names an activity-log kind to record the subject under as well; `mail` is the
-    message's class for the outbox's email handler (None: a plain message)."""
+    message's class for the outbox's email handler (None: a plain message); `extra` goes into
+    the payload for that class's preparer (ids it reads again as the email goes out)."""
     to = session.scalar(select(User.email).where(User.company_id == company_id).order_by(User.id))
     if to is None:
         if required:
             raise NotFound(f"company {company_id} has no owner")
         return False
-    payload = {"to": to, "subject": subject, "text": text}
+    payload: dict[str, object] = {**(extra or {}), "to": to, "subject": subject, "text": text}
     if mail is not None:
         payload["mail"] = mail
     queued = enqueue(

@@ -16,7 +16,7 @@ from arbridge.connectors.stripe.simulated import sign
 from arbridge.money import Money
 from arbridge.services.payments.checkout import start_checkout
 from arbridge.sync.db import transaction
-from arbridge.sync.model import CollectedPayment, Invoice, WebhookEvent
+from arbridge.sync.model import CollectedPayment, Customer, Invoice, MailMessage, WebhookEvent
 from arbridge.sync.store import issue_pay_token, ledger_connection, open_invoices
 from arbridge.worker import drain
 
@@ -150,7 +150,9 @@ def test_ach_failure_days_later_through_real_stripe_shapes(stripe_rt, client, de
         **intent,
         "status": "requires_payment_method",
         "last_payment_error": {
-            "message": "The customer's bank account could not be debited (R01: insufficient funds)."
+            "code": "insufficient_funds",
+            "message": "The customer's bank account could not be debited (R01: insufficient funds).",
+            "type": "card_error",
         },
     }
     deliver(client, rt, "checkout.session.async_payment_failed", session, 3)
@@ -160,9 +162,24 @@ def test_ach_failure_days_later_through_real_stripe_shapes(stripe_rt, client, de
         inv = s.get(Invoice, invoice_id)
         row = s.scalar(select(CollectedPayment))
         statuses = set(s.scalars(select(WebhookEvent.status)))
+        mails = {m.kind: m for m in s.scalars(select(MailMessage))}
+        customer = s.get(Customer, inv.customer_id)
+        number = inv.number
     assert inv.status == "open" and not inv.payment_pending and inv.open_balance_minor == balance
     assert row.status == "failed" and statuses == {"processed"}
     assert ledger_payments(rt, demo_company) == []
+    # The customer is told in plain words, with a link that pays the invoice again ...
+    told = mails["payment_failed"]
+    amount = Money.from_minor(balance, "USD").format()
+    assert "did not go through" in told.subject and amount in told.text_body
+    assert "not enough money in the account" in told.text_body
+    link = next(w for w in told.text_body.split() if "/pay/" in w)
+    assert client.get(link.removeprefix(rt.settings.base_url)).status_code == 200
+    # ... and the owner: who, which invoice, how much, why, and where to look.
+    owner = next(m for m in mails.values() if m.kind == "owner" and "failed" in m.subject)
+    for part in (customer.name, number, amount, "not enough money in the account"):
+        assert part in owner.text_body
+    assert f"/c/{demo_company.slug}/invoices/{invoice_id}" in owner.text_body
 
 
 def test_connect_events_must_come_from_the_companys_account(

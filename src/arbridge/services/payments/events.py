@@ -138,6 +138,27 @@ class Observed:
     dispute_status: str | None = None  # Stripe's: needs_response, won, lost, warning_closed...
 
 
+# Stripe's codes for a bank debit that failed, in words a customer understands.
+BANK_FAILURES = {
+    "insufficient_funds": "there was not enough money in the account",
+    "account_closed": "the bank account is closed",
+    "no_account": "the bank could not find the account",
+    "invalid_account_number": "the bank could not find the account",
+    "account_frozen": "the bank account is frozen",
+    "bank_account_restricted": "the bank account does not accept this kind of payment",
+    "debit_not_authorized": "the bank says the account holder did not authorise the debit",
+    "generic_decline": "the bank declined the payment",
+}
+
+
+def plain_failure(error: Mapping[str, Any] | None) -> str | None:
+    """Stripe's last_payment_error in plain words (its own message when the code is unknown)."""
+    if not error:
+        return None
+    code = error.get("code") or error.get("decline_code")
+    return BANK_FAILURES.get(str(code)) or (str(error["message"]) if error.get("message") else None)
+
+
 def _meta_id(raw: Any) -> int | None:
     """An id we wrote into Stripe metadata, or None: ASCII digits that an id column can hold
     (isdigit() takes '²', which int() refuses, and digits no id column holds)."""
@@ -189,7 +210,7 @@ def observe(event_type: str, obj: Mapping[str, Any]) -> Observed | None:
         meta = obj.get("metadata") or {}
         if "arbridge_company" not in meta:
             return None
-        error = (obj.get("last_payment_error") or {}).get("message")
+        error = plain_failure(obj.get("last_payment_error"))
         return Observed(
             payment_intent=obj["id"],
             status="pending" if event_type.endswith("processing") else "failed",

@@ -22,6 +22,7 @@ from arbridge.errors import Rejected, Transient
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.services.payments.events import AFTER_SUCCESS, DISPUTE_CLOSED, Observed, observe
+from arbridge.services.payments.failure_notice import tell_payment_failed
 from arbridge.services.payments.reversals import (
     dispute_closed,
     refund,
@@ -157,6 +158,14 @@ def record(rt: Runtime, s: Session, seen: Observed) -> None:
         dispute_closed(rt, s, row, current, seen)
         return
     new = transition(current, seen.status)
+    if (
+        new is None
+        and seen.status == current == "failed"
+        and seen.reason
+        and not row.failure_reason
+    ):
+        # The session's failure event carries no reason; the PaymentIntent's, often later, does.
+        row.failure_reason = seen.reason
     if new is None:
         log.info(
             "stripe payment %s: %s after %s changes nothing",
@@ -200,14 +209,19 @@ def record(rt: Runtime, s: Session, seen: Observed) -> None:
         log_activity(
             s, rt.clock, company.id, "payment.failed", message, payment_intent=row.payment_intent_id
         )
-        tell_owner(
-            s,
-            rt.clock,
-            company.id,
-            key=owner_mail_key(company.id, f"payment-failed:{row.payment_intent_id}"),
-            subject="A payment failed",
-            text=message,
-        )
+        if current == "pending":
+            # A bank debit failed days after the customer left the page: tell them, and the
+            # owner, in full (a card declined in Checkout is shown to the customer there).
+            tell_payment_failed(rt, s, company, row, invoices, row_money(row).format())
+        else:
+            tell_owner(
+                s,
+                rt.clock,
+                company.id,
+                key=owner_mail_key(company.id, f"payment-failed:{row.payment_intent_id}"),
+                subject="A payment failed",
+                text=message,
+            )
     elif new == "disputed":
         row.dispute_id, row.dispute_status = seen.dispute_id, seen.dispute_status
         reverse(

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from arbridge.runtime import Runtime
+from arbridge.services.messaging.sender import Preparer
 from arbridge.services.payments.checkout import stripe_expire_session
 from arbridge.services.payments.events import STRIPE_EVENTS
+from arbridge.services.payments.failure_notice import (
+    MAIL,
+    OWNER_MAIL,
+    prepare_owner_notice,
+    prepare_payment_failed,
+)
 from arbridge.services.payments.recording import handle_stripe_event
 from arbridge.services.payments.refunds import stripe_refund
 from arbridge.sync.outbox import Handler
@@ -21,6 +28,11 @@ def outbox_kinds(rt: Runtime) -> dict[OutboxKind, Handler]:
             lambda m: stripe_expire_session(rt, m), idempotent=True
         ),
     }
+
+
+def preparers() -> dict[str, Preparer]:
+    """The payments' own emails, written as they go out."""
+    return {MAIL: prepare_payment_failed, OWNER_MAIL: prepare_owner_notice}
 
 
 def webhook_events(rt: Runtime) -> dict[tuple[str, str], EventHandler]:
