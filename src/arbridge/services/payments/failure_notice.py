@@ -21,7 +21,15 @@ from arbridge.services.messaging.outgoing import Prepared
 from arbridge.sync import pay_links
 from arbridge.sync.activity import log_activity
 from arbridge.sync.db import transaction
-from arbridge.sync.model import CollectedPayment, Company, Contact, Customer, Invoice, OutboxMessage
+from arbridge.sync.model import (
+    CollectedPayment,
+    Company,
+    Contact,
+    Customer,
+    Invoice,
+    OutboxMessage,
+    PayToken,
+)
 from arbridge.sync.notices import tell_owner
 from arbridge.sync.outbox import enqueue
 from arbridge.sync.outbox_kinds import OutboxKind, owner_mail_key
@@ -106,12 +114,15 @@ def prepare_payment_failed(rt: Runtime, message: OutboxMessage) -> Prepared | st
         row = s.get(CollectedPayment, p["payment_id"])
         if row is None or row.status != "failed":
             return "skipped: the payment is no longer failed"
-        owed = s.scalar(
-            select(Invoice.id).where(
-                Invoice.company_id == message.company_id,
-                Invoice.customer_id == row.customer_id,
-                Invoice.is_open,
-            )
+        link = s.get(PayToken, p["pay_link_id"])
+        if link is None:
+            return "skipped: the business withdrew the payment link"
+        # What the link would charge now: the failed payment's invoice, or (a statement) the
+        # customer's open invoices; paid meanwhile, another way, there is nothing to ask for.
+        owed = (
+            s.scalar(select(Invoice.id).where(Invoice.id == link.invoice_id, Invoice.is_open))
+            if link.invoice_id is not None
+            else next(iter(pay_links.statement_invoices(s, link)), None)
         )
         if owed is None:
             return "skipped: nothing is owed any more"
