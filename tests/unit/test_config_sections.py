@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from arbridge.config import Settings, SmtpSettings, StripeSettings, XeroSettings
+from arbridge.connectors.xero.sdk import PAGE_SIZE
 from arbridge.errors import ConfigError
 
 BASE = {"ARBRIDGE_INSTANCE_PATH": "/tmp/arbridge-sections-test"}
@@ -102,3 +103,41 @@ def test_a_xero_base_must_be_a_url():
         Settings.from_env(
             {**BASE, "ARBRIDGE_XERO_IDENTITY_BASE": "identity.xero.com"}, dotenv=False
         )
+
+
+XERO_APP = {**BASE, "ARBRIDGE_XERO_CLIENT_ID": "XEROCID", "ARBRIDGE_XERO_CLIENT_SECRET": "x"}
+
+
+@pytest.mark.parametrize("value", ["1", "250", "1000", " 1000 "])
+def test_the_xero_page_size_is_read_from_its_variable(value):
+    s = Settings.from_env({**XERO_APP, "ARBRIDGE_XERO_PAGE_SIZE": value}, dotenv=False)
+    assert s.xero is not None and s.xero.page_size == int(value)
+
+
+def test_the_xero_page_size_defaults_to_xeros_documented_page():
+    s = Settings.from_env(XERO_APP, dotenv=False)
+    assert s.xero is not None and s.xero.page_size == PAGE_SIZE == 100
+    empty = Settings.from_env({**XERO_APP, "ARBRIDGE_XERO_PAGE_SIZE": ""}, dotenv=False)
+    assert empty.xero is not None and empty.xero.page_size == 100
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("0", "at least 1, not 0"),
+        ("-5", "at least 1, not -5"),
+        ("1001", "at most 1000, not 1001"),
+        ("100000", "at most 1000, not 100000"),
+        ("lots", "a whole number, not 'lots'"),
+        ("100.0", "a whole number, not '100.0'"),
+    ],
+)
+def test_a_xero_page_size_out_of_range_or_not_a_number_is_refused(value, problem):
+    with pytest.raises(ConfigError, match=f"^ARBRIDGE_XERO_PAGE_SIZE must be {problem}"):
+        Settings.from_env({**XERO_APP, "ARBRIDGE_XERO_PAGE_SIZE": value}, dotenv=False)
+
+
+def test_a_bad_xero_page_size_is_refused_before_xero_is_configured():
+    """Startup fails on the mistake itself, not later when the credentials are added."""
+    with pytest.raises(ConfigError, match="ARBRIDGE_XERO_PAGE_SIZE"):
+        Settings.from_env({**BASE, "ARBRIDGE_XERO_PAGE_SIZE": "5000"}, dotenv=False)

@@ -44,6 +44,7 @@ def xero_config(settings: Settings) -> XeroConfig:
         webhook_key=xero.webhook_key,
         api_base=xero.api_base,
         identity_base=xero.identity_base,
+        page_size=xero.page_size,
     )
 
 

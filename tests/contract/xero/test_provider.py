@@ -4,7 +4,9 @@ registered mapper."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -74,3 +76,24 @@ def test_a_sync_through_the_registry_matches_the_ledger(rt, fake, conn):
     with rt.sessions() as s:
         saved = connections.credentials(rt.keyring, s.get(Connection, conn.id), "Xero")
     assert saved["refresh_token"] in fake.refresh_tokens
+
+
+def test_a_sync_asks_for_pages_of_the_configured_size_and_stops_on_a_short_one(rt, fake, conn):
+    """ARBRIDGE_XERO_PAGE_SIZE reaches the connector the registry builds: every list is asked
+    for in pages of that size (the SDK's `pageSize` query parameter), and a page with fewer raw
+    records than that is the last one asked for."""
+    seed(fake)  # 13 receivable invoices (a draft and a bill the server leaves out), 4 contacts
+    assert rt.settings.xero is not None and rt.settings.xero.page_size == 100
+    sized = replace(rt, settings=rt.settings.with_(xero=replace(rt.settings.xero, page_size=5)))
+    result = sync_now(sized, conn, full=True)
+    assert result.errors == 0
+    assert open_balance(rt, conn) == fake.open_balance()
+    lists = [
+        (r["path"].rsplit("/", 1)[-1], parse_qs(r["query"]))
+        for r in fake.requests
+        if r["method"] == "GET" and "page" in parse_qs(r["query"])
+    ]
+    assert {query["pageSize"][0] for _, query in lists} == {"5"}
+    invoices = [query["page"][0] for name, query in lists if name == "Invoices"]
+    assert invoices == ["1", "2", "3"]  # 5, 5, then a short page of 3: no page 4
+    assert [query["page"][0] for name, query in lists if name == "Contacts"] == ["1"]  # 4 of 5
