@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from sqlalchemy import event
+from sqlalchemy import event, update
 
+from arbridge.sync.db import transaction
+from arbridge.sync.model import PaymentAllocation
 from arbridge.sync.store import aging_report, get_company, kpi_report, report_dict
 from tests.builders import SmallCompany
 
@@ -243,3 +245,15 @@ def test_the_kpis_cost_two_queries_with_two_invoices_or_forty(rt):
     _ledger_of(1, "one").build(rt)
     _ledger_of(20, "twenty").build(rt)
     assert _kpi_statements(rt, "one") == _kpi_statements(rt, "twenty") == 2
+
+
+def test_an_allocation_without_a_date_counts_on_its_payment_or_credit_date(rt):
+    books = ledger().build(rt)
+    with transaction(rt.sessions) as s:
+        s.execute(
+            update(PaymentAllocation)
+            .where(PaymentAllocation.company_id == books.company.id)
+            .values(applied_on=None)
+        )
+    # The payments' received dates and CN1's issue date are the allocations' own dates here.
+    assert kpi_fields(report(rt, "kpi")) == LEDGER_KPIS
