@@ -23,8 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import NamedTuple
 
-from arbridge.money import Money
+from arbridge.money import Money, exponent
 
 DEFAULT_PERIOD_DAYS = 90
 MAX_PERIOD_DAYS = 3660  # ten years and their leap days
@@ -44,13 +45,14 @@ KPI_FIELDS = (
 _CENT = Decimal("0.01")
 
 
-@dataclass(frozen=True)
-class KpiInvoice:
-    """One invoice as the KPIs see it: amounts in minor units of its own currency.
+class KpiInvoice(NamedTuple):
+    """One invoice as the KPIs see it: amounts in minor units of its own currency (a plain
+    tuple, so a database row maps onto it as it comes).
 
     `applied_by_end_minor` is what payments and credit notes applied to it on or before the
     as-of date, `applied_by_begin_minor` on or before the day before the period starts;
-    `closed_on` the date of the allocation that brought its balance to zero (None while open).
+    `closed_on` the date of the last allocation up to as_of that took its balance from above
+    zero to zero or below (it counts as closed only if nothing is left on as_of).
     """
 
     issued_on: date
@@ -63,8 +65,7 @@ class KpiInvoice:
     closed_on: date | None
 
 
-@dataclass(frozen=True)
-class KpiCredit:
+class KpiCredit(NamedTuple):
     """A credit note issued in the window the KPIs look at (minor units of its currency)."""
 
     issued_on: date
@@ -113,11 +114,6 @@ def window_start(as_of: date, days: int) -> date:
     return min(period_start(as_of, days), countback)
 
 
-def _home(minor: int, currency: str, rate: Decimal, home_currency: str) -> Decimal:
-    """Minor units of a document's currency in home currency at its own rate, rounded once."""
-    return Money.from_minor(minor, currency).convert(rate, home_currency).amount
-
-
 def kpis(
     invoices: Iterable[KpiInvoice],
     credits: Iterable[KpiCredit],
@@ -125,50 +121,81 @@ def kpis(
     days: int,
     home_currency: str,
 ) -> Kpis:
-    """Every KPI of the period of `days` days ending on as_of, in one pass over the documents."""
+    """Every KPI of the period of `days` days ending on as_of, in one pass over the documents.
+
+    Sums are kept in home-currency minor units: a home-currency document adds its own minor
+    units, a foreign one its amount converted at its rate and rounded once (Money.convert)."""
     start = period_start(as_of, days)
     begin_day = start - timedelta(days=1)
-    zero = Decimal(0)
-    ar_begin = ar_end = ar_end_current = credit_sales = zero
-    blocks = [zero] * COUNTBACK_BLOCKS  # net credit sales per 30-day block, block 1 first
-    closed = on_time = 0
-    days_to_pay = 0
+    ar_begin = ar_end = ar_end_current = credit_sales = 0
+    blocks = [0] * COUNTBACK_BLOCKS  # net credit sales per 30-day block, block 1 first
+    closed = on_time = days_to_pay = 0
 
-    def add_sales(issued_on: date, amount: Decimal) -> None:
+    def home(minor: int, currency: str, rate: Decimal) -> int:
+        if currency == home_currency or not minor:
+            return minor
+        return Money.from_minor(minor, currency).convert(rate, home_currency).minor
+
+    def add_sales(issued_on: date, amount: int) -> None:
         nonlocal credit_sales
-        if start <= issued_on <= as_of:
+        if start <= issued_on:
             credit_sales += amount
         k = (as_of - issued_on).days // COUNTBACK_BLOCK_DAYS
-        if 0 <= k < COUNTBACK_BLOCKS:
+        if k < COUNTBACK_BLOCKS:
             blocks[k] += amount
 
-    for inv in invoices:
-        if inv.issued_on > as_of:
+    for issued_on, due_on, currency, rate, total, by_end, by_begin, closed_on in invoices:
+        if issued_on > as_of:
             continue
-        if inv.issued_on <= begin_day:
-            left = inv.total_minor - inv.applied_by_begin_minor
-            if left:
-                ar_begin += _home(left, inv.currency, inv.exchange_rate, home_currency)
-        left = inv.total_minor - inv.applied_by_end_minor
-        if left:
-            owed = _home(left, inv.currency, inv.exchange_rate, home_currency)
-            ar_end += owed
-            if inv.due_on >= as_of:
-                ar_end_current += owed
-        add_sales(
-            inv.issued_on, _home(inv.total_minor, inv.currency, inv.exchange_rate, home_currency)
-        )
-        if inv.closed_on is not None and start <= inv.closed_on <= as_of:
+        if issued_on <= begin_day:
+            ar_begin += home(total - by_begin, currency, rate)
+        left = total - by_end
+        owed = home(left, currency, rate)
+        ar_end += owed
+        if due_on >= as_of:
+            ar_end_current += owed
+        add_sales(issued_on, home(total, currency, rate))
+        if closed_on is not None and left <= 0 and start <= closed_on <= as_of:
             closed += 1
-            days_to_pay += (inv.closed_on - inv.issued_on).days
-            on_time += inv.closed_on <= inv.due_on
-    for credit in credits:
-        if credit.issued_on <= as_of:
-            add_sales(
-                credit.issued_on,
-                -_home(credit.total_minor, credit.currency, credit.exchange_rate, home_currency),
-            )
+            days_to_pay += (closed_on - issued_on).days
+            on_time += closed_on <= due_on
+    for issued_on, currency, rate, total in credits:
+        if issued_on <= as_of:
+            add_sales(issued_on, -home(total, currency, rate))
 
+    places = exponent(home_currency)
+
+    def amount(minor: int) -> Decimal:
+        return Decimal(minor).scaleb(-places)
+
+    return _ratios(
+        start,
+        as_of,
+        days,
+        amount(ar_begin),
+        amount(ar_end),
+        amount(ar_end_current),
+        amount(credit_sales),
+        [amount(b) for b in blocks],
+        closed,
+        on_time,
+        days_to_pay,
+    )
+
+
+def _ratios(
+    start: date,
+    as_of: date,
+    days: int,
+    ar_begin: Decimal,
+    ar_end: Decimal,
+    ar_end_current: Decimal,
+    credit_sales: Decimal,
+    blocks: list[Decimal],
+    closed: int,
+    on_time: int,
+    days_to_pay: int,
+) -> Kpis:
     dso = best = delinquent = None
     if credit_sales > 0:
         dso = ar_end / credit_sales * days

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import BigInteger, and_, case, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock, local_date
@@ -270,15 +270,15 @@ def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kp
     )
     by_end = func.coalesce(applied.c.by_end, 0)
     by_begin = func.coalesce(applied.c.by_begin, 0)
-    rows = session.execute(
+    invoices = session.execute(
         select(
             Invoice.issued_on,
             Invoice.due_on,
             Invoice.currency,
             Invoice.exchange_rate,
             Invoice.total_minor,
-            by_end,
-            by_begin,
+            cast(by_end, BigInteger),
+            cast(by_begin, BigInteger),
             applied.c.closing,
         )
         .outerjoin(applied, applied.c.invoice_id == Invoice.id)
@@ -295,37 +295,27 @@ def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kp
                 applied.c.closing >= start,
             ),
         )
+    ).tuples()
+    credits = session.execute(
+        select(
+            CreditNote.issued_on,
+            CreditNote.currency,
+            CreditNote.exchange_rate,
+            CreditNote.total_minor,
+        ).where(
+            CreditNote.company_id == company.id,
+            CreditNote.status.not_in(_GONE),
+            CreditNote.issued_on >= window,
+            CreditNote.issued_on <= as_of,
+        )
+    ).all()
+    return kpis(
+        (KpiInvoice._make(row) for row in invoices),
+        (KpiCredit._make(row) for row in credits),
+        as_of,
+        days,
+        company.home_currency,
     )
-    invoices = [
-        KpiInvoice(
-            issued_on=issued_on,
-            due_on=due_on,
-            currency=currency,
-            exchange_rate=rate,
-            total_minor=total,
-            applied_by_end_minor=int(end),
-            applied_by_begin_minor=int(begin),
-            closed_on=closing if closing is not None and total - int(end) <= 0 else None,
-        )
-        for issued_on, due_on, currency, rate, total, end, begin, closing in rows
-    ]
-    credits = [
-        KpiCredit(issued_on, currency, rate, total)
-        for issued_on, currency, rate, total in session.execute(
-            select(
-                CreditNote.issued_on,
-                CreditNote.currency,
-                CreditNote.exchange_rate,
-                CreditNote.total_minor,
-            ).where(
-                CreditNote.company_id == company.id,
-                CreditNote.status.not_in(_GONE),
-                CreditNote.issued_on >= window,
-                CreditNote.issued_on <= as_of,
-            )
-        )
-    ]
-    return kpis(invoices, credits, as_of, days, company.home_currency)
 
 
 def report_dict(company: Company, aging: Aging, kpi: Kpis | None = None) -> dict[str, Any]:
