@@ -63,6 +63,9 @@ class KpiInvoice(NamedTuple):
     applied_by_end_minor: int
     applied_by_begin_minor: int
     closed_on: date | None
+    # Several home-currency invoices with the same dates, already summed (no conversion, so no
+    # per-invoice rounding to keep), count as `count` invoices closed on `closed_on`.
+    count: int = 1
 
 
 class KpiCredit(NamedTuple):
@@ -144,7 +147,7 @@ def kpis(
         if k < COUNTBACK_BLOCKS:
             blocks[k] += amount
 
-    for issued_on, due_on, currency, rate, total, by_end, by_begin, closed_on in invoices:
+    for issued_on, due_on, currency, rate, total, by_end, by_begin, closed_on, count in invoices:
         if issued_on > as_of:
             continue
         if issued_on <= begin_day:
@@ -156,9 +159,9 @@ def kpis(
             ar_end_current += owed
         add_sales(issued_on, home(total, currency, rate))
         if closed_on is not None and left <= 0 and start <= closed_on <= as_of:
-            closed += 1
-            days_to_pay += (closed_on - issued_on).days
-            on_time += closed_on <= due_on
+            closed += count
+            days_to_pay += (closed_on - issued_on).days * count
+            on_time += count if closed_on <= due_on else 0
     for issued_on, currency, rate, total in credits:
         if issued_on <= as_of:
             add_sales(issued_on, -home(total, currency, rate))

@@ -209,10 +209,11 @@ _GONE = ("voided", "deleted")
 
 
 def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kpis:
-    """The collections KPIs (collections.kpis) of the `days` days ending on as_of, from two
-    queries whatever the ledger's size: the invoices that count, each with its allocations up
-    to as_of summed and its closing date found by the database, and the credit notes issued in
-    the window. Allocations are dated by their own date, else their payment's or credit's."""
+    """The collections KPIs (collections.kpis) of the `days` days ending on as_of, from three
+    queries whatever the ledger's size: the invoices that count, with their allocations up to
+    as_of summed and their closing dates found by the database (home-currency ones summed per
+    issue, due and closing date, foreign ones one by one), and the credit notes issued in the
+    window. Allocations are dated by their own date, else their payment's or credit's."""
     start = as_of - timedelta(days=days - 1)
     begin_day = start - timedelta(days=1)
     window = window_start(as_of, days)
@@ -268,18 +269,24 @@ def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kp
         .group_by(running.c.invoice_id)
         .subquery()
     )
-    by_end = func.coalesce(applied.c.by_end, 0)
-    by_begin = func.coalesce(applied.c.by_begin, 0)
-    invoices = session.execute(
+    by_end = cast(func.coalesce(applied.c.by_end, 0), BigInteger)
+    by_begin = cast(func.coalesce(applied.c.by_begin, 0), BigInteger)
+    counted = (
         select(
             Invoice.issued_on,
             Invoice.due_on,
             Invoice.currency,
             Invoice.exchange_rate,
             Invoice.total_minor,
-            cast(by_end, BigInteger),
-            cast(by_begin, BigInteger),
-            applied.c.closing,
+            by_end.label("by_end"),
+            by_begin.label("by_begin"),
+            # Only a closing in the period counts (days to pay, on time).
+            case(
+                (
+                    and_(applied.c.closing >= start, Invoice.total_minor <= by_end),
+                    applied.c.closing,
+                )
+            ).label("closed_on"),
         )
         .outerjoin(applied, applied.c.invoice_id == Invoice.id)
         .where(
@@ -295,7 +302,31 @@ def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kp
                 applied.c.closing >= start,
             ),
         )
+        .subquery()
+    )
+    # Home-currency invoices need no conversion: the database sums them per issue date, due
+    # date and closing date. Foreign ones come one by one, each converted and rounded alone.
+    home = counted.c.currency == company.home_currency
+    summed = session.execute(
+        select(
+            counted.c.issued_on,
+            counted.c.due_on,
+            cast(func.sum(counted.c.total_minor), BigInteger),
+            cast(func.sum(counted.c.by_end), BigInteger),
+            cast(func.sum(counted.c.by_begin), BigInteger),
+            counted.c.closed_on,
+            func.count(),
+        )
+        .where(home)
+        .group_by(counted.c.issued_on, counted.c.due_on, counted.c.closed_on)
     ).tuples()
+    one = Decimal(1)
+    invoices = [
+        KpiInvoice(issued, due, company.home_currency, one, total, end, begin, closed, count)
+        for issued, due, total, end, begin, closed, count in summed
+    ]
+    foreign = session.execute(select(*counted.c).where(~home)).tuples()
+    invoices += [KpiInvoice(*row) for row in foreign]
     credits = session.execute(
         select(
             CreditNote.issued_on,
@@ -310,7 +341,7 @@ def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kp
         )
     ).all()
     return kpis(
-        (KpiInvoice._make(row) for row in invoices),
+        invoices,
         (KpiCredit._make(row) for row in credits),
         as_of,
         days,
