@@ -7,6 +7,7 @@
         .invoice("I1", "C1", "120.00", bucket="31_60")       # 45 days overdue
         .invoice("I2", "C2", "80.00", days_overdue=-10)      # not due yet, in EUR
         .payment("I1", "20.00")                              # part paid in the ledger
+        .credit_note("CN1", "C2", "30.00", days_ago=5, applied={"I2": "30.00"})
         .build(rt)
     )
     books.invoice("I1").balance_minor == 100_00
@@ -58,6 +59,24 @@ class _Invoice:
     terms_days: int
     balance: str | None
     number: str | None
+    voided: bool
+
+
+@dataclass(frozen=True)
+class _Payment:
+    invoice: str
+    amount: str
+    days_ago: int
+
+
+@dataclass(frozen=True)
+class _CreditNote:
+    source_id: str
+    customer: str
+    amount: str
+    days_ago: int
+    applied: dict[str, str]
+    voided: bool
 
 
 @dataclass
@@ -74,7 +93,8 @@ class SmallCompany:
     settings: dict[str, Any] = field(default_factory=dict)
     _customers: list[_Customer] = field(default_factory=list)
     _invoices: list[_Invoice] = field(default_factory=list)
-    _payments: list[tuple[str, str]] = field(default_factory=list)
+    _payments: list[_Payment] = field(default_factory=list)
+    _credit_notes: list[_CreditNote] = field(default_factory=list)
 
     def customer(
         self,
@@ -103,21 +123,41 @@ class SmallCompany:
         terms_days: int = 30,
         balance: str | None = None,
         number: str | None = None,
+        voided: bool = False,
     ) -> SmallCompany:
         """An open invoice in the customer's currency, due `days_overdue` days before today
-        (negative: not due yet), or in the named aging bucket (BUCKETS)."""
+        (negative: not due yet), or in the named aging bucket (BUCKETS); issued `terms_days`
+        before it is due. `voided`: the ledger voided it (total and balance 0)."""
         if (days_overdue is None) == (bucket is None):
             raise ValueError("give days_overdue or bucket")
         days = BUCKETS[bucket] if bucket is not None else days_overdue
         assert days is not None
         self._invoices.append(
-            _Invoice(source_id, customer, amount, days, terms_days, balance, number)
+            _Invoice(source_id, customer, amount, days, terms_days, balance, number, voided)
         )
         return self
 
-    def payment(self, invoice: str, amount: str) -> SmallCompany:
-        """A payment the ledger already holds against the invoice (part or all of it)."""
-        self._payments.append((invoice, amount))
+    def payment(self, invoice: str, amount: str, *, days_ago: int = 0) -> SmallCompany:
+        """A payment the ledger already holds against the invoice (part or all of it), received
+        `days_ago` days before today."""
+        self._payments.append(_Payment(invoice, amount, days_ago))
+        return self
+
+    def credit_note(
+        self,
+        source_id: str,
+        customer: str,
+        amount: str,
+        *,
+        days_ago: int = 0,
+        applied: dict[str, str] | None = None,
+        voided: bool = False,
+    ) -> SmallCompany:
+        """A credit note in the customer's currency issued `days_ago` days before today, applied
+        to invoices ({invoice: amount}; what is not applied remains as credit)."""
+        self._credit_notes.append(
+            _CreditNote(source_id, customer, amount, days_ago, dict(applied or {}), voided)
+        )
         return self
 
     def build(self, rt: Runtime) -> Books:
@@ -199,7 +239,7 @@ class SmallCompany:
                     "terms": f"Net {i.terms_days}",
                     "total": i.amount,
                     "balance": i.balance if i.balance is not None else i.amount,
-                    "status": "AUTHORISED",
+                    "status": "VOIDED" if i.voided else "AUTHORISED",
                     "lineItems": [
                         {
                             "description": "Services",
@@ -210,18 +250,27 @@ class SmallCompany:
                     ],
                 },
             )
-        for n, (invoice_id, amount) in enumerate(self._payments, 1):
+        for inv in invoices.values():
+            if inv["status"] == "VOIDED":
+                inv.update(total="0.00", balance="0.00")
+
+        def settle(invoice_id: str, amount: str) -> dict[str, Any]:
             inv = invoices[invoice_id]
             balance = Decimal(inv["balance"]) - Decimal(amount)
             if balance < 0:
-                raise ValueError(f"a payment of {amount} is more than {invoice_id} has open")
+                raise ValueError(f"{amount} is more than {invoice_id} has open")
             inv.update(balance=str(balance), status="PAID" if balance == 0 else "AUTHORISED")
+            return inv
+
+        for n, p in enumerate(self._payments, 1):
+            invoice_id, amount = p.invoice, p.amount
+            inv = settle(invoice_id, amount)
             add(
                 "Payment",
                 {
                     "id": f"PMT{5000 + n}",
                     "contactId": inv["contactId"],
-                    "date": today.isoformat(),
+                    "date": (today - timedelta(days=p.days_ago)).isoformat(),
                     "currencyCode": inv["currencyCode"],
                     "currencyRate": inv["currencyRate"],
                     "amount": amount,
@@ -229,6 +278,28 @@ class SmallCompany:
                     "method": "check",
                     "applied": [{"invoiceId": invoice_id, "amount": amount}],
                     "status": "POSTED",
+                },
+            )
+        for cn in self._credit_notes:
+            for invoice_id, amount in cn.applied.items():
+                settle(invoice_id, amount)
+            currency = currency_of[cn.customer]
+            remaining = Decimal(cn.amount) - sum(map(Decimal, cn.applied.values()), Decimal(0))
+            if remaining < 0:
+                raise ValueError(f"credit note {cn.source_id} applies more than its total")
+            add(
+                "CreditNote",
+                {
+                    "id": cn.source_id,
+                    "creditNoteNumber": f"CN-{cn.source_id}",
+                    "contactId": cn.customer,
+                    "date": (today - timedelta(days=cn.days_ago)).isoformat(),
+                    "currencyCode": currency,
+                    "currencyRate": RATES[currency],
+                    "total": cn.amount,
+                    "remainingCredit": str(remaining),
+                    "applied": [{"invoiceId": i, "amount": a} for i, a in cn.applied.items()],
+                    "status": "VOIDED" if cn.voided else "PAID" if remaining == 0 else "AUTHORISED",
                 },
             )
         return state

@@ -58,6 +58,23 @@ class Day(click.ParamType):
 DAY = Day()
 
 
+class WholeNumber(click.ParamType):
+    """A whole number in ASCII digits within [minimum, maximum] (click's INT takes '１２')."""
+
+    name = "N"
+
+    def __init__(self, minimum: int, maximum: int) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from arbridge.inputs import InputError, parse_int
+
+        try:
+            return parse_int(str(value), minimum=self.minimum, maximum=self.maximum)
+        except InputError as e:
+            self.fail(f"{e}.", param, ctx)
+
+
 def load_settings() -> Settings:
     return Settings.from_env()
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from arbridge.cli.common import DAY, Group, open_runtime
+from arbridge.cli.common import DAY, Group, WholeNumber, open_runtime
+from arbridge.collections.kpis import DEFAULT_PERIOD_DAYS, MAX_PERIOD_DAYS
 from arbridge.errors import ArbridgeError
 
 
@@ -74,23 +75,44 @@ def run_sync_with_progress(rt: Any, conn: Any, *, full: bool = False) -> Any:
     help="Age invoices as of this date (default: today in the company's timezone).",
 )
 @click.option(
+    "--period-days",
+    "period_days",
+    type=WholeNumber(1, MAX_PERIOD_DAYS),
+    default=DEFAULT_PERIOD_DAYS,
+    show_default=True,
+    help=f"The KPIs' period: this many days ending on the as-of date (1 to {MAX_PERIOD_DAYS}).",
+)
+@click.option(
     "--format", "fmt", type=click.Choice(["json", "table"]), default="table", show_default=True
 )
-def report(slug: str, as_of: Any, fmt: str) -> None:
-    """Print open and overdue balances and the aging of a company's receivables.
+def report(slug: str, as_of: Any, period_days: int, fmt: str) -> None:
+    """Print open and overdue balances, the aging of a company's receivables and
+    the collections KPIs (DSO, countback DSO, best possible DSO, average days
+    delinquent, CEI, receivables turnover, average days to pay, on-time rate).
 
     Amounts are in the company's home currency, each invoice converted at its
     own exchange rate; days past due are counted on the as-of date in the
-    company's timezone.
+    company's timezone. The KPIs cover the --period-days days ending on the
+    as-of date; a figure with nothing to divide by is null (shown as "n/a").
     """
     from arbridge.collections.aging import BUCKET_LABELS
-    from arbridge.sync.store import aging_report, company_today, get_company, report_dict
+    from arbridge.sync.store import (
+        aging_report,
+        company_today,
+        get_company,
+        kpi_report,
+        report_dict,
+    )
 
     rt = open_runtime()
     with rt.sessions() as session:
         company = get_company(session, slug)
         day: date = as_of or company_today(company, rt.clock)
-        data = report_dict(company, aging_report(session, company, day))
+        data = report_dict(
+            company,
+            aging_report(session, company, day),
+            kpi_report(session, company, day, period_days),
+        )
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
         return
@@ -105,6 +127,23 @@ def report(slug: str, as_of: Any, fmt: str) -> None:
         click.echo(
             f"    {label:<14}{data['aging'][key]:>18}  ({data['aging_counts'][key]} invoices)"
         )
+    period = data["kpi_period"]
+    click.echo(f"  KPIs, {period['days']} days from {period['start']} to {period['end']}")
+    for key, label in KPI_LABELS.items():
+        value = data[key]
+        click.echo(f"    {label:<24}{'n/a' if value is None else value:>10}")
+
+
+KPI_LABELS = {
+    "dso": "DSO (days)",
+    "dso_countback": "Countback DSO (days)",
+    "best_possible_dso": "Best possible DSO (days)",
+    "average_days_delinquent": "Avg days delinquent",
+    "cei": "CEI (%)",
+    "ar_turnover": "AR turnover (per year)",
+    "average_days_to_pay": "Avg days to pay",
+    "on_time_rate": "On-time rate (0-1)",
+}
 
 
 @click.group(cls=Group)

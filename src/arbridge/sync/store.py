@@ -12,11 +12,12 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, and_, case, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock, local_date
 from arbridge.collections.aging import Aging, OpenItem, age
+from arbridge.collections.kpis import KpiCredit, KpiInvoice, Kpis, kpis, window_start
 from arbridge.crypto import Keyring
 from arbridge.errors import ArbridgeError, KeyMismatch, NotFound
 from arbridge.money import Money, check_currency
@@ -27,10 +28,13 @@ from arbridge.sync.model import (
     Company,
     CompanyJob,
     Connection,
+    CreditNote,
     Customer,
     InstanceMeta,
     Invoice,
     OAuthGrant,
+    Payment,
+    PaymentAllocation,
     PayToken,
     SignInToken,
     User,
@@ -200,7 +204,153 @@ def aging_report(session: Session, company: Company, as_of: date) -> Aging:
     return age(items, as_of, company.home_currency)
 
 
-def report_dict(company: Company, aging: Aging) -> dict[str, Any]:
+# Voided and deleted documents count in no KPI.
+_GONE = ("voided", "deleted")
+
+
+def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kpis:
+    """The collections KPIs (collections.kpis) of the `days` days ending on as_of, from three
+    queries whatever the ledger's size: the invoices that count, with their allocations up to
+    as_of summed and their closing dates found by the database (home-currency ones summed per
+    issue, due and closing date, foreign ones one by one), and the credit notes issued in the
+    window. Allocations are dated by their own date, else their payment's or credit's."""
+    start = as_of - timedelta(days=days - 1)
+    begin_day = start - timedelta(days=1)
+    window = window_start(as_of, days)
+    applied_on = func.coalesce(
+        PaymentAllocation.applied_on, Payment.received_on, CreditNote.issued_on
+    )
+    daily = (
+        select(
+            PaymentAllocation.invoice_id,
+            applied_on.label("on"),
+            func.sum(PaymentAllocation.amount_minor).label("amount"),
+        )
+        .outerjoin(Payment, Payment.id == PaymentAllocation.payment_id)
+        .outerjoin(CreditNote, CreditNote.id == PaymentAllocation.credit_note_id)
+        .where(
+            PaymentAllocation.company_id == company.id,
+            or_(Payment.id.is_(None), Payment.status.not_in(_GONE)),
+            or_(CreditNote.id.is_(None), CreditNote.status.not_in(_GONE)),
+            applied_on <= as_of,
+        )
+        .group_by(PaymentAllocation.invoice_id, applied_on)
+        .subquery()
+    )
+    running = select(
+        daily.c.invoice_id,
+        daily.c.on,
+        daily.c.amount,
+        func.sum(daily.c.amount)
+        .over(partition_by=daily.c.invoice_id, order_by=daily.c.on)
+        .label("running"),
+    ).subquery()
+    # The day an allocation took the balance from above zero to zero (the last such day: a
+    # reopened invoice closes again).
+    closing_day = case(
+        (
+            and_(
+                running.c.running - running.c.amount < Invoice.total_minor,
+                running.c.running >= Invoice.total_minor,
+            ),
+            running.c.on,
+        ),
+    )
+    applied = (
+        select(
+            running.c.invoice_id,
+            func.sum(running.c.amount).label("by_end"),
+            func.sum(case((running.c.on <= begin_day, running.c.amount), else_=0)).label(
+                "by_begin"
+            ),
+            func.max(closing_day).label("closing"),
+        )
+        .join(Invoice, Invoice.id == running.c.invoice_id)
+        .group_by(running.c.invoice_id)
+        .subquery()
+    )
+    by_end = cast(func.coalesce(applied.c.by_end, 0), BigInteger)
+    by_begin = cast(func.coalesce(applied.c.by_begin, 0), BigInteger)
+    counted = (
+        select(
+            Invoice.issued_on,
+            Invoice.due_on,
+            Invoice.currency,
+            Invoice.exchange_rate,
+            Invoice.total_minor,
+            by_end.label("by_end"),
+            by_begin.label("by_begin"),
+            # Only a closing in the period counts (days to pay, on time).
+            case(
+                (
+                    and_(applied.c.closing >= start, Invoice.total_minor <= by_end),
+                    applied.c.closing,
+                )
+            ).label("closed_on"),
+        )
+        .outerjoin(applied, applied.c.invoice_id == Invoice.id)
+        .where(
+            Invoice.company_id == company.id,
+            Invoice.status.not_in(_GONE),
+            Invoice.issued_on <= as_of,
+            # Only invoices some figure needs: sold in the window, owing at either end of the
+            # period, or closed in it.
+            or_(
+                Invoice.issued_on >= window,
+                Invoice.total_minor != by_end,
+                and_(Invoice.issued_on <= begin_day, Invoice.total_minor != by_begin),
+                applied.c.closing >= start,
+            ),
+        )
+        .subquery()
+    )
+    # Home-currency invoices need no conversion: the database sums them per issue date, due
+    # date and closing date. Foreign ones come one by one, each converted and rounded alone.
+    home = counted.c.currency == company.home_currency
+    summed = session.execute(
+        select(
+            counted.c.issued_on,
+            counted.c.due_on,
+            cast(func.sum(counted.c.total_minor), BigInteger),
+            cast(func.sum(counted.c.by_end), BigInteger),
+            cast(func.sum(counted.c.by_begin), BigInteger),
+            counted.c.closed_on,
+            func.count(),
+        )
+        .where(home)
+        .group_by(counted.c.issued_on, counted.c.due_on, counted.c.closed_on)
+    ).tuples()
+    one = Decimal(1)
+    invoices = [
+        KpiInvoice(issued, due, company.home_currency, one, total, end, begin, closed, count)
+        for issued, due, total, end, begin, closed, count in summed
+    ]
+    foreign = session.execute(select(*counted.c).where(~home)).tuples()
+    invoices += [KpiInvoice(*row) for row in foreign]
+    credits = session.execute(
+        select(
+            CreditNote.issued_on,
+            CreditNote.currency,
+            CreditNote.exchange_rate,
+            CreditNote.total_minor,
+        ).where(
+            CreditNote.company_id == company.id,
+            CreditNote.status.not_in(_GONE),
+            CreditNote.issued_on >= window,
+            CreditNote.issued_on <= as_of,
+        )
+    ).all()
+    return kpis(
+        invoices,
+        (KpiCredit._make(row) for row in credits),
+        as_of,
+        days,
+        company.home_currency,
+    )
+
+
+def report_dict(company: Company, aging: Aging, kpi: Kpis | None = None) -> dict[str, Any]:
+    """The report's JSON; with `kpi`, also the KPI period and every KPI."""
     return {
         "company": company.slug,
         "company_name": company.name,
@@ -212,6 +362,18 @@ def report_dict(company: Company, aging: Aging) -> dict[str, Any]:
         "overdue_balance": str(aging.overdue_balance.amount),
         "aging": {name: str(m.amount) for name, m in aging.buckets.items()},
         "aging_counts": dict(aging.counts),
+        **(_kpi_dict(kpi) if kpi is not None else {}),
+    }
+
+
+def _kpi_dict(kpi: Kpis) -> dict[str, Any]:
+    return {
+        "kpi_period": {
+            "start": kpi.start.isoformat(),
+            "end": kpi.end.isoformat(),
+            "days": kpi.days,
+        },
+        **kpi.rounded(),
     }
 
 
