@@ -138,6 +138,26 @@ def parse_sequence(name: str, raw_steps: Iterable[Mapping[str, Any]]) -> Reminde
 
 
 @dataclass(frozen=True)
+class ReminderStart:
+    """How reminders began for a company whose ledger came with old overdue invoices.
+
+    "waiting": just connected; nothing goes out until the owner chooses. "first_step": every
+    invoice already past the first overdue step when reminders started gets that step first (on
+    `on`), and the later steps keep their spacing from there: nobody's first message is a final
+    notice. "skip_older": the same, and invoices more than `skip_days` overdue on `on` get no
+    automatic reminders (left to the owner). No start stored: each invoice gets the step its age
+    calls for (companies from before this choice existed, and the demo)."""
+
+    mode: str  # START_MODES
+    on: date | None = None
+    skip_days: int | None = None
+
+
+START_MODES = ("waiting", "first_step", "skip_older")
+MAX_SKIP_DAYS = 3650
+
+
+@dataclass(frozen=True)
 class ReminderPolicy:
     enabled: bool = True
     max_per_week: int = 2
@@ -151,6 +171,7 @@ class ReminderPolicy:
     signature: str = ""
     statement_day: int | None = None  # day of the month for statements; None: no statements
     statement_link_days: int = 60  # a statement link works this long after it goes out
+    start: ReminderStart | None = None
 
     def sequence(self, name: str | None) -> ReminderSequence:
         return self.sequences.get(name or "default") or self.sequences["default"]
@@ -201,7 +222,30 @@ def reminder_policy(stored: Mapping[str, Any] | None) -> ReminderPolicy:
         signature=str(r.get("signature") or ""),
         statement_day=_statement_day(r.get("statement_day")),
         statement_link_days=_link_days(r.get("statement_link_days")),
+        start=reminder_start(r.get("start")),
     )
+
+
+def reminder_start(raw: Any) -> ReminderStart | None:
+    """The stored start (see ReminderStart), strictly: a start that cannot be read holds the
+    reminders (SequenceError) rather than guess and send final notices."""
+    if raw is None:
+        return None
+    problem = "the stored choice of how reminders start is not readable; choose it again"
+    if not isinstance(raw, Mapping) or raw.get("mode") not in START_MODES:
+        raise SequenceError(problem)
+    if raw["mode"] == "waiting":
+        return ReminderStart("waiting")
+    try:
+        on = date.fromisoformat(str(raw.get("on")))
+    except ValueError as e:
+        raise SequenceError(problem) from e
+    skip = None
+    if raw["mode"] == "skip_older":
+        if raw.get("skip_days") is None:
+            raise SequenceError(problem)
+        skip = _whole(raw.get("skip_days"), 0, 1, MAX_SKIP_DAYS, problem)
+    return ReminderStart(str(raw["mode"]), on, skip)
 
 
 def _whole(raw: Any, default: int, lo: int, hi: int, problem: str) -> int:

@@ -30,12 +30,14 @@ from arbridge.collections.aging import owing
 from arbridge.collections.reminder_policy import (
     ReminderPolicy,
     ReminderSequence,
+    ReminderStart,
     SequenceError,
     Step,
 )
 from arbridge.money import exponent
 
 PROMISE_GRACE_DAYS = 2
+WAITING = "reminders wait for you to choose how they start (the dashboard asks)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,18 +150,50 @@ def exempt_reason(inv: InvoiceFacts, cust: CustomerFacts, as_of: date) -> str | 
     return None
 
 
+def anchor(inv: InvoiceFacts, sequence: ReminderSequence, start: ReminderStart | None) -> date:
+    """The day the sequence's offsets count from: the due date, except for an invoice already
+    past the first overdue step when reminders started (ReminderStart), which gets that step on
+    the start day and the later ones spaced from there."""
+    if start is None or start.on is None:
+        return inv.due_on
+    first = next((s.offset_days for s in sequence.steps if s.offset_days > 0), None)
+    if first is None or inv.due_on + timedelta(days=first) >= start.on:
+        return inv.due_on
+    return start.on - timedelta(days=first)
+
+
 def decide_invoice(
-    inv: InvoiceFacts, cust: CustomerFacts, sequence: ReminderSequence, as_of: date
+    inv: InvoiceFacts,
+    cust: CustomerFacts,
+    sequence: ReminderSequence,
+    as_of: date,
+    start: ReminderStart | None = None,
 ) -> InvoiceDecision:
     exempt = exempt_reason(inv, cust, as_of)
     if exempt:
         return InvoiceDecision(inv, None, exempt)
-    days = (as_of - inv.due_on).days
+    if (
+        start is not None
+        and start.mode == "skip_older"
+        and start.on is not None
+        and start.skip_days is not None
+        and (start.on - inv.due_on).days > start.skip_days
+    ):
+        return InvoiceDecision(
+            inv,
+            None,
+            f"more than {start.skip_days} days overdue when reminders started: left to you",
+        )
+    base = anchor(inv, sequence, start)
+    days = (as_of - base).days
     reached = [i for i, s in enumerate(sequence.steps) if s.offset_days <= days]
     if not reached:
-        first = sequence.steps[0]
+        first = next(
+            (s for s in sequence.steps if base + timedelta(s.offset_days) > as_of),
+            sequence.steps[0],
+        )
         return InvoiceDecision(
-            inv, None, f"first step on {(inv.due_on + timedelta(first.offset_days)).isoformat()}"
+            inv, None, f"first step on {(base + timedelta(first.offset_days)).isoformat()}"
         )
     sent = [i for i, s in enumerate(sequence.steps) if s.key in inv.sent_steps]
     highest_sent = max(sent, default=-1)
@@ -170,11 +204,18 @@ def decide_invoice(
             break
         if step.min_balance is not None and inv.balance_minor < _minor(step.min_balance, inv):
             continue
-        return InvoiceDecision(inv, step, f"{days} day(s) from the due date: {step.key}", i)
+        why = (
+            f"{days} day(s) from the due date: {step.key}"
+            if base == inv.due_on
+            else f"{(as_of - inv.due_on).days} day(s) overdue; reminders started "
+            f"{start.on.isoformat() if start and start.on else ''} with the first overdue step: "
+            f"{step.key}"
+        )
+        return InvoiceDecision(inv, step, why, i)
     if highest_sent >= 0:
         later = [s for s in sequence.steps[highest_sent + 1 :]]
         if later:
-            nxt = inv.due_on + timedelta(later[0].offset_days)
+            nxt = base + timedelta(later[0].offset_days)
             return InvoiceDecision(
                 inv,
                 None,
@@ -213,7 +254,12 @@ def decide_day(
         if not policy.enabled:
             decisions.append(InvoiceDecision(inv, None, "reminders are switched off"))
             continue
-        decisions.append(decide_invoice(inv, cust, policy.sequence(cust.sequence), as_of))
+        if policy.start is not None and policy.start.mode == "waiting":
+            decisions.append(InvoiceDecision(inv, None, WAITING))
+            continue
+        decisions.append(
+            decide_invoice(inv, cust, policy.sequence(cust.sequence), as_of, policy.start)
+        )
     messages: list[CustomerMessage] = []
     grouped: dict[tuple[int, str], list[InvoiceDecision]] = {}
     for d in decisions:

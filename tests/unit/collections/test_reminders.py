@@ -13,11 +13,13 @@ from hypothesis import strategies as st
 from arbridge.collections.reminder_policy import (
     DEFAULT_SEQUENCE,
     ReminderPolicy,
+    ReminderStart,
     SequenceError,
     parse_sequence,
     reminder_policy,
 )
 from arbridge.collections.reminders import (
+    WAITING,
     ContactFacts,
     CustomerFacts,
     InvoiceFacts,
@@ -330,3 +332,71 @@ def test_minimum_balance_of_50_kwd_is_not_treated_as_500_fils_worth_of_steps():
     # And a zero-decimal currency compares whole yen.
     yen = decide_day([customer()], [invoice(currency="JPY", balance_minor=49)], pol, day)
     assert yen.decisions[0].step.key == "after-3"
+
+
+# -- Day one: how reminders start on a ledger with old overdue invoices -----------------------
+
+
+def started(mode: str, on: date | None = None, skip_days: int | None = None) -> ReminderPolicy:
+    return ReminderPolicy(start=ReminderStart(mode, on, skip_days))
+
+
+def test_nothing_goes_out_while_the_owner_has_not_chosen_how_reminders_start():
+    old = invoice(due_on=DUE - timedelta(days=90))
+    day = decide_day([customer()], [old, invoice(11)], started("waiting"), DUE + timedelta(days=3))
+    assert day.messages == () and {d.reason for d in day.decisions} == {WAITING}
+
+
+def test_an_invoice_long_overdue_starts_at_the_first_overdue_step_not_a_final_notice():
+    start = DUE + timedelta(days=60)  # the invoice is 60 days overdue when reminders start
+    policy = started("first_step", on=start)
+    first = decide_day([customer()], [invoice()], policy, start).decisions[0]
+    assert first.step is not None and first.step.key == "after-3"
+    sent = invoice(sent_steps=frozenset({"after-3"}))
+    # The next steps keep their spacing from there: after-10 seven days later, not at once.
+    waiting = decide_day([customer()], [sent], policy, start + timedelta(days=6)).decisions[0]
+    assert waiting.step is None and f"next on {(start + timedelta(days=7)).isoformat()}" in (
+        waiting.reason
+    )
+    nxt = decide_day([customer()], [sent], policy, start + timedelta(days=7)).decisions[0]
+    assert nxt.step is not None and nxt.step.key == "after-10"
+
+
+def test_invoices_not_yet_past_the_first_overdue_step_follow_their_due_date():
+    start = DUE + timedelta(days=1)
+    policy = started("first_step", on=start)
+    assert decide_day([customer()], [invoice()], policy, start).decisions[0].step.key == "due"
+    later = decide_day([customer()], [invoice()], policy, DUE + timedelta(days=10)).decisions[0]
+    assert later.step.key == "after-10"
+
+
+def test_skip_older_leaves_invoices_long_overdue_at_the_start_to_the_owner():
+    start = DUE + timedelta(days=60)
+    policy = started("skip_older", on=start, skip_days=45)
+    old = invoice(10, due_on=DUE)  # 60 days overdue at the start: skipped
+    recent = invoice(11, due_on=start - timedelta(days=20))  # 20 days: starts at after-3
+    decisions = {
+        d.invoice.invoice_id: d
+        for d in decide_day([customer()], [old, recent], policy, start).decisions
+    }
+    assert decisions[10].step is None and "left to you" in decisions[10].reason
+    assert decisions[11].step is not None and decisions[11].step.key == "after-3"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [{"mode": "sometime"}, {"mode": "first_step"}, {"mode": "first_step", "on": "soon"},
+     {"mode": "skip_older", "on": "2026-11-10"}, {"mode": "skip_older", "on": "2026-11-10", "skip_days": 0},
+     "first_step"],
+)  # fmt: skip
+def test_a_stored_start_that_cannot_be_read_holds_reminders(raw):
+    with pytest.raises(SequenceError):
+        reminder_policy({"reminders": {"start": raw}})
+
+
+def test_a_stored_start_is_read():
+    p = reminder_policy(
+        {"reminders": {"start": {"mode": "skip_older", "on": "2026-11-10", "skip_days": 45}}}
+    )
+    assert p.start == ReminderStart("skip_older", date(2026, 11, 10), 45)
+    assert reminder_policy({}).start is None  # companies from before the choice: by due date
