@@ -263,6 +263,7 @@ def attach(
             company_id=company.id, provider=provider, tenant_id=tenant_id, created_at=clock.now()
         )
         session.add(conn)
+        hold_reminders_until_chosen(company)
     elif conn.tenant_id != tenant_id:
         raise ConfigError(
             f"this company is connected to {label} company {conn.tenant_id}, not {tenant_id}; "
@@ -295,6 +296,17 @@ def forget_unused_grant(session: Session, grant_id: int) -> None:
         grant = session.get(OAuthGrant, grant_id)
         if grant is not None:
             session.delete(grant)
+
+
+def hold_reminders_until_chosen(company: Company) -> None:
+    """A ledger's first connection brings its old overdue invoices: nothing goes out until the
+    owner chooses how reminders start (a company that already chose keeps its choice)."""
+    stored = dict(company.settings or {})
+    reminders = dict(stored.get("reminders") or {})
+    if reminders.get("start") is None:
+        reminders["start"] = {"mode": "waiting"}
+        stored["reminders"] = reminders
+        company.settings = stored  # a new dict, so the JSON column sees the change
 
 
 def revive_write_backs(session: Session, clock: Clock, company_id: int) -> int:

@@ -75,9 +75,10 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     app.register_blueprint(owner.bp)
     app.register_blueprint(pay.bp)
     app.register_blueprint(owner_payments.bp)
-    from arbridge.web import reminders, replies
+    from arbridge.web import reminders, reminders_start, replies
 
     app.register_blueprint(reminders.bp)
+    app.register_blueprint(reminders_start.bp)
     app.register_blueprint(replies.bp)
     # Each ledger provider names its own pages (providers/base.py: Provider.web_module).
     for provider in providers.providers():

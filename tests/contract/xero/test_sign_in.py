@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
+from arbridge.collections.reminder_policy import ReminderStart, reminder_policy
 from arbridge.errors import AuthExpired, Transient
 from arbridge.providers import xero
 from arbridge.sync.db import transaction
@@ -80,6 +81,8 @@ def test_sign_up_makes_a_company_of_each_chosen_organisation_on_one_grant(rt, cl
         "NZ",
         "Pacific/Auckland",
     )
+    # Its old overdue invoices wait: nothing goes out until the owner chooses how to start.
+    assert reminder_policy(bakery.settings).start == ReminderStart("waiting")
     with rt.sessions() as s:
         owners = s.scalars(select(User).order_by(User.id)).all()
         assert {(u.email, u.identity_provider, u.identity_subject) for u in owners} == {

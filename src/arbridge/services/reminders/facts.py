@@ -4,7 +4,7 @@ per-invoice round trips), and settling promises to pay that came due."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -244,9 +244,17 @@ def settle_promises(session: Session, rt: Runtime, company: Company, as_of: date
     return broken
 
 
-def load_day(session: Session, rt: Runtime, company: Company, as_of: date) -> Loaded:
+def load_day(
+    session: Session,
+    rt: Runtime,
+    company: Company,
+    as_of: date,
+    settings: Mapping[str, Any] | None = None,
+) -> Loaded:
+    """The day's decisions under the company's settings (or `settings`: a choice the owner is
+    previewing before saving it)."""
     try:
-        policy = reminder_policy(company.settings)
+        policy = reminder_policy(company.settings if settings is None else settings)
     except SequenceError as e:
         empty = DayDecisions(as_of, (), ())
         return Loaded(company, ReminderPolicy(enabled=False), as_of, empty, None, str(e))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -53,12 +55,17 @@ class Preview:
     up_to_date: int  # the step in force for its due date was already sent
 
 
-def preview(rt: Runtime, company: Company, as_of: date | None = None) -> Preview:
+def preview(
+    rt: Runtime,
+    company: Company,
+    as_of: date | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> Preview:
     """Decide without writing anything: the day's decisions, any connection warning, and the counts that
     account for the invoices the database left out."""
     with rt.sessions() as session:
         day = as_of or company_today(company, rt.clock)
-        loaded = load_day(session, rt, company, day)
+        loaded = load_day(session, rt, company, day, settings)
         warning = loaded.hold or connection_problem(session, rt, company)
         open_ = (Invoice.company_id == company.id) & Invoice.is_open
         total = session.scalar(select(func.count()).select_from(Invoice).where(open_)) or 0

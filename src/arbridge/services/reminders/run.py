@@ -113,6 +113,11 @@ def run_reminders(rt: Runtime, company: Company) -> RunResult:
         return RunResult(hold=str(e))
     if not policy.enabled:
         return RunResult()
+    if policy.start is not None and policy.start.mode == "waiting":
+        # A ledger just connected: no reminder, statement or escalation until the owner chooses
+        # how reminders start (the dashboard asks).
+        log.info("reminders for %s wait for the owner to choose how they start", company.slug)
+        return RunResult()
     hold, synced_at = ensure_fresh(rt, company.id, policy.max_sync_age_minutes)
     if hold:
         with transaction(rt.sessions) as session:
