@@ -18,21 +18,23 @@ realm; a tenant id from the query string alone proves nothing):
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock
 from arbridge.errors import ArbridgeError, NotFound
 from arbridge.sync.activity import log_activity
-from arbridge.sync.model import Company, Connection, Invitation, User
+from arbridge.sync.model import Company, Connection, Invitation, OutboxMessage, User
 from arbridge.sync.outbox import enqueue
 from arbridge.sync.store import hash_token
 
 INVITATION_DAYS = 7
+log = logging.getLogger(__name__)
 
 
 class SignInRefused(ArbridgeError):
@@ -358,3 +360,58 @@ def end_sessions(session: Session, user_id: int) -> None:
     session.execute(
         update(User).where(User.id == user_id).values(session_version=User.session_version + 1)
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# "Email me a sign-in link".
+
+SIGN_IN_LINKS_PER_HOUR = 3
+
+
+def email_sign_in_links(session: Session, clock: Clock, email: str) -> int:
+    """Queue a one-time sign-in link to every user with this address (one per company they
+    belong to), at most SIGN_IN_LINKS_PER_HOUR an hour each; the link is made as the email goes
+    out. Returns how many were queued; the caller answers the same whatever the number."""
+    address = email.strip()
+    if not address or len(address) > 254 or "@" not in address:
+        return 0
+    users = session.scalars(
+        select(User).where(func.lower(User.email) == address.lower()).order_by(User.id).limit(10)
+    ).all()
+    queued = 0
+    now = clock.now()
+    for user in users:
+        recent = session.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(
+                OutboxMessage.key.like(f"sign-in-link:{user.id}:%"),
+                OutboxMessage.created_at > now - timedelta(hours=1),
+            )
+        )
+        if recent and recent >= SIGN_IN_LINKS_PER_HOUR:
+            log.warning("sign-in link for user %s not sent: %s this hour already", user.id, recent)
+            continue
+        company = session.get(Company, user.company_id)
+        name = company.name if company is not None else "arbridge"
+        enqueue(
+            session,
+            clock,
+            company_id=user.company_id,
+            kind="email",
+            key=f"sign-in-link:{user.id}:{now.isoformat()}",
+            payload={
+                "mail": "sign_in_link",
+                "user_id": user.id,
+                "to": user.email,
+                "subject": f"Your sign-in link for {name} on arbridge",
+                "text": (
+                    f"Someone asked to sign in to {name} on arbridge with this address. "
+                    f"This link signs you in once:\n\n{LINK_MARK}\n\n"
+                    "If it was not you, ignore this email: nothing happens unless the link is "
+                    "used, and it stops working soon."
+                ),
+            },
+        )
+        queued += 1
+    return queued

@@ -12,7 +12,7 @@ from flask import Blueprint, abort, redirect, render_template, request, session,
 
 from arbridge.errors import NotFound
 from arbridge.sync.model import Company
-from arbridge.sync.people import companies_of, end_sessions
+from arbridge.sync.people import companies_of, email_sign_in_links, end_sessions
 from arbridge.sync.store import log_activity, redeem_sign_in_token
 from arbridge.web.common import current_user, db, runtime, start_session
 
@@ -32,7 +32,23 @@ def index() -> Any:
 
 @bp.get("/signed-out")
 def signed_out() -> Any:
-    return render_template("signed_out.html")
+    return render_template("signed_out.html", can_email=bool(runtime().settings.smtp_url))
+
+
+@bp.post("/sign-in/email")
+def email_link() -> Any:
+    """ "Email me a sign-in link": the same answer whether or not the address can sign in (nothing
+    to learn about who uses arbridge); at most a few links an hour to one user."""
+    rt, s = runtime(), db()
+    if rt.settings.smtp_url:
+        email_sign_in_links(s, rt.clock, (request.form.get("email") or "")[:254])
+        s.commit()
+    return render_template(
+        "error.html",
+        title="Check your email",
+        message="If that address can sign in to arbridge, a sign-in link is on its way. "
+        f"It works once, for {rt.settings.login_link_minutes} minutes.",
+    )
 
 
 @bp.get("/sign-in/<token>")

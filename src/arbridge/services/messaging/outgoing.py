@@ -29,6 +29,9 @@ class Prepared:
     unsubscribe: str | None = None
     reply_to: str | None = None
     send_ids: tuple[int, ...] = ()
+    # What the mailbox keeps instead of the text sent, when the text holds a secret (a sign-in
+    # link): everyone of the company may read the mailbox.
+    kept_text: str | None = None
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,16 @@ from arbridge.sync.model import (
     MailMessage,
     OutboxMessage,
     ReminderSend,
+    User,
 )
 from arbridge.sync.notices import tell_owner
 from arbridge.sync.store import (
+    issue_sign_in_token,
     log_activity,
 )
 
 log = logging.getLogger(__name__)
+SIGN_IN_MAIL = "sign_in_link"
 
 
 # A reminder's or statement's own preparation (the re-check before sending), by the payload's
@@ -101,10 +104,22 @@ def _prepare(
         if link is None:
             return "skipped: the invitation was withdrawn, used or has expired"
         text = text.replace(people.LINK_MARK, link)
+    kept = None
+    if p.get("mail") == SIGN_IN_MAIL and "user_id" in p:
+        # A one-time sign-in link, made now; the mailbox keeps the email without it.
+        with transaction(rt.sessions) as session:
+            user = session.get(User, p["user_id"])
+            if user is None or user.company_id != message.company_id:
+                return "skipped: that user can no longer sign in"
+            token = issue_sign_in_token(session, rt.clock, user, rt.settings.login_link_minutes)
+        link = f"{rt.settings.base_url}/sign-in/{token}"
+        kept = text.replace(people.LINK_MARK, "[the sign-in link, not kept here]")
+        text = text.replace(people.LINK_MARK, link)
     return Prepared(
         company=company,
         to=p["to"],
         rendered=Rendered(p["subject"], text, p.get("html") or ""),
+        kept_text=kept,
         kind=p.get("mail", "owner"),
         customer_id=p.get("customer_id"),
         contact_id=p.get("contact_id"),
@@ -130,7 +145,9 @@ def _record(
                 contact_id=prepared.contact_id,
                 to_addr=prepared.to,
                 subject=prepared.rendered.subject[:300],
-                text_body=prepared.rendered.text,
+                text_body=prepared.kept_text
+                if prepared.kept_text is not None
+                else prepared.rendered.text,
                 html_body=prepared.rendered.html or None,
                 message_id=composed.message_id,
                 headers=composed.headers,
