@@ -272,6 +272,28 @@ def test_a_preview_or_test_email_carries_no_live_unsubscribe_or_pay_link(owner_c
     assert sample.status_code == 200 and "sample" in sample.get_data(as_text=True)
 
 
+def test_counts_and_call_tasks_count_emails_that_went_out_not_claims(
+    owner_client, rt, demo_company
+):
+    def shown() -> str:
+        return parse(owner_client.get("/c/demo/settings").data).by_id("reminders-sent").text
+
+    result = run_reminders(rt, demo_company)
+    assert result.emails > 1 and result.calls > 0
+    assert shown().startswith("0 reminder email(s)")  # claimed and queued, nothing sent yet
+    # The first run's call tasks say what was really sent before them: nothing.
+    with rt.sessions() as s:
+        reasons = set(s.scalars(select(CallTask.reason)))
+    assert reasons and all(r.endswith("no reminder email sent yet") for r in reasons)
+    drain(rt)
+    with rt.sessions() as s:
+        mails = s.scalar(
+            select(func.count()).select_from(MailMessage).where(MailMessage.kind == "reminder")
+        )
+    assert mails == result.emails
+    assert shown().startswith(f"{result.emails} reminder email(s)")
+
+
 def test_the_mailbox_and_call_list_after_a_daily_run(owner_client, rt, demo_company):
     result = run_reminders(rt, demo_company)
     drain(rt)

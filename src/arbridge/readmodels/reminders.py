@@ -165,10 +165,13 @@ def live_holds(s: Session, invoice_id: int) -> list[InvoiceHold]:
 def reminder_summary(s: Session, company_id: int) -> dict[str, Any]:
     """Reminders sent, calls waiting and mail kept: the settings page's reminders card."""
     return {
+        # Emails that went out (one may cover several invoices), not claims, not call tasks.
         "sent": s.scalar(
-            select(func.count())
-            .select_from(ReminderSend)
-            .where(ReminderSend.company_id == company_id, ReminderSend.status == "sent")
+            select(func.count(func.distinct(ReminderSend.outbox_key))).where(
+                ReminderSend.company_id == company_id,
+                ReminderSend.channel == "email",
+                ReminderSend.status == "sent",
+            )
         ),
         "calls": s.scalar(
             select(func.count())

@@ -4,6 +4,7 @@ message, call task or escalation in the same transaction."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -147,6 +148,15 @@ def run_reminders(rt: Runtime, company: Company) -> RunResult:
         settle_promises(session, rt, company, as_of)
         session.flush()
         loaded = load_day(session, rt, company, as_of)
+        emails_sent = sent_emails(
+            session,
+            [
+                d.invoice.invoice_id
+                for m in loaded.day.messages
+                if m.channel == "call"
+                for d in m.invoices
+            ],
+        )
         digest: list[str] = []
         for m in loaded.day.messages:
             if m.held:
@@ -159,7 +169,7 @@ def run_reminders(rt: Runtime, company: Company) -> RunResult:
                 _queue_email(session, rt, company, m, claimed, as_of, loaded.policy)
                 result.emails += 1
             elif m.channel == "call":
-                _call_task(session, rt, company, m, claimed, as_of)
+                _call_task(session, rt, company, m, claimed, as_of, emails_sent)
                 result.calls += 1
             for row, _inv in claimed:
                 if m.channel != EMAIL_CHANNEL:
@@ -235,6 +245,24 @@ def _queue_email(
     )
 
 
+def sent_emails(session: Session, invoice_ids: list[int]) -> dict[int, set[str]]:
+    """The reminder emails that went out about each invoice (outbox keys: one email may cover
+    several invoices), in one query: never claims still waiting or held."""
+    if not invoice_ids:
+        return {}
+    found: dict[int, set[str]] = {}
+    rows = session.execute(
+        select(ReminderSend.invoice_id, ReminderSend.outbox_key).where(
+            ReminderSend.invoice_id.in_(invoice_ids),
+            ReminderSend.channel == "email",
+            ReminderSend.status == "sent",
+        )
+    )
+    for invoice_id, key in rows:
+        found.setdefault(invoice_id, set()).add(str(key))
+    return found
+
+
 def _call_task(
     session: Session,
     rt: Runtime,
@@ -242,9 +270,16 @@ def _call_task(
     m: CustomerMessage,
     claimed: list[tuple[ReminderSend, Invoice]],
     as_of: date,
+    emails_sent: Mapping[int, set[str]],
 ) -> None:
     key = f"call:c{m.customer.customer_id}:{m.step.key}:{as_of.isoformat()}"
     numbers = ", ".join(inv.number or inv.source_id for _row, inv in claimed)
+    # What the customer was actually sent about these invoices (never the claims of emails
+    # still waiting or held): a call opens with the truth.
+    emailed = len(set().union(*(emails_sent.get(inv.id, set()) for _r, inv in claimed)))
+    history = (
+        f"{emailed} reminder email(s) sent so far" if emailed else "no reminder email sent yet"
+    )
     session.execute(
         dialect_insert(session)(CallTask.__table__)
         .values(
@@ -253,7 +288,7 @@ def _call_task(
             key=key,
             step_key=m.step.key,
             invoice_ids=[inv.id for _r, inv in claimed],
-            reason=f"{numbers} overdue ({total_due(inv for _r, inv in claimed)}); reminders sent",
+            reason=f"{numbers} overdue ({total_due(inv for _r, inv in claimed)}); {history}",
             created_at=rt.clock.now(),
         )
         .on_conflict_do_nothing(index_elements=["key"])
