@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from arbridge.collections.aging import open_balance
 from arbridge.money import Money
+from arbridge.sync.db import among
 from arbridge.sync.model import CollectedAllocation, CollectedPayment, Invoice, OutboxMessage
 from arbridge.sync.outbox_kinds import (
     LEDGER_WRITES,
@@ -122,7 +123,7 @@ def read_lag(session: Session, invoices: dict[str, int], before: WrittenBack) ->
             CollectedPayment.ledger_key,
         )
         .join(CollectedPayment, CollectedPayment.id == CollectedAllocation.collected_payment_id)
-        .where(CollectedAllocation.invoice_id.in_(list(invoices.values())))
+        .where(among(session, CollectedAllocation.invoice_id, invoices.values()))
     ).all()
     keys = {
         key
@@ -135,7 +136,9 @@ def read_lag(session: Session, invoices: dict[str, int], before: WrittenBack) ->
     writes = (
         {
             w.key: w
-            for w in session.scalars(select(OutboxMessage).where(OutboxMessage.key.in_(keys)))
+            for w in session.scalars(
+                select(OutboxMessage).where(among(session, OutboxMessage.key, keys))
+            )
         }
         if keys
         else {}
@@ -179,7 +182,7 @@ def held_now(session: Session, invoice_ids: Iterable[int]) -> dict[int, Held]:
     rows = session.execute(
         select(
             Invoice.id, Invoice.ledger_balance_minor, Invoice.unposted_minor, Invoice.status
-        ).where(Invoice.id.in_(wanted))
+        ).where(among(session, Invoice.id, wanted))
     )
     return {i: (ledger, unposted, status) for i, ledger, unposted, status in rows}
 
@@ -193,7 +196,7 @@ def catch_up(session: Session, lag: Lag, kept: dict[int, Held]) -> None:
         return
     rows = session.execute(
         select(Invoice.id, Invoice.ledger_balance_minor, Invoice.status, Invoice.total_minor).where(
-            Invoice.id.in_(list(wanted))
+            among(session, Invoice.id, wanted)
         )
     ).all()
     changes = []

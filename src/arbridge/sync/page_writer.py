@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock
 from arbridge.connectors.base import Entity
-from arbridge.sync.db import dialect_insert
+from arbridge.sync.db import among, dialect_insert
 from arbridge.sync.ledger_lag import NOW, WrittenBack, catch_up, held_now, read_lag
 from arbridge.sync.model import (
     Connection,
@@ -51,7 +51,9 @@ def _ids(
         return {}
     found = session.execute(
         select(model.source_id, model.id).where(
-            model.company_id == company_id, model.source == source, model.source_id.in_(wanted)
+            model.company_id == company_id,
+            model.source == source,
+            among(session, model.source_id, wanted),
         )
     )
     return dict(found.tuples().all())
@@ -168,7 +170,9 @@ class PageWriter:
             return
         # A re-synced payment or credit states its allocations in full: replace ours.
         self.s.execute(
-            delete(PaymentAllocation).where(getattr(PaymentAllocation, column).in_(ids.values()))
+            delete(PaymentAllocation).where(
+                among(self.s, getattr(PaymentAllocation, column), ids.values())
+            )
         )
         invoices = _ids(
             self.s,
@@ -238,7 +242,7 @@ class PageWriter:
             "credit_notes": CreditNote,
         }[entity]
         ids = _ids(self.s, model, self.company_id, self.source, source_ids)
-        for row in self.s.scalars(select(model).where(model.id.in_(ids.values()))):
+        for row in self.s.scalars(select(model).where(among(self.s, model.id, ids.values()))):
             row.synced_at = self.now
             if entity == "customers":
                 row.deleted = True
@@ -251,7 +255,7 @@ class PageWriter:
             column = "payment_id" if entity == "payments" else "credit_note_id"
             self.s.execute(
                 delete(PaymentAllocation).where(
-                    getattr(PaymentAllocation, column).in_(ids.values())
+                    among(self.s, getattr(PaymentAllocation, column), ids.values())
                 )
             )
         return len(ids)
