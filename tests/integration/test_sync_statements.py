@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Customer
-from arbridge.sync.page_writer import _upsert
+from arbridge.sync.page_writer import _ids, _upsert
 from arbridge.sync.store import create_company
 from tests.conftest import ON_POSTGRES
 from tests.web.test_query_counts import counted
@@ -46,3 +46,39 @@ def test_an_upsert_returns_its_ids_without_a_lookup_after_it(rt):
 def test_postgresql_connections_never_prepare_statements(rt):
     with rt.engine.connect() as conn:
         assert conn.connection.driver_connection.prepare_threshold is None
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="psycopg's parse of long statements is PostgreSQL's")
+def test_a_pages_upsert_and_lookups_are_one_short_statement_whatever_the_page_holds(rt):
+    """A page's rows go in as one array per column and its ids are looked up as one array: the
+    statement psycopg sees is the same for 2 rows as for 600 (a VALUES list or an IN list of a
+    page's rows was ~17,000 placeholders, too long for psycopg's cache and parsed again in
+    Python for every page)."""
+    with transaction(rt.sessions) as s:
+        company = create_company(
+            s, rt.clock, name="Acme", slug="acme", home_currency="USD", timezone="UTC",
+            country="US", owner_email="o@acme.example",
+        )  # fmt: skip
+
+        def rows(n: int) -> list[dict]:
+            return [
+                {
+                    "company_id": company.id,
+                    "source": "demo",
+                    "source_id": f"C-{i}",
+                    "name": f"Customer {i}",
+                    "synced_at": rt.clock.now(),
+                }
+                for i in range(n)
+            ]
+
+        s.flush()
+        with counted(rt) as few:
+            small = _upsert(s, Customer, rows(2))
+            _ids(s, Customer, company.id, "demo", small)
+        with counted(rt) as many:
+            large = _upsert(s, Customer, rows(600))
+            found = _ids(s, Customer, company.id, "demo", large)
+        assert found == large and len(large) == 600
+        assert many == few and len(many) == 2
+        assert all(len(q) < 4096 for q in many)  # psycopg caches the parse of shorter ones
