@@ -28,46 +28,54 @@ from arbridge.sync.model import (
 from arbridge.sync.records import CreditNoteData, CustomerData, InvoiceData, PaymentData
 
 
+def _unnested(session: Session, table: Any, rows: list[dict[str, Any]]) -> Any:
+    """PostgreSQL: INSERT of the rows given as one array per column, unnested into rows. A short
+    statement psycopg parses once and caches, where a VALUES list of a page's rows is some
+    17,000 placeholders parsed again in Python for every page, and an executemany is a
+    statement per row (most of a page's time at 100k invoices, issue 14)."""
+    names = list(rows[0])
+    # JSON goes in as its text (an array of JSON lists would read as a nested array).
+    as_json = {name for name in names if isinstance(table.c[name].type, JSON)}
+    dumps = getattr(session.get_bind().dialect, "_json_serializer", None) or json.dumps
+    arrays = []
+    for name in names:
+        item = Text() if name in as_json else table.c[name].type
+        values = [dumps(r[name]) if name in as_json else r[name] for r in rows]
+        arrays.append(cast(bindparam(f"u_{name}", values, type_=ARRAY(item)), ARRAY(item)))
+    unnested = func.unnest(*arrays).table_valued(*names).render_derived()
+    columns = [
+        cast(unnested.c[name], table.c[name].type) if name in as_json else unnested.c[name]
+        for name in names
+    ]
+    return dialect_insert(session)(table).from_select(names, select(*columns))
+
+
+def _insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_unnested(session, table, rows))
+    else:
+        session.execute(dialect_insert(session)(table), rows)
+
+
 def _upsert(session: Session, model: Any, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Insert or update rows on (company_id, source, source_id); return source_id -> id."""
     if not rows:
         return {}
     keys = ("company_id", "source", "source_id")
+    on_postgres = session.get_bind().dialect.name == "postgresql"
+    # Elsewhere a Core INSERT executed with a list of rows: one cached statement, batched by the
+    # driver ("insertmanyvalues"), rather than one giant VALUES clause compiled afresh per page.
     table = model.__table__
-    stmt = dialect_insert(session)(table)
-    if session.get_bind().dialect.name == "postgresql":
-        # The page as one array per column, unnested into rows: a short statement psycopg parses
-        # once and caches. A VALUES list of a page's rows is some 17,000 placeholders, parsed
-        # again in Python for every page (most of a page's time at 100k invoices, issue 14).
-        names = list(rows[0])
-        # JSON goes in as its text (an array of JSON lists would read as a nested array).
-        as_json = {name for name in names if isinstance(table.c[name].type, JSON)}
-        dumps = getattr(session.get_bind().dialect, "_json_serializer", None) or json.dumps
-        arrays = []
-        for name in names:
-            item = Text() if name in as_json else table.c[name].type
-            values = [dumps(r[name]) if name in as_json else r[name] for r in rows]
-            arrays.append(cast(bindparam(f"u_{name}", values, type_=ARRAY(item)), ARRAY(item)))
-        unnested = func.unnest(*arrays).table_valued(*names).render_derived()
-        columns = [
-            cast(unnested.c[name], table.c[name].type) if name in as_json else unnested.c[name]
-            for name in names
-        ]
-        stmt = stmt.from_select(names, select(*columns))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={name: stmt.excluded[name] for name in names if name not in keys},
-        )
-        returned = session.execute(stmt.returning(model.source_id, model.id))
-        return dict(returned.tuples().all())
-    # Core INSERT executed with a list of rows: one cached statement, batched by the driver
-    # ("insertmanyvalues"), rather than one giant VALUES clause compiled afresh per page.
+    stmt = _unnested(session, table, rows) if on_postgres else dialect_insert(session)(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=list(keys),
         set_={name: stmt.excluded[name] for name in rows[0] if name not in keys},
     )
     # The ids come back from the upsert itself (RETURNING, batched too), not from a lookup after.
-    returned = session.execute(stmt.returning(model.source_id, model.id), rows)
+    params = None if on_postgres else rows  # the unnested rows are in the statement
+    returned = session.execute(stmt.returning(model.source_id, model.id), params)
     return dict(returned.tuples().all())
 
 
@@ -222,8 +230,7 @@ class PageWriter:
             for a in r.allocations
             if a.invoice_source_id in invoices
         ]
-        if allocations:
-            self.s.execute(dialect_insert(self.s)(PaymentAllocation.__table__), allocations)
+        _insert(self.s, PaymentAllocation.__table__, allocations)
 
     def payments(self, recs: list[PaymentData]) -> None:
         customers = self._customer_ids(recs)
