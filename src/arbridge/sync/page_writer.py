@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import JSON, Text, bindparam, cast, delete, func, select
+from sqlalchemy import JSON, bindparam, cast, delete, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -34,20 +34,34 @@ def _unnested(session: Session, table: Any, rows: list[dict[str, Any]]) -> Any:
     17,000 placeholders parsed again in Python for every page, and an executemany is a
     statement per row (most of a page's time at 100k invoices, issue 14)."""
     names = list(rows[0])
-    # JSON goes in as its text (an array of JSON lists would read as a nested array).
-    as_json = {name for name in names if isinstance(table.c[name].type, JSON)}
     dumps = getattr(session.get_bind().dialect, "_json_serializer", None) or json.dumps
-    arrays = []
-    for name in names:
-        item = Text() if name in as_json else table.c[name].type
-        values = [dumps(r[name]) if name in as_json else r[name] for r in rows]
-        arrays.append(cast(bindparam(f"u_{name}", values, type_=ARRAY(item)), ARRAY(item)))
-    unnested = func.unnest(*arrays).table_valued(*names).render_derived()
-    columns = [
-        cast(unnested.c[name], table.c[name].type) if name in as_json else unnested.c[name]
-        for name in names
+    plain = [name for name in names if not isinstance(table.c[name].type, JSON)]
+    arrays = [
+        cast(
+            bindparam(f"u_{name}", [r[name] for r in rows], type_=ARRAY(table.c[name].type)),
+            ARRAY(table.c[name].type),
+        )
+        for name in plain
     ]
-    return dialect_insert(session)(table).from_select(names, select(*columns))
+    unnested = func.unnest(*arrays).table_valued(*plain, with_ordinality="n").render_derived()
+    found, source = {name: unnested.c[name] for name in plain}, unnested
+    for name in names:
+        if name not in plain:
+            # A JSON column goes in as one JSON array, its elements taken in order: inside a
+            # text array every quote of every document would be escaped (and an array of JSON
+            # lists would read as a nested array). `json_array_elements` keeps each element's
+            # text as written, so the stored JSON is the row's own serialisation.
+            document = cast(bindparam(f"u_{name}", dumps([r[name] for r in rows])), JSON)
+            elements = (
+                func.json_array_elements(document)
+                .table_valued("value", with_ordinality="n")
+                .render_derived()
+                .alias(f"j_{name}")
+            )
+            source = source.join(elements, elements.c.n == unnested.c.n)
+            found[name] = elements.c.value
+    columns = select(*(found[name] for name in names)).select_from(source)
+    return dialect_insert(session)(table).from_select(names, columns)
 
 
 def _insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
