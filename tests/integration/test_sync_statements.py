@@ -5,12 +5,14 @@ plan for a 1,000-id IN list checks every row of the company against the whole li
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
+from arbridge.money import Money
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Customer
-from arbridge.sync.page_writer import _ids, _upsert
-from arbridge.sync.store import create_company
+from arbridge.sync.model import Customer, Invoice
+from arbridge.sync.page_writer import PageWriter, _ids, _upsert
+from arbridge.sync.records import InvoiceData
+from arbridge.sync.store import create_company, ledger_connection
 from tests.conftest import ON_POSTGRES
 from tests.web.test_query_counts import counted
 
@@ -82,3 +84,32 @@ def test_a_pages_upsert_and_lookups_are_one_short_statement_whatever_the_page_ho
         assert found == large and len(large) == 600
         assert many == few and len(many) == 2
         assert all(len(q) < 4096 for q in many)  # psycopg caches the parse of shorter ones
+
+
+def test_saving_a_page_of_invoices_asks_three_statements(rt, demo_company):
+    """The customers' ids, the collected payments on the page's invoices (looked up by their
+    ledger ids in the same query, not after a lookup of their ids), and the upsert."""
+    with transaction(rt.sessions) as s:
+        conn = ledger_connection(s, demo_company.id)
+        customer = s.scalars(select(Customer).where(Customer.company_id == demo_company.id)).first()
+        invoices = s.scalars(
+            select(Invoice).where(Invoice.customer_id == customer.id).order_by(Invoice.id)
+        ).all()
+        recs = [
+            InvoiceData(
+                source_id=i.source_id,
+                customer_source_id=customer.source_id,
+                number=i.number,
+                issued_on=i.issued_on,
+                due_on=i.due_on,
+                exchange_rate=i.exchange_rate,
+                total=Money.from_minor(i.total_minor, i.currency),
+                balance=Money.from_minor(i.ledger_balance_minor, i.currency),
+                status=i.status,
+            )
+            for i in invoices
+        ]
+        writer = PageWriter(s, conn, rt.clock)
+        with counted(rt) as statements:
+            assert writer.invoices(recs) == []
+        assert recs and len(statements) == 3

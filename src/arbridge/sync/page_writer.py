@@ -201,11 +201,7 @@ class PageWriter:
                 }
             )
         before = self.before or NOW
-        lag = read_lag(
-            self.s,
-            _ids(self.s, Invoice, self.company_id, self.source, [r["source_id"] for r in rows]),
-            before,
-        )
+        lag = read_lag(self.s, self.company_id, self.source, [r["source_id"] for r in rows], before)
         kept = held_now(self.s, lag.unsure)
         ids = _upsert(self.s, Invoice, rows)
         catch_up(self.s, lag, kept)
