@@ -12,6 +12,7 @@ from arbridge.sync.db import transaction
 from arbridge.sync.model import Customer, Invoice
 from arbridge.sync.page_writer import PageWriter, _ids, _upsert
 from arbridge.sync.records import InvoiceData
+from arbridge.sync.runner import _save_cursor, load_cursors
 from arbridge.sync.store import create_company, ledger_connection
 from tests.conftest import ON_POSTGRES
 from tests.web.test_query_counts import counted
@@ -113,3 +114,13 @@ def test_saving_a_page_of_invoices_asks_three_statements(rt, demo_company):
         with counted(rt) as statements:
             assert writer.invoices(recs) == []
         assert recs and len(statements) == 3
+
+
+def test_moving_a_sync_cursor_is_one_statement(rt, demo_company):
+    with transaction(rt.sessions) as s:
+        conn = ledger_connection(s, demo_company.id)
+        with counted(rt) as statements:
+            _save_cursor(s, conn.id, "invoices", "moved", rt.clock)
+            s.flush()
+        assert len(statements) == 1
+        assert load_cursors(s, conn.id)["invoices"] == "moved"
