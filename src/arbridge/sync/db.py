@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import ColumnElement, Engine, any_, bindparam, create_engine, event, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -56,6 +56,17 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 def dialect_insert(session: Session) -> Any:
     """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL spell it alike)."""
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def among(session: Session, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
+    """`column IN values` for the sync's lookups of up to a page of ids. On PostgreSQL the list is
+    one array parameter (`column = ANY(...)`): a 1,000-item IN list is 1,000 placeholders in a
+    statement too long for psycopg's parse cache, parsed again in Python on every run (most of a
+    page's time at 100k invoices, issue 14). The planner uses the same index either way."""
+    wanted = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, wanted, type_=postgresql.ARRAY(column.type)))
+    return column.in_(wanted)
 
 
 def alembic_config(engine: Engine) -> Config:

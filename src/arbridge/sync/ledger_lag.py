@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from arbridge.collections.aging import open_balance
 from arbridge.money import Money
+from arbridge.sync.db import among
 from arbridge.sync.model import CollectedAllocation, CollectedPayment, Invoice, OutboxMessage
 from arbridge.sync.outbox_kinds import (
     LEDGER_WRITES,
@@ -106,11 +107,14 @@ class Lag:
     unsure: set[int] = field(default_factory=set)
 
 
-def read_lag(session: Session, invoices: dict[str, int], before: WrittenBack) -> Lag:
-    """One look at the collected payments applied to these invoices and at their ledger writes
-    (a fixed number of queries, whatever the page holds)."""
+def read_lag(
+    session: Session, company_id: int, source: str, source_ids: Iterable[str], before: WrittenBack
+) -> Lag:
+    """One look at the collected payments applied to these invoices (by their ledger ids) and at
+    their ledger writes (a fixed number of queries, whatever the page holds)."""
     lag = Lag()
-    if not invoices:
+    wanted = list(source_ids)
+    if not wanted:
         return lag
     rows = session.execute(
         select(
@@ -120,10 +124,19 @@ def read_lag(session: Session, invoices: dict[str, int], before: WrittenBack) ->
             CollectedPayment.id,
             CollectedPayment.payment_intent_id,
             CollectedPayment.ledger_key,
+            Invoice.source_id,
         )
         .join(CollectedPayment, CollectedPayment.id == CollectedAllocation.collected_payment_id)
-        .where(CollectedAllocation.invoice_id.in_(list(invoices.values())))
+        .join(Invoice, Invoice.id == CollectedAllocation.invoice_id)
+        .where(
+            Invoice.company_id == company_id,
+            Invoice.source == source,
+            among(session, Invoice.source_id, wanted),
+        )
     ).all()
+    # The invoices of the page that collected payments touch: all a landed write's lines are
+    # looked up against (`_stated` is asked only about these).
+    invoices = {row.source_id: row.invoice_id for row in rows}
     keys = {
         key
         for row in rows
@@ -135,13 +148,15 @@ def read_lag(session: Session, invoices: dict[str, int], before: WrittenBack) ->
     writes = (
         {
             w.key: w
-            for w in session.scalars(select(OutboxMessage).where(OutboxMessage.key.in_(keys)))
+            for w in session.scalars(
+                select(OutboxMessage).where(among(session, OutboxMessage.key, keys))
+            )
         }
         if keys
         else {}
     )
     for row in rows:
-        invoice_id, amount, discount, _id, payment_intent, ledger_key = row
+        invoice_id, amount, discount, _id, payment_intent, ledger_key, _source_id = row
         chain = [writes[k] for k in _chain(payment_intent, ledger_key) if k in writes]
         credit = writes.get(ledger_discount_key(payment_intent))
         root = writes.get(ledger_payment_key(payment_intent))
@@ -179,7 +194,7 @@ def held_now(session: Session, invoice_ids: Iterable[int]) -> dict[int, Held]:
     rows = session.execute(
         select(
             Invoice.id, Invoice.ledger_balance_minor, Invoice.unposted_minor, Invoice.status
-        ).where(Invoice.id.in_(wanted))
+        ).where(among(session, Invoice.id, wanted))
     )
     return {i: (ledger, unposted, status) for i, ledger, unposted, status in rows}
 
@@ -193,7 +208,7 @@ def catch_up(session: Session, lag: Lag, kept: dict[int, Held]) -> None:
         return
     rows = session.execute(
         select(Invoice.id, Invoice.ledger_balance_minor, Invoice.status, Invoice.total_minor).where(
-            Invoice.id.in_(list(wanted))
+            among(session, Invoice.id, wanted)
         )
     ).all()
     changes = []

@@ -22,7 +22,7 @@ from arbridge.clock import Clock
 from arbridge.connectors.base import ENTITIES, Entity, LedgerConnector, Page, SourceRecord
 from arbridge.errors import ArbridgeError, MappingError, RateLimited
 from arbridge.sync.activity import log_activity
-from arbridge.sync.db import transaction
+from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.ledger_lag import WrittenBack, written_back
 from arbridge.sync.model import Connection, SyncCursor, SyncError
 from arbridge.sync.page_writer import PageWriter
@@ -140,19 +140,20 @@ def _apply_page(
 def _save_cursor(
     session: Session, connection_id: int, entity: str, value: str | None, clock: Clock
 ) -> None:
-    cursor = session.scalar(
-        select(SyncCursor).where(
-            SyncCursor.connection_id == connection_id, SyncCursor.entity == entity
-        )
+    """One statement: insert the cursor or move it (unique on connection and entity)."""
+    insert = dialect_insert(session)(SyncCursor.__table__)
+    session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["connection_id", "entity"],
+            set_={"value": insert.excluded.value, "updated_at": insert.excluded.updated_at},
+        ),
+        {
+            "connection_id": connection_id,
+            "entity": entity,
+            "value": value,
+            "updated_at": clock.now(),
+        },
     )
-    if cursor is None:
-        session.add(
-            SyncCursor(
-                connection_id=connection_id, entity=entity, value=value, updated_at=clock.now()
-            )
-        )
-    else:
-        cursor.value, cursor.updated_at = value, clock.now()
 
 
 # After a large load, PostgreSQL's planner still holds the statistics of a nearly empty table and
