@@ -28,6 +28,7 @@ from arbridge.sync.model import (
     Company,
     CompanyJob,
     Connection,
+    Contact,
     CreditNote,
     Customer,
     InstanceMeta,
@@ -387,6 +388,15 @@ def customer_count(session: Session, company_id: int) -> int:
 
 
 # Sign-in links: the token is shown once, only its hash is kept; it expires and works once.
+def customer_email(session: Session, customer_id: int) -> str | None:
+    """Where a customer's payment emails go: their primary contact's address, else another's."""
+    return session.scalar(
+        select(Contact.email)
+        .where(Contact.customer_id == customer_id, Contact.email.is_not(None))
+        .order_by(Contact.is_primary.desc())
+    )
+
+
 def issue_sign_in_token(session: Session, clock: Clock, user: User, minutes: int) -> str:
     token = secrets.token_urlsafe(32)
     session.add(

@@ -228,16 +228,21 @@ def _sort_tenants(
 
 def _hold_sign_up(
     grant: Grant, person: XeroUser, new: list[Tenant], yours: list[tuple[Tenant, int]]
-) -> None:
+) -> dict[str, Any]:
     """What the organisation choice needs, encrypted in the session (the grant never reaches a
-    form): the choice is checked against the organisations offered here, not what is posted."""
-    held = {
-        "grant": grant.as_credentials(),
-        "person": [person.subject, person.email, person.name],
+    form): the choice is checked against the organisations offered here, not what is posted.
+    Returns it as `_held_sign_up` reads it back."""
+    offered = {
         "new": {t.tenant_id: t.connection_id for t in new},
         "yours": {t.tenant_id: t.connection_id for t, _company in yours},
     }
-    session[SIGN_UP_KEY] = runtime().keyring.encrypt(json.dumps(held))
+    sealed = {
+        "grant": grant.as_credentials(),
+        "person": [person.subject, person.email, person.name],
+        **offered,
+    }
+    session[SIGN_UP_KEY] = runtime().keyring.encrypt(json.dumps(sealed))
+    return {"grant": grant, "person": person, **offered}
 
 
 def _held_sign_up() -> dict[str, Any] | None:
@@ -307,9 +312,9 @@ def _signed_in_at_xero(code: str, nonce: str) -> Any:
             "from Settings, then open the link in the email.",
             403,
         )
-    _hold_sign_up(grant, person, new, yours)
+    held = _hold_sign_up(grant, person, new, yours)
     if not new:
-        return _finish_sign_in([])
+        return _finish_sign_in(held, [])
     companies = {c.id: c for c in db().scalars(select(Company).where(Company.id.in_(
         [company_id for _t, company_id in yours]
     )))}  # fmt: skip
@@ -354,7 +359,7 @@ def sign_up() -> Any:
             attach(s, rt.keyring, rt.clock, company, tenant.tenant_id, grant, shared=shared)
             store_xero_prefs(company, tenant_connection_id=tenant.connection_id)
             created.append((company, user))
-        return _finish_sign_in(created, shared)
+        return _finish_sign_in(held, created, shared)
     except SignInRefused as e:
         s.rollback()
         return _refuse(e.title, str(e), e.status)
@@ -364,13 +369,15 @@ def sign_up() -> Any:
         return _refuse("Xero was not connected", str(e))
 
 
-def _finish_sign_in(created: list[tuple[Company, User]], shared: OAuthGrant | None = None) -> Any:
+def _finish_sign_in(
+    held: dict[str, Any],
+    created: list[tuple[Company, User]],
+    shared: OAuthGrant | None = None,
+) -> Any:
     """Sign the person in: to the first company just made, else to their own company that holds
     one of the grant's organisations. Their connections to these organisations that needed
     reconnecting take the new grant."""
     rt, s = runtime(), db()
-    held = _held_sign_up()
-    assert held is not None
     grant, person, yours = held["grant"], held["person"], held["yours"]
     renewed = 0
     for conn in s.scalars(

@@ -27,10 +27,9 @@ from arbridge.sync.model import (
     CheckoutSessionRow,
     CollectedPayment,
     Company,
-    Contact,
     OutboxMessage,
 )
-from arbridge.sync.store import find_pay_token
+from arbridge.sync.store import customer_email, find_pay_token
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +78,7 @@ def start_checkout(rt: Runtime, token: str) -> str:
         )
         window = int(now.timestamp()) // (KEY_WINDOW_MINUTES * 60)
         numbers = ", ".join(i.number or i.source_id for i in q.invoices)
-        contact = s.scalar(
-            select(Contact.email)
-            .where(Contact.customer_id == q.customer.id, Contact.email.is_not(None))
-            .order_by(Contact.is_primary.desc())
-        )
+        contact = customer_email(s, q.customer.id)
         base = rt.settings.base_url
         request = CheckoutRequest(
             amount=q.amount,

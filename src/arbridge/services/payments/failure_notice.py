@@ -24,7 +24,6 @@ from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     CollectedPayment,
     Company,
-    Contact,
     Customer,
     Invoice,
     OutboxMessage,
@@ -33,19 +32,12 @@ from arbridge.sync.model import (
 from arbridge.sync.notices import tell_owner
 from arbridge.sync.outbox import enqueue
 from arbridge.sync.outbox_kinds import OutboxKind, owner_mail_key
+from arbridge.sync.store import customer_email
 
 MAIL = "payment_failed"
 OWNER_MAIL = "payment_failed_owner"
 REASON_MARK = "[the reason Stripe gave]"  # in the owner's queued text; filled as it goes out
 FALLBACK_REASON = "the bank did not accept the payment"
-
-
-def contact_email(s: Session, customer_id: int) -> str | None:
-    return s.scalar(
-        select(Contact.email)
-        .where(Contact.customer_id == customer_id, Contact.email.is_not(None))
-        .order_by(Contact.is_primary.desc())
-    )
 
 
 def tell_payment_failed(
@@ -75,7 +67,7 @@ def tell_payment_failed(
         mail=OWNER_MAIL,
         extra={"payment_id": row.id},
     )
-    to = contact_email(s, customer.id) if customer is not None else None
+    to = customer_email(s, customer.id) if customer is not None else None
     if customer is None or not to or not invoices:
         return
     link = pay_links.new_link(

@@ -37,7 +37,6 @@ from arbridge.sync.model import (
     CollectedAllocation,
     CollectedPayment,
     Company,
-    Contact,
     Customer,
     Invoice,
     WebhookEvent,
@@ -56,7 +55,7 @@ from arbridge.sync.outbox_kinds import (
     receipt_key,
     stripe_expire_key,
 )
-from arbridge.sync.store import ledger_connection
+from arbridge.sync.store import customer_email, ledger_connection
 
 log = logging.getLogger(__name__)
 
@@ -425,11 +424,7 @@ def _receipt(
     row: CollectedPayment,
     numbers: str,
 ) -> None:
-    to = s.scalar(
-        select(Contact.email)
-        .where(Contact.customer_id == customer.id, Contact.email.is_not(None))
-        .order_by(Contact.is_primary.desc())
-    )
+    to = customer_email(s, customer.id)
     if not to:
         return
     amount = row_money(row)
