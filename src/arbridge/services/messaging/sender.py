@@ -82,48 +82,78 @@ def send(
 def _prepare(
     rt: Runtime, message: OutboxMessage, preparers: Mapping[str, Preparer]
 ) -> Prepared | str:
+    mail = message.payload.get("mail") or ""
+    prepare = preparers.get(mail) or ACCOUNT_MAIL.get(mail)
+    if prepare is None:
+        return plain_message(rt, message)
+    prepared = prepare(rt, message)
+    if isinstance(prepared, Held):
+        # Retried with backoff like a broken connection, so a fixed wording goes out.
+        raise Transient(f"held: {prepared.reason}")
+    return prepared
+
+
+def plain_message(
+    rt: Runtime,
+    message: OutboxMessage,
+    text: str | None = None,
+    *,
+    kept_text: str | None = None,
+    kind: str | None = None,
+) -> Prepared:
+    """The email the payload states (to, subject, text), with `text` when a preparer filled in
+    what the payload could not hold (a link minted now, a reason known only now)."""
     p = message.payload
-    prepare = preparers.get(p.get("mail") or "")
-    if prepare is not None:
-        prepared = prepare(rt, message)
-        if isinstance(prepared, Held):
-            # Retried with backoff like a broken connection, so a fixed wording goes out.
-            raise Transient(f"held: {prepared.reason}")
-        return prepared
     with rt.sessions() as session:
         company = session.get(Company, message.company_id)
         assert company is not None
         session.expunge(company)
-    text = p["text"]
-    if p.get("mail") == "invitation" and "invitation_id" in p:
-        # The link is made now, as the email goes out: the outbox never held its token.
-        with transaction(rt.sessions) as session:
-            link = people.mint_invitation_link(
-                session, rt.clock, p["invitation_id"], rt.settings.base_url
-            )
-        if link is None:
-            return "skipped: the invitation was withdrawn, used or has expired"
-        text = text.replace(people.LINK_MARK, link)
-    kept = None
-    if p.get("mail") == SIGN_IN_MAIL and "user_id" in p:
-        # A one-time sign-in link, made now; the mailbox keeps the email without it.
-        with transaction(rt.sessions) as session:
-            user = session.get(User, p["user_id"])
-            if user is None or user.company_id != message.company_id:
-                return "skipped: that user can no longer sign in"
-            token = issue_sign_in_token(session, rt.clock, user, rt.settings.login_link_minutes)
-        link = f"{rt.settings.base_url}/sign-in/{token}"
-        kept = text.replace(people.LINK_MARK, "[the sign-in link, not kept here]")
-        text = text.replace(people.LINK_MARK, link)
     return Prepared(
         company=company,
         to=p["to"],
-        rendered=Rendered(p["subject"], text, p.get("html") or ""),
-        kept_text=kept,
-        kind=p.get("mail", "owner"),
+        rendered=Rendered(p["subject"], p["text"] if text is None else text, p.get("html") or ""),
+        kept_text=kept_text,
+        kind=kind or p.get("mail", "owner"),
         customer_id=p.get("customer_id"),
         contact_id=p.get("contact_id"),
     )
+
+
+def _invitation(rt: Runtime, message: OutboxMessage) -> Prepared | str:
+    """The link is made now, as the email goes out: the outbox never held its token."""
+    p = message.payload
+    if "invitation_id" not in p:
+        return plain_message(rt, message)
+    with transaction(rt.sessions) as session:
+        link = people.mint_invitation_link(
+            session, rt.clock, p["invitation_id"], rt.settings.base_url
+        )
+    if link is None:
+        return "skipped: the invitation was withdrawn, used or has expired"
+    return plain_message(rt, message, p["text"].replace(people.LINK_MARK, link))
+
+
+def _sign_in_link(rt: Runtime, message: OutboxMessage) -> Prepared | str:
+    """A one-time sign-in link, made now; the mailbox keeps the email without it."""
+    p = message.payload
+    if "user_id" not in p:
+        return plain_message(rt, message)
+    with transaction(rt.sessions) as session:
+        user = session.get(User, p["user_id"])
+        if user is None or user.company_id != message.company_id:
+            return "skipped: that user can no longer sign in"
+        token = issue_sign_in_token(session, rt.clock, user, rt.settings.login_link_minutes)
+    text = p["text"]
+    return plain_message(
+        rt,
+        message,
+        text.replace(people.LINK_MARK, f"{rt.settings.base_url}/sign-in/{token}"),
+        kept_text=text.replace(people.LINK_MARK, "[the sign-in link, not kept here]"),
+    )
+
+
+# Messaging's own emails about people's accounts, which carry a link minted as they go out.
+ACCOUNT_MAIL: dict[str, Preparer] = {"invitation": _invitation, SIGN_IN_MAIL: _sign_in_link}
 
 
 def _record(

@@ -18,6 +18,7 @@ from arbridge.collections.reminder_policy import SequenceError, reminder_policy
 from arbridge.collections.templates import Rendered
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import Prepared
+from arbridge.services.messaging.sender import plain_message
 from arbridge.sync import pay_links
 from arbridge.sync.activity import log_activity
 from arbridge.sync.db import transaction
@@ -151,10 +152,4 @@ def prepare_owner_notice(rt: Runtime, message: OutboxMessage) -> Prepared:
     with rt.sessions() as s:
         row = s.get(CollectedPayment, p.get("payment_id"))
         reason = (row.failure_reason if row is not None else None) or FALLBACK_REASON
-        company = s.get(Company, message.company_id)
-        assert company is not None
-        s.expunge(company)
-    text = str(p["text"]).replace(REASON_MARK, reason)
-    return Prepared(
-        company=company, to=p["to"], rendered=Rendered(p["subject"], text, ""), kind="owner"
-    )
+    return plain_message(rt, message, str(p["text"]).replace(REASON_MARK, reason), kind="owner")
