@@ -7,8 +7,8 @@ exact decimal text. Times are aware UTC; `*_on` columns are calendar dates.
 One module per domain, every name importable from here: `base` (types, the declarative base),
 `companies` (companies, people, jobs, the activity log), `connections` (ledger and Stripe
 connections, sync cursors and errors, API call budgets, webhooks), `receivables` (customers,
-contacts, invoices, payments, credit notes), `outbox`, `reminders`, and `collected` (payment
-links and the payments arbridge collects).
+contacts, invoices, payments, credit notes), `outbox`, `reminders`, `collected` (payment
+links and the payments arbridge collects) and `plans` (installment plans).
 """
 
 from arbridge.sync.model.base import (
@@ -53,6 +53,14 @@ from arbridge.sync.model.connections import (
     WebhookEvent,
 )
 from arbridge.sync.model.outbox import OutboxMessage
+from arbridge.sync.model.plans import (
+    INSTALLMENT_STATUSES,
+    LIVE_PLAN_STATUSES,
+    PLAN_STATUSES,
+    Plan,
+    PlanInstallment,
+    PlanInvoice,
+)
 from arbridge.sync.model.receivables import (
     Contact,
     CreditNote,
@@ -77,10 +85,13 @@ __all__ = [
     "DOCUMENT_STATUSES",
     "EVENT_STATUSES",
     "HOLD_KINDS",
+    "INSTALLMENT_STATUSES",
     "INVOICE_STATUSES",
+    "LIVE_PLAN_STATUSES",
     "NAMING",
     "OUTBOX_STATUSES",
     "PAYMENT_PROVIDERS",
+    "PLAN_STATUSES",
     "PROVIDERS",
     "REMINDER_STATUSES",
     "Activity",
@@ -109,6 +120,9 @@ __all__ = [
     "PayToken",
     "Payment",
     "PaymentAllocation",
+    "Plan",
+    "PlanInstallment",
+    "PlanInvoice",
     "ReminderSend",
     "SignInToken",
     "StripeCheck",

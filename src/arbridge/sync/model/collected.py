@@ -92,6 +92,10 @@ class CollectedPayment(Base):
     # The outbox key of the latest overpayment refund the owner asked for (its row tells the
     # owner whether it is pending, sent or failed, and why).
     refund_key: Mapped[str | None] = mapped_column(String(128))
+    # The plan installment this payment is (its deposit's Checkout, or an off-session charge).
+    plan_installment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("plan_installments.id", ondelete="SET NULL"), index=True
+    )
 
     allocations: Mapped[list[CollectedAllocation]] = relationship(
         back_populates="payment", cascade="all, delete-orphan"

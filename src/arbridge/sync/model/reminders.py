@@ -141,5 +141,8 @@ class CustomerReminderSettings(Base):
         ForeignKey("customers.id", ondelete="CASCADE"), unique=True
     )
     sequence: Mapped[str | None] = mapped_column(String(40))
+    # The owner's choice about installment plans for this customer: "allow", "deny" or None
+    # (the company's rule decides).
+    plan_choice: Mapped[str | None] = mapped_column(String(10))
     referred_to_agency_at: Mapped[datetime | None]
     agency_note: Mapped[str | None] = mapped_column(Text)
