@@ -121,6 +121,26 @@ def test_incremental_sync_picks_up_changes_voids_and_deletions(rt, demo_company,
     assert model_totals(rt, demo_company) == ledger_totals(rt, conn)
 
 
+def test_one_connector_kept_across_syncs_sees_each_change_to_the_ledger(rt, demo_company, clock):
+    # The connector parses the file again only when its bytes changed: an edit made between
+    # two pulls of the same connector is never served from what it read before.
+    conn = connection(rt, demo_company)
+    ledger = rt.demo_ledger(conn.tenant_id)
+    connector = DemoConnector(ledger)
+    assert sync_connection(rt.sessions, conn.id, connector, rt.clock).upserted == {}
+    open_ids = [i["id"] for i in ledger.read()["Invoice"] if i.get("status") == "AUTHORISED"]
+    clock.advance(timedelta(hours=1))
+    ledger.void_invoice(open_ids[0])
+    result = sync_connection(rt.sessions, conn.id, connector, rt.clock)
+    assert result.upserted == {"invoices": 1}
+    ledger.void_invoice(open_ids[1])
+    pulled = [p.records for p in connector.pull("invoices", None)]
+    voided = {r.source_id for page in pulled for r in page if r.raw["status"] == "VOIDED"}
+    assert {open_ids[0], open_ids[1]} <= voided
+    with rt.sessions() as s:
+        assert s.scalar(select(Invoice.status).where(Invoice.source_id == open_ids[0])) == "voided"
+
+
 def test_a_malformed_record_is_skipped_with_a_visible_error(rt, demo_company, clock):
     conn = connection(rt, demo_company)
     ledger = rt.demo_ledger(conn.tenant_id)
