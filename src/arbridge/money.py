@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from functools import cache
+from functools import cache, lru_cache
 
 from babel.numbers import format_currency, get_currency_precision, list_currencies
 
@@ -17,6 +17,7 @@ def _known_currencies() -> frozenset[str]:
     return frozenset(list_currencies())
 
 
+@lru_cache(maxsize=1024)  # a handful of codes, asked for every amount a sync maps
 def check_currency(code: str) -> str:
     code = (code or "").strip().upper()
     if code not in _known_currencies():
@@ -28,6 +29,13 @@ def check_currency(code: str) -> str:
 def exponent(currency: str) -> int:
     """Digits after the decimal point for the currency (JPY 0, USD 2, KWD 3), from CLDR via Babel."""
     return get_currency_precision(check_currency(currency))
+
+
+@lru_cache(maxsize=1024)
+def _quantum(currency: str) -> tuple[str, Decimal]:
+    """The checked code and its smallest unit (Decimal('0.01') for USD)."""
+    code = check_currency(currency)
+    return code, Decimal(1).scaleb(-exponent(code))
 
 
 def to_decimal(value: Decimal | int | str) -> Decimal:
@@ -50,9 +58,10 @@ class Money:
     currency: str
 
     def __post_init__(self) -> None:
-        amount = to_decimal(self.amount)
-        currency = check_currency(self.currency)
-        quantum = Decimal(1).scaleb(-exponent(currency))
+        amount = self.amount
+        if type(amount) is not Decimal or not amount.is_finite():
+            amount = to_decimal(amount)  # refuses floats, bools, NaN and infinity
+        currency, quantum = _quantum(self.currency)
         exact = amount.quantize(quantum)
         if exact != amount:
             raise ValueError(
@@ -65,7 +74,7 @@ class Money:
     def rounded(
         cls, amount: Decimal | int | str, currency: str, rounding: str = DEFAULT_ROUNDING
     ) -> Money:
-        quantum = Decimal(1).scaleb(-exponent(currency))
+        quantum = _quantum(currency)[1]
         return cls(to_decimal(amount).quantize(quantum, rounding=rounding), currency)
 
     @classmethod

@@ -9,7 +9,7 @@ from typing import Any
 
 from arbridge.errors import MappingError
 from arbridge.inputs import EARLIEST_DAY, LATEST_DAY, MAX_WHOLE_DIGITS, InputError, check_day
-from arbridge.money import Money
+from arbridge.money import Money, check_currency
 
 
 def field(raw: Mapping[str, Any], name: str) -> Any:
@@ -85,7 +85,7 @@ def text(raw: Mapping[str, Any], name: str, limit: int) -> str | None:
 def parse_currency(raw: Mapping[str, Any], name: str) -> str:
     value = field(raw, name)
     try:
-        return Money.zero(str(value)).currency
+        return check_currency(str(value))
     except ValueError as e:
         raise MappingError(f"field {name!r} is not a currency code: {value!r}") from e
 
