@@ -3,6 +3,7 @@ lets one bad record or a crash lose data or move a cursor too far."""
 
 from __future__ import annotations
 
+import gc
 from datetime import timedelta
 from decimal import Decimal
 
@@ -224,6 +225,29 @@ def test_cursor_moves_only_with_committed_data_and_a_rerun_completes(rt, demo_co
         assert set(s.scalars(select(Invoice.source_id).where(Invoice.source_id.in_(ids)))) == set(
             ids
         )
+
+
+def test_a_sync_gives_the_garbage_collector_back_everything_it_froze(rt, demo_company, clock):
+    # The sync keeps what the connector read out of the collector's sight while it runs; after
+    # it, finished or failed, nothing of this process stays frozen.
+    conn = connection(rt, demo_company)
+    ledger = rt.demo_ledger(conn.tenant_id)
+    clock.advance(timedelta(minutes=5))
+    for n in range(3):
+        ledger.add_invoice(
+            invoiceNumber=f"G-{n}",
+            contactId="C101",
+            date="2026-11-21",
+            currencyCode="USD",
+            total="1",
+        )
+    assert gc.get_freeze_count() == 0
+    flaky = FailingAfterFirstPage(DemoConnector(ledger, page_size=2))
+    with pytest.raises(Transient):
+        sync_connection(rt.sessions, conn.id, flaky, rt.clock)
+    assert gc.get_freeze_count() == 0
+    assert sync_now(rt, conn).upserted == {"invoices": 1}  # the first page (2) was kept
+    assert gc.get_freeze_count() == 0
 
 
 def test_payment_write_back_posts_once_however_often_retried(rt, demo_company):
