@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from arbridge.collections.reminder_policy import (
@@ -67,20 +67,18 @@ def preview(
         day = as_of or company_today(company, rt.clock)
         loaded = load_day(session, rt, company, day, settings)
         warning = loaded.hold or connection_problem(session, rt, company)
-        open_ = (Invoice.company_id == company.id) & Invoice.is_open
-        total = session.scalar(select(func.count()).select_from(Invoice).where(open_)) or 0
         first = min(
             (s.offset_days for seq in loaded.policy.sequences.values() for s in seq.steps),
             default=0,
         )
-        not_yet = (
-            session.scalar(
-                select(func.count())
-                .select_from(Invoice)
-                .where(open_, Invoice.due_on > day - timedelta(days=first))
-            )
-            or 0
-        )
+        # Both counts in one pass over the open invoices (two passes at 1M were half a second).
+        not_yet_due = case((Invoice.due_on > day - timedelta(days=first), 1), else_=0)
+        counts = session.execute(
+            select(func.count(), func.sum(not_yet_due))
+            .select_from(Invoice)
+            .where(Invoice.company_id == company.id, Invoice.is_open)
+        ).one()
+        total, not_yet = counts[0] or 0, int(counts[1] or 0)
     looked_at = len(loaded.day.decisions)
     return Preview(loaded, warning, total, not_yet, max(total - not_yet - looked_at, 0))
 
