@@ -18,6 +18,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
@@ -48,6 +49,17 @@ def main() -> None:
         admin.dispose()
         url += ("&" if "?" in url else "?") + "options=-csearch_path%3Darbridge_bench"
         engine = db.make_engine(url)
+    try:
+        _run(args, tmp, url, engine)
+    finally:
+        if args.database_url and args.database_url.startswith("postgresql"):
+            admin = db.make_engine(args.database_url)
+            with admin.begin() as c:
+                c.execute(text("DROP SCHEMA IF EXISTS arbridge_bench CASCADE"))
+            admin.dispose()
+
+
+def _run(args: argparse.Namespace, tmp: Path, url: str, engine: Any) -> None:
     db.upgrade(engine)
     engine.dispose()
     clock = FixedClock(datetime(2026, 11, 24, 15, tzinfo=UTC))
