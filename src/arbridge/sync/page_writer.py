@@ -115,6 +115,10 @@ def _sqlite_write(
             columns.append(repeat(constant, len(rows)))
             continue
         values = [r[names[index]] for r in rows]
+        if process is not None and values.count(values[0]) == len(values):
+            # One value for the whole page (synced_at, source, status): converted once.
+            columns.append(repeat(process(values[0]), len(rows)))
+            continue
         columns.append(values if process is None else list(map(process, values)))
     tuples = list(zip(*columns, strict=False))
     connection = session.connection()
