@@ -25,6 +25,7 @@ from arbridge.errors import ArbridgeError, RateLimited
 from arbridge.providers import refetch_pending, sync_deferral
 from arbridge.runtime import Runtime
 from arbridge.services.bootstrap import outbox_handlers, webhook_handlers
+from arbridge.services.payments.plan_runs import run_due_plans
 from arbridge.services.payments.simulated import settle_simulated_payments
 from arbridge.services.reminders.run import run_reminders
 from arbridge.sync.db import transaction
@@ -141,6 +142,8 @@ def drain(rt: Runtime) -> tuple[int, int]:
         settle_simulated_payments(rt)
     events = refetch_pending(rt)
     events += process_pending(rt.sessions, rt.clock, webhook_handlers(rt))
+    # Installment plans: charges and notices that have come due (one query when none has).
+    run_due_plans(rt)
     sent = deliver(rt.sessions, rt.clock, outbox_handlers(rt))
     return events, sent
 
