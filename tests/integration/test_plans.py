@@ -79,7 +79,7 @@ def test_an_offered_plan_agreed_and_charged_monthly_until_paid(rt, demo_company,
     )
     amounts = [i.amount.minor for i in made.proposal.installments]
     assert sum(amounts) == usd_invoice.open_balance_minor
-    token, outcome = agree_and_pay(rt, made)
+    _token, outcome = agree_and_pay(rt, made)
     assert outcome == "paid"
     drain(rt)
     row = plan_row(rt, made.plan_id)
