@@ -58,7 +58,7 @@ def test_a_plan_made_on_the_command_line_charges_as_the_demo_clock_moves(demo: I
     )
     assert "deposit" in out and "installment 3" in out
     assert "cents left over are added to the first installment" in out
-    [(link, token)] = LINK.findall(out)
+    [(_link, token)] = LINK.findall(out)
     listed = json.loads(demo.ok("plans", "list", "--company", "demo", "--format", "json"))
     [plan] = [p for p in listed["plans"] if p["invoices"] == [inv.number]]
     assert plan["status"] == "offered"
