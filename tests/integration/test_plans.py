@@ -17,7 +17,7 @@ from arbridge.services.payments import plans as svc
 from arbridge.services.payments.simulated import simulated_stripe
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Activity, CollectedPayment, Invoice, MailMessage, Plan
-from arbridge.sync.store import ledger_connection, open_invoices
+from arbridge.sync.store import company_today, ledger_connection, open_invoices
 from arbridge.worker import drain
 from tests.conftest import sync_now
 
@@ -194,3 +194,222 @@ def test_another_links_plan_is_not_found(rt, demo_company, usd_invoice):
         svc.agree_to_offer(
             rt, token, made.plan_id, agreed=True, version="x", ip=None, user_agent=None
         )
+
+
+def pay_in_ledger(rt, company, invoice, amount: Decimal) -> None:
+    """A payment entered in the ledger directly (a cheque), then synced."""
+    from arbridge.connectors.base import PaymentLine, PaymentWriteBack
+
+    with rt.sessions() as s:
+        conn = ledger_connection(s, company.id)
+        customer = s.get(Invoice, invoice.id).customer
+        source = customer.source_id
+    rt.demo_ledger(conn.tenant_id).post_payment(
+        PaymentWriteBack(
+            idempotency_key=f"cheque:{invoice.id}:{amount}",
+            customer_source_id=source,
+            currency="USD",
+            amount=amount,
+            received_on=company_today(company, rt.clock),
+            reference="cheque 1042",
+            lines=(PaymentLine(invoice.source_id, amount),),
+        )
+    )
+    sync_now(rt, conn)
+
+
+def test_a_payment_made_elsewhere_shrinks_the_last_installments_and_never_overcharges(
+    rt, demo_company, usd_invoice
+):
+    made = svc.make_offer(
+        rt,
+        company_id=demo_company.id,
+        invoice_ids=[usd_invoice.id],
+        installments=4,
+        every="month",
+        deposit_percent=Decimal(0),
+    )
+    agree_and_pay(rt, made)
+    drain(rt)
+    first = made.proposal.installments[0].amount.minor
+    each = made.proposal.installments[1].amount.minor
+    # The customer mails a cheque for one and a half installments.
+    cheque = Decimal(each * 3 // 2) / 100
+    pay_in_ledger(rt, demo_company, usd_invoice, cheque)
+    from arbridge.services.payments.plan_runs import reconcile_company_plans
+
+    assert reconcile_company_plans(rt, demo_company.id) == 1
+    row = plan_row(rt, made.plan_id)
+    statuses = [i.status for i in row.plan.installments]
+    assert statuses == ["paid", "scheduled", "scheduled", "dropped"]
+    left = usd_invoice.open_balance_minor - first - int(cheque * 100)
+    assert sum(i.amount_minor for i in row.plan.installments[1:3]) == left
+    assert row.plan.installments[1].amount_minor == each  # the earlier dates keep their amounts
+    for _ in range(3):
+        days(rt, 31)
+    row = plan_row(rt, made.plan_id)
+    assert row.plan.status == "completed"
+    with rt.sessions() as s:
+        charged = sum(
+            p.amount_minor
+            for p in s.scalars(
+                select(CollectedPayment).where(CollectedPayment.status == "succeeded")
+            )
+        )
+        assert charged + int(cheque * 100) == usd_invoice.open_balance_minor
+        assert s.get(Invoice, usd_invoice.id).open_balance_minor == 0
+
+
+def test_a_bank_debit_that_fails_four_days_later_is_retried_and_the_customer_can_pay_it(
+    rt, demo_company, usd_invoice
+):
+    made = svc.make_offer(
+        rt,
+        company_id=demo_company.id,
+        invoice_ids=[usd_invoice.id],
+        installments=2,
+        every="fortnight",
+        deposit_percent=Decimal(0),
+    )
+    token, outcome = agree_and_pay(rt, made, method="us_bank_account", saved="fails")
+    assert outcome == "pending"
+    drain(rt)
+    days(rt, 1)  # the first debit clears (the simulation's checkout settles in seconds)
+    row = plan_row(rt, made.plan_id)
+    assert row.plan.status == "current" and row.plan.installments[0].status == "paid"
+    days(rt, 14)  # the second is debited: processing for four days
+    assert plan_row(rt, made.plan_id).plan.installments[1].status == "processing"
+    days(rt, 4)
+    second = plan_row(rt, made.plan_id).plan.installments[1]
+    assert second.status == "failed" and "not enough money" in (second.last_error or "")
+    with rt.sessions() as s:
+        mail = s.scalars(
+            select(MailMessage).where(MailMessage.kind == "plan").order_by(MailMessage.id.desc())
+        ).first()
+        assert "did not go through" in mail.subject and "/pay/" in mail.text_body
+        link = mail.text_body.split("/pay/")[1].split("/")[0]
+    # The customer pays it by card through the email's link: charged once, the plan completes.
+    url = svc.installment_checkout(rt, link, made.plan_id, 2)
+    back = simulated_stripe(rt).complete(url.rsplit("/", 1)[1], "card", "succeed", "succeeds")
+    from arbridge.services.payments.checkout import handle_checkout_return
+
+    assert handle_checkout_return(rt, link, back.split("session_id=")[1]) == "paid"
+    days(rt, 10)  # past every retry date: nothing more is charged
+    row = plan_row(rt, made.plan_id)
+    assert row.plan.status == "completed"
+    assert [i.status for i in row.plan.installments] == ["paid", "paid"]
+    with rt.sessions() as s:
+        ok = s.scalars(select(CollectedPayment).where(CollectedPayment.status == "succeeded")).all()
+        assert sum(p.amount_minor for p in ok) == usd_invoice.open_balance_minor
+
+
+def test_a_statement_plan_covers_several_invoices_oldest_first(rt, demo_company):
+    from arbridge.sync.store import issue_statement_token
+
+    with rt.sessions() as s:
+        invoices = open_invoices(s, demo_company.id)
+        by_customer: dict[int, list] = {}
+        for i in invoices:
+            if i.currency == "USD" and not i.payment_pending:
+                by_customer.setdefault(i.customer_id, []).append(i)
+        customer_id, mine = max(by_customer.items(), key=lambda kv: len(kv[1]))
+        assert len(mine) >= 2
+    with transaction(rt.sessions) as s:
+        from arbridge.sync.model import Customer
+
+        token = issue_statement_token(s, rt.clock, s.get(Customer, customer_id))
+    from arbridge.services.payments.quote import quote
+    from arbridge.sync.store import find_pay_token
+
+    with rt.sessions() as s:
+        q = quote(rt, s, find_pay_token(s, token))
+        today = company_today(demo_company, rt.clock)
+        choice = svc.plan_choice(s, q, today)
+        assert choice.offer is not None, choice.eligibility
+        proposal = svc.propose_for_customer(choice, 2, "month", today)
+        version = proposal.agreement.version
+        owed = q.balance.minor
+        covered = sorted(i.id for i in q.invoices)
+    url = svc.choose_and_agree(
+        rt,
+        token,
+        installments=2,
+        every="month",
+        agreed=True,
+        version=version,
+        ip="192.0.2.1",
+        user_agent="t",
+    )
+    simulated_stripe(rt).complete(url.rsplit("/", 1)[1], "card", "succeed", "succeeds")
+    drain(rt)
+    with rt.sessions() as s:
+        plan = s.scalars(select(Plan).order_by(Plan.id.desc())).first()
+        assert sorted(pi.invoice_id for pi in plan.invoices) == covered
+        assert plan.balance_minor == owed
+        [pay] = s.scalars(select(CollectedPayment)).all()
+        # The first installment went to the oldest invoice first.
+        oldest = min((s.get(Invoice, i) for i in covered), key=lambda i: (i.issued_on, i.id))
+        allocated = {a.invoice_id: a.amount_minor for a in pay.allocations}
+        assert allocated.get(oldest.id) == min(
+            pay.amount_minor, oldest.open_balance_minor + allocated.get(oldest.id, 0)
+        )
+
+
+def test_invoices_on_a_current_plan_get_no_overdue_reminders(rt, demo_company):
+    from arbridge.services.reminders.preview import preview
+
+    def decision(inv_id):
+        day = preview(rt, demo_company, None).loaded.day
+        return next((d for d in day.decisions if d.invoice.invoice_id == inv_id), None)
+
+    with rt.sessions() as s:
+        today = company_today(demo_company, rt.clock)
+        candidates = [
+            i
+            for i in open_invoices(s, demo_company.id)
+            if i.currency == "USD" and not i.payment_pending
+        ]
+    overdue = next(
+        i for i in candidates if (d := decision(i.id)) is not None and d.step is not None
+    )
+    made = svc.make_offer(
+        rt, company_id=demo_company.id, invoice_ids=[overdue.id], installments=2, every="month"
+    )
+    # An offer alone holds nothing back: the customer has not agreed yet.
+    assert decision(overdue.id).step is not None
+    agree_and_pay(rt, made)
+    drain(rt)
+    held = decision(overdue.id)
+    assert held is not None and held.step is None and "installment plan" in held.reason
+    assert today == company_today(demo_company, rt.clock)
+    # Cancelled, the plan holds nothing back any more: the sequence takes over what is left.
+    svc.owner_change(rt, demo_company.id, made.plan_id, "cancel")
+    resumed = decision(overdue.id)
+    assert resumed is not None and "installment plan" not in resumed.reason
+
+
+def test_the_customer_cancels_future_charges_and_a_paused_plan_charges_nothing(
+    rt, demo_company, usd_invoice
+):
+    made = svc.make_offer(
+        rt,
+        company_id=demo_company.id,
+        invoice_ids=[usd_invoice.id],
+        installments=3,
+        every="week",
+        deposit_percent=Decimal(0),
+    )
+    token, _ = agree_and_pay(rt, made)
+    drain(rt)
+    svc.owner_change(rt, demo_company.id, made.plan_id, "pause")
+    days(rt, 8)
+    row = plan_row(rt, made.plan_id)
+    assert row.plan.status == "paused" and row.plan.installments[1].status == "scheduled"
+    svc.owner_change(rt, demo_company.id, made.plan_id, "resume")
+    days(rt, 1)
+    assert plan_row(rt, made.plan_id).plan.installments[1].status == "paid"
+    svc.cancel_by_customer(rt, token, made.plan_id)
+    days(rt, 14)
+    row = plan_row(rt, made.plan_id)
+    assert row.plan.status == "cancelled"
+    assert [i.status for i in row.plan.installments] == ["paid", "paid", "cancelled"]

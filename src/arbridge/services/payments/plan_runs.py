@@ -118,6 +118,27 @@ def run_due_plans(rt: Runtime) -> int:
     return queued
 
 
+def reconcile_company_plans(rt: Runtime, company_id: int) -> int:
+    """Fit every running plan of a company to what its invoices owe now (the daily run, after
+    the day's sync): a payment or credit made elsewhere shrinks the schedule the pages show,
+    a voided invoice cancels its plan. Returns how many plans changed."""
+    changed = 0
+    with transaction(rt.sessions) as s:
+        plans = s.scalars(
+            select(Plan)
+            .where(Plan.company_id == company_id, Plan.status.in_(("current", "paused")))
+            .options(selectinload(Plan.installments), selectinload(Plan.invoices))
+            .order_by(Plan.id)
+            .with_for_update(skip_locked=True)
+        ).all()
+        ids = [pi.invoice_id for p in plans for pi in p.invoices]
+        invoices = {i.id: i for i in s.scalars(select(Invoice).where(Invoice.id.in_(ids))).all()}
+        for plan in plans:
+            outcome = reconcile(rt, s, plan, [invoices[pi.invoice_id] for pi in plan.invoices])
+            changed += outcome not in (rules.UNCHANGED, rules.BALANCE_GREW)
+    return changed
+
+
 def _installments_in_checkout(s: Session, plan_ids: list[int], now: object) -> set[str]:
     """Installments the customer is paying themselves right now (an open Checkout for it)."""
     rows = s.scalars(
