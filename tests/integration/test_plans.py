@@ -271,7 +271,7 @@ def test_a_bank_debit_that_fails_four_days_later_is_retried_and_the_customer_can
         every="fortnight",
         deposit_percent=Decimal(0),
     )
-    token, outcome = agree_and_pay(rt, made, method="us_bank_account", saved="fails")
+    _token, outcome = agree_and_pay(rt, made, method="us_bank_account", saved="fails")
     assert outcome == "pending"
     drain(rt)
     days(rt, 1)  # the first debit clears (the simulation's checkout settles in seconds)
