@@ -413,3 +413,44 @@ def test_the_customer_cancels_future_charges_and_a_paused_plan_charges_nothing(
     row = plan_row(rt, made.plan_id)
     assert row.plan.status == "cancelled"
     assert [i.status for i in row.plan.installments] == ["paid", "paid", "cancelled"]
+
+
+def test_two_tabs_two_plans_the_first_paid_runs_and_the_other_tab_can_no_longer_pay(
+    rt, demo_company, usd_invoice
+):
+    from arbridge.errors import Rejected
+    from arbridge.services.payments.quote import quote
+    from arbridge.sync.store import find_pay_token, issue_pay_token
+
+    with transaction(rt.sessions) as s:
+        token = issue_pay_token(s, rt.clock, s.get(Invoice, usd_invoice.id))
+    with rt.sessions() as s:
+        q = quote(rt, s, find_pay_token(s, token))
+        today = company_today(demo_company, rt.clock)
+        proposal = svc.propose_for_customer(svc.plan_choice(s, q, today), 2, "month", today)
+        version = proposal.agreement.version
+    urls = [
+        svc.choose_and_agree(
+            rt,
+            token,
+            installments=n,
+            every="month",
+            agreed=True,
+            version=version,
+            ip=None,
+            user_agent=None,
+        )
+        for n in (2, 3)
+    ]
+    sim = simulated_stripe(rt)
+    sim.complete(urls[1].rsplit("/", 1)[1], "card", "succeed", "succeeds")
+    drain(rt)
+    drain(rt)  # the other tab's Checkout is closed at Stripe through the outbox
+    with pytest.raises(Rejected):
+        sim.complete(urls[0].rsplit("/", 1)[1], "card", "succeed", "succeeds")
+    with rt.sessions() as s:
+        plans = s.scalars(select(Plan).order_by(Plan.id)).all()
+        assert [p.status for p in plans] == ["cancelled", "current"]
+        assert plans[0].end_reason == f"replaced by plan {plans[1].id}"
+        [paid] = s.scalars(select(CollectedPayment).where(CollectedPayment.status == "succeeded"))
+        assert paid.amount_minor == plans[1].installments[0].amount_minor

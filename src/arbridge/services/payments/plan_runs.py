@@ -50,6 +50,7 @@ from arbridge.sync.model import (
     PayToken,
     Plan,
     PlanInstallment,
+    PlanInvoice,
 )
 from arbridge.sync.outbox import enqueue
 from arbridge.sync.outbox_kinds import OutboxKind
@@ -136,6 +137,19 @@ def reconcile_company_plans(rt: Runtime, company_id: int) -> int:
         for plan in plans:
             outcome = reconcile(rt, s, plan, [invoices[pi.invoice_id] for pi in plan.invoices])
             changed += outcome not in (rules.UNCHANGED, rules.BALANCE_GREW)
+        # Offers nobody took up close, so the lists show what is live.
+        lapsed = s.scalars(
+            select(Plan)
+            .where(
+                Plan.company_id == company_id,
+                Plan.status == "offered",
+                Plan.offer_expires_at <= rt.clock.now(),
+            )
+            .options(selectinload(Plan.installments))
+            .with_for_update(skip_locked=True)
+        ).all()
+        for plan in lapsed:
+            end_plan(rt, s, plan, "cancelled", "the offer lapsed without a first payment")
     return changed
 
 
@@ -431,6 +445,22 @@ def installment_failed(
 
 
 def _start(rt: Runtime, s: Session, plan: Plan) -> None:
+    """The first payment is made: the plan runs, and any other unstarted plan for its invoices
+    (a second tab, an older offer) is withdrawn. If another plan started first, this one does
+    not: its payment stays a partial payment of the invoices."""
+    ids = [pi.invoice_id for pi in plan.invoices]
+    rivals = s.scalars(
+        select(Plan)
+        .join(PlanInvoice, PlanInvoice.plan_id == Plan.id)
+        .where(PlanInvoice.invoice_id.in_(ids), Plan.id != plan.id)
+        .where(Plan.status.in_(("offered", "current", "paused")))
+        .with_for_update()
+    ).unique().all()
+    if any(r.status in ("current", "paused") for r in rivals):
+        end_plan(rt, s, plan, "cancelled", "another plan for the same invoices started first")
+        return
+    for rival in rivals:
+        end_plan(rt, s, rival, "cancelled", f"replaced by plan {plan.id}")
     plan.status, plan.updated_at = "current", rt.clock.now()
     customer = s.get(Customer, plan.customer_id)
     log_activity(
