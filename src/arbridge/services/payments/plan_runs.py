@@ -373,9 +373,11 @@ def installment_paid_or_failed(
     now = rt.clock.now()
     if (
         row.checkout_session_id
-        and plan.payment_method_id is None
         and new in ("pending", "succeeded")
+        and (plan.payment_method_id is None or inst.status == "failed")
     ):
+        # The first payment saved a method; a failed installment paid through the link may
+        # have saved a new one (another card): later installments are charged to that.
         _save_method(rt, s, plan, row.checkout_session_id)
     if new == "pending":
         inst.status, inst.payment_intent_id = "processing", row.payment_intent_id
@@ -449,13 +451,17 @@ def _start(rt: Runtime, s: Session, plan: Plan) -> None:
     (a second tab, an older offer) is withdrawn. If another plan started first, this one does
     not: its payment stays a partial payment of the invoices."""
     ids = [pi.invoice_id for pi in plan.invoices]
-    rivals = s.scalars(
-        select(Plan)
-        .join(PlanInvoice, PlanInvoice.plan_id == Plan.id)
-        .where(PlanInvoice.invoice_id.in_(ids), Plan.id != plan.id)
-        .where(Plan.status.in_(("offered", "current", "paused")))
-        .with_for_update()
-    ).unique().all()
+    rivals = (
+        s.scalars(
+            select(Plan)
+            .join(PlanInvoice, PlanInvoice.plan_id == Plan.id)
+            .where(PlanInvoice.invoice_id.in_(ids), Plan.id != plan.id)
+            .where(Plan.status.in_(("offered", "current", "paused")))
+            .with_for_update()
+        )
+        .unique()
+        .all()
+    )
     if any(r.status in ("current", "paused") for r in rivals):
         end_plan(rt, s, plan, "cancelled", "another plan for the same invoices started first")
         return
