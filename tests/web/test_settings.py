@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from arbridge.collections.policy import policy
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Activity, Connection, Invoice
+from arbridge.sync.model import Activity, Company, Connection, Invoice
 from arbridge.sync.store import open_invoices
 from tests.web.conftest import (
     assert_friendly_error,
@@ -79,6 +79,8 @@ def test_settings_page_has_every_section(owner_client):
 
 
 def test_submitting_the_forms_unchanged_keeps_the_defaults(owner_client, rt, demo_company):
+    with transaction(rt.sessions) as s:  # the defaults (the demo turns plans on)
+        s.get(Company, demo_company.id).settings = {}
     for section in ("company", "reminders", "payments", "plans"):
         response = owner_client.post(f"{URL}/{section}", data=_form(owner_client, section))
         assert response.status_code == 302, (section, response.get_data(as_text=True))
