@@ -112,7 +112,5 @@ def owner_case_file(company: Company, customer_id: int) -> Any:
     rt, s = runtime(), db()
     customer = get_or_404(Customer, customer_id, company)
     data = case_file(s, company, customer)
-    pdf = render_case_file(
-        data, gather.business_of(s, company), company_today(company, rt.clock)
-    )
+    pdf = render_case_file(data, gather.business_of(s, company), company_today(company, rt.clock))
     return _pdf(pdf, f"case-file-{company.slug}-{customer.id}.pdf")

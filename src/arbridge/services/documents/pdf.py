@@ -187,7 +187,12 @@ def _build(business: Business, title: str, story: list[Flowable]) -> bytes:
 
 
 def _header(
-    business: Business, title: str, as_of: date, customer: str, contact: str | None
+    business: Business,
+    title: str,
+    as_of: date,
+    customer: str,
+    contact: str | None,
+    label: str = "To",
 ) -> list[Flowable]:
     s = _styles()
     brand: Flowable = Paragraph(_text(business.name), s["business"])
@@ -202,14 +207,22 @@ def _header(
         ],
         colWidths=["60%", "40%"],
     )
-    top.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    top.setStyle(
+        TableStyle(
+            [
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                ("RIGHTPADDING", (0, 0), (-1, -1), 0),
+            ]
+        )
+    )
     to = f"<b>{_text(customer)}</b>" + (
         f"<br/>Attn: {_text(contact)}" if contact and contact != customer else ""
     )
     return [
         top,
         Spacer(1, 8 * mm),
-        Paragraph("To", s["small"]),
+        Paragraph(label, s["small"]),
         Paragraph(to, s["body"]),
         Spacer(1, 6 * mm),
     ]
@@ -426,7 +439,7 @@ def render_case_file(data: dict[str, Any], business: Business, as_of: date) -> b
     invoice, every message sent and every reply, in order."""
     s, loc, width = _styles(), business.locale, _width(business)
     customer = data["customer"]
-    story = _header(business, "Collection case file", as_of, customer["name"], None)
+    story = _header(business, "Collection case file", as_of, customer["name"], None, "Account")
 
     def cell(value: str | None) -> Paragraph:
         return Paragraph(_text(value), s["cell"])
