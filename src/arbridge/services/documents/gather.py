@@ -87,7 +87,7 @@ def aging_by_currency(lines: Iterable[DocLine], as_of: date) -> tuple[Aging, ...
         by_cur.setdefault(line.balance.currency, []).append(
             OpenItem(line.due_on, line.balance, Decimal(1))
         )
-    return tuple(age(items, as_of, cur) for cur, items in by_cur.items())
+    return tuple(age(by_cur[cur], as_of, cur) for cur in sorted(by_cur))
 
 
 def statement_doc(

@@ -110,14 +110,14 @@ def _money(m: Money, locale: str) -> str:
 
 
 def totals(lines: Sequence[DocLine], *, online_only: bool = False) -> list[Money]:
-    """The lines' balances summed per currency, in the order currencies first appear."""
+    """The lines' balances summed per currency, currencies in alphabetical order."""
     by_cur: dict[str, Money] = {}
     for line in lines:
         if online_only and not line.online:
             continue
         cur = line.balance.currency
         by_cur[cur] = by_cur.get(cur, Money.zero(cur)) + line.balance
-    return list(by_cur.values())
+    return [by_cur[cur] for cur in sorted(by_cur)]
 
 
 def _styles() -> dict[str, ParagraphStyle]:
