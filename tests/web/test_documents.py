@@ -15,7 +15,7 @@ from sqlalchemy import select
 from arbridge.money import Money
 from arbridge.services.reminders.holds import record_hold
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Customer, Invoice, PayToken
+from arbridge.sync.model import Customer, Invoice, MailMessage, PayToken
 from arbridge.sync.store import issue_pay_token, open_invoices
 from tests.web.conftest import OTHER_SLUG, assert_friendly_error, csrf_token, parse
 
@@ -218,3 +218,29 @@ def test_owner_documents_need_the_owner_of_that_company(
         response = stranger.get(f"/c/demo{path.format(id=busy.id)}")
         assert response.status_code == 302
         assert response.headers["Location"].endswith("/signed-out")
+
+
+def test_a_statement_in_the_mailbox_says_it_carried_the_pdf(owner_client, rt, busy):
+    with transaction(rt.sessions) as s:
+        rows = [
+            MailMessage(
+                company_id=busy.company_id,
+                kind=kind,
+                customer_id=busy.id,
+                to_addr="ap@example.com",
+                subject=kind,
+                text_body="Here is your statement",
+                message_id=f"<{kind}@arbridge.test>",
+                headers={},
+                transport="mailbox",
+                created_at=rt.clock.now(),
+            )
+            for kind in ("statement", "reminder")
+        ]
+        s.add_all(rows)
+        s.flush()
+        statement, reminder = (m.id for m in rows)
+    page = parse(owner_client.get(f"/c/demo/mailbox/{statement}").data)
+    link = page.by_id("attached").find("a")
+    assert link.attrs["href"] == f"/c/demo/customers/{busy.id}/statement.pdf"
+    assert parse(owner_client.get(f"/c/demo/mailbox/{reminder}").data).by_id("attached") is None
