@@ -10,9 +10,16 @@ from datetime import date
 
 import pytest
 from pypdf import PdfReader
+from sqlalchemy import select
 
 from arbridge.runtime import Runtime
-from arbridge.sync.store import find_pay_token
+from arbridge.services.messaging.outgoing import Prepared
+from arbridge.services.reminders.statements import prepare_statement
+from arbridge.sync.db import transaction
+from arbridge.sync.model import Contact, Customer, OutboxMessage
+from arbridge.sync.outbox import enqueue
+from arbridge.sync.pay_links import revoke_statement_links
+from arbridge.sync.store import find_pay_token, issue_statement_token
 from arbridge.worker import drain, tick
 from tests.contract.email.server import smtp_server
 from tests.integration.remind_support import START, Cust, Inv, build_world, chicago
@@ -122,3 +129,37 @@ def test_the_final_notice_email_carries_the_letter_and_earlier_reminders_none(ma
         r for r in smtp.inbox.messages if r.message["To"] != "owner@acme-supply.example"
     ]
     assert len(to_customers) == 2  # nothing sent twice (the owner hears of the escalation)
+
+
+def test_a_statement_queued_with_its_token_still_goes_with_its_pdf_after_the_link_is_withdrawn(
+    rt,
+):
+    """Rows queued before links were minted at send time carry the token itself; a withdrawn
+    one must not stop the email (the PDF then states no end date for the link)."""
+    world = build_world(rt, [HARBOR], [Inv("A", "HAR", -5, "100.00")])
+    harbor = world.customer("HAR")
+    with transaction(rt.sessions) as s:
+        token = issue_statement_token(s, rt.clock, s.get(Customer, harbor.id))
+        contact = s.scalar(select(Contact).where(Contact.customer_id == harbor.id))
+        enqueue(
+            s,
+            rt.clock,
+            company_id=world.company.id,
+            kind="email",
+            key="statement:old",
+            payload={
+                "mail": "statement",
+                "customer_id": harbor.id,
+                "contact_id": contact.id,
+                "statement_token": token,
+            },
+        )
+    with transaction(rt.sessions) as s:
+        revoke_statement_links(s, rt.clock, s.get(Customer, harbor.id))
+        message = s.scalar(select(OutboxMessage).where(OutboxMessage.key == "statement:old"))
+        s.expunge(message)
+    prepared = prepare_statement(rt, message)
+    assert isinstance(prepared, Prepared)
+    [pdf] = prepared.attachments
+    words = pdf_words(pdf.data)
+    assert "INV-A" in words and "works until" not in words

@@ -15,9 +15,11 @@ from sqlalchemy.orm import Session
 from arbridge.clock import local_date
 from arbridge.collections.aging import Aging, OpenItem, age, days_overdue
 from arbridge.collections.reminder_policy import SequenceError, reminder_policy
+from arbridge.errors import NotFound
 from arbridge.services.documents.pdf import Business, DocLine, LetterDoc, StatementDoc
 from arbridge.sync.model import Company, Contact, Customer, Invoice, User
 from arbridge.sync.pay_links import chargeable_invoices
+from arbridge.sync.store import find_pay_token
 
 
 def document_locale(country: str) -> str:
@@ -155,6 +157,15 @@ def overdue_to_chase(session: Session, company: Company, customer: Customer, as_
         for inv in chargeable_invoices(session, company.id, customer.id)
         if days_overdue(inv.due_on, as_of) > 0
     ]
+
+
+def link_expiry(session: Session, token: str) -> datetime | None:
+    """When a link an email carries stops working (None: never, or it is no longer ours to
+    say: a row queued before links were minted at send time may carry a withdrawn one)."""
+    try:
+        return find_pay_token(session, token).expires_at
+    except NotFound:
+        return None
 
 
 def statement_filename(company: Company, customer: Customer, as_of: date) -> str:

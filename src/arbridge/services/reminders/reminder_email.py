@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from arbridge.collections.templates import TemplateProblem
 from arbridge.connectors.email import Attachment
 from arbridge.runtime import Runtime
-from arbridge.services.documents.gather import letter_doc, letter_filename
+from arbridge.services.documents.gather import letter_doc, letter_filename, link_expiry
 from arbridge.services.documents.pdf import render_letter
 from arbridge.services.messaging.outgoing import Held, Prepared
 from arbridge.services.reminders.freshness import hold_unless_fresh
@@ -18,7 +18,7 @@ from arbridge.services.reminders.unsubscribe import unsubscribe_token
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Company, Customer, OutboxMessage, ReminderSend
 from arbridge.sync.notices import tell_owner
-from arbridge.sync.store import company_today, find_pay_token, log_activity, owner
+from arbridge.sync.store import company_today, log_activity, owner
 
 # The step whose email carries the final-notice letter as a PDF (the default sequence's
 # escalation step; an owner's own sequence names it the same way).
@@ -82,7 +82,7 @@ def final_notice_pdf(
 ) -> Attachment:
     """The final notice as a letter (to print, or for the customer's files): the invoices the
     email is about, built from the same re-check, with the statement link that pays them."""
-    link = find_pay_token(session, statement_token)
+    expires_at = link_expiry(session, statement_token)
     doc = letter_doc(
         session,
         due.company,
@@ -91,7 +91,7 @@ def final_notice_pdf(
         [inv for inv, _token in due.invoices],
         contact=due.contact.name if due.contact else None,
         pay_url=f"{rt.settings.base_url}/pay/{statement_token}",
-        link_expires_at=link.expires_at,
+        link_expires_at=expires_at,
     )
     return Attachment(
         letter_filename(due.company, due.customer, due.today), "application/pdf", render_letter(doc)

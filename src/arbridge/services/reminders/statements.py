@@ -20,7 +20,7 @@ from arbridge.collections.templates import (
 )
 from arbridge.connectors.email import Attachment
 from arbridge.runtime import Runtime
-from arbridge.services.documents.gather import statement_doc, statement_filename
+from arbridge.services.documents.gather import link_expiry, statement_doc, statement_filename
 from arbridge.services.documents.pdf import render_statement
 from arbridge.services.messaging.outgoing import Held, Prepared
 from arbridge.services.reminders.freshness import hold_unless_fresh
@@ -41,7 +41,6 @@ from arbridge.sync.model import (
 from arbridge.sync.outbox import enqueue
 from arbridge.sync.outbox_kinds import OutboxKind
 from arbridge.sync.store import (
-    find_pay_token,
     log_activity,
     owner,
 )
@@ -177,7 +176,7 @@ def statement_pdf(session: Session, rt: Runtime, due: StatementDue) -> Attachmen
     """The statement as a PDF, built from the same re-check as the email's text (the same
     invoices, the same link), so the two never disagree. Built as the email goes out: a
     statement prepared again (held, then sent) carries a PDF of that moment, never old bytes."""
-    link = find_pay_token(session, due.token)
+    expires_at = link_expiry(session, due.token)
     url = f"{rt.settings.base_url}/pay/{due.token}"
     doc = statement_doc(
         session,
@@ -185,7 +184,7 @@ def statement_pdf(session: Session, rt: Runtime, due: StatementDue) -> Attachmen
         due.customer,
         due.today,
         pay_url=url,
-        link_expires_at=link.expires_at,
+        link_expires_at=expires_at,
         online_ids={i.id for i in due.invoices},
         contact=due.contact.name,
     )
