@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pypdf import PdfReader
@@ -244,3 +244,14 @@ def test_a_statement_in_the_mailbox_says_it_carried_the_pdf(owner_client, rt, bu
     link = page.by_id("attached").find("a")
     assert link.attrs["href"] == f"/c/demo/customers/{busy.id}/statement.pdf"
     assert parse(owner_client.get(f"/c/demo/mailbox/{reminder}").data).by_id("attached") is None
+
+
+def test_the_statement_is_dated_in_the_business_timezone(owner_client, rt, clock, busy):
+    """03:00 UTC on Nov 25 is still the evening of Nov 24 in Chicago, where the business is."""
+    clock.at = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+    words = words_of(owner_client.get(f"/c/demo/customers/{busy.id}/statement.pdf"))
+    assert "Statement of account Nov 24, 2026" in words
+    assert "Aging on Nov 24, 2026" in words
+    clock.at = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)  # 00:00 in Chicago: the next day
+    words = words_of(owner_client.get(f"/c/demo/customers/{busy.id}/statement.pdf"))
+    assert "Statement of account Nov 25, 2026" in words
