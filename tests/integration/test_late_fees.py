@@ -16,8 +16,9 @@ from arbridge.collections.late_fees import assess_all, late_fee_policy
 from arbridge.services.bootstrap import outbox_handlers
 from arbridge.services.fees.assess import assess_late_fees, claim, load_facts
 from arbridge.services.fees.owner import set_exempt, waive
+from arbridge.services.reminders.rendering import render_reminder
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Company, LateFeeAssessment, OutboxMessage
+from arbridge.sync.model import Company, Customer, Invoice, LateFeeAssessment, OutboxMessage
 from arbridge.sync.outbox import deliver
 from arbridge.sync.store import company_today, ledger_connection
 from arbridge.worker import run_collections
@@ -240,3 +241,19 @@ def test_no_policy_no_charges(rt):
     books = books_for(rt, settings={})
     assert assess_late_fees(rt, books.company).charged == []
     assert charges(rt, books.company.id) == []
+
+
+def test_reminders_state_the_charges_and_the_fee_policy(rt):
+    books = books_for(rt)
+    assess_late_fees(rt, books.company)
+    today = company_today(books.company, rt.clock)
+    with rt.sessions() as s:
+        inv = s.get(Invoice, books.invoice("I1").id)
+        customer = s.get(Customer, inv.customer_id)
+        out = render_reminder(rt, books.company, customer, None, [(inv, "tok")], "overdue", today)
+    # 25.00 + 5.26 on INV-1042.
+    assert "Late fees and interest charged on these invoices: $30.26." in out.text
+    assert (
+        "Payment terms: A late fee of $25.00 is charged once more than 5 days after the due "
+        "date. Overdue balances carry simple interest of 12% a year, charged monthly." in out.text
+    )
