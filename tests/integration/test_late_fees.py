@@ -18,7 +18,14 @@ from arbridge.services.fees.assess import assess_late_fees, claim, load_facts
 from arbridge.services.fees.owner import set_exempt, waive
 from arbridge.services.reminders.rendering import render_reminder
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Company, Customer, Invoice, LateFeeAssessment, OutboxMessage
+from arbridge.sync.model import (
+    Company,
+    Customer,
+    Invoice,
+    InvoiceHold,
+    LateFeeAssessment,
+    OutboxMessage,
+)
 from arbridge.sync.outbox import deliver
 from arbridge.sync.store import company_today, ledger_connection
 from arbridge.worker import run_collections
@@ -257,3 +264,24 @@ def test_reminders_state_the_charges_and_the_fee_policy(rt):
         "Payment terms: A late fee of $25.00 is charged once more than 5 days after the due "
         "date. Overdue balances carry simple interest of 12% a year, charged monthly." in out.text
     )
+
+
+def test_a_disputed_invoice_is_not_charged_while_the_dispute_is_open(rt):
+    books = books_for(rt)
+    inv = books.invoice("I1")
+    with transaction(rt.sessions) as s:
+        hold = InvoiceHold(
+            company_id=books.company.id,
+            invoice_id=inv.id,
+            kind="dispute",
+            message="The delivery was short",
+            created_by="customer",
+            created_at=rt.clock.now(),
+        )
+        s.add(hold)
+    run = assess_late_fees(rt, books.company)
+    assert {a.invoice_id for a in run.charged} == {books.invoice("I3").id}
+    with transaction(rt.sessions) as s:
+        s.get(InvoiceHold, hold.id).resolved_at = rt.clock.now()
+    run = assess_late_fees(rt, books.company)
+    assert {a.invoice_id for a in run.charged} == {inv.id}

@@ -24,13 +24,17 @@ from arbridge.collections.late_fees import (
 from arbridge.runtime import Runtime
 from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.model import (
+    LIVE_PLAN_STATUSES,
     Company,
     Connection,
     Customer,
     CustomerReminderSettings,
     Invoice,
+    InvoiceHold,
     LateFeeAssessment,
     PaymentAllocation,
+    Plan,
+    PlanInvoice,
 )
 from arbridge.sync.outbox_kinds import LedgerFeeInvoice, fee_invoice_key, queue
 from arbridge.sync.store import company_today, ledger_connection, log_activity
@@ -67,6 +71,20 @@ def load_facts(
             Invoice.payment_pending.is_(False),
             # A charge's own invoice is never charged in turn: no fee on a fee.
             Invoice.source_id.not_in(fee_invoice_refs(company.id)),
+            # Nor, while it lasts, an invoice in dispute or on an agreed installment plan (the
+            # months it lasted are charged when it ends, if the invoice is still overdue).
+            Invoice.id.not_in(
+                select(InvoiceHold.invoice_id).where(
+                    InvoiceHold.company_id == company.id,
+                    InvoiceHold.kind == "dispute",
+                    InvoiceHold.resolved_at.is_(None),
+                )
+            ),
+            Invoice.id.not_in(
+                select(PlanInvoice.invoice_id)
+                .join(Plan, Plan.id == PlanInvoice.plan_id)
+                .where(Plan.company_id == company.id, Plan.status.in_(LIVE_PLAN_STATUSES))
+            ),
         )
         .order_by(Invoice.id)
     ).all()
