@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from arbridge.collections.late_fees import assess_all, late_fee_policy
+from arbridge.readmodels.fees import pay_page_charges
 from arbridge.services.bootstrap import outbox_handlers
 from arbridge.services.fees.assess import assess_late_fees, claim, load_facts
 from arbridge.services.fees.owner import set_exempt, waive
@@ -285,3 +286,18 @@ def test_a_disputed_invoice_is_not_charged_while_the_dispute_is_open(rt):
         s.get(InvoiceHold, hold.id).resolved_at = rt.clock.now()
     run = assess_late_fees(rt, books.company)
     assert {a.invoice_id for a in run.charged} == {inv.id}
+
+
+def test_the_pay_page_read_finds_each_standing_charge_and_its_synced_invoice(rt):
+    books = books_for(rt)
+    assess_late_fees(rt, books.company)
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    books.sync()
+    i1 = books.invoice("I1").id
+    with rt.sessions() as s:
+        found = pay_page_charges(s, books.company.id, [i1])
+    got = [(c.description, c.amount.amount, c.fee_invoice.balance.amount) for c in found[i1]]
+    assert got == [
+        ("Late fee on INV-1042", Decimal("25.00"), Decimal("25.00")),
+        ("Interest on INV-1042 for October 2026", Decimal("5.26"), Decimal("5.26")),
+    ]

@@ -95,3 +95,54 @@ def is_exempt(session: Session, customer_id: int) -> bool:
             )
         )
     )
+
+
+@dataclass(frozen=True)
+class PayPageCharge:
+    """A charge as the customer's pay page shows it: what it is, why, since when, and the
+    synced ledger invoice that carries it (None until the ledger has it and a sync brought it
+    in), whose open balance a Checkout for the original invoice can take along."""
+
+    invoice_id: int  # the original invoice
+    description: str
+    basis: str
+    assessed_on: date
+    amount: Money
+    fee_invoice: Invoice | None
+
+
+def pay_page_charges(
+    session: Session, company_id: int, invoice_ids: Sequence[int]
+) -> dict[int, list[PayPageCharge]]:
+    """The charges on these invoices that stand (not waived), oldest first, each with its own
+    synced invoice, in one query: for the pay page and a Checkout that collects fees together
+    with the invoice."""
+    if not invoice_ids:
+        return {}
+    rows = session.execute(
+        select(LateFeeAssessment, Invoice)
+        .outerjoin(
+            Invoice,
+            (Invoice.company_id == LateFeeAssessment.company_id)
+            & (Invoice.source_id == LateFeeAssessment.ledger_ref),
+        )
+        .where(
+            LateFeeAssessment.company_id == company_id,
+            LateFeeAssessment.invoice_id.in_(invoice_ids),
+            LateFeeAssessment.status != "waived",
+        )
+        .order_by(LateFeeAssessment.id)
+    ).all()
+    out: dict[int, list[PayPageCharge]] = {}
+    for a, inv in rows:
+        out.setdefault(a.invoice_id, []).append(
+            PayPageCharge(
+                invoice_id=a.invoice_id,
+                description=a.description,
+                basis=a.basis,
+                assessed_on=a.assessed_on,
+                amount=Money.from_minor(a.amount_minor, a.currency),
+                fee_invoice=inv,
+            )
+        )
+    return out
