@@ -320,6 +320,7 @@ def assess(
                 f"{' plus '.join(parts)}, charged once {days_overdue} days after the due date "
                 f"{inv.due_on:%d %b %Y}"
             )
+            basis = basis[0].upper() + basis[1:]
             wanted.append(("fee", ONCE, fee, f"Late fee on {number}", basis))
     rate = annual_rate(policy, inv)
     if rate is not None:
