@@ -29,6 +29,20 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "fee_percent": None,  # a fee as a percent of the balance
         "agreement_text": None,  # None: the stock text (collections.plans.DEFAULT_AGREEMENT)
     },
+    # Late fees and interest (collections.late_fees reads them): amounts in the home currency.
+    "late_fees": {
+        "enabled": False,
+        "preset": "custom",  # or "uk_statutory"
+        "grace_days": 0,
+        "flat_fee": None,
+        "fee_percent": None,
+        "annual_rate": None,  # percent a year
+        "cap": None,
+        "min_balance": None,
+        "base_rates": [],  # [{"effective_on": "2026-08-07", "rate": "4.00"}], oldest first
+        "quickbooks_item_id": None,  # the product/service a fee invoice's line names
+        "xero_account_code": None,  # the revenue account a fee invoice's line posts to
+    },
 }
 
 PLAN_FREQUENCIES = ("week", "fortnight", "month")
