@@ -301,3 +301,38 @@ def test_the_pay_page_read_finds_each_standing_charge_and_its_synced_invoice(rt)
         ("Late fee on INV-1042", Decimal("25.00"), Decimal("25.00")),
         ("Interest on INV-1042 for October 2026", Decimal("5.26"), Decimal("5.26")),
     ]
+
+
+def test_the_pay_page_shows_the_charges_and_one_checkout_takes_them_with_the_invoice(rt, client):
+    from arbridge.services.payments.checkout import handle_checkout_return, start_checkout
+    from arbridge.services.payments.quote import quote
+    from arbridge.services.payments.simulated import simulated_stripe
+    from arbridge.sync.store import find_pay_token, issue_pay_token
+    from arbridge.worker import drain
+
+    books = books_for(rt)
+    assess_late_fees(rt, books.company)
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    books.sync()
+    i1 = books.invoice("I1")
+    with transaction(rt.sessions) as s:
+        token = issue_pay_token(s, rt.clock, s.get(Invoice, i1.id))
+    with rt.sessions() as s:
+        q = quote(rt, s, find_pay_token(s, token))
+        # 1000.00 + the 25.00 fee + 5.26 interest for October, each its own ledger invoice.
+        assert q.amount.amount == Decimal("1030.26")
+        assert len(q.invoices) == 3
+    page = client.get(f"/pay/{token}").get_data(as_text=True)
+    assert "Late fee on INV-1042" in page and "Interest on INV-1042 for October 2026" in page
+    assert "1,030.26" in page
+    url = start_checkout(rt, token)
+    back = simulated_stripe(rt).complete(url.rsplit("/", 1)[1], "card", "succeed")
+    assert handle_checkout_return(rt, token, back.split("session_id=")[1]) == "paid"
+    drain(rt)
+    books.sync()
+    with rt.sessions() as s:
+        assert all(not s.get(Invoice, i.id).is_open for i in q.invoices)
+    paid = [
+        p for p in books.ledger.read()["Payment"] if str(p.get("reference", "")).startswith("pi_")
+    ]
+    assert len(paid) == 1 and Decimal(paid[0]["amount"]) == Decimal("1030.26")
