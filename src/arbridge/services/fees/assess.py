@@ -109,7 +109,10 @@ def load_facts(
                 LateFeeAssessment.period,
                 LateFeeAssessment.amount_minor,
                 LateFeeAssessment.status,
-            ).where(LateFeeAssessment.invoice_id.in_(ids))
+            ).where(
+                LateFeeAssessment.invoice_id.in_(ids),
+                LateFeeAssessment.kind != "plan_fee",  # an installment plan's, not a late fee
+            )
         ):
             # A waived charge is not charged again, nor counted against the cap.
             assessed[a.invoice_id][(a.kind, a.period)] = (

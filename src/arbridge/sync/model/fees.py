@@ -11,7 +11,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from arbridge.sync.model.base import Base, _enum
 from arbridge.sync.model.receivables import Invoice
 
-FEE_KINDS = ("fee", "interest", "compensation")
+# "plan_fee": an installment plan's fee, charged once as its own ledger invoice when the plan
+# starts (services.payments.plan_runs), through the same write and waiver as late fees.
+FEE_KINDS = ("fee", "interest", "compensation", "plan_fee")
 # "queued": its ledger invoice is on its way (the outbox row); "posted": the ledger has it
 # (`ledger_ref`); "failed": the ledger refused it (the outbox row says why); "waived": the owner
 # waived it, and its ledger invoice is voided (or never made).

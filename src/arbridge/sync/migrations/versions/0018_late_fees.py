@@ -29,6 +29,7 @@ def upgrade() -> None:
                 "fee",
                 "interest",
                 "compensation",
+                "plan_fee",
                 name="late_fee_kind",
                 native_enum=False,
                 create_constraint=True,
