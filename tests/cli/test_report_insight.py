@@ -13,6 +13,7 @@ from arbridge.clock import FixedClock
 from arbridge.runtime import Runtime
 from tests.cli.conftest import Instance, fresh_instance
 from tests.conftest import NOW
+from tests.integration.test_flags import build as build_flags
 from tests.integration.test_insight import ledger
 
 
@@ -23,6 +24,7 @@ def instance(tmp_path_factory) -> Iterator[Instance]:
         rt = Runtime.open(instance.settings(), FixedClock(NOW))
         try:
             ledger().build(rt)
+            build_flags(rt)
         finally:
             rt.close()
         yield instance
@@ -62,3 +64,22 @@ def test_report_table_shows_the_forecast(instance: Instance):
         line.startswith("    Projected DSO (days)") and line.endswith(" 45.94") for line in lines
     ), out
     assert "  Flagged customers" in lines and "    none" in lines
+
+
+def test_report_shows_the_flags_in_json_and_in_the_table(instance: Instance):
+    data = json.loads(
+        instance.ok("report", "--company", "flags", "--as-of", "2026-11-24", "--format", "json")
+    )
+    # Worked out in tests/integration/test_flags.py.
+    assert [(f["customer_id"], f["kind"]) for f in data["flags"]] == [
+        ("L1", "near_limit"),
+        ("N1", "near_limit"),
+        ("L2", "over_limit"),
+        ("P1", "partials_growing"),
+        ("S1", "slowing"),
+    ]
+    out = instance.ok("report", "--company", "flags", "--as-of", "2026-11-24")
+    assert (
+        "    Slow Co (S1): slowing, paid the last 3 invoices 18 days late on average, "
+        "against 4 before"
+    ) in out.splitlines()
