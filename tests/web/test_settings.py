@@ -65,9 +65,18 @@ def test_settings_page_has_every_section(owner_client):
         "reminders": "Reminders",
         "payments": "Payments",
         "plans": "Installment plans",
+        "credit": "Credit limits",
     }
     nav = [a.text for a in doc.find("nav", cls="sections").find_all("a")]
-    assert nav == ["Business", "Connections", "People", "Reminders", "Payments", "Plans"]
+    assert nav == [
+        "Business",
+        "Connections",
+        "People",
+        "Reminders",
+        "Payments",
+        "Plans",
+        "Credit limits",
+    ]
     # Every form carries its CSRF token.
     for form in doc.find_all("form", method="post"):
         assert any(k.endswith("csrf_token") for k in form_fields(form)), form.attrs["action"]

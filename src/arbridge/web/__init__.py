@@ -87,6 +87,9 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     from arbridge.web import people
 
     app.register_blueprint(people.bp)
+    from arbridge.web import insight
+
+    app.register_blueprint(insight.bp)
     from arbridge.connectors.stripe.simulated import simulation_allowed
 
     if simulation_allowed(settings):  # a demo install: the simulated checkout stands in

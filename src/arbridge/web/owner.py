@@ -25,7 +25,7 @@ from arbridge.sync.store import (
     recent_activity,
 )
 from arbridge.web.common import company_required, db, get_or_404, page_arg, runtime
-from arbridge.web.forms import CompanyForm, PaymentsForm, PlansForm, RemindersForm
+from arbridge.web.forms import CompanyForm, CreditForm, PaymentsForm, PlansForm, RemindersForm
 
 bp = Blueprint("owner", __name__, url_prefix="/c/<slug>")
 PAGE_SIZE = 100
@@ -155,6 +155,14 @@ def _forms(company: Company) -> dict[str, Any]:
                 "plan_agreement_text": pol.plan_agreement_text or "",
             },
         ),
+        "credit_form": CreditForm(
+            prefix="credit",
+            data={
+                "credit_default_limit": pol.credit_default_limit,
+                "credit_on_time_run": pol.credit_on_time_run,
+                "credit_raise_percent": pol.credit_raise_percent,
+            },
+        ),
         "stored": stored,
         "policy_problems": pol.problems,
         "standard_agreement": standard_agreement(company.name),
@@ -190,6 +198,7 @@ def save_settings(company: Company, section: str) -> Any:
         "reminders": "reminders_form",
         "payments": "payments_form",
         "plans": "plans_form",
+        "credit": "credit_form",
     }
     if section not in names:
         abort(404)
@@ -198,6 +207,7 @@ def save_settings(company: Company, section: str) -> Any:
         "reminders": RemindersForm,
         "payments": PaymentsForm,
         "plans": PlansForm,
+        "credit": CreditForm,
     }[section](prefix=section)
     forms[names[section]] = form
     if not form.validate():
@@ -224,6 +234,13 @@ def save_settings(company: Company, section: str) -> Any:
             "accept_ach": form.accept_ach.data,
             "discount_percent": str(pct) if pct else None,
             "discount_days": form.discount_days.data if pct else None,
+        }
+    elif section == "credit":
+        limit = form.credit_default_limit.data
+        stored["credit"] = {
+            "default_limit": None if limit is None else str(limit),
+            "on_time_run": form.credit_on_time_run.data,
+            "raise_percent": str(form.credit_raise_percent.data),
         }
     else:
         fee, fee_percent = form.plan_fee_amount.data, form.plan_fee_percent.data
