@@ -83,3 +83,28 @@ def test_report_shows_the_flags_in_json_and_in_the_table(instance: Instance):
         "    Slow Co (S1): slowing, paid the last 3 invoices 18 days late on average, "
         "against 4 before"
     ) in out.splitlines()
+
+
+def test_report_has_twelve_months_of_trends_in_json_and_the_table(instance: Instance):
+    data = json.loads(
+        instance.ok("report", "--company", "insight", "--as-of", "2026-11-24", "--format", "json")
+    )
+    months = data["trends"]
+    assert [m["month"] for m in months][::11] == ["2025-11", "2026-10"]
+    assert set(months[-1]) == {
+        "month",
+        "start",
+        "end",
+        "days",
+        "dso",
+        "dso_countback",
+        "best_possible_dso",
+        "average_days_delinquent",
+        "cei",
+        "ar_turnover",
+        "average_days_to_pay",
+        "on_time_rate",
+    }
+    out = instance.ok("report", "--company", "insight", "--as-of", "2026-11-24")
+    assert "  KPIs by month (each month its own period)" in out.splitlines()
+    assert any(line.startswith("    2026-10   ") for line in out.splitlines()), out

@@ -96,7 +96,7 @@ def report(slug: str, as_of: Any, period_days: int, fmt: str) -> None:
     as-of date; a figure with nothing to divide by is null (shown as "n/a").
     """
     from arbridge.collections.aging import BUCKET_LABELS
-    from arbridge.sync.insight_store import insight, insight_dict
+    from arbridge.sync.insight_store import insight, insight_dict, kpi_trends, trends_list
     from arbridge.sync.store import (
         aging_report,
         company_today,
@@ -112,6 +112,7 @@ def report(slug: str, as_of: Any, period_days: int, fmt: str) -> None:
         kpi = kpi_report(session, company, day, period_days)
         data = report_dict(company, aging_report(session, company, day), kpi)
         data.update(insight_dict(insight(session, company, day, kpi)))
+        data["trends"] = trends_list(kpi_trends(session, company, day))
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
         return
@@ -149,6 +150,12 @@ def _forecast_and_flags(data: dict[str, Any]) -> None:
         )
     if not data["flags"]:
         click.echo("    none")
+    click.echo("  KPIs by month (each month its own period)")
+    short = {"dso": "DSO", "cei": "CEI", "average_days_to_pay": "Days to pay"}
+    click.echo(f"    {'Month':<10}" + "".join(f"{label:>14}" for label in short.values()))
+    for month in data["trends"]:
+        cells = "".join(f"{'n/a' if month[k] is None else month[k]:>14}" for k in short)
+        click.echo(f"    {month['month']:<10}{cells}")
 
 
 KPI_LABELS = {

@@ -315,3 +315,22 @@ def proposed_limit(
         Decimal(1), rounding=ROUND_HALF_UP
     )
     return int(raised) if raised > limit_minor else None
+
+
+TREND_MONTHS = 12
+
+
+def trend_months(as_of: date, months: int = TREND_MONTHS) -> list[tuple[date, date]]:
+    """The last `months` calendar months that have ended by as_of (a month ending on as_of
+    counts), oldest first, each as (first day, last day): each month's KPIs take that month as
+    their period, as of its last day."""
+    first = as_of.replace(day=1)
+    last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+    if last != as_of:  # this month is not over: start from the one before
+        last = first - timedelta(days=1)
+    out = []
+    for _ in range(months):
+        start = last.replace(day=1)
+        out.append((start, last))
+        last = start - timedelta(days=1)
+    return out[::-1]

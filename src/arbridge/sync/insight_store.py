@@ -27,12 +27,13 @@ from arbridge.collections.insight import (
     forecast,
     lateness,
     proposed_limit,
+    trend_months,
 )
 from arbridge.collections.kpis import Kpis, two_places
 from arbridge.collections.policy import Policy, policy
 from arbridge.money import Money
 from arbridge.sync.model import Company, Customer, Invoice
-from arbridge.sync.store import _GONE, allocations_to
+from arbridge.sync.store import _GONE, allocations_to, kpi_report
 
 
 def _day_gap(session: Session, later: Any, earlier: Any) -> Any:
@@ -335,3 +336,27 @@ def insight_dict(data: Insight) -> dict[str, Any]:
         },
         "flags": [f.as_dict() for f in data.flags],
     }
+
+
+def kpi_trends(session: Session, company: Company, as_of: date) -> list[Kpis]:
+    """Each KPI for each of the last 12 calendar months ended by as_of (period = that month,
+    as of its last day), oldest first: the KPI queries once per month, so 36 queries whatever
+    the ledger's size, each reading only the invoices that month's figures need."""
+    return [
+        kpi_report(session, company, end, (end - start).days + 1)
+        for start, end in trend_months(as_of)
+    ]
+
+
+def trends_list(trends: list[Kpis]) -> list[dict[str, Any]]:
+    """The report's `trends`: per month, its period and every KPI (as the top-level fields)."""
+    return [
+        {
+            "month": k.end.strftime("%Y-%m"),
+            "start": k.start.isoformat(),
+            "end": k.end.isoformat(),
+            "days": k.days,
+            **k.rounded(),
+        }
+        for k in trends
+    ]

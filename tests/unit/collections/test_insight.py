@@ -137,3 +137,16 @@ def test_a_higher_limit_is_proposed_after_the_run():
     assert proposed_limit(100000, 9, 6, Decimal(0)) is None
     # 333.33 + 12.5% = 374.99625: 37499.625 cents -> 37500 (halves up)
     assert proposed_limit(33333, 6, 6, Decimal("12.5")) == 37500
+
+
+def test_trend_months_are_the_last_twelve_ended_by_as_of_oldest_first():
+    from arbridge.collections.insight import trend_months
+
+    months = trend_months(date(2026, 11, 24))  # November is not over: Nov 2025 to Oct 2026
+    assert months[0] == (date(2025, 11, 1), date(2025, 11, 30))
+    assert months[-1] == (date(2026, 10, 1), date(2026, 10, 31))
+    assert len(months) == 12
+    assert (date(2026, 2, 1), date(2026, 2, 28)) in months
+    # On a month's last day that month counts; a leap February has 29 days.
+    assert trend_months(date(2026, 11, 30))[-1] == (date(2026, 11, 1), date(2026, 11, 30))
+    assert (date(2028, 2, 1), date(2028, 2, 29)) in trend_months(date(2028, 3, 31))
