@@ -91,6 +91,7 @@ def _values(rt, client, company: Company) -> dict[str, str]:
             "mail_id": str(mail.id),
             "task_id": str(task.id),
             "filename": "app.css",
+            "name": "aging-by-customer",  # a CSV export (web/insight.py)
         }
     # A Checkout Session for the simulated checkout page, opened the way a customer would.
     page = client.get(f"/pay/{pay}")

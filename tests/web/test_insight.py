@@ -4,6 +4,8 @@ a customer's own limit, the dashboard's credit warning, and the credit settings.
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import date
 
 from sqlalchemy import select, update
@@ -195,3 +197,56 @@ def test_the_credit_settings_are_saved(client, rt):
     )
     bad = client.post(f"{settings}/credit", data={**data, "credit-credit_on_time_run": "0"})
     assert bad.status_code == 400
+
+
+def _csv_rows(client, name: str) -> list[list[str]]:
+    response = client.get(f"/c/credit/export/{name}.csv")
+    assert response.status_code == 200
+    assert response.mimetype == "text/csv"
+    assert response.headers["Content-Disposition"] == (
+        f'attachment; filename="credit-{name}-2026-11-24.csv"'
+    )
+    return list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+
+
+def test_csv_exports_linked_from_the_dashboard_with_formulas_neutralised(client, rt):
+    books = signed_in(client, rt)
+    with transaction(rt.sessions) as s:
+        s.execute(
+            update(Customer)
+            .where(Customer.company_id == books.company.id, Customer.source_id == "X1")
+            .values(name='=HYPERLINK("http://evil.example","Over Co")')
+        )
+    links = parse(client.get("/c/credit/").data).by_id("exports").find_all("a")
+    assert [a.attrs["href"] for a in links] == [
+        "/c/credit/export/aging-by-customer.csv",
+        "/c/credit/export/flagged-customers.csv",
+        "/c/credit/export/forecast.csv",
+        "/c/credit/export/kpis-by-month.csv",
+    ]
+    aging = _csv_rows(client, "aging-by-customer")
+    assert aging[0] == [
+        "Customer",
+        "Ledger id",
+        "Payment terms",
+        "Not yet due (USD)",
+        "1–30 days (USD)",
+        "31–60 days (USD)",
+        "61–90 days (USD)",
+        "Over 90 days (USD)",
+        "Total (USD)",
+        "Open invoices",
+    ]
+    # Only Over Co owes: 600.00, 3 days overdue.
+    assert aging[1][:3] == ['\'=HYPERLINK("http://evil.example","Over Co")', "X1", "Net 30"]
+    assert aging[1][3:] == ["0.00", "600.00", "0.00", "0.00", "0.00", "600.00", "1"]
+    flagged = _csv_rows(client, "flagged-customers")
+    assert flagged[1][0].startswith("'=HYPERLINK") and flagged[1][3] == "over_limit"
+    forecast = _csv_rows(client, "forecast")
+    # Over Co has closed nothing (lateness 0) and was due T-3: expected today, week 1.
+    assert forecast[1] == ["Week 1", "2026-11-24", "2026-11-30", "600.00"]
+    assert forecast[-1] == ["Later", "2027-02-23", "", "0.00"]
+    months = _csv_rows(client, "kpis-by-month")
+    assert len(months) == 13 and months[0][:4] == ["Month", "Start", "End", "Days"]
+    assert months[-1][:4] == ["2026-10", "2026-10-01", "2026-10-31", "31"]
+    assert client.get("/c/credit/export/other.csv").status_code == 404

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Integer, and_, case, cast, func, or_, select
 from sqlalchemy.orm import Session
 
+from arbridge.collections.aging import Aging, OpenItem, age
 from arbridge.collections.insight import (
     LATENESS_DAYS,
     PARTIALS_LAST,
@@ -360,3 +361,34 @@ def trends_list(trends: list[Kpis]) -> list[dict[str, Any]]:
         }
         for k in trends
     ]
+
+
+def aging_by_customer(session: Session, company: Company, as_of: date) -> dict[int, Aging]:
+    """Each customer's aging of their open invoices (as the dashboard ages the company's), in
+    two queries: home-currency balances summed per customer and due date, foreign ones one by
+    one (each converted and rounded alone)."""
+    open_ = (Invoice.company_id == company.id) & Invoice.is_open
+    home = Invoice.currency == company.home_currency
+    one = Decimal(1)
+    items: dict[int, list[OpenItem]] = {}
+    for cid, due_on, minor, count in session.execute(
+        select(
+            Invoice.customer_id, Invoice.due_on, func.sum(Invoice.open_balance_minor), func.count()
+        )
+        .where(open_, home)
+        .group_by(Invoice.customer_id, Invoice.due_on)
+    ).tuples():
+        items.setdefault(cid, []).append(
+            OpenItem(due_on, Money.from_minor(int(minor), company.home_currency), one, count)
+        )
+    for cid, due_on, minor, cur, rate in session.execute(
+        select(
+            Invoice.customer_id,
+            Invoice.due_on,
+            Invoice.open_balance_minor,
+            Invoice.currency,
+            Invoice.exchange_rate,
+        ).where(open_, ~home)
+    ).tuples():
+        items.setdefault(cid, []).append(OpenItem(due_on, Money.from_minor(minor, cur), rate))
+    return {cid: age(rows, as_of, company.home_currency) for cid, rows in items.items()}

@@ -4,17 +4,36 @@ or decline in one click), the cash forecast, the KPI trends, and CSV exports of 
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
-from arbridge.collections.kpis import DEFAULT_PERIOD_DAYS, two_places
+from arbridge.collections.aging import BUCKET_LABELS
+from arbridge.collections.exports import to_csv
+from arbridge.collections.kpis import DEFAULT_PERIOD_DAYS, KPI_FIELDS, two_places
 from arbridge.errors import ArbridgeError
 from arbridge.inputs import InputError, parse_decimal
 from arbridge.money import Money, exponent
-from arbridge.sync.insight_store import Insight, customer_proposal, insight
+from arbridge.sync.insight_store import (
+    Insight,
+    aging_by_customer,
+    customer_proposal,
+    insight,
+    kpi_trends,
+    trends_list,
+)
 from arbridge.sync.model import Company, Customer
 from arbridge.sync.store import company_today, kpi_report, log_activity
 from arbridge.web.common import company_required, db, get_or_404, runtime
@@ -159,3 +178,73 @@ def set_limit(company: Company, customer_id: int) -> Any:
     s.commit()
     flash(f"{customer.name}'s credit limit is now {shown}.", "ok")
     return redirect(url_for("insight.page", slug=company.slug) + "#limits")
+
+
+# CSV exports of every table: aging by customer, flagged customers, forecast, KPIs by month.
+EXPORTS = ("aging-by-customer", "flagged-customers", "forecast", "kpis-by-month")
+
+
+def _csv(company: Company, name: str, text: str) -> Any:
+    filename = f"{company.slug}-{name}-{_today(company).isoformat()}.csv"
+    return Response(
+        text,
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@bp.get("/export/<name>.csv")
+@company_required
+def export(company: Company, name: str) -> Any:
+    if name not in EXPORTS:
+        abort(404)
+    s, today = db(), _today(company)
+    home = company.home_currency
+    if name == "kpis-by-month":
+        header = ["Month", "Start", "End", "Days", *KPI_FIELDS]
+        rows = [
+            [m["month"], m["start"], m["end"], m["days"], *(m[k] for k in KPI_FIELDS)]
+            for m in trends_list(kpi_trends(s, company, today))
+        ]
+        return _csv(company, name, to_csv(header, rows))
+    data = current_insight(company)
+    if name == "forecast":
+        fc = data.forecast
+        rows = [
+            [f"Week {i}", w.start.isoformat(), w.end.isoformat(), w.amount]
+            for i, w in enumerate(fc.weeks, 1)
+        ]
+        rows.append(["Later", (fc.weeks[-1].end + timedelta(days=1)).isoformat(), "", fc.later])
+        header = ["Week", "Start", "End", f"Expected ({home})"]
+        return _csv(company, name, to_csv(header, rows))
+    if name == "flagged-customers":
+        header = ["Customer", "Ledger id", "Payment terms", "Flag", "Reason"]
+        rows = [
+            [f.customer, f.customer_id, data.customers[f.id].terms, f.kind, f.reason]
+            for f in data.flags
+        ]
+        return _csv(company, name, to_csv(header, rows))
+    aging = aging_by_customer(s, company, today)
+    header = [
+        "Customer",
+        "Ledger id",
+        "Payment terms",
+        *(f"{label} ({home})" for label in BUCKET_LABELS.values()),
+        f"Total ({home})",
+        "Open invoices",
+    ]
+    ordered = sorted(aging.items(), key=lambda kv: (-kv[1].open_balance.amount, kv[0]))
+    rows = []
+    for cid, a in ordered:
+        c = data.customers.get(cid)
+        rows.append(
+            [
+                c.name if c else "",
+                c.source_id if c else "",
+                c.terms if c else "",
+                *(a.buckets[b].amount for b in BUCKET_LABELS),
+                a.open_balance.amount,
+                a.open_invoices,
+            ]
+        )
+    return _csv(company, name, to_csv(header, rows))
