@@ -214,9 +214,12 @@ class Flag:
         }
 
 
-def _days_text(value: Decimal) -> str:
+def _late_text(value: Decimal, unit: bool) -> str:
+    """A mean days late in words: "18 days late", "5 days early" (or "18", "5 early")."""
     n = whole_days(value)
-    return f"{n} day{'' if abs(n) == 1 else 's'}"
+    if not unit:
+        return f"{-n} early" if n < 0 else str(n)
+    return f"{abs(n)} day{'' if abs(n) == 1 else 's'} {'early' if n < 0 else 'late'}"
 
 
 def slowing_reason(b: Behaviour) -> str | None:
@@ -230,8 +233,8 @@ def slowing_reason(b: Behaviour) -> str | None:
     if recent - earlier < SLOWING_MARGIN:
         return None
     return (
-        f"paid the last {b.recent_count} invoices {whole_days(recent)} days late on average, "
-        f"against {whole_days(earlier)} before"
+        f"paid the last {b.recent_count} invoices {_late_text(recent, True)} on average, "
+        f"against {_late_text(earlier, False)} before"
     )
 
 

@@ -63,6 +63,21 @@ def credit_warnings(company: Company) -> list[Any]:
 
 
 @bp.app_template_global()
+def home_amount(company: Company, amount: Decimal) -> str:
+    """A home-currency amount as the pages show money ($1,234.50)."""
+    return Money(amount, company.home_currency).format()
+
+
+@bp.app_template_global()
+def kpi_trend_rows(company: Company) -> list[Any]:
+    """The KPIs of the last 12 calendar months, for the dashboard's trend chart."""
+    cached = g.get("kpi_trends")
+    if cached is None or cached[0] != company.id:
+        g.kpi_trends = cached = (company.id, kpi_trends(db(), company, _today(company)))
+    return cached[1]
+
+
+@bp.app_template_global()
 def insight_summary(company: Company) -> Insight:
     return current_insight(company)
 

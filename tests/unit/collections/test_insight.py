@@ -150,3 +150,14 @@ def test_trend_months_are_the_last_twelve_ended_by_as_of_oldest_first():
     # On a month's last day that month counts; a leap February has 29 days.
     assert trend_months(date(2026, 11, 30))[-1] == (date(2026, 11, 1), date(2026, 11, 30))
     assert (date(2028, 2, 1), date(2028, 2, 29)) in trend_months(date(2028, 3, 31))
+
+
+def test_a_slowing_reason_says_early_for_invoices_paid_before_their_due_date():
+    # last 3: -15 / 3 = -5 (early); earlier -63 / 3 = -21: 16 more days, slowing
+    assert slowing_reason(b(-15, -63)) == (
+        "paid the last 3 invoices 5 days early on average, against 21 early before"
+    )
+    # 3 / 3 = 1 day late against -27 / 3 = 9 early
+    assert slowing_reason(b(3, -27)) == (
+        "paid the last 3 invoices 1 day late on average, against 9 early before"
+    )
