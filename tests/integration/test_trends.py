@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from sqlalchemy import event
 
-from arbridge.sync.insight_store import kpi_trends, trends_list
+from arbridge.sync.insight_store import trends_list
 from arbridge.sync.store import get_company, kpi_report
-from tests.integration.test_kpis import T, ledger
+from arbridge.sync.trends_store import kpi_trends
+from tests.integration.test_flags import ledger as flags_ledger
+from tests.integration.test_insight import ledger as insight_ledger
+from tests.integration.test_kpis import T, _ledger_of, ledger
 
 
 def test_each_month_is_its_own_period_and_october_is_worked_out_by_hand(rt):
@@ -49,18 +52,46 @@ def test_each_month_is_its_own_period_and_october_is_worked_out_by_hand(rt):
     assert trends[0]["dso"] is None and trends[0]["cei"] is None
 
 
-def test_trends_cost_the_same_queries_whatever_the_ledgers_size(rt):
-    ledger().build(rt)
+def _statements(rt, slug: str) -> int:
     seen: list[str] = []
 
     def count(_conn, _cursor, statement, *_args) -> None:
         seen.append(statement)
 
     with rt.sessions() as s:
-        company = get_company(s, "kpi")
+        company = get_company(s, slug)
         event.listen(rt.engine, "before_cursor_execute", count)
         try:
             kpi_trends(s, company, T)
         finally:
             event.remove(rt.engine, "before_cursor_execute", count)
-    assert len(seen) == 36  # three per month
+    return len(seen)
+
+
+def test_trends_cost_eight_queries_whatever_the_ledgers_size(rt):
+    ledger().build(rt)
+    _ledger_of(20, "twenty").build(rt)
+    assert _statements(rt, "kpi") == _statements(rt, "twenty") == 8
+
+
+def _each_month_as_the_report(rt, slug: str, as_of=T) -> None:
+    with rt.sessions() as s:
+        company = get_company(s, slug)
+        fast = kpi_trends(s, company, as_of)
+        for k in fast:
+            assert k == kpi_report(s, company, k.end, k.days), k.end
+
+
+def test_every_month_agrees_with_the_report_run_on_its_last_day(rt):
+    ledger().build(rt)
+    _ledger_of(20, "twenty").build(rt)
+    insight_ledger().build(rt)
+    flags_ledger().build(rt)
+    for slug in ("kpi", "twenty", "insight", "flags"):
+        _each_month_as_the_report(rt, slug)
+    # On a month's last day that month is the last one.
+    _each_month_as_the_report(rt, "insight", as_of=T.replace(day=30))
+
+
+def test_every_month_of_the_demo_ledger_agrees_with_the_report(rt, demo_company):
+    _each_month_as_the_report(rt, demo_company.slug)

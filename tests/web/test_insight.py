@@ -250,3 +250,13 @@ def test_csv_exports_linked_from_the_dashboard_with_formulas_neutralised(client,
     assert len(months) == 13 and months[0][:4] == ["Month", "Start", "End", "Days"]
     assert months[-1][:4] == ["2026-10", "2026-10-01", "2026-10-31", "31"]
     assert client.get("/c/credit/export/other.csv").status_code == 404
+
+
+def test_a_sync_keeps_the_limits_the_owner_set(client, rt):
+    books = signed_in(client, rt)
+    r1 = customer(rt, "R1")
+    action = f"{URL}/customers/{r1.id}/limit/approve"
+    client.post(action, data=_button_form(client, action))
+    books.sync(full=True)  # the ledger knows nothing of limits: they stay arbridge's
+    after = customer(rt, "R1")
+    assert (after.credit_limit_minor, after.limit_reviewed_on) == (125000, T)

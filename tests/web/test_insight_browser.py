@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from arbridge.sync.insight_store import insight, insight_dict, kpi_trends, trends_list
+from arbridge.sync.insight_store import insight, insight_dict, trends_list
 from arbridge.sync.store import company_today, kpi_report
+from arbridge.sync.trends_store import kpi_trends
 from tests.web.conftest import fresh_company, new_sign_in_token
 from tests.web.test_browser import chromium, live  # noqa: F401 (fixtures)
 

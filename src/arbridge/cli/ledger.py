@@ -96,7 +96,7 @@ def report(slug: str, as_of: Any, period_days: int, fmt: str) -> None:
     as-of date; a figure with nothing to divide by is null (shown as "n/a").
     """
     from arbridge.collections.aging import BUCKET_LABELS
-    from arbridge.sync.insight_store import insight, insight_dict, kpi_trends, trends_list
+    from arbridge.sync.insight_store import insight, insight_dict, trends_list
     from arbridge.sync.store import (
         aging_report,
         company_today,
@@ -104,6 +104,7 @@ def report(slug: str, as_of: Any, period_days: int, fmt: str) -> None:
         kpi_report,
         report_dict,
     )
+    from arbridge.sync.trends_store import kpi_trends
 
     rt = open_runtime()
     with rt.sessions() as session:

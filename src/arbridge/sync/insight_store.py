@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, and_, case, cast, func, or_, select
+from sqlalchemy import BigInteger, and_, case, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from arbridge.collections.aging import Aging, OpenItem, age
@@ -28,20 +28,13 @@ from arbridge.collections.insight import (
     forecast,
     lateness,
     proposed_limit,
-    trend_months,
 )
 from arbridge.collections.kpis import Kpis, two_places
 from arbridge.collections.policy import Policy, policy
 from arbridge.money import Money
 from arbridge.sync.model import Company, Customer, Invoice
-from arbridge.sync.store import _GONE, allocations_to, kpi_report
-
-
-def _day_gap(session: Session, later: Any, earlier: Any) -> Any:
-    """later - earlier in whole days, in the database's own date arithmetic."""
-    if session.get_bind().dialect.name == "sqlite":
-        return cast(func.julianday(later) - func.julianday(earlier), Integer)
-    return cast(later - earlier, Integer)
+from arbridge.sync.store import _GONE, allocations_to
+from arbridge.sync.trends_store import day_gap
 
 
 def open_amounts(session: Session, company: Company, as_of: date) -> list[OpenAmount]:
@@ -88,7 +81,7 @@ def behaviours(
     query: the last 3 by closed_on then issued_on, the earlier ones, those closed in the 365
     days ending on as_of, and the run of on-time closings since the limit was last reviewed."""
     applied = allocations_to(company.id, as_of, as_of)
-    late = _day_gap(session, applied.c.closing, Invoice.due_on)
+    late = day_gap(session, applied.c.closing, Invoice.due_on)
     closed = (
         select(
             Invoice.customer_id,
@@ -337,16 +330,6 @@ def insight_dict(data: Insight) -> dict[str, Any]:
         },
         "flags": [f.as_dict() for f in data.flags],
     }
-
-
-def kpi_trends(session: Session, company: Company, as_of: date) -> list[Kpis]:
-    """Each KPI for each of the last 12 calendar months ended by as_of (period = that month,
-    as of its last day), oldest first: the KPI queries once per month, so 36 queries whatever
-    the ledger's size, each reading only the invoices that month's figures need."""
-    return [
-        kpi_report(session, company, end, (end - start).days + 1)
-        for start, end in trend_months(as_of)
-    ]
 
 
 def trends_list(trends: list[Kpis]) -> list[dict[str, Any]]:

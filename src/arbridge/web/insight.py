@@ -31,11 +31,11 @@ from arbridge.sync.insight_store import (
     aging_by_customer,
     customer_proposal,
     insight,
-    kpi_trends,
     trends_list,
 )
 from arbridge.sync.model import Company, Customer
 from arbridge.sync.store import company_today, kpi_report, log_activity
+from arbridge.sync.trends_store import kpi_trends
 from arbridge.web.common import company_required, db, get_or_404, runtime
 
 bp = Blueprint("insight", __name__, url_prefix="/c/<slug>")
