@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, case, cast, func, or_, select
+from sqlalchemy import BigInteger, and_, case, cast, distinct, func, or_, select
 from sqlalchemy.orm import Session
 
 from arbridge.collections.aging import Aging, OpenItem, age
@@ -32,24 +32,54 @@ from arbridge.collections.insight import (
 from arbridge.collections.kpis import Kpis, two_places
 from arbridge.collections.policy import Policy, policy
 from arbridge.money import Money
-from arbridge.sync.model import Company, Customer, Invoice
+from arbridge.sync.model import Company, CreditNote, Customer, Invoice, Payment, PaymentAllocation
 from arbridge.sync.store import _GONE, allocations_to
 from arbridge.sync.trends_store import day_gap
 
 
+def _applied_by(company_id: int, as_of: date) -> Any:
+    """A subquery of what was applied to each invoice on or before as_of (`by_end`) and on how
+    many days (`days`), dated and filtered as `store.allocations_to` does, without its running
+    sums (no closing day needed)."""
+    applied_on = func.coalesce(
+        PaymentAllocation.applied_on, Payment.received_on, CreditNote.issued_on
+    )
+    return (
+        select(
+            PaymentAllocation.invoice_id,
+            func.sum(PaymentAllocation.amount_minor).label("by_end"),
+            func.count(distinct(applied_on)).label("days"),
+        )
+        .outerjoin(Payment, Payment.id == PaymentAllocation.payment_id)
+        .outerjoin(CreditNote, CreditNote.id == PaymentAllocation.credit_note_id)
+        .where(
+            PaymentAllocation.company_id == company_id,
+            or_(Payment.id.is_(None), Payment.status.not_in(_GONE)),
+            or_(CreditNote.id.is_(None), CreditNote.status.not_in(_GONE)),
+            applied_on <= as_of,
+        )
+        .group_by(PaymentAllocation.invoice_id)
+        .subquery()
+    )
+
+
 def open_amounts(session: Session, company: Company, as_of: date) -> list[OpenAmount]:
     """What each invoice issued on or before as_of still owed on as_of (its total less what was
-    applied to it by then), as the KPIs count ar_end: home-currency invoices summed per
-    customer and due date, foreign ones one by one. Two queries."""
-    applied = allocations_to(company.id, as_of, as_of)
+    applied to it by then), as the KPIs count ar_end, in one query: home-currency invoices
+    summed per customer and due date, foreign ones one by one (each is converted and rounded
+    alone)."""
+    applied = _applied_by(company.id, as_of)
     left = Invoice.total_minor - func.coalesce(applied.c.by_end, 0)
-    owed = (
+    home = Invoice.currency == company.home_currency
+    # Home-currency rows share a group per customer and due date; a foreign one is its own.
+    alone = case((home, 0), else_=Invoice.id)
+    rows = session.execute(
         select(
             Invoice.customer_id,
             Invoice.due_on,
             Invoice.currency,
-            Invoice.exchange_rate,
-            cast(left, BigInteger).label("left"),
+            func.min(Invoice.exchange_rate),
+            cast(func.sum(left), BigInteger),
         )
         .outerjoin(applied, applied.c.invoice_id == Invoice.id)
         .where(
@@ -58,20 +88,13 @@ def open_amounts(session: Session, company: Company, as_of: date) -> list[OpenAm
             Invoice.issued_on <= as_of,
             left != 0,
         )
-        .subquery()
-    )
-    home = owed.c.currency == company.home_currency
+        .group_by(Invoice.customer_id, Invoice.due_on, Invoice.currency, alone)
+    ).tuples()
     one = Decimal(1)
-    rows = [
-        OpenAmount(cid, due, company.home_currency, one, int(minor))
-        for cid, due, minor in session.execute(
-            select(owed.c.customer_id, owed.c.due_on, cast(func.sum(owed.c.left), BigInteger))
-            .where(home)
-            .group_by(owed.c.customer_id, owed.c.due_on)
-        ).tuples()
+    return [
+        OpenAmount(cid, due, cur, one if cur == company.home_currency else rate, int(minor))
+        for cid, due, cur, rate, minor in rows
     ]
-    rows += [OpenAmount(*row) for row in session.execute(select(*owed.c).where(~home)).tuples()]
-    return rows
 
 
 def behaviours(
@@ -145,7 +168,7 @@ def partials(session: Session, company: Company, as_of: date) -> list[Partials]:
     """Each customer's invoices issued in the 365 days ending on as_of: of the last 3 (by issue
     date), and of the earlier ones, how many were paid in part by as_of (something applied, and
     a balance left or allocations on more than one day). One query."""
-    applied = allocations_to(company.id, as_of, as_of)
+    applied = _applied_by(company.id, as_of)
     part = and_(
         applied.c.by_end > 0,
         or_(applied.c.by_end < Invoice.total_minor, applied.c.days > 1),
