@@ -282,8 +282,9 @@ def default_limit_minor(company: Company, pol: Policy) -> int | None:
     return Money.rounded(pol.credit_default_limit, company.home_currency).minor
 
 
-def insight(session: Session, company: Company, as_of: date, kpi: Kpis) -> Insight:
-    """The forecast, flags and limit proposals on as_of, beside the KPIs of `kpi`'s period."""
+def insight(session: Session, company: Company, as_of: date, kpi: Kpis | None) -> Insight:
+    """The forecast, flags and limit proposals on as_of, beside the KPIs of `kpi`'s period
+    (without them, no projected DSO: a page that shows none spares the KPI queries)."""
     pol = policy(company.settings)
     default = default_limit_minor(company, pol)
     behaviour = behaviours(session, company, as_of)
@@ -293,8 +294,8 @@ def insight(session: Session, company: Company, as_of: date, kpi: Kpis) -> Insig
         late,
         as_of,
         company.home_currency,
-        kpi.credit_sales,
-        kpi.days,
+        kpi.credit_sales if kpi is not None else Decimal(0),
+        kpi.days if kpi is not None else 1,
     )
     rows = customers(session, company)
     by_id = {c.id: c for c in rows}

@@ -46,20 +46,22 @@ def _today(company: Company) -> date:
     return company_today(company, runtime().clock)
 
 
-def current_insight(company: Company) -> Insight:
-    """Today's KPIs and insight, computed once per request (the dashboard asks twice)."""
+def current_insight(company: Company, projected_dso: bool = True) -> Insight:
+    """Today's insight, computed once per request (the dashboard asks twice); with
+    `projected_dso`, over the KPIs of the default period (three more queries)."""
     cached = g.get("insight")
-    if cached is None or cached[0] != company.id:
+    if cached is None or cached[0] != company.id or (projected_dso and not cached[1]):
         s, today = db(), _today(company)
-        kpi = kpi_report(s, company, today, DEFAULT_PERIOD_DAYS)
-        g.insight = cached = (company.id, kpi, insight(s, company, today, kpi))
+        kpi = kpi_report(s, company, today, DEFAULT_PERIOD_DAYS) if projected_dso else None
+        g.insight = cached = (company.id, projected_dso, insight(s, company, today, kpi))
     return cached[2]
 
 
 @bp.app_template_global()
 def credit_warnings(company: Company) -> list[Any]:
     """The near_limit and over_limit flags, for the dashboard's warning."""
-    return [f for f in current_insight(company).flags if f.kind in ("near_limit", "over_limit")]
+    found = current_insight(company, projected_dso=False).flags
+    return [f for f in found if f.kind in ("near_limit", "over_limit")]
 
 
 @bp.app_template_global()
@@ -79,7 +81,8 @@ def kpi_trend_rows(company: Company) -> list[Any]:
 
 @bp.app_template_global()
 def insight_summary(company: Company) -> Insight:
-    return current_insight(company)
+    """The dashboard's: the forecast and flags, no projected DSO (the insight page has it)."""
+    return current_insight(company, projected_dso=False)
 
 
 @bp.get("/insight")
