@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from arbridge.services.payments.plans import make_offer
 from arbridge.services.reminders.unsubscribe import unsubscribe_token
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
@@ -93,6 +94,11 @@ def _values(rt, client, company: Company) -> dict[str, str]:
             "filename": "app.css",
             "name": "aging-by-customer",  # a CSV export (web/insight.py)
         }
+    # An installment plan offered for the invoice, for the plans' pages.
+    made = make_offer(
+        rt, company_id=company.id, invoice_ids=[invoice.id], installments=2, every="month"
+    )
+    values["plan_id"] = str(made.plan_id)
     # A Checkout Session for the simulated checkout page, opened the way a customer would.
     page = client.get(f"/pay/{pay}")
     started = client.post(f"/pay/{pay}/checkout", data={"csrf_token": csrf_token(page.data)})
@@ -111,6 +117,8 @@ def _url(rule, values: dict[str, str], rt, company: Company) -> str:
                 "auth.sign_in_page": lambda: new_sign_in_token(rt, company),
                 "pay.pay_page": lambda: values["pay"],
                 "pay.checkout_return": lambda: values["pay"],
+                "plan_pay.plan_page": lambda: values["pay"],
+                "plan_pay.plan_return": lambda: values["pay"],
                 "replies.unsubscribe_page": lambda: values["unsubscribe"],
                 "people.invitation_page": lambda: _invitation_token(rt, company),
             }[rule.endpoint]()

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from arbridge.services.payments.plans import make_offer
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     Activity,
@@ -23,6 +24,7 @@ from arbridge.sync.model import (
     MailMessage,
     OutboxMessage,
     PayToken,
+    Plan,
     User,
 )
 from tests.web.conftest import OTHER_SLUG, assert_friendly_error, csrf_token
@@ -38,6 +40,7 @@ class OtherRows:
     payment: int
     user: int
     invitation: int
+    plan: int
     secrets: tuple[str, ...]
 
 
@@ -104,6 +107,10 @@ def other_rows(rt, other_company) -> OtherRows:
         )
         s.add(invitation)
         s.flush()
+        s.commit()
+        plan = make_offer(
+            rt, company_id=company_id, invoice_ids=[inv.id], installments=2, every="month"
+        ).plan_id
         rows = OtherRows(
             invoice=inv.id,
             customer=inv.customer_id,
@@ -113,6 +120,7 @@ def other_rows(rt, other_company) -> OtherRows:
             payment=payment.id,
             user=colleague.id,
             invitation=invitation.id,
+            plan=plan,
             secrets=(*other_company.secrets, "Secret reminder body", "quartz delivery"),
         )
     return rows
@@ -146,6 +154,13 @@ def targets(o: OtherRows) -> list[tuple[str, str, dict[str, str], str]]:
         ("POST", f"/payments/{o.payment}/refund", {}, "CollectedPayment"),
         ("POST", f"/users/{o.user}/remove", {}, "User"),
         ("POST", f"/invitations/{o.invitation}/revoke", {}, "Invitation"),
+        ("GET", f"/plans/{o.plan}", {}, "Plan"),
+        ("POST", f"/plans/{o.plan}/pause", {}, "Plan"),
+        ("POST", f"/plans/{o.plan}/resume", {}, "Plan"),
+        ("POST", f"/plans/{o.plan}/cancel", {}, "Plan"),
+        ("POST", f"/plans/{o.plan}/installments/1/move", {"due_on": "2030-01-01"}, "Plan"),
+        ("GET", f"/plans/new?customer={o.customer}", {}, "Customer"),
+        ("POST", f"/customers/{o.customer}/plan-choice", {"choice": "deny"}, "Customer"),
     ]
 
 
@@ -162,6 +177,8 @@ def _state(rt, o: OtherRows) -> tuple:
             s.get(CollectedPayment, o.payment).refunded_minor,
             s.get(User, o.user) is not None,
             s.get(Invitation, o.invitation).revoked_at,
+            s.get(Plan, o.plan).status,
+            [(i.due_on, i.status) for i in s.get(Plan, o.plan).installments],
             s.scalar(select(func.count()).select_from(PayToken)),
             s.scalar(select(func.count()).select_from(CustomerReminderSettings)),
             s.scalar(select(func.count()).select_from(OutboxMessage)),
@@ -185,6 +202,8 @@ def test_every_id_route_is_covered(app, other_rows):
         "payment_id": other_rows.payment,
         "user_id": other_rows.user,
         "invitation_id": other_rows.invitation,
+        "plan_id": other_rows.plan,
+        "number": 1,
     }
     for rule in app.url_map.iter_rules():
         names = {n for n in rule.arguments if f"<int:{n}>" in rule.rule}

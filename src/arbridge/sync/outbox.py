@@ -110,6 +110,7 @@ WHAT = {
     "ledger_reversal": "Reversing a payment in your ledger",
     "stripe_refund": "A refund through Stripe",
     "stripe_expire_session": "Closing another open checkout for a paid invoice",
+    "plan_charge": "An installment plan's charge",
 }
 
 

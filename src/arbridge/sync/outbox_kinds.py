@@ -29,6 +29,8 @@ class OutboxKind(StrEnum):
     # Acts at the business's Stripe (services.payments).
     STRIPE_REFUND = "stripe_refund"
     STRIPE_EXPIRE_SESSION = "stripe_expire_session"
+    # An installment charged off-session to a plan's saved payment method (services.payments).
+    PLAN_CHARGE = "plan_charge"
     # Messages (services.messaging): reminders, statements, receipts, owner notices.
     EMAIL = "email"
 

@@ -68,13 +68,15 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
         werkzeug_log.addFilter(RedactTokens())
     csrf.init_app(app)
 
-    from arbridge.web import auth, health, owner, owner_payments, pay
+    from arbridge.web import auth, health, owner, owner_payments, pay, plan_pay, plans
 
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(owner.bp)
     app.register_blueprint(pay.bp)
     app.register_blueprint(owner_payments.bp)
+    app.register_blueprint(plan_pay.bp)
+    app.register_blueprint(plans.bp)
     from arbridge.web import reminders, reminders_start, replies
 
     app.register_blueprint(reminders.bp)

@@ -28,6 +28,7 @@ from arbridge.collections.reminders import (
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import EMAIL_CHANNEL
 from arbridge.sync.model import (
+    LIVE_PLAN_STATUSES,
     Company,
     Contact,
     CreditNote,
@@ -36,6 +37,8 @@ from arbridge.sync.model import (
     Invoice,
     InvoiceHold,
     Payment,
+    Plan,
+    PlanInvoice,
     ReminderSend,
 )
 from arbridge.sync.store import (
@@ -101,6 +104,7 @@ def load_facts(
     customer_ids = sorted({i.customer_id for i in invoices})
     sent: dict[int, set[str]] = {}
     holds: dict[int, list[InvoiceHold]] = {}
+    on_plan: set[int] = set()
     for chunk in _chunks(ids):
         for inv_id, key in session.execute(
             select(ReminderSend.invoice_id, ReminderSend.step_key).where(
@@ -114,6 +118,13 @@ def load_facts(
             )
         ):
             holds.setdefault(h.invoice_id, []).append(h)
+        on_plan.update(
+            session.scalars(
+                select(PlanInvoice.invoice_id)
+                .join(Plan, Plan.id == PlanInvoice.plan_id)
+                .where(PlanInvoice.invoice_id.in_(chunk), Plan.status.in_(LIVE_PLAN_STATUSES))
+            )
+        )
     customers: list[CustomerFacts] = []
     week_ago = now - timedelta(days=7)
     for chunk in _chunks(customer_ids):
@@ -200,8 +211,8 @@ def load_facts(
                 payment_pending=inv.payment_pending,
                 disputed=any(h.kind == "dispute" for h in live),
                 promised_on=max(promises) if promises else None,
-                # No installment plans in the model yet: nothing is on one.
-                on_current_plan=False,
+                # A current (or paused) installment plan: its own notices, no reminders.
+                on_current_plan=inv.id in on_plan,
                 sent_steps=frozenset(sent.get(inv.id, ())),
             )
         )
