@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import date
+from decimal import Decimal
 
 from sqlalchemy import select, update
 
@@ -260,3 +261,18 @@ def test_a_sync_keeps_the_limits_the_owner_set(client, rt):
     books.sync(full=True)  # the ledger knows nothing of limits: they stay arbridge's
     after = customer(rt, "R1")
     assert (after.credit_limit_minor, after.limit_reviewed_on) == (125000, T)
+
+
+def test_the_credit_form_submitted_unchanged_keeps_the_defaults(client, rt):
+    books = SmallCompany(slug="plain").customer("C1", "Harbor Bakery").build(rt)
+    sign_in(client, rt, books.company)
+    settings = "/c/plain/settings"
+    form = form_fields(parse(client.get(settings).data).find("form", action=f"{settings}/credit"))
+    assert client.post(f"{settings}/credit", data=form).status_code == 302
+    with rt.sessions() as s:
+        pol = policy(s.get(Company, books.company.id).settings)
+    assert (pol.credit_default_limit, pol.credit_on_time_run, pol.credit_raise_percent) == (
+        policy({}).credit_default_limit,
+        6,
+        Decimal(25),
+    )

@@ -88,7 +88,7 @@ def test_settings_page_has_every_section(owner_client):
 
 
 def test_submitting_the_forms_unchanged_keeps_the_defaults(owner_client, rt, demo_company):
-    for section in ("company", "reminders", "payments", "plans"):
+    for section in ("company", "reminders", "payments", "plans", "credit"):
         response = owner_client.post(f"{URL}/{section}", data=_form(owner_client, section))
         assert response.status_code == 302, (section, response.get_data(as_text=True))
         assert response.headers["Location"] == f"{URL}#{section}"
