@@ -1,7 +1,8 @@
 """The dashboard's charts and the customers and cash page in a real browser, on the demo ledger:
 the charts are drawn from the tables beside them (Chart.js from our static files, no inline
 script under the CSP), the numbers agree with `arbridge report`, and without JavaScript the
-tables are still there. Screenshots: /tmp/arbridge-charts.png and /tmp/arbridge-insight.png.
+tables are still there. Screenshots: /tmp/arbridge-insight-dashboard.png, /tmp/arbridge-charts.png and
+/tmp/arbridge-insight.png.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.browser
 
 CHARTS_PNG = Path("/tmp/arbridge-charts.png")
 INSIGHT_PNG = Path("/tmp/arbridge-insight.png")
+TOP_PNG = Path("/tmp/arbridge-insight-dashboard.png")
 
 
 def _report(rt, company):
@@ -53,6 +55,8 @@ def test_dashboard_charts_agree_with_the_report(chromium, live, demo_company):  
     try:
         _sign_in(page, live, company)
         page.wait_for_selector("figure.charted#chart-forecast")
+        assert page.locator("#insight h2").inner_text() == "Customers and cash"
+        page.screenshot(path=str(TOP_PNG))  # the first screen: balances, then the insight card
         for figure in ("chart-aging", "chart-trends", "chart-forecast"):
             box = page.locator(f"#{figure} canvas").bounding_box()
             assert box is not None and box["width"] > 200 and box["height"] > 80, figure
