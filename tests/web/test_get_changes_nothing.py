@@ -92,6 +92,7 @@ def _values(rt, client, company: Company) -> dict[str, str]:
             "mail_id": str(mail.id),
             "task_id": str(task.id),
             "filename": "app.css",
+            "name": "aging-by-customer",  # a CSV export (web/insight.py)
         }
     # An installment plan offered for the invoice, for the plans' pages.
     made = make_offer(

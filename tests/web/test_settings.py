@@ -66,6 +66,7 @@ def test_settings_page_has_every_section(owner_client):
         "payments": "Payments",
         "plans": "Installment plans",
         "late_fees": "Late fees and interest",
+        "credit": "Credit limits",
     }
     nav = [a.text for a in doc.find("nav", cls="sections").find_all("a")]
     assert nav == [
@@ -76,6 +77,7 @@ def test_settings_page_has_every_section(owner_client):
         "Payments",
         "Plans",
         "Late fees",
+        "Credit limits",
     ]
     # Every form carries its CSRF token.
     for form in doc.find_all("form", method="post"):
@@ -90,7 +92,7 @@ def test_settings_page_has_every_section(owner_client):
 def test_submitting_the_forms_unchanged_keeps_the_defaults(owner_client, rt, demo_company):
     with transaction(rt.sessions) as s:  # the defaults (the demo turns plans on)
         s.get(Company, demo_company.id).settings = {}
-    for section in ("company", "reminders", "payments", "plans", "late_fees"):
+    for section in ("company", "reminders", "payments", "plans", "late_fees", "credit"):
         response = owner_client.post(f"{URL}/{section}", data=_form(owner_client, section))
         assert response.status_code == 302, (section, response.get_data(as_text=True))
         assert response.headers["Location"] == f"{URL}#{section}"

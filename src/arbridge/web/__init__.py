@@ -91,6 +91,9 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
 
     app.register_blueprint(people.bp)
     app.register_blueprint(documents.bp)
+    from arbridge.web import insight
+
+    app.register_blueprint(insight.bp)
     from arbridge.connectors.stripe.simulated import simulation_allowed
 
     if simulation_allowed(settings):  # a demo install: the simulated checkout stands in

@@ -127,6 +127,21 @@ class PaymentsForm(FlaskForm):
         return ok
 
 
+class CreditForm(FlaskForm):
+    credit_default_limit = StrictDecimalField(
+        "Credit limit for customers without their own",
+        places=2,
+        validators=[Optional(), NumberRange(0, 10**12)],
+    )
+    credit_on_time_run = StrictIntegerField(
+        "On-time payments in a row before a higher limit is proposed",
+        validators=[InputRequired(), NumberRange(1, 100)],
+    )
+    credit_raise_percent = StrictDecimalField(
+        "Raise proposed (%)", places=2, validators=[InputRequired(), NumberRange(1, 1000)]
+    )
+
+
 def _at_least_one(_form: Any, field: Any) -> None:
     if not field.data:
         raise StopValidation("Choose at least one: every week, two weeks or month.")

@@ -27,7 +27,14 @@ from arbridge.sync.store import (
     recent_activity,
 )
 from arbridge.web.common import company_required, db, get_or_404, page_arg, runtime
-from arbridge.web.forms import CompanyForm, LateFeesForm, PaymentsForm, PlansForm, RemindersForm
+from arbridge.web.forms import (
+    CompanyForm,
+    CreditForm,
+    LateFeesForm,
+    PaymentsForm,
+    PlansForm,
+    RemindersForm,
+)
 
 bp = Blueprint("owner", __name__, url_prefix="/c/<slug>")
 PAGE_SIZE = 100
@@ -192,6 +199,14 @@ def _forms(company: Company) -> dict[str, Any]:
         ),
         "late_fees_policy": fees,
         "late_fees_words": policy_in_words(fees, company.home_currency),
+        "credit_form": CreditForm(
+            prefix="credit",
+            data={
+                "credit_default_limit": pol.credit_default_limit,
+                "credit_on_time_run": pol.credit_on_time_run,
+                "credit_raise_percent": pol.credit_raise_percent,
+            },
+        ),
         "stored": stored,
         "policy_problems": pol.problems + fees.problems,
         "standard_agreement": standard_agreement(company.name),
@@ -256,6 +271,7 @@ def save_settings(company: Company, section: str) -> Any:
         "payments": "payments_form",
         "plans": "plans_form",
         "late_fees": "late_fees_form",
+        "credit": "credit_form",
     }
     if section not in names:
         abort(404)
@@ -265,6 +281,7 @@ def save_settings(company: Company, section: str) -> Any:
         "payments": PaymentsForm,
         "plans": PlansForm,
         "late_fees": LateFeesForm,
+        "credit": CreditForm,
     }[section](prefix=section)
     forms[names[section]] = form
     if not form.validate():
@@ -294,6 +311,13 @@ def save_settings(company: Company, section: str) -> Any:
         }
     elif section == "late_fees":
         stored["late_fees"] = _late_fees(stored.get("late_fees") or {}, form)
+    elif section == "credit":
+        limit = form.credit_default_limit.data
+        stored["credit"] = {
+            "default_limit": None if limit is None else str(limit),
+            "on_time_run": form.credit_on_time_run.data,
+            "raise_percent": str(form.credit_raise_percent.data),
+        }
     else:
         fee, fee_percent = form.plan_fee_amount.data, form.plan_fee_percent.data
         agreement_text = (form.plan_agreement_text.data or "").strip()
