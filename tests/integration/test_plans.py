@@ -503,3 +503,35 @@ def test_a_plan_fee_becomes_its_own_ledger_invoice_and_the_installments_pay_it(
         ).all()
         assert sum(p.amount_minor for p in paid) == usd_invoice.open_balance_minor + 1500
         assert sum(p.unapplied_minor for p in paid) == 0  # every cent landed on an invoice
+
+
+def test_today_s_forecast_counts_a_plan_s_installments_on_their_dates(
+    rt, demo_company, usd_invoice
+):
+    from arbridge.sync.insight_store import insight
+    from arbridge.sync.model import Company
+
+    made = svc.make_offer(
+        rt,
+        company_id=demo_company.id,
+        invoice_ids=[usd_invoice.id],
+        installments=4,
+        every="month",
+        deposit_percent=Decimal(0),
+    )
+    agree_and_pay(rt, made)
+    drain(rt)
+    with rt.sessions() as s:
+        company = s.get(Company, demo_company.id)
+        today = company_today(company, rt.clock)
+        without = insight(s, company, today, None).forecast
+        with_plans = insight(s, company, today, None, live_plans=True).forecast
+    # Same total (ar_end), to the cent.
+    assert sum(w.amount for w in with_plans.weeks) + with_plans.later == without.ar_end
+    assert with_plans.ar_end == without.ar_end
+    # The three installments still to come fall in the weeks of their dates.
+    rest = made.proposal.installments[1:]
+    for inst in rest:
+        week = (inst.due_on - today).days // 7
+        if week < 13:
+            assert with_plans.weeks[week].amount >= inst.amount.amount

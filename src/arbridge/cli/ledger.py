@@ -112,7 +112,7 @@ def report(slug: str, as_of: Any, period_days: int, fmt: str) -> None:
         day: date = as_of or company_today(company, rt.clock)
         kpi = kpi_report(session, company, day, period_days)
         data = report_dict(company, aging_report(session, company, day), kpi)
-        data.update(insight_dict(insight(session, company, day, kpi)))
+        data.update(insight_dict(insight(session, company, day, kpi, live_plans=as_of is None)))
         data["trends"] = trends_list(kpi_trends(session, company, day))
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))

@@ -7,7 +7,8 @@ The definitions are the owner's ("how is this computed?"), word for word in issu
 - a customer's lateness = the mean days late of their invoices closed in the 365 days ending on
   as_of, rounded to whole days (halves away from zero); 0 with no such invoice;
 - forecast: each open invoice is expected on due_on + its customer's lateness, or on as_of when
-  that day has passed. Week i (1..13) covers as_of + 7(i - 1) .. as_of + 7i - 1; what falls
+  that day has passed (today's forecast takes an invoice on a current installment plan on its
+  installments' dates instead: `plan_amounts`). Week i (1..13) covers as_of + 7(i - 1) .. as_of + 7i - 1; what falls
   after week 13 is `later`. The weeks plus `later` add up to ar_end to the cent;
 - projected_dso = (ar_end - expected in the next 30 days (as_of .. as_of + 29)
   + credit_sales / N x 30) / credit_sales x N; null when credit_sales <= 0;
@@ -62,6 +63,9 @@ class OpenAmount(NamedTuple):
     currency: str
     exchange_rate: Decimal
     left_minor: int
+    # True: due_on is the day it is expected (an installment plan's date), not a due date
+    # that the customer's lateness moves.
+    fixed: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,41 @@ def home_minor(minor: int, currency: str, rate: Decimal, home_currency: str) -> 
     return Money.from_minor(minor, currency).convert(rate, home_currency).minor
 
 
+@dataclass(frozen=True)
+class PlanStep:
+    """One installment still to come of a current plan: the day it is charged (its retry day
+    after a failure; as_of while a charge is out) and its amount, minor units."""
+
+    on: date
+    minor: int
+
+
+def plan_amounts(
+    customer_id: int,
+    currency: str,
+    rate: Decimal,
+    left_minor: int,
+    steps: Iterable[PlanStep],
+    as_of: date,
+) -> list[OpenAmount]:
+    """What a plan's invoices still owe (`left_minor`), spread over its installments in date
+    order, each taking up to its amount; what the installments do not cover (the plan was
+    fitted to a smaller balance) falls on the last one's day, so the total stays exact."""
+    out: list[OpenAmount] = []
+    remaining = left_minor
+    ordered = sorted(steps, key=lambda p: p.on)
+    for step in ordered:
+        if remaining <= 0:
+            break
+        take = min(step.minor, remaining)
+        out.append(OpenAmount(customer_id, max(step.on, as_of), currency, rate, take, True))
+        remaining -= take
+    if remaining:
+        last = max(ordered[-1].on, as_of) if ordered else as_of
+        out.append(OpenAmount(customer_id, last, currency, rate, remaining, True))
+    return out
+
+
 def expected_on(due_on: date, late_days: int, as_of: date) -> date:
     """When an open invoice is expected: due_on + the customer's lateness, or as_of when that
     day has passed."""
@@ -110,13 +149,14 @@ def forecast(
     weeks = [0] * FORECAST_WEEKS
     later = next_30 = total = 0
     exposure: dict[int, int] = {}
-    for customer_id, due_on, currency, rate, left in open_amounts:
+    for customer_id, due_on, currency, rate, left, fixed in open_amounts:
         amount = home_minor(left, currency, rate, home_currency)
         if not amount:
             continue
         total += amount
         exposure[customer_id] = exposure.get(customer_id, 0) + amount
-        offset = (expected_on(due_on, late_days.get(customer_id, 0), as_of) - as_of).days
+        late = 0 if fixed else late_days.get(customer_id, 0)
+        offset = (expected_on(due_on, late, as_of) - as_of).days
         if offset < NEXT_DAYS:
             next_30 += amount
         week = offset // 7

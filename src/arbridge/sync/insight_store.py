@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, case, cast, distinct, func, or_, select
+from sqlalchemy import BigInteger, and_, case, cast, distinct, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from arbridge.collections.aging import Aging, OpenItem, age
@@ -24,15 +24,27 @@ from arbridge.collections.insight import (
     Forecast,
     OpenAmount,
     Partials,
+    PlanStep,
     flags,
     forecast,
     lateness,
+    plan_amounts,
     proposed_limit,
 )
 from arbridge.collections.kpis import Kpis, two_places
 from arbridge.collections.policy import Policy, policy
 from arbridge.money import Money
-from arbridge.sync.model import Company, CreditNote, Customer, Invoice, Payment, PaymentAllocation
+from arbridge.sync.model import (
+    Company,
+    CreditNote,
+    Customer,
+    Invoice,
+    Payment,
+    PaymentAllocation,
+    Plan,
+    PlanInstallment,
+    PlanInvoice,
+)
 from arbridge.sync.store import _GONE, allocations_to
 from arbridge.sync.trends_store import day_gap
 
@@ -63,12 +75,20 @@ def _applied_by(company_id: int, as_of: date) -> Any:
     )
 
 
-def open_amounts(session: Session, company: Company, as_of: date) -> list[OpenAmount]:
+def open_amounts(
+    session: Session, company: Company, as_of: date, live_plans: bool = False
+) -> list[OpenAmount]:
     """What each invoice issued on or before as_of still owed on as_of (its total less what was
     applied to it by then), as the KPIs count ar_end, in one query: home-currency invoices
     summed per customer and due date, foreign ones one by one (each is converted and rounded
-    alone)."""
+    alone). With `live_plans` (today's forecast), the invoices of current installment plans
+    come on their installments' dates instead (two more queries)."""
     applied = _applied_by(company.id, as_of)
+    planned = (
+        select(PlanInvoice.invoice_id)
+        .join(Plan, Plan.id == PlanInvoice.plan_id)
+        .where(Plan.company_id == company.id, Plan.status == "current")
+    )
     left = Invoice.total_minor - func.coalesce(applied.c.by_end, 0)
     home = Invoice.currency == company.home_currency
     # Home-currency rows share a group per customer and due date; a foreign one is its own.
@@ -87,14 +107,67 @@ def open_amounts(session: Session, company: Company, as_of: date) -> list[OpenAm
             Invoice.status.not_in(_GONE),
             Invoice.issued_on <= as_of,
             left != 0,
+            Invoice.id.not_in(planned) if live_plans else true(),
         )
         .group_by(Invoice.customer_id, Invoice.due_on, Invoice.currency, alone)
     ).tuples()
     one = Decimal(1)
-    return [
+    found = [
         OpenAmount(cid, due, cur, one if cur == company.home_currency else rate, int(minor))
         for cid, due, cur, rate, minor in rows
     ]
+    if live_plans:
+        found += _planned_amounts(session, company, as_of, applied, left, planned)
+    return found
+
+
+def _planned_amounts(
+    session: Session, company: Company, as_of: date, applied: Any, left: Any, planned: Any
+) -> list[OpenAmount]:
+    """The open amounts of current plans' invoices, on their installments' dates."""
+    per_plan = (
+        session.execute(
+            select(
+                PlanInvoice.plan_id,
+                Invoice.customer_id,
+                Invoice.currency,
+                func.min(Invoice.exchange_rate),
+                cast(func.sum(left), BigInteger),
+            )
+            .join(Invoice, Invoice.id == PlanInvoice.invoice_id)
+            .outerjoin(applied, applied.c.invoice_id == Invoice.id)
+            .where(
+                PlanInvoice.invoice_id.in_(planned),
+                Invoice.status.not_in(_GONE),
+                Invoice.issued_on <= as_of,
+            )
+            .group_by(PlanInvoice.plan_id, Invoice.customer_id, Invoice.currency)
+        )
+        .tuples()
+        .all()
+    )
+    steps: dict[int, list[PlanStep]] = {}
+    for plan_id, status, due_on, retry_on, minor in session.execute(
+        select(
+            PlanInstallment.plan_id,
+            PlanInstallment.status,
+            PlanInstallment.due_on,
+            PlanInstallment.next_retry_on,
+            PlanInstallment.amount_minor,
+        ).where(
+            PlanInstallment.plan_id.in_({row[0] for row in per_plan}),
+            PlanInstallment.status.in_(("scheduled", "failed", "processing")),
+        )
+    ):
+        on = as_of if status == "processing" else (retry_on if status == "failed" else due_on)
+        steps.setdefault(plan_id, []).append(PlanStep(on or as_of, int(minor)))
+    out: list[OpenAmount] = []
+    for plan_id, customer_id, currency, rate, minor in per_plan:
+        rate = Decimal(1) if currency == company.home_currency else rate
+        out += plan_amounts(
+            customer_id, currency, rate, int(minor or 0), steps.get(plan_id, []), as_of
+        )
+    return out
 
 
 def behaviours(
@@ -282,7 +355,9 @@ def default_limit_minor(company: Company, pol: Policy) -> int | None:
     return Money.rounded(pol.credit_default_limit, company.home_currency).minor
 
 
-def insight(session: Session, company: Company, as_of: date, kpi: Kpis | None) -> Insight:
+def insight(
+    session: Session, company: Company, as_of: date, kpi: Kpis | None, live_plans: bool = False
+) -> Insight:
     """The forecast, flags and limit proposals on as_of, beside the KPIs of `kpi`'s period
     (without them, no projected DSO: a page that shows none spares the KPI queries)."""
     pol = policy(company.settings)
@@ -290,7 +365,7 @@ def insight(session: Session, company: Company, as_of: date, kpi: Kpis | None) -
     behaviour = behaviours(session, company, as_of)
     late = {b.customer_id: lateness(b.year_days_late, b.year_count) for b in behaviour}
     fc = forecast(
-        open_amounts(session, company, as_of),
+        open_amounts(session, company, as_of, live_plans),
         late,
         as_of,
         company.home_currency,

@@ -53,7 +53,11 @@ def current_insight(company: Company, projected_dso: bool = True) -> Insight:
     if cached is None or cached[0] != company.id or (projected_dso and not cached[1]):
         s, today = db(), _today(company)
         kpi = kpi_report(s, company, today, DEFAULT_PERIOD_DAYS) if projected_dso else None
-        g.insight = cached = (company.id, projected_dso, insight(s, company, today, kpi))
+        g.insight = cached = (
+            company.id,
+            projected_dso,
+            insight(s, company, today, kpi, live_plans=True),
+        )
     return cached[2]
 
 
