@@ -472,12 +472,17 @@ class StripeHTTPFake:
         """A bank debit clears or is returned: the PaymentIntent moves on, and Stripe says so."""
         intent = self.intents[pid]
         assert intent["status"] == "processing", intent["status"]
+        session = next((c for c in self.sessions.values() if c["payment_intent"] == pid), None)
         if succeeded:
             intent.update(status="succeeded", amount_received=intent["amount"])
             self._event("payment_intent.succeeded", intent)
         else:
             intent.update(status="requires_payment_method", last_payment_error=ACH_RETURNED)
             self._event("payment_intent.payment_failed", intent)
+        if session is not None:  # a Checkout's debit: the session says so too
+            session["payment_status"] = "paid" if succeeded else "unpaid"
+            outcome = "succeeded" if succeeded else "failed"
+            self._event(f"checkout.session.async_payment_{outcome}", session)
 
     def _list_intents(self, request):
         customer = self._query(request).get("customer", [None])[0]

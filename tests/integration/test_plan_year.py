@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from arbridge.clock import local_date
 from arbridge.collections.plans import add_months
+from arbridge.connectors.base import PaymentLine, PaymentWriteBack
 from arbridge.money import Money
 from arbridge.services.payments import plans as svc
 from arbridge.services.payments.accounts import connect_with_key
@@ -30,7 +31,10 @@ from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     CollectedPayment,
     Company,
+    Customer,
     Invoice,
+    MailMessage,
+    OutboxMessage,
     Plan,
     PlanInstallment,
 )
@@ -38,8 +42,11 @@ from arbridge.sync.store import customer_email, ledger_connection, open_invoices
 from arbridge.worker import drain
 from tests.conftest import sync_now
 from tests.stripe_http_fake import (
+    ACCOUNT,
     API,
+    DECLINE,
     StripeHTTPFake,
+    WorkerKilled,
     created_at,
 )
 
@@ -54,6 +61,10 @@ class World:
     company: Company
     ledger_seen: int = 0  # when the demo ledger's file last changed, at the last sync
     taken: set[int] = field(default_factory=set)  # customers already on a plan here
+    # Bank debits clear (or come back) this many days after they were made ...
+    ach_days: int = 4
+    # ... and the next debit of each of these installment numbers comes back (R01).
+    ach_returns: set[str] = field(default_factory=set)
 
     @property
     def tz(self) -> str:
@@ -84,9 +95,19 @@ class World:
             assert set(self.fake.deliver(self.client.post)) == {200}
         self.sync_if_changed()
 
+    def settle_bank_debits(self) -> None:
+        due = self.rt.clock.now() - timedelta(days=self.ach_days)
+        for intent in self.fake.charges(succeeded_only=False):
+            if intent["status"] == "processing" and created_at(intent) <= due:
+                number = intent["metadata"].get("arbridge_installment")
+                returned = number in self.ach_returns
+                self.ach_returns.discard(number)
+                self.fake.settle(intent["id"], succeeded=not returned)
+
     def day(self, n: int = 1) -> None:
         for _ in range(n):
             self.rt.clock.advance(timedelta(days=1))
+            self.settle_bank_debits()
             self.work()
 
     def until(self, when: date) -> None:
@@ -103,10 +124,7 @@ def world(rt, settings, demo_company, request) -> Iterator[World]:
         fake = StripeHTTPFake(rsps, rt.clock)
         with transaction(rt.sessions) as s:
             company = s.get(Company, demo_company.id)
-            assert (
-                connect_with_key(rt, s, company, "rk_test_51PlanYearOwnKey")
-                == fake._account(None)[2].split('"id": "')[1].split('"')[0]
-            )
+            assert connect_with_key(rt, s, company, "rk_test_51PlanYearOwnKey") == ACCOUNT
             s.expunge(company)
         w = World(rt, client, fake, company)
         w.ledger_seen = w.ledger()[1].path.stat().st_mtime_ns
@@ -236,6 +254,11 @@ def check_books(w: World, made: Made, *, owed: int | None = None) -> None:
         assert inv.open_balance_minor >= 0
 
 
+def end_of(made: Made) -> date:
+    """A few days past the plan's last date: long enough for anything late to show."""
+    return made.schedule[-1][1] + timedelta(days=10)
+
+
 def on_dates(made: Made, numbers: range | list[int] | None = None) -> list[tuple[date, int]]:
     return [(d, a) for n, d, a in made.schedule if numbers is None or n in numbers]
 
@@ -259,3 +282,324 @@ def test_twelve_monthly_installments_are_charged_on_their_dates_to_the_cent(worl
     assert len(keys) == len(set(keys)) == 12 and all(k.startswith("plan_charge:") for k in keys)
     with w.rt.sessions() as s:
         assert s.get(Invoice, made.invoice.id).open_balance_minor == 0
+
+
+def check_outbox_clean(w: World) -> None:
+    """Nothing was given up on or left unsure along the way."""
+    with w.rt.sessions() as s:
+        stuck = s.scalars(
+            select(OutboxMessage).where(
+                OutboxMessage.status.in_(("failed", "dead", "maybe_sent", "sending"))
+            )
+        ).all()
+        assert [(m.kind, m.key, m.status, m.last_error) for m in stuck] == []
+
+
+def plan_mails(w: World, made: Made) -> list[MailMessage]:
+    with w.rt.sessions() as s:
+        customer_id = s.get(Plan, made.plan_id).customer_id
+        mails = s.scalars(
+            select(MailMessage)
+            .where(MailMessage.kind == "plan", MailMessage.customer_id == customer_id)
+            .order_by(MailMessage.id)
+        ).all()
+        s.expunge_all()
+        return list(mails)
+
+
+def inst_row(w: World, made: Made, number: int) -> PlanInstallment:
+    with w.rt.sessions() as s:
+        row = s.scalar(
+            select(PlanInstallment).where(
+                PlanInstallment.plan_id == made.plan_id, PlanInstallment.number == number
+            )
+        )
+        s.expunge(row)
+        return row
+
+
+# --- 2. A decline, then the retry pays --------------------------------------------------------
+def test_a_declined_installment_is_paid_by_its_first_retry_and_the_plan_goes_on(world):
+    w = world
+    made = offer_and_pay(w, 6)
+    start = w.today()
+    third = made.schedule[2]
+    w.until(third[1] - timedelta(days=1))
+    w.fake.next_outcomes = [DECLINE]  # insufficient funds, this once
+    w.day()
+    failed = inst_row(w, made, 3)
+    assert (failed.status, failed.failures) == ("failed", 1)
+    assert failed.next_retry_on == third[1] + timedelta(days=3)
+    [told] = [m for m in plan_mails(w, made) if "did not go through" in m.subject]
+    assert "insufficient funds" in told.text_body and third[1].isoformat() not in told.subject
+    assert failed.next_retry_on.isoformat() in told.text_body
+    w.day(2)
+    assert inst_row(w, made, 3).status == "failed"  # no charge before the retry's day
+    w.until(end_of(made))
+    expected = [(start, made.schedule[0][2]), *on_dates(made, range(2, 3))]
+    expected += [(third[1] + timedelta(days=3), third[2]), *on_dates(made, range(4, 7))]
+    assert charged(w, made) == expected
+    declined = [
+        i for i in stripe_charges(w, made, succeeded_only=False) if i["status"] != "succeeded"
+    ]
+    assert len(declined) == 1 and declined[0]["amount"] == third[2]
+    assert plan_state(w, made)[0] == "completed"
+    assert sum(a for _, a in charged(w, made)) == made.invoice.total_minor
+    check_books(w, made)
+    check_outbox_clean(w)
+
+
+# --- 3. A bank debit comes back four days later ------------------------------------------------
+def test_a_bank_debit_returned_four_days_later_is_retried_and_clears(world):
+    w = world
+    made = offer_and_pay(w, 6, method="pm_usBankAccount")
+    start = w.today()
+    assert inst_row(w, made, 1).status == "processing"  # the first debit is clearing
+    w.day(4)
+    assert inst_row(w, made, 1).status == "paid"
+    second = made.schedule[1]
+    w.ach_returns.add("2")
+    w.until(second[1])
+    assert inst_row(w, made, 2).status == "processing"
+    w.day(3)
+    assert inst_row(w, made, 2).status == "processing"  # nothing is known yet
+    w.day()  # four days on, the bank returns it
+    returned = inst_row(w, made, 2)
+    assert (returned.status, returned.failures) == ("failed", 1)
+    assert returned.first_failed_on == second[1] + timedelta(days=4)
+    [told] = [m for m in plan_mails(w, made) if "did not go through" in m.subject]
+    assert "not enough money in the account" in told.text_body
+    w.until(end_of(made))
+    expected = [(start, made.schedule[0][2])]
+    # Debited again three days after the return was reported (then clearing four days).
+    expected += [(second[1] + timedelta(days=7), second[2]), *on_dates(made, range(3, 7))]
+    assert [(d, a) for d, a in charged(w, made)] == expected
+    assert plan_state(w, made)[0] == "completed"
+    assert sum(a for _, a in charged(w, made)) == made.invoice.total_minor
+    check_books(w, made)
+    check_outbox_clean(w)
+
+
+# --- 4. The balance falls under the plan ---------------------------------------------------------
+@pytest.mark.parametrize("part", ["shrinks", "pays off"])
+def test_a_payment_entered_in_the_ledger_shrinks_the_last_installments(world, part):
+    """A cheque entered straight in the books after the fourth installment: the excess comes
+    off the last installments (the plan finishes early), or nothing more is charged at all."""
+    w = world
+    made = offer_and_pay(w, 8)
+    start = w.today()
+    w.until(made.schedule[3][1] + timedelta(days=1))
+    assert [n for n, s, _ in plan_state(w, made)[1] if s == "paid"] == [1, 2, 3, 4]
+    left = [a for n, _, a in made.schedule if n > 4]
+    # A cheque for two and a half installments, or for everything left.
+    cheque = sum(left) if part == "pays off" else left[-1] + left[-2] + left[-3] // 2
+    _conn, ledger = w.ledger()
+    ledger.post_payment(
+        PaymentWriteBack(
+            idempotency_key="cheque-1042",
+            customer_source_id=customer_source(w, made),
+            currency="USD",
+            amount=Money.from_minor(cheque, "USD").amount,
+            received_on=w.today(),
+            reference="Cheque 1042",
+            lines=(PaymentLine(made.invoice.source_id, Money.from_minor(cheque, "USD").amount),),
+        )
+    )
+    w.work()  # the sync sees it
+    w.until(end_of(made))
+    # Expected, worked out by hand: from the last installment back, whole ones dropped, then
+    # the last one kept gives up the rest; the earlier dates and amounts stay as agreed.
+    excess, kept = cheque, list(made.schedule[4:])
+    while kept and excess >= kept[-1][2]:
+        excess -= kept.pop()[2]
+    if excess:
+        n, d, a = kept[-1]
+        kept[-1] = (n, d, a - excess)
+    expected = [(start, made.schedule[0][2]), *on_dates(made, range(2, 5))]
+    expected += [(d, a) for _, d, a in kept]
+    assert charged(w, made) == expected
+    assert sum(a for _, a in charged(w, made)) + cheque == made.invoice.total_minor
+    status, insts = plan_state(w, made)
+    assert status == "completed"
+    dropped = [n for n, s, _ in insts if s == "dropped"]
+    assert dropped == ([5, 6, 7, 8] if part == "pays off" else [7, 8])
+    if part == "shrinks":
+        assert kept[-1][0] == 6 and 0 < kept[-1][2] < made.schedule[5][2]
+    check_books(w, made, owed=made.invoice.total_minor - cheque)
+    check_outbox_clean(w)
+    with w.rt.sessions() as s:
+        assert s.get(Invoice, made.invoice.id).open_balance_minor == 0
+
+
+def customer_source(w: World, made: Made) -> str:
+    with w.rt.sessions() as s:
+        return s.get(Customer, made.invoice.customer_id).source_id
+
+
+# --- 5. The invoice is voided --------------------------------------------------------------------
+def test_a_voided_invoice_cancels_its_plan_and_nothing_more_is_charged(world):
+    w = world
+    made = offer_and_pay(w, 6)
+    start = w.today()
+    w.until(made.schedule[2][1] + timedelta(days=2))
+    _conn, ledger = w.ledger()
+    ledger.void_invoice(made.invoice.source_id)
+    w.until(end_of(made))
+    assert charged(w, made) == [(start, made.schedule[0][2]), *on_dates(made, range(2, 4))]
+    assert len(stripe_charges(w, made, succeeded_only=False)) == 3
+    status, insts = plan_state(w, made)
+    assert status == "cancelled"
+    assert [s for _, s, _ in insts] == ["paid"] * 3 + ["cancelled"] * 3
+    check_books(w, made)
+    check_outbox_clean(w)
+    # No notice went out for an installment after the void.
+    notices = [m for m in plan_mails(w, made) if "next installment" in m.subject]
+    assert len(notices) == 2
+
+
+# --- 6. The worker dies between Stripe's answer and our record ----------------------------------
+@pytest.mark.parametrize(
+    ("crash", "first"),
+    [
+        ("killed", "the retry"),
+        ("lost", "the retry"),
+        ("lost", "Stripe's event"),
+    ],
+)
+def test_a_charge_whose_answer_never_reached_us_is_not_made_twice(world, crash, first):
+    """The charge is made at Stripe; then the worker dies waiting for the answer (the outbox
+    row is left `sending`), or the connection drops on every try (the row waits to be retried).
+    Whichever comes first, the retry with the same key or Stripe's own event, the installment
+    is paid once, with one PaymentIntent, and written to the ledger once."""
+    w = world
+    made = offer_and_pay(w, 3)
+    start = w.today()
+    second = made.schedule[1]
+    w.until(second[1] - timedelta(days=1))
+    w.fake.after_next_charge = crash
+    w.rt.clock.advance(timedelta(days=1))
+    if crash == "killed":
+        with pytest.raises(WorkerKilled):
+            drain(w.rt)
+        with w.rt.sessions() as s:
+            [row] = s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "plan_charge"))
+            assert (row.status, row.attempts) == ("sending", 1)
+    else:
+        drain(w.rt)
+        with w.rt.sessions() as s:
+            rows = s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "plan_charge"))
+            [row] = [r for r in rows if r.status != "sent"]
+            assert row.status == "pending" and "connect" in (row.last_error or "").lower()
+    assert len(stripe_charges(w, made, succeeded_only=False)) == 2  # Stripe did charge
+    held = list(w.fake.outbox)
+    w.fake.outbox.clear()
+    if first == "Stripe's event":
+        w.fake.outbox.extend(held)
+        w.work()
+        assert inst_row(w, made, 2).status == "paid"
+    w.rt.clock.advance(timedelta(minutes=20))  # past the lease of a row left sending
+    w.work()
+    assert inst_row(w, made, 2).status == "paid"
+    w.fake.outbox.extend(held)  # Stripe's event, late: changes nothing
+    w.until(start + timedelta(days=70))
+    assert charged(w, made) == [(start, made.schedule[0][2]), *on_dates(made, range(2, 4))]
+    assert len(stripe_charges(w, made, succeeded_only=False)) == 3
+    keys = [k for m, p, k in w.fake.calls if m == "POST" and p == "/v1/payment_intents"]
+    assert len(set(keys)) == 2  # the lost one's retries all carried its key
+    assert plan_state(w, made)[0] == "completed"
+    check_books(w, made)
+    check_outbox_clean(w)
+
+
+# --- 7. Month ends and a leap year ---------------------------------------------------------------
+def test_plans_from_31_january_and_29_february_2028_keep_their_month_ends(world):
+    w = world
+    w.rt.clock.at = datetime(2028, 1, 31, 15, tzinfo=UTC)  # 09:00 in the company's timezone
+    assert w.today() == date(2028, 1, 31)
+    january = offer_and_pay(w, 12)
+    assert [d for _, d, _ in january.schedule] == [
+        date(2028, 1, 31),
+        date(2028, 2, 29),
+        date(2028, 3, 31),
+        date(2028, 4, 30),
+        date(2028, 5, 31),
+        date(2028, 6, 30),
+        date(2028, 7, 31),
+        date(2028, 8, 31),
+        date(2028, 9, 30),
+        date(2028, 10, 31),
+        date(2028, 11, 30),
+        date(2028, 12, 31),
+    ]
+    w.until(date(2028, 2, 29))
+    leap = offer_and_pay(w, 13)
+    assert [d for _, d, _ in leap.schedule] == [
+        *(date(2028, m, 29) for m in range(2, 13)),
+        date(2029, 1, 29),
+        date(2029, 2, 28),
+    ]
+    w.until(date(2029, 3, 2))
+    assert charged(w, january) == on_dates(january)
+    assert charged(w, leap) == on_dates(leap)
+    for made in (january, leap):
+        assert plan_state(w, made)[0] == "completed"
+        assert sum(a for _, a in charged(w, made)) == made.invoice.total_minor
+        check_books(w, made)
+    check_outbox_clean(w)
+
+
+# --- 8. The customer pays a failed installment through their link -------------------------------
+@pytest.mark.parametrize(
+    "card",
+    [
+        "the same card",
+        pytest.param(
+            "a new card",
+            marks=pytest.mark.xfail(
+                strict=True, reason="the card paid through the link is not kept for the plan"
+            ),
+        ),
+    ],
+)
+def test_a_failed_installment_paid_through_the_link_while_its_retry_is_due_is_charged_once(
+    world, card
+):
+    w = world
+    made = offer_and_pay(w, 4)
+    start = w.today()
+    second = made.schedule[1]
+    w.until(second[1] - timedelta(days=1))
+    with w.rt.sessions() as s:
+        old_method = s.get(Plan, made.plan_id).payment_method_id
+    if card == "a new card":
+        w.fake.behaviour[old_method] = DECLINE  # from now on: the card was cancelled
+    else:
+        w.fake.next_outcomes = [DECLINE]
+    w.day()
+    assert inst_row(w, made, 2).status == "failed"
+    [told] = [m for m in plan_mails(w, made) if "did not go through" in m.subject]
+    link = next(word for word in told.text_body.split() if "/pay/" in word)
+    token = link.rsplit("/pay/", 1)[1].split("/")[0]
+    retry_on = inst_row(w, made, 2).next_retry_on
+    assert retry_on == second[1] + timedelta(days=3)
+    # The retry's day: the customer opens the link from the email before the worker's pass.
+    w.rt.clock.advance(timedelta(days=3))
+    page = w.client.get(link.removeprefix(w.rt.settings.base_url))
+    assert page.status_code == 200
+    url = svc.installment_checkout(w.rt, token, made.plan_id, 2)
+    sid = url.rsplit("/", 1)[1]
+    assert w.fake.session_setup(sid)["setup_future_usage"] == "off_session"
+    w.work()  # the worker leaves the installment to the customer, who is paying it
+    assert inst_row(w, made, 2).status == "failed"
+    assert len(stripe_charges(w, made, succeeded_only=False)) == 2
+    w.fake.pay_session(sid, "pm_card_visa")
+    w.work()
+    assert inst_row(w, made, 2).status == "paid"
+    w.until(start + timedelta(days=130))
+    expected = [(start, made.schedule[0][2]), (retry_on, second[2])]
+    expected += on_dates(made, range(3, 5))
+    assert charged(w, made) == expected
+    assert len(stripe_charges(w, made, succeeded_only=False)) == 5  # one declined
+    assert plan_state(w, made)[0] == "completed"
+    check_books(w, made)
+    check_outbox_clean(w)
