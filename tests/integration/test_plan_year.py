@@ -549,18 +549,7 @@ def test_plans_from_31_january_and_29_february_2028_keep_their_month_ends(world)
 
 
 # --- 8. The customer pays a failed installment through their link -------------------------------
-@pytest.mark.parametrize(
-    "card",
-    [
-        "the same card",
-        pytest.param(
-            "a new card",
-            marks=pytest.mark.xfail(
-                strict=True, reason="the card paid through the link is not kept for the plan"
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("card", ["the same card", "a new card"])
 def test_a_failed_installment_paid_through_the_link_while_its_retry_is_due_is_charged_once(
     world, card
 ):
@@ -592,14 +581,20 @@ def test_a_failed_installment_paid_through_the_link_while_its_retry_is_due_is_ch
     w.work()  # the worker leaves the installment to the customer, who is paying it
     assert inst_row(w, made, 2).status == "failed"
     assert len(stripe_charges(w, made, succeeded_only=False)) == 2
-    w.fake.pay_session(sid, "pm_card_visa")
+    paid = w.fake.pay_session(sid, "pm_card_visa")
     w.work()
     assert inst_row(w, made, 2).status == "paid"
+    # The card used there is the plan's from now on (the link's Checkout saved it).
+    new_method = w.fake.intents[paid["payment_intent"]]["payment_method"]
+    with w.rt.sessions() as s:
+        assert s.get(Plan, made.plan_id).payment_method_id == new_method != old_method
     w.until(start + timedelta(days=130))
     expected = [(start, made.schedule[0][2]), (retry_on, second[2])]
     expected += on_dates(made, range(3, 5))
     assert charged(w, made) == expected
-    assert len(stripe_charges(w, made, succeeded_only=False)) == 5  # one declined
+    later = stripe_charges(w, made, succeeded_only=False)
+    assert len(later) == 5  # one declined
+    assert {i["payment_method"] for i in later[-2:]} == {new_method}
     assert plan_state(w, made)[0] == "completed"
     check_books(w, made)
     check_outbox_clean(w)

@@ -336,11 +336,12 @@ def installment_paid_or_failed(
         return
     plan = inst.plan
     now = rt.clock.now()
-    if (
-        row.checkout_session_id
-        and plan.payment_method_id is None
-        and new in ("pending", "succeeded")
+    if row.checkout_session_id and (
+        (plan.payment_method_id is None and new == "pending") or new == "succeeded"
     ):
+        # The plan's Checkouts all save the method used: the first one's, and the one a
+        # customer pays a failed installment with, which replaces the one that failed (a
+        # bank debit only once it has cleared).
         _save_method(rt, s, plan, row.checkout_session_id)
     if new == "pending":
         inst.status, inst.payment_intent_id = "processing", row.payment_intent_id
