@@ -27,6 +27,7 @@ from arbridge.connectors.base import PaymentLine, PaymentWriteBack
 from arbridge.money import Money
 from arbridge.services.payments import plans as svc
 from arbridge.services.payments.accounts import connect_with_key
+from arbridge.services.payments.checkout import start_checkout
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     CollectedPayment,
@@ -320,7 +321,11 @@ def inst_row(w: World, made: Made, number: int) -> PlanInstallment:
 
 # --- 2. A decline, then the retry pays --------------------------------------------------------
 def test_a_declined_installment_is_paid_by_its_first_retry_and_the_plan_goes_on(world):
+    """The worker runs late in the evening here (22:30 in Chicago, already tomorrow in UTC):
+    every date is still the company's own."""
     w = world
+    w.rt.clock.advance(timedelta(hours=13, minutes=30))
+    assert w.rt.clock.now().date() > w.today()
     made = offer_and_pay(w, 6)
     start = w.today()
     third = made.schedule[2]
@@ -597,4 +602,27 @@ def test_a_failed_installment_paid_through_the_link_while_its_retry_is_due_is_ch
     assert {i["payment_method"] for i in later[-2:]} == {new_method}
     assert plan_state(w, made)[0] == "completed"
     check_books(w, made)
+    check_outbox_clean(w)
+
+
+# --- 9. The whole balance paid through the ordinary link, by bank debit ---------------------------
+def test_a_bank_payment_of_the_whole_balance_clearing_under_the_plan_is_not_charged_again(world):
+    """Two days before the third installment the customer pays everything left through the
+    ordinary pay link, by bank debit (four days to clear): the plan charges nothing while it
+    clears, and nothing after; they never pay more than they owed."""
+    w = world
+    made = offer_and_pay(w, 6)
+    third = made.schedule[2]
+    w.until(third[1] - timedelta(days=2))
+    url = start_checkout(w.rt, made.token)
+    paid = w.fake.pay_session(url.rsplit("/", 1)[1], "pm_usBankAccount")
+    w.work()
+    with w.rt.sessions() as s:
+        assert s.get(Invoice, made.invoice.id).payment_pending
+    w.until(end_of(made))
+    took = w.fake.charges()
+    assert sum(i["amount"] for i in took) == made.invoice.total_minor
+    assert [i["id"] for i in took][-1] == paid["payment_intent"]
+    assert charged(w, made) == [(d, a) for d, a in on_dates(made, range(1, 3))]
+    assert plan_state(w, made)[0] == "completed"
     check_outbox_clean(w)
