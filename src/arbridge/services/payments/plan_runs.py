@@ -114,7 +114,8 @@ def run_due_plans(rt: Runtime) -> int:
             invoices = [invoices_by_id[pi.invoice_id] for pi in plan.invoices]
             if reconcile(rt, s, plan, invoices) == "cancelled" or plan.status != "current":
                 continue
-            queued += _due(rt, s, company, plan, today, paying_now)
+            clearing = any(i.payment_pending for i in invoices)
+            queued += _due(rt, s, company, plan, today, paying_now, clearing)
     return queued
 
 
@@ -138,6 +139,7 @@ def _due(
     plan: Plan,
     today: date,
     paying_now: set[str],
+    clearing: bool = False,
 ) -> int:
     installments = [
         rules.Installment(i.number, i.due_on, Money.from_minor(i.amount_minor, plan.currency))
@@ -153,6 +155,10 @@ def _due(
         _queue_mail(rt, s, company, plan, inst, "notice", key=f"plan-notice:{inst.id}")
     # In order: nothing later is charged while an earlier one is out or unpaid.
     if any(i.status == "processing" for i in plan.installments):
+        return 0
+    if clearing:
+        # A payment of its invoices is still clearing (a bank debit through the pay link):
+        # what it leaves owing is known only once it has, so nothing is charged meanwhile.
         return 0
     if plan.payment_method_id is None or plan.stripe_customer_id is None:
         return 0  # the first payment has not saved a method yet
