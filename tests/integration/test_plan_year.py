@@ -388,16 +388,16 @@ def test_a_bank_debit_returned_four_days_later_is_retried_and_clears(world):
 # --- 4. The balance falls under the plan ---------------------------------------------------------
 @pytest.mark.parametrize("part", ["shrinks", "pays off"])
 def test_a_payment_entered_in_the_ledger_shrinks_the_last_installments(world, part):
-    """A cheque entered straight in the books after the fourth installment: the excess comes
+    """A cheque entered straight in the books after the third installment: the excess comes
     off the last installments (the plan finishes early), or nothing more is charged at all."""
     w = world
-    made = offer_and_pay(w, 8)
+    made = offer_and_pay(w, 6)
     start = w.today()
-    w.until(made.schedule[3][1] + timedelta(days=1))
-    assert [n for n, s, _ in plan_state(w, made)[1] if s == "paid"] == [1, 2, 3, 4]
-    left = [a for n, _, a in made.schedule if n > 4]
-    # A cheque for two and a half installments, or for everything left.
-    cheque = sum(left) if part == "pays off" else left[-1] + left[-2] + left[-3] // 2
+    w.until(made.schedule[2][1] + timedelta(days=1))
+    assert [n for n, s, _ in plan_state(w, made)[1] if s == "paid"] == [1, 2, 3]
+    left = [a for n, _, a in made.schedule if n > 3]
+    # A cheque for one and a half installments, or for everything left.
+    cheque = sum(left) if part == "pays off" else left[-1] + left[-2] // 2
     _conn, ledger = w.ledger()
     ledger.post_payment(
         PaymentWriteBack(
@@ -414,22 +414,22 @@ def test_a_payment_entered_in_the_ledger_shrinks_the_last_installments(world, pa
     w.until(end_of(made))
     # Expected, worked out by hand: from the last installment back, whole ones dropped, then
     # the last one kept gives up the rest; the earlier dates and amounts stay as agreed.
-    excess, kept = cheque, list(made.schedule[4:])
+    excess, kept = cheque, list(made.schedule[3:])
     while kept and excess >= kept[-1][2]:
         excess -= kept.pop()[2]
     if excess:
         n, d, a = kept[-1]
         kept[-1] = (n, d, a - excess)
-    expected = [(start, made.schedule[0][2]), *on_dates(made, range(2, 5))]
+    expected = [(start, made.schedule[0][2]), *on_dates(made, range(2, 4))]
     expected += [(d, a) for _, d, a in kept]
     assert charged(w, made) == expected
     assert sum(a for _, a in charged(w, made)) + cheque == made.invoice.total_minor
     status, insts = plan_state(w, made)
     assert status == "completed"
     dropped = [n for n, s, _ in insts if s == "dropped"]
-    assert dropped == ([5, 6, 7, 8] if part == "pays off" else [7, 8])
+    assert dropped == ([4, 5, 6] if part == "pays off" else [6])
     if part == "shrinks":
-        assert kept[-1][0] == 6 and 0 < kept[-1][2] < made.schedule[5][2]
+        assert kept[-1][0] == 5 and 0 < kept[-1][2] < made.schedule[4][2]
     check_books(w, made, owed=made.invoice.total_minor - cheque)
     check_outbox_clean(w)
     with w.rt.sessions() as s:
@@ -611,7 +611,7 @@ def test_a_bank_payment_of_the_whole_balance_clearing_under_the_plan_is_not_char
     ordinary pay link, by bank debit (four days to clear): the plan charges nothing while it
     clears, and nothing after; they never pay more than they owed."""
     w = world
-    made = offer_and_pay(w, 6)
+    made = offer_and_pay(w, 4)
     third = made.schedule[2]
     w.until(third[1] - timedelta(days=2))
     url = start_checkout(w.rt, made.token)
