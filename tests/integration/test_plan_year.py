@@ -21,7 +21,7 @@ import pytest
 import responses
 from sqlalchemy import select
 
-from arbridge.clock import local_date
+from arbridge.clock import local_date, utc
 from arbridge.collections.plans import add_months
 from arbridge.connectors.base import PaymentLine, PaymentWriteBack
 from arbridge.money import Money
@@ -45,6 +45,7 @@ from tests.conftest import sync_now
 from tests.stripe_http_fake import (
     ACCOUNT,
     API,
+    AUTHENTICATE,
     DECLINE,
     StripeHTTPFake,
     WorkerKilled,
@@ -281,6 +282,13 @@ def test_twelve_monthly_installments_are_charged_on_their_dates_to_the_cent(worl
     # The off-session charges were sent with one key per installment and attempt.
     keys = [k for m, p, k in w.fake.calls if m == "POST" and p == "/v1/payment_intents"]
     assert len(keys) == len(set(keys)) == 12 and all(k.startswith("plan_charge:") for k in keys)
+    # A notice three days before each charge, with its amount and date.
+    notices = [m for m in plan_mails(w, made) if "next installment" in m.subject]
+    assert [local_date(utc(m.created_at), w.tz) for m in notices] == [
+        d - timedelta(days=3) for _, d, _ in made.schedule[1:]
+    ]
+    for m, (_, d, a) in zip(notices, made.schedule[1:], strict=True):
+        assert Money.from_minor(a, "USD").format() in m.subject and d.isoformat() in m.subject
     with w.rt.sessions() as s:
         assert s.get(Invoice, made.invoice.id).open_balance_minor == 0
 
@@ -320,8 +328,16 @@ def inst_row(w: World, made: Made, number: int) -> PlanInstallment:
 
 
 # --- 2. A decline, then the retry pays --------------------------------------------------------
-def test_a_declined_installment_is_paid_by_its_first_retry_and_the_plan_goes_on(world):
-    """The worker runs late in the evening here (22:30 in Chicago, already tomorrow in UTC):
+@pytest.mark.parametrize(
+    ("outcome", "words"),
+    [(DECLINE, "insufficient funds"), (AUTHENTICATE, "requires authentication")],
+    ids=["declined", "authentication required"],
+)
+def test_a_declined_installment_is_paid_by_its_first_retry_and_the_plan_goes_on(
+    world, outcome, words
+):
+    """The card is declined (or its bank wants the holder there) once; the first retry pays.
+    The worker runs late in the evening here (22:30 in Chicago, already tomorrow in UTC):
     every date is still the company's own."""
     w = world
     w.rt.clock.advance(timedelta(hours=13, minutes=30))
@@ -330,13 +346,13 @@ def test_a_declined_installment_is_paid_by_its_first_retry_and_the_plan_goes_on(
     start = w.today()
     third = made.schedule[2]
     w.until(third[1] - timedelta(days=1))
-    w.fake.next_outcomes = [DECLINE]  # insufficient funds, this once
+    w.fake.next_outcomes = [outcome]  # this once
     w.day()
     failed = inst_row(w, made, 3)
     assert (failed.status, failed.failures) == ("failed", 1)
     assert failed.next_retry_on == third[1] + timedelta(days=3)
     [told] = [m for m in plan_mails(w, made) if "did not go through" in m.subject]
-    assert "insufficient funds" in told.text_body and third[1].isoformat() not in told.subject
+    assert words in told.text_body and "/pay/" in told.text_body
     assert failed.next_retry_on.isoformat() in told.text_body
     w.day(2)
     assert inst_row(w, made, 3).status == "failed"  # no charge before the retry's day
@@ -605,24 +621,31 @@ def test_a_failed_installment_paid_through_the_link_while_its_retry_is_due_is_ch
     check_outbox_clean(w)
 
 
-# --- 9. The whole balance paid through the ordinary link, by bank debit ---------------------------
-def test_a_bank_payment_of_the_whole_balance_clearing_under_the_plan_is_not_charged_again(world):
+# --- 9. The whole balance paid through the ordinary link ------------------------------------------
+@pytest.mark.parametrize("method", ["pm_card_visa", "pm_usBankAccount"], ids=["card", "bank"])
+def test_the_whole_balance_paid_through_the_pay_link_under_the_plan_is_not_charged_again(
+    world, method
+):
     """Two days before the third installment the customer pays everything left through the
-    ordinary pay link, by bank debit (four days to clear): the plan charges nothing while it
-    clears, and nothing after; they never pay more than they owed."""
+    ordinary pay link, by card or by bank debit (four days to clear): the plan charges nothing
+    while it clears, and nothing after; they never pay more than they owed."""
     w = world
     made = offer_and_pay(w, 4)
     third = made.schedule[2]
     w.until(third[1] - timedelta(days=2))
     url = start_checkout(w.rt, made.token)
-    paid = w.fake.pay_session(url.rsplit("/", 1)[1], "pm_usBankAccount")
+    paid = w.fake.pay_session(url.rsplit("/", 1)[1], method)
     w.work()
     with w.rt.sessions() as s:
-        assert s.get(Invoice, made.invoice.id).payment_pending
+        assert s.get(Invoice, made.invoice.id).payment_pending == (method == "pm_usBankAccount")
     w.until(end_of(made))
     took = w.fake.charges()
     assert sum(i["amount"] for i in took) == made.invoice.total_minor
     assert [i["id"] for i in took][-1] == paid["payment_intent"]
     assert charged(w, made) == [(d, a) for d, a in on_dates(made, range(1, 3))]
     assert plan_state(w, made)[0] == "completed"
+    check_books(w, made)
+    _conn, ledger = w.ledger()
+    [posted] = [p for p in ledger.read()["Payment"] if p["reference"] == paid["payment_intent"]]
+    assert Money(Decimal(posted["amount"]), "USD").minor == paid["amount_total"]
     check_outbox_clean(w)
