@@ -36,6 +36,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stripe"
 ACCOUNT = "acct_1PgafTB7WZ01zgkW"
 WEBHOOK_SECRET = "whsec_plan_year_4f0c3b2a1d9e8f7a6b5c4d3e"
 
+KEPT = 24 * 3600  # seconds Stripe keeps an idempotency key
 SUCCEED, DECLINE, AUTHENTICATE, PROCESS = "succeed", "decline", "authenticate", "process"
 # Stripe's errors for its test cards, as its 402 answers carry them.
 ERRORS = {
@@ -141,7 +142,9 @@ class StripeHTTPFake:
         self.methods: dict[str, dict[str, Any]] = {}
         self.behaviour: dict[str, str] = {}  # how each saved method answers a charge
         self._session_intent_data: dict[str, dict[str, Any]] = {}
-        self.answers: dict[str, tuple[int, dict[str, Any]]] = {}
+        # Idempotency keys and their first answers, with when they were first seen: Stripe
+        # forgets a key after 24 hours, and a repeat after that is a new request.
+        self.answers: dict[str, tuple[int, dict[str, Any], int]] = {}
         self.outbox: list[dict[str, Any]] = []  # events not delivered yet
         self.delivered: list[dict[str, Any]] = []
         # Outcomes for the next off-session charges, first first; otherwise by the method.
@@ -219,12 +222,12 @@ class StripeHTTPFake:
 
         def reply(request):
             key = request.headers.get("Idempotency-Key")
-            if key and key in self.answers:
-                status, body = self.answers[key]
+            if key and key in self.answers and self.answers[key][2] > self._now() - KEPT:
+                status, body, _ = self.answers[key]
             else:
                 status, body = create(request)
                 if key:
-                    self.answers[key] = (status, body)
+                    self.answers[key] = (status, body, self._now())
             if request.url.endswith("/v1/payment_intents") and self.after_next_charge:
                 if self.after_next_charge == "killed":
                     self.after_next_charge = None

@@ -480,18 +480,21 @@ def test_a_voided_invoice_cancels_its_plan_and_nothing_more_is_charged(world):
 
 # --- 6. The worker dies between Stripe's answer and our record ----------------------------------
 @pytest.mark.parametrize(
-    ("crash", "first"),
+    ("crash", "first", "back_after"),
     [
-        ("killed", "the retry"),
-        ("lost", "the retry"),
-        ("lost", "Stripe's event"),
+        ("killed", "the retry", timedelta(minutes=20)),
+        ("killed", "the retry", timedelta(days=2)),
+        ("lost", "the retry", timedelta(minutes=20)),
+        ("lost", "Stripe's event", timedelta(minutes=20)),
     ],
+    ids=["killed", "killed, back after Stripe forgot the key", "lost", "lost, event first"],
 )
-def test_a_charge_whose_answer_never_reached_us_is_not_made_twice(world, crash, first):
+def test_a_charge_whose_answer_never_reached_us_is_not_made_twice(world, crash, first, back_after):
     """The charge is made at Stripe; then the worker dies waiting for the answer (the outbox
     row is left `sending`), or the connection drops on every try (the row waits to be retried).
     Whichever comes first, the retry with the same key or Stripe's own event, the installment
-    is paid once, with one PaymentIntent, and written to the ledger once."""
+    is paid once, with one PaymentIntent, and written to the ledger once; also when the worker
+    comes back only after Stripe has forgotten the key (24 hours)."""
     w = world
     made = offer_and_pay(w, 3)
     start = w.today()
@@ -518,7 +521,7 @@ def test_a_charge_whose_answer_never_reached_us_is_not_made_twice(world, crash, 
         w.fake.outbox.extend(held)
         w.work()
         assert inst_row(w, made, 2).status == "paid"
-    w.rt.clock.advance(timedelta(minutes=20))  # past the lease of a row left sending
+    w.rt.clock.advance(back_after)  # past the lease of a row left sending
     w.work()
     assert inst_row(w, made, 2).status == "paid"
     w.fake.outbox.extend(held)  # Stripe's event, late: changes nothing
