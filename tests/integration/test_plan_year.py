@@ -370,6 +370,33 @@ def test_a_declined_installment_is_paid_by_its_first_retry_and_the_plan_goes_on(
     check_outbox_clean(w)
 
 
+def test_a_card_declined_on_every_retry_defaults_the_plan_and_nothing_more_is_charged(world):
+    """Declined on its date and on each retry, 3, 5 and 7 days after the first failure: the
+    plan defaults, the customer and the owner are told, nothing more is ever charged."""
+    w = world
+    made = offer_and_pay(w, 4)
+    second = made.schedule[1]
+    w.until(second[1] - timedelta(days=1))
+    with w.rt.sessions() as s:
+        w.fake.behaviour[s.get(Plan, made.plan_id).payment_method_id] = DECLINE
+    w.until(end_of(made))
+    tries = stripe_charges(w, made, succeeded_only=False)[1:]
+    assert [(local_date(created_at(i), w.tz), i["amount"]) for i in tries] == [
+        (second[1] + timedelta(days=d), second[2]) for d in (0, 3, 5, 7)
+    ]
+    assert {i["status"] for i in tries} == {"requires_payment_method"}
+    status, insts = plan_state(w, made)
+    assert status == "defaulted"
+    assert [s for _, s, _ in insts] == ["paid", "cancelled", "cancelled", "cancelled"]
+    assert inst_row(w, made, 2).failures == 4
+    assert any("has ended" in m.subject for m in plan_mails(w, made))
+    with w.rt.sessions() as s:
+        owner = s.scalars(select(MailMessage).where(MailMessage.kind == "owner")).all()
+        assert any("defaulted" in m.subject for m in owner)
+    check_books(w, made)
+    check_outbox_clean(w)
+
+
 # --- 3. A bank debit comes back four days later ------------------------------------------------
 def test_a_bank_debit_returned_four_days_later_is_retried_and_clears(world):
     w = world
