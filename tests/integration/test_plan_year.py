@@ -52,9 +52,6 @@ from tests.stripe_http_fake import (
     created_at,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
-
-
 @dataclass
 class World:
     rt: Any
