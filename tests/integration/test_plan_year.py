@@ -52,6 +52,7 @@ from tests.stripe_http_fake import (
     created_at,
 )
 
+
 @dataclass
 class World:
     rt: Any
@@ -159,13 +160,11 @@ def offer_and_pay(
     installments: int,
     *,
     deposit: int = 0,
-    start_on: date | None = None,
     method: str = "pm_card_visa",
-    invoice: Invoice | None = None,
 ) -> Made:
     """The owner offers a monthly plan; the customer agrees and pays its first amount in
     Checkout, which saves the method; Stripe's events arrive; the worker runs."""
-    inv = invoice or pick_invoice(w)
+    inv = pick_invoice(w)
     made = svc.make_offer(
         w.rt,
         company_id=w.company.id,
@@ -173,7 +172,6 @@ def offer_and_pay(
         installments=installments,
         every="month",
         deposit_percent=Decimal(deposit),
-        start_on=start_on,
     )
     token = made.link.rsplit("/pay/", 1)[1].split("/")[0]
     with w.rt.sessions() as s:
@@ -262,34 +260,6 @@ def on_dates(made: Made, numbers: range | list[int] | None = None) -> list[tuple
     return [(d, a) for n, d, a in made.schedule if numbers is None or n in numbers]
 
 
-# --- 1. On time, for a year -------------------------------------------------------------------
-def test_twelve_monthly_installments_are_charged_on_their_dates_to_the_cent(world):
-    w = world
-    made = offer_and_pay(w, 12, deposit=10)
-    assert len(made.schedule) == 13 and made.schedule[0][0] == 0  # the deposit, then 12
-    start = w.today()
-    assert [d for _, d, _ in made.schedule[1:]] == [add_months(start, k) for k in range(1, 13)]
-    w.until(start + timedelta(days=366))
-    # The deposit on the day of agreeing (Checkout), then each installment on its own date.
-    assert charged(w, made) == [(start, made.schedule[0][2]), *on_dates(made, range(1, 13))]
-    assert sum(a for _, a in charged(w, made)) == made.invoice.total_minor
-    status, insts = plan_state(w, made)
-    assert status == "completed" and {s for _, s, _ in insts} == {"paid"}
-    check_books(w, made)
-    # The off-session charges were sent with one key per installment and attempt.
-    keys = [k for m, p, k in w.fake.calls if m == "POST" and p == "/v1/payment_intents"]
-    assert len(keys) == len(set(keys)) == 12 and all(k.startswith("plan_charge:") for k in keys)
-    # A notice three days before each charge, with its amount and date.
-    notices = [m for m in plan_mails(w, made) if "next installment" in m.subject]
-    assert [local_date(utc(m.created_at), w.tz) for m in notices] == [
-        d - timedelta(days=3) for _, d, _ in made.schedule[1:]
-    ]
-    for m, (_, d, a) in zip(notices, made.schedule[1:], strict=True):
-        assert Money.from_minor(a, "USD").format() in m.subject and d.isoformat() in m.subject
-    with w.rt.sessions() as s:
-        assert s.get(Invoice, made.invoice.id).open_balance_minor == 0
-
-
 def check_outbox_clean(w: World) -> None:
     """Nothing was given up on or left unsure along the way."""
     with w.rt.sessions() as s:
@@ -322,6 +292,34 @@ def inst_row(w: World, made: Made, number: int) -> PlanInstallment:
         )
         s.expunge(row)
         return row
+
+
+# --- 1. On time, for a year -------------------------------------------------------------------
+def test_twelve_monthly_installments_are_charged_on_their_dates_to_the_cent(world):
+    w = world
+    made = offer_and_pay(w, 12, deposit=10)
+    assert len(made.schedule) == 13 and made.schedule[0][0] == 0  # the deposit, then 12
+    start = w.today()
+    assert [d for _, d, _ in made.schedule[1:]] == [add_months(start, k) for k in range(1, 13)]
+    w.until(start + timedelta(days=366))
+    # The deposit on the day of agreeing (Checkout), then each installment on its own date.
+    assert charged(w, made) == [(start, made.schedule[0][2]), *on_dates(made, range(1, 13))]
+    assert sum(a for _, a in charged(w, made)) == made.invoice.total_minor
+    status, insts = plan_state(w, made)
+    assert status == "completed" and {s for _, s, _ in insts} == {"paid"}
+    check_books(w, made)
+    # The off-session charges were sent with one key per installment and attempt.
+    keys = [k for m, p, k in w.fake.calls if m == "POST" and p == "/v1/payment_intents"]
+    assert len(keys) == len(set(keys)) == 12 and all(k.startswith("plan_charge:") for k in keys)
+    # A notice three days before each charge, with its amount and date.
+    notices = [m for m in plan_mails(w, made) if "next installment" in m.subject]
+    assert [local_date(utc(m.created_at), w.tz) for m in notices] == [
+        d - timedelta(days=3) for _, d, _ in made.schedule[1:]
+    ]
+    for m, (_, d, a) in zip(notices, made.schedule[1:], strict=True):
+        assert Money.from_minor(a, "USD").format() in m.subject and d.isoformat() in m.subject
+    with w.rt.sessions() as s:
+        assert s.get(Invoice, made.invoice.id).open_balance_minor == 0
 
 
 # --- 2. A decline, then the retry pays --------------------------------------------------------
