@@ -21,7 +21,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -232,7 +232,8 @@ class StripeHTTPFake:
                 if self.after_next_charge == "killed":
                     self.after_next_charge = None
                     raise WorkerKilled("the worker died waiting for Stripe's answer")
-                # Done at Stripe; the answer lost on the way back, on every try of this call.
+                # Done at Stripe; the answer lost on the way back, on every try of this call
+                # (the gateway's client tries three times: once and two retries).
                 self.lost_answers += 1
                 if self.lost_answers >= 3:
                     self.after_next_charge, self.lost_answers = None, 0
@@ -525,7 +526,6 @@ class StripeHTTPFake:
         return codes
 
 
-def created_at(intent: dict[str, Any]) -> datetime:
-    from datetime import UTC
-
-    return datetime.fromtimestamp(intent["created"], UTC)
+def created_at(obj: dict[str, Any]) -> datetime:
+    """When Stripe made the object (its `created`), as an aware UTC datetime."""
+    return datetime.fromtimestamp(obj["created"], UTC)
