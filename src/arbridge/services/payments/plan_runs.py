@@ -124,7 +124,8 @@ def run_due_plans(rt: Runtime) -> int:
             invoices = [invoices_by_id[pi.invoice_id] for pi in plan.invoices]
             if reconcile(rt, s, plan, invoices) == "cancelled" or plan.status != "current":
                 continue
-            queued += _due(rt, s, company, plan, today, paying_now)
+            clearing = any(i.payment_pending for i in invoices)
+            queued += _due(rt, s, company, plan, today, paying_now, clearing)
     return queued
 
 
@@ -182,6 +183,7 @@ def _due(
     plan: Plan,
     today: date,
     paying_now: set[str],
+    clearing: bool = False,
 ) -> int:
     installments = [
         rules.Installment(i.number, i.due_on, Money.from_minor(i.amount_minor, plan.currency))
@@ -197,6 +199,10 @@ def _due(
         _queue_mail(rt, s, company, plan, inst, "notice", key=f"plan-notice:{inst.id}")
     # In order: nothing later is charged while an earlier one is out or unpaid.
     if any(i.status == "processing" for i in plan.installments):
+        return 0
+    if clearing:
+        # A payment of its invoices is still clearing (a bank debit through the pay link):
+        # what it leaves owing is known only once it has, so nothing is charged meanwhile.
         return 0
     if plan.payment_method_id is None or plan.stripe_customer_id is None:
         return 0  # the first payment has not saved a method yet
@@ -380,13 +386,12 @@ def installment_paid_or_failed(
         return
     plan = inst.plan
     now = rt.clock.now()
-    if (
-        row.checkout_session_id
-        and new in ("pending", "succeeded")
-        and (plan.payment_method_id is None or inst.status == "failed")
+    if row.checkout_session_id and (
+        (plan.payment_method_id is None and new == "pending") or new == "succeeded"
     ):
-        # The first payment saved a method; a failed installment paid through the link may
-        # have saved a new one (another card): later installments are charged to that.
+        # The plan's Checkouts all save the method used: the first one's, and the one a
+        # customer pays a failed installment with, which replaces the one that failed (a
+        # bank debit only once it has cleared).
         _save_method(rt, s, plan, row.checkout_session_id)
     if new == "pending":
         inst.status, inst.payment_intent_id = "processing", row.payment_intent_id
