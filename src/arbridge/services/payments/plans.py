@@ -722,8 +722,10 @@ def end_plan(rt: Runtime, s: Session, plan: Plan, status: str, reason: str) -> N
     plan.status, plan.ended_at, plan.end_reason, plan.updated_at = status, now, reason, now
     for inst in plan.installments:
         if inst.status in UNSETTLED:
-            inst.status = "cancelled"
             inst.next_retry_on = None
+            # The installment a plan defaulted on stays "failed": the record of why.
+            if not (status == "defaulted" and inst.status == "failed"):
+                inst.status = "cancelled"
     customer = s.get(Customer, plan.customer_id)
     who = customer.name if customer else "a customer"
     log_activity(
