@@ -382,7 +382,8 @@ def test_a_card_declined_on_every_retry_defaults_the_plan_and_nothing_more_is_ch
     assert {i["status"] for i in tries} == {"requires_payment_method"}
     status, insts = plan_state(w, made)
     assert status == "defaulted"
-    assert [s for _, s, _ in insts] == ["paid", "cancelled", "cancelled", "cancelled"]
+    # The installment it defaulted on stays "failed"; the rest are cancelled.
+    assert [s for _, s, _ in insts] == ["paid", "failed", "cancelled", "cancelled"]
     assert inst_row(w, made, 2).failures == 4
     assert any("has ended" in m.subject for m in plan_mails(w, made))
     with w.rt.sessions() as s:
