@@ -13,6 +13,28 @@ from arbridge.cli.common import DAY, Group, WholeNumber, open_runtime
 from arbridge.errors import ArbridgeError
 
 
+class Percent(click.ParamType):
+    """A percent from 0 to under 100, ASCII digits with up to two decimal places."""
+
+    name = "P"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Decimal:
+        from arbridge.inputs import InputError, parse_decimal
+
+        try:
+            percent = parse_decimal(str(value), places=2)
+        except InputError as e:
+            self.fail(f"{e}.", param, ctx)
+        if not 0 <= percent < 100:
+            self.fail("a deposit is a percent from 0 to under 100.", param, ctx)
+        return percent
+
+
+PERCENT = Percent()
+
+
 @click.group(cls=Group)
 def plans() -> None:
     """Installment plans: offer one for an invoice, list them."""
@@ -33,7 +55,7 @@ def plans() -> None:
 @click.option(
     "--deposit-percent",
     "deposit",
-    type=WholeNumber(0, 99),
+    type=PERCENT,
     default=None,
     help="A deposit, as a percent of the total, due on the start date (default: the company's).",
 )
@@ -41,7 +63,12 @@ def plans() -> None:
     "--start", "start", type=DAY, default=None, help="The first payment's date (default: today)."
 )
 def create(
-    slug: str, number: str, installments: int, every: str, deposit: int | None, start: date | None
+    slug: str,
+    number: str,
+    installments: int,
+    every: str,
+    deposit: Decimal | None,
+    start: date | None,
 ) -> None:
     """Offer a plan for one invoice: prints the schedule and the link where the
     customer reads it, agrees and pays the first amount (the rest are charged
@@ -56,7 +83,7 @@ def create(
         invoice_numbers=[number],
         installments=installments,
         every=every,
-        deposit_percent=Decimal(deposit) if deposit is not None else None,
+        deposit_percent=deposit,
         start_on=start,
         origin="cli",
     )
