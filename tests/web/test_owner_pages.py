@@ -3,11 +3,27 @@ the customers list and page, the invoices list and the payments page."""
 
 from __future__ import annotations
 
+import csv
+import io
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
 from sqlalchemy import select
 
 from arbridge.sync.db import transaction
-from arbridge.sync.model import CallTask, Invoice, InvoiceHold
-from tests.web.conftest import parse
+from arbridge.sync.model import (
+    CallTask,
+    Company,
+    Contact,
+    Customer,
+    Invoice,
+    InvoiceHold,
+    Payment,
+    PaymentAllocation,
+)
+from arbridge.sync.store import aging_report, company_today
+from arbridge.web.csv_export import safe_cell
+from tests.web.conftest import Node, amount, csrf_token, form_fields, parse
 
 
 def _nav(html: bytes) -> list[str]:
@@ -64,3 +80,243 @@ def test_the_navigation_counts_calls_to_make_and_replies_waiting(owner_client, r
     calls, replies = doc.by_id("nav-calls"), doc.by_id("nav-replies")
     assert calls.children[0] == "2" and calls.find("span").text == "to make"
     assert replies.children[0] == "1" and replies.find("span").text == "reply waiting"
+
+
+# ---------------------------------------------------------------------------------------------
+# Customers.
+
+
+def _customer_rows(html: bytes) -> list[Node]:
+    table = parse(html).by_id("customers")
+    return table.find("tbody").find_all("tr") if table else []
+
+
+def _cell(tr: Node, cls: str) -> str:
+    return tr.find("td", cls=cls).text
+
+
+def test_the_customers_balances_add_up_to_the_dashboards_open_balance(
+    owner_client, rt, demo_company
+):
+    """The list sums in the database, converting foreign invoices at their own rate and rounding
+    each once, the way the dashboard's aging does in Python: the totals agree to the cent."""
+    rows = _customer_rows(owner_client.get("/c/demo/customers").data)
+    assert len(rows) == 40
+    with rt.sessions() as s:
+        company = s.get(Company, demo_company.id)
+        aging = aging_report(s, company, company_today(company, rt.clock))
+    assert sum(amount(_cell(r, "balance")) for r in rows) == aging.open_balance.amount
+    assert sum(amount(_cell(r, "overdue")) for r in rows) == aging.overdue_balance.amount
+
+
+def test_the_customers_list_sorts_searches_and_pages(owner_client):
+    by_balance = _customer_rows(owner_client.get("/c/demo/customers?sort=balance&dir=desc").data)
+    balances = [amount(_cell(r, "balance")) for r in by_balance]
+    assert balances == sorted(balances, reverse=True) and balances[0] > balances[-1]
+    by_late = _customer_rows(owner_client.get("/c/demo/customers?sort=lateness&dir=asc").data)
+    late = [int(_cell(r, "lateness")) for r in by_late]
+    assert late == sorted(late)
+    names = [r.find("a").text for r in _customer_rows(owner_client.get("/c/demo/customers").data)]
+    assert names == sorted(names, key=str.lower)
+    # Search: part of a name, any case; % and _ are letters, not wildcards.
+    found = _customer_rows(owner_client.get("/c/demo/customers?q=COPPER").data)
+    assert found and all("copper" in r.find("a").text.lower() for r in found)
+    assert _customer_rows(owner_client.get("/c/demo/customers?q=%25").data) == []
+    # An unknown sort falls back to names; a page past the end is empty, a silly one a 404.
+    assert owner_client.get("/c/demo/customers?sort=drop+table&dir=x").status_code == 200
+    assert _customer_rows(owner_client.get("/c/demo/customers?page=3").data) == []
+    assert owner_client.get("/c/demo/customers?page=abc").status_code == 404
+
+
+def _paid_invoice(s, company_id, customer_id, number, due, paid_on, minor=10_000):
+    inv = Invoice(
+        company_id=company_id,
+        customer_id=customer_id,
+        source="demo",
+        source_id=f"late-{number}",
+        number=number,
+        issued_on=due - timedelta(days=30),
+        due_on=due,
+        currency="USD",
+        exchange_rate=Decimal(1),
+        total_minor=minor,
+        ledger_balance_minor=0,
+        status="paid",
+        synced_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    pay = Payment(
+        company_id=company_id,
+        customer_id=customer_id,
+        source="demo",
+        source_id=f"late-pay-{number}",
+        received_on=paid_on,
+        currency="USD",
+        exchange_rate=Decimal(1),
+        amount_minor=minor,
+        synced_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    s.add_all([inv, pay])
+    s.flush()
+    s.add(
+        PaymentAllocation(
+            company_id=company_id, invoice_id=inv.id, payment_id=pay.id, amount_minor=minor
+        )
+    )
+
+
+def test_lateness_is_the_mean_days_late_of_invoices_closed_in_the_last_year(
+    owner_client, rt, demo_company
+):
+    today = date(2026, 11, 24)
+    with transaction(rt.sessions) as s:
+        cust = Customer(
+            company_id=demo_company.id,
+            source="demo",
+            source_id="late-c",
+            name="Tardy Teapots",
+            currency="USD",
+            synced_at=rt.clock.now(),
+        )
+        s.add(cust)
+        s.flush()
+        d = timedelta
+        # 10 days late, 5 days late, paid early (counts as 0), and one closed 400 days ago.
+        _paid_invoice(s, demo_company.id, cust.id, "L1", today - d(40), today - d(30))
+        _paid_invoice(s, demo_company.id, cust.id, "L2", today - d(20), today - d(15))
+        _paid_invoice(s, demo_company.id, cust.id, "L3", today - d(5), today - d(9))
+        _paid_invoice(s, demo_company.id, cust.id, "L4", today - d(500), today - d(400))
+        cust_id = cust.id
+    row = _customer_rows(owner_client.get("/c/demo/customers?q=Tardy").data)[0]
+    assert _cell(row, "lateness") == "5"  # (10 + 5 + 0) / 3
+    assert _cell(row, "last-payment") == "Nov 15, 2026"
+    assert amount(_cell(row, "balance")) == 0
+    page = parse(owner_client.get(f"/c/demo/customers/{cust_id}").data)
+    assert page.by_id("customer-lateness").text == "5"
+    assert [a.text for a in page.by_id("paid-invoices").find_all("a")] == ["L3", "L2", "L1", "L4"]
+
+
+def test_the_customers_csv_neutralises_formulas(owner_client, rt, demo_company):
+    with transaction(rt.sessions) as s:
+        for i, name in enumerate(('=HYPERLINK("http://x")', "+1 Plumbing", "@sum", "-2 Co")):
+            s.add(
+                Customer(
+                    company_id=demo_company.id,
+                    source="demo",
+                    source_id=f"csv-{i}",
+                    name=name,
+                    currency="USD",
+                    synced_at=rt.clock.now(),
+                )
+            )
+    response = owner_client.get("/c/demo/customers.csv?sort=name")
+    assert response.status_code == 200
+    assert response.mimetype == "text/csv"
+    assert "attachment" in response.headers["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    assert rows[0][0] == "Customer" and len(rows) == 1 + 44
+    names = {r[0] for r in rows[1:]}
+    assert {'\'=HYPERLINK("http://x")', "'+1 Plumbing", "'@sum", "'-2 Co"} <= names
+    assert not any(r[0][:1] in "=+-@\t\r" for r in rows[1:])
+    assert safe_cell("\tcmd") == "'\tcmd" and safe_cell("\r=1") == "'\r=1"
+    assert safe_cell("Acme") == "Acme" and safe_cell(None) == ""
+
+
+def _a_customer_with_contacts(rt, company_id: int) -> tuple[int, int, int]:
+    """(customer id, its contact id, another customer's contact id)."""
+    with rt.sessions() as s:
+        contacts = s.scalars(
+            select(Contact).where(Contact.company_id == company_id).order_by(Contact.id)
+        ).all()
+        first = contacts[0]
+        other = next(c for c in contacts if c.customer_id != first.customer_id)
+        return first.customer_id, first.id, other.id
+
+
+def test_a_customers_page_shows_their_invoices_and_edits_their_contact(
+    owner_client, rt, demo_company
+):
+    cust_id, contact_id, foreign_contact = _a_customer_with_contacts(rt, demo_company.id)
+    url = f"/c/demo/customers/{cust_id}"
+    page = owner_client.get(url)
+    assert page.status_code == 200
+    doc = parse(page.data)
+    with rt.sessions() as s:
+        cust = s.get(Customer, cust_id)
+        open_numbers = {
+            i.number
+            for i in s.scalars(
+                select(Invoice).where(Invoice.customer_id == cust_id, Invoice.is_open)
+            )
+        }
+    assert doc.find("h1").text == cust.name
+    shown = {a.text for a in doc.by_id("open-invoices").find_all("a")}
+    assert shown == open_numbers
+    for section in ("contacts", "messages", "replies", "customer-payments", "customer-plans"):
+        assert doc.by_id(section) is not None, section
+    assert (
+        doc.by_id("plan-choice-form").attrs["action"] == f"/c/demo/customers/{cust_id}/plan-choice"
+    )
+    token = csrf_token(page.data)
+
+    saved = owner_client.post(
+        f"{url}/contact",
+        data={
+            "csrf_token": token,
+            "contact_id": contact_id,
+            "email": "ap@x.example",
+            "phone": "+1 (555) 010-7",
+        },
+    )
+    assert saved.status_code == 303 and saved.headers["Location"].endswith(f"{url}#contacts")
+    with rt.sessions() as s:
+        c = s.get(Contact, contact_id)
+        assert (c.email, c.phone) == ("ap@x.example", "+1 (555) 010-7")
+    # Bad input: a clear message, nothing saved.
+    for field, value in (("email", "not an email"), ("phone", "=cmd|' /C calc'!A0")):
+        data = {
+            "csrf_token": token,
+            "contact_id": contact_id,
+            "email": "ap@x.example",
+            field: value,
+        }
+        refused = owner_client.post(f"{url}/contact", data=data, follow_redirects=True)
+        assert refused.status_code == 200 and b'class="flash error"' in refused.data
+    with rt.sessions() as s:
+        assert s.get(Contact, contact_id).phone == "+1 (555) 010-7"
+    # Another customer's contact through this customer's form: not found.
+    other = owner_client.post(
+        f"{url}/contact", data={"csrf_token": token, "contact_id": foreign_contact, "email": ""}
+    )
+    assert other.status_code == 404
+
+    owner_client.post(f"{url}/timezone", data={"csrf_token": token, "timezone": "Europe/Paris"})
+    assert (
+        owner_client.post(
+            f"{url}/timezone", data={"csrf_token": token, "timezone": "Mars/Olympus"}
+        ).status_code
+        == 303
+    )
+    with rt.sessions() as s:
+        assert s.get(Customer, cust_id).timezone == "Europe/Paris"
+
+
+def test_do_not_chase_and_the_sequence_from_a_customers_page_come_back_to_it(
+    owner_client, rt, demo_company
+):
+    cust_id, _c, _o = _a_customer_with_contacts(rt, demo_company.id)
+    url = f"/c/demo/customers/{cust_id}"
+    doc = parse(owner_client.get(url).data)
+    token = csrf_token(owner_client.get(url).data)
+    form = doc.by_id("do-not-chase-form")
+    back = owner_client.post(form.attrs["action"], data=form_fields(form))
+    assert back.headers["Location"] == f"{url}#chasing"
+    seq = doc.by_id("sequence-form")
+    assert (
+        owner_client.post(seq.attrs["action"], data=form_fields(seq)).headers["Location"]
+        == f"{url}#chasing"
+    )
+    with rt.sessions() as s:
+        assert s.get(Customer, cust_id).do_not_chase is True
+    doc = parse(owner_client.get(url).data)
+    assert "do not chase" in doc.by_id("customer-flags").text
+    assert token

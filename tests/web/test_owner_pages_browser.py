@@ -16,6 +16,8 @@ pytestmark = pytest.mark.browser
 SHOTS = Path("/tmp")
 PAGES = {
     "dashboard": "/c/demo/",
+    "customers": "/c/demo/customers",
+    "customers-sorted": "/c/demo/customers?sort=balance&dir=desc",
     "plans": "/c/demo/plans",
     "reminders": "/c/demo/reminders",
     "calls": "/c/demo/calls",
@@ -49,6 +51,11 @@ def test_every_owner_page_fits_the_window(chromium, live, demo_company, width): 
             page.goto(f"{live.base_url}{path}")
             page.locator("#main-nav").wait_for()
             assert _width(page) <= width, (name, width, _width(page))
+            if name == "customers-sorted":  # and the customer's own page
+                page.locator("#customers tbody tr a").first.click()
+                page.wait_for_url(f"{live.base_url}/c/demo/customers/*")
+                assert _width(page) <= width, ("customer", width, _width(page))
+                page.screenshot(path=str(SHOTS / f"arbridge-owner-customer-{width}.png"))
             if width == 390 or name in ("customers", "invoices", "payments"):
                 page.screenshot(path=str(SHOTS / f"arbridge-owner-{name}-{width}.png"))
         # The navigation takes the owner to each section and marks where they are.
@@ -57,6 +64,30 @@ def test_every_owner_page_fits_the_window(chromium, live, demo_company, width): 
         page.wait_for_url(f"{live.base_url}/c/demo/calls")
         current = page.locator('#main-nav a[aria-current="page"]')
         assert current.get_attribute("data-section") == "calls"
+    finally:
+        context.close()
+    assert errors == []
+
+
+def test_the_owner_finds_a_customer_and_marks_them_do_not_chase(chromium, live, demo_company):  # noqa: F811
+    context, page, errors = _signed_in(chromium, live, 1366)
+    try:
+        page.locator('#main-nav a[data-section="customers"]').click()
+        page.wait_for_url(f"{live.base_url}/c/demo/customers")
+        page.fill("#q", "copper")
+        page.get_by_role("button", name="Search").click()
+        page.wait_for_url("**/customers?q=copper*")
+        names = page.locator("#customers tbody tr td:first-child a").all_inner_texts()
+        assert names and all("copper" in n.lower() for n in names)
+        page.locator('th a[data-sort="balance"]').click()
+        page.wait_for_url("**sort=balance*")
+        page.locator("#customers tbody tr a").first.click()
+        page.wait_for_url(f"{live.base_url}/c/demo/customers/*")
+        page.locator("#do-not-chase").click()
+        page.wait_for_url("**#chasing")
+        assert "do not chase" in page.locator("#customer-flags").inner_text()
+        assert page.locator("#do-not-chase").inner_text() == "Chase again"
+        page.screenshot(path=str(SHOTS / "arbridge-owner-customer-flags.png"), full_page=True)
     finally:
         context.close()
     assert errors == []
