@@ -320,3 +320,130 @@ def test_do_not_chase_and_the_sequence_from_a_customers_page_come_back_to_it(
     doc = parse(owner_client.get(url).data)
     assert "do not chase" in doc.by_id("customer-flags").text
     assert token
+
+
+# ---------------------------------------------------------------------------------------------
+# Invoices.
+
+
+def _invoice_rows(html: bytes) -> list[Node]:
+    table = parse(html).by_id("invoices")
+    return table.find("tbody").find_all("tr") if table else []
+
+
+def _open_invoices(rt, company_id: int) -> list[Invoice]:
+    with rt.sessions() as s:
+        found = s.scalars(
+            select(Invoice)
+            .where(Invoice.company_id == company_id, Invoice.is_open)
+            .order_by(Invoice.due_on, Invoice.id)
+        ).all()
+        s.expunge_all()
+        return list(found)
+
+
+def test_the_invoices_list_shows_open_invoices_oldest_due_first(owner_client, rt, demo_company):
+    open_ = _open_invoices(rt, demo_company.id)
+    rows = _invoice_rows(owner_client.get("/c/demo/invoices").data)
+    assert [int(r.attrs["data-invoice"]) for r in rows] == [i.id for i in open_[:50]]
+    second = _invoice_rows(owner_client.get("/c/demo/invoices?page=2").data)
+    assert [int(r.attrs["data-invoice"]) for r in second] == [i.id for i in open_[50:100]]
+    assert owner_client.get("/c/demo/invoices?page=101").status_code == 404  # past the cap
+
+
+def test_the_invoices_list_searches_by_number_customer_and_amount(owner_client, rt, demo_company):
+    inv = _open_invoices(rt, demo_company.id)[7]
+    by_number = _invoice_rows(owner_client.get(f"/c/demo/invoices?q={inv.number.lower()}").data)
+    assert [r.find("td", cls="number").text for r in by_number] == [inv.number]
+    with rt.sessions() as s:
+        name = s.get(Customer, inv.customer_id).name
+    by_name = _invoice_rows(owner_client.get("/c/demo/invoices", query_string={"q": name}).data)
+    assert by_name and all(r.find("td", cls="customer").text == name for r in by_name)
+    total = f"{inv.total.amount:,}"  # "1,234.50" as the owner reads it
+    by_amount = _invoice_rows(owner_client.get("/c/demo/invoices", query_string={"q": total}).data)
+    assert inv.id in {int(r.attrs["data-invoice"]) for r in by_amount}
+    assert all(
+        inv.total.amount
+        in (amount(r.find("td", cls="total").text), amount(r.find("td", cls="balance").text))
+        for r in by_amount
+    )
+    assert _invoice_rows(owner_client.get("/c/demo/invoices?q=%25%25").data) == []
+
+
+def test_the_invoices_list_filters_and_sorts(owner_client, rt, demo_company):
+    late = _invoice_rows(owner_client.get("/c/demo/invoices?bucket=31_60").data)
+    assert late and all(r.attrs["data-bucket"] == "31_60" for r in late)
+    eur = _invoice_rows(owner_client.get("/c/demo/invoices?currency=EUR&status=all").data)
+    assert eur and all("€" in r.find("td", cls="total").text for r in eur)
+    paid = _invoice_rows(owner_client.get("/c/demo/invoices?status=paid").data)
+    assert paid and all(r.find("td", cls="status").text.startswith("paid") for r in paid)
+    by_total = _invoice_rows(
+        owner_client.get("/c/demo/invoices?sort=total&dir=desc&currency=USD").data
+    )
+    totals = [amount(r.find("td", cls="total").text) for r in by_total]
+    assert totals == sorted(totals, reverse=True)
+    # Nonsense in the query string falls back to the defaults.
+    odd = owner_client.get("/c/demo/invoices?status=x&bucket=y&currency=%27;--&hold=z&sort=q")
+    assert odd.status_code == 200 and len(_invoice_rows(odd.data)) == 50
+
+
+def test_bulk_pause_and_resume_change_only_this_companys_ticked_invoices(
+    owner_client, rt, demo_company, other_company
+):
+    picked = [i.id for i in _open_invoices(rt, demo_company.id)[:3]]
+    page = owner_client.get("/c/demo/invoices")
+    token = csrf_token(page.data)
+    back = "/c/demo/invoices?hold=paused"
+    done = owner_client.post(
+        "/c/demo/invoices/bulk",
+        data={"csrf_token": token, "action": "pause", "invoice_id": picked, "next": back},
+    )
+    assert done.status_code == 303 and done.headers["Location"] == back
+    shown = _invoice_rows(owner_client.get(back).data)
+    assert sorted(int(r.attrs["data-invoice"]) for r in shown) == sorted(picked)
+    assert all("paused" in r.find("td", cls="status").text for r in shown)
+    # One of another company's ids among them: not found, nothing changes.
+    mixed = {
+        "csrf_token": token,
+        "action": "resume",
+        "invoice_id": [*picked, other_company.invoice_ids[0]],
+    }
+    assert owner_client.post("/c/demo/invoices/bulk", data=mixed).status_code == 404
+    junk = {"csrf_token": token, "action": "resume", "invoice_id": [picked[0], "1e9"]}
+    assert owner_client.post("/c/demo/invoices/bulk", data=junk).status_code == 404
+    with rt.sessions() as s:
+        assert all(s.get(Invoice, i).paused for i in picked)
+        assert not s.get(Invoice, other_company.invoice_ids[0]).paused
+    # No CSRF token: refused.
+    assert (
+        owner_client.post(
+            "/c/demo/invoices/bulk", data={"action": "resume", "invoice_id": picked}
+        ).status_code
+        == 400
+    )
+    resumed = owner_client.post(
+        "/c/demo/invoices/bulk",
+        data={"csrf_token": token, "action": "resume", "invoice_id": picked[:2]},
+        follow_redirects=True,
+    )
+    assert b"Reminders resumed for 2 invoice(s)." in resumed.data
+    with rt.sessions() as s:
+        assert [s.get(Invoice, i).paused for i in picked] == [False, False, True]
+
+
+def test_the_invoices_csv_holds_every_match_and_neutralises_formulas(
+    owner_client, rt, demo_company
+):
+    with transaction(rt.sessions) as s:
+        inv = s.scalars(
+            select(Invoice).where(Invoice.company_id == demo_company.id, Invoice.is_open)
+        ).first()
+        inv.number = "=2+3"
+        s.get(Customer, inv.customer_id).name = "@SUM(A1)"
+    response = owner_client.get("/c/demo/invoices.csv")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    assert len(rows) - 1 == len(_open_invoices(rt, demo_company.id))
+    mine = next(r for r in rows if r[0] == "'=2+3")
+    assert mine[1] == "'@SUM(A1)"
+    assert not any(c[:1] in ("=", "+", "-", "@") for r in rows for c in r if c)

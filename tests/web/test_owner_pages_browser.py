@@ -16,6 +16,8 @@ pytestmark = pytest.mark.browser
 SHOTS = Path("/tmp")
 PAGES = {
     "dashboard": "/c/demo/",
+    "invoices": "/c/demo/invoices",
+    "invoices-all": "/c/demo/invoices?status=all&sort=balance&dir=desc",
     "customers": "/c/demo/customers",
     "customers-sorted": "/c/demo/customers?sort=balance&dir=desc",
     "plans": "/c/demo/plans",
@@ -88,6 +90,43 @@ def test_the_owner_finds_a_customer_and_marks_them_do_not_chase(chromium, live, 
         assert "do not chase" in page.locator("#customer-flags").inner_text()
         assert page.locator("#do-not-chase").inner_text() == "Chase again"
         page.screenshot(path=str(SHOTS / "arbridge-owner-customer-flags.png"), full_page=True)
+    finally:
+        context.close()
+    assert errors == []
+
+
+def test_the_owner_filters_invoices_and_pauses_two_at_once(chromium, live, demo_company):  # noqa: F811
+    context, page, errors = _signed_in(chromium, live, 1366)
+    try:
+        page.locator('#main-nav a[data-section="invoices"]').click()
+        page.wait_for_url(f"{live.base_url}/c/demo/invoices")
+        page.select_option("#bucket", "31_60")
+        page.select_option("#currency", "USD")
+        page.get_by_role("button", name="Show").click()
+        page.wait_for_url("**bucket=31_60*")
+        rows = page.locator("#invoices tbody tr")
+        assert rows.count() > 2
+        buckets = {rows.nth(i).get_attribute("data-bucket") for i in range(rows.count())}
+        assert buckets == {"31_60"}
+        first, second = rows.nth(0), rows.nth(1)
+        picked = {first.get_attribute("data-invoice"), second.get_attribute("data-invoice")}
+        first.locator("input[type=checkbox]").check()
+        second.locator("input[type=checkbox]").check()
+        page.locator("#bulk-pause").click()
+        page.wait_for_selector(".flash.ok")
+        assert "paused for 2 invoice(s)" in page.locator(".flash.ok").inner_text()
+        assert "bucket=31_60" in page.url  # back on the same filtered list
+        page.select_option("#hold", "paused")
+        page.get_by_role("button", name="Show").click()
+        page.wait_for_url("**hold=paused*")
+        shown = page.locator("#invoices tbody tr")
+        assert {shown.nth(i).get_attribute("data-invoice") for i in range(shown.count())} == picked
+        page.screenshot(path=str(SHOTS / "arbridge-owner-invoices-paused.png"), full_page=True)
+        # Search by a number from the list.
+        page.fill("#q", shown.nth(0).locator("td.number").inner_text())
+        page.get_by_role("button", name="Show").click()
+        page.wait_for_url("**q=*")
+        assert page.locator("#invoices tbody tr").count() == 1
     finally:
         context.close()
     assert errors == []

@@ -41,7 +41,7 @@ def _days_between_sqlite(element: days_between, compiler: Any, **kw: Any) -> str
 
 
 @cache
-def _odd_exponents() -> dict[str, int]:
+def odd_exponents() -> dict[str, int]:
     """Currencies whose minor unit is not a hundredth (JPY 0, KWD 3, ...)."""
     found = {}
     for code in list_currencies():
@@ -59,7 +59,7 @@ def home_minor(home_currency: str) -> ColumnElement[Any]:
     invoice; otherwise converted at the invoice's own rate and rounded once per invoice, as
     `collections.aging.home_balance` does."""
     home_exp = exponent(home_currency)
-    scales = {code: Decimal(10) ** (home_exp - e) for code, e in _odd_exponents().items()}
+    scales = {code: Decimal(10) ** (home_exp - e) for code, e in odd_exponents().items()}
     # Typed on the way in (PostgreSQL cannot infer a parameter's type inside CASE).
     scale = cast(
         case(

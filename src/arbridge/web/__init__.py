@@ -86,10 +86,11 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     for provider in providers.providers():
         if provider.web_module is not None:
             app.register_blueprint(importlib.import_module(provider.web_module).bp)
-    from arbridge.web import customers, people
+    from arbridge.web import customers, invoices, people
 
     app.register_blueprint(people.bp)
     app.register_blueprint(customers.bp)
+    app.register_blueprint(invoices.bp)
     from arbridge.connectors.stripe.simulated import simulation_allowed
 
     if simulation_allowed(settings):  # a demo install: the simulated checkout stands in
