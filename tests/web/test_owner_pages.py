@@ -8,19 +8,25 @@ import io
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     CallTask,
+    CheckoutSessionRow,
+    CollectedAllocation,
+    CollectedPayment,
     Company,
     Contact,
     Customer,
     Invoice,
     InvoiceHold,
+    OutboxMessage,
     Payment,
     PaymentAllocation,
+    PayToken,
 )
+from arbridge.sync.outbox import enqueue
 from arbridge.sync.store import aging_report, company_today
 from arbridge.web.csv_export import safe_cell
 from tests.web.conftest import Node, amount, csrf_token, form_fields, parse
@@ -447,3 +453,152 @@ def test_the_invoices_csv_holds_every_match_and_neutralises_formulas(
     mine = next(r for r in rows if r[0] == "'=2+3")
     assert mine[1] == "'@SUM(A1)"
     assert not any(c[:1] in ("=", "+", "-", "@") for r in rows for c in r if c)
+
+
+# ---------------------------------------------------------------------------------------------
+# Payments.
+
+
+def _collect(s, rt, inv: Invoice, n: int, **fields) -> CollectedPayment:
+    now = rt.clock.now()
+    values = {
+        "company_id": inv.company_id,
+        "customer_id": inv.customer_id,
+        "payment_intent_id": f"pi_page_{inv.id}_{n}",
+        "method": "card",
+        "currency": inv.currency,
+        "amount_minor": 100,
+        "status": "succeeded",
+        "created_at": now + timedelta(minutes=n),
+        "updated_at": now,
+        "succeeded_at": now,
+    }
+    p = CollectedPayment(**{**values, **fields})
+    s.add(p)
+    s.flush()
+    return p
+
+
+def _payments(rt, company_id: int, count: int) -> list[int]:
+    """`count` succeeded payments, each applied to an invoice, each with its ledger write-back
+    in the outbox: the first waiting, the second recorded, the third failed for good."""
+    ids = []
+    with transaction(rt.sessions) as s:
+        invoices = s.scalars(
+            select(Invoice)
+            .where(Invoice.company_id == company_id, Invoice.is_open)
+            .order_by(Invoice.id)
+        ).all()
+        for n in range(count):
+            inv = invoices[n]
+            p = _collect(s, rt, inv, n, ledger_key=f"ledger_payment:pi_page_{inv.id}_{n}")
+            s.add(
+                CollectedAllocation(collected_payment_id=p.id, invoice_id=inv.id, amount_minor=100)
+            )
+            enqueue(
+                s,
+                rt.clock,
+                company_id=company_id,
+                kind="ledger_payment",
+                key=p.ledger_key,
+                payload={"amount_minor": 100},
+            )
+            ids.append(p.id)
+        s.flush()
+        states = {
+            0: ("pending", None),
+            1: ("sent", None),
+            2: ("dead", "QuickBooks said: closed period"),
+        }
+        for n, (state, error) in states.items():
+            if n < count:
+                row = s.scalars(
+                    select(OutboxMessage).where(
+                        OutboxMessage.key == s.get(CollectedPayment, ids[n]).ledger_key
+                    )
+                ).one()
+                row.status, row.last_error = state, error
+    return ids
+
+
+def test_the_payments_page_lists_state_invoices_and_ledger_write_back(
+    owner_client, rt, demo_company
+):
+    ids = _payments(rt, demo_company.id, 3)
+    with transaction(rt.sessions) as s:
+        # A pending bank payment, not applied yet: the invoices its checkout was for.
+        inv = s.scalars(
+            select(Invoice)
+            .where(Invoice.company_id == demo_company.id, Invoice.is_open)
+            .order_by(Invoice.id.desc())
+        ).first()
+        s.add(
+            CheckoutSessionRow(
+                company_id=demo_company.id,
+                pay_token_id=s.scalar(
+                    select(PayToken.id).where(PayToken.company_id == demo_company.id)
+                )
+                or _token_id(s, rt, inv),
+                stripe_session_id="cs_page_pending",
+                invoice_ids=[inv.id],
+                currency=inv.currency,
+                amount_minor=100,
+                basis="x",
+                expires_at=rt.clock.now(),
+                created_at=rt.clock.now(),
+            )
+        )
+        pending = _collect(
+            s,
+            rt,
+            inv,
+            99,
+            status="pending",
+            method="us_bank_account",
+            checkout_session_id="cs_page_pending",
+        )
+        pending_id, pending_number = pending.id, inv.number
+    doc = parse(owner_client.get("/c/demo/payments").data)
+    rows = {
+        int(tr.attrs["data-payment"]): tr
+        for tr in doc.by_id("payments").find("tbody").find_all("tr")
+    }
+    assert set(rows) == {*ids, pending_id}
+    ledger = {i: rows[i].find("td", cls="ledger").text for i in ids}
+    assert ledger[ids[0]] == "waiting to be recorded in the ledger"
+    assert ledger[ids[1]] == "recorded in the ledger"
+    assert ledger[ids[2]].startswith("could not be recorded: needs attention")
+    assert "closed period" in ledger[ids[2]]
+    assert rows[pending_id].find("td", cls="invoices").text == pending_number
+    assert rows[pending_id].attrs["data-status"] == "pending"
+    # By state, and by customer (another company's customer is not found).
+    only = parse(owner_client.get("/c/demo/payments?status=pending").data)
+    assert [
+        tr.attrs["data-payment"] for tr in only.by_id("payments").find("tbody").find_all("tr")
+    ] == [str(pending_id)]
+    assert owner_client.get("/c/demo/payments?customer=99999999").status_code == 404
+
+
+def _token_id(s, rt, inv: Invoice) -> int:
+    from arbridge.sync.store import issue_pay_token
+
+    issue_pay_token(s, rt.clock, inv)
+    s.flush()
+    return s.scalar(select(PayToken.id).where(PayToken.invoice_id == inv.id))
+
+
+def test_the_payments_page_costs_the_same_with_two_payments_or_twelve(
+    owner_client, rt, demo_company
+):
+    from tests.web.test_query_counts import counted
+
+    _payments(rt, demo_company.id, 2)
+    with counted(rt) as few:
+        assert owner_client.get("/c/demo/payments").status_code == 200
+    with transaction(rt.sessions) as s:  # start again with more of the same
+        s.execute(delete(CollectedAllocation))
+        s.execute(delete(CollectedPayment))
+    _payments(rt, demo_company.id, 12)
+    with counted(rt) as many:
+        assert owner_client.get("/c/demo/payments").status_code == 200
+    assert len(few) == len(many)

@@ -11,6 +11,7 @@ import pytest
 
 from tests.web.conftest import fresh_company, new_sign_in_token
 from tests.web.test_browser import chromium, live  # noqa: F401 (fixtures)
+from tests.web.test_owner_pages import _payments
 
 pytestmark = pytest.mark.browser
 SHOTS = Path("/tmp")
@@ -20,6 +21,7 @@ PAGES = {
     "invoices-all": "/c/demo/invoices?status=all&sort=balance&dir=desc",
     "customers": "/c/demo/customers",
     "customers-sorted": "/c/demo/customers?sort=balance&dir=desc",
+    "payments": "/c/demo/payments",
     "plans": "/c/demo/plans",
     "reminders": "/c/demo/reminders",
     "calls": "/c/demo/calls",
@@ -47,6 +49,7 @@ def _width(page) -> int:
 
 @pytest.mark.parametrize("width", [390, 1366])
 def test_every_owner_page_fits_the_window(chromium, live, demo_company, width):  # noqa: F811
+    _payments(live.rt, demo_company.id, 3)  # rows for the payments page (ledger states too)
     context, page, errors = _signed_in(chromium, live, width)
     try:
         for name, path in PAGES.items():

@@ -147,6 +147,7 @@ def targets(o: OtherRows) -> list[tuple[str, str, dict[str, str], str]]:
         ("POST", f"/customers/{o.customer}/agency/undo", {}, "Customer"),
         ("GET", f"/customers/{o.customer}/case-file.json", {}, "Customer"),
         ("GET", f"/customers/{o.customer}", {}, "Customer"),
+        ("GET", f"/payments?customer={o.customer}", {}, "Customer"),
         ("POST", f"/customers/{o.customer}/contact", {"email": "x@example.com"}, "Customer"),
         ("POST", f"/customers/{o.customer}/timezone", {"timezone": "Europe/Paris"}, "Customer"),
         ("GET", f"/mailbox/{o.mail}", {}, "MailMessage"),
