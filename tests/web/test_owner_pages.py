@@ -602,3 +602,32 @@ def test_the_payments_page_costs_the_same_with_two_payments_or_twelve(
     with counted(rt) as many:
         assert owner_client.get("/c/demo/payments").status_code == 200
     assert len(few) == len(many)
+
+
+def test_a_dispute_shows_as_a_flag_on_the_customer_and_filters_the_invoices(
+    owner_client, rt, demo_company
+):
+    inv = _open_invoices(rt, demo_company.id)[3]
+    with transaction(rt.sessions) as s:
+        s.add(
+            InvoiceHold(
+                company_id=demo_company.id,
+                invoice_id=inv.id,
+                kind="dispute",
+                message="Wrong quantity",
+                created_by="customer",
+                created_at=rt.clock.now(),
+            )
+        )
+        name = s.get(Customer, inv.customer_id).name
+    rows = _customer_rows(owner_client.get("/c/demo/customers", query_string={"q": name}).data)
+    mine = next(r for r in rows if r.find("a").text == name)
+    assert "disputed" in _cell(mine, "flags")
+    replies = _invoice_rows(owner_client.get("/c/demo/invoices?hold=reply&status=all").data)
+    assert [int(r.attrs["data-invoice"]) for r in replies] == [inv.id]
+    assert "disputed" in replies[0].find("td", cls="status").text
+    page = parse(owner_client.get(f"/c/demo/customers/{inv.customer_id}").data)
+    assert "Wrong quantity" in page.by_id("replies").text
+    # The invoice's own page sits under Invoices in the navigation.
+    nav = parse(owner_client.get(f"/c/demo/invoices/{inv.id}").data).by_id("main-nav")
+    assert [a.attrs["data-section"] for a in nav.find_all("a", aria_current="page")] == ["invoices"]
