@@ -23,9 +23,7 @@ SHOTS = Path("/tmp")
 
 
 def test_a_customer_takes_a_plan_on_the_pay_page_and_it_charges_on_schedule(
-    chromium,
-    live,
-    demo_company,  # noqa: F811
+    chromium, live, demo_company  # noqa: F811
 ):
     rt = live.rt
     with transaction(rt.sessions) as s:

@@ -449,17 +449,13 @@ def _start(rt: Runtime, s: Session, plan: Plan) -> None:
     (a second tab, an older offer) is withdrawn. If another plan started first, this one does
     not: its payment stays a partial payment of the invoices."""
     ids = [pi.invoice_id for pi in plan.invoices]
-    rivals = (
-        s.scalars(
-            select(Plan)
-            .join(PlanInvoice, PlanInvoice.plan_id == Plan.id)
-            .where(PlanInvoice.invoice_id.in_(ids), Plan.id != plan.id)
-            .where(Plan.status.in_(("offered", "current", "paused")))
-            .with_for_update()
-        )
-        .unique()
-        .all()
-    )
+    rivals = s.scalars(
+        select(Plan)
+        .join(PlanInvoice, PlanInvoice.plan_id == Plan.id)
+        .where(PlanInvoice.invoice_id.in_(ids), Plan.id != plan.id)
+        .where(Plan.status.in_(("offered", "current", "paused")))
+        .with_for_update()
+    ).unique().all()
     if any(r.status in ("current", "paused") for r in rivals):
         end_plan(rt, s, plan, "cancelled", "another plan for the same invoices started first")
         return
