@@ -454,3 +454,84 @@ def test_two_tabs_two_plans_the_first_paid_runs_and_the_other_tab_can_no_longer_
         assert plans[0].end_reason == f"replaced by plan {plans[1].id}"
         [paid] = s.scalars(select(CollectedPayment).where(CollectedPayment.status == "succeeded"))
         assert paid.amount_minor == plans[1].installments[0].amount_minor
+
+
+def test_a_plan_fee_becomes_its_own_ledger_invoice_and_the_installments_pay_it(
+    rt, demo_company, usd_invoice
+):
+    with transaction(rt.sessions) as s:
+        company = s.get(type(demo_company), demo_company.id)
+        company.settings = {
+            **company.settings,
+            "plans": {**company.settings["plans"], "fee_amount": "15.00"},
+        }
+    made = svc.make_offer(
+        rt,
+        company_id=demo_company.id,
+        invoice_ids=[usd_invoice.id],
+        installments=3,
+        every="month",
+        deposit_percent=Decimal(0),
+    )
+    assert made.proposal.fee.minor == 1500
+    assert (
+        sum(i.amount.minor for i in made.proposal.installments)
+        == usd_invoice.open_balance_minor + 1500
+    )
+    agree_and_pay(rt, made)
+    drain(rt)
+    drain(rt)  # the fee's ledger invoice is written
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+    fee_invoices = [
+        i
+        for i in rt.demo_ledger(conn.tenant_id).read()["Invoice"]
+        if "Installment plan fee" in str(i.get("lines") or i)
+    ]
+    assert len(fee_invoices) == 1
+    sync_now(rt, conn)
+    for _ in range(2):
+        days(rt, 31)
+        sync_now(rt, conn)
+    row = plan_row(rt, made.plan_id)
+    assert row.plan.status == "completed", [i.status for i in row.plan.installments]
+    assert len(row.invoices) == 2  # the original and the fee's own invoice
+    with rt.sessions() as s:
+        assert all(s.get(Invoice, i.id).open_balance_minor == 0 for i in row.invoices)
+        paid = s.scalars(
+            select(CollectedPayment).where(CollectedPayment.status == "succeeded")
+        ).all()
+        assert sum(p.amount_minor for p in paid) == usd_invoice.open_balance_minor + 1500
+        assert sum(p.unapplied_minor for p in paid) == 0  # every cent landed on an invoice
+
+
+def test_today_s_forecast_counts_a_plan_s_installments_on_their_dates(
+    rt, demo_company, usd_invoice
+):
+    from arbridge.sync.insight_store import insight
+    from arbridge.sync.model import Company
+
+    made = svc.make_offer(
+        rt,
+        company_id=demo_company.id,
+        invoice_ids=[usd_invoice.id],
+        installments=4,
+        every="month",
+        deposit_percent=Decimal(0),
+    )
+    agree_and_pay(rt, made)
+    drain(rt)
+    with rt.sessions() as s:
+        company = s.get(Company, demo_company.id)
+        today = company_today(company, rt.clock)
+        without = insight(s, company, today, None).forecast
+        with_plans = insight(s, company, today, None, live_plans=True).forecast
+    # Same total (ar_end), to the cent.
+    assert sum(w.amount for w in with_plans.weeks) + with_plans.later == without.ar_end
+    assert with_plans.ar_end == without.ar_end
+    # The three installments still to come fall in the weeks of their dates.
+    rest = made.proposal.installments[1:]
+    for inst in rest:
+        week = (inst.due_on - today).days // 7
+        if week < 13:
+            assert with_plans.weeks[week].amount >= inst.amount.amount

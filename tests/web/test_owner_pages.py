@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from sqlalchemy import delete, select
 
+from arbridge.collections.exports import safe_cell
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     CallTask,
@@ -28,7 +29,6 @@ from arbridge.sync.model import (
 )
 from arbridge.sync.outbox import enqueue
 from arbridge.sync.store import aging_report, company_today
-from arbridge.web.csv_export import safe_cell
 from tests.web.conftest import Node, amount, csrf_token, form_fields, parse
 
 

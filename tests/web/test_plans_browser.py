@@ -22,9 +22,7 @@ pytestmark = pytest.mark.browser
 SHOTS = Path("/tmp")
 
 
-def test_a_customer_takes_a_plan_on_the_pay_page_and_it_charges_on_schedule(
-    chromium, live, demo_company  # noqa: F811
-):
+def test_a_plan_taken_on_the_pay_page_charges_on_schedule(chromium, live, demo_company):  # noqa: F811
     rt = live.rt
     with transaction(rt.sessions) as s:
         inv = next(

@@ -21,6 +21,7 @@ from arbridge.sync.model import (
     Invitation,
     Invoice,
     InvoiceHold,
+    LateFeeAssessment,
     MailMessage,
     OutboxMessage,
     PayToken,
@@ -41,6 +42,7 @@ class OtherRows:
     user: int
     invitation: int
     plan: int
+    charge: int
     secrets: tuple[str, ...]
 
 
@@ -106,6 +108,22 @@ def other_rows(rt, other_company) -> OtherRows:
             expires_at=now + timedelta(days=7),
         )
         s.add(invitation)
+        charge = LateFeeAssessment(
+            company_id=company_id,
+            invoice_id=inv.id,
+            customer_id=inv.customer_id,
+            kind="fee",
+            period="once",
+            currency="USD",
+            amount_minor=25_00,
+            description="Late fee on ZQX-7001",
+            basis="a flat fee",
+            assessed_on=now.date(),
+            status="posted",
+            outbox_key="ledger_fee_invoice:borealis",
+            created_at=now,
+        )
+        s.add(charge)
         s.flush()
         s.commit()
         plan = make_offer(
@@ -121,6 +139,7 @@ def other_rows(rt, other_company) -> OtherRows:
             user=colleague.id,
             invitation=invitation.id,
             plan=plan,
+            charge=charge.id,
             secrets=(*other_company.secrets, "Secret reminder body", "quartz delivery"),
         )
     return rows
@@ -141,11 +160,19 @@ def targets(o: OtherRows) -> list[tuple[str, str, dict[str, str], str]]:
         ("POST", f"/customers/{o.customer}/sequence", {"sequence": "default"}, "Customer"),
         ("POST", f"/customers/{o.customer}/revoke-statement-links", {}, "Customer"),
         ("POST", f"/customers/{o.customer}/do-not-chase", {}, "Customer"),
+        ("POST", f"/customers/{o.customer}/late-fees-exempt", {"exempt": "1"}, "Customer"),
+        ("POST", f"/late-fees/{o.charge}/waive", {}, "LateFeeAssessment"),
+        ("POST", f"/insight/customers/{o.customer}/limit/approve", {}, "Customer"),
+        ("POST", f"/insight/customers/{o.customer}/limit/decline", {}, "Customer"),
+        ("POST", f"/insight/customers/{o.customer}/limit", {"limit": "5"}, "Customer"),
         ("POST", f"/customers/{o.customer}/agency", {}, "Customer"),
         ("GET", f"/customers/{o.customer}/agency", {}, "Customer"),
         ("POST", f"/customers/{o.customer}/agency", {"confirmed": "yes"}, "Customer"),
         ("POST", f"/customers/{o.customer}/agency/undo", {}, "Customer"),
         ("GET", f"/customers/{o.customer}/case-file.json", {}, "Customer"),
+        ("GET", f"/customers/{o.customer}/case-file.pdf", {}, "Customer"),
+        ("GET", f"/customers/{o.customer}/statement.pdf", {}, "Customer"),
+        ("GET", f"/customers/{o.customer}/final-notice.pdf", {}, "Customer"),
         ("GET", f"/customers/{o.customer}", {}, "Customer"),
         ("GET", f"/payments?customer={o.customer}", {}, "Customer"),
         ("POST", f"/customers/{o.customer}/contact", {"email": "x@example.com"}, "Customer"),
@@ -181,6 +208,7 @@ def _state(rt, o: OtherRows) -> tuple:
             s.get(Invitation, o.invitation).revoked_at,
             s.get(Plan, o.plan).status,
             [(i.due_on, i.status) for i in s.get(Plan, o.plan).installments],
+            s.get(LateFeeAssessment, o.charge).status,
             s.scalar(select(func.count()).select_from(PayToken)),
             s.scalar(select(func.count()).select_from(CustomerReminderSettings)),
             s.scalar(select(func.count()).select_from(OutboxMessage)),
@@ -206,6 +234,7 @@ def test_every_id_route_is_covered(app, other_rows):
         "invitation_id": other_rows.invitation,
         "plan_id": other_rows.plan,
         "number": 1,
+        "charge_id": other_rows.charge,
     }
     for rule in app.url_map.iter_rules():
         names = {n for n in rule.arguments if f"<int:{n}>" in rule.rule}

@@ -21,6 +21,7 @@ from flask import (
 
 from arbridge.collections.aging import days_overdue
 from arbridge.errors import ArbridgeError, NotFound, Rejected, SignatureInvalid
+from arbridge.readmodels.fees import pay_page_charges
 from arbridge.services.payments.accounts import gateway_for
 from arbridge.services.payments.checkout import handle_checkout_return, start_checkout
 from arbridge.services.payments.events import ingest_stripe
@@ -79,6 +80,11 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
             days_overdue=days_overdue(inv.due_on, today) if inv is not None else 0,
             can_pay=gateway is not None and bool(methods_for(gateway, q)),
             simulated=bool(gateway is not None and gateway.simulated),
+            charges=[
+                c
+                for cs in pay_page_charges(s, q.company.id, [i.id for i in q.invoices]).values()
+                for c in cs
+            ],
             live_plan=live_plan,
             plan_offer=plan_offer,
             plans_open=plans_open,

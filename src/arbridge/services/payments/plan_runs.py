@@ -36,16 +36,25 @@ from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import Prepared
 from arbridge.services.payments.accounts import gateway_for, gateway_for_row
 from arbridge.services.payments.events import Observed, plain_failure
-from arbridge.services.payments.plans import UNSETTLED, end_plan, plan_invoices, reconcile
+from arbridge.services.payments.plans import (
+    UNSETTLED,
+    end_plan,
+    link_fee_invoice,
+    plan_fee_period,
+    plan_invoices,
+    plan_owed_minor,
+    reconcile,
+)
 from arbridge.sync import pay_links
 from arbridge.sync.activity import log_activity
-from arbridge.sync.db import transaction
+from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.model import (
     CheckoutSessionRow,
     CollectedPayment,
     Company,
     Customer,
     Invoice,
+    LateFeeAssessment,
     OutboxMessage,
     PayToken,
     Plan,
@@ -53,8 +62,8 @@ from arbridge.sync.model import (
     PlanInvoice,
 )
 from arbridge.sync.outbox import enqueue
-from arbridge.sync.outbox_kinds import OutboxKind
-from arbridge.sync.store import customer_email
+from arbridge.sync.outbox_kinds import LedgerFeeInvoice, OutboxKind, fee_invoice_key, queue
+from arbridge.sync.store import customer_email, ledger_connection
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +124,8 @@ def run_due_plans(rt: Runtime) -> int:
             invoices = [invoices_by_id[pi.invoice_id] for pi in plan.invoices]
             if reconcile(rt, s, plan, invoices) == "cancelled" or plan.status != "current":
                 continue
-            queued += _due(rt, s, company, plan, today, paying_now)
+            clearing = any(i.payment_pending for i in invoices)
+            queued += _due(rt, s, company, plan, today, paying_now, clearing)
     return queued
 
 
@@ -173,6 +183,7 @@ def _due(
     plan: Plan,
     today: date,
     paying_now: set[str],
+    clearing: bool = False,
 ) -> int:
     installments = [
         rules.Installment(i.number, i.due_on, Money.from_minor(i.amount_minor, plan.currency))
@@ -188,6 +199,10 @@ def _due(
         _queue_mail(rt, s, company, plan, inst, "notice", key=f"plan-notice:{inst.id}")
     # In order: nothing later is charged while an earlier one is out or unpaid.
     if any(i.status == "processing" for i in plan.installments):
+        return 0
+    if clearing:
+        # A payment of its invoices is still clearing (a bank debit through the pay link):
+        # what it leaves owing is known only once it has, so nothing is charged meanwhile.
         return 0
     if plan.payment_method_id is None or plan.stripe_customer_id is None:
         return 0  # the first payment has not saved a method yet
@@ -260,9 +275,9 @@ def plan_charge(rt: Runtime, message: OutboxMessage) -> str:
             return f"skipped: the plan is {plan.status}"
         if inst.status != "processing" or inst.attempts != p["attempt"]:
             return "skipped: the installment moved on"
+        link_fee_invoice(s, plan)
         invoices = plan_invoices(s, plan)
-        owed = sum(i.open_balance_minor for i in invoices if i.is_open)
-        amount = min(inst.amount_minor, owed + plan.fee_minor)
+        amount = min(inst.amount_minor, plan_owed_minor(s, plan, invoices))
         if amount <= 0:
             inst.status = "dropped"
             return "skipped: nothing is owed any more"
@@ -371,11 +386,12 @@ def installment_paid_or_failed(
         return
     plan = inst.plan
     now = rt.clock.now()
-    if (
-        row.checkout_session_id
-        and plan.payment_method_id is None
-        and new in ("pending", "succeeded")
+    if row.checkout_session_id and (
+        (plan.payment_method_id is None and new == "pending") or new == "succeeded"
     ):
+        # The plan's Checkouts all save the method used: the first one's, and the one a
+        # customer pays a failed installment with, which replaces the one that failed (a
+        # bank debit only once it has cleared).
         _save_method(rt, s, plan, row.checkout_session_id)
     if new == "pending":
         inst.status, inst.payment_intent_id = "processing", row.payment_intent_id
@@ -449,19 +465,25 @@ def _start(rt: Runtime, s: Session, plan: Plan) -> None:
     (a second tab, an older offer) is withdrawn. If another plan started first, this one does
     not: its payment stays a partial payment of the invoices."""
     ids = [pi.invoice_id for pi in plan.invoices]
-    rivals = s.scalars(
-        select(Plan)
-        .join(PlanInvoice, PlanInvoice.plan_id == Plan.id)
-        .where(PlanInvoice.invoice_id.in_(ids), Plan.id != plan.id)
-        .where(Plan.status.in_(("offered", "current", "paused")))
-        .with_for_update()
-    ).unique().all()
+    rivals = (
+        s.scalars(
+            select(Plan)
+            .join(PlanInvoice, PlanInvoice.plan_id == Plan.id)
+            .where(PlanInvoice.invoice_id.in_(ids), Plan.id != plan.id)
+            .where(Plan.status.in_(("offered", "current", "paused")))
+            .with_for_update()
+        )
+        .unique()
+        .all()
+    )
     if any(r.status in ("current", "paused") for r in rivals):
         end_plan(rt, s, plan, "cancelled", "another plan for the same invoices started first")
         return
     for rival in rivals:
         end_plan(rt, s, rival, "cancelled", f"replaced by plan {plan.id}")
     plan.status, plan.updated_at = "current", rt.clock.now()
+    if plan.fee_minor:
+        _charge_plan_fee(rt, s, plan)
     customer = s.get(Customer, plan.customer_id)
     log_activity(
         s,
@@ -471,6 +493,63 @@ def _start(rt: Runtime, s: Session, plan: Plan) -> None:
         f"Plan {plan.id} for {customer.name if customer else 'a customer'} started: its first "
         "payment is made and later installments are charged on their dates",
         plan_id=plan.id,
+    )
+
+
+def _charge_plan_fee(rt: Runtime, s: Session, plan: Plan) -> None:
+    """The plan's fee goes into the books as an invoice of its own, once (the late fees' write:
+    its assessment's unique key, the ledger's idempotency key), so the payments that cover it
+    land on an invoice rather than as credit."""
+    conn = ledger_connection(s, plan.company_id)
+    customer = s.get(Customer, plan.customer_id)
+    invoices = plan_invoices(s, plan)
+    if conn is None or conn.status != "active" or customer is None or not invoices:
+        return
+    company = s.get(Company, plan.company_id)
+    assert company is not None
+    oldest, period = invoices[0], plan_fee_period(plan)
+    key = fee_invoice_key(oldest.id, "plan_fee", period)
+    fee = Money.from_minor(plan.fee_minor, plan.currency)
+    description = f"Installment plan fee (plan {plan.id})"
+    today = local_date(rt.clock.now(), company.timezone)
+    new_id = s.execute(
+        dialect_insert(s)(LateFeeAssessment.__table__)
+        .values(
+            company_id=plan.company_id,
+            invoice_id=oldest.id,
+            customer_id=plan.customer_id,
+            kind="plan_fee",
+            period=period,
+            currency=plan.currency,
+            amount_minor=plan.fee_minor,
+            description=description,
+            basis=f"the fee of the installment plan agreed on {today.isoformat()}",
+            assessed_on=today,
+            status="queued",
+            outbox_key=key,
+            created_at=rt.clock.now(),
+        )
+        .on_conflict_do_nothing(index_elements=["invoice_id", "kind", "period"])
+        .returning(LateFeeAssessment.__table__.c.id)
+    ).scalar()
+    if new_id is None:
+        return
+    queue(
+        s,
+        rt.clock,
+        company_id=plan.company_id,
+        key=key,
+        payload=LedgerFeeInvoice(
+            connection_id=conn.id,
+            assessment_id=new_id,
+            customer_source_id=customer.source_id,
+            currency=plan.currency,
+            amount=fee.amount,
+            issued_on=today,
+            due_on=max(i.due_on for i in plan.installments),
+            description=description,
+            reference=", ".join(i.number or i.source_id for i in invoices),
+        ),
     )
 
 

@@ -41,6 +41,7 @@ from arbridge.sync.model import (
     Customer,
     CustomerReminderSettings,
     Invoice,
+    LateFeeAssessment,
     PayToken,
     Plan,
     PlanInstallment,
@@ -114,6 +115,47 @@ def installments_of(plan: Plan, statuses: Sequence[str] = UNSETTLED) -> list[rul
         for i in plan.installments
         if i.status in statuses
     ]
+
+
+def plan_fee_period(plan: Plan) -> str:
+    """The plan fee's assessment period (7 characters): the plan's id in hex."""
+    return f"{plan.id:07x}"[-7:]
+
+
+def link_fee_invoice(s: Session, plan: Plan) -> Invoice | None:
+    """The plan's fee as the ledger invoice that carries it, once synced: added to the plan's
+    invoices (paid last, being the newest), so installments settle it like the rest."""
+    if not plan.fee_minor:
+        return None
+    found = s.scalar(
+        select(Invoice)
+        .join(
+            LateFeeAssessment,
+            (LateFeeAssessment.company_id == Invoice.company_id)
+            & (LateFeeAssessment.ledger_ref == Invoice.source_id),
+        )
+        .where(
+            LateFeeAssessment.company_id == plan.company_id,
+            LateFeeAssessment.kind == "plan_fee",
+            LateFeeAssessment.period == plan_fee_period(plan),
+            LateFeeAssessment.status != "waived",
+        )
+    )
+    if found is not None and found.id not in {pi.invoice_id for pi in plan.invoices}:
+        plan.invoices.append(PlanInvoice(invoice_id=found.id))
+        s.flush()
+    return found
+
+
+def plan_owed_minor(s: Session, plan: Plan, invoices: Sequence[Invoice]) -> int:
+    """What the plan may still collect: its invoices' open balances, plus its fee while the
+    fee's own ledger invoice is not among them yet (less what was collected beyond the
+    invoices, which is the fee)."""
+    owed = sum(i.open_balance_minor for i in invoices if i.is_open)
+    fee_invoice = link_fee_invoice(s, plan)
+    if fee_invoice is None or fee_invoice.id not in {i.id for i in invoices}:
+        owed += max(plan.fee_minor - fee_collected_minor(s, plan), 0)
+    return owed
 
 
 def fee_collected_minor(s: Session, plan: Plan) -> int:
@@ -680,8 +722,10 @@ def end_plan(rt: Runtime, s: Session, plan: Plan, status: str, reason: str) -> N
     plan.status, plan.ended_at, plan.end_reason, plan.updated_at = status, now, reason, now
     for inst in plan.installments:
         if inst.status in UNSETTLED:
-            inst.status = "cancelled"
             inst.next_retry_on = None
+            # The installment a plan defaulted on stays "failed": the record of why.
+            if not (status == "defaulted" and inst.status == "failed"):
+                inst.status = "cancelled"
     customer = s.get(Customer, plan.customer_id)
     who = customer.name if customer else "a customer"
     log_activity(
@@ -830,9 +874,10 @@ def reconcile(rt: Runtime, s: Session, plan: Plan, invoices: Sequence[Invoice]) 
         end_plan(rt, s, plan, "cancelled", "its invoices were voided or deleted in the ledger")
         return "cancelled"
     in_flight = sum(i.amount_minor for i in plan.installments if i.status == "processing")
-    owed = sum(i.open_balance_minor for i in invoices if i.is_open)
-    fee_left = plan.fee_minor - fee_collected_minor(s, plan)
-    available = Money.from_minor(max(owed + fee_left - in_flight, 0), plan.currency)
+    if link_fee_invoice(s, plan) is not None:
+        invoices = plan_invoices(s, plan)
+    owed = plan_owed_minor(s, plan, invoices)
+    available = Money.from_minor(max(owed - in_flight, 0), plan.currency)
     remaining = installments_of(plan)
     if not remaining:
         return rules.UNCHANGED
