@@ -87,10 +87,12 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     for provider in providers.providers():
         if provider.web_module is not None:
             app.register_blueprint(importlib.import_module(provider.web_module).bp)
-    from arbridge.web import documents, people
+    from arbridge.web import customers, documents, invoices, people
 
     app.register_blueprint(people.bp)
     app.register_blueprint(documents.bp)
+    app.register_blueprint(customers.bp)
+    app.register_blueprint(invoices.bp)
     from arbridge.web import insight
 
     app.register_blueprint(insight.bp)

@@ -40,6 +40,12 @@ bp = Blueprint("owner", __name__, url_prefix="/c/<slug>")
 PAGE_SIZE = 100
 
 
+@bp.app_template_global()
+def nav_counts(company: Company) -> dict[str, int]:
+    """The navigation's counts (calls to make, replies waiting): one query per page."""
+    return owner_reads.nav_counts(db(), company.id)
+
+
 @bp.get("/")
 @company_required
 def dashboard(company: Company) -> Any:
