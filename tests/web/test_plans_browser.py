@@ -79,3 +79,35 @@ def test_a_plan_taken_on_the_pay_page_charges_on_schedule(chromium, live, demo_c
     assert owner.get_attribute("#plan-status", "data-status") == "current"
     owner.screenshot(path=str(SHOTS / "arbridge-plan-owner.png"), full_page=True)
     assert errors == []
+
+
+def test_the_plan_rule_form_returns_to_the_page_it_was_sent_from(owner_client, rt, demo_company):
+    from arbridge.sync.model import CustomerReminderSettings
+    from tests.web.conftest import csrf_token
+
+    with rt.sessions() as s:
+        inv = open_invoices(s, demo_company.id)[0]
+    page = owner_client.get(f"/c/demo/invoices/{inv.id}")
+    assert b'id="plan-choice-form"' in page.data
+    back = owner_client.post(
+        f"/c/demo/customers/{inv.customer_id}/plan-choice",
+        data={
+            "csrf_token": csrf_token(page.data),
+            "choice": "deny",
+            "next": f"/c/demo/invoices/{inv.id}",
+        },
+    )
+    assert back.status_code == 303
+    assert back.headers["Location"].endswith(f"/c/demo/invoices/{inv.id}")
+    with rt.sessions() as s:
+        pref = s.scalar(
+            select(CustomerReminderSettings).where(
+                CustomerReminderSettings.customer_id == inv.customer_id
+            )
+        )
+        assert pref.plan_choice == "deny"
+    evil = owner_client.post(
+        f"/c/demo/customers/{inv.customer_id}/plan-choice",
+        data={"csrf_token": csrf_token(page.data), "choice": "", "next": "//evil.example/x"},
+    )
+    assert evil.headers["Location"].endswith("/c/demo/plans")

@@ -21,7 +21,7 @@ from arbridge.readmodels.plans import by_status, company_plans, due_between
 from arbridge.services.payments import plans as svc
 from arbridge.sync.model import Company, Customer, CustomerReminderSettings, Invoice
 from arbridge.sync.store import company_today
-from arbridge.web.common import company_required, db, get_or_404, runtime
+from arbridge.web.common import company_required, db, get_or_404, runtime, safe_next
 
 bp = Blueprint("plans", __name__, url_prefix="/c/<slug>")
 log = logging.getLogger(__name__)
@@ -170,7 +170,8 @@ def plan_choice(company: Company, customer_id: int) -> Any:
         flash(str(e), "error")
     else:
         flash("Saved.", "ok")
-    return redirect(request.referrer or url_for("plans.plans_list", slug=company.slug), code=303)
+    back = safe_next(request.form.get("next"), url_for("plans.plans_list", slug=company.slug))
+    return redirect(back, code=303)
 
 
 @bp.app_template_global()
@@ -204,9 +205,8 @@ def demo_clock(company: Company) -> Any:
         n = parse_int(request.form.get("days", ""), minimum=1, maximum=366)
     except InputError as e:
         flash(str(e), "error")
-        return redirect(
-            request.referrer or url_for("plans.plans_list", slug=company.slug), code=303
-        )
+        back = safe_next(request.form.get("next"), url_for("plans.plans_list", slug=company.slug))
+        return redirect(back, code=303)
     clock.advance(timedelta(days=n))
     from arbridge.services.payments.plan_runs import run_due_plans
     from arbridge.services.payments.simulated import settle_simulated_payments
@@ -220,4 +220,5 @@ def demo_clock(company: Company) -> Any:
         "Charges that came due are on their way; the worker records them within seconds.",
         "ok",
     )
-    return redirect(request.referrer or url_for("plans.plans_list", slug=company.slug), code=303)
+    back = safe_next(request.form.get("next"), url_for("plans.plans_list", slug=company.slug))
+    return redirect(back, code=303)
