@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -49,3 +52,55 @@ def utc(instant: datetime) -> datetime:
     if instant.tzinfo is None:
         return instant.replace(tzinfo=UTC)
     return instant.astimezone(UTC)
+
+
+DEMO_CLOCK_FILE = "demo-clock.json"
+
+
+class DemoClock:
+    """The demo's clock: the system clock moved forward by an offset kept in a file of the
+    instance (`arbridge clock advance`), so the server, the worker, the simulated Stripe and the
+    demo ledger all read the same time, and a move made by one process is seen by the others
+    (the file is read again whenever it changes). Only a demo instance has the file."""
+
+    def __init__(self, path: Path, base: Clock | None = None) -> None:
+        self.path = path
+        self.base = base or SystemClock()
+        self._seen: tuple[float, int] | None = None
+        self._offset = timedelta(0)
+
+    @classmethod
+    def start(cls, path: Path) -> DemoClock:
+        """Make the file (offset zero) unless it is there."""
+        if not path.exists():
+            path.write_text(json.dumps({"offset_seconds": 0}) + "\n")
+        return cls(path)
+
+    @property
+    def offset(self) -> timedelta:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return timedelta(0)
+        stamp = (st.st_mtime, st.st_size)
+        if stamp != self._seen:
+            try:
+                seconds = int(json.loads(self.path.read_text())["offset_seconds"])
+            except (OSError, ValueError, KeyError, TypeError):
+                seconds = int(self._offset.total_seconds())  # a half-written file: keep the last
+            self._offset, self._seen = timedelta(seconds=max(seconds, 0)), stamp
+        return self._offset
+
+    def now(self) -> datetime:
+        return self.base.now() + self.offset
+
+    def advance(self, delta: timedelta) -> timedelta:
+        """Move the clock forward (never back: what happened stays in the past); returns the
+        new offset."""
+        if delta < timedelta(0):
+            raise ValueError("the demo clock only moves forward")
+        offset = self.offset + delta
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"offset_seconds": int(offset.total_seconds())}) + "\n")
+        os.replace(tmp, self.path)
+        return offset

@@ -14,6 +14,7 @@ from dotenv import dotenv_values
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from arbridge.clock import DEMO_CLOCK_FILE
 from arbridge.crypto import SECRET_FILE_NAME, KeySource, keys_from_secret_file, read_secret_file
 from arbridge.errors import ConfigError, NotInitialised
 
@@ -290,6 +291,8 @@ class _Fields:
             login_link_minutes=_int(env, "LOGIN_LINK_MINUTES", 30, minimum=1),
             log_level=(env.get(PREFIX + "LOG_LEVEL") or "INFO").upper(),
             mail_from=env.get(PREFIX + "MAIL_FROM") or None,
+            # `arbridge demo` leaves its clock's file in the instance: a demo install.
+            demo=(instance_path / DEMO_CLOCK_FILE).exists(),
             quickbooks=_qbo(env),
             stripe=_section(
                 "stripe",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
+from arbridge.collections.policy import DEFAULTS
 from arbridge.connectors.demo import generate_demo_ledger
 from arbridge.errors import NotFound
 from arbridge.runtime import Runtime
@@ -26,6 +27,13 @@ from arbridge.sync.store import (
 
 DEMO_SLUG = "demo"
 DEMO_TENANT = "demobooks-acme"
+DEMO_PLANS = {
+    **DEFAULTS["plans"],
+    "enabled": True,
+    "min_balance": "50.00",
+    "max_installments": 6,
+    "frequencies": ["week", "fortnight", "month"],
+}
 
 
 SyncFunc = Callable[[Connection, bool], SyncResult]
@@ -49,6 +57,8 @@ def prepare(
                 country="US",
                 owner_email="owner@acme-supply.example",
             )
+            # The demo shows installment plans on its payment pages from the start.
+            company.settings = {**(company.settings or {}), "plans": DEMO_PLANS}
         conn = ledger_connection(session, company.id)
         if conn is None:
             conn = add_connection(
@@ -89,4 +99,6 @@ def prepare(
             pay = issue_pay_token(session, rt.clock, late)
             echo(f"A customer's payment link for overdue invoice {late.number} (try paying it):")
             echo(f"  {rt.settings.base_url}/pay/{pay}")
+            echo("  (or choose 'Pay in installments' there; `arbridge clock advance --days N`")
+            echo("  then moves the demo's clock so you can watch the installments charge)")
     return company, f"{rt.settings.base_url}/sign-in/{token}"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from arbridge.clock import Clock, SystemClock
+from arbridge.clock import DEMO_CLOCK_FILE, Clock, DemoClock, SystemClock
 from arbridge.config import Settings, key_source
 from arbridge.connectors.base import LedgerConnector
 from arbridge.connectors.demo import DemoLedger
@@ -38,7 +38,11 @@ class Runtime:
         sessions = db.session_factory(engine)
         with transaction(sessions) as session:
             check_keys(session, keyring)
-        return cls(settings, engine, sessions, keyring, clock or SystemClock())
+        if clock is None:
+            # The demo's clock can be moved forward (`arbridge clock advance`); a real one cannot.
+            demo_file = settings.instance_path / DEMO_CLOCK_FILE
+            clock = DemoClock(demo_file) if settings.demo else SystemClock()
+        return cls(settings, engine, sessions, keyring, clock)
 
     def demo_ledger(self, tenant_id: str) -> DemoLedger:
         return demo_ledger(self.settings.instance_path, self.clock, tenant_id)

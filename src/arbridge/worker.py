@@ -25,6 +25,8 @@ from arbridge.errors import ArbridgeError, RateLimited
 from arbridge.providers import refetch_pending, sync_deferral
 from arbridge.runtime import Runtime
 from arbridge.services.bootstrap import outbox_handlers, webhook_handlers
+from arbridge.services.fees.assess import assess_late_fees
+from arbridge.services.payments.plan_runs import reconcile_company_plans, run_due_plans
 from arbridge.services.payments.simulated import settle_simulated_payments
 from arbridge.services.reminders.run import run_reminders
 from arbridge.sync.db import transaction
@@ -77,8 +79,13 @@ def run_collections(rt: Runtime, company: Company) -> None:
             f"{aging.overdue_balance.format()} overdue of {aging.open_balance.format()} open",
             overdue_balance=str(aging.overdue_balance.amount),
         )
+    # Installment plans fit what their invoices owe now (a payment made elsewhere, a void).
+    reconcile_company_plans(rt, company.id)
     # Reminders: decide and queue today's messages; the outbox sends them.
     run_reminders(rt, company)
+    # Late fees and interest, after the reminders so a fault here never holds them: claim each
+    # charge once and queue its ledger invoice.
+    assess_late_fees(rt, company)
 
 
 JOBS: dict[str, JobFunc] = {"sync": run_sync, "collections": run_collections}
@@ -141,6 +148,8 @@ def drain(rt: Runtime) -> tuple[int, int]:
         settle_simulated_payments(rt)
     events = refetch_pending(rt)
     events += process_pending(rt.sessions, rt.clock, webhook_handlers(rt))
+    # Installment plans: charges and notices that have come due (one query when none has).
+    run_due_plans(rt)
     sent = deliver(rt.sessions, rt.clock, outbox_handlers(rt))
     return events, sent
 

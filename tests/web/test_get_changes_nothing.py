@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from arbridge.services.payments.plans import make_offer
 from arbridge.services.reminders.unsubscribe import unsubscribe_token
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
@@ -59,7 +60,7 @@ def _values(rt, client, company: Company) -> dict[str, str]:
         customer = s.get(Customer, invoice.customer_id)
         contact = s.scalars(select(Contact).where(Contact.customer_id == customer.id)).first()
         pay = issue_pay_token(s, rt.clock, invoice)
-        issue_statement_token(s, rt.clock, customer)
+        statement = issue_statement_token(s, rt.clock, customer)
         mail = MailMessage(
             company_id=company.id,
             kind="owner",
@@ -91,13 +92,20 @@ def _values(rt, client, company: Company) -> dict[str, str]:
             "mail_id": str(mail.id),
             "task_id": str(task.id),
             "filename": "app.css",
+            "name": "aging-by-customer",  # a CSV export (web/insight.py)
         }
+    # An installment plan offered for the invoice, for the plans' pages.
+    made = make_offer(
+        rt, company_id=company.id, invoice_ids=[invoice.id], installments=2, every="month"
+    )
+    values["plan_id"] = str(made.plan_id)
     # A Checkout Session for the simulated checkout page, opened the way a customer would.
     page = client.get(f"/pay/{pay}")
     started = client.post(f"/pay/{pay}/checkout", data={"csrf_token": csrf_token(page.data)})
     location = started.headers.get("Location", "/cs_test_none")  # no payments set up: none
     values["session_id"] = location.rstrip("/").rsplit("/", 1)[-1]
     values["pay"] = pay
+    values["statement"] = statement
     values["unsubscribe"] = unsubscribe_token(rt.settings.secret_key, contact.id)
     return values
 
@@ -110,6 +118,9 @@ def _url(rule, values: dict[str, str], rt, company: Company) -> str:
                 "auth.sign_in_page": lambda: new_sign_in_token(rt, company),
                 "pay.pay_page": lambda: values["pay"],
                 "pay.checkout_return": lambda: values["pay"],
+                "documents.customer_statement": lambda: values["statement"],
+                "plan_pay.plan_page": lambda: values["pay"],
+                "plan_pay.plan_return": lambda: values["pay"],
                 "replies.unsubscribe_page": lambda: values["unsubscribe"],
                 "people.invitation_page": lambda: _invitation_token(rt, company),
             }[rule.endpoint]()

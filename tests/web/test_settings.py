@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from arbridge.collections.policy import policy
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Activity, Connection, Invoice
+from arbridge.sync.model import Activity, Company, Connection, Invoice
 from arbridge.sync.store import open_invoices
 from tests.web.conftest import (
     assert_friendly_error,
@@ -65,9 +65,20 @@ def test_settings_page_has_every_section(owner_client):
         "reminders": "Reminders",
         "payments": "Payments",
         "plans": "Installment plans",
+        "late_fees": "Late fees and interest",
+        "credit": "Credit limits",
     }
     nav = [a.text for a in doc.find("nav", cls="sections").find_all("a")]
-    assert nav == ["Business", "Connections", "People", "Reminders", "Payments", "Plans"]
+    assert nav == [
+        "Business",
+        "Connections",
+        "People",
+        "Reminders",
+        "Payments",
+        "Plans",
+        "Late fees",
+        "Credit limits",
+    ]
     # Every form carries its CSRF token.
     for form in doc.find_all("form", method="post"):
         assert any(k.endswith("csrf_token") for k in form_fields(form)), form.attrs["action"]
@@ -79,7 +90,9 @@ def test_settings_page_has_every_section(owner_client):
 
 
 def test_submitting_the_forms_unchanged_keeps_the_defaults(owner_client, rt, demo_company):
-    for section in ("company", "reminders", "payments", "plans"):
+    with transaction(rt.sessions) as s:  # the defaults (the demo turns plans on)
+        s.get(Company, demo_company.id).settings = {}
+    for section in ("company", "reminders", "payments", "plans", "late_fees", "credit"):
         response = owner_client.post(f"{URL}/{section}", data=_form(owner_client, section))
         assert response.status_code == 302, (section, response.get_data(as_text=True))
         assert response.headers["Location"] == f"{URL}#{section}"

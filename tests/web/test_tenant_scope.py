@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from arbridge.services.payments.plans import make_offer
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     Activity,
@@ -20,9 +21,11 @@ from arbridge.sync.model import (
     Invitation,
     Invoice,
     InvoiceHold,
+    LateFeeAssessment,
     MailMessage,
     OutboxMessage,
     PayToken,
+    Plan,
     User,
 )
 from tests.web.conftest import OTHER_SLUG, assert_friendly_error, csrf_token
@@ -38,6 +41,8 @@ class OtherRows:
     payment: int
     user: int
     invitation: int
+    plan: int
+    charge: int
     secrets: tuple[str, ...]
 
 
@@ -103,7 +108,27 @@ def other_rows(rt, other_company) -> OtherRows:
             expires_at=now + timedelta(days=7),
         )
         s.add(invitation)
+        charge = LateFeeAssessment(
+            company_id=company_id,
+            invoice_id=inv.id,
+            customer_id=inv.customer_id,
+            kind="fee",
+            period="once",
+            currency="USD",
+            amount_minor=25_00,
+            description="Late fee on ZQX-7001",
+            basis="a flat fee",
+            assessed_on=now.date(),
+            status="posted",
+            outbox_key="ledger_fee_invoice:borealis",
+            created_at=now,
+        )
+        s.add(charge)
         s.flush()
+        s.commit()
+        plan = make_offer(
+            rt, company_id=company_id, invoice_ids=[inv.id], installments=2, every="month"
+        ).plan_id
         rows = OtherRows(
             invoice=inv.id,
             customer=inv.customer_id,
@@ -113,6 +138,8 @@ def other_rows(rt, other_company) -> OtherRows:
             payment=payment.id,
             user=colleague.id,
             invitation=invitation.id,
+            plan=plan,
+            charge=charge.id,
             secrets=(*other_company.secrets, "Secret reminder body", "quartz delivery"),
         )
     return rows
@@ -125,6 +152,7 @@ def targets(o: OtherRows) -> list[tuple[str, str, dict[str, str], str]]:
         ("POST", f"/invoices/{o.invoice}/pay-link", {}, "Invoice"),
         ("POST", f"/invoices/{o.invoice}/revoke-links", {}, "Invoice"),
         ("POST", f"/invoices/{o.invoice}/pause", {}, "Invoice"),
+        ("POST", "/invoices/bulk", {"action": "pause", "invoice_id": str(o.invoice)}, "Invoice"),
         ("GET", f"/reminders?invoice_id={o.invoice}", {}, "Invoice"),
         ("GET", f"/reminders/email.html?invoice_id={o.invoice}", {}, "Invoice"),
         ("POST", "/reminders/test-send", {"invoice_id": str(o.invoice)}, "Invoice"),
@@ -132,17 +160,36 @@ def targets(o: OtherRows) -> list[tuple[str, str, dict[str, str], str]]:
         ("POST", f"/customers/{o.customer}/sequence", {"sequence": "default"}, "Customer"),
         ("POST", f"/customers/{o.customer}/revoke-statement-links", {}, "Customer"),
         ("POST", f"/customers/{o.customer}/do-not-chase", {}, "Customer"),
+        ("POST", f"/customers/{o.customer}/late-fees-exempt", {"exempt": "1"}, "Customer"),
+        ("POST", f"/late-fees/{o.charge}/waive", {}, "LateFeeAssessment"),
+        ("POST", f"/insight/customers/{o.customer}/limit/approve", {}, "Customer"),
+        ("POST", f"/insight/customers/{o.customer}/limit/decline", {}, "Customer"),
+        ("POST", f"/insight/customers/{o.customer}/limit", {"limit": "5"}, "Customer"),
         ("POST", f"/customers/{o.customer}/agency", {}, "Customer"),
         ("GET", f"/customers/{o.customer}/agency", {}, "Customer"),
         ("POST", f"/customers/{o.customer}/agency", {"confirmed": "yes"}, "Customer"),
         ("POST", f"/customers/{o.customer}/agency/undo", {}, "Customer"),
         ("GET", f"/customers/{o.customer}/case-file.json", {}, "Customer"),
+        ("GET", f"/customers/{o.customer}/case-file.pdf", {}, "Customer"),
+        ("GET", f"/customers/{o.customer}/statement.pdf", {}, "Customer"),
+        ("GET", f"/customers/{o.customer}/final-notice.pdf", {}, "Customer"),
+        ("GET", f"/customers/{o.customer}", {}, "Customer"),
+        ("GET", f"/payments?customer={o.customer}", {}, "Customer"),
+        ("POST", f"/customers/{o.customer}/contact", {"email": "x@example.com"}, "Customer"),
+        ("POST", f"/customers/{o.customer}/timezone", {"timezone": "Europe/Paris"}, "Customer"),
         ("GET", f"/mailbox/{o.mail}", {}, "MailMessage"),
         ("POST", f"/calls/{o.task}/done", {"outcome": "paid"}, "CallTask"),
         ("POST", f"/holds/{o.hold}/resolve", {"resolution": "resolved"}, "InvoiceHold"),
         ("POST", f"/payments/{o.payment}/refund", {}, "CollectedPayment"),
         ("POST", f"/users/{o.user}/remove", {}, "User"),
         ("POST", f"/invitations/{o.invitation}/revoke", {}, "Invitation"),
+        ("GET", f"/plans/{o.plan}", {}, "Plan"),
+        ("POST", f"/plans/{o.plan}/pause", {}, "Plan"),
+        ("POST", f"/plans/{o.plan}/resume", {}, "Plan"),
+        ("POST", f"/plans/{o.plan}/cancel", {}, "Plan"),
+        ("POST", f"/plans/{o.plan}/installments/1/move", {"due_on": "2030-01-01"}, "Plan"),
+        ("GET", f"/plans/new?customer={o.customer}", {}, "Customer"),
+        ("POST", f"/customers/{o.customer}/plan-choice", {"choice": "deny"}, "Customer"),
     ]
 
 
@@ -159,6 +206,9 @@ def _state(rt, o: OtherRows) -> tuple:
             s.get(CollectedPayment, o.payment).refunded_minor,
             s.get(User, o.user) is not None,
             s.get(Invitation, o.invitation).revoked_at,
+            s.get(Plan, o.plan).status,
+            [(i.due_on, i.status) for i in s.get(Plan, o.plan).installments],
+            s.get(LateFeeAssessment, o.charge).status,
             s.scalar(select(func.count()).select_from(PayToken)),
             s.scalar(select(func.count()).select_from(CustomerReminderSettings)),
             s.scalar(select(func.count()).select_from(OutboxMessage)),
@@ -182,6 +232,9 @@ def test_every_id_route_is_covered(app, other_rows):
         "payment_id": other_rows.payment,
         "user_id": other_rows.user,
         "invitation_id": other_rows.invitation,
+        "plan_id": other_rows.plan,
+        "number": 1,
+        "charge_id": other_rows.charge,
     }
     for rule in app.url_map.iter_rules():
         names = {n for n in rule.arguments if f"<int:{n}>" in rule.rule}

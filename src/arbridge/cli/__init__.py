@@ -12,6 +12,7 @@ from arbridge.cli.companies import companies
 from arbridge.cli.events import events
 from arbridge.cli.instance import init, rotate_keys
 from arbridge.cli.ledger import connect, report, sync
+from arbridge.cli.plans import clock, plans
 from arbridge.cli.reminders import remind
 from arbridge.cli.serve import demo, serve, worker
 
@@ -38,5 +39,7 @@ for command in (
     connect,
     events,
     rotate_keys,
+    plans,
+    clock,
 ):
     main.add_command(command)

@@ -96,6 +96,7 @@ def report(slug: str, as_of: Any, period_days: int, fmt: str) -> None:
     as-of date; a figure with nothing to divide by is null (shown as "n/a").
     """
     from arbridge.collections.aging import BUCKET_LABELS
+    from arbridge.sync.insight_store import insight, insight_dict, trends_list
     from arbridge.sync.store import (
         aging_report,
         company_today,
@@ -103,16 +104,16 @@ def report(slug: str, as_of: Any, period_days: int, fmt: str) -> None:
         kpi_report,
         report_dict,
     )
+    from arbridge.sync.trends_store import kpi_trends
 
     rt = open_runtime()
     with rt.sessions() as session:
         company = get_company(session, slug)
         day: date = as_of or company_today(company, rt.clock)
-        data = report_dict(
-            company,
-            aging_report(session, company, day),
-            kpi_report(session, company, day, period_days),
-        )
+        kpi = kpi_report(session, company, day, period_days)
+        data = report_dict(company, aging_report(session, company, day), kpi)
+        data.update(insight_dict(insight(session, company, day, kpi, live_plans=as_of is None)))
+        data["trends"] = trends_list(kpi_trends(session, company, day))
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
         return
@@ -132,6 +133,30 @@ def report(slug: str, as_of: Any, period_days: int, fmt: str) -> None:
     for key, label in KPI_LABELS.items():
         value = data[key]
         click.echo(f"    {label:<24}{'n/a' if value is None else value:>10}")
+    _forecast_and_flags(data)
+
+
+def _forecast_and_flags(data: dict[str, Any]) -> None:
+    forecast = data["forecast"]
+    click.echo("  Cash forecast (each open invoice on its due date + the customer's lateness)")
+    for week in forecast["weeks"]:
+        click.echo(f"    {week['start']} to {week['end']}{week['amount']:>18}")
+    click.echo(f"    {'Later':<24}{forecast['later']:>18}")
+    projected = forecast["projected_dso"]
+    click.echo(f"    {'Projected DSO (days)':<24}{'n/a' if projected is None else projected:>18}")
+    click.echo("  Flagged customers")
+    for flag in data["flags"]:
+        click.echo(
+            f"    {flag['customer']} ({flag['customer_id']}): {flag['kind']}, {flag['reason']}"
+        )
+    if not data["flags"]:
+        click.echo("    none")
+    click.echo("  KPIs by month (each month its own period)")
+    short = {"dso": "DSO", "cei": "CEI", "average_days_to_pay": "Days to pay"}
+    click.echo(f"    {'Month':<10}" + "".join(f"{label:>14}" for label in short.values()))
+    for month in data["trends"]:
+        cells = "".join(f"{'n/a' if month[k] is None else month[k]:>14}" for k in short)
+        click.echo(f"    {month['month']:<10}{cells}")
 
 
 KPI_LABELS = {

@@ -12,6 +12,7 @@ import click
 from arbridge.cli.common import load_settings, open_runtime, setup_logging
 from arbridge.cli.instance import initialise
 from arbridge.cli.ledger import run_sync_with_progress
+from arbridge.clock import DEMO_CLOCK_FILE, DemoClock
 from arbridge.config import Settings
 
 
@@ -51,6 +52,9 @@ def demo(host: str, port: int, no_serve: bool, reset: bool) -> None:
     if not os.environ.get("ARBRIDGE_WORKER_TICK_SECONDS"):
         # The demo's bank payments clear in seconds, not days: look for work often.
         settings = settings.with_(worker_tick_seconds=5)
+    # A demo install's clock can be moved forward to watch plans charge (`arbridge clock`).
+    DemoClock.start(settings.instance_path / DEMO_CLOCK_FILE)
+    settings = settings.with_(demo=True)
     rt = Runtime.open(settings)
     company, link = demo_setup.prepare(
         rt,

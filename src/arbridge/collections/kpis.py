@@ -186,6 +186,37 @@ def kpis(
     )
 
 
+def kpis_from_sums(
+    start: date,
+    as_of: date,
+    days: int,
+    ar_begin: Decimal,
+    ar_end: Decimal,
+    ar_end_current: Decimal,
+    credit_sales: Decimal,
+    blocks: list[Decimal],
+    closed: int,
+    on_time: int,
+    days_to_pay: int,
+) -> Kpis:
+    """Every KPI from the sums `kpis()` gathers (home-currency amounts; `blocks` the countback's
+    twelve 30-day blocks of net credit sales, the one ending on as_of first), for callers that
+    sum several periods at once (the monthly trends)."""
+    return _ratios(
+        start,
+        as_of,
+        days,
+        ar_begin,
+        ar_end,
+        ar_end_current,
+        credit_sales,
+        blocks,
+        closed,
+        on_time,
+        days_to_pay,
+    )
+
+
 def _ratios(
     start: date,
     as_of: date,

@@ -15,6 +15,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "discount_percent": None,
         "discount_days": None,
     },
+    # Credit limits: the limit of a customer the owner set none for (None: no limit), how many
+    # on-time payments in a row earn a proposal of a higher limit, and by how much (percent).
+    "credit": {"default_limit": None, "on_time_run": 6, "raise_percent": "25"},
     "plans": {
         "enabled": False,
         "min_balance": "500.00",  # in the home currency; a balance of at least this may choose
@@ -28,6 +31,20 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "fee_amount": None,  # a fixed fee in the home currency
         "fee_percent": None,  # a fee as a percent of the balance
         "agreement_text": None,  # None: the stock text (collections.plans.DEFAULT_AGREEMENT)
+    },
+    # Late fees and interest (collections.late_fees reads them): amounts in the home currency.
+    "late_fees": {
+        "enabled": False,
+        "preset": "custom",  # or "uk_statutory"
+        "grace_days": 0,
+        "flat_fee": None,
+        "fee_percent": None,
+        "annual_rate": None,  # percent a year
+        "cap": None,
+        "min_balance": None,
+        "base_rates": [],  # [{"effective_on": "2026-08-07", "rate": "4.00"}], oldest first
+        "quickbooks_item_id": None,  # the product/service a fee invoice's line names
+        "xero_account_code": None,  # the revenue account a fee invoice's line posts to
     },
 }
 
@@ -53,6 +70,9 @@ class Policy:
     plan_fee_amount: Decimal | None = None
     plan_fee_percent: Decimal | None = None
     plan_agreement_text: str | None = None  # None: the stock text
+    credit_default_limit: Decimal | None = None  # in the home currency
+    credit_on_time_run: int = 6
+    credit_raise_percent: Decimal = Decimal(25)
     # Stored choices that could not be read (written by an older version, or by hand): each one
     # falls back to its default, and the settings page says which.
     problems: tuple[str, ...] = ()
@@ -154,6 +174,16 @@ def policy(stored: Mapping[str, Any] | None) -> Policy:
     agreement_text = read.text(
         pl["agreement_text"], None, MAX_AGREEMENT_CHARS, "The plans' agreement"
     )
+    cr, dcr = s["credit"], DEFAULTS["credit"]
+    credit_default_limit = read.amount(
+        cr["default_limit"], None, Decimal(10) ** 12, "The default credit limit"
+    )
+    credit_on_time_run = read.whole(
+        cr["on_time_run"], dcr["on_time_run"], 1, 100, "The on-time payments before a raise"
+    )
+    credit_raise_percent = read.amount(
+        cr["raise_percent"], Decimal(dcr["raise_percent"]), Decimal(1000), "The limit's raise"
+    )
     return Policy(
         reminders_enabled=bool(r["enabled"]),
         max_reminders_per_week=max_per_week if max_per_week is not None else d["max_per_week"],
@@ -177,5 +207,12 @@ def policy(stored: Mapping[str, Any] | None) -> Policy:
         plan_fee_amount=fee_amount or None,
         plan_fee_percent=fee_percent or None,
         plan_agreement_text=agreement_text,
+        credit_default_limit=credit_default_limit,
+        credit_on_time_run=credit_on_time_run
+        if credit_on_time_run is not None
+        else dcr["on_time_run"],
+        credit_raise_percent=credit_raise_percent
+        if credit_raise_percent is not None
+        else Decimal(dcr["raise_percent"]),
         problems=tuple(read.problems),
     )

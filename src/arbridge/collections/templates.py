@@ -42,8 +42,10 @@ MERGE_FIELDS = (
     "business_name",
     "signature",
     "unsubscribe_link",
-    "invoices",  # a list of {number, amount_due, due_date, days_overdue, pay_link}
+    "invoices",  # a list of {number, amount_due, due_date, days_overdue, pay_link, late_fees}
     "total_due",
+    "late_fees",  # late fees and interest charged on these invoices ("" when none)
+    "payment_terms",  # the late-fee policy in words ("" when there is none)
 )
 
 
@@ -64,6 +66,11 @@ _TABLE_TEXT = (
     "    Pay online: {{ i.pay_link }}\n{% endfor %}"
 )
 _CLOSING = (
+    # `is defined`: a row queued before these fields existed still renders.
+    "{% if late_fees is defined and late_fees %}\nLate fees and interest charged on these "
+    "invoices: {{ late_fees }}.\n{% endif %}"
+    "{% if payment_terms is defined and payment_terms %}\nPayment terms: {{ payment_terms }}\n"
+    "{% endif %}"
     "\nIf you have already paid, thank you, and please ignore this message. If something is not "
     "right with the invoice, reply to this email or use the link above to tell us.\n\n"
     "{{ signature or ('Kind regards,\\n' ~ business_name) }}\n"
@@ -319,9 +326,12 @@ SAMPLE_FIELDS: dict[str, Any] = {
             "due_date": "Jan 1, 2026",
             "days_overdue": 10,
             "pay_link": "https://example.com/pay/sample",
+            "late_fees": "$25.00",
         }
     ],
     "total_due": "$100.00",
+    "late_fees": "$25.00",
+    "payment_terms": "A late fee of $25.00 is charged once after the due date.",
 }
 
 

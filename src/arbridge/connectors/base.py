@@ -80,6 +80,21 @@ class DiscountWriteBack:
     lines: Sequence[PaymentLine] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class FeeInvoiceWriteBack:
+    """A late fee or interest charge, to record once as an invoice of its own (the original
+    invoice stays as the customer received it)."""
+
+    idempotency_key: str
+    customer_source_id: str
+    currency: str
+    amount: Decimal
+    issued_on: date
+    due_on: date
+    description: str  # "Late fee on INV-1042", the one line
+    reference: str  # the original invoice's number
+
+
 class LedgerConnector(Protocol):
     source: str
 
@@ -101,4 +116,12 @@ class LedgerConnector(Protocol):
 
     def post_discount(self, discount: DiscountWriteBack) -> str:
         """Record an early-payment discount so the invoice closes at zero; safe to call twice."""
+        ...
+
+    def post_fee_invoice(self, fee: FeeInvoiceWriteBack) -> str:
+        """Create a late fee or interest invoice and return its id there; safe to call twice."""
+        ...
+
+    def void_invoice(self, invoice_id: str, idempotency_key: str) -> None:
+        """Void an invoice arbridge created (a waived fee); safe to call twice."""
         ...

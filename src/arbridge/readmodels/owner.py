@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from arbridge.collections.aging import OpenItem, bucket, days_overdue, due_range, home_balance
-from arbridge.sync.model import Company, Customer, Invoice, SyncError
+from arbridge.sync.model import CallTask, Company, Customer, Invoice, InvoiceHold, SyncError
 
 
 def invoice_row(inv: Invoice, company: Company, today: date) -> dict[str, Any]:
@@ -81,3 +81,26 @@ def unresolved_sync_errors(
     ).all()
     count = s.scalar(select(func.count()).select_from(SyncError).where(unresolved)) or 0
     return list(errors), count
+
+
+def nav_counts(s: Session, company_id: int) -> dict[str, int]:
+    """What the navigation counts on every owner page, in one query: calls still to make, and
+    customers' questions and disputes nobody has answered yet (promises wait for their date)."""
+    calls = (
+        select(func.count())
+        .select_from(CallTask)
+        .where(CallTask.company_id == company_id, CallTask.done_at.is_(None))
+        .scalar_subquery()
+    )
+    replies = (
+        select(func.count())
+        .select_from(InvoiceHold)
+        .where(
+            InvoiceHold.company_id == company_id,
+            InvoiceHold.kind == "dispute",
+            InvoiceHold.resolved_at.is_(None),
+        )
+        .scalar_subquery()
+    )
+    found = s.execute(select(calls.label("calls"), replies.label("replies"))).one()
+    return {"calls": int(found.calls or 0), "replies": int(found.replies or 0)}

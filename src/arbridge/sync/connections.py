@@ -41,7 +41,7 @@ from arbridge.sync.model import (
     Payment,
 )
 from arbridge.sync.notices import tell_owner
-from arbridge.sync.outbox_kinds import LEDGER_WRITES
+from arbridge.sync.outbox_kinds import LEDGER_FEE_WRITES, LEDGER_WRITES
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +317,7 @@ def revive_write_backs(session: Session, clock: Clock, company_id: int) -> int:
         update(OutboxMessage)
         .where(
             OutboxMessage.company_id == company_id,
-            OutboxMessage.kind.in_(LEDGER_WRITES),
+            OutboxMessage.kind.in_(LEDGER_WRITES + LEDGER_FEE_WRITES),
             OutboxMessage.status.in_(("failed", "dead")),
             OutboxMessage.last_error.like("AuthExpired:%"),
         )

@@ -108,8 +108,11 @@ WHAT = {
     "ledger_payment": "A payment's write-back to your ledger",
     "ledger_discount": "A discount's write-back to your ledger",
     "ledger_reversal": "Reversing a payment in your ledger",
+    "ledger_fee_invoice": "A late fee or interest invoice in your ledger",
+    "ledger_fee_void": "Voiding a waived late fee in your ledger",
     "stripe_refund": "A refund through Stripe",
     "stripe_expire_session": "Closing another open checkout for a paid invoice",
+    "plan_charge": "An installment plan's charge",
 }
 
 

@@ -26,14 +26,22 @@ class OutboxKind(StrEnum):
     LEDGER_PAYMENT = "ledger_payment"
     LEDGER_DISCOUNT = "ledger_discount"
     LEDGER_REVERSAL = "ledger_reversal"
+    # Late fees and interest (services.fees): a charge's own ledger invoice, and its voiding.
+    LEDGER_FEE_INVOICE = "ledger_fee_invoice"
+    LEDGER_FEE_VOID = "ledger_fee_void"
     # Acts at the business's Stripe (services.payments).
     STRIPE_REFUND = "stripe_refund"
     STRIPE_EXPIRE_SESSION = "stripe_expire_session"
+    # An installment charged off-session to a plan's saved payment method (services.payments).
+    PLAN_CHARGE = "plan_charge"
     # Messages (services.messaging): reminders, statements, receipts, owner notices.
     EMAIL = "email"
 
 
 LEDGER_WRITES = (OutboxKind.LEDGER_PAYMENT, OutboxKind.LEDGER_DISCOUNT, OutboxKind.LEDGER_REVERSAL)
+# Late-fee writes touch no collected payment (so the ledger lag ignores them), but go out again
+# like the others once a dead grant is reconnected.
+LEDGER_FEE_WRITES = (OutboxKind.LEDGER_FEE_INVOICE, OutboxKind.LEDGER_FEE_VOID)
 
 
 def ledger_payment_key(payment_intent: str) -> str:
@@ -47,6 +55,15 @@ def ledger_discount_key(payment_intent: str) -> str:
 def ledger_reversal_prefix(payment_intent: str) -> str:
     """Restatements of one payment are numbered in order after this prefix."""
     return f"{OutboxKind.LEDGER_REVERSAL.value}:{payment_intent}:"
+
+
+def fee_invoice_key(invoice_id: int, kind: str, period: str) -> str:
+    """One late fee or interest charge: its assessment's unique key, (invoice, kind, period)."""
+    return f"{OutboxKind.LEDGER_FEE_INVOICE.value}:{invoice_id}:{kind}:{period}"
+
+
+def fee_void_key(invoice_id: int, kind: str, period: str) -> str:
+    return f"{OutboxKind.LEDGER_FEE_VOID.value}:{invoice_id}:{kind}:{period}"
 
 
 def stripe_refund_key(payment_intent: str, number: int) -> str:
@@ -163,6 +180,54 @@ class LedgerReversal:
 
 
 @dataclass(frozen=True)
+class LedgerFeeInvoice:
+    """A late fee or interest charge to write into the ledger as an invoice of its own."""
+
+    connection_id: int
+    assessment_id: int
+    customer_source_id: str
+    currency: str
+    amount: Decimal
+    issued_on: date
+    due_on: date
+    description: str
+    reference: str  # the original invoice's number
+
+    kind = OutboxKind.LEDGER_FEE_INVOICE
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "connection_id": self.connection_id,
+            "assessment_id": self.assessment_id,
+            "customer_source_id": self.customer_source_id,
+            "currency": self.currency,
+            "amount": str(self.amount),
+            "issued_on": self.issued_on.isoformat(),
+            "due_on": self.due_on.isoformat(),
+            "description": self.description,
+            "reference": self.reference,
+        }
+
+
+@dataclass(frozen=True)
+class LedgerFeeVoid:
+    """Void a waived charge's ledger invoice (`post_key`: the write that made it)."""
+
+    connection_id: int
+    assessment_id: int
+    post_key: str
+
+    kind = OutboxKind.LEDGER_FEE_VOID
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "connection_id": self.connection_id,
+            "assessment_id": self.assessment_id,
+            "post_key": self.post_key,
+        }
+
+
+@dataclass(frozen=True)
 class StripeRefund:
     """A refund of an overpayment at the business's Stripe; `earlier` are the keys of attempts
     that may have reached Stripe unknown to us (asked about before refunding again)."""
@@ -200,7 +265,15 @@ class StripeExpireSession:
         return {"company_id": self.company_id, "session_id": self.session_id}
 
 
-Payload = LedgerPayment | LedgerDiscount | LedgerReversal | StripeRefund | StripeExpireSession
+Payload = (
+    LedgerPayment
+    | LedgerDiscount
+    | LedgerReversal
+    | LedgerFeeInvoice
+    | LedgerFeeVoid
+    | StripeRefund
+    | StripeExpireSession
+)
 
 
 def queue(session: Session, clock: Clock, *, company_id: int, key: str, payload: Payload) -> bool:

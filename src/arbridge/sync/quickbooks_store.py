@@ -185,6 +185,7 @@ def build_connector(
     with factory() as session:
         company = session.get(Company, conn.company_id)
         prefs = ((company.settings or {}).get("quickbooks") or {}) if company else {}
+        fees = ((company.settings or {}).get("late_fees") or {}) if company else {}
     tokens = ConnectionTokens(factory, keyring, clock, conn.id, IntuitOAuth(config, clock))
     sleep = options.get("sleep", time.sleep)
     options.setdefault("limiter", DatabaseLimiter(factory, clock, conn.tenant_id, sleep))
@@ -195,6 +196,7 @@ def build_connector(
         clock,
         deposit_account_id=prefs.get("deposit_account_id"),
         discount_item_id=str(prefs.get("discount_item_id") or "1"),
+        late_fee_item_id=str(fees.get("quickbooks_item_id") or "") or None,
         known_ids=connections.known_ids(factory, conn),
         **options,
     )

@@ -209,15 +209,12 @@ def aging_report(session: Session, company: Company, as_of: date) -> Aging:
 _GONE = ("voided", "deleted")
 
 
-def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kpis:
-    """The collections KPIs (collections.kpis) of the `days` days ending on as_of, from three
-    queries whatever the ledger's size: the invoices that count, with their allocations up to
-    as_of summed and their closing dates found by the database (home-currency ones summed per
-    issue, due and closing date, foreign ones one by one), and the credit notes issued in the
-    window. Allocations are dated by their own date, else their payment's or credit's."""
-    start = as_of - timedelta(days=days - 1)
-    begin_day = start - timedelta(days=1)
-    window = window_start(as_of, days)
+def allocations_to(company_id: int, as_of: date, begin_day: date) -> Any:
+    """A subquery of each invoice's allocations up to as_of (voided and deleted payments and
+    credits left out), one row per invoice: `by_end` applied on or before as_of, `by_begin` on
+    or before begin_day, `closing` the last day an allocation took its balance from above zero
+    to zero or below, `days` on how many days something was applied. Allocations are dated by
+    their own date, else their payment's or credit's."""
     applied_on = func.coalesce(
         PaymentAllocation.applied_on, Payment.received_on, CreditNote.issued_on
     )
@@ -230,7 +227,7 @@ def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kp
         .outerjoin(Payment, Payment.id == PaymentAllocation.payment_id)
         .outerjoin(CreditNote, CreditNote.id == PaymentAllocation.credit_note_id)
         .where(
-            PaymentAllocation.company_id == company.id,
+            PaymentAllocation.company_id == company_id,
             or_(Payment.id.is_(None), Payment.status.not_in(_GONE)),
             or_(CreditNote.id.is_(None), CreditNote.status.not_in(_GONE)),
             applied_on <= as_of,
@@ -257,7 +254,7 @@ def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kp
             running.c.on,
         ),
     )
-    applied = (
+    return (
         select(
             running.c.invoice_id,
             func.sum(running.c.amount).label("by_end"),
@@ -265,11 +262,24 @@ def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kp
                 "by_begin"
             ),
             func.max(closing_day).label("closing"),
+            func.count().label("days"),
         )
         .join(Invoice, Invoice.id == running.c.invoice_id)
         .group_by(running.c.invoice_id)
         .subquery()
     )
+
+
+def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kpis:
+    """The collections KPIs (collections.kpis) of the `days` days ending on as_of, from three
+    queries whatever the ledger's size: the invoices that count, with their allocations up to
+    as_of summed and their closing dates found by the database (home-currency ones summed per
+    issue, due and closing date, foreign ones one by one), and the credit notes issued in the
+    window. Allocations are dated by their own date, else their payment's or credit's."""
+    start = as_of - timedelta(days=days - 1)
+    begin_day = start - timedelta(days=1)
+    window = window_start(as_of, days)
+    applied = allocations_to(company.id, as_of, begin_day)
     by_end = cast(func.coalesce(applied.c.by_end, 0), BigInteger)
     by_begin = cast(func.coalesce(applied.c.by_begin, 0), BigInteger)
     counted = (

@@ -153,7 +153,9 @@ def build_connector(
 ) -> XeroConnector:
     config = xero_config(settings)
     with factory() as session:
-        prefs = xero_prefs(session.get(Company, conn.company_id))
+        company = session.get(Company, conn.company_id)
+        prefs = xero_prefs(company)
+        fees = ((company.settings or {}).get("late_fees") or {}) if company else {}
     sleep = options.setdefault("sleep", time.sleep)
     identity = XeroIdentity(config, clock, sleep=sleep)
     tokens = ConnectionTokens(factory, keyring, clock, conn.id, identity)
@@ -173,6 +175,7 @@ def build_connector(
         clock,
         payment_account={"AccountID": str(account)} if account else None,
         discount_account_code=prefs.get("discount_account_code"),
+        late_fee_account_code=str(fees.get("xero_account_code") or "") or None,
         **options,
     )
 

@@ -68,13 +68,16 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
         werkzeug_log.addFilter(RedactTokens())
     csrf.init_app(app)
 
-    from arbridge.web import auth, health, owner, owner_payments, pay
+    from arbridge.web import auth, fees, health, owner, owner_payments, pay, plan_pay, plans
 
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(owner.bp)
     app.register_blueprint(pay.bp)
     app.register_blueprint(owner_payments.bp)
+    app.register_blueprint(plan_pay.bp)
+    app.register_blueprint(plans.bp)
+    app.register_blueprint(fees.bp)
     from arbridge.web import reminders, reminders_start, replies
 
     app.register_blueprint(reminders.bp)
@@ -84,9 +87,15 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     for provider in providers.providers():
         if provider.web_module is not None:
             app.register_blueprint(importlib.import_module(provider.web_module).bp)
-    from arbridge.web import people
+    from arbridge.web import customers, documents, invoices, people
 
     app.register_blueprint(people.bp)
+    app.register_blueprint(documents.bp)
+    app.register_blueprint(customers.bp)
+    app.register_blueprint(invoices.bp)
+    from arbridge.web import insight
+
+    app.register_blueprint(insight.bp)
     from arbridge.connectors.stripe.simulated import simulation_allowed
 
     if simulation_allowed(settings):  # a demo install: the simulated checkout stands in

@@ -9,6 +9,7 @@ from zoneinfo import available_timezones
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
+    DateField,
     DecimalField,
     IntegerField,
     SelectChoice,
@@ -126,6 +127,21 @@ class PaymentsForm(FlaskForm):
         return ok
 
 
+class CreditForm(FlaskForm):
+    credit_default_limit = StrictDecimalField(
+        "Credit limit for customers without their own",
+        places=2,
+        validators=[Optional(), NumberRange(0, 10**12)],
+    )
+    credit_on_time_run = StrictIntegerField(
+        "On-time payments in a row before a higher limit is proposed",
+        validators=[InputRequired(), NumberRange(1, 100)],
+    )
+    credit_raise_percent = StrictDecimalField(
+        "Raise proposed (%)", places=2, validators=[InputRequired(), NumberRange(1, 1000)]
+    )
+
+
 def _at_least_one(_form: Any, field: Any) -> None:
     if not field.data:
         raise StopValidation("Choose at least one: every week, two weeks or month.")
@@ -170,3 +186,63 @@ class PlansForm(FlaskForm):
         validators=[Optional(), Length(max=MAX_AGREEMENT_CHARS)],
         render_kw={"rows": 5},
     )
+
+
+class LateFeesForm(FlaskForm):
+    late_fees_enabled = BooleanField("Charge late fees and interest on overdue invoices")
+    late_fee_preset = SelectField(
+        "Rules",
+        choices=[
+            SelectChoice("custom", "My own: a fee and/or interest"),
+            SelectChoice(
+                "uk_statutory", "UK statutory interest and compensation (business customers)"
+            ),
+        ],
+    )
+    late_fee_grace_days = StrictIntegerField(
+        "Grace period (days past due)", validators=[Optional(), NumberRange(0, 365)]
+    )
+    late_fee_flat = StrictDecimalField(
+        "Late fee", places=2, max_places=3, validators=[Optional(), NumberRange(0, 10**9)]
+    )
+    late_fee_percent = StrictDecimalField(
+        "plus (% of the overdue balance)", places=2, validators=[Optional(), NumberRange(0, 25)]
+    )
+    late_fee_annual_rate = StrictDecimalField(
+        "Interest (% a year, simple, charged monthly)",
+        places=2,
+        max_places=4,
+        validators=[Optional(), NumberRange(0, 100)],
+    )
+    late_fee_cap = StrictDecimalField(
+        "Cap per invoice", places=2, max_places=3, validators=[Optional(), NumberRange(0, 10**9)]
+    )
+    late_fee_min_balance = StrictDecimalField(
+        "Only on overdue balances of at least",
+        places=2,
+        max_places=3,
+        validators=[Optional(), NumberRange(0, 10**9)],
+    )
+    late_fee_base_rate = StrictDecimalField(
+        "Bank of England base rate (%)",
+        places=2,
+        max_places=4,
+        validators=[Optional(), NumberRange(0, 25)],
+    )
+    late_fee_base_rate_on = DateField("in force from", validators=[Optional()])
+    late_fee_quickbooks_item = StringField(
+        "QuickBooks item for fee invoices (its Id)", validators=[Optional(), Length(max=40)]
+    )
+    late_fee_xero_account = StringField(
+        "Xero account code for fee invoices", validators=[Optional(), Length(max=20)]
+    )
+
+    def validate(self, extra_validators: Mapping[str, Sequence[Any]] | None = None) -> bool:
+        ok = super().validate(extra_validators)
+        rate, on = self.late_fee_base_rate, self.late_fee_base_rate_on
+        if (rate.data is None) != (on.data is None) and not (rate.errors or on.errors):
+            (on if on.data is None else rate).errors.append(
+                "Give the base rate and the day it took effect together."
+            )
+            ok = False
+        return ok

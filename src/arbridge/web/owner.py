@@ -8,9 +8,11 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from arbridge.collections.aging import BUCKET_LABELS
+from arbridge.collections.late_fees import late_fee_policy, policy_in_words, with_base_rate
 from arbridge.collections.plans import standard_agreement
 from arbridge.collections.policy import PLAN_FREQUENCIES, merged, policy
 from arbridge.errors import ArbridgeError
+from arbridge.readmodels import fees as fee_reads
 from arbridge.readmodels import owner as owner_reads
 from arbridge.services.reminders.rendering import statement_link_days
 from arbridge.sync.model import Company, Invoice
@@ -25,10 +27,23 @@ from arbridge.sync.store import (
     recent_activity,
 )
 from arbridge.web.common import company_required, db, get_or_404, page_arg, runtime
-from arbridge.web.forms import CompanyForm, PaymentsForm, PlansForm, RemindersForm
+from arbridge.web.forms import (
+    CompanyForm,
+    CreditForm,
+    LateFeesForm,
+    PaymentsForm,
+    PlansForm,
+    RemindersForm,
+)
 
 bp = Blueprint("owner", __name__, url_prefix="/c/<slug>")
 PAGE_SIZE = 100
+
+
+@bp.app_template_global()
+def nav_counts(company: Company) -> dict[str, int]:
+    """The navigation's counts (calls to make, replies waiting): one query per page."""
+    return owner_reads.nav_counts(db(), company.id)
 
 
 @bp.get("/")
@@ -61,8 +76,22 @@ def invoice(company: Company, invoice_id: int) -> Any:
     inv = get_or_404(Invoice, invoice_id, company)
     today = company_today(company, runtime().clock)
     return render_template(
-        "invoice.html", company=company, row=owner_reads.invoice_row(inv, company, today), inv=inv
+        "invoice.html",
+        company=company,
+        row=owner_reads.invoice_row(inv, company, today),
+        inv=inv,
+        **_invoice_fees(company, inv),
     )
+
+
+def _invoice_fees(company: Company, inv: Invoice) -> dict[str, Any]:
+    """The invoice's late fees and interest, and whether its customer is exempt."""
+    s = db()
+    return {
+        "fee_charges": fee_reads.charges(s, company.id, invoice_id=inv.id),
+        "fees_exempt": fee_reads.is_exempt(s, inv.customer_id),
+        "fees_on": late_fee_policy(company.settings).charges_anything,
+    }
 
 
 @bp.post("/invoices/<int:invoice_id>/pay-link")
@@ -88,6 +117,7 @@ def pay_link(company: Company, invoice_id: int) -> Any:
         row=owner_reads.invoice_row(inv, company, today),
         inv=inv,
         link=link,
+        **_invoice_fees(company, inv),
     )
 
 
@@ -113,6 +143,7 @@ def sync_now(company: Company) -> Any:
 def _forms(company: Company) -> dict[str, Any]:
     stored = merged(company.settings)
     pol = policy(company.settings)
+    fees = late_fee_policy(company.settings)
     return {
         "company_form": CompanyForm(
             prefix="company",
@@ -155,9 +186,62 @@ def _forms(company: Company) -> dict[str, Any]:
                 "plan_agreement_text": pol.plan_agreement_text or "",
             },
         ),
+        "late_fees_form": LateFeesForm(
+            prefix="late_fees",
+            data={
+                "late_fees_enabled": fees.enabled,
+                "late_fee_preset": fees.preset,
+                "late_fee_grace_days": fees.grace_days,
+                "late_fee_flat": fees.flat_fee,
+                "late_fee_percent": fees.fee_percent,
+                "late_fee_annual_rate": fees.annual_rate,
+                "late_fee_cap": fees.cap,
+                "late_fee_min_balance": fees.min_balance,
+                "late_fee_base_rate": fees.base_rates[-1][1] if fees.base_rates else None,
+                "late_fee_base_rate_on": fees.base_rates[-1][0] if fees.base_rates else None,
+                "late_fee_quickbooks_item": stored["late_fees"].get("quickbooks_item_id") or "",
+                "late_fee_xero_account": stored["late_fees"].get("xero_account_code") or "",
+            },
+        ),
+        "late_fees_policy": fees,
+        "late_fees_words": policy_in_words(fees, company.home_currency),
+        "credit_form": CreditForm(
+            prefix="credit",
+            data={
+                "credit_default_limit": pol.credit_default_limit,
+                "credit_on_time_run": pol.credit_on_time_run,
+                "credit_raise_percent": pol.credit_raise_percent,
+            },
+        ),
         "stored": stored,
-        "policy_problems": pol.problems,
+        "policy_problems": pol.problems + fees.problems,
         "standard_agreement": standard_agreement(company.name),
+    }
+
+
+def _late_fees(saved: dict[str, Any], form: LateFeesForm) -> dict[str, Any]:
+    """The "late_fees" settings from the form; the base rate joins its history (each value with
+    the day it took effect), so invoices overdue earlier keep the rate of their own half-year."""
+
+    def text(value: Decimal | None) -> str | None:
+        return str(value) if value else None
+
+    rates = saved.get("base_rates") or []
+    if form.late_fee_base_rate.data is not None and form.late_fee_base_rate_on.data is not None:
+        rates = with_base_rate(rates, form.late_fee_base_rate_on.data, form.late_fee_base_rate.data)
+    return {
+        **saved,
+        "enabled": form.late_fees_enabled.data,
+        "preset": form.late_fee_preset.data,
+        "grace_days": form.late_fee_grace_days.data or 0,
+        "flat_fee": text(form.late_fee_flat.data),
+        "fee_percent": text(form.late_fee_percent.data),
+        "annual_rate": text(form.late_fee_annual_rate.data),
+        "cap": str(form.late_fee_cap.data) if form.late_fee_cap.data is not None else None,
+        "min_balance": text(form.late_fee_min_balance.data),
+        "base_rates": rates,
+        "quickbooks_item_id": (form.late_fee_quickbooks_item.data or "").strip() or None,
+        "xero_account_code": (form.late_fee_xero_account.data or "").strip() or None,
     }
 
 
@@ -170,6 +254,8 @@ def _render_settings(company: Company, forms: dict[str, Any], status: int = 200)
         connection=ledger_connection(s, company.id),
         sync_errors=errors,
         sync_error_count=error_count,
+        fee_charges=fee_reads.charges(s, company.id, limit=100),
+        fee_exempt=fee_reads.exempt_customers(s, company.id),
         **forms,
     ), status
 
@@ -190,6 +276,8 @@ def save_settings(company: Company, section: str) -> Any:
         "reminders": "reminders_form",
         "payments": "payments_form",
         "plans": "plans_form",
+        "late_fees": "late_fees_form",
+        "credit": "credit_form",
     }
     if section not in names:
         abort(404)
@@ -198,6 +286,8 @@ def save_settings(company: Company, section: str) -> Any:
         "reminders": RemindersForm,
         "payments": PaymentsForm,
         "plans": PlansForm,
+        "late_fees": LateFeesForm,
+        "credit": CreditForm,
     }[section](prefix=section)
     forms[names[section]] = form
     if not form.validate():
@@ -224,6 +314,15 @@ def save_settings(company: Company, section: str) -> Any:
             "accept_ach": form.accept_ach.data,
             "discount_percent": str(pct) if pct else None,
             "discount_days": form.discount_days.data if pct else None,
+        }
+    elif section == "late_fees":
+        stored["late_fees"] = _late_fees(stored.get("late_fees") or {}, form)
+    elif section == "credit":
+        limit = form.credit_default_limit.data
+        stored["credit"] = {
+            "default_limit": None if limit is None else str(limit),
+            "on_time_run": form.credit_on_time_run.data,
+            "raise_percent": str(form.credit_raise_percent.data),
         }
     else:
         fee, fee_percent = form.plan_fee_amount.data, form.plan_fee_percent.data

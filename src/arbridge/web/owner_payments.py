@@ -24,12 +24,58 @@ from arbridge.services.payments.accounts import (
 from arbridge.services.payments.events import STRIPE_EVENTS
 from arbridge.services.payments.refunds import RefundStatus, refund_overpayment
 from arbridge.services.reminders.rendering import statement_link_days
-from arbridge.sync.model import CollectedPayment, Company, Customer, Invoice
+from arbridge.sync.model import COLLECTED_STATUSES, CollectedPayment, Company, Customer, Invoice
 from arbridge.sync.store import issue_statement_token, log_activity, revoke_pay_tokens
-from arbridge.web.common import company_required, db, get_or_404, get_scoped, runtime
+from arbridge.web.common import (
+    company_required,
+    db,
+    get_or_404,
+    get_scoped,
+    id_arg,
+    page_arg,
+    runtime,
+)
 
 bp = Blueprint("owner_payments", __name__, url_prefix="/c/<slug>")
 log = logging.getLogger(__name__)
+PAGE_SIZE = 50
+MAX_PAGES = 200
+
+
+@bp.get("/payments")
+@company_required
+def payments_page(company: Company) -> Any:
+    """Every payment collected through arbridge: state, method, customer, invoices, ledger
+    write-back and refunds; by state or customer (`?status=`, `?customer=<id>`), paged."""
+    status = request.args.get("status") or None
+    if status not in COLLECTED_STATUSES:
+        status = None
+    customer_id = id_arg(request.args.get("customer"))
+    customer = get_or_404(Customer, customer_id, company) if customer_id is not None else None
+    page = page_arg(PAGE_SIZE)
+    if page > MAX_PAGES:
+        abort(404)
+    found = payment_reads.collected_page(
+        db(),
+        company.id,
+        status=status,
+        customer_id=customer.id if customer else None,
+        page=page,
+        page_size=PAGE_SIZE,
+    )
+    return render_template(
+        "payments.html",
+        company=company,
+        found=found,
+        status=status,
+        statuses=COLLECTED_STATUSES,
+        customer=customer,
+        args={
+            "slug": company.slug,
+            "status": status,
+            "customer": customer.id if customer else None,
+        },
+    )
 
 
 @bp.app_template_global()

@@ -21,9 +21,15 @@ from flask import (
 
 from arbridge.collections.aging import days_overdue
 from arbridge.errors import ArbridgeError, NotFound, Rejected, SignatureInvalid
+from arbridge.readmodels.fees import pay_page_charges
 from arbridge.services.payments.accounts import gateway_for
 from arbridge.services.payments.checkout import handle_checkout_return, start_checkout
 from arbridge.services.payments.events import ingest_stripe
+from arbridge.services.payments.plans import (
+    live_plan_of_invoices,
+    open_offer_of_invoices,
+    plan_choice,
+)
 from arbridge.services.payments.quote import methods_for, quote
 from arbridge.sync.pay_links import LinkGone
 from arbridge.sync.store import company_today, find_pay_token
@@ -53,6 +59,15 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
     today = company_today(q.company, rt.clock)
     gateway = gateway_for(rt, s, q.company) if q.state == "payable" else None
     inv = q.invoices[0] if q.invoices else None  # a settled statement lists none
+    ids = [i.id for i in q.invoices]
+    live_plan = live_plan_of_invoices(s, ids)
+    plan_offer = None if live_plan else open_offer_of_invoices(s, ids, rt.clock.now())
+    plans_open = (
+        live_plan is None
+        and plan_offer is None
+        and gateway is not None
+        and plan_choice(s, q, today).offer is not None
+    )
     response = make_response(
         render_template(
             "pay.html",
@@ -65,6 +80,14 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
             days_overdue=days_overdue(inv.due_on, today) if inv is not None else 0,
             can_pay=gateway is not None and bool(methods_for(gateway, q)),
             simulated=bool(gateway is not None and gateway.simulated),
+            charges=[
+                c
+                for cs in pay_page_charges(s, q.company.id, [i.id for i in q.invoices]).values()
+                for c in cs
+            ],
+            live_plan=live_plan,
+            plan_offer=plan_offer,
+            plans_open=plans_open,
             error=error,
         ),
         status,

@@ -250,7 +250,8 @@ def customer_sequence(company: Company, customer_id: int) -> Any:
         return redirect(url_for("reminders.page", slug=company.slug) + "#customers")
     s.commit()
     flash(f"{cust.name} now follows the {shown} sequence.", "ok")
-    return redirect(url_for("reminders.page", slug=company.slug) + "#customers")
+    back = url_for("reminders.page", slug=company.slug) + "#customers"
+    return redirect(safe_next(request.form.get("next"), back))
 
 
 @bp.post("/c/<slug>/customers/<int:customer_id>/revoke-statement-links")

@@ -38,8 +38,13 @@ def simulated_checkout(session_id: str) -> Any:
 def simulated_pay(session_id: str) -> Any:
     sim = simulated_stripe(runtime())
     try:
+        method = request.form.get("method", "card")
         url = sim.complete(
-            session_id, request.form.get("method", "card"), request.form.get("outcome", "succeed")
+            session_id,
+            method,
+            request.form.get("outcome", "succeed"),
+            # A plan's first payment saves the method: how it answers the later charges.
+            request.form.get(f"saved_{method}", "succeeds"),
         )
     except NotFound:
         abort(404)

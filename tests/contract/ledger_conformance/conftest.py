@@ -220,6 +220,8 @@ def xero_ledger(rt: Runtime, clock: FixedClock, httpserver) -> XeroUnderTest:
             owner_email="owner@conformance.example",
         )
         xero_store.store_xero_prefs(company, payment_account_id=fake.bank_accounts["090"])
+        # The revenue account late-fee invoices post to (Settings -> Late fees).
+        company.settings = {**company.settings, "late_fees": {"xero_account_code": "260"}}
         conn = xero_store.attach(
             s,
             rt.keyring,

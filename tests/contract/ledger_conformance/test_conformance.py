@@ -13,7 +13,13 @@ from decimal import Decimal
 
 import pytest
 
-from arbridge.connectors.base import Page, PaymentLine, PaymentWriteBack, SourceRecord
+from arbridge.connectors.base import (
+    FeeInvoiceWriteBack,
+    Page,
+    PaymentLine,
+    PaymentWriteBack,
+    SourceRecord,
+)
 from arbridge.errors import AuthExpired, RateLimited
 from tests.contract.ledger_conformance.conftest import LedgerUnderTest
 
@@ -143,6 +149,41 @@ def test_a_reversal_reopens_the_invoice_and_is_safe_to_repeat(ledger):
     ledger.connector().reverse_payment(paid, "conformance:reverse:1")
     ledger.connector().reverse_payment(paid, "conformance:reverse:1")
     assert balance(ledger, invoice) == Decimal("100.00")
+
+
+def fee(ledger, customer, key="conformance:fee:1") -> FeeInvoiceWriteBack:
+    return FeeInvoiceWriteBack(
+        idempotency_key=key,
+        customer_source_id=customer,
+        currency="USD",
+        amount=Decimal("25.00"),
+        issued_on=ledger.today,
+        due_on=ledger.today,
+        description="Late fee on INV-1042",
+        reference="INV-1042",
+    )
+
+
+def test_a_fee_invoice_is_written_once_per_key_and_reads_back(ledger):
+    customer, _ids = seeded(ledger)
+    ledger.tick()
+    cursor = final_cursor(pull(ledger, "invoices"))
+    ledger.tick()
+    first = ledger.connector().post_fee_invoice(fee(ledger, customer))
+    assert ledger.connector().post_fee_invoice(fee(ledger, customer)) == first
+    ledger.tick()
+    assert live_ids(pull(ledger, "invoices", cursor)) == [first]
+    assert balance(ledger, first) == Decimal("25.00")
+    other = ledger.connector().post_fee_invoice(fee(ledger, customer, "conformance:fee:2"))
+    assert other != first
+
+
+def test_voiding_a_fee_invoice_closes_it_and_is_safe_to_repeat(ledger):
+    customer, _ids = seeded(ledger)
+    made = ledger.connector().post_fee_invoice(fee(ledger, customer))
+    ledger.connector().void_invoice(made, "conformance:void:1")
+    ledger.connector().void_invoice(made, "conformance:void:1")
+    assert balance(ledger, made) == 0
 
 
 def test_an_expired_access_token_is_renewed_without_the_caller_noticing(ledger):

@@ -470,6 +470,8 @@ class FakeQuickBooks:
                 result = self._credit_memo_write(
                     params, json.loads(request.body, parse_float=Decimal)
                 )
+            elif path == "invoice" and request.method == "POST":
+                result = self._invoice_write(params, json.loads(request.body, parse_float=Decimal))
             elif path == "payment" and request.method == "POST":
                 result = self._payment_write(params, json.loads(request.body, parse_float=Decimal))
             elif path == f"companyinfo/{self.realm_id}":
@@ -605,6 +607,67 @@ class FakeQuickBooks:
         if params.get("requestid"):
             self.requestids[key] = cid
         return 200, {"CreditMemo": raw}
+
+    # The company's products and services: "1" is the "Services" item every company has; "21"
+    # an owner's "Late fees" item.
+    ITEMS = ("1", "21")
+
+    def invoices_named(self, text: str) -> list[dict[str, Any]]:
+        """Invoices whose line description contains `text` (fee invoices arbridge made)."""
+        return [
+            raw
+            for raw in self.live("Invoice")
+            if any(text in str(line.get("Description", "")) for line in raw["Line"])
+        ]
+
+    def _invoice_write(self, params: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
+        """Invoice create, deduplicated on requestid, and `operation=void` (Intuit: a voided
+        invoice keeps its lines at zero and "Voided" as its memo)."""
+        request_id = params.get("requestid")
+        key = f"invoice:{params.get('operation', 'create')}:{request_id}"
+        if request_id and key in self.requestids:
+            return 200, {"Invoice": self.records["Invoice"][self.requestids[key]]}
+        if params.get("operation") == "void":
+            raw = self.records["Invoice"].get(body["Id"])
+            if raw is None or raw.get("status") == "Deleted":
+                return 400, _fault("610", "Object Not Found", body["Id"])
+            if body.get("SyncToken") != raw["SyncToken"]:
+                return 400, _fault("5010", "Stale Object Error", "SyncToken")
+            raw.update(TotalAmt=Decimal("0"), Balance=Decimal("0"), PrivateNote="Voided")
+            for line in raw["Line"]:
+                line["Amount"] = Decimal("0")
+            self._stamp("Invoice", raw)
+            if request_id:
+                self.requestids[key] = raw["Id"]
+            return 200, {"Invoice": raw}
+        customer = body.get("CustomerRef", {}).get("value")
+        if customer not in self.records["Customer"]:
+            return 400, _fault("2500", "Invalid Reference Id", f"customer {customer}")
+        for line in body["Line"]:
+            if line["SalesItemLineDetail"]["ItemRef"]["value"] not in self.ITEMS:
+                return 400, _fault("2500", "Invalid Reference Id", "item")
+        total = sum((line["Amount"] for line in body["Line"]), Decimal(0))
+        iid = self.new_id()
+        raw = {
+            **body,
+            "Id": iid,
+            "domain": "QBO",
+            "sparse": False,
+            "DocNumber": f"10{iid}",
+            "TotalAmt": total,
+            "Balance": total,
+            "EmailStatus": "NotSet",
+            "LinkedTxn": [],
+        }
+        raw["CurrencyRef"] = {**body["CurrencyRef"], "name": body["CurrencyRef"]["value"]}
+        raw["CustomerRef"] = {
+            "value": customer,
+            "name": self.records["Customer"][customer]["DisplayName"],
+        }
+        self._stamp("Invoice", raw)
+        if request_id:
+            self.requestids[key] = iid
+        return 200, {"Invoice": raw}
 
     def _payment_write(self, params: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
         request_id = params.get("requestid")

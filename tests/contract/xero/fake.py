@@ -555,6 +555,10 @@ class FakeXero:
             return self._idempotent(request, lambda: self._put_payments(request))
         if request.method == "POST" and name == "Payments" and len(parts) == 2:
             return self._idempotent(request, lambda: self._delete_payment(parts[1], request))
+        if request.method == "PUT" and name == "Invoices" and len(parts) == 1:
+            return self._idempotent(request, lambda: self._put_invoices(request))
+        if request.method == "POST" and name == "Invoices" and len(parts) == 2:
+            return self._idempotent(request, lambda: self._void_invoice(parts[1], request))
         if request.method == "PUT" and name == "CreditNotes" and len(parts) == 1:
             return self._idempotent(request, lambda: self._put_credit_notes(request))
         if request.method == "PUT" and name == "CreditNotes" and parts[2:] == ["Allocations"]:
@@ -718,6 +722,61 @@ class FakeXero:
         self._stamp(invoice, "InvoiceID")
         self._stamp(record, "PaymentID")
         return 200, self._envelope("Payments", [record])
+
+    # Revenue accounts an invoice line may post to (Xero refuses a line without a valid code).
+    REVENUE_ACCOUNTS = ("200", "260")
+
+    def _put_invoices(self, request: Request) -> tuple[int, Any]:
+        """PUT /Invoices: new ACCREC invoices (the ones arbridge makes for late fees)."""
+        items = self._body(request).get("Invoices") or []
+        for item in items:
+            if item.get("Contact", {}).get("ContactID") not in self.store["Contacts"]:
+                return 400, _validation(["The contact could not be found"])
+            for li in item.get("LineItems") or []:
+                if li.get("AccountCode") not in self.REVENUE_ACCOUNTS:
+                    return 400, _validation(
+                        [f"Account code '{li.get('AccountCode')}' is not a valid code"]
+                    )
+        out = []
+        for item in items:
+            total = sum(
+                (li["UnitAmount"] * Decimal(li.get("Quantity", 1)) for li in item["LineItems"]),
+                Decimal(0),
+            )
+            invoice_id = self.add_invoice(
+                item["Contact"]["ContactID"],
+                str(total),
+                issued=date.fromisoformat(item["Date"]),
+                due=date.fromisoformat(item["DueDate"]),
+                currency=item.get("CurrencyCode", "NZD"),
+                status=item.get("Status", "DRAFT"),
+            )
+            record = self.store["Invoices"][invoice_id]
+            record.update(
+                Reference=item.get("Reference", ""),
+                LineAmountTypes=item.get("LineAmountTypes", "Exclusive"),
+                LineItems=[
+                    {**li, "LineAmount": li["UnitAmount"] * Decimal(li.get("Quantity", 1))}
+                    for li in item["LineItems"]
+                ],
+            )
+            out.append(record)
+        return 200, self._envelope("Invoices", out)
+
+    def _void_invoice(self, invoice_id: str, request: Request) -> tuple[int, Any]:
+        invoice = self.store["Invoices"].get(invoice_id)
+        if invoice is None:
+            return 404, {}
+        [change] = self._body(request).get("Invoices") or [{}]
+        if change.get("Status") != "VOIDED":
+            return 400, _validation(["This fake only voids invoices"])
+        if invoice["Payments"] or invoice["AmountCredited"]:
+            return 400, _validation(["Invoice with payments or credits cannot be voided"])
+        if invoice["Status"] != "AUTHORISED":
+            return 400, _validation(["Invoice not of valid status for modification"])
+        invoice.update(Status="VOIDED", AmountDue=Decimal("0.00"))
+        self._stamp(invoice, "InvoiceID")
+        return 200, self._envelope("Invoices", [invoice])
 
     def _put_credit_notes(self, request: Request) -> tuple[int, Any]:
         out = []

@@ -114,3 +114,13 @@ def test_bounded_rendering_still_allows_ordinary_loops_and_arithmetic():
     )
     out = render(tpl, FIELDS)
     assert out.text.startswith("0 2 4 1.50 1024     ab|    x    |")
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULT_TEMPLATES))
+def test_every_default_template_states_late_fees_and_the_fee_policy(name):
+    terms = "A late fee of $25.00 is charged once more than 5 days after the due date."
+    out = render(DEFAULT_TEMPLATES[name], {**FIELDS, "late_fees": "$30.26", "payment_terms": terms})
+    assert "Late fees and interest charged on these invoices: $30.26." in out.text
+    assert f"Payment terms: {terms}" in out.text
+    plain = render(DEFAULT_TEMPLATES[name], {**FIELDS, "late_fees": "", "payment_terms": ""})
+    assert "Late fees" not in plain.text and "Payment terms" not in plain.text

@@ -23,6 +23,7 @@ from arbridge.clock import Clock
 from arbridge.connectors.base import (
     DiscountWriteBack,
     Entity,
+    FeeInvoiceWriteBack,
     Page,
     PaymentWriteBack,
     SourceRecord,
@@ -217,6 +218,42 @@ class DemoLedger:
             state["idempotency"][discount.idempotency_key] = record["id"]
             return record["id"]
 
+    def post_fee_invoice(self, fee: FeeInvoiceWriteBack) -> str:
+        """A late fee or interest charge: an invoice of its own, once per idempotency key."""
+        with self.change() as state:
+            seen = state["idempotency"].get(fee.idempotency_key)
+            if seen is not None:
+                return seen
+            self.find(state, "Customer", fee.customer_source_id)
+            state["next_id"] += 1
+            amount = str(fee.amount)
+            record = {
+                "id": f"INV{state['next_id']}",
+                "invoiceNumber": f"LF-{state['next_id']}",
+                "contactId": fee.customer_source_id,
+                "date": fee.issued_on.isoformat(),
+                "dueDate": fee.due_on.isoformat(),
+                "currencyCode": fee.currency,
+                "currencyRate": _rate_for(state, fee.currency),
+                "terms": "Due on receipt",
+                "total": amount,
+                "balance": amount,
+                "status": "AUTHORISED",
+                "reference": fee.reference,
+                "lineItems": [
+                    {
+                        "description": fee.description,
+                        "quantity": 1,
+                        "unitAmount": amount,
+                        "lineAmount": amount,
+                    }
+                ],
+            }
+            state["Invoice"].append(record)
+            self.touch(state, record)
+            state["idempotency"][fee.idempotency_key] = record["id"]
+            return record["id"]
+
     def void_payment(self, payment_id: str) -> None:
         """Reverse a payment (a refund or an ACH return): the invoices it paid reopen."""
         with self.change() as state:
@@ -313,6 +350,17 @@ class DemoConnector:
 
     def post_discount(self, discount: DiscountWriteBack) -> str:
         return self.ledger.post_discount(discount)
+
+    def post_fee_invoice(self, fee: FeeInvoiceWriteBack) -> str:
+        return self.ledger.post_fee_invoice(fee)
+
+    def void_invoice(self, invoice_id: str, idempotency_key: str) -> None:
+        inv = next((r for r in self.ledger.read()["Invoice"] if r.get("id") == invoice_id), None)
+        if inv is None or inv.get("status") in ("VOIDED", "DELETED"):
+            return  # gone or voided already: voiding twice changes nothing
+        if Decimal(inv.get("balance", "0")) != Decimal(inv.get("total", "0")):
+            raise Rejected(f"invoice {invoice_id} has payments applied; it cannot be voided")
+        self.ledger.void_invoice(invoice_id)
 
 
 FIRST_NAMES = [

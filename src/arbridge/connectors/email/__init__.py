@@ -11,7 +11,7 @@ no final reply after the whole message went (RFC 5321 gives it 10 minutes, `data
 `MailMaybeSent`: never retried, because the message may already be in the customer's inbox.
 """
 
-from arbridge.connectors.email.message import OutgoingEmail, build_message
+from arbridge.connectors.email.message import Attachment, OutgoingEmail, build_message
 from arbridge.connectors.email.smtp import (
     MailBounced,
     MailConfigError,
@@ -21,6 +21,7 @@ from arbridge.connectors.email.smtp import (
 )
 
 __all__ = [
+    "Attachment",
     "MailBounced",
     "MailConfigError",
     "MailMaybeSent",

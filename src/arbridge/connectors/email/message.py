@@ -11,6 +11,15 @@ from email.utils import format_datetime, make_msgid, parseaddr
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file the email carries (a statement or a letter as PDF)."""
+
+    filename: str
+    content_type: str  # "application/pdf"
+    data: bytes
+
+
+@dataclass(frozen=True)
 class OutgoingEmail:
     to: str
     subject: str
@@ -23,6 +32,7 @@ class OutgoingEmail:
     unsubscribe_url: str | None = None
     message_id: str | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    attachments: tuple[Attachment, ...] = ()
 
 
 def _domain(address: str) -> str:
@@ -64,4 +74,9 @@ def build_message(mail: OutgoingEmail) -> EmailMessage:
     msg.set_content(mail.text)
     if mail.html:
         msg.add_alternative(mail.html, subtype="html")
+    for item in mail.attachments:
+        maintype, _, subtype = item.content_type.partition("/")
+        msg.add_attachment(
+            item.data, maintype=maintype, subtype=subtype, filename=_clean(item.filename)
+        )
     return msg

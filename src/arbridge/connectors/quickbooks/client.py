@@ -25,6 +25,7 @@ import requests
 from arbridge.connectors.base import (
     DiscountWriteBack,
     Entity,
+    FeeInvoiceWriteBack,
     Page,
     PaymentWriteBack,
     SourceRecord,
@@ -94,6 +95,7 @@ class QuickBooksConnector:
         *,
         deposit_account_id: str | None = None,
         discount_item_id: str = "1",
+        late_fee_item_id: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
         limiter: Limiter | None = None,
         http: requests.Session | None = None,
@@ -109,6 +111,9 @@ class QuickBooksConnector:
         # The product/service a discount credit memo names (QuickBooks requires one on each line);
         # "1" is the "Services" item QuickBooks creates in every company.
         self.discount_item_id = discount_item_id
+        # The product/service a late fee or interest invoice's line names (the owner chooses it
+        # on the settings page, usually an income account for late charges).
+        self.late_fee_item_id = late_fee_item_id or discount_item_id
         self.sleep = sleep
         # The longest a retry sleeps here; a longer throttle reschedules the job instead.
         self.max_wait = max_wait
@@ -440,6 +445,53 @@ class QuickBooksConnector:
             {**common, "TotalAmt": Decimal(0), "Line": lines},
         )
         return str(memo["Id"])
+
+    def post_fee_invoice(self, fee: FeeInvoiceWriteBack) -> str:
+        """A late fee or interest charge as an Invoice of its own with one line naming the
+        chosen Item; the requestid makes a retry return the Invoice the first attempt made."""
+        body: dict[str, Any] = {
+            "CustomerRef": {"value": fee.customer_source_id},
+            "TxnDate": fee.issued_on.isoformat(),
+            "DueDate": fee.due_on.isoformat(),
+            "CurrencyRef": {"value": fee.currency},
+            "PrivateNote": f"Charged by arbridge: {fee.description}",
+            "CustomerMemo": {"value": fee.description[:1000]},
+            "Line": [
+                {
+                    "Amount": fee.amount,
+                    "Description": fee.description,
+                    "DetailType": "SalesItemLineDetail",
+                    "SalesItemLineDetail": {
+                        "ItemRef": {"value": self.late_fee_item_id},
+                        "Qty": 1,
+                        "UnitPrice": fee.amount,
+                    },
+                }
+            ],
+        }
+        data = self._request(
+            "POST", "invoice", {"requestid": request_id(fee.idempotency_key)}, body
+        )
+        created = data.get("Invoice") or {}
+        if not created.get("Id"):
+            raise Rejected("QuickBooks accepted the fee invoice but returned no Invoice id")
+        return str(created["Id"])
+
+    def void_invoice(self, invoice_id: str, idempotency_key: str) -> None:
+        """Void an Invoice (a waived fee): QuickBooks keeps it with zero amounts and "Voided"
+        before its memo. Safe to repeat."""
+        try:
+            current = self._request("GET", f"invoice/{invoice_id}").get("Invoice") or {}
+        except NotFound:
+            return  # deleted in QuickBooks already
+        if str(current.get("PrivateNote") or "").startswith("Voided"):
+            return
+        self._request(
+            "POST",
+            "invoice",
+            {"operation": "void", "requestid": request_id(idempotency_key)},
+            {"Id": invoice_id, "SyncToken": current.get("SyncToken", "0")},
+        )
 
     def reverse_payment(self, payment_id: str, idempotency_key: str) -> None:
         """Void a Payment (a refund or an ACH return): its invoices reopen. Safe to repeat.

@@ -29,6 +29,7 @@ from xero_python.accounting import AccountingApi
 from arbridge.connectors.base import (
     DiscountWriteBack,
     Entity,
+    FeeInvoiceWriteBack,
     Page,
     PaymentWriteBack,
     SourceRecord,
@@ -76,6 +77,7 @@ class XeroConnector:
         *,
         payment_account: Mapping[str, str] | None = None,
         discount_account_code: str | None = None,
+        late_fee_account_code: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
         limiter: Limiter | None = None,
         page_size: int | None = None,
@@ -90,6 +92,8 @@ class XeroConnector:
         # account or one that allows payments (a Stripe clearing account is the usual choice).
         self.payment_account = dict(payment_account) if payment_account else None
         self.discount_account_code = discount_account_code
+        # The revenue account a late fee or interest invoice's line posts to.
+        self.late_fee_account_code = late_fee_account_code
         self.sleep = sleep
         self.max_wait = max_wait
         self.limiter = limiter or limiter_for(tenant_id)
@@ -481,3 +485,62 @@ class XeroConnector:
             f"{discount.idempotency_key}:apply",
         )
         return str(note["CreditNoteID"])
+
+    def post_fee_invoice(self, fee: FeeInvoiceWriteBack) -> str:
+        """A late fee or interest charge: an AUTHORISED ACCREC invoice of its own, PUT with an
+        Idempotency-Key so a retry answers the invoice the first attempt made."""
+        if not self.late_fee_account_code:
+            raise Rejected("no Xero account is chosen for late fees and interest")
+        data = self._write(
+            "a late fee invoice",
+            "PUT",
+            "/Invoices",
+            {
+                "Invoices": [
+                    {
+                        "Type": "ACCREC",
+                        "Status": "AUTHORISED",
+                        "Contact": {"ContactID": fee.customer_source_id},
+                        "Date": fee.issued_on.isoformat(),
+                        "DueDate": fee.due_on.isoformat(),
+                        "CurrencyCode": fee.currency,
+                        "Reference": fee.description[:255],
+                        "LineAmountTypes": "NoTax",
+                        "LineItems": [
+                            {
+                                "Description": fee.description,
+                                "Quantity": 1,
+                                "UnitAmount": fee.amount,
+                                "AccountCode": self.late_fee_account_code,
+                            }
+                        ],
+                    }
+                ]
+            },
+            fee.idempotency_key,
+        )
+        made = (data.get("Invoices") or [{}])[0]
+        if made.get("HasErrors") or made.get("ValidationErrors"):
+            errors = [e.get("Message") for e in made.get("ValidationErrors") or []]
+            raise Rejected(f"Xero refused the fee invoice: {'; '.join(map(str, errors))}")
+        if not made.get("InvoiceID"):
+            raise Rejected("Xero accepted the fee invoice but returned no id")
+        return str(made["InvoiceID"])
+
+    def void_invoice(self, invoice_id: str, idempotency_key_: str) -> None:
+        """Void an invoice arbridge created (a waived fee): POST /Invoices/{id} with Status
+        VOIDED (Xero voids an AUTHORISED invoice with no payments). Safe to repeat."""
+        try:
+            found = self._read("an invoice", "get_invoice", invoice_id=invoice_id)
+        except NotFound:
+            return
+        current = (found.get("Invoices") or [{}])[0]
+        if current.get("Status") in ("VOIDED", "DELETED"):
+            return
+        self._write(
+            "voiding a fee invoice",
+            "POST",
+            f"/Invoices/{quote(invoice_id, safe='')}",
+            {"Invoices": [{"InvoiceID": invoice_id, "Status": "VOIDED"}]},
+            idempotency_key_,
+        )

@@ -45,6 +45,7 @@ class EmailChannel:
                 unsubscribe_url=prepared.unsubscribe,
                 message_id=new_message_id(sender),
                 sent_at=rt.clock.now(),
+                attachments=prepared.attachments,
             )
         )
         return Composed(

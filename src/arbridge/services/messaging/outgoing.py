@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from arbridge.collections.templates import (
     Rendered,
 )
+from arbridge.connectors.email import Attachment
 from arbridge.sync.model import (
     Company,
 )
@@ -32,6 +33,9 @@ class Prepared:
     # What the mailbox keeps instead of the text sent, when the text holds a secret (a sign-in
     # link): everyone of the company may read the mailbox.
     kept_text: str | None = None
+    # Files built as the message is prepared, from the same re-checked facts as its text (a
+    # statement's PDF): a message prepared again is built again, never sent from stale bytes.
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from arbridge.connectors.stripe.gateway import from_stripe_amount
+from arbridge.connectors.stripe.gateway import (
+    CHARGE_KEY,
+    INSTALLMENT_KEY,
+    PLAN_KEY,
+    from_stripe_amount,
+)
 from arbridge.errors import ArbridgeError
 from arbridge.inputs import InputError, parse_id
 from arbridge.money import Money
@@ -34,6 +39,7 @@ STRIPE_EVENTS = (
     "checkout.session.async_payment_succeeded",
     "checkout.session.async_payment_failed",
     "payment_intent.processing",
+    "payment_intent.succeeded",
     "payment_intent.payment_failed",
     "charge.refunded",
     "charge.dispute.created",
@@ -136,6 +142,9 @@ class Observed:
     reason: str | None = None
     dispute_id: str | None = None
     dispute_status: str | None = None  # Stripe's: needs_response, won, lost, warning_closed...
+    # An installment plan's payment: the plan and the installment's number (its metadata).
+    plan_id: int | None = None
+    installment: int | None = None
 
 
 # Stripe's codes for a bank debit that failed, in words a customer understands.
@@ -174,6 +183,19 @@ def _meta_ints(meta: Mapping[str, Any], key: str) -> tuple[int, ...]:
     return tuple(i for i in ids if i is not None)
 
 
+def _meta_number(raw: Any) -> int | None:
+    """An installment's number from metadata (0 is the deposit)."""
+    text = str(raw) if raw is not None else ""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 4 else None
+
+
+PAYMENT_INTENT_EVENTS = {
+    "payment_intent.processing": "pending",
+    "payment_intent.succeeded": "succeeded",
+    "payment_intent.payment_failed": "failed",
+}
+
+
 def from_session(obj: Mapping[str, Any], status: str, method: str | None) -> Observed | None:
     meta = obj.get("metadata") or {}
     pi = obj.get("payment_intent")
@@ -190,6 +212,8 @@ def from_session(obj: Mapping[str, Any], status: str, method: str | None) -> Obs
         discount_minor=int(meta.get("arbridge_discount") or 0),
         method=method or (methods[0] if len(methods) == 1 else None),
         session_id=obj.get("id"),
+        plan_id=_meta_id(meta.get(PLAN_KEY)),
+        installment=_meta_number(meta.get(INSTALLMENT_KEY)),
     )
 
 
@@ -206,20 +230,25 @@ def observe(event_type: str, obj: Mapping[str, Any]) -> Observed | None:
         return from_session(obj, "succeeded", "us_bank_account")
     if event_type == "checkout.session.async_payment_failed":
         return from_session(obj, "failed", "us_bank_account")
-    if event_type in ("payment_intent.processing", "payment_intent.payment_failed"):
+    if event_type in PAYMENT_INTENT_EVENTS:
         meta = obj.get("metadata") or {}
         if "arbridge_company" not in meta:
+            return None
+        if event_type == "payment_intent.succeeded" and CHARGE_KEY not in meta:
+            # A Checkout payment's success arrives as the session's own event.
             return None
         error = plain_failure(obj.get("last_payment_error"))
         return Observed(
             payment_intent=obj["id"],
-            status="pending" if event_type.endswith("processing") else "failed",
+            status=PAYMENT_INTENT_EVENTS[event_type],
             company_id=int(meta["arbridge_company"]),
             invoice_ids=_meta_ints(meta, "arbridge_invoices"),
             amount=from_stripe_amount(obj["amount"], obj["currency"].upper()),
             discount_minor=int(meta.get("arbridge_discount") or 0),
             method=(obj.get("payment_method_types") or [None])[0],
-            reason=error,
+            reason=error if event_type == "payment_intent.payment_failed" else None,
+            plan_id=_meta_id(meta.get(PLAN_KEY)),
+            installment=_meta_number(meta.get(INSTALLMENT_KEY)),
         )
     if event_type == "charge.refunded":
         pi = obj.get("payment_intent")

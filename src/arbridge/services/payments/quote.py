@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from arbridge.clock import local_date
@@ -28,6 +29,7 @@ from arbridge.sync.model import (
     Company,
     Customer,
     Invoice,
+    LateFeeAssessment,
     PayToken,
 )
 from arbridge.sync.pay_links import check_live, statement_invoices
@@ -69,6 +71,9 @@ def quote(rt: Runtime, session: Session, link: PayToken) -> Quote:
     check_live(link, rt.clock.now())  # LinkGone: expired or withdrawn
     if link.invoice_id is not None:
         invoices = [session.get(Invoice, link.invoice_id)]
+        # The invoice's late fees and interest, each its own ledger invoice once synced, are
+        # paid together with it.
+        invoices += fee_invoices(session, link.company_id, [link.invoice_id])
     else:
         invoices = list(statement_invoices(session, link))
     invoices = [i for i in invoices if i is not None and i.company_id == link.company_id]
@@ -108,6 +113,29 @@ def quote(rt: Runtime, session: Session, link: PayToken) -> Quote:
         if d and (best is None or d.ends_on < best.ends_on):
             best = d
     return Quote(company, customer, open_, "payable", due, best)
+
+
+def fee_invoices(session: Session, company_id: int, invoice_ids: Sequence[int]) -> list[Invoice]:
+    """The open ledger invoices that carry these invoices' standing late fees and interest."""
+    if not invoice_ids:
+        return []
+    return list(
+        session.scalars(
+            select(Invoice)
+            .join(
+                LateFeeAssessment,
+                (LateFeeAssessment.company_id == Invoice.company_id)
+                & (LateFeeAssessment.ledger_ref == Invoice.source_id),
+            )
+            .where(
+                Invoice.company_id == company_id,
+                LateFeeAssessment.invoice_id.in_(list(invoice_ids)),
+                LateFeeAssessment.status != "waived",
+                Invoice.is_open,
+            )
+            .order_by(Invoice.issued_on, Invoice.id)
+        ).unique()
+    )
 
 
 def quote_basis(q: Quote) -> str:

@@ -23,6 +23,8 @@ from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.services.payments.events import AFTER_SUCCESS, DISPUTE_CLOSED, Observed, observe
 from arbridge.services.payments.failure_notice import tell_payment_failed
+from arbridge.services.payments.plan_runs import installment_paid_or_failed, link_installment
+from arbridge.services.payments.plans import plan_invoices_sorted
 from arbridge.services.payments.reversals import (
     dispute_closed,
     refund,
@@ -39,6 +41,8 @@ from arbridge.sync.model import (
     Company,
     Customer,
     Invoice,
+    Plan,
+    PlanInstallment,
     WebhookEvent,
 )
 from arbridge.sync.notices import tell_owner
@@ -134,6 +138,9 @@ def _lock_payment(
 def record(rt: Runtime, s: Session, seen: Observed) -> None:
     now = rt.clock.now()
     row, current = _lock_payment(s, seen, now)
+    if row is not None and row.checkout_session_id is None and seen.session_id:
+        row.checkout_session_id = seen.session_id  # the PaymentIntent's event came first
+    on_plan = row is not None and link_installment(s, row, seen) is not None
     if row is None:
         if seen.status in AFTER_SUCCESS:
             # The refund overtook the success: retry later, once the payment is known.
@@ -208,7 +215,9 @@ def record(rt: Runtime, s: Session, seen: Observed) -> None:
         log_activity(
             s, rt.clock, company.id, "payment.failed", message, payment_intent=row.payment_intent_id
         )
-        if current == "pending":
+        if on_plan:
+            pass  # the plan's own email tells the customer, with their options (plan_runs)
+        elif current == "pending":
             # A bank debit failed days after the customer left the page: tell them, and the
             # owner, in full (a card declined in Checkout is shown to the customer there).
             tell_payment_failed(rt, s, company, row, invoices, row_money(row).format())
@@ -232,6 +241,9 @@ def record(rt: Runtime, s: Session, seen: Observed) -> None:
             "disputed",
         )
 
+    if on_plan and new in ("pending", "succeeded", "failed"):
+        installment_paid_or_failed(rt, s, row, new, seen.reason)
+
 
 def _invoices(s: Session, row: CollectedPayment, seen: Observed) -> list[Invoice]:
     ids = [a.invoice_id for a in row.allocations] or list(seen.invoice_ids)
@@ -243,6 +255,9 @@ def _invoices(s: Session, row: CollectedPayment, seen: Observed) -> list[Invoice
         .order_by(Invoice.due_on, Invoice.id)
         .with_for_update()
     ).all()
+    if row.plan_installment_id is not None:
+        # A plan's installments go to its oldest invoice first (issue date, then number).
+        return plan_invoices_sorted(found)
     return list(found)
 
 
@@ -348,7 +363,7 @@ def _succeed(
                     lines=tuple(discount_lines),
                 ),
             )
-    if left.amount > 0:
+    if left.amount > 0 and not _plan_fee_covers(s, row, left):
         message = (
             f"{amount.format()} arrived but only {(amount - left).format()} was still owed: "
             f"{left.format()} is an overpayment. Refund it from the payments list."
@@ -364,6 +379,18 @@ def _succeed(
         subject=f"Payment received: {amount.format()}",
         text=f"{customer.name if customer else 'A customer'} paid {amount.format()} for invoice {numbers} through arbridge.",
     )
+
+
+def _plan_fee_covers(s: Session, row: CollectedPayment, left: Money) -> bool:
+    """A plan's payment beyond its invoices is its fee (what the plan added), not an overpayment."""
+    if row.plan_installment_id is None:
+        return False
+    fee = s.scalar(
+        select(Plan.fee_minor)
+        .join(PlanInstallment, PlanInstallment.plan_id == Plan.id)
+        .where(PlanInstallment.id == row.plan_installment_id)
+    )
+    return left.minor <= (fee or 0)
 
 
 def _expire_other_sessions(

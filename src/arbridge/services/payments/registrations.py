@@ -12,6 +12,8 @@ from arbridge.services.payments.failure_notice import (
     prepare_owner_notice,
     prepare_payment_failed,
 )
+from arbridge.services.payments.plan_runs import MAIL as PLAN_MAIL
+from arbridge.services.payments.plan_runs import plan_charge, prepare_plan_mail
 from arbridge.services.payments.recording import handle_stripe_event
 from arbridge.services.payments.refunds import stripe_refund
 from arbridge.sync.outbox import Handler
@@ -27,12 +29,18 @@ def outbox_kinds(rt: Runtime) -> dict[OutboxKind, Handler]:
         OutboxKind.STRIPE_EXPIRE_SESSION: Handler(
             lambda m: stripe_expire_session(rt, m), idempotent=True
         ),
+        # Stripe takes the row's key (installment and attempt) as the charge's Idempotency-Key.
+        OutboxKind.PLAN_CHARGE: Handler(lambda m: plan_charge(rt, m), idempotent=True),
     }
 
 
 def preparers() -> dict[str, Preparer]:
     """The payments' own emails, written as they go out."""
-    return {MAIL: prepare_payment_failed, OWNER_MAIL: prepare_owner_notice}
+    return {
+        MAIL: prepare_payment_failed,
+        OWNER_MAIL: prepare_owner_notice,
+        PLAN_MAIL: prepare_plan_mail,
+    }
 
 
 def webhook_events(rt: Runtime) -> dict[tuple[str, str], EventHandler]:

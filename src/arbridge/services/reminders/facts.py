@@ -29,6 +29,7 @@ from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import EMAIL_CHANNEL
 from arbridge.sync.db import among
 from arbridge.sync.model import (
+    LIVE_PLAN_STATUSES,
     Company,
     Contact,
     CreditNote,
@@ -37,6 +38,8 @@ from arbridge.sync.model import (
     Invoice,
     InvoiceHold,
     Payment,
+    Plan,
+    PlanInvoice,
     ReminderSend,
 )
 from arbridge.sync.store import (
@@ -150,6 +153,16 @@ def load_facts(
         )
     ):
         holds.setdefault(inv_id, []).append((kind, promised_on))
+    on_plan = set(
+        session.scalars(
+            select(PlanInvoice.invoice_id)
+            .join(Plan, Plan.id == PlanInvoice.plan_id)
+            .where(
+                among(session, PlanInvoice.invoice_id, ids),
+                Plan.status.in_(LIVE_PLAN_STATUSES),
+            )
+        )
+    )
     customers: list[CustomerFacts] = []
     week_ago = now - timedelta(days=7)
     rows = session.execute(
@@ -249,8 +262,8 @@ def load_facts(
                 payment_pending=inv.payment_pending,
                 disputed=any(kind == "dispute" for kind, _ in live),
                 promised_on=max(promises) if promises else None,
-                # No installment plans in the model yet: nothing is on one.
-                on_current_plan=False,
+                # A current (or paused) installment plan: its own notices, no reminders.
+                on_current_plan=inv.id in on_plan,
                 sent_steps=frozenset(sent.get(inv.id, ())),
             )
         )

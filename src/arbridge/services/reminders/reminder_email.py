@@ -6,7 +6,10 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from arbridge.collections.templates import TemplateProblem
+from arbridge.connectors.email import Attachment
 from arbridge.runtime import Runtime
+from arbridge.services.documents.gather import letter_doc, letter_filename, link_expiry
+from arbridge.services.documents.pdf import render_letter
 from arbridge.services.messaging.outgoing import Held, Prepared
 from arbridge.services.reminders.freshness import hold_unless_fresh
 from arbridge.services.reminders.recheck import StillDue, recheck_reminder
@@ -16,6 +19,10 @@ from arbridge.sync.db import transaction
 from arbridge.sync.model import Company, Customer, OutboxMessage, ReminderSend
 from arbridge.sync.notices import tell_owner
 from arbridge.sync.store import company_today, log_activity, owner
+
+# The step whose email carries the final-notice letter as a PDF (the default sequence's
+# escalation step; an owner's own sequence names it the same way).
+LETTER_TEMPLATE = "final_notice"
 
 
 def prepare_reminder(rt: Runtime, message: OutboxMessage) -> Prepared | Held | str:
@@ -35,6 +42,7 @@ def compose_reminder_email(
     company, customer, contact = due.company, due.customer, due.contact
     if contact is None or not contact.email:
         return "cancelled: no contact"
+    statement_token = link_token(session, rt, company, customer, message.payload)
     try:
         rendered = render_reminder(
             rt,
@@ -44,10 +52,15 @@ def compose_reminder_email(
             due.invoices,
             message.payload["template"],
             due.today,
-            statement_token=link_token(session, rt, company, customer, message.payload),
+            statement_token=statement_token,
         )
     except TemplateProblem as e:
         return template_held(session, rt, company, customer, message, due.sends, e)
+    attachments = (
+        (final_notice_pdf(session, rt, due, statement_token),)
+        if message.payload["template"] == LETTER_TEMPLATE
+        else ()
+    )
     user = owner(session, company)
     session.expunge(company)
     return Prepared(
@@ -60,6 +73,28 @@ def compose_reminder_email(
         unsubscribe=f"{rt.settings.base_url}/u/{unsubscribe_token(rt.settings.secret_key or '', contact.id)}",
         reply_to=user.email,
         send_ids=tuple(s.id for s in due.sends),
+        attachments=attachments,
+    )
+
+
+def final_notice_pdf(
+    session: Session, rt: Runtime, due: StillDue, statement_token: str
+) -> Attachment:
+    """The final notice as a letter (to print, or for the customer's files): the invoices the
+    email is about, built from the same re-check, with the statement link that pays them."""
+    expires_at = link_expiry(session, statement_token)
+    doc = letter_doc(
+        session,
+        due.company,
+        due.customer,
+        due.today,
+        [inv for inv, _token in due.invoices],
+        contact=due.contact.name if due.contact else None,
+        pay_url=f"{rt.settings.base_url}/pay/{statement_token}",
+        link_expires_at=expires_at,
+    )
+    return Attachment(
+        letter_filename(due.company, due.customer, due.today), "application/pdf", render_letter(doc)
     )
 
 

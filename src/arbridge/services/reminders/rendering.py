@@ -9,8 +9,10 @@ from datetime import date
 from typing import Any
 
 from babel.dates import format_date
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, object_session
 
+from arbridge.collections.late_fees import late_fee_policy, policy_in_words
 from arbridge.collections.reminder_policy import (
     ReminderPolicy,
     SequenceError,
@@ -31,6 +33,7 @@ from arbridge.sync.model import (
     Contact,
     Customer,
     Invoice,
+    LateFeeAssessment,
 )
 from arbridge.sync.pay_links import DEFAULT_STATEMENT_LINK_DAYS
 from arbridge.sync.store import (
@@ -69,6 +72,7 @@ def merge_fields(
     def day(d: date) -> str:
         return format_date(d, "medium", locale="en_US")
 
+    fees = late_fees_on(rt, [inv for inv, _t in invoices])
     items = [
         {
             "number": inv.number or inv.source_id,
@@ -76,6 +80,7 @@ def merge_fields(
             "due_date": day(inv.due_on),
             "days_overdue": (today - inv.due_on).days,
             "pay_link": sample_link if sample else f"{base}/pay/{token}",
+            "late_fees": fees[inv.id].format() if inv.id in fees else "",
         }
         for inv, token in invoices
     ]
@@ -103,7 +108,40 @@ def merge_fields(
         ),
         "invoices": items,
         "total_due": total_due(inv for inv, _t in invoices),
+        "late_fees": _joined(fees.values()),
+        "payment_terms": policy_in_words(late_fee_policy(company.settings), company.home_currency),
     }
+
+
+def late_fees_on(rt: Runtime, invoices: Sequence[Invoice]) -> dict[int, Money]:
+    """The late fees and interest charged (and not waived) on each of these invoices, in one
+    query; invoices with none are left out."""
+    ids = [inv.id for inv in invoices if inv.id is not None]
+    if not ids:
+        return {}
+    query = (
+        select(
+            LateFeeAssessment.invoice_id,
+            LateFeeAssessment.currency,
+            func.sum(LateFeeAssessment.amount_minor),
+        )
+        .where(LateFeeAssessment.invoice_id.in_(ids), LateFeeAssessment.status != "waived")
+        .group_by(LateFeeAssessment.invoice_id, LateFeeAssessment.currency)
+    )
+    session = object_session(invoices[0])
+    if session is not None:
+        rows = session.execute(query).all()
+    else:
+        with rt.sessions() as s:
+            rows = s.execute(query).all()
+    return {i: Money.from_minor(int(minor), cur) for i, cur, minor in rows}
+
+
+def _joined(amounts: Iterable[Money]) -> str:
+    by_cur: dict[str, Money] = {}
+    for m in amounts:
+        by_cur[m.currency] = by_cur.get(m.currency, Money.zero(m.currency)) + m
+    return " + ".join(m.format() for m in by_cur.values())
 
 
 def owner_templates(company: Company) -> dict[str, Any]:

@@ -18,7 +18,10 @@ from arbridge.collections.reminders import (
 from arbridge.collections.templates import (
     TemplateProblem,
 )
+from arbridge.connectors.email import Attachment
 from arbridge.runtime import Runtime
+from arbridge.services.documents.gather import link_expiry, statement_doc, statement_filename
+from arbridge.services.documents.pdf import render_statement
 from arbridge.services.messaging.outgoing import Held, Prepared
 from arbridge.services.reminders.freshness import hold_unless_fresh
 from arbridge.services.reminders.recheck import StatementDue, recheck_statement
@@ -152,6 +155,7 @@ def compose_statement_email(
         )
     except TemplateProblem as e:
         return template_held(session, rt, company, customer, message, [], e)
+    pdf = statement_pdf(session, rt, due)
     user = owner(session, company)
     session.expunge(company)
     return Prepared(
@@ -164,4 +168,28 @@ def compose_statement_email(
         unsubscribe=f"{rt.settings.base_url}/u/"
         f"{unsubscribe_token(rt.settings.secret_key or '', contact.id)}",
         reply_to=user.email,
+        attachments=(pdf,),
+    )
+
+
+def statement_pdf(session: Session, rt: Runtime, due: StatementDue) -> Attachment:
+    """The statement as a PDF, built from the same re-check as the email's text (the same
+    invoices, the same link), so the two never disagree. Built as the email goes out: a
+    statement prepared again (held, then sent) carries a PDF of that moment, never old bytes."""
+    expires_at = link_expiry(session, due.token)
+    url = f"{rt.settings.base_url}/pay/{due.token}"
+    doc = statement_doc(
+        session,
+        due.company,
+        due.customer,
+        due.today,
+        pay_url=url,
+        link_expires_at=expires_at,
+        online_ids={i.id for i in due.invoices},
+        contact=due.contact.name,
+    )
+    return Attachment(
+        statement_filename(due.company, due.customer, due.today),
+        "application/pdf",
+        render_statement(doc),
     )

@@ -8,7 +8,8 @@ One module per domain, every name importable from here: `base` (types, the decla
 `companies` (companies, people, jobs, the activity log), `connections` (ledger and Stripe
 connections, sync cursors and errors, API call budgets, webhooks), `receivables` (customers,
 contacts, invoices, payments, credit notes), `outbox`, `reminders`, `collected` (payment
-links and the payments arbridge collects) and `plans` (installment plans).
+links and the payments arbridge collects), `plans` (installment plans) and `fees` (late fees
+and interest).
 """
 
 from arbridge.sync.model.base import (
@@ -52,6 +53,7 @@ from arbridge.sync.model.connections import (
     WebhookDelivery,
     WebhookEvent,
 )
+from arbridge.sync.model.fees import ASSESSMENT_STATUSES, FEE_KINDS, LateFeeAssessment
 from arbridge.sync.model.outbox import OutboxMessage
 from arbridge.sync.model.plans import (
     INSTALLMENT_STATUSES,
@@ -80,10 +82,12 @@ from arbridge.sync.model.reminders import (
 )
 
 __all__ = [
+    "ASSESSMENT_STATUSES",
     "COLLECTED_STATUSES",
     "CONNECTION_STATUSES",
     "DOCUMENT_STATUSES",
     "EVENT_STATUSES",
+    "FEE_KINDS",
     "HOLD_KINDS",
     "INSTALLMENT_STATUSES",
     "INVOICE_STATUSES",
@@ -114,6 +118,7 @@ __all__ = [
     "Invitation",
     "Invoice",
     "InvoiceHold",
+    "LateFeeAssessment",
     "MailMessage",
     "OAuthGrant",
     "OutboxMessage",

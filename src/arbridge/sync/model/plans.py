@@ -34,9 +34,8 @@ class Plan(Base):
     customer_id: Mapped[int] = mapped_column(
         ForeignKey("customers.id", ondelete="CASCADE"), index=True
     )
-    # The plan's own link (/plan/<token>): long, random, stored as its SHA-256.
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    # The payment link it was chosen on (None: made by the owner or the command line).
+    # The payment link it was chosen on, or made for (the owner's and the command line's
+    # plans get one): the customer reaches the plan through payment links of its invoices.
     pay_token_id: Mapped[int | None] = mapped_column(
         ForeignKey("pay_tokens.id", ondelete="SET NULL")
     )

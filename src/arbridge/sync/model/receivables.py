@@ -41,6 +41,11 @@ class Customer(SyncedRow, Base):
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     timezone: Mapped[str | None] = mapped_column(String(64))
     do_not_chase: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The owner's credit limit, in home-currency minor units; None: the company's default
+    # (collections.policy "credit"). `limit_reviewed_on`: the day the owner last approved or
+    # declined a higher limit; only on-time payments after it count toward the next proposal.
+    credit_limit_minor: Mapped[int | None] = mapped_column(BigInteger)
+    limit_reviewed_on: Mapped[date | None] = mapped_column(Date)
 
     contacts: Mapped[list[Contact]] = relationship(back_populates="customer")
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     ForeignKey,
     Index,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -144,5 +146,7 @@ class CustomerReminderSettings(Base):
     # The owner's choice about installment plans for this customer: "allow", "deny" or None
     # (the company's rule decides).
     plan_choice: Mapped[str | None] = mapped_column(String(10))
+    # The owner exempted this customer from late fees and interest.
+    late_fees_exempt: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     referred_to_agency_at: Mapped[datetime | None]
     agency_note: Mapped[str | None] = mapped_column(Text)

@@ -22,7 +22,6 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("company_id", sa.Integer(), nullable=False),
         sa.Column("customer_id", sa.Integer(), nullable=False),
-        sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("pay_token_id", sa.Integer(), nullable=True),
         sa.Column(
             "status",
@@ -92,7 +91,6 @@ def upgrade() -> None:
             ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_plans")),
-        sa.UniqueConstraint("token_hash", name=op.f("uq_plans_token_hash")),
     )
     with op.batch_alter_table("plans", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_plans_company_id"), ["company_id"], unique=False)

@@ -1,0 +1,315 @@
+"""The customers list and a customer's page: balances, lateness and flags summed by the
+database (a fixed number of queries whatever the number of customers or invoices)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, and_, case, cast, func, or_, select
+from sqlalchemy.orm import Session
+
+from arbridge.money import Money
+from arbridge.readmodels.sqlexpr import days_between, home_minor
+from arbridge.sync.model import (
+    CollectedPayment,
+    Company,
+    Contact,
+    CreditNote,
+    Customer,
+    CustomerReminderSettings,
+    Invoice,
+    InvoiceHold,
+    MailMessage,
+    Payment,
+    PaymentAllocation,
+)
+
+SORTS = ("name", "balance", "overdue", "last_payment", "lateness")
+_GONE = ("voided", "deleted")
+LATENESS_DAYS = 365  # lateness counts invoices closed in the last year
+MAX_SEARCH = 100
+
+
+@dataclass(frozen=True)
+class CustomerRow:
+    customer: Customer
+    balance: Money  # open, in the home currency
+    overdue: Money
+    open_invoices: int
+    last_payment: date | None
+    lateness: int  # mean days late of the invoices closed in the last year; 0 with none
+    disputes: int
+    promises: int
+    sequence: str | None
+    referred: bool
+
+    @property
+    def flags(self) -> list[str]:
+        found = []
+        if self.customer.do_not_chase:
+            found.append("do not chase")
+        if self.referred:
+            found.append("referred to agency")
+        if self.disputes:
+            found.append("disputed")
+        if self.promises:
+            found.append("promised")
+        if not self.customer.active:
+            found.append("inactive")
+        return found
+
+
+@dataclass(frozen=True)
+class CustomerPage:
+    rows: list[CustomerRow]
+    page: int
+    prev: int | None
+    next: int | None
+
+
+def _aggregates(company: Company, today: date) -> Any:
+    """One row per customer id: the columns of the list, each from its own grouped subquery."""
+    cid = company.id
+    home = home_minor(company.home_currency)
+    invoices = (
+        select(
+            Invoice.customer_id.label("customer_id"),
+            cast(func.sum(case((Invoice.is_open, home), else_=0)), BigInteger).label("balance"),
+            cast(
+                func.sum(case((and_(Invoice.is_open, Invoice.due_on < today), home), else_=0)),
+                BigInteger,
+            ).label("overdue"),
+            func.sum(case((Invoice.is_open, 1), else_=0)).label("open_invoices"),
+        )
+        .where(Invoice.company_id == cid)
+        .group_by(Invoice.customer_id)
+        .subquery()
+    )
+    paid = (
+        select(Payment.customer_id.label("customer_id"), func.max(Payment.received_on).label("on"))
+        .where(Payment.company_id == cid, Payment.status.not_in(_GONE))
+        .group_by(Payment.customer_id)
+        .subquery()
+    )
+    # The day each paid invoice closed: its last allocation's date (the allocation's own, else
+    # its payment's or credit note's).
+    applied_on = func.coalesce(
+        PaymentAllocation.applied_on, Payment.received_on, CreditNote.issued_on
+    )
+    closing = (
+        select(PaymentAllocation.invoice_id.label("invoice_id"), func.max(applied_on).label("on"))
+        .outerjoin(Payment, Payment.id == PaymentAllocation.payment_id)
+        .outerjoin(CreditNote, CreditNote.id == PaymentAllocation.credit_note_id)
+        .where(
+            PaymentAllocation.company_id == cid,
+            or_(Payment.id.is_(None), Payment.status.not_in(_GONE)),
+            or_(CreditNote.id.is_(None), CreditNote.status.not_in(_GONE)),
+        )
+        .group_by(PaymentAllocation.invoice_id)
+        .subquery()
+    )
+    late = days_between(closing.c.on, Invoice.due_on)
+    lateness = (
+        select(
+            Invoice.customer_id.label("customer_id"),
+            func.avg(case((late > 0, late), else_=0)).label("days"),
+        )
+        .join(closing, closing.c.invoice_id == Invoice.id)
+        .where(
+            Invoice.company_id == cid,
+            Invoice.status == "paid",
+            closing.c.on > today - timedelta(days=LATENESS_DAYS),
+            closing.c.on <= today,
+        )
+        .group_by(Invoice.customer_id)
+        .subquery()
+    )
+    holds = (
+        select(
+            Invoice.customer_id.label("customer_id"),
+            func.sum(case((InvoiceHold.kind == "dispute", 1), else_=0)).label("disputes"),
+            func.sum(case((InvoiceHold.kind == "promise", 1), else_=0)).label("promises"),
+        )
+        .join(Invoice, Invoice.id == InvoiceHold.invoice_id)
+        .where(InvoiceHold.company_id == cid, InvoiceHold.resolved_at.is_(None))
+        .group_by(Invoice.customer_id)
+        .subquery()
+    )
+    return invoices, paid, lateness, holds
+
+
+def _query(company: Company, today: date, search: str | None, sort: str, descending: bool) -> Any:
+    invoices, paid, lateness, holds = _aggregates(company, today)
+    balance = func.coalesce(invoices.c.balance, 0)
+    overdue = func.coalesce(invoices.c.overdue, 0)
+    stmt = (
+        select(
+            Customer,
+            balance,
+            overdue,
+            func.coalesce(invoices.c.open_invoices, 0),
+            paid.c.on,
+            lateness.c.days,
+            func.coalesce(holds.c.disputes, 0),
+            func.coalesce(holds.c.promises, 0),
+            CustomerReminderSettings.sequence,
+            CustomerReminderSettings.referred_to_agency_at,
+        )
+        .outerjoin(invoices, invoices.c.customer_id == Customer.id)
+        .outerjoin(paid, paid.c.customer_id == Customer.id)
+        .outerjoin(lateness, lateness.c.customer_id == Customer.id)
+        .outerjoin(holds, holds.c.customer_id == Customer.id)
+        .outerjoin(CustomerReminderSettings, CustomerReminderSettings.customer_id == Customer.id)
+        .where(Customer.company_id == company.id, Customer.deleted.is_(False))
+    )
+    if search:
+        stmt = stmt.where(
+            func.lower(Customer.name).contains(search.lower()[:MAX_SEARCH], autoescape=True)
+        )
+    column = {
+        "name": func.lower(Customer.name),
+        "balance": balance,
+        "overdue": overdue,
+        "last_payment": paid.c.on,
+        "lateness": func.coalesce(lateness.c.days, 0),
+    }[sort if sort in SORTS else "name"]
+    order = [column.desc() if descending else column.asc()]
+    if sort == "last_payment":  # customers who never paid come last either way
+        order.insert(0, paid.c.on.is_(None))
+    return stmt.order_by(*order, Customer.id)
+
+
+def _rows(found: Any, currency: str) -> list[CustomerRow]:
+    return [
+        CustomerRow(
+            customer=cust,
+            balance=Money.from_minor(int(bal), currency),
+            overdue=Money.from_minor(int(over), currency),
+            open_invoices=int(count),
+            last_payment=last,
+            lateness=int(Decimal(str(days)).quantize(Decimal(1), ROUND_HALF_UP)) if days else 0,
+            disputes=int(disputes),
+            promises=int(promises),
+            sequence=sequence,
+            referred=referred is not None,
+        )
+        for cust, bal, over, count, last, days, disputes, promises, sequence, referred in found
+    ]
+
+
+def customers_page(
+    s: Session,
+    company: Company,
+    today: date,
+    *,
+    search: str | None = None,
+    sort: str = "name",
+    descending: bool = False,
+    page: int = 1,
+    page_size: int = 50,
+) -> CustomerPage:
+    """One page of the customers list (one query)."""
+    found = s.execute(
+        _query(company, today, search, sort, descending)
+        .limit(page_size + 1)
+        .offset((page - 1) * page_size)
+    ).all()
+    return CustomerPage(
+        _rows(found[:page_size], company.home_currency),
+        page,
+        page - 1 if page > 1 else None,
+        page + 1 if len(found) > page_size else None,
+    )
+
+
+def customers_export(
+    s: Session,
+    company: Company,
+    today: date,
+    *,
+    search: str | None = None,
+    sort: str = "name",
+    descending: bool = False,
+    limit: int = 50_000,
+) -> list[CustomerRow]:
+    """Every customer the list would show, for the CSV (one query)."""
+    found = s.execute(_query(company, today, search, sort, descending).limit(limit)).all()
+    return _rows(found, company.home_currency)
+
+
+@dataclass(frozen=True)
+class CustomerDetail:
+    row: CustomerRow
+    contacts: list[Contact]
+    open_invoices: list[Invoice]
+    paid_invoices: list[Invoice]
+    messages: list[MailMessage]
+    replies: list[tuple[InvoiceHold, Invoice]]
+    collected: list[CollectedPayment]
+    ledger_payments: list[Payment]
+
+
+def customer_detail(
+    s: Session, company: Company, customer: Customer, today: date, limit: int = 100
+) -> CustomerDetail:
+    """A customer's page: everything about one customer, a fixed number of queries."""
+    found = s.execute(
+        _query(company, today, None, "name", False).where(Customer.id == customer.id)
+    ).all()
+    row = _rows(found, company.home_currency)[0]
+    contacts = s.scalars(
+        select(Contact)
+        .where(Contact.company_id == company.id, Contact.customer_id == customer.id)
+        .order_by(Contact.is_primary.desc(), Contact.id)
+    ).all()
+    mine = and_(Invoice.company_id == company.id, Invoice.customer_id == customer.id)
+    open_invoices = s.scalars(
+        select(Invoice).where(mine, Invoice.is_open).order_by(Invoice.due_on, Invoice.id)
+    ).all()
+    paid_invoices = s.scalars(
+        select(Invoice)
+        .where(mine, Invoice.status == "paid")
+        .order_by(Invoice.due_on.desc(), Invoice.id.desc())
+        .limit(limit)
+    ).all()
+    messages = s.scalars(
+        select(MailMessage)
+        .where(MailMessage.company_id == company.id, MailMessage.customer_id == customer.id)
+        .order_by(MailMessage.created_at.desc(), MailMessage.id.desc())
+        .limit(limit)
+    ).all()
+    replies = s.execute(
+        select(InvoiceHold, Invoice)
+        .join(Invoice, Invoice.id == InvoiceHold.invoice_id)
+        .where(InvoiceHold.company_id == company.id, mine)
+        .order_by(InvoiceHold.created_at.desc(), InvoiceHold.id.desc())
+        .limit(limit)
+    ).all()
+    collected = s.scalars(
+        select(CollectedPayment)
+        .where(
+            CollectedPayment.company_id == company.id,
+            CollectedPayment.customer_id == customer.id,
+        )
+        .order_by(CollectedPayment.created_at.desc(), CollectedPayment.id.desc())
+        .limit(limit)
+    ).all()
+    ledger_payments = s.scalars(
+        select(Payment)
+        .where(Payment.company_id == company.id, Payment.customer_id == customer.id)
+        .order_by(Payment.received_on.desc(), Payment.id.desc())
+        .limit(limit)
+    ).all()
+    return CustomerDetail(
+        row,
+        list(contacts),
+        list(open_invoices),
+        list(paid_invoices),
+        list(messages),
+        [(h, i) for h, i in replies],
+        list(collected),
+        list(ledger_payments),
+    )

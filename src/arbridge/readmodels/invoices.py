@@ -1,0 +1,245 @@
+"""The invoices list: search, filters, sorting and paging over every invoice of a company, in
+one query a page (and one more for the holds of the invoices shown), fast at 100,000 invoices:
+the default view (open invoices, oldest due first) walks the (company, status, due) index."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from arbridge.collections.aging import BUCKET_LABELS, bucket, days_overdue, due_range
+from arbridge.inputs import InputError, parse_decimal
+from arbridge.readmodels.sqlexpr import home_minor, odd_exponents
+from arbridge.sync.model import Company, Customer, Invoice, InvoiceHold
+
+STATUSES = {
+    "open": "Open",
+    "overdue": "Overdue",
+    "paid": "Paid",
+    "voided": "Voided or deleted",
+    "all": "All",
+}
+HOLDS = {
+    "any": "Paused or waiting on a reply",
+    "paused": "Paused",
+    "reply": "Question or dispute open",
+    "promise": "Promise to pay open",
+}
+SORTS = ("number", "customer", "issued", "due", "total", "balance")
+MAX_SEARCH = 100
+MAX_PAGES = 100  # deeper than this, the owner narrows the search instead of paging on
+
+
+@dataclass(frozen=True)
+class Filters:
+    search: str | None = None
+    status: str = "open"
+    bucket: str | None = None
+    currency: str | None = None
+    hold: str | None = None
+    sort: str = "due"
+    descending: bool = False
+
+    @classmethod
+    def from_args(cls, args: Any) -> Filters:
+        """From a query string; anything unknown falls back to the default, never an error."""
+        status = args.get("status") or "open"
+        sort = args.get("sort") or "due"
+        currency = (args.get("currency") or "").strip().upper()[:3]
+        return cls(
+            search=(args.get("q") or "").strip()[:MAX_SEARCH] or None,
+            status=status if status in STATUSES else "open",
+            bucket=args.get("bucket") if args.get("bucket") in BUCKET_LABELS else None,
+            currency=currency if len(currency) == 3 and currency.isalpha() else None,
+            hold=args.get("hold") if args.get("hold") in HOLDS else None,
+            sort=sort if sort in SORTS else "due",
+            descending=args.get("dir") == "desc",
+        )
+
+    def args(self) -> dict[str, str | None]:
+        """The query string that gives these filters back (for links and the CSV)."""
+        return {
+            "q": self.search,
+            "status": self.status if self.status != "open" else None,
+            "bucket": self.bucket,
+            "currency": self.currency,
+            "hold": self.hold,
+            "sort": self.sort if self.sort != "due" else None,
+            "dir": "desc" if self.descending else None,
+        }
+
+
+@dataclass
+class InvoiceRow:
+    invoice: Invoice
+    customer: str
+    days_overdue: int
+    bucket: str | None
+    holds: list[InvoiceHold] = field(default_factory=list)
+
+    @property
+    def flags(self) -> list[str]:
+        found = []
+        if self.invoice.paused:
+            found.append("paused")
+        if self.invoice.payment_pending:
+            found.append("payment pending")
+        for h in self.holds:
+            found.append("disputed" if h.kind == "dispute" else f"promised for {h.promised_on}")
+        return found
+
+
+@dataclass(frozen=True)
+class InvoicePage:
+    rows: list[InvoiceRow]
+    page: int
+    prev: int | None
+    next: int | None
+    capped: bool  # more rows exist than paging reaches
+
+
+def _amount_match(text: str) -> ColumnElement[bool] | None:
+    """An amount typed in the search box: an invoice whose total or balance is that amount in
+    its own currency (1234.5 matches $1,234.50 and ¥1,235 does not)."""
+    try:
+        value = parse_decimal(text.replace(",", "").lstrip("$€£¥"), places=3)
+    except InputError:
+        return None
+    by_exponent = []
+    for e in (0, 2, 3):
+        minor = value.scaleb(e)
+        if minor != minor.to_integral_value():
+            continue
+        cur_exp = _exponent_sql(e)
+        by_exponent.append(
+            and_(
+                cur_exp,
+                or_(Invoice.total_minor == int(minor), Invoice.open_balance_minor == int(minor)),
+            )
+        )
+    return or_(*by_exponent) if by_exponent else None
+
+
+def _exponent_sql(e: int) -> ColumnElement[bool]:
+    odd = odd_exponents()
+    if e == 2:
+        return Invoice.currency.not_in(list(odd))
+    return Invoice.currency.in_([c for c, x in odd.items() if x == e])
+
+
+def _query(s: Session, company: Company, today: date, f: Filters) -> Any:
+    stmt = (
+        select(Invoice, Customer.name)
+        .join(Customer, Customer.id == Invoice.customer_id)
+        .where(Invoice.company_id == company.id)
+    )
+    if f.status == "open":
+        stmt = stmt.where(Invoice.is_open)
+    elif f.status == "overdue":
+        stmt = stmt.where(Invoice.is_open, Invoice.due_on < today)
+    elif f.status == "paid":
+        stmt = stmt.where(Invoice.status == "paid")
+    elif f.status == "voided":
+        stmt = stmt.where(Invoice.status.in_(("voided", "deleted")))
+    if f.bucket:
+        earliest, latest = due_range(f.bucket, today)
+        stmt = stmt.where(Invoice.is_open)
+        if earliest is not None:
+            stmt = stmt.where(Invoice.due_on >= earliest)
+        if latest is not None:
+            stmt = stmt.where(Invoice.due_on <= latest)
+    if f.currency:
+        stmt = stmt.where(Invoice.currency == f.currency)
+    if f.hold:
+        open_hold = InvoiceHold.invoice_id == Invoice.id, InvoiceHold.resolved_at.is_(None)
+        any_hold = exists().where(*open_hold)
+        stmt = stmt.where(
+            {
+                "paused": Invoice.paused.is_(True),
+                "reply": exists().where(*open_hold, InvoiceHold.kind == "dispute"),
+                "promise": exists().where(*open_hold, InvoiceHold.kind == "promise"),
+                "any": or_(Invoice.paused.is_(True), any_hold),
+            }[f.hold]
+        )
+    if f.search:
+        text = f.search.lower()
+        found = [
+            func.lower(Invoice.number).contains(text, autoescape=True),
+            func.lower(Customer.name).contains(text, autoescape=True),
+        ]
+        by_amount = _amount_match(f.search)
+        if by_amount is not None:
+            found.append(by_amount)
+        stmt = stmt.where(or_(*found))
+    column = {
+        "number": Invoice.number,
+        "customer": func.lower(Customer.name),
+        "issued": Invoice.issued_on,
+        "due": Invoice.due_on,
+        "total": Invoice.total_minor,
+        "balance": home_minor(company.home_currency),
+    }[f.sort]
+    if f.descending:
+        return stmt.order_by(column.desc(), Invoice.id.desc())
+    return stmt.order_by(column.asc(), Invoice.id.asc())
+
+
+def _rows(s: Session, found: list[Any], today: date) -> list[InvoiceRow]:
+    rows = []
+    for inv, name in found:
+        days = days_overdue(inv.due_on, today)
+        rows.append(InvoiceRow(inv, name, days, bucket(days) if inv.is_open else None))
+    # The open holds of the invoices shown: one query for the page.
+    holds: dict[int, list[InvoiceHold]] = defaultdict(list)
+    ids = [r.invoice.id for r in rows]
+    if ids:
+        for h in s.scalars(
+            select(InvoiceHold)
+            .where(InvoiceHold.invoice_id.in_(ids), InvoiceHold.resolved_at.is_(None))
+            .order_by(InvoiceHold.id)
+        ):
+            holds[h.invoice_id].append(h)
+    for r in rows:
+        r.holds = holds.get(r.invoice.id, [])
+    return rows
+
+
+def invoices_page(
+    s: Session, company: Company, today: date, f: Filters, *, page: int = 1, page_size: int = 50
+) -> InvoicePage:
+    found = s.execute(
+        _query(s, company, today, f).limit(page_size + 1).offset((page - 1) * page_size)
+    ).all()
+    more = len(found) > page_size
+    return InvoicePage(
+        _rows(s, found[:page_size], today),
+        page,
+        page - 1 if page > 1 else None,
+        page + 1 if more and page < MAX_PAGES else None,
+        more and page >= MAX_PAGES,
+    )
+
+
+def invoices_export(
+    s: Session, company: Company, today: date, f: Filters, limit: int = 100_000
+) -> list[InvoiceRow]:
+    found = s.execute(_query(s, company, today, f).limit(limit)).all()
+    return _rows(s, found, today)
+
+
+def currencies(s: Session, company_id: int) -> list[str]:
+    """The currencies the company's invoices are in, for the filter."""
+    return list(
+        s.scalars(
+            select(Invoice.currency)
+            .where(Invoice.company_id == company_id)
+            .group_by(Invoice.currency)
+            .order_by(Invoice.currency)
+        )
+    )

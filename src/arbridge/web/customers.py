@@ -1,0 +1,172 @@
+"""The owner's customers: the list (balance, overdue, last payment, lateness, flags; sortable,
+searchable, paged, as CSV) and a customer's page (contacts, invoices, messages and replies,
+payments, sequence, do-not-chase, plans). Every route is scoped to the user's company."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from zoneinfo import available_timezones
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+
+from arbridge.collections.reminder_policy import SequenceError, reminder_policy
+from arbridge.readmodels import customers as reads
+from arbridge.readmodels.plans import company_plans
+from arbridge.sync.model import Company, Contact, Customer
+from arbridge.sync.store import company_today, log_activity
+from arbridge.web.common import company_required, db, get_or_404, id_arg, page_arg, runtime
+from arbridge.web.csv_export import csv_response
+
+bp = Blueprint("customers", __name__, url_prefix="/c/<slug>")
+log = logging.getLogger(__name__)
+PAGE_SIZE = 50
+MAX_EMAIL = 254
+MAX_PHONE = 40
+PHONE_CHARS = set("0123456789 +-().")
+
+
+def _list_args() -> dict[str, Any]:
+    sort = request.args.get("sort") or "name"
+    if sort not in reads.SORTS:
+        sort = "name"
+    return {
+        "search": (request.args.get("q") or "").strip()[: reads.MAX_SEARCH] or None,
+        "sort": sort,
+        "descending": request.args.get("dir") == "desc",
+    }
+
+
+@bp.get("/customers")
+@company_required
+def customers_list(company: Company) -> Any:
+    args = _list_args()
+    today = company_today(company, runtime().clock)
+    found = reads.customers_page(
+        db(), company, today, page=page_arg(PAGE_SIZE), page_size=PAGE_SIZE, **args
+    )
+    return render_template(
+        "customers.html", company=company, found=found, today=today, sorts=reads.SORTS, **args
+    )
+
+
+@bp.get("/customers.csv")
+@company_required
+def customers_csv(company: Company) -> Any:
+    today = company_today(company, runtime().clock)
+    rows = reads.customers_export(db(), company, today, **_list_args())
+    return csv_response(
+        f"customers-{company.slug}-{today.isoformat()}.csv",
+        [
+            "Customer",
+            "Currency",
+            f"Balance ({company.home_currency})",
+            f"Overdue ({company.home_currency})",
+            "Open invoices",
+            "Last payment",
+            "Days late (average, last 365 days)",
+            "Flags",
+        ],
+        (
+            [
+                r.customer.name,
+                r.customer.currency or "",
+                r.balance.amount,
+                r.overdue.amount,
+                r.open_invoices,
+                r.last_payment.isoformat() if r.last_payment else "",
+                r.lateness,
+                "; ".join(r.flags),
+            ]
+            for r in rows
+        ),
+    )
+
+
+@bp.get("/customers/<int:customer_id>")
+@company_required
+def customer(company: Company, customer_id: int) -> Any:
+    s, rt = db(), runtime()
+    cust = get_or_404(Customer, customer_id, company)
+    today = company_today(company, rt.clock)
+    try:
+        sequence_names = sorted(reminder_policy(company.settings).sequences)
+    except SequenceError:
+        sequence_names = ["default"]
+    return render_template(
+        "customer.html",
+        company=company,
+        cust=cust,
+        d=reads.customer_detail(s, company, cust, today),
+        plans=company_plans(s, company.id, customer_id=cust.id),
+        sequence_names=sequence_names,
+        timezones=sorted(tz for tz in available_timezones() if "/" in tz),
+        today=today,
+    )
+
+
+def _back(company: Company, cust: Customer, anchor: str) -> Any:
+    return redirect(
+        url_for("customers.customer", slug=company.slug, customer_id=cust.id) + anchor, code=303
+    )
+
+
+@bp.post("/customers/<int:customer_id>/contact")
+@company_required
+def save_contact(company: Company, customer_id: int) -> Any:
+    """A contact's email and phone, as arbridge uses them (the ledger's next change to this
+    customer replaces them: arbridge does not write contacts back)."""
+    rt, s = runtime(), db()
+    cust = get_or_404(Customer, customer_id, company)
+    contact = get_or_404(Contact, id_arg(request.form.get("contact_id")), company)
+    if contact.customer_id != cust.id:
+        abort(404)
+    email = (request.form.get("email") or "").strip()
+    phone = (request.form.get("phone") or "").strip()
+    if email and (
+        len(email) > MAX_EMAIL or email.count("@") != 1 or any(c.isspace() for c in email)
+    ):
+        log.info("contact %s: refused an email address", contact.id)
+        flash("That email address does not look right (name@example.com).", "error")
+        return _back(company, cust, "#contacts")
+    if phone and (len(phone) > MAX_PHONE or not set(phone) <= PHONE_CHARS):
+        log.info("contact %s: refused a phone number", contact.id)
+        flash("A phone number has digits, spaces and + - ( ) . only, at most 40.", "error")
+        return _back(company, cust, "#contacts")
+    contact.email, contact.phone = email or None, phone or None
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "customer.contact_changed",
+        f"{cust.name}: contact {contact.name or contact.email or contact.id} changed",
+        customer_id=cust.id,
+    )
+    s.commit()
+    flash("Contact saved.", "ok")
+    return _back(company, cust, "#contacts")
+
+
+@bp.post("/customers/<int:customer_id>/timezone")
+@company_required
+def save_timezone(company: Company, customer_id: int) -> Any:
+    """The customer's timezone: reminders go out in their morning (empty: the business's)."""
+    rt, s = runtime(), db()
+    cust = get_or_404(Customer, customer_id, company)
+    zone = (request.form.get("timezone") or "").strip()
+    if zone and zone not in available_timezones():
+        log.info("customer %s: refused timezone %r", cust.id, zone[:64])
+        flash("Choose a timezone from the list.", "error")
+        return _back(company, cust, "#contacts")
+    cust.timezone = zone or None
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "customer.timezone_changed",
+        f"{cust.name}: timezone {zone or 'the business’s'}",
+        customer_id=cust.id,
+    )
+    s.commit()
+    flash("Timezone saved.", "ok")
+    return _back(company, cust, "#contacts")

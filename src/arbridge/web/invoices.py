@@ -1,0 +1,137 @@
+"""The owner's invoices list: search, filters, sorting, paging, CSV, and pausing or resuming
+reminders for many invoices at once. Every route is scoped to the user's company."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from arbridge.collections.aging import BUCKET_LABELS
+from arbridge.inputs import InputError, parse_id
+from arbridge.readmodels import invoices as reads
+from arbridge.sync.model import Company, Invoice
+from arbridge.sync.store import company_today, log_activity
+from arbridge.web.common import company_required, db, page_arg, runtime, safe_next
+from arbridge.web.csv_export import csv_response
+
+bp = Blueprint("invoices", __name__, url_prefix="/c/<slug>")
+log = logging.getLogger(__name__)
+PAGE_SIZE = 50
+MAX_BULK = 500
+
+
+@bp.get("/invoices")
+@company_required
+def invoices_list(company: Company) -> Any:
+    s = db()
+    f = reads.Filters.from_args(request.args)
+    page = page_arg(PAGE_SIZE)
+    if page > reads.MAX_PAGES:
+        abort(404)
+    today = company_today(company, runtime().clock)
+    return render_template(
+        "invoices.html",
+        company=company,
+        f=f,
+        args={"slug": company.slug, **f.args()},
+        found=reads.invoices_page(s, company, today, f, page=page, page_size=PAGE_SIZE),
+        statuses=reads.STATUSES,
+        buckets=BUCKET_LABELS,
+        holds=reads.HOLDS,
+        currencies=reads.currencies(s, company.id),
+        today=today,
+        max_rows=reads.MAX_PAGES * PAGE_SIZE,
+    )
+
+
+@bp.get("/invoices.csv")
+@company_required
+def invoices_csv(company: Company) -> Any:
+    f = reads.Filters.from_args(request.args)
+    today = company_today(company, runtime().clock)
+    rows = reads.invoices_export(db(), company, today, f)
+    return csv_response(
+        f"invoices-{company.slug}-{today.isoformat()}.csv",
+        [
+            "Invoice",
+            "Customer",
+            "Issued",
+            "Due",
+            "Days overdue",
+            "Currency",
+            "Total",
+            "Balance",
+            "Status",
+            "Flags",
+        ],
+        (
+            [
+                r.invoice.number or r.invoice.source_id,
+                r.customer,
+                r.invoice.issued_on.isoformat(),
+                r.invoice.due_on.isoformat(),
+                r.days_overdue if r.invoice.is_open and r.days_overdue > 0 else "",
+                r.invoice.currency,
+                r.invoice.total.amount,
+                r.invoice.balance.amount,
+                r.invoice.status,
+                "; ".join(r.flags),
+            ]
+            for r in rows
+        ),
+    )
+
+
+@bp.post("/invoices/bulk")
+@company_required
+def bulk(company: Company) -> Any:
+    """Pause or resume reminders for the ticked invoices. Every id must be one of this
+    company's invoices: another company's (or a made-up) id is a 404 and nothing changes."""
+    rt, s = runtime(), db()
+    back = safe_next(request.form.get("next"), url_for("invoices.invoices_list", slug=company.slug))
+    action = request.form.get("action")
+    if action not in ("pause", "resume"):
+        abort(400, "Choose pause or resume.")
+    raw = request.form.getlist("invoice_id")
+    if not raw:
+        flash("Tick at least one invoice first.", "error")
+        return redirect(back, code=303)
+    if len(raw) > MAX_BULK:
+        abort(400, f"At most {MAX_BULK} invoices at once.")
+    try:
+        ids = {parse_id(v) for v in raw}
+    except InputError:
+        abort(404)
+    found = s.scalars(
+        select(Invoice).where(Invoice.company_id == company.id, Invoice.id.in_(ids))
+    ).all()
+    if len(found) != len(ids):
+        log.info(
+            "bulk %s refused: %d of %d ids not this company's",
+            action,
+            len(ids) - len(found),
+            len(ids),
+        )
+        abort(404)
+    paused = action == "pause"
+    changed = [inv for inv in found if inv.paused != paused]
+    for inv in changed:
+        inv.paused = paused
+        log_activity(
+            s,
+            rt.clock,
+            company.id,
+            "reminders.paused" if paused else "reminders.resumed",
+            f"Reminders {'paused' if paused else 'resumed'} for invoice {inv.number}",
+            invoice_id=inv.id,
+        )
+    s.commit()
+    flash(
+        f"Reminders {'paused' if paused else 'resumed'} for {len(changed)} invoice(s)"
+        + (f"; {len(found) - len(changed)} already were." if len(changed) < len(found) else "."),
+        "ok",
+    )
+    return redirect(back, code=303)

@@ -1,0 +1,136 @@
+"""The late-fee settings, the charges table, waiving a charge and exempting a customer, through
+the owner's pages."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from arbridge.services.fees.assess import assess_late_fees
+from arbridge.sync.model import (
+    CustomerReminderSettings,
+    Invoice,
+    LateFeeAssessment,
+    OutboxMessage,
+)
+from tests.web.conftest import csrf_token, form_fields, fresh_company, parse
+
+URL = "/c/demo/settings"
+
+
+def _save(client, **changes: str | None):
+    form = parse(client.get(URL).data).find("form", action=f"{URL}/late_fees")
+    data = form_fields(form)
+    for name, value in changes.items():
+        key = f"late_fees-{name}"
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return client.post(f"{URL}/late_fees", data=data)
+
+
+def test_the_late_fee_section_saves_the_policy_and_leaves_the_rest_alone(owner_client, rt):
+    before = fresh_company(rt, "demo").settings
+    response = _save(
+        owner_client,
+        late_fees_enabled="y",
+        late_fee_grace_days="5",
+        late_fee_flat="25.00",
+        late_fee_annual_rate="12",
+        late_fee_cap="100",
+        late_fee_base_rate="4.00",
+        late_fee_base_rate_on="2025-08-07",
+        late_fee_quickbooks_item="21",
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)
+    assert response.headers["Location"] == f"{URL}#late_fees"
+    settings = fresh_company(rt, "demo").settings
+    fees = settings["late_fees"]
+    assert (fees["enabled"], fees["grace_days"], fees["flat_fee"], fees["annual_rate"]) == (
+        True,
+        5,
+        "25.00",
+        "12",
+    )
+    assert fees["cap"] == "100"
+    assert fees["base_rates"] == [{"effective_on": "2025-08-07", "rate": "4.00"}]
+    assert fees["quickbooks_item_id"] == "21"
+    assert {k: v for k, v in settings.items() if k != "late_fees"} == {
+        k: v for k, v in (before or {}).items() if k != "late_fees"
+    }
+    # A second rate joins the first, each with its date; the page shows the policy in words.
+    _save(owner_client, late_fee_base_rate="3.75", late_fee_base_rate_on="2026-08-07")
+    fees = fresh_company(rt, "demo").settings["late_fees"]
+    assert [r["rate"] for r in fees["base_rates"]] == ["4.00", "3.75"]
+    words = parse(owner_client.get(URL).data).by_id("late-fees-words").text
+    assert "A late fee of $25.00 is charged once more than 5 days after the due date" in words
+
+
+def test_bad_late_fee_input_is_refused_field_by_field(owner_client, rt):
+    response = _save(
+        owner_client, late_fee_percent="30", late_fee_base_rate="4", late_fee_base_rate_on=""
+    )
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert "Give the base rate and the day it took effect together." in page
+    assert "Number must be between 0 and 25" in page
+    assert "Traceback" not in page
+    assert fresh_company(rt, "demo").settings.get("late_fees") is None
+    response = _save(owner_client, late_fee_preset="mars")
+    assert response.status_code == 400
+
+
+def test_charges_show_and_the_owner_waives_one(owner_client, rt):
+    _save(owner_client, late_fees_enabled="y", late_fee_flat="25.00", late_fee_grace_days="30")
+    run = assess_late_fees(rt, fresh_company(rt, "demo"))
+    assert run.charged
+    table = parse(owner_client.get(URL).data).by_id("late-fee-charges")
+    assert len(table.find_all("tr")) - 1 == min(len(run.charged), 100)
+    first = run.charged[0]
+    page = owner_client.get(f"/c/demo/invoices/{first.invoice_id}")
+    doc = parse(page.data)
+    assert first.description in doc.by_id("late-fees").text
+    with rt.sessions() as s:
+        charge = s.scalar(
+            select(LateFeeAssessment).where(LateFeeAssessment.invoice_id == first.invoice_id)
+        )
+    response = owner_client.post(
+        f"/c/demo/late-fees/{charge.id}/waive", data={"csrf_token": csrf_token(page.data)}
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/c/demo/invoices/{first.invoice_id}"
+    with rt.sessions() as s:
+        assert s.get(LateFeeAssessment, charge.id).status == "waived"
+        voids = s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "ledger_fee_void"))
+        assert len(list(voids)) == 1
+    doc = parse(owner_client.get(f"/c/demo/invoices/{first.invoice_id}").data)
+    assert "waived" in doc.by_id("invoice-late-fees").text
+
+
+def test_the_owner_exempts_a_customer_from_an_invoice_page(owner_client, rt):
+    _save(owner_client, late_fees_enabled="y", late_fee_flat="25.00")
+    with rt.sessions() as s:
+        inv = s.scalar(select(Invoice).where(Invoice.is_open).order_by(Invoice.id).limit(1))
+    page = owner_client.get(f"/c/demo/invoices/{inv.id}")
+    form = parse(page.data).by_id("late-fees").find("form")
+    response = owner_client.post(form.attrs["action"], data=form_fields(form))
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/c/demo/invoices/{inv.id}"
+    with rt.sessions() as s:
+        own = s.scalar(
+            select(CustomerReminderSettings).where(
+                CustomerReminderSettings.customer_id == inv.customer_id
+            )
+        )
+        assert own.late_fees_exempt is True
+    assert parse(owner_client.get(URL).data).by_id("late-fees-exempt") is not None
+    run = assess_late_fees(rt, fresh_company(rt, "demo"))
+    assert all(a.customer_id != inv.customer_id for a in run.charged)
+
+
+def test_another_company_s_charge_cannot_be_waived(owner_client, rt):
+    page = owner_client.get(URL)
+    response = owner_client.post(
+        "/c/demo/late-fees/999999/waive", data={"csrf_token": csrf_token(page.data)}
+    )
+    assert response.status_code == 404
