@@ -16,7 +16,7 @@ from sqlalchemy import select
 from arbridge.clock import DemoClock
 from arbridge.collections import plans as rules
 from arbridge.errors import ArbridgeError, NotFound
-from arbridge.inputs import InputError, parse_day, parse_int
+from arbridge.inputs import InputError, parse_day, parse_id, parse_int
 from arbridge.readmodels.plans import by_status, company_plans, due_between
 from arbridge.services.payments import plans as svc
 from arbridge.sync.model import Company, Customer, CustomerReminderSettings, Invoice
@@ -97,7 +97,11 @@ def new_plan(company: Company) -> Any:
     """A custom plan for one customer: pick their open invoices, the count, how often, a
     deposit and the start date; the customer gets a link to agree and pay the first amount."""
     rt, s = runtime(), db()
-    customer_id = request.values.get("customer", type=int)
+    raw = request.values.get("customer") or None
+    try:
+        customer_id = parse_id(raw) if raw else None
+    except InputError:
+        abort(404)  # not an id any customer could have (letters, 10**400)
     customer = get_or_404(Customer, customer_id, company) if customer_id else None
     customers = s.scalars(
         select(Customer)
