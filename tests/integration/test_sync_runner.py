@@ -345,4 +345,3 @@ def test_a_large_load_refreshes_the_planners_statistics(rt, demo_company, monkey
     analyzed = [t for t, at in after.items() if at is not None and at != before.get(t)]
     assert {"invoices", "payments", "payment_allocations"} <= set(analyzed)
     assert "customers" not in analyzed  # 40 customers: not a large load
-    assert "customers" not in analyzed  # 40 customers: not a large load
