@@ -42,10 +42,12 @@ MERGE_FIELDS = (
     "business_name",
     "signature",
     "unsubscribe_link",
-    "invoices",  # a list of {number, amount_due, due_date, days_overdue, pay_link, late_fees}
+    # a list of {number, amount_due, due_date, days_overdue, pay_link, late_fees, viewed_on}
+    "invoices",
     "total_due",
     "late_fees",  # late fees and interest charged on these invoices ("" when none)
     "payment_terms",  # the late-fee policy in words ("" when there is none)
+    "viewed_on",  # the day the customer first opened the invoice's page ("" when never)
 )
 
 

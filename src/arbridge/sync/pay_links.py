@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, aliased
 
 from arbridge.clock import Clock
@@ -118,3 +118,22 @@ def chargeable_invoices(session: Session, company_id: int, customer_id: int) -> 
         )
         .order_by(Invoice.due_on, Invoice.id)
     ).all()
+
+
+def record_view(session: Session, company_id: int, invoice_ids: Sequence[int], at: datetime) -> int:
+    """Receipt confirmed: the customer opened a page showing these invoices. Only the first view
+    sets `viewed_at` (one UPDATE, `WHERE viewed_at IS NULL`, so two tabs opened at once cannot
+    move it either); returns how many invoices were seen for the first time."""
+    if not invoice_ids:
+        return 0
+    result = session.execute(
+        update(Invoice)
+        .where(
+            Invoice.company_id == company_id,
+            Invoice.id.in_(list(invoice_ids)),
+            Invoice.viewed_at.is_(None),
+        )
+        .values(viewed_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -31,10 +31,10 @@ from arbridge.services.payments.plans import (
     plan_choice,
 )
 from arbridge.services.payments.quote import methods_for, quote
-from arbridge.sync.pay_links import LinkGone
+from arbridge.sync.pay_links import LinkGone, record_view
 from arbridge.sync.store import company_today, find_pay_token
 from arbridge.web import csrf
-from arbridge.web.common import db, runtime
+from arbridge.web.common import current_user, db, runtime
 from arbridge.webhooks.stripe import MalformedEvent
 
 bp = Blueprint("pay", __name__)
@@ -117,6 +117,24 @@ def _gone(e: LinkGone) -> Any:
 @bp.get("/pay/<token>")
 def pay_page(token: str) -> Any:
     return _render(token)
+
+
+@bp.post("/pay/<token>/viewed")
+def viewed(token: str) -> Any:
+    """Receipt confirmed: the pay page's script (static/viewed.js) posts here once it has loaded
+    in a browser. The GET records nothing, so a mail scanner or link preview never counts; nor
+    does the business's own signed-in owner checking the link."""
+    rt, s = runtime(), db()
+    try:
+        link = find_pay_token(s, token)
+        q = quote(rt, s, link)
+    except NotFound:  # unknown, withdrawn or expired (LinkGone): nothing to record
+        abort(404)
+    user = current_user()
+    if user is None or user.company_id != link.company_id:
+        record_view(s, link.company_id, [i.id for i in q.invoices], rt.clock.now())
+        s.commit()
+    return _no_store(make_response("", 204))
 
 
 @bp.post("/pay/<token>/checkout")

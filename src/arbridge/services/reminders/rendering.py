@@ -12,6 +12,7 @@ from babel.dates import format_date
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, object_session
 
+from arbridge.clock import local_date
 from arbridge.collections.late_fees import late_fee_policy, policy_in_words
 from arbridge.collections.reminder_policy import (
     ReminderPolicy,
@@ -81,6 +82,8 @@ def merge_fields(
             "days_overdue": (today - inv.due_on).days,
             "pay_link": sample_link if sample else f"{base}/pay/{token}",
             "late_fees": fees[inv.id].format() if inv.id in fees else "",
+            # The day (the business's) the customer first opened it; "" while never opened.
+            "viewed_on": day(local_date(inv.viewed_at, company.timezone)) if inv.viewed_at else "",
         }
         for inv, token in invoices
     ]
@@ -92,6 +95,7 @@ def merge_fields(
         "invoice_number": first.get("number", ""),
         "amount_due": first.get("amount_due", ""),
         "due_date": first.get("due_date", ""),
+        "viewed_on": first.get("viewed_on", ""),
         "days_overdue": first.get("days_overdue", 0),
         "pay_link": first.get("pay_link", ""),
         "statement_link": f"{base}/pay/{statement_token}"

@@ -102,6 +102,9 @@ class Invoice(SyncedRow, Base):
     # A payment arbridge collected is on its way (ACH takes days): no reminders, no second Pay.
     payment_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     lines: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # When the customer first opened a page showing it (the pay page's own POST after it
+    # loaded, so a mail scanner's GET never counts); later views leave it as it is.
+    viewed_at: Mapped[datetime | None]
 
     customer: Mapped[Customer] = relationship()
 
