@@ -88,3 +88,29 @@ def test_pay_link_post_without_csrf_creates_no_link(owner_client, rt, demo_compa
 def test_sign_out_without_csrf_keeps_the_session(owner_client):
     _expired_form(owner_client.post("/sign-out"))
     assert owner_client.get("/c/demo/").status_code == 200
+
+
+def test_a_post_over_https_without_a_referer_is_accepted_with_its_token(rt, demo_company):
+    """Every page says Referrer-Policy: no-referrer (links carry secrets), so browsers send no
+    Referer; Flask-WTF's strict Referer check on HTTPS then refused every form with "The
+    referrer header is missing" behind TLS. The token (and SameSite cookies) guard the forms."""
+    from arbridge.web import create_app
+
+    https_rt = type(rt)(
+        rt.settings.with_(base_url="https://ar.example.com"),
+        rt.engine,
+        rt.sessions,
+        rt.keyring,
+        rt.clock,
+    )
+    app = create_app(https_rt, TESTING=True)
+    client = app.test_client()
+    token = new_sign_in_token(rt, demo_company)
+    page = client.get(f"/sign-in/{token}", base_url="https://ar.example.com")
+    response = client.post(
+        f"/sign-in/{token}",
+        data={"csrf_token": csrf_token(page.data)},
+        base_url="https://ar.example.com",
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)[:300]
+    assert response.headers["Location"].rstrip("/").endswith("/c/demo")

@@ -54,6 +54,11 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
         SESSION_COOKIE_SECURE=settings.secure_cookies,
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
         WTF_CSRF_TIME_LIMIT=None,
+        # Every page sends Referrer-Policy: no-referrer (links carry secrets in their path), so
+        # browsers send no Referer, and Flask-WTF's strict Referer check on HTTPS would refuse
+        # every form behind TLS. The token, bound to the session, and SameSite cookies guard
+        # the forms.
+        WTF_CSRF_SSL_STRICT=False,
         MAX_CONTENT_LENGTH=1024 * 1024,
         PREFERRED_URL_SCHEME="https" if settings.secure_cookies else "http",
     )
