@@ -6,6 +6,7 @@ import importlib
 import logging
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from babel.dates import format_date
 from flask import Flask, abort, g, render_template, request
@@ -13,12 +14,21 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from arbridge import providers
+from arbridge.clock import utc
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.web.common import RedactTokens, redact_path
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
+
+
+def _local_time(instant: Any, timezone: str) -> str:
+    """An instant in the business's timezone, the zone named: "Nov 29, 2026, 18:02 CST"."""
+    if not instant:
+        return "—"
+    at = utc(instant).astimezone(ZoneInfo(timezone))
+    return f"{format_date(at.date(), 'medium', locale='en_US')}, {at:%H:%M} {at.tzname()}"
 
 
 def _amount(value: object, currency: str) -> str:
@@ -187,4 +197,5 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     app.jinja_env.filters["amount"] = _amount
     app.jinja_env.filters["minor"] = lambda pair: Money.from_minor(pair[0], pair[1]).format()
     app.jinja_env.filters["day"] = lambda d: format_date(d, "medium", locale="en_US") if d else "—"
+    app.jinja_env.filters["local"] = _local_time
     return app
