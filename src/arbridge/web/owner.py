@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from sqlalchemy import select
 
 from arbridge.collections.aging import BUCKET_LABELS
 from arbridge.collections.late_fees import late_fee_policy, policy_in_words, with_base_rate
@@ -15,7 +16,7 @@ from arbridge.errors import ArbridgeError
 from arbridge.readmodels import fees as fee_reads
 from arbridge.readmodels import owner as owner_reads
 from arbridge.services.reminders.rendering import statement_link_days
-from arbridge.sync.model import Company, Invoice
+from arbridge.sync.model import Company, Invoice, InvoiceHold
 from arbridge.sync.runner import sync_connection
 from arbridge.sync.schedule import reschedule
 from arbridge.sync.store import (
@@ -91,6 +92,11 @@ def _invoice_fees(company: Company, inv: Invoice) -> dict[str, Any]:
         "fee_charges": fee_reads.charges(s, company.id, invoice_id=inv.id),
         "fees_exempt": fee_reads.is_exempt(s, inv.customer_id),
         "fees_on": late_fee_policy(company.settings).charges_anything,
+        "live_holds": s.scalars(
+            select(InvoiceHold).where(
+                InvoiceHold.invoice_id == inv.id, InvoiceHold.resolved_at.is_(None)
+            )
+        ).all(),
     }
 
 
