@@ -161,6 +161,24 @@ def test_sync_of_the_demo_company_is_up_to_date(demo: Demo):
     )
 
 
+def test_sync_off_a_terminal_prints_a_count_per_entity_not_bare_progress_labels(demo: Demo):
+    result = demo.instance.run("sync", "--company", "demo", "--full")  # stderr is a pipe here
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "Synced demo: 40 customers, 300 invoices, 1 credit_notes, 177 payments"
+    )
+    assert result.stderr.splitlines() == [
+        "customers          40 read from the ledger",
+        "invoices          300 read from the ledger",
+        "credit_notes        1 read from the ledger",
+        "payments          177 read from the ledger",
+    ]
+    assert demo.instance.ok("sync", "--company", "demo").strip() == (
+        "Synced demo: already up to date."
+    )
+
+
 @pytest.mark.subprocess
 @pytest.mark.parametrize(
     "args",

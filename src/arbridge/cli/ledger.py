@@ -40,11 +40,23 @@ def sync(slug: str, full: bool) -> None:
 
 
 def run_sync_with_progress(rt: Any, conn: Any, *, full: bool = False) -> Any:
+    """Sync, drawing a progress bar per entity on a terminal; elsewhere (a pipe, a log file,
+    cron) a line per entity with how many records were read, as each one finishes."""
     from arbridge.sync.runner import sync_connection
 
+    on_terminal = sys.stderr.isatty()
     bars: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+
+    def count_line(entity: str) -> None:
+        click.echo(f"{entity:<12} {counts[entity]:>8,} read from the ledger", err=True)
 
     def progress(entity: str, done: int, total: int | None) -> None:
+        if not on_terminal:
+            if entity not in counts and counts:
+                count_line(next(reversed(counts)))  # the entity before has finished
+            counts[entity] = done
+            return
         bar = bars.get(entity)
         if bar is None:
             bar = bars[entity] = click.progressbar(
@@ -60,6 +72,8 @@ def run_sync_with_progress(rt: Any, conn: Any, *, full: bool = False) -> Any:
             rt.sessions, conn.id, rt.connector_for(conn), rt.clock, full=full, progress=progress
         )
     finally:
+        if counts:
+            count_line(next(reversed(counts)))
         for bar in bars.values():
             if not bar.finished:
                 bar.__exit__(None, None, None)
