@@ -137,12 +137,21 @@ def test_report_table_is_readable(demo: Demo):
     out = demo.instance.ok("report", "--company", "demo", "--format", "table")
     lines = out.splitlines()
     assert lines[0] == (f"Acme Supply Co. (demo) receivables as of {data['as_of']}, in USD")
+    assert lines[1] == "=" * len(lines[0])
+
+    def usd(amount: str) -> str:  # $1,234.56: the symbol and thousands separators
+        whole, cents = amount.split(".")
+        return re.escape(f"${int(whole):,}.{cents}")
+
+    assert Decimal(data["open_balance"]) >= 1000  # so the separator shows
     assert re.search(rf"^  Open invoices\s+{data['open_invoices']}$", out, re.MULTILINE)
-    assert re.search(rf"^  Open balance\s+{data['open_balance']}$", out, re.MULTILINE)
-    assert re.search(rf"^  Overdue balance\s+{data['overdue_balance']}$", out, re.MULTILINE)
+    assert re.search(rf"^  Open balance\s+{usd(data['open_balance'])}$", out, re.MULTILINE)
+    assert re.search(rf"^  Overdue invoices\s+{data['overdue_invoices']}$", out, re.MULTILINE)
+    assert re.search(rf"^  Overdue balance\s+{usd(data['overdue_balance'])}$", out, re.MULTILINE)
+    assert "," in usd(data["open_balance"])
     for label, key in [("Not yet due", "current"), ("Over 90 days", "over_90")]:
         count = data["aging_counts"][key]
-        pattern = rf"^    {label}\s+{data['aging'][key]}  \({count} invoices\)$"
+        pattern = rf"^    {label}\s+{usd(data['aging'][key])}  \({count} invoices\)$"
         assert re.search(pattern, out, re.MULTILINE), out
     assert "{" not in out
 
