@@ -5,16 +5,18 @@ zone named, the reference, and the business's contact (replies go to the owner).
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
 
 from arbridge.money import Money
 from arbridge.runtime import Runtime
+from arbridge.services.payments import plans
 from arbridge.services.payments.checkout import start_checkout
 from arbridge.services.payments.simulated import simulated_stripe
 from arbridge.sync.db import transaction
-from arbridge.sync.model import CollectedPayment, Customer, Invoice
+from arbridge.sync.model import CollectedPayment, Company, Customer, Invoice, Plan
 from arbridge.sync.store import (
     customer_email,
     issue_pay_token,
@@ -127,3 +129,60 @@ def test_a_bank_payment_s_receipt_names_the_bank_account_and_the_day_it_cleared(
     assert f"  Invoice {inv.number}: {amount}\n" in body, body
     assert "\nMethod: Bank account (ACH debit)\n" in body
     assert "\nDate: Nov 24, 2026, 09:00 CST\n" in body, body
+
+
+def test_a_plan_s_last_installment_shows_the_fee_as_the_plan_fee_not_as_unapplied(
+    rt, demo_company, smtp, clock
+):
+    with rt.sessions() as s:
+        inv = next(
+            i
+            for i in open_invoices(s, demo_company.id)
+            if i.currency == "USD"
+            and i.open_balance_minor == i.total_minor
+            and i.total_minor >= 40000
+        )
+        to = customer_email(s, inv.customer_id)
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, demo_company.id)
+        company.settings = {
+            **company.settings,
+            "plans": {**company.settings["plans"], "fee_amount": "15.00"},
+        }
+    made = plans.make_offer(
+        rt,
+        company_id=demo_company.id,
+        invoice_ids=[inv.id],
+        installments=2,
+        every="month",
+        deposit_percent=Decimal(0),
+    )
+    token = made.link.rsplit("/pay/", 1)[1].split("/")[0]
+    with rt.sessions() as s:
+        version = s.get(Plan, made.plan_id).agreement_version
+    url = plans.agree_to_offer(
+        rt, token, made.plan_id, agreed=True, version=version, ip="203.0.113.9", user_agent="t"
+    )
+    simulated_stripe(rt).complete(url.rsplit("/", 1)[1], "card", "succeed", "succeeds")
+    drain(rt)
+    # A month on, the second installment pays the rest of the invoice and the fee, whose own
+    # ledger invoice has not been synced back yet.
+    clock.advance(timedelta(days=31))
+    for _ in range(3):
+        drain(rt)
+
+    with rt.sessions() as s:
+        [row] = s.scalars(
+            select(CollectedPayment).where(CollectedPayment.unapplied_minor > 0)
+        ).all()
+        applied = [a.amount_minor for a in row.allocations]
+    assert row.unapplied_minor == 1500
+    [second] = [
+        r.message.get_content().replace("\r\n", "\n")
+        for r in smtp.inbox.messages
+        if str(r.message["To"]) == to and row.payment_intent_id in r.message.get_content()
+    ]
+    assert "  Installment plan fee: $15.00\n" in second, second
+    assert "Not applied to any invoice" not in second
+    [minor] = applied
+    assert f"  Invoice {inv.number}: {Money.from_minor(minor, 'USD').format()}\n" in second

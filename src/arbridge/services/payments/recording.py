@@ -494,9 +494,13 @@ def _receipt(
         lines.append(line)
     if not lines:
         lines.append(f"  Invoice {numbers}")
-    if row.unapplied_minor:
-        extra = Money.from_minor(row.unapplied_minor, row.currency).format()
-        lines.append(f"  Not applied to any invoice: {extra} ({company.name} will be in touch)")
+    left = Money.from_minor(row.unapplied_minor, row.currency)
+    if left.amount > 0 and _plan_fee_covers(s, row, left):
+        lines.append(f"  Installment plan fee: {left.format()}")
+    elif left.amount > 0:
+        lines.append(
+            f"  Not applied to any invoice: {left.format()} ({company.name} will be in touch)"
+        )
     methods = {"card": "Card", "us_bank_account": "Bank account (ACH debit)"}
     method = methods.get(row.method or "", (row.method or "").replace("_", " ").capitalize())
     local = utc(row.succeeded_at or rt.clock.now()).astimezone(ZoneInfo(company.timezone))
