@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -19,7 +20,7 @@ from arbridge.clock import SystemClock, local_date
 from arbridge.crypto import new_key
 from arbridge.sync.model import Company, Invoice, SignInToken
 from arbridge.sync.store import hash_token
-from tests.cli.conftest import Instance, assert_one_sentence_error, fresh_instance
+from tests.cli.conftest import ARBRIDGE, Instance, assert_one_sentence_error, fresh_instance
 
 LINK = re.compile(r"^  http://127\.0\.0\.1:5000/sign-in/([A-Za-z0-9_-]{32,})$", re.MULTILINE)
 AMOUNT = re.compile(r"^\d+\.\d{2}$")
@@ -154,6 +155,25 @@ def test_report_table_is_readable(demo: Demo):
         pattern = rf"^    {label}\s+{usd(data['aging'][key])}  \({count} invoices\)$"
         assert re.search(pattern, out, re.MULTILINE), out
     assert "{" not in out
+
+
+def test_report_into_a_reader_that_has_gone_is_no_traceback(demo: Demo):
+    """`arbridge report | head -1`: the pipe's reader has gone when the table is written (here
+    before the first line, so the write surely fails)."""
+    with subprocess.Popen(
+        [ARBRIDGE, "report", "--company", "demo"],
+        env=demo.instance.env,
+        cwd=demo.instance.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        process.stdout.close()  # the only reading end: every write now fails with EPIPE
+        _, stderr = process.communicate(timeout=60)
+    assert "Traceback" not in stderr and "unexpected problem" not in stderr, stderr
+    assert stderr == ""
+    assert process.returncode == 1
 
 
 @pytest.mark.subprocess
