@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
 
-from arbridge.sync.model import Company, CompanyJob, SignInToken, User
-from arbridge.sync.store import get_company, hash_token
+from arbridge.sync.db import transaction
+from arbridge.sync.model import Company, CompanyJob, Connection, SignInToken, User
+from arbridge.sync.store import create_company, get_company, hash_token
 from tests.cli.conftest import Instance, assert_one_sentence_error, fresh_instance
 
 LINK = r"http://127\.0\.0\.1:5000/sign-in/([A-Za-z0-9_-]{32,})"
@@ -72,8 +74,9 @@ def test_create_list_and_sign_in_link(instance: Instance):
         assert jobs == {"sync", "collections"}
 
     listed = instance.ok("companies", "list").splitlines()
-    assert len(listed) == 1
-    assert listed[0].split() == [
+    assert len(listed) == 2
+    assert listed[0].split() == ["SLUG", "NAME", "CURRENCY", "TIMEZONE", "LEDGER"]
+    assert listed[1].split() == [
         "harbor-bakery",
         "Harbor",
         "Bakery",
@@ -118,3 +121,46 @@ def test_create_refuses_a_slug_that_exists(instance: Instance):
     result = instance.run("companies", "create", *args)
     assert_one_sentence_error(result, "a company with the slug 'twice' already exists")
     assert len(owner_tokens(instance, "twice")) == 1
+
+
+def test_list_has_a_header_and_the_last_sync_in_each_company_s_timezone(tmp_path):
+    with fresh_instance(tmp_path / "list") as instance:
+        instance.ok("init")
+        synced = datetime(2026, 1, 15, 23, 30, tzinfo=UTC)  # already the 16th in Dubai
+        with instance.runtime() as rt, transaction(rt.sessions) as s:
+            for slug, name, tz, last_sync in [
+                ("chicago", "Lakeside Supply Company Incorporated", "America/Chicago", synced),
+                ("dubai", "Dune Co", "Asia/Dubai", synced),
+                ("fresh", "Fresh Ltd", "Europe/London", None),
+            ]:
+                company = create_company(
+                    s,
+                    rt.clock,
+                    name=name,
+                    slug=slug,
+                    home_currency="USD",
+                    timezone=tz,
+                    country="US",
+                    owner_email=f"owner@{slug}.example",
+                )
+                s.add(
+                    Connection(
+                        company_id=company.id,
+                        provider="demo",
+                        tenant_id=slug,
+                        last_sync_at=last_sync,
+                        created_at=synced,
+                    )
+                )
+
+        lines = instance.ok("companies", "list").splitlines()
+
+    assert lines == [
+        "SLUG     NAME                                  CURRENCY  TIMEZONE         LEDGER",
+        "chicago  Lakeside Supply Company Incorporated  USD       America/Chicago  "
+        "demo (active, last synced Jan 15, 2026, 17:30 CST)",
+        "dubai    Dune Co                               USD       Asia/Dubai       "
+        "demo (active, last synced Jan 16, 2026, 03:30 UTC+04)",
+        "fresh    Fresh Ltd                             USD       Europe/London    "
+        "demo (active, never synced)",
+    ]

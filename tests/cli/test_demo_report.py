@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -19,7 +20,7 @@ from arbridge.clock import SystemClock, local_date
 from arbridge.crypto import new_key
 from arbridge.sync.model import Company, Invoice, SignInToken
 from arbridge.sync.store import hash_token
-from tests.cli.conftest import Instance, assert_one_sentence_error, fresh_instance
+from tests.cli.conftest import ARBRIDGE, Instance, assert_one_sentence_error, fresh_instance
 
 LINK = re.compile(r"^  http://127\.0\.0\.1:5000/sign-in/([A-Za-z0-9_-]{32,})$", re.MULTILINE)
 AMOUNT = re.compile(r"^\d+\.\d{2}$")
@@ -137,14 +138,42 @@ def test_report_table_is_readable(demo: Demo):
     out = demo.instance.ok("report", "--company", "demo", "--format", "table")
     lines = out.splitlines()
     assert lines[0] == (f"Acme Supply Co. (demo) receivables as of {data['as_of']}, in USD")
+    assert lines[1] == "=" * len(lines[0])
+
+    def usd(amount: str) -> str:  # $1,234.56: the symbol and thousands separators
+        whole, cents = amount.split(".")
+        return re.escape(f"${int(whole):,}.{cents}")
+
+    assert Decimal(data["open_balance"]) >= 1000  # so the separator shows
     assert re.search(rf"^  Open invoices\s+{data['open_invoices']}$", out, re.MULTILINE)
-    assert re.search(rf"^  Open balance\s+{data['open_balance']}$", out, re.MULTILINE)
-    assert re.search(rf"^  Overdue balance\s+{data['overdue_balance']}$", out, re.MULTILINE)
+    assert re.search(rf"^  Open balance\s+{usd(data['open_balance'])}$", out, re.MULTILINE)
+    assert re.search(rf"^  Overdue invoices\s+{data['overdue_invoices']}$", out, re.MULTILINE)
+    assert re.search(rf"^  Overdue balance\s+{usd(data['overdue_balance'])}$", out, re.MULTILINE)
+    assert "," in usd(data["open_balance"])
     for label, key in [("Not yet due", "current"), ("Over 90 days", "over_90")]:
         count = data["aging_counts"][key]
-        pattern = rf"^    {label}\s+{data['aging'][key]}  \({count} invoices\)$"
+        pattern = rf"^    {label}\s+{usd(data['aging'][key])}  \({count} invoices\)$"
         assert re.search(pattern, out, re.MULTILINE), out
     assert "{" not in out
+
+
+def test_report_into_a_reader_that_has_gone_is_no_traceback(demo: Demo):
+    """`arbridge report | head -1`: the pipe's reader has gone when the table is written (here
+    before the first line, so the write surely fails)."""
+    with subprocess.Popen(
+        [ARBRIDGE, "report", "--company", "demo"],
+        env=demo.instance.env,
+        cwd=demo.instance.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        process.stdout.close()  # the only reading end: every write now fails with EPIPE
+        _, stderr = process.communicate(timeout=60)
+    assert "Traceback" not in stderr and "unexpected problem" not in stderr, stderr
+    assert stderr == ""
+    assert process.returncode == 1
 
 
 @pytest.mark.subprocess
@@ -156,6 +185,24 @@ def test_an_invalid_as_of_date_is_a_usage_error(demo: Demo):
 
 
 def test_sync_of_the_demo_company_is_up_to_date(demo: Demo):
+    assert demo.instance.ok("sync", "--company", "demo").strip() == (
+        "Synced demo: already up to date."
+    )
+
+
+def test_sync_off_a_terminal_prints_a_count_per_entity_not_bare_progress_labels(demo: Demo):
+    result = demo.instance.run("sync", "--company", "demo", "--full")  # stderr is a pipe here
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "Synced demo: 40 customers, 300 invoices, 1 credit_notes, 177 payments"
+    )
+    assert result.stderr.splitlines() == [
+        "customers          40 read from the ledger",
+        "invoices          300 read from the ledger",
+        "credit_notes        1 read from the ledger",
+        "payments          177 read from the ledger",
+    ]
     assert demo.instance.ok("sync", "--company", "demo").strip() == (
         "Synced demo: already up to date."
     )

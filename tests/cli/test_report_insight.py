@@ -56,10 +56,10 @@ def test_report_table_shows_the_forecast(instance: Instance):
     lines = out.splitlines()
     assert "  Cash forecast (each open invoice on its due date + the customer's lateness)" in lines
     assert any(
-        line.startswith("    2026-12-08 to 2026-12-14") and line.endswith(" 210.84")
+        line.startswith("    2026-12-08 to 2026-12-14") and line.endswith(" $210.84")
         for line in lines
     ), out
-    assert any(line.startswith("    Later") and line.endswith(" 133.84") for line in lines), out
+    assert any(line.startswith("    Later") and line.endswith(" $133.84") for line in lines), out
     assert any(
         line.startswith("    Projected DSO (days)") and line.endswith(" 45.94") for line in lines
     ), out

@@ -3,7 +3,9 @@ and the instance's settings and runtime."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 from datetime import date
 from typing import Any
@@ -27,6 +29,12 @@ class Group(click.Group):
             ctx.exit(1)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            # The reader went away (`arbridge report | head`): nothing more to say to it. Point
+            # stdout at /dev/null so the interpreter's last flush does not fail again.
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(1)
         except Exception:
             # A bug, not bad input: the trace goes to the log, the terminal gets one sentence.
             log.exception("arbridge %s failed", ctx.invoked_subcommand)

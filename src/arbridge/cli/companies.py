@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
 import click
 
 from arbridge.cli.common import Group, open_runtime
@@ -14,7 +17,8 @@ def companies() -> None:
 
 @companies.command("list")
 def companies_list() -> None:
-    """List every company with its ledger connection and last sync."""
+    """List every company with its ledger connection and last sync (in the company's
+    timezone, the zone named)."""
     from sqlalchemy import select
 
     from arbridge.sync.model import Company
@@ -25,14 +29,37 @@ def companies_list() -> None:
         rows = session.scalars(select(Company).order_by(Company.slug)).all()
         if not rows:
             click.echo("No companies yet: run `arbridge demo` or `arbridge companies create`.")
+            return
+        table = [("SLUG", "NAME", "CURRENCY", "TIMEZONE", "LEDGER")]
         for c in rows:
             conn = ledger_connection(session, c.id)
-            ledger = (
-                f"{conn.provider} ({conn.status}, last sync {conn.last_sync_at or 'never'})"
-                if conn
-                else "no ledger"
-            )
-            click.echo(f"{c.slug:<20} {c.name:<32} {c.home_currency} {c.timezone:<20} {ledger}")
+            if conn is None:
+                ledger = "no ledger"
+            else:
+                synced = (
+                    f"last synced {readable_time(conn.last_sync_at, c.timezone)}"
+                    if conn.last_sync_at
+                    else "never synced"
+                )
+                ledger = f"{conn.provider} ({conn.status}, {synced})"
+            table.append((c.slug, c.name, c.home_currency, c.timezone, ledger))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]))
+
+
+def readable_time(instant: datetime, timezone: str) -> str:
+    """'Nov 29, 2026, 18:12 CST': the moment in the company's timezone, the zone named."""
+    from babel.dates import format_date
+
+    from arbridge.clock import utc
+
+    local = utc(instant).astimezone(ZoneInfo(timezone))
+    zone = local.strftime("%Z")
+    if zone[:1] in "+-":  # zones without an abbreviation (Asia/Dubai is "+04")
+        zone = f"UTC{zone}"
+    return f"{format_date(local.date(), 'medium', locale='en_US')}, {local:%H:%M} {zone}"
 
 
 @companies.command("create")

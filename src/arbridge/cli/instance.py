@@ -6,7 +6,7 @@ import click
 
 from arbridge.cli.common import load_settings
 from arbridge.config import Settings
-from arbridge.errors import AlreadyInitialised, ArbridgeError
+from arbridge.errors import ArbridgeError
 
 
 @click.command()
@@ -36,9 +36,10 @@ def initialise(settings: Settings, *, upgrade: bool = False) -> str:
     try:
         current = db.current_revision(engine)
         if current is not None and not upgrade:
-            raise AlreadyInitialised(
+            # Not an error (the README promises it): a script may run init on every start.
+            return (
                 f"arbridge is already initialised in {settings.database_url.split('@')[-1]}; "
-                "nothing was changed (use `arbridge init --upgrade` to apply new migrations)"
+                "nothing was changed (use `arbridge init --upgrade` to apply new migrations)."
             )
         if current is None and not db.is_empty(engine):
             raise ArbridgeError(

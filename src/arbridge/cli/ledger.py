@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import click
@@ -40,11 +42,23 @@ def sync(slug: str, full: bool) -> None:
 
 
 def run_sync_with_progress(rt: Any, conn: Any, *, full: bool = False) -> Any:
+    """Sync, drawing a progress bar per entity on a terminal; elsewhere (a pipe, a log file,
+    cron) a line per entity with how many records were read, as each one finishes."""
     from arbridge.sync.runner import sync_connection
 
+    on_terminal = sys.stderr.isatty()
     bars: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+
+    def count_line(entity: str) -> None:
+        click.echo(f"{entity:<12} {counts[entity]:>8,} read from the ledger", err=True)
 
     def progress(entity: str, done: int, total: int | None) -> None:
+        if not on_terminal:
+            if entity not in counts and counts:
+                count_line(next(reversed(counts)))  # the entity before has finished
+            counts[entity] = done
+            return
         bar = bars.get(entity)
         if bar is None:
             bar = bars[entity] = click.progressbar(
@@ -60,6 +74,8 @@ def run_sync_with_progress(rt: Any, conn: Any, *, full: bool = False) -> Any:
             rt.sessions, conn.id, rt.connector_for(conn), rt.clock, full=full, progress=progress
         )
     finally:
+        if counts:
+            count_line(next(reversed(counts)))
         for bar in bars.values():
             if not bar.finished:
                 bar.__exit__(None, None, None)
@@ -95,7 +111,6 @@ def report(slug: str, as_of: Any, period_days: int, fmt: str) -> None:
     company's timezone. The KPIs cover the --period-days days ending on the
     as-of date; a figure with nothing to divide by is null (shown as "n/a").
     """
-    from arbridge.collections.aging import BUCKET_LABELS
     from arbridge.sync.insight_store import insight, insight_dict, trends_list
     from arbridge.sync.store import (
         aging_report,
@@ -117,31 +132,46 @@ def report(slug: str, as_of: Any, period_days: int, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(
-        f"{company.name} ({data['company']}) receivables as of {data['as_of']}, in {data['currency']}"
-    )
-    click.echo(f"  {'Open invoices':<16}{data['open_invoices']:>18}")
-    click.echo(f"  {'Open balance':<16}{data['open_balance']:>18}")
-    click.echo(f"  {'Overdue balance':<16}{data['overdue_balance']:>18}")
+    _table(company.name, data)
+
+
+def _table(name: str, data: dict[str, Any]) -> None:
+    """The report for a person: amounts with the currency's symbol and thousands separators
+    (the JSON keeps plain decimal strings), a rule under the title, the overdue count."""
+    from arbridge.collections.aging import BUCKET_LABELS
+    from arbridge.money import Money
+
+    def money(amount: str) -> str:
+        return Money(Decimal(amount), data["currency"]).format()
+
+    title = f"{name} ({data['company']}) receivables as of {data['as_of']}, in {data['currency']}"
+    click.echo(title)
+    click.echo("=" * len(title))
+    click.echo(f"  {'Open invoices':<16}{data['open_invoices']:>18,}")
+    click.echo(f"  {'Open balance':<16}{money(data['open_balance']):>18}")
+    click.echo(f"  {'Overdue invoices':<16}{data['overdue_invoices']:>18,}")
+    click.echo(f"  {'Overdue balance':<16}{money(data['overdue_balance']):>18}")
     click.echo("  Aging")
     for key, label in BUCKET_LABELS.items():
+        count = data["aging_counts"][key]
         click.echo(
-            f"    {label:<14}{data['aging'][key]:>18}  ({data['aging_counts'][key]} invoices)"
+            f"    {label:<14}{money(data['aging'][key]):>18}"
+            f"  ({count:,} invoice{'' if count == 1 else 's'})"
         )
     period = data["kpi_period"]
     click.echo(f"  KPIs, {period['days']} days from {period['start']} to {period['end']}")
     for key, label in KPI_LABELS.items():
         value = data[key]
         click.echo(f"    {label:<24}{'n/a' if value is None else value:>10}")
-    _forecast_and_flags(data)
+    _forecast_and_flags(data, money)
 
 
-def _forecast_and_flags(data: dict[str, Any]) -> None:
+def _forecast_and_flags(data: dict[str, Any], money: Callable[[str], str]) -> None:
     forecast = data["forecast"]
     click.echo("  Cash forecast (each open invoice on its due date + the customer's lateness)")
     for week in forecast["weeks"]:
-        click.echo(f"    {week['start']} to {week['end']}{week['amount']:>18}")
-    click.echo(f"    {'Later':<24}{forecast['later']:>18}")
+        click.echo(f"    {week['start']} to {week['end']}{money(week['amount']):>18}")
+    click.echo(f"    {'Later':<24}{money(forecast['later']):>18}")
     projected = forecast["projected_dso"]
     click.echo(f"    {'Projected DSO (days)':<24}{'n/a' if projected is None else projected:>18}")
     click.echo("  Flagged customers")

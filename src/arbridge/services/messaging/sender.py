@@ -116,6 +116,7 @@ def plain_message(
         kind=kind or p.get("mail", "owner"),
         customer_id=p.get("customer_id"),
         contact_id=p.get("contact_id"),
+        reply_to=p.get("reply_to"),  # a receipt's replies go to the business
     )
 
 

@@ -451,6 +451,16 @@ def _receipt(
     row: CollectedPayment,
     numbers: str,
 ) -> None:
+    """The customer's receipt: each invoice with what was applied to it, the amount, the method,
+    the date and time in the business's timezone (the zone named), the reference, and whom to
+    ask (the business's name and its owner's address, which replies go to)."""
+    from zoneinfo import ZoneInfo
+
+    from babel.dates import format_date
+
+    from arbridge.clock import utc
+    from arbridge.sync.store import owner
+
     to = customer_email(s, customer.id)
     if not to:
         return
@@ -464,9 +474,57 @@ def _receipt(
         customer_id=customer.id,
         payment_intent=row.payment_intent_id,
     )
-    text = (
-        f"Thank you: {company.name} received your payment of {amount.format()} for invoice {numbers}.\n"
-        f"Reference: {row.payment_intent_id}\n"
+    applied = [a for a in row.allocations if a.amount_minor or a.discount_minor]
+    labels = dict(
+        s.execute(
+            select(Invoice.id, Invoice.number).where(
+                Invoice.id.in_([a.invoice_id for a in applied])
+            )
+        )
+        .tuples()
+        .all()
+    )
+    lines = []
+    for a in applied:
+        line = f"  Invoice {labels.get(a.invoice_id) or '(no number)'}: "
+        line += Money.from_minor(a.amount_minor, row.currency).format()
+        if a.discount_minor:
+            discount = Money.from_minor(a.discount_minor, row.currency).format()
+            line += f" (and {discount} early-payment discount)"
+        lines.append(line)
+    if not lines:
+        lines.append(f"  Invoice {numbers}")
+    left = Money.from_minor(row.unapplied_minor, row.currency)
+    if left.amount > 0 and _plan_fee_covers(s, row, left):
+        lines.append(f"  Installment plan fee: {left.format()}")
+    elif left.amount > 0:
+        lines.append(
+            f"  Not applied to any invoice: {left.format()} ({company.name} will be in touch)"
+        )
+    methods = {"card": "Card", "us_bank_account": "Bank account (ACH debit)"}
+    method = methods.get(row.method or "", (row.method or "").replace("_", " ").capitalize())
+    local = utc(row.succeeded_at or rt.clock.now()).astimezone(ZoneInfo(company.timezone))
+    zone = local.strftime("%Z")
+    if zone[:1] in "+-":  # zones without an abbreviation (Asia/Dubai is "+04")
+        zone = f"UTC{zone}"
+    when = f"{format_date(local.date(), 'medium', locale='en_US')}, {local:%H:%M} {zone}"
+    contact = owner(s, company).email
+    text = "\n".join(
+        [
+            f"Thank you: {company.name} received your payment of {amount.format()}.",
+            "",
+            "Paid towards:",
+            *lines,
+            "",
+            f"Amount: {amount.format()}",
+            *([f"Method: {method}"] if method else []),
+            f"Date: {when}",
+            f"Reference: {row.payment_intent_id}",
+            "",
+            f"Questions about this payment? Reply to this email or write to {company.name} "
+            f"at {contact}.",
+            "",
+        ]
     )
     enqueue(
         s,
@@ -480,5 +538,6 @@ def _receipt(
             "text": text,
             "mail": "receipt",
             "customer_id": customer.id,
+            "reply_to": contact,
         },
     )
