@@ -104,3 +104,15 @@ class DemoClock:
         tmp.write_text(json.dumps({"offset_seconds": int(offset.total_seconds())}) + "\n")
         os.replace(tmp, self.path)
         return offset
+
+
+def local_text(instant: datetime, timezone: str) -> str:
+    """'Nov 29, 2026, 18:12 CST': the moment in the business's timezone, the zone named (a zone
+    without an abbreviation, such as Asia/Dubai's "+04", reads "UTC+04")."""
+    from babel.dates import format_date
+
+    local = utc(instant).astimezone(ZoneInfo(timezone))
+    zone = local.strftime("%Z")
+    if zone[:1] in "+-":
+        zone = f"UTC{zone}"
+    return f"{format_date(local.date(), 'medium', locale='en_US')}, {local:%H:%M} {zone}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import click
 
@@ -51,15 +50,9 @@ def companies_list() -> None:
 
 def readable_time(instant: datetime, timezone: str) -> str:
     """'Nov 29, 2026, 18:12 CST': the moment in the company's timezone, the zone named."""
-    from babel.dates import format_date
+    from arbridge.clock import local_text
 
-    from arbridge.clock import utc
-
-    local = utc(instant).astimezone(ZoneInfo(timezone))
-    zone = local.strftime("%Z")
-    if zone[:1] in "+-":  # zones without an abbreviation (Asia/Dubai is "+04")
-        zone = f"UTC{zone}"
-    return f"{format_date(local.date(), 'medium', locale='en_US')}, {local:%H:%M} {zone}"
+    return local_text(instant, timezone)
 
 
 @companies.command("create")

@@ -6,7 +6,6 @@ import importlib
 import logging
 from datetime import timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from babel.dates import format_date
 from flask import Flask, abort, g, render_template, request
@@ -14,7 +13,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from arbridge import providers
-from arbridge.clock import utc
+from arbridge.clock import local_text
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.web.common import RedactTokens, redact_path
@@ -25,10 +24,7 @@ csrf = CSRFProtect()
 
 def _local_time(instant: Any, timezone: str) -> str:
     """An instant in the business's timezone, the zone named: "Nov 29, 2026, 18:02 CST"."""
-    if not instant:
-        return "—"
-    at = utc(instant).astimezone(ZoneInfo(timezone))
-    return f"{format_date(at.date(), 'medium', locale='en_US')}, {at:%H:%M} {at.tzname()}"
+    return local_text(instant, timezone) if instant else "—"
 
 
 def _amount(value: object, currency: str) -> str:

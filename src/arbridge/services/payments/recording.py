@@ -12,7 +12,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from arbridge.clock import local_date
+from arbridge.clock import local_date, local_text
 from arbridge.collections.payments import (
     Due,
     apply_payment,
@@ -454,11 +454,6 @@ def _receipt(
     """The customer's receipt: each invoice with what was applied to it, the amount, the method,
     the date and time in the business's timezone (the zone named), the reference, and whom to
     ask (the business's name and its owner's address, which replies go to)."""
-    from zoneinfo import ZoneInfo
-
-    from babel.dates import format_date
-
-    from arbridge.clock import utc
     from arbridge.sync.store import owner
 
     to = customer_email(s, customer.id)
@@ -503,11 +498,7 @@ def _receipt(
         )
     methods = {"card": "Card", "us_bank_account": "Bank account (ACH debit)"}
     method = methods.get(row.method or "", (row.method or "").replace("_", " ").capitalize())
-    local = utc(row.succeeded_at or rt.clock.now()).astimezone(ZoneInfo(company.timezone))
-    zone = local.strftime("%Z")
-    if zone[:1] in "+-":  # zones without an abbreviation (Asia/Dubai is "+04")
-        zone = f"UTC{zone}"
-    when = f"{format_date(local.date(), 'medium', locale='en_US')}, {local:%H:%M} {zone}"
+    when = local_text(row.succeeded_at or rt.clock.now(), company.timezone)
     contact = owner(s, company).email
     text = "\n".join(
         [
