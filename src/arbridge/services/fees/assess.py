@@ -22,7 +22,8 @@ from arbridge.collections.late_fees import (
     late_fee_policy,
 )
 from arbridge.runtime import Runtime
-from arbridge.sync.db import dialect_insert, transaction
+from arbridge.sync.db import transaction
+from arbridge.sync.fee_claims import FeeClaim, claim_fee_invoice
 from arbridge.sync.model import (
     LIVE_PLAN_STATUSES,
     Company,
@@ -36,7 +37,6 @@ from arbridge.sync.model import (
     Plan,
     PlanInvoice,
 )
-from arbridge.sync.outbox_kinds import LedgerFeeInvoice, fee_invoice_key, queue
 from arbridge.sync.store import company_today, ledger_connection, log_activity
 
 log = logging.getLogger(__name__)
@@ -157,46 +157,27 @@ def claim(
     ones this run claimed (a key already taken, by an earlier run or another worker, is not)."""
     claimed = []
     for a in decided:
-        key = fee_invoice_key(a.invoice_id, a.kind, a.period)
-        new_id = session.execute(
-            dialect_insert(session)(LateFeeAssessment.__table__)
-            .values(
-                company_id=company.id,
-                invoice_id=a.invoice_id,
-                customer_id=a.customer_id,
-                kind=a.kind,
-                period=a.period,
-                currency=a.amount.currency,
-                amount_minor=a.amount.minor,
-                description=a.description[:200],
-                basis=a.basis,
-                assessed_on=as_of,
-                status="queued",
-                outbox_key=key,
-                created_at=rt.clock.now(),
-            )
-            .on_conflict_do_nothing(index_elements=["invoice_id", "kind", "period"])
-            .returning(LateFeeAssessment.__table__.c.id)
-        ).scalar()
-        if new_id is None:
-            continue
-        queue(
+        new_id = claim_fee_invoice(
             session,
             rt.clock,
-            company_id=company.id,
-            key=key,
-            payload=LedgerFeeInvoice(
+            FeeClaim(
+                company_id=company.id,
                 connection_id=conn.id,
-                assessment_id=new_id,
+                invoice_id=a.invoice_id,
+                customer_id=a.customer_id,
                 customer_source_id=customers[a.customer_id],
-                currency=a.amount.currency,
-                amount=a.amount.amount,
-                issued_on=as_of,
-                due_on=as_of,
+                kind=a.kind,
+                period=a.period,
+                amount=a.amount,
                 description=a.description,
+                basis=a.basis,
+                assessed_on=as_of,
+                due_on=as_of,
                 reference=numbers[a.invoice_id],
             ),
         )
+        if new_id is None:
+            continue
         log_activity(
             session,
             rt.clock,

@@ -47,14 +47,14 @@ from arbridge.services.payments.plans import (
 )
 from arbridge.sync import pay_links
 from arbridge.sync.activity import log_activity
-from arbridge.sync.db import dialect_insert, transaction
+from arbridge.sync.db import transaction
+from arbridge.sync.fee_claims import FeeClaim, claim_fee_invoice
 from arbridge.sync.model import (
     CheckoutSessionRow,
     CollectedPayment,
     Company,
     Customer,
     Invoice,
-    LateFeeAssessment,
     OutboxMessage,
     PayToken,
     Plan,
@@ -62,7 +62,7 @@ from arbridge.sync.model import (
     PlanInvoice,
 )
 from arbridge.sync.outbox import enqueue
-from arbridge.sync.outbox_kinds import LedgerFeeInvoice, OutboxKind, fee_invoice_key, queue
+from arbridge.sync.outbox_kinds import OutboxKind
 from arbridge.sync.store import customer_email, ledger_connection
 
 log = logging.getLogger(__name__)
@@ -507,47 +507,23 @@ def _charge_plan_fee(rt: Runtime, s: Session, plan: Plan) -> None:
         return
     company = s.get(Company, plan.company_id)
     assert company is not None
-    oldest, period = invoices[0], plan_fee_period(plan)
-    key = fee_invoice_key(oldest.id, "plan_fee", period)
-    fee = Money.from_minor(plan.fee_minor, plan.currency)
-    description = f"Installment plan fee (plan {plan.id})"
     today = local_date(rt.clock.now(), company.timezone)
-    new_id = s.execute(
-        dialect_insert(s)(LateFeeAssessment.__table__)
-        .values(
-            company_id=plan.company_id,
-            invoice_id=oldest.id,
-            customer_id=plan.customer_id,
-            kind="plan_fee",
-            period=period,
-            currency=plan.currency,
-            amount_minor=plan.fee_minor,
-            description=description,
-            basis=f"the fee of the installment plan agreed on {today.isoformat()}",
-            assessed_on=today,
-            status="queued",
-            outbox_key=key,
-            created_at=rt.clock.now(),
-        )
-        .on_conflict_do_nothing(index_elements=["invoice_id", "kind", "period"])
-        .returning(LateFeeAssessment.__table__.c.id)
-    ).scalar()
-    if new_id is None:
-        return
-    queue(
+    claim_fee_invoice(
         s,
         rt.clock,
-        company_id=plan.company_id,
-        key=key,
-        payload=LedgerFeeInvoice(
+        FeeClaim(
+            company_id=plan.company_id,
             connection_id=conn.id,
-            assessment_id=new_id,
+            invoice_id=invoices[0].id,
+            customer_id=plan.customer_id,
             customer_source_id=customer.source_id,
-            currency=plan.currency,
-            amount=fee.amount,
-            issued_on=today,
+            kind="plan_fee",
+            period=plan_fee_period(plan),
+            amount=Money.from_minor(plan.fee_minor, plan.currency),
+            description=f"Installment plan fee (plan {plan.id})",
+            basis=f"the fee of the installment plan agreed on {today.isoformat()}",
+            assessed_on=today,
             due_on=max(i.due_on for i in plan.installments),
-            description=description,
             reference=", ".join(i.number or i.source_id for i in invoices),
         ),
     )
