@@ -26,6 +26,7 @@ from arbridge.providers import refetch_pending, sync_deferral
 from arbridge.runtime import Runtime
 from arbridge.services.bootstrap import outbox_handlers, webhook_handlers
 from arbridge.services.fees.assess import assess_late_fees
+from arbridge.services.insight.limits import tell_limits
 from arbridge.services.payments.plan_runs import reconcile_company_plans, run_due_plans
 from arbridge.services.payments.simulated import settle_simulated_payments
 from arbridge.services.reminders.run import run_reminders
@@ -86,6 +87,8 @@ def run_collections(rt: Runtime, company: Company) -> None:
     # Late fees and interest, after the reminders so a fault here never holds them: claim each
     # charge once and queue its ledger invoice.
     assess_late_fees(rt, company)
+    # Customers over (or near) their credit limit: one email to the owner a day.
+    tell_limits(rt, company)
 
 
 JOBS: dict[str, JobFunc] = {"sync": run_sync, "collections": run_collections}

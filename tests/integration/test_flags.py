@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from arbridge.sync.db import transaction
 from arbridge.sync.insight_store import insight, insight_dict
@@ -140,3 +140,42 @@ def test_a_slowing_customer_is_not_flagged_before_the_change_shows(rt):
     # Parts & Co's partials grow only once P1-4 takes its part payment (T-20): on T-21 the last
     # 3 issued are P1-3 (paid in part), P1-4 (nothing paid yet) and P1-5 (issued T-25): 1 of 3.
     assert "P1" not in {f["customer_id"] for f in report_flags(rt, T - timedelta(days=21))}
+
+
+def test_the_daily_run_tells_the_owner_of_customers_over_or_near_their_limit_once_a_day(rt):
+    from arbridge.services.insight.limits import tell_limits
+    from arbridge.sync.model import MailMessage, OutboxMessage
+    from arbridge.worker import drain
+
+    books = build(rt)
+    with rt.sessions() as s:
+        company = get_company(s, "flags")
+        s.expunge(company)
+    assert tell_limits(rt, company) == 3  # Near Co, New Co, Over GmbH
+    assert tell_limits(rt, company) == 3  # the same day again: queued once
+    with rt.sessions() as s:
+        keys = s.scalars(
+            select(OutboxMessage.key).where(OutboxMessage.key.like("owner:credit-limits:%"))
+        ).all()
+    assert len(keys) == 1
+    drain(rt)
+    with rt.sessions() as s:
+        mail = s.scalars(
+            select(MailMessage).where(MailMessage.subject.like("%credit limit%"))
+        ).one()
+    assert mail.subject == "1 customer(s) over their credit limit"
+    assert "Over GmbH: owes 1084.20 USD" in mail.text_body and "Near Co" in mail.text_body
+    assert "Parts & Co" not in mail.text_body  # partials, not limits
+    del books
+
+
+def test_no_limits_no_limit_email(rt):
+    from arbridge.services.insight.limits import tell_limits
+
+    books = (
+        SmallCompany(slug="nolimits")
+        .customer("C1", "Plain Co")
+        .invoice("I1", "C1", "5000.00", days_overdue=3)
+        .build(rt)
+    )
+    assert tell_limits(rt, books.company) == 0
