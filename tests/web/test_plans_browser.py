@@ -39,9 +39,14 @@ def test_a_plan_taken_on_the_pay_page_charges_on_schedule(chromium, live, demo_c
     page.click("#pay-in-installments")
     page.select_option("#installments", "3")
     page.select_option("#every", "fortnight")
+    from playwright.sync_api import expect
+
     page.click("#show-schedule")
+    # The click starts a navigation; wait for the new page before counting its rows.
+    page.wait_for_url("**/plan?installments=3&every=fortnight")
+    page.wait_for_load_state()
     rows = page.locator("#plan-schedule tbody tr")
-    assert rows.count() == 3
+    expect(rows).to_have_count(3)
     assert "cents left over" in page.inner_text("#remainder-rule")
     page.screenshot(path=str(SHOTS / "arbridge-plan-schedule.png"), full_page=True)
     # The box must be ticked: the browser will not send the form without it.
@@ -49,7 +54,7 @@ def test_a_plan_taken_on_the_pay_page_charges_on_schedule(chromium, live, demo_c
     assert "/simulated-checkout/" not in page.url
     page.check("#agree")
     page.click("#agree-and-pay")
-    assert "/simulated-checkout/" in page.url
+    page.wait_for_url("**/simulated-checkout/**")
     page.select_option("#saved-card", "succeeds")
     page.click("#sim-pay")
     page.wait_for_url("**/plan")
@@ -75,6 +80,7 @@ def test_a_plan_taken_on_the_pay_page_charges_on_schedule(chromium, live, demo_c
     owner = chromium.new_page(viewport={"width": 1200, "height": 1000})
     owner.goto(f"{live.base_url}/sign-in/{new_sign_in_token(rt, demo_company)}")
     owner.click("form button[type=submit]")
+    owner.wait_for_url(f"**/c/{demo_company.slug}**")
     owner.goto(f"{live.base_url}/c/{demo_company.slug}/plans/{plan_id}")
     assert owner.get_attribute("#plan-status", "data-status") == "current"
     owner.screenshot(path=str(SHOTS / "arbridge-plan-owner.png"), full_page=True)
