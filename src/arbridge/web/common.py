@@ -157,6 +157,55 @@ def start_session(user_id: int, company_id: int, version: int) -> None:
     session["user_id"], session["company_id"], session["v"] = user_id, company_id, version
 
 
+# ---------------------------------------------------------------------------------------------
+# Roles (sync/people.py ROLES). Every POST under /c/<slug>/ is an owner's, except these, which a
+# collector may also use: working calls and replies. A viewer changes nothing. A new POST route
+# is an owner's until it is added here, so forgetting errs on the safe side.
+
+COLLECTOR_ENDPOINTS = frozenset(
+    {
+        "reminders.call_done",  # log a call's outcome
+        "reminders.resolve",  # resolve a hold: a reply, a promise, a dispute
+    }
+)
+log = logging.getLogger(__name__)
+
+
+def role_allows(role: str | None, endpoint: str | None) -> bool:
+    """May a user of this role POST to this endpoint (an owner page's)?"""
+    if role == "owner":
+        return True
+    if role == "collector":
+        return endpoint in COLLECTOR_ENDPOINTS
+    return False
+
+
+def can(endpoint: str) -> bool:
+    """For templates: show a button only when the signed-in user's role may use its endpoint."""
+    user = g.get("user") or current_user()
+    return user is not None and role_allows(user.role, endpoint)
+
+
+def enforce_role() -> Any:
+    """before_request: refuse (403, a calm page) a POST under /c/<slug>/ the role may not make.
+    Signed-out visitors pass through: the view sends them to sign in."""
+    if request.method in ("GET", "HEAD", "OPTIONS") or request.url_rule is None:
+        return None
+    if not request.url_rule.rule.startswith("/c/<slug>/"):
+        return None
+    user = current_user()
+    if user is None or role_allows(user.role, request.endpoint):
+        return None
+    log.warning(
+        "refused %s %s to user %s (role %s)", request.method, request.endpoint, user.id, user.role
+    )
+    abort(
+        403,
+        f"Your role in this company ({user.role}) lets you read this page but not make this "
+        "change. Ask an owner of the company if you need to.",
+    )
+
+
 def company_required(view: Callable[..., Any]) -> Callable[..., Any]:
     """Owner pages live under /c/<slug>/; a user sees their own company's pages and no other's."""
 
