@@ -156,6 +156,18 @@ def test_a_viewer_reads_every_page_without_buttons_to_change_things(app, rt, cli
     body = calls.get_data(as_text=True)
     assert "A call step" in body  # the call is listed, without its buttons
     assert "/done" not in body and "/resolve" not in body
+    invoice = client.get(f"/c/{demo_company.slug}/invoices/{_open_invoice(rt, demo_company)}")
+    assert invoice.status_code == 200
+    assert 'id="revoke-links"' not in invoice.get_data(as_text=True)
+
+
+def _open_invoice(rt, company: Company) -> int:
+    with rt.sessions() as s:
+        return s.scalars(
+            select(Invoice.id)
+            .where(Invoice.company_id == company.id, Invoice.status == "open")
+            .order_by(Invoice.id)
+        ).first()
 
 
 # ---------------------------------------------------------------------------------------------
