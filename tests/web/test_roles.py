@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from arbridge.errors import ArbridgeError
 from arbridge.sync.db import transaction
-from arbridge.sync.model import CallTask, Company, Invoice, InvoiceHold, User
+from arbridge.sync.model import Activity, CallTask, Company, Invoice, InvoiceHold, User
 from arbridge.sync.people import accept_invitation, change_role, invite, remove_user
 from arbridge.sync.store import hash_token, issue_sign_in_token
 from arbridge.web.common import COLLECTOR_ENDPOINTS
@@ -141,6 +141,10 @@ def test_a_collector_logs_a_call_and_resolves_a_promise(app, rt, client, demo_co
     with rt.sessions() as s:
         assert s.get(CallTask, task_id).outcome == "reached"
         assert s.get(InvoiceHold, hold_id).resolved_at is not None
+        call = s.scalars(select(Activity).where(Activity.kind == "reminders.call_done")).one()
+        assert call.data["by"] == "collector@acme.example"
+    dashboard = client.get(f"/c/{demo_company.slug}/").get_data(as_text=True)
+    assert 'Call made <span class="muted">· collector@acme.example</span>' in dashboard
 
 
 def test_a_viewer_reads_every_page_without_buttons_to_change_things(app, rt, client, demo_company):

@@ -10,13 +10,13 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from flask import abort, current_app, g, redirect, request, session, url_for
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Mapped, Session
 from werkzeug.routing import IntegerConverter, Map
 
 from arbridge.inputs import MAX_ID, InputError, parse_id, parse_int
 from arbridge.runtime import Runtime
-from arbridge.sync.model import Company, User
+from arbridge.sync.model import Activity, Company, User
 
 
 class IdConverter(IntegerConverter):
@@ -68,7 +68,19 @@ def runtime() -> Runtime:
 def db() -> Session:
     if "db" not in g:
         g.db = runtime().sessions()
+        event.listen(g.db, "before_flush", _stamp_actor)
     return g.db
+
+
+def _stamp_actor(session: Session, _context: Any, _instances: Any) -> None:
+    """Activity rows written by a signed-in person's change (a POST under /c/<slug>/, see
+    `enforce_role`) name them: `data["by"]`, shown in the activity log."""
+    actor = g.get("actor_email")
+    if not actor:
+        return
+    for row in session.new:
+        if isinstance(row, Activity) and "by" not in (row.data or {}):
+            row.data = {**(row.data or {}), "by": actor}
 
 
 class TenantRow(Protocol):
@@ -194,7 +206,10 @@ def enforce_role() -> Any:
     if not request.url_rule.rule.startswith("/c/<slug>/"):
         return None
     user = current_user()
-    if user is None or role_allows(user.role, request.endpoint):
+    if user is None:
+        return None
+    if role_allows(user.role, request.endpoint):
+        g.actor_email = user.email
         return None
     log.warning(
         "refused %s %s to user %s (role %s)", request.method, request.endpoint, user.id, user.role
