@@ -182,6 +182,7 @@ def targets(o: OtherRows) -> list[tuple[str, str, dict[str, str], str]]:
         ("POST", f"/holds/{o.hold}/resolve", {"resolution": "resolved"}, "InvoiceHold"),
         ("POST", f"/payments/{o.payment}/refund", {}, "CollectedPayment"),
         ("POST", f"/users/{o.user}/remove", {}, "User"),
+        ("POST", f"/users/{o.user}/role", {"role": "viewer"}, "User"),
         ("POST", f"/invitations/{o.invitation}/revoke", {}, "Invitation"),
         ("GET", f"/plans/{o.plan}", {}, "Plan"),
         ("POST", f"/plans/{o.plan}/pause", {}, "Plan"),

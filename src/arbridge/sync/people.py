@@ -36,6 +36,16 @@ from arbridge.sync.store import hash_token
 INVITATION_DAYS = 7
 log = logging.getLogger(__name__)
 
+# What each role may do on the owner pages (web/common.py enforces it on every POST):
+# an owner everything; a collector works calls and replies (logs a call's outcome, resolves a
+# hold or reply) and reads the rest; a viewer reads every page and changes nothing.
+ROLES = ("owner", "collector", "viewer")
+ROLE_LABELS = {
+    "owner": "Owner: everything",
+    "collector": "Collector: works calls and replies, reads the rest",
+    "viewer": "Viewer: reads everything, changes nothing",
+}
+
 
 class SignInRefused(ArbridgeError):
     """A ledger sign-in the rules refuse. `title` and the message are shown to the visitor."""
@@ -180,13 +190,34 @@ def new_owner(session: Session, clock: Clock, company: Company, who: LedgerIdent
 
 
 def company_owner(session: Session, company_id: int) -> User | None:
-    """The first user of a company is its owner (the one who created it)."""
-    return session.scalar(select(User).where(User.company_id == company_id).order_by(User.id))
+    """The company's first owner (the one who created it, unless they handed it on): the one
+    the owner's emails go to."""
+    return session.scalar(
+        select(User)
+        .where(User.company_id == company_id, User.role == "owner")
+        .order_by(User.id)
+        .limit(1)
+    )
 
 
-def invite(session: Session, clock: Clock, company: Company, by: User, email: str) -> Invitation:
-    """Queue the invitation email (outbox kind "email"); only the link's hash is kept here."""
+def _check_role(role: str) -> str:
+    if role not in ROLES:
+        raise ArbridgeError(f"choose a role: {', '.join(ROLES)}")
+    return role
+
+
+def invite(
+    session: Session,
+    clock: Clock,
+    company: Company,
+    by: User,
+    email: str,
+    role: str = "viewer",
+) -> Invitation:
+    """Queue the invitation email (outbox kind "email"); only the link's hash is kept here.
+    The invitee gets `role` on accepting."""
     _require_owner(session, company, by)
+    role = _check_role(role)
     email = email.strip()
     taken = session.scalar(
         select(User.id).where(User.company_id == company.id, User.email == email)
@@ -198,6 +229,7 @@ def invite(session: Session, clock: Clock, company: Company, by: User, email: st
         company_id=company.id,
         email=email,
         invited_by=by.id,
+        role=role,
         # A random hash nobody has the token for: the link is made as the email goes out
         # (`mint_invitation_link`), so no token ever sits in the outbox.
         token_hash=secrets.token_hex(32),
@@ -225,7 +257,13 @@ def invite(session: Session, clock: Clock, company: Company, by: User, email: st
             ),
         },
     )
-    log_activity(session, clock, company.id, "user.invited", f"{email} was invited")
+    log_activity(
+        session,
+        clock,
+        company.id,
+        "user.invited",
+        f"{email} was invited as {role} by {by.email}",
+    )
     return row
 
 
@@ -284,7 +322,7 @@ def accept_invitation(session: Session, clock: Clock, token: str) -> User:
         select(User).where(User.company_id == row.company_id, User.email == row.email)
     )
     if user is None:
-        user = User(company_id=row.company_id, email=row.email, created_at=now)
+        user = User(company_id=row.company_id, email=row.email, created_at=now, role=row.role)
         session.add(user)
     user.last_sign_in_at = now
     session.flush()
@@ -309,31 +347,79 @@ def revoke_invitation(
             clock,
             company.id,
             "user.invitation_revoked",
-            f"{row.email}'s invitation was withdrawn",
+            f"{row.email}'s invitation was withdrawn by {by.email}",
         )
     return row
 
 
 def remove_user(session: Session, clock: Clock, company: Company, by: User, user_id: int) -> str:
-    """The owner removes another user: their sessions end with the row (a cookie naming a user
-    that no longer exists signs nobody in)."""
-    owner = _require_owner(session, company, by)
-    user = session.get(User, user_id)
-    if user is None or user.company_id != company.id:
-        raise NotFound("no such user")
-    if user.id == owner.id:
-        raise ArbridgeError("the owner cannot be removed")
+    """An owner removes another user: their sessions end with the row (a cookie naming a user
+    that no longer exists signs nobody in). Nobody removes themselves, nor the last owner."""
+    _require_owner(session, company, by)
+    user = _company_user(session, company, user_id)
+    if user.id == by.id:
+        raise ArbridgeError("you cannot remove yourself: ask another owner")
+    if user.role == "owner" and _owner_count(session, company.id) <= 1:
+        raise ArbridgeError("the last owner cannot be removed")
     email = user.email
     session.delete(user)
-    log_activity(session, clock, company.id, "user.removed", f"{email} was removed")
+    log_activity(session, clock, company.id, "user.removed", f"{email} was removed by {by.email}")
     return email
 
 
+def change_role(
+    session: Session, clock: Clock, company: Company, by: User, user_id: int, role: str
+) -> User:
+    """An owner changes a teammate's role; the company always keeps one owner at least. The
+    change applies from the user's next request (roles are read on every request)."""
+    _require_owner(session, company, by)
+    role = _check_role(role)
+    # Locked, so two owners demoting each other at once cannot leave the company ownerless.
+    owners = session.scalars(
+        select(User.id)
+        .where(User.company_id == company.id, User.role == "owner")
+        .order_by(User.id)
+        .with_for_update()
+    ).all()
+    user = _company_user(session, company, user_id)
+    if user.role == role:
+        return user
+    if user.role == "owner" and len(owners) <= 1:
+        raise ArbridgeError(f"{user.email} is the last owner: make someone else an owner first")
+    before, user.role = user.role, role
+    session.flush()
+    log_activity(
+        session,
+        clock,
+        company.id,
+        "user.role_changed",
+        f"{user.email} is now {role} (was {before}), changed by {by.email}",
+    )
+    return user
+
+
+def _company_user(session: Session, company: Company, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None or user.company_id != company.id:
+        raise NotFound("no such user")
+    return user
+
+
+def _owner_count(session: Session, company_id: int) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.company_id == company_id, User.role == "owner")
+        )
+        or 0
+    )
+
+
 def _require_owner(session: Session, company: Company, by: User) -> User:
-    owner = company_owner(session, company.id)
-    if owner is None or owner.id != by.id:
-        raise SignInRefused("Only the owner can do this", "Ask the owner.", 403)
-    return owner
+    if by.company_id != company.id or by.role != "owner":
+        raise SignInRefused("Only an owner can do this", "Ask an owner of the company.", 403)
+    return by
 
 
 def pending_invitations(session: Session, clock: Clock, company_id: int) -> list[Invitation]:

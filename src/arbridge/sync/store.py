@@ -444,7 +444,13 @@ def redeem_sign_in_token(session: Session, clock: Clock, token: str) -> User:
 
 
 def owner(session: Session, company: Company) -> User:
-    user = session.scalar(select(User).where(User.company_id == company.id).order_by(User.id))
+    """The company's first user with the owner role (the first user, when none has it)."""
+    user = session.scalar(
+        select(User)
+        .where(User.company_id == company.id)
+        .order_by((User.role != "owner"), User.id)
+        .limit(1)
+    )
     if user is None:
         raise NotFound(f"company {company.slug} has no owner")
     return user

@@ -16,7 +16,7 @@ from arbridge import providers
 from arbridge.clock import local_text
 from arbridge.money import Money
 from arbridge.runtime import Runtime
-from arbridge.web.common import RedactTokens, redact_path
+from arbridge.web.common import RedactTokens, can, enforce_role, redact_path
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -127,6 +127,9 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
             log.info("refused a NUL character in %s %s", request.method, request.endpoint)
             abort(400, "The request holds a NUL character, which no field accepts.")
 
+    app.before_request(enforce_role)
+    app.jinja_env.globals["can"] = can
+
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:
         session = g.pop("db", None)
@@ -169,7 +172,12 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
 
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException) -> Any:
-        titles = {404: "Page not found", 405: "Not allowed", 400: "Bad request"}
+        titles = {
+            404: "Page not found",
+            405: "Not allowed",
+            400: "Bad request",
+            403: "Not allowed for your role",
+        }
         messages = {404: "This link is not valid. It may have been mistyped, revoked or replaced."}
         return render_template(
             "error.html",

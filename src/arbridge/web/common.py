@@ -10,13 +10,13 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from flask import abort, current_app, g, redirect, request, session, url_for
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Mapped, Session
 from werkzeug.routing import IntegerConverter, Map
 
 from arbridge.inputs import MAX_ID, InputError, parse_id, parse_int
 from arbridge.runtime import Runtime
-from arbridge.sync.model import Company, User
+from arbridge.sync.model import Activity, Company, User
 
 
 class IdConverter(IntegerConverter):
@@ -68,7 +68,19 @@ def runtime() -> Runtime:
 def db() -> Session:
     if "db" not in g:
         g.db = runtime().sessions()
+        event.listen(g.db, "before_flush", _stamp_actor)
     return g.db
+
+
+def _stamp_actor(session: Session, _context: Any, _instances: Any) -> None:
+    """Activity rows written by a signed-in person's change (a POST under /c/<slug>/, see
+    `enforce_role`) name them: `data["by"]`, shown in the activity log."""
+    actor = g.get("actor_email")
+    if not actor:
+        return
+    for row in session.new:
+        if isinstance(row, Activity) and "by" not in (row.data or {}):
+            row.data = {**(row.data or {}), "by": actor}
 
 
 class TenantRow(Protocol):
@@ -155,6 +167,58 @@ def start_session(user_id: int, company_id: int, version: int) -> None:
     session.clear()
     session.permanent = True
     session["user_id"], session["company_id"], session["v"] = user_id, company_id, version
+
+
+# ---------------------------------------------------------------------------------------------
+# Roles (sync/people.py ROLES). Every POST under /c/<slug>/ is an owner's, except these, which a
+# collector may also use: working calls and replies. A viewer changes nothing. A new POST route
+# is an owner's until it is added here, so forgetting errs on the safe side.
+
+COLLECTOR_ENDPOINTS = frozenset(
+    {
+        "reminders.call_done",  # log a call's outcome
+        "reminders.resolve",  # resolve a hold: a reply, a promise, a dispute
+    }
+)
+log = logging.getLogger(__name__)
+
+
+def role_allows(role: str | None, endpoint: str | None) -> bool:
+    """May a user of this role POST to this endpoint (an owner page's)?"""
+    if role == "owner":
+        return True
+    if role == "collector":
+        return endpoint in COLLECTOR_ENDPOINTS
+    return False
+
+
+def can(endpoint: str) -> bool:
+    """For templates: show a button only when the signed-in user's role may use its endpoint."""
+    user = g.get("user") or current_user()
+    return user is not None and role_allows(user.role, endpoint)
+
+
+def enforce_role() -> Any:
+    """before_request: refuse (403, a calm page) a POST under /c/<slug>/ the role may not make.
+    Signed-out visitors pass through: the view sends them to sign in."""
+    if request.method in ("GET", "HEAD", "OPTIONS") or request.url_rule is None:
+        return None
+    if not request.url_rule.rule.startswith("/c/<slug>/"):
+        return None
+    user = current_user()
+    if user is None:
+        return None
+    if role_allows(user.role, request.endpoint):
+        g.actor_email = user.email
+        return None
+    log.warning(
+        "refused %s %s to user %s (role %s)", request.method, request.endpoint, user.id, user.role
+    )
+    abort(
+        403,
+        f"Your role in this company ({user.role}) lets you read this page but not make this "
+        "change. Ask an owner of the company if you need to.",
+    )
 
 
 def company_required(view: Callable[..., Any]) -> Callable[..., Any]:

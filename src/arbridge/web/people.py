@@ -26,8 +26,11 @@ from arbridge.errors import ArbridgeError, NotFound
 from arbridge.readmodels.people import company_users
 from arbridge.sync.model import Company, Invitation
 from arbridge.sync.people import (
+    ROLE_LABELS,
+    ROLES,
     SignInRefused,
     accept_invitation,
+    change_role,
     company_owner,
     find_invitation,
     invite,
@@ -54,8 +57,12 @@ def send_invitation(company: Company) -> Any:
     if not email or len(email) > MAX_EMAIL or "@" not in email or any(c.isspace() for c in email):
         flash("Enter the email address of the person to invite.", "error")
         return redirect(_people_url(company))
+    role = request.form.get("role") or "viewer"
+    if role not in ROLES:
+        flash("Choose a role for the person you invite.", "error")
+        return redirect(_people_url(company))
     try:
-        invite(s, rt.clock, company, g.user, email)
+        invite(s, rt.clock, company, g.user, email, role)
         s.commit()
     except SignInRefused as e:
         s.rollback()
@@ -105,6 +112,32 @@ def remove(company: Company, user_id: int) -> Any:
         flash(str(e), "error")
         return redirect(_people_url(company))
     flash(f"{email} can no longer sign in.", "ok")
+    return redirect(_people_url(company))
+
+
+@bp.post("/c/<slug>/users/<int:user_id>/role")
+@company_required
+def set_role(company: Company, user_id: int) -> Any:
+    rt, s = runtime(), db()
+    role = request.form.get("role") or ""
+    if role not in ROLES:
+        flash("Choose a role: owner, collector or viewer.", "error")
+        return redirect(_people_url(company))
+    try:
+        user = change_role(s, rt.clock, company, g.user, user_id, role)
+        email = user.email
+        s.commit()
+    except SignInRefused as e:
+        s.rollback()
+        abort(e.status)
+    except NotFound:
+        s.rollback()
+        abort(404)
+    except ArbridgeError as e:
+        s.rollback()
+        flash(str(e), "error")
+        return redirect(_people_url(company))
+    flash(f"{email} is now {role}.", "ok")
     return redirect(_people_url(company))
 
 
@@ -172,5 +205,8 @@ def company_people(company: Company) -> dict[str, Any]:
         "users": users,
         "owner_id": owner.id if owner else None,
         "invitations": invitations,
-        "can_invite": me is not None and owner is not None and me.id == owner.id,
+        "can_invite": me is not None and me.role == "owner",
+        "me_id": me.id if me else None,
+        "roles": ROLES,
+        "role_labels": ROLE_LABELS,
     }

@@ -65,6 +65,9 @@ class User(Base):
     # Stamped into the session cookie at sign-in; signing out (here or everywhere) bumps it, so
     # a copied cookie stops working at once instead of living out its 12 hours.
     session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What this person may do (see ROLES): the company's first user is an owner; invited
+    # people get the role their invitation names.
+    role: Mapped[str] = mapped_column(String(20), default="owner", server_default="owner")
 
     __table_args__ = (
         UniqueConstraint("company_id", "email"),
@@ -90,6 +93,8 @@ class Invitation(Base):
     accepted_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # The role the invitee gets on accepting (one of ROLES).
+    role: Mapped[str] = mapped_column(String(20), default="viewer", server_default="owner")
 
 
 class SignInToken(Base):
