@@ -39,6 +39,7 @@ from arbridge.services.payments.events import Observed, plain_failure
 from arbridge.services.payments.plans import (
     UNSETTLED,
     end_plan,
+    installments_of,
     link_fee_invoice,
     plan_fee_period,
     plan_invoices,
@@ -185,11 +186,7 @@ def _due(
     paying_now: set[str],
     clearing: bool = False,
 ) -> int:
-    installments = [
-        rules.Installment(i.number, i.due_on, Money.from_minor(i.amount_minor, plan.currency))
-        for i in plan.installments
-        if i.status in UNSETTLED or i.status == "processing"
-    ]
+    installments = installments_of(plan, (*UNSETTLED, "processing"))
     settled = {i.number for i in plan.installments if i.status not in UNSETTLED}
     noticed = {i.number for i in plan.installments if i.noticed_on is not None}
     by_number = {i.number: i for i in plan.installments}

@@ -102,11 +102,7 @@ def plan_invoices(s: Session, plan: Plan) -> list[Invoice]:
     ids = [pi.invoice_id for pi in plan.invoices]
     if not ids:
         return []
-    found = {i.id: i for i in s.scalars(select(Invoice).where(Invoice.id.in_(ids))).all()}
-    order = rules.oldest_first(
-        [rules.PlanInvoice(i.id, i.number, i.issued_on, i.total) for i in found.values()]
-    )
-    return [found[o.invoice_id] for o in order]
+    return plan_invoices_sorted(s.scalars(select(Invoice).where(Invoice.id.in_(ids))).all())
 
 
 def installments_of(plan: Plan, statuses: Sequence[str] = UNSETTLED) -> list[rules.Installment]:
@@ -444,6 +440,7 @@ def make_offer(
 
 
 def plan_invoices_sorted(invoices: Sequence[Invoice]) -> list[Invoice]:
+    """Oldest first, as a plan's payments are applied (collections.plans.oldest_first)."""
     by_id = {i.id: i for i in invoices}
     order = rules.oldest_first(
         [rules.PlanInvoice(i.id, i.number, i.issued_on, i.total) for i in invoices]
