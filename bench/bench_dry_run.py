@@ -127,7 +127,12 @@ def _grow(rt: Runtime, company_id: int, customers: list[int], start: int, end: i
         elif n % 2:
             fresh.append(_invoice(company_id, cust, n, AS_OF + timedelta(days=10 + n % 30)))
         else:
-            done.append(_invoice(company_id, cust, n, AS_OF - timedelta(days=60 + n % 200)))
+            done.append(
+                {
+                    **_invoice(company_id, cust, n, AS_OF - timedelta(days=60 + n % 200)),
+                    "highest_step_claimed": 6,
+                }
+            )
     _insert(rt, Invoice, fresh)
     done_ids = _insert(rt, Invoice, done)
     _insert(

@@ -183,7 +183,12 @@ def _grow(
             elif k % 2:
                 fresh.append(_invoice(cid, cust, serial, AS_OF + timedelta(days=10 + k % 30)))
             else:
-                done.append(_invoice(cid, cust, serial, AS_OF - timedelta(days=60 + k % 200)))
+                done.append(
+                    {
+                        **_invoice(cid, cust, serial, AS_OF - timedelta(days=60 + k % 200)),
+                        "highest_step_claimed": 6,
+                    }
+                )
     _insert(rt, Invoice, fresh)
     done_ids = _insert(rt, Invoice, done)
     _insert(

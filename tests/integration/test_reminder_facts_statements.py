@@ -4,9 +4,29 @@ ledger, and each invoice came back as a whole row with its lines)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from sqlalchemy import case, exists, func, select
+
+from arbridge.collections.reminder_policy import reminder_policy
+from arbridge.services.reminders.facts import candidate_invoices
 from arbridge.services.reminders.preview import preview
+from arbridge.services.reminders.run import run_reminders
+from arbridge.services.reminders.sequences import follow_sequence
+from arbridge.sync.db import transaction
+from arbridge.sync.model import (
+    Company,
+    Customer,
+    CustomerReminderSettings,
+    Invoice,
+    ReminderSend,
+)
 from tests.builders import SmallCompany
+from tests.integration.remind_support import START, Cust, Inv, build_world, chicago
 from tests.web.test_query_counts import counted
+
+HARBOR = Cust("HAR", "Harbor Bakery", "Alice", "alice@harbor.example")
+MAPLE = Cust("MAP", "Maple Dental", "Ben", "ben@maple.example")
 
 
 def _books(rt, slug: str, overdue: int):
@@ -30,3 +50,88 @@ def test_a_dry_run_asks_as_many_statements_for_1000_overdue_invoices_as_for_10(r
         }
         asked[overdue] = len(statements)
     assert asked[1000] == asked[10], asked
+
+
+def _candidates_by_claims(session, company_id: int, policy, as_of):
+    """The candidates as they were read before 0025: an EXISTS over reminder_sends per invoice
+    (the reference the stored highest step must agree with)."""
+    first = min(s.offset_days for seq in policy.sequences.values() for s in seq.steps)
+    steps = policy.sequence(None).steps
+    in_force = case(
+        *[
+            (Invoice.due_on <= as_of - timedelta(days=s.offset_days), i)
+            for i, s in reversed(list(enumerate(steps)))
+        ],
+        else_=-1,
+    )
+    own = select(CustomerReminderSettings.customer_id).where(
+        CustomerReminderSettings.company_id == company_id,
+        CustomerReminderSettings.sequence.is_not(None),
+    )
+    done = exists().where(
+        ReminderSend.invoice_id == Invoice.id, ReminderSend.step_index >= in_force
+    )
+    return set(
+        session.scalars(
+            select(Invoice.id).where(
+                Invoice.company_id == company_id,
+                Invoice.is_open,
+                Invoice.due_on <= as_of - timedelta(days=first),
+                ~(done & Invoice.customer_id.not_in(own)),
+            )
+        )
+    )
+
+
+def test_the_stored_highest_step_leaves_out_the_same_invoices_as_the_claims_day_after_day(
+    rt, clock
+):
+    world = build_world(
+        rt,
+        [HARBOR, MAPLE],
+        [
+            Inv("A", "HAR", -50, "100.00"),
+            Inv("B", "HAR", -9, "60.00"),
+            Inv("C", "HAR", -3, "70.00"),
+            Inv("D", "HAR", 2, "80.00"),
+            Inv("E", "HAR", 12, "90.00"),
+            Inv("F", "MAP", -20, "40.00"),
+            Inv("G", "MAP", -2, "30.00"),
+        ],
+    )
+    world.set_reminders(sequences={"gentle": [{"offset_days": 1, "template": "overdue"}]})
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, world.company.id)
+        customer = s.get(Customer, world.customer("MAP").id)
+        follow_sequence(s, rt.clock, company, customer, "gentle")
+    looked_at = set()
+    for n in range(0, 40, 3):
+        day = START + timedelta(days=n)
+        clock.at = chicago(day)
+        policy = reminder_policy(world.company.settings)
+        with rt.sessions() as s:
+            wanted = _candidates_by_claims(s, world.company.id, policy, day)
+            got = {r.id for r in candidate_invoices(s, world.company.id, policy, day)}
+        assert got == wanted, day
+        looked_at |= got
+        world.sync()
+        run_reminders(rt, world.company)
+        with rt.sessions() as s:
+            claimed = dict(
+                s.execute(
+                    select(ReminderSend.invoice_id, func.max(ReminderSend.step_index)).group_by(
+                        ReminderSend.invoice_id
+                    )
+                ).all()
+            )
+            stored = dict(
+                s.execute(
+                    select(Invoice.id, Invoice.highest_step_claimed).where(
+                        Invoice.company_id == world.company.id
+                    )
+                ).all()
+            )
+        assert stored == {i: claimed.get(i, -1) for i in stored}, day
+    # Every invoice came up at some point, and several steps were claimed along the way.
+    assert len(looked_at) == 7
+    assert len(set(claimed.values())) >= 3

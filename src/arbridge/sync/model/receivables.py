@@ -15,6 +15,7 @@ from sqlalchemy import (
     Date,
     ForeignKey,
     Index,
+    Integer,
     String,
     UniqueConstraint,
     and_,
@@ -105,12 +106,18 @@ class Invoice(SyncedRow, Base):
     # When the customer first opened a page showing it (the pay page's own POST after it
     # loaded, so a mail scanner's GET never counts); later views leave it as it is.
     viewed_at: Mapped[datetime | None]
+    # The highest reminder step index claimed for it (-1: none), kept with the claims so the
+    # day's candidates are index ranges, not a probe of reminder_sends per invoice (0025).
+    highest_step_claimed: Mapped[int] = mapped_column(Integer, default=-1, server_default="-1")
 
     customer: Mapped[Customer] = relationship()
 
     __table_args__ = (
         UniqueConstraint("company_id", "source", "source_id"),
         Index("ix_invoices_open_due", "company_id", "status", "due_on"),
+        Index(
+            "ix_invoices_open_reminded", "company_id", "status", "highest_step_claimed", "due_on"
+        ),
     )
 
     @property

@@ -1,0 +1,47 @@
+"""Each invoice keeps the highest reminder step claimed for it (issue 14).
+
+The daily run and the dry run leave out an invoice once a step at or after the one in force for
+its due date has been claimed. Asked of `reminder_sends` that is one probe per overdue open
+invoice (half a million at 1M invoices: most of a 2.7 s dry run, growing with the ledger). Kept
+on the invoice, next to its status and due date, one index answers it: for each step index r,
+the invoices whose highest claimed step is r and whose due date puts a later step in force are
+one range of `ix_invoices_open_reminded` (company, status, highest step, due date).
+
+`-1`: no step claimed yet. Written in the same transaction as the claims (services/reminders/
+run.py); claims are never deleted, so it only grows.
+
+Revision ID: 0025
+Revises: 0021
+"""
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = "0025"
+down_revision = "0021"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("invoices") as batch:
+        batch.add_column(
+            sa.Column("highest_step_claimed", sa.Integer(), nullable=False, server_default="-1")
+        )
+    op.execute(
+        "UPDATE invoices SET highest_step_claimed = ("
+        "SELECT MAX(r.step_index) FROM reminder_sends r WHERE r.invoice_id = invoices.id) "
+        "WHERE id IN (SELECT invoice_id FROM reminder_sends)"
+    )
+    op.create_index(
+        "ix_invoices_open_reminded",
+        "invoices",
+        ["company_id", "status", "highest_step_claimed", "due_on"],
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_invoices_open_reminded", table_name="invoices")
+    with op.batch_alter_table("invoices") as batch:
+        batch.drop_column("highest_step_claimed")
