@@ -10,7 +10,7 @@ from sqlalchemy import case, exists, func, select
 
 from arbridge.collections.reminder_policy import reminder_policy
 from arbridge.services.reminders.facts import candidate_invoices
-from arbridge.services.reminders.preview import preview
+from arbridge.services.reminders.preview import open_counts, preview
 from arbridge.services.reminders.run import run_reminders
 from arbridge.services.reminders.sequences import follow_sequence
 from arbridge.sync.db import transaction
@@ -135,3 +135,27 @@ def test_the_stored_highest_step_leaves_out_the_same_invoices_as_the_claims_day_
     # Every invoice came up at some point, and several steps were claimed along the way.
     assert len(looked_at) == 7
     assert len(set(claimed.values())) >= 3
+
+
+def test_the_open_counts_match_counting_open_balances_whatever_the_unposted_money(rt):
+    books = SmallCompany(slug="counts", tenant_id="facts-counts").customer("C", "Customer")
+    for n, days in enumerate((40, 20, 5, 0, -5, -20, -40, 60)):
+        books = books.invoice(f"I{n}", "C", "100.00", days_overdue=days)
+    books = books.build(rt)
+    # (ledger balance, unposted): owes nothing, owes part, gave back, ledger at 0 or below.
+    figures = [(100_00, 100_00), (100_00, 40_00), (100_00, -30_00), (0, 0), (-5_00, 0)]
+    with transaction(rt.sessions) as s:
+        for n, (ledger, unposted) in enumerate(figures):
+            inv = s.get(Invoice, books.invoice(f"I{n}").id)
+            inv.ledger_balance_minor, inv.unposted_minor = ledger, unposted
+        s.get(Invoice, books.invoice("I7").id).status = "paid"
+    day = books.invoice("I3").due_on
+    with rt.sessions() as s:
+        for after in (day - timedelta(days=30), day, day + timedelta(days=10)):
+            mine = Invoice.company_id == books.company.id
+            wanted = (
+                s.scalar(select(func.count()).where(mine, Invoice.is_open)),
+                s.scalar(select(func.count()).where(mine, Invoice.is_open, Invoice.due_on > after)),
+            )
+            assert open_counts(s, books.company.id, after) == wanted, after
+    assert wanted[0] == 4  # I1 (part), I2 (money given back), I5, I6

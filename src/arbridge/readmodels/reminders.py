@@ -28,9 +28,10 @@ WAITING = ("pending", "sending", "failed", "dead", "maybe_sent")
 
 
 def customers_with_sequence(
-    s: Session, company_id: int, limit: int = 1000
+    s: Session, company_id: int, limit: int = 1000, offset: int = 0
 ) -> list[Row[tuple[int, str, str | None]]]:
-    """(id, name, the sequence they follow or None) for the reminders page's customer list."""
+    """(id, name, the sequence they follow or None) for the reminders page's customer list,
+    by name, `limit` rows from `offset`."""
     return list(
         s.execute(
             select(Customer.id, Customer.name, CustomerReminderSettings.sequence)
@@ -40,6 +41,7 @@ def customers_with_sequence(
             .where(Customer.company_id == company_id, Customer.deleted.is_(False))
             .order_by(Customer.name, Customer.id)
             .limit(limit)
+            .offset(offset)
         ).all()
     )
 

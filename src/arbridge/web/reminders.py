@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from datetime import date
 from typing import Any
 
 from flask import (
@@ -37,6 +38,7 @@ from arbridge.collections.templates import (
 )
 from arbridge.collections.templates import check as check_template
 from arbridge.inputs import InputError, parse_day, parse_int
+from arbridge.money import Money
 from arbridge.readmodels import reminders as reads
 from arbridge.services.messaging.queue import queue_test_message
 from arbridge.services.reminders.case_file import case_file as build_case_file
@@ -56,6 +58,7 @@ from arbridge.sync.model import (
 )
 from arbridge.sync.store import company_today, log_activity, owner
 from arbridge.web.common import company_required, db, get_or_404, id_arg, runtime, safe_next
+from arbridge.web.csv_export import csv_response
 
 bp = Blueprint("reminders", __name__)
 SEQUENCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -114,19 +117,42 @@ def sample_link() -> Any:
     )
 
 
+# The day's plan shows this many messages a page (a day with 40,000 invoices due is a list to
+# download, not a page: issue 14 measured 169 MB of HTML), and the customer list as many rows.
+PLAN_ROWS = 50
+CUSTOMER_ROWS = 50
+
+
+def _page_number(name: str) -> int:
+    try:
+        return parse_int(request.args.get(name) or "1", minimum=1, maximum=1_000_000)
+    except InputError:
+        return 1
+
+
+def _as_of() -> tuple[date | None, int]:
+    """The day asked for (None: today) and the status to answer with (400: not a date)."""
+    as_of_raw = request.args.get("as_of")
+    if as_of_raw:
+        try:
+            return parse_day(as_of_raw), 200
+        except InputError as e:
+            flash(f"{e}; showing today.", "error")
+            return None, 400
+    return None, 200
+
+
 @bp.get("/c/<slug>/reminders")
 @company_required
 def page(company: Company) -> Any:
     rt = runtime()
-    as_of_raw = request.args.get("as_of")
-    as_of, status = None, 200
-    if as_of_raw:
-        try:
-            as_of = parse_day(as_of_raw)
-        except InputError as e:
-            flash(f"{e}; showing today.", "error")
-            status = 400
+    as_of, status = _as_of()
     prev = preview(rt, company, as_of)
+    messages = prev.loaded.day.messages
+    pages = max(1, -(-len(messages) // PLAN_ROWS))
+    plan_page = min(_page_number("plan_page"), pages)
+    shown = messages[(plan_page - 1) * PLAN_ROWS : plan_page * PLAN_ROWS]
+    customers_page = _page_number("customers_page")
     try:
         policy = reminder_policy(company.settings)
         error = None
@@ -135,7 +161,9 @@ def page(company: Company) -> Any:
     names = sorted(set(DEFAULT_TEMPLATES) | set(_stored(company).get("templates") or {}))
     sequence_name = request.args.get("sequence") or "default"
     sequence = policy.sequences.get(sequence_name) or policy.sequence(None)
-    customers = reads.customers_with_sequence(db(), company.id)
+    customers = reads.customers_with_sequence(
+        db(), company.id, limit=CUSTOMER_ROWS + 1, offset=(customers_page - 1) * CUSTOMER_ROWS
+    )
     chosen = request.args.get("template") or "overdue"
     inv = _sample_invoice(company, id_arg(request.args.get("invoice_id")))
     rendered, render_error = None, None
@@ -148,13 +176,21 @@ def page(company: Company) -> Any:
         "reminders.html",
         company=company,
         prev=prev,
-        lines=preview_lines(prev),
+        lines=preview_lines(prev, limit=PLAN_ROWS),
+        shown=shown,
+        plan_page=plan_page,
+        plan_pages=pages,
+        plan_first=(plan_page - 1) * PLAN_ROWS + 1,
+        plan_invoices=sum(len(m.invoices) for m in messages),
+        plan_held=sum(1 for m in messages if m.held),
+        customers_page=customers_page,
+        more_customers=len(customers) > CUSTOMER_ROWS,
         policy=policy,
         settings_error=error,
         sequence=sequence,
         sequence_name=sequence_name,
         sequence_names=sorted(policy.sequences),
-        customers=customers,
+        customers=customers[:CUSTOMER_ROWS],
         channels=CHANNELS,
         escalations=ESCALATIONS,
         weekdays=WEEKDAYS,
@@ -166,6 +202,48 @@ def page(company: Company) -> Any:
         render_error=render_error,
         merge_fields=MERGE_FIELDS,
     ), status
+
+
+@bp.get("/c/<slug>/reminders/plan.csv")
+@company_required
+def plan_csv(company: Company) -> Any:
+    """The whole of a day's plan (the page shows it a part at a time): one row per invoice."""
+    as_of, status = _as_of()
+    if status != 200:
+        abort(400)
+    day = preview(runtime(), company, as_of).loaded.day
+    rows = (
+        (
+            m.customer.name,
+            m.channel,
+            m.contact.email if m.contact else "",
+            m.step.key,
+            m.step.template,
+            d.invoice.number or str(d.invoice.invoice_id),
+            d.step.key if d.step else "",
+            d.invoice.currency,
+            Money.from_minor(d.invoice.balance_minor, d.invoice.currency).amount,
+            m.held or "will send",
+        )
+        for m in day.messages
+        for d in m.invoices
+    )
+    return csv_response(
+        f"reminders-{company.slug}-{day.as_of.isoformat()}.csv",
+        (
+            "customer",
+            "channel",
+            "to",
+            "step",
+            "template",
+            "invoice",
+            "invoice step",
+            "currency",
+            "balance",
+            "state",
+        ),
+        rows,
+    )
 
 
 def _whole(

@@ -31,6 +31,7 @@ from arbridge.sync.db import among
 from arbridge.sync.model import (
     LIVE_PLAN_STATUSES,
     Company,
+    Connection,
     Contact,
     CreditNote,
     Customer,
@@ -58,6 +59,7 @@ class Loaded:
     day: DayDecisions
     synced_at: datetime | None
     hold: str | None = None  # why nothing may be sent for this company right now
+    connection: Connection | None = None  # the ledger connection, read once for the preview
 
 
 class InvoiceRow(Protocol):
@@ -217,19 +219,22 @@ def load_facts(
         ).all()
     )
     credit: dict[int, dict[str, int]] = {}
+    # Open credit notes and unapplied payments: one statement (the page counts its statements).
+    owed_back = union_all(
+        select(CreditNote.customer_id, CreditNote.currency, CreditNote.remaining_minor).where(
+            among(session, CreditNote.customer_id, customer_ids), CreditNote.status == "open"
+        ),
+        select(Payment.customer_id, Payment.currency, Payment.unapplied_minor).where(
+            among(session, Payment.customer_id, customer_ids), Payment.status != "voided"
+        ),
+    ).subquery()
     for cust_id, cur, minor in session.execute(
-        select(CreditNote.customer_id, CreditNote.currency, func.sum(CreditNote.remaining_minor))
-        .where(among(session, CreditNote.customer_id, customer_ids), CreditNote.status == "open")
-        .group_by(CreditNote.customer_id, CreditNote.currency)
+        select(
+            owed_back.c.customer_id, owed_back.c.currency, func.sum(owed_back.c.remaining_minor)
+        ).group_by(owed_back.c.customer_id, owed_back.c.currency)
     ):
         credit.setdefault(cust_id, {})[cur] = int(minor or 0)
-    for cust_id, cur, minor in session.execute(
-        select(Payment.customer_id, Payment.currency, func.sum(Payment.unapplied_minor))
-        .where(among(session, Payment.customer_id, customer_ids), Payment.status != "voided")
-        .group_by(Payment.customer_id, Payment.currency)
-    ):
-        by_cur = credit.setdefault(cust_id, {})
-        by_cur[cur] = by_cur.get(cur, 0) + int(minor or 0)
+
     for cust in sorted(rows, key=lambda r: r.id):
         pref = prefs.get(cust.id)
         customers.append(
@@ -337,4 +342,5 @@ def load_day(
         as_of,
         decide_day(customers, facts, policy, as_of),
         conn.last_sync_at if conn else None,
+        connection=conn,
     )

@@ -115,8 +115,17 @@ class Invoice(SyncedRow, Base):
     __table_args__ = (
         UniqueConstraint("company_id", "source", "source_id"),
         Index("ix_invoices_open_due", "company_id", "status", "due_on"),
+        # The day's reminder candidates (one range per step), and the few invoices with status
+        # "open" that owe nothing (the dry run's counts): migration 0025.
         Index(
             "ix_invoices_open_reminded", "company_id", "status", "highest_step_claimed", "due_on"
+        ),
+        Index(
+            "ix_invoices_open_unposted",
+            "company_id",
+            "status",
+            "unposted_minor",
+            "ledger_balance_minor",
         ),
     )
 
