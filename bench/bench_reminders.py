@@ -33,6 +33,7 @@ from arbridge.runtime import Runtime
 from arbridge.services.reminders.facts import load_day
 from arbridge.sync import db
 from arbridge.sync.model import Company, Contact, Customer, Invoice, ReminderSend
+from scratch import scratch_schema
 
 AS_OF = date(2026, 11, 24)
 NOW = datetime(2026, 11, 24, 15, tzinfo=UTC)
@@ -41,15 +42,10 @@ BATCH = 20_000
 
 
 def _setup(url: str, tmp: Path) -> tuple[Runtime, str]:
-    engine = db.make_engine(url)
     if url.startswith("postgresql"):
         # A scratch schema of its own, so the benchmark never touches anything else.
-        with engine.begin() as c:
-            c.execute(text("DROP SCHEMA IF EXISTS arbridge_bench_reminders CASCADE"))
-            c.execute(text("CREATE SCHEMA arbridge_bench_reminders"))
-        engine.dispose()
-        url += ("&" if "?" in url else "?") + "options=-csearch_path%3Darbridge_bench_reminders"
-        engine = db.make_engine(url)
+        url = scratch_schema(url, "arbridge_bench_reminders")
+    engine = db.make_engine(url)
     db.upgrade(engine)
     engine.dispose()
     settings = Settings(
