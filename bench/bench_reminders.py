@@ -1,15 +1,17 @@
 """The daily reminder decisions over many companies, at two ledger sizes with the same messages due.
 
     .venv/bin/python bench/bench_reminders.py [--companies 10000] [--invoices 100000 1000000]
-        [--due-per-company 2] [--database-url URL]
+        [--due-per-company 2] [--batch 1000] [--runs 3] [--database-url URL]
 
 Builds a synthetic receivables database straight through SQL (no ledger sync): every company has
 ten customers and the same `--due-per-company` invoices due for a step today; the rest of its
 invoices are either not due yet or already reminded at the step in force for their due date
-(they carry the ReminderSend row that says so). It then times `load_day` (load the facts, run
-the pure decision) for every company, first with the smaller ledger, then after growing it to
-the larger one. Decisions that grow with the messages due, not with the ledger, keep the ratio
-near 1.
+(they carry the ReminderSend row that says so). It then times the day's decisions (load the
+facts, run the pure decision) for every company, one company at a time (`load_day`) and
+`--batch` companies at a time (`load_days`: one candidate query per policy shape, the facts in
+one pass), first with the smaller ledger, then after growing it to the larger one; medians of
+`--runs` runs, with the SQL statements each way. Decisions that grow with the messages due, not
+with the ledger, keep the growth ratio near 1.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -24,13 +27,13 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import event, insert, select, text
 
 from arbridge.clock import FixedClock
 from arbridge.config import Settings
 from arbridge.crypto import new_key
 from arbridge.runtime import Runtime
-from arbridge.services.reminders.facts import load_day
+from arbridge.services.reminders.facts import load_days
 from arbridge.sync import db
 from arbridge.sync.model import Company, Contact, Customer, Invoice, ReminderSend
 from scratch import scratch_schema
@@ -212,20 +215,49 @@ def _grow(
             c.execute(text("ANALYZE"))
 
 
-def _decide_all(rt: Runtime) -> tuple[float, int, int]:
+def _decide_all(rt: Runtime, batch: int) -> tuple[float, int, int, int]:
+    """Every company's decisions for the day, `batch` companies to a `load_days` call (1: one
+    company at a time, as `load_day`); seconds, messages, invoices due, SQL statements."""
     with rt.sessions() as s:
         companies = s.scalars(select(Company).order_by(Company.id)).all()
         for c in companies:
             s.expunge(c)
     messages = invoices_due = 0
+    statements = [0]
+
+    def count(*_args: object) -> None:
+        statements[0] += 1
+
+    event.listen(rt.engine, "before_cursor_execute", count)
     t = time.perf_counter()
-    for company in companies:
-        # One session per company, as the daily job runs them.
+    for start in range(0, len(companies), batch):
+        # One session per batch, as the daily job runs them.
         with rt.sessions() as s:
-            loaded = load_day(s, rt, company, AS_OF)
-        messages += len(loaded.day.messages)
-        invoices_due += len(loaded.day.due)
-    return time.perf_counter() - t, messages, invoices_due
+            days = [(company, AS_OF) for company in companies[start : start + batch]]
+            for loaded in load_days(s, rt, days):
+                messages += len(loaded.day.messages)
+                invoices_due += len(loaded.day.due)
+    seconds = time.perf_counter() - t
+    event.remove(rt.engine, "before_cursor_execute", count)
+    return seconds, messages, invoices_due, statements[0]
+
+
+def _decide_both(rt: Runtime, batch: int, runs: int) -> dict[str, float | int]:
+    """Medians of `runs` runs, one company at a time and `batch` at a time, and the ratio."""
+    alone = [_decide_all(rt, 1) for _ in range(runs)]
+    together = [_decide_all(rt, batch) for _ in range(runs)]
+    assert {r[1:3] for r in alone} == {r[1:3] for r in together}, "the same messages either way"
+    one_s = statistics.median(r[0] for r in alone)
+    set_s = statistics.median(r[0] for r in together)
+    return {
+        "one_company_at_a_time_seconds": round(one_s, 2),
+        "one_company_at_a_time_statements": alone[0][3],
+        f"batches_of_{batch}_seconds": round(set_s, 2),
+        f"batches_of_{batch}_statements": together[0][3],
+        "speedup": round(one_s / set_s, 1),
+        "messages": together[0][1],
+        "invoices_due": together[0][2],
+    }
 
 
 def main() -> None:
@@ -233,6 +265,8 @@ def main() -> None:
     parser.add_argument("--companies", type=int, default=10_000)
     parser.add_argument("--invoices", type=int, nargs=2, default=[100_000, 1_000_000])
     parser.add_argument("--due-per-company", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1000, help="companies per load_days call")
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
     small, large = args.invoices
@@ -244,24 +278,26 @@ def main() -> None:
     companies, customers = _companies(rt, args.companies)
     _grow(rt, companies, customers, small // args.companies, 0, args.due_per_company)
     print(f"built {small} invoices in {time.perf_counter() - t:.0f}s", file=sys.stderr)
-    small_s, small_msgs, small_due = _decide_all(rt)
+    at_small = _decide_both(rt, args.batch, args.runs)
     t = time.perf_counter()
     _grow(rt, companies, customers, (large - small) // args.companies, small, 0)
     print(f"grew to {large} invoices in {time.perf_counter() - t:.0f}s", file=sys.stderr)
-    large_s, large_msgs, large_due = _decide_all(rt)
-    assert (small_msgs, small_due) == (large_msgs, large_due), "the due messages must not change"
+    at_large = _decide_both(rt, args.batch, args.runs)
+    assert (at_small["messages"], at_small["invoices_due"]) == (
+        at_large["messages"],
+        at_large["invoices_due"],
+    ), "the due messages must not change"
+    key = f"batches_of_{args.batch}_seconds"
     print(
         json.dumps(
             {
                 "database": url.split(":")[0],
                 "companies": args.companies,
-                "messages_due": small_msgs,
-                "invoices_due": small_due,
-                f"seconds_{small}_invoices": round(small_s, 2),
-                f"seconds_{large}_invoices": round(large_s, 2),
-                "growth_ratio": round(large_s / small_s, 2),
+                f"at_{small}_invoices": at_small,
+                f"at_{large}_invoices": at_large,
+                "growth_ratio": round(at_large[key] / at_small[key], 2),
                 "invoice_ratio": large // small,
-                "ms_per_company": round(large_s / args.companies * 1000, 2),
+                "ms_per_company": round(at_large[key] / args.companies * 1000, 3),
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             },
             indent=2,

@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy import case, exists, func, select
 
 from arbridge.collections.reminder_policy import reminder_policy
-from arbridge.services.reminders.facts import candidate_invoices
+from arbridge.services.reminders.facts import candidate_invoices, load_day, load_days
 from arbridge.services.reminders.preview import open_counts, preview
 from arbridge.services.reminders.run import run_reminders
 from arbridge.services.reminders.sequences import follow_sequence
@@ -21,6 +21,7 @@ from arbridge.sync.model import (
     Invoice,
     ReminderSend,
 )
+from arbridge.sync.store import company_today
 from tests.builders import SmallCompany
 from tests.integration.remind_support import START, Cust, Inv, build_world, chicago
 from tests.web.test_query_counts import counted
@@ -111,7 +112,7 @@ def test_the_stored_highest_step_leaves_out_the_same_invoices_as_the_claims_day_
         policy = reminder_policy(world.company.settings)
         with rt.sessions() as s:
             wanted = _candidates_by_claims(s, world.company.id, policy, day)
-            got = {r.id for r in candidate_invoices(s, world.company.id, policy, day)}
+            got = {r.id for r in candidate_invoices(s, [world.company.id], policy, day)}
         assert got == wanted, day
         looked_at |= got
         world.sync()
@@ -159,3 +160,37 @@ def test_the_open_counts_match_counting_open_balances_whatever_the_unposted_mone
             )
             assert open_counts(s, books.company.id, after) == wanted, after
     assert wanted[0] == 4  # I1 (part), I2 (money given back), I5, I6
+
+
+def test_many_companies_decided_together_get_the_decisions_each_gets_alone_in_fixed_statements(
+    rt,
+):
+    companies = []
+    for n in range(6):
+        books = SmallCompany(slug=f"many{n}", tenant_id=f"facts-many{n}")
+        if n % 3 == 1:  # another policy shape: its own first step
+            books.settings = {
+                "reminders": {"sequences": {"default": [{"offset_days": 1, "template": "overdue"}]}}
+            }
+        if n == 5:  # settings that cannot be used: held, with the reason
+            books.settings = {"reminders": {"sequences": {"default": [{"offset_days": "soon"}]}}}
+        for c in range(2):
+            books = books.customer(f"C{c}", f"Customer {n}-{c}")
+        for i, days in enumerate((1, 3, 8, 20, -4)):
+            books = books.invoice(f"I{i}", f"C{i % 2}", "10.00", days_overdue=days + n)
+        companies.append(books.build(rt).company)
+    as_of = company_today(companies[0], rt.clock)
+    asked = {}
+    for few in (2, 6):
+        with counted(rt) as statements, rt.sessions() as s:
+            together = load_days(s, rt, [(c, as_of) for c in companies[:few]])
+        asked[few] = len(statements)
+        for company, loaded in zip(companies[:few], together, strict=True):
+            with rt.sessions() as s:
+                alone = load_day(s, rt, company, as_of)
+            assert loaded.company.id == company.id
+            assert (loaded.hold, loaded.policy) == (alone.hold, alone.policy)
+            assert loaded.day == alone.day, company.slug
+    assert together[5].hold and not together[0].hold
+    assert sum(len(loaded.day.due) for loaded in together) >= 10
+    assert asked[6] == asked[2], asked  # two policy shapes either way: two candidate queries

@@ -22,6 +22,7 @@ from arbridge.crypto import Keyring
 from arbridge.errors import ArbridgeError, KeyMismatch, NotFound
 from arbridge.money import Money, check_currency
 from arbridge.sync.activity import log_activity
+from arbridge.sync.db import among
 from arbridge.sync.model import (
     PAYMENT_PROVIDERS,
     Activity,
@@ -156,6 +157,21 @@ def ledger_connection(session: Session, company_id: int) -> Connection | None:
             Connection.provider.not_in(PAYMENT_PROVIDERS),
         )
     )
+
+
+def ledger_connections(session: Session, company_ids: Sequence[int]) -> dict[int, Connection]:
+    """`ledger_connection` of many companies in one query (the first of each, by id)."""
+    found: dict[int, Connection] = {}
+    for conn in session.scalars(
+        select(Connection)
+        .where(
+            among(session, Connection.company_id, company_ids),
+            Connection.provider.not_in(PAYMENT_PROVIDERS),
+        )
+        .order_by(Connection.id)
+    ):
+        found.setdefault(conn.company_id, conn)
+    return found
 
 
 def recent_activity(session: Session, company_id: int, limit: int = 20) -> Sequence[Activity]:
