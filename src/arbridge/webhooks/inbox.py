@@ -13,9 +13,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, func, literal, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock
@@ -91,6 +93,96 @@ def _delivery(
     return int(repeated)
 
 
+@cache
+def _one_statement() -> Any:
+    """PostgreSQL: a new delivery and its one event in a single statement (two data-modifying
+    CTEs), built once so SQLAlchemy compiles it once; its values are bound at execution. Yields
+    (delivery id, events stored) or no row when the delivery is a repeat (same body)."""
+    deliveries, events = WebhookDelivery.__table__, WebhookEvent.__table__
+
+    def p(name: str, column: Any) -> Any:
+        return bindparam(name, type_=column.type)
+
+    delivery = (
+        postgresql.insert(deliveries)
+        .values(
+            provider=p("provider", deliveries.c.provider),
+            received_at=p("now", deliveries.c.received_at),
+            last_received_at=p("now", deliveries.c.last_received_at),
+            body=p("body", deliveries.c.body),
+            body_sha256=p("body_sha256", deliveries.c.body_sha256),
+            headers=p("headers", deliveries.c.headers),
+            events=1,
+            repeats=0,
+        )
+        .on_conflict_do_nothing(index_elements=["provider", "body_sha256"])
+        .returning(deliveries.c.id)
+        .cte("delivery")
+    )
+    company = (
+        select(Connection.company_id)
+        .where(
+            Connection.provider == p("provider", events.c.provider),
+            Connection.tenant_id == p("tenant_id", events.c.tenant_id),
+        )
+        .scalar_subquery()
+    )
+    columns = {
+        "provider": p("provider", events.c.provider),
+        "event_id": p("event_id", events.c.event_id),
+        "event_type": p("event_type", events.c.event_type),
+        "tenant_id": p("tenant_id", events.c.tenant_id),
+        "company_id": company,
+        "delivery_id": delivery.c.id,
+        "payload": p("payload", events.c.payload),
+        "occurred_at": p("occurred_at", events.c.occurred_at),
+        "received_at": p("now", events.c.received_at),
+        "status": literal("pending", events.c.status.type),
+        "attempts": literal(0),
+        "next_attempt_at": p("now", events.c.next_attempt_at),
+    }
+    event = (
+        postgresql.insert(events)
+        .from_select(list(columns), select(*columns.values()).select_from(delivery))
+        .on_conflict_do_nothing(index_elements=["provider", "event_id"])
+        .returning(events.c.id)
+        .cte("event")
+    )
+    return select(delivery.c.id, select(func.count()).select_from(event).scalar_subquery())
+
+
+def _store_one(
+    session: Session,
+    provider: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    e: InboxEvent,
+    now: datetime,
+) -> Stored | None:
+    """A new delivery of one event in one round trip (PostgreSQL; None: a repeated body, which
+    takes the general way)."""
+    row = session.execute(
+        _one_statement(),
+        {
+            "provider": provider,
+            "now": now,
+            "body": body.decode("utf-8", "replace"),
+            "body_sha256": hashlib.sha256(body).hexdigest(),
+            "headers": {k.lower(): v for k, v in headers.items() if k.lower() in KEPT_HEADERS},
+            "event_id": e.event_id,
+            "event_type": e.event_type,
+            "tenant_id": e.tenant_id,
+            "payload": dict(e.payload),
+            "occurred_at": e.occurred_at,
+        },
+    ).first()
+    if row is None:
+        return None
+    if not row[1]:
+        log.info("%s event %s already stored; duplicate delivery skipped", provider, e.event_id)
+    return Stored(int(row[0]), int(row[1]), 1 - int(row[1]))
+
+
 def store(
     session: Session,
     clock: Clock,
@@ -100,6 +192,10 @@ def store(
     events: Sequence[InboxEvent],
 ) -> Stored:
     now = clock.now()
+    if len(events) == 1 and session.get_bind().dialect.name == "postgresql":
+        one = _store_one(session, provider, headers, body, events[0], now)
+        if one is not None:
+            return one
     delivery_id = _delivery(session, provider, headers, body, len(events), now)
     tenants = {e.tenant_id for e in events if e.tenant_id}
     companies = (

@@ -23,7 +23,7 @@ from arbridge.inputs import InputError, parse_id
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.services.payments.webhook_secrets import install_webhook_secrets
-from arbridge.sync.db import transaction
+from arbridge.sync.db import retry_on_disconnect, transaction
 from arbridge.sync.model import (
     CollectedPayment,
     Connection,
@@ -101,7 +101,12 @@ def ingest_stripe(
 
     The secret that signed it decides whose it is: a business's own endpoint secret makes it
     that business's event (whatever the body says); the install's secret leaves it to the
-    Connect account the event names. Nothing unverified is stored."""
+    Connect account the event names. Nothing unverified is stored. Storing is safe to repeat
+    (each event once), so a dead pooled connection costs one more try, not the delivery."""
+    return retry_on_disconnect(lambda: _ingest(rt, body, header, only_secret))
+
+
+def _ingest(rt: Runtime, body: bytes, header: str | None, only_secret: str | None) -> Stored:
     now = rt.clock.now()
     with transaction(rt.sessions) as s:
         candidates: Iterable[tuple[str, Connection | None]]
