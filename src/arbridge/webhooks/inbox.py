@@ -16,8 +16,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, func, literal, select, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock
@@ -96,59 +95,37 @@ def _delivery(
 @cache
 def _one_statement() -> Any:
     """PostgreSQL: a new delivery and its one event in a single statement (two data-modifying
-    CTEs), built once so SQLAlchemy compiles it once; its values are bound at execution. Yields
-    (delivery id, events stored) or no row when the delivery is a repeat (same body)."""
+    CTEs), yielding (delivery id, events stored), or no row when the delivery is a repeat (same
+    body). Written as SQL text with typed parameters: SQLAlchemy cannot cache a statement with
+    ON CONFLICT (it compiled the insert again on every delivery, issue 14); text is compiled
+    once."""
     deliveries, events = WebhookDelivery.__table__, WebhookEvent.__table__
-
-    def p(name: str, column: Any) -> Any:
-        return bindparam(name, type_=column.type)
-
-    delivery = (
-        postgresql.insert(deliveries)
-        .values(
-            provider=p("provider", deliveries.c.provider),
-            received_at=p("now", deliveries.c.received_at),
-            last_received_at=p("now", deliveries.c.last_received_at),
-            body=p("body", deliveries.c.body),
-            body_sha256=p("body_sha256", deliveries.c.body_sha256),
-            headers=p("headers", deliveries.c.headers),
-            events=1,
-            repeats=0,
-        )
-        .on_conflict_do_nothing(index_elements=["provider", "body_sha256"])
-        .returning(deliveries.c.id)
-        .cte("delivery")
+    return text(
+        "WITH delivery AS ("
+        " INSERT INTO webhook_deliveries"
+        " (provider, received_at, last_received_at, body, body_sha256, headers, events, repeats)"
+        " VALUES (CAST(:provider AS VARCHAR), :now, :now, :body, :body_sha256, :headers, 1, 0)"
+        " ON CONFLICT (provider, body_sha256) DO NOTHING RETURNING id"
+        "), event AS ("
+        " INSERT INTO webhook_events"
+        " (provider, event_id, event_type, tenant_id, company_id, delivery_id, payload,"
+        " occurred_at, received_at, status, attempts, next_attempt_at)"
+        # One type for each parameter wherever it appears: a string parameter is varchar.
+        " SELECT CAST(:provider AS VARCHAR), CAST(:event_id AS VARCHAR),"
+        " CAST(:event_type AS VARCHAR), CAST(:tenant_id AS VARCHAR),"
+        " (SELECT company_id FROM connections"
+        " WHERE provider = CAST(:provider AS VARCHAR)"
+        " AND tenant_id = CAST(:tenant_id AS VARCHAR)),"
+        " delivery.id, :payload, :occurred_at, :now, 'pending', 0, :now FROM delivery"
+        " ON CONFLICT (provider, event_id) DO NOTHING RETURNING id"
+        ")"
+        " SELECT delivery.id, (SELECT count(*) FROM event) FROM delivery"
+    ).bindparams(
+        bindparam("now", type_=events.c.received_at.type),
+        bindparam("headers", type_=deliveries.c.headers.type),
+        bindparam("payload", type_=events.c.payload.type),
+        bindparam("occurred_at", type_=events.c.occurred_at.type),
     )
-    company = (
-        select(Connection.company_id)
-        .where(
-            Connection.provider == p("provider", events.c.provider),
-            Connection.tenant_id == p("tenant_id", events.c.tenant_id),
-        )
-        .scalar_subquery()
-    )
-    columns = {
-        "provider": p("provider", events.c.provider),
-        "event_id": p("event_id", events.c.event_id),
-        "event_type": p("event_type", events.c.event_type),
-        "tenant_id": p("tenant_id", events.c.tenant_id),
-        "company_id": company,
-        "delivery_id": delivery.c.id,
-        "payload": p("payload", events.c.payload),
-        "occurred_at": p("occurred_at", events.c.occurred_at),
-        "received_at": p("now", events.c.received_at),
-        "status": literal("pending", events.c.status.type),
-        "attempts": literal(0),
-        "next_attempt_at": p("now", events.c.next_attempt_at),
-    }
-    event = (
-        postgresql.insert(events)
-        .from_select(list(columns), select(*columns.values()).select_from(delivery))
-        .on_conflict_do_nothing(index_elements=["provider", "event_id"])
-        .returning(events.c.id)
-        .cte("event")
-    )
-    return select(delivery.c.id, select(func.count()).select_from(event).scalar_subquery())
 
 
 def _store_one(
