@@ -80,7 +80,7 @@ def _insert(rt: Runtime, model, rows) -> list[int]:
     return ids
 
 
-def _companies(rt: Runtime, n: int) -> tuple[list[int], dict[int, list[int]]]:
+def _companies(rt: Runtime, n: int, first: int = 0) -> tuple[list[int], dict[int, list[int]]]:
     company_ids = _insert(
         rt,
         Company,
@@ -96,7 +96,7 @@ def _companies(rt: Runtime, n: int) -> tuple[list[int], dict[int, list[int]]]:
                 "settings": {},
                 "created_at": NOW,
             }
-            for i in range(n)
+            for i in range(first, first + n)
         ),
     )
     customer_ids = _insert(
