@@ -160,6 +160,22 @@ def _store_one(
     return Stored(int(row[0]), int(row[1]), 1 - int(row[1]))
 
 
+def store_alone(
+    session: Session,
+    clock: Clock,
+    provider: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    event: InboxEvent,
+) -> Stored | None:
+    """A new delivery of one event stored by one statement, atomic by itself, so `session` may
+    be in autocommit: one round trip in all (PostgreSQL). None: not done (SQLite, or a repeated
+    body): `store` it in a transaction."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    return _store_one(session, provider, headers, body, event, clock.now())
+
+
 def store(
     session: Session,
     clock: Clock,
