@@ -38,6 +38,7 @@ from arbridge.sync.model import (
     PaymentAllocation,
     PayToken,
     SignInToken,
+    SmsAccount,
     User,
 )
 from arbridge.sync.pay_links import LinkGone
@@ -533,6 +534,7 @@ ENCRYPTED_COLUMNS: tuple[tuple[type[Any], str], ...] = (
     (Connection, "credentials_encrypted"),
     (Connection, "webhook_secret_encrypted"),
     (OAuthGrant, "credentials_encrypted"),
+    (SmsAccount, "credentials_encrypted"),
 )
 
 

@@ -79,6 +79,8 @@ from arbridge.sync.model.reminders import (
     InvoiceHold,
     MailMessage,
     ReminderSend,
+    SmsAccount,
+    SmsReply,
 )
 
 __all__ = [
@@ -130,6 +132,8 @@ __all__ = [
     "PlanInvoice",
     "ReminderSend",
     "SignInToken",
+    "SmsAccount",
+    "SmsReply",
     "StripeCheck",
     "SyncCursor",
     "SyncError",

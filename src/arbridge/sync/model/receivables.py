@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     String,
+    Text,
     UniqueConstraint,
     and_,
     case,
@@ -46,6 +47,9 @@ class Customer(SyncedRow, Base):
     # declined a higher limit; only on-time payments after it count toward the next proposal.
     credit_limit_minor: Mapped[int | None] = mapped_column(BigInteger)
     limit_reviewed_on: Mapped[date | None] = mapped_column(Date)
+    # ISO 3166 alpha-2 of the customer's address, where the ledger gives one: the country a
+    # phone number written without its +code is read in (else the company's country).
+    country: Mapped[str | None] = mapped_column(String(2))
 
     contacts: Mapped[list[Contact]] = relationship(back_populates="customer")
 
@@ -66,6 +70,16 @@ class Contact(SyncedRow, Base):
     is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
     opted_out_at: Mapped[datetime | None]
     bounced_at: Mapped[datetime | None]
+    # Text messages (migration 0022): the phone in E.164 (None: none, or unusable, and why),
+    # the consent to text it (from the ledger, or the owner's with a note), a STOP reply, and
+    # the carrier's word that the number cannot take texts (the sequence falls back to email).
+    phone_e164: Mapped[str | None] = mapped_column(String(16))
+    phone_problem: Mapped[str | None] = mapped_column(String(200))
+    sms_consent_at: Mapped[datetime | None]
+    sms_consent_source: Mapped[str | None] = mapped_column(String(20))
+    sms_consent_note: Mapped[str | None] = mapped_column(Text)
+    sms_opted_out_at: Mapped[datetime | None]
+    sms_undeliverable_at: Mapped[datetime | None]
 
     customer: Mapped[Customer] = relationship(back_populates="contacts")
 
