@@ -124,16 +124,26 @@ class SmtpSettings:
 
 @dataclass(frozen=True)
 class TwilioSettings:
-    """ARBRIDGE_TWILIO_*: the install's Twilio account for SMS (configured once the account SID,
-    the auth token and a sender, a Messaging Service SID or a From number, are all set). Without
-    it a business may enter its own account on the settings page; `api_base` points the SDK at
-    another server (a fake in tests)."""
+    """ARBRIDGE_TWILIO_*: the install's Twilio account for SMS (`configured` once the account
+    SID, the auth token and a sender, a Messaging Service SID or a From number, are all set).
+    Without it a business may enter its own account on the settings page; `api_base` points the
+    SDK at another server (a fake in tests)."""
 
-    account_sid: str
-    auth_token: str = field(repr=False)
+    account_sid: str | None = None
+    auth_token: str | None = field(default=None, repr=False)
     messaging_service_sid: str | None = None
     from_number: str | None = None
     api_base: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        """An account to send from (the section exists with ARBRIDGE_TWILIO_API_BASE alone:
+        the server a business's own account is reached at, in tests)."""
+        return bool(
+            self.account_sid
+            and self.auth_token
+            and (self.messaging_service_sid or self.from_number)
+        )
 
 
 # The flat names the settings were known by (ARBRIDGE_ + the upper-cased name, and keyword
@@ -180,11 +190,7 @@ def _section(section: str, values: Mapping[str, Any]) -> Any:
         ):
             return None
     elif section == "twilio":
-        if not (
-            values.get("account_sid")
-            and values.get("auth_token")
-            and (values.get("messaging_service_sid") or values.get("from_number"))
-        ):
+        if not any(values.values()):
             return None
     elif not values.get("url"):
         return None

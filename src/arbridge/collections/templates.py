@@ -309,6 +309,21 @@ def render(
     return Rendered(subject[:250], text, html)
 
 
+def render_text(source: str, fields: Mapping[str, Any], time_limit: float | None = None) -> str:
+    """One plain-text template (a text message's wording), bounded like an email's."""
+    deadline = _Deadline(TIME_LIMIT if time_limit is None else time_limit)
+    try:
+        return deadline.run(_ENV.from_string(source).generate(fields))
+    except TemplateProblem:
+        raise
+    except TemplateError as e:
+        raise TemplateProblem(f"the template does not render: {e.message or e}") from e
+    except RecursionError as e:
+        raise Overrun("the template calls itself without end") from e
+    except (MemoryError, OverflowError) as e:
+        raise _too_big("something") from e
+
+
 SAMPLE_FIELDS: dict[str, Any] = {
     "customer_name": "Sample Customer",
     "contact_name": "Sam",

@@ -27,7 +27,9 @@ def outbox_handlers(rt: Runtime) -> dict[str, Handler]:
             ledger.outbox_kinds(rt, refit_to_ledger),
             payments.outbox_kinds(rt),
             fees.outbox_kinds(rt),
-            messaging.outbox_kinds(rt, {**reminders.preparers(), **payments.preparers()}),
+            messaging.outbox_kinds(
+                rt, {**reminders.preparers(), **payments.preparers()}, reminders.fallbacks()
+            ),
         ]
     )
 

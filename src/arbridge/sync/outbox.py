@@ -105,6 +105,7 @@ def _claim(
 
 WHAT = {
     "email": "An email",
+    "sms": "A text message",
     "ledger_payment": "A payment's write-back to your ledger",
     "ledger_discount": "A discount's write-back to your ledger",
     "ledger_reversal": "Reversing a payment in your ledger",

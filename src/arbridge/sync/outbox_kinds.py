@@ -36,6 +36,7 @@ class OutboxKind(StrEnum):
     PLAN_CHARGE = "plan_charge"
     # Messages (services.messaging): reminders, statements, receipts, owner notices.
     EMAIL = "email"
+    SMS = "sms"
 
 
 LEDGER_WRITES = (OutboxKind.LEDGER_PAYMENT, OutboxKind.LEDGER_DISCOUNT, OutboxKind.LEDGER_REVERSAL)

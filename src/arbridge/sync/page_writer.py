@@ -10,16 +10,18 @@ from functools import lru_cache
 from itertools import repeat
 from typing import Any
 
-from sqlalchemy import JSON, bindparam, cast, delete, func, select
+from sqlalchemy import JSON, bindparam, cast, delete, func, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock
+from arbridge.collections.sms import parse_phone
 from arbridge.connectors.base import Entity
 from arbridge.sync.db import among, dialect_insert
 from arbridge.sync.ledger_lag import NOW, WrittenBack, catch_up, held_now, read_lag
 from arbridge.sync.model import (
+    Company,
     Connection,
     Contact,
     CreditNote,
@@ -216,24 +218,52 @@ class PageWriter:
                     "currency": r.currency,
                     "active": r.active,
                     "deleted": False,
+                    "country": r.country,
                 }
                 for r in recs
             ],
         )
-        contacts = [
-            {
-                **self.base(r),
-                "source_id": c.source_id,
-                "customer_id": ids[r.source_id],
-                "name": c.name,
-                "email": c.email,
-                "phone": c.phone,
-                "is_primary": c.is_primary,
-            }
+        home = self._home_country()
+        contacts = []
+        for r in recs:
+            for c in r.contacts:
+                # Stored in E.164, read in the customer's country (else the business's).
+                phone = parse_phone(c.phone, r.country or home) if c.phone else None
+                contacts.append(
+                    {
+                        **self.base(r),
+                        "source_id": c.source_id,
+                        "customer_id": ids[r.source_id],
+                        "name": c.name,
+                        "email": c.email,
+                        "phone": c.phone,
+                        "phone_e164": phone.e164 if phone else None,
+                        "phone_problem": phone.problem if phone else None,
+                        "is_primary": c.is_primary,
+                    }
+                )
+        contact_ids = _upsert(self.s, Contact, contacts)
+        consented = [
+            contact_ids[c.source_id]
             for r in recs
             for c in r.contacts
+            if c.sms_consent and c.source_id in contact_ids
         ]
-        _upsert(self.s, Contact, contacts)
+        if consented:
+            # Consent the ledger records is imported once; the owner's own (with its note) and
+            # a STOP reply are never overwritten by a sync.
+            self.s.execute(
+                update(Contact)
+                .where(among(self.s, Contact.id, consented), Contact.sms_consent_at.is_(None))
+                .values(sms_consent_at=self.now, sms_consent_source="ledger")
+            )
+
+    def _home_country(self) -> str | None:
+        if not hasattr(self, "_country"):
+            self._country = self.s.scalar(
+                select(Company.country).where(Company.id == self.company_id)
+            )
+        return self._country
 
     def _customer_ids(self, recs: Iterable[Any]) -> dict[str, int]:
         return _ids(

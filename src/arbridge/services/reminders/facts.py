@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import case, exists, func, select
@@ -24,9 +24,12 @@ from arbridge.collections.reminders import (
     DayDecisions,
     InvoiceFacts,
     decide_day,
+    zone,
 )
+from arbridge.collections.sms import parse_phone, sms_window
 from arbridge.runtime import Runtime
-from arbridge.services.messaging.outgoing import EMAIL_CHANNEL
+from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, SMS_CHANNEL
+from arbridge.services.messaging.sms import sms_unavailable
 from arbridge.sync.db import among
 from arbridge.sync.model import (
     LIVE_PLAN_STATUSES,
@@ -48,6 +51,7 @@ from arbridge.sync.store import (
 )
 
 log = logging.getLogger(__name__)
+MESSAGE_CHANNELS = (EMAIL_CHANNEL, SMS_CHANNEL)
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,12 @@ def load_facts(
     week_ago = now - timedelta(days=7)
     rows = session.execute(
         select(
-            Customer.id, Customer.name, Customer.do_not_chase, Customer.deleted, Customer.timezone
+            Customer.id,
+            Customer.name,
+            Customer.do_not_chase,
+            Customer.deleted,
+            Customer.timezone,
+            Customer.country,
         ).where(among(session, Customer.id, customer_ids))
     ).all()
     prefs = {
@@ -190,22 +199,40 @@ def load_facts(
             Contact.is_primary,
             Contact.opted_out_at,
             Contact.bounced_at,
+            Contact.phone,
+            Contact.phone_e164,
+            Contact.phone_problem,
+            Contact.sms_consent_at,
+            Contact.sms_opted_out_at,
+            Contact.sms_undeliverable_at,
         ).where(among(session, Contact.customer_id, customer_ids))
     ):
         contacts.setdefault(c.customer_id, []).append(c)
     contact_ids = [c.id for cs in contacts.values() for c in cs]
-    recent = dict(
-        session.execute(
-            select(ReminderSend.contact_id, func.count(func.distinct(ReminderSend.outbox_key)))
-            .where(
-                among(session, ReminderSend.contact_id, contact_ids),
-                ReminderSend.channel == EMAIL_CHANNEL,
-                ReminderSend.created_at >= week_ago,
-                ReminderSend.status.in_(("queued", "sent")),
-            )
-            .group_by(ReminderSend.contact_id)
-        ).all()
-    )
+    # The weekly cap counts emails and texts together; a text a day at most.
+    recent: dict[int, int] = {}
+    texted: dict[int, int] = {}
+    day_start = local_day_start(now, company.timezone)
+    for contact_id, channel, after_day_start, n in session.execute(
+        select(
+            ReminderSend.contact_id,
+            ReminderSend.channel,
+            ReminderSend.created_at >= day_start,
+            func.count(func.distinct(ReminderSend.outbox_key)),
+        )
+        .where(
+            among(session, ReminderSend.contact_id, contact_ids),
+            ReminderSend.channel.in_(MESSAGE_CHANNELS),
+            ReminderSend.created_at >= week_ago,
+            ReminderSend.status.in_(("queued", "sent")),
+        )
+        .group_by(
+            ReminderSend.contact_id, ReminderSend.channel, ReminderSend.created_at >= day_start
+        )
+    ):
+        recent[contact_id] = recent.get(contact_id, 0) + int(n)
+        if channel == SMS_CHANNEL and after_day_start:
+            texted[contact_id] = texted.get(contact_id, 0) + int(n)
     credit: dict[int, dict[str, int]] = {}
     for cust_id, cur, minor in session.execute(
         select(CreditNote.customer_id, CreditNote.currency, func.sum(CreditNote.remaining_minor))
@@ -235,6 +262,11 @@ def load_facts(
                         opted_out=c.opted_out_at is not None,
                         bounced=c.bounced_at is not None,
                         sent_last_7_days=int(recent.get(c.id, 0)),
+                        **_phone_facts(c, cust.country or company.country),
+                        sms_consent=c.sms_consent_at is not None,
+                        sms_opted_out=c.sms_opted_out_at is not None,
+                        sms_undeliverable=c.sms_undeliverable_at is not None,
+                        texted_today=texted.get(c.id, 0),
                     )
                     for c in contacts.get(cust.id, [])
                 ),
@@ -268,6 +300,21 @@ def load_facts(
             )
         )
     return customers, facts
+
+
+def _phone_facts(c: Any, country: str | None) -> dict[str, str | None]:
+    """The number stored in E.164 at sync; one synced before numbers were parsed is read now."""
+    if c.phone_e164 or c.phone_problem:
+        return {"phone": c.phone_e164, "phone_problem": c.phone_problem}
+    phone = parse_phone(c.phone, country)
+    return {"phone": phone.e164, "phone_problem": phone.problem}
+
+
+def local_day_start(now: datetime, timezone: str) -> datetime:
+    """The start of the business's day that `now` falls in, as an aware instant."""
+    tz = zone(timezone, "UTC")
+    local = now.astimezone(tz)
+    return datetime.combine(local.date(), time(0), tzinfo=tz)
 
 
 def settle_promises(session: Session, rt: Runtime, company: Company, as_of: date) -> int:
@@ -321,10 +368,13 @@ def load_day(
         load_facts(session, company, invoices, rt.clock.now()) if invoices else ([], [])
     )
     conn = ledger_connection(session, company.id)
+    sms = sms_unavailable(rt, session, company.id)
+    if sms is None and sms_window(policy) is None:
+        sms = "the sending window leaves no hour between 08:00 and 21:00 for texts"
     return Loaded(
         company,
         policy,
         as_of,
-        decide_day(customers, facts, policy, as_of),
+        decide_day(customers, facts, policy, as_of, sms=sms),
         conn.last_sync_at if conn else None,
     )

@@ -47,10 +47,12 @@ class StillDue:
     sends: list[ReminderSend]  # the claimed (invoice, step) rows the message carries
 
 
-def recheck_reminder(session: Session, rt: Runtime, message: OutboxMessage) -> StillDue | str:
+def recheck_reminder(
+    session: Session, rt: Runtime, message: OutboxMessage, channel: str = "email"
+) -> StillDue | str:
     """Which of the reminder's invoices are still due now (paid, disputed, paused, referred
-    ones and those of a contact who unsubscribed or bounced are cancelled); a string says why
-    nothing is sent."""
+    ones and those of a contact who unsubscribed or bounced are cancelled; for a text, one who
+    replied STOP or whose number the carrier refused); a string says why nothing is sent."""
     p = message.payload
     company = session.get(Company, message.company_id)
     customer = session.get(Customer, p["customer_id"])
@@ -84,8 +86,8 @@ def recheck_reminder(session: Session, rt: Runtime, message: OutboxMessage) -> S
                 at = pref.referred_to_agency_at if pref else None
                 if at is not None and row.created_at >= at:
                     why = None
-        if why is None and contact is not None and (contact.opted_out_at or contact.bounced_at):
-            why = "contact unsubscribed" if contact.opted_out_at else "contact bounced"
+        if why is None and contact is not None:
+            why = _contact_stopped(contact, channel)
         if why:
             if row is not None:
                 row.status, row.note = "cancelled", f"not sent: {why}"
@@ -104,6 +106,20 @@ def recheck_reminder(session: Session, rt: Runtime, message: OutboxMessage) -> S
         return "cancelled: nothing due any more"
     sends = [rows[i.id] for i, _t in keep if i.id in rows]
     return StillDue(company, customer, contact, today, keep, sends)
+
+
+def _contact_stopped(contact: Contact, channel: str) -> str | None:
+    if channel == "sms":
+        if contact.sms_opted_out_at:
+            return "contact replied STOP to texts"
+        if contact.sms_undeliverable_at:
+            return "texts cannot reach the number"
+        if not contact.sms_consent_at:
+            return "no consent to text the contact"
+        return None
+    if contact.opted_out_at or contact.bounced_at:
+        return "contact unsubscribed" if contact.opted_out_at else "contact bounced"
+    return None
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,12 @@ from arbridge.collections.templates import (
     CALL_GUIDE,
 )
 from arbridge.runtime import Runtime
-from arbridge.services.messaging.outgoing import EMAIL_CHANNEL
+from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, SMS_CHANNEL
 from arbridge.services.reminders.facts import load_day, settle_promises
 from arbridge.services.reminders.freshness import ensure_fresh
 from arbridge.services.reminders.rendering import total_due
 from arbridge.services.reminders.statements import queue_statements
+from arbridge.services.reminders.texts import queue_text
 from arbridge.sync import pay_links
 from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.model import (
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunResult:
     emails: int = 0
+    texts: int = 0
     calls: int = 0
     held: int = 0
     statements: int = 0
@@ -168,11 +170,14 @@ def run_reminders(rt: Runtime, company: Company) -> RunResult:
             if m.channel == EMAIL_CHANNEL:
                 _queue_email(session, rt, company, m, claimed, as_of, loaded.policy)
                 result.emails += 1
+            elif m.channel == SMS_CHANNEL:
+                queue_text(session, rt, company, m, claimed, as_of, loaded.policy)
+                result.texts += 1
             elif m.channel == "call":
                 _call_task(session, rt, company, m, claimed, as_of, emails_sent)
                 result.calls += 1
             for row, _inv in claimed:
-                if m.channel != EMAIL_CHANNEL:
+                if m.channel not in (EMAIL_CHANNEL, SMS_CHANNEL):
                     row.status, row.sent_at = "sent", rt.clock.now()
             if "notify_owner" in m.escalations or "agency" in m.escalations:
                 digest.append(_escalate(session, rt, company, m, claimed))

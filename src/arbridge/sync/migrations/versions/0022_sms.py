@@ -54,9 +54,7 @@ def upgrade() -> None:
         sa.Column("credentials_encrypted", sa.Text(), nullable=False),
         sa.Column("messaging_service_sid", sa.String(64), nullable=True),
         sa.Column("from_number", sa.String(16), nullable=True),
-        sa.Column(
-            "created_at", arbridge.sync.model.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("created_at", arbridge.sync.model.UTCDateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("company_id"),
     )
     op.create_index("ix_sms_accounts_account_sid", "sms_accounts", ["account_sid"])
@@ -84,9 +82,7 @@ def upgrade() -> None:
         sa.Column("message_sid", sa.String(64), nullable=False),
         sa.Column("from_number", sa.String(16), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
-        sa.Column(
-            "received_at", arbridge.sync.model.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("received_at", arbridge.sync.model.UTCDateTime(timezone=True), nullable=False),
         _when("handled_at"),
         sa.UniqueConstraint("company_id", "message_sid"),
     )
