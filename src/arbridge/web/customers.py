@@ -13,6 +13,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from arbridge.collections.reminder_policy import SequenceError, reminder_policy
 from arbridge.readmodels import customers as reads
 from arbridge.readmodels.plans import company_plans
+from arbridge.services.messaging.sms_setup import update_phone
 from arbridge.sync.model import Company, Contact, Customer
 from arbridge.sync.store import company_today, log_activity
 from arbridge.web.common import company_required, db, get_or_404, id_arg, page_arg, runtime
@@ -134,6 +135,7 @@ def save_contact(company: Company, customer_id: int) -> Any:
         flash("A phone number has digits, spaces and + - ( ) . only, at most 40.", "error")
         return _back(company, cust, "#contacts")
     contact.email, contact.phone = email or None, phone or None
+    update_phone(s, contact)  # stored in E.164 again, for texts
     log_activity(
         s,
         rt.clock,

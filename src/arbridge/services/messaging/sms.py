@@ -121,6 +121,11 @@ class SmsChannel:
             raise SmsConfigError(SMS_NOT_CONFIGURED)
         client = TwilioSms(account)
         prior = _prior_attempt(rt, sms["outbox_id"])
+        if prior is not None and prior.get("sid"):
+            # Twilio's status callback named the text an interrupted attempt sent.
+            return Transmitted(
+                "twilio", prior["sid"], status=prior.get("status"), text=prior["body"]
+            )
         if prior is not None:
             # An earlier attempt may have reached Twilio: find it before sending again.
             found = client.find(sms["to"], prior["body"], datetime.fromisoformat(prior["at"]))
