@@ -7,6 +7,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 
 from arbridge.collections.policy import DEFAULTS
+from arbridge.collections.reminder_policy import DEFAULT_STEPS, Step
 from arbridge.connectors.demo import generate_demo_ledger
 from arbridge.errors import NotFound
 from arbridge.runtime import Runtime
@@ -36,6 +37,16 @@ DEMO_PLANS = {
 }
 
 
+# The demo's sequence: the default one with a text a week after the due date, so a newcomer sees
+# every channel (its texts go to the simulated carrier and appear in the mailbox).
+DEMO_STEPS = (
+    *DEFAULT_STEPS[:3],
+    Step("after-7", 7, "sms", "overdue_friendly"),
+    *DEFAULT_STEPS[3:],
+)
+DEMO_REMINDERS = {"sequences": {"default": [step.to_dict() for step in DEMO_STEPS]}}
+
+
 SyncFunc = Callable[[Connection, bool], SyncResult]
 
 
@@ -58,7 +69,11 @@ def prepare(
                 owner_email="owner@acme-supply.example",
             )
             # The demo shows installment plans on its payment pages from the start.
-            company.settings = {**(company.settings or {}), "plans": DEMO_PLANS}
+            company.settings = {
+                **(company.settings or {}),
+                "plans": DEMO_PLANS,
+                "reminders": DEMO_REMINDERS,
+            }
         conn = ledger_connection(session, company.id)
         if conn is None:
             conn = add_connection(
