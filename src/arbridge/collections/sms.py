@@ -28,10 +28,7 @@ SMS_EARLIEST = 8
 SMS_LATEST = 21
 
 # The wording an SMS step sends unless the owner writes their own (reminders settings).
-DEFAULT_SMS_TEMPLATE = (
-    "{{ business_name }}: a reminder that {{ total_due }} is due on your account. "
-    "Pay here: {{ statement_link }}"
-)
+DEFAULT_SMS_TEMPLATE = "{{ business_name }}: {{ total_due }} is due. Pay here: {{ statement_link }}"
 OPT_OUT_LINE = " Reply STOP to opt out."
 MAX_TEMPLATE = MAX_SMS_TEMPLATE
 
