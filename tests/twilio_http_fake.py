@@ -173,4 +173,3 @@ class FakeTwilio:
             "To": to,
             "ToCountry": "US",
         }
-

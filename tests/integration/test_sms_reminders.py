@@ -301,7 +301,7 @@ def test_an_undelivered_callback_marks_the_number_and_falls_back_to_email(trt, t
     assert (text.delivery_status, text.error_code) == ("undelivered", "30006")
     assert contact(trt).sms_undeliverable_at is not None
     assert callback(twilio, trt, "undelivered", "30006") == "undeliverable"
-    (email_row,) = outbox(trt, "email")  # once, however often Twilio says it
+    assert len(outbox(trt, "email")) == 1  # once, however often Twilio says it
     drain(trt)
     assert [(r.channel, r.status) for r in sends(trt)] == [("email", "sent")]
 

@@ -36,7 +36,12 @@ def client(fake: FakeTwilio, **kw) -> TwilioSms:
 def test_a_text_goes_from_the_number_with_its_status_callback(twilio):
     sent = client(twilio, from_number=FROM).send(TO, "Pay here", "https://a.example/cb?key=k1")
     assert twilio.creates == [
-        {"To": TO, "Body": "Pay here", "From": FROM, "StatusCallback": "https://a.example/cb?key=k1"}
+        {
+            "To": TO,
+            "Body": "Pay here",
+            "From": FROM,
+            "StatusCallback": "https://a.example/cb?key=k1",
+        }
     ]
     assert sent.sid.startswith("SM") and sent.status == "queued" and sent.segments == 1
 

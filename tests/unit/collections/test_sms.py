@@ -209,8 +209,11 @@ def test_a_text_goes_to_a_consenting_contact_with_a_usable_number():
     ("changes", "sms", "why"),
     [
         ({}, SMS_NOT_CONFIGURED, "SMS is not configured"),
-        ({"phone": None, "phone_problem": "the phone number '555' is not a valid number"}, None,
-         "is not a valid number"),
+        (
+            {"phone": None, "phone_problem": "the phone number '555' is not a valid number"},
+            None,
+            "is not a valid number",
+        ),
         ({"phone": None}, None, "no phone number to text"),
         ({"sms_consent": False}, None, "no recorded consent"),
         ({"sms_opted_out": True}, None, "replied STOP"),

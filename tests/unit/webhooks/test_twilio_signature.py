@@ -58,14 +58,23 @@ def test_anything_else_is_refused(url, form, signature, token):
 def test_a_reply_and_a_status_callback_are_told_apart():
     reply = parse_twilio(
         "https://a.example/webhooks/twilio",
-        [("AccountSid", "AC1"), ("MessageSid", "SM1"), ("From", "+1312"), ("Body", "STOP"),
-         ("SmsStatus", "received")],
+        [
+            ("AccountSid", "AC1"),
+            ("MessageSid", "SM1"),
+            ("From", "+1312"),
+            ("Body", "STOP"),
+            ("SmsStatus", "received"),
+        ],
     )
     assert (reply.kind, reply.body, reply.key) == ("reply", "STOP", None)
     status = parse_twilio(
         "https://a.example/webhooks/twilio?key=sms%3Ac1%3A2026-11-24%3Ar9",
-        [("AccountSid", "AC1"), ("MessageSid", "SM2"), ("MessageStatus", "undelivered"),
-         ("ErrorCode", "30006")],
+        [
+            ("AccountSid", "AC1"),
+            ("MessageSid", "SM2"),
+            ("MessageStatus", "undelivered"),
+            ("ErrorCode", "30006"),
+        ],
     )
     assert (status.kind, status.status, status.error_code, status.key) == (
         "status",

@@ -213,12 +213,13 @@ def load_facts(
     recent: dict[int, int] = {}
     texted: dict[int, int] = {}
     day_start = local_day_start(now, company.timezone)
-    for contact_id, channel, after_day_start, n in session.execute(
+    today = case((ReminderSend.created_at >= day_start, ReminderSend.outbox_key), else_=None)
+    for contact_id, channel, n, n_today in session.execute(
         select(
             ReminderSend.contact_id,
             ReminderSend.channel,
-            ReminderSend.created_at >= day_start,
             func.count(func.distinct(ReminderSend.outbox_key)),
+            func.count(func.distinct(today)),
         )
         .where(
             among(session, ReminderSend.contact_id, contact_ids),
@@ -226,13 +227,11 @@ def load_facts(
             ReminderSend.created_at >= week_ago,
             ReminderSend.status.in_(("queued", "sent")),
         )
-        .group_by(
-            ReminderSend.contact_id, ReminderSend.channel, ReminderSend.created_at >= day_start
-        )
+        .group_by(ReminderSend.contact_id, ReminderSend.channel)
     ):
         recent[contact_id] = recent.get(contact_id, 0) + int(n)
-        if channel == SMS_CHANNEL and after_day_start:
-            texted[contact_id] = texted.get(contact_id, 0) + int(n)
+        if channel == SMS_CHANNEL:
+            texted[contact_id] = int(n_today)
     credit: dict[int, dict[str, int]] = {}
     for cust_id, cur, minor in session.execute(
         select(CreditNote.customer_id, CreditNote.currency, func.sum(CreditNote.remaining_minor))
