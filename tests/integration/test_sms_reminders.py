@@ -247,6 +247,8 @@ def test_when_twilio_cannot_be_asked_the_text_is_maybe_sent_never_repeated(trt, 
     assert outbox(trt)[0].status == "maybe_sent"
     (text,) = texts(trt)
     assert text.transport == "sms-maybe"
+    (told,) = [m for m in outbox(trt, "email") if m.key.startswith("owner:maybe-sent:")]
+    assert "Twilio" in told.payload["text"] and "will not send it again" in told.payload["text"]
 
 
 def test_a_text_twilio_never_took_is_sent_again_after_the_lookup(trt, twilio):

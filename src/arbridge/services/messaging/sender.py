@@ -251,7 +251,14 @@ def _record(
                 company.id,
                 key=f"owner:maybe-sent:{message.key}",
                 subject=f"Check: a {prepared.kind} to {prepared.to} may not have gone out",
-                text=f'arbridge handed the email "{prepared.rendered.subject}" to your mail '
+                text=(
+                    f"arbridge may have handed the text to {prepared.to} to Twilio, but could not "
+                    f"confirm it ({unconfirmed}).\n\nSo that the customer never gets it twice, "
+                    "arbridge will not send it again. Check the Messaging logs in your Twilio "
+                    "console; you can see the text in the mailbox."
+                )
+                if channel == SMS_CHANNEL
+                else f'arbridge handed the email "{prepared.rendered.subject}" to your mail '
                 f"server, but the server never confirmed it ({unconfirmed}).\n\nIt most likely "
                 "arrived, so arbridge will not send it again. If the customer says they did not "
                 "get it, check your mail server's log, or send a test email from the reminders "
