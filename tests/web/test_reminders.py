@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from arbridge.demo import DEMO_REMINDERS
 from arbridge.services.reminders.run import run_reminders
 from arbridge.services.reminders.unsubscribe import unsubscribe_token
 from arbridge.sync.db import transaction
@@ -288,7 +289,9 @@ def test_counts_and_call_tasks_count_emails_that_went_out_not_claims(
     drain(rt)
     with rt.sessions() as s:
         mails = s.scalar(
-            select(func.count()).select_from(MailMessage).where(MailMessage.kind == "reminder")
+            select(func.count())
+            .select_from(MailMessage)
+            .where(MailMessage.kind == "reminder", MailMessage.channel == "email")
         )
     assert mails == result.emails
     assert shown().startswith(f"{result.emails} reminder email(s)")
@@ -419,7 +422,8 @@ def test_a_named_sequence_for_one_customer(owner_client, rt, overdue):
     assert response.headers["Location"].endswith("/c/demo/reminders?sequence=gentle#sequence")
     stored = fresh_company(rt, "demo").settings["reminders"]["sequences"]
     assert [s["offset_days"] for s in stored["gentle"]] == [14]
-    assert "default" not in stored  # the default sequence is untouched
+    # The default sequence is untouched (the demo's own: the default with a text step).
+    assert stored["default"] == DEMO_REMINDERS["sequences"]["default"]
     page = parse(owner_client.get("/c/demo/reminders?sequence=gentle").data)
     action = f"/c/demo/customers/{overdue.customer_id}/sequence"
     form = page.find("form", action=action)
