@@ -20,6 +20,7 @@ from typing import Any
 from arbridge.errors import MappingError
 from arbridge.money import Money
 from arbridge.sync.mappers.common import (
+    country_code,
     field,
     parse_currency,
     parse_date,
@@ -84,6 +85,7 @@ def map_customer(raw: Mapping[str, Any]) -> CustomerData:
         currency=_currency(raw) if currency_ref else None,
         active=raw.get("Active", True) is not False,
         contacts=contacts,
+        country=country_code((raw.get("BillAddr") or raw.get("ShipAddr") or {}).get("Country")),
         **_meta(raw),
     )
 
