@@ -219,6 +219,25 @@ def test_an_answer_lost_after_twilio_accepted_is_looked_up_not_sent_again(trt, t
     assert outbox(trt)[0].status == "sent" and [s.status for s in sends(trt)] == ["sent"]
 
 
+def test_a_worker_killed_between_twilio_s_accept_and_the_record_never_sends_twice(trt, twilio):
+    world_with_phone(trt)
+    run_reminders(trt, world_company(trt))
+    twilio.next_outcomes = ["lost"]
+    drain(trt)
+    # What a worker killed after Twilio took the text leaves behind: the row still "sending"
+    # (its lease running), the text it was sending written on it, nothing recorded.
+    with transaction(trt.sessions) as s:
+        row = s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "sms")).one()
+        row.status, row.next_attempt_at = "sending", trt.clock.now()
+    drain(trt)
+    assert len(twilio.creates) == 1 and texts(trt) == []  # its lease has not run out
+    trt.clock.advance(timedelta(minutes=16))
+    drain(trt)
+    assert (len(twilio.creates), twilio.lists) == (1, 1)
+    (text,) = texts(trt)
+    assert text.message_id == twilio.messages[0]["sid"] and outbox(trt)[0].status == "sent"
+
+
 def test_a_worker_that_crashed_mid_send_finds_the_text_by_its_status_callback(trt, twilio):
     world_with_phone(trt)
     run_reminders(trt, world_company(trt))
