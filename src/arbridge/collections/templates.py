@@ -16,6 +16,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -287,7 +288,7 @@ def render(
     # TIME_LIMIT is read at each call, not bound as a default: tests of a runaway template
     # shorten it rather than burn the full limit.
     deadline = _Deadline(TIME_LIMIT if time_limit is None else time_limit)
-    try:
+    with _as_problem():
         subject = " ".join(
             deadline.run(_ENV.from_string(template.subject).generate(fields)).split()
         )
@@ -296,14 +297,6 @@ def render(
             html = deadline.run(_HTML_ENV.from_string(template.html).generate(fields))
         else:
             html = deadline.run(_HTML_ENV.from_string(_TEXT_AS_HTML).generate(text=text))
-    except TemplateProblem:
-        raise
-    except TemplateError as e:
-        raise TemplateProblem(f"the template does not render: {e.message or e}") from e
-    except RecursionError as e:
-        raise Overrun("the template calls itself without end") from e
-    except (MemoryError, OverflowError) as e:
-        raise _too_big("something") from e
     text += "\nTo stop these reminders: {}\n".format(fields.get("unsubscribe_link", ""))
     html += _HTML_ENV.from_string(_FOOTER).render(fields)
     return Rendered(subject[:250], text, html)
@@ -312,8 +305,15 @@ def render(
 def render_text(source: str, fields: Mapping[str, Any], time_limit: float | None = None) -> str:
     """One plain-text template (a text message's wording), bounded like an email's."""
     deadline = _Deadline(TIME_LIMIT if time_limit is None else time_limit)
-    try:
+    with _as_problem():
         return deadline.run(_ENV.from_string(source).generate(fields))
+
+
+@contextmanager
+def _as_problem() -> Iterator[None]:
+    """Whatever stops a template, as one sentence for the owner (TemplateProblem)."""
+    try:
+        yield
     except TemplateProblem:
         raise
     except TemplateError as e:

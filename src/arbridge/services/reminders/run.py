@@ -31,8 +31,7 @@ from arbridge.services.reminders.facts import load_day, settle_promises
 from arbridge.services.reminders.freshness import ensure_fresh
 from arbridge.services.reminders.rendering import total_due
 from arbridge.services.reminders.statements import queue_statements
-from arbridge.services.reminders.texts import queue_text
-from arbridge.sync import pay_links
+from arbridge.services.reminders.texts import queue_text, reminder_payload
 from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.model import (
     CallTask,
@@ -201,24 +200,7 @@ def _queue_email(
     assert customer is not None
     # Links by reference (their rows' ids): the tokens are minted when the email goes out, so no
     # token sits in the outbox in plaintext.
-    payload = {
-        "statement_link_id": pay_links.new_link(session, rt.clock, customer=customer).id,
-        "mail": "reminder",
-        "customer_id": m.customer.customer_id,
-        "contact_id": m.contact.contact_id if m.contact else None,
-        "template": m.step.template,
-        "step_key": m.step.key,
-        "invoices": [
-            {
-                "id": inv.id,
-                "step_key": row.step_key,
-                "pay_link_id": pay_links.new_link(
-                    session, rt.clock, invoice=inv, customer=customer
-                ).id,
-            }
-            for row, inv in claimed
-        ],
-    }
+    payload = reminder_payload(session, rt, customer, m, claimed, "reminder")
     enqueue(
         session,
         rt.clock,

@@ -18,6 +18,12 @@ branch_labels = None
 depends_on = None
 
 
+def _ref(name: str, table: str, ondelete: str, nullable: bool = True) -> sa.Column:
+    return sa.Column(
+        name, sa.Integer(), sa.ForeignKey(f"{table}.id", ondelete=ondelete), nullable=nullable
+    )
+
+
 def _when(name: str) -> sa.Column:
     return sa.Column(name, arbridge.sync.model.UTCDateTime(timezone=True), nullable=True)
 
@@ -44,12 +50,7 @@ def upgrade() -> None:
     op.create_table(
         "sms_accounts",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column(
-            "company_id",
-            sa.Integer(),
-            sa.ForeignKey("companies.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        _ref("company_id", "companies", "CASCADE", nullable=False),
         sa.Column("account_sid", sa.String(64), nullable=False),
         sa.Column("credentials_encrypted", sa.Text(), nullable=False),
         sa.Column("messaging_service_sid", sa.String(64), nullable=True),
@@ -61,24 +62,9 @@ def upgrade() -> None:
     op.create_table(
         "sms_replies",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column(
-            "company_id",
-            sa.Integer(),
-            sa.ForeignKey("companies.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
-        sa.Column(
-            "customer_id",
-            sa.Integer(),
-            sa.ForeignKey("customers.id", ondelete="SET NULL"),
-            nullable=True,
-        ),
-        sa.Column(
-            "contact_id",
-            sa.Integer(),
-            sa.ForeignKey("contacts.id", ondelete="SET NULL"),
-            nullable=True,
-        ),
+        _ref("company_id", "companies", "CASCADE", nullable=False),
+        _ref("customer_id", "customers", "SET NULL"),
+        _ref("contact_id", "contacts", "SET NULL"),
         sa.Column("message_sid", sa.String(64), nullable=False),
         sa.Column("from_number", sa.String(16), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
