@@ -31,19 +31,16 @@ from arbridge.services.reminders.facts import load_day, settle_promises
 from arbridge.services.reminders.freshness import ensure_fresh
 from arbridge.services.reminders.rendering import total_due
 from arbridge.services.reminders.statements import queue_statements
-from arbridge.services.reminders.texts import queue_text, reminder_payload
+from arbridge.services.reminders.texts import queue_reminder, queue_text
 from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.model import (
     CallTask,
     Company,
-    Customer,
     CustomerReminderSettings,
     Invoice,
-    OutboxMessage,
     ReminderSend,
 )
 from arbridge.sync.notices import tell_owner
-from arbridge.sync.outbox import enqueue
 from arbridge.sync.outbox_kinds import OutboxKind
 from arbridge.sync.store import (
     company_today,
@@ -196,26 +193,9 @@ def _queue_email(
     policy: ReminderPolicy,
 ) -> None:
     key = f"reminder:c{m.customer.customer_id}:{as_of.isoformat()}:r{claimed[0][0].id}"
-    customer = session.get(Customer, m.customer.customer_id)
-    assert customer is not None
-    # Links by reference (their rows' ids): the tokens are minted when the email goes out, so no
-    # token sits in the outbox in plaintext.
-    payload = reminder_payload(session, rt, customer, m, claimed, "reminder")
-    enqueue(
-        session,
-        rt.clock,
-        company_id=company.id,
-        kind=OutboxKind.EMAIL.value,
-        key=key,
-        payload=payload,
-    )
     when = send_at(rt.clock.now(), zone(m.customer.timezone, company.timezone), policy)
-    outbox = session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
-    assert outbox is not None
-    outbox.next_attempt_at = when
+    queue_reminder(session, rt, company, m, claimed, OutboxKind.EMAIL, key, "reminder", when)
     numbers = ", ".join(inv.number or inv.source_id for _row, inv in claimed)
-    for row, _inv in claimed:
-        row.outbox_key = key
     total = total_due(inv for _row, inv in claimed)
     log_activity(
         session,

@@ -5,7 +5,7 @@ carrier says the number cannot take texts."""
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -44,24 +44,10 @@ def queue_text(
     """The step's text in the outbox, due at the first instant a text may reach the customer."""
     assert m.contact is not None and m.contact.phone
     key = f"sms:c{m.customer.customer_id}:{as_of.isoformat()}:r{claimed[0][0].id}"
-    customer = session.get(Customer, m.customer.customer_id)
-    assert customer is not None
-    enqueue(
-        session,
-        rt.clock,
-        company_id=company.id,
-        kind=OutboxKind.SMS.value,
-        key=key,
-        payload=reminder_payload(session, rt, customer, m, claimed, SMS_MAIL),
-    )
     tz = recipient_zone(m.customer.timezone, m.contact.phone, company.timezone)
     when = sms_send_at(rt.clock.now(), tz, policy)
     assert when is not None  # decided only when the window leaves some hours (load_day)
-    outbox = session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
-    assert outbox is not None
-    outbox.next_attempt_at = when
-    for row, _inv in claimed:
-        row.outbox_key = key
+    queue_reminder(session, rt, company, m, claimed, OutboxKind.SMS, key, SMS_MAIL, when)
     numbers = ", ".join(inv.number or inv.source_id for _row, inv in claimed)
     log_activity(
         session,
@@ -74,6 +60,31 @@ def queue_text(
         outbox_key=key,
         send_at=when.isoformat(),
     )
+
+
+def queue_reminder(
+    session: Session,
+    rt: Runtime,
+    company: Company,
+    m: CustomerMessage,
+    claimed: list[tuple[ReminderSend, Invoice]],
+    kind: OutboxKind,
+    key: str,
+    mail: str,
+    when: datetime,
+) -> None:
+    """A reminder's outbox row, due at `when`, and its claimed steps pointing at it."""
+    customer = session.get(Customer, m.customer.customer_id)
+    assert customer is not None
+    # Links by reference (their rows' ids): the tokens are minted when the message goes out,
+    # so no token sits in the outbox in plaintext.
+    payload = reminder_payload(session, rt, customer, m, claimed, mail)
+    enqueue(session, rt.clock, company_id=company.id, kind=kind.value, key=key, payload=payload)
+    outbox = session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
+    assert outbox is not None
+    outbox.next_attempt_at = when
+    for row, _inv in claimed:
+        row.outbox_key = key
 
 
 def reminder_payload(
