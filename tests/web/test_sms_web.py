@@ -80,6 +80,7 @@ def test_a_reply_lands_in_the_owner_s_list_and_is_closed_there(client, rt, clock
     sign_in(client, rt, demo_company)
     page = client.get(f"/c/{demo_company.slug}/calls")
     doc = parse(page.data)
+    assert doc.by_id("nav-replies").text.startswith("1")  # the navigation counts it too
     (section,) = doc.find_all("section", id="text-replies")
     assert "Paid by cheque <b>today</b>" in section.text  # escaped, shown as typed
     assert DEMO_NUMBER in section.text

@@ -10,7 +10,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from arbridge.collections.aging import OpenItem, bucket, days_overdue, due_range, home_balance
-from arbridge.sync.model import CallTask, Company, Customer, Invoice, InvoiceHold, SyncError
+from arbridge.sync.model import (
+    CallTask,
+    Company,
+    Customer,
+    Invoice,
+    InvoiceHold,
+    SmsReply,
+    SyncError,
+)
 
 
 def invoice_row(inv: Invoice, company: Company, today: date) -> dict[str, Any]:
@@ -85,7 +93,8 @@ def unresolved_sync_errors(
 
 def nav_counts(s: Session, company_id: int) -> dict[str, int]:
     """What the navigation counts on every owner page, in one query: calls still to make, and
-    customers' questions and disputes nobody has answered yet (promises wait for their date)."""
+    customers' questions, disputes and text replies nobody has answered yet (promises wait for
+    their date)."""
     calls = (
         select(func.count())
         .select_from(CallTask)
@@ -102,5 +111,17 @@ def nav_counts(s: Session, company_id: int) -> dict[str, int]:
         )
         .scalar_subquery()
     )
-    found = s.execute(select(calls.label("calls"), replies.label("replies"))).one()
-    return {"calls": int(found.calls or 0), "replies": int(found.replies or 0)}
+    texts = (
+        select(func.count())
+        .select_from(SmsReply)
+        .where(SmsReply.company_id == company_id, SmsReply.handled_at.is_(None))
+        .scalar_subquery()
+    )
+    found = s.execute(
+        select(calls.label("calls"), replies.label("replies"), texts.label("texts"))
+    ).one()
+    # Customers' text replies wait in the same list as their questions and disputes.
+    return {
+        "calls": int(found.calls or 0),
+        "replies": int(found.replies or 0) + int(found.texts or 0),
+    }
