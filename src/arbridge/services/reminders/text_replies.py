@@ -175,9 +175,10 @@ def _reply(session: Session, rt: Runtime, r: TwilioRequest, signer: Signer) -> s
         return "opted in"
     if keyword == "help":
         return "help"  # Twilio answers HELP itself
-    companies = {c.company_id: c for c in contacts}
+    companies: dict[int, Contact | None] = {c.company_id: c for c in contacts}
     if not companies and signer.company_ids is not None:
-        companies = {cid: None for cid in signer.company_ids}  # type: ignore[misc]
+        # A number we do not know, on a business's own account: still that business's reply.
+        companies = dict.fromkeys(signer.company_ids)
     for company_id, contact in companies.items():
         if session.get(Company, company_id) is None:
             continue
