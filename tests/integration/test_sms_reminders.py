@@ -471,3 +471,15 @@ def load_day_for(rt: Runtime):
     with rt.sessions() as s:
         company = s.scalars(select(Company)).one()
         return load_day(s, rt, company, START)
+
+
+def test_a_reply_from_an_unknown_number_to_a_business_s_own_account_is_still_kept(rt, twilio):
+    world_with_phone(rt)
+    with transaction(rt.sessions) as s:
+        company = s.scalars(select(Company)).one()
+        save_sms_account(s, rt, company, twilio.account_sid, twilio.auth_token, FROM)
+    form = twilio.reply_form("+13125550111", "Who is this?")
+    assert receive_twilio(rt, *signed(twilio, rt, form)) == "reply"
+    with rt.sessions() as s:
+        (reply,) = s.scalars(select(SmsReply)).all()
+        assert (reply.from_number, reply.contact_id) == ("+13125550111", None)
