@@ -21,8 +21,8 @@ from types import FrameType
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
-from markupsafe import escape
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import escape
 
 TIME_LIMIT = 2.0  # seconds for one email (subject, text and HTML); ordinary ones take a few ms
 MAX_OUTPUT = 1_000_000  # characters per part: a statement of a thousand invoices fits easily

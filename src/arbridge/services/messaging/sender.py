@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
+from arbridge.collections.reminder_words import key_in_words, template_title
 from arbridge.collections.templates import (
     Rendered,
 )
@@ -197,7 +198,7 @@ def _record(
                     rt.clock,
                     message.company_id,
                     "reminders.sent",
-                    f"Reminder {row.step_key} sent to {prepared.to}"
+                    f"{_reminder_words(message.payload, row.step_key)} sent to {prepared.to}"
                     + (" (not confirmed by the mail server)" if unconfirmed else ""),
                     invoice_id=row.invoice_id,
                     customer_id=row.customer_id,
@@ -223,6 +224,13 @@ def _record(
                 activity="owner.notified",
                 required=True,
             )
+
+
+def _reminder_words(payload: Mapping[str, object], step_key: str) -> str:
+    """ "Second reminder (10 days after due)": what the activity log says went out."""
+    title = template_title(str(payload.get("template") or "reminder"))
+    when = key_in_words(step_key)
+    return f"{title} ({when})" if when else title
 
 
 def _bounced(rt: Runtime, message: OutboxMessage, prepared: Prepared, why: str) -> None:
