@@ -91,7 +91,7 @@ MERGE_FIELD_LABELS: dict[str, str] = {
     "payment_terms": "Payment terms",
     "viewed_on": "Day they first opened the invoice",
     "business_name": "Your business's name",
-    "sign_off": "Sign-off (your signature, else \"Kind regards\")",
+    "sign_off": 'Sign-off (your signature, else "Kind regards")',
     "signature": "Your signature",
 }
 
@@ -106,8 +106,7 @@ DEFAULT_TEMPLATES: dict[str, EmailTemplate] = {
     "upcoming": EmailTemplate(
         "Upcoming: invoice {{ invoice_number }} from {{ business_name }} is due {{ due_date }}",
         "Hello {{ greeting_name }},\n\n"
-        "A friendly heads-up that the following will be due soon:\n\n{{ invoice_list }}"
-        + _CLOSING,
+        "A friendly heads-up that the following will be due soon:\n\n{{ invoice_list }}" + _CLOSING,
     ),
     "due_today": EmailTemplate(
         "Invoice {{ invoice_number }} from {{ business_name }} is due today",
@@ -130,8 +129,7 @@ DEFAULT_TEMPLATES: dict[str, EmailTemplate] = {
         "Action needed: {{ total_due }} overdue to {{ business_name }}",
         "Hello {{ greeting_name }},\n\n"
         "Despite our earlier reminders, the following remains unpaid. Please pay it now, or "
-        "reply within 7 days to agree a date or a payment plan:\n\n{{ invoice_list }}"
-        + _CLOSING,
+        "reply within 7 days to agree a date or a payment plan:\n\n{{ invoice_list }}" + _CLOSING,
     ),
     "final_notice": EmailTemplate(
         "Final notice: {{ total_due }} overdue to {{ business_name }}",
