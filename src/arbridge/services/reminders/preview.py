@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from arbridge.collections.reminder_policy import (
     reminder_policy,
 )
-from arbridge.collections.reminder_words import channel_words, step_in_words
+from arbridge.collections.reminder_words import channel_words, step_in_words, when_in_words
 from arbridge.collections.reminders import (
     describe_day,
     send_at,
@@ -110,7 +110,7 @@ def preview_lines(p: Preview) -> list[str]:
 class DryRunInvoice:
     invoice_id: int
     number: str
-    step: str  # the step this invoice reached, in words
+    when: str  # the step this invoice reached: "3 days after due"
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,7 @@ class DryRunRow:
     to: str | None  # the contact's address; None for a call (it goes to the call list)
     invoices: tuple[DryRunInvoice, ...]
     step: str  # "30 days after due: final-notice email"
+    when: str  # the message's step alone: "30 days after due"
     channel: str  # "email", "phone call"
     send_at: datetime | None  # when it would go out (aware); None when held
     held: str | None
@@ -135,7 +136,7 @@ def dry_run_rows(rt: Runtime, p: Preview) -> list[DryRunRow]:
     rows = []
     for m in loaded.day.messages:
         when = None
-        if not m.held:
+        if not m.held and m.channel != "call":  # a call goes on the call list at once
             tz = zone(m.customer.timezone, company.timezone)
             start = max(rt.clock.now(), datetime.combine(loaded.as_of, time(0), tzinfo=tz))
             try:
@@ -151,11 +152,12 @@ def dry_run_rows(rt: Runtime, p: Preview) -> list[DryRunRow]:
                     DryRunInvoice(
                         d.invoice.invoice_id,
                         d.invoice.number or str(d.invoice.invoice_id),
-                        step_in_words(d.step) if d.step else "",
+                        when_in_words(d.step.offset_days) if d.step else "",
                     )
                     for d in m.invoices
                 ),
                 step=step_in_words(m.step),
+                when=when_in_words(m.step.offset_days),
                 channel=channel_words(m.channel),
                 send_at=when,
                 held=m.held,
