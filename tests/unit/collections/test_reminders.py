@@ -172,8 +172,7 @@ def test_one_email_per_customer_lists_every_invoice_and_the_highest_step_wins():
     lines = describe_day(p)
     assert (
         "SEND email to Harbor Bakery <alice@example.com>: 20 days after due: firm email; "
-        "invoices INV-1, INV-2"
-        in lines
+        "invoices INV-1, INV-2" in lines
     ), lines
     assert not any("after-20" in line or "overdue_firm" in line for line in lines)
 
