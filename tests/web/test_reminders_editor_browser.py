@@ -24,10 +24,10 @@ INTERNAL = re.compile(
 )
 
 
-def _sign_in(page, live, company) -> None:
-    page.goto(f"{live.base_url}/sign-in/{new_sign_in_token(live.rt, company)}")
+def _sign_in(page, server, company) -> None:
+    page.goto(f"{server.base_url}/sign-in/{new_sign_in_token(server.rt, company)}")
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{live.base_url}/c/{company.slug}/")
+    page.wait_for_url(f"{server.base_url}/c/{company.slug}/")
 
 
 def _watch(page) -> list[str]:

@@ -379,7 +379,13 @@ def test_send(company: Company) -> Any:
         return redirect(url_for("reminders.page", slug=company.slug))
     user = owner(s, company)
     queue_test_message(s, rt.clock, company.id, user.email, rendered)
-    log_activity(s, rt.clock, company.id, "reminders.test", f"Test email ({template_title(name)}) to {user.email}")
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "reminders.test",
+        f"Test email ({template_title(name)}) to {user.email}",
+    )
     s.commit()
     flash(f"Test email queued to {user.email}.", "ok")
     return redirect(url_for("reminders.page", slug=company.slug, template=name))
