@@ -307,7 +307,7 @@ def customer_sequence(company: Company, customer_id: int) -> Any:
         flash(str(e), "error")
         return redirect(url_for("reminders.page", slug=company.slug) + "#customers")
     s.commit()
-    flash(f"{cust.name} now follows the {shown} sequence.", "ok")
+    flash(f"{cust.name} now follows the {sequence_title(shown)} sequence.", "ok")
     back = url_for("reminders.page", slug=company.slug) + "#customers"
     return redirect(safe_next(request.form.get("next"), back))
 
