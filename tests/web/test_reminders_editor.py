@@ -227,3 +227,24 @@ def test_no_owner_page_shows_an_internal_step_or_wording_name(
         assert page.status_code == 200, url
         shown = parse(page.data).find("main").text
         assert not INTERNAL.search(shown), (url, INTERNAL.search(shown).group(0))
+
+
+def test_the_preview_of_the_html_version_is_an_email_document_with_a_sample_pay_button(
+    owner_client, rt
+):
+    data = {
+        "csrf_token": _token(owner_client),
+        "name": "overdue",
+        "subject": "Hi",
+        "text": "Dear {{ customer_name }},\n\n{{ invoice_list }}",
+        "part": "html",
+    }
+    shown = owner_client.post("/c/demo/reminders/preview", data=data)
+    assert shown.status_code == 200 and shown.headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert shown.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    html = shown.get_data(as_text=True)
+    assert f'<a class="pay-button" href="{rt.settings.base_url}/sample-link"' in html
+    assert "/pay/" not in html and "/u/" not in html
+    broken = owner_client.post("/c/demo/reminders/preview", data={**data, "text": "{{ nope }}"})
+    assert broken.status_code == 200
+    assert "the template does not render" in broken.get_data(as_text=True)

@@ -99,6 +99,14 @@ def test_insert_a_merge_field_see_the_preview_follow_save_and_read_the_dry_run(
         )
         assert "/sample-link" in body.inner_text()  # inert links in the preview
         assert "{{" not in body.inner_text()
+        # The HTML version follows too, with its Pay button leading to the sample page.
+        html = page.frame_locator("#html-preview iframe:not([hidden])")
+        html.get_by_text(f"Marker for {customer_name}").wait_for()
+        button = html.locator("a.pay-button")
+        assert button.get_attribute("href") == f"{live.base_url}/sample-link"
+        assert button.inner_text().startswith("Pay ")
+        assert page.locator("#html-preview iframe").count() == 1
+        page.locator("#templates").screenshot(path="/tmp/arbridge-reminders-templates-1366.png")
         page.screenshot(path="/tmp/arbridge-reminders-editor-1366.png", full_page=False)
 
         # A broken wording: the preview says why, in a sentence, without a page load.

@@ -18,6 +18,7 @@ from flask import (
     request,
     url_for,
 )
+from markupsafe import escape
 
 from arbridge.collections.reminder_policy import (
     CHANNELS,
@@ -209,6 +210,15 @@ def preview_wording(company: Company) -> Any:
     text = (f.get("text") or "")[:MAX_WORDING]
     html = (f.get("html") or "")[:MAX_WORDING]
     draft = EmailTemplate(subject, text, html or None)
+    if f.get("part") == "html":
+        # The HTML version alone, into the preview's frame (the script posts it there).
+        inv = _sample_invoice(company, id_arg(f.get("invoice_id")))
+        rendered, render_error = _wording_preview(company, inv, name, draft)
+        if rendered is None:
+            return _email_document(
+                f"<p>{escape(render_error or 'No open invoice to preview with.')}</p>"
+            )
+        return _email_document(rendered.html)
     if request.headers.get("X-Requested-With") != "fetch":
         return _page(company, draft, name)
     inv = _sample_invoice(company, id_arg(f.get("invoice_id")))

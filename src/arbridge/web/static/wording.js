@@ -62,8 +62,53 @@
       }
     }).catch(function () { /* the last preview stays; the Preview button still works */ });
   }
+
+  /* The HTML version, as typed: the form posted into a new frame (a frame's first navigation
+     replaces its blank page, so the typing leaves no trail in the Back button's history); the
+     old frame goes once the new one has loaded. */
+  var holder = document.getElementById("html-preview");
+  function refreshHtml(mine) {
+    if (!holder) {
+      return;
+    }
+    var frame = document.createElement("iframe");
+    frame.name = "html-preview-" + mine;
+    frame.className = "email";
+    frame.title = "The HTML version of the email, as typed";
+    frame.setAttribute("sandbox", "");
+    frame.hidden = true;
+    holder.appendChild(frame);
+    frame.addEventListener("load", function () {
+      if (mine !== asked) {
+        holder.removeChild(frame);
+        return;
+      }
+      Array.prototype.forEach.call(holder.querySelectorAll("iframe"), function (old) {
+        if (old !== frame) {
+          holder.removeChild(old);
+        }
+      });
+      frame.hidden = false;
+      holder.setAttribute("data-refreshed", String(mine));
+    });
+    var part = document.createElement("input");
+    part.type = "hidden";
+    part.name = "part";
+    part.value = "html";
+    form.appendChild(part);
+    var action = form.getAttribute("action");
+    form.setAttribute("action", url);
+    form.setAttribute("target", frame.name);
+    form.submit();
+    form.removeChild(part);
+    form.setAttribute("action", action);
+    form.removeAttribute("target");
+  }
   form.addEventListener("input", function () {
     window.clearTimeout(timer);
-    timer = window.setTimeout(refresh, 350);
+    timer = window.setTimeout(function () {
+      refresh();
+      refreshHtml(asked);
+    }, 350);
   });
 })();
