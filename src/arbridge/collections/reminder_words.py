@@ -106,3 +106,20 @@ def _amount(value: Decimal) -> str:
     # In the invoice's own currency, which a step does not know: the number alone, grouped.
     text = f"{value:,f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+MAIL_KINDS = {
+    "reminder": "Reminder",
+    "statement": "Statement",
+    "owner": "Note to you",
+    "test": "Test email",
+    "receipt": "Receipt",
+    "invitation": "Invitation",
+    "sign_in_link": "Sign-in link",
+}
+
+
+def mail_kind(kind: str | None) -> str:
+    """What kind of email it was, in words ("Note to you", not "owner")."""
+    text = (kind or "email").replace("_", " ").replace("-", " ")
+    return MAIL_KINDS.get(kind or "") or text[:1].upper() + text[1:]

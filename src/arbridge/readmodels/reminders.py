@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
-from arbridge.collections.reminder_words import key_in_words, template_title
+from arbridge.collections.reminder_words import key_in_words, mail_kind, template_title
 from arbridge.services.messaging.queue import MESSAGE_KINDS
 from arbridge.services.reminders.recheck import still_waiting
 from arbridge.sync.model import (
@@ -77,23 +77,6 @@ class Mailbox:
     mails: list[MailMessage]
     queued: list[dict[str, Any]]
     dropped: int = 0  # waiting reminders the re-check will not send any more
-
-
-MAIL_KINDS = {
-    "reminder": "Reminder",
-    "statement": "Statement",
-    "owner": "Note to you",
-    "test": "Test email",
-    "receipt": "Receipt",
-    "invitation": "Invitation",
-    "sign_in_link": "Sign-in link",
-}
-
-
-def mail_kind(kind: str | None) -> str:
-    """What kind of email it was, in words ("Note to you", not "owner")."""
-    text = (kind or "email").replace("_", " ").replace("-", " ")
-    return MAIL_KINDS.get(kind or "") or text[:1].upper() + text[1:]
 
 
 def _what(payload: dict[str, Any]) -> str:

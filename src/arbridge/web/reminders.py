@@ -31,6 +31,7 @@ from arbridge.collections.reminder_policy import (
 from arbridge.collections.reminder_words import (
     ESCALATION_WORDS,
     channel_words,
+    mail_kind,
     sequence_title,
     step_in_words,
     template_title,
@@ -469,7 +470,7 @@ def mailbox(company: Company) -> Any:
         mails=box.mails,
         queued=box.queued,
         dropped=box.dropped,
-        kind=reads.mail_kind,
+        kind=mail_kind,
     )
 
 
@@ -477,7 +478,7 @@ def mailbox(company: Company) -> Any:
 @company_required
 def mail(company: Company, mail_id: int) -> Any:
     m = get_or_404(MailMessage, mail_id, company)
-    return render_template("mail_message.html", company=company, m=m, kind=reads.mail_kind)
+    return render_template("mail_message.html", company=company, m=m, kind=mail_kind)
 
 
 @bp.get("/c/<slug>/mailbox/<int:mail_id>/email.html")

@@ -11,6 +11,7 @@ from arbridge.collections.reminder_policy import DEFAULT_STEPS, Step
 from arbridge.collections.reminder_words import (
     ESCALATION_WORDS,
     key_in_words,
+    mail_kind,
     message_words,
     sequence_title,
     step_in_words,
@@ -81,3 +82,8 @@ def test_no_internal_name_survives_into_the_words():
     for text in shown:
         assert "_" not in text and "after-" not in text and "before-" not in text, text
     assert sequence_title("default") == "Standard" and sequence_title("gentle") == "gentle"
+
+
+def test_kinds_of_email_read_as_words():
+    assert mail_kind("owner") == "Note to you" and mail_kind("sign_in_link") == "Sign-in link"
+    assert mail_kind("payment_failed") == "Payment failed" and mail_kind(None) == "Email"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-from arbridge.collections.reminder_words import key_in_words, template_title
+from arbridge.collections.reminder_words import key_in_words, mail_kind, template_title
 from arbridge.collections.templates import (
     Rendered,
 )
@@ -215,7 +215,8 @@ def _record(
                 rt.clock,
                 company.id,
                 key=f"owner:maybe-sent:{message.key}",
-                subject=f"Check: a {prepared.kind} to {prepared.to} may not have gone out",
+                subject=f"Check: a {mail_kind(prepared.kind).lower()} to {prepared.to} may not "
+                "have gone out",
                 text=f'arbridge handed the email "{prepared.rendered.subject}" to your mail '
                 f"server, but the server never confirmed it ({unconfirmed}).\n\nIt most likely "
                 "arrived, so arbridge will not send it again. If the customer says they did not "
