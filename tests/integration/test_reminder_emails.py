@@ -8,37 +8,24 @@ import html as htmllib
 import re
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
-from arbridge.runtime import Runtime
 from arbridge.services.messaging.queue import queue_test_message
 from arbridge.services.reminders.rendering import render_reminder
 from arbridge.services.reminders.run import run_reminders
 from arbridge.sync.model import Contact, Customer, Invoice, PayToken
 from arbridge.sync.store import company_today, find_pay_token
 from arbridge.worker import drain, tick
-from tests.contract.email.server import smtp_server
+from tests.integration import test_remind_run
 from tests.integration.remind_support import START, Cust, Inv, build_world, chicago
 
+# The real SMTP server (aiosmtpd) and a runtime that sends through it, as the run's tests have.
+smtp, mail_rt = test_remind_run.smtp, test_remind_run.mail_rt
 HARBOR = Cust("HAR", "Harbor Bakery", "Alice", "alice@harbor.example")
 OWNER = "owner@acme-supply.example"
 BUTTON = re.compile(r'<a class="pay-button" href="([^"]+)"[^>]*>([^<]+)</a>')
 # Names a person must never read: step keys, wording keys, escalation keys.
 INTERNAL = re.compile(r"\b(before|after)-\d+\b|overdue_firm|final_notice|notify_owner|call_guide")
-
-
-@pytest.fixture
-def smtp(tmp_path):
-    with smtp_server(tmp_path) as server:
-        yield server
-
-
-@pytest.fixture
-def mail_rt(settings, clock, smtp):
-    rt = Runtime.open(settings.with_(smtp_url=smtp.url), clock)
-    yield rt
-    rt.close()
 
 
 def only(smtp, to: str):
