@@ -8,10 +8,13 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
+from arbridge.services.reminders.holds import record_hold
 from arbridge.services.reminders.run import run_reminders
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     Contact,
+    Customer,
+    Invoice,
     MailMessage,
     OutboxMessage,
     PayToken,
@@ -127,35 +130,43 @@ def test_the_editor_offers_each_merge_field_as_a_button_and_as_a_list(owner_clie
     assert advanced.find("textarea", id="html") is not None
 
 
+def to_column(queued) -> set[str]:
+    return {td.text for td in queued.find_all("td", data_label="To")}
+
+
 def test_a_waiting_reminder_that_no_longer_applies_drops_out_of_the_mailbox(
     owner_client, rt, clock, demo_company
 ):
     clock.at = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # 03:00 in Chicago: they wait for 08:00
     run_reminders(rt, demo_company)
     with rt.sessions() as s:
-        waiting = [
+        single = [
             m
             for m in s.scalars(select(OutboxMessage).where(OutboxMessage.status == "pending"))
-            if m.payload.get("mail") == "reminder"
-        ]
-        single = [m for m in waiting if len(m.payload["invoices"]) == 1]
-        paused_invoice = single[0].payload["invoices"][0]["id"]
-        unsubscribed = single[1].payload["contact_id"]
+            if m.payload.get("mail") == "reminder" and len(m.payload["invoices"]) == 1
+        ][:4]
+        paused, disputed, paid = (m.payload["invoices"][0]["id"] for m in single[:3])
+        unsubscribed = single[3].payload["contact_id"]
+    with rt.sessions() as s:
+        names = {s.get(Customer, m.payload["customer_id"]).name for m in single}
     before = parse(owner_client.get("/c/demo/mailbox").data).by_id("queued")
-    rows_before = len(before.find("tbody").find_all("tr"))
+    assert names <= to_column(before)
     assert before.by_id("queued-dropped") is None
 
     token = _token(owner_client)
-    owner_client.post(f"/c/demo/invoices/{paused_invoice}/pause", data={"csrf_token": token})
+    owner_client.post(f"/c/demo/invoices/{paused}/pause", data={"csrf_token": token})
     with transaction(rt.sessions) as s:
+        record_hold(s, rt, s.get(Invoice, disputed), "dispute", message="Wrong quantity")
+        inv = s.get(Invoice, paid)
+        inv.ledger_balance_minor, inv.status = 0, "paid"  # as a sync of the payment leaves it
         s.get(Contact, unsubscribed).opted_out_at = clock.now()
 
     after = parse(owner_client.get("/c/demo/mailbox").data).by_id("queued")
-    assert len(after.find("tbody").find_all("tr")) == rows_before - 2
+    assert to_column(after) == to_column(before) - names  # the other reminders still wait
     assert after.by_id("queued-dropped").text == (
-        "2 reminder(s) no longer apply and will not be sent."
+        "4 reminder(s) no longer apply and will not be sent."
     )
-    # And the re-check as they go out agrees: neither is sent.
+    # And the re-check as they go out agrees: none of the four is sent.
     clock.at = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
     drain(rt)
     with rt.sessions() as s:
@@ -164,12 +175,11 @@ def test_a_waiting_reminder_that_no_longer_applies_drops_out_of_the_mailbox(
             select(func.count())
             .select_from(OutboxMessage)
             .where(
-                OutboxMessage.key.in_([w.key for w in single[:2]]),
-                OutboxMessage.status == "pending",
+                OutboxMessage.key.in_([w.key for w in single]), OutboxMessage.status == "pending"
             )
         )
     assert sent and left == 0  # the day's reminders went out...
-    assert not sent & {w.key for w in single[:2]}  # ...but not these two
+    assert not sent & {w.key for w in single}  # ...but not these four
 
 
 def test_a_sent_email_opens_with_its_html_version_and_no_internal_names(owner_client, rt):
