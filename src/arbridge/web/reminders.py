@@ -196,6 +196,7 @@ def _wording_preview(
     try:
         return _render_email(company, inv, name, draft), None
     except (TemplateProblem, SequenceError) as e:
+        log.info("wording %s does not render for %s: %s", name, company.slug, e)
         return None, str(e)
 
 
