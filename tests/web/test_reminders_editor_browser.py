@@ -168,3 +168,38 @@ def test_without_javascript_the_fields_are_listed_and_preview_shows_the_draft(
         context.close()
     assert problems == [], problems
     assert "templates" not in (fresh_company(live.rt, "demo").settings.get("reminders") or {})
+
+
+def test_a_test_email_opens_from_the_mailbox_row_as_the_recipient_sees_it(
+    chromium,  # noqa: F811
+    live,  # noqa: F811
+    demo_company,
+):
+    from arbridge.worker import drain
+
+    company = fresh_company(live.rt, demo_company.slug)
+    context = chromium.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    problems = _watch(page)
+    try:
+        _sign_in(page, live, company)
+        page.goto(f"{live.base_url}/c/demo/reminders?template=final_notice")
+        page.get_by_role("button", name="Send me a test email").click()
+        page.wait_for_url(f"{live.base_url}/c/demo/reminders?template=final_notice")
+        drain(live.rt)
+        page.goto(f"{live.base_url}/c/demo/mailbox")
+        row = page.locator("table#mailbox tbody tr").first
+        assert "Test email" in row.inner_text()
+        row.locator('td[data-label="Kind"]').click()  # anywhere on the row opens it
+        page.wait_for_url(re.compile(r".*/c/demo/mailbox/\d+$"))
+        assert page.locator("#kind").inner_text() == "Test email"
+        seen = page.frame_locator("#as-seen iframe")
+        button = seen.locator("a.pay-button")
+        assert button.get_attribute("href") == f"{live.base_url}/sample-link"
+        assert not INTERNAL.search(page.locator("main").inner_text())
+        assert _fits(page)
+        page.screenshot(path="/tmp/arbridge-mail-message-390.png", full_page=True)
+    finally:
+        context.close()
+    assert problems == [], problems
