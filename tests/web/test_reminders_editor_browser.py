@@ -40,6 +40,16 @@ def _watch(page) -> list[str]:
     return problems
 
 
+def _open(browser, width: int, height: int, javascript: bool = True):
+    """A fresh context and page of that size, its errors collected."""
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, java_script_enabled=javascript
+    )
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    return context, page, _watch(page)
+
+
 def _fits(page) -> bool:
     return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
@@ -53,10 +63,7 @@ def test_insert_a_merge_field_see_the_preview_follow_save_and_read_the_dry_run(
     with live.rt.sessions() as s:
         sample = first_open_invoice(s, company.id)
         customer_name = s.get(Customer, sample.customer_id).name
-    context = chromium.new_context(viewport={"width": 1366, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    problems = _watch(page)
+    context, page, problems = _open(chromium, 1366, 900)
     url = f"{live.base_url}/c/demo/reminders"
     try:
         _sign_in(page, live, company)
@@ -146,12 +153,7 @@ def test_without_javascript_the_fields_are_listed_and_preview_shows_the_draft(
     demo_company,
 ):
     company = fresh_company(live.rt, demo_company.slug)
-    context = chromium.new_context(
-        viewport={"width": 1366, "height": 900}, java_script_enabled=False
-    )
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    problems = _watch(page)
+    context, page, problems = _open(chromium, 1366, 900, javascript=False)
     try:
         _sign_in(page, live, company)
         page.goto(f"{live.base_url}/c/demo/reminders?template=overdue")
@@ -178,10 +180,7 @@ def test_a_test_email_opens_from_the_mailbox_row_as_the_recipient_sees_it(
     from arbridge.worker import drain
 
     company = fresh_company(live.rt, demo_company.slug)
-    context = chromium.new_context(viewport={"width": 390, "height": 844})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    problems = _watch(page)
+    context, page, problems = _open(chromium, 390, 844)
     try:
         _sign_in(page, live, company)
         page.goto(f"{live.base_url}/c/demo/reminders?template=final_notice")
