@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from arbridge.collections.reminder_policy import ReminderSequence
+from arbridge.collections.reminder_words import step_in_words
 from arbridge.demo import DEMO_STEPS
 from arbridge.services.reminders.run import run_reminders
 from arbridge.sync.model import Invoice, MailMessage, OutboxMessage, ReminderSend
@@ -24,7 +25,7 @@ from tests.conftest import env_for_subprocess
 TODAY = date(2026, 11, 24)
 ARBRIDGE = str(Path(sys.executable).with_name("arbridge"))
 DEMO_SEQUENCE = ReminderSequence("default", DEMO_STEPS)
-SEND = re.compile(r"^  SEND (?:email|call|sms) to (.+) <(.+)> step (\S+) \[(\S+)\] for (.+)$")
+SEND = re.compile(r"^  SEND (?:email|phone call|text message) to (.+) <(.+)>: (.+); invoices (.+)$")
 
 
 @dataclass
@@ -76,18 +77,20 @@ def test_dry_run_explains_every_invoice_and_changes_nothing(rt, settings, demo_c
         assert s.scalar(select(func.count()).select_from(ReminderSend)) == 0
     listed = set()
     for m in sends:
-        numbers = m.group(5).split(", ")
-        # The email's step is the highest of its invoices' steps.
+        numbers = m.group(4).split(", ")
+        # The email's step is the highest of its invoices' steps, said in words.
         steps = [expected_step(by_number[n].due_on, TODAY) for n in numbers]
-        assert m.group(3) == max(steps, key=[s.key for s in DEMO_SEQUENCE.steps].index)
+        keys = [s.key for s in DEMO_SEQUENCE.steps]
+        highest = DEMO_SEQUENCE.steps[keys.index(max(steps, key=keys.index))]
+        assert m.group(3) == step_in_words(highest)
         listed.update(numbers)
     # Every open invoice whose first step has come is in exactly one message (nothing has been
     # sent yet, the demo has no holds, pauses or do-not-chase customers), the others in none.
     due = {n for n, i in by_number.items() if expected_step(i.due_on, TODAY)}
     held = [line for line in lines if line.startswith("  HELD")]
-    held_numbers = {n for line in held for n in line.split(" for ")[-1].split(", ")}
-    calls = [line for line in lines if line.startswith("  SEND call")]
-    call_numbers = {n for line in calls for n in line.split(" for ")[-1].split(", ")}
+    held_numbers = {n for line in held for n in line.split("; invoices ")[-1].split(", ")}
+    calls = [line for line in lines if line.startswith("  SEND phone call")]
+    call_numbers = {n for line in calls for n in line.split("; invoices ")[-1].split(", ")}
     assert listed | held_numbers == due
     assert call_numbers <= due
     assert "Not reminded today" in result.output and "not yet due for a step" in result.output
@@ -102,8 +105,8 @@ def test_the_run_queues_what_the_dry_run_showed_once_and_the_mailbox_gets_it(
 ):
     dry = cli(settings, "remind", "--company", "demo", "--dry-run", "--as-of", "2026-11-24")
     emails = [line for line in dry.output.splitlines() if line.startswith("  SEND email")]
-    calls = [line for line in dry.output.splitlines() if line.startswith("  SEND call")]
-    texts = [line for line in dry.output.splitlines() if line.startswith("  SEND sms")]
+    calls = [line for line in dry.output.splitlines() if line.startswith("  SEND phone call")]
+    texts = [line for line in dry.output.splitlines() if line.startswith("  SEND text message")]
     assert texts  # the demo's sequence has a text, and most demo customers agreed to texts
     # The run itself on the test's clock (Tuesday 09:00 in Chicago, inside the window).
     first = run_reminders(rt, demo_company)

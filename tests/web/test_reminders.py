@@ -176,7 +176,7 @@ def test_the_reminders_page_previews_the_day_and_the_email_with_a_real_invoice(o
     assert page.status_code == 200
     doc = parse(page.data)
     assert doc.by_id("plan") is not None
-    assert "open invoice(s)" in doc.by_id("preview-text").text
+    assert "open invoice(s)" in doc.by_id("preview-summary").text
     subject = doc.by_id("preview-subject").text
     assert subject.startswith("Action needed:") and "Acme Supply Co." in subject
     assert "/sample-link" in doc.by_id("preview-body").text

@@ -34,6 +34,7 @@ from arbridge.collections.reminder_policy import (
     SequenceError,
     Step,
 )
+from arbridge.collections.reminder_words import channel_words, step_in_words, when_in_words
 from arbridge.money import exponent
 
 PROMISE_GRACE_DAYS = 2
@@ -212,11 +213,11 @@ def decide_invoice(
         if step.min_balance is not None and inv.balance_minor < _minor(step.min_balance, inv):
             continue
         why = (
-            f"{days} day(s) from the due date: {step.key}"
+            f"{days} day(s) from the due date: the step {when_in_words(step.offset_days)}"
             if base == inv.due_on
             else f"{(as_of - inv.due_on).days} day(s) overdue; reminders started "
             f"{start.on.isoformat() if start and start.on else ''} with the first overdue step: "
-            f"{step.key}"
+            f"the step {when_in_words(step.offset_days)}"
         )
         return InvoiceDecision(inv, step, why, i)
     if highest_sent >= 0:
@@ -226,7 +227,8 @@ def decide_invoice(
             return InvoiceDecision(
                 inv,
                 None,
-                f"{sequence.steps[highest_sent].key} already sent; next on {nxt.isoformat()}",
+                f"the step {when_in_words(sequence.steps[highest_sent].offset_days)} already "
+                f"sent; next on {nxt.isoformat()}",
             )
         return InvoiceDecision(inv, None, "every step of the sequence has been sent")
     return InvoiceDecision(inv, None, "balance below every due step's minimum")
@@ -394,8 +396,8 @@ def describe_day(day: DayDecisions) -> list[str]:
         numbers = ", ".join(d.invoice.number or str(d.invoice.invoice_id) for d in m.invoices)
         state = f"HELD ({m.held})" if m.held else "SEND"
         lines.append(
-            f"{state} {m.channel} to {m.customer.name} <{who}> step {m.step.key} "
-            f"[{m.step.template}] for {numbers}"
+            f"{state} {channel_words(m.channel)} to {m.customer.name} <{who}>: "
+            f"{step_in_words(m.step)}; invoices {numbers}"
         )
     return lines
 

@@ -18,6 +18,7 @@ from flask import (
     request,
     url_for,
 )
+from markupsafe import escape
 
 from arbridge.collections.reminder_policy import (
     CHANNELS,
@@ -27,12 +28,21 @@ from arbridge.collections.reminder_policy import (
     parse_sequence,
     reminder_policy,
 )
+from arbridge.collections.reminder_words import (
+    ESCALATION_WORDS,
+    channel_words,
+    mail_kind,
+    sequence_title,
+    step_in_words,
+    template_title,
+)
 from arbridge.collections.templates import (
     CALL_GUIDE,
     DEFAULT_TEMPLATES,
-    MERGE_FIELDS,
+    MERGE_FIELD_LABELS,
     EmailTemplate,
     TemplateProblem,
+    is_plain,
     template_for,
 )
 from arbridge.collections.templates import check as check_template
@@ -41,7 +51,7 @@ from arbridge.readmodels import reminders as reads
 from arbridge.services.messaging.queue import queue_test_message
 from arbridge.services.reminders.case_file import case_file as build_case_file
 from arbridge.services.reminders.holds import resolve_hold
-from arbridge.services.reminders.preview import preview, preview_lines
+from arbridge.services.reminders.preview import dry_run_rows, not_reminded, preview
 from arbridge.services.reminders.rendering import render_reminder
 from arbridge.services.reminders.run import refer_to_agency, withdraw_agency_referral
 from arbridge.services.reminders.sequences import UnknownSequence, follow_sequence
@@ -61,6 +71,8 @@ bp = Blueprint("reminders", __name__)
 SEQUENCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 2000
+MAX_SUBJECT = 250
+MAX_WORDING = 50_000  # characters of a wording's text or HTML
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,6 +129,14 @@ def sample_link() -> Any:
 @bp.get("/c/<slug>/reminders")
 @company_required
 def page(company: Company) -> Any:
+    return _page(company)
+
+
+def _page(
+    company: Company, draft: EmailTemplate | None = None, draft_name: str | None = None
+) -> Any:
+    """The reminders page; `draft` (the Preview button without JavaScript): the wording as
+    typed, shown in the editor and the preview, not saved."""
     rt = runtime()
     as_of_raw = request.args.get("as_of")
     as_of, status = None, 200
@@ -136,19 +156,16 @@ def page(company: Company) -> Any:
     sequence_name = request.args.get("sequence") or "default"
     sequence = policy.sequences.get(sequence_name) or policy.sequence(None)
     customers = reads.customers_with_sequence(db(), company.id)
-    chosen = request.args.get("template") or "overdue"
-    inv = _sample_invoice(company, id_arg(request.args.get("invoice_id")))
-    rendered, render_error = None, None
-    if inv is not None:
-        try:
-            rendered = _render_email(company, inv, chosen, None)
-        except (TemplateProblem, SequenceError) as e:
-            render_error = str(e)
+    chosen = draft_name or request.args.get("template") or "overdue"
+    inv = _sample_invoice(company, id_arg(request.values.get("invoice_id")))
+    template = draft or template_for(chosen, _stored(company).get("templates"))
+    rendered, render_error = _wording_preview(company, inv, chosen, draft)
     return render_template(
         "reminders.html",
         company=company,
         prev=prev,
-        lines=preview_lines(prev),
+        dry_run=dry_run_rows(rt, prev),
+        not_reminded=not_reminded(prev),
         policy=policy,
         settings_error=error,
         sequence=sequence,
@@ -160,12 +177,65 @@ def page(company: Company) -> Any:
         weekdays=WEEKDAYS,
         template_names=names,
         chosen=chosen,
-        template=template_for(chosen, _stored(company).get("templates")),
+        template=template,
+        plain=is_plain(template),
+        draft=draft is not None,
         sample=inv,
         rendered=rendered,
         render_error=render_error,
-        merge_fields=MERGE_FIELDS,
+        merge_fields=MERGE_FIELD_LABELS,
     ), status
+
+
+def _wording_preview(
+    company: Company, inv: Invoice | None, name: str, draft: EmailTemplate | None
+) -> tuple[Any, str | None]:
+    """The email as the owner's wording renders it for a real invoice, with inert links."""
+    if inv is None:
+        return None, None
+    try:
+        return _render_email(company, inv, name, draft), None
+    except (TemplateProblem, SequenceError) as e:
+        log.info("wording %s does not render for %s: %s", name, company.slug, e)
+        return None, str(e)
+
+
+@bp.post("/c/<slug>/reminders/preview")
+@company_required
+def preview_wording(company: Company) -> Any:
+    """The wording as typed, rendered for a real invoice with inert sample links; nothing is
+    saved. Asked by the editor's script as the owner types (it wants the preview part only),
+    or by the Preview button without JavaScript (the whole page, the draft in the editor)."""
+    f = request.form
+    name = (f.get("name") or "overdue").strip()[:40] or "overdue"
+    subject = (f.get("subject") or "")[:MAX_SUBJECT]
+    text = (f.get("text") or "")[:MAX_WORDING]
+    html = (f.get("html") or "")[:MAX_WORDING]
+    draft = EmailTemplate(subject, text, html or None)
+    if f.get("part") == "html":
+        # The HTML version alone, into the preview's frame (the script posts it there).
+        inv = _sample_invoice(company, id_arg(f.get("invoice_id")))
+        rendered, render_error = _wording_preview(company, inv, name, draft)
+        if rendered is None:
+            return _email_document(
+                f"<p>{escape(render_error or 'No open invoice to preview with.')}</p>"
+            )
+        return _email_document(rendered.html)
+    if request.headers.get("X-Requested-With") != "fetch":
+        return _page(company, draft, name)
+    inv = _sample_invoice(company, id_arg(f.get("invoice_id")))
+    rendered, render_error = _wording_preview(company, inv, name, draft)
+    if not subject.strip() or not text.strip():
+        render_error = "A wording needs a subject and a text."
+    return render_template(
+        "_wording_preview.html",
+        company=company,
+        sample=inv,
+        rendered=rendered,
+        render_error=render_error,
+        chosen=name,
+        draft=True,
+    )
 
 
 def _whole(
@@ -231,8 +301,8 @@ def save_sequence(company: Company) -> Any:
         log.info("reminder sequence refused: %s", e)
         flash(f"Not saved: {e}", "error")
         return redirect(url_for("reminders.page", slug=company.slug) + "#sequence")
-    _save(company, candidate, f"sequence {name}")
-    flash(f"Reminder sequence {name} saved.", "ok")
+    _save(company, candidate, f"the steps of the {sequence_title(name)} sequence")
+    flash(f"Steps of the {sequence_title(name)} sequence saved.", "ok")
     return redirect(url_for("reminders.page", slug=company.slug, sequence=name) + "#sequence")
 
 
@@ -249,7 +319,7 @@ def customer_sequence(company: Company, customer_id: int) -> Any:
         flash(str(e), "error")
         return redirect(url_for("reminders.page", slug=company.slug) + "#customers")
     s.commit()
-    flash(f"{cust.name} now follows the {shown} sequence.", "ok")
+    flash(f"{cust.name} now follows the {sequence_title(shown)} sequence.", "ok")
     back = url_for("reminders.page", slug=company.slug) + "#customers"
     return redirect(safe_next(request.form.get("next"), back))
 
@@ -300,8 +370,8 @@ def save_template(company: Company) -> Any:
         templates.pop(name, None)
     else:
         templates[name] = {"subject": subject, "text": text, "html": html}
-    _save(company, {**stored, "templates": templates}, f"template {name}")
-    flash(f"Template {name} saved.", "ok")
+    _save(company, {**stored, "templates": templates}, f"the wording {template_title(name)}")
+    flash(f"Wording saved: {template_title(name)}.", "ok")
     return redirect(target)
 
 
@@ -321,7 +391,13 @@ def test_send(company: Company) -> Any:
         return redirect(url_for("reminders.page", slug=company.slug))
     user = owner(s, company)
     queue_test_message(s, rt.clock, company.id, user.email, rendered)
-    log_activity(s, rt.clock, company.id, "reminders.test", f"Test email ({name}) to {user.email}")
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "reminders.test",
+        f"Test email ({template_title(name)}) to {user.email}",
+    )
     s.commit()
     flash(f"Test email queued to {user.email}.", "ok")
     return redirect(url_for("reminders.page", slug=company.slug, template=name))
@@ -337,9 +413,7 @@ def email_html(company: Company) -> Any:
         rendered = _render_email(company, inv, request.args.get("template") or "overdue", None)
     except TemplateProblem as e:
         return Response(str(e), mimetype="text/plain", status=400)
-    response = Response(rendered.html, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
-    return response
+    return _email_document(rendered.html)
 
 
 @bp.post("/c/<slug>/invoices/<int:invoice_id>/pause")
@@ -390,15 +464,43 @@ def do_not_chase(company: Company, customer_id: int) -> Any:
 @bp.get("/c/<slug>/mailbox")
 @company_required
 def mailbox(company: Company) -> Any:
-    box = reads.mailbox(db(), company)
-    return render_template("mailbox.html", company=company, mails=box.mails, queued=box.queued)
+    box = reads.mailbox(db(), company, runtime().clock.now())
+    return render_template(
+        "mailbox.html",
+        company=company,
+        mails=box.mails,
+        queued=box.queued,
+        dropped=box.dropped,
+        kind=mail_kind,
+    )
 
 
 @bp.get("/c/<slug>/mailbox/<int:mail_id>")
 @company_required
 def mail(company: Company, mail_id: int) -> Any:
     m = get_or_404(MailMessage, mail_id, company)
-    return render_template("mail_message.html", company=company, m=m)
+    return render_template("mail_message.html", company=company, m=m, kind=mail_kind)
+
+
+@bp.get("/c/<slug>/mailbox/<int:mail_id>/email.html")
+@company_required
+def mail_html(company: Company, mail_id: int) -> Any:
+    """The HTML version of a sent email, as the recipient saw it (framed by its mailbox page)."""
+    m = get_or_404(MailMessage, mail_id, company)
+    if not m.html_body:
+        abort(404)
+    return _email_document(m.html_body)
+
+
+def _email_document(html: str) -> Response:
+    """An email's HTML served on its own: styles inline only, no script, no request to anywhere;
+    framed only by our own pages (the mailbox and the wording preview)."""
+    response = Response(html, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
+    )
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    return response
 
 
 @bp.get("/c/<slug>/calls")
@@ -487,6 +589,14 @@ def case_file(company: Company, customer_id: int) -> Any:
     )
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+# Steps, wordings and channels in words on every page (collections/reminder_words.py).
+bp.add_app_template_filter(step_in_words, "step_words")
+bp.add_app_template_filter(template_title, "template_title")
+bp.add_app_template_filter(channel_words, "channel_words")
+bp.add_app_template_filter(sequence_title, "sequence_title")
+bp.add_app_template_filter(lambda e: ESCALATION_WORDS.get(e, e), "escalation_words")
 
 
 @bp.app_template_global()

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from sqlalchemy.orm import Session
 
+from arbridge.collections.reminder_words import key_in_words, mail_kind, template_title
 from arbridge.collections.templates import (
     Rendered,
 )
@@ -232,8 +233,8 @@ def _record(
                     rt.clock,
                     message.company_id,
                     "reminders.sent",
-                    f"Reminder {row.step_key} sent to {prepared.to}"
-                    + (f" by {channel}" if channel != EMAIL_CHANNEL else "")
+                    f"{_reminder_words(message.payload, row.step_key)} sent to {prepared.to}"
+                    + (" by text message" if channel == SMS_CHANNEL else "")
                     + (" (not confirmed by the mail server)" if unconfirmed else ""),
                     invoice_id=row.invoice_id,
                     customer_id=row.customer_id,
@@ -250,7 +251,8 @@ def _record(
                 rt.clock,
                 company.id,
                 key=f"owner:maybe-sent:{message.key}",
-                subject=f"Check: a {prepared.kind} to {prepared.to} may not have gone out",
+                subject=f"Check: a {mail_kind(prepared.kind).lower()} to {prepared.to} may not "
+                "have gone out",
                 text=(
                     f"arbridge may have handed the text to {prepared.to} to Twilio, but could not "
                     f"confirm it ({unconfirmed}).\n\nSo that the customer never gets it twice, "
@@ -266,6 +268,13 @@ def _record(
                 activity="owner.notified",
                 required=True,
             )
+
+
+def _reminder_words(payload: Mapping[str, object], step_key: str) -> str:
+    """ "Second reminder (10 days after due)": what the activity log says went out."""
+    title = template_title(str(payload.get("template") or "reminder"))
+    when = key_in_words(step_key)
+    return f"{title} ({when})" if when else title
 
 
 def _bounced(rt: Runtime, message: OutboxMessage, prepared: Prepared, why: str) -> None:

@@ -17,6 +17,7 @@ from arbridge.collections.reminder_policy import (
     reminder_policy,
     statement_due,
 )
+from arbridge.collections.reminder_words import message_words, step_in_words, when_in_words
 from arbridge.collections.reminders import (
     CustomerMessage,
     send_at,
@@ -24,6 +25,8 @@ from arbridge.collections.reminders import (
 )
 from arbridge.collections.templates import (
     CALL_GUIDE,
+    email_layout,
+    text_as_html,
 )
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, SMS_CHANNEL
@@ -202,7 +205,7 @@ def _queue_email(
         rt.clock,
         company.id,
         "reminders.queued",
-        f"Reminder ({m.step.key}, {m.step.template}) queued for {m.customer.name} "
+        f"Reminder ({step_in_words(m.step)}) queued for {m.customer.name} "
         f"<{m.contact.email if m.contact else ''}> about {numbers}: {total}",
         customer_id=m.customer.customer_id,
         outbox_key=key,
@@ -287,12 +290,14 @@ def _escalate(
         rt.clock,
         company.id,
         "reminders.escalated",
-        f"{m.customer.name}: {total} overdue, reminders escalated ({m.step.key})",
+        f"{m.customer.name}: {total} overdue, reminders escalated "
+        f"({when_in_words(m.step.offset_days)})",
         customer_id=m.customer.customer_id,
     )
     return (
         f"{m.customer.name} has not paid {numbers} ({total}) after the reminders so far; "
-        f"arbridge reached the step {m.step.key} ({m.step.template})."
+        f"the sequence has reached its step {when_in_words(m.step.offset_days)} "
+        f"({message_words(m.step.channel, m.step.template)})."
         + (" Suggested next step: call them (see the call list)." if m.channel == "call" else "")
     )
 
@@ -304,17 +309,19 @@ def _escalation_digest(
     if not paragraphs:
         return
     guide = "".join(f'- "{q}" {a}\n' for q, a in CALL_GUIDE)
+    text = "\n\n".join(paragraphs) + "\n\nWhen you call, common replies and what to do:\n" + guide
+    calls = f"{rt.settings.base_url}/c/{company.slug}/calls"
     tell_owner(
         session,
         rt.clock,
         company.id,
         key=f"owner:escalations:{company.id}:{as_of.isoformat()}",
         subject=f"{len(paragraphs)} account(s) need your attention",
-        text="\n\n".join(paragraphs)
-        + "\n\nWhen you call, common replies and what to do:\n"
-        + guide,
+        text=text + f"\nYour call list: {calls}\n",
         activity="owner.notified",
         required=True,
+        # The HTML version, for reading on a phone: one column, the call list as a button.
+        extra={"html": email_layout(text_as_html(text, (calls, "Open the call list")))},
     )
 
 
