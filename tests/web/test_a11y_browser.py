@@ -177,7 +177,7 @@ def _check(visit: Visit, base: str, pages: dict[str, str], width: int, tag: str)
         scroll, inner = _width(page)
         if scroll > inner:
             problems.append(f"{name} at {width}px: {scroll}px wide")
-        page.screenshot(path=str(SHOTS / f"arbridge-a11y-{tag}-{name}-{width}.png"), full_page=True)
+        page.screenshot(path=str(SHOTS / f"arbridge-a11y-{tag}-{name}-{width}.png"))
         for v in _axe(page):
             problems.append(
                 f"{name} at {width}px: {v['impact']} {v['id']} ({v['help']}): {v['nodes']}"
