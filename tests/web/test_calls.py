@@ -34,11 +34,14 @@ def _task(rt, company, invoices: list[Invoice], key: str = "t") -> int:
         return task.id
 
 
-def _customer_with_two_overdue(rt, company) -> list[Invoice]:
+def _customer_with_two_overdue(rt, company, but: int | None = None) -> list[Invoice]:
+    """Two overdue USD invoices of one customer (not of customer `but`)."""
     today = company_today(company, rt.clock)
     with rt.sessions() as s:
         found: dict[int, list[Invoice]] = {}
         for inv in open_invoices(s, company.id):
+            if inv.customer_id == but:
+                continue
             if inv.due_on < today and not inv.payment_pending and inv.currency == "USD":
                 found.setdefault(inv.customer_id, []).append(inv)
         return next(v[:2] for v in found.values() if len(v) >= 2)
