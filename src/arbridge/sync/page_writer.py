@@ -10,7 +10,7 @@ from functools import lru_cache
 from itertools import repeat
 from typing import Any
 
-from sqlalchemy import JSON, bindparam, cast, delete, func, select
+from sqlalchemy import JSON, bindparam, case, cast, delete, func, or_, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
@@ -164,6 +164,31 @@ def _upsert(session: Session, model: Any, rows: list[dict[str, Any]]) -> dict[st
     return dict(returned.tuples().all())
 
 
+def _keep_owner_contact_values(session: Session, company_id: int, customer_ids: list[int]) -> None:
+    """Put the owner's own email and phone back over the ledger's just written: what the owner
+    set on the customer's page outlives every sync (the ledger's stays in `ledger_*`). One
+    statement for the page, touching only the contacts the owner changed."""
+    session.execute(
+        update(Contact)
+        .where(
+            Contact.company_id == company_id,
+            among(session, Contact.customer_id, customer_ids),
+            or_(Contact.owner_email.is_not(None), Contact.owner_phone.is_not(None)),
+        )
+        .values(
+            email=case(
+                (Contact.owner_email.is_(None), Contact.email),
+                else_=func.nullif(Contact.owner_email, ""),
+            ),
+            phone=case(
+                (Contact.owner_phone.is_(None), Contact.phone),
+                else_=func.nullif(Contact.owner_phone, ""),
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
 def _ids(
     session: Session, model: Any, company_id: int, source: str, source_ids: Iterable[str]
 ) -> dict[str, int]:
@@ -228,12 +253,18 @@ class PageWriter:
                 "name": c.name,
                 "email": c.email,
                 "phone": c.phone,
+                "ledger_email": c.email,
+                "ledger_phone": c.phone,
                 "is_primary": c.is_primary,
             }
             for r in recs
             for c in r.contacts
         ]
         _upsert(self.s, Contact, contacts)
+        if contacts:
+            _keep_owner_contact_values(
+                self.s, self.company_id, sorted({row["customer_id"] for row in contacts})
+            )
 
     def _customer_ids(self, recs: Iterable[Any]) -> dict[str, int]:
         return _ids(
