@@ -138,6 +138,15 @@ def _axe(page) -> list[dict]:
     return [v for v in found if v["impact"] in ("serious", "critical")]
 
 
+# Every control a person can use has a label of its own: a <label> (for= or around it), or an
+# aria-label / aria-labelledby. axe also takes a placeholder or a title, which vanish or hide.
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
+  .filter(e => e.type !== 'hidden')
+  .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+    && !e.getAttribute('aria-labelledby'))
+  .map(e => e.outerHTML.slice(0, 120))"""
+
+
 def _width(page) -> tuple[int, int]:
     return page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
 
@@ -178,6 +187,8 @@ def _check(visit: Visit, base: str, pages: dict[str, str], width: int, tag: str)
         if scroll > inner:
             problems.append(f"{name} at {width}px: {scroll}px wide")
         page.screenshot(path=str(SHOTS / f"arbridge-a11y-{tag}-{name}-{width}.png"))
+        for control in page.evaluate(UNLABELLED):
+            problems.append(f"{name}: a control without a label: {control}")
         for v in _axe(page):
             problems.append(
                 f"{name} at {width}px: {v['impact']} {v['id']} ({v['help']}): {v['nodes']}"
@@ -228,3 +239,47 @@ def test_the_check_sees_a_page_wider_than_the_window(chromium, live):  # noqa: F
         )
         scroll, inner = _width(visit.page)
         assert scroll > inner == 390
+
+
+def test_the_keyboard_reaches_the_page_and_shows_where_it_is(chromium, live, site):  # noqa: F811
+    """Tab first lands on "Skip to the page", which takes the focus past the navigation; every
+    link, button and field then shows a focus ring; the call list's outcome form works by keys."""
+    with _browser(chromium, 1366) as visit:
+        page = visit.page
+        company = fresh_company(live.rt, "demo")
+        page.goto(f"{live.base_url}/sign-in/{new_sign_in_token(live.rt, company)}")
+        for _ in range(6):  # the skip link, the brand, then the button
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.textContent.trim()") == "Sign in":
+                break
+        assert _ring(page)
+        page.keyboard.press("Enter")
+        page.wait_for_url(f"{live.base_url}/c/demo/")
+        page.goto(f"{live.base_url}{site.owner['calls']}")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.className") == "skip"
+        assert _ring(page), "the skip link shows no focus ring"
+        page.keyboard.press("Enter")
+        assert page.evaluate("document.activeElement.id") == "main"
+        # Onwards from the page's start: the first call's links, then its outcome choices.
+        seen = []
+        for _ in range(40):
+            page.keyboard.press("Tab")
+            tag = page.evaluate(
+                "document.activeElement.tagName + ':' + (document.activeElement.type || '')"
+            )
+            assert _ring(page), f"{tag} shows no focus ring"
+            seen.append(tag)
+            if tag == "INPUT:radio":
+                break
+        assert "A:" in seen and seen[-1] == "INPUT:radio", seen
+        page.keyboard.press("Space")
+        assert page.evaluate("document.activeElement.checked") is True
+        page.screenshot(path=str(SHOTS / "arbridge-a11y-keyboard-calls.png"))
+
+
+def _ring(page) -> bool:
+    return page.evaluate(
+        "(() => { const s = getComputedStyle(document.activeElement);"
+        " return s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2; })()"
+    )
