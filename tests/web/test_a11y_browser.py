@@ -12,12 +12,14 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from arbridge.services.payments.plans import make_offer
+from arbridge.services.reminders.holds import record_hold
 from arbridge.services.reminders.run import run_reminders
 from arbridge.services.reminders.unsubscribe import unsubscribe_token
 from arbridge.sync.db import transaction
@@ -70,6 +72,10 @@ def _site(rt, company) -> Site:
             and i.customer_id != overdue.customer_id
         )
         pay = issue_pay_token(s, rt.clock, s.get(Invoice, overdue.id))
+        # A customer who promised to pay: the pay page says so instead of the reply forms.
+        promised = next(i for i in invoices if i.id not in (overdue.id, planned.id))
+        record_hold(s, rt, promised, "promise", promised_on=today + timedelta(days=5))
+        promised_pay = issue_pay_token(s, rt.clock, s.get(Invoice, promised.id))
         customer = s.get(Customer, overdue.customer_id)
         statement = issue_statement_token(s, rt.clock, customer)
         contact = s.scalars(select(Contact).where(Contact.customer_id == customer.id)).first()
@@ -114,6 +120,7 @@ def _site(rt, company) -> Site:
     customer_pages = {
         "pay": f"/pay/{pay}",
         "statement": f"/pay/{statement}",
+        "pay-promised": f"/pay/{promised_pay}",
         "plan-offer": offer.link.removeprefix(rt.settings.base_url),
         "plan-choice": f"/pay/{pay}/plan?installments=3&every=month",
         "unsubscribe": f"/u/{unsubscribe_token(rt.settings.secret_key, contact.id)}",
@@ -187,6 +194,7 @@ def _check(visit: Visit, base: str, pages: dict[str, str], width: int, tag: str)
         if scroll > inner:
             problems.append(f"{name} at {width}px: {scroll}px wide")
         page.screenshot(path=str(SHOTS / f"arbridge-a11y-{tag}-{name}-{width}.png"))
+        page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
         for control in page.evaluate(UNLABELLED):
             problems.append(f"{name}: a control without a label: {control}")
         for v in _axe(page):
@@ -206,6 +214,11 @@ def test_every_owner_and_customer_page_passes_axe_and_fits_the_window(
     problems: list[str] = []
     with _browser(chromium, width) as visit:
         problems += _check(visit, live.base_url, site.customer, width, "customer")
+        visit.page.goto(f"{live.base_url}{site.customer['pay']}")
+        visit.page.click("#pay")
+        visit.page.wait_for_url("**/simulated-checkout/**")
+        checkout = visit.page.url.removeprefix(live.base_url)
+        problems += _check(visit, live.base_url, {"checkout": checkout}, width, "customer")
         # Signed in as the owner, through the sign-in page a person uses.
         company = fresh_company(live.rt, "demo")
         visit.page.goto(f"{live.base_url}/sign-in/{new_sign_in_token(live.rt, company)}")
