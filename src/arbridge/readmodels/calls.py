@@ -38,7 +38,7 @@ def live_calls(s: Session, company_id: int, today: date) -> list[Call]:
     rows = s.execute(
         select(CallTask, Customer)
         .join(Customer, Customer.id == CallTask.customer_id)
-        .where(live_task(company_id, today))
+        .where(live_task(s, company_id, today))
         .order_by(CallTask.created_at, CallTask.id)
     ).all()
     if not rows:

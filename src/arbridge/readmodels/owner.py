@@ -91,7 +91,7 @@ def nav_counts(s: Session, company_id: int, today: date) -> dict[str, int]:
     calls = (
         select(func.count())
         .select_from(CallTask)
-        .where(live_task(company_id, today))
+        .where(live_task(s, company_id, today))
         .scalar_subquery()
     )
     replies = (
