@@ -308,10 +308,11 @@ def test_the_mailbox_and_call_list_after_a_daily_run(owner_client, rt, demo_comp
     calls = parse(owner_client.get("/c/demo/calls").data)
     assert "the cheque is in the post" in calls.by_id("calls").text.lower()
     form = calls.find("form", action=f"/c/demo/calls/{task.id}/done")
-    owner_client.post(form.attrs["action"], data={**form_fields(form), "outcome": "Paying Friday"})
+    data = {**form_fields(form), "outcome": "reached", "note": "Paying Friday"}
+    owner_client.post(form.attrs["action"], data=data)
     with rt.sessions() as s:
         done = s.get(CallTask, task.id)
-        assert done.done_at == rt.clock.now() and done.outcome == "Paying Friday"
+        assert done.done_at == rt.clock.now() and done.outcome == "reached: Paying Friday"
     # Refer the account to an agency: reminders stop, the case file downloads.
     calls = parse(owner_client.get("/c/demo/calls").data)
     agency = calls.find("form")

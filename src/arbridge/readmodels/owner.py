@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from arbridge.collections.aging import OpenItem, bucket, days_overdue, due_range, home_balance
+from arbridge.services.reminders.calls import live_task
 from arbridge.sync.model import (
     CallTask,
     Company,
@@ -91,14 +92,14 @@ def unresolved_sync_errors(
     return list(errors), count
 
 
-def nav_counts(s: Session, company_id: int) -> dict[str, int]:
-    """What the navigation counts on every owner page, in one query: calls still to make, and
-    customers' questions, disputes and text replies nobody has answered yet (promises wait for
-    their date)."""
+def nav_counts(s: Session, company_id: int, today: date) -> dict[str, int]:
+    """What the navigation counts on every owner page, in one query: calls still to make (those
+    the call list shows, see `readmodels.calls`), and customers' questions, disputes and text
+    replies nobody has answered yet (promises wait for their date)."""
     calls = (
         select(func.count())
         .select_from(CallTask)
-        .where(CallTask.company_id == company_id, CallTask.done_at.is_(None))
+        .where(live_task(s, company_id, today))
         .scalar_subquery()
     )
     replies = (

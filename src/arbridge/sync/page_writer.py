@@ -10,7 +10,7 @@ from functools import lru_cache
 from itertools import repeat
 from typing import Any
 
-from sqlalchemy import JSON, bindparam, cast, delete, func, select, update
+from sqlalchemy import JSON, bindparam, case, cast, delete, func, or_, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
@@ -166,6 +166,31 @@ def _upsert(session: Session, model: Any, rows: list[dict[str, Any]]) -> dict[st
     return dict(returned.tuples().all())
 
 
+def _keep_owner_contact_values(session: Session, company_id: int, customer_ids: list[int]) -> None:
+    """Put the owner's own email and phone back over the ledger's just written: what the owner
+    set on the customer's page outlives every sync (the ledger's stays in `ledger_*`). One
+    statement for the page, touching only the contacts the owner changed."""
+    session.execute(
+        update(Contact)
+        .where(
+            Contact.company_id == company_id,
+            among(session, Contact.customer_id, customer_ids),
+            or_(Contact.owner_email.is_not(None), Contact.owner_phone.is_not(None)),
+        )
+        .values(
+            email=case(
+                (Contact.owner_email.is_(None), Contact.email),
+                else_=func.nullif(Contact.owner_email, ""),
+            ),
+            phone=case(
+                (Contact.owner_phone.is_(None), Contact.phone),
+                else_=func.nullif(Contact.owner_phone, ""),
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
 def _ids(
     session: Session, model: Any, company_id: int, source: str, source_ids: Iterable[str]
 ) -> dict[str, int]:
@@ -237,12 +262,18 @@ class PageWriter:
                         "name": c.name,
                         "email": c.email,
                         "phone": c.phone,
+                        "ledger_email": c.email,
+                        "ledger_phone": c.phone,
                         "phone_e164": phone.e164 if phone else None,
                         "phone_problem": phone.problem if phone else None,
                         "is_primary": c.is_primary,
                     }
                 )
         contact_ids = _upsert(self.s, Contact, contacts)
+        if contacts:
+            customer_ids = sorted({row["customer_id"] for row in contacts})
+            _keep_owner_contact_values(self.s, self.company_id, customer_ids)
+            self._owner_phones_in_e164(customer_ids, home)
         consented = [
             contact_ids[c.source_id]
             for r in recs
@@ -257,6 +288,31 @@ class PageWriter:
                 .where(among(self.s, Contact.id, consented), Contact.sms_consent_at.is_(None))
                 .values(sms_consent_at=self.now, sms_consent_source="ledger")
             )
+
+    def _owner_phones_in_e164(self, customer_ids: list[int], home: str | None) -> None:
+        """A phone the owner set outlives the sync (`_keep_owner_contact_values`): its E.164
+        form follows it, not the ledger's number just written. One read and one write a page."""
+        owned = self.s.execute(
+            select(Contact.id, Contact.phone, Customer.country)
+            .join(Customer, Customer.id == Contact.customer_id)
+            .where(
+                Contact.company_id == self.company_id,
+                among(self.s, Contact.customer_id, customer_ids),
+                Contact.owner_phone.is_not(None),
+            )
+        ).all()
+        rows = []
+        for contact_id, phone, country in owned:
+            parsed = parse_phone(phone, country or home) if phone else None
+            rows.append(
+                {
+                    "id": contact_id,
+                    "phone_e164": parsed.e164 if parsed else None,
+                    "phone_problem": parsed.problem if parsed else None,
+                }
+            )
+        if rows:
+            self.s.execute(update(Contact), rows)
 
     def _home_country(self) -> str | None:
         if not hasattr(self, "_country"):

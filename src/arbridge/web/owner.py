@@ -44,7 +44,7 @@ PAGE_SIZE = 100
 @bp.app_template_global()
 def nav_counts(company: Company) -> dict[str, int]:
     """The navigation's counts (calls to make, replies waiting): one query per page."""
-    return owner_reads.nav_counts(db(), company.id)
+    return owner_reads.nav_counts(db(), company.id, company_today(company, runtime().clock))
 
 
 @bp.get("/")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from datetime import timedelta
 from typing import Any
 
 from flask import (
@@ -48,7 +49,9 @@ from arbridge.collections.templates import (
 from arbridge.collections.templates import check as check_template
 from arbridge.inputs import InputError, parse_day, parse_int
 from arbridge.readmodels import reminders as reads
+from arbridge.readmodels.calls import live_calls
 from arbridge.services.messaging.queue import queue_test_message
+from arbridge.services.reminders.calls import MAX_PROMISE_DAYS, OUTCOMES, CallRefused, log_call
 from arbridge.services.reminders.case_file import case_file as build_case_file
 from arbridge.services.reminders.holds import resolve_hold
 from arbridge.services.reminders.preview import dry_run_rows, not_reminded, preview
@@ -506,30 +509,53 @@ def _email_document(html: str) -> Response:
 @bp.get("/c/<slug>/calls")
 @company_required
 def calls(company: Company) -> Any:
-    found = reads.call_list(db(), company.id)
+    s = db()
+    today = company_today(company, runtime().clock)
+    found = reads.call_list(s, company.id)
     return render_template(
         "calls.html",
         company=company,
-        tasks=found.tasks,
+        calls=live_calls(s, company.id, today),
         holds=found.holds,
         referred=found.referred,
         guide=CALL_GUIDE,
+        today=today,
+        outcomes=OUTCOMES,
+        max_promise=today + timedelta(days=MAX_PROMISE_DAYS),
     )
 
 
 @bp.post("/c/<slug>/calls/<int:task_id>/done")
 @company_required
 def call_done(company: Company, task_id: int) -> Any:
+    """The call's outcome: reached, voicemail, promised DATE (holds reminders until then) or a
+    dispute (holds the invoices until the owner closes it), as the pay page's replies do."""
     rt, s = runtime(), db()
     task = get_or_404(CallTask, task_id, company)
-    task.done_at = rt.clock.now()
-    task.outcome = (request.form.get("outcome") or "").strip()[:MAX_MESSAGE] or None
-    log_activity(
-        s, rt.clock, company.id, "reminders.call_done", "Call made", customer_id=task.customer_id
-    )
+    back = redirect(url_for("reminders.calls", slug=company.slug) + "#calls")
+    if task.done_at is not None:
+        flash("That call was already logged.", "ok")
+        return back
+    raw_day = (request.form.get("promised_on") or "").strip()
+    try:
+        promised = parse_day(raw_day) if raw_day else None
+        logged = log_call(
+            s,
+            rt,
+            task,
+            (request.form.get("outcome") or "").strip(),
+            today=company_today(company, rt.clock),
+            note=request.form.get("note") or "",
+            promised_on=promised,
+        )
+    except (InputError, CallRefused) as e:
+        log.info("call %s: outcome refused", task.id)
+        flash(str(e) if isinstance(e, CallRefused) else "Give the date as YYYY-MM-DD.", "error")
+        return back
     s.commit()
-    flash("Call marked done.", "ok")
-    return redirect(url_for("reminders.calls", slug=company.slug))
+    held = f" Reminders paused for {', '.join(logged.held)}." if logged.held else ""
+    flash(f"Call logged: {task.outcome}.{held}", "ok")
+    return back
 
 
 @bp.post("/c/<slug>/holds/<int:hold_id>/resolve")

@@ -64,6 +64,7 @@ from arbridge.sync.model.plans import (
     PlanInvoice,
 )
 from arbridge.sync.model.receivables import (
+    CONTACT_CHANNELS,
     Contact,
     CreditNote,
     Customer,
@@ -87,6 +88,7 @@ __all__ = [
     "ASSESSMENT_STATUSES",
     "COLLECTED_STATUSES",
     "CONNECTION_STATUSES",
+    "CONTACT_CHANNELS",
     "DOCUMENT_STATUSES",
     "EVENT_STATUSES",
     "FEE_KINDS",

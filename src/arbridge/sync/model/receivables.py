@@ -56,6 +56,10 @@ class Customer(SyncedRow, Base):
     __table_args__ = (UniqueConstraint("company_id", "source", "source_id"),)
 
 
+# How a contact prefers to be reached (`Contact.preferred_channel`; None: email).
+CONTACT_CHANNELS = {"email": "Email", "sms": "Text message (SMS)", "phone": "Phone call"}
+
+
 class Contact(SyncedRow, Base):
     __tablename__ = "contacts"
 
@@ -65,8 +69,16 @@ class Contact(SyncedRow, Base):
         ForeignKey("customers.id", ondelete="CASCADE"), index=True
     )
     name: Mapped[str | None] = mapped_column(String(300))
+    # What arbridge uses: the owner's value where they set one, else the ledger's. A sync
+    # writes `ledger_*` and these, then puts the owner's back (`sync.page_writer`).
     email: Mapped[str | None] = mapped_column(String(254))
     phone: Mapped[str | None] = mapped_column(String(40))
+    ledger_email: Mapped[str | None] = mapped_column(String(254))
+    ledger_phone: Mapped[str | None] = mapped_column(String(40))
+    # The owner's own values, which no sync writes: None follows the ledger, "" removes it.
+    owner_email: Mapped[str | None] = mapped_column(String(254))
+    owner_phone: Mapped[str | None] = mapped_column(String(40))
+    preferred_channel: Mapped[str | None] = mapped_column(String(10))  # CONTACT_CHANNELS
     is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
     opted_out_at: Mapped[datetime | None]
     bounced_at: Mapped[datetime | None]
@@ -84,6 +96,14 @@ class Contact(SyncedRow, Base):
     customer: Mapped[Customer] = relationship(back_populates="contacts")
 
     __table_args__ = (UniqueConstraint("company_id", "source", "source_id"),)
+
+    def set_by_owner(self, email: str, phone: str) -> None:
+        """The owner's email and phone ("" removes one). A value equal to the ledger's follows
+        the ledger again; any other is the owner's, kept over every later sync."""
+        self.owner_email = None if email == (self.ledger_email or "") else email
+        self.owner_phone = None if phone == (self.ledger_phone or "") else phone
+        self.email = self.ledger_email if self.owner_email is None else (self.owner_email or None)
+        self.phone = self.ledger_phone if self.owner_phone is None else (self.owner_phone or None)
 
 
 class Invoice(SyncedRow, Base):
