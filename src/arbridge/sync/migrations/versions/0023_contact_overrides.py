@@ -7,16 +7,16 @@ removed it), which no sync writes, so a sync puts them back over the ledger's. A
 contact prefers to be reached: `preferred_channel` (email, sms or phone; NULL: email).
 Existing rows: the ledger's values are taken to be the current ones.
 
-Revision ID: 0026
-Revises: 0021
+Revision ID: 0023
+Revises: 0022
 """
 
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0026"
-down_revision = "0021"
+revision = "0023"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 
