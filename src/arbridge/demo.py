@@ -36,6 +36,17 @@ DEMO_PLANS = {
 }
 
 
+# Late fees, on from the start so a newcomer sees one charged: $25 once an invoice of $100 or
+# more is 30 days past due, as its own invoice in the demo ledger (the original stays as sent).
+DEMO_LATE_FEES = {
+    **DEFAULTS["late_fees"],
+    "enabled": True,
+    "grace_days": 30,
+    "flat_fee": "25.00",
+    "min_balance": "100.00",
+}
+
+
 SyncFunc = Callable[[Connection, bool], SyncResult]
 
 
@@ -57,8 +68,13 @@ def prepare(
                 country="US",
                 owner_email="owner@acme-supply.example",
             )
-            # The demo shows installment plans on its payment pages from the start.
-            company.settings = {**(company.settings or {}), "plans": DEMO_PLANS}
+            # The demo shows installment plans on its payment pages and charges late fees
+            # from the start.
+            company.settings = {
+                **(company.settings or {}),
+                "plans": DEMO_PLANS,
+                "late_fees": DEMO_LATE_FEES,
+            }
         conn = ledger_connection(session, company.id)
         if conn is None:
             conn = add_connection(

@@ -36,6 +36,8 @@ class OutboxKind(StrEnum):
     PLAN_CHARGE = "plan_charge"
     # Messages (services.messaging): reminders, statements, receipts, owner notices.
     EMAIL = "email"
+    # An invoice sent to its customer through the ledger's own send (services.delivery).
+    INVOICE_SEND = "invoice_send"
 
 
 LEDGER_WRITES = (OutboxKind.LEDGER_PAYMENT, OutboxKind.LEDGER_DISCOUNT, OutboxKind.LEDGER_REVERSAL)
@@ -64,6 +66,16 @@ def fee_invoice_key(invoice_id: int, kind: str, period: str) -> str:
 
 def fee_void_key(invoice_id: int, kind: str, period: str) -> str:
     return f"{OutboxKind.LEDGER_FEE_VOID.value}:{invoice_id}:{kind}:{period}"
+
+
+def invoice_send_key(invoice_id: int) -> str:
+    """An invoice sent to its customer: once per invoice, whoever asked and however often."""
+    return f"{OutboxKind.INVOICE_SEND.value}:{invoice_id}"
+
+
+def invoice_email_key(invoice_id: int) -> str:
+    """arbridge's own email of an invoice the ledger could not send."""
+    return f"invoice_email:{invoice_id}"
 
 
 def stripe_refund_key(payment_intent: str, number: int) -> str:

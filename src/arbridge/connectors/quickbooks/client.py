@@ -26,6 +26,7 @@ from arbridge.connectors.base import (
     DiscountWriteBack,
     Entity,
     FeeInvoiceWriteBack,
+    InvoiceSend,
     Page,
     PaymentWriteBack,
     SourceRecord,
@@ -130,12 +131,18 @@ class QuickBooksConnector:
         return f"{self.config.api_root}/v3/company/{self.realm_id}/{path}"
 
     def _send(
-        self, method: str, path: str, token: str, params: dict[str, str], body: str | None
+        self,
+        method: str,
+        path: str,
+        token: str,
+        params: dict[str, str],
+        body: str | None,
+        content_type: str = "application/json",
     ) -> dict[str, Any]:
         """One request; every failure leaves as one of our error kinds."""
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
+        if body is not None or method == "POST":
+            headers["Content-Type"] = content_type
         with self.limiter.slot():
             self.calls += 1
             try:
@@ -181,6 +188,7 @@ class QuickBooksConnector:
         path: str,
         params: dict[str, str] | None = None,
         payload: Any = None,
+        content_type: str = "application/json",
     ) -> dict[str, Any]:
         """_send with the retries (connectors/retry.py): short throttles wait, transient
         failures back off, a long throttle leaves as RateLimited, a 401 refreshes the token
@@ -192,7 +200,7 @@ class QuickBooksConnector:
         def attempt() -> dict[str, Any]:
             nonlocal token, refreshed
             try:
-                return self._send(method, path, token, params or {}, body)
+                return self._send(method, path, token, params or {}, body, content_type)
             except Unauthorized:
                 if refreshed:
                     reason = "QuickBooks refused a freshly refreshed token (HTTP 401)"
@@ -492,6 +500,35 @@ class QuickBooksConnector:
             {"operation": "void", "requestid": request_id(idempotency_key)},
             {"Id": invoice_id, "SyncToken": current.get("SyncToken", "0")},
         )
+
+    def send_invoice(self, send: InvoiceSend) -> str:
+        """Email an Invoice through QuickBooks (POST invoice/<id>/send, with sendTo when we hold
+        the address), which sets its EmailStatus to EmailSent and its DeliveryInfo.
+
+        The send operation takes no body (Intuit: Content-Type application/octet-stream). It is
+        looked up first, so an invoice QuickBooks already shows as sent (by an attempt whose
+        answer we lost, or by the owner) is not emailed again; the requestid covers a retry
+        of the send itself."""
+        invoice_id = send.invoice_source_id
+        current = self._request("GET", f"invoice/{invoice_id}").get("Invoice") or {}
+        if current.get("EmailStatus") == "EmailSent":
+            return invoice_id
+        params = {"requestid": request_id(send.idempotency_key)}
+        if send.to:
+            params["sendTo"] = send.to
+        data = self._request(
+            "POST",
+            f"invoice/{invoice_id}/send",
+            params,
+            content_type="application/octet-stream",
+        )
+        sent = data.get("Invoice") or {}
+        if sent.get("EmailStatus") != "EmailSent":
+            raise Rejected(
+                f"QuickBooks did not send invoice {invoice_id} "
+                f"(its EmailStatus is {sent.get('EmailStatus')!r})"
+            )
+        return invoice_id
 
     def reverse_payment(self, payment_id: str, idempotency_key: str) -> None:
         """Void a Payment (a refund or an ACH return): its invoices reopen. Safe to repeat.

@@ -30,6 +30,7 @@ from arbridge.connectors.base import (
     DiscountWriteBack,
     Entity,
     FeeInvoiceWriteBack,
+    InvoiceSend,
     Page,
     PaymentWriteBack,
     SourceRecord,
@@ -526,6 +527,26 @@ class XeroConnector:
         if not made.get("InvoiceID"):
             raise Rejected("Xero accepted the fee invoice but returned no id")
         return str(made["InvoiceID"])
+
+    def send_invoice(self, send: InvoiceSend) -> str:
+        """Email an invoice to its contact through Xero (POST /Invoices/{id}/Email, an empty
+        body, 204 No Content), which sets SentToContact. Xero emails the contact's own address
+        (it takes none from us) and only an AUTHORISED (or SUBMITTED, PAID) invoice; it answers
+        400 when it cannot, and that leaves as Rejected. Read first, so an invoice Xero already
+        shows as sent is not emailed again; the Idempotency-Key covers a retried POST."""
+        invoice_id = send.invoice_source_id
+        found = self._read("an invoice", "get_invoice", invoice_id=invoice_id)
+        current = (found.get("Invoices") or [{}])[0]
+        if current.get("SentToContact") is True:
+            return invoice_id
+        self._write(
+            "emailing an invoice",
+            "POST",
+            f"/Invoices/{quote(invoice_id, safe='')}/Email",
+            {},
+            send.idempotency_key,
+        )
+        return invoice_id
 
     def void_invoice(self, invoice_id: str, idempotency_key_: str) -> None:
         """Void an invoice arbridge created (a waived fee): POST /Invoices/{id} with Status
