@@ -95,6 +95,7 @@ class FakeQuickBooks:
         self.version = 0  # bumped on every change; query results are cached per version
         self._result_cache: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         self.requestids: dict[str, str] = {}
+        self.sent: list[tuple[str, str]] = []  # (invoice id, address) of each email sent
         self.refresh_tokens: set[str] = set()
         self.access_tokens: set[str] = set()
         self.revoked: list[str] = []
@@ -470,6 +471,8 @@ class FakeQuickBooks:
                 result = self._credit_memo_write(
                     params, json.loads(request.body, parse_float=Decimal)
                 )
+            elif request.method == "POST" and re.fullmatch(r"invoice/[^/]+/send", path):
+                result = self._invoice_send(path.split("/")[1], params, request)
             elif path == "invoice" and request.method == "POST":
                 result = self._invoice_write(params, json.loads(request.body, parse_float=Decimal))
             elif path == "payment" and request.method == "POST":
@@ -667,6 +670,27 @@ class FakeQuickBooks:
         self._stamp("Invoice", raw)
         if request_id:
             self.requestids[key] = iid
+        return 200, {"Invoice": raw}
+
+    def _invoice_send(
+        self, invoice_id: str, params: dict[str, str], request: Any
+    ) -> tuple[int, Any]:
+        """POST invoice/<id>/send[?sendTo=]: QuickBooks emails the invoice (to sendTo, else its
+        BillEmail), and answers the Invoice with EmailStatus EmailSent and DeliveryInfo. The
+        request has no body (Intuit: Content-Type application/octet-stream)."""
+        if request.headers.get("Content-Type") != "application/octet-stream":
+            return 400, _fault("2010", "Request has invalid or unsupported property", "type")
+        raw = self.records["Invoice"].get(invoice_id)
+        if raw is None or raw.get("status") == "Deleted":
+            return 400, _fault("610", "Object Not Found", f"invoice {invoice_id}")
+        to = params.get("sendTo") or (raw.get("BillEmail") or {}).get("Address")
+        if not to:
+            return 400, _fault("6140", "Invalid email address", "no BillEmail and no sendTo")
+        self.sent.append((invoice_id, to))
+        raw["EmailStatus"] = "EmailSent"
+        raw["BillEmail"] = {"Address": to}
+        raw["DeliveryInfo"] = {"DeliveryType": "Email", "DeliveryTime": qbo_time(self.clock.now())}
+        self._stamp("Invoice", raw)
         return 200, {"Invoice": raw}
 
     def _payment_write(self, params: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:

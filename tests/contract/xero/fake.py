@@ -126,6 +126,7 @@ class FakeXero:
         self.day_calls = 0
         self.day_limit = 5000
         self.idempotent: dict[str, tuple[int, str]] = {}
+        self.emailed: list[tuple[str, str]] = []  # (invoice id, address) of each email sent
         # injected failures, consumed in order by API calls: ("throttle", seconds, problem),
         # ("status", 503), ("lose_response",) (do the write, then answer 503)
         self.injected: list[tuple[Any, ...]] = []
@@ -259,6 +260,7 @@ class FakeXero:
         status: str = "AUTHORISED",
         kind: str = "ACCREC",
         due_amount: str | None = None,
+        sent: bool = True,
     ) -> str:
         invoice_id = str(uuid.uuid4())
         amount = Decimal(total)
@@ -277,6 +279,7 @@ class FakeXero:
                 "AmountDue": due_now,
                 "AmountPaid": amount - due_now,
                 "AmountCredited": Decimal("0.00"),
+                "SentToContact": sent,
                 "CurrencyRate": Decimal(rate),
                 "IsDiscounted": False,
                 "HasAttachments": False,
@@ -418,6 +421,8 @@ class FakeXero:
             return Response("not found", 404)
 
     def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> Response:
+        if status == 204:
+            return Response("", 204, headers=headers or {})
         return Response(dumps(data), status, headers=headers or {}, content_type="application/json")
 
     def _bearer(self, request: Request) -> bool:
@@ -557,6 +562,8 @@ class FakeXero:
             return self._idempotent(request, lambda: self._delete_payment(parts[1], request))
         if request.method == "PUT" and name == "Invoices" and len(parts) == 1:
             return self._idempotent(request, lambda: self._put_invoices(request))
+        if request.method == "POST" and name == "Invoices" and parts[2:] == ["Email"]:
+            return self._idempotent(request, lambda: self._email_invoice(parts[1], request))
         if request.method == "POST" and name == "Invoices" and len(parts) == 2:
             return self._idempotent(request, lambda: self._void_invoice(parts[1], request))
         if request.method == "PUT" and name == "CreditNotes" and len(parts) == 1:
@@ -762,6 +769,25 @@ class FakeXero:
             )
             out.append(record)
         return 200, self._envelope("Invoices", out)
+
+    def _email_invoice(self, invoice_id: str, request: Request) -> tuple[int, Any]:
+        """POST /Invoices/{id}/Email (body `{}`): Xero emails the invoice to its contact and
+        answers 204 No Content; only an AUTHORISED, SUBMITTED or PAID invoice to a contact
+        with an address (a 400 with a validation error otherwise)."""
+        invoice = self.store["Invoices"].get(invoice_id)
+        if invoice is None:
+            return 404, {}
+        if self._body(request) != {}:
+            return 400, _validation(["The request body must be empty"])
+        if invoice["Status"] not in ("AUTHORISED", "SUBMITTED", "PAID"):
+            return 400, _validation([f"Invoice is {invoice['Status']}: it cannot be emailed"])
+        contact = self.store["Contacts"][invoice["Contact"]["ContactID"]]
+        if not contact.get("EmailAddress"):
+            return 400, _validation(["The contact does not have an email address"])
+        self.emailed.append((invoice_id, contact["EmailAddress"]))
+        invoice["SentToContact"] = True
+        self._stamp(invoice, "InvoiceID")
+        return 204, None
 
     def _void_invoice(self, invoice_id: str, request: Request) -> tuple[int, Any]:
         invoice = self.store["Invoices"].get(invoice_id)

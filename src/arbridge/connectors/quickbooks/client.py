@@ -189,6 +189,7 @@ class QuickBooksConnector:
         params: dict[str, str] | None = None,
         payload: Any = None,
         content_type: str = "application/json",
+        retry_transient: bool = True,
     ) -> dict[str, Any]:
         """_send with the retries (connectors/retry.py): short throttles wait, transient
         failures back off, a long throttle leaves as RateLimited, a 401 refreshes the token
@@ -210,7 +211,11 @@ class QuickBooksConnector:
                 raise RetryNow() from None
 
         return with_retries(
-            attempt, sleep=self.sleep, what=f"QuickBooks {method} {path}", max_wait=self.max_wait
+            attempt,
+            sleep=self.sleep,
+            what=f"QuickBooks {method} {path}",
+            max_wait=self.max_wait,
+            **({} if retry_transient else {"max_transients": 0}),
         )
 
     def query(self, statement: str) -> dict[str, Any]:
@@ -507,8 +512,10 @@ class QuickBooksConnector:
 
         The send operation takes no body (Intuit: Content-Type application/octet-stream). It is
         looked up first, so an invoice QuickBooks already shows as sent (by an attempt whose
-        answer we lost, or by the owner) is not emailed again; the requestid covers a retry
-        of the send itself."""
+        answer we lost, or by the owner) is not emailed again. Intuit does not say that the
+        send honours a requestid, so a send that failed on the way (a dropped connection, a 5xx)
+        is not repeated here: it leaves as Transient and the outbox's next attempt reads the
+        invoice first. A throttle (429) sent nothing and is waited out as usual."""
         invoice_id = send.invoice_source_id
         current = self._request("GET", f"invoice/{invoice_id}").get("Invoice") or {}
         if current.get("EmailStatus") == "EmailSent":
@@ -521,6 +528,7 @@ class QuickBooksConnector:
             f"invoice/{invoice_id}/send",
             params,
             content_type="application/octet-stream",
+            retry_transient=False,
         )
         sent = data.get("Invoice") or {}
         if sent.get("EmailStatus") != "EmailSent":
