@@ -1,0 +1,140 @@
+"""Invoice delivery on the demo ledger: its unsent invoices, sent once each through DemoBooks'
+own send; the automatic send of new invoices; and the demo's late fee, charged once into the
+demo ledger and shown on the pay page.
+
+Today on the test clock is 24 November 2026 (America/Chicago)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from sqlalchemy import func, select
+
+from arbridge.demo import DEMO_TENANT
+from arbridge.readmodels.delivery import unsent_invoices
+from arbridge.services.bootstrap import outbox_handlers
+from arbridge.services.delivery.send import queue_sends, send_new_invoices
+from arbridge.sync.db import transaction
+from arbridge.sync.model import Company, Invoice, LateFeeAssessment, OutboxMessage
+from arbridge.sync.outbox import deliver
+from arbridge.sync.store import issue_pay_token, ledger_connection
+from arbridge.worker import run_collections, run_sync
+from tests.conftest import sync_now
+
+TODAY = date(2026, 11, 24)
+
+
+def ledger_sent(rt):
+    return rt.demo_ledger(DEMO_TENANT).read().get("Sent", [])
+
+
+def company_row(rt, company_id):
+    with rt.sessions() as s:
+        row = s.get(Company, company_id)
+        s.expunge(row)
+    return row
+
+
+def test_the_demo_has_a_realistic_share_of_unsent_invoices(rt, demo_company):
+    with rt.sessions() as s:
+        found = unsent_invoices(s, demo_company.id, limit=100)
+        open_count = s.scalar(select(func.count()).where(Invoice.is_open))
+    # Most invoices went out; some fresh ones wait, now and then an old one was forgotten.
+    assert 5 <= found.count <= open_count // 5
+    assert all(r.invoice.is_open and r.invoice.ledger_sent is False for r in found.rows)
+    assert min(r.invoice.issued_on for r in found.rows) < TODAY - timedelta(days=30)
+    assert sum(r.invoice.issued_on >= TODAY - timedelta(days=14) for r in found.rows) >= 3
+
+
+def test_every_unsent_invoice_is_sent_once_through_the_demo_ledger(rt, demo_company):
+    with rt.sessions() as s:
+        ids = [r.invoice.id for r in unsent_invoices(s, demo_company.id, limit=100).rows]
+    for _ in range(2):  # asked twice (two clicks, two people): queued once
+        with transaction(rt.sessions) as s:
+            queue_sends(s, rt.clock, s.get(Company, demo_company.id), ids)
+    assert deliver(rt.sessions, rt.clock, outbox_handlers(rt)) == len(ids)
+    assert deliver(rt.sessions, rt.clock, outbox_handlers(rt)) == 0
+    sent = ledger_sent(rt)
+    assert len(sent) == len(ids) == len({s["invoiceId"] for s in sent})
+    with rt.sessions() as s:
+        assert unsent_invoices(s, demo_company.id).count == 0
+        conn = ledger_connection(s, demo_company.id)
+    sync_now(rt, conn)  # the ledger says so too
+    with rt.sessions() as s:
+        assert set(s.scalars(select(Invoice.ledger_sent).where(Invoice.id.in_(ids)))) == {True}
+
+
+def test_automatic_sending_sends_each_new_invoice_once_and_no_backlog(rt, demo_company):
+    with rt.sessions() as s:
+        backlog = unsent_invoices(s, demo_company.id).count
+    with transaction(rt.sessions) as s:
+        c = s.get(Company, demo_company.id)
+        c.settings = {
+            **c.settings,
+            "delivery": {"auto_send": True, "auto_send_since": TODAY.isoformat()},
+        }
+    company = company_row(rt, demo_company.id)
+    ledger = rt.demo_ledger(DEMO_TENANT)
+    new = ledger.add_invoice(
+        invoiceNumber="INV-2001",
+        contactId="C100",
+        date=TODAY.isoformat(),
+        dueDate=(TODAY + timedelta(days=30)).isoformat(),
+        currencyCode="USD",
+        currencyRate="1",
+        terms="Net 30",
+        total="480.00",
+        sentToContact=False,
+        lineItems=[],
+    )
+    for _ in range(3):  # syncs (and a second worker) queue it once
+        run_sync(rt, company)
+        deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    assert [s["invoiceId"] for s in ledger_sent(rt)] == [new]
+    with rt.sessions() as s:
+        assert s.scalar(select(func.count()).where(OutboxMessage.kind == "invoice_send")) == 1
+        # The invoices there before the owner turned it on wait for the owner's own Send.
+        assert unsent_invoices(s, demo_company.id).count == backlog
+    # Turned off: the next new invoice is left for the owner.
+    with transaction(rt.sessions) as s:
+        c = s.get(Company, demo_company.id)
+        c.settings = {**c.settings, "delivery": {"auto_send": False}}
+    assert send_new_invoices(rt, company_row(rt, demo_company.id)) == 0
+
+
+def test_the_demo_charges_a_late_fee_once_into_its_ledger_and_the_pay_page_shows_it(
+    rt, demo_company, client
+):
+    company = company_row(rt, demo_company.id)
+    for _ in range(2):  # the daily run, twice (a rerun, a second worker)
+        run_collections(rt, company)
+        deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    with rt.sessions() as s:
+        charge = s.scalars(select(LateFeeAssessment).order_by(LateFeeAssessment.id)).first()
+        assert charge is not None and charge.status == "posted"
+        inv = s.get(Invoice, charge.invoice_id)
+        number, late_by = inv.number, (TODAY - inv.due_on).days
+    assert late_by > 30  # past the demo's grace period
+
+    def fee_invoices():
+        return [
+            i
+            for i in rt.demo_ledger(DEMO_TENANT).read()["Invoice"]
+            if any(li.get("description") == f"Late fee on {number}" for li in i["lineItems"])
+        ]
+
+    [fee] = fee_invoices()
+    assert (fee["total"], fee["id"]) == ("25.00", charge.ledger_ref)
+    # The next day's run, after a sync that brings the fee invoice in: still one.
+    rt.clock.advance(timedelta(days=1))
+    with rt.sessions() as s:
+        conn = ledger_connection(s, company.id)
+    sync_now(rt, conn)
+    run_collections(rt, company)
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    assert len(fee_invoices()) == 1
+
+    with transaction(rt.sessions) as s:
+        token = issue_pay_token(s, rt.clock, s.get(Invoice, charge.invoice_id))
+    page = client.get(f"/pay/{token}").get_data(as_text=True)
+    assert f"Late fee on {number}" in page and "$25.00" in page
