@@ -65,6 +65,7 @@ def test_settings_page_has_every_section(owner_client):
         "reminders": "Reminders",
         "payments": "Payments",
         "plans": "Installment plans",
+        "delivery": "Invoice delivery",
         "late_fees": "Late fees and interest",
         "credit": "Credit limits",
     }
@@ -76,6 +77,7 @@ def test_settings_page_has_every_section(owner_client):
         "Reminders",
         "Payments",
         "Plans",
+        "Invoice delivery",
         "Late fees",
         "Credit limits",
     ]
