@@ -74,6 +74,8 @@ def prepare(
                 **(company.settings or {}),
                 "plans": DEMO_PLANS,
                 "late_fees": DEMO_LATE_FEES,
+                # A monthly statement (with its PDF) on the 1st, in the mailbox.
+                "reminders": {**DEFAULTS["reminders"], "statement_day": 1},
             }
         conn = ledger_connection(session, company.id)
         if conn is None:

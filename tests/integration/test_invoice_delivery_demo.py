@@ -138,3 +138,45 @@ def test_the_demo_charges_a_late_fee_once_into_its_ledger_and_the_pay_page_shows
         token = issue_pay_token(s, rt.clock, s.get(Invoice, charge.invoice_id))
     page = client.get(f"/pay/{token}").get_data(as_text=True)
     assert f"Late fee on {number}" in page and "$25.00" in page
+
+
+def test_the_demos_monthly_statement_email_carries_its_pdf(settings, clock, demo_company, tmp_path):
+    """The demo sends statements on the 1st (its reminders settings say so); through a real
+    SMTP server, each statement email carries the customer's statement as PDF, with the link
+    the email's text gives."""
+    import io
+    import re
+
+    from pypdf import PdfReader
+
+    from arbridge.runtime import Runtime
+    from arbridge.worker import tick
+    from tests.contract.email.server import smtp_server
+    from tests.integration.remind_support import chicago
+
+    with smtp_server(tmp_path) as smtp:
+        mail_rt = Runtime.open(settings.with_(smtp_url=smtp.url), clock)
+        try:
+            clock.at = chicago(date(2026, 12, 1), 9)
+            with mail_rt.sessions() as s:
+                conn = ledger_connection(s, demo_company.id)
+            sync_now(mail_rt, conn)  # reminders and statements wait for a fresh ledger
+            for hour in (9, 10, 11):
+                clock.at = chicago(date(2026, 12, 1), hour)
+                tick(mail_rt, "w")
+        finally:
+            mail_rt.close()
+        statements = [
+            r.message
+            for r in smtp.inbox.messages
+            if r.message["Subject"].startswith("Your statement")
+        ]
+    assert len(statements) >= 10  # one per customer with open invoices and an address
+    msg = statements[0]
+    [(filename, kind, data)] = [
+        (p.get_filename(), p.get_content_type(), p.get_content()) for p in msg.iter_attachments()
+    ]
+    assert kind == "application/pdf" and filename.endswith("-2026-12-01.pdf")
+    [link] = re.findall(r"Pay them all together: (\S+)", msg.get_body(("plain",)).get_content())
+    words = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(data)).pages).split())
+    assert link in words and "Statement of account Dec 1, 2026" in words
