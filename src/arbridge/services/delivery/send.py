@@ -5,7 +5,7 @@ dashboard's Send, the invoices list's bulk Send, or the automatic send of new in
 handler asks the ledger to send (QuickBooks `invoice/<id>/send`, Xero `Invoices/<id>/Email`, the
 demo ledger's own), carrying the row's key as the ledger's idempotency key and reading the
 invoice first, so a retry after a crash finds it sent and sends nothing more. When the ledger
-refuses (no send of its own, a contact it has no address for, a daily email limit), arbridge
+refuses (no send of its own, a contact it has no address for, any other refusal), arbridge
 sends its own email with the pay link instead, once, under a key of its own.
 """
 
