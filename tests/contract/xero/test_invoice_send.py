@@ -16,7 +16,7 @@ from arbridge.sync.model import Company, Connection, Contact, Invoice, MailMessa
 from arbridge.sync.outbox import deliver
 from tests.conftest import sync_now
 from tests.contract.xero.conftest import TODAY
-from tests.contract.xero.test_end_to_end import company, run
+from tests.contract.xero.test_end_to_end import company, connect
 
 
 def connected(rt, settings, config, fake, email: str | None = "ap@harbor-cafe.example"):
@@ -31,11 +31,7 @@ def connected(rt, settings, config, fake, email: str | None = "ap@harbor-cafe.ex
     sent = fake.add_invoice(
         contact, "80.00", issued=TODAY - timedelta(days=8), due=TODAY + timedelta(days=22)
     )
-    done = run(
-        settings, config,
-        "connect", "xero", "--company", "harbor-nz", "--tenant-id", fake.tenant_id,
-        "--refresh-token", fake.issue_grant()[1],
-    )  # fmt: skip
+    done = connect(settings, config, "harbor-nz", fake.tenant_id, fake.issue_grant()[1])
     assert done.exit_code == 0, done.output
     with rt.sessions() as s:
         conn = s.scalar(select(Connection).where(Connection.company_id == row.id))
