@@ -44,6 +44,8 @@ LEDGER_WRITES = (OutboxKind.LEDGER_PAYMENT, OutboxKind.LEDGER_DISCOUNT, OutboxKi
 # Late-fee writes touch no collected payment (so the ledger lag ignores them), but go out again
 # like the others once a dead grant is reconnected.
 LEDGER_FEE_WRITES = (OutboxKind.LEDGER_FEE_INVOICE, OutboxKind.LEDGER_FEE_VOID)
+# Sends through the ledger go out again too: the invoice is read before it is sent.
+LEDGER_SENDS = (OutboxKind.INVOICE_SEND,)
 
 
 def ledger_payment_key(payment_intent: str) -> str:

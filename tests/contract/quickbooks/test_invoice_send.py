@@ -103,3 +103,23 @@ def test_an_invoice_sent_from_quickbooks_meanwhile_is_not_sent_again(rt, fake, c
     fake.update_invoice(unsent, EmailStatus="EmailSent")  # the owner pressed Send in QuickBooks
     assert deliver(rt.sessions, rt.clock, outbox_handlers(rt)) == 1
     assert fake.sent == []
+
+
+def test_a_send_held_by_a_dead_grant_goes_once_after_reconnecting(rt, fake, connected):
+    from arbridge.connectors.quickbooks import Grant
+    from arbridge.sync.quickbooks_store import attach
+
+    _customer, unsent, _sent, ids = set_up(rt, fake, connected)
+    fake.revoke_everything()  # the owner's grant died
+    ask(rt, connected.company.id, ids[unsent][0])
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    with rt.sessions() as s:
+        row = s.scalar(select(OutboxMessage))
+        assert row.status == "failed" and row.last_error.startswith("AuthExpired:")
+    access, refresh = fake.issue_grant()
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, connected.company.id)
+        grant = Grant(access, refresh, rt.clock.now() + timedelta(hours=1), None)
+        attach(s, rt.keyring, rt.clock, company, fake.realm_id, grant)
+    assert deliver(rt.sessions, rt.clock, outbox_handlers(rt)) == 1
+    assert [i for i, _to in fake.sent] == [unsent]
