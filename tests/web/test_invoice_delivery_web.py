@@ -56,7 +56,11 @@ def test_the_dashboard_lists_unsent_invoices_and_sends_one_once(owner_client, rt
     assert f"{len(ids) - 1} invoices" in after.text
     assert after.find("tr", **{"data-invoice": str(first)}) is None
     invoice_page = parse(owner_client.get(f"/c/demo/invoices/{first}").data)
-    assert "sent to the customer by arbridge" in invoice_page.by_id("sent").text
+    # When, in the business's timezone (15:00 UTC is 09:00 in Chicago).
+    assert (
+        "sent to the customer by arbridge Nov 24, 2026, 09:00 CST"
+        in invoice_page.by_id("sent").text
+    )
 
 
 def test_send_all_queues_every_unsent_invoice_once(owner_client, rt, demo_company):
