@@ -96,6 +96,7 @@ class FakeQuickBooks:
         self._result_cache: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         self.requestids: dict[str, str] = {}
         self.sent: list[tuple[str, str]] = []  # (invoice id, address) of each email sent
+        self.send_calls: list[tuple[str, str | None]] = []  # (invoice id, sendTo) of each ask
         self.refresh_tokens: set[str] = set()
         self.access_tokens: set[str] = set()
         self.revoked: list[str] = []
@@ -683,6 +684,7 @@ class FakeQuickBooks:
         raw = self.records["Invoice"].get(invoice_id)
         if raw is None or raw.get("status") == "Deleted":
             return 400, _fault("610", "Object Not Found", f"invoice {invoice_id}")
+        self.send_calls.append((invoice_id, params.get("sendTo")))
         to = params.get("sendTo") or (raw.get("BillEmail") or {}).get("Address")
         if not to:
             return 400, _fault("6140", "Invalid email address", "no BillEmail and no sendTo")

@@ -123,3 +123,24 @@ def test_a_send_held_by_a_dead_grant_goes_once_after_reconnecting(rt, fake, conn
         attach(s, rt.keyring, rt.clock, company, fake.realm_id, grant)
     assert deliver(rt.sessions, rt.clock, outbox_handlers(rt)) == 1
     assert [i for i, _to in fake.sent] == [unsent]
+
+
+def test_the_invoice_goes_to_its_own_bill_email_or_else_to_the_customers_address(
+    rt, fake, connected
+):
+    customer, unsent, _sent, ids = set_up(rt, fake, connected)
+    fake.update_invoice(unsent, BillEmail={"Address": "invoices@harbor-bakery.example"})
+    bare = fake.add_invoice(
+        customer, "75.00", issued=TODAY - timedelta(days=1), due=TODAY + timedelta(days=29)
+    )
+    fake.update_invoice(bare, BillEmail=None)
+    sync(rt, connected.conn)
+    with rt.sessions() as s:
+        bare_id = s.scalar(select(Invoice.id).where(Invoice.source_id == bare))
+    ask(rt, connected.company.id, ids[unsent][0], bare_id)
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    assert sorted(fake.sent) == sorted(
+        [(unsent, "invoices@harbor-bakery.example"), (bare, f"ap@{customer}.example")]
+    )
+    calls = [c for c in fake.send_calls if c[0] == unsent]
+    assert calls == [(unsent, None)]  # no sendTo: QuickBooks keeps the invoice's own address

@@ -507,8 +507,9 @@ class QuickBooksConnector:
         )
 
     def send_invoice(self, send: InvoiceSend) -> str:
-        """Email an Invoice through QuickBooks (POST invoice/<id>/send, with sendTo when we hold
-        the address), which sets its EmailStatus to EmailSent and its DeliveryInfo.
+        """Email an Invoice through QuickBooks (POST invoice/<id>/send, to its BillEmail, or with
+        sendTo our contact's address when it has none), which sets its EmailStatus to EmailSent
+        and its DeliveryInfo.
 
         The send operation takes no body (Intuit: Content-Type application/octet-stream). It is
         looked up first, so an invoice QuickBooks already shows as sent (by an attempt whose
@@ -521,7 +522,9 @@ class QuickBooksConnector:
         if current.get("EmailStatus") == "EmailSent":
             return invoice_id
         params = {"requestid": request_id(send.idempotency_key)}
-        if send.to:
+        if send.to and not (current.get("BillEmail") or {}).get("Address"):
+            # Only where the invoice names no address: sendTo also becomes its BillEmail, and
+            # the address the owner gave the invoice in QuickBooks is the one it goes to.
             params["sendTo"] = send.to
         data = self._request(
             "POST",
