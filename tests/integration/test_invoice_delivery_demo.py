@@ -180,3 +180,28 @@ def test_the_demos_monthly_statement_email_carries_its_pdf(settings, clock, demo
     [link] = re.findall(r"Pay them all together: (\S+)", msg.get_body(("plain",)).get_content())
     words = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(data)).pages).split())
     assert link in words and "Statement of account Dec 1, 2026" in words
+
+
+def test_an_invoice_nobody_has_an_address_for_fails_with_the_reason_shown(rt, demo_company):
+    from arbridge.sync.model import Contact, Customer
+
+    with rt.sessions() as s:
+        first = unsent_invoices(s, demo_company.id).rows[0].invoice
+        source_id = s.get(Customer, first.customer_id).source_id
+    ledger = rt.demo_ledger(DEMO_TENANT)
+    with ledger.change() as state:  # no address in DemoBooks...
+        ledger.find(state, "Customer", source_id)["contactPerson"].pop("email")
+    with transaction(rt.sessions) as s:  # ... nor in arbridge
+        for contact in s.scalars(select(Contact).where(Contact.customer_id == first.customer_id)):
+            contact.email = None
+    with transaction(rt.sessions) as s:
+        queue_sends(s, rt.clock, s.get(Company, demo_company.id), [first.id])
+    for _ in range(2):
+        deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    assert ledger_sent(rt) == []
+    with rt.sessions() as s:
+        [row] = [r for r in unsent_invoices(s, demo_company.id).rows if r.invoice.id == first.id]
+        assert row.sending == "failed"
+        assert row.problem.startswith("the ledger could not send invoice")
+        assert "no email address" in row.problem and "add one in the ledger" in row.problem
+        assert s.scalar(select(func.count()).where(OutboxMessage.kind == "email")) == 0

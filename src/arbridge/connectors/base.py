@@ -140,3 +140,7 @@ class LedgerConnector(Protocol):
         returns the ledger's reference. Safe to call twice: an invoice the ledger already shows
         as sent is not sent again. Raises Rejected when the ledger cannot send it."""
         ...
+
+    def invoice_pdf(self, invoice_id: str) -> bytes | None:
+        """The invoice as the ledger renders it, as PDF; None when the ledger renders none."""
+        ...

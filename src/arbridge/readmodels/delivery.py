@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import String, cast, func, literal, select
@@ -43,9 +44,19 @@ def unsent_invoices(s: Session, company_id: int, limit: int = 10) -> Unsent:
     return Unsent(
         [
             UnsentRow(
-                inv, name, status, error if status in ("failed", "dead", "maybe_sent") else None
+                inv,
+                name,
+                status,
+                _reason(error) if status in ("failed", "dead", "maybe_sent") else None,
             )
             for inv, name, status, error in found
         ],
         count or 0,
     )
+
+
+def _reason(error: str | None) -> str | None:
+    """The outbox's reason for the owner: without the error's class name ("Rejected: ...")."""
+    if error is None:
+        return None
+    return re.sub(r"^[A-Z]\w+: ", "", error, count=1)

@@ -208,6 +208,15 @@ def test_an_invoice_is_emailed_once_and_reads_back_sent(ledger):
     assert sent(ledger, other) is not True
 
 
+def test_an_invoice_pdf_is_the_ledgers_own_or_none(ledger):
+    _customer, (invoice, _other) = seeded(ledger)
+    pdf = ledger.connector().invoice_pdf(invoice)
+    if ledger.name == "demo":
+        assert pdf is None  # DemoBooks renders no documents
+    else:
+        assert pdf.startswith(b"%PDF-")
+
+
 def test_an_expired_access_token_is_renewed_without_the_caller_noticing(ledger):
     if ledger.expire_access_token is None:
         pytest.skip(f"{ledger.name} has no access tokens")

@@ -24,6 +24,8 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 import responses
 
+from tests.contract.documents import invoice_pdf
+
 API = "https://qbo.fake.test"
 OAUTH = "https://oauth.fake.test"
 DISCOVERY = f"{OAUTH}/.well-known/openid_configuration"
@@ -480,6 +482,15 @@ class FakeQuickBooks:
                 result = self._payment_write(params, json.loads(request.body, parse_float=Decimal))
             elif path == f"companyinfo/{self.realm_id}":
                 result = (200, {"CompanyInfo": dict(self.company)})
+            elif request.method == "GET" and re.fullmatch(r"invoice/[^/]+/pdf", path):
+                raw = self.records["Invoice"].get(path.split("/")[1])
+                if raw is None or raw.get("status") == "Deleted":
+                    result = (400, _fault("610", "Object Not Found", path))
+                elif request.headers.get("Accept") != "application/pdf":
+                    result = (400, _fault("2010", "Unsupported Accept", "application/pdf only"))
+                else:
+                    body = invoice_pdf(raw["DocNumber"], raw["TotalAmt"])
+                    return 200, {"Content-Type": "application/pdf"}, body
             elif request.method == "GET" and "/" in path:
                 kind, record_id = path.split("/", 1)
                 name = {n.lower(): n for n in NAMES}.get(kind)

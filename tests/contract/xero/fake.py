@@ -32,6 +32,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from tests.conftest import NOW
+from tests.contract.documents import invoice_pdf
 
 CLIENT_ID = "XEROFAKECLIENTID0000000000000000"
 CLIENT_SECRET = "fake-xero-client-secret"
@@ -513,10 +514,21 @@ class FakeXero:
         if self.day_calls > self.day_limit:
             headers = {**self._limits(), "Retry-After": "36000", "X-Rate-Limit-Problem": "day"}
             return Response("", 429, headers=headers)
+        if request.method == "GET" and request.headers.get("Accept") == "application/pdf":
+            return self._pdf(path)
         status, data = self._route(request, path)
         if lose:
             return self._json(503, {"Title": "Service Unavailable"}, self._limits())
         return self._json(status, data, self._limits())
+
+    def _pdf(self, path: str) -> Response:
+        """GET /Invoices/{id} with Accept application/pdf: the invoice as Xero renders it."""
+        parts = path.split("/")
+        invoice = self.store["Invoices"].get(parts[1]) if parts[0] == "Invoices" else None
+        if len(parts) != 2 or invoice is None:
+            return self._json(404, {"Title": "Not Found"}, self._limits())
+        body = invoice_pdf(invoice["InvoiceNumber"], invoice["Total"])
+        return Response(body, 200, headers=self._limits(), content_type="application/pdf")
 
     def _route(self, request: Request, path: str) -> tuple[int, Any]:
         parts = path.split("/")

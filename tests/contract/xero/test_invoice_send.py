@@ -5,16 +5,21 @@ Where Xero refuses (a contact without an address in Xero), arbridge sends its ow
 
 from __future__ import annotations
 
+import io
+import re
 from datetime import timedelta
 
+from pypdf import PdfReader
 from sqlalchemy import select
 
+from arbridge.runtime import Runtime
 from arbridge.services.bootstrap import outbox_handlers
 from arbridge.services.delivery.send import queue_sends
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Company, Connection, Contact, Invoice, MailMessage, OutboxMessage
 from arbridge.sync.outbox import deliver
 from tests.conftest import sync_now
+from tests.contract.email.server import smtp_server
 from tests.contract.xero.conftest import TODAY
 from tests.contract.xero.test_end_to_end import company, connect
 
@@ -88,8 +93,8 @@ def test_lost_answers_are_retried_into_one_email(rt, settings, config, fake):
         assert s.scalar(select(OutboxMessage.status)) == "sent"
 
 
-def test_where_xero_cannot_send_arbridge_emails_the_invoice_with_its_pay_link(
-    rt, settings, config, fake
+def test_where_xero_cannot_send_arbridge_emails_the_invoice_with_its_pdf_and_pay_link(
+    rt, settings, config, fake, tmp_path, client
 ):
     row, _conn, unsent, _sent, ids = connected(rt, settings, config, fake, email=None)
     # Xero has no address for the contact; the owner gave arbridge one (the customer page's
@@ -100,17 +105,29 @@ def test_where_xero_cannot_send_arbridge_emails_the_invoice_with_its_pay_link(
         assert contact is not None and not contact.email
         contact.email = "robin@harbor-cafe.example"
     ask(rt, row.id, ids[unsent])
-    deliver(rt.sessions, rt.clock, outbox_handlers(rt))  # Xero refuses; our email is queued
-    deliver(rt.sessions, rt.clock, outbox_handlers(rt))  # ... and goes out
+    with smtp_server(tmp_path) as smtp:
+        mail_rt = Runtime.open(settings.with_(smtp_url=smtp.url), rt.clock)
+        try:
+            for _ in range(3):  # Xero refuses and our email is queued; it goes; nothing more
+                deliver(mail_rt.sessions, mail_rt.clock, outbox_handlers(mail_rt))
+        finally:
+            mail_rt.close()
+        [msg] = [r.message for r in smtp.inbox.messages]
     assert fake.emailed == []
+    assert msg["To"] == "robin@harbor-cafe.example"
+    assert msg["Subject"].startswith("Invoice INV-0001 from")
+    body = msg.get_body(("plain",)).get_content()
+    assert "Amount due: NZ$640.00" in body and "attached as a PDF" in body
+    [(name, kind, data)] = [
+        (p.get_filename(), p.get_content_type(), p.get_content()) for p in msg.iter_attachments()
+    ]
+    assert (name, kind) == ("invoice-INV-0001.pdf", "application/pdf")
+    assert "Invoice INV-0001 Total 640.00" in PdfReader(io.BytesIO(data)).pages[0].extract_text()
+    [link] = re.findall(r"Pay online by card or bank transfer: (\S+)", body)
+    assert client.get(link.removeprefix(settings.base_url)).status_code == 200  # it works
     with rt.sessions() as s:
-        [mail] = s.scalars(select(MailMessage)).all()
-        assert mail.to_addr == "robin@harbor-cafe.example"
-        assert mail.subject.startswith("Invoice INV-0001 from")
-        assert "Amount due: NZ$640.00" in mail.text_body and "/pay/" in mail.text_body
         assert s.get(Invoice, ids[unsent]).sent_at is not None
+        [kept] = s.scalars(select(MailMessage)).all()
+        assert "/pay/[the link, not kept here]" in kept.text_body  # no live link in the mailbox
     # Asked again: nothing more.
     assert ask(rt, row.id, ids[unsent]).queued == 0
-    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
-    with rt.sessions() as s:
-        assert len(s.scalars(select(MailMessage)).all()) == 1

@@ -382,6 +382,9 @@ class DemoConnector:
     def send_invoice(self, send: InvoiceSend) -> str:
         return self.ledger.send_invoice(send)
 
+    def invoice_pdf(self, invoice_id: str) -> bytes | None:
+        return None  # DemoBooks renders no documents
+
     def void_invoice(self, invoice_id: str, idempotency_key: str) -> None:
         inv = next((r for r in self.ledger.read()["Invoice"] if r.get("id") == invoice_id), None)
         if inv is None or inv.get("status") in ("VOIDED", "DELETED"):

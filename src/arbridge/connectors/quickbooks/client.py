@@ -138,9 +138,11 @@ class QuickBooksConnector:
         params: dict[str, str],
         body: str | None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> dict[str, Any]:
-        """One request; every failure leaves as one of our error kinds."""
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        """One request; every failure leaves as one of our error kinds. A document asked for in
+        another type than JSON (a PDF) comes back whole as {"content": bytes}."""
+        headers = {"Authorization": f"Bearer {token}", "Accept": accept}
         if body is not None or method == "POST":
             headers["Content-Type"] = content_type
         with self.limiter.slot():
@@ -158,11 +160,15 @@ class QuickBooksConnector:
                 raise Transient(f"QuickBooks did not answer {method} {path} in time") from e
             except requests.RequestException as e:
                 raise Transient(f"could not reach QuickBooks: {type(e).__name__}") from e
-        status, ctype, text = resp.status_code, resp.headers.get("Content-Type", ""), resp.text
+        status, ctype = resp.status_code, resp.headers.get("Content-Type", "")
+        document = accept != "application/json" and status == 200
+        text = "" if document else resp.text
         if status == 401:
             raise Unauthorized()
         code, message = (
-            (None, "") if status == 200 and '"Fault"' not in text else read_fault(text, ctype)
+            (None, "")
+            if status == 200 and (document or '"Fault"' not in text)
+            else read_fault(text, ctype)
         )
         if status == 429 or code == "3001":
             retry_after = resp.headers.get("Retry-After")
@@ -176,6 +182,8 @@ class QuickBooksConnector:
             raise Rejected(f"QuickBooks refused {method} {path} (HTTP 403): {message}")
         if status != 200 or code is not None:
             raise Rejected(f"QuickBooks refused {method} {path} (code {code}): {message}")
+        if document:
+            return {"content": resp.content}
         try:
             # parse_float=Decimal: amounts never pass through a float.
             return json.loads(text, parse_float=Decimal)
@@ -190,6 +198,7 @@ class QuickBooksConnector:
         payload: Any = None,
         content_type: str = "application/json",
         retry_transient: bool = True,
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         """_send with the retries (connectors/retry.py): short throttles wait, transient
         failures back off, a long throttle leaves as RateLimited, a 401 refreshes the token
@@ -201,7 +210,7 @@ class QuickBooksConnector:
         def attempt() -> dict[str, Any]:
             nonlocal token, refreshed
             try:
-                return self._send(method, path, token, params or {}, body, content_type)
+                return self._send(method, path, token, params or {}, body, content_type, accept)
             except Unauthorized:
                 if refreshed:
                     reason = "QuickBooks refused a freshly refreshed token (HTTP 401)"
@@ -540,6 +549,12 @@ class QuickBooksConnector:
                 f"(its EmailStatus is {sent.get('EmailStatus')!r})"
             )
         return invoice_id
+
+    def invoice_pdf(self, invoice_id: str) -> bytes | None:
+        """The Invoice as QuickBooks renders it (GET invoice/<id>/pdf, Accept application/pdf)."""
+        return self._request("GET", f"invoice/{invoice_id}/pdf", accept="application/pdf")[
+            "content"
+        ]
 
     def reverse_payment(self, payment_id: str, idempotency_key: str) -> None:
         """Void a Payment (a refund or an ACH return): its invoices reopen. Safe to repeat.

@@ -208,6 +208,28 @@ def call(what: str, send: Callable[[], Any]) -> Response:
     return Response(status, headers, body)
 
 
+def call_document(
+    what: str, client: ApiClient, url: str, headers: Mapping[str, str], accept: str
+) -> Response:
+    """A GET of a document in another type than JSON (an invoice as PDF: Xero answers GET
+    /Invoices/{id} with the PDF when asked with Accept application/pdf), through the SDK's pool."""
+    try:
+        raw = client.rest_client.pool_manager.request(
+            "GET",
+            url,
+            headers={**headers, "Accept": accept, "User-Agent": client.user_agent},
+            timeout=urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1]),
+            preload_content=True,
+        )
+    except urllib3.exceptions.TimeoutError as e:
+        raise Transient(f"Xero did not answer {what} in time") from e
+    except urllib3.exceptions.HTTPError as e:
+        raise Transient(f"could not reach Xero for {what}: {type(e).__name__}") from e
+    if not 200 <= raw.status <= 299:
+        raise failure(raw.status, raw.headers, raw.data or b"", what)
+    return Response(raw.status, raw.headers, raw.data or b"")
+
+
 def call_json(
     what: str,
     client: ApiClient,

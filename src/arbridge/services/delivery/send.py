@@ -12,6 +12,7 @@ sends its own email with the pay link instead, once, under a key of its own.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -24,7 +25,8 @@ from arbridge.clock import Clock
 from arbridge.collections.policy import auto_send_since
 from arbridge.collections.templates import Rendered
 from arbridge.connectors.base import InvoiceSend
-from arbridge.errors import NotFound, Rejected
+from arbridge.connectors.email import Attachment
+from arbridge.errors import AuthExpired, NotFound, Rejected
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import Prepared
@@ -174,11 +176,7 @@ def send_invoice(rt: Runtime, message: OutboxMessage) -> str | None:
             return None
         if inv.sent_at is not None or inv.ledger_sent or not inv.is_open:
             return None  # sent meanwhile (here or in the ledger), paid or voided: nothing to do
-        conn = session.scalar(
-            select(Connection).where(
-                Connection.company_id == inv.company_id, Connection.provider == inv.source
-            )
-        )
+        conn = _connection(session, inv)
         if conn is None:
             raise NotFound(f"the ledger of invoice {inv.number} is no longer connected")
         contact = usable_contact(session, inv.customer_id)
@@ -265,7 +263,8 @@ def _own_email(rt: Runtime, invoice_id: int, why: str) -> str:
 
 
 def prepare_invoice_email(rt: Runtime, message: OutboxMessage) -> Prepared | str:
-    """The invoice email, composed as it goes out: its pay link minted now, the amounts of now."""
+    """The invoice email, composed as it goes out: its pay link minted now, the amounts of now,
+    and the invoice's PDF as the ledger renders it (where it renders one)."""
     p = message.payload
     with transaction(rt.sessions) as session:
         inv = session.get(Invoice, p["invoice_id"])
@@ -281,12 +280,22 @@ def prepare_invoice_email(rt: Runtime, message: OutboxMessage) -> Prepared | str
         if token is None:
             return "cancelled: the invoice's pay link was withdrawn"
         customer = session.get(Customer, inv.customer_id)
+        conn = _connection(session, inv)
         assert customer is not None
-        rendered = invoice_email(
-            company, customer.name, contact.name, inv, f"{rt.settings.base_url}/pay/{token}"
-        )
         reply_to = owner(session, company).email
-        session.expunge(company)
+        session.flush()  # the minted token is written before the rows are let go
+        session.expunge_all()
+    # Read from the ledger outside the transaction; a ledger that is slow or throttled now
+    # raises, and the email (not sent yet) is tried again later.
+    pdf = _ledger_pdf(rt, conn, inv) if conn is not None else None
+    rendered = invoice_email(
+        company,
+        customer.name,
+        contact.name,
+        inv,
+        f"{rt.settings.base_url}/pay/{token}",
+        attached=pdf is not None,
+    )
     return Prepared(
         company=company,
         to=contact.email,
@@ -297,11 +306,44 @@ def prepare_invoice_email(rt: Runtime, message: OutboxMessage) -> Prepared | str
         reply_to=reply_to,
         # The mailbox keeps the email without the link, which pays the invoice.
         kept_text=rendered.text.replace(f"/pay/{token}", "/pay/[the link, not kept here]"),
+        attachments=(pdf,) if pdf is not None else (),
     )
 
 
+def _connection(session: Session, inv: Invoice) -> Connection | None:
+    """The connection to the ledger the invoice came from."""
+    return session.scalar(
+        select(Connection).where(
+            Connection.company_id == inv.company_id, Connection.provider == inv.source
+        )
+    )
+
+
+def _ledger_pdf(rt: Runtime, conn: Connection, inv: Invoice) -> Attachment | None:
+    """The invoice's PDF from its ledger, or None where the ledger renders none or refuses (the
+    email then goes with the pay link alone)."""
+    render = getattr(rt.connector_for(conn), "invoice_pdf", None)
+    if render is None:
+        return None
+    try:
+        data = render(inv.source_id)
+    except (NotFound, Rejected, AuthExpired) as e:
+        log.warning("invoice %s goes without its PDF: %s", inv.id, e)
+        return None
+    if not data:
+        return None
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", inv.number or inv.source_id).strip("-") or "invoice"
+    return Attachment(f"invoice-{name}.pdf", "application/pdf", data)
+
+
 def invoice_email(
-    company: Company, customer: str, person: str | None, inv: Invoice, pay_url: str
+    company: Company,
+    customer: str,
+    person: str | None,
+    inv: Invoice,
+    pay_url: str,
+    *,
+    attached: bool = False,
 ) -> Rendered:
     """The words of arbridge's own invoice email (plain text: the lines, the total, the link)."""
 
@@ -326,6 +368,7 @@ def invoice_email(
             "",
             f"Pay online by card or bank transfer: {pay_url}",
             "",
+            *(["The invoice is attached as a PDF.", ""] if attached else []),
             "Questions? Reply to this email.",
             "",
             company.name,
