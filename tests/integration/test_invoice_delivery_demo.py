@@ -205,3 +205,17 @@ def test_an_invoice_nobody_has_an_address_for_fails_with_the_reason_shown(rt, de
         assert row.problem.startswith("the ledger could not send invoice")
         assert "no email address" in row.problem and "add one in the ledger" in row.problem
         assert s.scalar(select(func.count()).where(OutboxMessage.kind == "email")) == 0
+
+    # The owner adds an address and presses Try again: it goes, once.
+    with transaction(rt.sessions) as s:
+        contact = s.scalar(select(Contact).where(Contact.customer_id == first.customer_id))
+        contact.email = "accounts@new-address.example"
+    for retry_failed in (False, True):  # a plain queue leaves a failed send alone
+        with transaction(rt.sessions) as s:
+            company = s.get(Company, demo_company.id)
+            done = queue_sends(s, rt.clock, company, [first.id], retry_failed=retry_failed)
+        assert done.queued == int(retry_failed)
+    deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    assert [(m["invoiceId"], m["to"]) for m in ledger_sent(rt)] == [
+        (first.source_id, "accounts@new-address.example")
+    ]
