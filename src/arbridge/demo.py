@@ -47,6 +47,17 @@ DEMO_STEPS = (
 DEMO_REMINDERS = {"sequences": {"default": [step.to_dict() for step in DEMO_STEPS]}}
 
 
+# Late fees, on from the start so a newcomer sees one charged: $25 once an invoice of $100 or
+# more is 30 days past due, as its own invoice in the demo ledger (the original stays as sent).
+DEMO_LATE_FEES = {
+    **DEFAULTS["late_fees"],
+    "enabled": True,
+    "grace_days": 30,
+    "flat_fee": "25.00",
+    "min_balance": "100.00",
+}
+
+
 SyncFunc = Callable[[Connection, bool], SyncResult]
 
 
@@ -68,11 +79,14 @@ def prepare(
                 country="US",
                 owner_email="owner@acme-supply.example",
             )
-            # The demo shows installment plans on its payment pages from the start.
+            # The demo shows installment plans on its payment pages and charges late fees
+            # from the start.
             company.settings = {
                 **(company.settings or {}),
                 "plans": DEMO_PLANS,
-                "reminders": DEMO_REMINDERS,
+                "late_fees": DEMO_LATE_FEES,
+                # Its sequence (with a text), and a monthly statement (with its PDF) on the 1st.
+                "reminders": {**DEFAULTS["reminders"], **DEMO_REMINDERS, "statement_day": 1},
             }
         conn = ledger_connection(session, company.id)
         if conn is None:

@@ -25,6 +25,7 @@ from arbridge.errors import ArbridgeError, RateLimited
 from arbridge.providers import refetch_pending, sync_deferral
 from arbridge.runtime import Runtime
 from arbridge.services.bootstrap import outbox_handlers, webhook_handlers
+from arbridge.services.delivery.send import send_new_invoices
 from arbridge.services.fees.assess import assess_late_fees
 from arbridge.services.insight.limits import tell_limits
 from arbridge.services.payments.plan_runs import reconcile_company_plans, run_due_plans
@@ -56,6 +57,9 @@ def run_sync(rt: Runtime, company: Company) -> None:
             wait,
         )
     result = sync_connection(rt.sessions, conn.id, rt.connector_for(conn), rt.clock)
+    # New invoices the sync brought in go to their customers the day they appear, when the
+    # owner chose so (each once: its outbox key is the invoice's).
+    send_new_invoices(rt, company)
     if result.errors:
         with transaction(rt.sessions) as session:
             log_activity(

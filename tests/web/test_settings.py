@@ -66,6 +66,7 @@ def test_settings_page_has_every_section(owner_client):
         "sms": "Text messages (SMS)",
         "payments": "Payments",
         "plans": "Installment plans",
+        "delivery": "Invoice delivery",
         "late_fees": "Late fees and interest",
         "credit": "Credit limits",
     }
@@ -78,6 +79,7 @@ def test_settings_page_has_every_section(owner_client):
         "Text messages",
         "Payments",
         "Plans",
+        "Invoice delivery",
         "Late fees",
         "Credit limits",
     ]

@@ -114,6 +114,7 @@ WHAT = {
     "stripe_refund": "A refund through Stripe",
     "stripe_expire_session": "Closing another open checkout for a paid invoice",
     "plan_charge": "An installment plan's charge",
+    "invoice_send": "Sending an invoice to its customer",
 }
 
 

@@ -355,6 +355,7 @@ class PageWriter:
                     "status": r.status,
                     "terms": r.terms,
                     "lines": r.lines,
+                    "ledger_sent": r.sent,
                 }
             )
         before = self.before or NOW

@@ -49,6 +49,8 @@ class InvoiceData:
     lines: list[dict[str, Any]] | None = None
     source_version: str | None = None
     source_updated_at: datetime | None = None
+    # Whether the ledger sent it to the customer (None: the ledger does not say).
+    sent: bool | None = None
 
     @property
     def currency(self) -> str:

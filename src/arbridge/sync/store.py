@@ -408,6 +408,22 @@ def customer_email(session: Session, customer_id: int) -> str | None:
     )
 
 
+def usable_contact(session: Session, customer_id: int) -> Contact | None:
+    """The contact a customer's own documents (a statement, an invoice) go to: one with an
+    address that has neither opted out nor bounced, the primary first."""
+    return session.scalar(
+        select(Contact)
+        .where(
+            Contact.customer_id == customer_id,
+            Contact.email.is_not(None),
+            Contact.opted_out_at.is_(None),
+            Contact.bounced_at.is_(None),
+        )
+        .order_by(Contact.is_primary.desc(), Contact.id)
+        .limit(1)
+    )
+
+
 def issue_sign_in_token(session: Session, clock: Clock, user: User, minutes: int) -> str:
     token = secrets.token_urlsafe(32)
     session.add(

@@ -105,6 +105,8 @@ def map_invoice(raw: Mapping[str, Any]) -> InvoiceData:
         status=status,
         terms=text(raw, "terms", 100),
         lines=_lines(raw),
+        # Like Xero's SentToContact; a ledger written before it existed says nothing (None).
+        sent=raw["sentToContact"] if isinstance(raw.get("sentToContact"), bool) else None,
         **_meta(raw),
     )
 

@@ -260,8 +260,15 @@ def map_invoice(raw: Mapping[str, Any]) -> InvoiceData | Deleted:
         balance=balance,
         status=status,
         lines=_lines(raw),
+        sent=_flag(raw, "SentToContact"),
         **_meta(raw),
     )
+
+
+def _flag(raw: Mapping[str, Any], name: str) -> bool | None:
+    """An optional boolean (Xero leaves SentToContact out of some answers): None when absent."""
+    value = raw.get(name)
+    return value if isinstance(value, bool) else None
 
 
 def map_payment(raw: Mapping[str, Any]) -> PaymentData | Deleted:

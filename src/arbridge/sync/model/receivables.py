@@ -139,6 +139,12 @@ class Invoice(SyncedRow, Base):
     # When the customer first opened a page showing it (the pay page's own POST after it
     # loaded, so a mail scanner's GET never counts); later views leave it as it is.
     viewed_at: Mapped[datetime | None]
+    # Whether the ledger says the invoice went to the customer (QuickBooks EmailStatus
+    # "EmailSent", Xero SentToContact); None when the ledger does not say. Sync writes it.
+    ledger_sent: Mapped[bool | None] = mapped_column(Boolean)
+    # When arbridge sent it (through the ledger's own send, or as its own email): never
+    # written by sync, so a ledger that has not caught up yet does not make it unsent again.
+    sent_at: Mapped[datetime | None]
 
     customer: Mapped[Customer] = relationship()
 
@@ -177,6 +183,16 @@ class Invoice(SyncedRow, Base):
     @classmethod
     def _is_open_sql(cls) -> ColumnElement[bool]:
         return and_(cls.status == "open", cls.open_balance_minor > 0)
+
+    @hybrid_property
+    def is_unsent(self) -> bool:
+        """Open, and never sent: the ledger says it was not, and arbridge has not sent it."""
+        return self.is_open and self.ledger_sent is False and self.sent_at is None
+
+    @is_unsent.inplace.expression
+    @classmethod
+    def _is_unsent_sql(cls) -> ColumnElement[bool]:
+        return and_(cls.is_open, cls.ledger_sent.is_(False), cls.sent_at.is_(None))
 
     @property
     def balance(self) -> Money:
