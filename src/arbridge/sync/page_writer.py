@@ -16,10 +16,12 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock
+from arbridge.collections.insight import home_minor
 from arbridge.connectors.base import Entity
 from arbridge.sync.db import among, dialect_insert
 from arbridge.sync.ledger_lag import NOW, WrittenBack, catch_up, held_now, read_lag
 from arbridge.sync.model import (
+    Company,
     Connection,
     Contact,
     CreditNote,
@@ -194,6 +196,15 @@ class PageWriter:
         self.company_id = conn.company_id
         self.source = conn.provider
         self.now = clock.now()
+        self._home_currency: str | None = None
+
+    @property
+    def home_currency(self) -> str:
+        if self._home_currency is None:
+            self._home_currency = self.s.scalar(
+                select(Company.home_currency).where(Company.id == self.company_id)
+            )
+        return self._home_currency or ""
 
     def base(self, rec: Any) -> dict[str, Any]:
         return {
@@ -264,8 +275,13 @@ class PageWriter:
                     "exchange_rate": r.exchange_rate,
                     "total_minor": r.total.minor,
                     "ledger_balance_minor": r.balance.minor,
-                    # What the reading lacks is worked out below, for the invoices it concerns.
+                    # What the reading lacks is worked out below, for the invoices it concerns
+                    # (their stored home balance no longer matches then: read one by one).
                     "unposted_minor": 0,
+                    "home_balance_minor": home_minor(
+                        r.balance.minor, r.currency, r.exchange_rate, self.home_currency
+                    ),
+                    "home_basis_minor": r.balance.minor,
                     "status": r.status,
                     "terms": r.terms,
                     "lines": r.lines,
