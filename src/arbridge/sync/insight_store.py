@@ -417,7 +417,11 @@ def customer_proposal(
 
 def insight_dict(data: Insight) -> dict[str, Any]:
     """The report's `forecast` and `flags` fields."""
-    fc = data.forecast
+    return forecast_flags_dict(data.forecast, data.flags)
+
+
+def forecast_flags_dict(fc: Forecast, found: list[Flag]) -> dict[str, Any]:
+    """The report's `forecast` and `flags` fields, from a forecast and its flags."""
     return {
         "forecast": {
             "weeks": [
@@ -427,7 +431,7 @@ def insight_dict(data: Insight) -> dict[str, Any]:
             "later": str(fc.later),
             "projected_dso": two_places(fc.projected_dso),
         },
-        "flags": [f.as_dict() for f in data.flags],
+        "flags": [f.as_dict() for f in found],
     }
 
 

@@ -19,6 +19,7 @@ from arbridge.clock import Clock
 from arbridge.collections.insight import home_minor
 from arbridge.connectors.base import Entity
 from arbridge.sync.db import among, dialect_insert
+from arbridge.sync.insight_cache import bump
 from arbridge.sync.ledger_lag import NOW, WrittenBack, catch_up, held_now, read_lag
 from arbridge.sync.model import (
     Company,
@@ -197,6 +198,13 @@ class PageWriter:
         self.source = conn.provider
         self.now = clock.now()
         self._home_currency: str | None = None
+        self._bumped = False
+
+    def _changed(self, ids: Any) -> None:
+        """Rows the insight reads were written: bump the company's insight version (once)."""
+        if ids and not self._bumped:
+            bump(self.s, self.company_id)
+            self._bumped = True
 
     @property
     def home_currency(self) -> str:
@@ -231,6 +239,7 @@ class PageWriter:
                 for r in recs
             ],
         )
+        self._changed(ids)
         contacts = [
             {
                 **self.base(r),
@@ -291,6 +300,7 @@ class PageWriter:
         lag = read_lag(self.s, self.company_id, self.source, [r["source_id"] for r in rows], before)
         kept = held_now(self.s, lag.unsure)
         ids = _upsert(self.s, Invoice, rows)
+        self._changed(ids)
         catch_up(self.s, lag, kept)
         self.kept |= {source_id for source_id, i in ids.items() if i in kept}
         return skipped
@@ -301,6 +311,7 @@ class PageWriter:
         ids = _upsert(self.s, model, rows)
         if not ids:
             return
+        self._changed(ids)
         # A re-synced payment or credit states its allocations in full: replace ours.
         self.s.execute(
             delete(PaymentAllocation).where(
@@ -374,6 +385,7 @@ class PageWriter:
             "credit_notes": CreditNote,
         }[entity]
         ids = _ids(self.s, model, self.company_id, self.source, source_ids)
+        self._changed(ids)
         for row in self.s.scalars(select(model).where(among(self.s, model.id, ids.values()))):
             row.synced_at = self.now
             if entity == "customers":

@@ -9,6 +9,10 @@ still equals the open balance; any other row (written by a path that does not st
 before this revision) is converted one by one, as before: never a wrong figure, at worst a
 slower one. Existing foreign-currency invoices are converted here, in batches.
 
+Two small tables keep the insight (KPIs, forecast, flags, trends) computed once per change of
+the data behind it: `insight_versions` counts the changes per company, `insight_snapshots`
+holds the latest insight with the version it was computed from (see sync/insight_cache.py).
+
 `ix_invoices_open_due` grows to cover the dashboard's queries (aging by bucket, the open
 invoices list in due order): see the model's comment for the plans checked.
 
@@ -73,9 +77,38 @@ def upgrade() -> None:
         bind.execute(update, changes[k : k + BATCH])
     op.drop_index("ix_invoices_open_due", table_name="invoices")
     op.create_index("ix_invoices_open_due", "invoices", list(COVERING))
+    op.create_table(
+        "insight_versions",
+        sa.Column("company_id", sa.Integer(), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["company_id"],
+            ["companies.id"],
+            name=op.f("fk_insight_versions_company_id_companies"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("company_id", name=op.f("pk_insight_versions")),
+    )
+    op.create_table(
+        "insight_snapshots",
+        sa.Column("company_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=40), nullable=False),
+        sa.Column("as_of", sa.Date(), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["company_id"],
+            ["companies.id"],
+            name=op.f("fk_insight_snapshots_company_id_companies"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("company_id", "kind", name=op.f("pk_insight_snapshots")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("insight_snapshots")
+    op.drop_table("insight_versions")
     op.drop_index("ix_invoices_open_due", table_name="invoices")
     op.create_index("ix_invoices_open_due", "invoices", ["company_id", "status", "due_on"])
     with op.batch_alter_table("invoices") as batch:
