@@ -14,6 +14,7 @@ from arbridge.sync.insight_store import insight, insight_dict, trends_list
 from arbridge.sync.model import Customer, InsightSnapshot
 from arbridge.sync.store import aging_report, get_company, kpi_report, report_dict
 from arbridge.sync.trends_store import kpi_trends
+from arbridge.worker import run_sync
 from tests.integration.test_insight import T, ledger
 
 
@@ -107,3 +108,15 @@ def test_a_snapshot_of_an_older_version_is_not_shown(rt):
             select(InsightSnapshot.kind).where(InsightSnapshot.company_id == books.company.id)
         ).all()
     assert kinds == ["90:live"]
+
+
+def test_the_workers_sync_leaves_todays_insight_computed(rt):
+    """The owner's first view after a sync that changed the ledger reads what the sync job
+    computed, and sees the change."""
+    books = ledger().build(rt)
+    reported(rt)
+    books.ledger.void_invoice(books.invoice("O1").source_id)
+    run_sync(rt, books.company)
+    after, statements = reported(rt)
+    assert statements <= 5
+    assert after == computed(rt)
