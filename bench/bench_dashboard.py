@@ -28,6 +28,7 @@ runs of the same size; a PostgreSQL run works in a schema of its own, dropped at
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import random
 import shutil
@@ -46,7 +47,6 @@ from sqlalchemy import event, func, insert, select, text
 from arbridge.clock import FixedClock
 from arbridge.collections.insight import home_minor
 from arbridge.config import Settings
-from arbridge.crypto import new_key
 from arbridge.runtime import Runtime
 from arbridge.sync import db
 from arbridge.sync.insight_cache import bump, report_data
@@ -77,11 +77,13 @@ SLUG = "bench"
 BATCH = 20_000
 RATES = {"EUR": Decimal("1.0842"), "GBP": Decimal("1.2650")}
 BUILT = "bench_dashboard built"  # the instance_meta key saying the build finished
+# A fixed key, so a kept database opens again on the next run (a benchmark's, no secret).
+KEY = base64.urlsafe_b64encode(b"bench-dashboard-key-32-bytes-abc").decode()
 
 
 def _settings(url: str, tmp: Path) -> Settings:
     return Settings(
-        instance_path=tmp, database_url=url, secret_key="x" * 40, encryption_keys=(new_key(),)
+        instance_path=tmp, database_url=url, secret_key="x" * 40, encryption_keys=(KEY,)
     )
 
 
