@@ -117,9 +117,11 @@ class Invoice(SyncedRow, Base):
     __table_args__ = (
         UniqueConstraint("company_id", "source", "source_id"),
         # Covers the dashboard's aging (one SUM ... GROUP BY bucket) and its open invoices
-        # list in due order: checked with EXPLAIN on SQLite ("USING COVERING INDEX
-        # ix_invoices_open_due" for the aging; the list walks it in due order) and PostgreSQL
-        # (an index scan on it for both, `status = 'open'` and the company as its prefix).
+        # list in due order. EXPLAIN at 1M invoices (bench/bench_dashboard.py): SQLite reads the
+        # aging from the index alone ("USING COVERING INDEX ix_invoices_open_due") and walks it
+        # in due order for the list; PostgreSQL takes a bitmap scan of it on (company_id,
+        # status) for the aging (an index-only scan once vacuum has set the visibility map) and
+        # an index scan in due order with an incremental sort on id for the list.
         Index(
             "ix_invoices_open_due",
             "company_id",
