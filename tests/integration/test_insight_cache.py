@@ -4,6 +4,7 @@ a sync or through an owner's edit."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 from sqlalchemy import event, select
@@ -11,7 +12,7 @@ from sqlalchemy import event, select
 from arbridge.sync.db import transaction
 from arbridge.sync.insight_cache import bump, report_data
 from arbridge.sync.insight_store import insight, insight_dict, trends_list
-from arbridge.sync.model import Customer, InsightSnapshot
+from arbridge.sync.model import Customer, InsightSnapshot, Invoice
 from arbridge.sync.store import aging_report, get_company, kpi_report, report_dict
 from arbridge.sync.trends_store import kpi_trends
 from arbridge.worker import run_sync
@@ -120,3 +121,20 @@ def test_the_workers_sync_leaves_todays_insight_computed(rt):
     after, statements = reported(rt)
     assert statements <= 5
     assert after == computed(rt)
+
+
+def test_a_change_the_insight_does_not_read_keeps_it_stored(rt):
+    """An invoice paused and marked payment-pending: nothing of the insight moves, nothing is
+    computed again; its due date moved (read by the forecast): computed again."""
+    books = ledger().build(rt)
+    reported(rt)
+    with transaction(rt.sessions) as s:
+        row = s.get(Invoice, books.invoice("O2").id)
+        row.paused, row.payment_pending = True, True
+    _, statements = reported(rt)
+    assert statements <= 5
+    with transaction(rt.sessions) as s:
+        row = s.get(Invoice, books.invoice("O2").id)
+        row.due_on = row.due_on + timedelta(days=60)
+    after, statements = reported(rt)
+    assert statements > 5 and after == computed(rt)

@@ -27,7 +27,7 @@ from decimal import Decimal
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import event, literal, select
+from sqlalchemy import event, inspect, literal, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -67,6 +67,40 @@ WATCHED = (
 )
 
 
+# Of these, only the columns the insight reads: an invoice paused, marked payment-pending or
+# collected on (its balances: the insight counts allocations) leaves it as it was.
+READ_ONLY_THESE = {
+    Invoice: (
+        "company_id",
+        "customer_id",
+        "issued_on",
+        "due_on",
+        "currency",
+        "exchange_rate",
+        "total_minor",
+        "status",
+        "terms",
+    ),
+    Customer: (
+        "company_id",
+        "name",
+        "source_id",
+        "deleted",
+        "credit_limit_minor",
+        "limit_reviewed_on",
+    ),
+}
+
+
+def _changed(obj: Any) -> bool:
+    """Did this flush change anything of a dirty row that the insight reads?"""
+    columns = READ_ONLY_THESE.get(type(obj))
+    state = inspect(obj)
+    if columns is None:
+        return any(a.history.has_changes() for a in state.attrs)
+    return any(state.attrs[name].history.has_changes() for name in columns)
+
+
 def watch(factory: sessionmaker[Session]) -> None:
     """Bump the version of every company whose watched rows a flush of these sessions wrote."""
     event.listen(factory, "after_flush", _after_flush)
@@ -78,7 +112,7 @@ def _after_flush(session: Session, _context: Any) -> None:
     for obj in chain(session.new, session.dirty, session.deleted):
         if not isinstance(obj, WATCHED):
             continue
-        if obj in session.dirty and not session.is_modified(obj, include_collections=False):
+        if obj in session.dirty and not _changed(obj):
             continue
         if isinstance(obj, Company):
             if obj not in session.deleted:
