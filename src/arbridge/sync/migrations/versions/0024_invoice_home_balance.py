@@ -15,6 +15,8 @@ holds the latest insight with the version it was computed from (see sync/insight
 
 `ix_invoices_open_due` grows to cover the dashboard's queries (aging by bucket, the open
 invoices list in due order): see the model's comment for the plans checked.
+`ix_invoices_customer_id` adds the issue date (and id): each customer's latest invoice is one
+step down it.
 
 Revision ID: 0024
 Revises: 0021
@@ -77,6 +79,8 @@ def upgrade() -> None:
         bind.execute(update, changes[k : k + BATCH])
     op.drop_index("ix_invoices_open_due", table_name="invoices")
     op.create_index("ix_invoices_open_due", "invoices", list(COVERING))
+    op.drop_index("ix_invoices_customer_id", table_name="invoices")
+    op.create_index("ix_invoices_customer_id", "invoices", ["customer_id", "issued_on", "id"])
     op.create_table(
         "insight_versions",
         sa.Column("company_id", sa.Integer(), nullable=False),
@@ -109,6 +113,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("insight_snapshots")
     op.drop_table("insight_versions")
+    op.drop_index("ix_invoices_customer_id", table_name="invoices")
+    op.create_index("ix_invoices_customer_id", "invoices", ["customer_id"])
     op.drop_index("ix_invoices_open_due", table_name="invoices")
     op.create_index("ix_invoices_open_due", "invoices", ["company_id", "status", "due_on"])
     with op.batch_alter_table("invoices") as batch:
