@@ -339,6 +339,7 @@ def main() -> None:
     rt, url, reused = open_database(args, tmp)
     if args.build_only:
         rt.close()
+        shutil.rmtree(tmp, ignore_errors=True)
         return
     if args.vacuum and url.startswith("postgresql"):
         vacuum(rt)
