@@ -17,8 +17,10 @@ from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock
 from arbridge.collections.sms import parse_phone
+from arbridge.collections.insight import home_minor
 from arbridge.connectors.base import Entity
 from arbridge.sync.db import among, dialect_insert
+from arbridge.sync.insight_cache import bump
 from arbridge.sync.ledger_lag import NOW, WrittenBack, catch_up, held_now, read_lag
 from arbridge.sync.model import (
     Company,
@@ -221,6 +223,22 @@ class PageWriter:
         self.company_id = conn.company_id
         self.source = conn.provider
         self.now = clock.now()
+        self._home_currency: str | None = None
+        self._bumped = False
+
+    def _changed(self, ids: Any) -> None:
+        """Rows the insight reads were written: bump the company's insight version (once)."""
+        if ids and not self._bumped:
+            bump(self.s, self.company_id)
+            self._bumped = True
+
+    @property
+    def home_currency(self) -> str:
+        if self._home_currency is None:
+            self._home_currency = self.s.scalar(
+                select(Company.home_currency).where(Company.id == self.company_id)
+            )
+        return self._home_currency or ""
 
     def base(self, rec: Any) -> dict[str, Any]:
         return {
@@ -248,6 +266,7 @@ class PageWriter:
                 for r in recs
             ],
         )
+        self._changed(ids)
         home = self._home_country()
         contacts = []
         for r in recs:
@@ -350,8 +369,13 @@ class PageWriter:
                     "exchange_rate": r.exchange_rate,
                     "total_minor": r.total.minor,
                     "ledger_balance_minor": r.balance.minor,
-                    # What the reading lacks is worked out below, for the invoices it concerns.
+                    # What the reading lacks is worked out below, for the invoices it concerns
+                    # (their stored home balance no longer matches then: read one by one).
                     "unposted_minor": 0,
+                    "home_balance_minor": home_minor(
+                        r.balance.minor, r.currency, r.exchange_rate, self.home_currency
+                    ),
+                    "home_basis_minor": r.balance.minor,
                     "status": r.status,
                     "terms": r.terms,
                     "lines": r.lines,
@@ -362,6 +386,7 @@ class PageWriter:
         lag = read_lag(self.s, self.company_id, self.source, [r["source_id"] for r in rows], before)
         kept = held_now(self.s, lag.unsure)
         ids = _upsert(self.s, Invoice, rows)
+        self._changed(ids)
         catch_up(self.s, lag, kept)
         self.kept |= {source_id for source_id, i in ids.items() if i in kept}
         return skipped
@@ -372,6 +397,7 @@ class PageWriter:
         ids = _upsert(self.s, model, rows)
         if not ids:
             return
+        self._changed(ids)
         # A re-synced payment or credit states its allocations in full: replace ours.
         self.s.execute(
             delete(PaymentAllocation).where(
@@ -445,6 +471,7 @@ class PageWriter:
             "credit_notes": CreditNote,
         }[entity]
         ids = _ids(self.s, model, self.company_id, self.source, source_ids)
+        self._changed(ids)
         for row in self.s.scalars(select(model).where(among(self.s, model.id, ids.values()))):
             row.synced_at = self.now
             if entity == "customers":

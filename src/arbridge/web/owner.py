@@ -57,8 +57,22 @@ def dashboard(company: Company) -> Any:
     selected = request.args.get("bucket")
     if selected not in BUCKET_LABELS:
         selected = None
+    try:
+        after, before = (
+            owner_reads.parse_cursor(raw) if raw else None
+            for raw in (request.args.get("after"), request.args.get("before"))
+        )
+    except ValueError:
+        abort(404)
     page = owner_reads.open_invoices_page(
-        s, company, today, aging_bucket=selected, page=page_arg(PAGE_SIZE), page_size=PAGE_SIZE
+        s,
+        company,
+        today,
+        aging_bucket=selected,
+        page=page_arg(PAGE_SIZE),
+        page_size=PAGE_SIZE,
+        after=after,
+        before=before,
     )
     return render_template(
         "dashboard.html",
@@ -67,7 +81,13 @@ def dashboard(company: Company) -> Any:
         rows=page.rows,
         labels=BUCKET_LABELS,
         selected=selected,
-        pages={"page": page.page, "prev": page.prev, "next": page.next},
+        pages={
+            "page": page.page,
+            "prev": page.prev,
+            "next": page.next,
+            "first": page.first,
+            "last": page.last,
+        },
         connection=ledger_connection(s, company.id),
         activity=recent_activity(s, company.id, limit=10),
         unsent=delivery_reads.unsent_invoices(s, company.id),
