@@ -16,8 +16,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock
-from arbridge.collections.sms import parse_phone
 from arbridge.collections.insight import home_minor
+from arbridge.collections.sms import parse_phone
 from arbridge.connectors.base import Entity
 from arbridge.sync.db import among, dialect_insert
 from arbridge.sync.insight_cache import bump
