@@ -122,6 +122,30 @@ class SmtpSettings:
     url: str = field(repr=False)
 
 
+@dataclass(frozen=True)
+class TwilioSettings:
+    """ARBRIDGE_TWILIO_*: the install's Twilio account for SMS (`configured` once the account
+    SID, the auth token and a sender, a Messaging Service SID or a From number, are all set).
+    Without it a business may enter its own account on the settings page; `api_base` points the
+    SDK at another server (a fake in tests)."""
+
+    account_sid: str | None = None
+    auth_token: str | None = field(default=None, repr=False)
+    messaging_service_sid: str | None = None
+    from_number: str | None = None
+    api_base: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        """An account to send from (the section exists with ARBRIDGE_TWILIO_API_BASE alone:
+        the server a business's own account is reached at, in tests)."""
+        return bool(
+            self.account_sid
+            and self.auth_token
+            and (self.messaging_service_sid or self.from_number)
+        )
+
+
 # The flat names the settings were known by (ARBRIDGE_ + the upper-cased name, and keyword
 # arguments of Settings(...) and Settings.with_(...)): section, and the field in it.
 FLAT_NAMES: dict[str, tuple[str, str]] = {
@@ -143,6 +167,7 @@ SECTION_TYPES: dict[str, type] = {
     "stripe": StripeSettings,
     "smtp": SmtpSettings,
     "xero": XeroSettings,
+    "twilio": TwilioSettings,
 }
 
 
@@ -163,6 +188,9 @@ def _section(section: str, values: Mapping[str, Any]) -> Any:
         if not any(
             values.get(name) for name in ("secret_key", "webhook_secret", "connect", "api_base")
         ):
+            return None
+    elif section == "twilio":
+        if not any(values.values()):
             return None
     elif not values.get("url"):
         return None
@@ -214,6 +242,22 @@ def _xero(env: Mapping[str, str]) -> XeroSettings | None:
     )
 
 
+def _twilio(env: Mapping[str, str]) -> TwilioSettings | None:
+    base = env.get(PREFIX + "TWILIO_API_BASE") or None
+    if base and urlsplit(base).scheme not in {"http", "https"}:
+        raise ConfigError(f"{PREFIX}TWILIO_API_BASE must be an http(s) URL, not {base!r}")
+    return _section(
+        "twilio",
+        {
+            "account_sid": env.get(PREFIX + "TWILIO_ACCOUNT_SID") or None,
+            "auth_token": env.get(PREFIX + "TWILIO_AUTH_TOKEN") or None,
+            "messaging_service_sid": env.get(PREFIX + "TWILIO_MESSAGING_SERVICE_SID") or None,
+            "from_number": env.get(PREFIX + "TWILIO_FROM") or None,
+            "api_base": base.rstrip("/") if base else None,
+        },
+    )
+
+
 @dataclass(frozen=True)
 class _Fields:
     """The settings' fields (see Settings, which also takes the flat names of the sections)."""
@@ -240,9 +284,7 @@ class _Fields:
     stripe: StripeSettings | None = None
     smtp: SmtpSettings | None = None
     xero: XeroSettings | None = None
-    # Twilio (SMS) gets its section, and its ARBRIDGE_* variables, with the feature that uses
-    # it; until then it is never configured.
-    twilio: None = None
+    twilio: TwilioSettings | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
@@ -305,6 +347,7 @@ class _Fields:
             ),
             smtp=_section("smtp", {"url": env.get(PREFIX + "SMTP_URL") or None}),
             xero=_xero(env),
+            twilio=_twilio(env),
         )
 
     @property

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 
 from arbridge.collections.policy import DEFAULTS
+from arbridge.collections.reminder_policy import DEFAULT_STEPS, Step
 from arbridge.connectors.demo import generate_demo_ledger
 from arbridge.errors import NotFound
 from arbridge.runtime import Runtime
@@ -36,6 +37,27 @@ DEMO_PLANS = {
 }
 
 
+# The demo's sequence: the default one with a text a week after the due date, so a newcomer sees
+# every channel (its texts go to the simulated carrier and appear in the mailbox).
+DEMO_STEPS = (
+    *DEFAULT_STEPS[:3],
+    Step("after-7", 7, "sms", "overdue_friendly"),
+    *DEFAULT_STEPS[3:],
+)
+DEMO_REMINDERS = {"sequences": {"default": [step.to_dict() for step in DEMO_STEPS]}}
+
+
+# Late fees, on from the start so a newcomer sees one charged: $25 once an invoice of $100 or
+# more is 30 days past due, as its own invoice in the demo ledger (the original stays as sent).
+DEMO_LATE_FEES = {
+    **DEFAULTS["late_fees"],
+    "enabled": True,
+    "grace_days": 30,
+    "flat_fee": "25.00",
+    "min_balance": "100.00",
+}
+
+
 SyncFunc = Callable[[Connection, bool], SyncResult]
 
 
@@ -57,8 +79,15 @@ def prepare(
                 country="US",
                 owner_email="owner@acme-supply.example",
             )
-            # The demo shows installment plans on its payment pages from the start.
-            company.settings = {**(company.settings or {}), "plans": DEMO_PLANS}
+            # The demo shows installment plans on its payment pages and charges late fees
+            # from the start.
+            company.settings = {
+                **(company.settings or {}),
+                "plans": DEMO_PLANS,
+                "late_fees": DEMO_LATE_FEES,
+                # Its sequence (with a text), and a monthly statement (with its PDF) on the 1st.
+                "reminders": {**DEFAULTS["reminders"], **DEMO_REMINDERS, "statement_day": 1},
+            }
         conn = ledger_connection(session, company.id)
         if conn is None:
             conn = add_connection(

@@ -20,17 +20,20 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
 
 from arbridge.clock import SystemClock
+from arbridge.collections.kpis import DEFAULT_PERIOD_DAYS
 from arbridge.connectors.stripe.simulated import simulation_allowed
 from arbridge.errors import ArbridgeError, RateLimited
 from arbridge.providers import refetch_pending, sync_deferral
 from arbridge.runtime import Runtime
 from arbridge.services.bootstrap import outbox_handlers, webhook_handlers
+from arbridge.services.delivery.send import send_new_invoices
 from arbridge.services.fees.assess import assess_late_fees
 from arbridge.services.insight.limits import tell_limits
 from arbridge.services.payments.plan_runs import reconcile_company_plans, run_due_plans
 from arbridge.services.payments.simulated import settle_simulated_payments
 from arbridge.services.reminders.run import run_reminders
 from arbridge.sync.db import transaction
+from arbridge.sync.insight_cache import snapshot
 from arbridge.sync.model import Company, CompanyJob
 from arbridge.sync.outbox import deliver
 from arbridge.sync.runner import sync_connection
@@ -56,6 +59,16 @@ def run_sync(rt: Runtime, company: Company) -> None:
             wait,
         )
     result = sync_connection(rt.sessions, conn.id, rt.connector_for(conn), rt.clock)
+    # New invoices the sync brought in go to their customers the day they appear, when the
+    # owner chose so (each once: its outbox key is the invoice's).
+    send_new_invoices(rt, company)
+    # Today's insight for the dashboard, computed here when the sync changed what it reads (a
+    # no-op otherwise), so the owner's first view after a sync does not wait for it.
+    with rt.sessions() as session:
+        fresh = session.get(Company, company.id)
+        if fresh is not None:
+            today = company_today(fresh, rt.clock)
+            snapshot(session, fresh, today, DEFAULT_PERIOD_DAYS, live_plans=True)
     if result.errors:
         with transaction(rt.sessions) as session:
             log_activity(

@@ -52,6 +52,11 @@ def receipt(smtp, to: str):
     return msg
 
 
+def plain(msg) -> str:
+    """The plain-text version (a receipt has an HTML version too)."""
+    return msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
+
+
 def paid(rt) -> tuple[CollectedPayment, list[tuple[str, int]]]:
     """The one collected payment, and (invoice number, amount applied) for each invoice."""
     with rt.sessions() as s:
@@ -90,7 +95,7 @@ def test_a_statement_paid_by_card_late_in_the_evening_lists_each_invoice_in_chic
 
     msg = receipt(smtp, to)
     row, lines = paid(rt)
-    body = msg.get_content().replace("\r\n", "\n")
+    body = plain(msg)
     total = Money.from_minor(row.amount_minor, "USD").format()
     assert str(msg["Subject"]) == f"Receipt from Acme Supply Co.: {total}"
     assert str(msg["Reply-To"]) == OWNER
@@ -103,6 +108,12 @@ def test_a_statement_paid_by_card_late_in_the_evening_lists_each_invoice_in_chic
     assert f"\nReference: {row.payment_intent_id}\n" in body
     assert f"write to Acme Supply Co. at {OWNER}." in body
     assert "Co.." not in body
+    # An HTML version too, readable on a phone, saying the same.
+    html = msg.get_body(("html",)).get_content()
+    assert "max-width:600px" in html and 'name="viewport"' in html
+    assert f"Reference: {row.payment_intent_id}" in html and "Method: Card" in html
+    for number, _minor in lines:
+        assert f"Invoice {number}: " in html
 
 
 def test_a_bank_payment_s_receipt_names_the_bank_account_and_the_day_it_cleared(
@@ -124,7 +135,7 @@ def test_a_bank_payment_s_receipt_names_the_bank_account_and_the_day_it_cleared(
     clock.advance(timedelta(seconds=21))
     drain(rt)
 
-    body = receipt(smtp, to).get_content().replace("\r\n", "\n")
+    body = plain(receipt(smtp, to))
     amount = Money.from_minor(inv.open_balance_minor, "USD").format()
     assert f"  Invoice {inv.number}: {amount}\n" in body, body
     assert "\nMethod: Bank account (ACH debit)\n" in body
@@ -178,9 +189,9 @@ def test_a_plan_s_last_installment_shows_the_fee_as_the_plan_fee_not_as_unapplie
         applied = [a.amount_minor for a in row.allocations]
     assert row.unapplied_minor == 1500
     [second] = [
-        r.message.get_content().replace("\r\n", "\n")
+        plain(r.message)
         for r in smtp.inbox.messages
-        if str(r.message["To"]) == to and row.payment_intent_id in r.message.get_content()
+        if str(r.message["To"]) == to and row.payment_intent_id in plain(r.message)
     ]
     assert "  Installment plan fee: $15.00\n" in second, second
     assert "Not applied to any invoice" not in second

@@ -1,5 +1,6 @@
-"""The demo ledger under the default sequence: `arbridge remind --dry-run` explains every open
-invoice, the real run queues what the dry run showed, once, and the in-app mailbox gets it."""
+"""The demo ledger under the demo's sequence (the default one with a text a week after the due
+date): `arbridge remind --dry-run` explains every open invoice, the real run queues what the dry
+run showed, once, and the in-app mailbox gets it, texts included (the simulated carrier)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from arbridge.collections.reminder_policy import (
-    DEFAULT_SEQUENCE,
-)
+from arbridge.collections.reminder_policy import ReminderSequence
+from arbridge.collections.reminder_words import step_in_words
+from arbridge.demo import DEMO_STEPS
 from arbridge.services.reminders.run import run_reminders
 from arbridge.sync.model import Invoice, MailMessage, OutboxMessage, ReminderSend
 from arbridge.worker import drain
@@ -23,7 +24,8 @@ from tests.conftest import env_for_subprocess
 
 TODAY = date(2026, 11, 24)
 ARBRIDGE = str(Path(sys.executable).with_name("arbridge"))
-SEND = re.compile(r"^  SEND (?:email|call) to (.+) <(.+)> step (\S+) \[(\S+)\] for (.+)$")
+DEMO_SEQUENCE = ReminderSequence("default", DEMO_STEPS)
+SEND = re.compile(r"^  SEND (?:email|phone call|text message) to (.+) <(.+)>: (.+); invoices (.+)$")
 
 
 @dataclass
@@ -48,7 +50,7 @@ def cli(settings, *args: str) -> Result:
 
 def expected_step(due_on: date, as_of: date) -> str | None:
     days = (as_of - due_on).days
-    reached = [s.key for s in DEFAULT_SEQUENCE.steps if s.offset_days <= days]
+    reached = [s.key for s in DEMO_SEQUENCE.steps if s.offset_days <= days]
     return reached[-1] if reached else None
 
 
@@ -75,18 +77,20 @@ def test_dry_run_explains_every_invoice_and_changes_nothing(rt, settings, demo_c
         assert s.scalar(select(func.count()).select_from(ReminderSend)) == 0
     listed = set()
     for m in sends:
-        numbers = m.group(5).split(", ")
-        # The email's step is the highest of its invoices' steps.
+        numbers = m.group(4).split(", ")
+        # The email's step is the highest of its invoices' steps, said in words.
         steps = [expected_step(by_number[n].due_on, TODAY) for n in numbers]
-        assert m.group(3) == max(steps, key=[s.key for s in DEFAULT_SEQUENCE.steps].index)
+        keys = [s.key for s in DEMO_SEQUENCE.steps]
+        highest = DEMO_SEQUENCE.steps[keys.index(max(steps, key=keys.index))]
+        assert m.group(3) == step_in_words(highest)
         listed.update(numbers)
     # Every open invoice whose first step has come is in exactly one message (nothing has been
     # sent yet, the demo has no holds, pauses or do-not-chase customers), the others in none.
     due = {n for n, i in by_number.items() if expected_step(i.due_on, TODAY)}
     held = [line for line in lines if line.startswith("  HELD")]
-    held_numbers = {n for line in held for n in line.split(" for ")[-1].split(", ")}
-    calls = [line for line in lines if line.startswith("  SEND call")]
-    call_numbers = {n for line in calls for n in line.split(" for ")[-1].split(", ")}
+    held_numbers = {n for line in held for n in line.split("; invoices ")[-1].split(", ")}
+    calls = [line for line in lines if line.startswith("  SEND phone call")]
+    call_numbers = {n for line in calls for n in line.split("; invoices ")[-1].split(", ")}
     assert listed | held_numbers == due
     assert call_numbers <= due
     assert "Not reminded today" in result.output and "not yet due for a step" in result.output
@@ -101,16 +105,30 @@ def test_the_run_queues_what_the_dry_run_showed_once_and_the_mailbox_gets_it(
 ):
     dry = cli(settings, "remind", "--company", "demo", "--dry-run", "--as-of", "2026-11-24")
     emails = [line for line in dry.output.splitlines() if line.startswith("  SEND email")]
-    calls = [line for line in dry.output.splitlines() if line.startswith("  SEND call")]
+    calls = [line for line in dry.output.splitlines() if line.startswith("  SEND phone call")]
+    texts = [line for line in dry.output.splitlines() if line.startswith("  SEND text message")]
+    assert texts  # the demo's sequence has a text, and most demo customers agreed to texts
     # The run itself on the test's clock (Tuesday 09:00 in Chicago, inside the window).
     first = run_reminders(rt, demo_company)
-    assert (first.emails, first.calls) == (len(emails), len(calls))
+    assert (first.emails, first.texts, first.calls) == (len(emails), len(texts), len(calls))
     again = run_reminders(rt, demo_company)
-    assert (again.emails, again.calls) == (0, 0)
+    assert (again.emails, again.texts, again.calls) == (0, 0, 0)
 
     drain(rt)
     with rt.sessions() as s:
-        mails = s.scalars(select(MailMessage).where(MailMessage.kind == "reminder")).all()
+        sent_texts = s.scalars(select(MailMessage).where(MailMessage.channel == "sms")).all()
+        assert sorted(m.to_addr for m in sent_texts) == sorted(
+            SEND.match(line).group(2) for line in texts
+        )
+        # The simulated carrier: every text in the mailbox, in E.164, with its pay link.
+        assert {m.transport for m in sent_texts} == {"simulated"}
+        assert all(m.to_addr.startswith("+1312555") for m in sent_texts)
+        assert all("/pay/" in m.text_body and "STOP" in m.text_body for m in sent_texts)
+        mails = s.scalars(
+            select(MailMessage).where(
+                MailMessage.kind == "reminder", MailMessage.channel == "email"
+            )
+        ).all()
         assert len(mails) == len(emails)
         assert {m.transport for m in mails} == {"mailbox"}  # no SMTP configured in the demo
         recipients = sorted(m.to_addr for m in mails)

@@ -9,13 +9,19 @@ from datetime import timedelta
 from sqlalchemy import case, exists, func, select
 
 from arbridge.collections.reminder_policy import reminder_policy
-from arbridge.services.reminders.facts import candidate_invoices, load_day, load_days
+from arbridge.services.reminders.facts import (
+    candidate_invoices,
+    load_day,
+    load_days,
+    local_day_start,
+)
 from arbridge.services.reminders.preview import open_counts, preview
 from arbridge.services.reminders.run import run_reminders
 from arbridge.services.reminders.sequences import follow_sequence
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     Company,
+    Contact,
     Customer,
     CustomerReminderSettings,
     Invoice,
@@ -54,7 +60,7 @@ def test_a_dry_run_asks_as_many_statements_for_1000_overdue_invoices_as_for_10(r
 
 
 def _candidates_by_claims(session, company_id: int, policy, as_of):
-    """The candidates as they were read before 0025: an EXISTS over reminder_sends per invoice
+    """The candidates as they were read before 0026: an EXISTS over reminder_sends per invoice
     (the reference the stored highest step must agree with)."""
     first = min(s.offset_days for seq in policy.sequences.values() for s in seq.steps)
     steps = policy.sequence(None).steps
@@ -162,16 +168,32 @@ def test_the_open_counts_match_counting_open_balances_whatever_the_unposted_mone
     assert wanted[0] == 4  # I1 (part), I2 (money given back), I5, I6
 
 
+# Where each company is, and a mobile number written as its customers would write it there.
+PLACES = (
+    ("America/Chicago", "US", "(312) 555-0142"),
+    ("Asia/Tokyo", "JP", "090-1234-5678"),
+    ("Europe/London", "GB", "07911 123456"),
+)
+
+
 def test_many_companies_decided_together_get_the_decisions_each_gets_alone_in_fixed_statements(
     rt,
 ):
+    """Texts included: each company's customers' numbers are read in its own country, and "a
+    text a day" counts in its own timezone, as when it is decided alone."""
     companies = []
     for n in range(6):
-        books = SmallCompany(slug=f"many{n}", tenant_id=f"facts-many{n}")
+        tz, country, _phone = PLACES[n % 3]
+        books = SmallCompany(
+            slug=f"many{n}", tenant_id=f"facts-many{n}", timezone=tz, country=country
+        )
+        texts_first = [
+            {"offset_days": 3, "channel": "sms", "template": "overdue"},
+            {"offset_days": 8, "template": "overdue_firm"},
+        ]
         if n % 3 == 1:  # another policy shape: its own first step
-            books.settings = {
-                "reminders": {"sequences": {"default": [{"offset_days": 1, "template": "overdue"}]}}
-            }
+            texts_first = [{"offset_days": 1, "channel": "sms", "template": "overdue"}]
+        books.settings = {"reminders": {"sequences": {"default": texts_first}}}
         if n == 5:  # settings that cannot be used: held, with the reason
             books.settings = {"reminders": {"sequences": {"default": [{"offset_days": "soon"}]}}}
         for c in range(2):
@@ -179,6 +201,38 @@ def test_many_companies_decided_together_get_the_decisions_each_gets_alone_in_fi
         for i, days in enumerate((1, 3, 8, 20, -4)):
             books = books.invoice(f"I{i}", f"C{i % 2}", "10.00", days_overdue=days + n)
         companies.append(books.build(rt).company)
+    now = rt.clock.now()
+    # A text sent just before the latest of the three days began: today where the day began
+    # earlier, yesterday where it began last.
+    sent = max(local_day_start(now, tz) for tz, _, _ in PLACES) - timedelta(minutes=1)
+    with transaction(rt.sessions) as s:
+        for n, company in enumerate(companies):
+            for contact in s.scalars(
+                select(Contact).join(Customer).where(Customer.company_id == company.id)
+            ):
+                contact.phone, contact.phone_e164 = PLACES[n % 3][2], None
+                contact.sms_consent_at = now - timedelta(days=30)
+            first = s.scalars(
+                select(Invoice).where(Invoice.company_id == company.id).order_by(Invoice.id)
+            ).first()
+            texted = s.scalars(select(Contact).where(Contact.customer_id == first.customer_id))
+            s.add(
+                ReminderSend(
+                    company_id=company.id,
+                    invoice_id=first.id,
+                    customer_id=first.customer_id,
+                    contact_id=texted.first().id,
+                    step_key="an-earlier-text",
+                    step_index=-1,
+                    channel="sms",
+                    run_on=sent.date(),
+                    outbox_key=f"text:{company.id}",
+                    status="sent",
+                    currency="USD",
+                    balance_minor=1000,
+                    created_at=sent,
+                )
+            )
     as_of = company_today(companies[0], rt.clock)
     asked = {}
     for few in (2, 6):
@@ -193,4 +247,9 @@ def test_many_companies_decided_together_get_the_decisions_each_gets_alone_in_fi
             assert loaded.day == alone.day, company.slug
     assert together[5].hold and not together[0].hold
     assert sum(len(loaded.day.due) for loaded in together) >= 10
+    messages = [m for loaded in together for m in loaded.day.messages]
+    texts = [m for m in messages if m.channel == "sms"]
+    assert {m.contact.phone[:3] for m in texts if m.contact} >= {"+13", "+81", "+44"}
+    texted_today = {c.texted_today for m in messages for c in m.customer.contacts}
+    assert texted_today == {0, 1}
     assert asked[6] == asked[2], asked  # two policy shapes either way: two candidate queries

@@ -129,3 +129,39 @@ def test_an_invoice_that_is_not_open_is_not_listed_even_with_a_balance(
     assert len(rows) == report["open_invoices"] - 1
     assert number not in {r.find("td").text for r in rows}
     assert amount(doc.by_id("open-balance").text) == Decimal(report["open_balance"]) - left
+
+
+def test_the_pager_walks_back_the_way_it_came(owner_client):
+    """Keyset paging: following "later" to the last page and "earlier" back to the first shows
+    the same rows in the same order, and a bare `?page=N` link still shows page N."""
+    pages, url = [], "/c/demo/"
+    while url:
+        doc = parse(owner_client.get(url).data)
+        pages.append(
+            [r.find("a").attrs["href"] for r in doc.by_id("invoices").find("tbody").find_all("tr")]
+        )
+        later = doc.find("a", rel="next")
+        url = later.attrs["href"].replace("&amp;", "&") if later else None
+    assert len(pages) >= 2
+    back = []
+    while True:
+        earlier = doc.find("a", rel="prev")
+        if earlier is None:
+            break
+        doc = parse(owner_client.get(earlier.attrs["href"].replace("&amp;", "&")).data)
+        back.append(
+            [r.find("a").attrs["href"] for r in doc.by_id("invoices").find("tbody").find_all("tr")]
+        )
+    assert back[::-1] == pages[:-1]
+    second = parse(owner_client.get("/c/demo/?page=2").data)
+    assert [
+        r.find("a").attrs["href"] for r in second.by_id("invoices").find("tbody").find_all("tr")
+    ] == pages[1]
+
+
+@pytest.mark.parametrize(
+    "cursor", ["x", "2026-13-01.5", "2026-01-01.", "2026-01-01.-1", "2026-01-01." + "9" * 40]
+)
+def test_a_page_cursor_that_is_not_one_is_404(owner_client, cursor):
+    for name in ("after", "before"):
+        assert owner_client.get(f"/c/demo/?{name}={cursor}").status_code == 404

@@ -162,6 +162,19 @@ def test_the_dashboard_warns_of_customers_at_their_limit(client, rt):
     assert "Over Co is over their limit" in " ".join(warning.text.split())
 
 
+def test_the_dashboards_warning_links_to_the_customers_invoices_and_follows_a_new_limit(client, rt):
+    """The dashboard's insight is stored between views: a limit the owner raises (an ORM
+    write) shows on the next view, and each warned customer links to their open invoices."""
+    signed_in(client, rt)
+    x1 = customer(rt, "X1")
+    link = parse(client.get("/c/credit/").data).by_id("credit-warnings").find("li").find("a")
+    assert link.attrs["href"] == f"/c/credit/customers/{x1.id}#open-invoices"
+    assert client.get(link.attrs["href"]).status_code == 200
+    action = f"{URL}/customers/{x1.id}/limit"
+    client.post(action, data={**_button_form(client, action), "limit": "100000"})
+    assert parse(client.get("/c/credit/").data).by_id("credit-warnings") is None
+
+
 def test_another_companys_customer_is_not_found(client, rt, other_company):
     signed_in(client, rt)
     with rt.sessions() as s:

@@ -54,18 +54,22 @@ def test_the_navigation_counts_calls_to_make_and_replies_waiting(owner_client, r
     doc = parse(owner_client.get("/c/demo/").data)
     assert doc.by_id("nav-calls") is None and doc.by_id("nav-replies") is None  # nothing waits
     with transaction(rt.sessions) as s:
-        inv = s.scalars(
-            select(Invoice).where(Invoice.company_id == demo_company.id).order_by(Invoice.id)
-        ).first()
+        inv, other = s.scalars(
+            select(Invoice)
+            .where(Invoice.company_id == demo_company.id, Invoice.is_open)
+            .order_by(Invoice.id)
+            .limit(2)
+        ).all()
         now = rt.clock.now()
-        for n in range(3):
+        for n in range(4):
             s.add(
                 CallTask(
                     company_id=demo_company.id,
                     customer_id=inv.customer_id,
                     key=f"nav:call:{n}",
                     step_key="call",
-                    invoice_ids=[inv.id],
+                    # The last is about the disputed invoice only: no call needed, not counted.
+                    invoice_ids=[other.id] if n == 3 else [inv.id],
                     reason="A call step",
                     created_at=now,
                     done_at=now if n == 2 else None,  # done: not counted
@@ -75,7 +79,7 @@ def test_the_navigation_counts_calls_to_make_and_replies_waiting(owner_client, r
             s.add(
                 InvoiceHold(
                     company_id=demo_company.id,
-                    invoice_id=inv.id,
+                    invoice_id=other.id,
                     kind=kind,
                     created_by="customer",
                     created_at=now,

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from arbridge.clock import local_text
 from arbridge.collections.templates import EmailTemplate
 from arbridge.services.reminders.rendering import render_reminder
 from arbridge.sync.db import transaction
@@ -154,7 +155,8 @@ def test_the_owner_sees_when_the_customer_first_opened_it(
         customer_id = s.get(Invoice, invoice_id).customer_id
     page = parse(client.get(f"/c/demo/customers/{customer_id}").data)
     row = page.by_id("open-invoices").find("tr", data_invoice=str(invoice_id))
-    assert row.find("td", cls="viewed").text == when
+    # The customer's page: in the business's timezone, the zone named.
+    assert row.find("td", cls="viewed").text == local_text(rt.clock.now(), demo_company.timezone)
     others = [
         tr.find("td", cls="viewed").text
         for tr in page.by_id("open-invoices").find_all("tr")

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from arbridge.demo import DEMO_REMINDERS
 from arbridge.services.reminders.run import run_reminders
 from arbridge.services.reminders.unsubscribe import unsubscribe_token
 from arbridge.sync.db import transaction
@@ -175,7 +176,7 @@ def test_the_reminders_page_previews_the_day_and_the_email_with_a_real_invoice(o
     assert page.status_code == 200
     doc = parse(page.data)
     assert doc.by_id("plan") is not None
-    assert "open invoice(s)" in doc.by_id("preview-text").text
+    assert "open invoice(s)" in doc.by_id("preview-summary").text
     subject = doc.by_id("preview-subject").text
     assert subject.startswith("Action needed:") and "Acme Supply Co." in subject
     assert "/sample-link" in doc.by_id("preview-body").text
@@ -288,7 +289,9 @@ def test_counts_and_call_tasks_count_emails_that_went_out_not_claims(
     drain(rt)
     with rt.sessions() as s:
         mails = s.scalar(
-            select(func.count()).select_from(MailMessage).where(MailMessage.kind == "reminder")
+            select(func.count())
+            .select_from(MailMessage)
+            .where(MailMessage.kind == "reminder", MailMessage.channel == "email")
         )
     assert mails == result.emails
     assert shown().startswith(f"{result.emails} reminder email(s)")
@@ -305,10 +308,11 @@ def test_the_mailbox_and_call_list_after_a_daily_run(owner_client, rt, demo_comp
     calls = parse(owner_client.get("/c/demo/calls").data)
     assert "the cheque is in the post" in calls.by_id("calls").text.lower()
     form = calls.find("form", action=f"/c/demo/calls/{task.id}/done")
-    owner_client.post(form.attrs["action"], data={**form_fields(form), "outcome": "Paying Friday"})
+    data = {**form_fields(form), "outcome": "reached", "note": "Paying Friday"}
+    owner_client.post(form.attrs["action"], data=data)
     with rt.sessions() as s:
         done = s.get(CallTask, task.id)
-        assert done.done_at == rt.clock.now() and done.outcome == "Paying Friday"
+        assert done.done_at == rt.clock.now() and done.outcome == "reached: Paying Friday"
     # Refer the account to an agency: reminders stop, the case file downloads.
     calls = parse(owner_client.get("/c/demo/calls").data)
     agency = calls.find("form")
@@ -419,7 +423,8 @@ def test_a_named_sequence_for_one_customer(owner_client, rt, overdue):
     assert response.headers["Location"].endswith("/c/demo/reminders?sequence=gentle#sequence")
     stored = fresh_company(rt, "demo").settings["reminders"]["sequences"]
     assert [s["offset_days"] for s in stored["gentle"]] == [14]
-    assert "default" not in stored  # the default sequence is untouched
+    # The default sequence is untouched (the demo's own: the default with a text step).
+    assert stored["default"] == DEMO_REMINDERS["sequences"]["default"]
     page = parse(owner_client.get("/c/demo/reminders?sequence=gentle").data)
     action = f"/c/demo/customers/{overdue.customer_id}/sequence"
     form = page.find("form", action=action)

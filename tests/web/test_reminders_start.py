@@ -46,8 +46,9 @@ def test_choosing_shows_tomorrow_then_starts_at_the_first_overdue_step(
     assert choice.status_code == 200
     doc = parse(choice.data)
     shown = doc.by_id("start-preview").text
-    assert "final_notice" not in shown and "after-30" not in shown and "after-45" not in shown
-    assert "before-3" in shown or "after-3" in shown
+    assert "final-notice" not in shown and "30 days after due" not in shown
+    assert "phone call" not in shown and "after-3" not in shown  # no internal names either
+    assert "3 days before due" in shown or "3 days after due" in shown
     assert sent_steps(rt) == set()  # the preview sends nothing
     form = doc.find("form", id="start-confirm")
     assert owner_client.post(form.attrs["action"], data=form_fields(form)).status_code == 302

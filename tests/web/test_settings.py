@@ -63,8 +63,10 @@ def test_settings_page_has_every_section(owner_client):
         "connections": "Connections",
         "people": "People",
         "reminders": "Reminders",
+        "sms": "Text messages (SMS)",
         "payments": "Payments",
         "plans": "Installment plans",
+        "delivery": "Invoice delivery",
         "late_fees": "Late fees and interest",
         "credit": "Credit limits",
     }
@@ -74,8 +76,10 @@ def test_settings_page_has_every_section(owner_client):
         "Connections",
         "People",
         "Reminders",
+        "Text messages",
         "Payments",
         "Plans",
+        "Invoice delivery",
         "Late fees",
         "Credit limits",
     ]

@@ -16,6 +16,7 @@ from arbridge.sync.model import (
     Activity,
     CallTask,
     CollectedPayment,
+    Contact,
     Customer,
     CustomerReminderSettings,
     Invitation,
@@ -26,6 +27,7 @@ from arbridge.sync.model import (
     OutboxMessage,
     PayToken,
     Plan,
+    SmsReply,
     User,
 )
 from tests.web.conftest import OTHER_SLUG, assert_friendly_error, csrf_token
@@ -44,6 +46,8 @@ class OtherRows:
     plan: int
     charge: int
     secrets: tuple[str, ...]
+    contact: int = 0
+    reply: int = 0
 
 
 @pytest.fixture
@@ -60,6 +64,7 @@ def other_rows(rt, other_company) -> OtherRows:
             to_addr="ap@zebulon.example",
             subject="Borealis overdue ZQX-7001 confidential",
             text_body="Secret reminder body for Zebulon",
+            html_body="<p>Secret reminder body for Zebulon</p>",
             message_id="<bq-1@borealis.example>",
             transport="mailbox",
             created_at=now,
@@ -124,6 +129,26 @@ def other_rows(rt, other_company) -> OtherRows:
             created_at=now,
         )
         s.add(charge)
+        contact = Contact(
+            company_id=company_id,
+            customer_id=inv.customer_id,
+            source="demo",
+            source_id="bq-contact-1",
+            synced_at=now,
+            email="ap@zebulon.example",
+            phone_e164="+13125550166",
+        )
+        s.add(contact)
+        s.flush()
+        reply = SmsReply(
+            company_id=company_id,
+            contact_id=contact.id,
+            message_sid="SM" + "b" * 32,
+            from_number="+13125550166",
+            body="Zebulon texts back",
+            received_at=now,
+        )
+        s.add(reply)
         s.flush()
         s.commit()
         plan = make_offer(
@@ -140,6 +165,8 @@ def other_rows(rt, other_company) -> OtherRows:
             invitation=invitation.id,
             plan=plan,
             charge=charge.id,
+            contact=contact.id,
+            reply=reply.id,
             secrets=(*other_company.secrets, "Secret reminder body", "quartz delivery"),
         )
     return rows
@@ -177,8 +204,10 @@ def targets(o: OtherRows) -> list[tuple[str, str, dict[str, str], str]]:
         ("GET", f"/payments?customer={o.customer}", {}, "Customer"),
         ("POST", f"/customers/{o.customer}/contact", {"email": "x@example.com"}, "Customer"),
         ("POST", f"/customers/{o.customer}/timezone", {"timezone": "Europe/Paris"}, "Customer"),
+        ("POST", f"/customers/{o.customer}/notes", {"note": "a note"}, "Customer"),
         ("GET", f"/mailbox/{o.mail}", {}, "MailMessage"),
-        ("POST", f"/calls/{o.task}/done", {"outcome": "paid"}, "CallTask"),
+        ("GET", f"/mailbox/{o.mail}/email.html", {}, "MailMessage"),
+        ("POST", f"/calls/{o.task}/done", {"outcome": "reached"}, "CallTask"),
         ("POST", f"/holds/{o.hold}/resolve", {"resolution": "resolved"}, "InvoiceHold"),
         ("POST", f"/payments/{o.payment}/refund", {}, "CollectedPayment"),
         ("POST", f"/users/{o.user}/remove", {}, "User"),
@@ -190,6 +219,8 @@ def targets(o: OtherRows) -> list[tuple[str, str, dict[str, str], str]]:
         ("POST", f"/plans/{o.plan}/cancel", {}, "Plan"),
         ("POST", f"/plans/{o.plan}/installments/1/move", {"due_on": "2030-01-01"}, "Plan"),
         ("GET", f"/plans/new?customer={o.customer}", {}, "Customer"),
+        ("POST", f"/contacts/{o.contact}/sms-consent", {"consent": "yes", "note": "x"}, "Contact"),
+        ("POST", f"/sms-replies/{o.reply}/done", {}, "SmsReply"),
         ("POST", f"/customers/{o.customer}/plan-choice", {"choice": "deny"}, "Customer"),
     ]
 
@@ -210,6 +241,8 @@ def _state(rt, o: OtherRows) -> tuple:
             s.get(Plan, o.plan).status,
             [(i.due_on, i.status) for i in s.get(Plan, o.plan).installments],
             s.get(LateFeeAssessment, o.charge).status,
+            s.get(Contact, o.contact).sms_consent_at,
+            s.get(SmsReply, o.reply).handled_at,
             s.scalar(select(func.count()).select_from(PayToken)),
             s.scalar(select(func.count()).select_from(CustomerReminderSettings)),
             s.scalar(select(func.count()).select_from(OutboxMessage)),
@@ -236,6 +269,8 @@ def test_every_id_route_is_covered(app, other_rows):
         "plan_id": other_rows.plan,
         "number": 1,
         "charge_id": other_rows.charge,
+        "contact_id": other_rows.contact,
+        "reply_id": other_rows.reply,
     }
     for rule in app.url_map.iter_rules():
         names = {n for n in rule.arguments if f"<int:{n}>" in rule.rule}

@@ -111,24 +111,14 @@ def report(slug: str, as_of: Any, period_days: int, fmt: str) -> None:
     company's timezone. The KPIs cover the --period-days days ending on the
     as-of date; a figure with nothing to divide by is null (shown as "n/a").
     """
-    from arbridge.sync.insight_store import insight, insight_dict, trends_list
-    from arbridge.sync.store import (
-        aging_report,
-        company_today,
-        get_company,
-        kpi_report,
-        report_dict,
-    )
-    from arbridge.sync.trends_store import kpi_trends
+    from arbridge.sync.insight_cache import report_data
+    from arbridge.sync.store import company_today, get_company
 
     rt = open_runtime()
     with rt.sessions() as session:
         company = get_company(session, slug)
         day: date = as_of or company_today(company, rt.clock)
-        kpi = kpi_report(session, company, day, period_days)
-        data = report_dict(company, aging_report(session, company, day), kpi)
-        data.update(insight_dict(insight(session, company, day, kpi, live_plans=as_of is None)))
-        data["trends"] = trends_list(kpi_trends(session, company, day))
+        data = report_data(session, company, day, period_days, live_plans=as_of is None)
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
         return

@@ -110,10 +110,27 @@ def home_balance(item: OpenItem, home_currency: str) -> Money:
     return item.balance.convert(item.exchange_rate, home_currency)
 
 
-def age(items: Iterable[OpenItem], as_of: date, home_currency: str) -> Aging:
+def bucket_starts(as_of: date) -> list[tuple[str, date | None]]:
+    """Each bucket with the earliest due date in it (None: no limit), latest due first: an
+    invoice falls in the first bucket whose earliest due date it is on or after (how SQL
+    buckets in one CASE)."""
+    return [(name, due_range(name, as_of)[0]) for name in BUCKETS]
+
+
+def age(
+    items: Iterable[OpenItem],
+    as_of: date,
+    home_currency: str,
+    summed: Iterable[tuple[str, int, int]] = (),
+) -> Aging:
+    """The aging of open items, plus `summed`: (bucket, home-currency minor units, invoices)
+    already added up per bucket (by the database, from balances converted one by one)."""
     zero = Money.zero(home_currency)
     buckets = dict.fromkeys(BUCKETS, zero)
     counts = dict.fromkeys(BUCKETS, 0)
+    for name, minor, count in summed:
+        buckets[name] += Money.from_minor(int(minor), home_currency)
+        counts[name] += int(count)
     for item in items:
         name = bucket(days_overdue(item.due_on, as_of))
         buckets[name] += home_balance(item, home_currency)

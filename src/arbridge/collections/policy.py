@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -46,9 +47,27 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "quickbooks_item_id": None,  # the product/service a fee invoice's line names
         "xero_account_code": None,  # the revenue account a fee invoice's line posts to
     },
+    # Invoice delivery: send every new invoice the day it appears (through the ledger's own
+    # send); `auto_send_since` is the day the owner turned it on, so older invoices are not
+    # sent all at once.
+    "delivery": {"auto_send": False, "auto_send_since": None},
 }
 
 PLAN_FREQUENCIES = ("week", "fortnight", "month")
+
+
+def auto_send_since(stored: Mapping[str, Any] | None) -> date | None:
+    """The first issue date of the invoices sent automatically, or None when automatic sending
+    is off (or its stored day cannot be read, so nothing is sent by mistake)."""
+    d = merged(stored)["delivery"]
+    if d.get("auto_send") is not True:
+        return None
+    try:
+        return date.fromisoformat(str(d.get("auto_send_since")))
+    except ValueError:
+        return None
+
+
 MAX_AGREEMENT_CHARS = 20_000
 
 

@@ -172,6 +172,7 @@ class ReminderPolicy:
     statement_day: int | None = None  # day of the month for statements; None: no statements
     statement_link_days: int = 60  # a statement link works this long after it goes out
     start: ReminderStart | None = None
+    sms_template: str = ""  # the owner's wording of a text ("": collections.sms's default)
 
     def sequence(self, name: str | None) -> ReminderSequence:
         return self.sequences.get(name or "default") or self.sequences["default"]
@@ -223,7 +224,21 @@ def reminder_policy(stored: Mapping[str, Any] | None) -> ReminderPolicy:
         statement_day=_statement_day(r.get("statement_day")),
         statement_link_days=_link_days(r.get("statement_link_days")),
         start=reminder_start(r.get("start")),
+        sms_template=_sms_template(r.get("sms_template")),
     )
+
+
+MAX_SMS_TEMPLATE = 600
+
+
+def _sms_template(raw: Any) -> str:
+    if raw is None:
+        return ""
+    if not isinstance(raw, str) or len(raw) > MAX_SMS_TEMPLATE:
+        raise SequenceError(
+            f"the text message wording must be text of at most {MAX_SMS_TEMPLATE} characters"
+        )
+    return raw.strip()
 
 
 def reminder_start(raw: Any) -> ReminderStart | None:

@@ -34,6 +34,7 @@ from arbridge.collections.reminder_policy import (
     SequenceError,
     Step,
 )
+from arbridge.collections.reminder_words import channel_words, step_in_words, when_in_words
 from arbridge.money import exponent
 
 PROMISE_GRACE_DAYS = 2
@@ -52,7 +53,14 @@ class ContactFacts:
     is_primary: bool = False
     opted_out: bool = False
     bounced: bool = False
-    sent_last_7_days: int = 0  # reminders already sent to this contact in the last 7 days
+    sent_last_7_days: int = 0  # reminders (emails and texts) sent to this contact in 7 days
+    # Texts: the number in E.164 (None: none, or `phone_problem` says why it is unusable).
+    phone: str | None = None
+    phone_problem: str | None = None
+    sms_consent: bool = False
+    sms_opted_out: bool = False  # replied STOP
+    sms_undeliverable: bool = False  # the carrier said texts cannot reach the number
+    texted_today: int = 0  # texts to this contact since the start of the business's day
 
 
 @dataclass(frozen=True)
@@ -205,11 +213,11 @@ def decide_invoice(
         if step.min_balance is not None and inv.balance_minor < _minor(step.min_balance, inv):
             continue
         why = (
-            f"{days} day(s) from the due date: {step.key}"
+            f"{days} day(s) from the due date: the step {when_in_words(step.offset_days)}"
             if base == inv.due_on
             else f"{(as_of - inv.due_on).days} day(s) overdue; reminders started "
             f"{start.on.isoformat() if start and start.on else ''} with the first overdue step: "
-            f"{step.key}"
+            f"the step {when_in_words(step.offset_days)}"
         )
         return InvoiceDecision(inv, step, why, i)
     if highest_sent >= 0:
@@ -219,7 +227,8 @@ def decide_invoice(
             return InvoiceDecision(
                 inv,
                 None,
-                f"{sequence.steps[highest_sent].key} already sent; next on {nxt.isoformat()}",
+                f"the step {when_in_words(sequence.steps[highest_sent].offset_days)} already "
+                f"sent; next on {nxt.isoformat()}",
             )
         return InvoiceDecision(inv, None, "every step of the sequence has been sent")
     return InvoiceDecision(inv, None, "balance below every due step's minimum")
@@ -237,13 +246,53 @@ def pick_contact(cust: CustomerFacts) -> ContactFacts | None:
     return usable[0] if usable else None
 
 
+SMS_NOT_CONFIGURED = "SMS is not configured (no Twilio account on the settings page)"
+
+
+def pick_sms_contact(cust: CustomerFacts) -> ContactFacts | None:
+    """The contact to text: one with a usable number, the primary first, consent before none."""
+    usable = [c for c in cust.contacts if c.phone and not c.sms_undeliverable]
+    usable.sort(key=lambda c: (c.sms_opted_out, not c.sms_consent, not c.is_primary, c.contact_id))
+    return usable[0] if usable else None
+
+
+def texts_fall_back(cust: CustomerFacts) -> bool:
+    """Every number the customer has was refused by the carrier: SMS steps go by email."""
+    return pick_sms_contact(cust) is None and any(c.sms_undeliverable for c in cust.contacts)
+
+
+def sms_held(
+    cust: CustomerFacts, contact: ContactFacts | None, policy: ReminderPolicy, sms: str | None
+) -> str | None:
+    """Why a text to this customer waits (None: it may go)."""
+    if sms:
+        return sms
+    if contact is None or not contact.phone:
+        problems = [c.phone_problem for c in cust.contacts if c.phone_problem]
+        usable = [p for p in problems if p != "no phone number"]
+        return (usable or ["no phone number to text"])[0]
+    if contact.sms_opted_out:
+        return f"{contact.phone} replied STOP: no texts until they reply START"
+    if not contact.sms_consent:
+        return f"no recorded consent to text {contact.phone} (record it on the customer's page)"
+    if contact.texted_today >= 1:
+        return f"{contact.phone} already had a text today (one a day at most)"
+    if contact.sent_last_7_days >= policy.max_per_week:
+        return f"weekly limit of {policy.max_per_week} reminder(s) reached for {contact.phone}"
+    return None
+
+
 def decide_day(
     customers: Iterable[CustomerFacts],
     invoices: Iterable[InvoiceFacts],
     policy: ReminderPolicy,
     as_of: date,
+    sms: str | None = SMS_NOT_CONFIGURED,
 ) -> DayDecisions:
-    """Decide every invoice, then group what is due into one message per customer and channel."""
+    """Decide every invoice, then group what is due into one message per customer and channel.
+
+    `sms` says why no text can go today (None: SMS is set up); an SMS step for a customer
+    whose every number the carrier refused goes by email instead."""
     by_id = {c.customer_id: c for c in customers}
     decisions: list[InvoiceDecision] = []
     for inv in sorted(invoices, key=lambda i: (i.customer_id, i.due_on, i.invoice_id)):
@@ -264,12 +313,19 @@ def decide_day(
     grouped: dict[tuple[int, str], list[InvoiceDecision]] = {}
     for d in decisions:
         if d.step is not None:
-            grouped.setdefault((d.invoice.customer_id, d.step.channel), []).append(d)
+            channel = d.step.channel
+            if channel == "sms" and texts_fall_back(by_id[d.invoice.customer_id]):
+                channel = "email"
+            grouped.setdefault((d.invoice.customer_id, channel), []).append(d)
     for (customer_id, channel), items in grouped.items():
         cust = by_id[customer_id]
         top = max(items, key=lambda d: (d.step_index, d.step.offset_days if d.step else 0))
         assert top.step is not None
-        contact = pick_contact(cust) if channel == "email" else None
+        contact = (
+            pick_contact(cust)
+            if channel == "email"
+            else (pick_sms_contact(cust) if channel == "sms" else None)
+        )
         held = None
         if channel == "email":
             if contact is None:
@@ -279,7 +335,7 @@ def decide_day(
                     f"weekly limit of {policy.max_per_week} reminder(s) reached for {contact.email}"
                 )
         elif channel == "sms":
-            held = "SMS is not configured"
+            held = sms_held(cust, contact, policy, sms)
         messages.append(CustomerMessage(cust, channel, top.step, tuple(items), contact, held))
     messages.sort(key=lambda m: (m.customer.name.lower(), m.customer.customer_id, m.channel))
     return DayDecisions(as_of, tuple(decisions), tuple(messages))
@@ -333,12 +389,15 @@ def describe_day(day: DayDecisions) -> list[str]:
     """The dry run's lines: who gets what and why, and why the others get nothing."""
     lines = []
     for m in day.messages:
-        who = m.contact.email if m.contact and m.contact.email else "owner's call list"
+        if m.channel == "sms":
+            who = (m.contact.phone if m.contact else None) or "no number"
+        else:
+            who = m.contact.email if m.contact and m.contact.email else "owner's call list"
         numbers = ", ".join(d.invoice.number or str(d.invoice.invoice_id) for d in m.invoices)
         state = f"HELD ({m.held})" if m.held else "SEND"
         lines.append(
-            f"{state} {m.channel} to {m.customer.name} <{who}> step {m.step.key} "
-            f"[{m.step.template}] for {numbers}"
+            f"{state} {channel_words(m.channel)} to {m.customer.name} <{who}>: "
+            f"{step_in_words(m.step)}; invoices {numbers}"
         )
     return lines
 

@@ -16,12 +16,14 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import escape
 
 TIME_LIMIT = 2.0  # seconds for one email (subject, text and HTML); ordinary ones take a few ms
 MAX_OUTPUT = 1_000_000  # characters per part: a statement of a thousand invoices fits easily
@@ -48,6 +50,11 @@ MERGE_FIELDS = (
     "late_fees",  # late fees and interest charged on these invoices ("" when none)
     "payment_terms",  # the late-fee policy in words ("" when there is none)
     "viewed_on",  # the day the customer first opened the invoice's page ("" when never)
+    # worked out from the others (derived_fields)
+    "greeting_name",
+    "invoice_list",
+    "fees_and_terms",
+    "sign_off",
 )
 
 
@@ -62,65 +69,119 @@ class EmailTemplate:
     html: str | None = None  # None: the plain text, escaped, in paragraphs
 
 
-_TABLE_TEXT = (
-    "{% for i in invoices %}  - Invoice {{ i.number }}: {{ i.amount_due }}, due {{ i.due_date }}"
-    "{% if i.days_overdue > 0 %} ({{ i.days_overdue }} days overdue){% endif %}\n"
-    "    Pay online: {{ i.pay_link }}\n{% endfor %}"
-)
+# Fields arbridge works out from the others (`derived_fields`), so a wording needs no template
+# syntax for the parts that vary: the invoice list, the fee note, the sign-off.
+DERIVED_FIELDS = ("greeting_name", "invoice_list", "fees_and_terms", "sign_off")
+
+# The merge fields an owner inserts from the editor, with what each one says. `invoices` (a
+# list) and the control syntax are for the advanced editor only.
+MERGE_FIELD_LABELS: dict[str, str] = {
+    "greeting_name": "Name to greet (the contact, else the customer)",
+    "customer_name": "Customer's name",
+    "contact_name": "Contact's name",
+    "invoice_number": "Invoice number",
+    "amount_due": "Amount due",
+    "due_date": "Due date",
+    "days_overdue": "Days overdue",
+    "total_due": "Total due",
+    "invoice_list": "The invoices, each with its pay link",
+    "pay_link": "Pay link",
+    "statement_link": "Statement link (pays them all)",
+    "fees_and_terms": "Late fees and payment terms (empty when none)",
+    "late_fees": "Late fees charged",
+    "payment_terms": "Payment terms",
+    "viewed_on": "Day they first opened the invoice",
+    "business_name": "Your business's name",
+    "sign_off": 'Sign-off (your signature, else "Kind regards")',
+    "signature": "Your signature",
+}
+
 _CLOSING = (
-    # `is defined`: a row queued before these fields existed still renders.
-    "{% if late_fees is defined and late_fees %}\nLate fees and interest charged on these "
-    "invoices: {{ late_fees }}.\n{% endif %}"
-    "{% if payment_terms is defined and payment_terms %}\nPayment terms: {{ payment_terms }}\n"
-    "{% endif %}"
+    "{{ fees_and_terms }}"
     "\nIf you have already paid, thank you, and please ignore this message. If something is not "
     "right with the invoice, reply to this email or use the link above to tell us.\n\n"
-    "{{ signature or ('Kind regards,\\n' ~ business_name) }}\n"
+    "{{ sign_off }}\n"
 )
 
 DEFAULT_TEMPLATES: dict[str, EmailTemplate] = {
     "upcoming": EmailTemplate(
         "Upcoming: invoice {{ invoice_number }} from {{ business_name }} is due {{ due_date }}",
-        "Hello {{ contact_name or customer_name }},\n\n"
-        "A friendly heads-up that the following will be due soon:\n\n" + _TABLE_TEXT + _CLOSING,
+        "Hello {{ greeting_name }},\n\n"
+        "A friendly heads-up that the following will be due soon:\n\n{{ invoice_list }}" + _CLOSING,
     ),
     "due_today": EmailTemplate(
         "Invoice {{ invoice_number }} from {{ business_name }} is due today",
-        "Hello {{ contact_name or customer_name }},\n\n"
-        "Just a reminder that the following is due today:\n\n" + _TABLE_TEXT + _CLOSING,
+        "Hello {{ greeting_name }},\n\n"
+        "Just a reminder that the following is due today:\n\n{{ invoice_list }}" + _CLOSING,
     ),
     "overdue_friendly": EmailTemplate(
         "Reminder: invoice {{ invoice_number }} from {{ business_name }} is now overdue",
-        "Hello {{ contact_name or customer_name }},\n\n"
+        "Hello {{ greeting_name }},\n\n"
         "We haven't received payment for the following yet. It may simply have slipped "
-        "through; you can pay online in a minute:\n\n" + _TABLE_TEXT + _CLOSING,
+        "through; you can pay online in a minute:\n\n{{ invoice_list }}" + _CLOSING,
     ),
     "overdue": EmailTemplate(
         "Second reminder: {{ total_due }} overdue to {{ business_name }}",
-        "Hello {{ contact_name or customer_name }},\n\n"
+        "Hello {{ greeting_name }},\n\n"
         "Our records show the following still unpaid. Please arrange payment, or let us know "
-        "when we can expect it:\n\n" + _TABLE_TEXT + _CLOSING,
+        "when we can expect it:\n\n{{ invoice_list }}" + _CLOSING,
     ),
     "overdue_firm": EmailTemplate(
         "Action needed: {{ total_due }} overdue to {{ business_name }}",
-        "Hello {{ contact_name or customer_name }},\n\n"
+        "Hello {{ greeting_name }},\n\n"
         "Despite our earlier reminders, the following remains unpaid. Please pay it now, or "
-        "reply within 7 days to agree a date or a payment plan:\n\n" + _TABLE_TEXT + _CLOSING,
+        "reply within 7 days to agree a date or a payment plan:\n\n{{ invoice_list }}" + _CLOSING,
     ),
     "final_notice": EmailTemplate(
         "Final notice: {{ total_due }} overdue to {{ business_name }}",
-        "Hello {{ contact_name or customer_name }},\n\n"
+        "Hello {{ greeting_name }},\n\n"
         "This is our final reminder before we take further steps to recover the amount below, "
         "which may include referring the account to a collection agency. Please pay now, or "
-        "contact us today:\n\n" + _TABLE_TEXT + _CLOSING,
+        "contact us today:\n\n{{ invoice_list }}" + _CLOSING,
     ),
     "statement": EmailTemplate(
         "Your statement from {{ business_name }}: {{ total_due }} open",
-        "Hello {{ contact_name or customer_name }},\n\n"
-        "Here is your statement of open invoices:\n\n" + _TABLE_TEXT + "\n"
+        "Hello {{ greeting_name }},\n\n"
+        "Here is your statement of open invoices:\n\n{{ invoice_list }}\n"
         "Pay them all together: {{ statement_link }}\n" + _CLOSING,
     ),
 }
+
+
+def derived_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields with the derived ones filled in (those the caller gave are kept)."""
+    out = dict(fields)
+    out.setdefault("greeting_name", fields.get("contact_name") or fields.get("customer_name", ""))
+    out.setdefault("invoice_list", "".join(_invoice_line(i) for i in fields.get("invoices") or ()))
+    fees, terms = fields.get("late_fees") or "", fields.get("payment_terms") or ""
+    out.setdefault(
+        "fees_and_terms",
+        (f"\nLate fees and interest charged on these invoices: {fees}.\n" if fees else "")
+        + (f"\nPayment terms: {terms}\n" if terms else ""),
+    )
+    out.setdefault(
+        "sign_off", fields.get("signature") or f"Kind regards,\n{fields.get('business_name', '')}"
+    )
+    return out
+
+
+def _invoice_line(i: Mapping[str, Any]) -> str:
+    late = f" ({i['days_overdue']} days overdue)" if int(i.get("days_overdue") or 0) > 0 else ""
+    return (
+        f"  - Invoice {i.get('number', '')}: {i.get('amount_due', '')}, due "
+        f"{i.get('due_date', '')}{late}\n    Pay online: {i.get('pay_link', '')}\n"
+    )
+
+
+def is_plain(template: EmailTemplate) -> bool:
+    """True when the wording uses only `{{ field }}` placeholders (no template logic): the
+    plain editor shows it as it is; anything else belongs to the advanced editor."""
+    parts = (template.subject, template.text, template.html or "")
+    if any("{%" in p or "{#" in p for p in parts):
+        return False
+    names = {m.strip() for p in parts for m in re.findall(r"\{\{(.*?)\}\}", p, re.S)}
+    return names <= set(MERGE_FIELD_LABELS) | {"unsubscribe_link"}
+
 
 CALL_GUIDE = (
     (
@@ -287,15 +348,42 @@ def render(
     # TIME_LIMIT is read at each call, not bound as a default: tests of a runaway template
     # shorten it rather than burn the full limit.
     deadline = _Deadline(TIME_LIMIT if time_limit is None else time_limit)
-    try:
+    fields = derived_fields(fields)
+    with _as_problem():
         subject = " ".join(
             deadline.run(_ENV.from_string(template.subject).generate(fields)).split()
         )
         text = deadline.run(_ENV.from_string(template.text).generate(fields))
-        if template.html:
-            html = deadline.run(_HTML_ENV.from_string(template.html).generate(fields))
-        else:
-            html = deadline.run(_HTML_ENV.from_string(_TEXT_AS_HTML).generate(text=text))
+        html = (
+            deadline.run(_HTML_ENV.from_string(template.html).generate(fields))
+            if template.html
+            else None
+        )
+    unsubscribe = str(fields.get("unsubscribe_link", ""))
+    text += f"\nTo stop these reminders: {unsubscribe}\n"
+    if html is None:
+        # arbridge's own layout: the text as paragraphs, with a Pay button under the invoices.
+        html = email_layout(
+            text_as_html(text.rsplit("\nTo stop these reminders:", 1)[0], pay_button_for(fields)),
+            footer=unsubscribe_footer(unsubscribe),
+        )
+    else:
+        html += unsubscribe_footer(unsubscribe) + "</body></html>"
+    return Rendered(subject[:250], text, html)
+
+
+def render_text(source: str, fields: Mapping[str, Any], time_limit: float | None = None) -> str:
+    """One plain-text template (a text message's wording), bounded like an email's."""
+    deadline = _Deadline(TIME_LIMIT if time_limit is None else time_limit)
+    with _as_problem():
+        return deadline.run(_ENV.from_string(source).generate(fields))
+
+
+@contextmanager
+def _as_problem() -> Iterator[None]:
+    """Whatever stops a template, as one sentence for the owner (TemplateProblem)."""
+    try:
+        yield
     except TemplateProblem:
         raise
     except TemplateError as e:
@@ -304,9 +392,84 @@ def render(
         raise Overrun("the template calls itself without end") from e
     except (MemoryError, OverflowError) as e:
         raise _too_big("something") from e
-    text += "\nTo stop these reminders: {}\n".format(fields.get("unsubscribe_link", ""))
-    html += _HTML_ENV.from_string(_FOOTER).render(fields)
-    return Rendered(subject[:250], text, html)
+
+
+# ---------------------------------------------------------------------------------------------
+# Email HTML: one column, at most 600 px wide, inline styles (many mail clients drop <style>),
+# and a "bulletproof" button (a table cell with a background colour, not an image or CSS alone),
+# which Outlook draws too.
+
+_URL = re.compile(r"https?://[^\s<>\"']+")
+BUTTON_COLOUR = "#1d4ed8"  # white text on it: contrast 6.7:1
+
+
+def pay_button_for(fields: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(link, label) of the email's Pay button: the one invoice's pay link, or the statement
+    link when the email is about several; None when the email carries no pay link."""
+    invoices = fields.get("invoices") or ()
+    if len(invoices) > 1 and fields.get("statement_link"):
+        return str(fields["statement_link"]), f"Pay {fields.get('total_due') or 'now'}".strip()
+    if fields.get("pay_link"):
+        amount = fields.get("amount_due")
+        return str(fields["pay_link"]), f"Pay {amount} now" if amount else "Pay now"
+    return None
+
+
+def button_html(url: str, label: str) -> str:
+    return (
+        '<table role="presentation" cellpadding="0" cellspacing="0" border="0" '
+        'style="margin:4px 0 20px"><tr>'
+        f'<td align="center" bgcolor="{BUTTON_COLOUR}" style="border-radius:6px;'
+        f'background:{BUTTON_COLOUR}">'
+        f'<a class="pay-button" href="{escape(url)}" target="_blank" '
+        'style="display:inline-block;padding:14px 28px;font-family:Arial,Helvetica,sans-serif;'
+        "font-size:17px;font-weight:bold;line-height:20px;color:#ffffff;text-decoration:none;"
+        f'border-radius:6px">{escape(label)}</a></td></tr></table>'
+    )
+
+
+def text_as_html(text: str, button: tuple[str, str] | None = None) -> str:
+    """Plain text as HTML paragraphs (escaped, links clickable), with the button after the
+    paragraph that carries its link (else after the first paragraph)."""
+    paragraphs = [p for p in text.strip("\n").split("\n\n") if p.strip()]
+    out: list[str] = []
+    placed = button is None
+    for i, para in enumerate(paragraphs):
+        body = _URL.sub(
+            lambda m: f'<a href="{m.group(0)}" style="color:{BUTTON_COLOUR}">{m.group(0)}</a>',
+            str(escape(para)),
+        ).replace("\n", "<br>\n")
+        out.append(f'<p style="margin:0 0 16px">{body}</p>')
+        if not placed and button is not None and (button[0] in para or i == len(paragraphs) - 1):
+            out.append(button_html(*button))
+            placed = True
+    if not placed and button is not None:
+        out.insert(min(1, len(out)), button_html(*button))
+    return "\n".join(out)
+
+
+def unsubscribe_footer(link: str) -> str:
+    return (
+        '<p style="color:#595959;font-size:12px;margin:16px 0 0">To stop these reminders, '
+        f'<a href="{escape(link)}" style="color:#595959">unsubscribe</a>.</p>'
+    )
+
+
+def email_layout(body_html: str, footer: str = "") -> str:
+    """A whole email document around `body_html`: single column, max 600 px, readable on a
+    phone (the viewport is set; 16 px text; nothing wider than the screen)."""
+    return (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"></head>'
+        '<body style="margin:0;padding:0;background:#f3f4f6">'
+        '<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0" '
+        'style="background:#f3f4f6"><tr><td align="center" style="padding:16px 8px">'
+        '<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0" '
+        'style="max-width:600px;background:#ffffff;border-radius:8px"><tr>'
+        '<td style="padding:24px;font-family:Arial,Helvetica,sans-serif;font-size:16px;'
+        'line-height:1.5;color:#1f2937;word-wrap:break-word;overflow-wrap:anywhere">'
+        f"{body_html}{footer}</td></tr></table></td></tr></table></body></html>"
+    )
 
 
 SAMPLE_FIELDS: dict[str, Any] = {
@@ -340,14 +503,3 @@ SAMPLE_FIELDS: dict[str, Any] = {
 def check(template: EmailTemplate, sample: Mapping[str, Any] = SAMPLE_FIELDS) -> None:
     """Raise TemplateProblem if the template would not render with these fields."""
     render(template, sample)
-
-
-_TEXT_AS_HTML = (
-    '<!doctype html><html><body style="font-family:sans-serif;line-height:1.5">'
-    "{% for para in text.split('\\n\\n') %}<p>{{ para | replace('\\n', '<br>'|safe) }}</p>"
-    "{% endfor %}"
-)
-_FOOTER = (
-    '<p style="color:#777;font-size:12px">To stop these reminders, '
-    '<a href="{{ unsubscribe_link }}">unsubscribe</a>.</p></body></html>'
-)

@@ -95,6 +95,15 @@ class FeeInvoiceWriteBack:
     reference: str  # the original invoice's number
 
 
+@dataclass(frozen=True)
+class InvoiceSend:
+    """Have the ledger email one invoice to its customer, once (keyed by idempotency_key)."""
+
+    idempotency_key: str
+    invoice_source_id: str
+    to: str | None = None  # the address to send to; None: the one the ledger holds
+
+
 class LedgerConnector(Protocol):
     source: str
 
@@ -124,4 +133,14 @@ class LedgerConnector(Protocol):
 
     def void_invoice(self, invoice_id: str, idempotency_key: str) -> None:
         """Void an invoice arbridge created (a waived fee); safe to call twice."""
+        ...
+
+    def send_invoice(self, send: InvoiceSend) -> str:
+        """Email the invoice to its customer through the ledger, which then records it as sent;
+        returns the ledger's reference. Safe to call twice: an invoice the ledger already shows
+        as sent is not sent again. Raises Rejected when the ledger cannot send it."""
+        ...
+
+    def invoice_pdf(self, invoice_id: str) -> bytes | None:
+        """The invoice as the ledger renders it, as PDF; None when the ledger renders none."""
         ...

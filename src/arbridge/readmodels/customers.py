@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from arbridge.money import Money
 from arbridge.readmodels.sqlexpr import days_between, home_minor
 from arbridge.sync.model import (
+    Activity,
     CollectedPayment,
     Company,
     Contact,
@@ -312,4 +313,20 @@ def customer_detail(
         [(h, i) for h, i in replies],
         list(collected),
         list(ledger_payments),
+    )
+
+
+def customer_history(
+    s: Session, company_id: int, customer_id: int, limit: int = 50
+) -> list[Activity]:
+    """What happened with a customer, newest first: the owner's notes, calls, contact changes,
+    replies and everything else the activity log holds about them (one query). Each row's
+    `data["by"]` names who did it, when a person did."""
+    return list(
+        s.scalars(
+            select(Activity)
+            .where(Activity.company_id == company_id, Activity.customer_id == customer_id)
+            .order_by(Activity.occurred_at.desc(), Activity.id.desc())
+            .limit(limit)
+        )
     )

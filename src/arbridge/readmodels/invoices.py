@@ -31,6 +31,7 @@ HOLDS = {
     "reply": "Question or dispute open",
     "promise": "Promise to pay open",
 }
+DELIVERY = {"unsent": "Not sent to the customer yet"}
 SORTS = ("number", "customer", "issued", "due", "total", "balance")
 MAX_SEARCH = 100
 MAX_PAGES = 100  # deeper than this, the owner narrows the search instead of paging on
@@ -43,6 +44,7 @@ class Filters:
     bucket: str | None = None
     currency: str | None = None
     hold: str | None = None
+    delivery: str | None = None
     sort: str = "due"
     descending: bool = False
 
@@ -58,6 +60,7 @@ class Filters:
             bucket=args.get("bucket") if args.get("bucket") in BUCKET_LABELS else None,
             currency=currency if len(currency) == 3 and currency.isalpha() else None,
             hold=args.get("hold") if args.get("hold") in HOLDS else None,
+            delivery=args.get("delivery") if args.get("delivery") in DELIVERY else None,
             sort=sort if sort in SORTS else "due",
             descending=args.get("dir") == "desc",
         )
@@ -70,6 +73,7 @@ class Filters:
             "bucket": self.bucket,
             "currency": self.currency,
             "hold": self.hold,
+            "delivery": self.delivery,
             "sort": self.sort if self.sort != "due" else None,
             "dir": "desc" if self.descending else None,
         }
@@ -90,6 +94,8 @@ class InvoiceRow:
             found.append("paused")
         if self.invoice.payment_pending:
             found.append("payment pending")
+        if self.invoice.is_unsent:
+            found.append("not sent")
         for h in self.holds:
             found.append("disputed" if h.kind == "dispute" else f"promised for {h.promised_on}")
         return found
@@ -167,6 +173,8 @@ def _query(s: Session, company: Company, today: date, f: Filters) -> Any:
                 "any": or_(Invoice.paused.is_(True), any_hold),
             }[f.hold]
         )
+    if f.delivery == "unsent":
+        stmt = stmt.where(Invoice.is_unsent)
     if f.search:
         text = f.search.lower()
         found = [

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
+from arbridge.collections.reminder_words import key_in_words, mail_kind, template_title
 from arbridge.services.messaging.queue import MESSAGE_KINDS
+from arbridge.services.reminders.recheck import still_waiting
 from arbridge.sync.model import (
     CallTask,
     Company,
@@ -75,10 +78,24 @@ def preview_recipient(s: Session, inv: Invoice) -> tuple[Customer, Contact | Non
 class Mailbox:
     mails: list[MailMessage]
     queued: list[dict[str, Any]]
+    dropped: int = 0  # waiting reminders the re-check will not send any more
 
 
-def mailbox(s: Session, company: Company, limit: int = 200) -> Mailbox:
-    """Mail sent (or kept in the mailbox) and mail still waiting, each newest or soonest first."""
+def _what(payload: dict[str, Any]) -> str:
+    mail = payload.get("mail")
+    if mail == "reminder":
+        when = key_in_words(str(payload.get("step_key") or ""))
+        title = template_title(str(payload.get("template") or "reminder"))
+        return f"{title} ({when})" if when else title
+    if mail == "statement":
+        return "Monthly statement"
+    return str(payload.get("subject") or mail_kind(mail))
+
+
+def mailbox(s: Session, company: Company, now: datetime, limit: int = 200) -> Mailbox:
+    """Mail sent (or kept in the mailbox) and mail still waiting, each newest or soonest first.
+    A waiting reminder the re-check would no longer send (its invoices paid, disputed or
+    paused since, its contact unsubscribed) is left out of the waiting list and counted."""
     mails = s.scalars(
         select(MailMessage)
         .where(MailMessage.company_id == company.id)
@@ -104,20 +121,23 @@ def mailbox(s: Session, company: Company, limit: int = 200) -> Mailbox:
         .tuples()
         .all()
     )
+    still = still_waiting(s, company, [w for w in waiting if w.status == "pending"], now)
     zone = ZoneInfo(company.timezone)
     queued = [
         {
             "when": w.next_attempt_at.astimezone(zone),
             "to": w.payload.get("to") or names.get(w.payload.get("customer_id"), ""),
-            "what": w.payload.get("subject")
-            or f"{w.payload.get('mail', 'email')}: {w.payload.get('template', '')}".rstrip(": "),
-            "invoices": len(w.payload.get("invoices") or []),
+            "what": _what(w.payload),
+            "invoices": still[w.key].invoices
+            if w.key in still
+            else len(w.payload.get("invoices") or []),
             "status": w.status.replace("_", " "),
             "error": w.last_error,
         }
         for w in waiting
+        if w.key not in still or still[w.key].dropped is None
     ]
-    return Mailbox(list(mails), queued)
+    return Mailbox(list(mails), queued, len(waiting) - len(queued))
 
 
 @dataclass(frozen=True)

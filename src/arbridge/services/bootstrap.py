@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 
 from arbridge import providers
 from arbridge.runtime import Runtime
+from arbridge.services.delivery import registrations as delivery
 from arbridge.services.fees import registrations as fees
 from arbridge.services.ledger import registrations as ledger
 from arbridge.services.messaging import registrations as messaging
@@ -27,7 +28,12 @@ def outbox_handlers(rt: Runtime) -> dict[str, Handler]:
             ledger.outbox_kinds(rt, refit_to_ledger),
             payments.outbox_kinds(rt),
             fees.outbox_kinds(rt),
-            messaging.outbox_kinds(rt, {**reminders.preparers(), **payments.preparers()}),
+            delivery.outbox_kinds(rt),
+            messaging.outbox_kinds(
+                rt,
+                {**reminders.preparers(), **payments.preparers(), **delivery.preparers()},
+                reminders.fallbacks(),
+            ),
         ]
     )
 

@@ -41,7 +41,7 @@ from arbridge.sync.model import (
     Payment,
 )
 from arbridge.sync.notices import tell_owner
-from arbridge.sync.outbox_kinds import LEDGER_FEE_WRITES, LEDGER_WRITES
+from arbridge.sync.outbox_kinds import LEDGER_FEE_WRITES, LEDGER_SENDS, LEDGER_WRITES
 
 log = logging.getLogger(__name__)
 
@@ -310,14 +310,14 @@ def hold_reminders_until_chosen(company: Company) -> None:
 
 
 def revive_write_backs(session: Session, clock: Clock, company_id: int) -> int:
-    """Write-backs that failed only because the grant was dead go out again. Safe: each carries
-    its idempotency key, so one that did reach the ledger returns the same record, never a
-    second."""
+    """Write-backs (and sends through the ledger) that failed only because the grant was dead go
+    out again. Safe: each carries its idempotency key, so one that did reach the ledger returns
+    the same record, never a second (and a send reads the invoice first)."""
     return session.execute(
         update(OutboxMessage)
         .where(
             OutboxMessage.company_id == company_id,
-            OutboxMessage.kind.in_(LEDGER_WRITES + LEDGER_FEE_WRITES),
+            OutboxMessage.kind.in_(LEDGER_WRITES + LEDGER_FEE_WRITES + LEDGER_SENDS),
             OutboxMessage.status.in_(("failed", "dead")),
             OutboxMessage.last_error.like("AuthExpired:%"),
         )

@@ -78,7 +78,11 @@ def retry_on_disconnect(work: Callable[[], T]) -> T:
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    from arbridge.sync.insight_cache import watch  # it imports this module
+
+    factory = sessionmaker(engine, expire_on_commit=False)
+    watch(factory)  # every write to what the insight reads bumps the company's version
+    return factory
 
 
 @contextmanager

@@ -45,7 +45,7 @@ from arbridge.sync.model import (
     PlanInstallment,
     PlanInvoice,
 )
-from arbridge.sync.store import _GONE, allocations_to
+from arbridge.sync.store import _GONE, aging_bucket, allocations_to, home_open_balance
 from arbridge.sync.trends_store import day_gap
 
 
@@ -417,7 +417,11 @@ def customer_proposal(
 
 def insight_dict(data: Insight) -> dict[str, Any]:
     """The report's `forecast` and `flags` fields."""
-    fc = data.forecast
+    return forecast_flags_dict(data.forecast, data.flags)
+
+
+def forecast_flags_dict(fc: Forecast, found: list[Flag]) -> dict[str, Any]:
+    """The report's `forecast` and `flags` fields, from a forecast and its flags."""
     return {
         "forecast": {
             "weeks": [
@@ -427,7 +431,7 @@ def insight_dict(data: Insight) -> dict[str, Any]:
             "later": str(fc.later),
             "projected_dso": two_places(fc.projected_dso),
         },
-        "flags": [f.as_dict() for f in data.flags],
+        "flags": [f.as_dict() for f in found],
     }
 
 
@@ -447,22 +451,19 @@ def trends_list(trends: list[Kpis]) -> list[dict[str, Any]]:
 
 def aging_by_customer(session: Session, company: Company, as_of: date) -> dict[int, Aging]:
     """Each customer's aging of their open invoices (as the dashboard ages the company's), in
-    two queries: home-currency balances summed per customer and due date, foreign ones one by
-    one (each converted and rounded alone)."""
+    two queries: home balances (stored at sync) summed per customer and bucket, and the few
+    open invoices whose stored figure is out of date, converted one by one."""
     open_ = (Invoice.company_id == company.id) & Invoice.is_open
-    home = Invoice.currency == company.home_currency
-    one = Decimal(1)
-    items: dict[int, list[OpenItem]] = {}
-    for cid, due_on, minor, count in session.execute(
-        select(
-            Invoice.customer_id, Invoice.due_on, func.sum(Invoice.open_balance_minor), func.count()
-        )
-        .where(open_, home)
-        .group_by(Invoice.customer_id, Invoice.due_on)
+    amount, stored = home_open_balance(company)
+    named = aging_bucket(Invoice.due_on, as_of)
+    summed: dict[int, list[tuple[str, int, int]]] = {}
+    for cid, name, minor, count in session.execute(
+        select(Invoice.customer_id, named, cast(func.sum(amount), BigInteger), func.count())
+        .where(open_, stored)
+        .group_by(Invoice.customer_id, named)
     ).tuples():
-        items.setdefault(cid, []).append(
-            OpenItem(due_on, Money.from_minor(int(minor), company.home_currency), one, count)
-        )
+        summed.setdefault(cid, []).append((name, minor, count))
+    items: dict[int, list[OpenItem]] = {}
     for cid, due_on, minor, cur, rate in session.execute(
         select(
             Invoice.customer_id,
@@ -470,7 +471,10 @@ def aging_by_customer(session: Session, company: Company, as_of: date) -> dict[i
             Invoice.open_balance_minor,
             Invoice.currency,
             Invoice.exchange_rate,
-        ).where(open_, ~home)
+        ).where(open_, ~stored)
     ).tuples():
         items.setdefault(cid, []).append(OpenItem(due_on, Money.from_minor(minor, cur), rate))
-    return {cid: age(rows, as_of, company.home_currency) for cid, rows in items.items()}
+    return {
+        cid: age(items.get(cid, []), as_of, company.home_currency, summed.get(cid, []))
+        for cid in summed.keys() | items.keys()
+    }

@@ -105,6 +105,7 @@ def _claim(
 
 WHAT = {
     "email": "An email",
+    "sms": "A text message",
     "ledger_payment": "A payment's write-back to your ledger",
     "ledger_discount": "A discount's write-back to your ledger",
     "ledger_reversal": "Reversing a payment in your ledger",
@@ -113,6 +114,7 @@ WHAT = {
     "stripe_refund": "A refund through Stripe",
     "stripe_expire_session": "Closing another open checkout for a paid invoice",
     "plan_charge": "An installment plan's charge",
+    "invoice_send": "Sending an invoice to its customer",
 }
 
 

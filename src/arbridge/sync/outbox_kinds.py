@@ -36,12 +36,17 @@ class OutboxKind(StrEnum):
     PLAN_CHARGE = "plan_charge"
     # Messages (services.messaging): reminders, statements, receipts, owner notices.
     EMAIL = "email"
+    SMS = "sms"
+    # An invoice sent to its customer through the ledger's own send (services.delivery).
+    INVOICE_SEND = "invoice_send"
 
 
 LEDGER_WRITES = (OutboxKind.LEDGER_PAYMENT, OutboxKind.LEDGER_DISCOUNT, OutboxKind.LEDGER_REVERSAL)
 # Late-fee writes touch no collected payment (so the ledger lag ignores them), but go out again
 # like the others once a dead grant is reconnected.
 LEDGER_FEE_WRITES = (OutboxKind.LEDGER_FEE_INVOICE, OutboxKind.LEDGER_FEE_VOID)
+# Sends through the ledger go out again too: the invoice is read before it is sent.
+LEDGER_SENDS = (OutboxKind.INVOICE_SEND,)
 
 
 def ledger_payment_key(payment_intent: str) -> str:
@@ -64,6 +69,16 @@ def fee_invoice_key(invoice_id: int, kind: str, period: str) -> str:
 
 def fee_void_key(invoice_id: int, kind: str, period: str) -> str:
     return f"{OutboxKind.LEDGER_FEE_VOID.value}:{invoice_id}:{kind}:{period}"
+
+
+def invoice_send_key(invoice_id: int) -> str:
+    """An invoice sent to its customer: once per invoice, whoever asked and however often."""
+    return f"{OutboxKind.INVOICE_SEND.value}:{invoice_id}"
+
+
+def invoice_email_key(invoice_id: int) -> str:
+    """arbridge's own email of an invoice the ledger could not send."""
+    return f"invoice_email:{invoice_id}"
 
 
 def stripe_refund_key(payment_intent: str, number: int) -> str:

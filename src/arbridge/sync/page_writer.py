@@ -10,16 +10,20 @@ from functools import lru_cache
 from itertools import repeat
 from typing import Any
 
-from sqlalchemy import JSON, bindparam, cast, delete, func, select
+from sqlalchemy import JSON, bindparam, case, cast, delete, func, or_, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock
+from arbridge.collections.insight import home_minor
+from arbridge.collections.sms import parse_phone
 from arbridge.connectors.base import Entity
 from arbridge.sync.db import among, dialect_insert
+from arbridge.sync.insight_cache import bump
 from arbridge.sync.ledger_lag import NOW, WrittenBack, catch_up, held_now, read_lag
 from arbridge.sync.model import (
+    Company,
     Connection,
     Contact,
     CreditNote,
@@ -164,6 +168,31 @@ def _upsert(session: Session, model: Any, rows: list[dict[str, Any]]) -> dict[st
     return dict(returned.tuples().all())
 
 
+def _keep_owner_contact_values(session: Session, company_id: int, customer_ids: list[int]) -> None:
+    """Put the owner's own email and phone back over the ledger's just written: what the owner
+    set on the customer's page outlives every sync (the ledger's stays in `ledger_*`). One
+    statement for the page, touching only the contacts the owner changed."""
+    session.execute(
+        update(Contact)
+        .where(
+            Contact.company_id == company_id,
+            among(session, Contact.customer_id, customer_ids),
+            or_(Contact.owner_email.is_not(None), Contact.owner_phone.is_not(None)),
+        )
+        .values(
+            email=case(
+                (Contact.owner_email.is_(None), Contact.email),
+                else_=func.nullif(Contact.owner_email, ""),
+            ),
+            phone=case(
+                (Contact.owner_phone.is_(None), Contact.phone),
+                else_=func.nullif(Contact.owner_phone, ""),
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
 def _ids(
     session: Session, model: Any, company_id: int, source: str, source_ids: Iterable[str]
 ) -> dict[str, int]:
@@ -194,6 +223,22 @@ class PageWriter:
         self.company_id = conn.company_id
         self.source = conn.provider
         self.now = clock.now()
+        self._home_currency: str | None = None
+        self._bumped = False
+
+    def _changed(self, ids: Any) -> None:
+        """Rows the insight reads were written: bump the company's insight version (once)."""
+        if ids and not self._bumped:
+            bump(self.s, self.company_id)
+            self._bumped = True
+
+    @property
+    def home_currency(self) -> str:
+        if self._home_currency is None:
+            self._home_currency = self.s.scalar(
+                select(Company.home_currency).where(Company.id == self.company_id)
+            )
+        return self._home_currency or ""
 
     def base(self, rec: Any) -> dict[str, Any]:
         return {
@@ -216,24 +261,84 @@ class PageWriter:
                     "currency": r.currency,
                     "active": r.active,
                     "deleted": False,
+                    "country": r.country,
                 }
                 for r in recs
             ],
         )
-        contacts = [
-            {
-                **self.base(r),
-                "source_id": c.source_id,
-                "customer_id": ids[r.source_id],
-                "name": c.name,
-                "email": c.email,
-                "phone": c.phone,
-                "is_primary": c.is_primary,
-            }
+        self._changed(ids)
+        home = self._home_country()
+        contacts = []
+        for r in recs:
+            for c in r.contacts:
+                # Stored in E.164, read in the customer's country (else the business's).
+                phone = parse_phone(c.phone, r.country or home) if c.phone else None
+                contacts.append(
+                    {
+                        **self.base(r),
+                        "source_id": c.source_id,
+                        "customer_id": ids[r.source_id],
+                        "name": c.name,
+                        "email": c.email,
+                        "phone": c.phone,
+                        "ledger_email": c.email,
+                        "ledger_phone": c.phone,
+                        "phone_e164": phone.e164 if phone else None,
+                        "phone_problem": phone.problem if phone else None,
+                        "is_primary": c.is_primary,
+                    }
+                )
+        contact_ids = _upsert(self.s, Contact, contacts)
+        if contacts:
+            customer_ids = sorted({row["customer_id"] for row in contacts})
+            _keep_owner_contact_values(self.s, self.company_id, customer_ids)
+            self._owner_phones_in_e164(customer_ids, home)
+        consented = [
+            contact_ids[c.source_id]
             for r in recs
             for c in r.contacts
+            if c.sms_consent and c.source_id in contact_ids
         ]
-        _upsert(self.s, Contact, contacts)
+        if consented:
+            # Consent the ledger records is imported once; the owner's own (with its note) and
+            # a STOP reply are never overwritten by a sync.
+            self.s.execute(
+                update(Contact)
+                .where(among(self.s, Contact.id, consented), Contact.sms_consent_at.is_(None))
+                .values(sms_consent_at=self.now, sms_consent_source="ledger")
+            )
+
+    def _owner_phones_in_e164(self, customer_ids: list[int], home: str | None) -> None:
+        """A phone the owner set outlives the sync (`_keep_owner_contact_values`): its E.164
+        form follows it, not the ledger's number just written. One read and one write a page."""
+        owned = self.s.execute(
+            select(Contact.id, Contact.phone, Customer.country)
+            .join(Customer, Customer.id == Contact.customer_id)
+            .where(
+                Contact.company_id == self.company_id,
+                among(self.s, Contact.customer_id, customer_ids),
+                Contact.owner_phone.is_not(None),
+            )
+        ).all()
+        rows = []
+        for contact_id, phone, country in owned:
+            parsed = parse_phone(phone, country or home) if phone else None
+            rows.append(
+                {
+                    "id": contact_id,
+                    "phone_e164": parsed.e164 if parsed else None,
+                    "phone_problem": parsed.problem if parsed else None,
+                }
+            )
+        if rows:
+            self.s.execute(update(Contact), rows)
+
+    def _home_country(self) -> str | None:
+        if not hasattr(self, "_country"):
+            self._country = self.s.scalar(
+                select(Company.country).where(Company.id == self.company_id)
+            )
+        return self._country
 
     def _customer_ids(self, recs: Iterable[Any]) -> dict[str, int]:
         return _ids(
@@ -264,17 +369,24 @@ class PageWriter:
                     "exchange_rate": r.exchange_rate,
                     "total_minor": r.total.minor,
                     "ledger_balance_minor": r.balance.minor,
-                    # What the reading lacks is worked out below, for the invoices it concerns.
+                    # What the reading lacks is worked out below, for the invoices it concerns
+                    # (their stored home balance no longer matches then: read one by one).
                     "unposted_minor": 0,
+                    "home_balance_minor": home_minor(
+                        r.balance.minor, r.currency, r.exchange_rate, self.home_currency
+                    ),
+                    "home_basis_minor": r.balance.minor,
                     "status": r.status,
                     "terms": r.terms,
                     "lines": r.lines,
+                    "ledger_sent": r.sent,
                 }
             )
         before = self.before or NOW
         lag = read_lag(self.s, self.company_id, self.source, [r["source_id"] for r in rows], before)
         kept = held_now(self.s, lag.unsure)
         ids = _upsert(self.s, Invoice, rows)
+        self._changed(ids)
         catch_up(self.s, lag, kept)
         self.kept |= {source_id for source_id, i in ids.items() if i in kept}
         return skipped
@@ -285,6 +397,7 @@ class PageWriter:
         ids = _upsert(self.s, model, rows)
         if not ids:
             return
+        self._changed(ids)
         # A re-synced payment or credit states its allocations in full: replace ours.
         self.s.execute(
             delete(PaymentAllocation).where(
@@ -358,6 +471,7 @@ class PageWriter:
             "credit_notes": CreditNote,
         }[entity]
         ids = _ids(self.s, model, self.company_id, self.source, source_ids)
+        self._changed(ids)
         for row in self.s.scalars(select(model).where(among(self.s, model.id, ids.values()))):
             row.synced_at = self.now
             if entity == "customers":

@@ -17,6 +17,8 @@ class ContactData:
     email: str | None
     phone: str | None
     is_primary: bool = True
+    # The ledger's record of consent to text this contact (None: the ledger keeps none).
+    sms_consent: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class CustomerData:
     source_version: str | None = None
     source_updated_at: datetime | None = None
     contacts: tuple[ContactData, ...] = ()
+    country: str | None = None  # ISO 3166 alpha-2 of the customer's address, when known
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class InvoiceData:
     lines: list[dict[str, Any]] | None = None
     source_version: str | None = None
     source_updated_at: datetime | None = None
+    # Whether the ledger sent it to the customer (None: the ledger does not say).
+    sent: bool | None = None
 
     @property
     def currency(self) -> str:

@@ -16,7 +16,7 @@ from sqlalchemy import BigInteger, and_, case, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock, local_date
-from arbridge.collections.aging import Aging, OpenItem, age
+from arbridge.collections.aging import Aging, OpenItem, age, bucket_starts
 from arbridge.collections.kpis import KpiCredit, KpiInvoice, Kpis, kpis, window_start
 from arbridge.crypto import Keyring
 from arbridge.errors import ArbridgeError, KeyMismatch, NotFound
@@ -39,6 +39,7 @@ from arbridge.sync.model import (
     PaymentAllocation,
     PayToken,
     SignInToken,
+    SmsAccount,
     User,
 )
 from arbridge.sync.pay_links import LinkGone
@@ -195,30 +196,46 @@ def open_invoices(session: Session, company_id: int) -> Sequence[Invoice]:
     ).all()
 
 
-def aging_report(session: Session, company: Company, as_of: date) -> Aging:
-    open_ = (Invoice.company_id == company.id) & Invoice.is_open
-    home = Invoice.currency == company.home_currency
-    # Home-currency invoices need no conversion: the database sums them per due date. Foreign
-    # ones are converted (and rounded) one by one, so the total is the sum of rounded parts.
-    summed = session.execute(
-        select(Invoice.due_on, func.sum(Invoice.open_balance_minor), func.count())
-        .where(open_, home)
-        .group_by(Invoice.due_on)
+def aging_bucket(due_on: Any, as_of: date) -> Any:
+    """The aging bucket (collections.aging.BUCKETS) of a due date on as_of, as one SQL CASE."""
+    starts = bucket_starts(as_of)
+    return case(
+        *((due_on >= earliest, name) for name, earliest in starts if earliest is not None),
+        else_=starts[-1][0],
     )
+
+
+def home_open_balance(company: Company) -> tuple[Any, Any]:
+    """The open balance in home currency as SQL, and the condition under which it holds: a
+    home-currency invoice's own, else the one stored when it was synced while its basis still
+    equals the open balance (`Invoice.home_balance_stored`). Rows outside the condition are
+    converted one by one in Python (`foreign_open_items`)."""
+    home = Invoice.currency == company.home_currency
+    amount = case((home, Invoice.open_balance_minor), else_=Invoice.home_balance_minor)
+    return amount, or_(home, Invoice.home_balance_stored)
+
+
+def aging_report(session: Session, company: Company, as_of: date) -> Aging:
+    """The aging of the company's open invoices: one SUM ... GROUP BY bucket over the home
+    balances stored at sync, plus the few open invoices whose stored figure is out of date,
+    converted (and rounded) one by one."""
+    open_ = (Invoice.company_id == company.id) & Invoice.is_open
+    amount, stored = home_open_balance(company)
+    named = aging_bucket(Invoice.due_on, as_of)
+    summed = session.execute(
+        select(named, cast(func.sum(amount), BigInteger), func.count())
+        .where(open_, stored)
+        .group_by(named)
+    ).tuples()
     foreign = session.execute(
         select(
             Invoice.due_on, Invoice.open_balance_minor, Invoice.currency, Invoice.exchange_rate
-        ).where(open_, ~home)
-    )
-    one = Decimal(1)
+        ).where(open_, ~stored)
+    ).tuples()
     items = [
-        OpenItem(due_on, Money.from_minor(int(minor), company.home_currency), one, count)
-        for due_on, minor, count in summed
-    ]
-    items += [
         OpenItem(due_on, Money.from_minor(minor, cur), rate) for due_on, minor, cur, rate in foreign
     ]
-    return age(items, as_of, company.home_currency)
+    return age(items, as_of, company.home_currency, summed)
 
 
 # Voided and deleted documents count in no KPI.
@@ -423,6 +440,22 @@ def customer_email(session: Session, customer_id: int) -> str | None:
     )
 
 
+def usable_contact(session: Session, customer_id: int) -> Contact | None:
+    """The contact a customer's own documents (a statement, an invoice) go to: one with an
+    address that has neither opted out nor bounced, the primary first."""
+    return session.scalar(
+        select(Contact)
+        .where(
+            Contact.customer_id == customer_id,
+            Contact.email.is_not(None),
+            Contact.opted_out_at.is_(None),
+            Contact.bounced_at.is_(None),
+        )
+        .order_by(Contact.is_primary.desc(), Contact.id)
+        .limit(1)
+    )
+
+
 def issue_sign_in_token(session: Session, clock: Clock, user: User, minutes: int) -> str:
     token = secrets.token_urlsafe(32)
     session.add(
@@ -549,6 +582,7 @@ ENCRYPTED_COLUMNS: tuple[tuple[type[Any], str], ...] = (
     (Connection, "credentials_encrypted"),
     (Connection, "webhook_secret_encrypted"),
     (OAuthGrant, "credentials_encrypted"),
+    (SmsAccount, "credentials_encrypted"),
 )
 
 

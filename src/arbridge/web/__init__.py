@@ -89,11 +89,12 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     app.register_blueprint(plan_pay.bp)
     app.register_blueprint(plans.bp)
     app.register_blueprint(fees.bp)
-    from arbridge.web import reminders, reminders_start, replies
+    from arbridge.web import reminders, reminders_start, replies, texts
 
     app.register_blueprint(reminders.bp)
     app.register_blueprint(reminders_start.bp)
     app.register_blueprint(replies.bp)
+    app.register_blueprint(texts.bp)
     # Each ledger provider names its own pages (providers/base.py: Provider.web_module).
     for provider in providers.providers():
         if provider.web_module is not None:

@@ -13,7 +13,8 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from arbridge.collections.reminder_policy import SequenceError, reminder_policy
 from arbridge.readmodels import customers as reads
 from arbridge.readmodels.plans import company_plans
-from arbridge.sync.model import Company, Contact, Customer
+from arbridge.services.messaging.sms_setup import update_phone
+from arbridge.sync.model import CONTACT_CHANNELS, Company, Contact, Customer
 from arbridge.sync.store import company_today, log_activity
 from arbridge.web.common import company_required, db, get_or_404, id_arg, page_arg, runtime
 from arbridge.web.csv_export import csv_response
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 50
 MAX_EMAIL = 254
 MAX_PHONE = 40
+MAX_NOTE = 4000
 PHONE_CHARS = set("0123456789 +-().")
 
 
@@ -98,6 +100,8 @@ def customer(company: Company, customer_id: int) -> Any:
         company=company,
         cust=cust,
         d=reads.customer_detail(s, company, cust, today),
+        history=reads.customer_history(s, company.id, cust.id),
+        channels=CONTACT_CHANNELS,
         plans=company_plans(s, company.id, customer_id=cust.id),
         sequence_names=sequence_names,
         timezones=sorted(tz for tz in available_timezones() if "/" in tz),
@@ -114,8 +118,8 @@ def _back(company: Company, cust: Customer, anchor: str) -> Any:
 @bp.post("/customers/<int:customer_id>/contact")
 @company_required
 def save_contact(company: Company, customer_id: int) -> Any:
-    """A contact's email and phone, as arbridge uses them (the ledger's next change to this
-    customer replaces them: arbridge does not write contacts back)."""
+    """A contact's email, phone and preferred channel as the owner sets them. arbridge does not
+    write contacts back to the ledger; the owner's values are kept over every later sync."""
     rt, s = runtime(), db()
     cust = get_or_404(Customer, customer_id, company)
     contact = get_or_404(Contact, id_arg(request.form.get("contact_id")), company)
@@ -123,6 +127,7 @@ def save_contact(company: Company, customer_id: int) -> Any:
         abort(404)
     email = (request.form.get("email") or "").strip()
     phone = (request.form.get("phone") or "").strip()
+    channel = (request.form.get("preferred_channel") or "").strip()
     if email and (
         len(email) > MAX_EMAIL or email.count("@") != 1 or any(c.isspace() for c in email)
     ):
@@ -133,7 +138,13 @@ def save_contact(company: Company, customer_id: int) -> Any:
         log.info("contact %s: refused a phone number", contact.id)
         flash("A phone number has digits, spaces and + - ( ) . only, at most 40.", "error")
         return _back(company, cust, "#contacts")
-    contact.email, contact.phone = email or None, phone or None
+    if channel and channel not in CONTACT_CHANNELS:
+        log.info("contact %s: refused a preferred channel", contact.id)
+        flash("Choose how they prefer to be reached from the list.", "error")
+        return _back(company, cust, "#contacts")
+    contact.set_by_owner(email, phone)
+    contact.preferred_channel = channel or None
+    update_phone(s, contact)  # stored in E.164 again, for texts
     log_activity(
         s,
         rt.clock,
@@ -145,6 +156,23 @@ def save_contact(company: Company, customer_id: int) -> Any:
     s.commit()
     flash("Contact saved.", "ok")
     return _back(company, cust, "#contacts")
+
+
+@bp.post("/customers/<int:customer_id>/notes")
+@company_required
+def add_note(company: Company, customer_id: int) -> Any:
+    """The owner's note on a customer, kept in the customer's history with who and when."""
+    rt, s = runtime(), db()
+    cust = get_or_404(Customer, customer_id, company)
+    note = (request.form.get("note") or "").strip()
+    if not note or len(note) > MAX_NOTE:
+        log.info("customer %s: refused a note of %d characters", cust.id, len(note))
+        flash(f"A note has some text, at most {MAX_NOTE} characters.", "error")
+        return _back(company, cust, "#history")
+    log_activity(s, rt.clock, company.id, "customer.note", note, customer_id=cust.id)
+    s.commit()
+    flash("Note added.", "ok")
+    return _back(company, cust, "#history")
 
 
 @bp.post("/customers/<int:customer_id>/timezone")

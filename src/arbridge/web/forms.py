@@ -142,6 +142,10 @@ class CreditForm(FlaskForm):
     )
 
 
+class DeliveryForm(FlaskForm):
+    auto_send = BooleanField("Send every new invoice to its customer the day it appears")
+
+
 def _at_least_one(_form: Any, field: Any) -> None:
     if not field.data:
         raise StopValidation("Choose at least one: every week, two weeks or month.")

@@ -26,6 +26,7 @@ from arbridge.collections.kpis import DEFAULT_PERIOD_DAYS, KPI_FIELDS, two_place
 from arbridge.errors import ArbridgeError
 from arbridge.inputs import InputError, parse_decimal
 from arbridge.money import Money, exponent
+from arbridge.sync.insight_cache import Snapshot, snapshot
 from arbridge.sync.insight_store import (
     Insight,
     aging_by_customer,
@@ -61,10 +62,20 @@ def current_insight(company: Company, projected_dso: bool = True) -> Insight:
     return cached[2]
 
 
+def dashboard_insight(company: Company) -> Snapshot:
+    """Today's insight for the dashboard, as stored while nothing behind it changed
+    (sync.insight_cache), once per request."""
+    cached = g.get("dashboard_insight")
+    if cached is None or cached[0] != company.id:
+        found = snapshot(db(), company, _today(company), DEFAULT_PERIOD_DAYS, live_plans=True)
+        g.dashboard_insight = cached = (company.id, found)
+    return cached[1]
+
+
 @bp.app_template_global()
 def credit_warnings(company: Company) -> list[Any]:
     """The near_limit and over_limit flags, for the dashboard's warning."""
-    found = current_insight(company, projected_dso=False).flags
+    found = dashboard_insight(company).flags
     return [f for f in found if f.kind in ("near_limit", "over_limit")]
 
 
@@ -77,16 +88,13 @@ def home_amount(company: Company, amount: Decimal) -> str:
 @bp.app_template_global()
 def kpi_trend_rows(company: Company) -> list[Any]:
     """The KPIs of the last 12 calendar months, for the dashboard's trend chart."""
-    cached = g.get("kpi_trends")
-    if cached is None or cached[0] != company.id:
-        g.kpi_trends = cached = (company.id, kpi_trends(db(), company, _today(company)))
-    return cached[1]
+    return dashboard_insight(company).trends
 
 
 @bp.app_template_global()
-def insight_summary(company: Company) -> Insight:
-    """The dashboard's: the forecast and flags, no projected DSO (the insight page has it)."""
-    return current_insight(company, projected_dso=False)
+def insight_summary(company: Company) -> Snapshot:
+    """The dashboard's: the forecast, the flags and how many raises are proposed."""
+    return dashboard_insight(company)
 
 
 @bp.get("/insight")

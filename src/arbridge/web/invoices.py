@@ -1,20 +1,22 @@
-"""The owner's invoices list: search, filters, sorting, paging, CSV, and pausing or resuming
-reminders for many invoices at once. Every route is scoped to the user's company."""
+"""The owner's invoices list: search, filters, sorting, paging, CSV, pausing or resuming
+reminders for many invoices at once, and sending invoices never sent to their customers.
+Every route is scoped to the user's company."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from arbridge.collections.aging import BUCKET_LABELS
 from arbridge.inputs import InputError, parse_id
 from arbridge.readmodels import invoices as reads
+from arbridge.services.delivery.send import queue_sends
 from arbridge.sync.model import Company, Invoice
 from arbridge.sync.store import company_today, log_activity
-from arbridge.web.common import company_required, db, page_arg, runtime, safe_next
+from arbridge.web.common import company_required, db, get_or_404, page_arg, runtime, safe_next
 from arbridge.web.csv_export import csv_response
 
 bp = Blueprint("invoices", __name__, url_prefix="/c/<slug>")
@@ -41,6 +43,7 @@ def invoices_list(company: Company) -> Any:
         statuses=reads.STATUSES,
         buckets=BUCKET_LABELS,
         holds=reads.HOLDS,
+        delivery=reads.DELIVERY,
         currencies=reads.currencies(s, company.id),
         today=today,
         max_rows=reads.MAX_PAGES * PAGE_SIZE,
@@ -93,8 +96,8 @@ def bulk(company: Company) -> Any:
     rt, s = runtime(), db()
     back = safe_next(request.form.get("next"), url_for("invoices.invoices_list", slug=company.slug))
     action = request.form.get("action")
-    if action not in ("pause", "resume"):
-        abort(400, "Choose pause or resume.")
+    if action not in ("pause", "resume", "send"):
+        abort(400, "Choose pause, resume or send.")
     raw = request.form.getlist("invoice_id")
     if not raw:
         flash("Tick at least one invoice first.", "error")
@@ -116,6 +119,8 @@ def bulk(company: Company) -> Any:
             len(ids),
         )
         abort(404)
+    if action == "send":
+        return _sent(company, [inv.id for inv in found], back)
     paused = action == "pause"
     changed = [inv for inv in found if inv.paused != paused]
     for inv in changed:
@@ -134,4 +139,46 @@ def bulk(company: Company) -> Any:
         + (f"; {len(found) - len(changed)} already were." if len(changed) < len(found) else "."),
         "ok",
     )
+    return redirect(back, code=303)
+
+
+@bp.post("/invoices/<int:invoice_id>/send")
+@company_required
+def send_invoice(company: Company, invoice_id: int) -> Any:
+    """Send one invoice to its customer, once (through the outbox; a second click is nothing)."""
+    back = safe_next(
+        request.form.get("next"),
+        url_for("owner.invoice", slug=company.slug, invoice_id=invoice_id),
+    )
+    get_or_404(Invoice, invoice_id, company)
+    return _sent(company, [invoice_id], back)
+
+
+@bp.post("/invoices/send-unsent")
+@company_required
+def send_unsent(company: Company) -> Any:
+    """Send every open invoice never sent (the dashboard's "Send all"), each once."""
+    s = db()
+    ids = s.scalars(
+        select(Invoice.id)
+        .where(Invoice.company_id == company.id, Invoice.is_unsent)
+        .order_by(Invoice.issued_on, Invoice.id)
+        .limit(MAX_BULK)
+    ).all()
+    return _sent(company, ids, url_for("owner.dashboard", slug=company.slug) + "#unsent")
+
+
+def _sent(company: Company, ids: list[int], back: str) -> Any:
+    rt, s = runtime(), db()
+    user = g.get("user")
+    done = queue_sends(
+        s, rt.clock, company, ids, by=user.email if user else None, retry_failed=True
+    )
+    s.commit()
+    said = [f"{done.queued} invoice(s) on their way to your customers"]
+    if done.already:
+        said.append(f"{done.already} already on their way")
+    if done.not_unsent:
+        said.append(f"{done.not_unsent} sent before, paid or voided: not sent again")
+    flash("; ".join(said) + ".", "ok" if done.queued or done.already else "error")
     return redirect(back, code=303)

@@ -13,6 +13,7 @@ from arbridge.collections.late_fees import late_fee_policy, policy_in_words, wit
 from arbridge.collections.plans import standard_agreement
 from arbridge.collections.policy import PLAN_FREQUENCIES, merged, policy
 from arbridge.errors import ArbridgeError
+from arbridge.readmodels import delivery as delivery_reads
 from arbridge.readmodels import fees as fee_reads
 from arbridge.readmodels import owner as owner_reads
 from arbridge.services.reminders.rendering import statement_link_days
@@ -31,6 +32,7 @@ from arbridge.web.common import company_required, db, get_or_404, page_arg, runt
 from arbridge.web.forms import (
     CompanyForm,
     CreditForm,
+    DeliveryForm,
     LateFeesForm,
     PaymentsForm,
     PlansForm,
@@ -44,7 +46,7 @@ PAGE_SIZE = 100
 @bp.app_template_global()
 def nav_counts(company: Company) -> dict[str, int]:
     """The navigation's counts (calls to make, replies waiting): one query per page."""
-    return owner_reads.nav_counts(db(), company.id)
+    return owner_reads.nav_counts(db(), company.id, company_today(company, runtime().clock))
 
 
 @bp.get("/")
@@ -55,8 +57,22 @@ def dashboard(company: Company) -> Any:
     selected = request.args.get("bucket")
     if selected not in BUCKET_LABELS:
         selected = None
+    try:
+        after, before = (
+            owner_reads.parse_cursor(raw) if raw else None
+            for raw in (request.args.get("after"), request.args.get("before"))
+        )
+    except ValueError:
+        abort(404)
     page = owner_reads.open_invoices_page(
-        s, company, today, aging_bucket=selected, page=page_arg(PAGE_SIZE), page_size=PAGE_SIZE
+        s,
+        company,
+        today,
+        aging_bucket=selected,
+        page=page_arg(PAGE_SIZE),
+        page_size=PAGE_SIZE,
+        after=after,
+        before=before,
     )
     return render_template(
         "dashboard.html",
@@ -65,9 +81,16 @@ def dashboard(company: Company) -> Any:
         rows=page.rows,
         labels=BUCKET_LABELS,
         selected=selected,
-        pages={"page": page.page, "prev": page.prev, "next": page.next},
+        pages={
+            "page": page.page,
+            "prev": page.prev,
+            "next": page.next,
+            "first": page.first,
+            "last": page.last,
+        },
         connection=ledger_connection(s, company.id),
         activity=recent_activity(s, company.id, limit=10),
+        unsent=delivery_reads.unsent_invoices(s, company.id),
     )
 
 
@@ -219,6 +242,9 @@ def _forms(company: Company) -> dict[str, Any]:
                 "credit_raise_percent": pol.credit_raise_percent,
             },
         ),
+        "delivery_form": DeliveryForm(
+            prefix="delivery", data={"auto_send": stored["delivery"].get("auto_send") is True}
+        ),
         "stored": stored,
         "policy_problems": pol.problems + fees.problems,
         "standard_agreement": standard_agreement(company.name),
@@ -249,6 +275,16 @@ def _late_fees(saved: dict[str, Any], form: LateFeesForm) -> dict[str, Any]:
         "quickbooks_item_id": (form.late_fee_quickbooks_item.data or "").strip() or None,
         "xero_account_code": (form.late_fee_xero_account.data or "").strip() or None,
     }
+
+
+def _delivery(saved: dict[str, Any], auto_send: bool, company: Company) -> dict[str, Any]:
+    """Automatic sending from today on: the invoices already there wait for the owner's own
+    Send on the dashboard, so turning it on never sends a backlog at once."""
+    if not auto_send:
+        return {**saved, "auto_send": False, "auto_send_since": None}
+    since = saved.get("auto_send_since") if saved.get("auto_send") is True else None
+    today = company_today(company, runtime().clock)
+    return {**saved, "auto_send": True, "auto_send_since": since or today.isoformat()}
 
 
 def _render_settings(company: Company, forms: dict[str, Any], status: int = 200) -> Any:
@@ -284,6 +320,7 @@ def save_settings(company: Company, section: str) -> Any:
         "plans": "plans_form",
         "late_fees": "late_fees_form",
         "credit": "credit_form",
+        "delivery": "delivery_form",
     }
     if section not in names:
         abort(404)
@@ -294,6 +331,7 @@ def save_settings(company: Company, section: str) -> Any:
         "plans": PlansForm,
         "late_fees": LateFeesForm,
         "credit": CreditForm,
+        "delivery": DeliveryForm,
     }[section](prefix=section)
     forms[names[section]] = form
     if not form.validate():
@@ -323,6 +361,8 @@ def save_settings(company: Company, section: str) -> Any:
         }
     elif section == "late_fees":
         stored["late_fees"] = _late_fees(stored.get("late_fees") or {}, form)
+    elif section == "delivery":
+        stored["delivery"] = _delivery(stored.get("delivery") or {}, form.auto_send.data, company)
     elif section == "credit":
         limit = form.credit_default_limit.data
         stored["credit"] = {

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from flask import (
@@ -19,7 +20,9 @@ from flask import (
     request,
     url_for,
 )
+from markupsafe import escape
 
+from arbridge.clock import local_text
 from arbridge.collections.reminder_policy import (
     CHANNELS,
     ESCALATIONS,
@@ -28,22 +31,33 @@ from arbridge.collections.reminder_policy import (
     parse_sequence,
     reminder_policy,
 )
+from arbridge.collections.reminder_words import (
+    ESCALATION_WORDS,
+    channel_words,
+    mail_kind,
+    sequence_title,
+    step_in_words,
+    template_title,
+)
 from arbridge.collections.templates import (
     CALL_GUIDE,
     DEFAULT_TEMPLATES,
-    MERGE_FIELDS,
+    MERGE_FIELD_LABELS,
     EmailTemplate,
     TemplateProblem,
+    is_plain,
     template_for,
 )
 from arbridge.collections.templates import check as check_template
 from arbridge.inputs import InputError, parse_day, parse_int
 from arbridge.money import Money
 from arbridge.readmodels import reminders as reads
+from arbridge.readmodels.calls import live_calls
 from arbridge.services.messaging.queue import queue_test_message
+from arbridge.services.reminders.calls import MAX_PROMISE_DAYS, OUTCOMES, CallRefused, log_call
 from arbridge.services.reminders.case_file import case_file as build_case_file
 from arbridge.services.reminders.holds import resolve_hold
-from arbridge.services.reminders.preview import preview, preview_lines
+from arbridge.services.reminders.preview import Preview, dry_run_rows, not_reminded, preview
 from arbridge.services.reminders.rendering import render_reminder
 from arbridge.services.reminders.run import refer_to_agency, withdraw_agency_referral
 from arbridge.services.reminders.sequences import UnknownSequence, follow_sequence
@@ -64,6 +78,8 @@ bp = Blueprint("reminders", __name__)
 SEQUENCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 2000
+MAX_SUBJECT = 250
+MAX_WORDING = 50_000  # characters of a wording's text or HTML
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,12 +161,19 @@ def _as_of() -> tuple[date | None, int]:
 @bp.get("/c/<slug>/reminders")
 @company_required
 def page(company: Company) -> Any:
+    return _page(company)
+
+
+def _page(
+    company: Company, draft: EmailTemplate | None = None, draft_name: str | None = None
+) -> Any:
+    """The reminders page; `draft` (the Preview button without JavaScript): the wording as
+    typed, shown in the editor and the preview, not saved."""
     rt = runtime()
     as_of, status = _as_of()
     prev = preview(rt, company, as_of)
     messages = prev.loaded.day.messages
-    pages = max(1, -(-len(messages) // PLAN_ROWS))
-    plan_page = min(_page_number("plan_page"), pages)
+    plan_page = min(_page_number("plan_page"), max(1, -(-len(messages) // PLAN_ROWS)))
     shown = messages[(plan_page - 1) * PLAN_ROWS : plan_page * PLAN_ROWS]
     customers_page = _page_number("customers_page")
     try:
@@ -164,25 +187,17 @@ def page(company: Company) -> Any:
     customers = reads.customers_with_sequence(
         db(), company.id, limit=CUSTOMER_ROWS + 1, offset=(customers_page - 1) * CUSTOMER_ROWS
     )
-    chosen = request.args.get("template") or "overdue"
-    inv = _sample_invoice(company, id_arg(request.args.get("invoice_id")))
-    rendered, render_error = None, None
-    if inv is not None:
-        try:
-            rendered = _render_email(company, inv, chosen, None)
-        except (TemplateProblem, SequenceError) as e:
-            render_error = str(e)
+    chosen = draft_name or request.args.get("template") or "overdue"
+    inv = _sample_invoice(company, id_arg(request.values.get("invoice_id")))
+    template = draft or template_for(chosen, _stored(company).get("templates"))
+    rendered, render_error = _wording_preview(company, inv, chosen, draft)
     return render_template(
         "reminders.html",
         company=company,
         prev=prev,
-        lines=preview_lines(prev, limit=PLAN_ROWS),
-        shown=shown,
-        plan_page=plan_page,
-        plan_pages=pages,
-        plan_first=(plan_page - 1) * PLAN_ROWS + 1,
-        plan_invoices=sum(len(m.invoices) for m in messages),
-        plan_held=sum(1 for m in messages if m.held),
+        dry_run=dry_run_rows(rt, prev, shown),
+        not_reminded=not_reminded(prev),
+        plan=_plan_page(company, prev, plan_page),
         customers_page=customers_page,
         more_customers=len(customers) > CUSTOMER_ROWS,
         policy=policy,
@@ -196,53 +211,147 @@ def page(company: Company) -> Any:
         weekdays=WEEKDAYS,
         template_names=names,
         chosen=chosen,
-        template=template_for(chosen, _stored(company).get("templates")),
+        template=template,
+        plain=is_plain(template),
+        draft=draft is not None,
         sample=inv,
         rendered=rendered,
         render_error=render_error,
-        merge_fields=MERGE_FIELDS,
+        merge_fields=MERGE_FIELD_LABELS,
     ), status
+
+
+@dataclass(frozen=True)
+class PlanPage:
+    """What the dry run's table says about the whole day when it shows a page of it."""
+
+    page: int
+    pages: int
+    first: int  # the first and last message shown, counted from 1
+    last: int
+    messages: int
+    invoices: int
+    held: int
+    csv_url: str
+    prev_url: str | None
+    next_url: str | None
+
+
+def _plan_page(company: Company, prev: Preview, page: int) -> PlanPage:
+    messages = prev.loaded.day.messages
+    pages = max(1, -(-len(messages) // PLAN_ROWS))
+    day = prev.loaded.as_of.isoformat()
+
+    def page_url(n: int) -> str:
+        return url_for("reminders.page", slug=company.slug, as_of=day, plan_page=n) + "#preview"
+
+    return PlanPage(
+        page=page,
+        pages=pages,
+        first=(page - 1) * PLAN_ROWS + 1,
+        last=min(page * PLAN_ROWS, len(messages)),
+        messages=len(messages),
+        invoices=sum(len(m.invoices) for m in messages),
+        held=sum(1 for m in messages if m.held),
+        csv_url=url_for("reminders.plan_csv", slug=company.slug, as_of=day),
+        prev_url=page_url(page - 1) if page > 1 else None,
+        next_url=page_url(page + 1) if page < pages else None,
+    )
 
 
 @bp.get("/c/<slug>/reminders/plan.csv")
 @company_required
 def plan_csv(company: Company) -> Any:
-    """The whole of a day's plan (the page shows it a part at a time): one row per invoice."""
+    """The whole of a day's plan (the page shows it a part at a time), in the page's words: one
+    row per invoice."""
     as_of, status = _as_of()
     if status != 200:
         abort(400)
-    day = preview(runtime(), company, as_of).loaded.day
+    rt = runtime()
+    prev = preview(rt, company, as_of)
+    day = prev.loaded.day
     rows = (
         (
-            m.customer.name,
-            m.channel,
-            m.contact.email if m.contact else "",
-            m.step.key,
-            m.step.template,
-            d.invoice.number or str(d.invoice.invoice_id),
-            d.step.key if d.step else "",
+            r.customer,
+            r.to or "",
+            i.number,
+            i.when,
+            r.step,
+            r.channel,
+            local_text(r.send_at, company.timezone) if r.send_at else "",
             d.invoice.currency,
             Money.from_minor(d.invoice.balance_minor, d.invoice.currency).amount,
-            m.held or "will send",
+            f"not sent: {r.held}" if r.held else "will send",
         )
-        for m in day.messages
-        for d in m.invoices
+        for m, r in zip(day.messages, dry_run_rows(rt, prev), strict=True)
+        for d, i in zip(m.invoices, r.invoices, strict=True)
     )
     return csv_response(
         f"reminders-{company.slug}-{day.as_of.isoformat()}.csv",
         (
             "customer",
-            "channel",
             "to",
-            "step",
-            "template",
             "invoice",
             "invoice step",
+            "step",
+            "channel",
+            f"goes out ({company.timezone})",
             "currency",
             "balance",
             "state",
         ),
         rows,
+    )
+
+
+def _wording_preview(
+    company: Company, inv: Invoice | None, name: str, draft: EmailTemplate | None
+) -> tuple[Any, str | None]:
+    """The email as the owner's wording renders it for a real invoice, with inert links."""
+    if inv is None:
+        return None, None
+    try:
+        return _render_email(company, inv, name, draft), None
+    except (TemplateProblem, SequenceError) as e:
+        log.info("wording %s does not render for %s: %s", name, company.slug, e)
+        return None, str(e)
+
+
+@bp.post("/c/<slug>/reminders/preview")
+@company_required
+def preview_wording(company: Company) -> Any:
+    """The wording as typed, rendered for a real invoice with inert sample links; nothing is
+    saved. Asked by the editor's script as the owner types (it wants the preview part only),
+    or by the Preview button without JavaScript (the whole page, the draft in the editor)."""
+    f = request.form
+    name = (f.get("name") or "overdue").strip()[:40] or "overdue"
+    subject = (f.get("subject") or "")[:MAX_SUBJECT]
+    text = (f.get("text") or "")[:MAX_WORDING]
+    html = (f.get("html") or "")[:MAX_WORDING]
+    draft = EmailTemplate(subject, text, html or None)
+    if f.get("part") == "html":
+        # The HTML version alone, into the preview's frame (the script posts it there).
+        inv = _sample_invoice(company, id_arg(f.get("invoice_id")))
+        rendered, render_error = _wording_preview(company, inv, name, draft)
+        if rendered is None:
+            return _email_document(
+                f"<p>{escape(render_error or 'No open invoice to preview with.')}</p>"
+            )
+        return _email_document(rendered.html)
+    if request.headers.get("X-Requested-With") != "fetch":
+        return _page(company, draft, name)
+    inv = _sample_invoice(company, id_arg(f.get("invoice_id")))
+    rendered, render_error = _wording_preview(company, inv, name, draft)
+    if not subject.strip() or not text.strip():
+        render_error = "A wording needs a subject and a text."
+    return render_template(
+        "_wording_preview.html",
+        company=company,
+        sample=inv,
+        rendered=rendered,
+        render_error=render_error,
+        chosen=name,
+        draft=True,
     )
 
 
@@ -309,8 +418,8 @@ def save_sequence(company: Company) -> Any:
         log.info("reminder sequence refused: %s", e)
         flash(f"Not saved: {e}", "error")
         return redirect(url_for("reminders.page", slug=company.slug) + "#sequence")
-    _save(company, candidate, f"sequence {name}")
-    flash(f"Reminder sequence {name} saved.", "ok")
+    _save(company, candidate, f"the steps of the {sequence_title(name)} sequence")
+    flash(f"Steps of the {sequence_title(name)} sequence saved.", "ok")
     return redirect(url_for("reminders.page", slug=company.slug, sequence=name) + "#sequence")
 
 
@@ -327,7 +436,7 @@ def customer_sequence(company: Company, customer_id: int) -> Any:
         flash(str(e), "error")
         return redirect(url_for("reminders.page", slug=company.slug) + "#customers")
     s.commit()
-    flash(f"{cust.name} now follows the {shown} sequence.", "ok")
+    flash(f"{cust.name} now follows the {sequence_title(shown)} sequence.", "ok")
     back = url_for("reminders.page", slug=company.slug) + "#customers"
     return redirect(safe_next(request.form.get("next"), back))
 
@@ -378,8 +487,8 @@ def save_template(company: Company) -> Any:
         templates.pop(name, None)
     else:
         templates[name] = {"subject": subject, "text": text, "html": html}
-    _save(company, {**stored, "templates": templates}, f"template {name}")
-    flash(f"Template {name} saved.", "ok")
+    _save(company, {**stored, "templates": templates}, f"the wording {template_title(name)}")
+    flash(f"Wording saved: {template_title(name)}.", "ok")
     return redirect(target)
 
 
@@ -399,7 +508,13 @@ def test_send(company: Company) -> Any:
         return redirect(url_for("reminders.page", slug=company.slug))
     user = owner(s, company)
     queue_test_message(s, rt.clock, company.id, user.email, rendered)
-    log_activity(s, rt.clock, company.id, "reminders.test", f"Test email ({name}) to {user.email}")
+    log_activity(
+        s,
+        rt.clock,
+        company.id,
+        "reminders.test",
+        f"Test email ({template_title(name)}) to {user.email}",
+    )
     s.commit()
     flash(f"Test email queued to {user.email}.", "ok")
     return redirect(url_for("reminders.page", slug=company.slug, template=name))
@@ -415,9 +530,7 @@ def email_html(company: Company) -> Any:
         rendered = _render_email(company, inv, request.args.get("template") or "overdue", None)
     except TemplateProblem as e:
         return Response(str(e), mimetype="text/plain", status=400)
-    response = Response(rendered.html, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
-    return response
+    return _email_document(rendered.html)
 
 
 @bp.post("/c/<slug>/invoices/<int:invoice_id>/pause")
@@ -468,44 +581,95 @@ def do_not_chase(company: Company, customer_id: int) -> Any:
 @bp.get("/c/<slug>/mailbox")
 @company_required
 def mailbox(company: Company) -> Any:
-    box = reads.mailbox(db(), company)
-    return render_template("mailbox.html", company=company, mails=box.mails, queued=box.queued)
+    box = reads.mailbox(db(), company, runtime().clock.now())
+    return render_template(
+        "mailbox.html",
+        company=company,
+        mails=box.mails,
+        queued=box.queued,
+        dropped=box.dropped,
+        kind=mail_kind,
+    )
 
 
 @bp.get("/c/<slug>/mailbox/<int:mail_id>")
 @company_required
 def mail(company: Company, mail_id: int) -> Any:
     m = get_or_404(MailMessage, mail_id, company)
-    return render_template("mail_message.html", company=company, m=m)
+    return render_template("mail_message.html", company=company, m=m, kind=mail_kind)
+
+
+@bp.get("/c/<slug>/mailbox/<int:mail_id>/email.html")
+@company_required
+def mail_html(company: Company, mail_id: int) -> Any:
+    """The HTML version of a sent email, as the recipient saw it (framed by its mailbox page)."""
+    m = get_or_404(MailMessage, mail_id, company)
+    if not m.html_body:
+        abort(404)
+    return _email_document(m.html_body)
+
+
+def _email_document(html: str) -> Response:
+    """An email's HTML served on its own: styles inline only, no script, no request to anywhere;
+    framed only by our own pages (the mailbox and the wording preview)."""
+    response = Response(html, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
+    )
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    return response
 
 
 @bp.get("/c/<slug>/calls")
 @company_required
 def calls(company: Company) -> Any:
-    found = reads.call_list(db(), company.id)
+    s = db()
+    today = company_today(company, runtime().clock)
+    found = reads.call_list(s, company.id)
     return render_template(
         "calls.html",
         company=company,
-        tasks=found.tasks,
+        calls=live_calls(s, company.id, today),
         holds=found.holds,
         referred=found.referred,
         guide=CALL_GUIDE,
+        today=today,
+        outcomes=OUTCOMES,
+        max_promise=today + timedelta(days=MAX_PROMISE_DAYS),
     )
 
 
 @bp.post("/c/<slug>/calls/<int:task_id>/done")
 @company_required
 def call_done(company: Company, task_id: int) -> Any:
+    """The call's outcome: reached, voicemail, promised DATE (holds reminders until then) or a
+    dispute (holds the invoices until the owner closes it), as the pay page's replies do."""
     rt, s = runtime(), db()
     task = get_or_404(CallTask, task_id, company)
-    task.done_at = rt.clock.now()
-    task.outcome = (request.form.get("outcome") or "").strip()[:MAX_MESSAGE] or None
-    log_activity(
-        s, rt.clock, company.id, "reminders.call_done", "Call made", customer_id=task.customer_id
-    )
+    back = redirect(url_for("reminders.calls", slug=company.slug) + "#calls")
+    if task.done_at is not None:
+        flash("That call was already logged.", "ok")
+        return back
+    raw_day = (request.form.get("promised_on") or "").strip()
+    try:
+        promised = parse_day(raw_day) if raw_day else None
+        logged = log_call(
+            s,
+            rt,
+            task,
+            (request.form.get("outcome") or "").strip(),
+            today=company_today(company, rt.clock),
+            note=request.form.get("note") or "",
+            promised_on=promised,
+        )
+    except (InputError, CallRefused) as e:
+        log.info("call %s: outcome refused", task.id)
+        flash(str(e) if isinstance(e, CallRefused) else "Give the date as YYYY-MM-DD.", "error")
+        return back
     s.commit()
-    flash("Call marked done.", "ok")
-    return redirect(url_for("reminders.calls", slug=company.slug))
+    held = f" Reminders paused for {', '.join(logged.held)}." if logged.held else ""
+    flash(f"Call logged: {task.outcome}.{held}", "ok")
+    return back
 
 
 @bp.post("/c/<slug>/holds/<int:hold_id>/resolve")
@@ -565,6 +729,14 @@ def case_file(company: Company, customer_id: int) -> Any:
     )
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+# Steps, wordings and channels in words on every page (collections/reminder_words.py).
+bp.add_app_template_filter(step_in_words, "step_words")
+bp.add_app_template_filter(template_title, "template_title")
+bp.add_app_template_filter(channel_words, "channel_words")
+bp.add_app_template_filter(sequence_title, "sequence_title")
+bp.add_app_template_filter(lambda e: ESCALATION_WORDS.get(e, e), "escalation_words")
 
 
 @bp.app_template_global()

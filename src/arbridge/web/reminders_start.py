@@ -11,7 +11,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from arbridge.collections.reminder_policy import MAX_SKIP_DAYS, SequenceError, reminder_policy
 from arbridge.inputs import InputError, parse_int
-from arbridge.services.reminders.preview import preview, preview_lines
+from arbridge.services.reminders.preview import dry_run_rows, not_reminded, preview
 from arbridge.sync.model import Company
 from arbridge.sync.store import company_today, log_activity
 from arbridge.web.common import company_required, db, runtime
@@ -80,7 +80,9 @@ def page(company: Company) -> Any:
         choices=CHOICES,
         mode=mode,
         days=days or DEFAULT_SKIP_DAYS,
-        lines=preview_lines(tomorrow),
+        prev=tomorrow,
+        rows=dry_run_rows(rt, tomorrow),
+        not_reminded=not_reminded(tomorrow),
         due=len(tomorrow.loaded.day.due),
     )
 

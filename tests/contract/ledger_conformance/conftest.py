@@ -55,6 +55,8 @@ class LedgerUnderTest:
     revoke_grant: Callable[[], None] | None = None
     throttle: Callable[[], None] | None = None
     sleeps: list[float] = field(default_factory=list)  # what the connector's retries slept
+    # The invoices the ledger emailed to their customers, one entry per email.
+    emailed: Callable[[], list[str]] = field(default=lambda: [])
 
     def tick(self) -> None:
         """A minute passes: changes after this are after any cursor taken before it."""
@@ -127,6 +129,7 @@ def demo_ledger(tmp_path: Path, clock: FixedClock) -> LedgerUnderTest:
         void_invoice=books.void_invoice,
         delete_invoice=books.delete_invoice,
         balance_of=lambda raw: Decimal(raw["balance"]),
+        emailed=lambda: [sent["invoiceId"] for sent in books.read().get("Sent", [])],
     )
 
 
@@ -188,6 +191,7 @@ def quickbooks_ledger(rt: Runtime, clock: FixedClock) -> Iterator[LedgerUnderTes
             revoke_grant=fake.revoke_everything,
             throttle=fake.throttle,
             sleeps=sleeps,
+            emailed=lambda: [invoice for invoice, _to in fake.sent],
         )
 
 
@@ -245,7 +249,7 @@ def xero_ledger(rt: Runtime, clock: FixedClock, httpserver) -> XeroUnderTest:
 
     def add_invoice(customer: str, amount: str, due: date) -> str:
         return fake.add_invoice(
-            customer, amount, issued=due - timedelta(days=30), due=due, currency="USD"
+            customer, amount, issued=due - timedelta(days=30), due=due, currency="USD", sent=False
         )
 
     def expire() -> None:
@@ -268,6 +272,7 @@ def xero_ledger(rt: Runtime, clock: FixedClock, httpserver) -> XeroUnderTest:
         revoke_grant=revoke,
         throttle=lambda: fake.injected.append(("throttle", 3600, "minute")),
         sleeps=sleeps,
+        emailed=lambda: [invoice for invoice, _to in fake.emailed],
         fake=fake,
     )
 

@@ -15,13 +15,17 @@ import pytest
 
 from arbridge.connectors.base import (
     FeeInvoiceWriteBack,
+    InvoiceSend,
     Page,
     PaymentLine,
     PaymentWriteBack,
     SourceRecord,
 )
 from arbridge.errors import AuthExpired, RateLimited
+from arbridge.sync.mappers import demo, quickbooks, xero
 from tests.contract.ledger_conformance.conftest import LedgerUnderTest
+
+MAPPERS = {"demo": demo.map_record, "quickbooks": quickbooks.map_record, "xero": xero.map_record}
 
 
 def pull(ledger: LedgerUnderTest, entity, cursor=None, page_size=None) -> list[Page]:
@@ -184,6 +188,33 @@ def test_voiding_a_fee_invoice_closes_it_and_is_safe_to_repeat(ledger):
     ledger.connector().void_invoice(made, "conformance:void:1")
     ledger.connector().void_invoice(made, "conformance:void:1")
     assert balance(ledger, made) == 0
+
+
+def sent(ledger: LedgerUnderTest, invoice: str) -> bool | None:
+    """Whether the ledger says it sent the invoice, as the product's own mapper reads it."""
+    (found,) = ledger.connector().read_invoices([invoice])
+    return MAPPERS[ledger.name]("invoices", invoice, False, found.raw).sent
+
+
+def test_an_invoice_is_emailed_once_and_reads_back_sent(ledger):
+    customer, (invoice, other) = seeded(ledger)
+    assert sent(ledger, invoice) is not True
+    ask = InvoiceSend("conformance:send:1", invoice, f"ap@{customer}.example")
+    assert ledger.connector().send_invoice(ask) == invoice
+    ledger.connector().send_invoice(ask)  # retried under the same key
+    ledger.connector().send_invoice(InvoiceSend("conformance:send:2", invoice))  # asked again
+    assert ledger.emailed() == [invoice]
+    assert sent(ledger, invoice) is True
+    assert sent(ledger, other) is not True
+
+
+def test_an_invoice_pdf_is_the_ledgers_own_or_none(ledger):
+    _customer, (invoice, _other) = seeded(ledger)
+    pdf = ledger.connector().invoice_pdf(invoice)
+    if ledger.name == "demo":
+        assert pdf is None  # DemoBooks renders no documents
+    else:
+        assert pdf.startswith(b"%PDF-")
 
 
 def test_an_expired_access_token_is_renewed_without_the_caller_noticing(ledger):

@@ -24,6 +24,8 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 import responses
 
+from tests.contract.documents import invoice_pdf
+
 API = "https://qbo.fake.test"
 OAUTH = "https://oauth.fake.test"
 DISCOVERY = f"{OAUTH}/.well-known/openid_configuration"
@@ -95,6 +97,8 @@ class FakeQuickBooks:
         self.version = 0  # bumped on every change; query results are cached per version
         self._result_cache: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         self.requestids: dict[str, str] = {}
+        self.sent: list[tuple[str, str]] = []  # (invoice id, address) of each email sent
+        self.send_calls: list[tuple[str, str | None]] = []  # (invoice id, sendTo) of each ask
         self.refresh_tokens: set[str] = set()
         self.access_tokens: set[str] = set()
         self.revoked: list[str] = []
@@ -470,12 +474,23 @@ class FakeQuickBooks:
                 result = self._credit_memo_write(
                     params, json.loads(request.body, parse_float=Decimal)
                 )
+            elif request.method == "POST" and re.fullmatch(r"invoice/[^/]+/send", path):
+                result = self._invoice_send(path.split("/")[1], params, request)
             elif path == "invoice" and request.method == "POST":
                 result = self._invoice_write(params, json.loads(request.body, parse_float=Decimal))
             elif path == "payment" and request.method == "POST":
                 result = self._payment_write(params, json.loads(request.body, parse_float=Decimal))
             elif path == f"companyinfo/{self.realm_id}":
                 result = (200, {"CompanyInfo": dict(self.company)})
+            elif request.method == "GET" and re.fullmatch(r"invoice/[^/]+/pdf", path):
+                raw = self.records["Invoice"].get(path.split("/")[1])
+                if raw is None or raw.get("status") == "Deleted":
+                    result = (400, _fault("610", "Object Not Found", path))
+                elif request.headers.get("Accept") != "application/pdf":
+                    result = (400, _fault("2010", "Unsupported Accept", "application/pdf only"))
+                else:
+                    body = invoice_pdf(raw["DocNumber"], raw["TotalAmt"])
+                    return 200, {"Content-Type": "application/pdf"}, body
             elif request.method == "GET" and "/" in path:
                 kind, record_id = path.split("/", 1)
                 name = {n.lower(): n for n in NAMES}.get(kind)
@@ -667,6 +682,28 @@ class FakeQuickBooks:
         self._stamp("Invoice", raw)
         if request_id:
             self.requestids[key] = iid
+        return 200, {"Invoice": raw}
+
+    def _invoice_send(
+        self, invoice_id: str, params: dict[str, str], request: Any
+    ) -> tuple[int, Any]:
+        """POST invoice/<id>/send[?sendTo=]: QuickBooks emails the invoice (to sendTo, else its
+        BillEmail), and answers the Invoice with EmailStatus EmailSent and DeliveryInfo. The
+        request has no body (Intuit: Content-Type application/octet-stream)."""
+        if request.headers.get("Content-Type") != "application/octet-stream":
+            return 400, _fault("2010", "Request has invalid or unsupported property", "type")
+        raw = self.records["Invoice"].get(invoice_id)
+        if raw is None or raw.get("status") == "Deleted":
+            return 400, _fault("610", "Object Not Found", f"invoice {invoice_id}")
+        self.send_calls.append((invoice_id, params.get("sendTo")))
+        to = params.get("sendTo") or (raw.get("BillEmail") or {}).get("Address")
+        if not to:
+            return 400, _fault("6140", "Invalid email address", "no BillEmail and no sendTo")
+        self.sent.append((invoice_id, to))
+        raw["EmailStatus"] = "EmailSent"
+        raw["BillEmail"] = {"Address": to}
+        raw["DeliveryInfo"] = {"DeliveryType": "Email", "DeliveryTime": qbo_time(self.clock.now())}
+        self._stamp("Invoice", raw)
         return 200, {"Invoice": raw}
 
     def _payment_write(self, params: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:

@@ -32,6 +32,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from tests.conftest import NOW
+from tests.contract.documents import invoice_pdf
 
 CLIENT_ID = "XEROFAKECLIENTID0000000000000000"
 CLIENT_SECRET = "fake-xero-client-secret"
@@ -126,6 +127,7 @@ class FakeXero:
         self.day_calls = 0
         self.day_limit = 5000
         self.idempotent: dict[str, tuple[int, str]] = {}
+        self.emailed: list[tuple[str, str]] = []  # (invoice id, address) of each email sent
         # injected failures, consumed in order by API calls: ("throttle", seconds, problem),
         # ("status", 503), ("lose_response",) (do the write, then answer 503)
         self.injected: list[tuple[Any, ...]] = []
@@ -259,6 +261,7 @@ class FakeXero:
         status: str = "AUTHORISED",
         kind: str = "ACCREC",
         due_amount: str | None = None,
+        sent: bool = True,
     ) -> str:
         invoice_id = str(uuid.uuid4())
         amount = Decimal(total)
@@ -277,6 +280,7 @@ class FakeXero:
                 "AmountDue": due_now,
                 "AmountPaid": amount - due_now,
                 "AmountCredited": Decimal("0.00"),
+                "SentToContact": sent,
                 "CurrencyRate": Decimal(rate),
                 "IsDiscounted": False,
                 "HasAttachments": False,
@@ -418,6 +422,8 @@ class FakeXero:
             return Response("not found", 404)
 
     def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> Response:
+        if status == 204:
+            return Response("", 204, headers=headers or {})
         return Response(dumps(data), status, headers=headers or {}, content_type="application/json")
 
     def _bearer(self, request: Request) -> bool:
@@ -508,10 +514,21 @@ class FakeXero:
         if self.day_calls > self.day_limit:
             headers = {**self._limits(), "Retry-After": "36000", "X-Rate-Limit-Problem": "day"}
             return Response("", 429, headers=headers)
+        if request.method == "GET" and request.headers.get("Accept") == "application/pdf":
+            return self._pdf(path)
         status, data = self._route(request, path)
         if lose:
             return self._json(503, {"Title": "Service Unavailable"}, self._limits())
         return self._json(status, data, self._limits())
+
+    def _pdf(self, path: str) -> Response:
+        """GET /Invoices/{id} with Accept application/pdf: the invoice as Xero renders it."""
+        parts = path.split("/")
+        invoice = self.store["Invoices"].get(parts[1]) if parts[0] == "Invoices" else None
+        if len(parts) != 2 or invoice is None:
+            return self._json(404, {"Title": "Not Found"}, self._limits())
+        body = invoice_pdf(invoice["InvoiceNumber"], invoice["Total"])
+        return Response(body, 200, headers=self._limits(), content_type="application/pdf")
 
     def _route(self, request: Request, path: str) -> tuple[int, Any]:
         parts = path.split("/")
@@ -557,6 +574,8 @@ class FakeXero:
             return self._idempotent(request, lambda: self._delete_payment(parts[1], request))
         if request.method == "PUT" and name == "Invoices" and len(parts) == 1:
             return self._idempotent(request, lambda: self._put_invoices(request))
+        if request.method == "POST" and name == "Invoices" and parts[2:] == ["Email"]:
+            return self._idempotent(request, lambda: self._email_invoice(parts[1], request))
         if request.method == "POST" and name == "Invoices" and len(parts) == 2:
             return self._idempotent(request, lambda: self._void_invoice(parts[1], request))
         if request.method == "PUT" and name == "CreditNotes" and len(parts) == 1:
@@ -762,6 +781,25 @@ class FakeXero:
             )
             out.append(record)
         return 200, self._envelope("Invoices", out)
+
+    def _email_invoice(self, invoice_id: str, request: Request) -> tuple[int, Any]:
+        """POST /Invoices/{id}/Email (body `{}`): Xero emails the invoice to its contact and
+        answers 204 No Content; only an AUTHORISED, SUBMITTED or PAID invoice to a contact
+        with an address (a 400 with a validation error otherwise)."""
+        invoice = self.store["Invoices"].get(invoice_id)
+        if invoice is None:
+            return 404, {}
+        if self._body(request) != {}:
+            return 400, _validation(["The request body must be empty"])
+        if invoice["Status"] not in ("AUTHORISED", "SUBMITTED", "PAID"):
+            return 400, _validation([f"Invoice is {invoice['Status']}: it cannot be emailed"])
+        contact = self.store["Contacts"][invoice["Contact"]["ContactID"]]
+        if not contact.get("EmailAddress"):
+            return 400, _validation(["The contact does not have an email address"])
+        self.emailed.append((invoice_id, contact["EmailAddress"]))
+        invoice["SentToContact"] = True
+        self._stamp(invoice, "InvoiceID")
+        return 204, None
 
     def _void_invoice(self, invoice_id: str, request: Request) -> tuple[int, Any]:
         invoice = self.store["Invoices"].get(invoice_id)

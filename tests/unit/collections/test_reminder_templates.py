@@ -10,6 +10,8 @@ from arbridge.collections.templates import (
     DEFAULT_TEMPLATES,
     EmailTemplate,
     TemplateProblem,
+    derived_fields,
+    is_plain,
     render,
     template_for,
 )
@@ -124,3 +126,64 @@ def test_every_default_template_states_late_fees_and_the_fee_policy(name):
     assert f"Payment terms: {terms}" in out.text
     plain = render(DEFAULT_TEMPLATES[name], {**FIELDS, "late_fees": "", "payment_terms": ""})
     assert "Late fees" not in plain.text and "Payment terms" not in plain.text
+
+
+# arbridge's own wordings need no template syntax, and their HTML has a Pay button ---------
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULT_TEMPLATES))
+def test_every_default_wording_is_plain_placeholders_only(name):
+    tpl = DEFAULT_TEMPLATES[name]
+    assert is_plain(tpl), name
+    assert "{%" not in tpl.text and "{%" not in tpl.subject
+
+
+def test_logic_or_an_unknown_name_belongs_to_the_advanced_editor():
+    assert not is_plain(EmailTemplate("Hi", "{% if late_fees %}x{% endif %}"))
+    assert not is_plain(EmailTemplate("Hi", "{{ customer_name | upper }}"))
+    assert is_plain(EmailTemplate("Hi {{ customer_name }}", "{{invoice_list}}{{ sign_off }}"))
+
+
+def test_the_html_has_a_pay_button_under_the_invoice_and_keeps_the_text_alternative():
+    out = render(DEFAULT_TEMPLATES["overdue"], FIELDS)
+    button = '<a class="pay-button" href="https://pay.example/pay/abc"'
+    assert out.html.count(button) == 1 and ">Pay $500.00 now</a>" in out.html
+    assert out.html.index("INV-1001") < out.html.index(button)
+    assert "Pay online: https://pay.example/pay/abc\n" in out.text  # text keeps its link
+    assert "max-width:600px" in out.html
+    unnamed = render(DEFAULT_TEMPLATES["overdue"], {**FIELDS, "contact_name": ""})
+    assert "Hello Harbor &lt;Bakery&gt; &amp; Co," in unnamed.html  # escaped in the HTML
+    assert "Hello Harbor <Bakery> & Co," in unnamed.text
+
+
+def test_several_invoices_are_paid_together_through_the_statement_link():
+    second = {**FIELDS["invoices"][0], "number": "INV-1002", "pay_link": "https://pay.example/2"}
+    fields = {**FIELDS, "invoices": [*FIELDS["invoices"], second], "total_due": "$900.00"}
+    out = render(DEFAULT_TEMPLATES["overdue_firm"], fields)
+    assert '<a class="pay-button" href="https://pay.example/statement/xyz"' in out.html
+    assert ">Pay $900.00</a>" in out.html
+    assert "INV-1001" in out.text and "INV-1002" in out.text
+
+
+def test_no_pay_link_no_button_and_the_owners_own_html_is_left_as_written():
+    out = render(EmailTemplate("Hi", "Hello"), {**FIELDS, "pay_link": "", "invoices": []})
+    assert "pay-button" not in out.html
+    own = render(EmailTemplate("Hi", "Hello", "<p>Mine {{ pay_link }}</p>"), FIELDS)
+    assert own.html.startswith("<p>Mine https://pay.example/pay/abc</p>")
+    assert 'href="https://pay.example/u/tok"' in own.html
+
+
+def test_derived_fields_fill_the_plain_wording():
+    fields = derived_fields({**FIELDS, "late_fees": "$5.00", "payment_terms": ""})
+    assert fields["greeting_name"] == "Alice"
+    assert fields["invoice_list"] == (
+        "  - Invoice INV-1001: $500.00, due Nov 10, 2026 (12 days overdue)\n"
+        "    Pay online: https://pay.example/pay/abc\n"
+    )
+    assert fields["fees_and_terms"] == (
+        "\nLate fees and interest charged on these invoices: $5.00.\n"
+    )
+    assert fields["sign_off"] == "Kind regards,\nAcme Supply Co."
+    assert (
+        derived_fields({**FIELDS, "contact_name": ""})["greeting_name"] == FIELDS["customer_name"]
+    )

@@ -170,7 +170,11 @@ def test_one_email_per_customer_lists_every_invoice_and_the_highest_step_wins():
     assert [d.step.key for d in harbor.invoices] == ["after-20", "after-3"]
     assert harbor.contact == ALICE and harbor.held is None
     lines = describe_day(p)
-    assert any("Harbor Bakery <alice@example.com> step after-20" in line for line in lines)
+    assert (
+        "SEND email to Harbor Bakery <alice@example.com>: 20 days after due: firm email; "
+        "invoices INV-1, INV-2" in lines
+    ), lines
+    assert not any("after-20" in line or "overdue_firm" in line for line in lines)
 
 
 def test_contacts_bounced_or_unsubscribed_are_skipped_and_the_weekly_cap_holds():

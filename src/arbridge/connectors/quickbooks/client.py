@@ -26,6 +26,7 @@ from arbridge.connectors.base import (
     DiscountWriteBack,
     Entity,
     FeeInvoiceWriteBack,
+    InvoiceSend,
     Page,
     PaymentWriteBack,
     SourceRecord,
@@ -130,12 +131,20 @@ class QuickBooksConnector:
         return f"{self.config.api_root}/v3/company/{self.realm_id}/{path}"
 
     def _send(
-        self, method: str, path: str, token: str, params: dict[str, str], body: str | None
+        self,
+        method: str,
+        path: str,
+        token: str,
+        params: dict[str, str],
+        body: str | None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> dict[str, Any]:
-        """One request; every failure leaves as one of our error kinds."""
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
+        """One request; every failure leaves as one of our error kinds. A document asked for in
+        another type than JSON (a PDF) comes back whole as {"content": bytes}."""
+        headers = {"Authorization": f"Bearer {token}", "Accept": accept}
+        if body is not None or method == "POST":
+            headers["Content-Type"] = content_type
         with self.limiter.slot():
             self.calls += 1
             try:
@@ -151,11 +160,15 @@ class QuickBooksConnector:
                 raise Transient(f"QuickBooks did not answer {method} {path} in time") from e
             except requests.RequestException as e:
                 raise Transient(f"could not reach QuickBooks: {type(e).__name__}") from e
-        status, ctype, text = resp.status_code, resp.headers.get("Content-Type", ""), resp.text
+        status, ctype = resp.status_code, resp.headers.get("Content-Type", "")
+        document = accept != "application/json" and status == 200
+        text = "" if document else resp.text
         if status == 401:
             raise Unauthorized()
         code, message = (
-            (None, "") if status == 200 and '"Fault"' not in text else read_fault(text, ctype)
+            (None, "")
+            if status == 200 and (document or '"Fault"' not in text)
+            else read_fault(text, ctype)
         )
         if status == 429 or code == "3001":
             retry_after = resp.headers.get("Retry-After")
@@ -169,6 +182,8 @@ class QuickBooksConnector:
             raise Rejected(f"QuickBooks refused {method} {path} (HTTP 403): {message}")
         if status != 200 or code is not None:
             raise Rejected(f"QuickBooks refused {method} {path} (code {code}): {message}")
+        if document:
+            return {"content": resp.content}
         try:
             # parse_float=Decimal: amounts never pass through a float.
             return json.loads(text, parse_float=Decimal)
@@ -181,6 +196,9 @@ class QuickBooksConnector:
         path: str,
         params: dict[str, str] | None = None,
         payload: Any = None,
+        content_type: str = "application/json",
+        retry_transient: bool = True,
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         """_send with the retries (connectors/retry.py): short throttles wait, transient
         failures back off, a long throttle leaves as RateLimited, a 401 refreshes the token
@@ -192,7 +210,7 @@ class QuickBooksConnector:
         def attempt() -> dict[str, Any]:
             nonlocal token, refreshed
             try:
-                return self._send(method, path, token, params or {}, body)
+                return self._send(method, path, token, params or {}, body, content_type, accept)
             except Unauthorized:
                 if refreshed:
                     reason = "QuickBooks refused a freshly refreshed token (HTTP 401)"
@@ -202,7 +220,11 @@ class QuickBooksConnector:
                 raise RetryNow() from None
 
         return with_retries(
-            attempt, sleep=self.sleep, what=f"QuickBooks {method} {path}", max_wait=self.max_wait
+            attempt,
+            sleep=self.sleep,
+            what=f"QuickBooks {method} {path}",
+            max_wait=self.max_wait,
+            **({} if retry_transient else {"max_transients": 0}),
         )
 
     def query(self, statement: str) -> dict[str, Any]:
@@ -492,6 +514,47 @@ class QuickBooksConnector:
             {"operation": "void", "requestid": request_id(idempotency_key)},
             {"Id": invoice_id, "SyncToken": current.get("SyncToken", "0")},
         )
+
+    def send_invoice(self, send: InvoiceSend) -> str:
+        """Email an Invoice through QuickBooks (POST invoice/<id>/send, to its BillEmail, or with
+        sendTo our contact's address when it has none), which sets its EmailStatus to EmailSent
+        and its DeliveryInfo.
+
+        The send operation takes no body (Intuit: Content-Type application/octet-stream). It is
+        looked up first, so an invoice QuickBooks already shows as sent (by an attempt whose
+        answer we lost, or by the owner) is not emailed again. Intuit does not say that the
+        send honours a requestid, so a send that failed on the way (a dropped connection, a 5xx)
+        is not repeated here: it leaves as Transient and the outbox's next attempt reads the
+        invoice first. A throttle (429) sent nothing and is waited out as usual."""
+        invoice_id = send.invoice_source_id
+        current = self._request("GET", f"invoice/{invoice_id}").get("Invoice") or {}
+        if current.get("EmailStatus") == "EmailSent":
+            return invoice_id
+        params = {"requestid": request_id(send.idempotency_key)}
+        if send.to and not (current.get("BillEmail") or {}).get("Address"):
+            # Only where the invoice names no address: sendTo also becomes its BillEmail, and
+            # the address the owner gave the invoice in QuickBooks is the one it goes to.
+            params["sendTo"] = send.to
+        data = self._request(
+            "POST",
+            f"invoice/{invoice_id}/send",
+            params,
+            content_type="application/octet-stream",
+            retry_transient=False,
+        )
+        sent = data.get("Invoice") or {}
+        if sent.get("EmailStatus") != "EmailSent":
+            raise Rejected(
+                f"QuickBooks did not send invoice {invoice_id} "
+                f"(its EmailStatus is {sent.get('EmailStatus')!r})"
+            )
+        return invoice_id
+
+    def invoice_pdf(self, invoice_id: str) -> bytes | None:
+        """The Invoice as QuickBooks renders it (GET invoice/<id>/pdf, Accept application/pdf)."""
+        return self._request("GET", f"invoice/{invoice_id}/pdf", accept="application/pdf")[
+            "content"
+        ]
 
     def reverse_payment(self, payment_id: str, idempotency_key: str) -> None:
         """Void a Payment (a refund or an ACH return): its invoices reopen. Safe to repeat.

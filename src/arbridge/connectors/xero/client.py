@@ -30,6 +30,7 @@ from arbridge.connectors.base import (
     DiscountWriteBack,
     Entity,
     FeeInvoiceWriteBack,
+    InvoiceSend,
     Page,
     PaymentWriteBack,
     SourceRecord,
@@ -56,6 +57,7 @@ from arbridge.connectors.xero.sdk import (
     Unauthorized,
     XeroConfig,
     call,
+    call_document,
     call_json,
     limiter_for,
     sdk_client,
@@ -63,6 +65,7 @@ from arbridge.connectors.xero.sdk import (
 from arbridge.errors import AuthExpired, NotFound, Rejected
 
 log = logging.getLogger(__name__)
+PDF = "application/pdf"
 
 
 class XeroConnector:
@@ -120,7 +123,9 @@ class XeroConnector:
                 self.on_limits(remaining)
         return answer
 
-    def _request(self, what: str, send: Callable[[], Response]) -> dict[str, Any]:
+    def _request(
+        self, what: str, send: Callable[[], Response], *, document: bool = False
+    ) -> dict[str, Any]:
         """One call with the retries of connectors/retry.py: short throttles wait, transient
         failures back off, a long throttle leaves as RateLimited, a 401 refreshes the token once.
         Writes are retried only because they carry an Idempotency-Key."""
@@ -130,7 +135,8 @@ class XeroConnector:
         def attempt() -> dict[str, Any]:
             nonlocal refreshed
             try:
-                data = self._send(send).json()
+                answer = self._send(send)
+                data = {"content": answer.body} if document else answer.json()
             except Unauthorized:
                 if refreshed:
                     reason = "Xero refused a freshly refreshed token (HTTP 401)"
@@ -526,6 +532,36 @@ class XeroConnector:
         if not made.get("InvoiceID"):
             raise Rejected("Xero accepted the fee invoice but returned no id")
         return str(made["InvoiceID"])
+
+    def send_invoice(self, send: InvoiceSend) -> str:
+        """Email an invoice to its contact through Xero (POST /Invoices/{id}/Email, an empty
+        body, 204 No Content), which sets SentToContact. Xero emails the contact's own address
+        (it takes none from us) and only an AUTHORISED (or SUBMITTED, PAID) invoice; it answers
+        400 when it cannot, and that leaves as Rejected. Read first, so an invoice Xero already
+        shows as sent is not emailed again; the Idempotency-Key covers a retried POST."""
+        invoice_id = send.invoice_source_id
+        found = self._read("an invoice", "get_invoice", invoice_id=invoice_id)
+        current = (found.get("Invoices") or [{}])[0]
+        if current.get("SentToContact") is True:
+            return invoice_id
+        self._write(
+            "emailing an invoice",
+            "POST",
+            f"/Invoices/{quote(invoice_id, safe='')}/Email",
+            {},
+            send.idempotency_key,
+        )
+        return invoice_id
+
+    def invoice_pdf(self, invoice_id: str) -> bytes | None:
+        """The invoice as Xero renders it: GET /Invoices/{id} with Accept application/pdf."""
+
+        def send() -> Response:
+            headers = {"Authorization": f"Bearer {self._token()}", "xero-tenant-id": self.tenant_id}
+            url = f"{self.config.accounting_url}/Invoices/{quote(invoice_id, safe='')}"
+            return call_document("an invoice's PDF", self.api.api_client, url, headers, PDF)
+
+        return self._request("an invoice's PDF", send, document=True)["content"]
 
     def void_invoice(self, invoice_id: str, idempotency_key_: str) -> None:
         """Void an invoice arbridge created (a waived fee): POST /Invoices/{id} with Status

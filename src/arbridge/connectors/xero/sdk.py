@@ -208,6 +208,14 @@ def call(what: str, send: Callable[[], Any]) -> Response:
     return Response(status, headers, body)
 
 
+def call_document(
+    what: str, client: ApiClient, url: str, headers: Mapping[str, str], accept: str
+) -> Response:
+    """A GET of a document in another type than JSON (an invoice as PDF: Xero answers GET
+    /Invoices/{id} with the PDF when asked with Accept application/pdf), through the SDK's pool."""
+    return _pooled(what, client, "GET", url, {**headers, "Accept": accept}, None)
+
+
 def call_json(
     what: str,
     client: ApiClient,
@@ -221,17 +229,25 @@ def call_json(
     path: the SDK's serialiser turns every Decimal into a float before it writes the body."""
     if query:
         url = f"{url}?{urlencode(query)}"
+    headers = {**headers, "Accept": "application/json", "Content-Type": "application/json"}
+    return _pooled(what, client, method, url, headers, decimal_json(payload).encode())
+
+
+def _pooled(
+    what: str,
+    client: ApiClient,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+) -> Response:
+    """One request through the SDK's connection pool, its failures as our error kinds."""
     try:
         raw = client.rest_client.pool_manager.request(
             method,
             url,
-            body=decimal_json(payload).encode(),
-            headers={
-                **headers,
-                "Accept": "application/json",
-                "Content-Type": "application/json",
-                "User-Agent": client.user_agent,
-            },
+            body=body,
+            headers={**headers, "User-Agent": client.user_agent},
             timeout=urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1]),
             preload_content=True,
         )

@@ -1,4 +1,4 @@
-"""What a channel (email now, SMS next) does for the sender: compose a prepared message into
+"""What a channel (email, SMS) does for the sender: compose a prepared message into
 the channel's own form, and transmit it. The sender decides what to send, re-checks it first,
 and records it; a channel only knows its medium."""
 
@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import Prepared
+from arbridge.sync.model import OutboxMessage
 from arbridge.sync.outbox_kinds import OutboxKind
 
 
@@ -21,6 +22,17 @@ class Composed:
     native: Any = None  # the channel's message object (an email.message.EmailMessage for email)
 
 
+@dataclass(frozen=True)
+class Transmitted:
+    """What a channel that learns the message's identity only on sending (Twilio's SID)
+    returns from `transmit`, instead of the transport alone."""
+
+    transport: str
+    message_id: str
+    status: str | None = None  # the provider's first word on it (Twilio: queued, sent...)
+    text: str | None = None  # what actually went out, when an earlier attempt's text did
+
+
 class Channel(Protocol):
     name: str
     outbox_kind: OutboxKind  # the outbox rows its messages wait in until the sender sends them
@@ -31,9 +43,9 @@ class Channel(Protocol):
     maybe_sent: tuple[type[Exception], ...]
     misconfigured: tuple[type[Exception], ...]
 
-    def compose(self, rt: Runtime, prepared: Prepared) -> Composed: ...
+    def compose(self, rt: Runtime, prepared: Prepared, message: OutboxMessage) -> Composed: ...
 
-    def transmit(self, rt: Runtime, composed: Composed) -> str:
+    def transmit(self, rt: Runtime, composed: Composed) -> str | Transmitted:
         """Send it; returns the transport that took it (recorded with the message)."""
         ...
 

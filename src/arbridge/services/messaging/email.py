@@ -16,6 +16,7 @@ from arbridge.connectors.email.message import new_message_id
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.channel import Composed
 from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, Prepared
+from arbridge.sync.model import OutboxMessage
 from arbridge.sync.outbox_kinds import OutboxKind
 
 
@@ -31,7 +32,7 @@ class EmailChannel:
     maybe_sent: tuple[type[Exception], ...] = (MailMaybeSent,)
     misconfigured: tuple[type[Exception], ...] = (MailConfigError,)
 
-    def compose(self, rt: Runtime, prepared: Prepared) -> Composed:
+    def compose(self, rt: Runtime, prepared: Prepared, message: OutboxMessage) -> Composed:
         sender = mail_from(rt)
         msg = build_message(
             OutgoingEmail(

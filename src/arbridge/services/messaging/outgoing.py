@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 # The channel a reminder step names (collections' decisions say "email" or "call").
 EMAIL_CHANNEL = "email"
+SMS_CHANNEL = "sms"
 
 
 @dataclass(frozen=True)

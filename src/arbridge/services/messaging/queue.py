@@ -1,5 +1,5 @@
 """Queuing a message without naming its medium: callers say what to send and to whom, the
-channel says which outbox rows carry it (email now, SMS next)."""
+channel says which outbox rows carry it (email, SMS)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from arbridge.clock import Clock
 from arbridge.collections.templates import Rendered
 from arbridge.services.messaging.channel import Channel
 from arbridge.services.messaging.email import EMAIL
+from arbridge.services.messaging.sms import SMS
 from arbridge.sync.outbox import enqueue
 
 # Every channel messages go out through; the mailbox shows what waits in their outbox rows.
-CHANNELS: tuple[Channel, ...] = (EMAIL,)
+CHANNELS: tuple[Channel, ...] = (EMAIL, SMS)
 MESSAGE_KINDS: tuple[str, ...] = tuple(c.outbox_kind.value for c in CHANNELS)
 
 

@@ -5,14 +5,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from arbridge.runtime import Runtime
-from arbridge.services.messaging.sender import Preparer, send_email
+from arbridge.services.messaging.sender import Fallback, Preparer, send, send_email
+from arbridge.services.messaging.sms import SMS
 from arbridge.sync.outbox import Handler
 from arbridge.sync.outbox_kinds import OutboxKind
 
 
-def outbox_kinds(rt: Runtime, preparers: Mapping[str, Preparer]) -> dict[OutboxKind, Handler]:
-    """`preparers` re-check and compose the messages other services own, by their "mail"."""
+def outbox_kinds(
+    rt: Runtime,
+    preparers: Mapping[str, Preparer],
+    fallbacks: Mapping[str, Fallback] | None = None,
+) -> dict[OutboxKind, Handler]:
+    """`preparers` re-check and compose the messages other services own, by their "mail";
+    `fallbacks` carry on by other means when a text cannot reach its number."""
     return {
         # SMTP has no idempotency key: a crash mid-send marks the row failed, never resends.
         OutboxKind.EMAIL: Handler(lambda m: send_email(rt, m, preparers), idempotent=False),
+        # Twilio has none either, but the channel finds a text an interrupted attempt sent
+        # before it sends again (services/messaging/sms.py), so a retry is safe.
+        OutboxKind.SMS: Handler(
+            lambda m: send(rt, m, SMS, preparers, fallbacks or {}), idempotent=True
+        ),
     }

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
+from sqlalchemy.orm import Session
+
+from arbridge.collections.reminder_words import key_in_words, mail_kind, template_title
 from arbridge.collections.templates import (
     Rendered,
 )
 from arbridge.errors import Transient
 from arbridge.runtime import Runtime
-from arbridge.services.messaging.channel import Channel, Composed
+from arbridge.services.messaging.channel import Channel, Composed, Transmitted
 from arbridge.services.messaging.email import EMAIL
-from arbridge.services.messaging.outgoing import Held, Prepared
+from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, SMS_CHANNEL, Held, Prepared
 from arbridge.sync import people
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
@@ -37,6 +41,9 @@ SIGN_IN_MAIL = "sign_in_link"
 # A reminder's or statement's own preparation (the re-check before sending), by the payload's
 # "mail": returns the message, why it waits (Held), or why it is no longer sent (a string).
 Preparer = Callable[[Runtime, OutboxMessage], Prepared | Held | str]
+# What a service does when a text of its own (by the payload's "mail") cannot reach the number:
+# called in the transaction that marks the contact (reminders queue the same step by email).
+Fallback = Callable[[Session, Runtime, int, str], None]
 
 
 def send_email(
@@ -47,22 +54,35 @@ def send_email(
 
 
 def send(
-    rt: Runtime, message: OutboxMessage, channel: Channel, preparers: Mapping[str, Preparer]
+    rt: Runtime,
+    message: OutboxMessage,
+    channel: Channel,
+    preparers: Mapping[str, Preparer],
+    fallbacks: Mapping[str, Fallback] | None = None,
 ) -> str:
     """Prepare the outbox row's message, hand it to the channel, and record what went out."""
     prepared = _prepare(rt, message, preparers)
     if isinstance(prepared, str):
         return prepared
-    composed = channel.compose(rt, prepared)
+    composed = channel.compose(rt, prepared, message)
     try:
-        transport = channel.transmit(rt, composed)
+        transmitted = channel.transmit(rt, composed)
     except channel.undeliverable as e:
-        _bounced(rt, message, prepared, str(e))
+        if channel.name == SMS_CHANNEL:
+            sms_undeliverable(rt, message, prepared, str(e), fallbacks or {})
+        else:
+            _bounced(rt, message, prepared, str(e))
         raise
     except channel.maybe_sent as e:
         # Most likely delivered: record it as sent (never repeated) and ask the owner to check.
         _record(
-            rt, message, prepared, composed, channel.maybe_sent_transport(rt), unconfirmed=str(e)
+            rt,
+            message,
+            prepared,
+            composed,
+            channel.maybe_sent_transport(rt),
+            unconfirmed=str(e),
+            channel=channel.name,
         )
         raise
     except channel.misconfigured as e:
@@ -71,11 +91,21 @@ def send(
                 session,
                 rt.clock,
                 message.company_id,
-                "email.failed",
-                f"Email to {prepared.to} not sent: {e}. Check the mail settings.",
+                f"{channel.name}.failed",
+                f"{'Text' if channel.name == SMS_CHANNEL else 'Email'} to {prepared.to} not "
+                f"sent: {e}. Check the {'SMS' if channel.name == SMS_CHANNEL else 'mail'} "
+                "settings.",
             )
         raise
-    _record(rt, message, prepared, composed, transport)
+    status = None
+    if isinstance(transmitted, Transmitted):
+        transport, status = transmitted.transport, transmitted.status
+        composed = replace(composed, message_id=transmitted.message_id)
+        if transmitted.text is not None:
+            prepared = replace(prepared, rendered=replace(prepared.rendered, text=transmitted.text))
+    else:
+        transport = transmitted
+    _record(rt, message, prepared, composed, transport, channel=channel.name, status=status)
     return composed.message_id
 
 
@@ -164,11 +194,17 @@ def _record(
     composed: Composed,
     transport: str,
     unconfirmed: str | None = None,
+    *,
+    channel: str = EMAIL_CHANNEL,
+    status: str | None = None,
 ) -> None:
-    """Keep the sent email in the mailbox and mark its reminders sent, in one transaction."""
+    """Keep the sent message in the mailbox and mark its reminders sent, in one transaction."""
     with transaction(rt.sessions) as session:
         session.add(
             MailMessage(
+                channel=channel,
+                delivery_status=status,
+                status_at=rt.clock.now() if status else None,
                 company_id=message.company_id,
                 outbox_key=message.key,
                 kind=prepared.kind,
@@ -197,7 +233,8 @@ def _record(
                     rt.clock,
                     message.company_id,
                     "reminders.sent",
-                    f"Reminder {row.step_key} sent to {prepared.to}"
+                    f"{_reminder_words(message.payload, row.step_key)} sent to {prepared.to}"
+                    + (" by text message" if channel == SMS_CHANNEL else "")
                     + (" (not confirmed by the mail server)" if unconfirmed else ""),
                     invoice_id=row.invoice_id,
                     customer_id=row.customer_id,
@@ -214,8 +251,16 @@ def _record(
                 rt.clock,
                 company.id,
                 key=f"owner:maybe-sent:{message.key}",
-                subject=f"Check: a {prepared.kind} to {prepared.to} may not have gone out",
-                text=f'arbridge handed the email "{prepared.rendered.subject}" to your mail '
+                subject=f"Check: a {mail_kind(prepared.kind).lower()} to {prepared.to} may not "
+                "have gone out",
+                text=(
+                    f"arbridge may have handed the text to {prepared.to} to Twilio, but could not "
+                    f"confirm it ({unconfirmed}).\n\nSo that the customer never gets it twice, "
+                    "arbridge will not send it again. Check the Messaging logs in your Twilio "
+                    "console; you can see the text in the mailbox."
+                )
+                if channel == SMS_CHANNEL
+                else f'arbridge handed the email "{prepared.rendered.subject}" to your mail '
                 f"server, but the server never confirmed it ({unconfirmed}).\n\nIt most likely "
                 "arrived, so arbridge will not send it again. If the customer says they did not "
                 "get it, check your mail server's log, or send a test email from the reminders "
@@ -223,6 +268,13 @@ def _record(
                 activity="owner.notified",
                 required=True,
             )
+
+
+def _reminder_words(payload: Mapping[str, object], step_key: str) -> str:
+    """ "Second reminder (10 days after due)": what the activity log says went out."""
+    title = template_title(str(payload.get("template") or "reminder"))
+    when = key_in_words(step_key)
+    return f"{title} ({when})" if when else title
 
 
 def _bounced(rt: Runtime, message: OutboxMessage, prepared: Prepared, why: str) -> None:
@@ -256,3 +308,38 @@ def _bounced(rt: Runtime, message: OutboxMessage, prepared: Prepared, why: str) 
                 activity="owner.notified",
                 required=True,
             )
+
+
+def sms_undeliverable(
+    rt: Runtime,
+    message: OutboxMessage,
+    prepared: Prepared,
+    why: str,
+    fallbacks: Mapping[str, Fallback],
+) -> None:
+    """Twilio refused the number: no more texts go to it, and the sequence falls back to email."""
+    with transaction(rt.sessions) as session:
+        mark_undeliverable(session, rt, message.company_id, prepared.contact_id, prepared.to, why)
+        for send_id in prepared.send_ids:
+            row = session.get(ReminderSend, send_id)
+            if row is not None:
+                row.status, row.note = "failed", why[:500]
+        fallback = fallbacks.get(str(message.payload.get("mail") or ""))
+        if fallback is not None:
+            fallback(session, rt, message.company_id, message.key)
+
+
+def mark_undeliverable(
+    session: Session, rt: Runtime, company_id: int, contact_id: int | None, to: str, why: str
+) -> None:
+    contact = session.get(Contact, contact_id) if contact_id else None
+    if contact is not None and contact.sms_undeliverable_at is None:
+        contact.sms_undeliverable_at = rt.clock.now()
+    log_activity(
+        session,
+        rt.clock,
+        company_id,
+        "sms.undeliverable",
+        f"Texts cannot reach {to}; reminders to this customer go by email instead. {why}",
+        customer_id=contact.customer_id if contact is not None else None,
+    )

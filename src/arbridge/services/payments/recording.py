@@ -18,6 +18,7 @@ from arbridge.collections.payments import (
     apply_payment,
     transition,
 )
+from arbridge.collections.templates import email_layout, text_as_html
 from arbridge.errors import Rejected, Transient
 from arbridge.money import Money
 from arbridge.runtime import Runtime
@@ -527,6 +528,8 @@ def _receipt(
             "to": to,
             "subject": f"Receipt from {company.name}: {amount.format()}",
             "text": text,
+            # The same, readable on a phone: one column at most 600 px wide.
+            "html": email_layout(text_as_html(text)),
             "mail": "receipt",
             "customer_id": customer.id,
             "reply_to": contact,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, union_all
+from sqlalchemy import case, func, select, union_all
 from sqlalchemy.orm import Session
 
 from arbridge.collections.reminder_policy import (
@@ -24,9 +24,12 @@ from arbridge.collections.reminders import (
     DayDecisions,
     InvoiceFacts,
     decide_day,
+    zone,
 )
+from arbridge.collections.sms import parse_phone, sms_window
 from arbridge.runtime import Runtime
-from arbridge.services.messaging.outgoing import EMAIL_CHANNEL
+from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, SMS_CHANNEL
+from arbridge.services.messaging.sms import sms_unavailable_of
 from arbridge.sync.db import among
 from arbridge.sync.model import (
     LIVE_PLAN_STATUSES,
@@ -49,6 +52,7 @@ from arbridge.sync.store import (
 )
 
 log = logging.getLogger(__name__)
+MESSAGE_CHANNELS = (EMAIL_CHANNEL, SMS_CHANNEL)
 
 
 @dataclass(frozen=True)
@@ -152,9 +156,22 @@ def candidate_invoices(
 def load_facts(
     session: Session, company: Company, invoices: Sequence[InvoiceRow], now: datetime
 ) -> tuple[list[CustomerFacts], list[InvoiceFacts]]:
-    """The facts about these invoices and their customers, in a fixed number of queries
-    whatever their number (each looks its ids up as one list: `sync.db.among`)."""
+    """The facts about these invoices (all of `company`) and their customers, in a fixed number
+    of queries whatever their number (each looks its ids up as one list: `sync.db.among`)."""
+    return load_facts_of(session, {company.id: company}, invoices, now)
+
+
+def load_facts_of(
+    session: Session,
+    companies: Mapping[int, Company],
+    invoices: Sequence[InvoiceRow],
+    now: datetime,
+) -> tuple[list[CustomerFacts], list[InvoiceFacts]]:
+    """`load_facts` of invoices of many companies (`companies`: by id, each invoice's among
+    them), in the same statements: each customer's facts read its own company's country (its
+    phone numbers) and timezone (the day a text a day counts in)."""
     ids = [i.id for i in invoices]
+    company_of = {i.customer_id: companies[i.company_id] for i in invoices}
     customer_ids = sorted({i.customer_id for i in invoices})
     sent: dict[int, set[str]] = {}
     holds: dict[int, list[tuple[str, date | None]]] = {}
@@ -184,7 +201,12 @@ def load_facts(
     week_ago = now - timedelta(days=7)
     rows = session.execute(
         select(
-            Customer.id, Customer.name, Customer.do_not_chase, Customer.deleted, Customer.timezone
+            Customer.id,
+            Customer.name,
+            Customer.do_not_chase,
+            Customer.deleted,
+            Customer.timezone,
+            Customer.country,
         ).where(among(session, Customer.id, customer_ids))
     ).all()
     prefs = {
@@ -207,22 +229,52 @@ def load_facts(
             Contact.is_primary,
             Contact.opted_out_at,
             Contact.bounced_at,
+            Contact.phone,
+            Contact.phone_e164,
+            Contact.phone_problem,
+            Contact.sms_consent_at,
+            Contact.sms_opted_out_at,
+            Contact.sms_undeliverable_at,
         ).where(among(session, Contact.customer_id, customer_ids))
     ):
         contacts.setdefault(c.customer_id, []).append(c)
     contact_ids = [c.id for cs in contacts.values() for c in cs]
-    recent = dict(
-        session.execute(
-            select(ReminderSend.contact_id, func.count(func.distinct(ReminderSend.outbox_key)))
-            .where(
-                among(session, ReminderSend.contact_id, contact_ids),
-                ReminderSend.channel == EMAIL_CHANNEL,
-                ReminderSend.created_at >= week_ago,
-                ReminderSend.status.in_(("queued", "sent")),
+    # The weekly cap counts emails and texts together; a text a day at most, the day being the
+    # business's own: one count per distinct start of day among the companies (a handful of
+    # timezones), each contact reading its company's.
+    recent: dict[int, int] = {}
+    texted: dict[int, int] = {}
+    customer_of = {c.id: cust_id for cust_id, cs in contacts.items() for c in cs}
+    start_of = {c_id: local_day_start(now, company.timezone) for c_id, company in companies.items()}
+    starts = sorted(set(start_of.values()))
+    column = {start: n for n, start in enumerate(starts)}
+    today = [
+        func.count(
+            func.distinct(
+                case((ReminderSend.created_at >= start, ReminderSend.outbox_key), else_=None)
             )
-            .group_by(ReminderSend.contact_id)
-        ).all()
-    )
+        )
+        for start in starts
+    ]
+    for contact_id, channel, n, *n_today in session.execute(
+        select(
+            ReminderSend.contact_id,
+            ReminderSend.channel,
+            func.count(func.distinct(ReminderSend.outbox_key)),
+            *today,
+        )
+        .where(
+            among(session, ReminderSend.contact_id, contact_ids),
+            ReminderSend.channel.in_(MESSAGE_CHANNELS),
+            ReminderSend.created_at >= week_ago,
+            ReminderSend.status.in_(("queued", "sent")),
+        )
+        .group_by(ReminderSend.contact_id, ReminderSend.channel)
+    ):
+        recent[contact_id] = recent.get(contact_id, 0) + int(n)
+        if channel == SMS_CHANNEL:
+            company = company_of[customer_of[contact_id]]
+            texted[contact_id] = int(n_today[column[start_of[company.id]]])
     credit: dict[int, dict[str, int]] = {}
     # Open credit notes and unapplied payments: one statement (the page counts its statements).
     owed_back = union_all(
@@ -255,6 +307,11 @@ def load_facts(
                         opted_out=c.opted_out_at is not None,
                         bounced=c.bounced_at is not None,
                         sent_last_7_days=int(recent.get(c.id, 0)),
+                        **_phone_facts(c, cust.country or company_of[cust.id].country),
+                        sms_consent=c.sms_consent_at is not None,
+                        sms_opted_out=c.sms_opted_out_at is not None,
+                        sms_undeliverable=c.sms_undeliverable_at is not None,
+                        texted_today=texted.get(c.id, 0),
                     )
                     for c in contacts.get(cust.id, [])
                 ),
@@ -288,6 +345,21 @@ def load_facts(
             )
         )
     return customers, facts
+
+
+def _phone_facts(c: Any, country: str | None) -> dict[str, str | None]:
+    """The number stored in E.164 at sync; one synced before numbers were parsed is read now."""
+    if c.phone_e164 or c.phone_problem:
+        return {"phone": c.phone_e164, "phone_problem": c.phone_problem}
+    phone = parse_phone(c.phone, country)
+    return {"phone": phone.e164, "phone_problem": phone.problem}
+
+
+def local_day_start(now: datetime, timezone: str) -> datetime:
+    """The start of the business's day that `now` falls in, as an aware instant."""
+    tz = zone(timezone, "UTC")
+    local = now.astimezone(tz)
+    return datetime.combine(local.date(), time(0), tzinfo=tz)
 
 
 def settle_promises(session: Session, rt: Runtime, company: Company, as_of: date) -> int:
@@ -372,7 +444,9 @@ def load_days(
         invoices += candidate_invoices(session, ids, policies[ids[0]], as_of)
     # Most companies have nothing due on most days: then there is nothing more to load.
     customers, facts = (
-        load_facts(session, days[0][0], invoices, rt.clock.now()) if invoices else ([], [])
+        load_facts_of(session, {c.id: c for c, _ in days}, invoices, rt.clock.now())
+        if invoices
+        else ([], [])
     )
     company_of = {i.customer_id: i.company_id for i in invoices}
     customers_of: dict[int, list[CustomerFacts]] = {}
@@ -382,14 +456,18 @@ def load_days(
     for f, i in zip(facts, invoices, strict=True):
         facts_of.setdefault(i.company_id, []).append(f)
     conns = ledger_connections(session, list(policies)) if policies else {}
+    no_sms = sms_unavailable_of(rt, session, list(policies), conns) if policies else {}
     out = []
     for company, as_of in days:
         if company.id in held:
             out.append(held[company.id])
             continue
         policy, conn = policies[company.id], conns.get(company.id)
+        sms = no_sms[company.id]
+        if sms is None and sms_window(policy) is None:
+            sms = "the sending window leaves no hour between 08:00 and 21:00 for texts"
         decided = decide_day(
-            customers_of.get(company.id, []), facts_of.get(company.id, []), policy, as_of
+            customers_of.get(company.id, []), facts_of.get(company.id, []), policy, as_of, sms=sms
         )
         out.append(
             Loaded(

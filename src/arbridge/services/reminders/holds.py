@@ -92,6 +92,8 @@ def record_hold(
         invoice_id=invoice.id,
         customer_id=invoice.customer_id,
     )
+    if created_by != "customer":
+        return hold  # the owner logged it themselves (a call): no email to tell them
     _notify_reply(
         session,
         rt,

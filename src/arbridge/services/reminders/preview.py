@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select, union_all
@@ -14,9 +14,13 @@ from sqlalchemy.orm import Session
 from arbridge.collections.reminder_policy import (
     reminder_policy,
 )
+from arbridge.collections.reminder_words import channel_words, step_in_words, when_in_words
 from arbridge.collections.reminders import (
+    CustomerMessage,
     describe_day,
+    send_at,
     summarize,
+    zone,
 )
 from arbridge.runtime import Runtime
 from arbridge.services.reminders.facts import Loaded, load_day
@@ -105,9 +109,7 @@ def preview(
     return Preview(loaded, warning, total, not_yet, max(total - not_yet - looked_at, 0))
 
 
-def preview_lines(p: Preview, limit: int | None = None) -> list[str]:
-    """The dry run as lines of text; with `limit`, the first `limit` messages and how many more
-    there are (a page shows a part, the CLI all of them)."""
+def preview_lines(p: Preview) -> list[str]:
     loaded, warning = p.loaded, p.warning
 
     lines = [f"Reminders for {loaded.company.name} on {loaded.as_of.isoformat()}:"]
@@ -116,18 +118,84 @@ def preview_lines(p: Preview, limit: int | None = None) -> list[str]:
     if not loaded.policy.enabled and not loaded.hold:
         lines.append("  Reminders are switched off in the settings: nothing would be sent.")
     planned = describe_day(loaded.day)
-    if limit is not None and len(planned) > limit:
-        more = len(planned) - limit
-        planned = [*planned[:limit], f"... and {more} more message(s): see the whole list"]
     lines += [f"  {line}" for line in planned] or ["  Nothing is due today."]
-    skipped = summarize(loaded.day.decisions)
-    if p.not_yet_due:
-        skipped["not yet due for a step"] = skipped.get("not yet due for a step", 0) + p.not_yet_due
-    if p.up_to_date:
-        skipped["already reminded at this step"] = p.up_to_date
+    skipped = not_reminded(p)
     due = len(loaded.day.due)
     lines.append(f"  {p.open_invoices} open invoice(s): {due} due for a step today.")
     if skipped:
         lines.append("  Not reminded today:")
-        lines += [f"    {n:>4}  {why}" for why, n in sorted(skipped.items(), key=lambda x: -x[1])]
+        lines += [f"    {n:>4}  {why}" for why, n in skipped]
     return lines
+
+
+@dataclass(frozen=True)
+class DryRunInvoice:
+    invoice_id: int
+    number: str
+    when: str  # the step this invoice reached: "3 days after due"
+
+
+@dataclass(frozen=True)
+class DryRunRow:
+    """One message of the dry run, as the owner reads it."""
+
+    customer_id: int
+    customer: str
+    to: str | None  # the contact's address; None for a call (it goes to the call list)
+    invoices: tuple[DryRunInvoice, ...]
+    step: str  # "30 days after due: final-notice email"
+    when: str  # the message's step alone: "30 days after due"
+    channel: str  # "email", "phone call"
+    send_at: datetime | None  # when it would go out (aware); None when held
+    held: str | None
+
+
+def dry_run_rows(
+    rt: Runtime, p: Preview, messages: Sequence[CustomerMessage] | None = None
+) -> list[DryRunRow]:
+    """The dry run's messages as table rows: who, which invoices, which step in words, how, and
+    when it would go out (the first moment of the customer's sending window on that day).
+    `messages`: some of the day's messages only (a page of them), else all."""
+    loaded = p.loaded
+    policy, company = loaded.policy, loaded.company
+    rows = []
+    for m in loaded.day.messages if messages is None else messages:
+        when = None
+        if not m.held and m.channel != "call":  # a call goes on the call list at once
+            tz = zone(m.customer.timezone, company.timezone)
+            start = max(rt.clock.now(), datetime.combine(loaded.as_of, time(0), tzinfo=tz))
+            try:
+                when = send_at(start, tz, policy)
+            except ValueError:  # no weekday allowed: the settings page says so already
+                when = None
+        rows.append(
+            DryRunRow(
+                customer_id=m.customer.customer_id,
+                customer=m.customer.name,
+                to=m.contact.email if m.contact and m.channel != "call" else None,
+                invoices=tuple(
+                    DryRunInvoice(
+                        d.invoice.invoice_id,
+                        d.invoice.number or str(d.invoice.invoice_id),
+                        when_in_words(d.step.offset_days) if d.step else "",
+                    )
+                    for d in m.invoices
+                ),
+                step=step_in_words(m.step),
+                when=when_in_words(m.step.offset_days),
+                channel=channel_words(m.channel),
+                send_at=when,
+                held=m.held,
+            )
+        )
+    return rows
+
+
+def not_reminded(p: Preview) -> list[tuple[str, int]]:
+    """Why the other open invoices get nothing that day, largest group first."""
+    skipped = summarize(p.loaded.day.decisions)
+    if p.not_yet_due:
+        skipped["not yet due for a step"] = skipped.get("not yet due for a step", 0) + p.not_yet_due
+    if p.up_to_date:
+        skipped["already reminded at this step"] = p.up_to_date
+    return sorted(skipped.items(), key=lambda x: -x[1])

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from arbridge.clock import local_date
 from arbridge.collections.reminders import (
     exempt_reason,
 )
@@ -18,6 +19,7 @@ from arbridge.runtime import Runtime
 from arbridge.services.reminders.facts import load_facts
 from arbridge.services.reminders.rendering import link_token
 from arbridge.sync import pay_links
+from arbridge.sync.db import among
 from arbridge.sync.model import (
     Company,
     Contact,
@@ -47,10 +49,12 @@ class StillDue:
     sends: list[ReminderSend]  # the claimed (invoice, step) rows the message carries
 
 
-def recheck_reminder(session: Session, rt: Runtime, message: OutboxMessage) -> StillDue | str:
+def recheck_reminder(
+    session: Session, rt: Runtime, message: OutboxMessage, channel: str = "email"
+) -> StillDue | str:
     """Which of the reminder's invoices are still due now (paid, disputed, paused, referred
-    ones and those of a contact who unsubscribed or bounced are cancelled); a string says why
-    nothing is sent."""
+    ones and those of a contact who unsubscribed or bounced are cancelled; for a text, one who
+    replied STOP or whose number the carrier refused); a string says why nothing is sent."""
     p = message.payload
     company = session.get(Company, message.company_id)
     customer = session.get(Customer, p["customer_id"])
@@ -84,8 +88,8 @@ def recheck_reminder(session: Session, rt: Runtime, message: OutboxMessage) -> S
                 at = pref.referred_to_agency_at if pref else None
                 if at is not None and row.created_at >= at:
                     why = None
-        if why is None and contact is not None and (contact.opted_out_at or contact.bounced_at):
-            why = "contact unsubscribed" if contact.opted_out_at else "contact bounced"
+        if why is None and contact is not None:
+            why = _contact_stopped(contact, channel)
         if why:
             if row is not None:
                 row.status, row.note = "cancelled", f"not sent: {why}"
@@ -104,6 +108,20 @@ def recheck_reminder(session: Session, rt: Runtime, message: OutboxMessage) -> S
         return "cancelled: nothing due any more"
     sends = [rows[i.id] for i, _t in keep if i.id in rows]
     return StillDue(company, customer, contact, today, keep, sends)
+
+
+def _contact_stopped(contact: Contact, channel: str) -> str | None:
+    if channel == "sms":
+        if contact.sms_opted_out_at:
+            return "contact replied STOP to texts"
+        if contact.sms_undeliverable_at:
+            return "texts cannot reach the number"
+        if not contact.sms_consent_at:
+            return "no consent to text the contact"
+        return None
+    if contact.opted_out_at or contact.bounced_at:
+        return "contact unsubscribed" if contact.opted_out_at else "contact bounced"
+    return None
 
 
 @dataclass(frozen=True)
@@ -136,3 +154,57 @@ def recheck_statement(session: Session, rt: Runtime, message: OutboxMessage) -> 
     return StatementDue(
         company, customer, contact, company_today(company, rt.clock), invoices, token
     )
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A waiting reminder as the re-check would find it now (without writing anything)."""
+
+    invoices: int  # how many of its invoices it would still carry
+    dropped: str | None  # why it will not go at all; None while it still goes
+
+
+def still_waiting(
+    session: Session, company: Company, messages: list[OutboxMessage], now: datetime
+) -> dict[str, Waiting]:
+    """What the re-check before sending would keep of each waiting reminder (by outbox key),
+    in a fixed number of queries: the mailbox lists only what will still go out, so a reminder
+    about an invoice paid, disputed or paused since, or to a contact who unsubscribed, drops out
+    of "waiting to go out" at once rather than when its sending window opens."""
+    reminders = [m for m in messages if (m.payload or {}).get("mail") == "reminder"]
+    ids = sorted({int(i["id"]) for m in reminders for i in m.payload.get("invoices") or ()})
+    if not reminders:
+        return {}
+    invoices = list(session.scalars(select(Invoice).where(among(session, Invoice.id, ids))))
+    customers, facts = load_facts(session, company, invoices, now)
+    by_invoice = {f.invoice_id: f for f in facts}
+    by_customer = {c.customer_id: c for c in customers}
+    today = local_date(now, company.timezone)
+    out: dict[str, Waiting] = {}
+    for m in reminders:
+        p = m.payload
+        cust = by_customer.get(p.get("customer_id"))
+        contact = next(
+            (c for c in cust.contacts if c.contact_id == p.get("contact_id")) if cust else (),
+            None,
+        )
+        if contact is not None and (contact.opted_out or contact.bounced):
+            why = (
+                "the contact unsubscribed" if contact.opted_out else "the contact's address bounced"
+            )
+            out[m.key] = Waiting(0, why)
+            continue
+        reasons = []
+        for item in p.get("invoices") or ():
+            fact = by_invoice.get(item["id"])
+            why = (
+                "the invoice no longer exists"
+                if fact is None or cust is None
+                else exempt_reason(fact, cust, today)
+            )
+            # A referral's own step still goes out (recheck_reminder): it is the final word.
+            if why and not why.endswith("collection agency"):
+                reasons.append(why)
+        kept = len(p.get("invoices") or ()) - len(reasons)
+        out[m.key] = Waiting(kept, None if kept else "; ".join(sorted(set(reasons))))
+    return out

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from arbridge.services.messaging.sender import Preparer
+from arbridge.services.messaging.sender import Fallback, Preparer
 from arbridge.services.reminders.reminder_email import prepare_reminder
 from arbridge.services.reminders.statements import prepare_statement
+from arbridge.services.reminders.texts import SMS_MAIL, fall_back_to_email, prepare_text
 
 
 def preparers() -> dict[str, Preparer]:
-    return {"reminder": prepare_reminder, "statement": prepare_statement}
+    return {"reminder": prepare_reminder, "statement": prepare_statement, SMS_MAIL: prepare_text}
+
+
+def fallbacks() -> dict[str, Fallback]:
+    """A reminder text whose number cannot take texts goes by email."""
+    return {SMS_MAIL: fall_back_to_email}

@@ -17,6 +17,7 @@ from arbridge.collections.reminder_policy import (
     reminder_policy,
     statement_due,
 )
+from arbridge.collections.reminder_words import message_words, step_in_words, when_in_words
 from arbridge.collections.reminders import (
     CustomerMessage,
     send_at,
@@ -24,26 +25,25 @@ from arbridge.collections.reminders import (
 )
 from arbridge.collections.templates import (
     CALL_GUIDE,
+    email_layout,
+    text_as_html,
 )
 from arbridge.runtime import Runtime
-from arbridge.services.messaging.outgoing import EMAIL_CHANNEL
+from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, SMS_CHANNEL
 from arbridge.services.reminders.facts import load_day, settle_promises
 from arbridge.services.reminders.freshness import ensure_fresh
 from arbridge.services.reminders.rendering import total_due
 from arbridge.services.reminders.statements import queue_statements
-from arbridge.sync import pay_links
+from arbridge.services.reminders.texts import queue_reminder, queue_text
 from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.model import (
     CallTask,
     Company,
-    Customer,
     CustomerReminderSettings,
     Invoice,
-    OutboxMessage,
     ReminderSend,
 )
 from arbridge.sync.notices import tell_owner
-from arbridge.sync.outbox import enqueue
 from arbridge.sync.outbox_kinds import OutboxKind
 from arbridge.sync.store import (
     company_today,
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunResult:
     emails: int = 0
+    texts: int = 0
     calls: int = 0
     held: int = 0
     statements: int = 0
@@ -178,11 +179,14 @@ def run_reminders(rt: Runtime, company: Company) -> RunResult:
             if m.channel == EMAIL_CHANNEL:
                 _queue_email(session, rt, company, m, claimed, as_of, loaded.policy)
                 result.emails += 1
+            elif m.channel == SMS_CHANNEL:
+                queue_text(session, rt, company, m, claimed, as_of, loaded.policy)
+                result.texts += 1
             elif m.channel == "call":
                 _call_task(session, rt, company, m, claimed, as_of, emails_sent)
                 result.calls += 1
             for row, _inv in claimed:
-                if m.channel != EMAIL_CHANNEL:
+                if m.channel not in (EMAIL_CHANNEL, SMS_CHANNEL):
                     row.status, row.sent_at = "sent", rt.clock.now()
             if "notify_owner" in m.escalations or "agency" in m.escalations:
                 digest.append(_escalate(session, rt, company, m, claimed))
@@ -202,50 +206,16 @@ def _queue_email(
     policy: ReminderPolicy,
 ) -> None:
     key = f"reminder:c{m.customer.customer_id}:{as_of.isoformat()}:r{claimed[0][0].id}"
-    customer = session.get(Customer, m.customer.customer_id)
-    assert customer is not None
-    # Links by reference (their rows' ids): the tokens are minted when the email goes out, so no
-    # token sits in the outbox in plaintext.
-    payload = {
-        "statement_link_id": pay_links.new_link(session, rt.clock, customer=customer).id,
-        "mail": "reminder",
-        "customer_id": m.customer.customer_id,
-        "contact_id": m.contact.contact_id if m.contact else None,
-        "template": m.step.template,
-        "step_key": m.step.key,
-        "invoices": [
-            {
-                "id": inv.id,
-                "step_key": row.step_key,
-                "pay_link_id": pay_links.new_link(
-                    session, rt.clock, invoice=inv, customer=customer
-                ).id,
-            }
-            for row, inv in claimed
-        ],
-    }
-    enqueue(
-        session,
-        rt.clock,
-        company_id=company.id,
-        kind=OutboxKind.EMAIL.value,
-        key=key,
-        payload=payload,
-    )
     when = send_at(rt.clock.now(), zone(m.customer.timezone, company.timezone), policy)
-    outbox = session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
-    assert outbox is not None
-    outbox.next_attempt_at = when
+    queue_reminder(session, rt, company, m, claimed, OutboxKind.EMAIL, key, "reminder", when)
     numbers = ", ".join(inv.number or inv.source_id for _row, inv in claimed)
-    for row, _inv in claimed:
-        row.outbox_key = key
     total = total_due(inv for _row, inv in claimed)
     log_activity(
         session,
         rt.clock,
         company.id,
         "reminders.queued",
-        f"Reminder ({m.step.key}, {m.step.template}) queued for {m.customer.name} "
+        f"Reminder ({step_in_words(m.step)}) queued for {m.customer.name} "
         f"<{m.contact.email if m.contact else ''}> about {numbers}: {total}",
         customer_id=m.customer.customer_id,
         outbox_key=key,
@@ -330,12 +300,14 @@ def _escalate(
         rt.clock,
         company.id,
         "reminders.escalated",
-        f"{m.customer.name}: {total} overdue, reminders escalated ({m.step.key})",
+        f"{m.customer.name}: {total} overdue, reminders escalated "
+        f"({when_in_words(m.step.offset_days)})",
         customer_id=m.customer.customer_id,
     )
     return (
         f"{m.customer.name} has not paid {numbers} ({total}) after the reminders so far; "
-        f"arbridge reached the step {m.step.key} ({m.step.template})."
+        f"the sequence has reached its step {when_in_words(m.step.offset_days)} "
+        f"({message_words(m.step.channel, m.step.template)})."
         + (" Suggested next step: call them (see the call list)." if m.channel == "call" else "")
     )
 
@@ -347,17 +319,19 @@ def _escalation_digest(
     if not paragraphs:
         return
     guide = "".join(f'- "{q}" {a}\n' for q, a in CALL_GUIDE)
+    text = "\n\n".join(paragraphs) + "\n\nWhen you call, common replies and what to do:\n" + guide
+    calls = f"{rt.settings.base_url}/c/{company.slug}/calls"
     tell_owner(
         session,
         rt.clock,
         company.id,
         key=f"owner:escalations:{company.id}:{as_of.isoformat()}",
         subject=f"{len(paragraphs)} account(s) need your attention",
-        text="\n\n".join(paragraphs)
-        + "\n\nWhen you call, common replies and what to do:\n"
-        + guide,
+        text=text + f"\nYour call list: {calls}\n",
         activity="owner.notified",
         required=True,
+        # The HTML version, for reading on a phone: one column, the call list as a button.
+        extra={"html": email_layout(text_as_html(text, (calls, "Open the call list")))},
     )
 
 

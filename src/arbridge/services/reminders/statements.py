@@ -32,7 +32,6 @@ from arbridge.sync import pay_links
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     Company,
-    Contact,
     Customer,
     CustomerReminderSettings,
     Invoice,
@@ -43,6 +42,7 @@ from arbridge.sync.outbox_kinds import OutboxKind
 from arbridge.sync.store import (
     log_activity,
     owner,
+    usable_contact,
 )
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def queue_statements(rt: Runtime, company: Company, as_of: date, policy: Reminde
             customer = session.get(Customer, customer_id)
             if customer is None or customer.do_not_chase or customer.id in referred:
                 continue
-            contact = _usable_contact(session, customer.id)
+            contact = usable_contact(session, customer.id)
             if contact is None:
                 continue
             key = f"statement:c{customer.id}:{as_of.strftime('%Y-%m')}"
@@ -108,20 +108,6 @@ def queue_statements(rt: Runtime, company: Company, as_of: date, policy: Reminde
                 f"Monthly statements queued for {queued} customer(s)",
             )
     return queued
-
-
-def _usable_contact(session: Session, customer_id: int) -> Contact | None:
-    return session.scalar(
-        select(Contact)
-        .where(
-            Contact.customer_id == customer_id,
-            Contact.email.is_not(None),
-            Contact.opted_out_at.is_(None),
-            Contact.bounced_at.is_(None),
-        )
-        .order_by(Contact.is_primary.desc(), Contact.id)
-        .limit(1)
-    )
 
 
 def prepare_statement(rt: Runtime, message: OutboxMessage) -> Prepared | Held | str:

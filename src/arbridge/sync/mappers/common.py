@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
+
+from babel import Locale
 
 from arbridge.errors import MappingError
 from arbridge.inputs import EARLIEST_DAY, LATEST_DAY, MAX_WHOLE_DIGITS, InputError, check_day
@@ -95,3 +98,38 @@ def parse_rate(raw: Mapping[str, Any], name: str) -> Decimal:
     if rate <= 0:
         raise MappingError(f"field {name!r} must be a positive exchange rate, not {rate}")
     return rate
+
+
+# What ledgers write in an address's country besides CLDR's English names.
+_COUNTRY_ALIASES = {
+    "usa": "US",
+    "u.s.a": "US",
+    "u.s": "US",
+    "united states of america": "US",
+    "uk": "GB",
+    "u.k": "GB",
+    "great britain": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "northern ireland": "GB",
+}
+
+
+@lru_cache(maxsize=1)
+def _countries() -> dict[str, str]:
+    names = {
+        name.casefold(): code
+        for code, name in Locale("en").territories.items()
+        if len(code) == 2 and code.isalpha()
+    }
+    names.update({code.casefold(): code for code in names.values()})
+    return {**names, **_COUNTRY_ALIASES}
+
+
+def country_code(value: Any) -> str | None:
+    """An address's country as ISO 3166 alpha-2 ("US", "United Kingdom", "USA"), or None when
+    it is not one we recognise (the business's own country is used then)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return _countries().get(" ".join(value.split()).casefold().rstrip("."))

@@ -65,6 +65,7 @@ def map_customer(raw: Mapping[str, Any]) -> CustomerData:
                 name=text(person, "firstName", 300),
                 email=text(person, "email", 254),
                 phone=text(person, "phone", 40),
+                sms_consent=person.get("smsConsent") is True,
             ),
         )
     return CustomerData(
@@ -73,6 +74,7 @@ def map_customer(raw: Mapping[str, Any]) -> CustomerData:
         currency=parse_currency(raw, "currencyCode") if raw.get("currencyCode") else None,
         active=bool(raw.get("isActive", True)),
         contacts=contacts,
+        country=text(raw, "country", 2),
         **_meta(raw),
     )
 
@@ -103,6 +105,8 @@ def map_invoice(raw: Mapping[str, Any]) -> InvoiceData:
         status=status,
         terms=text(raw, "terms", 100),
         lines=_lines(raw),
+        # Like Xero's SentToContact; a ledger written before it existed says nothing (None).
+        sent=raw["sentToContact"] if isinstance(raw.get("sentToContact"), bool) else None,
         **_meta(raw),
     )
 

@@ -9,7 +9,10 @@ Quirks, from Intuit's documentation:
 - ExchangeRate is home-currency units per unit of the transaction currency (multiply), which is
   the model's own convention; it is absent for home-currency documents (rate 1)
   (https://developer.intuit.com/app/developer/qbo/docs/workflows/manage-multiple-currencies);
-- a Payment's lines name the invoices (and credit memos) they settle in LinkedTxn.
+- a Payment's lines name the invoices (and credit memos) they settle in LinkedTxn;
+- an Invoice's EmailStatus says whether QuickBooks emailed it: NotSet (never asked to),
+  NeedToSend (marked to send, not sent yet) or EmailSent (the Invoice entity's reference; the
+  send operation, POST /invoice/<id>/send, sets EmailSent and DeliveryInfo).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 from arbridge.errors import MappingError
 from arbridge.money import Money
 from arbridge.sync.mappers.common import (
+    country_code,
     field,
     parse_currency,
     parse_date,
@@ -84,6 +88,7 @@ def map_customer(raw: Mapping[str, Any]) -> CustomerData:
         currency=_currency(raw) if currency_ref else None,
         active=raw.get("Active", True) is not False,
         contacts=contacts,
+        country=country_code((raw.get("BillAddr") or raw.get("ShipAddr") or {}).get("Country")),
         **_meta(raw),
     )
 
@@ -105,6 +110,10 @@ def _lines(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return lines
+
+
+# EmailStatus -> sent to the customer? Any other value (or none) says nothing: None.
+EMAIL_STATUS_SENT = {"EmailSent": True, "NeedToSend": False, "NotSet": False}
 
 
 def map_invoice(raw: Mapping[str, Any]) -> InvoiceData:
@@ -133,6 +142,7 @@ def map_invoice(raw: Mapping[str, Any]) -> InvoiceData:
         status=status,
         terms=(raw.get("SalesTermRef") or {}).get("name"),
         lines=_lines(raw),
+        sent=EMAIL_STATUS_SENT.get(str(raw.get("EmailStatus"))),
         **_meta(raw),
     )
 

@@ -31,6 +31,7 @@ from arbridge.errors import MappingError
 from arbridge.inputs import EARLIEST_DAY, LATEST_DAY, InputError, check_day
 from arbridge.money import Money
 from arbridge.sync.mappers.common import (
+    country_code,
     field,
     parse_currency,
     parse_money,
@@ -202,8 +203,19 @@ def map_contact(raw: Mapping[str, Any]) -> CustomerData:
         # ARCHIVED and GDPRREQUEST contacts stay, inactive.
         active=raw.get("ContactStatus", "ACTIVE") == "ACTIVE",
         contacts=tuple(contacts),
+        country=_country(raw),
         **_meta(raw),
     )
+
+
+def _country(raw: Mapping[str, Any]) -> str | None:
+    """The billing (POBOX) address's country, else the street address's."""
+    by_type = {str(a.get("AddressType")): a for a in _list(raw, "Addresses")}
+    for kind in ("POBOX", "STREET"):
+        code = country_code((by_type.get(kind) or {}).get("Country"))
+        if code:
+            return code
+    return None
 
 
 def _lines(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -248,8 +260,15 @@ def map_invoice(raw: Mapping[str, Any]) -> InvoiceData | Deleted:
         balance=balance,
         status=status,
         lines=_lines(raw),
+        sent=_flag(raw, "SentToContact"),
         **_meta(raw),
     )
+
+
+def _flag(raw: Mapping[str, Any], name: str) -> bool | None:
+    """An optional boolean (Xero leaves SentToContact out of some answers): None when absent."""
+    value = raw.get(name)
+    return value if isinstance(value, bool) else None
 
 
 def map_payment(raw: Mapping[str, Any]) -> PaymentData | Deleted:

@@ -37,6 +37,8 @@ from arbridge.sync.model.companies import (
     Activity,
     Company,
     CompanyJob,
+    InsightSnapshot,
+    InsightVersion,
     InstanceMeta,
     Invitation,
     SignInToken,
@@ -64,6 +66,7 @@ from arbridge.sync.model.plans import (
     PlanInvoice,
 )
 from arbridge.sync.model.receivables import (
+    CONTACT_CHANNELS,
     Contact,
     CreditNote,
     Customer,
@@ -79,12 +82,15 @@ from arbridge.sync.model.reminders import (
     InvoiceHold,
     MailMessage,
     ReminderSend,
+    SmsAccount,
+    SmsReply,
 )
 
 __all__ = [
     "ASSESSMENT_STATUSES",
     "COLLECTED_STATUSES",
     "CONNECTION_STATUSES",
+    "CONTACT_CHANNELS",
     "DOCUMENT_STATUSES",
     "EVENT_STATUSES",
     "FEE_KINDS",
@@ -114,6 +120,8 @@ __all__ = [
     "Customer",
     "CustomerReminderSettings",
     "DecimalText",
+    "InsightSnapshot",
+    "InsightVersion",
     "InstanceMeta",
     "Invitation",
     "Invoice",
@@ -130,6 +138,8 @@ __all__ = [
     "PlanInvoice",
     "ReminderSend",
     "SignInToken",
+    "SmsAccount",
+    "SmsReply",
     "StripeCheck",
     "SyncCursor",
     "SyncError",

@@ -3,12 +3,15 @@ instance-wide facts."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -139,6 +142,34 @@ class InstanceMeta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class InsightVersion(Base):
+    """How many times the data behind a company's insight (its invoices, payments, credit
+    notes, allocations, customers, plans and settings) changed: bumped in the transaction that
+    changes it (`sync.insight_cache`), read before an insight is computed."""
+
+    __tablename__ = "insight_versions"
+
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class InsightSnapshot(Base):
+    """A company's insight (KPIs, forecast, flags, trends) as computed on `as_of` from the data
+    at `version`: shown again while the version is the same, computed afresh after."""
+
+    __tablename__ = "insight_snapshots"
+
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
+    as_of: Mapped[date] = mapped_column(Date)
+    version: Mapped[int] = mapped_column(BigInteger)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class Activity(Base):

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
     and_,
     case,
@@ -47,10 +48,17 @@ class Customer(SyncedRow, Base):
     # declined a higher limit; only on-time payments after it count toward the next proposal.
     credit_limit_minor: Mapped[int | None] = mapped_column(BigInteger)
     limit_reviewed_on: Mapped[date | None] = mapped_column(Date)
+    # ISO 3166 alpha-2 of the customer's address, where the ledger gives one: the country a
+    # phone number written without its +code is read in (else the company's country).
+    country: Mapped[str | None] = mapped_column(String(2))
 
     contacts: Mapped[list[Contact]] = relationship(back_populates="customer")
 
     __table_args__ = (UniqueConstraint("company_id", "source", "source_id"),)
+
+
+# How a contact prefers to be reached (`Contact.preferred_channel`; None: email).
+CONTACT_CHANNELS = {"email": "Email", "sms": "Text message (SMS)", "phone": "Phone call"}
 
 
 class Contact(SyncedRow, Base):
@@ -62,15 +70,41 @@ class Contact(SyncedRow, Base):
         ForeignKey("customers.id", ondelete="CASCADE"), index=True
     )
     name: Mapped[str | None] = mapped_column(String(300))
+    # What arbridge uses: the owner's value where they set one, else the ledger's. A sync
+    # writes `ledger_*` and these, then puts the owner's back (`sync.page_writer`).
     email: Mapped[str | None] = mapped_column(String(254))
     phone: Mapped[str | None] = mapped_column(String(40))
+    ledger_email: Mapped[str | None] = mapped_column(String(254))
+    ledger_phone: Mapped[str | None] = mapped_column(String(40))
+    # The owner's own values, which no sync writes: None follows the ledger, "" removes it.
+    owner_email: Mapped[str | None] = mapped_column(String(254))
+    owner_phone: Mapped[str | None] = mapped_column(String(40))
+    preferred_channel: Mapped[str | None] = mapped_column(String(10))  # CONTACT_CHANNELS
     is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
     opted_out_at: Mapped[datetime | None]
     bounced_at: Mapped[datetime | None]
+    # Text messages (migration 0022): the phone in E.164 (None: none, or unusable, and why),
+    # the consent to text it (from the ledger, or the owner's with a note), a STOP reply, and
+    # the carrier's word that the number cannot take texts (the sequence falls back to email).
+    phone_e164: Mapped[str | None] = mapped_column(String(16))
+    phone_problem: Mapped[str | None] = mapped_column(String(200))
+    sms_consent_at: Mapped[datetime | None]
+    sms_consent_source: Mapped[str | None] = mapped_column(String(20))
+    sms_consent_note: Mapped[str | None] = mapped_column(Text)
+    sms_opted_out_at: Mapped[datetime | None]
+    sms_undeliverable_at: Mapped[datetime | None]
 
     customer: Mapped[Customer] = relationship(back_populates="contacts")
 
     __table_args__ = (UniqueConstraint("company_id", "source", "source_id"),)
+
+    def set_by_owner(self, email: str, phone: str) -> None:
+        """The owner's email and phone ("" removes one). A value equal to the ledger's follows
+        the ledger again; any other is the owner's, kept over every later sync."""
+        self.owner_email = None if email == (self.ledger_email or "") else email
+        self.owner_phone = None if phone == (self.ledger_phone or "") else phone
+        self.email = self.ledger_email if self.owner_email is None else (self.owner_email or None)
+        self.phone = self.ledger_phone if self.owner_phone is None else (self.owner_phone or None)
 
 
 class Invoice(SyncedRow, Base):
@@ -87,7 +121,7 @@ class Invoice(SyncedRow, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
     number: Mapped[str | None] = mapped_column(String(64))
     issued_on: Mapped[date] = mapped_column(Date)
     due_on: Mapped[date] = mapped_column(Date)
@@ -106,17 +140,49 @@ class Invoice(SyncedRow, Base):
     # When the customer first opened a page showing it (the pay page's own POST after it
     # loaded, so a mail scanner's GET never counts); later views leave it as it is.
     viewed_at: Mapped[datetime | None]
+    # Whether the ledger says the invoice went to the customer (QuickBooks EmailStatus
+    # "EmailSent", Xero SentToContact); None when the ledger does not say. Sync writes it.
+    ledger_sent: Mapped[bool | None] = mapped_column(Boolean)
+    # When arbridge sent it (through the ledger's own send, or as its own email): never
+    # written by sync, so a ledger that has not caught up yet does not make it unsent again.
+    sent_at: Mapped[datetime | None]
+    # The open balance in the company's home currency at the invoice's own rate, rounded once
+    # (collections.insight.home_minor), stored when synced; `home_basis_minor` is the open
+    # balance it was converted from. Readers trust it only while the basis still equals the
+    # open balance (`home_balance_stored`), and convert any other row one by one.
+    home_balance_minor: Mapped[int | None] = mapped_column(BigInteger)
+    home_basis_minor: Mapped[int | None] = mapped_column(BigInteger)
     # The highest reminder step index claimed for it (-1: none), kept with the claims so the
-    # day's candidates are index ranges, not a probe of reminder_sends per invoice (0025).
+    # day's candidates are index ranges, not a probe of reminder_sends per invoice (0026).
     highest_step_claimed: Mapped[int] = mapped_column(Integer, default=-1, server_default="-1")
 
     customer: Mapped[Customer] = relationship()
 
     __table_args__ = (
         UniqueConstraint("company_id", "source", "source_id"),
-        Index("ix_invoices_open_due", "company_id", "status", "due_on"),
+        # A customer's invoices, newest issued first: their latest terms (insight_store.customers)
+        # are one step down it per customer, not a sort of all their invoices.
+        Index("ix_invoices_customer_id", "customer_id", "issued_on", "id"),
+        # Covers the dashboard's aging (one SUM ... GROUP BY bucket) and its open invoices
+        # list in due order. EXPLAIN at 1M invoices (bench/bench_dashboard.py): SQLite reads the
+        # aging from the index alone ("USING COVERING INDEX ix_invoices_open_due") and walks it
+        # in due order for the list; PostgreSQL takes a bitmap scan of it on (company_id,
+        # status) for the aging (an index-only scan once vacuum has set the visibility map) and
+        # an index scan in due order with an incremental sort on id for the list.
+        Index(
+            "ix_invoices_open_due",
+            "company_id",
+            "status",
+            "due_on",
+            "currency",
+            "ledger_balance_minor",
+            "unposted_minor",
+            "total_minor",
+            "home_balance_minor",
+            "home_basis_minor",
+        ),
         # The day's reminder candidates (one range per step), and the few invoices with status
-        # "open" that owe nothing (the dry run's counts): migration 0025.
+        # "open" that owe nothing (the dry run's counts): migration 0026.
         Index(
             "ix_invoices_open_reminded", "company_id", "status", "highest_step_claimed", "due_on"
         ),
@@ -160,10 +226,32 @@ class Invoice(SyncedRow, Base):
     def _is_open_sql(cls) -> ColumnElement[bool]:
         return and_(cls.status == "open", cls.open_balance_minor > 0)
 
+    @hybrid_property
+    def is_unsent(self) -> bool:
+        """Open, and never sent: the ledger says it was not, and arbridge has not sent it."""
+        return self.is_open and self.ledger_sent is False and self.sent_at is None
+
+    @is_unsent.inplace.expression
+    @classmethod
+    def _is_unsent_sql(cls) -> ColumnElement[bool]:
+        return and_(cls.is_open, cls.ledger_sent.is_(False), cls.sent_at.is_(None))
+
     @property
     def balance(self) -> Money:
         """The open balance, as Money."""
         return Money.from_minor(self.open_balance_minor, self.currency)
+
+    @hybrid_property
+    def home_balance_stored(self) -> bool:
+        """Does `home_balance_minor` hold the home value of today's open balance?"""
+        return self.home_basis_minor == self.open_balance_minor
+
+    @home_balance_stored.inplace.expression
+    @classmethod
+    def _home_balance_stored_sql(cls) -> ColumnElement[bool]:
+        return and_(
+            cls.home_basis_minor.is_not(None), cls.home_basis_minor == cls.open_balance_minor
+        )
 
 
 class Payment(SyncedRow, Base):

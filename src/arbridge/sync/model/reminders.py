@@ -82,8 +82,54 @@ class MailMessage(Base):
     headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     transport: Mapped[str] = mapped_column(String(10))
     created_at: Mapped[datetime]
+    # "email" or "sms" (migration 0022). A text keeps its body in text_body, the number in
+    # to_addr, Twilio's Message SID in message_id, and the carrier's last word on it.
+    channel: Mapped[str] = mapped_column(String(10), default="email", server_default="email")
+    delivery_status: Mapped[str | None] = mapped_column(String(20))
+    error_code: Mapped[str | None] = mapped_column(String(10))
+    status_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_mail_messages_company_time", "company_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_mail_messages_company_time", "company_id", "created_at"),
+        Index("ix_mail_messages_outbox_key", "outbox_key"),
+    )
+
+
+class SmsAccount(Base):
+    """A business's own Twilio account (the install's ARBRIDGE_TWILIO_* otherwise): the auth
+    token Fernet-encrypted like every other secret (sync.store.ENCRYPTED_COLUMNS)."""
+
+    __tablename__ = "sms_accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), unique=True
+    )
+    account_sid: Mapped[str] = mapped_column(String(64), index=True)
+    credentials_encrypted: Mapped[str] = mapped_column(Text)
+    messaging_service_sid: Mapped[str | None] = mapped_column(String(64))
+    from_number: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+
+
+class SmsReply(Base):
+    """A customer's text that is not STOP or START: it waits in the owner's replies list."""
+
+    __tablename__ = "sms_replies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    message_sid: Mapped[str] = mapped_column(String(64))
+    from_number: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    handled_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("company_id", "message_sid"),)
 
 
 class InvoiceHold(Base):

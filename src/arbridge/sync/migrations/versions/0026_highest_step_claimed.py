@@ -16,16 +16,16 @@ open balance on every row (at 1M invoices on SQLite: 46 ms against 130 ms).
 `-1`: no step claimed yet. Written in the same transaction as the claims (services/reminders/
 run.py); claims are never deleted, so it only grows.
 
-Revision ID: 0025
-Revises: 0021
+Revision ID: 0026
+Revises: 0025
 """
 
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0025"
-down_revision = "0021"
+revision = "0026"
+down_revision = "0025"
 branch_labels = None
 depends_on = None
 

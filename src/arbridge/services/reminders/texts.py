@@ -1,0 +1,191 @@
+"""A reminder step sent as a text: queued inside the hours a text may go, re-checked and
+worded as it leaves (consent, STOP, the number, the hour), and sent by email instead when the
+carrier says the number cannot take texts."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from arbridge.collections.reminder_policy import ReminderPolicy, reminder_policy
+from arbridge.collections.reminders import CustomerMessage
+from arbridge.collections.sms import may_text_now, recipient_zone, render_sms, sms_send_at
+from arbridge.collections.templates import Rendered, TemplateProblem
+from arbridge.errors import RateLimited
+from arbridge.runtime import Runtime
+from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, SMS_CHANNEL, Held, Prepared
+from arbridge.services.reminders.freshness import hold_unless_fresh
+from arbridge.services.reminders.recheck import recheck_reminder
+from arbridge.services.reminders.reminder_email import template_held
+from arbridge.services.reminders.rendering import link_token, merge_fields, total_due
+from arbridge.sync import pay_links
+from arbridge.sync.db import transaction
+from arbridge.sync.model import Company, Customer, Invoice, OutboxMessage, ReminderSend
+from arbridge.sync.outbox import enqueue
+from arbridge.sync.outbox_kinds import OutboxKind
+from arbridge.sync.store import log_activity
+
+log = logging.getLogger(__name__)
+SMS_MAIL = "sms_reminder"
+
+
+def queue_text(
+    session: Session,
+    rt: Runtime,
+    company: Company,
+    m: CustomerMessage,
+    claimed: list[tuple[ReminderSend, Invoice]],
+    as_of: date,
+    policy: ReminderPolicy,
+) -> None:
+    """The step's text in the outbox, due at the first instant a text may reach the customer."""
+    assert m.contact is not None and m.contact.phone
+    key = f"sms:c{m.customer.customer_id}:{as_of.isoformat()}:r{claimed[0][0].id}"
+    tz = recipient_zone(m.customer.timezone, m.contact.phone, company.timezone)
+    when = sms_send_at(rt.clock.now(), tz, policy)
+    assert when is not None  # decided only when the window leaves some hours (load_day)
+    queue_reminder(session, rt, company, m, claimed, OutboxKind.SMS, key, SMS_MAIL, when)
+    numbers = ", ".join(inv.number or inv.source_id for _row, inv in claimed)
+    log_activity(
+        session,
+        rt.clock,
+        company.id,
+        "reminders.queued",
+        f"Text ({m.step.key}) queued for {m.customer.name} <{m.contact.phone}> about {numbers}: "
+        f"{total_due(inv for _row, inv in claimed)}",
+        customer_id=m.customer.customer_id,
+        outbox_key=key,
+        send_at=when.isoformat(),
+    )
+
+
+def queue_reminder(
+    session: Session,
+    rt: Runtime,
+    company: Company,
+    m: CustomerMessage,
+    claimed: list[tuple[ReminderSend, Invoice]],
+    kind: OutboxKind,
+    key: str,
+    mail: str,
+    when: datetime,
+) -> None:
+    """A reminder's outbox row, due at `when`, and its claimed steps pointing at it."""
+    customer = session.get(Customer, m.customer.customer_id)
+    assert customer is not None
+    # Links by reference (their rows' ids): the tokens are minted when the message goes out,
+    # so no token sits in the outbox in plaintext.
+    payload = reminder_payload(session, rt, customer, m, claimed, mail)
+    enqueue(session, rt.clock, company_id=company.id, kind=kind.value, key=key, payload=payload)
+    outbox = session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
+    assert outbox is not None
+    outbox.next_attempt_at = when
+    for row, _inv in claimed:
+        row.outbox_key = key
+
+
+def reminder_payload(
+    session: Session,
+    rt: Runtime,
+    customer: Customer,
+    m: CustomerMessage,
+    claimed: list[tuple[ReminderSend, Invoice]],
+    mail: str,
+) -> dict[str, object]:
+    """A reminder's outbox payload; its links by reference (minted as it goes out)."""
+    return {
+        "statement_link_id": pay_links.new_link(session, rt.clock, customer=customer).id,
+        "mail": mail,
+        "customer_id": m.customer.customer_id,
+        "contact_id": m.contact.contact_id if m.contact else None,
+        "template": m.step.template,
+        "step_key": m.step.key,
+        "invoices": [
+            {
+                "id": inv.id,
+                "step_key": row.step_key,
+                "pay_link_id": pay_links.new_link(
+                    session, rt.clock, invoice=inv, customer=customer
+                ).id,
+            }
+            for row, inv in claimed
+        ],
+    }
+
+
+def prepare_text(rt: Runtime, message: OutboxMessage) -> Prepared | Held | str:
+    """Check the reminder again, as a text: still due, consent still recorded, no STOP, a
+    number that takes texts, and an hour a text may arrive; then word it."""
+    hold_unless_fresh(rt, message.company_id)
+    with transaction(rt.sessions) as session:
+        due = recheck_reminder(session, rt, message, channel=SMS_CHANNEL)
+        if isinstance(due, str):
+            return due
+        company, customer, contact = due.company, due.customer, due.contact
+        if contact is None or not contact.phone_e164:
+            for row in due.sends:
+                row.status, row.note = "cancelled", "not sent: no number to text"
+            return "cancelled: no number to text"
+        policy = reminder_policy(company.settings)
+        tz = recipient_zone(customer.timezone, contact.phone_e164, company.timezone)
+        now = rt.clock.now()
+        if not may_text_now(now, tz, policy):
+            # A retry (or a worker that was down) came outside the hours: wait for the next.
+            when = sms_send_at(now, tz, policy)
+            wait = int((when - now).total_seconds()) if when else 24 * 3600
+            raise RateLimited(max(wait, 60))
+        token = link_token(session, rt, company, customer, message.payload)
+        fields = merge_fields(
+            rt, company, customer, contact, due.invoices, due.today, policy, token
+        )
+        if len(due.invoices) == 1:
+            fields["statement_link"] = fields["pay_link"]
+        try:
+            body = render_sms(policy.sms_template, fields)
+        except TemplateProblem as e:
+            return template_held(session, rt, company, customer, message, due.sends, e)
+        session.expunge(company)
+        return Prepared(
+            company=company,
+            to=contact.phone_e164,
+            rendered=Rendered(f"Text message to {contact.phone_e164}", body, ""),
+            kind="reminder",
+            customer_id=customer.id,
+            contact_id=contact.id,
+            send_ids=tuple(s.id for s in due.sends),
+        )
+
+
+def fall_back_to_email(session: Session, rt: Runtime, company_id: int, key: str) -> None:
+    """The text's number cannot take texts: the same step goes out by email (once: its key)."""
+    sms = session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
+    if sms is None:
+        return
+    email_key = f"reminder-fallback:{key}"[:128]
+    payload = {k: v for k, v in sms.payload.items() if k != "sms_attempt"}
+    payload["mail"] = "reminder"
+    queued = enqueue(
+        session,
+        rt.clock,
+        company_id=company_id,
+        kind=OutboxKind.EMAIL.value,
+        key=email_key,
+        payload=payload,
+    )
+    if not queued:
+        return
+    for row in session.scalars(select(ReminderSend).where(ReminderSend.outbox_key == key)):
+        row.channel, row.status, row.outbox_key = EMAIL_CHANNEL, "queued", email_key
+        row.note = "the text could not be delivered; sent by email instead"
+    log_activity(
+        session,
+        rt.clock,
+        company_id,
+        "reminders.queued",
+        "A text could not be delivered; the reminder goes by email instead",
+        customer_id=payload.get("customer_id"),
+        outbox_key=email_key,
+    )

@@ -1,0 +1,313 @@
+"""The insight (the KPIs of a period, the forecast, the flags and the 12 months of trends)
+computed once per change of the data behind it, not on every view.
+
+A company's insight reads its whole history: at a million invoices it takes seconds, while what
+it says changes only when the ledger or the owner changes something. So:
+
+- `insight_versions` counts the changes per company. Every write to the tables the insight
+  reads (invoices, payments, credit notes, allocations, customers, plans, the company's
+  settings) bumps it in the same transaction: ORM writes through a session listener
+  (`watch`, on every session the runtime makes), the sync's set-based writes through
+  `PageWriter`, which calls `bump` itself.
+- `insight_snapshots` keeps the latest insight per company and kind (period, live plans or
+  not) with the as-of date and the version it was computed from. A view whose as-of date and
+  version match reads it; any other computes afresh (`sync.insight_store`, unchanged) and
+  stores the result. The version is read before computing: a change that lands meanwhile
+  leaves the stored snapshot with the older version, so it is never shown as current.
+
+The figures are the ones the queries give, serialised exactly (decimal strings, ISO dates).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from itertools import chain
+from typing import Any
+
+from sqlalchemy import event, inspect, literal, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from arbridge.collections.insight import Flag, Forecast, Week
+from arbridge.collections.kpis import Kpis
+from arbridge.sync.db import dialect_insert
+from arbridge.sync.insight_store import forecast_flags_dict, insight, trends_list
+from arbridge.sync.model import (
+    Company,
+    CreditNote,
+    Customer,
+    InsightSnapshot,
+    InsightVersion,
+    Invoice,
+    Payment,
+    PaymentAllocation,
+    Plan,
+    PlanInstallment,
+    PlanInvoice,
+)
+from arbridge.sync.store import aging_report, kpi_report, report_dict
+from arbridge.sync.trends_store import kpi_trends
+
+log = logging.getLogger(__name__)
+
+# What the insight reads: a change to any of these bumps the company's version.
+WATCHED = (
+    Company,
+    Customer,
+    Invoice,
+    Payment,
+    CreditNote,
+    PaymentAllocation,
+    Plan,
+    PlanInvoice,
+    PlanInstallment,
+)
+
+
+# Of these, only the columns the insight reads: an invoice paused, marked payment-pending or
+# collected on (its balances: the insight counts allocations) leaves it as it was.
+READ_ONLY_THESE = {
+    Invoice: (
+        "company_id",
+        "customer_id",
+        "issued_on",
+        "due_on",
+        "currency",
+        "exchange_rate",
+        "total_minor",
+        "status",
+        "terms",
+    ),
+    Customer: (
+        "company_id",
+        "name",
+        "source_id",
+        "deleted",
+        "credit_limit_minor",
+        "limit_reviewed_on",
+    ),
+}
+
+
+def _changed(obj: Any) -> bool:
+    """Did this flush change anything of a dirty row that the insight reads?"""
+    columns = READ_ONLY_THESE.get(type(obj))
+    state = inspect(obj)
+    if columns is None:
+        return any(a.history.has_changes() for a in state.attrs)
+    return any(state.attrs[name].history.has_changes() for name in columns)
+
+
+def watch(factory: sessionmaker[Session]) -> None:
+    """Bump the version of every company whose watched rows a flush of these sessions wrote."""
+    event.listen(factory, "after_flush", _after_flush)
+
+
+def _after_flush(session: Session, _context: Any) -> None:
+    companies: set[int] = set()
+    plans: set[int] = set()
+    for obj in chain(session.new, session.dirty, session.deleted):
+        if not isinstance(obj, WATCHED):
+            continue
+        if obj in session.dirty and not _changed(obj):
+            continue
+        if isinstance(obj, Company):
+            if obj not in session.deleted:
+                companies.add(obj.id)
+        elif isinstance(obj, (PlanInvoice, PlanInstallment)):
+            plans.add(obj.plan_id)
+        else:
+            companies.add(obj.company_id)
+    conn = session.connection()
+    if plans - {None}:
+        companies |= set(
+            conn.execute(select(Plan.company_id).where(Plan.id.in_(plans - {None}))).scalars()
+        )
+    for company_id in sorted(companies - {None}):
+        _bump(session, conn, company_id)
+
+
+def bump(session: Session, company_id: int) -> None:
+    """The company's insight data changed (in this session's transaction)."""
+    _bump(session, session.connection(), company_id)
+
+
+def _bump(session: Session, conn: Any, company_id: int) -> None:
+    # INSERT ... SELECT from companies: a company deleted in the same transaction gets none.
+    stmt = dialect_insert(session)(InsightVersion).from_select(
+        ["company_id", "version"],
+        select(Company.id, literal(1)).where(Company.id == company_id),
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["company_id"], set_={"version": InsightVersion.version + 1}
+        )
+    )
+
+
+def version(session: Session, company_id: int) -> int:
+    found = session.scalar(
+        select(InsightVersion.version).where(InsightVersion.company_id == company_id)
+    )
+    return int(found or 0)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The insight as the dashboard and the report show it (`forecast.exposure`, each
+    customer's open amount, is not kept: the flags already say who is near their limit)."""
+
+    as_of: date
+    kpi: Kpis
+    forecast: Forecast
+    flags: list[Flag]
+    proposals: int  # how many higher credit limits are proposed
+    trends: list[Kpis]
+
+
+def compute(
+    session: Session, company: Company, as_of: date, period_days: int, live_plans: bool
+) -> Snapshot:
+    kpi = kpi_report(session, company, as_of, period_days)
+    found = insight(session, company, as_of, kpi, live_plans=live_plans)
+    return Snapshot(
+        as_of,
+        kpi,
+        found.forecast,
+        found.flags,
+        len(found.proposals),
+        kpi_trends(session, company, as_of),
+    )
+
+
+def snapshot(
+    session: Session, company: Company, as_of: date, period_days: int, live_plans: bool
+) -> Snapshot:
+    """The company's insight on as_of: the stored one while nothing changed since, else
+    computed now (and stored for the next view)."""
+    current = version(session, company.id)
+    kind = f"{period_days}:{'live' if live_plans else 'as_of'}"
+    row = session.get(InsightSnapshot, (company.id, kind), populate_existing=True)
+    if row is not None and row.version == current and row.as_of == as_of:
+        return decode(row.payload)
+    found = compute(session, company, as_of, period_days, live_plans)
+    _store(session, company.id, kind, current, found)
+    return found
+
+
+def _store(session: Session, company_id: int, kind: str, at: int, found: Snapshot) -> None:
+    """Keep the snapshot, in a transaction of its own (the caller's session may be a page's
+    read-only one). A failure to store costs the next view a computation, nothing else."""
+    values = {
+        "company_id": company_id,
+        "kind": kind,
+        "as_of": found.as_of,
+        "version": at,
+        "payload": encode(found),
+    }
+    stmt = dialect_insert(session)(InsightSnapshot).values(values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["company_id", "kind"],
+        set_={k: stmt.excluded[k] for k in ("as_of", "version", "payload")},
+    )
+    try:
+        with Session(session.get_bind()) as writer, writer.begin():
+            writer.execute(stmt)
+    except SQLAlchemyError:
+        log.warning("insight snapshot for company %s not stored", company_id, exc_info=True)
+
+
+def report_data(
+    session: Session, company: Company, as_of: date, period_days: int, live_plans: bool
+) -> dict[str, Any]:
+    """What `arbridge report` prints: the aging, the KPIs of the period, the forecast and flags
+    (`live_plans`: today's, with current installment plans on their dates) and the trends."""
+    found = snapshot(session, company, as_of, period_days, live_plans)
+    data = report_dict(company, aging_report(session, company, as_of), found.kpi)
+    data.update(forecast_flags_dict(found.forecast, found.flags))
+    data["trends"] = trends_list(found.trends)
+    return data
+
+
+# The payload: plain JSON, decimals as strings (exact), dates as ISO strings.
+_KPI_DATES = ("start", "end")
+
+
+def _dec(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _undec(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _kpis(k: Kpis) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in vars(k).items():
+        if name in _KPI_DATES:
+            out[name] = value.isoformat()
+        elif name == "days":
+            out[name] = value
+        else:
+            out[name] = _dec(value)
+    return out
+
+
+def _unkpis(d: dict[str, Any]) -> Kpis:
+    return Kpis(
+        **{
+            name: (
+                date.fromisoformat(value)
+                if name in _KPI_DATES
+                else value
+                if name == "days"
+                else _undec(value)
+            )
+            for name, value in d.items()
+        }
+    )
+
+
+def encode(found: Snapshot) -> dict[str, Any]:
+    fc = found.forecast
+    return {
+        "as_of": found.as_of.isoformat(),
+        "kpi": _kpis(found.kpi),
+        "forecast": {
+            "as_of": fc.as_of.isoformat(),
+            "weeks": [[w.start.isoformat(), w.end.isoformat(), str(w.amount)] for w in fc.weeks],
+            "later": str(fc.later),
+            "ar_end": str(fc.ar_end),
+            "next_30": str(fc.next_30),
+            "projected_dso": _dec(fc.projected_dso),
+        },
+        "flags": [vars(f) for f in found.flags],
+        "proposals": found.proposals,
+        "trends": [_kpis(k) for k in found.trends],
+    }
+
+
+def decode(payload: dict[str, Any]) -> Snapshot:
+    fc = payload["forecast"]
+    return Snapshot(
+        date.fromisoformat(payload["as_of"]),
+        _unkpis(payload["kpi"]),
+        Forecast(
+            date.fromisoformat(fc["as_of"]),
+            tuple(
+                Week(date.fromisoformat(s), date.fromisoformat(e), Decimal(a))
+                for s, e, a in fc["weeks"]
+            ),
+            Decimal(fc["later"]),
+            Decimal(fc["ar_end"]),
+            Decimal(fc["next_30"]),
+            _undec(fc["projected_dso"]),
+            {},
+        ),
+        [Flag(**f) for f in payload["flags"]],
+        int(payload["proposals"]),
+        [_unkpis(k) for k in payload["trends"]],
+    )

@@ -1,0 +1,250 @@
+"""Texts on the web: POST /webhooks/twilio through the app (signature, STOP, START, replies,
+status callbacks), and the owner's SMS parts of the settings, reminders, customer and calls
+pages (their forms work without script; sms.js only counts as the owner types)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from arbridge.config import TwilioSettings
+from arbridge.sync.db import transaction
+from arbridge.sync.model import Company, Contact, MailMessage, SmsAccount, SmsReply
+from tests.conftest import _settings
+from tests.twilio_http_fake import ACCOUNT_SID, AUTH_TOKEN, FROM, FakeTwilio
+from tests.web.conftest import csrf_token, parse, sign_in
+
+STATIC = Path(__file__).resolve().parents[2] / "src" / "arbridge" / "web" / "static"
+DEMO_NUMBER = "+13125550100"  # the demo's first customer, (312) 555-0100
+
+
+@pytest.fixture
+def settings(tmp_path, database_url):
+    """The install's Twilio account (ARBRIDGE_TWILIO_*)."""
+    return _settings(tmp_path, database_url).with_(
+        twilio=TwilioSettings(ACCOUNT_SID, AUTH_TOKEN, None, FROM, "http://twilio.test")
+    )
+
+
+def post_signed(client, twilio: FakeTwilio, form: dict[str, str], query: str = "", **kw):
+    url = "http://127.0.0.1:5000/webhooks/twilio" + (f"?{query}" if query else "")
+    headers = twilio.sign(url, form, **kw)
+    return client.post(
+        "/webhooks/twilio" + (f"?{query}" if query else ""), data=form, headers=headers
+    )
+
+
+def demo_contact(rt, number: str = DEMO_NUMBER) -> Contact:
+    with rt.sessions() as s:
+        c = s.scalars(select(Contact).where(Contact.phone_e164 == number)).one()
+        s.expunge(c)
+        return c
+
+
+def test_stop_and_start_through_the_webhook(client, rt, clock, demo_company):
+    twilio = FakeTwilio(clock)
+    page = post_signed(client, twilio, twilio.reply_form(DEMO_NUMBER, "STOP"))
+    assert page.status_code == 200 and page.mimetype == "text/xml"
+    assert b"<Response></Response>" in page.data
+    assert demo_contact(rt).sms_opted_out_at is not None
+    post_signed(client, twilio, twilio.reply_form(DEMO_NUMBER, "start"))
+    assert demo_contact(rt).sms_opted_out_at is None
+
+
+def test_a_request_with_a_bad_signature_is_refused_and_changes_nothing(
+    client, rt, clock, demo_company
+):
+    twilio = FakeTwilio(clock)
+    form = twilio.reply_form(DEMO_NUMBER, "STOP")
+    page = post_signed(client, twilio, form, token="f" * 32)
+    assert page.status_code == 403 and page.get_json() == {"error": "invalid signature"}
+    unsigned = client.post("/webhooks/twilio", data=form)
+    assert unsigned.status_code == 403
+    assert demo_contact(rt).sms_opted_out_at is None
+
+
+def test_a_signed_query_cannot_be_changed(client, rt, clock, demo_company):
+    twilio = FakeTwilio(clock)
+    form = twilio.status_form({"sid": "SM" + "0" * 32, "to": DEMO_NUMBER}, "delivered")
+    url = "http://127.0.0.1:5000/webhooks/twilio?key=sms%3Ac1"
+    headers = twilio.sign(url, form)
+    page = client.post("/webhooks/twilio?key=sms%3Ac2", data=form, headers=headers)
+    assert page.status_code == 403
+
+
+def test_a_reply_lands_in_the_owner_s_list_and_is_closed_there(client, rt, clock, demo_company):
+    twilio = FakeTwilio(clock)
+    post_signed(client, twilio, twilio.reply_form(DEMO_NUMBER, "Paid by cheque <b>today</b>"))
+    sign_in(client, rt, demo_company)
+    page = client.get(f"/c/{demo_company.slug}/calls")
+    doc = parse(page.data)
+    assert doc.by_id("nav-replies").text.startswith("1")  # the navigation counts it too
+    (section,) = doc.find_all("section", id="text-replies")
+    assert "Paid by cheque <b>today</b>" in section.text  # escaped, shown as typed
+    assert DEMO_NUMBER in section.text
+    with rt.sessions() as s:
+        reply = s.scalars(select(SmsReply)).one()
+    done = client.post(
+        f"/c/{demo_company.slug}/sms-replies/{reply.id}/done",
+        data={"csrf_token": csrf_token(page.data)},
+    )
+    assert done.status_code == 303
+    with rt.sessions() as s:
+        assert s.get(SmsReply, reply.id).handled_at is not None
+    assert "No text replies waiting" in client.get(f"/c/{demo_company.slug}/calls").text
+
+
+def test_a_status_callback_through_the_route_updates_the_text(client, rt, clock, demo_company):
+    twilio = FakeTwilio(clock)
+    contact = demo_contact(rt)
+    with transaction(rt.sessions) as s:
+        s.add(
+            MailMessage(
+                company_id=demo_company.id,
+                outbox_key="sms:c1:2026-11-24:r1",
+                kind="reminder",
+                contact_id=contact.id,
+                customer_id=contact.customer_id,
+                to_addr=DEMO_NUMBER,
+                subject="Text message",
+                text_body="Pay here",
+                message_id="SM" + "a" * 32,
+                transport="twilio",
+                channel="sms",
+                delivery_status="queued",
+                created_at=clock.now(),
+            )
+        )
+    form = twilio.status_form({"sid": "SM" + "a" * 32, "to": DEMO_NUMBER}, "delivered")
+    page = post_signed(client, twilio, form, query="key=sms%3Ac1%3A2026-11-24%3Ar1")
+    assert page.status_code == 200
+    with rt.sessions() as s:
+        text = s.scalars(select(MailMessage)).one()
+        assert text.delivery_status == "delivered"
+
+
+# -- the owner's pages ------------------------------------------------------------------------
+
+
+def test_the_settings_page_says_how_texts_go_and_keeps_the_token_secret(client, rt, other_company):
+    slug = other_company.company.slug
+    sign_in(client, rt, other_company.company)
+    page = client.get(f"/c/{slug}/settings")
+    doc = parse(page.data)
+    (status,) = doc.find_all("p", id="sms-status")
+    assert "this installation's Twilio account" in status.text and FROM in status.text
+    assert "http://127.0.0.1:5000/webhooks/twilio" in page.text
+    token = "b" * 32
+    saved = client.post(
+        f"/c/{slug}/settings/sms",
+        data={
+            "csrf_token": csrf_token(page.data),
+            "account_sid": "AC" + "1" * 32,
+            "auth_token": token,
+            "sender": "(312) 555-0177",
+        },
+    )
+    assert saved.status_code == 303
+    page = client.get(f"/c/{slug}/settings")
+    assert "your Twilio account" in page.text and "+13125550177" in page.text
+    assert token not in page.text
+    with rt.sessions() as s:
+        account = s.scalars(select(SmsAccount)).one()
+        assert token not in account.credentials_encrypted
+        assert rt.keyring.decrypt(account.credentials_encrypted) == token
+    bad = client.post(
+        f"/c/{slug}/settings/sms",
+        data={"csrf_token": csrf_token(page.data), "account_sid": "nope", "sender": "x"},
+        follow_redirects=True,
+    )
+    assert "The Account SID starts with AC" in bad.text
+
+
+def test_the_reminders_page_counts_a_text_s_segments_without_script(client, rt, demo_company):
+    sign_in(client, rt, demo_company)
+    page = client.get("/c/demo/reminders")
+    doc = parse(page.data)
+    (length,) = doc.find_all("p", id="sms-length")
+    assert "1 segment(s) (GSM-7, 160 per segment)" in length.text
+    assert doc.find_all("script", src="/static/sms.js")
+    saved = client.post(
+        "/c/demo/reminders/sms-wording",
+        data={
+            "csrf_token": csrf_token(page.data),
+            "sms_template": "{{ business_name }}: {{ total_due }} – zapłać: {{ statement_link }}",
+        },
+        follow_redirects=True,
+    )
+    # One character outside GSM-7 makes the whole text UCS-2: two segments of 67.
+    assert "Wording saved:" in saved.text and "2 segment(s) (UCS-2, 67 per segment)" in saved.text
+    (length,) = parse(saved.data).find_all("p", id="sms-length")
+    assert "UCS-2" in length.text
+    bad = client.post(
+        "/c/demo/reminders/sms-wording",
+        data={"csrf_token": csrf_token(saved.data), "sms_template": "{{ nope }}"},
+        follow_redirects=True,
+    )
+    assert "The wording was not saved" in bad.text
+    with rt.sessions() as s:
+        stored = s.get(Company, demo_company.id).settings["reminders"]["sms_template"]
+    assert "zapłać" in stored
+
+
+def test_sms_js_is_a_static_file_the_policy_allows(client):
+    script = client.get("/static/sms.js")
+    text = script.text
+    script.close()
+    assert script.status_code == 200 and "segment" in text
+    assert (STATIC / "sms.js").read_text() == text
+
+
+def test_the_customer_page_shows_the_number_and_records_consent_with_a_note(
+    client, rt, demo_company
+):
+    contact = demo_contact(rt)
+    sign_in(client, rt, demo_company)
+    url = f"/c/demo/customers/{contact.customer_id}"
+    page = client.get(url)
+    (box,) = parse(page.data).find_all("div", id=f"sms-contact-{contact.id}")
+    assert DEMO_NUMBER in box.text and "from your ledger" in box.text
+    client.post(
+        f"/c/demo/contacts/{contact.id}/sms-consent",
+        data={"csrf_token": csrf_token(page.data), "consent": "no", "note": "asked us to stop"},
+    )
+    assert demo_contact(rt).sms_consent_at is None
+    refused = client.post(
+        f"/c/demo/contacts/{contact.id}/sms-consent",
+        data={"csrf_token": csrf_token(page.data), "consent": "yes", "note": ""},
+        follow_redirects=True,
+    )
+    assert "Say how the customer agreed" in refused.text
+    client.post(
+        f"/c/demo/contacts/{contact.id}/sms-consent",
+        data={"csrf_token": csrf_token(page.data), "consent": "yes", "note": "signed form 12"},
+    )
+    c = demo_contact(rt)
+    assert c.sms_consent_source == "owner" and c.sms_consent_note.startswith("signed form 12")
+    assert "signed form 12" in client.get(url).text
+
+
+def test_a_contact_s_new_number_is_stored_in_e164_and_starts_over(client, rt, demo_company):
+    contact = demo_contact(rt)
+    with transaction(rt.sessions) as s:
+        s.get(Contact, contact.id).sms_opted_out_at = rt.clock.now()
+    sign_in(client, rt, demo_company)
+    url = f"/c/demo/customers/{contact.customer_id}"
+    page = client.get(url)
+    client.post(
+        f"/c/demo/customers/{contact.customer_id}/contact",
+        data={
+            "csrf_token": csrf_token(page.data),
+            "contact_id": contact.id,
+            "email": contact.email,
+            "phone": "312.555.0188",
+        },
+    )
+    with rt.sessions() as s:
+        c = s.get(Contact, contact.id)
+        assert (c.phone_e164, c.sms_opted_out_at) == ("+13125550188", None)
