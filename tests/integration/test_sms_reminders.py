@@ -202,6 +202,35 @@ def test_a_text_waits_for_8_o_clock_where_the_customer_is(trt, twilio):
     assert len(twilio.creates) == 1
 
 
+def test_a_text_whose_hours_ended_before_the_worker_reached_it_waits_for_the_morning(trt, twilio):
+    # Queued at 09:00 in Chicago; the worker only gets to it at 22:00, past the 21:00 limit. It
+    # used to fail for good (RateLimited built without its message): it must wait, not die.
+    world_with_phone(trt)
+    run_reminders(trt, world_company(trt))
+    trt.clock.advance(timedelta(hours=13))
+    drain(trt)
+    (row,) = outbox(trt)
+    assert (row.status, twilio.creates) == ("pending", [])
+    assert row.next_attempt_at == trt.clock.now() + timedelta(hours=10)  # 08:00 next morning
+    trt.clock.advance(timedelta(hours=10))
+    drain(trt)
+    assert len(twilio.creates) == 1 and outbox(trt)[0].status == "sent"
+
+
+def test_twilio_s_too_many_requests_waits_a_minute_and_sends_once(trt, twilio):
+    # Twilio's 429 (error 20429) used to fail the text for good (RateLimited without its message).
+    world_with_phone(trt)
+    run_reminders(trt, world_company(trt))
+    twilio.next_outcomes = [20429]
+    drain(trt)
+    (row,) = outbox(trt)
+    assert row.status == "pending" and len(twilio.creates) == 1
+    trt.clock.advance(timedelta(minutes=1))
+    drain(trt)
+    assert len(twilio.messages) == 1 and outbox(trt)[0].status == "sent"
+    assert len(texts(trt)) == 1
+
+
 def test_an_answer_lost_after_twilio_accepted_is_looked_up_not_sent_again(trt, twilio):
     world_with_phone(trt)
     run_reminders(trt, world_company(trt))
