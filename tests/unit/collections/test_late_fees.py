@@ -337,4 +337,3 @@ def test_charge_from_is_read_from_settings_and_a_bad_one_is_named() -> None:
         # Unreadable: nothing is charged rather than everything back-charged.
         assert policy.charge_from is None and not policy.charges_anything
         assert policy.problems == ("The day late fees are charged from could not be read",)
-
