@@ -8,7 +8,9 @@ from datetime import date
 from sqlalchemy import select
 
 from arbridge.services.fees.assess import assess_late_fees
+from arbridge.sync.db import transaction
 from arbridge.sync.model import (
+    Company,
     CustomerReminderSettings,
     Invoice,
     LateFeeAssessment,
@@ -164,7 +166,8 @@ def test_turning_fees_on_charges_from_today_not_every_old_invoice(owner_client, 
         )
     older = [d for d in due.values() if (date(2026, 11, 24) - d).days > 31]
     assert len(older) > 20  # plenty that the old rule would have back-charged
-    assert all(due[a.invoice_id] >= date(2026, 10, 24) for a in run.charged)
+    # On the demo ledger, one such: due 24 October.
+    assert [due[a.invoice_id] for a in run.charged] == [date(2026, 10, 24)]
 
 
 def test_an_earlier_charge_from_is_kept_and_an_empty_one_keeps_the_saved_day(owner_client, rt):
@@ -194,3 +197,19 @@ def test_a_bad_charge_from_date_is_a_field_error_not_a_500(owner_client, rt):
         page = response.get_data(as_text=True)
         assert "Not a valid date value." in page and "Traceback" not in page
     assert fresh_company(rt, "demo").settings.get("late_fees") == saved
+
+
+def test_an_unreadable_saved_charge_from_turns_fees_off_until_the_owner_turns_them_on(
+    owner_client, rt
+):
+    with transaction(rt.sessions) as s:
+        c = s.scalar(select(Company).where(Company.slug == "demo"))
+        c.settings = {**c.settings, "late_fees": {**c.settings["late_fees"], "charge_from": "x"}}
+    assert assess_late_fees(rt, fresh_company(rt, "demo")).charged == []
+    page = owner_client.get(URL).get_data(as_text=True)
+    assert "The day late fees are charged from could not be read" in page
+    form = parse(page.encode()).find("form", action=f"{URL}/late_fees")
+    assert "late_fees-late_fees_enabled" not in form_fields(form)
+    # Turned on again with the date left empty: from today.
+    assert _save(owner_client, late_fees_enabled="y").status_code == 302
+    assert fresh_company(rt, "demo").settings["late_fees"]["charge_from"] == "2026-11-24"

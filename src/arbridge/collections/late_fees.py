@@ -311,6 +311,16 @@ def past_grace_on(inv: InvoiceFacts, policy: LateFeePolicy) -> date:
     return inv.due_on + timedelta(days=policy.grace_days + 1)
 
 
+def earliest_due_on(policy: LateFeePolicy) -> date | None:
+    """The earliest due date that can still be charged anything, for the service's query: with
+    `charge_from` and no interest, an invoice past its grace period before it never is (None:
+    any due date, when there is no charge_from or interest counts from it on any invoice)."""
+    accrues = bool(policy.base_rates) if policy.uk else bool(policy.annual_rate)
+    if policy.charge_from is None or accrues:
+        return None
+    return policy.charge_from - timedelta(days=policy.grace_days + 1)
+
+
 def assess(
     inv: InvoiceFacts, policy: LateFeePolicy, as_of: date, *, exempt: bool = False
 ) -> list[Assessment]:

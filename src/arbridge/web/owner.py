@@ -240,7 +240,8 @@ def _late_fees(saved: dict[str, Any], form: LateFeesForm, today: date) -> dict[s
 
     `charge_from`: the day the owner gives; left empty, the business's today when fees are turned
     on (so old invoices are not back-charged), the saved day while they stay on (a policy saved
-    before the day existed keeps none: its old meaning), none while they are off."""
+    before the day existed keeps none: its old meaning), none while they are off (turned on
+    again, they start from that day's today)."""
 
     def text(value: Decimal | None) -> str | None:
         return str(value) if value else None
@@ -249,7 +250,7 @@ def _late_fees(saved: dict[str, Any], form: LateFeesForm, today: date) -> dict[s
     if form.late_fee_base_rate.data is not None and form.late_fee_base_rate_on.data is not None:
         rates = with_base_rate(rates, form.late_fee_base_rate_on.data, form.late_fee_base_rate.data)
     enabled = form.late_fees_enabled.data
-    charge_from = form.late_fee_charge_from.data
+    charge_from = form.late_fee_charge_from.data if enabled else None
     if charge_from is None and enabled:
         # "On" as the rules read it: an unreadable saved day had turned fees off.
         was_on = late_fee_policy({"late_fees": saved}).enabled

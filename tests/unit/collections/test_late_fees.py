@@ -12,6 +12,7 @@ from arbridge.collections.late_fees import (
     InvoiceFacts,
     LateFeePolicy,
     assess,
+    earliest_due_on,
     late_fee_policy,
     policy_in_words,
     uk_compensation,
@@ -337,3 +338,23 @@ def test_charge_from_is_read_from_settings_and_a_bad_one_is_named() -> None:
         # Unreadable: nothing is charged rather than everything back-charged.
         assert policy.charge_from is None and not policy.charges_anything
         assert policy.problems == ("The day late fees are charged from could not be read",)
+
+
+def test_the_earliest_due_date_still_charged_matches_the_rule_s_boundary() -> None:
+    fee = LateFeePolicy(
+        enabled=True, grace_days=5, flat_fee=Decimal(25), charge_from=date(2026, 3, 16)
+    )
+    # Due 10 March passes its 5-day grace on the 16th (charged); due 9 March on the 15th (not).
+    assert earliest_due_on(fee) == date(2026, 3, 10)
+    assert assess(facts(due_on=date(2026, 3, 10)), fee, date(2026, 4, 1)) != []
+    assert assess(facts(due_on=date(2026, 3, 9)), fee, date(2026, 4, 1)) == []
+    # Interest counts on any overdue invoice from charge_from, and no date means no limit.
+    assert earliest_due_on(LateFeePolicy(**{**fee.__dict__, "annual_rate": Decimal(12)})) is None
+    uk = LateFeePolicy(
+        enabled=True,
+        preset="uk_statutory",
+        base_rates=((date(2025, 8, 7), Decimal(4)),),
+        charge_from=date(2026, 3, 16),
+    )
+    assert earliest_due_on(uk) is None
+    assert earliest_due_on(LateFeePolicy(enabled=True, flat_fee=Decimal(25))) is None
