@@ -55,6 +55,7 @@ def merge_outbox(registrations: Iterable[Mapping[OutboxKind, Handler]]) -> dict[
 
 def webhook_handlers(rt: Runtime) -> dict[tuple[str, str], EventHandler]:
     table = dict(payments.webhook_events(rt))
+    table.update(reminders.webhook_events(rt))
     # Each ledger provider's events (a changed record to sync in), from the provider registry.
     table.update(providers.webhook_handlers(rt.clock))
     return table
