@@ -41,11 +41,10 @@ def twilio_webhook() -> Any:
     # scheme or host Flask sees), with the query Twilio signed.
     query = request.query_string.decode("utf-8", "replace")
     url = f"{rt.settings.base_url}{WEBHOOK_PATH}" + (f"?{query}" if query else "")
-    body = request.get_data()  # the raw form, kept in the inbox; the parsed form reads it again
     form = list(request.form.items(multi=True))
     signature = request.headers.get("X-Twilio-Signature")
     try:
-        outcome = receive_twilio(rt, url, form, signature, body)
+        outcome = receive_twilio(rt, url, form, signature)
     except MalformedTwilio as e:
         log.warning("refused a malformed Twilio request from %s: %s", request.remote_addr, e)
         return {"error": f"not a Twilio request: {e}"}, 400

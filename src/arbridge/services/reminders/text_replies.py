@@ -76,13 +76,12 @@ def ingest_twilio(
     url: str,
     form: Sequence[tuple[str, str]],
     signature: str | None,
-    body: bytes | None = None,
 ) -> Stored:
     """Verify one request and store it once; nothing unverified or malformed is stored.
 
     MalformedTwilio when the form is not Twilio's, SignatureInvalid when no token of the
-    account it names signed it. `body` is the raw form as received (the form re-encoded when
-    the caller has none)."""
+    account it names signed it. The delivery keeps the form as Twilio posted it, encoded again
+    (Flask has read the body by the time a view runs)."""
     request = parse_twilio(url, form)
     with transaction(rt.sessions) as session:
         signers = _signers(rt, session, request.account_sid)
@@ -98,7 +97,7 @@ def ingest_twilio(
             if not signers:
                 raise SignatureInvalid("no Twilio account here has that account SID")
             raise SignatureInvalid("the X-Twilio-Signature does not match the URL and form")
-        raw = body if body is not None else urlencode(list(form)).encode()
+        raw = urlencode(list(form)).encode()
         headers = {"x-twilio-signature": signature or ""}
         event = twilio_event(request, signer.company_ids)
         return store(session, rt.clock, PROVIDER, headers, raw, [event])
@@ -109,12 +108,11 @@ def receive_twilio(
     url: str,
     form: Sequence[tuple[str, str]],
     signature: str | None,
-    body: bytes | None = None,
 ) -> str:
     """Verify and store one request, then handle its event at once; returns what was done (for
     the log and the tests): "duplicate" for a delivery already stored, "queued" when the
     worker has it."""
-    stored = ingest_twilio(rt, url, form, signature, body)
+    stored = ingest_twilio(rt, url, form, signature)
     if not stored.event_ids:
         return "duplicate"
     done = process_now(rt.sessions, rt.clock, twilio_handlers(rt), stored.event_ids)
