@@ -21,7 +21,7 @@ from arbridge.services.messaging.sms import WEBHOOK_PATH
 from arbridge.services.messaging.sms_setup import save_sms_account
 from arbridge.services.reminders.facts import load_day
 from arbridge.services.reminders.run import run_reminders
-from arbridge.services.reminders.text_replies import receive_twilio
+from arbridge.services.reminders.text_replies import ingest_twilio, receive_twilio
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     Company,
@@ -32,6 +32,7 @@ from arbridge.sync.model import (
     OutboxMessage,
     ReminderSend,
     SmsReply,
+    WebhookEvent,
 )
 from arbridge.sync.store import rotate_secrets
 from arbridge.worker import drain
@@ -391,6 +392,60 @@ def test_a_business_s_own_account_signs_only_for_its_own_contacts(rt, twilio):
     assert contact(rt).sms_opted_out_at is not None
     with rt.sessions() as s:
         assert rotate_secrets(s, rt.keyring) == 1  # the Twilio token (the demo ledger has none)
+
+
+def test_a_stored_stop_the_request_did_not_handle_is_handled_by_the_worker_once(trt, twilio):
+    """Stored but not handled (the process died between the two): the worker's dispatch table
+    has Twilio's handlers, and acts on it once."""
+    world_with_phone(trt)
+    stored = ingest_twilio(trt, *signed(twilio, trt, twilio.reply_form(E164, "STOP")))
+    assert (stored.new, contact(trt).sms_opted_out_at) == (1, None)
+    drain(trt)
+    assert contact(trt).sms_opted_out_at == trt.clock.now()
+    with trt.sessions() as s:
+        (event,) = s.scalars(select(WebhookEvent)).all()
+        assert (event.provider, event.status, event.attempts) == ("twilio", "processed", 1)
+    assert drain(trt)[0] == 0
+
+
+def test_a_status_callback_from_another_business_s_account_changes_nothing(rt, twilio):
+    """Signed by a business's own Twilio account, about a text another account sent: stored
+    (Twilio did send it), acted on never."""
+    world_with_phone(rt)
+    with transaction(rt.sessions) as s:
+        company = s.scalars(select(Company)).one()
+        other = Company(
+            name="Other",
+            slug="other",
+            home_currency="USD",
+            timezone="UTC",
+            country="US",
+            created_at=rt.clock.now(),
+        )
+        s.add(other)
+        s.flush()
+        save_sms_account(s, rt, other, twilio.account_sid, twilio.auth_token, FROM)
+        s.add(
+            MailMessage(
+                company_id=company.id,
+                outbox_key="sms:c1:2026-11-24:r1",
+                kind="reminder",
+                to_addr=E164,
+                subject="Text message",
+                text_body="Pay here",
+                message_id="SM" + "a" * 32,
+                transport="twilio",
+                channel="sms",
+                delivery_status="queued",
+                created_at=rt.clock.now(),
+            )
+        )
+    form = twilio.status_form({"sid": "SM" + "a" * 32, "to": E164}, "undelivered", "30006")
+    assert receive_twilio(rt, *signed(twilio, rt, form, "key=sms%3Ac1%3A2026-11-24%3Ar1")) == (
+        "not ours"
+    )
+    (text,) = texts(rt)
+    assert text.delivery_status == "queued" and contact(rt).sms_undeliverable_at is None
 
 
 # -- without Twilio ---------------------------------------------------------------------------
