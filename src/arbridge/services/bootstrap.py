@@ -1,6 +1,7 @@
 """Wiring: the outbox's and the webhook inbox's dispatch tables, built from what each service
-registers (Cosmic Python's bootstrap). The worker asks here; no service imports a dispatcher,
-and services that need each other's work get it passed in here.
+registers (Cosmic Python's bootstrap). The worker asks here; no service imports a dispatcher
+(but to handle, at once and with its own handlers, the event a request just stored: a Twilio
+STOP), and services that need each other's work get it passed in here.
 """
 
 from __future__ import annotations

@@ -58,11 +58,12 @@ def process_now(
     clock: Clock,
     handlers: Mapping[tuple[str, str], EventHandler],
     ids: Sequence[int],
-) -> dict[int, object]:
+) -> dict[int, tuple[str, object]]:
     """Handle these stored events at once, as the worker would (for a webhook whose effect must
-    not wait for the worker's tick: a STOP to texts). Returns what each handler returned, by
-    row id; an event the worker holds, or no longer pending, is left to it."""
-    done: dict[int, object] = {}
+    not wait for the worker's tick: a STOP to texts). Returns each handled event's status and
+    what its handler returned, by row id; an event the worker holds, or no longer pending, is
+    left to it. One that fails is retried or kept failed, exactly as by the worker."""
+    done: dict[int, tuple[str, object]] = {}
     for event_id in ids:
         with transaction(factory) as session:
             event = session.scalar(
@@ -71,7 +72,8 @@ def process_now(
                 .with_for_update(skip_locked=True)
             )
             if event is not None:
-                done[event_id] = _handle(session, clock, handlers, event)
+                outcome = _handle(session, clock, handlers, event)
+                done[event_id] = (event.status, outcome)
     return done
 
 

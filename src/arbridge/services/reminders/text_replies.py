@@ -111,13 +111,14 @@ def receive_twilio(
 ) -> str:
     """Verify and store one request, then handle its event at once; returns what was done (for
     the log and the tests): "duplicate" for a delivery already stored, "queued" when the
-    worker has it."""
+    worker has it, "pending" or "failed" when handling it failed (the worker retries; an
+    operator replays a failed one with `arbridge events replay`)."""
     stored = ingest_twilio(rt, url, form, signature)
     if not stored.event_ids:
         return "duplicate"
     done = process_now(rt.sessions, rt.clock, twilio_handlers(rt), stored.event_ids)
-    outcome = done.get(stored.event_ids[0])
-    return str(outcome) if outcome is not None else "queued"
+    status, outcome = done.get(stored.event_ids[0], ("queued", None))
+    return str(outcome) if status == "processed" else status
 
 
 def twilio_handlers(rt: Runtime) -> dict[tuple[str, str], EventHandler]:
