@@ -408,46 +408,6 @@ def test_a_stored_stop_the_request_did_not_handle_is_handled_by_the_worker_once(
     assert drain(trt)[0] == 0
 
 
-def test_a_status_callback_from_another_business_s_account_changes_nothing(rt, twilio):
-    """Signed by a business's own Twilio account, about a text another account sent: stored
-    (Twilio did send it), acted on never."""
-    world_with_phone(rt)
-    with transaction(rt.sessions) as s:
-        company = s.scalars(select(Company)).one()
-        other = Company(
-            name="Other",
-            slug="other",
-            home_currency="USD",
-            timezone="UTC",
-            country="US",
-            created_at=rt.clock.now(),
-        )
-        s.add(other)
-        s.flush()
-        save_sms_account(s, rt, other, twilio.account_sid, twilio.auth_token, FROM)
-        s.add(
-            MailMessage(
-                company_id=company.id,
-                outbox_key="sms:c1:2026-11-24:r1",
-                kind="reminder",
-                to_addr=E164,
-                subject="Text message",
-                text_body="Pay here",
-                message_id="SM" + "a" * 32,
-                transport="twilio",
-                channel="sms",
-                delivery_status="queued",
-                created_at=rt.clock.now(),
-            )
-        )
-    form = twilio.status_form({"sid": "SM" + "a" * 32, "to": E164}, "undelivered", "30006")
-    assert receive_twilio(rt, *signed(twilio, rt, form, "key=sms%3Ac1%3A2026-11-24%3Ar1")) == (
-        "not ours"
-    )
-    (text,) = texts(rt)
-    assert text.delivery_status == "queued" and contact(rt).sms_undeliverable_at is None
-
-
 # -- without Twilio ---------------------------------------------------------------------------
 
 

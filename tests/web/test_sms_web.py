@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from arbridge.config import TwilioSettings
+from arbridge.services.messaging.sms_setup import save_sms_account
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     Activity,
@@ -106,13 +107,13 @@ def test_a_reply_lands_in_the_owner_s_list_and_is_closed_there(client, rt, clock
     assert "No text replies waiting" in client.get(f"/c/{demo_company.slug}/calls").text
 
 
-def test_a_status_callback_through_the_route_updates_the_text(client, rt, clock, demo_company):
-    twilio = FakeTwilio(clock)
+def sent_text(rt, company, sid: str = "SM" + "a" * 32) -> None:
+    """A reminder text Twilio took for the demo's first customer, waiting for its callbacks."""
     contact = demo_contact(rt)
     with transaction(rt.sessions) as s:
         s.add(
             MailMessage(
-                company_id=demo_company.id,
+                company_id=company.id,
                 outbox_key="sms:c1:2026-11-24:r1",
                 kind="reminder",
                 contact_id=contact.id,
@@ -120,19 +121,44 @@ def test_a_status_callback_through_the_route_updates_the_text(client, rt, clock,
                 to_addr=DEMO_NUMBER,
                 subject="Text message",
                 text_body="Pay here",
-                message_id="SM" + "a" * 32,
+                message_id=sid,
                 transport="twilio",
                 channel="sms",
                 delivery_status="queued",
-                created_at=clock.now(),
+                created_at=rt.clock.now(),
             )
         )
+
+
+def test_a_status_callback_through_the_route_updates_the_text(client, rt, clock, demo_company):
+    twilio = FakeTwilio(clock)
+    sent_text(rt, demo_company)
     form = twilio.status_form({"sid": "SM" + "a" * 32, "to": DEMO_NUMBER}, "delivered")
     page = post_signed(client, twilio, form, query="key=sms%3Ac1%3A2026-11-24%3Ar1")
     assert page.status_code == 200
     with rt.sessions() as s:
         text = s.scalars(select(MailMessage)).one()
         assert text.delivery_status == "delivered"
+
+
+def test_another_business_s_twilio_account_cannot_act_on_a_text(
+    client, rt, clock, demo_company, other_company
+):
+    """Signed by a business's own Twilio account, about a text the install's account sent for
+    another business: stored (that account's token did sign it), acted on never."""
+    own = FakeTwilio(clock, account_sid="AC" + "7" * 32, auth_token="e" * 32)
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, other_company.company.id)
+        save_sms_account(s, rt, company, own.account_sid, own.auth_token, "+12125550100")
+    sent_text(rt, demo_company)
+    form = own.status_form({"sid": "SM" + "a" * 32, "to": DEMO_NUMBER}, "undelivered", "30006")
+    page = post_signed(client, own, form, query="key=sms%3Ac1%3A2026-11-24%3Ar1")
+    assert page.status_code == 200
+    with rt.sessions() as s:
+        assert s.scalars(select(MailMessage)).one().delivery_status == "queued"
+    assert demo_contact(rt).sms_undeliverable_at is None
+    _deliveries, (event,) = stored(rt)
+    assert (event.company_id, event.status) == (other_company.company.id, "processed")
 
 
 def stored(rt) -> tuple[list[WebhookDelivery], list[WebhookEvent]]:
