@@ -184,19 +184,19 @@ def _webhook_rows(engine: Engine) -> list[tuple[str, ...]]:
         return [tuple(r) for r in events] + [tuple(r) for r in deliveries]
 
 
-def test_0025_lets_twilio_into_the_inbox_keeping_every_event_and_back(blank_engine):
+def test_0026_lets_twilio_into_the_inbox_keeping_every_event_and_back(blank_engine):
     """Upgrading widens both CHECK constraints to 'twilio' and keeps every stored event (on
     SQLite the deliveries' table is copied, and dropping the old one would cascade to its
     events); going back removes Twilio's rows and refuses 'twilio' again."""
     cfg = db.alembic_config(blank_engine)
-    command.upgrade(cfg, "0024")
+    command.upgrade(cfg, "0025")
     with blank_engine.begin() as conn:
         conn.execute(INSERT_DELIVERY, {"id": 1, "provider": "stripe"})
         conn.execute(INSERT_EVENT, {"id": 1, "provider": "stripe", "event_id": "evt_1"})
     with pytest.raises(IntegrityError), blank_engine.begin() as conn:
         conn.execute(INSERT_DELIVERY, {"id": 2, "provider": "twilio"})
 
-    command.upgrade(cfg, "0025")
+    command.upgrade(cfg, "0026")
     with blank_engine.begin() as conn:
         conn.execute(INSERT_DELIVERY, {"id": 2, "provider": "twilio"})
         conn.execute(INSERT_EVENT, {"id": 2, "provider": "twilio", "event_id": "AC1:SM1"})
@@ -211,7 +211,7 @@ def test_0025_lets_twilio_into_the_inbox_keeping_every_event_and_back(blank_engi
     with pytest.raises(IntegrityError), blank_engine.begin() as conn:
         conn.execute(INSERT_EVENT, {"id": 3, "provider": "sendgrid", "event_id": "x"})
 
-    command.downgrade(cfg, "0024")
+    command.downgrade(cfg, "0025")
     assert _webhook_rows(blank_engine) == [("stripe", "evt_1"), ("stripe",)]
     with pytest.raises(IntegrityError), blank_engine.begin() as conn:
         conn.execute(INSERT_DELIVERY, {"id": 2, "provider": "twilio"})

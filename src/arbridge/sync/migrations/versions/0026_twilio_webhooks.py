@@ -6,19 +6,19 @@ The CHECK constraints `ck_webhook_deliveries_delivery_provider` and
 again with the wider list. SQLite cannot alter a constraint, so there batch mode copies the
 table; PostgreSQL alters it in place.
 
-Going back deletes Twilio's stored deliveries and events: revision 0024 has no place for them,
+Going back deletes Twilio's stored deliveries and events: revision 0025 has no place for them,
 and its code acts on Twilio's requests as they arrive, never from the inbox.
 
-Revision ID: 0025
-Revises: 0024
+Revision ID: 0026
+Revises: 0025
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 
-revision = "0025"
-down_revision = "0024"
+revision = "0026"
+down_revision = "0025"
 branch_labels = None
 depends_on = None
 
