@@ -93,7 +93,7 @@ class FakeTwilio:
         self.creates.append(form)
         outcome = self.next_outcomes.pop(0) if self.next_outcomes else "accept"
         if isinstance(outcome, int):
-            status = 401 if outcome == 20003 else 400
+            status = {20003: 401, 20429: 429}.get(outcome, 400)
             error = {
                 "code": outcome,
                 "message": ERROR_MESSAGES.get(outcome, "refused").format(to=form.get("To")),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date, timedelta
+from typing import Any
 
 from sqlalchemy import select
 
@@ -49,6 +51,9 @@ DEMO_REMINDERS = {"sequences": {"default": [step.to_dict() for step in DEMO_STEP
 
 # Late fees, on from the start so a newcomer sees one charged: $25 once an invoice of $100 or
 # more is 30 days past due, as its own invoice in the demo ledger (the original stays as sent).
+# Like a business turning fees on, it does not back-charge every old invoice: it charges those
+# that passed their grace period in the last DEMO_LATE_FEES_DAYS_BACK days (on the demo ledger,
+# a handful: five), so the first daily run charges a few, not the 88 the old rule would.
 DEMO_LATE_FEES = {
     **DEFAULTS["late_fees"],
     "enabled": True,
@@ -56,9 +61,29 @@ DEMO_LATE_FEES = {
     "flat_fee": "25.00",
     "min_balance": "100.00",
 }
+DEMO_LATE_FEES_DAYS_BACK = 6
+
+
+def demo_late_fees(today: date) -> dict[str, Any]:
+    """The demo's late-fee settings, charging from DEMO_LATE_FEES_DAYS_BACK days before `today`
+    (the demo ledger's dates are written relative to the same day)."""
+    since = today - timedelta(days=DEMO_LATE_FEES_DAYS_BACK)
+    return {**DEMO_LATE_FEES, "charge_from": since.isoformat()}
 
 
 SyncFunc = Callable[[Connection, bool], SyncResult]
+
+
+def _restart_late_fees(rt: Runtime, company_id: int, today: date) -> None:
+    """A fresh ledger's dates move with `today`: late fees (when on) charge from the demo's day
+    before it again, so a reset charges a handful once more rather than the whole backlog."""
+    with transaction(rt.sessions) as session:
+        company = session.get(Company, company_id)
+        fees = (company.settings or {}).get("late_fees") if company else None
+        if company is None or not isinstance(fees, dict) or fees.get("enabled") is not True:
+            return
+        since = demo_late_fees(today)["charge_from"]
+        company.settings = {**company.settings, "late_fees": {**fees, "charge_from": since}}
 
 
 def prepare(
@@ -84,7 +109,7 @@ def prepare(
             company.settings = {
                 **(company.settings or {}),
                 "plans": DEMO_PLANS,
-                "late_fees": DEMO_LATE_FEES,
+                "late_fees": demo_late_fees(company_today(company, rt.clock)),
                 # Its sequence (with a text), and a monthly statement (with its PDF) on the 1st.
                 "reminders": {**DEFAULTS["reminders"], **DEMO_REMINDERS, "statement_day": 1},
             }
@@ -104,8 +129,10 @@ def prepare(
     ledger = rt.demo_ledger(conn.tenant_id)
     full = False
     if reset or not ledger.exists:
-        generate_demo_ledger(ledger, company_today(company, rt.clock))
+        today = company_today(company, rt.clock)
+        generate_demo_ledger(ledger, today)
         full = True
+        _restart_late_fees(rt, company.id, today)
         echo(f"Demo ledger written to {ledger.path}")
     result = sync(conn, full)
     echo(f"Synced: {sum(result.upserted.values())} records")

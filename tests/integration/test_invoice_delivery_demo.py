@@ -140,6 +140,38 @@ def test_the_demo_charges_a_late_fee_once_into_its_ledger_and_the_pay_page_shows
     assert f"Late fee on {number}" in page and "$25.00" in page
 
 
+def test_the_demo_s_first_run_charges_a_handful_once_not_every_old_invoice(rt, demo_company):
+    """Fees on from the start charge from six days ago (18 Nov): only invoices that passed their
+    30-day grace period since then, due 18-24 October, not the 88 older ones the old rule
+    back-charged."""
+    company = company_row(rt, demo_company.id)
+    assert company.settings["late_fees"]["charge_from"] == "2026-11-18"
+    for _ in range(2):  # the daily run, twice (a rerun, a second worker)
+        run_collections(rt, company)
+        deliver(rt.sessions, rt.clock, outbox_handlers(rt))
+    with rt.sessions() as s:
+        charged = s.execute(
+            select(Invoice.number, Invoice.due_on)
+            .join(LateFeeAssessment, LateFeeAssessment.invoice_id == Invoice.id)
+            .order_by(Invoice.due_on)
+        ).all()
+    # On the demo ledger: five, each due 18-24 October (passed its grace on 18-24 November).
+    assert len(charged) == 5
+    assert all(date(2026, 10, 18) <= due <= date(2026, 10, 24) for _n, due in charged)
+    fee_lines = [
+        li["description"]
+        for i in rt.demo_ledger(DEMO_TENANT).read()["Invoice"]
+        for li in i["lineItems"]
+        if str(li.get("description", "")).startswith("Late fee on ")
+    ]
+    assert sorted(fee_lines) == sorted(f"Late fee on {n}" for n, _d in charged)
+    # The next day: nothing more (no open invoice of $100 or more on it is due 25 October).
+    rt.clock.advance(timedelta(days=1))
+    run_collections(rt, company)
+    with rt.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(LateFeeAssessment)) == len(charged)
+
+
 def test_the_demos_monthly_statement_email_carries_its_pdf(settings, clock, demo_company, tmp_path):
     """The demo sends statements on the 1st (its reminders settings say so); through a real
     SMTP server, each statement email carries the customer's statement as PDF, with the link

@@ -60,7 +60,7 @@ def test_a_dry_run_asks_as_many_statements_for_1000_overdue_invoices_as_for_10(r
 
 
 def _candidates_by_claims(session, company_id: int, policy, as_of):
-    """The candidates as they were read before 0026: an EXISTS over reminder_sends per invoice
+    """The candidates as they were read before 0027: an EXISTS over reminder_sends per invoice
     (the reference the stored highest step must agree with)."""
     first = min(s.offset_days for seq in policy.sequences.values() for s in seq.steps)
     steps = policy.sequence(None).steps

@@ -21,7 +21,7 @@ from arbridge.services.messaging.sms import WEBHOOK_PATH
 from arbridge.services.messaging.sms_setup import save_sms_account
 from arbridge.services.reminders.facts import load_day
 from arbridge.services.reminders.run import run_reminders
-from arbridge.services.reminders.text_replies import receive_twilio
+from arbridge.services.reminders.text_replies import ingest_twilio, receive_twilio
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     Company,
@@ -32,6 +32,7 @@ from arbridge.sync.model import (
     OutboxMessage,
     ReminderSend,
     SmsReply,
+    WebhookEvent,
 )
 from arbridge.sync.store import rotate_secrets
 from arbridge.worker import drain
@@ -202,6 +203,35 @@ def test_a_text_waits_for_8_o_clock_where_the_customer_is(trt, twilio):
     assert len(twilio.creates) == 1
 
 
+def test_a_text_whose_hours_ended_before_the_worker_reached_it_waits_for_the_morning(trt, twilio):
+    # Queued at 09:00 in Chicago; the worker only gets to it at 22:00, past the 21:00 limit. It
+    # used to fail for good (RateLimited built without its message): it must wait, not die.
+    world_with_phone(trt)
+    run_reminders(trt, world_company(trt))
+    trt.clock.advance(timedelta(hours=13))
+    drain(trt)
+    (row,) = outbox(trt)
+    assert (row.status, twilio.creates) == ("pending", [])
+    assert row.next_attempt_at == trt.clock.now() + timedelta(hours=10)  # 08:00 next morning
+    trt.clock.advance(timedelta(hours=10))
+    drain(trt)
+    assert len(twilio.creates) == 1 and outbox(trt)[0].status == "sent"
+
+
+def test_twilio_s_too_many_requests_waits_a_minute_and_sends_once(trt, twilio):
+    # Twilio's 429 (error 20429) used to fail the text for good (RateLimited without its message).
+    world_with_phone(trt)
+    run_reminders(trt, world_company(trt))
+    twilio.next_outcomes = [20429]
+    drain(trt)
+    (row,) = outbox(trt)
+    assert row.status == "pending" and len(twilio.creates) == 1
+    trt.clock.advance(timedelta(minutes=1))
+    drain(trt)
+    assert len(twilio.messages) == 1 and outbox(trt)[0].status == "sent"
+    assert len(texts(trt)) == 1
+
+
 def test_an_answer_lost_after_twilio_accepted_is_looked_up_not_sent_again(trt, twilio):
     world_with_phone(trt)
     run_reminders(trt, world_company(trt))
@@ -308,7 +338,8 @@ def test_status_callbacks_move_a_text_forward_only(trt, twilio):
     drain(trt)
     assert callback(twilio, trt, "delivered") == "delivered"
     assert callback(twilio, trt, "sent") == "sent"  # arrives late: changes nothing
-    assert callback(twilio, trt, "delivered") == "delivered"  # twice: the same
+    # Twice: Twilio's repeat is stored once and not acted on again.
+    assert callback(twilio, trt, "delivered") == "duplicate"
     (text,) = texts(trt)
     assert text.delivery_status == "delivered"
 
@@ -321,7 +352,7 @@ def test_an_undelivered_callback_marks_the_number_and_falls_back_to_email(trt, t
     (text,) = texts(trt)
     assert (text.delivery_status, text.error_code) == ("undelivered", "30006")
     assert contact(trt).sms_undeliverable_at is not None
-    assert callback(twilio, trt, "undelivered", "30006") == "undeliverable"
+    assert callback(twilio, trt, "undelivered", "30006") == "duplicate"
     assert len(outbox(trt, "email")) == 1  # once, however often Twilio says it
     drain(trt)
     assert [(r.channel, r.status) for r in sends(trt)] == [("email", "sent")]
@@ -390,6 +421,20 @@ def test_a_business_s_own_account_signs_only_for_its_own_contacts(rt, twilio):
     assert contact(rt).sms_opted_out_at is not None
     with rt.sessions() as s:
         assert rotate_secrets(s, rt.keyring) == 1  # the Twilio token (the demo ledger has none)
+
+
+def test_a_stored_stop_the_request_did_not_handle_is_handled_by_the_worker_once(trt, twilio):
+    """Stored but not handled (the process died between the two): the worker's dispatch table
+    has Twilio's handlers, and acts on it once."""
+    world_with_phone(trt)
+    stored = ingest_twilio(trt, *signed(twilio, trt, twilio.reply_form(E164, "STOP")))
+    assert (stored.new, contact(trt).sms_opted_out_at) == (1, None)
+    drain(trt)
+    assert contact(trt).sms_opted_out_at == trt.clock.now()
+    with trt.sessions() as s:
+        (event,) = s.scalars(select(WebhookEvent)).all()
+        assert (event.provider, event.status, event.attempts) == ("twilio", "processed", 1)
+    assert drain(trt)[0] == 0
 
 
 # -- without Twilio ---------------------------------------------------------------------------

@@ -3,10 +3,14 @@ the owner's pages."""
 
 from __future__ import annotations
 
+from datetime import date
+
 from sqlalchemy import select
 
 from arbridge.services.fees.assess import assess_late_fees
+from arbridge.sync.db import transaction
 from arbridge.sync.model import (
+    Company,
     CustomerReminderSettings,
     Invoice,
     LateFeeAssessment,
@@ -135,3 +139,77 @@ def test_another_company_s_charge_cannot_be_waived(owner_client, rt):
         "/c/demo/late-fees/999999/waive", data={"csrf_token": csrf_token(page.data)}
     )
     assert response.status_code == 404
+
+
+# --- charge_from: turning fees on does not back-charge old invoices (today is 24 Nov 2026) ----
+
+
+def test_turning_fees_on_charges_from_today_not_every_old_invoice(owner_client, rt):
+    # Off first: the date goes with it, and the page offers none.
+    assert _save(owner_client, late_fees_enabled=None).status_code == 302
+    assert fresh_company(rt, "demo").settings["late_fees"]["charge_from"] is None
+    form = parse(owner_client.get(URL).data).find("form", action=f"{URL}/late_fees")
+    assert form_fields(form)["late_fees-late_fee_charge_from"] == ""
+    # On, the date left empty: today, in the business's timezone.
+    response = _save(owner_client, late_fees_enabled="y", late_fee_charge_from="")
+    assert response.status_code == 302
+    fees = fresh_company(rt, "demo").settings["late_fees"]
+    assert (fees["enabled"], fees["charge_from"]) == (True, "2026-11-24")
+    doc = parse(owner_client.get(URL).data)
+    assert "on or after Nov 24, 2026" in doc.by_id("late-fees-charge-from").text
+    # Only invoices whose 30-day grace period ends today or later: due 24 October at the
+    # earliest (24 Oct + 31 days = 24 Nov); the demo ledger's older overdue ones are left alone.
+    run = assess_late_fees(rt, fresh_company(rt, "demo"))
+    with rt.sessions() as s:
+        due = dict(
+            s.execute(select(Invoice.id, Invoice.due_on).where(Invoice.is_open)).tuples().all()
+        )
+    older = [d for d in due.values() if (date(2026, 11, 24) - d).days > 31]
+    assert len(older) > 20  # plenty that the old rule would have back-charged
+    # On the demo ledger, one such: due 24 October.
+    assert [due[a.invoice_id] for a in run.charged] == [date(2026, 10, 24)]
+
+
+def test_an_earlier_charge_from_is_kept_and_an_empty_one_keeps_the_saved_day(owner_client, rt):
+    _save(owner_client, late_fees_enabled=None)
+    # The owner chooses an earlier day deliberately while turning fees on.
+    _save(owner_client, late_fees_enabled="y", late_fee_charge_from="2026-09-01")
+    assert fresh_company(rt, "demo").settings["late_fees"]["charge_from"] == "2026-09-01"
+    # Saved again with fees on: the day shown stays; emptied, the saved day stays too (never
+    # "no limit", which would back-charge everything).
+    _save(owner_client, late_fee_flat="30.00")
+    assert fresh_company(rt, "demo").settings["late_fees"]["charge_from"] == "2026-09-01"
+    _save(owner_client, late_fee_charge_from="")
+    assert fresh_company(rt, "demo").settings["late_fees"]["charge_from"] == "2026-09-01"
+    run = assess_late_fees(rt, fresh_company(rt, "demo"))
+    with rt.sessions() as s:
+        due = dict(s.execute(select(Invoice.id, Invoice.due_on)).tuples().all())
+    # 1 Sep - 31 days = 1 Aug: invoices due from then on, 30 days past due by today.
+    assert run.charged
+    assert all(date(2026, 8, 1) <= due[a.invoice_id] <= date(2026, 10, 24) for a in run.charged)
+
+
+def test_a_bad_charge_from_date_is_a_field_error_not_a_500(owner_client, rt):
+    saved = fresh_company(rt, "demo").settings.get("late_fees")
+    for bad in ("2026-02-30", "next tuesday", "24/11/2026"):
+        response = _save(owner_client, late_fee_charge_from=bad)
+        assert response.status_code == 400
+        page = response.get_data(as_text=True)
+        assert "Not a valid date value." in page and "Traceback" not in page
+    assert fresh_company(rt, "demo").settings.get("late_fees") == saved
+
+
+def test_an_unreadable_saved_charge_from_turns_fees_off_until_the_owner_turns_them_on(
+    owner_client, rt
+):
+    with transaction(rt.sessions) as s:
+        c = s.scalar(select(Company).where(Company.slug == "demo"))
+        c.settings = {**c.settings, "late_fees": {**c.settings["late_fees"], "charge_from": "x"}}
+    assert assess_late_fees(rt, fresh_company(rt, "demo")).charged == []
+    page = owner_client.get(URL).get_data(as_text=True)
+    assert "The day late fees are charged from could not be read" in page
+    form = parse(page.encode()).find("form", action=f"{URL}/late_fees")
+    assert "late_fees-late_fees_enabled" not in form_fields(form)
+    # Turned on again with the date left empty: from today.
+    assert _save(owner_client, late_fees_enabled="y").status_code == 302
+    assert fresh_company(rt, "demo").settings["late_fees"]["charge_from"] == "2026-11-24"

@@ -179,6 +179,7 @@ def targets(o: OtherRows) -> list[tuple[str, str, dict[str, str], str]]:
         ("POST", f"/invoices/{o.invoice}/pay-link", {}, "Invoice"),
         ("POST", f"/invoices/{o.invoice}/revoke-links", {}, "Invoice"),
         ("POST", f"/invoices/{o.invoice}/pause", {}, "Invoice"),
+        ("POST", f"/invoices/{o.invoice}/send", {}, "Invoice"),
         ("POST", "/invoices/bulk", {"action": "pause", "invoice_id": str(o.invoice)}, "Invoice"),
         ("GET", f"/reminders?invoice_id={o.invoice}", {}, "Invoice"),
         ("GET", f"/reminders/email.html?invoice_id={o.invoice}", {}, "Invoice"),

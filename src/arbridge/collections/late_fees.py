@@ -12,6 +12,12 @@ customer received it):
 - "compensation": the UK statutory preset's fixed sum (GBP 40 / 70 / 100 by the debt's size),
   once, in place of the fee.
 
+Charges start from `charge_from` (set to the business's today when the owner turns fees on), so
+turning fees on never back-charges every old invoice: a one-off fee or compensation is charged
+only when the day the invoice passed its grace period is on or after it, and interest counts only
+the days from it (a month that straddles it, from that day). A policy stored without one (saved
+before the date existed) keeps its old meaning: no limit.
+
 Every assessment has a unique key (invoice, kind, period), where period is "once" or the
 month ("2026-11"); the service claims each key once, so a rerun, a retry or a second worker
 never charges twice. Amounts in the policy (flat fee, cap, minimum balance) are in the
@@ -55,6 +61,9 @@ class LateFeePolicy:
     min_balance: Decimal | None = None  # home currency: smaller overdue balances are left alone
     # The Bank of England base rate (percent) and the day each value took effect, oldest first.
     base_rates: tuple[tuple[date, Decimal], ...] = ()
+    # Nothing from before this day: the first day an invoice's grace period may end for a one-off
+    # charge, and the first day interest counts. None: no limit (policies saved before it).
+    charge_from: date | None = None
     problems: tuple[str, ...] = ()
 
     @property
@@ -142,8 +151,17 @@ def late_fee_policy(stored: Mapping[str, Any] | None) -> LateFeePolicy:
             continue
         if rate is not None:
             rates.append((on, rate))
+    enabled = bool(s.get("enabled"))
+    charge_from = None
+    if s.get("charge_from") not in (None, ""):
+        try:
+            charge_from = date.fromisoformat(s["charge_from"])
+        except (TypeError, ValueError):
+            # Off rather than back-charging every old invoice; the settings page names it.
+            problems.append("The day late fees are charged from could not be read")
+            enabled = False
     return LateFeePolicy(
-        enabled=bool(s.get("enabled")),
+        enabled=enabled,
         preset=preset,
         grace_days=int(grace) if grace is not None else 0,
         flat_fee=_number(s.get("flat_fee"), Decimal(0), MAX_AMOUNT, "The late fee", problems)
@@ -162,6 +180,7 @@ def late_fee_policy(stored: Mapping[str, Any] | None) -> LateFeePolicy:
         )
         or None,
         base_rates=tuple(sorted(rates)),
+        charge_from=charge_from,
         problems=tuple(problems),
     )
 
@@ -251,10 +270,11 @@ def month_name(period: str) -> str:
 
 
 def interest_for_month(
-    inv: InvoiceFacts, rate: Decimal, year: int, month: int
+    inv: InvoiceFacts, rate: Decimal, year: int, month: int, charge_from: date | None = None
 ) -> tuple[Decimal, int]:
-    """Interest (unrounded, invoice currency) for the overdue days of one month, and the days."""
-    first = max(date(year, month, 1), inv.due_on + timedelta(days=1))
+    """Interest (unrounded, invoice currency) for the overdue days of one month on or after
+    `charge_from` (None: all of them), and the days."""
+    first = max(date(year, month, 1), inv.due_on + timedelta(days=1), charge_from or date.min)
     last = date(year, month, calendar.monthrange(year, month)[1])
     days = (last - first).days + 1
     if days <= 0:
@@ -285,6 +305,22 @@ def _months(start: date, through: date) -> Iterable[tuple[int, int]]:
 # --- the decision -----------------------------------------------------------------------------
 
 
+def past_grace_on(inv: InvoiceFacts, policy: LateFeePolicy) -> date:
+    """The day the invoice passed its grace period: the first day it is more than `grace_days`
+    past due, the day a one-off charge falls due."""
+    return inv.due_on + timedelta(days=policy.grace_days + 1)
+
+
+def earliest_due_on(policy: LateFeePolicy) -> date | None:
+    """The earliest due date that can still be charged anything, for the service's query: with
+    `charge_from` and no interest, an invoice past its grace period before it never is (None:
+    any due date, when there is no charge_from or interest counts from it on any invoice)."""
+    accrues = bool(policy.base_rates) if policy.uk else bool(policy.annual_rate)
+    if policy.charge_from is None or accrues:
+        return None
+    return policy.charge_from - timedelta(days=policy.grace_days + 1)
+
+
 def assess(
     inv: InvoiceFacts, policy: LateFeePolicy, as_of: date, *, exempt: bool = False
 ) -> list[Assessment]:
@@ -299,14 +335,16 @@ def assess(
         return []
     number = inv.number
     wanted: list[tuple[str, str, Decimal, str, str]] = []  # kind, period, amount, line, basis
-    if policy.uk:
+    # A one-off charge only for invoices that passed their grace period on or after charge_from.
+    once = policy.charge_from is None or past_grace_on(inv, policy) >= policy.charge_from
+    if once and policy.uk:
         owed = _uk_compensation_for(inv, balance)
         if owed is not None:
             amount, basis = owed
             wanted.append(
                 ("compensation", ONCE, amount, f"Late payment compensation on {number}", basis)
             )
-    else:
+    elif once:
         fee = Decimal(0)
         parts = []
         if policy.flat_fee:
@@ -327,11 +365,12 @@ def assess(
         pct, how = rate
         # Only months that are over: the last one is charged when it ends.
         month_end = as_of.replace(day=1) - timedelta(days=1)
-        for y, m in _months(inv.due_on + timedelta(days=1), month_end):
+        start = max(inv.due_on + timedelta(days=1), policy.charge_from or date.min)
+        for y, m in _months(start, month_end):
             period = f"{y:04d}-{m:02d}"
             if ("interest", period) in inv.assessed:
                 continue
-            amount, days = interest_for_month(inv, pct, y, m)
+            amount, days = interest_for_month(inv, pct, y, m, policy.charge_from)
             if days:
                 wanted.append(
                     (

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from arbridge.collections.reminder_words import key_in_words, mail_kind, template_title
 from arbridge.services.messaging.queue import MESSAGE_KINDS
 from arbridge.services.reminders.recheck import still_waiting
+from arbridge.services.reminders.texts import SMS_MAIL
 from arbridge.sync.model import (
     CallTask,
     Company,
@@ -83,10 +84,11 @@ class Mailbox:
 
 def _what(payload: dict[str, Any]) -> str:
     mail = payload.get("mail")
-    if mail == "reminder":
+    if mail in ("reminder", SMS_MAIL):
         when = key_in_words(str(payload.get("step_key") or ""))
         title = template_title(str(payload.get("template") or "reminder"))
-        return f"{title} ({when})" if when else title
+        what = f"{title} ({when})" if when else title
+        return f"Text message: {what}" if mail == SMS_MAIL else what
     if mail == "statement":
         return "Monthly statement"
     return str(payload.get("subject") or mail_kind(mail))

@@ -227,6 +227,9 @@ class LateFeesForm(FlaskForm):
         max_places=3,
         validators=[Optional(), NumberRange(0, 10**9)],
     )
+    late_fee_charge_from = DateField(
+        "Charge invoices that pass their grace period on or after", validators=[Optional()]
+    )
     late_fee_base_rate = StrictDecimalField(
         "Bank of England base rate (%)",
         places=2,

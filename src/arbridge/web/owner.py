@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -226,6 +227,8 @@ def _forms(company: Company) -> dict[str, Any]:
                 "late_fee_annual_rate": fees.annual_rate,
                 "late_fee_cap": fees.cap,
                 "late_fee_min_balance": fees.min_balance,
+                # Offered only while fees are on: turned on again, they start from that day.
+                "late_fee_charge_from": fees.charge_from if fees.enabled else None,
                 "late_fee_base_rate": fees.base_rates[-1][1] if fees.base_rates else None,
                 "late_fee_base_rate_on": fees.base_rates[-1][0] if fees.base_rates else None,
                 "late_fee_quickbooks_item": stored["late_fees"].get("quickbooks_item_id") or "",
@@ -251,9 +254,14 @@ def _forms(company: Company) -> dict[str, Any]:
     }
 
 
-def _late_fees(saved: dict[str, Any], form: LateFeesForm) -> dict[str, Any]:
+def _late_fees(saved: dict[str, Any], form: LateFeesForm, today: date) -> dict[str, Any]:
     """The "late_fees" settings from the form; the base rate joins its history (each value with
-    the day it took effect), so invoices overdue earlier keep the rate of their own half-year."""
+    the day it took effect), so invoices overdue earlier keep the rate of their own half-year.
+
+    `charge_from`: the day the owner gives; left empty, the business's today when fees are turned
+    on (so old invoices are not back-charged), the saved day while they stay on (a policy saved
+    before the day existed keeps none: its old meaning), none while they are off (turned on
+    again, they start from that day's today)."""
 
     def text(value: Decimal | None) -> str | None:
         return str(value) if value else None
@@ -261,9 +269,16 @@ def _late_fees(saved: dict[str, Any], form: LateFeesForm) -> dict[str, Any]:
     rates = saved.get("base_rates") or []
     if form.late_fee_base_rate.data is not None and form.late_fee_base_rate_on.data is not None:
         rates = with_base_rate(rates, form.late_fee_base_rate_on.data, form.late_fee_base_rate.data)
+    enabled = form.late_fees_enabled.data
+    charge_from = form.late_fee_charge_from.data if enabled else None
+    if charge_from is None and enabled:
+        # "On" as the rules read it: an unreadable saved day had turned fees off.
+        was_on = late_fee_policy({"late_fees": saved}).enabled
+        charge_from = saved.get("charge_from") if was_on else today.isoformat()
     return {
         **saved,
-        "enabled": form.late_fees_enabled.data,
+        "enabled": enabled,
+        "charge_from": charge_from.isoformat() if isinstance(charge_from, date) else charge_from,
         "preset": form.late_fee_preset.data,
         "grace_days": form.late_fee_grace_days.data or 0,
         "flat_fee": text(form.late_fee_flat.data),
@@ -360,7 +375,8 @@ def save_settings(company: Company, section: str) -> Any:
             "discount_days": form.discount_days.data if pct else None,
         }
     elif section == "late_fees":
-        stored["late_fees"] = _late_fees(stored.get("late_fees") or {}, form)
+        today = company_today(company, rt.clock)
+        stored["late_fees"] = _late_fees(stored.get("late_fees") or {}, form, today)
     elif section == "delivery":
         stored["delivery"] = _delivery(stored.get("delivery") or {}, form.auto_send.data, company)
     elif section == "credit":

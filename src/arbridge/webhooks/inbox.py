@@ -33,6 +33,7 @@ KEPT_HEADERS = frozenset(
         "stripe-signature",
         "intuit-signature",
         "x-xero-signature",
+        "x-twilio-signature",
         "intuit-t-id",
         "x-request-id",
     }
@@ -46,6 +47,9 @@ class InboxEvent:
     tenant_id: str | None
     payload: Mapping[str, Any] = field(default_factory=dict)
     occurred_at: datetime | None = None
+    # The company, when the verification already knows it (a Twilio account of the business's
+    # own); otherwise it comes from the connection whose tenant the event names.
+    company_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Stored:
     delivery_id: int
     new: int
     duplicates: int
+    event_ids: tuple[int, ...] = ()  # the rows of the new events, for handling them at once
 
 
 def _delivery(
@@ -204,7 +209,7 @@ def store(
         if tenants
         else {}
     )
-    new = 0
+    new: list[int] = []
     for e in events:
         stmt = (
             dialect_insert(session)(WebhookEvent.__table__)
@@ -213,7 +218,7 @@ def store(
                 event_id=e.event_id,
                 event_type=e.event_type,
                 tenant_id=e.tenant_id,
-                company_id=companies.get(e.tenant_id or ""),
+                company_id=companies.get(e.tenant_id or "", e.company_id),
                 delivery_id=delivery_id,
                 payload=dict(e.payload),
                 occurred_at=e.occurred_at,
@@ -225,8 +230,9 @@ def store(
             .on_conflict_do_nothing(index_elements=["provider", "event_id"])
             .returning(WebhookEvent.__table__.c.id)
         )
-        if session.execute(stmt).scalar() is not None:
-            new += 1
+        row = session.execute(stmt).scalar()
+        if row is not None:
+            new.append(int(row))
         else:
             log.info("%s event %s already stored; duplicate delivery skipped", provider, e.event_id)
-    return Stored(delivery_id, new, len(events) - new)
+    return Stored(delivery_id, len(new), len(events) - len(new), tuple(new))

@@ -12,6 +12,7 @@ from arbridge.collections.late_fees import (
     InvoiceFacts,
     LateFeePolicy,
     assess,
+    earliest_due_on,
     late_fee_policy,
     policy_in_words,
     uk_compensation,
@@ -241,3 +242,119 @@ def test_the_policy_in_words() -> None:
     uk = LateFeePolicy(enabled=True, preset="uk_statutory", base_rates=UK_RATES)
     assert "8% a year over the Bank of England base rate (now 3.5%)" in policy_in_words(uk, "GBP")
     assert policy_in_words(LateFeePolicy(), "USD") == ""
+
+
+# --- charge_from: turning fees on does not back-charge old invoices ---------------------------
+
+
+def test_a_fee_is_charged_only_when_the_grace_period_ends_on_or_after_charge_from() -> None:
+    # Due 10 March, grace 5 days: the invoice passes its grace period on 16 March (6 days over).
+    inv = facts()
+    on_the_day = LateFeePolicy(
+        enabled=True, grace_days=5, flat_fee=Decimal(25), charge_from=date(2026, 3, 16)
+    )
+    day_before = LateFeePolicy(
+        enabled=True, grace_days=5, flat_fee=Decimal(25), charge_from=date(2026, 3, 15)
+    )
+    day_after = LateFeePolicy(
+        enabled=True, grace_days=5, flat_fee=Decimal(25), charge_from=date(2026, 3, 17)
+    )
+    # charge_from the 15th or the 16th: the 16th is on or after it, so charged (and later too).
+    for policy in (day_before, on_the_day):
+        [fee] = assess(inv, policy, date(2026, 3, 16))
+        assert (fee.kind, fee.amount) == ("fee", usd("25.00"))
+        assert [a.kind for a in assess(inv, policy, date(2026, 4, 20))] == ["fee"]
+    # charge_from the 17th: it passed its grace period the day before, so never charged.
+    assert assess(inv, day_after, date(2026, 3, 16)) == []
+    assert assess(inv, day_after, date(2026, 3, 17)) == []
+    assert assess(inv, day_after, date(2026, 6, 1)) == []
+
+
+def test_the_uk_compensation_keeps_to_charge_from_like_the_fee() -> None:
+    rates = ((date(2025, 8, 7), Decimal(4)),)
+    gbp = facts(currency="GBP")  # due 10 March, no grace: over on 11 March
+    before = LateFeePolicy(
+        enabled=True, preset="uk_statutory", base_rates=rates, charge_from=date(2026, 3, 12)
+    )
+    assert [a.kind for a in assess(gbp, before, date(2026, 3, 20))] == []
+    at = LateFeePolicy(
+        enabled=True, preset="uk_statutory", base_rates=rates, charge_from=date(2026, 3, 11)
+    )
+    assert [a.kind for a in assess(gbp, at, date(2026, 3, 20))] == ["compensation"]
+
+
+def test_interest_counts_only_the_days_from_charge_from_in_the_month_that_straddles_it() -> None:
+    # Due 20 January, 12% a year, charge_from 10 February.
+    policy = LateFeePolicy(enabled=True, annual_rate=Decimal(12), charge_from=date(2026, 2, 10))
+    inv = facts(due_on=date(2026, 1, 20))
+    # 1 March: January is wholly before charge_from (nothing); February counts 10-28 Feb,
+    # 19 days: 1,000.00 x 12% / 365 x 19 = 6.2466 -> 6.25
+    [feb] = assess(inv, policy, date(2026, 3, 1))
+    assert (feb.kind, feb.period, feb.amount) == ("interest", "2026-02", usd("6.25"))
+    assert "19 days of February 2026" in feb.basis
+    # 1 April, February assessed: March in full, 31 days: 1,000 x 12% / 365 x 31 = 10.1918
+    later = facts(due_on=date(2026, 1, 20), assessed={("interest", "2026-02"): 625})
+    [mar] = assess(later, policy, date(2026, 4, 1))
+    assert (mar.period, mar.amount) == ("2026-03", usd("10.19"))
+    # charge_from on the 1st of a month: that month counts in full, the one before not at all.
+    first = LateFeePolicy(enabled=True, annual_rate=Decimal(12), charge_from=date(2026, 2, 1))
+    # February, 28 days: 1,000 x 12% / 365 x 28 = 9.2055 -> 9.21
+    assert [(a.period, a.amount) for a in assess(inv, first, date(2026, 3, 1))] == [
+        ("2026-02", usd("9.21"))
+    ]
+
+
+def test_interest_from_charge_from_keeps_a_payment_s_day() -> None:
+    # Due 20 January, charge_from 10 February, 500.00 paid on 20 February (500.00 left now).
+    policy = LateFeePolicy(enabled=True, annual_rate=Decimal(12), charge_from=date(2026, 2, 10))
+    inv = facts(
+        due_on=date(2026, 1, 20), balance_minor=50_000, settlements=((date(2026, 2, 20), 50_000),)
+    )
+    # 10-19 Feb at 1,000.00 (10 days) + 20-28 Feb at 500.00 (9 days):
+    # 1,000 x 0.12 / 365 x 10 = 3.28767; 500 x 0.12 / 365 x 9 = 1.47945; 4.76712 -> 4.77
+    [feb] = assess(inv, policy, date(2026, 3, 1))
+    assert (feb.period, feb.amount) == ("2026-02", usd("4.77"))
+
+
+def test_without_charge_from_every_invoice_past_grace_is_charged_as_before() -> None:
+    policy = LateFeePolicy(enabled=True, grace_days=5, flat_fee=Decimal(25))
+    assert policy.charge_from is None
+    # Due 10 March, charged years later all the same.
+    [fee] = assess(facts(), policy, date(2029, 1, 1))
+    assert fee.amount == usd("25.00")
+    # And interest from the day after the due date: January 21-31, 11 days -> 3.62 (see above).
+    interest = LateFeePolicy(enabled=True, annual_rate=Decimal(12))
+    [jan] = assess(facts(due_on=date(2026, 1, 20)), interest, date(2026, 2, 10))
+    assert jan.amount == usd("3.62")
+
+
+def test_charge_from_is_read_from_settings_and_a_bad_one_is_named() -> None:
+    read = late_fee_policy({"late_fees": {"enabled": True, "charge_from": "2026-11-24"}})
+    assert read.charge_from == date(2026, 11, 24) and read.problems == ()
+    assert late_fee_policy({"late_fees": {"enabled": True}}).charge_from is None
+    assert late_fee_policy({"late_fees": {"charge_from": ""}}).charge_from is None
+    for bad in ("24/11/2026", 20261124, ["2026-11-24"]):
+        policy = late_fee_policy({"late_fees": {"enabled": True, "charge_from": bad}})
+        # Unreadable: nothing is charged rather than everything back-charged.
+        assert policy.charge_from is None and not policy.charges_anything
+        assert policy.problems == ("The day late fees are charged from could not be read",)
+
+
+def test_the_earliest_due_date_still_charged_matches_the_rule_s_boundary() -> None:
+    fee = LateFeePolicy(
+        enabled=True, grace_days=5, flat_fee=Decimal(25), charge_from=date(2026, 3, 16)
+    )
+    # Due 10 March passes its 5-day grace on the 16th (charged); due 9 March on the 15th (not).
+    assert earliest_due_on(fee) == date(2026, 3, 10)
+    assert assess(facts(due_on=date(2026, 3, 10)), fee, date(2026, 4, 1)) != []
+    assert assess(facts(due_on=date(2026, 3, 9)), fee, date(2026, 4, 1)) == []
+    # Interest counts on any overdue invoice from charge_from, and no date means no limit.
+    assert earliest_due_on(LateFeePolicy(**{**fee.__dict__, "annual_rate": Decimal(12)})) is None
+    uk = LateFeePolicy(
+        enabled=True,
+        preset="uk_statutory",
+        base_rates=((date(2025, 8, 7), Decimal(4)),),
+        charge_from=date(2026, 3, 16),
+    )
+    assert earliest_due_on(uk) is None
+    assert earliest_due_on(LateFeePolicy(enabled=True, flat_fee=Decimal(25))) is None

@@ -100,7 +100,7 @@ def _mapped(e: Exception, what: str) -> Exception:
     if isinstance(e, TwilioRestException):
         message = f"Twilio refused {what}: {e.msg or e.status} (code {e.code})"
         if e.status == 429:
-            return RateLimited(60)
+            return RateLimited(message, 60.0)
         if e.code in UNDELIVERABLE_CODES:
             return SmsUndeliverable(message, e.code)
         if e.status in (401, 403) or e.code in CONFIG_CODES:

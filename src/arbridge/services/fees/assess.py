@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, true
 from sqlalchemy.orm import Session
 
 from arbridge.collections.late_fees import (
@@ -19,6 +19,7 @@ from arbridge.collections.late_fees import (
     InvoiceFacts,
     LateFeePolicy,
     assess_all,
+    earliest_due_on,
     late_fee_policy,
 )
 from arbridge.runtime import Runtime
@@ -60,6 +61,8 @@ def load_facts(
 ) -> tuple[list[InvoiceFacts], dict[int, str], frozenset[int]]:
     """The invoices past their grace period, with what was applied to them and what was charged
     on them before; each customer's ledger id; the exempt customers. Four queries in all."""
+    # Invoices past their grace period before charge_from are never charged: not loaded.
+    earliest = earliest_due_on(policy)
     rows = session.execute(
         select(Invoice, Customer.source_id)
         .join(Customer, Customer.id == Invoice.customer_id)
@@ -67,6 +70,7 @@ def load_facts(
             Invoice.company_id == company.id,
             Invoice.is_open,
             Invoice.due_on < as_of - timedelta(days=policy.grace_days),
+            true() if earliest is None else Invoice.due_on >= earliest,
             Invoice.paused.is_(False),
             Invoice.payment_pending.is_(False),
             # A charge's own invoice is never charged in turn: no fee on a fee.

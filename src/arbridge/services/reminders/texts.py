@@ -136,7 +136,9 @@ def prepare_text(rt: Runtime, message: OutboxMessage) -> Prepared | Held | str:
             # A retry (or a worker that was down) came outside the hours: wait for the next.
             when = sms_send_at(now, tz, policy)
             wait = int((when - now).total_seconds()) if when else 24 * 3600
-            raise RateLimited(max(wait, 60))
+            raise RateLimited(
+                "outside the hours a text may arrive: it waits for the next", max(wait, 60)
+            )
         token = link_token(session, rt, company, customer, message.payload)
         fields = merge_fields(
             rt, company, customer, contact, due.invoices, due.today, policy, token

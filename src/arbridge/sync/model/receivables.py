@@ -153,7 +153,7 @@ class Invoice(SyncedRow, Base):
     home_balance_minor: Mapped[int | None] = mapped_column(BigInteger)
     home_basis_minor: Mapped[int | None] = mapped_column(BigInteger)
     # The highest reminder step index claimed for it (-1: none), kept with the claims so the
-    # day's candidates are index ranges, not a probe of reminder_sends per invoice (0026).
+    # day's candidates are index ranges, not a probe of reminder_sends per invoice (0027).
     highest_step_claimed: Mapped[int] = mapped_column(Integer, default=-1, server_default="-1")
 
     customer: Mapped[Customer] = relationship()
@@ -182,7 +182,7 @@ class Invoice(SyncedRow, Base):
             "home_basis_minor",
         ),
         # The day's reminder candidates (one range per step), and the few invoices with status
-        # "open" that owe nothing (the dry run's counts): migration 0026.
+        # "open" that owe nothing (the dry run's counts): migration 0027.
         Index(
             "ix_invoices_open_reminded", "company_id", "status", "highest_step_claimed", "due_on"
         ),

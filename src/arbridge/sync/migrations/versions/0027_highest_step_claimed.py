@@ -16,16 +16,16 @@ open balance on every row (at 1M invoices on SQLite: 46 ms against 130 ms).
 `-1`: no step claimed yet. Written in the same transaction as the claims (services/reminders/
 run.py); claims are never deleted, so it only grows.
 
-Revision ID: 0026
-Revises: 0025
+Revision ID: 0027
+Revises: 0026
 """
 
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0026"
-down_revision = "0025"
+revision = "0027"
+down_revision = "0026"
 branch_labels = None
 depends_on = None
 
