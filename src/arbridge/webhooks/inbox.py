@@ -100,8 +100,9 @@ def _delivery(
 @cache
 def _one_statement() -> Any:
     """PostgreSQL: a new delivery and its one event in a single statement (two data-modifying
-    CTEs), yielding (delivery id, events stored), or no row when the delivery is a repeat (same
-    body). Written as SQL text with typed parameters: SQLAlchemy cannot cache a statement with
+    CTEs), yielding (delivery id, the event's row id or NULL when the event was stored before),
+    or no row when the delivery is a repeat (same body). The event's company is the connection's
+    whose tenant it names, else the one the verification knew (`InboxEvent.company_id`). Written as SQL text with typed parameters: SQLAlchemy cannot cache a statement with
     ON CONFLICT (it compiled the insert again on every delivery, issue 14); text is compiled
     once."""
     deliveries, events = WebhookDelivery.__table__, WebhookEvent.__table__
@@ -118,13 +119,13 @@ def _one_statement() -> Any:
         # One type for each parameter wherever it appears: a string parameter is varchar.
         " SELECT CAST(:provider AS VARCHAR), CAST(:event_id AS VARCHAR),"
         " CAST(:event_type AS VARCHAR), CAST(:tenant_id AS VARCHAR),"
-        " (SELECT company_id FROM connections"
+        " COALESCE((SELECT company_id FROM connections"
         " WHERE provider = CAST(:provider AS VARCHAR)"
-        " AND tenant_id = CAST(:tenant_id AS VARCHAR)),"
+        " AND tenant_id = CAST(:tenant_id AS VARCHAR)), CAST(:company_id AS INTEGER)),"
         " delivery.id, :payload, :occurred_at, :now, 'pending', 0, :now FROM delivery"
         " ON CONFLICT (provider, event_id) DO NOTHING RETURNING id"
         ")"
-        " SELECT delivery.id, (SELECT count(*) FROM event) FROM delivery"
+        " SELECT delivery.id, (SELECT id FROM event) FROM delivery"
     ).bindparams(
         bindparam("now", type_=events.c.received_at.type),
         bindparam("headers", type_=deliveries.c.headers.type),
@@ -156,13 +157,15 @@ def _store_one(
             "tenant_id": e.tenant_id,
             "payload": dict(e.payload),
             "occurred_at": e.occurred_at,
+            "company_id": e.company_id,
         },
     ).first()
     if row is None:
         return None
-    if not row[1]:
+    if row[1] is None:
         log.info("%s event %s already stored; duplicate delivery skipped", provider, e.event_id)
-    return Stored(int(row[0]), int(row[1]), 1 - int(row[1]))
+        return Stored(int(row[0]), 0, 1)
+    return Stored(int(row[0]), 1, 0, (int(row[1]),))
 
 
 def store_alone(
