@@ -40,7 +40,7 @@ def reported(rt, slug: str = "insight") -> tuple[dict, int]:
     event.listen(rt.engine, "before_cursor_execute", counted)
     try:
         with rt.sessions() as s:
-            return report_data(s, get_company(s, slug), T, 90, live_plans=True), count[0]
+            return report_data(s, get_company(s, slug), T, 90, True, rt.clock.now()), count[0]
     finally:
         event.remove(rt.engine, "before_cursor_execute", counted)
 

@@ -7,6 +7,7 @@ import logging
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
@@ -20,13 +21,14 @@ from flask import (
     url_for,
 )
 
+from arbridge.clock import local_date
 from arbridge.collections.aging import BUCKET_LABELS
 from arbridge.collections.exports import to_csv
 from arbridge.collections.kpis import DEFAULT_PERIOD_DAYS, KPI_FIELDS, two_places
 from arbridge.errors import ArbridgeError
 from arbridge.inputs import InputError, parse_decimal
 from arbridge.money import Money, exponent
-from arbridge.sync.insight_cache import Snapshot, snapshot
+from arbridge.sync.insight_cache import Shown, Snapshot, shown
 from arbridge.sync.insight_store import (
     Insight,
     aging_by_customer,
@@ -62,21 +64,47 @@ def current_insight(company: Company, projected_dso: bool = True) -> Insight:
     return cached[2]
 
 
-def dashboard_insight(company: Company) -> Snapshot:
+def dashboard_insight(company: Company) -> Shown:
     """Today's insight for the dashboard, as stored while nothing behind it changed
-    (sync.insight_cache), once per request."""
+    (sync.insight_cache), once per request; a big company's stale one is shown as it was while
+    the worker computes the current one."""
     cached = g.get("dashboard_insight")
     if cached is None or cached[0] != company.id:
-        found = snapshot(db(), company, _today(company), DEFAULT_PERIOD_DAYS, live_plans=True)
+        rt = runtime()
+        found = shown(
+            db(),
+            company,
+            _today(company),
+            DEFAULT_PERIOD_DAYS,
+            rt.clock.now(),
+            rt.settings.insight_inline_invoices,
+        )
         g.dashboard_insight = cached = (company.id, found)
     return cached[1]
 
 
 @bp.app_template_global()
+def insight_note(company: Company) -> str | None:
+    """What the page says of figures older than the data ("Figures as of 10:42, updating…",
+    on the business's clock), or of none yet; None while they are current."""
+    found = dashboard_insight(company)
+    if found.found is None:
+        return "Figures are being computed; they appear here in a minute or two."
+    if not found.stale:
+        return None
+    at = found.found.computed_at
+    if at is None or local_date(at, company.timezone) != _today(company):
+        return f"Figures as of {found.found.as_of.strftime('%b %d')}, updating…"
+    return f"Figures as of {at.astimezone(ZoneInfo(company.timezone)):%H:%M}, updating…"
+
+
+@bp.app_template_global()
 def credit_warnings(company: Company) -> list[Any]:
     """The near_limit and over_limit flags, for the dashboard's warning."""
-    found = dashboard_insight(company).flags
-    return [f for f in found if f.kind in ("near_limit", "over_limit")]
+    found = dashboard_insight(company).found
+    if found is None:
+        return []
+    return [f for f in found.flags if f.kind in ("near_limit", "over_limit")]
 
 
 @bp.app_template_global()
@@ -88,13 +116,15 @@ def home_amount(company: Company, amount: Decimal) -> str:
 @bp.app_template_global()
 def kpi_trend_rows(company: Company) -> list[Any]:
     """The KPIs of the last 12 calendar months, for the dashboard's trend chart."""
-    return dashboard_insight(company).trends
+    found = dashboard_insight(company).found
+    return [] if found is None else found.trends
 
 
 @bp.app_template_global()
-def insight_summary(company: Company) -> Snapshot:
-    """The dashboard's: the forecast, the flags and how many raises are proposed."""
-    return dashboard_insight(company)
+def insight_summary(company: Company) -> Snapshot | None:
+    """The dashboard's: the forecast, the flags and how many raises are proposed (None: not
+    computed yet)."""
+    return dashboard_insight(company).found
 
 
 @bp.get("/insight")
