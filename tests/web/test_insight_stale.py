@@ -12,14 +12,25 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from arbridge.collections.kpis import DEFAULT_PERIOD_DAYS
 from arbridge.sync.db import transaction
-from arbridge.sync.insight_cache import INSIGHT_JOB, version
-from arbridge.sync.model import CompanyJob, Customer, InsightSnapshot
+from arbridge.sync.insight_cache import (
+    INSIGHT_JOB,
+    compute,
+    decode,
+    decode_details,
+    encode,
+    encode_details,
+    version,
+)
+from arbridge.sync.insight_store import insight
+from arbridge.sync.model import Company, CompanyJob, Customer, InsightSnapshot
 from arbridge.worker import claim_and_run
-from tests.integration.test_insight import ledger
+from tests.integration.test_insight import T, ledger
 from tests.web.conftest import sign_in
 
 URL = "/c/insight/"
+INSIGHT = "/c/insight/insight"
 
 
 @pytest.fixture
@@ -134,3 +145,38 @@ def test_a_small_company_is_computed_in_the_request(rt, client):
     found = snapshot_row(rt, books.company.id)
     assert found is not None and found[0] == current_version(rt, books.company.id)
     assert insight_job(rt, books.company.id) is None
+
+
+def test_the_insight_page_shows_the_stale_snapshot_and_computes_nothing(rt, client):
+    books = ledger().build(rt)
+    sign_in(client, rt, books.company)
+    page = client.get(INSIGHT).get_data(as_text=True)
+    assert "Figures are being computed" in page and 'id="forecast"' not in page
+    rt.clock.advance(timedelta(hours=1, minutes=42))
+    assert claim_and_run(rt, INSIGHT_JOB)
+    page = client.get(INSIGHT).get_data(as_text=True)
+    assert "updating" not in page and 'id="forecast"' in page
+    assert 'data-kind="over_limit"' not in page
+
+    limit_c1(rt, books, 100_00)
+    first = snapshot_row(rt, books.company.id)
+    page = client.get(INSIGHT).get_data(as_text=True)
+    assert "Figures as of 10:42, updating…" in page
+    assert 'data-kind="over_limit"' not in page and 'id="forecast"' in page
+    assert snapshot_row(rt, books.company.id) == first
+    assert claim_and_run(rt, INSIGHT_JOB)
+    page = client.get(INSIGHT).get_data(as_text=True)
+    assert "updating" not in page and 'data-kind="over_limit"' in page
+
+
+def test_the_insight_pages_details_read_back_exactly_as_computed(rt):
+    books = ledger().build(rt)
+    with rt.sessions() as s:
+        company = s.get(Company, books.company.id)
+        found = compute(s, company, T, DEFAULT_PERIOD_DAYS, True, rt.clock.now())
+        direct = insight(s, company, T, found.kpi, live_plans=True)
+    assert found.details is not None and found.details.proposals is not None
+    back = decode_details(encode_details(found.details))
+    assert back == found.details
+    assert back.insight(decode(encode(found)), direct.policy) == direct
+    assert direct.forecast.exposure and direct.customers  # something to compare

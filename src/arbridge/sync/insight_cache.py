@@ -25,7 +25,7 @@ The figures are the ones the queries give, serialised exactly (decimal strings, 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from itertools import chain
@@ -37,8 +37,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.collections.insight import Flag, Forecast, Week
 from arbridge.collections.kpis import Kpis
+from arbridge.collections.policy import Policy
 from arbridge.sync.db import dialect_insert
-from arbridge.sync.insight_store import forecast_flags_dict, insight, trends_list
+from arbridge.sync.insight_store import (
+    CustomerRow,
+    Insight,
+    Proposal,
+    forecast_flags_dict,
+    insight,
+    trends_list,
+)
 from arbridge.sync.model import (
     Company,
     CompanyJob,
@@ -172,6 +180,32 @@ class Snapshot:
     proposals: int  # how many higher credit limits are proposed
     trends: list[Kpis]
     computed_at: datetime | None = None  # UTC; None in a snapshot stored before it was kept
+    # What the insight page shows beside it, kept in a row of its own (kind + ":page") so the
+    # dashboard never reads it; None when not read.
+    details: Details | None = None
+
+
+@dataclass(frozen=True)
+class Details:
+    """The insight page's: each customer (terms, own limit), their lateness and open amount,
+    the proposed raises, the default limit."""
+
+    customers: dict[int, CustomerRow]
+    lateness: dict[int, int]
+    exposure: dict[int, int]
+    proposals: list[Proposal]
+    default_limit_minor: int | None
+
+    def insight(self, found: Snapshot, pol: Policy) -> Insight:
+        return Insight(
+            replace(found.forecast, exposure=self.exposure),
+            self.lateness,
+            found.flags,
+            self.proposals,
+            self.customers,
+            self.default_limit_minor,
+            pol,
+        )
 
 
 def compute(
@@ -192,6 +226,13 @@ def compute(
         len(found.proposals),
         kpi_trends(session, company, as_of),
         now.astimezone(UTC),
+        Details(
+            found.customers,
+            found.lateness,
+            dict(found.forecast.exposure),
+            found.proposals,
+            found.default_limit_minor,
+        ),
     )
 
 
@@ -241,21 +282,35 @@ def shown(
     period_days: int,
     now: datetime,
     inline_invoices: int,
+    details: bool = False,
 ) -> Shown:
     """Today's insight (live plans) for a page, never computed in the request for a company
     with more than `inline_invoices` invoices: the stored one, stale or not, while the worker
-    computes the current one."""
+    computes the current one. With `details`, what the insight page shows besides."""
     current = version(session, company.id)
     kind = _kind(period_days, True)
-    row = session.get(InsightSnapshot, (company.id, kind), populate_existing=True)
-    if row is not None and row.version == current and row.as_of == as_of:
-        return Shown(decode(row.payload), stale=False)
+    kinds = [kind, kind + PAGE] if details else [kind]
+    got = [session.get(InsightSnapshot, (company.id, k), populate_existing=True) for k in kinds]
+    rows = [row for row in got if row is not None]
+    whole = len(rows) == len(kinds)
+    if whole and all(row.version == current and row.as_of == as_of for row in rows):
+        return Shown(_decoded(rows), stale=False)
     if _invoices_at_most(session, company.id, inline_invoices):
         found = compute(session, company, as_of, period_days, True, now)
         _store(session, company.id, kind, current, found)
         return Shown(found, stale=False)
     queue(session, company.id, now)
-    return Shown(None if row is None else decode(row.payload), stale=True)
+    return Shown(_decoded(rows) if whole else None, stale=True)
+
+
+PAGE = ":page"
+
+
+def _decoded(rows: list[InsightSnapshot]) -> Snapshot:
+    found = decode(rows[0].payload)
+    if len(rows) == 1:
+        return found
+    return replace(found, details=decode_details(rows[1].payload))
 
 
 def _invoices_at_most(session: Session, company_id: int, limit: int) -> bool:
@@ -301,13 +356,25 @@ def _aware(moment: datetime) -> datetime:
 def _store(session: Session, company_id: int, kind: str, at: int, found: Snapshot) -> None:
     """Keep the snapshot, in a transaction of its own (the caller's session may be a page's
     read-only one). A failure to store costs the next view a computation, nothing else."""
-    values = {
-        "company_id": company_id,
-        "kind": kind,
-        "as_of": found.as_of,
-        "version": at,
-        "payload": encode(found),
-    }
+    values = [
+        {
+            "company_id": company_id,
+            "kind": kind,
+            "as_of": found.as_of,
+            "version": at,
+            "payload": encode(found),
+        }
+    ]
+    if found.details is not None:
+        values.append(
+            {
+                "company_id": company_id,
+                "kind": kind + PAGE,
+                "as_of": found.as_of,
+                "version": at,
+                "payload": encode_details(found.details),
+            }
+        )
     stmt = dialect_insert(session)(InsightSnapshot).values(values)
     stmt = stmt.on_conflict_do_update(
         index_elements=["company_id", "kind"],
@@ -419,4 +486,25 @@ def decode(payload: dict[str, Any]) -> Snapshot:
         None
         if payload.get("computed_at") is None
         else _aware(datetime.fromisoformat(payload["computed_at"])),
+    )
+
+
+def encode_details(d: Details) -> dict[str, Any]:
+    return {
+        "customers": [asdict(c) for c in d.customers.values()],
+        "lateness": [[k, v] for k, v in d.lateness.items()],
+        "exposure": [[k, v] for k, v in d.exposure.items()],
+        "proposals": [[p.customer.id, p.limit_minor, p.proposed_minor, p.run] for p in d.proposals],
+        "default_limit_minor": d.default_limit_minor,
+    }
+
+
+def decode_details(payload: dict[str, Any]) -> Details:
+    customers = {c["id"]: CustomerRow(**c) for c in payload["customers"]}
+    return Details(
+        customers,
+        {int(k): int(v) for k, v in payload["lateness"]},
+        {int(k): int(v) for k, v in payload["exposure"]},
+        [Proposal(customers[cid], lim, new, run) for cid, lim, new, run in payload["proposals"]],
+        payload["default_limit_minor"],
     )
