@@ -46,7 +46,7 @@ def settings(settings, big):
 
 def snapshot_row(rt, company_id: int) -> tuple[int, object] | None:
     with rt.sessions() as s:
-        row = s.scalar(select(InsightSnapshot).where(InsightSnapshot.company_id == company_id))
+        row = s.get(InsightSnapshot, (company_id, f"{DEFAULT_PERIOD_DAYS}:live"))
         return None if row is None else (row.version, row.payload["computed_at"])
 
 
