@@ -250,13 +250,8 @@ def snapshot(
 ) -> Snapshot:
     """The company's insight on as_of: the stored one while nothing changed since, else
     computed now (and stored for the next view)."""
-    current = version(session, company.id)
-    kind = _kind(period_days, live_plans)
-    row = session.get(InsightSnapshot, (company.id, kind), populate_existing=True)
-    if row is not None and row.version == current and row.as_of == as_of:
-        return decode(row.payload)
-    found = compute(session, company, as_of, period_days, live_plans, now)
-    _store(session, company.id, kind, current, found)
+    found = shown(session, company, as_of, period_days, now, None, live_plans=live_plans).found
+    assert found is not None  # computed when not stored
     return found
 
 
@@ -281,22 +276,24 @@ def shown(
     as_of: date,
     period_days: int,
     now: datetime,
-    inline_invoices: int,
+    inline_invoices: int | None,
     details: bool = False,
+    live_plans: bool = True,
 ) -> Shown:
     """Today's insight (live plans) for a page, never computed in the request for a company
-    with more than `inline_invoices` invoices: the stored one, stale or not, while the worker
-    computes the current one. With `details`, what the insight page shows besides."""
+    with more than `inline_invoices` invoices (None: any is computed): the stored one, stale
+    or not, while the worker computes the current one. With `details`, what the insight page
+    shows besides."""
     current = version(session, company.id)
-    kind = _kind(period_days, True)
+    kind = _kind(period_days, live_plans)
     kinds = [kind, kind + PAGE] if details else [kind]
     got = [session.get(InsightSnapshot, (company.id, k), populate_existing=True) for k in kinds]
     rows = [row for row in got if row is not None]
     whole = len(rows) == len(kinds)
     if whole and all(row.version == current and row.as_of == as_of for row in rows):
         return Shown(_decoded(rows), stale=False)
-    if _invoices_at_most(session, company.id, inline_invoices):
-        found = compute(session, company, as_of, period_days, True, now)
+    if inline_invoices is None or _invoices_at_most(session, company.id, inline_invoices):
+        found = compute(session, company, as_of, period_days, live_plans, now)
         _store(session, company.id, kind, current, found)
         return Shown(found, stale=False)
     queue(session, company.id, now)
