@@ -290,10 +290,11 @@ def allocations_to(company_id: int, as_of: date, begin_day: date, only: Any = No
 
 
 def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kpis:
-    """The collections KPIs (collections.kpis) of the `days` days ending on as_of, from six
+    """The collections KPIs (collections.kpis) of the `days` days ending on as_of, from five
     queries whatever the ledger's size. Home-currency invoices need no conversion, so the
-    database sums them: their receivables (on the day before the period and on as_of: their
-    totals less their allocations, two plain aggregates), their sales per issue date, and
+    database sums them: their totals per issue date (the sales of the window, and what was
+    issued by each end of the period) less what was applied to them by then (one plain
+    aggregate, no running sums) make their receivables exactly; and
     their closings in the period per issue, due and closing date (running sums only over the
     allocations of the invoices paid something in the period). Foreign ones come one by one,
     each converted and rounded alone, as do the credit notes issued in the window.
@@ -301,18 +302,33 @@ def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kp
     start = as_of - timedelta(days=days - 1)
     begin_day = start - timedelta(days=1)
     window = window_start(as_of, days)
-    home_ar = _home_receivables(session, company, as_of, begin_day)
     counts = and_(
         Invoice.company_id == company.id,
         Invoice.status.not_in(_GONE),
         Invoice.issued_on <= as_of,
     )
     is_home = Invoice.currency == company.home_currency
-    home_sales = session.execute(
-        select(Invoice.issued_on, cast(func.sum(Invoice.total_minor), BigInteger))
-        .where(counts, is_home, Invoice.issued_on >= window)
+    # The home-currency totals per issue date (and of those not due yet): the sales of the
+    # window's days, and summed, what was issued by each end of the period.
+    by_day = session.execute(
+        select(
+            Invoice.issued_on,
+            cast(func.sum(Invoice.total_minor), BigInteger),
+            cast(
+                func.sum(case((Invoice.due_on >= as_of, Invoice.total_minor), else_=0)),
+                BigInteger,
+            ),
+        )
+        .where(counts, is_home)
         .group_by(Invoice.issued_on)
-    ).tuples()
+    ).all()
+    home_sales = [(day, int(total)) for day, total, _ in by_day if day >= window]
+    paid_begin, paid_end, paid_end_current = _home_applied(session, company, as_of, begin_day)
+    home_ar = HomeAr(
+        sum(int(total) for day, total, _ in by_day if day <= begin_day) - paid_begin,
+        sum(int(total) for _, total, _ in by_day) - paid_end,
+        sum(int(current) for _, _, current in by_day) - paid_end_current,
+    )
     # Closed in the period: something was applied in it (a superset: voided payments' too,
     # which allocations_to then leaves out).
     applied_on = func.coalesce(
@@ -397,15 +413,17 @@ def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kp
         days,
         company.home_currency,
         home_ar,
-        list(home_sales),
+        home_sales,
         list(home_closings),
     )
 
 
-def _home_receivables(session: Session, company: Company, as_of: date, begin_day: date) -> HomeAr:
-    """What the home-currency invoices (voided and deleted left out) were owed on begin_day and
-    on as_of (and on as_of by those not yet due): SUM(total) of those issued by then less
-    SUM(allocations) to them dated by then: two aggregates."""
+def _home_applied(
+    session: Session, company: Company, as_of: date, begin_day: date
+) -> tuple[int, int, int]:
+    """What was applied to the home-currency invoices (voided and deleted left out) by
+    begin_day (to those issued by then) and by as_of (and of that, to those not yet due on
+    as_of): one aggregate, no running sums."""
     home = and_(
         Invoice.company_id == company.id,
         Invoice.status.not_in(_GONE),
@@ -418,11 +436,6 @@ def _home_receivables(session: Session, company: Company, as_of: date, begin_day
     def total(when: Any, amount: Any) -> Any:
         return cast(func.coalesce(func.sum(case((when, amount), else_=0)), 0), BigInteger)
 
-    issued = select(
-        total(early, Invoice.total_minor),
-        total(True, Invoice.total_minor),
-        total(current, Invoice.total_minor),
-    ).where(home)
     applied_on = func.coalesce(
         PaymentAllocation.applied_on, Payment.received_on, CreditNote.issued_on
     )
@@ -444,9 +457,8 @@ def _home_receivables(session: Session, company: Company, as_of: date, begin_day
             applied_on <= as_of,
         )
     )
-    owed = session.execute(issued).one()
-    paid = session.execute(applied).one()
-    return HomeAr(*(int(o) - int(p) for o, p in zip(owed, paid, strict=True)))
+    by_begin, by_end, by_end_current = session.execute(applied).one()
+    return int(by_begin), int(by_end), int(by_end_current)
 
 
 def report_dict(company: Company, aging: Aging, kpi: Kpis | None = None) -> dict[str, Any]:
