@@ -218,3 +218,23 @@ def test_0026_lets_twilio_into_the_inbox_keeping_every_event_and_back(blank_engi
     command.upgrade(cfg, "head")
     assert _webhook_rows(blank_engine) == [("stripe", "evt_1"), ("stripe",)]
     assert db.current_revision(blank_engine) == db.head_revision()
+
+
+def test_an_upgrade_that_copies_the_deliveries_table_on_sqlite_keeps_their_stored_events(
+    blank_engine,
+):
+    """0009 rebuilds `webhook_deliveries` on SQLite (a new unique constraint): dropping the old
+    table cascaded to every stored webhook event when foreign keys were enforced during the
+    migration, so an install upgrading past 0009 lost the events it had not yet handled."""
+    cfg = db.alembic_config(blank_engine)
+    command.upgrade(cfg, "0008")
+    with blank_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO webhook_deliveries (id, provider, received_at, headers, body, events)"
+                " VALUES (1, 'stripe', '2026-11-24 15:00:00', '{}', '{}', 1)"
+            )
+        )
+        conn.execute(INSERT_EVENT, {"id": 1, "provider": "stripe", "event_id": "evt_1"})
+    command.upgrade(cfg, "head")
+    assert _webhook_rows(blank_engine) == [("stripe", "evt_1"), ("stripe",)]

@@ -13,7 +13,6 @@ Revision ID: 0026
 Revises: 0025
 """
 
-import sqlalchemy as sa
 from alembic import op
 
 
@@ -32,25 +31,12 @@ CHECKS = {
 
 def _recheck(providers: tuple[str, ...]) -> None:
     listed = ", ".join(f"'{p}'" for p in providers)
-    # On SQLite batch mode copies webhook_deliveries and drops the old table, and a DROP TABLE
-    # first deletes every row, which ON DELETE CASCADE carries to every webhook event (foreign
-    # keys are on, and cannot be turned off inside the migration's transaction): the events are
-    # kept aside and put back, ids and all.
-    copied = op.get_bind().dialect.name == "sqlite"
-    if copied:
-        op.execute("CREATE TEMP TABLE webhook_events_kept AS SELECT * FROM webhook_events")
+    # On SQLite batch mode copies each table; the migration environment turns foreign keys
+    # off around it, so dropping the old webhook_deliveries no longer cascades to the events.
     for table, name in CHECKS.items():
         with op.batch_alter_table(table) as batch:
             batch.drop_constraint(op.f(name), type_="check")
             batch.create_check_constraint(op.f(name), f"provider IN ({listed})")
-    if copied:
-        columns = ", ".join(
-            c["name"] for c in sa.inspect(op.get_bind()).get_columns("webhook_events")
-        )
-        op.execute(
-            f"INSERT INTO webhook_events ({columns}) SELECT {columns} FROM webhook_events_kept"  # noqa: S608 (the table's own column names)
-        )
-        op.execute("DROP TABLE webhook_events_kept")
 
 
 def upgrade() -> None:
