@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -635,3 +636,11 @@ def test_a_dispute_shows_as_a_flag_on_the_customer_and_filters_the_invoices(
     # The invoice's own page sits under Invoices in the navigation.
     nav = parse(owner_client.get(f"/c/demo/invoices/{inv.id}").data).by_id("main-nav")
     assert [a.attrs["data-section"] for a in nav.find_all("a", aria_current="page")] == ["invoices"]
+
+
+def test_an_invoice_one_day_late_reads_1_day_late_not_1_days_late(owner_client):
+    # The demo's INV-1117 fell due the day before the test's today: "1 days late" on the list.
+    shown = parse(owner_client.get("/c/demo/invoices?status=open&sort=due").data).find("main").text
+    page = owner_client.get("/c/demo/invoices?delivery=unsent").data.decode()
+    assert not re.search(r"(?<!\d)1 days late", shown + page)
+    assert re.search(r"(?<!\d)1 day late", shown + page)

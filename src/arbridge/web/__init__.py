@@ -203,4 +203,5 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     app.jinja_env.filters["minor"] = lambda pair: Money.from_minor(pair[0], pair[1]).format()
     app.jinja_env.filters["day"] = lambda d: format_date(d, "medium", locale="en_US") if d else "—"
     app.jinja_env.filters["local"] = _local_time
+    app.jinja_env.filters["days"] = lambda n: f"{n} day" if n in (1, -1) else f"{n} days"
     return app
