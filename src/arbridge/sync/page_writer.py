@@ -351,6 +351,7 @@ class PageWriter:
 
     def invoices(self, recs: list[InvoiceData]) -> list[tuple[InvoiceData, str]]:
         customers = self._customer_ids(recs)
+        home_currency = self.home_currency
         rows, skipped = [], []
         for r in recs:
             if r.customer_source_id not in customers:
@@ -358,6 +359,7 @@ class PageWriter:
                     (r, f"names customer {r.customer_source_id}, which the ledger did not return")
                 )
                 continue
+            balance = r.balance.minor
             rows.append(
                 {
                     **self.base(r),
@@ -368,14 +370,14 @@ class PageWriter:
                     "currency": r.currency,
                     "exchange_rate": r.exchange_rate,
                     "total_minor": r.total.minor,
-                    "ledger_balance_minor": r.balance.minor,
+                    "ledger_balance_minor": balance,
                     # What the reading lacks is worked out below, for the invoices it concerns
                     # (their stored home balance no longer matches then: read one by one).
                     "unposted_minor": 0,
                     "home_balance_minor": home_minor(
-                        r.balance.minor, r.currency, r.exchange_rate, self.home_currency
+                        balance, r.currency, r.exchange_rate, home_currency
                     ),
-                    "home_basis_minor": r.balance.minor,
+                    "home_basis_minor": balance,
                     "status": r.status,
                     "terms": r.terms,
                     "lines": r.lines,
