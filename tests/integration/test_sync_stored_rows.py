@@ -65,3 +65,16 @@ def test_a_full_demo_sync_stores_the_same_rows_as_before_its_tuning(rt):
     with rt.sessions() as s:
         stored = _stored(s, company.id)
     assert stored == EXPECTED
+
+
+def test_connections_are_durable_again_after_a_syncs_relaxed_page_commits(rt):
+    """SQLite: the pages commit without an fsync or a checkpoint each (issue 14); every pooled
+    connection is back to a durable commit afterwards, and the log is copied back at the end."""
+    build_demo(rt)
+    if rt.engine.dialect.name != "sqlite":
+        return
+    with rt.engine.connect() as c:
+        assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+        busy, logged, copied = c.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    assert busy == 0 and logged == copied
