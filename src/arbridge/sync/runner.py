@@ -264,7 +264,8 @@ def _sync_entities(
             if not done:
                 settle()
             with transaction(factory) as session:
-                relax_durability(session)  # the page and its cursor: redone if a power cut loses them
+                # The page and its cursor: redone if a power cut loses them.
+                relax_durability(session)
                 again |= _apply_page(session, conn, page, clock, result, before)
                 if page.cursor is not None:
                     _save_cursor(session, conn.id, entity, page.cursor, clock)
