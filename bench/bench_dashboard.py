@@ -417,7 +417,7 @@ def measure(rt: Runtime, runs: int, pages_only: bool) -> tuple[dict[str, float],
         session.execute(floor_sql, {"c": company_id}).one()
 
     def report() -> None:
-        json.dumps(report_data(session, company, AS_OF, 90, live_plans=True))
+        json.dumps(report_data(session, company, AS_OF, 90, True, rt.clock.now()))
 
     company = session.get(Company, company_id)
     kpi = None if pages_only else kpi_report(session, company, AS_OF, 90)

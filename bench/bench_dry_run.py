@@ -1,4 +1,5 @@
-"""`arbridge remind --dry-run` for one company with a large ledger, at two sizes, against a SUM.
+"""`arbridge remind --dry-run` and the reminders page for one company with a large ledger, at two
+sizes, against a SUM.
 
     .venv/bin/python bench/bench_dry_run.py [--invoices 100000 1000000] [--customers 2000]
         [--due 200] [--runs 3] [--database-url URL]
@@ -7,7 +8,8 @@ Builds one company straight through SQL (no ledger sync): `--customers` customer
 each, `--due` open invoices due for a step today, and the rest of its open invoices either not
 due yet or already reminded at the step in force for their due date (with the ReminderSend that
 says so), as in bench_reminders.py. It times the dry run as the CLI does it (`preview` and its
-lines) and, in the same run, the floor: one `SELECT SUM(ledger_balance_minor)` over the
+lines) and the owner's reminders page (`GET /c/dry-run/reminders`, signed in: its time, SQL
+statements and bytes of HTML) and, in the same run, the floor: one `SELECT SUM(ledger_balance_minor)` over the
 company's invoices. Then it grows the ledger to the larger size and times both again. Medians
 of `--runs` runs; ratios as JSON. A PostgreSQL run works in a schema of its own, dropped after.
 """
@@ -31,7 +33,7 @@ from sqlalchemy import event, select, text
 from arbridge.runtime import Runtime
 from arbridge.services.reminders.preview import preview, preview_lines
 from arbridge.sync import db
-from arbridge.sync.model import Company, Contact, Customer, Invoice, ReminderSend
+from arbridge.sync.model import Company, Contact, Customer, Invoice, ReminderSend, User
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_reminders import AS_OF, NOW, _insert, _invoice
@@ -127,7 +129,12 @@ def _grow(rt: Runtime, company_id: int, customers: list[int], start: int, end: i
         elif n % 2:
             fresh.append(_invoice(company_id, cust, n, AS_OF + timedelta(days=10 + n % 30)))
         else:
-            done.append(_invoice(company_id, cust, n, AS_OF - timedelta(days=60 + n % 200)))
+            done.append(
+                {
+                    **_invoice(company_id, cust, n, AS_OF - timedelta(days=60 + n % 200)),
+                    "highest_step_claimed": 6,
+                }
+            )
     _insert(rt, Invoice, fresh)
     done_ids = _insert(rt, Invoice, done)
     _insert(
@@ -163,11 +170,32 @@ def _median(runs: int, work: Callable[[], Any]) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
-def _measure(rt: Runtime, company: Company, runs: int) -> dict[str, Any]:
+def _signed_in(rt: Runtime, company_id: int) -> Any:
+    """A test client of the web app, signed in as the company's owner."""
+    from arbridge.sync.store import issue_sign_in_token
+    from arbridge.web import create_app
+
+    with rt.sessions() as s:
+        user = User(company_id=company_id, email="owner@bench.example", created_at=NOW)
+        s.add(user)
+        s.flush()
+        token = issue_sign_in_token(s, rt.clock, user, 10)
+        s.commit()
+    client = create_app(rt, TESTING=True, WTF_CSRF_ENABLED=False).test_client()
+    assert client.post(f"/sign-in/{token}").status_code == 302
+    return client
+
+
+def _measure(rt: Runtime, company: Company, runs: int, client: Any) -> dict[str, Any]:
     statements: list[str] = []
 
     def count(*args: Any) -> None:
         statements.append(args[2])
+
+    def page() -> bytes:
+        response = client.get(f"/c/{company.slug}/reminders")
+        assert response.status_code == 200, response.status_code
+        return response.data
 
     def dry_run() -> list[str]:
         return preview_lines(preview(rt, company, AS_OF))
@@ -179,18 +207,27 @@ def _measure(rt: Runtime, company: Company, runs: int) -> dict[str, Any]:
                 {"c": company.id},
             ).scalar_one()
 
+    dry_run(), page()  # warm the caches: every timed run then starts alike
     dry_s, lines = _median(runs, dry_run)
+    page_s, html = _median(runs, page)
     floor_s, _ = _median(runs, floor)
     event.listen(rt.engine, "before_cursor_execute", count)
     dry_run()
+    dry_statements = len(statements)
+    statements.clear()
+    page()
     event.remove(rt.engine, "before_cursor_execute", count)
     return {
         "seconds": round(dry_s, 3),
         "sum_floor_seconds": round(floor_s, 4),
         "ratio_to_sum": round(dry_s / floor_s, 1),
-        "statements": len(statements),
+        "statements": dry_statements,
         "lines": len(lines),
         "due_line": next(line.strip() for line in lines if "due for a step today" in line),
+        "page_seconds": round(page_s, 3),
+        "page_ratio_to_sum": round(page_s / floor_s, 1),
+        "page_statements": len(statements),
+        "page_html_kb": round(len(html) / 1024),
     }
 
 
@@ -216,11 +253,12 @@ def main() -> None:
         with rt.sessions() as s:
             company = s.scalars(select(Company).where(Company.id == company_id)).one()
             s.expunge(company)
-        at_small = _measure(rt, company, args.runs)
+        client = _signed_in(rt, company_id)
+        at_small = _measure(rt, company, args.runs, client)
         t = time.perf_counter()
         _grow(rt, company_id, customers, small, large, args.due)
         print(f"grew to {large} invoices in {time.perf_counter() - t:.0f}s", file=sys.stderr)
-        at_large = _measure(rt, company, args.runs)
+        at_large = _measure(rt, company, args.runs, client)
         assert at_small["due_line"].split(":")[1] == at_large["due_line"].split(":")[1], (
             "the invoices due today must not change"
         )
@@ -233,6 +271,12 @@ def main() -> None:
                     f"at_{small}": at_small,
                     f"at_{large}": at_large,
                     "growth_ratio": round(at_large["seconds"] / at_small["seconds"], 2),
+                    "page_growth_ratio": round(
+                        at_large["page_seconds"] / at_small["page_seconds"], 2
+                    ),
+                    "sum_floor_growth_ratio": round(
+                        at_large["sum_floor_seconds"] / at_small["sum_floor_seconds"], 2
+                    ),
                     "invoice_ratio": round(large / small, 1),
                     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                 },

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import responses
 from quickbooks.objects.invoice import Invoice as PQInvoice
-from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,18 +40,14 @@ from arbridge.sync.mappers.quickbooks import map_invoice
 from arbridge.sync.quickbooks_store import attach, build_connector
 from arbridge.sync.runner import sync_connection
 from arbridge.sync.store import aging_report, create_company
+from scratch import scratch_schema
 
 
 def scratch_url(url: str | None, tmp: Path) -> str:
     if not url:
         return f"sqlite:///{tmp / 'bench.db'}"
     # A scratch schema of its own, so the benchmark never touches anything else.
-    admin = db.make_engine(url)
-    with admin.begin() as c:
-        c.execute(text("DROP SCHEMA IF EXISTS arbridge_bench_qbo CASCADE"))
-        c.execute(text("CREATE SCHEMA arbridge_bench_qbo"))
-    admin.dispose()
-    return url + ("&" if "?" in url else "?") + "options=-csearch_path%3Darbridge_bench_qbo"
+    return scratch_schema(url, "arbridge_bench_qbo")
 
 
 def main() -> None:

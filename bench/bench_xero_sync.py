@@ -42,7 +42,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from pytest_httpserver import HTTPServer
-from sqlalchemy import text
 from werkzeug import Request, Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -60,6 +59,7 @@ from arbridge.sync.mappers.xero import map_record
 from arbridge.sync.runner import sync_connection
 from arbridge.sync.store import aging_report, create_company
 from arbridge.sync.xero_store import xero_config
+from scratch import scratch_schema
 
 
 class SimulatedMinute:
@@ -126,12 +126,7 @@ def max_rss_mb() -> float:
 def scratch_url(url: str | None, tmp: Path) -> str:
     if not url:
         return f"sqlite:///{tmp / 'bench.db'}"
-    admin = db.make_engine(url)
-    with admin.begin() as c:
-        c.execute(text("DROP SCHEMA IF EXISTS arbridge_bench_xero CASCADE"))
-        c.execute(text("CREATE SCHEMA arbridge_bench_xero"))
-    admin.dispose()
-    return url + ("&" if "?" in url else "?") + "options=-csearch_path%3Darbridge_bench_xero"
+    return scratch_schema(url, "arbridge_bench_xero")
 
 
 def invoice_pages(base: str, fake: FakeXero, access: str, page_size: int) -> list[bytes]:

@@ -25,6 +25,15 @@ def _split_keys(raw: str | None) -> tuple[str, ...]:
     return tuple(k.strip() for k in (raw or "").split(",") if k.strip())
 
 
+# The insight (KPIs, forecast, flags, 12 months of trends) of a company with at most this many
+# invoices is computed inside a web request when stale; a bigger company's by the worker, the
+# page showing the last one meanwhile. Measured on the 2-core build machine (SQLite, busy):
+# `bench/bench_insight.py --invoices 5000` computes it in ~0.32 s (KPIs 0.064, forecast and
+# flags 0.051, trends 0.20), `--invoices 20000` in ~0.55 s (0.118, 0.23, 0.204): 5,000 keeps the
+# request's share near 300 ms. ARBRIDGE_INSIGHT_INLINE_INVOICES overrides it.
+INSIGHT_INLINE_INVOICES = 5_000
+
+
 def _int(
     env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None
 ) -> int:
@@ -274,6 +283,9 @@ class _Fields:
     encryption_keys_file: Path | None = None
     default_timezone: str = "UTC"
     worker_tick_seconds: int = 30
+    # A company with at most this many invoices has its insight computed inside the web
+    # request when it is stale; a bigger one's is left to the worker (sync.insight_cache).
+    insight_inline_invoices: int = INSIGHT_INLINE_INVOICES
     sync_interval_minutes: int = 15
     login_link_minutes: int = 30
     log_level: str = "INFO"
@@ -329,6 +341,9 @@ class _Fields:
             encryption_keys_file=keys_file,
             default_timezone=timezone,
             worker_tick_seconds=_int(env, "WORKER_TICK_SECONDS", 30, minimum=1),
+            insight_inline_invoices=_int(
+                env, "INSIGHT_INLINE_INVOICES", INSIGHT_INLINE_INVOICES, minimum=0
+            ),
             sync_interval_minutes=_int(env, "SYNC_INTERVAL_MINUTES", 15, minimum=1),
             login_link_minutes=_int(env, "LOGIN_LINK_MINUTES", 30, minimum=1),
             log_level=(env.get(PREFIX + "LOG_LEVEL") or "INFO").upper(),

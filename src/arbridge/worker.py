@@ -33,7 +33,7 @@ from arbridge.services.payments.plan_runs import reconcile_company_plans, run_du
 from arbridge.services.payments.simulated import settle_simulated_payments
 from arbridge.services.reminders.run import run_reminders
 from arbridge.sync.db import transaction
-from arbridge.sync.insight_cache import snapshot
+from arbridge.sync.insight_cache import INSIGHT_JOB, snapshot
 from arbridge.sync.model import Company, CompanyJob
 from arbridge.sync.outbox import deliver
 from arbridge.sync.runner import sync_connection
@@ -68,7 +68,7 @@ def run_sync(rt: Runtime, company: Company) -> None:
         fresh = session.get(Company, company.id)
         if fresh is not None:
             today = company_today(fresh, rt.clock)
-            snapshot(session, fresh, today, DEFAULT_PERIOD_DAYS, live_plans=True)
+            snapshot(session, fresh, today, DEFAULT_PERIOD_DAYS, True, rt.clock.now())
     if result.errors:
         with transaction(rt.sessions) as session:
             log_activity(
@@ -104,7 +104,22 @@ def run_collections(rt: Runtime, company: Company) -> None:
     tell_limits(rt, company)
 
 
-JOBS: dict[str, JobFunc] = {"sync": run_sync, "collections": run_collections}
+def run_insight(rt: Runtime, company: Company) -> None:
+    """Today's insight for the pages, queued by a page that found it stale for a company too big
+    to compute it in the request (sync.insight_cache.shown); a no-op when it is current already
+    (another run computed it)."""
+    with rt.sessions() as session:
+        fresh = session.get(Company, company.id)
+        if fresh is not None:
+            today = company_today(fresh, rt.clock)
+            snapshot(session, fresh, today, DEFAULT_PERIOD_DAYS, True, rt.clock.now())
+
+
+JOBS: dict[str, JobFunc] = {
+    "sync": run_sync,
+    "collections": run_collections,
+    INSIGHT_JOB: run_insight,
+}
 
 
 def default_worker_name() -> str:

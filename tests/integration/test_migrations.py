@@ -6,6 +6,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from arbridge.sync import db
 from arbridge.sync.model import Base
@@ -162,3 +163,78 @@ def test_0016_moves_nothing_up_and_puts_a_lone_grant_back_on_its_connection(blan
     assert back == "sealed-tokens" and "grant_id" not in columns
     command.upgrade(cfg, "head")
     assert db.current_revision(blank_engine) == db.head_revision()
+
+
+INSERT_DELIVERY = text(
+    "INSERT INTO webhook_deliveries (id, provider, received_at, headers, body, events, repeats)"
+    " VALUES (:id, :provider, '2026-11-24 15:00:00', '{}', '{}', 1, 0)"
+)
+INSERT_EVENT = text(
+    "INSERT INTO webhook_events (id, provider, event_id, event_type, delivery_id, payload,"
+    " received_at, status, attempts, next_attempt_at) VALUES (:id, :provider, :event_id, 'x',"
+    " 1, '{}', '2026-11-24 15:00:00', 'pending', 0, '2026-11-24 15:00:00')"
+)
+
+
+def _webhook_rows(engine: Engine) -> list[tuple[str, ...]]:
+    """Each event's provider and id, then each delivery's provider."""
+    with engine.connect() as conn:
+        events = conn.execute(text("SELECT provider, event_id FROM webhook_events ORDER BY id"))
+        deliveries = conn.execute(text("SELECT provider FROM webhook_deliveries ORDER BY id"))
+        return [tuple(r) for r in events] + [tuple(r) for r in deliveries]
+
+
+def test_0026_lets_twilio_into_the_inbox_keeping_every_event_and_back(blank_engine):
+    """Upgrading widens both CHECK constraints to 'twilio' and keeps every stored event (on
+    SQLite the deliveries' table is copied, and dropping the old one would cascade to its
+    events); going back removes Twilio's rows and refuses 'twilio' again."""
+    cfg = db.alembic_config(blank_engine)
+    command.upgrade(cfg, "0025")
+    with blank_engine.begin() as conn:
+        conn.execute(INSERT_DELIVERY, {"id": 1, "provider": "stripe"})
+        conn.execute(INSERT_EVENT, {"id": 1, "provider": "stripe", "event_id": "evt_1"})
+    with pytest.raises(IntegrityError), blank_engine.begin() as conn:
+        conn.execute(INSERT_DELIVERY, {"id": 2, "provider": "twilio"})
+
+    command.upgrade(cfg, "0026")
+    with blank_engine.begin() as conn:
+        conn.execute(INSERT_DELIVERY, {"id": 2, "provider": "twilio"})
+        conn.execute(INSERT_EVENT, {"id": 2, "provider": "twilio", "event_id": "AC1:SM1"})
+    assert _webhook_rows(blank_engine) == [
+        ("stripe", "evt_1"),
+        ("twilio", "AC1:SM1"),
+        ("stripe",),
+        ("twilio",),
+    ]
+    with pytest.raises(IntegrityError), blank_engine.begin() as conn:
+        conn.execute(INSERT_DELIVERY, {"id": 3, "provider": "carrier-pigeon"})
+    with pytest.raises(IntegrityError), blank_engine.begin() as conn:
+        conn.execute(INSERT_EVENT, {"id": 3, "provider": "sendgrid", "event_id": "x"})
+
+    command.downgrade(cfg, "0025")
+    assert _webhook_rows(blank_engine) == [("stripe", "evt_1"), ("stripe",)]
+    with pytest.raises(IntegrityError), blank_engine.begin() as conn:
+        conn.execute(INSERT_DELIVERY, {"id": 2, "provider": "twilio"})
+    command.upgrade(cfg, "head")
+    assert _webhook_rows(blank_engine) == [("stripe", "evt_1"), ("stripe",)]
+    assert db.current_revision(blank_engine) == db.head_revision()
+
+
+def test_an_upgrade_that_copies_the_deliveries_table_on_sqlite_keeps_their_stored_events(
+    blank_engine,
+):
+    """0009 rebuilds `webhook_deliveries` on SQLite (a new unique constraint): dropping the old
+    table cascaded to every stored webhook event when foreign keys were enforced during the
+    migration, so an install upgrading past 0009 lost the events it had not yet handled."""
+    cfg = db.alembic_config(blank_engine)
+    command.upgrade(cfg, "0008")
+    with blank_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO webhook_deliveries (id, provider, received_at, headers, body, events)"
+                " VALUES (1, 'stripe', '2026-11-24 15:00:00', '{}', '{}', 1)"
+            )
+        )
+        conn.execute(INSERT_EVENT, {"id": 1, "provider": "stripe", "event_id": "evt_1"})
+    command.upgrade(cfg, "head")
+    assert _webhook_rows(blank_engine) == [("stripe", "evt_1"), ("stripe",)]

@@ -21,7 +21,7 @@ from arbridge.services.messaging.sms import WEBHOOK_PATH
 from arbridge.services.messaging.sms_setup import save_sms_account
 from arbridge.services.reminders.facts import load_day
 from arbridge.services.reminders.run import run_reminders
-from arbridge.services.reminders.text_replies import receive_twilio
+from arbridge.services.reminders.text_replies import ingest_twilio, receive_twilio
 from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     Company,
@@ -32,6 +32,7 @@ from arbridge.sync.model import (
     OutboxMessage,
     ReminderSend,
     SmsReply,
+    WebhookEvent,
 )
 from arbridge.sync.store import rotate_secrets
 from arbridge.worker import drain
@@ -337,7 +338,8 @@ def test_status_callbacks_move_a_text_forward_only(trt, twilio):
     drain(trt)
     assert callback(twilio, trt, "delivered") == "delivered"
     assert callback(twilio, trt, "sent") == "sent"  # arrives late: changes nothing
-    assert callback(twilio, trt, "delivered") == "delivered"  # twice: the same
+    # Twice: Twilio's repeat is stored once and not acted on again.
+    assert callback(twilio, trt, "delivered") == "duplicate"
     (text,) = texts(trt)
     assert text.delivery_status == "delivered"
 
@@ -350,7 +352,7 @@ def test_an_undelivered_callback_marks_the_number_and_falls_back_to_email(trt, t
     (text,) = texts(trt)
     assert (text.delivery_status, text.error_code) == ("undelivered", "30006")
     assert contact(trt).sms_undeliverable_at is not None
-    assert callback(twilio, trt, "undelivered", "30006") == "undeliverable"
+    assert callback(twilio, trt, "undelivered", "30006") == "duplicate"
     assert len(outbox(trt, "email")) == 1  # once, however often Twilio says it
     drain(trt)
     assert [(r.channel, r.status) for r in sends(trt)] == [("email", "sent")]
@@ -419,6 +421,20 @@ def test_a_business_s_own_account_signs_only_for_its_own_contacts(rt, twilio):
     assert contact(rt).sms_opted_out_at is not None
     with rt.sessions() as s:
         assert rotate_secrets(s, rt.keyring) == 1  # the Twilio token (the demo ledger has none)
+
+
+def test_a_stored_stop_the_request_did_not_handle_is_handled_by_the_worker_once(trt, twilio):
+    """Stored but not handled (the process died between the two): the worker's dispatch table
+    has Twilio's handlers, and acts on it once."""
+    world_with_phone(trt)
+    stored = ingest_twilio(trt, *signed(twilio, trt, twilio.reply_form(E164, "STOP")))
+    assert (stored.new, contact(trt).sms_opted_out_at) == (1, None)
+    drain(trt)
+    assert contact(trt).sms_opted_out_at == trt.clock.now()
+    with trt.sessions() as s:
+        (event,) = s.scalars(select(WebhookEvent)).all()
+        assert (event.provider, event.status, event.attempts) == ("twilio", "processed", 1)
+    assert drain(trt)[0] == 0
 
 
 # -- without Twilio ---------------------------------------------------------------------------

@@ -6,15 +6,17 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from arbridge.errors import Transient
-from arbridge.sync.db import transaction
+from arbridge.sync.db import make_engine, transaction
 from arbridge.sync.model import Activity, WebhookDelivery, WebhookEvent
 from arbridge.sync.store import ledger_connection, log_activity
 from arbridge.webhooks.dispatch import process_pending
 from arbridge.webhooks.inbox import InboxEvent, store
 from tests.builders import SmallCompany
+from tests.payment_sequences import deliver, redeliver
+from tests.web.test_query_counts import counted
 
 BODY = b'{"id": "evt_1NG8Du2eZvKYlo2CUI79vXWy", "type": "checkout.session.completed"}'
 
@@ -140,3 +142,65 @@ def test_a_bug_in_a_handler_marks_the_event_failed_and_keeps_it(rt, company):
         ev = s.scalar(select(WebhookEvent))
         conn = ledger_connection(s, company.id)
     assert ev.status == "failed" and "KeyError" in ev.last_error and conn is not None
+
+
+def test_a_new_delivery_of_one_event_is_one_statement_and_new_bytes_for_a_stored_event_add_none(
+    rt, company
+):
+    postgres = rt.engine.dialect.name == "postgresql"
+    with counted(rt) as statements, transaction(rt.sessions) as s:
+        first = store(s, rt.clock, "demo", {"Content-Type": "application/json"}, BODY, [event()])
+    # PostgreSQL: the delivery, its event and the company it is routed to in one round trip.
+    assert len(statements) == (1 if postgres else 3)
+    with transaction(rt.sessions) as s:  # the same event again, in other bytes (a resend)
+        second = store(s, rt.clock, "demo", {}, BODY + b" ", [event()])
+    assert (first.new, first.duplicates, second.new, second.duplicates) == (1, 0, 0, 1)
+    assert first.delivery_id != second.delivery_id
+    assert count(rt, WebhookEvent) == 1 and count(rt, WebhookDelivery) == 2
+    with rt.sessions() as s:
+        stored = s.scalar(select(WebhookEvent))
+        delivery = s.get(WebhookDelivery, first.delivery_id)
+    assert (stored.company_id, stored.delivery_id, stored.status) == (
+        company.id,
+        first.delivery_id,
+        "pending",
+    )
+    assert stored.payload == {"id": stored.event_id} and stored.received_at == rt.clock.now()
+    assert delivery.headers == {"content-type": "application/json"} and delivery.events == 1
+
+
+def test_an_event_for_no_known_tenant_is_stored_without_a_company(rt, company):
+    with transaction(rt.sessions) as s:
+        stored = store(s, rt.clock, "demo", {}, BODY, [event(tenant="nobody")])
+    assert stored.new == 1
+    with rt.sessions() as s:
+        assert s.scalar(select(WebhookEvent.company_id)) is None
+
+
+def test_a_stripe_webhook_after_the_database_closed_the_pooled_connection_is_stored(rt):
+    if rt.engine.dialect.name != "postgresql":
+        pytest.skip("a server that closes connections: PostgreSQL")
+    rt.engine.dispose()
+    with rt.engine.connect() as c:  # the one pooled connection, then closed by the server
+        pid = c.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    other = make_engine(rt.settings.database_url)
+    with other.begin() as c:
+        c.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    other.dispose()
+    sent = deliver(rt, "checkout.session.completed", {"id": "cs_after_restart"})
+    with rt.sessions() as s:
+        assert s.scalar(select(WebhookEvent.event_id)) == sent["id"]
+
+
+def test_a_stripe_delivery_signed_by_the_install_is_one_statement_and_a_resend_is_kept_once(rt):
+    with counted(rt) as statements:
+        sent = deliver(rt, "checkout.session.completed", {"id": "cs_one_statement"})
+    # PostgreSQL: the delivery and its event in one statement, outside a transaction (no BEGIN
+    # and COMMIT round trips); SQLite: the general way.
+    if rt.engine.dialect.name == "postgresql":
+        assert len(statements) == 1, statements
+    redeliver(rt, sent)  # the same bytes again: a repeat, counted on the delivery
+    with rt.sessions() as s:
+        assert s.scalars(select(WebhookEvent.event_id)).all() == [sent["id"]]
+        delivery = s.scalar(select(WebhookDelivery))
+    assert delivery.repeats == 1 and delivery.events == 1

@@ -35,6 +35,7 @@ from arbridge.worker import drain
 from tests.web.conftest import fresh_company, new_sign_in_token
 from tests.web.test_browser import chromium, live  # noqa: F401 (fixtures)
 from tests.web.test_owner_pages import _payments
+from tests.web.test_reminders_paging import _busy
 
 pytestmark = pytest.mark.browser
 AXE = Path(__file__).parent / "vendor" / "axe-4.14.1.min.js"
@@ -296,3 +297,26 @@ def _ring(page) -> bool:
         "(() => { const s = getComputedStyle(document.activeElement);"
         " return s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2; })()"
     )
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_reminders_plan_a_page_at_a_time_passes_axe_and_fits_the_window(
+    chromium,  # noqa: F811
+    live,  # noqa: F811
+    width,
+):
+    """A day with more messages than a page (the demo has fewer): the totals, the CSV link, the
+    pager and the buttons posting through the page's one form, on the middle page of three."""
+    books = _busy(live.rt)
+    with _browser(chromium, width) as visit:
+        company = fresh_company(live.rt, books.company.slug)
+        visit.page.goto(f"{live.base_url}/sign-in/{new_sign_in_token(live.rt, company)}")
+        visit.page.get_by_role("button", name="Sign in").click()
+        visit.page.wait_for_url(f"{live.base_url}/c/{company.slug}/")
+        path = f"/c/{company.slug}/reminders?plan_page=2"
+        problems = _check(visit, live.base_url, {"reminders-page-2": path}, width, "owner")
+        pager = visit.page.locator("#plan-pager")
+        assert "Page 2 of 3" in pager.inner_text()
+        assert pager.get_by_role("link").count() == 2
+        assert visit.errors == []
+    assert problems == [], json.dumps(problems, indent=1)

@@ -263,3 +263,22 @@ def test_the_preview_of_the_html_version_is_an_email_document_with_a_sample_pay_
     broken = owner_client.post("/c/demo/reminders/preview", data={**data, "text": "{{ nope }}"})
     assert broken.status_code == 200
     assert "the template does not render" in broken.get_data(as_text=True)
+
+
+def test_a_waiting_text_says_it_is_a_text_and_its_step_not_sms_reminder(
+    owner_client, rt, clock, demo_company
+):
+    # The demo's sequence texts a week after the due date; its waiting rows read "Sms reminder".
+    clock.at = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # 03:00 in Chicago: they wait for 08:00
+    run_reminders(rt, demo_company)
+    queued = parse(owner_client.get("/c/demo/mailbox").data).by_id("queued")
+    what = [td.text for td in queued.find_all("td", data_label="What")]
+    assert "Text message: Friendly reminder (7 days after due)" in what
+    assert not any("Sms" in w or "sms" in w for w in what)
+
+
+def test_no_owner_page_ends_a_sentence_with_a_double_period(owner_client):
+    # "Every email arbridge sent for Acme Supply Co.." on the mailbox page.
+    for url in ("/c/demo/", "/c/demo/mailbox", "/c/demo/reminders", "/c/demo/calls"):
+        shown = parse(owner_client.get(url).data).find("main").text
+        assert "Co.." not in shown, url

@@ -4,14 +4,25 @@ pages (their forms work without script; sms.js only counts as the owner types)."
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from arbridge.config import TwilioSettings
+from arbridge.services.messaging.sms_setup import save_sms_account
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Company, Contact, MailMessage, SmsAccount, SmsReply
+from arbridge.sync.model import (
+    Activity,
+    Company,
+    Contact,
+    MailMessage,
+    SmsAccount,
+    SmsReply,
+    WebhookDelivery,
+    WebhookEvent,
+)
 from tests.conftest import _settings
 from tests.twilio_http_fake import ACCOUNT_SID, AUTH_TOKEN, FROM, FakeTwilio
 from tests.web.conftest import csrf_token, parse, sign_in
@@ -96,13 +107,13 @@ def test_a_reply_lands_in_the_owner_s_list_and_is_closed_there(client, rt, clock
     assert "No text replies waiting" in client.get(f"/c/{demo_company.slug}/calls").text
 
 
-def test_a_status_callback_through_the_route_updates_the_text(client, rt, clock, demo_company):
-    twilio = FakeTwilio(clock)
+def sent_text(rt, company, sid: str = "SM" + "a" * 32) -> None:
+    """A reminder text Twilio took for the demo's first customer, waiting for its callbacks."""
     contact = demo_contact(rt)
     with transaction(rt.sessions) as s:
         s.add(
             MailMessage(
-                company_id=demo_company.id,
+                company_id=company.id,
                 outbox_key="sms:c1:2026-11-24:r1",
                 kind="reminder",
                 contact_id=contact.id,
@@ -110,19 +121,157 @@ def test_a_status_callback_through_the_route_updates_the_text(client, rt, clock,
                 to_addr=DEMO_NUMBER,
                 subject="Text message",
                 text_body="Pay here",
-                message_id="SM" + "a" * 32,
+                message_id=sid,
                 transport="twilio",
                 channel="sms",
                 delivery_status="queued",
-                created_at=clock.now(),
+                created_at=rt.clock.now(),
             )
         )
+
+
+def test_a_status_callback_through_the_route_updates_the_text(client, rt, clock, demo_company):
+    twilio = FakeTwilio(clock)
+    sent_text(rt, demo_company)
     form = twilio.status_form({"sid": "SM" + "a" * 32, "to": DEMO_NUMBER}, "delivered")
     page = post_signed(client, twilio, form, query="key=sms%3Ac1%3A2026-11-24%3Ar1")
     assert page.status_code == 200
     with rt.sessions() as s:
         text = s.scalars(select(MailMessage)).one()
         assert text.delivery_status == "delivered"
+
+
+def test_another_business_s_twilio_account_cannot_act_on_a_text(
+    client, rt, clock, demo_company, other_company
+):
+    """Signed by a business's own Twilio account, about a text the install's account sent for
+    another business: stored (that account's token did sign it), acted on never."""
+    own = FakeTwilio(clock, account_sid="AC" + "7" * 32, auth_token="e" * 32)
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, other_company.company.id)
+        save_sms_account(s, rt, company, own.account_sid, own.auth_token, "+12125550100")
+    sent_text(rt, demo_company)
+    form = own.status_form({"sid": "SM" + "a" * 32, "to": DEMO_NUMBER}, "undelivered", "30006")
+    page = post_signed(client, own, form, query="key=sms%3Ac1%3A2026-11-24%3Ar1")
+    assert page.status_code == 200
+    with rt.sessions() as s:
+        assert s.scalars(select(MailMessage)).one().delivery_status == "queued"
+    assert demo_contact(rt).sms_undeliverable_at is None
+    _deliveries, (event,) = stored(rt)
+    assert (event.company_id, event.status) == (other_company.company.id, "processed")
+
+
+def stored(rt) -> tuple[list[WebhookDelivery], list[WebhookEvent]]:
+    with rt.sessions() as s:
+        deliveries = s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)).all()
+        events = s.scalars(select(WebhookEvent).order_by(WebhookEvent.id)).all()
+        s.expunge_all()
+        return list(deliveries), list(events)
+
+
+def test_a_replayed_stop_is_stored_once_and_acted_on_once(client, rt, clock, demo_company):
+    """Twilio repeats a STOP after the customer has texted START: the repeat is kept once and
+    does not opt the number out again."""
+    twilio = FakeTwilio(clock)
+    stop = twilio.reply_form(DEMO_NUMBER, "STOP")
+    assert post_signed(client, twilio, stop).status_code == 200
+    assert demo_contact(rt).sms_opted_out_at is not None  # at once, not at the worker's tick
+    post_signed(client, twilio, twilio.reply_form(DEMO_NUMBER, "START"))
+    replay = post_signed(client, twilio, stop)
+    assert replay.status_code == 200 and b"<Response></Response>" in replay.data
+    assert demo_contact(rt).sms_opted_out_at is None
+    deliveries, events = stored(rt)
+    assert [(d.provider, d.repeats) for d in deliveries] == [("twilio", 1), ("twilio", 0)]
+    assert deliveries[0].headers["x-twilio-signature"]
+    assert [(e.provider, e.event_type, e.status, e.attempts) for e in events] == [
+        ("twilio", "message.inbound", "processed", 1),
+        ("twilio", "message.inbound", "processed", 1),
+    ]
+    assert events[0].event_id == f"{ACCOUNT_SID}:{stop['MessageSid']}"
+    with rt.sessions() as s:
+        kinds = s.scalars(
+            select(Activity.kind).where(Activity.kind.in_(["sms.opted_out", "sms.opted_in"]))
+        ).all()
+    assert sorted(kinds) == ["sms.opted_in", "sms.opted_out"]
+
+
+def test_a_replayed_status_callback_is_stored_once(client, rt, clock, demo_company):
+    twilio = FakeTwilio(clock)
+    form = twilio.status_form({"sid": "SM" + "b" * 32, "to": DEMO_NUMBER}, "delivered")
+    for _ in range(3):
+        assert post_signed(client, twilio, form, query="key=sms%3Ac1").status_code == 200
+    later = twilio.status_form({"sid": "SM" + "b" * 32, "to": DEMO_NUMBER}, "undelivered")
+    post_signed(client, twilio, later, query="key=sms%3Ac1")
+    deliveries, events = stored(rt)
+    assert [d.repeats for d in deliveries] == [2, 0]
+    assert [e.event_id.split(":", 1)[1] for e in events] == [
+        "SM" + "b" * 32 + ":delivered",
+        "SM" + "b" * 32 + ":undelivered",
+    ]
+    assert {(e.event_type, e.status) for e in events} == {("message.status", "processed")}
+
+
+def test_a_forged_request_is_never_stored(client, rt, clock, demo_company, caplog):
+    twilio = FakeTwilio(clock)
+    form = twilio.reply_form(DEMO_NUMBER, "STOP")
+    with caplog.at_level(logging.WARNING, logger="arbridge.web"):
+        forged = post_signed(client, twilio, form, token="f" * 32)
+    assert forged.status_code == 403
+    assert any("refused a Twilio request" in r.getMessage() for r in caplog.records)
+    # Signed by the right token, for another URL.
+    moved = client.post(
+        "/webhooks/twilio?key=x",
+        data=form,
+        headers=twilio.sign("http://127.0.0.1:5000/webhooks/twilio", form),
+    )
+    assert moved.status_code == 403
+    assert stored(rt) == ([], [])
+    assert demo_contact(rt).sms_opted_out_at is None
+
+
+REPLY = FakeTwilio(None).reply_form(DEMO_NUMBER, "Paid yesterday")  # type: ignore[arg-type]
+STATUS = FakeTwilio(None).status_form(  # type: ignore[arg-type]
+    {"sid": "SM" + "c" * 32, "to": DEMO_NUMBER}, "delivered"
+)
+
+
+def without(form: dict[str, str], *names: str) -> dict[str, str]:
+    return {k: v for k, v in form.items() if k not in names}
+
+
+@pytest.mark.parametrize(
+    ("form", "query", "field"),
+    [
+        (without(REPLY, "MessageSid", "SmsSid", "SmsMessageSid"), "", "MessageSid"),
+        (without(REPLY, "AccountSid"), "", "AccountSid"),
+        (without(REPLY, "From"), "", "From"),
+        ({**REPLY, "MessageSid": "SM" + "9" * 5000}, "", "MessageSid"),
+        ({**REPLY, "MessageSid": "'; DROP TABLE contacts; --"}, "", "MessageSid"),
+        ({**REPLY, "Body": "x" * 6000}, "", "Body"),
+        ({**REPLY, "From": "+1" * 100}, "", "From"),
+        (without(STATUS, "MessageStatus", "SmsStatus"), "key=sms%3Ac1", "MessageStatus"),
+        ({**STATUS, "MessageStatus": "delivered!!", "SmsStatus": ""}, "", "MessageStatus"),
+        ({**STATUS, "MessageStatus": "d" * 500}, "", "MessageStatus"),
+        ({**STATUS, "ErrorCode": "-1"}, "", "ErrorCode"),
+        ({**STATUS, "ErrorCode": "3000600000000000000"}, "", "ErrorCode"),
+        ({**STATUS, "ErrorCode": "thirty"}, "", "ErrorCode"),
+        (STATUS, "key=" + "k" * 300, "key"),
+        ({}, "", "AccountSid"),
+    ],
+)
+def test_a_malformed_request_is_refused_clearly_and_never_stored(
+    client, rt, clock, demo_company, caplog, form, query, field
+):
+    """Signed as Twilio would sign it, but not Twilio's form: a 400 naming the field, a log
+    line, nothing stored, and never a 500."""
+    twilio = FakeTwilio(clock)
+    with caplog.at_level(logging.WARNING, logger="arbridge.web"):
+        page = post_signed(client, twilio, form, query=query)
+    assert page.status_code == 400
+    assert field in page.get_json()["error"] and "Traceback" not in page.text
+    assert any("malformed Twilio request" in r.getMessage() for r in caplog.records)
+    assert stored(rt) == ([], [])
+    assert demo_contact(rt).sms_opted_out_at is None
 
 
 # -- the owner's pages ------------------------------------------------------------------------

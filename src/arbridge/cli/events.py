@@ -15,8 +15,10 @@ def events() -> None:
     """See webhook events that failed, and replay them once the cause is fixed."""
 
 
-# Stripe's events, and those of every ledger provider that takes webhooks.
-EVENT_PROVIDERS = click.Choice(["stripe", *(p.name for p in providers.providers() if p.webhooks)])
+# Stripe's events, those of every ledger provider that takes webhooks, and Twilio's.
+EVENT_PROVIDERS = click.Choice(
+    ["stripe", *(p.name for p in providers.providers() if p.webhooks), "twilio"]
+)
 
 
 @events.command("list")

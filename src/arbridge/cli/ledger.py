@@ -118,7 +118,7 @@ def report(slug: str, as_of: Any, period_days: int, fmt: str) -> None:
     with rt.sessions() as session:
         company = get_company(session, slug)
         day: date = as_of or company_today(company, rt.clock)
-        data = report_data(session, company, day, period_days, live_plans=as_of is None)
+        data = report_data(session, company, day, period_days, as_of is None, rt.clock.now())
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
         return

@@ -117,20 +117,39 @@ def window_start(as_of: date, days: int) -> date:
     return min(period_start(as_of, days), countback)
 
 
+class HomeAr(NamedTuple):
+    """The receivables of all home-currency invoices, summed by the database (no conversion,
+    so no per-invoice rounding: SUM(total) less SUM(allocations) is exact), in minor units:
+    on the day before the period starts, on as_of, and on as_of of those not yet due."""
+
+    begin: int
+    end: int
+    end_current: int
+
+
 def kpis(
     invoices: Iterable[KpiInvoice],
     credits: Iterable[KpiCredit],
     as_of: date,
     days: int,
     home_currency: str,
+    home_ar: HomeAr | None = None,
+    home_sales: Iterable[tuple[date, int]] = (),
+    home_closings: Iterable[tuple[date, date, date, int]] = (),
 ) -> Kpis:
     """Every KPI of the period of `days` days ending on as_of, in one pass over the documents.
 
     Sums are kept in home-currency minor units: a home-currency document adds its own minor
-    units, a foreign one its amount converted at its rate and rounded once (Money.convert)."""
+    units, a foreign one its amount converted at its rate and rounded once (Money.convert).
+    With `home_ar`, the home-currency invoices come summed by the database instead of among
+    `invoices`: their receivables, their sales per issue date (`home_sales`: issued_on,
+    total) and their closings in the period (`home_closings`: issued_on, due_on, closed_on,
+    how many)."""
     start = period_start(as_of, days)
     begin_day = start - timedelta(days=1)
     ar_begin = ar_end = ar_end_current = credit_sales = 0
+    if home_ar is not None:
+        ar_begin, ar_end, ar_end_current = home_ar
     blocks = [0] * COUNTBACK_BLOCKS  # net credit sales per 30-day block, block 1 first
     closed = on_time = days_to_pay = 0
 
@@ -162,6 +181,12 @@ def kpis(
             closed += count
             days_to_pay += (closed_on - issued_on).days * count
             on_time += count if closed_on <= due_on else 0
+    for issued_on, total in home_sales:
+        add_sales(issued_on, total)
+    for issued_on, due_on, closed_on, count in home_closings:
+        closed += count
+        days_to_pay += (closed_on - issued_on).days * count
+        on_time += count if closed_on <= due_on else 0
     for issued_on, currency, rate, total in credits:
         if issued_on <= as_of:
             add_sales(issued_on, -home(total, currency, rate))

@@ -110,6 +110,7 @@ def _amount(value: Decimal) -> str:
 
 MAIL_KINDS = {
     "reminder": "Reminder",
+    "sms_reminder": "Text message",
     "statement": "Statement",
     "owner": "Note to you",
     "test": "Test email",

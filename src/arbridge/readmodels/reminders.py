@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from arbridge.collections.reminder_words import key_in_words, mail_kind, template_title
 from arbridge.services.messaging.queue import MESSAGE_KINDS
 from arbridge.services.reminders.recheck import still_waiting
+from arbridge.services.reminders.texts import SMS_MAIL
 from arbridge.sync.model import (
     CallTask,
     Company,
@@ -31,9 +32,10 @@ WAITING = ("pending", "sending", "failed", "dead", "maybe_sent")
 
 
 def customers_with_sequence(
-    s: Session, company_id: int, limit: int = 1000
+    s: Session, company_id: int, limit: int = 1000, offset: int = 0
 ) -> list[Row[tuple[int, str, str | None]]]:
-    """(id, name, the sequence they follow or None) for the reminders page's customer list."""
+    """(id, name, the sequence they follow or None) for the reminders page's customer list,
+    by name, `limit` rows from `offset`."""
     return list(
         s.execute(
             select(Customer.id, Customer.name, CustomerReminderSettings.sequence)
@@ -43,6 +45,7 @@ def customers_with_sequence(
             .where(Customer.company_id == company_id, Customer.deleted.is_(False))
             .order_by(Customer.name, Customer.id)
             .limit(limit)
+            .offset(offset)
         ).all()
     )
 
@@ -81,10 +84,11 @@ class Mailbox:
 
 def _what(payload: dict[str, Any]) -> str:
     mail = payload.get("mail")
-    if mail == "reminder":
+    if mail in ("reminder", SMS_MAIL):
         when = key_in_words(str(payload.get("step_key") or ""))
         title = template_title(str(payload.get("template") or "reminder"))
-        return f"{title} ({when})" if when else title
+        what = f"{title} ({when})" if when else title
+        return f"Text message: {what}" if mail == SMS_MAIL else what
     if mail == "statement":
         return "Monthly statement"
     return str(payload.get("subject") or mail_kind(mail))

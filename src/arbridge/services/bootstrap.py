@@ -1,6 +1,7 @@
 """Wiring: the outbox's and the webhook inbox's dispatch tables, built from what each service
-registers (Cosmic Python's bootstrap). The worker asks here; no service imports a dispatcher,
-and services that need each other's work get it passed in here.
+registers (Cosmic Python's bootstrap). The worker asks here; no service imports a dispatcher
+(but to handle, at once and with its own handlers, the event a request just stored: a Twilio
+STOP), and services that need each other's work get it passed in here.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def merge_outbox(registrations: Iterable[Mapping[OutboxKind, Handler]]) -> dict[
 
 def webhook_handlers(rt: Runtime) -> dict[tuple[str, str], EventHandler]:
     table = dict(payments.webhook_events(rt))
+    table.update(reminders.webhook_events(rt))
     # Each ledger provider's events (a changed record to sync in), from the provider registry.
     table.update(providers.webhook_handlers(rt.clock))
     return table

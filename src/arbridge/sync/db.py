@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -24,12 +25,17 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.errors import ConfigError, NotInitialised
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# Pooled PostgreSQL connections are replaced after this long (servers and proxies such as
+# PgBouncer close idle ones; 5 minutes is under their usual timeouts).
+POOL_RECYCLE_SECONDS = 300
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -56,7 +62,25 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # of up to 1,000 ids that plan checks every row of the company against the whole list:
     # 2.7 s a page instead of 54 ms (issue 14's measurement).
     connect_args = {"prepare_threshold": None, **kwargs.pop("connect_args", {})}
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+    # No pre-ping: it is a round trip on every checkout (one of five per webhook, issue 14).
+    # Connections are replaced after POOL_RECYCLE_SECONDS instead, before a server or proxy
+    # closes them as idle, and work that is safe to repeat (storing a webhook) runs again once
+    # on a fresh connection when the pooled one turns out dead (`retry_on_disconnect`).
+    kwargs.setdefault("pool_recycle", POOL_RECYCLE_SECONDS)
+    return create_engine(url, connect_args=connect_args, **kwargs)
+
+
+def retry_on_disconnect(work: Callable[[], T]) -> T:
+    """Run `work`; if its pooled connection turns out dead (the database restarted, or closed
+    it), run it once more: the pool has dropped the dead connection and hands out a fresh one.
+    Only for work that is safe to repeat, as a transaction rolled back and tried again is."""
+    try:
+        return work()
+    except DBAPIError as e:
+        if not e.connection_invalidated:
+            raise
+        log.warning("database connection lost (%s); trying once more", type(e.orig).__name__)
+        return work()
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -14,6 +14,10 @@ it says changes only when the ledger or the owner changes something. So:
   version match reads it; any other computes afresh (`sync.insight_store`, unchanged) and
   stores the result. The version is read before computing: a change that lands meanwhile
   leaves the stored snapshot with the older version, so it is never shown as current.
+- A page never computes a big company's insight inside the request (`shown`): a stale one is
+  shown with the time it was computed and the worker's `insight` job (a `company_jobs` row, so
+  claimed by one worker at a time) is queued to compute it; a company with few invoices
+  (`Settings.insight_inline_invoices`) has it computed at once, as `arbridge report` always does.
 
 The figures are the ones the queries give, serialised exactly (decimal strings, ISO dates).
 """
@@ -21,22 +25,31 @@ The figures are the ones the queries give, serialised exactly (decimal strings, 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import event, inspect, literal, select
+from sqlalchemy import event, func, inspect, literal, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.collections.insight import Flag, Forecast, Week
 from arbridge.collections.kpis import Kpis
+from arbridge.collections.policy import Policy
 from arbridge.sync.db import dialect_insert
-from arbridge.sync.insight_store import forecast_flags_dict, insight, trends_list
+from arbridge.sync.insight_store import (
+    CustomerRow,
+    Insight,
+    Proposal,
+    forecast_flags_dict,
+    insight,
+    trends_list,
+)
 from arbridge.sync.model import (
     Company,
+    CompanyJob,
     CreditNote,
     Customer,
     InsightSnapshot,
@@ -166,10 +179,42 @@ class Snapshot:
     flags: list[Flag]
     proposals: int  # how many higher credit limits are proposed
     trends: list[Kpis]
+    computed_at: datetime | None = None  # UTC; None in a snapshot stored before it was kept
+    # What the insight page shows beside it, kept in a row of its own (kind + ":page") so the
+    # dashboard never reads it; None when not read.
+    details: Details | None = None
+
+
+@dataclass(frozen=True)
+class Details:
+    """The insight page's: each customer (terms, own limit), their lateness and open amount,
+    the proposed raises, the default limit."""
+
+    customers: dict[int, CustomerRow]
+    lateness: dict[int, int]
+    exposure: dict[int, int]
+    proposals: list[Proposal]
+    default_limit_minor: int | None
+
+    def insight(self, found: Snapshot, pol: Policy) -> Insight:
+        return Insight(
+            replace(found.forecast, exposure=self.exposure),
+            self.lateness,
+            found.flags,
+            self.proposals,
+            self.customers,
+            self.default_limit_minor,
+            pol,
+        )
 
 
 def compute(
-    session: Session, company: Company, as_of: date, period_days: int, live_plans: bool
+    session: Session,
+    company: Company,
+    as_of: date,
+    period_days: int,
+    live_plans: bool,
+    now: datetime,
 ) -> Snapshot:
     kpi = kpi_report(session, company, as_of, period_days)
     found = insight(session, company, as_of, kpi, live_plans=live_plans)
@@ -180,34 +225,153 @@ def compute(
         found.flags,
         len(found.proposals),
         kpi_trends(session, company, as_of),
+        now.astimezone(UTC),
+        Details(
+            found.customers,
+            found.lateness,
+            dict(found.forecast.exposure),
+            found.proposals,
+            found.default_limit_minor,
+        ),
     )
 
 
+def _kind(period_days: int, live_plans: bool) -> str:
+    return f"{period_days}:{'live' if live_plans else 'as_of'}"
+
+
 def snapshot(
-    session: Session, company: Company, as_of: date, period_days: int, live_plans: bool
+    session: Session,
+    company: Company,
+    as_of: date,
+    period_days: int,
+    live_plans: bool,
+    now: datetime,
 ) -> Snapshot:
     """The company's insight on as_of: the stored one while nothing changed since, else
     computed now (and stored for the next view)."""
-    current = version(session, company.id)
-    kind = f"{period_days}:{'live' if live_plans else 'as_of'}"
-    row = session.get(InsightSnapshot, (company.id, kind), populate_existing=True)
-    if row is not None and row.version == current and row.as_of == as_of:
-        return decode(row.payload)
-    found = compute(session, company, as_of, period_days, live_plans)
-    _store(session, company.id, kind, current, found)
+    found = shown(session, company, as_of, period_days, now, None, live_plans=live_plans).found
+    assert found is not None  # computed when not stored
     return found
+
+
+# The worker's job that computes a stale insight (worker.run_insight); queued by the pages.
+INSIGHT_JOB = "insight"
+# An insight job's row waits this long once done: only a page queues it again.
+IDLE = timedelta(days=3650)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What a page shows of today's insight: the snapshot (None: none was ever computed) and
+    whether it is older than the data (the worker is computing the current one)."""
+
+    found: Snapshot | None
+    stale: bool
+
+
+def shown(
+    session: Session,
+    company: Company,
+    as_of: date,
+    period_days: int,
+    now: datetime,
+    inline_invoices: int | None,
+    details: bool = False,
+    live_plans: bool = True,
+) -> Shown:
+    """Today's insight (live plans) for a page, never computed in the request for a company
+    with more than `inline_invoices` invoices (None: any is computed): the stored one, stale
+    or not, while the worker computes the current one. With `details`, what the insight page
+    shows besides."""
+    current = version(session, company.id)
+    kind = _kind(period_days, live_plans)
+    kinds = [kind, kind + PAGE] if details else [kind]
+    got = [session.get(InsightSnapshot, (company.id, k), populate_existing=True) for k in kinds]
+    rows = [row for row in got if row is not None]
+    whole = len(rows) == len(kinds)
+    if whole and all(row.version == current and row.as_of == as_of for row in rows):
+        return Shown(_decoded(rows), stale=False)
+    if inline_invoices is None or _invoices_at_most(session, company.id, inline_invoices):
+        found = compute(session, company, as_of, period_days, live_plans, now)
+        _store(session, company.id, kind, current, found)
+        return Shown(found, stale=False)
+    queue(session, company.id, now)
+    return Shown(_decoded(rows) if whole else None, stale=True)
+
+
+PAGE = ":page"
+
+
+def _decoded(rows: list[InsightSnapshot]) -> Snapshot:
+    found = decode(rows[0].payload)
+    if len(rows) == 1:
+        return found
+    return replace(found, details=decode_details(rows[1].payload))
+
+
+def _invoices_at_most(session: Session, company_id: int, limit: int) -> bool:
+    """Has the company at most `limit` invoices? (Counts no more than limit + 1 of them.)"""
+    few = select(Invoice.id).where(Invoice.company_id == company_id).limit(limit + 1)
+    return int(session.scalar(select(func.count()).select_from(few.subquery())) or 0) <= limit
+
+
+def queue(session: Session, company_id: int, now: datetime) -> None:
+    """Have the worker compute the company's insight on its next tick, in a transaction of its
+    own. Queued already, or being computed (its row's run time is then in the past): nothing
+    to do, and nothing waits on the running job's lock."""
+    try:
+        with Session(session.get_bind()) as writer, writer.begin():
+            found = writer.scalar(
+                select(CompanyJob.next_run_at).where(
+                    CompanyJob.company_id == company_id, CompanyJob.job == INSIGHT_JOB
+                )
+            )
+            if found is None:
+                stmt = dialect_insert(writer)(CompanyJob).values(
+                    company_id=company_id, job=INSIGHT_JOB, next_run_at=now
+                )
+                writer.execute(stmt.on_conflict_do_nothing(index_elements=["company_id", "job"]))
+            elif _aware(found) > now:
+                writer.execute(
+                    update(CompanyJob)
+                    .where(
+                        CompanyJob.company_id == company_id,
+                        CompanyJob.job == INSIGHT_JOB,
+                        CompanyJob.next_run_at > now,
+                    )
+                    .values(next_run_at=now)
+                )
+    except SQLAlchemyError:
+        log.warning("insight job for company %s not queued", company_id, exc_info=True)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _store(session: Session, company_id: int, kind: str, at: int, found: Snapshot) -> None:
     """Keep the snapshot, in a transaction of its own (the caller's session may be a page's
     read-only one). A failure to store costs the next view a computation, nothing else."""
-    values = {
-        "company_id": company_id,
-        "kind": kind,
-        "as_of": found.as_of,
-        "version": at,
-        "payload": encode(found),
-    }
+    values = [
+        {
+            "company_id": company_id,
+            "kind": kind,
+            "as_of": found.as_of,
+            "version": at,
+            "payload": encode(found),
+        }
+    ]
+    if found.details is not None:
+        values.append(
+            {
+                "company_id": company_id,
+                "kind": kind + PAGE,
+                "as_of": found.as_of,
+                "version": at,
+                "payload": encode_details(found.details),
+            }
+        )
     stmt = dialect_insert(session)(InsightSnapshot).values(values)
     stmt = stmt.on_conflict_do_update(
         index_elements=["company_id", "kind"],
@@ -221,11 +385,16 @@ def _store(session: Session, company_id: int, kind: str, at: int, found: Snapsho
 
 
 def report_data(
-    session: Session, company: Company, as_of: date, period_days: int, live_plans: bool
+    session: Session,
+    company: Company,
+    as_of: date,
+    period_days: int,
+    live_plans: bool,
+    now: datetime,
 ) -> dict[str, Any]:
     """What `arbridge report` prints: the aging, the KPIs of the period, the forecast and flags
     (`live_plans`: today's, with current installment plans on their dates) and the trends."""
-    found = snapshot(session, company, as_of, period_days, live_plans)
+    found = snapshot(session, company, as_of, period_days, live_plans, now)
     data = report_dict(company, aging_report(session, company, as_of), found.kpi)
     data.update(forecast_flags_dict(found.forecast, found.flags))
     data["trends"] = trends_list(found.trends)
@@ -287,6 +456,7 @@ def encode(found: Snapshot) -> dict[str, Any]:
         "flags": [vars(f) for f in found.flags],
         "proposals": found.proposals,
         "trends": [_kpis(k) for k in found.trends],
+        "computed_at": None if found.computed_at is None else found.computed_at.isoformat(),
     }
 
 
@@ -310,4 +480,28 @@ def decode(payload: dict[str, Any]) -> Snapshot:
         [Flag(**f) for f in payload["flags"]],
         int(payload["proposals"]),
         [_unkpis(k) for k in payload["trends"]],
+        None
+        if payload.get("computed_at") is None
+        else _aware(datetime.fromisoformat(payload["computed_at"])),
+    )
+
+
+def encode_details(d: Details) -> dict[str, Any]:
+    return {
+        "customers": [asdict(c) for c in d.customers.values()],
+        "lateness": [[k, v] for k, v in d.lateness.items()],
+        "exposure": [[k, v] for k, v in d.exposure.items()],
+        "proposals": [[p.customer.id, p.limit_minor, p.proposed_minor, p.run] for p in d.proposals],
+        "default_limit_minor": d.default_limit_minor,
+    }
+
+
+def decode_details(payload: dict[str, Any]) -> Details:
+    customers = {c["id"]: CustomerRow(**c) for c in payload["customers"]}
+    return Details(
+        customers,
+        {int(k): int(v) for k, v in payload["lateness"]},
+        {int(k): int(v) for k, v in payload["exposure"]},
+        [Proposal(customers[cid], lim, new, run) for cid, lim, new, run in payload["proposals"]],
+        payload["default_limit_minor"],
     )

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from arbridge.clock import local_date
+from arbridge.sync.insight_cache import IDLE, INSIGHT_JOB
 from arbridge.sync.model import Company, CompanyJob
 
 
@@ -32,6 +33,8 @@ def next_run(job: str, company: Company, after: datetime) -> datetime:
             if wall > wall_after:
                 return wall.replace(tzinfo=zone).astimezone(UTC)
             day += timedelta(days=1)
+    if job == INSIGHT_JOB:  # runs when a page queues it again
+        return (after + IDLE).astimezone(UTC)
     # Syncs every sync_interval_minutes after the last one finished.
     return (after + timedelta(minutes=company.sync_interval_minutes)).astimezone(UTC)
 
@@ -39,8 +42,8 @@ def next_run(job: str, company: Company, after: datetime) -> datetime:
 def reschedule(session: Session, company: Company, now: datetime) -> None:
     """After the owner changes the timezone, the daily hour or the sync interval: move the jobs."""
     for row in session.scalars(select(CompanyJob).where(CompanyJob.company_id == company.id)):
-        if row.last_finished_at is None:
-            continue  # never run yet: it is due already
+        if row.last_finished_at is None or row.job == INSIGHT_JOB:
+            continue  # never run yet: it is due already; the insight's runs when queued
         if row.job == "sync":
             row.next_run_at = next_run("sync", company, row.last_finished_at)
             continue

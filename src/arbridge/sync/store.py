@@ -8,7 +8,6 @@ import re
 import secrets
 from collections.abc import Sequence
 from datetime import date, timedelta
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -17,11 +16,12 @@ from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock, local_date
 from arbridge.collections.aging import Aging, OpenItem, age, bucket_starts
-from arbridge.collections.kpis import KpiCredit, KpiInvoice, Kpis, kpis, window_start
+from arbridge.collections.kpis import HomeAr, KpiCredit, KpiInvoice, Kpis, kpis, window_start
 from arbridge.crypto import Keyring
 from arbridge.errors import ArbridgeError, KeyMismatch, NotFound
 from arbridge.money import Money, check_currency
 from arbridge.sync.activity import log_activity
+from arbridge.sync.db import among
 from arbridge.sync.model import (
     PAYMENT_PROVIDERS,
     Activity,
@@ -159,6 +159,21 @@ def ledger_connection(session: Session, company_id: int) -> Connection | None:
     )
 
 
+def ledger_connections(session: Session, company_ids: Sequence[int]) -> dict[int, Connection]:
+    """`ledger_connection` of many companies in one query (the first of each, by id)."""
+    found: dict[int, Connection] = {}
+    for conn in session.scalars(
+        select(Connection)
+        .where(
+            among(session, Connection.company_id, company_ids),
+            Connection.provider.not_in(PAYMENT_PROVIDERS),
+        )
+        .order_by(Connection.id)
+    ):
+        found.setdefault(conn.company_id, conn)
+    return found
+
+
 def recent_activity(session: Session, company_id: int, limit: int = 20) -> Sequence[Activity]:
     return session.scalars(
         select(Activity)
@@ -226,15 +241,17 @@ def aging_report(session: Session, company: Company, as_of: date) -> Aging:
 _GONE = ("voided", "deleted")
 
 
-def allocations_to(company_id: int, as_of: date, begin_day: date) -> Any:
+def allocations_to(company_id: int, as_of: date, begin_day: date, only: Any = None) -> Any:
     """A subquery of each invoice's allocations up to as_of (voided and deleted payments and
     credits left out), one row per invoice: `by_end` applied on or before as_of, `by_begin` on
     or before begin_day, `closing` the last day an allocation took its balance from above zero
     to zero or below, `days` on how many days something was applied. Allocations are dated by
-    their own date, else their payment's or credit's."""
+    their own date, else their payment's or credit's. `only`: a select of the invoice ids
+    wanted (all the company's when None)."""
     applied_on = func.coalesce(
         PaymentAllocation.applied_on, Payment.received_on, CreditNote.issued_on
     )
+    wanted = [] if only is None else [PaymentAllocation.invoice_id.in_(only)]
     daily = (
         select(
             PaymentAllocation.invoice_id,
@@ -248,6 +265,7 @@ def allocations_to(company_id: int, as_of: date, begin_day: date) -> Any:
             or_(Payment.id.is_(None), Payment.status.not_in(_GONE)),
             or_(CreditNote.id.is_(None), CreditNote.status.not_in(_GONE)),
             applied_on <= as_of,
+            *wanted,
         )
         .group_by(PaymentAllocation.invoice_id, applied_on)
         .subquery()
@@ -288,18 +306,79 @@ def allocations_to(company_id: int, as_of: date, begin_day: date) -> Any:
 
 
 def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kpis:
-    """The collections KPIs (collections.kpis) of the `days` days ending on as_of, from three
-    queries whatever the ledger's size: the invoices that count, with their allocations up to
-    as_of summed and their closing dates found by the database (home-currency ones summed per
-    issue, due and closing date, foreign ones one by one), and the credit notes issued in the
-    window. Allocations are dated by their own date, else their payment's or credit's."""
+    """The collections KPIs (collections.kpis) of the `days` days ending on as_of, from five
+    queries whatever the ledger's size. Home-currency invoices need no conversion, so the
+    database sums them: their totals per issue date (the sales of the window, and what was
+    issued by each end of the period) less what was applied to them by then (one plain
+    aggregate, no running sums) make their receivables exactly; and
+    their closings in the period per issue, due and closing date (running sums only over the
+    allocations of the invoices paid something in the period). Foreign ones come one by one,
+    each converted and rounded alone, as do the credit notes issued in the window.
+    Allocations are dated by their own date, else their payment's or credit's."""
     start = as_of - timedelta(days=days - 1)
     begin_day = start - timedelta(days=1)
     window = window_start(as_of, days)
-    applied = allocations_to(company.id, as_of, begin_day)
+    counts = and_(
+        Invoice.company_id == company.id,
+        Invoice.status.not_in(_GONE),
+        Invoice.issued_on <= as_of,
+    )
+    is_home = Invoice.currency == company.home_currency
+    # The home-currency totals per issue date (and of those not due yet): the sales of the
+    # window's days, and summed, what was issued by each end of the period.
+    by_day = session.execute(
+        select(
+            Invoice.issued_on,
+            cast(func.sum(Invoice.total_minor), BigInteger),
+            cast(
+                func.sum(case((Invoice.due_on >= as_of, Invoice.total_minor), else_=0)),
+                BigInteger,
+            ),
+        )
+        .where(counts, is_home)
+        .group_by(Invoice.issued_on)
+    ).all()
+    home_sales = [(day, int(total)) for day, total, _ in by_day if day >= window]
+    paid_begin, paid_end, paid_end_current = _home_applied(session, company, as_of, begin_day)
+    home_ar = HomeAr(
+        sum(int(total) for day, total, _ in by_day if day <= begin_day) - paid_begin,
+        sum(int(total) for _, total, _ in by_day) - paid_end,
+        sum(int(current) for _, _, current in by_day) - paid_end_current,
+    )
+    # Closed in the period: something was applied in it (a superset: voided payments' too,
+    # which allocations_to then leaves out).
+    applied_on = func.coalesce(
+        PaymentAllocation.applied_on, Payment.received_on, CreditNote.issued_on
+    )
+    paid_in_period = (
+        select(PaymentAllocation.invoice_id)
+        .outerjoin(Payment, Payment.id == PaymentAllocation.payment_id)
+        .outerjoin(CreditNote, CreditNote.id == PaymentAllocation.credit_note_id)
+        .where(
+            PaymentAllocation.company_id == company.id,
+            applied_on >= start,
+            applied_on <= as_of,
+        )
+    )
+    recent = allocations_to(company.id, as_of, begin_day, paid_in_period)
+    home_closings = session.execute(
+        select(Invoice.issued_on, Invoice.due_on, recent.c.closing, func.count())
+        .join(recent, recent.c.invoice_id == Invoice.id)
+        .where(
+            counts,
+            is_home,
+            recent.c.closing >= start,
+            Invoice.total_minor <= recent.c.by_end,
+        )
+        .group_by(Invoice.issued_on, Invoice.due_on, recent.c.closing)
+    ).tuples()
+    foreign_ids = select(Invoice.id).where(
+        Invoice.company_id == company.id, Invoice.currency != company.home_currency
+    )
+    applied = allocations_to(company.id, as_of, begin_day, foreign_ids)
     by_end = cast(func.coalesce(applied.c.by_end, 0), BigInteger)
     by_begin = cast(func.coalesce(applied.c.by_begin, 0), BigInteger)
-    counted = (
+    foreign = session.execute(
         select(
             Invoice.issued_on,
             Invoice.due_on,
@@ -318,9 +397,8 @@ def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kp
         )
         .outerjoin(applied, applied.c.invoice_id == Invoice.id)
         .where(
-            Invoice.company_id == company.id,
-            Invoice.status.not_in(_GONE),
-            Invoice.issued_on <= as_of,
+            counts,
+            ~is_home,
             # Only invoices some figure needs: sold in the window, owing at either end of the
             # period, or closed in it.
             or_(
@@ -330,31 +408,7 @@ def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kp
                 applied.c.closing >= start,
             ),
         )
-        .subquery()
-    )
-    # Home-currency invoices need no conversion: the database sums them per issue date, due
-    # date and closing date. Foreign ones come one by one, each converted and rounded alone.
-    home = counted.c.currency == company.home_currency
-    summed = session.execute(
-        select(
-            counted.c.issued_on,
-            counted.c.due_on,
-            cast(func.sum(counted.c.total_minor), BigInteger),
-            cast(func.sum(counted.c.by_end), BigInteger),
-            cast(func.sum(counted.c.by_begin), BigInteger),
-            counted.c.closed_on,
-            func.count(),
-        )
-        .where(home)
-        .group_by(counted.c.issued_on, counted.c.due_on, counted.c.closed_on)
     ).tuples()
-    one = Decimal(1)
-    invoices = [
-        KpiInvoice(issued, due, company.home_currency, one, total, end, begin, closed, count)
-        for issued, due, total, end, begin, closed, count in summed
-    ]
-    foreign = session.execute(select(*counted.c).where(~home)).tuples()
-    invoices += [KpiInvoice(*row) for row in foreign]
     credits = session.execute(
         select(
             CreditNote.issued_on,
@@ -369,12 +423,58 @@ def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kp
         )
     ).all()
     return kpis(
-        invoices,
+        [KpiInvoice(*row) for row in foreign],
         (KpiCredit._make(row) for row in credits),
         as_of,
         days,
         company.home_currency,
+        home_ar,
+        home_sales,
+        list(home_closings),
     )
+
+
+def _home_applied(
+    session: Session, company: Company, as_of: date, begin_day: date
+) -> tuple[int, int, int]:
+    """What was applied to the home-currency invoices (voided and deleted left out) by
+    begin_day (to those issued by then) and by as_of (and of that, to those not yet due on
+    as_of): one aggregate, no running sums."""
+    home = and_(
+        Invoice.company_id == company.id,
+        Invoice.status.not_in(_GONE),
+        Invoice.issued_on <= as_of,
+        Invoice.currency == company.home_currency,
+    )
+    early = Invoice.issued_on <= begin_day
+    current = Invoice.due_on >= as_of
+
+    def total(when: Any, amount: Any) -> Any:
+        return cast(func.coalesce(func.sum(case((when, amount), else_=0)), 0), BigInteger)
+
+    applied_on = func.coalesce(
+        PaymentAllocation.applied_on, Payment.received_on, CreditNote.issued_on
+    )
+    amount = PaymentAllocation.amount_minor
+    applied = (
+        select(
+            total(and_(early, applied_on <= begin_day), amount),
+            total(True, amount),
+            total(current, amount),
+        )
+        .join(Invoice, Invoice.id == PaymentAllocation.invoice_id)
+        .outerjoin(Payment, Payment.id == PaymentAllocation.payment_id)
+        .outerjoin(CreditNote, CreditNote.id == PaymentAllocation.credit_note_id)
+        .where(
+            home,
+            PaymentAllocation.company_id == company.id,
+            or_(Payment.id.is_(None), Payment.status.not_in(_GONE)),
+            or_(CreditNote.id.is_(None), CreditNote.status.not_in(_GONE)),
+            applied_on <= as_of,
+        )
+    )
+    by_begin, by_end, by_end_current = session.execute(applied).one()
+    return int(by_begin), int(by_end), int(by_end_current)
 
 
 def report_dict(company: Company, aging: Aging, kpi: Kpis | None = None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import logging
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
@@ -20,23 +21,22 @@ from flask import (
     url_for,
 )
 
+from arbridge.clock import local_date
 from arbridge.collections.aging import BUCKET_LABELS
 from arbridge.collections.exports import to_csv
 from arbridge.collections.kpis import DEFAULT_PERIOD_DAYS, KPI_FIELDS, two_places
+from arbridge.collections.policy import policy
 from arbridge.errors import ArbridgeError
 from arbridge.inputs import InputError, parse_decimal
 from arbridge.money import Money, exponent
-from arbridge.sync.insight_cache import Snapshot, snapshot
+from arbridge.sync.insight_cache import Shown, Snapshot, shown
 from arbridge.sync.insight_store import (
-    Insight,
     aging_by_customer,
     customer_proposal,
-    insight,
     trends_list,
 )
 from arbridge.sync.model import Company, Customer
-from arbridge.sync.store import company_today, kpi_report, log_activity
-from arbridge.sync.trends_store import kpi_trends
+from arbridge.sync.store import company_today, log_activity
 from arbridge.web.common import company_required, db, get_or_404, runtime
 
 bp = Blueprint("insight", __name__, url_prefix="/c/<slug>")
@@ -47,36 +47,48 @@ def _today(company: Company) -> date:
     return company_today(company, runtime().clock)
 
 
-def current_insight(company: Company, projected_dso: bool = True) -> Insight:
-    """Today's insight, computed once per request (the dashboard asks twice); with
-    `projected_dso`, over the KPIs of the default period (three more queries)."""
-    cached = g.get("insight")
-    if cached is None or cached[0] != company.id or (projected_dso and not cached[1]):
-        s, today = db(), _today(company)
-        kpi = kpi_report(s, company, today, DEFAULT_PERIOD_DAYS) if projected_dso else None
-        g.insight = cached = (
-            company.id,
-            projected_dso,
-            insight(s, company, today, kpi, live_plans=True),
+def dashboard_insight(company: Company, details: bool = False) -> Shown:
+    """Today's insight for the dashboard (with `details`, for the insight page), as stored
+    while nothing behind it changed (sync.insight_cache), once per request; a big company's
+    stale one is shown as it was while the worker computes the current one."""
+    cached = g.get("dashboard_insight")
+    if cached is None or cached[0] != company.id or (details and not cached[1]):
+        rt = runtime()
+        found = shown(
+            db(),
+            company,
+            _today(company),
+            DEFAULT_PERIOD_DAYS,
+            rt.clock.now(),
+            rt.settings.insight_inline_invoices,
+            details=details,
         )
+        g.dashboard_insight = cached = (company.id, details, found)
     return cached[2]
 
 
-def dashboard_insight(company: Company) -> Snapshot:
-    """Today's insight for the dashboard, as stored while nothing behind it changed
-    (sync.insight_cache), once per request."""
-    cached = g.get("dashboard_insight")
-    if cached is None or cached[0] != company.id:
-        found = snapshot(db(), company, _today(company), DEFAULT_PERIOD_DAYS, live_plans=True)
-        g.dashboard_insight = cached = (company.id, found)
-    return cached[1]
+@bp.app_template_global()
+def insight_note(company: Company) -> str | None:
+    """What the page says of figures older than the data ("Figures as of 10:42, updating…",
+    on the business's clock), or of none yet; None while they are current."""
+    found = dashboard_insight(company)
+    if found.found is None:
+        return "Figures are being computed; they appear here in a minute or two."
+    if not found.stale:
+        return None
+    at = found.found.computed_at
+    if at is None or local_date(at, company.timezone) != _today(company):
+        return f"Figures as of {found.found.as_of.strftime('%b %d')}, updating…"
+    return f"Figures as of {at.astimezone(ZoneInfo(company.timezone)):%H:%M}, updating…"
 
 
 @bp.app_template_global()
 def credit_warnings(company: Company) -> list[Any]:
     """The near_limit and over_limit flags, for the dashboard's warning."""
-    found = dashboard_insight(company).flags
-    return [f for f in found if f.kind in ("near_limit", "over_limit")]
+    found = dashboard_insight(company).found
+    if found is None:
+        return []
+    return [f for f in found.flags if f.kind in ("near_limit", "over_limit")]
 
 
 @bp.app_template_global()
@@ -88,19 +100,24 @@ def home_amount(company: Company, amount: Decimal) -> str:
 @bp.app_template_global()
 def kpi_trend_rows(company: Company) -> list[Any]:
     """The KPIs of the last 12 calendar months, for the dashboard's trend chart."""
-    return dashboard_insight(company).trends
+    found = dashboard_insight(company).found
+    return [] if found is None else found.trends
 
 
 @bp.app_template_global()
-def insight_summary(company: Company) -> Snapshot:
-    """The dashboard's: the forecast, the flags and how many raises are proposed."""
-    return dashboard_insight(company)
+def insight_summary(company: Company) -> Snapshot | None:
+    """The dashboard's: the forecast, the flags and how many raises are proposed (None: not
+    computed yet)."""
+    return dashboard_insight(company).found
 
 
 @bp.get("/insight")
 @company_required
 def page(company: Company) -> Any:
-    data = current_insight(company)
+    found = dashboard_insight(company, details=True).found
+    data = None
+    if found is not None and found.details is not None:
+        data = found.details.insight(found, policy(company.settings))
     home = company.home_currency
 
     def money(minor: int | None) -> str:
@@ -115,8 +132,8 @@ def page(company: Company) -> Any:
         data=data,
         money=money,
         plain=plain,
-        projected=two_places(data.forecast.projected_dso),
-        as_of=_today(company),
+        projected=None if data is None else two_places(data.forecast.projected_dso),
+        as_of=_today(company) if found is None else found.as_of,
     )
 
 
@@ -230,14 +247,18 @@ def export(company: Company, name: str) -> Any:
         abort(404)
     s, today = db(), _today(company)
     home = company.home_currency
+    found = dashboard_insight(company, details=True).found
+    if found is None or found.details is None:
+        flash("The figures are being computed: download them again in a minute or two.", "error")
+        return redirect(url_for("insight.page", slug=company.slug))
     if name == "kpis-by-month":
         header = ["Month", "Start", "End", "Days", *KPI_FIELDS]
         rows = [
             [m["month"], m["start"], m["end"], m["days"], *(m[k] for k in KPI_FIELDS)]
-            for m in trends_list(kpi_trends(s, company, today))
+            for m in trends_list(found.trends)
         ]
         return _csv(company, name, to_csv(header, rows))
-    data = current_insight(company)
+    data = found.details.insight(found, policy(company.settings))
     if name == "forecast":
         fc = data.forecast
         rows = [

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from flask import (
@@ -21,6 +22,7 @@ from flask import (
 )
 from markupsafe import escape
 
+from arbridge.clock import local_text
 from arbridge.collections.reminder_policy import (
     CHANNELS,
     ESCALATIONS,
@@ -48,13 +50,14 @@ from arbridge.collections.templates import (
 )
 from arbridge.collections.templates import check as check_template
 from arbridge.inputs import InputError, parse_day, parse_int
+from arbridge.money import Money
 from arbridge.readmodels import reminders as reads
 from arbridge.readmodels.calls import live_calls
 from arbridge.services.messaging.queue import queue_test_message
 from arbridge.services.reminders.calls import MAX_PROMISE_DAYS, OUTCOMES, CallRefused, log_call
 from arbridge.services.reminders.case_file import case_file as build_case_file
 from arbridge.services.reminders.holds import resolve_hold
-from arbridge.services.reminders.preview import dry_run_rows, not_reminded, preview
+from arbridge.services.reminders.preview import Preview, dry_run_rows, not_reminded, preview
 from arbridge.services.reminders.rendering import render_reminder
 from arbridge.services.reminders.run import refer_to_agency, withdraw_agency_referral
 from arbridge.services.reminders.sequences import UnknownSequence, follow_sequence
@@ -69,6 +72,7 @@ from arbridge.sync.model import (
 )
 from arbridge.sync.store import company_today, log_activity, owner
 from arbridge.web.common import company_required, db, get_or_404, id_arg, runtime, safe_next
+from arbridge.web.csv_export import csv_response
 
 bp = Blueprint("reminders", __name__)
 SEQUENCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -129,6 +133,31 @@ def sample_link() -> Any:
     )
 
 
+# The day's plan shows this many messages a page (a day with 40,000 invoices due is a list to
+# download, not a page: issue 14 measured 169 MB of HTML), and the customer list as many rows.
+PLAN_ROWS = 50
+CUSTOMER_ROWS = 50
+
+
+def _page_number(name: str) -> int:
+    try:
+        return parse_int(request.args.get(name) or "1", minimum=1, maximum=1_000_000)
+    except InputError:
+        return 1
+
+
+def _as_of() -> tuple[date | None, int]:
+    """The day asked for (None: today) and the status to answer with (400: not a date)."""
+    as_of_raw = request.args.get("as_of")
+    if as_of_raw:
+        try:
+            return parse_day(as_of_raw), 200
+        except InputError as e:
+            flash(f"{e}; showing today.", "error")
+            return None, 400
+    return None, 200
+
+
 @bp.get("/c/<slug>/reminders")
 @company_required
 def page(company: Company) -> Any:
@@ -141,15 +170,12 @@ def _page(
     """The reminders page; `draft` (the Preview button without JavaScript): the wording as
     typed, shown in the editor and the preview, not saved."""
     rt = runtime()
-    as_of_raw = request.args.get("as_of")
-    as_of, status = None, 200
-    if as_of_raw:
-        try:
-            as_of = parse_day(as_of_raw)
-        except InputError as e:
-            flash(f"{e}; showing today.", "error")
-            status = 400
+    as_of, status = _as_of()
     prev = preview(rt, company, as_of)
+    messages = prev.loaded.day.messages
+    plan_page = min(_page_number("plan_page"), max(1, -(-len(messages) // PLAN_ROWS)))
+    shown = messages[(plan_page - 1) * PLAN_ROWS : plan_page * PLAN_ROWS]
+    customers_page = _page_number("customers_page")
     try:
         policy = reminder_policy(company.settings)
         error = None
@@ -158,7 +184,9 @@ def _page(
     names = sorted(set(DEFAULT_TEMPLATES) | set(_stored(company).get("templates") or {}))
     sequence_name = request.args.get("sequence") or "default"
     sequence = policy.sequences.get(sequence_name) or policy.sequence(None)
-    customers = reads.customers_with_sequence(db(), company.id)
+    customers = reads.customers_with_sequence(
+        db(), company.id, limit=CUSTOMER_ROWS + 1, offset=(customers_page - 1) * CUSTOMER_ROWS
+    )
     chosen = draft_name or request.args.get("template") or "overdue"
     inv = _sample_invoice(company, id_arg(request.values.get("invoice_id")))
     template = draft or template_for(chosen, _stored(company).get("templates"))
@@ -167,14 +195,17 @@ def _page(
         "reminders.html",
         company=company,
         prev=prev,
-        dry_run=dry_run_rows(rt, prev),
+        dry_run=dry_run_rows(rt, prev, shown),
         not_reminded=not_reminded(prev),
+        plan=_plan_page(company, prev, plan_page),
+        customers_page=customers_page,
+        more_customers=len(customers) > CUSTOMER_ROWS,
         policy=policy,
         settings_error=error,
         sequence=sequence,
         sequence_name=sequence_name,
         sequence_names=sorted(policy.sequences),
-        customers=customers,
+        customers=customers[:CUSTOMER_ROWS],
         channels=CHANNELS,
         escalations=ESCALATIONS,
         weekdays=WEEKDAYS,
@@ -188,6 +219,89 @@ def _page(
         render_error=render_error,
         merge_fields=MERGE_FIELD_LABELS,
     ), status
+
+
+@dataclass(frozen=True)
+class PlanPage:
+    """What the dry run's table says about the whole day when it shows a page of it."""
+
+    page: int
+    pages: int
+    first: int  # the first and last message shown, counted from 1
+    last: int
+    messages: int
+    invoices: int
+    held: int
+    csv_url: str
+    prev_url: str | None
+    next_url: str | None
+
+
+def _plan_page(company: Company, prev: Preview, page: int) -> PlanPage:
+    messages = prev.loaded.day.messages
+    pages = max(1, -(-len(messages) // PLAN_ROWS))
+    day = prev.loaded.as_of.isoformat()
+
+    def page_url(n: int) -> str:
+        return url_for("reminders.page", slug=company.slug, as_of=day, plan_page=n) + "#preview"
+
+    return PlanPage(
+        page=page,
+        pages=pages,
+        first=(page - 1) * PLAN_ROWS + 1,
+        last=min(page * PLAN_ROWS, len(messages)),
+        messages=len(messages),
+        invoices=sum(len(m.invoices) for m in messages),
+        held=sum(1 for m in messages if m.held),
+        csv_url=url_for("reminders.plan_csv", slug=company.slug, as_of=day),
+        prev_url=page_url(page - 1) if page > 1 else None,
+        next_url=page_url(page + 1) if page < pages else None,
+    )
+
+
+@bp.get("/c/<slug>/reminders/plan.csv")
+@company_required
+def plan_csv(company: Company) -> Any:
+    """The whole of a day's plan (the page shows it a part at a time), in the page's words: one
+    row per invoice."""
+    as_of, status = _as_of()
+    if status != 200:
+        abort(400)
+    rt = runtime()
+    prev = preview(rt, company, as_of)
+    day = prev.loaded.day
+    rows = (
+        (
+            r.customer,
+            r.to or "",
+            i.number,
+            i.when,
+            r.step,
+            r.channel,
+            local_text(r.send_at, company.timezone) if r.send_at else "",
+            d.invoice.currency,
+            Money.from_minor(d.invoice.balance_minor, d.invoice.currency).amount,
+            f"not sent: {r.held}" if r.held else "will send",
+        )
+        for m, r in zip(day.messages, dry_run_rows(rt, prev), strict=True)
+        for d, i in zip(m.invoices, r.invoices, strict=True)
+    )
+    return csv_response(
+        f"reminders-{company.slug}-{day.as_of.isoformat()}.csv",
+        (
+            "customer",
+            "to",
+            "invoice",
+            "invoice step",
+            "step",
+            "channel",
+            f"goes out ({company.timezone})",
+            "currency",
+            "balance",
+            "state",
+        ),
+        rows,
+    )
 
 
 def _wording_preview(

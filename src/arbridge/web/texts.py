@@ -1,4 +1,5 @@
-"""Texts on the web: POST /webhooks/twilio (Twilio's replies and delivery reports, verified),
+"""Texts on the web: POST /webhooks/twilio (Twilio's replies and delivery reports: verified,
+stored once, handled from the inbox),
 and the owner's SMS setup: the business's own Twilio account, the wording of a text, consent to
 text a contact, and text replies to close."""
 
@@ -25,6 +26,7 @@ from arbridge.sync.model import Company, Contact, SmsReply
 from arbridge.sync.store import log_activity
 from arbridge.web import csrf
 from arbridge.web.common import company_required, current_user, db, get_or_404, runtime
+from arbridge.webhooks.twilio import MalformedTwilio
 
 bp = Blueprint("texts", __name__)
 log = logging.getLogger(__name__)
@@ -40,8 +42,12 @@ def twilio_webhook() -> Any:
     query = request.query_string.decode("utf-8", "replace")
     url = f"{rt.settings.base_url}{WEBHOOK_PATH}" + (f"?{query}" if query else "")
     form = list(request.form.items(multi=True))
+    signature = request.headers.get("X-Twilio-Signature")
     try:
-        outcome = receive_twilio(rt, url, form, request.headers.get("X-Twilio-Signature"))
+        outcome = receive_twilio(rt, url, form, signature)
+    except MalformedTwilio as e:
+        log.warning("refused a malformed Twilio request from %s: %s", request.remote_addr, e)
+        return {"error": f"not a Twilio request: {e}"}, 400
     except SignatureInvalid as e:
         log.warning("refused a Twilio request from %s: %s", request.remote_addr, e)
         return {"error": "invalid signature"}, 403

@@ -8,7 +8,13 @@ from __future__ import annotations
 import pytest
 
 from arbridge.errors import SignatureInvalid
-from arbridge.webhooks.twilio import parse_twilio, verify_twilio_signature
+from arbridge.webhooks.twilio import (
+    MalformedTwilio,
+    from_event,
+    parse_twilio,
+    twilio_event,
+    verify_twilio_signature,
+)
 
 # Twilio's documentation example: the URL with its query, the form, and the auth token.
 URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
@@ -82,3 +88,56 @@ def test_a_reply_and_a_status_callback_are_told_apart():
         "30006",
         "sms:c1:2026-11-24:r9",
     )
+
+
+def test_a_reply_is_one_event_by_its_sid_and_a_status_one_per_status():
+    reply = parse_twilio(
+        "https://a.example/webhooks/twilio",
+        [("AccountSid", "AC1"), ("MessageSid", "SM1"), ("From", "+1312"), ("Body", "STOP")],
+    )
+    status = parse_twilio(
+        "https://a.example/webhooks/twilio?key=sms%3Ac1",
+        [("AccountSid", "AC1"), ("MessageSid", "SM2"), ("MessageStatus", "delivered")],
+    )
+    mine = twilio_event(reply, (7,))
+    assert (mine.event_id, mine.event_type, mine.tenant_id, mine.company_id) == (
+        "AC1:SM1",
+        "message.inbound",
+        "AC1",
+        7,
+    )
+    assert from_event(mine.payload) == (reply, (7,))
+    install = twilio_event(status, None)
+    assert (install.event_id, install.event_type, install.company_id) == (
+        "AC1:SM2:delivered",
+        "message.status",
+        None,
+    )
+    assert from_event(install.payload) == (status, None)
+
+
+@pytest.mark.parametrize(
+    ("form", "field"),
+    [
+        ([("MessageSid", "SM1"), ("From", "+1312"), ("Body", "hi")], "AccountSid"),
+        ([("AccountSid", "AC1"), ("From", "+1312"), ("Body", "hi")], "MessageSid"),
+        ([("AccountSid", "AC1"), ("MessageSid", "SM1"), ("SmsStatus", "received")], "From"),
+        ([("AccountSid", "AC1"), ("MessageSid", "SM1 2"), ("MessageStatus", "sent")], "MessageSid"),
+        (
+            [("AccountSid", "AC1"), ("MessageSid", "SM1"), ("MessageStatus", "Sent!")],
+            "MessageStatus",
+        ),
+        (
+            [
+                ("AccountSid", "AC1"),
+                ("MessageSid", "SM1"),
+                ("MessageStatus", "failed"),
+                ("ErrorCode", "1e9"),
+            ],
+            "ErrorCode",
+        ),
+    ],
+)
+def test_a_form_that_is_not_twilio_s_names_the_field(form, field):
+    with pytest.raises(MalformedTwilio, match=field):
+        parse_twilio("https://a.example/webhooks/twilio?key=k", form)

@@ -11,6 +11,7 @@ key also rides in the StatusCallback URL, so Twilio's delivery reports name the 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -30,8 +31,8 @@ from arbridge.connectors.twilio import (
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.channel import Composed, Transmitted
 from arbridge.services.messaging.outgoing import SMS_CHANNEL, Prepared
-from arbridge.sync.db import transaction
-from arbridge.sync.model import OutboxMessage, SmsAccount
+from arbridge.sync.db import among, transaction
+from arbridge.sync.model import Connection, OutboxMessage, SmsAccount
 from arbridge.sync.outbox_kinds import OutboxKind
 from arbridge.sync.store import ledger_connection
 
@@ -75,6 +76,30 @@ def sms_unavailable(rt: Runtime, session: Session, company_id: int) -> str | Non
     if sms_account(rt, session, company_id) is not None or simulated_sms(session, company_id):
         return None
     return SMS_NOT_CONFIGURED
+
+
+def sms_unavailable_of(
+    rt: Runtime,
+    session: Session,
+    company_ids: Sequence[int],
+    connections: Mapping[int, Connection],
+) -> dict[int, str | None]:
+    """`sms_unavailable` of many businesses in at most one query (`connections`: their ledger
+    connections, as `sync.store.ledger_connections` read them)."""
+    install = rt.settings.twilio
+    if install is not None and install.configured:
+        return dict.fromkeys(company_ids)
+    own = set(
+        session.scalars(
+            select(SmsAccount.company_id).where(among(session, SmsAccount.company_id, company_ids))
+        )
+    )
+    return {
+        c: None
+        if c in own or (c in connections and connections[c].provider == "demo")
+        else SMS_NOT_CONFIGURED
+        for c in company_ids
+    }
 
 
 def status_callback_url(rt: Runtime, key: str) -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, union_all
 from sqlalchemy.orm import Session
 
 from arbridge.collections.reminder_policy import (
@@ -16,6 +16,7 @@ from arbridge.collections.reminder_policy import (
 )
 from arbridge.collections.reminder_words import channel_words, step_in_words, when_in_words
 from arbridge.collections.reminders import (
+    CustomerMessage,
     describe_day,
     send_at,
     summarize,
@@ -25,18 +26,19 @@ from arbridge.runtime import Runtime
 from arbridge.services.reminders.facts import Loaded, load_day
 from arbridge.sync.model import (
     Company,
+    Connection,
     Invoice,
 )
 from arbridge.sync.store import (
     company_today,
-    ledger_connection,
 )
 
 log = logging.getLogger(__name__)
 
 
-def connection_problem(session: Session, rt: Runtime, company: Company) -> str | None:
-    conn = ledger_connection(session, company.id)
+def connection_problem(rt: Runtime, company: Company, conn: Connection | None) -> str | None:
+    """What stands in the way of today's run, if anything (`conn`: the company's ledger
+    connection, as `load_day` read it)."""
     if conn is None:
         return "no ledger is connected"
     if conn.status != "active":
@@ -47,6 +49,34 @@ def connection_problem(session: Session, rt: Runtime, company: Company) -> str |
     ):
         return "the last sync is older than allowed: the run will sync first"
     return None
+
+
+def open_counts(session: Session, company_id: int, due_after: date) -> tuple[int, int]:
+    """(open invoices, those of them due after `due_after`) in one statement, without working
+    out the open balance of every invoice: the invoices with status "open" (index-only counts
+    of ix_invoices_open_due) less the few of them that owe nothing, which have money collected
+    but not yet in the ledger or a ledger balance that is not positive (three small ranges of
+    ix_invoices_open_unposted). Same figures as counting `Invoice.is_open`, at a third of the
+    time at 1M invoices (issue 14)."""
+    listed = (Invoice.company_id == company_id, Invoice.status == "open")
+    owes_nothing = (*listed, ~Invoice.is_open)
+    settled = union_all(
+        select(Invoice.due_on).where(*owes_nothing, Invoice.unposted_minor < 0),
+        select(Invoice.due_on).where(*owes_nothing, Invoice.unposted_minor > 0),
+        select(Invoice.due_on).where(
+            *owes_nothing, Invoice.unposted_minor == 0, Invoice.ledger_balance_minor <= 0
+        ),
+    ).subquery()
+    later = case((settled.c.due_on > due_after, 1), else_=0)
+    row = session.execute(
+        select(
+            select(func.count()).where(*listed).scalar_subquery(),
+            select(func.count()).where(*listed, Invoice.due_on > due_after).scalar_subquery(),
+            func.count(),
+            func.sum(later),
+        ).select_from(settled)
+    ).one()
+    return row[0] - row[2], row[1] - int(row[3] or 0)
 
 
 @dataclass(frozen=True)
@@ -69,25 +99,17 @@ def preview(
     with rt.sessions() as session:
         day = as_of or company_today(company, rt.clock)
         loaded = load_day(session, rt, company, day, settings)
-        warning = loaded.hold or connection_problem(session, rt, company)
+        warning = loaded.hold or connection_problem(rt, company, loaded.connection)
         first = min(
             (s.offset_days for seq in loaded.policy.sequences.values() for s in seq.steps),
             default=0,
         )
-        # Both counts in one pass over the open invoices (two passes at 1M were half a second).
-        not_yet_due = case((Invoice.due_on > day - timedelta(days=first), 1), else_=0)
-        counts = session.execute(
-            select(func.count(), func.sum(not_yet_due))
-            .select_from(Invoice)
-            .where(Invoice.company_id == company.id, Invoice.is_open)
-        ).one()
-        total, not_yet = counts[0] or 0, int(counts[1] or 0)
+        total, not_yet = open_counts(session, company.id, day - timedelta(days=first))
     looked_at = len(loaded.day.decisions)
     return Preview(loaded, warning, total, not_yet, max(total - not_yet - looked_at, 0))
 
 
 def preview_lines(p: Preview) -> list[str]:
-
     loaded, warning = p.loaded, p.warning
 
     lines = [f"Reminders for {loaded.company.name} on {loaded.as_of.isoformat()}:"]
@@ -128,13 +150,16 @@ class DryRunRow:
     held: str | None
 
 
-def dry_run_rows(rt: Runtime, p: Preview) -> list[DryRunRow]:
+def dry_run_rows(
+    rt: Runtime, p: Preview, messages: Sequence[CustomerMessage] | None = None
+) -> list[DryRunRow]:
     """The dry run's messages as table rows: who, which invoices, which step in words, how, and
-    when it would go out (the first moment of the customer's sending window on that day)."""
+    when it would go out (the first moment of the customer's sending window on that day).
+    `messages`: some of the day's messages only (a page of them), else all."""
     loaded = p.loaded
     policy, company = loaded.policy, loaded.company
     rows = []
-    for m in loaded.day.messages:
+    for m in loaded.day.messages if messages is None else messages:
         when = None
         if not m.held and m.channel != "call":  # a call goes on the call list at once
             tz = zone(m.customer.timezone, company.timezone)

@@ -171,7 +171,11 @@ def still_waiting(
     in a fixed number of queries: the mailbox lists only what will still go out, so a reminder
     about an invoice paid, disputed or paused since, or to a contact who unsubscribed, drops out
     of "waiting to go out" at once rather than when its sending window opens."""
-    reminders = [m for m in messages if (m.payload or {}).get("mail") == "reminder"]
+    # Texts too (their mail is "sms_reminder"): their invoices are checked the same way; an
+    # email's unsubscribe does not stop a text (STOP does, checked as it goes out).
+    reminders = [
+        m for m in messages if (m.payload or {}).get("mail") in ("reminder", "sms_reminder")
+    ]
     ids = sorted({int(i["id"]) for m in reminders for i in m.payload.get("invoices") or ()})
     if not reminders:
         return {}
@@ -188,7 +192,8 @@ def still_waiting(
             (c for c in cust.contacts if c.contact_id == p.get("contact_id")) if cust else (),
             None,
         )
-        if contact is not None and (contact.opted_out or contact.bounced):
+        is_email = p.get("mail") == "reminder"
+        if is_email and contact is not None and (contact.opted_out or contact.bounced):
             why = (
                 "the contact unsubscribed" if contact.opted_out else "the contact's address bounced"
             )

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from arbridge.collections.reminder_policy import (
@@ -100,6 +100,16 @@ def _claim(
             inv = session.get(Invoice, d.invoice.invoice_id)
             assert row is not None and inv is not None
             claimed.append((row, inv))
+    # The invoice keeps its highest claimed step (the day's candidates are read by it).
+    by_step: dict[int, list[int]] = {}
+    for row, inv in claimed:
+        by_step.setdefault(row.step_index, []).append(inv.id)
+    for step_index, ids in by_step.items():
+        session.execute(
+            update(Invoice)
+            .where(Invoice.id.in_(ids), Invoice.highest_step_claimed < step_index)
+            .values(highest_step_claimed=step_index)
+        )
     return claimed
 
 

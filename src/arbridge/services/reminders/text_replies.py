@@ -1,13 +1,19 @@
-"""What Twilio tells us at POST /webhooks/twilio, verified first: a customer's STOP opts the
-number out of texts at once and START back in; any other reply waits in the owner's replies
-list; a status callback updates the text in the mailbox, and a number the carrier refuses is
-marked, with the step sent by email instead. Each is safe to receive twice."""
+"""What Twilio tells us at POST /webhooks/twilio: verified, stored once in the webhook inbox,
+then handled from the stored event. A customer's STOP opts the number out of texts and START
+back in; any other reply waits in the owner's replies list; a status callback updates the text
+in the mailbox, and a number the carrier refuses is marked, with the step sent by email instead.
+
+A STOP must hold at once (a text queued for that number is re-checked before it goes), so the
+request's own event is handled as soon as it is stored, by the same handler the worker runs; if
+that fails it stays pending for the worker. A delivery Twilio repeats is stored once and acted
+on once."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,12 +34,20 @@ from arbridge.sync.model import (
     ReminderSend,
     SmsAccount,
     SmsReply,
+    WebhookEvent,
 )
 from arbridge.sync.store import log_activity
+from arbridge.webhooks.dispatch import EventHandler, process_now
+from arbridge.webhooks.inbox import Stored, store
 from arbridge.webhooks.twilio import (
+    INBOUND,
+    PROVIDER,
+    STATUS,
     STATUS_RANK,
     TwilioRequest,
+    from_event,
     parse_twilio,
+    twilio_event,
     verify_twilio_signature,
 )
 
@@ -57,10 +71,17 @@ def _signers(rt: Runtime, session: Session, account_sid: str) -> list[Signer]:
     return found
 
 
-def receive_twilio(
-    rt: Runtime, url: str, form: Sequence[tuple[str, str]], signature: str | None
-) -> str:
-    """Verify and act on one request; returns what was done (for the log and the tests)."""
+def ingest_twilio(
+    rt: Runtime,
+    url: str,
+    form: Sequence[tuple[str, str]],
+    signature: str | None,
+) -> Stored:
+    """Verify one request and store it once; nothing unverified or malformed is stored.
+
+    MalformedTwilio when the form is not Twilio's, SignatureInvalid when no token of the
+    account it names signed it. The delivery keeps the form as Twilio posted it, encoded again
+    (Flask has read the body by the time a view runs)."""
     request = parse_twilio(url, form)
     with transaction(rt.sessions) as session:
         signers = _signers(rt, session, request.account_sid)
@@ -76,12 +97,55 @@ def receive_twilio(
             if not signers:
                 raise SignatureInvalid("no Twilio account here has that account SID")
             raise SignatureInvalid("the X-Twilio-Signature does not match the URL and form")
-        if request.kind == "status":
-            return _status(session, rt, request, signer)
-        return _reply(session, rt, request, signer)
+        raw = urlencode(list(form)).encode()
+        headers = {"x-twilio-signature": signature or ""}
+        event = twilio_event(request, signer.company_ids)
+        return store(session, rt.clock, PROVIDER, headers, raw, [event])
 
 
-def _status(session: Session, rt: Runtime, r: TwilioRequest, signer: Signer) -> str:
+def receive_twilio(
+    rt: Runtime,
+    url: str,
+    form: Sequence[tuple[str, str]],
+    signature: str | None,
+) -> str:
+    """Verify and store one request, then handle its event at once; returns what was done (for
+    the log and the tests): "duplicate" for a delivery already stored, "queued" when the
+    worker has it, "pending" or "failed" when handling it failed (the worker retries; an
+    operator replays a failed one with `arbridge events replay`)."""
+    stored = ingest_twilio(rt, url, form, signature)
+    if not stored.event_ids:
+        return "duplicate"
+    done = process_now(rt.sessions, rt.clock, twilio_handlers(rt), stored.event_ids)
+    status, outcome = done.get(stored.event_ids[0], ("queued", None))
+    return str(outcome) if status == "processed" else status
+
+
+def twilio_handlers(rt: Runtime) -> dict[tuple[str, str], EventHandler]:
+    """The inbox's handlers of Twilio's events (registered with the worker's too)."""
+    return {
+        (PROVIDER, INBOUND): lambda s, e: handle_twilio_inbound(rt, s, e),
+        (PROVIDER, STATUS): lambda s, e: handle_twilio_status(rt, s, e),
+    }
+
+
+def handle_twilio_inbound(rt: Runtime, session: Session, event: WebhookEvent) -> str:
+    request, signed_for = from_event(event.payload)
+    outcome = _reply(session, rt, request, signed_for)
+    log.info("Twilio message %s: %s", request.message_sid, outcome)
+    return outcome
+
+
+def handle_twilio_status(rt: Runtime, session: Session, event: WebhookEvent) -> str:
+    request, signed_for = from_event(event.payload)
+    outcome = _status(session, rt, request, signed_for)
+    log.info("Twilio status %s for %s: %s", request.status, request.message_sid, outcome)
+    return outcome
+
+
+def _status(
+    session: Session, rt: Runtime, r: TwilioRequest, signed_for: tuple[int, ...] | None
+) -> str:
     text = None
     if r.key:
         text = session.scalar(
@@ -91,8 +155,10 @@ def _status(session: Session, rt: Runtime, r: TwilioRequest, signer: Signer) -> 
         )
     if text is None and r.message_sid:
         text = session.scalar(select(MailMessage).where(MailMessage.message_id == r.message_sid))
-    if text is not None and not _ours(text.company_id, signer):
-        raise SignatureInvalid("that account did not send this text")
+    if text is not None and not _ours(text.company_id, signed_for):
+        # Signed by a business's own account, about another's text: that account never sent it.
+        log.warning("Twilio status for text %s refused: not its account's", r.message_sid)
+        return "not ours"
     if text is None:
         # Twilio took the text but our record of it is not written (a crash in between, or the
         # callback outran us): keep its SID where the retry looks first, so it is not resent.
@@ -101,7 +167,7 @@ def _status(session: Session, rt: Runtime, r: TwilioRequest, signer: Signer) -> 
             if r.key
             else None
         )
-        if outbox is None or not _ours(outbox.company_id, signer):
+        if outbox is None or not _ours(outbox.company_id, signed_for):
             log.info("Twilio status %s for an unknown text %s", r.status, r.message_sid)
             return "unknown text"
         attempt = dict(outbox.payload.get("sms_attempt") or {})
@@ -135,15 +201,17 @@ def _undeliverable(code: str | None) -> bool:
         return False
 
 
-def _ours(company_id: int, signer: Signer) -> bool:
-    return signer.company_ids is None or company_id in signer.company_ids
+def _ours(company_id: int, signed_for: tuple[int, ...] | None) -> bool:
+    return signed_for is None or company_id in signed_for
 
 
-def _reply(session: Session, rt: Runtime, r: TwilioRequest, signer: Signer) -> str:
+def _reply(
+    session: Session, rt: Runtime, r: TwilioRequest, signed_for: tuple[int, ...] | None
+) -> str:
     number = parse_phone(r.from_number, None).e164 or r.from_number[:16]
     query = select(Contact).where(Contact.phone_e164 == number)
-    if signer.company_ids is not None:
-        query = query.where(Contact.company_id.in_(signer.company_ids))
+    if signed_for is not None:
+        query = query.where(Contact.company_id.in_(signed_for))
     contacts = session.scalars(query).all()
     keyword = reply_keyword(r.body)
     now = rt.clock.now()
@@ -176,9 +244,9 @@ def _reply(session: Session, rt: Runtime, r: TwilioRequest, signer: Signer) -> s
     if keyword == "help":
         return "help"  # Twilio answers HELP itself
     companies: dict[int, Contact | None] = {c.company_id: c for c in contacts}
-    if not companies and signer.company_ids is not None:
+    if not companies and signed_for is not None:
         # A number we do not know, on a business's own account: still that business's reply.
-        companies = dict.fromkeys(signer.company_ids)
+        companies = dict.fromkeys(signed_for)
     for company_id, contact in companies.items():
         if session.get(Company, company_id) is None:
             continue

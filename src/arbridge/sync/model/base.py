@@ -21,6 +21,9 @@ NAMING = {
 PROVIDERS = ("quickbooks", "xero", "stripe", "demo")
 # Connections that take payments rather than keep the books; every other provider is a ledger.
 PAYMENT_PROVIDERS = ("stripe",)
+# Who may send us webhooks: every provider we connect to, and Twilio (texts' replies and status
+# callbacks), which is no connection's provider.
+WEBHOOK_PROVIDERS = (*PROVIDERS, "twilio")
 CONNECTION_STATUSES = ("active", "needs_reconnect", "disconnected")
 INVOICE_STATUSES = ("open", "paid", "voided", "deleted")
 DOCUMENT_STATUSES = ("open", "closed", "voided", "deleted")

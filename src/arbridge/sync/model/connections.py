@@ -9,7 +9,14 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from arbridge.sync.model.base import CONNECTION_STATUSES, EVENT_STATUSES, PROVIDERS, Base, _enum
+from arbridge.sync.model.base import (
+    CONNECTION_STATUSES,
+    EVENT_STATUSES,
+    PROVIDERS,
+    WEBHOOK_PROVIDERS,
+    Base,
+    _enum,
+)
 
 
 class OAuthGrant(Base):
@@ -150,7 +157,7 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    provider: Mapped[str] = mapped_column(_enum("delivery_provider", PROVIDERS))
+    provider: Mapped[str] = mapped_column(_enum("delivery_provider", WEBHOOK_PROVIDERS))
     received_at: Mapped[datetime]
     headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     body: Mapped[str] = mapped_column(Text)
@@ -170,10 +177,11 @@ class WebhookEvent(Base):
     __tablename__ = "webhook_events"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    provider: Mapped[str] = mapped_column(_enum("event_provider", PROVIDERS))
+    provider: Mapped[str] = mapped_column(_enum("event_provider", WEBHOOK_PROVIDERS))
     event_id: Mapped[str] = mapped_column(String(255))
     event_type: Mapped[str] = mapped_column(String(100))
-    # The provider's tenant named by the event (Stripe account, QuickBooks realm, Xero tenant).
+    # The provider's tenant named by the event (Stripe account, QuickBooks realm, Xero tenant,
+    # Twilio account SID).
     tenant_id: Mapped[str | None] = mapped_column(String(64))
     company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
     delivery_id: Mapped[int] = mapped_column(

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Date,
     ForeignKey,
     Index,
+    Integer,
     String,
     Text,
     UniqueConstraint,
@@ -151,6 +152,9 @@ class Invoice(SyncedRow, Base):
     # open balance (`home_balance_stored`), and convert any other row one by one.
     home_balance_minor: Mapped[int | None] = mapped_column(BigInteger)
     home_basis_minor: Mapped[int | None] = mapped_column(BigInteger)
+    # The highest reminder step index claimed for it (-1: none), kept with the claims so the
+    # day's candidates are index ranges, not a probe of reminder_sends per invoice (0027).
+    highest_step_claimed: Mapped[int] = mapped_column(Integer, default=-1, server_default="-1")
 
     customer: Mapped[Customer] = relationship()
 
@@ -176,6 +180,18 @@ class Invoice(SyncedRow, Base):
             "total_minor",
             "home_balance_minor",
             "home_basis_minor",
+        ),
+        # The day's reminder candidates (one range per step), and the few invoices with status
+        # "open" that owe nothing (the dry run's counts): migration 0027.
+        Index(
+            "ix_invoices_open_reminded", "company_id", "status", "highest_step_claimed", "due_on"
+        ),
+        Index(
+            "ix_invoices_open_unposted",
+            "company_id",
+            "status",
+            "unposted_minor",
+            "ledger_balance_minor",
         ),
     )
 
