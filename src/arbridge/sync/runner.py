@@ -25,7 +25,7 @@ from arbridge.clock import Clock
 from arbridge.connectors.base import ENTITIES, Entity, LedgerConnector, Page, SourceRecord
 from arbridge.errors import ArbridgeError, MappingError, RateLimited
 from arbridge.sync.activity import log_activity
-from arbridge.sync.db import dialect_insert, transaction
+from arbridge.sync.db import checkpoint, dialect_insert, relax_durability, transaction
 from arbridge.sync.ledger_lag import WrittenBack, written_back
 from arbridge.sync.model import Connection, SyncCursor, SyncError
 from arbridge.sync.page_writer import PageWriter
@@ -264,6 +264,8 @@ def _sync_entities(
             if not done:
                 settle()
             with transaction(factory) as session:
+                # The page and its cursor: redone if a power cut loses them.
+                relax_durability(session)
                 again |= _apply_page(session, conn, page, clock, result, before)
                 if page.cursor is not None:
                     _save_cursor(session, conn.id, entity, page.cursor, clock)
@@ -296,6 +298,7 @@ def sync_connection(
     try:
         with _settled_heap() as settle:
             _sync_entities(factory, conn, connector, clock, cursors, result, progress, settle)
+        checkpoint(factory)  # what the pages' commits left in the log (else the next commit)
     except RateLimited as e:
         # Not a failure: the provider asked for a pause, and the job runs again when it ends
         # (worker.claim_and_run); what was committed stays, the cursor resumes from there.

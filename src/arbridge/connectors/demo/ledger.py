@@ -9,6 +9,7 @@ payment instead of posting another. Amounts are decimal strings, as on the wire.
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import json
 import random
@@ -41,6 +42,23 @@ KINDS: dict[Entity, str] = {
 }
 
 
+def _parse(document: str) -> Any:
+    """The ledger file's JSON, parsed with the garbage collector paused: parsing allocates
+    millions of objects (at 100k invoices), each allocation counting towards a collection that
+    walks everything parsed so far, and JSON builds no cycles for it to find. Two thirds of the
+    parse's time (issue 14). The objects parsed are then walked once, here, to the oldest
+    generation the way the paused collections would have taken them: otherwise that one walk
+    falls on whatever code allocates next."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(document)
+    finally:
+        if enabled:
+            gc.enable()
+            gc.collect(1)
+
+
 class DemoLedger:
     """The simulated ledger's state on disk, with a file lock around every read-modify-write."""
 
@@ -58,8 +76,7 @@ class DemoLedger:
         with open_private_lock(self.path.with_suffix(".lock")) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
             try:
-                with self.path.open(encoding="utf-8") as f:
-                    state = json.load(f)
+                state = _parse(self.path.read_bytes().decode("utf-8"))
             except FileNotFoundError as e:
                 raise NotFound(f"there is no demo ledger at {self.path}") from e
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -95,7 +112,7 @@ class DemoLedger:
         if found == digest:
             return found, None
         try:
-            state = json.loads(data.decode("utf-8"))
+            state = _parse(data.decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise self.damaged(f"is not valid JSON ({e})") from e
         if not isinstance(state, dict):

@@ -56,7 +56,7 @@ def parse_decimal(raw: Mapping[str, Any], name: str) -> Decimal:
         # Payloads are parsed with parse_float=Decimal; a float here means precision was lost.
         raise MappingError(f"field {name!r} arrived as a float")
     try:
-        result = Decimal(str(value))
+        result = Decimal(value if type(value) is str else str(value))
     except InvalidOperation as e:
         raise MappingError(f"field {name!r} is not a number: {value!r}") from e
     if not result.is_finite():
