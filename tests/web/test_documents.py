@@ -255,3 +255,70 @@ def test_the_statement_is_dated_in_the_business_timezone(owner_client, rt, clock
     clock.at = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)  # 00:00 in Chicago: the next day
     words = words_of(owner_client.get(f"/c/demo/customers/{busy.id}/statement.pdf"))
     assert "Statement of account Nov 25, 2026" in words
+
+
+def _png(width: int = 120, height: int = 40) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (23, 92, 211)).save(out, "PNG")
+    return out.getvalue()
+
+
+def _images_on_first_page(response) -> int:
+    return len(PdfReader(io.BytesIO(response.data)).pages[0].images)
+
+
+def _upload(owner_client, data: bytes, name: str = "logo.png"):
+    token = csrf_token(owner_client.get("/c/demo/settings").data)
+    return owner_client.post(
+        "/c/demo/settings/logo",
+        data={"csrf_token": token, "logo": (io.BytesIO(data), name)},
+        content_type="multipart/form-data",
+    )
+
+
+def test_the_owner_uploads_a_logo_and_it_heads_the_statement_until_removed(owner_client, rt, busy):
+    # The statement PDF had a slot for a logo with no way to give one: no document had a logo.
+    statement = f"/c/demo/customers/{busy.id}/statement.pdf"
+    assert _images_on_first_page(owner_client.get(statement)) == 0
+    saved = _upload(owner_client, _png())
+    assert saved.status_code == 302
+    page = parse(owner_client.get("/c/demo/settings").data)
+    assert "heads your statements" in page.by_id("logo-state").text
+    assert _images_on_first_page(owner_client.get(statement)) == 1
+    letter = owner_client.get(f"/c/demo/customers/{busy.id}/final-notice.pdf")
+    assert _images_on_first_page(letter) == 1
+    token = csrf_token(owner_client.get("/c/demo/settings").data)
+    owner_client.post("/c/demo/settings/logo/remove", data={"csrf_token": token})
+    assert _images_on_first_page(owner_client.get(statement)) == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        (b"", "Choose a PNG or JPEG file."),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "not a PNG or JPEG image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "not a PNG or JPEG image"),  # a forged header
+        (b"GIF89a" + b"\x00" * 64, "not a PNG or JPEG image"),
+        (_png()[:-40], "not a PNG or JPEG image"),  # cut short
+        (_png(5000, 10), "at most 4096 pixels"),
+    ],
+)
+def test_an_upload_that_is_not_a_printable_logo_is_refused_in_words(owner_client, rt, data, said):
+    refused = _upload(owner_client, data)
+    assert refused.status_code == 400
+    assert said in parse(refused.data).find("main").text
+    with rt.sessions() as s:
+        from arbridge.sync.model import Company
+
+        assert s.scalar(select(Company.logo).where(Company.slug == "demo")) is None
+
+
+def test_a_logo_over_512_kb_is_refused_before_it_is_read():
+    # Checked on the bytes (the web test client leaks the temporary file of so large a form).
+    from arbridge.services.documents.logo import LogoRefused, check_logo
+
+    with pytest.raises(LogoRefused, match="larger than 512 KB"):
+        check_logo(b"\x89PNG" + b"\x00" * (600 * 1024))
+    assert check_logo(_png()) == "PNG"

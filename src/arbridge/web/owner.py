@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from arbridge.collections.aging import BUCKET_LABELS
 from arbridge.collections.late_fees import late_fee_policy, policy_in_words, with_base_rate
@@ -17,6 +18,7 @@ from arbridge.errors import ArbridgeError
 from arbridge.readmodels import delivery as delivery_reads
 from arbridge.readmodels import fees as fee_reads
 from arbridge.readmodels import owner as owner_reads
+from arbridge.services.documents.logo import LogoRefused, set_logo
 from arbridge.services.reminders.rendering import statement_link_days
 from arbridge.sync.model import Company, Invoice, InvoiceHold
 from arbridge.sync.runner import sync_connection
@@ -41,6 +43,7 @@ from arbridge.web.forms import (
 )
 
 bp = Blueprint("owner", __name__, url_prefix="/c/<slug>")
+log = logging.getLogger(__name__)
 PAGE_SIZE = 100
 
 
@@ -313,8 +316,40 @@ def _render_settings(company: Company, forms: dict[str, Any], status: int = 200)
         sync_error_count=error_count,
         fee_charges=fee_reads.charges(s, company.id, limit=100),
         fee_exempt=fee_reads.exempt_customers(s, company.id),
+        logo_size=s.scalar(select(func.length(Company.logo)).where(Company.id == company.id)),
         **forms,
     ), status
+
+
+@bp.post("/settings/logo")
+@company_required
+def save_logo(company: Company) -> Any:
+    """The logo on the business's PDF documents: a PNG or JPEG up to 512 KB, checked here."""
+    upload = request.files.get("logo")
+    data = b""
+    if upload:
+        with upload.stream:  # a large upload is spooled to a temporary file: closed here
+            data = upload.read()
+    try:
+        set_logo(db(), company, data)
+    except LogoRefused as e:
+        log.info("company %s: logo refused: %s", company.id, e)
+        flash(str(e), "error")
+        return _render_settings(company, _forms(company), status=400)
+    log_activity(db(), runtime().clock, company.id, "settings.logo", "Logo uploaded")
+    db().commit()
+    flash("Logo saved: it appears on your statements and letters.", "ok")
+    return redirect(url_for("owner.settings", slug=company.slug) + "#business")
+
+
+@bp.post("/settings/logo/remove")
+@company_required
+def remove_logo(company: Company) -> Any:
+    set_logo(db(), company, None)
+    log_activity(db(), runtime().clock, company.id, "settings.logo", "Logo removed")
+    db().commit()
+    flash("Logo removed.", "ok")
+    return redirect(url_for("owner.settings", slug=company.slug) + "#business")
 
 
 @bp.get("/settings")

@@ -34,11 +34,13 @@ def business_of(session: Session, company: Company) -> Business:
     email = session.scalar(
         select(User.email).where(User.company_id == company.id).order_by(User.id).limit(1)
     )
+    logo = session.scalar(select(Company.logo).where(Company.id == company.id))
     return Business(
         name=company.name,
         country=company.country,
         locale=document_locale(company.country),
         email=email,
+        logo=logo,
     )
 
 

@@ -55,7 +55,7 @@ class Business:
     country: str
     locale: str  # Babel's locale name for amounts and dates (en_US, en_GB, ...)
     email: str | None = None  # where questions go (the owner's address, as emails' Reply-To)
-    logo: bytes | None = None  # PNG or JPEG; none stored yet, and then the name stands alone
+    logo: bytes | None = None  # PNG or JPEG (Settings → Business); none: the name stands alone
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -38,6 +39,9 @@ class Company(Base):
     # Owner-tuned policy (reminders, payments, plans), validated by the settings page.
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime]
+    # The logo on its PDF documents (PNG or JPEG bytes, at most 512 KB); loaded only when asked
+    # for, so the company row every page reads stays small.
+    logo: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
     __table_args__ = (
         CheckConstraint(
