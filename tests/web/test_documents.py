@@ -286,7 +286,10 @@ def test_the_owner_uploads_a_logo_and_it_heads_the_statement_until_removed(owner
     assert saved.status_code == 302
     page = parse(owner_client.get("/c/demo/settings").data)
     assert "heads your statements" in page.by_id("logo-state").text
-    assert _images_on_first_page(owner_client.get(statement)) == 1
+    with_logo = owner_client.get(statement)
+    assert _images_on_first_page(with_logo) == 1
+    # The name still heads the page under the logo (and closes it in the footer).
+    assert words_of(with_logo).count("Acme Supply Co.") >= 2
     letter = owner_client.get(f"/c/demo/customers/{busy.id}/final-notice.pdf")
     assert _images_on_first_page(letter) == 1
     token = csrf_token(owner_client.get("/c/demo/settings").data)

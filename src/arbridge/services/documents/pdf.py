@@ -195,9 +195,12 @@ def _header(
     label: str = "To",
 ) -> list[Flowable]:
     s = _styles()
-    brand: Flowable = Paragraph(_text(business.name), s["business"])
-    if business.logo:
-        brand = Image(io.BytesIO(business.logo), width=40 * mm, height=16 * mm, kind="proportional")
+    name = Paragraph(_text(business.name), s["business"])
+    brand: Flowable | list[Flowable] = name
+    if business.logo:  # the logo above the name: a logo alone may not spell the business out
+        logo = Image(io.BytesIO(business.logo), width=40 * mm, height=16 * mm, kind="proportional")
+        logo.hAlign = "LEFT"
+        brand = [logo, Spacer(1, 2 * mm), name]
     top = Table(
         [
             [
