@@ -12,8 +12,7 @@ from sqlalchemy.orm import Session
 
 from arbridge.collections.reminder_words import key_in_words, mail_kind, template_title
 from arbridge.services.messaging.queue import MESSAGE_KINDS
-from arbridge.services.reminders.recheck import still_waiting
-from arbridge.services.reminders.texts import SMS_MAIL
+from arbridge.services.reminders.recheck import SMS_MAIL, still_waiting
 from arbridge.sync.model import (
     CallTask,
     Company,

@@ -8,6 +8,7 @@ follows). The link's GET only shows a button: mail scanners fetch links and must
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import (
@@ -98,18 +99,8 @@ def revoke(company: Company, invitation_id: int) -> Any:
 @company_required
 def remove(company: Company, user_id: int) -> Any:
     rt, s = runtime(), db()
-    try:
-        email = remove_user(s, rt.clock, company, g.user, user_id)
-        s.commit()
-    except SignInRefused as e:
-        s.rollback()
-        abort(e.status)
-    except NotFound:
-        s.rollback()
-        abort(404)
-    except ArbridgeError as e:
-        s.rollback()
-        flash(str(e), "error")
+    email = _committed(company, lambda: remove_user(s, rt.clock, company, g.user, user_id))
+    if email is None:
         return redirect(_people_url(company))
     flash(f"{email} can no longer sign in.", "ok")
     return redirect(_people_url(company))
@@ -123,9 +114,21 @@ def set_role(company: Company, user_id: int) -> Any:
     if role not in ROLES:
         flash("Choose a role: owner, collector or viewer.", "error")
         return redirect(_people_url(company))
+    email = _committed(
+        company, lambda: change_role(s, rt.clock, company, g.user, user_id, role).email
+    )
+    if email is None:
+        return redirect(_people_url(company))
+    flash(f"{email} is now {role}.", "ok")
+    return redirect(_people_url(company))
+
+
+def _committed(company: Company, change: Callable[[], str]) -> str | None:
+    """Run a change to a teammate and commit it; its email, or None with the reason flashed.
+    A refusal of the signed-in user, or a teammate not in this company, ends the request."""
+    s = db()
     try:
-        user = change_role(s, rt.clock, company, g.user, user_id, role)
-        email = user.email
+        email = change()
         s.commit()
     except SignInRefused as e:
         s.rollback()
@@ -136,9 +139,8 @@ def set_role(company: Company, user_id: int) -> Any:
     except ArbridgeError as e:
         s.rollback()
         flash(str(e), "error")
-        return redirect(_people_url(company))
-    flash(f"{email} is now {role}.", "ok")
-    return redirect(_people_url(company))
+        return None
+    return email
 
 
 def _invitation_refused() -> Any:

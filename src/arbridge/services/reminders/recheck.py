@@ -49,6 +49,10 @@ class StillDue:
     sends: list[ReminderSend]  # the claimed (invoice, step) rows the message carries
 
 
+# A text reminder's outbox payload names its mail so (an email reminder's: "reminder").
+SMS_MAIL = "sms_reminder"
+
+
 def recheck_reminder(
     session: Session, rt: Runtime, message: OutboxMessage, channel: str = "email"
 ) -> StillDue | str:
@@ -171,11 +175,9 @@ def still_waiting(
     in a fixed number of queries: the mailbox lists only what will still go out, so a reminder
     about an invoice paid, disputed or paused since, or to a contact who unsubscribed, drops out
     of "waiting to go out" at once rather than when its sending window opens."""
-    # Texts too (their mail is "sms_reminder"): their invoices are checked the same way; an
-    # email's unsubscribe does not stop a text (STOP does, checked as it goes out).
-    reminders = [
-        m for m in messages if (m.payload or {}).get("mail") in ("reminder", "sms_reminder")
-    ]
+    # Texts too: their invoices are checked the same way; an email's unsubscribe does not stop
+    # a text (STOP does, checked as it goes out).
+    reminders = [m for m in messages if (m.payload or {}).get("mail") in ("reminder", SMS_MAIL)]
     ids = sorted({int(i["id"]) for m in reminders for i in m.payload.get("invoices") or ()})
     if not reminders:
         return {}

@@ -18,7 +18,7 @@ from arbridge.errors import RateLimited
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, SMS_CHANNEL, Held, Prepared
 from arbridge.services.reminders.freshness import hold_unless_fresh
-from arbridge.services.reminders.recheck import recheck_reminder
+from arbridge.services.reminders.recheck import SMS_MAIL, recheck_reminder
 from arbridge.services.reminders.reminder_email import template_held
 from arbridge.services.reminders.rendering import link_token, merge_fields, total_due
 from arbridge.sync import pay_links
@@ -29,7 +29,6 @@ from arbridge.sync.outbox_kinds import OutboxKind
 from arbridge.sync.store import log_activity
 
 log = logging.getLogger(__name__)
-SMS_MAIL = "sms_reminder"
 
 
 def queue_text(
