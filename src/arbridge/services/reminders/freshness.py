@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from arbridge.collections.reminder_policy import (
@@ -30,10 +30,7 @@ def ensure_fresh(rt: Runtime, company_id: int, max_age_minutes: int) -> tuple[st
         return "no ledger is connected", None
     if conn.status != "active":
         return f"the ledger connection needs attention ({conn.status.replace('_', ' ')})", None
-    now = rt.clock.now()
-    if conn.last_sync_at is not None and conn.last_sync_at >= now - timedelta(
-        minutes=max_age_minutes
-    ):
+    if synced_recently(conn, rt.clock.now(), max_age_minutes):
         return None, conn.last_sync_at
     try:
         sync_connection(rt.sessions, conn.id, rt.connector_for(conn), rt.clock)
@@ -42,6 +39,15 @@ def ensure_fresh(rt: Runtime, company_id: int, max_age_minutes: int) -> tuple[st
     with rt.sessions() as session:
         fresh = session.get(Connection, conn.id)
         return (None, fresh.last_sync_at) if fresh else ("the connection is gone", None)
+
+
+def synced_recently(conn: Connection, now: datetime, max_age_minutes: int) -> bool:
+    """Is this ledger connection working, and its last sync no older than allowed?"""
+    return (
+        conn.status == "active"
+        and conn.last_sync_at is not None
+        and conn.last_sync_at >= now - timedelta(minutes=max_age_minutes)
+    )
 
 
 def hold_unless_fresh(rt: Runtime, company_id: int) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.sender import Fallback, Preparer
+from arbridge.services.reminders.recheck import SMS_MAIL
 from arbridge.services.reminders.reminder_email import prepare_reminder
 from arbridge.services.reminders.statements import prepare_statement
 from arbridge.services.reminders.text_replies import twilio_handlers
-from arbridge.services.reminders.texts import SMS_MAIL, fall_back_to_email, prepare_text
+from arbridge.services.reminders.texts import fall_back_to_email, prepare_text
 from arbridge.webhooks.dispatch import EventHandler
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 from babel.dates import format_date
 from sqlalchemy import func, select
@@ -197,7 +197,16 @@ def link_token(
     return token
 
 
-def total_due(invoices: Iterable[Invoice]) -> str:
+class Owed(Protocol):
+    """What a total reads of an invoice (an Invoice, or a step claimed for one)."""
+
+    @property
+    def currency(self) -> str: ...
+    @property
+    def balance(self) -> Money: ...
+
+
+def total_due(invoices: Iterable[Owed]) -> str:
     by_cur: dict[str, Money] = {}
     for inv in invoices:
         by_cur[inv.currency] = by_cur.get(inv.currency, Money.zero(inv.currency)) + inv.balance

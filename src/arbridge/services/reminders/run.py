@@ -1,18 +1,20 @@
 """The daily run: decide (collections/), then claim each (invoice, step) once and queue its
-message, call task or escalation in the same transaction."""
+message, call task or escalation in the same transaction; many companies' at once, a table at
+a time."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from arbridge.collections.reminder_policy import (
-    ReminderPolicy,
     SequenceError,
     reminder_policy,
     statement_due,
@@ -23,30 +25,41 @@ from arbridge.collections.reminders import (
     send_at,
     zone,
 )
+from arbridge.collections.sms import recipient_zone, sms_send_at
 from arbridge.collections.templates import (
     CALL_GUIDE,
     email_layout,
     text_as_html,
 )
+from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, SMS_CHANNEL
-from arbridge.services.reminders.facts import load_day, settle_promises
-from arbridge.services.reminders.freshness import ensure_fresh
+from arbridge.services.reminders.facts import (
+    MESSAGE_CHANNELS,
+    Loaded,
+    load_days,
+    settle_promises_of,
+)
+from arbridge.services.reminders.freshness import ensure_fresh, synced_recently
+from arbridge.services.reminders.recheck import SMS_MAIL
 from arbridge.services.reminders.rendering import total_due
 from arbridge.services.reminders.statements import queue_statements
-from arbridge.services.reminders.texts import queue_reminder, queue_text
-from arbridge.sync.db import dialect_insert, transaction
+from arbridge.sync.db import among, dialect_insert, transaction
 from arbridge.sync.model import (
+    Activity,
     CallTask,
     Company,
     CustomerReminderSettings,
     Invoice,
+    OutboxMessage,
+    PayToken,
     ReminderSend,
 )
 from arbridge.sync.notices import tell_owner
 from arbridge.sync.outbox_kinds import OutboxKind
 from arbridge.sync.store import (
     company_today,
+    ledger_connections,
     log_activity,
 )
 
@@ -63,58 +76,53 @@ class RunResult:
     hold: str | None = None
 
 
-def _claim(
-    session: Session,
-    rt: Runtime,
-    company: Company,
-    m: CustomerMessage,
-    as_of: date,
-    synced_at: datetime | None,
-) -> list[tuple[ReminderSend, Invoice]]:
-    """Insert a ReminderSend per (invoice, step); return those this run claimed (new ones)."""
-    claimed = []
-    for d in m.invoices:
-        assert d.step is not None
-        inserted = session.execute(
-            dialect_insert(session)(ReminderSend.__table__)
-            .values(
-                company_id=company.id,
-                invoice_id=d.invoice.invoice_id,
-                customer_id=m.customer.customer_id,
-                contact_id=m.contact.contact_id if m.contact else None,
-                step_key=d.step.key,
-                step_index=d.step_index,
-                channel=m.channel,
-                run_on=as_of,
-                status="queued",
-                currency=d.invoice.currency,
-                balance_minor=d.invoice.balance_minor,
-                synced_at=synced_at,
-                created_at=rt.clock.now(),
-            )
-            .on_conflict_do_nothing(index_elements=["invoice_id", "step_key"])
-            .returning(ReminderSend.__table__.c.id)
-        ).scalar()
-        if inserted is not None:
-            row = session.get(ReminderSend, inserted)
-            inv = session.get(Invoice, d.invoice.invoice_id)
-            assert row is not None and inv is not None
-            claimed.append((row, inv))
-    # The invoice keeps its highest claimed step (the day's candidates are read by it).
-    by_step: dict[int, list[int]] = {}
-    for row, inv in claimed:
-        by_step.setdefault(row.step_index, []).append(inv.id)
-    for step_index, ids in by_step.items():
-        session.execute(
-            update(Invoice)
-            .where(Invoice.id.in_(ids), Invoice.highest_step_claimed < step_index)
-            .values(highest_step_claimed=step_index)
+@dataclass(frozen=True)
+class Claimed:
+    """A step this run claimed for an invoice (its `reminder_sends` row), with what a message
+    says of the invoice: the balance the decision was made on."""
+
+    id: int
+    invoice_id: int
+    step_key: str
+    step_index: int
+    synced_at: datetime | None
+    label: str  # the invoice's number, or its ledger id when it has none
+    currency: str
+    balance_minor: int
+
+    @property
+    def balance(self) -> Money:
+        return Money.from_minor(self.balance_minor, self.currency)
+
+
+@dataclass
+class _Writes:
+    """What a run writes besides the claims, gathered to be written a table at a time."""
+
+    links: list[dict[str, Any]] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[dict[str, Any]] = field(default_factory=list)  # claim id -> its outbox key
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    activity: list[dict[str, Any]] = field(default_factory=list)
+
+    def log(self, now: datetime, company_id: int, kind: str, message: str, **data: Any) -> None:
+        """An activity row, as `log_activity` writes it."""
+        self.activity.append(
+            {
+                "company_id": company_id,
+                "occurred_at": now,
+                "kind": kind,
+                "message": message,
+                "invoice_id": data.pop("invoice_id", None),
+                "customer_id": data.pop("customer_id", None),
+                "data": data,
+            }
         )
-    return claimed
 
 
 def run_reminders(rt: Runtime, company: Company) -> RunResult:
-    """The daily reminders run for one company (called from the worker's collections job)."""
+    """The daily reminders run for one company (the CLI's `remind`; the worker runs many
+    companies' together through `run_reminders_of`, the same decisions and writes)."""
     try:
         policy = reminder_policy(company.settings)
     except SequenceError as e:
@@ -153,75 +161,369 @@ def run_reminders(rt: Runtime, company: Company) -> RunResult:
             )
         log.warning("reminders for %s held: %s", company.slug, hold)
         return RunResult(hold=hold)
-    result = RunResult()
-    as_of = company_today(company, rt.clock)
+    return remind_together(rt, [(company, synced_at)])[company.id]
+
+
+def run_reminders_of(rt: Runtime, companies: Sequence[Company]) -> dict[int, RunResult | Exception]:
+    """`run_reminders` of many companies (the worker's batch of due collections jobs), by
+    company id: a result, or the error its run raised. Every company on a ledger synced
+    recently enough runs together (`remind_together`); one that must sync first, is held, or
+    has reminders off or not started runs alone, as `run_reminders` decides. Should the run
+    together fail, each of its companies runs alone, so one company's fault stays its own."""
+    out: dict[int, RunResult | Exception] = {}
+    alone: list[Company] = []
+    together: list[tuple[Company, datetime | None]] = []
+    with rt.sessions() as session:
+        conns = ledger_connections(session, [c.id for c in companies]) if companies else {}
+    now = rt.clock.now()
+    for company in companies:
+        try:
+            policy = reminder_policy(company.settings)
+        except SequenceError:
+            alone.append(company)
+            continue
+        conn = conns.get(company.id)
+        if (
+            policy.enabled
+            and (policy.start is None or policy.start.mode != "waiting")
+            and conn is not None
+            and synced_recently(conn, now, policy.max_sync_age_minutes)
+        ):
+            together.append((company, conn.last_sync_at))
+        else:
+            alone.append(company)
+    if together:
+        try:
+            out.update(remind_together(rt, together))
+        except Exception:
+            log.exception(
+                "reminders of %d companies together failed: each runs alone", len(together)
+            )
+            alone += [company for company, _ in together]
+    for company in alone:
+        try:
+            out[company.id] = run_reminders(rt, company)
+        except Exception as e:  # the worker records it against this company's job
+            out[company.id] = e
+    return out
+
+
+def remind_together(
+    rt: Runtime, companies: Sequence[tuple[Company, datetime | None]]
+) -> dict[int, RunResult]:
+    """The day's reminders of companies on freshly synced ledgers (each with its last sync),
+    in one transaction and a fixed number of statements whatever their number (issue 14: a
+    run over 10,000 companies one at a time took half a minute): the decisions of all of
+    them (`load_days`), then each (invoice, step) claimed once (`reminder_sends`, unique on
+    both: a rerun, or a run after a crash, claims nothing twice and so queues nothing twice),
+    and for the steps this run claimed, their payment links, outbox rows, call tasks and
+    activity, a table at a time. Escalations (rare) and the statement day's statements are
+    carried out company by company."""
+    results = {company.id: RunResult() for company, _ in companies}
+    synced_at = {company.id: synced for company, synced in companies}
+    now = rt.clock.now()
     with transaction(rt.sessions) as session:
-        settle_promises(session, rt, company, as_of)
+        days = [(company, company_today(company, rt.clock)) for company, _ in companies]
+        settle_promises_of(session, rt, days)
         session.flush()
-        loaded = load_day(session, rt, company, as_of)
+        loaded = load_days(session, rt, days)
+        due: list[tuple[Loaded, CustomerMessage]] = []
+        for day in loaded:
+            for m in day.day.messages:
+                if m.held:
+                    results[day.company.id].held += 1
+                else:
+                    due.append((day, m))
+        claims = _claim(session, due, synced_at, now)
+        _highest_steps(session, claims)
         emails_sent = sent_emails(
             session,
             [
-                d.invoice.invoice_id
-                for m in loaded.day.messages
+                c.invoice_id
+                for (_day, m), claimed in zip(due, claims, strict=True)
                 if m.channel == "call"
-                for d in m.invoices
+                for c in claimed
             ],
         )
-        digest: list[str] = []
-        for m in loaded.day.messages:
-            if m.held:
-                result.held += 1
-                continue
-            claimed = _claim(session, rt, company, m, as_of, synced_at)
+        writes = _Writes()
+        digests: dict[int, list[str]] = {}
+        for (day, m), claimed in zip(due, claims, strict=True):
             if not claimed:
                 continue  # already claimed by an earlier run
+            result = results[day.company.id]
             if m.channel == EMAIL_CHANNEL:
-                _queue_email(session, rt, company, m, claimed, as_of, loaded.policy)
+                _queue_email(writes, rt, day, m, claimed, now)
                 result.emails += 1
             elif m.channel == SMS_CHANNEL:
-                queue_text(session, rt, company, m, claimed, as_of, loaded.policy)
+                queue_text(writes, rt, day, m, claimed, now)
                 result.texts += 1
             elif m.channel == "call":
-                _call_task(session, rt, company, m, claimed, as_of, emails_sent)
+                _call_task(writes, day, m, claimed, emails_sent, now)
                 result.calls += 1
-            for row, _inv in claimed:
-                if m.channel not in (EMAIL_CHANNEL, SMS_CHANNEL):
-                    row.status, row.sent_at = "sent", rt.clock.now()
             if "notify_owner" in m.escalations or "agency" in m.escalations:
-                digest.append(_escalate(session, rt, company, m, claimed))
-        _escalation_digest(session, rt, company, as_of, digest)
-    if statement_due(loaded.policy, as_of):
-        result.statements = queue_statements(rt, company, as_of, loaded.policy)
-    return result
+                digests.setdefault(day.company.id, []).append(
+                    _escalate(session, rt, day.company, m, claimed)
+                )
+        _write(session, writes)
+        for day in loaded:
+            _escalation_digest(session, rt, day.company, day.as_of, digests.get(day.company.id, []))
+    for day in loaded:
+        if not day.hold and statement_due(day.policy, day.as_of):
+            results[day.company.id].statements = queue_statements(
+                rt, day.company, day.as_of, day.policy
+            )
+    return results
+
+
+def _claim(
+    session: Session,
+    due: Sequence[tuple[Loaded, CustomerMessage]],
+    synced_at: Mapping[int, datetime | None],
+    now: datetime,
+) -> list[list[Claimed]]:
+    """Insert a `reminder_sends` row per (invoice, step) of every due message, in one
+    statement; return, message by message, those this run claimed (new ones, in the message's
+    order). A call step is done once its task is on the list: its claims are written sent."""
+    rows = [
+        {
+            "company_id": day.company.id,
+            "invoice_id": d.invoice.invoice_id,
+            "customer_id": m.customer.customer_id,
+            "contact_id": m.contact.contact_id if m.contact else None,
+            "step_key": d.step.key,
+            "step_index": d.step_index,
+            "channel": m.channel,
+            "run_on": day.as_of,
+            "status": "queued" if m.channel in MESSAGE_CHANNELS else "sent",
+            "currency": d.invoice.currency,
+            "balance_minor": d.invoice.balance_minor,
+            "synced_at": synced_at[day.company.id],
+            "created_at": now,
+            "sent_at": None if m.channel in MESSAGE_CHANNELS else now,
+        }
+        for day, m in due
+        for d in m.invoices
+        if d.step is not None
+    ]
+    if not rows:
+        return [[] for _ in due]
+    table = ReminderSend.__table__
+    new = {
+        (invoice_id, step_key): claim_id
+        for claim_id, invoice_id, step_key in session.execute(
+            dialect_insert(session)(table)
+            .on_conflict_do_nothing(index_elements=["invoice_id", "step_key"])
+            .returning(table.c.id, table.c.invoice_id, table.c.step_key),
+            rows,
+        )
+    }
+    labels: dict[int, str] = {
+        invoice_id: label
+        for invoice_id, label in (
+            session.execute(
+                select(Invoice.id, func.coalesce(Invoice.number, Invoice.source_id)).where(
+                    among(session, Invoice.id, sorted({i for i, _ in new}))
+                )
+            )
+            if new
+            else ()
+        )
+    }
+    claims: list[list[Claimed]] = []
+    for day, m in due:
+        claimed = []
+        for d in m.invoices:
+            assert d.step is not None
+            claim_id = new.get((d.invoice.invoice_id, d.step.key))
+            if claim_id is not None:
+                claimed.append(
+                    Claimed(
+                        claim_id,
+                        d.invoice.invoice_id,
+                        d.step.key,
+                        d.step_index,
+                        synced_at[day.company.id],
+                        labels[d.invoice.invoice_id],
+                        d.invoice.currency,
+                        d.invoice.balance_minor,
+                    )
+                )
+        claims.append(claimed)
+    return claims
+
+
+def _write(session: Session, writes: _Writes) -> None:
+    """Everything a run gathered, a table at a time: the payment links (their ids go in the
+    outbox payloads, which name them by their place in `links` until now), the outbox rows
+    (unique on their keys), each claim's outbox key and each invoice's highest step claimed,
+    the call tasks (unique on theirs) and the activity."""
+    if writes.links:
+        table = PayToken.__table__
+        ids = [
+            row[0]
+            for row in session.execute(
+                insert(table).returning(table.c.id, sort_by_parameter_order=True), writes.links
+            )
+        ]
+        for row in writes.outbox:
+            payload = row["payload"]
+            payload["statement_link_id"] = ids[payload["statement_link_id"]]
+            for inv in payload["invoices"]:
+                inv["pay_link_id"] = ids[inv["pay_link_id"]]
+    if writes.outbox:
+        session.execute(
+            dialect_insert(session)(OutboxMessage.__table__).on_conflict_do_nothing(
+                index_elements=["key"]
+            ),
+            writes.outbox,
+        )
+    if writes.keys:
+        sends = ReminderSend.__table__
+        session.execute(
+            update(sends)
+            .where(sends.c.id == bindparam("claim_id"))
+            .values(outbox_key=bindparam("key")),
+            writes.keys,
+        )
+    if writes.calls:
+        session.execute(
+            dialect_insert(session)(CallTask.__table__).on_conflict_do_nothing(
+                index_elements=["key"]
+            ),
+            writes.calls,
+        )
+    if writes.activity:
+        session.execute(insert(Activity.__table__), writes.activity)
+
+
+def _highest_steps(session: Session, claims: Sequence[Sequence[Claimed]]) -> None:
+    """Each invoice keeps its highest claimed step (the day's candidates are read by it)."""
+    steps: dict[int, int] = {}
+    for claimed in claims:
+        for c in claimed:
+            steps[c.invoice_id] = max(c.step_index, steps.get(c.invoice_id, -1))
+    if not steps:
+        return
+    invoices = Invoice.__table__
+    session.execute(
+        update(invoices)
+        .where(
+            invoices.c.id == bindparam("invoice"),
+            invoices.c.highest_step_claimed < bindparam("step"),
+        )
+        .values(highest_step_claimed=bindparam("step")),
+        [{"invoice": i, "step": step} for i, step in sorted(steps.items())],
+    )
+
+
+def _outbox_row(
+    writes: _Writes,
+    day: Loaded,
+    m: CustomerMessage,
+    claimed: Sequence[Claimed],
+    kind: OutboxKind,
+    key: str,
+    mail: str,
+    when: datetime,
+    now: datetime,
+) -> None:
+    """A reminder's outbox row, due at `when`, and its claimed steps pointing at it. Its links
+    by reference (their rows' ids): the tokens are minted when the message goes out, so no
+    token sits in the outbox in plaintext."""
+
+    def link(invoice_id: int | None) -> int:
+        writes.links.append(
+            {
+                "company_id": day.company.id,
+                "invoice_id": invoice_id,
+                "customer_id": m.customer.customer_id,
+                # A random hash nobody has the token for: the link works only once minted.
+                "token_hash": secrets.token_hex(32),
+                "created_at": now,
+            }
+        )
+        return len(writes.links) - 1
+
+    payload = {
+        "statement_link_id": link(None),
+        "mail": mail,
+        "customer_id": m.customer.customer_id,
+        "contact_id": m.contact.contact_id if m.contact else None,
+        "template": m.step.template,
+        "step_key": m.step.key,
+        "invoices": [
+            {"id": c.invoice_id, "step_key": c.step_key, "pay_link_id": link(c.invoice_id)}
+            for c in claimed
+        ],
+    }
+    writes.outbox.append(
+        {
+            "company_id": day.company.id,
+            "kind": kind.value,
+            "key": key,
+            "payload": payload,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": when,
+            "created_at": now,
+        }
+    )
+    writes.keys += [{"claim_id": c.id, "key": key} for c in claimed]
 
 
 def _queue_email(
-    session: Session,
+    writes: _Writes,
     rt: Runtime,
-    company: Company,
+    day: Loaded,
     m: CustomerMessage,
-    claimed: list[tuple[ReminderSend, Invoice]],
-    as_of: date,
-    policy: ReminderPolicy,
+    claimed: Sequence[Claimed],
+    now: datetime,
 ) -> None:
-    key = f"reminder:c{m.customer.customer_id}:{as_of.isoformat()}:r{claimed[0][0].id}"
-    when = send_at(rt.clock.now(), zone(m.customer.timezone, company.timezone), policy)
-    queue_reminder(session, rt, company, m, claimed, OutboxKind.EMAIL, key, "reminder", when)
-    numbers = ", ".join(inv.number or inv.source_id for _row, inv in claimed)
-    total = total_due(inv for _row, inv in claimed)
-    log_activity(
-        session,
-        rt.clock,
+    company = day.company
+    key = f"reminder:c{m.customer.customer_id}:{day.as_of.isoformat()}:r{claimed[0].id}"
+    when = send_at(now, zone(m.customer.timezone, company.timezone), day.policy)
+    _outbox_row(writes, day, m, claimed, OutboxKind.EMAIL, key, "reminder", when, now)
+    numbers = ", ".join(c.label for c in claimed)
+    writes.log(
+        now,
         company.id,
         "reminders.queued",
         f"Reminder ({step_in_words(m.step)}) queued for {m.customer.name} "
-        f"<{m.contact.email if m.contact else ''}> about {numbers}: {total}",
+        f"<{m.contact.email if m.contact else ''}> about {numbers}: {total_due(claimed)}",
         customer_id=m.customer.customer_id,
         outbox_key=key,
         send_at=when.isoformat(),
-        balances={inv.number or inv.source_id: str(inv.balance.amount) for _r, inv in claimed},
-        synced_at=claimed[0][0].synced_at.isoformat() if claimed[0][0].synced_at else None,
+        balances={c.label: str(c.balance.amount) for c in claimed},
+        synced_at=claimed[0].synced_at.isoformat() if claimed[0].synced_at else None,
+    )
+
+
+def queue_text(
+    writes: _Writes,
+    rt: Runtime,
+    day: Loaded,
+    m: CustomerMessage,
+    claimed: Sequence[Claimed],
+    now: datetime,
+) -> None:
+    """The step's text in the outbox, due at the first instant a text may reach the customer."""
+    assert m.contact is not None and m.contact.phone
+    company = day.company
+    key = f"sms:c{m.customer.customer_id}:{day.as_of.isoformat()}:r{claimed[0].id}"
+    tz = recipient_zone(m.customer.timezone, m.contact.phone, company.timezone)
+    when = sms_send_at(now, tz, day.policy)
+    assert when is not None  # decided only when the window leaves some hours (load_days)
+    _outbox_row(writes, day, m, claimed, OutboxKind.SMS, key, SMS_MAIL, when, now)
+    numbers = ", ".join(c.label for c in claimed)
+    writes.log(
+        now,
+        company.id,
+        "reminders.queued",
+        f"Text ({m.step.key}) queued for {m.customer.name} <{m.contact.phone}> about {numbers}: "
+        f"{total_due(claimed)}",
+        customer_id=m.customer.customer_id,
+        outbox_key=key,
+        send_at=when.isoformat(),
     )
 
 
@@ -244,39 +546,35 @@ def sent_emails(session: Session, invoice_ids: list[int]) -> dict[int, set[str]]
 
 
 def _call_task(
-    session: Session,
-    rt: Runtime,
-    company: Company,
+    writes: _Writes,
+    day: Loaded,
     m: CustomerMessage,
-    claimed: list[tuple[ReminderSend, Invoice]],
-    as_of: date,
+    claimed: Sequence[Claimed],
     emails_sent: Mapping[int, set[str]],
+    now: datetime,
 ) -> None:
-    key = f"call:c{m.customer.customer_id}:{m.step.key}:{as_of.isoformat()}"
-    numbers = ", ".join(inv.number or inv.source_id for _row, inv in claimed)
+    key = f"call:c{m.customer.customer_id}:{m.step.key}:{day.as_of.isoformat()}"
+    numbers = ", ".join(c.label for c in claimed)
     # What the customer was actually sent about these invoices (never the claims of emails
     # still waiting or held): a call opens with the truth.
-    emailed = len(set().union(*(emails_sent.get(inv.id, set()) for _r, inv in claimed)))
+    emailed = len(set().union(*(emails_sent.get(c.invoice_id, set()) for c in claimed)))
     history = (
         f"{emailed} reminder email(s) sent so far" if emailed else "no reminder email sent yet"
     )
-    session.execute(
-        dialect_insert(session)(CallTask.__table__)
-        .values(
-            company_id=company.id,
-            customer_id=m.customer.customer_id,
-            key=key,
-            step_key=m.step.key,
-            invoice_ids=[inv.id for _r, inv in claimed],
-            reason=f"{numbers} overdue ({total_due(inv for _r, inv in claimed)}); {history}",
-            created_at=rt.clock.now(),
-        )
-        .on_conflict_do_nothing(index_elements=["key"])
+    writes.calls.append(
+        {
+            "company_id": day.company.id,
+            "customer_id": m.customer.customer_id,
+            "key": key,
+            "step_key": m.step.key,
+            "invoice_ids": [c.invoice_id for c in claimed],
+            "reason": f"{numbers} overdue ({total_due(claimed)}); {history}",
+            "created_at": now,
+        }
     )
-    log_activity(
-        session,
-        rt.clock,
-        company.id,
+    writes.log(
+        now,
+        day.company.id,
         "reminders.call_task",
         f"Call {m.customer.name} about {numbers}",
         customer_id=m.customer.customer_id,
@@ -288,11 +586,11 @@ def _escalate(
     rt: Runtime,
     company: Company,
     m: CustomerMessage,
-    claimed: list[tuple[ReminderSend, Invoice]],
+    claimed: Sequence[Claimed],
 ) -> str:
     """Carry out a step's escalation; return its paragraph for the owner's daily digest."""
-    numbers = ", ".join(inv.number or inv.source_id for _row, inv in claimed)
-    total = total_due(inv for _r, inv in claimed)
+    numbers = ", ".join(c.label for c in claimed)
+    total = total_due(claimed)
     if "agency" in m.escalations:
         refer_to_agency(session, rt, company, m.customer.customer_id, "sequence escalation")
     log_activity(

@@ -5,114 +5,27 @@ carrier says the number cannot take texts."""
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from arbridge.collections.reminder_policy import ReminderPolicy, reminder_policy
-from arbridge.collections.reminders import CustomerMessage
+from arbridge.collections.reminder_policy import reminder_policy
 from arbridge.collections.sms import may_text_now, recipient_zone, render_sms, sms_send_at
 from arbridge.collections.templates import Rendered, TemplateProblem
 from arbridge.errors import RateLimited
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, SMS_CHANNEL, Held, Prepared
 from arbridge.services.reminders.freshness import hold_unless_fresh
-from arbridge.services.reminders.recheck import SMS_MAIL, recheck_reminder
+from arbridge.services.reminders.recheck import recheck_reminder
 from arbridge.services.reminders.reminder_email import template_held
-from arbridge.services.reminders.rendering import link_token, merge_fields, total_due
-from arbridge.sync import pay_links
+from arbridge.services.reminders.rendering import link_token, merge_fields
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Company, Customer, Invoice, OutboxMessage, ReminderSend
+from arbridge.sync.model import OutboxMessage, ReminderSend
 from arbridge.sync.outbox import enqueue
 from arbridge.sync.outbox_kinds import OutboxKind
 from arbridge.sync.store import log_activity
 
 log = logging.getLogger(__name__)
-
-
-def queue_text(
-    session: Session,
-    rt: Runtime,
-    company: Company,
-    m: CustomerMessage,
-    claimed: list[tuple[ReminderSend, Invoice]],
-    as_of: date,
-    policy: ReminderPolicy,
-) -> None:
-    """The step's text in the outbox, due at the first instant a text may reach the customer."""
-    assert m.contact is not None and m.contact.phone
-    key = f"sms:c{m.customer.customer_id}:{as_of.isoformat()}:r{claimed[0][0].id}"
-    tz = recipient_zone(m.customer.timezone, m.contact.phone, company.timezone)
-    when = sms_send_at(rt.clock.now(), tz, policy)
-    assert when is not None  # decided only when the window leaves some hours (load_day)
-    queue_reminder(session, rt, company, m, claimed, OutboxKind.SMS, key, SMS_MAIL, when)
-    numbers = ", ".join(inv.number or inv.source_id for _row, inv in claimed)
-    log_activity(
-        session,
-        rt.clock,
-        company.id,
-        "reminders.queued",
-        f"Text ({m.step.key}) queued for {m.customer.name} <{m.contact.phone}> about {numbers}: "
-        f"{total_due(inv for _row, inv in claimed)}",
-        customer_id=m.customer.customer_id,
-        outbox_key=key,
-        send_at=when.isoformat(),
-    )
-
-
-def queue_reminder(
-    session: Session,
-    rt: Runtime,
-    company: Company,
-    m: CustomerMessage,
-    claimed: list[tuple[ReminderSend, Invoice]],
-    kind: OutboxKind,
-    key: str,
-    mail: str,
-    when: datetime,
-) -> None:
-    """A reminder's outbox row, due at `when`, and its claimed steps pointing at it."""
-    customer = session.get(Customer, m.customer.customer_id)
-    assert customer is not None
-    # Links by reference (their rows' ids): the tokens are minted when the message goes out,
-    # so no token sits in the outbox in plaintext.
-    payload = reminder_payload(session, rt, customer, m, claimed, mail)
-    enqueue(session, rt.clock, company_id=company.id, kind=kind.value, key=key, payload=payload)
-    outbox = session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
-    assert outbox is not None
-    outbox.next_attempt_at = when
-    for row, _inv in claimed:
-        row.outbox_key = key
-
-
-def reminder_payload(
-    session: Session,
-    rt: Runtime,
-    customer: Customer,
-    m: CustomerMessage,
-    claimed: list[tuple[ReminderSend, Invoice]],
-    mail: str,
-) -> dict[str, object]:
-    """A reminder's outbox payload; its links by reference (minted as it goes out)."""
-    return {
-        "statement_link_id": pay_links.new_link(session, rt.clock, customer=customer).id,
-        "mail": mail,
-        "customer_id": m.customer.customer_id,
-        "contact_id": m.contact.contact_id if m.contact else None,
-        "template": m.step.template,
-        "step_key": m.step.key,
-        "invoices": [
-            {
-                "id": inv.id,
-                "step_key": row.step_key,
-                "pay_link_id": pay_links.new_link(
-                    session, rt.clock, invoice=inv, customer=customer
-                ).id,
-            }
-            for row, inv in claimed
-        ],
-    }
 
 
 def prepare_text(rt: Runtime, message: OutboxMessage) -> Prepared | Held | str:
