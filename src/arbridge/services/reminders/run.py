@@ -359,12 +359,15 @@ def _write(session: Session, writes: _Writes) -> None:
     the call tasks (unique on theirs) and the activity."""
     if writes.links:
         table = PayToken.__table__
-        ids = [
-            row[0]
-            for row in session.execute(
-                insert(table).returning(table.c.id, sort_by_parameter_order=True), writes.links
+        # Each row's id by its (unique, random) hash: a multi-row INSERT returns its rows in
+        # no promised order, and asking for it makes SQLite insert them one at a time.
+        by_hash = {
+            token_hash: link_id
+            for token_hash, link_id in session.execute(
+                insert(table).returning(table.c.token_hash, table.c.id), writes.links
             )
-        ]
+        }
+        ids = [by_hash[link["token_hash"]] for link in writes.links]
         for row in writes.outbox:
             payload = row["payload"]
             payload["statement_link_id"] = ids[payload["statement_link_id"]]
