@@ -1,17 +1,24 @@
-"""The daily reminder decisions over many companies, at two ledger sizes with the same messages due.
+"""The daily reminder run over many companies, at two ledger sizes with the same messages due.
 
     .venv/bin/python bench/bench_reminders.py [--companies 10000] [--invoices 100000 1000000]
         [--due-per-company 2] [--batch 1000] [--runs 3] [--sample 500] [--database-url URL]
 
 Builds a synthetic receivables database straight through SQL (no ledger sync): every company has
-ten customers and the same `--due-per-company` invoices due for a step today; the rest of its
-invoices are either not due yet or already reminded at the step in force for their due date
-(they carry the ReminderSend row that says so). It then times the day's decisions (load the
-facts, run the pure decision) for every company `--batch` companies at a time (`load_days`: one
-candidate query per policy shape, the facts in one pass), and for the first `--sample` companies
-one at a time (`load_day`, projected to all of them), first with the smaller ledger, then after growing it to the larger one; medians of
-`--runs` runs, with the SQL statements each way. Decisions that grow with the messages due, not
-with the ledger, keep the growth ratio near 1.
+ten customers, a demo ledger synced just now, and the same `--due-per-company` invoices due for a
+step today; the rest of its invoices are either not due yet or already reminded at the step in
+force for their due date (they carry the ReminderSend row that says so). It then times, first
+with the smaller ledger, then after growing it to the larger one (medians of `--runs` runs, with
+the SQL statements each way):
+
+- the day's decisions (load the facts, run the pure decision) for every company `--batch`
+  companies at a time (`load_days`: one candidate query per policy shape, the facts in one
+  pass), and for the first `--sample` companies one at a time (`load_day`, projected to all);
+- the whole run (`whole_run_*`): `run_reminders_of` over every company, `--batch` at a time as
+  the worker takes them: decide, claim each (invoice, step), write the payment links, outbox
+  rows and activity a table at a time; then the same run again (`rerun_*`, which must queue
+  nothing), and everything it wrote undone for the next run.
+
+Decisions that grow with the messages due, not with the ledger, keep the growth ratio near 1.
 """
 
 from __future__ import annotations
@@ -27,15 +34,26 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import delete, event, func, insert, select, text, update
 
 from arbridge.clock import FixedClock
 from arbridge.config import Settings
 from arbridge.crypto import new_key
 from arbridge.runtime import Runtime
 from arbridge.services.reminders.facts import load_days
+from arbridge.services.reminders.run import run_reminders_of
 from arbridge.sync import db
-from arbridge.sync.model import Company, Contact, Customer, Invoice, ReminderSend
+from arbridge.sync.model import (
+    Activity,
+    Company,
+    Connection,
+    Contact,
+    Customer,
+    Invoice,
+    OutboxMessage,
+    PayToken,
+    ReminderSend,
+)
 from scratch import scratch_schema
 
 AS_OF = date(2026, 11, 24)
@@ -97,6 +115,22 @@ def _companies(rt: Runtime, n: int, first: int = 0) -> tuple[list[int], dict[int
                 "created_at": NOW,
             }
             for i in range(first, first + n)
+        ),
+    )
+    # Each on a demo ledger synced just now, so the whole run reminds them (none is held to sync).
+    _insert(
+        rt,
+        Connection,
+        (
+            {
+                "company_id": cid,
+                "provider": "demo",
+                "tenant_id": f"bench-{cid}",
+                "status": "active",
+                "last_sync_at": NOW,
+                "created_at": NOW,
+            }
+            for cid in company_ids
         ),
     )
     customer_ids = _insert(
@@ -263,6 +297,71 @@ def _decide_both(rt: Runtime, batch: int, runs: int, sample: int) -> dict[str, f
     }
 
 
+def _remind_all(rt: Runtime, batch: int) -> tuple[float, int, int, float, int]:
+    """The whole daily reminders run of every company, `batch` companies to a run as the worker
+    takes them (`run_reminders_of`: decide, claim, then the links, outbox rows and activity a
+    table at a time), then the same run again (it must queue nothing); seconds, outbox rows
+    queued and SQL statements of each. Undone afterwards, so the next run finds the same day."""
+    with rt.sessions() as s:
+        companies = s.scalars(select(Company).order_by(Company.id)).all()
+        for c in companies:
+            s.expunge(c)
+        marks = {t: s.scalar(select(func.coalesce(func.max(t.id), 0))) for t in _WRITTEN}
+    figures: list[float | int] = []
+    statements = [0]
+
+    def count(*_args: object) -> None:
+        statements[0] += 1
+
+    for _ in range(2):
+        statements[0] = 0
+        event.listen(rt.engine, "before_cursor_execute", count)
+        t = time.perf_counter()
+        for start in range(0, len(companies), batch):
+            for result in run_reminders_of(rt, companies[start : start + batch]).values():
+                assert not isinstance(result, Exception), result
+        seconds = time.perf_counter() - t
+        event.remove(rt.engine, "before_cursor_execute", count)
+        with rt.sessions() as s:
+            queued = s.scalar(select(func.count()).where(OutboxMessage.id > marks[OutboxMessage]))
+        figures += [seconds, queued or 0, statements[0]]
+    _undo(rt, marks)
+    first_s, queued, first_n, again_s, again_queued, again_n = figures
+    assert again_queued == queued, "a rerun queued more"
+    return float(first_s), int(queued), int(first_n), float(again_s), int(again_n)
+
+
+_WRITTEN = (OutboxMessage, ReminderSend, PayToken, Activity)
+
+
+def _undo(rt: Runtime, marks: dict[type, int]) -> None:
+    with rt.engine.begin() as c:
+        c.execute(
+            update(Invoice)
+            .where(
+                Invoice.id.in_(
+                    select(ReminderSend.invoice_id).where(ReminderSend.id > marks[ReminderSend])
+                )
+            )
+            .values(highest_step_claimed=-1)
+        )
+        for table in _WRITTEN:
+            c.execute(delete(table).where(table.id > marks[table]))
+
+
+def _run_both(rt: Runtime, batch: int, runs: int) -> dict[str, float | int]:
+    """Medians of `runs` whole runs (and of the rerun right after each)."""
+    done = [_remind_all(rt, batch) for _ in range(runs)]
+    return {
+        f"whole_run_batches_of_{batch}_seconds": round(statistics.median(r[0] for r in done), 2),
+        "whole_run_statements": done[0][2],
+        "whole_run_outbox_rows": done[0][1],
+        "rerun_seconds": round(statistics.median(r[3] for r in done), 2),
+        "rerun_statements": done[0][4],
+        "rerun_outbox_rows": 0,
+    }
+
+
 def _company_ids(rt: Runtime) -> list[int]:
     with rt.sessions() as s:
         return list(s.scalars(select(Company.id)))
@@ -290,10 +389,12 @@ def main() -> None:
     _grow(rt, companies, customers, small // args.companies, 0, args.due_per_company)
     print(f"built {small} invoices in {time.perf_counter() - t:.0f}s", file=sys.stderr)
     at_small = _decide_both(rt, args.batch, args.runs, args.sample)
+    at_small |= _run_both(rt, args.batch, args.runs)
     t = time.perf_counter()
     _grow(rt, companies, customers, (large - small) // args.companies, small, 0)
     print(f"grew to {large} invoices in {time.perf_counter() - t:.0f}s", file=sys.stderr)
     at_large = _decide_both(rt, args.batch, args.runs, args.sample)
+    at_large |= _run_both(rt, args.batch, args.runs)
     assert (at_small["messages"], at_small["invoices_due"]) == (
         at_large["messages"],
         at_large["invoices_due"],

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import cache, lru_cache
 
+from babel import Locale
 from babel.numbers import format_currency, get_currency_precision, list_currencies
 
 DEFAULT_ROUNDING = ROUND_HALF_UP
@@ -144,10 +145,17 @@ class Money:
         ]
 
     def format(self, locale: str = "en_US") -> str:
-        return format_currency(self.amount, self.currency, locale=locale)
+        return format_currency(self.amount, self.currency, locale=_locale(locale))
 
     def __str__(self) -> str:
         return f"{self.amount} {self.currency}"
+
+
+@cache
+def _locale(name: str) -> Locale:
+    """A locale parsed once (parsing it was most of formatting an amount: a daily run formats
+    tens of thousands of totals)."""
+    return Locale.parse(name)
 
 
 def total(amounts: Iterable[Money], currency: str) -> Money:

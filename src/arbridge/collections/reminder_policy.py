@@ -5,6 +5,7 @@ SequenceError with a sentence for the owner. Pure, like the decisions in `remind
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -176,6 +177,25 @@ class ReminderPolicy:
 
     def sequence(self, name: str | None) -> ReminderSequence:
         return self.sequences.get(name or "default") or self.sequences["default"]
+
+
+def reminder_policies(
+    stored: Iterable[Mapping[str, Any] | None],
+) -> list[ReminderPolicy | SequenceError]:
+    """`reminder_policy` of many companies' settings (each its policy, or why it cannot be
+    used), each distinct choice read once: most companies share a few (a daily run reads
+    thousands)."""
+    read: dict[str, ReminderPolicy | SequenceError] = {}
+    out: list[ReminderPolicy | SequenceError] = []
+    for settings in stored:
+        key = json.dumps((settings or {}).get("reminders"), sort_keys=True, default=repr)
+        if key not in read:
+            try:
+                read[key] = reminder_policy(settings)
+            except SequenceError as e:
+                read[key] = e
+        out.append(read[key])
+    return out
 
 
 def reminder_policy(stored: Mapping[str, Any] | None) -> ReminderPolicy:

@@ -32,9 +32,9 @@ from arbridge.runtime import Runtime
 from arbridge.services.messaging.channel import Composed, Transmitted
 from arbridge.services.messaging.outgoing import SMS_CHANNEL, Prepared
 from arbridge.sync.db import among, transaction
-from arbridge.sync.model import Connection, OutboxMessage, SmsAccount
+from arbridge.sync.model import OutboxMessage, SmsAccount
 from arbridge.sync.outbox_kinds import OutboxKind
-from arbridge.sync.store import ledger_connection
+from arbridge.sync.store import LedgerState, ledger_connection
 
 WEBHOOK_PATH = "/webhooks/twilio"
 SIMULATED = "simulated"
@@ -82,10 +82,10 @@ def sms_unavailable_of(
     rt: Runtime,
     session: Session,
     company_ids: Sequence[int],
-    connections: Mapping[int, Connection],
+    connections: Mapping[int, LedgerState],
 ) -> dict[int, str | None]:
     """`sms_unavailable` of many businesses in at most one query (`connections`: their ledger
-    connections, as `sync.store.ledger_connections` read them)."""
+    connections, as `sync.store.ledger_connections` or `ledger_states` read them)."""
     install = rt.settings.twilio
     if install is not None and install.configured:
         return dict.fromkeys(company_ids)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from arbridge.collections.reminder_policy import (
     ReminderPolicy,
     SequenceError,
-    reminder_policy,
+    reminder_policies,
 )
 from arbridge.collections.reminders import (
     PROMISE_GRACE_DAYS,
@@ -47,6 +47,7 @@ from arbridge.sync.model import (
     ReminderSend,
 )
 from arbridge.sync.store import (
+    LedgerState,
     ledger_connections,
     log_activity,
 )
@@ -424,23 +425,27 @@ def load_days(
     rt: Runtime,
     days: Sequence[tuple[Company, date]],
     settings: Mapping[str, Any] | None = None,
+    connections: Mapping[int, LedgerState] | None = None,
 ) -> list[Loaded]:
     """The decisions of many companies, each on its own day, in a fixed number of statements
     whatever their number (issue 14: ten per company made a daily run over 10,000 companies
     take half a minute): one candidate query per policy shape (companies whose sequences start
     alike on the same day), the facts of every candidate in one pass, the ledger connections in
     one query, then the pure decision per company. `settings`: a choice the owner is
-    previewing, for every company instead of its own."""
+    previewing, for every company instead of its own; `connections`: their ledger connections,
+    when the caller has read them already (`sync.store.ledger_states`: then no Loaded
+    carries its connection, only its last sync)."""
     policies: dict[int, ReminderPolicy] = {}
     held: dict[int, Loaded] = {}
     shapes: dict[tuple[Any, ...], list[Company]] = {}
-    for company, as_of in days:
-        try:
-            policy = reminder_policy(company.settings if settings is None else settings)
-        except SequenceError as e:
+    read = reminder_policies(
+        company.settings if settings is None else settings for company, _ in days
+    )
+    for (company, as_of), policy in zip(days, read, strict=True):
+        if isinstance(policy, SequenceError):
             empty = DayDecisions(as_of, (), ())
             held[company.id] = Loaded(
-                company, ReminderPolicy(enabled=False), as_of, empty, None, str(e)
+                company, ReminderPolicy(enabled=False), as_of, empty, None, str(policy)
             )
             continue
         policies[company.id] = policy
@@ -462,7 +467,11 @@ def load_days(
     facts_of: dict[int, list[InvoiceFacts]] = {}
     for f, i in zip(facts, invoices, strict=True):
         facts_of.setdefault(i.company_id, []).append(f)
-    conns = ledger_connections(session, list(policies)) if policies else {}
+    conns = (
+        connections
+        if connections is not None
+        else (ledger_connections(session, list(policies)) if policies else {})
+    )
     no_sms = sms_unavailable_of(rt, session, list(policies), conns) if policies else {}
     out = []
     for company, as_of in days:
@@ -483,7 +492,7 @@ def load_days(
                 as_of,
                 decided,
                 conn.last_sync_at if conn else None,
-                connection=conn,
+                connection=conn if isinstance(conn, Connection) else None,
             )
         )
     return out

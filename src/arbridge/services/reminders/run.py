@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from arbridge.collections.reminder_policy import (
     SequenceError,
+    reminder_policies,
     reminder_policy,
     statement_due,
 )
@@ -58,8 +59,9 @@ from arbridge.sync.model import (
 from arbridge.sync.notices import tell_owner
 from arbridge.sync.outbox_kinds import OutboxKind
 from arbridge.sync.store import (
+    LedgerState,
     company_today,
-    ledger_connections,
+    ledger_states,
     log_activity,
 )
 
@@ -174,12 +176,11 @@ def run_reminders_of(rt: Runtime, companies: Sequence[Company]) -> dict[int, Run
     alone: list[Company] = []
     together: list[tuple[Company, datetime | None]] = []
     with rt.sessions() as session:
-        conns = ledger_connections(session, [c.id for c in companies]) if companies else {}
+        conns = ledger_states(session, [c.id for c in companies]) if companies else {}
     now = rt.clock.now()
-    for company in companies:
-        try:
-            policy = reminder_policy(company.settings)
-        except SequenceError:
+    policies = reminder_policies(company.settings for company in companies)
+    for company, policy in zip(companies, policies, strict=True):
+        if isinstance(policy, SequenceError):
             alone.append(company)
             continue
         conn = conns.get(company.id)
@@ -194,7 +195,7 @@ def run_reminders_of(rt: Runtime, companies: Sequence[Company]) -> dict[int, Run
             alone.append(company)
     if together:
         try:
-            out.update(remind_together(rt, together))
+            out.update(remind_together(rt, together, conns))
         except Exception:
             log.exception(
                 "reminders of %d companies together failed: each runs alone", len(together)
@@ -209,7 +210,9 @@ def run_reminders_of(rt: Runtime, companies: Sequence[Company]) -> dict[int, Run
 
 
 def remind_together(
-    rt: Runtime, companies: Sequence[tuple[Company, datetime | None]]
+    rt: Runtime,
+    companies: Sequence[tuple[Company, datetime | None]],
+    connections: Mapping[int, LedgerState] | None = None,
 ) -> dict[int, RunResult]:
     """The day's reminders of companies on freshly synced ledgers (each with its last sync),
     in one transaction and a fixed number of statements whatever their number (issue 14: a
@@ -226,7 +229,7 @@ def remind_together(
         days = [(company, company_today(company, rt.clock)) for company, _ in companies]
         settle_promises_of(session, rt, days)
         session.flush()
-        loaded = load_days(session, rt, days)
+        loaded = load_days(session, rt, days, connections=connections)
         due: list[tuple[Loaded, CustomerMessage]] = []
         for day in loaded:
             for m in day.day.messages:
@@ -400,23 +403,22 @@ def _write(session: Session, writes: _Writes) -> None:
 
 
 def _highest_steps(session: Session, claims: Sequence[Sequence[Claimed]]) -> None:
-    """Each invoice keeps its highest claimed step (the day's candidates are read by it)."""
+    """Each invoice keeps its highest claimed step (the day's candidates are read by it): one
+    UPDATE per step claimed (a sequence has a handful), each naming its invoices as one list."""
     steps: dict[int, int] = {}
     for claimed in claims:
         for c in claimed:
             steps[c.invoice_id] = max(c.step_index, steps.get(c.invoice_id, -1))
-    if not steps:
-        return
-    invoices = Invoice.__table__
-    session.execute(
-        update(invoices)
-        .where(
-            invoices.c.id == bindparam("invoice"),
-            invoices.c.highest_step_claimed < bindparam("step"),
+    by_step: dict[int, list[int]] = {}
+    for invoice_id, step_index in steps.items():
+        by_step.setdefault(step_index, []).append(invoice_id)
+    for step_index, ids in sorted(by_step.items()):
+        session.execute(
+            update(Invoice)
+            .where(among(session, Invoice.id, ids), Invoice.highest_step_claimed < step_index)
+            .values(highest_step_claimed=step_index)
+            .execution_options(synchronize_session=False)
         )
-        .values(highest_step_claimed=bindparam("step")),
-        [{"invoice": i, "step": step} for i, step in sorted(steps.items())],
-    )
 
 
 def _outbox_row(
