@@ -34,7 +34,7 @@ from arbridge.config import Settings
 from arbridge.crypto import new_key
 from arbridge.runtime import Runtime
 from arbridge.sync import db
-from arbridge.sync.model import CompanyJob, Connection, ReminderSend
+from arbridge.sync.model import CompanyJob, ReminderSend
 from arbridge.worker import claim_and_run
 from bench_reminders import AS_OF, NOW, _companies, _grow, _insert
 from scratch import scratch_schema
@@ -53,21 +53,7 @@ def _runtime(url: str, tmp: Path, key: str) -> Runtime:
 def _build(rt: Runtime, n: int, first: int) -> list[int]:
     companies, customers = _companies(rt, n, first)
     _grow(rt, companies, customers, 20, 0, 2)
-    _insert(
-        rt,
-        Connection,
-        (
-            {
-                "company_id": cid,
-                "provider": "demo",
-                "tenant_id": f"bench-{cid}",
-                "status": "active",
-                "last_sync_at": NOW,
-                "created_at": NOW,
-            }
-            for cid in companies
-        ),
-    )
+    # Each on a demo ledger synced just now (bench_reminders' _companies).
     _insert(
         rt,
         CompanyJob,

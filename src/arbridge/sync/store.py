@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import BigInteger, and_, case, cast, func, or_, select, update
+from sqlalchemy import BigInteger, Select, and_, case, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock, local_date
@@ -162,16 +162,17 @@ def ledger_connection(session: Session, company_id: int) -> Connection | None:
 def ledger_connections(session: Session, company_ids: Sequence[int]) -> dict[int, Connection]:
     """`ledger_connection` of many companies in one query (the first of each, by id)."""
     found: dict[int, Connection] = {}
-    for conn in session.scalars(
-        select(Connection)
-        .where(
-            among(session, Connection.company_id, company_ids),
-            Connection.provider.not_in(PAYMENT_PROVIDERS),
-        )
-        .order_by(Connection.id)
-    ):
+    for conn in session.scalars(_ledgers_of(session, company_ids, select(Connection))):
         found.setdefault(conn.company_id, conn)
     return found
+
+
+def _ledgers_of(session: Session, company_ids: Sequence[int], query: Select[Any]) -> Select[Any]:
+    """`query` of connections narrowed to these companies' ledgers, first ones first."""
+    return query.where(
+        among(session, Connection.company_id, company_ids),
+        Connection.provider.not_in(PAYMENT_PROVIDERS),
+    ).order_by(Connection.id)
 
 
 class LedgerState(Protocol):
@@ -191,15 +192,9 @@ def ledger_states(session: Session, company_ids: Sequence[int]) -> dict[int, Led
     """`ledger_connections`, only the columns a daily run reads (thousands of whole
     Connection objects were a tenth of a run over 10,000 companies)."""
     found: dict[int, LedgerState] = {}
+    columns = (Connection.company_id, Connection.provider, Connection.status)
     for row in session.execute(
-        select(
-            Connection.company_id, Connection.provider, Connection.status, Connection.last_sync_at
-        )
-        .where(
-            among(session, Connection.company_id, company_ids),
-            Connection.provider.not_in(PAYMENT_PROVIDERS),
-        )
-        .order_by(Connection.id)
+        _ledgers_of(session, company_ids, select(*columns, Connection.last_sync_at))
     ):
         found.setdefault(row.company_id, row)
     return found

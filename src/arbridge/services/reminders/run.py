@@ -255,10 +255,10 @@ def remind_together(
                 continue  # already claimed by an earlier run
             result = results[day.company.id]
             if m.channel == EMAIL_CHANNEL:
-                _queue_email(writes, rt, day, m, claimed, now)
+                _queue_email(writes, day, m, claimed, now)
                 result.emails += 1
             elif m.channel == SMS_CHANNEL:
-                queue_text(writes, rt, day, m, claimed, now)
+                _queue_text(writes, day, m, claimed, now)
                 result.texts += 1
             elif m.channel == "call":
                 _call_task(writes, day, m, claimed, emails_sent, now)
@@ -376,13 +376,7 @@ def _write(session: Session, writes: _Writes) -> None:
             payload["statement_link_id"] = ids[payload["statement_link_id"]]
             for inv in payload["invoices"]:
                 inv["pay_link_id"] = ids[inv["pay_link_id"]]
-    if writes.outbox:
-        session.execute(
-            dialect_insert(session)(OutboxMessage.__table__).on_conflict_do_nothing(
-                index_elements=["key"]
-            ),
-            writes.outbox,
-        )
+    _insert_once(session, OutboxMessage, writes.outbox)
     if writes.keys:
         sends = ReminderSend.__table__
         session.execute(
@@ -391,15 +385,18 @@ def _write(session: Session, writes: _Writes) -> None:
             .values(outbox_key=bindparam("key")),
             writes.keys,
         )
-    if writes.calls:
-        session.execute(
-            dialect_insert(session)(CallTask.__table__).on_conflict_do_nothing(
-                index_elements=["key"]
-            ),
-            writes.calls,
-        )
+    _insert_once(session, CallTask, writes.calls)
     if writes.activity:
         session.execute(insert(Activity.__table__), writes.activity)
+
+
+def _insert_once(session: Session, model: type[OutboxMessage | CallTask], rows: list[Any]) -> None:
+    """Rows unique on their key: one already there is left as it is."""
+    if rows:
+        session.execute(
+            dialect_insert(session)(model.__table__).on_conflict_do_nothing(index_elements=["key"]),
+            rows,
+        )
 
 
 def _highest_steps(session: Session, claims: Sequence[Sequence[Claimed]]) -> None:
@@ -478,7 +475,6 @@ def _outbox_row(
 
 def _queue_email(
     writes: _Writes,
-    rt: Runtime,
     day: Loaded,
     m: CustomerMessage,
     claimed: Sequence[Claimed],
@@ -503,9 +499,8 @@ def _queue_email(
     )
 
 
-def queue_text(
+def _queue_text(
     writes: _Writes,
-    rt: Runtime,
     day: Loaded,
     m: CustomerMessage,
     claimed: Sequence[Claimed],
