@@ -352,8 +352,11 @@ def _phone_facts(c: Any, country: str | None) -> dict[str, str | None]:
     """The number stored in E.164 at sync; one synced before numbers were parsed is read now."""
     if c.phone_e164 or c.phone_problem:
         return {"phone": c.phone_e164, "phone_problem": c.phone_problem}
-    phone = parse_phone(c.phone, country)
+    phone = _NO_PHONE if not c.phone else parse_phone(c.phone, country)
     return {"phone": phone.e164, "phone_problem": phone.problem}
+
+
+_NO_PHONE = parse_phone(None, None)
 
 
 def local_day_start(now: datetime, timezone: str) -> datetime:

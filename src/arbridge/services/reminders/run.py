@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from arbridge.collections.reminder_policy import (
+    ReminderPolicy,
     SequenceError,
     reminder_policies,
     reminder_policy,
@@ -106,6 +108,22 @@ class _Writes:
     keys: list[dict[str, Any]] = field(default_factory=list)  # claim id -> its outbox key
     calls: list[dict[str, Any]] = field(default_factory=list)
     activity: list[dict[str, Any]] = field(default_factory=list)
+    # When a message may go out, by (channel, recipient's zone, policy): the same few for all.
+    times: dict[tuple[str, ZoneInfo, int], datetime | None] = field(default_factory=dict)
+
+    def when(
+        self,
+        channel: str,
+        tz: ZoneInfo,
+        policy: ReminderPolicy,
+        first: Callable[[datetime, ZoneInfo, ReminderPolicy], datetime | None],
+        now: datetime,
+    ) -> datetime | None:
+        """`first(now, tz, policy)`, worked out once per zone and policy in a run."""
+        key = (channel, tz, id(policy))
+        if key not in self.times:
+            self.times[key] = first(now, tz, policy)
+        return self.times[key]
 
     def log(self, now: datetime, company_id: int, kind: str, message: str, **data: Any) -> None:
         """An activity row, as `log_activity` writes it."""
@@ -482,7 +500,10 @@ def _queue_email(
 ) -> None:
     company = day.company
     key = f"reminder:c{m.customer.customer_id}:{day.as_of.isoformat()}:r{claimed[0].id}"
-    when = send_at(now, zone(m.customer.timezone, company.timezone), day.policy)
+    when = writes.when(
+        EMAIL_CHANNEL, zone(m.customer.timezone, company.timezone), day.policy, send_at, now
+    )
+    assert when is not None
     _outbox_row(writes, day, m, claimed, OutboxKind.EMAIL, key, "reminder", when, now)
     numbers = ", ".join(c.label for c in claimed)
     writes.log(
@@ -511,7 +532,7 @@ def _queue_text(
     company = day.company
     key = f"sms:c{m.customer.customer_id}:{day.as_of.isoformat()}:r{claimed[0].id}"
     tz = recipient_zone(m.customer.timezone, m.contact.phone, company.timezone)
-    when = sms_send_at(now, tz, day.policy)
+    when = writes.when(SMS_CHANNEL, tz, day.policy, sms_send_at, now)
     assert when is not None  # decided only when the window leaves some hours (load_days)
     _outbox_row(writes, day, m, claimed, OutboxKind.SMS, key, SMS_MAIL, when, now)
     numbers = ", ".join(c.label for c in claimed)
