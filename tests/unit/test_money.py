@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
+from babel.numbers import format_currency, list_currencies
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -69,3 +70,21 @@ def test_allocate_adds_up_exactly(minor, parts):
 
 def test_format_uses_the_currency_symbol():
     assert Money(Decimal("1234.5"), "USD").format() == "$1,234.50"
+
+
+@pytest.mark.parametrize(
+    "locale", ["en_US", "en_GB", "en_IN", "de_DE", "de_CH", "fr_FR", "ja_JP", "ar_EG", "pt_BR"]
+)
+def test_format_writes_every_currency_exactly_as_babel_does(locale):
+    """Money.format looks the pattern and symbol up once per currency and locale (a daily run
+    formats tens of thousands of totals); what it writes is babel's `format_currency`."""
+    for currency in sorted(list_currencies()):
+        try:
+            Money.zero(currency)
+        except ValueError:
+            continue  # a currency Money does not take
+        for minor in (0, 1, -1250, 10000, 123456789, -99, 7, 100000000000):
+            amount = Money.from_minor(minor, currency)
+            assert amount.format(locale) == format_currency(
+                amount.amount, currency, locale=locale
+            ), (currency, minor)
