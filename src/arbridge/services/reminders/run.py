@@ -181,7 +181,10 @@ def run_reminders(rt: Runtime, company: Company) -> RunResult:
             )
         log.warning("reminders for %s held: %s", company.slug, hold)
         return RunResult(hold=hold)
-    return remind_together(rt, [(company, synced_at)])[company.id]
+    result = remind_together(rt, [(company, synced_at)])[company.id]
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def run_reminders_of(rt: Runtime, companies: Sequence[Company]) -> dict[int, RunResult | Exception]:
@@ -231,7 +234,7 @@ def remind_together(
     rt: Runtime,
     companies: Sequence[tuple[Company, datetime | None]],
     connections: Mapping[int, LedgerState] | None = None,
-) -> dict[int, RunResult]:
+) -> dict[int, RunResult | Exception]:
     """The day's reminders of companies on freshly synced ledgers (each with its last sync),
     in one transaction and a fixed number of statements whatever their number (issue 14: a
     run over 10,000 companies one at a time took half a minute): the decisions of all of
@@ -239,8 +242,10 @@ def remind_together(
     both: a rerun, or a run after a crash, claims nothing twice and so queues nothing twice),
     and for the steps this run claimed, their payment links, outbox rows, call tasks and
     activity, a table at a time. Escalations (rare) and the statement day's statements are
-    carried out company by company."""
+    carried out company by company; a company whose statements fail (after the transaction)
+    gets the error in place of its result."""
     results = {company.id: RunResult() for company, _ in companies}
+    failed: dict[int, Exception] = {}
     synced_at = {company.id: synced for company, synced in companies}
     now = rt.clock.now()
     with transaction(rt.sessions) as session:
@@ -290,10 +295,14 @@ def remind_together(
             _escalation_digest(session, rt, day.company, day.as_of, digests.get(day.company.id, []))
     for day in loaded:
         if not day.hold and statement_due(day.policy, day.as_of):
-            results[day.company.id].statements = queue_statements(
-                rt, day.company, day.as_of, day.policy
-            )
-    return results
+            try:
+                results[day.company.id].statements = queue_statements(
+                    rt, day.company, day.as_of, day.policy
+                )
+            except Exception as e:  # its reminders are queued: only its statements failed
+                log.exception("statements for %s failed", day.company.slug)
+                failed[day.company.id] = e
+    return {**results, **failed}
 
 
 def _claim(
