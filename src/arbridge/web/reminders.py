@@ -681,7 +681,8 @@ def call_done(company: Company, task_id: int) -> Any:
         return back
     s.commit()
     held = f" Reminders paused for {', '.join(logged.held)}." if logged.held else ""
-    flash(f"Call logged: {task.outcome}.{held}", "ok")
+    again = " It stays on your list to try again." if task.done_at is None else ""
+    flash(f"Call logged: {task.outcome}.{held}{again}", "ok")
     return back
 
 
