@@ -164,7 +164,7 @@ def run_reminders(rt: Runtime, company: Company) -> RunResult:
             [
                 d.invoice.invoice_id
                 for m in loaded.day.messages
-                if m.channel == "call"
+                if m.channel == "call" or m.also_call
                 for d in m.invoices
             ],
         )
@@ -179,6 +179,9 @@ def run_reminders(rt: Runtime, company: Company) -> RunResult:
             if m.channel == EMAIL_CHANNEL:
                 _queue_email(session, rt, company, m, claimed, as_of, loaded.policy)
                 result.emails += 1
+                if m.also_call:  # the contact prefers a call: on the list beside the email
+                    _call_task(session, rt, company, m, claimed, as_of, emails_sent)
+                    result.calls += 1
             elif m.channel == SMS_CHANNEL:
                 queue_text(session, rt, company, m, claimed, as_of, loaded.policy)
                 result.texts += 1
@@ -206,7 +209,7 @@ def _queue_email(
     policy: ReminderPolicy,
 ) -> None:
     key = f"reminder:c{m.customer.customer_id}:{as_of.isoformat()}:r{claimed[0][0].id}"
-    when = send_at(rt.clock.now(), zone(m.customer.timezone, company.timezone), policy)
+    when = send_at(rt.clock.now(), zone(m.timezone, company.timezone), policy)
     queue_reminder(session, rt, company, m, claimed, OutboxKind.EMAIL, key, "reminder", when)
     numbers = ", ".join(inv.number or inv.source_id for _row, inv in claimed)
     total = total_due(inv for _row, inv in claimed)
@@ -260,6 +263,8 @@ def _call_task(
     history = (
         f"{emailed} reminder email(s) sent so far" if emailed else "no reminder email sent yet"
     )
+    if m.route:
+        history += f"; {m.route}"
     session.execute(
         dialect_insert(session)(CallTask.__table__)
         .values(

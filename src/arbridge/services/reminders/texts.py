@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from arbridge.collections.reminder_policy import ReminderPolicy, reminder_policy
+from arbridge.collections.reminder_words import step_in_words
 from arbridge.collections.reminders import CustomerMessage
 from arbridge.collections.sms import may_text_now, recipient_zone, render_sms, sms_send_at
 from arbridge.collections.templates import Rendered, TemplateProblem
@@ -43,7 +44,7 @@ def queue_text(
     """The step's text in the outbox, due at the first instant a text may reach the customer."""
     assert m.contact is not None and m.contact.phone
     key = f"sms:c{m.customer.customer_id}:{as_of.isoformat()}:r{claimed[0][0].id}"
-    tz = recipient_zone(m.customer.timezone, m.contact.phone, company.timezone)
+    tz = recipient_zone(m.timezone, m.contact.phone, company.timezone)
     when = sms_send_at(rt.clock.now(), tz, policy)
     assert when is not None  # decided only when the window leaves some hours (load_day)
     queue_reminder(session, rt, company, m, claimed, OutboxKind.SMS, key, SMS_MAIL, when)
@@ -53,7 +54,7 @@ def queue_text(
         rt.clock,
         company.id,
         "reminders.queued",
-        f"Text ({m.step.key}) queued for {m.customer.name} <{m.contact.phone}> about {numbers}: "
+        f"Text ({step_in_words(m.step)}) queued for {m.customer.name} <{m.contact.phone}> about {numbers}: "
         f"{total_due(inv for _row, inv in claimed)}",
         customer_id=m.customer.customer_id,
         outbox_key=key,
@@ -129,7 +130,9 @@ def prepare_text(rt: Runtime, message: OutboxMessage) -> Prepared | Held | str:
                 row.status, row.note = "cancelled", "not sent: no number to text"
             return "cancelled: no number to text"
         policy = reminder_policy(company.settings)
-        tz = recipient_zone(customer.timezone, contact.phone_e164, company.timezone)
+        tz = recipient_zone(
+            contact.timezone or customer.timezone, contact.phone_e164, company.timezone
+        )
         now = rt.clock.now()
         if not may_text_now(now, tz, policy):
             # A retry (or a worker that was down) came outside the hours: wait for the next.
