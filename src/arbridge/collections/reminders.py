@@ -350,7 +350,7 @@ def reminder_route(cust: CustomerFacts, sms: str | None) -> Route:
     if lead is not None and lead.preferred == "phone":
         if email_to is None:
             return Route("call", None, f"{who} prefers a call (no email to send)")
-        return Route("email", email_to, f"{who} prefers a call: on your call list too", True)
+        return Route("email", email_to, f"{who} prefers a call", True)
     return Route("email", email_to)
 
 
@@ -429,7 +429,8 @@ def decide_day(
                 contact,
                 held,
                 route.note if route else None,
-                bool(route and route.also_call),
+                # One call a day for a customer: none more when a call step is due anyway.
+                bool(route and route.also_call and (customer_id, "call") not in grouped),
             )
         )
     messages.sort(key=lambda m: (m.customer.name.lower(), m.customer.customer_id, m.channel))

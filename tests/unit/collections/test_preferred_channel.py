@@ -115,3 +115,21 @@ def test_a_contact_s_own_timezone_comes_before_the_customer_s():
     (m,) = decide(replace(DANA, preferred=None), customer_tz="Europe/Paris")
     assert m.timezone == "Europe/Paris"
     assert ZoneInfo(m.timezone).utcoffset(datetime(2026, 11, 24, tzinfo=UTC)) is not None
+
+
+def test_a_call_step_due_the_same_day_makes_the_only_call():
+    both = ReminderSequence(
+        "default",
+        (Step("after-3", 3, "email", "overdue_friendly"), Step("after-4", 4, "call", "call")),
+    )
+    cust = CustomerFacts(1, "Harbor Foods", (replace(DANA, preferred="phone"),))
+    invoices = [
+        InvoiceFacts(10, 1, "INV-10", date(2026, 11, 21), "USD", 10_000),
+        InvoiceFacts(11, 1, "INV-11", date(2026, 11, 20), "USD", 10_000),
+    ]
+    policy = ReminderPolicy(sequences={"default": both})
+    messages = decide_day([cust], invoices, policy, TODAY, sms=None).messages
+    assert sorted((m.channel, m.also_call) for m in messages) == [
+        ("call", False),
+        ("email", False),
+    ]
