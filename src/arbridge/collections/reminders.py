@@ -21,7 +21,7 @@ The rules, in plain terms:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_CEILING, Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -402,6 +402,16 @@ def decide_day(
         top = max(items, key=lambda d: (d.step_index, d.step.offset_days if d.step else 0))
         assert top.step is not None
         route = routes.get(customer_id) if (customer_id, channel) in routed else None
+        # A call for a preference: once the invoices are overdue (a heads-up is no call), and
+        # none more when a call step is due the same day.
+        calls = bool(
+            route
+            and route.also_call
+            and top.step.offset_days > 0
+            and (customer_id, "call") not in grouped
+        )
+        if route is not None and route.also_call and not calls and top.step.offset_days <= 0:
+            route = replace(route, note=f"{route.note}: a call once it is overdue")
         if route is not None and route.channel != "call":
             contact = route.contact
         else:
@@ -429,8 +439,7 @@ def decide_day(
                 contact,
                 held,
                 route.note if route else None,
-                # One call a day for a customer: none more when a call step is due anyway.
-                bool(route and route.also_call and (customer_id, "call") not in grouped),
+                calls,
             )
         )
     messages.sort(key=lambda m: (m.customer.name.lower(), m.customer.customer_id, m.channel))

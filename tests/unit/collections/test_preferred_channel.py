@@ -133,3 +133,13 @@ def test_a_call_step_due_the_same_day_makes_the_only_call():
         ("call", False),
         ("email", False),
     ]
+
+
+def test_a_heads_up_before_the_due_date_brings_no_call():
+    heads_up = ReminderSequence("default", (Step("before-3", -3, "email", "upcoming"),))
+    cust = CustomerFacts(1, "Harbor Foods", (replace(DANA, preferred="phone"),))
+    inv = InvoiceFacts(10, 1, "INV-10", date(2026, 11, 27), "USD", 10_000)
+    policy = ReminderPolicy(sequences={"default": heads_up})
+    (m,) = decide_day([cust], [inv], policy, TODAY, sms=None).messages
+    assert (m.channel, m.also_call) == ("email", False)
+    assert "a call once it is overdue" in m.route
