@@ -11,9 +11,12 @@ from zoneinfo import available_timezones
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from arbridge.collections.reminder_policy import SequenceError, reminder_policy
+from arbridge.collections.reminders import Route
+from arbridge.collections.sms import recipient_zone
 from arbridge.readmodels import customers as reads
 from arbridge.readmodels.plans import company_plans
 from arbridge.services.messaging.sms_setup import update_phone
+from arbridge.services.reminders.facts import customer_route
 from arbridge.sync.model import CONTACT_CHANNELS, Company, Contact, Customer
 from arbridge.sync.store import company_today, log_activity
 from arbridge.web.common import company_required, db, get_or_404, id_arg, page_arg, runtime
@@ -91,6 +94,7 @@ def customer(company: Company, customer_id: int) -> Any:
     s, rt = db(), runtime()
     cust = get_or_404(Customer, customer_id, company)
     today = company_today(company, rt.clock)
+    route = customer_route(s, rt, company, cust)
     try:
         sequence_names = sorted(reminder_policy(company.settings).sequences)
     except SequenceError:
@@ -106,7 +110,19 @@ def customer(company: Company, customer_id: int) -> Any:
         sequence_names=sequence_names,
         timezones=sorted(tz for tz in available_timezones() if "/" in tz),
         today=today,
+        route=route,
+        route_zone=_route_zone(route, cust, company),
+        now=rt.clock.now(),
     )
+
+
+def _route_zone(route: Route, cust: Customer, company: Company) -> str:
+    """The zone whose hours the customer's reminders arrive in: the contact's, the customer's,
+    for a text the number's (where it has one), else the business's."""
+    own = (route.contact.timezone if route.contact else None) or cust.timezone
+    if route.channel == "sms" and route.contact is not None:
+        return str(recipient_zone(own, route.contact.phone, company.timezone))
+    return own or company.timezone
 
 
 def _back(company: Company, cust: Customer, anchor: str) -> Any:
@@ -118,7 +134,7 @@ def _back(company: Company, cust: Customer, anchor: str) -> Any:
 @bp.post("/customers/<int:customer_id>/contact")
 @company_required
 def save_contact(company: Company, customer_id: int) -> Any:
-    """A contact's email, phone and preferred channel as the owner sets them. arbridge does not
+    """A contact's email, phone, preferred channel and timezone as the owner sets them. arbridge does not
     write contacts back to the ledger; the owner's values are kept over every later sync."""
     rt, s = runtime(), db()
     cust = get_or_404(Customer, customer_id, company)
@@ -128,6 +144,7 @@ def save_contact(company: Company, customer_id: int) -> Any:
     email = (request.form.get("email") or "").strip()
     phone = (request.form.get("phone") or "").strip()
     channel = (request.form.get("preferred_channel") or "").strip()
+    zone = (request.form.get("timezone") or "").strip()
     if email and (
         len(email) > MAX_EMAIL or email.count("@") != 1 or any(c.isspace() for c in email)
     ):
@@ -142,8 +159,13 @@ def save_contact(company: Company, customer_id: int) -> Any:
         log.info("contact %s: refused a preferred channel", contact.id)
         flash("Choose how they prefer to be reached from the list.", "error")
         return _back(company, cust, "#contacts")
+    if zone and zone not in available_timezones():
+        log.info("contact %s: refused timezone %r", contact.id, zone[:64])
+        flash("Choose a timezone from the list.", "error")
+        return _back(company, cust, "#contacts")
     contact.set_by_owner(email, phone)
     contact.preferred_channel = channel or None
+    contact.timezone = zone or None
     update_phone(s, contact)  # stored in E.164 again, for texts
     log_activity(
         s,

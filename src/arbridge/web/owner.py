@@ -18,6 +18,7 @@ from arbridge.errors import ArbridgeError
 from arbridge.readmodels import delivery as delivery_reads
 from arbridge.readmodels import fees as fee_reads
 from arbridge.readmodels import owner as owner_reads
+from arbridge.readmodels.timeline import invoice_timeline
 from arbridge.services.documents.logo import LogoRefused, set_logo
 from arbridge.services.reminders.rendering import statement_link_days
 from arbridge.sync.model import Company, Invoice, InvoiceHold
@@ -108,6 +109,7 @@ def invoice(company: Company, invoice_id: int) -> Any:
         company=company,
         row=owner_reads.invoice_row(inv, company, today),
         inv=inv,
+        timeline=invoice_timeline(db(), company, inv),
         **_invoice_fees(company, inv),
     )
 
@@ -149,6 +151,7 @@ def pay_link(company: Company, invoice_id: int) -> Any:
         company=company,
         row=owner_reads.invoice_row(inv, company, today),
         inv=inv,
+        timeline=invoice_timeline(db(), company, inv),
         link=link,
         **_invoice_fees(company, inv),
     )
