@@ -16,6 +16,7 @@ from arbridge.collections.reminder_policy import (
     ReminderPolicy,
     SequenceError,
     reminder_policies,
+    reminder_policy,
 )
 from arbridge.collections.reminders import (
     PROMISE_GRACE_DAYS,

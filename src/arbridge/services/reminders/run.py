@@ -512,9 +512,7 @@ def _queue_email(
 ) -> None:
     company = day.company
     key = f"reminder:c{m.customer.customer_id}:{day.as_of.isoformat()}:r{claimed[0].id}"
-    when = writes.when(
-        EMAIL_CHANNEL, zone(m.timezone, company.timezone), day.policy, send_at, now
-    )
+    when = writes.when(EMAIL_CHANNEL, zone(m.timezone, company.timezone), day.policy, send_at, now)
     assert when is not None
     _outbox_row(writes, day, m, claimed, OutboxKind.EMAIL, key, "reminder", when, now)
     numbers = ", ".join(c.label for c in claimed)
