@@ -132,19 +132,6 @@ ONE_STATEMENT = (
 )
 
 
-def _prepared_first(conn: DbConnection, sql: str, params: Mapping[str, Any]) -> Any:
-    """The first row of `sql`, prepared on this pooled connection the first time it runs there
-    and reused after: later deliveries skip PostgreSQL's parsing and planning. Only this
-    statement: the engine keeps automatic preparing off for everything else (sync/db.py)."""
-    dbapi = conn.connection.dbapi_connection
-    before = dbapi.prepare_threshold  # type: ignore[union-attr]
-    dbapi.prepare_threshold = 0  # type: ignore[union-attr]
-    try:
-        return conn.exec_driver_sql(sql, params).first()  # type: ignore[arg-type]
-    finally:
-        dbapi.prepare_threshold = before  # type: ignore[union-attr]
-
-
 def _store_one(
     conn: DbConnection,
     provider: str,
@@ -155,8 +142,10 @@ def _store_one(
 ) -> Stored | None:
     """A new delivery of one event in one round trip (PostgreSQL; None: a repeated body, which
     takes the general way)."""
-    row = _prepared_first(
-        conn,
+    # Not prepared: psycopg deallocates every statement it prepared on a connection when that
+    # connection next rolls back (the pool's reset after any read-only session), so a worker that
+    # also serves pages would pay a DEALLOCATE and a new PREPARE round trip for it.
+    row = conn.exec_driver_sql(
         ONE_STATEMENT,
         {
             "provider": provider,
@@ -173,7 +162,7 @@ def _store_one(
             "occurred_at": e.occurred_at,
             "company_id": e.company_id,
         },
-    )
+    ).first()
     if row is None:
         return None
     if row[1] is None:
