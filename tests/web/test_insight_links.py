@@ -48,6 +48,11 @@ def test_each_forecast_week_links_to_the_invoices_behind_its_figure(client, rt):
         assert f"${sum((Decimal(r[-1]) for r in rows[1:]), Decimal(0)):,.2f}" == figure, which
     week3 = parse(client.get("/c/insight/invoices?expected=3").data)
     assert sorted(a.text for a in week3.find_all("td", cls="number")) == ["INV-E3", "INV-O1"]
+    # Each with the day it is expected: O1 due T+10 + C1's 7 = Dec 11; E3 T-5 + C2's 20 = Dec 9.
+    expected_days = sorted(
+        td.text.split("expected ")[1] for td in week3.find_all("td", cls="expected")
+    )
+    assert expected_days == ["Dec 11, 2026", "Dec 9, 2026"]
 
 
 def test_an_unknown_week_is_the_plain_list(client, rt):

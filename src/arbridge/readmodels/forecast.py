@@ -25,7 +25,13 @@ from sqlalchemy import and_, case, false, func, or_, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from arbridge.collections.insight import FORECAST_WEEKS, PlanStep, home_minor, plan_amounts
+from arbridge.collections.insight import (
+    FORECAST_WEEKS,
+    PlanStep,
+    expected_on,
+    home_minor,
+    plan_amounts,
+)
 from arbridge.money import Money
 from arbridge.sync.model import Company, Invoice, Plan, PlanInstallment, PlanInvoice
 from arbridge.sync.store import _GONE, allocations_to
@@ -72,6 +78,14 @@ class Expected:
     home_currency: str
     # Invoices of current plans: what each brings this week (home minor units).
     planned: Mapping[int, int] = field(default_factory=dict)
+    lateness: Mapping[int, int] = field(default_factory=dict)
+    today: date | None = None
+
+    def expected_day(self, inv: Invoice) -> date | None:
+        """The day the forecast expects the invoice (None: on its plan's installments)."""
+        if inv.id in self.planned or self.today is None:
+            return None
+        return expected_on(inv.due_on, self.lateness.get(inv.customer_id, 0), self.today)
 
     def amount_minor(self, inv: Invoice, left_minor: int) -> int:
         if inv.id in self.planned:
@@ -138,7 +152,18 @@ def expected(
         and_(counts, Invoice.id.not_in(planned_ids), when),
         Invoice.id.in_(list(planned)) if planned else false(),
     )
-    return Expected(which, first, last, applied, condition, left, company.home_currency, planned)
+    return Expected(
+        which,
+        first,
+        last,
+        applied,
+        condition,
+        left,
+        company.home_currency,
+        planned,
+        dict(lateness),
+        today,
+    )
 
 
 def _planned_shares(
