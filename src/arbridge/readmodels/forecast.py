@@ -33,8 +33,9 @@ from arbridge.collections.insight import (
     plan_amounts,
 )
 from arbridge.money import Money
+from arbridge.sync.insight_store import _applied_by
 from arbridge.sync.model import Company, Invoice, Plan, PlanInstallment, PlanInvoice
-from arbridge.sync.store import _GONE, allocations_to
+from arbridge.sync.store import _GONE
 
 WEEKS = (*(str(i) for i in range(1, FORECAST_WEEKS + 1)), "later")
 
@@ -121,7 +122,8 @@ def expected(
     """Week `which` of today's forecast, with each customer's `lateness` (the forecast's: the
     insight snapshot's), as a filter."""
     first, last = expected_range(today, which)
-    applied = allocations_to(company.id, today, today)
+    # What the forecast itself counts as applied by today (one grouped sum, no running sums).
+    applied = _applied_by(company.id, today)
     left = Invoice.total_minor - func.coalesce(applied.c.by_end, 0)
     planned_ids = (
         select(PlanInvoice.invoice_id)
