@@ -5,22 +5,29 @@ payments, sequence, do-not-chase, plans). Every route is scoped to the user's co
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from dataclasses import replace
 from typing import Any
 from zoneinfo import available_timezones
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
+from arbridge.collections.insight import Flag
+from arbridge.collections.kpis import two_places
 from arbridge.collections.reminder_policy import SequenceError, reminder_policy
 from arbridge.collections.reminders import Route
 from arbridge.collections.sms import recipient_zone
+from arbridge.money import Money
 from arbridge.readmodels import customers as reads
 from arbridge.readmodels.plans import company_plans
 from arbridge.services.messaging.sms_setup import update_phone
 from arbridge.services.reminders.facts import customer_route
+from arbridge.sync.insight_store import customers as insight_customers
 from arbridge.sync.model import CONTACT_CHANNELS, Company, Contact, Customer
 from arbridge.sync.store import company_today, log_activity
 from arbridge.web.common import company_required, db, get_or_404, id_arg, page_arg, runtime
 from arbridge.web.csv_export import csv_response
+from arbridge.web.insight import dashboard_insight
 
 bp = Blueprint("customers", __name__, url_prefix="/c/<slug>")
 log = logging.getLogger(__name__)
@@ -47,19 +54,47 @@ def _list_args() -> dict[str, Any]:
 def customers_list(company: Company) -> Any:
     args = _list_args()
     today = company_today(company, runtime().clock)
+    flags = _flags(company)
     found = reads.customers_page(
-        db(), company, today, page=page_arg(PAGE_SIZE), page_size=PAGE_SIZE, **args
+        db(),
+        company,
+        today,
+        page=page_arg(PAGE_SIZE),
+        page_size=PAGE_SIZE,
+        flag_counts=Counter(f.id for f in flags),
+        **args,
     )
+    found = replace(found, rows=_flagged(found.rows, flags))
     return render_template(
         "customers.html", company=company, found=found, today=today, sorts=reads.SORTS, **args
     )
+
+
+def _flags(company: Company) -> list[Flag]:
+    """Today's insight flags (slowing, partials_growing, near_limit, over_limit), as the
+    dashboard shows them; none while the insight is being computed."""
+    found = dashboard_insight(company).found
+    return [] if found is None else list(found.flags)
+
+
+def _flagged(rows: list[reads.CustomerRow], flags: list[Flag]) -> list[reads.CustomerRow]:
+    by_customer: dict[int, list[Flag]] = {}
+    for f in flags:
+        by_customer.setdefault(f.id, []).append(f)
+    return [replace(r, insight_flags=tuple(by_customer.get(r.customer.id, ()))) for r in rows]
 
 
 @bp.get("/customers.csv")
 @company_required
 def customers_csv(company: Company) -> Any:
     today = company_today(company, runtime().clock)
-    rows = reads.customers_export(db(), company, today, **_list_args())
+    flags = _flags(company)
+    rows = _flagged(
+        reads.customers_export(
+            db(), company, today, flag_counts=Counter(f.id for f in flags), **_list_args()
+        ),
+        flags,
+    )
     return csv_response(
         f"customers-{company.slug}-{today.isoformat()}.csv",
         [
@@ -71,6 +106,9 @@ def customers_csv(company: Company) -> Any:
             "Last payment",
             "Days late (average, last 365 days)",
             "Flags",
+            "Days to pay (average, last 365 days)",
+            "On-time rate (last 365 days)",
+            f"Credit limit ({company.home_currency})",
         ],
         (
             [
@@ -81,7 +119,12 @@ def customers_csv(company: Company) -> Any:
                 r.open_invoices,
                 r.last_payment.isoformat() if r.last_payment else "",
                 r.lateness,
-                "; ".join(r.flags),
+                "; ".join([*r.flags, *(f"{f.kind}: {f.reason}" for f in r.insight_flags)]),
+                "" if r.days_to_pay is None else two_places(r.days_to_pay),
+                "" if r.on_time_rate is None else two_places(r.on_time_rate),
+                ""
+                if r.limit_minor is None
+                else Money.from_minor(r.limit_minor, company.home_currency).amount,
             ]
             for r in rows
         ),
@@ -95,6 +138,9 @@ def customer(company: Company, customer_id: int) -> Any:
     cust = get_or_404(Customer, customer_id, company)
     today = company_today(company, rt.clock)
     route = customer_route(s, rt, company, cust)
+    d = reads.customer_detail(s, company, cust, today)
+    d = replace(d, row=_flagged([d.row], _flags(company))[0])
+    terms = insight_customers(s, company, cust.id)
     try:
         sequence_names = sorted(reminder_policy(company.settings).sequences)
     except SequenceError:
@@ -103,7 +149,8 @@ def customer(company: Company, customer_id: int) -> Any:
         "customer.html",
         company=company,
         cust=cust,
-        d=reads.customer_detail(s, company, cust, today),
+        d=d,
+        terms=terms[0].terms if terms else None,
         history=reads.customer_history(s, company.id, cust.id),
         channels=CONTACT_CHANNELS,
         plans=company_plans(s, company.id, customer_id=cust.id),

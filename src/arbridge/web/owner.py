@@ -7,7 +7,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 
 from arbridge.collections.aging import BUCKET_LABELS
@@ -50,8 +50,13 @@ PAGE_SIZE = 100
 
 @bp.app_template_global()
 def nav_counts(company: Company) -> dict[str, int]:
-    """The navigation's counts (calls to make, replies waiting): one query per page."""
-    return owner_reads.nav_counts(db(), company.id, company_today(company, runtime().clock))
+    """The navigation's counts (calls to make, replies waiting): one query per page (the
+    dashboard's call list line reads them too)."""
+    found = g.get("nav_counts")
+    if found is None or found[0] != company.id:
+        today = company_today(company, runtime().clock)
+        g.nav_counts = found = (company.id, owner_reads.nav_counts(db(), company.id, today))
+    return found[1]
 
 
 @bp.get("/")
