@@ -7,6 +7,11 @@ Each delivery is a distinct, correctly signed Stripe event: the server verifies 
 the raw body, stores the delivery and the event once (unique event id) and answers 200. The
 baseline is the same gunicorn answering an empty 200 without reading anything. Reported: stored
 events per second and p50/p99 latency for both, and their ratios.
+
+A second floor, `insert_200`, is the same gunicorn storing each body with one prepared INSERT in
+autocommit and nothing else (bench/insert_app.py): every acknowledged delivery waits for
+PostgreSQL to flush its commit to disk, so that floor is the most a durable receiver can do on
+this machine's disk, and `throughput_ratio_vs_insert` says how much of it arbridge reaches.
 """
 
 from __future__ import annotations
@@ -106,7 +111,7 @@ def serve(app: str, port: int, workers: int, env: dict[str, str]) -> subprocess.
             "--log-level",
             "warning",
             "--chdir",
-            str(ROOT / "bench") if app.startswith("empty") else str(ROOT),
+            str(ROOT / "bench") if app.startswith(("empty", "insert")) else str(ROOT),
         ],
         env=env,
     )
@@ -155,10 +160,14 @@ def main() -> None:
     from arbridge.runtime import Runtime
 
     Runtime.open(Settings.from_env(env, dotenv=False)).close()  # writes the key check row
+    with engine.begin() as c:
+        c.execute(text("CREATE TABLE bench_floor (id bigserial PRIMARY KEY, body text NOT NULL)"))
+    env["BENCH_FLOOR_CONNINFO"] = url.replace("postgresql+psycopg://", "postgresql://")
 
     results = {}
     for name, app, path in (
         ("empty_200", "empty_app:app", "/"),
+        ("insert_200", "insert_app:app", "/"),
         ("arbridge", "arbridge.web.wsgi:app", "/webhooks/stripe"),
     ):
         port = free_port()
@@ -180,6 +189,9 @@ def main() -> None:
     results["stored_events"] = stored
     results["throughput_ratio_vs_empty"] = round(
         results["arbridge"]["requests_per_second"] / results["empty_200"]["requests_per_second"], 3
+    )
+    results["throughput_ratio_vs_insert"] = round(
+        results["arbridge"]["requests_per_second"] / results["insert_200"]["requests_per_second"], 3
     )
     results["p99_ratio_vs_empty"] = round(
         results["arbridge"]["p99_ms"] / results["empty_200"]["p99_ms"], 1

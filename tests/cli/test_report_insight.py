@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 
 from arbridge.clock import FixedClock
+from arbridge.collections.kpis import KPI_FIELDS
 from arbridge.runtime import Runtime
 from tests.cli.conftest import Instance, fresh_instance
 from tests.conftest import NOW
@@ -108,3 +109,18 @@ def test_report_has_twelve_months_of_trends_in_json_and_the_table(instance: Inst
     out = instance.ok("report", "--company", "insight", "--as-of", "2026-11-24")
     assert "  KPIs by month (each month its own period)" in out.splitlines()
     assert any(line.startswith("    2026-10   ") for line in out.splitlines()), out
+
+
+def test_the_tables_months_show_every_kpi_the_json_has(instance: Instance):
+    args = ("report", "--company", "insight", "--as-of", "2026-11-24")
+    data = json.loads(instance.ok(*args, "--format", "json"))
+    lines = instance.ok(*args).splitlines()
+    start = lines.index("  KPIs by month (each month its own period)")
+    header = lines[start + 1].split()
+    assert header[0] == "Month" and len(lines[start + 2 : start + 14]) == 12
+    for month, line in zip(data["trends"], lines[start + 2 : start + 14], strict=True):
+        cells = line.split()
+        assert cells[0] == month["month"]
+        assert cells[1:] == [month[k] or "n/a" for k in KPI_FIELDS], line
+    # One column per KPI, named.
+    assert len(lines[start + 1].split("  ")) > 1 and "On-time" in lines[start + 1]

@@ -31,7 +31,7 @@ REFERENCES = {
 # Table -> (rows, digest of the rows), the same on SQLite and PostgreSQL.
 EXPECTED = {
     "customers": (40, "a99bf518d85d42bd"),
-    "contacts": (40, "ee421819954425ce"),
+    "contacts": (40, "56732aaa809626e5"),  # with contacts.timezone (0030), NULL from a sync
     "invoices": (300, "471bfa8392f83cf8"),
     "payments": (177, "cbc0a32546ce26a5"),
     "credit_notes": (1, "bccaa435f34ae077"),

@@ -8,13 +8,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from babel.dates import format_date
 from sqlalchemy import func, select
 
 from arbridge.services.reminders.facts import load_facts
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Activity, CallTask, Contact, Invoice, InvoiceHold, OutboxMessage
 from arbridge.sync.store import company_today, issue_pay_token, open_invoices
-from tests.web.conftest import csrf_token, parse
+from tests.web.conftest import csrf_token, fresh_company, parse
 from tests.web.test_query_counts import counted
 
 
@@ -156,13 +157,14 @@ def test_a_dispute_logged_on_a_call_holds_the_invoices_until_closed(owner_client
     }
 
 
-@pytest.mark.parametrize("outcome", ["reached", "voicemail"])
-def test_reached_or_voicemail_closes_the_call_and_holds_nothing(owner_client, rt, call, outcome):
+def test_reached_closes_the_call_and_holds_nothing(owner_client, rt, call):
     task_id, _ = call
+    outcome = "reached"
     _post(owner_client, task_id, outcome=outcome, note="Will call back Friday")
     with rt.sessions() as s:
         task = s.get(CallTask, task_id)
         assert task.done_at is not None and task.outcome.endswith(": Will call back Friday")
+        assert task.attempts == 1
         assert s.scalar(select(func.count()).select_from(InvoiceHold)) == 0
         logged = s.scalars(select(Activity).where(Activity.kind == "reminders.call_done")).one()
         assert logged.data["outcome"] == outcome and logged.customer_id == task.customer_id
@@ -209,3 +211,35 @@ def test_the_call_list_costs_the_same_with_one_call_or_eight(owner_client, rt, d
         page = owner_client.get("/c/demo/calls")
     assert parse(page.data).find_all("li", cls="call").__len__() == 8
     assert len(eight) == len(one)
+
+
+def test_logging_a_voicemail_closed_the_call_task_instead_of_keeping_it_to_try_again(
+    owner_client, rt, call, clock
+):
+    task_id, _ = call
+    _post(owner_client, task_id, outcome="voicemail", note="Asked them to ring back")
+    with rt.sessions() as s:
+        task = s.get(CallTask, task_id)
+        assert task.done_at is None and task.attempts == 1
+        assert task.voicemail_at == rt.clock.now()
+        assert s.scalar(select(func.count()).select_from(InvoiceHold)) == 0
+        logged = s.scalars(select(Activity).where(Activity.kind == "reminders.call_done")).one()
+        assert logged.data["outcome"] == "voicemail" and "Asked them to ring back" in logged.message
+    page = _calls(owner_client)
+    [item] = [li for li in page.find_all("li") if li.attrs.get("data-task") == str(task_id)]
+    today = company_today(fresh_company(rt, "demo"), rt.clock)
+    assert f"left a voicemail {format_date(today, 'medium', locale='en_US')}" in item.text
+    assert "1 attempt" in item.text
+    # The next day, a second try; then reached closes it, three attempts counted.
+    clock.advance(timedelta(days=1))
+    _post(owner_client, task_id, outcome="voicemail")
+    assert "2 attempts" in _calls(owner_client).text
+    _post(owner_client, task_id, outcome="reached", note="Paying Monday")
+    with rt.sessions() as s:
+        task = s.get(CallTask, task_id)
+        assert task.done_at is not None and task.attempts == 3
+    assert not [
+        li
+        for li in _calls(owner_client).find_all("li")
+        if li.attrs.get("data-task") == str(task_id)
+    ]

@@ -75,3 +75,39 @@ def test_the_call_list_after_a_payment_drops_the_customer_who_paid(chromium, liv
         holds = s.scalars(select(InvoiceHold)).all()
     assert {(h.invoice_id, h.promised_on) for h in holds} == {(i.id, promised) for i in others}
     assert errors == []
+
+
+def test_a_voicemail_keeps_the_call_on_the_list_with_the_attempt_shown(
+    chromium,  # noqa: F811
+    live,  # noqa: F811
+    demo_company,
+):
+    rt = live.rt
+    invoices = _customer_with_two_overdue(rt, demo_company)
+    with transaction(rt.sessions) as s:
+        for t in s.scalars(select(CallTask)):
+            t.done_at = rt.clock.now()
+    task = _task(rt, demo_company, invoices, key="voicemail")
+    for width in (390, 1366):
+        context, page, errors = _signed_in(chromium, live, width)
+        try:
+            page.goto(f"{live.base_url}/c/demo/calls")
+            row = page.locator(f'li.call[data-task="{task}"]')
+            row.get_by_label("Left a voicemail").check()
+            row.get_by_role("button", name="Log the call").click()
+            page.wait_for_url("**/calls#calls")
+            page.wait_for_load_state()
+            assert "try again" in page.locator(".flash.ok").inner_text()
+            row = page.locator(f'li.call[data-task="{task}"]')
+            assert row.count() == 1
+            attempts = row.locator(".call-attempts").inner_text()
+            assert "left a voicemail" in attempts
+            assert ("1 attempt so far" if width == 390 else "2 attempts so far") in attempts
+            assert page.locator("#nav-calls").inner_text().startswith("1")
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            page.screenshot(
+                path=str(SHOTS / f"arbridge-calls-voicemail-{width}.png"), full_page=True
+            )
+        finally:
+            context.close()
+        assert errors == []

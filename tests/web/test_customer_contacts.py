@@ -157,3 +157,57 @@ def test_the_customers_list_sorts_by_overdue_and_last_payment_both_ways(owner_cl
         assert days == sorted(days, reverse=direction == "desc")
         # Customers who never paid come last either way.
         assert shown == [*shown[: len(days)], *["—"] * (len(shown) - len(days))]
+
+
+def _route(owner_client, cust_id: int) -> str:
+    doc = parse(owner_client.get(f"/c/demo/customers/{cust_id}").data)
+    return doc.by_id("reminder-route").text
+
+
+def test_the_customer_page_did_not_say_which_channel_the_reminders_go_by(
+    owner_client, rt, demo_company
+):
+    cust_id, contact_id, _ = _demo_contact(rt, demo_company)
+    with transaction(rt.sessions) as s:
+        c = s.get(Contact, contact_id)
+        c.phone, c.phone_e164, c.phone_problem = "+1 312 555 0142", "+13125550142", None
+        c.is_primary, c.sms_consent_at, c.sms_consent_source = True, None, None
+        email, phone = c.email, c.phone
+    _save(owner_client, cust_id, contact_id, email=email, phone=phone, preferred_channel="sms")
+    route = _route(owner_client, cust_id)
+    assert "by email" in route and "no recorded consent" in route and "prefers texts" in route
+    with transaction(rt.sessions) as s:
+        c = s.get(Contact, contact_id)
+        c.sms_consent_at, c.sms_consent_source = rt.clock.now(), "owner"
+    route = _route(owner_client, cust_id)
+    assert "by text message to +13125550142" in route
+    _save(owner_client, cust_id, contact_id, email=email, phone=phone, preferred_channel="phone")
+    route = _route(owner_client, cust_id)
+    assert f"by email to {email}" in route and "call list" in route
+
+
+def test_a_contact_s_own_timezone_is_saved_shown_with_its_zone_and_checked(
+    owner_client, rt, demo_company
+):
+    cust_id, contact_id, _ = _demo_contact(rt, demo_company)
+    with rt.sessions() as s:
+        c = s.get(Contact, contact_id)
+        email, phone = c.email, c.phone
+    saved = _save(
+        owner_client, cust_id, contact_id, email=email, phone=phone, timezone="Asia/Tokyo"
+    )
+    assert saved.status_code == 303
+    doc = parse(owner_client.get(f"/c/demo/customers/{cust_id}").data)
+    chosen = doc.by_id(f"timezone-{contact_id}").find("option", selected="")
+    assert chosen.attrs["value"] == "Asia/Tokyo"
+    assert "Asia/Tokyo" in doc.by_id("reminder-route").text
+    refused = _save(
+        owner_client, cust_id, contact_id, email=email, phone=phone, timezone="Mars/Base"
+    )
+    page = owner_client.get(refused.headers["Location"]).get_data(as_text=True)
+    assert "Choose a timezone from the list" in page
+    with rt.sessions() as s:
+        assert s.get(Contact, contact_id).timezone == "Asia/Tokyo"
+    _save(owner_client, cust_id, contact_id, email=email, phone=phone, timezone="")
+    with rt.sessions() as s:
+        assert s.get(Contact, contact_id).timezone is None

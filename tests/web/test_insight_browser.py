@@ -104,3 +104,38 @@ def test_without_javascript_the_figures_are_tables(chromium, live, demo_company)
         assert page.locator("#chart-trends tbody tr").count() == 12
     finally:
         context.close()
+
+
+WEEK_PNG = Path("/tmp/arbridge-forecast-week.png")
+
+
+def test_the_dashboards_kpis_agree_with_the_report_and_a_forecast_week_opens_its_invoices(
+    chromium,  # noqa: F811
+    live,  # noqa: F811
+    demo_company,
+):
+    company = fresh_company(live.rt, demo_company.slug)
+    data, _ = _report(live.rt, company)
+    with live.rt.sessions() as s:
+        kpi = kpi_report(s, company, company_today(company, live.rt.clock), 90).rounded()
+    context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        _sign_in(page, live, company)
+        for key, value in kpi.items():
+            assert page.locator(f"#kpi-{key}").inner_text() == (value or "n/a"), key
+        figures = [w["amount"] for w in data["forecast"]["weeks"]]
+        # The week with the most invoices after the first: click it, as the owner would.
+        week = max(range(1, 13), key=lambda i: Decimal(figures[i])) + 1
+        page.locator("#chart-forecast summary").first.click()  # "The numbers"
+        page.locator(f"#chart-forecast a[data-week='{week}']").click()
+        page.wait_for_selector("#expected-total")
+        assert page.locator("#expected-total").inner_text() == f"${Decimal(figures[week - 1]):,}"
+        amounts = page.locator("td.expected").evaluate_all(
+            "cells => cells.map(c => c.getAttribute('data-value'))"
+        )
+        assert amounts and sum(map(Decimal, amounts)) == Decimal(figures[week - 1])
+        page.screenshot(path=str(WEEK_PNG), full_page=True)
+    finally:
+        context.close()

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from arbridge.clock import local_text
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Invoice
 from arbridge.sync.store import issue_pay_token, open_invoices
@@ -77,7 +78,7 @@ def test_a_browser_opening_the_link_marks_it_viewed_and_a_plain_get_does_not(
         owner.wait_for_url(f"{live.base_url}/c/demo/")
         owner.goto(f"{live.base_url}/c/demo/invoices/{invoice_id}")
         assert owner.locator("#viewed").inner_text() == (
-            f"first opened by the customer {first.strftime('%Y-%m-%d %H:%M')} UTC"
+            f"first opened by the customer {local_text(first, 'America/Chicago')}"
         )
         owner.context.close()
     finally:

@@ -172,10 +172,9 @@ def _forecast_and_flags(data: dict[str, Any], money: Callable[[str], str]) -> No
     if not data["flags"]:
         click.echo("    none")
     click.echo("  KPIs by month (each month its own period)")
-    short = {"dso": "DSO", "cei": "CEI", "average_days_to_pay": "Days to pay"}
-    click.echo(f"    {'Month':<10}" + "".join(f"{label:>14}" for label in short.values()))
+    click.echo(f"    {'Month':<10}" + "".join(f"{label:>12}" for label in MONTH_LABELS.values()))
     for month in data["trends"]:
-        cells = "".join(f"{'n/a' if month[k] is None else month[k]:>14}" for k in short)
+        cells = "".join(f"{'n/a' if month[k] is None else month[k]:>12}" for k in MONTH_LABELS)
         click.echo(f"    {month['month']:<10}{cells}")
 
 
@@ -188,6 +187,17 @@ KPI_LABELS = {
     "ar_turnover": "AR turnover (per year)",
     "average_days_to_pay": "Avg days to pay",
     "on_time_rate": "On-time rate (0-1)",
+}
+# The same KPIs as columns of the months' table (KPI_LABELS' order, as the JSON's trends).
+MONTH_LABELS = {
+    "dso": "DSO",
+    "dso_countback": "Countback",
+    "best_possible_dso": "Best DSO",
+    "average_days_delinquent": "Delinquent",
+    "cei": "CEI %",
+    "ar_turnover": "Turnover",
+    "average_days_to_pay": "Days to pay",
+    "on_time_rate": "On-time",
 }
 
 

@@ -50,4 +50,5 @@ def remind(slug: str, dry_run: bool, as_of: Any) -> None:
     click.echo(
         f"Queued {result.emails} email(s) and {result.calls} call task(s); "
         f"{result.held} held (weekly limit or no usable contact)."
+        + (f" {result.texts} text message(s) queued." if result.texts else "")
     )

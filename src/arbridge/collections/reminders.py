@@ -21,7 +21,7 @@ The rules, in plain terms:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_CEILING, Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -61,6 +61,10 @@ class ContactFacts:
     sms_opted_out: bool = False  # replied STOP
     sms_undeliverable: bool = False  # the carrier said texts cannot reach the number
     texted_today: int = 0  # texts to this contact since the start of the business's day
+    # How they prefer to be reached ("email", "sms", "phone"; None: email), and their own
+    # timezone (None: the customer's).
+    preferred: str | None = None
+    timezone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,14 @@ class CustomerMessage:
     invoices: tuple[InvoiceDecision, ...]
     contact: ContactFacts | None
     held: str | None = None  # why it is not sent this run (weekly cap, no contact...)
+    # Why it goes by this channel, when the contact's preference decided it (`reminder_route`).
+    route: str | None = None
+    also_call: bool = False  # the contact prefers a call: a call task goes with the email
+
+    @property
+    def timezone(self) -> str | None:
+        """Where the recipient is: the contact's own timezone, else the customer's."""
+        return (self.contact.timezone if self.contact else None) or self.customer.timezone
 
     @property
     def escalations(self) -> set[str]:
@@ -242,7 +254,7 @@ def _minor(amount: Decimal, inv: InvoiceFacts) -> int:
 
 def pick_contact(cust: CustomerFacts) -> ContactFacts | None:
     usable = [c for c in cust.contacts if c.email and not c.opted_out and not c.bounced]
-    usable.sort(key=lambda c: (not c.is_primary, c.contact_id))
+    usable.sort(key=_contact_order)
     return usable[0] if usable else None
 
 
@@ -261,25 +273,85 @@ def texts_fall_back(cust: CustomerFacts) -> bool:
     return pick_sms_contact(cust) is None and any(c.sms_undeliverable for c in cust.contacts)
 
 
-def sms_held(
-    cust: CustomerFacts, contact: ContactFacts | None, policy: ReminderPolicy, sms: str | None
+def sms_unreachable(
+    cust: CustomerFacts, contact: ContactFacts | None, sms: str | None
 ) -> str | None:
-    """Why a text to this customer waits (None: it may go)."""
+    """Why no text can reach this contact at all (None: one may, caps aside): SMS not set up,
+    no usable number, the carrier refused it, STOP, or no consent."""
     if sms:
         return sms
     if contact is None or not contact.phone:
-        problems = [c.phone_problem for c in cust.contacts if c.phone_problem]
-        usable = [p for p in problems if p != "no phone number"]
+        # The contact's own problem with its number, else any the customer's numbers have.
+        problems = [contact.phone_problem] if contact else [c.phone_problem for c in cust.contacts]
+        usable = [p for p in problems if p and p != "no phone number"]
         return (usable or ["no phone number to text"])[0]
+    if contact.sms_undeliverable:
+        return f"the carrier said {contact.phone} cannot take texts"
     if contact.sms_opted_out:
         return f"{contact.phone} replied STOP: no texts until they reply START"
     if not contact.sms_consent:
         return f"no recorded consent to text {contact.phone} (record it on the customer's page)"
+    return None
+
+
+def sms_held(
+    cust: CustomerFacts, contact: ContactFacts | None, policy: ReminderPolicy, sms: str | None
+) -> str | None:
+    """Why a text to this customer waits (None: it may go)."""
+    why = sms_unreachable(cust, contact, sms)
+    if why or contact is None:
+        return why
     if contact.texted_today >= 1:
         return f"{contact.phone} already had a text today (one a day at most)"
     if contact.sent_last_7_days >= policy.max_per_week:
         return f"weekly limit of {policy.max_per_week} reminder(s) reached for {contact.phone}"
     return None
+
+
+@dataclass(frozen=True)
+class Route:
+    """How the sequence's reminder (email) steps reach a customer: by the channel their lead
+    contact prefers where it can be used, else by email."""
+
+    channel: str  # "email", "sms" or "call"
+    contact: ContactFacts | None
+    note: str | None = None  # why, when the preference decided it (None: plain email)
+    also_call: bool = False  # prefers a call: the email goes, and a call task with it
+
+
+def lead_contact(cust: CustomerFacts) -> ContactFacts | None:
+    """The contact whose preference decides: the primary, else the first, of those arbridge can
+    reach by email or who prefer a text or a call and have a phone."""
+
+    def reachable(c: ContactFacts) -> bool:
+        by_email = bool(c.email) and not c.opted_out and not c.bounced
+        return by_email or (c.preferred in ("sms", "phone") and bool(c.phone))
+
+    found = sorted((c for c in cust.contacts if reachable(c)), key=_contact_order)
+    return found[0] if found else None
+
+
+def _contact_order(c: ContactFacts) -> tuple[bool, int]:
+    return (not c.is_primary, c.contact_id)
+
+
+def reminder_route(cust: CustomerFacts, sms: str | None) -> Route:
+    """The channel a reminder step goes by for this customer (`sms`: why the business cannot
+    text today, None when it can). Prefers texts: a text where one can reach them (a cap only
+    makes it wait), else the email. Prefers a call: the email, and a call task on the owner's
+    list (the call alone when there is no email to send)."""
+    lead, email_to = lead_contact(cust), pick_contact(cust)
+    who = (lead.name or lead.email or lead.phone or "the contact") if lead else ""
+    if lead is not None and lead.preferred == "sms":
+        why = sms_unreachable(cust, lead, sms)
+        if why is None:
+            return Route("sms", lead, f"{who} prefers texts")
+        return Route("email", email_to, f"{who} prefers texts, but {why}: by email instead")
+    if lead is not None and lead.preferred == "phone":
+        if email_to is None:
+            return Route("call", None, f"{who} prefers a call (no email to send)")
+        return Route("email", email_to, f"{who} prefers a call", True)
+    return Route("email", email_to)
 
 
 def decide_day(
@@ -311,21 +383,43 @@ def decide_day(
         )
     messages: list[CustomerMessage] = []
     grouped: dict[tuple[int, str], list[InvoiceDecision]] = {}
+    routes: dict[int, Route] = {}  # by customer: how their email steps go (their preference)
+    routed: set[tuple[int, str]] = set()  # the groups an email step was routed into
     for d in decisions:
         if d.step is not None:
+            cust = by_id[d.invoice.customer_id]
             channel = d.step.channel
-            if channel == "sms" and texts_fall_back(by_id[d.invoice.customer_id]):
+            if channel == "sms" and texts_fall_back(cust):
                 channel = "email"
+            if channel == "email":
+                if cust.customer_id not in routes:
+                    routes[cust.customer_id] = reminder_route(cust, sms)
+                channel = routes[cust.customer_id].channel
+                routed.add((cust.customer_id, channel))
             grouped.setdefault((d.invoice.customer_id, channel), []).append(d)
     for (customer_id, channel), items in grouped.items():
         cust = by_id[customer_id]
         top = max(items, key=lambda d: (d.step_index, d.step.offset_days if d.step else 0))
         assert top.step is not None
-        contact = (
-            pick_contact(cust)
-            if channel == "email"
-            else (pick_sms_contact(cust) if channel == "sms" else None)
+        route = routes.get(customer_id) if (customer_id, channel) in routed else None
+        # A call for a preference: once the invoices are overdue (a heads-up is no call), and
+        # none more when a call step is due the same day.
+        calls = bool(
+            route
+            and route.also_call
+            and top.step.offset_days > 0
+            and (customer_id, "call") not in grouped
         )
+        if route is not None and route.also_call and not calls and top.step.offset_days <= 0:
+            route = replace(route, note=f"{route.note}: a call once it is overdue")
+        if route is not None and route.channel != "call":
+            contact = route.contact
+        else:
+            contact = (
+                pick_contact(cust)
+                if channel == "email"
+                else (pick_sms_contact(cust) if channel == "sms" else None)
+            )
         held = None
         if channel == "email":
             if contact is None:
@@ -336,7 +430,18 @@ def decide_day(
                 )
         elif channel == "sms":
             held = sms_held(cust, contact, policy, sms)
-        messages.append(CustomerMessage(cust, channel, top.step, tuple(items), contact, held))
+        messages.append(
+            CustomerMessage(
+                cust,
+                channel,
+                top.step,
+                tuple(items),
+                contact,
+                held,
+                route.note if route else None,
+                calls,
+            )
+        )
     messages.sort(key=lambda m: (m.customer.name.lower(), m.customer.customer_id, m.channel))
     return DayDecisions(as_of, tuple(decisions), tuple(messages))
 
@@ -395,9 +500,10 @@ def describe_day(day: DayDecisions) -> list[str]:
             who = m.contact.email if m.contact and m.contact.email else "owner's call list"
         numbers = ", ".join(d.invoice.number or str(d.invoice.invoice_id) for d in m.invoices)
         state = f"HELD ({m.held})" if m.held else "SEND"
+        how = channel_words(m.channel) + (" and a call on your list" if m.also_call else "")
         lines.append(
-            f"{state} {channel_words(m.channel)} to {m.customer.name} <{who}>: "
-            f"{step_in_words(m.step)}; invoices {numbers}"
+            f"{state} {how} to {m.customer.name} <{who}>: "
+            f"{step_in_words(m.step)}; invoices {numbers}" + (f" ({m.route})" if m.route else "")
         )
     return lines
 

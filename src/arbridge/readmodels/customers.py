@@ -3,16 +3,20 @@ database (a fixed number of queries whatever the number of customers or invoices
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, case, cast, func, or_, select
+from sqlalchemy import BigInteger, and_, case, cast, func, literal, or_, select
 from sqlalchemy.orm import Session
 
+from arbridge.collections.insight import Flag
+from arbridge.collections.policy import policy
 from arbridge.money import Money
 from arbridge.readmodels.sqlexpr import days_between, home_minor
+from arbridge.sync.insight_store import default_limit_minor
 from arbridge.sync.model import (
     Activity,
     CollectedPayment,
@@ -28,7 +32,17 @@ from arbridge.sync.model import (
     PaymentAllocation,
 )
 
-SORTS = ("name", "balance", "overdue", "last_payment", "lateness")
+SORTS = (
+    "name",
+    "balance",
+    "overdue",
+    "last_payment",
+    "lateness",
+    "days_to_pay",
+    "on_time",
+    "limit",
+    "flags",
+)
 _GONE = ("voided", "deleted")
 LATENESS_DAYS = 365  # lateness counts invoices closed in the last year
 MAX_SEARCH = 100
@@ -46,6 +60,14 @@ class CustomerRow:
     promises: int
     sequence: str | None
     referred: bool
+    # Over the invoices paid in the last 365 days (None: none): the mean days from issue to
+    # closing, and the share closed on or before their due date (0 to 1).
+    days_to_pay: Decimal | None = None
+    on_time_rate: Decimal | None = None
+    limit_minor: int | None = None  # their own, else the company's default (None: no limit)
+    limit_is_default: bool = False
+    # The insight's flags on them (collections.insight: slowing, near_limit, ...).
+    insight_flags: tuple[Flag, ...] = ()
 
     @property
     def flags(self) -> list[str]:
@@ -117,6 +139,8 @@ def _aggregates(company: Company, today: date) -> Any:
         select(
             Invoice.customer_id.label("customer_id"),
             func.avg(case((late > 0, late), else_=0)).label("days"),
+            func.avg(days_between(closing.c.on, Invoice.issued_on)).label("to_pay"),
+            func.avg(case((late <= 0, 1), else_=0)).label("on_time"),
         )
         .join(closing, closing.c.invoice_id == Invoice.id)
         .where(
@@ -142,10 +166,25 @@ def _aggregates(company: Company, today: date) -> Any:
     return invoices, paid, lateness, holds
 
 
-def _query(company: Company, today: date, search: str | None, sort: str, descending: bool) -> Any:
+def _query(
+    company: Company,
+    today: date,
+    search: str | None,
+    sort: str,
+    descending: bool,
+    flag_counts: Mapping[int, int] | None = None,
+) -> Any:
+    """The list's query; `flag_counts` (how many insight flags each customer has) orders the
+    "flags" sort."""
     invoices, paid, lateness, holds = _aggregates(company, today)
     balance = func.coalesce(invoices.c.balance, 0)
     overdue = func.coalesce(invoices.c.overdue, 0)
+    default = default_limit_minor(company, policy(company.settings))
+    limit = (
+        Customer.credit_limit_minor
+        if default is None
+        else func.coalesce(Customer.credit_limit_minor, default)
+    )
     stmt = (
         select(
             Customer,
@@ -158,6 +197,9 @@ def _query(company: Company, today: date, search: str | None, sort: str, descend
             func.coalesce(holds.c.promises, 0),
             CustomerReminderSettings.sequence,
             CustomerReminderSettings.referred_to_agency_at,
+            lateness.c.to_pay,
+            lateness.c.on_time,
+            limit,
         )
         .outerjoin(invoices, invoices.c.customer_id == Customer.id)
         .outerjoin(paid, paid.c.customer_id == Customer.id)
@@ -170,17 +212,27 @@ def _query(company: Company, today: date, search: str | None, sort: str, descend
         stmt = stmt.where(
             func.lower(Customer.name).contains(search.lower()[:MAX_SEARCH], autoescape=True)
         )
+    counts = {cid: n for cid, n in (flag_counts or {}).items() if n}
     column = {
         "name": func.lower(Customer.name),
         "balance": balance,
         "overdue": overdue,
         "last_payment": paid.c.on,
         "lateness": func.coalesce(lateness.c.days, 0),
+        "days_to_pay": lateness.c.to_pay,
+        "on_time": lateness.c.on_time,
+        "limit": limit,
+        "flags": case(counts, value=Customer.id, else_=0) if counts else literal(0),
     }[sort if sort in SORTS else "name"]
     order = [column.desc() if descending else column.asc()]
-    if sort == "last_payment":  # customers who never paid come last either way
-        order.insert(0, paid.c.on.is_(None))
+    if sort in ("last_payment", "days_to_pay", "on_time", "limit"):
+        # Customers without one (never paid, no limit) come last either way.
+        order.insert(0, column.is_(None))
     return stmt.order_by(*order, Customer.id)
+
+
+def _ratio(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
 
 
 def _rows(found: Any, currency: str) -> list[CustomerRow]:
@@ -196,8 +248,26 @@ def _rows(found: Any, currency: str) -> list[CustomerRow]:
             promises=int(promises),
             sequence=sequence,
             referred=referred is not None,
+            days_to_pay=_ratio(to_pay),
+            on_time_rate=_ratio(on_time),
+            limit_minor=None if limit is None else int(limit),
+            limit_is_default=limit is not None and cust.credit_limit_minor is None,
         )
-        for cust, bal, over, count, last, days, disputes, promises, sequence, referred in found
+        for (
+            cust,
+            bal,
+            over,
+            count,
+            last,
+            days,
+            disputes,
+            promises,
+            sequence,
+            referred,
+            to_pay,
+            on_time,
+            limit,
+        ) in found
     ]
 
 
@@ -211,10 +281,11 @@ def customers_page(
     descending: bool = False,
     page: int = 1,
     page_size: int = 50,
+    flag_counts: Mapping[int, int] | None = None,
 ) -> CustomerPage:
     """One page of the customers list (one query)."""
     found = s.execute(
-        _query(company, today, search, sort, descending)
+        _query(company, today, search, sort, descending, flag_counts)
         .limit(page_size + 1)
         .offset((page - 1) * page_size)
     ).all()
@@ -235,9 +306,12 @@ def customers_export(
     sort: str = "name",
     descending: bool = False,
     limit: int = 50_000,
+    flag_counts: Mapping[int, int] | None = None,
 ) -> list[CustomerRow]:
     """Every customer the list would show, for the CSV (one query)."""
-    found = s.execute(_query(company, today, search, sort, descending).limit(limit)).all()
+    found = s.execute(
+        _query(company, today, search, sort, descending, flag_counts).limit(limit)
+    ).all()
     return _rows(found, company.home_currency)
 
 

@@ -7,16 +7,20 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, exists, func, literal, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from arbridge.collections.aging import BUCKET_LABELS, bucket, days_overdue, due_range
 from arbridge.inputs import InputError, parse_decimal
+from arbridge.money import Money
+from arbridge.readmodels.forecast import WEEKS, Expected
 from arbridge.readmodels.sqlexpr import home_minor, odd_exponents
 from arbridge.sync.model import Company, Customer, Invoice, InvoiceHold
+from arbridge.sync.store import allocations_to
 
 STATUSES = {
     "open": "Open",
@@ -47,11 +51,26 @@ class Filters:
     delivery: str | None = None
     sort: str = "due"
     descending: bool = False
+    # A week of today's cash forecast ("1" .. "13", "later"): the invoices expected in it
+    # (readmodels.forecast), whatever their status says.
+    expected: str | None = None
+    # Issued, or closed (the allocation that took the balance to zero; nothing left today),
+    # between two days, inclusive: the invoices behind the KPIs' net credit sales and average
+    # days to pay (or on-time rate) over a period.
+    issued_from: date | None = None
+    issued_to: date | None = None
+    closed_from: date | None = None
+    closed_to: date | None = None
 
     @classmethod
     def from_args(cls, args: Any) -> Filters:
         """From a query string; anything unknown falls back to the default, never an error."""
-        status = args.get("status") or "open"
+        week = args.get("expected") if args.get("expected") in WEEKS else None
+        # The forecast and the KPIs' sets count what the allocations say, whatever the status.
+        sets = week or any(
+            args.get(k) for k in ("issued_from", "issued_to", "closed_from", "closed_to")
+        )
+        status = args.get("status") or ("all" if sets else "open")
         sort = args.get("sort") or "due"
         currency = (args.get("currency") or "").strip().upper()[:3]
         return cls(
@@ -63,6 +82,11 @@ class Filters:
             delivery=args.get("delivery") if args.get("delivery") in DELIVERY else None,
             sort=sort if sort in SORTS else "due",
             descending=args.get("dir") == "desc",
+            expected=week,
+            issued_from=_day(args.get("issued_from")),
+            issued_to=_day(args.get("issued_to")),
+            closed_from=_day(args.get("closed_from")),
+            closed_to=_day(args.get("closed_to")),
         )
 
     def args(self) -> dict[str, str | None]:
@@ -76,7 +100,29 @@ class Filters:
             "delivery": self.delivery,
             "sort": self.sort if self.sort != "due" else None,
             "dir": "desc" if self.descending else None,
+            "expected": self.expected,
+            **{
+                name: None if value is None else value.isoformat()
+                for name, value in (
+                    ("issued_from", self.issued_from),
+                    ("issued_to", self.issued_to),
+                    ("closed_from", self.closed_from),
+                    ("closed_to", self.closed_to),
+                )
+            },
         }
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_from is not None or self.closed_to is not None
+
+
+def _day(raw: str | None) -> date | None:
+    """An ISO date from a query string; anything else is no filter."""
+    try:
+        return date.fromisoformat((raw or "")[:10]) if raw else None
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -86,6 +132,10 @@ class InvoiceRow:
     days_overdue: int
     bucket: str | None
     holds: list[InvoiceHold] = field(default_factory=list)
+    # With the forecast's filter: what it is expected to bring that week (home currency).
+    expected: Decimal | None = None
+    # With the closed filter: the day it closed.
+    closed_on: date | None = None
 
     @property
     def flags(self) -> list[str]:
@@ -139,12 +189,41 @@ def _exponent_sql(e: int) -> ColumnElement[bool]:
     return Invoice.currency.in_([c for c, x in odd.items() if x == e])
 
 
-def _query(s: Session, company: Company, today: date, f: Filters) -> Any:
+def _query(
+    s: Session, company: Company, today: date, f: Filters, week: Expected | None = None
+) -> Any:
+    closed = allocations_to(company.id, today, today) if f.closed else None
     stmt = (
-        select(Invoice, Customer.name)
+        select(
+            Invoice,
+            Customer.name,
+            week.left if week is not None else literal(0),
+            closed.c.closing if closed is not None else literal(None),
+        )
         .join(Customer, Customer.id == Invoice.customer_id)
         .where(Invoice.company_id == company.id)
     )
+    if closed is not None:
+        # Closed as the KPIs count it: nothing left today, closed on the day the balance
+        # went to zero; voided and deleted invoices left out.
+        stmt = stmt.join(closed, closed.c.invoice_id == Invoice.id).where(
+            closed.c.closing.is_not(None),
+            closed.c.by_end >= Invoice.total_minor,
+            Invoice.status.not_in(("voided", "deleted")),
+            *([closed.c.closing >= f.closed_from] if f.closed_from else []),
+            *([closed.c.closing <= f.closed_to] if f.closed_to else []),
+        )
+    if (f.issued_from or f.issued_to) and f.status == "all":
+        # The net credit sales' invoices: voided and deleted ones count for nothing.
+        stmt = stmt.where(Invoice.status.not_in(("voided", "deleted")))
+    if f.issued_from:
+        stmt = stmt.where(Invoice.issued_on >= f.issued_from)
+    if f.issued_to:
+        stmt = stmt.where(Invoice.issued_on <= f.issued_to)
+    if week is not None:
+        stmt = stmt.outerjoin(week.applied, week.applied.c.invoice_id == Invoice.id).where(
+            week.condition
+        )
     if f.status == "open":
         stmt = stmt.where(Invoice.is_open)
     elif f.status == "overdue":
@@ -198,11 +277,18 @@ def _query(s: Session, company: Company, today: date, f: Filters) -> Any:
     return stmt.order_by(column.asc(), Invoice.id.asc())
 
 
-def _rows(s: Session, found: list[Any], today: date) -> list[InvoiceRow]:
+def _rows(
+    s: Session, found: list[Any], today: date, week: Expected | None = None
+) -> list[InvoiceRow]:
     rows = []
-    for inv, name in found:
+    for inv, name, left, closed_on in found:
         days = days_overdue(inv.due_on, today)
-        rows.append(InvoiceRow(inv, name, days, bucket(days) if inv.is_open else None))
+        row = InvoiceRow(inv, name, days, bucket(days) if inv.is_open else None)
+        row.closed_on = date.fromisoformat(closed_on) if isinstance(closed_on, str) else closed_on
+        if week is not None:
+            minor = week.amount_minor(inv, int(left or 0))
+            row.expected = Money.from_minor(minor, week.home_currency).amount
+        rows.append(row)
     # The open holds of the invoices shown: one query for the page.
     holds: dict[int, list[InvoiceHold]] = defaultdict(list)
     ids = [r.invoice.id for r in rows]
@@ -219,14 +305,21 @@ def _rows(s: Session, found: list[Any], today: date) -> list[InvoiceRow]:
 
 
 def invoices_page(
-    s: Session, company: Company, today: date, f: Filters, *, page: int = 1, page_size: int = 50
+    s: Session,
+    company: Company,
+    today: date,
+    f: Filters,
+    *,
+    page: int = 1,
+    page_size: int = 50,
+    week: Expected | None = None,
 ) -> InvoicePage:
     found = s.execute(
-        _query(s, company, today, f).limit(page_size + 1).offset((page - 1) * page_size)
+        _query(s, company, today, f, week).limit(page_size + 1).offset((page - 1) * page_size)
     ).all()
     more = len(found) > page_size
     return InvoicePage(
-        _rows(s, found[:page_size], today),
+        _rows(s, found[:page_size], today, week),
         page,
         page - 1 if page > 1 else None,
         page + 1 if more and page < MAX_PAGES else None,
@@ -235,10 +328,15 @@ def invoices_page(
 
 
 def invoices_export(
-    s: Session, company: Company, today: date, f: Filters, limit: int = 100_000
+    s: Session,
+    company: Company,
+    today: date,
+    f: Filters,
+    limit: int = 100_000,
+    week: Expected | None = None,
 ) -> list[InvoiceRow]:
-    found = s.execute(_query(s, company, today, f).limit(limit)).all()
-    return _rows(s, found, today)
+    found = s.execute(_query(s, company, today, f, week).limit(limit)).all()
+    return _rows(s, found, today, week)
 
 
 def currencies(s: Session, company_id: int) -> list[str]:

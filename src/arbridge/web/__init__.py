@@ -48,6 +48,28 @@ def _ledger_label(name: str | None, long: bool = False) -> str | None:
     return None
 
 
+def security_headers(secure: bool) -> list[tuple[str, str]]:
+    """The headers every response of ours carries (a view may set its own first, except
+    Cache-Control, which only static files escape)."""
+    headers = [
+        ("X-Content-Type-Options", "nosniff"),
+        # Owner pages show a business's books, and sign-in, invitation, pay and unsubscribe
+        # pages carry their secret in the URL: no browser or proxy cache may keep any of them.
+        ("Cache-Control", "no-store"),
+        ("X-Frame-Options", "DENY"),
+        # Payment and sign-in links carry secrets in the path: never leak them in a Referer.
+        ("Referrer-Policy", "no-referrer"),
+        (
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "form-action 'self' https://checkout.stripe.com; frame-ancestors 'none'",
+        ),
+    ]
+    if secure:
+        headers.append(("Strict-Transport-Security", "max-age=31536000"))
+    return headers
+
+
 def create_app(rt: Runtime, **overrides: Any) -> Flask:
     settings = rt.settings.require_secrets()
     app = Flask(__name__)
@@ -137,24 +159,17 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
         if session is not None:
             session.close()
 
+    headers = security_headers(settings.secure_cookies)
+
     @app.after_request
     def _headers(response: Any) -> Any:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        # Owner pages show a business's books, and sign-in, invitation, pay and unsubscribe
-        # pages carry their secret in the URL: no browser or proxy cache may keep any of them.
-        # Only static files (no secrets, versioned by Flask) may be cached.
-        if request.endpoint != "static":
-            response.headers["Cache-Control"] = "no-store"
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        # Payment and sign-in links carry secrets in the path: never leak them in a Referer.
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-            "form-action 'self' https://checkout.stripe.com; frame-ancestors 'none'",
-        )
-        if settings.secure_cookies:
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        for name, value in headers:
+            if name == "Cache-Control":
+                # Only static files (no secrets, versioned by Flask) may be cached.
+                if request.endpoint != "static":
+                    response.headers[name] = value
+            else:
+                response.headers.setdefault(name, value)
         return response
 
     @app.errorhandler(CSRFError)
@@ -204,4 +219,8 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     app.jinja_env.filters["day"] = lambda d: format_date(d, "medium", locale="en_US") if d else "—"
     app.jinja_env.filters["local"] = _local_time
     app.jinja_env.filters["days"] = lambda n: f"{n} day" if n in (1, -1) else f"{n} days"
+    from arbridge.web.stripe_front import StripeFront
+
+    # Stripe's common delivery is answered before Flask's request machinery (issue 14).
+    app.wsgi_app = StripeFront(app, headers)  # type: ignore[method-assign]
     return app

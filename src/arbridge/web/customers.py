@@ -5,19 +5,29 @@ payments, sequence, do-not-chase, plans). Every route is scoped to the user's co
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from dataclasses import replace
 from typing import Any
 from zoneinfo import available_timezones
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
+from arbridge.collections.insight import Flag
+from arbridge.collections.kpis import two_places
 from arbridge.collections.reminder_policy import SequenceError, reminder_policy
+from arbridge.collections.reminders import Route
+from arbridge.collections.sms import recipient_zone
+from arbridge.money import Money
 from arbridge.readmodels import customers as reads
 from arbridge.readmodels.plans import company_plans
 from arbridge.services.messaging.sms_setup import update_phone
+from arbridge.services.reminders.facts import customer_route
+from arbridge.sync.insight_store import customers as insight_customers
 from arbridge.sync.model import CONTACT_CHANNELS, Company, Contact, Customer
 from arbridge.sync.store import company_today, log_activity
 from arbridge.web.common import company_required, db, get_or_404, id_arg, page_arg, runtime
 from arbridge.web.csv_export import csv_response
+from arbridge.web.insight import dashboard_insight
 
 bp = Blueprint("customers", __name__, url_prefix="/c/<slug>")
 log = logging.getLogger(__name__)
@@ -44,19 +54,47 @@ def _list_args() -> dict[str, Any]:
 def customers_list(company: Company) -> Any:
     args = _list_args()
     today = company_today(company, runtime().clock)
+    flags = _flags(company)
     found = reads.customers_page(
-        db(), company, today, page=page_arg(PAGE_SIZE), page_size=PAGE_SIZE, **args
+        db(),
+        company,
+        today,
+        page=page_arg(PAGE_SIZE),
+        page_size=PAGE_SIZE,
+        flag_counts=Counter(f.id for f in flags),
+        **args,
     )
+    found = replace(found, rows=_flagged(found.rows, flags))
     return render_template(
         "customers.html", company=company, found=found, today=today, sorts=reads.SORTS, **args
     )
+
+
+def _flags(company: Company) -> list[Flag]:
+    """Today's insight flags (slowing, partials_growing, near_limit, over_limit), as the
+    dashboard shows them; none while the insight is being computed."""
+    found = dashboard_insight(company).found
+    return [] if found is None else list(found.flags)
+
+
+def _flagged(rows: list[reads.CustomerRow], flags: list[Flag]) -> list[reads.CustomerRow]:
+    by_customer: dict[int, list[Flag]] = {}
+    for f in flags:
+        by_customer.setdefault(f.id, []).append(f)
+    return [replace(r, insight_flags=tuple(by_customer.get(r.customer.id, ()))) for r in rows]
 
 
 @bp.get("/customers.csv")
 @company_required
 def customers_csv(company: Company) -> Any:
     today = company_today(company, runtime().clock)
-    rows = reads.customers_export(db(), company, today, **_list_args())
+    flags = _flags(company)
+    rows = _flagged(
+        reads.customers_export(
+            db(), company, today, flag_counts=Counter(f.id for f in flags), **_list_args()
+        ),
+        flags,
+    )
     return csv_response(
         f"customers-{company.slug}-{today.isoformat()}.csv",
         [
@@ -68,6 +106,9 @@ def customers_csv(company: Company) -> Any:
             "Last payment",
             "Days late (average, last 365 days)",
             "Flags",
+            "Days to pay (average, last 365 days)",
+            "On-time rate (last 365 days)",
+            f"Credit limit ({company.home_currency})",
         ],
         (
             [
@@ -78,7 +119,12 @@ def customers_csv(company: Company) -> Any:
                 r.open_invoices,
                 r.last_payment.isoformat() if r.last_payment else "",
                 r.lateness,
-                "; ".join(r.flags),
+                "; ".join([*r.flags, *(f"{f.kind}: {f.reason}" for f in r.insight_flags)]),
+                "" if r.days_to_pay is None else two_places(r.days_to_pay),
+                "" if r.on_time_rate is None else two_places(r.on_time_rate),
+                ""
+                if r.limit_minor is None
+                else Money.from_minor(r.limit_minor, company.home_currency).amount,
             ]
             for r in rows
         ),
@@ -91,6 +137,10 @@ def customer(company: Company, customer_id: int) -> Any:
     s, rt = db(), runtime()
     cust = get_or_404(Customer, customer_id, company)
     today = company_today(company, rt.clock)
+    route = customer_route(s, rt, company, cust)
+    d = reads.customer_detail(s, company, cust, today)
+    d = replace(d, row=_flagged([d.row], _flags(company))[0])
+    terms = insight_customers(s, company, cust.id)
     try:
         sequence_names = sorted(reminder_policy(company.settings).sequences)
     except SequenceError:
@@ -99,14 +149,27 @@ def customer(company: Company, customer_id: int) -> Any:
         "customer.html",
         company=company,
         cust=cust,
-        d=reads.customer_detail(s, company, cust, today),
+        d=d,
+        terms=terms[0].terms if terms else None,
         history=reads.customer_history(s, company.id, cust.id),
         channels=CONTACT_CHANNELS,
         plans=company_plans(s, company.id, customer_id=cust.id),
         sequence_names=sequence_names,
         timezones=sorted(tz for tz in available_timezones() if "/" in tz),
         today=today,
+        route=route,
+        route_zone=_route_zone(route, cust, company),
+        now=rt.clock.now(),
     )
+
+
+def _route_zone(route: Route, cust: Customer, company: Company) -> str:
+    """The zone whose hours the customer's reminders arrive in: the contact's, the customer's,
+    for a text the number's (where it has one), else the business's."""
+    own = (route.contact.timezone if route.contact else None) or cust.timezone
+    if route.channel == "sms" and route.contact is not None:
+        return str(recipient_zone(own, route.contact.phone, company.timezone))
+    return own or company.timezone
 
 
 def _back(company: Company, cust: Customer, anchor: str) -> Any:
@@ -118,7 +181,7 @@ def _back(company: Company, cust: Customer, anchor: str) -> Any:
 @bp.post("/customers/<int:customer_id>/contact")
 @company_required
 def save_contact(company: Company, customer_id: int) -> Any:
-    """A contact's email, phone and preferred channel as the owner sets them. arbridge does not
+    """A contact's email, phone, preferred channel and timezone as the owner sets them. arbridge does not
     write contacts back to the ledger; the owner's values are kept over every later sync."""
     rt, s = runtime(), db()
     cust = get_or_404(Customer, customer_id, company)
@@ -128,6 +191,7 @@ def save_contact(company: Company, customer_id: int) -> Any:
     email = (request.form.get("email") or "").strip()
     phone = (request.form.get("phone") or "").strip()
     channel = (request.form.get("preferred_channel") or "").strip()
+    zone = (request.form.get("timezone") or "").strip()
     if email and (
         len(email) > MAX_EMAIL or email.count("@") != 1 or any(c.isspace() for c in email)
     ):
@@ -142,8 +206,13 @@ def save_contact(company: Company, customer_id: int) -> Any:
         log.info("contact %s: refused a preferred channel", contact.id)
         flash("Choose how they prefer to be reached from the list.", "error")
         return _back(company, cust, "#contacts")
+    if zone and zone not in available_timezones():
+        log.info("contact %s: refused timezone %r", contact.id, zone[:64])
+        flash("Choose a timezone from the list.", "error")
+        return _back(company, cust, "#contacts")
     contact.set_by_owner(email, phone)
     contact.preferred_channel = channel or None
+    contact.timezone = zone or None
     update_phone(s, contact)  # stored in E.164 again, for texts
     log_activity(
         s,

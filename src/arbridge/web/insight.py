@@ -98,6 +98,28 @@ def home_amount(company: Company, amount: Decimal) -> str:
 
 
 @bp.app_template_global()
+def home_minor(company: Company, minor: int) -> str:
+    """Minor units of the home currency as the pages show money."""
+    return Money.from_minor(minor, company.home_currency).format()
+
+
+FLAG_LABELS = {
+    "slowing": "Paying later",
+    "partials_growing": "More partial payments",
+    "near_limit": "Near credit limit",
+    "over_limit": "Over credit limit",
+}
+
+
+@bp.app_template_global()
+def flag_label(kind: str) -> str:
+    return FLAG_LABELS.get(kind, kind)
+
+
+bp.add_app_template_global(two_places, "two_places")
+
+
+@bp.app_template_global()
 def kpi_trend_rows(company: Company) -> list[Any]:
     """The KPIs of the last 12 calendar months, for the dashboard's trend chart."""
     found = dashboard_insight(company).found

@@ -5,24 +5,49 @@ Every route is scoped to the user's company."""
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from arbridge.collections.aging import BUCKET_LABELS
+from arbridge.collections.insight import lateness
 from arbridge.inputs import InputError, parse_id
 from arbridge.readmodels import invoices as reads
+from arbridge.readmodels.forecast import Expected, expected
 from arbridge.services.delivery.send import queue_sends
+from arbridge.sync.insight_store import behaviours
 from arbridge.sync.model import Company, Invoice
 from arbridge.sync.store import company_today, log_activity
 from arbridge.web.common import company_required, db, get_or_404, page_arg, runtime, safe_next
 from arbridge.web.csv_export import csv_response
+from arbridge.web.insight import dashboard_insight
 
 bp = Blueprint("invoices", __name__, url_prefix="/c/<slug>")
 log = logging.getLogger(__name__)
 PAGE_SIZE = 50
 MAX_BULK = 500
+
+
+def _week(company: Company, f: reads.Filters) -> tuple[Expected | None, Decimal | None]:
+    """The forecast's week the list is filtered to (None: not filtered), and the figure the
+    dashboard shows for it (None: not computed yet)."""
+    if f.expected is None:
+        return None, None
+    s, today = db(), company_today(company, runtime().clock)
+    found = dashboard_insight(company, details=True).found
+    if found is None or found.details is None or found.as_of != today:
+        late = {
+            b.customer_id: lateness(b.year_days_late, b.year_count)
+            for b in behaviours(s, company, today)
+        }
+        figure = None
+    else:
+        late = found.details.lateness
+        fc = found.forecast
+        figure = fc.later if f.expected == "later" else fc.weeks[int(f.expected) - 1].amount
+    return expected(s, company, today, f.expected, late), figure
 
 
 @bp.get("/invoices")
@@ -34,12 +59,17 @@ def invoices_list(company: Company) -> Any:
     if page > reads.MAX_PAGES:
         abort(404)
     today = company_today(company, runtime().clock)
+    week, figure = _week(company, f)
     return render_template(
         "invoices.html",
         company=company,
         f=f,
         args={"slug": company.slug, **f.args()},
-        found=reads.invoices_page(s, company, today, f, page=page, page_size=PAGE_SIZE),
+        found=reads.invoices_page(s, company, today, f, page=page, page_size=PAGE_SIZE, week=week),
+        week=week,
+        week_total=None if week is None else week.total(s, company),
+        week_figure=figure,
+        weeks=reads.WEEKS,
         statuses=reads.STATUSES,
         buckets=BUCKET_LABELS,
         holds=reads.HOLDS,
@@ -55,7 +85,8 @@ def invoices_list(company: Company) -> Any:
 def invoices_csv(company: Company) -> Any:
     f = reads.Filters.from_args(request.args)
     today = company_today(company, runtime().clock)
-    rows = reads.invoices_export(db(), company, today, f)
+    week, _ = _week(company, f)
+    rows = reads.invoices_export(db(), company, today, f, week=week)
     return csv_response(
         f"invoices-{company.slug}-{today.isoformat()}.csv",
         [
@@ -69,6 +100,7 @@ def invoices_csv(company: Company) -> Any:
             "Balance",
             "Status",
             "Flags",
+            *([f"Expected that week ({company.home_currency})"] if week else []),
         ],
         (
             [
@@ -82,6 +114,7 @@ def invoices_csv(company: Company) -> Any:
                 r.invoice.balance.amount,
                 r.invoice.status,
                 "; ".join(r.flags),
+                *([r.expected] if week else []),
             ]
             for r in rows
         ),

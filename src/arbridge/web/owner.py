@@ -7,7 +7,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 
 from arbridge.collections.aging import BUCKET_LABELS
@@ -18,6 +18,7 @@ from arbridge.errors import ArbridgeError
 from arbridge.readmodels import delivery as delivery_reads
 from arbridge.readmodels import fees as fee_reads
 from arbridge.readmodels import owner as owner_reads
+from arbridge.readmodels.timeline import invoice_timeline
 from arbridge.services.documents.logo import LogoRefused, set_logo
 from arbridge.services.reminders.rendering import statement_link_days
 from arbridge.sync.model import Company, Invoice, InvoiceHold
@@ -49,8 +50,13 @@ PAGE_SIZE = 100
 
 @bp.app_template_global()
 def nav_counts(company: Company) -> dict[str, int]:
-    """The navigation's counts (calls to make, replies waiting): one query per page."""
-    return owner_reads.nav_counts(db(), company.id, company_today(company, runtime().clock))
+    """The navigation's counts (calls to make, replies waiting): one query per page (the
+    dashboard's call list line reads them too)."""
+    found = g.get("nav_counts")
+    if found is None or found[0] != company.id:
+        today = company_today(company, runtime().clock)
+        g.nav_counts = found = (company.id, owner_reads.nav_counts(db(), company.id, today))
+    return found[1]
 
 
 @bp.get("/")
@@ -108,6 +114,7 @@ def invoice(company: Company, invoice_id: int) -> Any:
         company=company,
         row=owner_reads.invoice_row(inv, company, today),
         inv=inv,
+        timeline=invoice_timeline(db(), company, inv),
         **_invoice_fees(company, inv),
     )
 
@@ -149,6 +156,7 @@ def pay_link(company: Company, invoice_id: int) -> Any:
         company=company,
         row=owner_reads.invoice_row(inv, company, today),
         inv=inv,
+        timeline=invoice_timeline(db(), company, inv),
         link=link,
         **_invoice_fees(company, inv),
     )

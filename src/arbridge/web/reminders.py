@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -39,6 +40,7 @@ from arbridge.collections.reminder_words import (
     step_in_words,
     template_title,
 )
+from arbridge.collections.reminders import CustomerMessage
 from arbridge.collections.templates import (
     CALL_GUIDE,
     DEFAULT_TEMPLATES,
@@ -53,6 +55,7 @@ from arbridge.inputs import InputError, parse_day, parse_int
 from arbridge.money import Money
 from arbridge.readmodels import reminders as reads
 from arbridge.readmodels.calls import live_calls
+from arbridge.runtime import Runtime
 from arbridge.services.messaging.queue import queue_test_message
 from arbridge.services.reminders.calls import MAX_PROMISE_DAYS, OUTCOMES, CallRefused, log_call
 from arbridge.services.reminders.case_file import case_file as build_case_file
@@ -172,9 +175,7 @@ def _page(
     rt = runtime()
     as_of, status = _as_of()
     prev = preview(rt, company, as_of)
-    messages = prev.loaded.day.messages
-    plan_page = min(_page_number("plan_page"), max(1, -(-len(messages) // PLAN_ROWS)))
-    shown = messages[(plan_page - 1) * PLAN_ROWS : plan_page * PLAN_ROWS]
+    plan = _plan_page(company, prev)
     customers_page = _page_number("customers_page")
     try:
         policy = reminder_policy(company.settings)
@@ -195,9 +196,9 @@ def _page(
         "reminders.html",
         company=company,
         prev=prev,
-        dry_run=dry_run_rows(rt, prev, shown),
+        dry_run=dry_run_rows(rt, prev, plan.shown),
         not_reminded=not_reminded(prev),
-        plan=_plan_page(company, prev, plan_page),
+        plan=plan,
         customers_page=customers_page,
         more_customers=len(customers) > CUSTOMER_ROWS,
         policy=policy,
@@ -235,16 +236,15 @@ class PlanPage:
     csv_url: str
     prev_url: str | None
     next_url: str | None
+    shown: Sequence[CustomerMessage]  # this page's messages
 
 
-def _plan_page(company: Company, prev: Preview, page: int) -> PlanPage:
+def plan_page(prev: Preview, page_url: Callable[[int], str], csv_url: str) -> PlanPage:
+    """A page of the day's plan (the `plan_page` asked for, within range), its totals and its
+    pager's links (`page_url(n)`); the reminders page and the onboarding choice show it alike."""
     messages = prev.loaded.day.messages
     pages = max(1, -(-len(messages) // PLAN_ROWS))
-    day = prev.loaded.as_of.isoformat()
-
-    def page_url(n: int) -> str:
-        return url_for("reminders.page", slug=company.slug, as_of=day, plan_page=n) + "#preview"
-
+    page = min(_page_number("plan_page"), pages)
     return PlanPage(
         page=page,
         pages=pages,
@@ -253,10 +253,20 @@ def _plan_page(company: Company, prev: Preview, page: int) -> PlanPage:
         messages=len(messages),
         invoices=sum(len(m.invoices) for m in messages),
         held=sum(1 for m in messages if m.held),
-        csv_url=url_for("reminders.plan_csv", slug=company.slug, as_of=day),
+        csv_url=csv_url,
         prev_url=page_url(page - 1) if page > 1 else None,
         next_url=page_url(page + 1) if page < pages else None,
+        shown=messages[(page - 1) * PLAN_ROWS : page * PLAN_ROWS],
     )
+
+
+def _plan_page(company: Company, prev: Preview) -> PlanPage:
+    day = prev.loaded.as_of.isoformat()
+
+    def page_url(n: int) -> str:
+        return url_for("reminders.page", slug=company.slug, as_of=day, plan_page=n) + "#preview"
+
+    return plan_page(prev, page_url, url_for("reminders.plan_csv", slug=company.slug, as_of=day))
 
 
 @bp.get("/c/<slug>/reminders/plan.csv")
@@ -267,8 +277,11 @@ def plan_csv(company: Company) -> Any:
     as_of, status = _as_of()
     if status != 200:
         abort(400)
-    rt = runtime()
-    prev = preview(rt, company, as_of)
+    return plan_csv_response(runtime(), company, preview(runtime(), company, as_of))
+
+
+def plan_csv_response(rt: Runtime, company: Company, prev: Preview) -> Response:
+    """The whole of a dry run as CSV, one row per invoice, in the page's words."""
     day = prev.loaded.day
     rows = (
         (
@@ -668,7 +681,8 @@ def call_done(company: Company, task_id: int) -> Any:
         return back
     s.commit()
     held = f" Reminders paused for {', '.join(logged.held)}." if logged.held else ""
-    flash(f"Call logged: {task.outcome}.{held}", "ok")
+    again = " It stays on your list to try again." if task.done_at is None else ""
+    flash(f"Call logged: {task.outcome}.{held}{again}", "ok")
     return back
 
 

@@ -15,6 +15,7 @@ from arbridge.services.reminders.preview import dry_run_rows, not_reminded, prev
 from arbridge.sync.model import Company
 from arbridge.sync.store import company_today, log_activity
 from arbridge.web.common import company_required, db, runtime
+from arbridge.web.reminders import plan_csv_response, plan_page
 
 bp = Blueprint("reminders_start", __name__)
 DEFAULT_SKIP_DAYS = 60
@@ -74,6 +75,18 @@ def page(company: Company) -> Any:
     today = company_today(company, rt.clock)
     start = {"mode": mode, "on": today.isoformat(), **({"skip_days": days} if days else {})}
     tomorrow = preview(rt, company, today + timedelta(days=1), _with_start(company, start))
+    if request.args.get("format") == "csv":
+        return plan_csv_response(rt, company, tomorrow)
+    chosen = {"mode": mode, **({"days": days} if days else {})}
+
+    def page_url(n: int) -> str:
+        return url_for("reminders_start.page", slug=company.slug, plan_page=n, **chosen)
+
+    plan = plan_page(
+        tomorrow,
+        lambda n: page_url(n) + "#start-preview",
+        url_for("reminders_start.page", slug=company.slug, format="csv", **chosen),
+    )
     return render_template(
         "reminders_start.html",
         company=company,
@@ -81,7 +94,8 @@ def page(company: Company) -> Any:
         mode=mode,
         days=days or DEFAULT_SKIP_DAYS,
         prev=tomorrow,
-        rows=dry_run_rows(rt, tomorrow),
+        rows=dry_run_rows(rt, tomorrow, plan.shown),
+        plan=plan,
         not_reminded=not_reminded(tomorrow),
         due=len(tomorrow.loaded.day.due),
     )

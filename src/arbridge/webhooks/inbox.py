@@ -9,14 +9,16 @@ concurrent duplicate delivery never queues the same work twice.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import Connection as DbConnection
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock
@@ -97,45 +99,41 @@ def _delivery(
     return int(repeated)
 
 
-@cache
-def _one_statement() -> Any:
-    """PostgreSQL: a new delivery and its one event in a single statement (two data-modifying
-    CTEs), yielding (delivery id, the event's row id or NULL when the event was stored before),
-    or no row when the delivery is a repeat (same body). The event's company is the connection's
-    whose tenant it names, else the one the verification knew (`InboxEvent.company_id`). Written as SQL text with typed parameters: SQLAlchemy cannot cache a statement with
-    ON CONFLICT (it compiled the insert again on every delivery, issue 14); text is compiled
-    once."""
-    deliveries, events = WebhookDelivery.__table__, WebhookEvent.__table__
-    return text(
-        "WITH delivery AS ("
-        " INSERT INTO webhook_deliveries"
-        " (provider, received_at, last_received_at, body, body_sha256, headers, events, repeats)"
-        " VALUES (CAST(:provider AS VARCHAR), :now, :now, :body, :body_sha256, :headers, 1, 0)"
-        " ON CONFLICT (provider, body_sha256) DO NOTHING RETURNING id"
-        "), event AS ("
-        " INSERT INTO webhook_events"
-        " (provider, event_id, event_type, tenant_id, company_id, delivery_id, payload,"
-        " occurred_at, received_at, status, attempts, next_attempt_at)"
-        # One type for each parameter wherever it appears: a string parameter is varchar.
-        " SELECT CAST(:provider AS VARCHAR), CAST(:event_id AS VARCHAR),"
-        " CAST(:event_type AS VARCHAR), CAST(:tenant_id AS VARCHAR),"
-        " COALESCE((SELECT company_id FROM connections"
-        " WHERE provider = CAST(:provider AS VARCHAR)"
-        " AND tenant_id = CAST(:tenant_id AS VARCHAR)), CAST(:company_id AS INTEGER)),"
-        " delivery.id, :payload, :occurred_at, :now, 'pending', 0, :now FROM delivery"
-        " ON CONFLICT (provider, event_id) DO NOTHING RETURNING id"
-        ")"
-        " SELECT delivery.id, (SELECT id FROM event) FROM delivery"
-    ).bindparams(
-        bindparam("now", type_=events.c.received_at.type),
-        bindparam("headers", type_=deliveries.c.headers.type),
-        bindparam("payload", type_=events.c.payload.type),
-        bindparam("occurred_at", type_=events.c.occurred_at.type),
-    )
+# PostgreSQL: a new delivery and its one event in a single statement (two data-modifying CTEs),
+# yielding (delivery id, the event's row id or NULL when the event was stored before), or no row
+# when the delivery is a repeat (same body). The event's company is the connection's whose tenant
+# it names, else the one the verification knew (`InboxEvent.company_id`). Written in psycopg's
+# own placeholders and run as it is (`exec_driver_sql`): SQLAlchemy cannot cache a statement with
+# ON CONFLICT (it compiled the insert again on every delivery, issue 14), and even a cached one
+# costs a compiled-statement lookup and type processing per delivery. JSON goes in as the text
+# SQLAlchemy's JSON type would have written (json.dumps).
+ONE_STATEMENT = (
+    "WITH delivery AS ("
+    " INSERT INTO webhook_deliveries"
+    " (provider, received_at, last_received_at, body, body_sha256, headers, events, repeats)"
+    " VALUES (CAST(%(provider)s AS VARCHAR), %(now)s, %(now)s, %(body)s, %(body_sha256)s,"
+    " CAST(%(headers)s AS JSON), 1, 0)"
+    " ON CONFLICT (provider, body_sha256) DO NOTHING RETURNING id"
+    "), event AS ("
+    " INSERT INTO webhook_events"
+    " (provider, event_id, event_type, tenant_id, company_id, delivery_id, payload,"
+    " occurred_at, received_at, status, attempts, next_attempt_at)"
+    # One type for each parameter wherever it appears: a string parameter is varchar.
+    " SELECT CAST(%(provider)s AS VARCHAR), CAST(%(event_id)s AS VARCHAR),"
+    " CAST(%(event_type)s AS VARCHAR), CAST(%(tenant_id)s AS VARCHAR),"
+    " COALESCE((SELECT company_id FROM connections"
+    " WHERE provider = CAST(%(provider)s AS VARCHAR)"
+    " AND tenant_id = CAST(%(tenant_id)s AS VARCHAR)), CAST(%(company_id)s AS INTEGER)),"
+    " delivery.id, CAST(%(payload)s AS JSON), %(occurred_at)s, %(now)s, 'pending', 0, %(now)s"
+    " FROM delivery"
+    " ON CONFLICT (provider, event_id) DO NOTHING RETURNING id"
+    ")"
+    " SELECT delivery.id, (SELECT id FROM event) FROM delivery"
+)
 
 
 def _store_one(
-    session: Session,
+    conn: DbConnection,
     provider: str,
     headers: Mapping[str, str],
     body: bytes,
@@ -144,18 +142,23 @@ def _store_one(
 ) -> Stored | None:
     """A new delivery of one event in one round trip (PostgreSQL; None: a repeated body, which
     takes the general way)."""
-    row = session.execute(
-        _one_statement(),
+    # Not prepared: psycopg deallocates every statement it prepared on a connection when that
+    # connection next rolls back (the pool's reset after any read-only session), so a worker that
+    # also serves pages would pay a DEALLOCATE and a new PREPARE round trip for it.
+    row = conn.exec_driver_sql(
+        ONE_STATEMENT,
         {
             "provider": provider,
             "now": now,
             "body": body.decode("utf-8", "replace"),
             "body_sha256": hashlib.sha256(body).hexdigest(),
-            "headers": {k.lower(): v for k, v in headers.items() if k.lower() in KEPT_HEADERS},
+            "headers": json.dumps(
+                {k.lower(): v for k, v in headers.items() if k.lower() in KEPT_HEADERS}
+            ),
             "event_id": e.event_id,
             "event_type": e.event_type,
             "tenant_id": e.tenant_id,
-            "payload": dict(e.payload),
+            "payload": json.dumps(dict(e.payload)),
             "occurred_at": e.occurred_at,
             "company_id": e.company_id,
         },
@@ -168,20 +171,33 @@ def _store_one(
     return Stored(int(row[0]), 1, 0, (int(row[1]),))
 
 
+_AUTOCOMMIT: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def _autocommit(engine: Engine) -> Engine:
+    """The engine's autocommit twin (same pool), made once: making it costs more than a
+    delivery's statement."""
+    found = _AUTOCOMMIT.get(engine)
+    if found is None:
+        found = _AUTOCOMMIT[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return found
+
+
 def store_alone(
-    session: Session,
+    engine: Engine,
     clock: Clock,
     provider: str,
     headers: Mapping[str, str],
     body: bytes,
     event: InboxEvent,
 ) -> Stored | None:
-    """A new delivery of one event stored by one statement, atomic by itself, so `session` may
-    be in autocommit: one round trip in all (PostgreSQL). None: not done (SQLite, or a repeated
-    body): `store` it in a transaction."""
-    if session.get_bind().dialect.name != "postgresql":
+    """A new delivery of one event stored by one statement, atomic by itself, on a pooled
+    connection in autocommit: one round trip in all (PostgreSQL), no session. None: not done
+    (SQLite, or a repeated body): `store` it in a transaction."""
+    if engine.dialect.name != "postgresql":
         return None
-    return _store_one(session, provider, headers, body, event, clock.now())
+    with _autocommit(engine).connect() as conn:
+        return _store_one(conn, provider, headers, body, event, clock.now())
 
 
 def store(
@@ -194,7 +210,7 @@ def store(
 ) -> Stored:
     now = clock.now()
     if len(events) == 1 and session.get_bind().dialect.name == "postgresql":
-        one = _store_one(session, provider, headers, body, events[0], now)
+        one = _store_one(session.connection(), provider, headers, body, events[0], now)
         if one is not None:
             return one
     delivery_id = _delivery(session, provider, headers, body, len(events), now)

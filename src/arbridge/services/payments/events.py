@@ -106,6 +106,13 @@ def ingest_stripe(
     return retry_on_disconnect(lambda: _ingest(rt, body, header, only_secret))
 
 
+def ingest_install_stripe(rt: Runtime, body: bytes, header: str | None) -> Stored | None:
+    """Only the common delivery (see `_install_event`), verified and stored as `ingest_stripe`
+    would; None: any other, for `ingest_stripe` (web/stripe_front.py answers the common one
+    without Flask's request machinery)."""
+    return retry_on_disconnect(lambda: _install_event(rt, body, header))
+
+
 def _install_event(rt: Runtime, body: bytes, header: str | None) -> Stored | None:
     """The common delivery, signed with the install's own secret and naming no Connect account:
     nothing to read first and one row pair to write, so one statement in autocommit (PostgreSQL:
@@ -119,9 +126,8 @@ def _install_event(rt: Runtime, body: bytes, header: str | None) -> Stored | Non
     event = stripe_event(body, now, tenant_id=None)
     if event.tenant_id:
         return None  # its connection's last-event time is written too
-    with Session(rt.engine.execution_options(isolation_level="AUTOCOMMIT")) as s:
-        headers = {"stripe-signature": header or ""}
-        return store_alone(s, rt.clock, "stripe", headers, body, event)
+    headers = {"stripe-signature": header or ""}
+    return store_alone(rt.engine, rt.clock, "stripe", headers, body, event)
 
 
 def _ingest(rt: Runtime, body: bytes, header: str | None, only_secret: str | None) -> Stored:

@@ -1,5 +1,6 @@
 """The owner logs a call from the call list: reached, voicemail, a promise to pay by a date, or
-a dispute. A promise or a dispute is the same hold the customer's reply on the pay page makes
+a dispute. Each is an attempt; a voicemail keeps the call on the list to try again, the others
+close it. A promise or a dispute is the same hold the customer's reply on the pay page makes
 (`holds.record_hold`): a promise pauses the invoices' reminders until its date, a dispute until
 the owner closes it; the invoices leave the call list at once."""
 
@@ -87,8 +88,9 @@ def log_call(
     note: str = "",
     promised_on: date | None = None,
 ) -> LoggedCall:
-    """Mark the call made with its outcome; a promise or a dispute holds the task's invoices
-    that still needed the call."""
+    """Count the attempt and log its outcome: a voicemail leaves the task on the list (try
+    again), the others close it; a promise or a dispute holds the task's invoices that still
+    needed the call."""
     if outcome not in OUTCOMES:
         raise CallRefused("Choose what happened on the call.")
     note = note.strip()
@@ -128,7 +130,12 @@ def log_call(
             created_by="owner",
         )
     words = OUTCOMES[outcome] + (f" by {promised_on.isoformat()}" if promised_on else "")
-    task.done_at = rt.clock.now()
+    task.attempts = (task.attempts or 0) + 1
+    if outcome == "voicemail":
+        # Try again: the task stays on the list, showing the voicemail and the attempts.
+        task.voicemail_at = rt.clock.now()
+    else:
+        task.done_at = rt.clock.now()
     task.outcome = f"{words}: {note}" if note else words
     customer = s.get(Customer, task.customer_id)
     log_activity(

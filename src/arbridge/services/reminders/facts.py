@@ -16,6 +16,7 @@ from arbridge.collections.reminder_policy import (
     ReminderPolicy,
     SequenceError,
     reminder_policies,
+    reminder_policy,
 )
 from arbridge.collections.reminders import (
     PROMISE_GRACE_DAYS,
@@ -23,13 +24,15 @@ from arbridge.collections.reminders import (
     CustomerFacts,
     DayDecisions,
     InvoiceFacts,
+    Route,
     decide_day,
+    reminder_route,
     zone,
 )
 from arbridge.collections.sms import parse_phone, sms_window
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, SMS_CHANNEL
-from arbridge.services.messaging.sms import sms_unavailable_of
+from arbridge.services.messaging.sms import sms_unavailable, sms_unavailable_of
 from arbridge.sync.db import among
 from arbridge.sync.model import (
     LIVE_PLAN_STATUSES,
@@ -199,7 +202,6 @@ def load_facts_of(
         )
     )
     customers: list[CustomerFacts] = []
-    week_ago = now - timedelta(days=7)
     rows = session.execute(
         select(
             Customer.id,
@@ -220,62 +222,8 @@ def load_facts_of(
             ).where(among(session, CustomerReminderSettings.customer_id, customer_ids))
         )
     }
-    contacts: dict[int, list[Any]] = {}
-    for c in session.execute(
-        select(
-            Contact.id,
-            Contact.customer_id,
-            Contact.email,
-            Contact.name,
-            Contact.is_primary,
-            Contact.opted_out_at,
-            Contact.bounced_at,
-            Contact.phone,
-            Contact.phone_e164,
-            Contact.phone_problem,
-            Contact.sms_consent_at,
-            Contact.sms_opted_out_at,
-            Contact.sms_undeliverable_at,
-        ).where(among(session, Contact.customer_id, customer_ids))
-    ):
-        contacts.setdefault(c.customer_id, []).append(c)
-    contact_ids = [c.id for cs in contacts.values() for c in cs]
-    # The weekly cap counts emails and texts together; a text a day at most, the day being the
-    # business's own: one count per distinct start of day among the companies (a handful of
-    # timezones), each contact reading its company's.
-    recent: dict[int, int] = {}
-    texted: dict[int, int] = {}
-    customer_of = {c.id: cust_id for cust_id, cs in contacts.items() for c in cs}
-    start_of = {c_id: local_day_start(now, company.timezone) for c_id, company in companies.items()}
-    starts = sorted(set(start_of.values()))
-    column = {start: n for n, start in enumerate(starts)}
-    today = [
-        func.count(
-            func.distinct(
-                case((ReminderSend.created_at >= start, ReminderSend.outbox_key), else_=None)
-            )
-        )
-        for start in starts
-    ]
-    for contact_id, channel, n, *n_today in session.execute(
-        select(
-            ReminderSend.contact_id,
-            ReminderSend.channel,
-            func.count(func.distinct(ReminderSend.outbox_key)),
-            *today,
-        )
-        .where(
-            among(session, ReminderSend.contact_id, contact_ids),
-            ReminderSend.channel.in_(MESSAGE_CHANNELS),
-            ReminderSend.created_at >= week_ago,
-            ReminderSend.status.in_(("queued", "sent")),
-        )
-        .group_by(ReminderSend.contact_id, ReminderSend.channel)
-    ):
-        recent[contact_id] = recent.get(contact_id, 0) + int(n)
-        if channel == SMS_CHANNEL:
-            company = company_of[customer_of[contact_id]]
-            texted[contact_id] = int(n_today[column[start_of[company.id]]])
+    country_of = {c.id: c.country or company_of[c.id].country for c in rows}
+    contact_facts = contacts_of(session, company_of, country_of, now)
     credit: dict[int, dict[str, int]] = {}
     # Open credit notes and unapplied payments: one statement (the page counts its statements).
     owed_back = union_all(
@@ -299,23 +247,7 @@ def load_facts_of(
             CustomerFacts(
                 customer_id=cust.id,
                 name=cust.name,
-                contacts=tuple(
-                    ContactFacts(
-                        contact_id=c.id,
-                        email=c.email,
-                        name=c.name,
-                        is_primary=c.is_primary,
-                        opted_out=c.opted_out_at is not None,
-                        bounced=c.bounced_at is not None,
-                        sent_last_7_days=int(recent.get(c.id, 0)),
-                        **_phone_facts(c, cust.country or company_of[cust.id].country),
-                        sms_consent=c.sms_consent_at is not None,
-                        sms_opted_out=c.sms_opted_out_at is not None,
-                        sms_undeliverable=c.sms_undeliverable_at is not None,
-                        texted_today=texted.get(c.id, 0),
-                    )
-                    for c in contacts.get(cust.id, [])
-                ),
+                contacts=contact_facts.get(cust.id, ()),
                 do_not_chase=cust.do_not_chase or cust.deleted,
                 referred_to_agency=bool(pref and pref.referred_to_agency_at),
                 sequence=pref.sequence if pref else None,
@@ -346,6 +278,124 @@ def load_facts_of(
             )
         )
     return customers, facts
+
+
+def contacts_of(
+    session: Session,
+    company_of: Mapping[int, Company],
+    country_of: Mapping[int, str | None],
+    now: datetime,
+) -> dict[int, tuple[ContactFacts, ...]]:
+    """The contact facts of these customers (`company_of`: each customer's company;
+    `country_of`: the country its phone numbers are read in), in two statements."""
+    customer_ids = sorted(company_of)
+    week_ago = now - timedelta(days=7)
+    contacts: dict[int, list[Any]] = {}
+    for c in session.execute(
+        select(
+            Contact.id,
+            Contact.customer_id,
+            Contact.email,
+            Contact.name,
+            Contact.is_primary,
+            Contact.opted_out_at,
+            Contact.bounced_at,
+            Contact.phone,
+            Contact.phone_e164,
+            Contact.phone_problem,
+            Contact.sms_consent_at,
+            Contact.sms_opted_out_at,
+            Contact.sms_undeliverable_at,
+            Contact.preferred_channel,
+            Contact.timezone,
+        ).where(among(session, Contact.customer_id, customer_ids))
+    ):
+        contacts.setdefault(c.customer_id, []).append(c)
+    contact_ids = [c.id for cs in contacts.values() for c in cs]
+    # The weekly cap counts emails and texts together; a text a day at most, the day being the
+    # business's own: one count per distinct start of day among the companies (a handful of
+    # timezones), each contact reading its company's.
+    recent: dict[int, int] = {}
+    texted: dict[int, int] = {}
+    customer_of = {c.id: cust_id for cust_id, cs in contacts.items() for c in cs}
+    start_of = {c.id: local_day_start(now, c.timezone) for c in company_of.values()}
+    starts = sorted(set(start_of.values()))
+    column = {start: n for n, start in enumerate(starts)}
+    today = [
+        func.count(
+            func.distinct(
+                case((ReminderSend.created_at >= start, ReminderSend.outbox_key), else_=None)
+            )
+        )
+        for start in starts
+    ]
+    for contact_id, channel, n, *n_today in session.execute(
+        select(
+            ReminderSend.contact_id,
+            ReminderSend.channel,
+            func.count(func.distinct(ReminderSend.outbox_key)),
+            *today,
+        )
+        .where(
+            among(session, ReminderSend.contact_id, contact_ids),
+            ReminderSend.channel.in_(MESSAGE_CHANNELS),
+            ReminderSend.created_at >= week_ago,
+            ReminderSend.status.in_(("queued", "sent")),
+        )
+        .group_by(ReminderSend.contact_id, ReminderSend.channel)
+    ):
+        recent[contact_id] = recent.get(contact_id, 0) + int(n)
+        if channel == SMS_CHANNEL:
+            company = company_of[customer_of[contact_id]]
+            texted[contact_id] = int(n_today[column[start_of[company.id]]])
+    return {
+        cust_id: tuple(
+            ContactFacts(
+                contact_id=c.id,
+                email=c.email,
+                name=c.name,
+                is_primary=c.is_primary,
+                opted_out=c.opted_out_at is not None,
+                bounced=c.bounced_at is not None,
+                sent_last_7_days=int(recent.get(c.id, 0)),
+                **_phone_facts(c, country_of.get(cust_id)),
+                sms_consent=c.sms_consent_at is not None,
+                sms_opted_out=c.sms_opted_out_at is not None,
+                sms_undeliverable=c.sms_undeliverable_at is not None,
+                texted_today=texted.get(c.id, 0),
+                preferred=c.preferred_channel,
+                timezone=c.timezone,
+            )
+            for c in cs
+        )
+        for cust_id, cs in contacts.items()
+    }
+
+
+def customer_route(session: Session, rt: Runtime, company: Company, customer: Customer) -> Route:
+    """How this customer's reminder steps go today (their contact's preference, where it can be
+    used), for the customer's page."""
+    facts = contacts_of(
+        session,
+        {customer.id: company},
+        {customer.id: customer.country or company.country},
+        rt.clock.now(),
+    )
+    try:
+        policy = reminder_policy(company.settings)
+    except SequenceError:
+        policy = reminder_policy({})
+    sms = texting_unavailable(policy, sms_unavailable(rt, session, company.id))
+    return reminder_route(
+        CustomerFacts(customer.id, customer.name, facts.get(customer.id, ())), sms
+    )
+
+
+def texting_unavailable(policy: ReminderPolicy, sms: str | None) -> str | None:
+    """Why no text can go for the business under `policy` (`sms`: why not for its account)."""
+    if sms is None and sms_window(policy) is None:
+        return "the sending window leaves no hour between 08:00 and 21:00 for texts"
+    return sms
 
 
 def _phone_facts(c: Any, country: str | None) -> dict[str, str | None]:
@@ -482,9 +532,7 @@ def load_days(
             out.append(held[company.id])
             continue
         policy, conn = policies[company.id], conns.get(company.id)
-        sms = no_sms[company.id]
-        if sms is None and sms_window(policy) is None:
-            sms = "the sending window leaves no hour between 08:00 and 21:00 for texts"
+        sms = texting_unavailable(policy, no_sms[company.id])
         decided = decide_day(
             customers_of.get(company.id, []), facts_of.get(company.id, []), policy, as_of, sms=sms
         )

@@ -22,6 +22,7 @@ from arbridge.collections.reminders import (
     summarize,
     zone,
 )
+from arbridge.collections.sms import recipient_zone, sms_send_at
 from arbridge.runtime import Runtime
 from arbridge.services.reminders.facts import Loaded, load_day
 from arbridge.sync.model import (
@@ -148,6 +149,15 @@ class DryRunRow:
     channel: str  # "email", "phone call"
     send_at: datetime | None  # when it would go out (aware); None when held
     held: str | None
+    route: str | None = None  # why this channel: the contact's preference ("Dana prefers texts")
+
+
+def recipient(m: CustomerMessage) -> str | None:
+    """Where the message goes: the contact's number for a text, its address for an email, none
+    for a call (it goes to the call list)."""
+    if m.contact is None or m.channel == "call":
+        return None
+    return m.contact.phone if m.channel == "sms" else m.contact.email
 
 
 def dry_run_rows(
@@ -162,17 +172,22 @@ def dry_run_rows(
     for m in loaded.day.messages if messages is None else messages:
         when = None
         if not m.held and m.channel != "call":  # a call goes on the call list at once
-            tz = zone(m.customer.timezone, company.timezone)
+            texted = m.channel == "sms" and m.contact is not None
+            tz = (
+                recipient_zone(m.timezone, m.contact.phone, company.timezone)
+                if texted and m.contact
+                else zone(m.timezone, company.timezone)
+            )
             start = max(rt.clock.now(), datetime.combine(loaded.as_of, time(0), tzinfo=tz))
             try:
-                when = send_at(start, tz, policy)
+                when = sms_send_at(start, tz, policy) if texted else send_at(start, tz, policy)
             except ValueError:  # no weekday allowed: the settings page says so already
                 when = None
         rows.append(
             DryRunRow(
                 customer_id=m.customer.customer_id,
                 customer=m.customer.name,
-                to=m.contact.email if m.contact and m.channel != "call" else None,
+                to=recipient(m),
                 invoices=tuple(
                     DryRunInvoice(
                         d.invoice.invoice_id,
@@ -183,9 +198,10 @@ def dry_run_rows(
                 ),
                 step=step_in_words(m.step),
                 when=when_in_words(m.step.offset_days),
-                channel=channel_words(m.channel),
+                channel=channel_words(m.channel) + (" and a phone call" if m.also_call else ""),
                 send_at=when,
                 held=m.held,
+                route=m.route,
             )
         )
     return rows

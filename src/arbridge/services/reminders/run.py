@@ -267,7 +267,7 @@ def remind_together(
             [
                 c.invoice_id
                 for (_day, m), claimed in zip(due, claims, strict=True)
-                if m.channel == "call"
+                if m.channel == "call" or m.also_call
                 for c in claimed
             ],
         )
@@ -280,6 +280,9 @@ def remind_together(
             if m.channel == EMAIL_CHANNEL:
                 _queue_email(writes, day, m, claimed, now)
                 result.emails += 1
+                if m.also_call:  # the contact prefers a call: on the list beside the email
+                    _call_task(writes, day, m, claimed, emails_sent, now)
+                    result.calls += 1
             elif m.channel == SMS_CHANNEL:
                 _queue_text(writes, day, m, claimed, now)
                 result.texts += 1
@@ -509,9 +512,7 @@ def _queue_email(
 ) -> None:
     company = day.company
     key = f"reminder:c{m.customer.customer_id}:{day.as_of.isoformat()}:r{claimed[0].id}"
-    when = writes.when(
-        EMAIL_CHANNEL, zone(m.customer.timezone, company.timezone), day.policy, send_at, now
-    )
+    when = writes.when(EMAIL_CHANNEL, zone(m.timezone, company.timezone), day.policy, send_at, now)
     assert when is not None
     _outbox_row(writes, day, m, claimed, OutboxKind.EMAIL, key, "reminder", when, now)
     numbers = ", ".join(c.label for c in claimed)
@@ -540,7 +541,7 @@ def _queue_text(
     assert m.contact is not None and m.contact.phone
     company = day.company
     key = f"sms:c{m.customer.customer_id}:{day.as_of.isoformat()}:r{claimed[0].id}"
-    tz = recipient_zone(m.customer.timezone, m.contact.phone, company.timezone)
+    tz = recipient_zone(m.timezone, m.contact.phone, company.timezone)
     when = writes.when(SMS_CHANNEL, tz, day.policy, sms_send_at, now)
     assert when is not None  # decided only when the window leaves some hours (load_days)
     _outbox_row(writes, day, m, claimed, OutboxKind.SMS, key, SMS_MAIL, when, now)
@@ -549,8 +550,8 @@ def _queue_text(
         now,
         company.id,
         "reminders.queued",
-        f"Text ({m.step.key}) queued for {m.customer.name} <{m.contact.phone}> about {numbers}: "
-        f"{total_due(claimed)}",
+        f"Text ({step_in_words(m.step)}) queued for {m.customer.name} <{m.contact.phone}> "
+        f"about {numbers}: {total_due(claimed)}",
         customer_id=m.customer.customer_id,
         outbox_key=key,
         send_at=when.isoformat(),
@@ -591,6 +592,8 @@ def _call_task(
     history = (
         f"{emailed} reminder email(s) sent so far" if emailed else "no reminder email sent yet"
     )
+    if m.route:
+        history += f"; {m.route}"
     writes.calls.append(
         {
             "company_id": day.company.id,

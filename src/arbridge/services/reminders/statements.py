@@ -96,7 +96,9 @@ def queue_statements(rt: Runtime, company: Company, as_of: date, policy: Reminde
             outbox = session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
             assert outbox is not None
             outbox.next_attempt_at = send_at(
-                rt.clock.now(), zone(customer.timezone, company.timezone), policy
+                rt.clock.now(),
+                zone(contact.timezone or customer.timezone, company.timezone),
+                policy,
             )
             queued += 1
         if queued:

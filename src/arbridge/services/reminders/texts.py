@@ -42,7 +42,9 @@ def prepare_text(rt: Runtime, message: OutboxMessage) -> Prepared | Held | str:
                 row.status, row.note = "cancelled", "not sent: no number to text"
             return "cancelled: no number to text"
         policy = reminder_policy(company.settings)
-        tz = recipient_zone(customer.timezone, contact.phone_e164, company.timezone)
+        tz = recipient_zone(
+            contact.timezone or customer.timezone, contact.phone_e164, company.timezone
+        )
         now = rt.clock.now()
         if not may_text_now(now, tz, policy):
             # A retry (or a worker that was down) came outside the hours: wait for the next.

@@ -80,6 +80,9 @@ class Contact(SyncedRow, Base):
     owner_email: Mapped[str | None] = mapped_column(String(254))
     owner_phone: Mapped[str | None] = mapped_column(String(40))
     preferred_channel: Mapped[str | None] = mapped_column(String(10))  # CONTACT_CHANNELS
+    # The contact's own timezone (IANA name, migration 0030): the hours a reminder to them may
+    # arrive. None: the customer's, then the business's.
+    timezone: Mapped[str | None] = mapped_column(String(64))
     is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
     opted_out_at: Mapped[datetime | None]
     bounced_at: Mapped[datetime | None]

@@ -174,6 +174,10 @@ class CallTask(Base):
     created_at: Mapped[datetime]
     done_at: Mapped[datetime | None]
     outcome: Mapped[str | None] = mapped_column(Text)
+    # Calls logged on it (migration 0030), and the last voicemail left: a voicemail keeps the
+    # task on the list to try again; reached, promised or disputed close it (`done_at`).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    voicemail_at: Mapped[datetime | None]
 
 
 class CustomerReminderSettings(Base):

@@ -1,0 +1,19 @@
+"""`arbridge remind --company demo`: its summary counts every message it queued. It said
+"Queued N email(s) and N call task(s)" and left the demo's text messages out."""
+
+from __future__ import annotations
+
+import re
+
+from tests.cli.conftest import fresh_instance
+
+
+def test_the_remind_summary_left_out_the_texts_it_queued(tmp_path):
+    with fresh_instance(tmp_path) as instance:
+        instance.ok("demo", "--no-serve")
+        plan = instance.ok("remind", "--company", "demo", "--dry-run")
+        planned = len(re.findall(r"^  SEND text message to ", plan, re.MULTILINE))
+        assert planned > 0  # the demo's sequence has a text a week after the due date
+        out = instance.ok("remind", "--company", "demo")
+        assert re.search(r"^Queued \d+ email\(s\) and \d+ call task\(s\); \d+ held", out, re.M)
+        assert f"{planned} text message(s) queued" in out

@@ -1,0 +1,103 @@
+"""The invoices behind each week of the cash forecast (readmodels.forecast): the invoices list
+filtered to a week lists the invoices the forecast expects in it, and what they are expected to
+bring adds up to the week's figure, to the cent, on the hand-worked ledger of
+tests/integration/test_insight.py and on the demo ledger with an installment plan over two
+invoices (its installments split between them)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from arbridge.readmodels import invoices as reads
+from arbridge.readmodels.forecast import WEEKS, expected
+from arbridge.services.payments import plans as svc
+from arbridge.sync.insight_store import insight
+from arbridge.sync.model import Company, Plan, PlanInvoice
+from arbridge.sync.store import company_today, get_company, open_invoices
+from arbridge.worker import drain
+from tests.integration.test_insight import T, ledger
+from tests.integration.test_plans import agree_and_pay
+
+
+def listed(s, company, today, which, lateness):
+    week = expected(s, company, today, which, lateness)
+    rows = reads.invoices_export(
+        s, company, today, reads.Filters(expected=which, status="all"), week=week
+    )
+    return {r.invoice.source_id: r.expected for r in rows}, week
+
+
+def test_each_forecast_week_lists_the_invoices_expected_in_it(rt):
+    ledger().build(rt)
+    with rt.sessions() as s:
+        company = get_company(s, "insight")
+        found = insight(s, company, T, None)
+        by_week = {w: listed(s, company, T, w, found.lateness) for w in WEEKS}
+        totals = {w: week.total(s, company) for w, (_, week) in by_week.items()}
+    names = {w: rows for w, (rows, _) in by_week.items()}
+    # Week 1: O2 250.00 (T-30 + 7 = T-23, passed: today) + F3 40.00 (T+2 - 3 = T-1 -> today)
+    assert names["1"] == {"O2": Decimal("250.00"), "F3": Decimal("40.00")}
+    # Week 3 (T+14..T+20): O1 (T+10 + 7 = T+17) 200.00, E3 (T-5 + 20 = T+15) EUR 10.00 x 1.0842
+    assert names["3"] == {"O1": Decimal("200.00"), "E3": Decimal("10.84")}
+    # Week 5 (T+28..T+34): D1 80.00 less CN1 30.00 (T+29), D3 60.00 (T+30)
+    assert names["5"] == {"D1": Decimal("50.00"), "D3": Decimal("60.00")}
+    # Later: E2 EUR 123.45 x 1.0842 = 133.84 (T+80 + 20 = T+100). Paid and voided ones: nowhere.
+    assert names["later"] == {"E2": Decimal("133.84")}
+    assert all(not names[w] for w in ("2", "4", *map(str, range(6, 14))))
+    fc = found.forecast
+    figures = [w.amount for w in fc.weeks] + [fc.later]
+    for w, figure in zip(WEEKS, figures, strict=True):
+        assert sum(names[w].values(), Decimal(0)) == figure == totals[w], w
+
+
+def test_a_plans_installments_are_split_between_its_invoices_and_add_up_to_each_week(
+    rt, demo_company
+):
+    with rt.sessions() as s:
+        by_customer: dict[int, list] = {}
+        for i in open_invoices(s, demo_company.id):
+            if (
+                i.currency == "USD"
+                and not i.payment_pending
+                and i.total_minor == i.open_balance_minor
+            ):
+                by_customer.setdefault(i.customer_id, []).append(i)
+        _, mine = max(by_customer.items(), key=lambda kv: len(kv[1]))
+        ids = [i.id for i in mine[:2]]
+    made = svc.make_offer(
+        rt,
+        company_id=demo_company.id,
+        invoice_ids=ids,
+        installments=4,
+        every="week",
+        deposit_percent=Decimal(0),
+    )
+    agree_and_pay(rt, made)
+    drain(rt)
+    with rt.sessions() as s:
+        company = s.get(Company, demo_company.id)
+        assert s.scalar(select(Plan.status).where(Plan.id == made.plan_id)) == "current"
+        planned = set(
+            s.scalars(select(PlanInvoice.invoice_id).where(PlanInvoice.plan_id == made.plan_id))
+        )
+        assert planned == set(ids)
+        today = company_today(company, rt.clock)
+        found = insight(s, company, today, None, live_plans=True)
+        fc = found.forecast
+        figures = [w.amount for w in fc.weeks] + [fc.later]
+        seen_in: dict[int, int] = {}
+        for which, figure in zip(WEEKS, figures, strict=True):
+            week = expected(s, company, today, which, found.lateness)
+            rows = reads.invoices_export(
+                s, company, today, reads.Filters(expected=which, status="all"), week=week
+            )
+            assert (
+                sum((r.expected for r in rows), Decimal(0)) == figure == week.total(s, company)
+            ), which
+            for r in rows:
+                if r.invoice.id in planned:
+                    seen_in[r.invoice.id] = seen_in.get(r.invoice.id, 0) + 1
+        # The weekly installments after the first payment fall in more than one week.
+        assert sum(seen_in.values()) > 1

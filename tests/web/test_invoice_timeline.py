@@ -1,0 +1,80 @@
+"""The invoice page's timeline (issue 13: "the timeline of everything that happened to it"): the
+page had none. Issued and due, the reminders sent with a link to the message, the customer's
+promise, payments in the ledger and through arbridge, pauses; newest first, in the business's
+timezone, in a fixed number of statements."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from arbridge.services.reminders.holds import record_hold
+from arbridge.services.reminders.run import run_reminders
+from arbridge.sync.db import transaction
+from arbridge.sync.model import Invoice, MailMessage, PaymentAllocation, ReminderSend
+from arbridge.sync.store import company_today
+from arbridge.worker import drain
+from tests.web.conftest import csrf_token, fresh_company, parse
+from tests.web.test_query_counts import counted
+
+
+def _reminded_invoice(rt, company) -> tuple[int, int]:
+    """An invoice whose reminder email went out today: (its id, the message's id)."""
+    run_reminders(rt, fresh_company(rt, company.slug))
+    drain(rt)
+    with rt.sessions() as s:
+        inv_id, key = s.execute(
+            select(ReminderSend.invoice_id, ReminderSend.outbox_key)
+            .where(ReminderSend.channel == "email", ReminderSend.status == "sent")
+            .order_by(ReminderSend.id)
+            .limit(1)
+        ).one()
+        mail_id = s.scalar(select(MailMessage.id).where(MailMessage.outbox_key == key))
+        return inv_id, mail_id
+
+
+def test_the_invoice_page_had_no_timeline_of_what_happened_to_it(owner_client, rt, demo_company):
+    inv_id, mail_id = _reminded_invoice(rt, demo_company)
+    today = company_today(demo_company, rt.clock)
+    with transaction(rt.sessions) as s:
+        record_hold(s, rt, s.get(Invoice, inv_id), "promise", promised_on=today + timedelta(days=4))
+    url = f"/c/demo/invoices/{inv_id}"
+    token = csrf_token(owner_client.get(url).data)
+    owner_client.post(f"/c/demo/invoices/{inv_id}/pause", data={"csrf_token": token, "next": url})
+    doc = parse(owner_client.get(url).data)
+    timeline = doc.by_id("timeline")
+    items = [li.text for li in timeline.find_all("li")]
+    text = " ".join(items)
+    assert "Issued" in items[-1]  # oldest last
+    assert "reminder (" in text and "after due) sent to" in text
+    assert "after-" not in text and "overdue_" not in text  # no internal names
+    assert f"/c/demo/mailbox/{mail_id}" in {a.attrs["href"] for a in timeline.find_all("a")}
+    assert "promised to pay by" in text.lower()
+    assert "Reminders paused" in items[0]
+    assert "CST" in text  # times in the business's timezone, the zone named
+
+
+def test_ledger_payments_show_on_the_timeline(owner_client, rt, demo_company):
+    with rt.sessions() as s:
+        inv_id = s.scalar(select(PaymentAllocation.invoice_id).limit(1))
+    text = parse(owner_client.get(f"/c/demo/invoices/{inv_id}").data).by_id("timeline").text
+    assert "Payment recorded in your ledger" in text or "Credit note" in text
+
+
+def test_the_timeline_costs_the_same_statements_whatever_happened(owner_client, rt, demo_company):
+    busy, _ = _reminded_invoice(rt, demo_company)
+    with rt.sessions() as s:
+        quiet = s.scalar(
+            select(Invoice.id).where(
+                Invoice.company_id == demo_company.id,
+                Invoice.id.not_in(select(ReminderSend.invoice_id)),
+                Invoice.id.not_in(select(PaymentAllocation.invoice_id)),
+            )
+        )
+    costs = []
+    for inv_id in (quiet, busy):
+        with counted(rt) as statements:
+            assert owner_client.get(f"/c/demo/invoices/{inv_id}").status_code == 200
+        costs.append(len(statements))
+    assert costs[0] == costs[1], costs
