@@ -27,6 +27,25 @@ GONE = ("voided", "deleted")
 FAR = T + timedelta(days=400)
 
 
+def _live_allocations(s, company: Company) -> list[tuple[int, date, int]]:
+    """(invoice id, date, amount) of every allocation whose payment or credit note counts."""
+    rows = s.execute(
+        select(
+            PaymentAllocation.invoice_id,
+            func.coalesce(PaymentAllocation.applied_on, Payment.received_on, CreditNote.issued_on),
+            PaymentAllocation.amount_minor,
+        )
+        .outerjoin(Payment, Payment.id == PaymentAllocation.payment_id)
+        .outerjoin(CreditNote, CreditNote.id == PaymentAllocation.credit_note_id)
+        .where(
+            PaymentAllocation.company_id == company.id,
+            func.coalesce(Payment.status, "closed").not_in(GONE),
+            func.coalesce(CreditNote.status, "open").not_in(GONE),
+        )
+    ).all()
+    return [tuple(row) for row in rows]
+
+
 def _from_scratch(s, company: Company, days: list[date]) -> list[Receivables]:
     invoices = s.execute(
         select(
@@ -79,6 +98,7 @@ def _check(rt, slug_company: Company) -> None:
             settled_by_day(s, company.id, FAR),
         )
         assert stored == _from_scratch(s, company, days)
+        live = _live_allocations(s, company)
         # Each invoice's closing, against the running sums of store.allocations_to.
         done = allocations_to(company.id, FAR, FAR)
         closings = dict(
@@ -95,6 +115,24 @@ def _check(rt, slug_company: Company) -> None:
             assert inv.home_total_minor == home_minor(
                 inv.total_minor, inv.currency, inv.exchange_rate, company.home_currency
             )
+            mine = [(on, amount) for i, on, amount in live if i == inv.id]
+            applied = sum(amount for _on, amount in mine)
+            assert (
+                inv.applied_minor,
+                inv.settled_days,
+                inv.last_settled_on,
+                inv.home_left_minor,
+            ) == (
+                applied,
+                len({on for on, _a in mine}),
+                max((on for on, _a in mine), default=None),
+                home_minor(
+                    inv.total_minor - applied,
+                    inv.currency,
+                    inv.exchange_rate,
+                    company.home_currency,
+                ),
+            ), inv.source_id
             if inv.closing_irregular:
                 assert inv.closed_on is None
                 continue

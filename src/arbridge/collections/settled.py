@@ -24,6 +24,9 @@ credit's, as `store.allocations_to` dates them):
 - `closing_irregular`: it closed more than once, reopened after closing (a refund, a
   restatement), or closed before it was issued. Its closing depends on the day asked about:
   readers work it out from its allocations as before (there are few of them).
+- after all its allocations: `applied_minor` (its currency), `settled_days` (on how many days),
+  `last_settled_on` and `home_left_minor` (home(total - applied)): what it owes on any day from
+  last_settled_on on (the forecast's open amounts, the partial payments of the flags).
 """
 
 from __future__ import annotations
@@ -58,6 +61,12 @@ class InvoiceFacts(NamedTuple):
     days_to_pay: int | None
     days_late: int | None
     closing_irregular: bool
+    # After all its allocations: what they applied (its currency), on how many days, the
+    # last of them, and what is left in home currency (None when it does not count).
+    applied_minor: int = 0
+    settled_days: int = 0
+    last_settled_on: date | None = None
+    home_left_minor: int | None = None
 
 
 def settle(
@@ -102,18 +111,15 @@ def settle(
             reopened = True
     home_total = home_minor(total_minor, currency, rate, home_currency)
     facts = [out[a.id] for a in allocs]
+    after = (applied, len(daily), max(daily, default=None), owed)
     if not closings:
-        return InvoiceFacts(home_total, None, None, None, False), facts
+        return InvoiceFacts(home_total, None, None, None, False, *after), facts
     closed = closings[0]
     if len(closings) > 1 or reopened or closed < issued_on:
-        return InvoiceFacts(home_total, None, None, None, True), facts
+        return InvoiceFacts(home_total, None, None, None, True, *after), facts
     return (
         InvoiceFacts(
-            home_total,
-            closed,
-            (closed - issued_on).days,
-            (closed - due_on).days,
-            False,
+            home_total, closed, (closed - issued_on).days, (closed - due_on).days, False, *after
         ),
         facts,
     )

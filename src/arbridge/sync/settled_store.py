@@ -93,6 +93,10 @@ def _refresh(session: Session, ids: list[int]) -> None:
                 days_to_pay=bindparam("days_to_pay"),
                 days_late=bindparam("days_late"),
                 closing_irregular=bindparam("closing_irregular"),
+                applied_minor=bindparam("applied_minor"),
+                settled_days=bindparam("settled_days"),
+                last_settled_on=bindparam("last_settled_on"),
+                home_left_minor=bindparam("home_left_minor"),
             ),
             invoice_rows,
         )

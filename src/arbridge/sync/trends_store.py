@@ -15,9 +15,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import Integer, cast, func
 from sqlalchemy.orm import Session
 
 from arbridge.collections.insight import trend_months
@@ -34,13 +32,6 @@ from arbridge.money import exponent
 from arbridge.sync.model import Company
 from arbridge.sync.settled_store import closed_by_day, issued_by_day, settled_by_day
 from arbridge.sync.store import irregular_closings, net_sales
-
-
-def day_gap(session: Session, later: Any, earlier: Any) -> Any:
-    """later - earlier in whole days, in the database's own date arithmetic."""
-    if session.get_bind().dialect.name == "sqlite":
-        return cast(func.julianday(later) - func.julianday(earlier), Integer)
-    return cast(later - earlier, Integer)
 
 
 def kpi_trends(session: Session, company: Company, as_of: date) -> list[Kpis]:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     and_,
     case,
     false,
+    text,
 )
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -164,6 +165,12 @@ class Invoice(SyncedRow, Base):
     days_to_pay: Mapped[int | None] = mapped_column(Integer)
     days_late: Mapped[int | None] = mapped_column(Integer)
     closing_irregular: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # After all its allocations: what they applied, on how many days, the last of them, and
+    # what is left in home currency (None when voided or deleted).
+    applied_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    settled_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_settled_on: Mapped[date | None] = mapped_column(Date)
+    home_left_minor: Mapped[int | None] = mapped_column(BigInteger)
 
     customer: Mapped[Customer] = relationship()
 
@@ -219,6 +226,21 @@ class Invoice(SyncedRow, Base):
         ),
         # The few invoices whose closing is worked out from their allocations.
         Index("ix_invoices_closing_irregular", "company_id", "closing_irregular"),
+        # What is owed after all allocations, per customer and due date: the forecast's open
+        # amounts, from a partial index of the invoices that owe something (or were overpaid).
+        Index(
+            "ix_invoices_owing",
+            "company_id",
+            "customer_id",
+            "due_on",
+            "issued_on",
+            "last_settled_on",
+            "home_left_minor",
+            sqlite_where=text("home_left_minor <> 0"),
+            postgresql_where=text("home_left_minor <> 0"),
+        ),
+        # Allocations made after a day (the forecast or flags of a past as-of date).
+        Index("ix_invoices_last_settled", "company_id", "last_settled_on"),
     )
 
     @property

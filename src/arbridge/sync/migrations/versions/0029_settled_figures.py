@@ -3,7 +3,8 @@
 single passes over covering indexes instead of running sums over the whole history.
 
 `invoices` gains `home_total_minor` (the total in home currency, rounded once; NULL when voided
-or deleted), `closed_on`, `days_to_pay`, `days_late` and `closing_irregular`;
+or deleted), `closed_on`, `days_to_pay`, `days_late`, `closing_irregular`, and after all its
+allocations `applied_minor`, `settled_days`, `last_settled_on` and `home_left_minor`;
 `payment_allocations` gains `counted_on` (max(its date, the invoice's issue date); NULL when it
 does not count), `home_minor` (what it took off the invoice's home-currency receivables) and
 `due_on` (its invoice's). Every company's are worked out here, in batches.
@@ -31,6 +32,14 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("closing_irregular", sa.Boolean(), nullable=False, server_default=sa.false())
         )
+        batch.add_column(
+            sa.Column("applied_minor", sa.BigInteger(), nullable=False, server_default="0")
+        )
+        batch.add_column(
+            sa.Column("settled_days", sa.Integer(), nullable=False, server_default="0")
+        )
+        batch.add_column(sa.Column("last_settled_on", sa.Date(), nullable=True))
+        batch.add_column(sa.Column("home_left_minor", sa.BigInteger(), nullable=True))
     with op.batch_alter_table("payment_allocations") as batch:
         batch.add_column(sa.Column("counted_on", sa.Date(), nullable=True))
         batch.add_column(
@@ -63,6 +72,21 @@ def upgrade() -> None:
         "ix_invoices_closing_irregular", "invoices", ["company_id", "closing_irregular"]
     )
     op.create_index(
+        "ix_invoices_owing",
+        "invoices",
+        [
+            "company_id",
+            "customer_id",
+            "due_on",
+            "issued_on",
+            "last_settled_on",
+            "home_left_minor",
+        ],
+        sqlite_where=sa.text("home_left_minor <> 0"),
+        postgresql_where=sa.text("home_left_minor <> 0"),
+    )
+    op.create_index("ix_invoices_last_settled", "invoices", ["company_id", "last_settled_on"])
+    op.create_index(
         "ix_payment_allocations_counted",
         "payment_allocations",
         ["company_id", "counted_on", "due_on", "home_minor"],
@@ -71,6 +95,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_payment_allocations_counted", table_name="payment_allocations")
+    op.drop_index("ix_invoices_last_settled", table_name="invoices")
+    op.drop_index("ix_invoices_owing", table_name="invoices")
     op.drop_index("ix_invoices_closing_irregular", table_name="invoices")
     op.drop_index("ix_invoices_customer_closed", table_name="invoices")
     op.drop_index("ix_invoices_closed", table_name="invoices")
@@ -80,6 +106,15 @@ def downgrade() -> None:
         batch.drop_column("home_minor")
         batch.drop_column("counted_on")
     with op.batch_alter_table("invoices") as batch:
-        for name in ("closing_irregular", "days_late", "days_to_pay", "closed_on"):
+        for name in (
+            "home_left_minor",
+            "last_settled_on",
+            "settled_days",
+            "applied_minor",
+            "closing_irregular",
+            "days_late",
+            "days_to_pay",
+            "closed_on",
+        ):
             batch.drop_column(name)
         batch.drop_column("home_total_minor")
