@@ -186,16 +186,10 @@ def issued_by_day(session: Session, company_id: int, last: date) -> list[tuple[d
     (issue date, due date). SQLite: "SEARCH invoices USING COVERING INDEX
     ix_invoices_issued_home (company_id=? AND issued_on<?)", grouped in index order;
     PostgreSQL: an index-only scan of ix_invoices_issued_home (a GroupAggregate)."""
-    rows = session.execute(
-        select(
-            Invoice.issued_on,
-            Invoice.due_on,
-            cast(func.sum(Invoice.home_total_minor), BigInteger),
-        )
-        .where(Invoice.company_id == company_id, Invoice.issued_on <= last)
-        .group_by(Invoice.issued_on, Invoice.due_on)
-    ).tuples()
-    return [(on, due, int(minor or 0)) for on, due, minor in rows]
+    i = Invoice
+    return _by_day(
+        session, i.company_id == company_id, i.issued_on, i.due_on, i.home_total_minor, last
+    )
 
 
 def settled_by_day(session: Session, company_id: int, last: date) -> list[tuple[date, date, int]]:
@@ -203,14 +197,17 @@ def settled_by_day(session: Session, company_id: int, last: date) -> list[tuple[
     which they count, their invoice's due date), up to `last`. SQLite: "SEARCH
     payment_allocations USING COVERING INDEX ix_payment_allocations_counted (company_id=? AND
     counted_on<?)"; PostgreSQL: an index-only scan of ix_payment_allocations_counted."""
+    a = PaymentAllocation
+    return _by_day(session, a.company_id == company_id, a.counted_on, a.due_on, a.home_minor, last)
+
+
+def _by_day(
+    session: Session, mine: Any, day: Any, due_on: Any, amount: Any, last: date
+) -> list[tuple[date, date, int]]:
     rows = session.execute(
-        select(
-            PaymentAllocation.counted_on,
-            PaymentAllocation.due_on,
-            cast(func.sum(PaymentAllocation.home_minor), BigInteger),
-        )
-        .where(PaymentAllocation.company_id == company_id, PaymentAllocation.counted_on <= last)
-        .group_by(PaymentAllocation.counted_on, PaymentAllocation.due_on)
+        select(day, due_on, cast(func.sum(amount), BigInteger))
+        .where(mine, day <= last)
+        .group_by(day, due_on)
     ).tuples()
     return [(on, due, int(minor or 0)) for on, due, minor in rows]
 
