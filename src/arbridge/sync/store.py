@@ -266,7 +266,12 @@ def allocations_to(company_id: int, as_of: date, begin_day: date, only: Any = No
     applied_on = func.coalesce(
         PaymentAllocation.applied_on, Payment.received_on, CreditNote.issued_on
     )
-    wanted = [] if only is None else [PaymentAllocation.invoice_id.in_(only)]
+    # `only` alone picks the allocations (through their invoice index), else the company.
+    wanted = (
+        [PaymentAllocation.company_id == company_id]
+        if only is None
+        else [PaymentAllocation.invoice_id.in_(only)]
+    )
     daily = (
         select(
             PaymentAllocation.invoice_id,
@@ -276,7 +281,6 @@ def allocations_to(company_id: int, as_of: date, begin_day: date, only: Any = No
         .outerjoin(Payment, Payment.id == PaymentAllocation.payment_id)
         .outerjoin(CreditNote, CreditNote.id == PaymentAllocation.credit_note_id)
         .where(
-            PaymentAllocation.company_id == company_id,
             or_(Payment.id.is_(None), Payment.status.not_in(_GONE)),
             or_(CreditNote.id.is_(None), CreditNote.status.not_in(_GONE)),
             applied_on <= as_of,
@@ -409,6 +413,7 @@ def irregular_closings(
             .join(odd, odd.c.invoice_id == Invoice.id)
             .where(
                 Invoice.company_id == company_id,
+                Invoice.closing_irregular.is_(True),
                 Invoice.status.not_in(_GONE),
                 Invoice.issued_on <= as_of,
                 odd.c.closing >= first,

@@ -239,6 +239,19 @@ class Invoice(SyncedRow, Base):
             sqlite_where=text("home_left_minor <> 0"),
             postgresql_where=text("home_left_minor <> 0"),
         ),
+        # Each customer's invoices in issue order with what the partial payments flag reads.
+        Index(
+            "ix_invoices_customer_issued",
+            "company_id",
+            "customer_id",
+            "issued_on",
+            "id",
+            "total_minor",
+            "home_total_minor",
+            "applied_minor",
+            "settled_days",
+            "last_settled_on",
+        ),
         # Allocations made after a day (the forecast or flags of a past as-of date).
         Index("ix_invoices_last_settled", "company_id", "last_settled_on"),
     )
