@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    and_,
-    case,
+    Date,
+    bindparam,
     cast,
     distinct,
     false,
@@ -205,66 +205,72 @@ def _planned_amounts(
     return out
 
 
+# Each customer's closings, newest first, read one step at a time down
+# ix_invoices_customer_closed (company, customer, closed_on, issued_on, id, days_late): the
+# newest three's days late, and how many closed after the newest late one. SQLite walks the
+# index backwards per customer ("SEARCH invoices USING COVERING INDEX
+# ix_invoices_customer_closed (company_id=? AND customer_id=? AND closed_on<?)"), as does
+# PostgreSQL (an index-only scan backward); the totals per customer are one pass over the same
+# index in its order, grouped without a sort.
+_NEWEST = "ORDER BY {t}.closed_on DESC, {t}.issued_on DESC, {t}.id DESC"
+_CLOSED_OF = "{t}.company_id = :co AND {t}.customer_id = g.customer_id AND {t}.closed_on <= :as_of"
+_BEHAVIOURS = f"""
+SELECT g.customer_id, g.n, g.late, g.year_n, g.year_late, g.late_n,
+  (SELECT coalesce(sum(r.days_late), 0) FROM (
+     SELECT i.days_late FROM invoices i WHERE {_CLOSED_OF.format(t="i")}
+     {_NEWEST.format(t="i")} LIMIT {SLOWING_LAST}) r) AS recent_late,
+  (SELECT count(*) FROM invoices i WHERE {_CLOSED_OF.format(t="i")}
+     AND (i.closed_on, i.issued_on, i.id) > (
+       SELECT l.closed_on, l.issued_on, l.id FROM invoices l
+       WHERE {_CLOSED_OF.format(t="l")} AND l.days_late > 0 {_NEWEST.format(t="l")} LIMIT 1)
+  ) AS after_late
+FROM (
+  SELECT customer_id, count(*) AS n, sum(days_late) AS late,
+    sum(CASE WHEN closed_on >= :year_from THEN 1 ELSE 0 END) AS year_n,
+    sum(CASE WHEN closed_on >= :year_from THEN days_late ELSE 0 END) AS year_late,
+    sum(CASE WHEN days_late > 0 THEN 1 ELSE 0 END) AS late_n
+  FROM invoices
+  WHERE company_id = :co AND closed_on <= :as_of {{mine}}
+  GROUP BY customer_id
+) g
+"""  # noqa: S608 (constants only: every value is a bound parameter)
+
+
 def behaviours(
     session: Session, company: Company, as_of: date, customer_id: int | None = None
 ) -> list[Behaviour]:
-    """Each customer's invoices closed on or before as_of (still closed then), summed in one
-    query over the closings stored at sync (sync.settled_store): the last 3 by closed_on then
+    """Each customer's invoices closed on or before as_of (still closed then), from one query
+    over the closings stored at sync (sync.settled_store): the last 3 by closed_on then
     issued_on, the earlier ones, those closed in the 365 days ending on as_of, and the run of
-    on-time closings. SQLite reads ix_invoices_customer_closed alone, in its order ("SEARCH
-    invoices USING COVERING INDEX ix_invoices_customer_closed (company_id=?)", no sort for the
-    window); PostgreSQL an index-only scan of it. The customers with an invoice whose closing
-    depends on the day (worked out from its allocations, as before) or whose limit was reviewed
-    (the run counts from then) are worked out one closing at a time (two more queries)."""
-    mine = [Invoice.customer_id == customer_id] if customer_id is not None else []
-    closed = (
-        select(
-            Invoice.customer_id,
-            Invoice.closed_on,
-            Invoice.days_late.label("late"),
-            func.row_number()
-            .over(
-                partition_by=Invoice.customer_id,
-                order_by=(Invoice.closed_on, Invoice.issued_on, Invoice.id),
-            )
-            .label("rn"),
-            # The same window (one pass in index order), over the whole partition.
-            func.count()
-            .over(
-                partition_by=Invoice.customer_id,
-                order_by=(Invoice.closed_on, Invoice.issued_on, Invoice.id),
-                rows=(None, None),
-            )
-            .label("n"),
-        )
-        .where(Invoice.company_id == company.id, Invoice.closed_on <= as_of, *mine)
-        .subquery()
-    )
-    recent = closed.c.rn > closed.c.n - SLOWING_LAST
-    year = closed.c.closed_on >= as_of - timedelta(days=LATENESS_DAYS - 1)
-
-    def total(cond: Any, value: Any = 1) -> Any:
-        return cast(func.coalesce(func.sum(case((cond, value), else_=0)), 0), BigInteger)
-
+    on-time closings (those after the newest late one). The customers with an invoice whose
+    closing depends on the day (worked out from its allocations, as before) or whose limit was
+    reviewed (the run counts from then) are worked out one closing at a time (two more
+    queries)."""
+    sql = _BEHAVIOURS.format(mine="" if customer_id is None else "AND customer_id = :cid")
+    stmt = text(sql).bindparams(bindparam("as_of", type_=Date), bindparam("year_from", type_=Date))
+    params: dict[str, Any] = {
+        "co": company.id,
+        "as_of": as_of,
+        "year_from": as_of - timedelta(days=LATENESS_DAYS - 1),
+    }
+    if customer_id is not None:
+        params["cid"] = customer_id
     found: dict[int, Behaviour] = {}
-    for cid, r_late, r_n, e_late, e_n, y_late, y_n, last_late, n in session.execute(
-        select(
-            closed.c.customer_id,
-            total(recent, closed.c.late),
-            total(recent),
-            total(~recent, closed.c.late),
-            total(~recent),
-            total(year, closed.c.late),
-            total(year),
-            func.max(case((closed.c.late > 0, closed.c.rn))),
-            func.count(),
-        ).group_by(closed.c.customer_id)
+    for cid, n, late, year_n, year_late, late_n, recent_late, after_late in session.execute(
+        stmt, params
     ).tuples():
-        # Closings oldest first: the run is those after the newest late one.
-        run = int(n) - (0 if last_late is None else int(last_late))
+        recent_n = min(int(n), SLOWING_LAST)
         found[cid] = Behaviour(
-            cid, int(r_late), int(r_n), int(e_late), int(e_n), int(y_late), int(y_n), run
+            cid,
+            int(recent_late),
+            recent_n,
+            int(late) - int(recent_late),
+            int(n) - recent_n,
+            int(year_late),
+            int(year_n),
+            int(n) if not late_n else int(after_late),
         )
+    mine = [Invoice.customer_id == customer_id] if customer_id is not None else []
     for cid, detail in _closings_one_by_one(session, company, as_of, mine).items():
         found[cid] = detail
     return list(found.values())
@@ -330,60 +336,89 @@ def _closings_one_by_one(
     }
 
 
+def _part(t: str) -> str:
+    """SQL: 1 when invoice `t` was paid in part by :as_of (something applied, and a balance
+    left or allocations on more than one day), else 0. What was applied by then is stored at
+    sync for an invoice with no allocation after :as_of (sync.settled_store); for the others
+    (none, as of today) it is summed from their allocations, dated and filtered as
+    `store.allocations_to` does."""
+    on = "coalesce(a.applied_on, p.received_on, c.issued_on)"
+    applied = (
+        "FROM payment_allocations a"
+        " LEFT OUTER JOIN payments p ON p.id = a.payment_id"
+        " LEFT OUTER JOIN credit_notes c ON c.id = a.credit_note_id"
+        f" WHERE a.invoice_id = {t}.id AND {on} <= :as_of"
+        " AND (p.id IS NULL OR p.status NOT IN ('voided', 'deleted'))"
+        " AND (c.id IS NULL OR c.status NOT IN ('voided', 'deleted'))"
+    )
+    by_end = f"(SELECT coalesce(sum(a.amount_minor), 0) {applied})"
+    days = f"(SELECT count(DISTINCT {on}) {applied})"
+
+    def part(by: str, on_days: str) -> str:
+        return f"CASE WHEN {by} > 0 AND ({by} < {t}.total_minor OR {on_days} > 1) THEN 1 ELSE 0 END"
+
+    return (
+        f"CASE WHEN {t}.last_settled_on IS NULL OR {t}.last_settled_on <= :as_of"
+        f" THEN {part(f'{t}.applied_minor', f'{t}.settled_days')}"
+        f" ELSE {part(by_end, days)} END"
+    )
+
+
+def _issued_of(t: str) -> str:
+    # Not voided or deleted (home_total_minor is None then: settled_store), a total above 0,
+    # issued in the 365 days ending on as_of.
+    return (
+        f"{t}.company_id = :co AND {t}.home_total_minor IS NOT NULL AND {t}.total_minor > 0"
+        f" AND {t}.issued_on <= :as_of AND {t}.issued_on >= :year_from"
+    )
+
+
+# The totals per customer in one pass over ix_invoices_customer_issued (company, customer,
+# issued_on, id, and what `_part` reads), grouped in its order; the newest three walked
+# backwards down it per customer. SQLite: "SEARCH invoices USING COVERING INDEX
+# ix_invoices_customer_issued (company_id=?)" and "(company_id=? AND customer_id=? AND
+# issued_on>? AND issued_on<?)"; PostgreSQL: index-only scans of it (the second backward).
+_PARTIALS = f"""
+SELECT g.customer_id, g.n, g.parts,
+  (SELECT coalesce(sum(r.part), 0) FROM (
+     SELECT {_part("y")} AS part FROM invoices y
+     WHERE {_issued_of("y")} AND y.customer_id = g.customer_id
+     ORDER BY y.issued_on DESC, y.id DESC LIMIT {PARTIALS_LAST}) r) AS recent_parts
+FROM (
+  SELECT x.customer_id, count(*) AS n, sum({_part("x")}) AS parts
+  FROM invoices x {{hint}} WHERE {_issued_of("x")}
+  GROUP BY x.customer_id
+) g
+"""  # noqa: S608 (constants only: every value is a bound parameter)
+
+
 def partials(session: Session, company: Company, as_of: date) -> list[Partials]:
     """Each customer's invoices issued in the 365 days ending on as_of: of the last 3 (by issue
     date), and of the earlier ones, how many were paid in part by as_of (something applied, and
-    a balance left or allocations on more than one day). One query, reading
-    ix_invoices_customer_issued alone on SQLite ("SEARCH invoices USING COVERING INDEX
-    ix_invoices_customer_issued (company_id=?)") and in an index-only scan on PostgreSQL."""
-    # What was applied by as_of, and on how many days: stored at sync for an invoice with no
-    # allocation after as_of (sync.settled_store), summed from its allocations for the others.
-    by_then = or_(Invoice.last_settled_on.is_(None), Invoice.last_settled_on <= as_of)
-    applied = _applied_by(
-        company.id,
-        as_of,
-        select(Invoice.id).where(Invoice.company_id == company.id, Invoice.last_settled_on > as_of),
-    )
-    by_end = case((by_then, Invoice.applied_minor), else_=func.coalesce(applied.c.by_end, 0))
-    days = case((by_then, Invoice.settled_days), else_=func.coalesce(applied.c.days, 0))
-    part = and_(by_end > 0, or_(by_end < Invoice.total_minor, days > 1))
-    # Oldest first, as ix_invoices_customer_issued holds them (one window pass, no sort): the
-    # last 3 are those numbered above n - 3.
-    in_order = (Invoice.issued_on, Invoice.id)
-    issued = (
-        select(
-            Invoice.customer_id,
-            case((part, 1), else_=0).label("part"),
-            func.row_number().over(partition_by=Invoice.customer_id, order_by=in_order).label("rn"),
-            func.count()
-            .over(partition_by=Invoice.customer_id, order_by=in_order, rows=(None, None))
-            .label("n"),
+    a balance left or allocations on more than one day). One query."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    sql = _PARTIALS.format(hint="INDEXED BY ix_invoices_customer_issued" if sqlite else "")
+    stmt = text(sql).bindparams(bindparam("as_of", type_=Date), bindparam("year_from", type_=Date))
+    out = []
+    for cid, n, parts, recent_parts in session.execute(
+        stmt,
+        {
+            "co": company.id,
+            "as_of": as_of,
+            "year_from": as_of - timedelta(days=LATENESS_DAYS - 1),
+        },
+    ).tuples():
+        recent_n = min(int(n), PARTIALS_LAST)
+        out.append(
+            Partials(
+                cid,
+                int(recent_parts),
+                recent_n,
+                int(parts) - int(recent_parts),
+                int(n) - recent_n,
+            )
         )
-        .outerjoin(applied, applied.c.invoice_id == Invoice.id)
-        .where(
-            Invoice.company_id == company.id,
-            Invoice.home_total_minor.is_not(None),  # not voided or deleted (settled_store)
-            Invoice.total_minor > 0,
-            Invoice.issued_on <= as_of,
-            Invoice.issued_on >= as_of - timedelta(days=LATENESS_DAYS - 1),
-        )
-        .subquery()
-    )
-    recent = issued.c.rn > issued.c.n - PARTIALS_LAST
-
-    def total(cond: Any, value: Any = 1) -> Any:
-        return cast(func.coalesce(func.sum(case((cond, value), else_=0)), 0), BigInteger)
-
-    rows = session.execute(
-        select(
-            issued.c.customer_id,
-            total(recent, issued.c.part),
-            total(recent),
-            total(~recent, issued.c.part),
-            total(~recent),
-        ).group_by(issued.c.customer_id)
-    ).tuples()
-    return [Partials(cid, *(int(v) for v in rest)) for cid, *rest in rows]
+    return out
 
 
 @dataclass(frozen=True)
