@@ -211,10 +211,28 @@ class Invoice(SyncedRow, Base):
         ),
         # The KPIs' and trends' sales and receivables: one pass in issue-date order, summed by
         # day from the index alone (store.kpi_report, trends_store.kpi_trends; migration 0029).
-        Index("ix_invoices_issued_home", "company_id", "issued_on", "due_on", "home_total_minor"),
+        # These are partial (the rows they are for), so that no other query takes one of them
+        # for its order or its customer.
+        Index(
+            "ix_invoices_issued_home",
+            "company_id",
+            "issued_on",
+            "due_on",
+            "home_total_minor",
+            sqlite_where=text("home_total_minor IS NOT NULL"),
+            postgresql_where=text("home_total_minor IS NOT NULL"),
+        ),
         # Closings by day (days to pay, on time), and each customer's in closing order
         # (lateness, slowing, the on-time run): read from the indexes alone.
-        Index("ix_invoices_closed", "company_id", "closed_on", "days_to_pay", "days_late"),
+        Index(
+            "ix_invoices_closed",
+            "company_id",
+            "closed_on",
+            "days_to_pay",
+            "days_late",
+            sqlite_where=text("closed_on IS NOT NULL"),
+            postgresql_where=text("closed_on IS NOT NULL"),
+        ),
         Index(
             "ix_invoices_customer_closed",
             "company_id",
@@ -223,6 +241,8 @@ class Invoice(SyncedRow, Base):
             "issued_on",
             "id",
             "days_late",
+            sqlite_where=text("closed_on IS NOT NULL"),
+            postgresql_where=text("closed_on IS NOT NULL"),
         ),
         # The few invoices whose closing is worked out from their allocations.
         Index("ix_invoices_closing_irregular", "company_id", "closing_irregular"),
@@ -251,9 +271,17 @@ class Invoice(SyncedRow, Base):
             "applied_minor",
             "settled_days",
             "last_settled_on",
+            sqlite_where=text("home_total_minor IS NOT NULL"),
+            postgresql_where=text("home_total_minor IS NOT NULL"),
         ),
         # Allocations made after a day (the forecast or flags of a past as-of date).
-        Index("ix_invoices_last_settled", "company_id", "last_settled_on"),
+        Index(
+            "ix_invoices_last_settled",
+            "company_id",
+            "last_settled_on",
+            sqlite_where=text("last_settled_on IS NOT NULL"),
+            postgresql_where=text("last_settled_on IS NOT NULL"),
+        ),
     )
 
     @property

@@ -59,14 +59,22 @@ def upgrade() -> None:
         "ix_invoices_issued_home",
         "invoices",
         ["company_id", "issued_on", "due_on", "home_total_minor"],
+        sqlite_where=sa.text("home_total_minor IS NOT NULL"),
+        postgresql_where=sa.text("home_total_minor IS NOT NULL"),
     )
     op.create_index(
-        "ix_invoices_closed", "invoices", ["company_id", "closed_on", "days_to_pay", "days_late"]
+        "ix_invoices_closed",
+        "invoices",
+        ["company_id", "closed_on", "days_to_pay", "days_late"],
+        sqlite_where=sa.text("closed_on IS NOT NULL"),
+        postgresql_where=sa.text("closed_on IS NOT NULL"),
     )
     op.create_index(
         "ix_invoices_customer_closed",
         "invoices",
         ["company_id", "customer_id", "closed_on", "issued_on", "id", "days_late"],
+        sqlite_where=sa.text("closed_on IS NOT NULL"),
+        postgresql_where=sa.text("closed_on IS NOT NULL"),
     )
     op.create_index(
         "ix_invoices_closing_irregular", "invoices", ["company_id", "closing_irregular"]
@@ -85,7 +93,13 @@ def upgrade() -> None:
         sqlite_where=sa.text("home_left_minor <> 0"),
         postgresql_where=sa.text("home_left_minor <> 0"),
     )
-    op.create_index("ix_invoices_last_settled", "invoices", ["company_id", "last_settled_on"])
+    op.create_index(
+        "ix_invoices_last_settled",
+        "invoices",
+        ["company_id", "last_settled_on"],
+        sqlite_where=sa.text("last_settled_on IS NOT NULL"),
+        postgresql_where=sa.text("last_settled_on IS NOT NULL"),
+    )
     op.create_index(
         "ix_invoices_customer_issued",
         "invoices",
@@ -100,6 +114,8 @@ def upgrade() -> None:
             "settled_days",
             "last_settled_on",
         ],
+        sqlite_where=sa.text("home_total_minor IS NOT NULL"),
+        postgresql_where=sa.text("home_total_minor IS NOT NULL"),
     )
     op.create_index(
         "ix_payment_allocations_counted",
