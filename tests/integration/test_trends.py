@@ -68,10 +68,10 @@ def _statements(rt, slug: str) -> int:
     return len(seen)
 
 
-def test_trends_cost_eight_queries_whatever_the_ledgers_size(rt):
+def test_trends_cost_five_queries_whatever_the_ledgers_size(rt):
     ledger().build(rt)
     _ledger_of(20, "twenty").build(rt)
-    assert _statements(rt, "kpi") == _statements(rt, "twenty") == 8
+    assert _statements(rt, "kpi") == _statements(rt, "twenty") == 5
 
 
 def _each_month_as_the_report(rt, slug: str, as_of=T) -> None:

@@ -217,6 +217,40 @@ class Behaviour(NamedTuple):
     on_time_run: int
 
 
+class Closing(NamedTuple):
+    """One closed invoice of a customer: the day it closed, its issue date, its id (the order
+    of closings) and its days late."""
+
+    closed_on: date
+    issued_on: date
+    id: int
+    days_late: int
+
+
+def behaviour(
+    customer_id: int, closings: Iterable[Closing], as_of: date, reviewed_on: date | None
+) -> Behaviour:
+    """A customer's Behaviour from all their invoices closed on or before as_of, one by one
+    (what the database sums for the others: see sync.insight_store.behaviours)."""
+    ordered = sorted(closings, reverse=True)  # newest first: closed_on, then issued_on, id
+    year_from = as_of - timedelta(days=LATENESS_DAYS - 1)
+    recent, earlier = ordered[:SLOWING_LAST], ordered[SLOWING_LAST:]
+    year = [c for c in ordered if c.closed_on >= year_from]
+    first_late = next((k for k, c in enumerate(ordered, 1) if c.days_late > 0), None)
+    n = len(ordered)
+    since = n if reviewed_on is None else sum(1 for c in ordered if c.closed_on > reviewed_on)
+    return Behaviour(
+        customer_id,
+        sum(c.days_late for c in recent),
+        len(recent),
+        sum(c.days_late for c in earlier),
+        len(earlier),
+        sum(c.days_late for c in year),
+        len(year),
+        min(n if first_late is None else first_late - 1, since),
+    )
+
+
 class Partials(NamedTuple):
     """One customer's invoices issued in the 365 days ending on as_of: of the last 3 (by issue
     date), how many were paid in part, and the same over the earlier ones."""

@@ -19,7 +19,8 @@ with the allocations made on or before the as-of date already summed per invoice
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -299,3 +300,74 @@ def countback(ar_end: Decimal, blocks: list[Decimal]) -> Decimal | None:
             counted += COUNTBACK_BLOCK_DAYS * left / sales
         return counted
     return None
+
+
+class Receivables(NamedTuple):
+    """The receivables on one day and the part of them on invoices not yet due that day, in
+    home-currency minor units."""
+
+    total: int
+    current: int
+
+
+def receivables_on(
+    days: list[date],
+    issued: Iterable[tuple[date, date, int]],
+    settled: Iterable[tuple[date, date, int]],
+) -> list[Receivables]:
+    """The receivables on each of `days` (in date order), from the home-currency totals of the
+    invoices that count summed per (issue date, due date), less what their allocations took
+    off summed per (day from which they count, due date): an invoice adds its total from its
+    issue date on, an allocation takes its part off from max(its date, the issue date) on
+    (collections.settled), and both count in `current` on the days up to the due date. One
+    pass over each, whatever the number of days."""
+    n = len(days)
+    total = [0] * (n + 1)
+    current = [0] * (n + 1)
+
+    def add(rows: Iterable[tuple[date, date, int]], sign: int) -> None:
+        for on, due_on, minor in rows:
+            if not minor:
+                continue
+            first = bisect_left(days, on)  # the first day it counts on
+            if first == n:
+                continue
+            total[first] += sign * minor
+            last = bisect_right(days, due_on)  # the days it is current on: first .. last - 1
+            if last > first:
+                current[first] += sign * minor
+                current[last] -= sign * minor
+
+    add(issued, 1)
+    add(settled, -1)
+    out, ar, cur = [], 0, 0
+    for k in range(n):
+        ar += total[k]
+        cur += current[k]
+        out.append(Receivables(ar, cur))
+    return out
+
+
+def sales_blocks(as_of: date, sold: Callable[[date, date], int]) -> list[int]:
+    """The countback's twelve 30-day blocks of net credit sales ending on as_of, block 1 first,
+    from `sold(first, last)`: the net credit sales of the days first .. last."""
+    return [
+        sold(
+            as_of - timedelta(days=COUNTBACK_BLOCK_DAYS * (k + 1) - 1),
+            as_of - timedelta(days=COUNTBACK_BLOCK_DAYS * k),
+        )
+        for k in range(COUNTBACK_BLOCKS)
+    ]
+
+
+def day_sums(by_day: dict[date, int]) -> Callable[[date, date], int]:
+    """`sum_of(first, last)`: the sum of `by_day`'s values on the days first .. last."""
+    days = sorted(by_day)
+    prefix = [0]
+    for day in days:
+        prefix.append(prefix[-1] + by_day[day])
+
+    def sum_of(first: date, last: date) -> int:
+        return prefix[bisect_right(days, last)] - prefix[bisect_left(days, first)]
+
+    return sum_of

@@ -61,6 +61,7 @@ from arbridge.sync.model import (
     PlanInstallment,
     PlanInvoice,
 )
+from arbridge.sync.settled_store import flushed_invoices, refresh
 from arbridge.sync.store import aging_report, kpi_report, report_dict
 from arbridge.sync.trends_store import kpi_trends
 
@@ -120,6 +121,10 @@ def watch(factory: sessionmaker[Session]) -> None:
 
 
 def _after_flush(session: Session, _context: Any) -> None:
+    # The figures stored for the insight (sync.settled_store), in the same transaction.
+    touched = flushed_invoices(session, session.new, session.dirty, session.deleted)
+    if touched:
+        refresh(session, touched)
     companies: set[int] = set()
     plans: set[int] = set()
     for obj in chain(session.new, session.dirty, session.deleted):

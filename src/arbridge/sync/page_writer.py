@@ -45,6 +45,7 @@ from arbridge.sync.model import (
     PaymentAllocation,
 )
 from arbridge.sync.records import CreditNoteData, CustomerData, InvoiceData, PaymentData
+from arbridge.sync.settled_store import invoices_settled_by, refresh
 
 _ORDER = "page_row"
 
@@ -420,6 +421,7 @@ class PageWriter:
         kept = held_now(self.s, lag.unsure)
         ids = _upsert(self.s, Invoice, rows)
         self._changed(ids)
+        refresh(self.s, ids.values())
         catch_up(self.s, lag, kept)
         self.kept |= {source_id for source_id, i in ids.items() if i in kept}
         return skipped
@@ -431,6 +433,7 @@ class PageWriter:
         if not ids:
             return
         self._changed(ids)
+        settled = invoices_settled_by(self.s, getattr(PaymentAllocation, column), ids.values())
         # A re-synced payment or credit states its allocations in full: replace ours.
         self.s.execute(
             delete(PaymentAllocation).where(
@@ -458,6 +461,7 @@ class PageWriter:
             if a.invoice_source_id in invoices
         ]
         _insert(self.s, PaymentAllocation.__table__, allocations)
+        refresh(self.s, settled | {a["invoice_id"] for a in allocations})
 
     def payments(self, recs: list[PaymentData]) -> None:
         customers = self._customer_ids(recs)
@@ -515,10 +519,13 @@ class PageWriter:
             else:
                 row.status = "deleted"
         if entity in ("payments", "credit_notes") and ids:
-            column = "payment_id" if entity == "payments" else "credit_note_id"
-            self.s.execute(
-                delete(PaymentAllocation).where(
-                    among(self.s, getattr(PaymentAllocation, column), ids.values())
-                )
+            column = getattr(
+                PaymentAllocation, "payment_id" if entity == "payments" else "credit_note_id"
             )
+            settled = invoices_settled_by(self.s, column, ids.values())
+            self.s.execute(delete(PaymentAllocation).where(among(self.s, column, ids.values())))
+            refresh(self.s, settled)
+        elif entity == "invoices":
+            self.s.flush()
+            refresh(self.s, ids.values())
         return len(ids)

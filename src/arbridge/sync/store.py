@@ -8,6 +8,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -16,10 +17,18 @@ from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock, local_date
 from arbridge.collections.aging import Aging, OpenItem, age, bucket_starts
-from arbridge.collections.kpis import HomeAr, KpiCredit, KpiInvoice, Kpis, kpis, window_start
+from arbridge.collections.insight import home_minor
+from arbridge.collections.kpis import (
+    Kpis,
+    day_sums,
+    kpis_from_sums,
+    receivables_on,
+    sales_blocks,
+    window_start,
+)
 from arbridge.crypto import Keyring
 from arbridge.errors import ArbridgeError, KeyMismatch, NotFound
-from arbridge.money import Money, check_currency
+from arbridge.money import Money, check_currency, exponent
 from arbridge.sync.activity import log_activity
 from arbridge.sync.db import among
 from arbridge.sync.model import (
@@ -42,6 +51,12 @@ from arbridge.sync.model import (
     User,
 )
 from arbridge.sync.pay_links import LinkGone
+from arbridge.sync.settled_store import (
+    closed_by_day,
+    irregular,
+    issued_by_day,
+    settled_by_day,
+)
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 KEY_CHECK = "key_check"
@@ -277,7 +292,12 @@ def allocations_to(company_id: int, as_of: date, begin_day: date, only: Any = No
     applied_on = func.coalesce(
         PaymentAllocation.applied_on, Payment.received_on, CreditNote.issued_on
     )
-    wanted = [] if only is None else [PaymentAllocation.invoice_id.in_(only)]
+    # `only` alone picks the allocations (through their invoice index), else the company.
+    wanted = (
+        [PaymentAllocation.company_id == company_id]
+        if only is None
+        else [PaymentAllocation.invoice_id.in_(only)]
+    )
     daily = (
         select(
             PaymentAllocation.invoice_id,
@@ -287,7 +307,6 @@ def allocations_to(company_id: int, as_of: date, begin_day: date, only: Any = No
         .outerjoin(Payment, Payment.id == PaymentAllocation.payment_id)
         .outerjoin(CreditNote, CreditNote.id == PaymentAllocation.credit_note_id)
         .where(
-            PaymentAllocation.company_id == company_id,
             or_(Payment.id.is_(None), Payment.status.not_in(_GONE)),
             or_(CreditNote.id.is_(None), CreditNote.status.not_in(_GONE)),
             applied_on <= as_of,
@@ -333,109 +352,64 @@ def allocations_to(company_id: int, as_of: date, begin_day: date, only: Any = No
 
 def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kpis:
     """The collections KPIs (collections.kpis) of the `days` days ending on as_of, from five
-    queries whatever the ledger's size. Home-currency invoices need no conversion, so the
-    database sums them: their totals per issue date (the sales of the window, and what was
-    issued by each end of the period) less what was applied to them by then (one plain
-    aggregate, no running sums) make their receivables exactly; and
-    their closings in the period per issue, due and closing date (running sums only over the
-    allocations of the invoices paid something in the period). Foreign ones come one by one,
-    each converted and rounded alone, as do the credit notes issued in the window.
-    Allocations are dated by their own date, else their payment's or credit's."""
+    queries whatever the ledger's size, over the figures stored at sync (sync.settled_store):
+    the home-currency totals per issue and due date and what allocations took off them per day
+    and due date make the receivables on both ends of the period and the window's sales; the
+    closings in the period come summed per day, but for the few invoices whose closing depends
+    on the day asked about (worked out from their allocations, as before); the credit notes
+    issued in the window one by one, each converted and rounded alone."""
     start = as_of - timedelta(days=days - 1)
     begin_day = start - timedelta(days=1)
     window = window_start(as_of, days)
-    counts = and_(
-        Invoice.company_id == company.id,
-        Invoice.status.not_in(_GONE),
-        Invoice.issued_on <= as_of,
+    issued = issued_by_day(session, company.id, as_of)
+    begin, end = receivables_on(
+        [begin_day, as_of], issued, settled_by_day(session, company.id, as_of)
     )
-    is_home = Invoice.currency == company.home_currency
-    # The home-currency totals per issue date (and of those not due yet): the sales of the
-    # window's days, and summed, what was issued by each end of the period.
-    by_day = session.execute(
-        select(
-            Invoice.issued_on,
-            cast(func.sum(Invoice.total_minor), BigInteger),
-            cast(
-                func.sum(case((Invoice.due_on >= as_of, Invoice.total_minor), else_=0)),
-                BigInteger,
-            ),
-        )
-        .where(counts, is_home)
-        .group_by(Invoice.issued_on)
-    ).all()
-    home_sales = [(day, int(total)) for day, total, _ in by_day if day >= window]
-    paid_begin, paid_end, paid_end_current = _home_applied(session, company, as_of, begin_day)
-    home_ar = HomeAr(
-        sum(int(total) for day, total, _ in by_day if day <= begin_day) - paid_begin,
-        sum(int(total) for _, total, _ in by_day) - paid_end,
-        sum(int(current) for _, _, current in by_day) - paid_end_current,
+    sold = day_sums(net_sales(session, company, issued, window, as_of))
+    closed = on_time = to_pay = 0
+    for _day, n, paid_in, in_time in closed_by_day(session, company.id, start, as_of):
+        closed, to_pay, on_time = closed + n, to_pay + paid_in, on_time + in_time
+    for issued_on, due_on, closed_on in irregular_closings(
+        session, company.id, as_of, begin_day, start
+    ):
+        closed += 1
+        to_pay += (closed_on - issued_on).days
+        on_time += 1 if closed_on <= due_on else 0
+    places = exponent(company.home_currency)
+
+    def amount(minor: int) -> Decimal:
+        return Decimal(minor).scaleb(-places)
+
+    return kpis_from_sums(
+        start,
+        as_of,
+        days,
+        amount(begin.total),
+        amount(end.total),
+        amount(end.current),
+        amount(sold(start, as_of)),
+        [amount(b) for b in sales_blocks(as_of, sold)],
+        closed,
+        on_time,
+        to_pay,
     )
-    # Closed in the period: something was applied in it (a superset: voided payments' too,
-    # which allocations_to then leaves out).
-    applied_on = func.coalesce(
-        PaymentAllocation.applied_on, Payment.received_on, CreditNote.issued_on
-    )
-    paid_in_period = (
-        select(PaymentAllocation.invoice_id)
-        .outerjoin(Payment, Payment.id == PaymentAllocation.payment_id)
-        .outerjoin(CreditNote, CreditNote.id == PaymentAllocation.credit_note_id)
-        .where(
-            PaymentAllocation.company_id == company.id,
-            applied_on >= start,
-            applied_on <= as_of,
-        )
-    )
-    recent = allocations_to(company.id, as_of, begin_day, paid_in_period)
-    home_closings = session.execute(
-        select(Invoice.issued_on, Invoice.due_on, recent.c.closing, func.count())
-        .join(recent, recent.c.invoice_id == Invoice.id)
-        .where(
-            counts,
-            is_home,
-            recent.c.closing >= start,
-            Invoice.total_minor <= recent.c.by_end,
-        )
-        .group_by(Invoice.issued_on, Invoice.due_on, recent.c.closing)
-    ).tuples()
-    foreign_ids = select(Invoice.id).where(
-        Invoice.company_id == company.id, Invoice.currency != company.home_currency
-    )
-    applied = allocations_to(company.id, as_of, begin_day, foreign_ids)
-    by_end = cast(func.coalesce(applied.c.by_end, 0), BigInteger)
-    by_begin = cast(func.coalesce(applied.c.by_begin, 0), BigInteger)
-    foreign = session.execute(
-        select(
-            Invoice.issued_on,
-            Invoice.due_on,
-            Invoice.currency,
-            Invoice.exchange_rate,
-            Invoice.total_minor,
-            by_end.label("by_end"),
-            by_begin.label("by_begin"),
-            # Only a closing in the period counts (days to pay, on time).
-            case(
-                (
-                    and_(applied.c.closing >= start, Invoice.total_minor <= by_end),
-                    applied.c.closing,
-                )
-            ).label("closed_on"),
-        )
-        .outerjoin(applied, applied.c.invoice_id == Invoice.id)
-        .where(
-            counts,
-            ~is_home,
-            # Only invoices some figure needs: sold in the window, owing at either end of the
-            # period, or closed in it.
-            or_(
-                Invoice.issued_on >= window,
-                Invoice.total_minor != by_end,
-                and_(Invoice.issued_on <= begin_day, Invoice.total_minor != by_begin),
-                applied.c.closing >= start,
-            ),
-        )
-    ).tuples()
-    credits = session.execute(
+
+
+def net_sales(
+    session: Session,
+    company: Company,
+    issued: list[tuple[date, date, int]],
+    first: date,
+    last: date,
+) -> dict[date, int]:
+    """Net credit sales per day over first .. last, home-currency minor units: the invoices'
+    totals (`issued`, from settled_store.issued_by_day) less the credit notes issued, each
+    converted and rounded alone (one query)."""
+    sales: dict[date, int] = {}
+    for on, _due, minor in issued:
+        if first <= on <= last:
+            sales[on] = sales.get(on, 0) + minor
+    for on, currency, rate, minor in session.execute(
         select(
             CreditNote.issued_on,
             CreditNote.currency,
@@ -444,63 +418,35 @@ def kpi_report(session: Session, company: Company, as_of: date, days: int) -> Kp
         ).where(
             CreditNote.company_id == company.id,
             CreditNote.status.not_in(_GONE),
-            CreditNote.issued_on >= window,
-            CreditNote.issued_on <= as_of,
+            CreditNote.issued_on >= first,
+            CreditNote.issued_on <= last,
         )
-    ).all()
-    return kpis(
-        [KpiInvoice(*row) for row in foreign],
-        (KpiCredit._make(row) for row in credits),
-        as_of,
-        days,
-        company.home_currency,
-        home_ar,
-        home_sales,
-        list(home_closings),
-    )
+    ).tuples():
+        sales[on] = sales.get(on, 0) - home_minor(int(minor), currency, rate, company.home_currency)
+    return sales
 
 
-def _home_applied(
-    session: Session, company: Company, as_of: date, begin_day: date
-) -> tuple[int, int, int]:
-    """What was applied to the home-currency invoices (voided and deleted left out) by
-    begin_day (to those issued by then) and by as_of (and of that, to those not yet due on
-    as_of): one aggregate, no running sums."""
-    home = and_(
-        Invoice.company_id == company.id,
-        Invoice.status.not_in(_GONE),
-        Invoice.issued_on <= as_of,
-        Invoice.currency == company.home_currency,
+def irregular_closings(
+    session: Session, company_id: int, as_of: date, begin_day: date, first: date
+) -> list[tuple[date, date, date]]:
+    """The invoices whose closing depends on the day asked about (collections.settled) that
+    were closed on as_of, on a day on or after `first`: issued_on, due_on, closing day, worked
+    out from their allocations (running sums over those few invoices only). One query."""
+    odd = allocations_to(company_id, as_of, begin_day, irregular(company_id))
+    return list(
+        session.execute(
+            select(Invoice.issued_on, Invoice.due_on, odd.c.closing)
+            .join(odd, odd.c.invoice_id == Invoice.id)
+            .where(
+                Invoice.company_id == company_id,
+                Invoice.closing_irregular.is_(True),
+                Invoice.status.not_in(_GONE),
+                Invoice.issued_on <= as_of,
+                odd.c.closing >= first,
+                Invoice.total_minor <= odd.c.by_end,
+            )
+        ).tuples()
     )
-    early = Invoice.issued_on <= begin_day
-    current = Invoice.due_on >= as_of
-
-    def total(when: Any, amount: Any) -> Any:
-        return cast(func.coalesce(func.sum(case((when, amount), else_=0)), 0), BigInteger)
-
-    applied_on = func.coalesce(
-        PaymentAllocation.applied_on, Payment.received_on, CreditNote.issued_on
-    )
-    amount = PaymentAllocation.amount_minor
-    applied = (
-        select(
-            total(and_(early, applied_on <= begin_day), amount),
-            total(True, amount),
-            total(current, amount),
-        )
-        .join(Invoice, Invoice.id == PaymentAllocation.invoice_id)
-        .outerjoin(Payment, Payment.id == PaymentAllocation.payment_id)
-        .outerjoin(CreditNote, CreditNote.id == PaymentAllocation.credit_note_id)
-        .where(
-            home,
-            PaymentAllocation.company_id == company.id,
-            or_(Payment.id.is_(None), Payment.status.not_in(_GONE)),
-            or_(CreditNote.id.is_(None), CreditNote.status.not_in(_GONE)),
-            applied_on <= as_of,
-        )
-    )
-    by_begin, by_end, by_end_current = session.execute(applied).one()
-    return int(by_begin), int(by_end), int(by_end_current)
 
 
 def report_dict(company: Company, aging: Aging, kpi: Kpis | None = None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     and_,
     case,
     false,
+    text,
 )
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -158,6 +159,21 @@ class Invoice(SyncedRow, Base):
     # The highest reminder step index claimed for it (-1: none), kept with the claims so the
     # day's candidates are index ranges, not a probe of reminder_sends per invoice (0027).
     highest_step_claimed: Mapped[int] = mapped_column(Integer, default=-1, server_default="-1")
+    # What the insight sums, worked out at sync from its allocations (collections.settled,
+    # stored by sync.settled_store in the same transaction as the writes; migration 0029):
+    # its home-currency total (None when voided or deleted), the day it closed, days to pay
+    # and days late, or `closing_irregular` when its closing depends on the day asked about.
+    home_total_minor: Mapped[int | None] = mapped_column(BigInteger)
+    closed_on: Mapped[date | None] = mapped_column(Date)
+    days_to_pay: Mapped[int | None] = mapped_column(Integer)
+    days_late: Mapped[int | None] = mapped_column(Integer)
+    closing_irregular: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # After all its allocations: what they applied, on how many days, the last of them, and
+    # what is left in home currency (None when voided or deleted).
+    applied_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    settled_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_settled_on: Mapped[date | None] = mapped_column(Date)
+    home_left_minor: Mapped[int | None] = mapped_column(BigInteger)
 
     customer: Mapped[Customer] = relationship()
 
@@ -195,6 +211,79 @@ class Invoice(SyncedRow, Base):
             "status",
             "unposted_minor",
             "ledger_balance_minor",
+        ),
+        # The KPIs' and trends' sales and receivables: one pass in issue-date order, summed by
+        # day from the index alone (store.kpi_report, trends_store.kpi_trends; migration 0029).
+        # These are partial (the rows they are for), so that no other query takes one of them
+        # for its order or its customer.
+        Index(
+            "ix_invoices_issued_home",
+            "company_id",
+            "issued_on",
+            "due_on",
+            "home_total_minor",
+            sqlite_where=text("home_total_minor IS NOT NULL"),
+            postgresql_where=text("home_total_minor IS NOT NULL"),
+        ),
+        # Closings by day (days to pay, on time), and each customer's in closing order
+        # (lateness, slowing, the on-time run): read from the indexes alone.
+        Index(
+            "ix_invoices_closed",
+            "company_id",
+            "closed_on",
+            "days_to_pay",
+            "days_late",
+            sqlite_where=text("closed_on IS NOT NULL"),
+            postgresql_where=text("closed_on IS NOT NULL"),
+        ),
+        Index(
+            "ix_invoices_customer_closed",
+            "company_id",
+            "customer_id",
+            "closed_on",
+            "issued_on",
+            "id",
+            "days_late",
+            sqlite_where=text("closed_on IS NOT NULL"),
+            postgresql_where=text("closed_on IS NOT NULL"),
+        ),
+        # The few invoices whose closing is worked out from their allocations.
+        Index("ix_invoices_closing_irregular", "company_id", "closing_irregular"),
+        # What is owed after all allocations, per customer and due date: the forecast's open
+        # amounts, from a partial index of the invoices that owe something (or were overpaid).
+        Index(
+            "ix_invoices_owing",
+            "company_id",
+            "customer_id",
+            "due_on",
+            "issued_on",
+            "last_settled_on",
+            "home_left_minor",
+            sqlite_where=text("home_left_minor <> 0"),
+            postgresql_where=text("home_left_minor <> 0"),
+        ),
+        # Each customer's invoices in issue order with what the partial payments flag reads.
+        Index(
+            "ix_invoices_customer_issued",
+            "company_id",
+            "customer_id",
+            "issued_on",
+            "id",
+            "total_minor",
+            "home_total_minor",
+            "applied_minor",
+            "settled_days",
+            "last_settled_on",
+            sqlite_where=text("home_total_minor IS NOT NULL"),
+            postgresql_where=text("home_total_minor IS NOT NULL"),
+        ),
+        # Allocations made after a day (the forecast or flags of a past as-of date).
+        Index(
+            "ix_invoices_last_settled",
+            "company_id",
+            "last_settled_on",
+            sqlite_where=text("last_settled_on IS NOT NULL"),
+            postgresql_where=text("last_settled_on IS NOT NULL"),
         ),
     )
 
@@ -318,8 +407,16 @@ class PaymentAllocation(Base):
     )
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     applied_on: Mapped[date | None] = mapped_column(Date)
+    # Worked out at sync (collections.settled; migration 0029): the day from which it counts in
+    # the receivables, max(its date, the invoice's issue date), None when it does not count;
+    # what it took off the invoice's home-currency receivables; the invoice's due date.
+    counted_on: Mapped[date | None] = mapped_column(Date)
+    home_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    due_on: Mapped[date | None] = mapped_column(Date)
 
     __table_args__ = (
+        # The receivables on any day: one pass summed by day from the index alone.
+        Index("ix_payment_allocations_counted", "company_id", "counted_on", "due_on", "home_minor"),
         CheckConstraint(
             "(payment_id IS NULL) <> (credit_note_id IS NULL)", name="exactly_one_settlement"
         ),

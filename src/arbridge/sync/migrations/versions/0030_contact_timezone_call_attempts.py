@@ -6,7 +6,7 @@ reminder to that contact may arrive. `call_tasks.attempts` counts the calls logg
 (try again), where reached, promised or disputed close it.
 
 Revision ID: 0030
-Revises: 0028
+Revises: 0029
 """
 
 from alembic import op
@@ -16,7 +16,7 @@ import arbridge.sync.model
 
 
 revision = "0030"
-down_revision = "0028"
+down_revision = "0029"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,249 @@
+"""Keeps the figures of collections.settled stored on invoices and allocations, in the same
+transaction as the writes that change them: every writer of invoices, payments, credit notes
+and allocations calls `refresh` with the invoices it touched (the sync's set-based writes in
+`PageWriter`, ORM writes through the session listener in `insight_cache`), and migration 0029
+fills them for what was synced before.
+
+Three reads and two bulk updates per call, whatever the number of invoices (a sync page's)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, and_, bindparam, case, cast, func, inspect, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import column as named_column
+
+from arbridge.collections.settled import SettlementIn, settle
+from arbridge.sync.db import among
+from arbridge.sync.model import Company, CreditNote, Invoice, Payment, PaymentAllocation
+
+GONE = ("voided", "deleted")
+BATCH = 5000
+
+
+def refresh(session: Session, invoice_ids: Iterable[int]) -> None:
+    """Work out again the stored figures of these invoices and of all their allocations."""
+    ids = sorted(set(invoice_ids) - {None})  # type: ignore[arg-type]
+    for k in range(0, len(ids), BATCH):
+        _refresh(session, ids[k : k + BATCH])
+
+
+def _refresh(session: Session, ids: list[int]) -> None:
+    invoices = session.execute(
+        select(
+            Invoice.id,
+            Invoice.total_minor,
+            Invoice.currency,
+            Invoice.exchange_rate,
+            Company.home_currency,
+            Invoice.issued_on,
+            Invoice.due_on,
+            Invoice.status,
+        )
+        .join(Company, Company.id == Invoice.company_id)
+        .where(among(session, Invoice.id, ids))
+    ).tuples()
+    applied_on = func.coalesce(
+        PaymentAllocation.applied_on, Payment.received_on, CreditNote.issued_on
+    )
+    by_invoice: dict[int, list[SettlementIn]] = {}
+    for alloc_id, invoice_id, on, amount, pay_status, credit_status in session.execute(
+        select(
+            PaymentAllocation.id,
+            PaymentAllocation.invoice_id,
+            applied_on,
+            PaymentAllocation.amount_minor,
+            Payment.status,
+            CreditNote.status,
+        )
+        .outerjoin(Payment, Payment.id == PaymentAllocation.payment_id)
+        .outerjoin(CreditNote, CreditNote.id == PaymentAllocation.credit_note_id)
+        .where(among(session, PaymentAllocation.invoice_id, ids))
+    ).tuples():
+        live = pay_status not in GONE and credit_status not in GONE
+        by_invoice.setdefault(invoice_id, []).append(SettlementIn(alloc_id, on, int(amount), live))
+    invoice_rows: list[dict[str, Any]] = []
+    alloc_rows: list[dict[str, Any]] = []
+    for invoice_id, total, currency, rate, home, issued_on, due_on, status in invoices:
+        facts, allocs = settle(
+            int(total),
+            currency,
+            Decimal(rate),
+            home,
+            issued_on,
+            due_on,
+            status not in GONE,
+            by_invoice.get(invoice_id, ()),
+        )
+        invoice_rows.append({"id": invoice_id, **facts._asdict()})
+        alloc_rows += [
+            {"id": a.id, "counted_on": a.counted_on, "home_minor": a.home_minor, "due_on": due_on}
+            for a in allocs
+        ]
+    _update(session, Invoice.__table__, invoice_rows)
+    _update(session, PaymentAllocation.__table__, alloc_rows)
+
+
+def _update(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
+    """UPDATE each row by id with its values: on PostgreSQL one statement over the rows given
+    as one JSON document (`json_to_recordset`), where an executemany is a round trip per row;
+    on SQLite, in process, an executemany."""
+    if not rows:
+        return
+    names = [name for name in rows[0] if name != "id"]
+    if session.get_bind().dialect.name == "postgresql":
+        records = [
+            {k: v.isoformat() if isinstance(v, date) else v for k, v in row.items()} for row in rows
+        ]
+        typed = [named_column(name, table.c[name].type) for name in ["id", *names]]
+        given = (
+            func.json_to_recordset(cast(bindparam("s_rows", json.dumps(records)), JSON))
+            .table_valued(*typed)
+            .render_derived(with_types=True)
+        )
+        session.execute(
+            update(table)
+            .where(table.c.id == given.c.id)
+            .values({name: given.c[name] for name in names})
+        )
+        return
+    session.connection().execute(
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
+        .values({name: bindparam(name) for name in names}),
+        [{"b_id": row["id"], **{name: row[name] for name in names}} for row in rows],
+    )
+
+
+def invoices_settled_by(session: Session, column: Any, ids: Iterable[int]) -> set[int]:
+    """The invoices that allocations of these payments or credit notes (`column`: the
+    allocation's payment_id or credit_note_id) settle."""
+    wanted = list(ids)
+    if not wanted:
+        return set()
+    return set(
+        session.scalars(
+            select(PaymentAllocation.invoice_id).where(among(session, column, wanted))
+        ).all()
+    )
+
+
+def refresh_company(session: Session, company_id: int) -> None:
+    """Every invoice of the company (the migration's backfill)."""
+    ids = session.scalars(
+        select(Invoice.id).where(Invoice.company_id == company_id).order_by(Invoice.id)
+    ).all()
+    refresh(session, ids)
+
+
+# The columns of a dirty row that change what `settle` works out.
+SETTLING = {
+    Invoice: ("issued_on", "due_on", "currency", "exchange_rate", "total_minor", "status"),
+    Payment: ("received_on", "status"),
+    CreditNote: ("issued_on", "status"),
+}
+
+
+def flushed_invoices(
+    session: Session, new: Iterable[Any], dirty: Iterable[Any], deleted: Iterable[Any]
+) -> set[int]:
+    """The invoices whose stored figures an ORM flush may have changed: invoices written,
+    allocations added, changed or removed, payments and credit notes whose date or status
+    changed (their allocations' invoices)."""
+    settlements: dict[Any, set[int]] = {}
+    invoices = {o.invoice_id for o in deleted if isinstance(o, PaymentAllocation)}
+    for obj, is_new in [(o, True) for o in new] + [(o, False) for o in dirty]:
+        state = inspect(obj)
+        if isinstance(obj, PaymentAllocation):
+            invoices.add(obj.invoice_id)
+            invoices.update(v for v in state.attrs["invoice_id"].history.deleted if v)
+            continue
+        columns = SETTLING.get(type(obj))
+        if columns is None or obj.id is None:
+            continue
+        if not is_new and not any(state.attrs[c].history.has_changes() for c in columns):
+            continue
+        if isinstance(obj, Invoice):
+            invoices.add(obj.id)
+        elif not is_new:
+            column = (
+                PaymentAllocation.payment_id
+                if isinstance(obj, Payment)
+                else PaymentAllocation.credit_note_id
+            )
+            settlements.setdefault(column, set()).add(obj.id)
+    for column, ids in settlements.items():
+        invoices |= invoices_settled_by(session, column, ids)
+    return invoices - {None}  # type: ignore[arg-type]
+
+
+# The queries over what is stored. Each reads one covering index in its own order and sums by
+# day, so it costs one pass over the index whatever the days asked about. Plans checked with
+# EXPLAIN at 1M invoices (bench/bench_dashboard.py): see each one.
+
+
+def issued_by_day(session: Session, company_id: int, last: date) -> list[tuple[date, date, int]]:
+    """The home-currency totals of the invoices that count, issued on or before `last`, per
+    (issue date, due date). SQLite: "SEARCH invoices USING COVERING INDEX
+    ix_invoices_issued_home (company_id=? AND issued_on<?)", grouped in index order;
+    PostgreSQL: an index-only scan of ix_invoices_issued_home (a GroupAggregate)."""
+    i = Invoice
+    # Literally the partial index's condition (SUM leaves the others out anyway).
+    mine = and_(i.company_id == company_id, i.home_total_minor.is_not(None))
+    return _by_day(session, mine, i.issued_on, i.due_on, i.home_total_minor, last)
+
+
+def settled_by_day(session: Session, company_id: int, last: date) -> list[tuple[date, date, int]]:
+    """What the allocations that count took off the home-currency receivables, per (day from
+    which they count, their invoice's due date), up to `last`. SQLite: "SEARCH
+    payment_allocations USING COVERING INDEX ix_payment_allocations_counted (company_id=? AND
+    counted_on<?)"; PostgreSQL: an index-only scan of ix_payment_allocations_counted."""
+    a = PaymentAllocation
+    return _by_day(session, a.company_id == company_id, a.counted_on, a.due_on, a.home_minor, last)
+
+
+def _by_day(
+    session: Session, mine: Any, day: Any, due_on: Any, amount: Any, last: date
+) -> list[tuple[date, date, int]]:
+    rows = session.execute(
+        select(day, due_on, cast(func.sum(amount), BigInteger))
+        .where(mine, day <= last)
+        .group_by(day, due_on)
+    ).tuples()
+    return [(on, due, int(minor or 0)) for on, due, minor in rows]
+
+
+def closed_by_day(
+    session: Session, company_id: int, first: date, last: date
+) -> list[tuple[date, int, int, int]]:
+    """The invoices closed on first .. last (those whose closing is regular: see
+    collections.settled) per closing day: how many, their days to pay summed, how many on
+    time. SQLite: "SEARCH invoices USING COVERING INDEX ix_invoices_closed (company_id=? AND
+    closed_on>? AND closed_on<?)"; PostgreSQL: an index-only scan of ix_invoices_closed."""
+    rows = session.execute(
+        select(
+            Invoice.closed_on,
+            func.count(),
+            cast(func.sum(Invoice.days_to_pay), BigInteger),
+            cast(func.sum(case((Invoice.days_late <= 0, 1), else_=0)), BigInteger),
+        )
+        .where(
+            Invoice.company_id == company_id,
+            Invoice.closed_on >= first,
+            Invoice.closed_on <= last,
+        )
+        .group_by(Invoice.closed_on)
+    ).tuples()
+    return [(on, int(n), int(to_pay or 0), int(on_time or 0)) for on, n, to_pay, on_time in rows]
+
+
+def irregular(company_id: int) -> Any:
+    """A select of the company's invoices whose closing is worked out from their allocations."""
+    return select(Invoice.id).where(
+        Invoice.company_id == company_id, Invoice.closing_irregular.is_(True)
+    )
