@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from sqlalchemy import insert, text
 
+from arbridge.readmodels.delivery import unsent_count_query, unsent_query
 from arbridge.readmodels.invoices import Filters, _query
 from arbridge.sync.model import Company, Customer, Invoice
 from tests.web.conftest import parse
@@ -107,3 +108,30 @@ def test_the_invoices_list_stays_fast_at_100000_invoices(owner_client, rt, demo_
     # query per row, takes many times longer.
     assert max(timings.values()) < 3.0, timings
     assert timings[""] < 1.0, timings
+
+
+def _explain(rt, stmt) -> str:
+    with rt.engine.connect() as conn:
+        compiled = stmt.compile(conn, compile_kwargs={"literal_binds": True})
+        if conn.dialect.name == "sqlite":
+            rows = conn.execute(text(f"EXPLAIN QUERY PLAN {compiled}")).all()
+            return "\n".join(str(r[-1]) for r in rows)
+        return "\n".join(r[0] for r in conn.execute(text(f"EXPLAIN {compiled}")).all())
+
+
+def test_the_dashboards_unsent_list_walked_every_customers_invoices_at_scale(rt, demo_company):
+    """At 1M invoices the dashboard's "never sent" list took 10 s on SQLite: no index led to the
+    unsent invoices, so the plan scanned every customer and sorted their invoices. Both the list
+    and its count now read `ix_invoices_unsent` (migration 0031)."""
+    _fill(rt, demo_company.id)
+    with rt.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE invoices SET ledger_sent = :f WHERE company_id = :c AND id % 50 = 0"),
+            {"f": False, "c": demo_company.id},
+        )
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("ANALYZE invoices"))
+    for stmt in (unsent_query(demo_company.id).limit(10), unsent_count_query(demo_company.id)):
+        plan = _explain(rt, stmt)
+        assert "ix_invoices_unsent" in plan, plan
+        assert "SCAN customers" not in plan and "TEMP B-TREE" not in plan, plan

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import String, cast, func, literal, select
+from sqlalchemy import Select, String, cast, func, literal, select
 from sqlalchemy.orm import Session
 
 from arbridge.sync.model import Customer, Invoice, OutboxMessage
@@ -29,18 +30,8 @@ class Unsent:
 def unsent_invoices(s: Session, company_id: int, limit: int = 10) -> Unsent:
     """Open invoices the ledger says were never sent and arbridge has not sent, oldest issued
     first, each with the state of its send when one was asked for."""
-    send_key = literal(f"{OutboxKind.INVOICE_SEND.value}:") + cast(Invoice.id, String)
-    found = s.execute(
-        select(Invoice, Customer.name, OutboxMessage.status, OutboxMessage.last_error)
-        .join(Customer, Customer.id == Invoice.customer_id)
-        .outerjoin(OutboxMessage, OutboxMessage.key == send_key)
-        .where(Invoice.company_id == company_id, Invoice.is_unsent)
-        .order_by(Invoice.issued_on, Invoice.id)
-        .limit(limit)
-    ).all()
-    count = s.scalar(
-        select(func.count()).where(Invoice.company_id == company_id, Invoice.is_unsent)
-    )
+    found = s.execute(unsent_query(company_id).limit(limit)).all()
+    count = s.scalar(unsent_count_query(company_id))
     return Unsent(
         [
             UnsentRow(
@@ -53,6 +44,24 @@ def unsent_invoices(s: Session, company_id: int, limit: int = 10) -> Unsent:
         ],
         count or 0,
     )
+
+
+def unsent_query(company_id: int) -> Select[Any]:
+    """The unsent invoices in issue order with their customers' names and their sends' states:
+    read in order from `ix_invoices_unsent` (its WHERE is `is_unsent`'s own terms)."""
+    send_key = literal(f"{OutboxKind.INVOICE_SEND.value}:") + cast(Invoice.id, String)
+    return (
+        select(Invoice, Customer.name, OutboxMessage.status, OutboxMessage.last_error)
+        .join(Customer, Customer.id == Invoice.customer_id)
+        .outerjoin(OutboxMessage, OutboxMessage.key == send_key)
+        .where(Invoice.company_id == company_id, Invoice.is_unsent)
+        .order_by(Invoice.issued_on, Invoice.id)
+    )
+
+
+def unsent_count_query(company_id: int) -> Select[Any]:
+    """How many there are: the length of `ix_invoices_unsent`'s range for the company."""
+    return select(func.count()).where(Invoice.company_id == company_id, Invoice.is_unsent)
 
 
 def _reason(error: str | None) -> str | None:

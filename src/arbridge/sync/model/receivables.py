@@ -277,6 +277,21 @@ class Invoice(SyncedRow, Base):
             sqlite_where=text("home_total_minor IS NOT NULL"),
             postgresql_where=text("home_total_minor IS NOT NULL"),
         ),
+        # The dashboard's "never sent" list and its count (readmodels.delivery; migration
+        # 0031): the unsent open invoices in issue order. Its WHERE is the query's own terms
+        # (`is_unsent` less the balance test, which the rows are then checked against), so
+        # SQLite and PostgreSQL take it; without it SQLite walked every customer's invoices.
+        Index(
+            "ix_invoices_unsent",
+            "company_id",
+            "status",
+            "ledger_sent",
+            "sent_at",
+            "issued_on",
+            "id",
+            sqlite_where=text("status = 'open' AND ledger_sent IS 0 AND sent_at IS NULL"),
+            postgresql_where=text("status = 'open' AND ledger_sent IS false AND sent_at IS NULL"),
+        ),
         # Allocations made after a day (the forecast or flags of a past as-of date).
         Index(
             "ix_invoices_last_settled",
