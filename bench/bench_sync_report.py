@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -31,6 +32,9 @@ from arbridge.sync import db
 from arbridge.sync.runner import sync_connection
 from arbridge.sync.store import add_connection, aging_report, create_company
 
+# A scratch schema named after the process: runs side by side never drop each other's.
+SCHEMA = f"arbridge_bench_{os.getpid()}"
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -44,10 +48,10 @@ def main() -> None:
         # A scratch schema of its own, so the benchmark never touches anything else.
         admin = db.make_engine(url)
         with admin.begin() as c:
-            c.execute(text("DROP SCHEMA IF EXISTS arbridge_bench CASCADE"))
-            c.execute(text("CREATE SCHEMA arbridge_bench"))
+            c.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+            c.execute(text(f"CREATE SCHEMA {SCHEMA}"))
         admin.dispose()
-        url += ("&" if "?" in url else "?") + "options=-csearch_path%3Darbridge_bench"
+        url += ("&" if "?" in url else "?") + f"options=-csearch_path%3D{SCHEMA}"
         engine = db.make_engine(url)
     try:
         _run(args, tmp, url, engine)
@@ -55,7 +59,7 @@ def main() -> None:
         if args.database_url and args.database_url.startswith("postgresql"):
             admin = db.make_engine(args.database_url)
             with admin.begin() as c:
-                c.execute(text("DROP SCHEMA IF EXISTS arbridge_bench CASCADE"))
+                c.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
             admin.dispose()
 
 

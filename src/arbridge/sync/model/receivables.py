@@ -254,6 +254,28 @@ class Invoice(SyncedRow, Base):
         )
 
 
+class OpenInvoiceDay(Base):
+    """How many open invoices (`Invoice.is_open`) a company has due on each day: what the dry
+    run counts (its open invoices, those not yet due) read as a sum over a few hundred days
+    instead of a count of the ledger (issue 14).
+
+    Written by the database alone: triggers on `invoices` (migration 0033) add and take away
+    one in the same transaction as every insert, update and delete of an invoice, whichever
+    code writes it (the sync's upserts, payments, refunds, deletions). arbridge never writes
+    these rows; a day that no longer has open invoices keeps its row at 0. A migration that
+    rebuilds `invoices` on SQLite (batch mode "recreate") drops its triggers and must make
+    them again (tests/integration/test_open_invoice_days.py counts against the ledger)."""
+
+    __tablename__ = "open_invoice_days"
+    __table_args__ = ({"info": {"kept_by_triggers": True}},)
+
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), primary_key=True
+    )
+    due_on: Mapped[date] = mapped_column(Date, primary_key=True)
+    open_invoices: Mapped[int] = mapped_column(Integer)
+
+
 class Payment(SyncedRow, Base):
     __tablename__ = "payments"
 
