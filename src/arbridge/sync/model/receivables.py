@@ -181,17 +181,11 @@ class Invoice(SyncedRow, Base):
             "home_balance_minor",
             "home_basis_minor",
         ),
-        # The day's reminder candidates (one range per step), and the few invoices with status
-        # "open" that owe nothing (the dry run's counts): migration 0027.
+        # The day's reminder candidates (one range per step): migration 0027. (Its companion
+        # ix_invoices_open_unposted went with 0033: the dry run counts `OpenInvoiceDay` now,
+        # and an index nothing reads cost every invoice a sync writes.)
         Index(
             "ix_invoices_open_reminded", "company_id", "status", "highest_step_claimed", "due_on"
-        ),
-        Index(
-            "ix_invoices_open_unposted",
-            "company_id",
-            "status",
-            "unposted_minor",
-            "ledger_balance_minor",
         ),
     )
 
