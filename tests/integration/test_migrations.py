@@ -5,12 +5,13 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from arbridge.sync import db
-from arbridge.sync.model import Base
+from arbridge.sync.model import Base, Invoice
 from tests.conftest import ON_POSTGRES, PG_URL
+from tests.unit.sync.test_invoice_balance import CASES
 
 
 def test_migrations_match_the_model(rt):
@@ -54,6 +55,25 @@ INSERT_INVOICE = text(
 )
 
 
+def insert_company_and_customer(conn) -> None:
+    """Company 1 and its customer 1, as any migration since 0013 keeps them."""
+    conn.execute(
+        text(
+            "INSERT INTO companies (id, name, slug, home_currency, timezone, country,"
+            " sync_interval_minutes, collections_hour, settings, created_at) VALUES"
+            " (1, 'Acme', 'acme', 'USD', 'America/Chicago', 'US', 15, 9, '{}',"
+            " '2026-11-24 15:00:00')"
+        )
+    )
+    conn.execute(
+        text(
+            "INSERT INTO customers (id, company_id, name, active, deleted, do_not_chase,"
+            " source, source_id, synced_at) VALUES"
+            " (1, 1, 'Bo', true, false, false, 'demo', 'C-1', '2026-11-24 15:00:00')"
+        )
+    )
+
+
 def test_0014_splits_each_balance_into_the_ledger_s_and_the_unposted_and_back(blank_engine):
     """Upgrading keeps every open balance (the ledger's figure, nothing unposted); going back
     makes the open balance the one balance again, whatever was unposted by then."""
@@ -61,21 +81,7 @@ def test_0014_splits_each_balance_into_the_ledger_s_and_the_unposted_and_back(bl
     command.upgrade(cfg, "0013")
     rows = {1: (100_00, 100_00, "open"), 2: (100_00, 40_00, "open"), 3: (50_00, 0, "paid")}
     with blank_engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO companies (id, name, slug, home_currency, timezone, country,"
-                " sync_interval_minutes, collections_hour, settings, created_at) VALUES"
-                " (1, 'Acme', 'acme', 'USD', 'America/Chicago', 'US', 15, 9, '{}',"
-                " '2026-11-24 15:00:00')"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO customers (id, company_id, name, active, deleted, do_not_chase,"
-                " source, source_id, synced_at) VALUES"
-                " (1, 1, 'Bo', true, false, false, 'demo', 'C-1', '2026-11-24 15:00:00')"
-            )
-        )
+        insert_company_and_customer(conn)
         for n, (total, balance, status) in rows.items():
             conn.execute(
                 INSERT_INVOICE,
@@ -238,3 +244,50 @@ def test_an_upgrade_that_copies_the_deliveries_table_on_sqlite_keeps_their_store
         conn.execute(INSERT_EVENT, {"id": 1, "provider": "stripe", "event_id": "evt_1"})
     command.upgrade(cfg, "head")
     assert _webhook_rows(blank_engine) == [("stripe", "evt_1"), ("stripe",)]
+
+
+def test_0032_counts_the_open_invoices_already_there_by_day_and_goes_back(blank_engine):
+    """Upgrading fills `open_invoice_days` from the invoices already stored, every open-balance
+    case counted as `Invoice.is_open` counts it; going back leaves no table and no trigger."""
+    cfg = db.alembic_config(blank_engine)
+    command.upgrade(cfg, "0028")
+    with blank_engine.begin() as conn:
+        insert_company_and_customer(conn)
+        for n, ((ledger, unposted, total), _) in enumerate(CASES):
+            for status in ("open", "paid"):
+                conn.execute(
+                    text(
+                        "INSERT INTO invoices (company_id, customer_id, issued_on, due_on,"
+                        " currency, exchange_rate, total_minor, ledger_balance_minor,"
+                        " unposted_minor, status, paused, payment_pending, source, source_id,"
+                        " synced_at, highest_step_claimed)"
+                        " VALUES (1, 1, '2026-10-01', :due, 'USD', '1', :total, :ledger,"
+                        " :unposted, :status, false, false, 'demo', :sid,"
+                        " '2026-11-24 15:00:00', -1)"
+                    ),
+                    {
+                        "due": f"2026-11-{1 + n % 3:02d}",
+                        "total": total,
+                        "ledger": ledger,
+                        "unposted": unposted,
+                        "status": status,
+                        "sid": f"I{n}{status}",
+                    },
+                )
+    command.upgrade(cfg, "0032")
+    with blank_engine.connect() as conn:
+        kept = conn.execute(text("SELECT due_on, open_invoices FROM open_invoice_days")).all()
+        counted = conn.execute(
+            select(Invoice.due_on, func.count())
+            .where(Invoice.company_id == 1, Invoice.is_open)
+            .group_by(Invoice.due_on)
+        ).all()
+    assert {str(d): n for d, n in kept} == {str(d): n for d, n in counted}
+    assert sum(n for _, n in kept) == sum(1 for _, owed in CASES if owed > 0)
+    command.downgrade(cfg, "0028")
+    with blank_engine.begin() as conn:  # no trigger left to write to a table that is gone
+        conn.execute(text("UPDATE invoices SET status = 'open'"))
+        conn.execute(text("DELETE FROM invoices"))
+        assert "open_invoice_days" not in inspect(conn).get_table_names()
+    command.upgrade(cfg, "head")
+    assert db.current_revision(blank_engine) == db.head_revision()

@@ -25,10 +25,17 @@ def field(raw: Mapping[str, Any], name: str) -> Any:
     return value
 
 
+@lru_cache(maxsize=4096)
+def _day(text: str) -> date:
+    """A day written in ISO form, checked. A sync reads the same few hundred days over and
+    over (issue 14); a day is immutable, so each is parsed once. Errors are not cached."""
+    return check_day(date.fromisoformat(text))
+
+
 def parse_date(raw: Mapping[str, Any], name: str) -> date:
     value = field(raw, name)
     try:
-        return check_day(date.fromisoformat(str(value)[:10]))
+        return _day(str(value)[:10])
     except InputError as e:
         # 0001-01-01 or 9999-12-31: a day the aging and reminder arithmetic cannot move from.
         raise MappingError(
@@ -41,6 +48,19 @@ def parse_date(raw: Mapping[str, Any], name: str) -> date:
 def parse_instant(value: Any) -> datetime | None:
     if value in (None, ""):
         return None
+    if type(value) is str:
+        return _instant(value)
+    return _parse_instant(value)
+
+
+@lru_cache(maxsize=4096)
+def _instant(value: str) -> datetime:
+    """`parse_instant` of a string: records changed together share their instant, and a
+    datetime is immutable, so each is parsed once (issue 14). Errors are not cached."""
+    return _parse_instant(value)
+
+
+def _parse_instant(value: Any) -> datetime:
     try:
         parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError as e:

@@ -71,6 +71,7 @@ from arbridge.sync.model.receivables import (
     CreditNote,
     Customer,
     Invoice,
+    OpenInvoiceDay,
     Payment,
     PaymentAllocation,
 )
@@ -129,6 +130,7 @@ __all__ = [
     "LateFeeAssessment",
     "MailMessage",
     "OAuthGrant",
+    "OpenInvoiceDay",
     "OutboxMessage",
     "PayToken",
     "Payment",

@@ -200,17 +200,11 @@ class Invoice(SyncedRow, Base):
             "home_balance_minor",
             "home_basis_minor",
         ),
-        # The day's reminder candidates (one range per step), and the few invoices with status
-        # "open" that owe nothing (the dry run's counts): migration 0027.
+        # The day's reminder candidates (one range per step): migration 0027. (Its companion
+        # ix_invoices_open_unposted went with 0032: the dry run counts `OpenInvoiceDay` now,
+        # and an index nothing reads cost every invoice a sync writes.)
         Index(
             "ix_invoices_open_reminded", "company_id", "status", "highest_step_claimed", "due_on"
-        ),
-        Index(
-            "ix_invoices_open_unposted",
-            "company_id",
-            "status",
-            "unposted_minor",
-            "ledger_balance_minor",
         ),
         # The KPIs' and trends' sales and receivables: one pass in issue-date order, summed by
         # day from the index alone (store.kpi_report, trends_store.kpi_trends; migration 0029).
@@ -359,6 +353,28 @@ class Invoice(SyncedRow, Base):
         return and_(
             cls.home_basis_minor.is_not(None), cls.home_basis_minor == cls.open_balance_minor
         )
+
+
+class OpenInvoiceDay(Base):
+    """How many open invoices (`Invoice.is_open`) a company has due on each day: what the dry
+    run counts (its open invoices, those not yet due) read as a sum over a few hundred days
+    instead of a count of the ledger (issue 14).
+
+    Written by the database alone: triggers on `invoices` (migration 0032) add and take away
+    one in the same transaction as every insert, update and delete of an invoice, whichever
+    code writes it (the sync's upserts, payments, refunds, deletions). arbridge never writes
+    these rows; a day that no longer has open invoices keeps its row at 0. A migration that
+    rebuilds `invoices` on SQLite (batch mode "recreate") drops its triggers and must make
+    them again (tests/integration/test_open_invoice_days.py counts against the ledger)."""
+
+    __tablename__ = "open_invoice_days"
+    __table_args__ = ({"info": {"kept_by_triggers": True}},)
+
+    company_id: Mapped[int] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), primary_key=True
+    )
+    due_on: Mapped[date] = mapped_column(Date, primary_key=True)
+    open_invoices: Mapped[int] = mapped_column(Integer)
 
 
 class Payment(SyncedRow, Base):
