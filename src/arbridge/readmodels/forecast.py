@@ -123,7 +123,9 @@ def expected(
     insight snapshot's), as a filter."""
     first, last = expected_range(today, which)
     # What the forecast itself counts as applied by today (one grouped sum, no running sums).
-    applied = _applied_by(company.id, today)
+    applied = _applied_by(
+        company.id, today, select(Invoice.id).where(Invoice.company_id == company.id)
+    )
     left = Invoice.total_minor - func.coalesce(applied.c.by_end, 0)
     planned_ids = (
         select(PlanInvoice.invoice_id)
