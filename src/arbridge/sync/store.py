@@ -654,6 +654,7 @@ def revoke_pay_tokens(session: Session, clock: Clock, invoice: Invoice) -> int:
     ).all()
     for row in rows:
         row.revoked_at = clock.now()
+        row.token_encrypted = None  # a withdrawn link is never shown again
     return len(rows)
 
 
@@ -693,6 +694,7 @@ ENCRYPTED_COLUMNS: tuple[tuple[type[Any], str], ...] = (
     (Connection, "webhook_secret_encrypted"),
     (OAuthGrant, "credentials_encrypted"),
     (SmsAccount, "credentials_encrypted"),
+    (PayToken, "token_encrypted"),
 )
 
 
