@@ -17,25 +17,30 @@ pytestmark = pytest.mark.browser
 SHOT = Path("/tmp/arbridge-pay-link-390.png")
 
 
+def _sign_in(chromium, live, demo_company, **options):  # noqa: F811
+    """A 390 px window signed in as the owner, and the invoice page's URL to try."""
+    company = fresh_company(live.rt, demo_company.slug)
+    with live.rt.sessions() as s:
+        inv = next(i for i in open_invoices(s, company.id) if i.currency == "USD")
+    context = chromium.new_context(viewport={"width": 390, "height": 900}, **options)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{live.base_url}/sign-in/{new_sign_in_token(live.rt, company)}")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live.base_url}/c/demo/")
+    return context, page, f"{live.base_url}/c/demo/invoices/{inv.id}"
+
+
 def test_the_link_survives_a_reload_and_its_copy_button_works(
     chromium,  # noqa: F811
     live,  # noqa: F811
     demo_company,
 ):
-    company = fresh_company(live.rt, demo_company.slug)
-    with live.rt.sessions() as s:
-        inv = next(i for i in open_invoices(s, company.id) if i.currency == "USD")
-    context = chromium.new_context(viewport={"width": 390, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
+    context, page, invoice_url = _sign_in(chromium, live, demo_company)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     try:
-        page.goto(f"{live.base_url}/sign-in/{new_sign_in_token(live.rt, company)}")
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"{live.base_url}/c/demo/")
-        invoice_url = f"{live.base_url}/c/demo/invoices/{inv.id}"
         page.goto(invoice_url)
         assert page.locator("#pay-link").count() == 0
 
@@ -56,9 +61,7 @@ def test_the_link_survives_a_reload_and_its_copy_button_works(
         copy = page.locator("#copy-pay-link")
         assert copy.is_visible() and copy.inner_text() == "Copy"
         copy.click()
-        page.wait_for_function(
-            "document.getElementById('copy-pay-link').textContent !== 'Copy'"
-        )
+        page.wait_for_function("document.getElementById('copy-pay-link').textContent !== 'Copy'")
         said = copy.inner_text()
         assert said in ("Copied", "Selected"), said
         status = page.locator("#copy-pay-link-status").inner_text()
@@ -90,17 +93,9 @@ def test_without_script_the_link_is_shown_and_no_dead_button(
     live,  # noqa: F811
     demo_company,
 ):
-    company = fresh_company(live.rt, demo_company.slug)
-    with live.rt.sessions() as s:
-        inv = next(i for i in open_invoices(s, company.id) if i.currency == "USD")
-    context = chromium.new_context(viewport={"width": 390, "height": 900}, java_script_enabled=False)
-    page = context.new_page()
-    page.set_default_timeout(20_000)
+    context, page, invoice_url = _sign_in(chromium, live, demo_company, java_script_enabled=False)
     try:
-        page.goto(f"{live.base_url}/sign-in/{new_sign_in_token(live.rt, company)}")
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"{live.base_url}/c/demo/")
-        page.goto(f"{live.base_url}/c/demo/invoices/{inv.id}")
+        page.goto(invoice_url)
         page.get_by_role("button", name="Create payment link").click()
         page.wait_for_url("**#payment-link")
         assert page.locator("#pay-link").inner_text().startswith(f"{live.base_url}/pay/")

@@ -69,23 +69,15 @@ def owner_link(
 ) -> tuple[str, bool]:
     """The invoice page's link: the live one already created there, else a new one whose token
     is kept encrypted to be shown again. Returns (token, created)."""
-    from arbridge.sync.store import hash_token
+    from arbridge.sync.store import issue_pay_token
 
+    # Two clicks at once: the second waits for the first's link (PostgreSQL; SQLite has one
+    # writer at a time anyway), then finds and keeps it.
+    session.execute(select(Invoice.id).where(Invoice.id == invoice.id).with_for_update())
     token = shown_link(session, keyring, invoice, clock.now())
     if token is not None:
         return token, False
-    token = secrets.token_urlsafe(32)
-    session.add(
-        PayToken(
-            company_id=invoice.company_id,
-            invoice_id=invoice.id,
-            customer_id=invoice.customer_id,
-            token_hash=hash_token(token),
-            token_encrypted=keyring.encrypt(token),
-            created_at=clock.now(),
-        )
-    )
-    return token, True
+    return issue_pay_token(session, clock, invoice, keep_with=keyring), True
 
 
 def new_link(
