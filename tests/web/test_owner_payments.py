@@ -210,7 +210,8 @@ def test_revoking_an_invoices_links_makes_them_404(owner_client, client, rt, dem
     made = owner_client.post(
         f"/c/demo/invoices/{inv.id}/pay-link", data={"csrf_token": csrf_token(page.data)}
     )
-    link = parse(made.data).by_id("pay-link").attrs["href"].replace(rt.settings.base_url, "")
+    shown = parse(owner_client.get(made.headers["Location"]).data)
+    link = shown.by_id("pay-link").attrs["href"].replace(rt.settings.base_url, "")
     assert client.get(link).status_code == 200
     owner_client.post(
         f"/c/demo/invoices/{inv.id}/revoke-links", data={"csrf_token": csrf_token(page.data)}

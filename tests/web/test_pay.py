@@ -36,8 +36,8 @@ def _create_link(owner_client, inv: Invoice) -> str:
     form = doc.find("form", action=f"/c/demo/invoices/{inv.id}/pay-link")
     assert form is not None and form.find("button").text == "Create payment link"
     response = owner_client.post(form.attrs["action"], data={"csrf_token": csrf_token(page.data)})
-    assert response.status_code == 200
-    link = parse(response.data).by_id("pay-link")
+    assert response.status_code == 303
+    link = parse(owner_client.get(response.headers["Location"]).data).by_id("pay-link")
     assert link is not None
     assert link.attrs["href"] == link.text
     assert link.text.startswith("http://127.0.0.1:5000/pay/")
@@ -203,12 +203,19 @@ def test_owner_page_offers_no_link_for_a_settled_invoice(owner_client, rt, overd
     assert doc.find("form", action=f"/c/demo/invoices/{overdue_invoice.id}/pay-link") is None
 
 
-def test_each_link_is_new_and_both_work(owner_client, customer, overdue_invoice):
+def test_creating_the_link_again_keeps_the_one_that_works(owner_client, customer, overdue_invoice):
+    """Issue 13: the invoice page shows its link on every visit, so a second click must not
+    pile up links: it keeps the live one (a new one only after revoking, test_pay_link_page)."""
     first = _create_link(owner_client, overdue_invoice)
-    second = _create_link(owner_client, overdue_invoice)
-    assert first != second
-    for path in (first, second):
-        assert customer.get(path).status_code == 200
+    page = owner_client.get(f"/c/demo/invoices/{overdue_invoice.id}")
+    again = owner_client.post(
+        f"/c/demo/invoices/{overdue_invoice.id}/pay-link",
+        data={"csrf_token": csrf_token(page.data)},
+        follow_redirects=True,
+    )
+    second = parse(again.data).by_id("pay-link").attrs["href"].removeprefix("http://127.0.0.1:5000")
+    assert second == first
+    assert customer.get(first).status_code == 200
 
 
 def test_an_invoice_voided_in_the_ledger_shows_as_cancelled(

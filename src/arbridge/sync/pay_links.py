@@ -1,13 +1,17 @@
 """Customers' payment links beyond the basics in `store`: expiry, revocation, what a statement
 link may charge, and links that live in the outbox only as a reference.
 
-A link's token is shown once and stored as its SHA-256 (`store.hash_token`). A queued email
-therefore cannot carry the token without keeping it in plaintext: it carries the link's row id,
-and the token is minted (`mint`) when the email is rendered, just before it goes out.
+A link's token is looked up by its SHA-256 (`store.hash_token`) and otherwise not kept. A queued
+email therefore cannot carry the token without keeping it in plaintext: it carries the link's row
+id, and the token is minted (`mint`) when the email is rendered, just before it goes out.
+
+One exception: the link the owner creates on the invoice page is shown there on every visit, so
+its token is also kept encrypted with the instance's keys (`owner_link`, `shown_link`).
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -16,10 +20,12 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, aliased
 
 from arbridge.clock import Clock
-from arbridge.errors import NotFound
+from arbridge.crypto import Keyring
+from arbridge.errors import KeyMismatch, NotFound
 from arbridge.sync.model import Customer, Invoice, InvoiceHold, PayToken
 
 DEFAULT_STATEMENT_LINK_DAYS = 60
+log = logging.getLogger(__name__)
 
 
 class LinkGone(NotFound):
@@ -35,6 +41,43 @@ def check_live(link: PayToken, now: datetime) -> None:
         raise LinkGone("this payment link was withdrawn", "withdrawn")
     if link.expires_at is not None and link.expires_at <= now:
         raise LinkGone("this payment link has expired", "expired")
+
+
+def shown_link(session: Session, keyring: Keyring, invoice: Invoice, now: datetime) -> str | None:
+    """The token of the invoice's live link created on the invoice page, or None (none created,
+    revoked, expired, or kept under a key no longer configured: the owner creates another)."""
+    rows = session.scalars(
+        select(PayToken)
+        .where(
+            PayToken.invoice_id == invoice.id,
+            PayToken.token_encrypted.is_not(None),
+            PayToken.revoked_at.is_(None),
+            (PayToken.expires_at.is_(None)) | (PayToken.expires_at > now),
+        )
+        .order_by(PayToken.id.desc())
+    ).all()
+    for row in rows:
+        try:
+            return keyring.decrypt(row.token_encrypted or "")
+        except KeyMismatch:
+            log.warning("payment link %s of invoice %s cannot be decrypted", row.id, invoice.id)
+    return None
+
+
+def owner_link(
+    session: Session, clock: Clock, keyring: Keyring, invoice: Invoice
+) -> tuple[str, bool]:
+    """The invoice page's link: the live one already created there, else a new one whose token
+    is kept encrypted to be shown again. Returns (token, created)."""
+    from arbridge.sync.store import issue_pay_token
+
+    # Two clicks at once: the second waits for the first's link (PostgreSQL; SQLite has one
+    # writer at a time anyway), then finds and keeps it.
+    session.execute(select(Invoice.id).where(Invoice.id == invoice.id).with_for_update())
+    token = shown_link(session, keyring, invoice, clock.now())
+    if token is not None:
+        return token, False
+    return issue_pay_token(session, clock, invoice, keep_with=keyring), True
 
 
 def new_link(

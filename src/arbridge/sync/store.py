@@ -562,7 +562,11 @@ def owner(session: Session, company: Company) -> User:
 
 
 # Payment links for customers.
-def issue_pay_token(session: Session, clock: Clock, invoice: Invoice) -> str:
+def issue_pay_token(
+    session: Session, clock: Clock, invoice: Invoice, keep_with: Keyring | None = None
+) -> str:
+    """A new link to pay the invoice. Only its hash is kept, unless `keep_with` a keyring: the
+    token is then kept encrypted too, to be shown again (`pay_links.owner_link`)."""
     token = secrets.token_urlsafe(32)
     session.add(
         PayToken(
@@ -570,6 +574,7 @@ def issue_pay_token(session: Session, clock: Clock, invoice: Invoice) -> str:
             invoice_id=invoice.id,
             customer_id=invoice.customer_id,
             token_hash=hash_token(token),
+            token_encrypted=keep_with.encrypt(token) if keep_with is not None else None,
             created_at=clock.now(),
         )
     )
@@ -600,6 +605,7 @@ def revoke_pay_tokens(session: Session, clock: Clock, invoice: Invoice) -> int:
     ).all()
     for row in rows:
         row.revoked_at = clock.now()
+        row.token_encrypted = None  # a withdrawn link is never shown again
     return len(rows)
 
 
@@ -639,6 +645,7 @@ ENCRYPTED_COLUMNS: tuple[tuple[type[Any], str], ...] = (
     (Connection, "webhook_secret_encrypted"),
     (OAuthGrant, "credentials_encrypted"),
     (SmsAccount, "credentials_encrypted"),
+    (PayToken, "token_encrypted"),
 )
 
 

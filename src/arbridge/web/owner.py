@@ -21,18 +21,18 @@ from arbridge.readmodels import owner as owner_reads
 from arbridge.readmodels.timeline import invoice_timeline
 from arbridge.services.documents.logo import LogoRefused, set_logo
 from arbridge.services.reminders.rendering import statement_link_days
+from arbridge.sync import pay_links
 from arbridge.sync.model import Company, Invoice, InvoiceHold
 from arbridge.sync.runner import sync_connection
 from arbridge.sync.schedule import reschedule
 from arbridge.sync.store import (
     aging_report,
     company_today,
-    issue_pay_token,
     ledger_connection,
     log_activity,
     recent_activity,
 )
-from arbridge.web.common import company_required, db, get_or_404, page_arg, runtime
+from arbridge.web.common import can, company_required, db, get_or_404, page_arg, runtime
 from arbridge.web.forms import (
     CompanyForm,
     CreditForm,
@@ -107,14 +107,20 @@ def dashboard(company: Company) -> Any:
 @bp.get("/invoices/<int:invoice_id>")
 @company_required
 def invoice(company: Company, invoice_id: int) -> Any:
+    rt = runtime()
     inv = get_or_404(Invoice, invoice_id, company)
-    today = company_today(company, runtime().clock)
+    today = company_today(company, rt.clock)
+    link = None
+    if inv.is_open and can("owner.pay_link"):
+        token = pay_links.shown_link(db(), rt.keyring, inv, rt.clock.now())
+        link = f"{rt.settings.base_url}/pay/{token}" if token else None
     return render_template(
         "invoice.html",
         company=company,
         row=owner_reads.invoice_row(inv, company, today),
         inv=inv,
         timeline=invoice_timeline(db(), company, inv),
+        link=link,
         **_invoice_fees(company, inv),
     )
 
@@ -137,29 +143,24 @@ def _invoice_fees(company: Company, inv: Invoice) -> dict[str, Any]:
 @bp.post("/invoices/<int:invoice_id>/pay-link")
 @company_required
 def pay_link(company: Company, invoice_id: int) -> Any:
+    """Create the invoice's payment link, or keep the live one created here before (a second
+    click adds no link), then back to the invoice page, which shows it on every visit."""
     rt, s = runtime(), db()
     inv = get_or_404(Invoice, invoice_id, company)
-    token = issue_pay_token(s, rt.clock, inv)
-    log_activity(
-        s,
-        rt.clock,
-        company.id,
-        "pay_link.created",
-        f"Payment link created for invoice {inv.number}",
-        invoice_id=inv.id,
-    )
+    _, created = pay_links.owner_link(s, rt.clock, rt.keyring, inv)
+    if created:
+        log_activity(
+            s,
+            rt.clock,
+            company.id,
+            "pay_link.created",
+            f"Payment link created for invoice {inv.number}",
+            invoice_id=inv.id,
+        )
     s.commit()
-    link = f"{rt.settings.base_url}/pay/{token}"
-    today = company_today(company, rt.clock)
-    return render_template(
-        "invoice.html",
-        company=company,
-        row=owner_reads.invoice_row(inv, company, today),
-        inv=inv,
-        timeline=invoice_timeline(db(), company, inv),
-        link=link,
-        **_invoice_fees(company, inv),
-    )
+    flash("Payment link created." if created else "This invoice's payment link is below.", "ok")
+    url = url_for("owner.invoice", slug=company.slug, invoice_id=inv.id)
+    return redirect(url + "#payment-link", code=303)
 
 
 @bp.post("/sync")
