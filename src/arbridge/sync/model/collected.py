@@ -32,7 +32,7 @@ class PayToken(Base):
     # Statement links expire (the company's setting, 60 days by default); invoice links do not.
     expires_at: Mapped[datetime | None]
     # The link the owner created on the invoice page, to show it again there: its token,
-    # encrypted with the instance's keys (migration 0034). NULL for every other link (reminders,
+    # encrypted with the instance's keys (migration 0033). NULL for every other link (reminders,
     # statements, plans keep only the hash) and once the link is revoked.
     token_encrypted: Mapped[str | None] = mapped_column(Text)
 

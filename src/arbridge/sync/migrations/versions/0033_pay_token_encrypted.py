@@ -4,16 +4,16 @@
 other stored secrets are; `arbridge rotate-keys` re-encrypts it). NULL for every other link
 (reminders, statements, plans: only their SHA-256 is kept) and once a link is revoked.
 
-Revision ID: 0034
-Revises: 0030
+Revision ID: 0033
+Revises: 0032
 """
 
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0034"
-down_revision = "0030"
+revision = "0033"
+down_revision = "0032"
 branch_labels = None
 depends_on = None
 
