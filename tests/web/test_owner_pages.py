@@ -191,18 +191,19 @@ def test_lateness_is_the_mean_days_late_of_invoices_closed_in_the_last_year(
         s.add(cust)
         s.flush()
         d = timedelta
-        # 10 days late, 5 days late, paid early (counts as 0), and one closed 400 days ago.
+        # 10 days late, 5 days late, 4 days early (-4: issue 12's lateness is never clamped),
+        # and one closed 400 days ago.
         _paid_invoice(s, demo_company.id, cust.id, "L1", today - d(40), today - d(30))
         _paid_invoice(s, demo_company.id, cust.id, "L2", today - d(20), today - d(15))
         _paid_invoice(s, demo_company.id, cust.id, "L3", today - d(5), today - d(9))
         _paid_invoice(s, demo_company.id, cust.id, "L4", today - d(500), today - d(400))
         cust_id = cust.id
     row = _customer_rows(owner_client.get("/c/demo/customers?q=Tardy").data)[0]
-    assert _cell(row, "lateness") == "5"  # (10 + 5 + 0) / 3
+    assert _cell(row, "lateness") == "4"  # (10 + 5 - 4) / 3 = 3.67
     assert _cell(row, "last-payment") == "Nov 15, 2026"
     assert amount(_cell(row, "balance")) == 0
     page = parse(owner_client.get(f"/c/demo/customers/{cust_id}").data)
-    assert page.by_id("customer-lateness").text == "5"
+    assert page.by_id("customer-lateness").text == "4"
     assert [a.text for a in page.by_id("paid-invoices").find_all("a")] == ["L3", "L2", "L1", "L4"]
 
 

@@ -138,7 +138,8 @@ def _aggregates(company: Company, today: date) -> Any:
     lateness = (
         select(
             Invoice.customer_id.label("customer_id"),
-            func.avg(case((late > 0, late), else_=0)).label("days"),
+            # Issue 12's lateness: days late as they are, negative when paid early.
+            func.avg(late).label("days"),
             func.avg(days_between(closing.c.on, Invoice.issued_on)).label("to_pay"),
             func.avg(case((late <= 0, 1), else_=0)).label("on_time"),
         )
