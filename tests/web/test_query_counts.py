@@ -114,3 +114,16 @@ def test_the_dashboard_lists_a_page_of_invoices_in_a_few_queries(owner_client, r
     few = _get(owner_client, rt, "/c/demo/?bucket=over_90")
     assert full == few
     assert full < 30
+
+
+def test_the_reminders_page_read_the_sms_account_and_ledger_connection_twice(owner_client, rt):
+    """Issue 14: under 20 statements. The text wording's box needs no database, and the sample
+    invoice's customer and contact are one read: 23 statements before, the Twilio account and
+    the ledger connection each read twice and the text replies read for a box that shows none."""
+    owner_client.get("/c/demo/reminders")
+    with counted(rt) as statements:
+        assert owner_client.get("/c/demo/reminders").status_code == 200
+    assert sum("FROM sms_accounts" in st for st in statements) <= 1
+    assert sum("FROM connections" in st for st in statements) <= 1
+    assert not any(st.startswith("SELECT sms_replies.id") for st in statements)  # a count is
+    assert len(statements) < 20

@@ -64,14 +64,14 @@ def first_open_invoice(s: Session, company_id: int) -> Invoice | None:
 
 def preview_recipient(s: Session, inv: Invoice) -> tuple[Customer, Contact | None]:
     """The invoice's customer and the contact a reminder would go to (primary first)."""
-    customer = s.get(Customer, inv.customer_id)
-    assert customer is not None
-    contact = s.scalar(
-        select(Contact)
-        .where(Contact.customer_id == customer.id)
+    found = s.execute(
+        select(Customer, Contact)
+        .outerjoin(Contact, Contact.customer_id == Customer.id)
+        .where(Customer.id == inv.customer_id)
         .order_by(Contact.is_primary.desc(), Contact.id)
-    )
-    return customer, contact
+        .limit(1)
+    ).one()
+    return found[0], found[1]
 
 
 @dataclass(frozen=True)

@@ -17,20 +17,28 @@ from arbridge.sync.model import Company, Customer, SmsAccount, SmsReply
 
 
 @dataclass(frozen=True)
-class SmsView:
+class SmsSetup:
+    """How this business's texts go out (the settings page)."""
+
     mode: str  # "own", "install", "simulated" or "none"
     account: str | None  # the account SID, shortened
     sender: str | None
     webhook_url: str
+
+
+@dataclass(frozen=True)
+class SmsWording:
+    """The wording of a text and its length with a sample customer (no database read: the
+    reminders page shows it beside its own reads)."""
+
     wording: str
     default_wording: str
     sample: str | None
     length: SmsLength | None
     problem: str | None
-    replies: list[tuple[SmsReply, str | None]]
 
 
-def sms_view(s: Session, rt: Runtime, company: Company) -> SmsView:
+def sms_setup(s: Session, rt: Runtime, company: Company) -> SmsSetup:
     own = s.scalar(select(SmsAccount).where(SmsAccount.company_id == company.id))
     install = rt.settings.twilio
     mode, account, sender = "none", None, None
@@ -42,22 +50,26 @@ def sms_view(s: Session, rt: Runtime, company: Company) -> SmsView:
         sender = install.messaging_service_sid or install.from_number
     elif simulated_sms(s, company.id):
         mode = "simulated"
+    return SmsSetup(
+        mode=mode,
+        account=f"{account[:6]}…{account[-4:]}" if account else None,
+        sender=sender,
+        webhook_url=f"{rt.settings.base_url}{WEBHOOK_PATH}",
+    )
+
+
+def sms_wording(company: Company) -> SmsWording:
     try:
         wording = reminder_policy(company.settings).sms_template
     except SequenceError:
         wording = ""
     sample, length, problem = sms_sample(wording)
-    return SmsView(
-        mode=mode,
-        account=f"{account[:6]}…{account[-4:]}" if account else None,
-        sender=sender,
-        webhook_url=f"{rt.settings.base_url}{WEBHOOK_PATH}",
+    return SmsWording(
         wording=wording,
         default_wording=DEFAULT_SMS_TEMPLATE,
         sample=sample,
         length=length,
         problem=problem,
-        replies=waiting_replies(s, company.id),
     )
 
 

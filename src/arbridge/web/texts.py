@@ -56,8 +56,18 @@ def twilio_webhook() -> Any:
 
 
 @bp.app_template_global()
-def sms_view(company: Company) -> reads.SmsView:
-    return reads.sms_view(db(), runtime(), company)
+def sms_setup(company: Company) -> reads.SmsSetup:
+    return reads.sms_setup(db(), runtime(), company)
+
+
+@bp.app_template_global()
+def sms_wording(company: Company) -> reads.SmsWording:
+    return reads.sms_wording(company)
+
+
+@bp.app_template_global()
+def sms_replies(company: Company) -> list[tuple[SmsReply, str | None]]:
+    return reads.waiting_replies(db(), company.id)
 
 
 @bp.post("/c/<slug>/settings/sms")
