@@ -1,14 +1,16 @@
 """Two workers against one PostgreSQL: the daily collections jobs split without overlap.
 
     .venv/bin/python bench/bench_two_workers.py [--companies 200] [--runs 3]
-        [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
+        [--batch 50] [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
 
 Builds 2 x `--companies` companies straight through SQL (as bench_reminders.py: ten customers
 each, two invoices due for a reminder today, a demo ledger connection synced just now) with their
-daily collections job due. One worker process then runs the first half's jobs (`claim_and_run`
-until none is due: aging snapshot, plans, reminders, late fees, credit limits), and two worker
-processes run the second half's side by side, each claiming jobs with SELECT ... FOR UPDATE SKIP
-LOCKED. Checked: every job ran exactly once (`runs` = 1), no company by both workers, every
+daily collections job due. One worker process then runs the first half's jobs as the worker's
+tick does (`claim_and_run_collections`, `--batch` jobs at a time until none is due: aging
+snapshot, plans, late fees, credit limits per company, the batch's reminders as one run), and two
+worker processes run the second half's side by side, each claiming batches with SELECT ... FOR
+UPDATE SKIP LOCKED (the worker takes up to 200; a smaller batch here lets two workers share
+`--companies` of them). Checked: every job ran exactly once (`runs` = 1), no company by both workers, every
 company's reminders claimed once. Reported as JSON: seconds for one worker and for two, the
 speedup (two workers on two cores share them with the database server, so it stays under 2),
 the split, and the machine's cores and load. `--runs` builds and runs again; medians. Works in a
@@ -35,7 +37,7 @@ from arbridge.crypto import new_key
 from arbridge.runtime import Runtime
 from arbridge.sync import db
 from arbridge.sync.model import CompanyJob, ReminderSend
-from arbridge.worker import claim_and_run
+from arbridge.worker import claim_and_run_collections
 from bench_reminders import AS_OF, NOW, _companies, _grow, _insert
 from scratch import scratch_schema
 
@@ -65,14 +67,14 @@ def _build(rt: Runtime, n: int, first: int) -> list[int]:
     return companies
 
 
-def _work(args: tuple[str, str, str, str]) -> tuple[str, list[int], float, float]:
+def _work(args: tuple[str, str, str, str, int]) -> tuple[str, list[int], float, float]:
     """One worker process: claim and run due collections jobs until none is left; returns the
     companies it ran and when it started and stopped (wall clock: the phase is from the first
     start to the last stop, leaving out the processes' own start-up)."""
-    url, tmp, key, name = args
+    url, tmp, key, name, batch = args
     rt = _runtime(url, Path(tmp), key)
     started = time.time()
-    while claim_and_run(rt, "collections", name):
+    while claim_and_run_collections(rt, name, batch):
         pass
     stopped = time.time()
     with rt.sessions() as s:
@@ -81,14 +83,18 @@ def _work(args: tuple[str, str, str, str]) -> tuple[str, list[int], float, float
     return name, ran, started, stopped
 
 
-def _run(rt: Runtime, url: str, tmp: Path, key: str, companies: list[int], workers: int):
+def _run(
+    rt: Runtime, url: str, tmp: Path, key: str, companies: list[int], workers: int, batch: int
+):
     with rt.engine.begin() as c:
         c.execute(
             update(CompanyJob).where(CompanyJob.company_id.in_(companies)).values(paused=False)
         )
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers) as pool:
-        done = pool.map(_work, [(url, str(tmp), key, f"w{workers}-{i}") for i in range(workers)])
+        done = pool.map(
+            _work, [(url, str(tmp), key, f"w{workers}-{i}", batch) for i in range(workers)]
+        )
     seconds = max(d[3] for d in done) - min(d[2] for d in done)
     with rt.engine.begin() as c:
         c.execute(update(CompanyJob).values(paused=True))
@@ -116,6 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--companies", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--database-url", default=PG)
     args = parser.parse_args()
     if not args.database_url.startswith("postgresql"):
@@ -132,8 +139,8 @@ def main() -> None:
         rt = _runtime(url, tmp, key)
         first = _build(rt, args.companies, 0)
         second = _build(rt, args.companies, args.companies)
-        one_s, _split, _ = _run(rt, url, tmp, key, first, 1)
-        two_s, split, each = _run(rt, url, tmp, key, second, 2)
+        one_s, _split, _ = _run(rt, url, tmp, key, first, 1, args.batch)
+        two_s, split, each = _run(rt, url, tmp, key, second, 2, args.batch)
         rt.close()
         one.append(one_s)
         two.append(two_s)
@@ -145,6 +152,7 @@ def main() -> None:
             {
                 "database": "postgresql",
                 "companies_per_phase": args.companies,
+                "batch": args.batch,
                 "one_worker_seconds": round(statistics.median(one), 2),
                 "two_workers_seconds": round(statistics.median(two), 2),
                 "speedup": round(statistics.median(one) / statistics.median(two), 2),

@@ -97,7 +97,9 @@ def client(args: tuple[int, int, int, str]) -> list[float]:
     return latencies
 
 
-def serve(app: str, port: int, workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def serve(
+    app: str, port: int, workers: int, threads: int, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -108,6 +110,7 @@ def serve(app: str, port: int, workers: int, env: dict[str, str]) -> subprocess.
             f"127.0.0.1:{port}",
             "-w",
             str(workers),
+            *(["--threads", str(threads)] if threads > 1 else []),
             "--log-level",
             "warning",
             "--chdir",
@@ -138,6 +141,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=4000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     admin = db.make_engine(PG)
     with admin.begin() as c:
@@ -171,7 +175,7 @@ def main() -> None:
         ("arbridge", "arbridge.web.wsgi:app", "/webhooks/stripe"),
     ):
         port = free_port()
-        proc = serve(app, port, args.workers, env)
+        proc = serve(app, port, args.workers, args.threads, env)
         try:
             run(port, path, args.clients * 20, args.clients)  # warm up
             elapsed, lat = run(port, path, args.events, args.clients)
