@@ -45,7 +45,7 @@ from arbridge.sync.model import (
     PaymentAllocation,
 )
 from arbridge.sync.records import CreditNoteData, CustomerData, InvoiceData, PaymentData
-from arbridge.sync.settled_store import invoices_settled_by, refresh
+from arbridge.sync.settled_store import invoices_settled_by, refresh, settle_rows
 
 _ORDER = "page_row"
 
@@ -426,9 +426,11 @@ class PageWriter:
         before = self.before or NOW
         lag = read_lag(self.s, self.company_id, self.source, [r["source_id"] for r in rows], before)
         kept = held_now(self.s, lag.unsure)
+        stored = _ids(self.s, Invoice, self.company_id, self.source, [r["source_id"] for r in rows])
+        # What the insight sums goes in with the upsert (settled_store): each invoice written once.
+        settle_rows(self.s, rows, stored, home_currency)
         ids = _upsert(self.s, Invoice, rows)
         self._changed(ids)
-        refresh(self.s, ids.values())
         catch_up(self.s, lag, kept)
         self.kept |= {source_id for source_id, i in ids.items() if i in kept}
         return skipped
