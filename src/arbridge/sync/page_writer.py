@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from datetime import date
 from functools import lru_cache
 from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -150,7 +151,7 @@ def _sqlite_write(
         if index is None:
             columns.append(repeat(constant, len(rows)))
             continue
-        values = [r[names[index]] for r in rows]
+        values = list(map(itemgetter(names[index]), rows))
         if process is None:
             columns.append(values)
         elif values.count(values[0]) == len(values):
