@@ -71,14 +71,20 @@ def _unnested(session: Session, table: Any, rows: list[dict[str, Any]]) -> Any:
     names = list(rows[0])
     dumps = getattr(dialect, "_json_serializer", None) or json.dumps
     plain = [name for name in names if not isinstance(table.c[name].type, JSON)]
+    ordered = [*plain, _ORDER]
     values: list[list[Any]] = []
     for name in plain:
         process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-        given = [r[name] for r in rows] if process is None else [process(r[name]) for r in rows]
-        values.append([_json_value(v) for v in given])
-    records = [dict(zip(plain, row, strict=True)) for row in zip(*values, strict=True)]
-    for n, record in enumerate(records, 1):
-        record[_ORDER] = n
+        given = list(map(itemgetter(name), rows))
+        if process is not None:
+            given = list(map(process, given))
+        # Only a column holding days or instants needs `_json_value` on each of its values
+        # (1.2M calls at 30k invoices, issue 14); the kinds of a column's values are few.
+        if any(issubclass(kind, date) for kind in set(map(type, given))):
+            given = list(map(_json_value, given))
+        values.append(given)
+    values.append(list(range(1, len(rows) + 1)))
+    records = [dict(zip(ordered, row, strict=True)) for row in zip(*values, strict=True)]
     typed = [named_column(name, table.c[name].type) for name in plain]
     unnested = (
         func.json_to_recordset(cast(bindparam("u_rows", dumps(records)), JSON))
