@@ -224,3 +224,35 @@ def test_stored_figures_agree_with_the_ledger_from_scratch_after_syncs_and_chang
     # A full resync states every payment and credit note again.
     books.sync(full=True)
     _check(rt, company)
+
+
+def test_an_invoice_read_again_with_new_dates_moves_its_allocations_figures(rt):
+    """The figures go in with the invoice's upsert (settled_store.settle_rows): an invoice
+    already stored and settled, read again with a later issue date and another due date,
+    takes its allocations' figures along (each counts from max(its date, the new issue date),
+    under the new due date)."""
+    books = ledger().build(rt)
+    company = books.company
+    i1 = books.invoice("I1")
+    with books.ledger.change() as state:
+        raw = books.ledger.find(state, "Invoice", "I1")
+        raw["date"] = (i1.issued_on + timedelta(days=40)).isoformat()
+        raw["dueDate"] = (i1.due_on + timedelta(days=45)).isoformat()
+        books.ledger.touch(state, raw)
+    books.sync()
+    _check(rt, company)
+    moved = books.invoice("I1")
+    assert moved.issued_on == i1.issued_on + timedelta(days=40)
+    with rt.sessions() as s:
+        figures = s.execute(
+            select(
+                func.coalesce(PaymentAllocation.applied_on, Payment.received_on),
+                PaymentAllocation.counted_on,
+                PaymentAllocation.due_on,
+            )
+            .join(Payment, Payment.id == PaymentAllocation.payment_id)
+            .where(PaymentAllocation.invoice_id == moved.id, Payment.status.not_in(GONE))
+        ).all()
+    assert figures
+    for on, counted_on, due_on in figures:
+        assert (counted_on, due_on) == (max(on, moved.issued_on), moved.due_on)

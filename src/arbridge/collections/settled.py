@@ -85,6 +85,11 @@ def settle(
         return InvoiceFacts(None, None, None, None, False), [
             SettlementFacts(a.id, None, 0) for a in allocs
         ]
+    if not allocs:
+        # What the general case below works out for an invoice nothing settled yet (most of a
+        # first sync's): its home total, and all of it left. Converted once.
+        home_total = home_minor(total_minor, currency, rate, home_currency)
+        return InvoiceFacts(home_total, None, None, None, False, 0, 0, None, home_total), []
     live = sorted((a for a in allocs if a.live and a.on is not None), key=lambda a: (a.on, a.id))
     out = {a.id: SettlementFacts(a.id, None, 0) for a in allocs}
     applied = 0

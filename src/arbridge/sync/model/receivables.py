@@ -241,8 +241,17 @@ class Invoice(SyncedRow, Base):
             sqlite_where=text("closed_on IS NOT NULL"),
             postgresql_where=text("closed_on IS NOT NULL"),
         ),
-        # The few invoices whose closing is worked out from their allocations.
-        Index("ix_invoices_closing_irregular", "company_id", "closing_irregular"),
+        # The few invoices whose closing is worked out from their allocations, and only them
+        # (migration 0034: every invoice a sync writes paid for an entry): its WHERE is the
+        # term of the queries that read it (settled_store.irregular, store.irregular_closings,
+        # insight_store._closings_one_by_one) as SQLAlchemy renders `.is_(True)`.
+        Index(
+            "ix_invoices_closing_irregular",
+            "company_id",
+            "closing_irregular",
+            sqlite_where=text("closing_irregular IS 1"),
+            postgresql_where=text("closing_irregular IS true"),
+        ),
         # What is owed after all allocations, per customer and due date: the forecast's open
         # amounts, from a partial index of the invoices that owe something (or were overpaid).
         Index(
