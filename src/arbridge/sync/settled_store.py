@@ -8,17 +8,16 @@ Three reads and two bulk updates per call, whatever the number of invoices (a sy
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, and_, bindparam, case, cast, func, inspect, select, update
+from sqlalchemy import BigInteger, and_, case, cast, func, inspect, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import column as named_column
 
 from arbridge.collections.settled import SettlementIn, settle
+from arbridge.sync.bulk import update_rows
 from arbridge.sync.db import among
 from arbridge.sync.model import Company, CreditNote, Invoice, Payment, PaymentAllocation
 
@@ -85,39 +84,8 @@ def _refresh(session: Session, ids: list[int]) -> None:
             {"id": a.id, "counted_on": a.counted_on, "home_minor": a.home_minor, "due_on": due_on}
             for a in allocs
         ]
-    _update(session, Invoice.__table__, invoice_rows)
-    _update(session, PaymentAllocation.__table__, alloc_rows)
-
-
-def _update(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
-    """UPDATE each row by id with its values: on PostgreSQL one statement over the rows given
-    as one JSON document (`json_to_recordset`), where an executemany is a round trip per row;
-    on SQLite, in process, an executemany."""
-    if not rows:
-        return
-    names = [name for name in rows[0] if name != "id"]
-    if session.get_bind().dialect.name == "postgresql":
-        records = [
-            {k: v.isoformat() if isinstance(v, date) else v for k, v in row.items()} for row in rows
-        ]
-        typed = [named_column(name, table.c[name].type) for name in ["id", *names]]
-        given = (
-            func.json_to_recordset(cast(bindparam("s_rows", json.dumps(records)), JSON))
-            .table_valued(*typed)
-            .render_derived(with_types=True)
-        )
-        session.execute(
-            update(table)
-            .where(table.c.id == given.c.id)
-            .values({name: given.c[name] for name in names})
-        )
-        return
-    session.connection().execute(
-        update(table)
-        .where(table.c.id == bindparam("b_id"))
-        .values({name: bindparam(name) for name in names}),
-        [{"b_id": row["id"], **{name: row[name] for name in names}} for row in rows],
-    )
+    update_rows(session, Invoice.__table__, invoice_rows)
+    update_rows(session, PaymentAllocation.__table__, alloc_rows)
 
 
 def invoices_settled_by(session: Session, column: Any, ids: Iterable[int]) -> set[int]:
