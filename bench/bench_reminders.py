@@ -250,10 +250,12 @@ def _grow(
             c.execute(text("ANALYZE"))
 
 
-def _decide_all(rt: Runtime, batch: int, limit: int | None = None) -> tuple[float, int, int, int]:
+def _decide_all(
+    rt: Runtime, batch: int, limit: int | None = None
+) -> tuple[float, int, int, int, float]:
     """Every company's decisions for the day (the first `limit` companies), `batch` companies to
     a `load_days` call (1: one company at a time, as `load_day`); seconds, messages, invoices
-    due, SQL statements."""
+    due, SQL statements, and CPU seconds in this process (the machine may be shared)."""
     with rt.sessions() as s:
         companies = s.scalars(select(Company).order_by(Company.id).limit(limit)).all()
         for c in companies:
@@ -265,7 +267,7 @@ def _decide_all(rt: Runtime, batch: int, limit: int | None = None) -> tuple[floa
         statements[0] += 1
 
     event.listen(rt.engine, "before_cursor_execute", count)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for start in range(0, len(companies), batch):
         # One session per batch, as the daily job runs them.
         with rt.sessions() as s:
@@ -275,9 +277,9 @@ def _decide_all(rt: Runtime, batch: int, limit: int | None = None) -> tuple[floa
             for loaded in load_days(s, rt, days, connections=states):
                 messages += len(loaded.day.messages)
                 invoices_due += len(loaded.day.due)
-    seconds = time.perf_counter() - t
+    seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     event.remove(rt.engine, "before_cursor_execute", count)
-    return seconds, messages, invoices_due, statements[0]
+    return seconds, messages, invoices_due, statements[0], cpu
 
 
 def _decide_both(rt: Runtime, batch: int, runs: int, sample: int) -> dict[str, float | int]:
@@ -292,6 +294,7 @@ def _decide_both(rt: Runtime, batch: int, runs: int, sample: int) -> dict[str, f
     return {
         f"batches_of_{batch}_seconds": round(set_s, 2),
         f"batches_of_{batch}_statements": together[0][3],
+        f"batches_of_{batch}_cpu_seconds": round(statistics.median(r[4] for r in together), 2),
         "one_company_at_a_time_seconds_projected": round(one_s, 1),
         "one_company_at_a_time_statements_per_company": round(alone[0][3] / sample, 1),
         "speedup": round(one_s / set_s, 1),
@@ -300,11 +303,11 @@ def _decide_both(rt: Runtime, batch: int, runs: int, sample: int) -> dict[str, f
     }
 
 
-def _remind_all(rt: Runtime, batch: int) -> tuple[float, int, int, float, int, float]:
+def _remind_all(rt: Runtime, batch: int) -> tuple[float, int, int, float, int, float, float]:
     """The whole daily reminders run of every company, `batch` companies to a run as the worker
     takes them (`run_reminders_of`: decide, claim, then the links, outbox rows and activity a
     table at a time), then the same run again (it must queue nothing); seconds, outbox rows
-    queued and SQL statements of each, and the first run's CPU seconds in this process (the
+    queued and SQL statements of each, and the CPU seconds of each in this process (the
     machine may be shared). Undone afterwards, so the next run finds the same day."""
     with rt.sessions() as s:
         companies = s.scalars(select(Company).order_by(Company.id)).all()
@@ -330,9 +333,17 @@ def _remind_all(rt: Runtime, batch: int) -> tuple[float, int, int, float, int, f
             queued = s.scalar(select(func.count()).where(OutboxMessage.id > marks[OutboxMessage]))
         figures += [seconds, queued or 0, statements[0], cpu]
     _undo(rt, marks)
-    first_s, queued, first_n, first_cpu, again_s, again_queued, again_n, _ = figures
+    first_s, queued, first_n, first_cpu, again_s, again_queued, again_n, again_cpu = figures
     assert again_queued == queued, "a rerun queued more"
-    return float(first_s), int(queued), int(first_n), float(again_s), int(again_n), float(first_cpu)
+    return (
+        float(first_s),
+        int(queued),
+        int(first_n),
+        float(again_s),
+        int(again_n),
+        float(first_cpu),
+        float(again_cpu),
+    )
 
 
 _WRITTEN = (OutboxMessage, ReminderSend, PayToken, Activity)
@@ -363,6 +374,7 @@ def _run_both(rt: Runtime, batch: int, runs: int) -> dict[str, float | int]:
         "whole_run_outbox_rows": done[0][1],
         "rerun_seconds": round(statistics.median(r[3] for r in done), 2),
         "rerun_statements": done[0][4],
+        "rerun_cpu_seconds": round(statistics.median(r[6] for r in done), 2),
         "rerun_outbox_rows": 0,
     }
 

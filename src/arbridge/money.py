@@ -155,16 +155,24 @@ class Money:
         """The amount as the locale writes it, exactly as babel's `format_currency` does (a
         test compares them for every currency): the pattern, its precision and the symbol
         are looked up once per currency and locale, not for every amount (a daily run formats
-        tens of thousands of totals)."""
-        style = _currency_style(self.currency, locale)
-        if style is None:
-            return format_currency(self.amount, self.currency, locale=_locale(locale))
-        pattern, symbol = style
-        written = pattern.apply(self.amount, _locale(locale), currency=None, currency_digits=False)
-        return written.replace("¤", symbol)
+        tens of thousands of totals), and an amount already written is written again from memory
+        (most of a run's totals repeat)."""
+        return _written(str(self.amount), self.currency, locale)
 
     def __str__(self) -> str:
         return f"{self.amount} {self.currency}"
+
+
+@lru_cache(maxsize=4096)
+def _written(amount: str, currency: str, locale: str) -> str:
+    """`Money.format` of the amount (its exact text: "-0.00" is not "0.00")."""
+    value = Decimal(amount)
+    style = _currency_style(currency, locale)
+    if style is None:
+        return format_currency(value, currency, locale=_locale(locale))
+    pattern, symbol = style
+    written = pattern.apply(value, _locale(locale), currency=None, currency_digits=False)
+    return written.replace("¤", symbol)
 
 
 @cache

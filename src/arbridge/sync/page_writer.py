@@ -4,35 +4,25 @@ did that the reading does not show (`ledger_lag`)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from datetime import date
-from functools import lru_cache
-from itertools import chain, repeat
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    bindparam,
     case,
-    cast,
     delete,
     func,
     or_,
     select,
     update,
 )
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import column as named_column
 
 from arbridge.clock import Clock
 from arbridge.collections.insight import home_minor
 from arbridge.collections.sms import parse_phone
 from arbridge.connectors.base import Entity
-from arbridge.sync.db import among, dialect_insert
+from arbridge.sync.bulk import insert_rows
+from arbridge.sync.db import among
 from arbridge.sync.insight_cache import bump
 from arbridge.sync.ledger_lag import NOW, WrittenBack, catch_up, held_now, read_lag
 from arbridge.sync.model import (
@@ -48,170 +38,22 @@ from arbridge.sync.model import (
 from arbridge.sync.records import CreditNoteData, CustomerData, InvoiceData, PaymentData
 from arbridge.sync.settled_store import invoices_settled_by, refresh, settle_rows
 
-_ORDER = "page_row"
 
-
-def _json_value(value: Any) -> Any:
-    """A bound value as JSON gives it to PostgreSQL: days and instants in ISO 8601."""
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
-
-
-def _unnested(session: Session, table: Any, rows: list[dict[str, Any]]) -> Any:
-    """PostgreSQL: INSERT of the rows given as one JSON document of records, read back into
-    typed columns by `json_to_recordset`. A short statement psycopg parses once and caches,
-    where a VALUES list of a page's rows is some 17,000 placeholders parsed again in Python for
-    every page, and an executemany is a statement per row (most of a page's time at 100k
-    invoices, issue 14). One array per column was the same statement, but psycopg quotes each
-    element of a text array in Python: a third of the sync's CPU. The values are the ones the
-    column's own bind processing gives (a date or a timestamp in ISO form), so what is stored is
-    the same."""
-    dialect = session.get_bind().dialect
-    names = list(rows[0])
-    dumps = getattr(dialect, "_json_serializer", None) or json.dumps
-    plain = [name for name in names if not isinstance(table.c[name].type, JSON)]
-    ordered = [*plain, _ORDER]
-    values: list[list[Any]] = []
-    for name in plain:
-        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-        given = list(map(itemgetter(name), rows))
-        if process is not None:
-            given = list(map(process, given))
-        # Only a column holding days or instants needs `_json_value` on each of its values
-        # (1.2M calls at 30k invoices, issue 14); the kinds of a column's values are few.
-        if any(issubclass(kind, date) for kind in set(map(type, given))):
-            given = list(map(_json_value, given))
-        values.append(given)
-    values.append(list(range(1, len(rows) + 1)))
-    records = [dict(zip(ordered, row, strict=True)) for row in zip(*values, strict=True)]
-    typed = [named_column(name, table.c[name].type) for name in plain]
-    unnested = (
-        func.json_to_recordset(cast(bindparam("u_rows", dumps(records)), JSON))
-        .table_valued(*typed, named_column(_ORDER, BigInteger))
-        .render_derived(with_types=True)
-    )
-    found, source = {name: unnested.c[name] for name in plain}, unnested
-    for name in names:
-        if name not in plain:
-            # A JSON column goes in as one JSON array, its elements taken in order:
-            # `json_array_elements` keeps each element's text as written, so the stored JSON is
-            # the row's own serialisation (and None its JSON null, as SQLAlchemy stores it).
-            document = cast(bindparam(f"u_{name}", dumps([r[name] for r in rows])), JSON)
-            elements = (
-                func.json_array_elements(document)
-                .table_valued("value", with_ordinality="n")
-                .render_derived()
-                .alias(f"j_{name}")
-            )
-            source = source.join(elements, elements.c.n == unnested.c[_ORDER])
-            found[name] = elements.c.value
-    columns = select(*(found[name] for name in names)).select_from(source)
-    return dialect_insert(session)(table).from_select(names, columns)
+def _insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
+    insert_rows(session, table, rows)
 
 
 KEYS = ("company_id", "source", "source_id")
 
 
-@lru_cache(maxsize=64)
-def _sqlite_plan(
-    dialect: Any, table: Any, names: tuple[str, ...], upsert: bool
-) -> tuple[str, tuple[tuple[int | None, Any, Any], ...]]:
-    """SQLite: the INSERT (or upsert on KEYS) SQLAlchemy compiles for rows of these columns, and
-    for each of its placeholders the row's column (or the column's default) with the bind
-    processor SQLAlchemy itself would apply. Compiled once per table and set of columns."""
-    stmt = sqlite.insert(table)
-    if upsert:
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(KEYS),
-            set_={name: stmt.excluded[name] for name in names if name not in KEYS},
-        )
-    compiled = stmt.compile(dialect=dialect, column_keys=list(names))
-    plan = []
-    for param in compiled.positiontup or ():
-        column = table.c[param]
-        process = column.type.dialect_impl(dialect).bind_processor(dialect)
-        if param in names:
-            plan.append((names.index(param), None, process))
-            continue
-        default = column.default
-        if default is None or not default.is_scalar:
-            raise TypeError(f"{table.name}.{param} needs a value or a constant default")
-        plan.append((None, default.arg if process is None else process(default.arg), None))
-    return str(compiled), tuple(plan)
-
-
-def _sqlite_write(
-    session: Session, table: Any, rows: list[dict[str, Any]], upsert: bool
-) -> dict[str, int]:
-    """SQLite: the rows as plain tuples, converted column by column with the bind processors
-    SQLAlchemy itself would apply (so what is stored is the same). SQLAlchemy's own batched
-    INSERT builds and processes a parameter dictionary per row: a quarter of a 100k-invoice
-    sync's CPU (issue 14). An upsert is one multi-row statement per batch of the driver's
-    parameter limit, handing back source_id -> id (RETURNING); a plain insert an executemany."""
-    dialect = session.get_bind().dialect
-    names = tuple(rows[0])
-    sql, plan = _sqlite_plan(dialect, table, names, upsert)
-    columns: list[Any] = []
-    for index, constant, process in plan:
-        if index is None:
-            columns.append(repeat(constant, len(rows)))
-            continue
-        values = list(map(itemgetter(names[index]), rows))
-        if process is None:
-            columns.append(values)
-        elif values.count(values[0]) == len(values):
-            # One value for the whole page (synced_at, source, status): converted once.
-            columns.append(repeat(process(values[0]), len(rows)))
-        elif isinstance(values[0], date):
-            # Days repeat across a page (a few hundred distinct in 1,000 invoices): each
-            # distinct one converted once.
-            converted = {day: process(day) for day in set(values)}
-            columns.append([converted[day] for day in values])
-        else:
-            columns.append(list(map(process, values)))
-    tuples = list(zip(*columns, strict=False))
-    connection = session.connection()
-    if not upsert:
-        connection.exec_driver_sql(sql, tuples)
-        return {}
-    width = len(plan)
-    group = "(" + ", ".join(["?"] * width) + ")"
-    per = max(1, dialect.insertmanyvalues_max_parameters // width)
-    found: dict[str, int] = {}
-    for start in range(0, len(tuples), per):
-        batch = tuples[start : start + per]
-        many = sql.replace(group, ", ".join([group] * len(batch)), 1)
-        flat = tuple(chain.from_iterable(batch))
-        returned = connection.exec_driver_sql(f"{many} RETURNING source_id, id", flat)
-        found.update(returned.tuples().all())
-    return found
-
-
-def _insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(_unnested(session, table, rows))
-    else:
-        _sqlite_write(session, table, rows, upsert=False)
-
-
 def _upsert(session: Session, model: Any, rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Insert or update rows on (company_id, source, source_id); return source_id -> id."""
-    if not rows:
-        return {}
-    table = model.__table__
-    if session.get_bind().dialect.name != "postgresql":
-        return _sqlite_write(session, table, rows, upsert=True)
-    stmt = _unnested(session, table, rows)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(KEYS),
-        set_={name: stmt.excluded[name] for name in rows[0] if name not in KEYS},
+    """Insert or update rows on (company_id, source, source_id); return source_id -> id (from
+    the upsert itself: RETURNING, not a lookup after)."""
+    return dict(
+        insert_rows(
+            session, model.__table__, rows, KEYS, upsert=True, returning=("source_id", "id")
+        )
     )
-    # The ids come back from the upsert itself (RETURNING), not from a lookup after.
-    returned = session.execute(stmt.returning(model.source_id, model.id))
-    return dict(returned.tuples().all())
 
 
 def _keep_owner_contact_values(session: Session, company_id: int, customer_ids: list[int]) -> None:

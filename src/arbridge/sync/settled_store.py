@@ -8,17 +8,16 @@ Three reads and two bulk updates per call, whatever the number of invoices (a sy
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, and_, bindparam, case, cast, func, inspect, select, update
+from sqlalchemy import BigInteger, and_, case, cast, func, inspect, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import column as named_column
 
 from arbridge.collections.settled import SettlementIn, settle
+from arbridge.sync.bulk import update_rows
 from arbridge.sync.db import among
 from arbridge.sync.model import Company, CreditNote, Invoice, Payment, PaymentAllocation
 
@@ -64,7 +63,7 @@ def settle_rows(
             # An allocation whose figures stay as stored is not written again.
             if (a.counted_on, a.home_minor, due_on) != figures[a.id]
         ]
-    _update(session, PaymentAllocation.__table__, alloc_rows)
+    update_rows(session, PaymentAllocation.__table__, alloc_rows)
 
 
 def _allocations_of(
@@ -143,47 +142,8 @@ def _refresh(session: Session, ids: list[int]) -> None:
             {"id": a.id, "counted_on": a.counted_on, "home_minor": a.home_minor, "due_on": due_on}
             for a in allocs
         ]
-    _update(session, Invoice.__table__, invoice_rows)
-    _update(session, PaymentAllocation.__table__, alloc_rows)
-
-
-def _update(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
-    """UPDATE each row by id with its values: on PostgreSQL one statement over the rows given
-    as one JSON document (`json_to_recordset`), where an executemany is a round trip per row;
-    on SQLite, in process, an executemany."""
-    if not rows:
-        return
-    names = [name for name in rows[0] if name != "id"]
-    if session.get_bind().dialect.name == "postgresql":
-        records = [
-            {k: v.isoformat() if isinstance(v, date) else v for k, v in row.items()} for row in rows
-        ]
-        typed = [named_column(name, table.c[name].type) for name in ["id", *names]]
-        given = (
-            func.json_to_recordset(cast(bindparam("s_rows", json.dumps(records)), JSON))
-            .table_valued(*typed)
-            .render_derived(with_types=True)
-        )
-        session.execute(
-            update(table)
-            .where(table.c.id == given.c.id)
-            .values({name: given.c[name] for name in names})
-        )
-        return
-    # The rows as plain tuples converted column by column with the bind processors SQLAlchemy
-    # would apply (so what is stored is the same): SQLAlchemy's executemany builds and
-    # processes a parameter dictionary per row, most of this function's time (issue 14).
-    dialect = session.get_bind().dialect
-    columns = []
-    for name in [*names, "id"]:
-        values = [row[name] for row in rows]
-        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-        columns.append(values if process is None else [process(v) for v in values])
-    assignments = ", ".join(f"{name} = ?" for name in names)
-    session.connection().exec_driver_sql(
-        f"UPDATE {table.name} SET {assignments} WHERE id = ?",  # noqa: S608 (our own names)
-        list(zip(*columns, strict=True)),
-    )
+    update_rows(session, Invoice.__table__, invoice_rows)
+    update_rows(session, PaymentAllocation.__table__, alloc_rows)
 
 
 def invoices_settled_by(session: Session, column: Any, ids: Iterable[int]) -> set[int]:

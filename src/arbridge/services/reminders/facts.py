@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import case, func, select, union_all
+from sqlalchemy import Result, case, func, select, union_all
 from sqlalchemy.orm import Session
 
 from arbridge.collections.reminder_policy import (
@@ -95,6 +95,15 @@ class InvoiceRow(Protocol):
     def payment_pending(self) -> bool: ...
 
 
+def _read(session: Session, statement: Any) -> Result[Any]:
+    """The rows of a read as plain Core rows: the ORM's own result handling cost more than the
+    query for the tens of thousands of rows a daily run reads (issue 14). The session's
+    pending changes are flushed first, as `Session.execute` would."""
+    if session.autoflush:
+        session.flush()
+    return session.connection().execute(statement)
+
+
 def candidate_invoices(
     session: Session, company_ids: Sequence[int], policy: ReminderPolicy, as_of: date
 ) -> Sequence[InvoiceRow]:
@@ -146,15 +155,18 @@ def candidate_invoices(
         )
         for r, until in ranges
     ]
+    # Customers on a sequence of their own (few): their invoices found by customer
+    # (`ix_invoices_customer_id`). Naming the companies here as well made the planner walk every
+    # overdue open invoice of every company (`ix_invoices_open_due`: half a 1M ledger) to find
+    # none; a customer's invoices are its own company's.
     branches.append(
         select(*columns).where(
-            mine,
+            Invoice.customer_id.in_(own_sequence),
             Invoice.is_open,
             Invoice.due_on <= latest,
-            Invoice.customer_id.in_(own_sequence),
         )
     )
-    return session.execute(union_all(*branches)).all()
+    return _read(session, union_all(*branches)).all()
 
 
 def load_facts(
@@ -179,30 +191,34 @@ def load_facts_of(
     customer_ids = sorted({i.customer_id for i in invoices})
     sent: dict[int, set[str]] = {}
     holds: dict[int, list[tuple[str, date | None]]] = {}
-    for inv_id, key in session.execute(
+    for inv_id, key in _read(
+        session,
         select(ReminderSend.invoice_id, ReminderSend.step_key).where(
             among(session, ReminderSend.invoice_id, ids)
-        )
+        ),
     ):
         sent.setdefault(inv_id, set()).add(key)
-    for inv_id, kind, promised_on in session.execute(
+    for inv_id, kind, promised_on in _read(
+        session,
         select(InvoiceHold.invoice_id, InvoiceHold.kind, InvoiceHold.promised_on).where(
             among(session, InvoiceHold.invoice_id, ids), InvoiceHold.resolved_at.is_(None)
-        )
+        ),
     ):
         holds.setdefault(inv_id, []).append((kind, promised_on))
     on_plan = set(
-        session.scalars(
+        _read(
+            session,
             select(PlanInvoice.invoice_id)
             .join(Plan, Plan.id == PlanInvoice.plan_id)
             .where(
                 among(session, PlanInvoice.invoice_id, ids),
                 Plan.status.in_(LIVE_PLAN_STATUSES),
-            )
-        )
+            ),
+        ).scalars()
     )
     customers: list[CustomerFacts] = []
-    rows = session.execute(
+    rows = _read(
+        session,
         select(
             Customer.id,
             Customer.name,
@@ -210,16 +226,17 @@ def load_facts_of(
             Customer.deleted,
             Customer.timezone,
             Customer.country,
-        ).where(among(session, Customer.id, customer_ids))
+        ).where(among(session, Customer.id, customer_ids)),
     ).all()
     prefs = {
         p.customer_id: p
-        for p in session.execute(
+        for p in _read(
+            session,
             select(
                 CustomerReminderSettings.customer_id,
                 CustomerReminderSettings.referred_to_agency_at,
                 CustomerReminderSettings.sequence,
-            ).where(among(session, CustomerReminderSettings.customer_id, customer_ids))
+            ).where(among(session, CustomerReminderSettings.customer_id, customer_ids)),
         )
     }
     country_of = {c.id: c.country or company_of[c.id].country for c in rows}
@@ -234,10 +251,11 @@ def load_facts_of(
             among(session, Payment.customer_id, customer_ids), Payment.status != "voided"
         ),
     ).subquery()
-    for cust_id, cur, minor in session.execute(
+    for cust_id, cur, minor in _read(
+        session,
         select(
             owed_back.c.customer_id, owed_back.c.currency, func.sum(owed_back.c.remaining_minor)
-        ).group_by(owed_back.c.customer_id, owed_back.c.currency)
+        ).group_by(owed_back.c.customer_id, owed_back.c.currency),
     ):
         credit.setdefault(cust_id, {})[cur] = int(minor or 0)
 
@@ -257,8 +275,12 @@ def load_facts_of(
         )
     facts = []
     for inv in invoices:
-        live = holds.get(inv.id, [])
-        promises = [promised_on for kind, promised_on in live if kind == "promise" and promised_on]
+        live = holds.get(inv.id, ())
+        promises = (
+            [promised_on for kind, promised_on in live if kind == "promise" and promised_on]
+            if live
+            else None
+        )
         facts.append(
             InvoiceFacts(
                 invoice_id=inv.id,
@@ -270,7 +292,7 @@ def load_facts_of(
                 status=inv.status,
                 paused=inv.paused,
                 payment_pending=inv.payment_pending,
-                disputed=any(kind == "dispute" for kind, _ in live),
+                disputed=bool(live) and any(kind == "dispute" for kind, _ in live),
                 promised_on=max(promises) if promises else None,
                 # A current (or paused) installment plan: its own notices, no reminders.
                 on_current_plan=inv.id in on_plan,
@@ -291,7 +313,8 @@ def contacts_of(
     customer_ids = sorted(company_of)
     week_ago = now - timedelta(days=7)
     contacts: dict[int, list[Any]] = {}
-    for c in session.execute(
+    for c in _read(
+        session,
         select(
             Contact.id,
             Contact.customer_id,
@@ -308,7 +331,7 @@ def contacts_of(
             Contact.sms_undeliverable_at,
             Contact.preferred_channel,
             Contact.timezone,
-        ).where(among(session, Contact.customer_id, customer_ids))
+        ).where(among(session, Contact.customer_id, customer_ids)),
     ):
         contacts.setdefault(c.customer_id, []).append(c)
     contact_ids = [c.id for cs in contacts.values() for c in cs]
@@ -329,7 +352,8 @@ def contacts_of(
         )
         for start in starts
     ]
-    for contact_id, channel, n, *n_today in session.execute(
+    for contact_id, channel, n, *n_today in _read(
+        session,
         select(
             ReminderSend.contact_id,
             ReminderSend.channel,
@@ -342,7 +366,7 @@ def contacts_of(
             ReminderSend.created_at >= week_ago,
             ReminderSend.status.in_(("queued", "sent")),
         )
-        .group_by(ReminderSend.contact_id, ReminderSend.channel)
+        .group_by(ReminderSend.contact_id, ReminderSend.channel),
     ):
         recent[contact_id] = recent.get(contact_id, 0) + int(n)
         if channel == SMS_CHANNEL:
@@ -527,12 +551,18 @@ def load_days(
     )
     no_sms = sms_unavailable_of(rt, session, list(policies), conns) if policies else {}
     out = []
+    # Why no text can go, once per distinct policy and account state (companies alike in their
+    # settings share one policy object: `reminder_policies`).
+    texting: dict[tuple[int, str | None], str | None] = {}
     for company, as_of in days:
         if company.id in held:
             out.append(held[company.id])
             continue
         policy, conn = policies[company.id], conns.get(company.id)
-        sms = texting_unavailable(policy, no_sms[company.id])
+        key = (id(policy), no_sms[company.id])
+        if key not in texting:
+            texting[key] = texting_unavailable(policy, no_sms[company.id])
+        sms = texting[key]
         decided = decide_day(
             customers_of.get(company.id, []), facts_of.get(company.id, []), policy, as_of, sms=sms
         )

@@ -9,10 +9,11 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from arbridge.collections.reminder_policy import (
@@ -44,10 +45,11 @@ from arbridge.services.reminders.facts import (
     settle_promises_of,
 )
 from arbridge.services.reminders.freshness import ensure_fresh, synced_recently
+from arbridge.services.reminders.heap import collector_paused
 from arbridge.services.reminders.recheck import SMS_MAIL
-from arbridge.services.reminders.rendering import total_due
 from arbridge.services.reminders.statements import queue_statements
-from arbridge.sync.db import among, dialect_insert, transaction
+from arbridge.sync.bulk import insert_rows, update_rows
+from arbridge.sync.db import among, transaction
 from arbridge.sync.model import (
     Activity,
     CallTask,
@@ -105,7 +107,7 @@ class _Writes:
 
     links: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
-    keys: list[dict[str, Any]] = field(default_factory=list)  # claim id -> its outbox key
+    keys: list[dict[str, Any]] = field(default_factory=list)  # each claim's id and outbox key
     calls: list[dict[str, Any]] = field(default_factory=list)
     activity: list[dict[str, Any]] = field(default_factory=list)
     # When a message may go out, by (channel, recipient's zone, policy): the same few for all.
@@ -248,7 +250,7 @@ def remind_together(
     failed: dict[int, Exception] = {}
     synced_at = {company.id: synced for company, synced in companies}
     now = rt.clock.now()
-    with transaction(rt.sessions) as session:
+    with collector_paused(), transaction(rt.sessions) as session:
         days = [(company, company_today(company, rt.clock)) for company, _ in companies]
         settle_promises_of(session, rt, days)
         session.flush()
@@ -340,14 +342,14 @@ def _claim(
     ]
     if not rows:
         return [[] for _ in due]
-    table = ReminderSend.__table__
     new = {
         (invoice_id, step_key): claim_id
-        for claim_id, invoice_id, step_key in session.execute(
-            dialect_insert(session)(table)
-            .on_conflict_do_nothing(index_elements=["invoice_id", "step_key"])
-            .returning(table.c.id, table.c.invoice_id, table.c.step_key),
+        for claim_id, invoice_id, step_key in insert_rows(
+            session,
+            ReminderSend.__table__,
             rows,
+            ("invoice_id", "step_key"),
+            returning=("id", "invoice_id", "step_key"),
         )
     }
     labels: dict[int, str] = {
@@ -385,21 +387,30 @@ def _claim(
     return claims
 
 
+def _total_due(claimed: Sequence[Claimed]) -> str:
+    """`rendering.total_due` of the claimed steps' balances, summed in minor units (a run
+    writes tens of thousands: no Money built per invoice)."""
+    by_cur: dict[str, int] = {}
+    for c in claimed:
+        by_cur[c.currency] = by_cur.get(c.currency, 0) + c.balance_minor
+    return " + ".join(Money.from_minor(minor, cur).format() for cur, minor in by_cur.items())
+
+
+# A step in words, worked out once per step (a run writes it into every message's activity).
+_step_words = lru_cache(maxsize=256)(step_in_words)
+
+
 def _write(session: Session, writes: _Writes) -> None:
     """Everything a run gathered, a table at a time: the payment links (their ids go in the
     outbox payloads, which name them by their place in `links` until now), the outbox rows
     (unique on their keys), each claim's outbox key and each invoice's highest step claimed,
     the call tasks (unique on theirs) and the activity."""
     if writes.links:
-        table = PayToken.__table__
         # Each row's id by its (unique, random) hash: a multi-row INSERT returns its rows in
         # no promised order, and asking for it makes SQLite insert them one at a time.
-        by_hash = {
-            token_hash: link_id
-            for token_hash, link_id in session.execute(
-                insert(table).returning(table.c.token_hash, table.c.id), writes.links
-            )
-        }
+        by_hash = dict(
+            insert_rows(session, PayToken.__table__, writes.links, returning=("token_hash", "id"))
+        )
         ids = [by_hash[link["token_hash"]] for link in writes.links]
         for row in writes.outbox:
             payload = row["payload"]
@@ -407,26 +418,14 @@ def _write(session: Session, writes: _Writes) -> None:
             for inv in payload["invoices"]:
                 inv["pay_link_id"] = ids[inv["pay_link_id"]]
     _insert_once(session, OutboxMessage, writes.outbox)
-    if writes.keys:
-        sends = ReminderSend.__table__
-        session.execute(
-            update(sends)
-            .where(sends.c.id == bindparam("claim_id"))
-            .values(outbox_key=bindparam("key")),
-            writes.keys,
-        )
+    update_rows(session, ReminderSend.__table__, writes.keys)
     _insert_once(session, CallTask, writes.calls)
-    if writes.activity:
-        session.execute(insert(Activity.__table__), writes.activity)
+    insert_rows(session, Activity.__table__, writes.activity)
 
 
 def _insert_once(session: Session, model: type[OutboxMessage | CallTask], rows: list[Any]) -> None:
     """Rows unique on their key: one already there is left as it is."""
-    if rows:
-        session.execute(
-            dialect_insert(session)(model.__table__).on_conflict_do_nothing(index_elements=["key"]),
-            rows,
-        )
+    insert_rows(session, model.__table__, rows, ("key",))
 
 
 def _highest_steps(session: Session, claims: Sequence[Sequence[Claimed]]) -> None:
@@ -500,7 +499,7 @@ def _outbox_row(
             "created_at": now,
         }
     )
-    writes.keys += [{"claim_id": c.id, "key": key} for c in claimed]
+    writes.keys += [{"id": c.id, "outbox_key": key} for c in claimed]
 
 
 def _queue_email(
@@ -520,8 +519,8 @@ def _queue_email(
         now,
         company.id,
         "reminders.queued",
-        f"Reminder ({step_in_words(m.step)}) queued for {m.customer.name} "
-        f"<{m.contact.email if m.contact else ''}> about {numbers}: {total_due(claimed)}",
+        f"Reminder ({_step_words(m.step)}) queued for {m.customer.name} "
+        f"<{m.contact.email if m.contact else ''}> about {numbers}: {_total_due(claimed)}",
         customer_id=m.customer.customer_id,
         outbox_key=key,
         send_at=when.isoformat(),
@@ -550,8 +549,8 @@ def _queue_text(
         now,
         company.id,
         "reminders.queued",
-        f"Text ({step_in_words(m.step)}) queued for {m.customer.name} <{m.contact.phone}> "
-        f"about {numbers}: {total_due(claimed)}",
+        f"Text ({_step_words(m.step)}) queued for {m.customer.name} <{m.contact.phone}> "
+        f"about {numbers}: {_total_due(claimed)}",
         customer_id=m.customer.customer_id,
         outbox_key=key,
         send_at=when.isoformat(),
@@ -601,7 +600,7 @@ def _call_task(
             "key": key,
             "step_key": m.step.key,
             "invoice_ids": [c.invoice_id for c in claimed],
-            "reason": f"{numbers} overdue ({total_due(claimed)}); {history}",
+            "reason": f"{numbers} overdue ({_total_due(claimed)}); {history}",
             "created_at": now,
         }
     )
@@ -623,7 +622,7 @@ def _escalate(
 ) -> str:
     """Carry out a step's escalation; return its paragraph for the owner's daily digest."""
     numbers = ", ".join(c.label for c in claimed)
-    total = total_due(claimed)
+    total = _total_due(claimed)
     if "agency" in m.escalations:
         refer_to_agency(session, rt, company, m.customer.customer_id, "sequence escalation")
     log_activity(
