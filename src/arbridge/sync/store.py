@@ -16,7 +16,14 @@ from sqlalchemy import BigInteger, Select, and_, case, cast, func, or_, select, 
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock, local_date
-from arbridge.collections.aging import Aging, OpenItem, age, bucket_starts
+from arbridge.collections.aging import (
+    Aging,
+    OpenItem,
+    age,
+    bucket,
+    bucket_starts,
+    days_overdue,
+)
 from arbridge.collections.insight import home_minor
 from arbridge.collections.kpis import (
     Kpis,
@@ -256,26 +263,66 @@ def home_open_balance(company: Company) -> tuple[Any, Any]:
 
 
 def aging_report(session: Session, company: Company, as_of: date) -> Aging:
-    """The aging of the company's open invoices: one SUM ... GROUP BY bucket over the home
-    balances stored at sync, plus the few open invoices whose stored figure is out of date,
-    converted (and rounded) one by one."""
+    """The aging of the company's open invoices: one SUM ... GROUP BY due date over the home
+    balances stored at sync (a few hundred rows, put in their buckets here), which also counts
+    the open invoices whose stored figure is out of date; only when there are any, a second
+    query reads those few, converted (and rounded) one by one.
+
+    The SUM reads ix_invoices_open_due alone, in its order (EXPLAIN at 1M invoices,
+    bench/bench_dashboard.py: SQLite "USING COVERING INDEX ix_invoices_open_due"; PostgreSQL
+    "Index Only Scan using ix_invoices_open_due", Heap Fetches: 0, once vacuum has set the
+    visibility map; before it, a bitmap scan of ix_invoices_open_reminded and the rows, 1.5x
+    the floor). Grouped by the due date rather than by a CASE of it, it needs no sort and
+    evaluates no CASE per row: half the time on SQLite (0.31x the floor against 0.70x). The
+    out-of-date rows were once a query of their own on every view, whose exchange rate no
+    index holds: both databases took the narrower ix_invoices_open_reminded for it and read
+    the row of every open invoice to test them (the aging 0.9x the floor on SQLite before
+    that index, 3-4x after)."""
     open_ = (Invoice.company_id == company.id) & Invoice.is_open
     amount, stored = home_open_balance(company)
-    named = aging_bucket(Invoice.due_on, as_of)
-    summed = session.execute(
-        select(named, cast(func.sum(amount), BigInteger), func.count())
-        .where(open_, stored)
-        .group_by(named)
-    ).tuples()
-    foreign = session.execute(
+    rows = session.execute(
         select(
-            Invoice.due_on, Invoice.open_balance_minor, Invoice.currency, Invoice.exchange_rate
-        ).where(open_, ~stored)
+            Invoice.due_on,
+            cast(func.sum(case((stored, amount))), BigInteger),
+            func.count(case((stored, 1))),
+            func.count(),
+        )
+        .where(open_)
+        .group_by(Invoice.due_on)
     ).tuples()
-    items = [
-        OpenItem(due_on, Money.from_minor(minor, cur), rate) for due_on, minor, cur, rate in foreign
-    ]
-    return age(items, as_of, company.home_currency, summed)
+    summed: dict[str, tuple[int, int]] = {}
+    stale = False
+    for due_on, minor, count, every in rows:
+        name = bucket(days_overdue(due_on, as_of))
+        before, counted = summed.get(name, (0, 0))
+        summed[name] = (before + (minor or 0), counted + count)
+        stale = stale or every > count
+    items = (
+        [
+            OpenItem(due_on, Money.from_minor(minor, cur), rate)
+            for due_on, minor, cur, rate in session.execute(out_of_date_query(company)).tuples()
+        ]
+        if stale
+        else []
+    )
+    return age(
+        items,
+        as_of,
+        company.home_currency,
+        [(name, minor, count) for name, (minor, count) in summed.items()],
+    )
+
+
+def out_of_date_query(company: Company) -> Select[Any]:
+    """The company's open invoices whose stored home balance is out of date, with what converts
+    them. SQLite picks them by id from ix_invoices_open_due alone, then reads only those rows;
+    PostgreSQL, whose index holds no row id, reads the open invoices' rows (a bitmap scan):
+    `aging_report` runs it only when the SUM counted some."""
+    _, stored = home_open_balance(company)
+    wanted = select(Invoice.id).where(Invoice.company_id == company.id, Invoice.is_open, ~stored)
+    return select(
+        Invoice.due_on, Invoice.open_balance_minor, Invoice.currency, Invoice.exchange_rate
+    ).where(Invoice.id.in_(wanted))
 
 
 # Voided and deleted documents count in no KPI.

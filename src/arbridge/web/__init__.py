@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from datetime import timedelta
+from datetime import date, timedelta
+from functools import lru_cache
 from typing import Any
 
 from babel.dates import format_date
@@ -68,6 +69,13 @@ def security_headers(secure: bool) -> list[tuple[str, str]]:
     if secure:
         headers.append(("Strict-Transport-Security", "max-age=31536000"))
     return headers
+
+
+@lru_cache(maxsize=4096)
+def _day(d: date | None) -> str:
+    """A day as the pages show it ("Nov 24, 2026"): babel parses its pattern on every call,
+    a tenth of the dashboard's rendering at 100 rows (issue 14), so each day is formatted once."""
+    return format_date(d, "medium", locale="en_US") if d else "—"
 
 
 def create_app(rt: Runtime, **overrides: Any) -> Flask:
@@ -216,7 +224,7 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     app.jinja_env.filters["money"] = lambda m: m.format() if isinstance(m, Money) else m
     app.jinja_env.filters["amount"] = _amount
     app.jinja_env.filters["minor"] = lambda pair: Money.from_minor(pair[0], pair[1]).format()
-    app.jinja_env.filters["day"] = lambda d: format_date(d, "medium", locale="en_US") if d else "—"
+    app.jinja_env.filters["day"] = _day
     app.jinja_env.filters["local"] = _local_time
     app.jinja_env.filters["days"] = lambda n: f"{n} day" if n in (1, -1) else f"{n} days"
     from arbridge.web.stripe_front import StripeFront
