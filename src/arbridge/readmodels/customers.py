@@ -3,7 +3,7 @@ database (a fixed number of queries whatever the number of customers or invoices
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -93,10 +93,17 @@ class CustomerPage:
     next: int | None
 
 
-def _aggregates(company: Company, today: date) -> Any:
-    """One row per customer id: the columns of the list, each from its own grouped subquery."""
+def _aggregates(company: Company, today: date, ids: Sequence[int] | None = None) -> Any:
+    """One row per customer id: the columns of the list, each from its own grouped subquery;
+    with `ids`, of those customers only (a page sorted by name, a customer's page: each sum then
+    reads those customers' rows through their indexes, not every invoice, payment and allocation
+    of the company: 20 s at 1M invoices on SQLite for a page of 50, issue 14)."""
     cid = company.id
     home = home_minor(company.home_currency)
+
+    def only(column: Any) -> list[Any]:
+        return [] if ids is None else [column.in_(list(ids))]
+
     invoices = (
         select(
             Invoice.customer_id.label("customer_id"),
@@ -107,13 +114,13 @@ def _aggregates(company: Company, today: date) -> Any:
             ).label("overdue"),
             func.sum(case((Invoice.is_open, 1), else_=0)).label("open_invoices"),
         )
-        .where(Invoice.company_id == cid)
+        .where(Invoice.company_id == cid, *only(Invoice.customer_id))
         .group_by(Invoice.customer_id)
         .subquery()
     )
     paid = (
         select(Payment.customer_id.label("customer_id"), func.max(Payment.received_on).label("on"))
-        .where(Payment.company_id == cid, Payment.status.not_in(_GONE))
+        .where(Payment.company_id == cid, Payment.status.not_in(_GONE), *only(Payment.customer_id))
         .group_by(Payment.customer_id)
         .subquery()
     )
@@ -130,6 +137,17 @@ def _aggregates(company: Company, today: date) -> Any:
             PaymentAllocation.company_id == cid,
             or_(Payment.id.is_(None), Payment.status.not_in(_GONE)),
             or_(CreditNote.id.is_(None), CreditNote.status.not_in(_GONE)),
+            *(
+                []
+                if ids is None
+                else [
+                    PaymentAllocation.invoice_id.in_(
+                        select(Invoice.id).where(
+                            Invoice.company_id == cid, Invoice.customer_id.in_(list(ids))
+                        )
+                    )
+                ]
+            ),
         )
         .group_by(PaymentAllocation.invoice_id)
         .subquery()
@@ -149,6 +167,7 @@ def _aggregates(company: Company, today: date) -> Any:
             Invoice.status == "paid",
             closing.c.on > today - timedelta(days=LATENESS_DAYS),
             closing.c.on <= today,
+            *only(Invoice.customer_id),
         )
         .group_by(Invoice.customer_id)
         .subquery()
@@ -160,7 +179,11 @@ def _aggregates(company: Company, today: date) -> Any:
             func.sum(case((InvoiceHold.kind == "promise", 1), else_=0)).label("promises"),
         )
         .join(Invoice, Invoice.id == InvoiceHold.invoice_id)
-        .where(InvoiceHold.company_id == cid, InvoiceHold.resolved_at.is_(None))
+        .where(
+            InvoiceHold.company_id == cid,
+            InvoiceHold.resolved_at.is_(None),
+            *only(Invoice.customer_id),
+        )
         .group_by(Invoice.customer_id)
         .subquery()
     )
@@ -174,10 +197,11 @@ def _query(
     sort: str,
     descending: bool,
     flag_counts: Mapping[int, int] | None = None,
+    ids: Sequence[int] | None = None,
 ) -> Any:
     """The list's query; `flag_counts` (how many insight flags each customer has) orders the
-    "flags" sort."""
-    invoices, paid, lateness, holds = _aggregates(company, today)
+    "flags" sort; `ids`: of these customers only."""
+    invoices, paid, lateness, holds = _aggregates(company, today, ids)
     balance = func.coalesce(invoices.c.balance, 0)
     overdue = func.coalesce(invoices.c.overdue, 0)
     default = default_limit_minor(company, policy(company.settings))
@@ -209,6 +233,8 @@ def _query(
         .outerjoin(CustomerReminderSettings, CustomerReminderSettings.customer_id == Customer.id)
         .where(Customer.company_id == company.id, Customer.deleted.is_(False))
     )
+    if ids is not None:
+        stmt = stmt.where(Customer.id.in_(list(ids)))
     if search:
         stmt = stmt.where(
             func.lower(Customer.name).contains(search.lower()[:MAX_SEARCH], autoescape=True)
@@ -284,12 +310,25 @@ def customers_page(
     page_size: int = 50,
     flag_counts: Mapping[int, int] | None = None,
 ) -> CustomerPage:
-    """One page of the customers list (one query)."""
-    found = s.execute(
-        _query(company, today, search, sort, descending, flag_counts)
-        .limit(page_size + 1)
-        .offset((page - 1) * page_size)
-    ).all()
+    """One page of the customers list: one query, or by name (the list's first view) two: the
+    page's customers, then the sums of those alone."""
+    ids = None
+    if sort not in SORTS or sort == "name":
+        name = func.lower(Customer.name)
+        named = select(Customer.id).where(
+            Customer.company_id == company.id, Customer.deleted.is_(False)
+        )
+        if search:
+            named = named.where(name.contains(search.lower()[:MAX_SEARCH], autoescape=True))
+        ids = s.scalars(
+            named.order_by(name.desc() if descending else name.asc(), Customer.id)
+            .limit(page_size + 1)
+            .offset((page - 1) * page_size)
+        ).all()
+    query = _query(company, today, search, sort, descending, flag_counts, ids)
+    if ids is None:
+        query = query.limit(page_size + 1).offset((page - 1) * page_size)
+    found = s.execute(query).all()
     return CustomerPage(
         _rows(found[:page_size], company.home_currency),
         page,
@@ -332,9 +371,7 @@ def customer_detail(
     s: Session, company: Company, customer: Customer, today: date, limit: int = 100
 ) -> CustomerDetail:
     """A customer's page: everything about one customer, a fixed number of queries."""
-    found = s.execute(
-        _query(company, today, None, "name", False).where(Customer.id == customer.id)
-    ).all()
+    found = s.execute(_query(company, today, None, "name", False, ids=[customer.id])).all()
     row = _rows(found, company.home_currency)[0]
     contacts = s.scalars(
         select(Contact)
