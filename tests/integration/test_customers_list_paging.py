@@ -5,34 +5,19 @@ ledger and all but 50 rows thrown away); what they show is what the whole list's
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from arbridge.readmodels.customers import customer_detail, customers_export, customers_page
 from arbridge.sync.model import Company, Customer
 from arbridge.sync.store import company_today
-
-
-@contextmanager
-def statements_of(rt):
-    seen: list[str] = []
-
-    def keep(_conn, _cursor, statement, *_args) -> None:
-        seen.append(statement)
-
-    event.listen(rt.engine, "before_cursor_execute", keep)
-    try:
-        yield seen
-    finally:
-        event.remove(rt.engine, "before_cursor_execute", keep)
+from tests.web.test_query_counts import counted
 
 
 def test_a_page_of_the_customers_list_summed_every_customers_ledger(rt, demo_company):
     with rt.sessions() as s:
         company = s.get(Company, demo_company.id)
         today = company_today(company, rt.clock)
-        with statements_of(rt) as seen:
+        with counted(rt) as seen:
             page = customers_page(s, company, today, page=2, page_size=7)
         shown = [r.customer.id for r in page.rows]
         summing = [st for st in seen if "GROUP BY" in st]
@@ -71,7 +56,7 @@ def test_a_customers_page_summed_every_customers_ledger(rt, demo_company):
         customer = s.scalars(
             select(Customer).where(Customer.company_id == company.id).order_by(Customer.id)
         ).first()
-        with statements_of(rt) as seen:
+        with counted(rt) as seen:
             detail = customer_detail(s, company, customer, today)
         assert detail.row == whole[customer.id]
         summing = [st for st in seen if "GROUP BY" in st]
