@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from arbridge.readmodels.customers import customer_detail, customers_export, customers_page
+from arbridge.readmodels.customers import (
+    SORTS,
+    customer_detail,
+    customers_export,
+    customers_page,
+)
 from arbridge.sync.model import Company, Customer
 from arbridge.sync.store import company_today
 from tests.web.test_query_counts import counted
@@ -27,24 +32,38 @@ def test_a_page_of_the_customers_list_summed_every_customers_ledger(rt, demo_com
         whole = customers_export(s, company, today)
         assert page.rows == whole[7:14]
         assert (page.prev, page.next) == (1, 3)
-        for descending in (False, True):
-            for search in (None, "a"):
-                every = customers_export(s, company, today, search=search, descending=descending)
-                paged = []
-                n = 1
-                while n:
-                    found = customers_page(
-                        s,
-                        company,
-                        today,
-                        search=search,
-                        descending=descending,
-                        page=n,
-                        page_size=9,
-                    )
-                    paged += found.rows
-                    n = found.next
-                assert paged == every, (descending, search)
+        flags = {r.customer.id: r.customer.id % 3 for r in whole}
+        for sort, descending, search in [
+            *((sort, descending, None) for sort in SORTS for descending in (False, True)),
+            ("name", False, "a"),
+            ("balance", True, "a"),
+        ]:
+            every = customers_export(
+                s,
+                company,
+                today,
+                search=search,
+                sort=sort,
+                descending=descending,
+                flag_counts=flags,
+            )
+            paged = []
+            n = 1
+            while n:
+                found = customers_page(
+                    s,
+                    company,
+                    today,
+                    search=search,
+                    sort=sort,
+                    descending=descending,
+                    page=n,
+                    page_size=9,
+                    flag_counts=flags,
+                )
+                paged += found.rows
+                n = found.next
+            assert paged == every, (sort, descending, search)
         assert shown == [r.customer.id for r in whole[7:14]]
 
 

@@ -114,7 +114,8 @@ def _aggregates(company: Company, today: date, ids: Sequence[int] | None = None)
             ).label("overdue"),
             func.sum(case((Invoice.is_open, 1), else_=0)).label("open_invoices"),
         )
-        .where(Invoice.company_id == cid, *only(Invoice.customer_id))
+        # Only open invoices count in these sums: the rest need not be read.
+        .where(Invoice.company_id == cid, Invoice.is_open, *only(Invoice.customer_id))
         .group_by(Invoice.customer_id)
         .subquery()
     )
@@ -198,9 +199,12 @@ def _query(
     descending: bool,
     flag_counts: Mapping[int, int] | None = None,
     ids: Sequence[int] | None = None,
+    page_ids: bool = False,
 ) -> Any:
     """The list's query; `flag_counts` (how many insight flags each customer has) orders the
-    "flags" sort; `ids`: of these customers only."""
+    "flags" sort; `ids`: of these customers only. `page_ids`: the customer ids alone, in the
+    list's order, with only the sum the sort needs (a page's customers, whose row the query
+    with their `ids` then gives: the same figures, each customer's sums being its own)."""
     invoices, paid, lateness, holds = _aggregates(company, today, ids)
     balance = func.coalesce(invoices.c.balance, 0)
     overdue = func.coalesce(invoices.c.overdue, 0)
@@ -210,29 +214,45 @@ def _query(
         if default is None
         else func.coalesce(Customer.credit_limit_minor, default)
     )
-    stmt = (
-        select(
-            Customer,
-            balance,
-            overdue,
-            func.coalesce(invoices.c.open_invoices, 0),
-            paid.c.on,
-            lateness.c.days,
-            func.coalesce(holds.c.disputes, 0),
-            func.coalesce(holds.c.promises, 0),
-            CustomerReminderSettings.sequence,
-            CustomerReminderSettings.referred_to_agency_at,
-            lateness.c.to_pay,
-            lateness.c.on_time,
-            limit,
+    key = sort if sort in SORTS else "name"
+    if page_ids:
+        needs = {
+            "balance": invoices,
+            "overdue": invoices,
+            "last_payment": paid,
+            "lateness": lateness,
+            "days_to_pay": lateness,
+            "on_time": lateness,
+        }.get(key)
+        stmt = select(Customer.id)
+        if needs is not None:
+            stmt = stmt.outerjoin(needs, needs.c.customer_id == Customer.id)
+    else:
+        stmt = (
+            select(
+                Customer,
+                balance,
+                overdue,
+                func.coalesce(invoices.c.open_invoices, 0),
+                paid.c.on,
+                lateness.c.days,
+                func.coalesce(holds.c.disputes, 0),
+                func.coalesce(holds.c.promises, 0),
+                CustomerReminderSettings.sequence,
+                CustomerReminderSettings.referred_to_agency_at,
+                lateness.c.to_pay,
+                lateness.c.on_time,
+                limit,
+            )
+            .outerjoin(invoices, invoices.c.customer_id == Customer.id)
+            .outerjoin(paid, paid.c.customer_id == Customer.id)
+            .outerjoin(lateness, lateness.c.customer_id == Customer.id)
+            .outerjoin(holds, holds.c.customer_id == Customer.id)
+            .outerjoin(
+                CustomerReminderSettings, CustomerReminderSettings.customer_id == Customer.id
+            )
         )
-        .outerjoin(invoices, invoices.c.customer_id == Customer.id)
-        .outerjoin(paid, paid.c.customer_id == Customer.id)
-        .outerjoin(lateness, lateness.c.customer_id == Customer.id)
-        .outerjoin(holds, holds.c.customer_id == Customer.id)
-        .outerjoin(CustomerReminderSettings, CustomerReminderSettings.customer_id == Customer.id)
-        .where(Customer.company_id == company.id, Customer.deleted.is_(False))
-    )
+    stmt = stmt.where(Customer.company_id == company.id, Customer.deleted.is_(False))
     if ids is not None:
         stmt = stmt.where(Customer.id.in_(list(ids)))
     if search:
@@ -250,7 +270,7 @@ def _query(
         "on_time": lateness.c.on_time,
         "limit": limit,
         "flags": case(counts, value=Customer.id, else_=0) if counts else literal(0),
-    }[sort if sort in SORTS else "name"]
+    }[key]
     order = [column.desc() if descending else column.asc()]
     if sort in ("last_payment", "days_to_pay", "on_time", "limit"):
         # Customers without one (never paid, no limit) come last either way.
@@ -310,25 +330,14 @@ def customers_page(
     page_size: int = 50,
     flag_counts: Mapping[int, int] | None = None,
 ) -> CustomerPage:
-    """One page of the customers list: one query, or by name (the list's first view) two: the
-    page's customers, then the sums of those alone."""
-    ids = None
-    if sort not in SORTS or sort == "name":
-        name = func.lower(Customer.name)
-        named = select(Customer.id).where(
-            Customer.company_id == company.id, Customer.deleted.is_(False)
-        )
-        if search:
-            named = named.where(name.contains(search.lower()[:MAX_SEARCH], autoescape=True))
-        ids = s.scalars(
-            named.order_by(name.desc() if descending else name.asc(), Customer.id)
-            .limit(page_size + 1)
-            .offset((page - 1) * page_size)
-        ).all()
-    query = _query(company, today, search, sort, descending, flag_counts, ids)
-    if ids is None:
-        query = query.limit(page_size + 1).offset((page - 1) * page_size)
-    found = s.execute(query).all()
+    """One page of the customers list, in two queries: the page's customers in the list's
+    order (with only the sum the sort needs), then their rows, summed for them alone."""
+    ids = s.scalars(
+        _query(company, today, search, sort, descending, flag_counts, page_ids=True)
+        .limit(page_size + 1)
+        .offset((page - 1) * page_size)
+    ).all()
+    found = s.execute(_query(company, today, search, sort, descending, flag_counts, ids)).all()
     return CustomerPage(
         _rows(found[:page_size], company.home_currency),
         page,
