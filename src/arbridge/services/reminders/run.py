@@ -47,6 +47,7 @@ from arbridge.services.reminders.facts import (
 from arbridge.services.reminders.freshness import ensure_fresh, synced_recently
 from arbridge.services.reminders.heap import collector_paused
 from arbridge.services.reminders.recheck import SMS_MAIL
+from arbridge.services.reminders.rendering import total_of
 from arbridge.services.reminders.statements import queue_statements
 from arbridge.sync.bulk import insert_rows, update_rows
 from arbridge.sync.db import among, transaction
@@ -388,12 +389,7 @@ def _claim(
 
 
 def _total_due(claimed: Sequence[Claimed]) -> str:
-    """`rendering.total_due` of the claimed steps' balances, summed in minor units (a run
-    writes tens of thousands: no Money built per invoice)."""
-    by_cur: dict[str, int] = {}
-    for c in claimed:
-        by_cur[c.currency] = by_cur.get(c.currency, 0) + c.balance_minor
-    return " + ".join(Money.from_minor(minor, cur).format() for cur, minor in by_cur.items())
+    return total_of((c.currency, c.balance_minor) for c in claimed)
 
 
 # A step in words, worked out once per step (a run writes it into every message's activity).
