@@ -12,6 +12,10 @@ A second floor, `insert_200`, is the same gunicorn storing each body with one pr
 autocommit and nothing else (bench/insert_app.py): every acknowledged delivery waits for
 PostgreSQL to flush its commit to disk, so that floor is the most a durable receiver can do on
 this machine's disk, and `throughput_ratio_vs_insert` says how much of it arbridge reaches.
+
+CPU per request (Linux /proc): `server_cpu_ms` of gunicorn's processes (master and workers) and
+`postgres_cpu_ms` of every PostgreSQL process (other work on the server counts too), over the
+timed run only; with the load average at the end of each run, as the wall figures are noisy.
 """
 
 from __future__ import annotations
@@ -127,6 +131,39 @@ def serve(
     raise SystemExit("gunicorn did not start")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes so far (a process gone meanwhile counts 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def family(pid: int) -> list[int]:
+    """A process and its children (gunicorn's master and workers)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [pid]
+    return [pid, *map(int, children)]
+
+
+def postgres_pids() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def run(port: int, path: str, events: int, clients: int) -> tuple[float, list[float]]:
     per = events // clients
     start = time.perf_counter()
@@ -178,7 +215,11 @@ def main() -> None:
         proc = serve(app, port, args.workers, args.threads, env)
         try:
             run(port, path, args.clients * 20, args.clients)  # warm up
+            server = family(proc.pid)
+            server_before, pg_before = cpu_seconds(server), cpu_seconds(postgres_pids())
             elapsed, lat = run(port, path, args.events, args.clients)
+            server_cpu = cpu_seconds(server) - server_before
+            pg_cpu = cpu_seconds(postgres_pids()) - pg_before
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
@@ -187,6 +228,9 @@ def main() -> None:
             "requests_per_second": round(len(lat) / elapsed),
             "p50_ms": round(statistics.median(lat) * 1000, 2),
             "p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 2),
+            "server_cpu_ms": round(server_cpu / len(lat) * 1000, 3),
+            "postgres_cpu_ms": round(pg_cpu / len(lat) * 1000, 3),
+            "load_average": round(os.getloadavg()[0], 2),
         }
     with engine.connect() as c:
         stored = c.execute(text("SELECT count(*) FROM webhook_events")).scalar()

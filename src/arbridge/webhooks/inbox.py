@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,10 +21,11 @@ from typing import Any
 
 from sqlalchemy import Connection as DbConnection
 from sqlalchemy import Engine, select, update
+from sqlalchemy import event as db_event
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock
-from arbridge.sync.db import dialect_insert
+from arbridge.sync.db import POOL_RECYCLE_SECONDS, dialect_insert
 from arbridge.sync.model import Connection, WebhookDelivery, WebhookEvent
 
 log = logging.getLogger(__name__)
@@ -132,6 +135,36 @@ ONE_STATEMENT = (
 )
 
 
+def _one_statement_params(
+    provider: str, headers: Mapping[str, str], body: bytes, e: InboxEvent, now: datetime
+) -> dict[str, Any]:
+    return {
+        "provider": provider,
+        "now": now,
+        "body": body.decode("utf-8", "replace"),
+        "body_sha256": hashlib.sha256(body).hexdigest(),
+        "headers": json.dumps(
+            {k.lower(): v for k, v in headers.items() if k.lower() in KEPT_HEADERS}
+        ),
+        "event_id": e.event_id,
+        "event_type": e.event_type,
+        "tenant_id": e.tenant_id,
+        "payload": json.dumps(dict(e.payload)),
+        "occurred_at": e.occurred_at,
+        "company_id": e.company_id,
+    }
+
+
+def _answer(provider: str, event_id: str, row: Any) -> Stored | None:
+    """What the one statement's row says (None: a repeated body, which takes the general way)."""
+    if row is None:
+        return None
+    if row[1] is None:
+        log.info("%s event %s already stored; duplicate delivery skipped", provider, event_id)
+        return Stored(int(row[0]), 0, 1)
+    return Stored(int(row[0]), 1, 0, (int(row[1]),))
+
+
 def _store_one(
     conn: DbConnection,
     provider: str,
@@ -145,30 +178,8 @@ def _store_one(
     # Not prepared: psycopg deallocates every statement it prepared on a connection when that
     # connection next rolls back (the pool's reset after any read-only session), so a worker that
     # also serves pages would pay a DEALLOCATE and a new PREPARE round trip for it.
-    row = conn.exec_driver_sql(
-        ONE_STATEMENT,
-        {
-            "provider": provider,
-            "now": now,
-            "body": body.decode("utf-8", "replace"),
-            "body_sha256": hashlib.sha256(body).hexdigest(),
-            "headers": json.dumps(
-                {k.lower(): v for k, v in headers.items() if k.lower() in KEPT_HEADERS}
-            ),
-            "event_id": e.event_id,
-            "event_type": e.event_type,
-            "tenant_id": e.tenant_id,
-            "payload": json.dumps(dict(e.payload)),
-            "occurred_at": e.occurred_at,
-            "company_id": e.company_id,
-        },
-    ).first()
-    if row is None:
-        return None
-    if row[1] is None:
-        log.info("%s event %s already stored; duplicate delivery skipped", provider, e.event_id)
-        return Stored(int(row[0]), 0, 1)
-    return Stored(int(row[0]), 1, 0, (int(row[1]),))
+    params = _one_statement_params(provider, headers, body, e, now)
+    return _answer(provider, e.event_id, conn.exec_driver_sql(ONE_STATEMENT, params).first())
 
 
 _AUTOCOMMIT: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
@@ -183,6 +194,89 @@ def _autocommit(engine: Engine) -> Engine:
     return found
 
 
+# At most this many connections per engine (so per process) kept for the one statement: the
+# pool's other connections (5, and 10 more under load) stay free for pages and the worker.
+PREPARED_CONNECTIONS = 4
+
+
+class PreparedConnections:
+    """A few pooled connections that run nothing but the one statement, in autocommit, kept
+    out of the pool between deliveries (issue 14).
+
+    Each keeps the statement prepared, which halves what PostgreSQL spends on a delivery (its
+    planning was half of it), and a delivery skips the pool's checkout and return (setting and
+    resetting autocommit). psycopg deallocates what it prepared at a rollback, which these never
+    do. A connection idle longer than POOL_RECYCLE_SECONDS is replaced, before a server or proxy
+    closes it; one whose statement failed is closed; all are closed when the engine is disposed.
+    When all are in use the delivery takes a pooled connection, as before."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.lock = threading.Lock()
+        self.idle: list[tuple[DbConnection, float]] = []
+        self.held = 0
+        db_event.listen(engine, "engine_disposed", lambda _engine: self.close())
+
+    def take(self) -> DbConnection | None:
+        now, stale = time.monotonic(), []
+        with self.lock:
+            while self.idle:
+                conn, used = self.idle.pop()
+                if now - used <= POOL_RECYCLE_SECONDS:
+                    break
+                stale.append(conn)
+                self.held -= 1
+            else:
+                conn = None
+                if self.held >= PREPARED_CONNECTIONS:
+                    return None
+                self.held += 1
+        for old in stale:
+            _close(old)
+        if conn is None:
+            try:
+                conn = _autocommit(self.engine).connect()
+            except BaseException:
+                with self.lock:
+                    self.held -= 1
+                raise
+            conn.connection.dbapi_connection.prepare_threshold = 0  # type: ignore[union-attr]
+        return conn
+
+    def give(self, conn: DbConnection) -> None:
+        with self.lock:
+            self.idle.append((conn, time.monotonic()))
+
+    def drop(self, conn: DbConnection) -> None:
+        with self.lock:
+            self.held -= 1
+        _close(conn)
+
+    def close(self) -> None:
+        with self.lock:
+            idle, self.idle = self.idle, []
+            self.held -= len(idle)
+        for conn, _used in idle:
+            _close(conn)
+
+
+def _close(conn: DbConnection) -> None:
+    conn.invalidate()  # closed, never back in the pool with its prepared statement
+    conn.close()
+
+
+_PREPARED: weakref.WeakKeyDictionary[Engine, PreparedConnections] = weakref.WeakKeyDictionary()
+_PREPARED_LOCK = threading.Lock()
+
+
+def _prepared(engine: Engine) -> PreparedConnections:
+    with _PREPARED_LOCK:
+        found = _PREPARED.get(engine)
+        if found is None:
+            found = _PREPARED[engine] = PreparedConnections(engine)
+        return found
+
+
 def store_alone(
     engine: Engine,
     clock: Clock,
@@ -191,13 +285,28 @@ def store_alone(
     body: bytes,
     event: InboxEvent,
 ) -> Stored | None:
-    """A new delivery of one event stored by one statement, atomic by itself, on a pooled
-    connection in autocommit: one round trip in all (PostgreSQL), no session. None: not done
-    (SQLite, or a repeated body): `store` it in a transaction."""
+    """A new delivery of one event stored by one statement, atomic by itself, in autocommit:
+    one round trip in all (PostgreSQL), no session, on a connection that keeps it prepared when
+    one is free (`PreparedConnections`). None: not done (SQLite, or a repeated body): `store`
+    it in a transaction."""
     if engine.dialect.name != "postgresql":
         return None
-    with _autocommit(engine).connect() as conn:
-        return _store_one(conn, provider, headers, body, event, clock.now())
+    params = _one_statement_params(provider, headers, body, event, clock.now())
+    prepared = _prepared(engine)
+    conn = prepared.take()
+    if conn is not None:
+        try:
+            row = conn.exec_driver_sql(ONE_STATEMENT, params).first()
+        except Exception as e:  # tried once more below, where its error is raised
+            prepared.drop(conn)
+            log.info("%s delivery: its prepared connection failed (%s)", provider, type(e).__name__)
+        else:
+            prepared.give(conn)
+            return _answer(provider, event.event_id, row)
+    with _autocommit(engine).connect() as pooled:
+        return _answer(
+            provider, event.event_id, pooled.exec_driver_sql(ONE_STATEMENT, params).first()
+        )
 
 
 def store(
