@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from contextlib import contextmanager
 from datetime import timedelta
 
+import psycopg
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DataError
 
 from arbridge.errors import Transient
 from arbridge.sync.db import make_engine, transaction
 from arbridge.sync.model import Activity, WebhookDelivery, WebhookEvent
 from arbridge.sync.store import ledger_connection, log_activity
+from arbridge.webhooks import inbox
 from arbridge.webhooks.dispatch import process_pending
-from arbridge.webhooks.inbox import InboxEvent, store
+from arbridge.webhooks.inbox import InboxEvent, _prepared, store, store_alone
 from tests.builders import SmallCompany
 from tests.payment_sequences import deliver, redeliver
 from tests.web.test_query_counts import counted
@@ -192,15 +197,104 @@ def test_a_stripe_webhook_after_the_database_closed_the_pooled_connection_is_sto
         assert s.scalar(select(WebhookEvent.event_id)) == sent["id"]
 
 
-def test_a_stripe_delivery_signed_by_the_install_is_one_statement_and_a_resend_is_kept_once(rt):
-    with counted(rt) as statements:
+@contextmanager
+def driven(monkeypatch):
+    """The statements psycopg sends (SQLAlchemy's own and those run on its connection directly)."""
+    statements: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def counting(self, query, *args, **kwargs):
+        statements.append(str(query))
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counting)
+    yield statements
+    monkeypatch.undo()
+
+
+def test_a_stripe_delivery_signed_by_the_install_is_one_statement_and_a_resend_is_kept_once(
+    rt, monkeypatch
+):
+    with driven(monkeypatch) as statements:
         sent = deliver(rt, "checkout.session.completed", {"id": "cs_one_statement"})
     # PostgreSQL: the delivery and its event in one statement, outside a transaction (no BEGIN
     # and COMMIT round trips); SQLite: the general way.
     if rt.engine.dialect.name == "postgresql":
         assert len(statements) == 1, statements
+        assert _prepared(rt.engine).idle[0][0].connection.dbapi_connection.autocommit
     redeliver(rt, sent)  # the same bytes again: a repeat, counted on the delivery
     with rt.sessions() as s:
         assert s.scalars(select(WebhookEvent.event_id)).all() == [sent["id"]]
         delivery = s.scalar(select(WebhookDelivery))
     assert delivery.repeats == 1 and delivery.events == 1
+
+
+def postgres_only(rt):
+    if rt.engine.dialect.name != "postgresql":
+        pytest.skip("the prepared connections serve PostgreSQL only")
+
+
+def kept(rt):
+    """psycopg's connection kept for the one statement, after a delivery."""
+    prepared = _prepared(rt.engine)
+    assert prepared.held == 1 and len(prepared.idle) == 1
+    return prepared.idle[0][0].connection.dbapi_connection
+
+
+def stored_ids(rt):
+    with rt.sessions() as s:
+        return set(s.scalars(select(WebhookEvent.event_id)))
+
+
+def test_a_stripe_delivery_after_the_server_closed_the_kept_connection_is_stored(rt, caplog):
+    postgres_only(rt)
+    caplog.set_level(logging.INFO, logger="arbridge.webhooks.inbox")
+    first = deliver(rt, "checkout.session.completed", {"id": "cs_before"})
+    old = kept(rt)
+    pid = old.info.backend_pid
+    other = make_engine(rt.settings.database_url)
+    with other.begin() as c:
+        c.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    other.dispose()
+    second = deliver(rt, "checkout.session.completed", {"id": "cs_after"})
+    assert stored_ids(rt) == {first["id"], second["id"]}
+    assert old.closed and "its prepared connection failed" in caplog.text
+    third = deliver(rt, "checkout.session.completed", {"id": "cs_then"})  # a new one is kept
+    assert third["id"] in stored_ids(rt) and kept(rt) is not old
+
+
+def test_a_statement_that_fails_on_the_kept_connection_raises_its_error_and_stores_nothing(rt):
+    postgres_only(rt)
+    deliver(rt, "checkout.session.completed", {"id": "cs_good"})
+    old = kept(rt)
+    too_long = InboxEvent(event_id="evt_long", event_type="x", tenant_id="t" * 100)
+    with pytest.raises(DataError):
+        store_alone(rt.engine, rt.clock, "stripe", {}, b'{"id": "evt_long"}', too_long)
+    assert old.closed and _prepared(rt.engine).held == 0
+    assert "evt_long" not in stored_ids(rt)
+
+
+def test_kept_connections_are_replaced_when_idle_too_long_and_closed_with_the_engine(
+    rt, monkeypatch
+):
+    postgres_only(rt)
+    deliver(rt, "checkout.session.completed", {"id": "cs_one"})
+    old = kept(rt)
+    monkeypatch.setattr(inbox, "POOL_RECYCLE_SECONDS", -1)  # every idle one is too old
+    deliver(rt, "checkout.session.completed", {"id": "cs_two"})
+    new = kept(rt)
+    assert old.closed and new is not old
+    rt.engine.dispose()
+    assert new.closed and _prepared(rt.engine).held == 0
+
+
+def test_with_every_kept_connection_busy_a_delivery_takes_a_pooled_one(rt):
+    postgres_only(rt)
+    prepared = _prepared(rt.engine)
+    busy = [prepared.take() for _ in range(inbox.PREPARED_CONNECTIONS)]
+    assert None not in busy and prepared.take() is None
+    sent = deliver(rt, "checkout.session.completed", {"id": "cs_pooled"})
+    assert sent["id"] in stored_ids(rt)
+    for conn in busy:
+        prepared.give(conn)
+    assert prepared.held == inbox.PREPARED_CONNECTIONS

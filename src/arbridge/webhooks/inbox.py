@@ -296,7 +296,10 @@ def store_alone(
     conn = prepared.take()
     if conn is not None:
         try:
-            row = conn.exec_driver_sql(ONE_STATEMENT, params).first()
+            # On psycopg's connection itself: SQLAlchemy's execution and result set-up cost a
+            # third of a delivery's CPU here (in process, 530 -> 380 us a delivery).
+            raw = conn.connection.dbapi_connection
+            row = raw.execute(ONE_STATEMENT, params).fetchone()  # type: ignore[union-attr]
         except Exception as e:  # tried once more below, where its error is raised
             prepared.drop(conn)
             log.info("%s delivery: its prepared connection failed (%s)", provider, type(e).__name__)
