@@ -131,16 +131,22 @@ def serve(
     raise SystemExit("gunicorn did not start")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of these processes so far (a process gone meanwhile counts 0)."""
-    total = 0
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU of each of these processes so far (one gone is left out)."""
+    found = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
-    return total / os.sysconf("SC_CLK_TCK")
+        found[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # ticks
+    return found
+
+
+def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """What the processes alive at the end spent since `before` (one started since: all of it;
+    one that ended meanwhile is not counted)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def family(pid: int) -> list[int]:
@@ -218,8 +224,8 @@ def main() -> None:
             server = family(proc.pid)
             server_before, pg_before = cpu_seconds(server), cpu_seconds(postgres_pids())
             elapsed, lat = run(port, path, args.events, args.clients)
-            server_cpu = cpu_seconds(server) - server_before
-            pg_cpu = cpu_seconds(postgres_pids()) - pg_before
+            server_cpu = cpu_since(server_before, cpu_seconds(server))
+            pg_cpu = cpu_since(pg_before, cpu_seconds(postgres_pids()))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
