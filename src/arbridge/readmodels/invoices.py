@@ -221,9 +221,7 @@ def _query(
     if f.issued_to:
         stmt = stmt.where(Invoice.issued_on <= f.issued_to)
     if week is not None:
-        stmt = stmt.outerjoin(week.applied, week.applied.c.invoice_id == Invoice.id).where(
-            week.condition
-        )
+        stmt = stmt.join(week.owed, week.owed.c.id == Invoice.id).where(week.condition)
     if f.status == "open":
         stmt = stmt.where(Invoice.is_open)
     elif f.status == "overdue":
