@@ -15,13 +15,29 @@ whatever the number of customers), and the customers without a lateness of their
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, bindparam, case, cast, func, or_, select, true, union_all
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -46,10 +62,17 @@ def expected_range(today: date, which: str) -> tuple[date | None, date | None]:
     )
 
 
-def _inline(ids: list[int]) -> Any:
-    """A list of ids written into the statement (integers only), not one parameter each: a
-    company's customers can outnumber SQLite's limit on parameters (32,766)."""
-    return bindparam(None, [int(i) for i in ids], expanding=True, literal_execute=True)
+def _among(s: Session, ids: list[int]) -> Any:
+    """A list of ids, for `column.in_(...)`, passed as one parameter (a JSON array read by
+    json_each on SQLite, an array on PostgreSQL), not one each nor written into the statement:
+    a company's customers can outnumber SQLite's limit on parameters (32,766), and at 20,000
+    customers their ids written out were 460 KB of SQL, 0.2 s of SQLite's time a statement."""
+    values = [int(i) for i in ids]
+    if s.get_bind().dialect.name == "postgresql":
+        return select(func.unnest(bindparam(None, values, type_=ARRAY(Integer))))
+    return select(literal_column("value")).select_from(
+        func.json_each(bindparam(None, json.dumps(values), type_=String))
+    )
 
 
 def _due_between(first: date | None, last: date | None, late: int) -> ColumnElement[bool]:
@@ -87,6 +110,11 @@ class Expected:
     def condition(self) -> ColumnElement[bool]:
         return self.owed.c.left != 0
 
+    @property
+    def total_column(self) -> Any:
+        """The week's total (home minor units), as a column of the list's query."""
+        return select(cast(func.sum(self.left), BigInteger)).where(self.condition).scalar_subquery()
+
     def expected_day(self, inv: Invoice) -> date | None:
         """The day the forecast expects the invoice (None: on its plan's installments)."""
         if inv.id in self.planned or self.today is None:
@@ -102,8 +130,10 @@ class Expected:
         """What the whole filter is expected to bring: the week's figure, the sum of what the
         forecast sums (each invoice in home currency, converted and rounded alone at sync), in
         one query."""
-        minor = s.scalar(select(cast(func.sum(self.left), BigInteger)).where(self.condition))
-        return Money.from_minor(int(minor or 0), company.home_currency).amount
+        return self.money(s.scalar(select(self.total_column)))
+
+    def money(self, minor: int | None) -> Decimal:
+        return Money.from_minor(int(minor or 0), self.home_currency).amount
 
 
 def expected(
@@ -123,11 +153,11 @@ def expected(
     lateful = [cid for ids in by_late.values() for cid in ids]
     when = or_(
         and_(
-            Invoice.customer_id.not_in(_inline(lateful)) if lateful else true(),
+            Invoice.customer_id.not_in(_among(s, lateful)) if lateful else true(),
             _due_between(first, last, 0),
         ),
         *(
-            and_(Invoice.customer_id.in_(_inline(ids)), _due_between(first, last, late))
+            and_(Invoice.customer_id.in_(_among(s, ids)), _due_between(first, last, late))
             for late, ids in by_late.items()
         ),
     )
@@ -140,7 +170,10 @@ def expected(
             Invoice.due_on,
             case(planned, value=Invoice.id, else_=0),
         ).where(Invoice.company_id == company.id, Invoice.id.in_(list(planned)))
-        owed = union_all(select(owed), shares).subquery()
+        owed = union_all(*owed.selects, shares)
+    # A CTE: the list's page and its total (`total_column`) read it in one statement, which
+    # works it out once (SQLite and PostgreSQL materialize a CTE read twice).
+    owed = owed.cte("week_owed")
     return Expected(which, first, last, owed, company.home_currency, planned, dict(lateness), today)
 
 

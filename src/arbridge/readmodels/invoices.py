@@ -158,6 +158,9 @@ class InvoicePage:
     prev: int | None
     next: int | None
     capped: bool  # more rows exist than paging reaches
+    # With the forecast's filter: what the whole week is expected to bring (None: no row here
+    # to carry it; `Expected.total` then works it out).
+    week_total: Decimal | None = None
 
 
 def _amount_match(text: str) -> ColumnElement[bool] | None:
@@ -199,6 +202,7 @@ def _query(
             Customer.name,
             week.left if week is not None else literal(0),
             closed.c.closing if closed is not None else literal(None),
+            week.total_column if week is not None else literal(None),
         )
         .join(Customer, Customer.id == Invoice.customer_id)
         .where(Invoice.company_id == company.id)
@@ -279,7 +283,7 @@ def _rows(
     s: Session, found: list[Any], today: date, week: Expected | None = None
 ) -> list[InvoiceRow]:
     rows = []
-    for inv, name, left, closed_on in found:
+    for inv, name, left, closed_on, _ in found:
         days = days_overdue(inv.due_on, today)
         row = InvoiceRow(inv, name, days, bucket(days) if inv.is_open else None)
         row.closed_on = date.fromisoformat(closed_on) if isinstance(closed_on, str) else closed_on
@@ -322,6 +326,7 @@ def invoices_page(
         page - 1 if page > 1 else None,
         page + 1 if more and page < MAX_PAGES else None,
         more and page >= MAX_PAGES,
+        week.money(found[0][4]) if week is not None and found else None,
     )
 
 

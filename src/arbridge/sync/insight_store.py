@@ -99,7 +99,7 @@ def current_plans(company_id: int) -> Any:
 
 
 def owing(company: Company, as_of: date, *where: Any, with_ids: bool = False) -> Any:
-    """A subquery of what each invoice issued on or before as_of (and meeting `where`, terms
+    """A select (a UNION ALL) of what each invoice issued on or before as_of (and meeting `where`, terms
     on the columns of ix_invoices_owing) still owed on as_of, in home currency (each invoice
     converted and rounded alone, as the KPIs count ar_end): `customer_id`, `due_on`, `left`
     (and the invoice's `id` with `with_ids`), from what is stored at sync
@@ -145,7 +145,7 @@ def owing(company: Company, as_of: date, *where: Any, with_ids: bool = False) ->
         .outerjoin(taken, taken.c.invoice_id == Invoice.id)
         .where(Invoice.id.in_(later), Invoice.home_total_minor.is_not(None), *where)
     )
-    return union_all(settled, unsettled).subquery()
+    return union_all(settled, unsettled)
 
 
 def open_amounts(
@@ -155,7 +155,7 @@ def open_amounts(
     customer and due date, in one query. With `live_plans` (today's forecast), the invoices of
     current installment plans come on their installments' dates instead (two more queries)."""
     planned = current_plans(company.id)
-    both = owing(company, as_of, *([Invoice.id.not_in(planned)] if live_plans else []))
+    both = owing(company, as_of, *([Invoice.id.not_in(planned)] if live_plans else [])).subquery()
     rows = session.execute(
         select(both.c.customer_id, both.c.due_on, cast(func.sum(both.c.left), BigInteger))
         .group_by(both.c.customer_id, both.c.due_on)
