@@ -165,3 +165,24 @@ def test_a_foreign_plans_installment_split_between_two_invoices_adds_up_to_the_f
         for w, figure in zip(WEEKS, figures, strict=True):
             rows, week = by_week[w]
             assert sum(rows.values(), Decimal(0)) == figure == week.total(s, company), w
+
+
+def test_a_forecast_weeks_pages_are_its_whole_list_in_due_order(rt):
+    """The list the dashboard links to pages the week's own rows first (issue 14): its pages,
+    either way round, are the whole list's rows, in the same order."""
+    ledger().build(rt)
+    with rt.sessions() as s:
+        company = get_company(s, "insight")
+        found = insight(s, company, T, None)
+        for which in WEEKS:
+            for descending in (False, True):
+                f = reads.Filters(expected=which, status="all", descending=descending)
+                week = expected(s, company, T, which, found.lateness)
+                whole = reads.invoices_export(s, company, T, f, week=week)
+                paged, n = [], 1
+                while n:
+                    page = reads.invoices_page(s, company, T, f, page=n, page_size=1, week=week)
+                    paged += page.rows
+                    n = page.next
+                key = [(r.invoice.id, r.expected) for r in whole]
+                assert [(r.invoice.id, r.expected) for r in paged] == key, (which, descending)

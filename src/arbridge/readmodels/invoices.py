@@ -274,9 +274,14 @@ def _query(
         "total": Invoice.total_minor,
         "balance": home_minor(company.home_currency),
     }[f.sort]
+    key = Invoice.id
+    if week is not None and f.sort == "due":
+        # The same values from the week's own rows: the database sorts those and reads the
+        # page's invoices alone, not every invoice of the week.
+        column, key = week.owed.c.due_on, week.owed.c.id
     if f.descending:
-        return stmt.order_by(column.desc(), Invoice.id.desc())
-    return stmt.order_by(column.asc(), Invoice.id.asc())
+        return stmt.order_by(column.desc(), key.desc())
+    return stmt.order_by(column.asc(), key.asc())
 
 
 def _rows(
@@ -316,9 +321,25 @@ def invoices_page(
     page_size: int = 50,
     week: Expected | None = None,
 ) -> InvoicePage:
-    found = s.execute(
-        _query(s, company, today, f, week).limit(page_size + 1).offset((page - 1) * page_size)
-    ).all()
+    stmt = _query(s, company, today, f, week)
+    limit, offset = page_size + 1, (page - 1) * page_size
+    if week is not None and f == Filters(
+        expected=f.expected, status="all", descending=f.descending
+    ):
+        # The list the forecast links to (the week alone, by due date): its page of the week's
+        # own rows first, then those invoices, not every invoice of the week read and sorted
+        # (at 1M invoices, week 1's 40,000 on PostgreSQL).
+        owed = week.owed
+        due = [owed.c.due_on, owed.c.id]
+        shown = (
+            select(owed.c.id)
+            .where(week.condition)
+            .order_by(*(c.desc() if f.descending else c.asc() for c in due))
+            .limit(limit)
+            .offset(offset)
+        )
+        stmt, offset = stmt.where(owed.c.id.in_(shown)), 0
+    found = s.execute(stmt.limit(limit).offset(offset)).all()
     more = len(found) > page_size
     return InvoicePage(
         _rows(s, found[:page_size], today, week),
