@@ -97,3 +97,28 @@ def test_the_dashboard_shows_every_kpi_of_the_report_and_links_to_their_invoices
     # A3 100 + O1 200 + O2 300 + D1 80 + D3 60 + F1 100 + F2 100 + F3 40 = 980.00 (V1 voided)
     assert total == Decimal("980.00")  # + E2 133.84 + E3 10.84 - CN1 30.00 = 1094.68
     assert kpi.credit_sales == total + Decimal("133.84") + Decimal("10.84") - Decimal("30.00")
+
+
+def test_each_forecast_weeks_list_adds_up_to_the_dashboards_figure_on_the_demo_ledger(
+    owner_client, rt, demo_company
+):
+    """The demo ledger's forecast (partial payments, foreign currencies, a 100 invoices): every
+    week's list, all its rows (the CSV) and the total it shows, is the dashboard's figure."""
+    assert owner_client.get("/c/demo/").status_code == 200  # computes today's insight
+    found = 0
+    for which in (*(str(i) for i in range(1, 14)), "later"):
+        page = parse(owner_client.get(f"/c/demo/invoices?expected={which}").data)
+        figure = page.by_id("expected-figure").text
+        assert page.by_id("expected-total").text == figure, which
+        rows = list(
+            csv.reader(
+                io.StringIO(
+                    owner_client.get(f"/c/demo/invoices.csv?expected={which}").get_data(
+                        as_text=True
+                    )
+                )
+            )
+        )[1:]
+        found += len(rows)
+        assert f"${sum((Decimal(r[-1]) for r in rows), Decimal(0)):,.2f}" == figure, which
+    assert found > 20

@@ -127,3 +127,24 @@ def test_the_reminders_page_read_the_sms_account_and_ledger_connection_twice(own
     assert sum("FROM connections" in st for st in statements) <= 1
     assert not any(st.startswith("SELECT sms_replies.id") for st in statements)  # a count is
     assert len(statements) < 20
+
+
+def test_a_forecast_weeks_invoices_cost_the_same_queries_whatever_their_number(owner_client, rt):
+    """Issue 14: the list filtered to a week of the forecast reads what the forecast reads, in
+    a fixed number of statements, none per invoice listed."""
+    owner_client.get("/c/demo/")  # today's insight, as the dashboard's links find it
+    owner_client.get("/c/demo/invoices?expected=1")
+    listed, counts = {}, {}
+    for which in ("1", "2", "3", "later"):
+        with counted(rt) as statements:
+            page = owner_client.get(f"/c/demo/invoices?expected={which}")
+        assert page.status_code == 200
+        listed[which] = page.get_data(as_text=True).count("num expected")
+        counts[which] = len(statements)
+        # None per invoice: no statement run again for each row listed.
+        assert max(statements.count(st) for st in statements) <= 2, which
+    # Weeks listing different numbers of invoices (an empty one skips the page's holds).
+    listing = {w for w, n in listed.items() if n}
+    assert len({listed[w] for w in listing}) > 1, listed
+    assert len({counts[w] for w in listing}) == 1, (counts, listed)
+    assert counts["1"] < 25, counts

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, case, cast, func, literal, or_, select
+from sqlalchemy import BigInteger, and_, case, cast, func, literal, select, text
 from sqlalchemy.orm import Session
 
 from arbridge.collections.insight import Flag
@@ -22,14 +22,12 @@ from arbridge.sync.model import (
     CollectedPayment,
     Company,
     Contact,
-    CreditNote,
     Customer,
     CustomerReminderSettings,
     Invoice,
     InvoiceHold,
     MailMessage,
     Payment,
-    PaymentAllocation,
 )
 
 SORTS = (
@@ -114,60 +112,52 @@ def _aggregates(company: Company, today: date, ids: Sequence[int] | None = None)
             ).label("overdue"),
             func.sum(case((Invoice.is_open, 1), else_=0)).label("open_invoices"),
         )
-        # Only open invoices count in these sums: the rest need not be read.
-        .where(Invoice.company_id == cid, Invoice.is_open, *only(Invoice.customer_id))
+        # Only open invoices count in these sums: the rest need not be read. They are read
+        # from ix_invoices_customer_open in customer order, grouped without a sort (issue 14:
+        # every invoice of the company, 8.3 s at 1M invoices on SQLite).
+        .where(
+            Invoice.company_id == cid,
+            text("invoices.status = 'open'"),  # literally the partial index's condition
+            Invoice.is_open,
+            *only(Invoice.customer_id),
+        )
         .group_by(Invoice.customer_id)
         .subquery()
     )
+    # The customer's latest payment day: one step back down ix_payments_customer_received per
+    # customer (issue 14: every payment grouped per customer, 5 s at 1M invoices on SQLite).
     paid = (
-        select(Payment.customer_id.label("customer_id"), func.max(Payment.received_on).label("on"))
-        .where(Payment.company_id == cid, Payment.status.not_in(_GONE), *only(Payment.customer_id))
-        .group_by(Payment.customer_id)
-        .subquery()
+        select(Payment.received_on)
+        .where(
+            Payment.company_id == cid,
+            Payment.customer_id == Customer.id,
+            Payment.status.not_in(_GONE),
+        )
+        .order_by(Payment.received_on.desc())
+        .limit(1)
+        .correlate(Customer)
+        .scalar_subquery()
     )
     # The day each paid invoice closed: its last allocation's date (the allocation's own, else
-    # its payment's or credit note's).
-    applied_on = func.coalesce(
-        PaymentAllocation.applied_on, Payment.received_on, CreditNote.issued_on
-    )
-    closing = (
-        select(PaymentAllocation.invoice_id.label("invoice_id"), func.max(applied_on).label("on"))
-        .outerjoin(Payment, Payment.id == PaymentAllocation.payment_id)
-        .outerjoin(CreditNote, CreditNote.id == PaymentAllocation.credit_note_id)
-        .where(
-            PaymentAllocation.company_id == cid,
-            or_(Payment.id.is_(None), Payment.status.not_in(_GONE)),
-            or_(CreditNote.id.is_(None), CreditNote.status.not_in(_GONE)),
-            *(
-                []
-                if ids is None
-                else [
-                    PaymentAllocation.invoice_id.in_(
-                        select(Invoice.id).where(
-                            Invoice.company_id == cid, Invoice.customer_id.in_(list(ids))
-                        )
-                    )
-                ]
-            ),
-        )
-        .group_by(PaymentAllocation.invoice_id)
-        .subquery()
-    )
-    late = days_between(closing.c.on, Invoice.due_on)
+    # its payment's or credit note's, those of voided or deleted ones left out), which the
+    # sync stores as `last_settled_on` (sync.settled_store), read from
+    # ix_invoices_customer_paid in customer order (issue 14: the maximum of every
+    # allocation's date, grouped per invoice, was 5 s at 1M invoices on SQLite).
+    closed_on = Invoice.last_settled_on
+    late = days_between(closed_on, Invoice.due_on)
     lateness = (
         select(
             Invoice.customer_id.label("customer_id"),
             # Issue 12's lateness: days late as they are, negative when paid early.
             func.avg(late).label("days"),
-            func.avg(days_between(closing.c.on, Invoice.issued_on)).label("to_pay"),
+            func.avg(days_between(closed_on, Invoice.issued_on)).label("to_pay"),
             func.avg(case((late <= 0, 1), else_=0)).label("on_time"),
         )
-        .join(closing, closing.c.invoice_id == Invoice.id)
         .where(
             Invoice.company_id == cid,
-            Invoice.status == "paid",
-            closing.c.on > today - timedelta(days=LATENESS_DAYS),
-            closing.c.on <= today,
+            text("invoices.status = 'paid'"),  # literally the partial index's condition
+            closed_on > today - timedelta(days=LATENESS_DAYS),
+            closed_on <= today,
             *only(Invoice.customer_id),
         )
         .group_by(Invoice.customer_id)
@@ -219,7 +209,6 @@ def _query(
         needs = {
             "balance": invoices,
             "overdue": invoices,
-            "last_payment": paid,
             "lateness": lateness,
             "days_to_pay": lateness,
             "on_time": lateness,
@@ -234,7 +223,7 @@ def _query(
                 balance,
                 overdue,
                 func.coalesce(invoices.c.open_invoices, 0),
-                paid.c.on,
+                paid,
                 lateness.c.days,
                 func.coalesce(holds.c.disputes, 0),
                 func.coalesce(holds.c.promises, 0),
@@ -245,7 +234,6 @@ def _query(
                 limit,
             )
             .outerjoin(invoices, invoices.c.customer_id == Customer.id)
-            .outerjoin(paid, paid.c.customer_id == Customer.id)
             .outerjoin(lateness, lateness.c.customer_id == Customer.id)
             .outerjoin(holds, holds.c.customer_id == Customer.id)
             .outerjoin(
@@ -264,7 +252,7 @@ def _query(
         "name": func.lower(Customer.name),
         "balance": balance,
         "overdue": overdue,
-        "last_payment": paid.c.on,
+        "last_payment": paid,
         "lateness": func.coalesce(lateness.c.days, 0),
         "days_to_pay": lateness.c.to_pay,
         "on_time": lateness.c.on_time,

@@ -21,7 +21,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    true,
     union_all,
 )
 from sqlalchemy.orm import Session
@@ -90,33 +89,37 @@ def _applied_by(company_id: int, as_of: date, only: Any) -> Any:
     )
 
 
-def open_amounts(
-    session: Session, company: Company, as_of: date, live_plans: bool = False
-) -> list[OpenAmount]:
-    """What the invoices issued on or before as_of still owed on as_of (total less what was
-    applied by then), in home currency (each invoice converted and rounded alone, as the KPIs
-    count ar_end), summed per customer and due date, in one query over what is stored at sync
-    (sync.settled_store): what is left after all allocations for the invoices with none after
-    as_of (SQLite: "SEARCH invoices USING COVERING INDEX ix_invoices_owing (company_id=?)", the
-    partial index of those owing something; PostgreSQL: an index-only scan of it), and for the
-    others (none, as of today) their home total less their allocations' home parts by then.
-    With `live_plans` (today's forecast), the invoices of current installment plans come on
-    their installments' dates instead (two more queries)."""
-    planned = (
+def current_plans(company_id: int) -> Any:
+    """A select of the ids of the invoices on a current installment plan of the company."""
+    return (
         select(PlanInvoice.invoice_id)
         .join(Plan, Plan.id == PlanInvoice.plan_id)
-        .where(Plan.company_id == company.id, Plan.status == "current")
+        .where(Plan.company_id == company_id, Plan.status == "current")
     )
-    unplanned = Invoice.id.not_in(planned) if live_plans else true()
-    base = (Invoice.company_id == company.id, Invoice.issued_on <= as_of, unplanned)
+
+
+def owing(company: Company, as_of: date, *where: Any, with_ids: bool = False) -> Any:
+    """A select (a UNION ALL) of what each invoice issued on or before as_of (and meeting `where`, terms
+    on the columns of ix_invoices_owing) still owed on as_of, in home currency (each invoice
+    converted and rounded alone, as the KPIs count ar_end): `customer_id`, `due_on`, `left`
+    (and the invoice's `id` with `with_ids`), from what is stored at sync
+    (sync.settled_store): what is left after all allocations for the invoices with none after
+    as_of (SQLite: "SEARCH invoices USING COVERING INDEX ix_invoices_owing (company_id=?)", the
+    partial index of those owing something; PostgreSQL: a scan of it), and for the others
+    (none, as of today) their home total less their allocations' home parts by then (`left`
+    may then be 0)."""
+    base = (Invoice.company_id == company.id, Invoice.issued_on <= as_of)
+    ids = (Invoice.id.label("id"),) if with_ids else ()
     settled = (
         select(
+            *ids,
             Invoice.customer_id.label("customer_id"),
             Invoice.due_on.label("due_on"),
             Invoice.home_left_minor.label("left"),
         )
         .where(
             *base,
+            *where,
             text("invoices.home_left_minor <> 0"),  # literally the partial index's condition
             or_(Invoice.last_settled_on.is_(None), Invoice.last_settled_on <= as_of),
         )
@@ -134,14 +137,25 @@ def open_amounts(
     )
     unsettled = (
         select(
+            *ids,
             Invoice.customer_id,
             Invoice.due_on,
             Invoice.home_total_minor - func.coalesce(taken.c.minor, 0),
         )
         .outerjoin(taken, taken.c.invoice_id == Invoice.id)
-        .where(Invoice.id.in_(later), Invoice.home_total_minor.is_not(None))
+        .where(Invoice.id.in_(later), Invoice.home_total_minor.is_not(None), *where)
     )
-    both = union_all(settled, unsettled).subquery()
+    return union_all(settled, unsettled)
+
+
+def open_amounts(
+    session: Session, company: Company, as_of: date, live_plans: bool = False
+) -> list[OpenAmount]:
+    """What the invoices issued on or before as_of still owed on as_of (`owing`), summed per
+    customer and due date, in one query. With `live_plans` (today's forecast), the invoices of
+    current installment plans come on their installments' dates instead (two more queries)."""
+    planned = current_plans(company.id)
+    both = owing(company, as_of, *([Invoice.id.not_in(planned)] if live_plans else [])).subquery()
     rows = session.execute(
         select(both.c.customer_id, both.c.due_on, cast(func.sum(both.c.left), BigInteger))
         .group_by(both.c.customer_id, both.c.due_on)
@@ -150,37 +164,51 @@ def open_amounts(
     home, one = company.home_currency, Decimal(1)
     found = [OpenAmount(cid, due, home, one, int(minor)) for cid, due, minor in rows]
     if live_plans:
-        found += _planned_amounts(session, company, as_of, planned)
+        found += [
+            chunk for plan in plans_owing(session, company, as_of, planned) for chunk in plan.chunks
+        ]
     return found
 
 
-def _planned_amounts(
-    session: Session, company: Company, as_of: date, planned: Any
-) -> list[OpenAmount]:
-    """The open amounts of current plans' invoices, on their installments' dates."""
+@dataclass(frozen=True)
+class PlanOwing:
+    """What one current plan's invoices (of one customer and currency) still owe on as_of:
+    each invoice's amount left (its currency), in due-date order, and that sum spread over the
+    plan's installments (`chunks`, as the forecast counts them, converted at `rate`)."""
+
+    currency: str
+    rate: Decimal
+    invoices: list[tuple[int, int]]
+    chunks: list[OpenAmount]
+
+
+def plans_owing(session: Session, company: Company, as_of: date, planned: Any) -> list[PlanOwing]:
+    """The current plans (`planned`: a select of their invoices' ids) and what they still owe,
+    in two queries: the forecast's open amounts for them, and the invoices list's shares."""
     applied = _applied_by(company.id, as_of, planned)
     left = Invoice.total_minor - func.coalesce(applied.c.by_end, 0)
-    per_plan = (
-        session.execute(
-            select(
-                PlanInvoice.plan_id,
-                Invoice.customer_id,
-                Invoice.currency,
-                func.min(Invoice.exchange_rate),
-                cast(func.sum(left), BigInteger),
-            )
-            .join(Invoice, Invoice.id == PlanInvoice.invoice_id)
-            .outerjoin(applied, applied.c.invoice_id == Invoice.id)
-            .where(
-                PlanInvoice.invoice_id.in_(planned),
-                Invoice.status.not_in(_GONE),
-                Invoice.issued_on <= as_of,
-            )
-            .group_by(PlanInvoice.plan_id, Invoice.customer_id, Invoice.currency)
+    by_plan: dict[tuple[int, int, str], list[tuple[int, Decimal, int]]] = {}
+    for plan_id, invoice_id, customer_id, currency, rate, minor in session.execute(
+        select(
+            PlanInvoice.plan_id,
+            Invoice.id,
+            Invoice.customer_id,
+            Invoice.currency,
+            Invoice.exchange_rate,
+            left,
         )
-        .tuples()
-        .all()
-    )
+        .join(Invoice, Invoice.id == PlanInvoice.invoice_id)
+        .outerjoin(applied, applied.c.invoice_id == Invoice.id)
+        .where(
+            PlanInvoice.invoice_id.in_(planned),
+            Invoice.status.not_in(_GONE),
+            Invoice.issued_on <= as_of,
+        )
+        .order_by(PlanInvoice.plan_id, Invoice.due_on, Invoice.id)
+    ).tuples():
+        by_plan.setdefault((plan_id, customer_id, currency), []).append(
+            (invoice_id, rate, int(minor or 0))
+        )
     steps: dict[int, list[PlanStep]] = {}
     for plan_id, status, due_on, retry_on, minor in session.execute(
         select(
@@ -190,18 +218,19 @@ def _planned_amounts(
             PlanInstallment.next_retry_on,
             PlanInstallment.amount_minor,
         ).where(
-            PlanInstallment.plan_id.in_({row[0] for row in per_plan}),
+            PlanInstallment.plan_id.in_({key[0] for key in by_plan}),
             PlanInstallment.status.in_(("scheduled", "failed", "processing")),
         )
     ):
         on = as_of if status == "processing" else (retry_on if status == "failed" else due_on)
         steps.setdefault(plan_id, []).append(PlanStep(on or as_of, int(minor)))
-    out: list[OpenAmount] = []
-    for plan_id, customer_id, currency, rate, minor in per_plan:
-        rate = Decimal(1) if currency == company.home_currency else rate
-        out += plan_amounts(
-            customer_id, currency, rate, int(minor or 0), steps.get(plan_id, []), as_of
-        )
+    out: list[PlanOwing] = []
+    for (plan_id, customer_id, currency), invoices in by_plan.items():
+        # One rate for the plan's sum (the lowest of its invoices' rates).
+        rate = Decimal(1) if currency == company.home_currency else min(r for _, r, _ in invoices)
+        total = sum(minor for _, _, minor in invoices)
+        chunks = plan_amounts(customer_id, currency, rate, total, steps.get(plan_id, []), as_of)
+        out.append(PlanOwing(currency, rate, [(i, minor) for i, _, minor in invoices], chunks))
     return out
 
 

@@ -60,14 +60,16 @@ def invoices_list(company: Company) -> Any:
         abort(404)
     today = company_today(company, runtime().clock)
     week, figure = _week(company, f)
+    found = reads.invoices_page(s, company, today, f, page=page, page_size=PAGE_SIZE, week=week)
+    total = found.week_total
     return render_template(
         "invoices.html",
         company=company,
         f=f,
         args={"slug": company.slug, **f.args()},
-        found=reads.invoices_page(s, company, today, f, page=page, page_size=PAGE_SIZE, week=week),
+        found=found,
         week=week,
-        week_total=None if week is None else week.total(s, company),
+        week_total=total if total is not None or week is None else week.total(s, company),
         week_figure=figure,
         weeks=reads.WEEKS,
         statuses=reads.STATUSES,

@@ -264,6 +264,10 @@ class Invoice(SyncedRow, Base):
             "home_left_minor",
             sqlite_where=text("home_left_minor <> 0"),
             postgresql_where=text("home_left_minor <> 0"),
+            # The invoice's id, for the forecast week's list (readmodels.forecast): SQLite's
+            # indexes hold the rowid already; PostgreSQL's then answer from the index alone
+            # (migration 0035).
+            postgresql_include=["id"],
         ),
         # Each customer's invoices in issue order with what the partial payments flag reads.
         Index(
@@ -302,6 +306,36 @@ class Invoice(SyncedRow, Base):
             "last_settled_on",
             sqlite_where=text("last_settled_on IS NOT NULL"),
             postgresql_where=text("last_settled_on IS NOT NULL"),
+        ),
+        # The customers list (readmodels.customers; migration 0035): each customer's open
+        # balance and overdue, summed in customer order from the open invoices' index alone,
+        # and their paid invoices' days to pay, lateness and on-time rate over the last year
+        # from the closing day stored at sync. Partial (WHERE: the queries' literal term), so
+        # that paid invoices cost the first nothing and open ones the second nothing.
+        Index(
+            "ix_invoices_customer_open",
+            "company_id",
+            "customer_id",
+            "due_on",
+            "currency",
+            "exchange_rate",
+            "ledger_balance_minor",
+            "unposted_minor",
+            "total_minor",
+            "status",
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
+        Index(
+            "ix_invoices_customer_paid",
+            "company_id",
+            "customer_id",
+            "last_settled_on",
+            "due_on",
+            "issued_on",
+            "status",
+            sqlite_where=text("status = 'paid'"),
+            postgresql_where=text("status = 'paid'"),
         ),
     )
 
@@ -403,7 +437,14 @@ class Payment(SyncedRow, Base):
         _enum("payment_status", DOCUMENT_STATUSES), default="closed"
     )
 
-    __table_args__ = (UniqueConstraint("company_id", "source", "source_id"),)
+    __table_args__ = (
+        UniqueConstraint("company_id", "source", "source_id"),
+        # Each customer's latest payment (the customers list): one step back per customer
+        # (migration 0035).
+        Index(
+            "ix_payments_customer_received", "company_id", "customer_id", "received_on", "status"
+        ),
+    )
 
     @property
     def amount(self) -> Money:
