@@ -437,7 +437,11 @@ def _claim(
 
 
 def _total_due(claimed: Sequence[Claimed]) -> str:
-    return total_of((c.currency, c.balance_minor) for c in claimed)
+    return _total_of(tuple((c.currency, c.balance_minor) for c in claimed))
+
+
+# A total in words, worked out once per distinct list of balances (a run's repeat).
+_total_of = lru_cache(maxsize=4096)(total_of)
 
 
 @lru_cache(maxsize=4096)
