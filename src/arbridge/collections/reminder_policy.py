@@ -188,7 +188,9 @@ def reminder_policies(
     read: dict[str, ReminderPolicy | SequenceError] = {}
     out: list[ReminderPolicy | SequenceError] = []
     for settings in stored:
-        key = json.dumps((settings or {}).get("reminders"), sort_keys=True, default=repr)
+        raw = (settings or {}).get("reminders")
+        # Most companies keep the defaults: no JSON to write for them.
+        key = "null" if raw is None else json.dumps(raw, sort_keys=True, default=repr)
         if key not in read:
             try:
                 read[key] = reminder_policy(settings)

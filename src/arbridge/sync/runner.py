@@ -9,10 +9,8 @@ be mapped becomes a SyncError row and the sync goes on. Saving a page is `page_w
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from arbridge.clock import Clock
 from arbridge.connectors.base import ENTITIES, Entity, LedgerConnector, Page, SourceRecord
 from arbridge.errors import ArbridgeError, MappingError, RateLimited
+from arbridge.sync import heap
 from arbridge.sync.activity import log_activity
 from arbridge.sync.db import checkpoint, dialect_insert, relax_durability, transaction
 from arbridge.sync.ledger_lag import WrittenBack, written_back
@@ -179,10 +178,6 @@ def _analyze(factory: sessionmaker[Session], entity: str) -> None:
         session.commit()
 
 
-_FROZEN = [0]  # syncs of this process holding the collector's permanent generation
-_FROZEN_LOCK = threading.Lock()
-
-
 @contextmanager
 def _settled_heap() -> Iterator[Callable[[], None]]:
     """A function that moves what is alive now out of the garbage collector's sight until the
@@ -196,20 +191,14 @@ def _settled_heap() -> Iterator[Callable[[], None]]:
 
     def freeze() -> None:
         nonlocal held
-        with _FROZEN_LOCK:
-            gc.freeze()
-            if not held:
-                _FROZEN[0] += 1
-                held = True
+        heap.freeze(held)
+        held = True
 
     try:
         yield freeze
     finally:
-        with _FROZEN_LOCK:
-            if held:
-                _FROZEN[0] -= 1
-                if _FROZEN[0] == 0:
-                    gc.unfreeze()
+        if held:
+            heap.let_go()
 
 
 READ_AGAIN = 3

@@ -215,7 +215,11 @@ def ledger_states(session: Session, company_ids: Sequence[int]) -> dict[int, Led
     Connection objects were a tenth of a run over 10,000 companies)."""
     found: dict[int, LedgerState] = {}
     columns = (Connection.company_id, Connection.provider, Connection.status)
-    for row in session.execute(
+    # Plain Core rows, without the ORM's result handling (a daily run reads 10,000); pending
+    # changes flushed first, as `Session.execute` would.
+    if session.autoflush:
+        session.flush()
+    for row in session.connection().execute(
         _ledgers_of(session, company_ids, select(*columns, Connection.last_sync_at))
     ):
         found.setdefault(row.company_id, row)

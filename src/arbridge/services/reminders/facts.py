@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from operator import itemgetter
 from typing import Any, Protocol
 
 from sqlalchemy import Result, case, func, select, union_all
@@ -187,8 +188,14 @@ def load_facts_of(
     them), in the same statements: each customer's facts read its own company's country (its
     phone numbers) and timezone (the day a text a day counts in)."""
     ids = [i.id for i in invoices]
-    company_of = {i.customer_id: companies[i.company_id] for i in invoices}
-    customer_ids = sorted({i.customer_id for i in invoices})
+    # Each customer's company, and the two fields of a company read here, once each (the ORM's
+    # attribute reads, per customer, were a tenth of a daily run: issue 14).
+    company_id_of = {i.customer_id: i.company_id for i in invoices}
+    fields = {
+        company_id: (companies[company_id].country, companies[company_id].timezone)
+        for company_id in set(company_id_of.values())
+    }
+    customer_ids = sorted(company_id_of)
     sent: dict[int, set[str]] = {}
     holds: dict[int, list[tuple[str, date | None]]] = {}
     for inv_id, key in _read(
@@ -239,8 +246,13 @@ def load_facts_of(
             ).where(among(session, CustomerReminderSettings.customer_id, customer_ids)),
         )
     }
-    country_of = {c.id: c.country or company_of[c.id].country for c in rows}
-    contact_facts = contacts_of(session, company_of, country_of, now)
+    country_of = {c.id: c.country or fields[company_id_of[c.id]][0] for c in rows}
+    contact_facts = _contacts_of(
+        session,
+        {cust: fields[company_id][1] for cust, company_id in company_id_of.items()},
+        country_of,
+        now,
+    )
     credit: dict[int, dict[str, int]] = {}
     # Open credit notes and unapplied payments: one statement (the page counts its statements).
     owed_back = union_all(
@@ -259,31 +271,34 @@ def load_facts_of(
     ):
         credit.setdefault(cust_id, {})[cur] = int(minor or 0)
 
-    for cust in sorted(rows, key=lambda r: r.id):
-        pref = prefs.get(cust.id)
+    for cust_id, name, do_not_chase, deleted, timezone, _country in sorted(rows, key=itemgetter(0)):
+        pref = prefs.get(cust_id)
         customers.append(
             CustomerFacts(
-                customer_id=cust.id,
-                name=cust.name,
-                contacts=contact_facts.get(cust.id, ()),
-                do_not_chase=cust.do_not_chase or cust.deleted,
+                customer_id=cust_id,
+                name=name,
+                contacts=contact_facts.get(cust_id, ()),
+                do_not_chase=do_not_chase or deleted,
                 referred_to_agency=bool(pref and pref.referred_to_agency_at),
                 sequence=pref.sequence if pref else None,
-                timezone=cust.timezone,
-                credit_minor=credit.get(cust.id, {}),
+                timezone=timezone,
+                credit_minor=credit.get(cust_id, {}),
             )
         )
     facts = []
+    no_steps: frozenset[str] = frozenset()
     for inv in invoices:
-        live = holds.get(inv.id, ())
+        inv_id = inv.id
+        live = holds.get(inv_id, ())
         promises = (
             [promised_on for kind, promised_on in live if kind == "promise" and promised_on]
             if live
             else None
         )
+        steps = sent.get(inv_id)
         facts.append(
             InvoiceFacts(
-                invoice_id=inv.id,
+                invoice_id=inv_id,
                 customer_id=inv.customer_id,
                 number=inv.number,
                 due_on=inv.due_on,
@@ -295,8 +310,8 @@ def load_facts_of(
                 disputed=bool(live) and any(kind == "dispute" for kind, _ in live),
                 promised_on=max(promises) if promises else None,
                 # A current (or paused) installment plan: its own notices, no reminders.
-                on_current_plan=inv.id in on_plan,
-                sent_steps=frozenset(sent.get(inv.id, ())),
+                on_current_plan=inv_id in on_plan,
+                sent_steps=frozenset(steps) if steps else no_steps,
             )
         )
     return customers, facts
@@ -310,7 +325,23 @@ def contacts_of(
 ) -> dict[int, tuple[ContactFacts, ...]]:
     """The contact facts of these customers (`company_of`: each customer's company;
     `country_of`: the country its phone numbers are read in), in two statements."""
-    customer_ids = sorted(company_of)
+    return _contacts_of(
+        session,
+        {cust: company.timezone for cust, company in company_of.items()},
+        country_of,
+        now,
+    )
+
+
+def _contacts_of(
+    session: Session,
+    zone_of: Mapping[int, str],
+    country_of: Mapping[int, str | None],
+    now: datetime,
+) -> dict[int, tuple[ContactFacts, ...]]:
+    """`contacts_of`, each customer given by its company's timezone (`zone_of`: the day its
+    texts count in) rather than by its company."""
+    customer_ids = sorted(zone_of)
     week_ago = now - timedelta(days=7)
     contacts: dict[int, list[Any]] = {}
     for c in _read(
@@ -321,14 +352,14 @@ def contacts_of(
             Contact.email,
             Contact.name,
             Contact.is_primary,
-            Contact.opted_out_at,
-            Contact.bounced_at,
+            Contact.opted_out_at.is_not(None).label("opted_out"),
+            Contact.bounced_at.is_not(None).label("bounced"),
             Contact.phone,
             Contact.phone_e164,
             Contact.phone_problem,
-            Contact.sms_consent_at,
-            Contact.sms_opted_out_at,
-            Contact.sms_undeliverable_at,
+            Contact.sms_consent_at.is_not(None).label("sms_consent"),
+            Contact.sms_opted_out_at.is_not(None).label("sms_opted_out"),
+            Contact.sms_undeliverable_at.is_not(None).label("sms_undeliverable"),
             Contact.preferred_channel,
             Contact.timezone,
         ).where(among(session, Contact.customer_id, customer_ids)),
@@ -341,7 +372,7 @@ def contacts_of(
     recent: dict[int, int] = {}
     texted: dict[int, int] = {}
     customer_of = {c.id: cust_id for cust_id, cs in contacts.items() for c in cs}
-    start_of = {c.id: local_day_start(now, c.timezone) for c in company_of.values()}
+    start_of = {tz: local_day_start(now, tz) for tz in set(zone_of.values())}
     starts = sorted(set(start_of.values()))
     column = {start: n for n, start in enumerate(starts)}
     today = [
@@ -370,30 +401,33 @@ def contacts_of(
     ):
         recent[contact_id] = recent.get(contact_id, 0) + int(n)
         if channel == SMS_CHANNEL:
-            company = company_of[customer_of[contact_id]]
-            texted[contact_id] = int(n_today[column[start_of[company.id]]])
-    return {
-        cust_id: tuple(
+            zone_name = zone_of[customer_of[contact_id]]
+            texted[contact_id] = int(n_today[column[start_of[zone_name]]])
+    out: dict[int, tuple[ContactFacts, ...]] = {}
+    for cust_id, cs in contacts.items():
+        country = country_of.get(cust_id)
+        out[cust_id] = tuple(
             ContactFacts(
                 contact_id=c.id,
                 email=c.email,
                 name=c.name,
                 is_primary=c.is_primary,
-                opted_out=c.opted_out_at is not None,
-                bounced=c.bounced_at is not None,
+                opted_out=c.opted_out,
+                bounced=c.bounced,
                 sent_last_7_days=int(recent.get(c.id, 0)),
-                **_phone_facts(c, country_of.get(cust_id)),
-                sms_consent=c.sms_consent_at is not None,
-                sms_opted_out=c.sms_opted_out_at is not None,
-                sms_undeliverable=c.sms_undeliverable_at is not None,
+                phone=phone,
+                phone_problem=problem,
+                sms_consent=c.sms_consent,
+                sms_opted_out=c.sms_opted_out,
+                sms_undeliverable=c.sms_undeliverable,
                 texted_today=texted.get(c.id, 0),
                 preferred=c.preferred_channel,
                 timezone=c.timezone,
             )
             for c in cs
+            for phone, problem in (_phone_facts(c, country),)
         )
-        for cust_id, cs in contacts.items()
-    }
+    return out
 
 
 def customer_route(session: Session, rt: Runtime, company: Company, customer: Customer) -> Route:
@@ -422,12 +456,13 @@ def texting_unavailable(policy: ReminderPolicy, sms: str | None) -> str | None:
     return sms
 
 
-def _phone_facts(c: Any, country: str | None) -> dict[str, str | None]:
-    """The number stored in E.164 at sync; one synced before numbers were parsed is read now."""
+def _phone_facts(c: Any, country: str | None) -> tuple[str | None, str | None]:
+    """The number stored in E.164 at sync (and its problem); one synced before numbers were
+    parsed is read now."""
     if c.phone_e164 or c.phone_problem:
-        return {"phone": c.phone_e164, "phone_problem": c.phone_problem}
+        return c.phone_e164, c.phone_problem
     phone = _NO_PHONE if not c.phone else parse_phone(c.phone, country)
-    return {"phone": phone.e164, "phone_problem": phone.problem}
+    return phone.e164, phone.problem
 
 
 _NO_PHONE = parse_phone(None, None)
@@ -503,6 +538,7 @@ def load_days(
     days: Sequence[tuple[Company, date]],
     settings: Mapping[str, Any] | None = None,
     connections: Mapping[int, LedgerState] | None = None,
+    policies: Sequence[ReminderPolicy | SequenceError] | None = None,
 ) -> list[Loaded]:
     """The decisions of many companies, each on its own day, in a fixed number of statements
     whatever their number (issue 14: ten per company made a daily run over 10,000 companies
@@ -511,29 +547,42 @@ def load_days(
     one query, then the pure decision per company. `settings`: a choice the owner is
     previewing, for every company instead of its own; `connections`: their ledger connections,
     when the caller has read them already (`sync.store.ledger_states`: then no Loaded
-    carries its connection, only its last sync)."""
-    policies: dict[int, ReminderPolicy] = {}
+    carries its connection, only its last sync); `policies`: each company's policy (or why it
+    has none), when the caller has read them already (`reminder_policies` of their settings)."""
+    ids = [company.id for company, _ in days]
+    if policies is None:
+        policies = reminder_policies(
+            company.settings if settings is None else settings for company, _ in days
+        )
+    policy_of: dict[int, ReminderPolicy] = {}
     held: dict[int, Loaded] = {}
-    shapes: dict[tuple[Any, ...], list[Company]] = {}
-    read = reminder_policies(
-        company.settings if settings is None else settings for company, _ in days
-    )
-    for (company, as_of), policy in zip(days, read, strict=True):
+    shapes: dict[tuple[Any, ...], list[int]] = {}
+    # A shape per distinct policy and day (companies alike in their settings share one policy
+    # object: `reminder_policies`).
+    shape_of: dict[tuple[int, date], tuple[Any, ...]] = {}
+    for company_id, (company, as_of), policy in zip(ids, days, policies, strict=True):
         if isinstance(policy, SequenceError):
             empty = DayDecisions(as_of, (), ())
-            held[company.id] = Loaded(
+            held[company_id] = Loaded(
                 company, ReminderPolicy(enabled=False), as_of, empty, None, str(policy)
             )
             continue
-        policies[company.id] = policy
-        shapes.setdefault(_shape(policy, as_of), []).append(company)
+        policy_of[company_id] = policy
+        key = (id(policy), as_of)
+        if key not in shape_of:
+            shape_of[key] = _shape(policy, as_of)
+        shapes.setdefault(shape_of[key], []).append(company_id)
     invoices: list[InvoiceRow] = []
     for (as_of, *_), members in shapes.items():
-        ids = [c.id for c in members]
-        invoices += candidate_invoices(session, ids, policies[ids[0]], as_of)
+        invoices += candidate_invoices(session, members, policy_of[members[0]], as_of)
     # Most companies have nothing due on most days: then there is nothing more to load.
     customers, facts = (
-        load_facts_of(session, {c.id: c for c, _ in days}, invoices, rt.clock.now())
+        load_facts_of(
+            session,
+            {company_id: company for company_id, (company, _) in zip(ids, days, strict=True)},
+            invoices,
+            rt.clock.now(),
+        )
         if invoices
         else ([], [])
     )
@@ -547,25 +596,28 @@ def load_days(
     conns = (
         connections
         if connections is not None
-        else (ledger_connections(session, list(policies)) if policies else {})
+        else (ledger_connections(session, list(policy_of)) if policy_of else {})
     )
-    no_sms = sms_unavailable_of(rt, session, list(policies), conns) if policies else {}
+    no_sms = sms_unavailable_of(rt, session, list(policy_of), conns) if policy_of else {}
     out = []
-    # Why no text can go, once per distinct policy and account state (companies alike in their
-    # settings share one policy object: `reminder_policies`).
+    # Why no text can go, once per distinct policy and account state.
     texting: dict[tuple[int, str | None], str | None] = {}
-    for company, as_of in days:
-        if company.id in held:
-            out.append(held[company.id])
+    for company_id, (company, as_of) in zip(ids, days, strict=True):
+        if company_id in held:
+            out.append(held[company_id])
             continue
-        policy, conn = policies[company.id], conns.get(company.id)
-        key = (id(policy), no_sms[company.id])
-        if key not in texting:
-            texting[key] = texting_unavailable(policy, no_sms[company.id])
-        sms = texting[key]
-        decided = decide_day(
-            customers_of.get(company.id, []), facts_of.get(company.id, []), policy, as_of, sms=sms
-        )
+        policy, conn = policy_of[company_id], conns.get(company_id)
+        its_facts = facts_of.get(company_id)
+        if its_facts is None:
+            # Nothing that may be due: what `decide_day` decides of no invoices.
+            decided = DayDecisions(as_of, (), ())
+        else:
+            key = (id(policy), no_sms[company_id])
+            if key not in texting:
+                texting[key] = texting_unavailable(policy, no_sms[company_id])
+            decided = decide_day(
+                customers_of.get(company_id, []), its_facts, policy, as_of, sms=texting[key]
+            )
         out.append(
             Loaded(
                 company,
