@@ -232,3 +232,17 @@ def test_the_worker_reminds_the_due_companies_together_and_leaves_the_others_alo
     worker_only = {"collections.daily"}
     through_worker["activity"] = [a for a in through_worker["activity"] if a[1] not in worker_only]
     assert through_worker == alone
+
+
+def test_a_pooled_connection_has_the_default_page_cache_again_after_a_run_together(rt):
+    """SQLite: the run together reads and writes with a sync's larger page cache (issue 14);
+    the connection goes back to the pool with SQLite's default 2 MB."""
+    from arbridge.sync.db import DEFAULT_CACHE_KIB
+
+    companies = [_company(rt, n, escalations=False) for n in range(2)]
+    assert all(r.emails + r.texts for r in run_reminders_of(rt, companies).values())
+    if rt.engine.dialect.name != "sqlite":
+        return
+    with rt.engine.connect() as c:
+        assert c.exec_driver_sql("PRAGMA cache_size").scalar() == DEFAULT_CACHE_KIB == -2000
+        assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL

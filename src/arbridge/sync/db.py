@@ -52,9 +52,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "checkin")
         def _durable_again(dbapi_conn: Any, record: Any) -> None:
-            if record.info.pop(_RELAXED, False):
+            relaxed = record.info.pop(_RELAXED, False)
+            if relaxed:
                 dbapi_conn.execute("PRAGMA synchronous=FULL")
                 dbapi_conn.execute("PRAGMA wal_autocheckpoint=1000")
+            if record.info.pop(_LARGE_CACHE, False) or relaxed:
                 dbapi_conn.execute(f"PRAGMA cache_size={DEFAULT_CACHE_KIB}")
 
         return engine
@@ -124,6 +126,22 @@ def relax_durability(session: Session) -> None:
     connection.exec_driver_sql("PRAGMA wal_autocheckpoint=50000")
     connection.exec_driver_sql(f"PRAGMA cache_size={SYNC_CACHE_KIB}")
     connection.info[_RELAXED] = True
+
+
+_LARGE_CACHE = "arbridge_large_cache"
+
+
+def large_cache(session: Session) -> None:
+    """SQLite: the larger page cache of a sync (SYNC_CACHE_KIB) for this transaction, durability
+    unchanged (every commit still waits for the disk), for work that reads and writes many
+    rows across the invoices' and reminders' indexes: the daily reminders run, whose pages the
+    default 2 MB cache read back from the OS again and again (issue 14). The connection is as
+    before when it goes back to the pool. PostgreSQL: nothing changes."""
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    connection = session.connection()
+    connection.exec_driver_sql(f"PRAGMA cache_size={SYNC_CACHE_KIB}")
+    connection.info[_LARGE_CACHE] = True
 
 
 def checkpoint(factory: sessionmaker[Session]) -> None:

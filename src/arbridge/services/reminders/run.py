@@ -50,7 +50,7 @@ from arbridge.services.reminders.recheck import SMS_MAIL
 from arbridge.services.reminders.rendering import total_of
 from arbridge.services.reminders.statements import queue_statements
 from arbridge.sync.bulk import insert_rows, update_rows
-from arbridge.sync.db import among, transaction
+from arbridge.sync.db import among, large_cache, transaction
 from arbridge.sync.model import (
     Activity,
     CallTask,
@@ -267,6 +267,7 @@ def remind_together(
     synced_at = {company_id: synced for company_id, (_, synced) in zip(ids, companies, strict=True)}
     now = rt.clock.now()
     with collector_paused(), transaction(rt.sessions) as session:
+        large_cache(session)
         # Each company's day, worked out once per timezone (a run's companies share a few).
         today: dict[str, date] = {}
         days = []
