@@ -121,11 +121,6 @@ class Expected:
             return None
         return expected_on(inv.due_on, self.lateness.get(inv.customer_id, 0), self.today)
 
-    def amount_minor(self, inv: Invoice, left_minor: int) -> int:
-        """What the invoice is expected to bring that week (home minor units), from its row's
-        `left` (already in home currency)."""
-        return left_minor
-
     def total(self, s: Session, company: Company) -> Decimal:
         """What the whole filter is expected to bring: the week's figure, the sum of what the
         forecast sums (each invoice in home currency, converted and rounded alone at sync), in

@@ -16,7 +16,6 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from arbridge.collections.aging import BUCKET_LABELS, bucket, days_overdue, due_range
 from arbridge.inputs import InputError, parse_decimal
-from arbridge.money import Money
 from arbridge.readmodels.forecast import WEEKS, Expected
 from arbridge.readmodels.sqlexpr import home_minor, odd_exponents
 from arbridge.sync.model import Company, Customer, Invoice, InvoiceHold
@@ -293,8 +292,8 @@ def _rows(
         row = InvoiceRow(inv, name, days, bucket(days) if inv.is_open else None)
         row.closed_on = date.fromisoformat(closed_on) if isinstance(closed_on, str) else closed_on
         if week is not None:
-            minor = week.amount_minor(inv, int(left or 0))
-            row.expected = Money.from_minor(minor, week.home_currency).amount
+            # The row's `left`: what the invoice brings that week, already in home currency.
+            row.expected = week.money(left)
         rows.append(row)
     # The open holds of the invoices shown: one query for the page.
     holds: dict[int, list[InvoiceHold]] = defaultdict(list)

@@ -37,7 +37,7 @@ from arbridge.crypto import Keyring
 from arbridge.errors import ArbridgeError, KeyMismatch, NotFound
 from arbridge.money import Money, check_currency, exponent
 from arbridge.sync.activity import log_activity
-from arbridge.sync.db import among
+from arbridge.sync.db import among, core_rows
 from arbridge.sync.model import (
     PAYMENT_PROVIDERS,
     Activity,
@@ -215,12 +215,9 @@ def ledger_states(session: Session, company_ids: Sequence[int]) -> dict[int, Led
     Connection objects were a tenth of a run over 10,000 companies)."""
     found: dict[int, LedgerState] = {}
     columns = (Connection.company_id, Connection.provider, Connection.status)
-    # Plain Core rows, without the ORM's result handling (a daily run reads 10,000); pending
-    # changes flushed first, as `Session.execute` would.
-    if session.autoflush:
-        session.flush()
-    for row in session.connection().execute(
-        _ledgers_of(session, company_ids, select(*columns, Connection.last_sync_at))
+    # Plain Core rows, without the ORM's result handling (a daily run reads 10,000).
+    for row in core_rows(
+        session, _ledgers_of(session, company_ids, select(*columns, Connection.last_sync_at))
     ):
         found.setdefault(row.company_id, row)
     return found

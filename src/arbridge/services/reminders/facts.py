@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta
 from operator import itemgetter
 from typing import Any, Protocol
 
-from sqlalchemy import Result, case, func, select, union_all
+from sqlalchemy import case, func, select, union_all
 from sqlalchemy.orm import Session
 
 from arbridge.collections.reminder_policy import (
@@ -34,7 +34,7 @@ from arbridge.collections.sms import parse_phone, sms_window
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, SMS_CHANNEL
 from arbridge.services.messaging.sms import sms_unavailable, sms_unavailable_of
-from arbridge.sync.db import among
+from arbridge.sync.db import among, core_rows
 from arbridge.sync.model import (
     LIVE_PLAN_STATUSES,
     Company,
@@ -94,15 +94,6 @@ class InvoiceRow(Protocol):
     def paused(self) -> bool: ...
     @property
     def payment_pending(self) -> bool: ...
-
-
-def _read(session: Session, statement: Any) -> Result[Any]:
-    """The rows of a read as plain Core rows: the ORM's own result handling cost more than the
-    query for the tens of thousands of rows a daily run reads (issue 14). The session's
-    pending changes are flushed first, as `Session.execute` would."""
-    if session.autoflush:
-        session.flush()
-    return session.connection().execute(statement)
 
 
 def candidate_invoices(
@@ -167,7 +158,7 @@ def candidate_invoices(
             Invoice.due_on <= latest,
         )
     )
-    return _read(session, union_all(*branches)).all()
+    return core_rows(session, union_all(*branches)).all()
 
 
 def load_facts(
@@ -198,14 +189,14 @@ def load_facts_of(
     customer_ids = sorted(company_id_of)
     sent: dict[int, set[str]] = {}
     holds: dict[int, list[tuple[str, date | None]]] = {}
-    for inv_id, key in _read(
+    for inv_id, key in core_rows(
         session,
         select(ReminderSend.invoice_id, ReminderSend.step_key).where(
             among(session, ReminderSend.invoice_id, ids)
         ),
     ):
         sent.setdefault(inv_id, set()).add(key)
-    for inv_id, kind, promised_on in _read(
+    for inv_id, kind, promised_on in core_rows(
         session,
         select(InvoiceHold.invoice_id, InvoiceHold.kind, InvoiceHold.promised_on).where(
             among(session, InvoiceHold.invoice_id, ids), InvoiceHold.resolved_at.is_(None)
@@ -213,7 +204,7 @@ def load_facts_of(
     ):
         holds.setdefault(inv_id, []).append((kind, promised_on))
     on_plan = set(
-        _read(
+        core_rows(
             session,
             select(PlanInvoice.invoice_id)
             .join(Plan, Plan.id == PlanInvoice.plan_id)
@@ -224,7 +215,7 @@ def load_facts_of(
         ).scalars()
     )
     customers: list[CustomerFacts] = []
-    rows = _read(
+    rows = core_rows(
         session,
         select(
             Customer.id,
@@ -237,7 +228,7 @@ def load_facts_of(
     ).all()
     prefs = {
         p.customer_id: p
-        for p in _read(
+        for p in core_rows(
             session,
             select(
                 CustomerReminderSettings.customer_id,
@@ -247,7 +238,7 @@ def load_facts_of(
         )
     }
     country_of = {c.id: c.country or fields[company_id_of[c.id]][0] for c in rows}
-    contact_facts = _contacts_of(
+    contact_facts = contacts_of(
         session,
         {cust: fields[company_id][1] for cust, company_id in company_id_of.items()},
         country_of,
@@ -263,7 +254,7 @@ def load_facts_of(
             among(session, Payment.customer_id, customer_ids), Payment.status != "voided"
         ),
     ).subquery()
-    for cust_id, cur, minor in _read(
+    for cust_id, cur, minor in core_rows(
         session,
         select(
             owed_back.c.customer_id, owed_back.c.currency, func.sum(owed_back.c.remaining_minor)
@@ -319,32 +310,17 @@ def load_facts_of(
 
 def contacts_of(
     session: Session,
-    company_of: Mapping[int, Company],
-    country_of: Mapping[int, str | None],
-    now: datetime,
-) -> dict[int, tuple[ContactFacts, ...]]:
-    """The contact facts of these customers (`company_of`: each customer's company;
-    `country_of`: the country its phone numbers are read in), in two statements."""
-    return _contacts_of(
-        session,
-        {cust: company.timezone for cust, company in company_of.items()},
-        country_of,
-        now,
-    )
-
-
-def _contacts_of(
-    session: Session,
     zone_of: Mapping[int, str],
     country_of: Mapping[int, str | None],
     now: datetime,
 ) -> dict[int, tuple[ContactFacts, ...]]:
-    """`contacts_of`, each customer given by its company's timezone (`zone_of`: the day its
-    texts count in) rather than by its company."""
+    """The contact facts of these customers (`zone_of`: each customer's company's timezone, the
+    day its texts count in; `country_of`: the country its phone numbers are read in), in two
+    statements."""
     customer_ids = sorted(zone_of)
     week_ago = now - timedelta(days=7)
     contacts: dict[int, list[Any]] = {}
-    for c in _read(
+    for c in core_rows(
         session,
         select(
             Contact.id,
@@ -383,7 +359,7 @@ def _contacts_of(
         )
         for start in starts
     ]
-    for contact_id, channel, n, *n_today in _read(
+    for contact_id, channel, n, *n_today in core_rows(
         session,
         select(
             ReminderSend.contact_id,
@@ -435,7 +411,7 @@ def customer_route(session: Session, rt: Runtime, company: Company, customer: Cu
     used), for the customer's page."""
     facts = contacts_of(
         session,
-        {customer.id: company},
+        {customer.id: company.timezone},
         {customer.id: customer.country or company.country},
         rt.clock.now(),
     )
