@@ -104,6 +104,21 @@ def core_rows(session: Session, statement: Any) -> Result[Any]:
     return session.connection().execute(statement)
 
 
+R = TypeVar("R", bound=tuple[Any, ...])
+
+
+def named_rows(session: Session, statement: Any, record: type[R]) -> list[R]:
+    """The rows of a read (`core_rows`) as `record`s: a NamedTuple whose fields are the
+    statement's columns, in their order (checked). A Core row's attribute read by name costs
+    about 0.57 µs (SQLAlchemy 2.0 looks the name up on every read), a named tuple's 0.02 µs,
+    and a daily run reads some forty a candidate invoice (issue 14)."""
+    result = core_rows(session, statement)
+    fields = getattr(record, "_fields", None)
+    if fields is None or tuple(result.keys()) != fields:
+        raise TypeError(f"{record!r} does not name the columns {tuple(result.keys())}")
+    return list(map(record._make, result))  # type: ignore[attr-defined]
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back (and re-raise) on any error."""

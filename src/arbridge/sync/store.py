@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import BigInteger, Select, and_, case, cast, func, or_, select, update
@@ -37,7 +37,7 @@ from arbridge.crypto import Keyring
 from arbridge.errors import ArbridgeError, KeyMismatch, NotFound
 from arbridge.money import Money, check_currency, exponent
 from arbridge.sync.activity import log_activity
-from arbridge.sync.db import among, core_rows
+from arbridge.sync.db import among, named_rows
 from arbridge.sync.model import (
     PAYMENT_PROVIDERS,
     Activity,
@@ -210,14 +210,25 @@ class LedgerState(Protocol):
     def last_sync_at(self) -> datetime | None: ...
 
 
+class LedgerRow(NamedTuple):
+    """A LedgerState as `ledger_states` reads it (`named_rows`)."""
+
+    company_id: int
+    provider: str
+    status: str
+    last_sync_at: datetime | None
+
+
 def ledger_states(session: Session, company_ids: Sequence[int]) -> dict[int, LedgerState]:
     """`ledger_connections`, only the columns a daily run reads (thousands of whole
     Connection objects were a tenth of a run over 10,000 companies)."""
     found: dict[int, LedgerState] = {}
     columns = (Connection.company_id, Connection.provider, Connection.status)
     # Plain Core rows, without the ORM's result handling (a daily run reads 10,000).
-    for row in core_rows(
-        session, _ledgers_of(session, company_ids, select(*columns, Connection.last_sync_at))
+    for row in named_rows(
+        session,
+        _ledgers_of(session, company_ids, select(*columns, Connection.last_sync_at)),
+        LedgerRow,
     ):
         found.setdefault(row.company_id, row)
     return found

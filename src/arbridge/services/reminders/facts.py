@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import case, func, select, union_all
 from sqlalchemy.orm import Session
@@ -34,7 +34,7 @@ from arbridge.collections.sms import parse_phone, sms_window
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, SMS_CHANNEL
 from arbridge.services.messaging.sms import sms_unavailable, sms_unavailable_of
-from arbridge.sync.db import among, core_rows
+from arbridge.sync.db import among, core_rows, named_rows
 from arbridge.sync.model import (
     LIVE_PLAN_STATUSES,
     Company,
@@ -94,6 +94,21 @@ class InvoiceRow(Protocol):
     def paused(self) -> bool: ...
     @property
     def payment_pending(self) -> bool: ...
+
+
+class CandidateRow(NamedTuple):
+    """An InvoiceRow as `candidate_invoices` reads it (`named_rows`)."""
+
+    company_id: int
+    id: int
+    customer_id: int
+    number: str | None
+    due_on: date
+    currency: str
+    open_balance_minor: int
+    status: str
+    paused: bool
+    payment_pending: bool
 
 
 def candidate_invoices(
@@ -158,7 +173,7 @@ def candidate_invoices(
             Invoice.due_on <= latest,
         )
     )
-    return core_rows(session, union_all(*branches)).all()
+    return named_rows(session, union_all(*branches), CandidateRow)
 
 
 def load_facts(
@@ -227,8 +242,8 @@ def load_facts_of(
         ).where(among(session, Customer.id, customer_ids)),
     ).all()
     prefs = {
-        p.customer_id: p
-        for p in core_rows(
+        customer_id: (referred_at, sequence)
+        for customer_id, referred_at, sequence in core_rows(
             session,
             select(
                 CustomerReminderSettings.customer_id,
@@ -237,7 +252,9 @@ def load_facts_of(
             ).where(among(session, CustomerReminderSettings.customer_id, customer_ids)),
         )
     }
-    country_of = {c.id: c.country or fields[company_id_of[c.id]][0] for c in rows}
+    country_of = {
+        cust_id: country or fields[company_id_of[cust_id]][0] for cust_id, *_, country in rows
+    }
     contact_facts = contacts_of(
         session,
         {cust: fields[company_id][1] for cust, company_id in company_id_of.items()},
@@ -263,15 +280,15 @@ def load_facts_of(
         credit.setdefault(cust_id, {})[cur] = int(minor or 0)
 
     for cust_id, name, do_not_chase, deleted, timezone, _country in sorted(rows, key=itemgetter(0)):
-        pref = prefs.get(cust_id)
+        referred_at, sequence = prefs.get(cust_id, (None, None))
         customers.append(
             CustomerFacts(
                 customer_id=cust_id,
                 name=name,
                 contacts=contact_facts.get(cust_id, ()),
                 do_not_chase=do_not_chase or deleted,
-                referred_to_agency=bool(pref and pref.referred_to_agency_at),
-                sequence=pref.sequence if pref else None,
+                referred_to_agency=referred_at is not None,
+                sequence=sequence,
                 timezone=timezone,
                 credit_minor=credit.get(cust_id, {}),
             )
@@ -319,8 +336,8 @@ def contacts_of(
     statements."""
     customer_ids = sorted(zone_of)
     week_ago = now - timedelta(days=7)
-    contacts: dict[int, list[Any]] = {}
-    for c in core_rows(
+    contacts: dict[int, list[_ContactRow]] = {}
+    for c in named_rows(
         session,
         select(
             Contact.id,
@@ -339,6 +356,7 @@ def contacts_of(
             Contact.preferred_channel,
             Contact.timezone,
         ).where(among(session, Contact.customer_id, customer_ids)),
+        _ContactRow,
     ):
         contacts.setdefault(c.customer_id, []).append(c)
     contact_ids = [c.id for cs in contacts.values() for c in cs]
@@ -406,6 +424,26 @@ def contacts_of(
     return out
 
 
+class _ContactRow(NamedTuple):
+    """A contact as `contacts_of` reads it (`named_rows`)."""
+
+    id: int
+    customer_id: int
+    email: str | None
+    name: str | None
+    is_primary: bool
+    opted_out: bool
+    bounced: bool
+    phone: str | None
+    phone_e164: str | None
+    phone_problem: str | None
+    sms_consent: bool
+    sms_opted_out: bool
+    sms_undeliverable: bool
+    preferred_channel: str | None
+    timezone: str | None
+
+
 def customer_route(session: Session, rt: Runtime, company: Company, customer: Customer) -> Route:
     """How this customer's reminder steps go today (their contact's preference, where it can be
     used), for the customer's page."""
@@ -432,7 +470,7 @@ def texting_unavailable(policy: ReminderPolicy, sms: str | None) -> str | None:
     return sms
 
 
-def _phone_facts(c: Any, country: str | None) -> tuple[str | None, str | None]:
+def _phone_facts(c: _ContactRow, country: str | None) -> tuple[str | None, str | None]:
     """The number stored in E.164 at sync (and its problem); one synced before numbers were
     parsed is read now."""
     if c.phone_e164 or c.phone_problem:
