@@ -5,7 +5,6 @@ on the owner's list. The claim is the step's, whatever the channel (exactly once
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -70,49 +69,49 @@ def test_a_contact_who_prefers_texts_was_still_sent_the_email_step_by_email():
     ],
 )
 def test_a_contact_who_prefers_texts_gets_email_when_texting_is_not_possible(changes, sms, why):
-    (m,) = decide(replace(DANA, **changes), sms=sms)
+    (m,) = decide(DANA._replace(**changes), sms=sms)
     assert (m.channel, m.held, m.contact.email) == ("email", None, "ap@harbor.example")
     assert "prefers texts" in m.route and why in m.route and "by email instead" in m.route
 
 
 def test_a_text_cap_holds_the_text_rather_than_switching_to_email():
-    (m,) = decide(replace(DANA, texted_today=1))
+    (m,) = decide(DANA._replace(texted_today=1))
     assert m.channel == "sms" and "already had a text today" in (m.held or "")
 
 
 def test_a_contact_who_prefers_a_call_gets_the_email_and_a_call_on_the_list():
-    (m,) = decide(replace(DANA, preferred="phone"))
+    (m,) = decide(DANA._replace(preferred="phone"))
     assert (m.channel, m.held, m.also_call) == ("email", None, True)
     assert "Dana prefers a call" in m.route
 
 
 def test_a_contact_who_prefers_a_call_and_has_no_email_gets_the_call_alone():
-    (m,) = decide(replace(DANA, preferred="phone", email=None))
+    (m,) = decide(DANA._replace(preferred="phone", email=None))
     assert (m.channel, m.held, m.also_call) == ("call", None, False)
 
 
 def test_email_preference_or_none_changes_nothing():
     for pref in ("email", None):
-        (m,) = decide(replace(DANA, preferred=pref), sms=None)
+        (m,) = decide(DANA._replace(preferred=pref), sms=None)
         assert (m.channel, m.route, m.also_call) == ("email", None, False)
 
 
 def test_the_primary_contact_s_preference_decides():
     other = ContactFacts(6, "boss@harbor.example", name="Sam", preferred="phone")
-    (m,) = decide(other, replace(DANA, preferred="sms"), sms=None)
+    (m,) = decide(other, DANA._replace(preferred="sms"), sms=None)
     assert m.channel == "sms" and m.contact.contact_id == 5
 
 
 def test_the_route_is_shown_for_a_customer_without_anything_due():
-    cust = CustomerFacts(1, "Harbor Foods", (replace(DANA, sms_consent=False),))
+    cust = CustomerFacts(1, "Harbor Foods", (DANA._replace(sms_consent=False),))
     route = reminder_route(cust, None)
     assert route.channel == "email" and "no recorded consent" in route.note
 
 
 def test_a_contact_s_own_timezone_comes_before_the_customer_s():
-    (m,) = decide(replace(DANA, preferred=None, timezone="Asia/Tokyo"), customer_tz="Europe/Paris")
+    (m,) = decide(DANA._replace(preferred=None, timezone="Asia/Tokyo"), customer_tz="Europe/Paris")
     assert m.timezone == "Asia/Tokyo"
-    (m,) = decide(replace(DANA, preferred=None), customer_tz="Europe/Paris")
+    (m,) = decide(DANA._replace(preferred=None), customer_tz="Europe/Paris")
     assert m.timezone == "Europe/Paris"
     assert ZoneInfo(m.timezone).utcoffset(datetime(2026, 11, 24, tzinfo=UTC)) is not None
 
@@ -122,7 +121,7 @@ def test_a_call_step_due_the_same_day_makes_the_only_call():
         "default",
         (Step("after-3", 3, "email", "overdue_friendly"), Step("after-4", 4, "call", "call")),
     )
-    cust = CustomerFacts(1, "Harbor Foods", (replace(DANA, preferred="phone"),))
+    cust = CustomerFacts(1, "Harbor Foods", (DANA._replace(preferred="phone"),))
     invoices = [
         InvoiceFacts(10, 1, "INV-10", date(2026, 11, 21), "USD", 10_000),
         InvoiceFacts(11, 1, "INV-11", date(2026, 11, 20), "USD", 10_000),
@@ -137,7 +136,7 @@ def test_a_call_step_due_the_same_day_makes_the_only_call():
 
 def test_a_heads_up_before_the_due_date_brings_no_call():
     heads_up = ReminderSequence("default", (Step("before-3", -3, "email", "upcoming"),))
-    cust = CustomerFacts(1, "Harbor Foods", (replace(DANA, preferred="phone"),))
+    cust = CustomerFacts(1, "Harbor Foods", (DANA._replace(preferred="phone"),))
     inv = InvoiceFacts(10, 1, "INV-10", date(2026, 11, 27), "USD", 10_000)
     policy = ReminderPolicy(sequences={"default": heads_up})
     (m,) = decide_day([cust], [inv], policy, TODAY, sms=None).messages

@@ -224,12 +224,9 @@ def test_over_any_run_schedule_each_step_is_sent_at_most_once_in_order(
     for day in sorted(run_days):
         as_of = start + timedelta(days=day)
         current = [
-            InvoiceFacts(
-                **{
-                    **inv.__dict__,
-                    "sent_steps": frozenset(sent[i]),
-                    "balance_minor": 0 if paid_after is not None and day >= paid_after else 1,
-                }
+            inv._replace(
+                sent_steps=frozenset(sent[i]),
+                balance_minor=0 if paid_after is not None and day >= paid_after else 1,
             )
             for i, inv in invs.items()
         ]

@@ -222,14 +222,12 @@ def test_a_text_goes_to_a_consenting_contact_with_a_usable_number():
     ],
 )
 def test_a_text_is_held_with_a_reason_the_owner_sees(changes, sms, why):
-    from dataclasses import replace
 
-    (m,) = decide(replace(GOOD, **changes), sms=sms)
+    (m,) = decide(GOOD._replace(**changes), sms=sms)
     assert m.channel == "sms" and why in (m.held or "")
 
 
 def test_a_number_the_carrier_refused_turns_the_step_into_an_email():
-    from dataclasses import replace
 
-    (m,) = decide(replace(GOOD, sms_undeliverable=True))
+    (m,) = decide(GOOD._replace(sms_undeliverable=True))
     assert (m.channel, m.held, m.contact.email) == ("email", None, "ap@harbor.example")
