@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from arbridge.errors import NotFound
 from arbridge.runtime import Runtime
 from arbridge.services.payments.quote import quote
 from arbridge.services.reminders.holds import record_hold
@@ -506,6 +507,19 @@ def test_queued_reminders_keep_no_pay_or_statement_token_and_the_links_work_when
         row = _link_row(rt, token)
         with rt.sessions() as s:
             assert quote(rt, s, row).state == "payable"
+
+
+def test_a_queued_link_opens_nothing_before_it_is_minted(rt, clock, client):
+    world_of(rt, Inv("A", "HAR", -3, "100.00"), Inv("B", "HAR", -5, "50.00"), statement_day=24)
+    tick_jobs_only(rt)  # queued: the links' rows hold stand-ins, not hashes of any token
+    with rt.sessions() as s:
+        stand_ins = list(s.scalars(select(PayToken.token_hash)))
+        assert len(stand_ins) >= 3 and len(set(stand_ins)) == len(stand_ins)
+        for stand_in in stand_ins:
+            assert not re.fullmatch(r"[0-9a-f]{64}", stand_in)  # no token hashes to it
+            with pytest.raises(NotFound):
+                find_pay_token(s, stand_in)
+    assert client.get(f"/pay/{stand_ins[0]}").status_code == 404
 
 
 def test_a_statement_link_lasts_from_the_email_that_carries_it(rt, clock):

@@ -80,6 +80,15 @@ def owner_link(
     return issue_pay_token(session, clock, invoice, keep_with=keyring), True
 
 
+def stand_ins(count: int) -> list[str]:
+    """Hashes for links still in the outbox that no token hashes to (a token's hash is 64 hex
+    digits), so a link works only once minted: unique (a random prefix, then a count), and in
+    order, so a daily run's links go into the unique index side by side, not at random places
+    (issue 14)."""
+    prefix = f"unminted:{secrets.token_hex(8)}:"
+    return [f"{prefix}{n:09d}" for n in range(count)]
+
+
 def new_link(
     session: Session, clock: Clock, *, invoice: Invoice | None = None, customer: Customer
 ) -> PayToken:
@@ -88,8 +97,7 @@ def new_link(
         company_id=customer.company_id,
         invoice_id=invoice.id if invoice is not None else None,
         customer_id=customer.id,
-        # A random hash nobody has the token for: the link works only once minted.
-        token_hash=secrets.token_hex(32),
+        token_hash=stand_ins(1)[0],
         created_at=clock.now(),
     )
     session.add(row)

@@ -5,7 +5,6 @@ a time."""
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -63,6 +62,7 @@ from arbridge.sync.model import (
 )
 from arbridge.sync.notices import tell_owner
 from arbridge.sync.outbox_kinds import OutboxKind
+from arbridge.sync.pay_links import stand_ins
 from arbridge.sync.store import (
     LedgerState,
     company_today,
@@ -461,13 +461,10 @@ def _write(session: Session, writes: _Writes) -> None:
     (unique on their keys), each claim's outbox key and each invoice's highest step claimed,
     the call tasks (unique on theirs) and the activity."""
     if writes.links:
-        # A random hash nobody has the token for: the link works only once minted. 32 random
-        # bytes each, as `secrets.token_hex(32)`, drawn for all the links at once.
-        random = secrets.token_hex(32 * len(writes.links))
-        for n, link in enumerate(writes.links):
-            link["token_hash"] = random[64 * n : 64 * n + 64]
-        # Each row's id by its (unique, random) hash: a multi-row INSERT returns its rows in
-        # no promised order, and asking for it makes SQLite insert them one at a time.
+        for link, stand_in in zip(writes.links, stand_ins(len(writes.links)), strict=True):
+            link["token_hash"] = stand_in
+        # Each row's id by its (unique) stand-in: a multi-row INSERT returns its rows in no
+        # promised order, and asking for it makes SQLite insert them one at a time.
         by_hash = dict(
             insert_rows(session, PayToken.__table__, writes.links, returning=("token_hash", "id"))
         )
