@@ -224,7 +224,7 @@ def ledger_states(session: Session, company_ids: Sequence[int]) -> dict[int, Led
     Connection objects were a tenth of a run over 10,000 companies)."""
     found: dict[int, LedgerState] = {}
     columns = (Connection.company_id, Connection.provider, Connection.status)
-    # Plain Core rows, without the ORM's result handling (a daily run reads 10,000).
+    # Named tuples, without the ORM's result handling (a daily run reads 10,000).
     for row in named_rows(
         session,
         _ledgers_of(session, company_ids, select(*columns, Connection.last_sync_at)),
