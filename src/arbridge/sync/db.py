@@ -53,11 +53,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "checkin")
         def _durable_again(dbapi_conn: Any, record: Any) -> None:
-            relaxed = record.info.pop(_RELAXED, False)
-            if relaxed:
+            if record.info.pop(_RELAXED, False):
                 dbapi_conn.execute("PRAGMA synchronous=FULL")
                 dbapi_conn.execute("PRAGMA wal_autocheckpoint=1000")
-            if record.info.pop(_LARGE_CACHE, False) or relaxed:
+            if record.info.pop(_LARGE_CACHE, False):
                 dbapi_conn.execute(f"PRAGMA cache_size={DEFAULT_CACHE_KIB}")
 
         return engine
@@ -149,8 +148,8 @@ def relax_durability(session: Session) -> None:
     connection = session.connection()
     connection.exec_driver_sql("PRAGMA synchronous=NORMAL")
     connection.exec_driver_sql("PRAGMA wal_autocheckpoint=50000")
-    connection.exec_driver_sql(f"PRAGMA cache_size={SYNC_CACHE_KIB}")
     connection.info[_RELAXED] = True
+    large_cache(session)
 
 
 _LARGE_CACHE = "arbridge_large_cache"

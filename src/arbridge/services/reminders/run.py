@@ -96,10 +96,6 @@ class Claimed(NamedTuple):
     currency: str
     balance_minor: int
 
-    @property
-    def balance(self) -> Money:
-        return Money.from_minor(self.balance_minor, self.currency)
-
 
 @dataclass
 class _Writes:
@@ -446,8 +442,8 @@ _total_of = lru_cache(maxsize=4096)(total_of)
 
 @lru_cache(maxsize=4096)
 def _amount(minor: int, currency: str) -> str:
-    """A claim's balance as its activity gives it (`str(Claimed.balance.amount)`): a run's
-    balances repeat, and a Money each was a twentieth of its CPU."""
+    """A claim's balance in major units, as its activity gives it: a run's balances repeat,
+    and a Money each was a twentieth of its CPU."""
     return str(Money.from_minor(minor, currency).amount)
 
 
