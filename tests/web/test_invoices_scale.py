@@ -8,8 +8,10 @@ import time
 from datetime import date, timedelta
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import event, func, insert, select, text
 
+from arbridge.readmodels.customers import _query as customers_query
 from arbridge.readmodels.delivery import unsent_count_query, unsent_query
 from arbridge.readmodels.invoices import Filters, _query
 from arbridge.sync.model import Company, Customer, Invoice
@@ -166,3 +168,40 @@ def test_the_dashboards_aging_read_every_open_invoices_row_at_scale(rt, demo_com
         plan = _explain(rt, out_of_date_query(demo_company))
         assert "COVERING INDEX ix_invoices_open_due" in plan, plan
         assert "ix_invoices_open_reminded" not in plan, plan
+
+
+def test_the_customers_sorted_by_days_to_pay_read_every_paid_invoices_row_at_scale(
+    rt, demo_company
+):
+    """At 1M invoices the customers list sorted by days to pay (or lateness, or on-time rate)
+    took 1.5-2 s on SQLite, three times its figure before: once the invoices were ANALYZEd,
+    SQLite took the year of closings as a narrow range of ix_invoices_last_settled (it cannot
+    know half the ledger closed within the year), read the row of each of those paid invoices
+    and sorted them by customer to group them. The sums are now read from
+    ix_invoices_customer_paid alone, in customer order."""
+    if rt.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's histograms see how much of the ledger the range holds")
+    _fill(rt, demo_company.id)
+    with rt.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE invoices SET last_settled_on = due_on"
+                " WHERE company_id = :c AND status = 'paid'"
+            ),
+            {"c": demo_company.id},
+        )
+        conn.execute(
+            text(
+                "UPDATE invoices SET last_settled_on = :d"
+                " WHERE company_id = :c AND status = 'paid' AND id % 2 = 0"
+            ),
+            {"c": demo_company.id, "d": date(2026, 6, 1)},
+        )
+        conn.execute(text("ANALYZE"))
+    with rt.sessions() as s:
+        company = s.get(Company, demo_company.id)
+        for sort in ("days_to_pay", "lateness", "on_time"):
+            stmt = customers_query(company, date(2026, 11, 24), None, sort, False, page_ids=True)
+            plan = _explain(rt, stmt.limit(50))
+            assert "COVERING INDEX ix_invoices_customer_paid" in plan, plan
+            assert "ix_invoices_last_settled" not in plan, plan
