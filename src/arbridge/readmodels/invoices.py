@@ -363,12 +363,21 @@ def invoices_export(
 
 
 def currencies(s: Session, company_id: int) -> list[str]:
-    """The currencies the company's invoices are in, for the filter."""
-    return list(
-        s.scalars(
-            select(Invoice.currency)
-            .where(Invoice.company_id == company_id)
-            .group_by(Invoice.currency)
-            .order_by(Invoice.currency)
-        )
+    """The currencies the company's invoices are in, in order, for the filter.
+
+    Each the least one after the one before, one step down `ix_invoices_currency` apiece
+    (neither database skips through an index by itself: grouped, the query read every invoice
+    of the company, 0.25 s a view at 1M invoices on SQLite, issue 14)."""
+    mine = Invoice.company_id == company_id
+    found = (
+        select(func.min(Invoice.currency).label("currency"))
+        .where(mine)
+        .cte("found", recursive=True)
     )
+    following = (
+        select(func.min(Invoice.currency))
+        .where(mine, Invoice.currency > found.c.currency)
+        .scalar_subquery()
+    )
+    found = found.union_all(select(following).where(found.c.currency.is_not(None)))
+    return list(s.scalars(select(found.c.currency).where(found.c.currency.is_not(None))))
