@@ -1,11 +1,13 @@
 import os
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy import Engine, func, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from arbridge.sync import db
@@ -291,3 +293,50 @@ def test_0032_counts_the_open_invoices_already_there_by_day_and_goes_back(blank_
         assert "open_invoice_days" not in inspect(conn).get_table_names()
     command.upgrade(cfg, "head")
     assert db.current_revision(blank_engine) == db.head_revision()
+
+
+def test_0036_left_sqlite_reading_the_dashboards_floor_through_the_new_index(blank_engine):
+    """On a SQLite database whose invoices have planner statistics, an index without any is
+    taken for a narrow one: the dashboard's `SUM` over a company's invoices went from the
+    covering `ix_invoices_open_due` to every row through `ix_invoices_currency`. 0036 gives
+    the new index its statistics where the invoices have some, and none where they have none
+    (SQLite would then weigh it alone by its numbers)."""
+    if ON_POSTGRES:
+        pytest.skip("PostgreSQL's statistics are per column, not per index")
+    cfg = db.alembic_config(blank_engine)
+    command.upgrade(cfg, "0035")
+    with blank_engine.begin() as conn:
+        insert_company_and_customer(conn)
+        conn.execute(
+            insert(Invoice),
+            [
+                {
+                    "company_id": 1,
+                    "customer_id": 1,
+                    "source": "demo",
+                    "source_id": f"I{n}",
+                    "issued_on": date(2026, 10, 1),
+                    "due_on": date(2026, 10, 31),
+                    "currency": "USD" if n % 2 else "EUR",
+                    "exchange_rate": Decimal(1),
+                    "total_minor": 100_00,
+                    "ledger_balance_minor": 100_00,
+                    "unposted_minor": 0,
+                    "status": "open",
+                    "paused": False,
+                    "payment_pending": False,
+                    "synced_at": datetime(2026, 11, 24, 15, tzinfo=UTC),
+                }
+                for n in range(40)
+            ],
+        )
+        conn.exec_driver_sql("ANALYZE")
+    command.upgrade(cfg, "0036")
+    floor = "SELECT SUM(ledger_balance_minor) FROM invoices WHERE company_id = 1"
+    with blank_engine.connect() as conn:
+        stats = conn.exec_driver_sql(
+            "SELECT stat FROM sqlite_stat1 WHERE idx = 'ix_invoices_currency'"
+        ).all()
+        plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {floor}"))
+    assert stats, "the new index has no statistics beside the others'"
+    assert "ix_invoices_currency" not in plan, plan
