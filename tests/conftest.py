@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, text
+from sqlalchemy import Engine, select, text
 
 from arbridge.clock import FixedClock
 from arbridge.config import Settings
@@ -103,6 +103,20 @@ def pg_url() -> Iterator[str | None]:
 
 
 @pytest.fixture(scope="session")
+def pg_emptier(pg_url: str | None) -> Iterator[Engine | None]:
+    """One engine for the whole run that empties the schema before each test: a new engine a
+    test cost a PostgreSQL connection each time (about 20 ms of a test's 30 ms of setup)."""
+    if pg_url is None:
+        yield None
+        return
+    engine = db.make_engine(pg_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
 def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
     """A SQLite file migrated to head once per test process; each test gets a copy."""
     if ON_POSTGRES:
@@ -111,16 +125,20 @@ def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
 
 
 @pytest.fixture
-def database_url(tmp_path: Path, pg_url: str | None, migrated_sqlite: Path | None) -> Iterator[str]:
+def database_url(
+    tmp_path: Path,
+    pg_url: str | None,
+    pg_emptier: Engine | None,
+    migrated_sqlite: Path | None,
+) -> Iterator[str]:
     if pg_url is None:
         assert migrated_sqlite is not None
         path = tmp_path / "instance" / "arbridge.db"
         copy_sqlite(migrated_sqlite, path)
         yield f"sqlite:///{path}"
         return
-    engine = db.make_engine(pg_url)
-    empty_postgres(engine)
-    engine.dispose()
+    assert pg_emptier is not None
+    empty_postgres(pg_emptier)
     yield pg_url
 
 
