@@ -4,6 +4,7 @@ a time."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from arbridge.services.reminders.heap import collector_paused
 from arbridge.services.reminders.recheck import SMS_MAIL
 from arbridge.services.reminders.rendering import total_of
 from arbridge.services.reminders.statements import queue_statements
-from arbridge.sync.bulk import insert_rows, update_rows
+from arbridge.sync.bulk import insert_rows
 from arbridge.sync.db import among, large_cache, transaction
 from arbridge.sync.model import (
     Activity,
@@ -103,7 +104,6 @@ class _Writes:
 
     links: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
-    keys: list[dict[str, Any]] = field(default_factory=list)  # each claim's id and outbox key
     calls: list[dict[str, Any]] = field(default_factory=list)
     activity: list[dict[str, Any]] = field(default_factory=list)
     # When a message may go out, by (channel, recipient's zone, policy): the same few for all.
@@ -290,7 +290,8 @@ def remind_together(
                     results[company_id].held += 1
                 else:
                     due.append((plain, m))
-        claims = _claim(session, due, synced_at, now)
+        keys = [_message_key(day, m) for day, m in due]
+        claims = _claim(session, due, keys, synced_at, now)
         _highest_steps(session, claims)
         emails_sent = sent_emails(
             session,
@@ -303,18 +304,20 @@ def remind_together(
         )
         writes = _Writes()
         digests: dict[int, list[str]] = {}
-        for (day, m), claimed in zip(due, claims, strict=True):
+        for (day, m), key, claimed in zip(due, keys, claims, strict=True):
             if not claimed:
                 continue  # already claimed by an earlier run
             result = results[day.company_id]
             if m.channel == EMAIL_CHANNEL:
-                _queue_email(writes, day, m, claimed, now)
+                assert key is not None
+                _queue_email(writes, day, m, claimed, key, now)
                 result.emails += 1
                 if m.also_call:  # the contact prefers a call: on the list beside the email
                     _call_task(writes, day, m, claimed, emails_sent, now)
                     result.calls += 1
             elif m.channel == SMS_CHANNEL:
-                _queue_text(writes, day, m, claimed, now)
+                assert key is not None
+                _queue_text(writes, day, m, claimed, key, now)
                 result.texts += 1
             elif m.channel == "call":
                 _call_task(writes, day, m, claimed, emails_sent, now)
@@ -354,15 +357,35 @@ class _Day:
         return self.loaded.policy
 
 
+def _message_key(day: _Day, m: CustomerMessage) -> str | None:
+    """The outbox key of a message's email or text (None for a call), known before its steps
+    are claimed, so that each claim is written with it once rather than updated after (on
+    PostgreSQL a second version of 20,000 claims a batch: issue 14): the customer, the day and
+    a digest of the (invoice, step) pairs the message was decided for. Unique: a claim is never
+    deleted and a message's claims commit together, so a message that claims anything has a
+    pair no earlier message with the same pairs left unclaimed, and so different pairs."""
+    if m.channel == EMAIL_CHANNEL:
+        prefix = "reminder"
+    elif m.channel == SMS_CHANNEL:
+        prefix = "sms"
+    else:
+        return None
+    pairs = ",".join(f"{d.invoice.invoice_id}:{d.step.key}" for d in m.invoices if d.step)
+    digest = hashlib.blake2b(pairs.encode(), digest_size=12).hexdigest()
+    return f"{prefix}:c{m.customer.customer_id}:{day.as_of}:{digest}"
+
+
 def _claim(
     session: Session,
     due: Sequence[tuple[_Day, CustomerMessage]],
+    keys: Sequence[str | None],
     synced_at: Mapping[int, datetime | None],
     now: datetime,
 ) -> list[list[Claimed]]:
-    """Insert a `reminder_sends` row per (invoice, step) of every due message, in one
-    statement; return, message by message, those this run claimed (new ones, in the message's
-    order). A call step is done once its task is on the list: its claims are written sent."""
+    """Insert a `reminder_sends` row per (invoice, step) of every due message (with its
+    message's outbox key, `keys`), in one statement; return, message by message, those this
+    run claimed (new ones, in the message's order). A call step is done once its task is on
+    the list: its claims are written sent."""
     rows = [
         {
             "company_id": day.company_id,
@@ -379,8 +402,9 @@ def _claim(
             "synced_at": synced_at[day.company_id],
             "created_at": now,
             "sent_at": None if m.channel in MESSAGE_CHANNELS else now,
+            "outbox_key": key,
         }
-        for day, m in due
+        for (day, m), key in zip(due, keys, strict=True)
         for d in m.invoices
         if d.step is not None
     ]
@@ -454,8 +478,7 @@ _step_words = lru_cache(maxsize=256)(step_in_words)
 def _write(session: Session, writes: _Writes) -> None:
     """Everything a run gathered, a table at a time: the payment links (their ids go in the
     outbox payloads, which name them by their place in `links` until now), the outbox rows
-    (unique on their keys), each claim's outbox key and each invoice's highest step claimed,
-    the call tasks (unique on theirs) and the activity."""
+    (unique on their keys), the call tasks (unique on theirs) and the activity."""
     if writes.links:
         for link, stand_in in zip(writes.links, stand_ins(len(writes.links)), strict=True):
             link["token_hash"] = stand_in
@@ -471,7 +494,6 @@ def _write(session: Session, writes: _Writes) -> None:
             for inv in payload["invoices"]:
                 inv["pay_link_id"] = ids[inv["pay_link_id"]]
     _insert_once(session, OutboxMessage, writes.outbox)
-    update_rows(session, ReminderSend.__table__, writes.keys)
     _insert_once(session, CallTask, writes.calls)
     insert_rows(session, Activity.__table__, writes.activity)
 
@@ -511,7 +533,7 @@ def _outbox_row(
     when: datetime,
     now: datetime,
 ) -> None:
-    """A reminder's outbox row, due at `when`, and its claimed steps pointing at it. Its links
+    """A reminder's outbox row, due at `when` (its claims were written with its key). Its links
     by reference (their rows' ids): the tokens are minted when the message goes out, so no
     token sits in the outbox in plaintext."""
 
@@ -550,7 +572,6 @@ def _outbox_row(
             "created_at": now,
         }
     )
-    writes.keys += [{"id": c.id, "outbox_key": key} for c in claimed]
 
 
 def _queue_email(
@@ -558,9 +579,9 @@ def _queue_email(
     day: _Day,
     m: CustomerMessage,
     claimed: Sequence[Claimed],
+    key: str,
     now: datetime,
 ) -> None:
-    key = f"reminder:c{m.customer.customer_id}:{day.as_of}:r{claimed[0].id}"
     tz = writes.zone(m.timezone, day.timezone)
     when = writes.when(EMAIL_CHANNEL, tz, day.policy, send_at, now)
     assert when is not None
@@ -585,11 +606,11 @@ def _queue_text(
     day: _Day,
     m: CustomerMessage,
     claimed: Sequence[Claimed],
+    key: str,
     now: datetime,
 ) -> None:
     """The step's text in the outbox, due at the first instant a text may reach the customer."""
     assert m.contact is not None and m.contact.phone
-    key = f"sms:c{m.customer.customer_id}:{day.as_of}:r{claimed[0].id}"
     tz = recipient_zone(m.timezone, m.contact.phone, day.timezone)
     when = writes.when(SMS_CHANNEL, tz, day.policy, sms_send_at, now)
     assert when is not None  # decided only when the window leaves some hours (load_days)
