@@ -88,7 +88,6 @@ class Claimed(NamedTuple):
     """A step this run claimed for an invoice (its `reminder_sends` row), with what a message
     says of the invoice: the balance the decision was made on."""
 
-    id: int
     invoice_id: int
     step_key: str
     step_index: int
@@ -411,13 +410,13 @@ def _claim(
     if not rows:
         return [[] for _ in due]
     new = {
-        (invoice_id, step_key): claim_id
-        for claim_id, invoice_id, step_key in insert_rows(
+        (invoice_id, step_key)
+        for invoice_id, step_key in insert_rows(
             session,
             ReminderSend.__table__,
             rows,
             ("invoice_id", "step_key"),
-            returning=("id", "invoice_id", "step_key"),
+            returning=("invoice_id", "step_key"),
         )
     }
     labels: dict[int, str] = {
@@ -438,11 +437,9 @@ def _claim(
         synced = synced_at[day.company_id]
         for d in m.invoices:
             assert d.step is not None
-            claim_id = new.get((d.invoice.invoice_id, d.step.key))
-            if claim_id is not None:
+            if (d.invoice.invoice_id, d.step.key) in new:
                 claimed.append(
                     Claimed(
-                        claim_id,
                         d.invoice.invoice_id,
                         d.step.key,
                         d.step_index,
