@@ -36,12 +36,13 @@ from arbridge.sync.model import (
     PaymentAllocation,
 )
 from arbridge.sync.records import CreditNoteData, CustomerData, InvoiceData, PaymentData
-from arbridge.sync.settled_store import invoices_settled_by, refresh, settle_rows
-
-
-def _insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
-    insert_rows(session, table, rows)
-
+from arbridge.sync.settled_store import (
+    GONE,
+    insert_settled,
+    invoices_settled_by,
+    refresh,
+    settle_rows,
+)
 
 KEYS = ("company_id", "source", "source_id")
 
@@ -305,21 +306,24 @@ class PageWriter:
             self.source,
             [a.invoice_source_id for r in recs for a in r.allocations],
         )
-        allocations = [
-            {
-                "company_id": self.company_id,
-                "invoice_id": invoices[a.invoice_source_id],
-                column: ids[r.source_id],
-                "amount_minor": a.amount.minor,
-                "applied_on": getattr(r, "received_on", None) or r.issued_on,
-            }
-            for r in recs
-            if r.status != "voided"
-            for a in r.allocations
-            if a.invoice_source_id in invoices
-        ]
-        _insert(self.s, PaymentAllocation.__table__, allocations)
-        refresh(self.s, settled | {a["invoice_id"] for a in allocations})
+        allocations, live = [], []
+        for r in recs:
+            if r.status == "voided":
+                continue
+            for a in r.allocations:
+                if a.invoice_source_id in invoices:
+                    allocations.append(
+                        {
+                            "company_id": self.company_id,
+                            "invoice_id": invoices[a.invoice_source_id],
+                            column: ids[r.source_id],
+                            "amount_minor": a.amount.minor,
+                            "applied_on": getattr(r, "received_on", None) or r.issued_on,
+                        }
+                    )
+                    live.append(r.status not in GONE)
+        # The allocations go in with their stored figures, and their invoices' are written.
+        insert_settled(self.s, allocations, live, settled)
 
     def payments(self, recs: list[PaymentData]) -> None:
         customers = self._customer_ids(recs)

@@ -17,7 +17,7 @@ from sqlalchemy import BigInteger, and_, case, cast, func, inspect, select
 from sqlalchemy.orm import Session
 
 from arbridge.collections.settled import SettlementIn, settle
-from arbridge.sync.bulk import update_rows
+from arbridge.sync.bulk import insert_rows, update_rows
 from arbridge.sync.db import among
 from arbridge.sync.model import Company, CreditNote, Invoice, Payment, PaymentAllocation
 
@@ -109,6 +109,55 @@ def _allocations_of(
 
 
 def _refresh(session: Session, ids: list[int]) -> None:
+    invoice_rows, alloc_rows, _new = _settled(session, ids, _allocations_of(session, ids), {})
+    update_rows(session, Invoice.__table__, invoice_rows)
+    update_rows(session, PaymentAllocation.__table__, alloc_rows)
+
+
+# Stand-in ids of allocations not yet inserted (`insert_settled`): above every stored one, in
+# the order they will be inserted, as `settle` orders a day's allocations by id.
+_NEW = 1 << 62
+
+
+def insert_settled(
+    session: Session, rows: list[dict[str, Any]], live: list[bool], settled: Iterable[int]
+) -> None:
+    """INSERT a payments' or credit notes' page's allocations (`rows`; `live`: whether each
+    one's payment or credit note counts) with their stored figures, and store again those of
+    every invoice they and `settled` (invoices the page's earlier allocations settled) concern:
+    what `refresh` after a plain INSERT stores, without writing each new allocation a second
+    time (on a first sync every allocation: issue 14). An allocation already stored is
+    written only when its figures change."""
+    ids = sorted(set(settled) | {row["invoice_id"] for row in rows})
+    if len(ids) > BATCH:  # larger than any page: in batches, after the INSERT
+        insert_rows(session, PaymentAllocation.__table__, rows)
+        refresh(session, ids)
+        return
+    figures: dict[int, tuple[date | None, int, date | None]] = {}
+    by_invoice = _allocations_of(session, ids, figures)
+    for k, (row, counts) in enumerate(zip(rows, live, strict=True)):
+        by_invoice.setdefault(row["invoice_id"], []).append(
+            SettlementIn(_NEW + k, row["applied_on"], int(row["amount_minor"]), counts)
+        )
+    invoice_rows, alloc_rows, new = _settled(session, ids, by_invoice, figures)
+    insert_rows(
+        session,
+        PaymentAllocation.__table__,
+        [{**row, **new[_NEW + k]} for k, row in enumerate(rows)],
+    )
+    update_rows(session, Invoice.__table__, invoice_rows)
+    update_rows(session, PaymentAllocation.__table__, alloc_rows)
+
+
+def _settled(
+    session: Session,
+    ids: list[int],
+    by_invoice: dict[int, list[SettlementIn]],
+    figures: dict[int, tuple[date | None, int, date | None]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[int, dict[str, Any]]]:
+    """The stored figures of these invoices, given their allocations (`by_invoice`): a row per
+    invoice, a row per stored allocation (those in `figures`, their stored figures, only where
+    they change), and the figures of each allocation not yet stored (a stand-in id >= _NEW)."""
     invoices = session.execute(
         select(
             Invoice.id,
@@ -123,9 +172,9 @@ def _refresh(session: Session, ids: list[int]) -> None:
         .join(Company, Company.id == Invoice.company_id)
         .where(among(session, Invoice.id, ids))
     ).tuples()
-    by_invoice = _allocations_of(session, ids)
     invoice_rows: list[dict[str, Any]] = []
     alloc_rows: list[dict[str, Any]] = []
+    new: dict[int, dict[str, Any]] = {}
     for invoice_id, total, currency, rate, home, issued_on, due_on, status in invoices:
         facts, allocs = settle(
             int(total),
@@ -138,12 +187,13 @@ def _refresh(session: Session, ids: list[int]) -> None:
             by_invoice.get(invoice_id, ()),
         )
         invoice_rows.append({"id": invoice_id, **facts._asdict()})
-        alloc_rows += [
-            {"id": a.id, "counted_on": a.counted_on, "home_minor": a.home_minor, "due_on": due_on}
-            for a in allocs
-        ]
-    update_rows(session, Invoice.__table__, invoice_rows)
-    update_rows(session, PaymentAllocation.__table__, alloc_rows)
+        for a in allocs:
+            stored = {"counted_on": a.counted_on, "home_minor": a.home_minor, "due_on": due_on}
+            if a.id >= _NEW:
+                new[a.id] = stored
+            elif figures.get(a.id) != (a.counted_on, a.home_minor, due_on):
+                alloc_rows.append({"id": a.id, **stored})
+    return invoice_rows, alloc_rows, new
 
 
 def invoices_settled_by(session: Session, column: Any, ids: Iterable[int]) -> set[int]:
