@@ -96,3 +96,31 @@ def test_a_first_sync_wrote_every_allocation_twice(rt):
     assert not updates
     with rt.sessions() as s:
         assert _stored(s, company.id) == EXPECTED
+
+
+def test_a_payment_read_again_unchanged_wrote_its_invoices_again(rt):
+    """A payment the ledger sends again with its allocations as they were (its memo edited)
+    rewrote the stored figures of every invoice it pays, unchanged (on PostgreSQL a new entry in
+    each of the invoice's indexes): now only figures that change are written."""
+    from arbridge.sync.store import ledger_connection
+    from tests.conftest import sync_now
+    from tests.web.test_query_counts import counted
+
+    company = build_demo(rt)
+    with rt.sessions() as s:
+        conn = ledger_connection(s, company.id)
+        before = _stored(s, company.id)
+    ledger = rt.demo_ledger(conn.tenant_id)
+    with ledger.change() as state:
+        payment = next(p for p in state["Payment"] if p.get("applied"))
+        payment["reference"] = "edited memo"
+        ledger.touch(state, payment)
+    with counted(rt) as statements:
+        result = sync_now(rt, conn)
+    assert result.upserted == {"payments": 1}
+    assert not [q for q in statements if q.lstrip().upper().startswith("UPDATE INVOICES")]
+    with rt.sessions() as s:
+        after = _stored(s, company.id)
+    assert {t: v for t, v in after.items() if t != "payments"} == {
+        t: v for t, v in before.items() if t != "payments"
+    }

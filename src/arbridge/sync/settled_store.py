@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import BigInteger, and_, case, cast, func, inspect, select
 from sqlalchemy.orm import Session
 
-from arbridge.collections.settled import SettlementIn, settle
+from arbridge.collections.settled import InvoiceFacts, SettlementIn, settle
 from arbridge.sync.bulk import insert_rows, update_rows
 from arbridge.sync.db import among
 from arbridge.sync.model import Company, CreditNote, Invoice, Payment, PaymentAllocation
@@ -156,7 +156,7 @@ def _settled(
     figures: dict[int, tuple[date | None, int, date | None]],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[int, dict[str, Any]]]:
     """The stored figures of these invoices, given their allocations (`by_invoice`): a row per
-    invoice, a row per stored allocation (those in `figures`, their stored figures, only where
+    invoice whose figures change, a row per stored allocation (those in `figures`, their stored figures, only where
     they change), and the figures of each allocation not yet stored (a stand-in id >= _NEW)."""
     invoices = session.execute(
         select(
@@ -168,6 +168,7 @@ def _settled(
             Invoice.issued_on,
             Invoice.due_on,
             Invoice.status,
+            *(getattr(Invoice, name) for name in InvoiceFacts._fields),
         )
         .join(Company, Company.id == Invoice.company_id)
         .where(among(session, Invoice.id, ids))
@@ -175,7 +176,7 @@ def _settled(
     invoice_rows: list[dict[str, Any]] = []
     alloc_rows: list[dict[str, Any]] = []
     new: dict[int, dict[str, Any]] = {}
-    for invoice_id, total, currency, rate, home, issued_on, due_on, status in invoices:
+    for invoice_id, total, currency, rate, home, issued_on, due_on, status, *was in invoices:
         facts, allocs = settle(
             int(total),
             currency,
@@ -186,7 +187,10 @@ def _settled(
             status not in GONE,
             by_invoice.get(invoice_id, ()),
         )
-        invoice_rows.append({"id": invoice_id, **facts._asdict()})
+        # An invoice whose figures stay as stored is not written again (on PostgreSQL each
+        # write of an invoice is a new entry in every one of its indexes).
+        if tuple(facts) != tuple(was):
+            invoice_rows.append({"id": invoice_id, **facts._asdict()})
         for a in allocs:
             stored = {"counted_on": a.counted_on, "home_minor": a.home_minor, "due_on": due_on}
             if a.id >= _NEW:
