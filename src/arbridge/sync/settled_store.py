@@ -26,7 +26,8 @@ BATCH = 5000
 
 
 def refresh(session: Session, invoice_ids: Iterable[int]) -> None:
-    """Work out again the stored figures of these invoices and of all their allocations."""
+    """Work out again the stored figures of these invoices and of all their allocations, and
+    write those that change."""
     ids = sorted(set(invoice_ids) - {None})  # type: ignore[arg-type]
     for k in range(0, len(ids), BATCH):
         _refresh(session, ids[k : k + BATCH])
@@ -109,7 +110,9 @@ def _allocations_of(
 
 
 def _refresh(session: Session, ids: list[int]) -> None:
-    invoice_rows, alloc_rows, _new = _settled(session, ids, _allocations_of(session, ids), {})
+    figures: dict[int, tuple[date | None, int, date | None]] = {}
+    by_invoice = _allocations_of(session, ids, figures)
+    invoice_rows, alloc_rows, _new = _settled(session, ids, by_invoice, figures)
     update_rows(session, Invoice.__table__, invoice_rows)
     update_rows(session, PaymentAllocation.__table__, alloc_rows)
 
@@ -156,8 +159,9 @@ def _settled(
     figures: dict[int, tuple[date | None, int, date | None]],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[int, dict[str, Any]]]:
     """The stored figures of these invoices, given their allocations (`by_invoice`): a row per
-    invoice whose figures change, a row per stored allocation (those in `figures`, their stored figures, only where
-    they change), and the figures of each allocation not yet stored (a stand-in id >= _NEW)."""
+    invoice whose figures change, a row per stored allocation whose figures change (`figures`:
+    each one's as stored), and the figures of each allocation not yet stored (a stand-in id
+    from _NEW up)."""
     invoices = session.execute(
         select(
             Invoice.id,
