@@ -506,6 +506,9 @@ def measure(
         # The dashboard's cash-forecast links (week 1 takes every invoice whose day passed).
         "invoices_forecast_week_1": page(f"/c/{SLUG}/invoices?expected=1"),
         "invoices_forecast_week_3": page(f"/c/{SLUG}/invoices?expected=3"),
+        # The invoices list in one currency (the filter's own index, migration 0036, must not
+        # be taken for the list's due-date order).
+        "invoices_currency_eur": page(f"/c/{SLUG}/invoices?currency=EUR"),
         "customers_by_balance": page(f"/c/{SLUG}/customers?sort=balance&dir=desc"),
         "customers_by_days_to_pay": page(f"/c/{SLUG}/customers?sort=days_to_pay"),
         "report_json": report,
