@@ -264,9 +264,8 @@ def _sync_entities(
                 if page.cursor is not None:
                     _save_cursor(session, conn.id, entity, page.cursor, clock)
             result.pages += 1
-            analyzed = done >= ANALYZE_AFTER
-            done += len(page.records)
-            if done >= ANALYZE_AFTER and not analyzed:
+            so_far, done = done, done + len(page.records)
+            if so_far < ANALYZE_AFTER <= done:
                 _analyze(factory, entity)
             if progress:
                 progress(entity, done, page.total)

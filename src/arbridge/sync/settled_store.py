@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import BigInteger, and_, case, cast, func, inspect, select
 from sqlalchemy.orm import Session
 
-from arbridge.collections.settled import InvoiceFacts, SettlementIn, settle
+from arbridge.collections.settled import InvoiceFacts, SettlementFacts, SettlementIn, settle
 from arbridge.sync.bulk import insert_rows, update_rows
 from arbridge.sync.db import among
 from arbridge.sync.model import Company, CreditNote, Invoice, Payment, PaymentAllocation
@@ -57,13 +57,7 @@ def settle_rows(
             by_invoice.get(stored.get(row["source_id"], 0), ()),
         )
         row.update(facts._asdict())
-        due_on = row["due_on"]
-        alloc_rows += [
-            {"id": a.id, "counted_on": a.counted_on, "home_minor": a.home_minor, "due_on": due_on}
-            for a in settled
-            # An allocation whose figures stay as stored is not written again.
-            if (a.counted_on, a.home_minor, due_on) != figures[a.id]
-        ]
+        alloc_rows += _changed(settled, row["due_on"], figures)
     update_rows(session, PaymentAllocation.__table__, alloc_rows)
 
 
@@ -132,10 +126,6 @@ def insert_settled(
     time (on a first sync every allocation: issue 14). An allocation already stored is
     written only when its figures change."""
     ids = sorted(set(settled) | {row["invoice_id"] for row in rows})
-    if len(ids) > BATCH:  # larger than any page: in batches, after the INSERT
-        insert_rows(session, PaymentAllocation.__table__, rows)
-        refresh(session, ids)
-        return
     figures: dict[int, tuple[date | None, int, date | None]] = {}
     by_invoice = _allocations_of(session, ids, figures)
     for k, (row, counts) in enumerate(zip(rows, live, strict=True)):
@@ -195,13 +185,27 @@ def _settled(
         # write of an invoice is a new entry in every one of its indexes).
         if tuple(facts) != tuple(was):
             invoice_rows.append({"id": invoice_id, **facts._asdict()})
-        for a in allocs:
-            stored = {"counted_on": a.counted_on, "home_minor": a.home_minor, "due_on": due_on}
-            if a.id >= _NEW:
-                new[a.id] = stored
-            elif figures.get(a.id) != (a.counted_on, a.home_minor, due_on):
-                alloc_rows.append({"id": a.id, **stored})
+        new |= {
+            a.id: {"counted_on": a.counted_on, "home_minor": a.home_minor, "due_on": due_on}
+            for a in allocs
+            if a.id >= _NEW
+        }
+        alloc_rows += _changed([a for a in allocs if a.id < _NEW], due_on, figures)
     return invoice_rows, alloc_rows, new
+
+
+def _changed(
+    allocs: Iterable[SettlementFacts],
+    due_on: date,
+    figures: dict[int, tuple[date | None, int, date | None]],
+) -> list[dict[str, Any]]:
+    """A row for each stored allocation whose figures differ from those stored (`figures`): one
+    whose figures stay as stored is not written again."""
+    return [
+        {"id": a.id, "counted_on": a.counted_on, "home_minor": a.home_minor, "due_on": due_on}
+        for a in allocs
+        if (a.counted_on, a.home_minor, due_on) != figures[a.id]
+    ]
 
 
 def invoices_settled_by(session: Session, column: Any, ids: Iterable[int]) -> set[int]:

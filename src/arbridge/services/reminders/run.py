@@ -369,7 +369,9 @@ def _message_key(day: _Day, m: CustomerMessage) -> str | None:
         prefix = "sms"
     else:
         return None
-    pairs = ",".join(f"{d.invoice.invoice_id}:{d.step.key}" for d in m.invoices if d.step)
+    pairs = ",".join(
+        f"{d.invoice.invoice_id}:{d.step.key}" for d in m.invoices if d.step is not None
+    )
     digest = hashlib.blake2b(pairs.encode(), digest_size=12).hexdigest()
     return f"{prefix}:c{m.customer.customer_id}:{day.as_of}:{digest}"
 
