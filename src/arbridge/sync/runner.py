@@ -1,7 +1,8 @@
 """The sync runner, the only I/O in sync/: fetch a page, map it, upsert it, save the cursor.
 
-Each page is one transaction together with the cursor that covers it, so the cursor moves only
-after its data is committed, and a crash re-fetches at most one page. Upserts key on
+Pages are committed together with the cursor that covers them (each page alone on PostgreSQL,
+pages of at least `db.SQLITE_RECORDS_PER_COMMIT` records together on SQLite), so the cursor moves
+only after its data is committed, and a crash re-fetches at most those pages. Upserts key on
 (company_id, source, source_id), so running a sync again changes nothing. A record that cannot
 be mapped becomes a SyncError row and the sync goes on. Saving a page is `page_writer`'s job;
 `ledger_lag` keeps a reading older than a write-back from undoing a payment collected here.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,13 @@ from arbridge.connectors.base import ENTITIES, Entity, LedgerConnector, Page, So
 from arbridge.errors import ArbridgeError, MappingError, RateLimited
 from arbridge.sync import heap
 from arbridge.sync.activity import log_activity
-from arbridge.sync.db import checkpoint, dialect_insert, relax_durability, transaction
+from arbridge.sync.db import (
+    checkpoint,
+    dialect_insert,
+    records_per_commit,
+    relax_durability,
+    transaction,
+)
 from arbridge.sync.ledger_lag import WrittenBack, written_back
 from arbridge.sync.model import Connection, SyncCursor, SyncError
 from arbridge.sync.page_writer import PageWriter
@@ -231,6 +238,28 @@ def _read_again(
     log.warning("invoices %s kept changing during the sync; the next sync reads them", source_ids)
 
 
+def _batches(pages: Iterable[Page], records: int) -> Iterator[list[Page]]:
+    """The pages in order, in lists of at least `records` records (the last may hold fewer), each
+    list committed as one transaction. When fetching a page fails (a rate limit, the ledger
+    unreachable), the pages fetched before it come first, so what was read is kept, then the
+    failure."""
+    batch: list[Page] = []
+    count = 0
+    try:
+        for page in pages:
+            batch.append(page)
+            count += len(page.records)
+            if count >= records:
+                yield batch
+                batch, count = [], 0
+    except Exception:
+        if batch:
+            yield batch
+        raise
+    if batch:
+        yield batch
+
+
 def load_cursors(session: Session, connection_id: int) -> dict[str, str | None]:
     rows = session.execute(
         select(SyncCursor.entity, SyncCursor.value).where(SyncCursor.connection_id == connection_id)
@@ -248,27 +277,31 @@ def _sync_entities(
     progress: Progress | None,
     settle: Callable[[], None],
 ) -> None:
+    per_commit = records_per_commit(factory)
     for entity in ENTITIES:
         done, again = 0, set()
         # What the ledger had confirmed before this read: a write-back confirmed later may
         # be missing from what is read, and must not be undone by it.
         with factory() as session:
             before = written_back(session, conn.company_id)
-        for page in connector.pull(entity, cursors.get(entity)):
+        for batch in _batches(connector.pull(entity, cursors.get(entity)), per_commit):
             if not done:
                 settle()
+            so_far = done
             with transaction(factory) as session:
-                # The page and its cursor: redone if a power cut loses them.
+                # The pages and the cursor that covers them: redone if a power cut loses them.
                 relax_durability(session)
-                again |= _apply_page(session, conn, page, clock, result, before)
-                if page.cursor is not None:
-                    _save_cursor(session, conn.id, entity, page.cursor, clock)
-            result.pages += 1
-            so_far, done = done, done + len(page.records)
+                for page in batch:
+                    again |= _apply_page(session, conn, page, clock, result, before)
+                    result.pages += 1
+                    done += len(page.records)
+                    if progress:
+                        progress(entity, done, page.total)
+                cursor = batch[-1].cursor
+                if cursor is not None:
+                    _save_cursor(session, conn.id, entity, cursor, clock)
             if so_far < ANALYZE_AFTER <= done:
                 _analyze(factory, entity)
-            if progress:
-                progress(entity, done, page.total)
         if again:
             _read_again(factory, conn, connector, clock, result, again)
         if done >= ANALYZE_AFTER:
