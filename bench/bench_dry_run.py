@@ -22,7 +22,6 @@ import os
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -35,6 +34,7 @@ from arbridge.runtime import Runtime
 from arbridge.services.reminders.preview import preview, preview_lines
 from arbridge.sync import db
 from arbridge.sync.model import Company, Contact, Customer, Invoice, ReminderSend, User
+from scratch import scratch_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_reminders import AS_OF, NOW, _insert, _invoice
@@ -249,7 +249,7 @@ def main() -> None:
     small, large = args.invoices
     if not args.due < small < large:
         parser.error("need --due < the first invoice count < the second")
-    tmp = Path(tempfile.mkdtemp(prefix="arbridge-bench-"))
+    tmp = scratch_dir("arbridge-bench-")
     base = args.database_url or f"sqlite:///{tmp / 'bench.db'}"
     rt, url = _setup(base, tmp)
     try:

@@ -13,10 +13,8 @@ import argparse
 import json
 import resource
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from sqlalchemy import text
 
@@ -39,6 +37,7 @@ from arbridge.sync.store import (
 )
 from arbridge.sync.trends_store import kpi_trends
 from arbridge.web import create_app
+from scratch import scratch_dir
 
 
 def main() -> None:
@@ -46,7 +45,7 @@ def main() -> None:
     parser.add_argument("--invoices", type=int, default=100_000)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="arbridge-bench-"))
+    tmp = scratch_dir("arbridge-bench-")
     url = args.database_url or f"sqlite:///{tmp / 'bench.db'}"
     engine = db.make_engine(url)
     if url.startswith("postgresql"):

@@ -17,7 +17,6 @@ import json
 import math
 import resource
 import sys
-import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -40,7 +39,7 @@ from arbridge.sync.mappers.quickbooks import map_invoice
 from arbridge.sync.quickbooks_store import attach, build_connector
 from arbridge.sync.runner import sync_connection
 from arbridge.sync.store import aging_report, create_company
-from scratch import scratch_schema
+from scratch import scratch_dir, scratch_schema
 
 
 def scratch_url(url: str | None, tmp: Path) -> str:
@@ -57,7 +56,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
     n = args.invoices
-    tmp = Path(tempfile.mkdtemp(prefix="arbridge-bench-qbo-"))
+    tmp = scratch_dir("arbridge-bench-qbo-")
     url = scratch_url(args.database_url, tmp)
     engine = db.make_engine(url)
     db.upgrade(engine)

@@ -28,7 +28,6 @@ import json
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -55,7 +54,7 @@ from arbridge.sync.model import (
     ReminderSend,
 )
 from arbridge.sync.store import ledger_states
-from scratch import scratch_schema
+from scratch import scratch_dir, scratch_schema
 
 AS_OF = date(2026, 11, 24)
 NOW = datetime(2026, 11, 24, 15, tzinfo=UTC)
@@ -399,7 +398,7 @@ def main() -> None:
     small, large = args.invoices
     if large % args.companies or small % args.companies or large <= small:
         parser.error("invoice counts must be multiples of --companies, the second larger")
-    tmp = Path(tempfile.mkdtemp(prefix="arbridge-bench-"))
+    tmp = scratch_dir("arbridge-bench-")
     rt, url = _setup(args.database_url or f"sqlite:///{tmp / 'bench.db'}", tmp)
     t = time.perf_counter()
     companies, customers = _companies(rt, args.companies)

@@ -15,7 +15,6 @@ import json
 import os
 import resource
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ from arbridge.runtime import Runtime
 from arbridge.sync import db
 from arbridge.sync.runner import sync_connection
 from arbridge.sync.store import add_connection, aging_report, create_company
+from scratch import scratch_dir
 
 # A scratch schema named after the process: runs side by side never drop each other's.
 SCHEMA = f"arbridge_bench_{os.getpid()}"
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--invoices", type=int, default=100_000)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="arbridge-bench-"))
+    tmp = scratch_dir("arbridge-bench-")
     url = args.database_url or f"sqlite:///{tmp / 'bench.db'}"
     engine = db.make_engine(url)
     if url.startswith("postgresql"):

@@ -25,7 +25,6 @@ import multiprocessing
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from arbridge.sync import db
 from arbridge.sync.model import CompanyJob, ReminderSend
 from arbridge.worker import claim_and_run_collections
 from bench_reminders import AS_OF, NOW, _companies, _grow, _insert
-from scratch import scratch_schema
+from scratch import scratch_dir, scratch_schema
 
 SCHEMA = "arbridge_bench_workers"
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -135,7 +134,7 @@ def main() -> None:
             c.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
             c.execute(text(f"CREATE SCHEMA {SCHEMA}"))
         db.upgrade(engine)
-        tmp, key = Path(tempfile.mkdtemp(prefix="arbridge-bench-workers-")), new_key()
+        tmp, key = scratch_dir("arbridge-bench-workers-"), new_key()
         rt = _runtime(url, tmp, key)
         first = _build(rt, args.companies, 0)
         second = _build(rt, args.companies, args.companies)

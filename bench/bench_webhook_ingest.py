@@ -32,7 +32,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from sqlalchemy import text
 
 from arbridge.crypto import create_secret_file
 from arbridge.sync import db
+from scratch import scratch_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -193,7 +193,7 @@ def main() -> None:
     url = f"{PG}?options=-csearch_path%3D{SCHEMA}"
     engine = db.make_engine(url)
     db.upgrade(engine)
-    instance = Path(tempfile.mkdtemp(prefix="arbridge-bench-hooks-"))
+    instance = scratch_dir("arbridge-bench-hooks-")
     create_secret_file(instance)
     env = {
         **os.environ,

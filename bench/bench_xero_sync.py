@@ -32,7 +32,6 @@ import math
 import re
 import resource
 import sys
-import tempfile
 import time
 import tracemalloc
 import urllib.request
@@ -59,7 +58,7 @@ from arbridge.sync.mappers.xero import map_record
 from arbridge.sync.runner import sync_connection
 from arbridge.sync.store import aging_report, create_company
 from arbridge.sync.xero_store import xero_config
-from scratch import scratch_schema
+from scratch import scratch_dir, scratch_schema
 
 
 class SimulatedMinute:
@@ -160,7 +159,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     n, size = args.invoices, args.page_size
-    tmp = Path(tempfile.mkdtemp(prefix="arbridge-bench-xero-"))
+    tmp = scratch_dir("arbridge-bench-xero-")
     url = scratch_url(args.database_url, tmp)
     engine = db.make_engine(url)
     db.upgrade(engine)
