@@ -156,9 +156,11 @@ def relax_durability(session: Session) -> None:
 # writes every database page its transaction changed to the write-ahead log, and a page of
 # 1,000 invoices lands all over each of the invoices' indexes: committing each page alone wrote
 # the same index pages again and again (a 100k-invoice sync: 13.5 s, 10.5 s in tens of pages,
-# issue 14). It holds SQLite's one write lock for a few tenths of a second, which other writers
-# wait out (busy_timeout). PostgreSQL keeps a page a commit: its commits write only the log
-# records, and the planner's statistics taken during a load must see committed rows.
+# issue 14). The pages are read from the ledger before their transaction begins, so SQLite's one
+# write lock is held while they are written (under a second for 10,000 invoices), never across
+# the ledger's API calls; other writers wait it out (busy_timeout). PostgreSQL keeps a page a
+# commit: its commits write only the log records, and the planner's statistics taken during a
+# load must see committed rows.
 SQLITE_RECORDS_PER_COMMIT = 10_000
 
 
