@@ -411,3 +411,42 @@ def test_a_sqlite_sync_committed_each_page_on_its_own(rt, demo_company):
     commits_between_pages = seen[first:last].count("commit")
     assert commits_between_pages == (5 if rt.engine.dialect.name == "postgresql" else 0), seen
     assert snapshot(rt)[1]["Invoice"] == 300
+
+
+class TrailingPageWithoutCursor:
+    """A ledger whose last page of each entity carries no cursor after one that does. Ours put
+    the cursor on the last page; the connector interface allows any page to carry it, and each
+    page committed alone saved whichever it got."""
+
+    source = "demo"
+
+    def __init__(self, inner: DemoConnector) -> None:
+        self.inner = inner
+
+    def pull(self, entity, cursor):
+        from arbridge.connectors.base import Page
+
+        yield from self.inner.pull(entity, cursor)
+        yield Page(entity, [], None)
+
+
+def test_pages_committed_together_kept_the_cursor_of_a_page_before_the_last(
+    rt, demo_company, clock
+):
+    # Pages committed together save the last cursor any of them gave, as each page saving its
+    # own did; the last page's alone (None here) left the cursor where it was.
+    conn = connection(rt, demo_company)
+    ledger = rt.demo_ledger(conn.tenant_id)
+    clock.advance(timedelta(minutes=5))
+    ledger.add_invoice(
+        invoiceNumber="N-CURSOR", contactId="C101", date="2026-11-21", currencyCode="USD", total="1"
+    )
+    connector = TrailingPageWithoutCursor(DemoConnector(ledger, page_size=50))
+    assert sync_connection(rt.sessions, conn.id, connector, rt.clock).upserted["invoices"] == 1
+    with rt.sessions() as s:
+        cursor = s.scalar(
+            select(SyncCursor.value).where(
+                SyncCursor.connection_id == conn.id, SyncCursor.entity == "invoices"
+            )
+        )
+    assert cursor == str(max(i["seq"] for i in ledger.read()["Invoice"]))

@@ -297,7 +297,8 @@ def _sync_entities(
                     done += len(page.records)
                     if progress:
                         progress(entity, done, page.total)
-                cursor = batch[-1].cursor
+                # The last cursor given, as when each page saved its own.
+                cursor = next((p.cursor for p in reversed(batch) if p.cursor is not None), None)
                 if cursor is not None:
                     _save_cursor(session, conn.id, entity, cursor, clock)
             if so_far < ANALYZE_AFTER <= done:
