@@ -157,7 +157,36 @@ def expected(
         ),
     )
     planned = _planned_shares(s, company, today, planned_ids, first, last)
-    owed = owing(company, today, Invoice.id.not_in(planned_ids), when, with_ids=True)
+    not_planned = Invoice.id.not_in(planned_ids)
+    # What is left after all allocations (owing's first part, ix_invoices_owing), one part per
+    # lateness: each finds its customers' invoices due in its range by the index (company,
+    # customer, due date), where one condition ORing every lateness's customers tested each
+    # owing invoice of the company against list after list (1M invoices, 20,000 customers,
+    # 23 latenesses, SQLite: 120-150 ms against 40-46 ms). The invoices settled after today
+    # (owing's second part: none, as of today) keep the one condition.
+    parts = [
+        owing(
+            company,
+            today,
+            not_planned,
+            Invoice.customer_id.not_in(_among(s, lateful)) if lateful else true(),
+            _due_between(first, last, 0),
+            with_ids=True,
+        ).selects[0],
+        *(
+            owing(
+                company,
+                today,
+                not_planned,
+                Invoice.customer_id.in_(_among(s, ids)),
+                _due_between(first, last, late),
+                with_ids=True,
+            ).selects[0]
+            for late, ids in by_late.items()
+        ),
+        owing(company, today, not_planned, when, with_ids=True).selects[1],
+    ]
+    owed = union_all(*parts)
     if planned:
         shares = select(
             Invoice.id,
