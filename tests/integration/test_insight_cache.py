@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from sqlalchemy import event, select
+from sqlalchemy import delete, event, select
 
 from arbridge.sync.db import transaction
 from arbridge.sync.insight_cache import bump, report_data
@@ -108,7 +108,38 @@ def test_a_snapshot_of_an_older_version_is_not_shown(rt):
         kinds = s.scalars(
             select(InsightSnapshot.kind).where(InsightSnapshot.company_id == books.company.id)
         ).all()
-    assert sorted(kinds) == ["90:live", "90:live:page"]  # the insight page's beside it
+    # The insight page's beside it, and the customers' lateness alone (the forecast week's list)
+    assert sorted(kinds) == ["90:live", "90:live:lateness", "90:live:page"]
+
+
+def test_the_forecast_weeks_list_decoded_every_customers_details_for_their_lateness(rt):
+    """Issue 14: the invoices list of a forecast week needs each customer's lateness and read
+    the insight page's details for it (every customer's terms and limits: a third of that page
+    at 20,000 customers). The lateness is kept in a row of its own and read alone: the page's
+    row may be gone, the lateness is there, and the details are not decoded."""
+    from arbridge.sync.insight_cache import shown
+
+    books = ledger().build(rt)
+    reported(rt)
+    with rt.sessions() as s:
+        company = get_company(s, "insight")
+        full = shown(s, company, T, 90, rt.clock.now(), None, details=True).found
+    assert full is not None and full.details is not None and full.details.lateness
+    with transaction(rt.sessions) as s:
+        s.execute(
+            delete(InsightSnapshot).where(
+                InsightSnapshot.company_id == books.company.id,
+                InsightSnapshot.kind == "90:live:page",
+            )
+        )
+    with rt.sessions() as s:
+        company = get_company(s, "insight")
+        # inline_invoices 0: a company too big to compute in the request, so what is stored
+        # is what is shown.
+        got = shown(s, company, T, 90, rt.clock.now(), 0, lateness=True)
+    assert not got.stale and got.found is not None
+    assert got.found.details is None
+    assert got.found.lateness == full.details.lateness == full.lateness
 
 
 def test_the_workers_sync_leaves_todays_insight_computed(rt):

@@ -47,12 +47,14 @@ def _today(company: Company) -> date:
     return company_today(company, runtime().clock)
 
 
-def dashboard_insight(company: Company, details: bool = False) -> Shown:
-    """Today's insight for the dashboard (with `details`, for the insight page), as stored
-    while nothing behind it changed (sync.insight_cache), once per request; a big company's
-    stale one is shown as it was while the worker computes the current one."""
+def dashboard_insight(company: Company, details: bool = False, lateness: bool = False) -> Shown:
+    """Today's insight for the dashboard (with `details`, for the insight page; with `lateness`,
+    each customer's lateness alone, for the forecast week's invoices list), as stored while
+    nothing behind it changed (sync.insight_cache), once per request; a big company's stale one
+    is shown as it was while the worker computes the current one."""
+    wants = 2 if details else 1 if lateness else 0
     cached = g.get("dashboard_insight")
-    if cached is None or cached[0] != company.id or (details and not cached[1]):
+    if cached is None or cached[0] != company.id or wants > cached[1]:
         rt = runtime()
         found = shown(
             db(),
@@ -62,8 +64,9 @@ def dashboard_insight(company: Company, details: bool = False) -> Shown:
             rt.clock.now(),
             rt.settings.insight_inline_invoices,
             details=details,
+            lateness=lateness,
         )
-        g.dashboard_insight = cached = (company.id, details, found)
+        g.dashboard_insight = cached = (company.id, wants, found)
     return cached[2]
 
 

@@ -36,15 +36,15 @@ def _week(company: Company, f: reads.Filters) -> tuple[Expected | None, Decimal 
     if f.expected is None:
         return None, None
     s, today = db(), company_today(company, runtime().clock)
-    found = dashboard_insight(company, details=True).found
-    if found is None or found.details is None or found.as_of != today:
+    found = dashboard_insight(company, lateness=True).found
+    if found is None or found.lateness is None or found.as_of != today:
         late = {
             b.customer_id: lateness(b.year_days_late, b.year_count)
             for b in behaviours(s, company, today)
         }
         figure = None
     else:
-        late = found.details.lateness
+        late = found.lateness
         fc = found.forecast
         figure = fc.later if f.expected == "later" else fc.weeks[int(f.expected) - 1].amount
     return expected(s, company, today, f.expected, late), figure
