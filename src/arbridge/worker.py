@@ -123,12 +123,13 @@ def after_reminders(rt: Runtime, company: Company) -> None:
 def run_insight(rt: Runtime, company: Company) -> None:
     """Today's insight for the pages, queued by a page that found it stale for a company too big
     to compute it in the request (sync.insight_cache.shown); a no-op when it is current already
-    (another run computed it)."""
+    (another run computed it) and has every row the pages read."""
     with rt.sessions() as session:
         fresh = session.get(Company, company.id)
         if fresh is not None:
             today = company_today(fresh, rt.clock)
-            snapshot(session, fresh, today, DEFAULT_PERIOD_DAYS, True, rt.clock.now())
+            now = rt.clock.now()
+            snapshot(session, fresh, today, DEFAULT_PERIOD_DAYS, True, now, details=True)
 
 
 JOBS: dict[str, JobFunc] = {

@@ -258,10 +258,14 @@ def snapshot(
     period_days: int,
     live_plans: bool,
     now: datetime,
+    details: bool = False,
 ) -> Snapshot:
     """The company's insight on as_of: the stored one while nothing changed since, else
-    computed now (and stored for the next view)."""
-    found = shown(session, company, as_of, period_days, now, None, live_plans=live_plans).found
+    computed now (and stored for the next view). With `details`, all of it: computed again
+    too when a row the pages read is missing (one stored before that row was kept)."""
+    found = shown(
+        session, company, as_of, period_days, now, None, details=details, live_plans=live_plans
+    ).found
     assert found is not None  # computed when not stored
     return found
 
@@ -298,7 +302,8 @@ def shown(
     shows besides; with `lateness`, each customer's lateness alone (without the details)."""
     current = version(session, company.id)
     kind = _kind(period_days, live_plans)
-    kinds = [kind, kind + PAGE] if details else [kind, kind + LATENESS] if lateness else [kind]
+    extra = (PAGE, LATENESS) if details else (LATENESS,) if lateness else ()
+    kinds = [kind, *(kind + suffix for suffix in extra)]
     got = [session.get(InsightSnapshot, (company.id, k), populate_existing=True) for k in kinds]
     rows = [row for row in got if row is not None]
     whole = len(rows) == len(kinds)
@@ -318,12 +323,12 @@ LATENESS = ":lateness"
 
 def _decoded(rows: list[InsightSnapshot]) -> Snapshot:
     found = decode(rows[0].payload)
-    if len(rows) == 1:
-        return found
-    if rows[1].kind.endswith(LATENESS):
-        return replace(found, lateness=decode_lateness(rows[1].payload))
-    details = decode_details(rows[1].payload)
-    return replace(found, details=details, lateness=details.lateness)
+    for row in rows[1:]:
+        if row.kind.endswith(PAGE):
+            found = replace(found, details=decode_details(row.payload))
+        else:
+            found = replace(found, lateness=decode_lateness(row.payload))
+    return found
 
 
 def _invoices_at_most(session: Session, company_id: int, limit: int) -> bool:
