@@ -43,7 +43,12 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from arbridge.collections.insight import FORECAST_WEEKS, expected_on, home_minor
 from arbridge.money import Money
-from arbridge.sync.insight_store import current_plans, owing, plans_owing
+from arbridge.sync.insight_store import (
+    current_plans,
+    owing_settled,
+    owing_unsettled,
+    plans_owing,
+)
 from arbridge.sync.model import Company, Invoice
 
 WEEKS = (*(str(i) for i in range(1, FORECAST_WEEKS + 1)), "later")
@@ -158,35 +163,34 @@ def expected(
     )
     planned = _planned_shares(s, company, today, planned_ids, first, last)
     not_planned = Invoice.id.not_in(planned_ids)
-    # What is left after all allocations (owing's first part, ix_invoices_owing), one part per
+    # What is left after all allocations (`owing_settled`, ix_invoices_owing), one part per
     # lateness: each finds its customers' invoices due in its range by the index (company,
     # customer, due date), where one condition ORing every lateness's customers tested each
     # owing invoice of the company against list after list (1M invoices, 20,000 customers,
     # 23 latenesses, SQLite: 120-150 ms against 40-46 ms). The invoices settled after today
-    # (owing's second part: none, as of today) keep the one condition.
-    parts = [
-        owing(
+    # (`owing_unsettled`: none, as of today) keep the one condition.
+    owed = union_all(
+        owing_settled(
             company,
             today,
             not_planned,
             Invoice.customer_id.not_in(_among(s, lateful)) if lateful else true(),
             _due_between(first, last, 0),
             with_ids=True,
-        ).selects[0],
+        ),
         *(
-            owing(
+            owing_settled(
                 company,
                 today,
                 not_planned,
                 Invoice.customer_id.in_(_among(s, ids)),
                 _due_between(first, last, late),
                 with_ids=True,
-            ).selects[0]
+            )
             for late, ids in by_late.items()
         ),
-        owing(company, today, not_planned, when, with_ids=True).selects[1],
-    ]
-    owed = union_all(*parts)
+        owing_unsettled(company, today, not_planned, when, with_ids=True),
+    )
     if planned:
         shares = select(
             Invoice.id,

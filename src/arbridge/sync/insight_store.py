@@ -103,14 +103,19 @@ def owing(company: Company, as_of: date, *where: Any, with_ids: bool = False) ->
     on the columns of ix_invoices_owing) still owed on as_of, in home currency (each invoice
     converted and rounded alone, as the KPIs count ar_end): `customer_id`, `due_on`, `left`
     (and the invoice's `id` with `with_ids`), from what is stored at sync
-    (sync.settled_store): what is left after all allocations for the invoices with none after
-    as_of (SQLite: "SEARCH invoices USING COVERING INDEX ix_invoices_owing (company_id=?)", the
-    partial index of those owing something; PostgreSQL: a scan of it), and for the others
-    (none, as of today) their home total less their allocations' home parts by then (`left`
-    may then be 0)."""
-    base = (Invoice.company_id == company.id, Invoice.issued_on <= as_of)
+    (sync.settled_store): `owing_settled` and `owing_unsettled`."""
+    return union_all(
+        owing_settled(company, as_of, *where, with_ids=with_ids),
+        owing_unsettled(company, as_of, *where, with_ids=with_ids),
+    )
+
+
+def owing_settled(company: Company, as_of: date, *where: Any, with_ids: bool = False) -> Any:
+    """`owing`'s part for the invoices with no allocation after as_of: what is left after all
+    their allocations (SQLite: "SEARCH invoices USING COVERING INDEX ix_invoices_owing
+    (company_id=?)", the partial index of those owing something; PostgreSQL: a scan of it)."""
     ids = (Invoice.id.label("id"),) if with_ids else ()
-    settled = (
+    return (
         select(
             *ids,
             Invoice.customer_id.label("customer_id"),
@@ -118,13 +123,21 @@ def owing(company: Company, as_of: date, *where: Any, with_ids: bool = False) ->
             Invoice.home_left_minor.label("left"),
         )
         .where(
-            *base,
+            Invoice.company_id == company.id,
+            Invoice.issued_on <= as_of,
             *where,
             text("invoices.home_left_minor <> 0"),  # literally the partial index's condition
             or_(Invoice.last_settled_on.is_(None), Invoice.last_settled_on <= as_of),
         )
         .with_hint(Invoice, "INDEXED BY ix_invoices_owing", "sqlite")
     )
+
+
+def owing_unsettled(company: Company, as_of: date, *where: Any, with_ids: bool = False) -> Any:
+    """`owing`'s part for the others (none, as of today): their home total less their
+    allocations' home parts by then (`left` may then be 0)."""
+    base = (Invoice.company_id == company.id, Invoice.issued_on <= as_of)
+    ids = (Invoice.id.label("id"),) if with_ids else ()
     later = select(Invoice.id).where(*base, Invoice.last_settled_on > as_of)
     taken = (
         select(
@@ -135,7 +148,7 @@ def owing(company: Company, as_of: date, *where: Any, with_ids: bool = False) ->
         .group_by(PaymentAllocation.invoice_id)
         .subquery()
     )
-    unsettled = (
+    return (
         select(
             *ids,
             Invoice.customer_id,
@@ -145,7 +158,6 @@ def owing(company: Company, as_of: date, *where: Any, with_ids: bool = False) ->
         .outerjoin(taken, taken.c.invoice_id == Invoice.id)
         .where(Invoice.id.in_(later), Invoice.home_total_minor.is_not(None), *where)
     )
-    return union_all(settled, unsettled)
 
 
 def open_amounts(
