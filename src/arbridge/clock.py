@@ -112,7 +112,16 @@ def local_text(instant: datetime, timezone: str) -> str:
     from babel.dates import format_date
 
     local = utc(instant).astimezone(ZoneInfo(timezone))
+    return f"{format_date(local.date(), 'medium', locale='en_US')}, {_hour_text(local)}"
+
+
+def local_hour_text(instant: datetime, timezone: str) -> str:
+    """'18:12 CST': the hour of `local_text`, for a moment of the business's own today."""
+    return _hour_text(utc(instant).astimezone(ZoneInfo(timezone)))
+
+
+def _hour_text(local: datetime) -> str:
     zone = local.strftime("%Z")
     if zone[:1] in "+-":
         zone = f"UTC{zone}"
-    return f"{format_date(local.date(), 'medium', locale='en_US')}, {local:%H:%M} {zone}"
+    return f"{local:%H:%M} {zone}"

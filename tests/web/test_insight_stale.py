@@ -1,5 +1,5 @@
 """The dashboard never computes a big company's insight inside the request: a stale one is shown
-with the time it was computed ("Figures as of 10:42, updating…") and the worker's insight job
+with the time it was computed ("Figures as of 10:42 CST, updating…") and the worker's insight job
 computes the current one, once; a small company's is computed at once, as before.
 
 "Big" is `Settings.insight_inline_invoices` (ARBRIDGE_INSIGHT_INLINE_INVOICES), set here to
@@ -97,7 +97,7 @@ def test_a_stale_snapshot_is_shown_with_its_time_while_the_worker_computes_it_on
     limit_c1(rt, books, 100_00)  # the owner's edit moves the version
     rt.clock.advance(timedelta(minutes=5))
     page = client.get(URL).get_data(as_text=True)
-    assert "Figures as of 10:42, updating…" in page
+    assert "Figures as of 10:42 CST, updating…" in page
     assert 'data-kind="over_limit"' not in page  # the last snapshot, as it was
     assert snapshot_row(rt, books.company.id) == first  # not computed in the request
     client.get(URL)  # a second view queues nothing more
@@ -161,7 +161,7 @@ def test_the_insight_page_shows_the_stale_snapshot_and_computes_nothing(rt, clie
     limit_c1(rt, books, 100_00)
     first = snapshot_row(rt, books.company.id)
     page = client.get(INSIGHT).get_data(as_text=True)
-    assert "Figures as of 10:42, updating…" in page
+    assert "Figures as of 10:42 CST, updating…" in page
     assert 'data-kind="over_limit"' not in page and 'id="forecast"' in page
     assert snapshot_row(rt, books.company.id) == first
     assert claim_and_run(rt, INSIGHT_JOB)

@@ -118,6 +118,8 @@ def test_a_promise_to_pay_pauses_reminders_and_tells_the_owner(customer, rt, pay
     assert response.status_code == 302
     after = parse(customer.get(response.headers["Location"]).data)
     assert "You told us you will pay by Dec 4, 2026" in after.by_id("hold-promise").text
+    # The thank-you says the day as every page does, not as ISO "2026-12-04".
+    assert "We have noted that you will pay by Dec 4, 2026." in after.text
     assert after.by_id("promise-form") is None
     with rt.sessions() as s:
         hold = s.scalars(select(InvoiceHold)).one()
@@ -454,7 +456,7 @@ def test_the_mailbox_shows_reminders_waiting_for_the_sending_window(
     assert queued is not None
     rows = queued.find("tbody").find_all("tr")
     assert len(rows) > 5
-    assert all(r.find("td").text.endswith("08:00") for r in rows if "reminder" in r.text)
+    assert all(r.find("td").text.endswith("08:00 CST") for r in rows if "reminder" in r.text)
 
 
 BURNER = "{% for a in range(9999) %}{% for b in range(9999) %}{% endfor %}{% endfor %}"

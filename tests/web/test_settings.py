@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
+from arbridge.clock import local_text
 from arbridge.collections.policy import policy
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Activity, Company, Connection, Invoice
@@ -302,7 +303,7 @@ def test_sync_now_pulls_ledger_changes(owner_client, rt, demo_company, clock):
         assert s.get(Invoice, inv_id).status == "voided"
         conn = s.scalar(select(Connection).where(Connection.company_id == demo_company.id))
         assert conn.last_sync_at == clock.now()
-    assert clock.now().strftime("%Y-%m-%d %H:%M UTC") in page
+    assert f"{local_text(clock.now(), 'America/Chicago')}</td>" in page
 
 
 def test_a_new_daily_hour_moves_the_scheduled_run(owner_client, rt, demo_company):

@@ -14,7 +14,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from arbridge import providers
-from arbridge.clock import local_text
+from arbridge.clock import local_text, utc
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.web.common import RedactTokens, can, enforce_role, redact_path
@@ -226,6 +226,7 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     app.jinja_env.filters["minor"] = lambda pair: Money.from_minor(pair[0], pair[1]).format()
     app.jinja_env.filters["day"] = _day
     app.jinja_env.filters["local"] = _local_time
+    app.jinja_env.filters["iso_utc"] = lambda instant: utc(instant).isoformat()
     app.jinja_env.filters["days"] = lambda n: f"{n} day" if n in (1, -1) else f"{n} days"
     from arbridge.web.stripe_front import StripeFront
 

@@ -7,8 +7,8 @@ import logging
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from babel.dates import format_date
 from flask import (
     Blueprint,
     Response,
@@ -21,7 +21,7 @@ from flask import (
     url_for,
 )
 
-from arbridge.clock import local_date
+from arbridge.clock import local_date, local_hour_text
 from arbridge.collections.aging import BUCKET_LABELS
 from arbridge.collections.exports import to_csv
 from arbridge.collections.kpis import DEFAULT_PERIOD_DAYS, KPI_FIELDS, two_places
@@ -72,8 +72,8 @@ def dashboard_insight(company: Company, details: bool = False, lateness: bool = 
 
 @bp.app_template_global()
 def insight_note(company: Company) -> str | None:
-    """What the page says of figures older than the data ("Figures as of 10:42, updating…",
-    on the business's clock), or of none yet; None while they are current."""
+    """What the page says of figures older than the data ("Figures as of 10:42 CST,
+    updating…", on the business's clock, the zone named), or of none yet; None while they are current."""
     found = dashboard_insight(company)
     if found.found is None:
         return "Figures are being computed; they appear here in a minute or two."
@@ -81,8 +81,10 @@ def insight_note(company: Company) -> str | None:
         return None
     at = found.found.computed_at
     if at is None or local_date(at, company.timezone) != _today(company):
-        return f"Figures as of {found.found.as_of.strftime('%b %d')}, updating…"
-    return f"Figures as of {at.astimezone(ZoneInfo(company.timezone)):%H:%M}, updating…"
+        return (
+            f"Figures as of {format_date(found.found.as_of, 'medium', locale='en_US')}, updating…"
+        )
+    return f"Figures as of {local_hour_text(at, company.timezone)}, updating…"
 
 
 @bp.app_template_global()

@@ -8,6 +8,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from babel.dates import format_date
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from arbridge.errors import NotFound
@@ -116,6 +117,10 @@ def respond(token: str) -> Any:
             s, rt, inv, "promise", message=message or None, promised_on=promised, link_id=link.id
         )
         s.commit()
-        flash(f"Thank you. We have noted that you will pay by {promised.isoformat()}.", "ok")
+        flash(
+            "Thank you. We have noted that you will pay by "
+            f"{format_date(promised, 'medium', locale='en_US')}.",
+            "ok",
+        )
         return back
     abort(400)
