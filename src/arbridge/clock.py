@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -113,6 +114,15 @@ def local_text(instant: datetime, timezone: str) -> str:
 
     local = utc(instant).astimezone(ZoneInfo(timezone))
     return f"{format_date(local.date(), 'medium', locale='en_US')}, {_hour_text(local)}"
+
+
+@lru_cache(maxsize=4096)
+def day_text(day: date) -> str:
+    """'Nov 24, 2026': a day as every page, notice and reason writes it (babel parses its pattern
+    on every call, so each day is formatted once)."""
+    from babel.dates import format_date
+
+    return format_date(day, "medium", locale="en_US")
 
 
 def local_hour_text(instant: datetime, timezone: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 from babel.dates import format_date
 from sqlalchemy import func, select
 
+from arbridge.clock import day_text
 from arbridge.services.reminders.facts import load_facts
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Activity, CallTask, Contact, Invoice, InvoiceHold, OutboxMessage
@@ -120,7 +121,9 @@ def test_a_promise_logged_on_a_call_holds_the_invoices_as_the_pay_page_would(
             (i.id, "promise", promised, "owner") for i in sorted(invoices, key=lambda i: i.id)
         ]
         task = s.get(CallTask, task_id)
-        assert task.done_at is not None and task.outcome == f"promised to pay by {promised}"
+        assert (
+            task.done_at is not None and task.outcome == f"promised to pay by {day_text(promised)}"
+        )
         # The reminders read the same hold: no reminder until the date.
         rows = s.scalars(select(Invoice).where(Invoice.id.in_([i.id for i in invoices]))).all()
         company = s.get(type(demo_company), demo_company.id)

@@ -18,6 +18,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from arbridge.clock import day_text
 from arbridge.collections.plans import Installment
 
 # Days after an installment's first failed charge on which it is charged again.
@@ -88,4 +89,4 @@ def after_failure(first_failed_on: date, failed_attempts: int, as_of: date) -> R
         return RetryDecision(DEFAULT, None, f"the charge failed {failed_attempts} times")
     if as_of >= next_on:
         return RetryDecision(RETRY, next_on, f"retry {failed_attempts} of {len(RETRY_AFTER_DAYS)}")
-    return RetryDecision(WAIT, next_on, f"next retry on {next_on.isoformat()}")
+    return RetryDecision(WAIT, next_on, f"next retry on {day_text(next_on)}")

@@ -28,6 +28,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from arbridge.clock import day_text
 from arbridge.collections.aging import owing
 from arbridge.collections.reminder_policy import (
     ReminderPolicy,
@@ -161,7 +162,7 @@ def exempt_reason(inv: InvoiceFacts, cust: CustomerFacts, as_of: date) -> str | 
     if inv.promised_on is not None and as_of <= inv.promised_on + timedelta(
         days=PROMISE_GRACE_DAYS
     ):
-        return f"customer promised to pay by {inv.promised_on.isoformat()}"
+        return f"customer promised to pay by {day_text(inv.promised_on)}"
     if inv.on_current_plan:
         return "on an installment plan that is up to date"
     if cust.credit_minor.get(inv.currency, 0) >= inv.balance_minor:
@@ -212,7 +213,7 @@ def decide_invoice(
             sequence.steps[0],
         )
         return InvoiceDecision(
-            inv, None, f"first step on {(base + timedelta(first.offset_days)).isoformat()}"
+            inv, None, f"first step on {day_text(base + timedelta(first.offset_days))}"
         )
     sent = [i for i, s in enumerate(sequence.steps) if s.key in inv.sent_steps]
     highest_sent = max(sent, default=-1)
@@ -227,7 +228,7 @@ def decide_invoice(
             f"{days} day(s) from the due date: the step {when_in_words(step.offset_days)}"
             if base == inv.due_on
             else f"{(as_of - inv.due_on).days} day(s) overdue; reminders started "
-            f"{start.on.isoformat() if start and start.on else ''} with the first overdue step: "
+            f"{day_text(start.on) if start and start.on else ''} with the first overdue step: "
             f"the step {when_in_words(step.offset_days)}"
         )
         return InvoiceDecision(inv, step, why, i)
@@ -239,7 +240,7 @@ def decide_invoice(
                 inv,
                 None,
                 f"the step {when_in_words(sequence.steps[highest_sent].offset_days)} already "
-                f"sent; next on {nxt.isoformat()}",
+                f"sent; next on {day_text(nxt)}",
             )
         return InvoiceDecision(inv, None, "every step of the sequence has been sent")
     return InvoiceDecision(inv, None, "balance below every due step's minimum")

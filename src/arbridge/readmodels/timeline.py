@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
+from arbridge.clock import day_text
 from arbridge.collections.reminder_policy import SequenceError, Step, reminder_policy
 from arbridge.collections.reminder_words import channel_words, step_in_words
 from arbridge.money import Money
@@ -84,7 +85,7 @@ def invoice_timeline(s: Session, company: Company, inv: Invoice) -> list[Event]:
     for hold in s.scalars(select(InvoiceHold).where(InvoiceHold.invoice_id == inv.id)):
         who = "You logged from a call:" if hold.created_by == "owner" else "The customer"
         if hold.kind == "promise" and hold.promised_on:
-            what = f"promised to pay by {hold.promised_on:%b %-d, %Y}"
+            what = f"promised to pay by {day_text(hold.promised_on)}"
         else:
             what = "raised a question or dispute"
         note = f": “{hold.message}”" if hold.message else ""

@@ -8,7 +8,6 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from babel.dates import format_date
 from flask import (
     Blueprint,
     Response,
@@ -21,7 +20,7 @@ from flask import (
     url_for,
 )
 
-from arbridge.clock import local_date, local_hour_text
+from arbridge.clock import day_text, local_date, local_hour_text
 from arbridge.collections.aging import BUCKET_LABELS
 from arbridge.collections.exports import to_csv
 from arbridge.collections.kpis import DEFAULT_PERIOD_DAYS, KPI_FIELDS, two_places
@@ -81,9 +80,7 @@ def insight_note(company: Company) -> str | None:
         return None
     at = found.found.computed_at
     if at is None or local_date(at, company.timezone) != _today(company):
-        return (
-            f"Figures as of {format_date(found.found.as_of, 'medium', locale='en_US')}, updating…"
-        )
+        return f"Figures as of {day_text(found.found.as_of)}, updating…"
     return f"Figures as of {local_hour_text(at, company.timezone)}, updating…"
 
 

@@ -8,9 +8,9 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from babel.dates import format_date
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
+from arbridge.clock import day_text
 from arbridge.errors import NotFound
 from arbridge.inputs import InputError, parse_day
 from arbridge.readmodels import reminders as reads
@@ -118,8 +118,7 @@ def respond(token: str) -> Any:
         )
         s.commit()
         flash(
-            "Thank you. We have noted that you will pay by "
-            f"{format_date(promised, 'medium', locale='en_US')}.",
+            f"Thank you. We have noted that you will pay by {day_text(promised)}.",
             "ok",
         )
         return back

@@ -269,7 +269,7 @@ def test_the_settings_page_renders_without_calling_quickbooks(rt, client, fake, 
     doc = parse(page.data)
     options = {o.attrs["value"] for o in doc.by_id("qbo-deposit").find_all("option")}
     assert options == {"", "35"}
-    assert "2026-11-24 15:00 UTC" in doc.by_id("qbo-deposit-listed").text
+    assert "Nov 24, 2026, 07:00 PST" in doc.by_id("qbo-deposit-listed").text  # the business's zone
 
 
 def test_refresh_from_quickbooks_keeps_the_list_and_says_when_it_was_read(
@@ -296,4 +296,4 @@ def test_refresh_from_quickbooks_keeps_the_list_and_says_when_it_was_read(
     options = {o.attrs["value"] for o in page.by_id("qbo-deposit").find_all("option")}
     assert options == {"", "35"}
     listed = page.by_id("qbo-deposit-listed").text
-    assert "2026-11-24 15:00 UTC" in listed and "The last refresh failed" in listed
+    assert "Nov 24, 2026, 07:00 PST" in listed and "The last refresh failed" in listed

@@ -14,6 +14,7 @@ from sqlalchemy import Integer, and_, cast, exists, func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from arbridge.clock import day_text
 from arbridge.errors import ArbridgeError
 from arbridge.runtime import Runtime
 from arbridge.services.reminders.holds import record_hold
@@ -129,7 +130,7 @@ def log_call(
             promised_on=promised_on,
             created_by="owner",
         )
-    words = OUTCOMES[outcome] + (f" by {promised_on.isoformat()}" if promised_on else "")
+    words = OUTCOMES[outcome] + (f" by {day_text(promised_on)}" if promised_on else "")
     task.attempts = (task.attempts or 0) + 1
     if outcome == "voicemail":
         # Try again: the task stays on the list, showing the voicemail and the attempts.

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, Protocol
 from sqlalchemy import case, func, select, union_all
 from sqlalchemy.orm import Session
 
+from arbridge.clock import day_text
 from arbridge.collections.reminder_policy import (
     ReminderPolicy,
     SequenceError,
@@ -519,7 +520,7 @@ def settle_promises_of(session: Session, rt: Runtime, days: Sequence[tuple[Compa
                 rt.clock,
                 hold.company_id,
                 "reminders.promise_broken",
-                f"Promise to pay invoice {inv.number} by {hold.promised_on.isoformat()} was not "
+                f"Promise to pay invoice {inv.number} by {day_text(hold.promised_on)} was not "
                 "kept: reminders resume",
                 invoice_id=inv.id,
                 customer_id=inv.customer_id,

@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from arbridge.clock import day_text
 from arbridge.runtime import Runtime
 from arbridge.sync.model import (
     Company,
@@ -77,7 +78,7 @@ def record_hold(
     company = session.get(Company, invoice.company_id)
     assert company is not None
     what = (
-        f"promised to pay invoice {invoice.number} by {promised_on.isoformat()}"
+        f"promised to pay invoice {invoice.number} by {day_text(promised_on)}"
         if kind == "promise" and promised_on
         else f"has a question or dispute about invoice {invoice.number}"
     )
