@@ -106,3 +106,27 @@ def test_moving_the_demo_clock_said_the_new_time_in_utc(owner_client, rt, demo_c
     text = parse(response.data).text
     assert f"it is now {moved}." in text
     assert NOT_LOCAL.search(text) is None
+
+
+def test_the_invoices_list_flagged_a_promise_with_an_iso_day(owner_client, rt, demo_company):
+    from datetime import date
+
+    from arbridge.sync.model import InvoiceHold
+    from arbridge.sync.store import open_invoices
+
+    with transaction(rt.sessions) as s:
+        inv = open_invoices(s, demo_company.id)[0]
+        number = inv.number
+        s.add(
+            InvoiceHold(
+                company_id=demo_company.id,
+                invoice_id=inv.id,
+                kind="promise",
+                promised_on=date(2026, 12, 4),
+                created_by="customer",
+                created_at=rt.clock.now(),
+            )
+        )
+    doc = parse(owner_client.get("/c/demo/invoices", query_string={"q": number}).data)
+    status = doc.find("td", cls="status").text
+    assert "promised for Dec 4, 2026" in status, status

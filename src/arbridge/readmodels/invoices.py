@@ -14,6 +14,7 @@ from sqlalchemy import and_, exists, func, literal, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from arbridge.clock import day_text
 from arbridge.collections.aging import BUCKET_LABELS, bucket, days_overdue, due_range
 from arbridge.inputs import InputError, parse_decimal
 from arbridge.readmodels.forecast import WEEKS, Expected
@@ -146,7 +147,12 @@ class InvoiceRow:
         if self.invoice.is_unsent:
             found.append("not sent")
         for h in self.holds:
-            found.append("disputed" if h.kind == "dispute" else f"promised for {h.promised_on}")
+            if h.kind == "dispute":
+                found.append("disputed")
+            else:
+                found.append(
+                    f"promised for {day_text(h.promised_on)}" if h.promised_on else "promised"
+                )
         return found
 
 
