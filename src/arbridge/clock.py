@@ -110,10 +110,8 @@ class DemoClock:
 def local_text(instant: datetime, timezone: str) -> str:
     """'Nov 29, 2026, 18:12 CST': the moment in the business's timezone, the zone named (a zone
     without an abbreviation, such as Asia/Dubai's "+04", reads "UTC+04")."""
-    from babel.dates import format_date
-
     local = utc(instant).astimezone(ZoneInfo(timezone))
-    return f"{format_date(local.date(), 'medium', locale='en_US')}, {_hour_text(local)}"
+    return f"{day_text(local.date())}, {_hour_text(local)}"
 
 
 @lru_cache(maxsize=4096)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
@@ -123,10 +122,9 @@ def mailbox(s: Session, company: Company, now: datetime, limit: int = 200) -> Ma
         .all()
     )
     still = still_waiting(s, company, [w for w in waiting if w.status == "pending"], now)
-    zone = ZoneInfo(company.timezone)
     queued = [
         {
-            "when": w.next_attempt_at.astimezone(zone),
+            "when": w.next_attempt_at,
             "to": w.payload.get("to") or names.get(w.payload.get("customer_id"), ""),
             "what": _what(w.payload),
             "invoices": still[w.key].invoices

@@ -72,7 +72,8 @@ def dashboard_insight(company: Company, details: bool = False, lateness: bool = 
 @bp.app_template_global()
 def insight_note(company: Company) -> str | None:
     """What the page says of figures older than the data ("Figures as of 10:42 CST,
-    updating…", on the business's clock, the zone named), or of none yet; None while they are current."""
+    updating…", on the business's clock, the zone named), or of none yet; None while they are
+    current."""
     found = dashboard_insight(company)
     if found.found is None:
         return "Figures are being computed; they appear here in a minute or two."
