@@ -250,6 +250,50 @@ def test_a_sync_gives_the_garbage_collector_back_everything_it_froze(rt, demo_co
     assert gc.get_freeze_count() == 0
 
 
+class CollectorWatch:
+    """Records, for each page the ledger hands over, whether the garbage collector was on while
+    it was read; fails on the first page of one entity when asked."""
+
+    source = "demo"
+
+    def __init__(self, inner: DemoConnector, fail_on: str | None = None) -> None:
+        self.inner = inner
+        self.fail_on = fail_on
+        self.seen: list[tuple[str, bool]] = []
+
+    def pull(self, entity, cursor):
+        if entity == self.fail_on:
+            self.seen.append((entity, gc.isenabled()))
+            raise Transient("connection reset by the ledger")
+        for page in self.inner.pull(entity, cursor):
+            self.seen.append((entity, gc.isenabled()))
+            yield page
+
+
+def test_reading_a_ledgers_first_page_set_off_a_full_collection_of_everything_read(
+    rt, demo_company, clock
+):
+    # The first page of each entity is read with the collector off (what it reads stays alive
+    # and is then frozen: a collection meanwhile walked all of it once more); the pages after
+    # it with the collector on; and the collector is on after the sync, failed or not.
+    conn = connection(rt, demo_company)
+    ledger = rt.demo_ledger(conn.tenant_id)
+    assert gc.isenabled()
+    watch = CollectorWatch(DemoConnector(ledger, page_size=5))
+    sync_connection(rt.sessions, conn.id, watch, rt.clock, full=True)
+    firsts = {}
+    for entity, on in watch.seen:
+        firsts.setdefault(entity, []).append(on)
+    assert firsts["invoices"][0] is False and len(firsts["invoices"]) > 2
+    assert all(pages[0] is False and all(pages[1:]) for pages in firsts.values())
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    failing = CollectorWatch(DemoConnector(ledger, page_size=5), fail_on="invoices")
+    with pytest.raises(Transient):
+        sync_connection(rt.sessions, conn.id, failing, rt.clock, full=True)
+    assert ("invoices", False) in failing.seen
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
 def test_payment_write_back_posts_once_however_often_retried(rt, demo_company):
     conn = connection(rt, demo_company)
     ledger = rt.demo_ledger(conn.tenant_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from arbridge.sync.model import (
     Contact,
@@ -71,11 +71,25 @@ def test_a_full_demo_sync_stores_the_same_rows_as_before_its_tuning(rt):
 
 
 def test_connections_are_durable_again_after_a_syncs_relaxed_page_commits(rt):
-    """SQLite: the pages commit without an fsync or a checkpoint each (issue 14); every pooled
-    connection is back to a durable commit afterwards, and the log is copied back at the end."""
+    """The pages commit without waiting for the disk (issue 14): on PostgreSQL
+    `synchronous_commit = off` for their transactions alone; on SQLite without an fsync or a
+    checkpoint each. Every pooled connection is back to a durable commit afterwards, and on
+    SQLite the log is copied back at the end."""
+    relaxed = []
+
+    @event.listens_for(rt.engine, "before_cursor_execute")
+    def seen(conn, cursor, statement, *_args):
+        if "synchronous" in statement:
+            relaxed.append(statement)
+
     build_demo(rt)
-    if rt.engine.dialect.name != "sqlite":
+    event.remove(rt.engine, "before_cursor_execute", seen)
+    if rt.engine.dialect.name == "postgresql":
+        assert "SET LOCAL synchronous_commit TO OFF" in relaxed
+        with rt.engine.connect() as c:
+            assert c.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
         return
+    assert "PRAGMA synchronous=NORMAL" in relaxed
     with rt.engine.connect() as c:
         assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000

@@ -156,8 +156,17 @@ def relax_durability(session: Session) -> None:
     keeps the file consistent either way; a crash of the process loses nothing). Checkpointing
     at each of a 100k-invoice sync's 160 page commits copied the same index pages again and
     again: a fifth of its time (issue 14); `checkpoint` does it once at the end. A
-    larger page cache too (SYNC_CACHE_KIB). The connection is as before when it goes back to the pool. Call it before the first write.
-    PostgreSQL: nothing changes."""
+    larger page cache too (SYNC_CACHE_KIB). The connection is as before when it goes back to the
+    pool. Call it before the first write.
+
+    PostgreSQL: the same promise, `synchronous_commit = off` for this transaction alone (`SET
+    LOCAL`): the commit returns before its log is on disk, and a crash of the server within
+    a fraction of a second after it may lose the transaction whole, never part of it. A
+    transaction that read its rows and then commits durably (a job claiming an outbox row)
+    makes it durable too: the log is flushed in order."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+        return
     if session.get_bind().dialect.name != "sqlite":
         return
     connection = session.connection()
