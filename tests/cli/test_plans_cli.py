@@ -87,7 +87,7 @@ def test_a_plan_made_on_the_command_line_charges_as_the_demo_clock_moves(demo: I
     # Each month of the demo's clock charges the next installment, and only that one.
     for month in range(1, 4):
         out = demo.ok("clock", "advance", "--days", "31")
-        assert "moved forward 31 day(s)" in out
+        assert "moved forward 31 days: it is now" in out and " CST (" in out
         listed = json.loads(demo.ok("plans", "list", "--company", "demo", "--format", "json"))
         [plan] = [p for p in listed["plans"] if p["id"] == plan["id"]]
         statuses = [i["status"] for i in plan["installments"]]

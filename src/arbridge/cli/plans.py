@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from arbridge.cli.common import DAY, Group, WholeNumber, open_runtime
+from arbridge.clock import days_text
 from arbridge.errors import ArbridgeError
 
 
@@ -158,10 +159,24 @@ def advance(days: int) -> None:
         )
     offset = rt.clock.advance(timedelta(days=days))
     click.echo(
-        f"The demo's clock moved forward {days} day(s): it is now "
-        f"{rt.clock.now().strftime('%Y-%m-%d %H:%M')} UTC ({offset.days} day(s) ahead)."
+        f"The demo's clock moved forward {days_text(days)}: it is now "
+        f"{_demo_time(rt)} ({days_text(offset.days)} ahead of the real time)."
     )
     _catch_up(rt)
+
+
+def _demo_time(rt: Any) -> str:
+    """The demo's time as its company reads it ('Dec 2, 2026, 08:04 CST'), or in UTC when the
+    demo company is gone."""
+    from sqlalchemy import select
+
+    from arbridge.clock import local_text
+    from arbridge.demo import DEMO_SLUG
+    from arbridge.sync.model import Company
+
+    with rt.sessions() as s:
+        zone = s.scalar(select(Company.timezone).where(Company.slug == DEMO_SLUG))
+    return local_text(rt.clock.now(), zone or "UTC")
 
 
 def _catch_up(rt: Any) -> None:

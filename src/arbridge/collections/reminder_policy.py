@@ -12,6 +12,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from arbridge.clock import days_text
 from arbridge.inputs import MAX_WHOLE_DIGITS, InputError, parse_int
 
 CHANNELS = ("email", "call", "sms")
@@ -48,7 +49,8 @@ class Step:
         when = (
             "on the due date"
             if self.offset_days == 0
-            else f"{abs(self.offset_days)} day(s) {'before' if self.offset_days < 0 else 'after'}"
+            else f"{days_text(abs(self.offset_days))} "
+            f"{'before' if self.offset_days < 0 else 'after'}"
         )
         return f"{when}: {self.channel} ({self.template})"
 

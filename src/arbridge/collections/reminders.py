@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from arbridge.clock import day_text
+from arbridge.clock import day_text, days_text
 from arbridge.collections.aging import owing
 from arbridge.collections.reminder_policy import (
     ReminderPolicy,
@@ -225,9 +225,9 @@ def decide_invoice(
         if step.min_balance is not None and inv.balance_minor < _minor(step.min_balance, inv):
             continue
         why = (
-            f"{days} day(s) from the due date: the step {when_in_words(step.offset_days)}"
+            f"{days_text(days)} from the due date: the step {when_in_words(step.offset_days)}"
             if base == inv.due_on
-            else f"{(as_of - inv.due_on).days} day(s) overdue; reminders started "
+            else f"{days_text((as_of - inv.due_on).days)} overdue; reminders started "
             f"{day_text(start.on) if start and start.on else ''} with the first overdue step: "
             f"the step {when_in_words(step.offset_days)}"
         )

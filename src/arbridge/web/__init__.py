@@ -12,7 +12,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from arbridge import providers
-from arbridge.clock import day_text, local_text, utc
+from arbridge.clock import day_text, days_text, local_text, utc
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.web.common import RedactTokens, can, enforce_role, redact_path
@@ -224,7 +224,7 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     app.jinja_env.filters["day"] = _day
     app.jinja_env.filters["local"] = _local_time
     app.jinja_env.filters["iso_utc"] = lambda instant: utc(instant).isoformat()
-    app.jinja_env.filters["days"] = lambda n: f"{n} day" if n in (1, -1) else f"{n} days"
+    app.jinja_env.filters["days"] = days_text
     from arbridge.web.stripe_front import StripeFront
 
     # Stripe's common delivery is answered before Flask's request machinery (issue 14).

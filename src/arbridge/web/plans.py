@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from arbridge.clock import DemoClock, local_text
+from arbridge.clock import DemoClock, days_text, local_text
 from arbridge.collections import plans as rules
 from arbridge.errors import ArbridgeError, NotFound
 from arbridge.inputs import InputError, parse_day, parse_id, parse_int
@@ -220,7 +220,7 @@ def demo_clock(company: Company) -> Any:
     settle_simulated_payments(rt)
     run_due_plans(rt)
     flash(
-        f"The demo's clock moved forward {n} day(s): it is now "
+        f"The demo's clock moved forward {days_text(n)}: it is now "
         f"{local_text(clock.now(), company.timezone)}. "
         "Charges that came due are on their way; the worker records them within seconds.",
         "ok",
