@@ -43,6 +43,7 @@ from arbridge.sync.runner import sync_connection
 from arbridge.sync.schedule import next_run
 from arbridge.sync.store import aging_report, company_today, ledger_connection, log_activity
 from arbridge.webhooks.dispatch import process_pending
+from arbridge.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def run_sync(rt: Runtime, company: Company) -> None:
                 rt.clock,
                 company.id,
                 "sync.errors",
-                f"Sync skipped {result.errors} ledger record(s) it could not read",
+                f"Sync skipped {counted(result.errors, 'ledger record')} it could not read",
             )
 
 
@@ -103,7 +104,7 @@ def before_reminders(rt: Runtime, company: Company) -> None:
             rt.clock,
             company.id,
             "collections.daily",
-            f"Daily run: {aging.overdue_invoices} overdue invoice(s), "
+            f"Daily run: {counted(aging.overdue_invoices, 'overdue invoice')}, "
             f"{aging.overdue_balance.format()} overdue of {aging.open_balance.format()} open",
             overdue_balance=str(aging.overdue_balance.amount),
         )

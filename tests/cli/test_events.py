@@ -86,7 +86,7 @@ def test_replay_one_event_queues_it_for_the_worker(failed, settings):
     result = _run(settings, "events", "replay", "--event-id", "evt_2Fixed")
     assert result.exit_code == 0, result.output
     assert result.output.strip() == (
-        "Re-queued 1 failed event(s) (1 stripe); the worker processes them on its next tick."
+        "Re-queued 1 failed event (1 stripe); the worker processes them on its next tick."
     )
     with rt.sessions() as s:
         event = s.scalar(select(WebhookEvent).where(WebhookEvent.event_id == "evt_2Fixed"))
@@ -104,7 +104,7 @@ def test_replay_all_failed_now_processes_them_and_says_how_it_went(failed, setti
     rt = failed
     result = _run(settings, "events", "replay", "--all-failed", "--provider", "stripe", "--now")
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "Replayed 2 failed event(s) (2 stripe): 1 failed, 1 processed."
+    assert result.output.strip() == "Replayed 2 failed events (2 stripe): 1 failed, 1 processed."
     assert _statuses(rt) == {
         "evt_1Bad": "failed",
         "evt_2Fixed": "processed",

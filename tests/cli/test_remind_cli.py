@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from arbridge.wording import counted
 from tests.cli.conftest import fresh_instance
 
 
@@ -15,5 +16,5 @@ def test_the_remind_summary_left_out_the_texts_it_queued(tmp_path):
         planned = len(re.findall(r"^  SEND text message to ", plan, re.MULTILINE))
         assert planned > 0  # the demo's sequence has a text a week after the due date
         out = instance.ok("remind", "--company", "demo")
-        assert re.search(r"^Queued \d+ email\(s\) and \d+ call task\(s\); \d+ held", out, re.M)
-        assert f"{planned} text message(s) queued" in out
+        assert re.search(r"^Queued \d+ emails? and \d+ call tasks?; \d+ held", out, re.M)
+        assert f"{counted(planned, 'text message')} queued" in out

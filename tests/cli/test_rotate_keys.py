@@ -55,7 +55,7 @@ def test_rotate_keys_with_the_secret_file(fresh: Instance):
     readable_only_with(before, first, [])
 
     out = fresh.ok("rotate-keys")
-    assert "Re-encrypted 1 stored secret(s)" in out
+    assert "Re-encrypted 1 stored secret with" in out
 
     keys = fresh.secrets()["encryption_keys"]
     assert len(keys) == 2
@@ -93,7 +93,7 @@ def test_rotate_keys_with_keys_from_the_environment(fresh: Instance):
     conn_id = add_connected_company(fresh, **env)
 
     rotated = {**env, "ARBRIDGE_ENCRYPTION_KEYS": f"{new},{old}"}
-    assert "Re-encrypted 1 stored secret(s)" in fresh.ok("rotate-keys", **rotated)
+    assert "Re-encrypted 1 stored secret with" in fresh.ok("rotate-keys", **rotated)
 
     assert not fresh.secret_file.exists()
     readable_only_with(stored_credentials(fresh, conn_id, **rotated), new, [old])

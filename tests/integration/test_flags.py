@@ -163,7 +163,7 @@ def test_the_daily_run_tells_the_owner_of_customers_over_or_near_their_limit_onc
         mail = s.scalars(
             select(MailMessage).where(MailMessage.subject.like("%credit limit%"))
         ).one()
-    assert mail.subject == "1 customer(s) over their credit limit"
+    assert mail.subject == "1 customer over their credit limit"
     assert "Over GmbH: owes 1084.20 USD" in mail.text_body and "Near Co" in mail.text_body
     assert "Parts & Co" not in mail.text_body  # partials, not limits
     del books

@@ -19,6 +19,7 @@ from arbridge.collections.reminder_words import step_in_words
 from arbridge.demo import DEMO_STEPS
 from arbridge.services.reminders.run import run_reminders
 from arbridge.sync.model import Invoice, MailMessage, OutboxMessage, ReminderSend
+from arbridge.wording import counted, verb
 from arbridge.worker import drain
 from tests.conftest import env_for_subprocess
 
@@ -170,4 +171,7 @@ def test_a_first_run_with_many_escalations_sends_the_owner_one_digest(rt, demo_c
         ).all()
     assert escalated > 5
     assert len(owner_mail) == 1
-    assert owner_mail[0].payload["subject"] == f"{escalated} account(s) need your attention"
+    assert (
+        owner_mail[0].payload["subject"]
+        == f"{counted(escalated, 'account')} {verb(escalated, 'needs', 'need')} your attention"
+    )

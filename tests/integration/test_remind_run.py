@@ -382,10 +382,10 @@ def test_an_agency_step_refers_the_account_and_stops_automatic_reminders(rt, clo
         "Second reminder: $100.00 overdue to Acme Supply Co.",
         "Final notice: $100.00 overdue to Acme Supply Co.",
     ]
-    assert "1 account(s) need your attention" in subjects
+    assert "1 account needs your attention" in subjects
     with rt.sessions() as s:
         digest = s.scalar(
-            select(MailMessage).where(MailMessage.subject.like("%need your attention"))
+            select(MailMessage).where(MailMessage.subject.like("%your attention"))
         )
     assert "Harbor Bakery has not paid" in digest.text_body and "$100.00" in digest.text_body
     assert "reminders.agency" in kinds(rt)

@@ -62,7 +62,7 @@ EXPECTED = {
 }
 EXPECTED_CALLS = {(40, "MAP", ("C",)), (50, "HAR", ("A",))}
 # Escalations reach the owner as one digest per daily run; each names who and how much.
-DIGEST = "1 account(s) need your attention"
+DIGEST = "1 account needs your attention"
 EXPECTED_OWNER_MAIL = [
     ("Maple Dental promised to pay invoice INV-D by Dec 4, 2026", None),
     (DIGEST, "Maple Dental has not paid INV-C ($1,200.00)"),

@@ -98,7 +98,7 @@ def test_the_owners_digest_reads_on_a_phone_and_names_no_internal_step(mail_rt, 
     tick(mail_rt, "w")
 
     msg = only(smtp, OWNER)
-    assert str(msg["Subject"]) == "1 account(s) need your attention"
+    assert str(msg["Subject"]) == "1 account needs your attention"
     text, html = parts(msg)
     assert "Harbor Bakery has not paid INV-A ($100.00)" in text
     assert "its step 10 days after due (firm email)" in text

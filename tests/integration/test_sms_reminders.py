@@ -502,7 +502,7 @@ def test_the_weekly_cap_counts_emails_and_texts_together(trt, twilio):
     assert run_reminders(trt, world_company(trt)).emails == 1
     add_overdue_invoice(world, 10)
     (m,) = [m for m in load_day_for(trt).day.messages if m.channel == "sms"]
-    assert "weekly limit of 1 reminder(s) reached for +13125550142" in (m.held or "")
+    assert "weekly limit of 1 reminder reached for +13125550142" in (m.held or "")
 
 
 def world_company(rt: Runtime) -> Company:

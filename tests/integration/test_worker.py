@@ -147,7 +147,7 @@ def test_tick_runs_every_due_job_once_and_logs_the_daily_collections_run(rt, dem
             )
         ).all()
     assert len(daily) == 1
-    assert "overdue invoice(s)" in daily[0].message
+    assert "overdue invoice" in daily[0].message
     assert daily[0].data["overdue_balance"]
 
 

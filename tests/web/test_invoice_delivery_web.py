@@ -96,7 +96,7 @@ def test_the_invoices_list_filters_unsent_and_sends_the_ticked_ones(owner_client
     assert response.status_code == 303
     assert sends(rt) == 2
     flashed = owner_client.get(response.headers["Location"]).get_data(as_text=True)
-    assert "2 invoice(s) on their way to your customers" in flashed
+    assert "2 invoices on their way to your customers" in flashed
     assert "1 sent before, paid or voided: not sent again" in flashed
 
 

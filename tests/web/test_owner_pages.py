@@ -438,7 +438,7 @@ def test_bulk_pause_and_resume_change_only_this_companys_ticked_invoices(
         data={"csrf_token": token, "action": "resume", "invoice_id": picked[:2]},
         follow_redirects=True,
     )
-    assert b"Reminders resumed for 2 invoice(s)." in resumed.data
+    assert b"Reminders resumed for 2 invoices." in resumed.data
     with rt.sessions() as s:
         assert [s.get(Invoice, i).paused for i in picked] == [False, False, True]
 

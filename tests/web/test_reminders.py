@@ -26,6 +26,7 @@ from arbridge.sync.model import (
 )
 from arbridge.sync.outbox import enqueue
 from arbridge.sync.store import company_today, issue_pay_token, open_invoices
+from arbridge.wording import counted
 from arbridge.worker import drain
 from tests.web.conftest import (
     assert_friendly_error,
@@ -178,7 +179,7 @@ def test_the_reminders_page_previews_the_day_and_the_email_with_a_real_invoice(o
     assert page.status_code == 200
     doc = parse(page.data)
     assert doc.by_id("plan") is not None
-    assert "open invoice(s)" in doc.by_id("preview-summary").text
+    assert "open invoices" in doc.by_id("preview-summary").text
     subject = doc.by_id("preview-subject").text
     assert subject.startswith("Action needed:") and "Acme Supply Co." in subject
     assert "/sample-link" in doc.by_id("preview-body").text
@@ -283,7 +284,7 @@ def test_counts_and_call_tasks_count_emails_that_went_out_not_claims(
 
     result = run_reminders(rt, demo_company)
     assert result.emails > 1 and result.calls > 0
-    assert shown().startswith("0 reminder email(s)")  # claimed and queued, nothing sent yet
+    assert shown().startswith("0 reminder emails")  # claimed and queued, nothing sent yet
     # The first run's call tasks say what was really sent before them: nothing.
     with rt.sessions() as s:
         reasons = set(s.scalars(select(CallTask.reason)))
@@ -296,7 +297,7 @@ def test_counts_and_call_tasks_count_emails_that_went_out_not_claims(
             .where(MailMessage.kind == "reminder", MailMessage.channel == "email")
         )
     assert mails == result.emails
-    assert shown().startswith(f"{result.emails} reminder email(s)")
+    assert shown().startswith(counted(result.emails, "reminder email"))
 
 
 def test_the_mailbox_and_call_list_after_a_daily_run(owner_client, rt, demo_company):

@@ -169,7 +169,7 @@ def test_a_waiting_reminder_that_no_longer_applies_drops_out_of_the_mailbox(
     after = parse(owner_client.get("/c/demo/mailbox").data).by_id("queued")
     assert to_column(after) == to_column(before) - names  # the other reminders still wait
     assert after.by_id("queued-dropped").text == (
-        "4 reminder(s) no longer apply and will not be sent."
+        "4 reminders no longer apply and will not be sent."
     )
     # And the re-check as they go out agrees: none of the four is sent.
     clock.at = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)

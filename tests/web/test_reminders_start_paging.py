@@ -38,7 +38,7 @@ def test_the_onboarding_dry_run_of_thousands_of_overdue_invoices_renders_them_al
     rows = doc.by_id("plan").find_all("tr")[1:]
     assert len(rows) == 50 and "Customer 0000" in rows[0].text
     totals = doc.by_id("plan-totals").text
-    assert f"{BIG} message(s) about {2 * BIG} invoice(s)" in totals
+    assert f"{BIG} messages about {2 * BIG} invoices" in totals
     assert "Showing 1–50" in totals
     # The confirm form is still there under the first page.
     assert doc.find("form", id="start-confirm") is not None

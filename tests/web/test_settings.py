@@ -297,7 +297,7 @@ def test_sync_now_pulls_ledger_changes(owner_client, rt, demo_company, clock):
     assert response.status_code == 302
     assert response.headers["Location"] == f"{URL}#connections"
     page = owner_client.get(URL).get_data(as_text=True)
-    assert "Synced with your ledger: 1 change(s)." in page
+    assert "Synced with your ledger: 1 change." in page
 
     with rt.sessions() as s:
         assert s.get(Invoice, inv_id).status == "voided"

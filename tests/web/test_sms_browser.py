@@ -25,16 +25,16 @@ def test_the_sms_editor_counts_segments_as_the_owner_types(chromium, live):  # n
         page.wait_for_url(f"{live.base_url}/c/demo/")
         page.goto(f"{live.base_url}/c/demo/reminders#sms-wording")
         out = page.locator("#sms-length")
-        assert "1 segment(s) (GSM-7" in out.inner_text()  # the server's count, before typing
+        assert "1 segment (GSM-7" in out.inner_text()  # the server's count, before typing
         box = page.locator("#sms-template")
         box.fill("a" * 137)  # with " Reply STOP to opt out." (23): 160, one segment
-        assert "160 character(s), 1 segment(s) (GSM-7, 160 per segment)" in out.inner_text()
+        assert "160 characters, 1 segment (GSM-7, 160 per segment)" in out.inner_text()
         box.fill("a" * 138)
-        assert "161 character(s), 2 segment(s) (GSM-7, 153 per segment)" in out.inner_text()
+        assert "161 characters, 2 segments (GSM-7, 153 per segment)" in out.inner_text()
         box.fill("a" * 136 + "€")  # 160 characters, but € takes two septets: 161
-        assert "160 character(s), 2 segment(s) (GSM-7, 153 per segment)" in out.inner_text()
+        assert "160 characters, 2 segments (GSM-7, 153 per segment)" in out.inner_text()
         box.fill("Zapłać dziś")  # ł is outside GSM-7: UCS-2
-        assert "1 segment(s) (UCS-2, 70 per segment)" in out.inner_text()
+        assert "1 segment (UCS-2, 70 per segment)" in out.inner_text()
         page.get_by_role("button", name="Save text wording").click()
         page.wait_for_url(f"{live.base_url}/c/demo/reminders#sms-wording")
         assert "Wording saved" in page.locator("main").inner_text()

@@ -38,6 +38,6 @@ def test_the_demo_s_texts_are_in_the_mailbox_with_how_they_went(client, rt, demo
     doc = parse(page.data)
     (delivery,) = doc.find_all("dd", id="sms-delivery")
     assert "simulated carrier" in delivery.text and "delivered" in delivery.text
-    assert "1 segment(s), GSM-7" in delivery.text
+    assert "1 segment, GSM-7" in delivery.text
     (body,) = doc.find_all("pre", id="body")
     assert "/pay/" in body.text and "Reply STOP to opt out." in body.text

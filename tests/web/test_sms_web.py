@@ -316,7 +316,7 @@ def test_the_reminders_page_counts_a_text_s_segments_without_script(client, rt, 
     page = client.get("/c/demo/reminders")
     doc = parse(page.data)
     (length,) = doc.find_all("p", id="sms-length")
-    assert "1 segment(s) (GSM-7, 160 per segment)" in length.text
+    assert "1 segment (GSM-7, 160 per segment)" in length.text
     assert doc.find_all("script", src="/static/sms.js")
     saved = client.post(
         "/c/demo/reminders/sms-wording",
@@ -327,7 +327,7 @@ def test_the_reminders_page_counts_a_text_s_segments_without_script(client, rt, 
         follow_redirects=True,
     )
     # One character outside GSM-7 makes the whole text UCS-2: two segments of 67.
-    assert "Wording saved:" in saved.text and "2 segment(s) (UCS-2, 67 per segment)" in saved.text
+    assert "Wording saved:" in saved.text and "2 segments (UCS-2, 67 per segment)" in saved.text
     (length,) = parse(saved.data).find_all("p", id="sms-length")
     assert "UCS-2" in length.text
     bad = client.post(

@@ -8,6 +8,7 @@ import click
 
 from arbridge import providers
 from arbridge.cli.common import Group, open_runtime
+from arbridge.wording import counted
 
 
 @click.group(cls=Group)
@@ -38,7 +39,7 @@ def events_list(failed: bool, provider: str | None) -> None:
             error = " ".join((event.last_error or "").split())
             click.echo(
                 f"{event.provider:<10} {event.event_id:<40} {event.event_type:<40} "
-                f"{slug or '-':<20} {event.status:<9} {event.attempts} attempt(s) "
+                f"{slug or '-':<20} {event.status:<9} {counted(event.attempts, 'attempt'):<11} "
                 f"{event.received_at:%Y-%m-%d %H:%M}" + (f"  {error[:200]}" if error else "")
             )
 
@@ -84,7 +85,7 @@ def events_replay(
     which = ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))
     if not process_now:
         click.echo(
-            f"Re-queued {len(queued)} failed event(s) ({which}); the worker processes them "
+            f"Re-queued {counted(len(queued), 'failed event')} ({which}); the worker processes them "
             "on its next tick."
         )
         return
@@ -96,7 +97,7 @@ def events_replay(
     with rt.sessions() as session:
         now = outcome(session, list(queued))
     click.echo(
-        f"Replayed {len(queued)} failed event(s) ({which}): "
+        f"Replayed {counted(len(queued), 'failed event')} ({which}): "
         + ", ".join(f"{n} {status}" for status, n in sorted(now.items()))
         + "."
     )

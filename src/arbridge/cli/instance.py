@@ -7,6 +7,7 @@ import click
 from arbridge.cli.common import load_settings
 from arbridge.config import Settings
 from arbridge.errors import ArbridgeError
+from arbridge.wording import counted, verb
 
 
 @click.command()
@@ -107,7 +108,8 @@ def rotate_keys(drop_old: bool) -> None:
 
     def refuse(stale: int) -> ArbridgeError:
         return ArbridgeError(
-            f"{stale} stored secret(s) were written with an old key while this ran (by a server "
+            f"{counted(stale, 'stored secret')} {verb(stale, 'was', 'were')} written with an old key "
+            "while this ran (by a server "
             "that has not picked up the new key?), so the old keys were kept: run "
             "`arbridge rotate-keys --drop-old` again"
         )
@@ -129,4 +131,4 @@ def rotate_keys(drop_old: bool) -> None:
             if stale:
                 restore_keys_to_secret_file(settings.instance_path, dropped)
                 raise refuse(stale)
-    click.echo(f"Re-encrypted {count} stored secret(s) with the newest key.")
+    click.echo(f"Re-encrypted {counted(count, 'stored secret')} with the newest key.")

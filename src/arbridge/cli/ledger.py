@@ -14,6 +14,7 @@ import click
 from arbridge.cli.common import DAY, Group, WholeNumber, open_runtime
 from arbridge.collections.kpis import DEFAULT_PERIOD_DAYS, MAX_PERIOD_DAYS
 from arbridge.errors import ArbridgeError
+from arbridge.wording import counted
 
 
 @click.command()
@@ -37,7 +38,11 @@ def sync(slug: str, full: bool) -> None:
         f"Synced {slug}: "
         + ", ".join(f"{n} {e}" for e, n in result.upserted.items())
         + (f"; {sum(result.deleted.values())} deleted" if result.deleted else "")
-        + (f"; {result.errors} record(s) skipped, see the settings page" if result.errors else "")
+        + (
+            f"; {counted(result.errors, 'record')} skipped, see the settings page"
+            if result.errors
+            else ""
+        )
     )
 
 

@@ -8,6 +8,7 @@ import click
 
 from arbridge.cli.common import DAY, open_runtime
 from arbridge.errors import ArbridgeError
+from arbridge.wording import counted
 
 
 @click.command()
@@ -48,7 +49,7 @@ def remind(slug: str, dry_run: bool, as_of: Any) -> None:
     if result.hold:
         raise ArbridgeError(f"reminders held: {result.hold}")
     click.echo(
-        f"Queued {result.emails} email(s) and {result.calls} call task(s); "
+        f"Queued {counted(result.emails, 'email')} and {counted(result.calls, 'call task')}; "
         f"{result.held} held (weekly limit or no usable contact)."
-        + (f" {result.texts} text message(s) queued." if result.texts else "")
+        + (f" {counted(result.texts, 'text message')} queued." if result.texts else "")
     )

@@ -14,6 +14,7 @@ from arbridge.cli.instance import initialise
 from arbridge.cli.ledger import run_sync_with_progress
 from arbridge.clock import DEMO_CLOCK_FILE, DemoClock
 from arbridge.config import Settings
+from arbridge.wording import counted
 
 
 @click.command()
@@ -131,7 +132,7 @@ def worker(once: bool) -> None:
     rt = open_runtime()
     setup_logging(rt.settings)
     if once:
-        click.echo(f"Ran {tick(rt)} job(s).")
+        click.echo(f"Ran {counted(tick(rt), 'job')}.")
         return
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

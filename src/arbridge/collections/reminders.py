@@ -39,6 +39,7 @@ from arbridge.collections.reminder_policy import (
 )
 from arbridge.collections.reminder_words import channel_words, step_in_words, when_in_words
 from arbridge.money import exponent
+from arbridge.wording import counted
 
 PROMISE_GRACE_DAYS = 2
 WAITING = "reminders wait for you to choose how they start (the dashboard asks)"
@@ -304,7 +305,7 @@ def sms_held(
     if contact.texted_today >= 1:
         return f"{contact.phone} already had a text today (one a day at most)"
     if contact.sent_last_7_days >= policy.max_per_week:
-        return f"weekly limit of {policy.max_per_week} reminder(s) reached for {contact.phone}"
+        return f"weekly limit of {counted(policy.max_per_week, 'reminder')} reached for {contact.phone}"
     return None
 
 
@@ -425,9 +426,7 @@ def decide_day(
             if contact is None:
                 held = "no contact with a usable email address (none, bounced or unsubscribed)"
             elif contact.sent_last_7_days >= policy.max_per_week:
-                held = (
-                    f"weekly limit of {policy.max_per_week} reminder(s) reached for {contact.email}"
-                )
+                held = f"weekly limit of {counted(policy.max_per_week, 'reminder')} reached for {contact.email}"
         elif channel == "sms":
             held = sms_held(cust, contact, policy, sms)
         messages.append(

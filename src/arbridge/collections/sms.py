@@ -21,6 +21,7 @@ from phonenumbers import timezone as phone_timezones
 from arbridge.collections.reminder_policy import MAX_SMS_TEMPLATE, ReminderPolicy
 from arbridge.collections.reminders import send_at, zone
 from arbridge.collections.templates import SAMPLE_FIELDS, TemplateProblem, render_text
+from arbridge.wording import counted
 
 # Whatever the business's window says, no text before 08:00 or from 21:00 where the recipient
 # is (the TCPA's 8 a.m.-9 p.m. rule, applied everywhere).
@@ -60,7 +61,7 @@ class SmsLength:
 
     def describe(self) -> str:
         return (
-            f"{self.characters} character(s), {self.segments} segment(s) "
+            f"{counted(self.characters, 'character')}, {counted(self.segments, 'segment')} "
             f"({self.encoding}, {self.per_segment} per segment)"
         )
 

@@ -64,6 +64,7 @@ from arbridge.sync.settled_store import (
     issued_by_day,
     settled_by_day,
 )
+from arbridge.wording import counted, verb
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 KEY_CHECK = "key_check"
@@ -734,7 +735,8 @@ def rotate_secrets(session: Session, keyring: Keyring) -> int:
             unreadable += 1
     if unreadable:
         raise KeyMismatch(
-            f"{unreadable} stored secret(s) need an old key that is no longer configured "
+            f"{counted(unreadable, 'stored secret')} {verb(unreadable, 'needs', 'need')} an old key "
+            "that is no longer configured "
             "(written by a server still running with it?); nothing was changed: put that key "
             "back after the newest one and run `arbridge rotate-keys` again"
         )

@@ -16,6 +16,7 @@ from arbridge.clock import day_text, days_text, local_text, utc
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.web.common import RedactTokens, can, enforce_role, redact_path
+from arbridge.wording import counted, verb
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -225,6 +226,8 @@ def create_app(rt: Runtime, **overrides: Any) -> Flask:
     app.jinja_env.filters["local"] = _local_time
     app.jinja_env.filters["iso_utc"] = lambda instant: utc(instant).isoformat()
     app.jinja_env.filters["days"] = days_text
+    app.jinja_env.filters["counted"] = counted
+    app.jinja_env.filters["verb"] = verb
     from arbridge.web.stripe_front import StripeFront
 
     # Stripe's common delivery is answered before Flask's request machinery (issue 14).

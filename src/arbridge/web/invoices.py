@@ -23,6 +23,7 @@ from arbridge.sync.store import company_today, log_activity
 from arbridge.web.common import company_required, db, get_or_404, page_arg, runtime, safe_next
 from arbridge.web.csv_export import csv_response
 from arbridge.web.insight import dashboard_insight
+from arbridge.wording import counted
 
 bp = Blueprint("invoices", __name__, url_prefix="/c/<slug>")
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def bulk(company: Company) -> Any:
         )
     s.commit()
     flash(
-        f"Reminders {'paused' if paused else 'resumed'} for {len(changed)} invoice(s)"
+        f"Reminders {'paused' if paused else 'resumed'} for {counted(len(changed), 'invoice')}"
         + (f"; {len(found) - len(changed)} already were." if len(changed) < len(found) else "."),
         "ok",
     )
@@ -210,7 +211,7 @@ def _sent(company: Company, ids: list[int], back: str) -> Any:
         s, rt.clock, company, ids, by=user.email if user else None, retry_failed=True
     )
     s.commit()
-    said = [f"{done.queued} invoice(s) on their way to your customers"]
+    said = [f"{counted(done.queued, 'invoice')} on their way to your customers"]
     if done.already:
         said.append(f"{done.already} already on their way")
     if done.not_unsent:

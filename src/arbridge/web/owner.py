@@ -42,6 +42,7 @@ from arbridge.web.forms import (
     PlansForm,
     RemindersForm,
 )
+from arbridge.wording import counted
 
 bp = Blueprint("owner", __name__, url_prefix="/c/<slug>")
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ def sync_now(company: Company) -> Any:
             flash(f"Sync failed: {e}", "error")
         else:
             changed = sum(result.upserted.values()) + sum(result.deleted.values())
-            flash(f"Synced with your ledger: {changed} change(s).", "ok")
+            flash(f"Synced with your ledger: {counted(changed, 'change')}.", "ok")
     return redirect(url_for("owner.settings", slug=company.slug) + "#connections")
 
 

@@ -35,6 +35,7 @@ from arbridge.web.common import (
     page_arg,
     runtime,
 )
+from arbridge.wording import counted, verb
 
 bp = Blueprint("owner_payments", __name__, url_prefix="/c/<slug>")
 log = logging.getLogger(__name__)
@@ -265,11 +266,15 @@ def revoke_links(company: Company, invoice_id: int) -> Any:
         rt.clock,
         company.id,
         "pay_link.revoked",
-        f"{count} payment link(s) revoked for invoice {inv.number}",
+        f"{counted(count, 'payment link')} revoked for invoice {inv.number}",
         invoice_id=inv.id,
     )
     s.commit()
-    flash(f"{count} payment link(s) for this invoice no longer work.", "ok")
+    flash(
+        f"{counted(count, 'payment link')} for this invoice no longer "
+        f"{verb(count, 'works', 'work')}.",
+        "ok",
+    )
     return redirect(url_for("owner.invoice", slug=company.slug, invoice_id=inv.id))
 
 

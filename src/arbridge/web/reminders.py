@@ -76,6 +76,7 @@ from arbridge.sync.model import (
 from arbridge.sync.store import company_today, log_activity, owner
 from arbridge.web.common import company_required, db, get_or_404, id_arg, runtime, safe_next
 from arbridge.web.csv_export import csv_response
+from arbridge.wording import counted, verb
 
 bp = Blueprint("reminders", __name__)
 SEQUENCE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -465,11 +466,15 @@ def revoke_statement_links(company: Company, customer_id: int) -> Any:
         rt.clock,
         company.id,
         "pay_link.revoked",
-        f"{count} statement link(s) withdrawn for {cust.name}",
+        f"{counted(count, 'statement link')} withdrawn for {cust.name}",
         customer_id=cust.id,
     )
     s.commit()
-    flash(f"{count} statement link(s) for {cust.name} no longer work.", "ok")
+    flash(
+        f"{counted(count, 'statement link')} for {cust.name} no longer "
+        f"{verb(count, 'works', 'work')}.",
+        "ok",
+    )
     return redirect(url_for("reminders.page", slug=company.slug) + "#customers")
 
 

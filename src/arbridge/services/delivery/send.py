@@ -43,6 +43,7 @@ from arbridge.sync.model import (
 from arbridge.sync.outbox import enqueue
 from arbridge.sync.outbox_kinds import OutboxKind, invoice_email_key, invoice_send_key
 from arbridge.sync.store import company_today, log_activity, owner, usable_contact
+from arbridge.wording import counted
 
 log = logging.getLogger(__name__)
 INVOICE_MAIL = "invoice"  # the "mail" of arbridge's own invoice email (messaging's preparers)
@@ -88,7 +89,7 @@ def queue_sends(
             clock,
             company.id,
             "invoices.send_queued",
-            f"Sending {len(numbers)} invoice(s) to their customers: {shown}",
+            f"Sending {counted(len(numbers), 'invoice')} to their customers: {shown}",
             **({"by": by} if by else {}),
         )
     return Queued(len(fresh), len(unsent) - len(fresh), len(wanted) - len(unsent))

@@ -11,6 +11,7 @@ from arbridge.sync.insight_store import default_limit_minor, insight
 from arbridge.sync.model import Company, Customer
 from arbridge.sync.notices import tell_owner
 from arbridge.sync.store import company_today
+from arbridge.wording import counted
 
 LIMIT_KINDS = ("over_limit", "near_limit")
 
@@ -44,9 +45,9 @@ def tell_limits(rt: Runtime, company: Company) -> int:
             company.id,
             key=f"owner:credit-limits:{company.id}:{today.isoformat()}",
             subject=(
-                f"{len(over)} customer(s) over their credit limit"
+                f"{counted(len(over), 'customer')} over their credit limit"
                 if over
-                else f"{len(found)} customer(s) near their credit limit"
+                else f"{counted(len(found), 'customer')} near their credit limit"
             ),
             text="Open invoices take these customers over or close to their credit limit:\n\n"
             + "\n".join(lines)

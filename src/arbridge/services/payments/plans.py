@@ -50,6 +50,7 @@ from arbridge.sync.model import (
 from arbridge.sync.notices import tell_owner
 from arbridge.sync.outbox_kinds import owner_mail_key
 from arbridge.sync.store import customer_email, find_pay_token, issue_pay_token
+from arbridge.wording import counted, verb
 
 log = logging.getLogger(__name__)
 
@@ -900,7 +901,8 @@ def reconcile(rt: Runtime, s: Session, plan: Plan, invoices: Sequence[Invoice]) 
         "plan.adjusted",
         f"Plan {plan.id}: the balance fell to {available.format()}, so "
         + (
-            f"{len(adjustment.dropped)} installment(s) are no longer needed and the rest fit it"
+            f"{counted(len(adjustment.dropped), 'installment')} "
+            f"{verb(len(adjustment.dropped), 'is', 'are')} no longer needed and the rest fit it"
             if adjustment.outcome == rules.SHRUNK
             else "nothing more is charged"
         ),

@@ -33,6 +33,7 @@ from arbridge.sync.model import (
 from arbridge.sync.store import (
     company_today,
 )
+from arbridge.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def preview_lines(p: Preview) -> list[str]:
     lines += [f"  {line}" for line in planned] or ["  Nothing is due today."]
     skipped = not_reminded(p)
     due = len(loaded.day.due)
-    lines.append(f"  {p.open_invoices} open invoice(s): {due} due for a step today.")
+    lines.append(f"  {counted(p.open_invoices, 'open invoice')}: {due} due for a step today.")
     if skipped:
         lines.append("  Not reminded today:")
         lines += [f"    {n:>4}  {why}" for why, n in skipped]

@@ -70,6 +70,7 @@ from arbridge.sync.store import (
     ledger_states,
     log_activity,
 )
+from arbridge.wording import counted, verb
 
 log = logging.getLogger(__name__)
 
@@ -659,7 +660,9 @@ def _call_task(
     # still waiting or held): a call opens with the truth.
     emailed = len(set().union(*(emails_sent.get(c.invoice_id, set()) for c in claimed)))
     history = (
-        f"{emailed} reminder email(s) sent so far" if emailed else "no reminder email sent yet"
+        f"{counted(emailed, 'reminder email')} sent so far"
+        if emailed
+        else "no reminder email sent yet"
     )
     if m.route:
         history += f"; {m.route}"
@@ -726,7 +729,7 @@ def _escalation_digest(
         rt.clock,
         company.id,
         key=f"owner:escalations:{company.id}:{as_of.isoformat()}",
-        subject=f"{len(paragraphs)} account(s) need your attention",
+        subject=f"{counted(len(paragraphs), 'account')} {verb(len(paragraphs), 'needs', 'need')} your attention",
         text=text + f"\nYour call list: {calls}\n",
         activity="owner.notified",
         required=True,

@@ -44,6 +44,7 @@ from arbridge.sync.store import (
     owner,
     usable_contact,
 )
+from arbridge.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def queue_statements(rt: Runtime, company: Company, as_of: date, policy: Reminde
                 rt.clock,
                 company.id,
                 "statements.queued",
-                f"Monthly statements queued for {queued} customer(s)",
+                f"Monthly statements queued for {counted(queued, 'customer')}",
             )
     return queued
 

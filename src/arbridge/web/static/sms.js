@@ -32,8 +32,13 @@
     chars = Array.from ? Array.from(text).length : text.length;
     var n = gsm ? septets : units, single = gsm ? 160 : 70, multi = gsm ? 153 : 67;
     var segments = n === 0 ? 0 : (n <= single ? 1 : Math.ceil(n / multi));
-    return chars + " character(s), " + segments + " segment(s) (" + (gsm ? "GSM-7" : "UCS-2") +
-      ", " + (n <= single ? single : multi) + " per segment)";
+    return counted(chars, "character") + ", " + counted(segments, "segment") + " (" +
+      (gsm ? "GSM-7" : "UCS-2") + ", " + (n <= single ? single : multi) + " per segment)";
+  }
+
+  // As the server writes a count (arbridge.wording.counted): "1 segment", "2 segments".
+  function counted(n, noun) {
+    return n + " " + (n === 1 ? noun : noun + "s");
   }
 
   function update() {
