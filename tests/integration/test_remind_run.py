@@ -384,9 +384,7 @@ def test_an_agency_step_refers_the_account_and_stops_automatic_reminders(rt, clo
     ]
     assert "1 account needs your attention" in subjects
     with rt.sessions() as s:
-        digest = s.scalar(
-            select(MailMessage).where(MailMessage.subject.like("%your attention"))
-        )
+        digest = s.scalar(select(MailMessage).where(MailMessage.subject.like("%your attention")))
     assert "Harbor Bakery has not paid" in digest.text_body and "$100.00" in digest.text_body
     assert "reminders.agency" in kinds(rt)
     # A new invoice for the referred customer is not chased.
