@@ -217,7 +217,9 @@ def _settled_after_first(pages: Iterable[Page], settle: Callable[[], None]) -> I
     """The pages, with what is alive once the first has arrived (what the connector read for
     it: the demo ledger's whole file) moved out of the collector's sight (`settle`), and no
     collection while that first page is read: a full collection set off by the reading's own
-    allocations walked all of it once more (0.7 s of a 100k-invoice demo sync, issue 14)."""
+    allocations walked all of it once more (a 100k-invoice demo sync, issue 14). Process-wide:
+    while a first page waits out a ledger's rate limit (seconds at most), the other threads'
+    cycles wait for the collector too; refcounting still frees everything else."""
     found = iter(pages)
     with heap.paused():
         first = next(found, None)
