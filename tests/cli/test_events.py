@@ -4,6 +4,7 @@ and queued again (or processed at once) from the command line; an unknown id is 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,12 @@ def test_list_failed_shows_the_failed_events_with_their_errors(failed, settings)
         "No failed webhook events."
         in _run(settings, "events", "list", "--failed", "--provider", "quickbooks").output
     )
+
+
+def test_the_event_list_gave_its_times_without_a_zone(failed, settings):
+    # An instance-wide list (events of every company): each time in UTC, and saying so.
+    lines = _run(settings, "events", "list", "--failed").output.splitlines()
+    assert lines and all(re.search(r" \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\b", line) for line in lines)
 
 
 def test_replay_one_event_queues_it_for_the_worker(failed, settings):

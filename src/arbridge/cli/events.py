@@ -40,7 +40,7 @@ def events_list(failed: bool, provider: str | None) -> None:
             click.echo(
                 f"{event.provider:<10} {event.event_id:<40} {event.event_type:<40} "
                 f"{slug or '-':<20} {event.status:<9} {counted(event.attempts, 'attempt'):<11} "
-                f"{event.received_at:%Y-%m-%d %H:%M}" + (f"  {error[:200]}" if error else "")
+                f"{event.received_at:%Y-%m-%d %H:%M} UTC" + (f"  {error[:200]}" if error else "")
             )
 
 
