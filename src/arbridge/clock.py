@@ -123,11 +123,6 @@ def day_text(day: date) -> str:
     return format_date(day, "medium", locale="en_US")
 
 
-def days_text(n: int) -> str:
-    """'1 day', '3 days': a count of days as the pages, reasons and commands write it."""
-    return f"{n} day" if n in (1, -1) else f"{n} days"
-
-
 def local_hour_text(instant: datetime, timezone: str) -> str:
     """'18:12 CST': the hour of `local_text`, for a moment of the business's own today."""
     return _hour_text(utc(instant).astimezone(ZoneInfo(timezone)))

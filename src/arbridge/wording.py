@@ -13,3 +13,8 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
 def verb(n: int, singular: str, plural: str) -> str:
     """The verb that agrees with a count: verb(1, 'needs', 'need') is 'needs'."""
     return singular if n in (1, -1) else plural
+
+
+def days_text(n: int) -> str:
+    """'1 day', '3 days': a count of days as the pages, reasons and commands write it."""
+    return counted(n, "day")

@@ -3,8 +3,7 @@ your attention", "1 message(s) about 1 invoice(s)" and "moved forward 1 day(s)".
 
 from __future__ import annotations
 
-from arbridge.clock import days_text
-from arbridge.wording import counted, verb
+from arbridge.wording import counted, days_text, verb
 
 
 def test_a_count_of_one_was_written_with_a_plural_in_brackets():

@@ -85,8 +85,8 @@ def events_replay(
     which = ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))
     if not process_now:
         click.echo(
-            f"Re-queued {counted(len(queued), 'failed event')} ({which}); the worker processes them "
-            "on its next tick."
+            f"Re-queued {counted(len(queued), 'failed event')} ({which}); the worker processes "
+            "them on its next tick."
         )
         return
     from arbridge.services.bootstrap import webhook_handlers

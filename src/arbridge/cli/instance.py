@@ -108,8 +108,8 @@ def rotate_keys(drop_old: bool) -> None:
 
     def refuse(stale: int) -> ArbridgeError:
         return ArbridgeError(
-            f"{counted(stale, 'stored secret')} {verb(stale, 'was', 'were')} written with an old key "
-            "while this ran (by a server "
+            f"{counted(stale, 'stored secret')} {verb(stale, 'was', 'were')} written with an old "
+            "key while this ran (by a server "
             "that has not picked up the new key?), so the old keys were kept: run "
             "`arbridge rotate-keys --drop-old` again"
         )

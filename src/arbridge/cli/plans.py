@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from arbridge.cli.common import DAY, Group, WholeNumber, open_runtime
-from arbridge.clock import days_text
 from arbridge.errors import ArbridgeError
+from arbridge.wording import days_text
 
 
 class Percent(click.ParamType):

@@ -12,8 +12,8 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from arbridge.clock import days_text
 from arbridge.inputs import MAX_WHOLE_DIGITS, InputError, parse_int
+from arbridge.wording import days_text
 
 CHANNELS = ("email", "call", "sms")
 ESCALATIONS = ("none", "notify_owner", "agency")

@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from arbridge.clock import day_text, days_text
+from arbridge.clock import day_text
 from arbridge.collections.aging import owing
 from arbridge.collections.reminder_policy import (
     ReminderPolicy,
@@ -39,7 +39,7 @@ from arbridge.collections.reminder_policy import (
 )
 from arbridge.collections.reminder_words import channel_words, step_in_words, when_in_words
 from arbridge.money import exponent
-from arbridge.wording import counted
+from arbridge.wording import counted, days_text
 
 PROMISE_GRACE_DAYS = 2
 WAITING = "reminders wait for you to choose how they start (the dashboard asks)"
@@ -305,7 +305,8 @@ def sms_held(
     if contact.texted_today >= 1:
         return f"{contact.phone} already had a text today (one a day at most)"
     if contact.sent_last_7_days >= policy.max_per_week:
-        return f"weekly limit of {counted(policy.max_per_week, 'reminder')} reached for {contact.phone}"
+        limit = counted(policy.max_per_week, "reminder")
+        return f"weekly limit of {limit} reached for {contact.phone}"
     return None
 
 
@@ -426,7 +427,8 @@ def decide_day(
             if contact is None:
                 held = "no contact with a usable email address (none, bounced or unsubscribed)"
             elif contact.sent_last_7_days >= policy.max_per_week:
-                held = f"weekly limit of {counted(policy.max_per_week, 'reminder')} reached for {contact.email}"
+                limit = counted(policy.max_per_week, "reminder")
+                held = f"weekly limit of {limit} reached for {contact.email}"
         elif channel == "sms":
             held = sms_held(cust, contact, policy, sms)
         messages.append(

@@ -735,8 +735,8 @@ def rotate_secrets(session: Session, keyring: Keyring) -> int:
             unreadable += 1
     if unreadable:
         raise KeyMismatch(
-            f"{counted(unreadable, 'stored secret')} {verb(unreadable, 'needs', 'need')} an old key "
-            "that is no longer configured "
+            f"{counted(unreadable, 'stored secret')} {verb(unreadable, 'needs', 'need')} an old "
+            "key that is no longer configured "
             "(written by a server still running with it?); nothing was changed: put that key "
             "back after the newest one and run `arbridge rotate-keys` again"
         )

@@ -12,11 +12,11 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from arbridge import providers
-from arbridge.clock import day_text, days_text, local_text, utc
+from arbridge.clock import day_text, local_text, utc
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.web.common import RedactTokens, can, enforce_role, redact_path
-from arbridge.wording import counted, verb
+from arbridge.wording import counted, days_text, verb
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from arbridge.clock import DemoClock, days_text, local_text
+from arbridge.clock import DemoClock, local_text
 from arbridge.collections import plans as rules
 from arbridge.errors import ArbridgeError, NotFound
 from arbridge.inputs import InputError, parse_day, parse_id, parse_int
@@ -22,6 +22,7 @@ from arbridge.services.payments import plans as svc
 from arbridge.sync.model import Company, Customer, CustomerReminderSettings, Invoice
 from arbridge.sync.store import company_today
 from arbridge.web.common import company_required, db, get_or_404, runtime, safe_next
+from arbridge.wording import days_text
 
 bp = Blueprint("plans", __name__, url_prefix="/c/<slug>")
 log = logging.getLogger(__name__)

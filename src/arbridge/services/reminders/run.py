@@ -729,7 +729,8 @@ def _escalation_digest(
         rt.clock,
         company.id,
         key=f"owner:escalations:{company.id}:{as_of.isoformat()}",
-        subject=f"{counted(len(paragraphs), 'account')} {verb(len(paragraphs), 'needs', 'need')} your attention",
+        subject=f"{counted(len(paragraphs), 'account')} "
+        f"{verb(len(paragraphs), 'needs', 'need')} your attention",
         text=text + f"\nYour call list: {calls}\n",
         activity="owner.notified",
         required=True,
