@@ -15,13 +15,11 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
 
-from babel.dates import format_date
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from arbridge.clock import Clock
+from arbridge.clock import Clock, day_text
 from arbridge.collections.policy import auto_send_since
 from arbridge.collections.templates import Rendered
 from arbridge.connectors.base import InvoiceSend
@@ -348,9 +346,6 @@ def invoice_email(
 ) -> Rendered:
     """The words of arbridge's own invoice email (plain text: the lines, the total, the link)."""
 
-    def day(d: date) -> str:
-        return format_date(d, "medium", locale="en_US")
-
     number = inv.number or inv.source_id
     lines = []
     for li in inv.lines or []:
@@ -360,12 +355,12 @@ def invoice_email(
         [
             f"Hello {person or customer},",
             "",
-            f"Here is invoice {number} from {company.name}, issued {day(inv.issued_on)}.",
+            f"Here is invoice {number} from {company.name}, issued {day_text(inv.issued_on)}.",
             "",
             *lines,
             *([""] if lines else []),
             f"Total: {inv.total.format()}",
-            f"Amount due: {inv.balance.format()}, by {day(inv.due_on)}",
+            f"Amount due: {inv.balance.format()}, by {day_text(inv.due_on)}",
             "",
             f"Pay online by card or bank transfer: {pay_url}",
             "",

@@ -8,11 +8,10 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any, Protocol
 
-from babel.dates import format_date
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, object_session
 
-from arbridge.clock import local_date
+from arbridge.clock import day_text, local_date
 from arbridge.collections.late_fees import late_fee_policy, policy_in_words
 from arbridge.collections.reminder_policy import (
     ReminderPolicy,
@@ -70,20 +69,19 @@ def merge_fields(
     base = rt.settings.base_url
     sample_link = f"{base}/sample-link"
 
-    def day(d: date) -> str:
-        return format_date(d, "medium", locale="en_US")
-
     fees = late_fees_on(rt, [inv for inv, _t in invoices])
     items = [
         {
             "number": inv.number or inv.source_id,
             "amount_due": inv.balance.format(),
-            "due_date": day(inv.due_on),
+            "due_date": day_text(inv.due_on),
             "days_overdue": (today - inv.due_on).days,
             "pay_link": sample_link if sample else f"{base}/pay/{token}",
             "late_fees": fees[inv.id].format() if inv.id in fees else "",
             # The day (the business's) the customer first opened it; "" while never opened.
-            "viewed_on": day(local_date(inv.viewed_at, company.timezone)) if inv.viewed_at else "",
+            "viewed_on": day_text(local_date(inv.viewed_at, company.timezone))
+            if inv.viewed_at
+            else "",
         }
         for inv, token in invoices
     ]
