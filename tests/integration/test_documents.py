@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from datetime import date
 
 import pypdfium2
+import zxingcpp
 from babel.dates import format_date
 from pypdf import PdfReader
 from sqlalchemy import event, select
@@ -164,6 +165,9 @@ def test_a_statement_page_drawn_as_png_shows_the_header_and_the_qr_code(rt, demo
     # The QR code: a square of dense modules, about half dark, right of the "How to pay" text.
     qr = _darkest_square(image)
     assert qr is not None and 0.3 < ink(qr) < 0.7
+    # A phone's camera reads it as the pay link, and nothing else.
+    [code] = zxingcpp.read_barcodes(image)
+    assert code.format == zxingcpp.BarcodeFormat.QRCode and code.text == URL
     pdf.close()
 
 

@@ -18,8 +18,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from babel.dates import format_date
-from reportlab.graphics.barcode.qr import QrCodeWidget
-from reportlab.graphics.shapes import Drawing
+from reportlab.graphics.barcode.qr import QrCode
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_RIGHT
 from reportlab.lib.pagesizes import A4, LETTER
@@ -146,12 +145,11 @@ def _text(value: str | None) -> str:
     return escape(value or "").replace("\n", "<br/>")
 
 
-def _qr(url: str, size: float = QR_SIZE) -> Drawing:
-    widget = QrCodeWidget(url, barLevel="M")
-    x0, y0, x1, y1 = widget.getBounds()
-    drawing = Drawing(size, size, transform=[size / (x1 - x0), 0, 0, size / (y1 - y0), 0, 0])
-    drawing.add(widget)
-    return drawing
+def _qr(url: str, size: float = QR_SIZE) -> Flowable:
+    """The link as a QR code drawn straight onto the page: one rectangle per run of dark
+    modules, the code worked out once. ReportLab's graphics widget built it twice (once for its
+    bounds) and a shape per run to render: a third of a demo month's reminder run went there."""
+    return QrCode(url, width=size, height=size, qrLevel="M")
 
 
 def _page_size(business: Business) -> tuple[float, float]:
