@@ -42,6 +42,22 @@ KINDS: dict[Entity, str] = {
 }
 
 
+def _dumps(state: dict[str, Any]) -> str:
+    """The ledger as JSON with one record on each line: as easy to read and grep as an indented
+    file, and written by json's C encoder (any indent falls back to its pure-Python one, three
+    times slower: each change to the demo's ledger writes the whole file again)."""
+    parts = [
+        f"{json.dumps(key)}: "
+        + (
+            "[\n" + ",\n".join(map(json.dumps, value)) + "\n]"
+            if isinstance(value, list) and value
+            else json.dumps(value)
+        )
+        for key, value in state.items()
+    ]
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
 def _parse(document: str) -> Any:
     """The ledger file's JSON, parsed with the garbage collector paused: parsing allocates
     millions of objects (at 100k invoices), each allocation counting towards a collection that
@@ -85,7 +101,7 @@ class DemoLedger:
                 raise self.damaged("does not hold a ledger (an object of record lists)")
             yield state
             if write:
-                write_private_text(self.path, json.dumps(state, indent=1))
+                write_private_text(self.path, _dumps(state))
 
     def damaged(self, what: str) -> ConnectorError:
         # One sentence for the owner, the CLI and the worker's job row; nothing was read.
@@ -120,7 +136,7 @@ class DemoLedger:
         return found, state
 
     def save_new(self, state: dict[str, Any]) -> None:
-        write_private_text(self.path, json.dumps(state, indent=1))
+        write_private_text(self.path, _dumps(state))
 
     @contextmanager
     def change(self) -> Iterator[dict[str, Any]]:
