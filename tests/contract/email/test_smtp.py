@@ -153,3 +153,29 @@ def test_the_final_reply_is_awaited_longer_than_the_command_timeout(tmp_path):
         SmtpTransport(url).send(build_message(mail()))
     assert len(server.inbox.messages) == 1
     assert parse_url("smtp://mail.example").data_timeout == 600
+
+
+def test_each_message_loaded_the_systems_certificates_again(tmp_path, monkeypatch):
+    """A transport per message (the outbox's handler makes one) read the machine's whole CA
+    store each time, TLS or not: a third of a reminder email's CPU (bench/bench_send.py)."""
+    import ssl
+
+    loads = []
+    real = ssl.create_default_context
+
+    def counted(*args, **kw):
+        if not args and not kw:  # the system's store (the test server's own contexts name files)
+            loads.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    with smtp_server(tmp_path) as server:
+        for to in ("a@harbor.example", "b@harbor.example", "c@harbor.example"):
+            SmtpTransport(server.url).send(build_message(mail(to)))
+    assert len(server.inbox.messages) == 3
+    assert loads == []  # plain SMTP: no TLS, no certificates
+    with smtp_server(tmp_path, "starttls") as server:
+        for _ in range(3):
+            with pytest.raises(MailConfigError, match="cannot be trusted"):
+                SmtpTransport(server.url).send(build_message(mail()))
+    assert len(loads) <= 1  # once for the process, whatever the number of messages
