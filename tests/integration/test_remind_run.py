@@ -87,6 +87,18 @@ def test_the_daily_run_twice_and_a_restarted_worker_send_once(mail_rt, smtp):
     assert count(mail_rt, ReminderSend) == 2
 
 
+def test_a_drain_sends_its_emails_over_one_connection_and_closes_it(mail_rt, smtp):
+    world = world_of(mail_rt, Inv("A", "HAR", -3, "100.00"), Inv("B", "MAP", -10, "50.00"))
+    assert run_reminders(mail_rt, world.company).emails == 2
+    drain(mail_rt)
+    assert sorted(m.rcpt_tos[0] for m in smtp.inbox.messages) == [
+        "alice@harbor.example",
+        "ben@maple.example",
+    ]
+    # One connection (one greeting) for both, and a QUIT once the outbox was empty.
+    assert (smtp.inbox.ehlos, smtp.inbox.quits) == (1, 1)
+
+
 class Crash(BaseException):
     """The process dies here: nothing after this runs."""
 
@@ -107,7 +119,11 @@ def test_a_crash_between_sending_and_recording_never_sends_twice(mail_rt, smtp, 
 
     tick_jobs_only(mail_rt)
     with pytest.raises(Crash):
-        deliver(mail_rt.sessions, clock, {"email": Handler(send_then_crash, idempotent=False)})
+        deliver(
+            mail_rt.sessions,
+            clock,
+            {"email": Handler(send_then_crash, idempotent=False, done=real.done)},
+        )
     assert len(smtp.inbox.messages) == 2
     clock.advance(LEASE + timedelta(minutes=1))
     drain(mail_rt)  # the restarted worker finds the row still "sending"

@@ -44,6 +44,9 @@ class Handler:
     send: Callable[[OutboxMessage], str | None]
     # True when the provider deduplicates on our key, so a retry after a crash is safe.
     idempotent: bool
+    # Called once when a drain ends: a handler that kept something open for the next row (an
+    # SMTP connection) closes it.
+    done: Callable[[], None] | None = None
 
 
 def backoff(attempts: int) -> timedelta:
@@ -151,7 +154,22 @@ def _finish(
 def deliver(
     factory: sessionmaker[Session], clock: Clock, handlers: Mapping[str, Handler], limit: int = 100
 ) -> int:
-    """Carry out up to `limit` due side effects; return how many were attempted."""
+    """Carry out up to `limit` due side effects; return how many were attempted. Each handler's
+    `done` is called at the end, whatever happened."""
+    try:
+        return _carry_out(factory, clock, handlers, limit)
+    finally:
+        for handler in handlers.values():
+            if handler.done is not None:
+                try:
+                    handler.done()
+                except Exception:  # closing politely failed: the rows' outcomes are recorded
+                    log.exception("closing the outbox handler %r failed", handler)
+
+
+def _carry_out(
+    factory: sessionmaker[Session], clock: Clock, handlers: Mapping[str, Handler], limit: int
+) -> int:
     done = 0
     while done < limit:
         claimed = _claim(factory, clock, list(handlers))

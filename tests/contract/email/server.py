@@ -44,6 +44,29 @@ class Inbox:
     # Keep the message, then wait this long before the final reply to DATA: a slow server whose
     # "250" comes after the client has stopped waiting (the message was delivered all the same).
     slow_final_reply: float = 0.0
+    ehlos: int = 0  # EHLO greetings: one a connection over plain SMTP
+    hang_up_after_data: bool = False  # close each connection just after accepting a message
+    closing_on_mail: int = 0  # answer this many next MAIL commands with 421 and hang up
+
+    quits: int = 0  # connections the client closed politely
+
+    async def handle_QUIT(self, server, session, envelope):
+        self.quits += 1
+        return "221 Bye"
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.ehlos += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.closing_on_mail > 0:
+            self.closing_on_mail -= 1
+            asyncio.get_running_loop().call_later(0.05, server.transport.close)
+            return "421 4.4.2 Idle for too long, closing connection"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@")[0]
@@ -60,6 +83,8 @@ class Inbox:
     async def handle_DATA(self, server, session, envelope):
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), msg))
+        if self.hang_up_after_data:
+            asyncio.get_running_loop().call_later(0.05, server.transport.close)
         if self.slow_final_reply:
             await asyncio.sleep(self.slow_final_reply)
         return "250 Message accepted for delivery"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -179,3 +180,53 @@ def test_each_message_loaded_the_systems_certificates_again(tmp_path, monkeypatc
             with pytest.raises(MailConfigError, match="cannot be trusted"):
                 SmtpTransport(server.url).send(build_message(mail()))
     assert len(loads) <= 1  # once for the process, whatever the number of messages
+
+
+def test_a_kept_connection_sends_every_message_of_a_drain_after_one_handshake_and_login(tmp_path):
+    with smtp_server(tmp_path, "starttls", auth=True) as server:
+        with SmtpTransport(server.url, ssl_context=server.client_ssl, keep_open=True) as kept:
+            for to in ("a@harbor.example", "b@harbor.example", "c@harbor.example"):
+                kept.send(build_message(mail(to)))
+        assert [m.rcpt_tos for m in server.inbox.messages] == [
+            ["a@harbor.example"],
+            ["b@harbor.example"],
+            ["c@harbor.example"],
+        ]
+        assert server.inbox.logins == ["arbridge"]  # one connection, one TLS handshake
+        for to in ("d@harbor.example", "e@harbor.example"):
+            SmtpTransport(server.url, ssl_context=server.client_ssl).send(build_message(mail(to)))
+        assert server.inbox.logins == ["arbridge"] * 3  # without: a connection a message
+
+
+@pytest.mark.parametrize("how", ["hangs up", "says 421"])
+def test_a_kept_connection_the_server_closed_sends_the_next_message_once_on_a_new_one(
+    tmp_path, how
+):
+    with smtp_server(tmp_path) as server, SmtpTransport(server.url, keep_open=True) as kept:
+        kept.send(build_message(mail("a@harbor.example")))
+        if how == "hangs up":
+            server.inbox.hang_up_after_data = True
+            kept.send(build_message(mail("b@harbor.example")))
+            server.inbox.hang_up_after_data = False
+            time.sleep(0.3)  # the server has closed the connection kept for the next message
+        else:
+            server.inbox.closing_on_mail = 1
+        kept.send(build_message(mail("c@harbor.example")))
+        kept.send(build_message(mail("d@harbor.example")))
+    sent = [m.rcpt_tos[0].split("@")[0] for m in server.inbox.messages]
+    assert sent == (["a", "b", "c", "d"] if how == "hangs up" else ["a", "c", "d"])
+    assert server.inbox.ehlos == 2  # the first connection, and the one after the server closed
+
+
+def test_a_refused_recipient_on_a_kept_connection_is_a_bounce_not_a_second_try(tmp_path):
+    with smtp_server(tmp_path) as server, SmtpTransport(server.url, keep_open=True) as kept:
+        kept.send(build_message(mail("a@harbor.example")))
+        with pytest.raises(MailBounced):
+            kept.send(build_message(mail("bounce@harbor.example")))
+        with pytest.raises(Transient, match="451"):
+            kept.send(build_message(mail("later@harbor.example")))
+        kept.send(build_message(mail("b@harbor.example")))
+    assert [m.rcpt_tos for m in server.inbox.messages] == [
+        ["a@harbor.example"],
+        ["b@harbor.example"],
+    ]

@@ -138,10 +138,22 @@ def _system_trust() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+class _Gone(Exception):
+    """A kept connection the server had closed before this message began: connect again."""
+
+
 class SmtpTransport:
-    def __init__(self, url: str, ssl_context: ssl.SSLContext | None = None) -> None:
+    """Sends messages through one SMTP server. With `keep_open`, the connection of one message
+    is kept for the next (one TLS handshake and login for a whole outbox drain, not one per
+    message; `close()` says goodbye to the server); otherwise each message has its own."""
+
+    def __init__(
+        self, url: str, ssl_context: ssl.SSLContext | None = None, *, keep_open: bool = False
+    ) -> None:
         self.config = parse_url(url)
         self._ssl_context = ssl_context
+        self.keep_open = keep_open
+        self._kept: _SMTP | _SMTP_SSL | None = None
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -168,35 +180,68 @@ class SmtpTransport:
     def send(self, msg: EmailMessage) -> str:
         """Send one message; returns its Message-ID. Raises Transient, MailBounced,
         MailConfigError, or MailMaybeSent when the message went but its reply did not come."""
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            try:
+                return self._send_on(kept, msg)
+            except _Gone:
+                # Servers close idle connections (often with a 421): nothing of this message
+                # had gone, so it goes on a new connection, once.
+                log.info("the mail server %s closed the kept connection", self.config.where)
+        return self._send_on(None, msg)
+
+    def close(self) -> None:
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            self._release(kept)
+
+    def __enter__(self) -> SmtpTransport:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _send_on(self, client: _SMTP | _SMTP_SSL | None, msg: EmailMessage) -> str:
         c = self.config
         rcpt = str(msg["To"])
-        client: _SMTP | _SMTP_SSL | None = None
+        reused = client is not None
         try:
-            client = self._connect()
-            try:
+            if client is None:
+                client = self._connect()
                 if c.username:
                     client.login(c.username, c.password or "")
-                client.send_message(msg)
-            finally:
-                try:
-                    if client.sock is not None:
-                        client.sock.settimeout(c.timeout)
-                        client.quit()
-                except (smtplib.SMTPException, OSError):
-                    client.close()
-        except (smtplib.SMTPServerDisconnected, TimeoutError, OSError) as e:
-            if client is not None and client.body_sent:
-                # After the final dot the server may have queued the message: a retry could
-                # deliver it twice, which is worse than asking the owner to check.
-                log.warning("no final reply from %s after the message was sent: %s", c.where, e)
-                raise MailMaybeSent(
-                    f"the mail server {c.where} received the whole message to {rcpt} but did "
-                    f"not confirm it ({type(e).__name__}): it may have been delivered"
-                ) from e
+            client.body_sent = False
+            client.send_message(msg)
+        except OSError as e:  # smtplib's own exceptions are OSErrors too
+            if client is not None:
+                self._release(client)
+                if client.body_sent:
+                    # After the final dot the server may have queued the message: a retry
+                    # could deliver it twice, which is worse than asking the owner to check.
+                    log.warning("no final reply from %s after the message was sent: %s", c.where, e)
+                    raise MailMaybeSent(
+                        f"the mail server {c.where} received the whole message to {rcpt} but "
+                        f"did not confirm it ({type(e).__name__}): it may have been delivered"
+                    ) from e
+            if reused and _closed_by_server(e):
+                raise _Gone from e
             raise self._map(e, rcpt) from e
-        except smtplib.SMTPException as e:
-            raise self._map(e, rcpt) from None
+        if self.keep_open:
+            if client.sock is not None:
+                client.sock.settimeout(c.timeout)  # the body's longer wait is over
+            self._kept = client
+        else:
+            self._release(client)
         return str(msg["Message-ID"])
+
+    def _release(self, client: _SMTP | _SMTP_SSL) -> None:
+        """Say goodbye (QUIT) within the command timeout, or just close the socket."""
+        try:
+            if client.sock is not None:
+                client.sock.settimeout(self.config.timeout)
+                client.quit()
+        except (smtplib.SMTPException, OSError):
+            client.close()
 
     def _map(self, e: Exception, rcpt: str) -> Exception:
         """One place that turns smtplib's failures into arbridge's errors."""
@@ -225,6 +270,18 @@ class SmtpTransport:
             )
         # Connection refused, dropped, timed out, TLS handshake: worth another try later.
         return Transient(f"could not reach the mail server {where}: {type(e).__name__}")
+
+
+def _closed_by_server(e: OSError) -> bool:
+    """Whether a failure on a kept connection, before the message's body went, says only that
+    the connection is no longer there (dropped, or 421 "closing transmission channel")."""
+    if isinstance(e, smtplib.SMTPRecipientsRefused):
+        return all(code == 421 for code, _reply in e.recipients.values())
+    if isinstance(e, smtplib.SMTPResponseException):
+        return e.smtp_code == 421
+    if isinstance(e, smtplib.SMTPException):
+        return isinstance(e, smtplib.SMTPServerDisconnected)
+    return True  # the socket's own errors: reset, broken pipe, timed out
 
 
 def _by_code(code: int, reply: bytes | str, rcpt: str, where: str) -> Exception:

@@ -26,11 +26,20 @@ def mail_from(rt: Runtime) -> str:
 
 
 class EmailChannel:
+    """With `keep_open`, one SMTP connection serves every message this channel sends until
+    `close()` (the worker's outbox drain: one handshake and login for all of them); the
+    channel is then for one thread at a time."""
+
     name = EMAIL_CHANNEL
     outbox_kind = OutboxKind.EMAIL
     undeliverable: tuple[type[Exception], ...] = (MailBounced,)
     maybe_sent: tuple[type[Exception], ...] = (MailMaybeSent,)
     misconfigured: tuple[type[Exception], ...] = (MailConfigError,)
+
+    def __init__(self, *, keep_open: bool = False) -> None:
+        self.keep_open = keep_open
+        self._transport: SmtpTransport | None = None
+        self._url = ""
 
     def compose(self, rt: Runtime, prepared: Prepared, message: OutboxMessage) -> Composed:
         sender = mail_from(rt)
@@ -57,10 +66,23 @@ class EmailChannel:
 
     def transmit(self, rt: Runtime, composed: Composed) -> str:
         """SMTP when configured; otherwise the message is kept in the in-app mailbox only."""
-        if not rt.settings.smtp_url:
+        url = rt.settings.smtp_url
+        if not url:
             return "mailbox"
-        SmtpTransport(rt.settings.smtp_url).send(composed.native)
+        if not self.keep_open:
+            SmtpTransport(url).send(composed.native)
+            return "smtp"
+        if self._transport is None or self._url != url:
+            self.close()
+            self._transport, self._url = SmtpTransport(url, keep_open=True), url
+        self._transport.send(composed.native)
         return "smtp"
+
+    def close(self) -> None:
+        """Say goodbye to the mail server on the connection kept, if any."""
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
 
     def maybe_sent_transport(self, rt: Runtime) -> str:
         return "smtp-maybe"

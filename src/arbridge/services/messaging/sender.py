@@ -1,4 +1,4 @@
-"""The outbox's "email" handler: prepare the message (a reminder or statement is checked again
+"""The outbox's message handlers: prepare the message (a reminder or statement is checked again
 first), hand it to the channel, and record what went out."""
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from arbridge.collections.templates import (
 from arbridge.errors import Transient
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.channel import Channel, Composed, Transmitted
-from arbridge.services.messaging.email import EMAIL
 from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, SMS_CHANNEL, Held, Prepared
 from arbridge.sync import people
 from arbridge.sync.db import transaction
@@ -44,13 +43,6 @@ Preparer = Callable[[Runtime, OutboxMessage], Prepared | Held | str]
 # What a service does when a text of its own (by the payload's "mail") cannot reach the number:
 # called in the transaction that marks the contact (reminders queue the same step by email).
 Fallback = Callable[[Session, Runtime, int, str], None]
-
-
-def send_email(
-    rt: Runtime, message: OutboxMessage, preparers: Mapping[str, Preparer] | None = None
-) -> str:
-    """The outbox handler: send one email (SMTP, or the in-app mailbox) and record it."""
-    return send(rt, message, EMAIL, preparers or {})
 
 
 def send(
