@@ -14,6 +14,7 @@ from typing import IO
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from arbridge.errors import AlreadyInitialised, ConfigError, KeyMismatch
+from arbridge.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Keyring:
             return False
         with self._lock:
             self._keys, self._fernet = merged, fernet
-        log.info("encryption keys re-read: %d key(s), newest first", len(merged))
+        log.info("encryption keys re-read: %s, newest first", counted(len(merged), "key"))
         return True
 
     def encrypt(self, plaintext: str) -> str:

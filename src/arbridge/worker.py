@@ -291,10 +291,23 @@ def tick(rt: Runtime, worker_name: str | None = None, limit: int = 1000) -> int:
     return ran
 
 
+class _OverlapSkipped(logging.Filter):
+    """A tick still running when the next one is due makes APScheduler skip the next (one tick
+    at a time, `max_instances=1`) and warn about it; by design here (a drain of many messages
+    outlasts the interval), and the warning alarmed whoever watched the demo's console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances" not in str(record.msg)
+
+
+SCHEDULER_LOG = logging.getLogger("arbridge.worker.scheduler")
+SCHEDULER_LOG.addFilter(_OverlapSkipped())
+
+
 def build_scheduler(
     rt: Runtime, scheduler: BackgroundScheduler | None = None
 ) -> BackgroundScheduler:
-    scheduler = scheduler or BackgroundScheduler(timezone="UTC")
+    scheduler = scheduler or BackgroundScheduler(timezone="UTC", logger=SCHEDULER_LOG)
     scheduler.add_job(
         tick,
         IntervalTrigger(seconds=rt.settings.worker_tick_seconds),

@@ -158,7 +158,7 @@ def send_new_invoices(rt: Runtime, company: Company) -> int:
         ).all()
         queued = queue_sends(session, rt.clock, company, ids, by="automatic sending").queued
     if queued:
-        log.info("auto-send for %s: %s invoice(s) queued", company.slug, queued)
+        log.info("auto-send for %s: %s queued", company.slug, counted(queued, "invoice"))
     return queued
 
 

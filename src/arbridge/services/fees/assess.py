@@ -39,6 +39,7 @@ from arbridge.sync.model import (
     PlanInvoice,
 )
 from arbridge.sync.store import company_today, ledger_connection, log_activity
+from arbridge.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -211,5 +212,5 @@ def assess_late_fees(rt: Runtime, company: Company) -> FeeRun:
         numbers = {f.invoice_id: f.number for f in facts}
         charged = claim(session, rt, company, conn, decided, customers, numbers, as_of)
     if charged:
-        log.info("late fees for %s: %s charge(s) assessed", company.slug, len(charged))
+        log.info("late fees for %s: %s assessed", company.slug, counted(len(charged), "charge"))
     return FeeRun(charged=charged)
