@@ -300,7 +300,10 @@ class _OverlapSkipped(logging.Filter):
         return "maximum number of running instances" not in str(record.msg)
 
 
+# APScheduler's own lines ("Added job", "Scheduler started") stay out of the console, as under
+# its own logger name; its warnings and errors (a tick that raised) do not.
 SCHEDULER_LOG = logging.getLogger("arbridge.worker.scheduler")
+SCHEDULER_LOG.setLevel(logging.WARNING)
 SCHEDULER_LOG.addFilter(_OverlapSkipped())
 
 

@@ -501,3 +501,5 @@ def test_a_tick_outlasting_the_interval_warned_on_the_console(rt, caplog):
     finally:
         scheduler.shutdown(wait=True)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    # Nor its own chatter ("Added job", "Scheduler started"), which never reached it before.
+    assert not [r for r in caplog.records if r.name == "arbridge.worker.scheduler"]
