@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -77,6 +78,9 @@ def prism(tmp_path_factory) -> Iterator[str]:
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "npm_config_yes": "true", "NO_COLOR": "1"},
+            # npx runs Prism as a child of its own: the whole group is stopped at the end (a
+            # SIGTERM to npx alone left Prism's node process serving after the run).
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
@@ -90,12 +94,27 @@ def prism(tmp_path_factory) -> Iterator[str]:
             time.sleep(0.5)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            continue
+        # npx is gone; its children may not have been: wait for the group to empty.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 class StaticTokens:
