@@ -6,10 +6,25 @@ import json
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Protocol
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
+
+
+@cache
+def timezone_names() -> frozenset[str]:
+    """Every IANA timezone this machine knows. `zoneinfo.available_timezones` walks the zone
+    files on each call (some 600 of them: half of the settings page's time); they do not change
+    while the process runs (a new tzdata needs a restart to be read anyway)."""
+    return frozenset(available_timezones())
+
+
+@cache
+def place_timezones() -> tuple[str, ...]:
+    """The zones named after a place ("America/Chicago", not "EST5EDT"), sorted: the lists an
+    owner picks from."""
+    return tuple(sorted(tz for tz in timezone_names() if "/" in tz))
 
 
 class Clock(Protocol):

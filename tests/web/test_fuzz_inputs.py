@@ -16,7 +16,6 @@ import functools
 import inspect
 import logging
 import re
-import zoneinfo
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -266,20 +265,6 @@ def demo_company(rt, monkeypatch):
         .build(rt)
     )
     return books.company
-
-
-@pytest.fixture(autouse=True)
-def _zones_listed_once(monkeypatch):
-    """The settings form lists every timezone, which zoneinfo finds by walking the zone files on
-    disk each time (a third of each settings page here, rendered hundreds of times): the same
-    set, read once."""
-    monkeypatch.setattr(web_forms, "available_timezones", _zones())
-
-
-@functools.cache
-def _zones() -> Callable[[], set[str]]:
-    zones = frozenset(zoneinfo.available_timezones())
-    return lambda: set(zones)
 
 
 @pytest.fixture

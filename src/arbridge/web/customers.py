@@ -8,10 +8,10 @@ import logging
 from collections import Counter
 from dataclasses import replace
 from typing import Any
-from zoneinfo import available_timezones
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
+from arbridge.clock import place_timezones, timezone_names
 from arbridge.collections.insight import Flag
 from arbridge.collections.kpis import two_places
 from arbridge.collections.reminder_policy import SequenceError, reminder_policy
@@ -155,7 +155,7 @@ def customer(company: Company, customer_id: int) -> Any:
         channels=CONTACT_CHANNELS,
         plans=company_plans(s, company.id, customer_id=cust.id),
         sequence_names=sequence_names,
-        timezones=sorted(tz for tz in available_timezones() if "/" in tz),
+        timezones=place_timezones(),
         today=today,
         route=route,
         route_zone=_route_zone(route, cust, company),
@@ -206,7 +206,7 @@ def save_contact(company: Company, customer_id: int) -> Any:
         log.info("contact %s: refused a preferred channel", contact.id)
         flash("Choose how they prefer to be reached from the list.", "error")
         return _back(company, cust, "#contacts")
-    if zone and zone not in available_timezones():
+    if zone and zone not in timezone_names():
         log.info("contact %s: refused timezone %r", contact.id, zone[:64])
         flash("Choose a timezone from the list.", "error")
         return _back(company, cust, "#contacts")
@@ -251,7 +251,7 @@ def save_timezone(company: Company, customer_id: int) -> Any:
     rt, s = runtime(), db()
     cust = get_or_404(Customer, customer_id, company)
     zone = (request.form.get("timezone") or "").strip()
-    if zone and zone not in available_timezones():
+    if zone and zone not in timezone_names():
         log.info("customer %s: refused timezone %r", cust.id, zone[:64])
         flash("Choose a timezone from the list.", "error")
         return _back(company, cust, "#contacts")
