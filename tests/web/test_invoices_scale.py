@@ -23,6 +23,15 @@ from tests.web.conftest import parse
 COUNT = 100_000
 
 
+@pytest.fixture(autouse=True)
+def _truncated_after(rt):
+    yield
+    if rt.engine.dialect.name == "postgresql":
+        # The next test empties the schema row by row: 4-6 s for these 100,000 invoices.
+        with rt.engine.begin() as conn:
+            conn.execute(text("TRUNCATE invoices, customers CASCADE"))
+
+
 def _fill(rt, company_id: int) -> None:
     now = rt.clock.now()
     start = date(2020, 1, 1)
