@@ -6,7 +6,6 @@ Each test process migrates once and builds the demo company once; tests get copi
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from collections.abc import Iterator
@@ -69,18 +68,6 @@ def _pg_schema(suffix: str = "") -> Iterator[tuple[str, str]]:
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         admin.dispose()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _migration_head_read_once() -> Iterator[None]:
-    """Every Runtime.open compares the database with the newest migration on disk, and reading
-    the migration scripts costs more than the rest of opening; they do not change during a run."""
-    original = db.head_revision
-    db.head_revision = functools.cache(original)
-    try:
-        yield
-    finally:
-        db.head_revision = original
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, func, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
@@ -23,6 +24,21 @@ def test_migrations_match_the_model(rt):
         )
     assert diff == []
     assert db.current_revision(rt.engine) == db.head_revision()
+
+
+def test_the_head_read_from_the_scripts_is_alembics_own():
+    assert [db.head_revision()] == ScriptDirectory(str(db.MIGRATIONS)).get_heads()
+
+
+def test_each_revision_reads_as_alembic_has_it_at_every_step(blank_engine):
+    assert db.current_revision(blank_engine) is None  # no tables: not initialised
+    cfg = db.alembic_config(blank_engine)
+    for revision in ("0001", "0020", "head"):
+        command.upgrade(cfg, revision)
+        with blank_engine.connect() as conn:
+            expected = MigrationContext.configure(conn).get_current_revision()
+        assert db.current_revision(blank_engine) == expected
+    assert expected == db.head_revision()
 
 
 @pytest.fixture

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import (
     ColumnElement,
     Engine,
@@ -23,7 +20,9 @@ from sqlalchemy import (
     event,
     func,
     inspect,
+    literal_column,
     select,
+    table,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -31,7 +30,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.errors import ConfigError, NotInitialised
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+VERSION_TABLE = "alembic_version"  # where Alembic keeps the database's migration
 # Pooled PostgreSQL connections are replaced after this long (servers and proxies such as
 # PgBouncer close idle ones; 5 minutes is under their usual timeouts).
 POOL_RECYCLE_SECONDS = 300
@@ -242,16 +245,30 @@ def among(session: Session, column: Any, values: Iterable[Any]) -> ColumnElement
 
 
 def alembic_config(engine: Engine) -> Config:
+    # Alembic (and Mako with it) is imported only to migrate: a fifth of every command's start.
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
     return cfg
 
 
+_REVISION = re.compile(r"""^(down_revision|revision) = (?:"([^"]+)"|None)$""", re.MULTILINE)
+
+
 def head_revision() -> str:
-    heads = ScriptDirectory(str(MIGRATIONS)).get_heads()
+    """The newest migration: the one no other names as its `down_revision`. Read from the
+    scripts' text; Alembic's own ScriptDirectory executes every script to find it (200 ms of
+    each command's start here). tests/integration/test_migrations.py checks both agree."""
+    revisions, parents = set(), set()
+    for script in (MIGRATIONS / "versions").glob("*.py"):
+        found = dict(_REVISION.findall(script.read_text(encoding="utf-8")))
+        revisions.add(found["revision"])
+        parents.add(found.get("down_revision") or None)
+    heads = revisions - parents
     assert len(heads) == 1, heads
-    return heads[0]
+    return heads.pop()
 
 
 def sqlite_path(engine: Engine) -> Path | None:
@@ -267,13 +284,19 @@ def current_revision(engine: Engine) -> str | None:
         return None  # don't let a mere check create an empty database file
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not inspect(conn).has_table(VERSION_TABLE):
+                return None
+            return conn.scalar(
+                select(literal_column("version_num")).select_from(table(VERSION_TABLE))
+            )
     except OperationalError as e:
         reason = " ".join(str(e.orig).split())  # psycopg's message spans lines
         raise ConfigError(f"cannot open the database at {engine.url!r}: {reason}") from e
 
 
 def upgrade(engine: Engine) -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(engine), "head")
 
 
