@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -257,10 +258,13 @@ def alembic_config(engine: Engine) -> Config:
 _REVISION = re.compile(r"""^(down_revision|revision) = (?:"([^"]+)"|None)$""", re.MULTILINE)
 
 
+@functools.cache
 def head_revision() -> str:
     """The newest migration: the one no other names as its `down_revision`. Read from the
     scripts' text; Alembic's own ScriptDirectory executes every script to find it (200 ms of
-    each command's start here). tests/integration/test_migrations.py checks both agree."""
+    each command's start here). tests/integration/test_migrations.py checks both agree. Read
+    once per process: every Runtime.open asks, and the scripts change only with a new install,
+    which needs a restart anyway."""
     revisions, parents = set(), set()
     for script in (MIGRATIONS / "versions").glob("*.py"):
         found = dict(_REVISION.findall(script.read_text(encoding="utf-8")))
