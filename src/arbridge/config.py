@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
@@ -34,21 +35,33 @@ def _split_keys(raw: str | None) -> tuple[str, ...]:
 INSIGHT_INLINE_INVOICES = 5_000
 
 
-def _int(
-    env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None
-) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    """A whole number in ASCII digits within [minimum, maximum] (`int()` takes '٣', '+30' and
+    numbers no timedelta or C int can hold: a traceback in the first command that used it)."""
     raw = env.get(PREFIX + name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError as e:
-        raise ConfigError(f"{PREFIX}{name} must be a whole number, not {raw!r}") from e
+    if not re.fullmatch(r"-?[0-9]{1,12}", raw.strip()):
+        raise ConfigError(
+            f"{PREFIX}{name} must be a whole number, not {raw!r} (from {minimum} to {maximum}, "
+            "in the digits 0-9)"
+        )
+    value = int(raw)
     if value < minimum:
         raise ConfigError(f"{PREFIX}{name} must be at least {minimum}, not {value}")
-    if maximum is not None and value > maximum:
+    if value > maximum:
         raise ConfigError(f"{PREFIX}{name} must be at most {maximum}, not {value}")
     return value
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    raw = env.get(PREFIX + "LOG_LEVEL") or "INFO"
+    if raw.strip().upper() not in LOG_LEVELS:
+        raise ConfigError(f"{PREFIX}LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {raw!r}")
+    return raw.strip().upper()
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -289,6 +302,9 @@ class _Fields:
     sync_interval_minutes: int = 15
     login_link_minutes: int = 30
     log_level: str = "INFO"
+    # Whether ARBRIDGE_LOG_LEVEL was set: the one-shot commands (`sync`, `report`, ...) log at
+    # it then, and otherwise only warnings and errors, beside what they print.
+    log_level_given: bool = False
     mail_from: str | None = None
     demo: bool = False
     # One section per outside service, None while it is not configured.
@@ -340,13 +356,14 @@ class _Fields:
             encryption_keys_from_env=bool(env_keys),
             encryption_keys_file=keys_file,
             default_timezone=timezone,
-            worker_tick_seconds=_int(env, "WORKER_TICK_SECONDS", 30, minimum=1),
+            worker_tick_seconds=_int(env, "WORKER_TICK_SECONDS", 30, minimum=1, maximum=3600),
             insight_inline_invoices=_int(
-                env, "INSIGHT_INLINE_INVOICES", INSIGHT_INLINE_INVOICES, minimum=0
+                env, "INSIGHT_INLINE_INVOICES", INSIGHT_INLINE_INVOICES, 0, 10**9
             ),
-            sync_interval_minutes=_int(env, "SYNC_INTERVAL_MINUTES", 15, minimum=1),
-            login_link_minutes=_int(env, "LOGIN_LINK_MINUTES", 30, minimum=1),
-            log_level=(env.get(PREFIX + "LOG_LEVEL") or "INFO").upper(),
+            sync_interval_minutes=_int(env, "SYNC_INTERVAL_MINUTES", 15, minimum=1, maximum=1440),
+            login_link_minutes=_int(env, "LOGIN_LINK_MINUTES", 30, minimum=1, maximum=7 * 24 * 60),
+            log_level=_log_level(env),
+            log_level_given=bool(env.get(PREFIX + "LOG_LEVEL")),
             mail_from=env.get(PREFIX + "MAIL_FROM") or None,
             # `arbridge demo` leaves its clock's file in the instance: a demo install.
             demo=(instance_path / DEMO_CLOCK_FILE).exists(),

@@ -77,3 +77,22 @@ def test_with_keys_in_the_environment_an_empty_database_still_says_to_run_init(f
     assert_one_sentence_error(result, "no arbridge tables yet", "run `arbridge init`")
     if not ON_POSTGRES:
         assert not (fresh.path / "arbridge.db").exists()  # the check created no empty database
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("args", [("worker", "--once"), ("companies", "list")], ids=" ".join)
+def test_a_log_level_that_is_no_level_crashed_the_command_with_a_traceback(fresh: Instance, args):
+    fresh.ok("init")
+    result = fresh.run(*args, ARBRIDGE_LOG_LEVEL="bogus")
+    assert_one_sentence_error(result, "ARBRIDGE_LOG_LEVEL", "DEBUG, INFO, WARNING")
+
+
+@pytest.mark.subprocess
+def test_a_one_shot_command_ignored_the_log_level_it_was_given(fresh: Instance):
+    fresh.ok("init")
+    fresh.ok("demo", "--no-serve")
+    quiet = fresh.run("sync", "--company", "demo", "--full")
+    assert quiet.returncode == 0 and "INFO" not in quiet.stderr  # only what it prints
+    told = fresh.run("sync", "--company", "demo", "--full", ARBRIDGE_LOG_LEVEL="info")
+    assert told.returncode == 0, told.stderr
+    assert "INFO arbridge.sync.runner: synced demo connection" in told.stderr

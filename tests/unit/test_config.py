@@ -40,6 +40,16 @@ def test_malformed_database_url_is_one_clear_sentence(tmp_path, url):
         ("WORKER_TICK_SECONDS", "0"),
         ("DEFAULT_TIMEZONE", "Mars/Base"),
         ("BASE_URL", "ftp://x"),
+        # Each crashed the first command that used it, with a traceback.
+        ("LOG_LEVEL", "bogus"),
+        ("LOG_LEVEL", "5"),
+        ("LOGIN_LINK_MINUTES", "99999999999999999999999"),
+        ("LOGIN_LINK_MINUTES", "100000000"),
+        ("SYNC_INTERVAL_MINUTES", "٣"),
+        ("SYNC_INTERVAL_MINUTES", "0"),
+        ("SYNC_INTERVAL_MINUTES", "100000000000000"),
+        ("WORKER_TICK_SECONDS", "+30"),
+        ("WORKER_TICK_SECONDS", "10000000000000"),
     ],
 )
 def test_bad_values_are_refused(tmp_path, name, value):

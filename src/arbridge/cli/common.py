@@ -91,7 +91,10 @@ def open_runtime() -> Any:
     """The instance's runtime, closed (its database pool disposed) when the command ends."""
     from arbridge.runtime import Runtime
 
-    rt = Runtime.open(load_settings())
+    settings = load_settings()
+    if settings.log_level_given:  # else only warnings and errors, beside what the command prints
+        setup_logging(settings)
+    rt = Runtime.open(settings)
     click.get_current_context().call_on_close(rt.close)
     return rt
 
