@@ -104,6 +104,11 @@ def test_create_list_and_sign_in_link(instance: Instance):
         ("--slug", "Not A Slug", "is not a valid slug"),
         ("--timezone", "Mars/Olympus_Mons", "is not a known timezone"),
         ("--currency", "ZZZ", "is not a known currency code"),
+        # Each of these was stored as given.
+        ("--country", "ZZZ", "is not a country code"),
+        ("--country", "XY", "is not a country code"),
+        ("--owner-email", "notanemail", "is not an email address"),
+        ("--name", "  ", "needs a name"),
     ],
 )
 def test_create_refuses_bad_values_in_one_sentence(instance: Instance, option, value, says):
@@ -113,6 +118,31 @@ def test_create_refuses_bad_values_in_one_sentence(instance: Instance, option, v
     assert_one_sentence_error(instance.run("companies", "create", *flat), says)
     with instance.runtime() as rt, rt.sessions() as s:
         assert s.scalar(select(Company).where(Company.name == "Bad Co")) is None
+
+
+def test_create_ignored_the_default_timezone_and_sync_interval_set_for_new_companies(
+    instance: Instance,
+):
+    instance.ok(
+        "companies",
+        *("create", "--name", "Paris Co", "--slug", "paris", "--owner-email", "p@paris.example"),
+        ARBRIDGE_DEFAULT_TIMEZONE="Europe/Paris",
+        ARBRIDGE_SYNC_INTERVAL_MINUTES="60",
+    )
+    instance.ok(
+        "companies",
+        *("create", "--name", "Lyon Co", "--slug", "lyon", "--owner-email", "l@lyon.example"),
+        *("--timezone", "America/Denver", "--country", "fr"),
+        ARBRIDGE_DEFAULT_TIMEZONE="Europe/Paris",
+    )
+    with instance.runtime() as rt, rt.sessions() as s:
+        paris, lyon = get_company(s, "paris"), get_company(s, "lyon")
+        assert (paris.timezone, paris.sync_interval_minutes) == ("Europe/Paris", 60)
+        assert (lyon.timezone, lyon.sync_interval_minutes, lyon.country) == (
+            "America/Denver",
+            15,
+            "FR",
+        )
 
 
 def test_create_refuses_a_slug_that_exists(instance: Instance):

@@ -59,16 +59,19 @@ def readable_time(instant: datetime, timezone: str) -> str:
 @click.option("--name", required=True)
 @click.option("--slug", required=True)
 @click.option("--currency", "home_currency", default="USD", show_default=True)
-@click.option("--timezone", default="UTC", show_default=True)
-@click.option("--country", default="US", show_default=True)
+@click.option(
+    "--timezone", default=None, help="An IANA zone; default: ARBRIDGE_DEFAULT_TIMEZONE, else UTC."
+)
+@click.option("--country", default="US", show_default=True, help="ISO 3166 two letters.")
 @click.option("--owner-email", required=True)
 def companies_create(
-    name: str, slug: str, home_currency: str, timezone: str, country: str, owner_email: str
+    name: str, slug: str, home_currency: str, timezone: str | None, country: str, owner_email: str
 ) -> None:
     """Create a company and its owner, and print the owner's sign-in link."""
     from arbridge.sync.db import transaction
     from arbridge.sync.store import create_company, issue_sign_in_token, owner
 
+    name, country, owner_email = _checked(name, country, owner_email)
     rt = open_runtime()
     with transaction(rt.sessions) as session:
         company = create_company(
@@ -77,14 +80,44 @@ def companies_create(
             name=name,
             slug=slug,
             home_currency=home_currency,
-            timezone=timezone,
+            timezone=timezone or rt.settings.default_timezone,
             country=country,
             owner_email=owner_email,
+            sync_interval_minutes=rt.settings.sync_interval_minutes,
         )
         token = issue_sign_in_token(
             session, rt.clock, owner(session, company), rt.settings.login_link_minutes
         )
     click.echo(f"Created {slug}. Owner sign-in link: {rt.settings.base_url}/sign-in/{token}")
+
+
+# Babel's territories that are not one country (the EU, the UN, the unknown region, ...).
+_NOT_COUNTRIES = {"EU", "EZ", "QO", "UN", "XA", "XB", "ZZ"}
+
+
+def _checked(name: str, country: str, owner_email: str) -> tuple[str, str, str]:
+    """What was typed for a new company, as it is stored, or one sentence on what is wrong."""
+    from babel import Locale
+
+    from arbridge.errors import ArbridgeError
+
+    name, code, email = name.strip(), country.strip().upper(), owner_email.strip()
+    if not name:
+        raise ArbridgeError("a company needs a name: give --name")
+    if not (
+        len(code) == 2
+        and code.isascii()
+        and code.isalpha()
+        and code not in _NOT_COUNTRIES
+        and code in Locale("en").territories
+    ):
+        raise ArbridgeError(
+            f"{country!r} is not a country code: give ISO 3166's two letters, like US or GB"
+        )
+    local, at, domain = email.rpartition("@")
+    if not (at and local and "." in domain.strip(".")) or any(c.isspace() for c in email):
+        raise ArbridgeError(f"{owner_email!r} is not an email address")
+    return name[:200], code, email
 
 
 @companies.command("sign-in-link")

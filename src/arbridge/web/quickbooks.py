@@ -95,6 +95,7 @@ def _new_company(realm_id: str, info: dict[str, Any], email: str) -> Company:
         timezone=rt.settings.default_timezone,
         country=str(info.get("country") or "US"),
         owner_email=email or str(info.get("email") or f"{realm_id}@invalid"),
+        sync_interval_minutes=rt.settings.sync_interval_minutes,
     )
 
 

@@ -274,6 +274,7 @@ def _new_company(tenant: Tenant, org: dict[str, str | None], person: XeroUser) -
         timezone=zone,
         country=str(org.get("country") or "US"),
         owner_email=person.email or f"{person.subject}@invalid",
+        sync_interval_minutes=rt.settings.sync_interval_minutes,
     )
 
 
