@@ -14,7 +14,7 @@ from arbridge.connectors.demo import generate_demo_ledger
 from arbridge.errors import NotFound
 from arbridge.runtime import Runtime
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Company, Connection, Invoice
+from arbridge.sync.model import Company, Connection, CreditNote, Customer, Invoice, Payment
 from arbridge.sync.runner import SyncResult
 from arbridge.sync.store import (
     add_connection,
@@ -86,6 +86,27 @@ def _restart_late_fees(rt: Runtime, company_id: int, today: date) -> None:
         company.settings = {**company.settings, "late_fees": {**fees, "charge_from": since}}
 
 
+def _held(rt: Runtime, company_id: int) -> dict[str, list[str]]:
+    """The demo ledger's records the company's copy holds (not deleted), by the ledger's kinds:
+    what a rebuilt ledger must delete where it no longer has them."""
+    with rt.sessions() as session:
+        return {
+            kind: list(
+                session.scalars(
+                    select(model.source_id).where(
+                        model.company_id == company_id, model.source == "demo", alive
+                    )
+                )
+            )
+            for kind, model, alive in (
+                ("Customer", Customer, Customer.deleted.is_(False)),
+                ("Invoice", Invoice, Invoice.status != "deleted"),
+                ("Payment", Payment, Payment.status != "deleted"),
+                ("CreditNote", CreditNote, CreditNote.status != "deleted"),
+            )
+        }
+
+
 def prepare(
     rt: Runtime, *, sync: SyncFunc, reset: bool = False, echo: Callable[[str], None] = print
 ) -> tuple[Company, str]:
@@ -103,6 +124,7 @@ def prepare(
                 timezone="America/Chicago",
                 country="US",
                 owner_email="owner@acme-supply.example",
+                sync_interval_minutes=rt.settings.sync_interval_minutes,
             )
             # The demo shows installment plans on its payment pages and charges late fees
             # from the start.
@@ -130,7 +152,7 @@ def prepare(
     full = False
     if reset or not ledger.exists:
         today = company_today(company, rt.clock)
-        generate_demo_ledger(ledger, today)
+        generate_demo_ledger(ledger, today, replacing=_held(rt, company.id))
         full = True
         _restart_late_fees(rt, company.id, today)
         echo(f"Demo ledger written to {ledger.path}")

@@ -13,7 +13,7 @@ import gc
 import hashlib
 import json
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, timedelta
 from decimal import Decimal
@@ -509,9 +509,20 @@ RATES = {"USD": "1", "EUR": "1.0842", "CAD": "0.7315"}
 
 
 def generate_demo_ledger(
-    ledger: DemoLedger, today: date, *, customers: int = 40, invoices: int = 300, seed: int = 7
+    ledger: DemoLedger,
+    today: date,
+    *,
+    customers: int = 40,
+    invoices: int = 300,
+    seed: int = 7,
+    replacing: Mapping[str, Iterable[str]] | None = None,
 ) -> None:
-    """Write a fresh, deterministic ledger whose invoices fall in every aging bucket on `today`."""
+    """Write a fresh, deterministic ledger whose invoices fall in every aging bucket on `today`.
+
+    `replacing`: the record ids (by kind: "Customer", "Invoice", ...) that a company's copy of
+    the ledger being replaced holds (`arbridge demo --reset`); each the new ledger does not have
+    is written as a tombstone, so the next sync marks its copy deleted, as a ledger's deletion,
+    rather than leave the old ledger's late fees and written-back payments open in the new one."""
     rng = random.Random(seed)
     now = ledger.clock.now()
     state: dict[str, Any] = {
@@ -665,4 +676,7 @@ def generate_demo_ledger(
     )
     voided = next(i for i in reversed(state["Invoice"]) if i["status"] == "AUTHORISED")
     voided.update(status="VOIDED", total="0.00", balance="0.00")
+    for kind, ids in (replacing or {}).items():
+        have = {r["id"] for r in state[kind]}
+        state[kind] += [stamp({"id": i, "status": "DELETED"}) for i in sorted(set(ids) - have)]
     ledger.save_new(state)
