@@ -40,11 +40,12 @@ def parse_int(text: str | None, *, minimum: int = -INT64_MAX - 1, maximum: int =
     raw = (text or "").strip()
     if not _INT.fullmatch(raw):
         raise InputError("Enter a whole number in the digits 0–9, like 15")
+    within = f"Enter a whole number between {minimum} and {maximum}"
     if len(raw.lstrip("+-").lstrip("0")) > 19:  # beyond 64 bits: no bound of ours holds it
-        raise InputError("That number is far too large")
+        raise InputError(within if maximum < INT64_MAX else "That number is far too large")
     value = int(raw)
     if not minimum <= value <= maximum:
-        raise InputError(f"Enter a whole number between {minimum} and {maximum}")
+        raise InputError(within)
     return value
 
 
@@ -83,7 +84,9 @@ def parse_day(text: str | None) -> date:
     try:
         day = date.fromisoformat(raw)
     except ValueError as e:
-        raise InputError(f"{raw} is not a date on the calendar") from e
+        raise InputError(
+            f"{raw} is not a date on the calendar (YYYY-MM-DD, like 2026-11-24)"
+        ) from e
     return check_day(day)
 
 

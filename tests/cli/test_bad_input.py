@@ -90,3 +90,9 @@ def test_serving_on_a_port_already_in_use_is_one_sentence_not_a_traceback(demo):
     assert "Traceback" not in result.stderr, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: ") and f"127.0.0.1:{port} is already in use" in last, last
+
+
+def test_a_number_beyond_64_bits_did_not_say_which_numbers_are_accepted(demo):
+    result = demo.run("report", "--company", "demo", "--period-days", "9" * 25)
+    assert result.returncode == 2, result.stderr
+    assert "Enter a whole number between 1 and 3660" in result.stderr.strip().splitlines()[-1]

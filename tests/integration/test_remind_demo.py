@@ -94,7 +94,7 @@ def test_dry_run_explains_every_invoice_and_changes_nothing(rt, settings, demo_c
     call_numbers = {n for line in calls for n in line.split("; invoices ")[-1].split(", ")}
     assert listed | held_numbers == due
     assert call_numbers <= due
-    assert "Not reminded today" in result.output and "not yet due for a step" in result.output
+    assert "Not reminded on that day" in result.output and "not yet due for a step" in result.output
 
     # A week later (nothing sent in between) the same invoices are still due.
     later = cli(settings, "remind", "--company", "demo", "--dry-run", "--as-of", "2026-12-01")

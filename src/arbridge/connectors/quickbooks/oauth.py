@@ -105,7 +105,7 @@ class IntuitOAuth:
                 **tokens,
             )
         except Exception as e:
-            raise _mapped(e, "publish its discovery document") from e
+            raise _mapped(e, "send its discovery document") from e
 
     def authorization_url(self, state: str) -> str:
         return self._client().get_authorization_url(CONNECT_SCOPES, state_token=state)

@@ -193,16 +193,16 @@ def call(what: str, send: Callable[[], Any]) -> Response:
     except ApiException as e:
         answer = e.http_resp
         if answer is None:  # no answer at all (a TLS failure)
-            raise Transient(f"could not reach Xero for {what}: {e.reason}") from e
+            raise Transient(f"could not reach Xero ({what}): {e.reason}") from e
         raise failure(answer.status, answer.getheaders(), answer.data or b"", what) from None
     except urllib3.exceptions.TimeoutError as e:
-        raise Transient(f"Xero did not answer {what} in time") from e
+        raise Transient(f"Xero did not answer in time ({what})") from e
     except urllib3.exceptions.HTTPError as e:
-        raise Transient(f"could not reach Xero for {what}: {type(e).__name__}") from e
+        raise Transient(f"could not reach Xero ({what}): {type(e).__name__}") from e
     try:
         body = raw.data
     except urllib3.exceptions.HTTPError as e:
-        raise Transient(f"Xero's answer to {what} was cut off: {type(e).__name__}") from e
+        raise Transient(f"Xero's answer was cut off ({what}): {type(e).__name__}") from e
     finally:
         raw.release_conn()
     return Response(status, headers, body)
@@ -252,9 +252,9 @@ def _pooled(
             preload_content=True,
         )
     except urllib3.exceptions.TimeoutError as e:
-        raise Transient(f"Xero did not answer {what} in time") from e
+        raise Transient(f"Xero did not answer in time ({what})") from e
     except urllib3.exceptions.HTTPError as e:
-        raise Transient(f"could not reach Xero for {what}: {type(e).__name__}") from e
+        raise Transient(f"could not reach Xero ({what}): {type(e).__name__}") from e
     if not 200 <= raw.status <= 299:
         raise failure(raw.status, raw.headers, raw.data or b"", what)
     return Response(raw.status, raw.headers, raw.data or b"")

@@ -74,6 +74,7 @@ class Preview:
     open_invoices: int  # every open invoice of the company
     not_yet_due: int  # before the first step of any sequence
     up_to_date: int  # the step in force for its due date was already sent
+    today: bool = True  # the day previewed is the company's today (else another, `--as-of`)
 
 
 def preview(
@@ -84,8 +85,9 @@ def preview(
 ) -> Preview:
     """Decide without writing anything: the day's decisions, any connection warning, and the counts that
     account for the invoices the database left out."""
+    today = company_today(company, rt.clock)
     with rt.sessions() as session:
-        day = as_of or company_today(company, rt.clock)
+        day = as_of or today
         loaded = load_day(session, rt, company, day, settings)
         warning = loaded.hold or connection_problem(rt, company, loaded.connection)
         first = min(
@@ -94,7 +96,8 @@ def preview(
         )
         total, not_yet = open_counts(session, company.id, day - timedelta(days=first))
     looked_at = len(loaded.day.decisions)
-    return Preview(loaded, warning, total, not_yet, max(total - not_yet - looked_at, 0))
+    up_to_date = max(total - not_yet - looked_at, 0)
+    return Preview(loaded, warning, total, not_yet, up_to_date, today=day == today)
 
 
 def preview_lines(p: Preview) -> list[str]:
@@ -106,12 +109,13 @@ def preview_lines(p: Preview) -> list[str]:
     if not loaded.policy.enabled and not loaded.hold:
         lines.append("  Reminders are switched off in the settings: nothing would be sent.")
     planned = describe_day(loaded.day)
-    lines += [f"  {line}" for line in planned] or ["  Nothing is due today."]
+    when = "today" if p.today else "on that day"
+    lines += [f"  {line}" for line in planned] or [f"  Nothing is due {when}."]
     skipped = not_reminded(p)
     due = len(loaded.day.due)
-    lines.append(f"  {counted(p.open_invoices, 'open invoice')}: {due} due for a step today.")
+    lines.append(f"  {counted(p.open_invoices, 'open invoice')}: {due} due for a step {when}.")
     if skipped:
-        lines.append("  Not reminded today:")
+        lines.append(f"  Not reminded {when}:")
         lines += [f"    {n:>4}  {why}" for why, n in skipped]
     return lines
 
