@@ -35,6 +35,7 @@ from arbridge.worker import drain
 from tests.web.conftest import fresh_company, new_sign_in_token
 from tests.web.test_browser import chromium, live  # noqa: F401 (fixtures)
 from tests.web.test_owner_pages import _payments
+from tests.web.test_owner_pages_browser import tall_captions
 from tests.web.test_reminders_paging import _busy
 
 pytestmark = pytest.mark.browser
@@ -194,6 +195,8 @@ def _check(visit: Visit, base: str, pages: dict[str, str], width: int, tag: str)
         scroll, inner = _width(page)
         if scroll > inner:
             problems.append(f"{name} at {width}px: {scroll}px wide")
+        for caption in tall_captions(page):
+            problems.append(f"{name} at {width}px: the caption {caption!r} one letter a line")
         page.screenshot(path=str(SHOTS / f"arbridge-a11y-{tag}-{name}-{width}.png"))
         page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
         for control in page.evaluate(UNLABELLED):

@@ -47,6 +47,15 @@ def _width(page) -> int:
     return page.evaluate("document.documentElement.scrollWidth")
 
 
+def tall_captions(page) -> list[str]:
+    """Table captions taller than three lines: on a phone the stacked tables left a caption as
+    narrow as its widest letter, one letter a line."""
+    return page.evaluate(
+        "[...document.querySelectorAll('caption')]"
+        ".filter(c => c.getBoundingClientRect().height > 80).map(c => c.textContent.trim())"
+    )
+
+
 @pytest.mark.parametrize("width", [390, 1366])
 def test_every_owner_page_fits_the_window(chromium, live, demo_company, width):  # noqa: F811
     _payments(live.rt, demo_company.id, 3)  # rows for the payments page (ledger states too)
@@ -56,6 +65,7 @@ def test_every_owner_page_fits_the_window(chromium, live, demo_company, width): 
             page.goto(f"{live.base_url}{path}")
             page.locator("#main-nav").wait_for()
             assert _width(page) <= width, (name, width, _width(page))
+            assert tall_captions(page) == [], (name, width)
             if name == "customers-sorted":  # and the customer's own page
                 page.locator("#customers tbody tr a").first.click()
                 page.wait_for_url(f"{live.base_url}/c/demo/customers/*")
