@@ -20,6 +20,7 @@ from arbridge.errors import NotFound, Rejected, Transient
 from arbridge.runtime import Runtime
 from arbridge.services.payments.accounts import gateway_for, gateway_for_row
 from arbridge.services.payments.events import from_session
+from arbridge.services.payments.open_sessions import close_overlapping, lock_invoices
 from arbridge.services.payments.quote import methods_for, quote, quote_basis
 from arbridge.services.payments.recording import record
 from arbridge.sync.db import dialect_insert, transaction
@@ -50,6 +51,7 @@ def start_checkout(rt: Runtime, token: str) -> str:
         methods = methods_for(gateway, q)
         if not methods:
             raise Rejected("this business does not take online payments at the moment")
+        lock_invoices(s, [d.invoice_id for d in q.due])
         basis, now = quote_basis(q), rt.clock.now()
         reusable = s.scalar(
             select(CheckoutSessionRow)
@@ -63,6 +65,7 @@ def start_checkout(rt: Runtime, token: str) -> str:
         )
         if reusable is not None and reusable.url:
             return reusable.url
+        close_overlapping(rt, s, gateway, q.company.id, [d.invoice_id for d in q.due])
         # The idempotency key names what is asked (link, balances), the time window, and how many
         # earlier sessions finished: presses at the same moment share one key, so Stripe opens
         # one session for them all (a count of every row would race between them).

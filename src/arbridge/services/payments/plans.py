@@ -30,6 +30,7 @@ from arbridge.errors import NotFound, Rejected, Transient
 from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.services.payments.accounts import gateway_for
+from arbridge.services.payments.open_sessions import close_overlapping, lock_invoices
 from arbridge.services.payments.quote import Quote, methods_for, quote
 from arbridge.sync.activity import log_activity
 from arbridge.sync.db import dialect_insert, transaction
@@ -621,6 +622,7 @@ def _installment_checkout(
     if not methods:
         raise Rejected("this business does not take online payments at the moment")
     amount = Money.from_minor(inst.amount_minor, plan.currency)
+    lock_invoices(s, [i.id for i in invoices if i.is_open])
     now = rt.clock.now()
     reusable = s.scalar(
         select(CheckoutSessionRow)
@@ -634,6 +636,7 @@ def _installment_checkout(
     )
     if reusable is not None and reusable.url:
         return reusable.url
+    close_overlapping(rt, s, gateway, company.id, [i.id for i in invoices if i.is_open])
     if plan.stripe_customer_id is None:
         plan.stripe_customer_id = gateway.find_or_create_customer(
             CustomerRequest(

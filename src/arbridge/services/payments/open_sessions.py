@@ -1,0 +1,52 @@
+"""The Checkout Sessions open for a company's invoices: at most one takes an invoice's money."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from arbridge.connectors.stripe.gateway import PaymentGateway
+from arbridge.errors import Rejected
+from arbridge.runtime import Runtime
+from arbridge.sync.model import CheckoutSessionRow, Invoice
+from arbridge.sync.outbox_kinds import stripe_expire_key
+
+
+def lock_invoices(s: Session, invoice_ids: Sequence[int]) -> None:
+    """Hold these invoices' rows until the transaction ends: two checkouts opening for the same
+    invoice (two links, two presses) take turns, each seeing the other's session (PostgreSQL;
+    SQLite writes one transaction at a time)."""
+    s.execute(select(Invoice.id).where(Invoice.id.in_(sorted(set(invoice_ids)))).with_for_update())
+
+
+def close_overlapping(
+    rt: Runtime, s: Session, gateway: PaymentGateway, company_id: int, invoice_ids: Sequence[int]
+) -> None:
+    """Before a new Checkout Session for these invoices (locked: `lock_invoices`) opens, close at
+    Stripe every other open one that takes any of them (another link, a statement, a second
+    tab): at most one session can take an invoice's money at a time. They were closed only once
+    a payment came in, so two tabs paid before the worker's next round both charged the
+    customer. One already paid, its payment not recorded yet, refuses the new one."""
+    wanted = set(invoice_ids)
+    now = rt.clock.now()
+    others = s.scalars(
+        select(CheckoutSessionRow).where(
+            CheckoutSessionRow.company_id == company_id,
+            CheckoutSessionRow.status == "open",
+            CheckoutSessionRow.expires_at > now,
+        )
+    ).all()
+    for other in others:
+        if not wanted & set(other.invoice_ids or ()):
+            continue
+        closed = gateway.expire_checkout_session(
+            other.stripe_session_id, stripe_expire_key(other.stripe_session_id)
+        )
+        if closed.status == "complete":
+            raise Rejected(
+                "a payment for this invoice has just been made and is being recorded: "
+                "refresh this page in a minute"
+            )
+        other.status = "expired"  # never handed out again
