@@ -261,3 +261,33 @@ def test_a_statement_link_whose_invoices_were_all_paid_says_so_and_opens_nothing
     assert refused.status_code == 409 and b"nothing to pay" in refused.data
     with rt.sessions() as s:
         assert s.scalars(select(CheckoutSessionRow)).first() is None
+
+
+def test_one_pending_bank_payment_left_a_statements_other_invoices_unpayable(
+    customer, rt, overdue_invoice
+):
+    """One invoice's bank payment on its way (a plan's debit, another link's ACH) made the whole
+    statement "pending": no amount due and no Pay button for the rest of the balance."""
+    from arbridge.sync.model import Customer
+    from arbridge.sync.store import issue_statement_token
+
+    with transaction(rt.sessions) as s:
+        token = issue_statement_token(s, rt.clock, s.get(Customer, overdue_invoice.customer_id))
+        owed = [
+            i
+            for i in s.scalars(
+                select(Invoice).where(Invoice.customer_id == overdue_invoice.customer_id)
+            )
+            if i.is_open and i.currency == overdue_invoice.currency
+        ]
+        assert len(owed) >= 2, "the customer needs another open invoice"
+        pending = s.get(Invoice, overdue_invoice.id)
+        pending.payment_pending = True
+        rest = sum(i.open_balance_minor for i in owed if i.id != pending.id)
+        number = pending.number
+    doc = parse(customer.get(f"/pay/{token}").data)
+    assert doc.by_id("pay") is not None
+    assert doc.by_id("amount-due").text.replace(",", "").endswith(f"{rest / 100:.2f}")
+    listed = [row.find("td").text for row in doc.by_id("statement").find_all("tr")[1:]]
+    assert number not in listed
+    assert number in doc.by_id("pending").text and "on its way" in doc.by_id("pending").text

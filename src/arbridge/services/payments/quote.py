@@ -46,6 +46,8 @@ class Quote:
     state: str  # payable, pending, paid, voided, closed
     due: Sequence[Due] = field(default_factory=tuple)
     discount: Discount | None = None
+    # A statement's invoices whose bank payment is on its way: shown, left out of the amount.
+    pending: Sequence[Invoice] = field(default_factory=tuple)
 
     @property
     def currency(self) -> str:
@@ -94,8 +96,11 @@ def quote(rt: Runtime, session: Session, link: PayToken) -> Quote:
     if all(i.status == "voided" for i in invoices):
         return Quote(company, customer, invoices, "voided")
     open_ = [i for i in invoices if i.is_open]
-    if any(i.payment_pending for i in open_):
+    pending = [i for i in open_ if i.payment_pending]
+    if pending and (link.invoice_id is not None or len(pending) == len(open_)):
         return Quote(company, customer, invoices, "pending")
+    # A statement pays the rest of what is open; the invoices being paid by bank stay out.
+    open_ = [i for i in open_ if not i.payment_pending]
     if not open_:
         return Quote(
             company, customer, invoices, "paid" if first.status in ("paid", "open") else "closed"
@@ -112,7 +117,7 @@ def quote(rt: Runtime, session: Session, link: PayToken) -> Quote:
         due.append(Due(inv.id, inv.balance, d.amount if d else Money.zero(inv.currency)))
         if d and (best is None or d.ends_on < best.ends_on):
             best = d
-    return Quote(company, customer, open_, "payable", due, best)
+    return Quote(company, customer, open_, "payable", due, best, pending)
 
 
 def fee_invoices(session: Session, company_id: int, invoice_ids: Sequence[int]) -> list[Invoice]:
