@@ -54,6 +54,20 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum:
     return value
 
 
+# Where `arbridge demo` serves (`--host`, `--port`), kept in its instance: the links that the
+# CLI's and the worker's work puts in emails lead to the running demo, not to port 5000.
+DEMO_ADDRESS_FILE = "demo-address.txt"
+
+
+def demo_address(instance_path: Path) -> str | None:
+    try:
+        text = (instance_path / DEMO_ADDRESS_FILE).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    parts = urlsplit(text)
+    return text if parts.scheme == "http" and parts.netloc and not parts.path else None
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -287,6 +301,7 @@ class _Fields:
     instance_path: Path
     database_url: str
     base_url: str = "http://127.0.0.1:5000"
+    base_url_given: bool = False  # set by ARBRIDGE_BASE_URL (else the default, or the demo's)
     secret_key: str | None = field(default=None, repr=False)
     encryption_keys: tuple[str, ...] = field(default=(), repr=False)
     encryption_keys_from_env: bool = False
@@ -325,7 +340,11 @@ class _Fields:
 
         instance_path = Path(env.get(PREFIX + "INSTANCE_PATH") or "instance").absolute()
         raw_url = env.get(PREFIX + "DATABASE_URL") or f"sqlite:///{instance_path / 'arbridge.db'}"
-        base_url = (env.get(PREFIX + "BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
+        given_url = env.get(PREFIX + "BASE_URL") or None
+        demo = (instance_path / DEMO_CLOCK_FILE).exists()
+        base_url = (
+            given_url or (demo_address(instance_path) if demo else None) or "http://127.0.0.1:5000"
+        ).rstrip("/")
         if urlsplit(base_url).scheme not in {"http", "https"} or not urlsplit(base_url).netloc:
             raise ConfigError(f"ARBRIDGE_BASE_URL must be an http(s) URL, not {base_url!r}")
         timezone = env.get(PREFIX + "DEFAULT_TIMEZONE") or "UTC"
@@ -366,7 +385,8 @@ class _Fields:
             log_level_given=bool(env.get(PREFIX + "LOG_LEVEL")),
             mail_from=env.get(PREFIX + "MAIL_FROM") or None,
             # `arbridge demo` leaves its clock's file in the instance: a demo install.
-            demo=(instance_path / DEMO_CLOCK_FILE).exists(),
+            demo=demo,
+            base_url_given=given_url is not None,
             quickbooks=_qbo(env),
             stripe=_section(
                 "stripe",

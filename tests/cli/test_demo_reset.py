@@ -1,4 +1,4 @@
-"""`arbridge demo --reset`: the ledger rebuilt from scratch, and the company's copy with it."""
+"""`arbridge demo --reset` and `--port`: the ledger rebuilt from scratch, and the links of a demo served elsewhere."""
 
 from __future__ import annotations
 
@@ -69,3 +69,21 @@ def test_a_damaged_demo_ledger_is_rebuilt_by_a_reset_as_its_error_says(demo):
     demo.ok("demo", "--no-serve", "--reset")
 
     assert report(demo) == fresh
+
+
+def test_links_made_after_a_demo_on_another_port_led_to_port_5000(tmp_path):
+    """`arbridge demo --port 5123` printed its own links with 5123, but what the CLI and the
+    worker did afterwards (a sign-in link, the reminders `clock advance` queues) linked to 5000,
+    where nothing listens."""
+    with fresh_instance(tmp_path / "ported") as instance:
+        out = instance.ok("demo", "--no-serve", "--port", "5123")
+        assert "http://127.0.0.1:5123/sign-in/" in out
+        link = instance.ok("companies", "sign-in-link", "demo")
+        assert link.startswith("http://127.0.0.1:5123/sign-in/"), link
+        with instance.runtime() as rt:
+            assert rt.settings.base_url == "http://127.0.0.1:5123"
+        # The address the install is given wins, as ever.
+        given = instance.ok(
+            "companies", "sign-in-link", "demo", ARBRIDGE_BASE_URL="https://ar.example.com"
+        )
+        assert given.startswith("https://ar.example.com/sign-in/"), given

@@ -13,7 +13,8 @@ from arbridge.cli.common import load_settings, open_runtime, setup_logging
 from arbridge.cli.instance import initialise
 from arbridge.cli.ledger import run_sync_with_progress
 from arbridge.clock import DEMO_CLOCK_FILE, DemoClock
-from arbridge.config import Settings
+from arbridge.config import DEMO_ADDRESS_FILE, Settings
+from arbridge.crypto import write_private_text
 from arbridge.wording import counted
 
 
@@ -37,7 +38,7 @@ def demo(host: str, port: int, no_serve: bool, reset: bool) -> None:
 
     settings = load_settings()
     base_url = f"http://{host}:{port}"
-    if not os.environ.get("ARBRIDGE_BASE_URL"):
+    if not settings.base_url_given:
         settings = settings.with_(base_url=base_url)
     setup_logging(settings)
     from arbridge.sync import db
@@ -55,6 +56,8 @@ def demo(host: str, port: int, no_serve: bool, reset: bool) -> None:
         settings = settings.with_(worker_tick_seconds=5)
     # A demo install's clock can be moved forward to watch plans charge (`arbridge clock`).
     DemoClock.start(settings.instance_path / DEMO_CLOCK_FILE)
+    if not settings.base_url_given:  # every later command's links lead here
+        write_private_text(settings.instance_path / DEMO_ADDRESS_FILE, f"{base_url}\n")
     settings = settings.with_(demo=True)
     rt = Runtime.open(settings)
     company, link = demo_setup.prepare(
