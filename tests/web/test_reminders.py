@@ -211,8 +211,8 @@ def test_saving_a_sequence_and_refusing_a_bad_one(owner_client, rt):
             "weekdays": ["mon"],
         },
     )
-    shown = owner_client.get(bad.headers["Location"]).get_data(as_text=True)
-    assert "Not saved: two steps fall on the same day" in shown
+    assert bad.status_code == 400
+    assert "Not saved: two steps fall on the same day" in parse(bad.data).by_id("steps-error").text
     assert fresh_company(rt, "demo").settings["reminders"]["sequences"]["default"] == steps
     # The settings page's own Reminders form keeps the sequence when it saves.
     settings = owner_client.get("/c/demo/settings")
@@ -228,7 +228,11 @@ def test_a_template_that_does_not_render_is_refused(owner_client, rt):
         "/c/demo/reminders/template",
         data={"csrf_token": token, "name": "overdue", "subject": "{{ nope }}", "text": "x"},
     )
-    assert "Not saved" in owner_client.get(bad.headers["Location"]).get_data(as_text=True)
+    # The page again, the wording as typed in the editor and the reason beside it.
+    assert bad.status_code == 400
+    doc = parse(bad.data)
+    assert doc.by_id("wording-error").text.startswith("Not saved")
+    assert doc.by_id("subject").attrs["value"] == "{{ nope }}"
     assert "templates" not in (fresh_company(rt, "demo").settings.get("reminders") or {})
     owner_client.post(
         "/c/demo/reminders/template",
@@ -475,8 +479,12 @@ def test_a_template_that_burns_cpu_is_refused_on_save_with_the_reason(owner_clie
             "text": BURNER,
         },
     )
-    shown = owner_client.get(bad.headers["Location"]).get_data(as_text=True)
-    assert "Not saved: the template takes too long to render" in shown
+    assert bad.status_code == 400
+    assert (
+        "Not saved: the template takes too long to render"
+        in parse(bad.data).by_id("wording-error").text
+    )
+    assert parse(bad.data).by_id("text").text == BURNER
     assert "templates" not in (fresh_company(rt, "demo").settings.get("reminders") or {})
 
 
@@ -570,3 +578,63 @@ def test_the_mailbox_shows_an_email_the_server_never_confirmed(owner_client, rt,
     queued = parse(owner_client.get("/c/demo/mailbox").data).by_id("queued")
     assert queued is not None
     assert "maybe sent: the mail server did not confirm it" in queued.text
+
+
+def test_a_refused_wording_threw_the_owners_edits_away(owner_client, rt):
+    """Saved with a mistake, the wording came back as stored, the owner's typing lost, and the
+    reason sat at the top of a long page."""
+    page = owner_client.get("/c/demo/reminders?template=overdue")
+    form = parse(page.data).by_id("wording-form")
+    typed = "Dear {{ customer_name }}, a long careful note {{ oops }"
+    bad = owner_client.post(
+        form.attrs["action"],
+        data={
+            "csrf_token": csrf_token(page.data),
+            "name": "overdue",
+            "subject": "Hi",
+            "text": typed,
+        },
+    )
+    assert bad.status_code == 400
+    doc = parse(bad.data)
+    assert doc.by_id("text").text == typed
+    assert "autofocus" in doc.by_id("text").attrs  # the answer opens at the editor
+    assert doc.by_id("wording-error").text.startswith("Not saved: ")
+    empty = owner_client.post(
+        form.attrs["action"],
+        data={"csrf_token": csrf_token(page.data), "name": "overdue", "subject": "", "text": typed},
+    )
+    assert empty.status_code == 400
+    assert parse(empty.data).by_id("wording-error").text == (
+        "Not saved: a wording needs a subject and a text"
+    )
+    assert parse(empty.data).by_id("text").text == typed
+
+
+def test_a_refused_save_of_the_steps_threw_away_the_new_step_and_signature_typed_with_it(
+    owner_client, rt
+):
+    page = owner_client.get("/c/demo/reminders")
+    form = parse(page.data).find("form", action="/c/demo/reminders/sequence")
+    data = {
+        "csrf_token": csrf_token(page.data),
+        "offset_days": ["3", "12"],  # 12: a new step
+        "channel": ["email", "email"],
+        "template": ["overdue", "overdue"],
+        "min_balance": ["", ""],
+        "escalation": ["none", "none"],
+        "weekdays": ["mon", "tue"],
+        "quiet_start": "25",
+        "signature": "Thanks, Ana",
+    }
+    before = fresh_company(rt, "demo").settings
+    bad = owner_client.post(form.attrs["action"], data=data)
+    assert bad.status_code == 400
+    doc = parse(bad.data)
+    assert "Not saved: the sending window's start" in doc.by_id("steps-error").text
+    again = doc.find("form", action="/c/demo/reminders/sequence")
+    offsets = [i.attrs.get("value", "") for i in again.find_all("input", name="offset_days")]
+    assert "12" in offsets
+    assert doc.by_id("quiet_start").attrs["value"] == "25"
+    assert doc.by_id("signature").text == "Thanks, Ana"
+    assert fresh_company(rt, "demo").settings == before

@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from flask import (
@@ -169,7 +170,11 @@ def page(company: Company) -> Any:
 
 
 def _page(
-    company: Company, draft: EmailTemplate | None = None, draft_name: str | None = None
+    company: Company,
+    draft: EmailTemplate | None = None,
+    draft_name: str | None = None,
+    wording_error: str | None = None,
+    steps_draft: StepsDraft | None = None,
 ) -> Any:
     """The reminders page; `draft` (the Preview button without JavaScript): the wording as
     typed, shown in the editor and the preview, not saved."""
@@ -184,7 +189,7 @@ def _page(
     except SequenceError as e:
         policy, error = reminder_policy({}), str(e)
     names = sorted(set(DEFAULT_TEMPLATES) | set(_stored(company).get("templates") or {}))
-    sequence_name = request.args.get("sequence") or "default"
+    sequence_name = steps_draft.name if steps_draft else request.args.get("sequence") or "default"
     sequence = policy.sequences.get(sequence_name) or policy.sequence(None)
     customers = reads.customers_with_sequence(
         db(), company.id, limit=CUSTOMER_ROWS + 1, offset=(customers_page - 1) * CUSTOMER_ROWS
@@ -219,6 +224,8 @@ def _page(
         sample=inv,
         rendered=rendered,
         render_error=render_error,
+        wording_error=wording_error,
+        steps_draft=steps_draft,
         merge_fields=MERGE_FIELD_LABELS,
     ), status
 
@@ -429,12 +436,41 @@ def save_sequence(company: Company) -> Any:
         }
         reminder_policy({"reminders": candidate})
     except (SequenceError, ValueError) as e:
+        # The page again with the form as typed and the reason above it (a redirect showed the
+        # stored steps: a new step, a signature typed in the same save, gone).
         log.info("reminder sequence refused: %s", e)
-        flash(f"Not saved: {e}", "error")
-        return redirect(url_for("reminders.page", slug=company.slug) + "#sequence")
+        body, _status = _page(company, steps_draft=_steps_draft(f, rows, name, f"Not saved: {e}."))
+        return body, 400
     _save(company, candidate, f"the steps of the {sequence_title(name)} sequence")
     flash(f"Steps of the {sequence_title(name)} sequence saved.", "ok")
     return redirect(url_for("reminders.page", slug=company.slug, sequence=name) + "#sequence")
+
+
+@dataclass(frozen=True)
+class StepsDraft:
+    """The steps form as the owner filled it in, to show again with why it was refused."""
+
+    steps: list[SimpleNamespace]
+    policy: SimpleNamespace
+    name: str
+    error: str
+
+
+def _steps_draft(form: Any, rows: list[dict[str, str]], name: str, error: str) -> StepsDraft:
+    weekdays = form.getlist("weekdays")
+    return StepsDraft(
+        steps=[SimpleNamespace(**row) for row in rows],
+        policy=SimpleNamespace(
+            quiet_start=form.get("quiet_start", ""),
+            quiet_end=form.get("quiet_end", ""),
+            statement_day=form.get("statement_day", ""),
+            max_sync_age_minutes=form.get("max_sync_age_minutes", ""),
+            weekdays=[i for i, d in enumerate(WEEKDAYS) if d in weekdays],
+            signature=(form.get("signature") or "")[:1000],
+        ),
+        name=name[:40],
+        error=error,
+    )
 
 
 @bp.post("/c/<slug>/customers/<int:customer_id>/sequence")
@@ -486,10 +522,19 @@ def save_template(company: Company) -> Any:
     text = request.form.get("text") or ""
     html = request.form.get("html") or ""
     target = url_for("reminders.page", slug=company.slug, template=name) + "#templates"
-    if not name or len(name) > 40 or not subject or not text.strip():
-        flash("A template needs a name, a subject and a text.", "error")
-        return redirect(target)
     tpl = EmailTemplate(subject, text, html or None)
+
+    def refused(problem: str) -> Any:
+        """The page again with the wording as typed in the editor and the reason beside it (a
+        redirect showed the stored wording, the owner's edits gone, the reason a page away)."""
+        log.info("wording %r refused: %s", name, problem)
+        body, _status = _page(company, tpl, name, wording_error=f"Not saved: {problem}")
+        return body, 400
+
+    if not name or len(name) > 40:
+        abort(400)
+    if not subject or not text.strip():
+        return refused("a wording needs a subject and a text")
     inv = _sample_invoice(company, None)
     try:
         if inv is not None:
@@ -497,8 +542,7 @@ def save_template(company: Company) -> Any:
         else:  # no open invoice to try it on: sample values
             check_template(tpl)
     except TemplateProblem as e:
-        flash(f"Not saved: {e}", "error")
-        return redirect(target)
+        return refused(str(e))
     stored = _stored(company)
     templates = dict(stored.get("templates") or {})
     if request.form.get("reset"):
