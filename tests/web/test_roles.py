@@ -206,6 +206,57 @@ def test_an_invitation_gives_the_role_the_owner_chose(rt, demo_company):
         assert user.role == "collector"
 
 
+def test_inviting_an_address_twice_left_two_invitations_waiting_even_after_one_was_accepted(
+    rt, demo_company
+):
+    from arbridge.sync.model import Invitation
+
+    owner = _owner(rt, demo_company)
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, demo_company.id)
+        first = invite(s, rt.clock, company, owner, "bob@acme.example", "viewer").id
+        again = invite(s, rt.clock, company, owner, "bob@acme.example", "collector")
+        again.token_hash = hash_token("b" * 40)
+    with rt.sessions() as s:
+        waiting = s.scalars(
+            select(Invitation).where(
+                Invitation.email == "bob@acme.example", Invitation.revoked_at.is_(None)
+            )
+        ).all()
+        # The second replaces the first: one invitation waits, with the latest role.
+        assert [(w.id, w.role) for w in waiting] == [(again.id, "collector")]
+        assert s.get(Invitation, first).revoked_at is not None
+    with transaction(rt.sessions) as s:
+        assert accept_invitation(s, rt.clock, "b" * 40).role == "collector"
+
+
+def test_accepting_an_invitation_withdraws_any_other_waiting_for_the_same_address(rt, demo_company):
+    from arbridge.sync.model import Invitation
+
+    owner = _owner(rt, demo_company)
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, demo_company.id)
+        one = invite(s, rt.clock, company, owner, "ann@acme.example", "viewer")
+        one.token_hash = hash_token("a" * 40)
+        # A second left waiting from before this rule (two rows for one address).
+        other = Invitation(
+            company_id=company.id,
+            email="ann@acme.example",
+            invited_by=owner.id,
+            role="viewer",
+            token_hash=hash_token("z" * 40),
+            created_at=one.created_at,
+            expires_at=one.expires_at,
+        )
+        s.add(other)
+        s.flush()
+        other_id = other.id
+    with transaction(rt.sessions) as s:
+        accept_invitation(s, rt.clock, "a" * 40)
+    with rt.sessions() as s:
+        assert s.get(Invitation, other_id).revoked_at is not None
+
+
 def test_an_invitation_refuses_an_unknown_role(rt, demo_company):
     owner = _owner(rt, demo_company)
     with transaction(rt.sessions) as s, pytest.raises(ArbridgeError):

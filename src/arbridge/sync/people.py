@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -225,6 +225,9 @@ def invite(
     if taken is not None:
         raise ArbridgeError(f"{email} can already sign in to {company.name}")
     now = clock.now()
+    # Inviting an address again sends a fresh invitation in place of the one waiting (two
+    # were listed, and the other stayed "waiting" once one was accepted).
+    _withdraw_waiting(session, company.id, email, now)
     row = Invitation(
         company_id=company.id,
         email=email,
@@ -327,10 +330,26 @@ def accept_invitation(session: Session, clock: Clock, token: str) -> User:
     user.last_sign_in_at = now
     session.flush()
     session.execute(update(Invitation).where(Invitation.id == row.id).values(user_id=user.id))
+    _withdraw_waiting(session, row.company_id, row.email, now)
     log_activity(
         session, clock, row.company_id, "user.joined", f"{row.email} accepted the invitation"
     )
     return user
+
+
+def _withdraw_waiting(session: Session, company_id: int, email: str, now: datetime) -> None:
+    """Withdraw the company's invitations to this address still waiting to be accepted."""
+    session.execute(
+        update(Invitation)
+        .where(
+            Invitation.company_id == company_id,
+            Invitation.email == email,
+            Invitation.accepted_at.is_(None),
+            Invitation.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def revoke_invitation(
