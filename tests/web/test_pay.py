@@ -291,3 +291,25 @@ def test_one_pending_bank_payment_left_a_statements_other_invoices_unpayable(
     listed = [row.find("td").text for row in doc.by_id("statement").find_all("tr")[1:]]
     assert number not in listed
     assert number in doc.by_id("pending").text and "on its way" in doc.by_id("pending").text
+
+
+@pytest.mark.parametrize(
+    "asked",
+    ["installments=99&every=month", "installments=abc", "installments=2&every=decade"],
+)
+def test_a_plan_choice_not_offered_said_no_plan_was_available_or_was_a_bare_400(
+    customer, rt, overdue_invoice, asked
+):
+    from arbridge.sync.store import issue_pay_token
+
+    with transaction(rt.sessions) as s:
+        token = issue_pay_token(s, rt.clock, s.get(Invoice, overdue_invoice.id))
+    usual = parse(customer.get(f"/pay/{token}/plan").data)
+    assert usual.by_id("plan-schedule") is not None, "the demo offers plans on this invoice"
+    page = customer.get(f"/pay/{token}/plan?{asked}")
+    assert page.status_code == 200
+    doc = parse(page.data)
+    assert doc.by_id("plan-unavailable") is None
+    assert doc.by_id("plan-schedule") is not None  # the usual choice, to pick from
+    said = doc.find("p", cls="error").text
+    assert said.startswith(("Choose", "That frequency")), said

@@ -44,14 +44,16 @@ bp = Blueprint("plan_pay", __name__)
 log = logging.getLogger(__name__)
 
 
-def _number(name: str, default: int) -> int:
+def _number(name: str, default: int) -> int | None:
+    """The number asked for, the default when none; None for one that is no count of
+    installments (then refused with the plan's own sentence, the choice still on the page)."""
     raw = request.values.get(name)
     if raw is None or raw == "":
         return default
     try:
         return parse_int(raw, minimum=1, maximum=rules.MAX_INSTALLMENTS)
     except InputError:
-        abort(400)
+        return None
 
 
 @bp.get("/pay/<token>/plan")
@@ -76,14 +78,20 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
     proposal, chosen = None, None
     if choice is not None and choice.offer is not None:
         counts, freqs = choice.offer.installment_counts, choice.offer.frequencies
-        chosen = (
-            _number("installments", counts[min(2, len(counts) - 1)]),
-            request.values.get("every") or freqs[0],
-        )
+        usual = (counts[min(2, len(counts) - 1)], freqs[0])
+        asked = _number("installments", usual[0])
+        chosen = (asked or 0, request.values.get("every") or usual[1])
         try:
             proposal = propose_for_customer(choice, chosen[0], chosen[1], today)
         except PlanRefused as e:
+            # What was asked is not offered: say so, and show the usual choice to pick from (it
+            # said the plan was not available at all, and the choice was gone).
             error = error or str(e)
+            chosen = usual
+            try:
+                proposal = propose_for_customer(choice, *usual, today)
+            except PlanRefused:
+                proposal = None
     response = make_response(
         render_template(
             "plan.html",
@@ -132,7 +140,7 @@ def _acceptance() -> dict[str, Any]:
 
 @bp.post("/pay/<token>/plan/agree")
 def agree(token: str) -> Any:
-    installments = _number("installments", 0)
+    installments = _number("installments", 0) or 0
     try:
         url = choose_and_agree(
             runtime(),
