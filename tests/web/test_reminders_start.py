@@ -83,3 +83,23 @@ def test_a_bad_choice_is_refused_and_changes_nothing(rt, owner_client, demo_comp
         owner_client.post("/c/demo/reminders/start", data={"csrf_token": token, **data})
     start = reminder_policy(fresh_company(rt, "demo").settings).start
     assert start == ReminderStart("waiting")
+
+
+def test_the_start_page_said_nothing_had_been_sent_once_reminders_had_started(
+    rt, owner_client, demo_company
+):
+    waiting(rt, demo_company)
+    first = parse(owner_client.get("/c/demo/reminders/start").data)
+    assert "Nothing has been sent to anyone" in first.by_id("reminders-start").text
+    form = parse(owner_client.get("/c/demo/reminders/start?mode=first_step").data)
+    confirm = form.find("form", id="start-confirm")
+    owner_client.post(confirm.attrs["action"], data=form_fields(confirm))
+    later = parse(owner_client.get("/c/demo/reminders/start").data)
+    assert "Nothing has been sent" not in later.by_id("reminders-start").text
+    assert later.by_id("started-already") is not None
+
+
+def test_the_start_pages_csv_without_a_choice_answered_with_the_pages_html(owner_client):
+    answer = owner_client.get("/c/demo/reminders/start?format=csv", follow_redirects=True)
+    assert answer.status_code == 200
+    assert answer.mimetype == "text/csv"

@@ -61,6 +61,11 @@ def _with_start(company: Company, start: dict[str, Any]) -> dict[str, Any]:
 @company_required
 def page(company: Company) -> Any:
     rt = runtime()
+    if request.args.get("format") == "csv" and not request.args.get("mode"):
+        # The CSV of the page's own default choice (it answered with the page's HTML).
+        return redirect(
+            url_for("reminders_start.page", slug=company.slug, mode="first_step", format="csv")
+        )
     if not request.args.get("mode"):
         return render_template(
             "reminders_start.html", company=company, choices=CHOICES, days=DEFAULT_SKIP_DAYS
