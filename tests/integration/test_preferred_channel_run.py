@@ -66,6 +66,8 @@ def test_a_contact_who_prefers_a_call_gets_the_email_and_a_call_task_once(trt, t
     with trt.sessions() as s:
         (task,) = s.scalars(select(CallTask)).all()
         assert "prefers a call" in task.reason
+        # It said no email had gone out while this step's email was going out beside it.
+        assert "today's reminder email goes out beside this call" in task.reason
         assert len(s.scalars(select(ReminderSend)).all()) == 1
 
 

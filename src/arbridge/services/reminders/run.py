@@ -664,6 +664,8 @@ def _call_task(
         if emailed
         else "no reminder email sent yet"
     )
+    if m.also_call:  # the email of this very step goes out beside the call (it read as none)
+        history += "; today's reminder email goes out beside this call"
     if m.route:
         history += f"; {m.route}"
     writes.calls.append(
