@@ -203,6 +203,23 @@ def test_ach_failure_days_later_reopens_and_tells_the_owner(rt, demo_company, us
     assert start_checkout(rt, token).startswith("http")
 
 
+def test_a_link_paid_again_after_its_bank_debit_failed_handed_out_the_completed_session(
+    rt, demo_company, usd_invoice, clock
+):
+    token = token_for(rt, usd_invoice)
+    first = start_checkout(rt, token)
+    simulated_stripe(rt).complete(session_id(first), "us_bank_account", "fail")
+    drain(rt)  # the webhook alone: the customer never came back to the return page
+    clock.advance(timedelta(seconds=21))
+    drain(rt)
+    assert invoice(rt, usd_invoice.id).status == "open"
+    again = start_checkout(rt, token)
+    assert session_id(again) != session_id(first)
+    simulated_stripe(rt).complete(session_id(again), "card", "succeed")
+    drain(rt)
+    assert invoice(rt, usd_invoice.id).status == "paid"
+
+
 def _event(kind: str, obj: dict, n: int) -> dict:
     return {
         "id": f"evt_test_{n}",

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from arbridge.connectors.stripe.gateway import PaymentGateway
 from arbridge.errors import Rejected
 from arbridge.runtime import Runtime
-from arbridge.sync.model import CheckoutSessionRow, Invoice
+from arbridge.sync.model import CheckoutSessionRow, CollectedPayment, Invoice
 from arbridge.sync.outbox_kinds import stripe_expire_key
 
 
@@ -28,7 +28,7 @@ def close_overlapping(
     Stripe every other open one that takes any of them (another link, a statement, a second
     tab): at most one session can take an invoice's money at a time. They were closed only once
     a payment came in, so two tabs paid before the worker's next round both charged the
-    customer. One already paid, its payment not recorded yet, refuses the new one."""
+    customer. One already paid whose payment is not recorded yet refuses the new one."""
     wanted = set(invoice_ids)
     now = rt.clock.now()
     others = s.scalars(
@@ -45,8 +45,18 @@ def close_overlapping(
             other.stripe_session_id, stripe_expire_key(other.stripe_session_id)
         )
         if closed.status == "complete":
-            raise Rejected(
-                "a payment for this invoice has just been made and is being recorded: "
-                "refresh this page in a minute"
+            recorded = s.scalar(
+                select(CollectedPayment.id).where(
+                    CollectedPayment.checkout_session_id == other.stripe_session_id
+                )
             )
+            if recorded is None:
+                raise Rejected(
+                    "a payment for this invoice has just been made and is being recorded: "
+                    "refresh this page in a minute"
+                )
+            # Its payment is recorded (and what it paid no longer settles the invoice: a bank
+            # debit that failed, say): it takes no more money.
+            other.status = "complete"
+            continue
         other.status = "expired"  # never handed out again

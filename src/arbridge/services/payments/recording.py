@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from arbridge.clock import local_date, local_text
@@ -141,6 +141,18 @@ def record(rt: Runtime, s: Session, seen: Observed) -> None:
     row, current = _lock_payment(s, seen, now)
     if row is not None and row.checkout_session_id is None and seen.session_id:
         row.checkout_session_id = seen.session_id  # the PaymentIntent's event came first
+    if seen.session_id:
+        # Paid (or a bank debit started): the session takes no more money and is never handed
+        # out again (a customer back after a failed debit got this completed session's page).
+        s.execute(
+            update(CheckoutSessionRow)
+            .where(
+                CheckoutSessionRow.stripe_session_id == seen.session_id,
+                CheckoutSessionRow.status == "open",
+            )
+            .values(status="complete")
+            .execution_options(synchronize_session=False)
+        )
     on_plan = row is not None and link_installment(s, row, seen) is not None
     if row is None:
         if seen.status in AFTER_SUCCESS:
