@@ -278,6 +278,13 @@ class Flag:
     kind: str
     reason: str
     id: int  # ours, for links
+    # The reason as the owner's pages say it, where it differs (amounts as money: "$34,374.74"
+    # where `reason`, for the report's JSON, keeps plain decimals).
+    said: str = ""
+
+    @property
+    def shown(self) -> str:
+        return self.said or self.reason
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -352,6 +359,7 @@ def flags(
 ) -> list[Flag]:
     """Every flag, ordered by customer name then kind (FLAG_KINDS' order)."""
     reasons: dict[int, dict[str, str]] = {}
+    said: dict[int, dict[str, str]] = {}
     for b in behaviours:
         if (text := slowing_reason(b)) is not None:
             reasons.setdefault(b.customer_id, {})["slowing"] = text
@@ -365,13 +373,24 @@ def flags(
         open_ = exposure.get(c.customer_id, 0)
         kind = limit_kind(open_, limit)
         if kind is not None and limit is not None:
-            owed = Money.from_minor(open_, home_currency).amount
-            cap = Money.from_minor(limit, home_currency).amount
+            owed = Money.from_minor(open_, home_currency)
+            cap = Money.from_minor(limit, home_currency)
             reasons.setdefault(c.customer_id, {})[kind] = (
-                f"owes {owed} {home_currency} on open invoices against a limit of {cap}"
+                f"owes {owed.amount} {home_currency} on open invoices against a limit of "
+                f"{cap.amount}"
+            )
+            said.setdefault(c.customer_id, {})[kind] = (
+                f"owes {owed.format()} on open invoices against a limit of {cap.format()}"
             )
     out = [
-        Flag(known[cid].name, known[cid].source_id, kind, text, cid)
+        Flag(
+            known[cid].name,
+            known[cid].source_id,
+            kind,
+            text,
+            cid,
+            said.get(cid, {}).get(kind, ""),
+        )
         for cid, kinds in reasons.items()
         if cid in known
         for kind, text in kinds.items()
