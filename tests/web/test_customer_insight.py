@@ -81,4 +81,4 @@ def test_the_customer_page_shows_terms_limit_days_to_pay_on_time_rate_and_flags(
     assert page.by_id("customer-limit").text == "$100.00"
     assert page.by_id("customer-terms").text.strip() != ""
     flags = page.by_id("customer-insight-flags").text
-    assert "Over credit limit" in flags and "owes 144.68 USD" in flags
+    assert "Over credit limit" in flags and "owes $144.68" in flags
