@@ -87,6 +87,21 @@ def test_the_daily_run_twice_and_a_restarted_worker_send_once(mail_rt, smtp):
     assert count(mail_rt, ReminderSend) == 2
 
 
+def test_one_email_about_two_invoices_read_as_two_alike_emails_in_the_activity(mail_rt, smtp):
+    world = world_of(mail_rt, Inv("A", "HAR", -3, "100.00"), Inv("B", "HAR", -10, "50.00"))
+    run_reminders(mail_rt, world.company)
+    drain(mail_rt)
+    with mail_rt.sessions() as s:
+        said = sorted(
+            s.scalars(select(Activity.message).where(Activity.kind == "reminders.sent")).all()
+        )
+    # Each line names its invoice; the wording is the email's, the step each invoice's own.
+    assert said == [
+        "Second reminder (10 days after due) sent to alice@harbor.example about INV-B",
+        "Second reminder (its step 3 days after due) sent to alice@harbor.example about INV-A",
+    ]
+
+
 def test_a_drain_sends_its_emails_over_one_connection_and_closes_it(mail_rt, smtp):
     world = world_of(mail_rt, Inv("A", "HAR", -3, "100.00"), Inv("B", "MAP", -10, "50.00"))
     assert run_reminders(mail_rt, world.company).emails == 2

@@ -22,6 +22,7 @@ from arbridge.sync.db import transaction
 from arbridge.sync.model import (
     Company,
     Contact,
+    Invoice,
     MailMessage,
     OutboxMessage,
     ReminderSend,
@@ -220,12 +221,17 @@ def _record(
                 row.status, row.sent_at = "sent", rt.clock.now()
                 if unconfirmed:
                     row.note = "the mail server did not confirm it; it may not have arrived"
+                # A line per invoice the message was about, each naming its invoice (three
+                # lines alike read as three emails).
+                inv = session.get(Invoice, row.invoice_id)
+                about = f" about {inv.number or inv.source_id}" if inv is not None else ""
                 log_activity(
                     session,
                     rt.clock,
                     message.company_id,
                     "reminders.sent",
                     f"{_reminder_words(message.payload, row.step_key)} sent to {prepared.to}"
+                    + about
                     + (" by text message" if channel == SMS_CHANNEL else "")
                     + (" (not confirmed by the mail server)" if unconfirmed else ""),
                     invoice_id=row.invoice_id,
@@ -263,10 +269,15 @@ def _record(
 
 
 def _reminder_words(payload: Mapping[str, object], step_key: str) -> str:
-    """ "Second reminder (10 days after due)": what the activity log says went out."""
+    """ "Second reminder (10 days after due)": what the activity log says went out. The
+    wording is the message's (its firmest step's), the step the invoice's own: "Final notice
+    (its step 20 days after due)" where one email covered invoices at several steps."""
     title = template_title(str(payload.get("template") or "reminder"))
     when = key_in_words(step_key)
-    return f"{title} ({when})" if when else title
+    if not when:
+        return title
+    own = payload.get("step_key") not in (None, step_key)
+    return f"{title} (its step {when})" if own else f"{title} ({when})"
 
 
 def _bounced(rt: Runtime, message: OutboxMessage, prepared: Prepared, why: str) -> None:
