@@ -389,6 +389,17 @@ class FakeSessions:
         )
 
 
+def two_links(rt, demo_company) -> tuple[FakeSessions, str, str]:
+    """Stripe's sessions faked at the HTTP boundary, and two payment links for one invoice
+    (a reminder's and an older one)."""
+    stripe = FakeSessions()
+    stripe.install()
+    token_a, invoice_id, *_ = open_invoice(rt, demo_company)
+    with transaction(rt.sessions) as s:
+        token_b = issue_pay_token(s, rt.clock, s.get(Invoice, invoice_id))
+    return stripe, token_a, token_b
+
+
 @responses.activate
 def test_two_pay_links_for_one_invoice_were_both_payable_until_a_payment_came_in(
     stripe_rt, client, demo_company
@@ -401,11 +412,7 @@ def test_two_pay_links_for_one_invoice_were_both_payable_until_a_payment_came_in
     from tests.web.conftest import csrf_token
 
     rt = stripe_rt
-    stripe = FakeSessions()
-    stripe.install()
-    token_a, invoice_id, *_ = open_invoice(rt, demo_company)
-    with transaction(rt.sessions) as s:
-        token_b = issue_pay_token(s, rt.clock, s.get(Invoice, invoice_id))
+    stripe, token_a, token_b = two_links(rt, demo_company)
     # The customer opens both links (the reminder's and an older one), a checkout on each.
     start_checkout(rt, token_a)
     csrf = csrf_token(client.get(f"/pay/{token_a}").data)  # A's page stays open in a tab
@@ -449,11 +456,7 @@ def test_a_link_opened_while_another_links_payment_is_unrecorded_opens_no_second
     from arbridge.errors import Rejected
 
     rt = stripe_rt
-    stripe = FakeSessions()
-    stripe.install()
-    token_a, invoice_id, *_ = open_invoice(rt, demo_company)
-    with transaction(rt.sessions) as s:
-        token_b = issue_pay_token(s, rt.clock, s.get(Invoice, invoice_id))
+    stripe, token_a, token_b = two_links(rt, demo_company)
     start_checkout(rt, token_a)
     [first] = stripe.sessions.values()
     stripe.sessions[first["id"]] = {**first, "status": "complete", "payment_status": "paid"}
