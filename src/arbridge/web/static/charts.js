@@ -7,6 +7,10 @@
 (function () {
   "use strict";
   var COLOURS = ["#2f855a", "#d69e2e", "#dd6b20", "#c53030", "#742a2a", "#2b6cb0"];
+  var NARROW = window.matchMedia("(max-width: 640px)").matches;
+  var COMPACT = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 1 });
+
+  function compact(value) { return COMPACT.format(value); }
 
   function read(table) {
     var names = Array.prototype.map.call(
@@ -36,7 +40,13 @@
           })
         },
         options: { indexAxis: "y", animation: false, maintainAspectRatio: false,
-                   scales: { x: { stacked: true }, y: { stacked: true } } }
+                   // Amounts as "100K" and fewer of them on a phone: at 390 px the full numbers
+                   // ran together ("100,000200,000") and the legend's last entry was cut.
+                   scales: { x: { stacked: true, ticks: { maxTicksLimit: NARROW ? 4 : 8,
+                                                           callback: compact } },
+                             y: { stacked: true } },
+                   plugins: { legend: { labels: { boxWidth: NARROW ? 10 : 40,
+                                                  font: { size: NARROW ? 11 : 12 } } } } }
       };
     }
     if (kind === "lines") {
