@@ -18,7 +18,12 @@ def lock_invoices(s: Session, invoice_ids: Sequence[int]) -> None:
     """Hold these invoices' rows until the transaction ends: two checkouts opening for the same
     invoice (two links, two presses) take turns, each seeing the other's session (PostgreSQL;
     SQLite writes one transaction at a time)."""
-    s.execute(select(Invoice.id).where(Invoice.id.in_(sorted(set(invoice_ids)))).with_for_update())
+    s.execute(
+        select(Invoice.id)
+        .where(Invoice.id.in_(sorted(set(invoice_ids))))
+        .order_by(Invoice.id)  # one order for every taker: two never wait on each other
+        .with_for_update()
+    )
 
 
 def close_overlapping(
