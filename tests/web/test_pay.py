@@ -313,3 +313,28 @@ def test_a_plan_choice_not_offered_said_no_plan_was_available_or_was_a_bare_400(
     assert doc.by_id("plan-schedule") is not None  # the usual choice, to pick from
     said = doc.find("p", cls="error").text
     assert said.startswith(("Choose", "That frequency")), said
+
+
+def test_two_open_promises_said_the_same_sentence_twice_on_the_pay_page(
+    customer, rt, overdue_invoice
+):
+    from arbridge.sync.model import InvoiceHold
+    from arbridge.sync.store import issue_pay_token
+
+    today = rt.clock.now().date()
+    with transaction(rt.sessions) as s:
+        token = issue_pay_token(s, rt.clock, s.get(Invoice, overdue_invoice.id))
+        for days, by in ((5, "customer"), (9, "owner")):  # a promise, then one taken on a call
+            s.add(
+                InvoiceHold(
+                    company_id=overdue_invoice.company_id,
+                    invoice_id=overdue_invoice.id,
+                    kind="promise",
+                    promised_on=today + timedelta(days=days),
+                    created_by=by,
+                    created_at=rt.clock.now(),
+                )
+            )
+    doc = parse(customer.get(f"/pay/{token}").data)  # by_id refuses an id used twice
+    said = doc.by_id("hold-promise").text
+    assert (today + timedelta(days=9)).strftime("%b") in said and "Thank you" in said
