@@ -34,6 +34,7 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from arbridge.clock import day_text
 from arbridge.collections.policy import merged
 from arbridge.money import Money, exponent
 
@@ -356,7 +357,7 @@ def assess(
         if fee:
             basis = (
                 f"{' plus '.join(parts)}, charged once {days_overdue} days after the due date "
-                f"{inv.due_on:%d %b %Y}"
+                f"{day_text(inv.due_on)}"
             )
             basis = basis[0].upper() + basis[1:]
             wanted.append(("fee", ONCE, fee, f"Late fee on {number}", basis))
