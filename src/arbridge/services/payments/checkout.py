@@ -51,7 +51,8 @@ def start_checkout(rt: Runtime, token: str) -> str:
         methods = methods_for(gateway, q)
         if not methods:
             raise Rejected("this business does not take online payments at the moment")
-        lock_invoices(s, [d.invoice_id for d in q.due])
+        due_ids = [d.invoice_id for d in q.due]
+        lock_invoices(s, due_ids)
         basis, now = quote_basis(q), rt.clock.now()
         reusable = s.scalar(
             select(CheckoutSessionRow)
@@ -65,7 +66,7 @@ def start_checkout(rt: Runtime, token: str) -> str:
         )
         if reusable is not None and reusable.url:
             return reusable.url
-        close_overlapping(rt, s, gateway, q.company.id, [d.invoice_id for d in q.due])
+        close_overlapping(rt, s, gateway, q.company.id, due_ids)
         # The idempotency key names what is asked (link, balances), the time window, and how many
         # earlier sessions finished: presses at the same moment share one key, so Stripe opens
         # one session for them all (a count of every row would race between them).
@@ -99,7 +100,7 @@ def start_checkout(rt: Runtime, token: str) -> str:
             metadata={
                 "arbridge_company": str(q.company.id),
                 "arbridge_pay_token": str(link.id),
-                "arbridge_invoices": ",".join(str(d.invoice_id) for d in q.due),
+                "arbridge_invoices": ",".join(str(i) for i in due_ids),
                 "arbridge_discount": str(q.discount_total.minor),
             },
             customer_email=contact,
@@ -125,7 +126,7 @@ def start_checkout(rt: Runtime, token: str) -> str:
                 pay_token_id=link.id,
                 stripe_session_id=created.id,
                 url=created.url,
-                invoice_ids=[d.invoice_id for d in q.due],
+                invoice_ids=due_ids,
                 currency=q.currency,
                 amount_minor=q.amount.minor,
                 discount_minor=q.discount_total.minor,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,6 +27,22 @@ def lock_invoices(s: Session, invoice_ids: Sequence[int]) -> None:
     )
 
 
+def open_sessions_taking(
+    s: Session, company_id: int, invoice_ids: Iterable[int], now: datetime, *, lock: bool = False
+) -> list[CheckoutSessionRow]:
+    """The company's Checkout Sessions still open that take any of these invoices (`lock`: their
+    rows held until the transaction ends)."""
+    query = select(CheckoutSessionRow).where(
+        CheckoutSessionRow.company_id == company_id,
+        CheckoutSessionRow.status == "open",
+        CheckoutSessionRow.expires_at > now,
+    )
+    if lock:
+        query = query.with_for_update()
+    wanted = set(invoice_ids)
+    return [row for row in s.scalars(query) if wanted & set(row.invoice_ids or ())]
+
+
 def close_overlapping(
     rt: Runtime, s: Session, gateway: PaymentGateway, company_id: int, invoice_ids: Sequence[int]
 ) -> None:
@@ -34,18 +51,7 @@ def close_overlapping(
     tab): at most one session can take an invoice's money at a time. They were closed only once
     a payment came in, so two tabs paid before the worker's next round both charged the
     customer. One already paid whose payment is not recorded yet refuses the new one."""
-    wanted = set(invoice_ids)
-    now = rt.clock.now()
-    others = s.scalars(
-        select(CheckoutSessionRow).where(
-            CheckoutSessionRow.company_id == company_id,
-            CheckoutSessionRow.status == "open",
-            CheckoutSessionRow.expires_at > now,
-        )
-    ).all()
-    for other in others:
-        if not wanted & set(other.invoice_ids or ()):
-            continue
+    for other in open_sessions_taking(s, company_id, invoice_ids, rt.clock.now()):
         closed = gateway.expire_checkout_session(
             other.stripe_session_id, stripe_expire_key(other.stripe_session_id)
         )

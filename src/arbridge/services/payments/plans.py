@@ -622,7 +622,8 @@ def _installment_checkout(
     if not methods:
         raise Rejected("this business does not take online payments at the moment")
     amount = Money.from_minor(inst.amount_minor, plan.currency)
-    lock_invoices(s, [i.id for i in invoices if i.is_open])
+    open_ids = [i.id for i in invoices if i.is_open]
+    lock_invoices(s, open_ids)
     now = rt.clock.now()
     reusable = s.scalar(
         select(CheckoutSessionRow)
@@ -636,7 +637,7 @@ def _installment_checkout(
     )
     if reusable is not None and reusable.url:
         return reusable.url
-    close_overlapping(rt, s, gateway, company.id, [i.id for i in invoices if i.is_open])
+    close_overlapping(rt, s, gateway, company.id, open_ids)
     if plan.stripe_customer_id is None:
         plan.stripe_customer_id = gateway.find_or_create_customer(
             CustomerRequest(
@@ -670,7 +671,7 @@ def _installment_checkout(
         idempotency_key=f"plan_checkout:{inst.id}:{opened}:{inst.amount_minor}",
         metadata={
             "arbridge_company": str(company.id),
-            "arbridge_invoices": ",".join(str(i.id) for i in invoices if i.is_open),
+            "arbridge_invoices": ",".join(str(i) for i in open_ids),
             PLAN_KEY: str(plan.id),
             INSTALLMENT_KEY: str(inst.number),
         },
@@ -685,7 +686,7 @@ def _installment_checkout(
             pay_token_id=link.id,
             stripe_session_id=created.id,
             url=created.url,
-            invoice_ids=[i.id for i in invoices if i.is_open],
+            invoice_ids=open_ids,
             currency=plan.currency,
             amount_minor=inst.amount_minor,
             discount_minor=0,

@@ -24,6 +24,7 @@ from arbridge.money import Money
 from arbridge.runtime import Runtime
 from arbridge.services.payments.events import AFTER_SUCCESS, DISPUTE_CLOSED, Observed, observe
 from arbridge.services.payments.failure_notice import tell_payment_failed
+from arbridge.services.payments.open_sessions import open_sessions_taking
 from arbridge.services.payments.plan_runs import installment_paid_or_failed, link_installment
 from arbridge.services.payments.plans import plan_invoices_sorted
 from arbridge.services.payments.reversals import (
@@ -414,19 +415,8 @@ def _expire_other_sessions(
     ids = {inv.id for inv in invoices}
     if not ids:
         return
-    others = s.scalars(
-        select(CheckoutSessionRow)
-        .where(
-            CheckoutSessionRow.company_id == company.id,
-            CheckoutSessionRow.status == "open",
-            CheckoutSessionRow.expires_at > rt.clock.now(),
-        )
-        .with_for_update()
-    ).all()
-    for other in others:
-        if other.stripe_session_id == row.checkout_session_id or not ids & set(
-            other.invoice_ids or ()
-        ):
+    for other in open_sessions_taking(s, company.id, ids, rt.clock.now(), lock=True):
+        if other.stripe_session_id == row.checkout_session_id:
             continue
         other.status = "expired"  # never handed out again, whatever Stripe answers
         queue(
