@@ -358,14 +358,14 @@ def flags(
     home_currency: str,
 ) -> list[Flag]:
     """Every flag, ordered by customer name then kind (FLAG_KINDS' order)."""
-    reasons: dict[int, dict[str, str]] = {}
-    said: dict[int, dict[str, str]] = {}
+    # (the report's reason, the pages' where it differs) by customer and kind
+    reasons: dict[int, dict[str, tuple[str, str]]] = {}
     for b in behaviours:
         if (text := slowing_reason(b)) is not None:
-            reasons.setdefault(b.customer_id, {})["slowing"] = text
+            reasons.setdefault(b.customer_id, {})["slowing"] = (text, "")
     for p in partials:
         if (text := partials_reason(p)) is not None:
-            reasons.setdefault(p.customer_id, {})["partials_growing"] = text
+            reasons.setdefault(p.customer_id, {})["partials_growing"] = (text, "")
     known = {}
     for c in customers:
         known[c.customer_id] = c
@@ -377,23 +377,14 @@ def flags(
             cap = Money.from_minor(limit, home_currency)
             reasons.setdefault(c.customer_id, {})[kind] = (
                 f"owes {owed.amount} {home_currency} on open invoices against a limit of "
-                f"{cap.amount}"
-            )
-            said.setdefault(c.customer_id, {})[kind] = (
-                f"owes {owed.format()} on open invoices against a limit of {cap.format()}"
+                f"{cap.amount}",
+                f"owes {owed.format()} on open invoices against a limit of {cap.format()}",
             )
     out = [
-        Flag(
-            known[cid].name,
-            known[cid].source_id,
-            kind,
-            text,
-            cid,
-            said.get(cid, {}).get(kind, ""),
-        )
+        Flag(known[cid].name, known[cid].source_id, kind, text, cid, said)
         for cid, kinds in reasons.items()
         if cid in known
-        for kind, text in kinds.items()
+        for kind, (text, said) in kinds.items()
     ]
     out.sort(key=lambda f: (f.customer.casefold(), f.customer_id, FLAG_KINDS.index(f.kind)))
     return out
