@@ -221,28 +221,24 @@ def test_saving_a_sequence_and_refusing_a_bad_one(owner_client, rt):
     assert fresh_company(rt, "demo").settings["reminders"]["sequences"]["default"] == steps
 
 
-def test_a_template_that_does_not_render_is_refused(owner_client, rt):
-    page = owner_client.get("/c/demo/reminders")
-    token = csrf_token(page.data)
-    bad = owner_client.post(
+def save_wording(client, subject: str, text: str, name: str = "overdue"):
+    """Post the wording form as the reminders page's editor does."""
+    token = csrf_token(client.get(f"/c/demo/reminders?template={name}").data)
+    return client.post(
         "/c/demo/reminders/template",
-        data={"csrf_token": token, "name": "overdue", "subject": "{{ nope }}", "text": "x"},
+        data={"csrf_token": token, "name": name, "subject": subject, "text": text},
     )
+
+
+def test_a_template_that_does_not_render_is_refused(owner_client, rt):
+    bad = save_wording(owner_client, "{{ nope }}", "x")
     # The page again, the wording as typed in the editor and the reason beside it.
     assert bad.status_code == 400
     doc = parse(bad.data)
     assert doc.by_id("wording-error").text.startswith("Not saved")
     assert doc.by_id("subject").attrs["value"] == "{{ nope }}"
     assert "templates" not in (fresh_company(rt, "demo").settings.get("reminders") or {})
-    owner_client.post(
-        "/c/demo/reminders/template",
-        data={
-            "csrf_token": token,
-            "name": "overdue",
-            "subject": "Please pay {{ invoice_number }}",
-            "text": "Dear {{ customer_name }}",
-        },
-    )
+    save_wording(owner_client, "Please pay {{ invoice_number }}", "Dear {{ customer_name }}")
     page = owner_client.get("/c/demo/reminders?template=overdue")
     assert parse(page.data).by_id("preview-subject").text.startswith("Please pay INV-")
 
@@ -469,16 +465,7 @@ BURNER = "{% for a in range(9999) %}{% for b in range(9999) %}{% endfor %}{% end
 
 @pytest.mark.usefixtures("short_template_time_limit")
 def test_a_template_that_burns_cpu_is_refused_on_save_with_the_reason(owner_client, rt):
-    page = owner_client.get("/c/demo/reminders")
-    bad = owner_client.post(
-        "/c/demo/reminders/template",
-        data={
-            "csrf_token": csrf_token(page.data),
-            "name": "overdue",
-            "subject": "Pay",
-            "text": BURNER,
-        },
-    )
+    bad = save_wording(owner_client, "Pay", BURNER)
     assert bad.status_code == 400
     assert (
         "Not saved: the template takes too long to render"
@@ -583,27 +570,16 @@ def test_the_mailbox_shows_an_email_the_server_never_confirmed(owner_client, rt,
 def test_a_refused_wording_threw_the_owners_edits_away(owner_client, rt):
     """Saved with a mistake, the wording came back as stored, the owner's typing lost, and the
     reason sat at the top of a long page."""
-    page = owner_client.get("/c/demo/reminders?template=overdue")
-    form = parse(page.data).by_id("wording-form")
+    form = parse(owner_client.get("/c/demo/reminders?template=overdue").data).by_id("wording-form")
+    assert form.attrs["action"] == "/c/demo/reminders/template"
     typed = "Dear {{ customer_name }}, a long careful note {{ oops }"
-    bad = owner_client.post(
-        form.attrs["action"],
-        data={
-            "csrf_token": csrf_token(page.data),
-            "name": "overdue",
-            "subject": "Hi",
-            "text": typed,
-        },
-    )
+    bad = save_wording(owner_client, "Hi", typed)
     assert bad.status_code == 400
     doc = parse(bad.data)
     assert doc.by_id("text").text == typed
     assert "autofocus" in doc.by_id("text").attrs  # the answer opens at the editor
     assert doc.by_id("wording-error").text.startswith("Not saved: ")
-    empty = owner_client.post(
-        form.attrs["action"],
-        data={"csrf_token": csrf_token(page.data), "name": "overdue", "subject": "", "text": typed},
-    )
+    empty = save_wording(owner_client, "", typed)
     assert empty.status_code == 400
     assert parse(empty.data).by_id("wording-error").text == (
         "Not saved: a wording needs a subject and a text"
