@@ -34,9 +34,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
-import sqlalchemy
 from sqlalchemy import delete, event, func, insert, select, text, update
 
 from arbridge.clock import FixedClock
@@ -58,6 +56,7 @@ from arbridge.sync.model import (
     ReminderSend,
 )
 from arbridge.sync.store import ledger_states
+from floors import bare_insert
 from scratch import scratch_dir, scratch_schema
 
 AS_OF = date(2026, 11, 24)
@@ -404,25 +403,10 @@ def _writes_floor(rt: Runtime, batch: int) -> tuple[float, float]:
             )
         for model in (ReminderSend, PayToken, OutboxMessage, Activity):
             if kept[model]:
-                _bare_insert(c, model.__table__, kept[model])
+                bare_insert(c, model.__table__, kept[model])
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     _undo(rt, marks)
     return seconds, cpu
-
-
-def _bare_insert(c: sqlalchemy.Connection, table: Any, rows: list[dict]) -> None:
-    """Rows into `table` the cheapest way the database takes them: PostgreSQL's COPY, SQLite's
-    executemany INSERT."""
-    if c.dialect.name != "postgresql":
-        c.execute(insert(table), rows)
-        return
-    names = list(rows[0])
-    cursor = c.connection.driver_connection.cursor()
-    with cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(
-                [json.dumps(v) if isinstance(v, dict | list) else v for v in row.values()]
-            )
 
 
 def _run_both(rt: Runtime, batch: int, runs: int) -> dict[str, float | int]:
