@@ -93,6 +93,22 @@ def test_a_statement_link_downloads_its_statement_with_the_link_and_the_total(
     assert "The link works until Jan 23, 2027" in words
 
 
+def test_a_statement_link_made_in_the_evening_said_it_worked_a_day_longer_than_it_does(
+    owner_client, rt, busy
+):
+    # 19:30 in Chicago is 01:30 the next day in UTC: the page named the UTC day of its end.
+    rt.clock.advance(timedelta(hours=10, minutes=30))
+    owner_client.get("/c/demo/reminders")
+    page = owner_client.post(
+        f"/c/demo/customers/{busy.id}/statement-link",
+        data={"csrf_token": csrf_token(owner_client.get("/c/demo/reminders").data)},
+    )
+    with rt.sessions() as s:
+        link = s.scalars(select(PayToken).order_by(PayToken.id.desc()).limit(1)).one()
+    assert link.expires_at.replace(tzinfo=UTC) == datetime(2027, 1, 24, 1, 30, tzinfo=UTC)
+    assert "It works until Jan 23, 2027;" in parse(page.data).text
+
+
 def test_a_statement_marks_what_its_link_does_not_pay(owner_client, customer, rt, busy):
     invoices = sorted(_open(rt, busy), key=lambda i: (i.due_on, i.id))
     disputed = invoices[0]

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
+from arbridge.clock import local_date
 from arbridge.errors import ArbridgeError
 from arbridge.readmodels import payments as payment_reads
 from arbridge.readmodels import stripe_status as readmodel
@@ -301,5 +302,6 @@ def statement_link(company: Company, customer_id: int) -> Any:
         customer=customer,
         link=f"{rt.settings.base_url}/pay/{token}",
         invoices=invoices,
-        expires_on=(rt.clock.now() + timedelta(days=days)).date(),
+        # The day it stops working, in the business's timezone (not UTC's day).
+        expires_on=local_date(rt.clock.now() + timedelta(days=days), company.timezone),
     )
