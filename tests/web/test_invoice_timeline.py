@@ -5,7 +5,8 @@ timezone, in a fixed number of statements."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
@@ -78,3 +79,33 @@ def test_the_timeline_costs_the_same_statements_whatever_happened(owner_client, 
             assert owner_client.get(f"/c/demo/invoices/{inv_id}").status_code == 200
         costs.append(len(statements))
     assert costs[0] == costs[1], costs
+
+
+def test_an_evening_change_on_the_day_of_issue_showed_as_a_later_change(
+    owner_client, rt, demo_company
+):
+    # Changed at 21:00 in Chicago on the day it was issued: 03:00 the next day in UTC. The page
+    # compared UTC's day with the day of issue, and listed a change that was the issuing itself.
+    with transaction(rt.sessions) as s:
+        inv = s.scalars(select(Invoice).where(Invoice.company_id == demo_company.id).limit(1)).one()
+        inv_id, issued = inv.id, inv.issued_on
+        inv.source_updated_at = datetime.combine(issued, time(21), ZoneInfo("America/Chicago"))
+    items = [
+        li.text
+        for li in parse(owner_client.get(f"/c/demo/invoices/{inv_id}").data)
+        .by_id("timeline")
+        .find_all("li")
+    ]
+    assert not any("Last changed" in item for item in items), items
+    # The next morning, in Chicago, it is a change.
+    with transaction(rt.sessions) as s:
+        s.get(Invoice, inv_id).source_updated_at = datetime.combine(
+            issued + timedelta(days=1), time(8), ZoneInfo("America/Chicago")
+        )
+    items = [
+        li.text
+        for li in parse(owner_client.get(f"/c/demo/invoices/{inv_id}").data)
+        .by_id("timeline")
+        .find_all("li")
+    ]
+    assert any("Last changed" in item for item in items), items

@@ -53,7 +53,11 @@ def invoice_timeline(s: Session, company: Company, inv: Invoice) -> list[Event]:
         Event(day(inv.issued_on), "Issued in your ledger", day_only=True),
         Event(day(inv.due_on), "Due", day_only=True),
     ]
-    if inv.source_updated_at is not None and inv.source_updated_at.date() > inv.issued_on:
+    # A change on a later day than the issue, both days in the business's zone.
+    if (
+        inv.source_updated_at is not None
+        and inv.source_updated_at.astimezone(tz).date() > inv.issued_on
+    ):
         events.append(Event(inv.source_updated_at, "Last changed in your ledger"))
     steps = _steps(company)
     mails: dict[str, int] = {}  # the messages reminders went in, by their Message-ID
