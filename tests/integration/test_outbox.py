@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import sessionmaker
 
 from arbridge.connectors.base import PaymentLine, PaymentWriteBack
 from arbridge.errors import Rejected, Transient
+from arbridge.sync import db
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Activity, OutboxMessage
 from arbridge.sync.outbox import LEASE, MAX_ATTEMPTS, Handler, deliver, enqueue
@@ -211,3 +214,41 @@ def test_a_send_still_waiting_for_the_smtp_final_reply_is_not_taken_for_a_crash(
 
     config = parse_url("smtp://mail.example")
     assert timedelta(seconds=config.data_timeout + 3 * config.timeout) < LEASE
+
+
+def test_two_workers_reading_a_row_at_once_both_sent_it_on_sqlite(rt, demo_company):
+    """Two workers (the demo's own and `clock advance`'s, say) each read the same due row before
+    either marked it taken: SQLite has no row locks (FOR UPDATE SKIP LOCKED does nothing there),
+    and the claim wrote "sending" over "sending" without looking, so the email went twice."""
+    queue(rt, demo_company)
+    url = rt.engine.url.render_as_string(hide_password=False)
+    both_read = threading.Barrier(2, timeout=10)
+    sent: list[str] = []
+
+    def worker() -> None:
+        engine = db.make_engine(url)
+        waited = []
+
+        @event.listens_for(engine, "after_cursor_execute")
+        def _after(_conn, _cursor, statement, *_args) -> None:
+            if (
+                not waited
+                and statement.lstrip().startswith("SELECT")
+                and "FROM outbox" in statement
+            ):
+                waited.append(True)
+                both_read.wait()  # each has read the row; now each tries to take it
+
+        handlers = {"test": Handler(lambda m: sent.append(m.key) or "ref", idempotent=False)}
+        try:
+            deliver(sessionmaker(engine, expire_on_commit=False), rt.clock, handlers)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sent == ["k1"]
+    assert row(rt).status == "sent" and row(rt).attempts == 1

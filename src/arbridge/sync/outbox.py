@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
@@ -80,30 +80,45 @@ def _claim(
     factory: sessionmaker[Session], clock: Clock, kinds: list[str]
 ) -> tuple[OutboxMessage, bool] | None:
     now = clock.now()
-    with transaction(factory) as session:
-        row = session.scalar(
-            select(OutboxMessage)
-            .where(
-                OutboxMessage.kind.in_(kinds),
-                or_(
-                    (OutboxMessage.status == "pending") & (OutboxMessage.next_attempt_at <= now),
-                    (OutboxMessage.status == "sending")
-                    & (OutboxMessage.next_attempt_at <= now - LEASE),
-                ),
+    while True:
+        with transaction(factory) as session:
+            row = session.scalar(
+                select(OutboxMessage)
+                .where(
+                    OutboxMessage.kind.in_(kinds),
+                    or_(
+                        (OutboxMessage.status == "pending")
+                        & (OutboxMessage.next_attempt_at <= now),
+                        (OutboxMessage.status == "sending")
+                        & (OutboxMessage.next_attempt_at <= now - LEASE),
+                    ),
+                )
+                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
             )
-            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-        if row is None:
-            return None
-        row.attempts += 1
-        row.next_attempt_at = now
-        recovering = row.status == "sending"
-        row.status = "sending"
-        session.flush()
-        session.expunge(row)
-    return row, recovering
+            if row is None:
+                return None
+            session.expunge(row)
+            # Taken only if nobody took it since it was read: on PostgreSQL the row lock already
+            # says so, but SQLite has no row locks (FOR UPDATE does nothing there), and two
+            # workers that both read the row before either wrote each sent it. A claim adds one
+            # to `attempts`, so a row still at the count read is one nobody else has claimed.
+            taken = session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id == row.id,
+                    OutboxMessage.status == row.status,
+                    OutboxMessage.attempts == row.attempts,
+                )
+                .values(attempts=row.attempts + 1, next_attempt_at=now, status="sending")
+                .execution_options(synchronize_session=False)
+            ).rowcount
+        if taken:
+            recovering = row.status == "sending"
+            row.attempts, row.next_attempt_at, row.status = row.attempts + 1, now, "sending"
+            return row, recovering
+        log.info("outbox %s %s was taken by another worker first", row.kind, row.key)
 
 
 WHAT = {
