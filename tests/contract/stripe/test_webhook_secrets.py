@@ -355,6 +355,52 @@ def test_one_business_cannot_sign_events_for_another(
         )
 
 
+def test_a_business_naming_itself_settled_another_businesss_pending_bank_payment(
+    own_key_rt, client, demo_company, second_business
+):
+    """Borealis signs, with its own secret, Acme's bank debit "succeeded", naming itself in the
+    metadata (so the event's company and the metadata agree) and Acme's PaymentIntent (printed on
+    Acme's customer's receipt). The payment was found by its PaymentIntent alone: Acme's invoice
+    went paid, and its payment into Acme's ledger, while the debit was still clearing."""
+    rt = own_key_rt
+    inv = usd_invoice(rt, demo_company.id)
+    clearing = {
+        **paid_session(rt, demo_company, inv, "pi_acme_bank"),
+        "payment_status": "unpaid",
+        "payment_method_types": ["us_bank_account"],
+    }
+    assert (
+        deliver(client, rt, "checkout.session.completed", clearing, "evt_a1", WHSEC).status_code
+        == 200
+    )
+    drain(rt)
+    with rt.sessions() as s:
+        assert s.scalar(select(CollectedPayment.status)) == "pending"
+    forged = {
+        **clearing,
+        "payment_status": "paid",
+        "metadata": {"arbridge_company": str(second_business), "arbridge_invoices": str(inv.id)},
+    }
+    assert (
+        deliver(
+            client,
+            rt,
+            "checkout.session.async_payment_succeeded",
+            forged,
+            "evt_f1",
+            "whsec_borealis_own",
+        ).status_code
+        == 200
+    )
+    drain(rt)
+    with rt.sessions() as s:
+        event = s.scalar(select(WebhookEvent).where(WebhookEvent.event_id == "evt_f1"))
+        assert event.status == "failed" and "another company's payment" in event.last_error
+        payment = s.scalar(select(CollectedPayment))
+        assert payment.status == "pending" and payment.company_id == demo_company.id
+        assert s.get(Invoice, inv.id).status == "open"
+
+
 @responses.activate
 def test_disconnecting_deletes_the_endpoint_arbridge_created(own_key_rt, client, demo_company):
     rt = own_key_rt

@@ -84,14 +84,18 @@ def handle_stripe_event(rt: Runtime, s: Session, event: WebhookEvent) -> None:
         raise Rejected(
             f"event {event.event_id} names company {seen.company_id} but came for another account"
         )
-    if event.company_id is not None and seen.company_id is None:
-        # A refund or dispute names only the PaymentIntent: it must be one of this account's.
+    owner = event.company_id if event.company_id is not None else seen.company_id
+    if owner is not None and seen.payment_intent is not None:
+        # The payment is found by its PaymentIntent alone, so it must be the company's the event
+        # came for: a business signing with its own secret could otherwise name itself in the
+        # metadata and another's PaymentIntent (printed on that business's receipts), and settle
+        # or fail that business's payment. A refund or dispute names only the PaymentIntent.
         paid_to = s.scalar(
             select(CollectedPayment.company_id).where(
                 CollectedPayment.payment_intent_id == seen.payment_intent
             )
         )
-        if paid_to is not None and paid_to != event.company_id:
+        if paid_to is not None and paid_to != owner:
             raise Rejected(
                 f"event {event.event_id} is about another company's payment "
                 "but came for this account"
