@@ -112,6 +112,10 @@ def test_replay_all_failed_now_processes_them_and_says_how_it_went(failed, setti
     result = _run(settings, "events", "replay", "--all-failed", "--provider", "stripe", "--now")
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "Replayed 2 failed events (2 stripe): 1 failed, 1 processed."
+    with rt.sessions() as s:
+        bad = s.scalar(select(WebhookEvent).where(WebhookEvent.event_id == "evt_1Bad"))
+    # Why, in one sentence (it was an IntegrityError's text, and a traceback on the terminal).
+    assert bad.last_error == "event evt_1Bad names company 999999, not one of ours"
     assert _statuses(rt) == {
         "evt_1Bad": "failed",
         "evt_2Fixed": "processed",

@@ -12,8 +12,9 @@ from werkzeug.test import Client
 
 from arbridge.connectors.stripe.simulated import sign
 from arbridge.services.payments.webhook_secrets import simulated_webhook_secret
-from arbridge.sync.model import WebhookDelivery, WebhookEvent
+from arbridge.sync.model import CollectedPayment, WebhookDelivery, WebhookEvent
 from arbridge.web import create_app
+from arbridge.worker import drain
 
 
 @pytest.fixture
@@ -130,3 +131,68 @@ def test_an_oversized_body_is_refused_by_the_app_unread(rt, counted_app):
     refused = front.post("/webhooks/stripe", data=body, headers=headers)
     assert refused.status_code == 413 and counted_app.handled == 1
     assert stored(rt) == 0
+
+
+def test_a_deeply_nested_body_was_a_500_not_a_refused_delivery(rt, counted_app):
+    # Unsigned: parsed to choose the secrets to try, and Python's JSON parser ran out of stack.
+    body = b"[" * 100_000 + b"]" * 100_000
+    headers = {"Stripe-Signature": "t=1,v1=00", "Content-Type": "application/json"}
+    answer = counted_app.test_client().post("/webhooks/stripe", data=body, headers=headers)
+    assert (answer.status_code, answer.json) == (400, {"error": "invalid signature"})
+    # Signed, by the install's own secret: refused as no Stripe event, nothing stored.
+    deep = b'{"id": "evt_deep", "type": "x", "data": {"object": {"a": ' + body + b"}}}"
+    stamp = int(rt.clock.now().timestamp())
+    headers["Stripe-Signature"] = sign(deep, simulated_webhook_secret(rt), stamp)
+    answer = counted_app.test_client().post("/webhooks/stripe", data=deep, headers=headers)
+    assert answer.status_code == 400
+    assert stored(rt) == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("id", None), ("id", ""), ("id", "evt_" + "x" * 300), ("type", "t" * 101), ("type", 7)],
+)
+def test_a_signed_event_with_an_absurd_id_or_type_was_stored_as_it_came(
+    rt, counted_app, field, value
+):
+    body, headers = delivery(rt, 9, **{field: value})
+    answer = counted_app.test_client().post("/webhooks/stripe", data=body, headers=headers)
+    assert answer.status_code == 400
+    assert stored(rt) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"amount_total": -50000}, "the event's amount_total is not a plausible amount: -50000"),
+        ({"amount_total": 10**25}, "the event's amount_total is not a plausible amount"),
+        ({"amount_total": "lots"}, "the event's amount_total is not an amount: 'lots'"),
+        ({"currency": "zzz"}, "the event's currency is not one we know: 'zzz'"),
+        ({"metadata": {"arbridge_company": "abc"}}, "the event names company 'abc', not an id"),
+    ],
+)
+def test_a_signed_session_with_an_absurd_amount_was_recorded_or_failed_with_a_traceback(
+    rt, counted_app, demo_company, change, reason, caplog
+):
+    session = {
+        "id": "cs_absurd",
+        "object": "checkout.session",
+        "payment_intent": "pi_absurd",
+        "payment_status": "paid",
+        "amount_total": 50000,
+        "currency": "usd",
+        "metadata": {"arbridge_company": str(demo_company.id), "arbridge_invoices": "1"},
+        **change,
+    }
+    body, headers = delivery(rt, 10, data={"object": session})
+    assert (
+        counted_app.test_client().post("/webhooks/stripe", data=body, headers=headers).status_code
+        == 200
+    )
+    with caplog.at_level(logging.ERROR):
+        drain(rt)
+    with rt.sessions() as s:
+        event = s.scalar(select(WebhookEvent))
+        assert event.status == "failed" and event.last_error.startswith(reason), event.last_error
+        assert s.scalar(select(func.count()).select_from(CollectedPayment)) == 0
+    assert "Traceback" not in caplog.text and reason in caplog.text

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
-from arbridge.errors import RateLimited, Transient
+from arbridge.errors import ArbridgeError, RateLimited, Transient
 from arbridge.sync.db import transaction
 from arbridge.sync.model import WebhookEvent
 
@@ -103,6 +103,12 @@ def _handle(
         event.status = "pending" if retry else "failed"
         event.next_attempt_at = clock.now() + timedelta(minutes=min(2**event.attempts, 360))
         event.last_error = str(e)[:2000]
+        return None
+    except ArbridgeError as e:
+        # Refused for a reason it states (an event about another company's payment, a field
+        # no Stripe event holds): one sentence, kept on the event and logged, no traceback.
+        log.error("%s event %s refused: %s", event.provider, event.event_id, e)
+        event.status, event.last_error = "failed", str(e)[:2000]
         return None
     except Exception as e:
         log.exception("%s event %s failed permanently", event.provider, event.event_id)

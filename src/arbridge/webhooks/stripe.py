@@ -27,6 +27,7 @@ T = TypeVar("T")
 # our clock is not real.
 EARLIEST_CREATED = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)
+MAX_EVENT_ID, MAX_EVENT_TYPE = 255, 100
 
 
 class MalformedEvent(ArbridgeError):
@@ -37,7 +38,7 @@ def unverified_event(body: bytes) -> dict[str, Any]:
     """The body as JSON, to choose which secrets to try: nothing in it is trusted yet."""
     try:
         event = json.loads(body)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # nested deeper than the parser's stack
         raise SignatureInvalid("the body is not a Stripe event") from e
     if not isinstance(event, dict):
         raise SignatureInvalid("the body is not a Stripe event")
@@ -78,12 +79,17 @@ def stripe_event(body: bytes, now: datetime, tenant_id: str | None = None) -> In
     """A verified delivery's event; refuses one that names no id, type, object or sane time."""
     try:
         event = json.loads(body)
-        event_id, event_type = str(event["id"]), str(event["type"])
+        event_id, event_type = event["id"], event["type"]
         data = event["data"]["object"]
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise SignatureInvalid("the body is not a Stripe event") from e
     if not isinstance(data, dict):
         raise SignatureInvalid("the body is not a Stripe event")
+    # Stripe's ids are a few dozen characters, its types under a hundred (the columns' sizes).
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID:
+        raise MalformedEvent(f"the event's id is not a Stripe id: {event_id!r:.40}")
+    if not isinstance(event_type, str) or not 0 < len(event_type) <= MAX_EVENT_TYPE:
+        raise MalformedEvent(f"the event's type is not a Stripe event type: {event_type!r:.40}")
     account = event.get("account")
     return InboxEvent(
         event_id=event_id,

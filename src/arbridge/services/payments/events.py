@@ -29,7 +29,7 @@ from arbridge.sync.model import (
     Connection,
 )
 from arbridge.webhooks.inbox import Stored, store, store_alone
-from arbridge.webhooks.stripe import signed_by, stripe_event, unverified_event
+from arbridge.webhooks.stripe import MalformedEvent, signed_by, stripe_event, unverified_event
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,45 @@ def _meta_id(raw: Any) -> int | None:
         return None
 
 
+# Far above any amount Stripe charges in any currency (its own limit is 99,999,999 minor units
+# in most), far below what an amount column holds.
+MAX_STRIPE_MINOR = 10**12
+
+
+def _company(meta: Mapping[str, Any]) -> int:
+    """The company an event's metadata names (we wrote it): refused when it is not an id."""
+    company_id = _meta_id(meta["arbridge_company"])
+    if company_id is None:
+        raise MalformedEvent(f"the event names company {meta['arbridge_company']!r:.40}, not an id")
+    return company_id
+
+
+def _discount(meta: Mapping[str, Any]) -> int:
+    """The discount we wrote into the metadata, in minor units (none: 0)."""
+    raw = meta.get("arbridge_discount") or 0
+    text = str(raw) if not isinstance(raw, bool) else ""
+    found = int(text) if text.isascii() and text.isdigit() and len(text) <= 13 else None
+    if found is None or found > MAX_STRIPE_MINOR:
+        raise MalformedEvent(f"the event's discount is not an amount: {raw!r:.40}")
+    return found
+
+
+def _money(obj: Mapping[str, Any], key: str) -> Money:
+    """An amount of the event's object in its currency: Stripe's whole minor units, never
+    negative and within what Stripe charges; refused otherwise (a signed event says it)."""
+    amount, currency = obj.get(key), obj.get("currency")
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise MalformedEvent(f"the event's {key} is not an amount: {amount!r:.40}")
+    if not 0 <= amount <= MAX_STRIPE_MINOR:
+        raise MalformedEvent(f"the event's {key} is not a plausible amount: {amount}")
+    if not isinstance(currency, str):
+        raise MalformedEvent(f"the event's currency is not a currency: {currency!r:.40}")
+    try:
+        return from_stripe_amount(amount, currency.upper())
+    except ValueError as e:
+        raise MalformedEvent(f"the event's currency is not one we know: {currency!r:.40}") from e
+
+
 def _meta_ints(meta: Mapping[str, Any], key: str) -> tuple[int, ...]:
     raw = str(meta.get(key) or "")
     ids = (_meta_id(x) for x in raw.split(","))
@@ -237,10 +276,10 @@ def from_session(obj: Mapping[str, Any], status: str, method: str | None) -> Obs
     return Observed(
         payment_intent=pi,
         status=status,
-        company_id=int(meta["arbridge_company"]),
+        company_id=_company(meta),
         invoice_ids=_meta_ints(meta, "arbridge_invoices"),
-        amount=from_stripe_amount(obj["amount_total"], obj["currency"].upper()),
-        discount_minor=int(meta.get("arbridge_discount") or 0),
+        amount=_money(obj, "amount_total"),
+        discount_minor=_discount(meta),
         method=method or (methods[0] if len(methods) == 1 else None),
         session_id=obj.get("id"),
         plan_id=_meta_id(meta.get(PLAN_KEY)),
@@ -272,10 +311,10 @@ def observe(event_type: str, obj: Mapping[str, Any]) -> Observed | None:
         return Observed(
             payment_intent=obj["id"],
             status=PAYMENT_INTENT_EVENTS[event_type],
-            company_id=int(meta["arbridge_company"]),
+            company_id=_company(meta),
             invoice_ids=_meta_ints(meta, "arbridge_invoices"),
-            amount=from_stripe_amount(obj["amount"], obj["currency"].upper()),
-            discount_minor=int(meta.get("arbridge_discount") or 0),
+            amount=_money(obj, "amount"),
+            discount_minor=_discount(meta),
             method=(obj.get("payment_method_types") or [None])[0],
             reason=error if event_type == "payment_intent.payment_failed" else None,
             plan_id=_meta_id(meta.get(PLAN_KEY)),
@@ -289,7 +328,7 @@ def observe(event_type: str, obj: Mapping[str, Any]) -> Observed | None:
             payment_intent=pi,
             status="refunded",
             company_id=None,
-            refunded=from_stripe_amount(obj["amount_refunded"], obj["currency"].upper()),
+            refunded=_money(obj, "amount_refunded"),
         )
     if event_type in DISPUTE_EVENTS:
         pi = obj.get("payment_intent")

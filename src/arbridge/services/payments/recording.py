@@ -84,6 +84,8 @@ def handle_stripe_event(rt: Runtime, s: Session, event: WebhookEvent) -> None:
         raise Rejected(
             f"event {event.event_id} names company {seen.company_id} but came for another account"
         )
+    if seen.company_id is not None and s.get(Company, seen.company_id) is None:
+        raise Rejected(f"event {event.event_id} names company {seen.company_id}, not one of ours")
     owner = event.company_id if event.company_id is not None else seen.company_id
     if owner is not None and seen.payment_intent is not None:
         # The payment is found by its PaymentIntent alone, so it must be the company's the event
