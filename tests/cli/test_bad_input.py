@@ -96,3 +96,23 @@ def test_a_number_beyond_64_bits_did_not_say_which_numbers_are_accepted(demo):
     result = demo.run("report", "--company", "demo", "--period-days", "9" * 25)
     assert result.returncode == 2, result.stderr
     assert "Enter a whole number between 1 and 3660" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--port", "99999"], "99999 is not in the range 1<=x<=65535"),
+        (["--port", "0"], "0 is not in the range 1<=x<=65535"),
+        (["--host", "not a host"], "'not a host' is not a host name or an IP address"),
+    ],
+)
+def test_an_impossible_demo_address_was_kept_for_every_later_link(demo, args, says):
+    """`demo --port 99999` (or a host with a space) printed links no browser opens, and kept the
+    address for the links every later command and the worker send."""
+    before = demo.ok("companies", "sign-in-link", "demo")
+    result = demo.run("demo", "--no-serve", *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert says in result.stderr.strip().splitlines()[-1]
+    after = demo.ok("companies", "sign-in-link", "demo")
+    assert after.split("/sign-in/")[0] == before.split("/sign-in/")[0]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import signal
 import threading
 from typing import Any
@@ -18,9 +20,27 @@ from arbridge.crypto import write_private_text
 from arbridge.wording import counted
 
 
+def _host(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """A host to serve on and to put in links: an IP address or a host name (RFC 1123)."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    labels = value.rstrip(".").split(".")
+    if len(value) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise click.BadParameter(f"{value!r} is not a host name or an IP address")
+    return value
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+HOST = click.option("--host", default="127.0.0.1", show_default=True, callback=_host)
+PORT = click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+
+
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@HOST
+@PORT
 @click.option(
     "--no-serve", is_flag=True, help="Set up and sync the demo, print the link, then exit."
 )
@@ -79,10 +99,10 @@ def demo(host: str, port: int, no_serve: bool, reset: bool) -> None:
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@HOST
+@PORT
 @click.option("--with-worker", is_flag=True, help="Run the scheduler in this process too.")
-@click.option("--threads", default=8, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 1000))
 def serve(host: str, port: int, with_worker: bool, threads: int) -> None:
     """Serve the web app (owner pages, payment pages, webhooks) with waitress."""
     rt = open_runtime()
