@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class ArbridgeError(Exception):
     """Root of every error arbridge raises on purpose. Its message is one sentence for a human."""
@@ -42,6 +44,15 @@ class RateLimited(ConnectorError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class NotYet(ArbridgeError):
+    """Not a failed try: the side effect may not happen before `at` (a text outside the hours a
+    text may arrive where its reader is). The outbox waits until then without counting it."""
+
+    def __init__(self, message: str, at: datetime) -> None:
+        super().__init__(message)
+        self.at = at
 
 
 class Transient(ConnectorError):

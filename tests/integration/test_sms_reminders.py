@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 import responses
@@ -34,6 +35,7 @@ from arbridge.sync.model import (
     SmsReply,
     WebhookEvent,
 )
+from arbridge.sync.outbox import MAX_ATTEMPTS
 from arbridge.sync.store import rotate_secrets
 from arbridge.worker import drain
 from tests.integration.remind_support import START, Cust, Inv, World, build_world
@@ -214,6 +216,29 @@ def test_a_text_whose_hours_ended_before_the_worker_reached_it_waits_for_the_mor
     assert (row.status, twilio.creates) == ("pending", [])
     assert row.next_attempt_at == trt.clock.now() + timedelta(hours=10)  # 08:00 next morning
     trt.clock.advance(timedelta(hours=10))
+    drain(trt)
+    assert len(twilio.creates) == 1 and outbox(trt)[0].status == "sent"
+
+
+def test_a_text_kept_waiting_for_its_hours_died_after_eight_waits_and_woke_a_second_early(
+    trt, twilio
+):
+    # Each wait for the hours a text may arrive counted as a failed try: after eight (a worker
+    # down for a week, the demo's clock moved in the evening) the text was dead and the step
+    # lost. And the wait was cut to whole seconds, so it woke at 07:59:59 and waited again.
+    world_with_phone(trt)
+    trt.clock.advance(timedelta(microseconds=400_000))
+    run_reminders(trt, world_company(trt))
+    trt.clock.advance(timedelta(hours=13))  # 22:00: too late today
+    for _ in range(MAX_ATTEMPTS + 2):
+        drain(trt)
+        (row,) = outbox(trt)
+        assert (row.status, row.attempts, twilio.creates) == ("pending", 0, [])
+        morning = row.next_attempt_at
+        local = morning.astimezone(ZoneInfo("America/Chicago"))
+        assert (local.hour, local.minute, local.second, local.microsecond) == (8, 0, 0, 0)
+        trt.clock.advance(timedelta(days=1))  # the next run is again in the evening
+    trt.clock.advance(morning - trt.clock.now())
     drain(trt)
     assert len(twilio.creates) == 1 and outbox(trt)[0].status == "sent"
 

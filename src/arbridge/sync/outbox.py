@@ -23,7 +23,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbridge.clock import Clock
-from arbridge.errors import RateLimited, Transient, Unconfirmed
+from arbridge.errors import NotYet, RateLimited, Transient, Unconfirmed
 from arbridge.sync.activity import log_activity
 from arbridge.sync.db import dialect_insert, transaction
 from arbridge.sync.model import OutboxMessage
@@ -214,6 +214,18 @@ def _carry_out(
                 clock,
                 status="maybe_sent",
                 sent_at=clock.now(),
+                last_error=str(e)[:2000],
+            )
+        except NotYet as e:
+            # Not a try: back to waiting, its count as it was, until the moment it may go (a
+            # minute at least, should that moment be past already).
+            log.info("outbox %s %s waits until %s: %s", row.kind, row.key, e.at.isoformat(), e)
+            _finish(
+                factory,
+                row.id,
+                status="pending",
+                attempts=row.attempts - 1,
+                next_attempt_at=max(e.at, clock.now() + timedelta(minutes=1)),
                 last_error=str(e)[:2000],
             )
         except (Transient, RateLimited) as e:

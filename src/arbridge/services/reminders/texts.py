@@ -5,6 +5,7 @@ carrier says the number cannot take texts."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from arbridge.collections.reminder_policy import reminder_policy
 from arbridge.collections.sms import may_text_now, recipient_zone, render_sms, sms_send_at
 from arbridge.collections.templates import Rendered, TemplateProblem
-from arbridge.errors import RateLimited
+from arbridge.errors import NotYet
 from arbridge.runtime import Runtime
 from arbridge.services.messaging.outgoing import EMAIL_CHANNEL, SMS_CHANNEL, Held, Prepared
 from arbridge.services.reminders.freshness import hold_unless_fresh
@@ -49,9 +50,9 @@ def prepare_text(rt: Runtime, message: OutboxMessage) -> Prepared | Held | str:
         if not may_text_now(now, tz, policy):
             # A retry (or a worker that was down) came outside the hours: wait for the next.
             when = sms_send_at(now, tz, policy)
-            wait = int((when - now).total_seconds()) if when else 24 * 3600
-            raise RateLimited(
-                "outside the hours a text may arrive: it waits for the next", max(wait, 60)
+            raise NotYet(
+                "outside the hours a text may arrive: it waits for the next",
+                when if when is not None else now + timedelta(days=1),
             )
         token = link_token(session, rt, company, customer, message.payload)
         fields = merge_fields(
