@@ -140,3 +140,28 @@ def test_the_owners_test_email_carries_only_inert_sample_links(mail_rt, smtp):
         assert "/pay/" not in shown and "/u/" not in shown
     with rt.sessions() as s:
         assert len(s.scalars(select(PayToken)).all()) == tokens_before  # no live link minted
+
+
+def test_a_due_today_email_that_went_out_days_late_still_said_due_today(mail_rt, smtp):
+    # The due date's step, claimed on the due date; the worker reaches it two days later (it was
+    # down; or the step was claimed on a Sunday for a Saturday due date): "is due today" beside
+    # "(2 days overdue)" was untrue. It goes in the first overdue step's words.
+    world = build_world(mail_rt, [HARBOR], [Inv("A", "HAR", 0, "120.00")])
+    assert run_reminders(mail_rt, world.company).emails == 1
+    mail_rt.clock.advance(timedelta(days=2))
+    world.sync()
+    drain(mail_rt)
+    msg = only(smtp, HARBOR.email)
+    text, _html = parts(msg)
+    assert "due today" not in str(msg["Subject"]) and "due today" not in text
+    assert str(msg["Subject"]) == "Reminder: invoice INV-A from Acme Supply Co. is now overdue"
+
+
+def test_a_due_today_email_that_goes_out_on_its_day_says_so(mail_rt, smtp):
+    world = build_world(mail_rt, [HARBOR], [Inv("A", "HAR", 0, "120.00")])
+    assert run_reminders(mail_rt, world.company).emails == 1
+    drain(mail_rt)
+    assert (
+        str(only(smtp, HARBOR.email)["Subject"])
+        == "Invoice INV-A from Acme Supply Co. is due today"
+    )

@@ -15,9 +15,10 @@ from __future__ import annotations
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from types import FrameType
 from typing import Any
 
@@ -102,6 +103,25 @@ _CLOSING = (
     "right with the invoice, reply to this email or use the link above to tell us.\n\n"
     "{{ sign_off }}\n"
 )
+
+
+def template_on(template: str, due_dates: Iterable[date], today: date) -> str:
+    """The wording an email of `template` about invoices due on `due_dates` goes out in on
+    `today`: the steps before and on the due date speak of a day still to come or of today, and
+    an email that goes out later than its step (the sending window's next morning, a weekend, a
+    worker that was down) must not say "due today" of an overdue invoice. Such an email is
+    worded as the first overdue step; an upcoming one that goes out on the due date as due
+    today; every other template as it is."""
+    dues = list(due_dates)
+    if template not in ("upcoming", "due_today") or not dues:
+        return template
+    earliest = min(dues)
+    if earliest < today:
+        return "overdue_friendly"
+    if template == "upcoming" and earliest == today:
+        return "due_today"
+    return template
+
 
 DEFAULT_TEMPLATES: dict[str, EmailTemplate] = {
     "upcoming": EmailTemplate(

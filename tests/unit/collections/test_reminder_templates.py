@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import date
 
 import pytest
 
@@ -14,6 +15,7 @@ from arbridge.collections.templates import (
     is_plain,
     render,
     template_for,
+    template_on,
 )
 
 FIELDS = {
@@ -187,3 +189,21 @@ def test_derived_fields_fill_the_plain_wording():
     assert (
         derived_fields({**FIELDS, "contact_name": ""})["greeting_name"] == FIELDS["customer_name"]
     )
+
+
+@pytest.mark.parametrize(
+    ("template", "dues", "expected"),
+    [
+        ("due_today", [date(2026, 11, 24)], "due_today"),
+        ("due_today", [date(2026, 11, 22)], "overdue_friendly"),  # went out two days late
+        ("upcoming", [date(2026, 11, 27)], "upcoming"),
+        ("upcoming", [date(2026, 11, 24)], "due_today"),
+        ("upcoming", [date(2026, 11, 27), date(2026, 11, 23)], "overdue_friendly"),
+        ("overdue_firm", [date(2026, 10, 1)], "overdue_firm"),
+        ("due_today", [], "due_today"),
+    ],
+)
+def test_an_email_that_goes_out_after_its_step_is_worded_for_the_day_it_goes(
+    template, dues, expected
+):
+    assert template_on(template, dues, date(2026, 11, 24)) == expected

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from arbridge.collections.templates import TemplateProblem
+from arbridge.collections.templates import TemplateProblem, template_on
 from arbridge.connectors.email import Attachment
 from arbridge.runtime import Runtime
 from arbridge.services.documents.gather import letter_doc, letter_filename, link_expiry
@@ -50,7 +50,9 @@ def compose_reminder_email(
             customer,
             contact,
             due.invoices,
-            message.payload["template"],
+            template_on(
+                message.payload["template"], (inv.due_on for inv, _ in due.invoices), due.today
+            ),
             due.today,
             statement_token=statement_token,
         )
