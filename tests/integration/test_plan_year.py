@@ -21,7 +21,7 @@ import pytest
 import responses
 from sqlalchemy import select
 
-from arbridge.clock import local_date, utc
+from arbridge.clock import day_text, local_date, utc
 from arbridge.collections.plans import add_months
 from arbridge.connectors.base import PaymentLine, PaymentWriteBack
 from arbridge.money import Money
@@ -317,7 +317,8 @@ def test_twelve_monthly_installments_are_charged_on_their_dates_to_the_cent(worl
         d - timedelta(days=3) for _, d, _ in made.schedule[1:]
     ]
     for m, (_, d, a) in zip(notices, made.schedule[1:], strict=True):
-        assert Money.from_minor(a, "USD").format() in m.subject and d.isoformat() in m.subject
+        # The date as every page and email writes it ("Jan 27, 2027"), not ISO 8601's.
+        assert Money.from_minor(a, "USD").format() in m.subject and day_text(d) in m.subject
     with w.rt.sessions() as s:
         assert s.get(Invoice, made.invoice.id).open_balance_minor == 0
 
@@ -348,7 +349,8 @@ def test_a_declined_installment_is_paid_by_its_first_retry_and_the_plan_goes_on(
     assert failed.next_retry_on == third[1] + timedelta(days=3)
     [told] = [m for m in plan_mails(w, made) if "did not go through" in m.subject]
     assert words in told.text_body and "/pay/" in told.text_body
-    assert failed.next_retry_on.isoformat() in told.text_body
+    assert f"again on {day_text(failed.next_retry_on)}." in told.text_body
+    assert f"{words}.\n" in told.text_body and "..\n" not in told.text_body  # one full stop
     w.day(2)
     assert inst_row(w, made, 3).status == "failed"  # no charge before the retry's day
     w.until(end_of(made))

@@ -196,7 +196,9 @@ def plain_failure(error: Mapping[str, Any] | None) -> str | None:
     if not error:
         return None
     code = error.get("code") or error.get("decline_code")
-    return BANK_FAILURES.get(str(code)) or (str(error["message"]) if error.get("message") else None)
+    # Stripe's message is a sentence; ours go inside one ("...: {reason}."), so without its stop.
+    message = str(error["message"]).strip().rstrip(".") if error.get("message") else None
+    return BANK_FAILURES.get(str(code)) or message or None
 
 
 def _meta_id(raw: Any) -> int | None:

@@ -20,7 +20,7 @@ from datetime import date, timedelta
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from arbridge.clock import local_date
+from arbridge.clock import day_text, local_date
 from arbridge.collections import plan_charges
 from arbridge.collections import plans as rules
 from arbridge.collections.templates import Rendered
@@ -325,7 +325,9 @@ def apply_charge_result(
     invoices = plan_invoices(s, plan)
     if result.payment_intent is None:
         # No PaymentIntent to hang it on: the attempt failed before Stripe made one.
-        installment_failed(rt, s, plan, inst, result.message or "the charge was refused")
+        installment_failed(
+            rt, s, plan, inst, (result.message or "the charge was refused").rstrip(".")
+        )
         return
     status = {
         "succeeded": "succeeded",
@@ -518,7 +520,7 @@ def _charge_plan_fee(rt: Runtime, s: Session, plan: Plan) -> None:
             period=plan_fee_period(plan),
             amount=Money.from_minor(plan.fee_minor, plan.currency),
             description=f"Installment plan fee (plan {plan.id})",
-            basis=f"the fee of the installment plan agreed on {today.isoformat()}",
+            basis=f"the fee of the installment plan agreed on {day_text(today)}",
             assessed_on=today,
             due_on=max(i.due_on for i in plan.installments),
             reference=", ".join(i.number or i.source_id for i in invoices),
@@ -616,16 +618,16 @@ def prepare_plan_mail(rt: Runtime, message: OutboxMessage) -> Prepared | str:
         )
         if what == "notice":
             subject = (
-                f"{company.name}: your next installment of {amount} on {inst.due_on.isoformat()}"
+                f"{company.name}: your next installment of {amount} on {day_text(inst.due_on)}"
             )
             text = (
                 f"This is a reminder that {label} of your payment plan with {company.name}, "
-                f"{amount}, will be charged to {method} on {inst.due_on.isoformat()}.\n\n"
+                f"{amount}, will be charged to {method} on {day_text(inst.due_on)}.\n\n"
                 f"There is nothing to do. To see your plan, pay early or cancel future charges:\n\n{where}\n"
             )
         elif what == "failed":
             subject = f"{company.name}: your installment of {amount} did not go through"
-            retry = inst.next_retry_on.isoformat() if inst.next_retry_on else "soon"
+            retry = day_text(inst.next_retry_on) if inst.next_retry_on else "soon"
             text = (
                 f"We could not collect {label} of your payment plan with {company.name} "
                 f"({amount}) from {method}: {inst.last_error or 'the payment was declined'}.\n\n"
