@@ -39,7 +39,12 @@ from arbridge.sync.model import (
     Plan,
     PlanInstallment,
 )
-from arbridge.sync.store import customer_email, ledger_connection, open_invoices
+from arbridge.sync.store import (
+    customer_email,
+    issue_statement_token,
+    ledger_connection,
+    open_invoices,
+)
 from arbridge.worker import drain
 from tests.conftest import sync_now
 from tests.stripe_http_fake import (
@@ -51,6 +56,7 @@ from tests.stripe_http_fake import (
     WorkerKilled,
     created_at,
 )
+from tests.web.conftest import parse
 
 
 @dataclass
@@ -677,3 +683,21 @@ def test_the_whole_balance_paid_through_the_pay_link_under_the_plan_is_not_charg
     [posted] = [p for p in ledger.read()["Payment"] if p["reference"] == paid["payment_intent"]]
     assert Money(Decimal(posted["amount"]), "USD").minor == paid["amount_total"]
     check_outbox_clean(w)
+
+
+def test_a_statement_link_said_the_whole_balance_was_on_a_plan_that_covers_one_invoice(world):
+    w = world
+    made = offer_and_pay(w, 3)
+    with transaction(w.rt.sessions) as s:
+        customer = s.get(Customer, made.invoice.customer_id)
+        others = [
+            i.number
+            for i in open_invoices(s, w.company.id)
+            if i.customer_id == customer.id and i.id != made.invoice.id
+        ]
+        token = issue_statement_token(s, w.rt.clock, customer)
+    page = parse(w.client.get(f"/pay/{token}").data)
+    said = page.by_id("on-plan").text
+    assert "for this balance" not in said
+    assert f"{made.invoice.number} is on your payment plan" in said
+    assert not any(number in said for number in others)

@@ -61,6 +61,16 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
     inv = q.invoices[0] if q.invoices else None  # a settled statement lists none
     ids = [i.id for i in q.invoices]
     live_plan = live_plan_of_invoices(s, ids)
+    # Which of the link's invoices the plan covers: a statement's others are not on it.
+    on_plan = (
+        [
+            i.number or i.source_id
+            for i in q.invoices
+            if i.id in {pi.invoice_id for pi in live_plan.invoices}
+        ]
+        if live_plan is not None
+        else []
+    )
     plan_offer = None if live_plan else open_offer_of_invoices(s, ids, rt.clock.now())
     plans_open = (
         live_plan is None
@@ -86,6 +96,7 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
                 for c in cs
             ],
             live_plan=live_plan,
+            on_plan=on_plan,
             plan_offer=plan_offer,
             plans_open=plans_open,
             error=error,
