@@ -236,6 +236,49 @@ def test_a_reminders_as_of_date_outside_the_calendar_is_a_message_not_500(owner_
     assert not crashes()
 
 
+@pytest.mark.parametrize("path", ["/c/demo/invoices", "/c/demo/invoices.csv"])
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("issued_from=2026-13-01", "issued_from: 2026-13-01 is not a date on the calendar"),
+        ("closed_from=2026-02-30", "closed_from: 2026-02-30 is not a date on the calendar"),
+        ("issued_to=2026-11-24junk", "issued_to: Enter a date as YYYY-MM-DD"),
+        ("closed_to=0001-01-01", "closed_to: Choose a date between 1900-01-01 and 2999-12-31"),
+        ("status=bogus", "status: choose one of open, overdue, paid, voided, all"),
+        ("bucket=bogus", "bucket: choose one of"),
+        ("hold=bogus", "hold: choose one of any, paused, reply, promise"),
+        ("delivery=bogus", "delivery: choose one of unsent"),
+        ("sort=bogus", "sort: choose one of number, customer, issued, due, total, balance"),
+        ("dir=up", "dir: choose one of asc, desc"),
+        ("expected=14", "expected: choose one of 1, 2"),
+        ("currency=EURO", "currency: a three-letter currency code, like USD"),
+    ],
+)
+def test_a_malformed_invoice_filter_was_ignored_and_every_invoice_listed(
+    owner_client, crashes, path, query, says
+):
+    response = owner_client.get(f"{path}?{query}")
+    assert response.status_code == 400, query
+    body = response.get_data(as_text=True)
+    assert says in body, body
+    assert_friendly_error(body)
+    assert not crashes()
+
+
+def test_the_invoice_filters_the_pages_link_to_still_work(owner_client):
+    for query in (
+        "",
+        "status=&bucket=&hold=&delivery=&currency=&q=&sort=&dir=",  # the form, nothing chosen
+        "status=all&sort=total&dir=desc",
+        "issued_from=2026-09-01&issued_to=2026-11-24",
+        "closed_from=2026-09-01&closed_to=2026-11-24",
+        "expected=later",
+        "currency=eur",
+        "delivery=unsent&hold=any&bucket=1_30",
+    ):
+        assert owner_client.get(f"/c/demo/invoices?{query}").status_code == 200, query
+
+
 # ---------------------------------------------------------------------------------------------
 # The customer's side.
 

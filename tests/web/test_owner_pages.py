@@ -394,9 +394,12 @@ def test_the_invoices_list_filters_and_sorts(owner_client, rt, demo_company):
     )
     totals = [amount(r.find("td", cls="total").text) for r in by_total]
     assert totals == sorted(totals, reverse=True)
-    # Nonsense in the query string falls back to the defaults.
+    # Nonsense in the query string is refused with what the filter takes (it used to list every
+    # invoice as if the filter had been applied: test_bad_input); an empty one is no filter.
     odd = owner_client.get("/c/demo/invoices?status=x&bucket=y&currency=%27;--&hold=z&sort=q")
-    assert odd.status_code == 200 and len(_invoice_rows(odd.data)) == 50
+    assert odd.status_code == 400 and "a three-letter currency code" in odd.get_data(as_text=True)
+    empty = owner_client.get("/c/demo/invoices?status=&bucket=&currency=&hold=&sort=")
+    assert empty.status_code == 200 and len(_invoice_rows(empty.data)) == 50
 
 
 def test_bulk_pause_and_resume_change_only_this_companys_ticked_invoices(
@@ -645,3 +648,21 @@ def test_an_invoice_one_day_late_reads_1_day_late_not_1_days_late(owner_client):
     page = owner_client.get("/c/demo/invoices?delivery=unsent").data.decode()
     assert not re.search(r"(?<!\d)1 days late", shown + page)
     assert re.search(r"(?<!\d)1 day late", shown + page)
+
+
+def test_sorting_invoices_by_total_put_euros_among_dollars_by_their_digits(rt, demo_company):
+    # The demo's EUR invoices sorted by their own units: EUR 12.75 ($13.82) before $12.75.
+    from arbridge.collections.insight import home_minor
+    from arbridge.readmodels import invoices as reads
+
+    with rt.sessions() as s:
+        company = s.get(Company, demo_company.id)
+        rows = reads.invoices_export(
+            s, company, date(2026, 11, 24), reads.Filters(status="all", sort="total")
+        )
+        totals = [
+            home_minor(r.invoice.total_minor, r.invoice.currency, r.invoice.exchange_rate, "USD")
+            for r in rows
+        ]
+    assert {r.invoice.currency for r in rows} > {"USD"}
+    assert totals == sorted(totals)

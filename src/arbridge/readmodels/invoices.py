@@ -5,6 +5,7 @@ the default view (open invoices, oldest due first) walks the (company, status, d
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -16,7 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from arbridge.clock import day_text
 from arbridge.collections.aging import BUCKET_LABELS, bucket, days_overdue, due_range
-from arbridge.inputs import InputError, parse_decimal
+from arbridge.inputs import InputError, parse_day, parse_decimal
 from arbridge.readmodels.forecast import WEEKS, Expected
 from arbridge.readmodels.sqlexpr import home_minor, odd_exponents
 from arbridge.sync.model import Company, Customer, Invoice, InvoiceHold
@@ -64,29 +65,27 @@ class Filters:
 
     @classmethod
     def from_args(cls, args: Any) -> Filters:
-        """From a query string; anything unknown falls back to the default, never an error."""
-        week = args.get("expected") if args.get("expected") in WEEKS else None
+        """From a query string. A parameter left empty (a form's "any") is no filter; a value
+        the page never offers is refused (`InputError`, naming the parameter and what it
+        takes), not quietly dropped to list everything as if it had been applied."""
+        week = _choice(args, "expected", WEEKS)
         # The forecast and the KPIs' sets count what the allocations say, whatever the status.
-        sets = week or any(
-            args.get(k) for k in ("issued_from", "issued_to", "closed_from", "closed_to")
-        )
-        status = args.get("status") or ("all" if sets else "open")
-        sort = args.get("sort") or "due"
-        currency = (args.get("currency") or "").strip().upper()[:3]
+        days = {name: _day(args, name) for name in DAY_FILTERS}
+        sets = week or any(days.values())
+        currency = (args.get("currency") or "").strip().upper()
+        if currency and not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
+            raise InputError("currency: a three-letter currency code, like USD")
         return cls(
             search=(args.get("q") or "").strip()[:MAX_SEARCH] or None,
-            status=status if status in STATUSES else "open",
-            bucket=args.get("bucket") if args.get("bucket") in BUCKET_LABELS else None,
-            currency=currency if len(currency) == 3 and currency.isalpha() else None,
-            hold=args.get("hold") if args.get("hold") in HOLDS else None,
-            delivery=args.get("delivery") if args.get("delivery") in DELIVERY else None,
-            sort=sort if sort in SORTS else "due",
-            descending=args.get("dir") == "desc",
+            status=_choice(args, "status", STATUSES) or ("all" if sets else "open"),
+            bucket=_choice(args, "bucket", BUCKET_LABELS),
+            currency=currency or None,
+            hold=_choice(args, "hold", HOLDS),
+            delivery=_choice(args, "delivery", DELIVERY),
+            sort=_choice(args, "sort", SORTS) or "due",
+            descending=_choice(args, "dir", ("asc", "desc")) == "desc",
             expected=week,
-            issued_from=_day(args.get("issued_from")),
-            issued_to=_day(args.get("issued_to")),
-            closed_from=_day(args.get("closed_from")),
-            closed_to=_day(args.get("closed_to")),
+            **days,
         )
 
     def args(self) -> dict[str, str | None]:
@@ -117,12 +116,27 @@ class Filters:
         return self.closed_from is not None or self.closed_to is not None
 
 
-def _day(raw: str | None) -> date | None:
-    """An ISO date from a query string; anything else is no filter."""
-    try:
-        return date.fromisoformat((raw or "")[:10]) if raw else None
-    except ValueError:
+DAY_FILTERS = ("issued_from", "issued_to", "closed_from", "closed_to")
+
+
+def _day(args: Any, name: str) -> date | None:
+    """A YYYY-MM-DD day from the query string (empty: no filter); refused when malformed."""
+    raw = (args.get(name) or "").strip()
+    if not raw:
         return None
+    try:
+        return parse_day(raw)
+    except InputError as e:
+        raise InputError(f"{name}: {e}") from e
+
+
+def _choice(args: Any, name: str, allowed: Iterable[str]) -> str | None:
+    """One of the values a page offers for `name` (empty: none chosen); refused otherwise."""
+    raw = (args.get(name) or "").strip()
+    choices = list(allowed)
+    if raw and raw not in choices:
+        raise InputError(f"{name}: choose one of {', '.join(choices)}")
+    return raw or None
 
 
 @dataclass
@@ -276,7 +290,8 @@ def _query(
         "customer": func.lower(Customer.name),
         "issued": Invoice.issued_on,
         "due": Invoice.due_on,
-        "total": Invoice.total_minor,
+        # Both in home currency, as the README says of the list's sorts (not by the digits).
+        "total": home_minor(company.home_currency, Invoice.total_minor),
         "balance": home_minor(company.home_currency),
     }[f.sort]
     key = Invoice.id

@@ -80,10 +80,11 @@ def odd_exponents() -> dict[str, int]:
     return found
 
 
-def home_minor(home_currency: str) -> ColumnElement[Any]:
-    """An invoice's open balance in home-currency minor units: as it is for a home-currency
-    invoice; otherwise converted at the invoice's own rate and rounded once per invoice, as
-    `collections.aging.home_balance` does."""
+def home_minor(home_currency: str, amount: Any = None) -> ColumnElement[Any]:
+    """An invoice's open balance (or `amount`, another of its minor-unit columns: its total) in
+    home-currency minor units: as it is for a home-currency invoice; otherwise converted at the
+    invoice's own rate and rounded once per invoice, as `collections.aging.home_balance` does."""
+    minor = Invoice.open_balance_minor if amount is None else amount
     home_exp = exponent(home_currency)
     scales = {code: Decimal(10) ** (home_exp - e) for code, e in odd_exponents().items()}
     # Typed on the way in (PostgreSQL cannot infer a parameter's type inside CASE).
@@ -96,8 +97,8 @@ def home_minor(home_currency: str) -> ColumnElement[Any]:
         Numeric(30, 10),
     )
     converted = func.round(
-        cast(Invoice.open_balance_minor, Numeric(30, 10))
+        cast(minor, Numeric(30, 10))
         * cast(Invoice.exchange_rate, Numeric(30, 15))  # kept as exact text (DecimalText)
         * scale
     )
-    return case((Invoice.currency == home_currency, Invoice.open_balance_minor), else_=converted)
+    return case((Invoice.currency == home_currency, minor), else_=converted)

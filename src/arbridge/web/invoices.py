@@ -51,11 +51,19 @@ def _week(company: Company, f: reads.Filters) -> tuple[Expected | None, Decimal 
     return expected(s, company, today, f.expected, late), figure
 
 
+def _filters() -> reads.Filters:
+    """The list's filters from the query string; a malformed one is a 400 saying what it takes."""
+    try:
+        return reads.Filters.from_args(request.args)
+    except InputError as e:
+        abort(400, f"{e}.")
+
+
 @bp.get("/invoices")
 @company_required
 def invoices_list(company: Company) -> Any:
     s = db()
-    f = reads.Filters.from_args(request.args)
+    f = _filters()
     page = page_arg(PAGE_SIZE)
     if page > reads.MAX_PAGES:
         abort(404)
@@ -86,7 +94,7 @@ def invoices_list(company: Company) -> Any:
 @bp.get("/invoices.csv")
 @company_required
 def invoices_csv(company: Company) -> Any:
-    f = reads.Filters.from_args(request.args)
+    f = _filters()
     today = company_today(company, runtime().clock)
     week, _ = _week(company, f)
     rows = reads.invoices_export(db(), company, today, f, week=week)
