@@ -429,9 +429,10 @@ def assess_all(
     return out
 
 
-def policy_in_words(policy: LateFeePolicy, home_currency: str) -> str:
+def policy_in_words(policy: LateFeePolicy, home_currency: str, *, foreign: bool = False) -> str:
     """The fee policy as one or two sentences for the payment terms on every reminder ("" when
-    there is none)."""
+    there is none). `foreign`: the reader's invoices are in another currency than the home one,
+    in which a fee's amounts are converted at each invoice's own rate (and so said)."""
     if not policy.charges_anything:
         return ""
     after = (
@@ -470,5 +471,10 @@ def policy_in_words(policy: LateFeePolicy, home_currency: str) -> str:
         text += (
             f" Charges on one invoice are capped at "
             f"{Money.rounded(policy.cap, home_currency).format()}."
+        )
+    if foreign and (policy.flat_fee or policy.cap is not None) and not policy.uk:
+        text += (
+            f" Amounts in {home_currency} are charged in the invoice's own currency at its "
+            "exchange rate."
         )
     return text

@@ -244,6 +244,21 @@ def test_the_policy_in_words() -> None:
     assert policy_in_words(LateFeePolicy(), "USD") == ""
 
 
+def test_the_terms_to_a_customer_billed_in_euros_named_the_fee_in_dollars_alone() -> None:
+    # A EUR invoice's fee is $25 converted at the invoice's own rate (EUR 23.06): "$25.00" alone
+    # read as a charge in dollars.
+    custom = LateFeePolicy(enabled=True, grace_days=30, flat_fee=Decimal(25), cap=Decimal(100))
+    assert policy_in_words(custom, "USD", foreign=True) == (
+        "A late fee of $25.00 is charged once more than 30 days after the due date. "
+        "Charges on one invoice are capped at $100.00. "
+        "Amounts in USD are charged in the invoice's own currency at its exchange rate."
+    )
+    assert policy_in_words(custom, "USD") == (
+        "A late fee of $25.00 is charged once more than 30 days after the due date. "
+        "Charges on one invoice are capped at $100.00."
+    )
+
+
 # --- charge_from: turning fees on does not back-charge old invoices ---------------------------
 
 

@@ -111,7 +111,11 @@ def merge_fields(
         "invoices": items,
         "total_due": total_due(inv for inv, _t in invoices),
         "late_fees": _joined(fees.values()),
-        "payment_terms": policy_in_words(late_fee_policy(company.settings), company.home_currency),
+        "payment_terms": policy_in_words(
+            late_fee_policy(company.settings),
+            company.home_currency,
+            foreign=any(inv.currency != company.home_currency for inv, _t in invoices),
+        ),
     }
 
 
