@@ -16,6 +16,9 @@ from arbridge.sync.model import (
     LateFeeAssessment,
     OutboxMessage,
 )
+from arbridge.sync.store import ledger_connection
+from arbridge.worker import drain
+from tests.conftest import sync_now
 from tests.web.conftest import csrf_token, form_fields, fresh_company, parse
 
 URL = "/c/demo/settings"
@@ -213,3 +216,34 @@ def test_an_unreadable_saved_charge_from_turns_fees_off_until_the_owner_turns_th
     # Turned on again with the date left empty: from today.
     assert _save(owner_client, late_fees_enabled="y").status_code == 302
     assert fresh_company(rt, "demo").settings["late_fees"]["charge_from"] == "2026-11-24"
+
+
+def test_a_posted_charge_named_its_fee_invoice_by_the_ledgers_id_not_the_number_sent(
+    owner_client, rt, demo_company
+):
+    # The customer gets invoice LF-1482; the owner's pages said "posted · ledger INV1482".
+    _save(owner_client, late_fees_enabled="y", late_fee_flat="25.00", late_fee_grace_days="30")
+    assert assess_late_fees(rt, fresh_company(rt, "demo")).charged
+    drain(rt)
+    with rt.sessions() as s:
+        conn = ledger_connection(s, demo_company.id)
+        s.expunge(conn)
+    sync_now(rt, conn)
+    with rt.sessions() as s:
+        charge = s.scalars(
+            select(LateFeeAssessment).where(LateFeeAssessment.status == "posted")
+        ).first()
+        fee_number = s.scalar(
+            select(Invoice.number).where(
+                Invoice.company_id == demo_company.id, Invoice.source_id == charge.ledger_ref
+            )
+        )
+    assert fee_number.startswith("LF-") and fee_number != charge.ledger_ref
+    said = (
+        parse(owner_client.get(f"/c/demo/invoices/{charge.invoice_id}").data)
+        .by_id("invoice-late-fees")
+        .text
+    )
+    assert f"posted · fee invoice {fee_number}" in said and charge.ledger_ref not in said
+    settings = parse(owner_client.get(URL).data).by_id("late-fee-charges").text
+    assert f"fee invoice {fee_number}" in settings

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from arbridge.money import Money
 from arbridge.sync.model import (
@@ -33,6 +33,9 @@ class Charge:
     status: str  # queued, posted, failed (the ledger refused it), waived
     ledger_ref: str | None
     reason: str | None  # why it failed
+    # The number the fee invoice went to the customer with (LF-1482), once synced back; else
+    # None, and the ledger's own id (`ledger_ref`) stands in.
+    fee_invoice_number: str | None = None
 
 
 def charges(
@@ -40,10 +43,19 @@ def charges(
 ) -> Sequence[Charge]:
     """The company's charges (or one invoice's), newest first, each with its ledger write's
     state: a queued charge whose write gave up shows as failed, with the reason."""
+    fee_invoice = aliased(Invoice)
     query = (
-        select(LateFeeAssessment, Invoice.number, Invoice.source_id, OutboxMessage)
+        select(
+            LateFeeAssessment, Invoice.number, Invoice.source_id, OutboxMessage, fee_invoice.number
+        )
         .join(Invoice, Invoice.id == LateFeeAssessment.invoice_id)
         .outerjoin(OutboxMessage, OutboxMessage.key == LateFeeAssessment.outbox_key)
+        .outerjoin(
+            fee_invoice,
+            (fee_invoice.company_id == LateFeeAssessment.company_id)
+            & (fee_invoice.source == Invoice.source)
+            & (fee_invoice.source_id == LateFeeAssessment.ledger_ref),
+        )
         .where(LateFeeAssessment.company_id == company_id)
         .order_by(LateFeeAssessment.id.desc())
         .limit(limit)
@@ -51,7 +63,7 @@ def charges(
     if invoice_id is not None:
         query = query.where(LateFeeAssessment.invoice_id == invoice_id)
     out = []
-    for a, number, source_id, write in session.execute(query):
+    for a, number, source_id, write, fee_number in session.execute(query):
         status, reason = a.status, None
         if status == "queued" and write is not None and write.status in ("failed", "dead"):
             status, reason = "failed", write.last_error
@@ -69,6 +81,7 @@ def charges(
                 status=status,
                 ledger_ref=a.ledger_ref or (write.provider_ref if write is not None else None),
                 reason=reason,
+                fee_invoice_number=fee_number,
             )
         )
     return out
