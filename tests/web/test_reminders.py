@@ -23,6 +23,7 @@ from arbridge.sync.model import (
     InvoiceHold,
     MailMessage,
     OutboxMessage,
+    ReminderSend,
 )
 from arbridge.sync.outbox import enqueue
 from arbridge.sync.store import company_today, issue_pay_token, open_invoices
@@ -614,3 +615,67 @@ def test_a_refused_save_of_the_steps_threw_away_the_new_step_and_signature_typed
     assert doc.by_id("quiet_start").attrs["value"] == "25"
     assert doc.by_id("signature").text == "Thanks, Ana"
     assert fresh_company(rt, "demo").settings == before
+
+
+def test_removing_the_first_step_made_invoices_skip_their_next_steps(owner_client, rt):
+    """Each invoice keeps the index of the highest step claimed for it, and the day's candidates
+    are read by that index. Removing the heads-up step shifted every later step down one, so an
+    invoice that had its 10-days-after email read as one that had its next step too: the steps
+    after it (the final notice) were never sent, and the dry run did not show them."""
+    run_reminders(rt, fresh_company(rt, "demo"))
+    steps = fresh_company(rt, "demo").settings["reminders"]["sequences"]["default"]
+    assert steps[0]["offset_days"] < 0  # the heads-up before the due date
+    page = owner_client.get("/c/demo/reminders")
+    data = form_fields(parse(page.data).find("form", action="/c/demo/reminders/sequence"))
+    kept = steps[1:]
+    data.update(
+        offset_days=[str(s["offset_days"]) for s in kept],
+        channel=[s["channel"] for s in kept],
+        template=[s["template"] for s in kept],
+        min_balance=[s.get("min_balance") or "" for s in kept],
+        escalation=[s.get("escalation") or "none" for s in kept],
+    )
+    assert owner_client.post("/c/demo/reminders/sequence", data=data).status_code == 302
+    index = {s["key"]: i for i, s in enumerate(kept)}
+    with rt.sessions() as s:
+        claimed: dict[int, int] = {}
+        for invoice_id, key in s.execute(select(ReminderSend.invoice_id, ReminderSend.step_key)):
+            claimed[invoice_id] = max(claimed.get(invoice_id, -1), index.get(key, -1))
+        stored = {
+            invoice_id: step
+            for invoice_id, step in s.execute(
+                select(Invoice.id, Invoice.highest_step_claimed).where(
+                    Invoice.id.in_(list(claimed))
+                )
+            )
+        }
+    assert claimed and any(v > 0 for v in claimed.values())
+    assert stored == claimed
+
+
+def test_a_customer_back_on_the_default_sequence_kept_its_own_sequences_step_places(
+    owner_client, rt, overdue
+):
+    """An invoice's highest step is a place among its customer's steps: on a one-step sequence
+    of its own, step 0 is 14 days after due; back on the default, 0 read as its heads-up."""
+    page = owner_client.get("/c/demo/reminders")
+    data = form_fields(parse(page.data).find("form", action="/c/demo/reminders/sequence"))
+    data.update(sequence_name="gentle", offset_days="14", channel="email", template="overdue")
+    owner_client.post("/c/demo/reminders/sequence", data=data)
+    action = f"/c/demo/customers/{overdue.customer_id}/sequence"
+    form = parse(owner_client.get("/c/demo/reminders?sequence=gentle").data).find(
+        "form", action=action
+    )
+    owner_client.post(action, data={**form_fields(form), "sequence": "gentle"})
+    rt.clock.advance(timedelta(days=30))
+    run_reminders(rt, fresh_company(rt, "demo"))
+    with rt.sessions() as s:
+        assert (
+            s.scalar(select(ReminderSend.step_key).where(ReminderSend.invoice_id == overdue.id))
+            == "after-14"
+        )
+    owner_client.post(action, data={**form_fields(form), "sequence": "default"})
+    default = fresh_company(rt, "demo").settings["reminders"]["sequences"]["default"]
+    on_or_before = max(i for i, step in enumerate(default) if step["offset_days"] <= 14)
+    with rt.sessions() as s:
+        assert s.get(Invoice, overdue.id).highest_step_claimed == on_or_before

@@ -64,7 +64,11 @@ from arbridge.services.reminders.holds import resolve_hold
 from arbridge.services.reminders.preview import Preview, dry_run_rows, not_reminded, preview
 from arbridge.services.reminders.rendering import render_reminder
 from arbridge.services.reminders.run import refer_to_agency, withdraw_agency_referral
-from arbridge.services.reminders.sequences import UnknownSequence, follow_sequence
+from arbridge.services.reminders.sequences import (
+    UnknownSequence,
+    follow_sequence,
+    realign_highest_steps,
+)
 from arbridge.sync import pay_links
 from arbridge.sync.model import (
     CallTask,
@@ -441,6 +445,10 @@ def save_sequence(company: Company) -> Any:
         log.info("reminder sequence refused: %s", e)
         body, _status = _page(company, steps_draft=_steps_draft(f, rows, name, f"Not saved: {e}."))
         return body, 400
+    if name == "default":
+        # The invoices' highest steps are places in the default sequence's steps: counted again.
+        company.settings = {**(company.settings or {}), "reminders": candidate}
+        realign_highest_steps(db(), company)
     _save(company, candidate, f"the steps of the {sequence_title(name)} sequence")
     flash(f"Steps of the {sequence_title(name)} sequence saved.", "ok")
     return redirect(url_for("reminders.page", slug=company.slug, sequence=name) + "#sequence")
