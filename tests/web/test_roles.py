@@ -15,10 +15,19 @@ from sqlalchemy import select
 
 from arbridge.errors import ArbridgeError
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Activity, CallTask, Company, Invoice, InvoiceHold, User
+from arbridge.sync.model import (
+    Activity,
+    CallTask,
+    Company,
+    Invoice,
+    InvoiceHold,
+    MailMessage,
+    User,
+)
 from arbridge.sync.people import accept_invitation, change_role, invite, remove_user
 from arbridge.sync.store import hash_token, issue_sign_in_token
 from arbridge.web.common import COLLECTOR_ENDPOINTS
+from arbridge.worker import drain
 from tests.web.conftest import csrf_token
 from tests.web.test_get_changes_nothing import _changes, dump
 
@@ -305,3 +314,23 @@ def test_the_owner_changes_a_role_from_the_settings_page(rt, owner_client, demo_
     assert "is now collector" in owner_client.get(f"/c/{demo_company.slug}/settings").get_data(
         as_text=True
     )
+
+
+def test_a_viewer_read_an_owner_invitation_link_in_the_mailbox_and_became_an_owner(
+    app, rt, demo_company
+):
+    owner = _owner(rt, demo_company)
+    with transaction(rt.sessions) as s:
+        invite(s, rt.clock, s.get(Company, demo_company.id), owner, "own2@acme.example", "owner")
+    drain(rt)
+    with rt.sessions() as s:
+        mail = s.scalars(
+            select(MailMessage).where(MailMessage.to_addr == "own2@acme.example")
+        ).one()
+    # The email went with its link; the mailbox keeps it without (as it keeps sign-in links).
+    assert "/invitations/" not in mail.text_body and "/invitations/" not in (mail.html_body or "")
+    viewer = _add_user(rt, demo_company, "v@acme.example", "viewer")
+    client = app.test_client()
+    _sign_in_as(client, rt, demo_company, viewer)
+    page = client.get(f"/c/demo/mailbox/{mail.id}")
+    assert page.status_code == 200 and "/invitations/" not in page.get_data(as_text=True)

@@ -154,7 +154,14 @@ def _invitation(rt: Runtime, message: OutboxMessage) -> Prepared | str:
         )
     if link is None:
         return "skipped: the invitation was withdrawn, used or has expired"
-    return plain_message(rt, message, p["text"].replace(people.LINK_MARK, link))
+    # The mailbox keeps it without the link: anyone of the company reads the mailbox, and the
+    # link signs in whoever opens it with the role invited (a viewer became an owner).
+    return plain_message(
+        rt,
+        message,
+        p["text"].replace(people.LINK_MARK, link),
+        kept_text=p["text"].replace(people.LINK_MARK, "[the invitation link, not kept here]"),
+    )
 
 
 def _sign_in_link(rt: Runtime, message: OutboxMessage) -> Prepared | str:
