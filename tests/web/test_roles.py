@@ -334,3 +334,32 @@ def test_a_viewer_read_an_owner_invitation_link_in_the_mailbox_and_became_an_own
     _sign_in_as(client, rt, demo_company, viewer)
     page = client.get(f"/c/demo/mailbox/{mail.id}")
     assert page.status_code == 200 and "/invitations/" not in page.get_data(as_text=True)
+
+
+def test_a_viewer_took_a_customers_live_pay_and_unsubscribe_links_from_the_mailbox(
+    app, rt, demo_company
+):
+    """A viewer "changes nothing" and sees no pay link; the mailbox showed reminders as sent,
+    live links and all, and the viewer unsubscribed a customer in the customer's name."""
+    from arbridge.services.reminders.run import run_reminders
+    from tests.web.conftest import fresh_company
+
+    run_reminders(rt, fresh_company(rt, demo_company.slug))
+    drain(rt)
+    with rt.sessions() as s:
+        mail = s.scalars(
+            select(MailMessage).where(MailMessage.kind == "reminder").order_by(MailMessage.id)
+        ).first()
+    assert "/pay/" in mail.text_body and "/u/" in mail.text_body  # as it went to the customer
+    for role in ("viewer", "collector"):
+        client = app.test_client()
+        _sign_in_as(
+            client, rt, demo_company, _add_user(rt, demo_company, f"{role}@a.example", role)
+        )
+        for path in (f"/c/demo/mailbox/{mail.id}", f"/c/demo/mailbox/{mail.id}/email.html"):
+            shown = client.get(path).get_data(as_text=True)
+            assert "/pay/" not in shown and "/u/" not in shown, (role, path)
+            assert "[link not shown to your role]" in shown, (role, path)
+    owner = app.test_client()
+    _sign_in_as(owner, rt, demo_company, _owner(rt, demo_company).id)
+    assert "/pay/" in owner.get(f"/c/demo/mailbox/{mail.id}").get_data(as_text=True)

@@ -16,6 +16,7 @@ from flask import (
     Blueprint,
     Response,
     abort,
+    g,
     flash,
     redirect,
     render_template,
@@ -79,7 +80,15 @@ from arbridge.sync.model import (
     MailMessage,
 )
 from arbridge.sync.store import company_today, log_activity, owner
-from arbridge.web.common import company_required, db, get_or_404, id_arg, runtime, safe_next
+from arbridge.web.common import (
+    company_required,
+    current_user,
+    db,
+    get_or_404,
+    id_arg,
+    runtime,
+    safe_next,
+)
 from arbridge.web.csv_export import csv_response
 from arbridge.wording import counted, verb
 
@@ -662,11 +671,29 @@ def mailbox(company: Company) -> Any:
     )
 
 
+# A link in a sent email that acts for whoever opens it: a customer's pay page (it takes
+# promises and disputes too) and unsubscribe link, an invitation, a sign-in.
+_ACTING_LINK = re.compile(r"(?:https?://[^\s\"'<>/]+)?/(?:pay|u|invitations|sign-in)/[\w.~-]+")
+HIDDEN_LINK = "[link not shown to your role]"
+
+
+def _as_shown(body: str) -> str:
+    """A sent email's body as the signed-in user may read it: an owner reads it as it went;
+    a collector or viewer (who change nothing, and see no pay link) reads it without the
+    links that act for the customer or sign someone in."""
+    user = g.get("user") or current_user()
+    if user is not None and user.role == "owner":
+        return body
+    return _ACTING_LINK.sub(HIDDEN_LINK, body)
+
+
 @bp.get("/c/<slug>/mailbox/<int:mail_id>")
 @company_required
 def mail(company: Company, mail_id: int) -> Any:
     m = get_or_404(MailMessage, mail_id, company)
-    return render_template("mail_message.html", company=company, m=m, kind=mail_kind)
+    return render_template(
+        "mail_message.html", company=company, m=m, body=_as_shown(m.text_body), kind=mail_kind
+    )
 
 
 @bp.get("/c/<slug>/mailbox/<int:mail_id>/email.html")
@@ -676,7 +703,7 @@ def mail_html(company: Company, mail_id: int) -> Any:
     m = get_or_404(MailMessage, mail_id, company)
     if not m.html_body:
         abort(404)
-    return _email_document(m.html_body)
+    return _email_document(_as_shown(m.html_body))
 
 
 def _email_document(html: str) -> Response:
