@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import pytest
 from sqlalchemy import select
 
 from arbridge.services.fees.assess import assess_late_fees
@@ -247,3 +248,16 @@ def test_a_posted_charge_named_its_fee_invoice_by_the_ledgers_id_not_the_number_
     assert f"posted · fee invoice {fee_number}" in said and charge.ledger_ref not in said
     settings = parse(owner_client.get(URL).data).by_id("late-fee-charges").text
     assert f"fee invoice {fee_number}" in settings
+
+
+@pytest.mark.parametrize("field", ["late_fee_charge_from", "late_fee_base_rate_on"])
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01", "1800-01-01"])
+def test_a_late_fee_date_off_the_calendar_the_app_keeps_was_saved(owner_client, rt, field, day):
+    # 1800 back-charged every old invoice; year 1 came back as "1-01-01", which the browser's date
+    # input shows empty, and every later save of the section was refused.
+    saved = fresh_company(rt, "demo").settings.get("late_fees")
+    extra = {"late_fee_base_rate": "5"} if field == "late_fee_base_rate_on" else {}
+    response = _save(owner_client, **{field: day}, **extra)
+    assert response.status_code == 400
+    assert "Choose a date between 1900-01-01 and 2999-12-31" in response.get_data(as_text=True)
+    assert fresh_company(rt, "demo").settings.get("late_fees") == saved

@@ -27,13 +27,25 @@ from wtforms.validators import (
     NumberRange,
     Optional,
     StopValidation,
+    ValidationError,
 )
 from wtforms.widgets import CheckboxInput, ListWidget, Select
 
 from arbridge.clock import place_timezones
 from arbridge.collections.plans import FREQUENCY_LABELS
 from arbridge.collections.policy import MAX_AGREEMENT_CHARS, PLAN_FREQUENCIES
-from arbridge.inputs import InputError, parse_decimal, parse_int
+from arbridge.inputs import InputError, check_day, parse_decimal, parse_int
+
+
+def on_the_calendar(_form: Any, field: Any) -> None:
+    """A date field's day within the days every date of the app takes (1900-01-01 to
+    2999-12-31): a year-1 date came back as "1-01-01", which a browser's date input shows
+    empty."""
+    if field.data is not None:
+        try:
+            check_day(field.data)
+        except InputError as e:
+            raise ValidationError(str(e)) from e
 
 
 class StrictIntegerField(IntegerField):
@@ -244,7 +256,8 @@ class LateFeesForm(FlaskForm):
         validators=[Optional(), NumberRange(0, 10**9)],
     )
     late_fee_charge_from = DateField(
-        "Charge invoices that pass their grace period on or after", validators=[Optional()]
+        "Charge invoices that pass their grace period on or after",
+        validators=[Optional(), on_the_calendar],
     )
     late_fee_base_rate = StrictDecimalField(
         "Bank of England base rate (%)",
@@ -252,7 +265,7 @@ class LateFeesForm(FlaskForm):
         max_places=4,
         validators=[Optional(), NumberRange(0, 25)],
     )
-    late_fee_base_rate_on = DateField("in force from", validators=[Optional()])
+    late_fee_base_rate_on = DateField("in force from", validators=[Optional(), on_the_calendar])
     late_fee_quickbooks_item = StringField(
         "QuickBooks item for fee invoices (its Id)", validators=[Optional(), Length(max=40)]
     )
