@@ -454,4 +454,6 @@ def save_settings(company: Company, section: str) -> Any:
     log_activity(s, rt.clock, company.id, "settings.changed", f"Settings changed: {section}")
     s.commit()
     flash("Settings saved.", "ok")
-    return redirect(url_for("owner.settings", slug=company.slug) + f"#{section}")
+    # Back at the section saved (the company's is the page's "business" section).
+    anchor = "business" if section == "company" else section
+    return redirect(url_for("owner.settings", slug=company.slug) + f"#{anchor}")
