@@ -12,7 +12,7 @@ from arbridge.clock import local_text
 from arbridge.collections.policy import policy
 from arbridge.sync.db import transaction
 from arbridge.sync.model import Activity, Company, Connection, Invoice
-from arbridge.sync.store import open_invoices
+from arbridge.sync.store import issue_pay_token, open_invoices
 from tests.web.conftest import (
     assert_friendly_error,
     csrf_token,
@@ -333,3 +333,22 @@ def test_a_new_daily_hour_moves_the_scheduled_run(owner_client, rt, demo_company
             )
         )
     assert job.next_run_at == datetime(2026, 11, 25, 22, tzinfo=UTC)  # tomorrow 16:00 CST
+
+
+@pytest.mark.parametrize(
+    ("card", "ach", "says"),
+    [("y", None, "Card, through"), (None, "y", "US bank account, through")],
+)
+def test_the_pay_page_said_card_or_bank_whatever_the_business_takes(
+    owner_client, app, rt, card, ach, says
+):
+    assert _save(owner_client, "payments", accept_card=card, accept_ach=ach).status_code == 302
+    with transaction(rt.sessions) as s:
+        inv = next(
+            i
+            for i in open_invoices(s, fresh_company(rt, "demo").id)
+            if i.currency == "USD" and not i.payment_pending
+        )
+        token = issue_pay_token(s, rt.clock, inv)
+    page = parse(app.test_client().get(f"/pay/{token}").data)
+    assert page.by_id("methods").text.startswith(says)

@@ -78,6 +78,8 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
         and gateway is not None
         and plan_choice(s, q, today).offer is not None
     )
+    # The ways to pay this business takes (Settings → Payments), said as Checkout offers them.
+    methods = methods_for(gateway, q) if gateway is not None else []
     response = make_response(
         render_template(
             "pay.html",
@@ -88,7 +90,8 @@ def _render(token: str, status: int = 200, error: str | None = None) -> Any:
             inv=inv,
             statement=link.invoice_id is None,
             days_overdue=days_overdue(inv.due_on, today) if inv is not None else 0,
-            can_pay=gateway is not None and bool(methods_for(gateway, q)),
+            can_pay=bool(methods),
+            methods=methods,
             simulated=bool(gateway is not None and gateway.simulated),
             charges=[
                 c
