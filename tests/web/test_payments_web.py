@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from arbridge.connectors.stripe.simulated import sign
 from arbridge.services.payments.webhook_secrets import simulated_webhook_secret
 from arbridge.sync.db import transaction
-from arbridge.sync.model import CheckoutSessionRow, Invoice, WebhookEvent
+from arbridge.sync.model import CheckoutSessionRow, Company, Customer, Invoice, WebhookEvent
 from arbridge.sync.store import issue_pay_token, open_invoices
 from arbridge.worker import drain
 from tests.web.conftest import assert_friendly_error, csrf_token, parse
@@ -253,3 +253,60 @@ def test_cancelling_the_checkout_comes_back_to_say_nothing_was_charged(client, r
     assert "cancelled" in said and "nothing was charged" in said and "Thank you" not in said
     assert parse(landed.data).by_id("pay") is not None
     assert landed.request.path == f"/pay/{token}"
+
+
+def test_a_checkout_opened_before_the_business_stopped_taking_cards_was_reused(
+    client, rt, demo_company
+):
+    token, first = _to_checkout(client, rt, demo_company)
+    with transaction(rt.sessions) as s:
+        company = s.get(Company, demo_company.id)
+        company.settings = {
+            **company.settings,
+            "payments": {**(company.settings.get("payments") or {}), "accept_card": False},
+        }
+    page = client.get(f"/pay/{token}")
+    again = client.post(f"/pay/{token}/checkout", data={"csrf_token": csrf_token(page.data)})
+    second = again.headers["Location"].replace(rt.settings.base_url, "")
+    assert second != first  # a new session, offering only what the business takes now
+    with rt.sessions() as s:
+        statuses = s.scalars(select(CheckoutSessionRow.status).order_by(CheckoutSessionRow.id))
+        assert list(statuses) == ["expired", "open"]
+
+
+def test_paying_a_statement_of_many_invoices_kept_a_basis_longer_than_its_column(
+    client, rt, demo_company
+):
+    # The session's basis listed each invoice with its balance: 200 characters hold ten or so,
+    # and PostgreSQL refused the row (a 500 on Pay) for a customer with more open invoices.
+    from arbridge.sync.store import issue_statement_token
+
+    with transaction(rt.sessions) as s:
+        inv = next(i for i in open_invoices(s, demo_company.id) if i.currency == "USD")
+        customer_id = inv.customer_id
+        for n in range(25):
+            s.add(
+                Invoice(
+                    company_id=demo_company.id,
+                    customer_id=customer_id,
+                    source="demo",
+                    source_id=f"MANY{n}",
+                    number=f"MANY-{n:04d}",
+                    issued_on=inv.issued_on,
+                    due_on=inv.due_on,
+                    currency="USD",
+                    exchange_rate=inv.exchange_rate,
+                    total_minor=123_456_78,
+                    ledger_balance_minor=123_456_78,
+                    status="open",
+                    synced_at=rt.clock.now(),
+                )
+            )
+        s.flush()
+        token = issue_statement_token(s, rt.clock, s.get(Customer, customer_id))
+    page = client.get(f"/pay/{token}")
+    to_checkout = client.post(f"/pay/{token}/checkout", data={"csrf_token": csrf_token(page.data)})
+    assert to_checkout.status_code == 303
+    with rt.sessions() as s:
+        row = s.scalars(select(CheckoutSessionRow)).one()
+        assert len(row.invoice_ids) > 25 and len(row.basis) <= 200

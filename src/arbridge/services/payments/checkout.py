@@ -53,7 +53,7 @@ def start_checkout(rt: Runtime, token: str) -> str:
             raise Rejected("this business does not take online payments at the moment")
         due_ids = [d.invoice_id for d in q.due]
         lock_invoices(s, due_ids)
-        basis, now = quote_basis(q), rt.clock.now()
+        basis, now = quote_basis(q, methods), rt.clock.now()
         reusable = s.scalar(
             select(CheckoutSessionRow)
             .where(

@@ -3,6 +3,7 @@ URL or the form)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -143,8 +144,13 @@ def fee_invoices(session: Session, company_id: int, invoice_ids: Sequence[int]) 
     )
 
 
-def quote_basis(q: Quote) -> str:
-    return ",".join(f"{d.invoice_id}:{d.balance.minor}:{d.discount.minor}" for d in q.due)
+def quote_basis(q: Quote, methods: Sequence[str]) -> str:
+    """What a Checkout session is opened for, as one digest of fixed length (a statement of
+    many invoices listed in full outgrew its column): each invoice due with its balance and
+    discount, and the ways to pay offered. A session is reused only for the same basis, so a
+    balance that moved, or a way to pay the business stopped taking, opens a new one."""
+    due = ",".join(f"{d.invoice_id}:{d.balance.minor}:{d.discount.minor}" for d in q.due)
+    return hashlib.sha256(f"{due}|{','.join(methods)}".encode()).hexdigest()
 
 
 def methods_for(gateway: PaymentGateway, q: Quote) -> list[str]:
