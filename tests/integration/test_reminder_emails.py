@@ -165,3 +165,17 @@ def test_a_due_today_email_that_goes_out_on_its_day_says_so(mail_rt, smtp):
         str(only(smtp, HARBOR.email)["Subject"])
         == "Invoice INV-A from Acme Supply Co. is due today"
     )
+
+
+def test_a_final_notice_counted_an_invoice_not_due_yet_as_overdue(mail_rt, smtp):
+    # One email a customer a day: the final notice about A went with B's heads-up, and its subject
+    # said both were overdue ("Final notice: $150.00 overdue"), B due in three days.
+    world = build_world(
+        mail_rt, [HARBOR], [Inv("A", "HAR", -30, "100.00"), Inv("B", "HAR", 3, "50.00")]
+    )
+    assert run_reminders(mail_rt, world.company).emails == 1
+    drain(mail_rt)
+    msg = only(smtp, HARBOR.email)
+    text, _html = parts(msg)
+    assert "INV-A" in text and "INV-B" in text  # both listed, each with its own due date
+    assert str(msg["Subject"]) == "Final notice: $100.00 overdue to Acme Supply Co."

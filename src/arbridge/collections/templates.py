@@ -48,6 +48,7 @@ MERGE_FIELDS = (
     # a list of {number, amount_due, due_date, days_overdue, pay_link, late_fees, viewed_on}
     "invoices",
     "total_due",
+    "total_overdue",  # of those invoices, the ones past their due date on the email's day
     "late_fees",  # late fees and interest charged on these invoices ("" when none)
     "payment_terms",  # the late-fee policy in words ("" when there is none)
     "viewed_on",  # the day the customer first opened the invoice's page ("" when never)
@@ -85,6 +86,7 @@ MERGE_FIELD_LABELS: dict[str, str] = {
     "due_date": "Due date",
     "days_overdue": "Days overdue",
     "total_due": "Total due",
+    "total_overdue": "Total overdue (leaves out what is not due yet)",
     "invoice_list": "The invoices, each with its pay link",
     "pay_link": "Pay link",
     "statement_link": "Statement link (pays them all)",
@@ -141,19 +143,19 @@ DEFAULT_TEMPLATES: dict[str, EmailTemplate] = {
         "through; you can pay online in a minute:\n\n{{ invoice_list }}" + _CLOSING,
     ),
     "overdue": EmailTemplate(
-        "Second reminder: {{ total_due }} overdue to {{ business_name }}",
+        "Second reminder: {{ total_overdue }} overdue to {{ business_name }}",
         "Hello {{ greeting_name }},\n\n"
         "Our records show the following still unpaid. Please arrange payment, or let us know "
         "when we can expect it:\n\n{{ invoice_list }}" + _CLOSING,
     ),
     "overdue_firm": EmailTemplate(
-        "Action needed: {{ total_due }} overdue to {{ business_name }}",
+        "Action needed: {{ total_overdue }} overdue to {{ business_name }}",
         "Hello {{ greeting_name }},\n\n"
         "Despite our earlier reminders, the following remains unpaid. Please pay it now, or "
         "reply within 7 days to agree a date or a payment plan:\n\n{{ invoice_list }}" + _CLOSING,
     ),
     "final_notice": EmailTemplate(
-        "Final notice: {{ total_due }} overdue to {{ business_name }}",
+        "Final notice: {{ total_overdue }} overdue to {{ business_name }}",
         "Hello {{ greeting_name }},\n\n"
         "This is our final reminder before we take further steps to recover the amount below, "
         "which may include referring the account to a collection agency. Please pay now, or "
@@ -515,6 +517,7 @@ SAMPLE_FIELDS: dict[str, Any] = {
         }
     ],
     "total_due": "$100.00",
+    "total_overdue": "$100.00",
     "late_fees": "$25.00",
     "payment_terms": "A late fee of $25.00 is charged once after the due date.",
 }

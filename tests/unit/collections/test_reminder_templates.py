@@ -31,6 +31,7 @@ FIELDS = {
     "signature": "",
     "unsubscribe_link": "https://pay.example/u/tok",
     "total_due": "$500.00",
+    "total_overdue": "$500.00",
     "invoices": [
         {
             "number": "INV-1001",
@@ -160,7 +161,12 @@ def test_the_html_has_a_pay_button_under_the_invoice_and_keeps_the_text_alternat
 
 def test_several_invoices_are_paid_together_through_the_statement_link():
     second = {**FIELDS["invoices"][0], "number": "INV-1002", "pay_link": "https://pay.example/2"}
-    fields = {**FIELDS, "invoices": [*FIELDS["invoices"], second], "total_due": "$900.00"}
+    fields = {
+        **FIELDS,
+        "invoices": [*FIELDS["invoices"], second],
+        "total_due": "$900.00",
+        "total_overdue": "$900.00",
+    }
     out = render(DEFAULT_TEMPLATES["overdue_firm"], fields)
     assert '<a class="pay-button" href="https://pay.example/statement/xyz"' in out.html
     assert ">Pay $900.00</a>" in out.html

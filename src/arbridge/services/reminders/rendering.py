@@ -110,6 +110,9 @@ def merge_fields(
         ),
         "invoices": items,
         "total_due": total_due(inv for inv, _t in invoices),
+        # An email about several invoices may carry one not due yet (one email a customer a
+        # day): the overdue wordings' subjects say what is overdue.
+        "total_overdue": total_due(inv for inv, _t in invoices if inv.due_on < today),
         "late_fees": _joined(fees.values()),
         "payment_terms": policy_in_words(
             late_fee_policy(company.settings),
