@@ -352,3 +352,9 @@ def test_the_pay_page_said_card_or_bank_whatever_the_business_takes(
         token = issue_pay_token(s, rt.clock, inv)
     page = parse(app.test_client().get(f"/pay/{token}").data)
     assert page.by_id("methods").text.startswith(says)
+
+
+def test_the_connections_table_said_stripe_was_not_connected_beside_its_own_status(owner_client):
+    # The demo takes payments through its simulated checkout (the Payments section said so).
+    row = parse(owner_client.get(URL).data).by_id("stripe-connection")
+    assert "simulated (demo)" in row.text and "not connected" not in row.text
