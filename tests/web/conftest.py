@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from arbridge.runtime import Runtime
 from arbridge.sync.db import transaction
-from arbridge.sync.model import Company, Customer, Invoice
-from arbridge.sync.store import create_company, issue_sign_in_token, owner
+from arbridge.sync.model import Company, Customer, Invitation, Invoice, MailMessage
+from arbridge.sync.store import create_company, hash_token, issue_sign_in_token, owner
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
 
@@ -262,3 +262,16 @@ def form_fields(form: Node) -> dict[str, str]:
         elif node.tag == "textarea":
             data[name] = node.text
     return data
+
+
+def sent_invitation_path(rt: Runtime, key: str) -> str:
+    """The path of the invitation link the email queued under `key` (`invitation:<id>`) went
+    out with, once it has gone. The mailbox keeps the email without its link (a teammate who
+    reads the mailbox could accept it), so the test gives the invitation a token it knows, as
+    the link in the email carries one."""
+    token = "sent-" + key.replace(":", "-") + "-" + "x" * 32
+    with transaction(rt.sessions) as s:
+        sent = s.scalars(select(MailMessage).where(MailMessage.outbox_key == key)).one()
+        assert "[the invitation link, not kept here]" in sent.text_body
+        s.get(Invitation, int(key.split(":")[1])).token_hash = hash_token(token)
+    return f"/invitations/{token}"

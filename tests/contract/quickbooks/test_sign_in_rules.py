@@ -17,13 +17,18 @@ from arbridge.sync.model import (
     Company,
     Connection,
     Invitation,
-    MailMessage,
     OutboxMessage,
     User,
 )
 from arbridge.worker import drain
 from tests.contract.quickbooks.test_web import plain_company, start_oauth
-from tests.web.conftest import assert_friendly_error, csrf_token, parse, sign_in
+from tests.web.conftest import (
+    assert_friendly_error,
+    csrf_token,
+    parse,
+    sent_invitation_path,
+    sign_in,
+)
 
 MALLORY = {
     "sub": "intuit-user-mallory",
@@ -139,11 +144,9 @@ def _invite(rt, client, company, email: str) -> str:
         assert mail.payload["to"] == email
         key = mail.key
     drain(rt)  # the email goes out (to the mailbox here): its link is made as it is sent
-    with rt.sessions() as s:
-        sent = s.scalars(select(MailMessage).where(MailMessage.outbox_key == key)).one()
-        link = next(w for w in sent.text_body.split() if "/invitations/" in w)
+    path = sent_invitation_path(rt, key)
     client.post("/sign-out", data={"csrf_token": csrf_token(page.data)})
-    return link.removeprefix(rt.settings.base_url)
+    return path
 
 
 def test_a_queued_invitation_keeps_no_token_in_the_outbox(rt, app, fake, connected):
@@ -168,10 +171,7 @@ def test_a_queued_invitation_keeps_no_token_in_the_outbox(rt, app, fake, connect
 
 def _invite_link_after_send(rt, key: str) -> str:
     drain(rt)
-    with rt.sessions() as s:
-        sent = s.scalars(select(MailMessage).where(MailMessage.outbox_key == key)).one()
-    link = next(w for w in sent.text_body.split() if "/invitations/" in w)
-    return link.removeprefix(rt.settings.base_url)
+    return sent_invitation_path(rt, key)
 
 
 def test_the_owner_invites_a_user_who_accepts_once_and_later_signs_in_with_intuit(
