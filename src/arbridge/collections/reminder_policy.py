@@ -6,6 +6,7 @@ SequenceError with a sentence for the owner. Pure, like the decisions in `remind
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -123,6 +124,19 @@ def parse_step(raw: Mapping[str, Any], position: int) -> Step:
 
 def step_key(offset: int) -> str:
     return "due" if offset == 0 else (f"before-{-offset}" if offset < 0 else f"after-{offset}")
+
+
+_STEP_KEY = re.compile(r"(before|after)-(\d{1,5})|due")
+
+
+def step_offset(key: str) -> int | None:
+    """The day a key of `step_key`'s form names; None for a key of another form (an owner's)."""
+    m = _STEP_KEY.fullmatch(key)
+    if m is None:
+        return None
+    if m.group(0) == "due":
+        return 0
+    return int(m.group(2)) * (-1 if m.group(1) == "before" else 1)
 
 
 def parse_sequence(name: str, raw_steps: Iterable[Mapping[str, Any]]) -> ReminderSequence:

@@ -108,11 +108,15 @@ def _stored(company: Company) -> dict[str, Any]:
     return dict((company.settings or {}).get("reminders") or {})
 
 
-def _save(company: Company, reminders: dict[str, Any], what: str) -> None:
+def _save(company: Company, reminders: dict[str, Any], what: str, *, realign: bool = False) -> None:
+    """Store the reminder settings; with `realign` (the default sequence's steps changed), each
+    invoice's highest step claimed is counted again in the new steps, in the same commit."""
     rt, s = runtime(), db()
     settings = dict(company.settings or {})
     settings["reminders"] = reminders
     company.settings = settings
+    if realign:
+        realign_highest_steps(s, company)
     log_activity(s, rt.clock, company.id, "settings.changed", f"Reminder settings changed: {what}")
     s.commit()
 
@@ -454,11 +458,13 @@ def save_sequence(company: Company) -> Any:
         log.info("reminder sequence refused: %s", e)
         body, _status = _page(company, steps_draft=_steps_draft(f, rows, name, f"Not saved: {e}."))
         return body, 400
-    if name == "default":
-        # The invoices' highest steps are places in the default sequence's steps: counted again.
-        company.settings = {**(company.settings or {}), "reminders": candidate}
-        realign_highest_steps(db(), company)
-    _save(company, candidate, f"the steps of the {sequence_title(name)} sequence")
+    # The invoices' highest steps are places in the default sequence's steps: counted again.
+    _save(
+        company,
+        candidate,
+        f"the steps of the {sequence_title(name)} sequence",
+        realign=name == "default",
+    )
     flash(f"Steps of the {sequence_title(name)} sequence saved.", "ok")
     return redirect(url_for("reminders.page", slug=company.slug, sequence=name) + "#sequence")
 

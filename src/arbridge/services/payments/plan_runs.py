@@ -325,9 +325,8 @@ def apply_charge_result(
     invoices = plan_invoices(s, plan)
     if result.payment_intent is None:
         # No PaymentIntent to hang it on: the attempt failed before Stripe made one.
-        installment_failed(
-            rt, s, plan, inst, (result.message or "the charge was refused").rstrip(".")
-        )
+        reason = plain_failure({"message": result.message}) or "the charge was refused"
+        installment_failed(rt, s, plan, inst, reason)
         return
     status = {
         "succeeded": "succeeded",

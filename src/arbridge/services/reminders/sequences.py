@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_right
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from arbridge.clock import Clock
-from arbridge.collections.reminder_policy import SequenceError, reminder_policy
+from arbridge.collections.reminder_policy import SequenceError, reminder_policy, step_offset
 from arbridge.errors import ArbridgeError
 from arbridge.sync.activity import log_activity
 from arbridge.sync.db import among
@@ -58,19 +57,6 @@ def follow_sequence(
     return shown
 
 
-_KEY = re.compile(r"(before|after)-(\d{1,5})|due")
-
-
-def _offset_of(key: str) -> int | None:
-    """The day a step's key names (`step_key`'s form), or None for a key of another form."""
-    m = _KEY.fullmatch(key)
-    if m is None:
-        return None
-    if m.group(0) == "due":
-        return 0
-    return int(m.group(2)) * (-1 if m.group(1) == "before" else 1)
-
-
 def realign_highest_steps(session: Session, company: Company) -> int:
     """Each invoice's highest step claimed (`Invoice.highest_step_claimed`, by which the day's
     candidates are read) counted again in the company's default sequence as it now stands,
@@ -93,7 +79,7 @@ def realign_highest_steps(session: Session, company: Company) -> int:
     def counted(key: str) -> int:
         if key in place:
             return place[key]
-        offset = _offset_of(key)
+        offset = step_offset(key)
         return -1 if offset is None else bisect_right(days, offset) - 1
 
     own = select(CustomerReminderSettings.customer_id).where(
